@@ -1,0 +1,61 @@
+# The front door. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard proto/router/v1/*.proto)
+PROTOC := $(PY) -m grpc_tools.protoc -Iproto --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc
+HOST ?= 127.0.0.1
+PORT ?= 50051
+
+.DEFAULT_GOAL := help
+.PHONY: help install run demo test test-unit test-integration lint fmt proto proto-check clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the service with its dev tools
+
+run: $(STAMP) ## Start the service on $(HOST):$(PORT) (REDIS_URL, else a private redis-server, else in-memory)
+	ROUTER_HOST=$(HOST) ROUTER_PORT=$(PORT) $(PY) -m router
+
+demo: $(STAMP) ## Start a throw-away service, load an example team and route a few calls
+	$(PY) -m router.demo
+
+test: $(STAMP) ## Run every test (starts its own throw-away redis-server)
+	$(PY) -m pytest
+
+test-unit: $(STAMP) ## Run the fast, pure unit tests only
+	$(PY) -m pytest tests/unit
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP) ## Format and auto-fix
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+proto: $(STAMP) ## Regenerate the typed stubs in router/v1 from proto/
+	$(PROTOC) --python_out=. --grpc_python_out=. \
+	  --mypy_out=. --mypy_grpc_out=. $(PROTOS)
+
+proto-check: $(STAMP) ## Fail if the committed stubs differ from what proto/ generates
+	@tmp=$$(mktemp -d) && \
+	$(PROTOC) --python_out=$$tmp --grpc_python_out=$$tmp \
+	  --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTOS) && \
+	for f in $$tmp/router/v1/*; do \
+	  diff -u router/v1/$$(basename $$f) $$f || { echo "stubs drifted: run 'make proto'"; rm -rf $$tmp; exit 1; }; \
+	done && rm -rf $$tmp && echo "stubs match proto/"
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

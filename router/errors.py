@@ -1,0 +1,66 @@
+"""The one error tree. Each class carries the gRPC status code it maps to.
+
+Servicers and stores raise these; one interceptor (``router.interceptors``) turns them into
+statuses. "No agent free" is a result, never an error. Codes follow ``google.rpc.Code`` retry
+semantics: ABORTED and UNAVAILABLE are safe to retry, the others need a changed request.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class RouterError(Exception):
+    """Base class: a client-visible failure with a status code and a message."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgumentError(RouterError):
+    """The request is malformed; the message names the field (``agent.skills["x"]: ...``)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFoundError(RouterError):
+    """The named agent, assignment, call or absence does not exist in this tenant."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExistsError(RouterError):
+    """Creating something that already exists (an agent id taken in the tenant)."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPreconditionError(RouterError):
+    """The system is not in the state the request needs (wrong fencing token, call finished)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class VersionConflictError(RouterError):
+    """Optimistic concurrency: the caller's version is stale. Re-read and retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class ContentionError(RouterError):
+    """Too many concurrent changes to re-plan within the bounded number of attempts."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class StoreUnavailableError(RouterError):
+    """The state store cannot be reached or timed out; safe to retry."""
+
+    code = grpc.StatusCode.UNAVAILABLE
