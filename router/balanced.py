@@ -1,0 +1,162 @@
+"""``BALANCED``: the whole batch in one min-cost flow per channel.
+
+For each channel present in the batch (highest call priority first, voice first on ties,
+then ``Channel`` declaration order), screen every call, score every eligible pair, keep the
+best candidates per call and solve one flow (``router.solver``) with integer costs::
+
+    pair cost  = round((max_total(weights) - score.total) * 1000)
+                 + (max_priority - call.priority) * priority_step
+    slot cost  = round(scoring.load.marginal_cost(k-th item) * 1000) + (k - 1)
+
+Weighted score points and load cost share one scale (1000 per point). ``+ (k - 1)`` keeps
+slot costs strictly increasing after rounding even when ``weights.load`` is 0, so equally
+good agents still share the work. ``priority_step = n_calls * (max pair cost + max slot cost)
++ 1`` (only when priorities differ) exceeds any difference the other terms can make between
+two placements of the same size, so among the maximum placements the flow maximises the sum
+of priorities first: urgent calls win scarce agents, then the soft score and load decide.
+
+Candidates per call: the ``max(policy.top_k, n_calls)`` best by net value (score minus the
+agent's next-slot load cost; ``top_k <= 0`` keeps all). Keeping at least ``n_calls`` keeps the
+maximum flow exact: a pruned call still has more candidates than there are other calls, so
+one of them is always free for it.
+
+A single call (every ``Assign``) skips the flow: its optimum is simply the cheapest candidate
+on its first slot, ties broken by agent id. In a batch, exactly equal-cost optima are settled by
+the flow solver, deterministically because arcs are always added in agent-id order.
+
+After each channel's solve the placements go on the board, so the next channel sees the units
+they took (a voice call never joins an agent just given a chat). Explanations list the load
+cost of the slot the call took as a negative ``load`` part; the runner-up is the best other
+eligible agent by the same net value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from router.baselines import queue_order
+from router.board import Board, explain
+from router.domain import Call, Channel, Placement, Strategy
+from router.solver import solve_flow
+from scoring.load import free_slots, slot_costs
+from scoring.match import ScoreCard, max_total
+
+SCORE_SCALE = 1000
+"""Integer cost units per weighted score point."""
+
+LOAD = "load"
+"""Explanation part holding the (negative) load cost of the slot the call took."""
+
+_CHANNEL_RANK = {channel: rank for rank, channel in enumerate(Channel)}
+
+
+def channel_order(calls: Sequence[Call]) -> list[Channel]:
+    """Channels of ``calls`` in solve order: highest priority first, then declaration order."""
+    top: dict[Channel, int] = {}
+    for call in calls:
+        top[call.channel] = max(top.get(call.channel, call.priority), call.priority)
+    return sorted(top, key=lambda channel: (-top[channel], _CHANNEL_RANK[channel]))
+
+
+def plan_balanced(board: Board, calls: Sequence[Call]) -> list[Placement]:
+    """Place ``calls`` with the balanced model; placements in input order."""
+    placements: list[Placement | None] = [None] * len(calls)
+    order = queue_order(calls)
+    for channel in channel_order(calls):
+        group = [index for index in order if calls[index].channel == channel]
+        for index, placement in _solve_channel(board, calls, group, channel):
+            placements[index] = placement
+    return [placement for placement in placements if placement is not None]
+
+
+def _solve_channel(
+    board: Board, calls: Sequence[Call], group: list[int], channel: Channel
+) -> list[tuple[int, Placement]]:
+    """Solve one channel's calls (``group``: indexes in queue order) and update the board."""
+    policy = board.policy
+    n_calls = len(group)
+    screenings = [board.screen(calls[index]) for index in group]
+    agent_ids = sorted({agent.agent_id for s in screenings for agent in s.eligible})
+    column = {agent_id: j for j, agent_id in enumerate(agent_ids)}
+
+    units = policy.units_for(channel)
+    loads: list[tuple[float, ...]] = []
+    for agent_id in agent_ids:
+        agent = board.agents[agent_id]
+        # No agent can take more items than there are calls in this solve.
+        slots = min(free_slots(agent, channel, policy), n_calls)
+        cap = policy.occupancy_cap_for(agent.profile)
+        occ = board.occupancy(agent_id)
+        loads.append(
+            slot_costs(
+                agent.units_used, units, slots, occupancy=occ, cap=cap, weight=policy.weights.load
+            )
+        )
+    slot_ints = [
+        tuple(round(cost * SCORE_SCALE) + k for k, cost in enumerate(costs)) for costs in loads
+    ]
+
+    ceiling = max_total(policy.weights)
+    keep = None if policy.top_k <= 0 else max(policy.top_k, n_calls)
+    cards: list[dict[str, ScoreCard]] = []
+    edges: list[tuple[int, int, int]] = []
+    for c, (index, screening) in enumerate(zip(group, screenings, strict=True)):
+        call_cards = {a.agent_id: board.card(calls[index], a.agent_id) for a in screening.eligible}
+        cards.append(call_cards)
+        ranked = sorted(
+            call_cards,
+            key=lambda aid: (-(call_cards[aid].total - loads[column[aid]][0]), aid),
+        )
+        for agent_id in ranked[:keep]:
+            base = max(0, round((ceiling - call_cards[agent_id].total) * SCORE_SCALE))
+            edges.append((c, column[agent_id], base))
+
+    priorities = [calls[index].priority for index in group]
+    top = max(priorities, default=0)
+    step = 0
+    if min(priorities, default=0) != top:
+        widest_pair = max((cost for _, _, cost in edges), default=0)
+        widest_slot = max((max(costs) for costs in slot_ints if costs), default=0)
+        step = n_calls * (widest_pair + widest_slot) + 1
+    agent_of = _solve(
+        n_calls, [(c, j, cost + (top - priorities[c]) * step) for c, j, cost in edges], slot_ints
+    )
+
+    taken = [0] * len(agent_ids)
+    results: list[tuple[int, Placement]] = []
+    for c, index in enumerate(group):
+        j = agent_of[c]
+        chosen_id = None if j is None else agent_ids[j]
+        parts: dict[str, float] = {}
+        if j is not None and chosen_id is not None:
+            # Slots go to the agent's calls in queue order; the flow only fixes how many.
+            parts = {**cards[c][chosen_id].parts, LOAD: -loads[j][taken[j]]}
+            taken[j] += 1
+            board.place(calls[index], chosen_id)
+        ranking = [(aid, card.total - loads[column[aid]][0]) for aid, card in cards[c].items()]
+        explanation = explain(Strategy.BALANCED, screenings[c], chosen_id, parts, ranking)
+        results.append((index, Placement(calls[index].call_id, chosen_id, explanation)))
+    return results
+
+
+def _solve(
+    n_calls: int, edges: list[tuple[int, int, int]], slot_ints: list[tuple[int, ...]]
+) -> tuple[int | None, ...]:
+    """Agent column per call: the flow for a batch, a direct minimum for a single call.
+
+    One call (every ``Assign``) needs no flow: its optimum is the cheapest candidate with the
+    agent's first slot, and taking the minimum breaks cost ties by agent id explicitly.
+    """
+    if n_calls == 1:
+        if not edges:
+            return (None,)
+        _, best = min((cost + slot_ints[j][0], j) for _, j, cost in edges)
+        return (best,)
+    solution = solve_flow(
+        n_calls,
+        [c for c, _, _ in edges],
+        [j for _, j, _ in edges],
+        [cost for _, _, cost in edges],
+        slot_ints,
+    )
+    return solution.agent_of

@@ -1,0 +1,270 @@
+"""Explicit JSON for the domain types the stores keep, plus the small encodings both stores share.
+
+Every field is written under its own name, so a stored record is readable by humans, by other
+languages and by the next version of this code: decoders take missing fields from the dataclass
+defaults and ignore unknown ones (rolling upgrades). Never pickle, never protobuf: the wire
+contract and the storage format evolve separately.
+
+A record that cannot be decoded is a server fault (``RouterError``, code INTERNAL), not a
+client error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from router.domain import (
+    Absence,
+    AbsenceKind,
+    AgentProfile,
+    Call,
+    Channel,
+    Exclusion,
+    Explanation,
+    Policy,
+    SkillRequirement,
+    Strategy,
+    Weights,
+    frozen_map,
+)
+from router.errors import RouterError
+
+T = TypeVar("T")
+
+
+def _dumps(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def _loads(kind: str, text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise RouterError(f"stored {kind} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise RouterError(f"stored {kind} is not a JSON object")
+    return value
+
+
+def _decoding(kind: str, build: Callable[[], T]) -> T:
+    """Run ``build``; a malformed stored record becomes ``RouterError`` (INTERNAL)."""
+    try:
+        return build()
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RouterError(f"stored {kind} is unreadable: {exc!r}") from exc
+
+
+def _channel_map(raw: Mapping[str, Any]) -> Mapping[Channel, int]:
+    return frozen_map({Channel(key): int(value) for key, value in raw.items()})
+
+
+# --- agent profile ---------------------------------------------------------------------------
+
+
+def encode_profile(profile: AgentProfile) -> str:
+    """JSON of ``profile`` without its version (the stores keep the version beside it)."""
+    return _dumps(
+        {
+            "agent_id": profile.agent_id,
+            "name": profile.name,
+            "team": profile.team,
+            "skills": dict(profile.skills),
+            "languages": sorted(profile.languages),
+            "region": profile.region,
+            "timezone": profile.timezone,
+            "capacity": {str(ch): n for ch, n in profile.capacity.items()},
+            "max_occupancy": profile.max_occupancy,
+            "absences": [
+                {
+                    "absence_id": a.absence_id,
+                    "kind": str(a.kind),
+                    "start_ms": a.start_ms,
+                    "end_ms": a.end_ms,
+                    "note": a.note,
+                }
+                for a in profile.absences
+            ],
+        }
+    )
+
+
+def decode_profile(text: str, version: int) -> AgentProfile:
+    """Inverse of ``encode_profile``; ``version`` comes from the store's own field."""
+    raw = _loads("agent profile", text)
+
+    def build() -> AgentProfile:
+        occupancy = raw.get("max_occupancy")
+        return AgentProfile(
+            agent_id=str(raw["agent_id"]),
+            name=str(raw.get("name", "")),
+            team=str(raw.get("team", "")),
+            skills=frozen_map({str(k): int(v) for k, v in raw.get("skills", {}).items()}),
+            languages=frozenset(str(x) for x in raw.get("languages", [])),
+            region=str(raw.get("region", "")),
+            timezone=str(raw.get("timezone", "")),
+            capacity=_channel_map(raw.get("capacity", {})),
+            max_occupancy=None if occupancy is None else float(occupancy),
+            absences=tuple(
+                Absence(
+                    absence_id=str(a["absence_id"]),
+                    kind=AbsenceKind(a["kind"]),
+                    start_ms=int(a["start_ms"]),
+                    end_ms=int(a["end_ms"]),
+                    note=str(a.get("note", "")),
+                )
+                for a in raw.get("absences", [])
+            ),
+            version=version,
+        )
+
+    return _decoding("agent profile", build)
+
+
+# --- call ------------------------------------------------------------------------------------
+
+
+def encode_call(call: Call) -> str:
+    """JSON of a routed ``Call``."""
+    return _dumps(
+        {
+            "call_id": call.call_id,
+            "channel": str(call.channel),
+            "required_skills": [
+                {"skill": r.skill, "min_level": r.min_level} for r in call.required_skills
+            ],
+            "preferred_skills": list(call.preferred_skills),
+            "language": call.language,
+            "region": call.region,
+            "timezone": call.timezone,
+            "priority": call.priority,
+            "preferred_agent_id": call.preferred_agent_id,
+            "attributes": dict(call.attributes),
+            "created_ms": call.created_ms,
+        }
+    )
+
+
+def decode_call(text: str) -> Call:
+    """Inverse of ``encode_call``."""
+    raw = _loads("call", text)
+
+    def build() -> Call:
+        return Call(
+            call_id=str(raw["call_id"]),
+            channel=Channel(raw["channel"]),
+            required_skills=tuple(
+                SkillRequirement(skill=str(r["skill"]), min_level=int(r["min_level"]))
+                for r in raw.get("required_skills", [])
+            ),
+            preferred_skills=tuple(str(s) for s in raw.get("preferred_skills", [])),
+            language=str(raw.get("language", "")),
+            region=str(raw.get("region", "")),
+            timezone=str(raw.get("timezone", "")),
+            priority=int(raw.get("priority", 0)),
+            preferred_agent_id=str(raw.get("preferred_agent_id", "")),
+            attributes=frozen_map({str(k): str(v) for k, v in raw.get("attributes", {}).items()}),
+            created_ms=int(raw.get("created_ms", 0)),
+        )
+
+    return _decoding("call", build)
+
+
+# --- explanation -----------------------------------------------------------------------------
+
+
+def encode_explanation(explanation: Explanation) -> str:
+    """JSON of an ``Explanation``."""
+    return _dumps(
+        {
+            "strategy": str(explanation.strategy),
+            "candidates": explanation.candidates,
+            "excluded": {str(k): v for k, v in explanation.excluded.items()},
+            "score_parts": dict(explanation.score_parts),
+            "score": explanation.score,
+            "runner_up_agent_id": explanation.runner_up_agent_id,
+            "runner_up_score": explanation.runner_up_score,
+        }
+    )
+
+
+def decode_explanation(text: str) -> Explanation:
+    """Inverse of ``encode_explanation``."""
+    raw = _loads("explanation", text)
+
+    def build() -> Explanation:
+        return Explanation(
+            strategy=Strategy(raw["strategy"]),
+            candidates=int(raw.get("candidates", 0)),
+            excluded=frozen_map({Exclusion(k): int(v) for k, v in raw.get("excluded", {}).items()}),
+            score_parts=frozen_map(
+                {str(k): float(v) for k, v in raw.get("score_parts", {}).items()}
+            ),
+            score=float(raw.get("score", 0.0)),
+            runner_up_agent_id=str(raw.get("runner_up_agent_id", "")),
+            runner_up_score=float(raw.get("runner_up_score", 0.0)),
+        )
+
+    return _decoding("explanation", build)
+
+
+# --- policy ----------------------------------------------------------------------------------
+
+_WEIGHT_FIELDS = ("skill", "performance", "region", "previous_agent", "idle", "load")
+
+
+def encode_policy(policy: Policy) -> str:
+    """JSON of a ``Policy``, version included."""
+    return _dumps(
+        {
+            "strategy": str(policy.strategy),
+            "weights": {name: getattr(policy.weights, name) for name in _WEIGHT_FIELDS},
+            "max_occupancy": policy.max_occupancy,
+            "occupancy_window_s": policy.occupancy_window_s,
+            "channel_capacity": {str(ch): n for ch, n in policy.channel_capacity.items()},
+            "channel_units": {str(ch): n for ch, n in policy.channel_units.items()},
+            "heartbeat_timeout_s": policy.heartbeat_timeout_s,
+            "top_k": policy.top_k,
+            "performance_prior": policy.performance_prior,
+            "performance_prior_weight": policy.performance_prior_weight,
+            "performance_half_life_s": policy.performance_half_life_s,
+            "idle_horizon_s": policy.idle_horizon_s,
+            "version": policy.version,
+        }
+    )
+
+
+def decode_policy(text: str) -> Policy:
+    """Inverse of ``encode_policy``; absent fields keep ``Policy()`` defaults."""
+    raw = _loads("policy", text)
+    default = Policy()
+
+    def build() -> Policy:
+        weights = raw.get("weights", {})
+        return Policy(
+            strategy=Strategy(raw.get("strategy", default.strategy)),
+            weights=Weights(
+                **{
+                    name: float(weights.get(name, getattr(default.weights, name)))
+                    for name in _WEIGHT_FIELDS
+                }
+            ),
+            max_occupancy=float(raw.get("max_occupancy", default.max_occupancy)),
+            occupancy_window_s=int(raw.get("occupancy_window_s", default.occupancy_window_s)),
+            channel_capacity=_channel_map(raw.get("channel_capacity", default.channel_capacity)),
+            channel_units=_channel_map(raw.get("channel_units", default.channel_units)),
+            heartbeat_timeout_s=int(raw.get("heartbeat_timeout_s", default.heartbeat_timeout_s)),
+            top_k=int(raw.get("top_k", default.top_k)),
+            performance_prior=float(raw.get("performance_prior", default.performance_prior)),
+            performance_prior_weight=float(
+                raw.get("performance_prior_weight", default.performance_prior_weight)
+            ),
+            performance_half_life_s=int(
+                raw.get("performance_half_life_s", default.performance_half_life_s)
+            ),
+            idle_horizon_s=int(raw.get("idle_horizon_s", default.idle_horizon_s)),
+            version=int(raw.get("version", 0)),
+        )
+
+    return _decoding("policy", build)

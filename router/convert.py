@@ -1,0 +1,490 @@
+"""Protobuf <-> domain, validating on the way in.
+
+Protobuf stays at the edge: servicers call ``*_from_pb`` (which raise ``InvalidArgumentError``
+naming the offending field) and ``*_to_pb``. Nothing else imports ``*_pb2``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from router.domain import (
+    SKILL_LEVEL_MAX,
+    SKILL_LEVEL_MIN,
+    Absence,
+    AbsenceKind,
+    AgentProfile,
+    AssignmentState,
+    Assignment,
+    Call,
+    CallRecord,
+    CallStatus,
+    Channel,
+    Exclusion,
+    Explanation,
+    Presence,
+    SkillRequirement,
+    Strategy,
+    frozen_map,
+)
+from router.errors import InvalidArgumentError
+from router.v1 import types_pb2 as pb
+
+MAX_ID = 128
+MAX_TENANT = 64
+MAX_NAME = 200
+MAX_LABEL = 64
+MAX_SKILLS = 50
+MAX_CALL_SKILLS = 20
+MAX_LANGUAGES = 20
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_VALUE = 512
+MAX_CAPACITY = 50
+MAX_ABSENCE_MS = 366 * 24 * 3600 * 1000
+MAX_PRIORITY = 10
+
+_ID = re.compile(r"[A-Za-z0-9._:@-]+")
+_TENANT = re.compile(r"[A-Za-z0-9._-]+")
+_SKILL = re.compile(r"[a-z0-9_.-]+")
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+T = TypeVar("T")
+
+CHANNELS: Mapping[int, Channel] = {
+    pb.CHANNEL_VOICE: Channel.VOICE,
+    pb.CHANNEL_CHAT: Channel.CHAT,
+    pb.CHANNEL_EMAIL: Channel.EMAIL,
+    pb.CHANNEL_WHATSAPP: Channel.WHATSAPP,
+    pb.CHANNEL_SOCIAL: Channel.SOCIAL,
+}
+PRESENCES: Mapping[int, Presence] = {
+    pb.PRESENCE_AVAILABLE: Presence.AVAILABLE,
+    pb.PRESENCE_BUSY: Presence.BUSY,
+    pb.PRESENCE_BREAK: Presence.BREAK,
+    pb.PRESENCE_AWAY: Presence.AWAY,
+    pb.PRESENCE_OFFLINE: Presence.OFFLINE,
+}
+ABSENCE_KINDS: Mapping[int, AbsenceKind] = {
+    pb.ABSENCE_KIND_VACATION: AbsenceKind.VACATION,
+    pb.ABSENCE_KIND_SICK_LEAVE: AbsenceKind.SICK_LEAVE,
+    pb.ABSENCE_KIND_TRAINING: AbsenceKind.TRAINING,
+    pb.ABSENCE_KIND_OTHER: AbsenceKind.OTHER,
+}
+STRATEGIES: Mapping[int, Strategy] = {
+    pb.STRATEGY_BALANCED: Strategy.BALANCED,
+    pb.STRATEGY_LONGEST_IDLE: Strategy.LONGEST_IDLE,
+    pb.STRATEGY_ROUND_ROBIN: Strategy.ROUND_ROBIN,
+    pb.STRATEGY_BEST_SKILL: Strategy.BEST_SKILL,
+    pb.STRATEGY_RANDOM: Strategy.RANDOM,
+}
+EXCLUSIONS: Mapping[Exclusion, int] = {
+    Exclusion.NOT_AVAILABLE: pb.EXCLUSION_REASON_NOT_AVAILABLE,
+    Exclusion.HEARTBEAT_EXPIRED: pb.EXCLUSION_REASON_HEARTBEAT_EXPIRED,
+    Exclusion.SCHEDULED_ABSENCE: pb.EXCLUSION_REASON_SCHEDULED_ABSENCE,
+    Exclusion.MISSING_SKILL: pb.EXCLUSION_REASON_MISSING_SKILL,
+    Exclusion.SKILL_TOO_LOW: pb.EXCLUSION_REASON_SKILL_TOO_LOW,
+    Exclusion.LANGUAGE: pb.EXCLUSION_REASON_LANGUAGE,
+    Exclusion.CHANNEL_NOT_SERVED: pb.EXCLUSION_REASON_CHANNEL_NOT_SERVED,
+    Exclusion.AT_CAPACITY: pb.EXCLUSION_REASON_AT_CAPACITY,
+    Exclusion.OCCUPANCY_CAP: pb.EXCLUSION_REASON_OCCUPANCY_CAP,
+}
+ASSIGNMENT_STATES: Mapping[AssignmentState, int] = {
+    AssignmentState.ACTIVE: pb.ASSIGNMENT_STATE_ACTIVE,
+    AssignmentState.COMPLETED: pb.ASSIGNMENT_STATE_COMPLETED,
+    AssignmentState.RELEASED: pb.ASSIGNMENT_STATE_RELEASED,
+    AssignmentState.CANCELLED: pb.ASSIGNMENT_STATE_CANCELLED,
+}
+CALL_STATUSES: Mapping[CallStatus, int] = {
+    CallStatus.ASSIGNED: pb.CALL_STATUS_ASSIGNED,
+    CallStatus.RELEASED: pb.CALL_STATUS_RELEASED,
+    CallStatus.COMPLETED: pb.CALL_STATUS_COMPLETED,
+    CallStatus.CANCELLED: pb.CALL_STATUS_CANCELLED,
+}
+
+
+def _invert(table: Mapping[int, T]) -> Mapping[T, int]:
+    return {value: key for key, value in table.items()}
+
+
+# --- scalar checks ---------------------------------------------------------------------------
+
+
+def enum_value(field: str, number: int, table: Mapping[int, T]) -> T:
+    """Map a protobuf enum number; UNSPECIFIED (0) and unknown numbers are refused."""
+    if number == 0:
+        raise InvalidArgumentError(field, "is required")
+    if number not in table:
+        raise InvalidArgumentError(field, f"unknown value {number}")
+    return table[number]
+
+
+def identifier(field: str, value: str, *, max_len: int = MAX_ID) -> str:
+    """A required id: 1..max_len characters of letters, digits and ``._:@-``."""
+    if not value:
+        raise InvalidArgumentError(field, "is required")
+    if len(value) > max_len:
+        raise InvalidArgumentError(field, f"is longer than {max_len} characters")
+    if not _ID.fullmatch(value):
+        raise InvalidArgumentError(field, "may contain only letters, digits and ._:@-")
+    return value
+
+
+def tenant(value: str) -> str:
+    """Validate the tenant name used as the Redis hash tag."""
+    if not value:
+        raise InvalidArgumentError("tenant", "is required")
+    if len(value) > MAX_TENANT or not _TENANT.fullmatch(value):
+        raise InvalidArgumentError("tenant", "must be 1-64 letters, digits or ._-")
+    return value
+
+
+def text(field: str, value: str, *, max_len: int) -> str:
+    """Optional free text without control characters."""
+    if len(value) > max_len:
+        raise InvalidArgumentError(field, f"is longer than {max_len} characters")
+    if _CONTROL.search(value):
+        raise InvalidArgumentError(field, "contains control characters")
+    return value
+
+
+def skill_name(field: str, value: str) -> str:
+    """Skill names are case-insensitive and stored lower-case."""
+    name = value.strip().lower()
+    if not name:
+        raise InvalidArgumentError(field, "skill name is required")
+    if len(name) > MAX_LABEL or not _SKILL.fullmatch(name):
+        raise InvalidArgumentError(field, "skill names are 1-64 of a-z, 0-9 and _.-")
+    return name
+
+
+def skill_level(field: str, value: int) -> int:
+    """Levels are 1..10."""
+    if not SKILL_LEVEL_MIN <= value <= SKILL_LEVEL_MAX:
+        raise InvalidArgumentError(field, f"level {value} is not in 1..10")
+    return value
+
+
+def language(field: str, value: str) -> str:
+    """A BCP-47-like tag, stored lower-case (``en``, ``pt-br``)."""
+    tag = value.strip().lower()
+    if len(tag) > 35 or not _LANGUAGE.fullmatch(tag):
+        raise InvalidArgumentError(field, f"{value!r} is not a language tag such as en or pt-br")
+    return tag
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def timezone(field: str, value: str) -> str:
+    """Empty, or an IANA time zone name."""
+    if value and value not in _zones():
+        raise InvalidArgumentError(field, f"{value!r} is not an IANA time zone")
+    return value
+
+
+def ms_from_timestamp(ts: Timestamp) -> int:
+    """Epoch milliseconds of a Timestamp."""
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def timestamp(ms: int) -> Timestamp:
+    """A Timestamp from epoch milliseconds."""
+    ts = Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def seconds(d: Duration) -> float:
+    """A Duration in seconds."""
+    return d.seconds + d.nanos / 1e9
+
+
+def duration(s: float) -> Duration:
+    """A Duration from seconds."""
+    d = Duration()
+    d.FromNanoseconds(round(s * 1e9))
+    return d
+
+
+# --- calls -----------------------------------------------------------------------------------
+
+
+def call_from_pb(msg: pb.Call, field: str = "call") -> Call:
+    """Validate and convert a call."""
+    if len(msg.required_skills) > MAX_CALL_SKILLS:
+        raise InvalidArgumentError(f"{field}.required_skills", f"more than {MAX_CALL_SKILLS}")
+    if len(msg.preferred_skills) > MAX_CALL_SKILLS:
+        raise InvalidArgumentError(f"{field}.preferred_skills", f"more than {MAX_CALL_SKILLS}")
+    required: dict[str, SkillRequirement] = {}
+    for i, req in enumerate(msg.required_skills):
+        where = f"{field}.required_skills[{i}]"
+        name = skill_name(f"{where}.skill", req.skill)
+        if name in required:
+            raise InvalidArgumentError(f"{where}.skill", f"{name!r} is listed twice")
+        level = skill_level(f"{where}.min_level", req.min_level or SKILL_LEVEL_MIN)
+        required[name] = SkillRequirement(name, level)
+    preferred = tuple(
+        dict.fromkeys(
+            skill_name(f"{field}.preferred_skills[{i}]", s)
+            for i, s in enumerate(msg.preferred_skills)
+        )
+    )
+    if not 0 <= msg.priority <= MAX_PRIORITY:
+        raise InvalidArgumentError(f"{field}.priority", f"{msg.priority} is not in 0..10")
+    if len(msg.attributes) > MAX_ATTRIBUTES:
+        raise InvalidArgumentError(f"{field}.attributes", f"more than {MAX_ATTRIBUTES} entries")
+    for key, value in msg.attributes.items():
+        if not key or len(key) > MAX_LABEL or _CONTROL.search(key):
+            raise InvalidArgumentError(f"{field}.attributes", f"key {key[:64]!r} is not 1-64 chars")
+        text(f"{field}.attributes[{key}]", value, max_len=MAX_ATTRIBUTE_VALUE)
+    return Call(
+        call_id=identifier(f"{field}.call_id", msg.call_id),
+        channel=enum_value(f"{field}.channel", msg.channel, CHANNELS),
+        required_skills=tuple(required.values()),
+        preferred_skills=preferred,
+        language=language(f"{field}.language", msg.language) if msg.language else "",
+        region=text(f"{field}.region", msg.region, max_len=MAX_LABEL),
+        timezone=timezone(f"{field}.timezone", msg.timezone),
+        priority=msg.priority,
+        preferred_agent_id=(
+            identifier(f"{field}.preferred_agent_id", msg.preferred_agent_id)
+            if msg.preferred_agent_id
+            else ""
+        ),
+        attributes=frozen_map(dict(sorted(msg.attributes.items()))),
+    )
+
+
+def call_to_pb(call: Call) -> pb.Call:
+    """Convert a call for a response."""
+    return pb.Call(
+        call_id=call.call_id,
+        channel=_invert(CHANNELS)[call.channel],
+        required_skills=[
+            pb.SkillRequirement(skill=r.skill, min_level=r.min_level) for r in call.required_skills
+        ],
+        preferred_skills=list(call.preferred_skills),
+        language=call.language,
+        region=call.region,
+        timezone=call.timezone,
+        priority=call.priority,
+        preferred_agent_id=call.preferred_agent_id,
+        attributes=dict(call.attributes),
+    )
+
+
+def explanation_to_pb(explanation: Explanation) -> pb.Explanation:
+    """Convert an explanation, exclusions in a stable order."""
+    return pb.Explanation(
+        strategy=_invert(STRATEGIES)[explanation.strategy],
+        candidates=explanation.candidates,
+        excluded=[
+            pb.Exclusion(reason=EXCLUSIONS[reason], count=count)
+            for reason, count in sorted(explanation.excluded.items())
+            if count
+        ],
+        score_parts=[
+            pb.ScorePart(name=name, value=value)
+            for name, value in explanation.score_parts.items()
+        ],
+        score=explanation.score,
+        runner_up_agent_id=explanation.runner_up_agent_id,
+        runner_up_score=explanation.runner_up_score,
+    )
+
+
+def assignment_to_pb(assignment: Assignment) -> pb.Assignment:
+    """Convert an assignment."""
+    msg = pb.Assignment(
+        assignment_id=assignment.assignment_id,
+        call_id=assignment.call_id,
+        agent_id=assignment.agent_id,
+        channel=_invert(CHANNELS)[assignment.channel],
+        fencing_token=assignment.token,
+        state=ASSIGNMENT_STATES[assignment.state],
+        created_at=timestamp(assignment.created_ms),
+    )
+    if assignment.ended_ms:
+        msg.ended_at.CopyFrom(timestamp(assignment.ended_ms))
+    if assignment.explanation is not None:
+        msg.explanation.CopyFrom(explanation_to_pb(assignment.explanation))
+    return msg
+
+
+def call_record_to_pb(record: CallRecord) -> pb.CallInfo:
+    """Convert a stored call."""
+    msg = pb.CallInfo(
+        call=call_to_pb(record.call),
+        status=CALL_STATUSES[record.status],
+        updated_at=timestamp(record.updated_ms),
+    )
+    if record.assignment is not None:
+        msg.assignment.CopyFrom(assignment_to_pb(record.assignment))
+    return msg
+
+
+# --- agents ----------------------------------------------------------------------------------
+
+
+def skills_from_pb(field: str, skills: Mapping[str, int]) -> dict[str, int]:
+    """Validate an agent's skill map."""
+    if len(skills) > MAX_SKILLS:
+        raise InvalidArgumentError(field, f"more than {MAX_SKILLS} skills")
+    out: dict[str, int] = {}
+    for raw, level in skills.items():
+        name = skill_name(f"{field}[{raw[:64]}]", raw)
+        if name in out:
+            raise InvalidArgumentError(f"{field}[{raw[:64]}]", f"{name!r} is listed twice")
+        out[name] = skill_level(f"{field}[{name}]", level)
+    return dict(sorted(out.items()))
+
+
+def languages_from_pb(field: str, values: Iterable[str]) -> frozenset[str]:
+    """Validate language tags."""
+    tags = [language(f"{field}[{i}]", v) for i, v in enumerate(values)]
+    if len(tags) > MAX_LANGUAGES:
+        raise InvalidArgumentError(field, f"more than {MAX_LANGUAGES} languages")
+    return frozenset(tags)
+
+
+def capacity_from_pb(field: str, values: Iterable[pb.ChannelCapacity]) -> dict[Channel, int]:
+    """Validate per-channel capacities (each channel at most once, 0..50 items)."""
+    out: dict[Channel, int] = {}
+    for i, item in enumerate(values):
+        channel = enum_value(f"{field}[{i}].channel", item.channel, CHANNELS)
+        if channel in out:
+            raise InvalidArgumentError(f"{field}[{i}].channel", f"{channel} is listed twice")
+        if not 0 <= item.max_items <= MAX_CAPACITY:
+            raise InvalidArgumentError(
+                f"{field}[{i}].max_items", f"{item.max_items} is not in 0..{MAX_CAPACITY}"
+            )
+        out[channel] = item.max_items
+    return out
+
+
+def occupancy_cap(field: str, value: float) -> float:
+    """An occupancy cap in (0, 1]."""
+    if not 0 < value <= 1:
+        raise InvalidArgumentError(field, f"{value} is not in (0, 1]")
+    return value
+
+
+AGENT_FIELDS = (
+    "name",
+    "team",
+    "skills",
+    "languages",
+    "region",
+    "timezone",
+    "capacity",
+    "max_occupancy",
+)
+
+
+def agent_fields_from_pb(msg: pb.Agent, paths: Iterable[str]) -> dict[str, object]:
+    """Validated values of the editable agent fields named in ``paths``."""
+    values: dict[str, object] = {}
+    for path in paths:
+        if path == "name":
+            values[path] = text("agent.name", msg.name, max_len=MAX_NAME)
+        elif path == "team":
+            values[path] = text("agent.team", msg.team, max_len=MAX_LABEL)
+        elif path == "skills":
+            values[path] = frozen_map(skills_from_pb("agent.skills", msg.skills))
+        elif path == "languages":
+            values[path] = languages_from_pb("agent.languages", msg.languages)
+        elif path == "region":
+            values[path] = text("agent.region", msg.region, max_len=MAX_LABEL)
+        elif path == "timezone":
+            values[path] = timezone("agent.timezone", msg.timezone)
+        elif path == "capacity":
+            values[path] = frozen_map(capacity_from_pb("agent.capacity", msg.capacity))
+        elif path == "max_occupancy":
+            values[path] = (
+                occupancy_cap("agent.max_occupancy", msg.max_occupancy)
+                if msg.HasField("max_occupancy")
+                else None
+            )
+        else:
+            raise InvalidArgumentError("update_mask", f"{path!r} is not an editable agent field")
+    return values
+
+
+def agent_from_pb(msg: pb.Agent) -> AgentProfile:
+    """A new agent's profile from a CreateAgent request."""
+    values = agent_fields_from_pb(msg, AGENT_FIELDS)
+    return AgentProfile(agent_id=identifier("agent.agent_id", msg.agent_id), **values)  # type: ignore[arg-type]  # validated per field above
+
+
+def absence_from_pb(msg: pb.Absence, absence_id: str, field: str = "absence") -> Absence:
+    """Validate an absence: a kind, start < end, at most 366 days long."""
+    kind = enum_value(f"{field}.kind", msg.kind, ABSENCE_KINDS)
+    if not msg.HasField("start_time"):
+        raise InvalidArgumentError(f"{field}.start_time", "is required")
+    if not msg.HasField("end_time"):
+        raise InvalidArgumentError(f"{field}.end_time", "is required")
+    start, end = ms_from_timestamp(msg.start_time), ms_from_timestamp(msg.end_time)
+    if end <= start:
+        raise InvalidArgumentError(f"{field}.end_time", "must be after start_time")
+    if end - start > MAX_ABSENCE_MS:
+        raise InvalidArgumentError(f"{field}.end_time", "an absence lasts at most 366 days")
+    return Absence(
+        absence_id=absence_id,
+        kind=kind,
+        start_ms=start,
+        end_ms=end,
+        note=text(f"{field}.note", msg.note, max_len=MAX_NAME),
+    )
+
+
+def absence_to_pb(absence: Absence) -> pb.Absence:
+    """Convert an absence."""
+    return pb.Absence(
+        absence_id=absence.absence_id,
+        kind=_invert(ABSENCE_KINDS)[absence.kind],
+        start_time=timestamp(absence.start_ms),
+        end_time=timestamp(absence.end_ms),
+        note=absence.note,
+    )
+
+
+def presence_to_pb(presence: Presence) -> int:
+    """The protobuf enum number of a presence."""
+    return _invert(PRESENCES)[presence]
+
+
+def channel_to_pb(channel: Channel) -> int:
+    """The protobuf enum number of a channel."""
+    return _invert(CHANNELS)[channel]
+
+
+def profile_to_pb(profile: AgentProfile) -> pb.Agent:
+    """The admin-managed part of an agent (status is filled by the servicer)."""
+    msg = pb.Agent(
+        agent_id=profile.agent_id,
+        name=profile.name,
+        team=profile.team,
+        skills=dict(profile.skills),
+        languages=sorted(profile.languages),
+        region=profile.region,
+        timezone=profile.timezone,
+        capacity=[
+            pb.ChannelCapacity(channel=channel_to_pb(ch), max_items=n)
+            for ch, n in sorted(profile.capacity.items())
+        ],
+        absences=[absence_to_pb(a) for a in profile.absences],
+        version=profile.version,
+    )
+    if profile.max_occupancy is not None:
+        msg.max_occupancy = profile.max_occupancy
+    return msg

@@ -1,0 +1,214 @@
+"""``make demo``: a small team, a few calls, and what the router decided and why.
+
+Starts a throw-away service (private redis-server if installed, else in-memory) on a free
+loopback port unless ``--target`` names a running one, then talks to it over real gRPC
+exactly as a helpdesk platform would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from router import local_redis, logs
+from router.memory_store import MemoryStore
+from router.redis_store import RedisStore
+from router.server import RunningServer, create_server
+from router.settings import Settings
+from router.store import Store
+from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
+from router.v1 import types_pb2 as pb
+
+TENANT = "demo"
+TEAM = [
+    # id, name, skills, languages, region, timezone
+    ("ana", "Ana (star)", {"billing": 9, "tech": 7}, ["en", "pt"], "eu-west", "Europe/Lisbon"),
+    ("ben", "Ben", {"billing": 6}, ["en"], "eu-west", "Europe/London"),
+    ("chloe", "Chloe", {"billing": 5, "tech": 8}, ["en", "fr"], "eu-central", "Europe/Paris"),
+    ("dev", "Dev", {"tech": 6}, ["en", "hi"], "apac", "Asia/Kolkata"),
+    ("eva", "Eva (on vacation)", {"billing": 8}, ["en", "de"], "eu-central", "Europe/Berlin"),
+]
+CHANNELS = {"voice": pb.CHANNEL_VOICE, "chat": pb.CHANNEL_CHAT, "email": pb.CHANNEL_EMAIL}
+
+
+def _call(call_id: str, channel: str, skill: str, level: int, **extra: str) -> pb.Call:
+    return pb.Call(
+        call_id=call_id,
+        channel=CHANNELS[channel],
+        required_skills=[pb.SkillRequirement(skill=skill, min_level=level)],
+        **extra,  # type: ignore[arg-type]  # language / region / preferred_agent_id strings
+    )
+
+
+def _explain(response: routing_pb2.AssignResponse) -> str:
+    e = response.explanation
+    excluded = ", ".join(
+        f"{pb.ExclusionReason.Name(x.reason).removeprefix('EXCLUSION_REASON_').lower()}={x.count}"
+        for x in e.excluded
+    )
+    parts = ", ".join(f"{p.name} {p.value:+.2f}" for p in e.score_parts)
+    if response.result == routing_pb2.AssignResponse.RESULT_NO_AGENT:
+        return f"NO_AGENT ({e.candidates} eligible; excluded: {excluded or 'none'})"
+    a = response.assignment
+    runner = f"; runner-up {e.runner_up_agent_id} {e.runner_up_score:.2f}" if e.runner_up_agent_id else ""
+    return (
+        f"-> {a.agent_id} (token {a.fencing_token}; score {e.score:.2f}: {parts}{runner}; "
+        f"excluded: {excluded or 'none'})"
+    )
+
+
+def run(channel: grpc.Channel) -> None:
+    """Load the team, route calls, print what happened."""
+    admin = admin_pb2_grpc.AgentAdminServiceStub(channel)
+    routing = routing_pb2_grpc.RoutingServiceStub(channel)
+    print("== team")
+    for agent_id, name, skills, languages, region, tz in TEAM:
+        admin.CreateAgent(
+            admin_pb2.CreateAgentRequest(
+                tenant=TENANT,
+                agent=pb.Agent(
+                    agent_id=agent_id, name=name, team="support", skills=skills,
+                    languages=languages, region=region, timezone=tz,
+                    capacity=[pb.ChannelCapacity(channel=pb.CHANNEL_CHAT, max_items=2)],
+                ),
+            )
+        )  # fmt: skip
+        admin.SetPresence(
+            admin_pb2.SetPresenceRequest(
+                tenant=TENANT, agent_id=agent_id, presence=pb.PRESENCE_AVAILABLE
+            )
+        )
+        print(f"  {agent_id:<6} {name:<20} skills={skills} languages={languages} region={region}")
+    vacation = admin.ScheduleAbsence(_vacation_request())
+    print(f"  eva is on vacation until {vacation.absences[0].end_time.ToJsonString()}")
+
+    print("\n== routing")
+    calls = [
+        ("c1", "voice", "billing", 5, {"region": "eu-west"}),
+        ("c2", "chat", "tech", 6, {}),
+        ("c3", "chat", "tech", 6, {"language": "fr"}),
+        ("c4", "email", "billing", 8, {}),
+        ("c5", "voice", "billing", 5, {"language": "de"}),
+        ("c6", "chat", "billing", 3, {"preferred_agent_id": "ben"}),
+    ]
+    assignments: dict[str, pb.Assignment] = {}
+    for call_id, channel_name, skill, level, extra in calls:
+        response = routing.Assign(
+            routing_pb2.AssignRequest(
+                tenant=TENANT,
+                request_id=f"req-{call_id}",
+                call=_call(call_id, channel_name, skill, level, **extra),
+            )
+        )
+        need = f"{channel_name} {skill}>={level} {extra or ''}"
+        print(f"  {call_id} {need:<42} {_explain(response)}")
+        if response.result == routing_pb2.AssignResponse.RESULT_ASSIGNED:
+            assignments[call_id] = response.assignment
+
+    print("\n== a retried request gets the same answer, never a second agent")
+    retry = routing.Assign(
+        routing_pb2.AssignRequest(
+            tenant=TENANT, request_id="req-c1", call=_call("c1", "voice", "billing", 5, region="eu-west")
+        )
+    )
+    print(f"  c1 again: agent {retry.assignment.agent_id}, replayed={retry.replayed}")
+
+    print("\n== complete c1 with a happy customer, then route c7")
+    done = assignments["c1"]
+    routing.Complete(
+        routing_pb2.CompleteRequest(
+            tenant=TENANT,
+            assignment_id=done.assignment_id,
+            fencing_token=done.fencing_token,
+            outcome=pb.Outcome(csat=5, resolved=True),
+        )
+    )
+    response = routing.Assign(
+        routing_pb2.AssignRequest(
+            tenant=TENANT, request_id="req-c7", call=_call("c7", "voice", "billing", 5)
+        )
+    )
+    print(f"  c7 voice billing>=5 {_explain(response)}")
+
+    print("\n== an admin raises Dev's billing skill; the very next call sees it")
+    admin.PatchSkills(
+        admin_pb2.PatchSkillsRequest(
+            tenant=TENANT, agent_id="dev", set=[admin_pb2.SkillLevel(skill="billing", level=7)]
+        )
+    )
+    response = routing.Assign(
+        routing_pb2.AssignRequest(
+            tenant=TENANT, request_id="req-c8", call=_call("c8", "voice", "billing", 7)
+        )
+    )
+    print(f"  c8 voice billing>=7 {_explain(response)}")
+
+    print("\n== policy")
+    policy = routing_policy(channel)
+    print(f"  strategy {pb.Strategy.Name(policy.strategy)}, occupancy cap {policy.max_occupancy}")
+
+
+def _vacation_request() -> admin_pb2.ScheduleAbsenceRequest:
+    now = int(time.time())
+    return admin_pb2.ScheduleAbsenceRequest(
+        tenant=TENANT,
+        agent_id="eva",
+        absence=pb.Absence(
+            kind=pb.ABSENCE_KIND_VACATION,
+            start_time={"seconds": now - 3600},
+            end_time={"seconds": now + 14 * 86400},
+            note="two weeks in Crete",
+        ),
+    )
+
+
+def routing_policy(channel: grpc.Channel) -> pb.Policy:
+    """Read the tenant's policy (and show how an update with a field mask looks)."""
+    policies = admin_pb2_grpc.PolicyServiceStub(channel)
+    return policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(
+            tenant=TENANT,
+            policy=pb.Policy(max_occupancy=0.8),
+            update_mask=field_mask_pb2.FieldMask(paths=["max_occupancy"]),
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo against ``--target`` or a throw-away server."""
+    parser = argparse.ArgumentParser(prog="python -m router.demo", description=__doc__)
+    parser.add_argument("--target", help="host:port of a running service (default: start one)")
+    args = parser.parse_args(argv)
+    logs.silence()
+    private: local_redis.LocalRedis | None = None
+    running: RunningServer | None = None
+    target = args.target
+    if target is None:
+        store: Store
+        if local_redis.available():
+            private = local_redis.start()
+            store = RedisStore.from_url(private.url)
+            print(f"(throw-away service on a private redis-server at {private.url})")
+        else:
+            store = MemoryStore()
+            print("(throw-away service on the in-memory store)")
+        running = create_server(Settings(port=0), store)
+        target = f"127.0.0.1:{running.port}"
+    try:
+        with grpc.insecure_channel(target) as channel:
+            run(channel)
+    finally:
+        if running is not None:
+            running.stop(1.0)
+        if private is not None:
+            private.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

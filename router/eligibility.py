@@ -1,0 +1,140 @@
+"""Hard eligibility: may this agent take this call at all?
+
+The rules run in this order and the first that fails is the reason reported
+(``router.domain.Exclusion``):
+
+1. ``NOT_AVAILABLE``       presence is not AVAILABLE
+2. ``HEARTBEAT_EXPIRED``   heartbeat_timeout_s > 0 and now - heartbeat_ms > timeout
+3. ``SCHEDULED_ABSENCE``   one of the profile's absences covers now
+4. ``MISSING_SKILL``       a required skill is absent from the profile
+5. ``SKILL_TOO_LOW``       a required skill is below its minimum level
+6. ``LANGUAGE``            the call names a language the agent does not speak (case-insensitive)
+7. ``CHANNEL_NOT_SERVED``  the agent's capacity on the call's channel is 0
+8. ``AT_CAPACITY``         the channel is full, or the item's units do not fit the budget
+9. ``OCCUPANCY_CAP``       rolling occupancy >= the agent's cap
+
+Presence and absence come first so an agent who is away is reported as away, whatever else
+is true of them; occupancy comes last because it is the only rule that is about the recent
+past rather than the present.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from router.domain import (
+    AGENT_UNIT_BUDGET,
+    AgentSnapshot,
+    Call,
+    Exclusion,
+    Policy,
+    Presence,
+    frozen_map,
+)
+from scoring.load import occupancy as rolling_occupancy
+
+
+@dataclass(frozen=True, slots=True)
+class Screening:
+    """The agents that passed every hard rule for one call, and why the others did not."""
+
+    eligible: tuple[AgentSnapshot, ...]
+    excluded: Mapping[Exclusion, int]
+    """Exclusion -> number of agents it refused (only non-zero counts)."""
+
+
+def check(
+    call: Call,
+    agent: AgentSnapshot,
+    now_ms: int,
+    policy: Policy,
+    occupancy: float | None = None,
+) -> Exclusion | None:
+    """The first hard rule ``agent`` fails for ``call``, or ``None`` when eligible.
+
+    ``occupancy`` is the agent's rolling occupancy when the caller already has it (the engine
+    computes it once per agent); otherwise it is computed here.
+    """
+    return (
+        absence_reason(agent, now_ms, policy)
+        or _fit_reason(call, agent)
+        or _capacity_reason(call, agent, now_ms, policy, occupancy)
+    )
+
+
+def absence_reason(agent: AgentSnapshot, now_ms: int, policy: Policy) -> Exclusion | None:
+    """Rules 1-3: why the agent is not at their desk now, or ``None`` when present."""
+    if agent.presence != Presence.AVAILABLE:
+        return Exclusion.NOT_AVAILABLE
+    timeout_ms = policy.heartbeat_timeout_s * 1000
+    if timeout_ms > 0 and now_ms - agent.heartbeat_ms > timeout_ms:
+        return Exclusion.HEARTBEAT_EXPIRED
+    if any(absence.covers(now_ms) for absence in agent.profile.absences):
+        return Exclusion.SCHEDULED_ABSENCE
+    return None
+
+
+def is_present(agent: AgentSnapshot, now_ms: int, policy: Policy) -> bool:
+    """True when the agent is available, alive and not scheduled away (routable in principle)."""
+    return absence_reason(agent, now_ms, policy) is None
+
+
+def _fit_reason(call: Call, agent: AgentSnapshot) -> Exclusion | None:
+    """Rules 4-6: skills and language."""
+    profile = agent.profile
+    if any(req.skill not in profile.skills for req in call.required_skills):
+        return Exclusion.MISSING_SKILL
+    if any(profile.skills[req.skill] < req.min_level for req in call.required_skills):
+        return Exclusion.SKILL_TOO_LOW
+    if call.language and call.language.lower() not in {lang.lower() for lang in profile.languages}:
+        return Exclusion.LANGUAGE
+    return None
+
+
+def _capacity_reason(
+    call: Call, agent: AgentSnapshot, now_ms: int, policy: Policy, occupancy: float | None
+) -> Exclusion | None:
+    """Rules 7-9: channel served, room on the channel and in the budget, occupancy cap."""
+    capacity = policy.capacity_for(agent.profile, call.channel)
+    if capacity <= 0:
+        return Exclusion.CHANNEL_NOT_SERVED
+    units = policy.units_for(call.channel)
+    if agent.load(call.channel) >= capacity or agent.units_used + units > AGENT_UNIT_BUDGET:
+        return Exclusion.AT_CAPACITY
+    if occupancy is None:
+        occupancy = rolling_occupancy(agent, now_ms, policy.occupancy_window_s)
+    if occupancy >= policy.occupancy_cap_for(agent.profile):
+        return Exclusion.OCCUPANCY_CAP
+    return None
+
+
+def screen(
+    call: Call,
+    agents: Iterable[AgentSnapshot],
+    now_ms: int,
+    policy: Policy,
+    *,
+    occupancies: Mapping[str, float] | None = None,
+    unindexed_missing_skill: int = 0,
+) -> Screening:
+    """Split ``agents`` into the eligible ones and per-rule exclusion counts for ``call``.
+
+    ``unindexed_missing_skill`` (agents the store pruned with its skill index) is added to
+    the ``MISSING_SKILL`` count so the explanation covers every agent of the tenant.
+    """
+    eligible: list[AgentSnapshot] = []
+    excluded: Counter[Exclusion] = Counter()
+    if unindexed_missing_skill > 0:
+        excluded[Exclusion.MISSING_SKILL] += unindexed_missing_skill
+    for agent in agents:
+        known = None if occupancies is None else occupancies.get(agent.agent_id)
+        reason = check(call, agent, now_ms, policy, known)
+        if reason is None:
+            eligible.append(agent)
+        else:
+            excluded[reason] += 1
+    # Declaration order keeps explanations (and their serialised form) stable.
+    ordered = {reason: excluded[reason] for reason in Exclusion if excluded[reason] > 0}
+    return Screening(eligible=tuple(eligible), excluded=frozen_map(ordered))

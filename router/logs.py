@@ -1,0 +1,42 @@
+"""structlog set-up: one JSON line per event when not on a terminal, context via contextvars."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure(*, level: str = "info", json: bool | None = None) -> None:
+    """Configure structlog once, at start-up (never at import time).
+
+    ``json=None`` picks JSON unless stderr is a terminal. Request context (method, tenant,
+    request and call ids) is bound per RPC with ``structlog.contextvars`` by the interceptor.
+    """
+    use_json = (not sys.stderr.isatty()) if json is None else json
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def silence() -> None:
+    """Drop every log line (simulations and benchmarks)."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL + 1),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,158 @@
+"""Rules both stores share, so ``MemoryStore`` and ``RedisStore`` behave identically.
+
+Retention constants, the tenant check, the page-token and event-id encodings, the
+``list_agents`` filter and the exact wording of every store error. (The performance fold is
+``scoring.performance.fold``; the Lua scripts repeat its formula operation for operation.)
+Nothing here touches Redis or a clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+
+from router.domain import AgentSnapshot, AssignmentState, CallStatus
+from router.errors import (
+    ContentionError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    VersionConflictError,
+)
+from router.store import AgentQuery
+
+REQUEST_TTL_MS = 24 * 3600 * 1000
+"""How long an idempotency record (``request_id`` -> assignment) is kept."""
+
+RECORD_TTL_MS = 7 * 24 * 3600 * 1000
+"""How long an ended assignment and a finished/released call are kept after their last change.
+Longer than ``REQUEST_TTL_MS``, so a replayable request always finds its assignment."""
+
+WORK_RETENTION_MS = 24 * 3600 * 1000
+"""Finished work spans are kept this long (the longest occupancy window a policy may use).
+Agent reads outside ``load_snapshot`` report the spans of this window as ``recent``."""
+
+EVENTS_MAXLEN = 100_000
+"""Approximate length cap of each tenant's event stream."""
+
+MAX_CAS_ATTEMPTS = 5
+"""Re-reads of an unconditional (``expected_version == 0``) update before ``ContentionError``."""
+
+ENDINGS = {
+    AssignmentState.COMPLETED: CallStatus.COMPLETED,
+    AssignmentState.RELEASED: CallStatus.RELEASED,
+    AssignmentState.CANCELLED: CallStatus.CANCELLED,
+}
+"""How ending an assignment sets its call's status."""
+
+_PAGE_TOKEN_PREFIX = "agent:"
+_EVENT_ID = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
+U64_MAX = 2**64 - 1
+
+
+def check_tenant(tenant: str) -> None:
+    """Refuse a tenant that would break the key schema: it becomes the Redis Cluster hash tag
+    (``{tenant}``) of every key, so it must be non-empty and free of braces. (The service
+    validates tenants more strictly; this guards direct users such as the simulator.)"""
+    if not tenant or "{" in tenant or "}" in tenant:
+        raise InvalidArgumentError("tenant", "must be non-empty and contain no braces")
+
+
+def check_ending(end: AssignmentState, outcome_value: float | None) -> None:
+    """Validate the arguments of ``finish_assignment``."""
+    if end not in ENDINGS:
+        raise InvalidArgumentError("end", "must be COMPLETED, RELEASED or CANCELLED")
+    if outcome_value is not None and not math.isfinite(outcome_value):
+        raise InvalidArgumentError("outcome_value", "must be a finite number")
+
+
+def encode_page_token(last_agent_id: str) -> str:
+    """Opaque ``list_agents`` cursor: the last agent id returned, base64url-encoded."""
+    raw = (_PAGE_TOKEN_PREFIX + last_agent_id).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def decode_page_token(token: str) -> str:
+    """The agent id inside a page token; ``InvalidArgumentError`` if the token is not ours."""
+    try:
+        text = base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise InvalidArgumentError("page_token", "not a token this service issued") from exc
+    if not text.startswith(_PAGE_TOKEN_PREFIX) or len(text) == len(_PAGE_TOKEN_PREFIX):
+        raise InvalidArgumentError("page_token", "not a token this service issued")
+    return text[len(_PAGE_TOKEN_PREFIX) :]
+
+
+def parse_event_id(event_id: str) -> tuple[int, int]:
+    """``"<ms>"`` or ``"<ms>-<n>"`` as a comparable pair; ``InvalidArgumentError`` otherwise."""
+    match = _EVENT_ID.match(event_id)
+    if match is None:
+        raise InvalidArgumentError("after_id", "expected an event id like 1700000000000-0")
+    ms, seq = int(match.group(1)), int(match.group(2) or 0)
+    if ms > U64_MAX or seq > U64_MAX:
+        raise InvalidArgumentError("after_id", "event id out of range")
+    return ms, seq
+
+
+def matches(query: AgentQuery, agent: AgentSnapshot) -> bool:
+    """The ``list_agents`` filter: skill held (any level), team and region compared
+    case-insensitively, presence equal."""
+    profile = agent.profile
+    return (
+        (not query.skill or query.skill in profile.skills)
+        and (not query.team or profile.team.casefold() == query.team.casefold())
+        and (not query.region or profile.region.casefold() == query.region.casefold())
+        and (query.presence is None or agent.presence == query.presence)
+    )
+
+
+# --- the exact wording of store errors -------------------------------------------------------
+
+
+def agent_not_found(agent_id: str) -> NotFoundError:
+    """The agent does not exist."""
+    return NotFoundError(f"agent {agent_id} not found")
+
+
+def stale_version(what: str, expected: int, current: int) -> VersionConflictError:
+    """``what`` (``agent <id>`` or ``policy``) moved past the caller's version."""
+    return VersionConflictError(f"{what}: version {expected} is stale, current is {current}")
+
+
+def contention(what: str) -> ContentionError:
+    """Unconditional update lost the race ``MAX_CAS_ATTEMPTS`` times."""
+    return ContentionError(f"{what}: too many concurrent updates, retry later")
+
+
+def agent_busy(agent_id: str, active: int) -> FailedPreconditionError:
+    """Deleting an agent that still holds work."""
+    return FailedPreconditionError(f"agent {agent_id} holds {active} active assignment(s)")
+
+
+def call_assigned(call_id: str, assignment_id: str) -> FailedPreconditionError:
+    """Committing a call that already has an active assignment."""
+    return FailedPreconditionError(
+        f"call {call_id} is already assigned (assignment {assignment_id})"
+    )
+
+
+def call_finished(call_id: str, status: str) -> FailedPreconditionError:
+    """Committing or cancelling a call that is over."""
+    return FailedPreconditionError(f"call {call_id} is {status}")
+
+
+def request_reused() -> InvalidArgumentError:
+    """A ``request_id`` replayed with another fingerprint."""
+    return InvalidArgumentError("request_id", "already used for a different request")
+
+
+def stale_token(token: int, assignment_id: str) -> FailedPreconditionError:
+    """The fencing token presented is not the assignment's."""
+    return FailedPreconditionError(f"token {token} is stale for assignment {assignment_id}")
+
+
+def already_ended(assignment_id: str, state: str) -> FailedPreconditionError:
+    """Ending an assignment differently from how it already ended."""
+    return FailedPreconditionError(f"assignment {assignment_id} is already {state}")

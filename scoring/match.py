@@ -1,0 +1,195 @@
+"""Soft score of an agent for a call: how good a match this is, apart from load.
+
+Every part is a value in [0, 1]; the score card multiplies each by its weight from
+``Policy.weights`` and sums them, so ``total`` lies in ``[0, max_total(weights)]``::
+
+    skill           required = mean(level / 10) over call.required_skills
+                    preferred = sum(level / 10 for preferred skills the agent has)
+                                / len(call.preferred_skills)
+                    skill = 0.75 * required + 0.25 * preferred   (both present)
+                          = the one present                       (one present)
+                          = 1                                      (nothing asked: all fit)
+    performance     scoring.performance.score(agent.performance, now, policy)
+    region          1 when call.region == profile.region (case-insensitive, non-empty);
+                    else 0.5 * max(0, 1 - |utc_offset(call.tz) - utc_offset(agent.tz)| / 12)
+                    when both are valid IANA zones (offsets in hours at now);
+                    else 0 (unknown or invalid zone names never raise)
+    previous_agent  1 when call.preferred_agent_id == agent_id, else 0
+    idle            min(1, idle_s / policy.idle_horizon_s), where
+                    idle_s = now - max(last_free_ms, end of the latest finished span)
+                    for an agent holding no work, and 0 while the agent holds work
+
+Load is not a match part: it is a cost in the solver (``scoring.load``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from router.domain import (
+    SKILL_LEVEL_MAX,
+    AgentSnapshot,
+    Call,
+    Policy,
+    Weights,
+    frozen_map,
+)
+from scoring import performance
+
+SKILL = "skill"
+PERFORMANCE = "performance"
+REGION = "region"
+PREVIOUS_AGENT = "previous_agent"
+IDLE = "idle"
+PART_NAMES = (SKILL, PERFORMANCE, REGION, PREVIOUS_AGENT, IDLE)
+"""Names of the score parts, in the order explanations list them."""
+
+# Required skills are what the call is about; preferred ones only refine the choice.
+REQUIRED_SHARE = 0.75
+PREFERRED_SHARE = 0.25
+
+TIMEZONE_AFFINITY = 0.5
+"""Region value of an agent in another region at the same UTC offset."""
+OFFSET_SPAN_H = 12.0
+"""Offset difference (hours) at which time-zone affinity reaches 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreCard:
+    """An agent's soft score for one call."""
+
+    values: Mapping[str, float]
+    """Part name -> unweighted value in [0, 1]."""
+    parts: Mapping[str, float]
+    """Part name -> weighted contribution (value * weight)."""
+    total: float
+    """Sum of ``parts``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentFacts:
+    """The call-independent inputs of an agent's score, computed once per decision."""
+
+    agent_id: str
+    skills: Mapping[str, int]
+    region: str
+    """Lower-case region, "" when unknown."""
+    utc_offset_h: float | None
+    """UTC offset of the agent's time zone at now, ``None`` when unknown or invalid."""
+    performance: float
+    idle: float
+
+
+def utc_offset_hours(zone: str, now_ms: int) -> float | None:
+    """UTC offset of IANA ``zone`` at ``now_ms`` in hours; ``None`` for an empty or bad name."""
+    if not zone:
+        return None
+    try:
+        tz = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # Names come from admins and callers; a typo must cost affinity, not the request.
+        return None
+    offset = datetime.fromtimestamp(now_ms / 1000, tz=UTC).astimezone(tz).utcoffset()
+    return None if offset is None else offset.total_seconds() / 3600
+
+
+def skill_fit(call: Call, skills: Mapping[str, int]) -> float:
+    """Skill part in [0, 1] (see the module docstring)."""
+    required = None
+    if call.required_skills:
+        levels = [skills.get(req.skill, 0) for req in call.required_skills]
+        required = sum(_level(level) for level in levels) / len(levels)
+    preferred = None
+    if call.preferred_skills:
+        preferred = sum(_level(skills.get(name, 0)) for name in call.preferred_skills) / len(
+            call.preferred_skills
+        )
+    if required is not None and preferred is not None:
+        return REQUIRED_SHARE * required + PREFERRED_SHARE * preferred
+    if required is not None:
+        return required
+    if preferred is not None:
+        return preferred
+    return 1.0
+
+
+def region_affinity(
+    call_region: str, call_offset_h: float | None, agent_region: str, agent_offset_h: float | None
+) -> float:
+    """Region part in [0, 1]: same region 1, else a time-zone closeness up to 0.5, else 0."""
+    if call_region and call_region.lower() == agent_region.lower():
+        return 1.0
+    if call_offset_h is None or agent_offset_h is None:
+        return 0.0
+    gap = abs(call_offset_h - agent_offset_h)
+    return TIMEZONE_AFFINITY * max(0.0, 1.0 - gap / OFFSET_SPAN_H)
+
+
+def idle_value(agent: AgentSnapshot, now_ms: int, horizon_s: int) -> float:
+    """Fairness part in [0, 1]: how long the agent has been without work, saturating."""
+    if agent.active:
+        return 0.0
+    free_since = max([agent.last_free_ms, *(span.end_ms for span in agent.recent)])
+    idle_s = max(0, now_ms - free_since) / 1000
+    if horizon_s <= 0:
+        return 1.0
+    return min(1.0, idle_s / horizon_s)
+
+
+def agent_facts(agent: AgentSnapshot, now_ms: int, policy: Policy) -> AgentFacts:
+    """Collect the call-independent parts of ``agent``'s score at ``now_ms``."""
+    profile = agent.profile
+    return AgentFacts(
+        agent_id=profile.agent_id,
+        skills=profile.skills,
+        region=profile.region.lower(),
+        utc_offset_h=utc_offset_hours(profile.timezone, now_ms),
+        performance=performance.score(agent.performance, now_ms, policy),
+        idle=idle_value(agent, now_ms, policy.idle_horizon_s),
+    )
+
+
+def score_card(
+    call: Call, facts: AgentFacts, weights: Weights, call_offset_h: float | None
+) -> ScoreCard:
+    """Score ``facts``' agent for ``call``; ``call_offset_h`` is ``call.timezone``'s offset."""
+    values = {
+        SKILL: skill_fit(call, facts.skills),
+        PERFORMANCE: facts.performance,
+        REGION: region_affinity(call.region, call_offset_h, facts.region, facts.utc_offset_h),
+        PREVIOUS_AGENT: 1.0 if call.preferred_agent_id == facts.agent_id else 0.0,
+        IDLE: facts.idle,
+    }
+    factors = _weight_map(weights)
+    parts = {name: values[name] * factors[name] for name in PART_NAMES}
+    return ScoreCard(values=frozen_map(values), parts=frozen_map(parts), total=sum(parts.values()))
+
+
+def score(call: Call, agent: AgentSnapshot, now_ms: int, policy: Policy) -> ScoreCard:
+    """Score ``agent`` for ``call`` at ``now_ms`` (convenience over ``score_card``)."""
+    facts = agent_facts(agent, now_ms, policy)
+    return score_card(call, facts, policy.weights, utc_offset_hours(call.timezone, now_ms))
+
+
+def max_total(weights: Weights) -> float:
+    """The highest total a score card can reach under ``weights``."""
+    return sum(_weight_map(weights).values())
+
+
+def _weight_map(weights: Weights) -> dict[str, float]:
+    """Part name -> weight."""
+    return {
+        SKILL: weights.skill,
+        PERFORMANCE: weights.performance,
+        REGION: weights.region,
+        PREVIOUS_AGENT: weights.previous_agent,
+        IDLE: weights.idle,
+    }
+
+
+def _level(level: int) -> float:
+    """A skill level as a fraction of the top level."""
+    return min(1.0, max(0.0, level / SKILL_LEVEL_MAX))

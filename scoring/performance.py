@@ -1,0 +1,105 @@
+"""Performance score: outcomes of finished calls, decayed over time, shrunk toward a prior.
+
+Three steps, each a pure function:
+
+1. ``outcome_value`` turns one ``Outcome`` into a value in [0, 1], the weighted mean of the
+   parts the outcome carries (a part that is unknown is left out, not counted as 0)::
+
+       csat      (csat - 1) / 4               for csat 1..5      weight 0.5
+       resolved  1 if resolved else 0         when known         weight 0.3
+       handle    min(1, target / handle_s)    when both > 0      weight 0.2
+
+   ``target / handle_s`` is 1 at or below the target and falls smoothly above it (twice the
+   target gives 0.5). An outcome with none of the parts carries no signal: the function
+   returns ``None`` and the caller folds nothing (an empty survey must not drag an agent
+   toward any value).
+
+2. ``fold`` adds one value to the agent's decayed sums. Outcomes lose half their weight every
+   ``half_life_s``::
+
+       factor       = 2 ** (-(now_ms - updated_ms) / 1000 / half_life_s)
+                      (1 when updated_ms == 0 or half_life_s <= 0)
+       weighted_sum = weighted_sum * factor + value
+       weight       = weight * factor + 1
+       updated_ms   = now_ms
+
+   The Redis store re-implements exactly this formula in Lua; change both or neither.
+
+3. ``score`` decays the sums to ``now_ms`` (same factor, nothing added) and applies Bayesian
+   shrinkage toward the policy prior, so a handful of outcomes cannot make a star or a
+   failure::
+
+       score = (prior * prior_weight + weighted_sum * factor)
+               / (prior_weight + weight * factor)
+
+   With the default prior 0.6 and prior weight 5, three perfect outcomes give
+   (3 + 3) / (5 + 3) = 0.75, and twenty give 0.92.
+"""
+
+from __future__ import annotations
+
+from router.domain import Outcome, PerformanceStats, Policy
+
+CSAT_MIN = 1
+CSAT_MAX = 5
+
+# Satisfaction is what the customer felt, resolution what the business needs, handle time
+# mostly a cost: weigh them in that order.
+CSAT_WEIGHT = 0.5
+RESOLVED_WEIGHT = 0.3
+HANDLE_WEIGHT = 0.2
+
+
+def outcome_value(outcome: Outcome, target_handle_s: float) -> float | None:
+    """Value of one finished call in [0, 1], or ``None`` when the outcome says nothing.
+
+    See the module docstring for the parts and their weights. ``target_handle_s <= 0``
+    disables the handle-time part (no target configured).
+    """
+    total = 0.0
+    weight = 0.0
+    if CSAT_MIN <= outcome.csat <= CSAT_MAX:
+        total += CSAT_WEIGHT * (outcome.csat - CSAT_MIN) / (CSAT_MAX - CSAT_MIN)
+        weight += CSAT_WEIGHT
+    if outcome.resolved is not None:
+        total += RESOLVED_WEIGHT * (1.0 if outcome.resolved else 0.0)
+        weight += RESOLVED_WEIGHT
+    if outcome.handle_time_s > 0 and target_handle_s > 0:
+        total += HANDLE_WEIGHT * min(1.0, target_handle_s / outcome.handle_time_s)
+        weight += HANDLE_WEIGHT
+    if weight == 0.0:
+        return None
+    return total / weight
+
+
+def decay_factor(updated_ms: int, now_ms: int, half_life_s: int) -> float:
+    """Weight left at ``now_ms`` of an outcome folded at ``updated_ms`` (1 when undecayed)."""
+    if updated_ms == 0 or half_life_s <= 0:
+        return 1.0
+    return float(2.0 ** (-(now_ms - updated_ms) / 1000 / half_life_s))
+
+
+def fold(stats: PerformanceStats, value: float, now_ms: int, half_life_s: int) -> PerformanceStats:
+    """Decay ``stats`` to ``now_ms`` and add one outcome ``value`` (the Lua script's formula)."""
+    factor = decay_factor(stats.updated_ms, now_ms, half_life_s)
+    return PerformanceStats(
+        weighted_sum=stats.weighted_sum * factor + value,
+        weight=stats.weight * factor + 1.0,
+        updated_ms=now_ms,
+    )
+
+
+def score(stats: PerformanceStats, now_ms: int, policy: Policy) -> float:
+    """Shrunk, decayed performance in [0, 1]; the policy prior for an agent with no outcomes."""
+    factor = decay_factor(stats.updated_ms, now_ms, policy.performance_half_life_s)
+    prior_weight = max(0.0, policy.performance_prior_weight)
+    denominator = prior_weight + stats.weight * factor
+    if denominator <= 0.0:
+        return _clamp(policy.performance_prior)
+    numerator = policy.performance_prior * prior_weight + stats.weighted_sum * factor
+    return _clamp(numerator / denominator)
+
+
+def _clamp(value: float) -> float:
+    """Keep a score inside [0, 1] whatever the stored sums say."""
+    return min(1.0, max(0.0, value))

@@ -1,0 +1,3 @@
+"""Shared pytest set-up: the API-test fixtures live in tests/integration/service.py."""
+
+pytest_plugins = ["tests.integration.service"]

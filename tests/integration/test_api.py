@@ -1,0 +1,374 @@
+"""The gRPC API end to end: a real server on a loopback port over a real redis-server."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from router.v1 import admin_pb2, routing_pb2
+from router.v1 import types_pb2 as pb
+from tests.integration.service import Service
+
+ASSIGNED = routing_pb2.AssignResponse.RESULT_ASSIGNED
+NO_AGENT = routing_pb2.AssignResponse.RESULT_NO_AGENT
+
+
+def test_health_and_reflection_answer(service: Service) -> None:
+    """Standard tools work: health says SERVING and reflection lists our services."""
+    health = health_pb2_grpc.HealthStub(service.channel)
+    for name in ("", "router.v1.RoutingService", "router.v1.AgentAdminService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(service.channel)
+    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert {"router.v1.RoutingService", "router.v1.PolicyService"} <= names
+
+
+def test_assign_picks_an_available_skilled_agent_and_explains(service: Service) -> None:
+    """An Assign goes to the only agent with the skill and says who was excluded and why."""
+    service.agent("a1", skills={"billing": 7})
+    service.agent("a2", skills={"tech": 9})
+    service.agent("a3", skills={"billing": 9}, presence=pb.PRESENCE_BREAK)
+    reply = service.assign("c1", skills={"billing": 5})
+    assert reply.result == ASSIGNED
+    assert reply.assignment.agent_id == "a1"
+    assert reply.assignment.fencing_token > 0
+    excluded = {e.reason: e.count for e in reply.explanation.excluded}
+    assert excluded == {
+        pb.EXCLUSION_REASON_MISSING_SKILL: 1,
+        pb.EXCLUSION_REASON_NOT_AVAILABLE: 1,
+    }
+    assert {p.name for p in reply.explanation.score_parts} >= {"skill", "performance"}
+    call = service.routing.GetCall(routing_pb2.GetCallRequest(tenant=service.tenant, call_id="c1"))
+    assert call.call.status == pb.CALL_STATUS_ASSIGNED
+    assert call.call.assignment.agent_id == "a1"
+
+
+def test_skill_change_is_obeyed_by_the_very_next_assign(service: Service) -> None:
+    """Removing a skill excludes the agent at once; adding it back includes them at once."""
+    service.agent("a1", skills={"billing": 7})
+    service.patch_skills("a1", remove=["billing"])
+    assert service.assign("c1", skills={"billing": 1}).result == NO_AGENT
+    service.patch_skills("a1", set={"billing": 4})
+    assert service.assign("c2", skills={"billing": 5}).result == NO_AGENT
+    reply = service.assign("c3", skills={"billing": 4})
+    assert reply.assignment.agent_id == "a1"
+
+
+def test_presence_change_is_obeyed_by_the_very_next_assign(service: Service) -> None:
+    """An agent going on break gets nothing; back to available, they get the next call."""
+    service.agent("a1", skills={"billing": 7})
+    service.presence("a1", pb.PRESENCE_BREAK, reason="lunch")
+    reply = service.assign("c1", skills={"billing": 1})
+    assert reply.result == NO_AGENT
+    assert {e.reason for e in reply.explanation.excluded} == {pb.EXCLUSION_REASON_NOT_AVAILABLE}
+    service.presence("a1", pb.PRESENCE_AVAILABLE)
+    assert service.assign("c2", skills={"billing": 1}).assignment.agent_id == "a1"
+
+
+def test_scheduled_absence_and_heartbeat_expiry_exclude(service: Service) -> None:
+    """Agents inside an absence or with a stale heartbeat never get work."""
+    service.agent("away", skills={"billing": 9})
+    service.agent("stale", skills={"billing": 9})
+    service.agent("ok", skills={"billing": 2})
+    now = service.clock.now_ms
+    service.admin.ScheduleAbsence(
+        admin_pb2.ScheduleAbsenceRequest(
+            tenant=service.tenant,
+            agent_id="away",
+            absence=pb.Absence(
+                kind=pb.ABSENCE_KIND_SICK_LEAVE,
+                start_time={"seconds": now // 1000 - 60},
+                end_time={"seconds": now // 1000 + 3600},
+            ),
+        )
+    )
+    service.clock.advance(200_000)  # past the 120 s heartbeat timeout for everyone...
+    for agent_id in ("away", "ok"):  # ...but these two keep heartbeating
+        service.admin.Heartbeat(admin_pb2.HeartbeatRequest(tenant=service.tenant, agent_id=agent_id))
+    reply = service.assign("c1", skills={"billing": 1})
+    assert reply.assignment.agent_id == "ok"
+    excluded = {e.reason: e.count for e in reply.explanation.excluded}
+    assert excluded == {
+        pb.EXCLUSION_REASON_SCHEDULED_ABSENCE: 1,
+        pb.EXCLUSION_REASON_HEARTBEAT_EXPIRED: 1,
+    }
+    agent = service.admin.GetAgent(admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="away"))
+    assert not agent.status.routable
+
+
+def test_capacity_per_channel_is_never_exceeded(service: Service) -> None:
+    """Two chat slots take two chats; the third call waits; a voice call cannot join."""
+    service.agent("a1", skills={"billing": 5}, chat_capacity=2)
+    first = service.assign("c1", channel=pb.CHANNEL_CHAT)
+    second = service.assign("c2", channel=pb.CHANNEL_CHAT)
+    assert first.assignment.agent_id == second.assignment.agent_id == "a1"
+    third = service.assign("c3", channel=pb.CHANNEL_CHAT)
+    assert third.result == NO_AGENT
+    assert {e.reason for e in third.explanation.excluded} == {pb.EXCLUSION_REASON_AT_CAPACITY}
+    assert service.assign("c4", channel=pb.CHANNEL_VOICE).result == NO_AGENT
+    service.complete(first.assignment)
+    assert service.assign("c5", channel=pb.CHANNEL_CHAT).assignment.agent_id == "a1"
+
+
+def test_hundred_concurrent_assigns_on_one_agent_give_exactly_one(service: Service) -> None:
+    """100 simultaneous Assigns for 100 calls against one single-capacity agent: one wins."""
+    service.agent("solo", skills={"billing": 5})
+    barrier = threading.Barrier(20)
+
+    def one(i: int) -> routing_pb2.AssignResponse:
+        if i < 20:
+            barrier.wait(timeout=10)
+        return service.assign(f"c{i}", skills={"billing": 1})
+
+    with futures.ThreadPoolExecutor(max_workers=20) as pool:
+        replies = list(pool.map(one, range(100)))
+    results = Counter(r.result for r in replies)
+    assert results == {ASSIGNED: 1, NO_AGENT: 99}
+    agent = service.admin.GetAgent(admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="solo"))
+    assert agent.status.units_used == 100
+
+
+def test_retried_request_gets_the_identical_answer(service: Service) -> None:
+    """Same request_id and payload: same assignment, marked replayed, no second agent."""
+    service.agent("a1", skills={"billing": 5})
+    service.agent("a2", skills={"billing": 5})
+    first = service.assign("c1", request_id="r-1")
+    again = service.assign("c1", request_id="r-1")
+    assert again.replayed and not first.replayed
+    assert again.assignment == first.assignment
+    assert again.explanation == first.explanation
+    loads = [service.get_agent(a).status.units_used for a in ("a1", "a2")]
+    assert sorted(loads) == [0, 100]
+
+
+def test_concurrent_retries_of_one_request_assign_once(service: Service) -> None:
+    """Ten copies of one request racing each other all get the same single assignment."""
+    for i in range(5):
+        service.agent(f"a{i}", skills={"billing": 5})
+    with futures.ThreadPoolExecutor(max_workers=10) as pool:
+        replies = list(pool.map(lambda _: service.assign("c1", request_id="same"), range(10)))
+    assert len({r.assignment.assignment_id for r in replies}) == 1
+    busy = [service.get_agent(f"a{i}").status.units_used for i in range(5)]
+    assert sorted(busy) == [0, 0, 0, 0, 100]
+
+
+def test_reused_request_id_with_other_payload_is_invalid(service: Service) -> None:
+    """A request_id reused for a different call is INVALID_ARGUMENT and assigns nothing."""
+    service.agent("a1", skills={"billing": 5})
+    service.agent("a2", skills={"billing": 5})
+    service.assign("c1", request_id="r-1")
+    with pytest.raises(grpc.RpcError) as err:
+        service.assign("c2", request_id="r-1")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request_id" in (err.value.details() or "")
+    assert service.get_agent("a2").status.units_used + service.get_agent("a1").status.units_used == 100
+
+
+def test_complete_with_stale_token_is_refused(service: Service) -> None:
+    """Complete needs the assignment's fencing token; a wrong one changes nothing."""
+    service.agent("a1", skills={"billing": 5})
+    assignment = service.assign("c1").assignment
+    before = service.dump()
+    with pytest.raises(grpc.RpcError) as err:
+        service.routing.Complete(
+            routing_pb2.CompleteRequest(
+                tenant=service.tenant,
+                assignment_id=assignment.assignment_id,
+                fencing_token=assignment.fencing_token + 1,
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert service.dump() == before
+    done = service.complete(assignment, csat=5, resolved=True)
+    assert done.state == pb.ASSIGNMENT_STATE_COMPLETED
+    assert service.complete(assignment, csat=5, resolved=True) == done  # idempotent retry
+    agent = service.get_agent("a1")
+    assert agent.status.units_used == 0
+    assert agent.status.performance_score > 0.6  # above the prior after a perfect outcome
+
+
+def test_release_returns_the_call_and_cancel_frees_the_agent(service: Service) -> None:
+    """Release makes a call assignable again; Cancel ends it and frees capacity."""
+    service.agent("a1", skills={"billing": 5})
+    first = service.assign("c1", request_id="r1").assignment
+    released = service.routing.Release(
+        routing_pb2.ReleaseRequest(
+            tenant=service.tenant,
+            assignment_id=first.assignment_id,
+            fencing_token=first.fencing_token,
+            reason="needs a supervisor",
+        )
+    )
+    assert released.assignment.state == pb.ASSIGNMENT_STATE_RELEASED
+    second = service.assign("c1", request_id="r2").assignment
+    assert second.fencing_token > first.fencing_token
+    cancelled = service.routing.Cancel(
+        routing_pb2.CancelRequest(tenant=service.tenant, call_id="c1", reason="hung up")
+    )
+    assert cancelled.call.status == pb.CALL_STATUS_CANCELLED
+    assert service.get_agent("a1").status.units_used == 0
+    with pytest.raises(grpc.RpcError) as err:
+        service.assign("c1", request_id="r3")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_stale_version_update_is_aborted_and_changes_nothing(service: Service) -> None:
+    """Two admins: the second write with the version both read is ABORTED."""
+    agent = service.agent("a1", skills={"billing": 5})
+    service.admin.UpdateAgent(
+        admin_pb2.UpdateAgentRequest(
+            tenant=service.tenant,
+            agent=pb.Agent(agent_id="a1", team="red", version=agent.version),
+            update_mask=field_mask_pb2.FieldMask(paths=["team"]),
+        )
+    )
+    before = service.dump()
+    with pytest.raises(grpc.RpcError) as err:
+        service.admin.UpdateAgent(
+            admin_pb2.UpdateAgentRequest(
+                tenant=service.tenant,
+                agent=pb.Agent(agent_id="a1", team="blue", version=agent.version),
+                update_mask=field_mask_pb2.FieldMask(paths=["team"]),
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.ABORTED
+    assert service.dump() == before
+    assert service.get_agent("a1").team == "red"
+
+
+def test_list_agents_filters_and_pages(service: Service) -> None:
+    """25 agents, pages of 10, filtered by skill and presence, each agent exactly once."""
+    for i in range(25):
+        service.agent(f"a{i:02d}", skills={"billing" if i % 2 else "tech": 3})
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = service.admin.ListAgents(
+            admin_pb2.ListAgentsRequest(tenant=service.tenant, page_size=10, page_token=token)
+        )
+        seen.extend(a.agent_id for a in page.agents)
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [f"a{i:02d}" for i in range(25)]
+    billing = service.admin.ListAgents(
+        admin_pb2.ListAgentsRequest(tenant=service.tenant, skill="billing", page_size=100)
+    )
+    assert [a.agent_id for a in billing.agents] == [f"a{i:02d}" for i in range(1, 25, 2)]
+
+
+def test_policy_update_validates_and_switches_strategy(service: Service) -> None:
+    """A bad policy is refused naming the field; a good one switches the strategy."""
+    with pytest.raises(grpc.RpcError) as err:
+        service.policies.UpdatePolicy(
+            admin_pb2.UpdatePolicyRequest(
+                tenant=service.tenant,
+                policy=pb.Policy(max_occupancy=1.5),
+                update_mask=field_mask_pb2.FieldMask(paths=["max_occupancy"]),
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "policy.max_occupancy" in (err.value.details() or "")
+    updated = service.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(
+            tenant=service.tenant,
+            policy=pb.Policy(strategy=pb.STRATEGY_LONGEST_IDLE),
+            update_mask=field_mask_pb2.FieldMask(paths=["strategy"]),
+        )
+    )
+    assert updated.strategy == pb.STRATEGY_LONGEST_IDLE
+    assert updated.version == 1
+    service.agent("a1", skills={"billing": 5})
+    reply = service.assign("c1")
+    assert reply.explanation.strategy == pb.STRATEGY_LONGEST_IDLE
+
+
+def test_top_performer_stays_under_cap_over_thousands_of_cycles(service: Service) -> None:
+    """Thousands of assign/complete cycles on simulated time: the star takes more than the
+    average agent but its rolling occupancy never passes its cap."""
+    service.set_policy(occupancy_window_s=600, heartbeat_timeout_s=0)
+    service.agent("star", skills={"billing": 10}, max_occupancy=0.6)
+    for i in range(4):
+        service.agent(f"avg{i}", skills={"billing": 6})
+    # Give the star a track record so the objective prefers it.
+    for i in range(20):
+        reply = service.assign(f"warm{i}")
+        service.complete(reply.assignment, csat=5 if reply.assignment.agent_id == "star" else 3)
+    holding: list[tuple[int, pb.Assignment]] = []
+    handled: Counter[str] = Counter()
+    peak = 0.0
+    for i in range(1500):
+        service.clock.advance(20_000)
+        now = service.clock.now_ms
+        for ends, assignment in [h for h in holding if h[0] <= now]:
+            holding.remove((ends, assignment))
+            service.complete(assignment, csat=5 if assignment.agent_id == "star" else 3)
+        if i % 2 == 0 or len(holding) < 3:  # ~2.5 calls per minute of 60 s each
+            reply = service.assign(f"load{i}")
+            if reply.result == ASSIGNED:
+                handled[reply.assignment.agent_id] += 1
+                holding.append((now + 60_000, reply.assignment))
+        if i % 25 == 0:
+            peak = max(peak, service.get_agent("star").status.occupancy)
+    average = sum(handled.values()) / 5
+    assert handled["star"] > average
+    assert peak <= 0.6 + 60_000 / 600_000  # the cap, plus at most one call admitted below it
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "field"),
+    [
+        (lambda s: s.assign_raw(tenant=""), grpc.StatusCode.INVALID_ARGUMENT, "tenant"),
+        (lambda s: s.assign_raw(request_id=""), grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
+        (lambda s: s.assign_raw(call_id=""), grpc.StatusCode.INVALID_ARGUMENT, "call.call_id"),
+        (lambda s: s.assign_raw(channel=0), grpc.StatusCode.INVALID_ARGUMENT, "call.channel"),
+        (lambda s: s.assign_raw(channel=99), grpc.StatusCode.INVALID_ARGUMENT, "call.channel"),
+        (
+            lambda s: s.assign_raw(level=11),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "call.required_skills[0].min_level",
+        ),
+        (lambda s: s.assign_raw(priority=-1), grpc.StatusCode.INVALID_ARGUMENT, "call.priority"),
+        (lambda s: s.assign_raw(call_id="x" * 500), grpc.StatusCode.INVALID_ARGUMENT, "call.call_id"),
+        (lambda s: s.assign_raw(language="english!"), grpc.StatusCode.INVALID_ARGUMENT, "call.language"),
+        (lambda s: s.create_raw(skills={"billing": 0}), grpc.StatusCode.INVALID_ARGUMENT, "agent.skills"),
+        (lambda s: s.create_raw(capacity=-1), grpc.StatusCode.INVALID_ARGUMENT, "agent.capacity[0].max_items"),
+        (lambda s: s.create_raw(capacity=10_000), grpc.StatusCode.INVALID_ARGUMENT, "agent.capacity[0].max_items"),
+        (lambda s: s.create_raw(timezone="Mars/Olympus"), grpc.StatusCode.INVALID_ARGUMENT, "agent.timezone"),
+        (lambda s: s.create_raw(name="a\x00b"), grpc.StatusCode.INVALID_ARGUMENT, "agent.name"),
+        (lambda s: s.create_raw(agent_id="existing"), grpc.StatusCode.ALREADY_EXISTS, "existing"),
+        (lambda s: s.get_agent("ghost"), grpc.StatusCode.NOT_FOUND, "ghost"),
+        (lambda s: s.presence("ghost", pb.PRESENCE_AVAILABLE), grpc.StatusCode.NOT_FOUND, "ghost"),
+        (lambda s: s.presence("existing", 0), grpc.StatusCode.INVALID_ARGUMENT, "presence"),
+        (lambda s: s.patch_skills("existing", set={"x": 12}), grpc.StatusCode.INVALID_ARGUMENT, "set"),
+        (lambda s: s.complete_raw("nope", 1), grpc.StatusCode.NOT_FOUND, "nope"),
+        (lambda s: s.complete_raw("nope", 0), grpc.StatusCode.INVALID_ARGUMENT, "fencing_token"),
+        (lambda s: s.cancel_raw("nope"), grpc.StatusCode.NOT_FOUND, "nope"),
+        (lambda s: s.update_mask_raw(["skills", "bogus"]), grpc.StatusCode.INVALID_ARGUMENT, "update_mask"),
+        (lambda s: s.absence_raw(end_before_start=True), grpc.StatusCode.INVALID_ARGUMENT, "absence.end_time"),
+        (lambda s: s.cancel_absence_raw("nope"), grpc.StatusCode.NOT_FOUND, "nope"),
+        (lambda s: s.list_raw(page_token="garbage"), grpc.StatusCode.INVALID_ARGUMENT, "page_token"),
+        (lambda s: s.list_raw(page_size=5000), grpc.StatusCode.INVALID_ARGUMENT, "page_size"),
+    ],
+)  # fmt: skip
+def test_bad_input_gets_a_clear_status_and_changes_nothing(
+    service: Service, make: Callable[[Service], object], code: grpc.StatusCode, field: str
+) -> None:
+    """Each malformed request gets the right status naming the field; Redis is unchanged."""
+    service.agent("existing", skills={"billing": 5})
+    before = service.dump()
+    with pytest.raises(grpc.RpcError) as err:
+        make(service)
+    assert err.value.code() == code
+    assert field in (err.value.details() or "")
+    assert service.dump() == before
