@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import random
 from dataclasses import dataclass
 
 import structlog
 
+from router.codec import encode_call
 from router.domain import Assignment, Call, Explanation
 from router.engine import decide
 from router.errors import ContentionError, InvalidArgumentError
@@ -35,9 +35,7 @@ class AssignResult:
 
 def fingerprint(call: Call) -> str:
     """A digest of everything the caller sent about ``call``, independent of field order."""
-    body = dataclasses.asdict(call)
-    body.pop("created_ms")
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=sorted)
+    canonical = encode_call(dataclasses.replace(call, created_ms=0))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

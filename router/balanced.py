@@ -34,20 +34,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from router.baselines import queue_order
-from router.board import Board, explain
+from router.board import CHANNEL_RANK, Board, explain, queue_order
 from router.domain import Call, Channel, Placement, Strategy
 from router.solver import solve_flow
 from scoring.load import free_slots, slot_costs
-from scoring.match import ScoreCard, max_total
+from scoring.match import max_total
 
 SCORE_SCALE = 1000
 """Integer cost units per weighted score point."""
 
+Edge = tuple[int, int, int]
+"""(call column, agent column, integer cost) of one candidate pair."""
+
 LOAD = "load"
 """Explanation part holding the (negative) load cost of the slot the call took."""
-
-_CHANNEL_RANK = {channel: rank for rank, channel in enumerate(Channel)}
 
 
 def channel_order(calls: Sequence[Call]) -> list[Channel]:
@@ -55,7 +55,7 @@ def channel_order(calls: Sequence[Call]) -> list[Channel]:
     top: dict[Channel, int] = {}
     for call in calls:
         top[call.channel] = max(top.get(call.channel, call.priority), call.priority)
-    return sorted(top, key=lambda channel: (-top[channel], _CHANNEL_RANK[channel]))
+    return sorted(top, key=lambda channel: (-top[channel], CHANNEL_RANK[channel]))
 
 
 def plan_balanced(board: Board, calls: Sequence[Call]) -> list[Placement]:
@@ -74,11 +74,61 @@ def _solve_channel(
 ) -> list[tuple[int, Placement]]:
     """Solve one channel's calls (``group``: indexes in queue order) and update the board."""
     policy = board.policy
-    n_calls = len(group)
     screenings = [board.screen(calls[index]) for index in group]
     agent_ids = sorted({agent.agent_id for s in screenings for agent in s.eligible})
     column = {agent_id: j for j, agent_id in enumerate(agent_ids)}
+    loads = _load_costs(board, agent_ids, channel, len(group))
+    slot_ints = [
+        tuple(round(cost * SCORE_SCALE) + k for k, cost in enumerate(costs)) for costs in loads
+    ]
 
+    ceiling = max_total(policy.weights)
+    keep = None if policy.top_k <= 0 else max(policy.top_k, len(group))
+    totals: list[dict[str, float]] = []
+    edges: list[Edge] = []
+    for c, (index, screening) in enumerate(zip(group, screenings, strict=True)):
+        call_totals = {
+            a.agent_id: board.total(calls[index], a.agent_id) for a in screening.eligible
+        }
+        totals.append(call_totals)
+        ranked = sorted(
+            call_totals,
+            key=lambda aid: (-(call_totals[aid] - loads[column[aid]][0]), aid),
+        )
+        for agent_id in ranked[:keep]:
+            base = max(0, round((ceiling - call_totals[agent_id]) * SCORE_SCALE))
+            edges.append((c, column[agent_id], base))
+    priorities = [calls[index].priority for index in group]
+    agent_of = place(len(group), prioritise(edges, priorities, slot_ints), slot_ints)
+
+    # Cards first, placements after: a placement changes the agent's idle part.
+    chosen = [None if j is None else agent_ids[j] for j in agent_of]
+    cards = [
+        None if aid is None else board.card(calls[index], aid)
+        for aid, index in zip(chosen, group, strict=True)
+    ]
+    taken = [0] * len(agent_ids)
+    results: list[tuple[int, Placement]] = []
+    for c, index in enumerate(group):
+        chosen_id, chosen_card = chosen[c], cards[c]
+        parts: dict[str, float] = {}
+        if chosen_id is not None and chosen_card is not None:
+            j = column[chosen_id]
+            # Slots go to the agent's calls in queue order; the flow only fixes how many.
+            parts = {**chosen_card.parts, LOAD: -loads[j][taken[j]]}
+            taken[j] += 1
+            board.place(calls[index], chosen_id)
+        ranking = [(aid, total - loads[column[aid]][0]) for aid, total in totals[c].items()]
+        explanation = explain(Strategy.BALANCED, screenings[c], chosen_id, parts, ranking)
+        results.append((index, Placement(calls[index].call_id, chosen_id, explanation)))
+    return results
+
+
+def _load_costs(
+    board: Board, agent_ids: list[str], channel: Channel, n_calls: int
+) -> list[tuple[float, ...]]:
+    """Marginal load cost of each free slot of each agent, in score points."""
+    policy = board.policy
     units = policy.units_for(channel)
     loads: list[tuple[float, ...]] = []
     for agent_id in agent_ids:
@@ -87,60 +137,32 @@ def _solve_channel(
         slots = min(free_slots(agent, channel, policy), n_calls)
         cap = policy.occupancy_cap_for(agent.profile)
         occ = board.occupancy(agent_id)
+        weight = policy.weights.load
         loads.append(
-            slot_costs(
-                agent.units_used, units, slots, occupancy=occ, cap=cap, weight=policy.weights.load
-            )
+            slot_costs(agent.units_used, units, slots, occupancy=occ, cap=cap, weight=weight)
         )
-    slot_ints = [
-        tuple(round(cost * SCORE_SCALE) + k for k, cost in enumerate(costs)) for costs in loads
-    ]
+    return loads
 
-    ceiling = max_total(policy.weights)
-    keep = None if policy.top_k <= 0 else max(policy.top_k, n_calls)
-    cards: list[dict[str, ScoreCard]] = []
-    edges: list[tuple[int, int, int]] = []
-    for c, (index, screening) in enumerate(zip(group, screenings, strict=True)):
-        call_cards = {a.agent_id: board.card(calls[index], a.agent_id) for a in screening.eligible}
-        cards.append(call_cards)
-        ranked = sorted(
-            call_cards,
-            key=lambda aid: (-(call_cards[aid].total - loads[column[aid]][0]), aid),
-        )
-        for agent_id in ranked[:keep]:
-            base = max(0, round((ceiling - call_cards[agent_id].total) * SCORE_SCALE))
-            edges.append((c, column[agent_id], base))
 
-    priorities = [calls[index].priority for index in group]
+def prioritise(
+    edges: Sequence[Edge], priorities: Sequence[int], slot_ints: Sequence[Sequence[int]]
+) -> list[Edge]:
+    """Add ``(max_priority - priority) * step`` to each call's edges (see the module docstring).
+
+    ``step`` exceeds the largest difference pair and slot costs can make between two placements
+    of the same size, so among maximum placements a higher priority sum always wins.
+    """
     top = max(priorities, default=0)
-    step = 0
-    if min(priorities, default=0) != top:
-        widest_pair = max((cost for _, _, cost in edges), default=0)
-        widest_slot = max((max(costs) for costs in slot_ints if costs), default=0)
-        step = n_calls * (widest_pair + widest_slot) + 1
-    agent_of = _solve(
-        n_calls, [(c, j, cost + (top - priorities[c]) * step) for c, j, cost in edges], slot_ints
-    )
-
-    taken = [0] * len(agent_ids)
-    results: list[tuple[int, Placement]] = []
-    for c, index in enumerate(group):
-        j = agent_of[c]
-        chosen_id = None if j is None else agent_ids[j]
-        parts: dict[str, float] = {}
-        if j is not None and chosen_id is not None:
-            # Slots go to the agent's calls in queue order; the flow only fixes how many.
-            parts = {**cards[c][chosen_id].parts, LOAD: -loads[j][taken[j]]}
-            taken[j] += 1
-            board.place(calls[index], chosen_id)
-        ranking = [(aid, card.total - loads[column[aid]][0]) for aid, card in cards[c].items()]
-        explanation = explain(Strategy.BALANCED, screenings[c], chosen_id, parts, ranking)
-        results.append((index, Placement(calls[index].call_id, chosen_id, explanation)))
-    return results
+    if min(priorities, default=0) == top:
+        return list(edges)
+    widest_pair = max((cost for _, _, cost in edges), default=0)
+    widest_slot = max((max(costs) for costs in slot_ints if costs), default=0)
+    step = len(priorities) * (widest_pair + widest_slot) + 1
+    return [(c, j, cost + (top - priorities[c]) * step) for c, j, cost in edges]
 
 
-def _solve(
-    n_calls: int, edges: list[tuple[int, int, int]], slot_ints: list[tuple[int, ...]]
+def place(
+    n_calls: int, edges: Sequence[Edge], slot_ints: Sequence[Sequence[int]]
 ) -> tuple[int | None, ...]:
     """Agent column per call: the flow for a batch, a direct minimum for a single call.
 
@@ -148,10 +170,8 @@ def _solve(
     agent's first slot, and taking the minimum breaks cost ties by agent id explicitly.
     """
     if n_calls == 1:
-        if not edges:
-            return (None,)
-        _, best = min((cost + slot_ints[j][0], j) for _, j, cost in edges)
-        return (best,)
+        options = [(cost + slot_ints[j][0], j) for _, j, cost in edges if slot_ints[j]]
+        return (min(options)[1] if options else None,)
     solution = solve_flow(
         n_calls,
         [c for c, _, _ in edges],

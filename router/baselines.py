@@ -1,7 +1,8 @@
 """The industry baselines, one call at a time, for comparison with ``BALANCED``.
 
-Calls are taken in queue order (priority descending, then oldest first, then call id); each
-goes to one eligible agent picked by the strategy's key, ties broken by agent id:
+Calls are taken in queue order (priority descending, oldest first, voice before other channels,
+then call id); each goes to one eligible agent picked by the strategy's key, ties broken by
+agent id:
 
 - ``LONGEST_IDLE``  smallest ``last_free_ms`` (the industry default)
 - ``ROUND_ROBIN``   smallest ``last_assigned_ms``
@@ -9,39 +10,44 @@ goes to one eligible agent picked by the strategy's key, ties broken by agent id
                     policy that overloads top performers, within the hard rules)
 - ``RANDOM``        ``rng.choice`` over the eligible agents in agent-id order
 
-Every placement updates the board, so an agent takes at most its free slots in a batch and
-both routing clocks move to "now" (the next call goes to the next agent in line).
+Every placement updates the board, so an agent takes at most its free slots in a batch, and
+both routing clocks move to "now" with the placement's order in the batch as a tie-break, so
+the next call goes to the next agent in line.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from router.board import Board, explain
+from router.board import Board, explain, queue_order
 from router.domain import AgentSnapshot, Call, Placement, Strategy
-from scoring.match import PERFORMANCE, SKILL, ScoreCard
+from scoring.match import PART_NAMES, PERFORMANCE, SKILL
 
-Key = Callable[[AgentSnapshot, ScoreCard], tuple[float | int | str, ...]]
+Key = Callable[[AgentSnapshot, tuple[float, ...]], tuple[float | int | str, ...]]
+"""Sort key of an eligible agent from the agent and its unweighted part values."""
 
-
-def queue_order(calls: Sequence[Call]) -> list[int]:
-    """Indexes of ``calls`` in service order: priority descending, oldest first, then id."""
-    return sorted(
-        range(len(calls)),
-        key=lambda i: (-calls[i].priority, calls[i].created_ms, calls[i].call_id),
-    )
+_SKILL = PART_NAMES.index(SKILL)
+_PERFORMANCE = PART_NAMES.index(PERFORMANCE)
 
 
-_KEYS: dict[Strategy, Key] = {
-    Strategy.LONGEST_IDLE: lambda agent, _: (agent.last_free_ms, agent.agent_id),
-    Strategy.ROUND_ROBIN: lambda agent, _: (agent.last_assigned_ms, agent.agent_id),
-    Strategy.BEST_SKILL: lambda agent, card: (
-        -card.values[SKILL],
-        -card.values[PERFORMANCE],
-        agent.agent_id,
-    ),
-}
+def _key(strategy: Strategy, board: Board) -> Key:
+    """Sort key of an eligible agent under ``strategy`` (smallest first)."""
+    if strategy == Strategy.LONGEST_IDLE:
+        return lambda agent, _: (
+            agent.last_free_ms,
+            board.placed_rank(agent.agent_id),
+            agent.agent_id,
+        )
+    if strategy == Strategy.ROUND_ROBIN:
+        return lambda agent, _: (
+            agent.last_assigned_ms,
+            board.placed_rank(agent.agent_id),
+            agent.agent_id,
+        )
+    if strategy == Strategy.BEST_SKILL:
+        return lambda agent, values: (-values[_SKILL], -values[_PERFORMANCE], agent.agent_id)
+    raise ValueError(f"{strategy} is not a sequential baseline")
 
 
 def plan_sequential(
@@ -52,19 +58,23 @@ def plan_sequential(
     for index in queue_order(calls):
         call = calls[index]
         screening = board.screen(call)
-        cards = {agent.agent_id: board.card(call, agent.agent_id) for agent in screening.eligible}
+        values = {
+            agent.agent_id: board.values(call, agent.agent_id) for agent in screening.eligible
+        }
         chosen: str | None = None
+        parts: Mapping[str, float] = {}
         if screening.eligible:
             if strategy == Strategy.RANDOM:
                 chosen = rng.choice(screening.eligible).agent_id
             else:
-                key = _KEYS[strategy]
+                key = _key(strategy, board)
                 chosen = min(
-                    screening.eligible, key=lambda agent: key(agent, cards[agent.agent_id])
+                    screening.eligible, key=lambda agent: key(agent, values[agent.agent_id])
                 ).agent_id
+            # The card before the placement: placing resets the agent's idle part.
+            parts = board.card(call, chosen).parts
             board.place(call, chosen)
-        parts = cards[chosen].parts if chosen is not None else {}
-        ranking = [(agent_id, card.total) for agent_id, card in cards.items()]
+        ranking = [(agent_id, board.total_of(vals)) for agent_id, vals in values.items()]
         placements[index] = Placement(
             call_id=call.call_id,
             agent_id=chosen,

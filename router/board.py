@@ -8,20 +8,32 @@ took. It lives only inside one ``engine.decide`` call: nothing here outlives the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from router.domain import (
     ActiveWork,
     AgentSnapshot,
     Call,
+    Channel,
+    Exclusion,
     Explanation,
     Snapshot,
     Strategy,
     frozen_map,
 )
-from router.eligibility import Screening, screen
+from router.eligibility import Screening, absence_reason, capacity_reason, fit_reason, tally
 from scoring.load import occupancy
-from scoring.match import AgentFacts, ScoreCard, agent_facts, score_card, utc_offset_hours
+from scoring.match import (
+    AgentFacts,
+    ScoreCard,
+    agent_facts,
+    part_values,
+    skill_fit,
+    utc_offset_hours,
+    weight_vector,
+    weighted_total,
+)
+from scoring.match import card as make_card
 
 PLANNED_PREFIX = "planned:"
 """Assignment id of work placed earlier in the same batch (the store mints the real id)."""
@@ -29,11 +41,51 @@ PLANNED_PREFIX = "planned:"
 DECIMALS = 4
 """Explanations round scores to this many decimals (stable, readable output)."""
 
+CHANNEL_RANK = {channel: rank for rank, channel in enumerate(Channel)}
+"""Tie-break between channels: voice (a caller on the line) first, then declaration order."""
+
+
+def queue_order(calls: Sequence[Call]) -> list[int]:
+    """Indexes of ``calls`` in service order: priority descending, oldest first, then voice
+    before other channels (a caller on the line), then call id."""
+    return sorted(
+        range(len(calls)),
+        key=lambda i: (
+            -calls[i].priority,
+            calls[i].created_ms,
+            CHANNEL_RANK[calls[i].channel],
+            calls[i].call_id,
+        ),
+    )
+
 
 class Board:
-    """Agents as the snapshot and the placements made so far leave them."""
+    """Agents as the snapshot and the placements made so far leave them.
 
-    __slots__ = ("_facts", "_occupancy", "_offsets", "agents", "now_ms", "policy", "unindexed")
+    Everything derived is computed lazily and cached for the length of the decision, keyed by
+    what it depends on: presence per agent, occupancy and score facts per agent (work placed
+    during the batch starts now, so it adds no occupancy), skill and language fit per
+    (required skills, language), capacity per channel (forgotten for an agent when it is given
+    work), skill fit per (required, preferred), UTC offset per zone. A batch of calls with the
+    same needs therefore costs little more than one call.
+    """
+
+    __slots__ = (
+        "_capacity",
+        "_facts",
+        "_fit",
+        "_occupancy",
+        "_offsets",
+        "_placed",
+        "_placements",
+        "_presence",
+        "_skill",
+        "_weights",
+        "agents",
+        "now_ms",
+        "policy",
+        "unindexed",
+    )
 
     def __init__(self, snapshot: Snapshot) -> None:
         """Index the snapshot's agents by id (sorted, so ties break by agent id)."""
@@ -42,37 +94,91 @@ class Board:
         self.unindexed = snapshot.unindexed_missing_skill
         ordered = sorted(snapshot.agents, key=lambda agent: agent.agent_id)
         self.agents: dict[str, AgentSnapshot] = {agent.agent_id: agent for agent in ordered}
-        # Occupancy and facts are per agent, not per call: compute them once per decision.
-        # Work placed during the batch starts now, so it adds no occupancy.
-        window = self.policy.occupancy_window_s
-        self._occupancy = {aid: occupancy(a, self.now_ms, window) for aid, a in self.agents.items()}
-        self._facts = {
-            aid: agent_facts(a, self.now_ms, self.policy) for aid, a in self.agents.items()
-        }
+        self._weights = weight_vector(self.policy.weights)
+        self._presence: dict[str, Exclusion | None] = {}
+        self._occupancy: dict[str, float] = {}
+        self._facts: dict[str, AgentFacts] = {}
+        self._fit: dict[tuple[object, ...], dict[str, Exclusion | None]] = {}
+        self._capacity: dict[Channel, dict[str, Exclusion | None]] = {}
+        self._skill: dict[tuple[object, ...], dict[str, float]] = {}
         self._offsets: dict[str, float | None] = {}
+        self._placed: dict[str, int] = {}
+        self._placements = 0
+
+    def placed_rank(self, agent_id: str) -> int:
+        """0 for an agent given nothing in this batch, else 1 + the index of its latest placement.
+
+        Placements in one batch share the timestamp "now"; this orders them so round-robin
+        and longest-idle keep rotating through agents within a batch.
+        """
+        return self._placed.get(agent_id, 0)
 
     def occupancy(self, agent_id: str) -> float:
         """Rolling occupancy of the agent at now."""
+        if agent_id not in self._occupancy:
+            agent = self.agents[agent_id]
+            self._occupancy[agent_id] = occupancy(
+                agent, self.now_ms, self.policy.occupancy_window_s
+            )
         return self._occupancy[agent_id]
 
     def screen(self, call: Call) -> Screening:
-        """Hard-rule screening of every agent for ``call`` in the board's current state."""
-        return screen(
-            call,
-            self.agents.values(),
-            self.now_ms,
-            self.policy,
-            occupancies=self._occupancy,
-            unindexed_missing_skill=self.unindexed,
-        )
+        """Hard-rule screening of every agent for ``call`` in the board's current state.
 
-    def card(self, call: Call, agent_id: str) -> ScoreCard:
-        """Soft score of ``agent_id`` for ``call``."""
-        zone = call.timezone
+        Same rules, order and result as ``router.eligibility.screen``, with cached parts.
+        """
+        fit = self._fit.setdefault((call.required_skills, call.language.lower()), {})
+        room = self._capacity.setdefault(call.channel, {})
+        eligible: list[AgentSnapshot] = []
+        reasons: list[Exclusion] = []
+        for agent_id, agent in self.agents.items():
+            if agent_id not in self._presence:
+                self._presence[agent_id] = absence_reason(agent, self.now_ms, self.policy)
+            reason = self._presence[agent_id]
+            if reason is None:
+                if agent_id not in fit:
+                    fit[agent_id] = fit_reason(call, agent)
+                reason = fit[agent_id]
+            if reason is None:
+                if agent_id not in room:
+                    occ = self.occupancy(agent_id)
+                    room[agent_id] = capacity_reason(call, agent, self.now_ms, self.policy, occ)
+                reason = room[agent_id]
+            if reason is None:
+                eligible.append(agent)
+            else:
+                reasons.append(reason)
+        return tally(eligible, reasons, self.unindexed)
+
+    def values(self, call: Call, agent_id: str) -> tuple[float, ...]:
+        """Unweighted soft-score parts of ``agent_id`` for ``call`` (``PART_NAMES`` order)."""
+        if agent_id not in self._facts:
+            agent = self.agents[agent_id]
+            offset = self.utc_offset(agent.profile.timezone)
+            self._facts[agent_id] = agent_facts(agent, self.now_ms, self.policy, offset)
+        skills = self._skill.setdefault((call.required_skills, call.preferred_skills), {})
+        facts = self._facts[agent_id]
+        if agent_id not in skills:
+            skills[agent_id] = skill_fit(call, facts.skills)
+        return part_values(call, facts, self.utc_offset(call.timezone), skills[agent_id])
+
+    def utc_offset(self, zone: str) -> float | None:
+        """UTC offset of ``zone`` at now (looked up once per zone per decision)."""
         if zone not in self._offsets:
             self._offsets[zone] = utc_offset_hours(zone, self.now_ms)
-        facts: AgentFacts = self._facts[agent_id]
-        return score_card(call, facts, self.policy.weights, self._offsets[zone])
+        return self._offsets[zone]
+
+    def total(self, call: Call, agent_id: str) -> float:
+        """Soft score of ``agent_id`` for ``call`` (equal to ``card(...).total``)."""
+        return self.total_of(self.values(call, agent_id))
+
+    def total_of(self, values: tuple[float, ...]) -> float:
+        """Weighted total of part values from ``values``."""
+        return weighted_total(values, self._weights)
+
+    def card(self, call: Call, agent_id: str) -> ScoreCard:
+        """Soft score card of ``agent_id`` for ``call``, with named parts."""
+        return make_card(self.values(call, agent_id), self._weights)
 
     def place(self, call: Call, agent_id: str) -> None:
         """Record that ``agent_id`` takes ``call`` now (load, units and both routing clocks)."""
@@ -90,7 +196,12 @@ class Board:
             last_free_ms=self.now_ms,
             last_assigned_ms=self.now_ms,
         )
-        self._facts[agent_id] = dataclasses.replace(self._facts[agent_id], idle=0.0)
+        for room in self._capacity.values():
+            room.pop(agent_id, None)
+        if agent_id in self._facts:
+            self._facts[agent_id] = dataclasses.replace(self._facts[agent_id], idle=0.0)
+        self._placements += 1
+        self._placed[agent_id] = self._placements
 
 
 def explain(

@@ -21,8 +21,8 @@ from router.domain import (
     Absence,
     AbsenceKind,
     AgentProfile,
-    AssignmentState,
     Assignment,
+    AssignmentState,
     Call,
     CallRecord,
     CallStatus,
@@ -294,8 +294,7 @@ def explanation_to_pb(explanation: Explanation) -> pb.Explanation:
             if count
         ],
         score_parts=[
-            pb.ScorePart(name=name, value=value)
-            for name, value in explanation.score_parts.items()
+            pb.ScorePart(name=name, value=value) for name, value in explanation.score_parts.items()
         ],
         score=explanation.score,
         runner_up_agent_id=explanation.runner_up_agent_id,

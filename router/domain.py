@@ -100,7 +100,13 @@ DEFAULT_CHANNEL_CAPACITY: Mapping[Channel, int] = frozen_map(
 """Items an agent may hold at once per channel when neither agent nor policy says otherwise."""
 
 DEFAULT_CHANNEL_UNITS: Mapping[Channel, int] = frozen_map(
-    {Channel.VOICE: 100, Channel.CHAT: 25, Channel.EMAIL: 20, Channel.WHATSAPP: 25, Channel.SOCIAL: 25}
+    {
+        Channel.VOICE: 100,
+        Channel.CHAT: 25,
+        Channel.EMAIL: 20,
+        Channel.WHATSAPP: 25,
+        Channel.SOCIAL: 25,
+    }
 )
 """Units one item consumes from an agent's budget of ``AGENT_UNIT_BUDGET`` units."""
 
@@ -136,12 +142,13 @@ class AgentProfile:
     skills: Mapping[str, int] = field(default_factory=frozen_map)
     """Skill name -> level 1..10."""
     languages: frozenset[str] = frozenset()
-    """Lower-case language tags (``en``, ``pt-br``); empty means the agent takes no language-bound calls."""
+    """Lower-case language tags (``en``, ``pt-br``); with none, only calls that need no
+    language reach the agent."""
     region: str = ""
     timezone: str = ""
     """IANA time zone (``Europe/Lisbon``); empty when unknown."""
     capacity: Mapping[Channel, int] = field(default_factory=frozen_map)
-    """Items at once per channel; a missing channel uses the policy default, 0 refuses the channel."""
+    """Items at once per channel; a missing channel uses the policy default, 0 refuses it."""
     max_occupancy: float | None = None
     """Rolling occupancy cap in (0, 1]; ``None`` uses the policy's cap."""
     absences: tuple[Absence, ...] = ()
@@ -238,7 +245,9 @@ class Policy:
     """Default rolling occupancy cap for agents that set none."""
     occupancy_window_s: int = 3600
     """Length of the rolling window occupancy is measured over."""
-    channel_capacity: Mapping[Channel, int] = field(default_factory=lambda: DEFAULT_CHANNEL_CAPACITY)
+    channel_capacity: Mapping[Channel, int] = field(
+        default_factory=lambda: DEFAULT_CHANNEL_CAPACITY
+    )
     channel_units: Mapping[Channel, int] = field(default_factory=lambda: DEFAULT_CHANNEL_UNITS)
     heartbeat_timeout_s: int = 120
     """An agent whose last heartbeat is older than this is absent; 0 disables the rule."""

@@ -59,8 +59,8 @@ def check(
     """
     return (
         absence_reason(agent, now_ms, policy)
-        or _fit_reason(call, agent)
-        or _capacity_reason(call, agent, now_ms, policy, occupancy)
+        or fit_reason(call, agent)
+        or capacity_reason(call, agent, now_ms, policy, occupancy)
     )
 
 
@@ -81,8 +81,8 @@ def is_present(agent: AgentSnapshot, now_ms: int, policy: Policy) -> bool:
     return absence_reason(agent, now_ms, policy) is None
 
 
-def _fit_reason(call: Call, agent: AgentSnapshot) -> Exclusion | None:
-    """Rules 4-6: skills and language."""
+def fit_reason(call: Call, agent: AgentSnapshot) -> Exclusion | None:
+    """Rules 4-6: skills and language (depends on the call's skills and language only)."""
     profile = agent.profile
     if any(req.skill not in profile.skills for req in call.required_skills):
         return Exclusion.MISSING_SKILL
@@ -93,10 +93,11 @@ def _fit_reason(call: Call, agent: AgentSnapshot) -> Exclusion | None:
     return None
 
 
-def _capacity_reason(
+def capacity_reason(
     call: Call, agent: AgentSnapshot, now_ms: int, policy: Policy, occupancy: float | None
 ) -> Exclusion | None:
-    """Rules 7-9: channel served, room on the channel and in the budget, occupancy cap."""
+    """Rules 7-9: channel served, room on the channel and in the budget, occupancy cap
+    (depends on the call's channel only)."""
     capacity = policy.capacity_for(agent.profile, call.channel)
     if capacity <= 0:
         return Exclusion.CHANNEL_NOT_SERVED
@@ -116,7 +117,6 @@ def screen(
     now_ms: int,
     policy: Policy,
     *,
-    occupancies: Mapping[str, float] | None = None,
     unindexed_missing_skill: int = 0,
 ) -> Screening:
     """Split ``agents`` into the eligible ones and per-rule exclusion counts for ``call``.
@@ -125,16 +125,25 @@ def screen(
     the ``MISSING_SKILL`` count so the explanation covers every agent of the tenant.
     """
     eligible: list[AgentSnapshot] = []
-    excluded: Counter[Exclusion] = Counter()
-    if unindexed_missing_skill > 0:
-        excluded[Exclusion.MISSING_SKILL] += unindexed_missing_skill
+    reasons: list[Exclusion] = []
     for agent in agents:
-        known = None if occupancies is None else occupancies.get(agent.agent_id)
-        reason = check(call, agent, now_ms, policy, known)
+        reason = check(call, agent, now_ms, policy)
         if reason is None:
             eligible.append(agent)
         else:
-            excluded[reason] += 1
+            reasons.append(reason)
+    return tally(eligible, reasons, unindexed_missing_skill)
+
+
+def tally(
+    eligible: Iterable[AgentSnapshot],
+    reasons: Iterable[Exclusion],
+    unindexed_missing_skill: int = 0,
+) -> Screening:
+    """Build a ``Screening`` from the eligible agents and the refused agents' reasons."""
+    excluded = Counter(reasons)
+    if unindexed_missing_skill > 0:
+        excluded[Exclusion.MISSING_SKILL] += unindexed_missing_skill
     # Declaration order keeps explanations (and their serialised form) stable.
     ordered = {reason: excluded[reason] for reason in Exclusion if excluded[reason] > 0}
     return Screening(eligible=tuple(eligible), excluded=frozen_map(ordered))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 
 from router.convert import CHANNELS, STRATEGIES, channel_to_pb, duration, enum_value, seconds
@@ -27,7 +28,7 @@ MAX_WEIGHT = 100.0
 
 
 def _bounded(field: str, value: float, low: float, high: float, *, open_low: bool = False) -> float:
-    if value != value or value > high or value < low or (open_low and value == low):  # NaN too
+    if math.isnan(value) or value > high or value < low or (open_low and value == low):  # NaN too
         bracket = "(" if open_low else "["
         raise InvalidArgumentError(field, f"{value} is not in {bracket}{low:g}, {high:g}]")
     return value
@@ -62,39 +63,46 @@ def _channels(msg: pb.Policy, current: Policy) -> dict[str, object]:
     return {"channel_capacity": frozen_map(capacity), "channel_units": frozen_map(units)}
 
 
+def _changes(path: str, msg: pb.Policy, current: Policy) -> dict[str, object]:
+    """Validated domain values for one ``update_mask`` path."""
+    if path == "strategy":
+        return {"strategy": enum_value("policy.strategy", msg.strategy, STRATEGIES)}
+    if path == "weights":
+        return {"weights": _weights(msg.weights)}
+    if path == "channels":
+        return _channels(msg, current)
+    if path in _DURATIONS:
+        name, low, high = _DURATIONS[path]
+        return {name: _seconds(path, msg, path, low, high)}
+    if path in _NUMBERS:
+        low, high = _NUMBERS[path]
+        exclusive = path == "max_occupancy"  # a cap of 0 would route nothing
+        value = _bounded(f"policy.{path}", getattr(msg, path), low, high, open_low=exclusive)
+        return {path: int(value) if path == "top_k" else value}
+    raise InvalidArgumentError("update_mask", f"{path!r} is not a policy field")
+
+
+# mask path -> (domain field, lowest, highest) in seconds
+_DURATIONS = {
+    "occupancy_window": ("occupancy_window_s", 60, 86400),
+    "heartbeat_timeout": ("heartbeat_timeout_s", 0, 3600),
+    "performance_half_life": ("performance_half_life_s", 3600, 365 * 86400),
+    "idle_horizon": ("idle_horizon_s", 1, 86400),
+}
+# mask path -> (lowest, highest)
+_NUMBERS = {
+    "max_occupancy": (0.0, 1.0),
+    "top_k": (1, 1000),
+    "performance_prior": (0, 1),
+    "performance_prior_weight": (0, 1000),
+}
+
+
 def policy_from_pb(msg: pb.Policy, paths: Iterable[str], current: Policy) -> Policy:
     """``current`` with the fields named in ``paths`` replaced by validated values of ``msg``."""
     changes: dict[str, object] = {}
     for path in paths:
-        if path == "strategy":
-            changes["strategy"] = enum_value("policy.strategy", msg.strategy, STRATEGIES)
-        elif path == "weights":
-            changes["weights"] = _weights(msg.weights)
-        elif path == "max_occupancy":
-            value = _bounded("policy.max_occupancy", msg.max_occupancy, 0, 1, open_low=True)
-            changes["max_occupancy"] = value
-        elif path == "occupancy_window":
-            changes["occupancy_window_s"] = _seconds(path, msg, path, 60, 86400)
-        elif path == "channels":
-            changes.update(_channels(msg, current))
-        elif path == "heartbeat_timeout":
-            changes["heartbeat_timeout_s"] = _seconds(path, msg, path, 0, 3600)
-        elif path == "top_k":
-            changes["top_k"] = int(_bounded("policy.top_k", msg.top_k, 1, 1000))
-        elif path == "performance_prior":
-            changes["performance_prior"] = _bounded(
-                "policy.performance_prior", msg.performance_prior, 0, 1
-            )
-        elif path == "performance_prior_weight":
-            changes["performance_prior_weight"] = _bounded(
-                "policy.performance_prior_weight", msg.performance_prior_weight, 0, 1000
-            )
-        elif path == "performance_half_life":
-            changes["performance_half_life_s"] = _seconds(path, msg, path, 3600, 365 * 86400)
-        elif path == "idle_horizon":
-            changes["idle_horizon_s"] = _seconds(path, msg, path, 1, 86400)
-        else:
-            raise InvalidArgumentError("update_mask", f"{path!r} is not a policy field")
+        changes.update(_changes(path, msg, current))
     return dataclasses.replace(current, **changes)  # type: ignore[arg-type]  # validated above
 
 

@@ -62,9 +62,11 @@ def solve_flow(
     source, sink = 0, n_calls + n_agents + 1
 
     def call_node(index: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+        """Node ids of call indexes (node 0 is the source)."""
         return index + 1
 
     def agent_node(index: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+        """Node ids of agent indexes (after the calls; the last node is the sink)."""
         return index + 1 + n_calls
 
     slot_agents = np.repeat(np.arange(n_agents, dtype=np.int32), [len(c) for c in slot_costs])

@@ -139,16 +139,68 @@ def idle_value(agent: AgentSnapshot, now_ms: int, horizon_s: int) -> float:
     return min(1.0, idle_s / horizon_s)
 
 
-def agent_facts(agent: AgentSnapshot, now_ms: int, policy: Policy) -> AgentFacts:
-    """Collect the call-independent parts of ``agent``'s score at ``now_ms``."""
+def agent_facts(
+    agent: AgentSnapshot, now_ms: int, policy: Policy, utc_offset_h: float | None
+) -> AgentFacts:
+    """Collect the call-independent parts of ``agent``'s score at ``now_ms``.
+
+    ``utc_offset_h`` is ``utc_offset_hours(agent.profile.timezone, now_ms)``, passed in so a
+    decision looks each zone up once however many agents share it.
+    """
     profile = agent.profile
     return AgentFacts(
         agent_id=profile.agent_id,
         skills=profile.skills,
         region=profile.region.lower(),
-        utc_offset_h=utc_offset_hours(profile.timezone, now_ms),
+        utc_offset_h=utc_offset_h,
         performance=performance.score(agent.performance, now_ms, policy),
         idle=idle_value(agent, now_ms, policy.idle_horizon_s),
+    )
+
+
+def part_values(
+    call: Call, facts: AgentFacts, call_offset_h: float | None, skill: float | None = None
+) -> tuple[float, ...]:
+    """Unweighted part values in ``PART_NAMES`` order.
+
+    ``skill`` is the agent's ``skill_fit`` for the call when the caller has it cached (calls in
+    a batch often share their skill needs); otherwise it is computed here.
+    """
+    return (
+        skill_fit(call, facts.skills) if skill is None else skill,
+        facts.performance,
+        region_affinity(call.region, call_offset_h, facts.region, facts.utc_offset_h),
+        1.0 if call.preferred_agent_id == facts.agent_id else 0.0,
+        facts.idle,
+    )
+
+
+def weight_vector(weights: Weights) -> tuple[float, ...]:
+    """The weights in ``PART_NAMES`` order."""
+    return (
+        weights.skill,
+        weights.performance,
+        weights.region,
+        weights.previous_agent,
+        weights.idle,
+    )
+
+
+def weighted_total(values: tuple[float, ...], weights: tuple[float, ...]) -> float:
+    """Sum of value * weight in ``PART_NAMES`` order (the same float ``card`` reports)."""
+    return sum(value * weight for value, weight in zip(values, weights, strict=True))
+
+
+def card(values: tuple[float, ...], weights: tuple[float, ...]) -> ScoreCard:
+    """The score card of ``part_values`` under ``weight_vector`` weights."""
+    parts = {
+        name: value * weight
+        for name, value, weight in zip(PART_NAMES, values, weights, strict=True)
+    }
+    return ScoreCard(
+        values=frozen_map(dict(zip(PART_NAMES, values, strict=True))),
+        parts=frozen_map(parts),
+        total=weighted_total(values, weights),
     )
 
 
@@ -156,38 +208,18 @@ def score_card(
     call: Call, facts: AgentFacts, weights: Weights, call_offset_h: float | None
 ) -> ScoreCard:
     """Score ``facts``' agent for ``call``; ``call_offset_h`` is ``call.timezone``'s offset."""
-    values = {
-        SKILL: skill_fit(call, facts.skills),
-        PERFORMANCE: facts.performance,
-        REGION: region_affinity(call.region, call_offset_h, facts.region, facts.utc_offset_h),
-        PREVIOUS_AGENT: 1.0 if call.preferred_agent_id == facts.agent_id else 0.0,
-        IDLE: facts.idle,
-    }
-    factors = _weight_map(weights)
-    parts = {name: values[name] * factors[name] for name in PART_NAMES}
-    return ScoreCard(values=frozen_map(values), parts=frozen_map(parts), total=sum(parts.values()))
+    return card(part_values(call, facts, call_offset_h), weight_vector(weights))
 
 
 def score(call: Call, agent: AgentSnapshot, now_ms: int, policy: Policy) -> ScoreCard:
     """Score ``agent`` for ``call`` at ``now_ms`` (convenience over ``score_card``)."""
-    facts = agent_facts(agent, now_ms, policy)
+    facts = agent_facts(agent, now_ms, policy, utc_offset_hours(agent.profile.timezone, now_ms))
     return score_card(call, facts, policy.weights, utc_offset_hours(call.timezone, now_ms))
 
 
 def max_total(weights: Weights) -> float:
     """The highest total a score card can reach under ``weights``."""
-    return sum(_weight_map(weights).values())
-
-
-def _weight_map(weights: Weights) -> dict[str, float]:
-    """Part name -> weight."""
-    return {
-        SKILL: weights.skill,
-        PERFORMANCE: weights.performance,
-        REGION: weights.region,
-        PREVIOUS_AGENT: weights.previous_agent,
-        IDLE: weights.idle,
-    }
+    return sum(weight_vector(weights))
 
 
 def _level(level: int) -> float:

@@ -19,6 +19,9 @@ from tests.integration.service import Service
 
 ASSIGNED = routing_pb2.AssignResponse.RESULT_ASSIGNED
 NO_AGENT = routing_pb2.AssignResponse.RESULT_NO_AGENT
+BAD = grpc.StatusCode.INVALID_ARGUMENT
+MISSING = grpc.StatusCode.NOT_FOUND
+TAKEN = grpc.StatusCode.ALREADY_EXISTS
 
 
 def test_health_and_reflection_answer(service: Service) -> None:
@@ -28,7 +31,9 @@ def test_health_and_reflection_answer(service: Service) -> None:
         reply = health.Check(health_pb2.HealthCheckRequest(service=name))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     stub = reflection_pb2_grpc.ServerReflectionStub(service.channel)
-    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    replies = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     names = {s.name for reply in replies for s in reply.list_services_response.service}
     assert {"router.v1.RoutingService", "router.v1.PolicyService"} <= names
 
@@ -94,7 +99,9 @@ def test_scheduled_absence_and_heartbeat_expiry_exclude(service: Service) -> Non
     )
     service.clock.advance(200_000)  # past the 120 s heartbeat timeout for everyone...
     for agent_id in ("away", "ok"):  # ...but these two keep heartbeating
-        service.admin.Heartbeat(admin_pb2.HeartbeatRequest(tenant=service.tenant, agent_id=agent_id))
+        service.admin.Heartbeat(
+            admin_pb2.HeartbeatRequest(tenant=service.tenant, agent_id=agent_id)
+        )
     reply = service.assign("c1", skills={"billing": 1})
     assert reply.assignment.agent_id == "ok"
     excluded = {e.reason: e.count for e in reply.explanation.excluded}
@@ -102,7 +109,9 @@ def test_scheduled_absence_and_heartbeat_expiry_exclude(service: Service) -> Non
         pb.EXCLUSION_REASON_SCHEDULED_ABSENCE: 1,
         pb.EXCLUSION_REASON_HEARTBEAT_EXPIRED: 1,
     }
-    agent = service.admin.GetAgent(admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="away"))
+    agent = service.admin.GetAgent(
+        admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="away")
+    )
     assert not agent.status.routable
 
 
@@ -134,7 +143,9 @@ def test_hundred_concurrent_assigns_on_one_agent_give_exactly_one(service: Servi
         replies = list(pool.map(one, range(100)))
     results = Counter(r.result for r in replies)
     assert results == {ASSIGNED: 1, NO_AGENT: 99}
-    agent = service.admin.GetAgent(admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="solo"))
+    agent = service.admin.GetAgent(
+        admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="solo")
+    )
     assert agent.status.units_used == 100
 
 
@@ -144,7 +155,8 @@ def test_retried_request_gets_the_identical_answer(service: Service) -> None:
     service.agent("a2", skills={"billing": 5})
     first = service.assign("c1", request_id="r-1")
     again = service.assign("c1", request_id="r-1")
-    assert again.replayed and not first.replayed
+    assert again.replayed
+    assert not first.replayed
     assert again.assignment == first.assignment
     assert again.explanation == first.explanation
     loads = [service.get_agent(a).status.units_used for a in ("a1", "a2")]
@@ -171,7 +183,9 @@ def test_reused_request_id_with_other_payload_is_invalid(service: Service) -> No
         service.assign("c2", request_id="r-1")
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "request_id" in (err.value.details() or "")
-    assert service.get_agent("a2").status.units_used + service.get_agent("a1").status.units_used == 100
+    assert (
+        service.get_agent("a2").status.units_used + service.get_agent("a1").status.units_used == 100
+    )
 
 
 def test_complete_with_stale_token_is_refused(service: Service) -> None:
@@ -328,37 +342,37 @@ def test_top_performer_stays_under_cap_over_thousands_of_cycles(service: Service
 @pytest.mark.parametrize(
     ("make", "code", "field"),
     [
-        (lambda s: s.assign_raw(tenant=""), grpc.StatusCode.INVALID_ARGUMENT, "tenant"),
-        (lambda s: s.assign_raw(request_id=""), grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
-        (lambda s: s.assign_raw(call_id=""), grpc.StatusCode.INVALID_ARGUMENT, "call.call_id"),
-        (lambda s: s.assign_raw(channel=0), grpc.StatusCode.INVALID_ARGUMENT, "call.channel"),
-        (lambda s: s.assign_raw(channel=99), grpc.StatusCode.INVALID_ARGUMENT, "call.channel"),
+        (lambda s: s.assign_raw(tenant=""), BAD, "tenant"),
+        (lambda s: s.assign_raw(request_id=""), BAD, "request_id"),
+        (lambda s: s.assign_raw(call_id=""), BAD, "call.call_id"),
+        (lambda s: s.assign_raw(channel=0), BAD, "call.channel"),
+        (lambda s: s.assign_raw(channel=99), BAD, "call.channel"),
         (
             lambda s: s.assign_raw(level=11),
-            grpc.StatusCode.INVALID_ARGUMENT,
+            BAD,
             "call.required_skills[0].min_level",
         ),
-        (lambda s: s.assign_raw(priority=-1), grpc.StatusCode.INVALID_ARGUMENT, "call.priority"),
-        (lambda s: s.assign_raw(call_id="x" * 500), grpc.StatusCode.INVALID_ARGUMENT, "call.call_id"),
-        (lambda s: s.assign_raw(language="english!"), grpc.StatusCode.INVALID_ARGUMENT, "call.language"),
-        (lambda s: s.create_raw(skills={"billing": 0}), grpc.StatusCode.INVALID_ARGUMENT, "agent.skills"),
-        (lambda s: s.create_raw(capacity=-1), grpc.StatusCode.INVALID_ARGUMENT, "agent.capacity[0].max_items"),
-        (lambda s: s.create_raw(capacity=10_000), grpc.StatusCode.INVALID_ARGUMENT, "agent.capacity[0].max_items"),
-        (lambda s: s.create_raw(timezone="Mars/Olympus"), grpc.StatusCode.INVALID_ARGUMENT, "agent.timezone"),
-        (lambda s: s.create_raw(name="a\x00b"), grpc.StatusCode.INVALID_ARGUMENT, "agent.name"),
-        (lambda s: s.create_raw(agent_id="existing"), grpc.StatusCode.ALREADY_EXISTS, "existing"),
-        (lambda s: s.get_agent("ghost"), grpc.StatusCode.NOT_FOUND, "ghost"),
-        (lambda s: s.presence("ghost", pb.PRESENCE_AVAILABLE), grpc.StatusCode.NOT_FOUND, "ghost"),
-        (lambda s: s.presence("existing", 0), grpc.StatusCode.INVALID_ARGUMENT, "presence"),
-        (lambda s: s.patch_skills("existing", set={"x": 12}), grpc.StatusCode.INVALID_ARGUMENT, "set"),
-        (lambda s: s.complete_raw("nope", 1), grpc.StatusCode.NOT_FOUND, "nope"),
-        (lambda s: s.complete_raw("nope", 0), grpc.StatusCode.INVALID_ARGUMENT, "fencing_token"),
-        (lambda s: s.cancel_raw("nope"), grpc.StatusCode.NOT_FOUND, "nope"),
-        (lambda s: s.update_mask_raw(["skills", "bogus"]), grpc.StatusCode.INVALID_ARGUMENT, "update_mask"),
-        (lambda s: s.absence_raw(end_before_start=True), grpc.StatusCode.INVALID_ARGUMENT, "absence.end_time"),
-        (lambda s: s.cancel_absence_raw("nope"), grpc.StatusCode.NOT_FOUND, "nope"),
-        (lambda s: s.list_raw(page_token="garbage"), grpc.StatusCode.INVALID_ARGUMENT, "page_token"),
-        (lambda s: s.list_raw(page_size=5000), grpc.StatusCode.INVALID_ARGUMENT, "page_size"),
+        (lambda s: s.assign_raw(priority=-1), BAD, "call.priority"),
+        (lambda s: s.assign_raw(call_id="x" * 500), BAD, "call.call_id"),
+        (lambda s: s.assign_raw(language="english!"), BAD, "call.language"),
+        (lambda s: s.create_raw(skills={"billing": 0}), BAD, "agent.skills"),
+        (lambda s: s.create_raw(capacity=-1), BAD, "agent.capacity[0].max_items"),
+        (lambda s: s.create_raw(capacity=10_000), BAD, "agent.capacity[0].max_items"),
+        (lambda s: s.create_raw(timezone="Mars/Olympus"), BAD, "agent.timezone"),
+        (lambda s: s.create_raw(name="a\x00b"), BAD, "agent.name"),
+        (lambda s: s.create_raw(agent_id="existing"), TAKEN, "existing"),
+        (lambda s: s.get_agent("ghost"), MISSING, "ghost"),
+        (lambda s: s.presence("ghost", pb.PRESENCE_AVAILABLE), MISSING, "ghost"),
+        (lambda s: s.presence("existing", 0), BAD, "presence"),
+        (lambda s: s.patch_skills("existing", set={"x": 12}), BAD, "set"),
+        (lambda s: s.complete_raw("nope", 1), MISSING, "nope"),
+        (lambda s: s.complete_raw("nope", 0), BAD, "fencing_token"),
+        (lambda s: s.cancel_raw("nope"), MISSING, "nope"),
+        (lambda s: s.update_mask_raw(["skills", "bogus"]), BAD, "update_mask"),
+        (lambda s: s.absence_raw(end_before_start=True), BAD, "absence.end_time"),
+        (lambda s: s.cancel_absence_raw("nope"), MISSING, "nope"),
+        (lambda s: s.list_raw(page_token="garbage"), BAD, "page_token"),
+        (lambda s: s.list_raw(page_size=5000), BAD, "page_size"),
     ],
 )  # fmt: skip
 def test_bad_input_gets_a_clear_status_and_changes_nothing(
