@@ -35,7 +35,8 @@ T = TypeVar("T")
 
 
 def _dumps(value: Mapping[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    # Insertion order is kept (no sort_keys): maps such as score parts round-trip in order.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def _loads(kind: str, text: str) -> dict[str, Any]:

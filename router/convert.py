@@ -10,7 +10,7 @@ import functools
 import re
 import zoneinfo
 from collections.abc import Iterable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -57,35 +57,36 @@ _LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 T = TypeVar("T")
+K = TypeVar("K")
 
-CHANNELS: Mapping[int, Channel] = {
+CHANNELS: Mapping[pb.Channel.ValueType, Channel] = {
     pb.CHANNEL_VOICE: Channel.VOICE,
     pb.CHANNEL_CHAT: Channel.CHAT,
     pb.CHANNEL_EMAIL: Channel.EMAIL,
     pb.CHANNEL_WHATSAPP: Channel.WHATSAPP,
     pb.CHANNEL_SOCIAL: Channel.SOCIAL,
 }
-PRESENCES: Mapping[int, Presence] = {
+PRESENCES: Mapping[pb.Presence.ValueType, Presence] = {
     pb.PRESENCE_AVAILABLE: Presence.AVAILABLE,
     pb.PRESENCE_BUSY: Presence.BUSY,
     pb.PRESENCE_BREAK: Presence.BREAK,
     pb.PRESENCE_AWAY: Presence.AWAY,
     pb.PRESENCE_OFFLINE: Presence.OFFLINE,
 }
-ABSENCE_KINDS: Mapping[int, AbsenceKind] = {
+ABSENCE_KINDS: Mapping[pb.AbsenceKind.ValueType, AbsenceKind] = {
     pb.ABSENCE_KIND_VACATION: AbsenceKind.VACATION,
     pb.ABSENCE_KIND_SICK_LEAVE: AbsenceKind.SICK_LEAVE,
     pb.ABSENCE_KIND_TRAINING: AbsenceKind.TRAINING,
     pb.ABSENCE_KIND_OTHER: AbsenceKind.OTHER,
 }
-STRATEGIES: Mapping[int, Strategy] = {
+STRATEGIES: Mapping[pb.Strategy.ValueType, Strategy] = {
     pb.STRATEGY_BALANCED: Strategy.BALANCED,
     pb.STRATEGY_LONGEST_IDLE: Strategy.LONGEST_IDLE,
     pb.STRATEGY_ROUND_ROBIN: Strategy.ROUND_ROBIN,
     pb.STRATEGY_BEST_SKILL: Strategy.BEST_SKILL,
     pb.STRATEGY_RANDOM: Strategy.RANDOM,
 }
-EXCLUSIONS: Mapping[Exclusion, int] = {
+EXCLUSIONS: Mapping[Exclusion, pb.ExclusionReason.ValueType] = {
     Exclusion.NOT_AVAILABLE: pb.EXCLUSION_REASON_NOT_AVAILABLE,
     Exclusion.HEARTBEAT_EXPIRED: pb.EXCLUSION_REASON_HEARTBEAT_EXPIRED,
     Exclusion.SCHEDULED_ABSENCE: pb.EXCLUSION_REASON_SCHEDULED_ABSENCE,
@@ -96,13 +97,13 @@ EXCLUSIONS: Mapping[Exclusion, int] = {
     Exclusion.AT_CAPACITY: pb.EXCLUSION_REASON_AT_CAPACITY,
     Exclusion.OCCUPANCY_CAP: pb.EXCLUSION_REASON_OCCUPANCY_CAP,
 }
-ASSIGNMENT_STATES: Mapping[AssignmentState, int] = {
+ASSIGNMENT_STATES: Mapping[AssignmentState, pb.AssignmentState.ValueType] = {
     AssignmentState.ACTIVE: pb.ASSIGNMENT_STATE_ACTIVE,
     AssignmentState.COMPLETED: pb.ASSIGNMENT_STATE_COMPLETED,
     AssignmentState.RELEASED: pb.ASSIGNMENT_STATE_RELEASED,
     AssignmentState.CANCELLED: pb.ASSIGNMENT_STATE_CANCELLED,
 }
-CALL_STATUSES: Mapping[CallStatus, int] = {
+CALL_STATUSES: Mapping[CallStatus, pb.CallStatus.ValueType] = {
     CallStatus.ASSIGNED: pb.CALL_STATUS_ASSIGNED,
     CallStatus.RELEASED: pb.CALL_STATUS_RELEASED,
     CallStatus.COMPLETED: pb.CALL_STATUS_COMPLETED,
@@ -110,14 +111,14 @@ CALL_STATUSES: Mapping[CallStatus, int] = {
 }
 
 
-def _invert(table: Mapping[int, T]) -> Mapping[T, int]:
+def _invert(table: Mapping[K, T]) -> Mapping[T, K]:
     return {value: key for key, value in table.items()}
 
 
 # --- scalar checks ---------------------------------------------------------------------------
 
 
-def enum_value(field: str, number: int, table: Mapping[int, T]) -> T:
+def enum_value(field: str, number: int, table: Mapping[Any, T]) -> T:
     """Map a protobuf enum number; UNSPECIFIED (0) and unknown numbers are refused."""
     if number == 0:
         raise InvalidArgumentError(field, "is required")
@@ -457,12 +458,12 @@ def absence_to_pb(absence: Absence) -> pb.Absence:
     )
 
 
-def presence_to_pb(presence: Presence) -> int:
+def presence_to_pb(presence: Presence) -> pb.Presence.ValueType:
     """The protobuf enum number of a presence."""
     return _invert(PRESENCES)[presence]
 
 
-def channel_to_pb(channel: Channel) -> int:
+def channel_to_pb(channel: Channel) -> pb.Channel.ValueType:
     """The protobuf enum number of a channel."""
     return _invert(CHANNELS)[channel]
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import grpc
 from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from router import local_redis, logs
 from router.memory_store import MemoryStore
@@ -55,7 +56,11 @@ def _explain(response: routing_pb2.AssignResponse) -> str:
     if response.result == routing_pb2.AssignResponse.RESULT_NO_AGENT:
         return f"NO_AGENT ({e.candidates} eligible; excluded: {excluded or 'none'})"
     a = response.assignment
-    runner = f"; runner-up {e.runner_up_agent_id} {e.runner_up_score:.2f}" if e.runner_up_agent_id else ""
+    runner = (
+        f"; runner-up {e.runner_up_agent_id} {e.runner_up_score:.2f}"
+        if e.runner_up_agent_id
+        else ""
+    )
     return (
         f"-> {a.agent_id} (token {a.fencing_token}; score {e.score:.2f}: {parts}{runner}; "
         f"excluded: {excluded or 'none'})"
@@ -113,7 +118,9 @@ def run(channel: grpc.Channel) -> None:
     print("\n== a retried request gets the same answer, never a second agent")
     retry = routing.Assign(
         routing_pb2.AssignRequest(
-            tenant=TENANT, request_id="req-c1", call=_call("c1", "voice", "billing", 5, region="eu-west")
+            tenant=TENANT,
+            request_id="req-c1",
+            call=_call("c1", "voice", "billing", 5, region="eu-west"),
         )
     )
     print(f"  c1 again: agent {retry.assignment.agent_id}, replayed={retry.replayed}")
@@ -160,8 +167,8 @@ def _vacation_request() -> admin_pb2.ScheduleAbsenceRequest:
         agent_id="eva",
         absence=pb.Absence(
             kind=pb.ABSENCE_KIND_VACATION,
-            start_time={"seconds": now - 3600},
-            end_time={"seconds": now + 14 * 86400},
+            start_time=Timestamp(seconds=now - 3600),
+            end_time=Timestamp(seconds=now + 14 * 86400),
             note="two weeks in Crete",
         ),
     )

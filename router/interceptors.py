@@ -30,15 +30,15 @@ def _request_fields(request: Any) -> dict[str, str]:
     return fields
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc stubs type this loosely
+class ErrorInterceptor(grpc.ServerInterceptor):
     """Turns ``RouterError`` into its status code, anything else into INTERNAL (logged with a
     traceback), and logs ``rpc_finished`` with method, code and duration for every unary RPC."""
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -56,9 +56,6 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc st
                 code = err.code
                 context.abort(err.code, err.message)
             except Exception:
-                if context.code() not in (None, grpc.StatusCode.OK):  # already aborted
-                    code = context.code()
-                    raise
                 code = grpc.StatusCode.INTERNAL
                 log.exception("rpc_crashed")
                 context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")

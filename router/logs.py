@@ -34,9 +34,14 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
     )
 
 
-def silence() -> None:
-    """Drop every log line (simulations and benchmarks)."""
+def silence(*, level: str = "critical") -> None:
+    """Write nothing (simulations, benchmarks, tests). Events at ``level`` and above still
+    reach the processors, so ``structlog.testing.capture_logs`` can read them."""
     structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL + 1),
+        processors=[],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.ReturnLoggerFactory(),
         cache_logger_on_first_use=False,
     )

@@ -37,7 +37,7 @@ from router.domain import (
     WorkSpan,
     frozen_map,
 )
-from router.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from router.errors import AlreadyExistsError, NotFoundError
 from router.store import AgentQuery, Claim, CommitResult, Committed, Conflict, Event
 from scoring import performance
 
@@ -69,7 +69,11 @@ class _Agent:
             presence_since_ms=self.since,
             heartbeat_ms=self.heartbeat,
             active=tuple(sorted(self.active.values(), key=lambda w: (w.start_ms, w.assignment_id))),
-            recent=tuple(span for end, _, span in self.work if end >= cutoff_ms),
+            recent=tuple(
+                sorted(
+                    (span for end, _, span in self.work if end >= cutoff_ms), key=rules.span_order
+                )
+            ),
             performance=self.performance,
             last_free_ms=self.last_free,
             last_assigned_ms=self.last_assigned,
@@ -220,9 +224,7 @@ class MemoryStore:
                 current = self._agent(self._tenant(tenant), agent_id).profile
             if expected_version > 0 and expected_version != current.version:
                 raise rules.stale_version(what, expected_version, current.version)
-            changed = change(current)
-            if changed.agent_id != agent_id:
-                raise InvalidArgumentError("agent.agent_id", "cannot be changed")
+            changed = rules.checked_change(change, current)
             with self._lock:
                 t, now = self._tenant(tenant), self._clock()
                 agent = self._agent(t, agent_id)
@@ -423,12 +425,13 @@ class MemoryStore:
             )
             return Committed(asg)
 
-    def finish_assignment(  # noqa: PLR0917 - the signature is router.store.Store's
+    def finish_assignment(
         self,
         tenant: str,
         assignment_id: str,
         token: int,
         end: AssignmentState,
+        *,
         outcome_value: float | None = None,
         half_life_s: int = 0,
     ) -> Assignment:

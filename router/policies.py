@@ -75,9 +75,9 @@ def _changes(path: str, msg: pb.Policy, current: Policy) -> dict[str, object]:
         name, low, high = _DURATIONS[path]
         return {name: _seconds(path, msg, path, low, high)}
     if path in _NUMBERS:
-        low, high = _NUMBERS[path]
+        lowest, highest = _NUMBERS[path]
         exclusive = path == "max_occupancy"  # a cap of 0 would route nothing
-        value = _bounded(f"policy.{path}", getattr(msg, path), low, high, open_low=exclusive)
+        value = _bounded(f"policy.{path}", getattr(msg, path), lowest, highest, open_low=exclusive)
         return {path: int(value) if path == "top_k" else value}
     raise InvalidArgumentError("update_mask", f"{path!r} is not a policy field")
 
@@ -90,7 +90,7 @@ _DURATIONS = {
     "idle_horizon": ("idle_horizon_s", 1, 86400),
 }
 # mask path -> (lowest, highest)
-_NUMBERS = {
+_NUMBERS: dict[str, tuple[float, float]] = {
     "max_occupancy": (0.0, 1.0),
     "top_k": (1, 1000),
     "performance_prior": (0, 1),

@@ -162,11 +162,13 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             status.presence_since.CopyFrom(convert.timestamp(agent.presence_since_ms))
         if agent.heartbeat_ms:
             status.last_heartbeat.CopyFrom(convert.timestamp(agent.heartbeat_ms))
-        loads: dict[int, int] = {}
+        loads: dict[pb.Channel.ValueType, int] = {}
         for work in agent.active:
             channel = convert.channel_to_pb(work.channel)
             loads[channel] = loads.get(channel, 0) + 1
-        status.load.extend(pb.ChannelCapacity(channel=c, max_items=n) for c, n in sorted(loads.items()))
+        status.load.extend(
+            pb.ChannelCapacity(channel=c, max_items=n) for c, n in sorted(loads.items())
+        )
         status.units_used = agent.units_used
         status.occupancy = round(occupancy(agent, now, policy.occupancy_window_s), 4)
         status.performance_score = round(performance.score(agent.performance, now, policy), 4)
@@ -218,7 +220,9 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         def patch(profile: AgentProfile) -> AgentProfile:
             skills = {k: v for k, v in profile.skills.items() if k not in removals} | changes
             if len(skills) > convert.MAX_SKILLS:
-                raise InvalidArgumentError("set", f"the agent would have over {convert.MAX_SKILLS} skills")
+                raise InvalidArgumentError(
+                    "set", f"the agent would have over {convert.MAX_SKILLS} skills"
+                )
             return dataclasses.replace(profile, skills=frozen_map(dict(sorted(skills.items()))))
 
         version = _version("expected_version", request.expected_version)
@@ -307,7 +311,9 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
                 raise InvalidArgumentError("absence.absence_id", f"{absence_id!r} already exists")
             if len(profile.absences) >= MAX_ABSENCES:
                 raise InvalidArgumentError("absence", f"an agent has at most {MAX_ABSENCES}")
-            absences = sorted((*profile.absences, absence), key=lambda a: (a.start_ms, a.absence_id))
+            absences = sorted(
+                (*profile.absences, absence), key=lambda a: (a.start_ms, a.absence_id)
+            )
             return dataclasses.replace(profile, absences=tuple(absences))
 
         version = _version("expected_version", request.expected_version)

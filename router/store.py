@@ -189,6 +189,7 @@ class Store(Protocol):
         assignment_id: str,
         token: int,
         end: AssignmentState,
+        *,
         outcome_value: float | None = None,
         half_life_s: int = 0,
     ) -> Assignment:
@@ -212,8 +213,6 @@ class Store(Protocol):
         """A call's status and current or last assignment. ``NotFoundError`` if unknown."""
         ...
 
-    def read_events(
-        self, tenant: str, after_id: str = "0", limit: int = 100
-    ) -> list[Event]:
+    def read_events(self, tenant: str, after_id: str = "0", limit: int = 100) -> list[Event]:
         """Events strictly after ``after_id`` in stream order (non-blocking)."""
         ...

@@ -12,8 +12,9 @@ import base64
 import binascii
 import math
 import re
+from collections.abc import Callable
 
-from router.domain import AgentSnapshot, AssignmentState, CallStatus
+from router.domain import AgentProfile, AgentSnapshot, AssignmentState, CallStatus, WorkSpan
 from router.errors import (
     ContentionError,
     FailedPreconditionError,
@@ -66,6 +67,22 @@ def check_ending(end: AssignmentState, outcome_value: float | None) -> None:
         raise InvalidArgumentError("end", "must be COMPLETED, RELEASED or CANCELLED")
     if outcome_value is not None and not math.isfinite(outcome_value):
         raise InvalidArgumentError("outcome_value", "must be a finite number")
+
+
+def span_order(span: WorkSpan) -> tuple[int, int, int]:
+    """How both stores order ``recent``: by end, then start, then units (never by the random
+    assignment id that leads the ZSET member)."""
+    return span.end_ms, span.start_ms, span.units
+
+
+def checked_change(
+    change: Callable[[AgentProfile], AgentProfile], current: AgentProfile
+) -> AgentProfile:
+    """Apply an ``update_agent`` change; it may raise (validation), and may not rename."""
+    changed = change(current)
+    if changed.agent_id != current.agent_id:
+        raise InvalidArgumentError("agent.agent_id", "cannot be changed")
+    return changed
 
 
 def encode_page_token(last_agent_id: str) -> str:

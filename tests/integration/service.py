@@ -6,7 +6,6 @@ occupancy windows) without sleeping; everything else is the production code path
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ import grpc
 import pytest
 import redis
 from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from router import local_redis
 from router.redis_store import RedisStore
@@ -21,20 +21,7 @@ from router.server import RunningServer, create_server
 from router.settings import Settings
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
-
-
-class FakeClock:
-    """A controllable epoch-millisecond clock, starting at real time."""
-
-    def __init__(self) -> None:
-        self.now_ms = time.time_ns() // 1_000_000
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def advance(self, ms: int) -> None:
-        """Move time forward."""
-        self.now_ms += ms
+from tests.helpers import FakeClock, keyspace
 
 
 @dataclass
@@ -51,9 +38,9 @@ class Service:
         self.admin = admin_pb2_grpc.AgentAdminServiceStub(self.channel)
         self.policies = admin_pb2_grpc.PolicyServiceStub(self.channel)
 
-    def dump(self) -> dict[str, object]:
+    def dump(self) -> dict[bytes | str, object]:
         """Every key with its serialized value: equal dumps mean nothing was written."""
-        return {key: self.client.dump(key) for key in sorted(self.client.keys("*"))}
+        return keyspace(self.client)
 
     # --- admin helpers -----------------------------------------------------------------------
 
@@ -62,20 +49,24 @@ class Service:
         agent_id: str,
         *,
         skills: Mapping[str, int],
-        presence: int = pb.PRESENCE_AVAILABLE,
+        presence: pb.Presence.ValueType = pb.PRESENCE_AVAILABLE,
         chat_capacity: int | None = None,
         max_occupancy: float | None = None,
     ) -> pb.Agent:
         """Create an agent and set its presence."""
         agent = pb.Agent(agent_id=agent_id, name=agent_id.title(), skills=dict(skills))
         if chat_capacity is not None:
-            agent.capacity.append(pb.ChannelCapacity(channel=pb.CHANNEL_CHAT, max_items=chat_capacity))
+            agent.capacity.append(
+                pb.ChannelCapacity(channel=pb.CHANNEL_CHAT, max_items=chat_capacity)
+            )
         if max_occupancy is not None:
             agent.max_occupancy = max_occupancy
         self.admin.CreateAgent(admin_pb2.CreateAgentRequest(tenant=self.tenant, agent=agent))
         return self.presence(agent_id, presence)
 
-    def presence(self, agent_id: str, presence: int, reason: str = "") -> pb.Agent:
+    def presence(
+        self, agent_id: str, presence: pb.Presence.ValueType, reason: str = ""
+    ) -> pb.Agent:
         """SetPresence."""
         return self.admin.SetPresence(
             admin_pb2.SetPresenceRequest(
@@ -92,7 +83,11 @@ class Service:
         return self.admin.GetAgent(admin_pb2.GetAgentRequest(tenant=self.tenant, agent_id=agent_id))
 
     def patch_skills(
-        self, agent_id: str, *, set: Mapping[str, int] | None = None, remove: list[str] | None = None
+        self,
+        agent_id: str,
+        *,
+        set: Mapping[str, int] | None = None,
+        remove: list[str] | None = None,
     ) -> pb.Agent:
         """PatchSkills."""
         return self.admin.PatchSkills(
@@ -125,13 +120,12 @@ class Service:
         call_id: str,
         *,
         skills: Mapping[str, int] | None = None,
-        channel: int = pb.CHANNEL_VOICE,
+        channel: pb.Channel.ValueType = pb.CHANNEL_VOICE,
         request_id: str = "",
     ) -> routing_pb2.AssignResponse:
         """Assign a call needing ``skills`` (default billing >= 1)."""
         required = [
-            pb.SkillRequirement(skill=k, min_level=v)
-            for k, v in (skills or {"billing": 1}).items()
+            pb.SkillRequirement(skill=k, min_level=v) for k, v in (skills or {"billing": 1}).items()
         ]
         return self.routing.Assign(
             routing_pb2.AssignRequest(
@@ -165,7 +159,7 @@ class Service:
         tenant: str = "acme",
         request_id: str = "r",
         call_id: str = "c",
-        channel: int = pb.CHANNEL_VOICE,
+        channel: pb.Channel.ValueType = pb.CHANNEL_VOICE,
         level: int = 1,
         priority: int = 0,
         language: str = "",
@@ -240,8 +234,8 @@ class Service:
                 agent_id="existing",
                 absence=pb.Absence(
                     kind=pb.ABSENCE_KIND_TRAINING,
-                    start_time={"seconds": start},
-                    end_time={"seconds": end},
+                    start_time=Timestamp(seconds=start),
+                    end_time=Timestamp(seconds=end),
                 ),
             )
         )
@@ -263,23 +257,13 @@ class Service:
         )
 
 
-@pytest.fixture(scope="session")
-def api_redis() -> Iterator[local_redis.LocalRedis]:
-    """A private redis-server for the API tests (never a shared instance)."""
-    server = local_redis.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def service(api_redis: local_redis.LocalRedis) -> Iterator[Service]:
+def service(redis_server: local_redis.LocalRedis) -> Iterator[Service]:
     """A fresh server over an empty Redis, with a fake clock."""
-    client = redis.Redis.from_url(api_redis.url, decode_responses=False)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=False)
     client.flushall()
     clock = FakeClock()
-    store = RedisStore(
-        redis.Redis.from_url(api_redis.url, decode_responses=True), clock=clock
-    )
+    store = RedisStore(redis.Redis.from_url(redis_server.url, decode_responses=True), clock=clock)
     running: RunningServer = create_server(Settings(port=0, workers=32), store)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     try:

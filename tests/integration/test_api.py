@@ -9,10 +9,13 @@ from concurrent import futures
 
 import grpc
 import pytest
+import structlog
 from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from router import logs
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
 from tests.integration.service import Service
@@ -28,10 +31,10 @@ def test_health_and_reflection_answer(service: Service) -> None:
     """Standard tools work: health says SERVING and reflection lists our services."""
     health = health_pb2_grpc.HealthStub(service.channel)
     for name in ("", "router.v1.RoutingService", "router.v1.AgentAdminService"):
-        reply = health.Check(health_pb2.HealthCheckRequest(service=name))
+        reply = health.Check(health_pb2.HealthCheckRequest(service=name))  # type: ignore[attr-defined]  # stubs omit the stub's methods
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     stub = reflection_pb2_grpc.ServerReflectionStub(service.channel)
-    replies = stub.ServerReflectionInfo(
+    replies = stub.ServerReflectionInfo(  # type: ignore[operator]  # stubs leave it untyped
         iter([reflection_pb2.ServerReflectionRequest(list_services="")])
     )
     names = {s.name for reply in replies for s in reply.list_services_response.service}
@@ -92,8 +95,8 @@ def test_scheduled_absence_and_heartbeat_expiry_exclude(service: Service) -> Non
             agent_id="away",
             absence=pb.Absence(
                 kind=pb.ABSENCE_KIND_SICK_LEAVE,
-                start_time={"seconds": now // 1000 - 60},
-                end_time={"seconds": now // 1000 + 3600},
+                start_time=Timestamp(seconds=now // 1000 - 60),
+                end_time=Timestamp(seconds=now // 1000 + 3600),
             ),
         )
     )
@@ -327,7 +330,7 @@ def test_top_performer_stays_under_cap_over_thousands_of_cycles(service: Service
         for ends, assignment in [h for h in holding if h[0] <= now]:
             holding.remove((ends, assignment))
             service.complete(assignment, csat=5 if assignment.agent_id == "star" else 3)
-        if i % 2 == 0 or len(holding) < 3:  # ~2.5 calls per minute of 60 s each
+        if i % 2 == 0:  # 1.5 calls a minute of 60 s each: 30 % average occupancy
             reply = service.assign(f"load{i}")
             if reply.result == ASSIGNED:
                 handled[reply.assignment.agent_id] += 1
@@ -335,7 +338,7 @@ def test_top_performer_stays_under_cap_over_thousands_of_cycles(service: Service
         if i % 25 == 0:
             peak = max(peak, service.get_agent("star").status.occupancy)
     average = sum(handled.values()) / 5
-    assert handled["star"] > average
+    assert handled["star"] > 1.5 * average
     assert peak <= 0.6 + 60_000 / 600_000  # the cap, plus at most one call admitted below it
 
 
@@ -386,3 +389,22 @@ def test_bad_input_gets_a_clear_status_and_changes_nothing(
     assert err.value.code() == code
     assert field in (err.value.details() or "")
     assert service.dump() == before
+
+
+def test_every_rpc_logs_one_canonical_line(service: Service) -> None:
+    """One ``rpc_finished`` line per RPC, with method, status code, tenant and ids bound."""
+    capture = structlog.testing.LogCapture()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        service.assign("c1")
+        with pytest.raises(grpc.RpcError):
+            service.get_agent("ghost")
+    finally:
+        logs.silence(level="info")
+    finished = [line for line in capture.entries if line["event"] == "rpc_finished"]
+    assert [(line["method"].rsplit("/", 1)[1], line["code"]) for line in finished] == [
+        ("Assign", "OK"),
+        ("GetAgent", "NOT_FOUND"),
+    ]
+    assert finished[0]["call_id"] == "c1"
+    assert finished[0]["tenant"] == "acme"

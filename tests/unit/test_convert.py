@@ -96,7 +96,7 @@ def test_policy_round_trip_and_mask() -> None:
         (pb.Policy(top_k=0), "top_k", "policy.top_k"),
         (pb.Policy(weights=pb.Weights(skill=-1)), "weights", "policy.weights.skill"),
         (pb.Policy(weights=pb.Weights(load=float("nan"))), "weights", "policy.weights.load"),
-        (pb.Policy(strategy=0), "strategy", "policy.strategy"),
+        (pb.Policy(strategy=pb.STRATEGY_UNSPECIFIED), "strategy", "policy.strategy"),
         (pb.Policy(), "occupancy_window", "policy.occupancy_window"),
         (
             pb.Policy(channels=[pb.ChannelSetting(channel=pb.CHANNEL_CHAT, units=0)]),
