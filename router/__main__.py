@@ -33,7 +33,7 @@ state lost on exit). The first log line says which.
 
 
 def _epilog() -> str:
-    lines = ["settings (environment variables; flags below override them):"]
+    lines = ["settings (environment variables; the flags above override them):"]
     for f in dataclasses.fields(Settings):
         name = "REDIS_URL" if f.name == "redis_url" else f"ROUTER_{f.name.upper()}"
         lines.append(f"  {name:<24} default {f.default!r}")

@@ -21,6 +21,7 @@ from router.domain import (
     Absence,
     AbsenceKind,
     AgentProfile,
+    AgentSnapshot,
     Assignment,
     AssignmentState,
     Call,
@@ -29,13 +30,17 @@ from router.domain import (
     Channel,
     Exclusion,
     Explanation,
+    Policy,
     Presence,
     SkillRequirement,
     Strategy,
     frozen_map,
 )
+from router.eligibility import is_present
 from router.errors import InvalidArgumentError
 from router.v1 import types_pb2 as pb
+from scoring import performance
+from scoring.load import occupancy
 
 MAX_ID = 128
 MAX_TENANT = 64
@@ -487,4 +492,26 @@ def profile_to_pb(profile: AgentProfile) -> pb.Agent:
     )
     if profile.max_occupancy is not None:
         msg.max_occupancy = profile.max_occupancy
+    return msg
+
+
+def agent_to_pb(agent: AgentSnapshot, policy: Policy, now_ms: int) -> pb.Agent:
+    """An agent with its live status (load, occupancy, performance, routable) at ``now_ms``."""
+    msg = profile_to_pb(agent.profile)
+    status = msg.status
+    status.presence = presence_to_pb(agent.presence)
+    status.presence_reason = agent.presence_reason
+    if agent.presence_since_ms:
+        status.presence_since.CopyFrom(timestamp(agent.presence_since_ms))
+    if agent.heartbeat_ms:
+        status.last_heartbeat.CopyFrom(timestamp(agent.heartbeat_ms))
+    loads: dict[pb.Channel.ValueType, int] = {}
+    for work in agent.active:
+        channel = channel_to_pb(work.channel)
+        loads[channel] = loads.get(channel, 0) + 1
+    status.load.extend(pb.ChannelCapacity(channel=c, max_items=n) for c, n in sorted(loads.items()))
+    status.units_used = agent.units_used
+    status.occupancy = round(occupancy(agent, now_ms, policy.occupancy_window_s), 4)
+    status.performance_score = round(performance.score(agent.performance, now_ms, policy), 4)
+    status.routable = is_present(agent, now_ms, policy)
     return msg

@@ -12,7 +12,7 @@ import uuid
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
-from router import convert, eligibility
+from router import convert
 from router.assigner import Assigner
 from router.convert import PRESENCES
 from router.domain import AgentProfile, AgentSnapshot, AssignmentState, Outcome, frozen_map
@@ -27,7 +27,6 @@ from router.store import AgentQuery, Store
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 from scoring import performance
-from scoring.load import occupancy
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -152,28 +151,7 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         self._store = store
 
     def _agent_pb(self, tenant: str, agent: AgentSnapshot) -> pb.Agent:
-        policy = self._store.get_policy(tenant)
-        now = self._store.now_ms()
-        msg = convert.profile_to_pb(agent.profile)
-        status = msg.status
-        status.presence = convert.presence_to_pb(agent.presence)
-        status.presence_reason = agent.presence_reason
-        if agent.presence_since_ms:
-            status.presence_since.CopyFrom(convert.timestamp(agent.presence_since_ms))
-        if agent.heartbeat_ms:
-            status.last_heartbeat.CopyFrom(convert.timestamp(agent.heartbeat_ms))
-        loads: dict[pb.Channel.ValueType, int] = {}
-        for work in agent.active:
-            channel = convert.channel_to_pb(work.channel)
-            loads[channel] = loads.get(channel, 0) + 1
-        status.load.extend(
-            pb.ChannelCapacity(channel=c, max_items=n) for c, n in sorted(loads.items())
-        )
-        status.units_used = agent.units_used
-        status.occupancy = round(occupancy(agent, now, policy.occupancy_window_s), 4)
-        status.performance_score = round(performance.score(agent.performance, now, policy), 4)
-        status.routable = eligibility.is_present(agent, now, policy)
-        return msg
+        return convert.agent_to_pb(agent, self._store.get_policy(tenant), self._store.now_ms())
 
     def CreateAgent(  # noqa: N802
         self, request: admin_pb2.CreateAgentRequest, context: grpc.ServicerContext
@@ -262,11 +240,13 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             presence=PRESENCES[request.presence] if request.presence else None,
         )
         token = convert.text("page_token", request.page_token, max_len=1024)
+        policy, now = self._store.get_policy(tenant), self._store.now_ms()
         agents, next_token = self._store.list_agents(
             tenant, query, request.page_size or DEFAULT_PAGE, token
         )
         return admin_pb2.ListAgentsResponse(
-            agents=[self._agent_pb(tenant, a) for a in agents], next_page_token=next_token
+            agents=[convert.agent_to_pb(a, policy, now) for a in agents],
+            next_page_token=next_token,
         )
 
     def SetPresence(  # noqa: N802
