@@ -1,8 +1,12 @@
-"""The Assign use case: snapshot -> pure decision -> atomic commit, re-planned on a lost race.
+"""The Assign use case: snapshot -> pure decision -> atomic commit, or the queue.
 
-This is the only place that strings store and engine together for a single call, so the
+This is the only place that strings store and engine together for a new call, so the
 service and the live replay share it. It never decides from a cache: every attempt reads a
 fresh snapshot, and the store's commit re-checks the chosen agent before claiming.
+
+Fairness with a queue: when calls already wait, a new call does not jump them. It joins the
+queue and the dispatcher runs one batch solve over everything waiting; the answer is then
+whatever that solve gave the new call (ASSIGNED/OFFERED, or QUEUED with its position).
 """
 
 from __future__ import annotations
@@ -11,26 +15,60 @@ import dataclasses
 import hashlib
 import random
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
 
 import structlog
 
 from router.codec import encode_call
-from router.domain import Assignment, Call, Explanation
+from router.domain import (
+    Assignment,
+    AssignmentState,
+    Call,
+    CallRecord,
+    CallStatus,
+    Explanation,
+    Snapshot,
+)
 from router.engine import decide
 from router.errors import ContentionError, InvalidArgumentError
-from router.store import Claim, Committed, Store
+from router.forecast import estimated_wait_s
+from router.store import Claim, Committed, Conflict, Replayed, Store
 
 log = structlog.get_logger(__name__)
+
+HISTORY_WINDOW_MS = 15 * 60 * 1000
+
+
+class Outcome(StrEnum):
+    """What an Assign did."""
+
+    ASSIGNED = "assigned"
+    OFFERED = "offered"
+    QUEUED = "queued"
+    NO_AGENT = "no_agent"
 
 
 @dataclass(frozen=True, slots=True)
 class AssignResult:
-    """An assignment (possibly replayed), or ``None`` with the reason nobody could take it."""
+    """The answer to one Assign."""
 
-    assignment: Assignment | None
+    outcome: Outcome
     explanation: Explanation
+    assignment: Assignment | None = None
     replayed: bool = False
+    position: int = 0
+    estimated_wait_s: float = 0.0
+    callback_offered: bool = False
     attempts: int = 1
+
+
+class Dispatching(Protocol):
+    """The dispatcher as the assigner needs it: one batch pass for a tenant."""
+
+    def run_once(self, tenant: str) -> object:
+        """Place what can be placed now."""
+        ...
 
 
 def fingerprint(call: Call) -> str:
@@ -39,63 +77,155 @@ def fingerprint(call: Call) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _rng(request_id: str, attempt: int) -> random.Random:
+def rng_for(key: str) -> random.Random:
     """Randomised policies are seeded from the request, so a replayed trace is exact."""
-    digest = hashlib.sha256(f"{request_id}:{attempt}".encode()).digest()
+    digest = hashlib.sha256(key.encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 class Assigner:
-    """Routes one call at a time against a ``Store``."""
+    """Routes new calls against a ``Store``."""
 
-    def __init__(self, store: Store, *, max_replans: int = 5) -> None:
+    def __init__(
+        self, store: Store, *, max_replans: int = 5, dispatcher: Dispatching | None = None
+    ) -> None:
         self._store = store
         self._max_replans = max_replans
+        self._dispatcher = dispatcher
 
-    def assign(self, tenant: str, request_id: str, call: Call) -> AssignResult:
-        """Assign ``call`` or explain why nobody can take it. See ``Store.commit_assignment``
-        for the errors a conflicting request gets."""
+    def assign(
+        self, tenant: str, request_id: str, call: Call, *, queue: bool = True
+    ) -> AssignResult:
+        """Assign ``call``, queue it, or (``queue=False``) say nobody can take it now."""
         digest = fingerprint(call)
         prior = self._store.find_request(tenant, request_id)
         if prior is not None:
-            return self._replay(prior[0], digest, prior[1])
+            return self._replay(tenant, prior, digest)
         for attempt in range(1, self._max_replans + 2):
             snapshot = self._store.load_snapshot(tenant, call)
             placed = dataclasses.replace(call, created_ms=snapshot.now_ms)
-            placement = decide(snapshot, [placed], rng=_rng(request_id, attempt)).placements[0]
+            if snapshot.queued and queue:
+                return self._enqueue(
+                    tenant, request_id, digest, placed, snapshot=snapshot, explanation=None
+                )
+            decision = decide(snapshot, [placed], rng=rng_for(f"{request_id}:{attempt}"))
+            placement = decision.placements[0]
             if placement.agent_id is None:
-                return AssignResult(None, placement.explanation, attempts=attempt)
+                if not queue:
+                    return AssignResult(Outcome.NO_AGENT, placement.explanation, attempts=attempt)
+                return self._enqueue(
+                    tenant,
+                    request_id,
+                    digest,
+                    placed,
+                    snapshot=snapshot,
+                    explanation=placement.explanation,
+                )
             agent = next(a for a in snapshot.agents if a.agent_id == placement.agent_id)
+            policy = snapshot.policy
             claim = Claim(
                 request_id=request_id,
                 fingerprint=digest,
                 call=placed,
                 agent_id=agent.agent_id,
                 expected_seq=agent.seq,
-                units=snapshot.policy.units_for(call.channel),
-                heartbeat_timeout_s=snapshot.policy.heartbeat_timeout_s,
+                units=policy.units_for(call.channel),
+                heartbeat_timeout_s=policy.heartbeat_timeout_s,
                 explanation=placement.explanation,
+                offer_timeout_s=policy.offer_timeout_s.get(call.channel, 0),
             )
             result = self._store.commit_assignment(tenant, claim)
             if isinstance(result, Committed):
-                return AssignResult(
-                    result.assignment,
-                    result.assignment.explanation or placement.explanation,
-                    replayed=result.replayed,
-                    attempts=attempt,
-                )
-            log.debug("assign_replanned", agent_id=agent.agent_id, reason=result.reason)
+                return _placed(result.assignment, placement.explanation, attempt)
+            if isinstance(result, Replayed):
+                return self._replay_request(tenant, request_id, digest)
+            reason = result.reason if isinstance(result, Conflict) else result.status
+            log.debug("assign_replanned", agent_id=agent.agent_id, reason=reason)
         raise ContentionError(
             f"call {call.call_id}: agents kept changing during {self._max_replans + 1} "
             "attempts; retry with the same request_id"
         )
 
-    @staticmethod
-    def _replay(stored: str, digest: str, assignment: Assignment) -> AssignResult:
+    def _enqueue(
+        self,
+        tenant: str,
+        request_id: str,
+        digest: str,
+        call: Call,
+        *,
+        snapshot: Snapshot,
+        explanation: Explanation | None,
+    ) -> AssignResult:
+        queued = self._store.enqueue(tenant, request_id, digest, call, policy=snapshot.policy)
+        if isinstance(queued, Replayed):
+            return self._replay_request(tenant, request_id, digest)
+        if self._dispatcher is not None:
+            self._dispatcher.run_once(tenant)
+            queued = self._store.get_call(tenant, call.call_id)
+        why = explanation or Explanation(snapshot.policy.strategy)
+        return self.answer(tenant, queued, why, snapshot=snapshot)
+
+    def answer(
+        self,
+        tenant: str,
+        record: CallRecord,
+        explanation: Explanation,
+        *,
+        replayed: bool = False,
+        snapshot: Snapshot | None = None,
+    ) -> AssignResult:
+        """The Assign answer that describes ``record`` as it stands now."""
+        assignment = record.assignment
+        if record.status == CallStatus.QUEUED or assignment is None:
+            wait = self.estimated_wait(tenant, record, snapshot)
+            policy = snapshot.policy if snapshot else self._store.get_policy(tenant)
+            threshold = policy.callback_threshold_s
+            return AssignResult(
+                Outcome.QUEUED,
+                explanation,
+                replayed=replayed,
+                position=record.position,
+                estimated_wait_s=wait,
+                callback_offered=bool(threshold) and wait > threshold,
+            )
+        return dataclasses.replace(
+            _placed(assignment, assignment.explanation or explanation, 1), replayed=replayed
+        )
+
+    def estimated_wait(
+        self, tenant: str, record: CallRecord, snapshot: Snapshot | None = None
+    ) -> float:
+        """Seconds until an agent takes a QUEUED call, from live service rates."""
+        if record.status != CallStatus.QUEUED:
+            return 0.0
+        if snapshot is None:
+            snapshot = self._store.load_snapshot(tenant, record.call)
+        history = self._store.history(tenant, snapshot.now_ms - HISTORY_WINDOW_MS)
+        return estimated_wait_s(
+            max(1, record.position),
+            record.call.channel,
+            history,
+            snapshot.agents,
+            snapshot.policy,
+            snapshot.now_ms,
+        )
+
+    def _replay_request(self, tenant: str, request_id: str, digest: str) -> AssignResult:
+        prior = self._store.find_request(tenant, request_id)
+        if prior is None:  # expired between the two reads: extremely unlikely, safe to retry
+            raise ContentionError("the request record changed during the call; retry")
+        return self._replay(tenant, prior, digest)
+
+    def _replay(self, tenant: str, prior: tuple[str, CallRecord], digest: str) -> AssignResult:
+        stored, record = prior
         if stored != digest:
             raise InvalidArgumentError(
                 "request_id", "was already used for a different request; use a new request_id"
             )
-        explanation = assignment.explanation
-        assert explanation is not None, "stored assignments always carry their explanation"
-        return AssignResult(assignment, explanation, replayed=True)
+        policy = self._store.get_policy(tenant)
+        return self.answer(tenant, record, Explanation(policy.strategy), replayed=True)
+
+
+def _placed(assignment: Assignment, explanation: Explanation, attempts: int) -> AssignResult:
+    outcome = Outcome.OFFERED if assignment.state == AssignmentState.OFFERED else Outcome.ASSIGNED
+    return AssignResult(outcome, explanation, assignment=assignment, attempts=attempts)

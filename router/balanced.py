@@ -1,24 +1,34 @@
 """``BALANCED``: the whole batch in one min-cost flow per channel.
 
-For each channel present in the batch (highest call priority first, voice first on ties,
-then ``Channel`` declaration order), screen every call, score every eligible pair, keep the
-best candidates per call and solve one flow (``router.solver``) with integer costs::
+Calls are ranked in service order (``router.ordering.queue_order``: overdue calls first, then
+by the aging key ``origin - priority * aging_s_per_priority``). Channels are solved in the
+order their first call appears in that ranking (voice first on ties). For each channel,
+screen every call, score every eligible pair, keep the best candidates per call and solve one
+flow (``router.solver``) with integer costs; with ``rank`` the call's 0-based place among the
+channel's ``n`` calls::
 
-    pair cost  = round((max_total(weights) - score.total) * 1000)
-                 + (max_priority - call.priority) * priority_step
+    pair cost  = round((max_total(weights) - score.total) * 1000) + rank * rank_step
     slot cost  = round(scoring.load.marginal_cost(k-th item) * 1000) + (k - 1)
 
 Weighted score points and load cost share one scale (1000 per point). ``+ (k - 1)`` keeps
 slot costs strictly increasing after rounding even when ``weights.load`` is 0, so equally
-good agents still share the work. ``priority_step = n_calls * (max pair cost + max slot cost)
-+ 1`` (only when priorities differ) exceeds any difference the other terms can make between
-two placements of the same size, so among the maximum placements the flow maximises the sum
-of priorities first: urgent calls win scarce agents, then the soft score and load decide.
+good agents still share the work. ``rank_step = n * (max pair cost + max slot cost) + 1``
+exceeds any difference the other terms can make between two placements of the same size, so
+among the maximum placements the flow minimises the sum of the placed calls' ranks first.
+The calls that can be placed together form a (transversal) matroid, and with distinct
+weights a maximum-weight basis is exactly the greedy one: the flow places the earliest call
+in queue order that can be placed at all, then the earliest of the rest that still fits, and
+so on. An older call therefore beats a newer call of the same priority, a call that waited
+``priority difference * aging_s_per_priority`` longer beats a more urgent one, and an overdue
+call beats both. Only then do the soft score and load decide who takes which call. Across
+channels the order is kept per channel, not per call: a channel is solved whole when its
+first call's turn comes, so a later call of an earlier channel may take an agent an earlier
+call of a later channel could have used (agents serving several channels are the only link).
 
 Candidates per call: the ``max(policy.top_k, n_calls)`` best by net value (score minus the
 agent's next-slot load cost; ``top_k <= 0`` keeps all). Keeping at least ``n_calls`` keeps the
-maximum flow exact: a pruned call still has more candidates than there are other calls, so
-one of them is always free for it.
+set of placeable calls exact: a pruned call still has more candidates than there are other
+calls, so one of them is always free for it.
 
 A single call (every ``Assign``) skips the flow: its optimum is simply the cheapest candidate
 on its first slot, ties broken by agent id. In a batch, exactly equal-cost optima are settled by
@@ -34,8 +44,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from router.board import CHANNEL_RANK, Board, explain, queue_order
+from router.board import Board, explain
 from router.domain import Call, Channel, Placement, Strategy
+from router.ordering import queue_order
 from router.solver import solve_flow
 from scoring.load import free_slots, slot_costs
 from scoring.match import max_total
@@ -50,19 +61,16 @@ LOAD = "load"
 """Explanation part holding the (negative) load cost of the slot the call took."""
 
 
-def channel_order(calls: Sequence[Call]) -> list[Channel]:
-    """Channels of ``calls`` in solve order: highest priority first, then declaration order."""
-    top: dict[Channel, int] = {}
-    for call in calls:
-        top[call.channel] = max(top.get(call.channel, call.priority), call.priority)
-    return sorted(top, key=lambda channel: (-top[channel], CHANNEL_RANK[channel]))
+def channel_order(calls: Sequence[Call], order: Sequence[int]) -> list[Channel]:
+    """Channels of ``calls`` in solve order: as their first call appears in ``order``."""
+    return list(dict.fromkeys(calls[index].channel for index in order))
 
 
 def plan_balanced(board: Board, calls: Sequence[Call]) -> list[Placement]:
     """Place ``calls`` with the balanced model; placements in input order."""
     placements: list[Placement | None] = [None] * len(calls)
-    order = queue_order(calls)
-    for channel in channel_order(calls):
+    order = queue_order(calls, board.now_ms, board.policy)
+    for channel in channel_order(calls, order):
         group = [index for index in order if calls[index].channel == channel]
         for index, placement in _solve_channel(board, calls, group, channel):
             placements[index] = placement
@@ -98,8 +106,9 @@ def _solve_channel(
         for agent_id in ranked[:keep]:
             base = max(0, round((ceiling - call_totals[agent_id]) * SCORE_SCALE))
             edges.append((c, column[agent_id], base))
-    priorities = [calls[index].priority for index in group]
-    agent_of = place(len(group), prioritise(edges, priorities, slot_ints), slot_ints)
+    # Earlier in queue order = higher weight; distinct weights make the choice greedy.
+    weights = [len(group) - 1 - c for c in range(len(group))]
+    agent_of = place(len(group), prioritise(edges, weights, slot_ints), slot_ints)
 
     # Cards first, placements after: a placement changes the agent's idle part.
     chosen = [None if j is None else agent_ids[j] for j in agent_of]
@@ -150,7 +159,8 @@ def prioritise(
     """Add ``(max_priority - priority) * step`` to each call's edges (see the module docstring).
 
     ``step`` exceeds the largest difference pair and slot costs can make between two placements
-    of the same size, so among maximum placements a higher priority sum always wins.
+    of the same size, so among maximum placements a higher priority sum always wins. The
+    balanced plan passes queue ranks as priorities (``n - 1 - rank``).
     """
     top = max(priorities, default=0)
     if min(priorities, default=0) == top:

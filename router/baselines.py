@@ -1,8 +1,9 @@
 """The industry baselines, one call at a time, for comparison with ``BALANCED``.
 
-Calls are taken in queue order (priority descending, oldest first, voice before other channels,
-then call id); each goes to one eligible agent picked by the strategy's key, ties broken by
-agent id:
+Calls are taken in queue order (``router.ordering.queue_order``: overdue calls first, then by
+the aging key ``origin - priority * aging_s_per_priority``, voice before other channels, then
+call id), the same order ``BALANCED`` favours; each goes to one eligible agent picked by the
+strategy's key, ties broken by agent id:
 
 - ``LONGEST_IDLE``  smallest ``last_free_ms`` (the industry default)
 - ``ROUND_ROBIN``   smallest ``last_assigned_ms``
@@ -20,8 +21,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 
-from router.board import Board, explain, queue_order
+from router.board import Board, explain
 from router.domain import AgentSnapshot, Call, Placement, Strategy
+from router.ordering import queue_order
 from scoring.match import PART_NAMES, PERFORMANCE, SKILL
 
 Key = Callable[[AgentSnapshot, tuple[float, ...]], tuple[float | int | str, ...]]
@@ -55,7 +57,7 @@ def plan_sequential(
 ) -> list[Placement]:
     """Place ``calls`` one at a time with a baseline ``strategy``; placements in input order."""
     placements: list[Placement | None] = [None] * len(calls)
-    for index in queue_order(calls):
+    for index in queue_order(calls, board.now_ms, board.policy):
         call = calls[index]
         screening = board.screen(call)
         values = {

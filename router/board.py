@@ -8,7 +8,7 @@ took. It lives only inside one ``engine.decide`` call: nothing here outlives the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from router.domain import (
     ActiveWork,
@@ -21,7 +21,16 @@ from router.domain import (
     Strategy,
     frozen_map,
 )
-from router.eligibility import Screening, absence_reason, capacity_reason, fit_reason, tally
+from router.eligibility import (
+    Screening,
+    absence_reason,
+    capacity_reason,
+    declined_reason,
+    fit_reason,
+    shift_reason,
+    tally,
+)
+from router.widening import requirements
 from scoring.load import occupancy
 from scoring.match import (
     AgentFacts,
@@ -41,33 +50,17 @@ PLANNED_PREFIX = "planned:"
 DECIMALS = 4
 """Explanations round scores to this many decimals (stable, readable output)."""
 
-CHANNEL_RANK = {channel: rank for rank, channel in enumerate(Channel)}
-"""Tie-break between channels: voice (a caller on the line) first, then declaration order."""
-
-
-def queue_order(calls: Sequence[Call]) -> list[int]:
-    """Indexes of ``calls`` in service order: priority descending, oldest first, then voice
-    before other channels (a caller on the line), then call id."""
-    return sorted(
-        range(len(calls)),
-        key=lambda i: (
-            -calls[i].priority,
-            calls[i].created_ms,
-            CHANNEL_RANK[calls[i].channel],
-            calls[i].call_id,
-        ),
-    )
-
 
 class Board:
     """Agents as the snapshot and the placements made so far leave them.
 
     Everything derived is computed lazily and cached for the length of the decision, keyed by
     what it depends on: presence per agent, occupancy and score facts per agent (work placed
-    during the batch starts now, so it adds no occupancy), skill and language fit per
-    (required skills, language), capacity per channel (forgotten for an agent when it is given
-    work), skill fit per (required, preferred), UTC offset per zone. A batch of calls with the
-    same needs therefore costs little more than one call.
+    during the batch starts now, so it adds no occupancy), team, region, skill and language
+    fit per (widened requirements, region, language), the shift rule per expected handle
+    time, capacity per channel (forgotten for an agent when it is given work), skill fit per
+    (required, preferred), UTC offset per zone. A batch of calls with the same needs
+    therefore costs little more than one call.
     """
 
     __slots__ = (
@@ -79,6 +72,7 @@ class Board:
         "_placed",
         "_placements",
         "_presence",
+        "_shift",
         "_skill",
         "_weights",
         "agents",
@@ -100,6 +94,7 @@ class Board:
         self._facts: dict[str, AgentFacts] = {}
         self._fit: dict[tuple[object, ...], dict[str, Exclusion | None]] = {}
         self._capacity: dict[Channel, dict[str, Exclusion | None]] = {}
+        self._shift: dict[int, dict[str, Exclusion | None]] = {}
         self._skill: dict[tuple[object, ...], dict[str, float]] = {}
         self._offsets: dict[str, float | None] = {}
         self._placed: dict[str, int] = {}
@@ -127,18 +122,26 @@ class Board:
 
         Same rules, order and result as ``router.eligibility.screen``, with cached parts.
         """
-        fit = self._fit.setdefault((call.required_skills, call.language.lower()), {})
+        widened = requirements(call, self.now_ms, self.policy)
+        fit_key = (widened, call.region_required, call.region.lower(), call.language.lower())
+        fit = self._fit.setdefault(fit_key, {})
+        handle_s = self.policy.handle_s_for(call)
+        shift = self._shift.setdefault(handle_s, {})
         room = self._capacity.setdefault(call.channel, {})
         eligible: list[AgentSnapshot] = []
         reasons: list[Exclusion] = []
         for agent_id, agent in self.agents.items():
             if agent_id not in self._presence:
                 self._presence[agent_id] = absence_reason(agent, self.now_ms, self.policy)
-            reason = self._presence[agent_id]
+            reason = self._presence[agent_id] or declined_reason(call, agent)
             if reason is None:
                 if agent_id not in fit:
-                    fit[agent_id] = fit_reason(call, agent)
+                    fit[agent_id] = fit_reason(call, agent, widened)
                 reason = fit[agent_id]
+            if reason is None:
+                if agent_id not in shift:
+                    shift[agent_id] = shift_reason(agent, self.now_ms, handle_s)
+                reason = shift[agent_id]
             if reason is None:
                 if agent_id not in room:
                     occ = self.occupancy(agent_id)
@@ -148,7 +151,7 @@ class Board:
                 eligible.append(agent)
             else:
                 reasons.append(reason)
-        return tally(eligible, reasons, self.unindexed)
+        return tally(eligible, reasons, self.unindexed, widening_step=widened.step)
 
     def values(self, call: Call, agent_id: str) -> tuple[float, ...]:
         """Unweighted soft-score parts of ``agent_id`` for ``call`` (``PART_NAMES`` order)."""
@@ -235,4 +238,5 @@ def explain(
         score=round(sum(parts.values()), DECIMALS) if chosen is not None else 0.0,
         runner_up_agent_id=runner_id,
         runner_up_score=round(runner_score, DECIMALS),
+        widening_step=screening.widening_step,
     )

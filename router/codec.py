@@ -25,8 +25,10 @@ from router.domain import (
     Explanation,
     Policy,
     SkillRequirement,
+    SlaTarget,
     Strategy,
     Weights,
+    WideningStep,
     frozen_map,
 )
 from router.errors import RouterError
@@ -61,6 +63,10 @@ def _channel_map(raw: Mapping[str, Any]) -> Mapping[Channel, int]:
     return frozen_map({Channel(key): int(value) for key, value in raw.items()})
 
 
+def _channel_ints(values: Mapping[Channel, int]) -> dict[str, int]:
+    return {str(ch): n for ch, n in values.items()}
+
+
 # --- agent profile ---------------------------------------------------------------------------
 
 
@@ -87,6 +93,7 @@ def encode_profile(profile: AgentProfile) -> str:
                 }
                 for a in profile.absences
             ],
+            "shift_end_ms": profile.shift_end_ms,
         }
     )
 
@@ -117,6 +124,7 @@ def decode_profile(text: str, version: int) -> AgentProfile:
                 )
                 for a in raw.get("absences", [])
             ),
+            shift_end_ms=int(raw.get("shift_end_ms", 0)),
             version=version,
         )
 
@@ -127,7 +135,8 @@ def decode_profile(text: str, version: int) -> AgentProfile:
 
 
 def encode_call(call: Call) -> str:
-    """JSON of a routed ``Call``."""
+    """JSON of a routed ``Call`` (the stores keep its changing parts, such as a boosted
+    priority or the agents who declined it, beside this JSON)."""
     return _dumps(
         {
             "call_id": call.call_id,
@@ -142,7 +151,12 @@ def encode_call(call: Call) -> str:
             "priority": call.priority,
             "preferred_agent_id": call.preferred_agent_id,
             "attributes": dict(call.attributes),
+            "team": call.team,
+            "region_required": call.region_required,
+            "expected_handle_s": call.expected_handle_s,
             "created_ms": call.created_ms,
+            "enqueued_ms": call.enqueued_ms,
+            "excluded_agents": list(call.excluded_agents),
         }
     )
 
@@ -166,7 +180,12 @@ def decode_call(text: str) -> Call:
             priority=int(raw.get("priority", 0)),
             preferred_agent_id=str(raw.get("preferred_agent_id", "")),
             attributes=frozen_map({str(k): str(v) for k, v in raw.get("attributes", {}).items()}),
+            team=str(raw.get("team", "")),
+            region_required=bool(raw.get("region_required", False)),
+            expected_handle_s=int(raw.get("expected_handle_s", 0)),
             created_ms=int(raw.get("created_ms", 0)),
+            enqueued_ms=int(raw.get("enqueued_ms", 0)),
+            excluded_agents=tuple(str(a) for a in raw.get("excluded_agents", [])),
         )
 
     return _decoding("call", build)
@@ -186,6 +205,7 @@ def encode_explanation(explanation: Explanation) -> str:
             "score": explanation.score,
             "runner_up_agent_id": explanation.runner_up_agent_id,
             "runner_up_score": explanation.runner_up_score,
+            "widening_step": explanation.widening_step,
         }
     )
 
@@ -205,6 +225,7 @@ def decode_explanation(text: str) -> Explanation:
             score=float(raw.get("score", 0.0)),
             runner_up_agent_id=str(raw.get("runner_up_agent_id", "")),
             runner_up_score=float(raw.get("runner_up_score", 0.0)),
+            widening_step=int(raw.get("widening_step", 0)),
         )
 
     return _decoding("explanation", build)
@@ -223,16 +244,61 @@ def encode_policy(policy: Policy) -> str:
             "weights": {name: getattr(policy.weights, name) for name in _WEIGHT_FIELDS},
             "max_occupancy": policy.max_occupancy,
             "occupancy_window_s": policy.occupancy_window_s,
-            "channel_capacity": {str(ch): n for ch, n in policy.channel_capacity.items()},
-            "channel_units": {str(ch): n for ch, n in policy.channel_units.items()},
+            "channel_capacity": _channel_ints(policy.channel_capacity),
+            "channel_units": _channel_ints(policy.channel_units),
             "heartbeat_timeout_s": policy.heartbeat_timeout_s,
             "top_k": policy.top_k,
             "performance_prior": policy.performance_prior,
             "performance_prior_weight": policy.performance_prior_weight,
             "performance_half_life_s": policy.performance_half_life_s,
             "idle_horizon_s": policy.idle_horizon_s,
+            "offer_timeout_s": _channel_ints(policy.offer_timeout_s),
+            "wrap_up_s": _channel_ints(policy.wrap_up_s),
+            "expected_handle_s": _channel_ints(policy.expected_handle_s),
+            "sla": {
+                str(ch): {"target_s": t.target_s, "goal": t.goal} for ch, t in policy.sla.items()
+            },
+            "sla_at_risk": policy.sla_at_risk,
+            "escalation_priority_boost": policy.escalation_priority_boost,
+            "escalation_group": policy.escalation_group,
+            "widening": [
+                {
+                    "after_s": step.after_s,
+                    "level_drop": step.level_drop,
+                    "teams": list(step.teams),
+                    "any_region": step.any_region,
+                }
+                for step in policy.widening
+            ],
+            "aging_s_per_priority": policy.aging_s_per_priority,
+            "max_missed_offers": policy.max_missed_offers,
+            "callback_threshold_s": policy.callback_threshold_s,
+            "reclaim_on_absence": policy.reclaim_on_absence,
+            "reclaim_channels": sorted(str(ch) for ch in policy.reclaim_channels),
+            "max_queue": policy.max_queue,
             "version": policy.version,
         }
+    )
+
+
+def _sla(raw: Mapping[str, Any]) -> Mapping[Channel, SlaTarget]:
+    return frozen_map(
+        {
+            Channel(ch): SlaTarget(int(t["target_s"]), float(t.get("goal", 0.8)))
+            for ch, t in raw.items()
+        }
+    )
+
+
+def _widening(raw: list[Any]) -> tuple[WideningStep, ...]:
+    return tuple(
+        WideningStep(
+            after_s=int(step["after_s"]),
+            level_drop=int(step.get("level_drop", 0)),
+            teams=tuple(str(team) for team in step.get("teams", [])),
+            any_region=bool(step.get("any_region", False)),
+        )
+        for step in raw
     )
 
 
@@ -265,6 +331,26 @@ def decode_policy(text: str) -> Policy:
                 raw.get("performance_half_life_s", default.performance_half_life_s)
             ),
             idle_horizon_s=int(raw.get("idle_horizon_s", default.idle_horizon_s)),
+            offer_timeout_s=_channel_map(raw.get("offer_timeout_s", default.offer_timeout_s)),
+            wrap_up_s=_channel_map(raw.get("wrap_up_s", default.wrap_up_s)),
+            expected_handle_s=_channel_map(raw.get("expected_handle_s", default.expected_handle_s)),
+            sla=_sla(raw["sla"]) if "sla" in raw else default.sla,
+            sla_at_risk=float(raw.get("sla_at_risk", default.sla_at_risk)),
+            escalation_priority_boost=int(
+                raw.get("escalation_priority_boost", default.escalation_priority_boost)
+            ),
+            escalation_group=str(raw.get("escalation_group", default.escalation_group)),
+            widening=_widening(raw.get("widening", [])),
+            aging_s_per_priority=int(raw.get("aging_s_per_priority", default.aging_s_per_priority)),
+            max_missed_offers=int(raw.get("max_missed_offers", default.max_missed_offers)),
+            callback_threshold_s=int(raw.get("callback_threshold_s", default.callback_threshold_s)),
+            reclaim_on_absence=bool(raw.get("reclaim_on_absence", default.reclaim_on_absence)),
+            reclaim_channels=(
+                frozenset(Channel(ch) for ch in raw["reclaim_channels"])
+                if "reclaim_channels" in raw
+                else default.reclaim_channels
+            ),
+            max_queue=int(raw.get("max_queue", default.max_queue)),
             version=int(raw.get("version", 0)),
         )
 

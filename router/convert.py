@@ -38,6 +38,7 @@ from router.domain import (
 )
 from router.eligibility import is_present
 from router.errors import InvalidArgumentError
+from router.store import Event
 from router.v1 import types_pb2 as pb
 from scoring import performance
 from scoring.load import occupancy
@@ -54,6 +55,7 @@ MAX_ATTRIBUTE_VALUE = 512
 MAX_CAPACITY = 50
 MAX_ABSENCE_MS = 366 * 24 * 3600 * 1000
 MAX_PRIORITY = 10
+MAX_HANDLE_S = 7 * 86400
 
 _ID = re.compile(r"[A-Za-z0-9._:@-]+")
 _TENANT = re.compile(r"[A-Za-z0-9._-]+")
@@ -77,6 +79,7 @@ PRESENCES: Mapping[pb.Presence.ValueType, Presence] = {
     pb.PRESENCE_BREAK: Presence.BREAK,
     pb.PRESENCE_AWAY: Presence.AWAY,
     pb.PRESENCE_OFFLINE: Presence.OFFLINE,
+    pb.PRESENCE_NOT_RESPONDING: Presence.NOT_RESPONDING,
 }
 ABSENCE_KINDS: Mapping[pb.AbsenceKind.ValueType, AbsenceKind] = {
     pb.ABSENCE_KIND_VACATION: AbsenceKind.VACATION,
@@ -101,18 +104,28 @@ EXCLUSIONS: Mapping[Exclusion, pb.ExclusionReason.ValueType] = {
     Exclusion.CHANNEL_NOT_SERVED: pb.EXCLUSION_REASON_CHANNEL_NOT_SERVED,
     Exclusion.AT_CAPACITY: pb.EXCLUSION_REASON_AT_CAPACITY,
     Exclusion.OCCUPANCY_CAP: pb.EXCLUSION_REASON_OCCUPANCY_CAP,
+    Exclusion.SHIFT_ENDING: pb.EXCLUSION_REASON_SHIFT_ENDING,
+    Exclusion.DECLINED: pb.EXCLUSION_REASON_DECLINED,
+    Exclusion.WRONG_TEAM: pb.EXCLUSION_REASON_WRONG_TEAM,
+    Exclusion.REGION: pb.EXCLUSION_REASON_REGION,
 }
 ASSIGNMENT_STATES: Mapping[AssignmentState, pb.AssignmentState.ValueType] = {
     AssignmentState.ACTIVE: pb.ASSIGNMENT_STATE_ACTIVE,
     AssignmentState.COMPLETED: pb.ASSIGNMENT_STATE_COMPLETED,
     AssignmentState.RELEASED: pb.ASSIGNMENT_STATE_RELEASED,
     AssignmentState.CANCELLED: pb.ASSIGNMENT_STATE_CANCELLED,
+    AssignmentState.OFFERED: pb.ASSIGNMENT_STATE_OFFERED,
+    AssignmentState.REJECTED: pb.ASSIGNMENT_STATE_REJECTED,
+    AssignmentState.TIMED_OUT: pb.ASSIGNMENT_STATE_TIMED_OUT,
+    AssignmentState.RECLAIMED: pb.ASSIGNMENT_STATE_RECLAIMED,
 }
 CALL_STATUSES: Mapping[CallStatus, pb.CallStatus.ValueType] = {
+    CallStatus.QUEUED: pb.CALL_STATUS_QUEUED,
+    CallStatus.OFFERED: pb.CALL_STATUS_OFFERED,
     CallStatus.ASSIGNED: pb.CALL_STATUS_ASSIGNED,
-    CallStatus.RELEASED: pb.CALL_STATUS_RELEASED,
     CallStatus.COMPLETED: pb.CALL_STATUS_COMPLETED,
     CallStatus.CANCELLED: pb.CALL_STATUS_CANCELLED,
+    CallStatus.ABANDONED: pb.CALL_STATUS_ABANDONED,
 }
 
 
@@ -268,12 +281,30 @@ def call_from_pb(msg: pb.Call, field: str = "call") -> Call:
             else ""
         ),
         attributes=frozen_map(dict(sorted(msg.attributes.items()))),
+        team=text(f"{field}.team", msg.team, max_len=MAX_LABEL),
+        region_required=_region_required(field, msg),
+        expected_handle_s=_handle_seconds(f"{field}.expected_handle_time", msg),
     )
+
+
+def _region_required(field: str, msg: pb.Call) -> bool:
+    if msg.region_required and not msg.region:
+        raise InvalidArgumentError(f"{field}.region", "is required when region_required is set")
+    return msg.region_required
+
+
+def _handle_seconds(field: str, msg: pb.Call) -> int:
+    if not msg.HasField("expected_handle_time"):
+        return 0
+    value = seconds(msg.expected_handle_time)
+    if not 0 <= value <= MAX_HANDLE_S:
+        raise InvalidArgumentError(field, "must be between 0 and 7 days")
+    return round(value)
 
 
 def call_to_pb(call: Call) -> pb.Call:
     """Convert a call for a response."""
-    return pb.Call(
+    msg = pb.Call(
         call_id=call.call_id,
         channel=_invert(CHANNELS)[call.channel],
         required_skills=[
@@ -286,7 +317,12 @@ def call_to_pb(call: Call) -> pb.Call:
         priority=call.priority,
         preferred_agent_id=call.preferred_agent_id,
         attributes=dict(call.attributes),
+        team=call.team,
+        region_required=call.region_required,
     )
+    if call.expected_handle_s:
+        msg.expected_handle_time.CopyFrom(duration(call.expected_handle_s))
+    return msg
 
 
 def explanation_to_pb(explanation: Explanation) -> pb.Explanation:
@@ -305,6 +341,7 @@ def explanation_to_pb(explanation: Explanation) -> pb.Explanation:
         score=explanation.score,
         runner_up_agent_id=explanation.runner_up_agent_id,
         runner_up_score=explanation.runner_up_score,
+        widening_step=explanation.widening_step,
     )
 
 
@@ -323,19 +360,52 @@ def assignment_to_pb(assignment: Assignment) -> pb.Assignment:
         msg.ended_at.CopyFrom(timestamp(assignment.ended_ms))
     if assignment.explanation is not None:
         msg.explanation.CopyFrom(explanation_to_pb(assignment.explanation))
+    if assignment.offer_expires_ms and assignment.state == AssignmentState.OFFERED:
+        msg.offer_expires_at.CopyFrom(timestamp(assignment.offer_expires_ms))
     return msg
 
 
-def call_record_to_pb(record: CallRecord) -> pb.CallInfo:
-    """Convert a stored call."""
+def call_record_to_pb(
+    record: CallRecord,
+    now_ms: int,
+    *,
+    estimated_wait_s: float | None = None,
+    timeline: Iterable[Event] = (),
+) -> pb.CallInfo:
+    """Convert a stored call; ``waited`` runs until ``now_ms`` while the call waits."""
+    call = record.call
+    origin = call.enqueued_ms or call.created_ms
+    waiting = record.status in (CallStatus.QUEUED, CallStatus.OFFERED)
     msg = pb.CallInfo(
-        call=call_to_pb(record.call),
+        call=call_to_pb(call),
         status=CALL_STATUSES[record.status],
         updated_at=timestamp(record.updated_ms),
+        position=record.position,
+        callback_requested=record.callback_requested,
+        sla_at_risk=record.sla_at_risk,
+        sla_breached=record.sla_breached,
+        timeline=[event_to_pb(e) for e in timeline],
     )
+    if origin:
+        end = now_ms if waiting else (record.assignment.created_ms if record.assignment else 0)
+        msg.waited.CopyFrom(duration(max(0, end - origin) / 1000))
     if record.assignment is not None:
         msg.assignment.CopyFrom(assignment_to_pb(record.assignment))
+    if estimated_wait_s is not None:
+        msg.estimated_wait.CopyFrom(duration(estimated_wait_s))
     return msg
+
+
+def event_to_pb(event: Event) -> pb.Event:
+    """Convert a stream event."""
+    return pb.Event(
+        event_id=event.event_id,
+        type=event.type,
+        time=timestamp(event.ts_ms),
+        call_id=event.call_id,
+        agent_id=event.agent_id,
+        data=dict(event.data),
+    )
 
 
 # --- agents ----------------------------------------------------------------------------------
@@ -393,6 +463,7 @@ AGENT_FIELDS = (
     "timezone",
     "capacity",
     "max_occupancy",
+    "shift_end",
 )
 
 
@@ -419,6 +490,10 @@ def agent_fields_from_pb(msg: pb.Agent, paths: Iterable[str]) -> dict[str, objec
                 occupancy_cap("agent.max_occupancy", msg.max_occupancy)
                 if msg.HasField("max_occupancy")
                 else None
+            )
+        elif path == "shift_end":
+            values["shift_end_ms"] = (
+                ms_from_timestamp(msg.shift_end) if msg.HasField("shift_end") else 0
             )
         else:
             raise InvalidArgumentError("update_mask", f"{path!r} is not an editable agent field")
@@ -492,6 +567,8 @@ def profile_to_pb(profile: AgentProfile) -> pb.Agent:
     )
     if profile.max_occupancy is not None:
         msg.max_occupancy = profile.max_occupancy
+    if profile.shift_end_ms:
+        msg.shift_end.CopyFrom(timestamp(profile.shift_end_ms))
     return msg
 
 
@@ -514,4 +591,5 @@ def agent_to_pb(agent: AgentSnapshot, policy: Policy, now_ms: int) -> pb.Agent:
     status.occupancy = round(occupancy(agent, now_ms, policy.occupancy_window_s), 4)
     status.performance_score = round(performance.score(agent.performance, now_ms, policy), 4)
     status.routable = is_present(agent, now_ms, policy)
+    status.missed_offers = agent.missed_offers
     return msg

@@ -55,6 +55,12 @@ def _explain(response: routing_pb2.AssignResponse) -> str:
     parts = ", ".join(f"{p.name} {p.value:+.2f}" for p in e.score_parts)
     if response.result == routing_pb2.AssignResponse.RESULT_NO_AGENT:
         return f"NO_AGENT ({e.candidates} eligible; excluded: {excluded or 'none'})"
+    if response.result == routing_pb2.AssignResponse.RESULT_QUEUED:
+        wait = response.estimated_wait.ToTimedelta().total_seconds()
+        return (
+            f"QUEUED at position {response.position}, estimated wait {wait:.0f}s "
+            f"(excluded now: {excluded or 'none'})"
+        )
     a = response.assignment
     runner = (
         f"; runner-up {e.runner_up_agent_id} {e.runner_up_score:.2f}"

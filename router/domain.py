@@ -36,6 +36,9 @@ class Presence(StrEnum):
     BREAK = "break"
     AWAY = "away"
     OFFLINE = "offline"
+    NOT_RESPONDING = "not_responding"
+    """Set by the router after ``Policy.max_missed_offers`` missed offers in a row; the
+    agent gets no work until they set AVAILABLE again."""
 
 
 class AbsenceKind(StrEnum):
@@ -69,24 +72,49 @@ class Exclusion(StrEnum):
     CHANNEL_NOT_SERVED = "channel_not_served"
     AT_CAPACITY = "at_capacity"
     OCCUPANCY_CAP = "occupancy_cap"
+    SHIFT_ENDING = "shift_ending"
+    """The call's expected handle time would outlast the agent's shift or reach into a
+    scheduled absence."""
+    DECLINED = "declined"
+    """The agent already rejected, missed or released this call."""
+    WRONG_TEAM = "wrong_team"
+    """The call is for a team (or, after widening, overflow teams) the agent is not in."""
+    REGION = "region"
+    """The call requires the customer's region and the agent is elsewhere (until widened)."""
 
 
 class CallStatus(StrEnum):
-    """Lifecycle of a call as the store records it."""
+    """Lifecycle of a call as the store records it (see the README's state diagram)."""
 
+    QUEUED = "queued"
+    """Waiting for an agent (also after a reject, an offer timeout, a release or a reclaim,
+    with its original age)."""
+    OFFERED = "offered"
+    """Offered to an agent who has not accepted yet."""
     ASSIGNED = "assigned"
-    RELEASED = "released"
+    """An agent holds it (assigned directly, or an accepted offer)."""
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+    """Withdrawn by the platform while an agent held it."""
+    ABANDONED = "abandoned"
+    """The customer hung up while it was queued or offered."""
 
 
 class AssignmentState(StrEnum):
     """Lifecycle of one assignment (one call given to one agent)."""
 
+    OFFERED = "offered"
+    """Waiting for the agent's Accept; holds the agent's capacity until it expires."""
     ACTIVE = "active"
     COMPLETED = "completed"
     RELEASED = "released"
+    """Handed back by the agent; the call went back to the queue."""
     CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    """The offer expired unanswered."""
+    RECLAIMED = "reclaimed"
+    """Taken back because the agent became absent; the call went back to the queue."""
 
 
 def frozen_map(items: Mapping[K, V] | None = None) -> Mapping[K, V]:
@@ -109,6 +137,21 @@ DEFAULT_CHANNEL_UNITS: Mapping[Channel, int] = frozen_map(
     }
 )
 """Units one item consumes from an agent's budget of ``AGENT_UNIT_BUDGET`` units."""
+
+DEFAULT_EXPECTED_HANDLE_S: Mapping[Channel, int] = frozen_map(
+    {
+        Channel.VOICE: 300,
+        Channel.CHAT: 600,
+        Channel.EMAIL: 1800,
+        Channel.WHATSAPP: 900,
+        Channel.SOCIAL: 900,
+    }
+)
+"""Expected handle time per channel: the shift-end rule and the handle-time part of an
+outcome's value use it."""
+
+NO_SECONDS: Mapping[Channel, int] = frozen_map(dict.fromkeys(Channel, 0))
+"""Zero seconds on every channel (no offers, no wrap-up: the defaults)."""
 
 AGENT_UNIT_BUDGET = 100
 """Every agent has 100 units to share across channels: one voice call, or four chats, ..."""
@@ -152,6 +195,9 @@ class AgentProfile:
     max_occupancy: float | None = None
     """Rolling occupancy cap in (0, 1]; ``None`` uses the policy's cap."""
     absences: tuple[Absence, ...] = ()
+    shift_end_ms: int = 0
+    """When the agent's current shift ends (0: unknown). Work expected to outlast it is not
+    routed to them, and offered work is reclaimed when it comes."""
     version: int = 0
     """Incremented by the store on every profile write; 0 means never stored."""
 
@@ -164,6 +210,15 @@ class ActiveWork:
     channel: Channel
     units: int
     start_ms: int
+    offered: bool = False
+    """Still an offer (not accepted yet)."""
+    wrap_until_ms: int = 0
+    """Non-zero once the work is done: the agent is in wrap-up and the slot stays taken
+    until then. Work with ``0 < wrap_until_ms <= now`` no longer counts."""
+
+    def holds(self, now_ms: int) -> bool:
+        """Whether this work takes capacity at ``now_ms``."""
+        return self.wrap_until_ms == 0 or self.wrap_until_ms > now_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +259,8 @@ class AgentSnapshot:
     """When the agent last finished work or became available (longest-idle reference)."""
     last_assigned_ms: int = 0
     """When the agent last received work (round-robin reference)."""
+    missed_offers: int = 0
+    """Offers missed in a row (reset by an accept or by becoming AVAILABLE)."""
     seq: int = 0
     """Live-state sequence number; every presence, load or profile change increments it.
     A commit re-checks it so a decision made on a stale view is re-planned, never applied."""
@@ -214,13 +271,47 @@ class AgentSnapshot:
         return self.profile.agent_id
 
     def load(self, channel: Channel) -> int:
-        """Items in progress on ``channel``."""
+        """Items taking capacity on ``channel`` (stores put only work that still holds
+        capacity, wrap-up included, in a snapshot)."""
         return sum(1 for work in self.active if work.channel == channel)
 
     @property
     def units_used(self) -> int:
         """Units of the budget taken by work in progress."""
         return sum(work.units for work in self.active)
+
+
+@dataclass(frozen=True, slots=True)
+class SlaTarget:
+    """Answer ``goal`` (a fraction) of calls within ``target_s`` seconds."""
+
+    target_s: int
+    goal: float = 0.8
+
+
+DEFAULT_SLA: Mapping[Channel, SlaTarget] = frozen_map(
+    {
+        Channel.VOICE: SlaTarget(20, 0.8),
+        Channel.CHAT: SlaTarget(60, 0.8),
+        Channel.EMAIL: SlaTarget(86400, 0.9),
+        Channel.WHATSAPP: SlaTarget(300, 0.8),
+        Channel.SOCIAL: SlaTarget(3600, 0.8),
+    }
+)
+"""Industry-typical targets: voice 80 % in 20 s, chat 60 s, email first reply in 24 h."""
+
+
+@dataclass(frozen=True, slots=True)
+class WideningStep:
+    """After a call has waited ``after_s``, accept more agents (bullseye routing)."""
+
+    after_s: int
+    level_drop: int = 0
+    """Lower every required skill level by this much (never below 1)."""
+    teams: tuple[str, ...] = ()
+    """Overflow teams whose agents may now take calls bound to a team."""
+    any_region: bool = False
+    """Drop the call's hard region requirement."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +352,37 @@ class Policy:
     """Outcomes lose half their weight after this long."""
     idle_horizon_s: int = 900
     """Idle time at which the fairness term saturates."""
+    offer_timeout_s: Mapping[Channel, int] = field(default_factory=lambda: NO_SECONDS)
+    """Per channel: 0 (or absent) assigns directly; > 0 offers first and waits this long for
+    an Accept before the call goes back to the queue."""
+    wrap_up_s: Mapping[Channel, int] = field(default_factory=lambda: NO_SECONDS)
+    """Per channel: seconds after Complete before the agent's slot returns."""
+    expected_handle_s: Mapping[Channel, int] = field(
+        default_factory=lambda: DEFAULT_EXPECTED_HANDLE_S
+    )
+    sla: Mapping[Channel, SlaTarget] = field(default_factory=lambda: DEFAULT_SLA)
+    sla_at_risk: float = 0.8
+    """A waiting call is at risk once its predicted answer time (waited + estimated wait)
+    passes the target, or it has waited this fraction of the target."""
+    escalation_priority_boost: int = 2
+    """Added to an at-risk call's priority (capped at 10)."""
+    escalation_group: str = "supervisors"
+    """Named in SLA_AT_RISK events for the supervisors' dashboards to notify."""
+    widening: tuple[WideningStep, ...] = ()
+    """Bullseye steps in increasing ``after_s``; an at-risk call jumps to the next one."""
+    aging_s_per_priority: int = 60
+    """Queue order: one priority level is worth this many seconds of waiting."""
+    max_missed_offers: int = 3
+    """Missed offers in a row before the agent becomes NOT_RESPONDING (0: never)."""
+    callback_threshold_s: int = 300
+    """Offer a callback when the estimated wait passes this (0: never)."""
+    reclaim_on_absence: bool = True
+    """Take back offers (and accepted work on ``reclaim_channels``) from agents who go
+    offline, miss heartbeats, start an absence or reach their shift end."""
+    reclaim_channels: frozenset[Channel] = frozenset({Channel.EMAIL, Channel.SOCIAL})
+    """Channels whose accepted work can move to another agent when its holder leaves."""
+    max_queue: int = 10_000
+    """Queued calls per tenant before Assign answers RESOURCE_EXHAUSTED."""
     version: int = 0
 
     def capacity_for(self, profile: AgentProfile, channel: Channel) -> int:
@@ -276,6 +398,16 @@ class Policy:
     def units_for(self, channel: Channel) -> int:
         """Budget units one item on ``channel`` takes."""
         return self.channel_units.get(channel, AGENT_UNIT_BUDGET)
+
+    def handle_s_for(self, call: Call) -> int:
+        """Seconds the call is expected to take (its own estimate, else the channel's)."""
+        if call.expected_handle_s > 0:
+            return call.expected_handle_s
+        return self.expected_handle_s.get(call.channel, 0)
+
+    def sla_for(self, channel: Channel) -> SlaTarget | None:
+        """The channel's SLA target, if any."""
+        return self.sla.get(channel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +435,18 @@ class Call:
     preferred_agent_id: str = ""
     """The customer's previous agent, favoured by the soft score."""
     attributes: Mapping[str, str] = field(default_factory=frozen_map)
+    team: str = ""
+    """Only agents of this team (or of a widening step's overflow teams); empty: any."""
+    region_required: bool = False
+    """Only agents in ``region`` until a widening step says ``any_region``."""
+    expected_handle_s: int = 0
+    """The platform's estimate of the work (0: the policy's per-channel default)."""
     created_ms: int = 0
+    enqueued_ms: int = 0
+    """When the call first waited (its age survives rejects, timeouts and releases);
+    0 while it never waited. Aging, widening and SLA count from here."""
+    excluded_agents: tuple[str, ...] = ()
+    """Agents who rejected, missed or released this call: never offered it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +463,8 @@ class Explanation:
     score: float = 0.0
     runner_up_agent_id: str = ""
     runner_up_score: float = 0.0
+    widening_step: int = 0
+    """How many widening steps applied (0: none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +486,8 @@ class Snapshot:
     unindexed_missing_skill: int = 0
     """Agents the store skipped because its skill index showed a required skill missing;
     reported in explanations as ``MISSING_SKILL`` exclusions."""
+    queued: int = 0
+    """Calls waiting in the tenant's queue when the snapshot was read (``load_snapshot``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +523,8 @@ class Assignment:
     created_ms: int
     ended_ms: int = 0
     explanation: Explanation | None = None
+    offer_expires_ms: int = 0
+    """While OFFERED: when the offer times out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,3 +535,8 @@ class CallRecord:
     status: CallStatus
     assignment: Assignment | None
     updated_ms: int
+    position: int = 0
+    """1-based place in the queue while QUEUED (0 otherwise)."""
+    callback_requested: bool = False
+    sla_at_risk: bool = False
+    sla_breached: bool = False

@@ -7,11 +7,16 @@ alike, so a replay reproduces every decision.
 
 Pipeline, per call::
 
-    hard eligibility (router.eligibility)  ->  soft score (scoring.match)
+    widening (router.widening)  ->  hard eligibility (router.eligibility)
+        ->  soft score (scoring.match)
         ->  strategy: BALANCED min-cost flow (router.balanced) or a baseline (router.baselines)
         ->  Placement with an Explanation (candidates, exclusions, score parts, runner-up)
 
-Determinism: agents are ordered by agent id before anything else, calls by priority, age and
+Calls are served in queue order (``router.ordering``: SLA-overdue first, then age with
+``aging_s_per_priority`` seconds per priority level): when agents are scarce, the calls
+earlier in that order are the ones placed.
+
+Determinism: agents are ordered by agent id before anything else, calls by queue order and
 id; ties are broken by agent id (within a batch flow, by the agent-id order of its arcs), so
 identical inputs give an identical ``Decision``.
 """

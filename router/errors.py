@@ -64,3 +64,15 @@ class StoreUnavailableError(RouterError):
     """The state store cannot be reached or timed out; safe to retry."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhaustedError(RouterError):
+    """A quota is used up (the tenant's queue is full, a rate limit). Retry later."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class OutOfRangeError(RouterError):
+    """A cursor points before what is still kept (events trimmed from the stream)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE

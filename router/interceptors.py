@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -30,9 +30,36 @@ def _request_fields(request: Any) -> dict[str, str]:
     return fields
 
 
+class _Outcome:
+    """Status code and timing of one RPC, logged once when it ends."""
+
+    def __init__(self, method: str, request: Any) -> None:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(method=method, **_request_fields(request))
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+
+    def fail(self, error: BaseException, context: grpc.ServicerContext) -> None:
+        """Abort the RPC with the status that ``error`` maps to (raises)."""
+        if isinstance(error, RouterError):
+            self.code = error.code
+            context.abort(error.code, error.message)
+        self.code = grpc.StatusCode.INTERNAL
+        log.error("rpc_crashed", exc_info=error)
+        context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    def finish(self) -> None:
+        """Write the canonical line."""
+        log.info(
+            "rpc_finished",
+            code=self.code.name,
+            duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
+        )
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Turns ``RouterError`` into its status code, anything else into INTERNAL (logged with a
-    traceback), and logs ``rpc_finished`` with method, code and duration for every unary RPC."""
+    traceback), and logs ``rpc_finished`` with method, code and duration for every RPC."""
 
     def intercept_service(
         self,
@@ -40,34 +67,48 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         method = handler_call_details.method
-        inner: Handler = handler.unary_unary
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
-        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(method=method, **_request_fields(request))
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                return inner(request, context)
-            except RouterError as err:
-                code = err.code
-                context.abort(err.code, err.message)
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("rpc_crashed")
-                context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
-            finally:
-                log.info(
-                    "rpc_finished",
-                    code=code.name,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                )
 
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+def _unary(method: str, inner: Handler) -> Handler:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+        outcome = _Outcome(method, request)
+        try:
+            return inner(request, context)
+        except Exception as error:  # mapped to a status, never swallowed
+            outcome.fail(error, context)
+        finally:
+            outcome.finish()
+
+    return wrapped
+
+
+def _stream(method: str, inner: Handler) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        outcome = _Outcome(method, request)
+        try:
+            yield from inner(request, context)
+        except GeneratorExit:  # the client went away
+            outcome.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:  # mapped to a status, never swallowed
+            outcome.fail(error, context)
+        finally:
+            outcome.finish()
+
+    return wrapped

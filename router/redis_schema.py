@@ -1,11 +1,13 @@
 """Key names and record decoding of the Redis key schema (documented in ``router.redis_store``).
 
 Pure string handling, no driver: ``Keys`` spells every key of one tenant; the ``*_from_*``
-functions turn hash fields, ZSET members and stream entries back into domain types.
+functions turn hash fields, ZSET members, list items and stream entries back into domain types.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 
 from router import codec
@@ -15,6 +17,9 @@ from router.domain import (
     AgentSnapshot,
     Assignment,
     AssignmentState,
+    Call,
+    CallRecord,
+    CallStatus,
     Channel,
     PerformanceStats,
     Presence,
@@ -22,13 +27,16 @@ from router.domain import (
     frozen_map,
 )
 from router.errors import RouterError
-from router.store import Event
+from router.store import Event, HistoryEntry
 
 SCHEMA_VERSION = "v1"
 ACTIVE_PREFIX = "a:"
-"""Agent-hash fields ``a:<assignment_id>`` hold the agent's active assignments."""
+"""Agent-hash fields ``a:<assignment_id>`` hold the work that takes the agent's capacity."""
 EVENT_FIELDS = ("type", "ts", "call_id", "agent_id")
 """Stream fields every event carries; the others are the event's data."""
+TENANTS_KEY = f"rt:{SCHEMA_VERSION}:tenants"
+"""SET of every tenant with agents or calls. The only key without a tenant hash tag; never
+touched inside a script."""
 
 
 class Keys:
@@ -65,6 +73,30 @@ class Keys:
         """HASH: idempotency record of an Assign request."""
         return f"{self.prefix}req:{request_id}"
 
+    def timeline(self, call_id: str) -> str:
+        """LIST: the call's events as JSON arrays."""
+        return f"{self.prefix}timeline:{call_id}"
+
+    @property
+    def queue(self) -> str:
+        """ZSET: queued call ids scored by ``queue_score``."""
+        return f"{self.prefix}queue"
+
+    @property
+    def offers(self) -> str:
+        """ZSET: OFFERED assignment ids scored by expiry."""
+        return f"{self.prefix}offers"
+
+    @property
+    def history(self) -> str:
+        """ZSET: answered/abandoned/completed entries scored by time."""
+        return f"{self.prefix}history"
+
+    @property
+    def lease(self) -> str:
+        """STRING: the dispatcher lease, ``<expires_ms>|<owner>``."""
+        return f"{self.prefix}lease:dispatch"
+
     @property
     def agents(self) -> str:
         """ZSET: every agent id, score 0."""
@@ -97,33 +129,43 @@ def span_from_member(member: str) -> tuple[int, WorkSpan]:
     return int(end), WorkSpan(int(start), int(end), int(units))
 
 
+def work_from_field(assignment_id: str, value: str) -> ActiveWork:
+    """``<channel>|<units>|<start>|<offered 0/1>|<wrap_until>`` (the last two are absent in
+    records written before offers and wrap-up existed)."""
+    parts = value.split("|")
+    offered, wrap_until = (parts[3], parts[4]) if len(parts) >= 5 else ("0", "0")
+    return ActiveWork(
+        assignment_id,
+        Channel(parts[0]),
+        int(parts[1]),
+        int(parts[2]),
+        offered=offered == "1",
+        wrap_until_ms=int(wrap_until),
+    )
+
+
 def agent_from_hash(
-    fields: Mapping[str, str], members: Sequence[str], cutoff: int | None
+    fields: Mapping[str, str], members: Sequence[str], cutoff: int, now: int
 ) -> AgentSnapshot:
-    """An ``AgentSnapshot`` from the agent hash and its work members (spans ending before
-    ``cutoff`` dropped; ``None`` keeps all)."""
+    """An ``AgentSnapshot`` at ``now`` from the agent hash and its work members (spans ending
+    before ``cutoff`` dropped)."""
     try:
-        active = []
-        for name, value in fields.items():
-            if name.startswith(ACTIVE_PREFIX):
-                channel, units, start = value.split("|")
-                active.append(
-                    ActiveWork(name[len(ACTIVE_PREFIX) :], Channel(channel), int(units), int(start))
-                )
-        active.sort(key=lambda w: (w.start_ms, w.assignment_id))
-        spans = [span_from_member(m) for m in members]
+        works = [
+            work_from_field(name[len(ACTIVE_PREFIX) :], value)
+            for name, value in fields.items()
+            if name.startswith(ACTIVE_PREFIX)
+        ]
+        active, spans = rules.split_work(works, now)
+        spans += [span_from_member(m)[1] for m in members]
         return AgentSnapshot(
             profile=codec.decode_profile(fields["profile"], int(fields["version"])),
             presence=Presence(fields["presence"]),
             presence_reason=fields.get("presence_reason", ""),
             presence_since_ms=int(fields.get("presence_since", 0)),
             heartbeat_ms=int(fields.get("heartbeat", 0)),
-            active=tuple(active),
+            active=active,
             recent=tuple(
-                sorted(
-                    (span for end, span in spans if cutoff is None or end >= cutoff),
-                    key=rules.span_order,
-                )
+                sorted((span for span in spans if span.end_ms >= cutoff), key=rules.span_order)
             ),
             performance=PerformanceStats(
                 weighted_sum=float(fields.get("perf_sum", 0)),
@@ -132,15 +174,17 @@ def agent_from_hash(
             ),
             last_free_ms=int(fields.get("last_free", 0)),
             last_assigned_ms=int(fields.get("last_assigned", 0)),
+            missed_offers=int(fields.get("missed", 0)),
             seq=int(fields["seq"]),
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, IndexError) as exc:
         raise RouterError(f"stored agent is unreadable: {exc!r}") from exc
 
 
 def agent_from_view(view: Sequence[Sequence[str]]) -> AgentSnapshot:
-    """The ``agent_view`` a Lua script returns: ``[flat HGETALL, work members]``."""
-    return agent_from_hash(pairs(view[0]), view[1], None)
+    """The ``agent_view`` a Lua script returns: ``[flat HGETALL, work members, now]``."""
+    now = int(str(view[2]))
+    return agent_from_hash(pairs(view[0]), view[1], now - rules.WORK_RETENTION_MS, now)
 
 
 def assignment_from_hash(assignment_id: str, fields: Mapping[str, str]) -> Assignment:
@@ -158,6 +202,7 @@ def assignment_from_hash(assignment_id: str, fields: Mapping[str, str]) -> Assig
             created_ms=int(fields["created"]),
             ended_ms=int(fields.get("ended", 0)),
             explanation=codec.decode_explanation(explanation) if explanation else None,
+            offer_expires_ms=int(fields.get("offer_expires", 0)),
         )
     except (KeyError, ValueError) as exc:
         raise RouterError(f"stored assignment {assignment_id} is unreadable: {exc!r}") from exc
@@ -174,3 +219,76 @@ def event_from_entry(event_id: str, fields: Mapping[str, str]) -> Event:
         agent_id=fields.get("agent_id", ""),
         data=frozen_map(data),
     )
+
+
+def event_from_json(text: str) -> Event:
+    """An ``Event`` from a timeline item: ``[id, type, ts, call_id, agent_id, k, v, ...]``."""
+    try:
+        item = [str(part) for part in json.loads(text)]
+        data = dict(zip(item[5::2], item[6::2], strict=True))
+        return Event(item[0], item[1], int(item[2]), item[3], item[4], frozen_map(data))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise RouterError(f"stored timeline entry is unreadable: {exc!r}") from exc
+
+
+def history_from_member(member: str, score: float) -> HistoryEntry:
+    """``<padded event id>|<kind>|<channel>|<wait_ms>|<call_id>`` scored by time."""
+    try:
+        _, kind, channel, wait, call_id = member.split("|", 4)
+        return HistoryEntry(kind, Channel(channel), int(score), int(wait), call_id)
+    except ValueError as exc:
+        raise RouterError(f"stored history entry is unreadable: {exc!r}") from exc
+
+
+def call_from_hash(fields: Mapping[str, str]) -> Call:
+    """The call as it is now: the JSON it arrived with, plus its current priority, when it
+    first waited and who declined it."""
+    call = codec.decode_call(fields["call"])
+    try:
+        excluded = json.loads(fields.get("excluded", "[]")) or []
+        return dataclasses.replace(
+            call,
+            priority=int(fields.get("priority", call.priority)),
+            enqueued_ms=int(fields.get("enqueued", call.enqueued_ms)),
+            excluded_agents=tuple(str(agent_id) for agent_id in excluded),
+        )
+    except (ValueError, TypeError) as exc:
+        raise RouterError(f"stored call is unreadable: {exc!r}") from exc
+
+
+def record_from_hash(
+    fields: Mapping[str, str], asg: Mapping[str, str], rank: int | None
+) -> CallRecord:
+    """A ``CallRecord`` from the call hash, its assignment hash ({} if none) and its 0-based
+    queue rank (``None`` when not queued)."""
+    status = CallStatus(fields["status"])
+    asg_id = fields.get("assignment_id", "")
+    return CallRecord(
+        call=call_from_hash(fields),
+        status=status,
+        assignment=assignment_from_hash(asg_id, asg) if asg_id and asg else None,
+        updated_ms=int(fields["updated"]),
+        position=rank + 1 if rank is not None and status == CallStatus.QUEUED else 0,
+        callback_requested=fields.get("callback") == "1",
+        sla_at_risk=fields.get("at_risk") == "1",
+        sla_breached=fields.get("breached") == "1",
+    )
+
+
+def text(value: object) -> str:
+    """A reply value as ``str`` (the client decodes responses)."""
+    if not isinstance(value, str):
+        raise RouterError("the redis client must be created with decode_responses=True")
+    return value
+
+
+def text_or_none(value: object) -> str | None:
+    """A reply value as ``str``, ``None`` kept."""
+    return None if value is None else text(value)
+
+
+def texts(mapping: object) -> dict[str, str]:
+    """A hash reply as ``dict[str, str]``."""
+    if not isinstance(mapping, dict):
+        raise RouterError(f"redis replied {type(mapping).__name__} where a hash was expected")
+    return {text(name): text(value) for name, value in mapping.items()}

@@ -9,9 +9,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from router.admin_api import AgentAdminServicer, PolicyServicer
 from router.assigner import Assigner
+from router.dispatcher import Dispatcher
 from router.interceptors import ErrorInterceptor
-from router.servicers import AgentAdminServicer, PolicyServicer, RoutingServicer
+from router.routing_api import RoutingServicer
 from router.settings import Settings
 from router.store import Store
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
@@ -31,11 +33,14 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    dispatcher: Dispatcher
 
     def stop(self, grace_s: float) -> None:
-        """Report NOT_SERVING, then let in-flight RPCs finish for up to ``grace_s``."""
+        """Report NOT_SERVING, let in-flight RPCs finish for up to ``grace_s``, then stop the
+        dispatcher (queued calls stay in the store for the other replicas)."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        self.dispatcher.stop()
 
 
 def create_server(settings: Settings, store: Store) -> RunningServer:
@@ -49,11 +54,19 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
             ("grpc.so_reuseport", 0),
         ],
     )
-    routing_pb2_grpc.add_RoutingServiceServicer_to_server(
-        RoutingServicer(store, Assigner(store, max_replans=settings.max_replans)), server
+    dispatcher = Dispatcher(
+        store, batch_size=settings.dispatch_batch, tick_s=settings.dispatch_tick_s
     )
-    admin_pb2_grpc.add_AgentAdminServiceServicer_to_server(AgentAdminServicer(store), server)
-    admin_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(store), server)
+    assigner = Assigner(store, max_replans=settings.max_replans, dispatcher=dispatcher)
+    routing_pb2_grpc.add_RoutingServiceServicer_to_server(
+        RoutingServicer(store, assigner, dispatcher.wake), server
+    )
+    admin_pb2_grpc.add_AgentAdminServiceServicer_to_server(
+        AgentAdminServicer(store, dispatcher.wake), server
+    )
+    admin_pb2_grpc.add_PolicyServiceServicer_to_server(
+        PolicyServicer(store, dispatcher.wake), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -63,6 +76,7 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     server.start()
+    dispatcher.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer)
+    return RunningServer(server, port, health_servicer, dispatcher)

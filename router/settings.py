@@ -28,6 +28,12 @@ class Settings:
     """Re-plans of an Assign whose commit lost a race before ABORTED (``ROUTER_MAX_REPLANS``)."""
     redis_timeout_s: float = 2.0
     """Socket timeout of every Redis command (``ROUTER_REDIS_TIMEOUT_S``)."""
+    dispatch_tick_s: float = 1.0
+    """Seconds between dispatcher passes over every tenant (offer timeouts, SLA checks,
+    reclaiming, wrap-up ends); changes that free capacity trigger a pass at once
+    (``ROUTER_DISPATCH_TICK_S``)."""
+    dispatch_batch: int = 500
+    """Queued calls per tenant in one batch solve (``ROUTER_DISPATCH_BATCH``)."""
     grace_s: float = 5.0
     """Seconds in-flight RPCs get to finish on SIGTERM (``ROUTER_GRACE_S``)."""
     log_level: str = "info"
@@ -44,6 +50,10 @@ class Settings:
             raise SettingsError(f"ROUTER_MAX_REPLANS: {self.max_replans} is not in 0..100")
         if not 0 < self.redis_timeout_s <= 60:
             raise SettingsError(f"ROUTER_REDIS_TIMEOUT_S: {self.redis_timeout_s} not in (0, 60]")
+        if not 0.01 <= self.dispatch_tick_s <= 60:
+            raise SettingsError(f"ROUTER_DISPATCH_TICK_S: {self.dispatch_tick_s} not in 0.01..60")
+        if not 1 <= self.dispatch_batch <= 10_000:
+            raise SettingsError(f"ROUTER_DISPATCH_BATCH: {self.dispatch_batch} not in 1..10000")
         if not 0 <= self.grace_s <= 300:
             raise SettingsError(f"ROUTER_GRACE_S: {self.grace_s} is not in 0..300")
         if self.log_level not in {"debug", "info", "warning", "error"}:

@@ -24,12 +24,14 @@ from router.domain import (
     AssignmentState,
     Call,
     CallRecord,
+    Channel,
     Explanation,
     Policy,
     Presence,
     Snapshot,
     frozen_map,
 )
+from router.ordering import order_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ class Claim:
     """What ``commit_assignment`` needs to give ``call`` to ``agent_id`` atomically."""
 
     request_id: str
+    """The Assign's idempotency key; empty when the dispatcher places a queued call."""
     fingerprint: str
     """Digest of the request; the same ``request_id`` with another fingerprint is refused."""
     call: Call
@@ -58,14 +61,18 @@ class Claim:
     heartbeat_timeout_s: int
     """Re-checked against store time at commit; 0 disables the check."""
     explanation: Explanation
+    offer_timeout_s: int = 0
+    """> 0: the assignment starts OFFERED and expires after this long; 0: ACTIVE at once."""
+    from_queue: bool = False
+    """The call is QUEUED (dispatcher): the commit takes it off the queue, and the call
+    must still be QUEUED, else ``Gone``."""
 
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """The claim was applied (or had been applied before under the same ``request_id``)."""
+    """The claim was applied."""
 
     assignment: Assignment
-    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +82,46 @@ class Conflict:
     reason: str
 
 
-CommitResult: TypeAlias = Committed | Conflict
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """``request_id`` was already used with the same fingerprint: answer from
+    ``find_request`` (the call's current state), never assign again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """A queued call is no longer waiting (abandoned, or placed by another dispatcher)."""
+
+    status: str
+
+
+CommitResult: TypeAlias = Committed | Conflict | Replayed | Gone
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """What the dispatcher needs for one batch solve."""
+
+    snapshot: Snapshot
+    """Policy, store time and every agent of the tenant (no skill pruning)."""
+    calls: tuple[Call, ...]
+    """The first waiting calls in queue order (with ``enqueued_ms``, boosted ``priority``
+    and ``excluded_agents`` filled in)."""
+    depth: int
+    """All queued calls of the tenant (may exceed ``len(calls)``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One finished wait or piece of work, kept two hours for live statistics."""
+
+    kind: str
+    """``answered`` (wait_ms = time to answer), ``abandoned`` (wait_ms = time waited) or
+    ``completed`` (wait_ms = handle time)."""
+    channel: Channel
+    at_ms: int
+    wait_ms: int
+    call_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,24 +209,59 @@ class Store(Protocol):
     def load_snapshot(self, tenant: str, call: Call) -> Snapshot:
         """Policy, store time and every agent that could take ``call`` (pruned by the skill
         index; the count pruned goes in ``unindexed_missing_skill``), in one round trip
-        where the backend allows it."""
+        where the backend allows it. Only work that holds capacity at store time (in
+        progress, offered, or in wrap-up) is in ``AgentSnapshot.active``."""
         ...
 
-    def find_request(self, tenant: str, request_id: str) -> tuple[str, Assignment] | None:
-        """The fingerprint and assignment an earlier ``commit_assignment`` stored for
-        ``request_id``, or ``None``."""
+    def load_queue(self, tenant: str, limit: int) -> QueueView:
+        """The first ``limit`` queued calls in queue order and all agents, for a batch."""
+        ...
+
+    def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:
+        """The fingerprint recorded for ``request_id`` and the current state of its call, or
+        ``None``. (An Assign is remembered 24 h, whether it assigned or queued.)"""
         ...
 
     def commit_assignment(self, tenant: str, claim: Claim) -> CommitResult:
-        """Atomically: re-check the agent (exists, ``seq`` unchanged, AVAILABLE, heartbeat
-        fresh), check the call is not already assigned/finished and ``request_id`` unused,
-        then mint assignment id and fencing token, record assignment, call, idempotency
-        record and an ``ASSIGNED`` event.
+        """Atomically: check ``request_id`` (if given) is unused, the call is new (or, with
+        ``from_queue``, still QUEUED), re-check the agent (exists, ``seq`` unchanged,
+        AVAILABLE, heartbeat fresh), then mint assignment id and fencing token, record
+        assignment (ACTIVE, or OFFERED with an expiry), call, idempotency record, an
+        ``answered`` history entry when ACTIVE, and an ``ASSIGNED`` or ``OFFERED`` event.
 
-        Returns ``Committed(replayed=True)`` when ``request_id`` was already answered with the
-        same fingerprint; raises ``InvalidArgumentError`` (field ``request_id``) for another
-        fingerprint and ``FailedPreconditionError`` when the call is active or finished.
+        ``Replayed`` when ``request_id`` was used with the same fingerprint;
+        ``InvalidArgumentError`` (field ``request_id``) for another fingerprint;
+        ``FailedPreconditionError`` when a new call's id already exists; ``Gone`` when a
+        queued call stopped waiting; ``Conflict`` when the agent changed.
         """
+        ...
+
+    def enqueue(
+        self, tenant: str, request_id: str, fingerprint: str, call: Call, *, policy: Policy
+    ) -> CallRecord | Replayed:
+        """Queue a new call (nobody free, or others already waiting): status QUEUED, age
+        from ``call.created_ms``, queue score from priority and age (see ``queue_score``),
+        idempotency record, ``QUEUED`` event. Same request checks as ``commit_assignment``;
+        ``ResourceExhaustedError`` once ``policy.max_queue`` calls wait."""
+        ...
+
+    def accept_offer(self, tenant: str, assignment_id: str, token: int) -> Assignment:
+        """OFFERED -> ACTIVE (``answered`` history, ``ACCEPTED`` event, missed offers reset).
+        Idempotent when already ACTIVE. ``FailedPreconditionError`` for a stale token, an
+        expired offer or an assignment in another state; ``NotFoundError`` if unknown."""
+        ...
+
+    def decline_offer(
+        self, tenant: str, assignment_id: str, token: int, *, timed_out: bool, policy: Policy
+    ) -> Assignment:
+        """OFFERED -> REJECTED (or TIMED_OUT): free the slot, put the call back in the queue
+        with its original age and the agent in ``excluded_agents``; on a timeout count a
+        missed offer and set the agent NOT_RESPONDING at ``policy.max_missed_offers``.
+        Idempotent for the same outcome; errors as ``accept_offer``."""
+        ...
+
+    def expired_offers(self, tenant: str, limit: int = 100) -> list[Assignment]:
+        """OFFERED assignments whose expiry has passed (store time), oldest first."""
         ...
 
     def finish_assignment(
@@ -192,11 +273,15 @@ class Store(Protocol):
         *,
         outcome_value: float | None = None,
         half_life_s: int = 0,
+        wrap_up_s: int = 0,
+        policy: Policy | None = None,
     ) -> Assignment:
-        """End an active assignment as COMPLETED, RELEASED or CANCELLED: free the agent's
-        capacity, record the work span for occupancy, fold ``outcome_value`` into the
-        agent's decayed performance sums (see ``scoring.performance.fold``), update the
-        call and append an event.
+        """End an ACTIVE assignment as COMPLETED, RELEASED or CANCELLED: free the agent's
+        capacity (after ``wrap_up_s`` when COMPLETED), record the work span for occupancy,
+        fold ``outcome_value`` into the agent's decayed performance sums (see
+        ``scoring.performance.fold``), append a ``completed`` history entry and an event.
+        COMPLETED/CANCELLED finish the call; RELEASED puts it back in the queue with its
+        original age, the agent in ``excluded_agents`` (``policy`` gives the queue score).
 
         ``NotFoundError`` for an unknown assignment; ``FailedPreconditionError`` for a token
         that is not the assignment's (stale) or an assignment already ended another way.
@@ -204,15 +289,76 @@ class Store(Protocol):
         """
         ...
 
+    def reclaim(
+        self, tenant: str, agent_id: str, *, channels: frozenset[Channel], policy: Policy
+    ) -> list[Assignment]:
+        """The agent left (offline, heartbeat lost, absence, shift end): end their OFFERED
+        work, and ACTIVE work on ``channels``, as RECLAIMED; requeue each call with its
+        original age and the agent excluded; ``RECLAIMED`` events. Returns what moved."""
+        ...
+
     def cancel_call(self, tenant: str, call_id: str) -> CallRecord:
-        """The customer hung up: end the active assignment (if any) as CANCELLED and mark
-        the call CANCELLED. Idempotent; ``FailedPreconditionError`` if already completed."""
+        """The customer hung up or the platform withdrew the call: QUEUED or OFFERED ->
+        ABANDONED (off the queue, offer ended as CANCELLED, ``abandoned`` history);
+        ASSIGNED -> CANCELLED (assignment ended as CANCELLED). Idempotent;
+        ``FailedPreconditionError`` if completed; ``NotFoundError`` if unknown."""
+        ...
+
+    def mark_sla(self, tenant: str, call_id: str, *, breached: bool, policy: Policy) -> bool:
+        """Flag a QUEUED call as SLA at risk (once: raise its priority by
+        ``policy.escalation_priority_boost`` up to 10, re-score it in the queue, event
+        ``SLA_AT_RISK`` naming ``policy.escalation_group``) or breached (once: event
+        ``SLA_BREACHED``). Returns whether this call changed anything."""
+        ...
+
+    def request_callback(self, tenant: str, call_id: str) -> CallRecord:
+        """A QUEUED caller asked to be called back: keep their place, flag the call, event
+        ``CALLBACK_REQUESTED``. ``FailedPreconditionError`` unless QUEUED. Idempotent."""
         ...
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:
-        """A call's status and current or last assignment. ``NotFoundError`` if unknown."""
+        """A call's status (with queue position while QUEUED) and current or last
+        assignment. ``NotFoundError`` if unknown."""
         ...
 
-    def read_events(self, tenant: str, after_id: str = "0", limit: int = 100) -> list[Event]:
-        """Events strictly after ``after_id`` in stream order (non-blocking)."""
+    def get_assignment(self, tenant: str, assignment_id: str) -> Assignment:
+        """One assignment as stored. ``NotFoundError`` if unknown (or expired)."""
         ...
+
+    def last_event_id(self, tenant: str) -> str:
+        """The id of the newest event ("0-0" when there is none): a cursor for "from now"."""
+        ...
+
+    def call_timeline(self, tenant: str, call_id: str) -> list[Event]:
+        """Every event of the call in order (kept as long as the call record)."""
+        ...
+
+    def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
+        """Answered, abandoned and completed entries at or after ``since_ms`` (two hours kept)."""
+        ...
+
+    def tenants(self) -> list[str]:
+        """Tenants that have agents or calls (for the dispatcher's tick)."""
+        ...
+
+    def acquire_lease(self, tenant: str, owner: str, ttl_ms: int) -> bool:
+        """Take or extend the tenant's dispatcher lease (expires in store time)."""
+        ...
+
+    def release_lease(self, tenant: str, owner: str) -> None:
+        """Give the lease back if ``owner`` still holds it."""
+        ...
+
+    def read_events(
+        self, tenant: str, after_id: str = "0", limit: int = 100, block_ms: int = 0
+    ) -> list[Event]:
+        """Events strictly after ``after_id`` in stream order; with ``block_ms > 0`` wait up
+        to that long for the first one. ``after_id`` "$" means only new events.
+        ``OutOfRangeError`` when events after ``after_id`` were already trimmed away."""
+        ...
+
+
+def queue_score(call: Call, policy: Policy) -> float:
+    """Queue order key, lowest first (``router.ordering.order_key``): the call's age origin
+    minus what its priority is worth. Older calls naturally move up."""
+    return order_key(call, policy)

@@ -1,7 +1,8 @@
 """Rules both stores share, so ``MemoryStore`` and ``RedisStore`` behave identically.
 
 Retention constants, the tenant check, the page-token and event-id encodings, the
-``list_agents`` filter and the exact wording of every store error. (The performance fold is
+``list_agents`` filter, the age and wait rules of queued calls and the exact wording of every
+store error. (The performance fold is
 ``scoring.performance.fold``; the Lua scripts repeat its formula operation for operation.)
 Nothing here touches Redis or a clock.
 """
@@ -12,24 +13,33 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from router.domain import AgentProfile, AgentSnapshot, AssignmentState, CallStatus, WorkSpan
+from router.domain import ActiveWork, AgentProfile, AgentSnapshot, AssignmentState, WorkSpan
 from router.errors import (
     ContentionError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    OutOfRangeError,
+    ResourceExhaustedError,
     VersionConflictError,
 )
 from router.store import AgentQuery
 
 REQUEST_TTL_MS = 24 * 3600 * 1000
-"""How long an idempotency record (``request_id`` -> assignment) is kept."""
+"""How long an idempotency record (``request_id`` -> fingerprint and call id) is kept."""
 
 RECORD_TTL_MS = 7 * 24 * 3600 * 1000
-"""How long an ended assignment and a finished/released call are kept after their last change.
-Longer than ``REQUEST_TTL_MS``, so a replayable request always finds its assignment."""
+"""How long an ended assignment and a finished call (completed, cancelled, abandoned) and its
+timeline are kept after their last change. Longer than ``REQUEST_TTL_MS``, so a replayable
+request always finds its call. Calls that are still alive never expire."""
+
+HISTORY_MS = 2 * 3600 * 1000
+"""Answered/abandoned/completed entries are kept this long (live statistics look back 1 h)."""
+
+TIMELINE_MAX = 200
+"""Events kept in one call's timeline (the latest ones)."""
 
 WORK_RETENTION_MS = 24 * 3600 * 1000
 """Finished work spans are kept this long (the longest occupancy window a policy may use).
@@ -41,12 +51,13 @@ EVENTS_MAXLEN = 100_000
 MAX_CAS_ATTEMPTS = 5
 """Re-reads of an unconditional (``expected_version == 0``) update before ``ContentionError``."""
 
-ENDINGS = {
-    AssignmentState.COMPLETED: CallStatus.COMPLETED,
-    AssignmentState.RELEASED: CallStatus.RELEASED,
-    AssignmentState.CANCELLED: CallStatus.CANCELLED,
-}
-"""How ending an assignment sets its call's status."""
+ENDINGS = frozenset(
+    {AssignmentState.COMPLETED, AssignmentState.RELEASED, AssignmentState.CANCELLED}
+)
+"""How ``finish_assignment`` may end an ACTIVE assignment."""
+
+EVENTS_START = (0, 0)
+"""``read_events`` from "0" means "from the oldest event still kept": never out of range."""
 
 _PAGE_TOKEN_PREFIX = "agent:"
 _EVENT_ID = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
@@ -67,6 +78,40 @@ def check_ending(end: AssignmentState, outcome_value: float | None) -> None:
         raise InvalidArgumentError("end", "must be COMPLETED, RELEASED or CANCELLED")
     if outcome_value is not None and not math.isfinite(outcome_value):
         raise InvalidArgumentError("outcome_value", "must be a finite number")
+
+
+def check_positive(name: str, value: int) -> None:
+    """Refuse a non-positive count or duration argument."""
+    if value <= 0:
+        raise InvalidArgumentError(name, "must be positive")
+
+
+def age_origin(enqueued_ms: int, created_ms: int, now_ms: int) -> int:
+    """Where a call's age (queue order, waits, SLA) counts from: when it first waited, else
+    when it was created, else (neither known) when the store first saw it."""
+    return enqueued_ms or created_ms or now_ms
+
+
+def queue_score(origin_ms: int, priority: int, aging_s_per_priority: int) -> float:
+    """``router.store.queue_score`` on stored values: the age origin minus what the priority
+    is worth. The Lua scripts compute the same double."""
+    return float(origin_ms - priority * aging_s_per_priority * 1000)
+
+
+def boosted(priority: int, boost: int) -> int:
+    """An at-risk call's new priority (never above 10)."""
+    return min(10, priority + boost)
+
+
+def split_work(
+    works: Sequence[ActiveWork], now: int
+) -> tuple[tuple[ActiveWork, ...], list[WorkSpan]]:
+    """Work that holds capacity at ``now`` (in ``start_ms``, id order), and the spans of
+    wrap-ups that have ended but were not yet moved to the ``work`` ZSET (they end at their
+    ``wrap_until_ms``, exactly as the span written when they are moved)."""
+    held = sorted((w for w in works if w.holds(now)), key=lambda w: (w.start_ms, w.assignment_id))
+    ended = [WorkSpan(w.start_ms, w.wrap_until_ms, w.units) for w in works if not w.holds(now)]
+    return tuple(held), ended
 
 
 def span_order(span: WorkSpan) -> tuple[int, int, int]:
@@ -156,8 +201,44 @@ def call_assigned(call_id: str, assignment_id: str) -> FailedPreconditionError:
 
 
 def call_finished(call_id: str, status: str) -> FailedPreconditionError:
-    """Committing or cancelling a call that is over."""
+    """Committing a known call directly, cancelling a completed one, or asking a callback
+    for a call that is not QUEUED."""
     return FailedPreconditionError(f"call {call_id} is {status}")
+
+
+def call_not_found(call_id: str) -> NotFoundError:
+    """The call is unknown (or its record expired)."""
+    return NotFoundError(f"call {call_id} not found")
+
+
+def assignment_not_found(assignment_id: str) -> NotFoundError:
+    """The assignment is unknown (or its record expired)."""
+    return NotFoundError(f"assignment {assignment_id} not found")
+
+
+def queue_full(tenant: str, depth: int) -> ResourceExhaustedError:
+    """``enqueue`` at ``Policy.max_queue``."""
+    return ResourceExhaustedError(f"tenant {tenant}: the queue is full ({depth} calls)")
+
+
+def offer_expired(assignment_id: str) -> FailedPreconditionError:
+    """Accepting or rejecting an offer after its expiry."""
+    return FailedPreconditionError(f"offer {assignment_id} has expired")
+
+
+def not_active(assignment_id: str) -> FailedPreconditionError:
+    """Finishing an offer that was never accepted."""
+    return FailedPreconditionError(f"assignment {assignment_id} is offered, not accepted yet")
+
+
+def events_trimmed(after_id: str) -> OutOfRangeError:
+    """The cursor is older than the oldest event kept."""
+    return OutOfRangeError(f"events after {after_id} were trimmed")
+
+
+def missed_reason(missed: int) -> str:
+    """The presence reason of an agent set NOT_RESPONDING."""
+    return f"missed {missed} offers"
 
 
 def request_reused() -> InvalidArgumentError:

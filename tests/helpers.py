@@ -35,6 +35,8 @@ def key_content(client: redis.Redis, key: bytes | str) -> object:
         return sorted(client.smembers(key))
     if kind == b"stream":
         return client.xrange(key)
+    if kind == b"list":
+        return client.lrange(key, 0, -1)
     return client.get(key)
 
 

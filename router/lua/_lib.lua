@@ -1,9 +1,13 @@
 -- Shared prelude: router.redis_store prepends this file to every script before loading it.
 -- Conventions: every key is declared in KEYS and carries the tenant hash tag (single slot);
 -- outcomes are returned as {status, ...} arrays, never raised as script errors.
+-- The in-memory store (router/memory_*.py) repeats every rule here step for step.
 
--- ARGV[1] of every writing script: epoch ms from the store's override clock, or '' to take
--- Redis server time (allowed in scripts since Redis 5: effects replication).
+local TIMELINE_MAX = 200      -- store_common.TIMELINE_MAX
+local HISTORY_MS = 7200000    -- store_common.HISTORY_MS
+
+-- ARGV[1] of every script: epoch ms from the store's override clock, or '' to take Redis
+-- server time (allowed in scripts since Redis 5: effects replication).
 local function now_ms(arg)
   local n = tonumber(arg)
   if n then return n end
@@ -16,65 +20,175 @@ local function fmt(x)
   return string.format('%.17g', x)
 end
 
+-- An integral number (epoch ms, a count) as decimal digits, never in exponent form.
+local function int(x)
+  return string.format('%d', x)
+end
+
 local function emit(events_key, maxlen, kind, ts, call_id, agent_id, data)
   local args = {events_key, 'MAXLEN', '~', maxlen, '*',
-                'type', kind, 'ts', ts, 'call_id', call_id, 'agent_id', agent_id}
+                'type', kind, 'ts', int(ts), 'call_id', call_id, 'agent_id', agent_id}
   for i = 1, #data do args[#args + 1] = data[i] end
   return redis.call('XADD', unpack(args))
 end
 
-local function has_active(agent_key)
-  for _, f in ipairs(redis.call('HKEYS', agent_key)) do
-    if string.sub(f, 1, 2) == 'a:' then return true end
+-- An event about a call: the stream, plus the call's own timeline (the latest TIMELINE_MAX,
+-- as JSON arrays [id, type, ts, call_id, agent_id, k, v, ...]; see redis_schema).
+local function emit_call(events_key, timeline_key, maxlen, kind, ts, call_id, agent_id, data)
+  local id = emit(events_key, maxlen, kind, ts, call_id, agent_id, data)
+  local item = {id, kind, int(ts), call_id, agent_id}
+  for i = 1, #data do item[#item + 1] = tostring(data[i]) end
+  redis.call('RPUSH', timeline_key, cjson.encode(item))
+  redis.call('LTRIM', timeline_key, -TIMELINE_MAX, -1)
+  return id
+end
+
+-- A live call and its timeline never expire; a finished one (and its timeline) goes
+-- record_ttl_ms after its last change. Called after the script's last emit_call.
+local function settle_call(call_key, timeline_key, finished, record_ttl_ms)
+  if finished then
+    redis.call('PEXPIRE', call_key, record_ttl_ms)
+    redis.call('PEXPIRE', timeline_key, record_ttl_ms)
+  else
+    redis.call('PERSIST', call_key)
+    redis.call('PERSIST', timeline_key)
   end
-  return false
 end
 
--- The agent as the store returns it: its hash and the work spans of the retention window.
-local function agent_view(agent_key, work_key, now, retention_ms)
-  return {redis.call('HGETALL', agent_key),
-          redis.call('ZRANGEBYSCORE', work_key, now - retention_ms, '+inf')}
+-- History members sort by time, then (ties) by the padded id of their event, i.e. in the
+-- order they were written: '<ms 20 digits>-<n 20 digits>|kind|channel|wait_ms|call_id'.
+local function add_history(history_key, event_id, kind, channel, now, wait, call_id)
+  local dash = string.find(event_id, '-', 1, true)
+  local ms, n = string.sub(event_id, 1, dash - 1), string.sub(event_id, dash + 1)
+  local key = string.rep('0', 20 - #ms) .. ms .. '-' .. string.rep('0', 20 - #n) .. n
+  redis.call('ZADD', history_key, now,
+             key .. '|' .. kind .. '|' .. channel .. '|' .. int(wait) .. '|' .. call_id)
+  redis.call('ZREMRANGEBYSCORE', history_key, '-inf', '(' .. int(now - HISTORY_MS))
 end
 
--- End an ACTIVE assignment as `state` (completed|released|cancelled): free the agent's slot,
--- record the work span, fold the outcome (scoring.performance.fold, same operations in the
--- same order), update the call if it still points here, keep both records for record_ttl_ms,
--- append the event. o = {now, outcome ('' for none), half_life_s, retention_ms,
--- record_ttl_ms, maxlen}.
-local function end_assignment(asg_key, agent_key, work_key, call_key, events_key, asg_id,
-                              state, o)
-  local now = o.now
-  local a = redis.call('HMGET', asg_key, 'agent_id', 'call_id', 'units', 'created', 'token')
-  if redis.call('EXISTS', agent_key) == 1 then
-    redis.call('HDEL', agent_key, 'a:' .. asg_id)
-    redis.call('ZADD', work_key, now, asg_id .. '|' .. a[4] .. '|' .. now .. '|' .. a[3])
-    redis.call('ZREMRANGEBYSCORE', work_key, '-inf', '(' .. (now - o.retention_ms))
-    redis.call('HINCRBY', agent_key, 'seq', 1)
-    if not has_active(agent_key) then redis.call('HSET', agent_key, 'last_free', now) end
-    local value = tonumber(o.outcome)
-    if value then
-      local p = redis.call('HMGET', agent_key, 'perf_sum', 'perf_weight', 'perf_ts')
-      local s, w, ts = tonumber(p[1]) or 0, tonumber(p[2]) or 0, tonumber(p[3]) or 0
-      local factor = 1.0
-      if ts ~= 0 and o.half_life_s > 0 then
-        factor = 2.0 ^ (-(now - ts) / 1000 / o.half_life_s)
+-- --- the agent's work -----------------------------------------------------------------------
+-- Field a:<assignment_id> = '<channel>|<units>|<start>|<offered 0/1>|<wrap_until>'. It holds
+-- capacity while wrap_until is 0 (in progress or offered) or still in the future (wrap-up).
+
+local function parse_work(value)
+  local p = {}
+  for part in string.gmatch(value, '[^|]+') do p[#p + 1] = part end
+  return {channel = p[1], units = p[2], start = tonumber(p[3]), offered = p[4] or '0',
+          wrap = tonumber(p[5] or '0')}
+end
+
+local function work_value(channel, units, start, offered, wrap)
+  return channel .. '|' .. units .. '|' .. int(start) .. '|' .. offered .. '|' .. int(wrap)
+end
+
+local function add_span(work_key, asg_id, start, finish, units, now, retention_ms)
+  redis.call('ZADD', work_key, finish,
+             asg_id .. '|' .. int(start) .. '|' .. int(finish) .. '|' .. units)
+  redis.call('ZREMRANGEBYSCORE', work_key, '-inf', '(' .. int(now - retention_ms))
+end
+
+-- Work the agent holds at `now`: {count, in_progress (any work without a wrap-up),
+-- latest wrap_until still ahead (0: none)}.
+local function held(agent_key, now)
+  local count, busy, latest = 0, false, 0
+  local flat = redis.call('HGETALL', agent_key)
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, 2) == 'a:' then
+      local w = parse_work(flat[i + 1])
+      if w.wrap == 0 then
+        count, busy = count + 1, true
+      elseif w.wrap > now then
+        count = count + 1
+        if w.wrap > latest then latest = w.wrap end
       end
-      redis.call('HSET', agent_key, 'perf_sum', fmt(s * factor + value),
-                 'perf_weight', fmt(w * factor + 1.0), 'perf_ts', now)
     end
   end
-  redis.call('HSET', asg_key, 'state', state, 'ended', now)
-  redis.call('PEXPIRE', asg_key, o.record_ttl_ms)
-  if redis.call('HGET', call_key, 'assignment_id') == asg_id then
-    redis.call('HSET', call_key, 'status', state, 'updated', now)
-    redis.call('PEXPIRE', call_key, o.record_ttl_ms)
-  end
-  emit(events_key, o.maxlen, string.upper(state), now, a[2], a[1],
-       {'assignment_id', asg_id, 'token', a[5]})
+  return {count, busy, latest}
 end
 
-local function ending_options(now, outcome, half_life_s, retention_ms, record_ttl_ms, maxlen)
-  return {now = now, outcome = outcome, half_life_s = tonumber(half_life_s),
-          retention_ms = tonumber(retention_ms), record_ttl_ms = tonumber(record_ttl_ms),
-          maxlen = maxlen}
+-- Move wrap-ups that have ended into the work spans; readers already see them that way.
+local function sweep(agent_key, work_key, now, retention_ms)
+  local flat = redis.call('HGETALL', agent_key)
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, 2) == 'a:' then
+      local w = parse_work(flat[i + 1])
+      if w.wrap > 0 and w.wrap <= now then
+        redis.call('HDEL', agent_key, flat[i])
+        add_span(work_key, string.sub(flat[i], 3), w.start, w.wrap, w.units, now, retention_ms)
+      end
+    end
+  end
+end
+
+-- The longest-idle clock: once nothing is in progress, the agent is free when the last
+-- wrap-up ends (or now).
+local function mark_free(agent_key, now)
+  local h = held(agent_key, now)
+  if not h[2] then redis.call('HSET', agent_key, 'last_free', math.max(now, h[3])) end
+end
+
+-- The agent as the store returns it: its hash, the work spans of the retention window, now.
+local function agent_view(agent_key, work_key, now, retention_ms)
+  return {redis.call('HGETALL', agent_key),
+          redis.call('ZRANGEBYSCORE', work_key, now - retention_ms, '+inf'), int(now)}
+end
+
+-- Give back the capacity assignment asg_id held (its span [created, now] is recorded),
+-- bump seq and move the longest-idle clock.
+local function free_slot(agent_key, work_key, asg_key, asg_id, now, retention_ms)
+  if redis.call('EXISTS', agent_key) == 0 then return end
+  sweep(agent_key, work_key, now, retention_ms)
+  local a = redis.call('HMGET', asg_key, 'created', 'units')
+  redis.call('HDEL', agent_key, 'a:' .. asg_id)
+  add_span(work_key, asg_id, tonumber(a[1]), now, a[2], now, retention_ms)
+  redis.call('HINCRBY', agent_key, 'seq', 1)
+  mark_free(agent_key, now)
+end
+
+-- Fold an outcome into the agent's decayed performance sums: scoring.performance.fold, the
+-- same operations in the same order.
+local function fold(agent_key, outcome, half_life_s, now)
+  local value = tonumber(outcome)
+  if not value or redis.call('EXISTS', agent_key) == 0 then return end
+  local p = redis.call('HMGET', agent_key, 'perf_sum', 'perf_weight', 'perf_ts')
+  local s, w, ts = tonumber(p[1]) or 0, tonumber(p[2]) or 0, tonumber(p[3]) or 0
+  local factor = 1.0
+  if ts ~= 0 and half_life_s > 0 then
+    factor = 2.0 ^ (-(now - ts) / 1000 / half_life_s)
+  end
+  redis.call('HSET', agent_key, 'perf_sum', fmt(s * factor + value),
+             'perf_weight', fmt(w * factor + 1.0), 'perf_ts', now)
+end
+
+local function end_assignment(asg_key, offers_key, asg_id, state, now, record_ttl_ms)
+  redis.call('HSET', asg_key, 'state', state, 'ended', now)
+  redis.call('PEXPIRE', asg_key, record_ttl_ms)
+  redis.call('ZREM', offers_key, asg_id)
+end
+
+-- --- the queue ------------------------------------------------------------------------------
+
+-- store.queue_score on the stored age origin and current priority.
+local function queue_score(call_key, aging_ms)
+  local c = redis.call('HMGET', call_key, 'origin', 'priority')
+  return tonumber(c[1]) - tonumber(c[2]) * aging_ms
+end
+
+-- Put the call back in the queue with its original age, agent_id added to the agents who
+-- declined it; QUEUED event. Returns the 1-based position.
+local function requeue(k, call_id, agent_id, now, aging_ms, maxlen)
+  local c = redis.call('HMGET', k.call, 'origin', 'excluded')
+  local excluded = cjson.decode(c[2] or '[]')
+  local seen = false
+  for _, other in ipairs(excluded) do
+    if other == agent_id then seen = true end
+  end
+  if not seen then excluded[#excluded + 1] = agent_id end
+  redis.call('HSET', k.call, 'status', 'queued', 'enqueued', c[1],
+             'excluded', cjson.encode(excluded), 'updated', now)
+  redis.call('ZADD', k.queue, queue_score(k.call, aging_ms), call_id)
+  local position = redis.call('ZRANK', k.queue, call_id) + 1
+  emit_call(k.events, k.timeline, maxlen, 'QUEUED', now, call_id, '',
+            {'position', tostring(position)})
+  return position
 end

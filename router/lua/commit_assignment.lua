@@ -1,39 +1,73 @@
 -- Re-check a claim and apply it, or change nothing.
--- KEYS: 1 req, 2 call, 3 agent, 4 asg (new id), 5 fence, 6 events
--- ARGV: 1 now|'', 2 fingerprint, 3 call_id, 4 agent_id, 5 expected seq, 6 units,
---       7 heartbeat timeout ms (0 = off), 8 assignment id, 9 call JSON, 10 explanation JSON,
---       11 channel, 12 request TTL ms, 13 maxlen
--- -> {'replayed', assignment id} | {'fingerprint'} | {'call_assigned', assignment id}
---    | {'call_finished', status} | {'conflict', reason} | {'ok', token, now}
+-- KEYS: 1 req, 2 call, 3 agent, 4 work, 5 asg (new id), 6 fence, 7 events, 8 queue, 9 offers,
+--       10 history, 11 timeline
+-- ARGV: 1 now|'', 2 request_id ('' = none), 3 fingerprint, 4 call_id, 5 agent_id,
+--       6 expected seq, 7 units, 8 heartbeat timeout ms (0 = off), 9 assignment id,
+--       10 call JSON, 11 explanation JSON, 12 channel, 13 request TTL ms, 14 maxlen,
+--       15 from_queue '1'|'0', 16 offer timeout ms (0 = assign directly), 17 age origin
+--       (enqueued_ms or created_ms, 0 = unknown), 18 priority, 19 excluded agents JSON,
+--       20 enqueued_ms, 21 retention_ms
+-- -> {'replayed'} | {'fingerprint'} | {'exists', status, assignment id} | {'missing'}
+--    | {'gone', status} | {'conflict', reason} | {'ok', token, now, offer expiry}
 local now = now_ms(ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local r = redis.call('HMGET', KEYS[1], 'fingerprint', 'assignment_id')
-  if r[1] == ARGV[2] then return {'replayed', r[2]} end
+if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'fingerprint') == ARGV[3] then return {'replayed'} end
   return {'fingerprint'}
 end
 local c = redis.call('HMGET', KEYS[2], 'status', 'assignment_id')
-if c[1] == 'assigned' then return {'call_assigned', c[2]} end
-if c[1] == 'completed' or c[1] == 'cancelled' then return {'call_finished', c[1]} end
+local from_queue = ARGV[15] == '1'
+if from_queue then
+  if not c[1] then return {'missing'} end
+  if c[1] ~= 'queued' then return {'gone', c[1]} end
+elseif c[1] then
+  return {'exists', c[1], c[2] or ''}
+end
 if redis.call('EXISTS', KEYS[3]) == 0 then return {'conflict', 'agent deleted'} end
 local a = redis.call('HMGET', KEYS[3], 'seq', 'presence', 'heartbeat')
-if tonumber(a[1]) ~= tonumber(ARGV[5]) then return {'conflict', 'agent changed'} end
+if tonumber(a[1]) ~= tonumber(ARGV[6]) then return {'conflict', 'agent changed'} end
 if a[2] ~= 'available' then return {'conflict', 'agent is ' .. a[2]} end
-local timeout = tonumber(ARGV[7])
+local timeout = tonumber(ARGV[8])
 if timeout > 0 and now - tonumber(a[3]) > timeout then
   return {'conflict', 'heartbeat expired'}
 end
-local token = redis.call('INCR', KEYS[5])
-redis.call('HSET', KEYS[4], 'call_id', ARGV[3], 'agent_id', ARGV[4], 'channel', ARGV[11],
-           'units', ARGV[6], 'token', token, 'state', 'active', 'created', now, 'ended', 0,
-           'explanation', ARGV[10])
-redis.call('HSET', KEYS[3], 'a:' .. ARGV[8], ARGV[11] .. '|' .. ARGV[6] .. '|' .. now,
-           'last_assigned', now)
+
+local asg_id, channel = ARGV[9], ARGV[12]
+local offer_ms = tonumber(ARGV[16])
+local state, status, offered, expires = 'active', 'assigned', '0', 0
+if offer_ms > 0 then state, status, offered, expires = 'offered', 'offered', '1', now + offer_ms end
+local token = redis.call('INCR', KEYS[6])
+redis.call('HSET', KEYS[5], 'call_id', ARGV[4], 'agent_id', ARGV[5], 'channel', channel,
+           'units', ARGV[7], 'token', token, 'state', state, 'created', int(now), 'ended', 0,
+           'explanation', ARGV[11], 'offer_expires', int(expires))
+sweep(KEYS[3], KEYS[4], now, tonumber(ARGV[21]))
+redis.call('HSET', KEYS[3], 'a:' .. asg_id, work_value(channel, ARGV[7], now, offered, 0),
+           'last_assigned', int(now))
 redis.call('HINCRBY', KEYS[3], 'seq', 1)
-redis.call('HSET', KEYS[2], 'call', ARGV[9], 'status', 'assigned', 'assignment_id', ARGV[8],
-           'updated', now)
-redis.call('PERSIST', KEYS[2])
-redis.call('HSET', KEYS[1], 'fingerprint', ARGV[2], 'assignment_id', ARGV[8])
-redis.call('PEXPIRE', KEYS[1], ARGV[12])
-emit(KEYS[6], ARGV[13], 'ASSIGNED', now, ARGV[3], ARGV[4],
-     {'assignment_id', ARGV[8], 'token', tostring(token)})
-return {'ok', token, now}
+if from_queue then
+  redis.call('ZREM', KEYS[8], ARGV[4])
+  redis.call('HSET', KEYS[2], 'status', status, 'assignment_id', asg_id, 'updated', int(now))
+else
+  local origin = tonumber(ARGV[17])
+  if origin == 0 then origin = now end
+  redis.call('DEL', KEYS[11])
+  redis.call('HSET', KEYS[2], 'call', ARGV[10], 'channel', channel, 'status', status,
+             'assignment_id', asg_id, 'updated', int(now), 'origin', int(origin),
+             'enqueued', ARGV[20], 'priority', ARGV[18], 'excluded', ARGV[19],
+             'callback', '0', 'at_risk', '0', 'breached', '0')
+end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'fingerprint', ARGV[3], 'call_id', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[13])
+end
+if offer_ms > 0 then
+  redis.call('ZADD', KEYS[9], expires, asg_id)
+  emit_call(KEYS[7], KEYS[11], ARGV[14], 'OFFERED', now, ARGV[4], ARGV[5],
+            {'assignment_id', asg_id, 'token', tostring(token), 'expires_ms', int(expires)})
+else
+  local id = emit_call(KEYS[7], KEYS[11], ARGV[14], 'ASSIGNED', now, ARGV[4], ARGV[5],
+                       {'assignment_id', asg_id, 'token', tostring(token)})
+  local origin = tonumber(redis.call('HGET', KEYS[2], 'origin'))
+  add_history(KEYS[10], id, 'answered', channel, now, math.max(0, now - origin), ARGV[4])
+end
+settle_call(KEYS[2], KEYS[11], false, 0)
+return {'ok', token, int(now), int(expires)}

@@ -5,7 +5,8 @@ local now = now_ms(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 redis.call('HSET', KEYS[1], 'profile', ARGV[3], 'version', 1, 'presence', 'offline',
            'presence_reason', '', 'presence_since', now, 'heartbeat', 0, 'seq', 1,
-           'last_free', 0, 'last_assigned', 0, 'perf_sum', 0, 'perf_weight', 0, 'perf_ts', 0)
+           'last_free', 0, 'last_assigned', 0, 'perf_sum', 0, 'perf_weight', 0, 'perf_ts', 0,
+           'missed', 0)
 redis.call('DEL', KEYS[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[2])
 for i = 5, #KEYS do redis.call('SADD', KEYS[i], ARGV[2]) end

@@ -1,14 +1,12 @@
 -- KEYS: 1 agent, 2 work, 3 agents, 4 events, 5.. idx:skill keys of the profile read
 -- ARGV: 1 now|'', 2 version read, 3 agent_id, 4 maxlen
--- -> {'missing'} | {'moved', current version} | {'busy', active count} | {'ok'}
+-- -> {'missing'} | {'moved', current version} | {'busy', count of work held} | {'ok'}
+-- (a wrap-up that has ended does not count; its span goes with the work key)
 local now = now_ms(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local version = tonumber(redis.call('HGET', KEYS[1], 'version'))
 if version ~= tonumber(ARGV[2]) then return {'moved', version} end
-local active = 0
-for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if string.sub(f, 1, 2) == 'a:' then active = active + 1 end
-end
+local active = held(KEYS[1], now)[1]
 if active > 0 then return {'busy', active} end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[3])

@@ -7,8 +7,11 @@ local previous = redis.call('HGET', KEYS[1], 'presence')
 redis.call('HSET', KEYS[1], 'presence', ARGV[2], 'presence_reason', ARGV[3],
            'presence_since', now, 'heartbeat', now)
 redis.call('HINCRBY', KEYS[1], 'seq', 1)
-if ARGV[2] == 'available' and previous ~= 'available' and not has_active(KEYS[1]) then
-  redis.call('HSET', KEYS[1], 'last_free', now)
+if ARGV[2] == 'available' then
+  redis.call('HSET', KEYS[1], 'missed', 0)
+  if previous ~= 'available' and held(KEYS[1], now)[1] == 0 then
+    redis.call('HSET', KEYS[1], 'last_free', now)
+  end
 end
 emit(KEYS[3], ARGV[5], 'PRESENCE_CHANGED', now, '', ARGV[4],
      {'presence', ARGV[2], 'reason', ARGV[3]})

@@ -67,7 +67,7 @@ class UpdateAgentRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields to change: `name`, `team`, `skills`, `languages`, `region`, `timezone`,
-        `capacity`, `max_occupancy`. Empty: all of them.
+        `capacity`, `max_occupancy`, `shift_end`. Empty: all of them.
         """
 
     def __init__(
@@ -482,7 +482,10 @@ class UpdatePolicyRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields to change: `strategy`, `weights`, `max_occupancy`, `occupancy_window`,
         `channels`, `heartbeat_timeout`, `top_k`, `performance_prior`,
-        `performance_prior_weight`, `performance_half_life`, `idle_horizon`. Empty: all.
+        `performance_prior_weight`, `performance_half_life`, `idle_horizon`, `sla_at_risk`,
+        `escalation_priority_boost`, `escalation_group`, `widening`, `aging_per_priority`,
+        `max_missed_offers`, `callback_threshold`, `reclaim_on_absence`, `reclaim_channels`,
+        `max_queue`. Empty: all.
         """
 
     def __init__(

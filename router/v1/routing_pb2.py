@@ -22,38 +22,66 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from router.v1 import types_pb2 as router_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17router/v1/routing.proto\x12\trouter.v1\x1a\x15router/v1/types.proto\"R\n\rAssignRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x1d\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32\x0f.router.v1.Call\"\xf8\x01\n\x0e\x41ssignResponse\x12\x30\n\x06result\x18\x01 \x01(\x0e\x32 .router.v1.AssignResponse.Result\x12)\n\nassignment\x18\x02 \x01(\x0b\x32\x15.router.v1.Assignment\x12+\n\x0b\x65xplanation\x18\x03 \x01(\x0b\x32\x16.router.v1.Explanation\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"J\n\x06Result\x12\x16\n\x12RESULT_UNSPECIFIED\x10\x00\x12\x13\n\x0fRESULT_ASSIGNED\x10\x01\x12\x13\n\x0fRESULT_NO_AGENT\x10\x02\"t\n\x0f\x43ompleteRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x15\n\rassignment_id\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12#\n\x07outcome\x18\x04 \x01(\x0b\x32\x12.router.v1.Outcome\"=\n\x10\x43ompleteResponse\x12)\n\nassignment\x18\x01 \x01(\x0b\x32\x15.router.v1.Assignment\"^\n\x0eReleaseRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x15\n\rassignment_id\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"<\n\x0fReleaseResponse\x12)\n\nassignment\x18\x01 \x01(\x0b\x32\x15.router.v1.Assignment\"@\n\rCancelRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"3\n\x0e\x43\x61ncelResponse\x12!\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x13.router.v1.CallInfo\"1\n\x0eGetCallRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\"4\n\x0fGetCallResponse\x12!\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x13.router.v1.CallInfo2\xd7\x02\n\x0eRoutingService\x12=\n\x06\x41ssign\x12\x18.router.v1.AssignRequest\x1a\x19.router.v1.AssignResponse\x12\x43\n\x08\x43omplete\x12\x1a.router.v1.CompleteRequest\x1a\x1b.router.v1.CompleteResponse\x12@\n\x07Release\x12\x19.router.v1.ReleaseRequest\x1a\x1a.router.v1.ReleaseResponse\x12=\n\x06\x43\x61ncel\x12\x18.router.v1.CancelRequest\x1a\x19.router.v1.CancelResponse\x12@\n\x07GetCall\x12\x19.router.v1.GetCallRequest\x1a\x1a.router.v1.GetCallResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17router/v1/routing.proto\x12\trouter.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15router/v1/types.proto\"d\n\rAssignRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x1d\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32\x0f.router.v1.Call\x12\x10\n\x08no_queue\x18\x04 \x01(\x08\"\xfe\x02\n\x0e\x41ssignResponse\x12\x30\n\x06result\x18\x01 \x01(\x0e\x32 .router.v1.AssignResponse.Result\x12)\n\nassignment\x18\x02 \x01(\x0b\x32\x15.router.v1.Assignment\x12+\n\x0b\x65xplanation\x18\x03 \x01(\x0b\x32\x16.router.v1.Explanation\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x12\x10\n\x08position\x18\x05 \x01(\x05\x12\x31\n\x0e\x65stimated_wait\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x63\x61llback_offered\x18\x07 \x01(\x08\"q\n\x06Result\x12\x16\n\x12RESULT_UNSPECIFIED\x10\x00\x12\x13\n\x0fRESULT_ASSIGNED\x10\x01\x12\x13\n\x0fRESULT_NO_AGENT\x10\x02\x12\x11\n\rRESULT_QUEUED\x10\x03\x12\x12\n\x0eRESULT_OFFERED\x10\x04\"M\n\rAcceptRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x15\n\rassignment_id\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\";\n\x0e\x41\x63\x63\x65ptResponse\x12)\n\nassignment\x18\x01 \x01(\x0b\x32\x15.router.v1.Assignment\"]\n\rRejectRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x15\n\rassignment_id\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\";\n\x0eRejectResponse\x12)\n\nassignment\x18\x01 \x01(\x0b\x32\x15.router.v1.Assignment\"9\n\x16RequestCallbackRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\"<\n\x17RequestCallbackResponse\x12!\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x13.router.v1.CallInfo\"!\n\x0fGetStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xe4\x02\n\x0c\x43hannelStats\x12#\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x12.router.v1.Channel\x12\x0e\n\x06queued\x18\x02 \x01(\x05\x12/\n\x0clongest_wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1e\n\x11service_level_15m\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11service_level_60m\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12>\n\x1b\x61verage_speed_of_answer_15m\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x61nswered_15m\x18\x07 \x01(\x05\x12\x15\n\rabandoned_15m\x18\x08 \x01(\x05\x12\x15\n\rabandoned_60m\x18\t \x01(\x05\x42\x14\n\x12_service_level_15mB\x14\n\x12_service_level_60m\"+\n\nSkillDepth\x12\r\n\x05skill\x18\x01 \x01(\t\x12\x0e\n\x06queued\x18\x02 \x01(\x05\"F\n\rPresenceCount\x12%\n\x08presence\x18\x01 \x01(\x0e\x32\x13.router.v1.Presence\x12\x0e\n\x06\x61gents\x18\x02 \x01(\x05\"I\n\x0e\x41gentOccupancy\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\toccupancy\x18\x02 \x01(\x01\x12\x12\n\nunits_used\x18\x03 \x01(\x05\"\xa7\x02\n\x10GetStatsResponse\x12)\n\x05\x61s_of\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06queued\x18\x02 \x01(\x05\x12/\n\x0clongest_wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x08\x63hannels\x18\x04 \x03(\x0b\x32\x17.router.v1.ChannelStats\x12%\n\x06skills\x18\x05 \x03(\x0b\x32\x15.router.v1.SkillDepth\x12*\n\x08presence\x18\x06 \x03(\x0b\x32\x18.router.v1.PresenceCount\x12)\n\x06\x61gents\x18\x07 \x03(\x0b\x32\x19.router.v1.AgentOccupancy\"h\n\x0cWatchRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\r\n\x05types\x18\x05 \x03(\t\"t\n\x0f\x43ompleteRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x15\n\rassignment_id\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12#\n\x07outcome\x18\x04 \x01(\x0b\x32\x12.router.v1.Outcome\"=\n\x10\x43ompleteResponse\x12)\n\nassignment\x18\x01 \x01(\x0b\x32\x15.router.v1.Assignment\"^\n\x0eReleaseRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x15\n\rassignment_id\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"<\n\x0fReleaseResponse\x12)\n\nassignment\x18\x01 \x01(\x0b\x32\x15.router.v1.Assignment\"@\n\rCancelRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"3\n\x0e\x43\x61ncelResponse\x12!\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x13.router.v1.CallInfo\"1\n\x0eGetCallRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\"4\n\x0fGetCallResponse\x12!\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x13.router.v1.CallInfo2\xaa\x05\n\x0eRoutingService\x12=\n\x06\x41ssign\x12\x18.router.v1.AssignRequest\x1a\x19.router.v1.AssignResponse\x12=\n\x06\x41\x63\x63\x65pt\x12\x18.router.v1.AcceptRequest\x1a\x19.router.v1.AcceptResponse\x12=\n\x06Reject\x12\x18.router.v1.RejectRequest\x1a\x19.router.v1.RejectResponse\x12\x43\n\x08\x43omplete\x12\x1a.router.v1.CompleteRequest\x1a\x1b.router.v1.CompleteResponse\x12@\n\x07Release\x12\x19.router.v1.ReleaseRequest\x1a\x1a.router.v1.ReleaseResponse\x12=\n\x06\x43\x61ncel\x12\x18.router.v1.CancelRequest\x1a\x19.router.v1.CancelResponse\x12X\n\x0fRequestCallback\x12!.router.v1.RequestCallbackRequest\x1a\".router.v1.RequestCallbackResponse\x12@\n\x07GetCall\x12\x19.router.v1.GetCallRequest\x1a\x1a.router.v1.GetCallResponse\x12\x43\n\x08GetStats\x12\x1a.router.v1.GetStatsRequest\x1a\x1b.router.v1.GetStatsResponse\x12\x34\n\x05Watch\x12\x17.router.v1.WatchRequest\x1a\x10.router.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'router.v1.routing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ASSIGNREQUEST']._serialized_start=61
-  _globals['_ASSIGNREQUEST']._serialized_end=143
-  _globals['_ASSIGNRESPONSE']._serialized_start=146
-  _globals['_ASSIGNRESPONSE']._serialized_end=394
-  _globals['_ASSIGNRESPONSE_RESULT']._serialized_start=320
-  _globals['_ASSIGNRESPONSE_RESULT']._serialized_end=394
-  _globals['_COMPLETEREQUEST']._serialized_start=396
-  _globals['_COMPLETEREQUEST']._serialized_end=512
-  _globals['_COMPLETERESPONSE']._serialized_start=514
-  _globals['_COMPLETERESPONSE']._serialized_end=575
-  _globals['_RELEASEREQUEST']._serialized_start=577
-  _globals['_RELEASEREQUEST']._serialized_end=671
-  _globals['_RELEASERESPONSE']._serialized_start=673
-  _globals['_RELEASERESPONSE']._serialized_end=733
-  _globals['_CANCELREQUEST']._serialized_start=735
-  _globals['_CANCELREQUEST']._serialized_end=799
-  _globals['_CANCELRESPONSE']._serialized_start=801
-  _globals['_CANCELRESPONSE']._serialized_end=852
-  _globals['_GETCALLREQUEST']._serialized_start=854
-  _globals['_GETCALLREQUEST']._serialized_end=903
-  _globals['_GETCALLRESPONSE']._serialized_start=905
-  _globals['_GETCALLRESPONSE']._serialized_end=957
-  _globals['_ROUTINGSERVICE']._serialized_start=960
-  _globals['_ROUTINGSERVICE']._serialized_end=1303
+  _globals['_ASSIGNREQUEST']._serialized_start=126
+  _globals['_ASSIGNREQUEST']._serialized_end=226
+  _globals['_ASSIGNRESPONSE']._serialized_start=229
+  _globals['_ASSIGNRESPONSE']._serialized_end=611
+  _globals['_ASSIGNRESPONSE_RESULT']._serialized_start=498
+  _globals['_ASSIGNRESPONSE_RESULT']._serialized_end=611
+  _globals['_ACCEPTREQUEST']._serialized_start=613
+  _globals['_ACCEPTREQUEST']._serialized_end=690
+  _globals['_ACCEPTRESPONSE']._serialized_start=692
+  _globals['_ACCEPTRESPONSE']._serialized_end=751
+  _globals['_REJECTREQUEST']._serialized_start=753
+  _globals['_REJECTREQUEST']._serialized_end=846
+  _globals['_REJECTRESPONSE']._serialized_start=848
+  _globals['_REJECTRESPONSE']._serialized_end=907
+  _globals['_REQUESTCALLBACKREQUEST']._serialized_start=909
+  _globals['_REQUESTCALLBACKREQUEST']._serialized_end=966
+  _globals['_REQUESTCALLBACKRESPONSE']._serialized_start=968
+  _globals['_REQUESTCALLBACKRESPONSE']._serialized_end=1028
+  _globals['_GETSTATSREQUEST']._serialized_start=1030
+  _globals['_GETSTATSREQUEST']._serialized_end=1063
+  _globals['_CHANNELSTATS']._serialized_start=1066
+  _globals['_CHANNELSTATS']._serialized_end=1422
+  _globals['_SKILLDEPTH']._serialized_start=1424
+  _globals['_SKILLDEPTH']._serialized_end=1467
+  _globals['_PRESENCECOUNT']._serialized_start=1469
+  _globals['_PRESENCECOUNT']._serialized_end=1539
+  _globals['_AGENTOCCUPANCY']._serialized_start=1541
+  _globals['_AGENTOCCUPANCY']._serialized_end=1614
+  _globals['_GETSTATSRESPONSE']._serialized_start=1617
+  _globals['_GETSTATSRESPONSE']._serialized_end=1912
+  _globals['_WATCHREQUEST']._serialized_start=1914
+  _globals['_WATCHREQUEST']._serialized_end=2018
+  _globals['_COMPLETEREQUEST']._serialized_start=2020
+  _globals['_COMPLETEREQUEST']._serialized_end=2136
+  _globals['_COMPLETERESPONSE']._serialized_start=2138
+  _globals['_COMPLETERESPONSE']._serialized_end=2199
+  _globals['_RELEASEREQUEST']._serialized_start=2201
+  _globals['_RELEASEREQUEST']._serialized_end=2295
+  _globals['_RELEASERESPONSE']._serialized_start=2297
+  _globals['_RELEASERESPONSE']._serialized_end=2357
+  _globals['_CANCELREQUEST']._serialized_start=2359
+  _globals['_CANCELREQUEST']._serialized_end=2423
+  _globals['_CANCELRESPONSE']._serialized_start=2425
+  _globals['_CANCELRESPONSE']._serialized_end=2476
+  _globals['_GETCALLREQUEST']._serialized_start=2478
+  _globals['_GETCALLREQUEST']._serialized_end=2527
+  _globals['_GETCALLRESPONSE']._serialized_start=2529
+  _globals['_GETCALLRESPONSE']._serialized_end=2581
+  _globals['_ROUTINGSERVICE']._serialized_start=2584
+  _globals['_ROUTINGSERVICE']._serialized_end=3266
 # @@protoc_insertion_point(module_scope)

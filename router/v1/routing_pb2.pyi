@@ -3,8 +3,12 @@
 isort:skip_file
 The routing API: what a helpdesk or contact-centre platform calls for each piece of work."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from router.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
@@ -27,12 +31,15 @@ class AssignRequest(_message.Message):
     TENANT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CALL_FIELD_NUMBER: _builtins.int
+    NO_QUEUE_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant (1-64 characters of letters, digits and `._-`)."""
     request_id: _builtins.str
     """Client-chosen idempotency key, 1-128 characters; reuse it on every retry of this request.
     Remembered for 24 hours.
     """
+    no_queue: _builtins.bool
+    """When nobody eligible is free, answer NO_AGENT instead of queueing (nothing is stored)."""
     @_builtins.property
     def call(self) -> _types_pb2.Call:
         """The call to route. Required."""
@@ -43,10 +50,11 @@ class AssignRequest(_message.Message):
         tenant: _builtins.str = ...,
         request_id: _builtins.str = ...,
         call: _types_pb2.Call | None = ...,
+        no_queue: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "request_id", b"request_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "no_queue", b"no_queue", "request_id", b"request_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -69,7 +77,13 @@ class AssignResponse(_message.Message):
         RESULT_ASSIGNED: AssignResponse._Result.ValueType  # 1
         """`assignment` holds the chosen agent."""
         RESULT_NO_AGENT: AssignResponse._Result.ValueType  # 2
-        """Nobody eligible is free now; `explanation` says who was excluded and why."""
+        """Nobody eligible is free and `no_queue` was set; `explanation` says who was excluded
+        and why. Nothing was stored.
+        """
+        RESULT_QUEUED: AssignResponse._Result.ValueType  # 3
+        """The call waits in the queue; see `position` and `estimated_wait`."""
+        RESULT_OFFERED: AssignResponse._Result.ValueType  # 4
+        """`assignment` is an offer (state OFFERED) waiting for the agent's Accept."""
 
     class Result(_Result, metaclass=_ResultEnumTypeWrapper):
         """What happened."""
@@ -79,16 +93,31 @@ class AssignResponse(_message.Message):
     RESULT_ASSIGNED: AssignResponse.Result.ValueType  # 1
     """`assignment` holds the chosen agent."""
     RESULT_NO_AGENT: AssignResponse.Result.ValueType  # 2
-    """Nobody eligible is free now; `explanation` says who was excluded and why."""
+    """Nobody eligible is free and `no_queue` was set; `explanation` says who was excluded
+    and why. Nothing was stored.
+    """
+    RESULT_QUEUED: AssignResponse.Result.ValueType  # 3
+    """The call waits in the queue; see `position` and `estimated_wait`."""
+    RESULT_OFFERED: AssignResponse.Result.ValueType  # 4
+    """`assignment` is an offer (state OFFERED) waiting for the agent's Accept."""
 
     RESULT_FIELD_NUMBER: _builtins.int
     ASSIGNMENT_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    ESTIMATED_WAIT_FIELD_NUMBER: _builtins.int
+    CALLBACK_OFFERED_FIELD_NUMBER: _builtins.int
     result: Global___AssignResponse.Result.ValueType
     """What happened."""
     replayed: _builtins.bool
     """True when this answers a retry of an earlier, already applied request."""
+    position: _builtins.int
+    """QUEUED: 1-based place in the tenant's queue."""
+    callback_offered: _builtins.bool
+    """QUEUED: the estimated wait passes the policy's callback threshold; offer the caller a
+    callback (RequestCallback keeps their place).
+    """
     @_builtins.property
     def assignment(self) -> _types_pb2.Assignment:
         """Set when ASSIGNED."""
@@ -97,6 +126,10 @@ class AssignResponse(_message.Message):
     def explanation(self) -> _types_pb2.Explanation:
         """Why: the chosen agent's score parts and runner-up, or the exclusions."""
 
+    @_builtins.property
+    def estimated_wait(self) -> _duration_pb2.Duration:
+        """QUEUED: estimated time until an agent takes the call."""
+
     def __init__(
         self,
         *,
@@ -104,14 +137,450 @@ class AssignResponse(_message.Message):
         assignment: _types_pb2.Assignment | None = ...,
         explanation: _types_pb2.Explanation | None = ...,
         replayed: _builtins.bool = ...,
+        position: _builtins.int = ...,
+        estimated_wait: _duration_pb2.Duration | None = ...,
+        callback_offered: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "explanation", b"explanation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "estimated_wait", b"estimated_wait", "explanation", b"explanation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "explanation", b"explanation", "replayed", b"replayed", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "callback_offered", b"callback_offered", "estimated_wait", b"estimated_wait", "explanation", b"explanation", "position", b"position", "replayed", b"replayed", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AssignResponse: _TypeAlias = AssignResponse  # noqa: Y015
+
+@_typing.final
+class AcceptRequest(_message.Message):
+    """Accept an offer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
+    FENCING_TOKEN_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant."""
+    assignment_id: _builtins.str
+    """The offered assignment."""
+    fencing_token: _builtins.int
+    """The token from the offer."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        assignment_id: _builtins.str = ...,
+        fencing_token: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "fencing_token", b"fencing_token", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptRequest: _TypeAlias = AcceptRequest  # noqa: Y015
+
+@_typing.final
+class AcceptResponse(_message.Message):
+    """The accepted assignment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def assignment(self) -> _types_pb2.Assignment:
+        """State ACTIVE."""
+
+    def __init__(
+        self,
+        *,
+        assignment: _types_pb2.Assignment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptResponse: _TypeAlias = AcceptResponse  # noqa: Y015
+
+@_typing.final
+class RejectRequest(_message.Message):
+    """Reject an offer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
+    FENCING_TOKEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant."""
+    assignment_id: _builtins.str
+    """The offered assignment."""
+    fencing_token: _builtins.int
+    """The token from the offer."""
+    reason: _builtins.str
+    """Why (free text, up to 200 characters), recorded in the event stream."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        assignment_id: _builtins.str = ...,
+        fencing_token: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "fencing_token", b"fencing_token", "reason", b"reason", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectRequest: _TypeAlias = RejectRequest  # noqa: Y015
+
+@_typing.final
+class RejectResponse(_message.Message):
+    """The rejected offer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def assignment(self) -> _types_pb2.Assignment:
+        """State REJECTED."""
+
+    def __init__(
+        self,
+        *,
+        assignment: _types_pb2.Assignment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectResponse: _TypeAlias = RejectResponse  # noqa: Y015
+
+@_typing.final
+class RequestCallbackRequest(_message.Message):
+    """Ask for a callback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant."""
+    call_id: _builtins.str
+    """The waiting call."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestCallbackRequest: _TypeAlias = RequestCallbackRequest  # noqa: Y015
+
+@_typing.final
+class RequestCallbackResponse(_message.Message):
+    """The call, flagged for callback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def call(self) -> _types_pb2.CallInfo:
+        """Status QUEUED with `callback_requested`."""
+
+    def __init__(
+        self,
+        *,
+        call: _types_pb2.CallInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestCallbackResponse: _TypeAlias = RequestCallbackResponse  # noqa: Y015
+
+@_typing.final
+class GetStatsRequest(_message.Message):
+    """Read live statistics."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsRequest: _TypeAlias = GetStatsRequest  # noqa: Y015
+
+@_typing.final
+class ChannelStats(_message.Message):
+    """Per-channel figures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    LONGEST_WAIT_FIELD_NUMBER: _builtins.int
+    SERVICE_LEVEL_15M_FIELD_NUMBER: _builtins.int
+    SERVICE_LEVEL_60M_FIELD_NUMBER: _builtins.int
+    AVERAGE_SPEED_OF_ANSWER_15M_FIELD_NUMBER: _builtins.int
+    ANSWERED_15M_FIELD_NUMBER: _builtins.int
+    ABANDONED_15M_FIELD_NUMBER: _builtins.int
+    ABANDONED_60M_FIELD_NUMBER: _builtins.int
+    channel: _types_pb2.Channel.ValueType
+    """The channel."""
+    queued: _builtins.int
+    """Calls waiting."""
+    service_level_15m: _builtins.float
+    """Answered within the SLA target / (answered + abandoned after 5 s), last 15 minutes;
+    unset when there were no such calls.
+    """
+    service_level_60m: _builtins.float
+    """The same over the last 60 minutes."""
+    answered_15m: _builtins.int
+    """Calls answered in the last 15 minutes."""
+    abandoned_15m: _builtins.int
+    """Calls abandoned in the last 15 minutes."""
+    abandoned_60m: _builtins.int
+    """Calls abandoned in the last 60 minutes."""
+    @_builtins.property
+    def longest_wait(self) -> _duration_pb2.Duration:
+        """Longest current wait."""
+
+    @_builtins.property
+    def average_speed_of_answer_15m(self) -> _duration_pb2.Duration:
+        """Average speed of answer, last 15 minutes."""
+
+    def __init__(
+        self,
+        *,
+        channel: _types_pb2.Channel.ValueType = ...,
+        queued: _builtins.int = ...,
+        longest_wait: _duration_pb2.Duration | None = ...,
+        service_level_15m: _builtins.float | None = ...,
+        service_level_60m: _builtins.float | None = ...,
+        average_speed_of_answer_15m: _duration_pb2.Duration | None = ...,
+        answered_15m: _builtins.int = ...,
+        abandoned_15m: _builtins.int = ...,
+        abandoned_60m: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_service_level_15m", b"_service_level_15m", "_service_level_60m", b"_service_level_60m", "average_speed_of_answer_15m", b"average_speed_of_answer_15m", "longest_wait", b"longest_wait", "service_level_15m", b"service_level_15m", "service_level_60m", b"service_level_60m"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_service_level_15m", b"_service_level_15m", "_service_level_60m", b"_service_level_60m", "abandoned_15m", b"abandoned_15m", "abandoned_60m", b"abandoned_60m", "answered_15m", b"answered_15m", "average_speed_of_answer_15m", b"average_speed_of_answer_15m", "channel", b"channel", "longest_wait", b"longest_wait", "queued", b"queued", "service_level_15m", b"service_level_15m", "service_level_60m", b"service_level_60m"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__service_level_15m: _TypeAlias = _typing.Literal["service_level_15m"]  # noqa: Y015
+    _WhichOneofArgType__service_level_15m: _TypeAlias = _typing.Literal["_service_level_15m", b"_service_level_15m"]  # noqa: Y015
+    _WhichOneofReturnType__service_level_60m: _TypeAlias = _typing.Literal["service_level_60m"]  # noqa: Y015
+    _WhichOneofArgType__service_level_60m: _TypeAlias = _typing.Literal["_service_level_60m", b"_service_level_60m"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__service_level_15m) -> _WhichOneofReturnType__service_level_15m | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__service_level_60m) -> _WhichOneofReturnType__service_level_60m | None: ...
+
+Global___ChannelStats: _TypeAlias = ChannelStats  # noqa: Y015
+
+@_typing.final
+class SkillDepth(_message.Message):
+    """Calls waiting that need a skill."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKILL_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    skill: _builtins.str
+    """The skill."""
+    queued: _builtins.int
+    """Queued calls requiring it."""
+    def __init__(
+        self,
+        *,
+        skill: _builtins.str = ...,
+        queued: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queued", b"queued", "skill", b"skill"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkillDepth: _TypeAlias = SkillDepth  # noqa: Y015
+
+@_typing.final
+class PresenceCount(_message.Message):
+    """Agents in one presence."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    AGENTS_FIELD_NUMBER: _builtins.int
+    presence: _types_pb2.Presence.ValueType
+    """The presence."""
+    agents: _builtins.int
+    """How many agents."""
+    def __init__(
+        self,
+        *,
+        presence: _types_pb2.Presence.ValueType = ...,
+        agents: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "presence", b"presence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceCount: _TypeAlias = PresenceCount  # noqa: Y015
+
+@_typing.final
+class AgentOccupancy(_message.Message):
+    """One agent's load."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    OCCUPANCY_FIELD_NUMBER: _builtins.int
+    UNITS_USED_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent."""
+    occupancy: _builtins.float
+    """Rolling occupancy over the policy's window, 0-1."""
+    units_used: _builtins.int
+    """Units of the 100-unit budget in use now."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        occupancy: _builtins.float = ...,
+        units_used: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "occupancy", b"occupancy", "units_used", b"units_used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentOccupancy: _TypeAlias = AgentOccupancy  # noqa: Y015
+
+@_typing.final
+class GetStatsResponse(_message.Message):
+    """Live statistics of a tenant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AS_OF_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    LONGEST_WAIT_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    AGENTS_FIELD_NUMBER: _builtins.int
+    queued: _builtins.int
+    """All calls waiting."""
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """When they were computed (server time)."""
+
+    @_builtins.property
+    def longest_wait(self) -> _duration_pb2.Duration:
+        """Longest current wait."""
+
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelStats]:
+        """Per channel (every channel listed)."""
+
+    @_builtins.property
+    def skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillDepth]:
+        """Queue depth per required skill."""
+
+    @_builtins.property
+    def presence(self) -> _containers.RepeatedCompositeFieldContainer[Global___PresenceCount]:
+        """Agents per presence."""
+
+    @_builtins.property
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentOccupancy]:
+        """Occupancy per agent, in agent-id order."""
+
+    def __init__(
+        self,
+        *,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+        queued: _builtins.int = ...,
+        longest_wait: _duration_pb2.Duration | None = ...,
+        channels: _abc.Iterable[Global___ChannelStats] | None = ...,
+        skills: _abc.Iterable[Global___SkillDepth] | None = ...,
+        presence: _abc.Iterable[Global___PresenceCount] | None = ...,
+        agents: _abc.Iterable[Global___AgentOccupancy] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "longest_wait", b"longest_wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "as_of", b"as_of", "channels", b"channels", "longest_wait", b"longest_wait", "presence", b"presence", "queued", b"queued", "skills", b"skills"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
+
+@_typing.final
+class WatchRequest(_message.Message):
+    """Subscribe to events."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    AFTER_EVENT_ID_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant."""
+    after_event_id: _builtins.str
+    """Resume strictly after this event id; empty: only events from now on; "0": from the
+    oldest event still kept.
+    """
+    call_id: _builtins.str
+    """Only events of this call."""
+    agent_id: _builtins.str
+    """Only events of this agent."""
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these event types (empty: all)."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        after_event_id: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        types: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_event_id", b"after_event_id", "agent_id", b"agent_id", "call_id", b"call_id", "tenant", b"tenant", "types", b"types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
 
 @_typing.final
 class CompleteRequest(_message.Message):

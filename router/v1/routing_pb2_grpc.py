@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from router.v1 import routing_pb2 as router_dot_v1_dot_routing__pb2
+from router.v1 import types_pb2 as router_dot_v1_dot_types__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -40,6 +41,16 @@ class RoutingServiceStub:
                 request_serializer=router_dot_v1_dot_routing__pb2.AssignRequest.SerializeToString,
                 response_deserializer=router_dot_v1_dot_routing__pb2.AssignResponse.FromString,
                 _registered_method=True)
+        self.Accept = channel.unary_unary(
+                '/router.v1.RoutingService/Accept',
+                request_serializer=router_dot_v1_dot_routing__pb2.AcceptRequest.SerializeToString,
+                response_deserializer=router_dot_v1_dot_routing__pb2.AcceptResponse.FromString,
+                _registered_method=True)
+        self.Reject = channel.unary_unary(
+                '/router.v1.RoutingService/Reject',
+                request_serializer=router_dot_v1_dot_routing__pb2.RejectRequest.SerializeToString,
+                response_deserializer=router_dot_v1_dot_routing__pb2.RejectResponse.FromString,
+                _registered_method=True)
         self.Complete = channel.unary_unary(
                 '/router.v1.RoutingService/Complete',
                 request_serializer=router_dot_v1_dot_routing__pb2.CompleteRequest.SerializeToString,
@@ -55,10 +66,25 @@ class RoutingServiceStub:
                 request_serializer=router_dot_v1_dot_routing__pb2.CancelRequest.SerializeToString,
                 response_deserializer=router_dot_v1_dot_routing__pb2.CancelResponse.FromString,
                 _registered_method=True)
+        self.RequestCallback = channel.unary_unary(
+                '/router.v1.RoutingService/RequestCallback',
+                request_serializer=router_dot_v1_dot_routing__pb2.RequestCallbackRequest.SerializeToString,
+                response_deserializer=router_dot_v1_dot_routing__pb2.RequestCallbackResponse.FromString,
+                _registered_method=True)
         self.GetCall = channel.unary_unary(
                 '/router.v1.RoutingService/GetCall',
                 request_serializer=router_dot_v1_dot_routing__pb2.GetCallRequest.SerializeToString,
                 response_deserializer=router_dot_v1_dot_routing__pb2.GetCallResponse.FromString,
+                _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/router.v1.RoutingService/GetStats',
+                request_serializer=router_dot_v1_dot_routing__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=router_dot_v1_dot_routing__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/router.v1.RoutingService/Watch',
+                request_serializer=router_dot_v1_dot_routing__pb2.WatchRequest.SerializeToString,
+                response_deserializer=router_dot_v1_dot_types__pb2.Event.FromString,
                 _registered_method=True)
 
 
@@ -67,14 +93,32 @@ class RoutingServiceServicer:
     """
 
     def Assign(self, request, context):
-        """Pick an agent for a call and give it to them atomically.
+        """Route a new call: give it to the best free agent atomically (ASSIGNED, or OFFERED when
+        the channel uses offers), or queue it (QUEUED, with position and estimated wait) when
+        nobody eligible is free or other calls already wait. Queued calls are placed by the
+        dispatcher's batch solve as capacity frees; follow them with Watch or GetCall.
 
-        Idempotent on `request_id`: a retry with the same id and payload returns the same answer
-        (`replayed` is set) and never a second agent; the same id with another payload is
-        INVALID_ARGUMENT. When no eligible agent is free the result is NO_AGENT (not an error) with
-        an explanation of who was excluded and why; NO_AGENT is not recorded, so a retry
-        re-evaluates. A call that is already assigned, completed or cancelled is
-        FAILED_PRECONDITION. ABORTED means contention outlasted the bounded re-planning: retry.
+        Idempotent on `request_id` (24 h): a retry with the same id and payload answers with the
+        call's current state (`replayed` set) and never a second agent; the same id with another
+        payload is INVALID_ARGUMENT. A call id already routed under another request_id is
+        FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
+        contention outlasted the bounded re-planning: retry with the same request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Accept(self, request, context):
+        """The agent takes an offered call: OFFERED -> ACTIVE. FAILED_PRECONDITION for a stale
+        token or an expired offer. Retrying a successful Accept returns the same assignment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reject(self, request, context):
+        """The agent declines an offered call: it goes back to the queue with its original age and
+        is never offered to this agent again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,23 +134,52 @@ class RoutingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Release(self, request, context):
-        """Hand an assignment back unfinished (the agent cannot take it): frees capacity; the call
-        becomes RELEASED and can be assigned again. Same token rules as Complete.
+        """Hand an active assignment back unfinished (the agent cannot handle it): frees capacity;
+        the call goes back to the queue with its original age and is not given to this agent
+        again. Same token rules as Complete.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """The customer hung up or the platform withdrew the call: ends its assignment, if any.
-        Idempotent. FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+        """The customer hung up or the platform withdrew the call: a waiting or offered call is
+        ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent.
+        FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestCallback(self, request, context):
+        """A waiting caller asks to be called back instead of holding: they keep their place in the
+        queue. FAILED_PRECONDITION unless the call is QUEUED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCall(self, request, context):
-        """A call's status and current or last assignment.
+        """A call's status, queue position and estimated wait, current or last assignment, and its
+        timeline: what a customer sees with their call id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStats(self, request, context):
+        """Live statistics of a tenant: queue depth by channel and skill, longest wait, agents by
+        presence, service level over the last 15 and 60 minutes, occupancy per agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Stream the tenant's events (every state change) from a cursor, filtered by call, agent
+        or type, until the client cancels. Resume after a disconnect by passing the last
+        `event_id` received: nothing is lost or repeated. OUT_OF_RANGE when the cursor is older
+        than what the stream still keeps (the last 100,000 events).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,6 +192,16 @@ def add_RoutingServiceServicer_to_server(servicer, server):
                     servicer.Assign,
                     request_deserializer=router_dot_v1_dot_routing__pb2.AssignRequest.FromString,
                     response_serializer=router_dot_v1_dot_routing__pb2.AssignResponse.SerializeToString,
+            ),
+            'Accept': grpc.unary_unary_rpc_method_handler(
+                    servicer.Accept,
+                    request_deserializer=router_dot_v1_dot_routing__pb2.AcceptRequest.FromString,
+                    response_serializer=router_dot_v1_dot_routing__pb2.AcceptResponse.SerializeToString,
+            ),
+            'Reject': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reject,
+                    request_deserializer=router_dot_v1_dot_routing__pb2.RejectRequest.FromString,
+                    response_serializer=router_dot_v1_dot_routing__pb2.RejectResponse.SerializeToString,
             ),
             'Complete': grpc.unary_unary_rpc_method_handler(
                     servicer.Complete,
@@ -135,10 +218,25 @@ def add_RoutingServiceServicer_to_server(servicer, server):
                     request_deserializer=router_dot_v1_dot_routing__pb2.CancelRequest.FromString,
                     response_serializer=router_dot_v1_dot_routing__pb2.CancelResponse.SerializeToString,
             ),
+            'RequestCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestCallback,
+                    request_deserializer=router_dot_v1_dot_routing__pb2.RequestCallbackRequest.FromString,
+                    response_serializer=router_dot_v1_dot_routing__pb2.RequestCallbackResponse.SerializeToString,
+            ),
             'GetCall': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCall,
                     request_deserializer=router_dot_v1_dot_routing__pb2.GetCallRequest.FromString,
                     response_serializer=router_dot_v1_dot_routing__pb2.GetCallResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=router_dot_v1_dot_routing__pb2.GetStatsRequest.FromString,
+                    response_serializer=router_dot_v1_dot_routing__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=router_dot_v1_dot_routing__pb2.WatchRequest.FromString,
+                    response_serializer=router_dot_v1_dot_types__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -169,6 +267,60 @@ class RoutingService:
             '/router.v1.RoutingService/Assign',
             router_dot_v1_dot_routing__pb2.AssignRequest.SerializeToString,
             router_dot_v1_dot_routing__pb2.AssignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Accept(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/router.v1.RoutingService/Accept',
+            router_dot_v1_dot_routing__pb2.AcceptRequest.SerializeToString,
+            router_dot_v1_dot_routing__pb2.AcceptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/router.v1.RoutingService/Reject',
+            router_dot_v1_dot_routing__pb2.RejectRequest.SerializeToString,
+            router_dot_v1_dot_routing__pb2.RejectResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -261,6 +413,33 @@ class RoutingService:
             _registered_method=True)
 
     @staticmethod
+    def RequestCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/router.v1.RoutingService/RequestCallback',
+            router_dot_v1_dot_routing__pb2.RequestCallbackRequest.SerializeToString,
+            router_dot_v1_dot_routing__pb2.RequestCallbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetCall(request,
             target,
             options=(),
@@ -277,6 +456,60 @@ class RoutingService:
             '/router.v1.RoutingService/GetCall',
             router_dot_v1_dot_routing__pb2.GetCallRequest.SerializeToString,
             router_dot_v1_dot_routing__pb2.GetCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/router.v1.RoutingService/GetStats',
+            router_dot_v1_dot_routing__pb2.GetStatsRequest.SerializeToString,
+            router_dot_v1_dot_routing__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/router.v1.RoutingService/Watch',
+            router_dot_v1_dot_routing__pb2.WatchRequest.SerializeToString,
+            router_dot_v1_dot_types__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ The routing API: what a helpdesk or contact-centre platform calls for each piece
 from collections import abc as _abc
 from grpc import aio as _aio
 from router.v1 import routing_pb2 as _routing_pb2
+from router.v1 import types_pb2 as _types_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -34,14 +35,24 @@ class RoutingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RoutingServiceAsyncStub: ...
     Assign: _grpc.UnaryUnaryMultiCallable[_routing_pb2.AssignRequest, _routing_pb2.AssignResponse]
-    """Pick an agent for a call and give it to them atomically.
+    """Route a new call: give it to the best free agent atomically (ASSIGNED, or OFFERED when
+    the channel uses offers), or queue it (QUEUED, with position and estimated wait) when
+    nobody eligible is free or other calls already wait. Queued calls are placed by the
+    dispatcher's batch solve as capacity frees; follow them with Watch or GetCall.
 
-    Idempotent on `request_id`: a retry with the same id and payload returns the same answer
-    (`replayed` is set) and never a second agent; the same id with another payload is
-    INVALID_ARGUMENT. When no eligible agent is free the result is NO_AGENT (not an error) with
-    an explanation of who was excluded and why; NO_AGENT is not recorded, so a retry
-    re-evaluates. A call that is already assigned, completed or cancelled is
-    FAILED_PRECONDITION. ABORTED means contention outlasted the bounded re-planning: retry.
+    Idempotent on `request_id` (24 h): a retry with the same id and payload answers with the
+    call's current state (`replayed` set) and never a second agent; the same id with another
+    payload is INVALID_ARGUMENT. A call id already routed under another request_id is
+    FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
+    contention outlasted the bounded re-planning: retry with the same request_id.
+    """
+    Accept: _grpc.UnaryUnaryMultiCallable[_routing_pb2.AcceptRequest, _routing_pb2.AcceptResponse]
+    """The agent takes an offered call: OFFERED -> ACTIVE. FAILED_PRECONDITION for a stale
+    token or an expired offer. Retrying a successful Accept returns the same assignment.
+    """
+    Reject: _grpc.UnaryUnaryMultiCallable[_routing_pb2.RejectRequest, _routing_pb2.RejectResponse]
+    """The agent declines an offered call: it goes back to the queue with its original age and
+    is never offered to this agent again.
     """
     Complete: _grpc.UnaryUnaryMultiCallable[_routing_pb2.CompleteRequest, _routing_pb2.CompleteResponse]
     """Finish an assignment: frees the agent's capacity and feeds the outcome into the agent's
@@ -49,15 +60,33 @@ class RoutingServiceStub:
     Retrying a successful Complete returns the same assignment.
     """
     Release: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ReleaseRequest, _routing_pb2.ReleaseResponse]
-    """Hand an assignment back unfinished (the agent cannot take it): frees capacity; the call
-    becomes RELEASED and can be assigned again. Same token rules as Complete.
+    """Hand an active assignment back unfinished (the agent cannot handle it): frees capacity;
+    the call goes back to the queue with its original age and is not given to this agent
+    again. Same token rules as Complete.
     """
     Cancel: _grpc.UnaryUnaryMultiCallable[_routing_pb2.CancelRequest, _routing_pb2.CancelResponse]
-    """The customer hung up or the platform withdrew the call: ends its assignment, if any.
-    Idempotent. FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+    """The customer hung up or the platform withdrew the call: a waiting or offered call is
+    ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent.
+    FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+    """
+    RequestCallback: _grpc.UnaryUnaryMultiCallable[_routing_pb2.RequestCallbackRequest, _routing_pb2.RequestCallbackResponse]
+    """A waiting caller asks to be called back instead of holding: they keep their place in the
+    queue. FAILED_PRECONDITION unless the call is QUEUED.
     """
     GetCall: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetCallRequest, _routing_pb2.GetCallResponse]
-    """A call's status and current or last assignment."""
+    """A call's status, queue position and estimated wait, current or last assignment, and its
+    timeline: what a customer sees with their call id.
+    """
+    GetStats: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetStatsRequest, _routing_pb2.GetStatsResponse]
+    """Live statistics of a tenant: queue depth by channel and skill, longest wait, agents by
+    presence, service level over the last 15 and 60 minutes, occupancy per agent.
+    """
+    Watch: _grpc.UnaryStreamMultiCallable[_routing_pb2.WatchRequest, _types_pb2.Event]
+    """Stream the tenant's events (every state change) from a cursor, filtered by call, agent
+    or type, until the client cancels. Resume after a disconnect by passing the last
+    `event_id` received: nothing is lost or repeated. OUT_OF_RANGE when the cursor is older
+    than what the stream still keeps (the last 100,000 events).
+    """
 
 @_typing.type_check_only
 class RoutingServiceAsyncStub(RoutingServiceStub):
@@ -65,14 +94,24 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Assign: _aio.UnaryUnaryMultiCallable[_routing_pb2.AssignRequest, _routing_pb2.AssignResponse]  # type: ignore[assignment]
-    """Pick an agent for a call and give it to them atomically.
+    """Route a new call: give it to the best free agent atomically (ASSIGNED, or OFFERED when
+    the channel uses offers), or queue it (QUEUED, with position and estimated wait) when
+    nobody eligible is free or other calls already wait. Queued calls are placed by the
+    dispatcher's batch solve as capacity frees; follow them with Watch or GetCall.
 
-    Idempotent on `request_id`: a retry with the same id and payload returns the same answer
-    (`replayed` is set) and never a second agent; the same id with another payload is
-    INVALID_ARGUMENT. When no eligible agent is free the result is NO_AGENT (not an error) with
-    an explanation of who was excluded and why; NO_AGENT is not recorded, so a retry
-    re-evaluates. A call that is already assigned, completed or cancelled is
-    FAILED_PRECONDITION. ABORTED means contention outlasted the bounded re-planning: retry.
+    Idempotent on `request_id` (24 h): a retry with the same id and payload answers with the
+    call's current state (`replayed` set) and never a second agent; the same id with another
+    payload is INVALID_ARGUMENT. A call id already routed under another request_id is
+    FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
+    contention outlasted the bounded re-planning: retry with the same request_id.
+    """
+    Accept: _aio.UnaryUnaryMultiCallable[_routing_pb2.AcceptRequest, _routing_pb2.AcceptResponse]  # type: ignore[assignment]
+    """The agent takes an offered call: OFFERED -> ACTIVE. FAILED_PRECONDITION for a stale
+    token or an expired offer. Retrying a successful Accept returns the same assignment.
+    """
+    Reject: _aio.UnaryUnaryMultiCallable[_routing_pb2.RejectRequest, _routing_pb2.RejectResponse]  # type: ignore[assignment]
+    """The agent declines an offered call: it goes back to the queue with its original age and
+    is never offered to this agent again.
     """
     Complete: _aio.UnaryUnaryMultiCallable[_routing_pb2.CompleteRequest, _routing_pb2.CompleteResponse]  # type: ignore[assignment]
     """Finish an assignment: frees the agent's capacity and feeds the outcome into the agent's
@@ -80,15 +119,33 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     Retrying a successful Complete returns the same assignment.
     """
     Release: _aio.UnaryUnaryMultiCallable[_routing_pb2.ReleaseRequest, _routing_pb2.ReleaseResponse]  # type: ignore[assignment]
-    """Hand an assignment back unfinished (the agent cannot take it): frees capacity; the call
-    becomes RELEASED and can be assigned again. Same token rules as Complete.
+    """Hand an active assignment back unfinished (the agent cannot handle it): frees capacity;
+    the call goes back to the queue with its original age and is not given to this agent
+    again. Same token rules as Complete.
     """
     Cancel: _aio.UnaryUnaryMultiCallable[_routing_pb2.CancelRequest, _routing_pb2.CancelResponse]  # type: ignore[assignment]
-    """The customer hung up or the platform withdrew the call: ends its assignment, if any.
-    Idempotent. FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+    """The customer hung up or the platform withdrew the call: a waiting or offered call is
+    ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent.
+    FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+    """
+    RequestCallback: _aio.UnaryUnaryMultiCallable[_routing_pb2.RequestCallbackRequest, _routing_pb2.RequestCallbackResponse]  # type: ignore[assignment]
+    """A waiting caller asks to be called back instead of holding: they keep their place in the
+    queue. FAILED_PRECONDITION unless the call is QUEUED.
     """
     GetCall: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetCallRequest, _routing_pb2.GetCallResponse]  # type: ignore[assignment]
-    """A call's status and current or last assignment."""
+    """A call's status, queue position and estimated wait, current or last assignment, and its
+    timeline: what a customer sees with their call id.
+    """
+    GetStats: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetStatsRequest, _routing_pb2.GetStatsResponse]  # type: ignore[assignment]
+    """Live statistics of a tenant: queue depth by channel and skill, longest wait, agents by
+    presence, service level over the last 15 and 60 minutes, occupancy per agent.
+    """
+    Watch: _aio.UnaryStreamMultiCallable[_routing_pb2.WatchRequest, _types_pb2.Event]  # type: ignore[assignment]
+    """Stream the tenant's events (every state change) from a cursor, filtered by call, agent
+    or type, until the client cancels. Resume after a disconnect by passing the last
+    `event_id` received: nothing is lost or repeated. OUT_OF_RANGE when the cursor is older
+    than what the stream still keeps (the last 100,000 events).
+    """
 
 class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Routes calls to agents and tracks them until they end."""
@@ -99,14 +156,36 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _routing_pb2.AssignRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_routing_pb2.AssignResponse, _abc.Awaitable[_routing_pb2.AssignResponse]]:
-        """Pick an agent for a call and give it to them atomically.
+        """Route a new call: give it to the best free agent atomically (ASSIGNED, or OFFERED when
+        the channel uses offers), or queue it (QUEUED, with position and estimated wait) when
+        nobody eligible is free or other calls already wait. Queued calls are placed by the
+        dispatcher's batch solve as capacity frees; follow them with Watch or GetCall.
 
-        Idempotent on `request_id`: a retry with the same id and payload returns the same answer
-        (`replayed` is set) and never a second agent; the same id with another payload is
-        INVALID_ARGUMENT. When no eligible agent is free the result is NO_AGENT (not an error) with
-        an explanation of who was excluded and why; NO_AGENT is not recorded, so a retry
-        re-evaluates. A call that is already assigned, completed or cancelled is
-        FAILED_PRECONDITION. ABORTED means contention outlasted the bounded re-planning: retry.
+        Idempotent on `request_id` (24 h): a retry with the same id and payload answers with the
+        call's current state (`replayed` set) and never a second agent; the same id with another
+        payload is INVALID_ARGUMENT. A call id already routed under another request_id is
+        FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
+        contention outlasted the bounded re-planning: retry with the same request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def Accept(
+        self,
+        request: _routing_pb2.AcceptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.AcceptResponse, _abc.Awaitable[_routing_pb2.AcceptResponse]]:
+        """The agent takes an offered call: OFFERED -> ACTIVE. FAILED_PRECONDITION for a stale
+        token or an expired offer. Retrying a successful Accept returns the same assignment.
+        """
+
+    @_abc_1.abstractmethod
+    def Reject(
+        self,
+        request: _routing_pb2.RejectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.RejectResponse, _abc.Awaitable[_routing_pb2.RejectResponse]]:
+        """The agent declines an offered call: it goes back to the queue with its original age and
+        is never offered to this agent again.
         """
 
     @_abc_1.abstractmethod
@@ -126,8 +205,9 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _routing_pb2.ReleaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_routing_pb2.ReleaseResponse, _abc.Awaitable[_routing_pb2.ReleaseResponse]]:
-        """Hand an assignment back unfinished (the agent cannot take it): frees capacity; the call
-        becomes RELEASED and can be assigned again. Same token rules as Complete.
+        """Hand an active assignment back unfinished (the agent cannot handle it): frees capacity;
+        the call goes back to the queue with its original age and is not given to this agent
+        again. Same token rules as Complete.
         """
 
     @_abc_1.abstractmethod
@@ -136,8 +216,19 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _routing_pb2.CancelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_routing_pb2.CancelResponse, _abc.Awaitable[_routing_pb2.CancelResponse]]:
-        """The customer hung up or the platform withdrew the call: ends its assignment, if any.
-        Idempotent. FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+        """The customer hung up or the platform withdrew the call: a waiting or offered call is
+        ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent.
+        FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+        """
+
+    @_abc_1.abstractmethod
+    def RequestCallback(
+        self,
+        request: _routing_pb2.RequestCallbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.RequestCallbackResponse, _abc.Awaitable[_routing_pb2.RequestCallbackResponse]]:
+        """A waiting caller asks to be called back instead of holding: they keep their place in the
+        queue. FAILED_PRECONDITION unless the call is QUEUED.
         """
 
     @_abc_1.abstractmethod
@@ -146,6 +237,30 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _routing_pb2.GetCallRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_routing_pb2.GetCallResponse, _abc.Awaitable[_routing_pb2.GetCallResponse]]:
-        """A call's status and current or last assignment."""
+        """A call's status, queue position and estimated wait, current or last assignment, and its
+        timeline: what a customer sees with their call id.
+        """
+
+    @_abc_1.abstractmethod
+    def GetStats(
+        self,
+        request: _routing_pb2.GetStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.GetStatsResponse, _abc.Awaitable[_routing_pb2.GetStatsResponse]]:
+        """Live statistics of a tenant: queue depth by channel and skill, longest wait, agents by
+        presence, service level over the last 15 and 60 minutes, occupancy per agent.
+        """
+
+    @_abc_1.abstractmethod
+    def Watch(
+        self,
+        request: _routing_pb2.WatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_types_pb2.Event], _abc.AsyncIterator[_types_pb2.Event]]:
+        """Stream the tenant's events (every state change) from a cursor, filtered by call, agent
+        or type, until the client cancels. Resume after a disconnect by passing the last
+        `event_id` received: nothing is lost or repeated. OUT_OF_RANGE when the cursor is older
+        than what the stream still keeps (the last 100,000 events).
+        """
 
 def add_RoutingServiceServicer_to_server(servicer: RoutingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -80,6 +80,10 @@ class _PresenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Presence.Val
     """Away from the desk; `presence_reason` may say why (custom reasons are free text)."""
     PRESENCE_OFFLINE: _Presence.ValueType  # 5
     """Logged out. New agents start OFFLINE."""
+    PRESENCE_NOT_RESPONDING: _Presence.ValueType  # 6
+    """Set by the router after `Policy.max_missed_offers` missed offers in a row; no work
+    until the agent sets AVAILABLE again.
+    """
 
 class Presence(_Presence, metaclass=_PresenceEnumTypeWrapper):
     """What an agent said about their availability. Only AVAILABLE agents receive work."""
@@ -96,6 +100,10 @@ PRESENCE_AWAY: Presence.ValueType  # 4
 """Away from the desk; `presence_reason` may say why (custom reasons are free text)."""
 PRESENCE_OFFLINE: Presence.ValueType  # 5
 """Logged out. New agents start OFFLINE."""
+PRESENCE_NOT_RESPONDING: Presence.ValueType  # 6
+"""Set by the router after `Policy.max_missed_offers` missed offers in a row; no work
+until the agent sets AVAILABLE again.
+"""
 Global___Presence: _TypeAlias = Presence  # noqa: Y015
 
 class _AbsenceKind:
@@ -194,6 +202,16 @@ class _ExclusionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Exclu
     """No free capacity on the channel or in the agent's unit budget."""
     EXCLUSION_REASON_OCCUPANCY_CAP: _ExclusionReason.ValueType  # 9
     """Rolling occupancy is at or above the agent's cap (top-performer protection)."""
+    EXCLUSION_REASON_SHIFT_ENDING: _ExclusionReason.ValueType  # 10
+    """The call's expected handle time would outlast the agent's shift or reach into an
+    upcoming absence.
+    """
+    EXCLUSION_REASON_DECLINED: _ExclusionReason.ValueType  # 11
+    """The agent already rejected, missed or released this call."""
+    EXCLUSION_REASON_WRONG_TEAM: _ExclusionReason.ValueType  # 12
+    """The call is bound to a team the agent is not in (until widening adds overflow teams)."""
+    EXCLUSION_REASON_REGION: _ExclusionReason.ValueType  # 13
+    """The call requires the customer's region and the agent is elsewhere (until widened)."""
 
 class ExclusionReason(_ExclusionReason, metaclass=_ExclusionReasonEnumTypeWrapper):
     """The hard rule that refused an agent for a call (the first rule that fails is counted)."""
@@ -218,6 +236,16 @@ EXCLUSION_REASON_AT_CAPACITY: ExclusionReason.ValueType  # 8
 """No free capacity on the channel or in the agent's unit budget."""
 EXCLUSION_REASON_OCCUPANCY_CAP: ExclusionReason.ValueType  # 9
 """Rolling occupancy is at or above the agent's cap (top-performer protection)."""
+EXCLUSION_REASON_SHIFT_ENDING: ExclusionReason.ValueType  # 10
+"""The call's expected handle time would outlast the agent's shift or reach into an
+upcoming absence.
+"""
+EXCLUSION_REASON_DECLINED: ExclusionReason.ValueType  # 11
+"""The agent already rejected, missed or released this call."""
+EXCLUSION_REASON_WRONG_TEAM: ExclusionReason.ValueType  # 12
+"""The call is bound to a team the agent is not in (until widening adds overflow teams)."""
+EXCLUSION_REASON_REGION: ExclusionReason.ValueType  # 13
+"""The call requires the customer's region and the agent is elsewhere (until widened)."""
 Global___ExclusionReason: _TypeAlias = ExclusionReason  # noqa: Y015
 
 class _AssignmentState:
@@ -235,7 +263,17 @@ class _AssignmentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Assig
     ASSIGNMENT_STATE_RELEASED: _AssignmentState.ValueType  # 3
     """Handed back unfinished with Release; the call can be assigned again."""
     ASSIGNMENT_STATE_CANCELLED: _AssignmentState.ValueType  # 4
-    """Ended because the call was cancelled."""
+    """Ended because the call was cancelled or abandoned."""
+    ASSIGNMENT_STATE_OFFERED: _AssignmentState.ValueType  # 5
+    """Offered to the agent, waiting for Accept; holds the agent's capacity until it expires."""
+    ASSIGNMENT_STATE_REJECTED: _AssignmentState.ValueType  # 6
+    """The agent rejected the offer; the call went back to the queue with its age."""
+    ASSIGNMENT_STATE_TIMED_OUT: _AssignmentState.ValueType  # 7
+    """The offer expired unanswered; the call went back to the queue with its age."""
+    ASSIGNMENT_STATE_RECLAIMED: _AssignmentState.ValueType  # 8
+    """Taken back because the agent left (offline, heartbeat lost, absence, shift end); the
+    call went back to the queue with its age.
+    """
 
 class AssignmentState(_AssignmentState, metaclass=_AssignmentStateEnumTypeWrapper):
     """Lifecycle of one assignment."""
@@ -249,7 +287,17 @@ ASSIGNMENT_STATE_COMPLETED: AssignmentState.ValueType  # 2
 ASSIGNMENT_STATE_RELEASED: AssignmentState.ValueType  # 3
 """Handed back unfinished with Release; the call can be assigned again."""
 ASSIGNMENT_STATE_CANCELLED: AssignmentState.ValueType  # 4
-"""Ended because the call was cancelled."""
+"""Ended because the call was cancelled or abandoned."""
+ASSIGNMENT_STATE_OFFERED: AssignmentState.ValueType  # 5
+"""Offered to the agent, waiting for Accept; holds the agent's capacity until it expires."""
+ASSIGNMENT_STATE_REJECTED: AssignmentState.ValueType  # 6
+"""The agent rejected the offer; the call went back to the queue with its age."""
+ASSIGNMENT_STATE_TIMED_OUT: AssignmentState.ValueType  # 7
+"""The offer expired unanswered; the call went back to the queue with its age."""
+ASSIGNMENT_STATE_RECLAIMED: AssignmentState.ValueType  # 8
+"""Taken back because the agent left (offline, heartbeat lost, absence, shift end); the
+call went back to the queue with its age.
+"""
 Global___AssignmentState: _TypeAlias = AssignmentState  # noqa: Y015
 
 class _CallStatus:
@@ -261,27 +309,35 @@ class _CallStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallStatus
     CALL_STATUS_UNSPECIFIED: _CallStatus.ValueType  # 0
     """Never sent."""
     CALL_STATUS_ASSIGNED: _CallStatus.ValueType  # 1
-    """An agent holds it."""
-    CALL_STATUS_RELEASED: _CallStatus.ValueType  # 2
-    """Its agent released it unfinished; Assign it again (with a new request_id)."""
+    """An agent holds it (assigned directly or an accepted offer)."""
     CALL_STATUS_COMPLETED: _CallStatus.ValueType  # 3
     """Done."""
     CALL_STATUS_CANCELLED: _CallStatus.ValueType  # 4
-    """The customer hung up or the platform withdrew it."""
+    """The platform withdrew it while an agent held it."""
+    CALL_STATUS_QUEUED: _CallStatus.ValueType  # 5
+    """Waiting for an agent (also again after a reject, timeout, release or reclaim)."""
+    CALL_STATUS_OFFERED: _CallStatus.ValueType  # 6
+    """Offered to an agent who has not accepted yet."""
+    CALL_STATUS_ABANDONED: _CallStatus.ValueType  # 7
+    """The customer hung up while it waited or was being offered."""
 
 class CallStatus(_CallStatus, metaclass=_CallStatusEnumTypeWrapper):
-    """Lifecycle of a call."""
+    """Lifecycle of a call (the README has the state diagram)."""
 
 CALL_STATUS_UNSPECIFIED: CallStatus.ValueType  # 0
 """Never sent."""
 CALL_STATUS_ASSIGNED: CallStatus.ValueType  # 1
-"""An agent holds it."""
-CALL_STATUS_RELEASED: CallStatus.ValueType  # 2
-"""Its agent released it unfinished; Assign it again (with a new request_id)."""
+"""An agent holds it (assigned directly or an accepted offer)."""
 CALL_STATUS_COMPLETED: CallStatus.ValueType  # 3
 """Done."""
 CALL_STATUS_CANCELLED: CallStatus.ValueType  # 4
-"""The customer hung up or the platform withdrew it."""
+"""The platform withdrew it while an agent held it."""
+CALL_STATUS_QUEUED: CallStatus.ValueType  # 5
+"""Waiting for an agent (also again after a reject, timeout, release or reclaim)."""
+CALL_STATUS_OFFERED: CallStatus.ValueType  # 6
+"""Offered to an agent who has not accepted yet."""
+CALL_STATUS_ABANDONED: CallStatus.ValueType  # 7
+"""The customer hung up while it waited or was being offered."""
 Global___CallStatus: _TypeAlias = CallStatus  # noqa: Y015
 
 @_typing.final
@@ -346,6 +402,9 @@ class Call(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     PREFERRED_AGENT_ID_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    TEAM_FIELD_NUMBER: _builtins.int
+    REGION_REQUIRED_FIELD_NUMBER: _builtins.int
+    EXPECTED_HANDLE_TIME_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     """The platform's id for the call, unique in the tenant."""
     channel: Global___Channel.ValueType
@@ -360,6 +419,10 @@ class Call(_message.Message):
     """0 (normal) to 10 (most urgent)."""
     preferred_agent_id: _builtins.str
     """The customer's previous agent; favoured by the soft score, never required."""
+    team: _builtins.str
+    """Hard requirement when set: only agents of this team (until widening adds overflow teams)."""
+    region_required: _builtins.bool
+    """Hard requirement when true: only agents in `region` (until widening drops it)."""
     @_builtins.property
     def required_skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillRequirement]:
         """Hard requirement: the agent must have every skill at or above its level (at most 20)."""
@@ -371,6 +434,13 @@ class Call(_message.Message):
     @_builtins.property
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form attributes kept with the call (at most 32; keys 1-64, values up to 512 chars)."""
+
+    @_builtins.property
+    def expected_handle_time(self) -> _duration_pb2.Duration:
+        """The platform's estimate of the work (an email answer of 2 hours, say); unset uses the
+        policy's per-channel default. Work expected to outlast an agent's shift is not routed
+        to them. At most 7 days.
+        """
 
     def __init__(
         self,
@@ -385,10 +455,13 @@ class Call(_message.Message):
         priority: _builtins.int = ...,
         preferred_agent_id: _builtins.str = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        team: _builtins.str = ...,
+        region_required: _builtins.bool = ...,
+        expected_handle_time: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_handle_time", b"expected_handle_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "call_id", b"call_id", "channel", b"channel", "language", b"language", "preferred_agent_id", b"preferred_agent_id", "preferred_skills", b"preferred_skills", "priority", b"priority", "region", b"region", "required_skills", b"required_skills", "timezone", b"timezone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "call_id", b"call_id", "channel", b"channel", "expected_handle_time", b"expected_handle_time", "language", b"language", "preferred_agent_id", b"preferred_agent_id", "preferred_skills", b"preferred_skills", "priority", b"priority", "region", b"region", "region_required", b"region_required", "required_skills", b"required_skills", "team", b"team", "timezone", b"timezone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -459,6 +532,7 @@ class Explanation(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     RUNNER_UP_AGENT_ID_FIELD_NUMBER: _builtins.int
     RUNNER_UP_SCORE_FIELD_NUMBER: _builtins.int
+    WIDENING_STEP_FIELD_NUMBER: _builtins.int
     strategy: Global___Strategy.ValueType
     """The policy that decided."""
     candidates: _builtins.int
@@ -469,6 +543,8 @@ class Explanation(_message.Message):
     """The best other eligible agent, empty if there was none."""
     runner_up_score: _builtins.float
     """The runner-up's total soft score."""
+    widening_step: _builtins.int
+    """How many widening (bullseye) steps applied because the call waited (0: none)."""
     @_builtins.property
     def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___Exclusion]:
         """Agents refused, per rule (only rules that refused someone)."""
@@ -487,10 +563,11 @@ class Explanation(_message.Message):
         score: _builtins.float = ...,
         runner_up_agent_id: _builtins.str = ...,
         runner_up_score: _builtins.float = ...,
+        widening_step: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "excluded", b"excluded", "runner_up_agent_id", b"runner_up_agent_id", "runner_up_score", b"runner_up_score", "score", b"score", "score_parts", b"score_parts", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "excluded", b"excluded", "runner_up_agent_id", b"runner_up_agent_id", "runner_up_score", b"runner_up_score", "score", b"score", "score_parts", b"score_parts", "strategy", b"strategy", "widening_step", b"widening_step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -511,6 +588,7 @@ class Assignment(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
+    OFFER_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     """Server-minted id."""
     call_id: _builtins.str
@@ -537,6 +615,10 @@ class Assignment(_message.Message):
     def explanation(self) -> Global___Explanation:
         """Why this agent."""
 
+    @_builtins.property
+    def offer_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """While OFFERED: when the offer expires and the call goes back to the queue."""
+
     def __init__(
         self,
         *,
@@ -549,10 +631,11 @@ class Assignment(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         ended_at: _timestamp_pb2.Timestamp | None = ...,
         explanation: Global___Explanation | None = ...,
+        offer_expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at", "explanation", b"explanation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "ended_at", b"ended_at", "explanation", b"explanation", "offer_expires_at", b"offer_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "assignment_id", b"assignment_id", "call_id", b"call_id", "channel", b"channel", "created_at", b"created_at", "ended_at", b"ended_at", "explanation", b"explanation", "fencing_token", b"fencing_token", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "assignment_id", b"assignment_id", "call_id", b"call_id", "channel", b"channel", "created_at", b"created_at", "ended_at", b"ended_at", "explanation", b"explanation", "fencing_token", b"fencing_token", "offer_expires_at", b"offer_expires_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -602,8 +685,23 @@ class CallInfo(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     ASSIGNMENT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    ESTIMATED_WAIT_FIELD_NUMBER: _builtins.int
+    WAITED_FIELD_NUMBER: _builtins.int
+    CALLBACK_REQUESTED_FIELD_NUMBER: _builtins.int
+    SLA_AT_RISK_FIELD_NUMBER: _builtins.int
+    SLA_BREACHED_FIELD_NUMBER: _builtins.int
+    TIMELINE_FIELD_NUMBER: _builtins.int
     status: Global___CallStatus.ValueType
     """Where it is in its lifecycle."""
+    position: _builtins.int
+    """While QUEUED: 1-based place in the tenant's queue."""
+    callback_requested: _builtins.bool
+    """The caller asked to be called back (RequestCallback) and keeps their place."""
+    sla_at_risk: _builtins.bool
+    """The call was predicted to miss its SLA target and was escalated."""
+    sla_breached: _builtins.bool
+    """The call waited past its SLA target."""
     @_builtins.property
     def call(self) -> Global___Call:
         """The call as assigned."""
@@ -616,6 +714,18 @@ class CallInfo(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """Last change (server time)."""
 
+    @_builtins.property
+    def estimated_wait(self) -> _duration_pb2.Duration:
+        """While QUEUED: estimated time until an agent takes it."""
+
+    @_builtins.property
+    def waited(self) -> _duration_pb2.Duration:
+        """How long the call has waited so far (from its first Assign; survives requeues)."""
+
+    @_builtins.property
+    def timeline(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
+        """Every event of the call in order (GetCall only)."""
+
     def __init__(
         self,
         *,
@@ -623,14 +733,90 @@ class CallInfo(_message.Message):
         status: Global___CallStatus.ValueType = ...,
         assignment: Global___Assignment | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        position: _builtins.int = ...,
+        estimated_wait: _duration_pb2.Duration | None = ...,
+        waited: _duration_pb2.Duration | None = ...,
+        callback_requested: _builtins.bool = ...,
+        sla_at_risk: _builtins.bool = ...,
+        sla_breached: _builtins.bool = ...,
+        timeline: _abc.Iterable[Global___Event] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "call", b"call", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "call", b"call", "estimated_wait", b"estimated_wait", "updated_at", b"updated_at", "waited", b"waited"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "call", b"call", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "call", b"call", "callback_requested", b"callback_requested", "estimated_wait", b"estimated_wait", "position", b"position", "sla_at_risk", b"sla_at_risk", "sla_breached", b"sla_breached", "status", b"status", "timeline", b"timeline", "updated_at", b"updated_at", "waited", b"waited"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CallInfo: _TypeAlias = CallInfo  # noqa: Y015
+
+@_typing.final
+class Event(_message.Message):
+    """One state change in a tenant (appended to its event stream, delivered by Watch)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Stream position (`<ms>-<n>`); pass it back as `after_event_id` to resume after it."""
+    type: _builtins.str
+    """AGENT_CREATED, AGENT_UPDATED, AGENT_DELETED, PRESENCE_CHANGED, POLICY_UPDATED, QUEUED,
+    OFFERED, ACCEPTED, REJECTED, OFFER_TIMED_OUT, ASSIGNED, COMPLETED, RELEASED, CANCELLED,
+    ABANDONED, RECLAIMED, SLA_AT_RISK, SLA_BREACHED, CALLBACK_REQUESTED.
+    """
+    call_id: _builtins.str
+    """The call concerned, if any."""
+    agent_id: _builtins.str
+    """The agent concerned, if any."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened (server time)."""
+
+    @_builtins.property
+    def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Details (assignment_id, fencing_token, reason, presence, position, group, ...)."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        call_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "call_id", b"call_id", "data", b"data", "event_id", b"event_id", "time", b"time", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015
 
 @_typing.final
 class Absence(_message.Message):
@@ -715,6 +901,7 @@ class AgentStatus(_message.Message):
     OCCUPANCY_FIELD_NUMBER: _builtins.int
     PERFORMANCE_SCORE_FIELD_NUMBER: _builtins.int
     ROUTABLE_FIELD_NUMBER: _builtins.int
+    MISSED_OFFERS_FIELD_NUMBER: _builtins.int
     presence: Global___Presence.ValueType
     """Current presence."""
     presence_reason: _builtins.str
@@ -727,6 +914,8 @@ class AgentStatus(_message.Message):
     """Smoothed performance score, 0-1."""
     routable: _builtins.bool
     """Whether the agent could take work now (available, heartbeat fresh, not absent)."""
+    missed_offers: _builtins.int
+    """Offers missed in a row (NOT_RESPONDING at the policy's limit)."""
     @_builtins.property
     def presence_since(self) -> _timestamp_pb2.Timestamp:
         """When presence last changed."""
@@ -751,10 +940,11 @@ class AgentStatus(_message.Message):
         occupancy: _builtins.float = ...,
         performance_score: _builtins.float = ...,
         routable: _builtins.bool = ...,
+        missed_offers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_heartbeat", b"last_heartbeat", "presence_since", b"presence_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_heartbeat", b"last_heartbeat", "load", b"load", "occupancy", b"occupancy", "performance_score", b"performance_score", "presence", b"presence", "presence_reason", b"presence_reason", "presence_since", b"presence_since", "routable", b"routable", "units_used", b"units_used"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_heartbeat", b"last_heartbeat", "load", b"load", "missed_offers", b"missed_offers", "occupancy", b"occupancy", "performance_score", b"performance_score", "presence", b"presence", "presence_reason", b"presence_reason", "presence_since", b"presence_since", "routable", b"routable", "units_used", b"units_used"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -798,6 +988,7 @@ class Agent(_message.Message):
     ABSENCES_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    SHIFT_END_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """Unique in the tenant; required."""
     name: _builtins.str
@@ -834,6 +1025,12 @@ class Agent(_message.Message):
     def status(self) -> Global___AgentStatus:
         """Live state (output only)."""
 
+    @_builtins.property
+    def shift_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the agent's current shift (set daily by workforce management); unset: unknown.
+        Work expected to outlast it is not routed to the agent, and offers are reclaimed at it.
+        """
+
     def __init__(
         self,
         *,
@@ -849,10 +1046,11 @@ class Agent(_message.Message):
         absences: _abc.Iterable[Global___Absence] | None = ...,
         version: _builtins.int = ...,
         status: Global___AgentStatus | None = ...,
+        shift_end: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_occupancy", b"_max_occupancy", "max_occupancy", b"max_occupancy", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_occupancy", b"_max_occupancy", "max_occupancy", b"max_occupancy", "shift_end", b"shift_end", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_occupancy", b"_max_occupancy", "absences", b"absences", "agent_id", b"agent_id", "capacity", b"capacity", "languages", b"languages", "max_occupancy", b"max_occupancy", "name", b"name", "region", b"region", "skills", b"skills", "status", b"status", "team", b"team", "timezone", b"timezone", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_occupancy", b"_max_occupancy", "absences", b"absences", "agent_id", b"agent_id", "capacity", b"capacity", "languages", b"languages", "max_occupancy", b"max_occupancy", "name", b"name", "region", b"region", "shift_end", b"shift_end", "skills", b"skills", "status", b"status", "team", b"team", "timezone", b"timezone", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_occupancy: _TypeAlias = _typing.Literal["max_occupancy"]  # noqa: Y015
     _WhichOneofArgType__max_occupancy: _TypeAlias = _typing.Literal["_max_occupancy", b"_max_occupancy"]  # noqa: Y015
@@ -911,26 +1109,92 @@ class ChannelSetting(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     DEFAULT_CAPACITY_FIELD_NUMBER: _builtins.int
     UNITS_FIELD_NUMBER: _builtins.int
+    OFFER_TIMEOUT_FIELD_NUMBER: _builtins.int
+    WRAP_UP_FIELD_NUMBER: _builtins.int
+    EXPECTED_HANDLE_TIME_FIELD_NUMBER: _builtins.int
+    SLA_TARGET_FIELD_NUMBER: _builtins.int
+    SLA_GOAL_FIELD_NUMBER: _builtins.int
     channel: Global___Channel.ValueType
     """The channel."""
     default_capacity: _builtins.int
     """Items at once for agents that set no capacity for the channel (0-50)."""
     units: _builtins.int
     """Units of the agent's 100-unit budget one item takes (1-100)."""
+    sla_goal: _builtins.float
+    """SLA goal as a fraction (0-1], e.g. 0.8 for "80 % in 20 s"."""
+    @_builtins.property
+    def offer_timeout(self) -> _duration_pb2.Duration:
+        """Offer first and wait this long for Accept (0: assign directly; max 10 minutes)."""
+
+    @_builtins.property
+    def wrap_up(self) -> _duration_pb2.Duration:
+        """After Complete the agent's slot returns only after this wrap-up time (max 1 hour)."""
+
+    @_builtins.property
+    def expected_handle_time(self) -> _duration_pb2.Duration:
+        """Expected handle time of work on the channel (1 second to 7 days)."""
+
+    @_builtins.property
+    def sla_target(self) -> _duration_pb2.Duration:
+        """SLA: answer `sla_goal` of calls within this time (1 second to 7 days)."""
+
     def __init__(
         self,
         *,
         channel: Global___Channel.ValueType = ...,
         default_capacity: _builtins.int = ...,
         units: _builtins.int = ...,
+        offer_timeout: _duration_pb2.Duration | None = ...,
+        wrap_up: _duration_pb2.Duration | None = ...,
+        expected_handle_time: _duration_pb2.Duration | None = ...,
+        sla_target: _duration_pb2.Duration | None = ...,
+        sla_goal: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_handle_time", b"expected_handle_time", "offer_timeout", b"offer_timeout", "sla_target", b"sla_target", "wrap_up", b"wrap_up"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "default_capacity", b"default_capacity", "units", b"units"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "default_capacity", b"default_capacity", "expected_handle_time", b"expected_handle_time", "offer_timeout", b"offer_timeout", "sla_goal", b"sla_goal", "sla_target", b"sla_target", "units", b"units", "wrap_up", b"wrap_up"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChannelSetting: _TypeAlias = ChannelSetting  # noqa: Y015
+
+@_typing.final
+class WideningStep(_message.Message):
+    """A bullseye step: after a call has waited `after`, accept more agents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    LEVEL_DROP_FIELD_NUMBER: _builtins.int
+    TEAMS_FIELD_NUMBER: _builtins.int
+    ANY_REGION_FIELD_NUMBER: _builtins.int
+    level_drop: _builtins.int
+    """Lower every required skill level by this much (0-9; never below 1)."""
+    any_region: _builtins.bool
+    """Drop the call's hard region requirement."""
+    @_builtins.property
+    def after(self) -> _duration_pb2.Duration:
+        """Wait after which the step applies (1 second to 7 days); steps in increasing order."""
+
+    @_builtins.property
+    def teams(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Overflow teams whose agents may now take team-bound calls (at most 20)."""
+
+    def __init__(
+        self,
+        *,
+        after: _duration_pb2.Duration | None = ...,
+        level_drop: _builtins.int = ...,
+        teams: _abc.Iterable[_builtins.str] | None = ...,
+        any_region: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "any_region", b"any_region", "level_drop", b"level_drop", "teams", b"teams"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WideningStep: _TypeAlias = WideningStep  # noqa: Y015
 
 @_typing.final
 class Policy(_message.Message):
@@ -950,6 +1214,16 @@ class Policy(_message.Message):
     PERFORMANCE_HALF_LIFE_FIELD_NUMBER: _builtins.int
     IDLE_HORIZON_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    SLA_AT_RISK_FIELD_NUMBER: _builtins.int
+    ESCALATION_PRIORITY_BOOST_FIELD_NUMBER: _builtins.int
+    ESCALATION_GROUP_FIELD_NUMBER: _builtins.int
+    WIDENING_FIELD_NUMBER: _builtins.int
+    AGING_PER_PRIORITY_FIELD_NUMBER: _builtins.int
+    MAX_MISSED_OFFERS_FIELD_NUMBER: _builtins.int
+    CALLBACK_THRESHOLD_FIELD_NUMBER: _builtins.int
+    RECLAIM_ON_ABSENCE_FIELD_NUMBER: _builtins.int
+    RECLAIM_CHANNELS_FIELD_NUMBER: _builtins.int
+    MAX_QUEUE_FIELD_NUMBER: _builtins.int
     strategy: Global___Strategy.ValueType
     """Which strategy routes."""
     max_occupancy: _builtins.float
@@ -962,6 +1236,20 @@ class Policy(_message.Message):
     """Weight of the prior, in outcomes (0-1000)."""
     version: _builtins.int
     """Optimistic concurrency, as for agents."""
+    sla_at_risk: _builtins.float
+    """A waiting call is at risk once it has waited this fraction of its SLA target, or its
+    predicted answer time passes the target (0-1].
+    """
+    escalation_priority_boost: _builtins.int
+    """Priority added to an at-risk call (0-10; priority is capped at 10)."""
+    escalation_group: _builtins.str
+    """Supervisor group named in SLA_AT_RISK events (up to 64 characters)."""
+    max_missed_offers: _builtins.int
+    """Missed offers in a row before an agent becomes NOT_RESPONDING (0: never; max 100)."""
+    reclaim_on_absence: _builtins.bool
+    """Reclaim offers (and accepted work on `reclaim_channels`) from agents who leave."""
+    max_queue: _builtins.int
+    """Calls that may wait per tenant before Assign answers RESOURCE_EXHAUSTED (1-1000000)."""
     @_builtins.property
     def weights(self) -> Global___Weights:
         """BALANCED objective weights."""
@@ -986,6 +1274,22 @@ class Policy(_message.Message):
     def idle_horizon(self) -> _duration_pb2.Duration:
         """Idle time at which the fairness term saturates (1 second to 24 hours)."""
 
+    @_builtins.property
+    def widening(self) -> _containers.RepeatedCompositeFieldContainer[Global___WideningStep]:
+        """Bullseye widening steps (at most 10); an at-risk call also jumps to the next step."""
+
+    @_builtins.property
+    def aging_per_priority(self) -> _duration_pb2.Duration:
+        """Queue order: one priority level is worth this much waiting (0 to 1 hour)."""
+
+    @_builtins.property
+    def callback_threshold(self) -> _duration_pb2.Duration:
+        """Offer a callback when the estimated wait passes this (0: never; max 24 hours)."""
+
+    @_builtins.property
+    def reclaim_channels(self) -> _containers.RepeatedScalarFieldContainer[Global___Channel.ValueType]:
+        """Channels whose accepted work can move to another agent when its holder leaves."""
+
     def __init__(
         self,
         *,
@@ -1001,10 +1305,20 @@ class Policy(_message.Message):
         performance_half_life: _duration_pb2.Duration | None = ...,
         idle_horizon: _duration_pb2.Duration | None = ...,
         version: _builtins.int = ...,
+        sla_at_risk: _builtins.float = ...,
+        escalation_priority_boost: _builtins.int = ...,
+        escalation_group: _builtins.str = ...,
+        widening: _abc.Iterable[Global___WideningStep] | None = ...,
+        aging_per_priority: _duration_pb2.Duration | None = ...,
+        max_missed_offers: _builtins.int = ...,
+        callback_threshold: _duration_pb2.Duration | None = ...,
+        reclaim_on_absence: _builtins.bool = ...,
+        reclaim_channels: _abc.Iterable[Global___Channel.ValueType] | None = ...,
+        max_queue: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_timeout", b"heartbeat_timeout", "idle_horizon", b"idle_horizon", "occupancy_window", b"occupancy_window", "performance_half_life", b"performance_half_life", "weights", b"weights"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aging_per_priority", b"aging_per_priority", "callback_threshold", b"callback_threshold", "heartbeat_timeout", b"heartbeat_timeout", "idle_horizon", b"idle_horizon", "occupancy_window", b"occupancy_window", "performance_half_life", b"performance_half_life", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "heartbeat_timeout", b"heartbeat_timeout", "idle_horizon", b"idle_horizon", "max_occupancy", b"max_occupancy", "occupancy_window", b"occupancy_window", "performance_half_life", b"performance_half_life", "performance_prior", b"performance_prior", "performance_prior_weight", b"performance_prior_weight", "strategy", b"strategy", "top_k", b"top_k", "version", b"version", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aging_per_priority", b"aging_per_priority", "callback_threshold", b"callback_threshold", "channels", b"channels", "escalation_group", b"escalation_group", "escalation_priority_boost", b"escalation_priority_boost", "heartbeat_timeout", b"heartbeat_timeout", "idle_horizon", b"idle_horizon", "max_missed_offers", b"max_missed_offers", "max_occupancy", b"max_occupancy", "max_queue", b"max_queue", "occupancy_window", b"occupancy_window", "performance_half_life", b"performance_half_life", "performance_prior", b"performance_prior", "performance_prior_weight", b"performance_prior_weight", "reclaim_channels", b"reclaim_channels", "reclaim_on_absence", b"reclaim_on_absence", "sla_at_risk", b"sla_at_risk", "strategy", b"strategy", "top_k", b"top_k", "version", b"version", "weights", b"weights", "widening", b"widening"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

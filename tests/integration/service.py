@@ -6,7 +6,8 @@ occupancy windows) without sleeping; everything else is the production code path
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -31,6 +32,7 @@ class Service:
     channel: grpc.Channel
     client: redis.Redis
     clock: FakeClock
+    running: RunningServer
     tenant: str = "acme"
 
     def __post_init__(self) -> None:
@@ -38,9 +40,17 @@ class Service:
         self.admin = admin_pb2_grpc.AgentAdminServiceStub(self.channel)
         self.policies = admin_pb2_grpc.PolicyServiceStub(self.channel)
 
+    def kill(self) -> None:
+        """Stop this replica at once (no grace): what a crash looks like to the others."""
+        self.running.stop(0)
+
     def dump(self) -> dict[bytes | str, object]:
         """Every key with its serialized value: equal dumps mean nothing was written."""
-        return keyspace(self.client)
+        return {
+            key: value
+            for key, value in keyspace(self.client).items()
+            if not str(key).endswith(":lease:dispatch'")  # the dispatcher's own heartbeat
+        }
 
     # --- admin helpers -----------------------------------------------------------------------
 
@@ -122,8 +132,11 @@ class Service:
         skills: Mapping[str, int] | None = None,
         channel: pb.Channel.ValueType = pb.CHANNEL_VOICE,
         request_id: str = "",
+        no_queue: bool = False,
+        **fields: object,
     ) -> routing_pb2.AssignResponse:
-        """Assign a call needing ``skills`` (default billing >= 1)."""
+        """Assign a call needing ``skills`` (default billing >= 1); ``fields`` are set on
+        the call (``priority``, ``team``, ``expected_handle_time``, ...)."""
         required = [
             pb.SkillRequirement(skill=k, min_level=v) for k, v in (skills or {"billing": 1}).items()
         ]
@@ -131,7 +144,13 @@ class Service:
             routing_pb2.AssignRequest(
                 tenant=self.tenant,
                 request_id=request_id or f"req-{call_id}",
-                call=pb.Call(call_id=call_id, channel=channel, required_skills=required),
+                call=pb.Call(
+                    call_id=call_id,
+                    channel=channel,
+                    required_skills=required,
+                    **fields,  # type: ignore[arg-type]  # checked by protobuf at run time
+                ),
+                no_queue=no_queue,
             )
         )
 
@@ -150,6 +169,33 @@ class Service:
                 outcome=outcome,
             )
         ).assignment
+
+    def get_call(self, call_id: str) -> pb.CallInfo:
+        """GetCall."""
+        return self.routing.GetCall(
+            routing_pb2.GetCallRequest(tenant=self.tenant, call_id=call_id)
+        ).call
+
+    def wait_for_call(
+        self, call_id: str, status: pb.CallStatus.ValueType, timeout_s: float = 10.0
+    ) -> pb.CallInfo:
+        """Poll GetCall until the call reaches ``status`` (the dispatcher works in the
+        background); fails the test after ``timeout_s``."""
+        return self.wait_until(call_id, lambda call: call.status == status, timeout_s)
+
+    def wait_until(
+        self, call_id: str, done: Callable[[pb.CallInfo], bool], timeout_s: float = 10.0
+    ) -> pb.CallInfo:
+        """Poll GetCall until ``done(call)``; fails the test after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            call = self.get_call(call_id)
+            if done(call):
+                return call
+            if time.monotonic() > deadline:
+                status = pb.CallStatus.Name(call.status)
+                raise AssertionError(f"{call_id} still {status} after {timeout_s}s: {call}")
+            time.sleep(0.02)
 
     # --- malformed requests for the bad-input table ------------------------------------------
 
@@ -257,18 +303,36 @@ class Service:
         )
 
 
+def _replica(url: str, clock: FakeClock, raw: redis.Redis) -> Service:
+    store = RedisStore(redis.Redis.from_url(url, decode_responses=True), clock=clock)
+    running = create_server(Settings(port=0, workers=32, dispatch_tick_s=0.05), store)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    return Service(channel, raw, clock, running)
+
+
+def _close(replica: Service) -> None:
+    replica.channel.close()
+    replica.running.stop(0)
+
+
 @pytest.fixture
 def service(redis_server: local_redis.LocalRedis) -> Iterator[Service]:
     """A fresh server over an empty Redis, with a fake clock."""
     client = redis.Redis.from_url(redis_server.url, decode_responses=False)
     client.flushall()
-    clock = FakeClock()
-    store = RedisStore(redis.Redis.from_url(redis_server.url, decode_responses=True), clock=clock)
-    running: RunningServer = create_server(Settings(port=0, workers=32), store)
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    replica = _replica(redis_server.url, FakeClock(), client)
     try:
-        yield Service(channel, client, clock)
+        yield replica
     finally:
-        channel.close()
-        running.stop(0)
+        _close(replica)
         client.close()
+
+
+@pytest.fixture
+def second_replica(service: Service, redis_server: local_redis.LocalRedis) -> Iterator[Service]:
+    """Another server process-equivalent over the same Redis and clock as ``service``."""
+    replica = _replica(redis_server.url, service.clock, service.client)
+    try:
+        yield replica
+    finally:
+        _close(replica)

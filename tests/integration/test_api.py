@@ -22,6 +22,7 @@ from tests.integration.service import Service
 
 ASSIGNED = routing_pb2.AssignResponse.RESULT_ASSIGNED
 NO_AGENT = routing_pb2.AssignResponse.RESULT_NO_AGENT
+QUEUED = routing_pb2.AssignResponse.RESULT_QUEUED
 BAD = grpc.StatusCode.INVALID_ARGUMENT
 MISSING = grpc.StatusCode.NOT_FOUND
 TAKEN = grpc.StatusCode.ALREADY_EXISTS
@@ -65,9 +66,9 @@ def test_skill_change_is_obeyed_by_the_very_next_assign(service: Service) -> Non
     """Removing a skill excludes the agent at once; adding it back includes them at once."""
     service.agent("a1", skills={"billing": 7})
     service.patch_skills("a1", remove=["billing"])
-    assert service.assign("c1", skills={"billing": 1}).result == NO_AGENT
+    assert service.assign("c1", skills={"billing": 1}, no_queue=True).result == NO_AGENT
     service.patch_skills("a1", set={"billing": 4})
-    assert service.assign("c2", skills={"billing": 5}).result == NO_AGENT
+    assert service.assign("c2", skills={"billing": 5}, no_queue=True).result == NO_AGENT
     reply = service.assign("c3", skills={"billing": 4})
     assert reply.assignment.agent_id == "a1"
 
@@ -76,7 +77,7 @@ def test_presence_change_is_obeyed_by_the_very_next_assign(service: Service) -> 
     """An agent going on break gets nothing; back to available, they get the next call."""
     service.agent("a1", skills={"billing": 7})
     service.presence("a1", pb.PRESENCE_BREAK, reason="lunch")
-    reply = service.assign("c1", skills={"billing": 1})
+    reply = service.assign("c1", skills={"billing": 1}, no_queue=True)
     assert reply.result == NO_AGENT
     assert {e.reason for e in reply.explanation.excluded} == {pb.EXCLUSION_REASON_NOT_AVAILABLE}
     service.presence("a1", pb.PRESENCE_AVAILABLE)
@@ -124,10 +125,10 @@ def test_capacity_per_channel_is_never_exceeded(service: Service) -> None:
     first = service.assign("c1", channel=pb.CHANNEL_CHAT)
     second = service.assign("c2", channel=pb.CHANNEL_CHAT)
     assert first.assignment.agent_id == second.assignment.agent_id == "a1"
-    third = service.assign("c3", channel=pb.CHANNEL_CHAT)
+    third = service.assign("c3", channel=pb.CHANNEL_CHAT, no_queue=True)
     assert third.result == NO_AGENT
     assert {e.reason for e in third.explanation.excluded} == {pb.EXCLUSION_REASON_AT_CAPACITY}
-    assert service.assign("c4", channel=pb.CHANNEL_VOICE).result == NO_AGENT
+    assert service.assign("c4", channel=pb.CHANNEL_VOICE, no_queue=True).result == NO_AGENT
     service.complete(first.assignment)
     assert service.assign("c5", channel=pb.CHANNEL_CHAT).assignment.agent_id == "a1"
 
@@ -140,12 +141,14 @@ def test_hundred_concurrent_assigns_on_one_agent_give_exactly_one(service: Servi
     def one(i: int) -> routing_pb2.AssignResponse:
         if i < 20:
             barrier.wait(timeout=10)
-        return service.assign(f"c{i}", skills={"billing": 1})
+        return service.assign(f"c{i}", skills={"billing": 1}, no_queue=i % 2 == 0)
 
     with futures.ThreadPoolExecutor(max_workers=20) as pool:
         replies = list(pool.map(one, range(100)))
     results = Counter(r.result for r in replies)
-    assert results == {ASSIGNED: 1, NO_AGENT: 99}
+    assert results[ASSIGNED] == 1
+    assert results[NO_AGENT] + results[QUEUED] == 99
+    assert results[QUEUED] > 0
     agent = service.admin.GetAgent(
         admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="solo")
     )
@@ -214,10 +217,13 @@ def test_complete_with_stale_token_is_refused(service: Service) -> None:
     assert agent.status.performance_score > 0.6  # above the prior after a perfect outcome
 
 
-def test_release_returns_the_call_and_cancel_frees_the_agent(service: Service) -> None:
-    """Release makes a call assignable again; Cancel ends it and frees capacity."""
-    service.agent("a1", skills={"billing": 5})
+def test_release_requeues_to_another_agent_and_cancel_frees_the_agent(service: Service) -> None:
+    """Release puts the call back with its age and never back to the same agent; Cancel
+    ends it and frees capacity; a cancelled call cannot be assigned again."""
+    service.agent("a1", skills={"billing": 9})
     first = service.assign("c1", request_id="r1").assignment
+    assert first.agent_id == "a1"
+    service.agent("a2", skills={"billing": 2})
     released = service.routing.Release(
         routing_pb2.ReleaseRequest(
             tenant=service.tenant,
@@ -227,13 +233,14 @@ def test_release_returns_the_call_and_cancel_frees_the_agent(service: Service) -
         )
     )
     assert released.assignment.state == pb.ASSIGNMENT_STATE_RELEASED
-    second = service.assign("c1", request_id="r2").assignment
-    assert second.fencing_token > first.fencing_token
+    call = service.wait_for_call("c1", pb.CALL_STATUS_ASSIGNED)
+    assert call.assignment.agent_id == "a2"  # a1 released it: never given back to a1
+    assert call.assignment.fencing_token > first.fencing_token
     cancelled = service.routing.Cancel(
         routing_pb2.CancelRequest(tenant=service.tenant, call_id="c1", reason="hung up")
     )
     assert cancelled.call.status == pb.CALL_STATUS_CANCELLED
-    assert service.get_agent("a1").status.units_used == 0
+    assert service.get_agent("a2").status.units_used == 0
     with pytest.raises(grpc.RpcError) as err:
         service.assign("c1", request_id="r3")
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -331,7 +338,7 @@ def test_top_performer_stays_under_cap_over_thousands_of_cycles(service: Service
             holding.remove((ends, assignment))
             service.complete(assignment, csat=5 if assignment.agent_id == "star" else 3)
         if i % 2 == 0:  # 1.5 calls a minute of 60 s each: 30 % average occupancy
-            reply = service.assign(f"load{i}")
+            reply = service.assign(f"load{i}", no_queue=True)
             if reply.result == ASSIGNED:
                 handled[reply.assignment.agent_id] += 1
                 holding.append((now + 60_000, reply.assignment))

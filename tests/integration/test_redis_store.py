@@ -3,8 +3,15 @@ reloading after a flush and the mapping of driver failures to the error tree."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
+import subprocess
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -17,12 +24,15 @@ from router.domain import (
     AgentProfile,
     AssignmentState,
     Call,
+    CallStatus,
     Channel,
     Explanation,
+    Policy,
     Presence,
     Strategy,
+    WorkSpan,
 )
-from router.errors import RouterError, StoreUnavailableError
+from router.errors import OutOfRangeError, RouterError, StoreUnavailableError
 from router.redis_store import RedisStore
 from router.store import AgentQuery, Claim, Committed
 from router.store_common import RECORD_TTL_MS, REQUEST_TTL_MS
@@ -30,9 +40,10 @@ from tests.helpers import FakeClock
 
 T = "acme"
 PREFIX = "rt:v1:{acme}:"
+TENANTS = "rt:v1:tenants"
 
 
-def _claim(call_id: str, seq: int, heartbeat_timeout_s: int = 0) -> Claim:
+def _claim(call_id: str, seq: int, heartbeat_timeout_s: int = 0, offer_s: int = 0) -> Claim:
     return Claim(
         request_id=f"req-{call_id}",
         fingerprint="fp",
@@ -42,12 +53,13 @@ def _claim(call_id: str, seq: int, heartbeat_timeout_s: int = 0) -> Claim:
         units=25,
         heartbeat_timeout_s=heartbeat_timeout_s,
         explanation=Explanation(strategy=Strategy.BALANCED),
+        offer_timeout_s=offer_s,
     )
 
 
 def _busy_tenant(store: RedisStore) -> str:
-    """Create an agent, a policy, one finished and one active assignment; return the
-    finished assignment id."""
+    """Create an agent, a policy, one finished and one active assignment, an offer, a queued
+    call and the dispatcher lease; return the finished assignment id."""
     store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
     store.put_policy(T, store.get_policy(T))
     seq = store.set_presence(T, "a", Presence.AVAILABLE).seq
@@ -64,14 +76,20 @@ def _busy_tenant(store: RedisStore) -> str:
     )
     active = store.commit_assignment(T, _claim("c2", store.get_agent(T, "a").seq))
     assert isinstance(active, Committed)
+    offer = store.commit_assignment(T, _claim("c3", store.get_agent(T, "a").seq, offer_s=30))
+    assert isinstance(offer, Committed)
+    store.enqueue(T, "req-c4", "fp", Call("c4", Channel.VOICE, created_ms=1), policy=Policy())
+    assert store.acquire_lease(T, "me", 10_000)
     return asg.assignment_id
 
 
 def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> None:
-    """Every key carries the tenant hash tag (one cluster slot) and has the documented type;
-    the agent hash derives load from its ``a:<assignment_id>`` fields."""
+    """Every key but the tenants set carries the tenant hash tag (one cluster slot) and has
+    the documented type; the agent hash derives load from its ``a:<assignment_id>`` fields."""
     finished = _busy_tenant(RedisStore(redis_client, clock))
     keys = {str(key): str(redis_client.type(key)) for key in redis_client.keys("*")}
+    assert keys.pop(TENANTS) == "set"
+    assert redis_client.smembers(TENANTS) == {T}
     assert all(key.startswith(PREFIX) for key in keys)
     assert {key_slot(key.encode()) for key in keys} == {key_slot(b"{acme}")}
     types = {key.removeprefix(PREFIX).split(":")[0]: kind for key, kind in keys.items()}
@@ -86,30 +104,79 @@ def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> 
         "req": "hash",
         "fence": "string",
         "events": "stream",
+        "timeline": "list",
+        "queue": "zset",
+        "offers": "zset",
+        "history": "zset",
+        "lease": "string",
     }
-    agent = redis_client.hgetall(PREFIX + "agent:a")
-    (field,) = [name for name in agent if str(name).startswith("a:")]
-    assert agent[field] == f"chat|25|{clock.now_ms}"
-    assert redis_client.smembers(PREFIX + "idx:skill:billing") == {"a"}
-    assert redis_client.zrange(PREFIX + "work:a", 0, -1) == [
-        f"{finished}|{clock.now_ms}|{clock.now_ms}|25"
+    now = clock.now_ms
+    agent: dict[str, str] = redis_client.hgetall(PREFIX + "agent:a")  # type: ignore[assignment]
+    assert sorted(value for name, value in agent.items() if name.startswith("a:")) == [
+        f"chat|25|{now}|0|0",
+        f"chat|25|{now}|1|0",
     ]
-    assert redis_client.get(PREFIX + "fence") == "2"
+    assert redis_client.smembers(PREFIX + "idx:skill:billing") == {"a"}
+    assert redis_client.zrange(PREFIX + "work:a", 0, -1) == [f"{finished}|{now}|{now}|25"]
+    assert redis_client.get(PREFIX + "fence") == "3"
+    assert redis_client.zrange(PREFIX + "queue", 0, -1, withscores=True) == [("c4", 1.0)]
+    offers: list[tuple[str, float]] = redis_client.zrange(  # type: ignore[assignment]
+        PREFIX + "offers", 0, -1, withscores=True
+    )
+    ((offer, expires),) = offers
+    assert (redis_client.hget(PREFIX + f"asg:{offer}", "state"), expires) == (
+        "offered",
+        now + 30_000,
+    )
+    history: list[tuple[str, float]] = redis_client.zrange(  # type: ignore[assignment]
+        PREFIX + "history", 0, -1, withscores=True
+    )
+    kinds = [(member.split("|", 1)[1], score) for member, score in history]
+    assert kinds == [
+        ("answered|chat|0|c1", now),
+        ("completed|chat|0|c1", now),
+        ("answered|chat|0|c2", now),
+    ]
+    assert redis_client.get(PREFIX + "lease:dispatch") == f"{now + 10_000}|me"
+    timeline = [json.loads(item) for item in redis_client.lrange(PREFIX + "timeline:c1", 0, -1)]
+    assert [item[1:5] for item in timeline] == [
+        ["ASSIGNED", str(now), "c1", "a"],
+        ["COMPLETED", str(now), "c1", "a"],
+    ]
+    call = redis_client.hgetall(PREFIX + "call:c4")
+    assert call | {"call": ""} == {
+        "call": "",
+        "channel": "voice",
+        "status": "queued",
+        "assignment_id": "",
+        "updated": str(now),
+        "origin": "1",
+        "enqueued": "1",
+        "priority": "0",
+        "excluded": "[]",
+        "callback": "0",
+        "at_risk": "0",
+        "breached": "0",
+    }
+    assert redis_client.hgetall(PREFIX + "req:req-c4") == {"fingerprint": "fp", "call_id": "c4"}
 
 
 def test_records_expire_on_redis_time(redis_client: redis.Redis, clock: FakeClock) -> None:
-    """Idempotency records live 24 h; ended assignments and finished calls 7 days; active
-    ones and agents do not expire."""
+    """Idempotency records live 24 h; ended assignments, finished calls and their timelines
+    7 days; live calls, their timelines, agents and the queue do not expire."""
     finished = _busy_tenant(RedisStore(redis_client, clock))
 
     def ttl(key: str) -> int:
         return int(redis_client.pttl(PREFIX + key))
 
     assert REQUEST_TTL_MS - 60_000 < ttl("req:req-c1") <= REQUEST_TTL_MS
+    assert REQUEST_TTL_MS - 60_000 < ttl("req:req-c4") <= REQUEST_TTL_MS
     assert RECORD_TTL_MS - 60_000 < ttl(f"asg:{finished}") <= RECORD_TTL_MS
     assert RECORD_TTL_MS - 60_000 < ttl("call:c1") <= RECORD_TTL_MS
-    assert ttl("call:c2") == -1
-    assert ttl("agent:a") == -1
+    assert RECORD_TTL_MS - 60_000 < ttl("timeline:c1") <= RECORD_TTL_MS
+    for live in ("call:c2", "timeline:c2", "call:c4", "timeline:c4", "agent:a", "queue"):
+        assert ttl(live) == -1, live
+    assert ttl("lease:dispatch") == -1  # under a test clock the stored expiry decides
 
 
 def test_server_time_without_a_clock(redis_client: redis.Redis) -> None:
@@ -178,6 +245,15 @@ def test_unreachable_server_is_unavailable() -> None:
         lambda: store.commit_assignment(T, _claim("c", 1)),
         lambda: store.finish_assignment(T, "x", 1, AssignmentState.COMPLETED),
         lambda: store.read_events(T),
+        lambda: store.read_events(T, "$", block_ms=100),
+        lambda: store.enqueue(T, "r", "fp", Call("c", Channel.CHAT), policy=Policy()),
+        lambda: store.load_queue(T, 10),
+        lambda: store.get_call(T, "c"),
+        lambda: store.accept_offer(T, "x", 1),
+        lambda: store.reclaim(T, "a", channels=frozenset(), policy=Policy()),
+        lambda: store.history(T, 0),
+        store.tenants,
+        lambda: store.acquire_lease(T, "me", 1000),
     ]
     try:
         for call in calls:
@@ -185,3 +261,210 @@ def test_unreachable_server_is_unavailable() -> None:
                 call()
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def cluster_url() -> Iterator[str]:
+    """A one-node Redis Cluster (all 16384 slots on one server): it refuses a script whose
+    declared keys span slots, and a script that touches a key of another slot than the ones
+    it declared."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("the single-slot test needs redis-server", pytrace=False)
+    port = local_redis.free_port()
+    with tempfile.TemporaryDirectory(prefix="router-cluster-") as directory:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", directory,
+                "--cluster-enabled", "yes",
+                # The bus port defaults to port + 10000, out of range for high free ports.
+                "--cluster-port", str(local_redis.free_port()),
+                "--cluster-config-file", str(Path(directory) / "nodes.conf"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            client = redis.Redis(port=port, decode_responses=True)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.execute_command(  # type: ignore[no-untyped-call]
+                        "CLUSTER", "ADDSLOTSRANGE", 0, 16383
+                    )
+                    break
+                except redis.ConnectionError:
+                    assert process.poll() is None, "the cluster redis-server exited"
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            while client.cluster("INFO").get("cluster_state") != "ok":
+                assert time.monotonic() < deadline, "the one-node cluster did not come up"
+                time.sleep(0.05)
+            client.close()
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def test_every_script_is_single_slot(cluster_url: str, clock: FakeClock) -> None:
+    """Every store method runs on a one-node Redis Cluster, which refuses a script or
+    ``MULTI`` that touches two slots. (The server really checks: our scripts carry the
+    ``#!lua`` shebang, and a probe script with it that reads an undeclared key of another
+    slot is refused.)"""
+    client = redis.Redis.from_url(cluster_url, decode_responses=True)
+    client.flushall()
+    with pytest.raises(redis.ResponseError, match="do not hash to the same slot"):
+        client.eval("#!lua\nreturn redis.call('GET', 'other')", 1, "rt:v1:{acme}:x")
+    store = RedisStore(client, clock)
+    policy = Policy(max_missed_offers=1)
+    store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
+    store.update_agent(T, "a", lambda p: dataclasses.replace(p, skills={"tech": 2}))
+    store.put_policy(T, policy)
+    seq = store.set_presence(T, "a", Presence.AVAILABLE).seq
+    store.heartbeat(T, "a")
+    first = store.commit_assignment(T, _claim("c1", seq))
+    assert isinstance(first, Committed)
+    store.accept_offer(T, first.assignment.assignment_id, first.assignment.token)
+    store.finish_assignment(
+        T, first.assignment.assignment_id, first.assignment.token, AssignmentState.RELEASED
+    )
+    store.enqueue(T, "r2", "fp", Call("c2", Channel.CHAT), policy=policy)
+    store.mark_sla(T, "c2", breached=False, policy=policy)
+    store.mark_sla(T, "c2", breached=True, policy=policy)
+    store.request_callback(T, "c2")
+    view = store.load_queue(T, 10)
+    placed = store.commit_assignment(
+        T,
+        dataclasses.replace(
+            _claim("c2", store.get_agent(T, "a").seq, offer_s=5),
+            call=view.calls[0],
+            request_id="",
+            from_queue=True,
+        ),
+    )
+    assert isinstance(placed, Committed)
+    offer = placed.assignment
+    clock.advance(6_000)
+    assert store.expired_offers(T) == [offer]
+    store.decline_offer(T, offer.assignment_id, offer.token, timed_out=True, policy=policy)
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    again = store.commit_assignment(T, _claim("c3", store.get_agent(T, "a").seq, offer_s=5))
+    assert isinstance(again, Committed)
+    assert [a.assignment_id for a in store.reclaim(T, "a", channels=frozenset(), policy=policy)]
+    store.cancel_call(T, "c1")
+    store.cancel_call(T, "c3")
+    assert store.get_call(T, "c2").status == CallStatus.QUEUED
+    assert store.find_request(T, "r2") is not None
+    assert store.call_timeline(T, "c2")
+    assert store.history(T, 0)
+    assert store.acquire_lease(T, "me", 1_000)
+    store.release_lease(T, "me")
+    assert store.tenants() == [T]
+    assert store.read_events(T, limit=1000)
+    store.load_snapshot(T, Call("x", Channel.CHAT))
+    store.list_agents(T, AgentQuery(), 10)
+    seq = store.set_presence(T, "a", Presence.AVAILABLE).seq
+    done = store.commit_assignment(T, _claim("c4", seq))
+    assert isinstance(done, Committed)
+    store.finish_assignment(
+        T, done.assignment.assignment_id, done.assignment.token, AssignmentState.COMPLETED
+    )
+    store.delete_agent(T, "a")
+    client.close()
+
+
+def test_blocking_read_outlasts_the_socket_timeout(redis_server: local_redis.LocalRedis) -> None:
+    """``block_ms`` longer than the client's socket timeout neither fails nor returns early:
+    the store blocks in slices. ``$`` waits for events newer than the call."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=0.3)
+    client.flushall()
+    store = RedisStore(client)
+    store.create_agent(T, AgentProfile("a"))
+    (created,) = store.read_events(T)
+    started = time.monotonic()
+    assert store.read_events(T, "$", block_ms=700) == []
+    assert 0.6 < time.monotonic() - started < 3
+
+    def later() -> None:
+        time.sleep(0.8)
+        store.set_presence(T, "a", Presence.AVAILABLE)
+
+    for cursor in (created.event_id, "$"):
+        writer = threading.Thread(target=later)
+        started = time.monotonic()
+        writer.start()
+        events = store.read_events(T, cursor, block_ms=5_000)
+        writer.join()
+        assert [e.type for e in events] == ["PRESENCE_CHANGED"]
+        assert 0.7 < time.monotonic() - started < 4
+        created = events[0]
+    client.close()
+
+
+def test_trimmed_events_are_out_of_range(redis_client: redis.Redis, clock: FakeClock) -> None:
+    """Once ``MAXLEN ~`` trimmed the stream, a cursor older than its first event is
+    OUT_OF_RANGE; "0" still reads from the oldest event kept, newer cursors work."""
+    store = RedisStore(redis_client, clock, events_maxlen=10)
+    store.create_agent(T, AgentProfile("a"))
+    (first,) = store.read_events(T)
+    for _ in range(300):
+        store.set_presence(T, "a", Presence.AVAILABLE)
+    kept = store.read_events(T, "0", limit=1000)
+    assert 10 <= len(kept) < 300
+    with pytest.raises(OutOfRangeError, match=f"events after {first.event_id} were trimmed"):
+        store.read_events(T, first.event_id)
+    assert store.read_events(T, kept[0].event_id, limit=1000) == kept[1:]
+    assert store.read_events(T, kept[-1].event_id, block_ms=10) == []
+
+
+def test_lease_expires_on_redis_time(redis_client: redis.Redis) -> None:
+    """Without a test clock the lease is a key with a PX TTL: it expires on Redis time, only
+    its owner extends or releases it."""
+    store = RedisStore(redis_client)
+    assert store.acquire_lease(T, "one", 300)
+    assert not store.acquire_lease(T, "two", 300)
+    assert 0 < int(redis_client.pttl(PREFIX + "lease:dispatch")) <= 300
+    store.release_lease(T, "two")  # not the owner: no effect
+    assert store.acquire_lease(T, "one", 300)  # extended
+    time.sleep(0.4)
+    assert store.acquire_lease(T, "two", 10_000)
+    assert not store.acquire_lease(T, "one", 10_000)
+    store.release_lease(T, "two")
+    assert redis_client.exists(PREFIX + "lease:dispatch") == 0
+
+
+def test_wrap_up_keeps_the_field_until_swept(redis_client: redis.Redis, clock: FakeClock) -> None:
+    """A completed assignment with wrap-up keeps its ``a:`` field (with the wrap-up end) and
+    writes no span; once it ended, readers count it as a span, and the next script on the
+    agent moves it into ``work`` with that end."""
+    store = RedisStore(redis_client, clock)
+    store.create_agent(T, AgentProfile("a"))
+    seq = store.set_presence(T, "a", Presence.AVAILABLE).seq
+    done = store.commit_assignment(T, _claim("c1", seq))
+    assert isinstance(done, Committed)
+    asg, start = done.assignment, clock.now_ms
+    clock.advance(1_000)
+    store.finish_assignment(
+        T, asg.assignment_id, asg.token, AssignmentState.COMPLETED, wrap_up_s=30
+    )
+    field = f"a:{asg.assignment_id}"
+    wrap_until = clock.now_ms + 30_000
+    assert redis_client.hget(PREFIX + "agent:a", field) == f"chat|25|{start}|0|{wrap_until}"
+    assert redis_client.zcard(PREFIX + "work:a") == 0
+    clock.advance(30_000)
+    agent = store.get_agent(T, "a")
+    assert (agent.active, agent.recent) == ((), (WorkSpan(start, wrap_until, 25),))
+    again = store.commit_assignment(T, _claim("c2", agent.seq))
+    assert isinstance(again, Committed)
+    assert not redis_client.hexists(PREFIX + "agent:a", field)
+    assert redis_client.zrange(PREFIX + "work:a", 0, -1) == [
+        f"{asg.assignment_id}|{start}|{wrap_until}|25"
+    ]
+    assert store.get_agent(T, "a").recent == (WorkSpan(start, wrap_until, 25),)

@@ -19,6 +19,7 @@ from router.domain import (
     Assignment,
     AssignmentState,
     Call,
+    CallRecord,
     CallStatus,
     Channel,
     Exclusion,
@@ -39,7 +40,7 @@ from router.errors import (
     NotFoundError,
     VersionConflictError,
 )
-from router.store import AgentQuery, Claim, Committed, Conflict, Store
+from router.store import AgentQuery, Claim, Committed, Conflict, Gone, Replayed, Store
 from router.store_common import MAX_CAS_ATTEMPTS
 from scoring import performance
 from tests.integration.conftest import StoreHarness
@@ -109,6 +110,11 @@ def claim(
         heartbeat_timeout_s=hb,
         explanation=EXPLANATION,
     )
+
+
+def placing(base: Claim) -> Claim:
+    """``base`` as the dispatcher sends it: a queued call, no request id."""
+    return dataclasses.replace(base, request_id="", from_queue=True)
 
 
 def assign(store: Store, call_id: str, agent_id: str) -> Assignment:
@@ -385,14 +391,14 @@ def test_commit_happy_path(harness: StoreHarness) -> None:
     seq = available(store, "a", "billing")
     first = store.commit_assignment(T, claim(make_call("c1", "billing"), "a", seq))
     assert isinstance(first, Committed)
-    assert not first.replayed
     asg = first.assignment
     assert (asg.call_id, asg.agent_id, asg.channel, asg.units) == ("c1", "a", Channel.CHAT, 25)
-    assert (asg.state, asg.created_ms, asg.ended_ms, asg.explanation) == (
+    assert (asg.state, asg.created_ms, asg.ended_ms, asg.explanation, asg.offer_expires_ms) == (
         AssignmentState.ACTIVE,
         now,
         0,
         EXPLANATION,
+        0,
     )
     harness.clock.advance(1)
     second = assign(store, "c2", "a")
@@ -402,12 +408,8 @@ def test_commit_happy_path(harness: StoreHarness) -> None:
     assert [w.assignment_id for w in agent.active] == [asg.assignment_id, second.assignment_id]
     assert (agent.seq, agent.last_assigned_ms, agent.units_used) == (seq + 2, now + 1, 50)
     record = store.get_call(T, "c1")
-    assert (record.call, record.status, record.assignment) == (
-        make_call("c1", "billing"),
-        CallStatus.ASSIGNED,
-        asg,
-    )
-    assert store.find_request(T, "req-c1") == ("fp", asg)
+    assert record == CallRecord(make_call("c1", "billing"), CallStatus.ASSIGNED, asg, now)
+    assert store.find_request(T, "req-c1") == ("fp", record)
     assert store.find_request(T, "req-none") is None
 
 
@@ -448,25 +450,34 @@ def test_agent_checks_at_commit(harness: StoreHarness) -> None:
     )
 
 
-def test_replayed_request_returns_the_same_assignment(harness: StoreHarness) -> None:
-    """The same request id and fingerprint replays the stored assignment (even on a stale
-    seq) without writing; another fingerprint is INVALID_ARGUMENT on ``request_id``."""
+def test_replayed_request_is_answered_from_the_record(harness: StoreHarness) -> None:
+    """The same request id and fingerprint is ``Replayed`` (even on a stale seq, even for
+    another call id) without writing, and ``find_request`` gives the call as it is now;
+    another fingerprint is INVALID_ARGUMENT on ``request_id``."""
     store = harness.store
     seq = available(store, "a")
     original = store.commit_assignment(T, claim(make_call("c1"), "a", seq, "r1"))
     assert isinstance(original, Committed)
     before = harness.dump()
-    replay = store.commit_assignment(T, claim(make_call("c1"), "a", seq, "r1"))
-    assert replay == Committed(original.assignment, replayed=True)
+    assert store.commit_assignment(T, claim(make_call("c1"), "a", seq, "r1")) == Replayed()
+    assert store.commit_assignment(T, claim(make_call("c9"), "a", seq, "r1")) == Replayed()
     with pytest.raises(InvalidArgumentError, match="already used for a different request") as info:
         store.commit_assignment(T, claim(make_call("c1"), "a", seq, "r1", fingerprint="other"))
     assert info.value.field == "request_id"
     assert harness.dump() == before
+    asg = original.assignment
+    store.finish_assignment(T, asg.assignment_id, asg.token, AssignmentState.COMPLETED)
+    found = store.find_request(T, "r1")
+    assert found is not None
+    assert (found[0], found[1].status) == ("fp", CallStatus.COMPLETED)
+    assert found[1].assignment == store.get_call(T, "c1").assignment
 
 
-def test_call_status_gates_commit(store: Store) -> None:
-    """An assigned call cannot be assigned again, a completed one never; a released call
-    can be assigned again (to anyone)."""
+def test_call_status_gates_commit(harness: StoreHarness) -> None:
+    """A direct claim is only for a new call id: an assigned, queued or completed call is
+    FAILED_PRECONDITION. A released call waits in the queue and only a ``from_queue`` claim
+    places it; once it stopped waiting, that claim is ``Gone`` and writes nothing."""
+    store = harness.store
     available(store, "a")
     available(store, "b")
     first = assign(store, "c1", "a")
@@ -476,17 +487,28 @@ def test_call_status_gates_commit(store: Store) -> None:
         match=f"call c1 is already assigned \\(assignment {first.assignment_id}\\)",
     ):
         store.commit_assignment(T, claim(make_call("c1"), "b", seq_b, "r-other"))
-    store.finish_assignment(T, first.assignment_id, first.token, AssignmentState.RELEASED)
-    assert store.get_call(T, "c1").status == CallStatus.RELEASED
-    again = store.commit_assignment(T, claim(make_call("c1"), "b", seq_b, "r-again"))
+    store.finish_assignment(
+        T, first.assignment_id, first.token, AssignmentState.RELEASED, policy=Policy()
+    )
+    assert store.get_call(T, "c1").status == CallStatus.QUEUED
+    with pytest.raises(FailedPreconditionError, match="call c1 is queued"):
+        store.commit_assignment(T, claim(make_call("c1"), "b", seq_b, "r-direct"))
+    queued = store.get_call(T, "c1").call
+    again = store.commit_assignment(T, placing(claim(queued, "b", seq_b)))
     assert isinstance(again, Committed)
     record = store.get_call(T, "c1")
     assert (record.status, record.assignment) == (CallStatus.ASSIGNED, again.assignment)
     store.finish_assignment(
         T, again.assignment.assignment_id, again.assignment.token, AssignmentState.COMPLETED
     )
+    seq_a = store.get_agent(T, "a").seq
     with pytest.raises(FailedPreconditionError, match="call c1 is completed"):
-        store.commit_assignment(T, claim(make_call("c1"), "a", store.get_agent(T, "a").seq, "r3"))
+        store.commit_assignment(T, claim(make_call("c1"), "a", seq_a, "r3"))
+    before = harness.dump()
+    assert store.commit_assignment(T, placing(claim(queued, "a", seq_a))) == Gone("completed")
+    with pytest.raises(NotFoundError, match="call nope not found"):
+        store.commit_assignment(T, placing(claim(make_call("nope"), "a", seq_a)))
+    assert harness.dump() == before
 
 
 def test_concurrent_claims_on_one_agent_commit_once(store: Store) -> None:
@@ -634,7 +656,8 @@ def test_delete_refuses_an_agent_with_work(store: Store) -> None:
 
 def test_cancel_call(harness: StoreHarness) -> None:
     """Cancelling ends the active assignment as CANCELLED (freeing the agent) and is
-    idempotent; a released call becomes cancelled; completed or unknown calls are refused."""
+    idempotent; a released call (queued again) is abandoned; completed or unknown calls are
+    refused."""
     store, now = harness.store, harness.clock.now_ms
     available(store, "a")
     asg = assign(store, "c1", "a")
@@ -653,9 +676,10 @@ def test_cancel_call(harness: StoreHarness) -> None:
 
     released = assign(store, "c2", "a")
     store.finish_assignment(T, released.assignment_id, released.token, AssignmentState.RELEASED)
-    record = store.cancel_call(T, "c2")
-    assert (record.status, record.assignment and record.assignment.state) == (
-        CallStatus.CANCELLED,
+    record = store.cancel_call(T, "c2")  # released: it waited in the queue again
+    assert (record.status, record.position, record.assignment and record.assignment.state) == (
+        CallStatus.ABANDONED,
+        0,
         AssignmentState.RELEASED,
     )
     done = assign(store, "c3", "a")

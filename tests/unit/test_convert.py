@@ -99,7 +99,7 @@ def test_policy_round_trip_and_mask() -> None:
         (pb.Policy(strategy=pb.STRATEGY_UNSPECIFIED), "strategy", "policy.strategy"),
         (pb.Policy(), "occupancy_window", "policy.occupancy_window"),
         (
-            pb.Policy(channels=[pb.ChannelSetting(channel=pb.CHANNEL_CHAT, units=0)]),
+            pb.Policy(channels=[pb.ChannelSetting(channel=pb.CHANNEL_CHAT, units=101)]),
             "channels",
             "policy.channels[0].units",
         ),

@@ -15,126 +15,31 @@ from router.board import Board
 from router.domain import (
     Absence,
     AbsenceKind,
-    ActiveWork,
-    AgentProfile,
     AgentSnapshot,
     Call,
     Channel,
     Decision,
     Exclusion,
-    PerformanceStats,
     Policy,
     Presence,
-    SkillRequirement,
     Snapshot,
     Strategy,
+    WideningStep,
     WorkSpan,
-    frozen_map,
 )
 from router.engine import decide
 from scoring.load import occupancy
-
-NOW = 1_700_000_000_000
-HOUR_MS = 3_600_000
-
-
-def make_agent(
-    agent_id: str,
-    *,
-    skills: dict[str, int] | None = None,
-    languages: frozenset[str] = frozenset({"en"}),
-    presence: Presence = Presence.AVAILABLE,
-    heartbeat_ms: int = NOW,
-    active: tuple[ActiveWork, ...] = (),
-    recent: tuple[WorkSpan, ...] = (),
-    performance: PerformanceStats | None = None,
-    last_free_ms: int = NOW - 60_000,
-    last_assigned_ms: int = NOW - 60_000,
-    capacity: dict[Channel, int] | None = None,
-    max_occupancy: float | None = None,
-    absences: tuple[Absence, ...] = (),
-) -> AgentSnapshot:
-    """An agent who passes every hard rule for ``make_call`` unless told otherwise."""
-    return AgentSnapshot(
-        profile=AgentProfile(
-            agent_id=agent_id,
-            skills=frozen_map({"billing": 5} if skills is None else skills),
-            languages=languages,
-            capacity=frozen_map(capacity or {}),
-            max_occupancy=max_occupancy,
-            absences=absences,
-        ),
-        presence=presence,
-        heartbeat_ms=heartbeat_ms,
-        active=active,
-        recent=recent,
-        performance=performance or PerformanceStats(),
-        last_free_ms=last_free_ms,
-        last_assigned_ms=last_assigned_ms,
-    )
-
-
-def make_call(
-    call_id: str,
-    channel: Channel = Channel.VOICE,
-    *,
-    min_level: int = 3,
-    language: str = "en",
-    priority: int = 0,
-    preferred_agent_id: str = "",
-    created_ms: int = NOW - 1000,
-) -> Call:
-    """A call needing ``billing`` at ``min_level`` in ``language``."""
-    return Call(
-        call_id=call_id,
-        channel=channel,
-        required_skills=(SkillRequirement("billing", min_level),),
-        language=language,
-        priority=priority,
-        preferred_agent_id=preferred_agent_id,
-        created_ms=created_ms,
-    )
-
-
-def work(channel: Channel, units: int, start_ms: int = NOW - 60_000) -> ActiveWork:
-    """An item in progress."""
-    return ActiveWork(
-        assignment_id=f"w-{channel}-{start_ms}", channel=channel, units=units, start_ms=start_ms
-    )
-
-
-def stats(value: float, count: int) -> PerformanceStats:
-    """Performance sums of ``count`` outcomes worth ``value``, as of now."""
-    return PerformanceStats(weighted_sum=value * count, weight=float(count), updated_ms=NOW)
-
-
-def run(
-    agents: list[AgentSnapshot],
-    calls: list[Call],
-    policy: Policy | None = None,
-    *,
-    seed: int = 7,
-    unindexed: int = 0,
-) -> Decision:
-    """Decide ``calls`` on ``agents`` at ``NOW``."""
-    snapshot = Snapshot(
-        now_ms=NOW,
-        policy=policy or Policy(),
-        agents=tuple(agents),
-        unindexed_missing_skill=unindexed,
-    )
-    return decide(snapshot, calls, rng=random.Random(seed))
-
-
-def chosen(decision: Decision) -> list[str | None]:
-    """Agent per placement, in call order."""
-    return [placement.agent_id for placement in decision.placements]
-
-
-def placed(decision: Decision) -> list[str]:
-    """The agents given a call, sorted (unplaced calls left out)."""
-    return sorted(agent for agent in chosen(decision) if agent is not None)
-
+from tests.unit.factories import (
+    HOUR_MS,
+    NOW,
+    chosen,
+    make_agent,
+    make_call,
+    placed,
+    run,
+    stats,
+    work,
+)
 
 ALL_STRATEGIES = list(Strategy)
 
@@ -142,6 +47,7 @@ ALL_STRATEGIES = list(Strategy)
 # --- hard eligibility ---------------------------------------------------------------------------
 
 _VACATION = Absence("v1", AbsenceKind.VACATION, NOW - HOUR_MS, NOW + HOUR_MS)
+_TRAINING_SOON = Absence("t1", AbsenceKind.TRAINING, NOW + 120_000, NOW + HOUR_MS)
 
 RULE_CASES = [
     (Exclusion.NOT_AVAILABLE, make_agent("bad", presence=Presence.BREAK), make_call("c1")),
@@ -164,6 +70,18 @@ RULE_CASES = [
     (Exclusion.AT_CAPACITY, make_agent("bad", active=(work(Channel.CHAT, 25),)), make_call("c1")),
     (Exclusion.LANGUAGE, make_agent("bad"), make_call("c1", language="fr")),
     (Exclusion.SKILL_TOO_LOW, make_agent("bad"), make_call("c1", min_level=6)),
+    (Exclusion.NOT_AVAILABLE, make_agent("bad", presence=Presence.NOT_RESPONDING), make_call("c1")),
+    (Exclusion.DECLINED, make_agent("bad"), make_call("c1", excluded_agents=("x", "bad"))),
+    (Exclusion.WRONG_TEAM, make_agent("bad", team="sales"), make_call("c1", team="support")),
+    (Exclusion.WRONG_TEAM, make_agent("bad"), make_call("c1", team="support")),
+    (
+        Exclusion.REGION,
+        make_agent("bad", region="us-east"),
+        make_call("c1", region="EU-West", region_required=True),
+    ),
+    # Voice is expected to take 300 s: a shift ending in 4 minutes is too short.
+    (Exclusion.SHIFT_ENDING, make_agent("bad", shift_end_ms=NOW + 240_000), make_call("c1")),
+    (Exclusion.SHIFT_ENDING, make_agent("bad", absences=(_TRAINING_SOON,)), make_call("c1")),
 ]
 """(reason, agent, call): each pair differs from the passing default pair in one way."""
 
@@ -387,9 +305,10 @@ def test_balanced_prefers_the_better_agent() -> None:
 
 
 def test_higher_priority_wins_the_scarce_agent() -> None:
-    """One agent, two calls: the urgent one is placed even if the other fits better."""
+    """One agent, two calls: the urgent one is placed even if the other fits better and is
+    9 s older (less than the 5 * 60 s its priority is worth, and not near its SLA target)."""
     calls = [
-        make_call("normal", preferred_agent_id="a", created_ms=NOW - 60_000),
+        make_call("normal", preferred_agent_id="a", created_ms=NOW - 10_000),
         make_call("urgent", priority=5),
     ]
     decision = run([make_agent("a")], calls)
@@ -610,12 +529,13 @@ def test_engine_imports_no_io_modules() -> None:
 
 
 def random_agent(rng: random.Random, index: int) -> AgentSnapshot:
-    """An agent with random presence, skills, languages, load and recent work."""
+    """An agent with random presence, skills, languages, team, region, shift, load and work."""
     channels = [Channel.VOICE, Channel.CHAT, Channel.EMAIL]
     active = tuple(
         work(channel, Policy().units_for(channel), NOW - rng.randint(0, HOUR_MS))
         for channel in rng.sample(channels, rng.randint(0, 1))
     )
+    soon = Absence("s", AbsenceKind.TRAINING, NOW + rng.randint(1, 90) * 60_000, NOW + 2 * HOUR_MS)
     return make_agent(
         f"r{index:02d}",
         skills={
@@ -628,7 +548,21 @@ def random_agent(rng: random.Random, index: int) -> AgentSnapshot:
         active=active,
         recent=(WorkSpan(NOW - HOUR_MS, NOW - rng.randint(0, HOUR_MS), 100),),
         capacity={Channel.CHAT: rng.randint(0, 4)},
+        absences=rng.choice([(), (), (soon,)]),
+        team=rng.choice(["", "support", "sales", "overflow"]),
+        region=rng.choice(["", "eu", "US"]),
+        shift_end_ms=rng.choice([0, 0, NOW + rng.randint(1, 120) * 60_000]),
     )
+
+
+BOARD_POLICY = Policy(
+    widening=(
+        WideningStep(after_s=30, level_drop=1),
+        WideningStep(after_s=90, teams=("overflow",), any_region=True),
+    ),
+    sla={},
+)
+"""A policy whose widening steps the random calls below reach at random."""
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -637,7 +571,7 @@ def test_board_screening_matches_the_reference_rules(seed: int) -> None:
     rng = random.Random(seed)
     agents = [random_agent(rng, i) for i in range(25)]
     board = Board(
-        Snapshot(now_ms=NOW, policy=Policy(), agents=tuple(agents), unindexed_missing_skill=2)
+        Snapshot(now_ms=NOW, policy=BOARD_POLICY, agents=tuple(agents), unindexed_missing_skill=2)
     )
     for step in range(12):
         call = make_call(
@@ -645,9 +579,15 @@ def test_board_screening_matches_the_reference_rules(seed: int) -> None:
             rng.choice([Channel.VOICE, Channel.CHAT, Channel.EMAIL]),
             min_level=rng.randint(1, 6),
             language=rng.choice(["en", "pt", ""]),
+            enqueued_ms=NOW - rng.randint(0, 120) * 1000,
+            team=rng.choice(["", "support", "sales"]),
+            region=rng.choice(["", "EU", "us"]),
+            region_required=rng.random() < 0.5,
+            expected_handle_s=rng.choice([0, 60, 3600]),
+            excluded_agents=tuple(rng.sample([a.agent_id for a in agents], 3)),
         )
         expected = eligibility.screen(
-            call, board.agents.values(), NOW, Policy(), unindexed_missing_skill=2
+            call, board.agents.values(), NOW, BOARD_POLICY, unindexed_missing_skill=2
         )
         got = board.screen(call)
         assert got == expected

@@ -141,6 +141,31 @@ def test_priorities_win_among_maximum_placements(seed: int) -> None:
     assert rank(agent_of) == best
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_queue_rank_weights_place_calls_greedily_in_queue_order(seed: int) -> None:
+    """With queue ranks as priorities (``n - 1 - rank``, as ``plan_balanced`` passes them) the
+    flow keeps the most placements, then places calls earliest-in-queue first (the
+    lexicographically greatest placed/unplaced vector), then the least base cost: checked
+    against an exhaustive search."""
+    rng = random.Random(3000 + seed)
+    n_calls, n_agents = 5, 4
+    edges, slot_costs = random_instance(rng, n_calls, n_agents)
+    weights = [n_calls - 1 - c for c in range(n_calls)]
+    agent_of = place(n_calls, prioritise(edges, weights, slot_costs), slot_costs)
+
+    def rank(choice: Sequence[int | None]) -> tuple[int, tuple[bool, ...], int] | None:
+        """(placed, which calls in queue order are placed, -base cost), else None."""
+        cost = placement_cost(choice, edges, slot_costs)
+        if cost is None:
+            return None
+        placed = tuple(agent is not None for agent in choice)
+        return (sum(placed), placed, -cost)
+
+    options = [[None, *(a for c, a, _ in edges if c == call)] for call in range(n_calls)]
+    best = max(r for r in map(rank, itertools.product(*options)) if r is not None)
+    assert rank(agent_of) == best
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_single_call_shortcut_matches_the_flow(seed: int) -> None:
     """The one-call shortcut finds the flow's optimum cost and breaks ties by agent index."""

@@ -1,4 +1,4 @@
-"""gRPC servicers: validate, convert, call the store or the assigner, convert back.
+"""Admin gRPC servicers: agents, skills, presence, absences and policy.
 
 No try/except for status mapping here: errors raised below are mapped by
 ``router.interceptors.ErrorInterceptor``.
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
 from router import convert
-from router.assigner import Assigner
 from router.convert import PRESENCES
-from router.domain import AgentProfile, AgentSnapshot, AssignmentState, Outcome, frozen_map
+from router.domain import AgentProfile, AgentSnapshot, frozen_map
 from router.errors import (
     ContentionError,
     InvalidArgumentError,
@@ -24,9 +24,8 @@ from router.errors import (
 )
 from router.policies import POLICY_FIELDS, policy_from_pb, policy_to_pb
 from router.store import AgentQuery, Store
-from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
+from router.v1 import admin_pb2, admin_pb2_grpc
 from router.v1 import types_pb2 as pb
-from scoring import performance
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -48,107 +47,17 @@ def _version(field: str, value: int) -> int:
     return value
 
 
-class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
-    """Assign, Complete, Release, Cancel, GetCall."""
-
-    def __init__(self, store: Store, assigner: Assigner) -> None:
-        self._store = store
-        self._assigner = assigner
-
-    def Assign(  # noqa: N802  # gRPC method names are CamelCase
-        self, request: routing_pb2.AssignRequest, context: grpc.ServicerContext
-    ) -> routing_pb2.AssignResponse:
-        """See the RPC's documentation in ``proto/router/v1/routing.proto``."""
-        tenant = convert.tenant(request.tenant)
-        request_id = convert.identifier("request_id", request.request_id)
-        if not request.HasField("call"):
-            raise InvalidArgumentError("call", "is required")
-        call = convert.call_from_pb(request.call)
-        result = self._assigner.assign(tenant, request_id, call)
-        response = routing_pb2.AssignResponse(
-            explanation=convert.explanation_to_pb(result.explanation), replayed=result.replayed
-        )
-        if result.assignment is None:
-            response.result = routing_pb2.AssignResponse.RESULT_NO_AGENT
-        else:
-            response.result = routing_pb2.AssignResponse.RESULT_ASSIGNED
-            response.assignment.CopyFrom(convert.assignment_to_pb(result.assignment))
-        return response
-
-    def _finish(
-        self,
-        request: routing_pb2.CompleteRequest | routing_pb2.ReleaseRequest,
-        end: AssignmentState,
-        outcome_value: float | None,
-    ) -> pb.Assignment:
-        tenant = convert.tenant(request.tenant)
-        assignment_id = convert.identifier("assignment_id", request.assignment_id)
-        if request.fencing_token <= 0:
-            raise InvalidArgumentError("fencing_token", "is required (from the assignment)")
-        policy = self._store.get_policy(tenant) if outcome_value is not None else None
-        finished = self._store.finish_assignment(
-            tenant,
-            assignment_id,
-            request.fencing_token,
-            end,
-            outcome_value=outcome_value,
-            half_life_s=policy.performance_half_life_s if policy else 0,
-        )
-        return convert.assignment_to_pb(finished)
-
-    def Complete(  # noqa: N802
-        self, request: routing_pb2.CompleteRequest, context: grpc.ServicerContext
-    ) -> routing_pb2.CompleteResponse:
-        """See ``proto/router/v1/routing.proto``."""
-        outcome = request.outcome
-        if not 0 <= outcome.csat <= 5:
-            raise InvalidArgumentError("outcome.csat", f"{outcome.csat} is not in 0..5")
-        handle_s = convert.seconds(outcome.handle_time)
-        if not 0 <= handle_s <= 7 * 86400:
-            raise InvalidArgumentError("outcome.handle_time", "must be between 0 and 7 days")
-        value = performance.outcome_value(
-            Outcome(
-                handle_time_s=handle_s,
-                csat=outcome.csat,
-                resolved=outcome.resolved if outcome.HasField("resolved") else None,
-            ),
-            target_handle_s=0,
-        )
-        finished = self._finish(request, AssignmentState.COMPLETED, value)
-        return routing_pb2.CompleteResponse(assignment=finished)
-
-    def Release(  # noqa: N802
-        self, request: routing_pb2.ReleaseRequest, context: grpc.ServicerContext
-    ) -> routing_pb2.ReleaseResponse:
-        """See ``proto/router/v1/routing.proto``."""
-        convert.text("reason", request.reason, max_len=convert.MAX_NAME)
-        finished = self._finish(request, AssignmentState.RELEASED, None)
-        return routing_pb2.ReleaseResponse(assignment=finished)
-
-    def Cancel(  # noqa: N802
-        self, request: routing_pb2.CancelRequest, context: grpc.ServicerContext
-    ) -> routing_pb2.CancelResponse:
-        """See ``proto/router/v1/routing.proto``."""
-        tenant = convert.tenant(request.tenant)
-        call_id = convert.identifier("call_id", request.call_id)
-        convert.text("reason", request.reason, max_len=convert.MAX_NAME)
-        record = self._store.cancel_call(tenant, call_id)
-        return routing_pb2.CancelResponse(call=convert.call_record_to_pb(record))
-
-    def GetCall(  # noqa: N802
-        self, request: routing_pb2.GetCallRequest, context: grpc.ServicerContext
-    ) -> routing_pb2.GetCallResponse:
-        """See ``proto/router/v1/routing.proto``."""
-        tenant = convert.tenant(request.tenant)
-        record = self._store.get_call(tenant, convert.identifier("call_id", request.call_id))
-        return routing_pb2.GetCallResponse(call=convert.call_record_to_pb(record))
-
-
 class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
-    """Agent management: profile, skills, presence, heartbeats, absences."""
+    """Agent management: profile, skills, presence, heartbeats, absences. Every change that
+    can free or add capacity wakes the dispatcher for the tenant."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, wake: Callable[[str], None]) -> None:
         self._store = store
+        self._wake = wake
+
+    def _changed(self, tenant: str, agent: AgentSnapshot) -> pb.Agent:
+        self._wake(tenant)
+        return self._agent_pb(tenant, agent)
 
     def _agent_pb(self, tenant: str, agent: AgentSnapshot) -> pb.Agent:
         return convert.agent_to_pb(agent, self._store.get_policy(tenant), self._store.now_ms())
@@ -161,7 +70,7 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         if not request.HasField("agent"):
             raise InvalidArgumentError("agent", "is required")
         profile = convert.agent_from_pb(request.agent)
-        return self._agent_pb(tenant, self._store.create_agent(tenant, profile))
+        return self._changed(tenant, self._store.create_agent(tenant, profile))
 
     def UpdateAgent(  # noqa: N802
         self, request: admin_pb2.UpdateAgentRequest, context: grpc.ServicerContext
@@ -180,7 +89,7 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             lambda profile: dataclasses.replace(profile, **values),  # type: ignore[arg-type]
             version,
         )
-        return self._agent_pb(tenant, updated)
+        return self._changed(tenant, updated)
 
     def PatchSkills(  # noqa: N802
         self, request: admin_pb2.PatchSkillsRequest, context: grpc.ServicerContext
@@ -204,7 +113,7 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             return dataclasses.replace(profile, skills=frozen_map(dict(sorted(skills.items()))))
 
         version = _version("expected_version", request.expected_version)
-        return self._agent_pb(tenant, self._store.update_agent(tenant, agent_id, patch, version))
+        return self._changed(tenant, self._store.update_agent(tenant, agent_id, patch, version))
 
     def DeleteAgent(  # noqa: N802
         self, request: admin_pb2.DeleteAgentRequest, context: grpc.ServicerContext
@@ -257,7 +166,7 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         agent_id = convert.identifier("agent_id", request.agent_id)
         presence = convert.enum_value("presence", request.presence, PRESENCES)
         reason = convert.text("reason", request.reason, max_len=convert.MAX_LABEL)
-        return self._agent_pb(tenant, self._store.set_presence(tenant, agent_id, presence, reason))
+        return self._changed(tenant, self._store.set_presence(tenant, agent_id, presence, reason))
 
     def Heartbeat(  # noqa: N802
         self, request: admin_pb2.HeartbeatRequest, context: grpc.ServicerContext
@@ -297,7 +206,7 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             return dataclasses.replace(profile, absences=tuple(absences))
 
         version = _version("expected_version", request.expected_version)
-        return self._agent_pb(tenant, self._store.update_agent(tenant, agent_id, add, version))
+        return self._changed(tenant, self._store.update_agent(tenant, agent_id, add, version))
 
     def CancelAbsence(  # noqa: N802
         self, request: admin_pb2.CancelAbsenceRequest, context: grpc.ServicerContext
@@ -314,14 +223,15 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             return dataclasses.replace(profile, absences=kept)
 
         version = _version("expected_version", request.expected_version)
-        return self._agent_pb(tenant, self._store.update_agent(tenant, agent_id, remove, version))
+        return self._changed(tenant, self._store.update_agent(tenant, agent_id, remove, version))
 
 
 class PolicyServicer(admin_pb2_grpc.PolicyServiceServicer):
     """Per-tenant routing policy."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, wake: Callable[[str], None]) -> None:
         self._store = store
+        self._wake = wake
 
     def GetPolicy(  # noqa: N802
         self, request: admin_pb2.GetPolicyRequest, context: grpc.ServicerContext
@@ -342,10 +252,11 @@ class PolicyServicer(admin_pb2_grpc.PolicyServiceServicer):
             current = self._store.get_policy(tenant)
             updated = policy_from_pb(request.policy, paths, current)
             try:
-                return policy_to_pb(
-                    self._store.put_policy(tenant, updated, version or current.version)
-                )
+                stored = self._store.put_policy(tenant, updated, version or current.version)
             except VersionConflictError:
                 if version:  # the caller asked for their version: let them re-read
                     raise
+            else:
+                self._wake(tenant)
+                return policy_to_pb(stored)
         raise ContentionError("policy kept changing; retry")

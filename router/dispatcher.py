@@ -1,0 +1,251 @@
+"""The dispatcher: drains each tenant's queue with one batch solve over all waiting calls and
+all free capacity, and keeps the queue healthy (offer timeouts, reclaiming work from agents
+who left, SLA escalation).
+
+It runs in every replica. A per-tenant lease in the store (expiring in store time) keeps one
+replica dispatching a tenant at a time, which saves duplicate work; correctness does not rest
+on it: every commit re-checks its agent and that its call is still queued, so two
+dispatchers can never give one call twice or overfill an agent.
+
+A pass is triggered by ``wake(tenant)`` (capacity freed, agent changed, ...), by ``Assign``
+when calls already wait, and by a tick (``tick_s``) that also covers timers: offer expiry,
+wrap-up ends, absences and shift ends starting, SLA risk growing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+from dataclasses import dataclass
+
+import structlog
+
+from router.assigner import rng_for
+from router.domain import AgentSnapshot, Call, Policy
+from router.eligibility import is_present
+from router.engine import decide
+from router.errors import FailedPreconditionError, RouterError
+from router.forecast import estimated_wait_s, sla_state
+from router.store import Claim, Committed, Conflict, Gone, QueueView, Store
+
+log = structlog.get_logger(__name__)
+
+HISTORY_WINDOW_MS = 15 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchReport:
+    """What one pass did."""
+
+    placed: int = 0
+    conflicts: int = 0
+    timed_out: int = 0
+    reclaimed: int = 0
+    escalated: int = 0
+    queued: int = 0
+    skipped: bool = False
+    """Another replica held the tenant's lease."""
+
+
+def widen_for_risk(call: Call, now_ms: int, policy: Policy) -> Call:
+    """An at-risk call is decided as if it had already reached the next widening step."""
+    waited_ms = now_ms - (call.enqueued_ms or call.created_ms)
+    for step in policy.widening:
+        if step.after_s * 1000 > waited_ms:
+            return dataclasses.replace(call, enqueued_ms=now_ms - step.after_s * 1000)
+    return call
+
+
+def must_reclaim(agent: AgentSnapshot, now_ms: int, policy: Policy) -> bool:
+    """Whether the agent left with work that could move: offers, or reclaimable channels."""
+    movable = [
+        work
+        for work in agent.active
+        if work.wrap_until_ms == 0 and (work.offered or work.channel in policy.reclaim_channels)
+    ]
+    if not movable:
+        return False
+    shift_over = 0 < agent.profile.shift_end_ms <= now_ms
+    return shift_over or not is_present(agent, now_ms, policy)
+
+
+class Dispatcher:
+    """Batch placement of queued calls, per tenant, plus the queue's timers."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        batch_size: int = 500,
+        lease_ms: int = 10_000,
+        tick_s: float = 1.0,
+        owner: str = "",
+    ) -> None:
+        self._store = store
+        self._batch_size = batch_size
+        self._lease_ms = lease_ms
+        self._tick_s = tick_s
+        self._owner = owner or uuid.uuid4().hex
+        self._pending: set[str] = set()
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._passes = 0
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run passes in a background thread until ``stop``."""
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Finish the current pass and stop."""
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def wake(self, tenant: str) -> None:
+        """Ask for a pass over ``tenant`` soon (capacity freed, agents changed)."""
+        with self._wakeup:
+            self._pending.add(tenant)
+            self._wakeup.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wakeup:
+                if not self._pending and not self._stopping:
+                    self._wakeup.wait(self._tick_s)
+                if self._stopping:
+                    return
+                tenants, self._pending = self._pending, set()
+                ticked = not tenants
+            try:
+                if ticked:
+                    tenants = set(self._store.tenants())
+                for tenant in sorted(tenants):
+                    self.run_once(tenant)
+            except RouterError as err:  # Redis down: try again on the next tick
+                log.warning("dispatch_failed", error=err.message)
+            except Exception:  # never let the loop die; the next tick retries
+                log.exception("dispatch_crashed")
+
+    # --- one pass ----------------------------------------------------------------------------
+
+    def run_once(self, tenant: str) -> DispatchReport:
+        """One pass over ``tenant``: timers, then one batch solve and its commits."""
+        if not self._store.acquire_lease(tenant, self._owner, self._lease_ms):
+            return DispatchReport(skipped=True)
+        try:
+            return self._pass(tenant)
+        finally:
+            self._store.release_lease(tenant, self._owner)
+
+    def _pass(self, tenant: str) -> DispatchReport:
+        policy = self._store.get_policy(tenant)
+        timed_out = 0
+        for offer in self._store.expired_offers(tenant):
+            try:
+                self._store.decline_offer(
+                    tenant, offer.assignment_id, offer.token, timed_out=True, policy=policy
+                )
+                timed_out += 1
+            except FailedPreconditionError:  # accepted or ended meanwhile
+                pass
+        view = self._store.load_queue(tenant, self._batch_size)
+        reclaimed = self._reclaim(tenant, view)
+        if reclaimed:
+            view = self._store.load_queue(tenant, self._batch_size)
+        calls, escalated = self._escalate(tenant, view)
+        if escalated:  # priorities changed: read the queue again in its new order
+            view = self._store.load_queue(tenant, self._batch_size)
+            calls, _ = self._escalate(tenant, view)
+        placed, conflicts = self._place(tenant, view, calls)
+        report = DispatchReport(
+            placed=placed,
+            conflicts=conflicts,
+            timed_out=timed_out,
+            reclaimed=reclaimed,
+            escalated=escalated,
+            queued=view.depth - placed,
+        )
+        if placed or timed_out or reclaimed or escalated or conflicts:
+            log.info("dispatch_finished", tenant=tenant, **dataclasses.asdict(report))
+        if conflicts:  # agents changed under us: go again soon
+            self.wake(tenant)
+        return report
+
+    def _reclaim(self, tenant: str, view: QueueView) -> int:
+        snapshot = view.snapshot
+        policy = snapshot.policy
+        if not policy.reclaim_on_absence:
+            return 0
+        moved = 0
+        for agent in snapshot.agents:
+            if must_reclaim(agent, snapshot.now_ms, policy):
+                moved += len(
+                    self._store.reclaim(
+                        tenant, agent.agent_id, channels=policy.reclaim_channels, policy=policy
+                    )
+                )
+        return moved
+
+    def _escalate(self, tenant: str, view: QueueView) -> tuple[list[Call], int]:
+        """SLA marks for the waiting calls; at-risk calls are widened for this solve."""
+        snapshot = view.snapshot
+        policy, now = snapshot.policy, snapshot.now_ms
+        if not view.calls:
+            return [], 0
+        history = self._store.history(tenant, now - HISTORY_WINDOW_MS)
+        calls: list[Call] = []
+        changed = 0
+        for position, queued in enumerate(view.calls, start=1):
+            wait = estimated_wait_s(position, queued.channel, history, snapshot.agents, policy, now)
+            at_risk, breached = sla_state(queued, now, wait, policy)
+            call_id = queued.call_id
+            if at_risk:
+                changed += self._store.mark_sla(tenant, call_id, breached=False, policy=policy)
+            if breached:
+                self._store.mark_sla(tenant, call_id, breached=True, policy=policy)
+            calls.append(widen_for_risk(queued, now, policy) if at_risk else queued)
+        return calls, changed
+
+    def _place(self, tenant: str, view: QueueView, calls: list[Call]) -> tuple[int, int]:
+        snapshot = view.snapshot
+        if not calls:
+            return 0, 0
+        self._passes += 1
+        decision = decide(snapshot, calls, rng=rng_for(f"{tenant}:{snapshot.now_ms}"))
+        agents = {agent.agent_id: agent for agent in snapshot.agents}
+        seqs = {agent_id: agent.seq for agent_id, agent in agents.items()}
+        by_id = {call.call_id: call for call in view.calls}  # as stored, not as widened
+        policy = snapshot.policy
+        placed = conflicts = 0
+        for placement in decision.placements:
+            if placement.agent_id is None:
+                continue
+            call = by_id[placement.call_id]
+            claim = Claim(
+                request_id="",
+                fingerprint="",
+                call=call,
+                agent_id=placement.agent_id,
+                expected_seq=seqs[placement.agent_id],
+                units=policy.units_for(call.channel),
+                heartbeat_timeout_s=policy.heartbeat_timeout_s,
+                explanation=placement.explanation,
+                offer_timeout_s=policy.offer_timeout_s.get(call.channel, 0),
+                from_queue=True,
+            )
+            result = self._store.commit_assignment(tenant, claim)
+            if isinstance(result, Committed):
+                placed += 1
+                seqs[placement.agent_id] += 1  # our own commit moved the agent on by one
+            elif isinstance(result, Conflict):
+                conflicts += 1
+            elif isinstance(result, Gone):
+                continue
+        return placed, conflicts

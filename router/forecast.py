@@ -1,0 +1,126 @@
+"""Estimated wait and SLA state of queued calls (pure: history and agents are arguments).
+
+Service rate of a channel, from the history of the last ``window_s`` seconds::
+
+    observed_rate = #{completed entries on the channel with now - window <= at <= now} / window_s
+
+Estimated wait of the call at ``position`` (1 = next) on ``channel``::
+
+    present(a)  = available, heartbeat fresh, not scheduled away (eligibility.is_present)
+    slots(a)    = items of the channel a present agent can hold at once
+                  = min(capacity, AGENT_UNIT_BUDGET // units)
+    free(a)     = scoring.load.free_slots(a) when present and under the occupancy cap, else 0
+    handle_s    = policy.expected_handle_s[channel], else FALLBACK_HANDLE_S
+    staffed     = max(1, sum(slots(a)))
+    rate        = max(observed_rate, staffed / handle_s)          completions per second
+    ahead       = position - sum(free(a))
+    ewt         = 0 if ahead <= 0 else ahead / rate
+
+Free slots absorb the first calls at once (so the next call waits 0 while an agent is free);
+every later call waits for ``ahead`` completions at ``rate``. ``staffed / handle_s`` is the
+throughput of the present agents when all are busy: it stands in while there is little
+history (a quiet start, a new channel) and keeps the estimate finite; ``max(1, ...)`` assumes
+one agent will turn up when none is there. The estimate is an upper bound on the answer rate
+(hence optimistic), channel-wide (skills are ignored), non-decreasing in ``position`` and
+never negative.
+
+SLA state of a waiting call with target ``T`` (``policy.sla_for(channel)``)::
+
+    breached = waited > T
+    at_risk  = waited + ewt > T  or  waited >= policy.sla_at_risk * T
+
+A channel without a target (or with target 0) is never at risk nor breached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Policy
+from router.eligibility import is_present
+from router.ordering import waited_ms
+from router.store import HistoryEntry
+from scoring.load import free_slots, occupancy
+
+COMPLETED = "completed"
+"""``HistoryEntry.kind`` of a finished piece of work."""
+
+FALLBACK_HANDLE_S = 300
+"""Handle time assumed for a channel the policy gives no expected handle time."""
+
+
+def service_rate(
+    history: Sequence[HistoryEntry], channel: Channel, now_ms: int, window_s: int = 900
+) -> float:
+    """Completions per second on ``channel`` over the last ``window_s`` seconds."""
+    if window_s <= 0:
+        return 0.0
+    since = now_ms - window_s * 1000
+    done = sum(
+        1
+        for entry in history
+        if entry.kind == COMPLETED and entry.channel == channel and since <= entry.at_ms <= now_ms
+    )
+    return done / window_s
+
+
+def staffed_slots(agents: Sequence[AgentSnapshot], channel: Channel, policy: Policy) -> int:
+    """Items of ``channel`` ``agents`` could hold at once, all together (full capacity,
+    whatever they hold now)."""
+    units = policy.units_for(channel)
+    total = 0
+    for agent in agents:
+        capacity = max(0, policy.capacity_for(agent.profile, channel))
+        total += capacity if units <= 0 else min(capacity, AGENT_UNIT_BUDGET // units)
+    return total
+
+
+def present_agents(
+    agents: Sequence[AgentSnapshot], now_ms: int, policy: Policy
+) -> list[AgentSnapshot]:
+    """The agents who could take work at ``now_ms`` in principle."""
+    return [agent for agent in agents if is_present(agent, now_ms, policy)]
+
+
+def free_now(agents: Sequence[AgentSnapshot], channel: Channel, policy: Policy, now_ms: int) -> int:
+    """Free slots on ``channel`` among ``agents`` (present ones), skipping agents at their
+    occupancy cap."""
+    free = 0
+    for agent in agents:
+        busy = occupancy(agent, now_ms, policy.occupancy_window_s)
+        if busy < policy.occupancy_cap_for(agent.profile):
+            free += free_slots(agent, channel, policy)
+    return free
+
+
+# The dispatcher and the assigner call this positionally; the six inputs are all needed.
+def estimated_wait_s(  # noqa: PLR0917
+    position: int,
+    channel: Channel,
+    history: Sequence[HistoryEntry],
+    agents: Sequence[AgentSnapshot],
+    policy: Policy,
+    now_ms: int,
+) -> float:
+    """Seconds the call at ``position`` (1 = next) on ``channel`` should still wait (see the
+    module docstring)."""
+    present = present_agents(agents, now_ms, policy)
+    ahead = position - free_now(present, channel, policy, now_ms)
+    if ahead <= 0:
+        return 0.0
+    handle_s = policy.expected_handle_s.get(channel, 0) or FALLBACK_HANDLE_S
+    fallback = max(1, staffed_slots(present, channel, policy)) / handle_s
+    rate = max(service_rate(history, channel, now_ms), fallback)
+    return ahead / rate
+
+
+def sla_state(call: Call, now_ms: int, ewt_s: float, policy: Policy) -> tuple[bool, bool]:
+    """``(at_risk, breached)`` of a waiting call expected to wait ``ewt_s`` more seconds."""
+    target = policy.sla_for(call.channel)
+    if target is None or target.target_s <= 0:
+        return False, False
+    target_ms = target.target_s * 1000
+    waited = waited_ms(call, now_ms)
+    breached = waited > target_ms
+    at_risk = waited + ewt_s * 1000 > target_ms or waited >= policy.sla_at_risk * target_ms
+    return at_risk, breached

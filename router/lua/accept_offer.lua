@@ -1,0 +1,32 @@
+-- OFFERED -> ACTIVE.
+-- KEYS: 1 asg, 2 agent, 3 call, 4 events, 5 offers, 6 history, 7 timeline  (agent and call
+--       as read from the asg hash, which never changes them)
+-- ARGV: 1 now|'', 2 assignment id, 3 token, 4 maxlen
+-- -> {'missing'} | {'stale'} | {'unchanged', asg} | {'already', state} | {'expired'}
+--    | {'ok', asg}
+local now = now_ms(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local h = redis.call('HMGET', KEYS[1], 'token', 'state', 'offer_expires', 'call_id', 'agent_id')
+if h[1] ~= ARGV[3] then return {'stale'} end
+if h[2] == 'active' then return {'unchanged', redis.call('HGETALL', KEYS[1])} end
+if h[2] ~= 'offered' then return {'already', h[2]} end
+if now >= tonumber(h[3]) then return {'expired'} end
+local asg_id = ARGV[2]
+redis.call('HSET', KEYS[1], 'state', 'active')
+redis.call('ZREM', KEYS[5], asg_id)
+local field = 'a:' .. asg_id
+local value = redis.call('HGET', KEYS[2], field)
+if value then
+  local w = parse_work(value)
+  redis.call('HSET', KEYS[2], field, work_value(w.channel, w.units, w.start, '0', 0),
+             'missed', 0)
+end
+local c = redis.call('HMGET', KEYS[3], 'assignment_id', 'origin', 'channel')
+if c[1] == asg_id then
+  redis.call('HSET', KEYS[3], 'status', 'assigned', 'updated', int(now))
+  local id = emit_call(KEYS[4], KEYS[7], ARGV[4], 'ACCEPTED', now, h[4], h[5],
+                       {'assignment_id', asg_id, 'token', h[1]})
+  add_history(KEYS[6], id, 'answered', c[3], now, math.max(0, now - tonumber(c[2])), h[4])
+  settle_call(KEYS[3], KEYS[7], false, 0)
+end
+return {'ok', redis.call('HGETALL', KEYS[1])}

@@ -1,0 +1,31 @@
+-- Take back an absent agent's offers and their active work on some channels.
+-- KEYS: 1 agent, 2 work, 3 events, 4 queue, 5 offers, then per assignment read: asg, call,
+--       timeline
+-- ARGV: 1 now|'', 2 agent_id, 3 channels as ',a,b,', 4 aging ms per priority level,
+--       5 retention_ms, 6 record_ttl_ms, 7 maxlen, 8.. the assignment ids read
+-- -> {'missing'} | {'ok', {{assignment id, asg}, ...}}
+local now = now_ms(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local agent_id, channels, aging_ms = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local taken = {}
+for i = 8, #ARGV do
+  local asg_id, base = ARGV[i], 5 + (i - 8) * 3
+  local asg_key = KEYS[base + 1]
+  local k = {call = KEYS[base + 2], events = KEYS[3], queue = KEYS[4], timeline = KEYS[base + 3]}
+  local h = redis.call('HMGET', asg_key, 'state', 'agent_id', 'channel', 'call_id', 'token')
+  local wanted = h[1] == 'offered'
+      or (h[1] == 'active' and string.find(channels, ',' .. tostring(h[3]) .. ',', 1, true))
+  if wanted and h[2] == agent_id
+     and redis.call('HEXISTS', KEYS[1], 'a:' .. asg_id) == 1 then
+    end_assignment(asg_key, KEYS[5], asg_id, 'reclaimed', now, ARGV[6])
+    free_slot(KEYS[1], KEYS[2], asg_key, asg_id, now, tonumber(ARGV[5]))
+    emit_call(k.events, k.timeline, ARGV[7], 'RECLAIMED', now, h[4], agent_id,
+              {'assignment_id', asg_id, 'token', h[5]})
+    if redis.call('HGET', k.call, 'assignment_id') == asg_id then
+      requeue(k, h[4], agent_id, now, aging_ms, ARGV[7])
+    end
+    settle_call(k.call, k.timeline, false, 0)
+    taken[#taken + 1] = {asg_id, redis.call('HGETALL', asg_key)}
+  end
+end
+return {'ok', taken}

@@ -1,0 +1,150 @@
+"""The call reads and call-level writes of ``MemoryStore``: the queue view, a call's record,
+timeline and history, cancel, SLA flags and callbacks (each as its Lua script does it)."""
+
+from __future__ import annotations
+
+from router import store_common as rules
+from router.domain import Assignment, AssignmentState, CallRecord, CallStatus, Policy, Snapshot
+from router.memory_state import MemoryBase
+from router.store import Event, HistoryEntry, QueueView
+
+
+class MemoryCalls(MemoryBase):
+    """Store methods about one call or the queue; ``MemoryStore`` mixes them in."""
+
+    def load_queue(self, tenant: str, limit: int) -> QueueView:
+        """Policy, time, every agent and the first ``limit`` queued calls."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            policy = t.policy or Policy()
+            cutoff = now - policy.occupancy_window_s * 1000
+            agents = tuple(t.agents[a].view(now, cutoff) for a in sorted(t.agents))
+            calls = tuple(t.calls[c].current() for _, c in t.queue[: max(limit, 0)])
+            return QueueView(Snapshot(now, policy, agents), calls, len(t.queue))
+
+    def get_call(self, tenant: str, call_id: str) -> CallRecord:
+        """A call's record with its queue position."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            rec = t.call(call_id, now)
+            if rec is None:
+                raise rules.call_not_found(call_id)
+            return self._record(t, rec, now)
+
+    def get_assignment(self, tenant: str, assignment_id: str) -> Assignment:
+        """One assignment unless unknown or expired."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            asg = self._tenant(tenant).assignment(assignment_id, self._clock())
+            if asg is None:
+                raise rules.assignment_not_found(assignment_id)
+            return asg
+
+    def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:
+        """The fingerprint stored for ``request_id`` and its call as it is now."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            entry = t.requests.get(request_id)
+            if entry is None or now > entry[2]:
+                t.requests.pop(request_id, None)
+                return None
+            rec = t.call(entry[1], now)
+            return None if rec is None else (entry[0], self._record(t, rec, now))
+
+    def call_timeline(self, tenant: str, call_id: str) -> list[Event]:
+        """The call's events (the latest ``TIMELINE_MAX``)."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            rec = self._tenant(tenant).call(call_id, self._clock())
+            if rec is None:
+                raise rules.call_not_found(call_id)
+            return list(rec.timeline)
+
+    def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
+        """Entries at or after ``since_ms`` and not older than two hours."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            oldest = max(since_ms, now - rules.HISTORY_MS)
+            return [entry for at, _, entry in t.history if at >= oldest]
+
+    def cancel_call(self, tenant: str, call_id: str) -> CallRecord:
+        """``cancel_call.lua``."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            rec = t.call(call_id, now)
+            if rec is None:
+                raise rules.call_not_found(call_id)
+            if rec.status == CallStatus.COMPLETED:
+                raise rules.call_finished(call_id, rec.status.value)
+            asg = t.assignment(rec.assignment_id, now) if rec.assignment_id else None
+            agent_id, data = "", {}
+            if rec.status in (CallStatus.QUEUED, CallStatus.OFFERED):
+                if (
+                    rec.status == CallStatus.OFFERED
+                    and asg
+                    and asg.state == AssignmentState.OFFERED
+                ):
+                    t.end_assignment(asg, AssignmentState.CANCELLED, now)
+                    t.free_slot(asg, now)
+                    agent_id = asg.agent_id
+                    data = {"assignment_id": asg.assignment_id, "token": str(asg.token)}
+                t.queue_remove(call_id)
+                rec.status, rec.updated = CallStatus.ABANDONED, now
+                t.emit_call(rec, "ABANDONED", now, agent_id, data)
+                wait = max(0, now - rec.origin)
+                t.add_history("abandoned", rec.call.channel, now, wait, call_id)
+                rec.settle(True, now)
+            elif rec.status == CallStatus.ASSIGNED and asg and asg.state == AssignmentState.ACTIVE:
+                t.end_assignment(asg, AssignmentState.CANCELLED, now)
+                t.free_slot(asg, now)
+                data = {"assignment_id": asg.assignment_id, "token": str(asg.token)}
+                rec.status, rec.updated = CallStatus.CANCELLED, now
+                t.emit_call(rec, "CANCELLED", now, asg.agent_id, data)
+                rec.settle(True, now)
+            return self._record(t, rec, now)
+
+    def mark_sla(self, tenant: str, call_id: str, *, breached: bool, policy: Policy) -> bool:
+        """``mark_sla.lua``."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            rec = t.call(call_id, now)
+            if rec is None:
+                raise rules.call_not_found(call_id)
+            flagged = rec.breached if breached else rec.at_risk
+            if rec.status != CallStatus.QUEUED or flagged:
+                return False
+            data = {"group": policy.escalation_group, "channel": rec.call.channel.value}
+            rec.updated = now
+            if breached:
+                rec.breached = True
+                t.emit_call(rec, "SLA_BREACHED", now, data=data)
+            else:
+                rec.at_risk = True
+                rec.priority = rules.boosted(rec.priority, policy.escalation_priority_boost)
+                score = rules.queue_score(rec.origin, rec.priority, policy.aging_s_per_priority)
+                t.queue_put(call_id, score)
+                t.emit_call(rec, "SLA_AT_RISK", now, data=data)
+            rec.settle(False, now)
+            return True
+
+    def request_callback(self, tenant: str, call_id: str) -> CallRecord:
+        """``request_callback.lua``."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            rec = t.call(call_id, now)
+            if rec is None:
+                raise rules.call_not_found(call_id)
+            if rec.status != CallStatus.QUEUED:
+                raise rules.call_finished(call_id, rec.status.value)
+            if not rec.callback:
+                rec.callback, rec.updated = True, now
+                t.emit_call(rec, "CALLBACK_REQUESTED", now)
+                rec.settle(False, now)
+            return self._record(t, rec, now)

@@ -1,0 +1,246 @@
+"""The agent and policy side of ``RedisStore``: profiles, presence, heartbeats, the skill
+index, policy versions and the routing snapshot.
+
+A mixin on ``RedisBase`` (no driver import); key schema in the ``router.redis_store`` docstring.
+``update_agent``, ``delete_agent`` and ``put_policy`` read, then compare-and-set in a script
+(re-reading on a lost race when the caller gave no version).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from router import codec
+from router import store_common as rules
+from router.domain import AgentProfile, AgentSnapshot, Call, Policy, Presence, Snapshot
+from router.errors import AlreadyExistsError
+from router.redis_base import RedisBase, add_agent_reads, agents_from_replies
+from router.redis_schema import Keys, agent_from_view, text
+from router.store import AgentQuery
+
+_SCAN_CHUNK = 200
+
+
+class RedisAgents(RedisBase):
+    """Store methods about agents and the policy; ``RedisStore`` mixes them in."""
+
+    @staticmethod
+    def _cas_loop(what: str, expected_version: int, attempt: Callable[[], int | None]) -> None:
+        """Run a compare-and-set ``attempt`` (``None`` when applied, else the version that
+        moved in meanwhile): a conditional write fails at once, an unconditional one re-reads
+        up to ``MAX_CAS_ATTEMPTS`` times."""
+        for _ in range(rules.MAX_CAS_ATTEMPTS):
+            moved_to = attempt()
+            if moved_to is None:
+                return
+            if expected_version > 0:
+                raise rules.stale_version(what, expected_version, moved_to)
+        raise rules.contention(what)
+
+    # --- agents ------------------------------------------------------------------------------
+
+    def create_agent(self, tenant: str, profile: AgentProfile) -> AgentSnapshot:
+        """Store a new agent (version 1, presence OFFLINE, seq 1) with its index entries."""
+        k, agent_id = Keys(tenant), profile.agent_id
+        skills = [k.skill(s) for s in sorted(profile.skills)]
+        self._register_tenant(tenant)
+        reply = self._run(
+            "create_agent",
+            [k.agent(agent_id), k.work(agent_id), k.agents, k.events, *skills],
+            [agent_id, codec.encode_profile(profile), self._events_maxlen, rules.WORK_RETENTION_MS],
+        )
+        if reply[0] == "exists":
+            raise AlreadyExistsError(f"agent {agent_id} already exists")
+        return agent_from_view(reply[1])
+
+    def _read_profile(self, k: Keys, agent_id: str) -> AgentProfile:
+        raw, version = self._hmget(k.agent(agent_id), "profile", "version")
+        if raw is None or version is None:
+            raise rules.agent_not_found(agent_id)
+        return codec.decode_profile(raw, int(version))
+
+    def update_agent(
+        self,
+        tenant: str,
+        agent_id: str,
+        change: Callable[[AgentProfile], AgentProfile],
+        expected_version: int = 0,
+    ) -> AgentSnapshot:
+        """Read, apply ``change``, compare-and-set on the version (re-read on a race when
+        ``expected_version`` is 0)."""
+        k, what = Keys(tenant), f"agent {agent_id}"
+        result: list[AgentSnapshot] = []
+
+        def attempt() -> int | None:
+            current = self._read_profile(k, agent_id)
+            if expected_version > 0 and expected_version != current.version:
+                raise rules.stale_version(what, expected_version, current.version)
+            changed = rules.checked_change(change, current)
+            removed = sorted(current.skills.keys() - changed.skills.keys())
+            added = sorted(changed.skills.keys() - current.skills.keys())
+            reply = self._run(
+                "update_agent",
+                [k.agent(agent_id), k.work(agent_id), k.events]
+                + [k.skill(s) for s in (*removed, *added)],
+                [
+                    current.version,
+                    codec.encode_profile(changed),
+                    len(removed),
+                    agent_id,
+                    self._events_maxlen,
+                    rules.WORK_RETENTION_MS,
+                ],
+            )
+            if reply[0] == "missing":
+                raise rules.agent_not_found(agent_id)
+            if reply[0] == "moved":
+                return int(reply[1])
+            result.append(agent_from_view(reply[1]))
+            return None
+
+        self._cas_loop(what, expected_version, attempt)
+        return result[0]
+
+    def delete_agent(self, tenant: str, agent_id: str, expected_version: int = 0) -> None:
+        """Remove an idle agent, its work spans and its index entries."""
+        k, what = Keys(tenant), f"agent {agent_id}"
+
+        def attempt() -> int | None:
+            current = self._read_profile(k, agent_id)
+            if expected_version > 0 and expected_version != current.version:
+                raise rules.stale_version(what, expected_version, current.version)
+            reply = self._run(
+                "delete_agent",
+                [k.agent(agent_id), k.work(agent_id), k.agents, k.events]
+                + [k.skill(s) for s in sorted(current.skills)],
+                [current.version, agent_id, self._events_maxlen],
+            )
+            if reply[0] == "missing":
+                raise rules.agent_not_found(agent_id)
+            if reply[0] == "busy":
+                raise rules.agent_busy(agent_id, int(reply[1]))
+            if reply[0] == "moved":
+                return int(reply[1])
+            return None
+
+        self._cas_loop(what, expected_version, attempt)
+
+    def get_agent(self, tenant: str, agent_id: str) -> AgentSnapshot:
+        """One agent with live state; ``recent`` covers the last 24 h."""
+        _, agents = self._read_agents(Keys(tenant), [agent_id])
+        if not agents:
+            raise rules.agent_not_found(agent_id)
+        return agents[0]
+
+    def _ids_after(self, k: Keys, start: str, count: int) -> list[str]:
+        """Up to ``count`` agent ids from the lexical bound ``start`` (``-`` or ``(<id>``)."""
+
+        def read(pipe: Any) -> None:
+            pipe.zrange(k.agents, start, "+", bylex=True, offset=0, num=count)
+
+        _, (reply,) = self._multi(read)
+        return [text(agent_id) for agent_id in reply]
+
+    def list_agents(
+        self, tenant: str, query: AgentQuery, page_size: int, page_token: str = ""
+    ) -> tuple[list[AgentSnapshot], str]:
+        """Scan the ``agents`` ZSET by id from the cursor, filtering, until the page is full
+        and one more match proves there is a next page."""
+        k = Keys(tenant)
+        after = rules.decode_page_token(page_token) if page_token else None
+        start = "-" if after is None else "(" + after
+        found: list[AgentSnapshot] = []
+        chunk = max(_SCAN_CHUNK, page_size + 1)
+        while len(found) <= page_size:
+            ids = self._ids_after(k, start, chunk)
+            if not ids:
+                break
+            _, agents = self._read_agents(k, ids)
+            found.extend(agent for agent in agents if rules.matches(query, agent))
+            start = "(" + ids[-1]
+            if len(ids) < chunk:
+                break
+        page = found[:page_size]
+        more = len(found) > page_size
+        return page, rules.encode_page_token(page[-1].agent_id) if more else ""
+
+    def set_presence(
+        self, tenant: str, agent_id: str, presence: Presence, reason: str = ""
+    ) -> AgentSnapshot:
+        """Change presence; counts as a heartbeat; bumps ``seq``; appends an event."""
+        k = Keys(tenant)
+        reply = self._run(
+            "set_presence",
+            [k.agent(agent_id), k.work(agent_id), k.events],
+            [presence.value, reason, agent_id, self._events_maxlen, rules.WORK_RETENTION_MS],
+        )
+        if reply[0] == "missing":
+            raise rules.agent_not_found(agent_id)
+        return agent_from_view(reply[1])
+
+    def heartbeat(self, tenant: str, agent_id: str) -> int:
+        """Record a heartbeat (no ``seq`` bump); returns store time."""
+        reply = self._run("heartbeat", [Keys(tenant).agent(agent_id)], [])
+        if reply[0] == "missing":
+            raise rules.agent_not_found(agent_id)
+        return int(reply[1])
+
+    # --- policy ------------------------------------------------------------------------------
+
+    def get_policy(self, tenant: str) -> Policy:
+        """The stored policy or ``Policy()`` (version 0)."""
+        _, (raw,) = self._multi(lambda pipe: pipe.get(Keys(tenant).policy))
+        return Policy() if raw is None else codec.decode_policy(text(raw))
+
+    def put_policy(self, tenant: str, policy: Policy, expected_version: int = 0) -> Policy:
+        """Store ``policy`` as the next version (compare-and-set like ``update_agent``)."""
+        k = Keys(tenant)
+        result: list[Policy] = []
+
+        def attempt() -> int | None:
+            read = self.get_policy(tenant).version
+            if expected_version > 0 and expected_version != read:
+                raise rules.stale_version("policy", expected_version, read)
+            stored = dataclasses.replace(policy, version=read + 1)
+            reply = self._run(
+                "put_policy",
+                [k.policy, k.events],
+                [read, codec.encode_policy(stored), self._events_maxlen],
+            )
+            if reply[0] == "moved":
+                return int(reply[1])
+            result.append(stored)
+            return None
+
+        self._cas_loop("policy", expected_version, attempt)
+        return result[0]
+
+    # --- routing snapshot --------------------------------------------------------------------
+
+    def load_snapshot(self, tenant: str, call: Call) -> Snapshot:
+        """Two ``MULTI`` round trips: policy, time, candidate ids (``SINTER`` of the required
+        skills' indexes), the agent count and the queue depth; then the candidates' hashes
+        and the work spans inside the policy's occupancy window."""
+        k = Keys(tenant)
+        skills = sorted({req.skill for req in call.required_skills})
+
+        def first(pipe: Any) -> None:
+            pipe.get(k.policy)
+            if skills:
+                pipe.sinter([k.skill(s) for s in skills])
+            else:
+                pipe.zrange(k.agents, 0, -1)
+            pipe.zcard(k.agents)
+            pipe.zcard(k.queue)
+
+        now, (raw, raw_ids, total, queued) = self._multi(first, now=True)
+        policy = Policy() if raw is None else codec.decode_policy(text(raw))
+        candidates = sorted(text(agent_id) for agent_id in raw_ids)
+        min_end = now - policy.occupancy_window_s * 1000
+        agents: list[AgentSnapshot] = []
+        if candidates:
+            _, replies = self._multi(lambda pipe: add_agent_reads(pipe, k, candidates, min_end))
+            agents = agents_from_replies(replies, now, min_end)
+        return Snapshot(now, policy, tuple(agents), int(total) - len(candidates), int(queued))

@@ -1,0 +1,70 @@
+"""The plumbing the parts of ``RedisStore`` share, declared without importing the driver.
+
+``RedisStore`` (``router.redis_store``, the one module that imports ``redis``) implements the
+abstract methods; ``redis_agents``, ``redis_routing`` and ``redis_calls`` hold the store
+methods as mixins on top of them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from router import store_common as rules
+from router.domain import AgentSnapshot, Policy
+from router.redis_schema import Keys, agent_from_hash, text, texts
+
+
+def add_agent_reads(pipe: Any, k: Keys, ids: Sequence[str], min_end: int) -> None:
+    """Queue, on ``pipe``, each agent's hash and its work spans ending at ``min_end`` or later."""
+    for agent_id in ids:
+        pipe.hgetall(k.agent(agent_id))
+        pipe.zrangebyscore(k.work(agent_id), min_end, "+inf")
+
+
+def agents_from_replies(replies: Sequence[Any], now: int, min_end: int) -> list[AgentSnapshot]:
+    """The agents read by ``add_agent_reads`` that still exist, as of ``now``."""
+    return [
+        agent_from_hash(texts(fields), [text(m) for m in spans], min_end, now)
+        for fields, spans in zip(replies[::2], replies[1::2], strict=True)
+        if fields
+    ]
+
+
+def aging_ms(policy: Policy | None) -> int:
+    """What one priority level is worth in the queue score, in ms."""
+    return (policy or Policy()).aging_s_per_priority * 1000
+
+
+class RedisBase(ABC):
+    """Scripts, transactions and time, as the store methods use them."""
+
+    _events_maxlen: int
+    """Approximate cap of the event stream (``MAXLEN ~``)."""
+
+    @abstractmethod
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> list[Any]:
+        """Run script ``name`` (store time or the test clock goes in as ``ARGV[1]``)."""
+
+    @abstractmethod
+    def _multi(self, build: Callable[[Any], object], *, now: bool = False) -> tuple[int, list[Any]]:
+        """One ``MULTI`` of the commands ``build`` queues on a pipeline: (store time read in
+        the same transaction when ``now``, else 0; the replies)."""
+
+    @abstractmethod
+    def _hmget(self, key: str, *names: str) -> list[str | None]:
+        """``HMGET`` as text."""
+
+    @abstractmethod
+    def _register_tenant(self, tenant: str) -> None:
+        """Add ``tenant`` to the global tenants set (outside any script)."""
+
+    def _read_agents(self, k: Keys, ids: Sequence[str]) -> tuple[int, list[AgentSnapshot]]:
+        """Store time and the agents ``ids`` that still exist, with the spans of the last
+        24 h, in one ``MULTI`` round trip."""
+        now, replies = self._multi(
+            lambda pipe: add_agent_reads(pipe, k, ids, 0),  # trimmed below, as of `now`
+            now=True,
+        )
+        return now, agents_from_replies(replies, now, now - rules.WORK_RETENTION_MS)

@@ -1,0 +1,212 @@
+"""The call reads and call-level writes of ``RedisStore``: the queue view, a call's record,
+timeline and history, expired offers, cancel, SLA flags and callbacks.
+
+A mixin on ``RedisBase`` (no driver import); key schema in the ``router.redis_store``
+docstring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from router import codec
+from router import store_common as rules
+from router.domain import Assignment, AssignmentState, CallRecord, CallStatus, Policy, Snapshot
+from router.errors import NotFoundError
+from router.redis_base import RedisBase, add_agent_reads, agents_from_replies, aging_ms
+from router.redis_schema import (
+    Keys,
+    assignment_from_hash,
+    call_from_hash,
+    event_from_json,
+    history_from_member,
+    pairs,
+    record_from_hash,
+    text,
+    text_or_none,
+    texts,
+)
+from router.store import Event, HistoryEntry, QueueView
+
+
+class RedisCalls(RedisBase):
+    """Store methods about one call or the queue; ``RedisStore`` mixes them in."""
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def load_queue(self, tenant: str, limit: int) -> QueueView:
+        """Two ``MULTI`` round trips: policy, time, agent ids, the first ``limit`` queued ids
+        and the depth; then every agent (hash and in-window spans) and those calls."""
+        k = Keys(tenant)
+
+        def first(pipe: Any) -> None:
+            pipe.get(k.policy)
+            pipe.zrange(k.agents, 0, -1)
+            pipe.zrangebyscore(k.queue, "-inf", "+inf", start=0, num=max(limit, 0))
+            pipe.zcard(k.queue)
+
+        now, (raw_policy, raw_ids, raw_queued, depth) = self._multi(first, now=True)
+        policy = Policy() if raw_policy is None else codec.decode_policy(text(raw_policy))
+        ids, queued = [text(a) for a in raw_ids], [text(c) for c in raw_queued]
+        min_end = now - policy.occupancy_window_s * 1000
+
+        def second(pipe: Any) -> None:
+            add_agent_reads(pipe, k, ids, min_end)
+            for call_id in queued:
+                pipe.hgetall(k.call(call_id))
+
+        _, replies = self._multi(second)
+        agents = agents_from_replies(replies[: 2 * len(ids)], now, min_end)
+        calls = [
+            call_from_hash(fields)
+            for fields in map(texts, replies[2 * len(ids) :])
+            if fields.get("status") == CallStatus.QUEUED.value
+        ]
+        return QueueView(Snapshot(now, policy, tuple(agents)), tuple(calls), int(depth))
+
+    def get_call(self, tenant: str, call_id: str) -> CallRecord:
+        """The call hash and its queue rank in one ``MULTI``, then its assignment."""
+        k = Keys(tenant)
+        _, (raw, rank) = self._multi(
+            lambda pipe: (pipe.hgetall(k.call(call_id)), pipe.zrank(k.queue, call_id))
+        )
+        fields = texts(raw)
+        if not fields:
+            raise rules.call_not_found(call_id)
+        asg_id = fields.get("assignment_id", "")
+        asg: dict[str, str] = {}
+        if asg_id:
+            _, (raw_asg,) = self._multi(lambda pipe: pipe.hgetall(k.asg(asg_id)))
+            asg = texts(raw_asg)
+        return record_from_hash(fields, asg, None if rank is None else int(rank))
+
+    def get_assignment(self, tenant: str, assignment_id: str) -> Assignment:
+        """``HGETALL asg:<id>``."""
+        _, (raw,) = self._multi(lambda pipe: pipe.hgetall(Keys(tenant).asg(assignment_id)))
+        fields = texts(raw)
+        if not fields:
+            raise rules.assignment_not_found(assignment_id)
+        return assignment_from_hash(assignment_id, fields)
+
+    def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:
+        """The ``req`` hash, then ``get_call`` on its call."""
+        fingerprint, call_id = self._hmget(Keys(tenant).req(request_id), "fingerprint", "call_id")
+        if fingerprint is None or call_id is None:
+            return None
+        try:
+            return fingerprint, self.get_call(tenant, call_id)
+        except NotFoundError:
+            return None
+
+    def call_timeline(self, tenant: str, call_id: str) -> list[Event]:
+        """The ``timeline:<call>`` list (and whether the call exists) in one ``MULTI``."""
+        k = Keys(tenant)
+        _, (exists, items) = self._multi(
+            lambda pipe: (pipe.exists(k.call(call_id)), pipe.lrange(k.timeline(call_id), 0, -1))
+        )
+        if not exists:
+            raise rules.call_not_found(call_id)
+        return [event_from_json(text(item)) for item in items]
+
+    def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
+        """``ZRANGEBYSCORE history``; entries older than two hours are left out even before a
+        write trims them."""
+        k = Keys(tenant)
+        now, (members,) = self._multi(
+            lambda pipe: pipe.zrangebyscore(k.history, since_ms, "+inf", withscores=True), now=True
+        )
+        oldest = now - rules.HISTORY_MS
+        entries = [history_from_member(text(m), float(score)) for m, score in members]
+        return [entry for entry in entries if entry.at_ms >= oldest]
+
+    def expired_offers(self, tenant: str, limit: int = 100) -> list[Assignment]:
+        """The first ``limit`` members of ``offers`` with time (expired ones form a prefix),
+        then their assignment hashes."""
+        if limit <= 0:
+            return []
+        k = Keys(tenant)
+        now, (members,) = self._multi(
+            lambda pipe: pipe.zrange(k.offers, 0, limit - 1, withscores=True), now=True
+        )
+        due = [text(m) for m, expires in members if float(expires) <= now]
+        if not due:
+            return []
+        _, hashes = self._multi(lambda pipe: [pipe.hgetall(k.asg(a)) for a in due])
+        found = [assignment_from_hash(a, texts(h)) for a, h in zip(due, hashes, strict=True) if h]
+        offers = [asg for asg in found if asg.state == AssignmentState.OFFERED]
+        # Ties in expiry by token (creation order), not by the random id.
+        return sorted(offers, key=lambda asg: (asg.offer_expires_ms, asg.token))
+
+    # --- the call ---------------------------------------------------------------------------
+
+    def cancel_call(self, tenant: str, call_id: str) -> CallRecord:
+        """Read the call's assignment and agent, then one script cancels (re-read if the call
+        moved on in between, bounded)."""
+        k = Keys(tenant)
+        for _ in range(rules.MAX_CAS_ATTEMPTS):
+            status, asg_id = self._hmget(k.call(call_id), "status", "assignment_id")
+            if status is None:
+                raise rules.call_not_found(call_id)
+            asg_id = asg_id or ""
+            agent_id = (self._hmget(k.asg(asg_id), "agent_id")[0] or "") if asg_id else ""
+            reply = self._run(
+                "cancel_call",
+                [
+                    k.call(call_id),
+                    k.asg(asg_id),
+                    k.agent(agent_id),
+                    k.work(agent_id),
+                    k.events,
+                    k.queue,
+                    k.offers,
+                    k.history,
+                    k.timeline(call_id),
+                ],
+                [
+                    asg_id,
+                    rules.WORK_RETENTION_MS,
+                    rules.RECORD_TTL_MS,
+                    self._events_maxlen,
+                    call_id,
+                ],
+            )
+            if reply[0] == "missing":
+                raise rules.call_not_found(call_id)
+            if reply[0] == "completed":
+                raise rules.call_finished(call_id, CallStatus.COMPLETED.value)
+            if reply[0] == "ok":
+                return record_from_hash(pairs(reply[1]), pairs(reply[2]), None)
+        raise rules.contention(f"call {call_id}")
+
+    def mark_sla(self, tenant: str, call_id: str, *, breached: bool, policy: Policy) -> bool:
+        """One script: flag once, boost and re-score when at risk."""
+        k = Keys(tenant)
+        reply = self._run(
+            "mark_sla",
+            [k.call(call_id), k.queue, k.events, k.timeline(call_id)],
+            [
+                call_id,
+                "breached" if breached else "at_risk",
+                policy.escalation_priority_boost,
+                aging_ms(policy),
+                policy.escalation_group,
+                self._events_maxlen,
+            ],
+        )
+        if reply[0] == "missing":
+            raise rules.call_not_found(call_id)
+        return bool(reply[0] == "ok")
+
+    def request_callback(self, tenant: str, call_id: str) -> CallRecord:
+        """One script flags the call; then ``get_call``."""
+        k = Keys(tenant)
+        reply = self._run(
+            "request_callback",
+            [k.call(call_id), k.events, k.timeline(call_id)],
+            [call_id, self._events_maxlen],
+        )
+        if reply[0] == "missing":
+            raise rules.call_not_found(call_id)
+        if reply[0] == "status":
+            raise rules.call_finished(call_id, text_or_none(reply[1]) or "unknown")
+        return self.get_call(tenant, call_id)

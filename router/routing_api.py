@@ -1,0 +1,232 @@
+"""The routing gRPC servicer: what helpdesk platforms call for each piece of work.
+
+No try/except for status mapping here: errors raised below are mapped by
+``router.interceptors.ErrorInterceptor``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from router import convert
+from router.assigner import Assigner, AssignResult, Outcome
+from router.domain import AssignmentState, CallStatus
+from router.domain import Outcome as CallOutcome
+from router.errors import InvalidArgumentError
+from router.stats_api import stats_to_pb
+from router.store import Store
+from router.v1 import routing_pb2, routing_pb2_grpc
+from router.v1 import types_pb2 as pb
+from scoring import performance
+
+MAX_HANDLE_S = 7 * 86400
+WATCH_BLOCK_MS = 1000
+WATCH_BATCH = 200
+_EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")
+_EVENT_TYPE = re.compile(r"[A-Z][A-Z_]{0,63}")
+_RESULTS = {
+    Outcome.ASSIGNED: routing_pb2.AssignResponse.RESULT_ASSIGNED,
+    Outcome.OFFERED: routing_pb2.AssignResponse.RESULT_OFFERED,
+    Outcome.QUEUED: routing_pb2.AssignResponse.RESULT_QUEUED,
+    Outcome.NO_AGENT: routing_pb2.AssignResponse.RESULT_NO_AGENT,
+}
+
+
+def _token(value: int) -> int:
+    if value <= 0:
+        raise InvalidArgumentError("fencing_token", "is required (from the assignment)")
+    return value
+
+
+class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
+    """Assign, Accept, Reject, Complete, Release, Cancel, RequestCallback, GetCall, GetStats,
+    Watch. Whatever frees capacity wakes the dispatcher for the tenant."""
+
+    def __init__(self, store: Store, assigner: Assigner, wake: Callable[[str], None]) -> None:
+        self._store = store
+        self._assigner = assigner
+        self._wake = wake
+
+    def Assign(  # noqa: N802  # gRPC method names are CamelCase
+        self, request: routing_pb2.AssignRequest, context: grpc.ServicerContext
+    ) -> routing_pb2.AssignResponse:
+        """See ``proto/router/v1/routing.proto``."""
+        tenant = convert.tenant(request.tenant)
+        request_id = convert.identifier("request_id", request.request_id)
+        if not request.HasField("call"):
+            raise InvalidArgumentError("call", "is required")
+        call = convert.call_from_pb(request.call)
+        result = self._assigner.assign(tenant, request_id, call, queue=not request.no_queue)
+        return _assign_response(result)
+
+    def Accept(  # noqa: N802
+        self, request: routing_pb2.AcceptRequest, context: grpc.ServicerContext
+    ) -> routing_pb2.AcceptResponse:
+        """See ``proto/router/v1/routing.proto``."""
+        tenant = convert.tenant(request.tenant)
+        assignment_id = convert.identifier("assignment_id", request.assignment_id)
+        accepted = self._store.accept_offer(tenant, assignment_id, _token(request.fencing_token))
+        return routing_pb2.AcceptResponse(assignment=convert.assignment_to_pb(accepted))
+
+    def Reject(  # noqa: N802
+        self, request: routing_pb2.RejectRequest, context: grpc.ServicerContext
+    ) -> routing_pb2.RejectResponse:
+        """See ``proto/router/v1/routing.proto``."""
+        tenant = convert.tenant(request.tenant)
+        assignment_id = convert.identifier("assignment_id", request.assignment_id)
+        convert.text("reason", request.reason, max_len=convert.MAX_NAME)
+        policy = self._store.get_policy(tenant)
+        rejected = self._store.decline_offer(
+            tenant, assignment_id, _token(request.fencing_token), timed_out=False, policy=policy
+        )
+        self._wake(tenant)
+        return routing_pb2.RejectResponse(assignment=convert.assignment_to_pb(rejected))
+
+    def Complete(  # noqa: N802
+        self, request: routing_pb2.CompleteRequest, context: grpc.ServicerContext
+    ) -> routing_pb2.CompleteResponse:
+        """See ``proto/router/v1/routing.proto``."""
+        tenant = convert.tenant(request.tenant)
+        assignment_id = convert.identifier("assignment_id", request.assignment_id)
+        token = _token(request.fencing_token)
+        outcome = request.outcome
+        if not 0 <= outcome.csat <= 5:
+            raise InvalidArgumentError("outcome.csat", f"{outcome.csat} is not in 0..5")
+        handle_s = convert.seconds(outcome.handle_time)
+        if not 0 <= handle_s <= MAX_HANDLE_S:
+            raise InvalidArgumentError("outcome.handle_time", "must be between 0 and 7 days")
+        policy = self._store.get_policy(tenant)
+        current = self._store.get_assignment(tenant, assignment_id)
+        value = performance.outcome_value(
+            CallOutcome(
+                handle_time_s=handle_s,
+                csat=outcome.csat,
+                resolved=outcome.resolved if outcome.HasField("resolved") else None,
+            ),
+            target_handle_s=policy.expected_handle_s.get(current.channel, 0),
+        )
+        finished = self._store.finish_assignment(
+            tenant,
+            assignment_id,
+            token,
+            AssignmentState.COMPLETED,
+            outcome_value=value,
+            half_life_s=policy.performance_half_life_s,
+            wrap_up_s=policy.wrap_up_s.get(current.channel, 0),
+            policy=policy,
+        )
+        self._wake(tenant)
+        return routing_pb2.CompleteResponse(assignment=convert.assignment_to_pb(finished))
+
+    def Release(  # noqa: N802
+        self, request: routing_pb2.ReleaseRequest, context: grpc.ServicerContext
+    ) -> routing_pb2.ReleaseResponse:
+        """See ``proto/router/v1/routing.proto``."""
+        tenant = convert.tenant(request.tenant)
+        assignment_id = convert.identifier("assignment_id", request.assignment_id)
+        convert.text("reason", request.reason, max_len=convert.MAX_NAME)
+        policy = self._store.get_policy(tenant)
+        released = self._store.finish_assignment(
+            tenant,
+            assignment_id,
+            _token(request.fencing_token),
+            AssignmentState.RELEASED,
+            policy=policy,
+        )
+        self._wake(tenant)
+        return routing_pb2.ReleaseResponse(assignment=convert.assignment_to_pb(released))
+
+    def Cancel(  # noqa: N802
+        self, request: routing_pb2.CancelRequest, context: grpc.ServicerContext
+    ) -> routing_pb2.CancelResponse:
+        """See ``proto/router/v1/routing.proto``."""
+        tenant = convert.tenant(request.tenant)
+        call_id = convert.identifier("call_id", request.call_id)
+        convert.text("reason", request.reason, max_len=convert.MAX_NAME)
+        record = self._store.cancel_call(tenant, call_id)
+        self._wake(tenant)
+        now = self._store.now_ms()
+        return routing_pb2.CancelResponse(call=convert.call_record_to_pb(record, now))
+
+    def RequestCallback(  # noqa: N802
+        self, request: routing_pb2.RequestCallbackRequest, context: grpc.ServicerContext
+    ) -> routing_pb2.RequestCallbackResponse:
+        """See ``proto/router/v1/routing.proto``."""
+        tenant = convert.tenant(request.tenant)
+        call_id = convert.identifier("call_id", request.call_id)
+        record = self._store.request_callback(tenant, call_id)
+        wait = self._assigner.estimated_wait(tenant, record)
+        call = convert.call_record_to_pb(record, self._store.now_ms(), estimated_wait_s=wait)
+        return routing_pb2.RequestCallbackResponse(call=call)
+
+    def GetCall(  # noqa: N802
+        self, request: routing_pb2.GetCallRequest, context: grpc.ServicerContext
+    ) -> routing_pb2.GetCallResponse:
+        """See ``proto/router/v1/routing.proto``."""
+        tenant = convert.tenant(request.tenant)
+        call_id = convert.identifier("call_id", request.call_id)
+        record = self._store.get_call(tenant, call_id)
+        wait = None
+        if record.status == CallStatus.QUEUED:
+            wait = self._assigner.estimated_wait(tenant, record)
+        timeline = self._store.call_timeline(tenant, call_id)
+        info = convert.call_record_to_pb(
+            record, self._store.now_ms(), estimated_wait_s=wait, timeline=timeline
+        )
+        return routing_pb2.GetCallResponse(call=info)
+
+    def GetStats(  # noqa: N802
+        self, request: routing_pb2.GetStatsRequest, context: grpc.ServicerContext
+    ) -> routing_pb2.GetStatsResponse:
+        """See ``proto/router/v1/routing.proto``."""
+        return stats_to_pb(self._store, convert.tenant(request.tenant))
+
+    def Watch(  # noqa: N802
+        self, request: routing_pb2.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Event]:
+        """See ``proto/router/v1/routing.proto``."""
+        tenant = convert.tenant(request.tenant)
+        cursor = request.after_event_id
+        if cursor and cursor != "0" and not _EVENT_ID.fullmatch(cursor):
+            raise InvalidArgumentError("after_event_id", "must be an event id like 1700000000000-0")
+        if request.call_id:
+            convert.identifier("call_id", request.call_id)
+        if request.agent_id:
+            convert.identifier("agent_id", request.agent_id)
+        types = set(request.types)
+        for i, name in enumerate(request.types):
+            if not _EVENT_TYPE.fullmatch(name):
+                raise InvalidArgumentError(f"types[{i}]", f"{name[:64]!r} is not an event type")
+        if not cursor:
+            cursor = self._store.last_event_id(tenant)
+        while context.is_active():
+            events = self._store.read_events(
+                tenant, cursor, limit=WATCH_BATCH, block_ms=WATCH_BLOCK_MS
+            )
+            for event in events:
+                cursor = event.event_id
+                if request.call_id and event.call_id != request.call_id:
+                    continue
+                if request.agent_id and event.agent_id != request.agent_id:
+                    continue
+                if types and event.type not in types:
+                    continue
+                yield convert.event_to_pb(event)
+
+
+def _assign_response(result: AssignResult) -> routing_pb2.AssignResponse:
+    response = routing_pb2.AssignResponse(
+        result=_RESULTS[result.outcome],
+        explanation=convert.explanation_to_pb(result.explanation),
+        replayed=result.replayed,
+        position=result.position,
+        callback_offered=result.callback_offered,
+    )
+    if result.assignment is not None:
+        response.assignment.CopyFrom(convert.assignment_to_pb(result.assignment))
+    if result.outcome == Outcome.QUEUED:
+        response.estimated_wait.CopyFrom(convert.duration(result.estimated_wait_s))
+    return response

@@ -1,0 +1,1227 @@
+"""The queueing contract of the stores: every test runs on ``MemoryStore`` and ``RedisStore``.
+
+Queue order, dispatch from the queue, offers (accept, reject, timeout), wrap-up, release,
+reclaim, cancel, SLA flags, callbacks, timelines, history, tenants, leases and event reads.
+Time is the ``FakeClock`` both stores read: tests move it instead of sleeping. Every refused
+operation is also checked to write nothing (``harness.dump()`` before and after).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import pytest
+
+from router.domain import (
+    ActiveWork,
+    AgentProfile,
+    AgentSnapshot,
+    Assignment,
+    AssignmentState,
+    Call,
+    CallRecord,
+    CallStatus,
+    Channel,
+    Explanation,
+    Policy,
+    Presence,
+    SkillRequirement,
+    Strategy,
+    frozen_map,
+)
+from router.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
+from router.store import (
+    Claim,
+    Committed,
+    Conflict,
+    Event,
+    Gone,
+    HistoryEntry,
+    Replayed,
+    Store,
+    queue_score,
+)
+from tests.integration.conftest import StoreHarness
+
+T = "acme"
+EXPLANATION = Explanation(strategy=Strategy.BALANCED, candidates=1, score=1.0)
+POLICY = Policy(aging_s_per_priority=60, max_missed_offers=3, escalation_priority_boost=2)
+"""The policy every test passes (and stores, where the store reads it back)."""
+PROBE = Call("probe", Channel.CHAT)
+"""A call with no requirements: ``load_snapshot`` returns every agent for it."""
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def make_call(
+    call_id: str, created_ms: int, *, priority: int = 0, channel: Channel = Channel.CHAT
+) -> Call:
+    """A call created at ``created_ms`` (tests enqueue it at that same instant)."""
+    return Call(
+        call_id=call_id,
+        channel=channel,
+        required_skills=(SkillRequirement("billing", 2),),
+        language="en",
+        priority=priority,
+        attributes=frozen_map({"vip": "no"}),
+        created_ms=created_ms,
+    )
+
+
+def enqueue(
+    harness: StoreHarness,
+    call_id: str,
+    *,
+    priority: int = 0,
+    channel: Channel = Channel.CHAT,
+    policy: Policy = POLICY,
+    tenant: str = T,
+) -> CallRecord:
+    """Queue a new call created now (request ``req-<call_id>``, fingerprint ``fp``)."""
+    call = make_call(call_id, harness.clock.now_ms, priority=priority, channel=channel)
+    result = harness.store.enqueue(tenant, f"req-{call_id}", "fp", call, policy=policy)
+    assert isinstance(result, CallRecord), result
+    return result
+
+
+def available(store: Store, agent_id: str) -> AgentSnapshot:
+    """Create an AVAILABLE agent with the ``billing`` skill."""
+    store.create_agent(
+        T,
+        AgentProfile(
+            agent_id=agent_id,
+            skills=frozen_map({"billing": 5}),
+            languages=frozenset({"en"}),
+        ),
+    )
+    return store.set_presence(T, agent_id, Presence.AVAILABLE)
+
+
+def waiting(store: Store, call_id: str, tenant: str = T) -> Call:
+    """The queued call as ``load_queue`` shows it (enqueued_ms, priority, exclusions)."""
+    for call in store.load_queue(tenant, 1000).calls:
+        if call.call_id == call_id:
+            return call
+    raise AssertionError(f"call {call_id} is not in the queue")
+
+
+def queue_ids(store: Store, tenant: str = T) -> list[str]:
+    """Ids of every queued call in queue order."""
+    return [call.call_id for call in store.load_queue(tenant, 1000).calls]
+
+
+def dispatch_claim(
+    call: Call, agent_id: str, seq: int, *, offer_s: int = 0, units: int = 25
+) -> Claim:
+    """The dispatcher's claim of queued ``call`` for ``agent_id`` seen at ``seq``."""
+    return Claim(
+        request_id="",
+        fingerprint="",
+        call=call,
+        agent_id=agent_id,
+        expected_seq=seq,
+        units=units,
+        heartbeat_timeout_s=0,
+        explanation=EXPLANATION,
+        offer_timeout_s=offer_s,
+        from_queue=True,
+    )
+
+
+def dispatch(
+    store: Store, call_id: str, agent_id: str, *, offer_s: int = 0, units: int = 25
+) -> Assignment:
+    """Place queued ``call_id`` with ``agent_id`` (an offer when ``offer_s`` > 0); must commit."""
+    call = waiting(store, call_id)
+    seq = store.get_agent(T, agent_id).seq
+    result = store.commit_assignment(
+        T, dispatch_claim(call, agent_id, seq, offer_s=offer_s, units=units)
+    )
+    assert isinstance(result, Committed), result
+    return result.assignment
+
+
+def direct_claim(call: Call, agent_id: str, seq: int, request_id: str, fp: str = "fp") -> Claim:
+    """An Assign's claim of a new call (not from the queue)."""
+    return Claim(
+        request_id=request_id,
+        fingerprint=fp,
+        call=call,
+        agent_id=agent_id,
+        expected_seq=seq,
+        units=25,
+        heartbeat_timeout_s=0,
+        explanation=EXPLANATION,
+    )
+
+
+def held(store: Store, agent_id: str) -> tuple[ActiveWork, ...]:
+    """The work holding ``agent_id``'s capacity now, as ``load_snapshot`` reports it."""
+    for agent in store.load_snapshot(T, PROBE).agents:
+        if agent.agent_id == agent_id:
+            return agent.active
+    raise AssertionError(f"agent {agent_id} is not in the snapshot")
+
+
+def all_events(store: Store, tenant: str = T) -> list[Event]:
+    """Every event of the tenant."""
+    return store.read_events(tenant, "0", limit=10_000)
+
+
+def events_of(store: Store, kind: str, call_id: str = "") -> list[Event]:
+    """The tenant's events of type ``kind`` (of ``call_id`` when given)."""
+    return [
+        e for e in all_events(store) if e.type == kind and (not call_id or e.call_id == call_id)
+    ]
+
+
+# --- enqueue and queue order -----------------------------------------------------------------
+
+
+def test_enqueue_queues_in_arrival_order(harness: StoreHarness) -> None:
+    """A new call waits as QUEUED with its 1-based place; each later call queues behind it,
+    a ``QUEUED`` event is appended per call, and ``get_call`` reports the same places."""
+    store, clock = harness.store, harness.clock
+    records = []
+    for call_id in ("c1", "c2", "c3"):
+        records.append((clock.now_ms, enqueue(harness, call_id)))
+        clock.advance(1000)
+    for n, (at, record) in enumerate(records, start=1):
+        assert (record.status, record.position, record.assignment) == (CallStatus.QUEUED, n, None)
+        assert (record.call.call_id, record.updated_ms) == (f"c{n}", at)
+        assert (record.callback_requested, record.sla_at_risk, record.sla_breached) == (
+            False,
+            False,
+            False,
+        )
+    assert [store.get_call(T, f"c{n}").position for n in (1, 2, 3)] == [1, 2, 3]
+    assert {store.get_call(T, f"c{n}").status for n in (1, 2, 3)} == {CallStatus.QUEUED}
+    assert queue_ids(store) == ["c1", "c2", "c3"]
+    assert [e.call_id for e in events_of(store, "QUEUED")] == ["c1", "c2", "c3"]
+
+
+def test_priority_is_worth_aging_seconds(harness: StoreHarness) -> None:
+    """Queue order is ``queue_score``: older first, one priority level worth
+    ``aging_s_per_priority`` seconds. A priority-1 call arriving 59 s after a priority-0
+    call goes ahead of it; one arriving 61 s after stays behind (the older call has waited
+    longer than its priority is worth). Another tenant's policy (10 s a level) orders the
+    same arrivals by age only."""
+    store, clock = harness.store, harness.clock
+    slow = dataclasses.replace(POLICY, aging_s_per_priority=10)
+    t0 = clock.now_ms
+    enqueue(harness, "old-p0")
+    enqueue(harness, "old-p0", tenant="beta", policy=slow)
+    clock.advance(59_000)
+    enqueue(harness, "new-p1-59s", priority=1)
+    enqueue(harness, "new-p1-59s", priority=1, tenant="beta", policy=slow)
+    clock.advance(2_000)
+    enqueue(harness, "new-p1-61s", priority=1)
+    enqueue(harness, "new-p1-61s", priority=1, tenant="beta", policy=slow)
+    clock.advance(1_000)
+    enqueue(harness, "newest-p0")
+    enqueue(harness, "newest-p0", tenant="beta", policy=slow)
+
+    assert queue_ids(store) == ["new-p1-59s", "old-p0", "new-p1-61s", "newest-p0"]
+    assert [store.get_call(T, c).position for c in queue_ids(store)] == [1, 2, 3, 4]
+    calls = store.load_queue(T, 10).calls
+    scores = [queue_score(call, POLICY) for call in calls]
+    assert scores == sorted(scores)
+    assert scores[:2] == [t0 - 1_000, t0]
+    assert queue_ids(store, "beta") == ["old-p0", "new-p1-59s", "new-p1-61s", "newest-p0"]
+
+
+def test_full_queue_is_resource_exhausted(harness: StoreHarness) -> None:
+    """Once ``policy.max_queue`` calls wait, Assign's enqueue is RESOURCE_EXHAUSTED and
+    writes nothing; when one stops waiting there is room again."""
+    store, clock = harness.store, harness.clock
+    full = dataclasses.replace(POLICY, max_queue=2)
+    enqueue(harness, "c1", policy=full)
+    enqueue(harness, "c2", policy=full)
+    before = harness.dump()
+    with pytest.raises(ResourceExhaustedError):
+        store.enqueue(T, "req-c3", "fp", make_call("c3", clock.now_ms), policy=full)
+    assert harness.dump() == before
+    with pytest.raises(NotFoundError):
+        store.get_call(T, "c3")
+    assert store.find_request(T, "req-c3") is None
+
+    store.cancel_call(T, "c1")
+    assert enqueue(harness, "c3", policy=full).position == 2
+    assert store.load_queue(T, 10).depth == 2
+
+
+def test_enqueue_replay_and_reused_request_id(harness: StoreHarness) -> None:
+    """Retrying an Assign that queued (same request id and fingerprint) is ``Replayed`` and
+    writes nothing, whether the retry enqueues or commits; another fingerprint under the same
+    request id is INVALID_ARGUMENT on ``request_id`` and writes nothing."""
+    store, clock = harness.store, harness.clock
+    call = make_call("c1", clock.now_ms)
+    first = store.enqueue(T, "r1", "fp", call, policy=POLICY)
+    assert isinstance(first, CallRecord)
+    seq = available(store, "a").seq
+    clock.advance(5_000)
+    before = harness.dump()
+    assert store.enqueue(T, "r1", "fp", call, policy=POLICY) == Replayed()
+    assert store.commit_assignment(T, direct_claim(call, "a", seq, "r1")) == Replayed()
+    with pytest.raises(InvalidArgumentError) as enqueued:
+        store.enqueue(T, "r1", "other", call, policy=POLICY)
+    assert enqueued.value.field == "request_id"
+    with pytest.raises(InvalidArgumentError) as committed:
+        store.commit_assignment(T, direct_claim(call, "a", seq, "r1", fp="other"))
+    assert committed.value.field == "request_id"
+    assert harness.dump() == before
+    assert store.load_queue(T, 10).depth == 1
+
+
+def test_existing_call_id_is_refused(harness: StoreHarness) -> None:
+    """A new request for a call id that is already queued or assigned is FAILED_PRECONDITION
+    (enqueue or direct commit) and writes nothing."""
+    store, clock = harness.store, harness.clock
+    seq = available(store, "a").seq
+    enqueue(harness, "c1")
+    assigned = store.commit_assignment(
+        T, direct_claim(make_call("c2", clock.now_ms), "a", seq, "r2")
+    )
+    assert isinstance(assigned, Committed)
+    seq = store.get_agent(T, "a").seq
+    before = harness.dump()
+    for call_id in ("c1", "c2"):
+        with pytest.raises(FailedPreconditionError):
+            store.enqueue(T, f"new-{call_id}", "fp", make_call(call_id, 0), policy=POLICY)
+        with pytest.raises(FailedPreconditionError):
+            store.commit_assignment(T, direct_claim(make_call(call_id, 0), "a", seq, "x"))
+    assert harness.dump() == before
+
+
+def test_find_request_follows_the_call(harness: StoreHarness) -> None:
+    """``find_request`` answers a retried Assign with the fingerprint and the call's current
+    state: QUEUED (with its place) while waiting, ASSIGNED once the dispatcher placed it."""
+    store = harness.store
+    available(store, "a")
+    enqueue(harness, "c0")
+    enqueue(harness, "c1")
+    found = store.find_request(T, "req-c1")
+    assert found is not None
+    fingerprint, record = found
+    assert (fingerprint, record.status, record.position, record.assignment) == (
+        "fp",
+        CallStatus.QUEUED,
+        2,
+        None,
+    )
+    assert found == ("fp", store.get_call(T, "c1"))
+
+    asg = dispatch(store, "c1", "a")
+    found = store.find_request(T, "req-c1")
+    assert found is not None
+    assert (found[0], found[1].status, found[1].position, found[1].assignment) == (
+        "fp",
+        CallStatus.ASSIGNED,
+        0,
+        asg,
+    )
+    assert found == ("fp", store.get_call(T, "c1"))
+    assert store.find_request(T, "req-none") is None
+
+
+# --- load_queue ------------------------------------------------------------------------------
+
+
+def test_load_queue_gives_the_first_calls_and_every_agent(harness: StoreHarness) -> None:
+    """``load_queue`` returns the first ``limit`` calls in queue order with ``enqueued_ms``,
+    priority and exclusions, the full depth, and a snapshot of every agent (no skill
+    pruning) with the stored policy and store time."""
+    store, clock = harness.store, harness.clock
+    policy = store.put_policy(T, POLICY)
+    empty = store.load_queue(T, 10)
+    assert (empty.calls, empty.depth) == ((), 0)
+
+    available(store, "a")
+    store.create_agent(T, AgentProfile(agent_id="b", skills=frozen_map({"tech": 3})))
+    store.create_agent(T, AgentProfile(agent_id="c"))
+    t0 = clock.now_ms
+    enqueue(harness, "c1")
+    clock.advance(1_000)
+    enqueue(harness, "c2", priority=3)
+    clock.advance(1_000)
+    enqueue(harness, "c3", priority=1, channel=Channel.EMAIL)
+    clock.advance(1_000)
+    enqueue(harness, "c4")
+    offer = dispatch(store, "c1", "a", offer_s=30)
+    store.decline_offer(T, offer.assignment_id, offer.token, timed_out=False, policy=POLICY)
+
+    view = store.load_queue(T, 2)
+    assert view.calls == (
+        dataclasses.replace(make_call("c2", t0 + 1_000, priority=3), enqueued_ms=t0 + 1_000),
+        dataclasses.replace(
+            make_call("c3", t0 + 2_000, priority=1, channel=Channel.EMAIL),
+            enqueued_ms=t0 + 2_000,
+        ),
+    )
+    assert view.depth == 4
+    assert [a.agent_id for a in view.snapshot.agents] == ["a", "b", "c"]
+    assert (view.snapshot.now_ms, view.snapshot.policy) == (clock.now_ms, policy)
+
+    nothing = store.load_queue(T, 0)
+    assert (nothing.calls, nothing.depth) == ((), 4)
+
+    everything = store.load_queue(T, 10)
+    assert [c.call_id for c in everything.calls] == ["c2", "c3", "c1", "c4"]
+    assert everything.calls[2] == dataclasses.replace(
+        make_call("c1", t0), enqueued_ms=t0, excluded_agents=("a",)
+    )
+    assert everything.depth == 4
+
+
+# --- dispatch from the queue -----------------------------------------------------------------
+
+
+def test_dispatch_takes_the_call_off_the_queue(harness: StoreHarness) -> None:
+    """The dispatcher's commit assigns a queued call: it leaves the queue (the others move
+    up), the call is ASSIGNED with the assignment, the agent holds the work, and an
+    ``answered`` entry records the time the caller waited."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    t0 = clock.now_ms
+    enqueue(harness, "c1")
+    clock.advance(1)
+    enqueue(harness, "c2")
+    clock.advance(11_999)
+    asg = dispatch(store, "c1", "a")
+    now = clock.now_ms
+    assert (asg.call_id, asg.agent_id, asg.state, asg.created_ms, asg.units) == (
+        "c1",
+        "a",
+        AssignmentState.ACTIVE,
+        now,
+        25,
+    )
+    assert (asg.ended_ms, asg.offer_expires_ms, asg.explanation) == (0, 0, EXPLANATION)
+    record = store.get_call(T, "c1")
+    assert (record.status, record.position, record.assignment) == (CallStatus.ASSIGNED, 0, asg)
+    assert queue_ids(store) == ["c2"]
+    assert store.load_queue(T, 10).depth == 1
+    assert store.get_call(T, "c2").position == 1
+    assert held(store, "a") == (ActiveWork(asg.assignment_id, Channel.CHAT, 25, now),)
+    assert store.history(T, 0) == [HistoryEntry("answered", Channel.CHAT, now, now - t0, "c1")]
+    assert [(e.call_id, e.agent_id) for e in events_of(store, "ASSIGNED")] == [("c1", "a")]
+
+
+def test_dispatch_of_an_abandoned_call_is_gone(harness: StoreHarness) -> None:
+    """A dispatcher that planned on a call the customer abandoned meanwhile gets ``Gone``
+    and nothing is written (the agent stays free)."""
+    store = harness.store
+    available(store, "a")
+    enqueue(harness, "c1")
+    view = store.load_queue(T, 10)
+    (call,) = view.calls
+    (agent,) = view.snapshot.agents
+    store.cancel_call(T, "c1")
+    before = harness.dump()
+    assert store.commit_assignment(T, dispatch_claim(call, "a", agent.seq)) == Gone("abandoned")
+    assert harness.dump() == before
+    assert store.get_call(T, "c1").status == CallStatus.ABANDONED
+    assert held(store, "a") == ()
+
+
+def test_second_dispatcher_is_gone(harness: StoreHarness) -> None:
+    """Two dispatchers solving on the same queue view both try to place the call: the first
+    commit wins, the second is ``Gone`` and writes nothing. Never two assignments."""
+    store = harness.store
+    available(store, "a")
+    available(store, "b")
+    enqueue(harness, "c1")
+    view = store.load_queue(T, 10)
+    (call,) = view.calls
+    seqs = {agent.agent_id: agent.seq for agent in view.snapshot.agents}
+    first = store.commit_assignment(T, dispatch_claim(call, "a", seqs["a"]))
+    assert isinstance(first, Committed)
+    before = harness.dump()
+    assert store.commit_assignment(T, dispatch_claim(call, "b", seqs["b"])) == Gone("assigned")
+    assert harness.dump() == before
+    assert held(store, "b") == ()
+    assert store.get_call(T, "c1").assignment == first.assignment
+    assert len(events_of(store, "ASSIGNED", "c1")) == 1
+
+
+def test_concurrent_dispatchers_place_a_call_once(harness: StoreHarness) -> None:
+    """Twenty threads commit the same queued call to twenty different agents at once:
+    exactly one commit wins, every other is ``Gone``."""
+    store = harness.store
+    agents = [f"agent-{i:02d}" for i in range(20)]
+    for agent_id in agents:
+        available(store, agent_id)
+    enqueue(harness, "c1")
+    view = store.load_queue(T, 10)
+    (call,) = view.calls
+    seqs = {agent.agent_id: agent.seq for agent in view.snapshot.agents}
+    barrier = threading.Barrier(len(agents), timeout=30)
+    results: list[object] = [None] * len(agents)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        results[i] = store.commit_assignment(T, dispatch_claim(call, agents[i], seqs[agents[i]]))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(agents))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    committed = [r for r in results if isinstance(r, Committed)]
+    assert len(committed) == 1
+    assert results.count(Gone("assigned")) == len(agents) - 1
+    assert sum(len(held(store, agent_id)) for agent_id in agents) == 1
+    assert store.load_queue(T, 10).depth == 0
+
+
+def test_dispatch_on_a_stale_seq_conflicts(harness: StoreHarness) -> None:
+    """A dispatch planned on an older agent ``seq`` is a ``Conflict``, writes nothing and
+    leaves the call waiting in its place."""
+    store = harness.store
+    available(store, "a")
+    enqueue(harness, "c1")
+    view = store.load_queue(T, 10)
+    (call,) = view.calls
+    (agent,) = view.snapshot.agents
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    before = harness.dump()
+    assert store.commit_assignment(T, dispatch_claim(call, "a", agent.seq)) == Conflict(
+        "agent changed"
+    )
+    assert harness.dump() == before
+    record = store.get_call(T, "c1")
+    assert (record.status, record.position) == (CallStatus.QUEUED, 1)
+    assert store.load_queue(T, 10).depth == 1
+
+
+# --- offers ----------------------------------------------------------------------------------
+
+
+def test_offer_holds_capacity(harness: StoreHarness) -> None:
+    """Committing with ``offer_timeout_s`` makes an OFFERED assignment expiring after that
+    long; the call is OFFERED (off the queue), the agent's slot is taken by offered work, an
+    ``OFFERED`` event is appended and nobody is counted as answered yet."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    clock.advance(5_000)
+    asg = dispatch(store, "c1", "a", offer_s=30)
+    now = clock.now_ms
+    assert (asg.state, asg.created_ms, asg.offer_expires_ms, asg.ended_ms) == (
+        AssignmentState.OFFERED,
+        now,
+        now + 30_000,
+        0,
+    )
+    record = store.get_call(T, "c1")
+    assert (record.status, record.position, record.assignment) == (CallStatus.OFFERED, 0, asg)
+    assert held(store, "a") == (ActiveWork(asg.assignment_id, Channel.CHAT, 25, now, offered=True),)
+    assert store.load_queue(T, 10).depth == 0
+    assert store.history(T, 0) == []
+    assert [(e.call_id, e.agent_id) for e in events_of(store, "OFFERED")] == [("c1", "a")]
+    assert events_of(store, "ASSIGNED") == []
+
+
+def test_accept_makes_the_offer_active(harness: StoreHarness) -> None:
+    """Accepting an offer makes it ACTIVE (same id and token), the call ASSIGNED, the work no
+    longer an offer, an ``answered`` entry with the wait up to the accept and an
+    ``ACCEPTED`` event; accepting again returns it unchanged and writes nothing."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    t0 = clock.now_ms
+    enqueue(harness, "c1")
+    clock.advance(5_000)
+    offer = dispatch(store, "c1", "a", offer_s=30)
+    clock.advance(10_000)
+    accepted = store.accept_offer(T, offer.assignment_id, offer.token)
+    now = clock.now_ms
+    assert (accepted.assignment_id, accepted.token, accepted.state, accepted.ended_ms) == (
+        offer.assignment_id,
+        offer.token,
+        AssignmentState.ACTIVE,
+        0,
+    )
+    assert (accepted.call_id, accepted.agent_id, accepted.units) == ("c1", "a", 25)
+    record = store.get_call(T, "c1")
+    assert (record.status, record.assignment) == (CallStatus.ASSIGNED, accepted)
+    (work,) = held(store, "a")
+    assert (work.assignment_id, work.offered, work.wrap_until_ms) == (
+        offer.assignment_id,
+        False,
+        0,
+    )
+    assert store.history(T, 0) == [HistoryEntry("answered", Channel.CHAT, now, now - t0, "c1")]
+    assert [(e.call_id, e.agent_id) for e in events_of(store, "ACCEPTED")] == [("c1", "a")]
+
+    clock.advance(1_000)
+    before = harness.dump()
+    assert store.accept_offer(T, offer.assignment_id, offer.token) == accepted
+    assert harness.dump() == before
+
+
+def test_accept_is_refused_for_a_stale_token_or_an_expired_offer(harness: StoreHarness) -> None:
+    """Accept with a token that is not the offer's, after the offer expired, or for an offer
+    already declined is FAILED_PRECONDITION and writes nothing; an unknown id is NOT_FOUND."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    available(store, "b")
+    enqueue(harness, "c1")
+    enqueue(harness, "c2")
+    offer = dispatch(store, "c1", "a", offer_s=30)
+    before = harness.dump()
+    with pytest.raises(FailedPreconditionError):
+        store.accept_offer(T, offer.assignment_id, offer.token + 1)
+    assert harness.dump() == before
+    clock.advance(30_001)
+    with pytest.raises(FailedPreconditionError):
+        store.accept_offer(T, offer.assignment_id, offer.token)
+    assert harness.dump() == before
+    assert store.get_call(T, "c1").status == CallStatus.OFFERED
+    with pytest.raises(NotFoundError):
+        store.accept_offer(T, "no-such-assignment", 1)
+
+    declined = dispatch(store, "c2", "b", offer_s=30)
+    store.decline_offer(T, declined.assignment_id, declined.token, timed_out=False, policy=POLICY)
+    before = harness.dump()
+    with pytest.raises(FailedPreconditionError):
+        store.accept_offer(T, declined.assignment_id, declined.token)
+    assert harness.dump() == before
+
+
+def test_reject_requeues_with_the_original_age(harness: StoreHarness) -> None:
+    """Rejecting an offer ends it REJECTED, frees the slot and puts the call back in the
+    queue with its original ``enqueued_ms`` (so ahead of calls that came later) and the agent
+    in ``excluded_agents``; rejecting again is idempotent, timing it out instead is refused
+    and writes nothing. A rejection is not a missed offer."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    available(store, "b")
+    t0 = clock.now_ms
+    enqueue(harness, "c1")
+    clock.advance(1_000)
+    enqueue(harness, "c2")
+    clock.advance(4_000)
+    offer = dispatch(store, "c1", "a", offer_s=30)
+    assert queue_ids(store) == ["c2"]
+    clock.advance(3_000)
+    rejected = store.decline_offer(
+        T, offer.assignment_id, offer.token, timed_out=False, policy=POLICY
+    )
+    assert rejected == dataclasses.replace(
+        offer,
+        state=AssignmentState.REJECTED,
+        ended_ms=clock.now_ms,
+        offer_expires_ms=rejected.offer_expires_ms,
+    )
+    record = store.get_call(T, "c1")
+    assert (record.status, record.position) == (CallStatus.QUEUED, 1)
+    assert queue_ids(store) == ["c1", "c2"]
+    call = waiting(store, "c1")
+    assert (call.enqueued_ms, call.excluded_agents) == (t0, ("a",))
+    assert held(store, "a") == ()
+    agent = store.get_agent(T, "a")
+    assert (agent.missed_offers, agent.presence) == (0, Presence.AVAILABLE)
+    assert [(e.call_id, e.agent_id) for e in events_of(store, "REJECTED")] == [("c1", "a")]
+
+    before = harness.dump()
+    again = store.decline_offer(T, offer.assignment_id, offer.token, timed_out=False, policy=POLICY)
+    assert again == rejected
+    with pytest.raises(FailedPreconditionError):
+        store.decline_offer(T, offer.assignment_id, offer.token, timed_out=True, policy=POLICY)
+    with pytest.raises(FailedPreconditionError):
+        store.decline_offer(T, offer.assignment_id, offer.token + 1, timed_out=False, policy=POLICY)
+    assert harness.dump() == before
+
+    second = dispatch(store, "c1", "b", offer_s=30)
+    store.decline_offer(T, second.assignment_id, second.token, timed_out=False, policy=POLICY)
+    call = waiting(store, "c1")
+    assert call.enqueued_ms == t0
+    assert sorted(call.excluded_agents) == ["a", "b"]
+
+
+def test_expired_offers_appear_once_the_clock_passes_expiry(harness: StoreHarness) -> None:
+    """``expired_offers`` lists an OFFERED assignment only after store time passes its
+    expiry, oldest first, at most ``limit``; an accepted offer is never listed."""
+    store, clock = harness.store, harness.clock
+    for agent_id in ("a", "b", "c"):
+        available(store, agent_id)
+    for call_id in ("c1", "c2", "c3"):
+        enqueue(harness, call_id)
+    first = dispatch(store, "c1", "a", offer_s=10)
+    clock.advance(2_000)
+    second = dispatch(store, "c2", "b", offer_s=10)
+    accepted = dispatch(store, "c3", "c", offer_s=10)
+    store.accept_offer(T, accepted.assignment_id, accepted.token)
+    clock.advance(7_999)  # 1 ms before the first expiry
+    assert store.expired_offers(T) == []
+    clock.advance(2)
+    assert store.expired_offers(T) == [first]
+    clock.advance(2_000)
+    assert store.expired_offers(T) == [first, second]
+    assert store.expired_offers(T, limit=1) == [first]
+    store.decline_offer(T, first.assignment_id, first.token, timed_out=True, policy=POLICY)
+    assert store.expired_offers(T) == [second]
+
+
+def test_an_offer_is_either_acceptable_or_expired(harness: StoreHarness) -> None:
+    """At every instant an offer is exactly one of: acceptable, or listed by
+    ``expired_offers``. 1 ms before its expiry it is accepted; from its expiry on it is
+    listed and an accept is refused, writing nothing."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    available(store, "b")
+    enqueue(harness, "c1")
+    enqueue(harness, "c2")
+    early = dispatch(store, "c1", "a", offer_s=10)
+    late = dispatch(store, "c2", "b", offer_s=10)
+    clock.advance(9_999)
+    assert store.expired_offers(T) == []
+    assert store.accept_offer(T, early.assignment_id, early.token).state == AssignmentState.ACTIVE
+    clock.advance(1)  # exactly at the expiry
+    assert store.expired_offers(T) == [late]
+    before = harness.dump()
+    with pytest.raises(FailedPreconditionError):
+        store.accept_offer(T, late.assignment_id, late.token)
+    assert harness.dump() == before
+
+
+def test_missed_offers_make_the_agent_not_responding(harness: StoreHarness) -> None:
+    """Each timed-out offer ends TIMED_OUT, requeues the call with the agent excluded and
+    counts a missed offer; at ``policy.max_missed_offers`` (3) the agent becomes
+    NOT_RESPONDING with a presence event. Setting AVAILABLE again resets the count."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    for call_id in ("c1", "c2", "c3"):
+        enqueue(harness, call_id)
+    for n, call_id in enumerate(("c1", "c2", "c3"), start=1):
+        offer = dispatch(store, call_id, "a", offer_s=10)
+        clock.advance(10_001)
+        assert store.expired_offers(T) == [offer]
+        missed = store.decline_offer(
+            T, offer.assignment_id, offer.token, timed_out=True, policy=POLICY
+        )
+        assert (missed.state, missed.ended_ms) == (AssignmentState.TIMED_OUT, clock.now_ms)
+        assert store.expired_offers(T) == []
+        assert waiting(store, call_id).excluded_agents == ("a",)
+        agent = store.get_agent(T, "a")
+        expected = Presence.NOT_RESPONDING if n == 3 else Presence.AVAILABLE
+        assert (agent.missed_offers, agent.presence) == (n, expected)
+    assert queue_ids(store) == ["c1", "c2", "c3"]
+    for call_id in ("c1", "c2", "c3"):
+        timeline = store.call_timeline(T, call_id)
+        kinds = [e.type for e in timeline]
+        assert kinds[:2] + kinds[3:] == ["QUEUED", "OFFERED", "QUEUED"]
+        assert "TIMED_OUT" in kinds[2]  # the timeout's own event (its name is not "REJECTED")
+        assert timeline[2].agent_id == "a"
+    changes = [
+        dict(e.data)["presence"] for e in events_of(store, "PRESENCE_CHANGED") if e.agent_id == "a"
+    ]
+    assert changes == ["available", "not_responding"]
+
+    stuck = store.get_agent(T, "a")
+    before = harness.dump()
+    refused = store.commit_assignment(T, dispatch_claim(waiting(store, "c1"), "a", stuck.seq))
+    assert refused == Conflict("agent is not_responding")
+    assert harness.dump() == before
+
+    back = store.set_presence(T, "a", Presence.AVAILABLE)
+    assert (back.presence, back.missed_offers) == (Presence.AVAILABLE, 0)
+    assert store.get_agent(T, "a").missed_offers == 0
+
+
+def test_accept_resets_missed_offers(harness: StoreHarness) -> None:
+    """Missed offers count in a row: an accepted offer sets the count back to 0."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    enqueue(harness, "c2")
+    offer = dispatch(store, "c1", "a", offer_s=10)
+    clock.advance(10_001)
+    store.decline_offer(T, offer.assignment_id, offer.token, timed_out=True, policy=POLICY)
+    assert store.get_agent(T, "a").missed_offers == 1
+    taken = dispatch(store, "c2", "a", offer_s=10)
+    store.accept_offer(T, taken.assignment_id, taken.token)
+    assert store.get_agent(T, "a").missed_offers == 0
+
+
+# --- wrap-up, release, reclaim ---------------------------------------------------------------
+
+
+def test_wrap_up_holds_the_slot_until_it_ends(harness: StoreHarness) -> None:
+    """Completing with ``wrap_up_s`` keeps the agent's slot taken (the work shows
+    ``wrap_until_ms``) until store time reaches it, then the slot is free without any write;
+    a ``completed`` entry records the handle time and the call is COMPLETED."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    asg = dispatch(store, "c1", "a")
+    t1 = clock.now_ms
+    clock.advance(120_000)
+    done = store.finish_assignment(
+        T, asg.assignment_id, asg.token, AssignmentState.COMPLETED, wrap_up_s=30, policy=POLICY
+    )
+    t2 = clock.now_ms
+    assert (done.state, done.ended_ms) == (AssignmentState.COMPLETED, t2)
+    assert held(store, "a") == (
+        ActiveWork(asg.assignment_id, Channel.CHAT, 25, t1, wrap_until_ms=t2 + 30_000),
+    )
+    assert store.get_call(T, "c1").status == CallStatus.COMPLETED
+    completed = [h for h in store.history(T, 0) if h.kind == "completed"]
+    assert completed == [HistoryEntry("completed", Channel.CHAT, t2, 120_000, "c1")]
+    clock.advance(29_999)
+    assert [w.assignment_id for w in held(store, "a")] == [asg.assignment_id]
+    clock.advance(1)
+    assert held(store, "a") == ()
+
+
+def test_release_requeues_with_the_original_age(harness: StoreHarness) -> None:
+    """An agent releasing unfinished work frees the slot; the call goes back to the queue
+    with its original ``enqueued_ms`` (ahead of later calls) and the agent excluded."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    t0 = clock.now_ms
+    enqueue(harness, "c1")
+    clock.advance(1_000)
+    enqueue(harness, "c2")
+    clock.advance(4_000)
+    asg = dispatch(store, "c1", "a")
+    clock.advance(60_000)
+    released = store.finish_assignment(
+        T, asg.assignment_id, asg.token, AssignmentState.RELEASED, policy=POLICY
+    )
+    assert (released.state, released.ended_ms) == (AssignmentState.RELEASED, clock.now_ms)
+    record = store.get_call(T, "c1")
+    assert (record.status, record.position) == (CallStatus.QUEUED, 1)
+    assert queue_ids(store) == ["c1", "c2"]
+    call = waiting(store, "c1")
+    assert (call.enqueued_ms, call.excluded_agents) == (t0, ("a",))
+    assert held(store, "a") == ()
+    assert [(e.call_id, e.agent_id) for e in events_of(store, "RELEASED")] == [("c1", "a")]
+
+
+def test_reclaim_takes_back_offers_and_movable_work(harness: StoreHarness) -> None:
+    """When an agent leaves, ``reclaim`` ends their offer and their active work on the given
+    channels as RECLAIMED and requeues those calls (original age, agent excluded), with a
+    ``RECLAIMED`` event each; work on other channels stays. A second reclaim moves nothing
+    and writes nothing."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    t0 = clock.now_ms
+    enqueue(harness, "email", channel=Channel.EMAIL)
+    clock.advance(1_000)
+    enqueue(harness, "voice", channel=Channel.VOICE)
+    clock.advance(1_000)
+    enqueue(harness, "chat")
+    clock.advance(1_000)
+    email = dispatch(store, "email", "a", units=20)
+    voice = dispatch(store, "voice", "a", units=50)
+    offer = dispatch(store, "chat", "a", offer_s=60)
+    clock.advance(5_000)
+
+    moved = store.reclaim(T, "a", channels=frozenset({Channel.EMAIL}), policy=POLICY)
+    assert sorted((m.call_id, m.assignment_id, m.state, m.ended_ms) for m in moved) == [
+        ("chat", offer.assignment_id, AssignmentState.RECLAIMED, clock.now_ms),
+        ("email", email.assignment_id, AssignmentState.RECLAIMED, clock.now_ms),
+    ]
+    assert [w.assignment_id for w in held(store, "a")] == [voice.assignment_id]
+    assert store.get_call(T, "voice").status == CallStatus.ASSIGNED
+    assert queue_ids(store) == ["email", "chat"]
+    assert [(c.enqueued_ms, c.excluded_agents) for c in store.load_queue(T, 10).calls] == [
+        (t0, ("a",)),
+        (t0 + 2_000, ("a",)),
+    ]
+    assert sorted(e.call_id for e in events_of(store, "RECLAIMED")) == ["chat", "email"]
+
+    before = harness.dump()
+    assert store.reclaim(T, "a", channels=frozenset({Channel.EMAIL}), policy=POLICY) == []
+    assert harness.dump() == before
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+
+def test_cancel_a_queued_call_abandons_it(harness: StoreHarness) -> None:
+    """A caller hanging up while queued: the call is ABANDONED and off the queue (the others
+    move up), an ``abandoned`` entry records how long they waited; cancelling again returns
+    the same record and writes nothing."""
+    store, clock = harness.store, harness.clock
+    t0 = clock.now_ms
+    enqueue(harness, "c1")
+    clock.advance(1)
+    enqueue(harness, "c2")
+    clock.advance(6_999)
+    record = store.cancel_call(T, "c1")
+    now = clock.now_ms
+    assert (record.status, record.position, record.assignment, record.updated_ms) == (
+        CallStatus.ABANDONED,
+        0,
+        None,
+        now,
+    )
+    assert queue_ids(store) == ["c2"]
+    assert store.load_queue(T, 10).depth == 1
+    assert store.get_call(T, "c2").position == 1
+    assert store.history(T, 0) == [HistoryEntry("abandoned", Channel.CHAT, now, now - t0, "c1")]
+    clock.advance(1_000)
+    before = harness.dump()
+    assert store.cancel_call(T, "c1") == record
+    assert harness.dump() == before
+    assert store.get_call(T, "c1") == record
+
+
+def test_cancel_an_offered_call_abandons_it(harness: StoreHarness) -> None:
+    """A caller hanging up during an offer: the call is ABANDONED, the offer ends CANCELLED,
+    the agent's slot is free and an ``abandoned`` entry records the wait; idempotent."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    t0 = clock.now_ms
+    enqueue(harness, "c1")
+    clock.advance(3_000)
+    offer = dispatch(store, "c1", "a", offer_s=30)
+    clock.advance(2_000)
+    record = store.cancel_call(T, "c1")
+    now = clock.now_ms
+    assert record.status == CallStatus.ABANDONED
+    assert record.assignment is not None
+    assert (record.assignment.assignment_id, record.assignment.state) == (
+        offer.assignment_id,
+        AssignmentState.CANCELLED,
+    )
+    assert record.assignment.ended_ms == now
+    assert held(store, "a") == ()
+    assert store.expired_offers(T) == []
+    assert store.history(T, 0) == [HistoryEntry("abandoned", Channel.CHAT, now, now - t0, "c1")]
+    before = harness.dump()
+    assert store.cancel_call(T, "c1") == record
+    assert harness.dump() == before
+    clock.advance(30_000)
+    assert store.expired_offers(T) == []
+
+
+def test_cancel_an_assigned_call(harness: StoreHarness) -> None:
+    """The platform withdrawing an assigned call: CANCELLED with its assignment ended
+    CANCELLED and the slot free; idempotent. A completed call is FAILED_PRECONDITION and an
+    unknown one NOT_FOUND, writing nothing."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    enqueue(harness, "c2")
+    asg = dispatch(store, "c1", "a")
+    clock.advance(10_000)
+    record = store.cancel_call(T, "c1")
+    assert record.status == CallStatus.CANCELLED
+    assert record.assignment == dataclasses.replace(
+        asg, state=AssignmentState.CANCELLED, ended_ms=clock.now_ms
+    )
+    assert held(store, "a") == ()
+    before = harness.dump()
+    assert store.cancel_call(T, "c1") == record
+    assert harness.dump() == before
+
+    done = dispatch(store, "c2", "a")
+    store.finish_assignment(T, done.assignment_id, done.token, AssignmentState.COMPLETED)
+    before = harness.dump()
+    with pytest.raises(FailedPreconditionError):
+        store.cancel_call(T, "c2")
+    with pytest.raises(NotFoundError):
+        store.cancel_call(T, "nope")
+    assert harness.dump() == before
+    assert store.get_call(T, "c2").status == CallStatus.COMPLETED
+
+
+# --- SLA flags and callbacks -----------------------------------------------------------------
+
+
+def test_sla_at_risk_boosts_once(harness: StoreHarness) -> None:
+    """Marking a queued call at risk (once) raises its priority by the policy's boost, capped
+    at 10, moves it up the queue and appends ``SLA_AT_RISK`` naming the escalation group; a
+    second mark changes and writes nothing."""
+    store, clock = harness.store, harness.clock
+    policy = dataclasses.replace(POLICY, escalation_group="night-supervisors")
+    enqueue(harness, "c1")
+    clock.advance(100_000)
+    enqueue(harness, "c2")
+    clock.advance(1_000)
+    enqueue(harness, "urgent", priority=9)
+    assert queue_ids(store) == ["urgent", "c1", "c2"]
+
+    assert store.mark_sla(T, "c2", breached=False, policy=policy) is True
+    record = store.get_call(T, "c2")
+    assert (record.status, record.sla_at_risk, record.sla_breached) == (
+        CallStatus.QUEUED,
+        True,
+        False,
+    )
+    assert waiting(store, "c2").priority == 2
+    assert queue_ids(store) == ["urgent", "c2", "c1"]  # 100 s younger, 120 s worth of priority
+    assert record.position == 2
+    (event,) = events_of(store, "SLA_AT_RISK")
+    assert event.call_id == "c2"
+    assert "night-supervisors" in event.data.values()
+
+    before = harness.dump()
+    assert store.mark_sla(T, "c2", breached=False, policy=policy) is False
+    assert harness.dump() == before
+
+    assert store.mark_sla(T, "urgent", breached=False, policy=policy) is True
+    assert waiting(store, "urgent").priority == 10
+
+
+def test_sla_breached_is_flagged_once(harness: StoreHarness) -> None:
+    """Marking a queued call breached flags it and appends ``SLA_BREACHED`` once; a second
+    mark returns False and writes nothing."""
+    store = harness.store
+    enqueue(harness, "c1")
+    assert store.mark_sla(T, "c1", breached=True, policy=POLICY) is True
+    record = store.get_call(T, "c1")
+    assert (record.status, record.sla_breached) == (CallStatus.QUEUED, True)
+    assert [e.call_id for e in events_of(store, "SLA_BREACHED")] == ["c1"]
+    before = harness.dump()
+    assert store.mark_sla(T, "c1", breached=True, policy=POLICY) is False
+    assert harness.dump() == before
+
+
+def test_sla_marks_ignore_calls_that_are_not_queued(harness: StoreHarness) -> None:
+    """Only waiting calls are flagged: for an assigned or abandoned call ``mark_sla``
+    returns False and writes nothing."""
+    store = harness.store
+    available(store, "a")
+    enqueue(harness, "c1")
+    enqueue(harness, "c2")
+    dispatch(store, "c1", "a")
+    store.cancel_call(T, "c2")
+    before = harness.dump()
+    for call_id in ("c1", "c2"):
+        for breached in (False, True):
+            assert store.mark_sla(T, call_id, breached=breached, policy=POLICY) is False
+    assert harness.dump() == before
+    assert not store.get_call(T, "c1").sla_at_risk
+    assert events_of(store, "SLA_AT_RISK") == events_of(store, "SLA_BREACHED") == []
+
+
+def test_callback_request_keeps_the_place(harness: StoreHarness) -> None:
+    """A queued caller asking for a callback is flagged, keeps their place and a
+    ``CALLBACK_REQUESTED`` event is appended; asking again writes nothing; a call that is
+    not queued is FAILED_PRECONDITION and nothing is written."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    clock.advance(1_000)
+    enqueue(harness, "c2")
+    clock.advance(1_000)
+    enqueue(harness, "c3")
+    record = store.request_callback(T, "c2")
+    assert (record.status, record.position, record.callback_requested) == (
+        CallStatus.QUEUED,
+        2,
+        True,
+    )
+    assert store.get_call(T, "c2").callback_requested is True
+    assert queue_ids(store) == ["c1", "c2", "c3"]
+    assert [e.call_id for e in events_of(store, "CALLBACK_REQUESTED")] == ["c2"]
+    before = harness.dump()
+    assert store.request_callback(T, "c2") == record
+    assert harness.dump() == before
+
+    dispatch(store, "c1", "a")
+    before = harness.dump()
+    with pytest.raises(FailedPreconditionError):
+        store.request_callback(T, "c1")
+    assert harness.dump() == before
+
+
+# --- timeline, history, tenants --------------------------------------------------------------
+
+
+def test_call_timeline(harness: StoreHarness) -> None:
+    """A call's timeline is every event of that call in order, across an offer that was
+    rejected, a requeue, an assignment and the completion; no other call's events."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    available(store, "b")
+    enqueue(harness, "c1")
+    enqueue(harness, "other")
+    offer = dispatch(store, "c1", "a", offer_s=30)
+    dispatch(store, "other", "a")
+    clock.advance(1_000)
+    store.decline_offer(T, offer.assignment_id, offer.token, timed_out=False, policy=POLICY)
+    clock.advance(1_000)
+    asg = dispatch(store, "c1", "b")
+    clock.advance(1_000)
+    store.finish_assignment(T, asg.assignment_id, asg.token, AssignmentState.COMPLETED)
+
+    timeline = store.call_timeline(T, "c1")
+    assert [e.type for e in timeline] == [
+        "QUEUED",
+        "OFFERED",
+        "REJECTED",
+        "QUEUED",
+        "ASSIGNED",
+        "COMPLETED",
+    ]
+    assert {e.call_id for e in timeline} == {"c1"}
+    assert [e.agent_id for e in timeline[1:3]] == ["a", "a"]
+    assert [e.agent_id for e in timeline[4:]] == ["b", "b"]
+    ids = [e.event_id for e in timeline]
+    assert ids == [e.event_id for e in all_events(store) if e.call_id == "c1"]
+    assert [e.type for e in store.call_timeline(T, "other")] == ["QUEUED", "ASSIGNED"]
+
+
+def test_history_since(harness: StoreHarness) -> None:
+    """``history(since)`` returns the answered, abandoned and completed entries at or after
+    ``since`` in time order, nothing earlier."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    t0 = clock.now_ms
+    enqueue(harness, "c1")
+    enqueue(harness, "c2")
+    clock.advance(1_000)
+    asg = dispatch(store, "c1", "a")
+    clock.advance(4_000)
+    store.cancel_call(T, "c2")
+    clock.advance(4_000)
+    store.finish_assignment(T, asg.assignment_id, asg.token, AssignmentState.COMPLETED)
+    answered = HistoryEntry("answered", Channel.CHAT, t0 + 1_000, 1_000, "c1")
+    abandoned = HistoryEntry("abandoned", Channel.CHAT, t0 + 5_000, 5_000, "c2")
+    completed = HistoryEntry("completed", Channel.CHAT, t0 + 9_000, 8_000, "c1")
+    assert store.history(T, 0) == [answered, abandoned, completed]
+    assert store.history(T, t0 + 1_000) == [answered, abandoned, completed]
+    assert store.history(T, t0 + 1_001) == [abandoned, completed]
+    assert store.history(T, t0 + 5_000) == [abandoned, completed]
+    assert store.history(T, t0 + 9_000) == [completed]
+    assert store.history(T, t0 + 9_001) == []
+
+
+def test_tenants_lists_tenants_with_agents_or_calls(harness: StoreHarness) -> None:
+    """``tenants`` names every tenant holding agents or calls (for the dispatcher's tick);
+    tenants that were only read are not listed."""
+    store = harness.store
+    assert store.tenants() == []
+    available(store, "a")
+    enqueue(harness, "c1", tenant="beta")
+    store.get_policy("gamma")
+    store.load_queue("gamma", 10)
+    store.read_events("gamma")
+    assert sorted(store.tenants()) == [T, "beta"]
+
+
+# --- leases ----------------------------------------------------------------------------------
+
+
+def test_lease_is_held_by_one_owner(harness: StoreHarness) -> None:
+    """The dispatcher lease: A takes it, B cannot, A extends it; once the TTL passes on the
+    store clock B takes it; a release by a non-owner does nothing, by the owner frees it."""
+    store, clock = harness.store, harness.clock
+    assert store.acquire_lease(T, "A", 1_000) is True
+    assert store.acquire_lease(T, "B", 1_000) is False
+    clock.advance(800)
+    assert store.acquire_lease(T, "A", 1_000) is True  # extended to 1 800
+    clock.advance(800)
+    assert store.acquire_lease(T, "B", 1_000) is False  # would have expired at 1 000
+    clock.advance(201)
+    assert store.acquire_lease(T, "B", 1_000) is True
+    store.release_lease(T, "A")
+    assert store.acquire_lease(T, "A", 1_000) is False
+    store.release_lease(T, "B")
+    assert store.acquire_lease(T, "A", 1_000) is True
+
+
+def test_leases_are_per_tenant(store: Store) -> None:
+    """Each tenant has its own dispatcher lease."""
+    assert store.acquire_lease(T, "A", 10_000) is True
+    assert store.acquire_lease("beta", "B", 10_000) is True
+    assert store.acquire_lease("beta", "A", 10_000) is False
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def test_read_events_after_an_id(store: Store) -> None:
+    """Events come strictly after ``after_id``, at most ``limit``; "$" means only new ones."""
+    available(store, "a")
+    store.set_presence(T, "a", Presence.BUSY)
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    events = store.read_events(T)
+    assert [e.type for e in events] == [
+        "AGENT_CREATED",
+        "PRESENCE_CHANGED",
+        "PRESENCE_CHANGED",
+        "PRESENCE_CHANGED",
+    ]
+    assert store.read_events(T, events[0].event_id) == events[1:]
+    assert store.read_events(T, events[0].event_id, limit=2) == events[1:3]
+    assert store.read_events(T, events[-1].event_id) == []
+    assert store.read_events(T, "$") == []
+
+
+def test_blocking_read_returns_when_an_event_arrives(store: Store) -> None:
+    """A blocking read ("$", up to 2 s) returns as soon as another thread appends an event
+    (50 ms later), with that event."""
+    available(store, "a")
+    timer = threading.Timer(0.05, lambda: store.set_presence(T, "a", Presence.BUSY))
+    started = time.monotonic()
+    timer.start()
+    try:
+        events = store.read_events(T, "$", block_ms=2_000)
+    finally:
+        timer.join()
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5
+    assert [(e.type, e.agent_id, dict(e.data)["presence"]) for e in events] == [
+        ("PRESENCE_CHANGED", "a", "busy")
+    ]
+
+
+def test_blocking_read_returns_empty_after_the_block(store: Store) -> None:
+    """With nothing new, a blocking read waits ``block_ms`` and returns no events; with
+    events already after ``after_id`` it returns them at once."""
+    available(store, "a")
+    last = store.read_events(T)[-1].event_id
+    started = time.monotonic()
+    assert store.read_events(T, last, block_ms=100) == []
+    elapsed = time.monotonic() - started
+    assert 0.05 <= elapsed < 1.0
+    first = store.read_events(T)[0].event_id
+    started = time.monotonic()
+    assert [e.event_id for e in store.read_events(T, first, block_ms=2_000)] == [last]
+    assert time.monotonic() - started < 1.0
+
+
+def test_last_event_id_is_a_cursor_for_from_now(store: Store) -> None:
+    """``last_event_id`` is "0-0" before any event, then the newest event's id: reading after
+    it returns only what comes later."""
+    assert store.last_event_id(T) == "0-0"
+    available(store, "a")
+    last = store.last_event_id(T)
+    assert last == store.read_events(T)[-1].event_id
+    assert store.read_events(T, last) == []
+    store.set_presence(T, "a", Presence.BUSY)
+    assert [e.type for e in store.read_events(T, last)] == ["PRESENCE_CHANGED"]
+
+
+def test_get_assignment_follows_the_offer(harness: StoreHarness) -> None:
+    """``get_assignment`` returns the assignment as stored through offer, accept and
+    completion; an unknown id is NOT_FOUND."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    offer = dispatch(store, "c1", "a", offer_s=30)
+    assert store.get_assignment(T, offer.assignment_id) == offer
+    accepted = store.accept_offer(T, offer.assignment_id, offer.token)
+    assert store.get_assignment(T, offer.assignment_id) == accepted
+    clock.advance(1_000)
+    done = store.finish_assignment(
+        T, offer.assignment_id, offer.token, AssignmentState.COMPLETED, policy=POLICY
+    )
+    assert store.get_assignment(T, offer.assignment_id) == done
+    assert (done.state, done.ended_ms) == (AssignmentState.COMPLETED, clock.now_ms)
+    with pytest.raises(NotFoundError):
+        store.get_assignment(T, "no-such-assignment")

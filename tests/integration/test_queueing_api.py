@@ -1,0 +1,349 @@
+"""Queueing, offers, SLA escalation, reclaiming and events, end to end over gRPC and Redis.
+
+The store's clock is fake (moved by the tests); the dispatcher runs in the server as in
+production, ticking every 50 ms of real time, so tests poll with ``wait_for_call``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from router.v1 import admin_pb2, routing_pb2
+from router.v1 import types_pb2 as pb
+from tests.integration.service import Service
+
+ASSIGNED = routing_pb2.AssignResponse.RESULT_ASSIGNED
+QUEUED = routing_pb2.AssignResponse.RESULT_QUEUED
+OFFERED = routing_pb2.AssignResponse.RESULT_OFFERED
+
+
+def _channels(service: Service, *settings: pb.ChannelSetting) -> pb.Policy:
+    return service.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(
+            tenant=service.tenant,
+            policy=pb.Policy(channels=list(settings)),
+            update_mask=field_mask_pb2.FieldMask(paths=["channels"]),
+        )
+    )
+
+
+def _voice(**fields: object) -> pb.ChannelSetting:
+    return pb.ChannelSetting(channel=pb.CHANNEL_VOICE, default_capacity=1, **fields)  # type: ignore[arg-type]
+
+
+def _events(service: Service, after: str = "0", **filters: object) -> Iterator[pb.Event]:
+    request = routing_pb2.WatchRequest(tenant=service.tenant, after_event_id=after, **filters)  # type: ignore[arg-type]
+    stream = service.routing.Watch(request, timeout=10)
+    try:
+        yield from stream
+    finally:
+        stream.cancel()
+
+
+def test_busy_agents_queue_the_call_with_position_and_wait(service: Service) -> None:
+    """Nobody free: QUEUED with its place and an estimated wait; freed capacity takes it."""
+    service.agent("a1", skills={"billing": 5})
+    first = service.assign("c1")
+    assert first.result == ASSIGNED
+    second = service.assign("c2")
+    third = service.assign("c3")
+    assert (second.result, second.position) == (QUEUED, 1)
+    assert (third.result, third.position) == (QUEUED, 2)
+    assert third.estimated_wait.ToSeconds() >= second.estimated_wait.ToSeconds() > 0
+    assert service.get_call("c3").position == 2
+    service.complete(first.assignment)
+    call = service.wait_for_call("c2", pb.CALL_STATUS_ASSIGNED)
+    assert call.assignment.agent_id == "a1"
+    assert service.get_call("c3").position == 1
+
+
+def test_queue_order_uses_priority_and_age(service: Service) -> None:
+    """A higher-priority call jumps a newer one, but not one waiting much longer."""
+    service.agent("a1", skills={"billing": 5})
+    busy = service.assign("c0").assignment
+    service.assign("old", priority=0)
+    service.clock.advance(600_000)  # ten minutes: worth ten priority levels at 60 s each
+    service.assign("new_low", priority=0)
+    service.assign("new_high", priority=5)
+    order = [service.get_call(c).position for c in ("old", "new_high", "new_low")]
+    assert order == [1, 2, 3]
+    service.heartbeat("a1")  # ten minutes passed: the agent's desktop is still alive
+    service.complete(busy)
+    assert service.wait_for_call("old", pb.CALL_STATUS_ASSIGNED).assignment.agent_id == "a1"
+
+
+def test_cancel_while_queued_is_abandoned(service: Service) -> None:
+    """A caller hanging up while queued is ABANDONED and leaves the queue."""
+    service.agent("a1", skills={"billing": 5})
+    service.assign("c1")
+    service.assign("c2")
+    service.assign("c3")
+    reply = service.routing.Cancel(routing_pb2.CancelRequest(tenant=service.tenant, call_id="c2"))
+    assert reply.call.status == pb.CALL_STATUS_ABANDONED
+    assert service.get_call("c3").position == 1
+
+
+def test_offer_accept_and_reject_never_reoffers_to_the_same_agent(service: Service) -> None:
+    """With offers on, Assign answers OFFERED; Accept makes it ACTIVE; a rejected call goes
+    to someone else with its original age."""
+    _channels(service, _voice(offer_timeout=Duration(seconds=20)))
+    service.agent("a1", skills={"billing": 9})
+    offer = service.assign("c1")
+    assert offer.result == OFFERED
+    assert offer.assignment.state == pb.ASSIGNMENT_STATE_OFFERED
+    accepted = service.routing.Accept(
+        routing_pb2.AcceptRequest(
+            tenant=service.tenant,
+            assignment_id=offer.assignment.assignment_id,
+            fencing_token=offer.assignment.fencing_token,
+        )
+    )
+    assert accepted.assignment.state == pb.ASSIGNMENT_STATE_ACTIVE
+    service.agent("a2", skills={"billing": 8})
+    second = service.assign("c2")
+    assert second.assignment.agent_id == "a2"
+    service.agent("a3", skills={"billing": 2})
+    rejected = service.routing.Reject(
+        routing_pb2.RejectRequest(
+            tenant=service.tenant,
+            assignment_id=second.assignment.assignment_id,
+            fencing_token=second.assignment.fencing_token,
+            reason="wrong account",
+        )
+    )
+    assert rejected.assignment.state == pb.ASSIGNMENT_STATE_REJECTED
+    again = service.wait_for_call("c2", pb.CALL_STATUS_OFFERED)
+    assert again.assignment.agent_id == "a3"
+    assert again.waited.ToMilliseconds() >= 0
+
+
+def test_missed_offers_make_the_agent_not_responding(service: Service) -> None:
+    """Offers that time out go back to the queue; after 3 misses the agent gets no work."""
+    _channels(service, _voice(offer_timeout=Duration(seconds=10)))
+    service.agent("slow", skills={"billing": 5})
+    for i in range(3):
+        offer = service.assign(f"c{i}")
+        assert offer.assignment.agent_id == "slow"
+        service.clock.advance(11_000)
+        service.wait_for_call(f"c{i}", pb.CALL_STATUS_QUEUED)
+    agent = service.get_agent("slow")
+    assert agent.status.presence == pb.PRESENCE_NOT_RESPONDING
+    timeline = [e.type for e in service.get_call("c0").timeline]
+    assert timeline[:3] == ["OFFERED", "OFFER_TIMED_OUT", "QUEUED"]
+
+
+def test_wrap_up_holds_the_slot_after_complete(service: Service) -> None:
+    """After Complete the agent's slot returns only when wrap-up ends."""
+    _channels(service, _voice(wrap_up=Duration(seconds=30)))
+    service.agent("a1", skills={"billing": 5})
+    first = service.assign("c1").assignment
+    service.complete(first)
+    assert service.assign("c2", no_queue=True).result == routing_pb2.AssignResponse.RESULT_NO_AGENT
+    service.clock.advance(31_000)
+    assert service.assign("c3", no_queue=True).result == ASSIGNED
+
+
+def test_long_email_is_not_given_to_an_agent_whose_shift_ends(service: Service) -> None:
+    """A two-hour email skips the agent leaving in twenty minutes."""
+    service.agent("leaving", skills={"billing": 9})
+    service.agent("staying", skills={"billing": 3})
+    shift_end = Timestamp()
+    shift_end.FromMilliseconds(service.clock.now_ms + 20 * 60_000)
+    service.admin.UpdateAgent(
+        admin_pb2.UpdateAgentRequest(
+            tenant=service.tenant,
+            agent=pb.Agent(agent_id="leaving", shift_end=shift_end),
+            update_mask=field_mask_pb2.FieldMask(paths=["shift_end"]),
+        )
+    )
+    reply = service.assign(
+        "mail", channel=pb.CHANNEL_EMAIL, expected_handle_time=Duration(seconds=7200)
+    )
+    assert reply.assignment.agent_id == "staying"
+    excluded = {e.reason: e.count for e in reply.explanation.excluded}
+    assert excluded == {pb.EXCLUSION_REASON_SHIFT_ENDING: 1}
+
+
+def test_offers_are_reclaimed_when_the_agent_goes_offline(service: Service) -> None:
+    """An agent logging off with an open offer: the call moves to someone else."""
+    _channels(service, _voice(offer_timeout=Duration(seconds=60)))
+    service.agent("a1", skills={"billing": 9})
+    offer = service.assign("c1").assignment
+    service.agent("a2", skills={"billing": 2})
+    service.presence("a1", pb.PRESENCE_OFFLINE)
+    call = service.wait_until("c1", lambda c: c.assignment.agent_id == "a2")
+    assert call.status == pb.CALL_STATUS_OFFERED
+    assert call.assignment.assignment_id != offer.assignment_id
+    types = [e.type for e in call.timeline]
+    assert "RECLAIMED" in types
+
+
+def test_widening_lets_a_waiting_call_reach_lower_levels(service: Service) -> None:
+    """After the widening threshold a call accepts a lower skill level, and says so."""
+    service.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(
+            tenant=service.tenant,
+            policy=pb.Policy(
+                widening=[pb.WideningStep(after=Duration(seconds=30), level_drop=3)],
+                sla_at_risk=1.0,
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["widening", "sla_at_risk"]),
+        )
+    )
+    service.agent("junior", skills={"billing": 4})
+    assert service.assign("c1", skills={"billing": 7}).result == QUEUED
+    service.clock.advance(31_000)
+    call = service.wait_for_call("c1", pb.CALL_STATUS_ASSIGNED)
+    assert call.assignment.agent_id == "junior"
+    assert call.assignment.explanation.widening_step == 1
+
+
+def test_sla_at_risk_escalates_and_offers_a_callback(service: Service) -> None:
+    """A waiting voice call nearing its 20 s target raises SLA_AT_RISK for the supervisors,
+    then SLA_BREACHED; a caller may ask for a callback and keep their place."""
+    service.agent("a1", skills={"billing": 5})
+    service.assign("c0")
+    queued = service.assign("c1")
+    assert queued.result == QUEUED
+    service.clock.advance(17_000)  # past 80 % of 20 s
+    at_risk = next(_events(service, types=["SLA_AT_RISK"], call_id="c1"))
+    assert at_risk.data["group"] == "supervisors"
+    service.clock.advance(5_000)
+    next(_events(service, types=["SLA_BREACHED"], call_id="c1"))
+    call = service.routing.RequestCallback(
+        routing_pb2.RequestCallbackRequest(tenant=service.tenant, call_id="c1")
+    ).call
+    assert call.callback_requested
+    assert call.sla_at_risk
+    assert call.sla_breached
+    assert call.position == 1
+
+
+def test_watch_resumes_from_a_cursor_without_losing_events(service: Service) -> None:
+    """A subscriber that disconnects mid-stream resumes after its last event id and gets
+    every later event exactly once."""
+    service.agent("a1", skills={"billing": 5})
+    start = next(_events(service, types=["AGENT_CREATED"])).event_id
+    seen: list[str] = []
+    stream = service.routing.Watch(
+        routing_pb2.WatchRequest(tenant=service.tenant, after_event_id=start), timeout=10
+    )
+    service.assign("c1")
+    for event in stream:
+        seen.append(event.event_id)
+        if event.type == "ASSIGNED":
+            break
+    stream.cancel()  # the client goes away...
+    service.assign("c2")  # ...events happen meanwhile...
+    service.assign("c3")
+    resumed = service.routing.Watch(
+        routing_pb2.WatchRequest(tenant=service.tenant, after_event_id=seen[-1]), timeout=10
+    )
+    later: list[pb.Event] = []
+    for event in resumed:
+        later.append(event)
+        if event.call_id == "c3" and event.type == "QUEUED":
+            break
+    resumed.cancel()
+    ids = seen + [e.event_id for e in later]
+    assert len(ids) == len(set(ids))
+    assert [e.call_id for e in later if e.type == "QUEUED"] == ["c2", "c3"]
+
+
+def test_watch_rejects_a_bad_cursor(service: Service) -> None:
+    """A malformed cursor is INVALID_ARGUMENT naming the field."""
+    with pytest.raises(grpc.RpcError) as err:
+        next(_events(service, after="yesterday"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "after_event_id" in (err.value.details() or "")
+
+
+def test_stats_show_queue_presence_and_service_level(service: Service) -> None:
+    """Live stats: queue depth by channel and skill, agents by presence, service level."""
+    service.agent("a1", skills={"billing": 5})
+    service.agent("a2", skills={"billing": 5}, presence=pb.PRESENCE_BREAK)
+    busy = service.assign("c1").assignment
+    service.assign("c2")
+    service.clock.advance(5_000)
+    stats = service.routing.GetStats(routing_pb2.GetStatsRequest(tenant=service.tenant))
+    assert stats.queued == 1
+    assert stats.longest_wait.ToSeconds() == 5
+    voice = next(c for c in stats.channels if c.channel == pb.CHANNEL_VOICE)
+    assert voice.queued == 1
+    assert voice.answered_15m == 1
+    assert voice.service_level_15m == 1.0
+    assert {s.skill: s.queued for s in stats.skills} == {"billing": 1}
+    presence = {p.presence: p.agents for p in stats.presence}
+    assert presence[pb.PRESENCE_AVAILABLE] == 1
+    assert presence[pb.PRESENCE_BREAK] == 1
+    assert [a.agent_id for a in stats.agents] == ["a1", "a2"]
+    service.complete(busy)
+
+
+def test_calls_queued_on_a_dead_replica_are_placed_by_another(
+    service: Service, second_replica: Service
+) -> None:
+    """Two replicas over one Redis: calls queued through the first are placed by the second
+    after the first is gone (nothing lost, nothing doubled)."""
+    service.agent("a1", skills={"billing": 5})
+    busy = service.assign("c0").assignment
+    for i in range(1, 4):
+        assert service.assign(f"c{i}").result == QUEUED
+    service.kill()
+    second_replica.complete(busy)
+    placed = second_replica.wait_for_call("c1", pb.CALL_STATUS_ASSIGNED)
+    assert placed.assignment.agent_id == "a1"
+    assert [second_replica.get_call(f"c{i}").position for i in (2, 3)] == [1, 2]
+
+
+def test_concurrent_assigns_through_two_replicas_never_overfill(
+    service: Service, second_replica: Service
+) -> None:
+    """Sixty calls through two replicas at once against five agents: exactly five assigned,
+    every other call queued exactly once."""
+    for i in range(5):
+        service.agent(f"a{i}", skills={"billing": 5})
+    replies: list[routing_pb2.AssignResponse] = []
+    lock = threading.Lock()
+
+    def fire(replica: Service, start: int) -> None:
+        for i in range(start, start + 30):
+            reply = replica.assign(f"c{i}")
+            with lock:
+                replies.append(reply)
+
+    threads = [
+        threading.Thread(target=fire, args=(service, 0)),
+        threading.Thread(target=fire, args=(second_replica, 30)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    statuses = [service.get_call(f"c{i}").status for i in range(60)]
+    assert statuses.count(pb.CALL_STATUS_ASSIGNED) == 5
+    assert statuses.count(pb.CALL_STATUS_QUEUED) == 55
+    agents = {service.get_call(f"c{i}").assignment.agent_id for i in range(60)} - {""}
+    assert agents == {f"a{i}" for i in range(5)}
+
+
+def test_new_call_joins_the_batch_when_others_wait(service: Service) -> None:
+    """With calls waiting, a new call goes through the batch solve: it gets a free agent the
+    waiting calls cannot use, and the waiting calls keep their places."""
+    service.agent("biller", skills={"billing": 5})
+    service.assign("c0", skills={"billing": 1})
+    assert service.assign("c1", skills={"billing": 1}).result == QUEUED
+    service.agent("techie", skills={"tech": 5})
+    reply = service.assign("c2", skills={"tech": 1})
+    assert reply.result == ASSIGNED
+    assert reply.assignment.agent_id == "techie"
+    assert service.get_call("c1").position == 1
+    late = service.assign("c3", skills={"billing": 1})
+    assert (late.result, late.position) == (QUEUED, 2)

@@ -1,0 +1,130 @@
+"""Unit tests for ``router.forecast``: service rate, estimated wait and SLA state."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from router.domain import Channel, Policy, Presence, SlaTarget, WorkSpan, frozen_map
+from router.forecast import estimated_wait_s, service_rate, sla_state
+from router.store import HistoryEntry
+from tests.unit.factories import HOUR_MS, NOW, make_agent, make_call, work
+
+
+def done(channel: Channel, ago_s: int, kind: str = "completed") -> HistoryEntry:
+    """A history entry ``ago_s`` seconds before now."""
+    return HistoryEntry(
+        kind=kind, channel=channel, at_ms=NOW - ago_s * 1000, wait_ms=60_000, call_id="x"
+    )
+
+
+def test_service_rate_counts_completions_on_the_channel_in_the_window() -> None:
+    """Only ``completed`` entries of the channel within [now - window, now] count."""
+    history = [
+        done(Channel.VOICE, 10),
+        done(Channel.VOICE, 900),  # on the window's edge: counts
+        done(Channel.VOICE, 901),  # too old
+        done(Channel.VOICE, -5),  # in the future: ignored
+        done(Channel.VOICE, 20, kind="answered"),
+        done(Channel.VOICE, 30, kind="abandoned"),
+        done(Channel.CHAT, 40),
+    ]
+    assert service_rate(history, Channel.VOICE, NOW) == pytest.approx(2 / 900)
+    assert service_rate(history, Channel.VOICE, NOW, window_s=60) == pytest.approx(1 / 60)
+    assert service_rate(history, Channel.EMAIL, NOW) == 0.0
+    assert service_rate(history, Channel.VOICE, NOW, window_s=0) == 0.0
+
+
+BUSY = (work(Channel.VOICE, 100),)
+POLICY = Policy(expected_handle_s=frozen_map({Channel.VOICE: 300, Channel.CHAT: 600}))
+
+
+def test_wait_is_zero_while_an_agent_is_free() -> None:
+    """Position 1 waits nothing with one free agent; position 2 waits for a completion."""
+    agents = [make_agent("free"), make_agent("busy", active=BUSY)]
+    assert estimated_wait_s(1, Channel.VOICE, [], agents, POLICY, NOW) == 0.0
+    # Two agents serve voice, 300 s each: one completion every 150 s.
+    assert estimated_wait_s(2, Channel.VOICE, [], agents, POLICY, NOW) == pytest.approx(150.0)
+
+
+def test_wait_uses_the_fallback_rate_without_history() -> None:
+    """All busy, no history: position / (staffed slots / handle time)."""
+    agents = [make_agent(f"a{i}", active=BUSY) for i in range(3)]
+    assert estimated_wait_s(1, Channel.VOICE, [], agents, POLICY, NOW) == pytest.approx(100.0)
+    assert estimated_wait_s(6, Channel.VOICE, [], agents, POLICY, NOW) == pytest.approx(600.0)
+    # Chat slots count: each agent may hold 3 chats (and they are full of voice here).
+    assert estimated_wait_s(9, Channel.CHAT, [], agents, POLICY, NOW) == pytest.approx(600.0)
+
+
+def test_wait_uses_the_observed_rate_when_faster() -> None:
+    """A history faster than the fallback (short calls) shortens the estimate."""
+    agents = [make_agent("a", active=BUSY)]
+    history = [done(Channel.VOICE, ago) for ago in range(0, 900, 30)]  # 30 in 15 min
+    assert estimated_wait_s(3, Channel.VOICE, history, agents, POLICY, NOW) == pytest.approx(90.0)
+    slow = history[:1]  # slower than the fallback: the fallback stands
+    assert estimated_wait_s(3, Channel.VOICE, slow, agents, POLICY, NOW) == pytest.approx(900.0)
+
+
+def test_absent_agents_neither_serve_nor_count_as_free() -> None:
+    """Agents on a break, silent, or at their occupancy cap are not free; with nobody present
+    the estimate stays finite (one agent assumed)."""
+    capped = make_agent("capped", recent=(WorkSpan(NOW - HOUR_MS, NOW - 1000, 100),))
+    agents = [
+        make_agent("break", presence=Presence.BREAK),
+        make_agent("silent", heartbeat_ms=NOW - HOUR_MS),
+        capped,
+    ]
+    # Only "capped" is present: one voice slot staffed, none free.
+    assert estimated_wait_s(1, Channel.VOICE, [], agents, POLICY, NOW) == pytest.approx(300.0)
+    assert estimated_wait_s(2, Channel.VOICE, [], [], POLICY, NOW) == pytest.approx(600.0)
+    # A channel the policy has no handle time for falls back to 300 s.
+    bare = Policy(expected_handle_s=frozen_map({}))
+    assert estimated_wait_s(1, Channel.EMAIL, [], [], bare, NOW) == pytest.approx(300.0)
+
+
+def test_wait_is_monotone_in_position() -> None:
+    """Later positions never wait less, in a mixed team with history."""
+    agents = [
+        make_agent("free", capacity={Channel.CHAT: 4}),
+        make_agent("one", active=(work(Channel.CHAT, 25),)),
+        make_agent("full", active=BUSY),
+        make_agent("away", presence=Presence.AWAY),
+    ]
+    history = [done(Channel.CHAT, ago) for ago in range(0, 900, 120)]
+    waits = [
+        estimated_wait_s(position, Channel.CHAT, history, agents, POLICY, NOW)
+        for position in range(1, 30)
+    ]
+    assert waits[0] == 0.0
+    assert all(later >= earlier for earlier, later in itertools.pairwise(waits))
+    assert waits[-1] > waits[10] > 0
+
+
+SLA = Policy(sla=frozen_map({Channel.VOICE: SlaTarget(20)}), sla_at_risk=0.8)
+
+
+@pytest.mark.parametrize(
+    ("waited_s", "ewt_s", "expected"),
+    [
+        (0, 0.0, (False, False)),
+        (5, 10.0, (False, False)),  # 15 s predicted: fine
+        (5, 15.0, (False, False)),  # exactly the target: still fine
+        (5, 15.5, (True, False)),  # predicted past the target
+        (16, 0.0, (True, False)),  # waited 80 % of the target
+        (20, 0.0, (True, False)),  # on the target: not breached yet
+        (21, 0.0, (True, True)),
+    ],
+)
+def test_sla_state(waited_s: int, ewt_s: float, expected: tuple[bool, bool]) -> None:
+    """At risk when waited + ewt passes the target or the wait reaches sla_at_risk of it;
+    breached once the wait passes the target."""
+    call = make_call("c", created_ms=NOW - 60_000, enqueued_ms=NOW - waited_s * 1000)
+    assert sla_state(call, NOW, ewt_s, SLA) == expected
+
+
+def test_sla_state_without_target_or_age() -> None:
+    """No target for the channel, or a call that never waited with no estimate: no risk."""
+    assert sla_state(make_call("c", Channel.CHAT, created_ms=0), NOW, 1e6, SLA) == (False, False)
+    assert sla_state(make_call("c", created_ms=0), NOW, 0.0, SLA) == (False, False)
+    assert sla_state(make_call("c", created_ms=0), NOW, 25.0, SLA) == (True, False)

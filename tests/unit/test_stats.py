@@ -1,0 +1,137 @@
+"""Unit tests for ``router.stats`` on a small hand-made tenant."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.domain import (
+    Call,
+    CallRecord,
+    CallStatus,
+    Channel,
+    Policy,
+    Presence,
+    SkillRequirement,
+    WorkSpan,
+)
+from router.stats import live_stats
+from router.store import HistoryEntry
+from tests.unit.factories import HOUR_MS, MINUTE_MS, NOW, make_agent, work
+
+
+def record(call: Call, status: CallStatus = CallStatus.QUEUED) -> CallRecord:
+    """A stored call in ``status``."""
+    return CallRecord(call=call, status=status, assignment=None, updated_ms=NOW)
+
+
+def entry(kind: str, channel: Channel, minutes_ago: int, wait_s: int) -> HistoryEntry:
+    """A history entry ``minutes_ago`` before now."""
+    return HistoryEntry(
+        kind=kind,
+        channel=channel,
+        at_ms=NOW - minutes_ago * MINUTE_MS,
+        wait_ms=wait_s * 1000,
+        call_id=f"{kind}-{minutes_ago}",
+    )
+
+
+CALLS = [
+    record(
+        Call(
+            "q1",
+            Channel.VOICE,
+            required_skills=(SkillRequirement("billing"), SkillRequirement("tech")),
+            created_ms=NOW - 40_000,
+            enqueued_ms=NOW - 30_000,
+        )
+    ),
+    record(Call("q2", Channel.VOICE, (SkillRequirement("billing"),), created_ms=NOW - 10_000)),
+    record(
+        Call(
+            "q3",
+            Channel.CHAT,
+            (SkillRequirement("tech"),),
+            created_ms=NOW - 200_000,
+            enqueued_ms=NOW - 90_000,
+        )
+    ),
+    record(Call("done", Channel.VOICE, created_ms=NOW - 500_000), CallStatus.ASSIGNED),
+]
+"""Three queued calls (voice 30 s and 10 s, chat 90 s) and one already assigned."""
+
+AGENTS = [
+    make_agent("a1", recent=(WorkSpan(NOW - HOUR_MS, NOW - HOUR_MS // 2, 100),)),
+    make_agent("a2", presence=Presence.BREAK),
+    make_agent("a3", active=(work(Channel.CHAT, 25, NOW - HOUR_MS),)),
+]
+"""Occupancy over the last hour: 0.5 (voice for half of it), 0, 0.25 (one chat all along)."""
+
+HISTORY = [
+    entry("answered", Channel.VOICE, 1, 5),  # within 20 s
+    entry("answered", Channel.VOICE, 5, 30),  # late
+    entry("abandoned", Channel.VOICE, 6, 3),  # short abandon: not in the service level
+    entry("abandoned", Channel.VOICE, 10, 40),
+    entry("answered", Channel.VOICE, 30, 10),  # 60-minute window only
+    entry("abandoned", Channel.VOICE, 50, 50),  # 60-minute window only
+    entry("answered", Channel.VOICE, 70, 1),  # outside both windows
+    entry("answered", Channel.CHAT, 2, 45),  # within 60 s
+    entry("completed", Channel.CHAT, 3, 600),  # work, not a wait
+]
+
+
+def test_queue_and_agent_numbers() -> None:
+    """Depth, longest waits, presence counts and occupancy of the hand-made tenant."""
+    stats = live_stats(CALLS, AGENTS, HISTORY, Policy(), NOW)
+    assert stats.now_ms == NOW
+    assert stats.queue_depth == 3
+    assert stats.queue_depth_by_channel == {
+        Channel.VOICE: 2,
+        Channel.CHAT: 1,
+        Channel.EMAIL: 0,
+        Channel.WHATSAPP: 0,
+        Channel.SOCIAL: 0,
+    }
+    assert stats.queue_depth_by_skill == {"billing": 2, "tech": 2}
+    assert stats.longest_wait_ms == 90_000
+    assert stats.longest_wait_ms_by_channel[Channel.VOICE] == 30_000
+    assert stats.longest_wait_ms_by_channel[Channel.CHAT] == 90_000
+    assert stats.longest_wait_ms_by_channel[Channel.EMAIL] == 0
+    assert stats.agents_by_presence[Presence.AVAILABLE] == 2
+    assert stats.agents_by_presence[Presence.BREAK] == 1
+    assert sum(stats.agents_by_presence.values()) == 3
+    assert stats.occupancy == {
+        "a1": pytest.approx(0.5),
+        "a2": 0.0,
+        "a3": pytest.approx(0.25),
+    }
+
+
+def test_service_numbers() -> None:
+    """Service level, average speed of answer and abandons over 15 and 60 minutes."""
+    stats = live_stats(CALLS, AGENTS, HISTORY, Policy(), NOW)
+    # 15 min voice: answered 5 s (in) and 30 s (late), one abandon after 40 s -> 1 / 3.
+    assert stats.service_level_15m[Channel.VOICE] == pytest.approx(1 / 3)
+    # 60 min voice: adds 10 s (in) and an abandon after 50 s -> 2 / 5.
+    assert stats.service_level_60m[Channel.VOICE] == pytest.approx(0.4)
+    assert stats.service_level_15m[Channel.CHAT] == 1.0
+    assert stats.service_level_60m[Channel.CHAT] == 1.0
+    assert stats.service_level_15m[Channel.EMAIL] is None
+    assert stats.average_answer_s_15m[Channel.VOICE] == pytest.approx(17.5)
+    assert stats.average_answer_s_15m[Channel.CHAT] == pytest.approx(45.0)
+    assert stats.average_answer_s_15m[Channel.EMAIL] is None
+    assert stats.abandoned_15m == 2
+    assert stats.abandoned_60m == 3
+
+
+def test_empty_tenant_and_channels_without_target() -> None:
+    """Nothing queued and no history give zeros and Nones; a channel without an SLA target
+    has no service level even with answered calls."""
+    empty = live_stats([], [], [], Policy(), NOW)
+    assert empty.queue_depth == 0
+    assert empty.longest_wait_ms == 0
+    assert empty.queue_depth_by_skill == {}
+    assert all(level is None for level in empty.service_level_60m.values())
+    assert empty.occupancy == {}
+    no_targets = live_stats([], [], HISTORY, Policy(sla={}), NOW)
+    assert no_targets.service_level_15m[Channel.VOICE] is None
+    assert no_targets.average_answer_s_15m[Channel.VOICE] == pytest.approx(17.5)
