@@ -32,7 +32,7 @@ from router.domain import (
 )
 from router.engine import decide
 from router.errors import ContentionError, InvalidArgumentError
-from router.forecast import estimated_wait_s
+from router.forecast import agents_for, estimated_wait_s
 from router.store import Claim, Committed, Conflict, Replayed, Store
 
 log = structlog.get_logger(__name__)
@@ -201,14 +201,10 @@ class Assigner:
         if snapshot is None:
             snapshot = self._store.load_snapshot(tenant, record.call)
         history = self._store.history(tenant, snapshot.now_ms - HISTORY_WINDOW_MS)
-        return estimated_wait_s(
-            max(1, record.position),
-            record.call.channel,
-            history,
-            snapshot.agents,
-            snapshot.policy,
-            snapshot.now_ms,
-        )
+        now, policy = snapshot.now_ms, snapshot.policy
+        pool = agents_for(record.call, snapshot.agents, now, policy)
+        position = max(1, record.position)
+        return estimated_wait_s(position, record.call.channel, history, pool, policy, now)
 
     def _replay_request(self, tenant: str, request_id: str, digest: str) -> AssignResult:
         prior = self._store.find_request(tenant, request_id)

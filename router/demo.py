@@ -104,8 +104,7 @@ def run(channel: grpc.Channel) -> None:
         ("c2", "chat", "tech", 6, {}),
         ("c3", "chat", "tech", 6, {"language": "fr"}),
         ("c4", "email", "billing", 8, {}),
-        ("c5", "voice", "billing", 5, {"language": "de"}),
-        ("c6", "chat", "billing", 3, {"preferred_agent_id": "ben"}),
+        ("c5", "chat", "billing", 3, {"preferred_agent_id": "ben"}),
     ]
     assignments: dict[str, pb.Assignment] = {}
     for call_id, channel_name, skill, level, extra in calls:
@@ -131,7 +130,8 @@ def run(channel: grpc.Channel) -> None:
     )
     print(f"  c1 again: agent {retry.assignment.agent_id}, replayed={retry.replayed}")
 
-    print("\n== complete c1 with a happy customer, then route c7")
+    print("\n== Ana completes c1 (happy customer); the dispatcher gives her the waiting email")
+    cursor = routing.GetCall(routing_pb2.GetCallRequest(tenant=TENANT, call_id="c4"))
     done = assignments["c1"]
     routing.Complete(
         routing_pb2.CompleteRequest(
@@ -141,12 +141,10 @@ def run(channel: grpc.Channel) -> None:
             outcome=pb.Outcome(csat=5, resolved=True),
         )
     )
-    response = routing.Assign(
-        routing_pb2.AssignRequest(
-            tenant=TENANT, request_id="req-c7", call=_call("c7", "voice", "billing", 5)
-        )
-    )
-    print(f"  c7 voice billing>=5 {_explain(response)}")
+    _wait_for(routing, "c4", after=cursor.call.timeline[-1].event_id)
+    info = routing.GetCall(routing_pb2.GetCallRequest(tenant=TENANT, call_id="c4")).call
+    steps = " -> ".join(f"{e.type}({e.agent_id})" if e.agent_id else e.type for e in info.timeline)
+    print(f"  c4 is {pb.CallStatus.Name(info.status)} with {info.assignment.agent_id}: {steps}")
 
     print("\n== an admin raises Dev's billing skill; the very next call sees it")
     admin.PatchSkills(
@@ -156,14 +154,52 @@ def run(channel: grpc.Channel) -> None:
     )
     response = routing.Assign(
         routing_pb2.AssignRequest(
-            tenant=TENANT, request_id="req-c8", call=_call("c8", "voice", "billing", 7)
+            tenant=TENANT, request_id="req-c6", call=_call("c6", "voice", "billing", 7)
         )
     )
-    print(f"  c8 voice billing>=7 {_explain(response)}")
+    print(f"  c6 voice billing>=7 {_explain(response)}")
+
+    print("\n== a German caller: only Eva speaks German, and she is on vacation")
+    response = routing.Assign(
+        routing_pb2.AssignRequest(
+            tenant=TENANT,
+            request_id="req-c7",
+            call=_call("c7", "voice", "billing", 5, language="de"),
+        )
+    )
+    print(f"  c7 voice billing>=5 de {_explain(response)}")
+    if response.callback_offered:
+        routing.RequestCallback(routing_pb2.RequestCallbackRequest(tenant=TENANT, call_id="c7"))
+        print("  the caller accepted a callback and keeps their place")
+
+    print("\n== live statistics")
+    stats = routing.GetStats(routing_pb2.GetStatsRequest(tenant=TENANT))
+    presence = ", ".join(
+        f"{pb.Presence.Name(p.presence).removeprefix('PRESENCE_').lower()}={p.agents}"
+        for p in stats.presence
+        if p.agents
+    )
+    busy = ", ".join(f"{a.agent_id}={a.units_used}" for a in stats.agents if a.units_used)
+    print(f"  queued {stats.queued}, longest wait {stats.longest_wait.ToMilliseconds()} ms")
+    print(f"  agents: {presence}; units in use: {busy}")
 
     print("\n== policy")
     policy = routing_policy(channel)
     print(f"  strategy {pb.Strategy.Name(policy.strategy)}, occupancy cap {policy.max_occupancy}")
+
+
+def _wait_for(routing: routing_pb2_grpc.RoutingServiceStub, call_id: str, after: str) -> None:
+    """Follow the event stream until the call is assigned (bounded to 10 s)."""
+    stream = routing.Watch(
+        routing_pb2.WatchRequest(
+            tenant=TENANT, after_event_id=after, call_id=call_id, types=["ASSIGNED"]
+        ),
+        timeout=10,
+    )
+    try:
+        next(iter(stream))
+    finally:
+        stream.cancel()
 
 
 def _vacation_request() -> admin_pb2.ScheduleAbsenceRequest:

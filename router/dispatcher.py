@@ -26,7 +26,7 @@ from router.domain import AgentSnapshot, Call, Policy
 from router.eligibility import is_present
 from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
-from router.forecast import estimated_wait_s, sla_state
+from router.forecast import agents_for, estimated_wait_s, sla_state
 from router.store import Claim, Committed, Conflict, Gone, QueueView, Store
 
 log = structlog.get_logger(__name__)
@@ -203,7 +203,8 @@ class Dispatcher:
         calls: list[Call] = []
         changed = 0
         for position, queued in enumerate(view.calls, start=1):
-            wait = estimated_wait_s(position, queued.channel, history, snapshot.agents, policy, now)
+            pool = agents_for(queued, snapshot.agents, now, policy)
+            wait = estimated_wait_s(position, queued.channel, history, pool, policy, now)
             at_risk, breached = sla_state(queued, now, wait, policy)
             call_id = queued.call_id
             if at_risk:

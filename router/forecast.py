@@ -21,8 +21,9 @@ every later call waits for ``ahead`` completions at ``rate``. ``staffed / handle
 throughput of the present agents when all are busy: it stands in while there is little
 history (a quiet start, a new channel) and keeps the estimate finite; ``max(1, ...)`` assumes
 one agent will turn up when none is there. The estimate is an upper bound on the answer rate
-(hence optimistic), channel-wide (skills are ignored), non-decreasing in ``position`` and
-never negative.
+(hence optimistic), non-decreasing in ``position`` and never negative. Callers pass only the
+agents who could take the call (``agents_for``: skills, language, team, region, not
+declined), so a free agent without the skill does not make the wait look short.
 
 SLA state of a waiting call with target ``T`` (``policy.sla_for(channel)``)::
 
@@ -37,9 +38,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Policy
-from router.eligibility import is_present
+from router.eligibility import declined_reason, fit_reason, is_present
 from router.ordering import waited_ms
 from router.store import HistoryEntry
+from router.widening import requirements
 from scoring.load import free_slots, occupancy
 
 COMPLETED = "completed"
@@ -47,6 +49,19 @@ COMPLETED = "completed"
 
 FALLBACK_HANDLE_S = 300
 """Handle time assumed for a channel the policy gives no expected handle time."""
+
+
+def agents_for(
+    call: Call, agents: Sequence[AgentSnapshot], now_ms: int, policy: Policy
+) -> list[AgentSnapshot]:
+    """The agents whose skills, languages, team and region fit ``call`` (widening included)
+    and who have not declined it: the pool its wait depends on."""
+    widened = requirements(call, now_ms, policy)
+    return [
+        agent
+        for agent in agents
+        if declined_reason(call, agent) is None and fit_reason(call, agent, widened) is None
+    ]
 
 
 def service_rate(

@@ -19,10 +19,10 @@ Handler = Callable[[Any, grpc.ServicerContext], Any]
 def _request_fields(request: Any) -> dict[str, str]:
     """Ids worth binding to the log context, read from the request if present."""
     fields: dict[str, str] = {}
-    for name in ("tenant", "request_id", "agent_id", "assignment_id", "call_id"):
+    for name in ("tenant", "request_id", "agent_id", "assignment_id", "call_id", "reason"):
         value = getattr(request, name, "")
         if isinstance(value, str) and value:
-            fields[name] = value[:128]
+            fields[name] = value[:200]
     call = getattr(request, "call", None)
     call_id = getattr(call, "call_id", "")
     if isinstance(call_id, str) and call_id:

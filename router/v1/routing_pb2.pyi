@@ -220,7 +220,7 @@ class RejectRequest(_message.Message):
     fencing_token: _builtins.int
     """The token from the offer."""
     reason: _builtins.str
-    """Why (free text, up to 200 characters), recorded in the event stream."""
+    """Why (free text, up to 200 characters); written to the RPC's log line."""
     def __init__(
         self,
         *,
@@ -659,7 +659,7 @@ class ReleaseRequest(_message.Message):
     fencing_token: _builtins.int
     """The token from the assignment."""
     reason: _builtins.str
-    """Why (free text, up to 200 characters), recorded in the event stream."""
+    """Why (free text, up to 200 characters); written to the RPC's log line."""
     def __init__(
         self,
         *,
@@ -714,7 +714,7 @@ class CancelRequest(_message.Message):
     call_id: _builtins.str
     """The call."""
     reason: _builtins.str
-    """Why (free text, up to 200 characters)."""
+    """Why (free text, up to 200 characters); written to the RPC's log line."""
     def __init__(
         self,
         *,

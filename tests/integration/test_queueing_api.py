@@ -198,7 +198,8 @@ def test_widening_lets_a_waiting_call_reach_lower_levels(service: Service) -> No
         )
     )
     service.agent("junior", skills={"billing": 4})
-    assert service.assign("c1", skills={"billing": 7}).result == QUEUED
+    email = pb.CHANNEL_EMAIL  # a 24 h target: no SLA escalation, only the widening step
+    assert service.assign("c1", skills={"billing": 7}, channel=email).result == QUEUED
     service.clock.advance(31_000)
     call = service.wait_for_call("c1", pb.CALL_STATUS_ASSIGNED)
     assert call.assignment.agent_id == "junior"
@@ -347,3 +348,20 @@ def test_new_call_joins_the_batch_when_others_wait(service: Service) -> None:
     assert service.get_call("c1").position == 1
     late = service.assign("c3", skills={"billing": 1})
     assert (late.result, late.position) == (QUEUED, 2)
+
+
+def test_at_risk_call_jumps_to_the_next_widening_step(service: Service) -> None:
+    """A voice call that cannot meet its 20 s target with the agents who fit it is escalated
+    at once: it is decided as if it had reached the next widening step."""
+    service.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(
+            tenant=service.tenant,
+            policy=pb.Policy(widening=[pb.WideningStep(after=Duration(seconds=60), level_drop=3)]),
+            update_mask=field_mask_pb2.FieldMask(paths=["widening"]),
+        )
+    )
+    service.agent("junior", skills={"billing": 4})
+    reply = service.assign("c1", skills={"billing": 7})
+    assert reply.result == ASSIGNED
+    assert reply.assignment.explanation.widening_step == 1
+    assert service.get_call("c1").sla_at_risk
