@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from router import local_redis, logs
+from router import local_redis, logs, metrics
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
 from router.server import create_server
@@ -81,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = MemoryStore()
         log.info("store_selected", store="memory", note="single process, state lost on exit")
     running = create_server(settings, store)
-    log.info("server_started", host=settings.host, port=running.port)
+    if settings.metrics_port:
+        metrics.serve(settings.host, settings.metrics_port)
+    log.info(
+        "server_started", host=settings.host, port=running.port, metrics_port=settings.metrics_port
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import structlog
 
+from router import metrics
 from router.codec import encode_call
 from router.domain import (
     Assignment,
@@ -108,7 +109,8 @@ class Assigner:
                 return self._enqueue(
                     tenant, request_id, digest, placed, snapshot=snapshot, explanation=None
                 )
-            decision = decide(snapshot, [placed], rng=rng_for(f"{request_id}:{attempt}"))
+            with metrics.SOLVER_SECONDS.labels("single").time():
+                decision = decide(snapshot, [placed], rng=rng_for(f"{request_id}:{attempt}"))
             placement = decision.placements[0]
             if placement.agent_id is None:
                 if not queue:

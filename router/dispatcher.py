@@ -21,12 +21,14 @@ from dataclasses import dataclass
 
 import structlog
 
+from router import metrics
 from router.assigner import rng_for
 from router.domain import AgentSnapshot, Call, Policy
 from router.eligibility import is_present
 from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
 from router.forecast import agents_for, estimated_wait_s, sla_state
+from router.ordering import waited_ms
 from router.store import Claim, Committed, Conflict, Gone, QueueView, Store
 
 log = structlog.get_logger(__name__)
@@ -172,6 +174,7 @@ class Dispatcher:
             escalated=escalated,
             queued=view.depth - placed,
         )
+        _measure(tenant, view, report)
         if placed or timed_out or reclaimed or escalated or conflicts:
             log.info("dispatch_finished", tenant=tenant, **dataclasses.asdict(report))
         if conflicts:  # agents changed under us: go again soon
@@ -207,10 +210,11 @@ class Dispatcher:
             wait = estimated_wait_s(position, queued.channel, history, pool, policy, now)
             at_risk, breached = sla_state(queued, now, wait, policy)
             call_id = queued.call_id
-            if at_risk:
-                changed += self._store.mark_sla(tenant, call_id, breached=False, policy=policy)
-            if breached:
-                self._store.mark_sla(tenant, call_id, breached=True, policy=policy)
+            if at_risk and self._store.mark_sla(tenant, call_id, breached=False, policy=policy):
+                changed += 1
+                metrics.SLA_EVENTS.labels("at_risk").inc()
+            if breached and self._store.mark_sla(tenant, call_id, breached=True, policy=policy):
+                metrics.SLA_EVENTS.labels("breached").inc()
             calls.append(widen_for_risk(queued, now, policy) if at_risk else queued)
         return calls, changed
 
@@ -219,7 +223,8 @@ class Dispatcher:
         if not calls:
             return 0, 0
         self._passes += 1
-        decision = decide(snapshot, calls, rng=rng_for(f"{tenant}:{snapshot.now_ms}"))
+        with metrics.SOLVER_SECONDS.labels("batch").time():
+            decision = decide(snapshot, calls, rng=rng_for(f"{tenant}:{snapshot.now_ms}"))
         agents = {agent.agent_id: agent for agent in snapshot.agents}
         seqs = {agent_id: agent.seq for agent_id, agent in agents.items()}
         by_id = {call.call_id: call for call in view.calls}  # as stored, not as widened
@@ -250,3 +255,15 @@ class Dispatcher:
             elif isinstance(result, Gone):
                 continue
         return placed, conflicts
+
+
+def _measure(tenant: str, view: QueueView, report: DispatchReport) -> None:
+    """Update the dispatcher's metrics after a pass."""
+    now = view.snapshot.now_ms
+    metrics.DISPATCH_PLACED.inc(report.placed)
+    metrics.DISPATCH_CONFLICTS.inc(report.conflicts)
+    metrics.OFFERS_TIMED_OUT.inc(report.timed_out)
+    metrics.RECLAIMED.inc(report.reclaimed)
+    metrics.QUEUE_DEPTH.labels(tenant).set(max(0, report.queued))
+    longest = max((waited_ms(call, now) for call in view.calls), default=0)
+    metrics.LONGEST_WAIT.labels(tenant).set(longest / 1000)

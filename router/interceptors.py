@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import structlog
 
+from router import metrics
 from router.errors import RouterError
 
 log = structlog.get_logger("router.rpc")
@@ -34,6 +35,7 @@ class _Outcome:
     """Status code and timing of one RPC, logged once when it ends."""
 
     def __init__(self, method: str, request: Any) -> None:
+        self.method = method.rsplit("/", 1)[-1]
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(method=method, **_request_fields(request))
         self.code = grpc.StatusCode.OK
@@ -49,12 +51,12 @@ class _Outcome:
         context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
     def finish(self) -> None:
-        """Write the canonical line."""
-        log.info(
-            "rpc_finished",
-            code=self.code.name,
-            duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
-        )
+        """Write the canonical line and the latency metric."""
+        seconds = time.perf_counter() - self.started
+        metrics.RPC_SECONDS.labels(self.method, self.code.name).observe(seconds)
+        if self.code == grpc.StatusCode.UNAVAILABLE:
+            metrics.STORE_ERRORS.inc()
+        log.info("rpc_finished", code=self.code.name, duration_ms=round(seconds * 1000, 3))
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):

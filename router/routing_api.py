@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from router import convert
+from router import convert, metrics
 from router.assigner import Assigner, AssignResult, Outcome
 from router.domain import AssignmentState, CallStatus
 from router.domain import Outcome as CallOutcome
@@ -60,6 +60,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             raise InvalidArgumentError("call", "is required")
         call = convert.call_from_pb(request.call)
         result = self._assigner.assign(tenant, request_id, call, queue=not request.no_queue)
+        metrics.ASSIGNMENTS.labels(result.outcome.value, result.explanation.strategy.value).inc()
         return _assign_response(result)
 
     def Accept(  # noqa: N802

@@ -22,6 +22,9 @@ class Settings:
     redis_url: str = ""
     """``REDIS_URL``: the shared Redis. Empty: a private ``redis-server`` if installed, else
     the in-memory store (single process, state lost on exit)."""
+    metrics_port: int = 9464
+    """Port of the Prometheus ``/metrics`` endpoint on ``host`` (``ROUTER_METRICS_PORT``);
+    0 disables it."""
     workers: int = 16
     """Threads serving RPCs (``ROUTER_WORKERS``)."""
     max_replans: int = 5
@@ -44,6 +47,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"ROUTER_PORT: {self.port} is not a port number")
+        if not 0 <= self.metrics_port <= 65535:
+            raise SettingsError(f"ROUTER_METRICS_PORT: {self.metrics_port} is not a port number")
         if not 1 <= self.workers <= 1024:
             raise SettingsError(f"ROUTER_WORKERS: {self.workers} is not in 1..1024")
         if not 0 <= self.max_replans <= 100:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from concurrent import futures
@@ -15,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from router import logs
+from router import local_redis, logs, metrics
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
 from tests.integration.service import Service
@@ -415,3 +416,26 @@ def test_every_rpc_logs_one_canonical_line(service: Service) -> None:
     ]
     assert finished[0]["call_id"] == "c1"
     assert finished[0]["tenant"] == "acme"
+
+
+def test_metrics_count_rpcs_and_assign_results(service: Service) -> None:
+    """Prometheus series move with traffic, and /metrics serves them over HTTP."""
+
+    def sample(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = sample("router_rpc_duration_seconds_count", method="Assign", code="OK")
+    assigned = sample("router_assign_results_total", result="assigned", strategy="balanced")
+    service.agent("a1", skills={"billing": 5})
+    service.assign("c1")
+    after = sample("router_rpc_duration_seconds_count", method="Assign", code="OK")
+    assert after == before + 1
+    assert sample("router_assign_results_total", result="assigned", strategy="balanced") == (
+        assigned + 1
+    )
+    port = local_redis.free_port()
+    metrics.serve("127.0.0.1", port)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        body = reply.read().decode()
+    assert "router_rpc_duration_seconds_bucket" in body
+    assert "router_queue_depth" in body or "router_decide_duration_seconds" in body
