@@ -135,6 +135,8 @@ class Assigner:
                 heartbeat_timeout_s=policy.heartbeat_timeout_s,
                 explanation=placement.explanation,
                 offer_timeout_s=policy.offer_timeout_s.get(call.channel, 0),
+                capacity=policy.capacity_for(agent.profile, call.channel),
+                expected_version=agent.profile.version,
             )
             result = self._store.commit_assignment(tenant, claim)
             if isinstance(result, Committed):

@@ -11,6 +11,7 @@ client error.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -98,8 +99,13 @@ def encode_profile(profile: AgentProfile) -> str:
     )
 
 
+@functools.lru_cache(maxsize=65_536)
 def decode_profile(text: str, version: int) -> AgentProfile:
-    """Inverse of ``encode_profile``; ``version`` comes from the store's own field."""
+    """Inverse of ``encode_profile``; ``version`` comes from the store's own field.
+
+    Memoised on the exact stored text: a profile is immutable, so reusing the decoded
+    object for the same bytes changes no decision, and every snapshot still reads the
+    text (and version) fresh from the store."""
     raw = _loads("agent profile", text)
 
     def build() -> AgentProfile:

@@ -129,7 +129,7 @@ class Dispatcher:
                 if ticked:
                     tenants = set(self._store.tenants())
                 for tenant in sorted(tenants):
-                    self.run_once(tenant)
+                    self.run_once(tenant, full=ticked)
             except RouterError as err:  # Redis down: try again on the next tick
                 log.warning("dispatch_failed", error=err.message)
             except Exception:  # never let the loop die; the next tick retries
@@ -137,16 +137,20 @@ class Dispatcher:
 
     # --- one pass ----------------------------------------------------------------------------
 
-    def run_once(self, tenant: str) -> DispatchReport:
-        """One pass over ``tenant``: timers, then one batch solve and its commits."""
+    def run_once(self, tenant: str, *, full: bool = True) -> DispatchReport:
+        """One pass over ``tenant``: timers, then one batch solve and its commits.
+
+        ``full=False`` (a wake-up) skips the agent scan when nothing waits: reclaiming and
+        SLA checks need no reaction faster than the tick, and a Complete should not cost a
+        read of every agent."""
         if not self._store.acquire_lease(tenant, self._owner, self._lease_ms):
             return DispatchReport(skipped=True)
         try:
-            return self._pass(tenant)
+            return self._pass(tenant, full=full)
         finally:
             self._store.release_lease(tenant, self._owner)
 
-    def _pass(self, tenant: str) -> DispatchReport:
+    def _pass(self, tenant: str, *, full: bool) -> DispatchReport:
         policy = self._store.get_policy(tenant)
         timed_out = 0
         for offer in self._store.expired_offers(tenant):
@@ -157,6 +161,8 @@ class Dispatcher:
                 timed_out += 1
             except FailedPreconditionError:  # accepted or ended meanwhile
                 pass
+        if not full and not timed_out and self._store.queue_depth(tenant) == 0:
+            return DispatchReport()
         view = self._store.load_queue(tenant, self._batch_size)
         reclaimed = self._reclaim(tenant, view)
         if reclaimed:
@@ -226,7 +232,6 @@ class Dispatcher:
         with metrics.SOLVER_SECONDS.labels("batch").time():
             decision = decide(snapshot, calls, rng=rng_for(f"{tenant}:{snapshot.now_ms}"))
         agents = {agent.agent_id: agent for agent in snapshot.agents}
-        seqs = {agent_id: agent.seq for agent_id, agent in agents.items()}
         by_id = {call.call_id: call for call in view.calls}  # as stored, not as widened
         policy = snapshot.policy
         placed = conflicts = 0
@@ -239,17 +244,18 @@ class Dispatcher:
                 fingerprint="",
                 call=call,
                 agent_id=placement.agent_id,
-                expected_seq=seqs[placement.agent_id],
+                expected_seq=agents[placement.agent_id].seq,
                 units=policy.units_for(call.channel),
                 heartbeat_timeout_s=policy.heartbeat_timeout_s,
                 explanation=placement.explanation,
                 offer_timeout_s=policy.offer_timeout_s.get(call.channel, 0),
                 from_queue=True,
+                capacity=policy.capacity_for(agents[placement.agent_id].profile, call.channel),
+                expected_version=agents[placement.agent_id].profile.version,
             )
             result = self._store.commit_assignment(tenant, claim)
             if isinstance(result, Committed):
                 placed += 1
-                seqs[placement.agent_id] += 1  # our own commit moved the agent on by one
             elif isinstance(result, Conflict):
                 conflicts += 1
             elif isinstance(result, Gone):

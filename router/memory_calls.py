@@ -12,6 +12,12 @@ from router.store import Event, HistoryEntry, QueueView
 class MemoryCalls(MemoryBase):
     """Store methods about one call or the queue; ``MemoryStore`` mixes them in."""
 
+    def queue_depth(self, tenant: str) -> int:
+        """Calls in the tenant's queue."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            return len(self._tenant(tenant).queue)
+
     def load_queue(self, tenant: str, limit: int) -> QueueView:
         """Policy, time, every agent and the first ``limit`` queued calls."""
         rules.check_tenant(tenant)

@@ -11,6 +11,7 @@ import uuid
 
 from router import store_common as rules
 from router.domain import (
+    AGENT_UNIT_BUDGET,
     ActiveWork,
     Assignment,
     AssignmentState,
@@ -31,13 +32,27 @@ def _recheck(agent: AgentState | None, claim: Claim, now: int) -> Conflict | Non
     """The agent-side checks of a commit, in the order the Lua script makes them."""
     if agent is None:
         return Conflict("agent deleted")
-    if agent.seq != claim.expected_seq:
+    if claim.capacity > 0 and agent.profile.version != claim.expected_version:
+        return Conflict("agent profile changed")
+    if claim.capacity <= 0 and agent.seq != claim.expected_seq:
         return Conflict("agent changed")
     if agent.presence != Presence.AVAILABLE:
         return Conflict(f"agent is {agent.presence.value}")
     timeout_ms = claim.heartbeat_timeout_s * 1000
     if timeout_ms > 0 and now - agent.heartbeat > timeout_ms:
         return Conflict("heartbeat expired")
+    return _room(agent, claim, now)
+
+
+def _room(agent: AgentState, claim: Claim, now: int) -> Conflict | None:
+    """Capacity mode: the agent must still have a slot on the channel and budget units."""
+    if claim.capacity <= 0:
+        return None
+    holding = [work for work in agent.work.values() if work.holds(now)]
+    items = sum(1 for work in holding if work.channel == claim.call.channel)
+    units = sum(work.units for work in holding)
+    if items >= claim.capacity or units + claim.units > AGENT_UNIT_BUDGET:
+        return Conflict("agent full")
     return None
 
 

@@ -34,6 +34,11 @@ class RedisCalls(RedisBase):
 
     # --- reads ------------------------------------------------------------------------------
 
+    def queue_depth(self, tenant: str) -> int:
+        """``ZCARD`` of the queue."""
+        _, (depth,) = self._multi(lambda pipe: pipe.zcard(Keys(tenant).queue))
+        return int(depth)
+
     def load_queue(self, tenant: str, limit: int) -> QueueView:
         """Two ``MULTI`` round trips: policy, time, agent ids, the first ``limit`` queued ids
         and the depth; then every agent (hash and in-window spans) and those calls."""

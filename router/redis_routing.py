@@ -93,6 +93,8 @@ class RedisRouting(RedisBase):
                 _excluded_json(call),
                 call.enqueued_ms,
                 rules.WORK_RETENTION_MS,
+                claim.expected_version,
+                claim.capacity,
             ],
         )
         refused = self._refused(reply, call.call_id)

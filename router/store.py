@@ -55,7 +55,7 @@ class Claim:
     call: Call
     agent_id: str
     expected_seq: int
-    """The agent's ``seq`` in the snapshot the decision was made on."""
+    """The agent's ``seq`` in the snapshot the decision was made on (strict mode)."""
     units: int
     """Budget units the call takes from the agent."""
     heartbeat_timeout_s: int
@@ -66,6 +66,16 @@ class Claim:
     from_queue: bool = False
     """The call is QUEUED (dispatcher): the commit takes it off the queue, and the call
     must still be QUEUED, else ``Gone``."""
+    capacity: int = 0
+    """0: strict mode, any change to the agent since the snapshot (``seq``) is a conflict.
+    > 0: capacity mode, used by the service: the agent's profile ``version`` must equal
+    ``expected_version`` and the agent must still have room for the call (fewer than
+    ``capacity`` items on the channel holding a slot, and ``units`` left in the budget).
+    Concurrent claims on one multi-slot agent then all succeed while there is room, and
+    the hard rules are still re-checked atomically (occupancy is measured on past work,
+    which a concurrent claim does not change)."""
+    expected_version: int = 0
+    """The agent's profile version in the snapshot (capacity mode)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +223,10 @@ class Store(Protocol):
         progress, offered, or in wrap-up) is in ``AgentSnapshot.active``."""
         ...
 
+    def queue_depth(self, tenant: str) -> int:
+        """How many calls wait in the tenant's queue (one cheap read)."""
+        ...
+
     def load_queue(self, tenant: str, limit: int) -> QueueView:
         """The first ``limit`` queued calls in queue order and all agents, for a batch."""
         ...
@@ -224,8 +238,9 @@ class Store(Protocol):
 
     def commit_assignment(self, tenant: str, claim: Claim) -> CommitResult:
         """Atomically: check ``request_id`` (if given) is unused, the call is new (or, with
-        ``from_queue``, still QUEUED), re-check the agent (exists, ``seq`` unchanged,
-        AVAILABLE, heartbeat fresh), then mint assignment id and fencing token, record
+        ``from_queue``, still QUEUED), re-check the agent (exists, ``seq`` unchanged or, in
+        capacity mode, profile version unchanged and room left; AVAILABLE; heartbeat
+        fresh), then mint assignment id and fencing token, record
         assignment (ACTIVE, or OFFERED with an expiry), call, idempotency record, an
         ``answered`` history entry when ACTIVE, and an ``ASSIGNED`` or ``OFFERED`` event.
 

@@ -6,7 +6,8 @@
 --       10 call JSON, 11 explanation JSON, 12 channel, 13 request TTL ms, 14 maxlen,
 --       15 from_queue '1'|'0', 16 offer timeout ms (0 = assign directly), 17 age origin
 --       (enqueued_ms or created_ms, 0 = unknown), 18 priority, 19 excluded agents JSON,
---       20 enqueued_ms, 21 retention_ms
+--       20 enqueued_ms, 21 retention_ms, 22 expected profile version, 23 capacity
+--       (items on the channel; 0 = strict mode: the agent's seq must be unchanged)
 -- -> {'replayed'} | {'fingerprint'} | {'exists', status, assignment id} | {'missing'}
 --    | {'gone', status} | {'conflict', reason} | {'ok', token, now, offer expiry}
 local now = now_ms(ARGV[1])
@@ -23,12 +24,31 @@ elseif c[1] then
   return {'exists', c[1], c[2] or ''}
 end
 if redis.call('EXISTS', KEYS[3]) == 0 then return {'conflict', 'agent deleted'} end
-local a = redis.call('HMGET', KEYS[3], 'seq', 'presence', 'heartbeat')
-if tonumber(a[1]) ~= tonumber(ARGV[6]) then return {'conflict', 'agent changed'} end
+local a = redis.call('HMGET', KEYS[3], 'seq', 'presence', 'heartbeat', 'version')
+local cap = tonumber(ARGV[23])
+if cap > 0 then
+  if tonumber(a[4]) ~= tonumber(ARGV[22]) then return {'conflict', 'agent profile changed'} end
+elseif tonumber(a[1]) ~= tonumber(ARGV[6]) then
+  return {'conflict', 'agent changed'}
+end
 if a[2] ~= 'available' then return {'conflict', 'agent is ' .. a[2]} end
 local timeout = tonumber(ARGV[8])
 if timeout > 0 and now - tonumber(a[3]) > timeout then
   return {'conflict', 'heartbeat expired'}
+end
+if cap > 0 then
+  local items, units = 0, 0
+  local flat = redis.call('HGETALL', KEYS[3])
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, 2) == 'a:' then
+      local w = parse_work(flat[i + 1])
+      if w.wrap == 0 or w.wrap > now then
+        units = units + tonumber(w.units)
+        if w.channel == ARGV[12] then items = items + 1 end
+      end
+    end
+  end
+  if items >= cap or units + tonumber(ARGV[7]) > 100 then return {'conflict', 'agent full'} end
 end
 
 local asg_id, channel = ARGV[9], ARGV[12]
