@@ -13,6 +13,7 @@ from router.admin_api import AgentAdminServicer, PolicyServicer
 from router.assigner import Assigner
 from router.dispatcher import Dispatcher
 from router.interceptors import ErrorInterceptor
+from router.probe import StoreProbe
 from router.routing_api import RoutingServicer
 from router.settings import Settings
 from router.store import Store
@@ -34,10 +35,12 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     dispatcher: Dispatcher
+    probe: StoreProbe
 
     def stop(self, grace_s: float) -> None:
         """Report NOT_SERVING, let in-flight RPCs finish for up to ``grace_s``, then stop the
         dispatcher (queued calls stay in the store for the other replicas)."""
+        self.probe.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
         self.dispatcher.stop()
@@ -77,6 +80,10 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     server.start()
     dispatcher.start()
-    for name in ("", *SERVICE_NAMES):
+    names = ("", *SERVICE_NAMES)
+    for name in names:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, dispatcher)
+    probe = StoreProbe(store, health_servicer, names, interval_s=settings.health_interval_s)
+    probe.check()
+    probe.start()
+    return RunningServer(server, port, health_servicer, dispatcher, probe)

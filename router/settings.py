@@ -37,6 +37,9 @@ class Settings:
     (``ROUTER_DISPATCH_TICK_S``)."""
     dispatch_batch: int = 500
     """Queued calls per tenant in one batch solve (``ROUTER_DISPATCH_BATCH``)."""
+    health_interval_s: float = 1.0
+    """Seconds between probes of the state store; health is NOT_SERVING while it cannot be
+    reached (``ROUTER_HEALTH_INTERVAL_S``)."""
     grace_s: float = 5.0
     """Seconds in-flight RPCs get to finish on SIGTERM (``ROUTER_GRACE_S``)."""
     log_level: str = "info"
@@ -59,6 +62,10 @@ class Settings:
             raise SettingsError(f"ROUTER_DISPATCH_TICK_S: {self.dispatch_tick_s} not in 0.01..60")
         if not 1 <= self.dispatch_batch <= 10_000:
             raise SettingsError(f"ROUTER_DISPATCH_BATCH: {self.dispatch_batch} not in 1..10000")
+        if not 0.05 <= self.health_interval_s <= 60:
+            raise SettingsError(
+                f"ROUTER_HEALTH_INTERVAL_S: {self.health_interval_s} is not in 0.05..60"
+            )
         if not 0 <= self.grace_s <= 300:
             raise SettingsError(f"ROUTER_GRACE_S: {self.grace_s} is not in 0..300")
         if self.log_level not in {"debug", "info", "warning", "error"}:
