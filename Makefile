@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test test-unit test-integration lint fmt proto proto-check clean
+.PHONY: help install run demo test test-unit lint fmt proto proto-check bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ proto-check: $(STAMP) ## Fail if the committed stubs differ from what proto/ gen
 	for f in $$tmp/router/v1/*; do \
 	  diff -u router/v1/$$(basename $$f) $$f || { echo "stubs drifted: run 'make proto'"; rm -rf $$tmp; exit 1; }; \
 	done && rm -rf $$tmp && echo "stubs match proto/"
+
+bench: $(STAMP) ## Assign end to end vs a no-op RPC, 100 and 1,000 agents (see BENCHMARKS.md)
+	$(PY) -m tests.benchmarks.bench_assign --agents 100,1000
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
