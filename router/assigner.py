@@ -32,7 +32,7 @@ from router.domain import (
     Snapshot,
 )
 from router.engine import decide
-from router.errors import ContentionError, InvalidArgumentError
+from router.errors import ContentionError, InvalidArgumentError, RouterError
 from router.forecast import agents_for, estimated_wait_s
 from router.store import Claim, Committed, Conflict, Replayed, Store
 
@@ -164,7 +164,10 @@ class Assigner:
         if isinstance(queued, Replayed):
             return self._replay_request(tenant, request_id, digest)
         if self._dispatcher is not None:
-            self._dispatcher.run_once(tenant)
+            try:
+                self._dispatcher.run_once(tenant)
+            except RouterError as err:  # the call is safely queued; the tick will place it
+                log.warning("inline_dispatch_failed", error=err.message)
             queued = self._store.get_call(tenant, call.call_id)
         why = explanation or Explanation(snapshot.policy.strategy)
         return self.answer(tenant, queued, why, snapshot=snapshot)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -94,6 +95,7 @@ class Dispatcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._passes = 0
+        self._last_full = 0.0
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -124,10 +126,12 @@ class Dispatcher:
                 if self._stopping:
                     return
                 tenants, self._pending = self._pending, set()
-                ticked = not tenants
+                # A full pass at least every tick, even when wake-ups keep coming.
+                ticked = not tenants or time.monotonic() - self._last_full >= self._tick_s
             try:
                 if ticked:
-                    tenants = set(self._store.tenants())
+                    self._last_full = time.monotonic()
+                    tenants |= set(self._store.tenants())
                 for tenant in sorted(tenants):
                     self.run_once(tenant, full=ticked)
             except RouterError as err:  # Redis down: try again on the next tick

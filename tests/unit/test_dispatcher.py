@@ -1,0 +1,140 @@
+"""The dispatcher on the in-memory store: batch placement, leases, timers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from router.dispatcher import Dispatcher, must_reclaim, widen_for_risk
+from router.domain import (
+    ActiveWork,
+    AgentProfile,
+    AgentSnapshot,
+    Call,
+    CallStatus,
+    Channel,
+    Policy,
+    Presence,
+    SkillRequirement,
+    SlaTarget,
+    WideningStep,
+    frozen_map,
+)
+from router.memory_store import MemoryStore
+from tests.helpers import FakeClock
+
+T = "acme"
+
+
+def _store() -> tuple[MemoryStore, FakeClock]:
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    # A one-hour chat target: no SLA escalation reorders these small queues.
+    sla = frozen_map({Channel.CHAT: SlaTarget(3600)})
+    store.put_policy(T, dataclasses.replace(Policy(), heartbeat_timeout_s=0, sla=sla))
+    return store, clock
+
+
+def _agent(store: MemoryStore, agent_id: str, chats: int = 1) -> None:
+    profile = AgentProfile(
+        agent_id,
+        skills=frozen_map({"billing": 5}),
+        capacity=frozen_map({Channel.CHAT: chats}),
+    )
+    store.create_agent(T, profile)
+    store.set_presence(T, agent_id, Presence.AVAILABLE)
+
+
+def _queue(store: MemoryStore, clock: FakeClock, call_id: str) -> None:
+    call = Call(
+        call_id,
+        Channel.CHAT,
+        (SkillRequirement("billing", 1),),
+        created_ms=clock.now_ms,
+    )
+    store.enqueue(T, f"r-{call_id}", "fp", call, policy=store.get_policy(T))
+
+
+def test_one_pass_places_every_call_that_fits() -> None:
+    """Five waiting chats, two agents with two slots each: one pass places four, in queue
+    order, and leaves the youngest waiting."""
+    store, clock = _store()
+    for i in range(5):
+        _queue(store, clock, f"c{i}")
+        clock.advance(1000)
+    _agent(store, "a1", chats=2)
+    _agent(store, "a2", chats=2)
+    report = Dispatcher(store).run_once(T)
+    assert (report.placed, report.queued, report.conflicts, report.escalated) == (4, 1, 0, 0)
+    assert store.get_call(T, "c4").status == CallStatus.QUEUED
+    assert {store.get_call(T, f"c{i}").status for i in range(4)} == {CallStatus.ASSIGNED}
+
+
+def test_a_lease_held_elsewhere_skips_the_pass() -> None:
+    """While another replica holds the tenant's lease, this one does nothing."""
+    store, clock = _store()
+    _queue(store, clock, "c1")
+    _agent(store, "a1")
+    assert store.acquire_lease(T, "other-replica", 10_000)
+    report = Dispatcher(store, owner="me").run_once(T)
+    assert report.skipped
+    assert store.get_call(T, "c1").status == CallStatus.QUEUED
+    clock.advance(10_001)  # the other replica died: its lease expires in store time
+    assert Dispatcher(store, owner="me").run_once(T).placed == 1
+
+
+def test_a_wake_up_with_an_empty_queue_reads_no_agents() -> None:
+    """A wake-up (not a tick) with nothing waiting returns at once."""
+    store, _ = _store()
+    _agent(store, "a1")
+    report = Dispatcher(store).run_once(T, full=False)
+    assert report == type(report)()
+
+
+def test_at_risk_calls_are_widened_to_the_next_step() -> None:
+    """An at-risk call is decided as if it had waited until the next widening step."""
+    policy = dataclasses.replace(
+        Policy(), widening=(WideningStep(30, level_drop=1), WideningStep(90, level_drop=2))
+    )
+    call = Call("c", Channel.VOICE, created_ms=1_000_000)
+    widened = widen_for_risk(call, 1_000_000 + 40_000, policy)
+    assert widened.enqueued_ms == 1_000_000 + 40_000 - 90_000
+    assert widen_for_risk(call, 1_000_000 + 100_000, policy) == call  # no step left
+
+
+def test_only_movable_work_of_absent_agents_is_reclaimed() -> None:
+    """Offers and reclaimable channels move when the agent is gone; voice calls stay."""
+    policy = Policy()
+    now = 10_000_000
+    profile = AgentProfile("a")
+    voice = ActiveWork("v", Channel.VOICE, 100, now - 5000)
+    email = ActiveWork("e", Channel.EMAIL, 20, now - 5000)
+    offer = ActiveWork("o", Channel.CHAT, 25, now - 5000, offered=True)
+    gone = AgentSnapshot(profile, presence=Presence.OFFLINE, heartbeat_ms=now)
+    here = AgentSnapshot(profile, presence=Presence.AVAILABLE, heartbeat_ms=now)
+    assert not must_reclaim(dataclasses.replace(gone, active=(voice,)), now, policy)
+    assert must_reclaim(dataclasses.replace(gone, active=(voice, email)), now, policy)
+    assert must_reclaim(dataclasses.replace(gone, active=(offer,)), now, policy)
+    assert not must_reclaim(dataclasses.replace(here, active=(offer, email)), now, policy)
+    ending = dataclasses.replace(
+        here, profile=AgentProfile("a", shift_end_ms=now - 1), active=(email,)
+    )
+    assert must_reclaim(ending, now, policy)
+
+
+def test_a_call_predicted_to_breach_is_escalated_ahead() -> None:
+    """With a 60 s chat target, the last of five calls is predicted to wait past it (four
+    slots, ten-minute chats): SLA_AT_RISK, a priority boost, and it is placed in this pass
+    ahead of an older call that is not predicted to breach."""
+    store, clock = _store()
+    sla = frozen_map({Channel.CHAT: SlaTarget(60)})
+    store.put_policy(T, dataclasses.replace(store.get_policy(T), sla=sla))
+    for i in range(5):
+        _queue(store, clock, f"c{i}")
+        clock.advance(1000)
+    _agent(store, "a1", chats=2)
+    _agent(store, "a2", chats=2)
+    report = Dispatcher(store).run_once(T)
+    assert report.escalated == 1
+    assert store.get_call(T, "c4").sla_at_risk
+    assert [e.type for e in store.read_events(T) if e.call_id == "c4"][-1] == "ASSIGNED"
+    assert store.get_call(T, "c3").status == CallStatus.QUEUED
