@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test test-unit lint fmt proto proto-check bench clean
+.PHONY: help install run demo sim test test-unit lint fmt proto proto-check bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -29,6 +29,11 @@ run: $(STAMP) ## Start the service on $(HOST):$(PORT) (REDIS_URL, else a private
 
 demo: $(STAMP) ## Start a throw-away service, load an example team and route a few calls
 	$(PY) -m router.demo
+
+sim: $(STAMP) ## Compare routing policies on the "star agents" scenario (report in out/sim)
+	$(PY) -m simulations compare simulations/scenarios/star_agents.yaml \
+	  --policies balanced,longest_idle,round_robin,best_skill,random --seeds 3 --out out/sim
+	@echo "open out/sim/report.html"
 
 test: $(STAMP) ## Run every test (starts its own throw-away redis-server)
 	$(PY) -m pytest

@@ -1,0 +1,310 @@
+"""``python -m simulations``: run, compare, trace, replay and Erlang figures from the shell.
+
+Exit codes: 0 done; 1 the work failed (service unreachable, RPC errors in a replay);
+2 usage or scenario errors, with a message naming the field (never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import grpc
+
+from router import logs
+from router.domain import Strategy
+from simulations import console, report
+from simulations.cli import POLICIES, build_parser
+from simulations.compare import run_comparison
+from simulations.erlang import erlang_a, erlang_c
+from simulations.kpis import write_outputs
+from simulations.replay import Replayer
+from simulations.replay_plan import ReplayError, ReplayOptions, agents_from_scenario, check_target
+from simulations.replay_report import replay_kpis, summarize_replay
+from simulations.scenario import Scenario, ScenarioError, load_scenario
+from simulations.simulator import simulate
+from simulations.trace import TraceCall, generate_trace, read_trace, write_trace
+
+SCENARIO_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
+TRACE_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson"})
+
+
+class UsageError(Exception):
+    """A bad argument or scenario: printed as ``error: ...`` with exit code 2."""
+
+
+# --- shared helpers --------------------------------------------------------------------------
+
+
+def _load(path: str) -> Scenario:
+    """Load a scenario (``file.yaml#variant`` picks a variant); errors name the field."""
+    try:
+        return load_scenario(path)
+    except FileNotFoundError:
+        raise UsageError(f"scenario {path}: no such file") from None
+    except (ScenarioError, OSError) as exc:
+        raise UsageError(f"scenario {path}: {exc}") from None
+
+
+def _seed(args: argparse.Namespace, scenario: Scenario) -> int:
+    seed: int = scenario.seed if args.seed is None else args.seed
+    return seed
+
+
+def _policy(name: str) -> str:
+    value = name.strip().lower().replace("-", "_")
+    if value not in POLICIES:
+        raise UsageError(f"--policy: {name!r} is not one of {', '.join(POLICIES)}")
+    return value
+
+
+def _out_dir(given: str | None, command: str, scenario: str) -> Path:
+    """``given``, else ``out/<command>-<scenario name>`` (``small:busy`` -> ``small-busy``)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario).strip("-") or "scenario"
+    path = Path(given) if given else Path("out") / f"{command}-{slug}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out: cannot create {path}: {exc.strerror or exc}") from None
+    return path
+
+
+# --- subcommands -----------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Simulate one policy on one seed; write kpis.json, records.csv, report.html."""
+    scenario = _load(args.scenario)
+    policy = _policy(args.policy) if args.policy else None
+    out = _out_dir(args.out, "run", scenario.name)
+    seed = _seed(args, scenario)
+    result = simulate(scenario, seed=seed, policy=policy, progress=not args.quiet)
+    result.write(out)
+    path = report.write_run_report(
+        out, sla=scenario_sla(scenario), occupancy_cap=scenario.policy.max_occupancy
+    )
+    print(console.kpi_table(result.kpis))
+    print(f"wrote {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Simulate several policies on several seeds; write compare.json and report.html."""
+    scenario = _load(args.scenario)
+    policies = [_policy(p) for p in args.policies.split(",") if p.strip()]
+    if not policies:
+        raise UsageError("--policies: give at least one policy")
+    if len(set(policies)) != len(policies):
+        raise UsageError("--policies: a policy is listed twice")
+    if not 1 <= args.seeds <= 1000:
+        raise UsageError(f"--seeds: {args.seeds} is not in 1..1000")
+    out = _out_dir(args.out, "compare", scenario.name)
+    first = scenario.seed if args.first_seed is None else args.first_seed
+    seeds = list(range(first, first + args.seeds))
+    comparison = run_comparison(scenario, policies, seeds, progress=not args.quiet)
+    comparison.write(out / "compare.json")
+    path = report.write_compare_report(out)
+    print(console.compare_table(comparison.to_json()))
+    print(f"wrote {out / 'compare.json'}, {path}")
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Write the synthetic trace of a scenario and seed."""
+    scenario = _load(args.scenario)
+    out = Path(args.out)
+    if out.suffix.lower() not in TRACE_SUFFIXES:
+        raise UsageError(f"--out: {args.out} must end in .csv or .jsonl")
+    calls = generate_trace(scenario, args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_trace(out, calls)
+    print(f"wrote {len(calls)} calls to {out}")
+    return 0
+
+
+def _replay_inputs(args: argparse.Namespace) -> tuple[Scenario, list[TraceCall]]:
+    """The scenario (team and policy) and the calls: a scenario's own trace for the seed, or
+    a trace file served by ``--scenario``'s team."""
+    source = Path(args.source.partition("#")[0])
+    if source.suffix.lower() in SCENARIO_SUFFIXES:
+        scenario = _load(args.source)
+        return scenario, generate_trace(scenario, _seed(args, scenario))
+    if source.suffix.lower() not in TRACE_SUFFIXES:
+        raise UsageError(f"TRACE_OR_SCENARIO: {source} is neither a scenario nor a trace file")
+    if not args.scenario:
+        raise UsageError(
+            "--scenario: a trace has no agents; name the scenario whose team serves it"
+        )
+    scenario = _load(args.scenario)
+    try:
+        calls = read_trace(source)
+    except FileNotFoundError:
+        raise UsageError(f"trace: {source}: no such file") from None
+    except ScenarioError as exc:
+        raise UsageError(f"trace {source}: {exc}") from None
+    return scenario, calls
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Send a trace to a running service; write replay.json (+ records.csv, report.html)."""
+    try:
+        check_target(args.target, allow_remote=args.allow_remote)
+    except ReplayError as exc:
+        raise UsageError(str(exc)) from None
+    scenario, trace = _replay_inputs(args)
+    if not trace:
+        raise UsageError(f"{args.source}: no calls to replay")
+    try:
+        options = ReplayOptions(
+            target=args.target,
+            tenant=args.tenant or "",
+            speed=args.speed,
+            max_calls=args.max_calls,
+            max_seconds=args.max_seconds,
+            drain_s=args.drain_seconds,
+            workers=args.workers,
+            seed=_seed(args, scenario),
+            strategy=Strategy(_policy(args.policy)) if args.policy else None,
+            compress_policy=not args.real_time_policy,
+            allow_remote=args.allow_remote,
+        )
+    except ReplayError as exc:
+        raise UsageError(str(exc)) from None
+    out = _out_dir(args.out, "replay", scenario.name)
+    channel = grpc.insecure_channel(args.target)
+    try:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=5)
+        except grpc.FutureTimeoutError:
+            print(f"error: no gRPC service answers at {args.target}", file=sys.stderr)
+            return 1
+        calls = sorted(trace, key=lambda c: (c.arrival_s, c.call_id))[: options.max_calls]
+        start = calls[0].arrival_s if calls else 0.0
+        window = (options.max_seconds + options.drain_s) * options.speed
+        replayer = Replayer(
+            channel,
+            agents_from_scenario(scenario, start, start + window),
+            calls,
+            options,
+            policy=scenario.policy,
+        )
+        try:
+            run = replayer.run(progress=not args.quiet)
+        except ReplayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        channel.close()
+    kpis, records = replay_kpis(run, scenario)
+    summary = summarize_replay(run, kpis)
+    (out / "replay.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_outputs(out, kpis, records)
+    path = report.write_run_report(
+        out, sla=scenario_sla(scenario), occupancy_cap=scenario.policy.max_occupancy
+    )
+    print(console.replay_text(summary))
+    print(f"wrote {out / 'replay.json'}, {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
+    failed = summary["requests"]["errors"] or summary["calls"]["failed"]
+    return 1 if failed else 0
+
+
+def cmd_erlang(args: argparse.Namespace) -> int:
+    """Print Erlang C (and Erlang A with --patience) figures for one staffing level."""
+    rate = parse_rate(args.rate)
+    if args.aht <= 0 or args.agents < 1 or args.target < 0:
+        raise UsageError("--aht must be > 0, --agents >= 1, --target >= 0")
+    load = rate * args.aht
+    print(
+        f"{rate * 3600:g} calls/h, AHT {args.aht:g} s: offered load {load:.2f} Erlang on "
+        f"{args.agents} agents (utilisation {load / args.agents:.1%}), target {args.target:g} s"
+    )
+    c = erlang_c(rate, args.aht, args.agents, args.target)
+    rows = [["model", "P(wait)", "service level", "ASA", "P(abandon)"]]
+    rows.append(
+        [
+            "Erlang C",
+            console.pct(c.p_wait),
+            console.pct(c.service_level),
+            report.seconds(c.asa_s),
+            "—",
+        ]
+    )
+    if args.patience is not None:
+        if args.patience <= 0:
+            raise UsageError("--patience must be > 0 seconds")
+        a = erlang_a(rate, args.aht, args.agents, args.target, args.patience)
+        rows.append(
+            [
+                f"Erlang A (patience {args.patience:g} s)",
+                console.pct(a.p_wait),
+                console.pct(a.service_level),
+                report.seconds(a.asa_s),
+                console.pct(a.p_abandon),
+            ]
+        )
+    print(console.table(rows))
+    if load >= args.agents:
+        print("note: load >= agents, so without abandonment the queue grows without bound")
+    return 0
+
+
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(?:/\s*(s|sec|min|m|h|hr|hour))?\s*$")
+_PER = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
+
+
+def parse_rate(text: str) -> float:
+    """Arrivals per second from ``0.05``, ``0.05/s``, ``3/min`` or ``180/h``."""
+    match = _RATE.match(text.lower())
+    if not match:
+        raise UsageError(f"--rate: {text!r} is not a rate like 0.05, 3/min or 180/h")
+    value = float(match.group(1)) / _PER.get(match.group(2), 3600.0)
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"--rate: {text!r} must be > 0")
+    return value
+
+
+# --- scenario adapters -----------------------------------------------------------------------
+
+
+def scenario_sla(scenario: Scenario) -> report.SlaTargets:
+    """Per-channel (target s, goal) of the scenario."""
+    return {ch.value: (t.target_s, t.goal) for ch, t in scenario.policy.sla.items()}
+
+
+COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "compare": cmd_compare,
+    "trace": cmd_trace,
+    "replay": cmd_replay,
+    "erlang": cmd_erlang,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run the command, map errors to exit codes."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.silence()
+    handler = COMMANDS[args.command]
+    started = time.monotonic()
+    try:
+        code = handler(args)
+    except (UsageError, ScenarioError) as exc:  # a trace or scenario read late
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if args.command in {"run", "compare", "replay"} and not args.quiet:
+        print(f"({time.monotonic() - started:.1f} s)", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

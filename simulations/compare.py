@@ -1,0 +1,245 @@
+"""Compare routing policies on one scenario: policies x seeds, mean and 95 % CI per KPI.
+
+Every policy runs on the same seeds, so the same callers arrive with the same needs, handle
+times and patience under each policy (common random numbers): differences between
+policies come from the routing, not from luck of the draw. Runs are sequential and
+deterministic; ``compare.json`` holds every run's KPIs and the aggregate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from simulations.scenario import Scenario
+from simulations.simulator import simulate
+
+# --- statistics ------------------------------------------------------------------------------
+
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+"""t_{0.975, df} for df = 1..30: the two-sided 95 % quantiles of Student's t (no scipy)."""
+_T975_TAIL = ((30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980), (math.inf, 1.960))
+"""Beyond 30 the quantile is nearly linear in 1/df; interpolating between these points is
+within 0.001 of the exact value."""
+
+
+def t_quantile_95(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with ``df`` (>= 1) degrees of freedom."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    for (lo_df, lo_t), (hi_df, hi_t) in itertools.pairwise(_T975_TAIL):
+        if df <= hi_df:
+            x_hi = 0.0 if math.isinf(hi_df) else 1 / hi_df
+            return hi_t + (lo_t - hi_t) * (1 / df - x_hi) / (1 / lo_df - x_hi)
+    return 1.960  # pragma: no cover - the last tail point is infinite
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Mean of ``n`` runs with a 95 % confidence interval ``[ci_low, ci_high]``.
+
+    With one run the interval collapses to the mean (no spread to estimate); with none
+    (the KPI was undefined in every run) everything is NaN.
+    """
+
+    n: int
+    mean: float
+    std: float
+    """Sample standard deviation (``ddof=1``)."""
+    half_width: float
+    ci_low: float
+    ci_high: float
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """JSON-ready form (NaN becomes ``null``)."""
+        return {
+            "n": self.n,
+            "mean": _finite(self.mean),
+            "std": _finite(self.std),
+            "half_width": _finite(self.half_width),
+            "ci_low": _finite(self.ci_low),
+            "ci_high": _finite(self.ci_high),
+        }
+
+
+def summarize(values: Iterable[float | None]) -> Summary:
+    """Mean and t-based 95 % CI of ``values``; ``None`` and NaN (undefined KPIs) are dropped."""
+    clean = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(clean)
+    if n == 0:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+    mean = math.fsum(clean) / n
+    if n == 1:
+        return Summary(1, mean, 0.0, 0.0, mean, mean)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in clean) / (n - 1))
+    half = t_quantile_95(n - 1) * std / math.sqrt(n)
+    return Summary(n, mean, std, half, mean - half, mean + half)
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+# --- which KPIs are compared -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One KPI to compare, found at ``path`` (dotted) in ``kpis.json``."""
+
+    path: str
+    label: str
+    unit: str
+    """``%`` (a fraction shown as a percentage), ``s`` or ``""``."""
+    better: str
+    """``higher``, ``lower`` or ``""`` when neither is better in itself."""
+
+    def value(self, kpis: Mapping[str, Any]) -> float | None:
+        """The KPI in one run's ``kpis`` (``None`` when absent or undefined)."""
+        node: Any = kpis
+        for part in self.path.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+        if isinstance(node, bool) or not isinstance(node, int | float):
+            return None
+        return float(node)
+
+
+HEADLINE_METRICS = (
+    Metric("overall.service_level", "Service level", "%", "higher"),
+    Metric("overall.asa_s", "Average speed of answer", "s", "lower"),
+    Metric("overall.abandon_rate", "Abandonment", "%", "lower"),
+    Metric("overall.wait_p90_s", "Wait, 90th percentile", "s", "lower"),
+    Metric("fairness.occupancy_mean", "Occupancy, mean", "%", ""),
+    Metric("fairness.occupancy_std", "Occupancy spread (std)", "%", "lower"),
+    Metric("fairness.occupancy_gini", "Occupancy Gini", "", "lower"),
+    Metric("fairness.handled_gini", "Calls-per-agent Gini", "", "lower"),
+    Metric("top_performers.share_of_calls", "Top performers' share of calls", "%", ""),
+    Metric("top_performers.peak_occupancy", "Top performers' peak occupancy", "%", "lower"),
+    Metric("quality.skill_match_mean", "Skill match", "", "higher"),
+    Metric("quality.estimated_csat", "Estimated CSAT (1-5)", "", "higher"),
+)
+"""KPIs every comparison reports, in display order (per-channel service levels come first)."""
+
+
+def channel_metrics(runs: Sequence[Mapping[str, Any]]) -> tuple[Metric, ...]:
+    """A service-level metric per channel seen in any run, in first-seen order."""
+    seen: dict[str, None] = {}
+    for kpis in runs:
+        for name in kpis.get("channels", {}):
+            seen.setdefault(str(name), None)
+    return tuple(
+        Metric(f"channels.{name}.service_level", f"Service level, {name}", "%", "higher")
+        for name in seen
+    )
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """The KPIs of one simulation run."""
+
+    policy: str
+    seed: int
+    kpis: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Every run of a comparison and the per-policy summaries."""
+
+    scenario: str
+    policies: tuple[str, ...]
+    seeds: tuple[int, ...]
+    runs: tuple[Run, ...]
+    metrics: tuple[Metric, ...] = field(default=())
+
+    def summary(self, metric: Metric, policy: str) -> Summary:
+        """Mean and CI of ``metric`` over the seeds of ``policy``."""
+        return summarize(metric.value(run.kpis) for run in self.runs if run.policy == policy)
+
+    def to_json(self) -> dict[str, Any]:
+        """The content of ``compare.json``."""
+        return {
+            "scenario": self.scenario,
+            "policies": list(self.policies),
+            "seeds": list(self.seeds),
+            "confidence": 0.95,
+            "interval": "Student t on the per-seed values (common random numbers across policies)",
+            "metrics": {
+                m.path: {
+                    "label": m.label,
+                    "unit": m.unit,
+                    "better": m.better,
+                    "policies": {p: self.summary(m, p).as_dict() for p in self.policies},
+                }
+                for m in self.metrics
+            },
+            "runs": [
+                {
+                    "policy": run.policy,
+                    "seed": run.seed,
+                    "values": {m.path: m.value(run.kpis) for m in self.metrics},
+                }
+                for run in self.runs
+            ],
+        }
+
+    def write(self, path: Path) -> Path:
+        """Write ``compare.json`` (NaN-free, so any JSON reader takes it)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
+        return path
+
+
+Simulate = Callable[[Scenario, int, str], Mapping[str, Any]]
+"""``(scenario, seed, policy) -> kpis``; the real simulator unless a test swaps it."""
+
+
+def _simulate(scenario: Scenario, seed: int, policy: str) -> Mapping[str, Any]:
+    kpis: Mapping[str, Any] = simulate(scenario, seed=seed, policy=policy).kpis
+    return kpis
+
+
+def run_comparison(
+    scenario: Scenario,
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    progress: bool = False,
+    simulate_fn: Simulate = _simulate,
+) -> Comparison:
+    """Run every policy on every seed, one after the other (with a progress bar)."""
+    if not policies:
+        raise ValueError("policies: give at least one policy")
+    if not seeds:
+        raise ValueError("seeds: give at least one seed")
+    jobs = [(policy, seed) for policy in policies for seed in seeds]
+    runs: list[Run] = []
+    with tqdm(total=len(jobs), desc="compare", unit="run", disable=not progress) as bar:
+        for policy, seed in jobs:
+            bar.set_postfix_str(f"{policy} seed {seed}")
+            runs.append(Run(policy, seed, simulate_fn(scenario, seed, policy)))
+            bar.update()
+    kpis = [run.kpis for run in runs]
+    per_channel = channel_metrics(kpis)
+    # With one channel its service level is the overall one: listing both says it twice.
+    metrics = (*(per_channel if len(per_channel) > 1 else ()), *HEADLINE_METRICS)
+    present = tuple(m for m in metrics if any(m.value(k) is not None for k in kpis))
+    return Comparison(scenario.name, tuple(policies), tuple(seeds), tuple(runs), present)

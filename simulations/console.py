@@ -1,0 +1,98 @@
+"""What the commands print: short, aligned text tables of KPIs and replay figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from simulations import report
+
+
+def pct(value: Any) -> str:
+    """A fraction as a percentage (an em dash when undefined)."""
+    return report.pct(value)
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned first column, right-aligned others, a rule under the header row."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def kpi_table(kpis: Mapping[str, Any]) -> str:
+    """The short per-channel table ``run`` and ``replay`` print."""
+    rows = [["channel", "offered", "answered", "abandoned", "service level", "ASA", "p90 wait"]]
+    groups = [*kpis.get("channels", {}).items(), ("overall", kpis.get("overall", {}))]
+    for name, f in groups:
+        rows.append(
+            [
+                str(name),
+                str(f.get("offered", 0)),
+                str(f.get("answered", 0)),
+                str(f.get("abandoned", 0)),
+                pct(f.get("service_level")),
+                report.seconds(f.get("asa_s")),
+                report.seconds(f.get("wait_p90_s")),
+            ]
+        )
+    fair = kpis.get("fairness", {})
+    top = kpis.get("top_performers", {})
+    tail = (
+        f"occupancy {pct(fair.get('occupancy_mean'))} ± {pct(fair.get('occupancy_std'))}, "
+        f"Gini {report.fmt(fair.get('occupancy_gini'), '')}"
+    )
+    if top:
+        tail += (
+            f"; top performers take {pct(top.get('share_of_calls'))} of calls, "
+            f"peak occupancy {pct(top.get('peak_occupancy'))}"
+        )
+    return table(rows) + "\n" + tail
+
+
+def compare_table(compare: Mapping[str, Any]) -> str:
+    """KPIs down, policies across: mean ± half-width of the 95 % interval."""
+    policies = list(compare["policies"])
+    rows = [["KPI", *policies]]
+    for metric in compare["metrics"].values():
+        cells = []
+        for policy in policies:
+            summary = metric["policies"][policy]
+            text = report.fmt(summary["mean"], metric["unit"])
+            if summary["half_width"]:
+                text += f" ± {report.fmt(summary['half_width'], metric['unit'])}"
+            cells.append(text)
+        rows.append([metric["label"], *cells])
+    seeds = len(compare["seeds"])
+    return table(rows) + f"\n(mean ± 95 % confidence interval over {seeds} seed(s))"
+
+
+def replay_text(summary: Mapping[str, Any]) -> str:
+    """The printed part of a replay summary."""
+    req = summary["requests"]
+    calls = summary["calls"]
+    rows = [["RPC", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms"]]
+    for method, lat in req["latency_ms"].items():
+        rows.append(
+            [method, str(lat["n"]), *(f"{lat[k]:.1f}" for k in ("p50", "p90", "p99", "max"))]
+        )
+    errors = ", ".join(f"{k} {v}" for k, v in req["errors_by_code"].items()) or "none"
+    expected = ", ".join(f"{k} {v}" for k, v in req["expected_failures"].items())
+    if expected:
+        errors += f" (plus races the client expects: {expected})"
+    lines = [
+        f"replayed {calls['sent']} calls on tenant {summary['tenant']} at x{summary['speed']:g} "
+        f"in {summary['wall_s']:.1f} s: {calls['answered']} answered, "
+        f"{calls['abandoned']} abandoned, {calls['cut']} cut by the drain limit",
+        table(rows),
+        f"errors: {errors}; retries: {sum(req['retries'].values())}",
+        kpi_table(summary["kpis"]),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,190 @@
+"""The validated scenario: frozen dataclasses the simulator and the trace generator read.
+
+``simulations.scenario.load_scenario`` builds these from a YAML or JSON file (the format is
+documented there and in ``simulations/README.md``). Times are seconds of simulated clock
+since the simulation start (``SIM_EPOCH_MS``, a Monday 00:00 UTC), durations are seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from router.domain import (
+    AbsenceKind,
+    Channel,
+    Policy,
+    SkillRequirement,
+    Strategy,
+    frozen_map,
+)
+
+SIM_EPOCH_MS = 1_767_571_200_000
+"""2026-01-05T00:00:00Z (a Monday): simulated time 0. Fixed, so time-zone affinity and every
+"now" the engine sees are the same on every run."""
+
+DAY_S = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """A positive random duration in seconds.
+
+    ``exponential`` (mean ``mean_s``), ``lognormal`` (mean ``mean_s``, standard deviation
+    ``sd_s``) or ``fixed`` (always ``mean_s``). Draws use only ``rng.random()`` (inverse CDF and
+    Box-Muller), whose sequence Python guarantees for a given seed, so traces are stable
+    across Python versions.
+    """
+
+    kind: str
+    mean_s: float
+    sd_s: float = 0.0
+
+    def draw(self, rng: random.Random) -> float:
+        """One sample, in seconds."""
+        if self.kind == "fixed":
+            return self.mean_s
+        if self.kind == "exponential":
+            return -self.mean_s * math.log(1.0 - rng.random())
+        # lognormal with the given mean and standard deviation
+        sigma2 = math.log1p((self.sd_s / self.mean_s) ** 2)
+        mu = math.log(self.mean_s) - sigma2 / 2
+        return math.exp(mu + math.sqrt(sigma2) * standard_normal(rng))
+
+
+def standard_normal(rng: random.Random) -> float:
+    """A standard normal sample by Box-Muller from two ``rng.random()`` draws."""
+    u1 = 1.0 - rng.random()  # in (0, 1]: log is finite
+    u2 = rng.random()
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+@dataclass(frozen=True, slots=True)
+class CallType:
+    """One kind of call in a stream's mix, drawn with probability proportional to ``weight``."""
+
+    weight: float
+    skills: tuple[SkillRequirement, ...] = ()
+    preferred_skills: tuple[str, ...] = ()
+    language: str = ""
+    region: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A Poisson arrival stream with an intraday rate profile.
+
+    The rate at time ``t`` is ``rate_per_hour * multiplier(t mod 1 day) * arrival_scale``;
+    ``profile`` lists ``(seconds after midnight, multiplier)`` breakpoints, sorted, the first at
+    0: the multiplier holds from each breakpoint to the next (piecewise constant, daily).
+    """
+
+    name: str
+    channel: Channel
+    rate_per_hour: float
+    profile: tuple[tuple[float, float], ...]
+    mix: tuple[CallType, ...]
+    handle: Distribution
+    patience: Distribution | None = None
+    """``None``: callers never hang up."""
+    team: str = ""
+    region_required: bool = False
+
+    def multiplier(self, time_of_day_s: float) -> float:
+        """The profile multiplier at ``time_of_day_s`` seconds after midnight."""
+        value = self.profile[0][1]
+        for start, mult in self.profile:
+            if start > time_of_day_s:
+                break
+            value = mult
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class AbsenceSpec:
+    """A scheduled absence ``[start_s, end_s)`` of simulated time."""
+
+    start_s: float
+    end_s: float
+    kind: AbsenceKind = AbsenceKind.OTHER
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """One simulated agent: what the router knows (profile) and the truth it does not."""
+
+    agent_id: str
+    team: str = ""
+    skills: Mapping[str, int] = dataclasses.field(default_factory=frozen_map)
+    languages: frozenset[str] = frozenset()
+    region: str = ""
+    timezone: str = ""
+    capacity: Mapping[Channel, int] = dataclasses.field(default_factory=frozen_map)
+    """Items at once per channel; every channel is listed (0: not served)."""
+    max_occupancy: float | None = None
+    shift: tuple[float, float] | None = None
+    """Daily ``(start, end)`` in seconds after midnight (``end`` may be past 86400 for a night
+    shift); ``None``: on duty for the whole simulation."""
+    breaks: tuple[tuple[float, float], ...] = ()
+    """Daily ``(start, duration)`` in seconds; only breaks inside a shift are taken."""
+    absences: tuple[AbsenceSpec, ...] = ()
+    quality: float = 0.7
+    """True quality in [0, 1]: the probability a call is resolved (see ``simulations.outcomes``)."""
+    speed: float = 1.0
+    """Handle-time factor: a call takes ``handle_s / speed`` (1.25 is 25 % faster)."""
+    top_performer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A validated scenario. Build it with ``simulations.scenario.load_scenario``."""
+
+    name: str
+    policy: Policy
+    agents: tuple[AgentSpec, ...]
+    streams: tuple[Stream, ...] = ()
+    traces: tuple[Path, ...] = ()
+    """Recorded trace files (CSV or JSONL) whose calls are replayed alongside the streams."""
+    duration_s: float = DAY_S
+    """Calls arrive in ``[0, duration_s)``."""
+    warmup_s: float = 0.0
+    """KPIs count calls arriving at or after ``warmup_s`` only."""
+    drain_s: float = 7200.0
+    """After ``duration_s`` the simulation runs until no call waits and no work is in progress,
+    or for at most ``drain_s`` more seconds."""
+    seed: int = 1
+    """Default seed (``simulate`` takes the seed as an argument; tools use this one when none
+    is given)."""
+    timeline_bucket_s: int = 900
+    arrival_scale: float = 1.0
+    description: str = ""
+    variant: str = ""
+    """The variant applied at load (``""``: the base scenario)."""
+    variants: tuple[str, ...] = ()
+    """Variants the file defines."""
+    source: Path | None = None
+
+    def with_policy(self, policy: Policy | Strategy | str) -> Scenario:
+        """This scenario under another policy, or under its own policy with another strategy."""
+        if isinstance(policy, Policy):
+            return dataclasses.replace(self, policy=policy)
+        return dataclasses.replace(
+            self, policy=dataclasses.replace(self.policy, strategy=Strategy(policy))
+        )
+
+    @property
+    def horizon_s(self) -> float:
+        """The latest simulated time: ``duration_s + drain_s``."""
+        return self.duration_s + self.drain_s
+
+    def agent(self, agent_id: str) -> AgentSpec:
+        """The agent with ``agent_id`` (``KeyError`` if none)."""
+        for spec in self.agents:
+            if spec.agent_id == agent_id:
+                return spec
+        raise KeyError(agent_id)

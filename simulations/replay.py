@@ -1,0 +1,824 @@
+"""Live replay: send a trace to a running router over gRPC, time-compressed, as a load test.
+
+What a helpdesk platform would do, at ``speed`` times real time:
+
+1. put the tenant's policy in place (strategy, and every duration divided by ``speed`` so
+   the service's own clocks - SLA targets, occupancy window, expected handle times - live in
+   the same compressed time as the callers; values the API bounds are clamped and listed),
+2. create the scenario's agents, set them AVAILABLE and keep their heartbeats going,
+3. ``Assign`` each call at its arrival time / speed, ``Accept`` offers at once, ``Complete``
+   answered calls after handle time / speed with a simulated outcome, and ``Cancel`` calls
+   still waiting when the caller's patience / speed runs out,
+4. learn when queued calls get an agent from one ``Watch`` stream (ASSIGNED / OFFERED).
+
+Bounded on every side: at most ``max_calls`` calls, arrivals only during ``max_seconds``,
+``drain_s`` more for the calls in progress (then queued calls are cancelled and active ones
+completed, and counted as cut), a thread pool of ``workers``. Loopback targets only unless
+``allow_remote``. Waits and handle times are measured on the client's monotonic clock and
+scaled back by ``speed`` into scenario seconds.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import heapq
+import itertools
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2
+from tqdm import tqdm
+
+from router.convert import CHANNELS, duration
+from router.domain import Call, Outcome, Policy, SkillRequirement
+from router.policies import POLICY_FIELDS, policy_to_pb
+from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
+from router.v1 import types_pb2 as pb
+from scoring.match import skill_fit
+from simulations.outcomes import call_uniforms, draw_outcome, effective_quality
+from simulations.replay_plan import (
+    ReplayAgent,
+    ReplayError,
+    ReplayOptions,
+    compress_policy,
+)
+from simulations.rpcstats import RpcStats, latency_summary
+from simulations.trace import TraceCall
+
+T = TypeVar("T")
+
+RETRY_CODES = frozenset(
+    {grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+)
+"""Codes worth retrying: every RPC the replay sends is idempotent (same request_id)."""
+MAX_ATTEMPTS = 3
+WATCHED = (
+    "QUEUED", "ASSIGNED", "OFFERED", "ABANDONED", "CANCELLED", "COMPLETED", "REJECTED",
+    "OFFER_TIMED_OUT", "RECLAIMED", "RELEASED", "PRESENCE_CHANGED",
+)  # fmt: skip
+_WITHDRAWN = frozenset({grpc.StatusCode.FAILED_PRECONDITION})
+REQUEUED = frozenset({"REJECTED", "OFFER_TIMED_OUT", "RECLAIMED", "RELEASED"})
+
+
+# --- per-call state --------------------------------------------------------------------------
+
+
+@dataclass
+class _Live:
+    """What the client knows about one call (guarded by the replayer's lock)."""
+
+    call: TraceCall
+    wire_id: str
+    due: float
+    sent: float | None = None
+    answered: float | None = None
+    agent_id: str = ""
+    active: tuple[str, int] | None = None
+    """(assignment id, fencing token) while an agent holds it."""
+    assignments: set[str] = field(default_factory=set)
+    """Every assignment id seen for the call (offers and direct assignments)."""
+    offers: set[str] = field(default_factory=set)
+    accepting: int = 0
+    """Accepts in flight: the caller does not hang up on a ringing agent."""
+    ended: float | None = None
+    outcome: str = ""
+    """``completed``, ``abandoned``, ``cancelled`` (assigned just before the caller hung
+    up), ``cut`` (ended by the drain limit) or ``error``; empty while in progress."""
+    requeued: int = 0
+    queued: bool = False
+    ending: bool = False
+    """A Complete or Cancel is on its way: nothing else may end the call."""
+    assign_latency: float = 0.0
+    """Real seconds the Assign took: a caller answered at once waited this long."""
+    queued_ms: int | None = None
+    """Server time of the call's first QUEUED event."""
+    answered_ms: int | None = None
+    """Server time of the ASSIGNED (or accepted OFFERED) event that answered it."""
+    offered_ms: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedCall:
+    """How one call went, as the client saw it; times in scenario seconds (the client's
+    monotonic clock mapped back through ``speed``)."""
+
+    call: TraceCall
+    wire_id: str
+    """The call id the service knows (the trace's id behind the run's tag)."""
+    outcome: str
+    """``completed``, ``abandoned``, ``cancelled`` (answered, then the caller hung up in the
+    same instant), ``cut`` (ended by the drain limit), ``error`` or ``not_sent``."""
+    queued: bool
+    """Assign answered QUEUED: the call waited for the dispatcher."""
+    sent_s: float | None
+    wait_s: float | None
+    """Until an agent got it (answered calls) or the caller hung up (abandoned ones). Time
+    in the queue is measured on the service's clock (QUEUED to ASSIGNED/OFFERED event) and
+    scaled by ``speed``; the Assign round trip is added unscaled, as the real delay it is
+    (scaling a 10 ms RPC by x300 would invent a 3 s wait)."""
+    handle_s: float | None
+    """Answer to Complete on the client's clock, scaled (completed or cut calls)."""
+    ended_s: float | None
+    """Completed, abandoned or cut."""
+    agent_id: str
+    assignments: int
+    """Distinct assignments the service made for the call (1 unless re-queued)."""
+    requeued: int
+    skill_match: float | None = None
+    """``scoring.match.skill_fit`` of the call with its agent (answered calls)."""
+    effective_quality: float | None = None
+    """The agent's resolution probability on this call (``simulations.outcomes``)."""
+
+    answered: bool = False
+    """An agent got the call (whatever happened next)."""
+
+    @property
+    def answered_s(self) -> float | None:
+        """When an agent got the call (scenario seconds)."""
+        if not self.answered or self.sent_s is None or self.wait_s is None:
+            return None
+        return self.sent_s + self.wait_s
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRun:
+    """Everything a replay observed."""
+
+    tenant: str
+    options: ReplayOptions
+    policy: Policy
+    """The policy as the scenario states it (uncompressed, strategy override applied)."""
+    agents: tuple[ReplayAgent, ...]
+    calls: tuple[ObservedCall, ...]
+    start_s: float
+    """Scenario time of the first arrival (the replay's time zero)."""
+    end_s: float
+    """Scenario time when the last call ended."""
+    rpc: Mapping[str, Any]
+    policy_notes: tuple[str, ...]
+    wall_s: float
+    watch: Mapping[str, Any]
+    service_stats: Mapping[str, Any]
+
+
+# --- the replayer ----------------------------------------------------------------------------
+
+
+class _Scheduler:
+    """A heap of (due, seq, action) run on a bounded thread pool when due."""
+
+    def __init__(self, pool: ThreadPoolExecutor, stats: RpcStats) -> None:
+        self._pool = pool
+        self._stats = stats
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="replay-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def at(self, due: float, action: Callable[[], None]) -> None:
+        with self._cv:
+            heapq.heappush(self._heap, (due, next(self._seq), action))
+            self._cv.notify()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cv.wait(timeout)
+                if self._stopped:
+                    return
+                due, _, action = heapq.heappop(self._heap)
+            self._pool.submit(self._run, due, action)
+
+    def _run(self, due: float, action: Callable[[], None]) -> None:
+        self._stats.lag(time.monotonic() - due)
+        action()
+
+
+class Replayer:
+    """One replay against one service. Use ``run()`` once."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        agents: Sequence[ReplayAgent],
+        calls: Sequence[TraceCall],
+        options: ReplayOptions,
+        policy: Policy | None = None,
+    ) -> None:
+        """Prepare (nothing is sent until ``run``)."""
+        self.options = options
+        self.tag = secrets.token_hex(3)
+        self.tenant = options.tenant or f"replay-{self.tag}"
+        self.routing = routing_pb2_grpc.RoutingServiceStub(channel)
+        self.admin = admin_pb2_grpc.AgentAdminServiceStub(channel)
+        self.policies = admin_pb2_grpc.PolicyServiceStub(channel)
+        self.agents = list(agents)
+        self._agent = {a.agent_id: a for a in self.agents}
+        ordered = sorted(calls, key=lambda c: c.arrival_s)[: options.max_calls]
+        self.calls = ordered
+        self._first = ordered[0].arrival_s if ordered else 0.0
+        self._t0 = time.monotonic()
+        self.policy = policy or Policy()
+        self.stats = RpcStats()
+        self._lock = threading.Lock()
+        self._live: dict[str, _Live] = {}
+        self._by_wire: dict[str, _Live] = {}
+        self._all_done = threading.Event()
+        self._pending = 0
+        self._marker = f"replay-sync-{self.tag}"
+        self._synced = threading.Event()
+        self._closing = threading.Event()
+        """Set at the drain limit: no new calls, no retries, everything left is cut."""
+        self._watch_events = 0
+        self._watch_lag_ms: list[float] = []
+        self._not_responding = 0
+        self._progress: tqdm | None = None
+
+    # -- RPC plumbing ----------------------------------------------------------------------
+
+    def _rpc(
+        self,
+        method: str,
+        fn: Callable[..., T],
+        request: object,
+        expected: frozenset[grpc.StatusCode] = frozenset(),
+    ) -> T | None:
+        """Call ``fn(request)`` with a deadline, retrying idempotent failures; record every
+        attempt (failures with an ``expected`` code apart from errors). ``None`` when the
+        call finally failed."""
+        for attempt in range(MAX_ATTEMPTS):
+            start = time.perf_counter()
+            try:
+                response = fn(request, timeout=self.options.rpc_timeout_s)
+            except grpc.RpcError as exc:
+                code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+                elapsed = time.perf_counter() - start
+                self.stats.record(method, elapsed, code.name, expected=code in expected)
+                if (
+                    code in RETRY_CODES
+                    and attempt + 1 < MAX_ATTEMPTS
+                    and not self._closing.is_set()
+                ):
+                    self.stats.retried(method)
+                    time.sleep(0.02 * 2**attempt)
+                    continue
+                return None
+            self.stats.record(method, time.perf_counter() - start)
+            return response
+        return None  # pragma: no cover - the loop always returns
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _stated_policy(self) -> Policy:
+        if self.options.strategy is None:
+            return self.policy
+        return dataclasses.replace(self.policy, strategy=self.options.strategy)
+
+    def _setup_policy(self) -> list[str]:
+        policy, notes = self._stated_policy(), list[str]()
+        if self.options.compress_policy:
+            used = frozenset(c.channel for c in self.calls)
+            policy, notes = compress_policy(policy, self.options.speed, used)
+        request = admin_pb2.UpdatePolicyRequest(
+            tenant=self.tenant,
+            policy=policy_to_pb(policy),
+            update_mask=field_mask_pb2.FieldMask(paths=list(POLICY_FIELDS)),
+        )
+        if self._rpc("UpdatePolicy", self.policies.UpdatePolicy, request) is None:
+            raise ReplayError("UpdatePolicy failed: see errors_by_method in the report")
+        return notes
+
+    def _setup_agents(self) -> None:
+        """Create every agent and set its starting presence, ``workers`` at a time."""
+        failures = [f for f in self._each(self._setup_agent, self.agents) if f is not None]
+        if failures:
+            raise ReplayError(failures[0])
+
+    def _each(self, fn: Callable[[ReplayAgent], T], agents: Sequence[ReplayAgent]) -> list[T]:
+        """``fn`` over ``agents`` on the pool, in order."""
+        return list(self._pool.map(fn, agents))
+
+    def _setup_agent(self, agent: ReplayAgent) -> str | None:
+        """Create one agent (an existing one in a reused tenant is fine); an error text."""
+        msg = pb.Agent(
+            agent_id=agent.agent_id,
+            name=agent.name,
+            team=agent.team,
+            skills=dict(agent.skills),
+            languages=list(agent.languages),
+            region=agent.region,
+            timezone=agent.timezone,
+            capacity=[
+                pb.ChannelCapacity(channel=CHANNEL_TO_PB[channel], max_items=items)
+                for channel, items in agent.capacity.items()
+            ],
+        )
+        if agent.max_occupancy is not None:
+            msg.max_occupancy = agent.max_occupancy
+        start = time.perf_counter()
+        try:
+            self.admin.CreateAgent(
+                admin_pb2.CreateAgentRequest(tenant=self.tenant, agent=msg),
+                timeout=self.options.rpc_timeout_s,
+            )
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            exists = code == grpc.StatusCode.ALREADY_EXISTS  # a reused --tenant keeps its team
+            self.stats.record(
+                "CreateAgent", time.perf_counter() - start, code.name, expected=exists
+            )
+            if not exists:
+                return f"CreateAgent {agent.agent_id} failed: {exc}"
+        else:
+            self.stats.record("CreateAgent", time.perf_counter() - start)
+        self._presence(agent.agent_id, _initial(agent), "replay")
+        return None
+
+    def _presence(self, agent_id: str, presence: pb.Presence.ValueType, reason: str) -> None:
+        request = admin_pb2.SetPresenceRequest(
+            tenant=self.tenant, agent_id=agent_id, presence=presence, reason=reason
+        )
+        self._rpc("SetPresence", self.admin.SetPresence, request)
+
+    def _heartbeats(self, stop: threading.Event) -> None:
+        while not stop.wait(self.options.heartbeat_s):
+            for agent in self.agents:
+                if stop.is_set():
+                    return
+                request = admin_pb2.HeartbeatRequest(tenant=self.tenant, agent_id=agent.agent_id)
+                self._rpc("Heartbeat", self.admin.Heartbeat, request)
+
+    # -- the event stream ------------------------------------------------------------------
+
+    def _watch(self, stream: Iterator[pb.Event]) -> None:
+        try:
+            for event in stream:
+                self._on_event(event, time.monotonic(), time.time())
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() != grpc.StatusCode.CANCELLED:
+                self.stats.record("Watch", 0.0, exc.code().name)
+
+    def _sync_watch(self) -> None:
+        """Make sure the stream is live before the first call: poke a presence change
+        carrying a marker until the stream delivers it."""
+        first = self.agents[0].agent_id  # set to the presence it has anyway
+        deadline = time.monotonic() + 10
+        while not self._synced.is_set():
+            if time.monotonic() > deadline:
+                raise ReplayError("Watch delivered no events within 10 s")
+            self._presence(first, _initial(self.agents[0]), self._marker)
+            self._synced.wait(0.2)
+
+    def _on_event(self, event: pb.Event, now: float, wall: float) -> None:
+        self._watch_events += 1
+        if event.type == "PRESENCE_CHANGED":
+            if event.data.get("reason") == self._marker:
+                self._synced.set()
+            if event.data.get("presence") == "not_responding":
+                self._not_responding += 1
+            return
+        self._watch_lag_ms.append(max(0.0, wall * 1000 - event.time.ToMilliseconds()))
+        with self._lock:
+            live = self._by_wire.get(event.call_id)
+        if live is None:
+            return
+        asg_id = event.data.get("assignment_id", "")
+        token = int(event.data.get("token", "0") or 0)
+        server_ms = event.time.ToMilliseconds()
+        if event.type == "QUEUED":
+            with self._lock:
+                live.queued_ms = live.queued_ms or server_ms
+        elif event.type == "ASSIGNED":
+            self._on_assigned(live, asg_id, token, event.agent_id, now, server_ms=server_ms)
+        elif event.type == "OFFERED":
+            self._on_offered(live, asg_id, token, server_ms)
+        elif event.type in REQUEUED:
+            self._on_requeued(live, asg_id, now)
+
+    def _on_requeued(self, live: _Live, asg_id: str, now: float) -> None:
+        """The call went back to the queue (reject, offer timeout, release, reclaim): it
+        waits again, and the caller's patience (from the original arrival) applies again."""
+        with self._lock:
+            if live.outcome or live.active is None or live.active[0] != asg_id:
+                return
+            live.active, live.answered = None, None
+            live.requeued += 1
+        patience_due = self._patience_due(live)
+        if patience_due is None:
+            return
+        self._sched.at(max(now, patience_due), lambda: self._patience(live))
+
+    # -- call lifecycle --------------------------------------------------------------------
+
+    def _assign(self, live: _Live) -> None:
+        if self._closing.is_set():  # due long ago, stuck behind a saturated client: never sent
+            self._finish(live, "cut")
+            return
+        call = live.call
+        request = routing_pb2.AssignRequest(
+            tenant=self.tenant,
+            request_id=f"req-{live.wire_id}",
+            call=pb.Call(
+                call_id=live.wire_id,
+                channel=CHANNEL_TO_PB[call.channel],
+                required_skills=[
+                    pb.SkillRequirement(skill=s, min_level=level) for s, level in call.skills
+                ],
+                preferred_skills=list(call.preferred_skills),
+                language=call.language,
+                region=call.region,
+                priority=call.priority,
+                team=call.team,
+                region_required=call.region_required,
+            ),
+        )
+        with self._lock:
+            live.sent = time.monotonic()
+        response = self._rpc("Assign", self.routing.Assign, request)
+        now = time.monotonic()
+        with self._lock:
+            live.assign_latency = now - live.sent
+        if response is None:
+            self._finish(live, "error", now)
+            return
+        a = response.assignment
+        created = a.created_at.ToMilliseconds()
+        if response.result == routing_pb2.AssignResponse.RESULT_ASSIGNED:
+            self._on_assigned(
+                live, a.assignment_id, a.fencing_token, a.agent_id, now, server_ms=created
+            )
+        elif response.result == routing_pb2.AssignResponse.RESULT_OFFERED:
+            self._on_offered(live, a.assignment_id, a.fencing_token, created)
+        elif response.result == routing_pb2.AssignResponse.RESULT_QUEUED:
+            with self._lock:
+                live.queued = True
+        if self._closing.is_set():  # answered after the drain limit: end it now
+            with self._lock:
+                done, active = bool(live.outcome), live.active
+            if done:
+                return
+            if active is not None:
+                self._complete(live, active[0], cut=True)
+            elif not live.offers:
+                self._cancel(live, "replay drain limit", cut=True)
+            return
+        patience_due = self._patience_due(live)
+        if patience_due is not None:
+            self._sched.at(max(now, patience_due), lambda: self._patience(live))
+
+    def _patience_due(self, live: _Live) -> float | None:
+        """When the caller hangs up if still waiting (``None``: never)."""
+        if live.call.patience_s is None:
+            return None
+        return live.due + live.call.patience_s / self.options.speed
+
+    def _on_offered(self, live: _Live, asg_id: str, token: int, server_ms: int) -> None:
+        with self._lock:
+            if asg_id in live.offers or live.outcome:
+                return
+            live.offers.add(asg_id)
+            live.offered_ms[asg_id] = server_ms
+            live.accepting += 1
+        self._pool.submit(self._accept, live, asg_id, token)
+
+    def _accept(self, live: _Live, asg_id: str, token: int) -> None:
+        request = routing_pb2.AcceptRequest(
+            tenant=self.tenant, assignment_id=asg_id, fencing_token=token
+        )
+        try:
+            # FAILED_PRECONDITION: the caller hung up while the offer was on its way.
+            response = self._rpc("Accept", self.routing.Accept, request, _WITHDRAWN)
+            if response is not None:
+                a = response.assignment
+                offered = live.offered_ms.get(asg_id)
+                self._on_assigned(
+                    live, asg_id, token, a.agent_id, time.monotonic(), server_ms=offered
+                )
+        finally:
+            with self._lock:
+                live.accepting -= 1
+
+    def _on_assigned(
+        self,
+        live: _Live,
+        asg_id: str,
+        token: int,
+        agent_id: str,
+        now: float,
+        *,
+        server_ms: int | None = None,
+    ) -> None:
+        with self._lock:
+            if asg_id in live.assignments or live.outcome:
+                return
+            live.assignments.add(asg_id)
+            live.active = (asg_id, token)
+            live.agent_id = agent_id
+            live.answered = now
+            live.answered_ms = server_ms
+        agent = self._agent.get(agent_id)
+        handle_s = live.call.handle_s / (agent.speed if agent else 1.0)
+        due = now + handle_s / self.options.speed
+        self._sched.at(due, lambda: self._complete(live, asg_id))
+
+    def _complete(self, live: _Live, asg_id: str, *, cut: bool = False) -> None:
+        with self._lock:
+            if live.outcome or live.ending or live.active is None or live.active[0] != asg_id:
+                return
+            live.ending = True
+            token = live.active[1]
+        real = time.monotonic() - (live.answered or time.monotonic())
+        # The service sees handle times in its own (compressed or real) time.
+        handle = real if self.options.compress_policy else real * self.options.speed
+        outcome = self._outcome(live, handle)
+        request = routing_pb2.CompleteRequest(
+            tenant=self.tenant,
+            assignment_id=asg_id,
+            fencing_token=token,
+            outcome=pb.Outcome(
+                handle_time=duration(handle), csat=outcome.csat, resolved=bool(outcome.resolved)
+            ),
+        )
+        response = self._rpc("Complete", self.routing.Complete, request)
+        self._finish(live, "error" if response is None else "cut" if cut else "completed")
+
+    def _quality(self, live: _Live) -> tuple[float, float]:
+        """(skill fit, effective quality) of the call with its agent, as the simulator's
+        ground truth defines them (``simulations.outcomes``)."""
+        agent = self._agent.get(live.agent_id)
+        call = Call(
+            call_id=live.call.call_id,
+            channel=live.call.channel,
+            required_skills=tuple(SkillRequirement(s, lvl) for s, lvl in live.call.skills),
+            preferred_skills=live.call.preferred_skills,
+        )
+        fit = skill_fit(call, agent.skills if agent else {})
+        return fit, effective_quality(agent.quality if agent else 0.7, fit)
+
+    def _outcome(self, live: _Live, handle_s: float) -> Outcome:
+        """The surveyed outcome: the same luck per call as in the offline simulator."""
+        u1, u2 = call_uniforms(self.options.seed, live.call.call_id)
+        return draw_outcome(self._quality(live)[1], handle_s, u1, u2)
+
+    def _patience(self, live: _Live) -> None:
+        with self._lock:
+            if live.outcome or live.answered is not None:
+                return
+            accepting = live.accepting > 0
+        if accepting:  # the agent is picking up right now: look again in a moment
+            self._sched.at(time.monotonic() + 0.01, lambda: self._patience(live))
+            return
+        self._cancel(live, "caller hung up (replay)")
+
+    def _cancel(self, live: _Live, reason: str, *, cut: bool = False) -> None:
+        with self._lock:
+            if live.outcome or live.ending:
+                return
+            live.ending = True
+        request = routing_pb2.CancelRequest(tenant=self.tenant, call_id=live.wire_id, reason=reason)
+        response = self._rpc("Cancel", self.routing.Cancel, request)
+        if response is None:
+            self._finish(live, "error")
+        elif response.call.status == pb.CALL_STATUS_ABANDONED:
+            self._finish(live, "cut" if cut else "abandoned")
+        else:  # assigned between our last look and the Cancel: the agent was freed by it
+            asg = response.call.assignment
+            with self._lock:
+                live.assignments.add(asg.assignment_id)
+                live.agent_id = live.agent_id or asg.agent_id
+                live.answered = live.answered or time.monotonic()
+            self._finish(live, "cut" if cut else "cancelled")
+
+    def _finish(self, live: _Live, outcome: str, now: float | None = None) -> None:
+        with self._lock:
+            if live.outcome:
+                return
+            live.outcome = outcome
+            live.ended = now or time.monotonic()
+            live.active = None
+            self._pending -= 1
+            if self._progress is not None:
+                self._progress.update()
+            if self._pending == 0:
+                self._all_done.set()
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self, *, progress: bool = False) -> ReplayRun:
+        """Set up, replay, drain, clean up; return what was observed."""
+        if not self.agents:
+            raise ReplayError("the scenario has no agents")
+        started = time.monotonic()
+        self._pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="replay")
+        self._sched = _Scheduler(self._pool, self.stats)
+        notes = self._setup_policy()
+        watch_stream = self.routing.Watch(
+            routing_pb2.WatchRequest(tenant=self.tenant, types=list(WATCHED))
+        )
+        watcher = threading.Thread(target=self._watch, args=(watch_stream,), daemon=True)
+        watcher.start()
+        stop_beats = threading.Event()
+        beats = threading.Thread(target=self._heartbeats, args=(stop_beats,), daemon=True)
+        try:
+            self._setup_agents()
+            self._sync_watch()
+            beats.start()
+            stats = self._replay(progress)
+        finally:
+            self._closing.set()
+            stop_beats.set()
+            self._sched.stop()
+            watch_stream.cancel()
+            watcher.join(timeout=5)
+            self._log_off()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            if beats.is_alive():
+                beats.join(timeout=self.options.rpc_timeout_s * 2)
+        calls = tuple(self._observed())
+        ends = [c.ended_s for c in calls if c.ended_s is not None]
+        return ReplayRun(
+            tenant=self.tenant,
+            options=self.options,
+            policy=self._stated_policy(),
+            agents=tuple(self.agents),
+            calls=calls,
+            start_s=self._first,
+            end_s=max(ends, default=self._first),
+            rpc=self.stats.to_json(),
+            policy_notes=tuple(notes),
+            wall_s=time.monotonic() - started,
+            watch={
+                "events": self._watch_events,
+                "delivery_lag_ms": latency_summary(self._watch_lag_ms),
+                "agents_not_responding": self._not_responding,
+            },
+            service_stats=stats,
+        )
+
+    def _replay(self, progress: bool) -> dict[str, Any]:
+        speed = self.options.speed
+        self._t0 = t0 = time.monotonic() + 0.05
+        first = self._first
+        last_due = t0 + self.options.max_seconds
+        to_send: list[_Live] = []
+        for call in self.calls:
+            due = t0 + (call.arrival_s - first) / speed
+            if due > last_due:
+                break
+            wire = f"{self.tag}-{call.call_id}"
+            live = _Live(call, wire, due)
+            to_send.append(live)
+        with self._lock:
+            for live in to_send:
+                self._live[live.call.call_id] = live
+                self._by_wire[live.wire_id] = live
+            self._pending = len(to_send)
+            if not to_send:
+                self._all_done.set()
+        for agent in self.agents:
+            for at_s, presence in agent.presence[1:]:
+                due = t0 + (at_s - first) / speed
+                if due <= last_due + self.options.drain_s:
+                    change = functools.partial(
+                        self._presence, agent.agent_id, _PRESENCE[presence], "replay schedule"
+                    )
+                    self._sched.at(due, change)
+        self._sched.start()
+        with tqdm(total=len(to_send), desc="replay", unit="call", disable=not progress) as bar:
+            self._progress = bar
+            for live in to_send:
+                self._sched.at(live.due, lambda live=live: self._assign(live))  # type: ignore[misc]
+            horizon = (to_send[-1].due if to_send else t0) + self.options.drain_s
+            self._all_done.wait(max(0.0, horizon - time.monotonic()))
+            self._closing.set()
+            self._cut_remaining()
+            self._all_done.wait(self.options.rpc_timeout_s * MAX_ATTEMPTS)
+            self._progress = None
+        return self._service_stats()
+
+    def _log_off(self) -> None:
+        """Set every agent OFFLINE (bounded: what is not done in 10 s is left)."""
+        futures = [
+            self._pool.submit(self._presence, a.agent_id, pb.PRESENCE_OFFLINE, "replay finished")
+            for a in self.agents
+        ]
+        concurrent.futures.wait(futures, timeout=10)
+        for future in futures:
+            future.cancel()
+
+    def _cut_remaining(self) -> None:
+        """Past the drain limit: hang up on waiting calls, complete held ones."""
+        with self._lock:
+            open_calls = [live for live in self._live.values() if not live.outcome]
+        for live in open_calls:
+            with self._lock:
+                active = live.active
+            if active is not None:
+                self._pool.submit(self._complete, live, active[0], cut=True)
+            elif live.sent is not None:
+                self._pool.submit(self._cancel, live, "replay drain limit", cut=True)
+            else:
+                self._finish(live, "cut")
+
+    def _service_stats(self) -> dict[str, Any]:
+        """The service's own view at the end (GetStats): occupancy per agent, SL."""
+        response = self._rpc(
+            "GetStats", self.routing.GetStats, routing_pb2.GetStatsRequest(tenant=self.tenant)
+        )
+        if response is None:
+            return {}
+        return {
+            "queued": response.queued,
+            "occupancy": {a.agent_id: round(a.occupancy, 4) for a in response.agents},
+            "channels": {
+                pb.Channel.Name(c.channel).removeprefix("CHANNEL_").lower(): {
+                    "answered_15m": c.answered_15m,
+                    "abandoned_15m": c.abandoned_15m,
+                    "service_level_15m": (
+                        round(c.service_level_15m, 4) if c.HasField("service_level_15m") else None
+                    ),
+                }
+                for c in response.channels
+                if c.answered_15m or c.abandoned_15m
+            },
+        }
+
+    def _scenario_s(self, t: float | None) -> float | None:
+        """A monotonic instant as scenario seconds."""
+        if t is None:
+            return None
+        return self._first + (t - self._t0) * self.options.speed
+
+    def _observed(self) -> Iterator[ObservedCall]:
+        for call in self.calls:
+            live = self._live.get(call.call_id)
+            if live is None or live.sent is None:
+                yield ObservedCall(call, "", "not_sent", False, None, None, None, None, "", 0, 0)
+                continue
+            answered = live.answered is not None and live.outcome != "abandoned"
+            fit, quality = self._quality(live) if answered else (None, None)
+            speed = self.options.speed
+            wait: float | None = None
+            if answered and live.queued_ms is not None and live.answered_ms is not None:
+                queue_s = max(0, live.answered_ms - live.queued_ms) / 1000
+                wait = queue_s * speed + live.assign_latency
+            elif answered and not live.queued:
+                wait = live.assign_latency
+            elif answered and live.answered is not None:  # a missed event: the client's view
+                wait = (live.answered - live.sent) * speed
+            elif live.ended is not None:
+                wait = (live.ended - live.sent) * speed
+            handle = None
+            if answered and live.answered is not None and live.ended is not None:
+                handle = (live.ended - live.answered) * speed
+            yield ObservedCall(
+                call=call,
+                wire_id=live.wire_id,
+                outcome=live.outcome,
+                queued=live.queued,
+                sent_s=self._scenario_s(live.sent),
+                wait_s=wait,
+                handle_s=handle,
+                ended_s=self._scenario_s(live.ended),
+                agent_id=live.agent_id,
+                assignments=len(live.assignments),
+                requeued=live.requeued,
+                skill_match=fit,
+                effective_quality=quality,
+                answered=answered,
+            )
+
+
+CHANNEL_TO_PB = {channel: value for value, channel in CHANNELS.items()}
+_PRESENCE = {
+    "available": pb.PRESENCE_AVAILABLE,
+    "break": pb.PRESENCE_BREAK,
+    "away": pb.PRESENCE_AWAY,
+    "offline": pb.PRESENCE_OFFLINE,
+}
+
+
+def _initial(agent: ReplayAgent) -> pb.Presence.ValueType:
+    """The agent's presence when the replay starts."""
+    return _PRESENCE[agent.presence[0][1]] if agent.presence else pb.PRESENCE_AVAILABLE

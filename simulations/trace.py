@@ -1,0 +1,344 @@
+"""Call traces: the calls of one simulated (or recorded) day, as CSV or JSON Lines.
+
+A trace is the customer side of a simulation: when each call arrives, what it needs, how
+long its work takes at speed 1.0 and how long the caller would wait. ``generate_trace``
+draws it from a scenario's streams; ``read_trace``/``write_trace`` move it to and from files
+(format by suffix: ``.csv``, or ``.jsonl``/``.ndjson``). The simulator only ever consumes a
+trace, so a recorded day and a synthetic one are interchangeable, and two policies simulated
+on the same seed see exactly the same calls.
+
+Columns (CSV header, or the keys of each JSON object), in this order::
+
+    arrival_s    seconds from the simulation start (3 decimals: millisecond clock)
+    call_id      unique id
+    channel      voice | chat | email | whatsapp | social
+    skills       required skills "billing:5;tech:3" (name:min_level; empty: none); in JSONL
+                 also an object {"billing": 5}
+    language     required language tag, empty: any
+    region       the customer's region, empty: unknown
+    priority     0..10
+    handle_s     work content in seconds at agent speed 1.0 (the agent takes handle_s / speed)
+    patience_s   seconds the caller waits before hanging up; empty (JSON null): never
+
+Optional trailing columns, written only when some call uses them::
+
+    team              only this team's agents (until widening)
+    region_required   1/true: only agents of the call's region (until widening)
+    preferred_skills  "tech;sales"
+
+Generation (``generate_trace``): each stream has its own ``random.Random`` seeded with
+``"<seed>:<stream name>"``, so adding a stream never changes another's calls. Arrivals are a
+Poisson process whose rate is piecewise constant (the stream's daily profile); inside each
+constant piece, gaps are exponential and the piece boundary restarts the clock (exact by
+memorylessness). For each call, in order: the gap, the call type (by weight), the handle
+time, the patience. Call ids are ``<stream>-<n>`` (n from 000001). Trace files listed in the
+scenario are read and merged. The result is sorted by ``(arrival_s, call_id)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from router.domain import SKILL_LEVEL_MAX, SKILL_LEVEL_MIN, Channel
+from simulations import fields as fl
+from simulations.fields import DAY_S, ScenarioError
+from simulations.model import Scenario, Stream
+
+COLUMNS = (
+    "arrival_s",
+    "call_id",
+    "channel",
+    "skills",
+    "language",
+    "region",
+    "priority",
+    "handle_s",
+    "patience_s",
+)
+OPTIONAL_COLUMNS = ("team", "region_required", "preferred_skills")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceCall:
+    """One call of a trace (see the module docstring for the fields)."""
+
+    arrival_s: float
+    call_id: str
+    channel: Channel
+    skills: tuple[tuple[str, int], ...] = ()
+    language: str = ""
+    region: str = ""
+    priority: int = 0
+    handle_s: float = 300.0
+    patience_s: float | None = None
+    team: str = ""
+    region_required: bool = False
+    preferred_skills: tuple[str, ...] = ()
+
+
+# --- generation ------------------------------------------------------------------------------
+
+
+def generate_trace(scenario: Scenario, seed: int) -> list[TraceCall]:
+    """The calls of ``scenario`` for ``seed``: its streams' draws plus its trace files."""
+    calls: list[TraceCall] = []
+    for stream in scenario.streams:
+        calls.extend(_stream_calls(stream, scenario.duration_s, scenario.arrival_scale, seed))
+    for path in scenario.traces:
+        calls.extend(c for c in read_trace(path) if c.arrival_s < scenario.duration_s)
+    seen: set[str] = set()
+    for call in calls:
+        if call.call_id in seen:
+            raise ScenarioError("arrivals", f"call id {call.call_id!r} appears twice")
+        seen.add(call.call_id)
+    calls.sort(key=lambda c: (c.arrival_s, c.call_id))
+    return calls
+
+
+def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) -> list[TraceCall]:
+    rng = random.Random(f"{seed}:{stream.name}")
+    weights = [t.weight for t in stream.mix]
+    total_weight = sum(weights)
+    out: list[TraceCall] = []
+    bounds = [start for start, _ in stream.profile]
+    for day in range(math.ceil(duration_s / DAY_S)):
+        for i, (start, mult) in enumerate(stream.profile):
+            seg_start = day * DAY_S + start
+            seg_end = min(
+                day * DAY_S + (bounds[i + 1] if i + 1 < len(bounds) else DAY_S), duration_s
+            )
+            rate = stream.rate_per_hour * mult * scale / 3600.0
+            if rate <= 0 or seg_start >= seg_end:
+                continue
+            t = seg_start
+            while True:
+                t += -math.log(1.0 - rng.random()) / rate
+                if t >= seg_end:
+                    break
+                pick = rng.random() * total_weight
+                call_type = stream.mix[-1]
+                for candidate, weight in zip(stream.mix, weights, strict=True):
+                    if pick < weight:
+                        call_type = candidate
+                        break
+                    pick -= weight
+                handle = _ms(stream.handle.draw(rng))
+                patience = None if stream.patience is None else _ms(stream.patience.draw(rng))
+                out.append(
+                    TraceCall(
+                        arrival_s=round(t, 3),
+                        call_id=f"{stream.name}-{len(out) + 1:06d}",
+                        channel=stream.channel,
+                        skills=tuple((r.skill, r.min_level) for r in call_type.skills),
+                        language=call_type.language,
+                        region=call_type.region,
+                        priority=call_type.priority,
+                        handle_s=handle,
+                        patience_s=patience,
+                        team=stream.team,
+                        region_required=stream.region_required,
+                        preferred_skills=call_type.preferred_skills,
+                    )
+                )
+    return out
+
+
+def _ms(seconds: float) -> float:
+    """Seconds rounded to the millisecond clock, at least 1 ms."""
+    return max(0.001, round(seconds, 3))
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def write_trace(path: str | Path, calls: Iterable[TraceCall]) -> None:
+    """Write ``calls`` as CSV, or JSON Lines for a ``.jsonl``/``.ndjson`` suffix."""
+    file = Path(path)
+    rows = [_row(c) for c in calls]
+    extras = [col for col in OPTIONAL_COLUMNS if any(r[col] for r in rows)]
+    columns = [*COLUMNS, *extras]
+    if _is_jsonl(file):
+        lines = []
+        for row in rows:
+            record: dict[str, object] = {col: row[col] for col in columns}
+            record["arrival_s"] = float(row["arrival_s"])
+            record["priority"] = int(row["priority"])
+            record["handle_s"] = float(row["handle_s"])
+            record["patience_s"] = float(row["patience_s"]) if row["patience_s"] else None
+            if "region_required" in record:
+                record["region_required"] = row["region_required"] == "1"
+            lines.append(json.dumps(record, separators=(", ", ": ")))
+        file.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row[col] for col in columns])
+    file.write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def _row(call: TraceCall) -> dict[str, str]:
+    return {
+        "arrival_s": f"{call.arrival_s:.3f}",
+        "call_id": call.call_id,
+        "channel": call.channel.value,
+        "skills": ";".join(f"{name}:{level}" for name, level in call.skills),
+        "language": call.language,
+        "region": call.region,
+        "priority": str(call.priority),
+        "handle_s": f"{call.handle_s:.3f}",
+        "patience_s": "" if call.patience_s is None else f"{call.patience_s:.3f}",
+        "team": call.team,
+        "region_required": "1" if call.region_required else "",
+        "preferred_skills": ";".join(call.preferred_skills),
+    }
+
+
+def read_trace(path: str | Path) -> list[TraceCall]:
+    """Read a CSV or JSON Lines trace (by suffix). Raises ``ScenarioError`` naming the line
+    and column of a bad value, ``FileNotFoundError`` for a missing file."""
+    file = Path(path)
+    text = file.read_text(encoding="utf-8")
+    rows: list[tuple[str, Mapping[str, object]]] = []
+    if _is_jsonl(file):
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{file.name}:{n}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ScenarioError(where, f"not valid JSON: {err.msg}") from err
+            rows.append((where, fl.mapping(record, where)))
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ScenarioError(f"{file.name}:1", f"missing columns: {', '.join(missing)}")
+        for n, record in enumerate(reader, start=2):
+            rows.append((f"{file.name}:{n}", record))
+    calls = [_call(where, record) for where, record in rows]
+    seen: set[str] = set()
+    for (where, _), call in zip(rows, calls, strict=True):
+        if call.call_id in seen:
+            raise ScenarioError(f"{where}.call_id", f"duplicate call id {call.call_id!r}")
+        seen.add(call.call_id)
+    return calls
+
+
+def _call(where: str, record: Mapping[str, object]) -> TraceCall:
+    known = set(COLUMNS) | set(OPTIONAL_COLUMNS)
+    unknown = [k for k in record if k not in known]
+    if unknown:
+        raise ScenarioError(f"{where}.{unknown[0]}", "unknown column")
+    for col in ("arrival_s", "call_id", "channel", "handle_s"):
+        if record.get(col) in (None, ""):
+            raise ScenarioError(f"{where}.{col}", "is required")
+
+    def at(col: str) -> str:
+        return f"{where}.{col}"
+
+    patience_raw = record.get("patience_s")
+    patience = None
+    if patience_raw not in (None, ""):
+        patience = fl.number(_num(patience_raw, at("patience_s")), at("patience_s"), low=0)
+    language = str(record.get("language") or "")
+    region = str(record.get("region") or "")
+    return TraceCall(
+        arrival_s=fl.number(_num(record["arrival_s"], at("arrival_s")), at("arrival_s"), low=0),
+        call_id=fl.identifier(str(record["call_id"]), at("call_id")),
+        channel=fl.channel(record["channel"], at("channel")),
+        skills=_skills(record.get("skills"), at("skills")),
+        language=fl.language(language, at("language")) if language else "",
+        region=fl.name(region, at("region"), "region") if region else "",
+        priority=fl.integer(
+            _num(record.get("priority") or 0, at("priority")), at("priority"), low=0, high=10
+        ),
+        handle_s=fl.number(
+            _num(record["handle_s"], at("handle_s")), at("handle_s"), low=0, low_open=True
+        ),
+        patience_s=patience,
+        team=fl.name(record["team"], at("team"), "team") if record.get("team") else "",
+        region_required=_flag(record.get("region_required"), at("region_required")),
+        preferred_skills=_names(record.get("preferred_skills"), at("preferred_skills")),
+    )
+
+
+def _num(value: object, path: str) -> object:
+    """A CSV cell (a string) as a number; JSON numbers pass through."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ScenarioError(path, f"{value!r} is not a number") from None
+        return int(number) if number.is_integer() and "." not in value else number
+    return value
+
+
+def _skills(value: object, path: str) -> tuple[tuple[str, int], ...]:
+    if value in (None, ""):
+        return ()
+    pairs: dict[str, int] = {}
+    if isinstance(value, Mapping):
+        for key, level in value.items():
+            pairs[fl.name(key, f"{path}.{key}", "skill")] = fl.skill_level(level, f"{path}.{key}")
+    else:
+        for part in fl.string(value, path).split(";"):
+            if not part.strip():
+                continue
+            skill, sep, level = part.partition(":")
+            name = fl.name(skill.strip(), path, "skill")
+            if not sep:
+                pairs[name] = SKILL_LEVEL_MIN
+                continue
+            try:
+                number = int(level)
+            except ValueError:
+                raise ScenarioError(f"{path}.{name}", f"level {level!r} is not a number") from None
+            if not SKILL_LEVEL_MIN <= number <= SKILL_LEVEL_MAX:
+                raise ScenarioError(f"{path}.{name}", f"level {number} is not in 1..10")
+            pairs[name] = number
+    return tuple(sorted(pairs.items()))
+
+
+def _names(value: object, path: str) -> tuple[str, ...]:
+    if value in (None, ""):
+        return ()
+    if isinstance(value, list):
+        return tuple(fl.name(v, path, "skill") for v in value)
+    return tuple(
+        fl.name(v.strip(), path, "skill") for v in fl.string(value, path).split(";") if v.strip()
+    )
+
+
+def _flag(value: object, path: str) -> bool:
+    if value in (None, ""):
+        return False
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes"}:
+        return True
+    if text in {"0", "false", "no"}:
+        return False
+    raise ScenarioError(path, f"{value!r} is not a boolean (1/0, true/false)")
+
+
+def _is_jsonl(path: Path) -> bool:
+    return path.suffix.lower() in {".jsonl", ".ndjson"}
+
+
+def calls_by_channel(calls: Sequence[TraceCall]) -> dict[Channel, int]:
+    """How many calls of each channel a trace holds (a quick summary for tools)."""
+    counts: dict[Channel, int] = {}
+    for call in calls:
+        counts[call.channel] = counts.get(call.channel, 0) + 1
+    return counts

@@ -1,0 +1,265 @@
+"""Simulated agents: their live state, the snapshots the engine reads, and the indexes that
+keep each decision small.
+
+``SimAgent`` holds what the store keeps for an agent (presence, work in progress with its
+wrap-up, finished work spans for rolling occupancy, performance sums, the routing clocks, a
+sequence number) and builds the ``AgentSnapshot`` the engine reads, cached until the agent
+changes. The rules mirror ``router.memory_state``: a finished item becomes a ``WorkSpan`` from
+its start to the end of its wrap-up; ``last_free_ms`` moves when nothing is in progress any
+more (to the end of the latest wrap-up) and when the agent becomes available while idle.
+
+``Workforce`` indexes who could take what: the *capable* agents of a need (channel served,
+every required skill held, language spoken; static) and the *free* agents per channel
+(available, with room on the channel). A decision only ever sees ``capable & free``: agents
+that are busy, away or lack a skill are exactly those the engine would refuse anyway, so
+leaving them out changes no placement, only the exclusion counts in explanations, which
+the simulator does not report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from router.domain import (
+    AGENT_UNIT_BUDGET,
+    Absence,
+    ActiveWork,
+    AgentProfile,
+    AgentSnapshot,
+    Channel,
+    PerformanceStats,
+    Policy,
+    Presence,
+    WorkSpan,
+)
+from simulations.model import SIM_EPOCH_MS, AgentSpec
+
+NeedKey = tuple[Channel, tuple[str, ...], str]
+"""(channel, required skill names sorted, language): what decides who is capable."""
+
+
+class Work:
+    """One item an agent holds."""
+
+    __slots__ = ("active", "channel", "index", "start_ms", "token", "units", "wrap_until_ms")
+
+    def __init__(self, index: int, channel: Channel, units: int, start_ms: int, token: int) -> None:
+        self.index = index
+        self.channel = channel
+        self.units = units
+        self.start_ms = start_ms
+        self.token = token
+        """Matches the completion event scheduled for this item (a reclaimed item's event is
+        stale)."""
+        self.wrap_until_ms = 0
+        self.active: ActiveWork | None = None
+
+
+class SimAgent:
+    """One agent's live state."""
+
+    __slots__ = (
+        "_snapshot",
+        "absent",
+        "busy_log",
+        "handled",
+        "last_assigned_ms",
+        "last_free_ms",
+        "load",
+        "on_break",
+        "on_shift",
+        "performance",
+        "profile",
+        "refused_in",
+        "release",
+        "room",
+        "seq",
+        "spans",
+        "spec",
+        "staffed_log",
+        "units_used",
+        "work",
+    )
+
+    def __init__(self, spec: AgentSpec) -> None:
+        self.spec = spec
+        absences = tuple(
+            Absence(f"{spec.agent_id}/{i}", a.kind, _ms(a.start_s), _ms(a.end_s))
+            for i, a in enumerate(spec.absences)
+        )
+        self.profile = AgentProfile(
+            agent_id=spec.agent_id,
+            name=spec.agent_id,
+            team=spec.team,
+            skills=spec.skills,
+            languages=spec.languages,
+            region=spec.region,
+            timezone=spec.timezone,
+            capacity=spec.capacity,
+            max_occupancy=spec.max_occupancy,
+            absences=absences,
+            version=1,
+        )
+        self.on_shift = False
+        """Set by the first shift start (at 0 for agents without shifts)."""
+        self.on_break = 0
+        """Breaks in progress (a count, so overlapping breaks end cleanly)."""
+        self.absent = 0
+        """Scheduled absences in progress."""
+        self.work: dict[int, Work] = {}
+        self.load: dict[Channel, int] = dict.fromkeys(Channel, 0)
+        self.units_used = 0
+        self.spans: list[WorkSpan] = []
+        self.performance = PerformanceStats()
+        self.last_free_ms = SIM_EPOCH_MS
+        self.last_assigned_ms = 0
+        self.seq = 1
+        self._snapshot: AgentSnapshot | None = None
+        self.busy_log: list[tuple[int, int, int]] = []
+        """Finished busy intervals ``(start_ms, end_ms, units)`` (wrap-up included)."""
+        self.staffed_log: list[list[int]] = []
+        """Intervals ``[start_ms, end_ms]`` during which the agent was available (``end_ms``
+        is -1 while the interval is open)."""
+        self.handled = 0
+        self.release: tuple[int, float] | None = None
+        """``(seq, ms)``: when the rolling occupancy falls under the cap, as of ``seq``."""
+        self.refused_in: list[tuple[int, int]] = []
+        """Refusal caches (simulator) that hold this agent; cleared when it changes."""
+        self.room: dict[Channel, int] = {}
+        """Free slots per channel as last counted in ``Workforce.free_total``."""
+
+    @property
+    def agent_id(self) -> str:
+        """The agent's id."""
+        return self.spec.agent_id
+
+    @property
+    def available(self) -> bool:
+        """On shift, not on a break, not in a scheduled absence."""
+        return self.on_shift and self.on_break == 0 and self.absent == 0
+
+    @property
+    def presence(self) -> Presence:
+        """What the agent's presence would say in the service."""
+        if not self.on_shift:
+            return Presence.OFFLINE
+        if self.on_break:
+            return Presence.BREAK
+        if self.absent:
+            return Presence.AWAY
+        return Presence.AVAILABLE
+
+    def changed(self) -> None:
+        """Something the engine reads changed: new sequence number, snapshot rebuilt."""
+        self.seq += 1
+        self._snapshot = None
+
+    def snapshot(self, now_ms: int, window_ms: int) -> AgentSnapshot:
+        """The agent as the store would load it at ``now_ms`` (cached until ``changed``)."""
+        snap = self._snapshot
+        if snap is None:
+            cutoff = now_ms - window_ms
+            if self.spans and self.spans[0].end_ms < cutoff:
+                self.spans = [s for s in self.spans if s.end_ms >= cutoff]
+            active = tuple(w.active for w in self.work.values() if w.active is not None)
+            snap = AgentSnapshot(
+                profile=self.profile,
+                presence=self.presence,
+                presence_since_ms=0,
+                heartbeat_ms=now_ms,
+                active=active,
+                recent=tuple(self.spans),
+                performance=self.performance,
+                last_free_ms=self.last_free_ms,
+                last_assigned_ms=self.last_assigned_ms,
+                seq=self.seq,
+            )
+            self._snapshot = snap
+        return snap
+
+    def free_slots(self, channel: Channel, policy: Policy) -> int:
+        """Items of ``channel`` the agent could take now (``scoring.load.free_slots``)."""
+        by_capacity = self.spec.capacity.get(channel, 0) - self.load[channel]
+        units = policy.units_for(channel)
+        if units <= 0:
+            return max(0, by_capacity)
+        return max(0, min(by_capacity, (AGENT_UNIT_BUDGET - self.units_used) // units))
+
+    def in_progress(self) -> bool:
+        """Holds work that is not in wrap-up."""
+        return any(w.wrap_until_ms == 0 for w in self.work.values())
+
+    def staffed(self, now_ms: int, available: bool) -> None:
+        """Log the start or end of an available interval."""
+        if available:
+            self.staffed_log.append([now_ms, -1])
+        elif self.staffed_log and self.staffed_log[-1][1] < 0:
+            self.staffed_log[-1][1] = now_ms
+
+
+def _ms(seconds: float) -> int:
+    return SIM_EPOCH_MS + round(seconds * 1000)
+
+
+class Workforce:
+    """All agents, with the capable/free indexes (see the module docstring)."""
+
+    def __init__(self, specs: Iterable[AgentSpec], policy: Policy) -> None:
+        self.policy = policy
+        self.agents: dict[str, SimAgent] = {s.agent_id: SimAgent(s) for s in specs}
+        self.free: dict[Channel, set[str]] = {c: set() for c in Channel}
+        self.free_total: dict[Channel, int] = dict.fromkeys(Channel, 0)
+        """Per channel: free slots of the available agents (occupancy cap ignored)."""
+        self.staffed_slots: dict[Channel, int] = dict.fromkeys(Channel, 0)
+        """Per channel: items the available agents could hold at full capacity (the
+        forecast's ``staffed_slots``)."""
+        self._capable: dict[NeedKey, frozenset[str]] = {}
+        self._served: dict[str, tuple[Channel, ...]] = {
+            a.agent_id: tuple(c for c in Channel if a.spec.capacity.get(c, 0) > 0)
+            for a in self.agents.values()
+        }
+
+    def capable(self, key: NeedKey) -> frozenset[str]:
+        """Agents serving the channel, holding every skill and speaking the language."""
+        found = self._capable.get(key)
+        if found is None:
+            channel, skills, language = key
+            found = frozenset(
+                a.agent_id
+                for a in self.agents.values()
+                if a.spec.capacity.get(channel, 0) > 0
+                and all(s in a.spec.skills for s in skills)
+                and (not language or language in a.spec.languages)
+            )
+            self._capable[key] = found
+        return found
+
+    def matching(self, key: NeedKey) -> set[str]:
+        """Capable agents with room on the channel now."""
+        return self.free[key[0]] & self.capable(key)
+
+    def refresh(self, agent: SimAgent) -> None:
+        """Re-index ``agent`` after its work or availability changed."""
+        agent_id = agent.agent_id
+        available = agent.available
+        for channel in self._served[agent_id]:
+            slots = agent.free_slots(channel, self.policy) if available else 0
+            self.free_total[channel] += slots - agent.room.get(channel, 0)
+            agent.room[channel] = slots
+            if slots > 0:
+                self.free[channel].add(agent_id)
+            else:
+                self.free[channel].discard(agent_id)
+
+    def set_available(self, agent: SimAgent, before: bool, now_ms: int) -> None:
+        """Staffing book-keeping after ``agent``'s availability may have changed from
+        ``before`` (the caller then marks the agent changed and re-indexes it)."""
+        after = agent.available
+        if after != before:
+            sign = 1 if after else -1
+            for channel in self._served[agent.agent_id]:
+                units = self.policy.units_for(channel)
+                capacity = agent.spec.capacity.get(channel, 0)
+                full = capacity if units <= 0 else min(capacity, AGENT_UNIT_BUDGET // units)
+                self.staffed_slots[channel] += sign * full
+            agent.staffed(now_ms, after)

@@ -1,0 +1,252 @@
+"""``python -m simulations``: every subcommand end to end on the real simulator, exit codes,
+and the confidence intervals of ``compare``."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from router.memory_store import MemoryStore
+from router.server import RunningServer, create_server
+from router.settings import Settings
+from simulations.__main__ import main, parse_rate
+from simulations.compare import summarize, t_quantile_95
+from simulations.scenario import load_scenario
+from simulations.trace import generate_trace, read_trace
+from tests.simulation.test_report import assert_self_contained
+
+TINY = """\
+# Two channels, six agents, one hour: a second or so per simulation.
+name: tiny
+duration_s: 3600
+drain_s: 1800
+timeline_bucket_s: 600
+policy: {strategy: balanced, max_occupancy: 0.85}
+sla: {voice: 20, chat: 60}
+agents:
+  - id_prefix: agent
+    count: 5
+    languages: [en]
+    skills: {billing: 6}
+    channels: {voice: 1, chat: 2}
+    quality: [0.6, 0.75]
+  - id: star
+    languages: [en]
+    skills: {billing: 9}
+    channels: {voice: 1, chat: 2}
+    quality: 0.95
+    top_performer: true
+arrivals:
+  - {channel: voice, rate_per_hour: 70, skills: {billing: 3}, language: en,
+     handle: 200, patience: 120}
+  - {channel: chat, rate_per_hour: 40, skills: {billing: 2}, language: en,
+     handle: 300, patience: 180}
+"""
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Path:
+    """The tiny scenario as a file."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` names every command and shows runnable examples and the exit codes."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("run", "compare", "trace", "replay", "erlang"):
+        assert command in text
+    assert "examples:" in text
+    assert "python -m simulations compare" in text
+    assert "exit codes" in text
+
+
+def test_run_writes_kpis_records_and_a_self_contained_report(
+    scenario: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run`` writes kpis.json, records.csv and report.html (four inline charts, no external
+    URL) and prints a KPI table."""
+    out = tmp_path / "run"
+    assert main(["run", str(scenario), "--seed", "2", "--out", str(out), "--quiet"]) == 0
+    kpis = json.loads((out / "kpis.json").read_text())
+    assert kpis["scenario"] == "tiny"
+    assert kpis["seed"] == 2
+    rows = (out / "records.csv").read_text().splitlines()
+    assert rows[0].startswith("call_id,channel,arrival_s")
+    assert len(rows) - 1 == kpis["calls"]
+    page = assert_self_contained((out / "report.html").read_text())
+    assert len(page.images) == 4
+    printed = capsys.readouterr().out
+    assert "service level" in printed
+    assert re.search(r"^voice\s+\d+", printed, re.MULTILINE)
+
+
+def test_run_default_out_dir_and_policy(
+    scenario: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --out the files go to out/run-<scenario>; --policy overrides the scenario's."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(scenario), "--policy", "longest-idle", "--quiet"]) == 0
+    kpis = json.loads((tmp_path / "out" / "run-tiny" / "kpis.json").read_text())
+    assert kpis["policy"] == "longest_idle"
+
+
+def test_compare_writes_intervals_for_each_policy(scenario: Path, tmp_path: Path) -> None:
+    """2 policies x 2 seeds: compare.json holds 4 runs and, per KPI and policy, a mean
+    inside its 95 % t interval over n = 2; the report has the grouped and small-multiple
+    charts."""
+    out = tmp_path / "cmp"
+    argv = ["compare", str(scenario), "--policies", "balanced,best_skill", "--seeds", "2"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    data = json.loads((out / "compare.json").read_text())
+    assert data["policies"] == ["balanced", "best_skill"]
+    assert data["seeds"] == [1, 2]
+    assert len(data["runs"]) == 4
+    level = data["metrics"]["overall.service_level"]["policies"]["balanced"]
+    assert level["n"] == 2
+    assert level["ci_low"] <= level["mean"] <= level["ci_high"]
+    values = [
+        r["values"]["overall.service_level"] for r in data["runs"] if r["policy"] == "balanced"
+    ]
+    expected = summarize(values)
+    assert level["half_width"] == pytest.approx(expected.half_width)
+    assert expected.half_width == pytest.approx(12.706 * abs(values[0] - values[1]) / 2)
+    assert "channels.voice.service_level" in data["metrics"]
+    page = assert_self_contained((out / "report.html").read_text())
+    assert len(page.images) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("agents: [{id: a, skills: {billing: 11}}]\narrivals: []", "agents[0].skills.billing"),
+        ("pool: {agents: 3, rate_per_hour: 10}", "pool.mean_handle_s"),
+        ("pool: {agents: 3, rate_per_hour: 10, mean_handle_s: 60}\ndurration_s: 5", "durration_s"),
+    ],
+)
+def test_bad_scenario_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, field: str
+) -> None:
+    """A scenario error is one line naming the field, exit code 2, no traceback."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert field in err
+    assert "Traceback" not in err
+
+
+def test_usage_errors_exit_2(scenario: Path, tmp_path: Path) -> None:
+    """Missing files, unknown policies, bad rates and remote targets are usage errors."""
+    assert main(["run", str(tmp_path / "nope.yaml"), "--quiet"]) == 2
+    assert main(["run", str(scenario), "--policy", "fastest", "--quiet"]) == 2
+    assert main(["erlang", "--rate", "lots", "--aht", "180", "--agents", "10"]) == 2
+    assert main(["trace", str(scenario), "--seed", "1", "--out", str(tmp_path / "t.txt")]) == 2
+    target = ["--target", "10.1.2.3:50051", "--quiet"]
+    assert main(["replay", str(scenario), *target]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run"])
+    assert exit_info.value.code == 2
+
+
+def test_the_module_runs_as_a_program(tmp_path: Path) -> None:
+    """``python -m simulations`` exits 2 with one error line for a bad scenario."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("pool: {agents: 0, rate_per_hour: 10, mean_handle_s: 60}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "simulations", "run", str(path), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: scenario")
+    assert "pool.agents" in done.stderr
+
+
+def test_erlang_prints_textbook_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    """10 agents, 1 call per 20 s, 180 s handle time (9 Erlang): Erlang C gives
+    P(wait) = 66.9 %, 40.2 % answered within 20 s and an ASA of 120 s (2.0 min); with
+    patience, Erlang A adds a row with the abandonment."""
+    assert main(["erlang", "--rate", "0.05", "--aht", "180", "--agents", "10"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("Erlang C"))
+    assert row.split()[2:6] == ["66.9", "%", "40.2", "%"]
+    assert "2.0 min" in row
+    assert "9.00 Erlang" in out
+    argv = ["erlang", "--rate", "180/h", "--aht", "180", "--agents", "10", "--patience", "120"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Erlang A (patience 120 s)" in out
+
+
+def test_rates_parse_per_second_minute_or_hour() -> None:
+    """0.05, 3/min and 180/h are the same rate."""
+    for text in ("0.05", "0.05/s", "3/min", "180/h"):
+        assert parse_rate(text) == pytest.approx(0.05)
+
+
+def test_trace_writes_the_scenario_calls(scenario: Path, tmp_path: Path) -> None:
+    """``trace`` writes exactly ``generate_trace`` for the seed, as CSV or JSON Lines."""
+    expected = generate_trace(load_scenario(scenario), 4)
+    for suffix in ("csv", "jsonl"):
+        out = tmp_path / f"day.{suffix}"
+        assert main(["trace", str(scenario), "--seed", "4", "--out", str(out)]) == 0
+        assert read_trace(out) == expected
+
+
+def test_t_quantiles_and_intervals() -> None:
+    """Student t quantiles match the tables (interpolated past 30) and the interval of
+    1..5 is 3 ± 2.776 * sd / sqrt(5)."""
+    assert t_quantile_95(1) == 12.706
+    assert t_quantile_95(10) == 2.228
+    assert t_quantile_95(50) == pytest.approx(2.009, abs=0.001)
+    assert t_quantile_95(10**6) == pytest.approx(1.960, abs=0.001)
+    s = summarize([1, 2, 3, 4, 5])
+    assert s.mean == 3
+    assert s.half_width == pytest.approx(2.776 * math.sqrt(2.5) / math.sqrt(5))
+    assert summarize([0.7]).half_width == 0
+    assert summarize([None, math.nan]).n == 0
+
+
+@pytest.fixture
+def live() -> Iterator[RunningServer]:
+    """A real router over the in-memory store on a free loopback port."""
+    running = create_server(Settings(port=0, dispatch_tick_s=0.05), MemoryStore())
+    yield running
+    running.stop(0)
+
+
+@pytest.mark.timeout(90)
+def test_replay_command_against_a_live_server(
+    scenario: Path, tmp_path: Path, live: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``replay`` of the scenario's trace at x600: exit 0, replay.json with latency per RPC
+    and no errors, plus kpis.json, records.csv and the report of the real decisions."""
+    out = tmp_path / "replay"
+    argv = ["replay", str(scenario), "--target", f"127.0.0.1:{live.port}", "--speed", "600"]
+    assert main([*argv, "--max-calls", "40", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "replay.json").read_text())
+    assert summary["requests"]["errors"] == 0
+    assert summary["calls"]["sent"] == 40
+    assert summary["calls"]["answered"] + summary["calls"]["abandoned"] == 40
+    assert summary["requests"]["latency_ms"]["Assign"]["n"] == 40
+    kpis = json.loads((out / "kpis.json").read_text())
+    assert kpis["overall"]["offered"] == 40
+    assert_self_contained((out / "report.html").read_text())
+    printed = capsys.readouterr().out
+    assert "Assign" in printed
+    assert "p99 ms" in printed

@@ -1,0 +1,277 @@
+"""Live replay against a real gRPC server (in-memory store and a real redis-server)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import redis
+
+from router import local_redis
+from router.domain import Channel, Policy, frozen_map
+from router.memory_store import MemoryStore
+from router.redis_store import RedisStore
+from router.server import RunningServer, create_server
+from router.settings import Settings
+from router.store import Store
+from router.v1 import routing_pb2, routing_pb2_grpc
+from router.v1 import types_pb2 as pb
+from simulations.model import DAY_S, AbsenceSpec, AgentSpec
+from simulations.replay import Replayer, ReplayRun
+from simulations.replay_plan import (
+    ReplayError,
+    ReplayOptions,
+    agents_from_scenario,
+    check_target,
+    compress_policy,
+    presence_schedule,
+)
+from simulations.replay_report import replay_kpis, summarize_replay
+from simulations.scenario import Scenario, parse_scenario
+from simulations.trace import TraceCall, generate_trace
+
+SPEED = 400.0
+
+
+TINY: dict[str, object] = {
+    "name": "tiny",
+    "duration_s": 1500,
+    "drain_s": 600,
+    "policy": {"strategy": "balanced", "max_occupancy": 0.9},
+    "sla": {"voice": 20, "chat": 60},
+    "agents": [
+        {
+            "id_prefix": "agent",
+            "count": 4,
+            "languages": ["en"],
+            "skills": {"billing": 6},
+            "channels": {"voice": 1, "chat": 2},
+            "quality": [0.6, 0.8],
+        },
+        {
+            "id": "star",
+            "languages": ["en"],
+            "skills": {"billing": 9, "tech": 8},
+            "channels": {"voice": 1, "chat": 2},
+            "quality": 0.95,
+            "top_performer": True,
+            "breaks": [{"start": "00:10", "duration_s": 300}],
+        },
+    ],
+    "arrivals": [
+        {
+            "channel": "voice",
+            "rate_per_hour": 95,
+            "skills": {"billing": 3},
+            "language": "en",
+            "handle": 150,
+            "patience": 90,
+        },
+        {
+            "channel": "chat",
+            "rate_per_hour": 45,
+            "skills": {"billing": 2},
+            "language": "en",
+            "handle": 240,
+            "patience": 150,
+        },
+    ],
+}
+"""About 50 calls in 25 minutes on five agents, one of them on a break for five: enough
+load that calls queue, the dispatcher answers some from the queue, and some callers hang
+up."""
+
+
+def _scenario() -> Scenario:
+    return parse_scenario(TINY, name="tiny")
+
+
+def _calls(scenario: Scenario) -> list[TraceCall]:
+    return generate_trace(scenario, seed=3)[:50]
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A private redis-server for this module."""
+    try:
+        server = local_redis.start()
+    except local_redis.LocalRedisError as exc:
+        pytest.fail(f"replay tests need redis-server: {exc}", pytrace=False)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def service(request: pytest.FixtureRequest) -> Iterator[tuple[RunningServer, str]]:
+    """A real router on a free loopback port, over each store."""
+    store: Store
+    if request.param == "memory":
+        store = MemoryStore()
+    else:
+        url: str = request.getfixturevalue("redis_url")
+        client = redis.Redis.from_url(url, decode_responses=True)
+        client.flushall()
+        store = RedisStore(client)
+    running = create_server(Settings(port=0, dispatch_tick_s=0.05), store)
+    yield running, f"127.0.0.1:{running.port}"
+    running.stop(0)
+
+
+def _replay(target: str, scenario: Scenario) -> ReplayRun:
+    calls = _calls(scenario)
+    options = ReplayOptions(target=target, speed=SPEED, max_seconds=20, drain_s=10, workers=8)
+    agents = agents_from_scenario(scenario, calls[0].arrival_s, scenario.horizon_s)
+    with grpc.insecure_channel(target) as channel:
+        return Replayer(channel, agents, calls, options, policy=scenario.policy).run()
+
+
+@pytest.mark.timeout(60)
+def test_replay_assigns_or_abandons_every_call_exactly_once(
+    service: tuple[RunningServer, str],
+) -> None:
+    """50 calls at x400 against a live server: no RPC fails, and every call ends answered
+    (one assignment, completed) or abandoned (none) - in the client's view and in the
+    service's own timeline of the call."""
+    _, target = service
+    run = _replay(target, _scenario())
+    assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
+    assert len(run.calls) == 50
+    assert any(c.queued for c in run.calls)
+    outcomes = {r.call.call_id: r.outcome for r in run.calls}
+    assert set(outcomes.values()) <= {"completed", "abandoned", "cancelled"}, outcomes
+    assert any(r.outcome == "completed" for r in run.calls)
+    with grpc.insecure_channel(target) as channel:
+        routing = routing_pb2_grpc.RoutingServiceStub(channel)
+        for result in run.calls:
+            info = routing.GetCall(
+                routing_pb2.GetCallRequest(tenant=run.tenant, call_id=result.wire_id)
+            ).call
+            kinds = [e.type for e in info.timeline]
+            assigned = kinds.count("ASSIGNED")
+            abandoned = kinds.count("ABANDONED")
+            assert assigned + abandoned == 1, (result.call.call_id, kinds)
+            if result.outcome == "abandoned":
+                assert info.status == pb.CALL_STATUS_ABANDONED
+                assert result.assignments == 0
+                assert not result.answered
+            else:
+                assert result.answered
+                assert result.assignments == 1
+                expected = pb.CALL_STATUS_COMPLETED
+                if result.outcome == "cancelled":
+                    expected = pb.CALL_STATUS_CANCELLED
+                assert info.status == expected, (result.call.call_id, kinds)
+    assert {r.outcome for r in run.calls} >= {"completed", "abandoned"}
+
+
+@pytest.mark.timeout(60)
+def test_replay_accepts_offers_and_reports_latency(service: tuple[RunningServer, str]) -> None:
+    """With offers on voice, every answered voice call went through Accept; replay.json
+    carries latency percentiles per RPC (no NaN) and the KPIs of the real decisions in the
+    simulator's own kpis.json shape."""
+    _, target = service
+    # Scenario files ignore offers (the simulator accepts at once); the live service uses them.
+    base = _scenario()
+    scenario = base.with_policy(
+        dataclasses.replace(base.policy, offer_timeout_s=frozen_map({Channel.VOICE: 30}))
+    )
+    run = _replay(target, scenario)
+    assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
+    answered_voice = [r for r in run.calls if r.answered and r.call.channel == Channel.VOICE]
+    assert answered_voice
+    assert run.rpc["requests_by_method"]["Accept"] >= len(answered_voice)
+    kpis, records = replay_kpis(run, scenario)
+    summary = summarize_replay(run, kpis)
+    text = json.dumps(summary, allow_nan=False)
+    assert '"Assign"' in text
+    assign = summary["requests"]["latency_ms"]["Assign"]
+    assert assign["n"] >= 50
+    assert 0 < assign["p50"] <= assign["p90"] <= assign["p99"] <= assign["max"]
+    assert len(records) == 50
+    assert kpis["overall"]["offered"] == 50
+    assert kpis["overall"]["answered"] == summary["calls"]["answered"]
+    assert kpis["overall"]["abandoned"] == summary["calls"]["abandoned"]
+    assert set(kpis["agents"]) == {a.agent_id for a in scenario.agents}
+    assert 0 < kpis["fairness"]["occupancy_mean"] <= 1
+    assert kpis["agents"]["star"]["top_performer"] is True
+
+
+def test_loopback_guard() -> None:
+    """Loopback targets pass; anything else needs allow_remote."""
+    for ok in ("127.0.0.1:50051", "localhost:1", "[::1]:9000", "127.3.4.5:80"):
+        check_target(ok, allow_remote=False)
+    for bad in ("10.0.0.8:50051", "router.prod.example:443", "0.0.0.0:50051"):
+        with pytest.raises(ReplayError, match="allow-remote"):
+            check_target(bad, allow_remote=False)
+        check_target(bad, allow_remote=True)
+    with pytest.raises(ReplayError, match="HOST:PORT"):
+        check_target("127.0.0.1", allow_remote=False)
+
+
+def test_compress_policy_divides_durations_and_notes_clamps() -> None:
+    """Durations shrink by the speed; what the API cannot express is clamped and named."""
+    policy, notes = compress_policy(Policy(), 60)
+    assert policy.occupancy_window_s == 60
+    assert policy.expected_handle_s[Channel.VOICE] == 5
+    assert policy.sla[Channel.CHAT].target_s == 1
+    assert policy.sla[Channel.VOICE].target_s == 1
+    assert any(n.startswith("voice.sla_target") for n in notes)
+    assert policy.heartbeat_timeout_s == Policy().heartbeat_timeout_s
+
+
+def test_options_are_bounded() -> None:
+    """Nonsense bounds are refused before anything is sent."""
+    with pytest.raises(ReplayError, match="speed"):
+        ReplayOptions(target="127.0.0.1:1", speed=0)
+    with pytest.raises(ReplayError, match="workers"):
+        ReplayOptions(target="127.0.0.1:1", workers=10_000)
+
+
+def test_presence_schedule_follows_shifts_breaks_and_absences() -> None:
+    """An agent on 08:00-16:00 with a 12:00 half-hour break and an absence on day 1 is
+    offline, available, on a break, available, offline, ... exactly at those times."""
+    agent = AgentSpec(
+        "ana",
+        shift=(8 * 3600, 16 * 3600),
+        breaks=((12 * 3600, 1800),),
+        absences=(AbsenceSpec(DAY_S, 2 * DAY_S),),
+    )
+    schedule = presence_schedule(agent, 0, 2 * DAY_S)
+    assert schedule[:5] == (
+        (0, "offline"),
+        (8 * 3600, "available"),
+        (12 * 3600, "break"),
+        (12 * 3600 + 1800, "available"),
+        (16 * 3600, "offline"),
+    )
+    day1 = [state for t, state in schedule if DAY_S <= t < 2 * DAY_S]
+    assert "available" not in day1
+    assert "away" in day1
+    assert presence_schedule(AgentSpec("ben"), 0, DAY_S) == ()
+
+
+@pytest.mark.timeout(60)
+def test_replay_is_bounded_and_leaves_nothing_behind(service: tuple[RunningServer, str]) -> None:
+    """At x20 with 1 s of arrivals and 1 s of drain, only the first calls are sent, the run
+    ends within seconds, and every call it sent ends in a final state on the service:
+    waiting ones cancelled, held ones completed (counted as cut)."""
+    _, target = service
+    scenario = _scenario()
+    calls = _calls(scenario)
+    options = ReplayOptions(target=target, speed=20, max_seconds=1, drain_s=1, workers=4)
+    agents = agents_from_scenario(scenario, calls[0].arrival_s, scenario.horizon_s)
+    with grpc.insecure_channel(target) as channel:
+        run = Replayer(channel, agents, calls, options, policy=scenario.policy).run()
+        routing = routing_pb2_grpc.RoutingServiceStub(channel)
+        sent = [c for c in run.calls if c.outcome != "not_sent"]
+        assert 0 < len(sent) < len(calls)
+        assert run.wall_s < 15
+        assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
+        final = {pb.CALL_STATUS_COMPLETED, pb.CALL_STATUS_ABANDONED, pb.CALL_STATUS_CANCELLED}
+        for c in sent:
+            assert c.outcome in {"completed", "abandoned", "cancelled", "cut"}
+            info = routing.GetCall(routing_pb2.GetCallRequest(tenant=run.tenant, call_id=c.wire_id))
+            assert info.call.status in final, (c.call.call_id, c.outcome)

@@ -1,0 +1,250 @@
+"""The HTML reports: self-contained, every chart present, readable with missing figures."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulations import report
+from simulations.compare import summarize
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class Page(HTMLParser):
+    """Collects what the tests look at: images, headings, and every attribute value."""
+
+    def __init__(self, text: str) -> None:
+        """Parse ``text`` at once."""
+        super().__init__()
+        self.images: list[dict[str, str]] = []
+        self.headings: list[str] = []
+        self.tags: list[str] = []
+        self.attributes: list[str] = []
+        self._heading = False
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Record the tag and its attributes."""
+        self.tags.append(tag)
+        values = {k: v or "" for k, v in attrs}
+        self.attributes.extend(values.values())
+        if tag == "img":
+            self.images.append(values)
+        self._heading = tag in {"h1", "h2"}
+
+    def handle_endtag(self, tag: str) -> None:
+        """Leave a heading."""
+        if tag in {"h1", "h2"}:
+            self._heading = False
+
+    def handle_data(self, data: str) -> None:
+        """Keep heading text."""
+        if self._heading and data.strip():
+            self.headings.append(data.strip())
+
+
+def assert_self_contained(text: str) -> Page:
+    """No external URL anywhere, no scripts or stylesheets to fetch, every image an inline
+    PNG that decodes."""
+    page = Page(text)
+    assert text.startswith("<!DOCTYPE html>")
+    assert not re.search(r"(?i)https?://|//[a-z0-9-]+\.[a-z]", text)
+    assert "script" not in page.tags
+    assert "link" not in page.tags
+    for image in page.images:
+        assert image["src"].startswith("data:image/png;base64,")
+        assert base64.b64decode(image["src"].split(",", 1)[1]).startswith(PNG_MAGIC)
+        assert image.get("alt")
+    for value in page.attributes:
+        assert not value.startswith(("http", "//", "/")), value
+    return page
+
+
+def _kpis(agents: int = 6) -> dict[str, Any]:
+    channel = {
+        "offered": 120,
+        "answered": 110,
+        "abandoned": 10,
+        "abandon_rate": 10 / 120,
+        "service_level": 0.78,
+        "asa_s": 14.2,
+        "wait_p50_s": 3.0,
+        "wait_p90_s": 41.0,
+        "wait_p99_s": 95.0,
+        "sla_breaches": 26,
+    }
+    return {
+        "scenario": "tiny <test>",
+        "policy": "balanced",
+        "seed": 3,
+        "duration_s": 7200,
+        "calls": 240,
+        "events": 1000,
+        "overall": channel,
+        "channels": {"voice": channel, "chat": {**channel, "service_level": 0.93}},
+        "agents": {
+            f"a{i}": {
+                "handled": 10 + i,
+                "occupancy": 0.5 + 0.05 * i,
+                "peak_occupancy": 0.6 + 0.05 * i,
+                "top_performer": i == 0,
+            }
+            for i in range(agents)
+        },
+        "fairness": {
+            "occupancy_mean": 0.62,
+            "occupancy_std": 0.09,
+            "occupancy_gini": 0.08,
+            "handled_gini": 0.1,
+        },
+        "top_performers": {"share_of_calls": 0.2, "mean_occupancy": 0.5, "peak_occupancy": 0.6},
+        "quality": {"skill_match_mean": 0.8, "estimated_csat": 4.1, "estimated_resolution": 0.7},
+        "timeline": {
+            "bucket_s": 900,
+            "service_level": [0.9, None, 0.7, 0.8, 0.85, 0.6, 0.95, 1.0],
+            "queue_max": [0, 0, 3, 5, 2, 8, 1, 0],
+            "occupancy_mean": [0.3, 0.4, 0.7, 0.8, 0.6, 0.9, 0.5, 0.3],
+            "arrivals": [10, 0, 40, 50, 30, 60, 20, 10],
+        },
+    }
+
+
+def _records() -> list[dict[str, str]]:
+    rows = []
+    for i in range(60):
+        abandoned = i % 10 == 0
+        rows.append(
+            {
+                "call_id": f"c{i}",
+                "channel": "voice" if i % 3 else "chat",
+                "arrival_s": str(i * 60),
+                "answered_s": "" if abandoned else str(i * 60 + i),
+                "wait_s": str(float(i)),
+                "abandoned": str(abandoned).lower(),
+                "agent_id": "" if abandoned else f"a{i % 6}",
+                "handle_s": "200",
+                "end_s": str(i * 60 + 300),
+                "skill_match": "0.8",
+                "within_sla": str(i <= 20).lower(),
+                "priority": "0",
+            }
+        )
+    return rows
+
+
+def test_run_report_has_every_chart_inline_and_no_external_url() -> None:
+    """A run report: headline cards, four charts (waits, timeline, occupancy, calls per
+    agent) as inline PNGs, a 'what this means' line per section, HTML-escaped names."""
+    text = report.run_report_html(_kpis(), _records(), occupancy_cap=0.85)
+    page = assert_self_contained(text)
+    assert len(page.images) == 4
+    assert page.headings[:2] == ["Routing simulation · tiny <test>", "Headline"]
+    for title in (
+        "Wait-time distribution",
+        "Service level through the day",
+        "Occupancy per agent",
+        "Calls per agent",
+    ):
+        assert title in page.headings
+    assert text.count('class="what"') == 5
+    assert "tiny &lt;test&gt;" in text
+    assert "78.0 %" in text  # voice service level card
+    assert "goal 80 % within 20 s" in text
+
+
+def test_run_report_from_files(tmp_path: Path) -> None:
+    """``write_run_report`` reads kpis.json and records.csv from a run directory."""
+    (tmp_path / "kpis.json").write_text(json.dumps(_kpis()))
+    rows = _records()
+    lines = [",".join(rows[0])] + [",".join(r.values()) for r in rows]
+    (tmp_path / "records.csv").write_text("\n".join(lines) + "\n")
+    path = report.write_run_report(tmp_path, sla={"voice": (30, 0.9)})
+    text = path.read_text()
+    assert_self_contained(text)
+    assert "goal 90 % within 30 s" in text
+
+
+def test_run_report_survives_an_empty_run() -> None:
+    """No calls, no agents, undefined KPIs (null): still a page, with dashes, not a crash."""
+    kpis = {
+        "scenario": "empty",
+        "overall": {"offered": 0, "service_level": None, "asa_s": None},
+        "channels": {},
+        "agents": {},
+        "fairness": {},
+        "timeline": {"bucket_s": 900, "arrivals": []},
+    }
+    page = assert_self_contained(report.run_report_html(kpis, []))
+    assert page.images == []
+    assert "Average speed of answer" in report.run_report_html(kpis, [])
+
+
+def _compare() -> dict[str, Any]:
+    def metric(label: str, unit: str, better: str, values: dict[str, list[float]]) -> Any:
+        return {
+            "label": label,
+            "unit": unit,
+            "better": better,
+            "policies": {p: summarize(v).as_dict() for p, v in values.items()},
+        }
+
+    return {
+        "scenario": "tiny",
+        "policies": ["balanced", "longest_idle"],
+        "seeds": [1, 2, 3],
+        "metrics": {
+            "channels.voice.service_level": metric(
+                "Service level, voice",
+                "%",
+                "higher",
+                {"balanced": [0.8, 0.82, 0.85], "longest_idle": [0.7, 0.75, 0.72]},
+            ),
+            "channels.chat.service_level": metric(
+                "Service level, chat",
+                "%",
+                "higher",
+                {"balanced": [0.9, 0.92, 0.95], "longest_idle": [0.9, 0.91, 0.93]},
+            ),
+            "overall.asa_s": metric(
+                "Average speed of answer",
+                "s",
+                "lower",
+                {"balanced": [10, 12, 11], "longest_idle": [15, 14, 19]},
+            ),
+            "fairness.occupancy_gini": metric(
+                "Occupancy Gini",
+                "",
+                "lower",
+                {"balanced": [0.05, 0.06, 0.04], "longest_idle": [0.1, 0.12, 0.11]},
+            ),
+        },
+    }
+
+
+def test_compare_report_has_table_with_intervals_and_grouped_bars() -> None:
+    """A comparison report: a table of mean ± CI (best in bold), a grouped bar chart of
+    service level per channel and small multiples of the other KPIs, all inline."""
+    text = report.compare_report_html(_compare())
+    page = assert_self_contained(text)
+    assert len(page.images) == 2
+    assert "Service level by channel" in page.headings
+    assert "±" in text
+    assert '<td class="best">82.3 %' in text
+    assert '<td class="best">11 s' in text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, "—"), (5.0, "5.0 s"), (42, "42 s"), (300, "5.0 min"), (7200, "2.0 h")],
+)
+def test_seconds_read_like_a_person_would_say_them(value: float | None, text: str) -> None:
+    """Durations switch unit where a manager would."""
+    assert report.seconds(value) == text
