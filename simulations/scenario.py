@@ -86,7 +86,9 @@ An agent group (``teams`` entries take the same fields from ``region`` on)::
                                       unlisted channels are not served
     max_occupancy   [policy's]        rolling occupancy cap in (0, 1]
     shift           [always on duty]  {start, end} times of day (end < start: night shift)
-    breaks          [none]            [{start, duration_s}] daily, taken when inside the shift
+    breaks          [none]            [{start, duration_s, spread_s [0]}] daily, taken when
+                                      inside the shift; spread_s staggers a group's agents
+                                      evenly over that many seconds after start
     absences        [none]            [{start, end, kind}] absolute times; kind vacation,
                                       sick_leave, training, other
     quality         [0.7]             true quality in [0, 1] (simulations.outcomes), or

@@ -86,6 +86,7 @@ def read_agents(
             return f.child(origin.get(key, where), key)
 
         template = _template(merged, at, default_capacity)
+        rules = _breaks(merged.get("breaks"), at("breaks"))
         if "id" in raw:
             ids = [f.identifier(raw["id"], f.child(where, "id"))]
         else:
@@ -95,7 +96,7 @@ def read_agents(
             width = max(3, len(str(start + count)))
             ids = [f"{prefix}-{n:0{width}d}" for n in range(start + 1, start + count + 1)]
             numbering[prefix] = start + count
-        for agent_id in ids:
+        for k, agent_id in enumerate(ids):
             if agent_id in taken:
                 raise ScenarioError(
                     f.child(where, "id" if "id" in raw else "id_prefix"),
@@ -106,7 +107,12 @@ def read_agents(
             speed = _per_agent(merged.get("speed", 1.0), at, agent_id, "speed", low=0.05, high=20)
             specs.append(
                 dataclasses.replace(
-                    template, agent_id=agent_id, team=team, quality=quality, speed=speed
+                    template,
+                    agent_id=agent_id,
+                    team=team,
+                    quality=quality,
+                    speed=speed,
+                    breaks=staggered(rules, k, len(ids)),
                 )
             )
     return tuple(specs)
@@ -142,7 +148,6 @@ def _template(
         capacity=_capacity(merged.get("channels"), at("channels"), default_capacity),
         max_occupancy=cap,
         shift=_shift(merged.get("shift"), at("shift")),
-        breaks=_breaks(merged.get("breaks"), at("breaks")),
         absences=_absences(merged.get("absences"), at("absences")),
         top_performer=f.boolean(merged.get("top_performer", False), at("top_performer")),
     )
@@ -205,20 +210,35 @@ def _shift(value: object, path: str) -> tuple[float, float] | None:
     return (start, end)
 
 
-def _breaks(value: object, path: str) -> tuple[tuple[float, float], ...]:
+BreakRule = tuple[float, float, float]
+"""(start, duration, spread) of a daily break, as written."""
+
+
+def _breaks(value: object, path: str) -> tuple[BreakRule, ...]:
     if value is None:
         return ()
-    out: list[tuple[float, float]] = []
+    out: list[BreakRule] = []
     for i, entry in enumerate(f.sequence(value, path)):
         where = f.item(path, i)
-        raw = f.mapping(entry, where, ("start", "duration_s"))
+        raw = f.mapping(entry, where, ("start", "duration_s", "spread_s"))
         for key in ("start", "duration_s"):
             if key not in raw:
                 raise ScenarioError(f.child(where, key), "is required")
         start = f.time_of_day(raw["start"], f.child(where, "start"))
         duration = f.number(raw["duration_s"], f.child(where, "duration_s"), low=1, high=DAY_S)
-        out.append((start, duration))
-    return tuple(sorted(out))
+        spread = f.number(raw.get("spread_s", 0), f.child(where, "spread_s"), low=0, high=DAY_S)
+        out.append((start, duration, spread))
+    return tuple(out)
+
+
+def staggered(rules: tuple[BreakRule, ...], k: int, count: int) -> tuple[tuple[float, float], ...]:
+    """The breaks of the ``k``-th of ``count`` agents of a group: each rule's start moved by
+    ``spread * k / count``, on whole minutes, so a team does not leave all at once."""
+    breaks = []
+    for start, duration, spread in rules:
+        shift = round(spread * k / count / 60) * 60 if count > 1 else 0
+        breaks.append(((start + shift) % DAY_S, duration))
+    return tuple(sorted(breaks))
 
 
 def _absences(value: object, path: str) -> tuple[AbsenceSpec, ...]:

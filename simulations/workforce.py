@@ -61,6 +61,7 @@ class SimAgent:
     __slots__ = (
         "_snapshot",
         "absent",
+        "agent_id",
         "busy_log",
         "handled",
         "last_assigned_ms",
@@ -70,7 +71,6 @@ class SimAgent:
         "on_shift",
         "performance",
         "profile",
-        "refused_in",
         "release",
         "room",
         "seq",
@@ -78,11 +78,13 @@ class SimAgent:
         "spec",
         "staffed_log",
         "units_used",
+        "verdicts_in",
         "work",
     )
 
     def __init__(self, spec: AgentSpec) -> None:
         self.spec = spec
+        self.agent_id = spec.agent_id
         absences = tuple(
             Absence(f"{spec.agent_id}/{i}", a.kind, _ms(a.start_s), _ms(a.end_s))
             for i, a in enumerate(spec.absences)
@@ -122,16 +124,13 @@ class SimAgent:
         is -1 while the interval is open)."""
         self.handled = 0
         self.release: tuple[int, float] | None = None
-        """``(seq, ms)``: when the rolling occupancy falls under the cap, as of ``seq``."""
-        self.refused_in: list[tuple[int, int]] = []
-        """Refusal caches (simulator) that hold this agent; cleared when it changes."""
+        """``(seq, ms)``: when the rolling occupancy falls under the cap, as of ``seq``
+        (``simulations.verdicts.OccupancyClock``, idle agents only)."""
+        self.verdicts_in: set[tuple[int, int]] = set()
+        """Verdict caches (``simulations.verdicts``) holding this agent; cleared when it
+        changes."""
         self.room: dict[Channel, int] = {}
         """Free slots per channel as last counted in ``Workforce.free_total``."""
-
-    @property
-    def agent_id(self) -> str:
-        """The agent's id."""
-        return self.spec.agent_id
 
     @property
     def available(self) -> bool:
