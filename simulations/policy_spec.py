@@ -26,7 +26,9 @@ from router.domain import (
 from simulations import fields as f
 from simulations.fields import ScenarioError
 
-IGNORED = frozenset(
+IGNORED = frozenset({"version"})
+"""Accepted so a policy exported from a running service loads; the service sets it."""
+LIVE_ONLY = frozenset(
     {
         "heartbeat_timeout_s",
         "offer_timeout_s",
@@ -34,10 +36,9 @@ IGNORED = frozenset(
         "callback_threshold_s",
         "max_queue",
         "escalation_group",
-        "version",
     }
 )
-"""Accepted for compatibility with the service's policy, not simulated."""
+"""Read into the policy and used by a live replay; the offline simulator does not model them."""
 
 
 def _channel_ints(low: int, high: int | None = None) -> Callable[[object, str], object]:
@@ -119,6 +120,12 @@ READERS: Mapping[str, Callable[[object, str], object]] = {
     "aging_s_per_priority": lambda v, p: f.integer(v, p, low=0),
     "reclaim_on_absence": f.boolean,
     "reclaim_channels": _channels,
+    "heartbeat_timeout_s": lambda v, p: f.integer(v, p, low=0, high=86400),
+    "offer_timeout_s": _channel_ints(0, 600),
+    "max_missed_offers": lambda v, p: f.integer(v, p, low=0, high=100),
+    "callback_threshold_s": lambda v, p: f.integer(v, p, low=0, high=86400),
+    "max_queue": lambda v, p: f.integer(v, p, low=1, high=1_000_000),
+    "escalation_group": lambda v, p: f.name(v, p, "escalation group"),
 }
 
 

@@ -37,8 +37,11 @@ Every top-level field (defaults in brackets)::
                                       streams], sla_at_risk, escalation_priority_boost,
                                       widening[{after_s, level_drop, teams, any_region}],
                                       aging_s_per_priority, reclaim_on_absence,
-                                      reclaim_channels. Heartbeat, offer, callback and queue
-                                      limit fields are accepted and ignored.
+                                      reclaim_channels; for live replays only (the offline
+                                      simulator accepts at once and never misses a
+                                      heartbeat): heartbeat_timeout_s, offer_timeout_s{ch},
+                                      max_missed_offers, callback_threshold_s, max_queue,
+                                      escalation_group
     sla             [voice 20 s, chat 60 s, whatsapp 300 s, social 3600 s, email 86400 s;
                      goal 0.8]        {channel: {target_s, goal}} or {channel: target_s}
     handle          [none]            {channel: distribution}: default handle time per channel

@@ -158,17 +158,26 @@ def simulate(
     policy: Policy | Strategy | str | None = None,
     progress: bool = False,
     calls: Sequence[TraceCall] | None = None,
+    reference: bool = False,
+    escalate: bool = True,
 ) -> SimulationResult:
     """Run ``scenario`` with ``seed`` (and ``policy``, else the scenario's).
 
     ``calls`` replays a given trace instead of generating one from the scenario and seed;
-    ``progress`` shows a tqdm bar over simulated time.
+    ``progress`` shows a tqdm bar over simulated time. ``reference`` runs the slow yardstick:
+    every dispatch pass hands all waiting calls and all available agents to the engine
+    (``simulations.passes``), which the fast passes must match. ``escalate=False`` switches
+    SLA escalation off (no at-risk boosts or widening jumps): the fast passes examine at-risk
+    calls in a different order than the yardstick, so the two agree call by call only without
+    it (``simulations.escalation``).
     """
     if policy is not None:
         scenario = scenario.with_policy(policy)
     trace = list(calls) if calls is not None else generate_trace(scenario, seed)
     started = time.perf_counter()
-    sim = _Simulation(scenario, seed, trace, progress=progress)
+    sim = _Simulation(
+        scenario, seed, trace, progress=progress, reference=reference, escalate=escalate
+    )
     result = sim.run()
     result.wall_s = time.perf_counter() - started
     return result
