@@ -100,6 +100,8 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         changes = convert.skills_from_pb("set", {s.skill: s.level for s in request.set})
         if len(changes) != len(request.set):
             raise InvalidArgumentError("set", "lists a skill twice")
+        if len(request.remove) > convert.MAX_SKILLS:
+            raise InvalidArgumentError("remove", f"more than {convert.MAX_SKILLS} skills")
         removals = {convert.skill_name(f"remove[{i}]", s) for i, s in enumerate(request.remove)}
         if both := removals & changes.keys():
             raise InvalidArgumentError("remove", f"{sorted(both)[0]!r} is also in set")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.duration_pb2 import Duration
@@ -56,12 +56,25 @@ MAX_CAPACITY = 50
 MAX_ABSENCE_MS = 366 * 24 * 3600 * 1000
 MAX_PRIORITY = 10
 MAX_HANDLE_S = 7 * 86400
+MAX_TIMEZONE = 64
+MAX_LANGUAGE = 35
+MAX_SHOWN = 64
+"""Longest slice of a rejected value echoed in an error message."""
+MIN_TIME_S = 0
+"""Earliest accepted Timestamp: 1970-01-01T00:00:00Z."""
+MAX_TIME_S = 253_402_300_799
+"""Latest accepted Timestamp: 9999-12-31T23:59:59Z (the protobuf Timestamp range)."""
+MAX_DURATION_S = 315_576_000_000
+"""Longest Duration protobuf defines (10,000 years); ranges per field are tighter."""
 
 _ID = re.compile(r"[A-Za-z0-9._:@-]+")
 _TENANT = re.compile(r"[A-Za-z0-9._-]+")
 _SKILL = re.compile(r"[a-z0-9_.-]+")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""C0 and C1 control characters, DEL, and the Unicode line and paragraph separators."""
+_NOT_ZONES = frozenset({"localtime", "Factory"})
+"""Names ``zoneinfo`` lists that are not real IANA zones (a host file, a placeholder)."""
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -136,6 +149,19 @@ def _invert(table: Mapping[K, T]) -> Mapping[T, K]:
 # --- scalar checks ---------------------------------------------------------------------------
 
 
+def shown(value: str, limit: int = MAX_SHOWN) -> str:
+    """A rejected value as an error message may quote it: at most ``limit`` characters,
+    control and non-ASCII characters escaped, so errors never echo huge or unprintable
+    input (gRPC refuses status messages over 16 KiB)."""
+    clipped = ascii(value[:limit])
+    return f"{clipped}..." if len(value) > limit else clipped
+
+
+def _key(value: str) -> str:
+    """A map key or mask path as part of a field path, clipped and escaped like ``shown``."""
+    return shown(value)[1:-1] if len(value) <= MAX_SHOWN else shown(value)
+
+
 def enum_value(field: str, number: int, table: Mapping[Any, T]) -> T:
     """Map a protobuf enum number; UNSPECIFIED (0) and unknown numbers are refused."""
     if number == 0:
@@ -175,13 +201,14 @@ def text(field: str, value: str, *, max_len: int) -> str:
 
 
 def skill_name(field: str, value: str) -> str:
-    """Skill names are case-insensitive and stored lower-case."""
-    name = value.strip().lower()
+    """Skill names are case-insensitive and stored lower-case (ASCII only: ``str.lower``
+    would turn the Kelvin sign into ``k``); surrounding spaces are dropped."""
+    name = value.strip(" ")
     if not name:
         raise InvalidArgumentError(field, "skill name is required")
-    if len(name) > MAX_LABEL or not _SKILL.fullmatch(name):
+    if len(name) > MAX_LABEL or not name.isascii() or not _SKILL.fullmatch(name.lower()):
         raise InvalidArgumentError(field, "skill names are 1-64 of a-z, 0-9 and _.-")
-    return name
+    return name.lower()
 
 
 def skill_level(field: str, value: int) -> int:
@@ -193,27 +220,49 @@ def skill_level(field: str, value: int) -> int:
 
 def language(field: str, value: str) -> str:
     """A BCP-47-like tag, stored lower-case (``en``, ``pt-br``)."""
-    tag = value.strip().lower()
-    if len(tag) > 35 or not _LANGUAGE.fullmatch(tag):
-        raise InvalidArgumentError(field, f"{value!r} is not a language tag such as en or pt-br")
-    return tag
+    tag = value.strip(" ")
+    if len(tag) > MAX_LANGUAGE or not tag.isascii() or not _LANGUAGE.fullmatch(tag.lower()):
+        raise InvalidArgumentError(
+            field, f"{shown(value)} is not a language tag such as en or pt-br"
+        )
+    return tag.lower()
 
 
 @functools.cache
 def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
 
 
 def timezone(field: str, value: str) -> str:
     """Empty, or an IANA time zone name."""
-    if value and value not in _zones():
-        raise InvalidArgumentError(field, f"{value!r} is not an IANA time zone")
+    if value and (len(value) > MAX_TIMEZONE or value not in _zones()):
+        raise InvalidArgumentError(field, f"{shown(value)} is not an IANA time zone")
     return value
 
 
 def ms_from_timestamp(ts: Timestamp) -> int:
     """Epoch milliseconds of a Timestamp."""
     return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def instant(field: str, ts: Timestamp) -> int:
+    """Epoch milliseconds of a client's Timestamp, which must lie in 1970-01-01..9999-12-31
+    with nanos in 0..999,999,999 (so it converts back to a Timestamp in every response)."""
+    if not 0 <= ts.nanos <= 999_999_999:
+        raise InvalidArgumentError(field, f"nanos {ts.nanos} is not in 0..999999999")
+    if not MIN_TIME_S <= ts.seconds <= MAX_TIME_S:
+        raise InvalidArgumentError(field, "must be between 1970-01-01 and 9999-12-31")
+    return ms_from_timestamp(ts)
+
+
+def duration_seconds(field: str, d: Duration) -> float:
+    """Seconds of a client's Duration, checked against the protobuf rules (at most 10,000
+    years, nanos within a second and of the same sign as seconds)."""
+    if not -999_999_999 <= d.nanos <= 999_999_999 or (d.seconds * d.nanos < 0):
+        raise InvalidArgumentError(field, "is not a valid Duration (nanos out of range)")
+    if not -MAX_DURATION_S <= d.seconds <= MAX_DURATION_S:
+        raise InvalidArgumentError(field, "is not a valid Duration (over 10,000 years)")
+    return seconds(d)
 
 
 def timestamp(ms: int) -> Timestamp:
@@ -264,7 +313,9 @@ def call_from_pb(msg: pb.Call, field: str = "call") -> Call:
         raise InvalidArgumentError(f"{field}.attributes", f"more than {MAX_ATTRIBUTES} entries")
     for key, value in msg.attributes.items():
         if not key or len(key) > MAX_LABEL or _CONTROL.search(key):
-            raise InvalidArgumentError(f"{field}.attributes", f"key {key[:64]!r} is not 1-64 chars")
+            raise InvalidArgumentError(
+                f"{field}.attributes", f"key {shown(key)} is not 1-64 characters without controls"
+            )
         text(f"{field}.attributes[{key}]", value, max_len=MAX_ATTRIBUTE_VALUE)
     return Call(
         call_id=identifier(f"{field}.call_id", msg.call_id),
@@ -296,7 +347,7 @@ def _region_required(field: str, msg: pb.Call) -> bool:
 def _handle_seconds(field: str, msg: pb.Call) -> int:
     if not msg.HasField("expected_handle_time"):
         return 0
-    value = seconds(msg.expected_handle_time)
+    value = duration_seconds(field, msg.expected_handle_time)
     if not 0 <= value <= MAX_HANDLE_S:
         raise InvalidArgumentError(field, "must be between 0 and 7 days")
     return round(value)
@@ -417,19 +468,18 @@ def skills_from_pb(field: str, skills: Mapping[str, int]) -> dict[str, int]:
         raise InvalidArgumentError(field, f"more than {MAX_SKILLS} skills")
     out: dict[str, int] = {}
     for raw, level in skills.items():
-        name = skill_name(f"{field}[{raw[:64]}]", raw)
+        name = skill_name(f"{field}[{_key(raw)}]", raw)
         if name in out:
-            raise InvalidArgumentError(f"{field}[{raw[:64]}]", f"{name!r} is listed twice")
+            raise InvalidArgumentError(f"{field}[{_key(raw)}]", f"{name!r} is listed twice")
         out[name] = skill_level(f"{field}[{name}]", level)
     return dict(sorted(out.items()))
 
 
-def languages_from_pb(field: str, values: Iterable[str]) -> frozenset[str]:
-    """Validate language tags."""
-    tags = [language(f"{field}[{i}]", v) for i, v in enumerate(values)]
-    if len(tags) > MAX_LANGUAGES:
+def languages_from_pb(field: str, values: Sequence[str]) -> frozenset[str]:
+    """Validate language tags (at most ``MAX_LANGUAGES``)."""
+    if len(values) > MAX_LANGUAGES:
         raise InvalidArgumentError(field, f"more than {MAX_LANGUAGES} languages")
-    return frozenset(tags)
+    return frozenset(language(f"{field}[{i}]", v) for i, v in enumerate(values))
 
 
 def capacity_from_pb(field: str, values: Iterable[pb.ChannelCapacity]) -> dict[Channel, int]:
@@ -493,10 +543,12 @@ def agent_fields_from_pb(msg: pb.Agent, paths: Iterable[str]) -> dict[str, objec
             )
         elif path == "shift_end":
             values["shift_end_ms"] = (
-                ms_from_timestamp(msg.shift_end) if msg.HasField("shift_end") else 0
+                instant("agent.shift_end", msg.shift_end) if msg.HasField("shift_end") else 0
             )
         else:
-            raise InvalidArgumentError("update_mask", f"{path!r} is not an editable agent field")
+            raise InvalidArgumentError(
+                "update_mask", f"{shown(path)} is not an editable agent field"
+            )
     return values
 
 
@@ -513,7 +565,8 @@ def absence_from_pb(msg: pb.Absence, absence_id: str, field: str = "absence") ->
         raise InvalidArgumentError(f"{field}.start_time", "is required")
     if not msg.HasField("end_time"):
         raise InvalidArgumentError(f"{field}.end_time", "is required")
-    start, end = ms_from_timestamp(msg.start_time), ms_from_timestamp(msg.end_time)
+    start = instant(f"{field}.start_time", msg.start_time)
+    end = instant(f"{field}.end_time", msg.end_time)
     if end <= start:
         raise InvalidArgumentError(f"{field}.end_time", "must be after start_time")
     if end - start > MAX_ABSENCE_MS:

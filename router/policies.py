@@ -19,8 +19,9 @@ from router.convert import (
     STRATEGIES,
     channel_to_pb,
     duration,
+    duration_seconds,
     enum_value,
-    seconds,
+    shown,
     text,
 )
 from router.domain import (
@@ -70,7 +71,7 @@ def _bounded(field: str, value: float, low: float, high: float, *, open_low: boo
 
 
 def _duration_s(field: str, value: Duration, low: float, high: float) -> int:
-    return round(_bounded(field, seconds(value), low, high))
+    return round(_bounded(field, duration_seconds(field, value), low, high))
 
 
 def _weights(msg: pb.Weights) -> Weights:
@@ -165,10 +166,14 @@ def _widening(msg: pb.Policy) -> dict[str, object]:
 
 
 def _reclaim_channels(msg: pb.Policy) -> dict[str, object]:
-    channels = [
-        enum_value(f"policy.reclaim_channels[{i}]", c, CHANNELS)
-        for i, c in enumerate(msg.reclaim_channels)
-    ]
+    channels: set[Channel] = set()
+    for i, number in enumerate(msg.reclaim_channels):
+        channel = enum_value(f"policy.reclaim_channels[{i}]", number, CHANNELS)
+        if channel in channels:
+            raise InvalidArgumentError(
+                f"policy.reclaim_channels[{i}]", f"{channel} is listed twice"
+            )
+        channels.add(channel)
     return {"reclaim_channels": frozenset(channels)}
 
 
@@ -198,7 +203,7 @@ def _changes(path: str, msg: pb.Policy, current: Policy) -> dict[str, object]:
         low, high, exclusive = _NUMBERS[path]
         value = _bounded(f"policy.{path}", getattr(msg, path), low, high, open_low=exclusive)
         return {path: int(value) if path in _INTEGERS else value}
-    raise InvalidArgumentError("update_mask", f"{path!r} is not a policy field")
+    raise InvalidArgumentError("update_mask", f"{shown(path)} is not a policy field")
 
 
 def policy_from_pb(msg: pb.Policy, paths: Iterable[str], current: Policy) -> Policy:

@@ -25,7 +25,9 @@ from scoring import performance
 MAX_HANDLE_S = 7 * 86400
 WATCH_BLOCK_MS = 1000
 WATCH_BATCH = 200
-_EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")
+MAX_WATCH_TYPES = 32
+U64_MAX = 2**64 - 1
+_EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # not \d: it takes any Unicode digit
 _EVENT_TYPE = re.compile(r"[A-Z][A-Z_]{0,63}")
 _RESULTS = {
     Outcome.ASSIGNED: routing_pb2.AssignResponse.RESULT_ASSIGNED,
@@ -96,7 +98,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         outcome = request.outcome
         if not 0 <= outcome.csat <= 5:
             raise InvalidArgumentError("outcome.csat", f"{outcome.csat} is not in 0..5")
-        handle_s = convert.seconds(outcome.handle_time)
+        handle_s = convert.duration_seconds("outcome.handle_time", outcome.handle_time)
         if not 0 <= handle_s <= MAX_HANDLE_S:
             raise InvalidArgumentError("outcome.handle_time", "must be between 0 and 7 days")
         policy = self._store.get_policy(tenant)
@@ -190,17 +192,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     ) -> Iterator[pb.Event]:
         """See ``proto/router/v1/routing.proto``."""
         tenant = convert.tenant(request.tenant)
-        cursor = request.after_event_id
-        if cursor and cursor != "0" and not _EVENT_ID.fullmatch(cursor):
-            raise InvalidArgumentError("after_event_id", "must be an event id like 1700000000000-0")
-        if request.call_id:
-            convert.identifier("call_id", request.call_id)
-        if request.agent_id:
-            convert.identifier("agent_id", request.agent_id)
-        types = set(request.types)
-        for i, name in enumerate(request.types):
-            if not _EVENT_TYPE.fullmatch(name):
-                raise InvalidArgumentError(f"types[{i}]", f"{name[:64]!r} is not an event type")
+        cursor = _watch_cursor(request.after_event_id)
+        types = _watch_filter(request)
         if not cursor:
             cursor = self._store.last_event_id(tenant)
         while context.is_active():
@@ -216,6 +209,30 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                 if types and event.type not in types:
                     continue
                 yield convert.event_to_pb(event)
+
+
+def _watch_cursor(cursor: str) -> str:
+    """Empty (from now), "0" (from the oldest kept) or a stream id within 64-bit parts."""
+    if cursor and cursor != "0":
+        if not _EVENT_ID.fullmatch(cursor):
+            raise InvalidArgumentError("after_event_id", "must be an event id like 1700000000000-0")
+        if any(int(part) > U64_MAX for part in cursor.split("-")):
+            raise InvalidArgumentError("after_event_id", "is out of range")
+    return cursor
+
+
+def _watch_filter(request: routing_pb2.WatchRequest) -> set[str]:
+    """Check the call, agent and type filters of a Watch; the wanted types."""
+    if request.call_id:
+        convert.identifier("call_id", request.call_id)
+    if request.agent_id:
+        convert.identifier("agent_id", request.agent_id)
+    if len(request.types) > MAX_WATCH_TYPES:
+        raise InvalidArgumentError("types", f"more than {MAX_WATCH_TYPES}")
+    for i, name in enumerate(request.types):
+        if not _EVENT_TYPE.fullmatch(name):
+            raise InvalidArgumentError(f"types[{i}]", f"{convert.shown(name)} is not an event type")
+    return set(request.types)
 
 
 def _assign_response(result: AssignResult) -> routing_pb2.AssignResponse:
