@@ -140,7 +140,7 @@ class RedisAgents(RedisBase):
         def read(pipe: Any) -> None:
             pipe.zrange(k.agents, start, "+", bylex=True, offset=0, num=count)
 
-        _, (reply,) = self._multi(read)
+        _, (reply,) = self._multi(k, read)
         return [text(agent_id) for agent_id in reply]
 
     def list_agents(
@@ -191,7 +191,8 @@ class RedisAgents(RedisBase):
 
     def get_policy(self, tenant: str) -> Policy:
         """The stored policy or ``Policy()`` (version 0)."""
-        _, (raw,) = self._multi(lambda pipe: pipe.get(Keys(tenant).policy))
+        k = Keys(tenant)
+        _, (raw,) = self._multi(k, lambda pipe: pipe.get(k.policy))
         return Policy() if raw is None else codec.decode_policy(text(raw))
 
     def put_policy(self, tenant: str, policy: Policy, expected_version: int = 0) -> Policy:
@@ -235,12 +236,12 @@ class RedisAgents(RedisBase):
             pipe.zcard(k.agents)
             pipe.zcard(k.queue)
 
-        now, (raw, raw_ids, total, queued) = self._multi(first, now=True)
+        now, (raw, raw_ids, total, queued) = self._multi(k, first, now=True)
         policy = Policy() if raw is None else codec.decode_policy(text(raw))
         candidates = sorted(text(agent_id) for agent_id in raw_ids)
         min_end = now - policy.occupancy_window_s * 1000
         agents: list[AgentSnapshot] = []
         if candidates:
-            _, replies = self._multi(lambda pipe: add_agent_reads(pipe, k, candidates, min_end))
+            _, replies = self._multi(k, lambda pipe: add_agent_reads(pipe, k, candidates, min_end))
             agents = agents_from_replies(replies, now, min_end)
         return Snapshot(now, policy, tuple(agents), int(total) - len(candidates), int(queued))

@@ -48,9 +48,12 @@ class RedisBase(ABC):
         """Run script ``name`` (store time or the test clock goes in as ``ARGV[1]``)."""
 
     @abstractmethod
-    def _multi(self, build: Callable[[Any], object], *, now: bool = False) -> tuple[int, list[Any]]:
-        """One ``MULTI`` of the commands ``build`` queues on a pipeline: (store time read in
-        the same transaction when ``now``, else 0; the replies)."""
+    def _multi(
+        self, k: Keys, build: Callable[[Any], object], *, now: bool = False
+    ) -> tuple[int, list[Any]]:
+        """One ``MULTI`` of the commands ``build`` queues on a pipeline, all on keys of ``k``
+        (on a cluster it runs on the primary of that tenant's slot): (store time read in the
+        same transaction when ``now``, else 0; the replies)."""
 
     @abstractmethod
     def _hmget(self, key: str, *names: str) -> list[str | None]:
@@ -64,6 +67,7 @@ class RedisBase(ABC):
         """Store time and the agents ``ids`` that still exist, with the spans of the last
         24 h, in one ``MULTI`` round trip."""
         now, replies = self._multi(
+            k,
             lambda pipe: add_agent_reads(pipe, k, ids, 0),  # trimmed below, as of `now`
             now=True,
         )

@@ -36,7 +36,8 @@ class RedisCalls(RedisBase):
 
     def queue_depth(self, tenant: str) -> int:
         """``ZCARD`` of the queue."""
-        _, (depth,) = self._multi(lambda pipe: pipe.zcard(Keys(tenant).queue))
+        k = Keys(tenant)
+        _, (depth,) = self._multi(k, lambda pipe: pipe.zcard(k.queue))
         return int(depth)
 
     def load_queue(self, tenant: str, limit: int) -> QueueView:
@@ -50,7 +51,7 @@ class RedisCalls(RedisBase):
             pipe.zrangebyscore(k.queue, "-inf", "+inf", start=0, num=max(limit, 0))
             pipe.zcard(k.queue)
 
-        now, (raw_policy, raw_ids, raw_queued, depth) = self._multi(first, now=True)
+        now, (raw_policy, raw_ids, raw_queued, depth) = self._multi(k, first, now=True)
         policy = Policy() if raw_policy is None else codec.decode_policy(text(raw_policy))
         ids, queued = [text(a) for a in raw_ids], [text(c) for c in raw_queued]
         min_end = now - policy.occupancy_window_s * 1000
@@ -60,7 +61,7 @@ class RedisCalls(RedisBase):
             for call_id in queued:
                 pipe.hgetall(k.call(call_id))
 
-        _, replies = self._multi(second)
+        _, replies = self._multi(k, second)
         agents = agents_from_replies(replies[: 2 * len(ids)], now, min_end)
         calls = [
             call_from_hash(fields)
@@ -73,7 +74,7 @@ class RedisCalls(RedisBase):
         """The call hash and its queue rank in one ``MULTI``, then its assignment."""
         k = Keys(tenant)
         _, (raw, rank) = self._multi(
-            lambda pipe: (pipe.hgetall(k.call(call_id)), pipe.zrank(k.queue, call_id))
+            k, lambda pipe: (pipe.hgetall(k.call(call_id)), pipe.zrank(k.queue, call_id))
         )
         fields = texts(raw)
         if not fields:
@@ -81,13 +82,14 @@ class RedisCalls(RedisBase):
         asg_id = fields.get("assignment_id", "")
         asg: dict[str, str] = {}
         if asg_id:
-            _, (raw_asg,) = self._multi(lambda pipe: pipe.hgetall(k.asg(asg_id)))
+            _, (raw_asg,) = self._multi(k, lambda pipe: pipe.hgetall(k.asg(asg_id)))
             asg = texts(raw_asg)
         return record_from_hash(fields, asg, None if rank is None else int(rank))
 
     def get_assignment(self, tenant: str, assignment_id: str) -> Assignment:
         """``HGETALL asg:<id>``."""
-        _, (raw,) = self._multi(lambda pipe: pipe.hgetall(Keys(tenant).asg(assignment_id)))
+        k = Keys(tenant)
+        _, (raw,) = self._multi(k, lambda pipe: pipe.hgetall(k.asg(assignment_id)))
         fields = texts(raw)
         if not fields:
             raise rules.assignment_not_found(assignment_id)
@@ -107,7 +109,7 @@ class RedisCalls(RedisBase):
         """The ``timeline:<call>`` list (and whether the call exists) in one ``MULTI``."""
         k = Keys(tenant)
         _, (exists, items) = self._multi(
-            lambda pipe: (pipe.exists(k.call(call_id)), pipe.lrange(k.timeline(call_id), 0, -1))
+            k, lambda pipe: (pipe.exists(k.call(call_id)), pipe.lrange(k.timeline(call_id), 0, -1))
         )
         if not exists:
             raise rules.call_not_found(call_id)
@@ -118,7 +120,9 @@ class RedisCalls(RedisBase):
         write trims them."""
         k = Keys(tenant)
         now, (members,) = self._multi(
-            lambda pipe: pipe.zrangebyscore(k.history, since_ms, "+inf", withscores=True), now=True
+            k,
+            lambda pipe: pipe.zrangebyscore(k.history, since_ms, "+inf", withscores=True),
+            now=True,
         )
         oldest = now - rules.HISTORY_MS
         entries = [history_from_member(text(m), float(score)) for m, score in members]
@@ -131,12 +135,12 @@ class RedisCalls(RedisBase):
             return []
         k = Keys(tenant)
         now, (members,) = self._multi(
-            lambda pipe: pipe.zrange(k.offers, 0, limit - 1, withscores=True), now=True
+            k, lambda pipe: pipe.zrange(k.offers, 0, limit - 1, withscores=True), now=True
         )
         due = [text(m) for m, expires in members if float(expires) <= now]
         if not due:
             return []
-        _, hashes = self._multi(lambda pipe: [pipe.hgetall(k.asg(a)) for a in due])
+        _, hashes = self._multi(k, lambda pipe: [pipe.hgetall(k.asg(a)) for a in due])
         found = [assignment_from_hash(a, texts(h)) for a, h in zip(due, hashes, strict=True) if h]
         offers = [asg for asg in found if asg.state == AssignmentState.OFFERED]
         # Ties in expiry by token (creation order), not by the random id.

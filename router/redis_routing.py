@@ -280,13 +280,13 @@ class RedisRouting(RedisBase):
         back what still qualifies, oldest first (work that arrives in between stays; the
         caller may reclaim again)."""
         k = Keys(tenant)
-        _, (raw,) = self._multi(lambda pipe: pipe.hkeys(k.agent(agent_id)))
+        _, (raw,) = self._multi(k, lambda pipe: pipe.hkeys(k.agent(agent_id)))
         fields = [text(name) for name in raw]
         if not fields:
             raise rules.agent_not_found(agent_id)
         asg_ids = [name[2:] for name in fields if name.startswith("a:")]
         _, found_ids = self._multi(
-            lambda pipe: [pipe.hmget(k.asg(a), ["token", "call_id"]) for a in asg_ids]
+            k, lambda pipe: [pipe.hmget(k.asg(a), ["token", "call_id"]) for a in asg_ids]
         )
         # In token (creation) order, so events and queue positions do not depend on ids.
         found = [

@@ -26,9 +26,19 @@ and ``load_queue`` 2 (policy, ``TIME`` and ids in one ``MULTI``; then every agen
 in-window work spans, and the queued calls, in a second ``MULTI``); ``read_events`` 1
 (``XINFO STREAM`` and ``XRANGE`` in one ``MULTI``), then blocking ``XREAD`` calls.
 
+Redis Cluster (``docs/redis-cluster.md``): ``from_url`` detects a cluster (``INFO cluster``
+says ``cluster_enabled:1``, or the URL scheme is ``redis+cluster://``) and then uses a
+``RedisCluster`` client: scripts and single-key commands go to the node of their key's slot;
+a ``MULTI`` goes, on that node's own connection pool, to the primary of the tenant's slot (so
+``TIME`` may sit in it), refreshing the slot map and retrying on MOVED or a lost node.
+CLUSTERDOWN, TRYAGAIN, MASTERDOWN, an uncovered slot or an unreachable node during a failover
+are ``StoreUnavailableError`` (UNAVAILABLE). The single-server path is unchanged.
+
 Key schema, version 1. Every key but ``rt:v1:tenants`` starts with ``rt:v1:{<tenant>}:``; the
 hash tag puts one tenant in one Redis Cluster slot, so every script and ``MULTI`` is
-single-slot.
+single-slot. On a cluster, ``rt:v1:tenants`` lives in its own slot (on whichever primary owns
+it): creating agents and queueing calls, and the dispatcher's tenant list, also depend on that
+node.
 
 =========================  ======  =======================================  ==================
 key (after the prefix)     type    content                                  TTL / writer
@@ -128,6 +138,7 @@ ids are uuid4 hex minted here. Times are epoch milliseconds.
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -136,8 +147,19 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    MovedError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from router import store_common as rules
 from router.errors import InvalidArgumentError, RouterError, StoreUnavailableError
@@ -170,9 +192,23 @@ _UNAVAILABLE = (
     redis.TimeoutError,
     ReadOnlyError,
     TryAgainError,
-    ClusterDownError,
+    ClusterError,  # CLUSTERDOWN, MASTERDOWN, redirections without end ("TTL exhausted")
+    AskError,  # and MOVED: a slot still moving after the client's retries
+    SlotNotCoveredError,
     OutOfMemoryError,
 )
+_ROUTE_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ReadOnlyError,
+    TryAgainError,
+    ClusterDownError,
+    AskError,
+)
+"""Failures of a transaction routed to a slot's node that a refreshed slot map may cure."""
+_ROUTE_ATTEMPTS = 3
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes that skip cluster detection: ``redis+cluster://host:port`` is a cluster."""
 
 
 @contextmanager
@@ -188,6 +224,28 @@ def _driver_errors() -> Iterator[None]:
         raise RouterError(f"redis refused a command: {exc}") from exc
     except redis.RedisError as exc:
         raise RouterError(f"redis failed: {exc}") from exc
+    except RedisClusterException as exc:  # not a RedisError: the cluster client's own errors
+        message = str(exc)
+        if "cannot be connected" in message or "not covered" in message:
+            raise StoreUnavailableError(f"redis cluster unavailable: {exc}") from exc
+        raise RouterError(f"redis cluster client failed: {exc}") from exc
+
+
+def _cluster_hint(url: str) -> tuple[str, bool]:
+    """``url`` with a ``redis+cluster`` / ``rediss+cluster`` scheme made plain, and whether
+    it had one."""
+    scheme, sep, rest = url.partition("://")
+    plain = _CLUSTER_SCHEMES.get(scheme.lower())
+    return (f"{plain}{sep}{rest}", True) if plain and sep else (url, False)
+
+
+def _is_cluster(client: redis.Redis) -> bool:
+    """``INFO cluster`` says ``cluster_enabled:1``. A server that cannot be asked (down, or
+    INFO not allowed) counts as a single server; a MOVED reply later switches the store."""
+    try:
+        return int(client.info("cluster").get("cluster_enabled", 0)) == 1
+    except redis.RedisError:
+        return False
 
 
 def _source(name: str) -> str:
@@ -200,43 +258,72 @@ def _source(name: str) -> str:
 
 
 class RedisStore(RedisAgents, RedisRouting, RedisCalls):
-    """A ``router.store.Store`` on a Redis 7 server (or one Redis Cluster slot per tenant)."""
+    """A ``router.store.Store`` on a Redis 7 server or a Redis Cluster (one slot per tenant)."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         clock: Callable[[], int] | None = None,
         *,
         events_maxlen: int = rules.EVENTS_MAXLEN,
     ) -> None:
-        """``client`` must decode responses (``decode_responses=True``). ``clock`` (epoch ms)
-        replaces Redis time, for tests only; production leaves it ``None``.
-        ``events_maxlen`` caps the event stream (approximately; tests make it small)."""
+        """``client`` must decode responses (``decode_responses=True``); a ``RedisCluster``
+        client puts the store in cluster mode. ``clock`` (epoch ms) replaces Redis time, for
+        tests only; production leaves it ``None``. ``events_maxlen`` caps the event stream
+        (approximately; tests make it small)."""
         kwargs = client.get_connection_kwargs()
         if not kwargs.get("decode_responses"):
             raise RouterError("RedisStore needs a client created with decode_responses=True")
-        self._client = client
         self._clock = clock
         self._events_maxlen = events_maxlen
         timeout = kwargs.get("socket_timeout")
         # A blocking XREAD must return before the socket times out: block in slices.
         self._block_slice_ms = max(1, int(float(timeout) * 500)) if timeout else 0
+        self._url: str | None = None
+        """Set by ``from_url``: lets a store that met a MOVED reply switch to cluster mode."""
+        self._options: dict[str, Any] = {}
+        self._switch = threading.Lock()
+        self._use(client)
+
+    def _use(self, client: redis.Redis | RedisCluster) -> None:
+        self._client = client
+        self._cluster = client if isinstance(client, RedisCluster) else None
         self._scripts: dict[str, Script] = {
             name: client.register_script(_source(name)) for name in _SCRIPTS
         }
 
+    @property
+    def cluster_mode(self) -> bool:
+        """Whether the store talks to a Redis Cluster (a ``RedisCluster`` client)."""
+        return self._cluster is not None
+
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 2.0) -> RedisStore:
         """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``), with
-        ``timeout_s`` bounding every command and connection attempt."""
-        client = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            health_check_interval=30,
-        )
-        return cls(client)
+        ``timeout_s`` bounding every command and connection attempt.
+
+        A Redis Cluster is detected: ``INFO cluster`` on the URL's server says
+        ``cluster_enabled:1``, and the store then uses a ``RedisCluster`` client that finds
+        every node from that one. ``redis+cluster://`` (``rediss+cluster://``) skips the
+        detection. A server that cannot be asked at start counts as a single server; if it
+        later answers MOVED, the store switches to cluster mode by itself (that request
+        fails with UNAVAILABLE, a retry works)."""
+        url, forced = _cluster_hint(url)
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+            "health_check_interval": 30,
+        }
+        client = redis.Redis.from_url(url, **options)
+        if forced or _is_cluster(client):
+            client.close()
+            with _driver_errors():
+                store = cls(RedisCluster.from_url(url, **options))
+        else:
+            store = cls(client)
+        store._url, store._options = url, options
+        return store
 
     @staticmethod
     def redact(url: str) -> str:
@@ -247,23 +334,86 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
         return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._client.close()
+
     # --- plumbing ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """``_driver_errors``, and a MOVED reply to a single-server client switches the store
+        to cluster mode (when it came from ``from_url``)."""
+        try:
+            with _driver_errors():
+                yield
+        except StoreUnavailableError as exc:
+            if self._cluster is None and isinstance(exc.__cause__, MovedError):
+                self._become_cluster()
+            raise
+
+    def _become_cluster(self) -> None:
+        if self._url is None:
+            return
+        with self._switch:
+            if self._cluster is not None:
+                return
+            try:
+                cluster = RedisCluster.from_url(self._url, **self._options)
+            except (redis.RedisError, RedisClusterException):
+                return  # still unreachable: the next MOVED tries again
+            old = self._client
+            self._use(cluster)
+            old.close()
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> list[Any]:
         now = "" if self._clock is None else str(self._clock())
-        with _driver_errors():
+        with self._errors():
             reply = self._scripts[name](keys=list(keys), args=[now, *args])
         if not isinstance(reply, list):
             raise RouterError(f"script {name} replied {reply!r}")
         return reply
 
-    def _multi(self, build: Callable[[Any], object], *, now: bool = False) -> tuple[int, list[Any]]:
-        with _driver_errors():
+    def _transaction(
+        self, k: Keys, build: Callable[[Any], object], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """``MULTI`` the commands ``build`` queues on a pipeline, ``EXEC``. On a cluster the
+        transaction goes to the primary of the tenant's slot, on that node's own client
+        (every key of ``k`` is in that slot; keyless commands such as ``TIME`` then work too);
+        a MOVED (failover, resharding) or a lost node refreshes the slot map and retries."""
+        cluster = self._cluster
+        if cluster is None:
             pipe = self._client.pipeline(transaction=True)
+            build(pipe)
+            return list(pipe.execute(raise_on_error=raise_on_error))
+        for attempt in range(_ROUTE_ATTEMPTS):
+            node = cluster.get_node_from_key(k.events)  # type: ignore[no-untyped-call]
+            try:
+                pipe = cluster.get_redis_connection(node).pipeline(transaction=True)
+                build(pipe)
+                return list(pipe.execute(raise_on_error=raise_on_error))
+            except _ROUTE_ERRORS as exc:
+                if attempt + 1 == _ROUTE_ATTEMPTS:
+                    raise
+                if isinstance(exc, AskError) and not isinstance(exc, MovedError):
+                    time.sleep(0.05)  # a slot migrating: ASKING cannot cover a MULTI; wait
+                elif isinstance(exc, MovedError):
+                    cluster.nodes_manager.move_slot(exc)
+                else:
+                    time.sleep(0.05 * (attempt + 1))
+                    cluster.nodes_manager.initialize(last_failed_node_name=node.name)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _multi(
+        self, k: Keys, build: Callable[[Any], object], *, now: bool = False
+    ) -> tuple[int, list[Any]]:
+        def queue(pipe: Any) -> None:
             if now and self._clock is None:
                 pipe.time()
             build(pipe)
-            replies = list(pipe.execute())
+
+        with self._errors():
+            replies = self._transaction(k, queue)
         if not now:
             return 0, replies
         if self._clock is not None:
@@ -272,19 +422,19 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         return int(seconds) * 1000 + int(micros) // 1000, replies
 
     def _hmget(self, key: str, *names: str) -> list[str | None]:
-        with _driver_errors():
+        with self._errors():
             return [text_or_none(value) for value in self._client.hmget(key, list(names))]
 
     def _register_tenant(self, tenant: str) -> None:
         # Before the script: a tenant is never missing from the set while it has data.
-        with _driver_errors():
+        with self._errors():
             self._client.sadd(TENANTS_KEY, tenant)
 
     def now_ms(self) -> int:
-        """Redis server time (or the test clock)."""
+        """Redis server time (or the test clock); on a cluster, the time of any one node."""
         if self._clock is not None:
             return self._clock()
-        with _driver_errors():
+        with self._errors():
             seconds, micros = self._client.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
@@ -292,7 +442,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
 
     def tenants(self) -> list[str]:
         """``SMEMBERS rt:v1:tenants``, sorted."""
-        with _driver_errors():
+        with self._errors():
             return sorted(text(t) for t in self._client.smembers(TENANTS_KEY))
 
     def acquire_lease(self, tenant: str, owner: str, ttl_ms: int) -> bool:
@@ -342,12 +492,14 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
     ) -> tuple[dict[str, Any] | None, list[Event]]:
         """``XINFO STREAM`` (``None`` when there is no stream yet) and, from ``start``
         (exclusive form), ``XRANGE`` in one ``MULTI``."""
-        with _driver_errors():
-            pipe = self._client.pipeline(transaction=True)
+
+        def build(pipe: Any) -> None:
             pipe.xinfo_stream(k.events)
             if start is not None:
                 pipe.xrange(k.events, start, "+", count=limit)
-            replies = pipe.execute(raise_on_error=False)
+
+        with self._errors():
+            replies = self._transaction(k, build, raise_on_error=False)
             for reply in replies:
                 if isinstance(reply, redis.ResponseError) and "no such key" in str(reply):
                     continue
@@ -364,7 +516,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
             if left_ms <= 0:
                 return []
             wait_ms = min(left_ms, self._block_slice_ms) if self._block_slice_ms else left_ms
-            with _driver_errors():
+            with self._errors():
                 reply: Any = self._client.xread({k.events: cursor}, count=limit, block=wait_ms)
             for _, entries in reply or []:  # RESP2: [[stream, [(id, fields), ...]]]
                 if entries:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
@@ -313,16 +314,38 @@ def cluster_url() -> Iterator[str]:
             process.wait(timeout=10)
 
 
-def test_every_script_is_single_slot(cluster_url: str, clock: FakeClock) -> None:
+def test_cluster_mode_is_detected(cluster_url: str, redis_server: local_redis.LocalRedis) -> None:
+    """``from_url`` asks ``INFO cluster``: a cluster node gives a cluster-mode store, a plain
+    server a single-server one; ``redis+cluster://`` skips the question."""
+    stores = [
+        RedisStore.from_url(cluster_url),
+        RedisStore.from_url(redis_server.url),
+        RedisStore.from_url(cluster_url.replace("redis://", "redis+cluster://")),
+    ]
+    try:
+        assert [store.cluster_mode for store in stores] == [True, False, True]
+        assert all(store.now_ms() > 0 for store in stores)
+    finally:
+        for store in stores:
+            store.close()
+
+
+@pytest.mark.parametrize("kind", ["plain", "cluster"])
+def test_every_script_is_single_slot(cluster_url: str, clock: FakeClock, kind: str) -> None:
     """Every store method runs on a one-node Redis Cluster, which refuses a script or
-    ``MULTI`` that touches two slots. (The server really checks: our scripts carry the
-    ``#!lua`` shebang, and a probe script with it that reads an undeclared key of another
-    slot is refused.)"""
+    ``MULTI`` that touches two slots, both through a plain client and in cluster mode (a
+    ``RedisCluster`` client: scripts routed by key, transactions sent to the slot's node).
+    (The server really checks: our scripts carry the ``#!lua`` shebang, and a probe script
+    with it that reads an undeclared key of another slot is refused.)"""
     client = redis.Redis.from_url(cluster_url, decode_responses=True)
     client.flushall()
     with pytest.raises(redis.ResponseError, match="do not hash to the same slot"):
         client.eval("#!lua\nreturn redis.call('GET', 'other')", 1, "rt:v1:{acme}:x")
+    if kind == "cluster":
+        client.close()
+        client = RedisCluster.from_url(cluster_url, decode_responses=True)  # type: ignore[assignment]
     store = RedisStore(client, clock)
+    assert store.cluster_mode == (kind == "cluster")
     policy = Policy(max_missed_offers=1)
     store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
     store.update_agent(T, "a", lambda p: dataclasses.replace(p, skills={"tech": 2}))
