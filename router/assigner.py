@@ -20,7 +20,7 @@ from typing import Protocol
 
 import structlog
 
-from router import metrics
+from router import deadline, metrics
 from router.codec import encode_call
 from router.domain import (
     Assignment,
@@ -39,6 +39,9 @@ from router.store import Claim, Committed, Conflict, Replayed, Store
 log = structlog.get_logger(__name__)
 
 HISTORY_WINDOW_MS = 15 * 60 * 1000
+INLINE_DISPATCH_RESERVE_S = 0.05
+"""An Assign that joined the queue runs the batch pass inline only with more time than this
+left before its deadline (else the dispatcher's next wake-up or tick places the call)."""
 
 
 class Outcome(StrEnum):
@@ -103,6 +106,7 @@ class Assigner:
         if prior is not None:
             return self._replay(tenant, prior, digest)
         for attempt in range(1, self._max_replans + 2):
+            deadline.check(f"call {call.call_id}")
             snapshot = self._store.load_snapshot(tenant, call)
             placed = dataclasses.replace(call, created_ms=snapshot.now_ms)
             if snapshot.queued and queue:
@@ -138,6 +142,7 @@ class Assigner:
                 capacity=policy.capacity_for(agent.profile, call.channel),
                 expected_version=agent.profile.version,
             )
+            deadline.check(f"call {call.call_id}")  # never commit what nobody will receive
             result = self._store.commit_assignment(tenant, claim)
             if isinstance(result, Committed):
                 return _placed(result.assignment, placement.explanation, attempt)
@@ -160,10 +165,11 @@ class Assigner:
         snapshot: Snapshot,
         explanation: Explanation | None,
     ) -> AssignResult:
+        deadline.check(f"call {call.call_id}")
         queued = self._store.enqueue(tenant, request_id, digest, call, policy=snapshot.policy)
         if isinstance(queued, Replayed):
             return self._replay_request(tenant, request_id, digest)
-        if self._dispatcher is not None:
+        if self._dispatcher is not None and deadline.allows(INLINE_DISPATCH_RESERVE_S):
             try:
                 self._dispatcher.run_once(tenant)
             except RouterError as err:  # the call is safely queued; the tick will place it

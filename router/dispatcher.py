@@ -10,6 +10,10 @@ dispatchers can never give one call twice or overfill an agent.
 A pass is triggered by ``wake(tenant)`` (capacity freed, agent changed, ...), by ``Assign``
 when calls already wait, and by a tick (``tick_s``) that also covers timers: offer expiry,
 wrap-up ends, absences and shift ends starting, SLA risk growing.
+
+A pass run inline by an Assign is bounded by that RPC's deadline (``router.deadline``): once
+it passes, the pass commits no further placements and asks for a background pass instead
+(what was committed stays; the rest is still queued). The background thread has no deadline.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from router import metrics
+from router import deadline, metrics
 from router.assigner import rng_for
 from router.domain import AgentSnapshot, Call, Policy
 from router.eligibility import is_present
@@ -242,6 +246,9 @@ class Dispatcher:
         for placement in decision.placements:
             if placement.agent_id is None:
                 continue
+            if not deadline.allows(0.0):  # inline in an Assign whose client stopped waiting
+                self.wake(tenant)
+                break
             call = by_id[placement.call_id]
             claim = Claim(
                 request_id="",

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def free_port() -> int:
 
 @dataclass
 class LocalRedis:
-    """A running private redis-server bound to loopback, with no persistence."""
+    """A running private redis-server bound to loopback (no persistence unless started with
+    ``appendonly=True``)."""
 
     process: subprocess.Popen[bytes]
     port: int
@@ -47,28 +49,54 @@ class LocalRedis:
                 self.process.wait()
         self.directory.cleanup()
 
+    def kill(self) -> None:
+        """SIGKILL the server (a crash) and keep its directory, so ``start(directory=...)``
+        can bring it back on the same data (with ``appendonly=True``)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
 
 def available() -> bool:
     """Whether a ``redis-server`` binary is on PATH."""
     return shutil.which("redis-server") is not None
 
 
-def start(*, port: int = 0, timeout_s: float = 10.0) -> LocalRedis:
-    """Start ``redis-server`` on 127.0.0.1 (a free port unless given) and wait until it answers."""
+def start(
+    *,
+    port: int = 0,
+    timeout_s: float = 10.0,
+    appendonly: bool = False,
+    appendfsync: str = "always",
+    directory: tempfile.TemporaryDirectory[str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> LocalRedis:
+    """Start ``redis-server`` on 127.0.0.1 (a free port unless given) and wait until it answers.
+
+    ``appendonly=True`` turns on the append-only file with ``appendfsync`` (``always``,
+    ``everysec`` or ``no``); ``directory`` reuses the data directory of a server that was
+    ``kill``-ed, so a restart reloads its AOF (the new ``LocalRedis`` then owns it).
+    ``extra_args`` go last on the command line (e.g. ``("--enable-debug-command", "local")``
+    for fault tests)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise LocalRedisError("redis-server is not installed (apt-get install redis-server)")
+    if appendfsync not in {"always", "everysec", "no"}:
+        raise LocalRedisError(f"appendfsync {appendfsync!r} is not always, everysec or no")
     port = port or free_port()
-    directory = tempfile.TemporaryDirectory(prefix="router-redis-")
+    if directory is None:
+        directory = tempfile.TemporaryDirectory(prefix="router-redis-")
     process = subprocess.Popen(
         [
             binary,
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if appendonly else "no",
+            "--appendfsync", appendfsync,
             "--dir", directory.name,
             "--logfile", str(Path(directory.name) / "redis.log"),
+            *extra_args,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

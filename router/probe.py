@@ -1,5 +1,9 @@
 """Health follows the state store: NOT_SERVING while Redis cannot be reached, SERVING again
-as soon as it answers, so load balancers and orchestrators route around an outage."""
+as soon as it answers, so load balancers and orchestrators route around an outage.
+
+Stopping never waits for a probe in flight (it may be blocked for the store's timeout on a
+paused or unreachable Redis): a lock orders "stopped" before any later health change, so a
+probe that returns after ``stop`` cannot set SERVING over the graceful stop's NOT_SERVING."""
 
 from __future__ import annotations
 
@@ -34,16 +38,22 @@ class StoreProbe:
         self._interval_s = interval_s
         self._stopping = threading.Event()
         self._healthy = True
+        self._lock = threading.Lock()
+        """Held while health is set, so ``stop`` cannot interleave with a change."""
         self._thread = threading.Thread(target=self._loop, name="store-probe", daemon=True)
 
     def start(self) -> None:
         """Probe in the background until ``stop``."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop probing (the server's graceful stop then sets NOT_SERVING for good)."""
-        self._stopping.set()
-        self._thread.join(self._interval_s + 5)
+    def stop(self, wait_s: float = 0.0) -> None:
+        """Stop probing (the server's graceful stop then sets NOT_SERVING for good). Returns
+        at once: a probe still waiting on the store changes nothing after this; ``wait_s``
+        > 0 also waits that long for the probe thread to end."""
+        with self._lock:
+            self._stopping.set()
+        if wait_s > 0 and self._thread.is_alive():
+            self._thread.join(wait_s)
 
     def check(self) -> bool:
         """One probe; updates health when the answer changed. Returns whether it is up."""
@@ -53,7 +63,9 @@ class StoreProbe:
         except RouterError as err:
             healthy = False
             reason = err.message
-        if healthy != self._healthy and not self._stopping.is_set():
+        with self._lock:
+            if healthy == self._healthy or self._stopping.is_set():
+                return healthy
             self._healthy = healthy
             for name in self._names:
                 self._servicer.set(name, SERVING if healthy else NOT_SERVING)

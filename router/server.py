@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from router.admin_api import AgentAdminServicer, PolicyServicer
 from router.assigner import Assigner
+from router.deadline import DeadlineInterceptor
 from router.dispatcher import Dispatcher
 from router.interceptors import ErrorInterceptor
 from router.probe import StoreProbe
@@ -50,7 +51,7 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
     """Build and start the gRPC server on ``settings.host:settings.port`` (0 picks a port)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-        interceptors=[ErrorInterceptor()],
+        interceptors=[ErrorInterceptor(), DeadlineInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
