@@ -136,12 +136,24 @@ class Dispatcher:
                 if ticked:
                     self._last_full = time.monotonic()
                     tenants |= set(self._store.tenants())
-                for tenant in sorted(tenants):
-                    self.run_once(tenant, full=ticked)
             except RouterError as err:  # Redis down: try again on the next tick
                 log.warning("dispatch_failed", error=err.message)
+                continue
             except Exception:  # never let the loop die; the next tick retries
                 log.exception("dispatch_crashed")
+                continue
+            for tenant in sorted(tenants):
+                self._run_guarded(tenant, full=ticked)
+
+    def _run_guarded(self, tenant: str, *, full: bool) -> None:
+        """One tenant's pass; a failure is logged and retried on the next tick, and never
+        keeps the other tenants from their passes."""
+        try:
+            self.run_once(tenant, full=full)
+        except RouterError as err:  # Redis down or this tenant's pass refused: next tick
+            log.warning("dispatch_failed", tenant=tenant, error=err.message)
+        except Exception:  # never let the loop die; the next tick retries
+            log.exception("dispatch_crashed", tenant=tenant)
 
     # --- one pass ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 from router.dispatcher import Dispatcher, must_reclaim, widen_for_risk
 from router.domain import (
@@ -138,3 +139,30 @@ def test_a_call_predicted_to_breach_is_escalated_ahead() -> None:
     assert store.get_call(T, "c4").sla_at_risk
     assert [e.type for e in store.read_events(T) if e.call_id == "c4"][-1] == "ASSIGNED"
     assert store.get_call(T, "c3").status == CallStatus.QUEUED
+
+
+def test_a_failing_tenant_does_not_hold_up_the_others() -> None:
+    """The background loop runs each tenant's pass on its own: when one tenant's pass fails
+    (here its policy cannot be read), the next tenant's calls are still placed."""
+    store, clock = _store()
+    _agent(store, "a1")
+    _queue(store, clock, "c1")
+    real_get_policy = store.get_policy
+
+    def get_policy(tenant: str) -> Policy:
+        if tenant == "aaa-broken":
+            raise RuntimeError("unreadable policy")
+        return real_get_policy(tenant)
+
+    store.get_policy = get_policy  # type: ignore[method-assign]
+    store.tenants = lambda: ["aaa-broken", T]  # type: ignore[method-assign]
+    dispatcher = Dispatcher(store, tick_s=0.01)
+    dispatcher.start()
+    try:
+        for _ in range(500):  # bounded: at most ~5 s
+            if store.get_call(T, "c1").status == CallStatus.ASSIGNED:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        dispatcher.stop()
+    assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
