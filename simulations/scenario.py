@@ -184,13 +184,17 @@ def parse_scenario(
     top = f.mapping(raw, "")
     top = f.mapping({k: v for k, v in top.items() if not k.startswith("x-")}, "", TOP_FIELDS)
     variants = f.mapping(top.pop("variants", None) or {}, "variants")
+    # Every variant's field names are checked, chosen or not: a typo never waits for the day
+    # someone picks that variant.
+    overrides = {
+        key: f.mapping(value, f.child("variants", key), set(TOP_FIELDS) - {"variants"})
+        for key, value in variants.items()
+    }
     if variant:
         if variant not in variants:
             known = ", ".join(sorted(variants)) or "none"
             raise ScenarioError("variants", f"no variant {variant!r} (defined: {known})")
-        where = f.child("variants", variant)
-        override = f.mapping(variants[variant], where, set(TOP_FIELDS) - {"variants"})
-        top.update(override)
+        top.update(overrides[variant])
     built = _build(top, name, base or Path.cwd())
     return dataclasses.replace(
         built,

@@ -1,0 +1,113 @@
+"""Scenario files: every mistake is refused with the path of the bad field, and the fields a
+scenario states reach the simulation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.domain import Channel
+from simulations.scenario import ScenarioError, load_scenario, parse_scenario
+from simulations.simulator import simulate
+
+VOICE = {"channel": "voice", "rate_per_hour": 30, "skills": {"billing": 3}, "handle": 200}
+BASE: dict[str, Any] = {
+    "duration_s": 3600,
+    "agents": [{"id_prefix": "a", "count": 4, "skills": {"billing": 5}}],
+    "arrivals": [VOICE],
+}
+
+
+def _agent(**fields: Any) -> dict[str, Any]:
+    return {"agents": [{"id": "x", "skills": {"billing": 5}, **fields}]}
+
+
+def _stream(**fields: Any) -> dict[str, Any]:
+    return {"arrivals": [{**VOICE, **fields}]}
+
+
+BAD: list[tuple[str, dict[str, Any]]] = [
+    ("duration_s", {"duration_s": -1}),
+    ("durration_s", {"durration_s": 5}),
+    ("warmup_s", {"warmup_s": 3600}),
+    ("agents[0].skills.billing", _agent(skills={"billing": 11})),
+    ("agents[0].channels.fax", _agent(channels={"fax": 1})),
+    ("agents[0].shift.start", _agent(shift={"start": "25:00", "end": "17:00"})),
+    ("agents[0].quality", _agent(quality=1.5)),
+    ("agents[0].absences[0].kind", _agent(absences=[{"start": 0, "end": 10, "kind": "party"}])),
+    ("agents[0].timezone", _agent(timezone="Mars/Base")),
+    ("arrivals[0].handle.distribution", _stream(handle={"distribution": "gamma", "mean_s": 3})),
+    ("arrivals[0].rate_per_hour", _stream(rate_per_hour=-1)),
+    ("arrivals[0].channel", _stream(channel="pigeon")),
+    ("arrivals[0].priority", _stream(priority=11)),
+    ("arrivals[0].profile", _stream(profile={"99:00": 1})),
+    ("arrivals[0].mix[0].weight", _stream(mix=[{"weight": -1}])),
+    ("arrivals[0].trace", {"arrivals": [{"trace": "no-such-trace.csv"}]}),
+    ("policy.strategy", {"policy": {"strategy": "fastest"}}),
+    ("policy.weights.skil", {"policy": {"weights": {"skil": 1}}}),
+    ("policy.max_occupancy", {"policy": {"max_occupancy": 1.5}}),
+    ("policy.widening[0].after_s", {"policy": {"widening": [{"after_s": -5}]}}),
+    ("policy.offer_timeout_s.chat", {"policy": {"offer_timeout_s": {"chat": 601}}}),
+    ("sla.voice.goal", {"sla": {"voice": {"target_s": 20, "goal": 2}}}),
+    ("sick_leave.fraction", {"sick_leave": {"fraction": 1.5}}),
+    ("variants.flu.durration_s", {"variants": {"flu": {"durration_s": 3}}}),
+    ("arrivals", {"pool": {"agents": 2, "rate_per_hour": 5, "mean_handle_s": 60}}),
+]
+
+
+@pytest.mark.parametrize(("path", "bad"), BAD, ids=[path for path, _ in BAD])
+def test_a_bad_field_is_refused_by_name(path: str, bad: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario({**BASE, **bad}, name="bad", base=tmp_path)
+    message = str(caught.value)
+    assert message.startswith(path) or f"{path}:" in message or f"'{path}'" in message, message
+
+
+def test_a_typo_gets_a_suggestion() -> None:
+    with pytest.raises(ScenarioError, match="did you mean 'duration_s'"):
+        parse_scenario({**BASE, "durration_s": 5})
+
+
+def test_a_single_skill_pool_is_three_lines(tmp_path: Path) -> None:
+    path = tmp_path / "pool.yaml"
+    path.write_text(
+        "pool: {agents: 3, rate_per_hour: 40, mean_handle_s: 180, mean_patience_s: 120}\n"
+        "duration_s: 3600\n"
+    )
+    scenario = load_scenario(path)
+    assert len(scenario.agents) == 3
+    result = simulate(scenario, seed=1)
+    assert result.kpis["overall"]["offered"] > 20
+    assert result.kpis["overall"]["abandoned"] > 0, "patience makes callers hang up"
+
+
+def test_live_only_policy_fields_are_read() -> None:
+    scenario = parse_scenario(
+        {**BASE, "policy": {"offer_timeout_s": {"chat": 30}, "max_missed_offers": 2}}
+    )
+    assert scenario.policy.offer_timeout_s[Channel.CHAT] == 30
+    assert scenario.policy.max_missed_offers == 2
+
+
+def test_a_staggered_break_spreads_the_group() -> None:
+    """``spread_s`` starts the group's breaks evenly over that window, so a team never goes
+    on break all at once (offsets are rounded to whole minutes)."""
+    group = {
+        "id_prefix": "a",
+        "count": 4,
+        "skills": {"billing": 5},
+        "breaks": [{"start": "01:00", "duration_s": 600, "spread_s": 1800}],
+    }
+    scenario = parse_scenario({**BASE, "agents": [group]})
+    starts = sorted(agent.breaks[0][0] for agent in scenario.agents)
+    assert starts == [3600, 3600 + 480, 3600 + 900, 3600 + 1320]  # 1800 * k / 4 on whole minutes
+
+
+def test_an_unchosen_variant_does_not_change_the_scenario() -> None:
+    raw = {**BASE, "variants": {"busy": {"arrival_scale": 2.0}}}
+    plain, busy = parse_scenario(raw), parse_scenario(raw, variant="busy")
+    assert plain.arrival_scale == 1.0
+    assert busy.arrival_scale == 2.0
+    assert busy.name.endswith(":busy")
