@@ -1,4 +1,7 @@
-"""``python -m router``: run the routing service. ``--help`` lists every setting."""
+"""``python -m router``: run the routing service. ``--help`` lists every setting.
+
+``python -m router token --tenant acme --role helpdesk`` mints an API token instead.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from router import local_redis, logs, metrics
+from router import auth, local_redis, logs, metrics
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
 from router.server import create_server
@@ -29,6 +32,26 @@ reflection (try: grpcurl -plaintext 127.0.0.1:50051 list).
 State: with REDIS_URL set, that Redis (shared by every replica). Without it, a private
 redis-server is started if one is installed, else the in-memory store is used (one process,
 state lost on exit). The first log line says which.
+
+Security (SECURITY.md): TLS and mutual TLS (ROUTER_TLS_*), per-tenant API tokens with roles
+(ROUTER_TOKENS_FILE; mint one with `python -m router token --help`), per-tenant rate limits,
+and a separate admin listener (ROUTER_ADMIN_PORT).
+"""
+
+TOKEN_DESCRIPTION = """\
+Mint an API token for one tenant and role. Prints the token once (hand it to the client,
+which sends it as 'authorization: Bearer <token>') and the line to add to the tokens file
+(ROUTER_TOKENS_FILE), which holds only the token's SHA-256 digest. Send SIGHUP to running
+replicas (or restart them) to pick up the new line.
+
+roles:
+  viewer    read-only: GetCall, GetStats, Watch, GetAgent, ListAgents, GetPolicy
+  helpdesk  all of router.v1.RoutingService (Assign, Accept, Reject, Complete, Release,
+            Cancel, RequestCallback, GetCall, GetStats, Watch)
+  admin     everything: RoutingService, AgentAdminService and PolicyService
+
+example:
+  python -m router token --tenant acme --role helpdesk --name acme-crm
 """
 
 
@@ -36,15 +59,19 @@ def _epilog() -> str:
     lines = ["settings (environment variables; the flags above override them):"]
     for f in dataclasses.fields(Settings):
         name = "REDIS_URL" if f.name == "redis_url" else f"ROUTER_{f.name.upper()}"
-        lines.append(f"  {name:<24} default {f.default!r}")
+        lines.append(f"  {name:<38} default {f.default!r}")
     lines.append("")
     lines.append("examples:")
     lines.append("  python -m router                         # 127.0.0.1:50051, private redis")
-    lines.append("  REDIS_URL=redis://10.0.0.5:6379/0 python -m router --host 0.0.0.0")
+    lines.append(
+        "  REDIS_URL=redis://10.0.0.5:6379/0 ROUTER_TLS_CERT=cert.pem ROUTER_TLS_KEY=key.pem \\"
+    )
+    lines.append("    ROUTER_TOKENS_FILE=tokens.yaml python -m router --host 0.0.0.0")
+    lines.append("  python -m router token --tenant acme --role helpdesk")
     return "\n".join(lines)
 
 
-def _parse(argv: Sequence[str] | None) -> Settings:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m router",
         description=DESCRIPTION,
@@ -54,18 +81,70 @@ def _parse(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--host", help="listen address (ROUTER_HOST)")
     parser.add_argument("--port", type=int, help="listen port, 0 = any free (ROUTER_PORT)")
     parser.add_argument("--redis-url", help="shared Redis URL (REDIS_URL)")
-    args = parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="{token}")
+    token = commands.add_parser(
+        "token",
+        help="mint an API token (see: python -m router token --help)",
+        description=TOKEN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    token.add_argument("--tenant", required=True, help="the tenant the token may act for")
+    token.add_argument(
+        "--role", required=True, choices=sorted(auth.ROLES), help="what the token may call"
+    )
+    token.add_argument(
+        "--name", default="", help="label in the tokens file and the logs (default tenant-role)"
+    )
+    token.add_argument(
+        "--stdin",
+        action="store_true",
+        help="read an existing token from stdin (e.g. from a secret manager) instead of "
+        "minting one; prints only the tokens-file line",
+    )
+    return parser
+
+
+def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
     try:
         settings = Settings.from_env()
-        overrides = {k: v for k, v in vars(args).items() if v is not None}
+        overrides = {
+            key: getattr(args, key)
+            for key in ("host", "port", "redis_url")
+            if getattr(args, key) is not None
+        }
         return dataclasses.replace(settings, **overrides)
     except SettingsError as err:
         parser.error(str(err))
 
 
+def _token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``python -m router token``: print a new token and its tokens-file line."""
+    try:
+        auth.check_entry_fields(args.tenant, args.role, args.name)
+    except auth.TokensFileError as err:
+        parser.error(str(err))
+    if args.stdin:
+        token = sys.stdin.readline().strip()
+        if not token:
+            parser.error("--stdin: no token on standard input")
+        print(auth.entry_line(token, args.tenant, args.role, args.name))
+        return 0
+    token = auth.mint()
+    print("token (shown once: give it to the client, keep it in your secret store):")
+    print(f"  {token}")
+    print("add this line under 'tokens:' in the tokens file (ROUTER_TOKENS_FILE):")
+    print(auth.entry_line(token, args.tenant, args.role, args.name))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run until SIGTERM or SIGINT, then stop gracefully."""
-    settings = _parse(argv)
+    """Run until SIGTERM or SIGINT, then stop gracefully (SIGHUP re-reads the tokens
+    file). ``token`` mints an API token instead."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "token":
+        return _token(parser, args)
+    settings = _settings(parser, args)
     logs.configure(level=settings.log_level, json=settings.log_json)
     log = structlog.get_logger("router")
     private: local_redis.LocalRedis | None = None
@@ -84,8 +163,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.metrics_port:
         metrics.serve(settings.host, settings.metrics_port)
     log.info(
-        "server_started", host=settings.host, port=running.port, metrics_port=settings.metrics_port
+        "server_started",
+        host=settings.host,
+        port=running.port,
+        admin_host=settings.admin_host if running.admin_port else settings.host,
+        admin_port=running.admin_port or running.port,
+        tls=settings.tls,
+        mutual_tls=bool(settings.tls_client_ca),
+        metrics_port=settings.metrics_port,
     )
+    signal.signal(signal.SIGHUP, lambda *_: running.reload_tokens())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

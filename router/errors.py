@@ -67,9 +67,30 @@ class StoreUnavailableError(RouterError):
 
 
 class ResourceExhaustedError(RouterError):
-    """A quota is used up (the tenant's queue is full, a rate limit). Retry later."""
+    """A quota is used up (the tenant's queue is full, a rate limit). Retry later.
+
+    With ``retry_after_s`` the status carries ``google.rpc.RetryInfo`` in its rich details
+    and a ``retry-after`` trailer (whole seconds, rounded up)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UnauthenticatedError(RouterError):
+    """No credentials, or credentials the service does not know. The message never repeats
+    what the caller sent."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(RouterError):
+    """Known caller, but the tenant or the method is outside what its token grants; the
+    message names what is missing."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class OutOfRangeError(RouterError):

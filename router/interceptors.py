@@ -1,34 +1,115 @@
-"""The one place that maps errors to gRPC status codes, and writes one log line per RPC."""
+"""The one place that maps errors to gRPC status codes, and writes one log line per RPC.
+
+It also turns a request body that does not parse into INVALID_ARGUMENT (grpcio's own answer
+would be INTERNAL "Exception deserializing request!"), and gives ``ResourceExhaustedError``
+with a retry delay its ``google.rpc.RetryInfo`` detail and ``retry-after`` trailer.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import (  # type: ignore[import-untyped]  # ships .pyi but no py.typed
+    error_details_pb2,
+    status_pb2,
+)
 
 from router import metrics
-from router.errors import RouterError
+from router.errors import InvalidArgumentError, ResourceExhaustedError, RouterError
 
 log = structlog.get_logger("router.rpc")
 
 Handler = Callable[[Any, grpc.ServicerContext], Any]
+Deserializer = Callable[[bytes], Any]
+
+DETAILS_KEY = "grpc-status-details-bin"
+"""Trailer holding the serialized ``google.rpc.Status`` (what ``grpc_status`` reads)."""
+LOGGED_FIELDS = {
+    "tenant": 64,
+    "request_id": 128,
+    "agent_id": 128,
+    "assignment_id": 128,
+    "call_id": 128,
+    "reason": 200,
+}
+"""Request fields bound to the log context, with the characters kept of each."""
+
+
+def printable(value: str, limit: int) -> str:
+    """``value`` fit for a log line: at most ``limit`` characters, anything but printable
+    ASCII replaced by ``?``, ``...`` appended when clipped."""
+    clipped = "".join(c if " " <= c <= "~" else "?" for c in value[:limit])
+    return f"{clipped}..." if len(value) > limit else clipped
 
 
 def _request_fields(request: Any) -> dict[str, str]:
-    """Ids worth binding to the log context, read from the request if present."""
+    """Ids worth binding to the log context, read from the request if present, sanitised
+    (``printable``): a hostile id cannot forge or break log lines."""
     fields: dict[str, str] = {}
-    for name in ("tenant", "request_id", "agent_id", "assignment_id", "call_id", "reason"):
+    for name, limit in LOGGED_FIELDS.items():
         value = getattr(request, name, "")
         if isinstance(value, str) and value:
-            fields[name] = value[:200]
+            fields[name] = printable(value, limit)
     call = getattr(request, "call", None)
     call_id = getattr(call, "call_id", "")
     if isinstance(call_id, str) and call_id:
-        fields["call_id"] = call_id[:128]
+        fields["call_id"] = printable(call_id, LOGGED_FIELDS["call_id"])
     return fields
+
+
+class Undecodable:
+    """What the request deserializer yields for bytes that do not parse; the handler then
+    answers INVALID_ARGUMENT instead of running."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def error(self) -> InvalidArgumentError:
+        """The error to answer with."""
+        return InvalidArgumentError("request", f"cannot be decoded as {self.type_name}")
+
+
+def _tolerant(deserializer: Deserializer | None) -> Deserializer | None:
+    """Wrap ``deserializer`` so a body that does not parse yields ``Undecodable``."""
+    if deserializer is None:
+        return None
+    message_type = getattr(deserializer, "__self__", None)
+    descriptor = getattr(message_type, "DESCRIPTOR", None)
+    type_name = str(getattr(descriptor, "full_name", "the request message"))
+
+    def run(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, and whatever else a parser of hostile bytes raises
+            return Undecodable(type_name)
+
+    return run
+
+
+def _abort_with_retry(
+    context: grpc.ServicerContext, error: ResourceExhaustedError, retry_after_s: float
+) -> None:
+    """Abort with RESOURCE_EXHAUSTED, ``google.rpc.RetryInfo`` and ``retry-after`` (raises)."""
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(max(1, math.ceil(retry_after_s * 1e9)))
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    context.set_trailing_metadata(
+        (
+            (DETAILS_KEY, status.SerializeToString()),
+            ("retry-after", str(max(1, math.ceil(retry_after_s)))),
+        )
+    )
+    context.abort(error.code, error.message)
 
 
 class _Outcome:
@@ -45,6 +126,8 @@ class _Outcome:
         """Abort the RPC with the status that ``error`` maps to (raises)."""
         if isinstance(error, RouterError):
             self.code = error.code
+            if isinstance(error, ResourceExhaustedError) and error.retry_after_s is not None:
+                _abort_with_retry(context, error, error.retry_after_s)
             context.abort(error.code, error.message)
         self.code = grpc.StatusCode.INTERNAL
         log.error("rpc_crashed", exc_info=error)
@@ -61,7 +144,8 @@ class _Outcome:
 
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Turns ``RouterError`` into its status code, anything else into INTERNAL (logged with a
-    traceback), and logs ``rpc_finished`` with method, code and duration for every RPC."""
+    traceback), a body that does not parse into INVALID_ARGUMENT, and logs ``rpc_finished``
+    with method, code and duration for every RPC. Install it first (outermost)."""
 
     def intercept_service(
         self,
@@ -75,13 +159,13 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -91,6 +175,8 @@ def _unary(method: str, inner: Handler) -> Handler:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         outcome = _Outcome(method, request)
         try:
+            if isinstance(request, Undecodable):
+                raise request.error()
             return inner(request, context)
         except Exception as error:  # mapped to a status, never swallowed
             outcome.fail(error, context)
@@ -104,6 +190,8 @@ def _stream(method: str, inner: Handler) -> Callable[[Any, grpc.ServicerContext]
     def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         outcome = _Outcome(method, request)
         try:
+            if isinstance(request, Undecodable):
+                raise request.error()
             yield from inner(request, context)
         except GeneratorExit:  # the client went away
             outcome.code = grpc.StatusCode.CANCELLED

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
+
+from router import auth
 
 
 class SettingsError(ValueError):
@@ -47,6 +50,64 @@ class Settings:
     log_json: bool | None = None
     """JSON log lines (``ROUTER_LOG_JSON=1/0``); default: JSON unless stderr is a terminal."""
 
+    # --- security (see SECURITY.md) ----------------------------------------------------------
+    tls_cert: str = ""
+    """PEM certificate chain of the server (``ROUTER_TLS_CERT``); with ``tls_key`` every
+    listener speaks TLS only. Empty: plaintext."""
+    tls_key: str = ""
+    """PEM private key of ``tls_cert`` (``ROUTER_TLS_KEY``)."""
+    tls_client_ca: str = ""
+    """PEM CA bundle for client certificates (``ROUTER_TLS_CLIENT_CA``): mutual TLS, a
+    client without a certificate signed by it cannot connect. Needs ``tls_cert``."""
+    tokens_file: str = ""
+    """YAML or JSON list of API token digests with tenant and role (``ROUTER_TOKENS_FILE``;
+    see ``router.auth``; re-read on SIGHUP). Empty: no authentication, every caller may do
+    everything (a warning is logged at start-up)."""
+    admin_port: int = 0
+    """Separate listener for AgentAdminService, PolicyService and reflection
+    (``ROUTER_ADMIN_PORT``); the main port then answers UNIMPLEMENTED for them. 0: all on
+    the main port."""
+    admin_host: str = "127.0.0.1"
+    """Address of the admin listener (``ROUTER_ADMIN_HOST``)."""
+    rate_limit: float = 0.0
+    """Requests per second each tenant may make to this replica (``ROUTER_RATE_LIMIT``);
+    beyond it RESOURCE_EXHAUSTED with RetryInfo. Per replica: N replicas admit N times as
+    much. 0: no limit."""
+    rate_burst: int = 0
+    """Requests a tenant may make at once after being idle (``ROUTER_RATE_BURST``);
+    0: one second's worth of ``rate_limit``."""
+    keepalive_time_s: float = 60.0
+    """Seconds of silence after which the server pings a client to see it is still there
+    (``ROUTER_KEEPALIVE_TIME_S``)."""
+    keepalive_timeout_s: float = 20.0
+    """Seconds the server waits for the ping's answer before closing the connection
+    (``ROUTER_KEEPALIVE_TIMEOUT_S``)."""
+    keepalive_permit_without_calls: bool = True
+    """Whether clients may ping a connection that has no RPC in flight
+    (``ROUTER_KEEPALIVE_PERMIT_WITHOUT_CALLS``); pings are still rate limited."""
+    min_ping_interval_s: float = 10.0
+    """The shortest interval between client pings the server accepts while it sends no
+    data (``ROUTER_MIN_PING_INTERVAL_S``); faster pings are strikes."""
+    max_ping_strikes: int = 2
+    """Pings too early before the server closes the connection with GOAWAY
+    ``too_many_pings`` (``ROUTER_MAX_PING_STRIKES``); 0: unlimited."""
+    max_pings_without_data: int = 0
+    """Keepalive pings the server sends while it sends no data
+    (``ROUTER_MAX_PINGS_WITHOUT_DATA``); 0: unlimited, so idle Watch streams stay
+    checked."""
+    max_connection_idle_s: float = 600.0
+    """A connection without RPCs for this long is closed gracefully (clients reconnect
+    when needed) (``ROUTER_MAX_CONNECTION_IDLE_S``); 0: never."""
+    max_connection_age_s: float = 0.0
+    """Connections are closed gracefully after this long, so clients spread over new
+    replicas (``ROUTER_MAX_CONNECTION_AGE_S``); 0: never. Watch clients resume with
+    ``after_event_id``."""
+    max_connection_age_grace_s: float = 30.0
+    """Seconds RPCs in flight get after ``max_connection_age_s`` before the connection is
+    cut (``ROUTER_MAX_CONNECTION_AGE_GRACE_S``)."""
+    max_concurrent_streams: int = 100
+    """RPCs at once on one connection (``ROUTER_MAX_CONCURRENT_STREAMS``)."""
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"ROUTER_PORT: {self.port} is not a port number")
@@ -70,6 +131,72 @@ class Settings:
             raise SettingsError(f"ROUTER_GRACE_S: {self.grace_s} is not in 0..300")
         if self.log_level not in {"debug", "info", "warning", "error"}:
             raise SettingsError(f"ROUTER_LOG_LEVEL: {self.log_level!r} is not a log level")
+        self._check_tls()
+        if self.tokens_file:
+            try:
+                auth.load_tokens(self.tokens_file)
+            except auth.TokensFileError as err:
+                raise SettingsError(f"ROUTER_TOKENS_FILE: {err}") from None
+        self._check_listeners()
+        self._check_limits()
+
+    def _check_tls(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError(
+                "ROUTER_TLS_CERT and ROUTER_TLS_KEY: set both (TLS) or neither (plaintext)"
+            )
+        if self.tls_client_ca and not self.tls_cert:
+            raise SettingsError(
+                "ROUTER_TLS_CLIENT_CA: mutual TLS needs ROUTER_TLS_CERT and ROUTER_TLS_KEY"
+            )
+        for name, path, marker in (
+            ("ROUTER_TLS_CERT", self.tls_cert, "CERTIFICATE-----"),
+            ("ROUTER_TLS_KEY", self.tls_key, "PRIVATE KEY-----"),
+            ("ROUTER_TLS_CLIENT_CA", self.tls_client_ca, "CERTIFICATE-----"),
+        ):
+            if path:
+                _check_pem(name, path, marker)
+
+    def _check_listeners(self) -> None:
+        if not 0 <= self.admin_port <= 65535:
+            raise SettingsError(f"ROUTER_ADMIN_PORT: {self.admin_port} is not a port number")
+        if not self.admin_host:
+            raise SettingsError("ROUTER_ADMIN_HOST: must not be empty")
+        if self.admin_port and self.admin_port == self.port:
+            raise SettingsError(
+                f"ROUTER_ADMIN_PORT: {self.admin_port} is also ROUTER_PORT; use another port, "
+                "or 0 to serve the admin services on the main port"
+            )
+
+    def _check_limits(self) -> None:
+        if not 0 <= self.rate_limit <= 1_000_000:
+            raise SettingsError(f"ROUTER_RATE_LIMIT: {self.rate_limit} is not in 0..1000000")
+        if not 0 <= self.rate_burst <= 1_000_000:
+            raise SettingsError(f"ROUTER_RATE_BURST: {self.rate_burst} is not in 0..1000000")
+        for name, value, low, high in (
+            ("KEEPALIVE_TIME_S", self.keepalive_time_s, 0.01, 86400),
+            ("KEEPALIVE_TIMEOUT_S", self.keepalive_timeout_s, 0.01, 3600),
+            ("MIN_PING_INTERVAL_S", self.min_ping_interval_s, 0, 86400),
+            ("MAX_CONNECTION_IDLE_S", self.max_connection_idle_s, 0, 30 * 86400),
+            ("MAX_CONNECTION_AGE_S", self.max_connection_age_s, 0, 30 * 86400),
+            ("MAX_CONNECTION_AGE_GRACE_S", self.max_connection_age_grace_s, 0, 86400),
+        ):
+            if not low <= value <= high:
+                raise SettingsError(f"ROUTER_{name}: {value} is not in {low:g}..{high:g}")
+        for name, number, high in (
+            ("MAX_PING_STRIKES", self.max_ping_strikes, 1000),
+            ("MAX_PINGS_WITHOUT_DATA", self.max_pings_without_data, 1000),
+            ("MAX_CONCURRENT_STREAMS", self.max_concurrent_streams, 100_000),
+        ):
+            if not 0 <= number <= high:
+                raise SettingsError(f"ROUTER_{name}: {number} is not in 0..{high}")
+        if self.max_concurrent_streams == 0:
+            raise SettingsError("ROUTER_MAX_CONCURRENT_STREAMS: must be at least 1")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listeners speak TLS."""
+        return bool(self.tls_cert)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,7 +219,7 @@ def _parse(name: str, raw: str, kind: object) -> object:
             return int(raw)
         if kind == "float":
             return float(raw)
-        if kind == "bool | None":
+        if kind in {"bool", "bool | None"}:
             if raw.lower() in {"1", "true", "yes"}:
                 return True
             if raw.lower() in {"0", "false", "no"}:
@@ -101,3 +228,13 @@ def _parse(name: str, raw: str, kind: object) -> object:
     except ValueError:
         raise SettingsError(f"{name}: {raw!r} is not a valid {kind}") from None
     return raw
+
+
+def _check_pem(name: str, path: str, marker: str) -> None:
+    """Raise ``SettingsError`` unless ``path`` is a readable PEM file containing ``marker``."""
+    try:
+        text = Path(path).read_text("ascii")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SettingsError(f"{name}: cannot read {path}: {err}") from None
+    if marker not in text:
+        raise SettingsError(f"{name}: {path} holds no PEM '-----BEGIN ...{marker}' block")

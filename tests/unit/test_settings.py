@@ -1,0 +1,139 @@
+"""Security settings are validated when ``Settings`` is built, with the variable's name."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from router import auth
+from router.server import server_options
+from router.settings import Settings, SettingsError
+
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> dict[str, str]:
+    """Files that look like a certificate and a key (content is checked by grpc later)."""
+    (tmp_path / "cert.pem").write_text(CERT)
+    (tmp_path / "key.pem").write_text(KEY)
+    return {"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem")}
+
+
+def test_tls_needs_both_cert_and_key(pem: dict[str, str]) -> None:
+    """Either alone is refused; both is TLS; neither is plaintext."""
+    with pytest.raises(SettingsError, match="ROUTER_TLS_CERT and ROUTER_TLS_KEY: set both"):
+        Settings(tls_cert=pem["cert"])
+    with pytest.raises(SettingsError, match="set both"):
+        Settings(tls_key=pem["key"])
+    assert Settings(tls_cert=pem["cert"], tls_key=pem["key"]).tls
+    assert not Settings().tls
+
+
+def test_client_ca_needs_tls(pem: dict[str, str]) -> None:
+    """Mutual TLS without a server certificate makes no sense."""
+    with pytest.raises(SettingsError, match="ROUTER_TLS_CLIENT_CA: mutual TLS needs"):
+        Settings(tls_client_ca=pem["cert"])
+    Settings(tls_cert=pem["cert"], tls_key=pem["key"], tls_client_ca=pem["cert"])
+
+
+def test_tls_files_must_be_readable_pem(pem: dict[str, str], tmp_path: Path) -> None:
+    """A missing file or one without the expected PEM block names the variable."""
+    with pytest.raises(SettingsError, match="ROUTER_TLS_CERT: cannot read"):
+        Settings(tls_cert=str(tmp_path / "nope.pem"), tls_key=pem["key"])
+    with pytest.raises(SettingsError, match=r"ROUTER_TLS_KEY: .* holds no PEM"):
+        Settings(tls_cert=pem["cert"], tls_key=pem["cert"])
+    with pytest.raises(SettingsError, match=r"ROUTER_TLS_CLIENT_CA: .* holds no PEM"):
+        Settings(tls_cert=pem["cert"], tls_key=pem["key"], tls_client_ca=pem["key"])
+
+
+def test_tokens_file_is_parsed_up_front(tmp_path: Path) -> None:
+    """A broken tokens file stops start-up with the entry that is wrong."""
+    path = tmp_path / "tokens.yaml"
+    path.write_text("tokens:\n  - {sha256: abc, tenant: acme, role: admin}\n")
+    with pytest.raises(SettingsError, match=r"ROUTER_TOKENS_FILE: tokens\[0\].sha256"):
+        Settings(tokens_file=str(path))
+    with pytest.raises(SettingsError, match="ROUTER_TOKENS_FILE: cannot read"):
+        Settings(tokens_file=str(tmp_path / "missing.yaml"))
+    path.write_text(f"tokens:\n{auth.entry_line('t', 'acme', 'admin')}\n")
+    assert Settings(tokens_file=str(path)).tokens_file == str(path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"admin_port": 70000}, "ROUTER_ADMIN_PORT: 70000 is not a port"),
+        ({"port": 6000, "admin_port": 6000}, "ROUTER_ADMIN_PORT: 6000 is also ROUTER_PORT"),
+        ({"admin_host": ""}, "ROUTER_ADMIN_HOST"),
+        ({"rate_limit": -1}, "ROUTER_RATE_LIMIT"),
+        ({"rate_burst": -1}, "ROUTER_RATE_BURST"),
+        ({"keepalive_time_s": 0}, "ROUTER_KEEPALIVE_TIME_S"),
+        ({"min_ping_interval_s": -1}, "ROUTER_MIN_PING_INTERVAL_S"),
+        ({"max_connection_idle_s": -1}, "ROUTER_MAX_CONNECTION_IDLE_S"),
+        ({"max_concurrent_streams": 0}, "ROUTER_MAX_CONCURRENT_STREAMS"),
+        ({"max_ping_strikes": -1}, "ROUTER_MAX_PING_STRIKES"),
+    ],
+)
+def test_out_of_range_values(kwargs: dict[str, object], message: str) -> None:
+    """Each limit names its variable."""
+    with pytest.raises(SettingsError, match=message):
+        Settings(**kwargs)  # type: ignore[arg-type]  # values of the right types
+
+
+def test_from_env_reads_the_security_variables(pem: dict[str, str]) -> None:
+    """Every new field has its ROUTER_* variable, booleans included."""
+    settings = Settings.from_env(
+        {
+            "ROUTER_TLS_CERT": pem["cert"],
+            "ROUTER_TLS_KEY": pem["key"],
+            "ROUTER_ADMIN_PORT": "50052",
+            "ROUTER_ADMIN_HOST": "::1",
+            "ROUTER_RATE_LIMIT": "12.5",
+            "ROUTER_RATE_BURST": "40",
+            "ROUTER_KEEPALIVE_PERMIT_WITHOUT_CALLS": "0",
+            "ROUTER_MAX_CONNECTION_AGE_S": "1800",
+        }
+    )
+    assert settings.tls
+    assert (settings.admin_port, settings.admin_host) == (50052, "::1")
+    assert (settings.rate_limit, settings.rate_burst) == (12.5, 40)
+    assert settings.keepalive_permit_without_calls is False
+    assert settings.max_connection_age_s == 1800
+    with pytest.raises(SettingsError, match="ROUTER_KEEPALIVE_PERMIT_WITHOUT_CALLS: 'maybe'"):
+        Settings.from_env({"ROUTER_KEEPALIVE_PERMIT_WITHOUT_CALLS": "maybe"})
+
+
+def test_server_options_carry_the_keepalive_settings() -> None:
+    """Defaults in milliseconds; idle/age options only when set."""
+    options = dict(server_options(Settings()))
+    assert options["grpc.keepalive_time_ms"] == 60_000
+    assert options["grpc.keepalive_timeout_ms"] == 20_000
+    assert options["grpc.keepalive_permit_without_calls"] == 1
+    assert options["grpc.http2.min_ping_interval_without_data_ms"] == 10_000
+    assert options["grpc.http2.max_ping_strikes"] == 2
+    assert options["grpc.http2.max_pings_without_data"] == 0
+    assert options["grpc.max_concurrent_streams"] == 100
+    assert options["grpc.max_connection_idle_ms"] == 600_000
+    assert "grpc.max_connection_age_ms" not in options
+    aged = dict(server_options(Settings(max_connection_age_s=90, max_connection_idle_s=0)))
+    assert aged["grpc.max_connection_age_ms"] == 90_000
+    assert aged["grpc.max_connection_age_grace_ms"] == 30_000
+    assert "grpc.max_connection_idle_ms" not in aged
+
+
+def test_readme_configuration_table_names_every_setting() -> None:
+    """Operators read the README's table: each variable ``Settings.from_env`` reads is in it,
+    and it names no variable the service does not read."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`((?:ROUTER|REDIS)_[A-Z0-9_]+)`", table))
+    read = {
+        "REDIS_URL" if f.name == "redis_url" else f"ROUTER_{f.name.upper()}"
+        for f in dataclasses.fields(Settings)
+    }
+    assert read - documented == set(), "settings missing from the README table"
+    assert documented - read == set(), "README names variables the service does not read"
