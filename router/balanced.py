@@ -42,14 +42,19 @@ eligible agent by the same net value.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
 
 from router.board import Board, explain
 from router.domain import Call, Channel, Placement, Strategy
+from router.eligibility import AgentColumns, ColumnScreening, Screening
 from router.ordering import queue_order
-from router.solver import solve_flow
-from scoring.load import free_slots, slot_costs
-from scoring.match import max_total
+from router.solver import solve_flow, solve_flow_arrays
+from scoring.load import free_slots, slot_cost_matrix, slot_costs
+from scoring.match import ScoreColumns, max_total
 
 SCORE_SCALE = 1000
 """Integer cost units per weighted score point."""
@@ -67,7 +72,24 @@ def channel_order(calls: Sequence[Call], order: Sequence[int]) -> list[Channel]:
 
 
 def plan_balanced(board: Board, calls: Sequence[Call]) -> list[Placement]:
-    """Place ``calls`` with the balanced model; placements in input order."""
+    """Place ``calls`` with the balanced model; placements in input order.
+
+    Screens and scores with numpy columns (``Columns``); the result is exactly that of
+    ``plan_balanced_reference`` (same flow graph, arc for arc, hence the same placements and
+    explanations), which tests check on random snapshots.
+    """
+    placements: list[Placement | None] = [None] * len(calls)
+    order = queue_order(calls, board.now_ms, board.policy)
+    columns = Columns(board)
+    for channel in channel_order(calls, order):
+        group = [index for index in order if calls[index].channel == channel]
+        for index, placement in _solve_channel_fast(board, columns, calls, group, channel):
+            placements[index] = placement
+    return [placement for placement in placements if placement is not None]
+
+
+def plan_balanced_reference(board: Board, calls: Sequence[Call]) -> list[Placement]:
+    """``plan_balanced`` one agent and one pair at a time: the yardstick of the fast path."""
     placements: list[Placement | None] = [None] * len(calls)
     order = queue_order(calls, board.now_ms, board.policy)
     for channel in channel_order(calls, order):
@@ -75,6 +97,197 @@ def plan_balanced(board: Board, calls: Sequence[Call]) -> list[Placement]:
         for index, placement in _solve_channel(board, calls, group, channel):
             placements[index] = placement
     return [placement for placement in placements if placement is not None]
+
+
+class Columns:
+    """The board's agents as numpy columns: hard rules (``router.eligibility.AgentColumns``)
+    and score facts (``scoring.match.ScoreColumns``), in agent-id order, kept in step with
+    the board's placements."""
+
+    __slots__ = ("rules", "scores")
+
+    def __init__(self, board: Board) -> None:
+        """Columns of every agent on ``board`` (the board holds them in agent-id order)."""
+        agents = list(board.agents.values())
+        self.rules = AgentColumns(
+            agents, board.now_ms, board.policy, unindexed_missing_skill=board.unindexed
+        )
+        self.scores = ScoreColumns(agents, board.now_ms, board.policy)
+
+    def levels(self, name: str) -> npt.NDArray[np.int64]:
+        """Level of skill ``name`` per agent, 0 without it."""
+        return self.rules.skill(name)[1]
+
+    def place(self, index: int, channel: Channel) -> None:
+        """The agent at ``index`` takes an item on ``channel`` now."""
+        self.rules.place(index, channel)
+        self.scores.placed(index)
+
+
+def _top(net: npt.NDArray[np.float64], keep: int | None) -> npt.NDArray[np.intp]:
+    """Positions of the ``keep`` best ``net`` values, best first, ties in position order
+    (``sorted`` by ``(-net, agent id)`` with positions in agent-id order, then cut)."""
+    if keep is None or len(net) <= keep:
+        return np.argsort(-net, kind="stable")
+    # The keep-th best value; every value above it is kept, and as many equal to it as fit,
+    # the first ones in position order (a stable sort would put those first).
+    threshold = np.partition(-net, keep - 1)[keep - 1]
+    above = np.flatnonzero(-net < threshold)
+    tied = np.flatnonzero(-net == threshold)[: keep - len(above)]
+    chosen = np.concatenate([above, tied])
+    chosen.sort()
+    return chosen[np.argsort(-net[chosen], kind="stable")]
+
+
+def _solve_channel_fast(
+    board: Board, columns: Columns, calls: Sequence[Call], group: list[int], channel: Channel
+) -> list[tuple[int, Placement]]:
+    """``_solve_channel`` on numpy columns (same graph, same placements, same explanations)."""
+    policy = board.policy
+    rules, scores = columns.rules, columns.scores
+    n_calls = len(group)
+    screenings = [rules.screen(calls[index]) for index in group]
+    members = np.unique(np.concatenate([s.eligible for s in screenings]))
+    column = np.full(rules.size, -1, np.intp)
+    column[members] = np.arange(len(members))
+
+    load_matrix, slot_int_matrix, filled = _slot_table(rules, members, channel, n_calls)
+    first_load = np.full(rules.size, np.nan)
+    if len(members):
+        first_load[members] = load_matrix[:, 0]
+
+    ceiling = max_total(policy.weights)
+    keep = None if policy.top_k <= 0 else max(policy.top_k, n_calls)
+    nets: list[npt.NDArray[np.float64]] = []
+    edge_calls: list[npt.NDArray[np.intp]] = []
+    edge_agents: list[npt.NDArray[np.intp]] = []
+    edge_costs: list[npt.NDArray[np.int64]] = []
+    for c, (index, screening) in enumerate(zip(group, screenings, strict=True)):
+        eligible = screening.eligible
+        totals = scores.totals(calls[index], eligible, columns.levels)
+        net = totals - first_load[eligible]
+        nets.append(net)
+        ranked = _top(net, keep)
+        base = np.maximum(0, np.rint((ceiling - totals[ranked]) * SCORE_SCALE)).astype(np.int64)
+        edge_calls.append(np.full(len(ranked), c, np.intp))
+        edge_agents.append(column[eligible[ranked]])
+        edge_costs.append(base)
+    pair_calls = np.concatenate(edge_calls)
+    pair_agents = np.concatenate(edge_agents)
+    pair_costs = np.concatenate(edge_costs)
+
+    agent_of = _choose(n_calls, (pair_calls, pair_agents, pair_costs), slot_int_matrix, filled)
+
+    # Cards first, placements after: a placement changes the agent's idle part.
+    ids = scores.ids
+    chosen = [None if j is None else int(members[j]) for j in agent_of]
+    cards = [
+        None if i is None else scores.card(calls[index], i)
+        for i, index in zip(chosen, group, strict=True)
+    ]
+    taken = [0] * len(members)
+    results: list[tuple[int, Placement]] = []
+    for c, index in enumerate(group):
+        i, chosen_card, screening = chosen[c], cards[c], screenings[c]
+        chosen_id = None if i is None else ids[i]
+        parts: dict[str, float] = {}
+        if i is not None and chosen_card is not None:
+            j = int(column[i])
+            parts = {**chosen_card.parts, LOAD: -float(load_matrix[j, taken[j]])}
+            taken[j] += 1
+            columns.place(i, channel)
+        explanation = explain(
+            Strategy.BALANCED,
+            _bare(screening),
+            chosen_id,
+            parts,
+            _runner_up(screening, nets[c], i, ids),
+        )
+        explanation = dataclasses.replace(explanation, candidates=len(screening.eligible))
+        results.append((index, Placement(calls[index].call_id, chosen_id, explanation)))
+    return results
+
+
+def _slot_table(
+    rules: AgentColumns, members: npt.NDArray[np.intp], channel: Channel, n_calls: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Load cost (score points) and integer slot cost of each free slot of each candidate
+    (``_load_costs`` and ``slot_ints``), one row per candidate, and which entries are real
+    slots (a row is padded past the agent's free slots)."""
+    policy = rules.policy
+    slots = _slot_counts(rules, members, channel, n_calls)
+    width = int(slots.max()) if len(slots) else 0
+    load_matrix = slot_cost_matrix(
+        rules.units_used[members],
+        policy.units_for(channel),
+        width,
+        occupancy=rules.occupancy(members),
+        cap=rules.occupancy_cap()[members],
+        weight=policy.weights.load,
+    )
+    slot_int_matrix = np.rint(load_matrix * SCORE_SCALE).astype(np.int64) + np.arange(width)
+    return load_matrix, slot_int_matrix, np.arange(width)[None, :] < slots[:, None]
+
+
+def _slot_counts(
+    rules: AgentColumns, members: npt.NDArray[np.intp], channel: Channel, n_calls: int
+) -> npt.NDArray[np.int64]:
+    """Free slots of each candidate, at most ``n_calls`` (no agent takes more in one solve)."""
+    return np.minimum(rules.free_slots(channel, members), n_calls)
+
+
+def _choose(
+    n_calls: int,
+    pairs: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.int64]],
+    slot_int_matrix: npt.NDArray[np.int64],
+    filled: npt.NDArray[np.bool_],
+) -> tuple[int | None, ...]:
+    """``place(n, prioritise(edges, queue ranks, slot_ints), slot_ints)`` on arrays: ``pairs``
+    are the edges' (call, candidate, cost) columns, ``filled`` marks the real slots."""
+    pair_calls, pair_agents, pair_costs = pairs
+    slot_ints = slot_int_matrix[filled]
+    if n_calls > 1:
+        widest_pair = int(pair_costs.max()) if len(pair_costs) else 0
+        widest_slot = int(slot_ints.max()) if len(slot_ints) else 0
+        step = n_calls * (widest_pair + widest_slot) + 1
+        # Call c (queue rank c) has priority n - 1 - c: its edges cost c * step more.
+        pair_costs = pair_costs + pair_calls.astype(np.int64) * step
+        return solve_flow_arrays(
+            n_calls,
+            len(slot_int_matrix),
+            edge_calls=pair_calls,
+            edge_agents=pair_agents,
+            edge_costs=pair_costs,
+            slot_agents=np.nonzero(filled)[0],
+            slot_costs=slot_ints,
+        ).agent_of
+    if not len(pair_costs):
+        return (None,)
+    # One call: the cheapest candidate on its first slot, ties to the lowest agent id.
+    total = pair_costs + slot_int_matrix[pair_agents, 0]
+    return (int(pair_agents[total == total.min()].min()),)
+
+
+def _bare(screening: ColumnScreening) -> Screening:
+    """The screening ``explain`` needs, without the eligible agents (only their count)."""
+    return Screening(
+        eligible=(), excluded=screening.excluded, widening_step=screening.widening_step
+    )
+
+
+def _runner_up(
+    screening: ColumnScreening, net: npt.NDArray[np.float64], chosen: int | None, ids: list[str]
+) -> list[tuple[str, float]]:
+    """The best eligible agent other than ``chosen`` by net value, ties to the lowest id
+    (the one entry of the ranking ``explain`` would pick from all of them)."""
+    eligible = screening.eligible
+    if chosen is not None:
+        others = eligible != chosen
+        eligible, net = eligible[others], net[others]
+    if not len(eligible):
+        return []
+    best = int(np.argmax(net))
+    return [(ids[int(eligible[best])], float(net[best]))]
 
 
 def _solve_channel(

@@ -55,10 +55,43 @@ def solve_flow(
     at cost ``edge_costs[e]``. ``slot_costs[j]`` lists the cost of each successive item agent
     ``j`` can still take (its length is the agent's free slots). All costs are integers >= 0.
     """
+    slot_agents = np.repeat(
+        np.arange(len(slot_costs), dtype=np.int32), [len(c) for c in slot_costs]
+    )
+    slot_cost_array = np.fromiter(
+        (cost for costs in slot_costs for cost in costs), dtype=np.int64, count=len(slot_agents)
+    )
+    return solve_flow_arrays(
+        n_calls,
+        len(slot_costs),
+        edge_calls=edge_calls,
+        edge_agents=edge_agents,
+        edge_costs=edge_costs,
+        slot_agents=slot_agents,
+        slot_costs=slot_cost_array,
+    )
+
+
+def solve_flow_arrays(
+    n_calls: int,
+    n_agents: int,
+    *,
+    edge_calls: npt.ArrayLike,
+    edge_agents: npt.ArrayLike,
+    edge_costs: npt.ArrayLike,
+    slot_agents: npt.ArrayLike,
+    slot_costs: npt.ArrayLike,
+) -> FlowSolution:
+    """``solve_flow`` with the slots as parallel arrays too (the same graph, arc for arc).
+
+    ``slot_agents[s]`` is the agent of slot ``s`` and ``slot_costs[s]`` its cost; an agent's
+    slots are consecutive, in the order they fill, and agents come in index order.
+    """
     calls = np.asarray(edge_calls, dtype=np.int32)
     agents = np.asarray(edge_agents, dtype=np.int32)
     pair_costs = np.asarray(edge_costs, dtype=np.int64)
-    n_agents = len(slot_costs)
+    slot_agents = np.asarray(slot_agents, dtype=np.int32)
+    slot_cost_array = np.asarray(slot_costs, dtype=np.int64)
     source, sink = 0, n_calls + n_agents + 1
 
     def call_node(index: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
@@ -69,10 +102,6 @@ def solve_flow(
         """Node ids of agent indexes (after the calls; the last node is the sink)."""
         return index + 1 + n_calls
 
-    slot_agents = np.repeat(np.arange(n_agents, dtype=np.int32), [len(c) for c in slot_costs])
-    slot_cost_array = np.fromiter(
-        (cost for costs in slot_costs for cost in costs), dtype=np.int64, count=len(slot_agents)
-    )
     all_calls = np.arange(n_calls, dtype=np.int32)
     tails = np.concatenate(
         [np.full(n_calls, source, np.int32), call_node(calls), agent_node(slot_agents)]

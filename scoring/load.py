@@ -31,6 +31,9 @@ good agents share the work and top performers are not drained up to their cap fi
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
+
 from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Channel, Policy
 
 
@@ -82,3 +85,28 @@ def slot_costs(
         marginal_cost(units_used, units, k, occupancy=occupancy, cap=cap, weight=weight)
         for k in range(1, slots + 1)
     )
+
+
+def slot_cost_matrix(
+    units_used: npt.NDArray[np.int64],
+    units: int,
+    width: int,
+    *,
+    occupancy: npt.NDArray[np.float64],
+    cap: npt.NDArray[np.float64],
+    weight: float,
+) -> npt.NDArray[np.float64]:
+    """``marginal_cost`` of items ``k = 1..width`` for many agents at once, shape (agents, width).
+
+    Row ``i`` is agent ``i``'s ``slot_costs`` (padded to ``width``); every value is the float
+    ``marginal_cost`` returns, operation for operation (tests compare them bit for bit).
+    """
+    share = units / AGENT_UNIT_BUDGET
+    steps = np.arange(width, dtype=np.int64) * units
+    before = (units_used[:, None] + steps[None, :]) / AGENT_UNIT_BUDGET
+    after = before + share
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = occupancy / cap
+    ratio = np.where(cap <= 0, 1.0, np.minimum(1.0, np.maximum(0.0, raw)))
+    occupancy_term = share * ratio * ratio
+    return weight * ((after * after - before * before) + occupancy_term[:, None])

@@ -24,10 +24,13 @@ Load is not a match part: it is a cost in the solver (``scoring.load``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import numpy.typing as npt
 
 from router.domain import (
     SKILL_LEVEL_MAX,
@@ -83,6 +86,19 @@ class AgentFacts:
     idle: float
 
 
+def add_up(values: Iterable[float]) -> float:
+    """Sum left to right with plain float additions.
+
+    What ``sum`` does on Python 3.11; spelled out because Python 3.12 made ``sum`` of floats
+    compensated, and the vectorised scoring below (one array addition per term) must give the
+    very same floats on every Python version.
+    """
+    total = 0.0
+    for value in values:
+        total += value
+    return total
+
+
 def utc_offset_hours(zone: str, now_ms: int) -> float | None:
     """UTC offset of IANA ``zone`` at ``now_ms`` in hours; ``None`` for an empty or bad name."""
     if not zone:
@@ -101,10 +117,10 @@ def skill_fit(call: Call, skills: Mapping[str, int]) -> float:
     required = None
     if call.required_skills:
         levels = [skills.get(req.skill, 0) for req in call.required_skills]
-        required = sum(_level(level) for level in levels) / len(levels)
+        required = add_up(_level(level) for level in levels) / len(levels)
     preferred = None
     if call.preferred_skills:
-        preferred = sum(_level(skills.get(name, 0)) for name in call.preferred_skills) / len(
+        preferred = add_up(_level(skills.get(name, 0)) for name in call.preferred_skills) / len(
             call.preferred_skills
         )
     if required is not None and preferred is not None:
@@ -188,7 +204,7 @@ def weight_vector(weights: Weights) -> tuple[float, ...]:
 
 def weighted_total(values: tuple[float, ...], weights: tuple[float, ...]) -> float:
     """Sum of value * weight in ``PART_NAMES`` order (the same float ``card`` reports)."""
-    return sum(value * weight for value, weight in zip(values, weights, strict=True))
+    return add_up(value * weight for value, weight in zip(values, weights, strict=True))
 
 
 def card(values: tuple[float, ...], weights: tuple[float, ...]) -> ScoreCard:
@@ -225,3 +241,167 @@ def max_total(weights: Weights) -> float:
 def _level(level: int) -> float:
     """A skill level as a fraction of the top level."""
     return min(1.0, max(0.0, level / SKILL_LEVEL_MAX))
+
+
+# --- Vectorised scoring ---------------------------------------------------------------------
+
+Floats = npt.NDArray[np.float64]
+Levels = Callable[[str], npt.NDArray[np.int64]]
+"""Skill name -> level per agent (0 without the skill), for the agents being scored."""
+
+
+def _level_array(levels: npt.NDArray[np.int64]) -> Floats:
+    """``_level`` elementwise."""
+    return np.minimum(1.0, np.maximum(0.0, levels / SKILL_LEVEL_MAX))
+
+
+def skill_fit_array(call: Call, levels: Levels, size: int) -> Floats:
+    """``skill_fit`` for many agents at once (same floats, operation for operation)."""
+    required = None
+    if call.required_skills:
+        total = np.zeros(size)
+        for req in call.required_skills:
+            total = total + _level_array(levels(req.skill))
+        required = total / len(call.required_skills)
+    preferred = None
+    if call.preferred_skills:
+        total = np.zeros(size)
+        for name in call.preferred_skills:
+            total = total + _level_array(levels(name))
+        preferred = total / len(call.preferred_skills)
+    if required is not None and preferred is not None:
+        return REQUIRED_SHARE * required + PREFERRED_SHARE * preferred
+    if required is not None:
+        return required
+    if preferred is not None:
+        return preferred
+    return np.ones(size)
+
+
+class ScoreColumns:
+    """Call-independent score facts (``AgentFacts``) of a decision's agents as numpy columns.
+
+    Performance, idle and UTC offsets are computed with the scalar functions above, lazily
+    per agent (only for agents some call finds eligible) and cached for the decision;
+    ``totals`` then scores many agents for one call with array operations giving exactly the
+    floats ``weighted_total(part_values(...))`` gives (tests compare them bit for bit).
+    ``placed`` records that an agent took work during the decision (its idle part drops to 0).
+    """
+
+    __slots__ = (
+        "_filled",
+        "_idle",
+        "_index",
+        "_offset",
+        "_offsets",
+        "_performance",
+        "_region",
+        "_region_names",
+        "_weights",
+        "agents",
+        "ids",
+        "now_ms",
+        "policy",
+    )
+
+    def __init__(self, agents: Sequence[AgentSnapshot], now_ms: int, policy: Policy) -> None:
+        """Columns for ``agents`` (indexes as in that sequence)."""
+        self.agents = agents
+        self.now_ms = now_ms
+        self.policy = policy
+        n = len(agents)
+        self.ids = [agent.agent_id for agent in agents]
+        self._weights = weight_vector(policy.weights)
+        self._filled = np.zeros(n, np.bool_)
+        self._performance = np.zeros(n)
+        self._idle = np.zeros(n)
+        self._offset = np.zeros(n)
+        self._offsets: dict[str, float | None] = {}
+        self._region: npt.NDArray[np.int64] | None = None
+        self._region_names: list[str] = []
+        self._index = {agent_id: i for i, agent_id in enumerate(self.ids)}
+
+    def utc_offset(self, zone: str) -> float | None:
+        """``utc_offset_hours`` of ``zone`` at now, looked up once per zone."""
+        if zone not in self._offsets:
+            self._offsets[zone] = utc_offset_hours(zone, self.now_ms)
+        return self._offsets[zone]
+
+    def _fill(self, indexes: npt.NDArray[np.intp]) -> None:
+        """Compute the facts of the agents at ``indexes`` not seen yet."""
+        missing = indexes[~self._filled[indexes]]
+        if not len(missing):
+            return
+        policy, now_ms = self.policy, self.now_ms
+        for i in missing.tolist():
+            agent = self.agents[i]
+            offset = self.utc_offset(agent.profile.timezone)
+            self._performance[i] = performance.score(agent.performance, now_ms, policy)
+            self._idle[i] = idle_value(agent, now_ms, policy.idle_horizon_s)
+            self._offset[i] = np.nan if offset is None else offset
+        self._filled[missing] = True
+
+    def placed(self, index: int) -> None:
+        """The agent at ``index`` took work now: its idle part is 0 from here on."""
+        self._fill(np.array([index], dtype=np.intp))
+        self._idle[index] = 0.0
+
+    def _region_values(self, call: Call, indexes: npt.NDArray[np.intp]) -> Floats:
+        """``region_affinity`` of the agents at ``indexes`` for ``call``."""
+        call_offset = self.utc_offset(call.timezone)
+        if call_offset is None:
+            values = np.zeros(len(indexes))
+        else:
+            gap = np.abs(call_offset - self._offset[indexes])
+            with np.errstate(invalid="ignore"):
+                near = TIMEZONE_AFFINITY * np.maximum(0.0, 1.0 - gap / OFFSET_SPAN_H)
+            values = np.where(np.isnan(gap), 0.0, near)
+        if call.region:
+            if self._region is None:
+                codes: dict[str, int] = {}
+                self._region = np.fromiter(
+                    (
+                        codes.setdefault(agent.profile.region.lower(), len(codes))
+                        for agent in self.agents
+                    ),
+                    np.int64,
+                    len(self.agents),
+                )
+                self._region_names = list(codes)
+            wanted = call.region.lower()
+            # Agent regions are compared as ``AgentFacts.region`` holds them (lower-cased).
+            same = np.array([name.lower() == wanted for name in self._region_names])
+            if same.any():
+                values[same[self._region[indexes]]] = 1.0
+        return values
+
+    def card(self, call: Call, index: int) -> ScoreCard:
+        """Score card of the agent at ``index`` for ``call`` (``Board.card``, from the columns)."""
+        self._fill(np.array([index], dtype=np.intp))
+        agent = self.agents[index]
+        offset = self._offset[index]
+        facts = AgentFacts(
+            agent_id=agent.agent_id,
+            skills=agent.profile.skills,
+            region=agent.profile.region.lower(),
+            utc_offset_h=None if np.isnan(offset) else float(offset),
+            performance=float(self._performance[index]),
+            idle=float(self._idle[index]),
+        )
+        values = part_values(call, facts, self.utc_offset(call.timezone))
+        return card(values, self._weights)
+
+    def totals(self, call: Call, indexes: npt.NDArray[np.intp], levels: Levels) -> Floats:
+        """Soft score totals of the agents at ``indexes`` for ``call`` (``Board.total``)."""
+        self._fill(indexes)
+        n = len(indexes)
+        skill = skill_fit_array(call, lambda name: levels(name)[indexes], n)
+        previous = np.zeros(n)
+        favourite = self._index.get(call.preferred_agent_id)
+        if favourite is not None:
+            previous[indexes == favourite] = 1.0
+        w_skill, w_performance, w_region, w_previous, w_idle = self._weights
+        total = skill * w_skill + self._performance[indexes] * w_performance
+        total = total + self._region_values(call, indexes) * w_region
+        total = total + previous * w_previous
+        return total + self._idle[indexes] * w_idle
