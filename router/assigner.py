@@ -1,8 +1,20 @@
 """The Assign use case: snapshot -> pure decision -> atomic commit, or the queue.
 
 This is the only place that strings store and engine together for a new call, so the
-service and the live replay share it. It never decides from a cache: every attempt reads a
-fresh snapshot, and the store's commit re-checks the chosen agent before claiming.
+service and the live replay share it. Every attempt reads a fresh snapshot (agents the store
+decoded before are reused only while their stored revision is unchanged), and the store's
+commit re-checks the chosen agent before claiming.
+
+The first attempt decides on ``Store.load_candidates``: one round trip that also says whether
+the request id was seen, pruned by the routing index to the skilled agents who are AVAILABLE
+with room. Every agent it leaves out is ineligible, so a call it places goes to the agent the
+full snapshot would choose; its explanation counts the agents left out as ``NOT_AVAILABLE``
+(exactly the first rule they fail) and ``AT_CAPACITY`` (their work in progress leaves no room
+in their budget, whichever earlier rule might also refuse them). When that decision places
+nobody, or calls already wait, the attempt re-reads the full snapshot (``load_snapshot``) and
+goes on as without the index, so NO_AGENT and QUEUED answers, their explanations and wait
+estimates do not depend on the index. A lost commit re-plans on full snapshots, so an index
+entry that was stale (the commit script is the authority) costs one re-plan at most.
 
 Fairness with a queue: when calls already wait, a new call does not jump them. It joins the
 queue and the dispatcher runs one batch solve over everything waiting; the answer is then
@@ -28,13 +40,16 @@ from router.domain import (
     Call,
     CallRecord,
     CallStatus,
+    Exclusion,
     Explanation,
+    Placement,
     Snapshot,
+    frozen_map,
 )
 from router.engine import decide
 from router.errors import ContentionError, InvalidArgumentError, RouterError
 from router.forecast import agents_for, estimated_wait_s
-from router.store import Claim, Committed, Conflict, Replayed, Store
+from router.store import Candidates, Claim, Committed, Conflict, Gone, Replayed, Store
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +80,15 @@ class AssignResult:
     estimated_wait_s: float = 0.0
     callback_offered: bool = False
     attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """Who asks: the tenant, the Assign's idempotency key and the digest of its call."""
+
+    tenant: str
+    request_id: str
+    digest: str
 
 
 class Dispatching(Protocol):
@@ -101,17 +125,25 @@ class Assigner:
         self, tenant: str, request_id: str, call: Call, *, queue: bool = True
     ) -> AssignResult:
         """Assign ``call``, queue it, or (``queue=False``) say nobody can take it now."""
-        digest = fingerprint(call)
-        prior = self._store.find_request(tenant, request_id)
+        req = _Request(tenant, request_id, fingerprint(call))
+        first = self._store.load_candidates(tenant, call, request_id)
+        prior = self._store.find_request(tenant, request_id) if first.request_seen else None
         if prior is not None:
-            return self._replay(tenant, prior, digest)
+            return self._replay(tenant, prior, req.digest)
+        fast: Candidates | None = first
         for attempt in range(1, self._max_replans + 2):
             deadline.check(f"call {call.call_id}")
+            if fast is not None:
+                quick, fast = self._quick(req, call, fast, queue=queue), None
+                if isinstance(quick, AssignResult):
+                    return quick
+                if quick is not None:  # lost the commit race: re-plan on a full snapshot
+                    continue
             snapshot = self._store.load_snapshot(tenant, call)
             placed = dataclasses.replace(call, created_ms=snapshot.now_ms)
             if snapshot.queued and queue:
                 return self._enqueue(
-                    tenant, request_id, digest, placed, snapshot=snapshot, explanation=None
+                    tenant, request_id, req.digest, placed, snapshot=snapshot, explanation=None
                 )
             with metrics.SOLVER_SECONDS.labels("single").time():
                 decision = decide(snapshot, [placed], rng=rng_for(f"{request_id}:{attempt}"))
@@ -122,38 +154,67 @@ class Assigner:
                 return self._enqueue(
                     tenant,
                     request_id,
-                    digest,
+                    req.digest,
                     placed,
                     snapshot=snapshot,
                     explanation=placement.explanation,
                 )
-            agent = next(a for a in snapshot.agents if a.agent_id == placement.agent_id)
-            policy = snapshot.policy
-            claim = Claim(
-                request_id=request_id,
-                fingerprint=digest,
-                call=placed,
-                agent_id=agent.agent_id,
-                expected_seq=agent.seq,
-                units=policy.units_for(call.channel),
-                heartbeat_timeout_s=policy.heartbeat_timeout_s,
-                explanation=placement.explanation,
-                offer_timeout_s=policy.offer_timeout_s.get(call.channel, 0),
-                capacity=policy.capacity_for(agent.profile, call.channel),
-                expected_version=agent.profile.version,
-            )
-            deadline.check(f"call {call.call_id}")  # never commit what nobody will receive
-            result = self._store.commit_assignment(tenant, claim)
-            if isinstance(result, Committed):
-                return _placed(result.assignment, placement.explanation, attempt)
-            if isinstance(result, Replayed):
-                return self._replay_request(tenant, request_id, digest)
-            reason = result.reason if isinstance(result, Conflict) else result.status
-            log.debug("assign_replanned", agent_id=agent.agent_id, reason=reason)
+            claimed = self._claim(req, placed, snapshot, placement, attempt)
+            if isinstance(claimed, AssignResult):
+                return claimed
         raise ContentionError(
             f"call {call.call_id}: agents kept changing during {self._max_replans + 1} "
             "attempts; retry with the same request_id"
         )
+
+    def _quick(
+        self, req: _Request, call: Call, fast: Candidates, *, queue: bool
+    ) -> AssignResult | Conflict | Gone | None:
+        """The first attempt, on the pruned snapshot: the answer when it placed the call,
+        the lost commit when the agent changed, ``None`` when the full snapshot must decide
+        (nobody placed, or calls already wait)."""
+        snapshot = fast.snapshot
+        if snapshot.queued and queue:
+            return None
+        placed = dataclasses.replace(call, created_ms=snapshot.now_ms)
+        with metrics.SOLVER_SECONDS.labels("single").time():
+            decision = decide(snapshot, [placed], rng=rng_for(f"{req.request_id}:1"))
+        placement = decision.placements[0]
+        if placement.agent_id is None:
+            return None
+        explanation = with_pruned(placement.explanation, fast)
+        placement = dataclasses.replace(placement, explanation=explanation)
+        return self._claim(req, placed, snapshot, placement, 1)
+
+    def _claim(
+        self, req: _Request, placed: Call, snapshot: Snapshot, placement: Placement, attempt: int
+    ) -> AssignResult | Conflict | Gone:
+        """Commit the placement (the store re-checks the agent): the answer, or why the
+        commit was refused (re-plan)."""
+        agent = next(a for a in snapshot.agents if a.agent_id == placement.agent_id)
+        policy, channel = snapshot.policy, placed.channel
+        claim = Claim(
+            request_id=req.request_id,
+            fingerprint=req.digest,
+            call=placed,
+            agent_id=agent.agent_id,
+            expected_seq=agent.seq,
+            units=policy.units_for(channel),
+            heartbeat_timeout_s=policy.heartbeat_timeout_s,
+            explanation=placement.explanation,
+            offer_timeout_s=policy.offer_timeout_s.get(channel, 0),
+            capacity=policy.capacity_for(agent.profile, channel),
+            expected_version=agent.profile.version,
+        )
+        deadline.check(f"call {placed.call_id}")  # never commit what nobody will receive
+        result = self._store.commit_assignment(req.tenant, claim)
+        if isinstance(result, Committed):
+            return _placed(result.assignment, placement.explanation, attempt)
+        if isinstance(result, Replayed):
+            return self._replay_request(req.tenant, req.request_id, req.digest)
+        reason = result.reason if isinstance(result, Conflict) else result.status
+        log.debug("assign_replanned", agent_id=agent.agent_id, reason=reason)
+        return result
 
     def _enqueue(
         self,
@@ -233,6 +294,19 @@ class Assigner:
             )
         policy = self._store.get_policy(tenant)
         return self.answer(tenant, record, Explanation(policy.strategy), replayed=True)
+
+
+def with_pruned(explanation: Explanation, fast: Candidates) -> Explanation:
+    """``explanation`` with the agents ``load_candidates`` left out counted: not available
+    as ``NOT_AVAILABLE``, without room as ``AT_CAPACITY`` (in declaration order, like
+    ``eligibility.tally``)."""
+    if not fast.not_available and not fast.no_room:
+        return explanation
+    counts = dict(explanation.excluded)
+    counts[Exclusion.NOT_AVAILABLE] = counts.get(Exclusion.NOT_AVAILABLE, 0) + fast.not_available
+    counts[Exclusion.AT_CAPACITY] = counts.get(Exclusion.AT_CAPACITY, 0) + fast.no_room
+    ordered = {reason: counts[reason] for reason in Exclusion if counts.get(reason, 0) > 0}
+    return dataclasses.replace(explanation, excluded=frozen_map(ordered))
 
 
 def _placed(assignment: Assignment, explanation: Explanation, attempts: int) -> AssignResult:

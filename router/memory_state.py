@@ -86,6 +86,11 @@ class AgentState:
                 count, latest = count + 1, max(latest, work.wrap_until_ms)
         return count, busy, latest
 
+    def units_in_progress(self) -> int:
+        """What ``index_agent`` scores the agent by in ``idx:ready``: the units of work in
+        progress or offered (wrap-ups not counted)."""
+        return sum(work.units for work in self.work.values() if work.wrap_until_ms == 0)
+
     def sweep(self, now: int) -> None:
         """``sweep``: move wrap-ups that have ended into the spans."""
         for asg_id, work in list(self.work.items()):

@@ -23,12 +23,20 @@ import time
 from collections.abc import Callable
 
 from router import store_common as rules
-from router.domain import AgentProfile, AgentSnapshot, Call, Policy, Presence, Snapshot
+from router.domain import (
+    AGENT_UNIT_BUDGET,
+    AgentProfile,
+    AgentSnapshot,
+    Call,
+    Policy,
+    Presence,
+    Snapshot,
+)
 from router.errors import AlreadyExistsError, InvalidArgumentError
 from router.memory_calls import MemoryCalls
 from router.memory_routing import MemoryRouting
 from router.memory_state import AgentState, TenantState
-from router.store import AgentQuery, Event
+from router.store import AgentQuery, Candidates, Event
 
 
 def _system_clock() -> int:
@@ -220,6 +228,33 @@ class MemoryStore(MemoryRouting, MemoryCalls):
                 if skills <= t.agents[agent_id].profile.skills.keys()
             )
             return Snapshot(now, policy, agents, len(t.agents) - len(agents), len(t.queue))
+
+    def load_candidates(self, tenant: str, call: Call, request_id: str = "") -> Candidates:
+        """``load_snapshot`` pruned like the Redis routing index prunes: skilled agents that
+        are AVAILABLE and whose work in progress or offered leaves room for one item."""
+        rules.check_tenant(tenant)
+        skills = {req.skill for req in call.required_skills}
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            policy = t.policy or Policy()
+            cutoff = now - policy.occupancy_window_s * 1000
+            room = AGENT_UNIT_BUDGET - policy.units_for(call.channel)
+            skilled = [
+                agent_id
+                for agent_id in sorted(t.agents)
+                if skills <= t.agents[agent_id].profile.skills.keys()
+            ]
+            ready = [a for a in skilled if t.agents[a].presence == Presence.AVAILABLE]
+            picked = [a for a in ready if t.agents[a].units_in_progress() <= room]
+            agents = tuple(t.agents[agent_id].view(now, cutoff) for agent_id in picked)
+            entry = t.requests.get(request_id) if request_id else None
+            snapshot = Snapshot(now, policy, agents, len(t.agents) - len(skilled), len(t.queue))
+            return Candidates(
+                snapshot,
+                not_available=len(skilled) - len(ready),
+                no_room=len(ready) - len(picked),
+                request_seen=entry is not None and now <= entry[2],
+            )
 
     # --- tenants and the dispatcher lease ----------------------------------------------------
 

@@ -1,5 +1,5 @@
 """The agent and policy side of ``RedisStore``: profiles, presence, heartbeats, the skill
-index, policy versions and the routing snapshot.
+index, the routing index, policy versions and the routing snapshot.
 
 A mixin on ``RedisBase`` (no driver import); key schema in the ``router.redis_store`` docstring.
 ``update_agent``, ``delete_agent`` and ``put_policy`` read, then compare-and-set in a script
@@ -12,15 +12,34 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
 from router import codec
 from router import store_common as rules
-from router.domain import AgentProfile, AgentSnapshot, Call, Policy, Presence, Snapshot
+from router.domain import (
+    AGENT_UNIT_BUDGET,
+    AgentProfile,
+    AgentSnapshot,
+    Call,
+    Policy,
+    Presence,
+    Snapshot,
+)
 from router.errors import AlreadyExistsError
 from router.redis_base import RedisBase, add_agent_reads, agents_from_replies
-from router.redis_schema import Keys, agent_from_view, text
-from router.store import AgentQuery
+from router.redis_schema import Keys, agent_from_view, text, texts
+from router.store import AgentQuery, Candidates
+
+log = structlog.get_logger(__name__)
 
 _SCAN_CHUNK = 200
+INDEX_VERSION = "1"
+"""The routing index (``idx:ready``, ``idx:rev``) these scripts keep; a tenant whose
+``idx:version`` differs (data written before the index existed) is indexed on its first
+``load_candidates``."""
+_INDEX_CHUNK = 500
+"""Agents per ``reindex`` script (each one a short atomic step)."""
+_POLICIES_KEPT = 256
 
 
 class RedisAgents(RedisBase):
@@ -48,7 +67,7 @@ class RedisAgents(RedisBase):
         self._register_tenant(tenant)
         reply = self._run(
             "create_agent",
-            [k.agent(agent_id), k.work(agent_id), k.agents, k.events, *skills],
+            [k.agent(agent_id), k.work(agent_id), k.agents, k.events, k.ready, k.revs, *skills],
             [agent_id, codec.encode_profile(profile), self._events_maxlen, rules.WORK_RETENTION_MS],
         )
         if reply[0] == "exists":
@@ -82,7 +101,7 @@ class RedisAgents(RedisBase):
             added = sorted(changed.skills.keys() - current.skills.keys())
             reply = self._run(
                 "update_agent",
-                [k.agent(agent_id), k.work(agent_id), k.events]
+                [k.agent(agent_id), k.work(agent_id), k.events, k.ready, k.revs]
                 + [k.skill(s) for s in (*removed, *added)],
                 [
                     current.version,
@@ -113,7 +132,7 @@ class RedisAgents(RedisBase):
                 raise rules.stale_version(what, expected_version, current.version)
             reply = self._run(
                 "delete_agent",
-                [k.agent(agent_id), k.work(agent_id), k.agents, k.events]
+                [k.agent(agent_id), k.work(agent_id), k.agents, k.events, k.ready, k.revs]
                 + [k.skill(s) for s in sorted(current.skills)],
                 [current.version, agent_id, self._events_maxlen],
             )
@@ -173,7 +192,7 @@ class RedisAgents(RedisBase):
         k = Keys(tenant)
         reply = self._run(
             "set_presence",
-            [k.agent(agent_id), k.work(agent_id), k.events],
+            [k.agent(agent_id), k.work(agent_id), k.events, k.ready, k.revs],
             [presence.value, reason, agent_id, self._events_maxlen, rules.WORK_RETENTION_MS],
         )
         if reply[0] == "missing":
@@ -182,7 +201,8 @@ class RedisAgents(RedisBase):
 
     def heartbeat(self, tenant: str, agent_id: str) -> int:
         """Record a heartbeat (no ``seq`` bump); returns store time."""
-        reply = self._run("heartbeat", [Keys(tenant).agent(agent_id)], [])
+        k = Keys(tenant)
+        reply = self._run("heartbeat", [k.agent(agent_id), k.ready, k.revs], [agent_id])
         if reply[0] == "missing":
             raise rules.agent_not_found(agent_id)
         return int(reply[1])
@@ -193,7 +213,21 @@ class RedisAgents(RedisBase):
         """The stored policy or ``Policy()`` (version 0)."""
         k = Keys(tenant)
         _, (raw,) = self._multi(k, lambda pipe: pipe.get(k.policy))
-        return Policy() if raw is None else codec.decode_policy(text(raw))
+        return self._policy(raw)
+
+    def _policy(self, raw: object) -> Policy:
+        """A stored policy JSON (``None`` or "": none stored) decoded, memoised by its text
+        (a ``Policy`` is immutable, so every reader may share one)."""
+        if raw is None or raw == "":
+            return Policy()
+        stored = text(raw)
+        policy = self._policies.get(stored)
+        if policy is None:
+            policy = codec.decode_policy(stored)
+            if len(self._policies) >= _POLICIES_KEPT:
+                self._policies.clear()
+            self._policies[stored] = policy
+        return policy
 
     def put_policy(self, tenant: str, policy: Policy, expected_version: int = 0) -> Policy:
         """Store ``policy`` as the next version (compare-and-set like ``update_agent``)."""
@@ -237,7 +271,7 @@ class RedisAgents(RedisBase):
             pipe.zcard(k.queue)
 
         now, (raw, raw_ids, total, queued) = self._multi(k, first, now=True)
-        policy = Policy() if raw is None else codec.decode_policy(text(raw))
+        policy = self._policy(raw)
         candidates = sorted(text(agent_id) for agent_id in raw_ids)
         min_end = now - policy.occupancy_window_s * 1000
         agents: list[AgentSnapshot] = []
@@ -245,3 +279,83 @@ class RedisAgents(RedisBase):
             _, replies = self._multi(k, lambda pipe: add_agent_reads(pipe, k, candidates, min_end))
             agents = agents_from_replies(replies, now, min_end)
         return Snapshot(now, policy, tuple(agents), int(total) - len(candidates), int(queued))
+
+    def load_candidates(self, tenant: str, call: Call, request_id: str = "") -> Candidates:
+        """One read-only script: time, policy, agent count, queue depth, whether
+        ``request_id`` was seen, and the skilled agents in ``idx:ready`` with room for the
+        call's channel, with their revs. Agents whose rev is cached come from the agent
+        cache, the others are read in one ``MULTI`` (hash and spans of the occupancy
+        window) and cached. The script filters by the units the policy last seen for this
+        tenant gives the channel; when the policy it returns says otherwise (it changed), it
+        runs again. An index never built by this version (older data) is built first."""
+        k = Keys(tenant)
+        skills = sorted({req.skill for req in call.required_skills})
+        keys = [k.policy, k.agents, k.queue, k.ready, k.revs, k.index_version, k.req(request_id)]
+        keys += [k.skill(s) for s in skills]
+        room_key = (tenant, call.channel)
+        room = self._rooms.get(room_key, AGENT_UNIT_BUDGET - Policy().units_for(call.channel))
+        for _ in range(rules.MAX_CAS_ATTEMPTS):
+            reply = self._run("candidates", keys, [request_id, INDEX_VERSION, room])
+            if reply[0] == "unindexed":
+                self.build_index(tenant)
+                continue
+            policy = self._policy(reply[2])
+            wanted = AGENT_UNIT_BUDGET - policy.units_for(call.channel)
+            if wanted == room:
+                return self._candidates(tenant, k, policy, reply)
+            self._rooms[room_key] = room = wanted
+        raise rules.contention(f"tenant {tenant} routing index")
+
+    def _candidates(self, tenant: str, k: Keys, policy: Policy, reply: list[Any]) -> Candidates:
+        """The ``candidates`` script's reply, its agents from the cache or read now."""
+        _, now_text, _, total, queued, seen, skilled, in_ready, ready = reply
+        now, window = int(now_text), policy.occupancy_window_s * 1000
+        ids: list[str] = ready[::2]
+        revs: list[str] = ready[1::2]
+        cache = self._agent_cache
+        found: dict[str, AgentSnapshot] = {}
+        missing: list[str] = []
+        for agent_id, rev in zip(ids, revs, strict=True):
+            cached = cache.get(tenant, agent_id, rev, now, window)
+            if cached is None:
+                missing.append(agent_id)
+            else:
+                found[agent_id] = cached
+        if missing:
+            min_end = now - window
+            _, replies = self._multi(k, lambda pipe: add_agent_reads(pipe, k, missing, min_end))
+            for fields, spans in zip(replies[::2], replies[1::2], strict=True):
+                if fields:  # deleted since the first read: no longer a candidate
+                    agent = cache.put(tenant, texts(fields), [text(m) for m in spans], now, window)
+                    found[agent.agent_id] = agent
+        agents = tuple(found[agent_id] for agent_id in sorted(found))
+        snapshot = Snapshot(now, policy, agents, int(total) - int(skilled), int(queued))
+        return Candidates(
+            snapshot,
+            not_available=int(skilled) - int(in_ready),
+            no_room=int(in_ready) - len(ids),
+            request_seen=bool(seen),
+        )
+
+    def build_index(self, tenant: str) -> int:
+        """(Re)build the tenant's routing index from every agent hash, ``_INDEX_CHUNK``
+        agents per script, the last one marking it built; returns the agents indexed. Needed
+        once for data written before the index existed (``load_candidates`` calls it); safe
+        to run at any time, also while other replicas route (each step is atomic and the
+        scripts keep the index from then on)."""
+        k = Keys(tenant)
+        start, done = "-", 0
+        while True:
+            ids = self._ids_after(k, start, _INDEX_CHUNK)
+            last = len(ids) < _INDEX_CHUNK
+            self._run(
+                "reindex",
+                [k.ready, k.revs, k.index_version, *(k.agent(a) for a in ids)],
+                [INDEX_VERSION, "1" if last else "0", *ids],
+            )
+            done += len(ids)
+            if last:
+                break
+            start = "(" + ids[-1]
+        log.info("routing_index_built", tenant=tenant, agents=done)
+        return done

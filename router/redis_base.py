@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from router import store_common as rules
-from router.domain import AgentSnapshot, Policy
+from router.domain import AgentSnapshot, Channel, Policy
+from router.redis_cache import AgentCache
 from router.redis_schema import Keys, agent_from_hash, text, texts
 
 
@@ -42,6 +43,13 @@ class RedisBase(ABC):
 
     _events_maxlen: int
     """Approximate cap of the event stream (``MAXLEN ~``)."""
+    _agent_cache: AgentCache
+    """Decoded agents by ``rev`` (``load_candidates``)."""
+    _policies: dict[str, Policy]
+    """Decoded policies by their stored JSON."""
+    _rooms: dict[tuple[str, Channel], int]
+    """(tenant, channel) -> the most units in progress that leave room for one item, under
+    the policy last seen (``load_candidates``)."""
 
     @abstractmethod
     def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> list[Any]:

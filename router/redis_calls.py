@@ -170,6 +170,8 @@ class RedisCalls(RedisBase):
                     k.offers,
                     k.history,
                     k.timeline(call_id),
+                    k.ready,
+                    k.revs,
                 ],
                 [
                     asg_id,

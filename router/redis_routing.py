@@ -71,6 +71,8 @@ class RedisRouting(RedisBase):
                 k.offers,
                 k.history,
                 k.timeline(call.call_id),
+                k.ready,
+                k.revs,
             ],
             [
                 claim.request_id,
@@ -192,6 +194,8 @@ class RedisRouting(RedisBase):
                 k.offers,
                 k.history,
                 k.timeline(call_id),
+                k.ready,
+                k.revs,
             ],
             [assignment_id, token, self._events_maxlen],
         )
@@ -215,6 +219,8 @@ class RedisRouting(RedisBase):
                 k.offers,
                 k.queue,
                 k.timeline(call_id),
+                k.ready,
+                k.revs,
             ],
             [
                 assignment_id,
@@ -257,6 +263,8 @@ class RedisRouting(RedisBase):
                 k.offers,
                 k.history,
                 k.timeline(call_id),
+                k.ready,
+                k.revs,
             ],
             [
                 assignment_id,
@@ -297,7 +305,7 @@ class RedisRouting(RedisBase):
                 if token is not None and call_id is not None
             )
         ]
-        keys = [k.agent(agent_id), k.work(agent_id), k.events, k.queue, k.offers]
+        keys = [k.agent(agent_id), k.work(agent_id), k.events, k.queue, k.offers, k.ready, k.revs]
         for asg_id, call_id in found:
             keys += [k.asg(asg_id), k.call(call_id), k.timeline(call_id)]
         reply = self._run(

@@ -103,6 +103,22 @@ class Keys:
         return f"{self.prefix}agents"
 
     @property
+    def ready(self) -> str:
+        """ZSET: agents whose presence is AVAILABLE, scored by the units of their work in
+        progress or offered (the routing index, kept by the scripts)."""
+        return f"{self.prefix}idx:ready"
+
+    @property
+    def revs(self) -> str:
+        """HASH: agent id -> the ``rev`` of its hash (bumped on every change)."""
+        return f"{self.prefix}idx:rev"
+
+    @property
+    def index_version(self) -> str:
+        """STRING: the version of the routing index built for this tenant."""
+        return f"{self.prefix}idx:version"
+
+    @property
     def policy(self) -> str:
         """STRING: the policy JSON."""
         return f"{self.prefix}policy"

@@ -164,6 +164,7 @@ from redis.exceptions import (
 from router import store_common as rules
 from router.errors import InvalidArgumentError, RouterError, StoreUnavailableError
 from router.redis_agents import RedisAgents
+from router.redis_cache import AgentCache
 from router.redis_calls import RedisCalls
 from router.redis_routing import RedisRouting
 from router.redis_schema import TENANTS_KEY, Keys, event_from_entry, text, text_or_none, texts
@@ -186,7 +187,12 @@ _SCRIPTS = (
     "mark_sla",
     "request_callback",
     "lease",
+    "candidates",
+    "reindex",
 )
+_READ_ONLY = frozenset({"candidates"})
+"""Scripts that write nothing (``flags=no-writes``: they also run while Redis refuses
+writes, e.g. at its memory limit)."""
 _UNAVAILABLE = (
     redis.ConnectionError,
     redis.TimeoutError,
@@ -254,7 +260,8 @@ def _source(name: str) -> str:
     touches a key of another slot than its declared keys, instead of allowing it."""
     lua = resources.files("router") / "lua"
     lib, body = (lua / "_lib.lua").read_text("utf-8"), (lua / f"{name}.lua").read_text("utf-8")
-    return f"#!lua\n{lib}\n{body}"
+    flags = " flags=no-writes" if name in _READ_ONLY else ""
+    return f"#!lua{flags}\n{lib}\n{body}"
 
 
 class RedisStore(RedisAgents, RedisRouting, RedisCalls):
@@ -276,6 +283,9 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
             raise RouterError("RedisStore needs a client created with decode_responses=True")
         self._clock = clock
         self._events_maxlen = events_maxlen
+        self._agent_cache = AgentCache()
+        self._policies = {}
+        self._rooms = {}
         timeout = kwargs.get("socket_timeout")
         # A blocking XREAD must return before the socket times out: block in slices.
         self._block_slice_ms = max(1, int(float(timeout) * 500)) if timeout else 0

@@ -122,6 +122,26 @@ class QueueView:
 
 
 @dataclass(frozen=True, slots=True)
+class Candidates:
+    """``load_candidates``: the routing snapshot pruned to the agents who could take a call
+    now, and whether the Assign's ``request_id`` was seen before."""
+
+    snapshot: Snapshot
+    """Policy, store time and queue depth as in ``load_snapshot``, but only the agents that
+    hold every required skill, are AVAILABLE and whose work in progress or offered leaves
+    room in their unit budget for one item of the call's channel (in agent-id order).
+    Wrap-ups, heartbeats, absences and every other hard rule are left to the engine, so this
+    is a superset of the eligible agents. ``unindexed_missing_skill`` as in ``load_snapshot``."""
+    not_available: int
+    """Skilled agents left out because their presence is not AVAILABLE."""
+    no_room: int
+    """Skilled AVAILABLE agents left out because their work in progress or offered leaves
+    fewer units than one item of the call's channel takes."""
+    request_seen: bool
+    """``request_id`` has an idempotency record: ``find_request`` has the answer."""
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One finished wait or piece of work, kept two hours for live statistics."""
 
@@ -221,6 +241,14 @@ class Store(Protocol):
         index; the count pruned goes in ``unindexed_missing_skill``), in one round trip
         where the backend allows it. Only work that holds capacity at store time (in
         progress, offered, or in wrap-up) is in ``AgentSnapshot.active``."""
+        ...
+
+    def load_candidates(self, tenant: str, call: Call, request_id: str = "") -> Candidates:
+        """The fast first read of an Assign: ``Candidates`` (from an index the writes keep
+        exact, in one round trip plus one for the agents that changed since this process
+        last read them, where the backend allows it). The decision on ``snapshot`` is the
+        decision on ``load_snapshot`` for any call it places (the agents left out are not
+        eligible); a call it cannot place needs ``load_snapshot`` for its explanation."""
         ...
 
     def queue_depth(self, tenant: str) -> int:

@@ -1,6 +1,6 @@
 -- OFFERED -> ACTIVE.
--- KEYS: 1 asg, 2 agent, 3 call, 4 events, 5 offers, 6 history, 7 timeline  (agent and call
---       as read from the asg hash, which never changes them)
+-- KEYS: 1 asg, 2 agent, 3 call, 4 events, 5 offers, 6 history, 7 timeline, 8 idx:ready,
+--       9 idx:rev  (agent and call as read from the asg hash, which never changes them)
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 maxlen
 -- -> {'missing'} | {'stale'} | {'unchanged', asg} | {'already', state} | {'expired'}
 --    | {'ok', asg}
@@ -20,6 +20,7 @@ if value then
   local w = parse_work(value)
   redis.call('HSET', KEYS[2], field, work_value(w.channel, w.units, w.start, '0', 0),
              'missed', 0)
+  index_agent(KEYS[2], KEYS[8], KEYS[9], h[5])
 end
 local c = redis.call('HMGET', KEYS[3], 'assignment_id', 'origin', 'channel')
 if c[1] == asg_id then

@@ -1,6 +1,6 @@
 -- The customer hung up or the platform withdrew the call.
 -- KEYS: 1 call, 2 asg (the call's assignment as read), 3 agent, 4 work, 5 events, 6 queue,
---       7 offers, 8 history, 9 timeline
+--       7 offers, 8 history, 9 timeline, 10 idx:ready, 11 idx:rev
 -- ARGV: 1 now|'', 2 assignment id read, 3 retention_ms, 4 record_ttl_ms, 5 maxlen, 6 call_id
 -- -> {'missing'} | {'retry'} (the call moved on since the read) | {'completed'}
 --    | {'ok', call hash, asg hash}
@@ -14,6 +14,7 @@ local a = redis.call('HMGET', KEYS[2], 'state', 'agent_id', 'token')
 local function end_work()
   end_assignment(KEYS[2], KEYS[7], asg_id, 'cancelled', now, ARGV[4])
   free_slot(KEYS[3], KEYS[4], KEYS[2], asg_id, now, tonumber(ARGV[3]))
+  index_agent(KEYS[3], KEYS[10], KEYS[11], a[2])
   return a[2], {'assignment_id', asg_id, 'token', a[3]}
 end
 if c[1] == 'queued' or c[1] == 'offered' then

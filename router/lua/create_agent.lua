@@ -1,4 +1,5 @@
--- KEYS: 1 agent, 2 work, 3 agents, 4 events, 5.. idx:skill:<skill> of the profile
+-- KEYS: 1 agent, 2 work, 3 agents, 4 events, 5 idx:ready, 6 idx:rev,
+--       7.. idx:skill:<skill> of the profile
 -- ARGV: 1 now|'', 2 agent_id, 3 profile JSON, 4 maxlen, 5 retention_ms
 -- -> {'exists'} | {'ok', view}
 local now = now_ms(ARGV[1])
@@ -9,6 +10,7 @@ redis.call('HSET', KEYS[1], 'profile', ARGV[3], 'version', 1, 'presence', 'offli
            'missed', 0)
 redis.call('DEL', KEYS[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[2])
-for i = 5, #KEYS do redis.call('SADD', KEYS[i], ARGV[2]) end
+for i = 7, #KEYS do redis.call('SADD', KEYS[i], ARGV[2]) end
+index_agent(KEYS[1], KEYS[5], KEYS[6], ARGV[2])
 emit(KEYS[4], ARGV[4], 'AGENT_CREATED', now, '', ARGV[2], {'version', '1'})
 return {'ok', agent_view(KEYS[1], KEYS[2], now, tonumber(ARGV[5]))}

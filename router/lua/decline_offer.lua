@@ -1,5 +1,6 @@
 -- OFFERED -> REJECTED or TIMED_OUT: free the slot, requeue the call, count a missed offer.
--- KEYS: 1 asg, 2 agent, 3 work, 4 call, 5 events, 6 offers, 7 queue, 8 timeline
+-- KEYS: 1 asg, 2 agent, 3 work, 4 call, 5 events, 6 offers, 7 queue, 8 timeline, 9 idx:ready,
+--       10 idx:rev
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 'rejected'|'timed_out', 5 aging ms per
 --       priority level, 6 max missed offers (0 = never NOT_RESPONDING), 7 retention_ms,
 --       8 record_ttl_ms, 9 maxlen
@@ -38,4 +39,5 @@ if state == 'timed_out' and redis.call('EXISTS', KEYS[2]) == 1 then
          {'presence', 'not_responding', 'reason', reason})
   end
 end
+index_agent(KEYS[2], KEYS[9], KEYS[10], agent_id)
 return {'ok', redis.call('HGETALL', KEYS[1])}

@@ -1,4 +1,5 @@
--- KEYS: 1 agent, 2 work, 3 agents, 4 events, 5.. idx:skill keys of the profile read
+-- KEYS: 1 agent, 2 work, 3 agents, 4 events, 5 idx:ready, 6 idx:rev,
+--       7.. idx:skill keys of the profile read
 -- ARGV: 1 now|'', 2 version read, 3 agent_id, 4 maxlen
 -- -> {'missing'} | {'moved', current version} | {'busy', count of work held} | {'ok'}
 -- (a wrap-up that has ended does not count; its span goes with the work key)
@@ -10,6 +11,7 @@ local active = held(KEYS[1], now)[1]
 if active > 0 then return {'busy', active} end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[3])
-for i = 5, #KEYS do redis.call('SREM', KEYS[i], ARGV[3]) end
+for i = 7, #KEYS do redis.call('SREM', KEYS[i], ARGV[3]) end
+index_agent(KEYS[1], KEYS[5], KEYS[6], ARGV[3])
 emit(KEYS[4], ARGV[4], 'AGENT_DELETED', now, '', ARGV[3], {})
 return {'ok'}

@@ -1,5 +1,6 @@
 -- End an ACTIVE assignment as completed, released or cancelled.
--- KEYS: 1 asg, 2 agent, 3 work, 4 call, 5 events, 6 queue, 7 offers, 8 history, 9 timeline
+-- KEYS: 1 asg, 2 agent, 3 work, 4 call, 5 events, 6 queue, 7 offers, 8 history, 9 timeline,
+--       10 idx:ready, 11 idx:rev
 --       (agent and call as read from the asg hash, which never changes them)
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 end state, 5 outcome value or '',
 --       6 half_life_s, 7 retention_ms, 8 record_ttl_ms, 9 maxlen, 10 wrap-up ms,
@@ -36,6 +37,7 @@ else
   free_slot(KEYS[2], KEYS[3], KEYS[1], asg_id, now, retention_ms)
 end
 fold(KEYS[2], ARGV[5], tonumber(ARGV[6]), now)
+index_agent(KEYS[2], KEYS[10], KEYS[11], agent_id)
 local id = emit_call(k.events, k.timeline, ARGV[9], string.upper(state), now, call_id, agent_id,
                      {'assignment_id', asg_id, 'token', h[1]})
 if state == 'completed' then

@@ -1,6 +1,6 @@
 -- Take back an absent agent's offers and their active work on some channels.
--- KEYS: 1 agent, 2 work, 3 events, 4 queue, 5 offers, then per assignment read: asg, call,
---       timeline
+-- KEYS: 1 agent, 2 work, 3 events, 4 queue, 5 offers, 6 idx:ready, 7 idx:rev, then per
+--       assignment read: asg, call, timeline
 -- ARGV: 1 now|'', 2 agent_id, 3 channels as ',a,b,', 4 aging ms per priority level,
 --       5 retention_ms, 6 record_ttl_ms, 7 maxlen, 8.. the assignment ids read
 -- -> {'missing'} | {'ok', {{assignment id, asg}, ...}}
@@ -9,7 +9,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local agent_id, channels, aging_ms = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local taken = {}
 for i = 8, #ARGV do
-  local asg_id, base = ARGV[i], 5 + (i - 8) * 3
+  local asg_id, base = ARGV[i], 7 + (i - 8) * 3
   local asg_key = KEYS[base + 1]
   local k = {call = KEYS[base + 2], events = KEYS[3], queue = KEYS[4], timeline = KEYS[base + 3]}
   local h = redis.call('HMGET', asg_key, 'state', 'agent_id', 'channel', 'call_id', 'token')
@@ -28,4 +28,5 @@ for i = 8, #ARGV do
     taken[#taken + 1] = {asg_id, redis.call('HGETALL', asg_key)}
   end
 end
+if #taken > 0 then index_agent(KEYS[1], KEYS[6], KEYS[7], agent_id) end
 return {'ok', taken}

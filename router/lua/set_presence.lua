@@ -1,4 +1,4 @@
--- KEYS: 1 agent, 2 work, 3 events
+-- KEYS: 1 agent, 2 work, 3 events, 4 idx:ready, 5 idx:rev
 -- ARGV: 1 now|'', 2 presence, 3 reason, 4 agent_id, 5 maxlen, 6 retention_ms
 -- -> {'missing'} | {'ok', view}
 local now = now_ms(ARGV[1])
@@ -13,6 +13,7 @@ if ARGV[2] == 'available' then
     redis.call('HSET', KEYS[1], 'last_free', now)
   end
 end
+index_agent(KEYS[1], KEYS[4], KEYS[5], ARGV[4])
 emit(KEYS[3], ARGV[5], 'PRESENCE_CHANGED', now, '', ARGV[4],
      {'presence', ARGV[2], 'reason', ARGV[3]})
 return {'ok', agent_view(KEYS[1], KEYS[2], now, tonumber(ARGV[6]))}

@@ -1,11 +1,16 @@
 """Assign end to end (real gRPC, real redis-server) against a no-op RPC on the same server.
 
-    .venv/bin/python -m tests.benchmarks.bench_assign [--agents 100,1000] [--calls 400]
+    .venv/bin/python -m tests.benchmarks.bench_assign [--agents 100,1000,10000] [--calls 400]
+        [--rate 300 --rate-seconds 10]
 
 Starts a private redis-server and the service in this process, registers N available agents
-(chat capacity 4 each), then for each N: sequential latency of Assign+Complete pairs and of
-the health Check (the no-op baseline) over the same channel, and the throughput of 8 client
-threads for a few seconds. Prints medians and ratios; bounded in calls and time.
+(chat capacity 4 each, straight through the store: setup is not measured), then for each N:
+sequential latency of Assign+Complete pairs and of the health Check (the no-op baseline) over
+the same channel, and the throughput of 8 client threads for a few seconds. With ``--rate``,
+also a fixed offered load: Assign+Complete pairs started on a fixed schedule (open loop, 32
+client threads) for ``--rate-seconds``; each Assign's latency counts from its scheduled start,
+so a server that falls behind shows it. Prints medians, p99, max and ratios; bounded in calls
+and time (the sequential phase stops after ``--phase-limit`` seconds).
 """
 
 from __future__ import annotations
@@ -15,16 +20,18 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from router import local_redis, logs
+from router.domain import AgentProfile, Channel, Presence
 from router.redis_store import RedisStore
 from router.server import create_server
 from router.settings import Settings
-from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
+from router.v1 import routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 
 TENANT = "bench"
@@ -35,13 +42,46 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _timed(fn: Callable[[], object], count: int) -> list[float]:
+def _timed(fn: Callable[[], object], count: int, limit_s: float = float("inf")) -> list[float]:
     out = []
+    stop = time.monotonic() + limit_s
     for _ in range(count):
         started = time.perf_counter()
         fn()
         out.append((time.perf_counter() - started) * 1000)
+        if time.monotonic() > stop:
+            break
     return out
+
+
+def _offered(
+    fn: Callable[[int], float], rate: float, seconds: float
+) -> tuple[list[float], float, int]:
+    """Start ``fn(n)`` every ``1 / rate`` s for ``seconds`` (open loop); ``fn`` returns the
+    latency that matters (ms, from its start). Returns each call's latency from its scheduled
+    start (queueing delay included), the rate actually completed and how many calls were
+    dropped because they could not start within ``seconds`` of their schedule (the server
+    is saturated; this bounds the phase to about twice ``seconds``)."""
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    dropped = [0]
+    begin = time.perf_counter()
+
+    def one(n: int, due: float) -> None:
+        late = time.perf_counter() - due
+        if late > seconds:
+            dropped[0] += 1
+            return
+        latencies.append(late * 1000 + fn(n))
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        for n in range(total):
+            due = begin + n / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            pool.submit(one, n, due)
+    return latencies, len(latencies) / (time.perf_counter() - begin), dropped[0]
 
 
 def _throughput(fn: Callable[[int], object], seconds: float, threads: int = 8) -> float:
@@ -63,31 +103,24 @@ def _throughput(fn: Callable[[int], object], seconds: float, threads: int = 8) -
     return sum(done) / seconds
 
 
-def run(agents: int, calls: int, seconds: float, url: str) -> None:
+def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namespace) -> None:
     """Benchmark one team size."""
     redis.Redis.from_url(url).flushall()
     store = RedisStore.from_url(url)
+    for i in range(agents):
+        store.create_agent(
+            TENANT,
+            AgentProfile(
+                f"a{i:05d}",
+                skills={"billing": 1 + i % 10, f"s{i % 7}": 5},
+                capacity={Channel.CHAT: 4},
+            ),
+        )
+        store.set_presence(TENANT, f"a{i:05d}", Presence.AVAILABLE)
     running = create_server(Settings(port=0, workers=16, metrics_port=0), store)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-    admin = admin_pb2_grpc.AgentAdminServiceStub(channel)
     routing = routing_pb2_grpc.RoutingServiceStub(channel)
     health = health_pb2_grpc.HealthStub(channel)
-    for i in range(agents):
-        admin.CreateAgent(
-            admin_pb2.CreateAgentRequest(
-                tenant=TENANT,
-                agent=pb.Agent(
-                    agent_id=f"a{i:05d}",
-                    skills={"billing": 1 + i % 10, f"s{i % 7}": 5},
-                    capacity=[pb.ChannelCapacity(channel=pb.CHANNEL_CHAT, max_items=4)],
-                ),
-            )
-        )
-        admin.SetPresence(
-            admin_pb2.SetPresenceRequest(
-                tenant=TENANT, agent_id=f"a{i:05d}", presence=pb.PRESENCE_AVAILABLE
-            )
-        )
 
     def cycle(n: int) -> None:
         reply = routing.Assign(
@@ -143,21 +176,57 @@ def run(agents: int, calls: int, seconds: float, url: str) -> None:
     def noop(_: int = 0) -> None:
         health.Check(health_pb2.HealthCheckRequest())  # type: ignore[attr-defined]  # untyped stub
 
+    def timed_pair(n: int) -> float:
+        """One Assign+Complete at a fixed rate; returns the Assign's latency in ms."""
+        started = time.perf_counter()
+        reply = routing.Assign(
+            routing_pb2.AssignRequest(
+                tenant=TENANT,
+                request_id=f"o{agents}-{n}",
+                call=pb.Call(
+                    call_id=f"o{agents}-{n}",
+                    channel=pb.CHANNEL_CHAT,
+                    required_skills=[pb.SkillRequirement(skill="billing", min_level=3)],
+                ),
+                no_queue=True,
+            )
+        )
+        took = (time.perf_counter() - started) * 1000
+        if reply.result == routing_pb2.AssignResponse.RESULT_ASSIGNED:
+            routing.Complete(
+                routing_pb2.CompleteRequest(
+                    tenant=TENANT,
+                    assignment_id=reply.assignment.assignment_id,
+                    fencing_token=reply.assignment.fencing_token,
+                )
+            )
+        return took
+
     _timed(noop, 50)  # warm up
     _timed(assign_then_complete, 20)
     assign_only.clear()
     baseline = _timed(noop, calls)
-    _timed(assign_then_complete, calls)
+    _timed(assign_then_complete, calls, args.phase_limit)
     noop_rate = _throughput(noop, seconds)
     cycle_rate = _throughput(cycle, seconds)
     b50, a50 = statistics.median(baseline), statistics.median(assign_only)
     print(
         f"agents={agents:>6}  no-op p50 {b50:6.2f} ms p99 {_percentile(baseline, 0.99):6.2f} ms"
         f" | Assign p50 {a50:6.2f} ms p99 {_percentile(assign_only, 0.99):6.2f} ms"
-        f" max {max(assign_only):6.2f} ms ({a50 / b50:4.1f}x no-op)"
+        f" max {max(assign_only):6.2f} ms ({a50 / b50:4.1f}x no-op, n={len(assign_only)})"
         f" | 8 threads: no-op {noop_rate:7.0f}/s, Assign+Complete {cycle_rate:6.0f} pairs/s"
-        f" ({2 * cycle_rate / noop_rate:4.2f} of no-op RPC rate)"
+        f" ({2 * cycle_rate / noop_rate:4.2f} of no-op RPC rate)",
+        flush=True,
     )
+    if args.rate > 0:
+        offered, done, dropped = _offered(timed_pair, args.rate, args.rate_seconds)
+        print(
+            f"agents={agents:>6}  offered {args.rate:.0f} Assign+Complete/s for"
+            f" {args.rate_seconds:.0f} s: completed {done:6.1f}/s, dropped {dropped}"
+            f" | Assign from schedule: p50 {statistics.median(offered):7.2f} ms"
+            f" p99 {_percentile(offered, 0.99):7.2f} ms max {max(offered):7.2f} ms",
+            flush=True,
+        )
     channel.close()
     running.stop(0)
 
@@ -168,12 +237,19 @@ def main() -> None:
     parser.add_argument("--agents", default="100,1000", help="team sizes, comma-separated")
     parser.add_argument("--calls", type=int, default=400, help="sequential samples per RPC")
     parser.add_argument("--seconds", type=float, default=3.0, help="throughput phase length")
+    parser.add_argument(
+        "--phase-limit", type=float, default=30.0, help="longest sequential Assign phase, s"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="fixed offered load, Assign+Complete/s (0: off)"
+    )
+    parser.add_argument("--rate-seconds", type=float, default=10.0, help="fixed-load duration")
     args = parser.parse_args()
     logs.silence()
     server = local_redis.start()
     try:
         for size in (int(a) for a in args.agents.split(",")):
-            run(size, args.calls, args.seconds, server.url)
+            run(size, args.calls, args.seconds, server.url, args)
     finally:
         server.stop()
 

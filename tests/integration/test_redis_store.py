@@ -93,12 +93,18 @@ def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> 
     assert redis_client.smembers(TENANTS) == {T}
     assert all(key.startswith(PREFIX) for key in keys)
     assert {key_slot(key.encode()) for key in keys} == {key_slot(b"{acme}")}
-    types = {key.removeprefix(PREFIX).split(":")[0]: kind for key, kind in keys.items()}
+    names = {key: key.removeprefix(PREFIX).split(":") for key in keys}
+    types = {
+        ":".join(names[key][:2] if names[key][0] == "idx" else names[key][:1]): kind
+        for key, kind in keys.items()
+    }
     assert types == {
         "agent": "hash",
         "work": "zset",
         "agents": "zset",
-        "idx": "set",
+        "idx:skill": "set",
+        "idx:ready": "zset",
+        "idx:rev": "hash",
         "policy": "string",
         "asg": "hash",
         "call": "hash",

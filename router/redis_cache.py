@@ -1,0 +1,146 @@
+"""Decoded agents kept between routing snapshots, keyed by the ``rev`` of their hash.
+
+Every script that changes an agent's hash or work spans bumps the hash's ``rev`` field and
+its copy in the tenant's ``idx:rev`` hash in the same atomic step (``index_agent`` in
+``router/lua/_lib.lua``). ``load_candidates`` reads the revs of its candidates in its first
+round trip and fetches only the agents whose rev is not the one cached here, so an agent is
+read and decoded again only after it changed: equal revs mean equal stored state, and a
+snapshot built from this cache is exactly the one a full read would give at the same time.
+
+What depends on time alone (work holding capacity vs. a wrap-up that has ended, spans
+leaving the occupancy window) is recomputed from the cached parts at each snapshot's "now";
+the built ``AgentSnapshot`` itself is reused while none of those instants has passed.
+Pure: no driver, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from router import store_common as rules
+from router.domain import ActiveWork, AgentSnapshot, WorkSpan
+from router.redis_schema import ACTIVE_PREFIX, agent_from_hash, span_from_member, work_from_field
+
+MAX_ENTRIES = 200_000
+"""Cached agents across tenants; past it the cache starts over (a cold read is still exact)."""
+
+_NEVER = 2**63
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    rev: str
+    min_end: int
+    """Finished spans were read from this end time on: valid for cutoffs at or after it."""
+    works: tuple[ActiveWork, ...]
+    spans: tuple[WorkSpan, ...]
+    """Finished spans (the ``work`` ZSET) ending at ``min_end`` or later."""
+    snapshot: AgentSnapshot
+    built_ms: int
+    window_ms: int
+    stable_until_ms: int
+    """``snapshot`` is the agent at any now in [built_ms, stable_until_ms) for window_ms."""
+
+
+def _stable_until(works: Sequence[ActiveWork], snap: AgentSnapshot, now: int, window: int) -> int:
+    """The first instant after ``now`` at which the time-dependent parts change: a wrap-up
+    ends, or a recent span leaves the window (a span ending at e counts while now <= e + window)."""
+    ends = [w.wrap_until_ms for w in works if w.wrap_until_ms > now]
+    ends += [span.end_ms + window + 1 for span in snap.recent]
+    return min(ends, default=_NEVER)
+
+
+class AgentCache:
+    """Decoded agents per (tenant, agent id), valid for one ``rev``."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        """An empty cache holding at most ``max_entries`` agents."""
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Agents cached."""
+        return len(self._entries)
+
+    def get(
+        self, tenant: str, agent_id: str, rev: str, now: int, window_ms: int
+    ) -> AgentSnapshot | None:
+        """The agent at ``now`` (spans of the last ``window_ms``) if rev ``rev`` is cached
+        with the spans that window needs, else ``None`` (read it, then ``put``)."""
+        entry = self._entries.get((tenant, agent_id))
+        if entry is None or not rev or entry.rev != rev or now - window_ms < entry.min_end:
+            return None
+        if entry.window_ms == window_ms and entry.built_ms <= now < entry.stable_until_ms:
+            return entry.snapshot
+        snapshot = self._build(entry.works, entry.spans, entry.snapshot, now, now - window_ms)
+        self._store(
+            tenant,
+            agent_id,
+            dataclasses.replace(
+                entry,
+                snapshot=snapshot,
+                built_ms=now,
+                window_ms=window_ms,
+                stable_until_ms=_stable_until(entry.works, snapshot, now, window_ms),
+            ),
+        )
+        return snapshot
+
+    def put(
+        self,
+        tenant: str,
+        fields: Mapping[str, str],
+        members: Sequence[str],
+        now: int,
+        window_ms: int,
+    ) -> AgentSnapshot:
+        """Decode an agent read at ``now`` (hash ``fields``, work ``members`` ending at
+        ``now - window_ms`` or later), cache it under the ``rev`` in its hash, return it."""
+        cutoff = now - window_ms
+        snapshot = agent_from_hash(fields, members, cutoff, now)
+        rev = fields.get("rev", "")
+        if rev:
+            works = tuple(
+                work_from_field(name[len(ACTIVE_PREFIX) :], value)
+                for name, value in fields.items()
+                if name.startswith(ACTIVE_PREFIX)
+            )
+            spans = tuple(span_from_member(member)[1] for member in members)
+            self._store(
+                tenant,
+                snapshot.agent_id,
+                _Entry(
+                    rev=rev,
+                    min_end=cutoff,
+                    works=works,
+                    spans=spans,
+                    snapshot=snapshot,
+                    built_ms=now,
+                    window_ms=window_ms,
+                    stable_until_ms=_stable_until(works, snapshot, now, window_ms),
+                ),
+            )
+        return snapshot
+
+    def _store(self, tenant: str, agent_id: str, entry: _Entry) -> None:
+        with self._lock:
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[(tenant, agent_id)] = entry
+
+    @staticmethod
+    def _build(
+        works: Sequence[ActiveWork],
+        spans: Sequence[WorkSpan],
+        base: AgentSnapshot,
+        now: int,
+        cutoff: int,
+    ) -> AgentSnapshot:
+        """``redis_schema.agent_from_hash`` at another ``now`` from the decoded parts."""
+        active, ended = rules.split_work(works, now)
+        recent = sorted((s for s in (*spans, *ended) if s.end_ms >= cutoff), key=rules.span_order)
+        return dataclasses.replace(base, active=active, recent=tuple(recent))

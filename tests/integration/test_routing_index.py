@@ -1,0 +1,343 @@
+"""The routing index (``idx:ready``, ``idx:rev``) and ``load_candidates``.
+
+- After every step of seeded random walks over every operation that changes an agent
+  (create, update, delete, presence, heartbeat, commit, accept, decline, time-outs, finish
+  with and without wrap-up, release, cancel, reclaim, policy changes, time passing), the
+  index equals a recomputation from the agent hashes, and ``load_candidates`` equals
+  ``load_snapshot`` filtered to the agents that are AVAILABLE with room (on both stores: the
+  Redis one through its decoded-agent cache), with the same counts on both stores.
+- The decision on the candidates is the decision on the full snapshot.
+- A stale or forged index entry (an absent or full agent listed as ready) never yields a
+  wrong assignment: the commit refuses it and the Assign re-plans on a full snapshot.
+- Data written before the index existed is indexed on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+import redis
+
+from router.assigner import Assigner, Outcome, rng_for
+from router.domain import (
+    AGENT_UNIT_BUDGET,
+    AgentProfile,
+    AgentSnapshot,
+    Assignment,
+    AssignmentState,
+    Call,
+    Channel,
+    Exclusion,
+    Policy,
+    Presence,
+    SkillRequirement,
+)
+from router.engine import decide
+from router.errors import RouterError
+from router.memory_store import MemoryStore
+from router.redis_store import RedisStore
+from router.store import Candidates, Store
+from tests.helpers import FakeClock
+
+T = "acme"
+PREFIX = "rt:v1:{acme}:"
+AGENTS = ("a", "b", "c", "d", "e")
+SKILLS = ("billing", "tech")
+CHANNELS = (Channel.VOICE, Channel.CHAT, Channel.EMAIL)
+PRESENCES = (Presence.AVAILABLE, Presence.AVAILABLE, Presence.BREAK, Presence.OFFLINE)
+POLICIES = (
+    Policy(heartbeat_timeout_s=3600),
+    Policy(
+        offer_timeout_s={Channel.CHAT: 30},
+        wrap_up_s={Channel.VOICE: 20, Channel.CHAT: 10},
+        max_missed_offers=2,
+    ),
+    Policy(
+        channel_units={Channel.VOICE: 100, Channel.CHAT: 50, Channel.EMAIL: 40},
+        heartbeat_timeout_s=3600,
+    ),
+)
+STEPS = 150
+
+
+def _ready_from_hashes(client: redis.Redis) -> dict[str, float]:
+    """What ``idx:ready`` must hold, recomputed from every agent hash."""
+    expected: dict[str, float] = {}
+    for agent_id in client.zrange(PREFIX + "agents", 0, -1):
+        key = PREFIX + "agent:" + str(agent_id)
+        fields: dict[str, str] = client.hgetall(key)  # type: ignore[assignment]
+        if fields.get("presence") != "available":
+            continue
+        units = 0
+        for name, value in fields.items():
+            if name.startswith("a:"):
+                parts = value.split("|")
+                if int(parts[4]) == 0:
+                    units += int(parts[1])
+        expected[str(agent_id)] = float(units)
+    return expected
+
+
+def _check_index(client: redis.Redis) -> None:
+    ready = dict(client.zrange(PREFIX + "idx:ready", 0, -1, withscores=True))  # type: ignore[arg-type]
+    assert ready == _ready_from_hashes(client)
+    revs: dict[str, str] = client.hgetall(PREFIX + "idx:rev")  # type: ignore[assignment]
+    agents = [str(a) for a in client.zrange(PREFIX + "agents", 0, -1)]
+    assert set(revs) - {""} <= set(agents)
+    for agent_id in agents:
+        assert client.hget(f"{PREFIX}agent:{agent_id}", "rev") == revs[agent_id]
+
+
+def _room(agent: AgentSnapshot, policy: Policy, channel: Channel) -> bool:
+    in_progress = sum(w.units for w in agent.active if w.wrap_until_ms == 0)
+    return in_progress + policy.units_for(channel) <= AGENT_UNIT_BUDGET
+
+
+def _check_candidates(store: Store, call: Call) -> Candidates:
+    """``load_candidates`` is ``load_snapshot`` filtered, agent for agent."""
+    fast = store.load_candidates(T, call)
+    full = store.load_snapshot(T, call)
+    policy = full.policy
+    assert fast.snapshot.policy == policy
+    assert fast.snapshot.now_ms == full.now_ms
+    assert fast.snapshot.queued == full.queued
+    assert fast.snapshot.unindexed_missing_skill == full.unindexed_missing_skill
+    available = [a for a in full.agents if a.presence == Presence.AVAILABLE]
+    with_room = [a for a in available if _room(a, policy, call.channel)]
+    assert fast.snapshot.agents == tuple(with_room)
+    assert fast.not_available == len(full.agents) - len(available)
+    assert fast.no_room == len(available) - len(with_room)
+    for attempt in (1, 2):  # the decision on the candidates is the full decision
+        rng = f"r:{call.call_id}:{attempt}"
+        quick = decide(fast.snapshot, [call], rng=rng_for(rng)).placements[0]
+        slow = decide(full, [call], rng=rng_for(rng)).placements[0]
+        if quick.agent_id is not None or slow.agent_id is not None:
+            assert quick.agent_id == slow.agent_id
+            assert quick.explanation.score == slow.explanation.score
+            assert quick.explanation.candidates == slow.explanation.candidates
+    return fast
+
+
+class Walk:
+    """One store driven by the random walk, with the work it holds."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        store.put_policy(T, POLICIES[0])
+        for n, agent_id in enumerate(AGENTS):
+            skills = {SKILLS[n % 2]: 3 + n, SKILLS[(n + 1) % 2]: 1 + n % 3}
+            store.create_agent(T, AgentProfile(agent_id, skills=skills))
+            store.set_presence(T, agent_id, Presence.AVAILABLE)
+        self.assigner = Assigner(store)
+        self.live: dict[int, Assignment] = {}
+        """By token (minted in the same order by both stores)."""
+        self.calls = 0
+
+    def step(self, rng: random.Random, clock: FakeClock) -> object:  # noqa: PLR0911, PLR0912  # one branch per operation
+        store, policy = self.store, self.store.get_policy(T)
+        agent_id = rng.choice(AGENTS)
+        op = rng.randrange(16)
+        if op == 0 or (op == 2 and rng.random() < 0.6):
+            op = 0 if rng.random() < 0.5 else 3  # creating and presence more often than deleting
+        try:
+            if op == 0:
+                skills = {s: rng.randint(1, 10) for s in SKILLS if rng.random() < 0.7}
+                capacity = {ch: rng.randint(0, 3) for ch in CHANNELS if rng.random() < 0.2}
+                return store.create_agent(
+                    T, AgentProfile(agent_id, skills=skills, capacity=capacity)
+                )
+            if op == 1:
+                level = rng.randint(1, 10)
+                return store.update_agent(
+                    T,
+                    agent_id,
+                    lambda p: dataclasses.replace(
+                        p, skills={**p.skills, rng.choice(SKILLS): level}
+                    ),
+                )
+            if op == 2:
+                store.delete_agent(T, agent_id)
+                return "deleted"
+            if op in {3, 4}:
+                return store.set_presence(T, agent_id, rng.choice(PRESENCES))
+            if op == 5:
+                return store.heartbeat(T, agent_id)
+            if op in {6, 7, 8, 13, 14}:
+                self.calls += 1
+                call = Call(
+                    f"c{self.calls}",
+                    rng.choice(CHANNELS),
+                    required_skills=(SkillRequirement(rng.choice(SKILLS), rng.randint(1, 5)),),
+                )
+                result = self.assigner.assign(T, f"r{self.calls}", call, queue=False)
+                if result.assignment is not None:
+                    self.live[result.assignment.token] = result.assignment
+                return result.outcome
+            if op in {9, 15} and self.live:
+                asg = self.live.pop(rng.choice(sorted(self.live)))
+                end = rng.choice(
+                    (AssignmentState.COMPLETED, AssignmentState.RELEASED, AssignmentState.CANCELLED)
+                )
+                if asg.state == AssignmentState.OFFERED:
+                    if rng.random() < 0.5:
+                        self.live[asg.token] = store.accept_offer(T, asg.assignment_id, asg.token)
+                        return "accepted"
+                    return store.decline_offer(
+                        T, asg.assignment_id, asg.token, timed_out=rng.random() < 0.5, policy=policy
+                    )
+                return store.finish_assignment(
+                    T,
+                    asg.assignment_id,
+                    asg.token,
+                    end,
+                    wrap_up_s=policy.wrap_up_s.get(asg.channel, 0),
+                    policy=policy,
+                )
+            if op == 10 and self.live:
+                asg = self.live.pop(rng.choice(sorted(self.live)))
+                return store.cancel_call(T, asg.call_id)
+            if op == 11:
+                taken = store.reclaim(T, agent_id, channels=policy.reclaim_channels, policy=policy)
+                for asg in taken:
+                    self.live.pop(asg.token, None)
+                return taken
+            if op == 12:
+                if rng.random() < 0.3:
+                    return store.put_policy(T, rng.choice(POLICIES))
+                clock.advance(rng.choice((1_000, 15_000, 60_000)))
+                return "tick"
+        except RouterError as err:
+            return type(err).__name__
+        return None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_index_stays_exact_through_random_walks(
+    redis_client: redis.Redis, clock: FakeClock, seed: int
+) -> None:
+    rng_redis, rng_memory = random.Random(seed), random.Random(seed)
+    redis_walk = Walk(RedisStore(redis_client, clock))
+    memory_walk = Walk(MemoryStore(clock))
+    probe_rng = random.Random(seed + 1000)
+    for step in range(STEPS):
+        answer = redis_walk.step(rng_redis, clock)
+        twin = memory_walk.step(rng_memory, clock)
+        assert type(answer) is type(twin), (step, answer, twin)
+        _check_index(redis_client)
+        probe = Call(
+            f"probe{step}",
+            probe_rng.choice(CHANNELS),
+            required_skills=tuple(
+                SkillRequirement(s, probe_rng.randint(1, 4))
+                for s in SKILLS
+                if probe_rng.random() < 0.6
+            ),
+        )
+        on_redis = _check_candidates(redis_walk.store, probe)
+        on_memory = _check_candidates(memory_walk.store, probe)
+        assert [a.agent_id for a in on_redis.snapshot.agents] == [
+            a.agent_id for a in on_memory.snapshot.agents
+        ]
+        assert (on_redis.not_available, on_redis.no_room) == (
+            on_memory.not_available,
+            on_memory.no_room,
+        )
+
+
+def _team(store: Store) -> None:
+    for agent_id, level in (("ann", 9), ("bob", 5)):
+        store.create_agent(
+            T, AgentProfile(agent_id, skills={"billing": level}, capacity={Channel.VOICE: 1})
+        )
+        store.set_presence(T, agent_id, Presence.AVAILABLE)
+
+
+def _voice(call_id: str) -> Call:
+    return Call(call_id, Channel.VOICE, required_skills=(SkillRequirement("billing", 1),))
+
+
+def test_a_forged_entry_for_an_absent_agent_cannot_win(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """``carl`` is offline but listed as ready by a stale entry whose cached rev is current:
+    he looks like the best candidate, the commit refuses him, the re-plan picks ``ann``."""
+    store = RedisStore(redis_client, clock)
+    _team(store)
+    store.create_agent(T, AgentProfile("carl", skills={"billing": 10}, capacity={Channel.VOICE: 1}))
+    store.set_presence(T, "carl", Presence.AVAILABLE)
+    store.load_candidates(T, _voice("warm"))  # carl cached as available
+    rev = redis_client.hget(PREFIX + "idx:rev", "carl")
+    store.set_presence(T, "carl", Presence.OFFLINE)
+    redis_client.zadd(PREFIX + "idx:ready", {"carl": 0})
+    redis_client.hset(PREFIX + "idx:rev", "carl", str(rev))  # the index lies about him
+    fast = store.load_candidates(T, _voice("x"))
+    carl = next(a for a in fast.snapshot.agents if a.agent_id == "carl")
+    assert carl.presence == Presence.AVAILABLE  # the stale view the first decision sees
+    result = Assigner(store).assign(T, "r1", _voice("c1"))
+    assert result.outcome == Outcome.ASSIGNED
+    assert result.assignment is not None
+    assert result.assignment.agent_id == "ann"
+    assert result.attempts == 2
+    assert store.get_agent(T, "carl").active == ()
+
+
+def test_a_forged_entry_for_a_full_agent_cannot_overfill_them(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """The only agent is on a voice call; the index (score and rev) says she is free as
+    she was before it. The next voice call is refused by the commit and answered NO_AGENT
+    from the full snapshot."""
+    store = RedisStore(redis_client, clock)
+    _team(store)
+    store.delete_agent(T, "bob")
+    store.load_candidates(T, _voice("warm"))  # ann cached while free
+    rev = redis_client.hget(PREFIX + "idx:rev", "ann")
+    first = Assigner(store).assign(T, "r1", _voice("c1"))
+    assert first.assignment is not None
+    redis_client.zadd(PREFIX + "idx:ready", {"ann": 0})
+    redis_client.hset(PREFIX + "idx:rev", "ann", str(rev))
+    assert store.load_candidates(T, _voice("x")).snapshot.agents[0].active == ()
+    second = Assigner(store).assign(T, "r2", _voice("c2"), queue=False)
+    assert second.outcome == Outcome.NO_AGENT
+    assert second.explanation.excluded == {Exclusion.AT_CAPACITY: 1}
+    (held,) = store.get_agent(T, "ann").active
+    assert held.assignment_id == first.assignment.assignment_id
+
+
+def test_explanations_count_the_agents_left_out(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """An ASSIGNED answer counts agents not available and agents without room."""
+    for store in (RedisStore(redis_client, clock), MemoryStore(clock)):
+        _team(store)
+        store.create_agent(T, AgentProfile("cy", skills={"billing": 9}))
+        store.create_agent(T, AgentProfile("dee", skills={"tech": 9}))
+        assigner = Assigner(store)
+        assert assigner.assign(T, "r1", _voice("c1")).assignment is not None
+        result = assigner.assign(T, "r2", _voice("c2"))
+        assert result.assignment is not None
+        assert result.explanation.excluded == {
+            Exclusion.NOT_AVAILABLE: 1,
+            Exclusion.MISSING_SKILL: 1,
+            Exclusion.AT_CAPACITY: 1,
+        }
+
+
+def test_data_from_before_the_index_is_indexed_on_first_use(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    store = RedisStore(redis_client, clock)
+    _team(store)
+    assert Assigner(store).assign(T, "r1", _voice("c1")).assignment is not None
+    for name in ("idx:ready", "idx:rev", "idx:version"):
+        redis_client.delete(PREFIX + name)
+    for agent_id in ("ann", "bob"):
+        redis_client.hdel(f"{PREFIX}agent:{agent_id}", "rev")
+    fresh = RedisStore(redis_client, clock)
+    fast = _check_candidates(fresh, _voice("x"))
+    assert len(fast.snapshot.agents) == 1
+    _check_index(redis_client)
+    assert redis_client.get(PREFIX + "idx:version") == "1"
+    assert Assigner(fresh).assign(T, "r2", _voice("c2")).assignment is not None
