@@ -48,7 +48,7 @@ from router.dispatcher import widen_for_risk
 from router.domain import Call, Decision, Exclusion, Policy, Snapshot, Strategy
 from router.engine import decide
 from router.ordering import queue_order
-from router.widening import applied_steps, requirements
+from router.widening import WidenedRequirements, applied_steps, widen
 from scoring import performance
 from scoring.match import skill_fit
 from simulations.escalation import SlaWatch
@@ -108,6 +108,8 @@ class Dispatcher:
         self.passes = 0
         """Calls of ``decide``."""
         self._dummy_rng = random.Random(0)
+        self._widened: dict[tuple[object, ...], WidenedRequirements] = {}
+        """(required skills, team, steps) -> ``router.widening.widen`` of a call with them."""
         self._new_calls: set[BucketKey] = set()
         self._freed: set[str] = set()
         self._everything = False
@@ -162,7 +164,12 @@ class Dispatcher:
             wake = min(wake, until)
             if eligible:
                 channel, agents = group.bucket.channel, self.workforce.agents
-                slots = sum(agents[a].room[channel] for a in eligible)
+                # the free slots of the eligible agents, counted only as far as needed
+                need, slots = len(group.members), 0
+                for agent_id in eligible:
+                    slots += agents[agent_id].room[channel]
+                    if slots >= need:
+                        break
                 pairs.extend(group.members[:slots])
                 agent_ids.update(eligible)
         if pairs:
@@ -224,7 +231,8 @@ class Dispatcher:
                 sla.escalate(waiting, now)
         calls = [self._as_decided(w, now) for w in window]
         by_step: dict[int, Group] = {}
-        for i in queue_order(calls, now, policy):
+        order = queue_order(calls, now, policy) if len(calls) > 1 else range(len(calls))
+        for i in order:
             step = applied_steps(calls[i], now, policy) if policy.widening else 0
             group = by_step.get(step)
             if group is None:
@@ -232,6 +240,17 @@ class Dispatcher:
             if len(group.members) < upper:
                 group.members.append((window[i], calls[i]))
         return list(by_step.values())
+
+    def requirements(self, call: Call, now: int) -> WidenedRequirements:
+        """``router.widening.requirements``, memoised: ``widen`` reads only the call's
+        required skills and team and the number of steps applied."""
+        policy = self.policy
+        steps = applied_steps(call, now, policy) if policy.widening else 0
+        key = (call.required_skills, call.team, steps)
+        found = self._widened.get(key)
+        if found is None:
+            found = self._widened[key] = widen(call, steps, policy)
+        return found
 
     def _as_decided(self, waiting: Waiting, now: int) -> Call:
         """The call as the engine sees it: an at-risk call one widening step ahead."""
@@ -264,7 +283,7 @@ class Dispatcher:
         accepted = verdicts.accepted
         by_slots = policy.strategy == Strategy.BEST_SKILL
         handle_ms = policy.handle_s_for(call) * 1000
-        widened = requirements(call, now, policy)
+        widened = self.requirements(call, now)
         found = 0
         for agent_id in candidates:
             agent = agents[agent_id]
@@ -272,7 +291,9 @@ class Dispatcher:
                 # idle, the cap verdict is cached: pass an occupancy on the same side of it;
                 # with work in hand the engine computes it, if the other rules pass
                 busy = None
-                if not agent.work:
+                if self.window_ms <= 0:
+                    busy = 0.0  # no window, no occupancy
+                elif not agent.work:
                     busy = 0.0 if clock.under_cap(agent, now) else 1.0
                 snap = agent.snapshot(now, self.window_ms)
                 reason = eligibility.check(call, snap, now, policy, occupancy=busy, widened=widened)
@@ -332,8 +353,11 @@ class Dispatcher:
                 and agent.free_slots(calls[0].channel, policy) == 1
             ):
                 snap = agent.snapshot(now, self.window_ms)
-                for i in queue_order(calls, now, policy):
-                    if eligibility.check(calls[i], snap, now, policy) is None:
+                order = queue_order(calls, now, policy) if len(calls) > 1 else (0,)
+                for i in order:
+                    call = calls[i]
+                    widened = self.requirements(call, now)
+                    if eligibility.check(call, snap, now, policy, widened=widened) is None:
                         self._place(pairs[i][0], agent.agent_id)
                         return
                 return
@@ -341,7 +365,8 @@ class Dispatcher:
             agents = self.shortlist.agents_for(calls[0], agents, now, self.window_ms)
             if len(agents) == 1:  # the engine's choice, if the rules still agree
                 snap = agents[0].snapshot(now, self.window_ms)
-                if eligibility.check(calls[0], snap, now, policy) is None:
+                widened = self.requirements(calls[0], now)
+                if eligibility.check(calls[0], snap, now, policy, widened=widened) is None:
                     self._place(pairs[0][0], agents[0].agent_id)
                     return
         self._apply(pairs, self._decide(agents, calls, now))

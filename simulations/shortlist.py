@@ -95,6 +95,8 @@ class Shortlist:
         units = policy.units_for(call.channel)
         loads = self._loads.setdefault(units, {})
         bounded: list[tuple[float, str, SimAgent]] = []
+        append = bounded.append
+        # The hot loop of large runs: min() and max() are spelled out as comparisons.
         for agent in agents:
             agent_id = agent.agent_id
             state = states.get(agent_id)
@@ -106,15 +108,17 @@ class Shortlist:
                 static = statics[agent_id] = self._static(call, agent, now_ms, call_offset)
             bound += static
             if free_since is not None:
-                idle = 1.0 if horizon_ms <= 0 else max(0, now_ms - free_since) / horizon_ms
+                elapsed = now_ms - free_since
+                idle = 1.0 if horizon_ms <= 0 else (elapsed if elapsed > 0 else 0) / horizon_ms
                 bound += weight_idle * (idle if idle < 1.0 else 1.0)
             if window_ms > 0:
                 busy -= (now_ms - since) / window_ms
-            ratio = 1.0 if cap <= 0 else min(1.0, busy / cap if busy > 0 else 0.0)
+            # min(1.0, busy / cap) for cap > 0
+            ratio = 1.0 if cap <= 0 or busy >= cap else (busy / cap if busy > 0 else 0.0)
             load = loads.get(used)
             if load is None:
                 load = loads[used] = self._load_terms(used, units)
-            bounded.append((load[0] + load[1] * ratio * ratio - bound, agent_id, agent))
+            append((load[0] + load[1] * ratio * ratio - bound, agent_id, agent))
         bounded.sort()
         best = -math.inf
         exact: list[tuple[float, SimAgent]] = []

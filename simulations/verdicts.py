@@ -87,6 +87,8 @@ class OccupancyClock:
 
     def under_cap(self, agent: SimAgent, now: int) -> bool:
         """Rolling occupancy under the agent's cap at ``now``."""
+        if self.window_ms <= 0:
+            return True  # no window: occupancy is 0, every cap is above it
         if agent.work:
             return self._busy(agent, now) < self.policy.occupancy_cap_for(agent.profile)
         return self.release_at(agent, now) <= now
@@ -94,6 +96,8 @@ class OccupancyClock:
     def release_at(self, agent: SimAgent, now: int) -> float:
         """When the occupancy may be under the cap again (exact while idle; a past moment
         means it has been under since)."""
+        if self.window_ms <= 0:
+            return now
         if agent.work:
             excess = self._busy(agent, now) - self.policy.occupancy_cap_for(agent.profile)
             return now if excess < 0 else now + max(1, math.floor(excess * self.window_ms))
