@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo sim test test-unit lint fmt proto proto-check bench clean
+.PHONY: help install run demo sim test test-unit lint fmt proto proto-check bench bench-quick clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,8 +62,17 @@ proto-check: $(STAMP) ## Fail if the committed stubs differ from what proto/ gen
 	  diff -u router/v1/$$(basename $$f) $$f || { echo "stubs drifted: run 'make proto'"; rm -rf $$tmp; exit 1; }; \
 	done && rm -rf $$tmp && echo "stubs match proto/"
 
-bench: $(STAMP) ## Assign end to end vs a no-op RPC, 100 and 1,000 agents (see BENCHMARKS.md)
-	$(PY) -m tests.benchmarks.bench_assign --agents 100,1000
+bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (~10 min; prints tables)
+	$(PY) -m tests.benchmarks.bench_assign --agents 100,1000,10000 --rate 300 --rate-seconds 10
+	$(PY) -m tests.benchmarks.bench_solver
+	$(PY) -m tests.benchmarks.bench_simulator
+	$(PY) -m tests.benchmarks.bench_admin --agents 200,1000
+
+bench-quick: $(STAMP) ## The same benchmarks at small sizes (~1 min): a smoke run
+	$(PY) -m tests.benchmarks.bench_assign --agents 100 --calls 50 --seconds 1 --rate 50 --rate-seconds 1
+	$(PY) -m tests.benchmarks.bench_solver --quick --calls 1,10 --agents 100,1000
+	$(PY) -m tests.benchmarks.bench_simulator --quick
+	$(PY) -m tests.benchmarks.bench_admin --quick
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

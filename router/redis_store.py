@@ -21,7 +21,10 @@ Round trips: ``commit_assignment``, ``create_agent`` (plus the tenants ``SADD``)
 ``accept_offer``, ``decline_offer``, ``finish_assignment`` 2 (the assignment's agent and
 call ids are read first so the script declares every key it touches, as Redis Cluster
 requires); ``reclaim`` 3 (the agent's work, each assignment's call, the script);
-``cancel_call`` 3 (call, its assignment, the script, which re-checks both); ``load_snapshot``
+``cancel_call`` 3 (call, its assignment, the script, which re-checks both);
+``load_candidates`` 1 (the read-only ``candidates`` script: policy, time, whether the request
+id was seen, and the skilled agents in ``idx:ready`` with room, with their revs), plus 1 for
+the agents whose rev is not in the decoded-agent cache (``redis_cache``); ``load_snapshot``
 and ``load_queue`` 2 (policy, ``TIME`` and ids in one ``MULTI``; then every agent's hash and
 in-window work spans, and the queued calls, in a second ``MULTI``); ``read_events`` 1
 (``XINFO STREAM`` and ``XRANGE`` in one ``MULTI``), then blocking ``XREAD`` calls.
@@ -51,6 +54,7 @@ key (after the prefix)     type    content                                  TTL 
                                    ``last_assigned``, ``perf_sum``,         script that
                                    ``perf_weight``, ``perf_ts``,            starts or ends
                                    ``missed`` (offers missed in a row),     work
+                                   ``rev`` (see ``idx:rev``),
                                    and ``a:<assignment_id>`` =
                                    ``<channel>|<units>|<start_ms>|
                                    <offered 0/1>|<wrap_until_ms>`` per
@@ -69,6 +73,17 @@ key (after the prefix)     type    content                                  TTL 
                                    cursor for ``list_agents``)              delete agent
 ``idx:skill:<skill>``      SET     ids of agents holding ``<skill>``        none; create/
                                                                             update/delete
+``idx:ready``              ZSET    agents whose presence is ``available``,  none; every
+                                   score the units of their work in         script that
+                                   progress or offered (wrap-ups left out:  changes an agent
+                                   it over-approximates who has room)       (``index_agent``)
+``idx:rev``                HASH    agent id -> its hash's ``rev``; the      none; as
+                                   field ``""`` is the tenant's rev         ``idx:ready``
+                                   counter (started at Redis time in µs,
+                                   so a rev never comes back)
+``idx:version``            STRING  the index version built for the tenant   none; ``reindex``
+                                   (``candidates`` answers ``unindexed``    (in batches of
+                                   until it matches the code's)             500 agents)
 ``policy``                 STRING  policy JSON (``codec``, with             none; put_policy
                                    version); absent = ``Policy()`` v0
 ``asg:<assignment_id>``    HASH    ``call_id``, ``agent_id``,               7 d after it
