@@ -178,7 +178,10 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
     admin_server = new_server() if settings.admin_port else None
     admin_target = admin_server or server
     dispatcher = Dispatcher(
-        store, batch_size=settings.dispatch_batch, tick_s=settings.dispatch_tick_s
+        store,
+        batch_size=settings.dispatch_batch,
+        tick_s=settings.dispatch_tick_s,
+        lease_ms=round(settings.dispatch_lease_s * 1000),
     )
     assigner = Assigner(store, max_replans=settings.max_replans, dispatcher=dispatcher)
     routing_pb2_grpc.add_RoutingServiceServicer_to_server(

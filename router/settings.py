@@ -40,6 +40,13 @@ class Settings:
     (``ROUTER_DISPATCH_TICK_S``)."""
     dispatch_batch: int = 500
     """Queued calls per tenant in one batch solve (``ROUTER_DISPATCH_BATCH``)."""
+    dispatch_lease_s: float = 10.0
+    """Lifetime of a tenant's dispatcher lease, in Redis time (``ROUTER_DISPATCH_LEASE_S``).
+    One replica at a time runs a tenant's dispatcher pass and releases the lease after it;
+    if that replica dies mid-pass, the others wait this long before taking over (queued
+    calls, offer timeouts and reclaiming wait with them). Keep it well above the longest
+    batch solve: a pass that outlives its lease may overlap another replica's (still safe,
+    every commit re-checks the agent, but wasted work)."""
     health_interval_s: float = 1.0
     """Seconds between probes of the state store; health is NOT_SERVING while it cannot be
     reached (``ROUTER_HEALTH_INTERVAL_S``)."""
@@ -109,10 +116,7 @@ class Settings:
     """RPCs at once on one connection (``ROUTER_MAX_CONCURRENT_STREAMS``)."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise SettingsError(f"ROUTER_PORT: {self.port} is not a port number")
-        if not 0 <= self.metrics_port <= 65535:
-            raise SettingsError(f"ROUTER_METRICS_PORT: {self.metrics_port} is not a port number")
+        self._check_listeners()
         if not 1 <= self.workers <= 1024:
             raise SettingsError(f"ROUTER_WORKERS: {self.workers} is not in 1..1024")
         if not 0 <= self.max_replans <= 100:
@@ -123,6 +127,8 @@ class Settings:
             raise SettingsError(f"ROUTER_DISPATCH_TICK_S: {self.dispatch_tick_s} not in 0.01..60")
         if not 1 <= self.dispatch_batch <= 10_000:
             raise SettingsError(f"ROUTER_DISPATCH_BATCH: {self.dispatch_batch} not in 1..10000")
+        if not 1 <= self.dispatch_lease_s <= 600:
+            raise SettingsError(f"ROUTER_DISPATCH_LEASE_S: {self.dispatch_lease_s} not in 1..600")
         if not 0.05 <= self.health_interval_s <= 60:
             raise SettingsError(
                 f"ROUTER_HEALTH_INTERVAL_S: {self.health_interval_s} is not in 0.05..60"
@@ -137,7 +143,6 @@ class Settings:
                 auth.load_tokens(self.tokens_file)
             except auth.TokensFileError as err:
                 raise SettingsError(f"ROUTER_TOKENS_FILE: {err}") from None
-        self._check_listeners()
         self._check_limits()
 
     def _check_tls(self) -> None:
@@ -158,6 +163,10 @@ class Settings:
                 _check_pem(name, path, marker)
 
     def _check_listeners(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"ROUTER_PORT: {self.port} is not a port number")
+        if not 0 <= self.metrics_port <= 65535:
+            raise SettingsError(f"ROUTER_METRICS_PORT: {self.metrics_port} is not a port number")
         if not 0 <= self.admin_port <= 65535:
             raise SettingsError(f"ROUTER_ADMIN_PORT: {self.admin_port} is not a port number")
         if not self.admin_host:

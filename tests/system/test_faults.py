@@ -283,6 +283,10 @@ def _redis_ms(client: redis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+LEASE_S = 3
+"""``ROUTER_DISPATCH_LEASE_S`` of the lease test's replicas (shorter than the default 10 s)."""
+
+
 @pytest.mark.timeout(90)
 def test_replica_killed_holding_the_lease(
     redis_server: local_redis.LocalRedis, client: redis.Redis, tmp_path: Path
@@ -291,7 +295,8 @@ def test_replica_killed_holding_the_lease(
     and calls queued. Replica B takes the lease once it expires in Redis time (not before),
     times out A's stale offers, places the queued calls, and fencing tokens from A's
     assignments stay correct: a stale token is FAILED_PRECONDITION, the right one works."""
-    a = fleet.start_replica(redis_server.url, tmp_path, "a", dispatch_tick_s=0.1, **FAST)
+    lease = {"dispatch_tick_s": 0.1, "dispatch_lease_s": LEASE_S}
+    a = fleet.start_replica(redis_server.url, tmp_path, "a", **lease, **FAST)
     b: Replica | None = None
     try:
         a.wait_serving()
@@ -302,11 +307,13 @@ def test_replica_killed_holding_the_lease(
         assert len(offers) == len(agents)
         assert sum(r.result == RESULT.RESULT_QUEUED for r in answers) == 20 - len(agents)
         owner = _learn_owner(client)
-        b = fleet.start_replica(redis_server.url, tmp_path, "b", dispatch_tick_s=0.1, **FAST)
+        b = fleet.start_replica(redis_server.url, tmp_path, "b", **lease, **FAST)
         b.wait_serving()
         expires_ms = _kill_holding_lease(client, a, owner)
         killed_ms = _redis_ms(client)
         killed = time.monotonic()
+        # the lease lives ROUTER_DISPATCH_LEASE_S from its last acquisition (default: 10 s)
+        assert expires_ms - killed_ms <= LEASE_S * 1000
         # accept half of A's offers through B (no lease needed), complete two of them
         accepted = []
         for offer in offers[:4]:
