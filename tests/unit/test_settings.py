@@ -137,3 +137,11 @@ def test_readme_configuration_table_names_every_setting() -> None:
     }
     assert read - documented == set(), "settings missing from the README table"
     assert documented - read == set(), "README names variables the service does not read"
+
+
+def test_dispatch_lease_is_bounded() -> None:
+    """A lease under a second or over ten minutes is refused by name; the env sets it."""
+    for bad in ("0.5", "601"):
+        with pytest.raises(SettingsError, match="ROUTER_DISPATCH_LEASE_S"):
+            Settings.from_env({"ROUTER_DISPATCH_LEASE_S": bad})
+    assert Settings.from_env({"ROUTER_DISPATCH_LEASE_S": "3"}).dispatch_lease_s == 3.0
