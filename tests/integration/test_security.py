@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status  # type: ignore[import-untyped]  # no py.typed
 
-from router import auth, interceptors, local_redis
+from router import auth, interceptors, local_redis, metrics
 from router.redis_store import RedisStore
 from router.server import RunningServer, create_server
 from router.settings import Settings
@@ -75,6 +75,14 @@ def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
 def _dump(client: redis.Redis) -> dict[bytes | str, object]:
     """The keyspace but the dispatcher's lease heartbeat."""
     return {k: v for k, v in keyspace(client).items() if not str(k).endswith(":lease:dispatch'")}
+
+
+def _refusals(method: str, code: str) -> float:
+    """RPCs of ``method`` answered ``code``, as /metrics exports them."""
+    sample = metrics.REGISTRY.get_sample_value(
+        "router_rpc_duration_seconds_count", {"method": method, "code": code}
+    )
+    return sample or 0.0
 
 
 def _assign(tenant: str = "acme", call_id: str = "c1") -> routing_pb2.AssignRequest:
@@ -298,6 +306,7 @@ def test_calls_without_a_known_token_are_unauthenticated(
     UNAUTHENTICATED, none echoing what was sent, nothing written."""
     server = start(tokens_file=str(tokens_file))
     before = _dump(server.client)
+    refused = _refusals("Assign", "UNAUTHENTICATED")
     wrong = "rtk_not-a-token-at-all"
     for metadata in (
         (),
@@ -315,6 +324,7 @@ def test_calls_without_a_known_token_are_unauthenticated(
     code, _ = _code(lambda: _raw(server.channel, ASSIGN, b"\xff\xff garbage"))
     assert code == grpc.StatusCode.UNAUTHENTICATED
     assert _dump(server.client) == before
+    assert _refusals("Assign", "UNAUTHENTICATED") == refused + 5  # counted for operators
 
 
 def test_roles_and_tenants(start: Callable[..., Started], tokens_file: Path) -> None:
@@ -502,10 +512,12 @@ def test_rate_limit_answers_with_retry_info(start: Callable[..., Started]) -> No
     for _ in range(3):
         server.routing.GetStats(routing_pb2.GetStatsRequest(tenant="acme"), timeout=5)
     before = _dump(server.client)
+    refused = _refusals("Assign", "RESOURCE_EXHAUSTED")
     with pytest.raises(grpc.RpcError) as err:
         server.routing.Assign(_assign(call_id="c9"), timeout=5)
     error = err.value
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _refusals("Assign", "RESOURCE_EXHAUSTED") == refused + 1  # operators see it
     assert "tenant acme: rate limit of 0.5 requests/s (burst 3) reached" in str(error.details())
     status = rpc_status.from_call(error)
     assert status is not None
