@@ -313,14 +313,7 @@ class RedisAgents(RedisBase):
         ids: list[str] = ready[::2]
         revs: list[str] = ready[1::2]
         cache = self._agent_cache
-        found: dict[str, AgentSnapshot] = {}
-        missing: list[str] = []
-        for agent_id, rev in zip(ids, revs, strict=True):
-            cached = cache.get(tenant, agent_id, rev, now, window)
-            if cached is None:
-                missing.append(agent_id)
-            else:
-                found[agent_id] = cached
+        found, missing = cache.get_many(tenant, ids, revs, now, window)
         if missing:
             min_end = now - window
             _, replies = self._multi(k, lambda pipe: add_agent_reads(pipe, k, missing, min_end))
