@@ -300,7 +300,9 @@ def test_replica_killed_holding_the_lease(
     b: Replica | None = None
     try:
         a.wait_serving()
-        fleet.set_policy(a, offer_timeout_s={pb.CHANNEL_VOICE: 2})
+        # long enough that A's offers outlive B's start-up and the kill on a loaded machine
+        # (B accepts some of them), short enough that B times the rest out after taking over
+        fleet.set_policy(a, offer_timeout_s={pb.CHANNEL_VOICE: 8})
         agents = _team(a, 8, voice_only=True)
         answers = [_assign(a, n, channel=pb.CHANNEL_VOICE) for n in range(20)]
         offers = [r for r in answers if r.result == RESULT.RESULT_OFFERED]
