@@ -53,7 +53,7 @@ from router.domain import Call, Channel, Placement, Strategy
 from router.eligibility import AgentColumns, ColumnScreening, Screening
 from router.ordering import queue_order
 from router.solver import solve_flow, solve_flow_arrays
-from scoring.load import free_slots, slot_cost_matrix, slot_costs
+from scoring.load import AgentTable, free_slots, slot_cost_matrix, slot_costs
 from scoring.match import ScoreColumns, max_total
 
 SCORE_SCALE = 1000
@@ -109,10 +109,15 @@ class Columns:
     def __init__(self, board: Board) -> None:
         """Columns of every agent on ``board`` (the board holds them in agent-id order)."""
         agents = list(board.agents.values())
+        table = AgentTable(agents)
         self.rules = AgentColumns(
-            agents, board.now_ms, board.policy, unindexed_missing_skill=board.unindexed
+            agents,
+            board.now_ms,
+            board.policy,
+            unindexed_missing_skill=board.unindexed,
+            table=table,
         )
-        self.scores = ScoreColumns(agents, board.now_ms, board.policy)
+        self.scores = ScoreColumns(agents, board.now_ms, board.policy, table=table)
 
     def levels(self, name: str) -> npt.NDArray[np.int64]:
         """Level of skill ``name`` per agent, 0 without it."""

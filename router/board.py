@@ -8,6 +8,7 @@ took. It lives only inside one ``engine.decide`` call: nothing here outlives the
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable, Mapping
 
 from router.domain import (
@@ -50,6 +51,8 @@ PLANNED_PREFIX = "planned:"
 DECIMALS = 4
 """Explanations round scores to this many decimals (stable, readable output)."""
 
+_AGENT_ID = operator.attrgetter("profile.agent_id")
+
 
 class Board:
     """Agents as the snapshot and the placements made so far leave them.
@@ -86,8 +89,10 @@ class Board:
         self.now_ms = snapshot.now_ms
         self.policy = snapshot.policy
         self.unindexed = snapshot.unindexed_missing_skill
-        ordered = sorted(snapshot.agents, key=lambda agent: agent.agent_id)
-        self.agents: dict[str, AgentSnapshot] = {agent.agent_id: agent for agent in ordered}
+        ordered = sorted(snapshot.agents, key=_AGENT_ID)
+        self.agents: dict[str, AgentSnapshot] = dict(
+            zip(map(_AGENT_ID, ordered), ordered, strict=True)
+        )
         self._weights = weight_vector(self.policy.weights)
         self._presence: dict[str, Exclusion | None] = {}
         self._occupancy: dict[str, float] = {}

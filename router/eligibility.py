@@ -51,6 +51,22 @@ from router.domain import (
     frozen_map,
 )
 from router.widening import WidenedRequirements, requirements
+from scoring.load import (
+    ABSENT,
+    F_MAX_OCCUPANCY,
+    I_ABSENCES,
+    I_AVAILABLE,
+    I_CAPACITY,
+    I_HAS_CAP,
+    I_HEARTBEAT,
+    I_LANGUAGES,
+    I_LOAD,
+    I_REGION,
+    I_SHIFT_END,
+    I_TEAM,
+    I_UNITS,
+    AgentTable,
+)
 from scoring.load import occupancy as rolling_occupancy
 
 
@@ -237,8 +253,6 @@ _SHIFT = code_of(Exclusion.SHIFT_ENDING)
 _NOT_SERVED = code_of(Exclusion.CHANNEL_NOT_SERVED)
 _AT_CAPACITY = code_of(Exclusion.AT_CAPACITY)
 _OCCUPANCY = code_of(Exclusion.OCCUPANCY_CAP)
-_NO_SKILL = -(2**62)
-"""Level column value of an agent without the skill (levels are 1..10)."""
 _NEVER = np.iinfo(np.int64).max
 
 
@@ -257,15 +271,17 @@ class AgentColumns:
 
     Same rules, order and counts as ``screen`` (tests compare them on random snapshots): each
     rule is evaluated for every agent with array operations, and the first failing rule's
-    code wins. Columns are built lazily (a skill's levels when a call first needs the skill,
-    capacity when a call first uses the channel, occupancy only for agents that pass every
-    other rule) and cached for the decision. ``place`` records work given during the
-    decision, as ``router.board.Board.place`` does.
+    code wins. The per-agent inputs come from ``scoring.load.AgentTable`` (memoised per agent
+    snapshot); columns derived from them are built lazily (a skill's levels when a call first
+    needs the skill, capacity when a call first uses the channel, occupancy when an agent
+    first passes every other rule) and cached for the decision. ``place`` records work given
+    during the decision, as ``router.board.Board.place`` does.
     """
 
     __slots__ = (
         "_capacity",
         "_fit",
+        "_index",
         "_languages",
         "_load",
         "_next_absence",
@@ -278,11 +294,11 @@ class AgentColumns:
         "_skills",
         "_teams",
         "agents",
-        "index",
         "now_ms",
         "policy",
         "presence",
         "size",
+        "table",
         "unindexed",
         "units_used",
     )
@@ -294,41 +310,39 @@ class AgentColumns:
         policy: Policy,
         *,
         unindexed_missing_skill: int = 0,
+        table: AgentTable | None = None,
     ) -> None:
-        """Index ``agents`` (in the order given: pass them in agent-id order)."""
+        """Index ``agents`` (in the order given: pass them in agent-id order).
+
+        ``table`` is ``scoring.load.AgentTable(agents)`` when the caller already has it.
+        """
         self.agents = list(agents)
         self.now_ms = now_ms
         self.policy = policy
         self.unindexed = unindexed_missing_skill
         self.size = n = len(self.agents)
-        self.index = {agent.agent_id: i for i, agent in enumerate(self.agents)}
-        available = np.fromiter(
-            (agent.presence == Presence.AVAILABLE for agent in self.agents), np.bool_, n
-        )
-        presence = np.where(available, 0, _NOT_AVAILABLE).astype(np.int8)
+        self.table = table = AgentTable(self.agents) if table is None else table
+        self._index: dict[str, int] | None = None
+        ints = table.ints
+        presence = np.where(ints[:, I_AVAILABLE] == 1, 0, _NOT_AVAILABLE).astype(np.int8)
         timeout_ms = policy.heartbeat_timeout_s * 1000
         if timeout_ms > 0:
-            heartbeat = np.fromiter((agent.heartbeat_ms for agent in self.agents), np.int64, n)
+            heartbeat = ints[:, I_HEARTBEAT]
             presence[(presence == 0) & (now_ms - heartbeat > timeout_ms)] = _HEARTBEAT
         self._next_absence = np.full(n, _NEVER, np.int64)
-        for i, agent in enumerate(self.agents):
-            absences = agent.profile.absences
-            if not absences:
-                continue
-            if presence[i] == 0 and any(absence.covers(now_ms) for absence in absences):
-                presence[i] = _ABSENCE
-            starts = [absence.start_ms for absence in absences if absence.start_ms > now_ms]
-            if starts:
-                self._next_absence[i] = min(starts)
+        if ints[:, I_ABSENCES].any():
+            owners, absences = table.absences()
+            start, end = absences[:, 0], absences[:, 1]
+            away = np.zeros(n, np.bool_)
+            away[owners[(start <= now_ms) & (now_ms < end)]] = True  # Absence.covers
+            presence[(presence == 0) & away] = _ABSENCE
+            later = start > now_ms
+            np.minimum.at(self._next_absence, owners[later], start[later])
         self.presence = presence
-        self.units_used = np.zeros(n, np.int64)
-        self._load = {channel: np.zeros(n, np.int64) for channel in Channel}
-        for i, agent in enumerate(self.agents):
-            for work in agent.active:
-                self.units_used[i] += work.units
-                self._load[work.channel][i] += 1
+        self.units_used = ints[:, I_UNITS].copy()
+        self._load = {channel: table.channel(I_LOAD, channel).copy() for channel in Channel}
         self._capacity: dict[Channel, npt.NDArray[np.int64]] = {}
-        self._occupancy = np.full(n, np.nan)
+        self._occupancy: npt.NDArray[np.float64] | None = None
         self._occupancy_cap: npt.NDArray[np.float64] | None = None
         self._skills: dict[str, tuple[Mask, npt.NDArray[np.int64]]] = {}
         self._languages: dict[str, Mask] = {}
@@ -339,18 +353,19 @@ class AgentColumns:
         self._rooms: dict[Channel, Codes] = {}
         self._screens: dict[tuple[object, ...], tuple[Codes, npt.NDArray[np.int64]]] = {}
 
+    @property
+    def index(self) -> dict[str, int]:
+        """Agent id -> index (built on first use)."""
+        if self._index is None:
+            self._index = dict(zip(self.table.ids, range(self.size), strict=True))
+        return self._index
+
     # Columns -----------------------------------------------------------------------------
 
     def skill(self, name: str) -> tuple[Mask, npt.NDArray[np.int64]]:
         """(has the skill, level or 0) per agent."""
         if name not in self._skills:
-            raw = np.fromiter(
-                (agent.profile.skills.get(name, _NO_SKILL) for agent in self.agents),
-                np.int64,
-                self.size,
-            )
-            has = raw != _NO_SKILL
-            self._skills[name] = (has, np.where(has, raw, 0))
+            self._skills[name] = self.table.skill(name)
         return self._skills[name]
 
     def load(self, channel: Channel) -> npt.NDArray[np.int64]:
@@ -361,33 +376,22 @@ class AgentColumns:
         """``policy.capacity_for`` per agent."""
         if channel not in self._capacity:
             default = self.policy.channel_capacity.get(channel, 0)
-            self._capacity[channel] = np.fromiter(
-                (agent.profile.capacity.get(channel, default) for agent in self.agents),
-                np.int64,
-                self.size,
-            )
+            raw = self.table.channel(I_CAPACITY, channel)
+            self._capacity[channel] = np.where(raw == ABSENT, default, raw).astype(np.int64)
         return self._capacity[channel]
 
     def occupancy(self, indexes: Indexes) -> npt.NDArray[np.float64]:
         """Rolling occupancy (``scoring.load.occupancy``) of the agents at ``indexes``."""
-        values = self._occupancy[indexes]
-        missing = indexes[np.isnan(values)]
-        if len(missing):
-            window = self.policy.occupancy_window_s
-            self._occupancy[missing] = [
-                rolling_occupancy(self.agents[i], self.now_ms, window) for i in missing.tolist()
-            ]
-            values = self._occupancy[indexes]
-        return values
+        if self._occupancy is None:
+            self._occupancy = self.table.occupancy(self.now_ms, self.policy.occupancy_window_s)
+        return self._occupancy[indexes]
 
     def occupancy_cap(self) -> npt.NDArray[np.float64]:
         """``policy.occupancy_cap_for`` per agent."""
         if self._occupancy_cap is None:
-            self._occupancy_cap = np.fromiter(
-                (self.policy.occupancy_cap_for(agent.profile) for agent in self.agents),
-                np.float64,
-                self.size,
-            )
+            own = self.table.floats[:, F_MAX_OCCUPANCY]
+            has_own = self.table.ints[:, I_HAS_CAP] == 1
+            self._occupancy_cap = np.where(has_own, own, float(self.policy.max_occupancy))
         return self._occupancy_cap
 
     def free_slots(self, channel: Channel, indexes: Indexes) -> npt.NDArray[np.int64]:
@@ -411,34 +415,29 @@ class AgentColumns:
 
     def _team_mask(self, teams: frozenset[str]) -> Mask:
         if teams not in self._teams:
-            self._teams[teams] = np.fromiter(
-                (agent.profile.team in teams for agent in self.agents), np.bool_, self.size
-            )
+            names = list(self.table.memo.teams.values)
+            member = np.fromiter((name in teams for name in names), np.bool_, len(names))
+            self._teams[teams] = member[self.table.ints[:, I_TEAM]]
         return self._teams[teams]
 
     def _region_mask(self, region: str) -> Mask:
         """Agents whose region differs from lower-case ``region``."""
         if region not in self._regions:
-            self._regions[region] = np.fromiter(
-                (agent.profile.region.lower() != region for agent in self.agents),
-                np.bool_,
-                self.size,
-            )
+            names = list(self.table.memo.regions.values)
+            other = np.fromiter((name != region for name in names), np.bool_, len(names))
+            self._regions[region] = other[self.table.ints[:, I_REGION]]
         return self._regions[region]
 
     def _language_mask(self, language: str) -> Mask:
         """Agents who do not speak lower-case ``language``."""
         if language not in self._languages:
-            speaks: dict[frozenset[str], bool] = {}
-            for agent in self.agents:
-                tags = agent.profile.languages
-                if tags not in speaks:
-                    speaks[tags] = language in {tag.lower() for tag in tags}
-            self._languages[language] = np.fromiter(
-                (not speaks[agent.profile.languages] for agent in self.agents),
+            sets = list(self.table.memo.languages.values)
+            mute = np.fromiter(
+                (language not in {tag.lower() for tag in tags} for tags in sets),
                 np.bool_,
-                self.size,
+                len(sets),
             )
+            self._languages[language] = mute[self.table.ints[:, I_LANGUAGES]]
         return self._languages[language]
 
     def fit(self, call: Call, widened: WidenedRequirements) -> Codes:
@@ -473,9 +472,7 @@ class AgentColumns:
         """Rule 10 per agent (``shift_reason``'s code)."""
         if handle_s not in self._shift:
             end_ms = self.now_ms + handle_s * 1000
-            shift_end = np.fromiter(
-                (agent.profile.shift_end_ms for agent in self.agents), np.int64, self.size
-            )
+            shift_end = self.table.ints[:, I_SHIFT_END]
             ending = ((shift_end > 0) & (end_ms > shift_end)) | (self._next_absence < end_ms)
             self._shift[handle_s] = np.where(ending, _SHIFT, 0).astype(np.int8)
         return self._shift[handle_s]

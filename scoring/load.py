@@ -27,14 +27,35 @@ and a min-cost flow with one unit-capacity arc per slot takes the slots in order
 the flow model exact. The occupancy term charges an agent who has been busy lately (relative
 to their own cap) for each item, in proportion to the item's share of the budget, so equally
 good agents share the work and top performers are not drained up to their cap first.
+
+``AgentTable`` holds the time- and policy-independent inputs of many agents as numpy columns
+for the vectorised decision (``router.eligibility.AgentColumns``, ``scoring.match.ScoreColumns``);
+each agent's row is memoised on its snapshot object, which the Redis agent cache reuses while
+the agent is unchanged, so a decision walks only the agents that changed since the last one.
+``AgentTable.occupancy`` is ``occupancy`` for all of them at once, float for float.
 """
 
 from __future__ import annotations
 
+import operator
+import struct
+import threading
+from array import array
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
-from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Channel, Policy
+from router.domain import (
+    AGENT_UNIT_BUDGET,
+    AgentProfile,
+    AgentSnapshot,
+    Channel,
+    Policy,
+    Presence,
+)
 
 
 def occupancy(agent: AgentSnapshot, now_ms: int, window_s: int) -> float:
@@ -110,3 +131,341 @@ def slot_cost_matrix(
     ratio = np.where(cap <= 0, 1.0, np.minimum(1.0, np.maximum(0.0, raw)))
     occupancy_term = share * ratio * ratio
     return weight * ((after * after - before * before) + occupancy_term[:, None])
+
+
+# --- Per-agent rows, memoised on the snapshot object -----------------------------------------
+
+CHANNELS: tuple[Channel, ...] = tuple(Channel)
+"""Channels in declaration order: the order of the per-channel columns of ``AgentTable``."""
+_CHANNEL_POSITION = {channel: k for k, channel in enumerate(CHANNELS)}
+
+ABSENT = -(2**62)
+"""Value of an integer column the agent leaves unset (a capacity its profile does not name)."""
+_FOREVER = int(np.iinfo(np.int64).max)
+"""End of work in progress as a span: ``min(end, now)`` is then ``now``."""
+
+# Integer columns of a row, in this order: the snapshot's, then its profile's.
+I_AVAILABLE = 0
+I_HEARTBEAT = 1
+I_UNITS = 2
+I_UPDATED = 3
+I_FREE_SINCE = 4
+I_ACTIVE = 5
+I_SPANS = 6
+I_ABSENCES = 7
+I_SHIFT_END = 8
+I_SKILLS = 9
+I_ZONE = 10
+I_HAS_CAP = 11
+I_REGION = 12
+I_TEAM = 13
+I_LANGUAGES = 14
+I_CAPACITY = 15
+"""First of ``len(CHANNELS)`` capacity columns (``ABSENT`` when the profile names none)."""
+I_LOAD = I_CAPACITY + len(CHANNELS)
+"""First of ``len(CHANNELS)`` load columns (items held per channel)."""
+INT_WIDTH = I_LOAD + len(CHANNELS)
+# Float columns of a row.
+F_WEIGHTED_SUM = 0
+F_WEIGHT = 1
+F_MAX_OCCUPANCY = 2
+FLOAT_WIDTH = 3
+
+MAX_ROWS = 100_000
+"""Agents whose rows are memoised; past it the memo starts over (a miss only recomputes)."""
+
+Row = tuple[AgentSnapshot, bytes, bytes, bytes, bytes, bytes, str]
+"""(agent, int columns, float columns, spans (start, end, units), skills (code, level),
+absences (start, end), agent id)."""
+
+
+_ProfilePart = tuple[AgentProfile, tuple[int, ...], float, bytes, bytes]
+"""(profile, its integer columns, its own occupancy cap or 0.0, skills, absences)."""
+_NO_LOADS = (0,) * len(CHANNELS)
+_INT_ROW = struct.Struct(f"={INT_WIDTH}q")
+_FLOAT_ROW = struct.Struct(f"={FLOAT_WIDTH}d")
+
+
+def _pack(code: str, values: list[Any]) -> bytes:
+    """``values`` as native int64 (``q``) or float64 (``d``) bytes."""
+    try:
+        return array(code, values).tobytes()
+    except (TypeError, struct.error):
+        # Not plain ints or floats (a float skill level, say): numpy converts as before.
+        return np.array(values, np.int64 if code == "q" else np.float64).tobytes()
+
+
+class Codes:
+    """Small integer codes for the values of one field (skill names, zones, regions, ...).
+
+    ``values[code]`` is the value a code stands for. Codes are handed out under a lock, so a
+    value has one code whichever thread sees it first.
+    """
+
+    __slots__ = ("codes", "lock", "values")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.codes: dict[object, int] = {}
+        self.values: list[Any] = []
+        self.lock = lock
+
+    def code(self, value: object) -> int:
+        """The code of ``value`` (a new one the first time it is seen)."""
+        code = self.codes.get(value)
+        if code is None:
+            with self.lock:
+                code = self.codes.get(value)
+                if code is None:
+                    self.values.append(value)
+                    code = self.codes[value] = len(self.values) - 1
+        return code
+
+
+class _Memo:
+    """One generation of memoised rows, with the codes the rows refer to.
+
+    Rows are keyed by ``id(agent)`` and hold the agent itself, so an id cannot be reused while
+    its row is here, and a hit is checked with ``is``. Snapshots are frozen: a row computed
+    once stays right for as long as the object lives. Threads may race to compute the same row;
+    both results are equal.
+    """
+
+    __slots__ = ("languages", "lock", "profiles", "regions", "rows", "skills", "teams", "zones")
+
+    def __init__(self) -> None:
+        self.rows: dict[int, Row] = {}
+        self.profiles: dict[int, _ProfilePart] = {}
+        self.lock = threading.Lock()
+        self.skills = Codes(self.lock)
+        self.zones = Codes(self.lock)
+        self.regions = Codes(self.lock)
+        """Lower-case regions."""
+        self.teams = Codes(self.lock)
+        self.languages = Codes(self.lock)
+        """Language sets (``AgentProfile.languages``)."""
+
+    def _profile_part(self, profile: AgentProfile) -> _ProfilePart:
+        """Compute and memoise the profile's share of a row (snapshots of an agent whose
+        profile did not change share the profile object)."""
+        own_cap = profile.max_occupancy
+        ints = (
+            len(profile.absences),
+            profile.shift_end_ms,
+            len(profile.skills),
+            self.zones.code(profile.timezone),
+            0 if own_cap is None else 1,
+            self.regions.code(profile.region.lower()),
+            self.teams.code(profile.team),
+            self.languages.code(profile.languages),
+            *[profile.capacity.get(channel, ABSENT) for channel in CHANNELS],
+        )
+        skills = [
+            value
+            for name, level in profile.skills.items()
+            for value in (self.skills.code(name), level)
+        ]
+        absences = [
+            value for absence in profile.absences for value in (absence.start_ms, absence.end_ms)
+        ]
+        part: _ProfilePart = (
+            profile,
+            ints,
+            0.0 if own_cap is None else own_cap,
+            _pack("q", skills) if skills else b"",
+            _pack("q", absences) if absences else b"",
+        )
+        profiles = self.profiles
+        if len(profiles) >= MAX_ROWS:
+            profiles.clear()
+        profiles[id(profile)] = part
+        return part
+
+    def row(self, agent: AgentSnapshot) -> Row:
+        """Compute, memoise and return ``agent``'s row."""
+        profile = agent.profile
+        part = self.profiles.get(id(profile))
+        if part is None or part[0] is not profile:
+            part = self._profile_part(profile)
+        active = agent.active
+        stats = agent.performance
+        free_since = agent.last_free_ms
+        spans: list[int] = []
+        for span in agent.recent:
+            end = span.end_ms
+            free_since = max(free_since, end)
+            spans += (span.start_ms, end, span.units)
+        units = 0
+        if active:
+            loads = [0] * len(CHANNELS)
+            for work in active:
+                units += work.units
+                loads[_CHANNEL_POSITION[work.channel]] += 1
+                spans += (work.start_ms, _FOREVER, work.units)
+        try:
+            packed = (
+                _INT_ROW.pack(
+                    1 if agent.presence == Presence.AVAILABLE else 0,
+                    agent.heartbeat_ms,
+                    units,
+                    stats.updated_ms,
+                    free_since,
+                    len(active),
+                    len(spans) // 3,
+                    *part[1],
+                    *(loads if active else _NO_LOADS),
+                ),
+                _FLOAT_ROW.pack(stats.weighted_sum, stats.weight, part[2]),
+                array("q", spans).tobytes() if spans else b"",
+            )
+        except (TypeError, struct.error):
+            # Not plain ints or floats somewhere: numpy converts them as the columns did.
+            loads = [0] * len(CHANNELS)
+            for work in active:
+                loads[_CHANNEL_POSITION[work.channel]] += 1
+            values = [
+                1 if agent.presence == Presence.AVAILABLE else 0,
+                agent.heartbeat_ms,
+                units,
+                stats.updated_ms,
+                free_since,
+                len(active),
+                len(spans) // 3,
+                *part[1],
+                *loads,
+            ]
+            packed = (
+                _pack("q", values),
+                _pack("d", [stats.weighted_sum, stats.weight, part[2]]),
+                _pack("q", spans) if spans else b"",
+            )
+        row: Row = (agent, *packed, part[3], part[4], profile.agent_id)
+        rows = self.rows
+        if len(rows) >= MAX_ROWS:
+            _restart(self)
+        rows[id(agent)] = row
+        return row
+
+
+_MEMO = [_Memo()]
+"""The current generation (one element, replaced when it fills up)."""
+
+
+def _restart(memo: _Memo) -> None:
+    """Start a new generation (the old one stays valid for tables already using it)."""
+    if _MEMO[0] is memo:
+        _MEMO[0] = _Memo()
+
+
+_MISS: Row = (AgentSnapshot(AgentProfile("")), b"", b"", b"", b"", b"", "")
+"""What a memo look-up gives for an agent without a row (its agent is no real agent)."""
+_FIRST = operator.itemgetter(0)
+_INTS = operator.itemgetter(1)
+_FLOATS = operator.itemgetter(2)
+_SPANS = operator.itemgetter(3)
+_SKILLS = operator.itemgetter(4)
+_ABSENCES = operator.itemgetter(5)
+_ID = operator.itemgetter(6)
+
+
+class AgentTable:
+    """The time- and policy-independent per-agent inputs of a decision as numpy columns.
+
+    Built from memoised rows: an agent snapshot reused between decisions (the Redis agent
+    cache keeps the same object while the agent is unchanged) is walked once, not once per
+    decision. Integer columns are exact; float columns hold the very floats of the snapshot.
+    """
+
+    __slots__ = (
+        "_owners",
+        "_rows",
+        "_skills",
+        "_spans",
+        "agents",
+        "floats",
+        "ids",
+        "ints",
+        "memo",
+        "size",
+    )
+
+    def __init__(self, agents: Sequence[AgentSnapshot]) -> None:
+        """Rows of ``agents``, in that order."""
+        memo = self.memo = _MEMO[0]
+        self.agents = agents = list(agents)
+        self.size = n = len(agents)
+        # Look-ups with C-level loops (map): most agents are hits in a warm memo.
+        rows: list[Row] = list(map(memo.rows.get, map(id, agents), repeat(_MISS)))
+        hits = list(map(operator.is_, map(_FIRST, rows), agents))
+        start = 0
+        for _ in range(hits.count(False)):
+            miss = hits.index(False, start)
+            rows[miss] = memo.row(agents[miss])
+            start = miss + 1
+        self._rows = rows
+        self.ids: list[str] = list(map(_ID, rows))
+        self.ints: npt.NDArray[np.int64] = np.frombuffer(
+            b"".join(map(_INTS, rows)), np.int64
+        ).reshape(n, INT_WIDTH)
+        self.floats: npt.NDArray[np.float64] = np.frombuffer(
+            b"".join(map(_FLOATS, rows)), np.float64
+        ).reshape(n, FLOAT_WIDTH)
+        self._spans: npt.NDArray[np.int64] | None = None
+        self._skills: npt.NDArray[np.int64] | None = None
+        self._owners: npt.NDArray[np.intp] | None = None
+
+    def channel(self, first: int, channel: Channel) -> npt.NDArray[np.int64]:
+        """The per-channel column starting at ``first`` (``I_LOAD``, ``I_CAPACITY``)."""
+        return self.ints[:, first + _CHANNEL_POSITION[channel]]
+
+    def occupancy(self, now_ms: int, window_s: int) -> npt.NDArray[np.float64]:
+        """``occupancy`` of every agent (the same floats)."""
+        n = self.size
+        if window_s <= 0:
+            return np.zeros(n)
+        if self._spans is None:
+            self._spans = np.frombuffer(b"".join(map(_SPANS, self._rows)), np.int64).reshape(-1, 3)
+        spans = self._spans
+        window_ms = window_s * 1000
+        window_start = now_ms - window_ms
+        overlap = np.minimum(spans[:, 1], now_ms) - np.maximum(spans[:, 0], window_start)
+        busy_parts = np.where(overlap > 0, overlap * spans[:, 2], 0)
+        sums = np.zeros(len(spans) + 1, np.int64)
+        np.cumsum(busy_parts, out=sums[1:])
+        ends = np.cumsum(self.ints[:, I_SPANS])
+        busy = sums[ends] - sums[ends - self.ints[:, I_SPANS]]
+        denominator = window_ms * AGENT_UNIT_BUDGET
+        if n and (int(np.abs(busy).max()) >= 2**53 or denominator >= 2**53):
+            # Beyond exact float conversion: the scalar function, agent by agent.
+            return np.array([occupancy(agent, now_ms, window_s) for agent in self.agents])
+        share = busy / denominator
+        # min(1.0, max(0.0, share)), as Python's min and max pick.
+        share = np.where(share > 0.0, share, 0.0)
+        return np.where(share < 1.0, share, 1.0)
+
+    def skill(self, name: str) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+        """(has skill ``name``, its level or 0) per agent."""
+        n = self.size
+        has = np.zeros(n, np.bool_)
+        levels = np.zeros(n, np.int64)
+        code = self.memo.skills.codes.get(name)
+        if code is None:
+            return has, levels
+        if self._skills is None:
+            self._skills = np.frombuffer(b"".join(map(_SKILLS, self._rows)), np.int64).reshape(
+                -1, 2
+            )
+            self._owners = np.repeat(np.arange(n), self.ints[:, I_SKILLS])
+        skills, owners = self._skills, self._owners
+        assert owners is not None
+        match = skills[:, 0] == code
+        has[owners[match]] = True
+        levels[owners[match]] = skills[match, 1]
+        return has, levels
+
+    def absences(self) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+        """(owner index, (start_ms, end_ms)) of every scheduled absence of the agents."""
+        counts = self.ints[:, I_ABSENCES]
+        owners = np.flatnonzero(counts)
+        picked = [self._rows[i] for i in owners.tolist()]
+        spans = np.frombuffer(b"".join(map(_ABSENCES, picked)), np.int64).reshape(-1, 2)
+        return np.repeat(owners, counts[owners]), spans

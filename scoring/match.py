@@ -41,6 +41,16 @@ from router.domain import (
     frozen_map,
 )
 from scoring import performance
+from scoring.load import (
+    F_WEIGHT,
+    F_WEIGHTED_SUM,
+    I_ACTIVE,
+    I_FREE_SINCE,
+    I_REGION,
+    I_UPDATED,
+    I_ZONE,
+    AgentTable,
+)
 
 SKILL = "skill"
 PERFORMANCE = "performance"
@@ -153,6 +163,22 @@ def idle_value(agent: AgentSnapshot, now_ms: int, horizon_s: int) -> float:
     if horizon_s <= 0:
         return 1.0
     return min(1.0, idle_s / horizon_s)
+
+
+def idle_array(
+    active: npt.NDArray[np.int64], free_since: npt.NDArray[np.int64], now_ms: int, horizon_s: int
+) -> npt.NDArray[np.float64]:
+    """``idle_value`` for many agents: ``active`` items held and ``free_since`` (the latest of
+    ``last_free_ms`` and the recent spans' ends) per agent; the same floats."""
+    gap = now_ms - free_since
+    # max(0, gap) / 1000: an exact integer, then one correctly rounded division.
+    idle_s = np.where(gap > 0, gap, 0) / 1000
+    if horizon_s <= 0:
+        values = np.ones(len(gap))
+    else:
+        share = idle_s / horizon_s
+        values = np.where(share < 1.0, share, 1.0)  # min(1.0, share)
+    return np.where(active > 0, 0.0, values)
 
 
 def agent_facts(
@@ -281,11 +307,12 @@ def skill_fit_array(call: Call, levels: Levels, size: int) -> Floats:
 class ScoreColumns:
     """Call-independent score facts (``AgentFacts``) of a decision's agents as numpy columns.
 
-    Performance, idle and UTC offsets are computed with the scalar functions above, lazily
-    per agent (only for agents some call finds eligible) and cached for the decision;
-    ``totals`` then scores many agents for one call with array operations giving exactly the
-    floats ``weighted_total(part_values(...))`` gives (tests compare them bit for bit).
-    ``placed`` records that an agent took work during the decision (its idle part drops to 0).
+    Performance and idle are computed for every agent at once from ``scoring.load.AgentTable``
+    (``performance.score_array`` and ``idle_array``, the very floats of the scalar functions),
+    UTC offsets once per zone; ``totals`` then scores many agents for one call with array
+    operations giving exactly the floats ``weighted_total(part_values(...))`` gives (tests
+    compare them bit for bit). ``placed`` records that an agent took work during the decision
+    (its idle part drops to 0).
     """
 
     __slots__ = (
@@ -295,31 +322,37 @@ class ScoreColumns:
         "_offset",
         "_offsets",
         "_performance",
-        "_region",
-        "_region_names",
         "_weights",
         "agents",
         "ids",
         "now_ms",
         "policy",
+        "table",
     )
 
-    def __init__(self, agents: Sequence[AgentSnapshot], now_ms: int, policy: Policy) -> None:
-        """Columns for ``agents`` (indexes as in that sequence)."""
+    def __init__(
+        self,
+        agents: Sequence[AgentSnapshot],
+        now_ms: int,
+        policy: Policy,
+        *,
+        table: AgentTable | None = None,
+    ) -> None:
+        """Columns for ``agents`` (indexes as in that sequence); ``table`` is
+        ``scoring.load.AgentTable(agents)`` when the caller already has it."""
         self.agents = agents
         self.now_ms = now_ms
         self.policy = policy
+        self.table = AgentTable(agents) if table is None else table
         n = len(agents)
-        self.ids = [agent.agent_id for agent in agents]
+        self.ids = self.table.ids
         self._weights = weight_vector(policy.weights)
-        self._filled = np.zeros(n, np.bool_)
+        self._filled = False
         self._performance = np.zeros(n)
         self._idle = np.zeros(n)
         self._offset = np.zeros(n)
         self._offsets: dict[str, float | None] = {}
-        self._region: npt.NDArray[np.int64] | None = None
-        self._region_names: list[str] = []
-        self._index = {agent_id: i for i, agent_id in enumerate(self.ids)}
+        self._index: dict[str, int] | None = None
 
     def utc_offset(self, zone: str) -> float | None:
         """``utc_offset_hours`` of ``zone`` at now, looked up once per zone."""
@@ -327,23 +360,31 @@ class ScoreColumns:
             self._offsets[zone] = utc_offset_hours(zone, self.now_ms)
         return self._offsets[zone]
 
-    def _fill(self, indexes: npt.NDArray[np.intp]) -> None:
-        """Compute the facts of the agents at ``indexes`` not seen yet."""
-        missing = indexes[~self._filled[indexes]]
-        if not len(missing):
+    def _fill(self) -> None:
+        """Compute the facts of every agent (once per decision)."""
+        if self._filled:
             return
-        policy, now_ms = self.policy, self.now_ms
-        for i in missing.tolist():
-            agent = self.agents[i]
-            offset = self.utc_offset(agent.profile.timezone)
-            self._performance[i] = performance.score(agent.performance, now_ms, policy)
-            self._idle[i] = idle_value(agent, now_ms, policy.idle_horizon_s)
-            self._offset[i] = np.nan if offset is None else offset
-        self._filled[missing] = True
+        self._filled = True
+        table, policy, now_ms = self.table, self.policy, self.now_ms
+        ints, floats = table.ints, table.floats
+        self._performance = performance.score_array(
+            floats[:, F_WEIGHTED_SUM], floats[:, F_WEIGHT], ints[:, I_UPDATED], now_ms, policy
+        )
+        self._idle = idle_array(
+            ints[:, I_ACTIVE], ints[:, I_FREE_SINCE], now_ms, policy.idle_horizon_s
+        )
+        zones = ints[:, I_ZONE]
+        if len(zones):
+            names = table.memo.zones.values
+            by_code = np.full(int(zones.max()) + 1, np.nan)
+            for code in np.unique(zones).tolist():
+                offset = self.utc_offset(names[code])
+                by_code[code] = np.nan if offset is None else offset
+            self._offset = by_code[zones]
 
     def placed(self, index: int) -> None:
         """The agent at ``index`` took work now: its idle part is 0 from here on."""
-        self._fill(np.array([index], dtype=np.intp))
+        self._fill()
         self._idle[index] = 0.0
 
     def _region_values(self, call: Call, indexes: npt.NDArray[np.intp]) -> Floats:
@@ -357,27 +398,17 @@ class ScoreColumns:
                 near = TIMEZONE_AFFINITY * np.maximum(0.0, 1.0 - gap / OFFSET_SPAN_H)
             values = np.where(np.isnan(gap), 0.0, near)
         if call.region:
-            if self._region is None:
-                codes: dict[str, int] = {}
-                self._region = np.fromiter(
-                    (
-                        codes.setdefault(agent.profile.region.lower(), len(codes))
-                        for agent in self.agents
-                    ),
-                    np.int64,
-                    len(self.agents),
-                )
-                self._region_names = list(codes)
             wanted = call.region.lower()
             # Agent regions are compared as ``AgentFacts.region`` holds them (lower-cased).
-            same = np.array([name.lower() == wanted for name in self._region_names])
+            names = list(self.table.memo.regions.values)
+            same = np.fromiter((name.lower() == wanted for name in names), np.bool_, len(names))
             if same.any():
-                values[same[self._region[indexes]]] = 1.0
+                values[same[self.table.ints[indexes, I_REGION]]] = 1.0
         return values
 
     def card(self, call: Call, index: int) -> ScoreCard:
         """Score card of the agent at ``index`` for ``call`` (``Board.card``, from the columns)."""
-        self._fill(np.array([index], dtype=np.intp))
+        self._fill()
         agent = self.agents[index]
         offset = self._offset[index]
         facts = AgentFacts(
@@ -393,10 +424,12 @@ class ScoreColumns:
 
     def totals(self, call: Call, indexes: npt.NDArray[np.intp], levels: Levels) -> Floats:
         """Soft score totals of the agents at ``indexes`` for ``call`` (``Board.total``)."""
-        self._fill(indexes)
+        self._fill()
         n = len(indexes)
         skill = skill_fit_array(call, lambda name: levels(name)[indexes], n)
         previous = np.zeros(n)
+        if self._index is None:
+            self._index = dict(zip(self.ids, range(len(self.ids)), strict=True))
         favourite = self._index.get(call.preferred_agent_id)
         if favourite is not None:
             previous[indexes == favourite] = 1.0

@@ -38,6 +38,11 @@ Three steps, each a pure function:
 
 from __future__ import annotations
 
+from itertools import repeat
+
+import numpy as np
+import numpy.typing as npt
+
 from router.domain import Outcome, PerformanceStats, Policy
 
 CSAT_MIN = 1
@@ -103,3 +108,37 @@ def score(stats: PerformanceStats, now_ms: int, policy: Policy) -> float:
 def _clamp(value: float) -> float:
     """Keep a score inside [0, 1] whatever the stored sums say."""
     return min(1.0, max(0.0, value))
+
+
+def score_array(
+    weighted_sum: npt.NDArray[np.float64],
+    weight: npt.NDArray[np.float64],
+    updated_ms: npt.NDArray[np.int64],
+    now_ms: int,
+    policy: Policy,
+) -> npt.NDArray[np.float64]:
+    """``score`` for many agents at once (the stats' columns), the very same floats.
+
+    Every step is the scalar one elementwise in float64; the power itself is Python's
+    ``2.0 ** x`` per agent, so no vectorised ``pow`` can round differently.
+    """
+    n = len(updated_ms)
+    factor = np.ones(n)
+    half_life_s = policy.performance_half_life_s
+    if half_life_s > 0:
+        decays = updated_ms != 0
+        exponents = (-(now_ms - updated_ms[decays])) / 1000 / half_life_s
+        # The builtin pow is ``2.0 ** exponent``, mapped in C.
+        factor[decays] = list(map(pow, repeat(2.0), exponents.tolist()))
+    prior_weight = max(0.0, policy.performance_prior_weight)
+    denominator = prior_weight + weight * factor
+    numerator = policy.performance_prior * prior_weight + weighted_sum * factor
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = _clamp_array(numerator / denominator)
+    return np.where(denominator <= 0.0, _clamp(policy.performance_prior), values)
+
+
+def _clamp_array(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``_clamp`` elementwise, as Python's ``min`` and ``max`` pick (NaN and -0.0 included)."""
+    values = np.where(values > 0.0, values, 0.0)
+    return np.where(values < 1.0, values, 1.0)

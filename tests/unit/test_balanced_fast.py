@@ -252,7 +252,8 @@ def test_one_call_closed_form_is_a_flow_optimum(seed: int) -> None:
 
 
 def test_occupancy_column_uses_the_scalar_function() -> None:
-    """Occupancy is computed by ``scoring.load.occupancy`` for exactly the agents asked."""
+    """The occupancy column (vectorised in ``scoring.load.AgentTable``) equals
+    ``scoring.load.occupancy`` agent for agent."""
     snapshot, _ = random_case(4)
     agents = list(Board(snapshot).agents.values())
     columns = eligibility.AgentColumns(agents, NOW, snapshot.policy)

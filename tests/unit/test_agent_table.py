@@ -1,0 +1,235 @@
+"""``scoring.load.AgentTable`` and the vectorised formulas built on it, against the scalar ones.
+
+Performance, idle and occupancy must be the very floats (bit for bit) of
+``scoring.performance.score``, ``scoring.match.idle_value`` and ``scoring.load.occupancy``;
+the memo must give a row only for the very snapshot object it was computed from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+
+import numpy as np
+import pytest
+
+from router.domain import (
+    ActiveWork,
+    AgentProfile,
+    AgentSnapshot,
+    Channel,
+    PerformanceStats,
+    Policy,
+    Presence,
+    WorkSpan,
+    frozen_map,
+)
+from scoring import load, performance
+from scoring.load import (
+    F_WEIGHT,
+    F_WEIGHTED_SUM,
+    I_ACTIVE,
+    I_FREE_SINCE,
+    I_UPDATED,
+    AgentTable,
+    occupancy,
+)
+from scoring.match import idle_array, idle_value
+from tests.unit.factories import HOUR_MS, NOW
+
+CHANNELS = (Channel.VOICE, Channel.CHAT, Channel.EMAIL)
+
+
+def random_agent(rng: random.Random, index: int) -> AgentSnapshot:
+    """An agent with random work in progress, finished spans, history and idle clock."""
+    active = tuple(
+        ActiveWork(
+            f"w{index}-{n}",
+            rng.choice(CHANNELS),
+            rng.choice([0, 20, 25, 100]),
+            NOW - rng.randint(-HOUR_MS, 3 * HOUR_MS),
+        )
+        for n in range(rng.choice([0, 0, 0, 1, 2]))
+    )
+    recent = []
+    for _ in range(rng.choice([0, 0, 1, 2, 5])):
+        start = NOW - rng.randint(-HOUR_MS, 3 * HOUR_MS)
+        recent.append(WorkSpan(start, start + rng.randint(0, HOUR_MS), rng.choice([20, 25, 100])))
+    count = rng.choice([0, 0, 1, 3, 30, 1000])
+    stats = PerformanceStats(
+        weighted_sum=count * rng.random() * rng.choice([1.0, 1.0, -1.0, 3.0]),
+        weight=float(count) * rng.choice([1.0, 1.0, -1.0, 0.5]),
+        updated_ms=rng.choice([0, NOW, NOW - rng.randint(0, 10**11), NOW + rng.randint(0, 10**6)]),
+    )
+    return AgentSnapshot(
+        profile=AgentProfile(
+            agent_id=f"a{index:04d}",
+            skills=frozen_map({"billing": rng.randint(1, 10)} if rng.random() < 0.5 else {}),
+            timezone=rng.choice(["", "Europe/London"]),
+            capacity=frozen_map({Channel.CHAT: rng.randint(0, 4)} if rng.random() < 0.5 else {}),
+            max_occupancy=rng.choice([None, 0.5, 1]),
+        ),
+        presence=rng.choice(list(Presence)),
+        heartbeat_ms=NOW - rng.randint(0, 300_000),
+        active=active,
+        recent=tuple(recent),
+        performance=stats,
+        last_free_ms=rng.choice([0, NOW - rng.randint(-60_000, 2 * HOUR_MS)]),
+    )
+
+
+def random_policy(rng: random.Random) -> Policy:
+    """Policies with edge values for every knob the formulas read."""
+    return Policy(
+        performance_half_life_s=rng.choice([14 * 24 * 3600, 3600, 60, 0, -5]),
+        performance_prior=rng.choice([0.6, 0.0, 1.0, 1.5, -0.2]),
+        performance_prior_weight=rng.choice([5.0, 0.0, -1.0, 2, 0.3]),
+        idle_horizon_s=rng.choice([900, 1, 0, -1, 7]),
+        occupancy_window_s=rng.choice([3600, 60, 1, 0, -1]),
+    )
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_vectorised_formulas_are_bit_identical(seed: int) -> None:
+    """Performance, idle and occupancy columns equal the scalar functions float for float."""
+    rng = random.Random(seed)
+    agents = [random_agent(rng, i) for i in range(rng.randint(0, 200))]
+    table = AgentTable(agents)
+    for _ in range(5):
+        policy = random_policy(rng)
+        now = NOW + rng.randint(-HOUR_MS, HOUR_MS)
+        ints, floats = table.ints, table.floats
+        scores = performance.score_array(
+            floats[:, F_WEIGHTED_SUM], floats[:, F_WEIGHT], ints[:, I_UPDATED], now, policy
+        )
+        idle = idle_array(ints[:, I_ACTIVE], ints[:, I_FREE_SINCE], now, policy.idle_horizon_s)
+        occ = table.occupancy(now, policy.occupancy_window_s)
+        expected_scores = [performance.score(a.performance, now, policy) for a in agents]
+        expected_idle = [idle_value(a, now, policy.idle_horizon_s) for a in agents]
+        expected_occ = [occupancy(a, now, policy.occupancy_window_s) for a in agents]
+        # Compare bit patterns: equal floats and the same sign of zero.
+        assert _bits(scores) == _bits(expected_scores)
+        assert _bits(idle) == _bits(expected_idle)
+        assert _bits(occ) == _bits(expected_occ)
+
+
+def test_many_random_decay_factors_match_python_pow() -> None:
+    """Scores over a wide spread of ages (the decay power is the delicate step)."""
+    rng = random.Random(99)
+    policy = Policy(performance_half_life_s=rng.randint(1, 10**7))
+    n = 20_000
+    weighted = np.array([rng.random() * 50 for _ in range(n)])
+    weight = np.array([rng.random() * 60 for _ in range(n)])
+    updated = np.array([NOW - rng.randint(1, 10**12) for _ in range(n)], np.int64)
+    got = performance.score_array(weighted, weight, updated, NOW, policy)
+    expected = [
+        performance.score(PerformanceStats(float(s), float(w), int(u)), NOW, policy)
+        for s, w, u in zip(weighted, weight, updated, strict=True)
+    ]
+    assert _bits(got) == _bits(expected)
+
+
+def test_skill_and_channel_columns() -> None:
+    """Skill levels, loads and capacities per agent, as the profiles and work give them."""
+    rng = random.Random(3)
+    agents = [random_agent(rng, i) for i in range(100)]
+    table = AgentTable(agents)
+    has, levels = table.skill("billing")
+    assert has.tolist() == ["billing" in a.profile.skills for a in agents]
+    assert levels.tolist() == [a.profile.skills.get("billing", 0) for a in agents]
+    has, levels = table.skill("never-seen")
+    assert not has.any()
+    assert not levels.any()
+    for channel in Channel:
+        assert table.channel(load.I_LOAD, channel).tolist() == [a.load(channel) for a in agents]
+        capacity = table.channel(load.I_CAPACITY, channel).tolist()
+        assert capacity == [a.profile.capacity.get(channel, load.ABSENT) for a in agents]
+    assert table.ints[:, load.I_UNITS].tolist() == [a.units_used for a in agents]
+    assert table.ids == [a.agent_id for a in agents]
+
+
+def test_rows_are_memoised_per_snapshot_object() -> None:
+    """The same object reuses its row; an equal-looking new object gets its own."""
+    rng = random.Random(5)
+    agents = [random_agent(rng, i) for i in range(20)]
+    AgentTable(agents)
+    memo = load._MEMO[0]
+    assert all(memo.rows[id(agent)][0] is agent for agent in agents)
+    changed = dataclasses.replace(agents[3], last_free_ms=NOW - 5, active=())
+    table = AgentTable([*agents[:3], changed, *agents[4:]])
+    assert table.ints[3, I_FREE_SINCE] == max([NOW - 5, *(span.end_ms for span in changed.recent)])
+    assert table.ints[3, I_ACTIVE] == 0
+    assert memo.rows[id(changed)][0] is changed
+
+
+def test_a_full_memo_starts_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``MAX_ROWS`` a new generation begins; tables stay exact across the switch."""
+    monkeypatch.setattr(load, "MAX_ROWS", 5)
+    rng = random.Random(8)
+    agents = [random_agent(rng, i) for i in range(12)]
+    table = AgentTable(agents)
+    assert table.ids == [a.agent_id for a in agents]
+    assert table.ints[:, load.I_UNITS].tolist() == [a.units_used for a in agents]
+    assert len(load._MEMO[0].rows) <= 5
+    again = AgentTable(agents)
+    # Codes are per generation: decode them with each table's own memo.
+    for built in (table, again):
+        zones = [built.memo.zones.values[code] for code in built.ints[:, load.I_ZONE].tolist()]
+        assert zones == [a.profile.timezone for a in agents]
+        assert built.skill("billing")[1].tolist() == [
+            a.profile.skills.get("billing", 0) for a in agents
+        ]
+    assert again.ints[:, : load.I_ZONE].tolist() == table.ints[:, : load.I_ZONE].tolist()
+
+
+def test_tables_built_concurrently_decode_their_codes() -> None:
+    """Threads meeting new names at once each get one code per name (a race only recomputes)."""
+    agents = [
+        AgentSnapshot(
+            AgentProfile(
+                f"t{i:04d}",
+                skills=frozen_map({f"skill-{i % 37}": 1 + i % 10}),
+                region=f"Region-{i % 11}",
+                timezone=f"Zone/{i % 13}",
+            )
+        )
+        for i in range(400)
+    ]
+    tables: list[AgentTable] = []
+
+    def build(part: list[AgentSnapshot]) -> None:
+        tables.append(AgentTable(part))
+
+    threads = [
+        threading.Thread(target=build, args=(agents[k::3] + agents[: 50 * k],)) for k in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(tables) == len(threads)
+    for table in tables:
+        zones = [table.memo.zones.values[c] for c in table.ints[:, load.I_ZONE].tolist()]
+        regions = [table.memo.regions.values[c] for c in table.ints[:, load.I_REGION].tolist()]
+        assert zones == [a.profile.timezone for a in table.agents]
+        assert regions == [a.profile.region.lower() for a in table.agents]
+        for k in range(37):
+            has, levels = table.skill(f"skill-{k}")
+            expected = [a.profile.skills.get(f"skill-{k}", 0) for a in table.agents]
+            assert levels.tolist() == expected
+            assert has.tolist() == [f"skill-{k}" in a.profile.skills for a in table.agents]
+
+
+def test_empty_table() -> None:
+    """No agents: empty columns of the right shapes."""
+    table = AgentTable([])
+    assert table.ints.shape == (0, load.INT_WIDTH)
+    assert table.occupancy(NOW, 3600).tolist() == []
+    assert table.skill("billing")[0].tolist() == []
+
+
+def _bits(values: object) -> list[int]:
+    """The float64 bit patterns of ``values``."""
+    bits: list[int] = np.asarray(values, np.float64).view(np.int64).tolist()
+    return bits
