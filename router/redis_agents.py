@@ -27,7 +27,7 @@ from router.domain import (
 )
 from router.errors import AlreadyExistsError
 from router.redis_base import RedisBase, add_agent_reads, agents_from_replies
-from router.redis_schema import Keys, agent_from_view, text, texts
+from router.redis_schema import Keys, agent_from_view, text
 from router.store import AgentQuery, Candidates
 
 log = structlog.get_logger(__name__)
@@ -311,17 +311,7 @@ class RedisAgents(RedisBase):
         _, now_text, _, total, queued, seen, skilled, in_ready, ready = reply
         now, window = int(now_text), policy.occupancy_window_s * 1000
         ids: list[str] = ready[::2]
-        revs: list[str] = ready[1::2]
-        cache = self._agent_cache
-        found, missing = cache.get_many(tenant, ids, revs, now, window)
-        if missing:
-            min_end = now - window
-            _, replies = self._multi(k, lambda pipe: add_agent_reads(pipe, k, missing, min_end))
-            for fields, spans in zip(replies[::2], replies[1::2], strict=True):
-                if fields:  # deleted since the first read: no longer a candidate
-                    agent = cache.put(tenant, texts(fields), [text(m) for m in spans], now, window)
-                    found[agent.agent_id] = agent
-        agents = tuple(found[agent_id] for agent_id in sorted(found))
+        agents = tuple(self._cached_agents(tenant, ids, ready[1::2], now=now, window=window))
         snapshot = Snapshot(now, policy, agents, int(total) - int(skilled), int(queued))
         return Candidates(
             snapshot,

@@ -11,9 +11,17 @@ from typing import Any
 
 from router import codec
 from router import store_common as rules
-from router.domain import Assignment, AssignmentState, CallRecord, CallStatus, Policy, Snapshot
+from router.domain import (
+    Assignment,
+    AssignmentState,
+    Call,
+    CallRecord,
+    CallStatus,
+    Policy,
+    Snapshot,
+)
 from router.errors import NotFoundError
-from router.redis_base import RedisBase, add_agent_reads, agents_from_replies, aging_ms
+from router.redis_base import RedisBase, aging_ms
 from router.redis_schema import (
     Keys,
     assignment_from_hash,
@@ -41,33 +49,36 @@ class RedisCalls(RedisBase):
         return int(depth)
 
     def load_queue(self, tenant: str, limit: int) -> QueueView:
-        """Two ``MULTI`` round trips: policy, time, agent ids, the first ``limit`` queued ids
-        and the depth; then every agent (hash and in-window spans) and those calls."""
+        """Policy, time, agent ids and their revs, the first ``limit`` queued ids and the
+        depth in one ``MULTI``; then those calls, and the agents not in the decoded-agent
+        cache at their rev (hash and in-window spans; none when nothing changed)."""
         k = Keys(tenant)
 
         def first(pipe: Any) -> None:
             pipe.get(k.policy)
             pipe.zrange(k.agents, 0, -1)
+            pipe.hgetall(k.revs)
             pipe.zrangebyscore(k.queue, "-inf", "+inf", start=0, num=max(limit, 0))
             pipe.zcard(k.queue)
 
-        now, (raw_policy, raw_ids, raw_queued, depth) = self._multi(k, first, now=True)
+        now, (raw_policy, raw_ids, raw_revs, raw_queued, depth) = self._multi(k, first, now=True)
         policy = Policy() if raw_policy is None else codec.decode_policy(text(raw_policy))
-        ids, queued = [text(a) for a in raw_ids], [text(c) for c in raw_queued]
-        min_end = now - policy.occupancy_window_s * 1000
-
-        def second(pipe: Any) -> None:
-            add_agent_reads(pipe, k, ids, min_end)
-            for call_id in queued:
-                pipe.hgetall(k.call(call_id))
-
-        _, replies = self._multi(k, second)
-        agents = agents_from_replies(replies[: 2 * len(ids)], now, min_end)
-        calls = [
-            call_from_hash(fields)
-            for fields in map(texts, replies[2 * len(ids) :])
-            if fields.get("status") == CallStatus.QUEUED.value
-        ]
+        # without revs (an index not built yet: load_candidates builds it) every agent is read
+        ids, revs = [text(a) for a in raw_ids], texts(raw_revs)
+        queued = [text(c) for c in raw_queued]
+        window = policy.occupancy_window_s * 1000
+        calls: list[Call] = []
+        if queued:
+            _, raw_calls = self._multi(
+                k, lambda pipe: [pipe.hgetall(k.call(call_id)) for call_id in queued]
+            )
+            calls = [
+                call_from_hash(fields)
+                for fields in map(texts, raw_calls)
+                if fields.get("status") == CallStatus.QUEUED.value
+            ]
+        revs_read = [revs.get(agent_id, "") for agent_id in ids]
+        agents = self._cached_agents(tenant, ids, revs_read, now=now, window=window)
         return QueueView(Snapshot(now, policy, tuple(agents)), tuple(calls), int(depth))
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:

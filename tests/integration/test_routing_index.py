@@ -7,6 +7,7 @@
   ``load_snapshot`` filtered to the agents that are AVAILABLE with room (on both stores: the
   Redis one through its decoded-agent cache), with the same counts on both stores.
 - The decision on the candidates is the decision on the full snapshot.
+- ``load_queue`` (the dispatcher's read, through the same cache) equals a cold read.
 - A stale or forged index entry (an absent or full agent listed as ready) never yields a
   wrong assignment: the commit refuses it and the Assign re-plans on a full snapshot.
 - Data written before the index existed is indexed on first use.
@@ -235,6 +236,13 @@ def test_index_stays_exact_through_random_walks(
                 if probe_rng.random() < 0.6
             ),
         )
+        # the dispatcher's read through the decoded-agent cache is a cold read
+        warm = redis_walk.store.load_queue(T, 50)
+        assert warm == RedisStore(redis_client, clock).load_queue(T, 50)
+        twin_view = memory_walk.store.load_queue(T, 50)  # assignment ids differ: compare ids
+        assert [a.agent_id for a in warm.snapshot.agents] == [
+            a.agent_id for a in twin_view.snapshot.agents
+        ]
         on_redis = _check_candidates(redis_walk.store, probe)
         on_memory = _check_candidates(memory_walk.store, probe)
         assert [a.agent_id for a in on_redis.snapshot.agents] == [
