@@ -68,7 +68,7 @@ bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (~10 min; prints 
 	$(PY) -m tests.benchmarks.bench_simulator
 	$(PY) -m tests.benchmarks.bench_admin --agents 200,1000
 
-bench-quick: $(STAMP) ## The same benchmarks at small sizes (~1 min): a smoke run
+bench-quick: $(STAMP) ## The same benchmarks at small sizes (~30 s): a smoke run
 	$(PY) -m tests.benchmarks.bench_assign --agents 100 --calls 50 --seconds 1 --rate 50 --rate-seconds 1
 	$(PY) -m tests.benchmarks.bench_solver --quick --calls 1,10 --agents 100,1000
 	$(PY) -m tests.benchmarks.bench_simulator --quick
