@@ -25,8 +25,10 @@ requires); ``reclaim`` 3 (the agent's work, each assignment's call, the script);
 ``load_candidates`` 1 (the read-only ``candidates`` script: policy, time, whether the request
 id was seen, and the skilled agents in ``idx:ready`` with room, with their revs), plus 1 for
 the agents whose rev is not in the decoded-agent cache (``redis_cache``); ``load_snapshot``
-and ``load_queue`` 2 (policy, ``TIME`` and ids in one ``MULTI``; then every agent's hash and
-in-window work spans, and the queued calls, in a second ``MULTI``); ``read_events`` 1
+2 (policy, ``TIME`` and ids in one ``MULTI``; then every agent's hash and in-window work
+spans in a second); ``load_queue`` up to 3 (policy, ``TIME``, agent ids, every rev and the
+queued ids in one ``MULTI``; the queued calls; the agents not cached at their rev);
+``read_events`` 1
 (``XINFO STREAM`` and ``XRANGE`` in one ``MULTI``), then blocking ``XREAD`` calls.
 
 Redis Cluster (``docs/redis-cluster.md``): ``from_url`` detects a cluster (``INFO cluster``
