@@ -13,8 +13,12 @@ full snapshot would choose; its explanation counts the agents left out as ``NOT_
 in their budget, whichever earlier rule might also refuse them). When that decision places
 nobody, or calls already wait, the attempt re-reads the full snapshot (``load_snapshot``) and
 goes on as without the index, so NO_AGENT and QUEUED answers, their explanations and wait
-estimates do not depend on the index. A lost commit re-plans on full snapshots, so an index
-entry that was stale (the commit script is the authority) costs one re-plan at most.
+estimates do not depend on the index. A lost commit (another Assign filled the agent first)
+re-plans on fresh candidates, which no longer list a full agent, so concurrent Assigns that
+all chose the same best agent spread over the next best ones cheaply. If the candidates pick
+an agent who already refused this call's commit, the index may be stale about them, and that
+attempt decides on the full snapshot (the commit script is the authority), so a stale entry
+costs one re-plan at most.
 
 Fairness with a queue: when calls already wait, a new call does not jump them. It joins the
 queue and the dispatcher runs one batch solve over everything waiting; the answer is then
@@ -131,14 +135,17 @@ class Assigner:
         if prior is not None:
             return self._replay(tenant, prior, req.digest)
         fast: Candidates | None = first
+        refused: set[str] = set()
         for attempt in range(1, self._max_replans + 2):
             deadline.check(f"call {call.call_id}")
-            if fast is not None:
-                quick, fast = self._quick(req, call, fast, queue=queue), None
-                if isinstance(quick, AssignResult):
-                    return quick
-                if quick is not None:  # lost the commit race: re-plan on a full snapshot
-                    continue
+            if fast is None:  # a re-plan after a lost commit: the candidates again
+                fast = self._store.load_candidates(tenant, call)
+            quick = self._quick(req, call, fast, refused, queue=queue, attempt=attempt)
+            fast = None
+            if isinstance(quick, AssignResult):
+                return quick
+            if quick is not None:  # lost the commit race: re-plan
+                continue
             snapshot = self._store.load_snapshot(tenant, call)
             placed = dataclasses.replace(call, created_ms=snapshot.now_ms)
             if snapshot.queued and queue:
@@ -162,29 +169,42 @@ class Assigner:
             claimed = self._claim(req, placed, snapshot, placement, attempt)
             if isinstance(claimed, AssignResult):
                 return claimed
+            refused.add(placement.agent_id)
         raise ContentionError(
             f"call {call.call_id}: agents kept changing during {self._max_replans + 1} "
             "attempts; retry with the same request_id"
         )
 
     def _quick(
-        self, req: _Request, call: Call, fast: Candidates, *, queue: bool
+        self,
+        req: _Request,
+        call: Call,
+        fast: Candidates,
+        refused: set[str],
+        *,
+        queue: bool,
+        attempt: int,
     ) -> AssignResult | Conflict | Gone | None:
-        """The first attempt, on the pruned snapshot: the answer when it placed the call,
-        the lost commit when the agent changed, ``None`` when the full snapshot must decide
-        (nobody placed, or calls already wait)."""
+        """An attempt on the pruned snapshot: the answer when it placed the call, the lost
+        commit when the agent changed (its id joins ``refused``), ``None`` when the full
+        snapshot must decide: nobody placed, calls already wait, or the choice is an agent
+        who already refused this call's commit (the index may be stale about them)."""
         snapshot = fast.snapshot
         if snapshot.queued and queue:
             return None
         placed = dataclasses.replace(call, created_ms=snapshot.now_ms)
         with metrics.SOLVER_SECONDS.labels("single").time():
-            decision = decide(snapshot, [placed], rng=rng_for(f"{req.request_id}:1"))
+            decision = decide(snapshot, [placed], rng=rng_for(f"{req.request_id}:{attempt}"))
         placement = decision.placements[0]
-        if placement.agent_id is None:
+        agent_id = placement.agent_id
+        if agent_id is None or agent_id in refused:
             return None
         explanation = with_pruned(placement.explanation, fast)
         placement = dataclasses.replace(placement, explanation=explanation)
-        return self._claim(req, placed, snapshot, placement, 1)
+        claimed = self._claim(req, placed, snapshot, placement, attempt)
+        if not isinstance(claimed, AssignResult):
+            refused.add(agent_id)
+        return claimed
 
     def _claim(
         self, req: _Request, placed: Call, snapshot: Snapshot, placement: Placement, attempt: int

@@ -34,12 +34,13 @@ from router.domain import (
     Policy,
     Presence,
     SkillRequirement,
+    Snapshot,
 )
 from router.engine import decide
 from router.errors import RouterError
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
-from router.store import Candidates, Store
+from router.store import Candidates, Claim, CommitResult, Store
 from tests.helpers import FakeClock
 
 T = "acme"
@@ -312,6 +313,40 @@ def test_a_forged_entry_for_a_full_agent_cannot_overfill_them(
     assert second.explanation.excluded == {Exclusion.AT_CAPACITY: 1}
     (held,) = store.get_agent(T, "ann").active
     assert held.assignment_id == first.assignment.assignment_id
+
+
+class _RacedStore(RedisStore):
+    """A Redis store where another replica's Assign of ``c0`` lands on the chosen agent
+    just before this store's first commit (a lost race), and full reads are counted."""
+
+    full_reads = 0
+    raced = False
+
+    def commit_assignment(self, tenant: str, claim: Claim) -> CommitResult:
+        if not self.raced:
+            self.raced = True
+            other = Assigner(RedisStore(self._client, self._clock))
+            assert other.assign(tenant, "other", _voice("c0")).assignment is not None
+        return super().commit_assignment(tenant, claim)
+
+    def load_snapshot(self, tenant: str, call: Call) -> Snapshot:
+        self.full_reads += 1
+        return super().load_snapshot(tenant, call)
+
+
+def test_a_lost_race_replans_on_fresh_candidates(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """Concurrent Assigns that chose the same agent: the loser re-plans on the candidates
+    (which no longer list the agent now full) and takes the next best, without reading
+    every agent."""
+    store = _RacedStore(redis_client, clock)
+    _team(store)
+    result = Assigner(store).assign(T, "r1", _voice("c1"))
+    assert result.assignment is not None
+    assert (result.assignment.agent_id, result.attempts) == ("bob", 2)
+    assert store.get_agent(T, "ann").active[0].assignment_id != result.assignment.assignment_id
+    assert store.full_reads == 0
 
 
 def test_explanations_count_the_agents_left_out(
