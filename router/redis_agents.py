@@ -311,8 +311,8 @@ class RedisAgents(RedisBase):
         _, now_text, _, total, queued, seen, skilled, in_ready, ready = reply
         now, window = int(now_text), policy.occupancy_window_s * 1000
         ids: list[str] = ready[::2]
-        agents = tuple(self._cached_agents(tenant, ids, ready[1::2], now=now, window=window))
-        snapshot = Snapshot(now, policy, agents, int(total) - int(skilled), int(queued))
+        agents, _ = self._cached_agents(tenant, ids, ready[1::2], now=now, window=window)
+        snapshot = Snapshot(now, policy, tuple(agents), int(total) - int(skilled), int(queued))
         return Candidates(
             snapshot,
             not_available=int(skilled) - int(in_ready),

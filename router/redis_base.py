@@ -72,21 +72,37 @@ class RedisBase(ABC):
         """Add ``tenant`` to the global tenants set (outside any script)."""
 
     def _cached_agents(
-        self, tenant: str, ids: Sequence[str], revs: Sequence[str], *, now: int, window: int
-    ) -> list[AgentSnapshot]:
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        revs: Sequence[str],
+        *,
+        now: int,
+        window: int,
+        also: Sequence[str] = (),
+    ) -> tuple[list[AgentSnapshot], list[Any]]:
         """The agents ``ids`` at ``now`` (spans of the last ``window`` ms), sorted by id:
         those whose rev in ``revs`` (read at ``now``) is cached come from the agent cache,
-        the others are read in one ``MULTI`` and cached; agents deleted since are left out."""
+        the others are read in one ``MULTI`` and cached; agents deleted since are left out.
+        The same ``MULTI`` also reads the hashes ``also`` (none: no round trip when every
+        agent is cached); their replies come second."""
         k, cache = Keys(tenant), self._agent_cache
         found, missing = cache.get_many(tenant, ids, revs, now, window)
-        if missing:
-            min_end = now - window
-            _, replies = self._multi(k, lambda pipe: add_agent_reads(pipe, k, missing, min_end))
-            for fields, spans in zip(replies[::2], replies[1::2], strict=True):
-                if fields:
-                    agent = cache.put(tenant, texts(fields), [text(m) for m in spans], now, window)
-                    found[agent.agent_id] = agent
-        return [found[agent_id] for agent_id in sorted(found)]
+        if not missing and not also:
+            return [found[agent_id] for agent_id in sorted(found)], []
+
+        def read(pipe: Any) -> None:
+            add_agent_reads(pipe, k, missing, now - window)
+            for key in also:
+                pipe.hgetall(key)
+
+        _, replies = self._multi(k, read)
+        split = 2 * len(missing)
+        for fields, spans in zip(replies[:split:2], replies[1:split:2], strict=True):
+            if fields:
+                agent = cache.put(tenant, texts(fields), [text(m) for m in spans], now, window)
+                found[agent.agent_id] = agent
+        return [found[agent_id] for agent_id in sorted(found)], replies[split:]
 
     def _read_agents(self, k: Keys, ids: Sequence[str]) -> tuple[int, list[AgentSnapshot]]:
         """Store time and the agents ``ids`` that still exist, with the spans of the last

@@ -94,24 +94,10 @@ class AgentCache:
         self, tenant: str, ids: Sequence[str], revs: Sequence[str], now: int, window_ms: int
     ) -> tuple[dict[str, AgentSnapshot], list[str]]:
         """``get`` for each agent of ``ids`` at its rev in ``revs``: the agents found, and
-        the ids to read (then ``put``). The common case (cached, unchanged, nothing
-        time-dependent has moved) costs one dict lookup and a few comparisons per agent."""
-        entries = self._entries
-        cutoff = now - window_ms
+        the ids to read (then ``put``)."""
         found: dict[str, AgentSnapshot] = {}
         missing: list[str] = []
         for agent_id, rev in zip(ids, revs, strict=True):
-            entry = entries.get((tenant, agent_id))
-            if (
-                entry is not None
-                and entry.rev == rev
-                and entry.window_ms == window_ms
-                and entry.built_ms <= now < entry.stable_until_ms
-                and cutoff >= entry.min_end
-                and rev
-            ):
-                found[agent_id] = entry.snapshot
-                continue
             snapshot = self.get(tenant, agent_id, rev, now, window_ms)
             if snapshot is None:
                 missing.append(agent_id)

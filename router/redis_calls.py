@@ -14,7 +14,6 @@ from router import store_common as rules
 from router.domain import (
     Assignment,
     AssignmentState,
-    Call,
     CallRecord,
     CallStatus,
     Policy,
@@ -50,8 +49,8 @@ class RedisCalls(RedisBase):
 
     def load_queue(self, tenant: str, limit: int) -> QueueView:
         """Policy, time, agent ids and their revs, the first ``limit`` queued ids and the
-        depth in one ``MULTI``; then those calls, and the agents not in the decoded-agent
-        cache at their rev (hash and in-window spans; none when nothing changed)."""
+        depth in one ``MULTI``; then, in a second one, those calls and the agents not in the
+        decoded-agent cache at their rev (none at all when nothing waits or changed)."""
         k = Keys(tenant)
 
         def first(pipe: Any) -> None:
@@ -66,19 +65,19 @@ class RedisCalls(RedisBase):
         # without revs (an index not built yet: load_candidates builds it) every agent is read
         ids, revs = [text(a) for a in raw_ids], texts(raw_revs)
         queued = [text(c) for c in raw_queued]
-        window = policy.occupancy_window_s * 1000
-        calls: list[Call] = []
-        if queued:
-            _, raw_calls = self._multi(
-                k, lambda pipe: [pipe.hgetall(k.call(call_id)) for call_id in queued]
-            )
-            calls = [
-                call_from_hash(fields)
-                for fields in map(texts, raw_calls)
-                if fields.get("status") == CallStatus.QUEUED.value
-            ]
-        revs_read = [revs.get(agent_id, "") for agent_id in ids]
-        agents = self._cached_agents(tenant, ids, revs_read, now=now, window=window)
+        agents, raw_calls = self._cached_agents(
+            tenant,
+            ids,
+            [revs.get(agent_id, "") for agent_id in ids],
+            now=now,
+            window=policy.occupancy_window_s * 1000,
+            also=[k.call(call_id) for call_id in queued],
+        )
+        calls = [
+            call_from_hash(fields)
+            for fields in map(texts, raw_calls)
+            if fields.get("status") == CallStatus.QUEUED.value
+        ]
         return QueueView(Snapshot(now, policy, tuple(agents)), tuple(calls), int(depth))
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:

@@ -26,10 +26,10 @@ requires); ``reclaim`` 3 (the agent's work, each assignment's call, the script);
 id was seen, and the skilled agents in ``idx:ready`` with room, with their revs), plus 1 for
 the agents whose rev is not in the decoded-agent cache (``redis_cache``); ``load_snapshot``
 2 (policy, ``TIME`` and ids in one ``MULTI``; then every agent's hash and in-window work
-spans in a second); ``load_queue`` up to 3 (policy, ``TIME``, agent ids, every rev and the
-queued ids in one ``MULTI``; the queued calls; the agents not cached at their rev);
-``read_events`` 1
-(``XINFO STREAM`` and ``XRANGE`` in one ``MULTI``), then blocking ``XREAD`` calls.
+spans in a second); ``load_queue`` up to 2 (policy, ``TIME``, agent ids, every rev and the
+queued ids in one ``MULTI``; the queued calls and the agents not cached at their rev in a
+second); ``read_events`` 1 (``XINFO STREAM`` and ``XRANGE`` in one ``MULTI``), then
+blocking ``XREAD`` calls.
 
 Redis Cluster (``docs/redis-cluster.md``): ``from_url`` detects a cluster (``INFO cluster``
 says ``cluster_enabled:1``, or the URL scheme is ``redis+cluster://``) and then uses a
