@@ -18,7 +18,7 @@ from router import auth, local_redis, logs, metrics
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
 from router.server import create_server
-from router.settings import Settings, SettingsError
+from router.settings import Settings, SettingsError, env_name
 from router.store import Store
 
 DESCRIPTION = """\
@@ -58,8 +58,7 @@ example:
 def _epilog() -> str:
     lines = ["settings (environment variables; the flags above override them):"]
     for f in dataclasses.fields(Settings):
-        name = "REDIS_URL" if f.name == "redis_url" else f"ROUTER_{f.name.upper()}"
-        lines.append(f"  {name:<38} default {f.default!r}")
+        lines.append(f"  {env_name(f.name):<38} default {f.default!r}")
     lines.append("")
     lines.append("examples:")
     lines.append("  python -m router                         # 127.0.0.1:50051, private redis")

@@ -213,12 +213,17 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):
-            name = "REDIS_URL" if f.name == "redis_url" else f"ROUTER_{f.name.upper()}"
+            name = env_name(f.name)
             raw = env.get(name)
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(name, raw, f.type)
         return cls(**values)  # type: ignore[arg-type]  # values were parsed per field type
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of the ``Settings`` field ``field_name``."""
+    return "REDIS_URL" if field_name == "redis_url" else f"ROUTER_{field_name.upper()}"
 
 
 def _parse(name: str, raw: str, kind: object) -> object:

@@ -10,7 +10,7 @@ import pytest
 
 from router import auth
 from router.server import server_options
-from router.settings import Settings, SettingsError
+from router.settings import Settings, SettingsError, env_name
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
@@ -131,10 +131,7 @@ def test_readme_configuration_table_names_every_setting() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`((?:ROUTER|REDIS)_[A-Z0-9_]+)`", table))
-    read = {
-        "REDIS_URL" if f.name == "redis_url" else f"ROUTER_{f.name.upper()}"
-        for f in dataclasses.fields(Settings)
-    }
+    read = {env_name(f.name) for f in dataclasses.fields(Settings)}
     assert read - documented == set(), "settings missing from the README table"
     assert documented - read == set(), "README names variables the service does not read"
 
