@@ -33,8 +33,9 @@ from router import local_redis, logs
 from router.redis_store import RedisStore
 from router.server import create_server
 from router.settings import Settings
-from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
+from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
+from tests.benchmarks import bench_assign
 from tests.benchmarks.bench_assign import _percentile
 
 TENANT = "bench-admin"
@@ -122,31 +123,7 @@ class Bench:
         """Assign then Complete; returns the Assign latency in ms."""
         with self.lock:
             n = next(self.counter)
-        started = time.perf_counter()
-        reply = self.routing.Assign(
-            routing_pb2.AssignRequest(
-                tenant=TENANT,
-                request_id=f"r{n}",
-                call=pb.Call(
-                    call_id=f"c{n}",
-                    channel=pb.CHANNEL_CHAT,
-                    required_skills=[pb.SkillRequirement(skill="billing", min_level=3)],
-                ),
-                no_queue=True,
-            )
-        )
-        elapsed = (time.perf_counter() - started) * 1000
-        if reply.result == routing_pb2.AssignResponse.RESULT_ASSIGNED:
-            self.routing.Complete(
-                routing_pb2.CompleteRequest(
-                    tenant=TENANT,
-                    assignment_id=reply.assignment.assignment_id,
-                    fencing_token=reply.assignment.fencing_token,
-                )
-            )
-        return elapsed
-
-    # --- a phase ----------------------------------------------------------------------------
+        return bench_assign.assign_pair(self.routing, f"c{n}", TENANT)[0]
 
     def phase(self, seconds: float, admin_threads: int, assign_threads: int) -> Phase:
         """Run the given clients for ``seconds``; every thread stops at the deadline."""

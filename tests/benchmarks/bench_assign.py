@@ -1,16 +1,17 @@
 """Assign end to end (real gRPC, real redis-server) against a no-op RPC on the same server.
 
     .venv/bin/python -m tests.benchmarks.bench_assign [--agents 100,1000,10000] [--calls 400]
-        [--rate 300 --rate-seconds 10]
+        [--threads 8] [--rate 300 --rate-seconds 10]
 
 Starts a private redis-server and the service in this process, registers N available agents
 (chat capacity 4 each, straight through the store: setup is not measured), then for each N:
 sequential latency of Assign+Complete pairs and of the health Check (the no-op baseline) over
-the same channel, and the throughput of 8 client threads for a few seconds. With ``--rate``,
-also a fixed offered load: Assign+Complete pairs started on a fixed schedule (open loop, 32
-client threads) for ``--rate-seconds``; each Assign's latency counts from its scheduled start,
-so a server that falls behind shows it. Prints medians, p99, max and ratios; bounded in calls
-and time (the sequential phase stops after ``--phase-limit`` seconds).
+the same channel, and the throughput of ``--threads`` (8) client threads for a few seconds.
+With ``--rate``, also a fixed offered load: Assign+Complete pairs started on a fixed schedule
+(open loop, 32 client threads) for ``--rate-seconds``; each Assign's latency counts from its
+scheduled start, so a server that falls behind shows it. Prints medians, p99, max and
+ratios; bounded in calls and time (the sequential phase stops after ``--phase-limit``
+seconds).
 """
 
 from __future__ import annotations
@@ -103,6 +104,38 @@ def _throughput(fn: Callable[[int], object], seconds: float, threads: int = 8) -
     return sum(done) / seconds
 
 
+def assign_pair(
+    routing: routing_pb2_grpc.RoutingServiceStub, key: str, tenant: str = TENANT
+) -> tuple[float, bool]:
+    """Assign a chat call needing ``billing >= 3`` (``no_queue``; ``key`` is its request
+    and call id), then Complete it if it was assigned: the Assign's latency in ms, and
+    whether it was assigned."""
+    started = time.perf_counter()
+    reply = routing.Assign(
+        routing_pb2.AssignRequest(
+            tenant=tenant,
+            request_id=key,
+            call=pb.Call(
+                call_id=key,
+                channel=pb.CHANNEL_CHAT,
+                required_skills=[pb.SkillRequirement(skill="billing", min_level=3)],
+            ),
+            no_queue=True,
+        )
+    )
+    took = (time.perf_counter() - started) * 1000
+    assigned = reply.result == routing_pb2.AssignResponse.RESULT_ASSIGNED
+    if assigned:
+        routing.Complete(
+            routing_pb2.CompleteRequest(
+                tenant=tenant,
+                assignment_id=reply.assignment.assignment_id,
+                fencing_token=reply.assignment.fencing_token,
+            )
+        )
+    return took, assigned
+
+
 def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namespace) -> None:
     """Benchmark one team size."""
     redis.Redis.from_url(url).flushall()
@@ -122,99 +155,39 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
     routing = routing_pb2_grpc.RoutingServiceStub(channel)
     health = health_pb2_grpc.HealthStub(channel)
 
-    def cycle(n: int) -> None:
-        reply = routing.Assign(
-            routing_pb2.AssignRequest(
-                tenant=TENANT,
-                request_id=f"r{agents}-{n}",
-                call=pb.Call(
-                    call_id=f"c{agents}-{n}",
-                    channel=pb.CHANNEL_CHAT,
-                    required_skills=[pb.SkillRequirement(skill="billing", min_level=3)],
-                ),
-                no_queue=True,
-            )
-        )
-        if reply.result == routing_pb2.AssignResponse.RESULT_ASSIGNED:
-            routing.Complete(
-                routing_pb2.CompleteRequest(
-                    tenant=TENANT,
-                    assignment_id=reply.assignment.assignment_id,
-                    fencing_token=reply.assignment.fencing_token,
-                )
-            )
-
     counter = iter(range(10**9))
     assign_only: list[float] = []
 
+    def cycle(n: int) -> None:
+        assign_pair(routing, f"c{agents}-{n}")
+
     def assign_then_complete() -> None:
-        n = next(counter)
-        started = time.perf_counter()
-        reply = routing.Assign(
-            routing_pb2.AssignRequest(
-                tenant=TENANT,
-                request_id=f"s{agents}-{n}",
-                call=pb.Call(
-                    call_id=f"s{agents}-{n}",
-                    channel=pb.CHANNEL_CHAT,
-                    required_skills=[pb.SkillRequirement(skill="billing", min_level=3)],
-                ),
-                no_queue=True,
-            )
-        )
-        assign_only.append((time.perf_counter() - started) * 1000)
-        if reply.result != routing_pb2.AssignResponse.RESULT_ASSIGNED:
-            raise RuntimeError(f"not assigned: {reply}")
-        routing.Complete(
-            routing_pb2.CompleteRequest(
-                tenant=TENANT,
-                assignment_id=reply.assignment.assignment_id,
-                fencing_token=reply.assignment.fencing_token,
-            )
-        )
+        took, assigned = assign_pair(routing, f"s{agents}-{next(counter)}")
+        assign_only.append(took)
+        if not assigned:
+            raise RuntimeError("not assigned: every agent should have room")
 
     def noop(_: int = 0) -> None:
         health.Check(health_pb2.HealthCheckRequest())  # type: ignore[attr-defined]  # untyped stub
 
     def timed_pair(n: int) -> float:
         """One Assign+Complete at a fixed rate; returns the Assign's latency in ms."""
-        started = time.perf_counter()
-        reply = routing.Assign(
-            routing_pb2.AssignRequest(
-                tenant=TENANT,
-                request_id=f"o{agents}-{n}",
-                call=pb.Call(
-                    call_id=f"o{agents}-{n}",
-                    channel=pb.CHANNEL_CHAT,
-                    required_skills=[pb.SkillRequirement(skill="billing", min_level=3)],
-                ),
-                no_queue=True,
-            )
-        )
-        took = (time.perf_counter() - started) * 1000
-        if reply.result == routing_pb2.AssignResponse.RESULT_ASSIGNED:
-            routing.Complete(
-                routing_pb2.CompleteRequest(
-                    tenant=TENANT,
-                    assignment_id=reply.assignment.assignment_id,
-                    fencing_token=reply.assignment.fencing_token,
-                )
-            )
-        return took
+        return assign_pair(routing, f"o{agents}-{n}")[0]
 
     _timed(noop, 50)  # warm up
     _timed(assign_then_complete, 20)
     assign_only.clear()
     baseline = _timed(noop, calls)
     _timed(assign_then_complete, calls, args.phase_limit)
-    noop_rate = _throughput(noop, seconds)
-    cycle_rate = _throughput(cycle, seconds)
+    noop_rate = _throughput(noop, seconds, args.threads)
+    cycle_rate = _throughput(cycle, seconds, args.threads)
     b50, a50 = statistics.median(baseline), statistics.median(assign_only)
     print(
         f"agents={agents:>6}  no-op p50 {b50:6.2f} ms p99 {_percentile(baseline, 0.99):6.2f} ms"
         f" | Assign p50 {a50:6.2f} ms p99 {_percentile(assign_only, 0.99):6.2f} ms"
         f" max {max(assign_only):6.2f} ms ({a50 / b50:4.1f}x no-op, n={len(assign_only)})"
-        f" | 8 threads: no-op {noop_rate:7.0f}/s, Assign+Complete {cycle_rate:6.0f} pairs/s"
+        f" | {args.threads} threads: no-op {noop_rate:7.0f}/s,"
+        f" Assign+Complete {cycle_rate:6.0f} pairs/s"
         f" ({2 * cycle_rate / noop_rate:4.2f} of no-op RPC rate)",
         flush=True,
     )
@@ -237,6 +210,9 @@ def main() -> None:
     parser.add_argument("--agents", default="100,1000", help="team sizes, comma-separated")
     parser.add_argument("--calls", type=int, default=400, help="sequential samples per RPC")
     parser.add_argument("--seconds", type=float, default=3.0, help="throughput phase length")
+    parser.add_argument(
+        "--threads", type=int, default=8, help="client threads of the throughput phase"
+    )
     parser.add_argument(
         "--phase-limit", type=float, default=30.0, help="longest sequential Assign phase, s"
     )
