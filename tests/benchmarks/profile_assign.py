@@ -1,0 +1,78 @@
+"""Where an Assign's time goes: a pyinstrument profile of Assign+Complete pairs in process.
+
+    .venv/bin/python -m tests.benchmarks.profile_assign [--agents 1000] [--pairs 300]
+
+Starts a private redis-server, registers N available agents (as ``bench_assign``: chat
+capacity 4, ``billing`` levels 1-10), then runs ``--pairs`` Assign+Complete pairs through the
+``Assigner`` and the Redis store directly (no gRPC, so the tree shows the routing work:
+candidate read, decision, commit, finish) under pyinstrument, after a short warm-up. Prints
+the time per pair and the call tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from pyinstrument import Profiler
+
+from router import local_redis, logs
+from router.assigner import Assigner
+from router.domain import (
+    AgentProfile,
+    AssignmentState,
+    Call,
+    Channel,
+    Presence,
+    SkillRequirement,
+)
+from router.redis_store import RedisStore
+
+TENANT = "profile"
+
+
+def main() -> None:
+    """Parse arguments, set up, profile, print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000, help="team size")
+    parser.add_argument("--pairs", type=int, default=300, help="Assign+Complete pairs profiled")
+    args = parser.parse_args()
+    logs.silence()
+    server = local_redis.start()
+    try:
+        store = RedisStore.from_url(server.url)
+        for i in range(args.agents):
+            agent_id = f"a{i:05d}"
+            profile = AgentProfile(
+                agent_id, skills={"billing": 1 + i % 10}, capacity={Channel.CHAT: 4}
+            )
+            store.create_agent(TENANT, profile)
+            store.set_presence(TENANT, agent_id, Presence.AVAILABLE)
+        assigner = Assigner(store)
+
+        def pair(n: int) -> None:
+            call = Call(f"c{n}", Channel.CHAT, required_skills=(SkillRequirement("billing", 3),))
+            assignment = assigner.assign(TENANT, f"r{n}", call, queue=False).assignment
+            if assignment is None:
+                raise RuntimeError("not assigned: every agent should have room")
+            store.finish_assignment(
+                TENANT, assignment.assignment_id, assignment.token, AssignmentState.COMPLETED
+            )
+
+        for n in range(30):  # warm the caches
+            pair(n)
+        profiler = Profiler(interval=0.0005)
+        started = time.perf_counter()
+        profiler.start()
+        for n in range(30, 30 + args.pairs):
+            pair(n)
+        profiler.stop()
+        per_pair = (time.perf_counter() - started) / args.pairs * 1000
+        print(f"agents={args.agents} pairs={args.pairs}: {per_pair:.2f} ms per pair (profiled)")
+        print(profiler.output_text(unicode=False, color=False))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
