@@ -25,10 +25,17 @@ channels the order is kept per channel, not per call: a channel is solved whole 
 first call's turn comes, so a later call of an earlier channel may take an agent an earlier
 call of a later channel could have used (agents serving several channels are the only link).
 
-Candidates per call: the ``max(policy.top_k, n_calls)`` best by net value (score minus the
-agent's next-slot load cost; ``top_k <= 0`` keeps all). Keeping at least ``n_calls`` keeps the
-set of placeable calls exact: a pruned call still has more candidates than there are other
-calls, so one of them is always free for it.
+Candidates per call, by net value (score minus the agent's next-slot load cost), solved in
+up to two rounds:
+
+1. each call's ``policy.top_k`` best (``top_k <= 0`` keeps all), without the rank terms.
+   When this flow places every call, the placed set is trivially the maximum one and all
+   rank terms would add the same constant, so its least-cost placement is the answer (the
+   usual case when agents are plentiful: a smaller graph with small costs, several times
+   faster to solve). Skipped when the candidates' free slots cannot hold every call.
+2. otherwise each call's ``max(policy.top_k, n_calls)`` best, with the rank terms above.
+   Keeping at least ``n_calls`` keeps the set of placeable calls exact: a pruned call still
+   has more candidates than there are other calls, so one of them is always free for it.
 
 A single call (every ``Assign``) skips the flow: its optimum is simply the cheapest candidate
 on its first slot, ties broken by agent id. In a batch, exactly equal-cost optima are settled by
@@ -167,6 +174,7 @@ def _solve_channel_fast(
     edge_calls: list[npt.NDArray[np.intp]] = []
     edge_agents: list[npt.NDArray[np.intp]] = []
     edge_costs: list[npt.NDArray[np.int64]] = []
+    edge_ranks: list[npt.NDArray[np.intp]] = []
     for c, (index, screening) in enumerate(zip(group, screenings, strict=True)):
         eligible = screening.eligible
         totals = scores.totals(calls[index], eligible, columns.levels)
@@ -177,11 +185,15 @@ def _solve_channel_fast(
         edge_calls.append(np.full(len(ranked), c, np.intp))
         edge_agents.append(column[eligible[ranked]])
         edge_costs.append(base)
-    pair_calls = np.concatenate(edge_calls)
-    pair_agents = np.concatenate(edge_agents)
-    pair_costs = np.concatenate(edge_costs)
+        edge_ranks.append(np.arange(len(ranked)))
+    pairs = Pairs(
+        np.concatenate(edge_calls),
+        np.concatenate(edge_agents),
+        np.concatenate(edge_costs),
+        np.concatenate(edge_ranks),
+    )
 
-    agent_of = _choose(n_calls, (pair_calls, pair_agents, pair_costs), slot_int_matrix, filled)
+    agent_of = _choose(n_calls, pairs, policy.top_k, slot_int_matrix, filled)
 
     # Cards first, placements after: a placement changes the agent's idle part.
     ids = scores.ids
@@ -241,36 +253,66 @@ def _slot_counts(
     return np.minimum(rules.free_slots(channel, members), n_calls)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pairs:
+    """Candidate pairs as parallel columns, grouped by call (queue order), best first."""
+
+    calls: npt.NDArray[np.intp]
+    agents: npt.NDArray[np.intp]
+    """Candidate column of each pair."""
+    costs: npt.NDArray[np.int64]
+    """Pair cost without the rank term."""
+    ranks: npt.NDArray[np.intp]
+    """0-based place of the pair in its call's candidate ranking."""
+
+
 def _choose(
     n_calls: int,
-    pairs: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.int64]],
+    pairs: Pairs,
+    top_k: int,
     slot_int_matrix: npt.NDArray[np.int64],
     filled: npt.NDArray[np.bool_],
 ) -> tuple[int | None, ...]:
-    """``place(n, prioritise(edges, queue ranks, slot_ints), slot_ints)`` on arrays: ``pairs``
-    are the edges' (call, candidate, cost) columns, ``filled`` marks the real slots."""
-    pair_calls, pair_agents, pair_costs = pairs
+    """``place_batch`` on arrays (the same rounds, graphs and arcs): ``filled`` marks the real
+    slots of ``slot_int_matrix``."""
+    if n_calls == 1:
+        if not len(pairs.costs):
+            return (None,)
+        # One call: the cheapest candidate on its first slot, ties to the lowest agent id.
+        total = pairs.costs + slot_int_matrix[pairs.agents, 0]
+        return (int(pairs.agents[total == total.min()].min()),)
     slot_ints = slot_int_matrix[filled]
-    if n_calls > 1:
-        widest_pair = int(pair_costs.max()) if len(pair_costs) else 0
-        widest_slot = int(slot_ints.max()) if len(slot_ints) else 0
-        step = n_calls * (widest_pair + widest_slot) + 1
-        # Call c (queue rank c) has priority n - 1 - c: its edges cost c * step more.
-        pair_costs = pair_costs + pair_calls.astype(np.int64) * step
-        return solve_flow_arrays(
+    slot_agents = np.nonzero(filled)[0]
+    narrow = pairs.ranks < top_k if 0 < top_k < n_calls else np.ones(len(pairs.ranks), np.bool_)
+    narrow_agents = np.unique(pairs.agents[narrow])
+    if (
+        len(np.unique(pairs.calls[narrow])) == n_calls
+        and int(filled[narrow_agents].sum()) >= n_calls
+    ):
+        first = solve_flow_arrays(
             n_calls,
             len(slot_int_matrix),
-            edge_calls=pair_calls,
-            edge_agents=pair_agents,
-            edge_costs=pair_costs,
-            slot_agents=np.nonzero(filled)[0],
+            edge_calls=pairs.calls[narrow],
+            edge_agents=pairs.agents[narrow],
+            edge_costs=pairs.costs[narrow],
+            slot_agents=slot_agents,
             slot_costs=slot_ints,
         ).agent_of
-    if not len(pair_costs):
-        return (None,)
-    # One call: the cheapest candidate on its first slot, ties to the lowest agent id.
-    total = pair_costs + slot_int_matrix[pair_agents, 0]
-    return (int(pair_agents[total == total.min()].min()),)
+        if None not in first:
+            return first
+    widest_pair = int(pairs.costs.max()) if len(pairs.costs) else 0
+    widest_slot = int(slot_ints.max()) if len(slot_ints) else 0
+    step = n_calls * (widest_pair + widest_slot) + 1
+    # Call c (queue rank c) has priority n - 1 - c: its edges cost c * step more.
+    return solve_flow_arrays(
+        n_calls,
+        len(slot_int_matrix),
+        edge_calls=pairs.calls,
+        edge_agents=pairs.agents,
+        edge_costs=pairs.costs + pairs.calls.astype(np.int64) * step,
+        slot_agents=slot_agents,
+        slot_costs=slot_ints,
+    ).agent_of
 
 
 def _bare(screening: ColumnScreening) -> Screening:
@@ -311,7 +353,7 @@ def _solve_channel(
     ceiling = max_total(policy.weights)
     keep = None if policy.top_k <= 0 else max(policy.top_k, len(group))
     totals: list[dict[str, float]] = []
-    edges: list[Edge] = []
+    candidates: list[list[Edge]] = []
     for c, (index, screening) in enumerate(zip(group, screenings, strict=True)):
         call_totals = {
             a.agent_id: board.total(calls[index], a.agent_id) for a in screening.eligible
@@ -321,12 +363,10 @@ def _solve_channel(
             call_totals,
             key=lambda aid: (-(call_totals[aid] - loads[column[aid]][0]), aid),
         )
-        for agent_id in ranked[:keep]:
-            base = max(0, round((ceiling - call_totals[agent_id]) * SCORE_SCALE))
-            edges.append((c, column[agent_id], base))
-    # Earlier in queue order = higher weight; distinct weights make the choice greedy.
-    weights = [len(group) - 1 - c for c in range(len(group))]
-    agent_of = place(len(group), prioritise(edges, weights, slot_ints), slot_ints)
+        kept = ranked[:keep]
+        costs = [max(0, round((ceiling - call_totals[aid]) * SCORE_SCALE)) for aid in kept]
+        candidates.append([(c, column[aid], cost) for aid, cost in zip(kept, costs, strict=True)])
+    agent_of = place_batch(candidates, policy.top_k, slot_ints)
 
     # Cards first, placements after: a placement changes the agent's idle part.
     chosen = [None if j is None else agent_ids[j] for j in agent_of]
@@ -387,6 +427,33 @@ def prioritise(
     widest_slot = max((max(costs) for costs in slot_ints if costs), default=0)
     step = len(priorities) * (widest_pair + widest_slot) + 1
     return [(c, j, cost + (top - priorities[c]) * step) for c, j, cost in edges]
+
+
+def place_batch(
+    candidates: Sequence[Sequence[Edge]], top_k: int, slot_ints: Sequence[Sequence[int]]
+) -> tuple[int | None, ...]:
+    """Agent column per call in the two rounds of the module docstring.
+
+    ``candidates[c]`` are call ``c``'s edges (queue order), best first, at least
+    ``max(top_k, n)`` of them when it has that many (all when ``top_k <= 0``).
+    """
+    n_calls = len(candidates)
+    edges = [edge for call_edges in candidates for edge in call_edges]
+    if n_calls == 1:
+        return place(1, edges, slot_ints)
+    cut = top_k if 0 < top_k < n_calls else None
+    narrow = [edge for call_edges in candidates for edge in call_edges[:cut]]
+    reached = {j for _, j, _ in narrow}
+    if (
+        len({c for c, _, _ in narrow}) == n_calls
+        and sum(len(slot_ints[j]) for j in reached) >= n_calls
+    ):
+        first = place(n_calls, narrow, slot_ints)
+        if None not in first:
+            return first
+    # Earlier in queue order = higher weight; distinct weights make the choice greedy.
+    weights = [n_calls - 1 - c for c in range(n_calls)]
+    return place(n_calls, prioritise(edges, weights, slot_ints), slot_ints)
 
 
 def place(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from router.balanced import place, prioritise
+from router.balanced import place, place_batch, prioritise
 from router.solver import FlowSolution, SolverError, solve_flow
 
 Edge = tuple[int, int, int]
@@ -164,6 +164,36 @@ def test_queue_rank_weights_place_calls_greedily_in_queue_order(seed: int) -> No
     options = [[None, *(a for c, a, _ in edges if c == call)] for call in range(n_calls)]
     best = max(r for r in map(rank, itertools.product(*options)) if r is not None)
     assert rank(agent_of) == best
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_batch_rounds_keep_the_queue_order_and_the_cheapest_shortlist(seed: int) -> None:
+    """``place_batch``: when each call's ``top_k`` best candidates can hold every call, the
+    least-cost placement on those; otherwise the queue-ranked flow on all candidates. Either
+    way as many calls as any placement (checked against an exhaustive search)."""
+    rng = random.Random(4000 + seed)
+    n_calls, n_agents = rng.randint(2, 5), rng.randint(1, 5)
+    edges, slot_costs = random_instance(rng, n_calls, n_agents)
+    # Each call's candidates best first (the plan ranks them by net value; any order will do).
+    candidates = [
+        sorted((e for e in edges if e[0] == call), key=lambda e: (e[2], e[1]))
+        for call in range(n_calls)
+    ]
+    top_k = rng.choice([0, 1, 2, 3])
+    agent_of = place_batch(candidates, top_k, slot_costs)
+
+    cut = top_k if 0 < top_k < n_calls else None
+    narrow = [edge for call_edges in candidates for edge in call_edges[:cut]]
+    placed, _ = exhaustive(n_calls, edges, slot_costs)
+    narrow_placed, narrow_cost = exhaustive(n_calls, narrow, slot_costs)
+    if narrow_placed == n_calls:
+        assert placement_cost(agent_of, narrow, slot_costs) == narrow_cost
+        assert None not in agent_of
+    else:
+        ranked = [edge for call_edges in candidates for edge in call_edges]
+        weights = [n_calls - 1 - c for c in range(n_calls)]
+        assert agent_of == place(n_calls, prioritise(ranked, weights, slot_costs), slot_costs)
+    assert sum(agent is not None for agent in agent_of) == placed
 
 
 @pytest.mark.parametrize("seed", range(20))
