@@ -279,7 +279,9 @@ class AgentColumns:
     """
 
     __slots__ = (
+        "_bases",
         "_capacity",
+        "_capped",
         "_fit",
         "_index",
         "_languages",
@@ -287,6 +289,7 @@ class AgentColumns:
         "_next_absence",
         "_occupancy",
         "_occupancy_cap",
+        "_open",
         "_regions",
         "_rooms",
         "_screens",
@@ -339,6 +342,9 @@ class AgentColumns:
             later = start > now_ms
             np.minimum.at(self._next_absence, owners[later], start[later])
         self.presence = presence
+        self._open: Mask = presence == 0
+        self._capped: Mask | None = None
+        self._bases: dict[tuple[int, Channel], Codes] = {}
         self.units_used = ints[:, I_UNITS].copy()
         self._load = {channel: table.channel(I_LOAD, channel).copy() for channel in Channel}
         self._capacity: dict[Channel, npt.NDArray[np.int64]] = {}
@@ -410,6 +416,7 @@ class AgentColumns:
         self.units_used[index] += self.policy.units_for(channel)
         self._screens.clear()
         self._rooms.clear()
+        self._bases.clear()
 
     # Rules -------------------------------------------------------------------------------
 
@@ -477,6 +484,26 @@ class AgentColumns:
             self._shift[handle_s] = np.where(ending, _SHIFT, 0).astype(np.int8)
         return self._shift[handle_s]
 
+    def _base(self, handle_s: int, channel: Channel) -> Codes:
+        """The codes of every rule but rules 5-9 (``fit``): presence (rules 1-4) where it
+        fails, else shift (10), room (11-12), then the occupancy cap (13), for all calls
+        with this handle time and channel."""
+        key = (handle_s, channel)
+        if key not in self._bases:
+            rest = np.where(self._over_cap(), _OCCUPANCY, 0).astype(np.int8)
+            room = self._room(channel)
+            rest = np.where(room != 0, room, rest)
+            shift = self.shift(handle_s)
+            rest = np.where(shift != 0, shift, rest)
+            self._bases[key] = np.where(self._open, rest, self.presence)
+        return self._bases[key]
+
+    def _over_cap(self) -> Mask:
+        """Agents at or over their occupancy cap (``occupancy >= cap``)."""
+        if self._capped is None:
+            self._capped = self.occupancy(np.arange(self.size)) >= self.occupancy_cap()
+        return self._capped
+
     def _room(self, channel: Channel) -> Codes:
         """Rules 11-12 per agent (channel served, room on it and in the budget)."""
         if channel not in self._rooms:
@@ -498,14 +525,9 @@ class AgentColumns:
         key = (widened, call.region_required, call.region.lower(), call.language.lower())
         screen_key = (key, handle_s, call.channel)
         if screen_key not in self._screens:
-            rest = self.fit(call, widened)
-            rest = np.where(rest != 0, rest, self.shift(handle_s))
-            rest = np.where(rest != 0, rest, self._room(call.channel))
-            codes = np.where(self.presence != 0, self.presence, rest)
-            passed = np.flatnonzero(codes == 0)
-            if len(passed):
-                over = self.occupancy(passed) >= self.occupancy_cap()[passed]
-                codes[passed[over]] = _OCCUPANCY
+            fit = self.fit(call, widened)
+            # The presence code where there is one, else the first failing rule of the call.
+            codes = np.where((fit != 0) & self._open, fit, self._base(handle_s, call.channel))
             counts = np.bincount(codes, minlength=len(CODES) + 1).astype(np.int64)
             self._screens[screen_key] = (codes, counts)
         codes, counts = self._screens[screen_key]

@@ -281,19 +281,20 @@ def _level_array(levels: npt.NDArray[np.int64]) -> Floats:
     return np.minimum(1.0, np.maximum(0.0, levels / SKILL_LEVEL_MAX))
 
 
-def skill_fit_array(call: Call, levels: Levels, size: int) -> Floats:
-    """``skill_fit`` for many agents at once (same floats, operation for operation)."""
+def skill_fit_array(call: Call, fractions: Callable[[str], Floats], size: int) -> Floats:
+    """``skill_fit`` for many agents at once (same floats, operation for operation);
+    ``fractions(name)`` is ``_level_array`` of the agents' levels of skill ``name``."""
     required = None
     if call.required_skills:
         total = np.zeros(size)
         for req in call.required_skills:
-            total = total + _level_array(levels(req.skill))
+            total = total + fractions(req.skill)
         required = total / len(call.required_skills)
     preferred = None
     if call.preferred_skills:
         total = np.zeros(size)
         for name in call.preferred_skills:
-            total = total + _level_array(levels(name))
+            total = total + fractions(name)
         preferred = total / len(call.preferred_skills)
     if required is not None and preferred is not None:
         return REQUIRED_SHARE * required + PREFERRED_SHARE * preferred
@@ -317,11 +318,13 @@ class ScoreColumns:
 
     __slots__ = (
         "_filled",
+        "_fractions",
         "_idle",
         "_index",
         "_offset",
         "_offsets",
         "_performance",
+        "_regions",
         "_weights",
         "agents",
         "ids",
@@ -353,6 +356,8 @@ class ScoreColumns:
         self._offset = np.zeros(n)
         self._offsets: dict[str, float | None] = {}
         self._index: dict[str, int] | None = None
+        self._fractions: dict[str, Floats] = {}
+        self._regions: dict[tuple[str, str], Floats] = {}
 
     def utc_offset(self, zone: str) -> float | None:
         """``utc_offset_hours`` of ``zone`` at now, looked up once per zone."""
@@ -388,7 +393,16 @@ class ScoreColumns:
         self._idle[index] = 0.0
 
     def _region_values(self, call: Call, indexes: npt.NDArray[np.intp]) -> Floats:
-        """``region_affinity`` of the agents at ``indexes`` for ``call``."""
+        """``region_affinity`` of the agents at ``indexes`` for ``call`` (every agent's value
+        computed once per call timezone and region)."""
+        key = (call.timezone, call.region)
+        if key not in self._regions:
+            self._regions[key] = self._region_column(call)
+        return self._regions[key][indexes]
+
+    def _region_column(self, call: Call) -> Floats:
+        """``region_affinity`` of every agent for ``call``'s timezone and region."""
+        indexes = np.arange(len(self.ids))
         call_offset = self.utc_offset(call.timezone)
         if call_offset is None:
             values = np.zeros(len(indexes))
@@ -426,7 +440,13 @@ class ScoreColumns:
         """Soft score totals of the agents at ``indexes`` for ``call`` (``Board.total``)."""
         self._fill()
         n = len(indexes)
-        skill = skill_fit_array(call, lambda name: levels(name)[indexes], n)
+
+        def fractions(name: str) -> Floats:
+            if name not in self._fractions:
+                self._fractions[name] = _level_array(levels(name))
+            return self._fractions[name][indexes]
+
+        skill = skill_fit_array(call, fractions, n)
         previous = np.zeros(n)
         if self._index is None:
             self._index = dict(zip(self.ids, range(len(self.ids)), strict=True))
