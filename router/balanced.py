@@ -38,8 +38,11 @@ up to two rounds:
    has more candidates than there are other calls, so one of them is always free for it.
 
 A single call (every ``Assign``) skips the flow: its optimum is simply the cheapest candidate
-on its first slot, ties broken by agent id. In a batch, exactly equal-cost optima are settled by
-the flow solver, deterministically because arcs are always added in agent-id order.
+on its first slot. Equally cheap candidates are told apart by ``tie_key(call id, agent id)``, a
+stable hash: deterministic, yet a different order for every call, so equally good agents share
+the calls (rather than the lowest agent id taking every one after a lull) and concurrent
+Assigns on one snapshot seldom pick the same agent. In a batch, exactly equal-cost optima are
+settled by the flow solver, deterministically because arcs are always added in agent-id order.
 
 After each channel's solve the placements go on the board, so the next channel sees the units
 they took (a voice call never joins an agent just given a chat). Explanations list the load
@@ -50,7 +53,8 @@ eligible agent by the same net value.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -71,6 +75,11 @@ Edge = tuple[int, int, int]
 
 LOAD = "load"
 """Explanation part holding the (negative) load cost of the slot the call took."""
+
+
+def tie_key(call_id: str, agent_id: str) -> tuple[int, str]:
+    """Order of equally cheap candidates for a lone call: CRC-32 of the pair, then agent id."""
+    return zlib.crc32(f"{call_id}\x00{agent_id}".encode()), agent_id
 
 
 def channel_order(calls: Sequence[Call], order: Sequence[int]) -> list[Channel]:
@@ -193,7 +202,13 @@ def _solve_channel_fast(
         np.concatenate(edge_ranks),
     )
 
-    agent_of = _choose(n_calls, pairs, policy.top_k, slot_int_matrix, filled)
+    first_call = calls[group[0]].call_id
+    ids = scores.ids
+
+    def prefer(column_index: int) -> tuple[int, str]:
+        return tie_key(first_call, ids[int(members[column_index])])
+
+    agent_of = _choose(n_calls, pairs, policy.top_k, slot_int_matrix, filled, prefer=prefer)
 
     # Cards first, placements after: a placement changes the agent's idle part.
     ids = scores.ids
@@ -272,15 +287,18 @@ def _choose(
     top_k: int,
     slot_int_matrix: npt.NDArray[np.int64],
     filled: npt.NDArray[np.bool_],
+    *,
+    prefer: Callable[[int], tuple[int, str]],
 ) -> tuple[int | None, ...]:
     """``place_batch`` on arrays (the same rounds, graphs and arcs): ``filled`` marks the real
-    slots of ``slot_int_matrix``."""
+    slots of ``slot_int_matrix``; ``prefer`` orders a lone call's equally cheap candidates."""
     if n_calls == 1:
         if not len(pairs.costs):
             return (None,)
-        # One call: the cheapest candidate on its first slot, ties to the lowest agent id.
+        # One call: the cheapest candidate on its first slot, ties by ``prefer``.
         total = pairs.costs + slot_int_matrix[pairs.agents, 0]
-        return (int(pairs.agents[total == total.min()].min()),)
+        cheapest = pairs.agents[total == total.min()].tolist()
+        return (cheapest[0] if len(cheapest) == 1 else min(cheapest, key=prefer),)
     slot_ints = slot_int_matrix[filled]
     slot_agents = np.nonzero(filled)[0]
     narrow = pairs.ranks < top_k if 0 < top_k < n_calls else np.ones(len(pairs.ranks), np.bool_)
@@ -366,7 +384,13 @@ def _solve_channel(
         kept = ranked[:keep]
         costs = [max(0, round((ceiling - call_totals[aid]) * SCORE_SCALE)) for aid in kept]
         candidates.append([(c, column[aid], cost) for aid, cost in zip(kept, costs, strict=True)])
-    agent_of = place_batch(candidates, policy.top_k, slot_ints)
+    first_call = calls[group[0]].call_id
+    agent_of = place_batch(
+        candidates,
+        policy.top_k,
+        slot_ints,
+        prefer=lambda j: tie_key(first_call, agent_ids[j]),
+    )
 
     # Cards first, placements after: a placement changes the agent's idle part.
     chosen = [None if j is None else agent_ids[j] for j in agent_of]
@@ -430,17 +454,22 @@ def prioritise(
 
 
 def place_batch(
-    candidates: Sequence[Sequence[Edge]], top_k: int, slot_ints: Sequence[Sequence[int]]
+    candidates: Sequence[Sequence[Edge]],
+    top_k: int,
+    slot_ints: Sequence[Sequence[int]],
+    *,
+    prefer: Callable[[int], tuple[int, str]] | None = None,
 ) -> tuple[int | None, ...]:
     """Agent column per call in the two rounds of the module docstring.
 
     ``candidates[c]`` are call ``c``'s edges (queue order), best first, at least
-    ``max(top_k, n)`` of them when it has that many (all when ``top_k <= 0``).
+    ``max(top_k, n)`` of them when it has that many (all when ``top_k <= 0``). ``prefer``
+    orders a lone call's equally cheap candidates (``place``).
     """
     n_calls = len(candidates)
     edges = [edge for call_edges in candidates for edge in call_edges]
     if n_calls == 1:
-        return place(1, edges, slot_ints)
+        return place(1, edges, slot_ints, prefer=prefer)
     cut = top_k if 0 < top_k < n_calls else None
     narrow = [edge for call_edges in candidates for edge in call_edges[:cut]]
     reached = {j for _, j, _ in narrow}
@@ -457,16 +486,25 @@ def place_batch(
 
 
 def place(
-    n_calls: int, edges: Sequence[Edge], slot_ints: Sequence[Sequence[int]]
+    n_calls: int,
+    edges: Sequence[Edge],
+    slot_ints: Sequence[Sequence[int]],
+    *,
+    prefer: Callable[[int], tuple[int, str]] | None = None,
 ) -> tuple[int | None, ...]:
     """Agent column per call: the flow for a batch, a direct minimum for a single call.
 
     One call (every ``Assign``) needs no flow: its optimum is the cheapest candidate with the
-    agent's first slot, and taking the minimum breaks cost ties by agent id explicitly.
+    agent's first slot; equally cheap candidates go by ``prefer(column)`` (the lowest column
+    without it).
     """
     if n_calls == 1:
-        options = [(cost + slot_ints[j][0], j) for _, j, cost in edges if slot_ints[j]]
-        return (min(options)[1] if options else None,)
+        options = {j: cost + slot_ints[j][0] for _, j, cost in edges if slot_ints[j]}
+        if not options:
+            return (None,)
+        least = min(options.values())
+        cheapest = [j for j, cost in options.items() if cost == least]
+        return (min(cheapest, key=prefer) if prefer is not None else min(cheapest),)
     solution = solve_flow(
         n_calls,
         [c for c, _, _ in edges],

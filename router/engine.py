@@ -17,8 +17,9 @@ Calls are served in queue order (``router.ordering``: SLA-overdue first, then ag
 earlier in that order are the ones placed.
 
 Determinism: agents are ordered by agent id before anything else, calls by queue order and
-id; ties are broken by agent id (within a batch flow, by the agent-id order of its arcs), so
-identical inputs give an identical ``Decision``.
+id; ties are broken by agent id (within a batch flow, by the agent-id order of its arcs; for a
+lone ``BALANCED`` call, by ``router.balanced.tie_key`` of call and agent id, so equally good
+agents share the calls), so identical inputs give an identical ``Decision``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``router.balanced`` places a lone call on the eligible agent with the least integer cost::
 
-    cost = round((ceiling - total) * 1000) + round(load_1 * 1000)       ties: lowest agent id
+    cost = round((ceiling - total) * 1000) + round(load_1 * 1000)   ties: balanced.tie_key
 
 where ``total`` is the soft score (``scoring.match``) and ``load_1`` the cost of the agent's
 next slot (``scoring.load.marginal_cost``). Both roundings together move a cost by less than

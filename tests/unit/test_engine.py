@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 
 from router import eligibility
+from router.balanced import tie_key
 from router.board import Board
 from router.domain import (
     Absence,
@@ -242,6 +243,24 @@ def test_balanced_spreads_calls_over_equal_agents() -> None:
     agents = [make_agent(f"a{i:02d}") for i in range(10)]
     decision = run(agents, [make_call(f"c{i}", Channel.CHAT) for i in range(10)])
     assert placed(decision) == [f"a{i:02d}" for i in range(10)]
+
+
+def test_lone_calls_share_equally_good_agents() -> None:
+    """One call at a time (every Assign) over equally good idle agents: each call's ties go by
+    a per-call hash, so the calls spread over all of them (not all to the lowest agent id),
+    the same way on every run."""
+    agents = [make_agent(f"a{i:02d}") for i in range(10)]
+    chosen_ids = [
+        placed(run(agents, [make_call(f"call-{n}", Channel.CHAT)]))[0] for n in range(200)
+    ]
+    counts = Counter(chosen_ids)
+    assert set(counts) == {agent.agent_id for agent in agents}
+    assert max(counts.values()) < 40  # 20 each on average
+    assert chosen_ids == [
+        placed(run(agents, [make_call(f"call-{n}", Channel.CHAT)]))[0] for n in range(200)
+    ]
+    first = min(agents, key=lambda agent: tie_key("call-0", agent.agent_id)).agent_id
+    assert chosen_ids[0] == first
 
 
 def test_balanced_places_exactly_the_capacity() -> None:
