@@ -89,10 +89,12 @@ class Board:
         self.now_ms = snapshot.now_ms
         self.policy = snapshot.policy
         self.unindexed = snapshot.unindexed_missing_skill
-        ordered = sorted(snapshot.agents, key=_AGENT_ID)
-        self.agents: dict[str, AgentSnapshot] = dict(
-            zip(map(_AGENT_ID, ordered), ordered, strict=True)
-        )
+        ids = list(map(_AGENT_ID, snapshot.agents))
+        if ids == sorted(ids):  # as the stores read them: no second sort
+            self.agents: dict[str, AgentSnapshot] = dict(zip(ids, snapshot.agents, strict=True))
+        else:
+            ordered = sorted(snapshot.agents, key=_AGENT_ID)
+            self.agents = dict(zip(map(_AGENT_ID, ordered), ordered, strict=True))
         self._weights = weight_vector(self.policy.weights)
         self._presence: dict[str, Exclusion | None] = {}
         self._occupancy: dict[str, float] = {}

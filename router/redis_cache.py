@@ -97,7 +97,20 @@ class AgentCache:
         the ids to read (then ``put``)."""
         found: dict[str, AgentSnapshot] = {}
         missing: list[str] = []
+        entries, cutoff = self._entries, now - window_ms
         for agent_id, rev in zip(ids, revs, strict=True):
+            # ``get``'s common case inline (this loop runs over every candidate).
+            entry = entries.get((tenant, agent_id))
+            if (
+                entry is not None
+                and entry.rev == rev
+                and rev
+                and entry.window_ms == window_ms
+                and entry.built_ms <= now < entry.stable_until_ms
+                and cutoff >= entry.min_end
+            ):
+                found[agent_id] = entry.snapshot
+                continue
             snapshot = self.get(tenant, agent_id, rev, now, window_ms)
             if snapshot is None:
                 missing.append(agent_id)
