@@ -9,6 +9,7 @@ A mixin on ``RedisBase`` (no driver import); key schema in the ``router.redis_st
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from router.domain import (
     Snapshot,
 )
 from router.errors import AlreadyExistsError
+from router.index_mirror import MAX_DELTA, IndexMirror
 from router.redis_base import RedisBase, add_agent_reads, agents_from_replies
 from router.redis_schema import Keys, agent_from_view, text
 from router.store import AgentQuery, Candidates
@@ -33,8 +35,8 @@ from router.store import AgentQuery, Candidates
 log = structlog.get_logger(__name__)
 
 _SCAN_CHUNK = 200
-INDEX_VERSION = "1"
-"""The routing index (``idx:ready``, ``idx:rev``) these scripts keep; a tenant whose
+INDEX_VERSION = "2"
+"""The routing index (``idx:ready``, ``idx:revs``) these scripts keep; a tenant whose
 ``idx:version`` differs (data written before the index existed) is indexed on its first
 ``load_candidates``."""
 _INDEX_CHUNK = 500
@@ -281,42 +283,58 @@ class RedisAgents(RedisBase):
         return Snapshot(now, policy, tuple(agents), int(total) - len(candidates), int(queued))
 
     def load_candidates(self, tenant: str, call: Call, request_id: str = "") -> Candidates:
-        """One read-only script: time, policy, agent count, queue depth, whether
-        ``request_id`` was seen, and the skilled agents in ``idx:ready`` with room for the
-        call's channel, with their revs. Agents whose rev is cached come from the agent
-        cache, the others are read in one ``MULTI`` (hash and spans of the occupancy
-        window) and cached. The script filters by the units the policy last seen for this
-        tenant gives the channel; when the policy it returns says otherwise (it changed), it
-        runs again. An index never built by this version (older data) is built first."""
+        """One read-only script (``index_changes``): time, policy, agent count, queue depth,
+        whether ``request_id`` was seen, how many agents hold the call's skills, and what
+        changed in the routing index since this replica's mirror of it (``index_mirror``)
+        was current. The mirror then names the ready agents with those skills and room for
+        the call's channel; they come from the agent cache, the others (and any ready agent
+        whose skills are not known at its rev) are read in one ``MULTI`` and cached. An
+        index never built by this version (older data) is built first."""
         k = Keys(tenant)
         skills = sorted({req.skill for req in call.required_skills})
         keys = [k.policy, k.agents, k.queue, k.ready, k.revs, k.index_version, k.req(request_id)]
         keys += [k.skill(s) for s in skills]
-        room_key = (tenant, call.channel)
-        room = self._rooms.get(room_key, AGENT_UNIT_BUDGET - Policy().units_for(call.channel))
+        mirror = self._mirror(tenant)
         for _ in range(rules.MAX_CAS_ATTEMPTS):
-            reply = self._run("candidates", keys, [request_id, INDEX_VERSION, room])
+            since = mirror.since(time.monotonic())
+            reply = self._run("index_changes", keys, [request_id, INDEX_VERSION, since, MAX_DELTA])
             if reply[0] == "unindexed":
                 self.build_index(tenant)
                 continue
-            policy = self._policy(reply[2])
-            wanted = AGENT_UNIT_BUDGET - policy.units_for(call.channel)
-            if wanted == room:
-                return self._candidates(tenant, k, policy, reply)
-            self._rooms[room_key] = room = wanted
+            return self._candidates(tenant, call, skills, mirror, reply)
         raise rules.contention(f"tenant {tenant} routing index")
 
-    def _candidates(self, tenant: str, k: Keys, policy: Policy, reply: list[Any]) -> Candidates:
-        """The ``candidates`` script's reply, its agents from the cache or read now."""
-        _, now_text, _, total, queued, seen, skilled, in_ready, ready = reply
+    def _mirror(self, tenant: str) -> IndexMirror:
+        """This replica's mirror of ``tenant``'s routing index."""
+        mirror = self._mirrors.get(tenant)
+        if mirror is None:
+            mirror = self._mirrors.setdefault(tenant, IndexMirror())
+        return mirror
+
+    def _candidates(
+        self, tenant: str, call: Call, skills: list[str], mirror: IndexMirror, reply: list[Any]
+    ) -> Candidates:
+        """Apply an ``index_changes`` reply to ``mirror``, learn the skills of the ready agents
+        it does not know yet, and read the candidates for ``call``."""
+        _, now_text, raw_policy, total, queued, seen, skilled, head, mode, flat = reply
+        policy = self._policy(raw_policy)
         now, window = int(now_text), policy.occupancy_window_s * 1000
-        ids: list[str] = ready[::2]
-        agents, _ = self._cached_agents(tenant, ids, ready[1::2], now=now, window=window)
+        mirror.apply(text(mode), int(float(head)), [text(x) for x in flat], time.monotonic())
+        ids, revs = mirror.unlearned()
+        if ids:
+            agents, _ = self._cached_agents(tenant, ids, revs, now=now, window=window)
+            asked = dict(zip(ids, revs, strict=True))
+            mirror.learn(
+                ((a.agent_id, asked[a.agent_id], frozenset(a.profile.skills)) for a in agents),
+                asked.keys() - {a.agent_id for a in agents},
+            )
+        pick = mirror.candidates(skills, AGENT_UNIT_BUDGET - policy.units_for(call.channel))
+        agents, _ = self._cached_agents(tenant, pick.ids, pick.revs, now=now, window=window)
         snapshot = Snapshot(now, policy, tuple(agents), int(total) - int(skilled), int(queued))
         return Candidates(
             snapshot,
-            not_available=int(skilled) - int(in_ready),
-            no_room=int(in_ready) - len(ids),
+            not_available=int(skilled) - pick.in_ready,
+            no_room=pick.in_ready - len(pick.ids),
             request_seen=bool(seen),
         )
 
@@ -325,8 +343,9 @@ class RedisAgents(RedisBase):
         agents per script, the last one marking it built; returns the agents indexed. Needed
         once for data written before the index existed (``load_candidates`` calls it); safe
         to run at any time, also while other replicas route (each step is atomic and the
-        scripts keep the index from then on)."""
+        scripts keep the index from then on). The version 1 rev hash goes first."""
         k = Keys(tenant)
+        self._multi(k, lambda pipe: pipe.delete(k.legacy_revs))
         start, done = "-", 0
         while True:
             ids = self._ids_after(k, start, _INDEX_CHUNK)

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from router import store_common as rules
-from router.domain import AgentSnapshot, Channel, Policy
+from router.domain import AgentSnapshot, Policy
+from router.index_mirror import IndexMirror
 from router.redis_cache import AgentCache
 from router.redis_schema import Keys, agent_from_hash, text, texts
 
@@ -47,9 +48,8 @@ class RedisBase(ABC):
     """Decoded agents by ``rev`` (``load_candidates``)."""
     _policies: dict[str, Policy]
     """Decoded policies by their stored JSON."""
-    _rooms: dict[tuple[str, Channel], int]
-    """(tenant, channel) -> the most units in progress that leave room for one item, under
-    the policy last seen (``load_candidates``)."""
+    _mirrors: dict[str, IndexMirror]
+    """Tenant -> this replica's mirror of its routing index (``load_candidates``)."""
 
     @abstractmethod
     def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> list[Any]:

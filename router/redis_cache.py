@@ -1,9 +1,10 @@
 """Decoded agents kept between routing snapshots, keyed by the ``rev`` of their hash.
 
 Every script that changes an agent's hash or work spans bumps the hash's ``rev`` field and
-its copy in the tenant's ``idx:rev`` hash in the same atomic step (``index_agent`` in
-``router/lua/_lib.lua``). ``load_candidates`` reads the revs of its candidates in its first
-round trip and fetches only the agents whose rev is not the one cached here, so an agent is
+its copy in the tenant's ``idx:revs`` set in the same atomic step (``index_agent`` in
+``router/lua/_lib.lua``). ``load_candidates`` knows the revs of its candidates from the
+replica's mirror of the index (``router.index_mirror``), kept current in its first round
+trip, and fetches only the agents whose rev is not the one cached here, so an agent is
 read and decoded again only after it changed: equal revs mean equal stored state, and a
 snapshot built from this cache is exactly the one a full read would give at the same time.
 

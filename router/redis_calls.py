@@ -56,14 +56,14 @@ class RedisCalls(RedisBase):
         def first(pipe: Any) -> None:
             pipe.get(k.policy)
             pipe.zrange(k.agents, 0, -1)
-            pipe.hgetall(k.revs)
+            pipe.zrange(k.revs, 0, -1, withscores=True, score_cast_func=_rev_text)
             pipe.zrangebyscore(k.queue, "-inf", "+inf", start=0, num=max(limit, 0))
             pipe.zcard(k.queue)
 
         now, (raw_policy, raw_ids, raw_revs, raw_queued, depth) = self._multi(k, first, now=True)
         policy = Policy() if raw_policy is None else codec.decode_policy(text(raw_policy))
         # without revs (an index not built yet: load_candidates builds it) every agent is read
-        ids, revs = [text(a) for a in raw_ids], texts(raw_revs)
+        ids, revs = [text(a) for a in raw_ids], {text(a): rev for a, rev in raw_revs}
         queued = [text(c) for c in raw_queued]
         agents, raw_calls = self._cached_agents(
             tenant,
@@ -231,3 +231,8 @@ class RedisCalls(RedisBase):
         if reply[0] == "status":
             raise rules.call_finished(call_id, text_or_none(reply[1]) or "unknown")
         return self.get_call(tenant, call_id)
+
+
+def _rev_text(score: bytes | str) -> str:
+    """A rev as ``idx:revs`` scores it, in the digits of the agent hash's ``rev`` field."""
+    return str(int(float(score)))

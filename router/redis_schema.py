@@ -110,7 +110,14 @@ class Keys:
 
     @property
     def revs(self) -> str:
-        """HASH: agent id -> the ``rev`` of its hash (bumped on every change)."""
+        """ZSET: agent id -> the ``rev`` of its hash (bumped on every change), deleted agents
+        at the rev of their deletion; member ``""`` is the rev counter."""
+        return f"{self.prefix}idx:revs"
+
+    @property
+    def legacy_revs(self) -> str:
+        """HASH of routing index version 1 (``revs`` before it was a ZSET); deleted when the
+        index is rebuilt."""
         return f"{self.prefix}idx:rev"
 
     @property

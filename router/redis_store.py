@@ -22,9 +22,10 @@ Round trips: ``commit_assignment``, ``create_agent`` (plus the tenants ``SADD``)
 call ids are read first so the script declares every key it touches, as Redis Cluster
 requires); ``reclaim`` 3 (the agent's work, each assignment's call, the script);
 ``cancel_call`` 3 (call, its assignment, the script, which re-checks both);
-``load_candidates`` 1 (the read-only ``candidates`` script: policy, time, whether the request
-id was seen, and the skilled agents in ``idx:ready`` with room, with their revs), plus 1 for
-the agents whose rev is not in the decoded-agent cache (``redis_cache``); ``load_snapshot``
+``load_candidates`` 1 (the read-only ``index_changes`` script: policy, time, whether the
+request id was seen, how many agents hold the skills, and the agents changed in the routing
+index since this replica's mirror of it was current, ``index_mirror``), plus 1 for the
+agents whose rev is not in the decoded-agent cache (``redis_cache``); ``load_snapshot``
 2 (policy, ``TIME`` and ids in one ``MULTI``; then every agent's hash and in-window work
 spans in a second); ``load_queue`` up to 2 (policy, ``TIME``, agent ids, every rev and the
 queued ids in one ``MULTI``; the queued calls and the agents not cached at their rev in a
@@ -56,7 +57,7 @@ key (after the prefix)     type    content                                  TTL 
                                    ``last_assigned``, ``perf_sum``,         script that
                                    ``perf_weight``, ``perf_ts``,            starts or ends
                                    ``missed`` (offers missed in a row),     work
-                                   ``rev`` (see ``idx:rev``),
+                                   ``rev`` (see ``idx:revs``),
                                    and ``a:<assignment_id>`` =
                                    ``<channel>|<units>|<start_ms>|
                                    <offered 0/1>|<wrap_until_ms>`` per
@@ -79,13 +80,19 @@ key (after the prefix)     type    content                                  TTL 
                                    score the units of their work in         script that
                                    progress or offered (wrap-ups left out:  changes an agent
                                    it over-approximates who has room)       (``index_agent``)
-``idx:rev``                HASH    agent id -> its hash's ``rev``; the      none; as
-                                   field ``""`` is the tenant's rev         ``idx:ready``
-                                   counter (started at Redis time in µs,
-                                   so a rev never comes back)
+``idx:revs``               ZSET    agent id -> its hash's ``rev``, a        none; as
+                                   deleted agent at the rev of its          ``idx:ready``
+                                   deletion (so the members above a rev
+                                   are the agents changed since: the
+                                   change log replicas mirror); member
+                                   ``""`` is the tenant's rev counter
+                                   (started at Redis time in µs, so a rev
+                                   never comes back)
 ``idx:version``            STRING  the index version built for the tenant   none; ``reindex``
-                                   (``candidates`` answers ``unindexed``    (in batches of
-                                   until it matches the code's)             500 agents)
+                                   (``index_changes`` answers               (in batches of
+                                   ``unindexed`` until it matches the       500 agents)
+                                   code's; version 1's ``idx:rev`` hash is
+                                   deleted then)
 ``policy``                 STRING  policy JSON (``codec``, with             none; put_policy
                                    version); absent = ``Policy()`` v0
 ``asg:<assignment_id>``    HASH    ``call_id``, ``agent_id``,               7 d after it
@@ -204,10 +211,10 @@ _SCRIPTS = (
     "mark_sla",
     "request_callback",
     "lease",
-    "candidates",
+    "index_changes",
     "reindex",
 )
-_READ_ONLY = frozenset({"candidates"})
+_READ_ONLY = frozenset({"index_changes"})
 """Scripts that write nothing (``flags=no-writes``: they also run while Redis refuses
 writes, e.g. at its memory limit)."""
 _UNAVAILABLE = (
@@ -302,7 +309,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         self._events_maxlen = events_maxlen
         self._agent_cache = AgentCache()
         self._policies = {}
-        self._rooms = {}
+        self._mirrors = {}
         timeout = kwargs.get("socket_timeout")
         # A blocking XREAD must return before the socket times out: block in slices.
         self._block_slice_ms = max(1, int(float(timeout) * 500)) if timeout else 0

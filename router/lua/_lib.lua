@@ -197,25 +197,27 @@ end
 -- idx:ready (ZSET): the agents whose presence is 'available', scored by the units of their
 -- work in progress or offered. Wrap-ups are left out of the score (they end by time, with no
 -- script running), so the index over-approximates the agents with room, never under.
--- idx:rev (HASH): agent id -> the 'rev' field of the agent's hash, set anew by every script
+-- idx:revs (ZSET): agent id -> the 'rev' field of the agent's hash, set anew by every script
 -- that changes the hash or the work spans; readers cache decoded agents by it. Revs come
--- from one counter per tenant (the field '', which no agent id can be), started at the
+-- from one counter per tenant (the member '', which no agent id can be), started at the
 -- server's time in microseconds when missing, so a rev never comes back: not after an agent
--- is deleted and created again, nor after the tenant's keys are flushed.
+-- is deleted and created again, nor after the tenant's keys are flushed. A deleted agent
+-- keeps its member at the rev of its deletion, so the set doubles as a change log: the
+-- members scored above a rev are every agent changed or deleted since (replicas keep a
+-- mirror of idx:ready by it, router.redis_mirror).
 -- Every script that changes an agent calls index_agent once, after its last write to it.
 local function index_agent(agent_key, ready_key, rev_key, agent_id)
+  if not redis.call('ZSCORE', rev_key, '') then
+    local t = redis.call('TIME')
+    redis.call('ZADD', rev_key, int(tonumber(t[1]) * 1000000 + tonumber(t[2])), '')
+  end
+  local rev = redis.call('ZINCRBY', rev_key, 1, '')
+  redis.call('ZADD', rev_key, rev, agent_id)
   if redis.call('EXISTS', agent_key) == 0 then
     redis.call('ZREM', ready_key, agent_id)
-    redis.call('HDEL', rev_key, agent_id)
     return
   end
-  if redis.call('HEXISTS', rev_key, '') == 0 then
-    local t = redis.call('TIME')
-    redis.call('HSET', rev_key, '', int(tonumber(t[1]) * 1000000 + tonumber(t[2])))
-  end
-  local rev = redis.call('HINCRBY', rev_key, '', 1)
   redis.call('HSET', agent_key, 'rev', rev)
-  redis.call('HSET', rev_key, agent_id, rev)
   local flat = redis.call('HGETALL', agent_key)
   local available, units = false, 0
   for i = 1, #flat, 2 do

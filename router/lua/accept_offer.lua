@@ -1,6 +1,6 @@
 -- OFFERED -> ACTIVE.
 -- KEYS: 1 asg, 2 agent, 3 call, 4 events, 5 offers, 6 history, 7 timeline, 8 idx:ready,
---       9 idx:rev  (agent and call as read from the asg hash, which never changes them)
+--       9 idx:revs  (agent and call as read from the asg hash, which never changes them)
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 maxlen
 -- -> {'missing'} | {'stale'} | {'unchanged', asg} | {'already', state} | {'expired'}
 --    | {'ok', asg}

@@ -1,6 +1,6 @@
 -- The customer hung up or the platform withdrew the call.
 -- KEYS: 1 call, 2 asg (the call's assignment as read), 3 agent, 4 work, 5 events, 6 queue,
---       7 offers, 8 history, 9 timeline, 10 idx:ready, 11 idx:rev
+--       7 offers, 8 history, 9 timeline, 10 idx:ready, 11 idx:revs
 -- ARGV: 1 now|'', 2 assignment id read, 3 retention_ms, 4 record_ttl_ms, 5 maxlen, 6 call_id
 -- -> {'missing'} | {'retry'} (the call moved on since the read) | {'completed'}
 --    | {'ok', call hash, asg hash}

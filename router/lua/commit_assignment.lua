@@ -1,6 +1,6 @@
 -- Re-check a claim and apply it, or change nothing.
 -- KEYS: 1 req, 2 call, 3 agent, 4 work, 5 asg (new id), 6 fence, 7 events, 8 queue, 9 offers,
---       10 history, 11 timeline, 12 idx:ready, 13 idx:rev
+--       10 history, 11 timeline, 12 idx:ready, 13 idx:revs
 -- ARGV: 1 now|'', 2 request_id ('' = none), 3 fingerprint, 4 call_id, 5 agent_id,
 --       6 expected seq, 7 units, 8 heartbeat timeout ms (0 = off), 9 assignment id,
 --       10 call JSON, 11 explanation JSON, 12 channel, 13 request TTL ms, 14 maxlen,

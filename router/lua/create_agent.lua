@@ -1,4 +1,4 @@
--- KEYS: 1 agent, 2 work, 3 agents, 4 events, 5 idx:ready, 6 idx:rev,
+-- KEYS: 1 agent, 2 work, 3 agents, 4 events, 5 idx:ready, 6 idx:revs,
 --       7.. idx:skill:<skill> of the profile
 -- ARGV: 1 now|'', 2 agent_id, 3 profile JSON, 4 maxlen, 5 retention_ms
 -- -> {'exists'} | {'ok', view}

@@ -1,6 +1,6 @@
 -- OFFERED -> REJECTED or TIMED_OUT: free the slot, requeue the call, count a missed offer.
 -- KEYS: 1 asg, 2 agent, 3 work, 4 call, 5 events, 6 offers, 7 queue, 8 timeline, 9 idx:ready,
---       10 idx:rev
+--       10 idx:revs
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 'rejected'|'timed_out', 5 aging ms per
 --       priority level, 6 max missed offers (0 = never NOT_RESPONDING), 7 retention_ms,
 --       8 record_ttl_ms, 9 maxlen

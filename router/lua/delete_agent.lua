@@ -1,4 +1,4 @@
--- KEYS: 1 agent, 2 work, 3 agents, 4 events, 5 idx:ready, 6 idx:rev,
+-- KEYS: 1 agent, 2 work, 3 agents, 4 events, 5 idx:ready, 6 idx:revs,
 --       7.. idx:skill keys of the profile read
 -- ARGV: 1 now|'', 2 version read, 3 agent_id, 4 maxlen
 -- -> {'missing'} | {'moved', current version} | {'busy', count of work held} | {'ok'}

@@ -1,6 +1,6 @@
 -- End an ACTIVE assignment as completed, released or cancelled.
 -- KEYS: 1 asg, 2 agent, 3 work, 4 call, 5 events, 6 queue, 7 offers, 8 history, 9 timeline,
---       10 idx:ready, 11 idx:rev
+--       10 idx:ready, 11 idx:revs
 --       (agent and call as read from the asg hash, which never changes them)
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 end state, 5 outcome value or '',
 --       6 half_life_s, 7 retention_ms, 8 record_ttl_ms, 9 maxlen, 10 wrap-up ms,

@@ -1,4 +1,4 @@
--- KEYS: 1 agent, 2 idx:ready, 3 idx:rev    ARGV: 1 now|'', 2 agent_id
+-- KEYS: 1 agent, 2 idx:ready, 3 idx:revs    ARGV: 1 now|'', 2 agent_id
 -- -> {'missing'} | {'ok', now}
 local now = now_ms(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end

@@ -1,5 +1,5 @@
 -- Take back an absent agent's offers and their active work on some channels.
--- KEYS: 1 agent, 2 work, 3 events, 4 queue, 5 offers, 6 idx:ready, 7 idx:rev, then per
+-- KEYS: 1 agent, 2 work, 3 events, 4 queue, 5 offers, 6 idx:ready, 7 idx:revs, then per
 --       assignment read: asg, call, timeline
 -- ARGV: 1 now|'', 2 agent_id, 3 channels as ',a,b,', 4 aging ms per priority level,
 --       5 retention_ms, 6 record_ttl_ms, 7 maxlen, 8.. the assignment ids read

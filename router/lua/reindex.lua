@@ -1,7 +1,7 @@
--- Build the routing index (idx:ready, idx:rev) of some agents from their hashes: run over
+-- Build the routing index (idx:ready, idx:revs) of some agents from their hashes: run over
 -- every agent of a tenant whose index was never built by this version, the last batch with
 -- ARGV[3] set, which then marks the index as built.
--- KEYS: 1 idx:ready, 2 idx:rev, 3 idx:version, 4.. agent keys
+-- KEYS: 1 idx:ready, 2 idx:revs, 3 idx:version, 4.. agent keys
 -- ARGV: 1 now|'', 2 index version, 3 '1' on the last batch, 4.. agent ids (as KEYS 4..)
 -- -> {'ok'}
 for i = 4, #KEYS do index_agent(KEYS[i], KEYS[1], KEYS[2], ARGV[i]) end

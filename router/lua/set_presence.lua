@@ -1,4 +1,4 @@
--- KEYS: 1 agent, 2 work, 3 events, 4 idx:ready, 5 idx:rev
+-- KEYS: 1 agent, 2 work, 3 events, 4 idx:ready, 5 idx:revs
 -- ARGV: 1 now|'', 2 presence, 3 reason, 4 agent_id, 5 maxlen, 6 retention_ms
 -- -> {'missing'} | {'ok', view}
 local now = now_ms(ARGV[1])

@@ -1,5 +1,5 @@
 -- Compare-and-set of an agent profile on the version the caller read.
--- KEYS: 1 agent, 2 work, 3 events, 4 idx:ready, 5 idx:rev,
+-- KEYS: 1 agent, 2 work, 3 events, 4 idx:ready, 5 idx:revs,
 --       6.. idx:skill keys: ARGV[4] removed skills, then added ones
 -- ARGV: 1 now|'', 2 version read, 3 new profile JSON, 4 number of removed skills, 5 agent_id,
 --       6 maxlen, 7 retention_ms

@@ -104,7 +104,7 @@ def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> 
         "agents": "zset",
         "idx:skill": "set",
         "idx:ready": "zset",
-        "idx:rev": "hash",
+        "idx:revs": "zset",
         "policy": "string",
         "asg": "hash",
         "call": "hash",

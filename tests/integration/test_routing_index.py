@@ -85,11 +85,13 @@ def _ready_from_hashes(client: redis.Redis) -> dict[str, float]:
 def _check_index(client: redis.Redis) -> None:
     ready = dict(client.zrange(PREFIX + "idx:ready", 0, -1, withscores=True))  # type: ignore[arg-type]
     assert ready == _ready_from_hashes(client)
-    revs: dict[str, str] = client.hgetall(PREFIX + "idx:rev")  # type: ignore[assignment]
+    scored: list[tuple[str, float]] = client.zrange(PREFIX + "idx:revs", 0, -1, withscores=True)  # type: ignore[assignment]
+    revs = {agent_id: str(int(score)) for agent_id, score in scored}
     agents = [str(a) for a in client.zrange(PREFIX + "agents", 0, -1)]
-    assert set(revs) - {""} <= set(agents)
     for agent_id in agents:
         assert client.hget(f"{PREFIX}agent:{agent_id}", "rev") == revs[agent_id]
+    # Deleted agents stay, at the rev of their deletion: no rev above the counter.
+    assert all(int(rev) <= int(revs[""]) for agent_id, rev in revs.items() if agent_id)
 
 
 def _room(agent: AgentSnapshot, policy: Policy, channel: Channel) -> bool:
@@ -222,6 +224,7 @@ def test_index_stays_exact_through_random_walks(
     rng_redis, rng_memory = random.Random(seed), random.Random(seed)
     redis_walk = Walk(RedisStore(redis_client, clock))
     memory_walk = Walk(MemoryStore(clock))
+    other_replica = RedisStore(redis_client, clock)  # writes nothing: learns from the log
     probe_rng = random.Random(seed + 1000)
     for step in range(STEPS):
         answer = redis_walk.step(rng_redis, clock)
@@ -245,6 +248,8 @@ def test_index_stays_exact_through_random_walks(
             a.agent_id for a in twin_view.snapshot.agents
         ]
         on_redis = _check_candidates(redis_walk.store, probe)
+        if step % 3 == seed % 3:
+            assert _check_candidates(other_replica, probe) == on_redis
         on_memory = _check_candidates(memory_walk.store, probe)
         assert [a.agent_id for a in on_redis.snapshot.agents] == [
             a.agent_id for a in on_memory.snapshot.agents
@@ -277,10 +282,12 @@ def test_a_forged_entry_for_an_absent_agent_cannot_win(
     store.create_agent(T, AgentProfile("carl", skills={"billing": 10}, capacity={Channel.VOICE: 1}))
     store.set_presence(T, "carl", Presence.AVAILABLE)
     store.load_candidates(T, _voice("warm"))  # carl cached as available
-    rev = redis_client.hget(PREFIX + "idx:rev", "carl")
+    rev = redis_client.zscore(PREFIX + "idx:revs", "carl")
+    assert rev is not None
     store.set_presence(T, "carl", Presence.OFFLINE)
     redis_client.zadd(PREFIX + "idx:ready", {"carl": 0})
-    redis_client.hset(PREFIX + "idx:rev", "carl", str(rev))  # the index lies about him
+    redis_client.zadd(PREFIX + "idx:revs", {"carl": rev})  # the index lies about him
+    store._mirrors.clear()  # the lie reaches this replica in a full read
     fast = store.load_candidates(T, _voice("x"))
     carl = next(a for a in fast.snapshot.agents if a.agent_id == "carl")
     assert carl.presence == Presence.AVAILABLE  # the stale view the first decision sees
@@ -302,11 +309,13 @@ def test_a_forged_entry_for_a_full_agent_cannot_overfill_them(
     _team(store)
     store.delete_agent(T, "bob")
     store.load_candidates(T, _voice("warm"))  # ann cached while free
-    rev = redis_client.hget(PREFIX + "idx:rev", "ann")
+    rev = redis_client.zscore(PREFIX + "idx:revs", "ann")
+    assert rev is not None
     first = Assigner(store).assign(T, "r1", _voice("c1"))
     assert first.assignment is not None
     redis_client.zadd(PREFIX + "idx:ready", {"ann": 0})
-    redis_client.hset(PREFIX + "idx:rev", "ann", str(rev))
+    redis_client.zadd(PREFIX + "idx:revs", {"ann": rev})
+    store._mirrors.clear()  # the lie reaches this replica in a full read
     assert store.load_candidates(T, _voice("x")).snapshot.agents[0].active == ()
     second = Assigner(store).assign(T, "r2", _voice("c2"), queue=False)
     assert second.outcome == Outcome.NO_AGENT
@@ -374,13 +383,15 @@ def test_data_from_before_the_index_is_indexed_on_first_use(
     store = RedisStore(redis_client, clock)
     _team(store)
     assert Assigner(store).assign(T, "r1", _voice("c1")).assignment is not None
-    for name in ("idx:ready", "idx:rev", "idx:version"):
+    for name in ("idx:ready", "idx:revs", "idx:version"):
         redis_client.delete(PREFIX + name)
     for agent_id in ("ann", "bob"):
         redis_client.hdel(f"{PREFIX}agent:{agent_id}", "rev")
+    redis_client.hset(PREFIX + "idx:rev", mapping={"": "7", "ann": "3"})  # index version 1
     fresh = RedisStore(redis_client, clock)
     fast = _check_candidates(fresh, _voice("x"))
     assert len(fast.snapshot.agents) == 1
     _check_index(redis_client)
-    assert redis_client.get(PREFIX + "idx:version") == "1"
+    assert redis_client.get(PREFIX + "idx:version") == "2"
+    assert not redis_client.exists(PREFIX + "idx:rev")
     assert Assigner(fresh).assign(T, "r2", _voice("c2")).assignment is not None

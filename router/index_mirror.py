@@ -1,0 +1,183 @@
+"""A replica's mirror of one tenant's routing index, kept current from its change log.
+
+Redis holds the index (``router/lua/_lib.lua``, ``index_agent``): ``idx:ready`` scores every
+AVAILABLE agent by the units of its work, and ``idx:revs`` scores every agent by its ``rev``,
+which every change takes from one counter per tenant; a deleted agent stays at the rev of
+its deletion. So the members of ``idx:revs`` above a rev are exactly the agents changed or
+deleted since, and the ``index_changes`` script sends a replica only those (with their units
+in ``idx:ready``, or none), or the whole of ``idx:ready`` when the mirror is new, too far
+behind, ahead of the counter (writes lost in a failover) or due for its periodic full read.
+
+The mirror holds the ready agents (rev, units) and the skills of each one's decoded profile,
+so ``candidates`` answers "ready, holding these skills, with this much room" from memory
+instead of Redis intersecting skill sets and sending every candidate's rev on every Assign.
+After ``apply``, the state is the index as of the reply's head rev: the same candidates the
+old full read gave. Changes are applied only forward (per agent, by rev), so concurrent
+requests may apply their replies in any order; no lock is held during a round trip.
+
+Pure: no driver, no clock (callers pass ``monotonic`` seconds).
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+FULL_READ_EVERY_S = 60.0
+"""Longest time between full reads of a tenant's index (bounds what a lost write in a
+failover, which can make the counter reissue revs, could leave stale)."""
+MAX_DELTA = 5_000
+"""Most changed agents the script sends as a delta; further behind, it sends everything."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """``IndexMirror.candidates``: the ready agents for one call."""
+
+    ids: list[str]
+    """Ready agents holding every required skill with room for the call, in id order."""
+    revs: list[str]
+    """Their revs (for the decoded-agent cache)."""
+    in_ready: int
+    """Ready agents holding every required skill (with room or not)."""
+
+
+class IndexMirror:
+    """One tenant's ``idx:ready`` as of rev ``head``, with each ready agent's skills."""
+
+    def __init__(self) -> None:
+        """An empty mirror: its first read is a full one."""
+        self._lock = threading.Lock()
+        self.head = -1
+        """Every change up to this rev is applied (-1: nothing read yet)."""
+        self._full_at = float("-inf")
+        self._seen: dict[str, int] = {}
+        """Agent id -> the highest rev applied for it (ready or not)."""
+        self._floor = -1
+        """Revs up to this one are reflected for every agent (the last full read's head)."""
+        self._ready: dict[str, tuple[str, int]] = {}
+        """Ready agent id -> (rev, units of its work)."""
+        self._skills: dict[str, tuple[str, frozenset[str]]] = {}
+        """Ready agent id -> (rev its skills were read at, skill names)."""
+        self._by_skill: dict[str, set[str]] = {}
+        self._order: list[str] = []
+        """The ready agents' ids, sorted."""
+        self._pending: set[str] = set()
+        """Ready agents whose skills are not known at their current rev."""
+
+    def since(self, now_s: float) -> str:
+        """ARGV for ``index_changes``: the head rev, or ``""`` when a full read is due."""
+        with self._lock:
+            if self.head < 0 or now_s - self._full_at >= FULL_READ_EVERY_S:
+                return ""
+            return str(self.head)
+
+    def apply(self, mode: str, head: int, flat: Sequence[str], now_s: float) -> None:
+        """Apply an ``index_changes`` reply: its ``mode``, head rev and flat
+        ``[agent id, rev, units or "", ...]``.
+
+        ``delta`` entries apply per agent only when newer than what the mirror has for it, so
+        concurrent replies may come in any order. ``all`` replaces the mirror when it is at
+        least as new as the mirror (an older one, from a request that raced with a newer
+        one, is dropped); ``reset`` (the counter went back: writes were lost in a failover)
+        replaces it in any case. Skills already read at an agent's rev are kept."""
+        triples = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+        with self._lock:
+            if mode == "delta":
+                self._apply_delta(triples)
+                self.head = max(self.head, head)
+            elif mode == "reset" or head >= self.head:
+                self._replace(triples, head)
+                self.head = head
+                self._full_at = now_s
+
+    def _apply_delta(self, triples: Sequence[tuple[str, str, str]]) -> None:
+        for agent_id, rev, units in triples:
+            number = int(rev)
+            if number <= self._seen.get(agent_id, self._floor):
+                continue  # already applied, or older than what is known
+            self._seen[agent_id] = number
+            if units:
+                if agent_id not in self._ready:
+                    bisect.insort(self._order, agent_id)
+                self._ready[agent_id] = (rev, int(float(units)))
+                if self._skills.get(agent_id, ("", frozenset()))[0] != rev:
+                    self._pending.add(agent_id)
+            else:
+                self._drop(agent_id)
+
+    def _replace(self, triples: Sequence[tuple[str, str, str]], head: int) -> None:
+        skills = self._skills
+        self._seen = {agent_id: int(rev) for agent_id, rev, _ in triples}
+        self._floor = head  # every agent's state up to here is in this read
+        self._ready = {agent_id: (rev, int(float(units))) for agent_id, rev, units in triples}
+        self._order = sorted(self._ready)
+        self._skills, self._by_skill, self._pending = {}, {}, set()
+        for agent_id, (rev, _) in self._ready.items():
+            known = skills.get(agent_id)
+            if known is not None and known[0] == rev:
+                self._skills[agent_id] = known
+                for name in known[1]:
+                    self._by_skill.setdefault(name, set()).add(agent_id)
+            else:
+                self._pending.add(agent_id)
+
+    def unlearned(self) -> tuple[list[str], list[str]]:
+        """Ready agents whose skills are not known at their current rev, with those revs."""
+        with self._lock:
+            ids = sorted(self._pending)
+            revs = [self._ready[agent_id][0] for agent_id in ids]
+        return ids, revs
+
+    def learn(self, known: Iterable[tuple[str, str, frozenset[str]]], gone: Iterable[str]) -> None:
+        """Record skills read for agents (agent id, rev read, skill names); ``gone``: agents
+        whose hash no longer exists (deleted after the index was read)."""
+        with self._lock:
+            for agent_id, rev, skills in known:
+                current = self._ready.get(agent_id)
+                if current is None or int(rev) < int(current[0]):
+                    continue  # left the index meanwhile, or a newer change is applied
+                old = self._skills.get(agent_id)
+                if old is not None:
+                    for name in old[1] - skills:
+                        self._by_skill[name].discard(agent_id)
+                for name in skills:
+                    self._by_skill.setdefault(name, set()).add(agent_id)
+                self._skills[agent_id] = (current[0], skills)
+                self._pending.discard(agent_id)
+            for agent_id in gone:
+                self._drop(agent_id)
+
+    def candidates(self, skills: Sequence[str], room: int) -> Pick:
+        """The ready agents holding every skill of ``skills`` whose units leave ``room``
+        (at most ``room`` units in use), in id order."""
+        with self._lock:
+            ready = self._ready
+            if skills:
+                sets = sorted((self._by_skill.get(name, set()) for name in skills), key=len)
+                holders = sets[0].intersection(*sets[1:]) if len(sets) > 1 else sets[0]
+                if 4 * len(holders) < len(self._order):
+                    ids = sorted(a for a in holders if ready[a][1] <= room)
+                else:
+                    ids = [a for a in self._order if a in holders and ready[a][1] <= room]
+                count = len(holders)
+            else:
+                ids = [a for a in self._order if ready[a][1] <= room]
+                count = len(self._order)
+            revs = [ready[a][0] for a in ids]
+        return Pick(ids, revs, count)
+
+    def __len__(self) -> int:
+        """Ready agents mirrored."""
+        return len(self._ready)
+
+    def _drop(self, agent_id: str) -> None:
+        if self._ready.pop(agent_id, None) is not None:
+            del self._order[bisect.bisect_left(self._order, agent_id)]
+        self._pending.discard(agent_id)
+        known = self._skills.pop(agent_id, None)
+        if known is not None:
+            for name in known[1]:
+                self._by_skill[name].discard(agent_id)

@@ -1,0 +1,159 @@
+"""``router.index_mirror``: a replica's mirror of the routing index against a model of it.
+
+The model plays Redis: agents change (ready or not, units, skills, deleted), each change
+takes the next rev, and a reply is what ``index_changes`` would send for a mirror at some rev
+("delta") or for none ("all"). Replies taken at different moments are applied in random
+order, as concurrent requests may: the mirror must always equal the index as of the newest
+reply applied.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from router.index_mirror import IndexMirror
+
+SKILLS = ("billing", "tech", "sales")
+
+
+@dataclass
+class Index:
+    """What Redis holds: rev per agent (deleted ones too), units of the ready ones, and
+    each agent's skills."""
+
+    counter: int = 1_000
+    revs: dict[str, int] = field(default_factory=dict)
+    ready: dict[str, int] = field(default_factory=dict)
+    skills: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def change(self, rng: random.Random) -> None:
+        agent_id = f"a{rng.randrange(12):02d}"
+        self.counter += 1
+        self.revs[agent_id] = self.counter
+        roll = rng.random()
+        if roll < 0.15:
+            self.ready.pop(agent_id, None)
+            self.skills.pop(agent_id, None)  # deleted
+            return
+        if agent_id not in self.skills or roll < 0.3:
+            self.skills[agent_id] = frozenset(rng.sample(SKILLS, rng.randint(0, 3)))
+        if rng.random() < 0.7:
+            self.ready[agent_id] = rng.choice((0, 25, 50, 100))
+        else:
+            self.ready.pop(agent_id, None)
+
+    def reply(self, since: str) -> tuple[str, int, list[str]]:
+        """What ``index_changes`` sends for a mirror at ``since``."""
+        if since and int(since) <= self.counter:
+            flat: list[str] = []
+            for agent_id, rev in sorted(self.revs.items(), key=lambda item: item[1]):
+                if rev > int(since):
+                    units = self.ready.get(agent_id)
+                    flat += [agent_id, str(rev), "" if units is None else str(units)]
+            return "delta", self.counter, flat
+        flat = []
+        for agent_id, units in self.ready.items():
+            flat += [agent_id, str(self.revs[agent_id]), str(units)]
+        return "reset" if since else "all", self.counter, flat
+
+    def candidates(self, skills: tuple[str, ...], room: int) -> tuple[list[str], int]:
+        holders = [a for a in self.ready if set(skills) <= self.skills[a]]
+        return sorted(a for a in holders if self.ready[a] <= room), len(holders)
+
+
+def learn_all(mirror: IndexMirror, index: Index) -> None:
+    """What ``load_candidates`` does after ``apply``: read the pending agents' skills."""
+    ids, revs = mirror.unlearned()
+    known = [(a, r, index.skills[a]) for a, r in zip(ids, revs, strict=True) if a in index.skills]
+    mirror.learn(known, [a for a in ids if a not in index.skills])
+
+
+def check(mirror: IndexMirror, index: Index) -> None:
+    for skills in ((), ("billing",), ("tech", "sales"), SKILLS):
+        for room in (0, 50, 100):
+            pick = mirror.candidates(skills, room)
+            assert (pick.ids, pick.in_ready) == index.candidates(skills, room), (skills, room)
+            assert pick.revs == [str(index.revs[a]) for a in pick.ids]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_replies_in_any_order_leave_the_newest_state(seed: int) -> None:
+    rng = random.Random(seed)
+    index, mirror = Index(), IndexMirror()
+    now = 0.0
+    for _ in range(30):
+        # Two requests ask at the mirror's current rev, Redis changes in between, and their
+        # replies come back in either order.
+        first_since = mirror.since(now)
+        for _ in range(rng.randint(0, 4)):
+            index.change(rng)
+        first = index.reply(first_since)
+        second_since = mirror.since(now)
+        for _ in range(rng.randint(0, 4)):
+            index.change(rng)
+        second = index.reply(second_since)
+        replies = [first, second]
+        rng.shuffle(replies)
+        for mode, head, flat in replies:
+            mirror.apply(mode, head, flat, now)
+            learn_all(mirror, index)
+        check(mirror, index)
+        assert mirror.head == index.counter
+        now += rng.choice((1.0, 30.0, 61.0))  # past 60 s the next read is a full one
+
+
+def test_a_full_read_is_due_first_and_then_every_minute() -> None:
+    mirror = IndexMirror()
+    assert mirror.since(0.0) == ""
+    mirror.apply("all", 7, [], 0.0)
+    assert mirror.since(59.0) == "7"
+    assert mirror.since(60.0) == ""
+
+
+def test_a_counter_that_went_back_starts_the_mirror_over() -> None:
+    """Writes lost in a failover: the counter is below the mirror's head, so the script sends
+    everything, and revs the mirror already saw must not hide the new state."""
+    index, mirror = Index(), IndexMirror()
+    index.counter = 500
+    index.revs, index.ready, index.skills = {"a": 500}, {"a": 0}, {"a": frozenset({"tech"})}
+    mirror.apply(*index.reply(""), 0.0)
+    learn_all(mirror, index)
+    # After the failover: the counter is at 400; ``b`` changed at 401, ``a`` left at 402.
+    index.counter = 402
+    index.revs, index.ready = {"a": 402, "b": 401}, {"b": 25}
+    index.skills = {"a": frozenset({"tech"}), "b": frozenset({"tech"})}
+    mode, head, flat = index.reply(mirror.since(1.0))
+    assert mode == "reset"
+    mirror.apply(mode, head, flat, 1.0)
+    learn_all(mirror, index)
+    check(mirror, index)
+    assert mirror.head == 402
+
+
+def test_skills_read_at_an_older_rev_are_not_kept() -> None:
+    """A skill read that raced with a newer change does not overwrite it: the agent stays
+    pending until its current rev is read."""
+    mirror = IndexMirror()
+    mirror.apply("all", 10, ["a", "10", "0"], 0.0)
+    mirror.apply("delta", 11, ["a", "11", "0"], 0.0)
+    mirror.learn([("a", "10", frozenset({"tech"}))], [])
+    assert mirror.unlearned() == (["a"], ["11"])
+    assert mirror.candidates(("tech",), 100).ids == []
+    mirror.learn([("a", "11", frozenset({"tech"}))], [])
+    assert mirror.unlearned() == ([], [])
+    assert mirror.candidates(("tech",), 100).ids == ["a"]
+
+
+def test_an_older_delta_cannot_bring_back_what_a_newer_full_read_left_out() -> None:
+    """A full read at rev 20 lists only ``b``; a delta taken earlier (rev 15) still has ``a``
+    ready at rev 12. Applied after the full read, it must not make ``a`` ready again."""
+    mirror = IndexMirror()
+    mirror.apply("all", 20, ["b", "18", "0"], 0.0)
+    mirror.apply("delta", 15, ["a", "12", "0", "b", "11", "25"], 0.0)
+    mirror.learn([("b", "18", frozenset())], [])
+    pick = mirror.candidates((), 100)
+    assert (pick.ids, pick.revs) == (["b"], ["18"])
+    assert mirror.head == 20
