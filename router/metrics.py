@@ -60,6 +60,15 @@ SLA_EVENTS = Counter(
     ("kind",),
     registry=REGISTRY,
 )
+INDEX_READS = Counter(
+    "router_routing_index_reads_total",
+    "Reads of the routing index by load_candidates, by mode: delta (only the agents changed "
+    "since this replica's mirror was current), all (the whole index: a new or minute-old "
+    "mirror, or one too far behind) and reset (the rev counter went back: writes were lost "
+    "in a Redis failover).",
+    ("mode",),
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "router_queue_depth",
     "Calls waiting, per tenant, as of the last dispatcher pass.",

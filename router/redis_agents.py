@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from router import codec
+from router import codec, metrics
 from router import store_common as rules
 from router.domain import (
     AGENT_UNIT_BUDGET,
@@ -317,6 +317,7 @@ class RedisAgents(RedisBase):
         """Apply an ``index_changes`` reply to ``mirror``, learn the skills of the ready agents
         it does not know yet, and read the candidates for ``call``."""
         _, now_text, raw_policy, total, queued, seen, skilled, head, mode, flat = reply
+        metrics.INDEX_READS.labels(text(mode)).inc()
         policy = self._policy(raw_policy)
         now, window = int(now_text), policy.occupancy_window_s * 1000
         mirror.apply(text(mode), int(float(head)), [text(x) for x in flat], time.monotonic())

@@ -21,6 +21,7 @@ import random
 import pytest
 import redis
 
+from router import metrics
 from router.assigner import Assigner, Outcome, rng_for
 from router.domain import (
     AGENT_UNIT_BUDGET,
@@ -395,3 +396,32 @@ def test_data_from_before_the_index_is_indexed_on_first_use(
     assert redis_client.get(PREFIX + "idx:version") == "2"
     assert not redis_client.exists(PREFIX + "idx:rev")
     assert Assigner(fresh).assign(T, "r2", _voice("c2")).assignment is not None
+
+
+def _index_reads(mode: str) -> float:
+    value = metrics.REGISTRY.get_sample_value("router_routing_index_reads_total", {"mode": mode})
+    return value or 0.0
+
+
+def test_replicas_read_the_index_whole_once_then_only_changes(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """A new replica reads the whole index, then only what changed; when the counter is found
+    behind its mirror (a failover lost writes) it starts over, and its candidates stay exact."""
+    store = RedisStore(redis_client, clock)
+    _team(store)
+    before = {mode: _index_reads(mode) for mode in ("all", "delta", "reset")}
+    _check_candidates(store, _voice("x1"))
+    _check_candidates(store, _voice("x2"))
+    store.set_presence(T, "bob", Presence.BREAK)
+    assert [a.agent_id for a in _check_candidates(store, _voice("x3")).snapshot.agents] == ["ann"]
+    assert _index_reads("all") - before["all"] == 1
+    assert _index_reads("delta") - before["delta"] == 2
+    # The promoted replica never saw the last writes: its counter is behind the mirror.
+    head = redis_client.zscore(PREFIX + "idx:revs", "")
+    assert head is not None
+    redis_client.zadd(PREFIX + "idx:revs", {"": head - 10})
+    store.set_presence(T, "bob", Presence.AVAILABLE)
+    fast = _check_candidates(store, _voice("x4"))
+    assert [a.agent_id for a in fast.snapshot.agents] == ["ann", "bob"]
+    assert _index_reads("reset") - before["reset"] == 1
