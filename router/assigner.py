@@ -27,9 +27,12 @@ whatever that solve gave the new call (ASSIGNED/OFFERED, or QUEUED with its posi
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
+import operator
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -39,6 +42,7 @@ import structlog
 from router import deadline, metrics
 from router.codec import encode_call
 from router.domain import (
+    AgentSnapshot,
     Assignment,
     AssignmentState,
     Call,
@@ -56,6 +60,7 @@ from router.forecast import agents_for, estimated_wait_s
 from router.store import Candidates, Claim, Committed, Conflict, Gone, Replayed, Store
 
 log = structlog.get_logger(__name__)
+_AGENT_ID = operator.attrgetter("profile.agent_id")
 
 HISTORY_WINDOW_MS = 15 * 60 * 1000
 INLINE_DISPATCH_RESERVE_S = 0.05
@@ -211,7 +216,7 @@ class Assigner:
     ) -> AssignResult | Conflict | Gone:
         """Commit the placement (the store re-checks the agent): the answer, or why the
         commit was refused (re-plan)."""
-        agent = next(a for a in snapshot.agents if a.agent_id == placement.agent_id)
+        agent = _find(snapshot.agents, placement.agent_id)
         policy, channel = snapshot.policy, placed.channel
         claim = Claim(
             request_id=req.request_id,
@@ -332,3 +337,12 @@ def with_pruned(explanation: Explanation, fast: Candidates) -> Explanation:
 def _placed(assignment: Assignment, explanation: Explanation, attempts: int) -> AssignResult:
     outcome = Outcome.OFFERED if assignment.state == AssignmentState.OFFERED else Outcome.ASSIGNED
     return AssignResult(outcome, explanation, assignment=assignment, attempts=attempts)
+
+
+def _find(agents: Sequence[AgentSnapshot], agent_id: str | None) -> AgentSnapshot:
+    """The agent ``agent_id`` of a snapshot: by bisection, as the stores list agents in id
+    order, else by a scan."""
+    at = bisect.bisect_left(agents, agent_id, key=_AGENT_ID)
+    if at < len(agents) and agents[at].profile.agent_id == agent_id:
+        return agents[at]
+    return next(a for a in agents if a.profile.agent_id == agent_id)
