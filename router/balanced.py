@@ -168,7 +168,7 @@ def _solve_channel_fast(
     rules, scores = columns.rules, columns.scores
     n_calls = len(group)
     screenings = [rules.screen(calls[index]) for index in group]
-    members = np.unique(np.concatenate([s.eligible for s in screenings]))
+    members = _members(screenings)
     column = np.full(rules.size, -1, np.intp)
     column[members] = np.arange(len(members))
 
@@ -238,6 +238,13 @@ def _solve_channel_fast(
         explanation = dataclasses.replace(explanation, candidates=len(screening.eligible))
         results.append((index, Placement(calls[index].call_id, chosen_id, explanation)))
     return results
+
+
+def _members(screenings: Sequence[ColumnScreening]) -> npt.NDArray[np.intp]:
+    """Agents eligible for any of the calls, in position (agent-id) order."""
+    if len(screenings) == 1:
+        return screenings[0].eligible  # flatnonzero's positions: sorted, distinct
+    return np.unique(np.concatenate([s.eligible for s in screenings]))
 
 
 def _slot_table(

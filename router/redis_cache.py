@@ -59,20 +59,22 @@ class AgentCache:
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         """An empty cache holding at most ``max_entries`` agents."""
-        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._entries: dict[str, dict[str, _Entry]] = {}
+        """Tenant -> agent id -> entry."""
+        self._size = 0
         self._max = max_entries
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         """Agents cached."""
-        return len(self._entries)
+        return self._size
 
     def get(
         self, tenant: str, agent_id: str, rev: str, now: int, window_ms: int
     ) -> AgentSnapshot | None:
         """The agent at ``now`` (spans of the last ``window_ms``) if rev ``rev`` is cached
         with the spans that window needs, else ``None`` (read it, then ``put``)."""
-        entry = self._entries.get((tenant, agent_id))
+        entry = self._entries.get(tenant, {}).get(agent_id)
         if entry is None or not rev or entry.rev != rev or now - window_ms < entry.min_end:
             return None
         if entry.window_ms == window_ms and entry.built_ms <= now < entry.stable_until_ms:
@@ -98,10 +100,10 @@ class AgentCache:
         the ids to read (then ``put``)."""
         found: dict[str, AgentSnapshot] = {}
         missing: list[str] = []
-        entries, cutoff = self._entries, now - window_ms
+        entries, cutoff = self._entries.get(tenant, {}), now - window_ms
         for agent_id, rev in zip(ids, revs, strict=True):
             # ``get``'s common case inline (this loop runs over every candidate).
-            entry = entries.get((tenant, agent_id))
+            entry = entries.get(agent_id)
             if (
                 entry is not None
                 and entry.rev == rev
@@ -157,9 +159,12 @@ class AgentCache:
 
     def _store(self, tenant: str, agent_id: str, entry: _Entry) -> None:
         with self._lock:
-            if len(self._entries) >= self._max:
+            if self._size >= self._max:
                 self._entries.clear()
-            self._entries[(tenant, agent_id)] = entry
+                self._size = 0
+            entries = self._entries.setdefault(tenant, {})
+            self._size += agent_id not in entries
+            entries[agent_id] = entry
 
     @staticmethod
     def _build(
