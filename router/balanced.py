@@ -61,7 +61,7 @@ import numpy.typing as npt
 
 from router.board import Board, explain
 from router.domain import Call, Channel, Placement, Strategy
-from router.eligibility import AgentColumns, ColumnScreening, Screening
+from router.eligibility import AgentColumns, ColumnScreening
 from router.ordering import queue_order
 from router.solver import solve_flow, solve_flow_arrays
 from scoring.load import AgentTable, free_slots, slot_cost_matrix, slot_costs
@@ -228,14 +228,8 @@ def _solve_channel_fast(
             parts = {**chosen_card.parts, LOAD: -float(load_matrix[j, taken[j]])}
             taken[j] += 1
             columns.place(i, channel)
-        explanation = explain(
-            Strategy.BALANCED,
-            _bare(screening),
-            chosen_id,
-            parts,
-            _runner_up(screening, nets[c], i, ids),
-        )
-        explanation = dataclasses.replace(explanation, candidates=len(screening.eligible))
+        runner_up = _runner_up(screening, nets[c], i, ids)
+        explanation = explain(Strategy.BALANCED, screening, chosen_id, parts, runner_up)
         results.append((index, Placement(calls[index].call_id, chosen_id, explanation)))
     return results
 
@@ -338,13 +332,6 @@ def _choose(
         slot_agents=slot_agents,
         slot_costs=slot_ints,
     ).agent_of
-
-
-def _bare(screening: ColumnScreening) -> Screening:
-    """The screening ``explain`` needs, without the eligible agents (only their count)."""
-    return Screening(
-        eligible=(), excluded=screening.excluded, widening_step=screening.widening_step
-    )
 
 
 def _runner_up(

@@ -23,6 +23,7 @@ from router.domain import (
     frozen_map,
 )
 from router.eligibility import (
+    ColumnScreening,
     Screening,
     absence_reason,
     capacity_reason,
@@ -216,7 +217,7 @@ class Board:
 
 def explain(
     strategy: Strategy,
-    screening: Screening,
+    screening: Screening | ColumnScreening,
     chosen: str | None,
     parts: Mapping[str, float],
     values: Iterable[tuple[str, float]],

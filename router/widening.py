@@ -70,4 +70,7 @@ def widen(call: Call, steps: int, policy: Policy) -> WidenedRequirements:
 
 def requirements(call: Call, now_ms: int, policy: Policy) -> WidenedRequirements:
     """The requirements the hard rules apply to ``call`` at ``now_ms``."""
+    if not policy.widening:  # the call's own requirements (``widen(call, 0, policy)``)
+        teams = frozenset({call.team}) if call.team else frozenset[str]()
+        return WidenedRequirements(0, tuple(call.required_skills), teams, any_region=False)
     return widen(call, applied_steps(call, now_ms, policy), policy)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from router import eligibility
@@ -166,3 +168,19 @@ def test_widened_rules_in_eligibility_check() -> None:
     email = call(299, Channel.EMAIL, team="")
     assert eligibility.check(email, roaming, NOW, POLICY) == Exclusion.SKILL_TOO_LOW
     assert eligibility.check(call(300, Channel.EMAIL, team=""), roaming, NOW, POLICY) is None
+
+
+@pytest.mark.parametrize(
+    ("team", "levels"),
+    [("", ()), ("billing", (("billing", 3),)), ("", (("tech", 1), ("billing", 10)))],
+)
+def test_without_steps_a_call_keeps_its_own_requirements(
+    team: str, levels: tuple[tuple[str, int], ...]
+) -> None:
+    """No widening steps in the policy: what ``widen`` gives for 0 steps, via the short path."""
+    call = dataclasses.replace(
+        make_call("c1", team=team),
+        required_skills=tuple(SkillRequirement(skill, level) for skill, level in levels),
+    )
+    policy = Policy(widening=())
+    assert requirements(call, NOW, policy) == widen(call, 0, policy)
