@@ -14,7 +14,7 @@ from typing import Any
 from router import store_common as rules
 from router.domain import AgentSnapshot, Policy
 from router.index_mirror import IndexMirror
-from router.redis_cache import AgentCache
+from router.redis_cache import AgentCache, PartiesCache
 from router.redis_schema import Keys, agent_from_hash, text, texts
 
 
@@ -48,6 +48,8 @@ class RedisBase(ABC):
     """Decoded agents by ``rev`` (``load_candidates``)."""
     _policies: dict[str, Policy]
     """Decoded policies by their stored JSON."""
+    _parties_seen: PartiesCache
+    """Agent and call of the assignments this replica committed or read."""
     _mirrors: dict[str, IndexMirror]
     """Tenant -> this replica's mirror of its routing index (``load_candidates``)."""
 

@@ -178,3 +178,25 @@ class AgentCache:
         active, ended = rules.split_work(works, now)
         recent = sorted((s for s in (*spans, *ended) if s.end_ms >= cutoff), key=rules.span_order)
         return dataclasses.replace(base, active=active, recent=tuple(recent))
+
+
+class PartiesCache:
+    """Assignment id -> (agent id, call id) per key prefix (tenant): an assignment's parties
+    never change, so a replica need not read them again before each script on it."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        """An empty cache; past ``max_entries`` it starts over."""
+        self._entries: dict[tuple[str, str], tuple[str, str]] = {}
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, scope: str, assignment_id: str) -> tuple[str, str] | None:
+        """The parties remembered for ``assignment_id``, if any."""
+        return self._entries.get((scope, assignment_id))
+
+    def remember(self, scope: str, assignment_id: str, parties: tuple[str, str]) -> None:
+        """Remember the (agent id, call id) of ``assignment_id``."""
+        with self._lock:
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[(scope, assignment_id)] = parties

@@ -108,6 +108,7 @@ class RedisRouting(RedisBase):
             return Gone(reply[1])
         if reply[0] == "conflict":
             return Conflict(reply[1])
+        self._parties_seen.remember(k.prefix, asg_id, (claim.agent_id, call.call_id))
         return Committed(
             Assignment(
                 assignment_id=asg_id,
@@ -159,9 +160,15 @@ class RedisRouting(RedisBase):
     # --- offers and endings -----------------------------------------------------------------
 
     def _parties(self, k: Keys, assignment_id: str) -> tuple[str, str]:
+        """The assignment's agent and call: they never change, so this replica remembers
+        the ones it committed or read (the script re-checks that the assignment exists)."""
+        known = self._parties_seen.get(k.prefix, assignment_id)
+        if known is not None:
+            return known
         agent_id, call_id = self._hmget(k.asg(assignment_id), "agent_id", "call_id")
         if agent_id is None or call_id is None:
             raise rules.assignment_not_found(assignment_id)
+        self._parties_seen.remember(k.prefix, assignment_id, (agent_id, call_id))
         return agent_id, call_id
 
     @staticmethod
@@ -181,7 +188,7 @@ class RedisRouting(RedisBase):
         return assignment_from_hash(assignment_id, pairs(reply[1]))
 
     def accept_offer(self, tenant: str, assignment_id: str, token: int) -> Assignment:
-        """Read the offer's agent and call, then one script accepts it."""
+        """The offer's agent and call (remembered, else read), then one script accepts it."""
         k = Keys(tenant)
         agent_id, call_id = self._parties(k, assignment_id)
         reply = self._run(
@@ -204,7 +211,8 @@ class RedisRouting(RedisBase):
     def decline_offer(
         self, tenant: str, assignment_id: str, token: int, *, timed_out: bool, policy: Policy
     ) -> Assignment:
-        """Read the offer's agent and call, then one script declines it and requeues."""
+        """The offer's agent and call (remembered, else read), then one script declines it
+        and requeues."""
         k = Keys(tenant)
         agent_id, call_id = self._parties(k, assignment_id)
         end = AssignmentState.TIMED_OUT if timed_out else AssignmentState.REJECTED
@@ -247,7 +255,7 @@ class RedisRouting(RedisBase):
         wrap_up_s: int = 0,
         policy: Policy | None = None,
     ) -> Assignment:
-        """Read the assignment's agent and call ids, then one script ends it."""
+        """The assignment's agent and call (remembered, else read), then one script ends it."""
         rules.check_ending(end, outcome_value)
         k = Keys(tenant)
         agent_id, call_id = self._parties(k, assignment_id)

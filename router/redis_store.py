@@ -20,7 +20,8 @@ Round trips: ``commit_assignment``, ``create_agent`` (plus the tenants ``SADD``)
 ``update_agent``, ``delete_agent``, ``put_policy`` 2 (a read, then a compare-and-set script);
 ``accept_offer``, ``decline_offer``, ``finish_assignment`` 2 (the assignment's agent and
 call ids are read first so the script declares every key it touches, as Redis Cluster
-requires); ``reclaim`` 3 (the agent's work, each assignment's call, the script);
+requires; 1 on the replica that committed or already read them, which remembers them);
+``reclaim`` 3 (the agent's work, each assignment's call, the script);
 ``cancel_call`` 3 (call, its assignment, the script, which re-checks both);
 ``load_candidates`` 1 (the read-only ``index_changes`` script: policy, time, whether the
 request id was seen, how many agents hold the skills, and the agents changed in the routing
@@ -188,7 +189,7 @@ from redis.exceptions import (
 from router import store_common as rules
 from router.errors import InvalidArgumentError, RouterError, StoreUnavailableError
 from router.redis_agents import RedisAgents
-from router.redis_cache import AgentCache
+from router.redis_cache import AgentCache, PartiesCache
 from router.redis_calls import RedisCalls
 from router.redis_routing import RedisRouting
 from router.redis_schema import TENANTS_KEY, Keys, event_from_entry, text, text_or_none, texts
@@ -308,6 +309,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         self._clock = clock
         self._events_maxlen = events_maxlen
         self._agent_cache = AgentCache()
+        self._parties_seen = PartiesCache()
         self._policies = {}
         self._mirrors = {}
         timeout = kwargs.get("socket_timeout")

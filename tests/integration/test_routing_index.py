@@ -38,7 +38,7 @@ from router.domain import (
     Snapshot,
 )
 from router.engine import decide
-from router.errors import RouterError
+from router.errors import NotFoundError, RouterError
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
 from router.store import Candidates, Claim, CommitResult, Store
@@ -425,3 +425,22 @@ def test_replicas_read_the_index_whole_once_then_only_changes(
     fast = _check_candidates(store, _voice("x4"))
     assert [a.agent_id for a in fast.snapshot.agents] == ["ann", "bob"]
     assert _index_reads("reset") - before["reset"] == 1
+
+
+def test_remembered_parties_never_stand_in_for_the_assignment(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """The replica that committed an assignment remembers its agent and call (they never
+    change); another replica reads them. Either way the script decides: an assignment gone
+    from Redis is NOT_FOUND even where its parties are remembered."""
+    store, other = RedisStore(redis_client, clock), RedisStore(redis_client, clock)
+    _team(store)
+    first = Assigner(store).assign(T, "r1", _voice("c1")).assignment
+    second = Assigner(store).assign(T, "r2", _voice("c2")).assignment
+    assert first is not None
+    assert second is not None
+    done = other.finish_assignment(T, first.assignment_id, first.token, AssignmentState.COMPLETED)
+    assert done.state == AssignmentState.COMPLETED
+    redis_client.delete(f"{PREFIX}asg:{second.assignment_id}")
+    with pytest.raises(NotFoundError):
+        store.finish_assignment(T, second.assignment_id, second.token, AssignmentState.COMPLETED)
