@@ -87,13 +87,27 @@ def channel_order(calls: Sequence[Call], order: Sequence[int]) -> list[Channel]:
     return list(dict.fromkeys(calls[index].channel for index in order))
 
 
+SMALL_PLAN = 128
+"""Calls x agents up to which ``plan_balanced`` takes the one-agent-at-a-time path: without
+the array set-up it is several times faster there (a lone call over a few agents: ~25 us
+against ~200 us), and both paths give the same placements and explanations."""
+
+
 def plan_balanced(board: Board, calls: Sequence[Call]) -> list[Placement]:
     """Place ``calls`` with the balanced model; placements in input order.
 
     Screens and scores with numpy columns (``Columns``); the result is exactly that of
     ``plan_balanced_reference`` (same flow graph, arc for arc, hence the same placements and
-    explanations), which tests check on random snapshots.
+    explanations), which tests check on random snapshots. Small decisions (``SMALL_PLAN``)
+    go to the reference itself.
     """
+    if len(calls) * len(board.agents) <= SMALL_PLAN:
+        return plan_balanced_reference(board, calls)
+    return plan_balanced_columns(board, calls)
+
+
+def plan_balanced_columns(board: Board, calls: Sequence[Call]) -> list[Placement]:
+    """``plan_balanced`` on numpy columns, whatever the size."""
     placements: list[Placement | None] = [None] * len(calls)
     order = queue_order(calls, board.now_ms, board.policy)
     columns = Columns(board)

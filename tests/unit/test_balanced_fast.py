@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from router import eligibility
-from router.balanced import _top, plan_balanced, plan_balanced_reference, prioritise
+from router import balanced, eligibility
+from router.balanced import (
+    SMALL_PLAN,
+    _top,
+    plan_balanced,
+    plan_balanced_columns,
+    plan_balanced_reference,
+    prioritise,
+)
 from router.board import Board
 from router.domain import (
     Absence,
@@ -26,6 +34,7 @@ from router.domain import (
     Call,
     Channel,
     PerformanceStats,
+    Placement,
     Policy,
     Presence,
     SkillRequirement,
@@ -153,7 +162,7 @@ def random_case(seed: int) -> tuple[Snapshot, list[Call]]:
 def test_fast_plan_equals_the_reference(seed: int) -> None:
     """Same placements and explanations as the scalar plan, on random snapshots and batches."""
     snapshot, calls = random_case(seed)
-    fast = plan_balanced(Board(snapshot), calls)
+    fast = plan_balanced_columns(Board(snapshot), calls)
     reference = plan_balanced_reference(Board(snapshot), calls)
     assert fast == reference
 
@@ -266,5 +275,25 @@ def test_engine_uses_the_fast_plan_without_touching_the_snapshot() -> None:
     """``decide`` on a snapshot leaves it as it was (the plan works on its own columns)."""
     snapshot, calls = random_case(5)
     before = dataclasses.replace(snapshot)
+    plan_balanced_columns(Board(snapshot), calls)
     plan_balanced(Board(snapshot), calls)
     assert snapshot == before
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_each_size_takes_its_path_with_the_same_answer(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to ``SMALL_PLAN`` calls x agents the engine runs the reference plan, above it the
+    columns; the answer is the same either way."""
+    snapshot, calls = random_case(seed)
+    expected = plan_balanced_reference(Board(snapshot), calls)
+    assert plan_balanced_columns(Board(snapshot), calls) == expected
+
+    def refuse(board: Board, calls: Sequence[Call]) -> list[Placement]:
+        raise AssertionError("the other path was taken")
+
+    small = len(calls) * len(snapshot.agents) <= SMALL_PLAN
+    other = "plan_balanced_columns" if small else "plan_balanced_reference"
+    monkeypatch.setattr(balanced, other, refuse)
+    assert plan_balanced(Board(snapshot), calls) == expected
