@@ -225,7 +225,6 @@ def _solve_channel_fast(
     agent_of = _choose(n_calls, pairs, policy.top_k, slot_int_matrix, filled, prefer=prefer)
 
     # Cards first, placements after: a placement changes the agent's idle part.
-    ids = scores.ids
     chosen = [None if j is None else int(members[j]) for j in agent_of]
     cards = [
         None if i is None else scores.card(calls[index], i)
