@@ -6,7 +6,8 @@ which every change takes from one counter per tenant; a deleted agent stays at t
 its deletion. So the members of ``idx:revs`` above a rev are exactly the agents changed or
 deleted since, and the ``index_changes`` script sends a replica only those (with their units
 in ``idx:ready``, or none), or the whole of ``idx:ready`` when the mirror is new, too far
-behind, ahead of the counter (writes lost in a failover) or due for its periodic full read.
+behind, ahead of the counter (a failover to a node whose clock lags) or due for its periodic
+full read.
 
 The mirror holds the ready agents (rev, units) and the skills of each one's decoded profile,
 so ``candidates`` answers "ready, holding these skills, with this much room" from memory
@@ -53,6 +54,9 @@ class IndexMirror:
         self.head = -1
         """Every change up to this rev is applied (-1: nothing read yet)."""
         self._full_at = float("-inf")
+        """When the last full read was applied (or asked for: one at a time)."""
+        self.epoch = 0
+        """Bumped when the mirror starts over: replies asked for before are dropped."""
         self._seen: dict[str, int] = {}
         """Agent id -> the highest rev applied for it (ready or not)."""
         self._floor = -1
@@ -67,24 +71,31 @@ class IndexMirror:
         self._pending: set[str] = set()
         """Ready agents whose skills are not known at their current rev."""
 
-    def since(self, now_s: float) -> str:
-        """ARGV for ``index_changes``: the head rev, or ``""`` when a full read is due."""
+    def since(self, now_s: float) -> tuple[str, int]:
+        """ARGV for ``index_changes`` (the head rev, or ``""`` for a full read: always while
+        the mirror is empty, else once a minute, one request at a time) and the epoch to
+        hand back to ``apply`` with the reply."""
         with self._lock:
-            if self.head < 0 or now_s - self._full_at >= FULL_READ_EVERY_S:
-                return ""
-            return str(self.head)
+            if self.head >= 0 and now_s - self._full_at < FULL_READ_EVERY_S:
+                return str(self.head), self.epoch
+            self._full_at = now_s  # the others keep asking for deltas meanwhile
+            return "", self.epoch
 
-    def apply(self, mode: str, head: int, flat: Sequence[str], now_s: float) -> None:
-        """Apply an ``index_changes`` reply: its ``mode``, head rev and flat
-        ``[agent id, rev, units or "", ...]``.
+    def apply(self, mode: str, head: int, flat: Sequence[str], now_s: float, epoch: int) -> None:
+        """Apply an ``index_changes`` reply: its ``mode``, head rev, flat
+        ``[agent id, rev, units or "", ...]``, and the ``epoch`` ``since`` gave its request.
 
         ``delta`` entries apply per agent only when newer than what the mirror has for it, so
         concurrent replies may come in any order. ``all`` replaces the mirror when it is at
         least as new as the mirror (an older one, from a request that raced with a newer
-        one, is dropped); ``reset`` (the counter went back: writes were lost in a failover)
-        replaces it in any case. Skills already read at an agent's rev are kept."""
+        one, is dropped); ``reset`` (the counter is behind the mirror: writes were lost, or
+        the keys rewritten) replaces it in any case and starts a new epoch, so replies
+        asked for before it (from the old state) are dropped. Skills already read at an
+        agent's rev are kept."""
         triples = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
         with self._lock:
+            if epoch != self.epoch:
+                return
             if mode == "delta":
                 self._apply_delta(triples)
                 self.head = max(self.head, head)
@@ -92,6 +103,8 @@ class IndexMirror:
                 self._replace(triples, head)
                 self.head = head
                 self._full_at = now_s
+                if mode == "reset":
+                    self.epoch += 1
 
     def _apply_delta(self, triples: Sequence[tuple[str, str, str]]) -> None:
         for agent_id, rev, units in triples:
@@ -110,7 +123,9 @@ class IndexMirror:
 
     def _replace(self, triples: Sequence[tuple[str, str, str]], head: int) -> None:
         skills = self._skills
-        self._seen = {agent_id: int(rev) for agent_id, rev, _ in triples}
+        # An agent ready without a rev (an index written by another version, or edited by
+        # hand) is taken as of this read; its hash is read for its skills like any other.
+        self._seen = {agent_id: int(rev) if rev else head for agent_id, rev, _ in triples}
         self._floor = head  # every agent's state up to here is in this read
         self._ready = {agent_id: (rev, int(float(units))) for agent_id, rev, units in triples}
         self._order = sorted(self._ready)
@@ -131,13 +146,23 @@ class IndexMirror:
             revs = [self._ready[agent_id][0] for agent_id in ids]
         return ids, revs
 
-    def learn(self, known: Iterable[tuple[str, str, frozenset[str]]], gone: Iterable[str]) -> None:
-        """Record skills read for agents (agent id, rev read, skill names); ``gone``: agents
-        whose hash no longer exists (deleted after the index was read)."""
+    def learn(
+        self,
+        known: Iterable[tuple[str, str, frozenset[str]]],
+        gone: Iterable[tuple[str, str]],
+    ) -> None:
+        """Record the skills read for agents that ``unlearned`` named: (agent id, the rev
+        ``unlearned`` gave, skill names); ``gone``: (agent id, that rev) of those whose hash
+        no longer exists (deleted after the index was read). Either only while the agent is
+        still at that rev in the mirror: a newer change has its own read."""
         with self._lock:
+            for agent_id, rev in gone:
+                current = self._ready.get(agent_id)
+                if current is not None and current[0] == rev:
+                    self._drop(agent_id)
             for agent_id, rev, skills in known:
                 current = self._ready.get(agent_id)
-                if current is None or int(rev) < int(current[0]):
+                if current is None or current[0] != rev:
                     continue  # left the index meanwhile, or a newer change is applied
                 old = self._skills.get(agent_id)
                 if old is not None:
@@ -145,10 +170,8 @@ class IndexMirror:
                         self._by_skill[name].discard(agent_id)
                 for name in skills:
                     self._by_skill.setdefault(name, set()).add(agent_id)
-                self._skills[agent_id] = (current[0], skills)
+                self._skills[agent_id] = (rev, skills)
                 self._pending.discard(agent_id)
-            for agent_id in gone:
-                self._drop(agent_id)
 
     def candidates(self, skills: Sequence[str], room: int) -> Pick:
         """The ready agents holding every skill of ``skills`` whose units leave ``room``

@@ -64,8 +64,8 @@ INDEX_READS = Counter(
     "router_routing_index_reads_total",
     "Reads of the routing index by load_candidates, by mode: delta (only the agents changed "
     "since this replica's mirror was current), all (the whole index: a new or minute-old "
-    "mirror, or one too far behind) and reset (the rev counter went back: writes were lost "
-    "in a Redis failover).",
+    "mirror, or one too far behind) and reset (the rev counter was behind the mirror: a "
+    "Redis failover to a node whose clock lags, or keys rewritten).",
     ("mode",),
     registry=REGISTRY,
 )

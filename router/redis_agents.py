@@ -296,12 +296,12 @@ class RedisAgents(RedisBase):
         keys += [k.skill(s) for s in skills]
         mirror = self._mirror(tenant)
         for _ in range(rules.MAX_CAS_ATTEMPTS):
-            since = mirror.since(time.monotonic())
+            since, epoch = mirror.since(time.monotonic())
             reply = self._run("index_changes", keys, [request_id, INDEX_VERSION, since, MAX_DELTA])
             if reply[0] == "unindexed":
                 self.build_index(tenant)
                 continue
-            return self._candidates(tenant, call, skills, mirror, reply)
+            return self._candidates(tenant, call, skills, (mirror, epoch), reply)
         raise rules.contention(f"tenant {tenant} routing index")
 
     def _mirror(self, tenant: str) -> IndexMirror:
@@ -312,29 +312,39 @@ class RedisAgents(RedisBase):
         return mirror
 
     def _candidates(
-        self, tenant: str, call: Call, skills: list[str], mirror: IndexMirror, reply: list[Any]
+        self,
+        tenant: str,
+        call: Call,
+        skills: list[str],
+        asked: tuple[IndexMirror, int],
+        reply: list[Any],
     ) -> Candidates:
-        """Apply an ``index_changes`` reply to ``mirror``, learn the skills of the ready agents
-        it does not know yet, and read the candidates for ``call``."""
+        """Apply an ``index_changes`` reply to the mirror (``asked``: it and the epoch of
+        the request), learn the skills of the ready agents it does not know yet, and read
+        the candidates for ``call``."""
         _, now_text, raw_policy, total, queued, seen, skilled, head, mode, flat = reply
         metrics.INDEX_READS.labels(text(mode)).inc()
         policy = self._policy(raw_policy)
         now, window = int(now_text), policy.occupancy_window_s * 1000
-        mirror.apply(text(mode), int(float(head)), [text(x) for x in flat], time.monotonic())
+        mirror, epoch = asked
+        changes = [text(x) for x in flat]
+        mirror.apply(text(mode), int(float(head)), changes, time.monotonic(), epoch)
         ids, revs = mirror.unlearned()
         if ids:
             agents, _ = self._cached_agents(tenant, ids, revs, now=now, window=window)
-            asked = dict(zip(ids, revs, strict=True))
+            read = {a.agent_id: frozenset(a.profile.skills) for a in agents}
+            pairs = list(zip(ids, revs, strict=True))
             mirror.learn(
-                ((a.agent_id, asked[a.agent_id], frozenset(a.profile.skills)) for a in agents),
-                asked.keys() - {a.agent_id for a in agents},
+                [(agent_id, rev, read[agent_id]) for agent_id, rev in pairs if agent_id in read],
+                [(agent_id, rev) for agent_id, rev in pairs if agent_id not in read],
             )
         pick = mirror.candidates(skills, AGENT_UNIT_BUDGET - policy.units_for(call.channel))
         agents, _ = self._cached_agents(tenant, pick.ids, pick.revs, now=now, window=window)
         snapshot = Snapshot(now, policy, tuple(agents), int(total) - int(skilled), int(queued))
         return Candidates(
             snapshot,
-            not_available=int(skilled) - pick.in_ready,
+            # The skilled count is this request's; the mirror may have moved on meanwhile.
+            not_available=max(0, int(skilled) - pick.in_ready),
             no_room=pick.in_ready - len(pick.ids),
             request_seen=bool(seen),
         )

@@ -198,21 +198,21 @@ end
 -- work in progress or offered. Wrap-ups are left out of the score (they end by time, with no
 -- script running), so the index over-approximates the agents with room, never under.
 -- idx:revs (ZSET): agent id -> the 'rev' field of the agent's hash, set anew by every script
--- that changes the hash or the work spans; readers cache decoded agents by it. Revs come
--- from one counter per tenant (the member '', which no agent id can be), started at the
--- server's time in microseconds when missing, so a rev never comes back: not after an agent
--- is deleted and created again, nor after the tenant's keys are flushed. A deleted agent
--- keeps its member at the rev of its deletion, so the set doubles as a change log: the
--- members scored above a rev are every agent changed or deleted since (replicas keep a
--- mirror of idx:ready by it, router.redis_mirror).
+-- that changes the hash or the work spans; readers cache decoded agents by it. A rev is the
+-- larger of the tenant's last rev + 1 (the member '', which no agent id can be) and the
+-- server's time in microseconds: strictly increasing, and never issued twice, not after an
+-- agent is deleted and created again, nor after the tenant's keys are flushed, nor after a
+-- failover that lost the last writes (the new primary's clock has moved past them, unless
+-- it lags the old one's by more than the failover took). A deleted agent keeps its member at
+-- the rev of its deletion, so the set doubles as a change log: the members scored above a
+-- rev are every agent changed or deleted since (replicas keep a mirror of idx:ready by it,
+-- router.index_mirror).
 -- Every script that changes an agent calls index_agent once, after its last write to it.
 local function index_agent(agent_key, ready_key, rev_key, agent_id)
-  if not redis.call('ZSCORE', rev_key, '') then
-    local t = redis.call('TIME')
-    redis.call('ZADD', rev_key, int(tonumber(t[1]) * 1000000 + tonumber(t[2])), '')
-  end
-  local rev = redis.call('ZINCRBY', rev_key, 1, '')
-  redis.call('ZADD', rev_key, rev, agent_id)
+  local t = redis.call('TIME')
+  local last = tonumber(redis.call('ZSCORE', rev_key, '') or '0')
+  local rev = int(math.max(last + 1, tonumber(t[1]) * 1000000 + tonumber(t[2])))
+  redis.call('ZADD', rev_key, rev, '', rev, agent_id)
   if redis.call('EXISTS', agent_key) == 0 then
     redis.call('ZREM', ready_key, agent_id)
     return

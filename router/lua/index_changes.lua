@@ -10,7 +10,7 @@
 --    'delta': every agent whose rev is above ARGV[4], units '' when it is not in idx:ready
 --    (also when deleted); 'all': every agent in idx:ready (when ARGV[4] is '' or further
 --    behind than ARGV[5] changes); 'reset': the same, ARGV[4] being ahead of the counter
---    (writes lost in a failover: the mirror must start over)
+--    (a failover to a node whose clock lags, or keys rewritten: the mirror starts over)
 local now = now_ms(ARGV[1])
 if redis.call('GET', KEYS[6]) ~= ARGV[3] then return {'unindexed'} end
 local seen = ''

@@ -67,8 +67,9 @@ class Index:
 def learn_all(mirror: IndexMirror, index: Index) -> None:
     """What ``load_candidates`` does after ``apply``: read the pending agents' skills."""
     ids, revs = mirror.unlearned()
-    known = [(a, r, index.skills[a]) for a, r in zip(ids, revs, strict=True) if a in index.skills]
-    mirror.learn(known, [a for a in ids if a not in index.skills])
+    pairs = list(zip(ids, revs, strict=True))
+    known = [(a, r, index.skills[a]) for a, r in pairs if a in index.skills]
+    mirror.learn(known, [(a, r) for a, r in pairs if a not in index.skills])
 
 
 def check(mirror: IndexMirror, index: Index) -> None:
@@ -87,48 +88,56 @@ def test_replies_in_any_order_leave_the_newest_state(seed: int) -> None:
     for _ in range(30):
         # Two requests ask at the mirror's current rev, Redis changes in between, and their
         # replies come back in either order.
-        first_since = mirror.since(now)
+        first_since, first_epoch = mirror.since(now)
         for _ in range(rng.randint(0, 4)):
             index.change(rng)
-        first = index.reply(first_since)
-        second_since = mirror.since(now)
+        first = (*index.reply(first_since), first_epoch)
+        second_since, second_epoch = mirror.since(now)
         for _ in range(rng.randint(0, 4)):
             index.change(rng)
-        second = index.reply(second_since)
+        second = (*index.reply(second_since), second_epoch)
         replies = [first, second]
         rng.shuffle(replies)
-        for mode, head, flat in replies:
-            mirror.apply(mode, head, flat, now)
+        for mode, head, flat, epoch in replies:
+            mirror.apply(mode, head, flat, now, epoch)
             learn_all(mirror, index)
         check(mirror, index)
         assert mirror.head == index.counter
         now += rng.choice((1.0, 30.0, 61.0))  # past 60 s the next read is a full one
 
 
-def test_a_full_read_is_due_first_and_then_every_minute() -> None:
+def test_a_full_read_is_due_first_and_then_every_minute_one_at_a_time() -> None:
     mirror = IndexMirror()
-    assert mirror.since(0.0) == ""
-    mirror.apply("all", 7, [], 0.0)
-    assert mirror.since(59.0) == "7"
-    assert mirror.since(60.0) == ""
+    assert mirror.since(0.0) == ("", 0)
+    assert mirror.since(0.0) == ("", 0)  # nothing to ask a delta from yet
+    mirror.apply("all", 7, [], 0.0, 0)
+    assert mirror.since(59.0) == ("7", 0)
+    assert mirror.since(60.0) == ("", 0)
+    assert mirror.since(60.5) == ("7", 0)  # one full read in flight is enough
 
 
 def test_a_counter_that_went_back_starts_the_mirror_over() -> None:
     """Writes lost in a failover: the counter is below the mirror's head, so the script sends
-    everything, and revs the mirror already saw must not hide the new state."""
+    everything, and revs the mirror already saw must not hide the new state; a reply asked
+    for before that (from the old primary) is dropped."""
     index, mirror = Index(), IndexMirror()
     index.counter = 500
     index.revs, index.ready, index.skills = {"a": 500}, {"a": 0}, {"a": frozenset({"tech"})}
-    mirror.apply(*index.reply(""), 0.0)
+    since, epoch = mirror.since(0.0)
+    mirror.apply(*index.reply(since), 0.0, epoch)
     learn_all(mirror, index)
+    stale_since, stale_epoch = mirror.since(1.0)
+    stale = index.reply(stale_since)  # old primary: nothing new
     # After the failover: the counter is at 400; ``b`` changed at 401, ``a`` left at 402.
     index.counter = 402
     index.revs, index.ready = {"a": 402, "b": 401}, {"b": 25}
     index.skills = {"a": frozenset({"tech"}), "b": frozenset({"tech"})}
-    mode, head, flat = index.reply(mirror.since(1.0))
+    since, epoch = mirror.since(1.0)
+    mode, head, flat = index.reply(since)
     assert mode == "reset"
-    mirror.apply(mode, head, flat, 1.0)
+    mirror.apply(mode, head, flat, 1.0, epoch)
     learn_all(mirror, index)
+    mirror.apply(*stale, 1.0, stale_epoch)
     check(mirror, index)
     assert mirror.head == 402
 
@@ -137,8 +146,8 @@ def test_skills_read_at_an_older_rev_are_not_kept() -> None:
     """A skill read that raced with a newer change does not overwrite it: the agent stays
     pending until its current rev is read."""
     mirror = IndexMirror()
-    mirror.apply("all", 10, ["a", "10", "0"], 0.0)
-    mirror.apply("delta", 11, ["a", "11", "0"], 0.0)
+    mirror.apply("all", 10, ["a", "10", "0"], 0.0, 0)
+    mirror.apply("delta", 11, ["a", "11", "0"], 0.0, 0)
     mirror.learn([("a", "10", frozenset({"tech"}))], [])
     assert mirror.unlearned() == (["a"], ["11"])
     assert mirror.candidates(("tech",), 100).ids == []
@@ -147,12 +156,37 @@ def test_skills_read_at_an_older_rev_are_not_kept() -> None:
     assert mirror.candidates(("tech",), 100).ids == ["a"]
 
 
+def test_an_agent_found_deleted_at_an_old_rev_stays_if_created_again() -> None:
+    """One request read ``a``'s hash while ``a`` was deleted (its rev 10 then); meanwhile
+    ``a`` was created again and made ready (rev 13). The late ``gone`` must not drop it."""
+    mirror = IndexMirror()
+    mirror.apply("all", 10, ["a", "10", "0"], 0.0, 0)
+    mirror.apply("delta", 13, ["a", "13", "0"], 0.0, 0)
+    mirror.learn([("a", "13", frozenset({"tech"}))], [])
+    mirror.learn([], [("a", "10")])
+    assert mirror.candidates(("tech",), 100).ids == ["a"]
+    mirror.learn([], [("a", "13")])
+    assert mirror.candidates(("tech",), 100).ids == []
+
+
+def test_a_ready_agent_without_a_rev_is_read_not_refused() -> None:
+    """An index written by another version can list a ready agent without a rev: the mirror
+    takes it as of that read and has its hash read like any other's."""
+    mirror = IndexMirror()
+    mirror.apply("all", 20, ["a", "", "0", "b", "18", "25"], 0.0, 0)
+    assert mirror.unlearned() == (["a", "b"], ["", "18"])
+    mirror.learn([("a", "", frozenset()), ("b", "18", frozenset())], [])
+    assert mirror.candidates((), 100).ids == ["a", "b"]
+    mirror.apply("delta", 21, ["a", "21", ""], 0.0, 0)
+    assert mirror.candidates((), 100).ids == ["b"]
+
+
 def test_an_older_delta_cannot_bring_back_what_a_newer_full_read_left_out() -> None:
     """A full read at rev 20 lists only ``b``; a delta taken earlier (rev 15) still has ``a``
     ready at rev 12. Applied after the full read, it must not make ``a`` ready again."""
     mirror = IndexMirror()
-    mirror.apply("all", 20, ["b", "18", "0"], 0.0)
-    mirror.apply("delta", 15, ["a", "12", "0", "b", "11", "25"], 0.0)
+    mirror.apply("all", 20, ["b", "18", "0"], 0.0, 0)
+    mirror.apply("delta", 15, ["a", "12", "0", "b", "11", "25"], 0.0, 0)
     mirror.learn([("b", "18", frozenset())], [])
     pick = mirror.candidates((), 100)
     assert (pick.ids, pick.revs) == (["b"], ["18"])
