@@ -2,12 +2,12 @@
 
 Redis holds the index (``router/lua/_lib.lua``, ``index_agent``): ``idx:ready`` scores every
 AVAILABLE agent by the units of its work, and ``idx:revs`` scores every agent by its ``rev``,
-which every change takes from one counter per tenant; a deleted agent stays at the rev of
-its deletion. So the members of ``idx:revs`` above a rev are exactly the agents changed or
-deleted since, and the ``index_changes`` script sends a replica only those (with their units
-in ``idx:ready``, or none), or the whole of ``idx:ready`` when the mirror is new, too far
-behind, ahead of the counter (a failover to a node whose clock lags) or due for its periodic
-full read.
+which every change takes anew (strictly increasing per tenant, from the server's clock); a
+deleted agent stays at the rev of its deletion. So the members of ``idx:revs`` above a rev
+are exactly the agents changed or deleted since, and the ``index_changes`` script sends a
+replica only those (with their units in ``idx:ready``, or none), or the whole of
+``idx:ready`` when the mirror is new, too far behind, ahead of the counter (a failover to a
+node whose clock lags) or due for its periodic full read.
 
 The mirror holds the ready agents (rev, units) and the skills of each one's decoded profile,
 so ``candidates`` answers "ready, holding these skills, with this much room" from memory
@@ -27,8 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 FULL_READ_EVERY_S = 60.0
-"""Longest time between full reads of a tenant's index (bounds what a lost write in a
-failover, which can make the counter reissue revs, could leave stale)."""
+"""Longest time between full reads of a tenant's index (a backstop: revs are never reissued,
+but a change log rewritten by hand, or a node whose clock lags, would otherwise go unseen)."""
 MAX_DELTA = 5_000
 """Most changed agents the script sends as a delta; further behind, it sends everything."""
 
