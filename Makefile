@@ -62,17 +62,19 @@ proto-check: $(STAMP) ## Fail if the committed stubs differ from what proto/ gen
 	  diff -u router/v1/$$(basename $$f) $$f || { echo "stubs drifted: run 'make proto'"; rm -rf $$tmp; exit 1; }; \
 	done && rm -rf $$tmp && echo "stubs match proto/"
 
-bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (~10 min; prints tables)
+bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (4-10 min; prints tables)
 	$(PY) -m tests.benchmarks.bench_assign --agents 100,1000,10000 --rate 300 --rate-seconds 10
 	$(PY) -m tests.benchmarks.bench_solver
 	$(PY) -m tests.benchmarks.bench_simulator
 	$(PY) -m tests.benchmarks.bench_admin --agents 200,1000
+	$(PY) -m tests.benchmarks.bench_heartbeats --agents 1000,10000
 
 bench-quick: $(STAMP) ## The same benchmarks at small sizes (~30 s): a smoke run
 	$(PY) -m tests.benchmarks.bench_assign --agents 100 --calls 50 --seconds 1 --rate 50 --rate-seconds 1
 	$(PY) -m tests.benchmarks.bench_solver --quick --calls 1,10 --agents 100,1000
 	$(PY) -m tests.benchmarks.bench_simulator --quick
 	$(PY) -m tests.benchmarks.bench_admin --quick
+	$(PY) -m tests.benchmarks.bench_heartbeats --agents 200 --beats 0,10 --pairs 20
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
