@@ -57,6 +57,8 @@ class IndexMirror:
         """When the last full read was applied (or asked for: one at a time)."""
         self.epoch = 0
         """Bumped when the mirror starts over: replies asked for before are dropped."""
+        self.beat_head = -1
+        """The heartbeat log's rev up to which heartbeats were passed on (-1: none yet)."""
         self._seen: dict[str, int] = {}
         """Agent id -> the highest rev applied for it (ready or not)."""
         self._floor = -1
@@ -80,6 +82,18 @@ class IndexMirror:
                 return str(self.head), self.epoch
             self._full_at = now_s  # the others keep asking for deltas meanwhile
             return "", self.epoch
+
+    def beat_since(self) -> str:
+        """ARGV for ``index_changes``: the heartbeat log's rev passed on so far, or ``""``."""
+        with self._lock:
+            return "" if self.beat_head < 0 else str(self.beat_head)
+
+    def beats_read(self, mode: str, head: int) -> None:
+        """The heartbeats of a reply were passed on: ``delta`` up to ``head``, or ``all``
+        of them as of ``head`` (heartbeats only ever raise a cached time, so replies may
+        come in any order: at worst a later request is sent some again)."""
+        with self._lock:
+            self.beat_head = max(self.beat_head, head) if mode == "delta" else head
 
     def apply(self, mode: str, head: int, flat: Sequence[str], now_s: float, epoch: int) -> None:
         """Apply an ``index_changes`` reply: its ``mode``, head rev, flat

@@ -35,8 +35,8 @@ from router.store import AgentQuery, Candidates
 log = structlog.get_logger(__name__)
 
 _SCAN_CHUNK = 200
-INDEX_VERSION = "2"
-"""The routing index (``idx:ready``, ``idx:revs``) these scripts keep; a tenant whose
+INDEX_VERSION = "3"
+"""The routing index (``idx:ready``, ``idx:revs``, ``idx:beats``) these scripts keep; a tenant whose
 ``idx:version`` differs (data written before the index existed) is indexed on its first
 ``load_candidates``."""
 _INDEX_CHUNK = 500
@@ -204,7 +204,7 @@ class RedisAgents(RedisBase):
     def heartbeat(self, tenant: str, agent_id: str) -> int:
         """Record a heartbeat (no ``seq`` bump); returns store time."""
         k = Keys(tenant)
-        reply = self._run("heartbeat", [k.agent(agent_id), k.ready, k.revs], [agent_id])
+        reply = self._run("heartbeat", [k.agent(agent_id), k.beats, k.beat_log], [agent_id])
         if reply[0] == "missing":
             raise rules.agent_not_found(agent_id)
         return int(reply[1])
@@ -293,11 +293,18 @@ class RedisAgents(RedisBase):
         k = Keys(tenant)
         skills = sorted({req.skill for req in call.required_skills})
         keys = [k.policy, k.agents, k.queue, k.ready, k.revs, k.index_version, k.req(request_id)]
-        keys += [k.skill(s) for s in skills]
+        keys += [k.beats, k.beat_log, *(k.skill(s) for s in skills)]
         mirror = self._mirror(tenant)
         for _ in range(rules.MAX_CAS_ATTEMPTS):
             since, epoch = mirror.since(time.monotonic())
-            reply = self._run("index_changes", keys, [request_id, INDEX_VERSION, since, MAX_DELTA])
+            args: list[str | int] = [
+                request_id,
+                INDEX_VERSION,
+                since,
+                MAX_DELTA,
+                mirror.beat_since(),
+            ]
+            reply = self._run("index_changes", keys, args)
             if reply[0] == "unindexed":
                 self.build_index(tenant)
                 continue
@@ -322,13 +329,23 @@ class RedisAgents(RedisBase):
         """Apply an ``index_changes`` reply to the mirror (``asked``: it and the epoch of
         the request), learn the skills of the ready agents it does not know yet, and read
         the candidates for ``call``."""
-        _, now_text, raw_policy, total, queued, seen, skilled, head, mode, flat = reply
+        _, now_text, raw_policy, total, queued, seen, skilled, head, mode, flat, *beats = reply
         metrics.INDEX_READS.labels(text(mode)).inc()
         policy = self._policy(raw_policy)
         now, window = int(now_text), policy.occupancy_window_s * 1000
         mirror, epoch = asked
         changes = [text(x) for x in flat]
         mirror.apply(text(mode), int(float(head)), changes, time.monotonic(), epoch)
+        beat_head, beat_mode, beat_flat = beats
+        self._agent_cache.beat(
+            tenant,
+            [
+                (text(beat_flat[i]), int(float(beat_flat[i + 1])))
+                for i in range(0, len(beat_flat), 2)
+                if beat_flat[i + 1]
+            ],
+        )
+        mirror.beats_read(text(beat_mode), int(float(beat_head)))
         ids, revs = mirror.unlearned()
         if ids:
             agents, _ = self._cached_agents(tenant, ids, revs, now=now, window=window)

@@ -7,6 +7,8 @@ replica's mirror of the index (``router.index_mirror``), kept current in its fir
 trip, and fetches only the agents whose rev is not the one cached here, so an agent is
 read and decoded again only after it changed: equal revs mean equal stored state, and a
 snapshot built from this cache is exactly the one a full read would give at the same time.
+The one field a change may leave the rev alone for is ``heartbeat``: the heartbeat script
+records it in ``idx:beats`` instead, and readers pass the heartbeats they read to ``beat``.
 
 What depends on time alone (work holding capacity vs. a wrap-up that has ended, spans
 leaving the occupancy window) is recomputed from the cached parts at each snapshot's "now";
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from router import store_common as rules
@@ -61,6 +63,8 @@ class AgentCache:
         """An empty cache holding at most ``max_entries`` agents."""
         self._entries: dict[str, dict[str, _Entry]] = {}
         """Tenant -> agent id -> entry."""
+        self._beats: dict[str, dict[str, int]] = {}
+        """Tenant -> agent id -> the latest heartbeat patched in (``beat``)."""
         self._size = 0
         self._max = max_entries
         self._lock = threading.Lock()
@@ -133,6 +137,9 @@ class AgentCache:
         ``now - window_ms`` or later), cache it under the ``rev`` in its hash, return it."""
         cutoff = now - window_ms
         snapshot = agent_from_hash(fields, members, cutoff, now)
+        beat = self._beats.get(tenant, {}).get(snapshot.agent_id, 0)
+        if beat > snapshot.heartbeat_ms:  # read before a heartbeat already patched in
+            snapshot = dataclasses.replace(snapshot, heartbeat_ms=beat)
         rev = fields.get("rev", "")
         if rev:
             works = tuple(
@@ -156,6 +163,20 @@ class AgentCache:
                 ),
             )
         return snapshot
+
+    def beat(self, tenant: str, beats: Iterable[tuple[str, int]]) -> None:
+        """Heartbeats (agent id, time in ms) from ``idx:beats``: a heartbeat takes no rev, so
+        the cached agent of that rev gets the new time here (never an older one)."""
+        latest = self._beats.setdefault(tenant, {})
+        entries = self._entries.get(tenant, {})
+        for agent_id, beat in beats:
+            if beat <= latest.get(agent_id, 0):
+                continue
+            latest[agent_id] = beat
+            entry = entries.get(agent_id)
+            if entry is not None and entry.snapshot.heartbeat_ms < beat:
+                snapshot = dataclasses.replace(entry.snapshot, heartbeat_ms=beat)
+                self._store(tenant, agent_id, dataclasses.replace(entry, snapshot=snapshot))
 
     def _store(self, tenant: str, agent_id: str, entry: _Entry) -> None:
         with self._lock:

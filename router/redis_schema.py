@@ -115,6 +115,17 @@ class Keys:
         return f"{self.prefix}idx:revs"
 
     @property
+    def beats(self) -> str:
+        """ZSET: agent id -> the time (ms) of its latest heartbeat (also in its hash)."""
+        return f"{self.prefix}idx:beats"
+
+    @property
+    def beat_log(self) -> str:
+        """ZSET: agent id -> the rev of its latest heartbeat (member ``""``: the counter), the
+        heartbeats' own change log (a heartbeat takes no agent ``rev``)."""
+        return f"{self.prefix}idx:beatlog"
+
+    @property
     def legacy_revs(self) -> str:
         """HASH of routing index version 1 (``revs`` before it was a ZSET); deleted when the
         index is rebuilt."""

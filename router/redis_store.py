@@ -89,6 +89,12 @@ key (after the prefix)     type    content                                  TTL 
                                    ``""`` is the tenant's rev counter
                                    (started at Redis time in µs, so a rev
                                    never comes back)
+``idx:beats``              ZSET    agent id -> its latest heartbeat (ms);   none; heartbeat
+                                   a heartbeat takes no ``rev``: readers
+                                   patch it into the agents they cached
+``idx:beatlog``            ZSET    agent id -> the rev of its latest        none; heartbeat
+                                   heartbeat (member ``""``: the counter),
+                                   the heartbeats' change log
 ``idx:version``            STRING  the index version built for the tenant   none; ``reindex``
                                    (``index_changes`` answers               (in batches of
                                    ``unindexed`` until it matches the       500 agents)

@@ -207,11 +207,18 @@ end
 -- the rev of its deletion, so the set doubles as a change log: the members scored above a
 -- rev are every agent changed or deleted since (replicas keep a mirror of idx:ready by it,
 -- router.index_mirror).
--- Every script that changes an agent calls index_agent once, after its last write to it.
-local function index_agent(agent_key, ready_key, rev_key, agent_id)
+-- Every script that changes an agent calls index_agent once, after its last write to it,
+-- except the heartbeat script: a heartbeat only sets the 'heartbeat' field, which readers
+-- take from idx:beats (see heartbeat.lua), so equal revs mean equal stored state but for it.
+-- The next rev of a log sorted set whose member '' holds the last one.
+local function next_rev(log_key)
   local t = redis.call('TIME')
-  local last = tonumber(redis.call('ZSCORE', rev_key, '') or '0')
-  local rev = int(math.max(last + 1, tonumber(t[1]) * 1000000 + tonumber(t[2])))
+  local last = tonumber(redis.call('ZSCORE', log_key, '') or '0')
+  return int(math.max(last + 1, tonumber(t[1]) * 1000000 + tonumber(t[2])))
+end
+
+local function index_agent(agent_key, ready_key, rev_key, agent_id)
+  local rev = next_rev(rev_key)
   redis.call('ZADD', rev_key, rev, '', rev, agent_id)
   if redis.call('EXISTS', agent_key) == 0 then
     redis.call('ZREM', ready_key, agent_id)

@@ -5,10 +5,10 @@
 
 In process, without gRPC (as ``profile_assign``): a private redis-server, N available agents
 (chat capacity 4), and Assign+Complete pairs on one store (one replica) while a second store
-(another replica) records K heartbeats of random agents before each pair. Every heartbeat
-gives its agent a new revision, so the routing replica reads and decodes that agent again
-before its next decision. Prints the Assign's p50 and p99 per K, and the cost per heartbeat
-against K = 0 in the same run. Bounded: ``--pairs`` pairs per cell.
+(another replica) records K heartbeats of random agents before each pair. A heartbeat takes
+no agent revision: the routing replica raises its cached agent's heartbeat from the
+heartbeat log its first read returns. Prints the Assign's p50 and p99 per K, and the cost
+per heartbeat against K = 0 in the same run. Bounded: ``--pairs`` pairs per cell.
 """
 
 from __future__ import annotations

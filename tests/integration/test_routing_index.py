@@ -30,6 +30,7 @@ from router.domain import (
     Assignment,
     AssignmentState,
     Call,
+    CallStatus,
     Channel,
     Exclusion,
     Policy,
@@ -41,7 +42,7 @@ from router.engine import decide
 from router.errors import NotFoundError, RouterError
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
-from router.store import Candidates, Claim, CommitResult, Store
+from router.store import Candidates, Claim, CommitResult, Replayed, Store
 from tests.helpers import FakeClock
 
 T = "acme"
@@ -393,7 +394,7 @@ def test_data_from_before_the_index_is_indexed_on_first_use(
     fast = _check_candidates(fresh, _voice("x"))
     assert len(fast.snapshot.agents) == 1
     _check_index(redis_client)
-    assert redis_client.get(PREFIX + "idx:version") == "2"
+    assert redis_client.get(PREFIX + "idx:version") == "3"
     assert not redis_client.exists(PREFIX + "idx:rev")
     assert Assigner(fresh).assign(T, "r2", _voice("c2")).assignment is not None
 
@@ -450,3 +451,35 @@ def test_remembered_parties_never_stand_in_for_the_assignment(
     redis_client.delete(f"{PREFIX}asg:{second.assignment_id}")
     with pytest.raises(NotFoundError):
         store.finish_assignment(T, second.assignment_id, second.token, AssignmentState.COMPLETED)
+
+
+def test_heartbeats_reach_cached_agents_without_a_new_rev(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """A heartbeat takes no rev, so a replica does not read the agent again; yet its cached
+    agent carries the new heartbeat, in Assign's read and in the dispatcher's, and an agent
+    whose heartbeats stopped still expires on time."""
+    store, other = RedisStore(redis_client, clock), RedisStore(redis_client, clock)
+    _team(store)
+    store.set_presence(T, "ann", Presence.AVAILABLE)
+    policy = Policy(heartbeat_timeout_s=60)
+    store.put_policy(T, policy)
+    other.heartbeat(T, "ann")
+    other.heartbeat(T, "bob")
+    _check_candidates(store, _voice("x1"))  # both cached
+    revs = redis_client.zrange(PREFIX + "idx:revs", 0, -1, withscores=True)
+    for _ in range(3):  # ann keeps beating from the other replica, bob stops
+        clock.advance(25_000)
+        other.heartbeat(T, "ann")
+    assert redis_client.zrange(PREFIX + "idx:revs", 0, -1, withscores=True) == revs
+    fast = _check_candidates(store, _voice("x2"))  # equal to a full read, agent for agent
+    ann = next(a for a in fast.snapshot.agents if a.agent_id == "ann")
+    assert ann.heartbeat_ms == clock()
+    placement = decide(fast.snapshot, [_voice("x2")], rng=rng_for("x2")).placements[0]
+    assert placement.agent_id == "ann"
+    assert placement.explanation.excluded == {Exclusion.HEARTBEAT_EXPIRED: 1}
+    queued = store.enqueue(T, "q1", "fp", _voice("q1"), policy=policy)
+    assert not isinstance(queued, Replayed)
+    assert queued.status == CallStatus.QUEUED
+    view = store.load_queue(T, 10)
+    assert {a.agent_id: a.heartbeat_ms for a in view.snapshot.agents}["ann"] == clock()
