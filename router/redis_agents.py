@@ -340,9 +340,9 @@ class RedisAgents(RedisBase):
         self._agent_cache.beat(
             tenant,
             [
-                (text(beat_flat[i]), int(float(beat_flat[i + 1])))
-                for i in range(0, len(beat_flat), 2)
-                if beat_flat[i + 1]
+                (text(beat_flat[i]), int(float(beat_flat[i + 1])), int(float(beat_flat[i + 2])))
+                for i in range(0, len(beat_flat), 3)
+                if beat_flat[i + 2]
             ],
         )
         mirror.beats_read(text(beat_mode), int(float(beat_head)))

@@ -63,8 +63,8 @@ class AgentCache:
         """An empty cache holding at most ``max_entries`` agents."""
         self._entries: dict[str, dict[str, _Entry]] = {}
         """Tenant -> agent id -> entry."""
-        self._beats: dict[str, dict[str, int]] = {}
-        """Tenant -> agent id -> the latest heartbeat patched in (``beat``)."""
+        self._beats: dict[str, dict[str, tuple[int, int]]] = {}
+        """Tenant -> agent id -> (rev, time) of the latest heartbeat passed to ``beat``."""
         self._size = 0
         self._max = max_entries
         self._lock = threading.Lock()
@@ -137,10 +137,11 @@ class AgentCache:
         ``now - window_ms`` or later), cache it under the ``rev`` in its hash, return it."""
         cutoff = now - window_ms
         snapshot = agent_from_hash(fields, members, cutoff, now)
-        beat = self._beats.get(tenant, {}).get(snapshot.agent_id, 0)
-        if beat > snapshot.heartbeat_ms:  # read before a heartbeat already patched in
-            snapshot = dataclasses.replace(snapshot, heartbeat_ms=beat)
         rev = fields.get("rev", "")
+        beat_rev, beat = self._beats.get(tenant, {}).get(snapshot.agent_id, (0, 0))
+        if rev and beat_rev > int(rev) and beat > snapshot.heartbeat_ms:
+            # read before a heartbeat of this very agent already patched in
+            snapshot = dataclasses.replace(snapshot, heartbeat_ms=beat)
         if rev:
             works = tuple(
                 work_from_field(name[len(ACTIVE_PREFIX) :], value)
@@ -164,17 +165,24 @@ class AgentCache:
             )
         return snapshot
 
-    def beat(self, tenant: str, beats: Iterable[tuple[str, int]]) -> None:
-        """Heartbeats (agent id, time in ms) from ``idx:beats``: a heartbeat takes no rev, so
-        the cached agent of that rev gets the new time here (never an older one)."""
+    def beat(self, tenant: str, beats: Iterable[tuple[str, int, int]]) -> None:
+        """Heartbeats (agent id, heartbeat rev, time in ms) from ``idx:beatlog`` and
+        ``idx:beats``: a heartbeat takes no agent rev, so the cached agent gets the new time
+        here: only from a heartbeat logged after the rev it was read at (revs of both logs
+        follow the server's clock), so an agent deleted and created again never inherits the
+        old one's heartbeats, and never an older time."""
         latest = self._beats.setdefault(tenant, {})
         entries = self._entries.get(tenant, {})
-        for agent_id, beat in beats:
-            if beat <= latest.get(agent_id, 0):
+        for agent_id, beat_rev, beat in beats:
+            if beat_rev <= latest.get(agent_id, (0, 0))[0]:
                 continue
-            latest[agent_id] = beat
+            latest[agent_id] = (beat_rev, beat)
             entry = entries.get(agent_id)
-            if entry is not None and entry.snapshot.heartbeat_ms < beat:
+            if (
+                entry is not None
+                and beat_rev > int(entry.rev)
+                and entry.snapshot.heartbeat_ms < beat
+            ):
                 snapshot = dataclasses.replace(entry.snapshot, heartbeat_ms=beat)
                 self._store(tenant, agent_id, dataclasses.replace(entry, snapshot=snapshot))
 

@@ -58,12 +58,17 @@ class RedisCalls(RedisBase):
             pipe.zrange(k.agents, 0, -1)
             pipe.zrange(k.revs, 0, -1, withscores=True, score_cast_func=_rev_text)
             pipe.zrange(k.beats, 0, -1, withscores=True, score_cast_func=_rev_text)
+            pipe.zrange(k.beat_log, 0, -1, withscores=True, score_cast_func=_rev_text)
             pipe.zrangebyscore(k.queue, "-inf", "+inf", start=0, num=max(limit, 0))
             pipe.zcard(k.queue)
 
         now, replies = self._multi(k, first, now=True)
-        raw_policy, raw_ids, raw_revs, raw_beats, raw_queued, depth = replies
-        self._agent_cache.beat(tenant, [(text(a), int(beat)) for a, beat in raw_beats])
+        raw_policy, raw_ids, raw_revs, raw_beats, raw_beat_revs, raw_queued, depth = replies
+        beat_revs = {text(a): int(rev) for a, rev in raw_beat_revs}
+        self._agent_cache.beat(
+            tenant,
+            [(text(a), beat_revs[text(a)], int(ms)) for a, ms in raw_beats if text(a) in beat_revs],
+        )
         policy = Policy() if raw_policy is None else codec.decode_policy(text(raw_policy))
         # without revs (an index not built yet: load_candidates builds it) every agent is read
         ids, revs = [text(a) for a in raw_ids], {text(a): rev for a, rev in raw_revs}

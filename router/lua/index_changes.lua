@@ -9,7 +9,7 @@
 -- -> {'unindexed'} (the index was never built by this version: rebuild, then ask again)
 --    | {'ok', now, policy JSON or '', agents, queued, request call id or '', skilled agents,
 --       head rev, 'delta' | 'all' | 'reset', {agent id, rev, units or '', ...},
---       heartbeat head rev, 'delta' | 'all', {agent id, heartbeat ms, ...}}
+--       heartbeat head rev, 'delta' | 'all', {agent id, heartbeat rev, heartbeat ms, ...}}
 --    'delta': every agent whose rev is above ARGV[4], units '' when it is not in idx:ready
 --    (also when deleted); 'all': every agent in idx:ready (when ARGV[4] is '' or further
 --    behind than ARGV[5] changes); 'reset': the same, ARGV[4] being ahead of the counter
@@ -29,14 +29,9 @@ else
 end
 local CHUNK = 4000  -- stays below Lua's limit on unpack()ed arguments
 
--- The members of log set `key` scored above `since` (its counter '' left out), as two lists,
--- or nil when `since` is '', ahead of the counter `head`, or more than ARGV[5] behind.
-local function logged_since(key, since, head)
-  if since == '' or tonumber(since) > tonumber(head)
-     or redis.call('ZCOUNT', key, '(' .. since, '+inf') > tonumber(ARGV[5]) then
-    return nil
-  end
-  local changed = redis.call('ZRANGE', key, '(' .. since, '+inf', 'BYSCORE', 'WITHSCORES')
+-- The members of log set `key` scored from `min` on (its counter '' left out), as two lists.
+local function members(key, min)
+  local changed = redis.call('ZRANGE', key, min, '+inf', 'BYSCORE', 'WITHSCORES')
   local ids, revs = {}, {}
   for i = 1, #changed, 2 do
     if changed[i] ~= '' then
@@ -45,6 +40,16 @@ local function logged_since(key, since, head)
     end
   end
   return ids, revs
+end
+
+-- The members of log set `key` scored above `since` (its counter '' left out), as two lists,
+-- or nil when `since` is '', ahead of the counter `head`, or more than ARGV[5] behind.
+local function logged_since(key, since, head)
+  if since == '' or tonumber(since) > tonumber(head)
+     or redis.call('ZCOUNT', key, '(' .. since, '+inf') > tonumber(ARGV[5]) then
+    return nil
+  end
+  return members(key, '(' .. since)
 end
 
 -- {id, score in `key` or '', ...} for the ids, in chunks (each with its rev when `revs`).
@@ -93,15 +98,13 @@ else
 end
 
 local beat_head = redis.call('ZSCORE', KEYS[9], '') or '0'
-local beats, beat_mode
-local beat_ids = logged_since(KEYS[9], mode == 'delta' and ARGV[6] or '', beat_head)
-if beat_ids then
-  beat_mode = 'delta'
-  beats = scored(KEYS[8], beat_ids, nil)
-else
+local beat_mode = 'delta'
+local beat_ids, beat_revs = logged_since(KEYS[9], mode == 'delta' and ARGV[6] or '', beat_head)
+if not beat_ids then
   beat_mode = 'all'
-  beats = redis.call('ZRANGE', KEYS[8], 0, -1, 'WITHSCORES')
+  beat_ids, beat_revs = members(KEYS[9], '-inf')
 end
+local beats = scored(KEYS[8], beat_ids, beat_revs)
 return {'ok', int(now), redis.call('GET', KEYS[1]) or '', redis.call('ZCARD', KEYS[2]),
         redis.call('ZCARD', KEYS[3]), seen, skilled, head, mode, out,
         beat_head, beat_mode, beats}
