@@ -16,19 +16,11 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import time
 
 from router import local_redis, logs
 from router.assigner import Assigner
-from router.domain import (
-    AgentProfile,
-    AssignmentState,
-    Call,
-    Channel,
-    Presence,
-    SkillRequirement,
-)
 from router.redis_store import RedisStore
+from tests.benchmarks.profile_assign import assign_pair, chat_team
 
 TENANT = "beats"
 
@@ -37,25 +29,11 @@ def run(url: str, agents: int, beats: list[int], pairs: int) -> None:
     """One team size: a table row per heartbeat count."""
     store, other = RedisStore.from_url(url), RedisStore.from_url(url)
     tenant = f"{TENANT}{agents}"
-    for i in range(agents):
-        agent_id = f"a{i:05d}"
-        profile = AgentProfile(agent_id, skills={"billing": 1 + i % 10}, capacity={Channel.CHAT: 4})
-        store.create_agent(tenant, profile)
-        store.set_presence(tenant, agent_id, Presence.AVAILABLE)
+    chat_team(store, tenant, agents)
     assigner, rng, counter = Assigner(store), random.Random(1), iter(range(10**9))
 
     def pair() -> float:
-        n = next(counter)
-        call = Call(f"c{n}", Channel.CHAT, required_skills=(SkillRequirement("billing", 3),))
-        started = time.perf_counter()
-        assignment = assigner.assign(tenant, f"r{n}", call, queue=False).assignment
-        took = (time.perf_counter() - started) * 1000
-        if assignment is None:
-            raise RuntimeError("not assigned: every agent should have room")
-        store.finish_assignment(
-            tenant, assignment.assignment_id, assignment.token, AssignmentState.COMPLETED
-        )
-        return took
+        return assign_pair(assigner, store, tenant, next(counter))
 
     for _ in range(30):  # warm the mirror and the caches
         pair()
