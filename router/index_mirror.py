@@ -206,10 +206,6 @@ class IndexMirror:
             revs = [ready[a][0] for a in ids]
         return Pick(ids, revs, count)
 
-    def __len__(self) -> int:
-        """Ready agents mirrored."""
-        return len(self._ready)
-
     def _drop(self, agent_id: str) -> None:
         if self._ready.pop(agent_id, None) is not None:
             del self._order[bisect.bisect_left(self._order, agent_id)]

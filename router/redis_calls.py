@@ -48,7 +48,8 @@ class RedisCalls(RedisBase):
         return int(depth)
 
     def load_queue(self, tenant: str, limit: int) -> QueueView:
-        """Policy, time, agent ids and their revs, the first ``limit`` queued ids and the
+        """Policy, time, agent ids and their revs, every agent's latest heartbeat (a
+        heartbeat takes no rev: ``AgentCache.beat``), the first ``limit`` queued ids and the
         depth in one ``MULTI``; then, in a second one, those calls and the agents not in the
         decoded-agent cache at their rev (none at all when nothing waits or changed)."""
         k = Keys(tenant)
@@ -57,17 +58,17 @@ class RedisCalls(RedisBase):
             pipe.get(k.policy)
             pipe.zrange(k.agents, 0, -1)
             pipe.zrange(k.revs, 0, -1, withscores=True, score_cast_func=_rev_text)
-            pipe.zrange(k.beats, 0, -1, withscores=True, score_cast_func=_rev_text)
-            pipe.zrange(k.beat_log, 0, -1, withscores=True, score_cast_func=_rev_text)
+            pipe.zrange(k.beats, 0, -1, withscores=True, score_cast_func=_whole)
+            pipe.zrange(k.beat_log, 0, -1, withscores=True, score_cast_func=_whole)
             pipe.zrangebyscore(k.queue, "-inf", "+inf", start=0, num=max(limit, 0))
             pipe.zcard(k.queue)
 
         now, replies = self._multi(k, first, now=True)
         raw_policy, raw_ids, raw_revs, raw_beats, raw_beat_revs, raw_queued, depth = replies
-        beat_revs = {text(a): int(rev) for a, rev in raw_beat_revs}
+        beat_revs = {text(a): rev for a, rev in raw_beat_revs}
         self._agent_cache.beat(
             tenant,
-            [(text(a), beat_revs[text(a)], int(ms)) for a, ms in raw_beats if text(a) in beat_revs],
+            [(text(a), beat_revs[text(a)], ms) for a, ms in raw_beats if text(a) in beat_revs],
         )
         policy = Policy() if raw_policy is None else codec.decode_policy(text(raw_policy))
         # without revs (an index not built yet: load_candidates builds it) every agent is read
@@ -241,6 +242,11 @@ class RedisCalls(RedisBase):
         return self.get_call(tenant, call_id)
 
 
+def _whole(score: bytes | str) -> int:
+    """A sorted-set score that holds a whole number (a rev, a time in ms)."""
+    return int(float(score))
+
+
 def _rev_text(score: bytes | str) -> str:
     """A rev as ``idx:revs`` scores it, in the digits of the agent hash's ``rev`` field."""
-    return str(int(float(score)))
+    return str(_whole(score))
