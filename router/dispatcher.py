@@ -162,7 +162,10 @@ class Dispatcher:
 
         ``full=False`` (a wake-up) skips the agent scan when nothing waits: reclaiming and
         SLA checks need no reaction faster than the tick, and a Complete should not cost a
-        read of every agent."""
+        read of every agent. When no call waits and no offer has expired it is one read
+        (``has_work``), without the lease."""
+        if not full and not self._store.has_work(tenant):
+            return DispatchReport()
         if not self._store.acquire_lease(tenant, self._owner, self._lease_ms):
             return DispatchReport(skipped=True)
         try:

@@ -18,6 +18,13 @@ class MemoryCalls(MemoryBase):
         with self._lock:
             return len(self._tenant(tenant).queue)
 
+    def has_work(self, tenant: str) -> bool:
+        """A call waits, or an offer's expiry has passed."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            return bool(t.queue) or any(expires <= now for expires in t.offers.values())
+
     def load_queue(self, tenant: str, limit: int) -> QueueView:
         """Policy, time, every agent and the first ``limit`` queued calls."""
         rules.check_tenant(tenant)
@@ -47,6 +54,18 @@ class MemoryCalls(MemoryBase):
             if asg is None:
                 raise rules.assignment_not_found(assignment_id)
             return asg
+
+    def get_assignment_and_policy(
+        self, tenant: str, assignment_id: str
+    ) -> tuple[Assignment, Policy]:
+        """``get_assignment`` and ``get_policy`` under one lock."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t = self._tenant(tenant)
+            asg = t.assignment(assignment_id, self._clock())
+            if asg is None:
+                raise rules.assignment_not_found(assignment_id)
+            return asg, t.policy or Policy()
 
     def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:
         """The fingerprint stored for ``request_id`` and its call as it is now."""

@@ -41,7 +41,6 @@ INDEX_VERSION = "3"
 ``load_candidates``."""
 _INDEX_CHUNK = 500
 """Agents per ``reindex`` script (each one a short atomic step)."""
-_POLICIES_KEPT = 256
 
 
 class RedisAgents(RedisBase):
@@ -216,20 +215,6 @@ class RedisAgents(RedisBase):
         k = Keys(tenant)
         _, (raw,) = self._multi(k, lambda pipe: pipe.get(k.policy))
         return self._policy(raw)
-
-    def _policy(self, raw: object) -> Policy:
-        """A stored policy JSON (``None`` or "": none stored) decoded, memoised by its text
-        (a ``Policy`` is immutable, so every reader may share one)."""
-        if raw is None or raw == "":
-            return Policy()
-        stored = text(raw)
-        policy = self._policies.get(stored)
-        if policy is None:
-            policy = codec.decode_policy(stored)
-            if len(self._policies) >= _POLICIES_KEPT:
-                self._policies.clear()
-            self._policies[stored] = policy
-        return policy
 
     def put_policy(self, tenant: str, policy: Policy, expected_version: int = 0) -> Policy:
         """Store ``policy`` as the next version (compare-and-set like ``update_agent``)."""

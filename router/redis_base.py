@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from router import codec
 from router import store_common as rules
 from router.domain import AgentSnapshot, Policy
 from router.index_mirror import IndexMirror
@@ -37,6 +38,10 @@ def agents_from_replies(replies: Sequence[Any], now: int, min_end: int) -> list[
 def aging_ms(policy: Policy | None) -> int:
     """What one priority level is worth in the queue score, in ms."""
     return (policy or Policy()).aging_s_per_priority * 1000
+
+
+_POLICIES_KEPT = 256
+"""Decoded policies memoised per store (``_policy``); past it the memo starts over."""
 
 
 class RedisBase(ABC):
@@ -72,6 +77,20 @@ class RedisBase(ABC):
     @abstractmethod
     def _register_tenant(self, tenant: str) -> None:
         """Add ``tenant`` to the global tenants set (outside any script)."""
+
+    def _policy(self, raw: object) -> Policy:
+        """A stored policy JSON (``None`` or "": none stored) decoded, memoised by its text
+        (a ``Policy`` is immutable, so every reader may share one)."""
+        if raw is None or raw == "":
+            return Policy()
+        stored = text(raw)
+        policy = self._policies.get(stored)
+        if policy is None:
+            policy = codec.decode_policy(stored)
+            if len(self._policies) >= _POLICIES_KEPT:
+                self._policies.clear()
+            self._policies[stored] = policy
+        return policy
 
     def _cached_agents(
         self,

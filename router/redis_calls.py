@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from router import codec
 from router import store_common as rules
 from router.domain import (
     Assignment,
@@ -47,6 +46,17 @@ class RedisCalls(RedisBase):
         _, (depth,) = self._multi(k, lambda pipe: pipe.zcard(k.queue))
         return int(depth)
 
+    def has_work(self, tenant: str) -> bool:
+        """``ZCARD`` of the queue and the earliest offer expiry, with the time, in one
+        ``MULTI``."""
+        k = Keys(tenant)
+        now, (depth, first) = self._multi(
+            k,
+            lambda pipe: (pipe.zcard(k.queue), pipe.zrange(k.offers, 0, 0, withscores=True)),
+            now=True,
+        )
+        return int(depth) > 0 or any(float(expires) <= now for _, expires in first)
+
     def load_queue(self, tenant: str, limit: int) -> QueueView:
         """Policy, time, agent ids and their revs, every agent's latest heartbeat (a
         heartbeat takes no rev: ``AgentCache.beat``), the first ``limit`` queued ids and the
@@ -70,7 +80,7 @@ class RedisCalls(RedisBase):
             tenant,
             [(text(a), beat_revs[text(a)], ms) for a, ms in raw_beats if text(a) in beat_revs],
         )
-        policy = Policy() if raw_policy is None else codec.decode_policy(text(raw_policy))
+        policy = self._policy(raw_policy)
         # without revs (an index not built yet: load_candidates builds it) every agent is read
         ids, revs = [text(a) for a in raw_ids], {text(a): rev for a, rev in raw_revs}
         queued = [text(c) for c in raw_queued]
@@ -113,6 +123,19 @@ class RedisCalls(RedisBase):
         if not fields:
             raise rules.assignment_not_found(assignment_id)
         return assignment_from_hash(assignment_id, fields)
+
+    def get_assignment_and_policy(
+        self, tenant: str, assignment_id: str
+    ) -> tuple[Assignment, Policy]:
+        """``HGETALL asg:<id>`` and the policy in one ``MULTI``."""
+        k = Keys(tenant)
+        _, (raw, raw_policy) = self._multi(
+            k, lambda pipe: (pipe.hgetall(k.asg(assignment_id)), pipe.get(k.policy))
+        )
+        fields = texts(raw)
+        if not fields:
+            raise rules.assignment_not_found(assignment_id)
+        return assignment_from_hash(assignment_id, fields), self._policy(raw_policy)
 
     def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:
         """The ``req`` hash, then ``get_call`` on its call."""

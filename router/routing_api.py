@@ -101,8 +101,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         handle_s = convert.duration_seconds("outcome.handle_time", outcome.handle_time)
         if not 0 <= handle_s <= MAX_HANDLE_S:
             raise InvalidArgumentError("outcome.handle_time", "must be between 0 and 7 days")
-        policy = self._store.get_policy(tenant)
-        current = self._store.get_assignment(tenant, assignment_id)
+        current, policy = self._store.get_assignment_and_policy(tenant, assignment_id)
         value = performance.outcome_value(
             CallOutcome(
                 handle_time_s=handle_s,

@@ -255,6 +255,11 @@ class Store(Protocol):
         """How many calls wait in the tenant's queue (one cheap read)."""
         ...
 
+    def has_work(self, tenant: str) -> bool:
+        """Whether a dispatcher pass has anything to do now: a call waits or an offer's
+        expiry has passed (store time; one cheap read, no lease)."""
+        ...
+
     def load_queue(self, tenant: str, limit: int) -> QueueView:
         """The first ``limit`` queued calls in queue order and all agents, for a batch."""
         ...
@@ -366,6 +371,13 @@ class Store(Protocol):
 
     def get_assignment(self, tenant: str, assignment_id: str) -> Assignment:
         """One assignment as stored. ``NotFoundError`` if unknown (or expired)."""
+        ...
+
+    def get_assignment_and_policy(
+        self, tenant: str, assignment_id: str
+    ) -> tuple[Assignment, Policy]:
+        """``get_assignment`` and ``get_policy`` in one read (what ``Complete`` needs before
+        it ends the assignment)."""
         ...
 
     def last_event_id(self, tenant: str) -> str:

@@ -671,6 +671,29 @@ def test_expired_offers_appear_once_the_clock_passes_expiry(harness: StoreHarnes
     assert store.expired_offers(T) == [second]
 
 
+def test_has_work_while_calls_wait_or_an_offer_has_expired(harness: StoreHarness) -> None:
+    """``has_work`` (what a dispatcher wake-up reads before taking the lease) is true exactly
+    while a call waits or an offer's expiry has passed, and writes nothing."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    assert not store.has_work(T)
+    assert not store.has_work("other")
+    enqueue(harness, "c1")
+    before = harness.dump()
+    assert store.has_work(T)
+    assert harness.dump() == before
+    offer = dispatch(store, "c1", "a", offer_s=10)
+    assert not store.has_work(T)  # the only call is offered, not yet expired
+    clock.advance(9_999)
+    assert not store.has_work(T)
+    clock.advance(1)
+    assert store.has_work(T)
+    store.decline_offer(T, offer.assignment_id, offer.token, timed_out=True, policy=POLICY)
+    assert store.has_work(T)  # the call waits again
+    store.cancel_call(T, "c1")
+    assert not store.has_work(T)
+
+
 def test_an_offer_is_either_acceptable_or_expired(harness: StoreHarness) -> None:
     """At every instant an offer is exactly one of: acceptable, or listed by
     ``expired_offers``. 1 ms before its expiry it is accepted; from its expiry on it is
@@ -1225,3 +1248,20 @@ def test_get_assignment_follows_the_offer(harness: StoreHarness) -> None:
     assert (done.state, done.ended_ms) == (AssignmentState.COMPLETED, clock.now_ms)
     with pytest.raises(NotFoundError):
         store.get_assignment(T, "no-such-assignment")
+
+
+def test_get_assignment_and_policy_reads_both_at_once(harness: StoreHarness) -> None:
+    """``get_assignment_and_policy`` (Complete's one read) gives what ``get_assignment`` and
+    ``get_policy`` give, before and after a policy is stored; an unknown id is NOT_FOUND and
+    writes nothing."""
+    store = harness.store
+    available(store, "a")
+    enqueue(harness, "c1")
+    asg = dispatch(store, "c1", "a")
+    assert store.get_assignment_and_policy(T, asg.assignment_id) == (asg, store.get_policy(T))
+    stored = store.put_policy(T, POLICY)
+    assert store.get_assignment_and_policy(T, asg.assignment_id) == (asg, stored)
+    before = harness.dump()
+    with pytest.raises(NotFoundError):
+        store.get_assignment_and_policy(T, "no-such-assignment")
+    assert harness.dump() == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from router.dispatcher import Dispatcher, must_reclaim, widen_for_risk
+from router.dispatcher import DispatchReport, Dispatcher, must_reclaim, widen_for_risk
 from router.domain import (
     ActiveWork,
     AgentProfile,
@@ -89,6 +89,32 @@ def test_a_wake_up_with_an_empty_queue_reads_no_agents() -> None:
     _agent(store, "a1")
     report = Dispatcher(store).run_once(T, full=False)
     assert report == type(report)()
+
+
+class _LeaseCounting(MemoryStore):
+    """The in-memory store, counting lease requests."""
+
+    leases = 0
+
+    def acquire_lease(self, tenant: str, owner: str, ttl_ms: int) -> bool:
+        self.leases += 1
+        return super().acquire_lease(tenant, owner, ttl_ms)
+
+
+def test_a_wake_up_with_nothing_to_do_takes_no_lease() -> None:
+    """A wake-up (a Complete freed a slot) when no call waits and no offer has expired
+    costs one read, not a lease; a tick still takes it, and a waiting call is placed."""
+    clock = FakeClock()
+    store = _LeaseCounting(clock)
+    _agent(store, "a1")
+    dispatcher = Dispatcher(store)
+    assert dispatcher.run_once(T, full=False) == DispatchReport()
+    assert store.leases == 0
+    dispatcher.run_once(T)
+    assert store.leases == 1
+    _queue(store, clock, "c1")
+    assert dispatcher.run_once(T, full=False).placed == 1
+    assert store.leases == 2
 
 
 def test_at_risk_calls_are_widened_to_the_next_step() -> None:
