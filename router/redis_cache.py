@@ -19,9 +19,11 @@ Pure: no driver, no clock.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 from router import store_common as rules
 from router.domain import ActiveWork, AgentSnapshot, WorkSpan
@@ -56,8 +58,69 @@ def _stable_until(works: Sequence[ActiveWork], snap: AgentSnapshot, now: int, wi
     return min(ends, default=_NEVER)
 
 
+def _valid_from(entry: _Entry) -> int:
+    """The first now at which ``entry.snapshot`` may be served (built by then, and its spans
+    read from a cutoff at or before ``now - window``)."""
+    return max(entry.built_ms, entry.min_end + entry.window_ms)
+
+
+REORDER_MS = 1_000
+"""How far (store time) the reads of concurrent requests may arrive out of order and still
+be answered by a view built for a later one."""
+
+
+class _View:
+    """One tenant's entries for one window as ``agent id -> (rev, snapshot)``, exact for
+    any now in ``[valid_from, valid_until)``, those in ``late`` only from their own start:
+    the common case of ``get_many`` becomes a rev comparison done by C loops (map, list
+    equality) instead of per-agent Python checks."""
+
+    __slots__ = ("items", "late", "valid_from", "valid_until", "window_ms")
+
+    def __init__(self, window_ms: int, valid_from: int) -> None:
+        self.window_ms = window_ms
+        self.items: dict[str, tuple[str, AgentSnapshot]] = {}
+        self.valid_from = valid_from
+        self.valid_until = _NEVER
+        self.late: dict[str, int] = {}
+        """Start of the items that serve only from a later time than ``valid_from`` (read
+        at a later now than a request still in flight may ask for), by agent id."""
+
+    def admit(self, agent_id: str, entry: _Entry) -> None:
+        """Serve ``entry`` (of this window) from its start on."""
+        self.items[agent_id] = (entry.rev, entry.snapshot)
+        start = max(entry.built_ms, entry.min_end + entry.window_ms)  # ``_valid_from``
+        if start > self.valid_from:
+            self.late[agent_id] = start
+        else:
+            self.late.pop(agent_id, None)
+        self.valid_until = min(self.valid_until, entry.stable_until_ms)
+
+    def unready(self, now: int) -> set[str]:
+        """The agents whose items do not serve ``now`` yet. Items that have served for
+        ``REORDER_MS`` leave ``late``, ``valid_from`` moving up to their start."""
+        if not self.late:
+            return set()
+        settle = now - REORDER_MS
+        settled = [agent_id for agent_id, start in self.late.items() if start <= settle]
+        if settled:
+            self.valid_from = max(self.valid_from, *(self.late.pop(a) for a in settled))
+        return {agent_id for agent_id, start in self.late.items() if start > now}
+
+
+_NO_ITEM: tuple[str | None, AgentSnapshot | None] = (None, None)
+"""What the view gives for an agent it does not hold (no rev equals ``None``)."""
+_REV = operator.itemgetter(0)
+_SNAPSHOT = operator.itemgetter(1)
+
+
 class AgentCache:
-    """Decoded agents per (tenant, agent id), valid for one ``rev``."""
+    """Decoded agents per (tenant, agent id), valid for one ``rev``.
+
+    Beside the entries, each tenant has a ``_View`` of the entries of the window last asked
+    for, valid over a common interval of time; ``get_many`` answers from it when its now is
+    inside, and rebuilds it from the entries (the per-agent checks) when not.
+    """
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         """An empty cache holding at most ``max_entries`` agents."""
@@ -65,6 +128,8 @@ class AgentCache:
         """Tenant -> agent id -> entry."""
         self._beats: dict[str, dict[str, tuple[int, int]]] = {}
         """Tenant -> agent id -> (rev, time) of the latest heartbeat passed to ``beat``."""
+        self._views: dict[str, _View] = {}
+        """Tenant -> the view of its entries for the window last asked for."""
         self._size = 0
         self._max = max_entries
         self._lock = threading.Lock()
@@ -102,11 +167,45 @@ class AgentCache:
     ) -> tuple[dict[str, AgentSnapshot], list[str]]:
         """``get`` for each agent of ``ids`` at its rev in ``revs``: the agents found, and
         the ids to read (then ``put``)."""
+        with self._lock:  # the view's interval and items as one
+            view = self._views.get(tenant)
+            usable = (
+                view is not None
+                and view.window_ms == window_ms
+                and view.valid_from <= now < view.valid_until
+            )
+            if usable:
+                assert view is not None
+                unready = view.unready(now)
+                items = list(map(view.items.get, ids, repeat(_NO_ITEM)))
+        if not usable:
+            some, missing = self._get_each(tenant, ids, revs, now, window_ms)
+            self._rebuild_view(tenant, now, window_ms)
+            return some, missing
+        if list(map(_REV, items)) == list(revs) and unready.isdisjoint(ids):
+            return dict(zip(ids, map(_SNAPSHOT, items), strict=True)), []  # the common case
+        found: dict[str, AgentSnapshot] = {}
+        others: list[tuple[str, str]] = []
+        for agent_id, rev, (cached_rev, snapshot) in zip(ids, revs, items, strict=True):
+            if snapshot is not None and cached_rev == rev and agent_id not in unready:
+                found[agent_id] = snapshot
+            else:
+                others.append((agent_id, rev))
+        more, missing = self._get_each(
+            tenant, [a for a, _ in others], [r for _, r in others], now, window_ms
+        )
+        found.update(more)
+        return found, missing
+
+    def _get_each(
+        self, tenant: str, ids: Sequence[str], revs: Sequence[str], now: int, window_ms: int
+    ) -> tuple[dict[str, AgentSnapshot], list[str]]:
+        """``get_many`` agent by agent (the answer in ``ids`` order)."""
         found: dict[str, AgentSnapshot] = {}
         missing: list[str] = []
         entries, cutoff = self._entries.get(tenant, {}), now - window_ms
         for agent_id, rev in zip(ids, revs, strict=True):
-            # ``get``'s common case inline (this loop runs over every candidate).
+            # ``get``'s common case inline.
             entry = entries.get(agent_id)
             if (
                 entry is not None
@@ -124,6 +223,19 @@ class AgentCache:
             else:
                 found[agent_id] = snapshot
         return found, missing
+
+    def _rebuild_view(self, tenant: str, now: int, window_ms: int) -> None:
+        """The tenant's view anew: its entries of ``window_ms`` that serve ``now``, for
+        requests from ``REORDER_MS`` earlier on."""
+        view = _View(window_ms, now - REORDER_MS)
+        with self._lock:
+            for agent_id, entry in self._entries.get(tenant, {}).items():
+                if (
+                    entry.window_ms == window_ms
+                    and _valid_from(entry) <= now < entry.stable_until_ms
+                ):
+                    view.admit(agent_id, entry)
+            self._views[tenant] = view
 
     def put(
         self,
@@ -190,10 +302,17 @@ class AgentCache:
         with self._lock:
             if self._size >= self._max:
                 self._entries.clear()
+                self._views.clear()
                 self._size = 0
             entries = self._entries.setdefault(tenant, {})
             self._size += agent_id not in entries
             entries[agent_id] = entry
+            view = self._views.get(tenant)
+            if view is not None:
+                if entry.window_ms == view.window_ms:
+                    view.admit(agent_id, entry)
+                else:
+                    view.items.pop(agent_id, None)
 
     @staticmethod
     def _build(

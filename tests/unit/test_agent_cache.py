@@ -1,0 +1,144 @@
+"""``router.redis_cache.AgentCache``: the per-tenant view answers as the per-agent checks do."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from router import codec
+from router.domain import AgentProfile
+from router.redis_cache import AgentCache
+from router.redis_schema import ACTIVE_PREFIX, agent_from_hash
+
+T = "acme"
+IDS = [f"a{i}" for i in range(8)]
+
+
+def _fields(agent_id: str, rev: int, rng: random.Random, now: int) -> dict[str, str]:
+    """An agent hash at ``rev``: maybe a chat in progress, maybe one in wrap-up."""
+    fields = {
+        "profile": codec.encode_profile(AgentProfile(agent_id)),
+        "version": "1",
+        "presence": "available",
+        "heartbeat": str(now - rng.randrange(0, 5_000)),
+        "seq": str(rev),
+        "rev": str(rev),
+    }
+    if rng.random() < 0.5:
+        start = now - rng.randrange(1, 60_000)
+        wrap = 0 if rng.random() < 0.5 else now + rng.randrange(-2_000, 4_000)
+        fields[f"{ACTIVE_PREFIX}w{rev}"] = f"chat|25|{start}|0|{wrap}"
+    return fields
+
+
+def _members(rng: random.Random, now: int) -> list[str]:
+    """Finished spans, some about to leave a short window."""
+    spans = []
+    for k in range(rng.randrange(0, 3)):
+        end = now - rng.randrange(0, 9_000)
+        spans.append(f"s{k}|{end - 1_000}|{end}|25")
+    return spans
+
+
+def test_the_view_serves_exact_agents_and_misses_nothing_the_checks_serve() -> None:
+    """Random puts (at moving, sometimes out-of-order times), heartbeats and reads with
+    current or stale revs and two windows. Every agent ``get_many`` serves is exactly the
+    agent decoded from the hash of the asked rev at the asked time (heartbeats patched in);
+    it serves every agent that a twin cache taking only the per-agent path serves, and
+    names each other one as missing, in the order asked."""
+    for seed in range(40):
+        rng = random.Random(seed)
+        cache, twin = AgentCache(), AgentCache()
+        revs = dict.fromkeys(IDS, 0)
+        stored: dict[tuple[str, str], tuple[dict[str, str], list[str], int, int]] = {}
+        beats: dict[str, int] = {}
+        now = 1_000_000
+        beat_rev = 0
+        for _ in range(300):
+            now += rng.choice((0, 1, 5, 300, 2_000))
+            window = rng.choice((10_000, 10_000, 10_000, 4_000))
+            op = rng.random()
+            if op < 0.3:
+                agent_id = rng.choice(IDS)
+                revs[agent_id] += 1
+                read_at = now - rng.choice((0, 0, 0, 3))  # a request still in flight
+                fields = _fields(agent_id, revs[agent_id], rng, read_at)
+                members = _members(rng, read_at)
+                stored[(agent_id, fields["rev"])] = (fields, members, read_at, window)
+                for c in (cache, twin):
+                    c.put(T, fields, members, read_at, window)
+            elif op < 0.4:
+                beat_rev += 1
+                agent_id = rng.choice(IDS)
+                beats[agent_id] = now
+                for c in (cache, twin):
+                    c.beat(T, [(agent_id, 10**9 + beat_rev, now)])
+            else:
+                ids = sorted(rng.sample(IDS, rng.randrange(1, len(IDS) + 1)))
+                asked = [
+                    str(revs[a] - (1 if revs[a] > 1 and rng.random() < 0.1 else 0)) for a in ids
+                ]
+                at = now - rng.choice((0, 0, 0, 0, 2))
+                found, missing = cache.get_many(T, ids, asked, at, window)
+                expected, _ = twin._get_each(T, ids, asked, at, window)
+                assert expected.keys() <= found.keys(), seed
+                assert [a for a in ids if a not in found] == missing, seed
+                for agent_id, rev in zip(ids, asked, strict=True):
+                    if agent_id not in found:
+                        continue
+                    fields, members, read_at, read_window = stored[(agent_id, rev)]
+                    assert at - window >= read_at - read_window, seed  # its spans were read
+                    truth = agent_from_hash(fields, members, at - window, at)
+                    heartbeat = max(truth.heartbeat_ms, beats.get(agent_id, 0))
+                    assert found[agent_id] == replace(truth, heartbeat_ms=heartbeat), seed
+
+
+def test_a_full_hit_returns_every_agent_in_order() -> None:
+    """Once the view is built, a read of unchanged agents serves all of them."""
+    cache, rng = AgentCache(), random.Random(1)
+    now = 5_000_000
+    for i, agent_id in enumerate(IDS):
+        cache.put(T, _fields(agent_id, i + 1, rng, now), [], now, 60_000)
+    revs = [str(i + 1) for i in range(len(IDS))]
+    first, _ = cache.get_many(T, IDS, revs, now + 10, 60_000)  # builds the view
+    found, missing = cache.get_many(T, IDS, revs, now + 20, 60_000)
+    assert missing == []
+    assert list(found) == IDS
+    assert [a.agent_id for a in found.values()] == IDS
+    assert first.keys() == found.keys()
+
+
+def test_reads_after_the_first_take_the_view_not_the_per_agent_checks() -> None:
+    """The per-agent path runs only when the view cannot answer: after a read builds it,
+    reads of unchanged agents skip it, also once another agent's wrap-up has ended (the
+    view is rebuilt once, without that agent, which is then checked alone, once), and an
+    agent read again since it changed is served by the view."""
+    cache, rng = AgentCache(), random.Random(2)
+    now = 5_000_000
+    for i, agent_id in enumerate(IDS):
+        cache.put(T, _fields(agent_id, i + 1, rng, now), [], now, 60_000)
+    wrapping = _fields("a9", 1, rng, now)
+    wrapping[f"{ACTIVE_PREFIX}w"] = f"chat|25|{now - 5_000}|0|{now + 1_000}"
+    cache.put(T, wrapping, [], now, 60_000)
+    checked: list[list[str]] = []
+    per_agent = cache._get_each
+
+    def counting(tenant: str, ids: list[str], *rest: int | list[str]) -> object:
+        checked.append(list(ids))
+        return per_agent(tenant, ids, *rest)  # type: ignore[arg-type]
+
+    cache._get_each = counting  # type: ignore[method-assign,assignment]
+    revs = [str(i + 1) for i in range(len(IDS))]
+    cache.get_many(T, [*IDS, "a9"], [*revs, "1"], now + 10, 60_000)
+    cache.get_many(T, IDS, revs, now + 20, 60_000)
+    assert len(checked) == 1  # the first read built the view
+    cache.get_many(T, IDS, revs, now + 2_000, 60_000)  # a9's wrap-up has ended
+    cache.get_many(T, IDS, revs, now + 2_010, 60_000)
+    assert len(checked) == 2  # rebuilt once, without a9
+    cache.get_many(T, [*IDS, "a9"], [*revs, "1"], now + 2_020, 60_000)
+    cache.get_many(T, [*IDS, "a9"], [*revs, "1"], now + 2_030, 60_000)
+    assert checked[2:] == [["a9"]]  # a9 alone, then served by the view too
+    cache.put(T, _fields("a3", 40, rng, now + 2_030), [], now + 2_030, 60_000)
+    revs[3] = "40"
+    found, missing = cache.get_many(T, IDS, revs, now + 2_040, 60_000)
+    assert (missing, len(found), len(checked)) == ([], len(IDS), 3)
