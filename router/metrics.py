@@ -34,6 +34,12 @@ SOLVER_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+ADMISSION_WAIT_SECONDS = Histogram(
+    "router_admission_wait_seconds",
+    "Time requests that found every request slot taken (ROUTER_CONCURRENCY) waited for one.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 DISPATCH_PLACED = Counter(
     "router_dispatch_placed_total",
     "Queued calls the dispatcher placed.",

@@ -2,11 +2,14 @@
 
 Interceptors, outermost first: ``ErrorInterceptor`` (maps every error to its status, logs one
 line per RPC), ``AccessInterceptor`` (tokens, roles, per-tenant rate limit: before any handler
-work), ``DeadlineInterceptor`` (binds the client's deadline for the handler).
+work), ``DeadlineInterceptor`` (binds the client's deadline for the handler),
+``AdmissionInterceptor`` (at most ``ROUTER_CONCURRENCY`` unary handlers at once; the rest
+wait in line within their deadline).
 """
 
 from __future__ import annotations
 
+import os
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from router.admin_api import AgentAdminServicer, PolicyServicer
+from router.admission import Admission, AdmissionInterceptor
 from router.assigner import Assigner
 from router.auth import AccessInterceptor, TokensFileError, TokenTable
 from router.deadline import DeadlineInterceptor
@@ -56,6 +60,8 @@ class RunningServer:
     admin_port: int = 0
     """The admin listener's port; 0 when the admin services are on ``port``."""
     tokens: TokenTable | None = field(default=None)
+    admission: Admission | None = field(default=None)
+    """The request slots every unary handler of the router's services runs in."""
 
     def stop(self, grace_s: float) -> None:
         """Report NOT_SERVING, let in-flight RPCs finish for up to ``grace_s`` on every
@@ -163,7 +169,13 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
     tokens = TokenTable.from_file(settings.tokens_file) if settings.tokens_file else None
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
     _warn_about_exposure(settings, tokens)
-    interceptors = [ErrorInterceptor(), AccessInterceptor(tokens, limiter), DeadlineInterceptor()]
+    admission = Admission(settings.concurrency or os.cpu_count() or 1)
+    interceptors = [
+        ErrorInterceptor(),
+        AccessInterceptor(tokens, limiter),
+        DeadlineInterceptor(),
+        AdmissionInterceptor(admission),
+    ]
     options = server_options(settings)
     credentials = server_credentials(settings)
 
@@ -217,5 +229,13 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
     probe.check()
     probe.start()
     return RunningServer(
-        server, port, health_servicer, dispatcher, probe, admin_server, admin_port, tokens
+        server,
+        port,
+        health_servicer,
+        dispatcher,
+        probe,
+        admin_server,
+        admin_port,
+        tokens,
+        admission,
     )

@@ -29,7 +29,12 @@ class Settings:
     """Port of the Prometheus ``/metrics`` endpoint on ``host`` (``ROUTER_METRICS_PORT``);
     0 disables it."""
     workers: int = 16
-    """Threads serving RPCs (``ROUTER_WORKERS``)."""
+    """Threads serving RPCs (``ROUTER_WORKERS``); each ``Watch`` stream holds one."""
+    concurrency: int = 0
+    """Unary RPCs of the router's services running at once; the others wait in line within
+    their deadline (``ROUTER_CONCURRENCY``). 0: the machine's cores. One Python process runs
+    one thread at a time, so more only adds switching when Redis is near; raise it when
+    Redis is far (handlers then mostly wait on the network)."""
     max_replans: int = 5
     """Re-plans of an Assign whose commit lost a race before ABORTED (``ROUTER_MAX_REPLANS``)."""
     redis_timeout_s: float = 2.0
@@ -119,6 +124,8 @@ class Settings:
         self._check_listeners()
         if not 1 <= self.workers <= 1024:
             raise SettingsError(f"ROUTER_WORKERS: {self.workers} is not in 1..1024")
+        if not 0 <= self.concurrency <= 1024:
+            raise SettingsError(f"ROUTER_CONCURRENCY: {self.concurrency} is not in 0..1024")
         if not 0 <= self.max_replans <= 100:
             raise SettingsError(f"ROUTER_MAX_REPLANS: {self.max_replans} is not in 0..100")
         if not 0 < self.redis_timeout_s <= 60:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from router.dispatcher import DispatchReport, Dispatcher, must_reclaim, widen_for_risk
+from router.dispatcher import Dispatcher, DispatchReport, must_reclaim, widen_for_risk
 from router.domain import (
     ActiveWork,
     AgentProfile,

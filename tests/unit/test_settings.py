@@ -76,6 +76,7 @@ def test_tokens_file_is_parsed_up_front(tmp_path: Path) -> None:
         ({"max_connection_idle_s": -1}, "ROUTER_MAX_CONNECTION_IDLE_S"),
         ({"max_concurrent_streams": 0}, "ROUTER_MAX_CONCURRENT_STREAMS"),
         ({"max_ping_strikes": -1}, "ROUTER_MAX_PING_STRIKES"),
+        ({"concurrency": -1}, "ROUTER_CONCURRENCY: -1 is not in 0..1024"),
     ],
 )
 def test_out_of_range_values(kwargs: dict[str, object], message: str) -> None:
