@@ -125,6 +125,23 @@ class RedisBase(ABC):
                 found[agent.agent_id] = agent
         return [found[agent_id] for agent_id in sorted(found)], replies[split:]
 
+    def _cache_window(self, tenant: str) -> int:
+        """The occupancy window (ms) this replica's agent cache serves ``tenant``'s reads
+        for, -1 if none yet: a write script returns the agent it changed for that window
+        (``agent_after`` in ``_lib.lua``) and ``_cache_agent`` keeps it, so the next read
+        needs no round trip for it."""
+        window = self._agent_cache.window(tenant)
+        return -1 if window is None else window
+
+    def _cache_agent(self, tenant: str, after: Sequence[Any], now: int, window: int) -> None:
+        """Cache the agent a write script returned (``[hash, spans]`` at ``now`` for the
+        ``window`` from ``_cache_window``; nothing when that was -1 or the agent is gone)."""
+        if window < 0 or len(after) != 2 or not after[0]:
+            return
+        flat, spans = after
+        fields = dict(zip(map(text, flat[::2]), map(text, flat[1::2]), strict=True))
+        self._agent_cache.put(tenant, fields, [text(m) for m in spans], now, window)
+
     def _read_agents(self, k: Keys, ids: Sequence[str]) -> tuple[int, list[AgentSnapshot]]:
         """Store time and the agents ``ids`` that still exist, with the spans of the last
         24 h, in one ``MULTI`` round trip."""

@@ -162,6 +162,11 @@ class AgentCache:
         )
         return snapshot
 
+    def window(self, tenant: str) -> int | None:
+        """The occupancy window (ms) of ``tenant``'s last ``get_many``, if any."""
+        view = self._views.get(tenant)
+        return None if view is None else view.window_ms
+
     def get_many(
         self, tenant: str, ids: Sequence[str], revs: Sequence[str], now: int, window_ms: int
     ) -> tuple[dict[str, AgentSnapshot], list[str]]:

@@ -57,6 +57,7 @@ class RedisRouting(RedisBase):
         """One script re-checks request, call and agent, then writes everything."""
         k, call, asg_id = Keys(tenant), claim.call, uuid.uuid4().hex
         offer_ms = max(claim.offer_timeout_s, 0) * 1000
+        window = self._cache_window(tenant)
         reply = self._run(
             "commit_assignment",
             [
@@ -97,6 +98,7 @@ class RedisRouting(RedisBase):
                 rules.WORK_RETENTION_MS,
                 claim.expected_version,
                 claim.capacity,
+                window,
             ],
         )
         refused = self._refused(reply, call.call_id)
@@ -109,6 +111,7 @@ class RedisRouting(RedisBase):
         if reply[0] == "conflict":
             return Conflict(reply[1])
         self._parties_seen.remember(k.prefix, asg_id, (claim.agent_id, call.call_id))
+        self._cache_agent(tenant, reply[4], int(reply[2]), window)
         return Committed(
             Assignment(
                 assignment_id=asg_id,
@@ -259,6 +262,7 @@ class RedisRouting(RedisBase):
         rules.check_ending(end, outcome_value)
         k = Keys(tenant)
         agent_id, call_id = self._parties(k, assignment_id)
+        window = self._cache_window(tenant)
         reply = self._run(
             "finish_assignment",
             [
@@ -285,8 +289,11 @@ class RedisRouting(RedisBase):
                 self._events_maxlen,
                 max(wrap_up_s, 0) * 1000,
                 aging_ms(policy),
+                window,
             ],
         )
+        if reply[0] == "ok":
+            self._cache_agent(tenant, reply[3], int(reply[2]), window)
         return self._ended(reply, assignment_id, token)
 
     def reclaim(

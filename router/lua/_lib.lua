@@ -133,6 +133,14 @@ local function agent_view(agent_key, work_key, now, retention_ms)
           redis.call('ZRANGEBYSCORE', work_key, now - retention_ms, '+inf'), int(now)}
 end
 
+-- The agent's hash and its work spans ending at now - window_ms or later (what a replica
+-- reads into its agent cache), or nothing when window_ms < 0.
+local function agent_after(agent_key, work_key, now, window_ms)
+  if not window_ms or window_ms < 0 then return {} end
+  return {redis.call('HGETALL', agent_key),
+          redis.call('ZRANGEBYSCORE', work_key, now - window_ms, '+inf')}
+end
+
 -- Give back the capacity assignment asg_id held (its span [created, now] is recorded),
 -- bump seq and move the longest-idle clock.
 local function free_slot(agent_key, work_key, asg_key, asg_id, now, retention_ms)

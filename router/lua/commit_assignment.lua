@@ -7,9 +7,11 @@
 --       15 from_queue '1'|'0', 16 offer timeout ms (0 = assign directly), 17 age origin
 --       (enqueued_ms or created_ms, 0 = unknown), 18 priority, 19 excluded agents JSON,
 --       20 enqueued_ms, 21 retention_ms, 22 expected profile version, 23 capacity
---       (items on the channel; 0 = strict mode: the agent's seq must be unchanged)
+--       (items on the channel; 0 = strict mode: the agent's seq must be unchanged),
+--       24 occupancy window ms of the caller's agent cache (-1 = none)
 -- -> {'replayed'} | {'fingerprint'} | {'exists', status, assignment id} | {'missing'}
---    | {'gone', status} | {'conflict', reason} | {'ok', token, now, offer expiry}
+--    | {'gone', status} | {'conflict', reason}
+--    | {'ok', token, now, offer expiry, {agent hash, work spans in the window} or {}}
 local now = now_ms(ARGV[1])
 if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'fingerprint') == ARGV[3] then return {'replayed'} end
@@ -91,4 +93,4 @@ else
   add_history(KEYS[10], id, 'answered', channel, now, math.max(0, now - origin), ARGV[4])
 end
 settle_call(KEYS[2], KEYS[11], false, 0)
-return {'ok', token, int(now), int(expires)}
+return {'ok', token, int(now), int(expires), agent_after(KEYS[3], KEYS[4], now, tonumber(ARGV[24]))}

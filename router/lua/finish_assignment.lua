@@ -4,9 +4,10 @@
 --       (agent and call as read from the asg hash, which never changes them)
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 end state, 5 outcome value or '',
 --       6 half_life_s, 7 retention_ms, 8 record_ttl_ms, 9 maxlen, 10 wrap-up ms,
---       11 aging ms per priority level
+--       11 aging ms per priority level, 12 occupancy window ms of the caller's agent cache
+--       (-1 = none)
 -- -> {'missing'} | {'stale'} | {'already', state} | {'offered'} | {'unchanged', asg}
---    | {'ok', asg}
+--    | {'ok', asg, now, {agent hash, work spans in the window} or {}}
 local now = now_ms(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local h = redis.call('HMGET', KEYS[1], 'token', 'state', 'call_id', 'agent_id', 'created',
@@ -52,4 +53,5 @@ if redis.call('HGET', k.call, 'assignment_id') == asg_id then
     settle_call(k.call, k.timeline, true, ARGV[8])
   end
 end
-return {'ok', redis.call('HGETALL', KEYS[1])}
+return {'ok', redis.call('HGETALL', KEYS[1]), int(now),
+        agent_after(KEYS[2], KEYS[3], now, tonumber(ARGV[12]))}

@@ -305,21 +305,22 @@ def test_a_forged_entry_for_a_full_agent_cannot_overfill_them(
     redis_client: redis.Redis, clock: FakeClock
 ) -> None:
     """The only agent is on a voice call; the index (score and rev) says she is free as
-    she was before it. The next voice call is refused by the commit and answered NO_AGENT
-    from the full snapshot."""
-    store = RedisStore(redis_client, clock)
+    she was before it, to a replica that cached her then (the replica that assigned the
+    call keeps her as the commit left her). The next voice call is refused by the commit
+    and answered NO_AGENT from the full snapshot."""
+    store, other = RedisStore(redis_client, clock), RedisStore(redis_client, clock)
     _team(store)
     store.delete_agent(T, "bob")
-    store.load_candidates(T, _voice("warm"))  # ann cached while free
+    other.load_candidates(T, _voice("warm"))  # ann cached while free
     rev = redis_client.zscore(PREFIX + "idx:revs", "ann")
     assert rev is not None
     first = Assigner(store).assign(T, "r1", _voice("c1"))
     assert first.assignment is not None
     redis_client.zadd(PREFIX + "idx:ready", {"ann": 0})
     redis_client.zadd(PREFIX + "idx:revs", {"ann": rev})
-    store._mirrors.clear()  # the lie reaches this replica in a full read
-    assert store.load_candidates(T, _voice("x")).snapshot.agents[0].active == ()
-    second = Assigner(store).assign(T, "r2", _voice("c2"), queue=False)
+    other._mirrors.clear()  # the lie reaches that replica in a full read
+    assert other.load_candidates(T, _voice("x")).snapshot.agents[0].active == ()
+    second = Assigner(other).assign(T, "r2", _voice("c2"), queue=False)
     assert second.outcome == Outcome.NO_AGENT
     assert second.explanation.excluded == {Exclusion.AT_CAPACITY: 1}
     (held,) = store.get_agent(T, "ann").active
@@ -483,3 +484,35 @@ def test_heartbeats_reach_cached_agents_without_a_new_rev(
     assert queued.status == CallStatus.QUEUED
     view = store.load_queue(T, 10)
     assert {a.agent_id: a.heartbeat_ms for a in view.snapshot.agents}["ann"] == clock()
+
+
+def _multis(client: redis.Redis) -> int:
+    stats: dict[str, dict[str, int]] = client.info("commandstats")
+    return stats.get("cmdstat_multi", {}).get("calls", 0)
+
+
+def test_a_replica_keeps_the_agents_it_changed_without_reading_them_again(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """Commit and finish return the agent they changed (for the window the replica's cache
+    serves), so the replica's next Assign reads the index changes and no agent: one script,
+    no MULTI, and its candidates stay those of a full read. Another replica reads the
+    changed agent once."""
+    store, other = RedisStore(redis_client, clock), RedisStore(redis_client, clock)
+    _team(store)
+    for replica in (store, other):
+        _check_candidates(replica, _voice("warm"))
+    assigned = Assigner(store).assign(T, "r1", _voice("c1")).assignment
+    assert assigned is not None
+    multis = _multis(redis_client)
+    store.load_candidates(T, _voice("x1"))
+    assert _multis(redis_client) == multis
+    clock.advance(2_000)
+    store.finish_assignment(T, assigned.assignment_id, assigned.token, AssignmentState.COMPLETED)
+    multis = _multis(redis_client)
+    store.load_candidates(T, _voice("x2"))
+    assert _multis(redis_client) == multis
+    other.load_candidates(T, _voice("x3"))
+    assert _multis(redis_client) == multis + 1
+    for replica in (store, other):
+        _check_candidates(replica, _voice("x4"))
