@@ -1,9 +1,12 @@
 """Assign end to end (real gRPC, real redis-server) against a no-op RPC on the same server.
 
     .venv/bin/python -m tests.benchmarks.bench_assign [--agents 100,1000,10000] [--calls 400]
-        [--threads 8] [--rate 300 --rate-seconds 10]
+        [--threads 8] [--rate 300 --rate-seconds 10] [--server thread|process]
 
-Starts a private redis-server and the service in this process, registers N available agents
+Starts a private redis-server and the service (``--server thread``: in this process, sharing
+its interpreter with the clients; ``process``: ``python -m router`` in its own process as it
+is deployed, each client thread on its own connection, and the server's CPU time per pair is
+printed too), registers N available agents
 (chat capacity 4 each, straight through the store: setup is not measured), then for each N:
 sequential latency of Assign+Complete pairs and of the health Check (the no-op baseline) over
 the same channel, and the throughput of ``--threads`` (8) client threads for a few seconds.
@@ -17,11 +20,16 @@ seconds).
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import grpc
 import redis
@@ -136,6 +144,45 @@ def assign_pair(
     return took, assigned
 
 
+@contextmanager
+def serving(url: str, mode: str) -> Iterator[tuple[int, Callable[[], float]]]:
+    """The service over ``url``: (its port, the CPU seconds its process used so far, or 0
+    when it shares this process)."""
+    if mode == "thread":
+        running = create_server(
+            Settings(port=0, workers=16, metrics_port=0), RedisStore.from_url(url)
+        )
+        try:
+            yield running.port, lambda: 0.0
+        finally:
+            running.stop(0)
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "ROUTER_PORT": str(port),
+        "ROUTER_METRICS_PORT": "0",
+        "ROUTER_LOG_LEVEL": "error",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "router"], env=env, stderr=subprocess.DEVNULL)
+
+    def cpu_s() -> float:
+        with open(f"/proc/{server.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        yield port, cpu_s
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namespace) -> None:
     """Benchmark one team size."""
     redis.Redis.from_url(url).flushall()
@@ -150,16 +197,40 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
             ),
         )
         store.set_presence(TENANT, f"a{i:05d}", Presence.AVAILABLE)
-    running = create_server(Settings(port=0, workers=16, metrics_port=0), store)
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-    routing = routing_pb2_grpc.RoutingServiceStub(channel)
-    health = health_pb2_grpc.HealthStub(channel)
+    with serving(url, args.server) as (port, server_cpu_s):
+        measure(agents, calls, seconds, port=port, server_cpu_s=server_cpu_s, args=args)
+
+
+def measure(
+    agents: int,
+    calls: int,
+    seconds: float,
+    *,
+    port: int,
+    server_cpu_s: Callable[[], float],
+    args: argparse.Namespace,
+) -> None:
+    """The phases against a server on ``port``."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    # One connection per client thread when the server is its own process (as many
+    # clients would be); one shared channel when it shares this process.
+    own = args.server == "process"
+    channels = [
+        grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        if own
+        else channel
+        for _ in range(max(args.threads, 1))
+    ]
+    stubs = [
+        (routing_pb2_grpc.RoutingServiceStub(c), health_pb2_grpc.HealthStub(c)) for c in channels
+    ]
+    routing = stubs[0][0]  # the sequential phases: Assign and no-op on one connection
 
     counter = iter(range(10**9))
     assign_only: list[float] = []
 
     def cycle(n: int) -> None:
-        assign_pair(routing, f"c{agents}-{n}")
+        assign_pair(stubs[n // 1_000_000 % len(stubs)][0], f"c{agents}-{n}")
 
     def assign_then_complete() -> None:
         took, assigned = assign_pair(routing, f"s{agents}-{next(counter)}")
@@ -167,12 +238,13 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
         if not assigned:
             raise RuntimeError("not assigned: every agent should have room")
 
-    def noop(_: int = 0) -> None:
-        health.Check(health_pb2.HealthCheckRequest())  # type: ignore[attr-defined]  # untyped stub
+    def noop(n: int = 0) -> None:
+        stub = stubs[n // 1_000_000 % len(stubs)][1]
+        stub.Check(health_pb2.HealthCheckRequest())  # type: ignore[attr-defined]  # untyped stub
 
     def timed_pair(n: int) -> float:
         """One Assign+Complete at a fixed rate; returns the Assign's latency in ms."""
-        return assign_pair(routing, f"o{agents}-{n}")[0]
+        return assign_pair(stubs[n % len(stubs)][0], f"o{agents}-{n}")[0]
 
     _timed(noop, 50)  # warm up
     _timed(assign_then_complete, 20)
@@ -180,7 +252,9 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
     baseline = _timed(noop, calls)
     _timed(assign_then_complete, calls, args.phase_limit)
     noop_rate = _throughput(noop, seconds, args.threads)
+    cpu_before = server_cpu_s()
     cycle_rate = _throughput(cycle, seconds, args.threads)
+    cpu_per_pair = (server_cpu_s() - cpu_before) / max(cycle_rate * seconds, 1) * 1000
     b50, a50 = statistics.median(baseline), statistics.median(assign_only)
     print(
         f"agents={agents:>6}  no-op p50 {b50:6.2f} ms p99 {_percentile(baseline, 0.99):6.2f} ms"
@@ -188,7 +262,8 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
         f" max {max(assign_only):6.2f} ms ({a50 / b50:4.1f}x no-op, n={len(assign_only)})"
         f" | {args.threads} threads: no-op {noop_rate:7.0f}/s,"
         f" Assign+Complete {cycle_rate:6.0f} pairs/s"
-        f" ({2 * cycle_rate / noop_rate:4.2f} of no-op RPC rate)",
+        f" ({2 * cycle_rate / noop_rate:4.2f} of no-op RPC rate)"
+        + (f"; server CPU {cpu_per_pair:.2f} ms per pair" if own else ""),
         flush=True,
     )
     if args.rate > 0:
@@ -200,8 +275,8 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
             f" p99 {_percentile(offered, 0.99):7.2f} ms max {max(offered):7.2f} ms",
             flush=True,
         )
-    channel.close()
-    running.stop(0)
+    for opened in {id(c): c for c in [channel, *channels]}.values():
+        opened.close()
 
 
 def main() -> None:
@@ -220,6 +295,12 @@ def main() -> None:
         "--rate", type=float, default=0.0, help="fixed offered load, Assign+Complete/s (0: off)"
     )
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="fixed-load duration")
+    parser.add_argument(
+        "--server",
+        choices=("thread", "process"),
+        default="thread",
+        help="the service in this process (thread) or as its own process (process)",
+    )
     args = parser.parse_args()
     logs.silence()
     server = local_redis.start()
