@@ -24,7 +24,7 @@ from router.domain import (
 )
 from router.errors import FailedPreconditionError
 from router.memory_state import AgentState, CallState, MemoryBase, TenantState
-from router.store import Claim, CommitResult, Committed, Conflict, Gone, Replayed
+from router.store import Claim, CommitResult, Committed, Conflict, Finished, Gone, Replayed
 from scoring import performance
 
 
@@ -302,7 +302,7 @@ class MemoryRouting(MemoryBase):
         half_life_s: int = 0,
         wrap_up_s: int = 0,
         policy: Policy | None = None,
-    ) -> Assignment:
+    ) -> Finished:
         """``finish_assignment.lua``."""
         rules.check_tenant(tenant)
         rules.check_ending(end, outcome_value)
@@ -311,7 +311,7 @@ class MemoryRouting(MemoryBase):
             asg = self._held(t, assignment_id, token, now)
             if asg.state != AssignmentState.ACTIVE:
                 if asg.state == end:
-                    return asg
+                    return Finished(asg, len(t.queue))
                 if asg.state == AssignmentState.OFFERED:
                     raise rules.not_active(assignment_id)
                 raise rules.already_ended(assignment_id, asg.state.value)
@@ -346,7 +346,7 @@ class MemoryRouting(MemoryBase):
                     rec.status = CallStatus(end.value)
                     rec.updated = now
                     rec.settle(True, now)
-            return ended
+            return Finished(ended, len(t.queue))
 
     def reclaim(
         self, tenant: str, agent_id: str, *, channels: frozenset[Channel], policy: Policy

@@ -25,7 +25,7 @@ from router.domain import (
 )
 from router.redis_base import RedisBase, aging_ms
 from router.redis_schema import Keys, assignment_from_hash, pairs, text
-from router.store import Claim, CommitResult, Committed, Conflict, Gone, Replayed
+from router.store import Claim, CommitResult, Committed, Conflict, Finished, Gone, Replayed
 
 _LIVE = ("assigned", "offered")
 
@@ -257,7 +257,7 @@ class RedisRouting(RedisBase):
         half_life_s: int = 0,
         wrap_up_s: int = 0,
         policy: Policy | None = None,
-    ) -> Assignment:
+    ) -> Finished:
         """The assignment's agent and call (remembered, else read), then one script ends it."""
         rules.check_ending(end, outcome_value)
         k = Keys(tenant)
@@ -292,9 +292,10 @@ class RedisRouting(RedisBase):
                 window,
             ],
         )
+        ended = self._ended(reply, assignment_id, token)
         if reply[0] == "ok":
             self._cache_agent(tenant, reply[3], int(reply[2]), window)
-        return self._ended(reply, assignment_id, token)
+        return Finished(ended, int(reply[-1]))
 
     def reclaim(
         self, tenant: str, agent_id: str, *, channels: frozenset[Channel], policy: Policy

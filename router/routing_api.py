@@ -45,7 +45,7 @@ def _token(value: int) -> int:
 
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     """Assign, Accept, Reject, Complete, Release, Cancel, RequestCallback, GetCall, GetStats,
-    Watch. Whatever frees capacity wakes the dispatcher for the tenant."""
+    Watch. Whatever frees capacity while calls wait wakes the dispatcher for the tenant."""
 
     def __init__(self, store: Store, assigner: Assigner, wake: Callable[[str], None]) -> None:
         self._store = store
@@ -120,8 +120,11 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             wrap_up_s=policy.wrap_up_s.get(current.channel, 0),
             policy=policy,
         )
-        self._wake(tenant)
-        return routing_pb2.CompleteResponse(assignment=convert.assignment_to_pb(finished))
+        if finished.calls_waiting:  # else the freed slot has no call to take
+            self._wake(tenant)
+        return routing_pb2.CompleteResponse(
+            assignment=convert.assignment_to_pb(finished.assignment)
+        )
 
     def Release(  # noqa: N802
         self, request: routing_pb2.ReleaseRequest, context: grpc.ServicerContext
@@ -138,8 +141,9 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             AssignmentState.RELEASED,
             policy=policy,
         )
-        self._wake(tenant)
-        return routing_pb2.ReleaseResponse(assignment=convert.assignment_to_pb(released))
+        if released.calls_waiting:  # the released call itself, at least
+            self._wake(tenant)
+        return routing_pb2.ReleaseResponse(assignment=convert.assignment_to_pb(released.assignment))
 
     def Cancel(  # noqa: N802
         self, request: routing_pb2.CancelRequest, context: grpc.ServicerContext

@@ -86,6 +86,18 @@ class Committed:
 
 
 @dataclass(frozen=True, slots=True)
+class Finished:
+    """What ``finish_assignment`` did."""
+
+    assignment: Assignment
+    """The assignment as it ended."""
+    calls_waiting: int
+    """Calls in the tenant's queue right after, in the same atomic step (a released call
+    included): with none, the freed capacity has no call to take, and the dispatcher need
+    not look."""
+
+
+@dataclass(frozen=True, slots=True)
 class Conflict:
     """The agent changed since the snapshot (seq, presence, heartbeat, deletion): re-plan."""
 
@@ -323,7 +335,7 @@ class Store(Protocol):
         half_life_s: int = 0,
         wrap_up_s: int = 0,
         policy: Policy | None = None,
-    ) -> Assignment:
+    ) -> Finished:
         """End an ACTIVE assignment as COMPLETED, RELEASED or CANCELLED: free the agent's
         capacity (after ``wrap_up_s`` when COMPLETED), record the work span for occupancy,
         fold ``outcome_value`` into the agent's decayed performance sums (see
@@ -334,6 +346,7 @@ class Store(Protocol):
         ``NotFoundError`` for an unknown assignment; ``FailedPreconditionError`` for a token
         that is not the assignment's (stale) or an assignment already ended another way.
         Ending it again the same way with the right token returns it unchanged (idempotent).
+        Returns the assignment and the calls waiting right after.
         """
         ...
 

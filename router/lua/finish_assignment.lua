@@ -6,8 +6,9 @@
 --       6 half_life_s, 7 retention_ms, 8 record_ttl_ms, 9 maxlen, 10 wrap-up ms,
 --       11 aging ms per priority level, 12 occupancy window ms of the caller's agent cache
 --       (-1 = none)
--- -> {'missing'} | {'stale'} | {'already', state} | {'offered'} | {'unchanged', asg}
---    | {'ok', asg, now, {agent hash, work spans in the window} or {}}
+-- -> {'missing'} | {'stale'} | {'already', state} | {'offered'}
+--    | {'unchanged', asg, calls queued}
+--    | {'ok', asg, now, {agent hash, work spans in the window} or {}, calls queued}
 local now = now_ms(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local h = redis.call('HMGET', KEYS[1], 'token', 'state', 'call_id', 'agent_id', 'created',
@@ -15,7 +16,9 @@ local h = redis.call('HMGET', KEYS[1], 'token', 'state', 'call_id', 'agent_id', 
 if h[1] ~= ARGV[3] then return {'stale'} end
 local state = ARGV[4]
 if h[2] ~= 'active' then
-  if h[2] == state then return {'unchanged', redis.call('HGETALL', KEYS[1])} end
+  if h[2] == state then
+    return {'unchanged', redis.call('HGETALL', KEYS[1]), redis.call('ZCARD', KEYS[6])}
+  end
   if h[2] == 'offered' then return {'offered'} end
   return {'already', h[2]}
 end
@@ -54,4 +57,4 @@ if redis.call('HGET', k.call, 'assignment_id') == asg_id then
   end
 end
 return {'ok', redis.call('HGETALL', KEYS[1]), int(now),
-        agent_after(KEYS[2], KEYS[3], now, tonumber(ARGV[12]))}
+        agent_after(KEYS[2], KEYS[3], now, tonumber(ARGV[12])), redis.call('ZCARD', KEYS[6])}

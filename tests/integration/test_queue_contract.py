@@ -792,7 +792,8 @@ def test_wrap_up_holds_the_slot_until_it_ends(harness: StoreHarness) -> None:
         T, asg.assignment_id, asg.token, AssignmentState.COMPLETED, wrap_up_s=30, policy=POLICY
     )
     t2 = clock.now_ms
-    assert (done.state, done.ended_ms) == (AssignmentState.COMPLETED, t2)
+    assert (done.assignment.state, done.assignment.ended_ms) == (AssignmentState.COMPLETED, t2)
+    assert done.calls_waiting == 0
     assert held(store, "a") == (
         ActiveWork(asg.assignment_id, Channel.CHAT, 25, t1, wrap_until_ms=t2 + 30_000),
     )
@@ -820,7 +821,9 @@ def test_release_requeues_with_the_original_age(harness: StoreHarness) -> None:
     released = store.finish_assignment(
         T, asg.assignment_id, asg.token, AssignmentState.RELEASED, policy=POLICY
     )
-    assert (released.state, released.ended_ms) == (AssignmentState.RELEASED, clock.now_ms)
+    ended = released.assignment
+    assert (ended.state, ended.ended_ms) == (AssignmentState.RELEASED, clock.now_ms)
+    assert released.calls_waiting == 2  # c1 back in the queue, and c2
     record = store.get_call(T, "c1")
     assert (record.status, record.position) == (CallStatus.QUEUED, 1)
     assert queue_ids(store) == ["c1", "c2"]
@@ -1244,8 +1247,11 @@ def test_get_assignment_follows_the_offer(harness: StoreHarness) -> None:
     done = store.finish_assignment(
         T, offer.assignment_id, offer.token, AssignmentState.COMPLETED, policy=POLICY
     )
-    assert store.get_assignment(T, offer.assignment_id) == done
-    assert (done.state, done.ended_ms) == (AssignmentState.COMPLETED, clock.now_ms)
+    assert store.get_assignment(T, offer.assignment_id) == done.assignment
+    assert (done.assignment.state, done.assignment.ended_ms) == (
+        AssignmentState.COMPLETED,
+        clock.now_ms,
+    )
     with pytest.raises(NotFoundError):
         store.get_assignment(T, "no-such-assignment")
 

@@ -448,7 +448,7 @@ def test_remembered_parties_never_stand_in_for_the_assignment(
     assert first is not None
     assert second is not None
     done = other.finish_assignment(T, first.assignment_id, first.token, AssignmentState.COMPLETED)
-    assert done.state == AssignmentState.COMPLETED
+    assert done.assignment.state == AssignmentState.COMPLETED
     redis_client.delete(f"{PREFIX}asg:{second.assignment_id}")
     with pytest.raises(NotFoundError):
         store.finish_assignment(T, second.assignment_id, second.token, AssignmentState.COMPLETED)

@@ -40,7 +40,7 @@ from router.errors import (
     NotFoundError,
     VersionConflictError,
 )
-from router.store import AgentQuery, Claim, Committed, Conflict, Gone, Replayed, Store
+from router.store import AgentQuery, Claim, Committed, Conflict, Finished, Gone, Replayed, Store
 from router.store_common import MAX_CAS_ATTEMPTS
 from scoring import performance
 from tests.integration.conftest import StoreHarness
@@ -556,7 +556,8 @@ def test_finish_frees_capacity_records_work_and_folds_performance(harness: Store
         half_life_s=3600,
     )
     t1 = clock.now_ms
-    assert done == dataclasses.replace(one, state=AssignmentState.COMPLETED, ended_ms=t1)
+    ended = dataclasses.replace(one, state=AssignmentState.COMPLETED, ended_ms=t1)
+    assert done == Finished(ended, calls_waiting=0)
     agent = store.get_agent(T, "a")
     assert [w.assignment_id for w in agent.active] == [two.assignment_id]
     assert agent.recent == (WorkSpan(one.created_ms, t1, 25),)
