@@ -187,7 +187,7 @@ class AgentCache:
             some, missing = self._get_each(tenant, ids, revs, now, window_ms)
             self._rebuild_view(tenant, now, window_ms)
             return some, missing
-        if list(map(_REV, items)) == list(revs) and unready.isdisjoint(ids):
+        if list(map(_REV, items)) == list(revs) and (not unready or unready.isdisjoint(ids)):
             return dict(zip(ids, map(_SNAPSHOT, items), strict=True)), []  # the common case
         found: dict[str, AgentSnapshot] = {}
         others: list[tuple[str, str]] = []
