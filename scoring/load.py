@@ -356,6 +356,12 @@ def _restart(memo: _Memo) -> None:
         _MEMO[0] = _Memo()
 
 
+_LAST: list[AgentTable | None] = [None]
+"""The table built last: the next decision's agents are mostly the same snapshots (the agent
+cache keeps an unchanged agent's object), so its columns are that table's, patched."""
+_PATCH_SHARE = 8
+"""Patch the last table when at most one agent in this many changed."""
+
 _MISS: Row = (AgentSnapshot(AgentProfile("")), b"", b"", b"", b"", b"", "")
 """What a memo look-up gives for an agent without a row (its agent is no real agent)."""
 _FIRST = operator.itemgetter(0)
@@ -393,6 +399,17 @@ class AgentTable:
         memo = self.memo = _MEMO[0]
         self.agents = agents = list(agents)
         self.size = n = len(agents)
+        self._spans: npt.NDArray[np.int64] | None = None
+        self._skills: npt.NDArray[np.int64] | None = None
+        self._owners: npt.NDArray[np.intp] | None = None
+        last = _LAST[0]
+        if last is not None and last.memo is memo and last.size == n and n:
+            same = list(map(operator.is_, agents, last.agents))
+            changed = same.count(False)
+            if changed * _PATCH_SHARE <= n:
+                self._patch(last, same, changed)
+                _LAST[0] = self
+                return
         # Look-ups with C-level loops (map): most agents are hits in a warm memo.
         rows: list[Row] = list(map(memo.rows.get, map(id, agents), repeat(_MISS)))
         hits = list(map(operator.is_, map(_FIRST, rows), agents))
@@ -409,9 +426,27 @@ class AgentTable:
         self.floats: npt.NDArray[np.float64] = np.frombuffer(
             b"".join(map(_FLOATS, rows)), np.float64
         ).reshape(n, FLOAT_WIDTH)
-        self._spans: npt.NDArray[np.int64] | None = None
-        self._skills: npt.NDArray[np.int64] | None = None
-        self._owners: npt.NDArray[np.intp] | None = None
+        _LAST[0] = self
+
+    def _patch(self, last: AgentTable, same: list[bool], changed: int) -> None:
+        """This table as a copy of ``last`` (the same number of agents, all but ``changed``
+        of them the very same snapshots, ``same`` saying which) with the others' rows."""
+        memo = self.memo
+        rows = list(last._rows)
+        ids = list(last.ids)
+        ints, floats = last.ints.copy(), last.floats.copy()
+        start = 0
+        for _ in range(changed):
+            i = same.index(False, start)
+            agent = self.agents[i]
+            row = memo.rows.get(id(agent), _MISS)
+            if row[0] is not agent:
+                row = memo.row(agent)
+            rows[i], ids[i] = row, row[6]
+            ints[i] = np.frombuffer(row[1], np.int64)
+            floats[i] = np.frombuffer(row[2], np.float64)
+            start = i + 1
+        self._rows, self.ids, self.ints, self.floats = rows, ids, ints, floats
 
     def channel(self, first: int, channel: Channel) -> npt.NDArray[np.int64]:
         """The per-channel column starting at ``first`` (``I_LOAD``, ``I_CAPACITY``)."""

@@ -233,3 +233,33 @@ def _bits(values: object) -> list[int]:
     """The float64 bit patterns of ``values``."""
     bits: list[int] = np.asarray(values, np.float64).view(np.int64).tolist()
     return bits
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_table_patched_from_the_last_one_equals_a_fresh_one(seed: int) -> None:
+    """A decision's agents are mostly the last decision's snapshots: the table copies the
+    last table's columns and rebuilds the rows of the few that changed (here, in place and
+    swapped for other agents), and equals a table built from scratch, column for column;
+    a different team size, or many changes, builds from scratch."""
+    rng = random.Random(seed)
+    agents = [random_agent(rng, i) for i in range(64)]
+    AgentTable(agents)
+    changed = list(agents)
+    for i in rng.sample(range(64), rng.randint(1, 8)):
+        changed[i] = random_agent(rng, 100 + i) if rng.random() < 0.3 else random_agent(rng, i)
+    patched = AgentTable(changed)
+    load._LAST[0] = None
+    fresh = AgentTable(changed)
+    assert patched.ids == fresh.ids
+    assert np.array_equal(patched.ints, fresh.ints)
+    assert np.array_equal(patched.floats, fresh.floats)
+    for name in ("billing", "other"):
+        for mine, theirs in zip(patched.skill(name), fresh.skill(name), strict=True):
+            assert np.array_equal(mine, theirs)
+    for window in (3600, 60):
+        assert np.array_equal(patched.occupancy(NOW, window), fresh.occupancy(NOW, window))
+    owners, spans = patched.absences()
+    assert np.array_equal(owners, fresh.absences()[0])
+    assert np.array_equal(spans, fresh.absences()[1])
+    shorter = AgentTable(changed[:-1])
+    assert shorter.ids == [a.agent_id for a in changed[:-1]]
