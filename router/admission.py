@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from router import deadline, metrics
-
-Handler = Callable[[Any, grpc.ServicerContext], Any]
-
-EXEMPT_PREFIX = "/grpc."
-"""Methods of the standard services (health, reflection), which never wait."""
+from router.auth import OPEN_SERVICES
+from router.interceptors import Handler, UnaryInterceptor
 
 
 class Admission:
@@ -57,29 +53,23 @@ class Admission:
         self._slots.release()
 
 
-class AdmissionInterceptor(grpc.ServerInterceptor):
-    """Runs each unary handler of the router's services inside an ``Admission`` slot.
-    Install it after ``DeadlineInterceptor`` (inner), so the wait is bounded by the RPC's
-    deadline, and after authentication and rate limiting, so refused calls take no slot."""
+class AdmissionInterceptor(UnaryInterceptor):
+    """Runs each unary handler of the router's services inside an ``Admission`` slot
+    (streams such as Watch mostly wait for events: they take none). Install it after
+    ``DeadlineInterceptor`` (inner), so the wait is bounded by the RPC's deadline, and after
+    authentication and rate limiting, so refused calls take no slot."""
 
     def __init__(self, admission: Admission) -> None:
         """Gate handlers with ``admission``."""
         self._admission = admission
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or handler.unary_unary is None or method.startswith(EXEMPT_PREFIX):
-            return handler  # streams (Watch) mostly wait for events: they take no slot
-        return grpc.unary_unary_rpc_method_handler(
-            _gated(self._admission, method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    def applies(self, method: str) -> bool:
+        """Every method but those of the standard services (health, reflection)."""
+        return method.split("/")[1] not in OPEN_SERVICES
+
+    def wrap(self, method: str, inner: Handler) -> Handler:
+        """``inner`` inside a slot."""
+        return _gated(self._admission, method, inner)
 
 
 def _gated(admission: Admission, method: str, inner: Handler) -> Handler:

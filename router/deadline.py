@@ -17,7 +17,7 @@ DEADLINE_EXCEEDED, retries with the same ``request_id`` and gets the committed a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 
 from router.errors import RouterError
+from router.interceptors import Handler, UnaryInterceptor
 
 NO_DEADLINE_S = 365 * 86400.0
 """``time_remaining()`` above this means the client set no deadline."""
@@ -75,29 +76,15 @@ def check(what: str) -> None:
         )
 
 
-Handler = Callable[[Any, grpc.ServicerContext], Any]
-
-
-class DeadlineInterceptor(grpc.ServerInterceptor):
+class DeadlineInterceptor(UnaryInterceptor):
     """Binds each unary RPC's deadline for ``remaining``/``check``.
     Install it after ``ErrorInterceptor`` (inner), so ``DeadlineExceededError`` is mapped
     and logged like every other error."""
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler  # streams (Watch) run until the client leaves: nothing to bound
+    def wrap(self, method: str, inner: Handler) -> Handler:
+        """``inner`` with the RPC's deadline bound (streams such as Watch run until the
+        client leaves: nothing to bound)."""
+        return _unary(inner)
 
 
 def _unary(inner: Handler) -> Handler:

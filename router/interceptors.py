@@ -142,6 +142,34 @@ class _Outcome:
         log.info("rpc_finished", code=self.code.name, duration_ms=round(seconds * 1000, 3))
 
 
+class UnaryInterceptor(grpc.ServerInterceptor):
+    """Wraps the unary handler of each method it ``applies`` to with ``wrap`` (same
+    serializers); stream handlers and other methods pass through unchanged."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or not self.applies(method):
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            self.wrap(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def applies(self, method: str) -> bool:
+        """Whether ``method`` (``/package.Service/Method``) is wrapped; all by default."""
+        return True
+
+    def wrap(self, method: str, inner: Handler) -> Handler:
+        """The handler to run instead of ``inner``."""
+        raise NotImplementedError
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Turns ``RouterError`` into its status code, anything else into INTERNAL (logged with a
     traceback), a body that does not parse into INVALID_ARGUMENT, and logs ``rpc_finished``

@@ -303,9 +303,12 @@ class Service:
         )
 
 
-def _replica(url: str, clock: FakeClock, raw: redis.Redis) -> Service:
+def start_service(url: str, clock: FakeClock, raw: redis.Redis, **settings: int) -> Service:
+    """A server over the Redis at ``url`` on ``clock`` (``settings`` override the tests'
+    defaults), with a channel to it; ``raw`` is the tests' own client."""
     store = RedisStore(redis.Redis.from_url(url, decode_responses=True), clock=clock)
-    running = create_server(Settings(port=0, workers=32, dispatch_tick_s=0.05), store)
+    fields: dict[str, int | float] = {"port": 0, "workers": 32, "dispatch_tick_s": 0.05}
+    running = create_server(Settings(**{**fields, **settings}), store)  # type: ignore[arg-type]
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     return Service(channel, raw, clock, running)
 
@@ -320,7 +323,7 @@ def service(redis_server: local_redis.LocalRedis) -> Iterator[Service]:
     """A fresh server over an empty Redis, with a fake clock."""
     client = redis.Redis.from_url(redis_server.url, decode_responses=False)
     client.flushall()
-    replica = _replica(redis_server.url, FakeClock(), client)
+    replica = start_service(redis_server.url, FakeClock(), client)
     try:
         yield replica
     finally:
@@ -331,7 +334,7 @@ def service(redis_server: local_redis.LocalRedis) -> Iterator[Service]:
 @pytest.fixture
 def second_replica(service: Service, redis_server: local_redis.LocalRedis) -> Iterator[Service]:
     """Another server process-equivalent over the same Redis and clock as ``service``."""
-    replica = _replica(redis_server.url, service.clock, service.client)
+    replica = start_service(redis_server.url, service.clock, service.client)
     try:
         yield replica
     finally:

@@ -12,13 +12,10 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from router import local_redis, metrics
-from router.redis_store import RedisStore
-from router.server import create_server
-from router.settings import Settings
 from router.v1 import routing_pb2
 from router.v1 import types_pb2 as pb
 from tests.helpers import FakeClock
-from tests.integration.service import Service
+from tests.integration.service import Service, start_service
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -28,15 +25,12 @@ def one_slot(redis_server: local_redis.LocalRedis) -> Iterator[Service]:
     """A server with one request slot over an empty Redis."""
     client = redis.Redis.from_url(redis_server.url, decode_responses=False)
     client.flushall()
-    clock = FakeClock()
-    store = RedisStore(redis.Redis.from_url(redis_server.url, decode_responses=True), clock=clock)
-    running = create_server(Settings(port=0, concurrency=1, dispatch_tick_s=0.05), store)
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    service = start_service(redis_server.url, FakeClock(), client, concurrency=1)
     try:
-        yield Service(channel, client, clock, running)
+        yield service
     finally:
-        channel.close()
-        running.stop(0)
+        service.channel.close()
+        service.running.stop(0)
         client.close()
 
 

@@ -39,25 +39,14 @@ def _assign(servicer: RoutingServicer, call_id: str) -> routing_pb2.AssignRespon
 
 
 def _end(servicer: RoutingServicer, assignment: pb.Assignment, *, release: bool) -> None:
-    context: Any = None
+    """Release or Complete ``assignment`` with its token."""
+    asg_id, token, context = assignment.assignment_id, assignment.fencing_token, None
     if release:
-        servicer.Release(
-            routing_pb2.ReleaseRequest(
-                tenant=T,
-                assignment_id=assignment.assignment_id,
-                fencing_token=assignment.fencing_token,
-            ),
-            context,
-        )
+        released = routing_pb2.ReleaseRequest(tenant=T, assignment_id=asg_id, fencing_token=token)
+        servicer.Release(released, context)  # type: ignore[arg-type]  # never read
     else:
-        servicer.Complete(
-            routing_pb2.CompleteRequest(
-                tenant=T,
-                assignment_id=assignment.assignment_id,
-                fencing_token=assignment.fencing_token,
-            ),
-            context,
-        )
+        done = routing_pb2.CompleteRequest(tenant=T, assignment_id=asg_id, fencing_token=token)
+        servicer.Complete(done, context)  # type: ignore[arg-type]  # never read
 
 
 def test_completing_with_nothing_queued_wakes_no_dispatcher() -> None:
