@@ -19,6 +19,7 @@ Pure: no driver, no clock.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import operator
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -70,31 +71,53 @@ be answered by a view built for a later one."""
 
 
 class _View:
-    """One tenant's entries for one window as ``agent id -> (rev, snapshot)``, exact for
-    any now in ``[valid_from, valid_until)``, those in ``late`` only from their own start:
-    the common case of ``get_many`` becomes a rev comparison done by C loops (map, list
+    """One tenant's entries for one window as ``agent id -> (rev, snapshot)``, each exact
+    from its start (``valid_from``, or its own in ``late``) until its time-dependent parts
+    change (``until``; ``expire`` drops it then, and the per-agent path rebuilds it): the
+    common case of ``get_many`` becomes a rev comparison done by C loops (map, list
     equality) instead of per-agent Python checks."""
 
-    __slots__ = ("items", "late", "valid_from", "valid_until", "window_ms")
+    __slots__ = ("expiry", "items", "late", "until", "valid_from", "window_ms")
 
     def __init__(self, window_ms: int, valid_from: int) -> None:
         self.window_ms = window_ms
         self.items: dict[str, tuple[str, AgentSnapshot]] = {}
         self.valid_from = valid_from
-        self.valid_until = _NEVER
         self.late: dict[str, int] = {}
         """Start of the items that serve only from a later time than ``valid_from`` (read
         at a later now than a request still in flight may ask for), by agent id."""
+        self.until: dict[str, int] = {}
+        """Agent id -> the instant its item stops being exact (``_Entry.stable_until_ms``)."""
+        self.expiry: list[tuple[int, str]] = []
+        """Heap of (until, agent id); records whose ``until`` changed since are skipped."""
 
     def admit(self, agent_id: str, entry: _Entry) -> None:
-        """Serve ``entry`` (of this window) from its start on."""
+        """Serve ``entry`` (of this window) from its start until it changes with time."""
         self.items[agent_id] = (entry.rev, entry.snapshot)
-        start = max(entry.built_ms, entry.min_end + entry.window_ms)  # ``_valid_from``
+        start = _valid_from(entry)
         if start > self.valid_from:
             self.late[agent_id] = start
         else:
             self.late.pop(agent_id, None)
-        self.valid_until = min(self.valid_until, entry.stable_until_ms)
+        until = entry.stable_until_ms
+        if self.until.get(agent_id) != until:
+            self.until[agent_id] = until
+            if until < _NEVER:
+                heapq.heappush(self.expiry, (until, agent_id))
+                if len(self.expiry) > 4 * len(self.until) + 1024:  # mostly stale records
+                    self.expiry = [(t, a) for a, t in self.until.items() if t < _NEVER]
+                    heapq.heapify(self.expiry)
+
+    def expire(self, now: int) -> None:
+        """Drop the items whose time-dependent parts (a wrap-up ending, a span leaving the
+        occupancy window) have changed by ``now``."""
+        expiry, until = self.expiry, self.until
+        while expiry and expiry[0][0] <= now:
+            at, agent_id = heapq.heappop(expiry)
+            if until.get(agent_id) == at:
+                del until[agent_id]
+                self.items.pop(agent_id, None)
+                self.late.pop(agent_id, None)
 
     def unready(self, now: int) -> set[str]:
         """The agents whose items do not serve ``now`` yet. Items that have served for
@@ -118,8 +141,8 @@ class AgentCache:
     """Decoded agents per (tenant, agent id), valid for one ``rev``.
 
     Beside the entries, each tenant has a ``_View`` of the entries of the window last asked
-    for, valid over a common interval of time; ``get_many`` answers from it when its now is
-    inside, and rebuilds it from the entries (the per-agent checks) when not.
+    for; ``get_many`` answers from it, the agents it cannot serve through the per-agent
+    checks, and builds it anew when the window changes or a request's time is before it.
     """
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
@@ -174,13 +197,10 @@ class AgentCache:
         the ids to read (then ``put``)."""
         with self._lock:  # the view's interval and items as one
             view = self._views.get(tenant)
-            usable = (
-                view is not None
-                and view.window_ms == window_ms
-                and view.valid_from <= now < view.valid_until
-            )
+            usable = view is not None and view.window_ms == window_ms and view.valid_from <= now
             if usable:
                 assert view is not None
+                view.expire(now)
                 unready = view.unready(now)
                 items = list(map(view.items.get, ids, repeat(_NO_ITEM)))
         if not usable:
@@ -230,15 +250,13 @@ class AgentCache:
         return found, missing
 
     def _rebuild_view(self, tenant: str, now: int, window_ms: int) -> None:
-        """The tenant's view anew: its entries of ``window_ms`` that serve ``now``, for
-        requests from ``REORDER_MS`` earlier on."""
+        """The tenant's view anew: its entries of ``window_ms``, for requests from
+        ``REORDER_MS`` before ``now`` on (an entry read later waits in ``late``; one whose
+        time-dependent parts changed by then goes at the next ``expire``)."""
         view = _View(window_ms, now - REORDER_MS)
         with self._lock:
             for agent_id, entry in self._entries.get(tenant, {}).items():
-                if (
-                    entry.window_ms == window_ms
-                    and _valid_from(entry) <= now < entry.stable_until_ms
-                ):
+                if entry.window_ms == window_ms:
                     view.admit(agent_id, entry)
             self._views[tenant] = view
 
