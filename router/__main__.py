@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Sequence
 
@@ -18,7 +19,7 @@ from router import auth, local_redis, logs, metrics
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
 from router.server import create_server
-from router.settings import Settings, SettingsError, env_name
+from router.settings import Settings, SettingsError, descriptions, env_name
 from router.store import Store
 
 DESCRIPTION = """\
@@ -57,8 +58,14 @@ example:
 
 def _epilog() -> str:
     lines = ["settings (environment variables; the flags above override them):"]
+    meaning = descriptions()
     for f in dataclasses.fields(Settings):
-        lines.append(f"  {env_name(f.name):<38} default {f.default!r}")
+        lines.append(f"  {env_name(f.name)} (default {f.default!r})")
+        lines.extend(
+            textwrap.wrap(
+                meaning.get(f.name, ""), width=92, initial_indent=" " * 6, subsequent_indent=" " * 6
+            )
+        )
     lines.append("")
     lines.append("examples:")
     lines.append("  python -m router                         # 127.0.0.1:50051, private redis")

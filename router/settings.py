@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import itertools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import cache
 from pathlib import Path
 
 from router import auth
@@ -259,3 +264,27 @@ def _check_pem(name: str, path: str, marker: str) -> None:
         raise SettingsError(f"{name}: cannot read {path}: {err}") from None
     if marker not in text:
         raise SettingsError(f"{name}: {path} holds no PEM '-----BEGIN ...{marker}' block")
+
+
+@cache
+def descriptions() -> dict[str, str]:
+    """Field name -> what the setting means, from the docstring under each ``Settings`` field
+    (for ``--help``; the variable names and markup dropped)."""
+    try:
+        source = inspect.getsource(Settings)
+    except (OSError, TypeError):  # no source shipped: --help lists names and defaults only
+        return {}
+    (definition,) = ast.parse(source).body
+    assert isinstance(definition, ast.ClassDef)
+    found: dict[str, str] = {}
+    for field_node, doc_node in itertools.pairwise(definition.body):
+        if not isinstance(field_node, ast.AnnAssign) or not isinstance(field_node.target, ast.Name):
+            continue
+        if not isinstance(doc_node, ast.Expr) or not isinstance(doc_node.value, ast.Constant):
+            continue
+        text = " ".join(str(doc_node.value.value).split())
+        text = re.sub(r"\s*\(``[A-Z_]+``\)", "", text)  # the variable's own name
+        text = re.sub(r"``([A-Z_]+)``: ", "", text)
+        text = text.replace("``", "")
+        found[field_node.target.id] = text[:1].upper() + text[1:]
+    return found

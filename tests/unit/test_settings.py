@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from router import __main__ as router_main
 from router import auth
 from router.server import server_options
-from router.settings import Settings, SettingsError, env_name
+from router.settings import Settings, SettingsError, descriptions, env_name
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
@@ -143,3 +144,17 @@ def test_dispatch_lease_is_bounded() -> None:
         with pytest.raises(SettingsError, match="ROUTER_DISPATCH_LEASE_S"):
             Settings.from_env({"ROUTER_DISPATCH_LEASE_S": bad})
     assert Settings.from_env({"ROUTER_DISPATCH_LEASE_S": "3"}).dispatch_lease_s == 3.0
+
+
+def test_every_setting_is_explained_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m router --help`` names each variable with its default and what it means
+    (from the field's docstring, without markup)."""
+    meaning = descriptions()
+    assert set(meaning) == {f.name for f in dataclasses.fields(Settings)}
+    assert all(text and "``" not in text for text in meaning.values())
+    with pytest.raises(SystemExit):
+        router_main.main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(Settings):
+        assert f"{env_name(f.name)} (default {f.default!r})" in shown
+    assert meaning["concurrency"][:40] in shown
