@@ -6,8 +6,11 @@ client threads, 16 handler threads against a limit of 1-2 cost ~20 % more CPU pe
 Assign+Complete pair). The server keeps enough worker threads for long-lived ``Watch``
 streams; ``AdmissionInterceptor`` lets at most ``ROUTER_CONCURRENCY`` unary handlers of the
 router's services run at a time. A request that cannot get a slot before its deadline ends
-with DEADLINE_EXCEEDED having done nothing. Health checks and reflection never wait, so a
-busy replica still answers its probes.
+with DEADLINE_EXCEEDED having done nothing. While Redis does not answer (the last request
+to give its slot back failed with UNAVAILABLE), requests in line fail fast with UNAVAILABLE
+instead of queueing behind requests that wait out the Redis timeout; the next request that
+gets a slot tries Redis again. Health checks and reflection never wait, so a busy replica
+still answers its probes.
 """
 
 from __future__ import annotations
@@ -20,37 +23,61 @@ import grpc
 
 from router import deadline, metrics
 from router.auth import OPEN_SERVICES
+from router.errors import StoreUnavailableError
 from router.interceptors import Handler, UnaryInterceptor
 
 
 class Admission:
-    """A counting gate of ``limit`` slots."""
+    """A counting gate of ``limit`` slots that fails its line fast while the store is down."""
 
     def __init__(self, limit: int) -> None:
         """At most ``limit`` (>= 1) holders at once."""
         if limit < 1:
             raise ValueError(f"admission limit {limit} is below 1")
         self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
+        self._free = limit
+        self._store_down = False
+        self._changed = threading.Condition()
 
     def enter(self, method: str) -> None:
         """Take a slot, waiting in line at most until the current RPC's deadline
-        (``router.deadline``); ``DeadlineExceededError`` when it passes first."""
-        if self._slots.acquire(blocking=False):
-            return
-        started = time.perf_counter()
-        left = deadline.remaining()
-        taken = self._slots.acquire(timeout=None if left is None else max(0.0, left))
-        metrics.ADMISSION_WAIT_SECONDS.observe(time.perf_counter() - started)
-        if not taken:
-            raise deadline.DeadlineExceededError(
-                f"{method}: the deadline passed while waiting for one of this replica's "
-                f"{self.limit} request slots (ROUTER_CONCURRENCY); nothing was done"
-            )
+        (``router.deadline``): ``DeadlineExceededError`` when it passes first,
+        ``StoreUnavailableError`` when a holder finds the store down meanwhile."""
+        with self._changed:
+            if self._free:
+                self._free -= 1
+                return
+            started = time.perf_counter()
+            left = deadline.remaining()
+            until = None if left is None else time.monotonic() + max(0.0, left)
+            try:
+                while True:
+                    if self._store_down:
+                        raise StoreUnavailableError(
+                            f"{method}: the state store is not answering this replica; "
+                            "nothing was done, retry"
+                        )
+                    if self._free:
+                        break
+                    wait = None if until is None else until - time.monotonic()
+                    if wait is not None and wait <= 0:
+                        raise deadline.DeadlineExceededError(
+                            f"{method}: the deadline passed while waiting for one of this "
+                            f"replica's {self.limit} request slots (ROUTER_CONCURRENCY); "
+                            "nothing was done"
+                        )
+                    self._changed.wait(wait)
+            finally:
+                metrics.ADMISSION_WAIT_SECONDS.observe(time.perf_counter() - started)
+            self._free -= 1
 
-    def leave(self) -> None:
-        """Give the slot back."""
-        self._slots.release()
+    def leave(self, *, store_down: bool = False) -> None:
+        """Give the slot back; ``store_down``: the request found the store unreachable
+        (the line then fails fast until a request gives its slot back without)."""
+        with self._changed:
+            self._free += 1
+            self._store_down = store_down
+            self._changed.notify_all()  # the line re-checks (one may have given up meanwhile)
 
 
 class AdmissionInterceptor(UnaryInterceptor):
@@ -75,9 +102,13 @@ class AdmissionInterceptor(UnaryInterceptor):
 def _gated(admission: Admission, method: str, inner: Handler) -> Handler:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         admission.enter(method)
+        down = False
         try:
             return inner(request, context)
+        except StoreUnavailableError:
+            down = True
+            raise
         finally:
-            admission.leave()
+            admission.leave(store_down=down)
 
     return wrapped

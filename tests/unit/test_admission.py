@@ -9,6 +9,7 @@ import pytest
 
 from router import deadline
 from router.admission import Admission
+from router.errors import StoreUnavailableError
 
 
 def test_a_request_waits_for_a_free_slot() -> None:
@@ -45,6 +46,43 @@ def test_waiting_ends_at_the_deadline_with_deadline_exceeded() -> None:
     with deadline.scope(0.1):
         admission.enter("/b")  # free again
     admission.leave()
+
+
+def test_the_line_fails_fast_while_the_store_is_down() -> None:
+    """A holder that found the store down gives its slot back marked so: the requests in
+    line get UNAVAILABLE at once instead of waiting their turn; the next request that gets
+    a slot tries the store again, and one that succeeds clears the mark."""
+    admission = Admission(1)
+    admission.enter("/a")
+    outcome: list[str] = []
+
+    def waiting() -> None:
+        try:
+            with deadline.scope(10):
+                admission.enter("/router.v1.RoutingService/Assign")
+            outcome.append("entered")
+            admission.leave()
+        except StoreUnavailableError as err:
+            outcome.append(err.message)
+
+    waiter = threading.Thread(target=waiting)
+    waiter.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    admission.leave(store_down=True)
+    waiter.join(5)
+    assert time.monotonic() - started < 1
+    assert len(outcome) == 1
+    assert "not answering" in outcome[0]
+    admission.enter("/b")  # a free slot: it tries the store again
+    admission.leave()  # and succeeded
+    admission.enter("/c")
+    second = threading.Thread(target=waiting)
+    second.start()
+    time.sleep(0.1)
+    admission.leave()
+    second.join(5)
+    assert outcome[1:] == ["entered"]
 
 
 def test_slots_are_at_least_one() -> None:
