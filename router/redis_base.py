@@ -16,7 +16,7 @@ from router import store_common as rules
 from router.domain import AgentSnapshot, Policy
 from router.index_mirror import IndexMirror
 from router.redis_cache import AgentCache, PartiesCache
-from router.redis_schema import Keys, agent_from_hash, text, texts
+from router.redis_schema import Keys, agent_from_hash, pairs, text, texts
 
 
 def add_agent_reads(pipe: Any, k: Keys, ids: Sequence[str], min_end: int) -> None:
@@ -142,8 +142,7 @@ class RedisBase(ABC):
         if window < 0 or len(after) != 2 or not after[0]:
             return
         flat, spans = after
-        fields = dict(zip(map(text, flat[::2]), map(text, flat[1::2]), strict=True))
-        self._agent_cache.put(tenant, fields, [text(m) for m in spans], now, window)
+        self._agent_cache.put(tenant, pairs(flat), spans, now, window)  # decoded replies
 
     def _read_agents(self, k: Keys, ids: Sequence[str]) -> tuple[int, list[AgentSnapshot]]:
         """Store time and the agents ``ids`` that still exist, with the spans of the last
