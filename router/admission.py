@@ -1,16 +1,16 @@
 """How many RPC handlers run Python at once: the rest wait in line, within their deadline.
 
-A replica is one Python process: its handlers share one interpreter lock, so a handler thread
-beyond the machine's cores adds switching, not throughput (measured in BENCHMARKS.md: with 8
-client threads, 16 handler threads against a limit of 1-2 cost ~20 % more CPU per
-Assign+Complete pair). The server keeps enough worker threads for long-lived ``Watch``
-streams; ``AdmissionInterceptor`` lets at most ``ROUTER_CONCURRENCY`` unary handlers of the
-router's services run at a time. A request that cannot get a slot before its deadline ends
-with DEADLINE_EXCEEDED having done nothing. While Redis does not answer (the last request
-to give its slot back failed with UNAVAILABLE), requests in line fail fast with UNAVAILABLE
-instead of queueing behind requests that wait out the Redis timeout; the next request that
-gets a slot tries Redis again. Health checks and reflection never wait, so a busy replica
-still answers its probes.
+A replica is one Python process: its handlers share one interpreter lock, so a handler
+thread beyond the machine's cores mostly adds switching (BENCHMARKS.md: with 8 clients, 16
+slots against 2 cost 3-27 % more service CPU per Assign+Complete pair in four paired runs).
+The server keeps enough worker threads for long-lived ``Watch`` streams;
+``AdmissionInterceptor`` lets at most ``ROUTER_CONCURRENCY`` unary handlers of the router's
+services run at a time. A request that cannot get a slot before its deadline ends with
+DEADLINE_EXCEEDED having done nothing. While Redis does not answer (the last request to give
+its slot back failed with UNAVAILABLE), requests in line fail fast with UNAVAILABLE instead
+of queueing behind requests that wait out the Redis timeout; the next request that gets a
+slot tries Redis again. Health checks and reflection never wait, so a busy replica still
+answers its probes.
 """
 
 from __future__ import annotations
