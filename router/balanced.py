@@ -182,7 +182,7 @@ def _solve_channel_fast(
     rules, scores = columns.rules, columns.scores
     n_calls = len(group)
     screenings = [rules.screen(calls[index]) for index in group]
-    members = _members(screenings)
+    members = _members(screenings, rules.size)
     column = np.full(rules.size, -1, np.intp)
     column[members] = np.arange(len(members))
 
@@ -247,11 +247,14 @@ def _solve_channel_fast(
     return results
 
 
-def _members(screenings: Sequence[ColumnScreening]) -> npt.NDArray[np.intp]:
-    """Agents eligible for any of the calls, in position (agent-id) order."""
+def _members(screenings: Sequence[ColumnScreening], size: int) -> npt.NDArray[np.intp]:
+    """Agents eligible for any of the calls, in position (agent-id) order (of ``size``)."""
     if len(screenings) == 1:
         return screenings[0].eligible  # flatnonzero's positions: sorted, distinct
-    return np.unique(np.concatenate([s.eligible for s in screenings]))
+    anyone = np.zeros(size, np.bool_)
+    for screening in screenings:
+        anyone[screening.eligible] = True
+    return np.flatnonzero(anyone)
 
 
 def _slot_table(
@@ -316,9 +319,10 @@ def _choose(
     slot_ints = slot_int_matrix[filled]
     slot_agents = np.nonzero(filled)[0]
     narrow = pairs.ranks < top_k if 0 < top_k < n_calls else np.ones(len(pairs.ranks), np.bool_)
-    narrow_agents = np.unique(pairs.agents[narrow])
+    narrow_agents = np.zeros(len(filled), np.bool_)
+    narrow_agents[pairs.agents[narrow]] = True
     if (
-        len(np.unique(pairs.calls[narrow])) == n_calls
+        np.bincount(pairs.calls[narrow], minlength=n_calls).all()
         and int(filled[narrow_agents].sum()) >= n_calls
     ):
         first = solve_flow_arrays(

@@ -227,32 +227,51 @@ def tally(
 # --- Vectorised screening -------------------------------------------------------------------
 
 Codes = npt.NDArray[np.int8]
-"""One exclusion code per agent: 0 when eligible, else ``CODES.index(reason) + 1``."""
+"""One rule rank per agent: the number (1-13, in the order above) of the first rule the agent
+fails, ``PASS`` when it fails none. The first failing rule is then simply the smallest rank."""
 Mask = npt.NDArray[np.bool_]
 Indexes = npt.NDArray[np.intp]
 
-CODES: tuple[Exclusion, ...] = tuple(Exclusion)
-"""Exclusions in declaration order; a reason's code is its position here plus one."""
+RULES: tuple[Exclusion, ...] = (
+    Exclusion.NOT_AVAILABLE,
+    Exclusion.HEARTBEAT_EXPIRED,
+    Exclusion.SCHEDULED_ABSENCE,
+    Exclusion.DECLINED,
+    Exclusion.WRONG_TEAM,
+    Exclusion.REGION,
+    Exclusion.MISSING_SKILL,
+    Exclusion.SKILL_TOO_LOW,
+    Exclusion.LANGUAGE,
+    Exclusion.SHIFT_ENDING,
+    Exclusion.CHANNEL_NOT_SERVED,
+    Exclusion.AT_CAPACITY,
+    Exclusion.OCCUPANCY_CAP,
+)
+"""The rules in the order they run; a reason's rank is its position here plus one."""
+PASS = len(RULES) + 1
+"""The rank of an agent that fails no rule (above every rule's rank)."""
 
 
-def code_of(reason: Exclusion) -> int:
-    """The code ``AgentColumns`` uses for ``reason``."""
-    return CODES.index(reason) + 1
+def rank_of(reason: Exclusion) -> int:
+    """The rank ``AgentColumns`` uses for ``reason``."""
+    return RULES.index(reason) + 1
 
 
-_NOT_AVAILABLE = code_of(Exclusion.NOT_AVAILABLE)
-_HEARTBEAT = code_of(Exclusion.HEARTBEAT_EXPIRED)
-_ABSENCE = code_of(Exclusion.SCHEDULED_ABSENCE)
-_DECLINED = code_of(Exclusion.DECLINED)
-_TEAM = code_of(Exclusion.WRONG_TEAM)
-_REGION = code_of(Exclusion.REGION)
-_MISSING = code_of(Exclusion.MISSING_SKILL)
-_LOW = code_of(Exclusion.SKILL_TOO_LOW)
-_LANGUAGE = code_of(Exclusion.LANGUAGE)
-_SHIFT = code_of(Exclusion.SHIFT_ENDING)
-_NOT_SERVED = code_of(Exclusion.CHANNEL_NOT_SERVED)
-_AT_CAPACITY = code_of(Exclusion.AT_CAPACITY)
-_OCCUPANCY = code_of(Exclusion.OCCUPANCY_CAP)
+_REPORTED = tuple((reason, rank_of(reason) - 1) for reason in Exclusion)
+"""(reason, rank - 1) in ``Exclusion``'s order, the order screenings report exclusions in."""
+_NOT_AVAILABLE = rank_of(Exclusion.NOT_AVAILABLE)
+_HEARTBEAT = rank_of(Exclusion.HEARTBEAT_EXPIRED)
+_ABSENCE = rank_of(Exclusion.SCHEDULED_ABSENCE)
+_DECLINED = rank_of(Exclusion.DECLINED)
+_TEAM = rank_of(Exclusion.WRONG_TEAM)
+_REGION = rank_of(Exclusion.REGION)
+_MISSING = rank_of(Exclusion.MISSING_SKILL)
+_LOW = rank_of(Exclusion.SKILL_TOO_LOW)
+_LANGUAGE = rank_of(Exclusion.LANGUAGE)
+_SHIFT = rank_of(Exclusion.SHIFT_ENDING)
+_NOT_SERVED = rank_of(Exclusion.CHANNEL_NOT_SERVED)
+_AT_CAPACITY = rank_of(Exclusion.AT_CAPACITY)
+_OCCUPANCY = rank_of(Exclusion.OCCUPANCY_CAP)
 _NEVER = np.iinfo(np.int64).max
 
 
@@ -270,8 +289,9 @@ class AgentColumns:
     """The agents of one decision as numpy columns, for screening many calls at once.
 
     Same rules, order and counts as ``screen`` (tests compare them on random snapshots): each
-    rule is evaluated for every agent with array operations, and the first failing rule's
-    code wins. The per-agent inputs come from ``scoring.load.AgentTable`` (memoised per agent
+    rule is a column of ranks (``Codes``) for every agent, cached for the decision, and a
+    call's screening is the element-wise minimum of the columns of its rules, so the first
+    failing rule wins with one array operation per rule. The per-agent inputs come from ``scoring.load.AgentTable`` (memoised per agent
     snapshot); columns derived from them are built lazily (a skill's levels when a call first
     needs the skill, capacity when a call first uses the channel, occupancy when an agent
     first passes every other rule) and cached for the decision. ``place`` records work given
@@ -284,18 +304,15 @@ class AgentColumns:
         "_capped",
         "_fit",
         "_index",
-        "_languages",
+        "_levels",
         "_load",
         "_next_absence",
         "_occupancy",
         "_occupancy_cap",
-        "_open",
-        "_regions",
         "_rooms",
         "_screens",
         "_shift",
         "_skills",
-        "_teams",
         "agents",
         "now_ms",
         "policy",
@@ -327,22 +344,22 @@ class AgentColumns:
         self.table = table = AgentTable(self.agents) if table is None else table
         self._index: dict[str, int] | None = None
         ints = table.ints
-        presence = np.where(ints[:, I_AVAILABLE] == 1, 0, _NOT_AVAILABLE).astype(np.int8)
+        presence = np.where(ints[:, I_AVAILABLE] == 1, PASS, _NOT_AVAILABLE).astype(np.int8)
         timeout_ms = policy.heartbeat_timeout_s * 1000
         if timeout_ms > 0:
             heartbeat = ints[:, I_HEARTBEAT]
-            presence[(presence == 0) & (now_ms - heartbeat > timeout_ms)] = _HEARTBEAT
+            presence[(presence == PASS) & (now_ms - heartbeat > timeout_ms)] = _HEARTBEAT
         self._next_absence = np.full(n, _NEVER, np.int64)
         if ints[:, I_ABSENCES].any():
             owners, absences = table.absences()
             start, end = absences[:, 0], absences[:, 1]
             away = np.zeros(n, np.bool_)
             away[owners[(start <= now_ms) & (now_ms < end)]] = True  # Absence.covers
-            presence[(presence == 0) & away] = _ABSENCE
+            presence[(presence == PASS) & away] = _ABSENCE
             later = start > now_ms
             np.minimum.at(self._next_absence, owners[later], start[later])
         self.presence = presence
-        self._open: Mask = presence == 0
+        """Rules 1-3 per agent (``PASS`` when present)."""
         self._capped: Mask | None = None
         self._bases: dict[tuple[int, Channel], Codes] = {}
         self.units_used = ints[:, I_UNITS].copy()
@@ -351,10 +368,8 @@ class AgentColumns:
         self._occupancy: npt.NDArray[np.float64] | None = None
         self._occupancy_cap: npt.NDArray[np.float64] | None = None
         self._skills: dict[str, tuple[Mask, npt.NDArray[np.int64]]] = {}
-        self._languages: dict[str, Mask] = {}
-        self._teams: dict[frozenset[str], Mask] = {}
-        self._regions: dict[str, Mask] = {}
-        self._fit: dict[tuple[object, ...], Codes] = {}
+        self._fit: dict[tuple[str, object], Codes] = {}
+        self._levels: dict[tuple[str, int], Codes] = {}
         self._shift: dict[int, Codes] = {}
         self._rooms: dict[Channel, Codes] = {}
         self._screens: dict[tuple[object, ...], tuple[Codes, npt.NDArray[np.int64]]] = {}
@@ -420,82 +435,83 @@ class AgentColumns:
 
     # Rules -------------------------------------------------------------------------------
 
-    def _team_mask(self, teams: frozenset[str]) -> Mask:
-        if teams not in self._teams:
+    def _team_ranks(self, teams: frozenset[str]) -> Codes:
+        """Rule 5 per agent for a call for ``teams``."""
+        key = ("team", teams)
+        if key not in self._fit:
             names = list(self.table.memo.teams.values)
             member = np.fromiter((name in teams for name in names), np.bool_, len(names))
-            self._teams[teams] = member[self.table.ints[:, I_TEAM]]
-        return self._teams[teams]
+            ranks = np.where(member, PASS, _TEAM).astype(np.int8)
+            self._fit[key] = ranks[self.table.ints[:, I_TEAM]]
+        return self._fit[key]
 
-    def _region_mask(self, region: str) -> Mask:
-        """Agents whose region differs from lower-case ``region``."""
-        if region not in self._regions:
+    def _region_ranks(self, region: str) -> Codes:
+        """Rule 6 per agent for a call that requires lower-case ``region``."""
+        key = ("region", region)
+        if key not in self._fit:
             names = list(self.table.memo.regions.values)
-            other = np.fromiter((name != region for name in names), np.bool_, len(names))
-            self._regions[region] = other[self.table.ints[:, I_REGION]]
-        return self._regions[region]
+            ranks = np.fromiter(
+                (PASS if name == region else _REGION for name in names), np.int8, len(names)
+            )
+            self._fit[key] = ranks[self.table.ints[:, I_REGION]]
+        return self._fit[key]
 
-    def _language_mask(self, language: str) -> Mask:
-        """Agents who do not speak lower-case ``language``."""
-        if language not in self._languages:
+    def _language_ranks(self, language: str) -> Codes:
+        """Rule 9 per agent for a call in lower-case ``language``."""
+        key = ("language", language)
+        if key not in self._fit:
             sets = list(self.table.memo.languages.values)
-            mute = np.fromiter(
-                (language not in {tag.lower() for tag in tags} for tags in sets),
-                np.bool_,
+            ranks = np.fromiter(
+                (PASS if language in {tag.lower() for tag in tags} else _LANGUAGE for tags in sets),
+                np.int8,
                 len(sets),
             )
-            self._languages[language] = mute[self.table.ints[:, I_LANGUAGES]]
-        return self._languages[language]
+            self._fit[key] = ranks[self.table.ints[:, I_LANGUAGES]]
+        return self._fit[key]
 
-    def fit(self, call: Call, widened: WidenedRequirements) -> Codes:
-        """Rules 5-9 per agent (``fit_reason``'s code, 0 when the agent fits)."""
-        key = (widened, call.region_required, call.region.lower(), call.language.lower())
-        if key in self._fit:
-            return self._fit[key]
-        codes = np.zeros(self.size, np.int8)
-        rules: list[tuple[Mask, int]] = []
+    def _level_ranks(self, skill: str, min_level: int) -> Codes:
+        """Rules 7-8 per agent for one required skill at a (widened) minimum level."""
+        key = (skill, min_level)
+        if key not in self._levels:
+            has, level = self.skill(skill)
+            ranks = np.where(level < min_level, _LOW, PASS).astype(np.int8)
+            ranks[~has] = _MISSING
+            self._levels[key] = ranks
+        return self._levels[key]
+
+    def fit(self, call: Call, widened: WidenedRequirements) -> list[Codes]:
+        """Rules 5-9 for ``call``: one rank column per rule that applies (``PASS`` where the
+        agent meets it); the first failing one is their element-wise minimum."""
+        columns: list[Codes] = []
         if widened.teams:
-            rules.append((~self._team_mask(widened.teams), _TEAM))
+            columns.append(self._team_ranks(widened.teams))
         if call.region_required and call.region and not widened.any_region:
-            rules.append((self._region_mask(call.region.lower()), _REGION))
-        if widened.levels:
-            missing = np.zeros(self.size, np.bool_)
-            low = np.zeros(self.size, np.bool_)
-            for req in widened.levels:
-                has, level = self.skill(req.skill)
-                missing |= ~has
-                low |= level < req.min_level
-            rules.append((missing, _MISSING))
-            rules.append((low, _LOW))
+            columns.append(self._region_ranks(call.region.lower()))
+        columns.extend(self._level_ranks(req.skill, req.min_level) for req in widened.levels)
         if call.language:
-            rules.append((self._language_mask(call.language.lower()), _LANGUAGE))
-        # Last rule first, so an earlier failing rule overwrites a later one.
-        for mask, code in reversed(rules):
-            codes[mask] = code
-        self._fit[key] = codes
-        return codes
+            columns.append(self._language_ranks(call.language.lower()))
+        return columns
 
     def shift(self, handle_s: int) -> Codes:
-        """Rule 10 per agent (``shift_reason``'s code)."""
+        """Rule 10 per agent (``shift_reason``'s rank)."""
         if handle_s not in self._shift:
             end_ms = self.now_ms + handle_s * 1000
             shift_end = self.table.ints[:, I_SHIFT_END]
             ending = ((shift_end > 0) & (end_ms > shift_end)) | (self._next_absence < end_ms)
-            self._shift[handle_s] = np.where(ending, _SHIFT, 0).astype(np.int8)
+            self._shift[handle_s] = np.where(ending, _SHIFT, PASS).astype(np.int8)
         return self._shift[handle_s]
 
     def _base(self, handle_s: int, channel: Channel) -> Codes:
-        """The codes of every rule but rules 5-9 (``fit``): presence (rules 1-4) where it
-        fails, else shift (10), room (11-12), then the occupancy cap (13), for all calls
-        with this handle time and channel."""
+        """The ranks of every rule but rules 4-9 (``fit`` and declines): presence (rules
+        1-3), shift (10), room (11-12) and the occupancy cap (13), for all calls with this
+        handle time and channel."""
         key = (handle_s, channel)
         if key not in self._bases:
-            rest = np.where(self._over_cap(), _OCCUPANCY, 0).astype(np.int8)
-            room = self._room(channel)
-            rest = np.where(room != 0, room, rest)
-            shift = self.shift(handle_s)
-            rest = np.where(shift != 0, shift, rest)
-            self._bases[key] = np.where(self._open, rest, self.presence)
+            base = np.where(self._over_cap(), _OCCUPANCY, PASS).astype(np.int8)
+            np.minimum(base, self._room(channel), out=base)
+            np.minimum(base, self.shift(handle_s), out=base)
+            np.minimum(base, self.presence, out=base)
+            self._bases[key] = base
         return self._bases[key]
 
     def _over_cap(self) -> Mask:
@@ -507,16 +523,16 @@ class AgentColumns:
     def _room(self, channel: Channel) -> Codes:
         """Rules 11-12 per agent (channel served, room on it and in the budget)."""
         if channel not in self._rooms:
-            self._rooms[channel] = self._room_codes(channel)
+            self._rooms[channel] = self._room_ranks(channel)
         return self._rooms[channel]
 
-    def _room_codes(self, channel: Channel) -> Codes:
+    def _room_ranks(self, channel: Channel) -> Codes:
         capacity = self.capacity(channel)
         units = self.policy.units_for(channel)
         full = (self.load(channel) >= capacity) | (self.units_used + units > AGENT_UNIT_BUDGET)
-        codes = np.where(full, _AT_CAPACITY, 0).astype(np.int8)
-        codes[capacity <= 0] = _NOT_SERVED
-        return codes
+        ranks = np.where(full, _AT_CAPACITY, PASS).astype(np.int8)
+        ranks[capacity <= 0] = _NOT_SERVED
+        return ranks
 
     def screen(self, call: Call) -> ColumnScreening:
         """Screen every agent for ``call`` (``router.board.Board.screen`` on columns)."""
@@ -525,28 +541,29 @@ class AgentColumns:
         key = (widened, call.region_required, call.region.lower(), call.language.lower())
         screen_key = (key, handle_s, call.channel)
         if screen_key not in self._screens:
-            fit = self.fit(call, widened)
-            # The presence code where there is one, else the first failing rule of the call.
-            codes = np.where((fit != 0) & self._open, fit, self._base(handle_s, call.channel))
-            counts = np.bincount(codes, minlength=len(CODES) + 1).astype(np.int64)
-            self._screens[screen_key] = (codes, counts)
-        codes, counts = self._screens[screen_key]
+            ranks = self._base(handle_s, call.channel).copy()
+            for column in self.fit(call, widened):
+                np.minimum(ranks, column, out=ranks)
+            counts = np.bincount(ranks.view(np.uint8), minlength=PASS + 1).astype(np.int64)
+            self._screens[screen_key] = (ranks, counts)
+        ranks, counts = self._screens[screen_key]
         declined = [
             self.index[agent_id] for agent_id in set(call.excluded_agents) if agent_id in self.index
         ]
-        declined = [i for i in declined if self.presence[i] == 0]
+        # A decline outranks rules 5-13 but not presence (rules 1-3).
+        declined = [i for i in declined if ranks[i] > _DECLINED]
         if declined:
             counts = counts.copy()
-            np.subtract.at(counts, codes[declined], 1)
+            np.subtract.at(counts, ranks[declined], 1)
             counts[_DECLINED] += len(declined)
-            codes = codes.copy()
-            codes[declined] = _DECLINED
-        excluded = counts[1:].tolist()
+            ranks = ranks.copy()
+            ranks[declined] = _DECLINED
+        excluded = counts[1:PASS].tolist()
         if self.unindexed > 0:
             excluded[_MISSING - 1] += self.unindexed
-        ordered = {reason: count for reason, count in zip(CODES, excluded, strict=True) if count}
+        ordered = {reason: excluded[at] for reason, at in _REPORTED if excluded[at]}
         return ColumnScreening(
-            eligible=np.flatnonzero(codes == 0),
+            eligible=np.flatnonzero(ranks == PASS),
             excluded=frozen_map(ordered),
             widening_step=widened.step,
         )
