@@ -193,28 +193,29 @@ def _solve_channel_fast(
 
     ceiling = max_total(policy.weights)
     keep = None if policy.top_k <= 0 else max(policy.top_k, n_calls)
-    nets: list[npt.NDArray[np.float64]] = []
-    edge_calls: list[npt.NDArray[np.intp]] = []
-    edge_agents: list[npt.NDArray[np.intp]] = []
-    edge_costs: list[npt.NDArray[np.int64]] = []
-    edge_ranks: list[npt.NDArray[np.intp]] = []
-    for c, (index, screening) in enumerate(zip(group, screenings, strict=True)):
-        eligible = screening.eligible
-        totals = scores.totals(calls[index], eligible, columns.levels)
-        net = totals - first_load[eligible]
-        nets.append(net)
-        ranked = _top(net, keep)
-        base = np.maximum(0, np.rint((ceiling - totals[ranked]) * SCORE_SCALE)).astype(np.int64)
-        edge_calls.append(np.full(len(ranked), c, np.intp))
-        edge_agents.append(column[eligible[ranked]])
-        edge_costs.append(base)
-        edge_ranks.append(np.arange(len(ranked)))
-    pairs = Pairs(
-        np.concatenate(edge_calls),
-        np.concatenate(edge_agents),
-        np.concatenate(edge_costs),
-        np.concatenate(edge_ranks),
-    )
+    # The first round's candidates (each call's top_k); the second round's only if needed.
+    first_keep = policy.top_k if 0 < policy.top_k < n_calls else keep
+    eligibles = [screening.eligible for screening in screenings]
+    totals = [
+        scores.totals(calls[index], eligible, columns.levels)
+        for index, eligible in zip(group, eligibles, strict=True)
+    ]
+    nets = [total - first_load[eligible] for total, eligible in zip(totals, eligibles, strict=True)]
+    firsts = [_top(net, first_keep) for net in nets]
+
+    def pairs(rankings: Sequence[npt.NDArray[np.intp]]) -> Pairs:
+        chosen = list(zip(eligibles, totals, rankings, strict=True))
+        values = np.concatenate([total[ranked] for _, total, ranked in chosen])
+        return Pairs(
+            np.repeat(np.arange(n_calls), [len(ranked) for ranked in rankings]),
+            column[np.concatenate([eligible[ranked] for eligible, _, ranked in chosen])],
+            np.maximum(0, np.rint((ceiling - values) * SCORE_SCALE)).astype(np.int64),
+        )
+
+    narrow = pairs(firsts)
+
+    def wide() -> Pairs:
+        return narrow if first_keep == keep else pairs([_top(net, keep) for net in nets])
 
     first_call = calls[group[0]].call_id
     ids = scores.ids
@@ -222,7 +223,7 @@ def _solve_channel_fast(
     def prefer(column_index: int) -> tuple[int, str]:
         return tie_key(first_call, ids[int(members[column_index])])
 
-    agent_of = _choose(n_calls, pairs, policy.top_k, slot_int_matrix, filled, prefer=prefer)
+    agent_of = _choose(n_calls, narrow, wide, slot_int_matrix, filled, prefer=prefer)
 
     # Cards first, placements after: a placement changes the agent's idle part.
     chosen = [None if j is None else int(members[j]) for j in agent_of]
@@ -241,7 +242,7 @@ def _solve_channel_fast(
             parts = {**chosen_card.parts, LOAD: -float(load_matrix[j, taken[j]])}
             taken[j] += 1
             columns.place(i, channel)
-        runner_up = _runner_up(screening, nets[c], i, ids)
+        runner_up = _runner_up(screening, nets[c], firsts[c], i, ids)
         explanation = explain(Strategy.BALANCED, screening, chosen_id, parts, runner_up)
         results.append((index, Placement(calls[index].call_id, chosen_id, explanation)))
     return results
@@ -294,48 +295,48 @@ class Pairs:
     """Candidate column of each pair."""
     costs: npt.NDArray[np.int64]
     """Pair cost without the rank term."""
-    ranks: npt.NDArray[np.intp]
-    """0-based place of the pair in its call's candidate ranking."""
 
 
 def _choose(
     n_calls: int,
-    pairs: Pairs,
-    top_k: int,
+    narrow: Pairs,
+    wide: Callable[[], Pairs],
     slot_int_matrix: npt.NDArray[np.int64],
     filled: npt.NDArray[np.bool_],
     *,
     prefer: Callable[[int], tuple[int, str]],
 ) -> tuple[int | None, ...]:
-    """``place_batch`` on arrays (the same rounds, graphs and arcs): ``filled`` marks the real
-    slots of ``slot_int_matrix``; ``prefer`` orders a lone call's equally cheap candidates."""
+    """``place_batch`` on arrays (the same rounds, graphs and arcs): ``narrow`` holds the first
+    round's pairs (each call's ``top_k`` best), ``wide()`` the second round's; ``filled``
+    marks the real slots of ``slot_int_matrix``; ``prefer`` orders a lone call's equally cheap
+    candidates."""
     if n_calls == 1:
-        if not len(pairs.costs):
+        if not len(narrow.costs):
             return (None,)
         # One call: the cheapest candidate on its first slot, ties by ``prefer``.
-        total = pairs.costs + slot_int_matrix[pairs.agents, 0]
-        cheapest = pairs.agents[total == total.min()].tolist()
+        total = narrow.costs + slot_int_matrix[narrow.agents, 0]
+        cheapest = narrow.agents[total == total.min()].tolist()
         return (cheapest[0] if len(cheapest) == 1 else min(cheapest, key=prefer),)
     slot_ints = slot_int_matrix[filled]
     slot_agents = np.nonzero(filled)[0]
-    narrow = pairs.ranks < top_k if 0 < top_k < n_calls else np.ones(len(pairs.ranks), np.bool_)
     narrow_agents = np.zeros(len(filled), np.bool_)
-    narrow_agents[pairs.agents[narrow]] = True
+    narrow_agents[narrow.agents] = True
     if (
-        np.bincount(pairs.calls[narrow], minlength=n_calls).all()
+        np.bincount(narrow.calls, minlength=n_calls).all()
         and int(filled[narrow_agents].sum()) >= n_calls
     ):
         first = solve_flow_arrays(
             n_calls,
             len(slot_int_matrix),
-            edge_calls=pairs.calls[narrow],
-            edge_agents=pairs.agents[narrow],
-            edge_costs=pairs.costs[narrow],
+            edge_calls=narrow.calls,
+            edge_agents=narrow.agents,
+            edge_costs=narrow.costs,
             slot_agents=slot_agents,
             slot_costs=slot_ints,
         ).agent_of
         if None not in first:
             return first
+    pairs = wide()
     widest_pair = int(pairs.costs.max()) if len(pairs.costs) else 0
     widest_slot = int(slot_ints.max()) if len(slot_ints) else 0
     step = n_calls * (widest_pair + widest_slot) + 1
@@ -352,16 +353,23 @@ def _choose(
 
 
 def _runner_up(
-    screening: ColumnScreening, net: npt.NDArray[np.float64], chosen: int | None, ids: list[str]
+    screening: ColumnScreening,
+    net: npt.NDArray[np.float64],
+    ranked: npt.NDArray[np.intp],
+    chosen: int | None,
+    ids: list[str],
 ) -> list[tuple[str, float]]:
     """The best eligible agent other than ``chosen`` by net value, ties to the lowest id
-    (the one entry of the ranking ``explain`` would pick from all of them)."""
+    (the one entry of the ranking ``explain`` would pick from all of them); ``ranked`` is
+    ``_top(net, ...)``, the best positions in that very order."""
     eligible = screening.eligible
-    if chosen is not None:
-        others = eligible != chosen
-        eligible, net = eligible[others], net[others]
-    if not len(eligible):
+    for position in ranked[:2].tolist():
+        if eligible[position] != chosen:
+            return [(ids[int(eligible[position])], float(net[position]))]
+    if len(ranked) == len(eligible):
         return []
+    others = eligible != chosen
+    eligible, net = eligible[others], net[others]
     best = int(np.argmax(net))
     return [(ids[int(eligible[best])], float(net[best]))]
 

@@ -291,11 +291,11 @@ class AgentColumns:
     Same rules, order and counts as ``screen`` (tests compare them on random snapshots): each
     rule is a column of ranks (``Codes``) for every agent, cached for the decision, and a
     call's screening is the element-wise minimum of the columns of its rules, so the first
-    failing rule wins with one array operation per rule. The per-agent inputs come from ``scoring.load.AgentTable`` (memoised per agent
-    snapshot); columns derived from them are built lazily (a skill's levels when a call first
-    needs the skill, capacity when a call first uses the channel, occupancy when an agent
-    first passes every other rule) and cached for the decision. ``place`` records work given
-    during the decision, as ``router.board.Board.place`` does.
+    failing rule wins with one array operation per rule. The per-agent inputs come from
+    ``scoring.load.AgentTable`` (memoised per agent snapshot); columns derived from them are
+    built lazily (a skill's levels when a call first needs the skill, capacity when a call
+    first uses the channel) and cached for the decision. ``place`` records work given during
+    the decision, as ``router.board.Board.place`` does.
     """
 
     __slots__ = (

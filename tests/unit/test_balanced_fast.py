@@ -47,7 +47,7 @@ from router.domain import (
 from router.solver import solve_flow
 from scoring.load import occupancy, slot_cost_matrix, slot_costs
 from scoring.match import ScoreColumns
-from tests.unit.factories import HOUR_MS, MINUTE_MS, NOW
+from tests.unit.factories import HOUR_MS, MINUTE_MS, NOW, make_agent, make_call
 
 SKILLS = ("billing", "tech", "sales")
 ZONES = ("", "Europe/London", "America/New_York", "Asia/Kolkata", "Not/AZone")
@@ -297,3 +297,18 @@ def test_each_size_takes_its_path_with_the_same_answer(
     other = "plan_balanced_columns" if small else "plan_balanced_reference"
     monkeypatch.setattr(balanced, other, refuse)
     assert plan_balanced(Board(snapshot), calls) == expected
+
+
+def test_second_round_widens_past_top_k() -> None:
+    """When every call's ``top_k`` best is the same agent the first round cannot place them
+    all; the second round's wider candidates (``max(top_k, calls)`` each) place every call,
+    on the best agents, as the reference does."""
+    agents = tuple(
+        make_agent(f"a{i:02d}", skills={"billing": 10 - i}, capacity={Channel.VOICE: 1})
+        for i in range(8)
+    )
+    snapshot = Snapshot(now_ms=NOW, policy=Policy(top_k=1), agents=agents)
+    calls = [make_call(f"c{i}", min_level=1, created_ms=NOW - 1000 * (3 - i)) for i in range(3)]
+    fast = plan_balanced_columns(Board(snapshot), calls)
+    assert fast == plan_balanced_reference(Board(snapshot), calls)
+    assert sorted(placement.agent_id or "" for placement in fast) == ["a00", "a01", "a02"]
