@@ -319,7 +319,9 @@ class ScoreColumns:
     __slots__ = (
         "_filled",
         "_fractions",
+        "_heads",
         "_idle",
+        "_idle_weighted",
         "_index",
         "_offset",
         "_offsets",
@@ -353,6 +355,8 @@ class ScoreColumns:
         self._filled = False
         self._performance = np.zeros(n)
         self._idle = np.zeros(n)
+        self._idle_weighted = np.zeros(n)
+        self._heads: dict[tuple[tuple[str, ...], tuple[str, ...]], Floats] = {}
         self._offset = np.zeros(n)
         self._offsets: dict[str, float | None] = {}
         self._index: dict[str, int] | None = None
@@ -378,6 +382,7 @@ class ScoreColumns:
         self._idle = idle_array(
             ints[:, I_ACTIVE], ints[:, I_FREE_SINCE], now_ms, policy.idle_horizon_s
         )
+        self._idle_weighted = self._idle * self._weights[4]
         zones = ints[:, I_ZONE]
         if len(zones):
             names = table.memo.zones.values
@@ -391,14 +396,32 @@ class ScoreColumns:
         """The agent at ``index`` took work now: its idle part is 0 from here on."""
         self._fill()
         self._idle[index] = 0.0
+        self._idle_weighted[index] = 0.0 * self._weights[4]
 
-    def _region_values(self, call: Call, indexes: npt.NDArray[np.intp]) -> Floats:
-        """``region_affinity`` of the agents at ``indexes`` for ``call`` (every agent's value
-        computed once per call timezone and region)."""
+    def _region_weighted(self, call: Call) -> Floats:
+        """``region_affinity * weights.region`` of every agent for ``call`` (once per call
+        timezone and region)."""
         key = (call.timezone, call.region)
         if key not in self._regions:
-            self._regions[key] = self._region_column(call)
-        return self._regions[key][indexes]
+            self._regions[key] = self._region_column(call) * self._weights[2]
+        return self._regions[key]
+
+    def _head(self, call: Call, levels: Levels) -> Floats:
+        """``skill * weights.skill + performance * weights.performance`` of every agent for
+        ``call``: the first two terms of the total, once per set of required and preferred
+        skills (the very floats the terms give on any subset of the agents)."""
+        key = (tuple(req.skill for req in call.required_skills), tuple(call.preferred_skills))
+        if key not in self._heads:
+
+            def fractions(name: str) -> Floats:
+                if name not in self._fractions:
+                    self._fractions[name] = _level_array(levels(name))
+                return self._fractions[name]
+
+            skill = skill_fit_array(call, fractions, len(self.ids))
+            w_skill, w_performance = self._weights[:2]
+            self._heads[key] = skill * w_skill + self._performance * w_performance
+        return self._heads[key]
 
     def _region_column(self, call: Call) -> Floats:
         """``region_affinity`` of every agent for ``call``'s timezone and region."""
@@ -437,24 +460,20 @@ class ScoreColumns:
         return card(values, self._weights)
 
     def totals(self, call: Call, indexes: npt.NDArray[np.intp], levels: Levels) -> Floats:
-        """Soft score totals of the agents at ``indexes`` for ``call`` (``Board.total``)."""
+        """Soft score totals of the agents at ``indexes`` for ``call`` (``Board.total``).
+
+        The terms are added left to right as ``weighted_total`` adds them; a term that is 0
+        for every agent at ``indexes`` (the previous agent's, when that agent is not among
+        them) is skipped, which leaves every float as it is (no total is -0.0: values and
+        weights are never negative).
+        """
         self._fill()
-        n = len(indexes)
-
-        def fractions(name: str) -> Floats:
-            if name not in self._fractions:
-                self._fractions[name] = _level_array(levels(name))
-            return self._fractions[name][indexes]
-
-        skill = skill_fit_array(call, fractions, n)
-        previous = np.zeros(n)
+        total = self._head(call, levels)[indexes] + self._region_weighted(call)[indexes]
         if self._index is None:
             self._index = dict(zip(self.ids, range(len(self.ids)), strict=True))
         favourite = self._index.get(call.preferred_agent_id)
         if favourite is not None:
-            previous[indexes == favourite] = 1.0
-        w_skill, w_performance, w_region, w_previous, w_idle = self._weights
-        total = skill * w_skill + self._performance[indexes] * w_performance
-        total = total + self._region_values(call, indexes) * w_region
-        total = total + previous * w_previous
-        return total + self._idle[indexes] * w_idle
+            previous = indexes == favourite
+            if previous.any():
+                total = total + previous * self._weights[3]
+        return total + self._idle_weighted[indexes]
