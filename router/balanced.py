@@ -321,18 +321,16 @@ def _choose(
     slot_agents = np.nonzero(filled)[0]
     narrow_agents = np.zeros(len(filled), np.bool_)
     narrow_agents[narrow.agents] = True
-    if (
-        np.bincount(narrow.calls, minlength=n_calls).all()
-        and int(filled[narrow_agents].sum()) >= n_calls
-    ):
+    reached = filled & narrow_agents[:, None]  # slots no narrow edge reaches are left out
+    if np.bincount(narrow.calls, minlength=n_calls).all() and int(reached.sum()) >= n_calls:
         first = solve_flow_arrays(
             n_calls,
             len(slot_int_matrix),
             edge_calls=narrow.calls,
             edge_agents=narrow.agents,
             edge_costs=narrow.costs,
-            slot_agents=slot_agents,
-            slot_costs=slot_ints,
+            slot_agents=np.nonzero(reached)[0],
+            slot_costs=slot_int_matrix[reached],
         ).agent_of
         if None not in first:
             return first
@@ -496,7 +494,9 @@ def place_batch(
         len({c for c, _, _ in narrow}) == n_calls
         and sum(len(slot_ints[j]) for j in reached) >= n_calls
     ):
-        first = place(n_calls, narrow, slot_ints)
+        # Slots of agents no narrow edge reaches cannot take flow: left out of the graph.
+        reachable = [slots if j in reached else () for j, slots in enumerate(slot_ints)]
+        first = place(n_calls, narrow, reachable)
         if None not in first:
             return first
     # Earlier in queue order = higher weight; distinct weights make the choice greedy.

@@ -372,7 +372,7 @@ class AgentColumns:
         self._levels: dict[tuple[str, int], Codes] = {}
         self._shift: dict[int, Codes] = {}
         self._rooms: dict[Channel, Codes] = {}
-        self._screens: dict[tuple[object, ...], tuple[Codes, npt.NDArray[np.int64]]] = {}
+        self._screens: dict[tuple[object, ...], tuple[Codes, ColumnScreening]] = {}
 
     @property
     def index(self) -> dict[str, int]:
@@ -535,29 +535,42 @@ class AgentColumns:
         return ranks
 
     def screen(self, call: Call) -> ColumnScreening:
-        """Screen every agent for ``call`` (``router.board.Board.screen`` on columns)."""
+        """Screen every agent for ``call`` (``router.board.Board.screen`` on columns); calls
+        alike in every rule (and declining no one) share one screening."""
         widened = requirements(call, self.now_ms, self.policy)
         handle_s = self.policy.handle_s_for(call)
-        key = (widened, call.region_required, call.region.lower(), call.language.lower())
-        screen_key = (key, handle_s, call.channel)
-        if screen_key not in self._screens:
+        key = (
+            widened,
+            call.region_required,
+            call.region.lower(),
+            call.language.lower(),
+            handle_s,
+            call.channel,
+        )
+        cached = self._screens.get(key)
+        if cached is None:
             ranks = self._base(handle_s, call.channel).copy()
             for column in self.fit(call, widened):
                 np.minimum(ranks, column, out=ranks)
-            counts = np.bincount(ranks.view(np.uint8), minlength=PASS + 1).astype(np.int64)
-            self._screens[screen_key] = (ranks, counts)
-        ranks, counts = self._screens[screen_key]
+            counts = np.bincount(ranks.view(np.uint8), minlength=PASS + 1)
+            cached = self._screens[key] = (ranks, self._screening(ranks, counts, widened.step))
+        ranks, screening = cached
+        if not call.excluded_agents:
+            return screening
         declined = [
             self.index[agent_id] for agent_id in set(call.excluded_agents) if agent_id in self.index
         ]
         # A decline outranks rules 5-13 but not presence (rules 1-3).
         declined = [i for i in declined if ranks[i] > _DECLINED]
-        if declined:
-            counts = counts.copy()
-            np.subtract.at(counts, ranks[declined], 1)
-            counts[_DECLINED] += len(declined)
-            ranks = ranks.copy()
-            ranks[declined] = _DECLINED
+        if not declined:
+            return screening
+        ranks = ranks.copy()
+        ranks[declined] = _DECLINED
+        counts = np.bincount(ranks.view(np.uint8), minlength=PASS + 1)
+        return self._screening(ranks, counts, widened.step)
+
+    def _screening(self, ranks: Codes, counts: npt.NDArray[np.intp], step: int) -> ColumnScreening:
+        """The screening ``ranks`` (with ``counts``, their histogram) stand for."""
         excluded = counts[1:PASS].tolist()
         if self.unindexed > 0:
             excluded[_MISSING - 1] += self.unindexed
@@ -565,5 +578,5 @@ class AgentColumns:
         return ColumnScreening(
             eligible=np.flatnonzero(ranks == PASS),
             excluded=frozen_map(ordered),
-            widening_step=widened.step,
+            widening_step=step,
         )
