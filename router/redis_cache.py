@@ -23,6 +23,7 @@ import heapq
 import operator
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -77,7 +78,16 @@ class _View:
     common case of ``get_many`` becomes a rev comparison done by C loops (map, list
     equality) instead of per-agent Python checks."""
 
-    __slots__ = ("expiry", "items", "late", "until", "valid_from", "window_ms")
+    __slots__ = (
+        "expiry",
+        "items",
+        "late",
+        "latest",
+        "settling",
+        "until",
+        "valid_from",
+        "window_ms",
+    )
 
     def __init__(self, window_ms: int, valid_from: int) -> None:
         self.window_ms = window_ms
@@ -86,6 +96,10 @@ class _View:
         self.late: dict[str, int] = {}
         """Start of the items that serve only from a later time than ``valid_from`` (read
         at a later now than a request still in flight may ask for), by agent id."""
+        self.settling: list[tuple[int, str]] = []
+        """Heap of (start, agent id) of ``late``; records whose start changed are skipped."""
+        self.latest = valid_from
+        """At least the latest start in ``late`` (a request from then on finds all ready)."""
         self.until: dict[str, int] = {}
         """Agent id -> the instant its item stops being exact (``_Entry.stable_until_ms``)."""
         self.expiry: list[tuple[int, str]] = []
@@ -96,7 +110,13 @@ class _View:
         self.items[agent_id] = (entry.rev, entry.snapshot)
         start = _valid_from(entry)
         if start > self.valid_from:
-            self.late[agent_id] = start
+            if self.late.get(agent_id) != start:
+                self.late[agent_id] = start
+                heapq.heappush(self.settling, (start, agent_id))
+                self.latest = max(self.latest, start)
+                if len(self.settling) > 4 * len(self.late) + 1024:  # mostly stale records
+                    self.settling = [(t, a) for a, t in self.late.items()]
+                    heapq.heapify(self.settling)
         else:
             self.late.pop(agent_id, None)
         until = entry.stable_until_ms
@@ -119,18 +139,25 @@ class _View:
                 self.items.pop(agent_id, None)
                 self.late.pop(agent_id, None)
 
-    def unready(self, now: int) -> set[str]:
+    def unready(self, now: int) -> AbstractSet[str]:
         """The agents whose items do not serve ``now`` yet. Items that have served for
         ``REORDER_MS`` leave ``late``, ``valid_from`` moving up to their start."""
-        if not self.late:
-            return set()
+        late, settling = self.late, self.settling
         settle = now - REORDER_MS
-        settled = [agent_id for agent_id, start in self.late.items() if start <= settle]
-        if settled:
-            self.valid_from = max(self.valid_from, *(self.late.pop(a) for a in settled))
-        return {agent_id for agent_id, start in self.late.items() if start > now}
+        while settling and settling[0][0] <= settle:
+            start, agent_id = heapq.heappop(settling)
+            if late.get(agent_id) == start:
+                del late[agent_id]
+                self.valid_from = max(self.valid_from, start)
+        if self.latest <= now or not late:  # the common case: every late item has started
+            return _NOBODY
+        unready = {agent_id for agent_id, start in late.items() if start > now}
+        if not unready:
+            self.latest = max(late.values())
+        return unready
 
 
+_NOBODY: frozenset[str] = frozenset()
 _NO_ITEM: tuple[str | None, AgentSnapshot | None] = (None, None)
 """What the view gives for an agent it does not hold (no rev equals ``None``)."""
 _REV = operator.itemgetter(0)

@@ -41,7 +41,8 @@ def _members(rng: random.Random, now: int) -> list[str]:
 
 
 def test_the_view_serves_exact_agents_and_misses_nothing_the_checks_serve() -> None:
-    """Random puts (at moving, sometimes out-of-order times), heartbeats and reads with
+    """Random puts (at moving, sometimes out-of-order times), heartbeats and reads (now and
+    then from further back than ``REORDER_MS``) with
     current or stale revs and two windows. Every agent ``get_many`` serves is exactly the
     agent decoded from the hash of the asked rev at the asked time (heartbeats patched in);
     it serves every agent that a twin cache taking only the per-agent path serves, and
@@ -55,7 +56,7 @@ def test_the_view_serves_exact_agents_and_misses_nothing_the_checks_serve() -> N
         now = 1_000_000
         beat_rev = 0
         for _ in range(300):
-            now += rng.choice((0, 1, 5, 300, 2_000))
+            now += rng.choice((0, 1, 5, 300, 700, 2_000))
             window = rng.choice((10_000, 10_000, 10_000, 4_000))
             op = rng.random()
             if op < 0.3:
@@ -78,7 +79,8 @@ def test_the_view_serves_exact_agents_and_misses_nothing_the_checks_serve() -> N
                 asked = [
                     str(revs[a] - (1 if revs[a] > 1 and rng.random() < 0.1 else 0)) for a in ids
                 ]
-                at = now - rng.choice((0, 0, 0, 0, 2))
+                # now and then a request from before the reorder allowance (1 s)
+                at = now - rng.choice((0, 0, 0, 0, 2, rng.randrange(500, 2_500)))
                 found, missing = cache.get_many(T, ids, asked, at, window)
                 expected, _ = twin._get_each(T, ids, asked, at, window)
                 assert expected.keys() <= found.keys(), seed
