@@ -384,6 +384,7 @@ class AgentTable:
     __slots__ = (
         "_owners",
         "_rows",
+        "_skill_columns",
         "_skills",
         "_spans",
         "agents",
@@ -402,6 +403,7 @@ class AgentTable:
         self._spans: npt.NDArray[np.int64] | None = None
         self._skills: npt.NDArray[np.int64] | None = None
         self._owners: npt.NDArray[np.intp] | None = None
+        self._skill_columns: dict[str, tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]] = {}
         last = _LAST[0]
         if last is not None and last.memo is memo and last.size == n and n:
             same = list(map(operator.is_, agents, last.agents))
@@ -435,6 +437,10 @@ class AgentTable:
         rows = list(last._rows)
         ids = list(last.ids)
         ints, floats = last.ints.copy(), last.floats.copy()
+        columns = {
+            name: (has.copy(), levels.copy())
+            for name, (has, levels) in list(last._skill_columns.items())
+        }
         start = 0
         for _ in range(changed):
             i = same.index(False, start)
@@ -445,8 +451,17 @@ class AgentTable:
             rows[i], ids[i] = row, row[6]
             ints[i] = np.frombuffer(row[1], np.int64)
             floats[i] = np.frombuffer(row[2], np.float64)
+            if columns:
+                owned = np.frombuffer(row[4], np.int64).reshape(-1, 2)  # (code, level)
+                levels_of = dict(zip(owned[:, 0].tolist(), owned[:, 1].tolist(), strict=True))
+                for name, (has, levels) in columns.items():
+                    level = levels_of.get(memo.skills.codes[name])
+                    has[i], levels[i] = level is not None, level or 0
             start = i + 1
         self._rows, self.ids, self.ints, self.floats = rows, ids, ints, floats
+        for has, levels in columns.values():
+            has.flags.writeable = levels.flags.writeable = False
+        self._skill_columns = columns
 
     def channel(self, first: int, channel: Channel) -> npt.NDArray[np.int64]:
         """The per-channel column starting at ``first`` (``I_LOAD``, ``I_CAPACITY``)."""
@@ -478,7 +493,11 @@ class AgentTable:
         return np.where(share < 1.0, share, 1.0)
 
     def skill(self, name: str) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
-        """(has skill ``name``, its level or 0) per agent."""
+        """(has skill ``name``, its level or 0) per agent, read-only: kept for the table's
+        life and carried into the next table patched from this one."""
+        cached = self._skill_columns.get(name)
+        if cached is not None:
+            return cached
         n = self.size
         has = np.zeros(n, np.bool_)
         levels = np.zeros(n, np.int64)
@@ -495,6 +514,8 @@ class AgentTable:
         match = skills[:, 0] == code
         has[owners[match]] = True
         levels[owners[match]] = skills[match, 1]
+        has.flags.writeable = levels.flags.writeable = False
+        self._skill_columns[name] = (has, levels)
         return has, levels
 
     def absences(self) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:

@@ -240,10 +240,13 @@ def test_a_table_patched_from_the_last_one_equals_a_fresh_one(seed: int) -> None
     """A decision's agents are mostly the last decision's snapshots: the table copies the
     last table's columns and rebuilds the rows of the few that changed (here, in place and
     swapped for other agents), and equals a table built from scratch, column for column;
-    a different team size, or many changes, builds from scratch."""
+    a different team size, or many changes, builds from scratch. Skill columns the last
+    table built are carried over, patched too."""
     rng = random.Random(seed)
     agents = [random_agent(rng, i) for i in range(64)]
-    AgentTable(agents)
+    last = AgentTable(agents)
+    if seed % 2:
+        last.skill("billing")
     changed = list(agents)
     for i in rng.sample(range(64), rng.randint(1, 8)):
         changed[i] = random_agent(rng, 100 + i) if rng.random() < 0.3 else random_agent(rng, i)
@@ -253,9 +256,11 @@ def test_a_table_patched_from_the_last_one_equals_a_fresh_one(seed: int) -> None
     assert patched.ids == fresh.ids
     assert np.array_equal(patched.ints, fresh.ints)
     assert np.array_equal(patched.floats, fresh.floats)
+    assert ("billing" in patched._skill_columns) == bool(seed % 2)
     for name in ("billing", "other"):
         for mine, theirs in zip(patched.skill(name), fresh.skill(name), strict=True):
             assert np.array_equal(mine, theirs)
+            assert not mine.flags.writeable or not mine.any()  # shared: read-only
     for window in (3600, 60):
         assert np.array_equal(patched.occupancy(NOW, window), fresh.occupancy(NOW, window))
     owners, spans = patched.absences()
