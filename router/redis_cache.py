@@ -29,7 +29,7 @@ from itertools import repeat
 
 from router import store_common as rules
 from router.domain import ActiveWork, AgentSnapshot, WorkSpan
-from router.redis_schema import ACTIVE_PREFIX, agent_from_hash, span_from_member, work_from_field
+from router.redis_schema import agent_from_work, agent_work
 
 MAX_ENTRIES = 200_000
 """Cached agents across tenants; past it the cache starts over (a cold read is still exact)."""
@@ -298,27 +298,22 @@ class AgentCache:
         """Decode an agent read at ``now`` (hash ``fields``, work ``members`` ending at
         ``now - window_ms`` or later), cache it under the ``rev`` in its hash, return it."""
         cutoff = now - window_ms
-        snapshot = agent_from_hash(fields, members, cutoff, now)
+        works, spans = agent_work(fields, members)
+        snapshot = agent_from_work(fields, works, spans, cutoff, now)
         rev = fields.get("rev", "")
         beat_rev, beat = self._beats.get(tenant, {}).get(snapshot.agent_id, (0, 0))
         if rev and beat_rev > int(rev) and beat > snapshot.heartbeat_ms:
             # read before a heartbeat of this very agent already patched in
             snapshot = dataclasses.replace(snapshot, heartbeat_ms=beat)
         if rev:
-            works = tuple(
-                work_from_field(name[len(ACTIVE_PREFIX) :], value)
-                for name, value in fields.items()
-                if name.startswith(ACTIVE_PREFIX)
-            )
-            spans = tuple(span_from_member(member)[1] for member in members)
             self._store(
                 tenant,
                 snapshot.agent_id,
                 _Entry(
                     rev=rev,
                     min_end=cutoff,
-                    works=works,
-                    spans=spans,
+                    works=tuple(works),
+                    spans=tuple(spans),
                     snapshot=snapshot,
                     built_ms=now,
                     window_ms=window_ms,

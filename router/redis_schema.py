@@ -178,19 +178,41 @@ def work_from_field(assignment_id: str, value: str) -> ActiveWork:
     )
 
 
-def agent_from_hash(
-    fields: Mapping[str, str], members: Sequence[str], cutoff: int, now: int
-) -> AgentSnapshot:
-    """An ``AgentSnapshot`` at ``now`` from the agent hash and its work members (spans ending
-    before ``cutoff`` dropped)."""
+def agent_work(
+    fields: Mapping[str, str], members: Sequence[str]
+) -> tuple[list[ActiveWork], list[WorkSpan]]:
+    """The agent's work items (its hash's ``active:`` fields) and finished spans (its work
+    ``members``), decoded."""
     try:
         works = [
             work_from_field(name[len(ACTIVE_PREFIX) :], value)
             for name, value in fields.items()
             if name.startswith(ACTIVE_PREFIX)
         ]
+        return works, [span_from_member(m)[1] for m in members]
+    except (ValueError, IndexError) as exc:
+        raise RouterError(f"stored agent is unreadable: {exc!r}") from exc
+
+
+def agent_from_hash(
+    fields: Mapping[str, str], members: Sequence[str], cutoff: int, now: int
+) -> AgentSnapshot:
+    """An ``AgentSnapshot`` at ``now`` from the agent hash and its work members (spans ending
+    before ``cutoff`` dropped)."""
+    return agent_from_work(fields, *agent_work(fields, members), cutoff, now)
+
+
+def agent_from_work(
+    fields: Mapping[str, str],
+    works: Sequence[ActiveWork],
+    finished: Sequence[WorkSpan],
+    cutoff: int,
+    now: int,
+) -> AgentSnapshot:
+    """``agent_from_hash`` from the hash and its decoded work (``agent_work``)."""
+    try:
         active, spans = rules.split_work(works, now)
-        spans += [span_from_member(m)[1] for m in members]
+        spans += finished
         return AgentSnapshot(
             profile=codec.decode_profile(fields["profile"], int(fields["version"])),
             presence=Presence(fields["presence"]),
