@@ -162,16 +162,17 @@ class Columns:
 def _top(net: npt.NDArray[np.float64], keep: int | None) -> npt.NDArray[np.intp]:
     """Positions of the ``keep`` best ``net`` values, best first, ties in position order
     (``sorted`` by ``(-net, agent id)`` with positions in agent-id order, then cut)."""
+    cost = -net
     if keep is None or len(net) <= keep:
-        return np.argsort(-net, kind="stable")
+        return np.argsort(cost, kind="stable")
     # The keep-th best value; every value above it is kept, and as many equal to it as fit,
     # the first ones in position order (a stable sort would put those first).
-    threshold = np.partition(-net, keep - 1)[keep - 1]
-    above = np.flatnonzero(-net < threshold)
-    tied = np.flatnonzero(-net == threshold)[: keep - len(above)]
+    threshold = np.partition(cost, keep - 1)[keep - 1]
+    above = np.flatnonzero(cost < threshold)
+    tied = np.flatnonzero(cost == threshold)[: keep - len(above)]
     chosen = np.concatenate([above, tied])
     chosen.sort()
-    return chosen[np.argsort(-net[chosen], kind="stable")]
+    return chosen[np.argsort(cost[chosen], kind="stable")]
 
 
 def _solve_channel_fast(
@@ -228,18 +229,18 @@ def _solve_channel_fast(
     # Cards first, placements after: a placement changes the agent's idle part.
     chosen = [None if j is None else int(members[j]) for j in agent_of]
     cards = [
-        None if i is None else scores.card(calls[index], i)
+        None if i is None else scores.parts(calls[index], i)
         for i, index in zip(chosen, group, strict=True)
     ]
     taken = [0] * len(members)
     results: list[tuple[int, Placement]] = []
     for c, index in enumerate(group):
-        i, chosen_card, screening = chosen[c], cards[c], screenings[c]
+        i, chosen_parts, screening = chosen[c], cards[c], screenings[c]
         chosen_id = None if i is None else ids[i]
         parts: dict[str, float] = {}
-        if i is not None and chosen_card is not None:
+        if i is not None and chosen_parts is not None:
             j = int(column[i])
-            parts = {**chosen_card.parts, LOAD: -float(load_matrix[j, taken[j]])}
+            parts = {**chosen_parts, LOAD: -float(load_matrix[j, taken[j]])}
             taken[j] += 1
             columns.place(i, channel)
         runner_up = _runner_up(screening, nets[c], firsts[c], i, ids)

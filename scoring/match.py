@@ -24,6 +24,7 @@ Load is not a match part: it is a cost in the solver (``scoring.load``).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -445,6 +446,15 @@ class ScoreColumns:
 
     def card(self, call: Call, index: int) -> ScoreCard:
         """Score card of the agent at ``index`` for ``call`` (``Board.card``, from the columns)."""
+        return card(self._values(call, index), self._weights)
+
+    def parts(self, call: Call, index: int) -> dict[str, float]:
+        """``card(call, index).parts`` alone (what an explanation shows), without the card."""
+        weighted = map(operator.mul, self._values(call, index), self._weights)
+        return dict(zip(PART_NAMES, weighted, strict=True))
+
+    def _values(self, call: Call, index: int) -> tuple[float, ...]:
+        """``part_values`` of the agent at ``index`` for ``call``."""
         self._fill()
         agent = self.agents[index]
         offset = self._offset[index]
@@ -456,8 +466,7 @@ class ScoreColumns:
             performance=float(self._performance[index]),
             idle=float(self._idle[index]),
         )
-        values = part_values(call, facts, self.utc_offset(call.timezone))
-        return card(values, self._weights)
+        return part_values(call, facts, self.utc_offset(call.timezone))
 
     def totals(self, call: Call, indexes: npt.NDArray[np.intp], levels: Levels) -> Floats:
         """Soft score totals of the agents at ``indexes`` for ``call`` (``Board.total``).

@@ -196,7 +196,7 @@ def test_column_screening_equals_the_scalar_rules(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_column_scores_are_bit_identical(seed: int) -> None:
-    """``ScoreColumns.totals`` and ``card`` give the very floats ``Board`` gives."""
+    """``ScoreColumns.totals``, ``card`` and ``parts`` give the very floats ``Board`` gives."""
     snapshot, calls = random_case(seed)
     board = Board(snapshot)
     agents = list(board.agents.values())
@@ -207,7 +207,9 @@ def test_column_scores_are_bit_identical(seed: int) -> None:
         totals = scores.totals(call, everyone, lambda name: columns.skill(name)[1])
         assert totals.tolist() == [board.total(call, agent.agent_id) for agent in agents]
         for i, agent in enumerate(agents):
-            assert scores.card(call, i) == board.card(call, agent.agent_id)
+            card = board.card(call, agent.agent_id)
+            assert scores.card(call, i) == card
+            assert scores.parts(call, i) == dict(card.parts)
 
 
 @pytest.mark.parametrize("seed", range(10))
