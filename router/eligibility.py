@@ -259,19 +259,22 @@ def rank_of(reason: Exclusion) -> int:
 
 _REPORTED = tuple((reason, rank_of(reason) - 1) for reason in Exclusion)
 """(reason, rank - 1) in ``Exclusion``'s order, the order screenings report exclusions in."""
-_NOT_AVAILABLE = rank_of(Exclusion.NOT_AVAILABLE)
-_HEARTBEAT = rank_of(Exclusion.HEARTBEAT_EXPIRED)
-_ABSENCE = rank_of(Exclusion.SCHEDULED_ABSENCE)
-_DECLINED = rank_of(Exclusion.DECLINED)
-_TEAM = rank_of(Exclusion.WRONG_TEAM)
-_REGION = rank_of(Exclusion.REGION)
-_MISSING = rank_of(Exclusion.MISSING_SKILL)
-_LOW = rank_of(Exclusion.SKILL_TOO_LOW)
-_LANGUAGE = rank_of(Exclusion.LANGUAGE)
-_SHIFT = rank_of(Exclusion.SHIFT_ENDING)
-_NOT_SERVED = rank_of(Exclusion.CHANNEL_NOT_SERVED)
-_AT_CAPACITY = rank_of(Exclusion.AT_CAPACITY)
-_OCCUPANCY = rank_of(Exclusion.OCCUPANCY_CAP)
+# The ranks of the rules, in ``RULES`` order.
+(
+    _NOT_AVAILABLE,
+    _HEARTBEAT,
+    _ABSENCE,
+    _DECLINED,
+    _TEAM,
+    _REGION,
+    _MISSING,
+    _LOW,
+    _LANGUAGE,
+    _SHIFT,
+    _NOT_SERVED,
+    _AT_CAPACITY,
+    _OCCUPANCY,
+) = map(rank_of, RULES)
 _NEVER = np.iinfo(np.int64).max
 
 
