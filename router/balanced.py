@@ -226,16 +226,16 @@ def _solve_channel_fast(
 
     agent_of = _choose(n_calls, narrow, wide, slot_int_matrix, filled, prefer=prefer)
 
-    # Cards first, placements after: a placement changes the agent's idle part.
+    # Score parts first, placements after: a placement changes the agent's idle part.
     chosen = [None if j is None else int(members[j]) for j in agent_of]
-    cards = [
+    parts_of = [
         None if i is None else scores.parts(calls[index], i)
         for i, index in zip(chosen, group, strict=True)
     ]
     taken = [0] * len(members)
     results: list[tuple[int, Placement]] = []
     for c, index in enumerate(group):
-        i, chosen_parts, screening = chosen[c], cards[c], screenings[c]
+        i, chosen_parts, screening = chosen[c], parts_of[c], screenings[c]
         chosen_id = None if i is None else ids[i]
         parts: dict[str, float] = {}
         if i is not None and chosen_parts is not None:
