@@ -444,12 +444,9 @@ class ScoreColumns:
                 values[same[self.table.ints[indexes, I_REGION]]] = 1.0
         return values
 
-    def card(self, call: Call, index: int) -> ScoreCard:
-        """Score card of the agent at ``index`` for ``call`` (``Board.card``, from the columns)."""
-        return card(self._values(call, index), self._weights)
-
     def parts(self, call: Call, index: int) -> dict[str, float]:
-        """``card(call, index).parts`` alone (what an explanation shows), without the card."""
+        """The weighted score parts of the agent at ``index`` for ``call`` (``Board.card``'s
+        ``parts``, from the columns): what an explanation shows."""
         weighted = map(operator.mul, self._values(call, index), self._weights)
         return dict(zip(PART_NAMES, weighted, strict=True))
 

@@ -5,7 +5,7 @@
 
 Builds the seeded snapshot and calls of one ``bench_solver`` cell, then runs
 ``router.engine.decide`` under ``BALANCED`` ``--repeats`` times with a timer around each
-part of the batch plan (screening, scoring, ranking, the flow solves, score cards,
+part of the batch plan (screening, scoring, ranking, the flow solves, score parts,
 explanations, the agent columns). Prints the median wall time per decision, the screenings
 built per decision (calls alike in every rule share one) and, per part, its mean time per
 decision and its share. The timers add a few per cent; the parts do not sum to the whole
@@ -35,7 +35,7 @@ PARTS: tuple[tuple[object, str, str], ...] = (
     (balanced, "_top", "ranking (top candidates)"),
     (balanced, "solve_flow_arrays", "flow solves (OR-Tools)"),
     (balanced, "_slot_table", "slot costs"),
-    (match.ScoreColumns, "card", "score cards"),
+    (match.ScoreColumns, "parts", "score parts (the chosen agents)"),
     (balanced, "explain", "explanations"),
     (balanced, "queue_order", "queue order"),
     (eligibility.AgentColumns, "_screening", BUILT),
