@@ -60,6 +60,11 @@ class ContentionError(RouterError):
     code = grpc.StatusCode.ABORTED
 
 
+class PolicyChangedError(ContentionError):
+    """The tenant's policy changed since the caller read it: read it again and retry (what
+    ``Complete`` does; a client sees ABORTED only if it keeps changing)."""
+
+
 class StoreUnavailableError(RouterError):
     """The state store cannot be reached or timed out; safe to retry."""
 

@@ -55,18 +55,6 @@ class MemoryCalls(MemoryBase):
                 raise rules.assignment_not_found(assignment_id)
             return asg
 
-    def get_assignment_and_policy(
-        self, tenant: str, assignment_id: str
-    ) -> tuple[Assignment, Policy]:
-        """``get_assignment`` and ``get_policy`` under one lock."""
-        rules.check_tenant(tenant)
-        with self._lock:
-            t = self._tenant(tenant)
-            asg = t.assignment(assignment_id, self._clock())
-            if asg is None:
-                raise rules.assignment_not_found(assignment_id)
-            return asg, t.policy or Policy()
-
     def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:
         """The fingerprint stored for ``request_id`` and its call as it is now."""
         rules.check_tenant(tenant)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Mapping
 
 from router import store_common as rules
 from router.domain import (
@@ -22,9 +23,18 @@ from router.domain import (
     Policy,
     Presence,
 )
-from router.errors import FailedPreconditionError
-from router.memory_state import AgentState, CallState, MemoryBase, TenantState
-from router.store import Claim, CommitResult, Committed, Conflict, Finished, Gone, Replayed
+from router.errors import FailedPreconditionError, PolicyChangedError
+from router.memory_state import AgentState, CallState, MemoryBase, TenantState, policy_tag_of
+from router.store import (
+    ChannelTerms,
+    Claim,
+    CommitResult,
+    Committed,
+    Conflict,
+    Finished,
+    Gone,
+    Replayed,
+)
 from scoring import performance
 
 
@@ -302,10 +312,12 @@ class MemoryRouting(MemoryBase):
         half_life_s: int = 0,
         wrap_up_s: int = 0,
         policy: Policy | None = None,
+        channel_terms: Mapping[Channel, ChannelTerms] | None = None,
+        policy_tag: str = "",
     ) -> Finished:
         """``finish_assignment.lua``."""
         rules.check_tenant(tenant)
-        rules.check_ending(end, outcome_value)
+        rules.check_ending(end, outcome_value, channel_terms)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
             asg = self._held(t, assignment_id, token, now)
@@ -315,6 +327,11 @@ class MemoryRouting(MemoryBase):
                 if asg.state == AssignmentState.OFFERED:
                     raise rules.not_active(assignment_id)
                 raise rules.already_ended(assignment_id, asg.state.value)
+            if policy_tag and policy_tag != policy_tag_of(t.policy):
+                raise PolicyChangedError(f"tenant {tenant}: the policy changed since it was read")
+            outcome_value, wrap_up_s = rules.terms_for(
+                asg.channel, channel_terms, outcome_value, wrap_up_s
+            )
             ended = t.end_assignment(asg, end, now)
             agent = t.agents.get(asg.agent_id)
             if end == AssignmentState.COMPLETED and wrap_up_s > 0 and agent is not None:

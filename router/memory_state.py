@@ -289,6 +289,11 @@ class TenantState:
             agent.free_slot(asg, now)
 
 
+def policy_tag_of(policy: Policy | None) -> str:
+    """``KnownPolicy.tag`` in memory: the version (``put_policy`` raises it on every write)."""
+    return f"v{0 if policy is None else policy.version}"
+
+
 class MemoryBase:
     """What the parts of ``MemoryStore`` share: one condition (its lock makes every method
     atomic; waiting on it serves blocking ``read_events``), the clock and the tenants."""

@@ -35,8 +35,8 @@ from router.domain import (
 from router.errors import AlreadyExistsError, InvalidArgumentError
 from router.memory_calls import MemoryCalls
 from router.memory_routing import MemoryRouting
-from router.memory_state import AgentState, TenantState
-from router.store import AgentQuery, Candidates, Event
+from router.memory_state import AgentState, TenantState, policy_tag_of
+from router.store import AgentQuery, Candidates, Event, KnownPolicy
 
 
 def _system_clock() -> int:
@@ -199,6 +199,13 @@ class MemoryStore(MemoryRouting, MemoryCalls):
         rules.check_tenant(tenant)
         with self._lock:
             return self._tenant(tenant).policy or Policy()
+
+    def known_policy(self, tenant: str, *, fresh: bool = False) -> KnownPolicy:
+        """The stored policy (always current here), tagged with its version."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            policy = self._tenant(tenant).policy
+            return KnownPolicy(policy or Policy(), policy_tag_of(policy))
 
     def put_policy(self, tenant: str, policy: Policy, expected_version: int = 0) -> Policy:
         """Store ``policy`` as the next version."""

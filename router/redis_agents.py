@@ -214,7 +214,7 @@ class RedisAgents(RedisBase):
         """The stored policy or ``Policy()`` (version 0)."""
         k = Keys(tenant)
         _, (raw,) = self._multi(k, lambda pipe: pipe.get(k.policy))
-        return self._policy(raw)
+        return self._policy(raw, tenant)
 
     def put_policy(self, tenant: str, policy: Policy, expected_version: int = 0) -> Policy:
         """Store ``policy`` as the next version (compare-and-set like ``update_agent``)."""
@@ -226,13 +226,13 @@ class RedisAgents(RedisBase):
             if expected_version > 0 and expected_version != read:
                 raise rules.stale_version("policy", expected_version, read)
             stored = dataclasses.replace(policy, version=read + 1)
+            encoded = codec.encode_policy(stored)
             reply = self._run(
-                "put_policy",
-                [k.policy, k.events],
-                [read, codec.encode_policy(stored), self._events_maxlen],
+                "put_policy", [k.policy, k.events], [read, encoded, self._events_maxlen]
             )
             if reply[0] == "moved":
                 return int(reply[1])
+            self._policy(encoded, tenant)  # what this replica knows from now on
             result.append(stored)
             return None
 
@@ -258,7 +258,7 @@ class RedisAgents(RedisBase):
             pipe.zcard(k.queue)
 
         now, (raw, raw_ids, total, queued) = self._multi(k, first, now=True)
-        policy = self._policy(raw)
+        policy = self._policy(raw, tenant)
         candidates = sorted(text(agent_id) for agent_id in raw_ids)
         min_end = now - policy.occupancy_window_s * 1000
         agents: list[AgentSnapshot] = []
@@ -316,7 +316,7 @@ class RedisAgents(RedisBase):
         the candidates for ``call``."""
         _, now_text, raw_policy, total, queued, seen, skilled, head, mode, flat, *beats = reply
         metrics.INDEX_READS.labels(text(mode)).inc()
-        policy = self._policy(raw_policy)
+        policy = self._policy(raw_policy, tenant)
         now, window = int(now_text), policy.occupancy_window_s * 1000
         mirror, epoch = asked
         changes = [text(x) for x in flat]

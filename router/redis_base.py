@@ -7,6 +7,7 @@ methods as mixins on top of them.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from router.domain import AgentSnapshot, Policy
 from router.index_mirror import IndexMirror
 from router.redis_cache import AgentCache, PartiesCache
 from router.redis_schema import Keys, agent_from_hash, pairs, text, texts
+from router.store import KnownPolicy
 
 
 def add_agent_reads(pipe: Any, k: Keys, ids: Sequence[str], min_end: int) -> None:
@@ -51,8 +53,10 @@ class RedisBase(ABC):
     """Approximate cap of the event stream (``MAXLEN ~``)."""
     _agent_cache: AgentCache
     """Decoded agents by ``rev`` (``load_candidates``)."""
-    _policies: dict[str, Policy]
-    """Decoded policies by their stored JSON."""
+    _policies: dict[str, KnownPolicy]
+    """Decoded policies (with their tags) by their stored JSON."""
+    _known_policies: dict[str, KnownPolicy]
+    """Tenant -> the policy this replica read last (``known_policy``)."""
     _parties_seen: PartiesCache
     """Agent and call of the assignments this replica committed or read."""
     _mirrors: dict[str, IndexMirror]
@@ -78,19 +82,36 @@ class RedisBase(ABC):
     def _register_tenant(self, tenant: str) -> None:
         """Add ``tenant`` to the global tenants set (outside any script)."""
 
-    def _policy(self, raw: object) -> Policy:
-        """A stored policy JSON (``None`` or "": none stored) decoded, memoised by its text
-        (a ``Policy`` is immutable, so every reader may share one)."""
-        if raw is None or raw == "":
-            return Policy()
-        stored = text(raw)
-        policy = self._policies.get(stored)
-        if policy is None:
-            policy = codec.decode_policy(stored)
+    def _policy(self, raw: object, tenant: str) -> Policy:
+        """``tenant``'s stored policy JSON (``None`` or "": none stored) decoded, memoised by
+        its text (a ``Policy`` is immutable, so every reader may share one); it becomes the
+        tenant's ``known_policy``, tagged with the SHA-1 of that text (what
+        ``finish_assignment.lua`` compares)."""
+        stored = "" if raw is None else text(raw)
+        known = self._policies.get(stored)
+        if known is None:
+            policy = codec.decode_policy(stored) if stored else Policy()
+            known = KnownPolicy(policy, hashlib.sha1(stored.encode()).hexdigest())
             if len(self._policies) >= _POLICIES_KEPT:
                 self._policies.clear()
-            self._policies[stored] = policy
-        return policy
+            self._policies[stored] = known
+        if len(self._known_policies) >= _POLICIES_KEPT and tenant not in self._known_policies:
+            self._known_policies.clear()
+        self._known_policies[tenant] = known
+        return known.policy
+
+    def known_policy(self, tenant: str, *, fresh: bool = False) -> KnownPolicy:
+        """``Store.known_policy``: the policy this replica last read for ``tenant`` (by any
+        read that returns it), or ``get_policy`` now."""
+        known = None if fresh else self._known_policies.get(tenant)
+        if known is None:
+            self.get_policy(tenant)
+            known = self._known_policies[tenant]
+        return known
+
+    @abstractmethod
+    def get_policy(self, tenant: str) -> Policy:
+        """``Store.get_policy``."""
 
     def _cached_agents(
         self,

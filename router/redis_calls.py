@@ -80,7 +80,7 @@ class RedisCalls(RedisBase):
             tenant,
             [(text(a), beat_revs[text(a)], ms) for a, ms in raw_beats if text(a) in beat_revs],
         )
-        policy = self._policy(raw_policy)
+        policy = self._policy(raw_policy, tenant)
         # without revs (an index not built yet: load_candidates builds it) every agent is read
         ids, revs = [text(a) for a in raw_ids], {text(a): rev for a, rev in raw_revs}
         queued = [text(c) for c in raw_queued]
@@ -123,19 +123,6 @@ class RedisCalls(RedisBase):
         if not fields:
             raise rules.assignment_not_found(assignment_id)
         return assignment_from_hash(assignment_id, fields)
-
-    def get_assignment_and_policy(
-        self, tenant: str, assignment_id: str
-    ) -> tuple[Assignment, Policy]:
-        """``HGETALL asg:<id>`` and the policy in one ``MULTI``."""
-        k = Keys(tenant)
-        _, (raw, raw_policy) = self._multi(
-            k, lambda pipe: (pipe.hgetall(k.asg(assignment_id)), pipe.get(k.policy))
-        )
-        fields = texts(raw)
-        if not fields:
-            raise rules.assignment_not_found(assignment_id)
-        return assignment_from_hash(assignment_id, fields), self._policy(raw_policy)
 
     def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:
         """The ``req`` hash, then ``get_call`` on its call."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from router import codec
@@ -23,9 +24,19 @@ from router.domain import (
     Channel,
     Policy,
 )
+from router.errors import PolicyChangedError
 from router.redis_base import RedisBase, aging_ms
 from router.redis_schema import Keys, assignment_from_hash, pairs, text
-from router.store import Claim, CommitResult, Committed, Conflict, Finished, Gone, Replayed
+from router.store import (
+    ChannelTerms,
+    Claim,
+    CommitResult,
+    Committed,
+    Conflict,
+    Finished,
+    Gone,
+    Replayed,
+)
 
 _LIVE = ("assigned", "offered")
 
@@ -257,9 +268,20 @@ class RedisRouting(RedisBase):
         half_life_s: int = 0,
         wrap_up_s: int = 0,
         policy: Policy | None = None,
+        channel_terms: Mapping[Channel, ChannelTerms] | None = None,
+        policy_tag: str = "",
     ) -> Finished:
-        """The assignment's agent and call (remembered, else read), then one script ends it."""
-        rules.check_ending(end, outcome_value)
+        """The assignment's agent and call (remembered, else read), then one script ends it
+        (it picks the assignment's channel's terms, and checks the policy tag: the SHA-1 of
+        the policy JSON, ``RedisBase._policy``)."""
+        rules.check_ending(end, outcome_value, channel_terms)
+        terms: list[str | int] = []
+        for channel, (value, wrap_s) in (channel_terms or {}).items():
+            terms += [
+                channel.value,
+                "" if value is None else repr(float(value)),
+                max(wrap_s, 0) * 1000,
+            ]
         k = Keys(tenant)
         agent_id, call_id = self._parties(k, assignment_id)
         window = self._cache_window(tenant)
@@ -277,6 +299,7 @@ class RedisRouting(RedisBase):
                 k.timeline(call_id),
                 k.ready,
                 k.revs,
+                k.policy,
             ],
             [
                 assignment_id,
@@ -290,8 +313,12 @@ class RedisRouting(RedisBase):
                 max(wrap_up_s, 0) * 1000,
                 aging_ms(policy),
                 window,
+                policy_tag,
+                *terms,
             ],
         )
+        if reply[0] == "policy":
+            raise PolicyChangedError(f"tenant {tenant}: the policy changed since it was read")
         ended = self._ended(reply, assignment_id, token)
         if reply[0] == "ok":
             self._cache_agent(tenant, reply[3], int(reply[2]), window)

@@ -317,6 +317,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         self._agent_cache = AgentCache()
         self._parties_seen = PartiesCache()
         self._policies = {}
+        self._known_policies = {}
         self._mirrors = {}
         timeout = kwargs.get("socket_timeout")
         # A blocking XREAD must return before the socket times out: block in slices.

@@ -13,11 +13,11 @@ import grpc
 
 from router import convert, metrics
 from router.assigner import Assigner, AssignResult, Outcome
-from router.domain import AssignmentState, CallStatus
+from router.domain import AssignmentState, CallStatus, Channel
 from router.domain import Outcome as CallOutcome
-from router.errors import InvalidArgumentError
+from router.errors import ContentionError, InvalidArgumentError, PolicyChangedError
 from router.stats_api import stats_to_pb
-from router.store import Store
+from router.store import Finished, Store
 from router.v1 import routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 from scoring import performance
@@ -26,6 +26,8 @@ MAX_HANDLE_S = 7 * 86400
 WATCH_BLOCK_MS = 1000
 WATCH_BATCH = 200
 MAX_WATCH_TYPES = 32
+POLICY_ATTEMPTS = 3
+"""Complete's tries when the policy changes under it (then ABORTED: retry)."""
 U64_MAX = 2**64 - 1
 _EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # not \d: it takes any Unicode digit
 _EVENT_TYPE = re.compile(r"[A-Z][A-Z_]{0,63}")
@@ -101,29 +103,52 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         handle_s = convert.duration_seconds("outcome.handle_time", outcome.handle_time)
         if not 0 <= handle_s <= MAX_HANDLE_S:
             raise InvalidArgumentError("outcome.handle_time", "must be between 0 and 7 days")
-        current, policy = self._store.get_assignment_and_policy(tenant, assignment_id)
-        value = performance.outcome_value(
-            CallOutcome(
-                handle_time_s=handle_s,
-                csat=outcome.csat,
-                resolved=outcome.resolved if outcome.HasField("resolved") else None,
-            ),
-            target_handle_s=policy.expected_handle_s.get(current.channel, 0),
+        ended = CallOutcome(
+            handle_time_s=handle_s,
+            csat=outcome.csat,
+            resolved=outcome.resolved if outcome.HasField("resolved") else None,
         )
-        finished = self._store.finish_assignment(
-            tenant,
-            assignment_id,
-            token,
-            AssignmentState.COMPLETED,
-            outcome_value=value,
-            half_life_s=policy.performance_half_life_s,
-            wrap_up_s=policy.wrap_up_s.get(current.channel, 0),
-            policy=policy,
-        )
+        finished = self._complete(tenant, assignment_id, token, ended)
         if finished.calls_waiting:  # else the freed slot has no call to take
             self._wake(tenant)
         return routing_pb2.CompleteResponse(
             assignment=convert.assignment_to_pb(finished.assignment)
+        )
+
+    def _complete(
+        self, tenant: str, assignment_id: str, token: int, outcome: CallOutcome
+    ) -> Finished:
+        """End the assignment as COMPLETED under the policy this replica knows, with the
+        outcome value and wrap-up of every channel (the store applies the assignment's
+        channel's), so nothing is read first; if the policy changed meanwhile, read it
+        again and retry."""
+        for attempt in range(POLICY_ATTEMPTS):
+            known = self._store.known_policy(tenant, fresh=attempt > 0)
+            policy = known.policy
+            terms = {
+                channel: (
+                    performance.outcome_value(
+                        outcome, target_handle_s=policy.expected_handle_s.get(channel, 0)
+                    ),
+                    policy.wrap_up_s.get(channel, 0),
+                )
+                for channel in Channel
+            }
+            try:
+                return self._store.finish_assignment(
+                    tenant,
+                    assignment_id,
+                    token,
+                    AssignmentState.COMPLETED,
+                    half_life_s=policy.performance_half_life_s,
+                    policy=policy,
+                    channel_terms=terms,
+                    policy_tag=known.tag,
+                )
+            except PolicyChangedError:
+                continue
+        raise ContentionError(
+            f"assignment {assignment_id}: the policy kept changing; retry the Complete"
         )
 
     def Release(  # noqa: N802

@@ -85,6 +85,20 @@ class Committed:
     assignment: Assignment
 
 
+ChannelTerms: TypeAlias = tuple[float | None, int]
+"""What completing work on one channel folds in: (outcome value or ``None``, wrap-up seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KnownPolicy:
+    """The tenant's policy as this reader last read it (``Store.known_policy``)."""
+
+    policy: Policy
+    tag: str
+    """Identifies the stored policy it was read from: ``finish_assignment`` refuses a tag
+    that no longer matches (``PolicyChangedError``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Finished:
     """What ``finish_assignment`` did."""
@@ -241,6 +255,11 @@ class Store(Protocol):
         """The tenant's policy, or ``Policy()`` (version 0) if none was stored."""
         ...
 
+    def known_policy(self, tenant: str, *, fresh: bool = False) -> KnownPolicy:
+        """The tenant's policy as this reader last read it, with its tag; read now if it
+        never was, or when ``fresh``. It may be stale: a step given its tag checks."""
+        ...
+
     def put_policy(self, tenant: str, policy: Policy, expected_version: int = 0) -> Policy:
         """Store a validated policy; version checked like ``update_agent``; returns it with
         the new version."""
@@ -335,6 +354,8 @@ class Store(Protocol):
         half_life_s: int = 0,
         wrap_up_s: int = 0,
         policy: Policy | None = None,
+        channel_terms: Mapping[Channel, ChannelTerms] | None = None,
+        policy_tag: str = "",
     ) -> Finished:
         """End an ACTIVE assignment as COMPLETED, RELEASED or CANCELLED: free the agent's
         capacity (after ``wrap_up_s`` when COMPLETED), record the work span for occupancy,
@@ -342,6 +363,12 @@ class Store(Protocol):
         ``scoring.performance.fold``), append a ``completed`` history entry and an event.
         COMPLETED/CANCELLED finish the call; RELEASED puts it back in the queue with its
         original age, the agent in ``excluded_agents`` (``policy`` gives the queue score).
+
+        ``channel_terms`` replaces ``outcome_value`` and ``wrap_up_s`` with the entry for the
+        assignment's channel, so a caller need not read the assignment first. With a
+        ``policy_tag`` (``known_policy``'s), the step is refused with
+        ``PolicyChangedError``, nothing written, if the tenant's policy is no longer the one
+        the tag names; an assignment already ended is answered as usual.
 
         ``NotFoundError`` for an unknown assignment; ``FailedPreconditionError`` for a token
         that is not the assignment's (stale) or an assignment already ended another way.
@@ -384,13 +411,6 @@ class Store(Protocol):
 
     def get_assignment(self, tenant: str, assignment_id: str) -> Assignment:
         """One assignment as stored. ``NotFoundError`` if unknown (or expired)."""
-        ...
-
-    def get_assignment_and_policy(
-        self, tenant: str, assignment_id: str
-    ) -> tuple[Assignment, Policy]:
-        """``get_assignment`` and ``get_policy`` in one read (what ``Complete`` needs before
-        it ends the assignment)."""
         ...
 
     def last_event_id(self, tenant: str) -> str:

@@ -13,9 +13,16 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from router.domain import ActiveWork, AgentProfile, AgentSnapshot, AssignmentState, WorkSpan
+from router.domain import (
+    ActiveWork,
+    AgentProfile,
+    AgentSnapshot,
+    AssignmentState,
+    Channel,
+    WorkSpan,
+)
 from router.errors import (
     ContentionError,
     FailedPreconditionError,
@@ -72,12 +79,29 @@ def check_tenant(tenant: str) -> None:
         raise InvalidArgumentError("tenant", "must be non-empty and contain no braces")
 
 
-def check_ending(end: AssignmentState, outcome_value: float | None) -> None:
+def check_ending(
+    end: AssignmentState,
+    outcome_value: float | None,
+    channel_terms: Mapping[Channel, tuple[float | None, int]] | None = None,
+) -> None:
     """Validate the arguments of ``finish_assignment``."""
     if end not in ENDINGS:
         raise InvalidArgumentError("end", "must be COMPLETED, RELEASED or CANCELLED")
-    if outcome_value is not None and not math.isfinite(outcome_value):
+    values = [outcome_value, *(value for value, _ in (channel_terms or {}).values())]
+    if any(value is not None and not math.isfinite(value) for value in values):
         raise InvalidArgumentError("outcome_value", "must be a finite number")
+
+
+def terms_for(
+    channel: Channel,
+    channel_terms: Mapping[Channel, tuple[float | None, int]] | None,
+    outcome_value: float | None,
+    wrap_up_s: int,
+) -> tuple[float | None, int]:
+    """The (outcome value, wrap-up seconds) ``finish_assignment`` applies to work on
+    ``channel``: its entry in ``channel_terms``, else the plain arguments."""
+    found = (channel_terms or {}).get(channel)
+    return (outcome_value, wrap_up_s) if found is None else found
 
 
 def check_positive(name: str, value: int) -> None:

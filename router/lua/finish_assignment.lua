@@ -1,12 +1,14 @@
 -- End an ACTIVE assignment as completed, released or cancelled.
 -- KEYS: 1 asg, 2 agent, 3 work, 4 call, 5 events, 6 queue, 7 offers, 8 history, 9 timeline,
---       10 idx:ready, 11 idx:revs
+--       10 idx:ready, 11 idx:revs, 12 policy
 --       (agent and call as read from the asg hash, which never changes them)
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 end state, 5 outcome value or '',
 --       6 half_life_s, 7 retention_ms, 8 record_ttl_ms, 9 maxlen, 10 wrap-up ms,
 --       11 aging ms per priority level, 12 occupancy window ms of the caller's agent cache
---       (-1 = none)
--- -> {'missing'} | {'stale'} | {'already', state} | {'offered'}
+--       (-1 = none), 13 SHA-1 of the policy JSON the caller read ('' = no check),
+--       14.. (channel, outcome value or '', wrap-up ms) triples: the assignment's channel's
+--       replace ARGV 5 and 10
+-- -> {'missing'} | {'stale'} | {'already', state} | {'offered'} | {'policy'}
 --    | {'unchanged', asg, calls queued}
 --    | {'ok', asg, now, {agent hash, work spans in the window} or {}, calls queued}
 local now = now_ms(ARGV[1])
@@ -22,8 +24,14 @@ if h[2] ~= 'active' then
   if h[2] == 'offered' then return {'offered'} end
   return {'already', h[2]}
 end
+if ARGV[13] ~= '' and redis.sha1hex(redis.call('GET', KEYS[12]) or '') ~= ARGV[13] then
+  return {'policy'}
+end
 local asg_id, call_id, agent_id = ARGV[2], h[3], h[4]
-local retention_ms, wrap_ms = tonumber(ARGV[7]), tonumber(ARGV[10])
+local outcome, retention_ms, wrap_ms = ARGV[5], tonumber(ARGV[7]), tonumber(ARGV[10])
+for i = 14, #ARGV, 3 do
+  if ARGV[i] == h[6] then outcome, wrap_ms = ARGV[i + 1], tonumber(ARGV[i + 2]) end
+end
 local k = {call = KEYS[4], events = KEYS[5], queue = KEYS[6], timeline = KEYS[9]}
 end_assignment(KEYS[1], KEYS[7], asg_id, state, now, ARGV[8])
 if state == 'completed' and wrap_ms > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
@@ -40,7 +48,7 @@ if state == 'completed' and wrap_ms > 0 and redis.call('EXISTS', KEYS[2]) == 1 t
 else
   free_slot(KEYS[2], KEYS[3], KEYS[1], asg_id, now, retention_ms)
 end
-fold(KEYS[2], ARGV[5], tonumber(ARGV[6]), now)
+fold(KEYS[2], outcome, tonumber(ARGV[6]), now)
 index_agent(KEYS[2], KEYS[10], KEYS[11], agent_id)
 local id = emit_call(k.events, k.timeline, ARGV[9], string.upper(state), now, call_id, agent_id,
                      {'assignment_id', asg_id, 'token', h[1]})

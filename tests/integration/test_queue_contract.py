@@ -35,6 +35,7 @@ from router.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    PolicyChangedError,
     ResourceExhaustedError,
 )
 from router.store import (
@@ -806,6 +807,65 @@ def test_wrap_up_holds_the_slot_until_it_ends(harness: StoreHarness) -> None:
     assert held(store, "a") == ()
 
 
+def test_channel_terms_apply_the_assignments_channel(harness: StoreHarness) -> None:
+    """Given every channel's terms, finishing takes those of the assignment's channel (chat
+    here): its outcome value is folded in and its wrap-up holds the slot, so ``Complete``
+    need not read the assignment first. A non-finite value on any channel is refused with
+    nothing written."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    asg = dispatch(store, "c1", "a")
+    clock.advance(60_000)
+    terms = {Channel.VOICE: (0.0, 0), Channel.CHAT: (1.0, 30), Channel.EMAIL: (None, 5)}
+    before = harness.dump()
+    with pytest.raises(InvalidArgumentError):
+        store.finish_assignment(
+            T,
+            asg.assignment_id,
+            asg.token,
+            AssignmentState.COMPLETED,
+            channel_terms={**terms, Channel.WHATSAPP: (float("nan"), 0)},
+        )
+    assert harness.dump() == before
+    store.finish_assignment(
+        T, asg.assignment_id, asg.token, AssignmentState.COMPLETED, channel_terms=terms
+    )
+    t2 = clock.now_ms
+    assert [w.wrap_until_ms for w in held(store, "a")] == [t2 + 30_000]
+    performance = store.get_agent(T, "a").performance
+    assert (performance.weighted_sum, performance.weight) == (1.0, 1.0)
+
+
+def test_a_stale_policy_tag_writes_nothing(harness: StoreHarness) -> None:
+    """``known_policy``'s tag names the policy read: once the policy changes, finishing with
+    the old tag is refused (``PolicyChangedError``) with nothing written; the fresh tag
+    works, and an assignment already ended answers as before whatever the tag."""
+    store = harness.store
+    available(store, "a")
+    enqueue(harness, "c1")
+    asg = dispatch(store, "c1", "a")
+    old = store.known_policy(T)
+    assert store.known_policy(T) == old  # no change, same tag
+    store.put_policy(T, dataclasses.replace(POLICY, wrap_up_s=frozen_map({Channel.CHAT: 10})))
+    before = harness.dump()
+    with pytest.raises(PolicyChangedError):
+        store.finish_assignment(
+            T, asg.assignment_id, asg.token, AssignmentState.COMPLETED, policy_tag=old.tag
+        )
+    assert harness.dump() == before
+    fresh = store.known_policy(T, fresh=True)
+    assert fresh.tag != old.tag
+    assert fresh.policy.wrap_up_s == {Channel.CHAT: 10}
+    done = store.finish_assignment(
+        T, asg.assignment_id, asg.token, AssignmentState.COMPLETED, policy_tag=fresh.tag
+    )
+    again = store.finish_assignment(
+        T, asg.assignment_id, asg.token, AssignmentState.COMPLETED, policy_tag=old.tag
+    )
+    assert again.assignment == done.assignment
+
+
 def test_release_requeues_with_the_original_age(harness: StoreHarness) -> None:
     """An agent releasing unfinished work frees the slot; the call goes back to the queue
     with its original ``enqueued_ms`` (ahead of later calls) and the agent excluded."""
@@ -1254,20 +1314,3 @@ def test_get_assignment_follows_the_offer(harness: StoreHarness) -> None:
     )
     with pytest.raises(NotFoundError):
         store.get_assignment(T, "no-such-assignment")
-
-
-def test_get_assignment_and_policy_reads_both_at_once(harness: StoreHarness) -> None:
-    """``get_assignment_and_policy`` (Complete's one read) gives what ``get_assignment`` and
-    ``get_policy`` give, before and after a policy is stored; an unknown id is NOT_FOUND and
-    writes nothing."""
-    store = harness.store
-    available(store, "a")
-    enqueue(harness, "c1")
-    asg = dispatch(store, "c1", "a")
-    assert store.get_assignment_and_policy(T, asg.assignment_id) == (asg, store.get_policy(T))
-    stored = store.put_policy(T, POLICY)
-    assert store.get_assignment_and_policy(T, asg.assignment_id) == (asg, stored)
-    before = harness.dump()
-    with pytest.raises(NotFoundError):
-        store.get_assignment_and_policy(T, "no-such-assignment")
-    assert harness.dump() == before

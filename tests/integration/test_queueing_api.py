@@ -150,6 +150,21 @@ def test_wrap_up_holds_the_slot_after_complete(service: Service) -> None:
     assert service.assign("c3", no_queue=True).result == ASSIGNED
 
 
+def test_complete_follows_a_policy_changed_through_another_replica(
+    service: Service, second_replica: Service
+) -> None:
+    """Complete ends the assignment under the policy its replica last read, unless the
+    policy changed since (the store checks): a wrap-up set through another replica after
+    this one routed the call still holds the agent after this one's Complete."""
+    service.agent("a1", skills={"billing": 5})
+    first = service.assign("c1").assignment  # this replica has read the policy now
+    _channels(second_replica, _voice(wrap_up=Duration(seconds=30)))
+    service.complete(first)
+    assert service.assign("c2", no_queue=True).result == routing_pb2.AssignResponse.RESULT_NO_AGENT
+    service.clock.advance(31_000)
+    assert service.assign("c3", no_queue=True).result == ASSIGNED
+
+
 def test_long_email_is_not_given_to_an_agent_whose_shift_ends(service: Service) -> None:
     """A two-hour email skips the agent leaving in twenty minutes."""
     service.agent("leaving", skills={"billing": 9})
