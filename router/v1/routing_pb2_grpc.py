@@ -127,7 +127,8 @@ class RoutingServiceServicer:
     def Complete(self, request, context):
         """Finish an assignment: frees the agent's capacity and feeds the outcome into the agent's
         performance score. Needs the assignment's fencing token (stale: FAILED_PRECONDITION).
-        Retrying a successful Complete returns the same assignment.
+        Retrying a successful Complete returns the same assignment. ABORTED (rare: the tenant's
+        policy kept changing while it completed) changes nothing: retry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

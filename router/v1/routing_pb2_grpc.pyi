@@ -57,7 +57,8 @@ class RoutingServiceStub:
     Complete: _grpc.UnaryUnaryMultiCallable[_routing_pb2.CompleteRequest, _routing_pb2.CompleteResponse]
     """Finish an assignment: frees the agent's capacity and feeds the outcome into the agent's
     performance score. Needs the assignment's fencing token (stale: FAILED_PRECONDITION).
-    Retrying a successful Complete returns the same assignment.
+    Retrying a successful Complete returns the same assignment. ABORTED (rare: the tenant's
+    policy kept changing while it completed) changes nothing: retry.
     """
     Release: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ReleaseRequest, _routing_pb2.ReleaseResponse]
     """Hand an active assignment back unfinished (the agent cannot handle it): frees capacity;
@@ -116,7 +117,8 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     Complete: _aio.UnaryUnaryMultiCallable[_routing_pb2.CompleteRequest, _routing_pb2.CompleteResponse]  # type: ignore[assignment]
     """Finish an assignment: frees the agent's capacity and feeds the outcome into the agent's
     performance score. Needs the assignment's fencing token (stale: FAILED_PRECONDITION).
-    Retrying a successful Complete returns the same assignment.
+    Retrying a successful Complete returns the same assignment. ABORTED (rare: the tenant's
+    policy kept changing while it completed) changes nothing: retry.
     """
     Release: _aio.UnaryUnaryMultiCallable[_routing_pb2.ReleaseRequest, _routing_pb2.ReleaseResponse]  # type: ignore[assignment]
     """Hand an active assignment back unfinished (the agent cannot handle it): frees capacity;
@@ -196,7 +198,8 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_routing_pb2.CompleteResponse, _abc.Awaitable[_routing_pb2.CompleteResponse]]:
         """Finish an assignment: frees the agent's capacity and feeds the outcome into the agent's
         performance score. Needs the assignment's fencing token (stale: FAILED_PRECONDITION).
-        Retrying a successful Complete returns the same assignment.
+        Retrying a successful Complete returns the same assignment. ABORTED (rare: the tenant's
+        policy kept changing while it completed) changes nothing: retry.
         """
 
     @_abc_1.abstractmethod
