@@ -108,38 +108,41 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             csat=outcome.csat,
             resolved=outcome.resolved if outcome.HasField("resolved") else None,
         )
-        finished = self._complete(tenant, assignment_id, token, ended)
+        finished = self._finish(tenant, assignment_id, token, ended)
         if finished.calls_waiting:  # else the freed slot has no call to take
             self._wake(tenant)
         return routing_pb2.CompleteResponse(
             assignment=convert.assignment_to_pb(finished.assignment)
         )
 
-    def _complete(
-        self, tenant: str, assignment_id: str, token: int, outcome: CallOutcome
+    def _finish(
+        self, tenant: str, assignment_id: str, token: int, outcome: CallOutcome | None
     ) -> Finished:
-        """End the assignment as COMPLETED under the policy this replica knows, with the
-        outcome value and wrap-up of every channel (the store applies the assignment's
-        channel's), so nothing is read first; if the policy changed meanwhile, read it
-        again and retry."""
+        """End the assignment, COMPLETED with ``outcome`` (its value and wrap-up given for
+        every channel: the store applies the assignment's channel's) or RELEASED without,
+        under the policy this replica knows, so nothing is read first; if the policy changed
+        meanwhile, read it again and retry."""
+        end = AssignmentState.RELEASED if outcome is None else AssignmentState.COMPLETED
         for attempt in range(POLICY_ATTEMPTS):
             known = self._store.known_policy(tenant, fresh=attempt > 0)
             policy = known.policy
-            terms = {
-                channel: (
-                    performance.outcome_value(
-                        outcome, target_handle_s=policy.expected_handle_s.get(channel, 0)
-                    ),
-                    policy.wrap_up_s.get(channel, 0),
-                )
-                for channel in Channel
-            }
+            terms = None
+            if outcome is not None:
+                terms = {
+                    channel: (
+                        performance.outcome_value(
+                            outcome, target_handle_s=policy.expected_handle_s.get(channel, 0)
+                        ),
+                        policy.wrap_up_s.get(channel, 0),
+                    )
+                    for channel in Channel
+                }
             try:
                 return self._store.finish_assignment(
                     tenant,
                     assignment_id,
                     token,
-                    AssignmentState.COMPLETED,
+                    end,
                     half_life_s=policy.performance_half_life_s,
                     policy=policy,
                     channel_terms=terms,
@@ -148,7 +151,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             except PolicyChangedError:
                 continue
         raise ContentionError(
-            f"assignment {assignment_id}: the policy kept changing; retry the Complete"
+            f"assignment {assignment_id}: the policy kept changing; retry with the same token"
         )
 
     def Release(  # noqa: N802
@@ -158,14 +161,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         tenant = convert.tenant(request.tenant)
         assignment_id = convert.identifier("assignment_id", request.assignment_id)
         convert.text("reason", request.reason, max_len=convert.MAX_NAME)
-        policy = self._store.get_policy(tenant)
-        released = self._store.finish_assignment(
-            tenant,
-            assignment_id,
-            _token(request.fencing_token),
-            AssignmentState.RELEASED,
-            policy=policy,
-        )
+        released = self._finish(tenant, assignment_id, _token(request.fencing_token), None)
         if released.calls_waiting:  # the released call itself, at least
             self._wake(tenant)
         return routing_pb2.ReleaseResponse(assignment=convert.assignment_to_pb(released.assignment))

@@ -137,7 +137,7 @@ class RoutingServiceServicer:
     def Release(self, request, context):
         """Hand an active assignment back unfinished (the agent cannot handle it): frees capacity;
         the call goes back to the queue with its original age and is not given to this agent
-        again. Same token rules as Complete.
+        again. Same token rules, and the same rare ABORTED, as Complete.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -63,7 +63,7 @@ class RoutingServiceStub:
     Release: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ReleaseRequest, _routing_pb2.ReleaseResponse]
     """Hand an active assignment back unfinished (the agent cannot handle it): frees capacity;
     the call goes back to the queue with its original age and is not given to this agent
-    again. Same token rules as Complete.
+    again. Same token rules, and the same rare ABORTED, as Complete.
     """
     Cancel: _grpc.UnaryUnaryMultiCallable[_routing_pb2.CancelRequest, _routing_pb2.CancelResponse]
     """The customer hung up or the platform withdrew the call: a waiting or offered call is
@@ -123,7 +123,7 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     Release: _aio.UnaryUnaryMultiCallable[_routing_pb2.ReleaseRequest, _routing_pb2.ReleaseResponse]  # type: ignore[assignment]
     """Hand an active assignment back unfinished (the agent cannot handle it): frees capacity;
     the call goes back to the queue with its original age and is not given to this agent
-    again. Same token rules as Complete.
+    again. Same token rules, and the same rare ABORTED, as Complete.
     """
     Cancel: _aio.UnaryUnaryMultiCallable[_routing_pb2.CancelRequest, _routing_pb2.CancelResponse]  # type: ignore[assignment]
     """The customer hung up or the platform withdrew the call: a waiting or offered call is
@@ -210,7 +210,7 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_routing_pb2.ReleaseResponse, _abc.Awaitable[_routing_pb2.ReleaseResponse]]:
         """Hand an active assignment back unfinished (the agent cannot handle it): frees capacity;
         the call goes back to the queue with its original age and is not given to this agent
-        again. Same token rules as Complete.
+        again. Same token rules, and the same rare ABORTED, as Complete.
         """
 
     @_abc_1.abstractmethod

@@ -165,6 +165,26 @@ def test_complete_follows_a_policy_changed_through_another_replica(
     assert service.assign("c3", no_queue=True).result == ASSIGNED
 
 
+def test_release_after_a_policy_change_on_another_replica_requeues(
+    service: Service, second_replica: Service
+) -> None:
+    """Release, like Complete, reads nothing first: when the policy changed through another
+    replica since this one read it, the script refuses the old policy and this replica
+    reads it again and retries; the client just sees the call back in the queue."""
+    service.agent("a1", skills={"billing": 5})
+    first = service.assign("c1").assignment
+    _channels(second_replica, _voice(wrap_up=Duration(seconds=30)))
+    released = service.routing.Release(
+        routing_pb2.ReleaseRequest(
+            tenant=service.tenant,
+            assignment_id=first.assignment_id,
+            fencing_token=first.fencing_token,
+        )
+    ).assignment
+    assert released.state == pb.ASSIGNMENT_STATE_RELEASED
+    assert service.get_call("c1").status == pb.CALL_STATUS_QUEUED
+
+
 def test_long_email_is_not_given_to_an_agent_whose_shift_ends(service: Service) -> None:
     """A two-hour email skips the agent leaving in twenty minutes."""
     service.agent("leaving", skills={"billing": 9})
