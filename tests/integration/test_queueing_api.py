@@ -139,15 +139,28 @@ def test_missed_offers_make_the_agent_not_responding(service: Service) -> None:
     assert timeline[:3] == ["OFFERED", "OFFER_TIMED_OUT", "QUEUED"]
 
 
+def _completes_into_wrap_up(service: Service, assignment: pb.Assignment) -> None:
+    """Complete ``assignment`` (of the only agent); its slot returns after a 30 s wrap-up."""
+    service.complete(assignment)
+    assert service.assign("c2", no_queue=True).result == routing_pb2.AssignResponse.RESULT_NO_AGENT
+    service.clock.advance(31_000)
+    assert service.assign("c3", no_queue=True).result == ASSIGNED
+
+
+def _routed_before_a_policy_change(service: Service, other: Service) -> pb.Assignment:
+    """Route "c1" to a new agent through ``service`` (which thereby reads the policy), then
+    set a 30 s voice wrap-up through ``other``."""
+    service.agent("a1", skills={"billing": 5})
+    first = service.assign("c1").assignment
+    _channels(other, _voice(wrap_up=Duration(seconds=30)))
+    return first
+
+
 def test_wrap_up_holds_the_slot_after_complete(service: Service) -> None:
     """After Complete the agent's slot returns only when wrap-up ends."""
     _channels(service, _voice(wrap_up=Duration(seconds=30)))
     service.agent("a1", skills={"billing": 5})
-    first = service.assign("c1").assignment
-    service.complete(first)
-    assert service.assign("c2", no_queue=True).result == routing_pb2.AssignResponse.RESULT_NO_AGENT
-    service.clock.advance(31_000)
-    assert service.assign("c3", no_queue=True).result == ASSIGNED
+    _completes_into_wrap_up(service, service.assign("c1").assignment)
 
 
 def test_complete_follows_a_policy_changed_through_another_replica(
@@ -156,13 +169,7 @@ def test_complete_follows_a_policy_changed_through_another_replica(
     """Complete ends the assignment under the policy its replica last read, unless the
     policy changed since (the store checks): a wrap-up set through another replica after
     this one routed the call still holds the agent after this one's Complete."""
-    service.agent("a1", skills={"billing": 5})
-    first = service.assign("c1").assignment  # this replica has read the policy now
-    _channels(second_replica, _voice(wrap_up=Duration(seconds=30)))
-    service.complete(first)
-    assert service.assign("c2", no_queue=True).result == routing_pb2.AssignResponse.RESULT_NO_AGENT
-    service.clock.advance(31_000)
-    assert service.assign("c3", no_queue=True).result == ASSIGNED
+    _completes_into_wrap_up(service, _routed_before_a_policy_change(service, second_replica))
 
 
 def test_release_after_a_policy_change_on_another_replica_requeues(
@@ -171,9 +178,7 @@ def test_release_after_a_policy_change_on_another_replica_requeues(
     """Release, like Complete, reads nothing first: when the policy changed through another
     replica since this one read it, the script refuses the old policy and this replica
     reads it again and retries; the client just sees the call back in the queue."""
-    service.agent("a1", skills={"billing": 5})
-    first = service.assign("c1").assignment
-    _channels(second_replica, _voice(wrap_up=Duration(seconds=30)))
+    first = _routed_before_a_policy_change(service, second_replica)
     released = service.routing.Release(
         routing_pb2.ReleaseRequest(
             tenant=service.tenant,
