@@ -27,7 +27,7 @@ WATCH_BLOCK_MS = 1000
 WATCH_BATCH = 200
 MAX_WATCH_TYPES = 32
 POLICY_ATTEMPTS = 3
-"""Complete's tries when the policy changes under it (then ABORTED: retry)."""
+"""Complete's and Release's tries when the policy changes under them (then ABORTED: retry)."""
 U64_MAX = 2**64 - 1
 _EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # not \d: it takes any Unicode digit
 _EVENT_TYPE = re.compile(r"[A-Z][A-Z_]{0,63}")
