@@ -16,13 +16,16 @@ ways that leave the decision unchanged:
 3. **Calls.** Calls with identical eligibility are served in queue order by every strategy,
    so a later one is placed only if an earlier one was: per bucket and widening step, only
    the first ``S`` calls in the engine's queue order are passed, ``S`` being the free slots
-   of the accepted agents.
+   of the accepted agents. A call that declined an agent (work reclaimed from them) is not
+   alike: it is passed but not counted, as it may leave its slot to a later call.
 4. **Baselines.** Longest-idle, round-robin and best-skill give each call the first
    eligible agent in their order: agents are tried in that order and the search stops once
    the pass has as many as it has calls (best-skill: free slots), as every call is then
-   placed within that prefix.
-5. **Fast paths.** One agent and calls of one channel it has one slot for: the first call
-   in ``router.ordering.queue_order`` it is eligible for gets it, which is what the flow and
+   placed within that prefix. When a call passed has declined an agent, every agent is
+   tried.
+5. **Fast paths.** A lone call: the accepted agents it has not declined; one of them gets
+   it. One agent and calls of one channel it has one slot for: the first call in
+   ``router.ordering.queue_order`` it is eligible for gets it, which is what the flow and
    every baseline choose. A lone call under ``BALANCED``: only the agents that could be the
    cheapest (``simulations.shortlist``).
 6. **Wake-ups.** Rules that change with the clock alone (occupancy cap, widening steps, SLA
@@ -64,14 +67,29 @@ Pair = tuple[Waiting, Call]
 class Group:
     """Waiting calls of one bucket at one widening step: identical hard requirements."""
 
-    __slots__ = ("bucket", "match", "members", "step")
+    __slots__ = ("bucket", "match", "members", "plain", "step")
 
     def __init__(self, bucket: Bucket, step: int, match: set[str]) -> None:
         self.bucket = bucket
         self.step = step
         self.match = match
         self.members: list[Pair] = []
-        """In queue order, at most as many as the capable agents have free slots."""
+        """In queue order, at most as many as the capable agents have free slots, not
+        counting calls that declined an agent."""
+        self.plain = 0
+        """Members that have declined nobody."""
+
+
+def _prefix(members: list[Pair], n: int) -> list[Pair]:
+    """The first ``members`` up to the ``n``-th that has declined nobody: a call that has
+    declined an agent may leave that agent's slot to a later call, so it does not count."""
+    if n < len(members):
+        for i, (_, call) in enumerate(members):
+            if not call.excluded_agents:
+                n -= 1
+                if n == 0:
+                    return members[: i + 1]
+    return members
 
 
 class Dispatcher:
@@ -155,7 +173,9 @@ class Dispatcher:
                 groups.extend(self._groups(bucket, match, seen, now))
         if not groups:
             return
-        wanted = sum(len(g.members) for g in groups)
+        wanted: float = sum(len(g.members) for g in groups)
+        if any(call.excluded_agents for g in groups for _, call in g.members):
+            wanted = math.inf  # a call may decline the first agents in order: take them all
         pairs: list[Pair] = []
         agent_ids: set[str] = set()
         wake = math.inf
@@ -170,7 +190,7 @@ class Dispatcher:
                     slots += agents[agent_id].room[channel]
                     if slots >= need:
                         break
-                pairs.extend(group.members[:slots])
+                pairs.extend(_prefix(group.members, slots))
                 agent_ids.update(eligible)
         if pairs:
             self._solve(pairs, agent_ids, now)
@@ -209,22 +229,7 @@ class Dispatcher:
         upper = len(bucket.items)
         if upper > len(match):
             upper = sum(agents[a].room[bucket.channel] for a in match)
-        if policy.widening:
-            window = [w for _, _, w in bucket.items]
-        else:
-            # Only the first `upper` calls in queue order can be placed. Store order differs
-            # from queue order by overdue calls (first in the engine) and by escalation
-            # boosts (at most boost_ms earlier): walk past both.
-            margin = sla.boost_ms if sla.enabled else 0
-            threshold = sla.overdue_ms[bucket.channel]
-            cutoff = now - threshold if threshold is not None else -math.inf
-            window = []
-            for key, _, waiting in bucket.items:
-                if len(window) >= upper:
-                    last = window[upper - 1].key
-                    if key > last + margin and key > cutoff:
-                        break
-                window.append(waiting)
+        window = self._window(bucket, upper, now)
         seen.extend(window)
         if sla.enabled:
             for waiting in window:
@@ -237,9 +242,35 @@ class Dispatcher:
             group = by_step.get(step)
             if group is None:
                 group = by_step[step] = Group(bucket, step, match)
-            if len(group.members) < upper:
+            if calls[i].excluded_agents:
                 group.members.append((window[i], calls[i]))
+            elif group.plain < upper:
+                group.members.append((window[i], calls[i]))
+                group.plain += 1
         return list(by_step.values())
+
+    def _window(self, bucket: Bucket, upper: int, now: int) -> list[Waiting]:
+        """The calls of ``bucket`` that could be among the first ``upper`` in queue order
+        (not counting calls that declined an agent: ``_prefix``), in store order."""
+        if self.policy.widening:
+            return [w for _, _, w in bucket.items]
+        # Store order differs from queue order by overdue calls (first in the engine) and by
+        # escalation boosts (at most boost_ms earlier): walk past both.
+        sla = self.sla
+        margin = sla.boost_ms if sla.enabled else 0
+        threshold = sla.overdue_ms[bucket.channel]
+        cutoff = now - threshold if threshold is not None else -math.inf
+        window: list[Waiting] = []
+        declined = 0
+        for key, _, waiting in bucket.items:
+            if len(window) >= upper + declined:
+                last = window[upper + declined - 1].key
+                if key > last + margin and key > cutoff:
+                    break
+            window.append(waiting)
+            if waiting.call.excluded_agents:
+                declined += 1
+        return window
 
     def requirements(self, call: Call, now: int) -> WidenedRequirements:
         """``router.widening.requirements``, memoised: ``widen`` reads only the call's
@@ -258,7 +289,7 @@ class Dispatcher:
             return widen_for_risk(waiting.call, now, self.policy)
         return waiting.call
 
-    def _eligible(self, group: Group, wanted: int, now: int) -> tuple[list[str], float]:
+    def _eligible(self, group: Group, wanted: float, now: int) -> tuple[list[str], float]:
         """Free agents of ``group.match`` that ``router.eligibility.check`` accepts for the
         group's calls, and the earliest moment a refusal lapses (occupancy falling)."""
         policy, agents, clock = self.policy, self.workforce.agents, self.clock
@@ -346,15 +377,25 @@ class Dispatcher:
         policy, workforce = self.policy, self.workforce
         agents = [workforce.agents[a] for a in sorted(agent_ids)]
         calls = [call for _, call in pairs]
-        if len(agents) == 1:
+        if len(calls) == 1:
+            # The lone call's group accepted these agents (``_eligible``): each is eligible
+            # for the call itself unless the call declined them.
+            declined = calls[0].excluded_agents
+            if declined:
+                agents = [a for a in agents if a.agent_id not in declined]
+            if len(agents) == 1:
+                self._place(pairs[0][0], agents[0].agent_id)
+                return
+            if not agents:
+                return
+        elif len(agents) == 1:
             agent = agents[0]
-            if len(calls) == 1 or (
+            if (
                 len({c.channel for c in calls}) == 1
                 and agent.free_slots(calls[0].channel, policy) == 1
             ):
                 snap = agent.snapshot(now, self.window_ms)
-                order = queue_order(calls, now, policy) if len(calls) > 1 else (0,)
-                for i in order:
+                for i in queue_order(calls, now, policy):
                     call = calls[i]
                     widened = self.requirements(call, now)
                     if eligibility.check(call, snap, now, policy, widened=widened) is None:
@@ -363,12 +404,9 @@ class Dispatcher:
                 return
         if len(calls) == 1 and policy.strategy == Strategy.BALANCED and self.shortlist:
             agents = self.shortlist.agents_for(calls[0], agents, now, self.window_ms)
-            if len(agents) == 1:  # the engine's choice, if the rules still agree
-                snap = agents[0].snapshot(now, self.window_ms)
-                widened = self.requirements(calls[0], now)
-                if eligibility.check(calls[0], snap, now, policy, widened=widened) is None:
-                    self._place(pairs[0][0], agents[0].agent_id)
-                    return
+            if len(agents) == 1:  # the engine's choice
+                self._place(pairs[0][0], agents[0].agent_id)
+                return
         self._apply(pairs, self._decide(agents, calls, now))
 
     def _decide(self, agents: Sequence[SimAgent], calls: list[Call], now: int) -> Decision:

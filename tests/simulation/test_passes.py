@@ -197,3 +197,49 @@ def test_shortlist_keeps_the_engines_choice(monkeypatch: pytest.MonkeyPatch) -> 
     simulate(scenario, seed=3, policy=Strategy.BALANCED)
     assert len(checked) > 40, "the run must shortlist often"
     assert sum(checked) > 3 * len(checked), "shortlists must leave agents out"
+
+
+# Email agents who step away and come back while the work taken from them still waits: a
+# reclaimed call has declined its agent, and no pass may hand it back to them.
+RECLAIMS: dict[str, Any] = {
+    "name": "reclaims_check",
+    "duration_s": 7200,
+    "drain_s": 3600,
+    "teams": {
+        "mail": {"languages": ["en"], "skills": {"billing": 5}, "channels": {"email": 1}},
+    },
+    "agents": [
+        {
+            "team": "mail",
+            "id_prefix": "mail",
+            "count": 3,
+            "breaks": [
+                {"start": "00:20", "duration_s": 120, "spread_s": 1800},
+                {"start": "01:00", "duration_s": 120, "spread_s": 1800},
+            ],
+        },
+    ],
+    "arrivals": [
+        {
+            "name": "email",
+            "channel": "email",
+            "rate_per_hour": 40,
+            "handle": 240,
+            "skills": {"billing": 3},
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize("seed", [5, 7])
+@pytest.mark.parametrize("strategy", [s for s in Strategy if s is not Strategy.BALANCED])
+def test_a_reclaimed_call_is_not_handed_back_to_its_agent(strategy: Strategy, seed: int) -> None:
+    """Work taken back from an agent who went on a break waits while they return; the fast
+    passes decide exactly as the reference, which applies the call's decline of that agent:
+    the agent's slot goes to the next call in line, and a lone call that declined the first
+    free agent in the strategy's order goes to the next one."""
+    scenario = parse_scenario(RECLAIMS, name="reclaims_check")
+    fast = simulate(scenario, seed=seed, policy=strategy, escalate=False)
+    slow = simulate(scenario, seed=seed, policy=strategy, escalate=False, reference=True)
+    assert sum(r.reclaimed for r in fast.records) >= 5, "breaks must reclaim work"
+    assert _decisions(fast) == _decisions(slow)
