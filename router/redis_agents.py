@@ -124,7 +124,7 @@ class RedisAgents(RedisBase):
         return result[0]
 
     def delete_agent(self, tenant: str, agent_id: str, expected_version: int = 0) -> None:
-        """Remove an idle agent, its work spans and its index entries."""
+        """Remove an idle agent, its work spans and its index entries (heartbeats included)."""
         k, what = Keys(tenant), f"agent {agent_id}"
 
         def attempt() -> int | None:
@@ -133,8 +133,17 @@ class RedisAgents(RedisBase):
                 raise rules.stale_version(what, expected_version, current.version)
             reply = self._run(
                 "delete_agent",
-                [k.agent(agent_id), k.work(agent_id), k.agents, k.events, k.ready, k.revs]
-                + [k.skill(s) for s in sorted(current.skills)],
+                [
+                    k.agent(agent_id),
+                    k.work(agent_id),
+                    k.agents,
+                    k.events,
+                    k.ready,
+                    k.revs,
+                    k.beats,
+                    k.beat_log,
+                    *(k.skill(s) for s in sorted(current.skills)),
+                ],
                 [current.version, agent_id, self._events_maxlen],
             )
             if reply[0] == "missing":

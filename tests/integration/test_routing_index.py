@@ -94,6 +94,10 @@ def _check_index(client: redis.Redis) -> None:
         assert client.hget(f"{PREFIX}agent:{agent_id}", "rev") == revs[agent_id]
     # Deleted agents stay, at the rev of their deletion: no rev above the counter.
     assert all(int(rev) <= int(revs[""]) for agent_id, rev in revs.items() if agent_id)
+    # The heartbeat index holds existing agents only: a deletion takes the agent out.
+    for log in ("idx:beats", "idx:beatlog"):
+        members = {str(m) for m in client.zrange(PREFIX + log, 0, -1)} - {""}
+        assert members <= set(agents), log
 
 
 def _room(agent: AgentSnapshot, policy: Policy, channel: Channel) -> bool:
