@@ -3,11 +3,13 @@
 Redis holds the index (``router/lua/_lib.lua``, ``index_agent``): ``idx:ready`` scores every
 AVAILABLE agent by the units of its work, and ``idx:revs`` scores every agent by its ``rev``,
 which every change takes anew (strictly increasing per tenant, from the server's clock); a
-deleted agent stays at the rev of its deletion. So the members of ``idx:revs`` above a rev
-are exactly the agents changed or deleted since, and the ``index_changes`` script sends a
-replica only those (with their units in ``idx:ready``, or none), or the whole of
-``idx:ready`` when the mirror is new, too far behind, ahead of the counter (a failover to a
-node whose clock lags) or due for its periodic full read.
+deleted agent stays at the rev of its deletion until a later deletion prunes it (after
+``router.redis_agents.TOMBSTONES_KEPT_S``, raising the floor in ``idx:gone``). So the
+members of ``idx:revs`` above a rev at or past the floor are exactly the agents changed or
+deleted since, and the ``index_changes`` script sends a replica only those (with their
+units in ``idx:ready``, or none), or the whole of ``idx:ready`` when the mirror is new, too
+far behind, below the floor, ahead of the counter (a failover to a node whose clock lags)
+or due for its periodic full read.
 
 The mirror holds the ready agents (rev, units) and the skills of each one's decoded profile,
 so ``candidates`` answers "ready, holding these skills, with this much room" from memory

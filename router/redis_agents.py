@@ -27,7 +27,7 @@ from router.domain import (
     Snapshot,
 )
 from router.errors import AlreadyExistsError
-from router.index_mirror import MAX_DELTA, IndexMirror
+from router.index_mirror import FULL_READ_EVERY_S, MAX_DELTA, IndexMirror
 from router.redis_base import RedisBase, add_agent_reads, agents_from_replies
 from router.redis_schema import Keys, agent_from_view, text
 from router.store import AgentQuery, Candidates
@@ -39,6 +39,10 @@ INDEX_VERSION = "3"
 """The routing index (``idx:ready``, ``idx:revs``, ``idx:beats``) these scripts keep; a tenant whose
 ``idx:version`` differs (data written before the index existed) is indexed on its first
 ``load_candidates``."""
+TOMBSTONES_KEPT_S = 10 * FULL_READ_EVERY_S
+"""How long a deleted agent stays in ``idx:revs`` (the change log) before a later deletion
+prunes it: ten times ``FULL_READ_EVERY_S``, so a mirror in use still reads the deletion as a
+change; an older mirror reads the whole index instead (``idx:gone``)."""
 _INDEX_CHUNK = 500
 """Agents per ``reindex`` script (each one a short atomic step)."""
 
@@ -142,9 +146,10 @@ class RedisAgents(RedisBase):
                     k.revs,
                     k.beats,
                     k.beat_log,
+                    k.gone,
                     *(k.skill(s) for s in sorted(current.skills)),
                 ],
-                [current.version, agent_id, self._events_maxlen],
+                [current.version, agent_id, self._events_maxlen, self._tombstones_kept_us],
             )
             if reply[0] == "missing":
                 raise rules.agent_not_found(agent_id)
@@ -287,7 +292,7 @@ class RedisAgents(RedisBase):
         k = Keys(tenant)
         skills = sorted({req.skill for req in call.required_skills})
         keys = [k.policy, k.agents, k.queue, k.ready, k.revs, k.index_version, k.req(request_id)]
-        keys += [k.beats, k.beat_log, *(k.skill(s) for s in skills)]
+        keys += [k.beats, k.beat_log, k.gone, *(k.skill(s) for s in skills)]
         mirror = self._mirror(tenant)
         for _ in range(rules.MAX_CAS_ATTEMPTS):
             since, epoch = mirror.since(time.monotonic())

@@ -51,6 +51,8 @@ class RedisBase(ABC):
 
     _events_maxlen: int
     """Approximate cap of the event stream (``MAXLEN ~``)."""
+    _tombstones_kept_us: int
+    """How long (in revs: µs of Redis time) a deleted agent stays in ``idx:revs``."""
     _agent_cache: AgentCache
     """Decoded agents by ``rev`` (``load_candidates``)."""
     _policies: dict[str, KnownPolicy]

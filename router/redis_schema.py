@@ -115,6 +115,12 @@ class Keys:
         return f"{self.prefix}idx:revs"
 
     @property
+    def gone(self) -> str:
+        """ZSET: deleted agent id -> the rev of its deletion (its tombstone in ``revs``),
+        pruned after a while; member ``""``: the highest rev pruned (the floor)."""
+        return f"{self.prefix}idx:gone"
+
+    @property
     def beats(self) -> str:
         """ZSET: agent id -> the time (ms) of its latest heartbeat (also in its hash)."""
         return f"{self.prefix}idx:beats"

@@ -82,13 +82,18 @@ key (after the prefix)     type    content                                  TTL 
                                    progress or offered (wrap-ups left out:  changes an agent
                                    it over-approximates who has room)       (``index_agent``)
 ``idx:revs``               ZSET    agent id -> its hash's ``rev``, a        none; as
-                                   deleted agent at the rev of its          ``idx:ready``
-                                   deletion (so the members above a rev
-                                   are the agents changed since: the
-                                   change log replicas mirror); member
+                                   deleted agent at the rev of its          ``idx:ready``;
+                                   deletion (so the members above a rev     deletions pruned
+                                   are the agents changed since: the        after 10 min by a
+                                   change log replicas mirror); member      later deletion
                                    ``""`` is the tenant's rev counter
                                    (started at Redis time in µs, so a rev
                                    never comes back)
+``idx:gone``               ZSET    deleted agent id -> the rev of its       none; delete
+                                   deletion, until pruned from both;        agent
+                                   member ``""``: the highest rev pruned
+                                   (a mirror older than it reads the
+                                   whole index)
 ``idx:beats``              ZSET    agent id -> its latest heartbeat (ms);   none; heartbeat
                                    a heartbeat takes no ``rev``: readers
                                    patch it into the agents they cached
@@ -194,7 +199,7 @@ from redis.exceptions import (
 
 from router import store_common as rules
 from router.errors import InvalidArgumentError, RouterError, StoreUnavailableError
-from router.redis_agents import RedisAgents
+from router.redis_agents import TOMBSTONES_KEPT_S, RedisAgents
 from router.redis_cache import AgentCache, PartiesCache
 from router.redis_calls import RedisCalls
 from router.redis_routing import RedisRouting
@@ -304,16 +309,19 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         clock: Callable[[], int] | None = None,
         *,
         events_maxlen: int = rules.EVENTS_MAXLEN,
+        tombstones_kept_s: float = TOMBSTONES_KEPT_S,
     ) -> None:
         """``client`` must decode responses (``decode_responses=True``); a ``RedisCluster``
         client puts the store in cluster mode. ``clock`` (epoch ms) replaces Redis time, for
         tests only; production leaves it ``None``. ``events_maxlen`` caps the event stream
-        (approximately; tests make it small)."""
+        (approximately; tests make it small); ``tombstones_kept_s``: how long a deleted
+        agent stays in the routing index's change log (tests make it 0)."""
         kwargs = client.get_connection_kwargs()
         if not kwargs.get("decode_responses"):
             raise RouterError("RedisStore needs a client created with decode_responses=True")
         self._clock = clock
         self._events_maxlen = events_maxlen
+        self._tombstones_kept_us = round(tombstones_kept_s * 1_000_000)
         self._agent_cache = AgentCache()
         self._parties_seen = PartiesCache()
         self._policies = {}

@@ -212,9 +212,9 @@ end
 -- agent is deleted and created again, nor after the tenant's keys are flushed, nor after a
 -- failover that lost the last writes (the new primary's clock has moved past them, unless
 -- it lags the old one's by more than the failover took). A deleted agent keeps its member at
--- the rev of its deletion, so the set doubles as a change log: the members scored above a
--- rev are every agent changed or deleted since (replicas keep a mirror of idx:ready by it,
--- router.index_mirror).
+-- the rev of its deletion (for a while: see bury), so the set doubles as a change log: the
+-- members scored above a rev are every agent changed or deleted since (replicas keep a
+-- mirror of idx:ready by it, router.index_mirror).
 -- Every script that changes an agent calls index_agent once, after its last write to it,
 -- except the heartbeat script: a heartbeat only sets the 'heartbeat' field, which readers
 -- take from idx:beats (see heartbeat.lua), so equal revs mean equal stored state but for it.
@@ -249,4 +249,29 @@ local function index_agent(agent_key, ready_key, rev_key, agent_id)
   else
     redis.call('ZREM', ready_key, agent_id)
   end
+end
+
+-- idx:gone (ZSET): deleted agent id -> the rev of its deletion, the agent's tombstone in
+-- idx:revs; member '' holds the floor, the highest rev of a tombstone pruned. A deletion
+-- prunes (up to 64 of) the tombstones older than `keep_us` before its own, so idx:revs holds
+-- the agents and the recent deletions only. A reader whose mirror is older than the floor
+-- could miss a pruned deletion: it reads the whole index instead (index_changes.lua).
+local function bury(revs_key, gone_key, agent_id, keep_us)
+  local rev = tonumber(redis.call('ZSCORE', revs_key, agent_id))
+  redis.call('ZADD', gone_key, int(rev), agent_id)
+  local floor = tonumber(redis.call('ZSCORE', gone_key, '') or '0')
+  local old = redis.call('ZRANGE', gone_key, '-inf', '(' .. int(rev - keep_us), 'BYSCORE',
+                         'LIMIT', 0, 65, 'WITHSCORES')
+  for i = 1, #old, 2 do
+    local id, at = old[i], tonumber(old[i + 1])
+    if id ~= '' then
+      -- an agent created again under the id has a newer rev: not a tombstone any more
+      if tonumber(redis.call('ZSCORE', revs_key, id)) == at then
+        redis.call('ZREM', revs_key, id)
+      end
+      redis.call('ZREM', gone_key, id)
+      if at > floor then floor = at end
+    end
+  end
+  redis.call('ZADD', gone_key, int(floor), '')
 end

@@ -1,6 +1,6 @@
 -- KEYS: 1 agent, 2 work, 3 agents, 4 events, 5 idx:ready, 6 idx:revs, 7 idx:beats,
---       8 idx:beatlog, 9.. idx:skill keys of the profile read
--- ARGV: 1 now|'', 2 version read, 3 agent_id, 4 maxlen
+--       8 idx:beatlog, 9 idx:gone, 10.. idx:skill keys of the profile read
+-- ARGV: 1 now|'', 2 version read, 3 agent_id, 4 maxlen, 5 tombstones kept (µs of revs)
 -- -> {'missing'} | {'moved', current version} | {'busy', count of work held} | {'ok'}
 -- (a wrap-up that has ended does not count; its span goes with the work key)
 -- The agent leaves the heartbeat index too (readers learn of the deletion from idx:revs),
@@ -15,7 +15,8 @@ redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('ZREM', KEYS[7], ARGV[3])
 redis.call('ZREM', KEYS[8], ARGV[3])
-for i = 9, #KEYS do redis.call('SREM', KEYS[i], ARGV[3]) end
+for i = 10, #KEYS do redis.call('SREM', KEYS[i], ARGV[3]) end
 index_agent(KEYS[1], KEYS[5], KEYS[6], ARGV[3])
+bury(KEYS[6], KEYS[9], ARGV[3], tonumber(ARGV[5]))
 emit(KEYS[4], ARGV[4], 'AGENT_DELETED', now, '', ARGV[3], {})
 return {'ok'}

@@ -1,8 +1,8 @@
 -- The routing snapshot's first read (read-only): what changed in the routing index since the
 -- caller's mirror of it was current, or the whole of idx:ready; and the same for heartbeats.
 -- KEYS: 1 policy, 2 agents, 3 queue, 4 idx:ready, 5 idx:revs, 6 idx:version, 7 req,
---       8 idx:beats, 9 idx:beatlog, 10.. idx:skill:<skill> of each required skill (none:
---       every agent)
+--       8 idx:beats, 9 idx:beatlog, 10 idx:gone, 11.. idx:skill:<skill> of each required
+--       skill (none: every agent)
 -- ARGV: 1 now|'', 2 request_id ('' = none), 3 index version this code maintains, 4 the rev
 --       the mirror is at ('' = none: send all), 5 the most changes sent as a delta, 6 the
 --       heartbeat rev the mirror is at ('' = none)
@@ -13,17 +13,18 @@
 --    'delta': every agent whose rev is above ARGV[4], units '' when it is not in idx:ready
 --    (also when deleted); 'all': every agent in idx:ready (when ARGV[4] is '' or further
 --    behind than ARGV[5] changes); 'reset': the same, ARGV[4] being ahead of the counter
---    (a failover to a node whose clock lags, or keys rewritten: the mirror starts over).
+--    (a failover to a node whose clock lags, or keys rewritten: the mirror starts over);
+--    'all' too when ARGV[4] is below idx:gone's floor (a deletion since may be pruned).
 --    Heartbeats likewise: those logged above ARGV[6], or every agent's latest.
 local now = now_ms(ARGV[1])
 if redis.call('GET', KEYS[6]) ~= ARGV[3] then return {'unindexed'} end
 local seen = ''
 if ARGV[2] ~= '' then seen = redis.call('HGET', KEYS[7], 'call_id') or '' end
 local skilled
-if #KEYS == 10 then
-  skilled = redis.call('SCARD', KEYS[10])
-elseif #KEYS > 10 then
-  skilled = #redis.call('SINTER', unpack(KEYS, 10))
+if #KEYS == 11 then
+  skilled = redis.call('SCARD', KEYS[11])
+elseif #KEYS > 11 then
+  skilled = #redis.call('SINTER', unpack(KEYS, 11))
 else
   skilled = redis.call('ZCARD', KEYS[2])
 end
@@ -43,9 +44,10 @@ local function members(key, min)
 end
 
 -- The members of log set `key` scored above `since` (its counter '' left out), as two lists,
--- or nil when `since` is '', ahead of the counter `head`, or more than ARGV[5] behind.
-local function logged_since(key, since, head)
-  if since == '' or tonumber(since) > tonumber(head)
+-- or nil when `since` is '', ahead of the counter `head`, below `floor` (entries up to it may
+-- be pruned) or more than ARGV[5] behind.
+local function logged_since(key, since, head, floor)
+  if since == '' or tonumber(since) > tonumber(head) or tonumber(since) < floor
      or redis.call('ZCOUNT', key, '(' .. since, '+inf') > tonumber(ARGV[5]) then
     return nil
   end
@@ -69,7 +71,8 @@ end
 
 local head = redis.call('ZSCORE', KEYS[5], '') or '0'
 local out, mode
-local ids, revs = logged_since(KEYS[5], ARGV[4], head)
+local floor = tonumber(redis.call('ZSCORE', KEYS[10], '') or '0')
+local ids, revs = logged_since(KEYS[5], ARGV[4], head, floor)
 if ids then
   mode = 'delta'
   out = {}
@@ -99,7 +102,7 @@ end
 
 local beat_head = redis.call('ZSCORE', KEYS[9], '') or '0'
 local beat_mode = 'delta'
-local beat_ids, beat_revs = logged_since(KEYS[9], mode == 'delta' and ARGV[6] or '', beat_head)
+local beat_ids, beat_revs = logged_since(KEYS[9], mode == 'delta' and ARGV[6] or '', beat_head, 0)
 if not beat_ids then
   beat_mode = 'all'
   beat_ids, beat_revs = members(KEYS[9], '-inf')

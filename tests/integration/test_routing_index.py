@@ -92,7 +92,7 @@ def _check_index(client: redis.Redis) -> None:
     agents = [str(a) for a in client.zrange(PREFIX + "agents", 0, -1)]
     for agent_id in agents:
         assert client.hget(f"{PREFIX}agent:{agent_id}", "rev") == revs[agent_id]
-    # Deleted agents stay, at the rev of their deletion: no rev above the counter.
+    # Deleted agents stay (for 10 min), at the rev of their deletion: none above the counter.
     assert all(int(rev) <= int(revs[""]) for agent_id, rev in revs.items() if agent_id)
     # The heartbeat index holds existing agents only: a deletion takes the agent out.
     for log in ("idx:beats", "idx:beatlog"):
@@ -437,6 +437,45 @@ def test_replicas_read_the_index_whole_once_then_only_changes(
     assert [a.agent_id for a in fast.snapshot.agents] == ["ann"]
     assert _index_reads("reset") - before["reset"] == 1
     assert _index_reads("all") - before["all"] == 1
+
+
+def test_deletions_leave_the_change_log_after_a_while_and_mirrors_stay_exact(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """A deletion prunes the older deletions from ``idx:revs`` (here at once), so the change
+    log does not keep every agent ever deleted; a replica whose mirror is older than the
+    pruned deletions reads the whole index, and its candidates stay exact; an id created
+    again is an agent, not a deletion, and stays."""
+    store = RedisStore(redis_client, clock, tombstones_kept_s=0)
+    other = RedisStore(redis_client, clock)
+    for agent_id in ("cid", "dan", "eve"):
+        store.create_agent(
+            T, AgentProfile(agent_id, skills={"billing": 3}, capacity={Channel.VOICE: 1})
+        )
+        store.set_presence(T, agent_id, Presence.AVAILABLE)
+    _team(store)
+    _check_candidates(other, _voice("x1"))  # the other replica's mirror, as of now
+    store.delete_agent(T, "cid")
+    store.delete_agent(T, "dan")  # prunes cid's tombstone
+    revs = {str(m) for m in redis_client.zrange(PREFIX + "idx:revs", 0, -1)}
+    assert "cid" not in revs
+    assert "dan" in revs
+    assert redis_client.zscore(PREFIX + "idx:gone", "") is not None
+    whole = _index_reads("all")
+    fast = _check_candidates(other, _voice("x2"))
+    assert [a.agent_id for a in fast.snapshot.agents] == ["ann", "bob", "eve"]
+    assert _index_reads("all") - whole == 1
+    # dan comes back under the same id: the next deletion prunes nothing of him
+    store.create_agent(T, AgentProfile("dan", skills={"billing": 4}, capacity={Channel.VOICE: 1}))
+    store.delete_agent(T, "eve")
+    revs = {str(m) for m in redis_client.zrange(PREFIX + "idx:revs", 0, -1)}
+    assert {"dan", "eve"} <= revs
+    assert {str(m) for m in redis_client.zrange(PREFIX + "idx:gone", 0, -1)} == {"", "eve"}
+    _check_index(redis_client)
+    assert [a.agent_id for a in _check_candidates(other, _voice("x3")).snapshot.agents] == [
+        "ann",
+        "bob",
+    ]
 
 
 def test_remembered_parties_never_stand_in_for_the_assignment(
