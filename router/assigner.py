@@ -239,6 +239,7 @@ class Assigner:
             return self._replay_request(req.tenant, req.request_id, req.digest)
         reason = result.reason if isinstance(result, Conflict) else result.status
         log.debug("assign_replanned", agent_id=agent.agent_id, reason=reason)
+        metrics.RETRIES.labels("commit").inc()
         return result
 
     def _enqueue(

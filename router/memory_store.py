@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from router import metrics
 from router import store_common as rules
 from router.domain import (
     AGENT_UNIT_BUDGET,
@@ -106,6 +107,7 @@ class MemoryStore(MemoryRouting, MemoryCalls):
                 if agent.profile.version != current.version:
                     if expected_version > 0:
                         raise rules.stale_version(what, expected_version, agent.profile.version)
+                    metrics.RETRIES.labels("version").inc()
                     continue
                 version = current.version + 1
                 agent.profile = dataclasses.replace(changed, version=version)

@@ -92,6 +92,25 @@ STORE_ERRORS = Counter(
     "RPCs answered UNAVAILABLE because the state store could not be reached.",
     registry=REGISTRY,
 )
+RETRIES = Counter(
+    "router_store_retries_total",
+    "Store writes tried again after a concurrent change, by reason: commit (an Assign's "
+    "agent changed before its commit: the call is decided again), version (an agent or the "
+    "policy changed between an admin write's read and its write), call (a call moved on "
+    "between a Cancel's read and its write), policy (the policy changed under a Complete or "
+    "Release), index (the routing index was rebuilt first), route (a Redis Cluster "
+    "transaction sent again after MOVED, ASK or a lost node).",
+    ("reason",),
+    registry=REGISTRY,
+)
+REDIS_ERRORS = Counter(
+    "router_redis_errors_total",
+    "Redis calls that failed, by kind: unavailable (connection lost or refused, timeout, "
+    "read-only replica, cluster down, out of memory), busy (a long script running), refused "
+    "(an error reply), failed (any other driver error).",
+    ("kind",),
+    registry=REGISTRY,
+)
 
 
 def serve(host: str, port: int) -> None:

@@ -61,6 +61,7 @@ class RedisAgents(RedisBase):
                 return
             if expected_version > 0:
                 raise rules.stale_version(what, expected_version, moved_to)
+            metrics.RETRIES.labels("version").inc()
         raise rules.contention(what)
 
     # --- agents ------------------------------------------------------------------------------
@@ -306,6 +307,7 @@ class RedisAgents(RedisBase):
             reply = self._run("index_changes", keys, args)
             if reply[0] == "unindexed":
                 self.build_index(tenant)
+                metrics.RETRIES.labels("index").inc()
                 continue
             return self._candidates(tenant, call, skills, (mirror, epoch), reply)
         raise rules.contention(f"tenant {tenant} routing index")

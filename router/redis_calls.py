@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from router import metrics
 from router import store_common as rules
 from router.domain import (
     Assignment,
@@ -216,6 +217,7 @@ class RedisCalls(RedisBase):
                 raise rules.call_finished(call_id, CallStatus.COMPLETED.value)
             if reply[0] == "ok":
                 return record_from_hash(pairs(reply[1]), pairs(reply[2]), None)
+            metrics.RETRIES.labels("call").inc()
         raise rules.contention(f"call {call_id}")
 
     def mark_sla(self, tenant: str, call_id: str, *, breached: bool, policy: Policy) -> bool:

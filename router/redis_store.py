@@ -197,6 +197,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from router import metrics
 from router import store_common as rules
 from router.errors import InvalidArgumentError, RouterError, StoreUnavailableError
 from router.redis_agents import TOMBSTONES_KEPT_S, RedisAgents
@@ -256,20 +257,27 @@ _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 @contextmanager
 def _driver_errors() -> Iterator[None]:
     """Translate driver exceptions into the error tree."""
+    errors = metrics.REDIS_ERRORS
     try:
         yield
     except _UNAVAILABLE as exc:
+        errors.labels("unavailable").inc()
         raise StoreUnavailableError(f"redis unavailable: {exc}") from exc
     except redis.ResponseError as exc:
         if str(exc).startswith("BUSY"):  # a long script is running; safe to retry later
+            errors.labels("busy").inc()
             raise StoreUnavailableError(f"redis busy: {exc}") from exc
+        errors.labels("refused").inc()
         raise RouterError(f"redis refused a command: {exc}") from exc
     except redis.RedisError as exc:
+        errors.labels("failed").inc()
         raise RouterError(f"redis failed: {exc}") from exc
     except RedisClusterException as exc:  # not a RedisError: the cluster client's own errors
         message = str(exc)
         if "cannot be connected" in message or "not covered" in message:
+            errors.labels("unavailable").inc()
             raise StoreUnavailableError(f"redis cluster unavailable: {exc}") from exc
+        errors.labels("failed").inc()
         raise RouterError(f"redis cluster client failed: {exc}") from exc
 
 
@@ -446,6 +454,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
             except _ROUTE_ERRORS as exc:
                 if attempt + 1 == _ROUTE_ATTEMPTS:
                     raise
+                metrics.RETRIES.labels("route").inc()
                 if isinstance(exc, AskError) and not isinstance(exc, MovedError):
                     time.sleep(0.05)  # a slot migrating: ASKING cannot cover a MULTI; wait
                 elif isinstance(exc, MovedError):

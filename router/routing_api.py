@@ -149,6 +149,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                     policy_tag=known.tag,
                 )
             except PolicyChangedError:
+                metrics.RETRIES.labels("policy").inc()
                 continue
         raise ContentionError(
             f"assignment {assignment_id}: the policy kept changing; retry with the same token"

@@ -6,6 +6,18 @@ import time
 
 import redis
 
+from router import metrics
+
+
+def sample(name: str, **labels: str) -> float:
+    """The current value of one of the router's Prometheus series (0 before its first use)."""
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def retries(reason: str) -> float:
+    """``router_store_retries_total`` for ``reason``."""
+    return sample("router_store_retries_total", reason=reason)
+
 
 class FakeClock:
     """A controllable epoch-millisecond clock, starting at real time."""

@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
+from tests.helpers import retries
 from tests.integration.service import Service
 
 ASSIGNED = routing_pb2.AssignResponse.RESULT_ASSIGNED
@@ -169,7 +170,10 @@ def test_complete_follows_a_policy_changed_through_another_replica(
     """Complete ends the assignment under the policy its replica last read, unless the
     policy changed since (the store checks): a wrap-up set through another replica after
     this one routed the call still holds the agent after this one's Complete."""
-    _completes_into_wrap_up(service, _routed_before_a_policy_change(service, second_replica))
+    first = _routed_before_a_policy_change(service, second_replica)
+    retried = retries("policy")
+    _completes_into_wrap_up(service, first)
+    assert retries("policy") - retried == 1  # the stale policy refused, read again
 
 
 def test_release_after_a_policy_change_on_another_replica_requeues(

@@ -37,7 +37,7 @@ from router.errors import OutOfRangeError, RouterError, StoreUnavailableError
 from router.redis_store import RedisStore
 from router.store import AgentQuery, Claim, Committed
 from router.store_common import RECORD_TTL_MS, REQUEST_TTL_MS
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, sample
 
 T = "acme"
 PREFIX = "rt:v1:{acme}:"
@@ -262,12 +262,14 @@ def test_unreachable_server_is_unavailable() -> None:
         store.tenants,
         lambda: store.acquire_lease(T, "me", 1000),
     ]
+    failed = sample("router_redis_errors_total", kind="unavailable")
     try:
         for call in calls:
             with pytest.raises(StoreUnavailableError, match="redis unavailable"):
                 call()
     finally:
         client.close()
+    assert sample("router_redis_errors_total", kind="unavailable") - failed == len(calls)
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ from router.errors import NotFoundError, RouterError
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
 from router.store import Candidates, Claim, CommitResult, Replayed, Store
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, retries
 
 T = "acme"
 PREFIX = "rt:v1:{acme}:"
@@ -358,9 +358,11 @@ def test_a_lost_race_replans_on_fresh_candidates(
     every agent."""
     store = _RacedStore(redis_client, clock)
     _team(store)
+    retried = retries("commit")
     result = Assigner(store).assign(T, "r1", _voice("c1"))
     assert result.assignment is not None
     assert (result.assignment.agent_id, result.attempts) == ("bob", 2)
+    assert retries("commit") - retried == 1
     assert store.get_agent(T, "ann").active[0].assignment_id != result.assignment.assignment_id
     assert store.full_reads == 0
 
@@ -396,7 +398,9 @@ def test_data_from_before_the_index_is_indexed_on_first_use(
         redis_client.hdel(f"{PREFIX}agent:{agent_id}", "rev")
     redis_client.hset(PREFIX + "idx:rev", mapping={"": "7", "ann": "3"})  # index version 1
     fresh = RedisStore(redis_client, clock)
+    rebuilt = retries("index")
     fast = _check_candidates(fresh, _voice("x"))
+    assert retries("index") - rebuilt == 1  # built, then read again
     assert len(fast.snapshot.agents) == 1
     _check_index(redis_client)
     assert redis_client.get(PREFIX + "idx:version") == "3"

@@ -43,6 +43,7 @@ from router.errors import (
 from router.store import AgentQuery, Claim, Committed, Conflict, Finished, Gone, Replayed, Store
 from router.store_common import MAX_CAS_ATTEMPTS
 from scoring import performance
+from tests.helpers import retries
 from tests.integration.conftest import StoreHarness
 
 T = "acme"
@@ -209,6 +210,7 @@ def test_unconditional_update_retries_then_gives_up(store: Store) -> None:
     the first lost race is a VersionConflictError."""
     store.create_agent(T, profile("a"))
     seen: list[int] = []
+    retried = retries("version")
 
     def racing(current: AgentProfile) -> AgentProfile:
         seen.append(current.version)
@@ -231,6 +233,7 @@ def test_unconditional_update_retries_then_gives_up(store: Store) -> None:
     with pytest.raises(ContentionError):
         store.update_agent(T, "a", always_racing)
     assert store.get_agent(T, "a").profile.version == 4 + MAX_CAS_ATTEMPTS
+    assert retries("version") - retried == 2 + MAX_CAS_ATTEMPTS  # every lost race, counted
     version = store.get_agent(T, "a").profile.version
     with pytest.raises(VersionConflictError, match=f"version {version} is stale"):
         store.update_agent(T, "a", always_racing, version)

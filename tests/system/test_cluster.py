@@ -34,6 +34,7 @@ from router.settings import Settings
 from router.store import AgentQuery
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
+from tests.helpers import retries
 from tests.system import cluster as harness
 
 pytestmark = pytest.mark.timeout(180)
@@ -442,7 +443,9 @@ def test_a_transaction_follows_a_failover(local_cluster: harness.LocalCluster) -
         assert store.queue_depth(tenant) == 0
         primary = local_cluster.primary_of_slot(harness.slot_of_tenant(tenant))
         local_cluster.failover(local_cluster.replica_of(primary))
+        rerouted = retries("route")
         assert store.get_agent(tenant, "a").presence == Presence.OFFLINE  # MULTI first
+        assert retries("route") - rerouted >= 1  # sent again to the new primary
         assert store.set_presence(tenant, "a", Presence.AVAILABLE).seq == 2
         local_cluster.failover(primary)  # and back, this time a script first
         assert store.set_presence(tenant, "a", Presence.AWAY).seq == 3
