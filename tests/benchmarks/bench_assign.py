@@ -1,12 +1,14 @@
 """Assign end to end (real gRPC, real redis-server) against a no-op RPC on the same server.
 
     .venv/bin/python -m tests.benchmarks.bench_assign [--agents 100,1000,10000] [--calls 400]
-        [--threads 8] [--rate 300 --rate-seconds 10] [--server thread|process]
+        [--threads 8] [--rate 300 --rate-seconds 10] [--server thread|process] [--replicas 1]
 
 Starts a private redis-server and the service (``--server thread``: in this process, sharing
 its interpreter with the clients; ``process``: ``python -m router`` in its own process as it
 is deployed, each client thread on its own connection, and the server's CPU time per pair is
-printed too), registers N available agents
+printed too; ``--replicas N`` starts N such processes over the same Redis, as a scaled-out
+deployment on one host, and the client threads take them in turn), registers N available
+agents
 (chat capacity 4 each, straight through the store: setup is not measured), then for each N:
 sequential latency of Assign+Complete pairs and of the health Check (the no-op baseline) over
 the same channel, and the throughput of ``--threads`` (8) client threads for a few seconds.
@@ -145,42 +147,58 @@ def assign_pair(
 
 
 @contextmanager
-def serving(url: str, mode: str) -> Iterator[tuple[int, Callable[[], float]]]:
-    """The service over ``url``: (its port, the CPU seconds its process used so far, or 0
-    when it shares this process)."""
+def serving(
+    url: str, mode: str, replicas: int = 1
+) -> Iterator[tuple[list[int], Callable[[], float]]]:
+    """The service over ``url``: (the ports of its ``replicas`` processes, the CPU seconds
+    they used so far; in this process: one port, and 0)."""
     if mode == "thread":
         running = create_server(
             Settings(port=0, workers=16, metrics_port=0), RedisStore.from_url(url)
         )
         try:
-            yield running.port, lambda: 0.0
+            yield [running.port], lambda: 0.0
         finally:
             running.stop(0)
         return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    env = {
-        **os.environ,
-        "REDIS_URL": url,
-        "ROUTER_PORT": str(port),
-        "ROUTER_METRICS_PORT": "0",
-        "ROUTER_LOG_LEVEL": "error",
-    }
-    server = subprocess.Popen([sys.executable, "-m", "router"], env=env, stderr=subprocess.DEVNULL)
+    ports: list[int] = []
+    servers: list[subprocess.Popen[bytes]] = []
 
     def cpu_s() -> float:
-        with open(f"/proc/{server.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = 0
+        for server in servers:
+            with open(f"/proc/{server.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=60)
-        yield port, cpu_s
+        for _ in range(replicas):
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = int(probe.getsockname()[1])
+            env = {
+                **os.environ,
+                "REDIS_URL": url,
+                "ROUTER_PORT": str(port),
+                "ROUTER_METRICS_PORT": "0",
+                "ROUTER_LOG_LEVEL": "error",
+            }
+            servers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "router"], env=env, stderr=subprocess.DEVNULL
+                )
+            )
+            ports.append(port)
+        for port in ports:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                grpc.channel_ready_future(channel).result(timeout=60)
+        yield ports, cpu_s
     finally:
-        server.terminate()
-        server.wait(30)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(30)
 
 
 def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namespace) -> None:
@@ -197,8 +215,8 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
             ),
         )
         store.set_presence(TENANT, f"a{i:05d}", Presence.AVAILABLE)
-    with serving(url, args.server) as (port, server_cpu_s):
-        measure(agents, calls, seconds, port=port, server_cpu_s=server_cpu_s, args=args)
+    with serving(url, args.server, args.replicas) as (ports, server_cpu_s):
+        measure(agents, calls, seconds, ports=ports, server_cpu_s=server_cpu_s, args=args)
 
 
 def measure(
@@ -206,20 +224,23 @@ def measure(
     calls: int,
     seconds: float,
     *,
-    port: int,
+    ports: list[int],
     server_cpu_s: Callable[[], float],
     args: argparse.Namespace,
 ) -> None:
-    """The phases against a server on ``port``."""
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    """The phases against the server processes on ``ports`` (the sequential ones against the
+    first)."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
     # One connection per client thread when the server is its own process (as many
-    # clients would be); one shared channel when it shares this process.
+    # clients would be), the replicas in turn; one shared channel when it shares this process.
     own = args.server == "process"
     channels = [
-        grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        grpc.insecure_channel(
+            f"127.0.0.1:{ports[n % len(ports)]}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
         if own
         else channel
-        for _ in range(max(args.threads, 1))
+        for n in range(max(args.threads, 1))
     ]
     stubs = [
         (routing_pb2_grpc.RoutingServiceStub(c), health_pb2_grpc.HealthStub(c)) for c in channels
@@ -256,8 +277,9 @@ def measure(
     cycle_rate = _throughput(cycle, seconds, args.threads)
     cpu_per_pair = (server_cpu_s() - cpu_before) / max(cycle_rate * seconds, 1) * 1000
     b50, a50 = statistics.median(baseline), statistics.median(assign_only)
+    label = f"agents={agents:>6}" + (f" replicas={len(ports)}" if len(ports) > 1 else "")
     print(
-        f"agents={agents:>6}  no-op p50 {b50:6.2f} ms p99 {_percentile(baseline, 0.99):6.2f} ms"
+        f"{label}  no-op p50 {b50:6.2f} ms p99 {_percentile(baseline, 0.99):6.2f} ms"
         f" | Assign p50 {a50:6.2f} ms p99 {_percentile(assign_only, 0.99):6.2f} ms"
         f" max {max(assign_only):6.2f} ms ({a50 / b50:4.1f}x no-op, n={len(assign_only)})"
         f" | {args.threads} threads: no-op {noop_rate:7.0f}/s,"
@@ -269,7 +291,7 @@ def measure(
     if args.rate > 0:
         offered, done, dropped = _offered(timed_pair, args.rate, args.rate_seconds)
         print(
-            f"agents={agents:>6}  offered {args.rate:.0f} Assign+Complete/s for"
+            f"{label}  offered {args.rate:.0f} Assign+Complete/s for"
             f" {args.rate_seconds:.0f} s: completed {done:6.1f}/s, dropped {dropped}"
             f" | Assign from schedule: p50 {statistics.median(offered):7.2f} ms"
             f" p99 {_percentile(offered, 0.99):7.2f} ms max {max(offered):7.2f} ms",
@@ -301,7 +323,15 @@ def main() -> None:
         default="thread",
         help="the service in this process (thread) or as its own process (process)",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="with --server process: service processes over the same Redis (default 1)",
+    )
     args = parser.parse_args()
+    if args.replicas < 1 or (args.replicas > 1 and args.server != "process"):
+        parser.error("--replicas needs --server process and is at least 1")
     logs.silence()
     server = local_redis.start()
     try:
