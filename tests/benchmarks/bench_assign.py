@@ -8,15 +8,14 @@ its interpreter with the clients; ``process``: ``python -m router`` in its own p
 is deployed, each client thread on its own connection, and the server's CPU time per pair is
 printed too; ``--replicas N`` starts N such processes over the same Redis, as a scaled-out
 deployment on one host, and the client threads take them in turn), registers N available
-agents
-(chat capacity 4 each, straight through the store: setup is not measured), then for each N:
-sequential latency of Assign+Complete pairs and of the health Check (the no-op baseline) over
-the same channel, and the throughput of ``--threads`` (8) client threads for a few seconds.
-With ``--rate``, also a fixed offered load: Assign+Complete pairs started on a fixed schedule
-(open loop, 32 client threads) for ``--rate-seconds``; each Assign's latency counts from its
-scheduled start, so a server that falls behind shows it. Prints medians, p99, max and
-ratios; bounded in calls and time (the sequential phase stops after ``--phase-limit``
-seconds).
+agents (chat capacity 4 each, straight through the store: setup is not measured), then for
+each N: sequential latency of Assign+Complete pairs and of the health Check (the no-op
+baseline) over the same channel, and the throughput of ``--threads`` (8) client threads for a
+few seconds. With ``--rate``, also fixed offered loads (``--rate 50,100,300``: one after the
+other): Assign+Complete pairs started on a fixed schedule (open loop, 32 client threads) for
+``--rate-seconds``; each Assign's latency counts from its scheduled start, so a server that
+falls behind shows it. Prints medians, p99, max and ratios; bounded in calls and time (the
+sequential phase stops after ``--phase-limit`` seconds).
 """
 
 from __future__ import annotations
@@ -288,10 +287,10 @@ def measure(
         + (f"; server CPU {cpu_per_pair:.2f} ms per pair" if own else ""),
         flush=True,
     )
-    if args.rate > 0:
-        offered, done, dropped = _offered(timed_pair, args.rate, args.rate_seconds)
+    for rate in args.rate:
+        offered, done, dropped = _offered(timed_pair, rate, args.rate_seconds)
         print(
-            f"{label}  offered {args.rate:.0f} Assign+Complete/s for"
+            f"{label}  offered {rate:.0f} Assign+Complete/s for"
             f" {args.rate_seconds:.0f} s: completed {done:6.1f}/s, dropped {dropped}"
             f" | Assign from schedule: p50 {statistics.median(offered):7.2f} ms"
             f" p99 {_percentile(offered, 0.99):7.2f} ms max {max(offered):7.2f} ms",
@@ -299,6 +298,16 @@ def measure(
         )
     for opened in {id(c): c for c in [channel, *channels]}.values():
         opened.close()
+
+
+def _rates(text: str) -> list[float]:
+    """``--rate``: positive numbers, comma-separated (``0`` alone: none)."""
+    rates = [float(part) for part in text.split(",")]
+    if rates == [0.0]:
+        return []
+    if any(rate <= 0 for rate in rates):
+        raise argparse.ArgumentTypeError(f"rates must be positive: {text}")
+    return rates
 
 
 def main() -> None:
@@ -314,7 +323,11 @@ def main() -> None:
         "--phase-limit", type=float, default=30.0, help="longest sequential Assign phase, s"
     )
     parser.add_argument(
-        "--rate", type=float, default=0.0, help="fixed offered load, Assign+Complete/s (0: off)"
+        "--rate",
+        type=_rates,
+        default=[],
+        help="fixed offered loads, Assign+Complete/s, comma-separated, each for --rate-seconds"
+        " (none by default)",
     )
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="fixed-load duration")
     parser.add_argument(
