@@ -64,8 +64,8 @@ proto-check: $(STAMP) ## Fail if the committed stubs differ from what proto/ gen
 
 bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (4-10 min; prints tables)
 	$(PY) -m tests.benchmarks.bench_assign --agents 100,1000,10000 --rate 300 --rate-seconds 10
-	$(PY) -m tests.benchmarks.bench_assign --agents 1000 --calls 200 --server process --rate 300 --rate-seconds 10
-	$(PY) -m tests.benchmarks.bench_assign --agents 1000 --calls 200 --server process --replicas 2 --rate 300 --rate-seconds 10
+	$(PY) -m tests.benchmarks.bench_assign --agents 1000 --calls 200 --server process --rate 100,200,300 --rate-seconds 10
+	$(PY) -m tests.benchmarks.bench_assign --agents 1000 --calls 200 --server process --replicas 2 --rate 100,200,300 --rate-seconds 10
 	$(PY) -m tests.benchmarks.bench_solver
 	$(PY) -m tests.benchmarks.bench_simulator
 	$(PY) -m tests.benchmarks.bench_admin --agents 200,1000
