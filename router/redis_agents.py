@@ -346,6 +346,12 @@ class RedisAgents(RedisBase):
                 if beat_flat[i + 2]
             ],
         )
+        if text(beat_mode) == "all":
+            self._agent_cache.forget_beats(
+                tenant,
+                {text(beat_flat[i]) for i in range(0, len(beat_flat), 3)},
+                int(float(beat_head)),
+            )
         mirror.beats_read(text(beat_mode), int(float(beat_head)))
         ids, revs = mirror.unlearned()
         if ids:

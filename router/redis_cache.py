@@ -22,7 +22,7 @@ import dataclasses
 import heapq
 import operator
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import repeat
@@ -342,6 +342,16 @@ class AgentCache:
             ):
                 snapshot = dataclasses.replace(entry.snapshot, heartbeat_ms=beat)
                 self._store(tenant, agent_id, dataclasses.replace(entry, snapshot=snapshot))
+
+    def forget_beats(self, tenant: str, kept: Collection[str], as_of: int) -> None:
+        """A full read of the heartbeat log as of rev ``as_of`` held only ``kept``: the
+        heartbeats remembered for other agents, logged up to then, are of agents deleted
+        since (deletion takes an agent out of the log), and are forgotten."""
+        latest = self._beats.get(tenant)
+        if latest:
+            for agent_id in [a for a, (rev, _) in latest.items() if rev <= as_of]:
+                if agent_id not in kept:
+                    del latest[agent_id]
 
     def _store(self, tenant: str, agent_id: str, entry: _Entry) -> None:
         with self._lock:

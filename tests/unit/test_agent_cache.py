@@ -156,3 +156,16 @@ def test_reads_after_the_first_take_the_view_not_the_per_agent_checks() -> None:
     revs[3] = "40"
     found, missing = cache.get_many(T, IDS, revs, now + 2_040, 60_000)
     assert (missing, len(found), len(checked)) == ([], len(IDS), 2)
+
+
+def test_a_full_heartbeat_read_forgets_the_deleted_agents_beats() -> None:
+    """Heartbeats remembered for agents missing from a full read of the log (deleted: a
+    deletion takes them out) are forgotten, so they no longer patch an agent read under that
+    id; heartbeats logged after the read are kept."""
+    cache, rng, now = AgentCache(), random.Random(3), 1_000_000
+    cache.beat(T, [("kept", 10**9 + 5, now), ("gone", 10**9 + 6, now), ("late", 10**9 + 9, now)])
+    cache.forget_beats(T, kept={"kept"}, as_of=10**9 + 6)
+    for agent_id, patched in (("kept", True), ("gone", False), ("late", True)):
+        fields = {**_fields(agent_id, 10**9 + 1, rng, now), "heartbeat": "0"}
+        read = cache.put(T, fields, [], now, 10_000)
+        assert read.heartbeat_ms == (now if patched else 0), agent_id
