@@ -178,6 +178,8 @@ class AgentCache:
         """Tenant -> agent id -> entry."""
         self._beats: dict[str, dict[str, tuple[int, int]]] = {}
         """Tenant -> agent id -> (rev, time) of the latest heartbeat passed to ``beat``."""
+        self._beats_lock = threading.Lock()
+        """Held while ``_beats`` changes (requests pass heartbeats on concurrently)."""
         self._views: dict[str, _View] = {}
         """Tenant -> the view of its entries for the window last asked for."""
         self._size = 0
@@ -328,12 +330,15 @@ class AgentCache:
         here: only from a heartbeat logged after the rev it was read at (revs of both logs
         follow the server's clock), so an agent deleted and created again never inherits the
         old one's heartbeats, and never an older time."""
-        latest = self._beats.setdefault(tenant, {})
+        fresh: list[tuple[str, int, int]] = []
+        with self._beats_lock:
+            latest = self._beats.setdefault(tenant, {})
+            for agent_id, beat_rev, beat in beats:
+                if beat_rev > latest.get(agent_id, (0, 0))[0]:
+                    latest[agent_id] = (beat_rev, beat)
+                    fresh.append((agent_id, beat_rev, beat))
         entries = self._entries.get(tenant, {})
-        for agent_id, beat_rev, beat in beats:
-            if beat_rev <= latest.get(agent_id, (0, 0))[0]:
-                continue
-            latest[agent_id] = (beat_rev, beat)
+        for agent_id, beat_rev, beat in fresh:
             entry = entries.get(agent_id)
             if (
                 entry is not None
@@ -347,8 +352,8 @@ class AgentCache:
         """A full read of the heartbeat log as of rev ``as_of`` held only ``kept``: the
         heartbeats remembered for other agents, logged up to then, are of agents deleted
         since (deletion takes an agent out of the log), and are forgotten."""
-        latest = self._beats.get(tenant)
-        if latest:
+        with self._beats_lock:
+            latest = self._beats.get(tenant, {})
             for agent_id in [a for a, (rev, _) in latest.items() if rev <= as_of]:
                 if agent_id not in kept:
                     del latest[agent_id]
