@@ -11,10 +11,10 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from router import local_redis, metrics
+from router import local_redis
 from router.v1 import routing_pb2
 from router.v1 import types_pb2 as pb
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, sample
 from tests.integration.service import Service, start_service
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -42,7 +42,7 @@ def _eventually(done: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 
 def _waits() -> float:
-    return metrics.REGISTRY.get_sample_value("router_admission_wait_seconds_count") or 0.0
+    return sample("router_admission_wait_seconds_count")
 
 
 def test_a_request_without_a_slot_in_time_does_nothing(one_slot: Service) -> None:

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from router import local_redis, logs, metrics
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
+from tests.helpers import sample
 from tests.integration.service import Service
 
 ASSIGNED = routing_pb2.AssignResponse.RESULT_ASSIGNED
@@ -420,10 +421,6 @@ def test_every_rpc_logs_one_canonical_line(service: Service) -> None:
 
 def test_metrics_count_rpcs_and_assign_results(service: Service) -> None:
     """Prometheus series move with traffic, and /metrics serves them over HTTP."""
-
-    def sample(name: str, **labels: str) -> float:
-        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
-
     before = sample("router_rpc_duration_seconds_count", method="Assign", code="OK")
     assigned = sample("router_assign_results_total", result="assigned", strategy="balanced")
     service.agent("a1", skills={"billing": 5})

@@ -21,7 +21,6 @@ import random
 import pytest
 import redis
 
-from router import metrics
 from router.assigner import Assigner, Outcome, rng_for
 from router.domain import (
     AGENT_UNIT_BUDGET,
@@ -43,7 +42,7 @@ from router.errors import NotFoundError, RouterError
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
 from router.store import Candidates, Claim, CommitResult, Replayed, Store
-from tests.helpers import FakeClock, retries
+from tests.helpers import FakeClock, retries, sample
 
 T = "acme"
 PREFIX = "rt:v1:{acme}:"
@@ -410,8 +409,7 @@ def test_data_from_before_the_index_is_indexed_on_first_use(
 
 
 def _index_reads(mode: str) -> float:
-    value = metrics.REGISTRY.get_sample_value("router_routing_index_reads_total", {"mode": mode})
-    return value or 0.0
+    return sample("router_routing_index_reads_total", mode=mode)
 
 
 def test_replicas_read_the_index_whole_once_then_only_changes(

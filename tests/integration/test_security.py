@@ -30,13 +30,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status  # type: ignore[import-untyped]  # no py.typed
 
-from router import auth, interceptors, local_redis, metrics
+from router import auth, interceptors, local_redis
 from router.redis_store import RedisStore
 from router.server import RunningServer, create_server
 from router.settings import Settings
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
-from tests.helpers import keyspace
+from tests.helpers import keyspace, sample
 from tests.system import fleet
 
 TOKENS = {
@@ -79,10 +79,7 @@ def _dump(client: redis.Redis) -> dict[bytes | str, object]:
 
 def _refusals(method: str, code: str) -> float:
     """RPCs of ``method`` answered ``code``, as /metrics exports them."""
-    sample = metrics.REGISTRY.get_sample_value(
-        "router_rpc_duration_seconds_count", {"method": method, "code": code}
-    )
-    return sample or 0.0
+    return sample("router_rpc_duration_seconds_count", method=method, code=code)
 
 
 def _assign(tenant: str = "acme", call_id: str = "c1") -> routing_pb2.AssignRequest:
