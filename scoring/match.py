@@ -475,11 +475,12 @@ class ScoreColumns:
         """
         self._fill()
         total = self._head(call, levels)[indexes] + self._region_weighted(call)[indexes]
-        if self._index is None:
-            self._index = dict(zip(self.ids, range(len(self.ids)), strict=True))
-        favourite = self._index.get(call.preferred_agent_id)
-        if favourite is not None:
-            previous = indexes == favourite
-            if previous.any():
-                total = total + previous * self._weights[3]
+        if call.preferred_agent_id:
+            if self._index is None:  # built only for a call that names one
+                self._index = dict(zip(self.ids, range(len(self.ids)), strict=True))
+            favourite = self._index.get(call.preferred_agent_id)
+            if favourite is not None:
+                previous = indexes == favourite
+                if previous.any():
+                    total = total + previous * self._weights[3]
         return total + self._idle_weighted[indexes]
