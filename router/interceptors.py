@@ -44,7 +44,9 @@ LOGGED_FIELDS = {
 def printable(value: str, limit: int) -> str:
     """``value`` fit for a log line: at most ``limit`` characters, anything but printable
     ASCII replaced by ``?``, ``...`` appended when clipped."""
-    clipped = "".join(c if " " <= c <= "~" else "?" for c in value[:limit])
+    clipped = value[:limit]
+    if not (clipped.isascii() and clipped.isprintable()):  # ASCII printable: " " to "~"
+        clipped = "".join(c if " " <= c <= "~" else "?" for c in clipped)
     return f"{clipped}..." if len(value) > limit else clipped
 
 

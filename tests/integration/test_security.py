@@ -672,3 +672,6 @@ def test_logged_ids_are_sanitised() -> None:
     assert fields["request_id"] == "r" * 128 + "..."
     assert fields["call_id"] == "c??[31m?"
     assert all(" " <= c <= "~" for value in fields.values() for c in value)
+    for code in range(0x10000):  # every character of the basic plane, kept or replaced alike
+        char = chr(code)
+        assert interceptors.printable(char, 8) == (char if " " <= char <= "~" else "?")
