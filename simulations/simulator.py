@@ -53,7 +53,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ from router.domain import (
     SkillRequirement,
     Strategy,
     WorkSpan,
+    frozen_map,
 )
 from router.ordering import origin_ms
 from scoring import performance
@@ -229,6 +230,8 @@ class _Simulation:
         self.held = 0
         """Items held by agents (in progress or in wrap-up)."""
         self.zones = _region_zones(scenario)
+        self._requirements: dict[tuple[tuple[str, int], ...], tuple[SkillRequirement, ...]] = {}
+        """Trace skills -> the calls' required skills, built once per kind (shared: immutable)."""
         n = len(self.trace)
         self.calls = [self._domain_call(c) for c in self.trace]
         self.answered: list[int | None] = [None] * n
@@ -245,10 +248,14 @@ class _Simulation:
 
     def _domain_call(self, tc: TraceCall) -> Call:
         arrival = SIM_EPOCH_MS + round(tc.arrival_s * 1000)
+        required = self._requirements.get(tc.skills)
+        if required is None:
+            required = tuple(SkillRequirement(s, lvl) for s, lvl in tc.skills)
+            self._requirements[tc.skills] = required
         return Call(
             call_id=tc.call_id,
             channel=tc.channel,
-            required_skills=tuple(SkillRequirement(s, lvl) for s, lvl in tc.skills),
+            required_skills=required,
             preferred_skills=tc.preferred_skills,
             language=tc.language,
             region=tc.region,
@@ -258,6 +265,7 @@ class _Simulation:
             region_required=tc.region_required,
             expected_handle_s=0,
             created_ms=arrival,
+            attributes=_NO_ATTRIBUTES,
         )
 
     def _push(self, at: int, order: int, kind: int, a: Any = None, b: Any = None) -> None:
@@ -581,6 +589,10 @@ class _Simulation:
             end_s=end_s,
             queue_trace=queue_trace,
         )
+
+
+_NO_ATTRIBUTES: Mapping[str, str] = frozen_map()
+"""Every simulated call's (empty) attributes: one read-only mapping for all."""
 
 
 def _ms(seconds: float) -> int:

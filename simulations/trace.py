@@ -106,6 +106,9 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
     rng = random.Random(f"{seed}:{stream.name}")
     weights = [t.weight for t in stream.mix]
     total_weight = sum(weights)
+    # What each call type gives its calls, built once (calls share the tuples: immutable).
+    skills_of = {id(t): tuple((r.skill, r.min_level) for r in t.skills) for t in stream.mix}
+    only = stream.mix[0] if len(stream.mix) == 1 else None
     out: list[TraceCall] = []
     bounds = [start for start, _ in stream.profile]
     for day in range(math.ceil(duration_s / DAY_S)):
@@ -122,13 +125,14 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
                 t += -math.log(1.0 - rng.random()) / rate
                 if t >= seg_end:
                     break
-                pick = rng.random() * total_weight
-                call_type = stream.mix[-1]
-                for candidate, weight in zip(stream.mix, weights, strict=True):
-                    if pick < weight:
-                        call_type = candidate
-                        break
-                    pick -= weight
+                pick = rng.random() * total_weight  # drawn for one type too: same streams
+                call_type = stream.mix[-1] if only is None else only
+                if only is None:
+                    for candidate, weight in zip(stream.mix, weights, strict=True):
+                        if pick < weight:
+                            call_type = candidate
+                            break
+                        pick -= weight
                 handle = _ms(stream.handle.draw(rng))
                 patience = None if stream.patience is None else _ms(stream.patience.draw(rng))
                 out.append(
@@ -136,7 +140,7 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
                         arrival_s=round(t, 3),
                         call_id=f"{stream.name}-{len(out) + 1:06d}",
                         channel=stream.channel,
-                        skills=tuple((r.skill, r.min_level) for r in call_type.skills),
+                        skills=skills_of[id(call_type)],
                         language=call_type.language,
                         region=call_type.region,
                         priority=call_type.priority,
