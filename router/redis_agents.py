@@ -337,22 +337,20 @@ class RedisAgents(RedisBase):
         mirror, epoch = asked
         changes = [text(x) for x in flat]
         mirror.apply(text(mode), int(float(head)), changes, time.monotonic(), epoch)
-        beat_head, beat_mode, beat_flat = beats
+        raw_head, raw_mode, beat_flat = beats
+        beat_head, beat_mode = int(float(raw_head)), text(raw_mode)
+        beat_ids = [text(beat_flat[i]) for i in range(0, len(beat_flat), 3)]
         self._agent_cache.beat(
             tenant,
             [
-                (text(beat_flat[i]), int(float(beat_flat[i + 1])), int(float(beat_flat[i + 2])))
-                for i in range(0, len(beat_flat), 3)
+                (agent_id, int(float(beat_flat[i + 1])), int(float(beat_flat[i + 2])))
+                for agent_id, i in zip(beat_ids, range(0, len(beat_flat), 3), strict=True)
                 if beat_flat[i + 2]
             ],
         )
-        if text(beat_mode) == "all":
-            self._agent_cache.forget_beats(
-                tenant,
-                {text(beat_flat[i]) for i in range(0, len(beat_flat), 3)},
-                int(float(beat_head)),
-            )
-        mirror.beats_read(text(beat_mode), int(float(beat_head)))
+        if beat_mode == "all":
+            self._agent_cache.forget_beats(tenant, set(beat_ids), beat_head)
+        mirror.beats_read(beat_mode, beat_head)
         ids, revs = mirror.unlearned()
         if ids:
             agents, _ = self._cached_agents(tenant, ids, revs, now=now, window=window)
