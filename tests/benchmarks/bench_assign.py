@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -173,9 +172,7 @@ def serving(
 
     try:
         for _ in range(replicas):
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = int(probe.getsockname()[1])
+            port = local_redis.free_port()
             env = {
                 **os.environ,
                 "REDIS_URL": url,
