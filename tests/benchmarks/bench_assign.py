@@ -5,17 +5,20 @@
 
 Starts a private redis-server and the service (``--server thread``: in this process, sharing
 its interpreter with the clients; ``process``: ``python -m router`` in its own process as it
-is deployed, each client thread on its own connection, and the server's CPU time per pair is
-printed too; ``--replicas N`` starts N such processes over the same Redis, as a scaled-out
-deployment on one host, and the client threads take them in turn), registers N available
-agents (chat capacity 4 each, straight through the store: setup is not measured), then for
-each N: sequential latency of Assign+Complete pairs and of the health Check (the no-op
-baseline) over the same channel, and the throughput of ``--threads`` (8) client threads for a
-few seconds. With ``--rate``, also fixed offered loads (``--rate 50,100,300``: one after the
-other): Assign+Complete pairs started on a fixed schedule (open loop, 32 client threads) for
-``--rate-seconds``; each Assign's latency counts from its scheduled start, so a server that
-falls behind shows it. Prints medians, p99, max and ratios; bounded in calls and time (the
-sequential phase stops after ``--phase-limit`` seconds).
+is deployed, each client thread on its own connection; ``--replicas N`` starts N such
+processes over the same Redis, as a scaled-out deployment on one host, and the client threads
+take them in turn), registers N available agents (chat capacity 4 each, straight through the
+store: setup is not measured), then for each N: sequential latency of Assign+Complete pairs
+and of the health Check (the no-op baseline) over the same channel, and the throughput of
+``--threads`` (8) client threads for a few seconds. With ``--server process`` the throughput
+and fixed-load phases also print where the machine's CPU went: per no-op RPC and per pair in
+the service processes, per pair in redis-server and in this process (the load generator), and
+how many of the machine's cores that kept busy. With ``--rate``, also fixed offered loads
+(``--rate 50,100,300``: one after the other): Assign+Complete pairs started on a fixed
+schedule (open loop, 32 client threads) for ``--rate-seconds``; each Assign's latency counts
+from its scheduled start, so a server that falls behind shows it. Prints medians, p99, max and
+ratios; bounded in calls and time (the sequential phase stops after ``--phase-limit``
+seconds).
 """
 
 from __future__ import annotations
@@ -212,7 +215,33 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
         )
         store.set_presence(TENANT, f"a{i:05d}", Presence.AVAILABLE)
     with serving(url, args.server, args.replicas) as (ports, server_cpu_s):
-        measure(agents, calls, seconds, ports=ports, server_cpu_s=server_cpu_s, args=args)
+        clocks = CpuClocks(server_cpu_s, redis.Redis.from_url(url))
+        measure(agents, calls, seconds, ports=ports, clocks=clocks, args=args)
+
+
+class CpuClocks:
+    """CPU seconds used so far by the service processes, redis-server and this process."""
+
+    def __init__(self, service_s: Callable[[], float], client: redis.Redis) -> None:
+        self._service_s = service_s
+        self._redis = client
+
+    def read(self) -> tuple[float, float, float, float]:
+        """(wall clock, service, redis-server, this process), in seconds."""
+        info = self._redis.info("cpu")
+        redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return time.perf_counter(), self._service_s(), redis_s, time.process_time()
+
+    @staticmethod
+    def budget(before: tuple[float, ...], after: tuple[float, ...], pairs: float) -> str:
+        """Where the CPU went per pair between two ``read``s, and the cores kept busy."""
+        wall, service, redis_s, here = (b - a for a, b in zip(before, after, strict=True))
+        per = 1000 / max(pairs, 1)
+        return (
+            f"CPU per pair: service {service * per:.2f} ms, Redis {redis_s * per:.2f} ms,"
+            f" load generator {here * per:.2f} ms; {(service + redis_s + here) / wall:.2f}"
+            f" of {os.cpu_count()} cores busy"
+        )
 
 
 def measure(
@@ -221,7 +250,7 @@ def measure(
     seconds: float,
     *,
     ports: list[int],
-    server_cpu_s: Callable[[], float],
+    clocks: CpuClocks,
     args: argparse.Namespace,
 ) -> None:
     """The phases against the server processes on ``ports`` (the sequential ones against the
@@ -268,10 +297,13 @@ def measure(
     assign_only.clear()
     baseline = _timed(noop, calls)
     _timed(assign_then_complete, calls, args.phase_limit)
+    before = clocks.read()
     noop_rate = _throughput(noop, seconds, args.threads)
-    cpu_before = server_cpu_s()
+    noop_cpu = clocks.read()[1] - before[1]
+    noop_ms = noop_cpu / max(noop_rate * seconds, 1) * 1000
+    before = clocks.read()
     cycle_rate = _throughput(cycle, seconds, args.threads)
-    cpu_per_pair = (server_cpu_s() - cpu_before) / max(cycle_rate * seconds, 1) * 1000
+    spent = CpuClocks.budget(before, clocks.read(), cycle_rate * seconds)
     b50, a50 = statistics.median(baseline), statistics.median(assign_only)
     label = f"agents={agents:>6}" + (f" replicas={len(ports)}" if len(ports) > 1 else "")
     print(
@@ -281,16 +313,19 @@ def measure(
         f" | {args.threads} threads: no-op {noop_rate:7.0f}/s,"
         f" Assign+Complete {cycle_rate:6.0f} pairs/s"
         f" ({2 * cycle_rate / noop_rate:4.2f} of no-op RPC rate)"
-        + (f"; server CPU {cpu_per_pair:.2f} ms per pair" if own else ""),
+        + (f"; service CPU per no-op {noop_ms:.2f} ms; {spent}" if own else ""),
         flush=True,
     )
     for rate in args.rate:
+        before = clocks.read()
         offered, done, dropped = _offered(timed_pair, rate, args.rate_seconds)
+        spent = CpuClocks.budget(before, clocks.read(), len(offered))
         print(
             f"{label}  offered {rate:.0f} Assign+Complete/s for"
             f" {args.rate_seconds:.0f} s: completed {done:6.1f}/s, dropped {dropped}"
             f" | Assign from schedule: p50 {statistics.median(offered):7.2f} ms"
-            f" p99 {_percentile(offered, 0.99):7.2f} ms max {max(offered):7.2f} ms",
+            f" p99 {_percentile(offered, 0.99):7.2f} ms max {max(offered):7.2f} ms"
+            + (f" | {spent}" if own else ""),
             flush=True,
         )
     for opened in {id(c): c for c in [channel, *channels]}.values():
