@@ -214,8 +214,11 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
             ),
         )
         store.set_presence(TENANT, f"a{i:05d}", Presence.AVAILABLE)
-    with serving(url, args.server, args.replicas) as (ports, server_cpu_s):
-        clocks = CpuClocks(server_cpu_s, redis.Redis.from_url(url))
+    with (
+        serving(url, args.server, args.replicas) as (ports, server_cpu_s),
+        redis.Redis.from_url(url) as client,
+    ):
+        clocks = CpuClocks(server_cpu_s, client)
         measure(agents, calls, seconds, ports=ports, clocks=clocks, args=args)
 
 
@@ -299,9 +302,9 @@ def measure(
     _timed(assign_then_complete, calls, args.phase_limit)
     before = clocks.read()
     noop_rate = _throughput(noop, seconds, args.threads)
-    noop_cpu = clocks.read()[1] - before[1]
-    noop_ms = noop_cpu / max(noop_rate * seconds, 1) * 1000
-    before = clocks.read()
+    after_noop = clocks.read()
+    noop_ms = (after_noop[1] - before[1]) / max(noop_rate * seconds, 1) * 1000
+    before = after_noop
     cycle_rate = _throughput(cycle, seconds, args.threads)
     spent = CpuClocks.budget(before, clocks.read(), cycle_rate * seconds)
     b50, a50 = statistics.median(baseline), statistics.median(assign_only)
