@@ -7,6 +7,8 @@ docstring.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from router import metrics
@@ -20,6 +22,8 @@ from router.domain import (
     Snapshot,
 )
 from router.errors import NotFoundError
+from router.index_mirror import FULL_READ_EVERY_S
+from router.redis_agents import INDEX_VERSION
 from router.redis_base import RedisBase, aging_ms
 from router.redis_schema import (
     Keys,
@@ -36,8 +40,25 @@ from router.redis_schema import (
 from router.store import Event, HistoryEntry, QueueView
 
 
+@dataclass(frozen=True, slots=True)
+class AgentLists:
+    """A tenant's agents as ``load_queue`` last read them, and what vouches for them."""
+
+    heads: tuple[object, ...]
+    """The index version and the heads of ``idx:revs`` and ``idx:beatlog`` as read with them."""
+    ids: list[str]
+    """Every agent id, as the ``agents`` set lists them."""
+    revs: list[str]
+    """Their revs (``""``: not in ``idx:revs``)."""
+    read_at: float
+    """``time.monotonic()`` of the read."""
+
+
 class RedisCalls(RedisBase):
     """Store methods about one call or the queue; ``RedisStore`` mixes them in."""
+
+    _agent_lists: dict[str, AgentLists]
+    """Tenant -> its agents as this replica's last ``load_queue`` read them."""
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -59,36 +80,69 @@ class RedisCalls(RedisBase):
         return int(depth) > 0 or any(float(expires) <= now for _, expires in first)
 
     def load_queue(self, tenant: str, limit: int) -> QueueView:
-        """Policy, time, agent ids and their revs, every agent's latest heartbeat (a
-        heartbeat takes no rev: ``AgentCache.beat``), the first ``limit`` queued ids and the
-        depth in one ``MULTI``; then, in a second one, those calls and the agents not in the
-        decoded-agent cache at their rev (none at all when nothing waits or changed)."""
-        k = Keys(tenant)
+        """Policy, time, the first ``limit`` queued ids, the depth and the heads of the
+        agents' change logs (``idx:revs``, ``idx:beatlog``) in one ``MULTI``; with them,
+        unless the heads are those of this replica's last read, the agent ids, their revs and
+        every agent's latest heartbeat (a heartbeat takes no rev: ``AgentCache.beat``). Then,
+        in a second ``MULTI``, the queued calls and the agents not in the decoded-agent cache
+        at their rev (none at all when nothing waits or changed).
 
-        def first(pipe: Any) -> None:
+        Every change to an agent takes a new rev and every heartbeat a new heartbeat rev, so
+        equal heads mean equal lists: an idle tenant's tick then moves no list of every agent
+        (one more round trip when the heads moved, and a full read at least every
+        ``FULL_READ_EVERY_S``, as the routing index's mirror does)."""
+        k = Keys(tenant)
+        queued_ids = max(limit, 0)
+
+        def brief(pipe: Any) -> None:
             pipe.get(k.policy)
+            pipe.zrangebyscore(k.queue, "-inf", "+inf", start=0, num=queued_ids)
+            pipe.zcard(k.queue)
+            pipe.get(k.index_version)
+            pipe.zscore(k.revs, "")
+            pipe.zscore(k.beat_log, "")
+
+        def whole(pipe: Any) -> None:
+            brief(pipe)
             pipe.zrange(k.agents, 0, -1)
             pipe.zrange(k.revs, 0, -1, withscores=True, score_cast_func=_rev_text)
             pipe.zrange(k.beats, 0, -1, withscores=True, score_cast_func=_whole)
             pipe.zrange(k.beat_log, 0, -1, withscores=True, score_cast_func=_whole)
-            pipe.zrangebyscore(k.queue, "-inf", "+inf", start=0, num=max(limit, 0))
-            pipe.zcard(k.queue)
 
-        now, replies = self._multi(k, first, now=True)
-        raw_policy, raw_ids, raw_revs, raw_beats, raw_beat_revs, raw_queued, depth = replies
-        beat_revs = {text(a): rev for a, rev in raw_beat_revs}
-        self._agent_cache.beat(
-            tenant,
-            [(text(a), beat_revs[text(a)], ms) for a, ms in raw_beats if text(a) in beat_revs],
-        )
+        known = self._agent_lists.get(tenant)
+        if known is not None and time.monotonic() - known.read_at < FULL_READ_EVERY_S:
+            now, replies = self._multi(k, brief, now=True)
+            raw_policy, raw_queued, depth, *heads = replies
+            if tuple(heads) != known.heads:
+                known = None
+        else:
+            known = None
+        if known is None:
+            read_at = time.monotonic()
+            now, replies = self._multi(k, whole, now=True)
+            raw_policy, raw_queued, depth, version, *rest = replies
+            rev_head, beat_head, raw_ids, raw_revs, raw_beats, raw_beat_revs = rest
+            beat_revs = {text(a): rev for a, rev in raw_beat_revs}
+            self._agent_cache.beat(
+                tenant,
+                [(text(a), beat_revs[text(a)], ms) for a, ms in raw_beats if text(a) in beat_revs],
+            )
+            # without revs (an index not built yet: load_candidates builds it) every agent
+            # is read, and nothing is kept
+            ids, revs = [text(a) for a in raw_ids], {text(a): rev for a, rev in raw_revs}
+            known = AgentLists(
+                (version, rev_head, beat_head), ids, [revs.get(a, "") for a in ids], read_at
+            )
+            if version == INDEX_VERSION and rev_head is not None:
+                self._agent_lists[tenant] = known
+            else:
+                self._agent_lists.pop(tenant, None)
         policy = self._policy(raw_policy, tenant)
-        # without revs (an index not built yet: load_candidates builds it) every agent is read
-        ids, revs = [text(a) for a in raw_ids], {text(a): rev for a, rev in raw_revs}
         queued = [text(c) for c in raw_queued]
         agents, raw_calls = self._cached_agents(
             tenant,
-            ids,
-            [revs.get(agent_id, "") for agent_id in ids],
+            known.ids,
+            known.revs,
             now=now,
             window=policy.occupancy_window_s * 1000,
             also=[k.call(call_id) for call_id in queued],

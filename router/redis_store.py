@@ -335,6 +335,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         self._policies = {}
         self._known_policies = {}
         self._mirrors = {}
+        self._agent_lists = {}
         timeout = kwargs.get("socket_timeout")
         # A blocking XREAD must return before the socket times out: block in slices.
         self._block_slice_ms = max(1, int(float(timeout) * 500)) if timeout else 0

@@ -248,7 +248,10 @@ def test_index_stays_exact_through_random_walks(
         )
         # the dispatcher's read through the decoded-agent cache is a cold read
         warm = redis_walk.store.load_queue(T, 50)
-        assert warm == RedisStore(redis_client, clock).load_queue(T, 50)
+        cold = RedisStore(redis_client, clock).load_queue(T, 50)
+        assert warm == cold
+        if step % 4 == seed % 4:  # a replica that reads now and then, many changes apart
+            assert other_replica.load_queue(T, 50) == cold
         twin_view = memory_walk.store.load_queue(T, 50)  # assignment ids differ: compare ids
         assert [a.agent_id for a in warm.snapshot.agents] == [
             a.agent_id for a in twin_view.snapshot.agents
@@ -562,3 +565,47 @@ def test_a_replica_keeps_the_agents_it_changed_without_reading_them_again(
     assert _multis(redis_client) == multis + 1
     for replica in (store, other):
         _check_candidates(replica, _voice("x4"))
+
+
+def _zranges(client: redis.Redis) -> int:
+    stats: dict[str, dict[str, int]] = client.info("commandstats")
+    return stats.get("cmdstat_zrange", {}).get("calls", 0)
+
+
+def test_an_idle_dispatcher_read_sends_no_agent_lists(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """While the change logs' heads stand still, ``load_queue`` reuses the agent ids, revs
+    and heartbeats it read before (no list of every agent crosses the wire), yet answers what
+    a cold read answers, also as time alone expires a heartbeat or the policy changes. Any
+    change to an agent (a heartbeat, a presence change, a new agent) is read at once."""
+    store = RedisStore(redis_client, clock)
+    _team(store)
+    policy = Policy(heartbeat_timeout_s=60)
+    store.put_policy(T, policy)
+    store.heartbeat(T, "ann")
+    store.load_queue(T, 10)  # no index built yet (the first Assign builds it): nothing kept
+    _check_candidates(store, _voice("warm"))
+
+    def check(*, lists_read: bool) -> None:
+        before = _zranges(redis_client)
+        warm = store.load_queue(T, 10)
+        assert (_zranges(redis_client) > before) == lists_read
+        assert warm == RedisStore(redis_client, clock).load_queue(T, 10)
+
+    check(lists_read=True)
+    check(lists_read=False)
+    clock.advance(61_000)  # ann's heartbeat expires with no write at all
+    check(lists_read=False)
+    store.heartbeat(T, "ann")
+    check(lists_read=True)
+    check(lists_read=False)
+    store.set_presence(T, "bob", Presence.BREAK)
+    check(lists_read=True)
+    store.create_agent(T, AgentProfile("cid", skills={"billing": 2}))
+    check(lists_read=True)
+    store.put_policy(T, Policy(heartbeat_timeout_s=30))  # the policy is read every time
+    check(lists_read=False)
+    store.enqueue(T, "q1", "fp", _voice("q1"), policy=policy)
+    check(lists_read=False)  # a queued call changes no agent
+    assert [c.call_id for c in store.load_queue(T, 10).calls] == ["q1"]
