@@ -70,6 +70,7 @@ bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (4-10 min; prints
 	$(PY) -m tests.benchmarks.bench_simulator
 	$(PY) -m tests.benchmarks.bench_admin --agents 200,1000
 	$(PY) -m tests.benchmarks.bench_heartbeats --agents 1000,10000
+	$(PY) -m tests.benchmarks.bench_idle --agents 1000,10000 --service-seconds 10
 
 bench-quick: $(STAMP) ## The same benchmarks at small sizes (~30 s): a smoke run
 	$(PY) -m tests.benchmarks.bench_assign --agents 100 --calls 50 --seconds 1 --rate 50 --rate-seconds 1
@@ -78,6 +79,7 @@ bench-quick: $(STAMP) ## The same benchmarks at small sizes (~30 s): a smoke run
 	$(PY) -m tests.benchmarks.bench_simulator --quick
 	$(PY) -m tests.benchmarks.bench_admin --quick
 	$(PY) -m tests.benchmarks.bench_heartbeats --agents 200 --beats 0,10 --pairs 20
+	$(PY) -m tests.benchmarks.bench_idle --agents 100 --ticks 5 --service-seconds 1
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

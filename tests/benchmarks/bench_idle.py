@@ -1,0 +1,141 @@
+"""What an idle tenant costs: the dispatcher's once-a-second full pass, and an idle service.
+
+    .venv/bin/python -m tests.benchmarks.bench_idle [--agents 1000,10000] [--ticks 30]
+        [--service-seconds 5]
+
+A private redis-server and N available agents (chat capacity 4), nothing queued, the routing
+index built (as the first Assign builds it). Two tables:
+
+- The dispatcher's full pass (``Dispatcher.run_once``, which reads every agent to find work
+  to reclaim), in process: its median when nothing changed since the last pass, against the
+  median when one agent's heartbeat arrived before each pass (the agent lists must then be
+  read again: what every pass cost before ``load_queue`` kept them), in the same run.
+- An idle service process (``python -m router``) over the same Redis: its CPU and
+  redis-server's per second of wall time, measured over ``--service-seconds`` after a 3 s
+  settle (0 skips it).
+
+Bounded: ``--ticks`` passes per cell, one service per team size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import grpc
+import redis
+
+from router import local_redis, logs
+from router.dispatcher import Dispatcher
+from router.domain import Call, Channel
+from router.redis_store import RedisStore
+from tests.benchmarks.profile_assign import chat_team
+
+TENANT = "idle"
+
+
+def _median_ms(fn: Callable[[], object], count: int, before: Callable[[], object]) -> float:
+    took = []
+    for _ in range(count):
+        before()
+        started = time.perf_counter()
+        fn()
+        took.append((time.perf_counter() - started) * 1000)
+    return statistics.median(took)
+
+
+def _process_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _redis_cpu_s(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def ticks(url: str, agents: int, count: int) -> str:
+    """The full pass's table row for one team size."""
+    store, other = RedisStore.from_url(url), RedisStore.from_url(url)
+    chat_team(store, TENANT, agents)
+    store.load_candidates(TENANT, Call("warm", Channel.CHAT))  # builds the routing index
+    dispatcher = Dispatcher(store)
+    dispatcher.run_once(TENANT)  # warms the decoded-agent cache
+
+    def tick() -> None:
+        dispatcher.run_once(TENANT)
+
+    idle = _median_ms(tick, count, lambda: None)
+    beaten = _median_ms(tick, count, lambda: other.heartbeat(TENANT, "a00000"))
+    return f"| {agents:,} | {idle:.2f} ms | {beaten:.2f} ms | {idle / beaten:.2f} |"
+
+
+def service(url: str, agents: int, seconds: float) -> str:
+    """The idle service's table row for one team size (the team ``ticks`` left in Redis)."""
+    port = local_redis.free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "ROUTER_PORT": str(port),
+        "ROUTER_METRICS_PORT": "0",
+        "ROUTER_LOG_LEVEL": "error",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "router"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        time.sleep(3)
+        with redis.Redis.from_url(url) as client:
+            started, cpu = time.monotonic(), _process_cpu_s(process.pid)
+            redis_cpu = _redis_cpu_s(client)
+            time.sleep(seconds)
+            wall = time.monotonic() - started
+            cpu = _process_cpu_s(process.pid) - cpu
+            redis_cpu = _redis_cpu_s(client) - redis_cpu
+        return f"| {agents:,} | {cpu / wall * 1000:.1f} ms | {redis_cpu / wall * 1000:.1f} ms |"
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def main() -> None:
+    """Parse arguments and print both tables."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--agents", default="1000,10000", help="team sizes, comma-separated")
+    parser.add_argument("--ticks", type=int, default=30, help="full passes timed per cell")
+    parser.add_argument(
+        "--service-seconds", type=float, default=5.0, help="idle service window (0: skip)"
+    )
+    args = parser.parse_args()
+    sizes = [int(a) for a in args.agents.split(",")]
+    logs.silence()
+    server = local_redis.start()
+    try:
+        print("| agents | full pass, nothing changed | after a heartbeat | ratio |")
+        print("|---:|---:|---:|---:|")
+        idle_rows = []
+        for size in sizes:
+            with redis.Redis.from_url(server.url) as client:
+                client.flushall()
+            print(ticks(server.url, size, args.ticks), flush=True)
+            if args.service_seconds > 0:
+                idle_rows.append(service(server.url, size, args.service_seconds))
+        if idle_rows:
+            print()
+            print("| agents | idle service CPU per s | redis-server CPU per s |")
+            print("|---:|---:|---:|")
+            print("\n".join(idle_rows))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
