@@ -216,7 +216,8 @@ class Dispatcher:
         if not policy.reclaim_on_absence:
             return 0
         moved = 0
-        for agent in snapshot.agents:
+        busy = [agent for agent in snapshot.agents if agent.active]  # the others hold nothing
+        for agent in busy:
             if must_reclaim(agent, snapshot.now_ms, policy):
                 moved += len(
                     self._store.reclaim(
