@@ -20,20 +20,17 @@ Bounded: ``--ticks`` passes per cell, one service per team size.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
-import grpc
 import redis
 
 from router import local_redis, logs
 from router.dispatcher import Dispatcher
 from router.domain import Call, Channel
 from router.redis_store import RedisStore
+from tests.benchmarks.bench_assign import serving
 from tests.benchmarks.profile_assign import chat_team
 
 TENANT = "idle"
@@ -47,12 +44,6 @@ def _median_ms(fn: Callable[[], object], count: int, before: Callable[[], object
         fn()
         took.append((time.perf_counter() - started) * 1000)
     return statistics.median(took)
-
-
-def _process_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _redis_cpu_s(client: redis.Redis) -> float:
@@ -78,30 +69,13 @@ def ticks(url: str, agents: int, count: int) -> str:
 
 def service(url: str, agents: int, seconds: float) -> str:
     """The idle service's table row for one team size (the team ``ticks`` left in Redis)."""
-    port = local_redis.free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": url,
-        "ROUTER_PORT": str(port),
-        "ROUTER_METRICS_PORT": "0",
-        "ROUTER_LOG_LEVEL": "error",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "router"], env=env, stderr=subprocess.DEVNULL)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=60)
+    with serving(url, "process", 1) as (_, service_cpu_s), redis.Redis.from_url(url) as client:
         time.sleep(3)
-        with redis.Redis.from_url(url) as client:
-            started, cpu = time.monotonic(), _process_cpu_s(process.pid)
-            redis_cpu = _redis_cpu_s(client)
-            time.sleep(seconds)
-            wall = time.monotonic() - started
-            cpu = _process_cpu_s(process.pid) - cpu
-            redis_cpu = _redis_cpu_s(client) - redis_cpu
-        return f"| {agents:,} | {cpu / wall * 1000:.1f} ms | {redis_cpu / wall * 1000:.1f} ms |"
-    finally:
-        process.terminate()
-        process.wait(30)
+        started, cpu, redis_cpu = time.monotonic(), service_cpu_s(), _redis_cpu_s(client)
+        time.sleep(seconds)
+        wall = time.monotonic() - started
+        cpu, redis_cpu = service_cpu_s() - cpu, _redis_cpu_s(client) - redis_cpu
+    return f"| {agents:,} | {cpu / wall * 1000:.1f} ms | {redis_cpu / wall * 1000:.1f} ms |"
 
 
 def main() -> None:
