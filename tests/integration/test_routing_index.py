@@ -535,9 +535,10 @@ def test_heartbeats_reach_cached_agents_without_a_new_rev(
     assert {a.agent_id: a.heartbeat_ms for a in view.snapshot.agents}["ann"] == clock()
 
 
-def _multis(client: redis.Redis) -> int:
+def _calls(client: redis.Redis, command: str = "multi") -> int:
+    """How many times the server has run ``command`` (``INFO commandstats``)."""
     stats: dict[str, dict[str, int]] = client.info("commandstats")
-    return stats.get("cmdstat_multi", {}).get("calls", 0)
+    return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
 
 
 def test_a_replica_keeps_the_agents_it_changed_without_reading_them_again(
@@ -553,23 +554,18 @@ def test_a_replica_keeps_the_agents_it_changed_without_reading_them_again(
         _check_candidates(replica, _voice("warm"))
     assigned = Assigner(store).assign(T, "r1", _voice("c1")).assignment
     assert assigned is not None
-    multis = _multis(redis_client)
+    multis = _calls(redis_client)
     store.load_candidates(T, _voice("x1"))
-    assert _multis(redis_client) == multis
+    assert _calls(redis_client) == multis
     clock.advance(2_000)
     store.finish_assignment(T, assigned.assignment_id, assigned.token, AssignmentState.COMPLETED)
-    multis = _multis(redis_client)
+    multis = _calls(redis_client)
     store.load_candidates(T, _voice("x2"))
-    assert _multis(redis_client) == multis
+    assert _calls(redis_client) == multis
     other.load_candidates(T, _voice("x3"))
-    assert _multis(redis_client) == multis + 1
+    assert _calls(redis_client) == multis + 1
     for replica in (store, other):
         _check_candidates(replica, _voice("x4"))
-
-
-def _zranges(client: redis.Redis) -> int:
-    stats: dict[str, dict[str, int]] = client.info("commandstats")
-    return stats.get("cmdstat_zrange", {}).get("calls", 0)
 
 
 def test_an_idle_dispatcher_read_sends_no_agent_lists(
@@ -588,9 +584,9 @@ def test_an_idle_dispatcher_read_sends_no_agent_lists(
     _check_candidates(store, _voice("warm"))
 
     def check(*, lists_read: bool) -> None:
-        before = _zranges(redis_client)
+        before = _calls(redis_client, "zrange")
         warm = store.load_queue(T, 10)
-        assert (_zranges(redis_client) > before) == lists_read
+        assert (_calls(redis_client, "zrange") > before) == lists_read
         assert warm == RedisStore(redis_client, clock).load_queue(T, 10)
 
     check(lists_read=True)
