@@ -110,13 +110,13 @@ class RedisCalls(RedisBase):
             pipe.zrange(k.beat_log, 0, -1, withscores=True, score_cast_func=_whole)
 
         known = self._agent_lists.get(tenant)
-        if known is not None and time.monotonic() - known.read_at < FULL_READ_EVERY_S:
+        if known is not None and time.monotonic() - known.read_at >= FULL_READ_EVERY_S:
+            known = None
+        if known is not None:
             now, replies = self._multi(k, brief, now=True)
             raw_policy, raw_queued, depth, *heads = replies
             if tuple(heads) != known.heads:
                 known = None
-        else:
-            known = None
         if known is None:
             read_at = time.monotonic()
             now, replies = self._multi(k, whole, now=True)
