@@ -30,7 +30,7 @@ from router import local_redis, logs
 from router.dispatcher import Dispatcher
 from router.domain import Call, Channel
 from router.redis_store import RedisStore
-from tests.benchmarks.bench_assign import serving
+from tests.benchmarks.bench_assign import CpuClocks, serving
 from tests.benchmarks.profile_assign import chat_team
 
 TENANT = "idle"
@@ -44,11 +44,6 @@ def _median_ms(fn: Callable[[], object], count: int, before: Callable[[], object
         fn()
         took.append((time.perf_counter() - started) * 1000)
     return statistics.median(took)
-
-
-def _redis_cpu_s(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def ticks(url: str, agents: int, count: int) -> str:
@@ -70,11 +65,11 @@ def ticks(url: str, agents: int, count: int) -> str:
 def service(url: str, agents: int, seconds: float) -> str:
     """The idle service's table row for one team size (the team ``ticks`` left in Redis)."""
     with serving(url, "process", 1) as (_, service_cpu_s), redis.Redis.from_url(url) as client:
+        clocks = CpuClocks(service_cpu_s, client)
         time.sleep(3)
-        started, cpu, redis_cpu = time.monotonic(), service_cpu_s(), _redis_cpu_s(client)
+        before = clocks.read()
         time.sleep(seconds)
-        wall = time.monotonic() - started
-        cpu, redis_cpu = service_cpu_s() - cpu, _redis_cpu_s(client) - redis_cpu
+        wall, cpu, redis_cpu, _ = (b - a for a, b in zip(before, clocks.read(), strict=True))
     return f"| {agents:,} | {cpu / wall * 1000:.1f} ms | {redis_cpu / wall * 1000:.1f} ms |"
 
 
