@@ -9,7 +9,11 @@ dispatchers can never give one call twice or overfill an agent.
 
 A pass is triggered by ``wake(tenant)`` (capacity freed, agent changed, ...), by ``Assign``
 when calls already wait, and by a tick (``tick_s``) that also covers timers: offer expiry,
-wrap-up ends, absences and shift ends starting, SLA risk growing.
+wrap-up ends, absences and shift ends starting, SLA risk growing. Across the replicas one
+makes each tenant's full pass of a tick (the reclaim scan with nothing queued): the store's
+tick marker names it, and it keeps the marker while it ticks; the others' ticks are
+wake-ups, a single read while the tenant is idle. The marker lasts two ticks, so if that
+replica stops, another takes the full passes over at most three ticks after its last.
 
 A pass run inline by an Assign is bounded by that RPC's deadline (``router.deadline``): once
 it passes, the pass commits no further placements and asks for a background pass instead
@@ -34,7 +38,7 @@ from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
 from router.forecast import agents_for, estimated_wait_s, sla_state
 from router.ordering import waited_ms
-from router.store import Claim, Committed, Conflict, Gone, QueueView, Store
+from router.store import Claim, Committed, Conflict, Gone, PassGrant, QueueView, Store
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +97,7 @@ class Dispatcher:
         self._batch_size = batch_size
         self._lease_ms = lease_ms
         self._tick_s = tick_s
+        self._tick_hold_ms = max(1, round(2 * tick_s * 1000))
         self._owner = owner or uuid.uuid4().hex
         self._pending: set[str] = set()
         self._wakeup = threading.Condition()
@@ -143,13 +148,16 @@ class Dispatcher:
                 log.exception("dispatch_crashed")
                 continue
             for tenant in sorted(tenants):
-                self._run_guarded(tenant, full=ticked)
+                self._run_guarded(tenant, ticked=ticked)
 
-    def _run_guarded(self, tenant: str, *, full: bool) -> None:
+    def _run_guarded(self, tenant: str, *, ticked: bool) -> None:
         """One tenant's pass; a failure is logged and retried on the next tick, and never
         keeps the other tenants from their passes."""
         try:
-            self.run_once(tenant, full=full)
+            if ticked:
+                self.run_tick(tenant)
+            else:
+                self.run_once(tenant, full=False)
         except RouterError as err:  # Redis down or this tenant's pass refused: next tick
             log.warning("dispatch_failed", tenant=tenant, error=err.message)
         except Exception:  # never let the loop die; the next tick retries
@@ -162,21 +170,39 @@ class Dispatcher:
 
         ``full=False`` (a wake-up) skips the agent scan when nothing waits: reclaiming and
         SLA checks need no reaction faster than the tick, and a Complete should not cost a
-        read of every agent. When no call waits and no offer has expired it is one read
-        (``has_work``), without the lease."""
-        if not full and not self._store.has_work(tenant):
-            return DispatchReport()
+        read of every agent. When no call waits and no offer has expired it is one read,
+        without the lease."""
+        if not full:
+            return self._run(tenant, self._store.open_pass(tenant, self._owner, self._lease_ms, 0))
         if not self._store.acquire_lease(tenant, self._owner, self._lease_ms):
             return DispatchReport(skipped=True)
+        return self._run(tenant, PassGrant.FULL)
+
+    def run_tick(self, tenant: str) -> DispatchReport:
+        """The tick's pass over ``tenant``: the full pass if this replica holds the tenant's
+        tick marker or can take it, else a wake-up."""
+        grant = self._store.open_pass(tenant, self._owner, self._lease_ms, self._tick_hold_ms)
+        return self._run(tenant, grant)
+
+    def _run(self, tenant: str, grant: PassGrant) -> DispatchReport:
+        """The pass ``grant`` allows, then the lease back."""
+        if grant is PassGrant.HELD:
+            return DispatchReport(skipped=True)
+        if grant is PassGrant.IDLE:  # nothing waits: what this replica shows must say so
+            metrics.QUEUE_DEPTH.labels(tenant).set(0)
+            metrics.LONGEST_WAIT.labels(tenant).set(0)
+            return DispatchReport()
         try:
-            return self._pass(tenant, full=full)
+            return self._pass(tenant, full=grant is PassGrant.FULL)
         finally:
             self._store.release_lease(tenant, self._owner)
 
     def _pass(self, tenant: str, *, full: bool) -> DispatchReport:
-        policy = self._store.get_policy(tenant)
+        policy: Policy | None = None  # read only for an expired offer
         timed_out = 0
         for offer in self._store.expired_offers(tenant):
+            if policy is None:
+                policy = self._store.get_policy(tenant)
             try:
                 self._store.decline_offer(
                     tenant, offer.assignment_id, offer.token, timed_out=True, policy=policy

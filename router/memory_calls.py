@@ -18,13 +18,6 @@ class MemoryCalls(MemoryBase):
         with self._lock:
             return len(self._tenant(tenant).queue)
 
-    def has_work(self, tenant: str) -> bool:
-        """A call waits, or an offer's expiry has passed."""
-        rules.check_tenant(tenant)
-        with self._lock:
-            t, now = self._tenant(tenant), self._clock()
-            return bool(t.queue) or any(expires <= now for expires in t.offers.values())
-
     def load_queue(self, tenant: str, limit: int) -> QueueView:
         """Policy, time, every agent and the first ``limit`` queued calls."""
         rules.check_tenant(tenant)

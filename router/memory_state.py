@@ -175,6 +175,8 @@ class TenantState:
     writes: int = 0
     lease: tuple[str, int] | None = None
     """(owner, expires_ms)."""
+    tick: tuple[str, int] | None = None
+    """(owner, expires_ms): who makes the full pass of the tick."""
     registered: bool = False
     """In ``tenants()`` (set by create_agent and enqueue, like the Redis SADD)."""
 

@@ -37,7 +37,7 @@ from router.errors import AlreadyExistsError, InvalidArgumentError
 from router.memory_calls import MemoryCalls
 from router.memory_routing import MemoryRouting
 from router.memory_state import AgentState, TenantState, policy_tag_of
-from router.store import AgentQuery, Candidates, Event, KnownPolicy
+from router.store import AgentQuery, Candidates, Event, KnownPolicy, PassGrant
 
 
 def _system_clock() -> int:
@@ -284,6 +284,30 @@ class MemoryStore(MemoryRouting, MemoryCalls):
                 return False
             t.lease = (owner, now + ttl_ms)
             return True
+
+    def open_pass(self, tenant: str, owner: str, ttl_ms: int, tick_ms: int) -> PassGrant:
+        """The lease, the tick marker, and whether a call waits or an offer expired."""
+        rules.check_tenant(tenant)
+        rules.check_positive("ttl_ms", ttl_ms)
+        if tick_ms < 0:
+            raise InvalidArgumentError("tick_ms", "must not be negative")
+        if not owner:
+            raise InvalidArgumentError("owner", "must be non-empty")
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+
+            def taken(mark: tuple[str, int] | None) -> bool:
+                return mark is not None and mark[0] != owner and mark[1] > now
+
+            if taken(t.lease):
+                return PassGrant.HELD
+            grant = PassGrant.WAKE
+            if tick_ms > 0 and not taken(t.tick):
+                t.tick, grant = (owner, now + tick_ms), PassGrant.FULL
+            elif not t.queue and all(expires > now for expires in t.offers.values()):
+                return PassGrant.IDLE
+            t.lease = (owner, now + ttl_ms)
+            return grant
 
     def release_lease(self, tenant: str, owner: str) -> None:
         """Drop the lease if ``owner`` holds it."""

@@ -68,17 +68,6 @@ class RedisCalls(RedisBase):
         _, (depth,) = self._multi(k, lambda pipe: pipe.zcard(k.queue))
         return int(depth)
 
-    def has_work(self, tenant: str) -> bool:
-        """``ZCARD`` of the queue and the earliest offer expiry, with the time, in one
-        ``MULTI``."""
-        k = Keys(tenant)
-        now, (depth, first) = self._multi(
-            k,
-            lambda pipe: (pipe.zcard(k.queue), pipe.zrange(k.offers, 0, 0, withscores=True)),
-            now=True,
-        )
-        return int(depth) > 0 or any(float(expires) <= now for _, expires in first)
-
     def load_queue(self, tenant: str, limit: int) -> QueueView:
         """Policy, time, the first ``limit`` queued ids, the depth and the heads of the
         agents' change logs (``idx:revs``, ``idx:beatlog``) in one ``MULTI``; with them,

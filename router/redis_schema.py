@@ -98,6 +98,11 @@ class Keys:
         return f"{self.prefix}lease:dispatch"
 
     @property
+    def tick(self) -> str:
+        """STRING: the tick marker, ``<expires_ms>|<owner>``: who makes the full pass."""
+        return f"{self.prefix}lease:tick"
+
+    @property
     def agents(self) -> str:
         """ZSET: every agent id, score 0."""
         return f"{self.prefix}agents"

@@ -16,7 +16,7 @@ are relative (``PEXPIRE``) and so follow Redis time; the dispatcher lease also s
 expiry, so it expires in store time under a test clock too.
 
 Round trips: ``commit_assignment``, ``create_agent`` (plus the tenants ``SADD``), ``enqueue``
-(same), ``set_presence``, ``heartbeat``, ``mark_sla``, leases 1 (one script);
+(same), ``set_presence``, ``heartbeat``, ``mark_sla``, leases and ``open_pass`` 1 (one script);
 ``update_agent``, ``delete_agent``, ``put_policy`` 2 (a read, then a compare-and-set script);
 ``accept_offer``, ``decline_offer``, ``finish_assignment`` 2 (the assignment's agent and
 call ids are read first so the script declares every key it touches, as Redis Cluster
@@ -148,6 +148,9 @@ key (after the prefix)     type    content                                  TTL 
 ``lease:dispatch``         STRING  ``<expires_ms>|<owner>``                 the lease TTL
                                                                             (Redis time);
                                                                             lease script
+``lease:tick``             STRING  ``<expires_ms>|<owner>``: the replica    two ticks (Redis
+                                   making the tenant's full pass each       time); lease
+                                   tick (the others only check for work)    script
 ``events``                 STREAM  ``type``, ``ts``, ``call_id``,           ``MAXLEN ~``
                                    ``agent_id`` + event data                100000; every
                                                                             write script
@@ -207,7 +210,7 @@ from router.redis_cache import AgentCache, PartiesCache
 from router.redis_calls import RedisCalls
 from router.redis_routing import RedisRouting
 from router.redis_schema import TENANTS_KEY, Keys, event_from_entry, text, text_or_none, texts
-from router.store import Event
+from router.store import Event, PassGrant
 
 _SCRIPTS = (
     "create_agent",
@@ -514,6 +517,18 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         if not owner:
             raise InvalidArgumentError("owner", "must be non-empty")
         return bool(self._run("lease", [Keys(tenant).lease], ["acquire", owner, ttl_ms])[0] == "ok")
+
+    def open_pass(self, tenant: str, owner: str, ttl_ms: int, tick_ms: int) -> PassGrant:
+        """One script: the lease, the tick marker, and whether a call waits or an offer
+        expired (``ZCARD`` of the queue, the first offer's expiry)."""
+        rules.check_positive("ttl_ms", ttl_ms)
+        if tick_ms < 0:
+            raise InvalidArgumentError("tick_ms", "must not be negative")
+        if not owner:
+            raise InvalidArgumentError("owner", "must be non-empty")
+        k = Keys(tenant)
+        keys = [k.lease, k.tick, k.queue, k.offers]
+        return PassGrant(self._run("lease", keys, ["open", owner, ttl_ms, tick_ms])[0])
 
     def release_lease(self, tenant: str, owner: str) -> None:
         """One script: delete the lease if ``owner`` holds it."""

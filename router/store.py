@@ -13,6 +13,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
@@ -194,6 +195,19 @@ class Event:
     data: Mapping[str, str] = field(default_factory=frozen_map)
 
 
+class PassGrant(enum.Enum):
+    """What ``Store.open_pass`` granted a dispatcher."""
+
+    FULL = "full"
+    """The lease, and the tenant's full pass of this tick (no other replica makes one)."""
+    WAKE = "wake"
+    """The lease, for a pass over waiting calls and expired offers."""
+    IDLE = "idle"
+    """No lease: no call waits, no offer's expiry has passed, and no full pass was granted."""
+    HELD = "held"
+    """No lease: another owner holds it."""
+
+
 class Store(Protocol):
     """Live agent state, assignments, calls, policy and events, per tenant."""
 
@@ -284,11 +298,6 @@ class Store(Protocol):
 
     def queue_depth(self, tenant: str) -> int:
         """How many calls wait in the tenant's queue (one cheap read)."""
-        ...
-
-    def has_work(self, tenant: str) -> bool:
-        """Whether a dispatcher pass has anything to do now: a call waits or an offer's
-        expiry has passed (store time; one cheap read, no lease)."""
         ...
 
     def load_queue(self, tenant: str, limit: int) -> QueueView:
@@ -431,6 +440,16 @@ class Store(Protocol):
 
     def acquire_lease(self, tenant: str, owner: str, ttl_ms: int) -> bool:
         """Take or extend the tenant's dispatcher lease (expires in store time)."""
+        ...
+
+    def open_pass(self, tenant: str, owner: str, ttl_ms: int, tick_ms: int) -> PassGrant:
+        """Open a dispatcher pass in one atomic step (store time). ``HELD`` while another
+        owner's lease is live. With ``tick_ms > 0`` the tenant's full pass: ``FULL`` (the
+        lease taken, and the tick marked as ``owner``'s for ``tick_ms``) unless another
+        owner marked it less than ``tick_ms`` ago; the owner that marked it gets it again
+        at once, so one replica keeps the full passes while it ticks. Otherwise (a wake-up,
+        or the tick taken by another owner): ``WAKE`` with the lease taken while a call
+        waits or an offer's expiry has passed, else ``IDLE`` with nothing written."""
         ...
 
     def release_lease(self, tenant: str, owner: str) -> None:

@@ -1,24 +1,53 @@
--- The dispatcher lease: '<expires_ms>|<owner>', compared with store time (so it also works
--- under the override clock); on Redis time the key also carries a PX TTL.
--- KEYS: 1 lease
--- ARGV: 1 now|'', 2 'acquire'|'release', 3 owner, 4 ttl ms
--- -> {'ok'} | {'held'} (acquire: another owner's lease has not expired)
+-- The dispatcher lease and the tick marker, each '<expires_ms>|<owner>', compared with store
+-- time (so they also work under the override clock); on Redis time the keys also carry a PX
+-- TTL. The tick marker names the owner that makes the tenant's full pass of the tick.
+-- KEYS: 1 lease; for 'open' also 2 tick marker, 3 queue, 4 offers
+-- ARGV: 1 now|'', 2 'acquire'|'release'|'open', 3 owner, 4 ttl ms, 5 tick ms ('open')
+-- -> acquire: {'ok'} | {'held'} (another owner's lease has not expired); release: {'ok'}
+-- -> open: {'full'} | {'wake'} (the lease taken) | {'idle'} | {'held'} (nothing written)
 local now = now_ms(ARGV[1])
-local value = redis.call('GET', KEYS[1])
-local holder, expires = nil, 0
-if value then
+local owner = ARGV[3]
+
+local function holder(key)
+  local value = redis.call('GET', key)
+  if not value then return nil, 0 end
   local bar = string.find(value, '|', 1, true)
-  expires, holder = tonumber(string.sub(value, 1, bar - 1)), string.sub(value, bar + 1)
+  return string.sub(value, bar + 1), tonumber(string.sub(value, 1, bar - 1))
 end
+
+-- Another owner's mark at key has not expired.
+local function taken(key)
+  local who, expires = holder(key)
+  return who ~= nil and who ~= owner and expires > now
+end
+
+local function mark(key, ttl)
+  if ARGV[1] == '' then
+    redis.call('SET', key, int(now + ttl) .. '|' .. owner, 'PX', ttl)
+  else
+    redis.call('SET', key, int(now + ttl) .. '|' .. owner)
+  end
+end
+
 if ARGV[2] == 'release' then
-  if holder == ARGV[3] then redis.call('DEL', KEYS[1]) end
+  if holder(KEYS[1]) == owner then redis.call('DEL', KEYS[1]) end
   return {'ok'}
 end
-if holder and holder ~= ARGV[3] and expires > now then return {'held'} end
+if taken(KEYS[1]) then return {'held'} end
 local ttl = tonumber(ARGV[4])
-if ARGV[1] == '' then
-  redis.call('SET', KEYS[1], int(now + ttl) .. '|' .. ARGV[3], 'PX', ttl)
-else
-  redis.call('SET', KEYS[1], int(now + ttl) .. '|' .. ARGV[3])
+if ARGV[2] == 'acquire' then
+  mark(KEYS[1], ttl)
+  return {'ok'}
 end
-return {'ok'}
+local tick = tonumber(ARGV[5])
+if tick > 0 and not taken(KEYS[2]) then
+  mark(KEYS[2], tick)
+  mark(KEYS[1], ttl)
+  return {'full'}
+end
+if redis.call('ZCARD', KEYS[3]) == 0 then
+  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if #first == 0 or tonumber(first[2]) > now then return {'idle'} end
+end
+mark(KEYS[1], ttl)
+return {'wake'}

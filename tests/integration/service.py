@@ -49,7 +49,7 @@ class Service:
         return {
             key: value
             for key, value in keyspace(self.client).items()
-            if not str(key).endswith(":lease:dispatch'")  # the dispatcher's own heartbeat
+            if ":lease:" not in str(key)  # the dispatcher's own lease and tick marker
         }
 
     # --- admin helpers -----------------------------------------------------------------------

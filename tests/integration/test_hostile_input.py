@@ -111,9 +111,10 @@ class World:
 
 
 def _keyspace(client: redis.Redis) -> dict[bytes, object]:
-    """Every key (but the dispatcher's lease) with its content and whether it has a TTL."""
+    """Every key (but the dispatcher's lease and tick marker) with its content and whether it
+    has a TTL."""
     keys = sorted(bytes(key) for key in client.keys("*"))  # type: ignore[arg-type]  # a bytes client
-    keys = [key for key in keys if not key.endswith(b":lease:dispatch")]
+    keys = [key for key in keys if b":lease:" not in key]
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.type(key)

@@ -45,6 +45,7 @@ from router.store import (
     Event,
     Gone,
     HistoryEntry,
+    PassGrant,
     Replayed,
     Store,
     queue_score,
@@ -672,27 +673,39 @@ def test_expired_offers_appear_once_the_clock_passes_expiry(harness: StoreHarnes
     assert store.expired_offers(T) == [second]
 
 
-def test_has_work_while_calls_wait_or_an_offer_has_expired(harness: StoreHarness) -> None:
-    """``has_work`` (what a dispatcher wake-up reads before taking the lease) is true exactly
-    while a call waits or an offer's expiry has passed, and writes nothing."""
+def test_a_wake_up_pass_opens_while_calls_wait_or_an_offer_has_expired(
+    harness: StoreHarness,
+) -> None:
+    """``open_pass`` without a tick (a dispatcher wake-up) takes the lease exactly while a
+    call waits or an offer's expiry has passed; otherwise it answers IDLE and writes
+    nothing."""
     store, clock = harness.store, harness.clock
     available(store, "a")
-    assert not store.has_work(T)
-    assert not store.has_work("other")
+
+    def wake() -> PassGrant:
+        before = harness.dump()
+        grant = store.open_pass(T, "A", 1_000, 0)
+        if grant is PassGrant.IDLE:
+            assert harness.dump() == before
+        else:
+            assert store.acquire_lease(T, "B", 1_000) is False  # "A" holds it
+            store.release_lease(T, "A")
+        return grant
+
+    assert wake() is PassGrant.IDLE
+    assert store.open_pass("other", "A", 1_000, 0) is PassGrant.IDLE
     enqueue(harness, "c1")
-    before = harness.dump()
-    assert store.has_work(T)
-    assert harness.dump() == before
+    assert wake() is PassGrant.WAKE
     offer = dispatch(store, "c1", "a", offer_s=10)
-    assert not store.has_work(T)  # the only call is offered, not yet expired
+    assert wake() is PassGrant.IDLE  # the only call is offered, not yet expired
     clock.advance(9_999)
-    assert not store.has_work(T)
+    assert wake() is PassGrant.IDLE
     clock.advance(1)
-    assert store.has_work(T)
+    assert wake() is PassGrant.WAKE
     store.decline_offer(T, offer.assignment_id, offer.token, timed_out=True, policy=POLICY)
-    assert store.has_work(T)  # the call waits again
+    assert wake() is PassGrant.WAKE  # the call waits again
     store.cancel_call(T, "c1")
-    assert not store.has_work(T)
+    assert wake() is PassGrant.IDLE
 
 
 def test_an_offer_is_either_acceptable_or_expired(harness: StoreHarness) -> None:
@@ -1218,6 +1231,55 @@ def test_lease_is_held_by_one_owner(harness: StoreHarness) -> None:
     assert store.acquire_lease(T, "A", 1_000) is False
     store.release_lease(T, "B")
     assert store.acquire_lease(T, "A", 1_000) is True
+
+
+def test_one_owner_keeps_the_full_pass_of_each_tick(harness: StoreHarness) -> None:
+    """``open_pass`` with a tick: the first owner gets FULL and, while it renews within the
+    tick, keeps it; meanwhile another owner's tick is a wake-up (IDLE, or WAKE while a call
+    waits). Once the marker is ``tick_ms`` old the other owner takes it. A live lease
+    answers HELD and takes no marker."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    assert store.open_pass(T, "A", 1_000, 2_000) is PassGrant.FULL
+    assert store.open_pass(T, "B", 1_000, 2_000) is PassGrant.HELD  # A is in its pass
+    store.release_lease(T, "A")
+    before = harness.dump()
+    assert store.open_pass(T, "B", 1_000, 2_000) is PassGrant.IDLE
+    assert harness.dump() == before
+    enqueue(harness, "c1")
+    assert store.open_pass(T, "B", 1_000, 2_000) is PassGrant.WAKE
+    assert store.open_pass(T, "A", 1_000, 2_000) is PassGrant.HELD  # B is in its pass
+    store.release_lease(T, "B")
+    clock.advance(1_999)
+    assert store.open_pass(T, "A", 1_000, 2_000) is PassGrant.FULL  # renewed to 3 999
+    store.release_lease(T, "A")
+    clock.advance(1_999)
+    assert store.open_pass(T, "B", 1_000, 2_000) is PassGrant.WAKE
+    store.release_lease(T, "B")
+    clock.advance(1)
+    assert store.open_pass(T, "B", 1_000, 2_000) is PassGrant.FULL  # A stopped ticking
+    store.release_lease(T, "B")
+    assert store.open_pass(T, "A", 1_000, 2_000) is PassGrant.WAKE
+    store.release_lease(T, "A")
+    assert store.open_pass("beta", "A", 1_000, 2_000) is PassGrant.FULL  # per tenant
+    assert store.acquire_lease(T, "A", 1_000) is True  # an explicit pass takes no marker
+    store.release_lease(T, "A")
+    assert store.open_pass(T, "A", 1_000, 2_000) is PassGrant.WAKE
+
+
+@pytest.mark.parametrize(
+    ("owner", "ttl_ms", "tick_ms", "field"),
+    [("", 1_000, 0, "owner"), ("A", 0, 0, "ttl_ms"), ("A", 1_000, -1, "tick_ms")],
+)
+def test_open_pass_refuses_bad_arguments(
+    harness: StoreHarness, owner: str, ttl_ms: int, tick_ms: int, field: str
+) -> None:
+    """A bad argument names its field and writes nothing."""
+    before = harness.dump()
+    with pytest.raises(InvalidArgumentError) as caught:
+        harness.store.open_pass(T, owner, ttl_ms, tick_ms)
+    assert caught.value.field == field
+    assert harness.dump() == before
 
 
 def test_leases_are_per_tenant(store: Store) -> None:

@@ -35,7 +35,7 @@ from router.domain import (
 )
 from router.errors import OutOfRangeError, RouterError, StoreUnavailableError
 from router.redis_store import RedisStore
-from router.store import AgentQuery, Claim, Committed
+from router.store import AgentQuery, Claim, Committed, PassGrant
 from router.store_common import RECORD_TTL_MS, REQUEST_TTL_MS
 from tests.helpers import FakeClock, sample
 
@@ -60,7 +60,7 @@ def _claim(call_id: str, seq: int, heartbeat_timeout_s: int = 0, offer_s: int = 
 
 def _busy_tenant(store: RedisStore) -> str:
     """Create an agent, a policy, one finished and one active assignment, an offer, a queued
-    call and the dispatcher lease; return the finished assignment id."""
+    call, the dispatcher lease and tick marker; return the finished assignment id."""
     store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
     store.put_policy(T, store.get_policy(T))
     seq = store.set_presence(T, "a", Presence.AVAILABLE).seq
@@ -80,7 +80,7 @@ def _busy_tenant(store: RedisStore) -> str:
     offer = store.commit_assignment(T, _claim("c3", store.get_agent(T, "a").seq, offer_s=30))
     assert isinstance(offer, Committed)
     store.enqueue(T, "req-c4", "fp", Call("c4", Channel.VOICE, created_ms=1), policy=Policy())
-    assert store.acquire_lease(T, "me", 10_000)
+    assert store.open_pass(T, "me", 10_000, 2_000) is PassGrant.FULL
     return asg.assignment_id
 
 
@@ -145,6 +145,7 @@ def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> 
         ("answered|chat|0|c2", now),
     ]
     assert redis_client.get(PREFIX + "lease:dispatch") == f"{now + 10_000}|me"
+    assert redis_client.get(PREFIX + "lease:tick") == f"{now + 2_000}|me"
     timeline = [json.loads(item) for item in redis_client.lrange(PREFIX + "timeline:c1", 0, -1)]
     assert [item[1:5] for item in timeline] == [
         ["ASSIGNED", str(now), "c1", "a"],
@@ -184,6 +185,7 @@ def test_records_expire_on_redis_time(redis_client: redis.Redis, clock: FakeCloc
     for live in ("call:c2", "timeline:c2", "call:c4", "timeline:c4", "agent:a", "queue"):
         assert ttl(live) == -1, live
     assert ttl("lease:dispatch") == -1  # under a test clock the stored expiry decides
+    assert ttl("lease:tick") == -1
 
 
 def test_server_time_without_a_clock(redis_client: redis.Redis) -> None:
@@ -456,8 +458,8 @@ def test_trimmed_events_are_out_of_range(redis_client: redis.Redis, clock: FakeC
 
 
 def test_lease_expires_on_redis_time(redis_client: redis.Redis) -> None:
-    """Without a test clock the lease is a key with a PX TTL: it expires on Redis time, only
-    its owner extends or releases it."""
+    """Without a test clock the lease and the tick marker are keys with a PX TTL: they expire
+    on Redis time; only the lease's owner extends or releases it."""
     store = RedisStore(redis_client)
     assert store.acquire_lease(T, "one", 300)
     assert not store.acquire_lease(T, "two", 300)
@@ -469,6 +471,12 @@ def test_lease_expires_on_redis_time(redis_client: redis.Redis) -> None:
     assert not store.acquire_lease(T, "one", 10_000)
     store.release_lease(T, "two")
     assert redis_client.exists(PREFIX + "lease:dispatch") == 0
+    assert store.open_pass(T, "one", 10_000, 300) is PassGrant.FULL
+    assert 0 < int(redis_client.pttl(PREFIX + "lease:tick")) <= 300
+    store.release_lease(T, "one")
+    assert store.open_pass(T, "two", 10_000, 300) is PassGrant.IDLE
+    time.sleep(0.4)
+    assert store.open_pass(T, "two", 10_000, 300) is PassGrant.FULL
 
 
 def test_wrap_up_keeps_the_field_until_swept(redis_client: redis.Redis, clock: FakeClock) -> None:

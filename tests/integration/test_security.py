@@ -73,8 +73,8 @@ def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
 
 
 def _dump(client: redis.Redis) -> dict[bytes | str, object]:
-    """The keyspace but the dispatcher's lease heartbeat."""
-    return {k: v for k, v in keyspace(client).items() if not str(k).endswith(":lease:dispatch'")}
+    """The keyspace but the dispatcher's lease and tick marker."""
+    return {k: v for k, v in keyspace(client).items() if ":lease:" not in str(k)}
 
 
 def _refusals(method: str, code: str) -> float:

@@ -218,6 +218,8 @@ class Move:
             "callback": lambda: s.request_callback(T, self.picked),
             "expired": lambda: s.expired_offers(T, 100),
             "lease": lambda: s.acquire_lease(T, self.agent, 5_000),
+            "pass": lambda: s.open_pass(T, self.agent, 5_000, 2_000 if self.flag else 0),
+            "unlease": lambda: s.release_lease(T, self.agent),
             "policy": lambda: s.put_policy(T, POLICY).version,
             "advance": lambda: None,
         }
@@ -227,7 +229,7 @@ class Move:
 KINDS = (
     *("presence", "presence", "enqueue", "enqueue", "direct", "dispatch", "dispatch", "accept"),
     *("decline", "finish", "finish", "reclaim", "cancel", "sla", "callback", "advance"),
-    *("advance", "expired", "lease", "heartbeat", "policy"),
+    *("advance", "expired", "lease", "pass", "unlease", "heartbeat", "policy"),
 )
 """Move kinds, the frequent ones listed more than once."""
 ENDS = (AssignmentState.COMPLETED, AssignmentState.RELEASED, AssignmentState.CANCELLED)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import Counter
+from typing import Any, cast
 
+from router import metrics
 from router.dispatcher import Dispatcher, DispatchReport, must_reclaim, widen_for_risk
 from router.domain import (
     ActiveWork,
@@ -21,7 +24,8 @@ from router.domain import (
     frozen_map,
 )
 from router.memory_store import MemoryStore
-from tests.helpers import FakeClock
+from router.store import Store
+from tests.helpers import FakeClock, sample
 
 T = "acme"
 
@@ -91,30 +95,65 @@ def test_a_wake_up_with_an_empty_queue_reads_no_agents() -> None:
     assert report == type(report)()
 
 
-class _LeaseCounting(MemoryStore):
-    """The in-memory store, counting lease requests."""
+class _Counting:
+    """A store that counts the calls of each of its methods (one replica's view)."""
 
-    leases = 0
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.calls: Counter[str] = Counter()
 
-    def acquire_lease(self, tenant: str, owner: str, ttl_ms: int) -> bool:
-        self.leases += 1
-        return super().acquire_lease(tenant, owner, ttl_ms)
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+    def replica(self, owner: str) -> Dispatcher:
+        """A dispatcher over this store, as replica ``owner`` with a 1 s tick."""
+        return Dispatcher(cast(Store, self), owner=owner, tick_s=1.0)
 
 
-def test_a_wake_up_with_nothing_to_do_takes_no_lease() -> None:
+def test_a_wake_up_with_nothing_to_do_is_one_read() -> None:
     """A wake-up (a Complete freed a slot) when no call waits and no offer has expired
-    costs one read, not a lease; a tick still takes it, and a waiting call is placed."""
+    costs one store call and leaves the lease free; a waiting call is placed."""
     clock = FakeClock()
-    store = _LeaseCounting(clock)
-    _agent(store, "a1")
-    dispatcher = Dispatcher(store)
+    store = _Counting(MemoryStore(clock))
+    _agent(store.store, "a1")
+    dispatcher = store.replica("A")
     assert dispatcher.run_once(T, full=False) == DispatchReport()
-    assert store.leases == 0
-    dispatcher.run_once(T)
-    assert store.leases == 1
-    _queue(store, clock, "c1")
+    assert store.calls == Counter(open_pass=1)
+    assert store.store.acquire_lease(T, "other", 1)
+    clock.advance(1)
+    _queue(store.store, clock, "c1")
     assert dispatcher.run_once(T, full=False).placed == 1
-    assert store.leases == 2
+    assert store.calls["release_lease"] == 1
+
+
+def test_one_replica_makes_each_tick_full_pass() -> None:
+    """Two replicas tick over an idle tenant: one reads the agents each tick, the other only
+    checks for work (and shows an empty queue); when the first stops, the second takes the
+    full passes over when its marker ends, and a queued call is placed on either's tick."""
+    store, clock = _store()
+    _agent(store, "a1")
+    first, second = _Counting(store), _Counting(store)
+    a, b = first.replica("A"), second.replica("B")
+    for _ in range(3):
+        assert a.run_tick(T) == DispatchReport()
+        metrics.QUEUE_DEPTH.labels(T).set(3)  # what B showed from an earlier pass, say
+        assert b.run_tick(T) == DispatchReport()
+        clock.advance(1_000)
+    assert (first.calls["load_queue"], second.calls["load_queue"]) == (3, 0)
+    assert second.calls == Counter(open_pass=3)
+    assert sample("router_queue_depth", tenant=T) == 0
+    for _ in range(3):  # A stopped at 2 000; its marker lasts to 4 000
+        b.run_tick(T)
+        clock.advance(1_000)
+    assert second.calls["load_queue"] == 2  # at 4 000 and 5 000
+    _queue(store, clock, "c1")
+    assert a.run_tick(T).placed == 1  # a wake-up: the call waits
 
 
 def test_at_risk_calls_are_widened_to_the_next_step() -> None:
