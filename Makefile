@@ -79,7 +79,7 @@ bench-quick: $(STAMP) ## The same benchmarks at small sizes (~30 s): a smoke run
 	$(PY) -m tests.benchmarks.bench_simulator --quick
 	$(PY) -m tests.benchmarks.bench_admin --quick
 	$(PY) -m tests.benchmarks.bench_heartbeats --agents 200 --beats 0,10 --pairs 20
-	$(PY) -m tests.benchmarks.bench_idle --agents 100 --ticks 5 --service-seconds 1
+	$(PY) -m tests.benchmarks.bench_idle --agents 100 --ticks 5 --service-seconds 1 --replicas 2
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,20 +1,23 @@
 """What an idle tenant costs: the dispatcher's once-a-second full pass, and an idle service.
 
     .venv/bin/python -m tests.benchmarks.bench_idle [--agents 1000,10000] [--ticks 30]
-        [--service-seconds 5]
+        [--service-seconds 5] [--replicas 1,2] [--tenants 1]
 
-A private redis-server and N available agents (chat capacity 4), nothing queued, the routing
-index built (as the first Assign builds it). Two tables:
+A private redis-server and, in each of ``--tenants`` tenants, N available agents (chat
+capacity 4), nothing queued, the routing index built (as the first Assign builds it). Two
+tables:
 
 - The dispatcher's full pass (``Dispatcher.run_once``, which reads every agent to find work
   to reclaim), in process: its median when nothing changed since the last pass, against the
   median when one agent's heartbeat arrived before each pass (the agent lists must then be
   read again: what every pass cost before ``load_queue`` kept them), in the same run.
-- An idle service process (``python -m router``) over the same Redis: its CPU and
-  redis-server's per second of wall time, measured over ``--service-seconds`` after a 3 s
-  settle (0 skips it).
+- An idle service (``python -m router``, 1 or more replica processes) over the same Redis:
+  the CPU of all its replicas and redis-server's per second of wall time, measured over
+  ``--service-seconds`` after a 3 s settle (0 skips it). One replica makes each tenant's
+  full pass of a tick; the others' ticks check for work only.
 
-Bounded: ``--ticks`` passes per cell, one service per team size.
+Many small tenants: ``--agents 20 --tenants 100`` (the full-pass table times the first
+tenant). Bounded: ``--ticks`` passes per cell, one service per team size and replica count.
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ def _median_ms(fn: Callable[[], object], count: int, before: Callable[[], object
     return statistics.median(took)
 
 
-def ticks(url: str, agents: int, count: int) -> str:
-    """The full pass's table row for one team size."""
+def ticks(url: str, agents: int, count: int, tenants: int) -> str:
+    """The full pass's table row for one team size (the team made in each tenant)."""
     store, other = RedisStore.from_url(url), RedisStore.from_url(url)
-    chat_team(store, TENANT, agents)
-    store.load_candidates(TENANT, Call("warm", Channel.CHAT))  # builds the routing index
+    for name in _tenants(tenants):
+        chat_team(store, name, agents)
+        store.load_candidates(name, Call("warm", Channel.CHAT))  # builds the routing index
     dispatcher = Dispatcher(store)
     dispatcher.run_once(TENANT)  # warms the decoded-agent cache
 
@@ -62,15 +66,24 @@ def ticks(url: str, agents: int, count: int) -> str:
     return f"| {agents:,} | {idle:.2f} ms | {beaten:.2f} ms | {idle / beaten:.2f} |"
 
 
-def service(url: str, agents: int, seconds: float) -> str:
-    """The idle service's table row for one team size (the team ``ticks`` left in Redis)."""
-    with serving(url, "process", 1) as (_, service_cpu_s), redis.Redis.from_url(url) as client:
+def _tenants(count: int) -> list[str]:
+    """The tenants' names: ``TENANT`` first."""
+    return [TENANT, *(f"{TENANT}-{i}" for i in range(1, count))]
+
+
+def service(url: str, agents: int, seconds: float, replicas: int) -> str:
+    """The idle service's table row for one team size (the teams ``ticks`` left in Redis)."""
+    with (
+        serving(url, "process", replicas) as (_, service_cpu_s),
+        redis.Redis.from_url(url) as client,
+    ):
         clocks = CpuClocks(service_cpu_s, client)
         time.sleep(3)
         before = clocks.read()
         time.sleep(seconds)
         wall, cpu, redis_cpu, _ = (b - a for a, b in zip(before, clocks.read(), strict=True))
-    return f"| {agents:,} | {cpu / wall * 1000:.1f} ms | {redis_cpu / wall * 1000:.1f} ms |"
+    per_s = f"{cpu / wall * 1000:.1f} ms | {redis_cpu / wall * 1000:.1f} ms"
+    return f"| {agents:,} | {replicas} | {per_s} |"
 
 
 def main() -> None:
@@ -83,8 +96,13 @@ def main() -> None:
     parser.add_argument(
         "--service-seconds", type=float, default=5.0, help="idle service window (0: skip)"
     )
+    parser.add_argument(
+        "--replicas", default="1,2", help="idle service replica counts, comma-separated"
+    )
+    parser.add_argument("--tenants", type=int, default=1, help="tenants, each with the team")
     args = parser.parse_args()
     sizes = [int(a) for a in args.agents.split(",")]
+    replicas = [int(r) for r in args.replicas.split(",")]
     logs.silence()
     server = local_redis.start()
     try:
@@ -94,13 +112,17 @@ def main() -> None:
         for size in sizes:
             with redis.Redis.from_url(server.url) as client:
                 client.flushall()
-            print(ticks(server.url, size, args.ticks), flush=True)
+            print(ticks(server.url, size, args.ticks, args.tenants), flush=True)
             if args.service_seconds > 0:
-                idle_rows.append(service(server.url, size, args.service_seconds))
+                for count in replicas:
+                    idle_rows.append(service(server.url, size, args.service_seconds, count))
         if idle_rows:
             print()
-            print("| agents | idle service CPU per s | redis-server CPU per s |")
-            print("|---:|---:|---:|")
+            print(
+                f"| agents per tenant ({args.tenants} tenants) | replicas"
+                " | idle service CPU per s | redis-server CPU per s |"
+            )
+            print("|---:|---:|---:|---:|")
             print("\n".join(idle_rows))
     finally:
         server.stop()
