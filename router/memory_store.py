@@ -33,7 +33,7 @@ from router.domain import (
     Presence,
     Snapshot,
 )
-from router.errors import AlreadyExistsError, InvalidArgumentError
+from router.errors import AlreadyExistsError
 from router.memory_calls import MemoryCalls
 from router.memory_routing import MemoryRouting
 from router.memory_state import AgentState, TenantState, policy_tag_of
@@ -275,9 +275,7 @@ class MemoryStore(MemoryRouting, MemoryCalls):
     def acquire_lease(self, tenant: str, owner: str, ttl_ms: int) -> bool:
         """Take the lease if free or expired (store time), extend it if ``owner`` holds it."""
         rules.check_tenant(tenant)
-        rules.check_positive("ttl_ms", ttl_ms)
-        if not owner:
-            raise InvalidArgumentError("owner", "must be non-empty")
+        rules.check_lease(owner, ttl_ms)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
             if t.lease is not None and t.lease[0] != owner and t.lease[1] > now:
@@ -288,11 +286,7 @@ class MemoryStore(MemoryRouting, MemoryCalls):
     def open_pass(self, tenant: str, owner: str, ttl_ms: int, tick_ms: int) -> PassGrant:
         """The lease, the tick marker, and whether a call waits or an offer expired."""
         rules.check_tenant(tenant)
-        rules.check_positive("ttl_ms", ttl_ms)
-        if tick_ms < 0:
-            raise InvalidArgumentError("tick_ms", "must not be negative")
-        if not owner:
-            raise InvalidArgumentError("owner", "must be non-empty")
+        rules.check_lease(owner, ttl_ms, tick_ms)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
 

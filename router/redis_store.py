@@ -204,7 +204,7 @@ from redis.exceptions import (
 
 from router import metrics
 from router import store_common as rules
-from router.errors import InvalidArgumentError, RouterError, StoreUnavailableError
+from router.errors import RouterError, StoreUnavailableError
 from router.redis_agents import TOMBSTONES_KEPT_S, RedisAgents
 from router.redis_cache import AgentCache, PartiesCache
 from router.redis_calls import RedisCalls
@@ -513,19 +513,13 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
 
     def acquire_lease(self, tenant: str, owner: str, ttl_ms: int) -> bool:
         """One script: take the lease if free or expired, extend it if ``owner`` holds it."""
-        rules.check_positive("ttl_ms", ttl_ms)
-        if not owner:
-            raise InvalidArgumentError("owner", "must be non-empty")
+        rules.check_lease(owner, ttl_ms)
         return bool(self._run("lease", [Keys(tenant).lease], ["acquire", owner, ttl_ms])[0] == "ok")
 
     def open_pass(self, tenant: str, owner: str, ttl_ms: int, tick_ms: int) -> PassGrant:
         """One script: the lease, the tick marker, and whether a call waits or an offer
         expired (``ZCARD`` of the queue, the first offer's expiry)."""
-        rules.check_positive("ttl_ms", ttl_ms)
-        if tick_ms < 0:
-            raise InvalidArgumentError("tick_ms", "must not be negative")
-        if not owner:
-            raise InvalidArgumentError("owner", "must be non-empty")
+        rules.check_lease(owner, ttl_ms, tick_ms)
         k = Keys(tenant)
         keys = [k.lease, k.tick, k.queue, k.offers]
         return PassGrant(self._run("lease", keys, ["open", owner, ttl_ms, tick_ms])[0])

@@ -110,6 +110,15 @@ def check_positive(name: str, value: int) -> None:
         raise InvalidArgumentError(name, "must be positive")
 
 
+def check_lease(owner: str, ttl_ms: int, tick_ms: int = 0) -> None:
+    """Refuse a lease or pass request without an owner, or with a bad duration."""
+    check_positive("ttl_ms", ttl_ms)
+    if tick_ms < 0:
+        raise InvalidArgumentError("tick_ms", "must not be negative")
+    if not owner:
+        raise InvalidArgumentError("owner", "must be non-empty")
+
+
 def age_origin(enqueued_ms: int, created_ms: int, now_ms: int) -> int:
     """Where a call's age (queue order, waits, SLA) counts from: when it first waited, else
     when it was created, else (neither known) when the store first saw it."""
