@@ -198,21 +198,12 @@ class Dispatcher:
             self._store.release_lease(tenant, self._owner)
 
     def _pass(self, tenant: str, *, full: bool) -> DispatchReport:
-        policy: Policy | None = None  # read only for an expired offer
-        timed_out = 0
-        for offer in self._store.expired_offers(tenant):
-            if policy is None:
-                policy = self._store.get_policy(tenant)
-            try:
-                self._store.decline_offer(
-                    tenant, offer.assignment_id, offer.token, timed_out=True, policy=policy
-                )
-                timed_out += 1
-            except FailedPreconditionError:  # accepted or ended meanwhile
-                pass
-        if not full and not timed_out and self._store.queue_depth(tenant) == 0:
-            return DispatchReport()
         view = self._store.load_queue(tenant, self._batch_size)
+        timed_out = self._time_out(tenant, view) if view.offers_due else 0
+        if timed_out:  # their calls wait again
+            view = self._store.load_queue(tenant, self._batch_size)
+        if not full and not timed_out and view.depth == 0:
+            return DispatchReport()
         reclaimed = self._reclaim(tenant, view)
         if reclaimed:
             view = self._store.load_queue(tenant, self._batch_size)
@@ -235,6 +226,23 @@ class Dispatcher:
         if conflicts:  # agents changed under us: go again soon
             self.wake(tenant)
         return report
+
+    def _time_out(self, tenant: str, view: QueueView) -> int:
+        """Time out the offers whose expiry has passed; how many."""
+        timed_out = 0
+        for offer in self._store.expired_offers(tenant):
+            try:
+                self._store.decline_offer(
+                    tenant,
+                    offer.assignment_id,
+                    offer.token,
+                    timed_out=True,
+                    policy=view.snapshot.policy,
+                )
+                timed_out += 1
+            except FailedPreconditionError:  # accepted or ended meanwhile
+                pass
+        return timed_out
 
     def _reclaim(self, tenant: str, view: QueueView) -> int:
         snapshot = view.snapshot

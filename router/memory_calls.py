@@ -19,7 +19,8 @@ class MemoryCalls(MemoryBase):
             return len(self._tenant(tenant).queue)
 
     def load_queue(self, tenant: str, limit: int) -> QueueView:
-        """Policy, time, every agent and the first ``limit`` queued calls."""
+        """Policy, time, every agent, the first ``limit`` queued calls and whether an offer
+        expired."""
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
@@ -27,7 +28,8 @@ class MemoryCalls(MemoryBase):
             cutoff = now - policy.occupancy_window_s * 1000
             agents = tuple(t.agents[a].view(now, cutoff) for a in sorted(t.agents))
             calls = tuple(t.calls[c].current() for _, c in t.queue[: max(limit, 0)])
-            return QueueView(Snapshot(now, policy, agents), calls, len(t.queue))
+            due = any(expires <= now for expires in t.offers.values())
+            return QueueView(Snapshot(now, policy, agents), calls, len(t.queue), due)
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:
         """A call's record with its queue position."""

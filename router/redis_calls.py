@@ -69,12 +69,13 @@ class RedisCalls(RedisBase):
         return int(depth)
 
     def load_queue(self, tenant: str, limit: int) -> QueueView:
-        """Policy, time, the first ``limit`` queued ids, the depth and the heads of the
-        agents' change logs (``idx:revs``, ``idx:beatlog``) in one ``MULTI``; with them,
-        unless the heads are those of this replica's last read, the agent ids, their revs and
-        every agent's latest heartbeat (a heartbeat takes no rev: ``AgentCache.beat``). Then,
-        in a second ``MULTI``, the queued calls and the agents not in the decoded-agent cache
-        at their rev (none at all when nothing waits or changed).
+        """Policy, time, the first ``limit`` queued ids, the depth, the first offer's expiry
+        and the heads of the agents' change logs (``idx:revs``, ``idx:beatlog``) in one
+        ``MULTI``; with them, unless the heads are those of this replica's last read, the
+        agent ids, their revs and every agent's latest heartbeat (a heartbeat takes no rev:
+        ``AgentCache.beat``). Then, in a second ``MULTI``, the queued calls and the agents
+        not in the decoded-agent cache at their rev (none at all when nothing waits or
+        changed).
 
         Every change to an agent takes a new rev and every heartbeat a new heartbeat rev, so
         equal heads mean equal lists: an idle tenant's tick then moves no list of every agent
@@ -87,6 +88,7 @@ class RedisCalls(RedisBase):
             pipe.get(k.policy)
             pipe.zrangebyscore(k.queue, "-inf", "+inf", start=0, num=queued_ids)
             pipe.zcard(k.queue)
+            pipe.zrange(k.offers, 0, 0, withscores=True)
             pipe.get(k.index_version)
             pipe.zscore(k.revs, "")
             pipe.zscore(k.beat_log, "")
@@ -103,13 +105,13 @@ class RedisCalls(RedisBase):
             known = None
         if known is not None:
             now, replies = self._multi(k, brief, now=True)
-            raw_policy, raw_queued, depth, *heads = replies
+            raw_policy, raw_queued, depth, first_offer, *heads = replies
             if tuple(heads) != known.heads:
                 known = None
         if known is None:
             read_at = time.monotonic()
             now, replies = self._multi(k, whole, now=True)
-            raw_policy, raw_queued, depth, version, *rest = replies
+            raw_policy, raw_queued, depth, first_offer, version, *rest = replies
             rev_head, beat_head, raw_ids, raw_revs, raw_beats, raw_beat_revs = rest
             beat_revs = {text(a): rev for a, rev in raw_beat_revs}
             self._agent_cache.beat(
@@ -141,7 +143,8 @@ class RedisCalls(RedisBase):
             for fields in map(texts, raw_calls)
             if fields.get("status") == CallStatus.QUEUED.value
         ]
-        return QueueView(Snapshot(now, policy, tuple(agents)), tuple(calls), int(depth))
+        due = any(float(expires) <= now for _, expires in first_offer)
+        return QueueView(Snapshot(now, policy, tuple(agents)), tuple(calls), int(depth), due)
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:
         """The call hash and its queue rank in one ``MULTI``, then its assignment."""

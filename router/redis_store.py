@@ -28,12 +28,12 @@ request id was seen, how many agents hold the skills, and the agents changed in 
 index since this replica's mirror of it was current, ``index_mirror``), plus 1 for the
 agents whose rev is not in the decoded-agent cache (``redis_cache``); ``load_snapshot``
 2 (policy, ``TIME`` and ids in one ``MULTI``; then every agent's hash and in-window work
-spans in a second); ``load_queue`` up to 3 (policy, ``TIME``, the queued ids and the heads
-of ``idx:revs`` and ``idx:beatlog`` in one ``MULTI``, which also carries every agent id, rev
-and heartbeat unless the replica holds them from a read at the same heads; if the heads
-moved, that read again with the lists; then the queued calls and the agents not cached at
-their rev); ``read_events`` 1 (``XINFO STREAM`` and ``XRANGE`` in one ``MULTI``), then
-blocking ``XREAD`` calls.
+spans in a second); ``load_queue`` up to 3 (policy, ``TIME``, the queued ids, the first
+offer's expiry and the heads of ``idx:revs`` and ``idx:beatlog`` in one ``MULTI``, which
+also carries every agent id, rev and heartbeat unless the replica holds them from a read at
+the same heads; if the heads moved, that read again with the lists; then the queued calls
+and the agents not cached at their rev); ``read_events`` 1 (``XINFO STREAM`` and ``XRANGE``
+in one ``MULTI``), then blocking ``XREAD`` calls.
 
 Redis Cluster (``docs/redis-cluster.md``): ``from_url`` detects a cluster (``INFO cluster``
 says ``cluster_enabled:1``, or the URL scheme is ``redis+cluster://``) and then uses a

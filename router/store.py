@@ -146,6 +146,8 @@ class QueueView:
     and ``excluded_agents`` filled in)."""
     depth: int
     """All queued calls of the tenant (may exceed ``len(calls)``)."""
+    offers_due: bool = False
+    """An offer's expiry has passed (store time): ``expired_offers`` has work to time out."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -708,6 +708,28 @@ def test_a_wake_up_pass_opens_while_calls_wait_or_an_offer_has_expired(
     assert wake() is PassGrant.IDLE
 
 
+def test_the_queue_view_says_when_an_offer_has_expired(harness: StoreHarness) -> None:
+    """``load_queue``'s ``offers_due`` is true exactly from an offer's expiry on, until it
+    is timed out (what tells a dispatcher pass to call ``expired_offers``)."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    available(store, "b")
+    enqueue(harness, "c1")
+    enqueue(harness, "c2")
+    assert not store.load_queue(T, 10).offers_due
+    first = dispatch(store, "c1", "a", offer_s=10)
+    clock.advance(1_000)
+    dispatch(store, "c2", "b", offer_s=10)
+    clock.advance(8_999)
+    assert not store.load_queue(T, 10).offers_due
+    clock.advance(1)
+    assert store.load_queue(T, 10).offers_due
+    store.decline_offer(T, first.assignment_id, first.token, timed_out=True, policy=POLICY)
+    assert not store.load_queue(T, 10).offers_due  # the other expires 1 s later
+    clock.advance(1_000)
+    assert store.load_queue(T, 10).offers_due
+
+
 def test_an_offer_is_either_acceptable_or_expired(harness: StoreHarness) -> None:
     """At every instant an offer is exactly one of: acceptable, or listed by
     ``expired_offers``. 1 ms before its expiry it is accepted; from its expiry on it is

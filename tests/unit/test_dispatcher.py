@@ -145,7 +145,7 @@ def test_one_replica_makes_each_tick_full_pass() -> None:
         metrics.QUEUE_DEPTH.labels(T).set(3)  # what B showed from an earlier pass, say
         assert b.run_tick(T) == DispatchReport()
         clock.advance(1_000)
-    assert (first.calls["load_queue"], second.calls["load_queue"]) == (3, 0)
+    assert first.calls == Counter(open_pass=3, load_queue=3, release_lease=3)
     assert second.calls == Counter(open_pass=3)
     assert sample("router_queue_depth", tenant=T) == 0
     for _ in range(3):  # A stopped at 2 000; its marker lasts to 4 000
