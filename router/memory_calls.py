@@ -28,7 +28,7 @@ class MemoryCalls(MemoryBase):
             cutoff = now - policy.occupancy_window_s * 1000
             agents = tuple(t.agents[a].view(now, cutoff) for a in sorted(t.agents))
             calls = tuple(t.calls[c].current() for _, c in t.queue[: max(limit, 0)])
-            due = any(expires <= now for expires in t.offers.values())
+            due = t.offers_due(now)
             return QueueView(Snapshot(now, policy, agents), calls, len(t.queue), due)
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:

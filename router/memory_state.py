@@ -180,6 +180,17 @@ class TenantState:
     registered: bool = False
     """In ``tenants()`` (set by create_agent and enqueue, like the Redis SADD)."""
 
+    # --- the dispatcher's lease and tick marker ------------------------------------------------
+
+    def offers_due(self, now: int) -> bool:
+        """An offer's expiry has passed."""
+        return any(expires <= now for expires in self.offers.values())
+
+    @staticmethod
+    def taken(mark: tuple[str, int] | None, owner: str, now: int) -> bool:
+        """Another owner's lease or tick marker that has not expired."""
+        return mark is not None and mark[0] != owner and mark[1] > now
+
     # --- events -----------------------------------------------------------------------------
 
     def emit(

@@ -278,7 +278,7 @@ class MemoryStore(MemoryRouting, MemoryCalls):
         rules.check_lease(owner, ttl_ms)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
-            if t.lease is not None and t.lease[0] != owner and t.lease[1] > now:
+            if t.taken(t.lease, owner, now):
                 return False
             t.lease = (owner, now + ttl_ms)
             return True
@@ -289,16 +289,12 @@ class MemoryStore(MemoryRouting, MemoryCalls):
         rules.check_lease(owner, ttl_ms, tick_ms)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
-
-            def taken(mark: tuple[str, int] | None) -> bool:
-                return mark is not None and mark[0] != owner and mark[1] > now
-
-            if taken(t.lease):
+            if t.taken(t.lease, owner, now):
                 return PassGrant.HELD
             grant = PassGrant.WAKE
-            if tick_ms > 0 and not taken(t.tick):
+            if tick_ms > 0 and not t.taken(t.tick, owner, now):
                 t.tick, grant = (owner, now + tick_ms), PassGrant.FULL
-            elif not t.queue and all(expires > now for expires in t.offers.values()):
+            elif not t.queue and not t.offers_due(now):
                 return PassGrant.IDLE
             t.lease = (owner, now + ttl_ms)
             return grant
