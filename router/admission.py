@@ -77,7 +77,14 @@ class Admission:
         with self._changed:
             self._free += 1
             self._store_down = store_down
-            self._changed.notify_all()  # the line re-checks (one may have given up meanwhile)
+            if store_down:
+                self._changed.notify_all()  # the whole line fails fast
+            else:
+                # One slot, one waiter woken: waking the whole line only to send all but one
+                # back to sleep costs a thread switch each. A waiter whose deadline passed as
+                # it was woken still finds the slot free and takes it (``enter`` looks for a
+                # free slot before the deadline), so the wake-up is never lost.
+                self._changed.notify()
 
 
 class AdmissionInterceptor(UnaryInterceptor):
