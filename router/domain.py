@@ -175,7 +175,7 @@ class Absence:
         return self.start_ms <= now_ms < self.end_ms
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class AgentProfile:
     """What an admin manages about an agent. Versioned for optimistic concurrency."""
 
@@ -243,7 +243,7 @@ class PerformanceStats:
     updated_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class AgentSnapshot:
     """One agent as the engine sees it: profile plus live state, read in one consistent pass."""
 

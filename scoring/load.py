@@ -40,8 +40,10 @@ from __future__ import annotations
 import operator
 import struct
 import threading
+import weakref
 from array import array
 from collections.abc import Sequence
+from functools import partial
 from itertools import repeat
 from typing import Any
 
@@ -172,15 +174,17 @@ F_MAX_OCCUPANCY = 2
 FLOAT_WIDTH = 3
 
 MAX_ROWS = 100_000
-"""Agents whose rows are memoised; past it the memo starts over (a miss only recomputes)."""
+"""Live snapshots whose rows are memoised; past it the memo starts over (a miss only
+recomputes). Rows of snapshots that died are gone already (``_Memo``)."""
 
-Row = tuple[AgentSnapshot, bytes, bytes, bytes, bytes, bytes, str]
-"""(agent, int columns, float columns, spans (start, end, units), skills (code, level),
-absences (start, end), agent id)."""
+Row = tuple["weakref.ref[AgentSnapshot]", bytes, bytes, bytes, bytes, bytes, str]
+"""(a weak reference to the agent, int columns, float columns, spans (start, end, units),
+skills (code, level), absences (start, end), agent id)."""
 
 
-_ProfilePart = tuple[AgentProfile, tuple[int, ...], float, bytes, bytes]
-"""(profile, its integer columns, its own occupancy cap or 0.0, skills, absences)."""
+_ProfilePart = tuple["weakref.ref[AgentProfile]", tuple[int, ...], float, bytes, bytes]
+"""(a weak reference to the profile, its integer columns, its own occupancy cap or 0.0,
+skills, absences)."""
 _NO_LOADS = (0,) * len(CHANNELS)
 _INT_ROW = struct.Struct(f"={INT_WIDTH}q")
 _FLOAT_ROW = struct.Struct(f"={FLOAT_WIDTH}d")
@@ -224,10 +228,14 @@ class Codes:
 class _Memo:
     """One generation of memoised rows, with the codes the rows refer to.
 
-    Rows are keyed by ``id(agent)`` and hold the agent itself, so an id cannot be reused while
-    its row is here, and a hit is checked with ``is``. Snapshots are frozen: a row computed
-    once stays right for as long as the object lives. Threads may race to compute the same row;
-    both results are equal.
+    Rows are keyed by ``id(agent)`` (profile parts by ``id(profile)``) and hold only a weak
+    reference to it, whose callback removes the row as the object is freed, before its id
+    can be reused: a row under an id is always the live object's with that id, and the memo
+    keeps no snapshot alive. (Holding the snapshots themselves kept every snapshot a busy
+    service ever decided on, with its spans, until ``MAX_ROWS``: hundreds of thousands of
+    objects that each full garbage collection walked, tens of milliseconds a time.)
+    Snapshots are frozen: a row computed once stays right for as long as the object lives.
+    Threads may race to compute the same row; both results are equal.
     """
 
     __slots__ = ("languages", "lock", "profiles", "regions", "rows", "skills", "teams", "zones")
@@ -267,24 +275,25 @@ class _Memo:
         absences = [
             value for absence in profile.absences for value in (absence.start_ms, absence.end_ms)
         ]
+        profiles = self.profiles
+        if len(profiles) >= MAX_ROWS:
+            profiles.clear()
+        key = id(profile)
         part: _ProfilePart = (
-            profile,
+            weakref.ref(profile, partial(_forget, profiles, key)),
             ints,
             0.0 if own_cap is None else own_cap,
             _pack("q", skills) if skills else b"",
             _pack("q", absences) if absences else b"",
         )
-        profiles = self.profiles
-        if len(profiles) >= MAX_ROWS:
-            profiles.clear()
-        profiles[id(profile)] = part
+        profiles[key] = part
         return part
 
     def row(self, agent: AgentSnapshot) -> Row:
         """Compute, memoise and return ``agent``'s row."""
         profile = agent.profile
         part = self.profiles.get(id(profile))
-        if part is None or part[0] is not profile:
+        if part is None:
             part = self._profile_part(profile)
         active = agent.active
         stats = agent.performance
@@ -338,12 +347,24 @@ class _Memo:
                 _pack("d", [stats.weighted_sum, stats.weight, part[2]]),
                 _pack("q", spans) if spans else b"",
             )
-        row: Row = (agent, *packed, part[3], part[4], profile.agent_id)
         rows = self.rows
         if len(rows) >= MAX_ROWS:
             _restart(self)
-        rows[id(agent)] = row
+        key = id(agent)
+        row: Row = (
+            weakref.ref(agent, partial(_forget, rows, key)),
+            *packed,
+            part[3],
+            part[4],
+            profile.agent_id,
+        )
+        rows[key] = row
         return row
+
+
+def _forget(entries: dict[int, Any], key: int, _: object) -> None:
+    """Weak reference callback: the object memoised under ``key`` is being freed."""
+    entries.pop(key, None)
 
 
 _MEMO = [_Memo()]
@@ -362,9 +383,9 @@ cache keeps an unchanged agent's object), so its columns are that table's, patch
 _PATCH_SHARE = 8
 """Patch the last table when at most one agent in this many changed."""
 
-_MISS: Row = (AgentSnapshot(AgentProfile("")), b"", b"", b"", b"", b"", "")
-"""What a memo look-up gives for an agent without a row (its agent is no real agent)."""
-_FIRST = operator.itemgetter(0)
+_NOBODY = AgentSnapshot(AgentProfile(""))
+_MISS: Row = (weakref.ref(_NOBODY), b"", b"", b"", b"", b"", "")
+"""What a memo look-up gives for an agent without a row."""
 _INTS = operator.itemgetter(1)
 _FLOATS = operator.itemgetter(2)
 _SPANS = operator.itemgetter(3)
@@ -414,7 +435,7 @@ class AgentTable:
                 return
         # Look-ups with C-level loops (map): most agents are hits in a warm memo.
         rows: list[Row] = list(map(memo.rows.get, map(id, agents), repeat(_MISS)))
-        hits = list(map(operator.is_, map(_FIRST, rows), agents))
+        hits = list(map(operator.is_not, rows, repeat(_MISS)))
         start = 0
         for _ in range(hits.count(False)):
             miss = hits.index(False, start)
@@ -446,7 +467,7 @@ class AgentTable:
             i = same.index(False, start)
             agent = self.agents[i]
             row = memo.rows.get(id(agent), _MISS)
-            if row[0] is not agent:
+            if row is _MISS:
                 row = memo.row(agent)
             rows[i], ids[i] = row, row[6]
             ints[i] = np.frombuffer(row[1], np.int64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -155,12 +156,41 @@ def test_rows_are_memoised_per_snapshot_object() -> None:
     agents = [random_agent(rng, i) for i in range(20)]
     AgentTable(agents)
     memo = load._MEMO[0]
-    assert all(memo.rows[id(agent)][0] is agent for agent in agents)
+    assert all(memo.rows[id(agent)][0]() is agent for agent in agents)
     changed = dataclasses.replace(agents[3], last_free_ms=NOW - 5, active=())
     table = AgentTable([*agents[:3], changed, *agents[4:]])
     assert table.ints[3, I_FREE_SINCE] == max([NOW - 5, *(span.end_ms for span in changed.recent)])
     assert table.ints[3, I_ACTIVE] == 0
-    assert memo.rows[id(changed)][0] is changed
+    assert memo.rows[id(changed)][0]() is changed
+
+
+def test_the_memo_keeps_no_snapshot_alive() -> None:
+    """Rows and profile parts go as their snapshots and profiles are freed: a busy service
+    makes new snapshots all the time, and the memo must not keep the old ones (each full
+    garbage collection walks every object kept). New objects, at whatever address, get
+    their own exact rows."""
+    rng = random.Random(11)
+    load._LAST[0] = None  # the last table holds its agents for the next one
+    memo = load._MEMO[0]
+    before_rows, before_profiles = len(memo.rows), len(memo.profiles)
+    agents = [random_agent(rng, i) for i in range(50)]
+    AgentTable(agents)
+    assert len(memo.rows) == before_rows + 50
+    assert len(memo.profiles) == before_profiles + 50
+    alive = weakref.ref(agents[0])
+    load._LAST[0] = None
+    del agents
+    assert alive() is None
+    assert len(memo.rows) == before_rows
+    assert len(memo.profiles) == before_profiles
+    for seed in range(5):  # freed addresses are reused by the next objects
+        again = [random_agent(random.Random(seed), i) for i in range(50)]
+        table = AgentTable(again)
+        computed = [memo.row(agent)[1:] for agent in again]  # no look-up
+        assert [row[1:] for row in table._rows] == computed
+        load._LAST[0] = None
+        del again, table
+    assert len(memo.rows) == before_rows
 
 
 def test_a_full_memo_starts_over(monkeypatch: pytest.MonkeyPatch) -> None:
