@@ -21,6 +21,7 @@ import random
 import pytest
 import redis
 
+from router import local_redis
 from router.assigner import Assigner, Outcome, rng_for
 from router.domain import (
     AGENT_UNIT_BUDGET,
@@ -566,6 +567,30 @@ def test_a_replica_keeps_the_agents_it_changed_without_reading_them_again(
     assert _calls(redis_client) == multis + 1
     for replica in (store, other):
         _check_candidates(replica, _voice("x4"))
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_the_dispatcher_reads_the_same_agents_over_either_protocol(
+    redis_server: local_redis.LocalRedis, redis_client: redis.Redis, clock: FakeClock, protocol: int
+) -> None:
+    """``load_queue``'s full read of the agent lists takes the sorted sets' scores as the
+    server sends them, flat (RESP2) or in pairs (RESP3): both give every agent at its rev,
+    with its latest heartbeat, exactly as the agents read one by one."""
+    writer = RedisStore(redis_client, clock)
+    _team(writer)
+    writer.create_agent(T, AgentProfile("cid", skills={"billing": 2}))
+    _check_candidates(writer, _voice("warm"))  # builds the index: its revs are read
+    writer.heartbeat(T, "ann")
+    clock.advance(1_500)
+    writer.heartbeat(T, "bob")
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True, protocol=protocol)
+    try:
+        view = RedisStore(client, clock).load_queue(T, 10)
+    finally:
+        client.close()
+    expected = {a: RedisStore(redis_client, clock).get_agent(T, a) for a in ("ann", "bob", "cid")}
+    assert {agent.agent_id: agent for agent in view.snapshot.agents} == expected
+    assert expected["ann"].heartbeat_ms == expected["bob"].heartbeat_ms - 1_500 > 0
 
 
 def test_an_idle_dispatcher_read_sends_no_agent_lists(
