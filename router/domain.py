@@ -175,7 +175,7 @@ class Absence:
         return self.start_ms <= now_ms < self.end_ms
 
 
-@dataclass(frozen=True, slots=True, weakref_slot=True)
+@dataclass(frozen=True, slots=True)
 class AgentProfile:
     """What an admin manages about an agent. Versioned for optimistic concurrency."""
 
@@ -200,6 +200,9 @@ class AgentProfile:
     routed to them, and offered work is reclaimed when it comes."""
     version: int = 0
     """Incremented by the store on every profile write; 0 means never stored."""
+    derived: tuple[object, ...] = field(default=(), init=False, repr=False, compare=False)
+    """What ``scoring.load`` derived from this profile, kept on it so that it lives and
+    dies with the object; not part of its value (``replace`` starts it empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +246,7 @@ class PerformanceStats:
     updated_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True, weakref_slot=True)
+@dataclass(frozen=True, slots=True)
 class AgentSnapshot:
     """One agent as the engine sees it: profile plus live state, read in one consistent pass."""
 
@@ -264,6 +267,9 @@ class AgentSnapshot:
     seq: int = 0
     """Live-state sequence number; every presence, load or profile change increments it.
     A commit re-checks it so a decision made on a stale view is re-planned, never applied."""
+    derived: tuple[object, ...] = field(default=(), init=False, repr=False, compare=False)
+    """What ``scoring.load`` derived from this snapshot (its packed row), kept on it so that
+    it lives and dies with the object; not part of its value (``replace`` starts it empty)."""
 
     @property
     def agent_id(self) -> str:

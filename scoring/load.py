@@ -40,12 +40,10 @@ from __future__ import annotations
 import operator
 import struct
 import threading
-import weakref
 from array import array
 from collections.abc import Sequence
-from functools import partial
 from itertools import repeat
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -173,18 +171,19 @@ F_WEIGHT = 1
 F_MAX_OCCUPANCY = 2
 FLOAT_WIDTH = 3
 
-MAX_ROWS = 100_000
-"""Live snapshots whose rows are memoised; past it the memo starts over (a miss only
-recomputes). Rows of snapshots that died are gone already (``_Memo``)."""
+MAX_CODES = 100_000
+"""Codes handed out (skill names, zones, regions, teams, language sets) past which the memo
+starts a new generation, so that names no longer used do not pile up (a row of an earlier
+generation only gets recomputed)."""
 
-Row = tuple["weakref.ref[AgentSnapshot]", bytes, bytes, bytes, bytes, bytes, str]
-"""(a weak reference to the agent, int columns, float columns, spans (start, end, units),
-skills (code, level), absences (start, end), agent id)."""
+Row = tuple[object, bytes, bytes, bytes, bytes, bytes, str]
+"""(the generation's tag, int columns, float columns, spans (start, end, units), skills
+(code, level), absences (start, end), agent id)."""
 
 
-_ProfilePart = tuple["weakref.ref[AgentProfile]", tuple[int, ...], float, bytes, bytes]
-"""(a weak reference to the profile, its integer columns, its own occupancy cap or 0.0,
-skills, absences)."""
+_ProfilePart = tuple[object, tuple[int, ...], float, bytes, bytes]
+"""(the generation's tag, its integer columns, its own occupancy cap or 0.0, skills,
+absences)."""
 _NO_LOADS = (0,) * len(CHANNELS)
 _INT_ROW = struct.Struct(f"={INT_WIDTH}q")
 _FLOAT_ROW = struct.Struct(f"={FLOAT_WIDTH}d")
@@ -226,23 +225,25 @@ class Codes:
 
 
 class _Memo:
-    """One generation of memoised rows, with the codes the rows refer to.
+    """One generation of the codes that rows refer to.
 
-    Rows are keyed by ``id(agent)`` (profile parts by ``id(profile)``) and hold only a weak
-    reference to it, whose callback removes the row as the object is freed, before its id
-    can be reused: a row under an id is always the live object's with that id, and the memo
-    keeps no snapshot alive. (Holding the snapshots themselves kept every snapshot a busy
-    service ever decided on, with its spans, until ``MAX_ROWS``: hundreds of thousands of
-    objects that each full garbage collection walked, tens of milliseconds a time.)
-    Snapshots are frozen: a row computed once stays right for as long as the object lives.
-    Threads may race to compute the same row; both results are equal.
+    A row is kept on its snapshot (``AgentSnapshot.derived``; a profile's share on
+    ``AgentProfile.derived``), tagged with the generation it was computed in, so it lives
+    and dies with the object and the memo keeps no snapshot alive. A row holds only bytes,
+    a string and the tag (a plain ``object()``), so the garbage collector stops tracking it
+    and a full collection walks only the snapshot. (A memo keyed by ``id`` held a weak
+    reference and its callback per row: four more objects per agent for every full
+    collection to walk. Before that it held the snapshots themselves, every one a busy
+    service ever decided on.) Snapshots are frozen: a row computed once stays right for as
+    long as the object lives. Threads may race to compute the same row; both results are
+    equal.
     """
 
-    __slots__ = ("languages", "lock", "profiles", "regions", "rows", "skills", "teams", "zones")
+    __slots__ = ("languages", "lock", "regions", "skills", "tag", "teams", "zones")
 
     def __init__(self) -> None:
-        self.rows: dict[int, Row] = {}
-        self.profiles: dict[int, _ProfilePart] = {}
+        self.tag = object()
+        """Marks the rows of this generation (a row of another one is computed anew)."""
         self.lock = threading.Lock()
         self.skills = Codes(self.lock)
         self.zones = Codes(self.lock)
@@ -275,25 +276,28 @@ class _Memo:
         absences = [
             value for absence in profile.absences for value in (absence.start_ms, absence.end_ms)
         ]
-        profiles = self.profiles
-        if len(profiles) >= MAX_ROWS:
-            profiles.clear()
-        key = id(profile)
         part: _ProfilePart = (
-            weakref.ref(profile, partial(_forget, profiles, key)),
+            self.tag,
             ints,
             0.0 if own_cap is None else own_cap,
             _pack("q", skills) if skills else b"",
             _pack("q", absences) if absences else b"",
         )
-        profiles[key] = part
+        _keep(profile, part)
+        if self.codes() > MAX_CODES:
+            _restart(self)
         return part
+
+    def codes(self) -> int:
+        """Codes handed out in this generation."""
+        kinds = (self.skills, self.zones, self.regions, self.teams, self.languages)
+        return sum(len(kind.values) for kind in kinds)
 
     def row(self, agent: AgentSnapshot) -> Row:
         """Compute, memoise and return ``agent``'s row."""
         profile = agent.profile
-        part = self.profiles.get(id(profile))
-        if part is None:
+        part = cast(_ProfilePart, profile.derived)
+        if self.tag not in part:
             part = self._profile_part(profile)
         active = agent.active
         stats = agent.performance
@@ -347,24 +351,27 @@ class _Memo:
                 _pack("d", [stats.weighted_sum, stats.weight, part[2]]),
                 _pack("q", spans) if spans else b"",
             )
-        rows = self.rows
-        if len(rows) >= MAX_ROWS:
-            _restart(self)
-        key = id(agent)
-        row: Row = (
-            weakref.ref(agent, partial(_forget, rows, key)),
-            *packed,
-            part[3],
-            part[4],
-            profile.agent_id,
-        )
-        rows[key] = row
+        row: Row = (self.tag, *packed, part[3], part[4], profile.agent_id)
+        _keep(agent, row)
         return row
 
+    def rows(self, agents: Sequence[AgentSnapshot]) -> list[Row]:
+        """The rows of ``agents``, computing those not memoised in this generation."""
+        # C-level loops (map): most agents are hits in a warm memo. ``tag in row`` is an
+        # identity check on the row's first element (an empty tuple: no row yet).
+        rows = cast(list[Row], list(map(_DERIVED, agents)))
+        hits = list(map(operator.contains, rows, repeat(self.tag)))
+        start = 0
+        for _ in range(hits.count(False)):
+            miss = hits.index(False, start)
+            rows[miss] = self.row(agents[miss])
+            start = miss + 1
+        return rows
 
-def _forget(entries: dict[int, Any], key: int, _: object) -> None:
-    """Weak reference callback: the object memoised under ``key`` is being freed."""
-    entries.pop(key, None)
+
+def _keep(owner: AgentSnapshot | AgentProfile, derived: tuple[object, ...]) -> None:
+    """Keep ``derived`` on its frozen ``owner`` (the one field not part of its value)."""
+    object.__setattr__(owner, "derived", derived)
 
 
 _MEMO = [_Memo()]
@@ -383,9 +390,7 @@ cache keeps an unchanged agent's object), so its columns are that table's, patch
 _PATCH_SHARE = 8
 """Patch the last table when at most one agent in this many changed."""
 
-_NOBODY = AgentSnapshot(AgentProfile(""))
-_MISS: Row = (weakref.ref(_NOBODY), b"", b"", b"", b"", b"", "")
-"""What a memo look-up gives for an agent without a row."""
+_DERIVED = operator.attrgetter("derived")
 _INTS = operator.itemgetter(1)
 _FLOATS = operator.itemgetter(2)
 _SPANS = operator.itemgetter(3)
@@ -433,15 +438,7 @@ class AgentTable:
                 self._patch(last, same, changed)
                 _LAST[0] = self
                 return
-        # Look-ups with C-level loops (map): most agents are hits in a warm memo.
-        rows: list[Row] = list(map(memo.rows.get, map(id, agents), repeat(_MISS)))
-        hits = list(map(operator.is_not, rows, repeat(_MISS)))
-        start = 0
-        for _ in range(hits.count(False)):
-            miss = hits.index(False, start)
-            rows[miss] = memo.row(agents[miss])
-            start = miss + 1
-        self._rows = rows
+        self._rows = rows = memo.rows(agents)
         self.ids: list[str] = list(map(_ID, rows))
         self.ints: npt.NDArray[np.int64] = np.frombuffer(
             b"".join(map(_INTS, rows)), np.int64
@@ -466,8 +463,8 @@ class AgentTable:
         for _ in range(changed):
             i = same.index(False, start)
             agent = self.agents[i]
-            row = memo.rows.get(id(agent), _MISS)
-            if row is _MISS:
+            row = cast(Row, agent.derived)
+            if memo.tag not in row:
                 row = memo.row(agent)
             rows[i], ids[i] = row, row[6]
             ints[i] = np.frombuffer(row[1], np.int64)

@@ -8,9 +8,10 @@ the memo must give a row only for the very snapshot object it was computed from.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
+import sys
 import threading
-import weakref
 
 import numpy as np
 import pytest
@@ -154,54 +155,62 @@ def test_rows_are_memoised_per_snapshot_object() -> None:
     """The same object reuses its row; an equal-looking new object gets its own."""
     rng = random.Random(5)
     agents = [random_agent(rng, i) for i in range(20)]
-    AgentTable(agents)
-    memo = load._MEMO[0]
-    assert all(memo.rows[id(agent)][0]() is agent for agent in agents)
+    first = AgentTable(agents)
+    again = AgentTable(list(reversed(agents)))
+    assert all(
+        mine is theirs for mine, theirs in zip(first._rows, reversed(again._rows), strict=True)
+    )
     changed = dataclasses.replace(agents[3], last_free_ms=NOW - 5, active=())
+    assert changed.derived == ()  # replace starts the derived values anew
+    assert changed == dataclasses.replace(agents[3], last_free_ms=NOW - 5, active=())
     table = AgentTable([*agents[:3], changed, *agents[4:]])
     assert table.ints[3, I_FREE_SINCE] == max([NOW - 5, *(span.end_ms for span in changed.recent)])
     assert table.ints[3, I_ACTIVE] == 0
-    assert memo.rows[id(changed)][0]() is changed
+    assert id(table._rows[3]) == id(changed.derived)
+    assert repr(changed) == repr(dataclasses.replace(changed))  # not shown
 
 
-def test_the_memo_keeps_no_snapshot_alive() -> None:
-    """Rows and profile parts go as their snapshots and profiles are freed: a busy service
-    makes new snapshots all the time, and the memo must not keep the old ones (each full
-    garbage collection walks every object kept). New objects, at whatever address, get
-    their own exact rows."""
+def test_the_memo_keeps_no_snapshot_alive_and_its_rows_cost_the_collector_nothing() -> None:
+    """A row lives on its snapshot and goes with it: a busy service makes new snapshots all
+    the time, and the memo must not keep the old ones. Rows and profile parts hold no
+    object the garbage collector tracks, so it stops tracking them: each full collection
+    walks every tracked object, and a cached agent should cost it as few as can be."""
     rng = random.Random(11)
     load._LAST[0] = None  # the last table holds its agents for the next one
-    memo = load._MEMO[0]
-    before_rows, before_profiles = len(memo.rows), len(memo.profiles)
     agents = [random_agent(rng, i) for i in range(50)]
+    counts = [sys.getrefcount(agent) for agent in agents]
     AgentTable(agents)
-    assert len(memo.rows) == before_rows + 50
-    assert len(memo.profiles) == before_profiles + 50
-    alive = weakref.ref(agents[0])
     load._LAST[0] = None
-    del agents
-    assert alive() is None
-    assert len(memo.rows) == before_rows
-    assert len(memo.profiles) == before_profiles
-    for seed in range(5):  # freed addresses are reused by the next objects
-        again = [random_agent(random.Random(seed), i) for i in range(50)]
-        table = AgentTable(again)
-        computed = [memo.row(agent)[1:] for agent in again]  # no look-up
-        assert [row[1:] for row in table._rows] == computed
-        load._LAST[0] = None
-        del again, table
-    assert len(memo.rows) == before_rows
+    assert [sys.getrefcount(agent) for agent in agents] == counts
+    gc.collect()
+    gc.collect()  # a tuple is untracked once the tuples it holds are, at a later collection
+    assert not any(gc.is_tracked(agent.derived) for agent in agents)
+    assert not any(gc.is_tracked(agent.profile.derived) for agent in agents)
+
+
+def test_a_row_of_an_earlier_generation_is_computed_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Codes are per generation: a snapshot whose row was computed in an earlier one (whose
+    codes may mean other names now) gets a new row, exact under the new codes."""
+    rng = random.Random(9)
+    agents = [random_agent(rng, i) for i in range(10)]
+    old = AgentTable(agents)
+    load._restart(old.memo)
+    new = AgentTable(agents)
+    assert new.memo is not old.memo
+    assert not any(mine is theirs for mine, theirs in zip(old._rows, new._rows, strict=True))
+    zones = [new.memo.zones.values[code] for code in new.ints[:, load.I_ZONE].tolist()]
+    assert zones == [a.profile.timezone for a in agents]
 
 
 def test_a_full_memo_starts_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past ``MAX_ROWS`` a new generation begins; tables stay exact across the switch."""
-    monkeypatch.setattr(load, "MAX_ROWS", 5)
+    """Past ``MAX_CODES`` a new generation begins; tables stay exact across the switch."""
+    monkeypatch.setattr(load, "MAX_CODES", 5)
     rng = random.Random(8)
     agents = [random_agent(rng, i) for i in range(12)]
     table = AgentTable(agents)
     assert table.ids == [a.agent_id for a in agents]
     assert table.ints[:, load.I_UNITS].tolist() == [a.units_used for a in agents]
-    assert len(load._MEMO[0].rows) <= 5
+    assert load._MEMO[0] is not table.memo
     again = AgentTable(agents)
     # Codes are per generation: decode them with each table's own memo.
     for built in (table, again):
