@@ -67,8 +67,10 @@ class IndexMirror:
         """Revs up to this one are reflected for every agent (the last full read's head)."""
         self._ready: dict[str, tuple[str, int]] = {}
         """Ready agent id -> (rev, units of its work)."""
-        self._skills: dict[str, tuple[str, frozenset[str]]] = {}
-        """Ready agent id -> (rev its skills were read at, skill names)."""
+        self._skills: dict[str, tuple[str, tuple[str, ...]]] = {}
+        """Ready agent id -> (rev its skills were read at, skill names). Tuples of strings,
+        which the garbage collector stops tracking (a set per agent would cost every full
+        collection two objects per agent)."""
         self._by_skill: dict[str, set[str]] = {}
         self._order: list[str] = []
         """The ready agents' ids, sorted."""
@@ -132,7 +134,7 @@ class IndexMirror:
                 if agent_id not in self._ready:
                     bisect.insort(self._order, agent_id)
                 self._ready[agent_id] = (rev, int(float(units)))
-                if self._skills.get(agent_id, ("", frozenset()))[0] != rev:
+                if self._skills.get(agent_id, ("", ()))[0] != rev:
                     self._pending.add(agent_id)
             else:
                 self._drop(agent_id)
@@ -182,11 +184,12 @@ class IndexMirror:
                     continue  # left the index meanwhile, or a newer change is applied
                 old = self._skills.get(agent_id)
                 if old is not None:
-                    for name in old[1] - skills:
-                        self._by_skill[name].discard(agent_id)
+                    for name in old[1]:
+                        if name not in skills:
+                            self._by_skill[name].discard(agent_id)
                 for name in skills:
                     self._by_skill.setdefault(name, set()).add(agent_id)
-                self._skills[agent_id] = (rev, skills)
+                self._skills[agent_id] = (rev, tuple(skills))
                 self._pending.discard(agent_id)
 
     def candidates(self, skills: Sequence[str], room: int) -> Pick:

@@ -9,6 +9,7 @@ reply applied.
 
 from __future__ import annotations
 
+import gc
 import random
 from dataclasses import dataclass, field
 
@@ -191,3 +192,20 @@ def test_an_older_delta_cannot_bring_back_what_a_newer_full_read_left_out() -> N
     pick = mirror.candidates((), 100)
     assert (pick.ids, pick.revs) == (["b"], ["18"])
     assert mirror.head == 20
+
+
+def test_the_agents_of_a_mirror_cost_the_collector_no_object_each() -> None:
+    """A mirror of 1,000 agents with their skills adds a handful of objects the garbage
+    collector tracks, not one per agent: each full collection walks every tracked object,
+    and a replica keeps a mirror of every agent."""
+    gc.collect()
+    before = len(gc.get_objects())
+    mirror = IndexMirror()
+    flat = [value for i in range(1_000) for value in (f"a{i:04d}", "10", "0")]
+    mirror.apply("all", 10, flat, 0.0, 0)
+    skills = frozenset({"tech", "billing"})
+    mirror.learn([(f"a{i:04d}", "10", skills) for i in range(1_000)], [])
+    assert len(mirror.candidates(("tech",), 100).ids) == 1_000
+    gc.collect()
+    gc.collect()  # a tuple is untracked once the tuples it holds are, at a later collection
+    assert len(gc.get_objects()) - before < 100
