@@ -64,6 +64,26 @@ def _channel_map(raw: Mapping[str, Any]) -> Mapping[Channel, int]:
     return frozen_map({Channel(key): int(value) for key, value in raw.items()})
 
 
+# Profile parts that many agents hold alike (a team's skills, the usual capacity, a language
+# set) are decoded once and shared: they are immutable, and every object a cached agent
+# holds is one more for each of the garbage collector's full passes to walk.
+
+
+@functools.lru_cache(maxsize=4_096)
+def _skill_levels(items: tuple[tuple[str, int], ...]) -> Mapping[str, int]:
+    return frozen_map(dict(items))
+
+
+@functools.lru_cache(maxsize=4_096)
+def _capacity(items: tuple[tuple[str, int], ...]) -> Mapping[Channel, int]:
+    return frozen_map({Channel(key): value for key, value in items})
+
+
+@functools.lru_cache(maxsize=4_096)
+def _languages(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(names)
+
+
 def _channel_ints(values: Mapping[Channel, int]) -> dict[str, int]:
     return {str(ch): n for ch, n in values.items()}
 
@@ -114,11 +134,11 @@ def decode_profile(text: str, version: int) -> AgentProfile:
             agent_id=str(raw["agent_id"]),
             name=str(raw.get("name", "")),
             team=str(raw.get("team", "")),
-            skills=frozen_map({str(k): int(v) for k, v in raw.get("skills", {}).items()}),
-            languages=frozenset(str(x) for x in raw.get("languages", [])),
+            skills=_skill_levels(tuple((str(k), int(v)) for k, v in raw.get("skills", {}).items())),
+            languages=_languages(tuple(str(x) for x in raw.get("languages", []))),
             region=str(raw.get("region", "")),
             timezone=str(raw.get("timezone", "")),
-            capacity=_channel_map(raw.get("capacity", {})),
+            capacity=_capacity(tuple((str(k), int(v)) for k, v in raw.get("capacity", {}).items())),
             max_occupancy=None if occupancy is None else float(occupancy),
             absences=tuple(
                 Absence(
