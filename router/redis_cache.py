@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import operator
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from itertools import repeat
+from typing import cast
 
 from router import store_common as rules
 from router.domain import ActiveWork, AgentSnapshot, WorkSpan
@@ -80,10 +79,11 @@ class _View:
 
     __slots__ = (
         "expiry",
-        "items",
         "late",
         "latest",
+        "revs",
         "settling",
+        "snapshots",
         "until",
         "valid_from",
         "window_ms",
@@ -91,7 +91,11 @@ class _View:
 
     def __init__(self, window_ms: int, valid_from: int) -> None:
         self.window_ms = window_ms
-        self.items: dict[str, tuple[str, AgentSnapshot]] = {}
+        self.revs: dict[str, str] = {}
+        self.snapshots: dict[str, AgentSnapshot] = {}
+        """The items, as two maps rather than a (rev, snapshot) pair per agent: a dict of
+        strings costs the garbage collector nothing, a tuple per agent one more object for
+        each full collection to walk."""
         self.valid_from = valid_from
         self.late: dict[str, int] = {}
         """Start of the items that serve only from a later time than ``valid_from`` (read
@@ -107,7 +111,8 @@ class _View:
 
     def admit(self, agent_id: str, entry: _Entry) -> None:
         """Serve ``entry`` (of this window) from its start until it changes with time."""
-        self.items[agent_id] = (entry.rev, entry.snapshot)
+        self.revs[agent_id] = entry.rev
+        self.snapshots[agent_id] = entry.snapshot
         start = _valid_from(entry)
         if start > self.valid_from:
             if self.late.get(agent_id) != start:
@@ -136,7 +141,8 @@ class _View:
             at, agent_id = heapq.heappop(expiry)
             if until.get(agent_id) == at:
                 del until[agent_id]
-                self.items.pop(agent_id, None)
+                self.revs.pop(agent_id, None)
+                self.snapshots.pop(agent_id, None)
                 self.late.pop(agent_id, None)
 
     def unready(self, now: int) -> AbstractSet[str]:
@@ -158,10 +164,6 @@ class _View:
 
 
 _NOBODY: frozenset[str] = frozenset()
-_NO_ITEM: tuple[str | None, AgentSnapshot | None] = (None, None)
-"""What the view gives for an agent it does not hold (no rev equals ``None``)."""
-_REV = operator.itemgetter(0)
-_SNAPSHOT = operator.itemgetter(1)
 
 
 class AgentCache:
@@ -231,16 +233,20 @@ class AgentCache:
                 assert view is not None
                 view.expire(now)
                 unready = view.unready(now)
-                items = list(map(view.items.get, ids, repeat(_NO_ITEM)))
+                cached_revs = list(map(view.revs.get, ids))
+                snapshots = list(map(view.snapshots.get, ids))
         if not usable:
             some, missing = self._get_each(tenant, ids, revs, now, window_ms)
             self._rebuild_view(tenant, now, window_ms)
             return some, missing
-        if list(map(_REV, items)) == list(revs) and (not unready or unready.isdisjoint(ids)):
-            return dict(zip(ids, map(_SNAPSHOT, items), strict=True)), []  # the common case
+        if cached_revs == list(revs) and (not unready or unready.isdisjoint(ids)):
+            # Every rev matched, so every snapshot is there (the two maps change together).
+            return dict(zip(ids, cast(list[AgentSnapshot], snapshots), strict=True)), []
         found: dict[str, AgentSnapshot] = {}
         others: list[tuple[str, str]] = []
-        for agent_id, rev, (cached_rev, snapshot) in zip(ids, revs, items, strict=True):
+        for agent_id, rev, cached_rev, snapshot in zip(
+            ids, revs, cached_revs, snapshots, strict=True
+        ):
             if snapshot is not None and cached_rev == rev and agent_id not in unready:
                 found[agent_id] = snapshot
             else:
@@ -372,7 +378,8 @@ class AgentCache:
                 if entry.window_ms == view.window_ms:
                     view.admit(agent_id, entry)
                 else:
-                    view.items.pop(agent_id, None)
+                    view.revs.pop(agent_id, None)
+                    view.snapshots.pop(agent_id, None)
 
     @staticmethod
     def _build(

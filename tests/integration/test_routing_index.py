@@ -16,12 +16,13 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
 
 import pytest
 import redis
 
-from router import local_redis
+from router import codec, local_redis
 from router.assigner import Assigner, Outcome, rng_for
 from router.domain import (
     AGENT_UNIT_BUDGET,
@@ -631,3 +632,38 @@ def test_an_idle_dispatcher_read_sends_no_agent_lists(
     store.enqueue(T, "q1", "fp", _voice("q1"), policy=policy)
     check(lists_read=False)  # a queued call changes no agent
     assert [c.call_id for c in store.load_queue(T, 10).calls] == ["q1"]
+
+
+def test_a_cached_agent_costs_the_collector_few_objects(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """A replica keeps every agent it routes to: the decoded snapshot in its agent cache,
+    the agent's row for the decision, its entry in the routing index's mirror. The garbage
+    collector's full passes walk every object it tracks, every thread stopped meanwhile, so
+    those should be few per agent: 500 agents of a team, decided on twice, leave fewer than
+    eight each, start-up included (6.4 measured; 21.4 while rows, mirror entries and like
+    profile parts were objects of their own)."""
+    writer = RedisStore(redis_client, clock)
+    for i in range(500):
+        writer.create_agent(
+            T,
+            AgentProfile(
+                f"a{i:03d}",
+                skills={"billing": 1 + i % 3},
+                languages=frozenset({"en"}),
+                capacity={Channel.CHAT: 3},
+            ),
+        )
+        writer.set_presence(T, f"a{i:03d}", Presence.AVAILABLE)
+    call = Call("c", Channel.CHAT, required_skills=(SkillRequirement("billing", 1),))
+    codec.decode_profile.cache_clear()
+    gc.collect()
+    before = len(gc.get_objects())
+    store = RedisStore(redis_client, clock)  # another replica
+    for attempt in range(2):
+        candidates = store.load_candidates(T, call)
+        assert len(candidates.snapshot.agents) == 500
+        assert decide(candidates.snapshot, [call], rng=rng_for(f"c:{attempt}")).placements
+    gc.collect()
+    gc.collect()  # a tuple is untracked once the tuples it holds are, at a later collection
+    assert (len(gc.get_objects()) - before) / 500 < 8
