@@ -73,7 +73,8 @@ class Walker:
                 value = value.replace(raw, name)
             return value
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            changes = {f.name: self.norm(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            fields = [f for f in dataclasses.fields(value) if f.init]  # not derived values
+            changes = {f.name: self.norm(getattr(value, f.name)) for f in fields}
             if isinstance(value, Event):
                 changes["event_id"] = ""
             if isinstance(value, AgentSnapshot):
