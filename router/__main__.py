@@ -169,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     running = create_server(settings, store)
     if settings.metrics_port:
         metrics.serve(settings.host, settings.metrics_port)
+        metrics.GC_PAUSES.watch()
     # What start-up built (modules, the server, the store) lives as long as the process: keep
     # it out of the collector's full passes, which would otherwise walk it every time, with
     # every thread stopped (each pass is an Assign's tail latency).

@@ -7,7 +7,15 @@ where an operator needs them; request metrics stay low-cardinality.
 
 from __future__ import annotations
 
+import gc
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import accumulate
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import HistogramMetricFamily
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 """The router's own registry (not the process-global one), so tests can read it."""
@@ -111,6 +119,67 @@ REDIS_ERRORS = Counter(
     ("kind",),
     registry=REGISTRY,
 )
+
+
+class CollectorPauses:
+    """``router_gc_pause_seconds``: how long each garbage collection stopped every thread.
+
+    ``watch`` adds a ``gc.callbacks`` hook that times each collection into plain lists,
+    which are read when ``/metrics`` is scraped: a collection can start inside any code,
+    a metric's own (non-reentrant) lock included, so the hook must not take one. The
+    collector runs one collection at a time, holding the interpreter's lock, so the lists
+    change one collection at a time too.
+    """
+
+    NAME = "router_gc_pause_seconds"
+    HELP = (
+        "Time each garbage collection stopped every thread of the replica, by generation "
+        "(2: a full collection, which walks every object the replica keeps)."
+    )
+    BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+    def __init__(self) -> None:
+        self.counts = [[0] * (len(self.BOUNDS) + 1) for _ in range(3)]
+        """Per generation: collections per bucket (not cumulative), the last one +Inf."""
+        self.sums = [0.0] * 3
+        self._started = 0.0
+        self.watching = False
+
+    def watch(self) -> None:
+        """Start timing this process's collections (once; later calls do nothing)."""
+        if not self.watching:
+            self.watching = True
+            gc.callbacks.append(self._timed)
+
+    def _timed(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._started = now
+            return
+        generation, took = info["generation"], now - self._started
+        self.counts[generation][bisect_left(self.BOUNDS, took)] += 1
+        self.sums[generation] += took
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        """The family without samples (the registry's name check)."""
+        yield HistogramMetricFamily(self.NAME, self.HELP, labels=("generation",))
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """The histogram as of now."""
+        family = HistogramMetricFamily(self.NAME, self.HELP, labels=("generation",))
+        for generation in range(3):
+            cumulative = list(accumulate(list(self.counts[generation])))
+            bounds = [str(bound) for bound in self.BOUNDS] + ["+Inf"]
+            family.add_metric(
+                [str(generation)],
+                list(zip(bounds, cumulative, strict=True)),
+                self.sums[generation],
+            )
+        yield family
+
+
+GC_PAUSES = CollectorPauses()
+REGISTRY.register(GC_PAUSES)
 
 
 def serve(host: str, port: int) -> None:

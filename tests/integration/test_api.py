@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import urllib.request
 from collections import Counter
@@ -417,6 +418,27 @@ def test_every_rpc_logs_one_canonical_line(service: Service) -> None:
     ]
     assert finished[0]["call_id"] == "c1"
     assert finished[0]["tenant"] == "acme"
+
+
+def test_metrics_time_the_garbage_collectors_pauses() -> None:
+    """Each collection is timed into ``router_gc_pause_seconds`` by generation, once the
+    replica watches (``python -m router`` does when it serves metrics), and a second watch
+    adds no second hook."""
+    metrics.GC_PAUSES.watch()
+    metrics.GC_PAUSES.watch()
+    hooks = [hook for hook in gc.callbacks if hook == metrics.GC_PAUSES._timed]
+    assert len(hooks) == 1
+    before = sample("router_gc_pause_seconds_count", generation="2")
+    took = sample("router_gc_pause_seconds_sum", generation="2")
+    young = sample("router_gc_pause_seconds_count", generation="0")
+    gc.collect()
+    gc.collect(0)
+    assert sample("router_gc_pause_seconds_count", generation="2") == before + 1
+    assert sample("router_gc_pause_seconds_sum", generation="2") > took
+    assert sample("router_gc_pause_seconds_count", generation="0") >= young + 1
+    every = sample("router_gc_pause_seconds_bucket", generation="2", le="+Inf")
+    assert every == before + 1
+    assert sample("router_gc_pause_seconds_bucket", generation="2", le="1.0") <= every
 
 
 def test_metrics_count_rpcs_and_assign_results(service: Service) -> None:

@@ -7,9 +7,11 @@ RELIABILITY.md.
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -400,12 +402,15 @@ def test_sigterm_drains_in_flight_calls(
 ) -> None:
     """SIGTERM while Assigns are in flight (held up by a 1 s ``DEBUG SLEEP``): health turns
     NOT_SERVING at once, the in-flight Assigns finish OK and are in Redis, the process exits
-    with code 0 within ROUTER_GRACE_S plus a small margin."""
+    with code 0 within ROUTER_GRACE_S plus a small margin. (Its ``/metrics`` times the
+    garbage collector's pauses, start-up's full collection first.)"""
     grace_s = 3.0
+    metrics_port = local_redis.free_port()
     node = fleet.start_replica(
         redis_server.url,
         tmp_path,
         "node",
+        metrics_port=metrics_port,
         grace_s=grace_s,
         redis_timeout_s=3.0,
         health_interval_s=0.05,  # a probe is surely waiting on the sleeping Redis
@@ -414,6 +419,12 @@ def test_sigterm_drains_in_flight_calls(
         node.wait_serving()
         _team(node)
         _assign(node, 0)
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            scraped = reply.read().decode()
+        full = re.search(r'^router_gc_pause_seconds_count\{generation="2"\} (\S+)$', scraped, re.M)
+        assert full is not None
+        assert float(full.group(1)) >= 1
         statuses: list[tuple[float, int]] = []
         stub = health_pb2_grpc.HealthStub(node.channel)
         request = health_pb2.HealthCheckRequest(service="")

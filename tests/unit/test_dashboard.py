@@ -71,16 +71,19 @@ def exported() -> dict[str, frozenset[str]]:
     """Every sample name the router's registry can expose -> its label names."""
     names: dict[str, frozenset[str]] = dict(EXTERNAL)
     for value in vars(metrics).values():
-        if not isinstance(value, Counter | Gauge | Histogram):
+        if not isinstance(value, Counter | Gauge | Histogram | metrics.CollectorPauses):
             continue
         families = list(value.describe())
         assert len(families) == 1
         family = families[0]
         assert family.name.startswith("router_"), family.name
-        labels = frozenset(getattr(value, "_labelnames", ()))
+        if isinstance(value, metrics.CollectorPauses):
+            labels = frozenset({"generation"})
+        else:
+            labels = frozenset(getattr(value, "_labelnames", ()))
         if isinstance(value, Counter):
             names[f"{family.name}_total"] = labels
-        elif isinstance(value, Histogram):
+        elif isinstance(value, Histogram | metrics.CollectorPauses):
             for suffix in ("_count", "_sum"):
                 names[family.name + suffix] = labels
             names[f"{family.name}_bucket"] = labels | {"le"}
@@ -94,7 +97,7 @@ def exported_families() -> dict[str, str]:
     return {
         attribute: next(iter(value.describe())).name
         for attribute, value in vars(metrics).items()
-        if isinstance(value, Counter | Gauge | Histogram)
+        if isinstance(value, Counter | Gauge | Histogram | metrics.CollectorPauses)
     }
 
 
