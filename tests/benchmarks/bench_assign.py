@@ -13,7 +13,9 @@ and of the health Check (the no-op baseline) over the same channel, and the thro
 ``--threads`` (8) client threads for a few seconds. With ``--server process`` the throughput
 and fixed-load phases also print where the machine's CPU went: per no-op RPC and per pair in
 the service processes, per pair in redis-server and in this process (the load generator), and
-how many of the machine's cores that kept busy. With ``--rate``, also fixed offered loads
+how many of the machine's cores that kept busy, and the service processes' full garbage
+collections meanwhile (their count and mean pause, from each replica's ``/metrics``). With
+``--rate``, also fixed offered loads
 (``--rate 50,100,300``: one after the other): Assign+Complete pairs started on a fixed
 schedule (open loop, 32 client threads) for ``--rate-seconds``; each Assign's latency counts
 from its scheduled start, so a server that falls behind shows it. Prints medians, p99, max and
@@ -25,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,6 +49,9 @@ from router.server import create_server
 from router.settings import Settings
 from router.v1 import routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
+
+_FULL_PAUSES = re.compile(r'^router_gc_pause_seconds_(count|sum)\{generation="2"\} (\S+)$', re.M)
+"""A replica's full garbage collections so far, and the seconds they took, in its /metrics."""
 
 TENANT = "bench"
 
@@ -150,19 +157,21 @@ def assign_pair(
 @contextmanager
 def serving(
     url: str, mode: str, replicas: int = 1
-) -> Iterator[tuple[list[int], Callable[[], float]]]:
+) -> Iterator[tuple[list[int], Callable[[], float], Callable[[], tuple[float, float]]]]:
     """The service over ``url``: (the ports of its ``replicas`` processes, the CPU seconds
-    they used so far; in this process: one port, and 0)."""
+    they used so far, their full garbage collections so far and the seconds those took, from
+    their ``/metrics``; in this process: one port, 0, and (0, 0))."""
     if mode == "thread":
         running = create_server(
             Settings(port=0, workers=16, metrics_port=0), RedisStore.from_url(url)
         )
         try:
-            yield [running.port], lambda: 0.0
+            yield [running.port], lambda: 0.0, lambda: (0.0, 0.0)
         finally:
             running.stop(0)
         return
     ports: list[int] = []
+    metrics_ports: list[int] = []
     servers: list[subprocess.Popen[bytes]] = []
 
     def cpu_s() -> float:
@@ -173,14 +182,26 @@ def serving(
             total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")
 
+    def full_pauses() -> tuple[float, float]:
+        count = seconds = 0.0
+        for port in metrics_ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+                text = reply.read().decode()
+            for name, value in _FULL_PAUSES.findall(text):
+                if name == "count":
+                    count += float(value)
+                else:
+                    seconds += float(value)
+        return count, seconds
+
     try:
         for _ in range(replicas):
-            port = local_redis.free_port()
+            port, metrics_port = local_redis.free_port(), local_redis.free_port()
             env = {
                 **os.environ,
                 "REDIS_URL": url,
                 "ROUTER_PORT": str(port),
-                "ROUTER_METRICS_PORT": "0",
+                "ROUTER_METRICS_PORT": str(metrics_port),
                 "ROUTER_LOG_LEVEL": "error",
             }
             servers.append(
@@ -189,10 +210,11 @@ def serving(
                 )
             )
             ports.append(port)
+            metrics_ports.append(metrics_port)
         for port in ports:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 grpc.channel_ready_future(channel).result(timeout=60)
-        yield ports, cpu_s
+        yield ports, cpu_s, full_pauses
     finally:
         for server in servers:
             server.terminate()
@@ -215,35 +237,48 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
         )
         store.set_presence(TENANT, f"a{i:05d}", Presence.AVAILABLE)
     with (
-        serving(url, args.server, args.replicas) as (ports, server_cpu_s),
+        serving(url, args.server, args.replicas) as (ports, server_cpu_s, full_pauses),
         redis.Redis.from_url(url) as client,
     ):
-        clocks = CpuClocks(server_cpu_s, client)
+        clocks = CpuClocks(server_cpu_s, client, full_pauses)
         measure(agents, calls, seconds, ports=ports, clocks=clocks, args=args)
 
 
 class CpuClocks:
-    """CPU seconds used so far by the service processes, redis-server and this process."""
+    """CPU seconds used so far by the service processes, redis-server and this process,
+    and the service processes' full garbage collections."""
 
-    def __init__(self, service_s: Callable[[], float], client: redis.Redis) -> None:
+    def __init__(
+        self,
+        service_s: Callable[[], float],
+        client: redis.Redis,
+        full_pauses: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0),
+    ) -> None:
         self._service_s = service_s
         self._redis = client
+        self._full_pauses = full_pauses
 
-    def read(self) -> tuple[float, float, float, float]:
-        """(wall clock, service, redis-server, this process), in seconds."""
+    def read(self) -> tuple[float, float, float, float, float, float]:
+        """(wall clock, service, redis-server, this process, in seconds; the service's full
+        collections and the seconds they took)."""
         info = self._redis.info("cpu")
         redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-        return time.perf_counter(), self._service_s(), redis_s, time.process_time()
+        wall, service_s, here = time.perf_counter(), self._service_s(), time.process_time()
+        return wall, service_s, redis_s, here, *self._full_pauses()
 
     @staticmethod
     def budget(before: tuple[float, ...], after: tuple[float, ...], pairs: float) -> str:
-        """Where the CPU went per pair between two ``read``s, and the cores kept busy."""
-        wall, service, redis_s, here = (b - a for a, b in zip(before, after, strict=True))
+        """Where the CPU went per pair between two ``read``s, the cores kept busy, and the
+        service's full collections meanwhile (count, mean pause)."""
+        wall, service, redis_s, here, full, paused = (
+            b - a for a, b in zip(before, after, strict=True)
+        )
         per = 1000 / max(pairs, 1)
         return (
             f"CPU per pair: service {service * per:.2f} ms, Redis {redis_s * per:.2f} ms,"
             f" load generator {here * per:.2f} ms; {(service + redis_s + here) / wall:.2f}"
-            f" of {os.cpu_count()} cores busy"
+            f" of {os.cpu_count()} cores busy; service full collections {full:.0f}"
+            f" ({paused / max(full, 1) * 1000:.1f} ms each)"
         )
 
 

@@ -74,14 +74,14 @@ def _tenants(count: int) -> list[str]:
 def service(url: str, agents: int, seconds: float, replicas: int) -> str:
     """The idle service's table row for one team size (the teams ``ticks`` left in Redis)."""
     with (
-        serving(url, "process", replicas) as (_, service_cpu_s),
+        serving(url, "process", replicas) as (_, service_cpu_s, _),
         redis.Redis.from_url(url) as client,
     ):
         clocks = CpuClocks(service_cpu_s, client)
         time.sleep(3)
         before = clocks.read()
         time.sleep(seconds)
-        wall, cpu, redis_cpu, _ = (b - a for a, b in zip(before, clocks.read(), strict=True))
+        wall, cpu, redis_cpu, *_ = (b - a for a, b in zip(before, clocks.read(), strict=True))
     per_s = f"{cpu / wall * 1000:.1f} ms | {redis_cpu / wall * 1000:.1f} ms"
     return f"| {agents:,} | {replicas} | {per_s} |"
 
