@@ -149,13 +149,14 @@ def _metric_samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every metric sample but the RPC latency histogram (which counts these very RPCs), the
     timing of the dispatcher's batch solves (it re-solves the queued call each tick) and the
     routing index reads (an Assign reads the index before it knows its request id is a
-    replay with another body)."""
+    replay with another body) and the garbage collector's pauses (it runs when it will)."""
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in metrics.REGISTRY.collect()
         for sample in family.samples
         if not sample.name.startswith("router_rpc_duration_seconds")
         and not sample.name.startswith("router_routing_index_reads")
+        and not sample.name.startswith("router_gc_pause_seconds")
         and not sample.name.endswith("_created")
         and sample.labels.get("kind") != "batch"
     }
