@@ -24,15 +24,20 @@ Pure: no driver, no clock (callers pass ``monotonic`` seconds).
 from __future__ import annotations
 
 import bisect
+import operator
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import filterfalse
 
 FULL_READ_EVERY_S = 60.0
 """Longest time between full reads of a tenant's index (a backstop: revs are never reissued,
 but a change log rewritten by hand, or a node whose clock lags, would otherwise go unseen)."""
 MAX_DELTA = 5_000
 """Most changed agents the script sends as a delta; further behind, it sends everything."""
+
+
+_REV = operator.itemgetter(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,8 @@ class IndexMirror:
         """Revs up to this one are reflected for every agent (the last full read's head)."""
         self._ready: dict[str, tuple[str, int]] = {}
         """Ready agent id -> (rev, units of its work)."""
+        self._loaded: dict[str, int] = {}
+        """Ready agents with work -> its units (the only ones a call may find without room)."""
         self._skills: dict[str, tuple[str, tuple[str, ...]]] = {}
         """Ready agent id -> (rev its skills were read at, skill names). Tuples of strings,
         which the garbage collector stops tracking (a set per agent would cost every full
@@ -133,7 +140,12 @@ class IndexMirror:
             if units:
                 if agent_id not in self._ready:
                     bisect.insort(self._order, agent_id)
-                self._ready[agent_id] = (rev, int(float(units)))
+                used = int(float(units))
+                self._ready[agent_id] = (rev, used)
+                if used:
+                    self._loaded[agent_id] = used
+                else:
+                    self._loaded.pop(agent_id, None)
                 if self._skills.get(agent_id, ("", ()))[0] != rev:
                     self._pending.add(agent_id)
             else:
@@ -146,6 +158,7 @@ class IndexMirror:
         self._seen = {agent_id: int(rev) if rev else head for agent_id, rev, _ in triples}
         self._floor = head  # every agent's state up to here is in this read
         self._ready = {agent_id: (rev, int(float(units))) for agent_id, rev, units in triples}
+        self._loaded = {agent_id: used for agent_id, (_, used) in self._ready.items() if used}
         self._order = sorted(self._ready)
         self._skills, self._by_skill, self._pending = {}, {}, set()
         for agent_id, (rev, _) in self._ready.items():
@@ -195,23 +208,29 @@ class IndexMirror:
     def candidates(self, skills: Sequence[str], room: int) -> Pick:
         """The ready agents holding every skill of ``skills`` whose units leave ``room``
         (at most ``room`` units in use), in id order."""
+        # C-level filters over the ids (a team of 10,000 is read on every Assign); only the
+        # agents with work are looked at one by one for room.
         with self._lock:
-            ready = self._ready
+            ready, order = self._ready, self._order
             if skills:
                 sets = sorted((self._by_skill.get(name, set()) for name in skills), key=len)
                 holders = sets[0].intersection(*sets[1:]) if len(sets) > 1 else sets[0]
-                if 4 * len(holders) < len(self._order):
-                    ids = sorted(a for a in holders if ready[a][1] <= room)
-                else:
-                    ids = [a for a in self._order if a in holders and ready[a][1] <= room]
                 count = len(holders)
+                if 4 * count < len(order):
+                    ids: Sequence[str] = sorted(holders)
+                elif count == len(order):  # every ready agent (``holders`` are ready ones)
+                    ids = order
+                else:
+                    ids = list(filter(holders.__contains__, order))
             else:
-                ids = [a for a in self._order if ready[a][1] <= room]
-                count = len(self._order)
-            revs = [ready[a][0] for a in ids]
-        return Pick(ids, revs, count)
+                ids, count = order, len(order)
+            full = {agent_id for agent_id, used in self._loaded.items() if used > room}
+            picked = list(filterfalse(full.__contains__, ids)) if full else list(ids)
+            revs = list(map(_REV, map(ready.__getitem__, picked)))
+        return Pick(picked, revs, count)
 
     def _drop(self, agent_id: str) -> None:
+        self._loaded.pop(agent_id, None)
         if self._ready.pop(agent_id, None) is not None:
             del self._order[bisect.bisect_left(self._order, agent_id)]
         self._pending.discard(agent_id)
