@@ -149,6 +149,8 @@ class RedisBase(ABC):
             if fields:
                 agent = cache.put(tenant, texts(fields), [text(m) for m in spans], now, window)
                 found[agent.agent_id] = agent
+        if list(ids) == sorted(ids):  # C-level: the agents in ``ids`` order, deleted ones out
+            return list(filter(None, map(found.get, ids))), replies[split:]
         return [found[agent_id] for agent_id in sorted(found)], replies[split:]
 
     def _cache_window(self, tenant: str) -> int:

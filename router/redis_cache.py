@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import operator
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -239,23 +240,32 @@ class AgentCache:
             some, missing = self._get_each(tenant, ids, revs, now, window_ms)
             self._rebuild_view(tenant, now, window_ms)
             return some, missing
-        if cached_revs == list(revs) and (not unready or unready.isdisjoint(ids)):
+        wanted = list(revs)
+        if cached_revs == wanted and (not unready or unready.isdisjoint(ids)):
             # Every rev matched, so every snapshot is there (the two maps change together).
             return dict(zip(ids, cast(list[AgentSnapshot], snapshots), strict=True)), []
-        found: dict[str, AgentSnapshot] = {}
-        others: list[tuple[str, str]] = []
-        for agent_id, rev, cached_rev, snapshot in zip(
-            ids, revs, cached_revs, snapshots, strict=True
-        ):
-            if snapshot is not None and cached_rev == rev and agent_id not in unready:
-                found[agent_id] = snapshot
-            else:
-                others.append((agent_id, rev))
-        more, missing = self._get_each(
-            tenant, [a for a, _ in others], [r for _, r in others], now, window_ms
-        )
+        # Under load a few agents changed since (the ones the last Assigns and Completes
+        # touched): found with C-level loops, then checked one by one; the answer keeps
+        # the order of ``ids``.
+        same = list(map(operator.eq, cached_revs, wanted))
+        if unready:  # rare: requests whose store times arrived out of order
+            same = [
+                hit and agent_id not in unready for hit, agent_id in zip(same, ids, strict=True)
+            ]
+        found = dict(zip(ids, snapshots, strict=True))
+        stale_ids: list[str] = []
+        stale_revs: list[str] = []
+        start = 0
+        for _ in range(same.count(False)):
+            i = same.index(False, start)
+            stale_ids.append(ids[i])
+            stale_revs.append(wanted[i])
+            start = i + 1
+        more, missing = self._get_each(tenant, stale_ids, stale_revs, now, window_ms)
         found.update(more)
-        return found, missing
+        for agent_id in missing:
+            found.pop(agent_id, None)
+        return cast(dict[str, AgentSnapshot], found), missing
 
     def _get_each(
         self, tenant: str, ids: Sequence[str], revs: Sequence[str], now: int, window_ms: int

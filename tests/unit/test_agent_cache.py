@@ -46,7 +46,8 @@ def test_the_view_serves_exact_agents_and_misses_nothing_the_checks_serve() -> N
     current or stale revs and two windows. Every agent ``get_many`` serves is exactly the
     agent decoded from the hash of the asked rev at the asked time (heartbeats patched in);
     it serves every agent that a twin cache taking only the per-agent path serves, and
-    names each other one as missing, in the order asked."""
+    names each other one as missing, in the order asked; the agents found come in that order
+    too."""
     for seed in range(40):
         rng = random.Random(seed)
         cache, twin = AgentCache(), AgentCache()
@@ -85,6 +86,7 @@ def test_the_view_serves_exact_agents_and_misses_nothing_the_checks_serve() -> N
                 expected, _ = twin._get_each(T, ids, asked, at, window)
                 assert expected.keys() <= found.keys(), seed
                 assert [a for a in ids if a not in found] == missing, seed
+                assert list(found) == [a for a in ids if a in found], seed  # in ids order
                 for agent_id, rev in zip(ids, asked, strict=True):
                     if agent_id not in found:
                         continue
