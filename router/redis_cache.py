@@ -30,6 +30,7 @@ from typing import cast
 from router import store_common as rules
 from router.domain import ActiveWork, AgentSnapshot, WorkSpan
 from router.redis_schema import agent_from_work, agent_work
+from scoring.load import false_at
 
 MAX_ENTRIES = 200_000
 """Cached agents across tenants; past it the cache starts over (a cold read is still exact)."""
@@ -253,15 +254,10 @@ class AgentCache:
                 hit and agent_id not in unready for hit, agent_id in zip(same, ids, strict=True)
             ]
         found = dict(zip(ids, snapshots, strict=True))
-        stale_ids: list[str] = []
-        stale_revs: list[str] = []
-        start = 0
-        for _ in range(same.count(False)):
-            i = same.index(False, start)
-            stale_ids.append(ids[i])
-            stale_revs.append(wanted[i])
-            start = i + 1
-        more, missing = self._get_each(tenant, stale_ids, stale_revs, now, window_ms)
+        stale = false_at(same)
+        more, missing = self._get_each(
+            tenant, [ids[i] for i in stale], [wanted[i] for i in stale], now, window_ms
+        )
         found.update(more)
         for agent_id in missing:
             found.pop(agent_id, None)

@@ -294,7 +294,12 @@ class _Memo:
         return sum(len(kind.values) for kind in kinds)
 
     def row(self, agent: AgentSnapshot) -> Row:
-        """Compute, memoise and return ``agent``'s row."""
+        """``agent``'s row: memoised on it in this generation, or computed and memoised."""
+        row = cast(Row, agent.derived)
+        return row if self.tag in row else self._compute(agent)
+
+    def _compute(self, agent: AgentSnapshot) -> Row:
+        """Compute and memoise ``agent``'s row."""
         profile = agent.profile
         part = cast(_ProfilePart, profile.derived)
         if self.tag not in part:
@@ -360,13 +365,22 @@ class _Memo:
         # C-level loops (map): most agents are hits in a warm memo. ``tag in row`` is an
         # identity check on the row's first element (an empty tuple: no row yet).
         rows = cast(list[Row], list(map(_DERIVED, agents)))
-        hits = list(map(operator.contains, rows, repeat(self.tag)))
-        start = 0
-        for _ in range(hits.count(False)):
-            miss = hits.index(False, start)
-            rows[miss] = self.row(agents[miss])
-            start = miss + 1
+        for miss in false_at(list(map(operator.contains, rows, repeat(self.tag)))):
+            rows[miss] = self._compute(agents[miss])
         return rows
+
+
+def false_at(flags: list[bool]) -> list[int]:
+    """The positions of the ``False`` entries of ``flags``, found by C-level ``list.index``
+    calls: cheap when they are few among many (the agents that changed since the last
+    decision), where a Python loop over every flag is not."""
+    positions: list[int] = []
+    start = 0
+    for _ in range(flags.count(False)):
+        start = flags.index(False, start)
+        positions.append(start)
+        start += 1
+    return positions
 
 
 def _keep(owner: AgentSnapshot | AgentProfile, derived: tuple[object, ...]) -> None:
@@ -435,7 +449,7 @@ class AgentTable:
             same = list(map(operator.is_, agents, last.agents))
             changed = same.count(False)
             if changed * _PATCH_SHARE <= n:
-                self._patch(last, same, changed)
+                self._patch(last, same)
                 _LAST[0] = self
                 return
         self._rows = rows = memo.rows(agents)
@@ -448,9 +462,9 @@ class AgentTable:
         ).reshape(n, FLOAT_WIDTH)
         _LAST[0] = self
 
-    def _patch(self, last: AgentTable, same: list[bool], changed: int) -> None:
-        """This table as a copy of ``last`` (the same number of agents, all but ``changed``
-        of them the very same snapshots, ``same`` saying which) with the others' rows."""
+    def _patch(self, last: AgentTable, same: list[bool]) -> None:
+        """This table as a copy of ``last`` (the same number of agents, most of them the
+        very same snapshots, ``same`` saying which) with the others' rows."""
         memo = self.memo
         rows = list(last._rows)
         ids = list(last.ids)
@@ -459,13 +473,8 @@ class AgentTable:
             name: (has.copy(), levels.copy())
             for name, (has, levels) in list(last._skill_columns.items())
         }
-        start = 0
-        for _ in range(changed):
-            i = same.index(False, start)
-            agent = self.agents[i]
-            row = cast(Row, agent.derived)
-            if memo.tag not in row:
-                row = memo.row(agent)
+        for i in false_at(same):
+            row = memo.row(self.agents[i])
             rows[i], ids[i] = row, row[6]
             ints[i] = np.frombuffer(row[1], np.int64)
             floats[i] = np.frombuffer(row[2], np.float64)
@@ -475,7 +484,6 @@ class AgentTable:
                 for name, (has, levels) in columns.items():
                     level = levels_of.get(memo.skills.codes[name])
                     has[i], levels[i] = level is not None, level or 0
-            start = i + 1
         self._rows, self.ids, self.ints, self.floats = rows, ids, ints, floats
         for has, levels in columns.values():
             has.flags.writeable = levels.flags.writeable = False
