@@ -61,22 +61,22 @@ def _decoding(kind: str, build: Callable[[], T]) -> T:
 
 
 def _channel_map(raw: Mapping[str, Any]) -> Mapping[Channel, int]:
-    return frozen_map({Channel(key): int(value) for key, value in raw.items()})
+    return _channel_items(tuple((str(key), int(value)) for key, value in raw.items()))
 
 
-# Profile parts that many agents hold alike (a team's skills, the usual capacity, a language
+# Maps and sets that many agents hold alike (a team's skills, the usual capacity, a language
 # set) are decoded once and shared: they are immutable, and every object a cached agent
 # holds is one more for each of the garbage collector's full passes to walk.
 
 
 @functools.lru_cache(maxsize=4_096)
-def _skill_levels(items: tuple[tuple[str, int], ...]) -> Mapping[str, int]:
-    return frozen_map(dict(items))
+def _channel_items(items: tuple[tuple[str, int], ...]) -> Mapping[Channel, int]:
+    return frozen_map({Channel(key): value for key, value in items})
 
 
 @functools.lru_cache(maxsize=4_096)
-def _capacity(items: tuple[tuple[str, int], ...]) -> Mapping[Channel, int]:
-    return frozen_map({Channel(key): value for key, value in items})
+def _skill_levels(items: tuple[tuple[str, int], ...]) -> Mapping[str, int]:
+    return frozen_map(dict(items))
 
 
 @functools.lru_cache(maxsize=4_096)
@@ -138,7 +138,7 @@ def decode_profile(text: str, version: int) -> AgentProfile:
             languages=_languages(tuple(str(x) for x in raw.get("languages", []))),
             region=str(raw.get("region", "")),
             timezone=str(raw.get("timezone", "")),
-            capacity=_capacity(tuple((str(k), int(v)) for k, v in raw.get("capacity", {}).items())),
+            capacity=_channel_map(raw.get("capacity", {})),
             max_occupancy=None if occupancy is None else float(occupancy),
             absences=tuple(
                 Absence(
