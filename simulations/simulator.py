@@ -73,9 +73,9 @@ from router.domain import (
 from router.ordering import origin_ms
 from scoring import performance
 from scoring.match import skill_fit
-from simulations import outcomes
+from simulations import outcomes, pooled
 from simulations.kpis import compute_kpis, write_outputs
-from simulations.model import DAY_S, SIM_EPOCH_MS, Scenario
+from simulations.model import DAY_S, SIM_EPOCH_MS, AgentSpec, Scenario
 from simulations.passes import Dispatcher
 from simulations.trace import TraceCall, generate_trace
 from simulations.waiting import Waiting, WaitingQueue
@@ -161,6 +161,7 @@ def simulate(
     calls: Sequence[TraceCall] | None = None,
     reference: bool = False,
     escalate: bool = True,
+    shortcut: bool = True,
 ) -> SimulationResult:
     """Run ``scenario`` with ``seed`` (and ``policy``, else the scenario's).
 
@@ -170,16 +171,29 @@ def simulate(
     (``simulations.passes``), which the fast passes must match. ``escalate=False`` switches
     SLA escalation off (no at-risk boosts or widening jumps): the fast passes examine at-risk
     calls in a different order than the yardstick, so the two agree call by call only without
-    it (``simulations.escalation``).
+    it (``simulations.escalation``). A day in which any free agent may take any call under
+    ``LONGEST_IDLE`` is run by ``simulations.pooled`` instead of the event loop, with the same
+    result; ``shortcut=False`` always runs the loop.
     """
     if policy is not None:
         scenario = scenario.with_policy(policy)
     trace = list(calls) if calls is not None else generate_trace(scenario, seed)
     started = time.perf_counter()
-    sim = _Simulation(
-        scenario, seed, trace, progress=progress, reference=reference, escalate=escalate
-    )
-    result = sim.run()
+    ordered = sorted(trace, key=lambda c: (c.arrival_s, c.call_id))
+    engine_policy = replace(scenario.policy, heartbeat_timeout_s=0)
+    if (
+        shortcut
+        and not reference
+        and pooled.qualifies(scenario, engine_policy, ordered, escalate=escalate)
+    ):
+        result = _pooled_result(
+            scenario, seed, ordered, pooled.run(scenario, engine_policy, ordered)
+        )
+    else:
+        sim = _Simulation(
+            scenario, seed, ordered, progress=progress, reference=reference, escalate=escalate
+        )
+        result = sim.run()
     result.wall_s = time.perf_counter() - started
     return result
 
@@ -520,75 +534,172 @@ class _Simulation:
     # --- result ------------------------------------------------------------------------------
 
     def _result(self, end_ms: int) -> SimulationResult:
-        scenario, policy = self.scenario, self.policy
-        target_ms = {c: (t.target_s * 1000) for c, t in policy.sla.items()}
-        records: list[CallResult] = []
-        for i, tc in enumerate(self.trace):
-            arrival = self.calls[i].created_ms
-            answered = self.answered[i]
-            ended = self.ended[i]
-            if answered is not None:
-                wait = answered - arrival
-            elif self.abandoned[i] and ended is not None:
-                wait = ended - arrival
-            else:
-                wait = max(0, end_ms - arrival)
-            completed = bool(self.agent_of[i]) and self.handled_ms[i] is not None
-            target = target_ms.get(tc.channel)
-            records.append(
-                CallResult(
-                    call_id=tc.call_id,
-                    channel=tc.channel,
-                    arrival_s=_s(arrival),
-                    answered_s=None if answered is None else _s(answered),
-                    wait_s=wait / 1000,
-                    abandoned=self.abandoned[i],
-                    agent_id=self.agent_of[i] if completed else "",
-                    handle_s=(self.handled_ms[i] or 0) / 1000 if completed else None,
-                    end_s=None if ended is None or not completed else _s(ended),
-                    skill_match=self.fit[i] if completed else None,
-                    within_sla=answered is not None and (target is None or wait <= target),
-                    priority=tc.priority,
-                    quality=self.quality[i] if completed else None,
-                    reclaimed=self.reclaimed[i],
-                )
-            )
-        agents: dict[str, AgentResult] = {}
-        for agent in self.workforce.agents.values():
-            busy = [(_s(a), _s(b), u) for a, b, u in agent.busy_log]
-            busy.extend((_s(w.start_ms), _s(end_ms), w.units) for w in agent.work.values())
-            staffed = [(_s(a), _s(end_ms if b < 0 else b)) for a, b in agent.staffed_log]
-            agents[agent.agent_id] = AgentResult(
-                agent_id=agent.agent_id,
-                busy=sorted(busy),
-                staffed=[(a, b) for a, b in staffed if b > a],
+        agents = {
+            agent.agent_id: _agent_result(
+                agent.spec,
+                busy_log=agent.busy_log,
+                held=[(w.start_ms, w.units) for w in agent.work.values()],
+                staffed_log=agent.staffed_log,
                 handled=agent.handled,
-                top_performer=agent.spec.top_performer,
-                quality=agent.spec.quality,
-                speed=agent.spec.speed,
+                end_ms=end_ms,
             )
-        queue_trace = [(_s(t), size) for t, size in self.queue_trace]
-        end_s = _s(end_ms)
-        kpis = compute_kpis(
-            scenario=scenario,
-            policy=scenario.policy,
-            seed=self.seed,
-            records=records,
+            for agent in self.workforce.agents.values()
+        }
+        return _assemble(
+            self.scenario,
+            self.seed,
+            self.trace,
+            created=[call.created_ms for call in self.calls],
+            answered=self.answered,
+            ended=self.ended,
+            handled_ms=self.handled_ms,
+            agent_of=self.agent_of,
+            abandoned=self.abandoned,
+            fit=self.fit,
+            quality=self.quality,
+            reclaimed=self.reclaimed,
             agents=agents,
             events=self.events,
-            queue_trace=queue_trace,
+            queue_trace_ms=self.queue_trace,
+            end_ms=end_ms,
         )
-        return SimulationResult(
-            scenario=scenario,
-            policy=scenario.policy,
-            seed=self.seed,
-            records=records,
-            agents=agents,
-            events=self.events,
-            kpis=kpis,
-            end_s=end_s,
-            queue_trace=queue_trace,
+
+
+def _pooled_result(
+    scenario: Scenario, seed: int, trace: Sequence[TraceCall], day: pooled.PooledDay
+) -> SimulationResult:
+    """The result of a day ``simulations.pooled`` ran (every agent on duty from 0)."""
+    agents = {
+        spec.agent_id: _agent_result(
+            spec,
+            busy_log=day.busy[spec.agent_id],
+            held=day.held[spec.agent_id],
+            staffed_log=[[SIM_EPOCH_MS, -1]],
+            handled=day.handled[spec.agent_id],
+            end_ms=day.end_ms,
         )
+        for spec in scenario.agents
+    }
+    return _assemble(
+        scenario,
+        seed,
+        trace,
+        created=day.created,
+        answered=day.answered,
+        ended=day.ended,
+        handled_ms=day.handled_ms,
+        agent_of=day.agent_of,
+        abandoned=day.abandoned,
+        fit=day.fit,
+        quality=day.quality,
+        reclaimed=[0] * len(trace),
+        agents=agents,
+        events=day.events,
+        queue_trace_ms=day.queue_trace,
+        end_ms=day.end_ms,
+    )
+
+
+def _agent_result(
+    spec: AgentSpec,
+    *,
+    busy_log: Sequence[tuple[int, int, int]],
+    held: Sequence[tuple[int, int]],
+    staffed_log: Sequence[Sequence[int]],
+    handled: int,
+    end_ms: int,
+) -> AgentResult:
+    """One agent's day: finished items, items ``(start, units)`` still held at ``end_ms``,
+    available intervals (an open one ends at -1) and calls completed."""
+    busy = [(_s(a), _s(b), u) for a, b, u in busy_log]
+    busy.extend((_s(start), _s(end_ms), units) for start, units in held)
+    staffed = [(_s(a), _s(end_ms if b < 0 else b)) for a, b in staffed_log]
+    return AgentResult(
+        agent_id=spec.agent_id,
+        busy=sorted(busy),
+        staffed=[(a, b) for a, b in staffed if b > a],
+        handled=handled,
+        top_performer=spec.top_performer,
+        quality=spec.quality,
+        speed=spec.speed,
+    )
+
+
+def _assemble(
+    scenario: Scenario,
+    seed: int,
+    trace: Sequence[TraceCall],
+    *,
+    created: Sequence[int],
+    answered: Sequence[int | None],
+    ended: Sequence[int | None],
+    handled_ms: Sequence[int | None],
+    agent_of: Sequence[str],
+    abandoned: Sequence[bool],
+    fit: Sequence[float | None],
+    quality: Sequence[float | None],
+    reclaimed: Sequence[int],
+    agents: dict[str, AgentResult],
+    events: int,
+    queue_trace_ms: Sequence[tuple[int, int]],
+    end_ms: int,
+) -> SimulationResult:
+    """The records, agents and KPIs of a run from what happened to each call (in trace
+    order, epoch milliseconds)."""
+    policy = scenario.policy
+    target_ms = {c: (t.target_s * 1000) for c, t in policy.sla.items()}
+    records: list[CallResult] = []
+    for i, tc in enumerate(trace):
+        arrival = created[i]
+        answer = answered[i]
+        end = ended[i]
+        if answer is not None:
+            wait = answer - arrival
+        elif abandoned[i] and end is not None:
+            wait = end - arrival
+        else:
+            wait = max(0, end_ms - arrival)
+        completed = bool(agent_of[i]) and handled_ms[i] is not None
+        target = target_ms.get(tc.channel)
+        records.append(
+            CallResult(
+                call_id=tc.call_id,
+                channel=tc.channel,
+                arrival_s=_s(arrival),
+                answered_s=None if answer is None else _s(answer),
+                wait_s=wait / 1000,
+                abandoned=abandoned[i],
+                agent_id=agent_of[i] if completed else "",
+                handle_s=(handled_ms[i] or 0) / 1000 if completed else None,
+                end_s=None if end is None or not completed else _s(end),
+                skill_match=fit[i] if completed else None,
+                within_sla=answer is not None and (target is None or wait <= target),
+                priority=tc.priority,
+                quality=quality[i] if completed else None,
+                reclaimed=reclaimed[i],
+            )
+        )
+    queue_trace = [(_s(t), size) for t, size in queue_trace_ms]
+    kpis = compute_kpis(
+        scenario=scenario,
+        policy=policy,
+        seed=seed,
+        records=records,
+        agents=agents,
+        events=events,
+        queue_trace=queue_trace,
+    )
+    return SimulationResult(
+        scenario=scenario,
+        policy=policy,
+        seed=seed,
+        records=records,
+        agents=agents,
+        events=events,
+        kpis=kpis,
+        end_s=_s(end_ms),
+        queue_trace=queue_trace,
+    )
 
 
 _NO_ATTRIBUTES: Mapping[str, str] = frozen_map()

@@ -1,0 +1,231 @@
+"""The pooled shortcut (``simulations.pooled``) against the event loop it stands in for.
+
+A day that qualifies must give the very same result either way: every record, every agent's
+intervals, the KPIs, the events handled, the queue trace, and byte-identical output files.
+The cases cover what the shortcut models: patience (calls hanging up, timers of answered
+calls), wrap-up, agents of different speeds, overload past the end of arrivals, a horizon
+that cuts off work in progress and calls still waiting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.domain import Channel
+from simulations import pooled
+from simulations.scenario import load_scenario, parse_scenario
+from simulations.simulator import SimulationResult, simulate
+from simulations.trace import TraceCall, generate_trace
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "simulations" / "scenarios"
+
+
+def _pool(**changes: Any) -> dict[str, Any]:
+    """A longest-idle pool with no rule that changes with the clock (Erlang's model)."""
+    raw: dict[str, Any] = {
+        "pool": {"agents": 6, "rate_per_hour": 110, "mean_handle_s": 180},
+        "duration_s": 4 * 3600,
+        "warmup_s": 600,
+        "drain_s": 3600,
+        "policy": {
+            "strategy": "longest_idle",
+            "occupancy_window_s": 0,
+            "escalation_priority_boost": 0,
+        },
+        "sla": {"voice": 20},
+    }
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return raw
+
+
+def _same(fast: SimulationResult, loop: SimulationResult, tmp_path: Path) -> None:
+    assert fast.records == loop.records
+    assert fast.agents == loop.agents
+    assert fast.kpis == loop.kpis
+    assert (fast.events, fast.queue_trace, fast.end_s) == (
+        loop.events,
+        loop.queue_trace,
+        loop.end_s,
+    )
+    fast.write(tmp_path / "fast")
+    loop.write(tmp_path / "loop")
+    for name in ("kpis.json", "records.csv"):
+        assert (tmp_path / "fast" / name).read_bytes() == (tmp_path / "loop" / name).read_bytes()
+
+
+CASES = {
+    "plain": _pool(),
+    "patience": _pool(pool={"mean_patience_s": 60}),
+    "overloaded, short drain": _pool(
+        pool={"rate_per_hour": 160, "mean_patience_s": 240}, drain_s=300
+    ),
+    "wrap-up": _pool(policy={"wrap_up_s": {"voice": 30}}),
+    "wrap-up, patience, no drain": _pool(
+        pool={"rate_per_hour": 140, "mean_patience_s": 100},
+        policy={"wrap_up_s": {"voice": 45}},
+        drain_s=0,
+    ),
+    "two agents": _pool(pool={"agents": 2, "rate_per_hour": 30}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_pooled_day_is_the_event_loops_day(case: str, seed: int, tmp_path: Path) -> None:
+    scenario = parse_scenario(CASES[case], name=case)
+    assert pooled.qualifies(
+        scenario, scenario.policy, generate_trace(scenario, seed), escalate=True
+    )
+    _same(
+        simulate(scenario, seed=seed),
+        simulate(scenario, seed=seed, shortcut=False),
+        tmp_path,
+    )
+
+
+def test_agents_of_different_speeds_and_skills_on_one_pool(tmp_path: Path) -> None:
+    """Agents are told apart by speed (handle time), skill fit and quality, and ties for the
+    longest idle go by agent id."""
+    raw = _pool()
+    del raw["pool"]
+    raw["agents"] = [
+        {
+            "count": 3,
+            "id_prefix": "fast",
+            "skills": {"billing": 9},
+            "channels": {"voice": 1},
+            "speed": 1.5,
+            "quality": 0.9,
+        },
+        {
+            "count": 4,
+            "id_prefix": "slow",
+            "skills": {"billing": 2},
+            "channels": {"voice": 1},
+            "speed": 0.8,
+        },
+    ]
+    raw["arrivals"] = [
+        {
+            "name": "in",
+            "channel": "voice",
+            "rate_per_hour": 120,
+            "handle": 200,
+            "skills": {"billing": 1},
+            "patience": 90,
+        },
+    ]
+    scenario = parse_scenario(raw, name="mixed")
+    for seed in (4, 5):
+        trace = generate_trace(scenario, seed)
+        assert pooled.qualifies(scenario, scenario.policy, trace, escalate=True)
+        _same(
+            simulate(scenario, seed=seed), simulate(scenario, seed=seed, shortcut=False), tmp_path
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"policy": {"strategy": "round_robin"}}, "another strategy"),
+        ({"policy": {"escalation_priority_boost": 2}}, "SLA boosts reorder the queue"),
+        ({"policy": {"occupancy_window_s": 3600}}, "the occupancy cap changes with the clock"),
+        ({"policy": {"widening": [{"after_s": 30, "level_drop": 1}]}}, "widening steps"),
+    ],
+)
+def test_days_the_shortcut_cannot_model_run_through_the_loop(
+    change: dict[str, Any], why: str
+) -> None:
+    scenario = parse_scenario(_pool(**change), name=why)
+    trace = generate_trace(scenario, 1)
+    assert not pooled.qualifies(scenario, scenario.policy, trace, escalate=True), why
+    # and the result is the loop's
+    assert simulate(scenario, seed=1).records == simulate(scenario, seed=1, shortcut=False).records
+
+
+def test_agents_or_calls_that_break_the_pool_run_through_the_loop() -> None:
+    scenario = parse_scenario(_pool(), name="pool")
+    trace = generate_trace(scenario, 1)
+    policy = scenario.policy
+    raw = _pool() | _shifted_agents()
+    del raw["pool"]
+    shifted = parse_scenario(raw, name="shifts")
+    assert not pooled.qualifies(shifted, shifted.policy, generate_trace(shifted, 1), escalate=True)
+    urgent = [*trace[:5], trace[5].__class__(**{**_fields(trace[5]), "priority": 3}), *trace[6:]]
+    assert not pooled.qualifies(scenario, policy, urgent, escalate=True)  # two priorities
+    skill = trace[5].skills[0][0]
+    expert = [*trace[:5], trace[5].__class__(**{**_fields(trace[5]), "skills": ((skill, 9),)})]
+    assert not pooled.qualifies(scenario, policy, expert, escalate=True)  # a skill too high
+    assert pooled.qualifies(scenario, policy, trace, escalate=True)
+    assert not pooled.qualifies(scenario, policy, [], escalate=True)
+
+
+def test_the_erlang_check_scenario_takes_the_shortcut() -> None:
+    """What ``bench_simulator`` and ``tests/simulation/test_validation.py`` run."""
+    scenario = load_scenario(SCENARIOS / "erlang_check.yaml")
+    assert pooled.qualifies(scenario, scenario.policy, generate_trace(scenario, 1), escalate=True)
+
+
+def _fields(call: Any) -> dict[str, Any]:
+    return {name: getattr(call, name) for name in call.__slots__}
+
+
+def _shifted_agents() -> dict[str, Any]:
+    return {
+        "agents": [
+            {
+                "count": 4,
+                "skills": {"billing": 5},
+                "channels": {"voice": 1},
+                "shift": {"start": "00:00", "end": "02:00"},
+            },
+        ],
+        "arrivals": [
+            {
+                "name": "in",
+                "channel": "voice",
+                "rate_per_hour": 60,
+                "handle": 180,
+                "skills": {"billing": 1},
+            },
+        ],
+    }
+
+
+def test_ties_at_one_millisecond_go_as_in_the_loop(tmp_path: Path) -> None:
+    """Hand-made calls on the edges: a caller whose patience ends the very millisecond an
+    agent frees hangs up (the loop handles hang-ups before its pass); an abandonment timer
+    at the very end of arrivals is not handled once nothing waits; two agents free at once
+    go by id; every agent busy past the horizon leaves later callers waiting."""
+    raw = _pool(pool={"agents": 2}, duration_s=100, warmup_s=0, drain_s=60)
+    scenario = parse_scenario(raw, name="edges")
+    skills = generate_trace(scenario, 1)[0].skills
+    calls = [
+        TraceCall(0.0, "a", Channel.VOICE, skills, handle_s=10.0),
+        TraceCall(0.0, "b", Channel.VOICE, skills, handle_s=10.0),
+        TraceCall(1.0, "c", Channel.VOICE, skills, handle_s=5.0, patience_s=9.0),
+        TraceCall(2.0, "d", Channel.VOICE, skills, handle_s=30.0, patience_s=98.0),
+        TraceCall(3.0, "e", Channel.VOICE, skills, handle_s=200.0),
+        TraceCall(4.0, "f", Channel.VOICE, skills, handle_s=200.0, patience_s=20.0),
+        TraceCall(5.0, "g", Channel.VOICE, skills, handle_s=200.0),
+        TraceCall(6.0, "h", Channel.VOICE, skills, handle_s=1.0),
+    ]
+    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
+    fast = simulate(scenario, seed=1, calls=calls)
+    _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
+    by_id = {record.call_id: record for record in fast.records}
+    assert by_id["c"].abandoned
+    assert by_id["h"].answered_s is None
+    quiet = [TraceCall(0.0, "a", Channel.VOICE, skills, handle_s=50.0, patience_s=100.0)]
+    _same(
+        simulate(scenario, seed=1, calls=quiet),
+        simulate(scenario, seed=1, calls=quiet, shortcut=False),
+        tmp_path,
+    )
