@@ -77,7 +77,7 @@ from simulations import outcomes, pooled
 from simulations.kpis import compute_kpis, write_outputs
 from simulations.model import DAY_S, SIM_EPOCH_MS, AgentSpec, Scenario
 from simulations.passes import Dispatcher
-from simulations.trace import TraceCall, generate_trace
+from simulations.trace import ARRIVAL_ORDER, TraceCall, generate_trace
 from simulations.waiting import Waiting, WaitingQueue
 from simulations.workforce import SimAgent, Work, Workforce
 
@@ -179,7 +179,7 @@ def simulate(
         scenario = scenario.with_policy(policy)
     trace = list(calls) if calls is not None else generate_trace(scenario, seed)
     started = time.perf_counter()
-    ordered = sorted(trace, key=lambda c: (c.arrival_s, c.call_id))
+    ordered = sorted(trace, key=ARRIVAL_ORDER)
     engine_policy = replace(scenario.policy, heartbeat_timeout_s=0)
     if (
         shortcut
@@ -217,7 +217,7 @@ class _Simulation:
         # The engine sees the scenario's policy with the rules the simulator does not model
         # switched off (heartbeats are continuous, assignments are accepted at once).
         self.policy = replace(scenario.policy, heartbeat_timeout_s=0)
-        self.trace = sorted(trace, key=lambda c: (c.arrival_s, c.call_id))
+        self.trace = sorted(trace, key=ARRIVAL_ORDER)
         self.progress = progress
         self.window_ms = self.policy.occupancy_window_s * 1000
         self.workforce = Workforce(scenario.agents, self.policy)
