@@ -46,6 +46,12 @@ Keeping each decision small (the engine's cost grows with agents and calls per d
   eligible for, which is what the flow and every baseline choose);
 - rules that change with time alone (the rolling-occupancy cap, widening steps, SLA risk)
   get a wake-up at the moment they change instead of the service's 1 s tick.
+
+A day on which the engine's rules reduce to "a free agent takes the longest-waiting call"
+(``LONGEST_IDLE``; every agent on duty all day with one slot on the calls' one channel and
+fit for every call; one priority; no occupancy window, widening or SLA boosts; an Erlang
+check is such a day) skips the loop: ``simulations.pooled`` serves the calls in order from a
+heap of agents, with the very same result (``tests/simulation/test_pooled.py``).
 """
 
 from __future__ import annotations

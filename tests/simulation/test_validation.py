@@ -11,6 +11,7 @@ import json
 import statistics
 from pathlib import Path
 
+import pytest
 import yaml
 
 from simulations.erlang import erlang_a, erlang_c
@@ -39,21 +40,23 @@ def _pool(patience_s: float | None) -> dict[str, object]:
     return raw
 
 
-def test_single_skill_pool_matches_erlang_c() -> None:
+@pytest.mark.parametrize("shortcut", [True, False], ids=["pooled", "event loop"])
+def test_single_skill_pool_matches_erlang_c(shortcut: bool) -> None:
     """20 agents, 340 calls/h of 180 s: P(wait), service level in 20 s and ASA agree with
-    Erlang C."""
+    Erlang C, through the pooled shortcut and through the event loop."""
     scenario = parse_scenario(_pool(None), name="erlang_c")
-    runs = [simulate(scenario, seed=seed).kpis["overall"] for seed in SEEDS]
+    runs = [simulate(scenario, seed=seed, shortcut=shortcut).kpis["overall"] for seed in SEEDS]
     analytic = erlang_c(340 / 3600, 180, 20, 20)
     assert _within([r["service_level"] for r in runs], analytic.service_level, 0.02)
     assert _within([r["asa_s"] for r in runs], analytic.asa_s, 2.0)
 
 
-def test_single_skill_pool_with_patience_matches_erlang_a() -> None:
+@pytest.mark.parametrize("shortcut", [True, False], ids=["pooled", "event loop"])
+def test_single_skill_pool_with_patience_matches_erlang_a(shortcut: bool) -> None:
     """The same pool with 300 s mean patience: service level, ASA and abandonment agree with
-    Erlang A."""
+    Erlang A, through the pooled shortcut and through the event loop."""
     scenario = parse_scenario(_pool(300), name="erlang_a")
-    runs = [simulate(scenario, seed=seed).kpis["overall"] for seed in SEEDS]
+    runs = [simulate(scenario, seed=seed, shortcut=shortcut).kpis["overall"] for seed in SEEDS]
     analytic = erlang_a(340 / 3600, 180, 20, 20, 300)
     assert _within([r["service_level"] for r in runs], analytic.service_level, 0.02)
     assert _within([r["asa_s"] for r in runs], analytic.asa_s, 2.0)
