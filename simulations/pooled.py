@@ -3,17 +3,18 @@
 When every agent is on duty all day with one slot on the calls' channel, every call may go
 to every agent, and nothing the clock alone changes can refuse an agent (no shifts, breaks or
 absences, no occupancy window, no widening or SLA boosts), the engine's rules reduce to "a
-free agent takes the longest-waiting call". Under ``LONGEST_IDLE`` the agent is the one free
-the longest, ties by agent id. Each call in queue order (arrival, then call id: one priority,
-one channel) then takes the agent that is free first, by ``(free since, agent id)``, at its
-arrival or when that agent frees, unless its patience runs out first. That is a heap of
-agents and one step per call, as queueing simulators do it.
+free agent takes the longest-waiting call". Calls are then answered in queue order (arrival,
+then call id: one priority, one channel): each at its arrival if an agent is free, else when
+the first busy agent frees, unless its patience runs out first. The strategy only says which
+of the free agents: under ``LONGEST_IDLE`` the one free the longest, under ``ROUND_ROBIN``
+the one that took a call the longest ago, ties by agent id, as ``router.baselines`` orders
+them. That is two heaps of agents (working, by when they free; free, by the strategy's key)
+and one step per call, as queueing simulators do it.
 
 ``run`` returns what the event loop of ``simulations.simulator`` would record (each call's
 answer, end and agent, each agent's busy intervals, the events the loop would have handled,
-the queue length at every change, the end of the run), or ``None`` when the scenario does
-not qualify; the simulator then runs its loop. ``tests/simulation/test_pooled.py`` checks
-the two give byte-identical results on scenarios that qualify.
+the queue length at every change, the end of the run); ``qualifies`` says whether a day is
+such a day. ``tests/simulation/test_pooled.py`` checks the two give byte-identical results.
 
 Event accounting mirrors the loop: one shift start per agent at 0; an arrival, a completion,
 a wrap-up end and an abandonment timer per call (the timer also for calls answered before
@@ -24,6 +25,7 @@ or after the end of arrivals once nothing waits and nobody holds work.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -83,7 +85,7 @@ def qualifies(
 def _policy_allows(policy: Policy, *, escalate: bool) -> bool:
     """Longest-idle, and no rule that changes with the clock alone."""
     return (
-        policy.strategy == Strategy.LONGEST_IDLE
+        policy.strategy in {Strategy.LONGEST_IDLE, Strategy.ROUND_ROBIN}
         and not policy.widening
         and not (escalate and policy.escalation_priority_boost > 0)
         and policy.occupancy_window_s <= 0
@@ -164,9 +166,17 @@ class _Pool:
             held={spec.agent_id: [] for spec in specs},
             handled=dict.fromkeys((spec.agent_id for spec in specs), 0),
         )
-        # (free since, agent id, position): the longest idle first, ties by id, as the engine.
-        self.free = [(SIM_EPOCH_MS, spec.agent_id, k) for k, spec in enumerate(specs)]
-        heapq.heapify(self.free)
+        self.by_start = policy.strategy == Strategy.ROUND_ROBIN
+        """Free agents go by when they last took a call (else by when they last freed)."""
+        self.ready = [(0, spec.agent_id, k) for k, spec in enumerate(specs)]  # alike: by id
+        """Free agents: ``(the strategy's key, agent id, position)``, the engine's order."""
+        heapq.heapify(self.ready)
+        self.working: list[tuple[int, str, int]] = []
+        """Agents holding work that ends before the horizon: ``(free at, id, position)``."""
+        self.clock = SIM_EPOCH_MS
+        """When the latest call was answered (calls are answered in queue order)."""
+        self.last_start = [0] * len(specs)
+        """When each agent last took a call."""
         self.times: list[int] = [SIM_EPOCH_MS] * len(specs)
         """The time of every event the loop would queue (the shift starts first)."""
         self.changes: list[tuple[int, int]] = []
@@ -205,11 +215,8 @@ class _Pool:
         gives_up = None if tc.patience_s is None else arrival + round(tc.patience_s * 1000)
         if gives_up is not None:
             self.times.append(gives_up)
-        if not self.free:  # every agent holds work past the horizon
-            self.free.append((horizon_ms + 1, "", -1))
-        since, agent_id, k = self.free[0]
-        start = max(arrival, since)
-        if gives_up is not None and start >= gives_up:
+        earliest = self._earliest(arrival)
+        if gives_up is not None and earliest >= gives_up:
             if gives_up > horizon_ms:
                 self._stays()
                 return
@@ -217,10 +224,11 @@ class _Pool:
             self.changes.append((gives_up, -1))
             self.last_exit = max(self.last_exit, gives_up)
             return
-        if start > horizon_ms:
+        if earliest > horizon_ms:
             self._stays()
             return
-        heapq.heappop(self.free)
+        start = int(earliest)
+        agent_id, k = self._take(start)
         day.answered[i], day.agent_of[i] = start, agent_id
         self.changes.append((start, -1))
         spec = self.specs[k]
@@ -240,7 +248,30 @@ class _Pool:
             return
         day.busy[agent_id].append((start, release, self.units))
         self.last_exit = max(self.last_exit, release)
-        heapq.heappush(self.free, (release, agent_id, k))
+        heapq.heappush(self.working, (release, agent_id, k))
+
+    def _earliest(self, arrival: int) -> float:
+        """When a call arriving at ``arrival`` can be answered (every call before it in
+        queue order answered or gone): at once if an agent is free, else when the first
+        busy agent frees (never, if all hold work past the horizon). Free agents freed by
+        the latest answer at the latest, so no earlier call was waiting for them."""
+        if self.ready:
+            return max(arrival, self.clock)
+        if self.working:
+            return max(arrival, self.working[0][0])
+        return math.inf
+
+    def _take(self, start: int) -> tuple[str, int]:
+        """The agent the strategy picks among those free at ``start``."""
+        working, ready = self.working, self.ready
+        while working and working[0][0] <= start:
+            release, agent_id, k = heapq.heappop(working)
+            key = self.last_start[k] if self.by_start else release
+            heapq.heappush(ready, (key, agent_id, k))
+        _, agent_id, k = heapq.heappop(ready)
+        self.clock = start
+        self.last_start[k] = start
+        return agent_id, k
 
     def _fit(self, tc: TraceCall, k: int) -> tuple[float, float]:
         """Skill fit and effective quality of agent ``k`` on ``tc`` (once per kind)."""

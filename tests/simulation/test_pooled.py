@@ -2,9 +2,10 @@
 
 A day that qualifies must give the very same result either way: every record, every agent's
 intervals, the KPIs, the events handled, the queue trace, and byte-identical output files.
-The cases cover what the shortcut models: patience (calls hanging up, timers of answered
-calls), wrap-up, agents of different speeds, overload past the end of arrivals, a horizon
-that cuts off work in progress and calls still waiting.
+The cases cover what the shortcut models, under longest-idle and round-robin: patience
+(calls hanging up, timers of answered calls), wrap-up, agents of different speeds,
+overload past the end of arrivals, a horizon that cuts off work in progress and calls still
+waiting.
 """
 
 from __future__ import annotations
@@ -78,8 +79,11 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_a_pooled_day_is_the_event_loops_day(case: str, seed: int, tmp_path: Path) -> None:
-    scenario = parse_scenario(CASES[case], name=case)
+@pytest.mark.parametrize("strategy", ["longest_idle", "round_robin"])
+def test_a_pooled_day_is_the_event_loops_day(
+    case: str, seed: int, strategy: str, tmp_path: Path
+) -> None:
+    scenario = parse_scenario(CASES[case], name=case).with_policy(strategy)
     assert pooled.qualifies(
         scenario, scenario.policy, generate_trace(scenario, seed), escalate=True
     )
@@ -122,8 +126,8 @@ def test_agents_of_different_speeds_and_skills_on_one_pool(tmp_path: Path) -> No
             "patience": 90,
         },
     ]
-    scenario = parse_scenario(raw, name="mixed")
-    for seed in (4, 5):
+    for strategy, seed in [("longest_idle", 4), ("longest_idle", 5), ("round_robin", 4)]:
+        scenario = parse_scenario(raw, name="mixed").with_policy(strategy)
         trace = generate_trace(scenario, seed)
         assert pooled.qualifies(scenario, scenario.policy, trace, escalate=True)
         _same(
@@ -134,7 +138,8 @@ def test_agents_of_different_speeds_and_skills_on_one_pool(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("change", "why"),
     [
-        ({"policy": {"strategy": "round_robin"}}, "another strategy"),
+        ({"policy": {"strategy": "best_skill"}}, "best skill weighs skills and performance"),
+        ({"policy": {"strategy": "balanced"}}, "balanced weighs scores and load"),
         ({"policy": {"escalation_priority_boost": 2}}, "SLA boosts reorder the queue"),
         ({"policy": {"occupancy_window_s": 3600}}, "the occupancy cap changes with the clock"),
         ({"policy": {"widening": [{"after_s": 30, "level_drop": 1}]}}, "widening steps"),
@@ -199,13 +204,14 @@ def _shifted_agents() -> dict[str, Any]:
     }
 
 
-def test_ties_at_one_millisecond_go_as_in_the_loop(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["longest_idle", "round_robin"])
+def test_ties_at_one_millisecond_go_as_in_the_loop(strategy: str, tmp_path: Path) -> None:
     """Hand-made calls on the edges: a caller whose patience ends the very millisecond an
     agent frees hangs up (the loop handles hang-ups before its pass); an abandonment timer
     at the very end of arrivals is not handled once nothing waits; two agents free at once
     go by id; every agent busy past the horizon leaves later callers waiting."""
     raw = _pool(pool={"agents": 2}, duration_s=100, warmup_s=0, drain_s=60)
-    scenario = parse_scenario(raw, name="edges")
+    scenario = parse_scenario(raw, name="edges").with_policy(strategy)
     skills = generate_trace(scenario, 1)[0].skills
     calls = [
         TraceCall(0.0, "a", Channel.VOICE, skills, handle_s=10.0),
