@@ -83,7 +83,7 @@ def qualifies(
 
 
 def _policy_allows(policy: Policy, *, escalate: bool) -> bool:
-    """Longest-idle, and no rule that changes with the clock alone."""
+    """Longest-idle or round-robin, and no rule that changes with the clock alone."""
     return (
         policy.strategy in {Strategy.LONGEST_IDLE, Strategy.ROUND_ROBIN}
         and not policy.widening
