@@ -11,9 +11,10 @@ the one that took a call the longest ago, ties by agent id, as ``router.baseline
 them. That is two heaps of agents (working, by when they free; free, by the strategy's key)
 and one step per call, as queueing simulators do it.
 
-``run`` returns what the event loop of ``simulations.simulator`` would record (each call's
-answer, end and agent, each agent's busy intervals, the events the loop would have handled,
-the queue length at every change, the end of the run); ``qualifies`` says whether a day is
+``run`` returns what the event loop of ``simulations.simulator`` would record (a
+``simulations.call_log.CallLog``: each call's answer, end and agent, the events the loop
+would have handled, the queue length at every change, the end of the run; and each agent's
+busy intervals); ``qualifies`` says whether a day is
 such a day. ``tests/simulation/test_pooled.py`` checks the two give byte-identical results.
 
 Event accounting mirrors the loop: one shift start per agent at 0; an arrival, a completion,
@@ -27,7 +28,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from router.domain import (
     AGENT_UNIT_BUDGET,
@@ -41,6 +42,7 @@ from router.domain import (
 from router.eligibility import check
 from scoring.match import skill_fit
 from simulations import outcomes
+from simulations.call_log import CallLog
 from simulations.model import SIM_EPOCH_MS, Scenario
 from simulations.trace import TraceCall
 from simulations.workforce import SimAgent
@@ -48,26 +50,15 @@ from simulations.workforce import SimAgent
 
 @dataclass(slots=True)
 class PooledDay:
-    """What the event loop would have recorded (per call in trace order; times in epoch ms)."""
+    """What the event loop would have recorded."""
 
-    created: list[int]
-    answered: list[int | None]
-    ended: list[int | None]
-    handled_ms: list[int | None]
-    agent_of: list[str]
-    abandoned: list[bool]
-    fit: list[float | None]
-    quality: list[float | None]
+    calls: CallLog
     busy: dict[str, list[tuple[int, int, int]]]
     """Per agent: finished items ``(start, end, units)``, wrap-up included."""
     held: dict[str, list[tuple[int, int]]]
     """Per agent: items still held at the end ``(start, units)``."""
     handled: dict[str, int]
-    events: int = 0
-    queue_trace: list[tuple[int, int]] = field(default_factory=list)
-    """``(time, calls waiting)`` at every millisecond the queue changed."""
-    end_ms: int = 0
-    """``max(last event handled, end of arrivals)``: where busy and staffed time stop."""
+    """Per agent: calls completed."""
 
 
 def qualifies(
@@ -145,7 +136,6 @@ class _Pool:
     """One pooled day: the agents' heap and the log."""
 
     def __init__(self, scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]) -> None:
-        n = len(trace)
         self.trace = trace
         self.specs = specs = scenario.agents
         self.duration_ms = _ms(scenario.duration_s)
@@ -154,18 +144,12 @@ class _Pool:
         self.units = policy.units_for(self.channel)
         self.wrap_ms = policy.wrap_up_s.get(self.channel, 0) * 1000
         self.day = PooledDay(
-            created=[SIM_EPOCH_MS + round(tc.arrival_s * 1000) for tc in trace],
-            answered=[None] * n,
-            ended=[None] * n,
-            handled_ms=[None] * n,
-            agent_of=[""] * n,
-            abandoned=[False] * n,
-            fit=[None] * n,
-            quality=[None] * n,
+            calls=CallLog.empty([SIM_EPOCH_MS + round(tc.arrival_s * 1000) for tc in trace]),
             busy={spec.agent_id: [] for spec in specs},
             held={spec.agent_id: [] for spec in specs},
             handled=dict.fromkeys((spec.agent_id for spec in specs), 0),
         )
+        self.log = self.day.calls
         self.by_start = policy.strategy == Strategy.ROUND_ROBIN
         """Free agents go by when they last took a call (else by when they last freed)."""
         self.ready = [(0, spec.agent_id, k) for k, spec in enumerate(specs)]  # alike: by id
@@ -187,8 +171,8 @@ class _Pool:
         self._fits: dict[tuple[object, ...], tuple[float, float]] = {}
 
     def run(self) -> PooledDay:
-        day, trace = self.day, self.trace
-        created = day.created
+        log, trace = self.log, self.trace
+        created = log.created
         for i in sorted(range(len(trace)), key=lambda i: (created[i], trace[i].call_id)):
             if created[i] <= self.horizon_ms:
                 self._serve(i)
@@ -196,10 +180,10 @@ class _Pool:
         # end of arrivals (an abandonment timer of a call answered meanwhile).
         last, duration_ms = self.last_exit, self.duration_ms
         handled = [t for t in self.times if t <= self.horizon_ms and (t <= last or t < duration_ms)]
-        day.events = len(handled)
-        day.end_ms = max(max(handled, default=SIM_EPOCH_MS), duration_ms)
-        day.queue_trace = _queue_trace(self.changes)
-        return day
+        log.events = len(handled)
+        log.end_ms = max(max(handled, default=SIM_EPOCH_MS), duration_ms)
+        log.queue_trace = _queue_trace(self.changes)
+        return self.day
 
     def _stays(self) -> None:
         """A call is still there at the end of the run."""
@@ -208,7 +192,8 @@ class _Pool:
     def _serve(self, i: int) -> None:
         """Call ``i`` (every call before it in queue order served): answered by the agent
         free first, or hung up before that agent frees."""
-        day, tc, arrival, horizon_ms = self.day, self.trace[i], self.day.created[i], self.horizon_ms
+        day, log, tc, horizon_ms = self.day, self.log, self.trace[i], self.horizon_ms
+        arrival = log.created[i]
         self.times.append(arrival)
         self.changes.append((arrival, 1))
         self.last_exit = max(self.last_exit, arrival)
@@ -220,7 +205,7 @@ class _Pool:
             if gives_up > horizon_ms:
                 self._stays()
                 return
-            day.abandoned[i], day.ended[i] = True, gives_up
+            log.abandoned[i], log.ended[i] = True, gives_up
             self.changes.append((gives_up, -1))
             self.last_exit = max(self.last_exit, gives_up)
             return
@@ -229,7 +214,7 @@ class _Pool:
             return
         start = int(earliest)
         agent_id, k = self._take(start)
-        day.answered[i], day.agent_of[i] = start, agent_id
+        log.answered[i], log.agent_of[i] = start, agent_id
         self.changes.append((start, -1))
         spec = self.specs[k]
         handle = max(1, round(tc.handle_s * 1000 / spec.speed))
@@ -237,8 +222,8 @@ class _Pool:
         self.times.append(done)
         release = done + self.wrap_ms
         if done <= horizon_ms:
-            day.ended[i], day.handled_ms[i] = done, handle
-            day.fit[i], day.quality[i] = self._fit(tc, k)
+            log.ended[i], log.handled_ms[i] = done, handle
+            log.fit[i], log.quality[i] = self._fit(tc, k)
             day.handled[agent_id] += 1
             if self.wrap_ms > 0:
                 self.times.append(release)

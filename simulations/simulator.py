@@ -81,6 +81,7 @@ from router.ordering import origin_ms
 from scoring import performance
 from scoring.match import skill_fit
 from simulations import outcomes, pooled
+from simulations.call_log import CallLog
 from simulations.kpis import compute_kpis, write_outputs
 from simulations.model import DAY_S, SIM_EPOCH_MS, AgentSpec, Scenario
 from simulations.passes import Dispatcher
@@ -552,10 +553,7 @@ class _Simulation:
             )
             for agent in self.workforce.agents.values()
         }
-        return _assemble(
-            self.scenario,
-            self.seed,
-            self.trace,
+        log = CallLog(
             created=[call.created_ms for call in self.calls],
             answered=self.answered,
             ended=self.ended,
@@ -565,11 +563,11 @@ class _Simulation:
             fit=self.fit,
             quality=self.quality,
             reclaimed=self.reclaimed,
-            agents=agents,
             events=self.events,
-            queue_trace_ms=self.queue_trace,
+            queue_trace=self.queue_trace,
             end_ms=end_ms,
         )
+        return _assemble(self.scenario, self.seed, self.trace, log, agents)
 
 
 def _pooled_result(
@@ -583,28 +581,11 @@ def _pooled_result(
             held=day.held[spec.agent_id],
             staffed_log=[[SIM_EPOCH_MS, -1]],
             handled=day.handled[spec.agent_id],
-            end_ms=day.end_ms,
+            end_ms=day.calls.end_ms,
         )
         for spec in scenario.agents
     }
-    return _assemble(
-        scenario,
-        seed,
-        trace,
-        created=day.created,
-        answered=day.answered,
-        ended=day.ended,
-        handled_ms=day.handled_ms,
-        agent_of=day.agent_of,
-        abandoned=day.abandoned,
-        fit=day.fit,
-        quality=day.quality,
-        reclaimed=[0] * len(trace),
-        agents=agents,
-        events=day.events,
-        queue_trace_ms=day.queue_trace,
-        end_ms=day.end_ms,
-    )
+    return _assemble(scenario, seed, trace, day.calls, agents)
 
 
 def _agent_result(
@@ -636,37 +617,27 @@ def _assemble(
     scenario: Scenario,
     seed: int,
     trace: Sequence[TraceCall],
-    *,
-    created: Sequence[int],
-    answered: Sequence[int | None],
-    ended: Sequence[int | None],
-    handled_ms: Sequence[int | None],
-    agent_of: Sequence[str],
-    abandoned: Sequence[bool],
-    fit: Sequence[float | None],
-    quality: Sequence[float | None],
-    reclaimed: Sequence[int],
+    log: CallLog,
     agents: dict[str, AgentResult],
-    events: int,
-    queue_trace_ms: Sequence[tuple[int, int]],
-    end_ms: int,
 ) -> SimulationResult:
     """The records, agents and KPIs of a run from what happened to each call (in trace
     order, epoch milliseconds)."""
     policy = scenario.policy
     target_ms = {c: (t.target_s * 1000) for c, t in policy.sla.items()}
+    end_ms = log.end_ms
     records: list[CallResult] = []
     for i, tc in enumerate(trace):
-        arrival = created[i]
-        answer = answered[i]
-        end = ended[i]
+        arrival = log.created[i]
+        answer = log.answered[i]
+        end = log.ended[i]
+        handled_ms = log.handled_ms[i]
         if answer is not None:
             wait = answer - arrival
-        elif abandoned[i] and end is not None:
+        elif log.abandoned[i] and end is not None:
             wait = end - arrival
         else:
             wait = max(0, end_ms - arrival)
-        completed = bool(agent_of[i]) and handled_ms[i] is not None
+        completed = bool(log.agent_of[i]) and handled_ms is not None
         target = target_ms.get(tc.channel)
         records.append(
             CallResult(
@@ -675,25 +646,25 @@ def _assemble(
                 arrival_s=_s(arrival),
                 answered_s=None if answer is None else _s(answer),
                 wait_s=wait / 1000,
-                abandoned=abandoned[i],
-                agent_id=agent_of[i] if completed else "",
-                handle_s=(handled_ms[i] or 0) / 1000 if completed else None,
+                abandoned=log.abandoned[i],
+                agent_id=log.agent_of[i] if completed else "",
+                handle_s=(handled_ms or 0) / 1000 if completed else None,
                 end_s=None if end is None or not completed else _s(end),
-                skill_match=fit[i] if completed else None,
+                skill_match=log.fit[i] if completed else None,
                 within_sla=answer is not None and (target is None or wait <= target),
                 priority=tc.priority,
-                quality=quality[i] if completed else None,
-                reclaimed=reclaimed[i],
+                quality=log.quality[i] if completed else None,
+                reclaimed=log.reclaimed[i],
             )
         )
-    queue_trace = [(_s(t), size) for t, size in queue_trace_ms]
+    queue_trace = [(_s(t), size) for t, size in log.queue_trace]
     kpis = compute_kpis(
         scenario=scenario,
         policy=policy,
         seed=seed,
         records=records,
         agents=agents,
-        events=events,
+        events=log.events,
         queue_trace=queue_trace,
     )
     return SimulationResult(
@@ -702,7 +673,7 @@ def _assemble(
         seed=seed,
         records=records,
         agents=agents,
-        events=events,
+        events=log.events,
         kpis=kpis,
         end_s=_s(end_ms),
         queue_trace=queue_trace,

@@ -1,0 +1,55 @@
+"""What happened to each call of a simulated day: the simulator's raw outcome.
+
+Both ways of running a day fill one (``simulations.simulator``'s event loop and
+``simulations.pooled``), and ``simulations.simulator`` turns it into records and KPIs. Per
+call, in trace order, in epoch milliseconds of the simulated clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class CallLog:
+    """Per call (trace order) and for the run as a whole."""
+
+    created: list[int]
+    """When each call arrived."""
+    answered: list[int | None]
+    """When an agent first took it."""
+    ended: list[int | None]
+    """When it was completed or hung up."""
+    handled_ms: list[int | None]
+    """How long the completing agent worked on it (wrap-up excluded)."""
+    agent_of: list[str]
+    """Who holds or completed it ("" if nobody)."""
+    abandoned: list[bool]
+    fit: list[float | None]
+    """``scoring.match.skill_fit`` of the completing agent."""
+    quality: list[float | None]
+    """Effective quality of the handling (``simulations.outcomes``)."""
+    reclaimed: list[int]
+    """Times it was taken back from an agent who left."""
+    events: int = 0
+    """Events the run handled."""
+    queue_trace: list[tuple[int, int]] = field(default_factory=list)
+    """``(time, calls waiting)`` at every millisecond the queue changed."""
+    end_ms: int = 0
+    """Where the run stopped: busy and staffed time end here."""
+
+    @staticmethod
+    def empty(created: list[int]) -> CallLog:
+        """A log of calls arriving at ``created`` that nothing has happened to yet."""
+        n = len(created)
+        return CallLog(
+            created=created,
+            answered=[None] * n,
+            ended=[None] * n,
+            handled_ms=[None] * n,
+            agent_of=[""] * n,
+            abandoned=[False] * n,
+            fit=[None] * n,
+            quality=[None] * n,
+            reclaimed=[0] * n,
+        )
