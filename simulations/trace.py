@@ -138,7 +138,7 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
                         pick -= weight
                 handle = _ms(stream.handle.draw(rng))
                 patience = None if stream.patience is None else _ms(stream.patience.draw(rng))
-                out.append(  # positional, in field order: a third faster than keywords
+                out.append(  # positional, in field order: a quicker constructor than keywords
                     TraceCall(
                         round(t, 3),  # arrival_s
                         f"{stream.name}-{len(out) + 1:06d}",  # call_id
