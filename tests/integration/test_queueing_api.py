@@ -11,14 +11,16 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+import redis
 from google.protobuf import field_mask_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from router import local_redis
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
-from tests.helpers import retries
-from tests.integration.service import Service
+from tests.helpers import FakeClock, retries
+from tests.integration.service import Service, start_service
 
 ASSIGNED = routing_pb2.AssignResponse.RESULT_ASSIGNED
 QUEUED = routing_pb2.AssignResponse.RESULT_QUEUED
@@ -164,12 +166,31 @@ def test_wrap_up_holds_the_slot_after_complete(service: Service) -> None:
     _completes_into_wrap_up(service, service.assign("c1").assignment)
 
 
+@pytest.fixture
+def idle_pair(redis_server: local_redis.LocalRedis) -> Iterator[tuple[Service, Service]]:
+    """Two replicas over one empty Redis and clock whose dispatchers tick once a minute (the
+    longest tick there is), so neither reads the policy behind a test's back: a tick's full
+    pass reads it, and which replica makes the pass is a race."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=False)
+    client.flushall()
+    first = start_service(redis_server.url, FakeClock(), client, dispatch_tick_s=60)
+    second = start_service(redis_server.url, first.clock, client, dispatch_tick_s=60)
+    try:
+        yield first, second
+    finally:
+        for replica in (first, second):
+            replica.channel.close()
+            replica.running.stop(0)
+        client.close()
+
+
 def test_complete_follows_a_policy_changed_through_another_replica(
-    service: Service, second_replica: Service
+    idle_pair: tuple[Service, Service],
 ) -> None:
     """Complete ends the assignment under the policy its replica last read, unless the
     policy changed since (the store checks): a wrap-up set through another replica after
     this one routed the call still holds the agent after this one's Complete."""
+    service, second_replica = idle_pair
     first = _routed_before_a_policy_change(service, second_replica)
     retried = retries("policy")
     _completes_into_wrap_up(service, first)
