@@ -15,10 +15,11 @@ is simulated in one process, interleaved per seed and repeat, by:
   shortcut), and with the balanced policy (the event loop).
 
 Speed is calls simulated per wall-clock second (trace generation, set-up, the run and the
-per-call records included for both tools), and events per second (Ciw: arrivals plus service
-ends; ours: the events its loop handled), median over repeats, with the ratio to Ciw taken
-within each repeat. CPU-time rates are shown too: the machine is shared, and process time is
-less disturbed by other work than wall time.
+per-call records included for both tools; a full garbage collection before each run, so the
+tool that runs after Ciw does not pay for Ciw's leftover objects), and events per second
+(Ciw: arrivals plus service ends; ours: the events its loop handled), median over repeats,
+with the ratio to Ciw taken within each repeat. CPU-time rates are shown too: the machine
+is shared, and process time is less disturbed by other work than wall time.
 
 Answers: P(wait), service level within the target and mean wait (ASA) over calls arriving
 after the warm-up, mean over seeds with a 95 % Student-t confidence interval, next to
@@ -37,6 +38,7 @@ on timing.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import statistics
 import time
@@ -347,8 +349,10 @@ def bench_queue(queue: Queue, seeds: Sequence[int], repeats: int) -> dict[str, T
         for tally in tallies.values():
             tally.runs[repeat] = []
         for seed in seeds:
+            gc.collect()  # each run starts on a clean heap: no one pays for another's garbage
             tallies["Ciw"].runs[repeat].append(run_ciw(queue, seed))
             for tool, (scenario, shortcut) in ours.items():
+                gc.collect()
                 run = run_ours(scenario, queue, seed, shortcut=shortcut)
                 tallies[tool].runs[repeat].append(run)
         print(f"  repeat {repeat + 1}/{repeats} done", flush=True)
