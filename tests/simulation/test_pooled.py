@@ -10,6 +10,7 @@ waiting.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,10 @@ def test_agents_or_calls_that_break_the_pool_run_through_the_loop() -> None:
     del raw["pool"]
     shifted = parse_scenario(raw, name="shifts")
     assert not pooled.qualifies(shifted, shifted.policy, generate_trace(shifted, 1), escalate=True)
-    urgent = [*trace[:5], trace[5].__class__(**{**_fields(trace[5]), "priority": 3}), *trace[6:]]
+    urgent = [*trace[:5], dataclasses.replace(trace[5], priority=3), *trace[6:]]
     assert not pooled.qualifies(scenario, policy, urgent, escalate=True)  # two priorities
     skill = trace[5].skills[0][0]
-    expert = [*trace[:5], trace[5].__class__(**{**_fields(trace[5]), "skills": ((skill, 9),)})]
+    expert = [*trace[:5], dataclasses.replace(trace[5], skills=((skill, 9),))]
     assert not pooled.qualifies(scenario, policy, expert, escalate=True)  # a skill too high
     assert pooled.qualifies(scenario, policy, trace, escalate=True)
     assert not pooled.qualifies(scenario, policy, [], escalate=True)
@@ -176,10 +177,6 @@ def test_the_erlang_check_scenario_takes_the_shortcut() -> None:
     """What ``bench_simulator`` and ``tests/simulation/test_validation.py`` run."""
     scenario = load_scenario(SCENARIOS / "erlang_check.yaml")
     assert pooled.qualifies(scenario, scenario.policy, generate_trace(scenario, 1), escalate=True)
-
-
-def _fields(call: Any) -> dict[str, Any]:
-    return {name: getattr(call, name) for name in call.__slots__}
 
 
 def _shifted_agents() -> dict[str, Any]:
