@@ -133,7 +133,7 @@ def run(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]) -> Poole
 
 
 class _Pool:
-    """One pooled day: the agents' heap and the log."""
+    """One pooled day: the agents' two heaps and the log."""
 
     def __init__(self, scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]) -> None:
         self.trace = trace
@@ -238,8 +238,9 @@ class _Pool:
     def _earliest(self, arrival: int) -> float:
         """When a call arriving at ``arrival`` can be answered (every call before it in
         queue order answered or gone): at once if an agent is free, else when the first
-        busy agent frees (never, if all hold work past the horizon). Free agents freed by
-        the latest answer at the latest, so no earlier call was waiting for them."""
+        busy agent frees (never, if all hold work past the horizon). An agent still free was
+        free by the latest answer, not before (a call waiting then would have taken it), so
+        a call that arrived before that answer is answered with it."""
         if self.ready:
             return max(arrival, self.clock)
         if self.working:
