@@ -29,7 +29,7 @@ from simulations.replay_plan import ReplayError, ReplayOptions, agents_from_scen
 from simulations.replay_report import replay_kpis, summarize_replay
 from simulations.scenario import Scenario, ScenarioError, load_scenario
 from simulations.simulator import simulate
-from simulations.trace import TraceCall, generate_trace, read_trace, write_trace
+from simulations.trace import ARRIVAL_ORDER, TraceCall, generate_trace, read_trace, write_trace
 
 SCENARIO_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 TRACE_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson"})
@@ -184,7 +184,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except grpc.FutureTimeoutError:
             print(f"error: no gRPC service answers at {args.target}", file=sys.stderr)
             return 1
-        calls = sorted(trace, key=lambda c: (c.arrival_s, c.call_id))[: options.max_calls]
+        calls = sorted(trace, key=ARRIVAL_ORDER)[: options.max_calls]
         start = calls[0].arrival_s if calls else 0.0
         window = (options.max_seconds + options.drain_s) * options.speed
         replayer = Replayer(

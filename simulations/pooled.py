@@ -35,7 +35,6 @@ from router.domain import (
     Call,
     Channel,
     Policy,
-    Presence,
     SkillRequirement,
     Strategy,
 )
@@ -57,8 +56,6 @@ class PooledDay:
     """Per agent: finished items ``(start, end, units)``, wrap-up included."""
     held: dict[str, list[tuple[int, int]]]
     """Per agent: items still held at the end ``(start, units)``."""
-    handled: dict[str, int]
-    """Per agent: calls completed."""
 
 
 def qualifies(
@@ -94,7 +91,6 @@ def _agents_allow(scenario: Scenario, policy: Policy, channel: Channel) -> bool:
             and not spec.breaks
             and not spec.absences
             and spec.capacity.get(channel) == 1
-            and spec.speed > 0
             for spec in scenario.agents
         )
     )
@@ -119,11 +115,8 @@ def _every_agent_fits(scenario: Scenario, policy: Policy, trace: Sequence[TraceC
             region_required=region_required,
             created_ms=SIM_EPOCH_MS,
         )
-        for snap in snapshots:
-            if snap.presence != Presence.AVAILABLE:
-                return False
-            if check(call, snap, SIM_EPOCH_MS, policy, occupancy=0.0) is not None:
-                return False
+        if any(check(call, snap, SIM_EPOCH_MS, policy, occupancy=0.0) for snap in snapshots):
+            return False
     return True
 
 
@@ -140,14 +133,13 @@ class _Pool:
         self.specs = specs = scenario.agents
         self.duration_ms = _ms(scenario.duration_s)
         self.horizon_ms = _ms(scenario.horizon_s)
-        self.channel: Channel = trace[0].channel
-        self.units = policy.units_for(self.channel)
-        self.wrap_ms = policy.wrap_up_s.get(self.channel, 0) * 1000
+        channel = trace[0].channel
+        self.units = policy.units_for(channel)
+        self.wrap_ms = policy.wrap_up_s.get(channel, 0) * 1000
         self.day = PooledDay(
             calls=CallLog.empty([SIM_EPOCH_MS + round(tc.arrival_s * 1000) for tc in trace]),
             busy={spec.agent_id: [] for spec in specs},
             held={spec.agent_id: [] for spec in specs},
-            handled=dict.fromkeys((spec.agent_id for spec in specs), 0),
         )
         self.log = self.day.calls
         self.by_start = policy.strategy == Strategy.ROUND_ROBIN
@@ -224,7 +216,6 @@ class _Pool:
         if done <= horizon_ms:
             log.ended[i], log.handled_ms[i] = done, handle
             log.fit[i], log.quality[i] = self._fit(tc, k)
-            day.handled[agent_id] += 1
             if self.wrap_ms > 0:
                 self.times.append(release)
         if release > horizon_ms:

@@ -60,6 +60,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -188,14 +189,13 @@ def simulate(
     trace = list(calls) if calls is not None else generate_trace(scenario, seed)
     started = time.perf_counter()
     ordered = sorted(trace, key=ARRIVAL_ORDER)
-    engine_policy = replace(scenario.policy, heartbeat_timeout_s=0)
     if (
         shortcut
         and not reference
-        and pooled.qualifies(scenario, engine_policy, ordered, escalate=escalate)
+        and pooled.qualifies(scenario, scenario.policy, ordered, escalate=escalate)
     ):
         result = _pooled_result(
-            scenario, seed, ordered, pooled.run(scenario, engine_policy, ordered)
+            scenario, seed, ordered, pooled.run(scenario, scenario.policy, ordered)
         )
     else:
         sim = _Simulation(
@@ -225,7 +225,7 @@ class _Simulation:
         # The engine sees the scenario's policy with the rules the simulator does not model
         # switched off (heartbeats are continuous, assignments are accepted at once).
         self.policy = replace(scenario.policy, heartbeat_timeout_s=0)
-        self.trace = sorted(trace, key=ARRIVAL_ORDER)
+        self.trace = list(trace)  # in arrival order (``ARRIVAL_ORDER``)
         self.progress = progress
         self.window_ms = self.policy.occupancy_window_s * 1000
         self.workforce = Workforce(scenario.agents, self.policy)
@@ -574,13 +574,17 @@ def _pooled_result(
     scenario: Scenario, seed: int, trace: Sequence[TraceCall], day: pooled.PooledDay
 ) -> SimulationResult:
     """The result of a day ``simulations.pooled`` ran (every agent on duty from 0)."""
+    log = day.calls
+    handled = Counter(
+        agent for agent, ms in zip(log.agent_of, log.handled_ms, strict=True) if ms is not None
+    )
     agents = {
         spec.agent_id: _agent_result(
             spec,
             busy_log=day.busy[spec.agent_id],
             held=day.held[spec.agent_id],
             staffed_log=[[SIM_EPOCH_MS, -1]],
-            handled=day.handled[spec.agent_id],
+            handled=handled[spec.agent_id],
             end_ms=day.calls.end_ms,
         )
         for spec in scenario.agents
