@@ -160,7 +160,12 @@ def idle_value(agent: AgentSnapshot, now_ms: int, horizon_s: int) -> float:
     if agent.active:
         return 0.0
     free_since = max([agent.last_free_ms, *(span.end_ms for span in agent.recent)])
-    idle_s = max(0, now_ms - free_since) / 1000
+    return idle_share(free_since, now_ms, horizon_s)
+
+
+def idle_share(free_since_ms: int, now_ms: int, horizon_s: int) -> float:
+    """``idle_value`` of an agent holding no work, free since ``free_since_ms``."""
+    idle_s = max(0, now_ms - free_since_ms) / 1000
     if horizon_s <= 0:
         return 1.0
     return min(1.0, idle_s / horizon_s)

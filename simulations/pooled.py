@@ -30,16 +30,26 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from router.balanced import SCORE_SCALE, Edge, place_batch, tie_key
 from router.domain import (
     AGENT_UNIT_BUDGET,
     Call,
     Channel,
+    PerformanceStats,
     Policy,
     SkillRequirement,
     Strategy,
 )
 from router.eligibility import check
-from scoring.match import skill_fit
+from scoring import performance
+from scoring.load import marginal_cost
+from scoring.match import (
+    idle_share,
+    max_total,
+    region_affinity,
+    skill_fit,
+    weight_vector,
+)
 from simulations import outcomes
 from simulations.call_log import CallLog
 from simulations.model import SIM_EPOCH_MS, Scenario
@@ -67,17 +77,33 @@ def qualifies(
     channel, priority = trace[0].channel, trace[0].priority
     if any(tc.channel != channel or tc.priority != priority for tc in trace):
         return False
+    if policy.strategy == Strategy.BALANCED and not _balance_allows(scenario, policy, trace):
+        return False
     return _agents_allow(scenario, policy, channel) and _every_agent_fits(scenario, policy, trace)
 
 
 def _policy_allows(policy: Policy, *, escalate: bool) -> bool:
-    """Longest-idle or round-robin, and no rule that changes with the clock alone."""
+    """Longest-idle, round-robin or balanced, and no rule that changes with the clock alone."""
     return (
-        policy.strategy in {Strategy.LONGEST_IDLE, Strategy.ROUND_ROBIN}
+        policy.strategy in {Strategy.LONGEST_IDLE, Strategy.ROUND_ROBIN, Strategy.BALANCED}
         and not policy.widening
         and not (escalate and policy.escalation_priority_boost > 0)
         and policy.occupancy_window_s <= 0
     )
+
+
+def _balance_allows(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]) -> bool:
+    """Every call alike (one queue, so a pass offers the first calls in queue order) and
+    region parts the clock cannot move (no agent has a time zone, or region weighs 0)."""
+    first = _kind(trace[0])
+    return all(_kind(tc) == first for tc in trace) and (
+        policy.weights.region == 0 or not any(spec.timezone for spec in scenario.agents)
+    )
+
+
+def _kind(tc: TraceCall) -> tuple[object, ...]:
+    """What tells calls apart to the engine, besides their id and arrival."""
+    return (tc.skills, tc.preferred_skills, tc.language, tc.region, tc.team, tc.region_required)
 
 
 def _agents_allow(scenario: Scenario, policy: Policy, channel: Channel) -> bool:
@@ -120,15 +146,18 @@ def _every_agent_fits(scenario: Scenario, policy: Policy, trace: Sequence[TraceC
     return True
 
 
-def run(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]) -> PooledDay:
-    """The day of a scenario that ``qualifies`` (``trace`` in arrival order)."""
-    return _Pool(scenario, policy, trace).run()
+def run(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall], *, seed: int) -> PooledDay:
+    """The day of a scenario that ``qualifies`` (``trace`` in arrival order; ``seed`` draws
+    the outcomes that move the balanced policy's performance scores)."""
+    return _Pool(scenario, policy, trace, seed).run()
 
 
 class _Pool:
     """One pooled day: the agents' two heaps and the log."""
 
-    def __init__(self, scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]) -> None:
+    def __init__(
+        self, scenario: Scenario, policy: Policy, trace: Sequence[TraceCall], seed: int
+    ) -> None:
         self.trace = trace
         self.specs = specs = scenario.agents
         self.duration_ms = _ms(scenario.duration_s)
@@ -161,12 +190,26 @@ class _Pool:
         """When the last call left (answered and released, or hung up), or past the horizon
         if one was still there."""
         self._fits: dict[tuple[object, ...], tuple[float, float]] = {}
+        self.balance = (
+            _Balance(scenario, policy, trace[0], seed)
+            if policy.strategy == Strategy.BALANCED
+            else None
+        )
+        """The balanced policy's scores (``None``: the strategy's key orders ``ready``)."""
+        self.order: list[int] = []
+        """Calls in queue order (arrival, then call id)."""
+        self.position = 0
+        """Where in ``order`` the call being served is."""
+        self.planned: dict[int, int] = {}
+        """Calls a balanced pass placed together with an earlier one -> their agents."""
 
     def run(self) -> PooledDay:
         log, trace = self.log, self.trace
         created = log.created
-        for i in sorted(range(len(trace)), key=lambda i: (created[i], trace[i].call_id)):
+        self.order = sorted(range(len(trace)), key=lambda i: (created[i], trace[i].call_id))
+        for position, i in enumerate(self.order):
             if created[i] <= self.horizon_ms:
+                self.position = position
                 self._serve(i)
         # The loop handles events up to the horizon, and past the last exit only before the
         # end of arrivals (an abandonment timer of a call answered meanwhile).
@@ -205,7 +248,7 @@ class _Pool:
             self._stays()
             return
         start = int(earliest)
-        agent_id, k = self._take(start)
+        agent_id, k = self._take(start, i)
         log.answered[i], log.agent_of[i] = start, agent_id
         self.changes.append((start, -1))
         spec = self.specs[k]
@@ -215,7 +258,10 @@ class _Pool:
         release = done + self.wrap_ms
         if done <= horizon_ms:
             log.ended[i], log.handled_ms[i] = done, handle
-            log.fit[i], log.quality[i] = self._fit(tc, k)
+            log.fit[i], quality = self._fit(tc, k)
+            log.quality[i] = quality
+            if self.balance is not None:
+                self.balance.fold(k, tc.call_id, quality, start, done)
             if self.wrap_ms > 0:
                 self.times.append(release)
         if release > horizon_ms:
@@ -238,17 +284,59 @@ class _Pool:
             return max(arrival, self.working[0][0])
         return math.inf
 
-    def _take(self, start: int) -> tuple[str, int]:
-        """The agent the strategy picks among those free at ``start``."""
-        working, ready = self.working, self.ready
+    def _take(self, start: int, i: int) -> tuple[str, int]:
+        """The agent the strategy picks for call ``i`` among those free at ``start``."""
+        working, ready, balance = self.working, self.ready, self.balance
         while working and working[0][0] <= start:
             release, agent_id, k = heapq.heappop(working)
-            key = self.last_start[k] if self.by_start else release
-            heapq.heappush(ready, (key, agent_id, k))
-        _, agent_id, k = heapq.heappop(ready)
+            if balance is None:
+                key = self.last_start[k] if self.by_start else release
+                heapq.heappush(ready, (key, agent_id, k))
+            else:
+                balance.free_since[k] = release
+                ready.append((release, agent_id, k))
+        if balance is None:
+            _, agent_id, k = heapq.heappop(ready)
+        else:
+            k = self._balanced(start, i)
+            agent_id = self.specs[k].agent_id
+            ready.remove(next(entry for entry in ready if entry[2] == k))
         self.clock = start
         self.last_start[k] = start
         return agent_id, k
+
+    def _balanced(self, start: int, i: int) -> int:
+        """The agent the balanced pass at ``start`` gives call ``i``, as the event loop's
+        passes (``simulations.passes``) decide it: one free agent takes the first call in
+        queue order; one call goes to its cheapest agent; else the engine's flow places the
+        first calls in queue order, as many as there are free agents, on all of them."""
+        assert self.balance is not None
+        free = [k for _, _, k in self.ready]
+        planned = self.planned.pop(i, None)
+        if planned is not None:
+            return planned
+        if len(free) == 1:
+            return free[0]
+        calls = self._pass_calls(start, i, len(free))
+        if len(calls) == 1:
+            return self.balance.lone(self.trace[i].call_id, free, start)
+        agents = self.balance.batch([self.trace[j].call_id for j in calls], free, start)
+        self.planned.update(zip(calls[1:], agents[1:], strict=True))
+        return agents[0]
+
+    def _pass_calls(self, start: int, i: int, limit: int) -> list[int]:
+        """Call ``i`` and the calls after it in queue order still waiting at ``start`` (the
+        pass handles hang-ups first), at most ``limit``: what the pass offers the engine."""
+        order, created, trace = self.order, self.log.created, self.trace
+        calls = [i]
+        for position in range(self.position + 1, len(order)):
+            j = order[position]
+            if len(calls) >= limit or created[j] > start:
+                break
+            patience = trace[j].patience_s
+            if patience is None or created[j] + round(patience * 1000) > start:
+                calls.append(j)
+        return calls
 
     def _fit(self, tc: TraceCall, k: int) -> tuple[float, float]:
         """Skill fit and effective quality of agent ``k`` on ``tc`` (once per kind)."""
@@ -265,6 +353,133 @@ class _Pool:
             fit = skill_fit(call, spec.skills)
             found = self._fits[key] = (fit, outcomes.effective_quality(spec.quality, fit))
         return found
+
+
+class _Balance:
+    """The balanced policy's view of a pooled day: per agent the static score parts, the
+    load cost of a first slot, the performance sums and when it last freed; costs and ties
+    as ``router.balanced`` computes them (every call alike, see ``_balance_allows``)."""
+
+    def __init__(self, scenario: Scenario, policy: Policy, first: TraceCall, seed: int) -> None:
+        self.policy, self.seed = policy, seed
+        self.weights = weight_vector(policy.weights)
+        self.ceiling = max_total(policy.weights)
+        self.target_s = policy.expected_handle_s.get(first.channel, 0)
+        call = Call(
+            call_id=first.call_id,
+            channel=first.channel,
+            required_skills=tuple(SkillRequirement(s, level) for s, level in first.skills),
+            preferred_skills=first.preferred_skills,
+            region=first.region,
+        )
+        units = policy.units_for(first.channel)
+        specs = scenario.agents
+        self.ids = [spec.agent_id for spec in specs]
+        self.skill = [skill_fit(call, spec.skills) for spec in specs]
+        # No time zone on one side: the region part is the regions' match alone.
+        self.region = [region_affinity(call.region, None, spec.region, None) for spec in specs]
+        self.load = [
+            marginal_cost(
+                0,
+                units,
+                1,
+                occupancy=0.0,  # no occupancy window
+                cap=policy.occupancy_cap_for(SimAgent(spec).profile),
+                weight=policy.weights.load,
+            )
+            for spec in specs
+        ]
+        self.slot = [round(cost * SCORE_SCALE) for cost in self.load]
+        weights = self.weights
+        self.head = [0.0 + value * weights[0] for value in self.skill]
+        """``weighted_total``'s first addition (its sum starts at 0.0): the skill part."""
+        self.region_part = [value * weights[2] for value in self.region]
+        self.previous_part = 0.0 * weights[3]  # no call names a previous agent
+        self.stats = [PerformanceStats()] * len(specs)
+        self.free_since = [SIM_EPOCH_MS] * len(specs)
+        """When each agent last freed (its idle clock)."""
+
+    def fold(self, k: int, call_id: str, quality: float, start: int, done: int) -> None:
+        """Agent ``k`` finished ``call_id`` at ``done``: its outcome joins the performance
+        sums, as the event loop's completion does."""
+        u1, u2 = outcomes.call_uniforms(self.seed, call_id)
+        value = performance.outcome_value(
+            outcomes.draw_outcome(quality, (done - start) / 1000, u1, u2),
+            target_handle_s=self.target_s,
+        )
+        if value is not None:
+            policy = self.policy
+            self.stats[k] = performance.fold(
+                self.stats[k], value, done, policy.performance_half_life_s
+            )
+
+    def totals(self, agents: Sequence[int], now: int) -> list[float]:
+        """The soft score of each of ``agents`` (free) for the day's calls at ``now``:
+        ``scoring.match.weighted_total``'s additions in its order, the parts the clock does
+        not move (skill, region, no previous agent) weighted once."""
+        policy, stats, since = self.policy, self.stats, self.free_since
+        head, region, previous = self.head, self.region_part, self.previous_part
+        w_performance, w_idle = self.weights[1], self.weights[4]
+        horizon_s = policy.idle_horizon_s
+        return [
+            head[k]
+            + performance.score(stats[k], now, policy) * w_performance
+            + region[k]
+            + previous
+            + idle_share(since[k], now, horizon_s) * w_idle
+            for k in agents
+        ]
+
+    def _cost(self, total: float) -> int:
+        """A pair's integer cost (``router.balanced``)."""
+        return max(0, round((self.ceiling - total) * SCORE_SCALE))
+
+    def _ranked(
+        self, agents: Sequence[int], totals: Sequence[float], keep: int | None
+    ) -> list[int]:
+        """Positions in ``agents`` by net value (score minus first-slot load), ties by id,
+        the first ``keep``: a call's candidates."""
+        load, ids = self.load, self.ids
+        ranked = sorted(
+            range(len(agents)), key=lambda x: (load[agents[x]] - totals[x], ids[agents[x]])
+        )
+        return ranked[:keep]
+
+    def lone(self, call_id: str, agents: Sequence[int], now: int) -> int:
+        """The agent a lone call goes to: the cheapest candidate, ties by ``tie_key``."""
+        totals = self.totals(agents, now)
+        top_k = self.policy.top_k
+        kept: Sequence[int] = range(len(agents))
+        if 0 < top_k < len(agents):
+            kept = self._ranked(agents, totals, top_k)
+        slot, ids = self.slot, self.ids
+        costs = {agents[x]: self._cost(totals[x]) + slot[agents[x]] for x in kept}
+        least = min(costs.values())
+        cheapest = [k for k, cost in costs.items() if cost == least]
+        if len(cheapest) == 1:
+            return cheapest[0]
+        return min(cheapest, key=lambda k: tie_key(call_id, ids[k]))
+
+    def batch(self, call_ids: Sequence[str], agents: Sequence[int], now: int) -> list[int]:
+        """The agents of calls placed together, with ``router.balanced.place_batch`` on
+        the very candidates ``router.balanced`` builds (agents in id order)."""
+        ids = self.ids
+        agents = sorted(agents, key=lambda k: ids[k])
+        totals = self.totals(agents, now)
+        top_k = self.policy.top_k
+        keep = None if top_k <= 0 else max(top_k, len(call_ids))
+        kept = self._ranked(agents, totals, keep)
+        edges = [(j, self._cost(totals[j])) for j in kept]
+        candidates: list[list[Edge]] = [
+            [(c, j, cost) for j, cost in edges] for c in range(len(call_ids))
+        ]
+        slot_ints = [(self.slot[k],) for k in agents]  # one free slot each
+        placed = place_batch(
+            candidates, top_k, slot_ints, prefer=lambda j: tie_key(call_ids[0], ids[agents[j]])
+        )
+        if None in placed:
+            raise RuntimeError("a balanced pass left a call unplaced with agents free")
+        return [agents[j] for j in placed if j is not None]
 
 
 def _queue_trace(changes: list[tuple[int, int]]) -> list[tuple[int, int]]:

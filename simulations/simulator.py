@@ -195,7 +195,7 @@ def simulate(
         and pooled.qualifies(scenario, scenario.policy, ordered, escalate=escalate)
     ):
         result = _pooled_result(
-            scenario, seed, ordered, pooled.run(scenario, scenario.policy, ordered)
+            scenario, seed, ordered, pooled.run(scenario, scenario.policy, ordered, seed=seed)
         )
     else:
         sim = _Simulation(

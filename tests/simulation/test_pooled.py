@@ -2,10 +2,11 @@
 
 A day that qualifies must give the very same result either way: every record, every agent's
 intervals, the KPIs, the events handled, the queue trace, and byte-identical output files.
-The cases cover what the shortcut models, under longest-idle and round-robin: patience
-(calls hanging up, timers of answered calls), wrap-up, agents of different speeds,
+The cases cover what the shortcut models, under longest-idle, round-robin and balanced:
+patience (calls hanging up, timers of answered calls), wrap-up, agents of different speeds,
 overload past the end of arrivals, a horizon that cuts off work in progress and calls still
-waiting.
+waiting; and for balanced, performance scores that drift apart, calls placed together by the
+engine's flow, and candidates cut to ``top_k``.
 """
 
 from __future__ import annotations
@@ -78,9 +79,12 @@ CASES = {
 }
 
 
+STRATEGIES = ["longest_idle", "round_robin", "balanced"]
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize("strategy", ["longest_idle", "round_robin"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_pooled_day_is_the_event_loops_day(
     case: str, seed: int, strategy: str, tmp_path: Path
 ) -> None:
@@ -127,7 +131,13 @@ def test_agents_of_different_speeds_and_skills_on_one_pool(tmp_path: Path) -> No
             "patience": 90,
         },
     ]
-    for strategy, seed in [("longest_idle", 4), ("longest_idle", 5), ("round_robin", 4)]:
+    for strategy, seed in [
+        ("longest_idle", 4),
+        ("longest_idle", 5),
+        ("round_robin", 4),
+        ("balanced", 4),
+        ("balanced", 5),
+    ]:
         scenario = parse_scenario(raw, name="mixed").with_policy(strategy)
         trace = generate_trace(scenario, seed)
         assert pooled.qualifies(scenario, scenario.policy, trace, escalate=True)
@@ -140,7 +150,7 @@ def test_agents_of_different_speeds_and_skills_on_one_pool(tmp_path: Path) -> No
     ("change", "why"),
     [
         ({"policy": {"strategy": "best_skill"}}, "best skill weighs skills and performance"),
-        ({"policy": {"strategy": "balanced"}}, "balanced weighs scores and load"),
+        ({"policy": {"strategy": "random"}}, "random draws its agent"),
         ({"policy": {"escalation_priority_boost": 2}}, "SLA boosts reorder the queue"),
         ({"policy": {"occupancy_window_s": 3600}}, "the occupancy cap changes with the clock"),
         ({"policy": {"widening": [{"after_s": 30, "level_drop": 1}]}}, "widening steps"),
@@ -201,7 +211,7 @@ def _shifted_agents() -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("strategy", ["longest_idle", "round_robin"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_ties_at_one_millisecond_go_as_in_the_loop(strategy: str, tmp_path: Path) -> None:
     """Hand-made calls on the edges: a caller whose patience ends the very millisecond an
     agent frees hangs up (the loop handles hang-ups before its pass); an abandonment timer
@@ -232,3 +242,123 @@ def test_ties_at_one_millisecond_go_as_in_the_loop(strategy: str, tmp_path: Path
         simulate(scenario, seed=1, calls=quiet, shortcut=False),
         tmp_path,
     )
+
+
+def _balanced_pool(**policy: Any) -> dict[str, Any]:
+    """Balanced routing over agents of different quality: performance scores drift apart
+    within minutes (a short half-life), and idle time saturates after a minute."""
+    raw = _pool(
+        policy={
+            "strategy": "balanced",
+            "performance_half_life_s": 1800,
+            "idle_horizon_s": 60,
+            **policy,
+        }
+    )
+    del raw["pool"]
+    raw["agents"] = [
+        {
+            "count": 2,
+            "id_prefix": "good",
+            "skills": {"billing": 7},
+            "channels": {"voice": 1},
+            "quality": 0.95,
+        },
+        {
+            "count": 2,
+            "id_prefix": "fair",
+            "skills": {"billing": 5},
+            "channels": {"voice": 1},
+            "quality": 0.6,
+            "speed": 1.2,
+        },
+        {
+            "count": 2,
+            "id_prefix": "weak",
+            "skills": {"billing": 3},
+            "channels": {"voice": 1},
+            "quality": 0.3,
+            "speed": 0.9,
+        },
+    ]
+    raw["arrivals"] = [
+        {
+            "name": "in",
+            "channel": "voice",
+            "rate_per_hour": 100,
+            "handle": 180,
+            "skills": {"billing": 1},
+            "patience": 240,
+        },
+    ]
+    return raw
+
+
+def test_balanced_calls_placed_together_go_as_the_engines_flow_places_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three calls arriving in one millisecond meet six free agents, then three more meet
+    the other three; later two agents free in one millisecond while three calls wait, and
+    the first two take them. Each such pass places its calls together with the engine's
+    flow (``router.balanced.place_batch``), as the loop does."""
+    scenario = parse_scenario(_balanced_pool(), name="batches")
+    skills = generate_trace(scenario, 1)[0].skills
+    calls = (
+        [TraceCall(0.0, f"a{n}", Channel.VOICE, skills, handle_s=100.0) for n in range(3)]
+        + [TraceCall(10.0, f"b{n}", Channel.VOICE, skills, handle_s=120.0) for n in range(3)]
+        + [
+            TraceCall(20.0 + n, f"c{n}", Channel.VOICE, skills, handle_s=30.0, patience_s=200.0)
+            for n in range(4)
+        ]
+        + [TraceCall(400.0, "d", Channel.VOICE, skills, handle_s=10.0)]
+    )
+    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
+    batches: list[int] = []
+    batch = pooled._Balance.batch
+
+    def spy(self: Any, call_ids: Any, agents: Any, now: int) -> list[int]:
+        batches.append(len(call_ids))
+        return batch(self, call_ids, agents, now)
+
+    monkeypatch.setattr(pooled._Balance, "batch", spy)
+    fast = simulate(scenario, seed=1, calls=calls)
+    assert batches == [3, 3, 2]  # a*, b*, then c1 and c2 as good-001 and good-002 free
+    assert {r.call_id: r.answered_s for r in fast.records if r.call_id[0] == "c"} == {
+        "c0": 83.333,
+        "c1": 100.0,
+        "c2": 100.0,
+        "c3": 108.333,
+    }
+    _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("top_k", [1, 2, 0])
+def test_balanced_days_with_candidates_cut_to_top_k(seed: int, top_k: int, tmp_path: Path) -> None:
+    """Fewer candidates than free agents: a lone call's cheapest agent is among the
+    ``top_k`` best by net value (``top_k`` 0 keeps them all)."""
+    scenario = parse_scenario(_balanced_pool(top_k=top_k), name="top-k")
+    assert pooled.qualifies(
+        scenario, scenario.policy, generate_trace(scenario, seed), escalate=True
+    )
+    _same(simulate(scenario, seed=seed), simulate(scenario, seed=seed, shortcut=False), tmp_path)
+
+
+def test_balanced_days_the_shortcut_cannot_model() -> None:
+    """Calls of two kinds (two queues to the loop's passes), or a region part that moves
+    with the clock (agents in time zones, region weighed), go through the loop."""
+    raw = _balanced_pool()
+    scenario = parse_scenario(raw, name="balanced")
+    trace = generate_trace(scenario, 1)
+    policy = scenario.policy
+    assert pooled.qualifies(scenario, policy, trace, escalate=True)
+    skill = trace[0].skills[0][0]
+    two_kinds = [*trace[:5], dataclasses.replace(trace[5], skills=((skill, 2),)), *trace[6:]]
+    assert not pooled.qualifies(scenario, policy, two_kinds, escalate=True)
+    zoned = dict(raw, agents=[dict(group, timezone="Europe/Paris") for group in raw["agents"]])
+    in_zones = parse_scenario(zoned, name="zoned")
+    assert not pooled.qualifies(in_zones, in_zones.policy, trace, escalate=True)
+    unweighed = parse_scenario(
+        dict(zoned, policy={**zoned["policy"], "weights": {"region": 0}}), name="no region"
+    )
+    assert pooled.qualifies(unweighed, unweighed.policy, trace, escalate=True)
