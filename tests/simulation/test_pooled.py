@@ -12,6 +12,7 @@ engine's flow, and candidates cut to ``top_k``.
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +363,37 @@ def test_balanced_days_the_shortcut_cannot_model() -> None:
         dict(zoned, policy={**zoned["policy"], "weights": {"region": 0}}), name="no region"
     )
     assert pooled.qualifies(unweighed, unweighed.policy, trace, escalate=True)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_balanced_days_of_whole_seconds_meet_the_loop_pass_for_pass(
+    seed: int, tmp_path: Path
+) -> None:
+    """Arrivals, handle times and patience in whole seconds, on agents of one speed: calls
+    arrive together and agents free together all day, so passes place several calls at once
+    on free agents in every order, with equal costs to break, and callers hang up the very
+    millisecond agents free."""
+    raw = _balanced_pool()
+    for group in raw["agents"]:
+        group.pop("speed", None)
+    scenario = parse_scenario(raw, name="whole seconds")
+    skills = generate_trace(scenario, 1)[0].skills
+    rng = random.Random(seed)
+    calls, at = [], 0
+    for n in range(300):
+        at += rng.choice([0, 0, 0, 1, 2, 5, 20, 60])
+        patience = rng.choice([None, 30.0, 60.0, 120.0])
+        calls.append(
+            TraceCall(
+                float(at),
+                f"call-{n:03d}",
+                Channel.VOICE,
+                skills,
+                handle_s=float(rng.choice([30, 60, 90, 120, 180])),
+                patience_s=patience,
+            )
+        )
+    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
+    fast = simulate(scenario, seed=seed, calls=calls)
+    _same(fast, simulate(scenario, seed=seed, calls=calls, shortcut=False), tmp_path)
+    assert sum(r.abandoned for r in fast.records) > 0
