@@ -8,11 +8,11 @@ is simulated in one process, interleaved per seed and repeat, by:
 
 - **Ciw** (the public discrete-event queueing library), arrivals stopped at the end of the
   day, run until the last call is served;
-- **our simulator** with the longest-idle policy (the queue is a day any free agent may
-  take any call, which ``simulations.pooled`` runs with the event loop's very result), the
-  same through the event loop (``shortcut=False``: each call through
+- **our simulator** with the longest-idle and the balanced policy (the queue is a day any
+  free agent may take any call, which ``simulations.pooled`` runs with the event loop's very
+  result), and both through the event loop (``shortcut=False``: each call through
   ``router.engine.decide``'s rules, as the service decides it; a same-run baseline for the
-  shortcut), and with the balanced policy (the event loop).
+  shortcut).
 
 Speed is calls simulated per wall-clock second (trace generation, set-up, the run and the
 per-call records included for both tools; a full garbage collection before each run, so the
@@ -57,7 +57,13 @@ from simulations.trace import generate_trace
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY_SCENARIO = ROOT / "simulations" / "scenarios" / "thousand_agents.yaml"
-TOOLS = ("Ciw", "ours: longest-idle", "ours: longest-idle, event loop", "ours: balanced")
+TOOLS = (
+    "Ciw",
+    "ours: longest-idle",
+    "ours: longest-idle, event loop",
+    "ours: balanced",
+    "ours: balanced, event loop",
+)
 T_975 = {
     1: 12.706,
     2: 4.303,
@@ -336,10 +342,12 @@ def answers_table(tallies: dict[str, Tally], queue: Queue) -> str:
 def bench_queue(queue: Queue, seeds: Sequence[int], repeats: int) -> dict[str, Tally]:
     """Every tool on every seed, ``repeats`` times, interleaved so load hits all alike."""
     longest_idle = scenario_for(queue, "longest_idle")
+    balanced = scenario_for(queue, "balanced")
     ours = {  # tool -> (scenario, the pooled shortcut where it applies)
         "ours: longest-idle": (longest_idle, True),
         "ours: longest-idle, event loop": (longest_idle, False),
-        "ours: balanced": (scenario_for(queue, "balanced"), True),
+        "ours: balanced": (balanced, True),
+        "ours: balanced, event loop": (balanced, False),
     }
     tallies = {tool: Tally() for tool in TOOLS}
     run_ciw(queue, 0)  # warm-up: imports and caches
