@@ -11,6 +11,24 @@ the one that took a call the longest ago, ties by agent id, as ``router.baseline
 them. That is two heaps of agents (working, by when they free; free, by the strategy's key)
 and one step per call, as queueing simulators do it.
 
+Under ``BALANCED`` (calls all alike, and no region part the clock moves: no agent has a
+time zone, or region weighs nothing) the free agents are a plain list, and the choice is the
+one the event loop's passes (``simulations.passes``) make at that millisecond:
+
+- one free agent takes the first waiting call in queue order;
+- a lone waiting call goes to the free agent of least integer cost, ties by
+  ``router.balanced.tie_key``: ``router.balanced``'s cost of the agent's soft score
+  (``scoring.match``: skill and region fixed per agent, performance decayed to now, idle
+  time since the agent last freed) plus the load cost of its first slot, among the
+  ``top_k`` best by net value;
+- several waiting calls meeting several free agents in one millisecond: the first calls in
+  queue order, as many as there are free agents, go to ``router.balanced.place_batch`` (the
+  engine's flow) with the very candidates ``router.balanced`` builds.
+
+Each call's outcome (``simulations.outcomes``) is folded into its agent's performance sums
+as of its completion time, as the loop's completion does, once the call is answered: a score
+is read only while the agent is free, which is after that completion.
+
 ``run`` returns what the event loop of ``simulations.simulator`` would record (a
 ``simulations.call_log.CallLog``: each call's answer, end and agent, the events the loop
 would have handled, the queue length at every change, the end of the run; and each agent's

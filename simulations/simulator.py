@@ -48,10 +48,11 @@ Keeping each decision small (the engine's cost grows with agents and calls per d
   get a wake-up at the moment they change instead of the service's 1 s tick.
 
 A day on which the engine's rules reduce to "a free agent takes the longest-waiting call"
-(``LONGEST_IDLE`` or ``ROUND_ROBIN``; every agent on duty all day with one slot on the
-calls' one channel and fit for every call; one priority; no occupancy window, widening or
-SLA boosts; an Erlang check is such a day) skips the loop: ``simulations.pooled`` serves the
-calls in order from heaps of agents, with the very same result
+(``LONGEST_IDLE``, ``ROUND_ROBIN`` or ``BALANCED``; every agent on duty all day with one slot
+on the calls' one channel and fit for every call; one priority; no occupancy window,
+widening or SLA boosts; for ``BALANCED`` calls all alike and no region part the clock moves;
+an Erlang check is such a day) skips the loop: ``simulations.pooled`` serves the calls in
+order from the free and the working agents, with the very same result
 (``tests/simulation/test_pooled.py``).
 """
 
@@ -181,8 +182,8 @@ def simulate(
     SLA escalation off (no at-risk boosts or widening jumps): the fast passes examine at-risk
     calls in a different order than the yardstick, so the two agree call by call only without
     it (``simulations.escalation``). A day in which any free agent may take any call under
-    ``LONGEST_IDLE`` or ``ROUND_ROBIN`` is run by ``simulations.pooled`` instead of the event
-    loop, with the same result; ``shortcut=False`` always runs the loop.
+    ``LONGEST_IDLE``, ``ROUND_ROBIN`` or ``BALANCED`` is run by ``simulations.pooled`` instead
+    of the event loop, with the same result; ``shortcut=False`` always runs the loop.
     """
     if policy is not None:
         scenario = scenario.with_policy(policy)
