@@ -1,15 +1,23 @@
 """The pooled shortcut: a day in which any free agent may take any call, first come first served.
 
-When every agent is on duty all day with one slot on the calls' channel, every call may go
-to every agent, and nothing the clock alone changes can refuse an agent (no shifts, breaks or
-absences, no occupancy window, no widening or SLA boosts), the engine's rules reduce to "a
-free agent takes the longest-waiting call". Calls are then answered in queue order (arrival,
-then call id: one priority, one channel): each at its arrival if an agent is free, else when
-the first busy agent frees, unless its patience runs out first. The strategy only says which
-of the free agents: under ``LONGEST_IDLE`` the one free the longest, under ``ROUND_ROBIN``
-the one that took a call the longest ago, ties by agent id, as ``router.baselines`` orders
-them. That is two heaps of agents (working, by when they free; free, by the strategy's key)
-and one step per call, as queueing simulators do it.
+When every agent is on duty all day (no shift) with one slot on the calls' channel, every
+call may go to every agent, and nothing the clock alone changes can refuse an agent (no
+occupancy window, no widening or SLA boosts), the engine's rules reduce to "a free agent
+takes the longest-waiting call". Calls are then answered in queue order (arrival, then call
+id: one priority, one channel): each at its arrival if an agent is free, else when the first
+busy agent frees, unless its patience runs out first. The strategy only says which of the
+free agents: under ``LONGEST_IDLE`` the one free the longest, under ``ROUND_ROBIN`` the one
+that took a call the longest ago, ties by agent id, as ``router.baselines`` orders them.
+That is two heaps of agents (working, by when they free; free, by the strategy's key) and
+one step per call, as queueing simulators do it.
+
+Breaks and scheduled absences are spans away from routing: a break from its start, an
+absence from the moment it starts within the expected handle time (the engine's rule 10,
+``router.eligibility.shift_reason``), each until its end. Spans must lie apart (none
+touching the next) and the channel's work must not be taken back from an agent who leaves
+(``reclaim_channels``). A free agent leaves ``ready`` as its span begins; one finishing work
+inside a span stays away; either is back at the span's end, its idle clock restarted there,
+as the loop's presence change restarts it.
 
 Under ``BALANCED`` (calls all alike, and no region part the clock moves: no agent has a
 time zone, or region weighs nothing) the free agents are a plain list, and the choice is the
@@ -35,10 +43,12 @@ would have handled, the queue length at every change, the end of the run; and ea
 busy intervals); ``qualifies`` says whether a day is
 such a day. ``tests/simulation/test_pooled.py`` checks the two give byte-identical results.
 
-Event accounting mirrors the loop: one shift start per agent at 0; an arrival, a completion,
-a wrap-up end and an abandonment timer per call (the timer also for calls answered before
-it fires); the loop handles every event up to the horizon, and stops at the first event at
-or after the end of arrivals once nothing waits and nobody holds work.
+Event accounting mirrors the loop: one shift start per agent at 0; both presence changes
+of every break and absence the loop schedules; an arrival, a completion, a wrap-up end and
+an abandonment timer per call (the timer also for calls answered before it fires); the loop
+handles every event up to the horizon, and stops at the first event at or after the end of
+arrivals once nothing waits and nobody holds work. Each agent's available intervals follow
+from the presence changes handled.
 """
 
 from __future__ import annotations
@@ -46,7 +56,8 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import pairwise
 
 from router.balanced import SCORE_SCALE, Edge, place_batch, tie_key
 from router.domain import (
@@ -70,9 +81,9 @@ from scoring.match import (
 )
 from simulations import outcomes
 from simulations.call_log import CallLog
-from simulations.model import SIM_EPOCH_MS, Scenario
+from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario
 from simulations.trace import TraceCall
-from simulations.workforce import SimAgent
+from simulations.workforce import SimAgent, away_spans, breaks_within
 
 
 @dataclass(slots=True)
@@ -84,6 +95,8 @@ class PooledDay:
     """Per agent: finished items ``(start, end, units)``, wrap-up included."""
     held: dict[str, list[tuple[int, int]]]
     """Per agent: items still held at the end ``(start, units)``."""
+    staffed: dict[str, list[list[int]]]
+    """Per agent: available intervals ``[start, end]`` (``end`` -1 while open at the end)."""
 
 
 def qualifies(
@@ -125,18 +138,37 @@ def _kind(tc: TraceCall) -> tuple[object, ...]:
 
 
 def _agents_allow(scenario: Scenario, policy: Policy, channel: Channel) -> bool:
-    """Every agent on duty all day with one slot on ``channel``."""
+    """Every agent on duty all day with one slot on ``channel``; breaks and absences apart
+    from one another (each a stretch of time away, none touching the next), and no work
+    taken back from an agent who leaves."""
     units = policy.units_for(channel)
-    return (
-        bool(scenario.agents)
-        and 0 < units <= AGENT_UNIT_BUDGET
-        and all(
-            spec.shift is None
-            and not spec.breaks
-            and not spec.absences
-            and spec.capacity.get(channel) == 1
-            for spec in scenario.agents
-        )
+    if not scenario.agents or not 0 < units <= AGENT_UNIT_BUDGET:
+        return False
+    if any(spec.shift is not None or spec.capacity.get(channel) != 1 for spec in scenario.agents):
+        return False
+    handle_ms = policy.expected_handle_s.get(channel, 0) * 1000
+    spans = [_unroutable(spec, scenario.horizon_s, handle_ms) for spec in scenario.agents]
+    if any(spans) and policy.reclaim_on_absence and channel in policy.reclaim_channels:
+        return False
+    return all(_apart(agent_spans) for agent_spans in spans)
+
+
+def _unroutable(spec: AgentSpec, horizon_s: float, handle_ms: int) -> list[tuple[int, int]]:
+    """``(start, end)`` epoch ms during which the engine refuses ``spec`` for the day's calls
+    whatever its work, in start order: its breaks, and its scheduled absences from the
+    moment one starts within the expected handle time (``router.eligibility.shift_reason``)."""
+    lead = max(0, handle_ms - 1)
+    spans = [
+        (_ms(at), _ms(at + length)) for at, length in breaks_within(spec.breaks, 0.0, horizon_s)
+    ]
+    spans.extend((_ms(a.start_s) - lead, _ms(a.end_s)) for a in spec.absences)
+    return sorted(spans)
+
+
+def _apart(spans: Sequence[tuple[int, int]]) -> bool:
+    """Each span lasts, and ends before the next one starts (sorted by start)."""
+    return all(start < end for start, end in spans) and all(
+        earlier[1] < later[0] for earlier, later in pairwise(spans)
     )
 
 
@@ -147,6 +179,7 @@ def _every_agent_fits(scenario: Scenario, policy: Policy, trace: Sequence[TraceC
     for spec in scenario.agents:
         agent = SimAgent(spec)
         agent.on_shift = True
+        agent.profile = replace(agent.profile, absences=())  # the pool keeps them away
         snapshots.append(agent.snapshot(SIM_EPOCH_MS, 0))
     for skills, language, region, team, region_required in kinds:
         call = Call(
@@ -187,21 +220,35 @@ class _Pool:
             calls=CallLog.empty([SIM_EPOCH_MS + round(tc.arrival_s * 1000) for tc in trace]),
             busy={spec.agent_id: [] for spec in specs},
             held={spec.agent_id: [] for spec in specs},
+            staffed={},
         )
         self.log = self.day.calls
         self.by_start = policy.strategy == Strategy.ROUND_ROBIN
         """Free agents go by when they last took a call (else by when they last freed)."""
-        self.ready = [(0, spec.agent_id, k) for k, spec in enumerate(specs)]  # alike: by id
-        """Free agents: ``(the strategy's key, agent id, position)``, the engine's order."""
-        heapq.heapify(self.ready)
+        self.ready: list[tuple[int, str, int]] = []
+        """Free agents at their desk: ``(the strategy's key, agent id, position)``, the
+        engine's order (a heap; under ``BALANCED`` a list keyed by when each freed)."""
         self.working: list[tuple[int, str, int]] = []
-        """Agents holding work that ends before the horizon: ``(free at, id, position)``."""
+        """Agents holding work that ends before the horizon, or away: ``(free and back at
+        the desk at, id, position)``."""
         self.clock = SIM_EPOCH_MS
         """When the latest call was answered (calls are answered in queue order)."""
         self.last_start = [0] * len(specs)
         """When each agent last took a call."""
+        handle_ms = policy.expected_handle_s.get(channel, 0) * 1000
+        self.away = [_unroutable(spec, scenario.horizon_s, handle_ms) for spec in specs]
+        """Per agent: spans away from routing ``(start, end)``, apart from one another."""
+        self.presence = [away_spans(spec, scenario.horizon_s) for spec in specs]
+        """Per agent: its breaks' and absences' presence changes ``(away, back)``."""
+        self.next_away = [0] * len(specs)
+        """Per agent: its first span not yet over."""
+        self.leaving: list[tuple[int, int, int]] = []
+        """Free agents' next span: ``(start, position, token)``; stale once the token moved."""
+        self.token = [0] * len(specs)
         self.times: list[int] = [SIM_EPOCH_MS] * len(specs)
-        """The time of every event the loop would queue (the shift starts first)."""
+        """The time of every event the loop would queue (the shift starts first, then the
+        presence changes of every break and absence)."""
+        self.times.extend(t for spans in self.presence for span in spans for t in span)
         self.changes: list[tuple[int, int]] = []
         """(time, +1 a call arrived / -1 it was answered or hung up)."""
         self.last_exit = SIM_EPOCH_MS
@@ -220,6 +267,12 @@ class _Pool:
         """Where in ``order`` the call being served is."""
         self.planned: dict[int, int] = {}
         """Calls a balanced pass placed together with an earlier one -> their agents."""
+        for k, spec in enumerate(specs):
+            back = self._back_at(k, SIM_EPOCH_MS)
+            if back == SIM_EPOCH_MS:
+                self._enter(k, back)
+            else:
+                heapq.heappush(self.working, (back, spec.agent_id, k))
 
     def run(self) -> PooledDay:
         log, trace = self.log, self.trace
@@ -236,6 +289,14 @@ class _Pool:
         log.events = len(handled)
         log.end_ms = max(max(handled, default=SIM_EPOCH_MS), duration_ms)
         log.queue_trace = _queue_trace(self.changes)
+        for spec, spans in zip(self.specs, self.presence, strict=True):
+            staffed = [[SIM_EPOCH_MS, -1]]
+            for start, end in spans:  # apart: the agent leaves at each start, is back at each end
+                if start <= self.horizon_ms and (start <= last or start < duration_ms):
+                    staffed[-1][1] = start
+                    if end <= self.horizon_ms and (end <= last or end < duration_ms):
+                        staffed.append([end, -1])
+            self.day.staffed[spec.agent_id] = staffed
         return self.day
 
     def _stays(self) -> None:
@@ -288,7 +349,7 @@ class _Pool:
             return
         day.busy[agent_id].append((start, release, self.units))
         self.last_exit = max(self.last_exit, release)
-        heapq.heappush(self.working, (release, agent_id, k))
+        heapq.heappush(self.working, (self._back_at(k, release), agent_id, k))
 
     def _earliest(self, arrival: int) -> float:
         """When a call arriving at ``arrival`` can be answered (every call before it in
@@ -296,32 +357,85 @@ class _Pool:
         busy agent frees (never, if all hold work past the horizon). An agent still free was
         free by the latest answer, not before (a call waiting then would have taken it), so
         a call that arrived before that answer is answered with it."""
+        now = max(arrival, self.clock)
+        self._settle(now)
         if self.ready:
-            return max(arrival, self.clock)
+            return now
         if self.working:
-            return max(arrival, self.working[0][0])
+            return self.working[0][0]
         return math.inf
 
     def _take(self, start: int, i: int) -> tuple[str, int]:
         """The agent the strategy picks for call ``i`` among those free at ``start``."""
-        working, ready, balance = self.working, self.ready, self.balance
-        while working and working[0][0] <= start:
-            release, agent_id, k = heapq.heappop(working)
-            if balance is None:
-                key = self.last_start[k] if self.by_start else release
-                heapq.heappush(ready, (key, agent_id, k))
-            else:
-                balance.free_since[k] = release
-                ready.append((release, agent_id, k))
-        if balance is None:
+        self._settle(start)
+        ready = self.ready
+        if self.balance is None:
             _, agent_id, k = heapq.heappop(ready)
         else:
             k = self._balanced(start, i)
             agent_id = self.specs[k].agent_id
             ready.remove(next(entry for entry in ready if entry[2] == k))
+        self.token[k] += 1  # its next span away no longer takes it from ``ready``
         self.clock = start
         self.last_start[k] = start
         return agent_id, k
+
+    def _settle(self, now: int) -> None:
+        """The free agents at ``now``'s pass: those back by ``now`` join ``ready``, those
+        whose span away has begun leave it until the span ends."""
+        working, leaving, token = self.working, self.leaving, self.token
+        while True:
+            while working and working[0][0] <= now:
+                back, _, k = heapq.heappop(working)
+                self._enter(k, back)
+            if not leaving or leaving[0][0] > now:
+                return
+            while leaving and leaving[0][0] <= now:
+                _, k, stamp = heapq.heappop(leaving)
+                if stamp == token[k]:
+                    token[k] += 1
+                    self._leave(k)
+
+    def _enter(self, k: int, back: int) -> None:
+        """Agent ``k`` is free and at its desk from ``back`` (its idle clock starts then)."""
+        agent_id = self.specs[k].agent_id
+        if self.balance is None:
+            key = self.last_start[k] if self.by_start else back
+            heapq.heappush(self.ready, (key, agent_id, k))
+        else:
+            self.balance.free_since[k] = back
+            self.ready.append((back, agent_id, k))
+        spans = self.away[k]
+        if spans:
+            n = self.next_away[k]
+            while n < len(spans) and spans[n][1] <= back:
+                n += 1
+            self.next_away[k] = n
+            if n < len(spans):  # ``back`` is never inside a span: this one starts later
+                heapq.heappush(self.leaving, (spans[n][0], k, self.token[k]))
+
+    def _leave(self, k: int) -> None:
+        """Free agent ``k`` goes away: out of ``ready`` until its span ends."""
+        ready = self.ready
+        ready.remove(next(entry for entry in ready if entry[2] == k))
+        if self.balance is None:
+            heapq.heapify(ready)
+        span = self.away[k][self.next_away[k]]
+        heapq.heappush(self.working, (span[1], self.specs[k].agent_id, k))
+
+    def _back_at(self, k: int, free: int) -> int:
+        """When agent ``k``, free from ``free`` on, is at its desk: then, or when the span
+        away it is in ends (spans are apart, so that end is outside every span)."""
+        spans = self.away[k]
+        if not spans:
+            return free
+        n = self.next_away[k]
+        while n < len(spans) and spans[n][1] <= free:
+            n += 1
+        self.next_away[k] = n
+        if n < len(spans) and spans[n][0] <= free:
+            return spans[n][1]
+        return free
 
     def _balanced(self, start: int, i: int) -> int:
         """The agent the balanced pass at ``start`` gives call ``i``, as the event loop's

@@ -48,10 +48,10 @@ Keeping each decision small (the engine's cost grows with agents and calls per d
   get a wake-up at the moment they change instead of the service's 1 s tick.
 
 A day on which the engine's rules reduce to "a free agent takes the longest-waiting call"
-(``LONGEST_IDLE``, ``ROUND_ROBIN`` or ``BALANCED``; every agent on duty all day with one slot
-on the calls' one channel and fit for every call; one priority; no occupancy window,
-widening or SLA boosts; for ``BALANCED`` calls all alike and no region part the clock moves;
-an Erlang check is such a day) skips the loop: ``simulations.pooled`` serves the calls in
+(``LONGEST_IDLE``, ``ROUND_ROBIN`` or ``BALANCED``; every agent without a shift, with one
+slot on the calls' one channel, fit for every call, its breaks and absences apart; one
+priority; no occupancy window, widening or SLA boosts; for ``BALANCED`` calls all alike and
+no region part the clock moves; an Erlang check is such a day) skips the loop: ``simulations.pooled`` serves the calls in
 order from the free and the working agents, with the very same result
 (``tests/simulation/test_pooled.py``).
 """
@@ -85,11 +85,11 @@ from scoring.match import skill_fit
 from simulations import outcomes, pooled
 from simulations.call_log import CallLog
 from simulations.kpis import compute_kpis, write_outputs
-from simulations.model import DAY_S, SIM_EPOCH_MS, AgentSpec, Scenario
+from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario
 from simulations.passes import Dispatcher
 from simulations.trace import ARRIVAL_ORDER, TraceCall, generate_trace
 from simulations.waiting import Waiting, WaitingQueue
-from simulations.workforce import SimAgent, Work, Workforce
+from simulations.workforce import SimAgent, Work, Workforce, breaks_within, shift_windows
 
 COMPLETE, WRAP_END, PRESENCE, ABANDON, ARRIVAL, WAKE = range(6)
 SHIFT_START, SHIFT_END, BREAK_START, BREAK_END, ABSENCE_START, ABSENCE_END = range(6)
@@ -299,12 +299,12 @@ class _Simulation:
         horizon = self.scenario.horizon_s
         for agent in self.workforce.agents.values():
             spec = agent.spec
-            for lo, hi in _shift_windows(spec.shift, horizon):
+            for lo, hi in shift_windows(spec.shift, horizon):
                 end_ms = 0 if spec.shift is None else _ms(hi)
                 self._push(_ms(lo), PRESENCE, PRESENCE, agent, (SHIFT_START, end_ms))
                 if hi < horizon:
                     self._push(_ms(hi), PRESENCE, PRESENCE, agent, (SHIFT_END, 0))
-                for at, length in _breaks_within(spec.breaks, lo, min(hi, horizon)):
+                for at, length in breaks_within(spec.breaks, lo, min(hi, horizon)):
                     self._push(_ms(at), PRESENCE, PRESENCE, agent, (BREAK_START, 0))
                     self._push(_ms(at + length), PRESENCE, PRESENCE, agent, (BREAK_END, 0))
             for absence in spec.absences:
@@ -574,7 +574,7 @@ class _Simulation:
 def _pooled_result(
     scenario: Scenario, seed: int, trace: Sequence[TraceCall], day: pooled.PooledDay
 ) -> SimulationResult:
-    """The result of a day ``simulations.pooled`` ran (every agent on duty from 0)."""
+    """The result of a day ``simulations.pooled`` ran."""
     log = day.calls
     handled = Counter(
         agent for agent, ms in zip(log.agent_of, log.handled_ms, strict=True) if ms is not None
@@ -584,7 +584,7 @@ def _pooled_result(
             spec,
             busy_log=day.busy[spec.agent_id],
             held=day.held[spec.agent_id],
-            staffed_log=[[SIM_EPOCH_MS, -1]],
+            staffed_log=day.staffed[spec.agent_id],
             handled=handled[spec.agent_id],
             end_ms=day.calls.end_ms,
         )
@@ -697,36 +697,6 @@ def _ms(seconds: float) -> int:
 def _s(ms: int) -> float:
     """Epoch milliseconds as simulated seconds."""
     return (ms - SIM_EPOCH_MS) / 1000
-
-
-def _shift_windows(shift: tuple[float, float] | None, horizon: float) -> list[tuple[float, float]]:
-    """On-duty intervals in ``[0, horizon]`` of a daily ``shift`` (touching ones merged)."""
-    if shift is None:
-        return [(0.0, horizon)]
-    windows: list[tuple[float, float]] = []
-    for day in range(-1, int(horizon // DAY_S) + 2):
-        lo = max(day * DAY_S + shift[0], 0.0)
-        hi = min(day * DAY_S + shift[1], horizon)
-        if hi <= lo:
-            continue
-        if windows and windows[-1][1] >= lo:
-            windows[-1] = (windows[-1][0], hi)
-        else:
-            windows.append((lo, hi))
-    return windows
-
-
-def _breaks_within(
-    breaks: tuple[tuple[float, float], ...], lo: float, hi: float
-) -> list[tuple[float, float]]:
-    """The daily ``breaks`` (start, length) that start inside ``[lo, hi)``."""
-    found: list[tuple[float, float]] = []
-    for day in range(int(lo // DAY_S) - 1, int(hi // DAY_S) + 1):
-        for start, length in breaks:
-            at = day * DAY_S + start
-            if lo <= at < hi:
-                found.append((at, length))
-    return sorted(found)
 
 
 def _region_zones(scenario: Scenario) -> dict[str, str]:

@@ -32,7 +32,7 @@ from router.domain import (
     Presence,
     WorkSpan,
 )
-from simulations.model import SIM_EPOCH_MS, AgentSpec
+from simulations.model import DAY_S, SIM_EPOCH_MS, AgentSpec
 
 NeedKey = tuple[Channel, tuple[str, ...], str]
 """(channel, required skill names sorted, language): what decides who is capable."""
@@ -262,3 +262,44 @@ class Workforce:
                 full = capacity if units <= 0 else min(capacity, AGENT_UNIT_BUDGET // units)
                 self.staffed_slots[channel] += sign * full
             agent.staffed(now_ms, after)
+
+
+def shift_windows(shift: tuple[float, float] | None, horizon: float) -> list[tuple[float, float]]:
+    """On-duty intervals in ``[0, horizon]`` of a daily ``shift`` (touching ones merged)."""
+    if shift is None:
+        return [(0.0, horizon)]
+    windows: list[tuple[float, float]] = []
+    for day in range(-1, int(horizon // DAY_S) + 2):
+        lo = max(day * DAY_S + shift[0], 0.0)
+        hi = min(day * DAY_S + shift[1], horizon)
+        if hi <= lo:
+            continue
+        if windows and windows[-1][1] >= lo:
+            windows[-1] = (windows[-1][0], hi)
+        else:
+            windows.append((lo, hi))
+    return windows
+
+
+def breaks_within(
+    breaks: tuple[tuple[float, float], ...], lo: float, hi: float
+) -> list[tuple[float, float]]:
+    """The daily ``breaks`` (start, length) that start inside ``[lo, hi)``."""
+    found: list[tuple[float, float]] = []
+    for day in range(int(lo // DAY_S) - 1, int(hi // DAY_S) + 1):
+        for start, length in breaks:
+            at = day * DAY_S + start
+            if lo <= at < hi:
+                found.append((at, length))
+    return sorted(found)
+
+
+def away_spans(spec: AgentSpec, horizon_s: float) -> list[tuple[int, int]]:
+    """``(start, end)`` epoch ms of the breaks and scheduled absences the event loop schedules
+    for ``spec`` when it is on duty all day (no shift), in start order: presence events at
+    both ends (the end may lie past the horizon)."""
+    spans = [
+        (_ms(at), _ms(at + length)) for at, length in breaks_within(spec.breaks, 0.0, horizon_s)
+    ]
+    spans.extend((_ms(a.start_s), _ms(a.end_s)) for a in spec.absences if a.start_s < horizon_s)
+    return sorted(spans)

@@ -397,3 +397,197 @@ def test_balanced_days_of_whole_seconds_meet_the_loop_pass_for_pass(
     fast = simulate(scenario, seed=seed, calls=calls)
     _same(fast, simulate(scenario, seed=seed, calls=calls, shortcut=False), tmp_path)
     assert sum(r.abandoned for r in fast.records) > 0
+
+
+def _away_pool(away: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """Three agents who take breaks or absences (``away``) and three who stay at their desk,
+    of different quality and speed."""
+    raw = _pool(**changes)
+    del raw["pool"]
+    raw["agents"] = [
+        {
+            "count": 3,
+            "id_prefix": "away",
+            "skills": {"billing": 5},
+            "channels": {"voice": 1},
+            "quality": 0.8,
+            **away,
+        },
+        {
+            "count": 3,
+            "id_prefix": "desk",
+            "skills": {"billing": 5},
+            "channels": {"voice": 1},
+            "quality": 0.6,
+            "speed": 1.1,
+        },
+    ]
+    raw["arrivals"] = [
+        {
+            "name": "in",
+            "channel": "voice",
+            "rate_per_hour": 100,
+            "handle": 180,
+            "skills": {"billing": 1},
+            "patience": 200,
+        },
+    ]
+    return raw
+
+
+AWAY = {
+    "staggered breaks": _away_pool(
+        {
+            "breaks": [
+                {"start": "01:00", "duration_s": 900, "spread_s": 600},
+                {"start": "02:30", "duration_s": 1800},
+            ]
+        }
+    ),
+    "breaks and wrap-up": _away_pool(
+        {"breaks": [{"start": "00:30", "duration_s": 600, "spread_s": 1800}]},
+        policy={"wrap_up_s": {"voice": 40}},
+    ),
+    "an absence": _away_pool({"absences": [{"start": "00:40", "end": "01:50"}]}),
+    "away from the start": _away_pool(
+        {
+            "breaks": [{"start": "00:00", "duration_s": 600}],
+            "absences": [{"start": "03:00", "end": "03:30"}],
+        }
+    ),
+    "an absence over the horizon": _away_pool(
+        {"absences": [{"start": "03:58", "end": "06:00"}]}, drain_s=600
+    ),
+    "an absence past the horizon": _away_pool({"absences": [{"start": "05:03", "end": "06:00"}]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AWAY))
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_agents_who_take_breaks_or_absences_leave_the_pool_as_in_the_loop(
+    case: str, seed: int, strategy: str, tmp_path: Path
+) -> None:
+    """A free agent leaves at a break's start, and when an absence starts within the
+    expected handle time (the engine's rule 10); one busy then finishes its call and leaves;
+    each comes back at the end with its idle clock restarted. The available intervals, the
+    presence events counted and every call are the loop's."""
+    scenario = parse_scenario(AWAY[case], name=case).with_policy(strategy)
+    assert pooled.qualifies(
+        scenario, scenario.policy, generate_trace(scenario, seed), escalate=True
+    )
+    fast = simulate(scenario, seed=seed)
+    _same(fast, simulate(scenario, seed=seed, shortcut=False), tmp_path)
+    left = [a for a in fast.agents.values() if a.staffed != [(0.0, fast.end_s)]]
+    assert len(left) == (0 if case == "an absence past the horizon" else 3)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_breaks_in_whole_seconds_meet_the_loop(seed: int, strategy: str, tmp_path: Path) -> None:
+    """Breaks on whole minutes, calls in whole seconds: agents come back the very
+    millisecond calls arrive, others free or hang up."""
+    raw = _away_pool(
+        {"breaks": [{"start": "00:20", "duration_s": 300, "spread_s": 1200}]},
+        duration_s=2 * 3600,
+    )
+    for group in raw["agents"]:
+        group.pop("speed", None)
+    scenario = parse_scenario(raw, name="whole seconds").with_policy(strategy)
+    skills = generate_trace(scenario, 1)[0].skills
+    rng = random.Random(seed)
+    calls, at = [], 0
+    for n in range(250):
+        at += rng.choice([0, 1, 5, 20, 60])
+        calls.append(
+            TraceCall(
+                float(at),
+                f"call-{n:03d}",
+                Channel.VOICE,
+                skills,
+                handle_s=float(rng.choice([60, 120, 180, 240])),
+                patience_s=rng.choice([None, 60.0, 120.0]),
+            )
+        )
+    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
+    _same(
+        simulate(scenario, seed=seed, calls=calls),
+        simulate(scenario, seed=seed, calls=calls, shortcut=False),
+        tmp_path,
+    )
+
+
+def test_spans_away_that_touch_or_take_work_back_run_through_the_loop() -> None:
+    """A break that ends as the next begins, an absence overlapping a break, or a channel
+    whose work is taken back from an agent who leaves: the loop's business."""
+    touching = _away_pool(
+        {
+            "breaks": [
+                {"start": "01:00", "duration_s": 900},
+                {"start": "01:15", "duration_s": 600},
+            ]
+        }
+    )
+    overlapping = _away_pool(
+        {
+            "breaks": [{"start": "01:00", "duration_s": 900}],
+            "absences": [{"start": "01:10", "end": "02:00"}],
+        }
+    )
+    soon_after = _away_pool(  # the absence's rule-10 lead reaches back into the break
+        {
+            "breaks": [{"start": "01:00", "duration_s": 900}],
+            "absences": [{"start": "01:17", "end": "02:00"}],
+        }
+    )
+    apart = _away_pool(
+        {
+            "breaks": [{"start": "01:00", "duration_s": 900}],
+            "absences": [{"start": "01:21", "end": "02:00"}],
+        }
+    )
+    email = _away_pool({"breaks": [{"start": "01:00", "duration_s": 900}]})
+    for group in email["agents"]:
+        group["channels"] = {"email": 1}
+    email["arrivals"][0]["channel"] = "email"
+    for raw, fits in [
+        (touching, False),
+        (overlapping, False),
+        (soon_after, False),
+        (apart, True),
+        (email, False),
+    ]:
+        scenario = parse_scenario(raw, name="away")
+        trace = generate_trace(scenario, 1)
+        assert pooled.qualifies(scenario, scenario.policy, trace, escalate=True) is fits
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_one_agent_away_on_the_edges(strategy: str, tmp_path: Path) -> None:
+    """One agent, an absence at 600 s with 300 s expected handle time: a call at exactly
+    300 s is answered (the absence starts as the work would end), one a millisecond later
+    waits for the absence to end; a break passes while nothing waits, and the next call is
+    answered on arrival."""
+    raw = _away_pool(
+        {
+            "count": 1,
+            "breaks": [{"start": "01:00", "duration_s": 900}],
+            "absences": [{"start": "00:10", "end": "00:20"}],
+        },
+        policy={"expected_handle_s": {"voice": 300}},
+        duration_s=3 * 3600,
+    )
+    raw["agents"] = raw["agents"][:1]
+    scenario = parse_scenario(raw, name="edges").with_policy(strategy)
+    skills = generate_trace(scenario, 1)[0].skills
+    calls = [
+        TraceCall(100.0, "a", Channel.VOICE, skills, handle_s=50.0),
+        TraceCall(300.0, "b", Channel.VOICE, skills, handle_s=10.0),
+        TraceCall(300.001, "c", Channel.VOICE, skills, handle_s=10.0),
+        TraceCall(7200.0, "d", Channel.VOICE, skills, handle_s=10.0),
+    ]
+    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
+    fast = simulate(scenario, seed=1, calls=calls)
+    _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
+    assert [r.answered_s for r in fast.records] == [100.0, 300.0, 1200.0, 7200.0]
+    assert fast.agents["away-001"].staffed == [(0.0, 600.0), (1200.0, 3600.0), (4500.0, 10800.0)]
