@@ -1,8 +1,8 @@
 """The pooled shortcut: a day in which any free agent may take any call, first come first served.
 
-When every agent is on duty all day (no shift) with one slot on the calls' channel, every
-call may go to every agent, and nothing the clock alone changes can refuse an agent (no
-occupancy window, no widening or SLA boosts), the engine's rules reduce to "a free agent
+When every agent has one slot on the calls' channel, every call may go to every agent, and
+nothing the clock alone changes can refuse an agent at its desk (no occupancy window, no
+widening or SLA boosts), the engine's rules reduce to "a free agent
 takes the longest-waiting call". Calls are then answered in queue order (arrival, then call
 id: one priority, one channel): each at its arrival if an agent is free, else when the first
 busy agent frees, unless its patience runs out first. The strategy only says which of the
@@ -11,13 +11,14 @@ that took a call the longest ago, ties by agent id, as ``router.baselines`` orde
 That is two heaps of agents (working, by when they free; free, by the strategy's key) and
 one step per call, as queueing simulators do it.
 
-Breaks and scheduled absences are spans away from routing: a break from its start, an
-absence from the moment it starts within the expected handle time (the engine's rule 10,
-``router.eligibility.shift_reason``), each until its end. Spans must lie apart (none
-touching the next) and the channel's work must not be taken back from an agent who leaves
-(``reclaim_channels``). A free agent leaves ``ready`` as its span begins; one finishing work
-inside a span stays away; either is back at the span's end, its idle clock restarted there,
-as the loop's presence change restarts it.
+Time off shift, breaks and scheduled absences are spans away from routing: a break from its
+start; the end of a shift and an absence from the moment either falls within the expected
+handle time (the engine's rule 10, ``router.eligibility.shift_reason``); each until the
+agent is back (the break's or absence's end, the next shift's start). Spans must lie apart
+(none touching the next) and the channel's work must not be taken back from an agent who
+leaves (``reclaim_channels``). A free agent leaves ``ready`` as its span begins; one
+finishing work inside a span stays away; either is back at the span's end, its idle clock
+restarted there, as the loop's presence change restarts it.
 
 Under ``BALANCED`` (calls all alike, and no region part the clock moves: no agent has a
 time zone, or region weighs nothing) the free agents are a plain list, and the choice is the
@@ -43,8 +44,8 @@ would have handled, the queue length at every change, the end of the run; and ea
 busy intervals); ``qualifies`` says whether a day is
 such a day. ``tests/simulation/test_pooled.py`` checks the two give byte-identical results.
 
-Event accounting mirrors the loop: one shift start per agent at 0; both presence changes
-of every break and absence the loop schedules; an arrival, a completion, a wrap-up end and
+Event accounting mirrors the loop: every presence change it schedules (shift starts and
+ends, both ends of every break and absence); an arrival, a completion, a wrap-up end and
 an abandonment timer per call (the timer also for calls answered before it fires); the loop
 handles every event up to the horizon, and stops at the first event at or after the end of
 arrivals once nothing waits and nobody holds work. Each agent's available intervals follow
@@ -83,7 +84,18 @@ from simulations import outcomes
 from simulations.call_log import CallLog
 from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario
 from simulations.trace import TraceCall
-from simulations.workforce import SimAgent, away_spans, breaks_within
+from simulations.workforce import (
+    ABSENCE_END,
+    ABSENCE_START,
+    BREAK_END,
+    BREAK_START,
+    SHIFT_END,
+    SHIFT_START,
+    SimAgent,
+    breaks_within,
+    presence_changes,
+    shift_windows,
+)
 
 
 @dataclass(slots=True)
@@ -138,13 +150,13 @@ def _kind(tc: TraceCall) -> tuple[object, ...]:
 
 
 def _agents_allow(scenario: Scenario, policy: Policy, channel: Channel) -> bool:
-    """Every agent on duty all day with one slot on ``channel``; breaks and absences apart
-    from one another (each a stretch of time away, none touching the next), and no work
-    taken back from an agent who leaves."""
+    """Every agent with one slot on ``channel``; its times off shift, breaks and absences
+    apart from one another (each a stretch of time away, none touching the next), and no
+    work taken back from an agent who leaves."""
     units = policy.units_for(channel)
     if not scenario.agents or not 0 < units <= AGENT_UNIT_BUDGET:
         return False
-    if any(spec.shift is not None or spec.capacity.get(channel) != 1 for spec in scenario.agents):
+    if any(spec.capacity.get(channel) != 1 for spec in scenario.agents):
         return False
     handle_ms = policy.expected_handle_s.get(channel, 0) * 1000
     spans = [_unroutable(spec, scenario.horizon_s, handle_ms) for spec in scenario.agents]
@@ -155,12 +167,27 @@ def _agents_allow(scenario: Scenario, policy: Policy, channel: Channel) -> bool:
 
 def _unroutable(spec: AgentSpec, horizon_s: float, handle_ms: int) -> list[tuple[int, int]]:
     """``(start, end)`` epoch ms during which the engine refuses ``spec`` for the day's calls
-    whatever its work, in start order: its breaks, and its scheduled absences from the
-    moment one starts within the expected handle time (``router.eligibility.shift_reason``)."""
-    lead = max(0, handle_ms - 1)
-    spans = [
-        (_ms(at), _ms(at + length)) for at, length in breaks_within(spec.breaks, 0.0, horizon_s)
-    ]
+    whatever its work, in start order: off shift, and on shift from the moment the shift ends
+    within the expected handle time (``router.eligibility.shift_reason``; a shift cut at the
+    horizon ends there for the engine, but no presence change takes the agent off); its
+    breaks; its scheduled absences from the moment one starts within that time."""
+    lead = max(0, handle_ms - 1)  # refused from end - handle_ms + 1 on, gone from end on
+    never = _ms(horizon_s) + 1
+    windows = shift_windows(spec.shift, horizon_s)
+    spans: list[tuple[int, int]] = []
+    if spec.shift is not None:
+        leaves = SIM_EPOCH_MS  # off shift until the first window
+        for lo, hi in windows:
+            if _ms(lo) > leaves:
+                spans.append((leaves, _ms(lo)))
+            leaves = _ms(hi) - lead if hi < horizon_s else _ms(hi) - handle_ms + 1
+        if leaves < never:
+            spans.append((leaves, never))
+    for lo, hi in windows:
+        spans.extend(
+            (_ms(at), _ms(at + length))
+            for at, length in breaks_within(spec.breaks, lo, min(hi, horizon_s))
+        )
     spans.extend((_ms(a.start_s) - lead, _ms(a.end_s)) for a in spec.absences)
     return sorted(spans)
 
@@ -238,17 +265,15 @@ class _Pool:
         handle_ms = policy.expected_handle_s.get(channel, 0) * 1000
         self.away = [_unroutable(spec, scenario.horizon_s, handle_ms) for spec in specs]
         """Per agent: spans away from routing ``(start, end)``, apart from one another."""
-        self.presence = [away_spans(spec, scenario.horizon_s) for spec in specs]
-        """Per agent: its breaks' and absences' presence changes ``(away, back)``."""
+        self.presence = [presence_changes(spec, scenario.horizon_s) for spec in specs]
+        """Per agent: its presence changes, as the loop queues them."""
         self.next_away = [0] * len(specs)
         """Per agent: its first span not yet over."""
         self.leaving: list[tuple[int, int, int]] = []
         """Free agents' next span: ``(start, position, token)``; stale once the token moved."""
         self.token = [0] * len(specs)
-        self.times: list[int] = [SIM_EPOCH_MS] * len(specs)
-        """The time of every event the loop would queue (the shift starts first, then the
-        presence changes of every break and absence)."""
-        self.times.extend(t for spans in self.presence for span in spans for t in span)
+        self.times = [at for changes in self.presence for at, _, _ in changes]
+        """The time of every event the loop would queue (the presence changes first)."""
         self.changes: list[tuple[int, int]] = []
         """(time, +1 a call arrived / -1 it was answered or hung up)."""
         self.last_exit = SIM_EPOCH_MS
@@ -289,14 +314,13 @@ class _Pool:
         log.events = len(handled)
         log.end_ms = max(max(handled, default=SIM_EPOCH_MS), duration_ms)
         log.queue_trace = _queue_trace(self.changes)
-        for spec, spans in zip(self.specs, self.presence, strict=True):
-            staffed = [[SIM_EPOCH_MS, -1]]
-            for start, end in spans:  # apart: the agent leaves at each start, is back at each end
-                if start <= self.horizon_ms and (start <= last or start < duration_ms):
-                    staffed[-1][1] = start
-                    if end <= self.horizon_ms and (end <= last or end < duration_ms):
-                        staffed.append([end, -1])
-            self.day.staffed[spec.agent_id] = staffed
+        for spec, changes in zip(self.specs, self.presence, strict=True):
+            handled_changes = [
+                (at, kind)
+                for at, kind, _ in changes
+                if at <= self.horizon_ms and (at <= last or at < duration_ms)
+            ]
+            self.day.staffed[spec.agent_id] = _staffed(handled_changes)
         return self.day
 
     def _stays(self) -> None:
@@ -612,6 +636,33 @@ class _Balance:
         if None in placed:
             raise RuntimeError("a balanced pass left a call unplaced with agents free")
         return [agents[j] for j in placed if j is not None]
+
+
+def _staffed(changes: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Available intervals ``[start, end]`` (``end`` -1 if open) from presence changes
+    ``(time, kind)`` in the loop's order, as ``simulations.workforce`` logs them."""
+    on_shift, on_break, absent = False, 0, 0
+    log: list[list[int]] = []
+    for at, kind in sorted(changes, key=lambda change: change[0]):  # stable: ties as queued
+        before = on_shift and on_break == 0 and absent == 0
+        if kind == SHIFT_START:
+            on_shift = True
+        elif kind == SHIFT_END:
+            on_shift = False
+        elif kind == BREAK_START:
+            on_break += 1
+        elif kind == BREAK_END:
+            on_break -= 1
+        elif kind == ABSENCE_START:
+            absent += 1
+        elif kind == ABSENCE_END:
+            absent -= 1
+        after = on_shift and on_break == 0 and absent == 0
+        if after and not before:
+            log.append([at, -1])
+        elif before and not after and log and log[-1][1] < 0:
+            log[-1][1] = at
+    return log
 
 
 def _queue_trace(changes: list[tuple[int, int]]) -> list[tuple[int, int]]:

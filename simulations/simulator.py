@@ -48,12 +48,12 @@ Keeping each decision small (the engine's cost grows with agents and calls per d
   get a wake-up at the moment they change instead of the service's 1 s tick.
 
 A day on which the engine's rules reduce to "a free agent takes the longest-waiting call"
-(``LONGEST_IDLE``, ``ROUND_ROBIN`` or ``BALANCED``; every agent without a shift, with one
-slot on the calls' one channel, fit for every call, its breaks and absences apart; one
-priority; no occupancy window, widening or SLA boosts; for ``BALANCED`` calls all alike and
-no region part the clock moves; an Erlang check is such a day) skips the loop: ``simulations.pooled`` serves the calls in
-order from the free and the working agents, with the very same result
-(``tests/simulation/test_pooled.py``).
+(``LONGEST_IDLE``, ``ROUND_ROBIN`` or ``BALANCED``; every agent with one slot on the calls'
+one channel and fit for every call, its shifts, breaks and absences apart from one another;
+one priority; no occupancy window, widening or SLA boosts; for ``BALANCED`` calls all alike
+and no region part the clock moves; an Erlang check is such a day) skips the loop:
+``simulations.pooled`` serves the calls in order from the free and the working agents, with
+the very same result (``tests/simulation/test_pooled.py``).
 """
 
 from __future__ import annotations
@@ -89,10 +89,19 @@ from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario
 from simulations.passes import Dispatcher
 from simulations.trace import ARRIVAL_ORDER, TraceCall, generate_trace
 from simulations.waiting import Waiting, WaitingQueue
-from simulations.workforce import SimAgent, Work, Workforce, breaks_within, shift_windows
+from simulations.workforce import (
+    ABSENCE_START,
+    BREAK_END,
+    BREAK_START,
+    SHIFT_END,
+    SHIFT_START,
+    SimAgent,
+    Work,
+    Workforce,
+    presence_changes,
+)
 
 COMPLETE, WRAP_END, PRESENCE, ABANDON, ARRIVAL, WAKE = range(6)
-SHIFT_START, SHIFT_END, BREAK_START, BREAK_END, ABSENCE_START, ABSENCE_END = range(6)
 HISTORY_WINDOW_MS = 15 * 60 * 1000
 """Completions counted for the forecast's observed service rate (the dispatcher's window)."""
 
@@ -298,19 +307,8 @@ class _Simulation:
     def _schedule_presence(self) -> None:
         horizon = self.scenario.horizon_s
         for agent in self.workforce.agents.values():
-            spec = agent.spec
-            for lo, hi in shift_windows(spec.shift, horizon):
-                end_ms = 0 if spec.shift is None else _ms(hi)
-                self._push(_ms(lo), PRESENCE, PRESENCE, agent, (SHIFT_START, end_ms))
-                if hi < horizon:
-                    self._push(_ms(hi), PRESENCE, PRESENCE, agent, (SHIFT_END, 0))
-                for at, length in breaks_within(spec.breaks, lo, min(hi, horizon)):
-                    self._push(_ms(at), PRESENCE, PRESENCE, agent, (BREAK_START, 0))
-                    self._push(_ms(at + length), PRESENCE, PRESENCE, agent, (BREAK_END, 0))
-            for absence in spec.absences:
-                if absence.start_s < horizon:
-                    self._push(_ms(absence.start_s), PRESENCE, PRESENCE, agent, (ABSENCE_START, 0))
-                    self._push(_ms(absence.end_s), PRESENCE, PRESENCE, agent, (ABSENCE_END, 0))
+            for at, kind, extra in presence_changes(agent.spec, horizon):
+                self._push(at, PRESENCE, PRESENCE, agent, (kind, extra))
 
     # --- the loop ----------------------------------------------------------------------------
 

@@ -294,12 +294,25 @@ def breaks_within(
     return sorted(found)
 
 
-def away_spans(spec: AgentSpec, horizon_s: float) -> list[tuple[int, int]]:
-    """``(start, end)`` epoch ms of the breaks and scheduled absences the event loop schedules
-    for ``spec`` when it is on duty all day (no shift), in start order: presence events at
-    both ends (the end may lie past the horizon)."""
-    spans = [
-        (_ms(at), _ms(at + length)) for at, length in breaks_within(spec.breaks, 0.0, horizon_s)
-    ]
-    spans.extend((_ms(a.start_s), _ms(a.end_s)) for a in spec.absences if a.start_s < horizon_s)
-    return sorted(spans)
+SHIFT_START, SHIFT_END, BREAK_START, BREAK_END, ABSENCE_START, ABSENCE_END = range(6)
+"""Kinds of presence change."""
+
+
+def presence_changes(spec: AgentSpec, horizon_s: float) -> list[tuple[int, int, int]]:
+    """``(epoch ms, kind, shift end ms)`` of every presence change the event loop schedules
+    for ``spec``, in the order it queues them (changes at one millisecond go in this order):
+    per on-duty window its start (with the window's end, 0 without a shift) and end (unless
+    at the horizon) and the breaks inside it, then the absences starting before the horizon."""
+    changes: list[tuple[int, int, int]] = []
+    for lo, hi in shift_windows(spec.shift, horizon_s):
+        changes.append((_ms(lo), SHIFT_START, 0 if spec.shift is None else _ms(hi)))
+        if hi < horizon_s:
+            changes.append((_ms(hi), SHIFT_END, 0))
+        for at, length in breaks_within(spec.breaks, lo, min(hi, horizon_s)):
+            changes.append((_ms(at), BREAK_START, 0))
+            changes.append((_ms(at + length), BREAK_END, 0))
+    for absence in spec.absences:
+        if absence.start_s < horizon_s:
+            changes.append((_ms(absence.start_s), ABSENCE_START, 0))
+            changes.append((_ms(absence.end_s), ABSENCE_END, 0))
+    return changes

@@ -171,10 +171,6 @@ def test_agents_or_calls_that_break_the_pool_run_through_the_loop() -> None:
     scenario = parse_scenario(_pool(), name="pool")
     trace = generate_trace(scenario, 1)
     policy = scenario.policy
-    raw = _pool() | _shifted_agents()
-    del raw["pool"]
-    shifted = parse_scenario(raw, name="shifts")
-    assert not pooled.qualifies(shifted, shifted.policy, generate_trace(shifted, 1), escalate=True)
     urgent = [*trace[:5], dataclasses.replace(trace[5], priority=3), *trace[6:]]
     assert not pooled.qualifies(scenario, policy, urgent, escalate=True)  # two priorities
     skill = trace[5].skills[0][0]
@@ -459,7 +455,26 @@ AWAY = {
         {"absences": [{"start": "03:58", "end": "06:00"}]}, drain_s=600
     ),
     "an absence past the horizon": _away_pool({"absences": [{"start": "05:03", "end": "06:00"}]}),
+    "a shift with a break": _away_pool(
+        {
+            "shift": {"start": "01:00", "end": "03:00"},
+            "breaks": [{"start": "02:00", "duration_s": 600}],
+        }
+    ),
+    "night shifts over two days": _away_pool(
+        {
+            "shift": {"start": "22:00", "end": "06:00"},
+            "breaks": [{"start": "02:00", "duration_s": 1200}],
+            "absences": [{"start": "1d 12:00", "end": "1d 14:00"}],
+        },
+        duration_s=30 * 3600,
+    ),
+    "a shift cut at the horizon": _away_pool(
+        {"shift": {"start": "03:00", "end": "09:00"}}, policy={"wrap_up_s": {"voice": 30}}
+    ),
+    "only shifts, over before the calls": _pool() | _shifted_agents(),
 }
+del AWAY["only shifts, over before the calls"]["pool"]
 
 
 @pytest.mark.parametrize("case", sorted(AWAY))
@@ -479,7 +494,8 @@ def test_agents_who_take_breaks_or_absences_leave_the_pool_as_in_the_loop(
     fast = simulate(scenario, seed=seed)
     _same(fast, simulate(scenario, seed=seed, shortcut=False), tmp_path)
     left = [a for a in fast.agents.values() if a.staffed != [(0.0, fast.end_s)]]
-    assert len(left) == (0 if case == "an absence past the horizon" else 3)
+    everyone = case == "only shifts, over before the calls"
+    assert len(left) == (0 if case == "an absence past the horizon" else 4 if everyone else 3)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -591,3 +607,27 @@ def test_one_agent_away_on_the_edges(strategy: str, tmp_path: Path) -> None:
     _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
     assert [r.answered_s for r in fast.records] == [100.0, 300.0, 1200.0, 7200.0]
     assert fast.agents["away-001"].staffed == [(0.0, 600.0), (1200.0, 3600.0), (4500.0, 10800.0)]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_shift_cut_at_the_horizon_still_takes_a_call_there(strategy: str, tmp_path: Path) -> None:
+    """With no expected handle time, an agent whose shift runs past the horizon is refused
+    only after the horizon (the engine's shift end is the horizon, no presence change takes
+    the agent off): a call arriving at the very horizon is answered there."""
+    raw = _away_pool(
+        {"count": 1, "shift": {"start": "00:00", "end": "09:00"}},
+        policy={"expected_handle_s": {"voice": 0}},
+        duration_s=3600,
+        drain_s=600,
+    )
+    raw["agents"] = raw["agents"][:1]
+    scenario = parse_scenario(raw, name="horizon").with_policy(strategy)
+    skills = generate_trace(scenario, 1)[0].skills
+    calls = [
+        TraceCall(100.0, "a", Channel.VOICE, skills, handle_s=4100.0),
+        TraceCall(3000.0, "b", Channel.VOICE, skills, handle_s=10.0),
+    ]
+    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
+    fast = simulate(scenario, seed=1, calls=calls)
+    _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
+    assert [r.answered_s for r in fast.records] == [100.0, 4200.0]
