@@ -2,10 +2,10 @@
 
 When every agent has one slot on the calls' channel, every call may go to every agent, and
 nothing the clock alone changes can refuse an agent at its desk (no occupancy window, no
-widening or SLA boosts), the engine's rules reduce to "a free agent
-takes the longest-waiting call". Calls are then answered in queue order (arrival, then call
-id: one priority, one channel): each at its arrival if an agent is free, else when the first
-busy agent frees, unless its patience runs out first. The strategy only says which of the
+widening or SLA boosts), the engine's rules reduce to "a free agent takes the
+longest-waiting call". Calls are then answered in queue order (arrival, then call id: one
+priority, one channel): each at its arrival if an agent is free, else when the first busy
+agent frees, unless its patience runs out first. The strategy only says which of the
 free agents: under ``LONGEST_IDLE`` the one free the longest, under ``ROUND_ROBIN`` the one
 that took a call the longest ago, ties by agent id, as ``router.baselines`` orders them.
 That is two heaps of agents (working, by when they free; free, by the strategy's key) and
@@ -84,18 +84,7 @@ from simulations import outcomes
 from simulations.call_log import CallLog
 from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario
 from simulations.trace import TraceCall
-from simulations.workforce import (
-    ABSENCE_END,
-    ABSENCE_START,
-    BREAK_END,
-    BREAK_START,
-    SHIFT_END,
-    SHIFT_START,
-    SimAgent,
-    breaks_within,
-    presence_changes,
-    shift_windows,
-)
+from simulations.workforce import SimAgent, breaks_within, presence_changes, shift_windows
 
 
 @dataclass(slots=True)
@@ -272,6 +261,7 @@ class _Pool:
         self.leaving: list[tuple[int, int, int]] = []
         """Free agents' next span: ``(start, position, token)``; stale once the token moved."""
         self.token = [0] * len(specs)
+        """Per agent: moves each time it enters or leaves ``ready`` (or takes a call)."""
         self.times = [at for changes in self.presence for at, _, _ in changes]
         """The time of every event the loop would queue (the presence changes first)."""
         self.changes: list[tuple[int, int]] = []
@@ -315,12 +305,14 @@ class _Pool:
         log.end_ms = max(max(handled, default=SIM_EPOCH_MS), duration_ms)
         log.queue_trace = _queue_trace(self.changes)
         for spec, changes in zip(self.specs, self.presence, strict=True):
-            handled_changes = [
-                (at, kind)
-                for at, kind, _ in changes
-                if at <= self.horizon_ms and (at <= last or at < duration_ms)
-            ]
-            self.day.staffed[spec.agent_id] = _staffed(handled_changes)
+            self.day.staffed[spec.agent_id] = _staffed(
+                spec,
+                [
+                    c
+                    for c in changes
+                    if c[0] <= self.horizon_ms and (c[0] <= last or c[0] < duration_ms)
+                ],
+            )
         return self.day
 
     def _stays(self) -> None:
@@ -638,31 +630,16 @@ class _Balance:
         return [agents[j] for j in placed if j is not None]
 
 
-def _staffed(changes: Sequence[tuple[int, int]]) -> list[list[int]]:
-    """Available intervals ``[start, end]`` (``end`` -1 if open) from presence changes
-    ``(time, kind)`` in the loop's order, as ``simulations.workforce`` logs them."""
-    on_shift, on_break, absent = False, 0, 0
-    log: list[list[int]] = []
-    for at, kind in sorted(changes, key=lambda change: change[0]):  # stable: ties as queued
-        before = on_shift and on_break == 0 and absent == 0
-        if kind == SHIFT_START:
-            on_shift = True
-        elif kind == SHIFT_END:
-            on_shift = False
-        elif kind == BREAK_START:
-            on_break += 1
-        elif kind == BREAK_END:
-            on_break -= 1
-        elif kind == ABSENCE_START:
-            absent += 1
-        elif kind == ABSENCE_END:
-            absent -= 1
-        after = on_shift and on_break == 0 and absent == 0
-        if after and not before:
-            log.append([at, -1])
-        elif before and not after and log and log[-1][1] < 0:
-            log[-1][1] = at
-    return log
+def _staffed(spec: AgentSpec, changes: Sequence[tuple[int, int, int]]) -> list[list[int]]:
+    """``spec``'s available intervals ``[start, end]`` (``end`` -1 if open) after the
+    presence changes ``changes`` (in the loop's order), as the loop logs them."""
+    agent = SimAgent(spec)
+    for at, kind, extra in sorted(changes, key=lambda change: change[0]):  # stable: as queued
+        before = agent.available
+        agent.change_presence(kind, extra)
+        if agent.available != before:
+            agent.staffed(at, agent.available)
+    return agent.staffed_log
 
 
 def _queue_trace(changes: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -89,17 +89,7 @@ from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario
 from simulations.passes import Dispatcher
 from simulations.trace import ARRIVAL_ORDER, TraceCall, generate_trace
 from simulations.waiting import Waiting, WaitingQueue
-from simulations.workforce import (
-    ABSENCE_START,
-    BREAK_END,
-    BREAK_START,
-    SHIFT_END,
-    SHIFT_START,
-    SimAgent,
-    Work,
-    Workforce,
-    presence_changes,
-)
+from simulations.workforce import SimAgent, Work, Workforce, presence_changes
 
 COMPLETE, WRAP_END, PRESENCE, ABANDON, ARRIVAL, WAKE = range(6)
 HISTORY_WINDOW_MS = 15 * 60 * 1000
@@ -487,20 +477,7 @@ class _Simulation:
     def _presence(self, agent: SimAgent, change: tuple[int, int]) -> None:
         kind, extra = change
         before = agent.available
-        if kind == SHIFT_START:
-            agent.on_shift = True
-            if agent.profile.shift_end_ms != extra:
-                agent.profile = replace(agent.profile, shift_end_ms=extra)
-        elif kind == SHIFT_END:
-            agent.on_shift = False
-        elif kind == BREAK_START:
-            agent.on_break += 1
-        elif kind == BREAK_END:
-            agent.on_break -= 1
-        elif kind == ABSENCE_START:
-            agent.absent += 1
-        else:
-            agent.absent -= 1
+        agent.change_presence(kind, extra)
         self.workforce.set_available(agent, before, self.now)
         after = agent.available
         if after and not before and not agent.work:

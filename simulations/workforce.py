@@ -19,6 +19,7 @@ the simulator does not report.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from router.domain import (
     AGENT_UNIT_BUDGET,
@@ -33,6 +34,9 @@ from router.domain import (
     WorkSpan,
 )
 from simulations.model import DAY_S, SIM_EPOCH_MS, AgentSpec
+
+SHIFT_START, SHIFT_END, BREAK_START, BREAK_END, ABSENCE_START, ABSENCE_END = range(6)
+"""Kinds of presence change."""
 
 NeedKey = tuple[Channel, tuple[str, ...], str]
 """(channel, required skill names sorted, language): what decides who is capable."""
@@ -195,6 +199,24 @@ class SimAgent:
         elif self.staffed_log and self.staffed_log[-1][1] < 0:
             self.staffed_log[-1][1] = now_ms
 
+    def change_presence(self, kind: int, shift_end_ms: int) -> None:
+        """Apply one presence change of ``presence_changes`` (``shift_end_ms``: the end of
+        the window a shift start opens, 0 without a shift)."""
+        if kind == SHIFT_START:
+            self.on_shift = True
+            if self.profile.shift_end_ms != shift_end_ms:
+                self.profile = replace(self.profile, shift_end_ms=shift_end_ms)
+        elif kind == SHIFT_END:
+            self.on_shift = False
+        elif kind == BREAK_START:
+            self.on_break += 1
+        elif kind == BREAK_END:
+            self.on_break -= 1
+        elif kind == ABSENCE_START:
+            self.absent += 1
+        else:
+            self.absent -= 1
+
 
 def _ms(seconds: float) -> int:
     return SIM_EPOCH_MS + round(seconds * 1000)
@@ -292,10 +314,6 @@ def breaks_within(
             if lo <= at < hi:
                 found.append((at, length))
     return sorted(found)
-
-
-SHIFT_START, SHIFT_END, BREAK_START, BREAK_END, ABSENCE_START, ABSENCE_END = range(6)
-"""Kinds of presence change."""
 
 
 def presence_changes(spec: AgentSpec, horizon_s: float) -> list[tuple[int, int, int]]:
