@@ -20,19 +20,20 @@ leaves (``reclaim_channels``). A free agent leaves ``ready`` as its span begins;
 finishing work inside a span stays away; either is back at the span's end, its idle clock
 restarted there, as the loop's presence change restarts it.
 
-Under ``BALANCED`` (calls all alike, and no region part the clock moves: no agent has a
-time zone, or region weighs nothing) the free agents are a plain list, and the choice is the
-one the event loop's passes (``simulations.passes``) make at that millisecond:
+Under ``BALANCED`` (no region part the clock moves: no agent has a time zone, or region
+weighs nothing) the free agents are a plain list, and the choice is the one the event loop's
+passes (``simulations.passes``) make at that millisecond:
 
 - one free agent takes the first waiting call in queue order;
 - a lone waiting call goes to the free agent of least integer cost, ties by
   ``router.balanced.tie_key``: ``router.balanced``'s cost of the agent's soft score
-  (``scoring.match``: skill and region fixed per agent, performance decayed to now, idle
-  time since the agent last freed) plus the load cost of its first slot, among the
-  ``top_k`` best by net value;
-- several waiting calls meeting several free agents in one millisecond: the first calls in
-  queue order, as many as there are free agents, go to ``router.balanced.place_batch`` (the
-  engine's flow) with the very candidates ``router.balanced`` builds.
+  (``scoring.match``: skill and region fixed per kind of call and agent, performance
+  decayed to now, idle time since the agent last freed) plus the load cost of its first
+  slot, among the ``top_k`` best by net value;
+- several waiting calls meeting several free agents in one millisecond: the first calls of
+  each queue (``simulations.waiting.bucket_key``), as many as there are free agents, go to
+  ``router.balanced.place_batch`` (the engine's flow) with the very candidates
+  ``router.balanced`` builds; it places the first calls in queue order.
 
 Each call's outcome (``simulations.outcomes``) is folded into its agent's performance sums
 as of its completion time, as the loop's completion does, once the call is answered: a score
@@ -84,6 +85,7 @@ from simulations import outcomes
 from simulations.call_log import CallLog
 from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario
 from simulations.trace import TraceCall
+from simulations.waiting import bucket_key
 from simulations.workforce import SimAgent, breaks_within, presence_changes, shift_windows
 
 
@@ -109,7 +111,7 @@ def qualifies(
     channel, priority = trace[0].channel, trace[0].priority
     if any(tc.channel != channel or tc.priority != priority for tc in trace):
         return False
-    if policy.strategy == Strategy.BALANCED and not _balance_allows(scenario, policy, trace):
+    if policy.strategy == Strategy.BALANCED and not _balance_allows(scenario, policy):
         return False
     return _agents_allow(scenario, policy, channel) and _every_agent_fits(scenario, policy, trace)
 
@@ -124,13 +126,9 @@ def _policy_allows(policy: Policy, *, escalate: bool) -> bool:
     )
 
 
-def _balance_allows(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]) -> bool:
-    """Every call alike (one queue, so a pass offers the first calls in queue order) and
-    region parts the clock cannot move (no agent has a time zone, or region weighs 0)."""
-    first = _kind(trace[0])
-    return all(_kind(tc) == first for tc in trace) and (
-        policy.weights.region == 0 or not any(spec.timezone for spec in scenario.agents)
-    )
+def _balance_allows(scenario: Scenario, policy: Policy) -> bool:
+    """Region parts the clock cannot move: no agent has a time zone, or region weighs 0."""
+    return policy.weights.region == 0 or not any(spec.timezone for spec in scenario.agents)
 
 
 def _kind(tc: TraceCall) -> tuple[object, ...]:
@@ -271,7 +269,7 @@ class _Pool:
         if one was still there."""
         self._fits: dict[tuple[object, ...], tuple[float, float]] = {}
         self.balance = (
-            _Balance(scenario, policy, trace[0], seed)
+            _Balance(scenario, policy, trace, seed)
             if policy.strategy == Strategy.BALANCED
             else None
         )
@@ -466,24 +464,40 @@ class _Pool:
         if len(free) == 1:
             return free[0]
         calls = self._pass_calls(start, i, len(free))
+        kind_of, trace = self.balance.kind_of, self.trace
         if len(calls) == 1:
-            return self.balance.lone(self.trace[i].call_id, free, start)
-        agents = self.balance.batch([self.trace[j].call_id for j in calls], free, start)
-        self.planned.update(zip(calls[1:], agents[1:], strict=True))
-        return agents[0]
+            return self.balance.lone(trace[i].call_id, kind_of[i], free, start)
+        agents = self.balance.batch([(trace[j].call_id, kind_of[j]) for j in calls], free, start)
+        # Every call may go to every agent: the flow places the first calls in queue order.
+        first, *others = agents
+        if first is None or None in others[: len(free) - 1]:
+            raise RuntimeError("a balanced pass did not place the first calls in queue order")
+        self.planned.update((j, k) for j, k in zip(calls[1:], others, strict=True) if k is not None)
+        return first
 
     def _pass_calls(self, start: int, i: int, limit: int) -> list[int]:
         """Call ``i`` and the calls after it in queue order still waiting at ``start`` (the
-        pass handles hang-ups first), at most ``limit``: what the pass offers the engine."""
+        pass handles hang-ups first), at most ``limit`` of each queue (calls of one bucket,
+        ``simulations.waiting.bucket_key``): what the pass offers the engine."""
+        assert self.balance is not None
         order, created, trace = self.order, self.log.created, self.trace
+        kind_of, bucket_of = self.balance.kind_of, self.balance.bucket
+        taken = dict.fromkeys(set(bucket_of), 0)
         calls = [i]
+        taken[bucket_of[kind_of[i]]] = 1
+        full = int(limit == 1)
         for position in range(self.position + 1, len(order)):
             j = order[position]
-            if len(calls) >= limit or created[j] > start:
+            if full == len(taken) or created[j] > start:
                 break
             patience = trace[j].patience_s
-            if patience is None or created[j] + round(patience * 1000) > start:
+            bucket = bucket_of[kind_of[j]]
+            if taken[bucket] < limit and (
+                patience is None or created[j] + round(patience * 1000) > start
+            ):
                 calls.append(j)
+                taken[bucket] += 1
+                full += taken[bucket] == limit
         return calls
 
     def _fit(self, tc: TraceCall, k: int) -> tuple[float, float]:
@@ -504,28 +518,40 @@ class _Pool:
 
 
 class _Balance:
-    """The balanced policy's view of a pooled day: per agent the static score parts, the
-    load cost of a first slot, the performance sums and when it last freed; costs and ties
-    as ``router.balanced`` computes them (every call alike, see ``_balance_allows``)."""
+    """The balanced policy's view of a pooled day: per kind of call and agent the parts of
+    the score the clock does not move; per agent the load cost of a first slot, the
+    performance sums and when it last freed; costs and ties as ``router.balanced`` computes
+    them."""
 
-    def __init__(self, scenario: Scenario, policy: Policy, first: TraceCall, seed: int) -> None:
+    def __init__(
+        self, scenario: Scenario, policy: Policy, trace: Sequence[TraceCall], seed: int
+    ) -> None:
         self.policy, self.seed = policy, seed
-        self.weights = weight_vector(policy.weights)
+        indexes: dict[tuple[object, ...], int] = {}
+        self.kind_of = [indexes.setdefault(_kind(tc), len(indexes)) for tc in trace]
+        """Per call: the index of its kind (``_kind``), in order of first appearance."""
+        kinds = [trace[self.kind_of.index(n)] for n in range(len(indexes))]
+        self.weights = weights = weight_vector(policy.weights)
         self.ceiling = max_total(policy.weights)
-        self.target_s = policy.expected_handle_s.get(first.channel, 0)
-        call = Call(
-            call_id=first.call_id,
-            channel=first.channel,
-            required_skills=tuple(SkillRequirement(s, level) for s, level in first.skills),
-            preferred_skills=first.preferred_skills,
-            region=first.region,
-        )
-        units = policy.units_for(first.channel)
+        channel = kinds[0].channel
+        self.target_s = policy.expected_handle_s.get(channel, 0)
+        units = policy.units_for(channel)
         specs = scenario.agents
         self.ids = [spec.agent_id for spec in specs]
-        self.skill = [skill_fit(call, spec.skills) for spec in specs]
+        calls = [_call(tc) for tc in kinds]
+        self.bucket = [bucket_key(call) for call in calls]
+        """Per kind: the loop's queue for it."""
+        self.head = [
+            [0.0 + skill_fit(call, spec.skills) * weights[0] for spec in specs] for call in calls
+        ]
+        """Per kind and agent: ``weighted_total``'s first addition (its sum starts at 0.0),
+        the skill part."""
         # No time zone on one side: the region part is the regions' match alone.
-        self.region = [region_affinity(call.region, None, spec.region, None) for spec in specs]
+        self.region_part = [
+            [region_affinity(call.region, None, spec.region, None) * weights[2] for spec in specs]
+            for call in calls
+        ]
+        self.previous_part = 0.0 * weights[3]  # no call names a previous agent
         self.load = [
             marginal_cost(
                 0,
@@ -538,11 +564,6 @@ class _Balance:
             for spec in specs
         ]
         self.slot = [round(cost * SCORE_SCALE) for cost in self.load]
-        weights = self.weights
-        self.head = [0.0 + value * weights[0] for value in self.skill]
-        """``weighted_total``'s first addition (its sum starts at 0.0): the skill part."""
-        self.region_part = [value * weights[2] for value in self.region]
-        self.previous_part = 0.0 * weights[3]  # no call names a previous agent
         self.stats = [PerformanceStats()] * len(specs)
         self.free_since = [SIM_EPOCH_MS] * len(specs)
         """When each agent last freed (its idle clock)."""
@@ -561,12 +582,12 @@ class _Balance:
                 self.stats[k], value, done, policy.performance_half_life_s
             )
 
-    def totals(self, agents: Sequence[int], now: int) -> list[float]:
-        """The soft score of each of ``agents`` (free) for the day's calls at ``now``:
+    def totals(self, kind: int, agents: Sequence[int], now: int) -> list[float]:
+        """The soft score of each of ``agents`` (free) for calls of ``kind`` at ``now``:
         ``scoring.match.weighted_total``'s additions in its order, the parts the clock does
         not move (skill, region, no previous agent) weighted once."""
         policy, stats, since = self.policy, self.stats, self.free_since
-        head, region, previous = self.head, self.region_part, self.previous_part
+        head, region, previous = self.head[kind], self.region_part[kind], self.previous_part
         w_performance, w_idle = self.weights[1], self.weights[4]
         horizon_s = policy.idle_horizon_s
         return [
@@ -593,9 +614,9 @@ class _Balance:
         )
         return ranked[:keep]
 
-    def lone(self, call_id: str, agents: Sequence[int], now: int) -> int:
+    def lone(self, call_id: str, kind: int, agents: Sequence[int], now: int) -> int:
         """The agent a lone call goes to: the cheapest candidate, ties by ``tie_key``."""
-        totals = self.totals(agents, now)
+        totals = self.totals(kind, agents, now)
         top_k = self.policy.top_k
         kept: Sequence[int] = range(len(agents))
         if 0 < top_k < len(agents):
@@ -608,26 +629,46 @@ class _Balance:
             return cheapest[0]
         return min(cheapest, key=lambda k: tie_key(call_id, ids[k]))
 
-    def batch(self, call_ids: Sequence[str], agents: Sequence[int], now: int) -> list[int]:
-        """The agents of calls placed together, with ``router.balanced.place_batch`` on
-        the very candidates ``router.balanced`` builds (agents in id order)."""
+    def batch(
+        self, calls: Sequence[tuple[str, int]], agents: Sequence[int], now: int
+    ) -> list[int | None]:
+        """The agents of ``calls`` (``(call id, kind)`` in queue order) placed together, with
+        ``router.balanced.place_batch`` on the very candidates ``router.balanced`` builds
+        (agents in id order); ``None`` for a call left waiting (more calls than agents)."""
         ids = self.ids
         agents = sorted(agents, key=lambda k: ids[k])
-        totals = self.totals(agents, now)
         top_k = self.policy.top_k
-        keep = None if top_k <= 0 else max(top_k, len(call_ids))
-        kept = self._ranked(agents, totals, keep)
-        edges = [(j, self._cost(totals[j])) for j in kept]
+        keep = None if top_k <= 0 else max(top_k, len(calls))
+        edges: dict[int, list[tuple[int, int]]] = {}  # kind -> (agent column, cost), best first
+        for _, kind in calls:
+            if kind not in edges:
+                totals = self.totals(kind, agents, now)
+                ranked = self._ranked(agents, totals, keep)
+                edges[kind] = [(j, self._cost(totals[j])) for j in ranked]
         candidates: list[list[Edge]] = [
-            [(c, j, cost) for j, cost in edges] for c in range(len(call_ids))
+            [(c, j, cost) for j, cost in edges[kind]] for c, (_, kind) in enumerate(calls)
         ]
         slot_ints = [(self.slot[k],) for k in agents]  # one free slot each
+        first = calls[0][0]
         placed = place_batch(
-            candidates, top_k, slot_ints, prefer=lambda j: tie_key(call_ids[0], ids[agents[j]])
+            candidates, top_k, slot_ints, prefer=lambda j: tie_key(first, ids[agents[j]])
         )
-        if None in placed:
-            raise RuntimeError("a balanced pass left a call unplaced with agents free")
-        return [agents[j] for j in placed if j is not None]
+        return [None if j is None else agents[j] for j in placed]
+
+
+def _call(tc: TraceCall) -> Call:
+    """``tc`` as far as the engine's score and queues read it (no time zone: see
+    ``_balance_allows``)."""
+    return Call(
+        call_id=tc.call_id,
+        channel=tc.channel,
+        required_skills=tuple(SkillRequirement(s, level) for s, level in tc.skills),
+        preferred_skills=tc.preferred_skills,
+        language=tc.language,
+        region=tc.region,
+        team=tc.team,
+        region_required=tc.region_required,
+    )
 
 
 def _staffed(spec: AgentSpec, changes: Sequence[tuple[int, int, int]]) -> list[list[int]]:

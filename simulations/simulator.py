@@ -50,8 +50,8 @@ Keeping each decision small (the engine's cost grows with agents and calls per d
 A day on which the engine's rules reduce to "a free agent takes the longest-waiting call"
 (``LONGEST_IDLE``, ``ROUND_ROBIN`` or ``BALANCED``; every agent with one slot on the calls'
 one channel and fit for every call, its shifts, breaks and absences apart from one another;
-one priority; no occupancy window, widening or SLA boosts; for ``BALANCED`` calls all alike
-and no region part the clock moves; an Erlang check is such a day) skips the loop:
+one priority; no occupancy window, widening or SLA boosts; for ``BALANCED`` no region part
+the clock moves; an Erlang check is such a day) skips the loop:
 ``simulations.pooled`` serves the calls in order from the free and the working agents, with
 the very same result (``tests/simulation/test_pooled.py``).
 """

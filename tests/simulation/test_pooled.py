@@ -313,9 +313,9 @@ def test_balanced_calls_placed_together_go_as_the_engines_flow_places_them(
     batches: list[int] = []
     batch = pooled._Balance.batch
 
-    def spy(self: Any, call_ids: Any, agents: Any, now: int) -> list[int]:
-        batches.append(len(call_ids))
-        return batch(self, call_ids, agents, now)
+    def spy(self: Any, passed: Any, agents: Any, now: int) -> list[int | None]:
+        batches.append(len(passed))
+        return batch(self, passed, agents, now)
 
     monkeypatch.setattr(pooled._Balance, "batch", spy)
     fast = simulate(scenario, seed=1, calls=calls)
@@ -342,16 +342,11 @@ def test_balanced_days_with_candidates_cut_to_top_k(seed: int, top_k: int, tmp_p
 
 
 def test_balanced_days_the_shortcut_cannot_model() -> None:
-    """Calls of two kinds (two queues to the loop's passes), or a region part that moves
-    with the clock (agents in time zones, region weighed), go through the loop."""
+    """A region part that moves with the clock (agents in time zones, region weighed) goes
+    through the loop."""
     raw = _balanced_pool()
     scenario = parse_scenario(raw, name="balanced")
     trace = generate_trace(scenario, 1)
-    policy = scenario.policy
-    assert pooled.qualifies(scenario, policy, trace, escalate=True)
-    skill = trace[0].skills[0][0]
-    two_kinds = [*trace[:5], dataclasses.replace(trace[5], skills=((skill, 2),)), *trace[6:]]
-    assert not pooled.qualifies(scenario, policy, two_kinds, escalate=True)
     zoned = dict(raw, agents=[dict(group, timezone="Europe/Paris") for group in raw["agents"]])
     in_zones = parse_scenario(zoned, name="zoned")
     assert not pooled.qualifies(in_zones, in_zones.policy, trace, escalate=True)
@@ -631,3 +626,109 @@ def test_a_shift_cut_at_the_horizon_still_takes_a_call_there(strategy: str, tmp_
     fast = simulate(scenario, seed=1, calls=calls)
     _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
     assert [r.answered_s for r in fast.records] == [100.0, 4200.0]
+
+
+def _mixed_pool() -> dict[str, Any]:
+    """Calls of three kinds every agent fits (two skills, two caller regions, a preferred
+    skill): several queues to the loop's passes, and different scores per kind."""
+    raw = _balanced_pool()
+    raw["agents"] = [
+        {
+            "count": 3,
+            "id_prefix": "eu",
+            "region": "eu",
+            "skills": {"billing": 8, "support": 3},
+            "channels": {"voice": 1},
+            "quality": 0.9,
+        },
+        {
+            "count": 3,
+            "id_prefix": "us",
+            "region": "us",
+            "skills": {"billing": 3, "support": 8, "sales": 6},
+            "channels": {"voice": 1},
+            "quality": 0.6,
+            "speed": 1.2,
+        },
+    ]
+    raw["arrivals"] = [
+        {
+            "name": "billing-eu",
+            "channel": "voice",
+            "rate_per_hour": 50,
+            "handle": 180,
+            "skills": {"billing": 2},
+            "region": "eu",
+            "patience": 240,
+        },
+        {
+            "name": "billing-us",
+            "channel": "voice",
+            "rate_per_hour": 30,
+            "handle": 150,
+            "skills": {"billing": 2},
+            "region": "us",
+        },
+        {
+            "name": "support",
+            "channel": "voice",
+            "rate_per_hour": 40,
+            "handle": 240,
+            "skills": {"support": 3},
+            "preferred_skills": ["sales"],
+            "patience": 300,
+        },
+    ]
+    return raw
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_calls_of_several_kinds_every_agent_fits(seed: int, strategy: str, tmp_path: Path) -> None:
+    scenario = parse_scenario(_mixed_pool(), name="mixed").with_policy(strategy)
+    trace = generate_trace(scenario, seed)
+    assert len({(tc.skills, tc.region) for tc in trace}) == 3
+    assert pooled.qualifies(scenario, scenario.policy, trace, escalate=True)
+    _same(simulate(scenario, seed=seed), simulate(scenario, seed=seed, shortcut=False), tmp_path)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_balanced_passes_over_several_queues_in_whole_seconds(
+    seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls of three kinds in whole seconds: passes offer the engine the first calls of
+    each queue, as many as there are free agents, and the flow places calls of different
+    kinds together."""
+    scenario = parse_scenario(_mixed_pool(), name="mixed")
+    kinds = [generate_trace(scenario, 1)[0]]
+    kinds.append(dataclasses.replace(kinds[0], region="us" if kinds[0].region == "eu" else "eu"))
+    kinds.append(
+        dataclasses.replace(
+            kinds[0], skills=(("support", 3),), region="", preferred_skills=("sales",)
+        )
+    )
+    rng = random.Random(seed)
+    calls, at = [], 0
+    for n in range(300):
+        at += rng.choice([0, 0, 0, 1, 2, 5, 20, 60])
+        calls.append(
+            dataclasses.replace(
+                rng.choice(kinds),
+                arrival_s=float(at),
+                call_id=f"call-{n:03d}",
+                handle_s=float(rng.choice([30, 60, 90, 120, 180])),
+                patience_s=rng.choice([None, 30.0, 60.0, 120.0]),
+            )
+        )
+    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
+    mixed: list[int] = []
+    batch = pooled._Balance.batch
+
+    def spy(self: Any, passed: Any, agents: Any, now: int) -> list[int | None]:
+        mixed.append(len({kind for _, kind in passed}))
+        return batch(self, passed, agents, now)
+
+    monkeypatch.setattr(pooled._Balance, "batch", spy)
+    fast = simulate(scenario, seed=seed, calls=calls)
+    assert max(mixed) > 1
+    _same(fast, simulate(scenario, seed=seed, calls=calls, shortcut=False), tmp_path)
