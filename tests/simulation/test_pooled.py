@@ -49,6 +49,62 @@ def _pool(**changes: Any) -> dict[str, Any]:
     return raw
 
 
+def _groups_pool(
+    groups: list[dict[str, Any]],
+    patience: float,
+    *,
+    rate: float = 100,
+    handle: float = 180,
+    **changes: Any,
+) -> dict[str, Any]:
+    """Agent ``groups`` (billing 5 and one voice slot unless they say otherwise) on one queue
+    of billing calls, ``rate`` an hour, ``handle`` s on average, callers waiting up to
+    ``patience``."""
+    raw = _pool(**changes)
+    del raw["pool"]
+    raw["agents"] = [{"skills": {"billing": 5}, "channels": {"voice": 1}, **g} for g in groups]
+    raw["arrivals"] = [
+        {
+            "name": "in",
+            "channel": "voice",
+            "rate_per_hour": rate,
+            "handle": handle,
+            "skills": {"billing": 1},
+            "patience": patience,
+        },
+    ]
+    return raw
+
+
+def _whole_seconds(
+    kinds: list[TraceCall],
+    seed: int,
+    count: int = 300,
+    *,
+    gaps: tuple[int, ...] = (0, 0, 0, 1, 2, 5, 20, 60),
+    handles: tuple[int, ...] = (30, 60, 90, 120, 180),
+    patiences: tuple[int | None, ...] = (None, 30, 60, 120),
+) -> list[TraceCall]:
+    """``count`` calls like ``kinds`` (one drawn for each), arriving ``gaps`` seconds apart,
+    with whole-second handle times and patience: calls that arrive, free agents and hang up
+    in one millisecond all day."""
+    rng = random.Random(seed)
+    calls, at = [], 0
+    for n in range(count):
+        at += rng.choice(gaps)
+        patience = rng.choice(patiences)
+        calls.append(
+            dataclasses.replace(
+                rng.choice(kinds),
+                arrival_s=float(at),
+                call_id=f"call-{n:03d}",
+                handle_s=float(rng.choice(handles)),
+                patience_s=None if patience is None else float(patience),
+            )
+        )
+    return calls
+
+
 def _same(fast: SimulationResult, loop: SimulationResult, tmp_path: Path) -> None:
     assert fast.records == loop.records
     assert fast.agents == loop.agents
@@ -103,35 +159,21 @@ def test_a_pooled_day_is_the_event_loops_day(
 def test_agents_of_different_speeds_and_skills_on_one_pool(tmp_path: Path) -> None:
     """Agents are told apart by speed (handle time), skill fit and quality, and ties for the
     longest idle go by agent id."""
-    raw = _pool()
-    del raw["pool"]
-    raw["agents"] = [
-        {
-            "count": 3,
-            "id_prefix": "fast",
-            "skills": {"billing": 9},
-            "channels": {"voice": 1},
-            "speed": 1.5,
-            "quality": 0.9,
-        },
-        {
-            "count": 4,
-            "id_prefix": "slow",
-            "skills": {"billing": 2},
-            "channels": {"voice": 1},
-            "speed": 0.8,
-        },
-    ]
-    raw["arrivals"] = [
-        {
-            "name": "in",
-            "channel": "voice",
-            "rate_per_hour": 120,
-            "handle": 200,
-            "skills": {"billing": 1},
-            "patience": 90,
-        },
-    ]
+    raw = _groups_pool(
+        [
+            {
+                "count": 3,
+                "id_prefix": "fast",
+                "skills": {"billing": 9},
+                "speed": 1.5,
+                "quality": 0.9,
+            },
+            {"count": 4, "id_prefix": "slow", "skills": {"billing": 2}, "speed": 0.8},
+        ],
+        90,
+        rate=120,
+        handle=200,
+    )
     for strategy, seed in [
         ("longest_idle", 4),
         ("longest_idle", 5),
@@ -244,51 +286,26 @@ def test_ties_at_one_millisecond_go_as_in_the_loop(strategy: str, tmp_path: Path
 def _balanced_pool(**policy: Any) -> dict[str, Any]:
     """Balanced routing over agents of different quality: performance scores drift apart
     within minutes (a short half-life), and idle time saturates after a minute."""
-    raw = _pool(
+    return _groups_pool(
+        [
+            {"count": 2, "id_prefix": "good", "skills": {"billing": 7}, "quality": 0.95},
+            {"count": 2, "id_prefix": "fair", "quality": 0.6, "speed": 1.2},
+            {
+                "count": 2,
+                "id_prefix": "weak",
+                "skills": {"billing": 3},
+                "quality": 0.3,
+                "speed": 0.9,
+            },
+        ],
+        240,
         policy={
             "strategy": "balanced",
             "performance_half_life_s": 1800,
             "idle_horizon_s": 60,
             **policy,
-        }
+        },
     )
-    del raw["pool"]
-    raw["agents"] = [
-        {
-            "count": 2,
-            "id_prefix": "good",
-            "skills": {"billing": 7},
-            "channels": {"voice": 1},
-            "quality": 0.95,
-        },
-        {
-            "count": 2,
-            "id_prefix": "fair",
-            "skills": {"billing": 5},
-            "channels": {"voice": 1},
-            "quality": 0.6,
-            "speed": 1.2,
-        },
-        {
-            "count": 2,
-            "id_prefix": "weak",
-            "skills": {"billing": 3},
-            "channels": {"voice": 1},
-            "quality": 0.3,
-            "speed": 0.9,
-        },
-    ]
-    raw["arrivals"] = [
-        {
-            "name": "in",
-            "channel": "voice",
-            "rate_per_hour": 100,
-            "handle": 180,
-            "skills": {"billing": 1},
-            "patience": 240,
-        },
-    ]
-    return raw
 
 
 def test_balanced_calls_placed_together_go_as_the_engines_flow_places_them(
@@ -368,22 +385,7 @@ def test_balanced_days_of_whole_seconds_meet_the_loop_pass_for_pass(
     for group in raw["agents"]:
         group.pop("speed", None)
     scenario = parse_scenario(raw, name="whole seconds")
-    skills = generate_trace(scenario, 1)[0].skills
-    rng = random.Random(seed)
-    calls, at = [], 0
-    for n in range(300):
-        at += rng.choice([0, 0, 0, 1, 2, 5, 20, 60])
-        patience = rng.choice([None, 30.0, 60.0, 120.0])
-        calls.append(
-            TraceCall(
-                float(at),
-                f"call-{n:03d}",
-                Channel.VOICE,
-                skills,
-                handle_s=float(rng.choice([30, 60, 90, 120, 180])),
-                patience_s=patience,
-            )
-        )
+    calls = _whole_seconds(generate_trace(scenario, 1)[:1], seed)
     assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
     fast = simulate(scenario, seed=seed, calls=calls)
     _same(fast, simulate(scenario, seed=seed, calls=calls, shortcut=False), tmp_path)
@@ -393,37 +395,14 @@ def test_balanced_days_of_whole_seconds_meet_the_loop_pass_for_pass(
 def _away_pool(away: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """Three agents who take breaks or absences (``away``) and three who stay at their desk,
     of different quality and speed."""
-    raw = _pool(**changes)
-    del raw["pool"]
-    raw["agents"] = [
-        {
-            "count": 3,
-            "id_prefix": "away",
-            "skills": {"billing": 5},
-            "channels": {"voice": 1},
-            "quality": 0.8,
-            **away,
-        },
-        {
-            "count": 3,
-            "id_prefix": "desk",
-            "skills": {"billing": 5},
-            "channels": {"voice": 1},
-            "quality": 0.6,
-            "speed": 1.1,
-        },
-    ]
-    raw["arrivals"] = [
-        {
-            "name": "in",
-            "channel": "voice",
-            "rate_per_hour": 100,
-            "handle": 180,
-            "skills": {"billing": 1},
-            "patience": 200,
-        },
-    ]
-    return raw
+    return _groups_pool(
+        [
+            {"count": 3, "id_prefix": "away", "quality": 0.8, **away},
+            {"count": 3, "id_prefix": "desk", "quality": 0.6, "speed": 1.1},
+        ],
+        200,
+        **changes,
+    )
 
 
 AWAY = {
@@ -505,21 +484,14 @@ def test_breaks_in_whole_seconds_meet_the_loop(seed: int, strategy: str, tmp_pat
     for group in raw["agents"]:
         group.pop("speed", None)
     scenario = parse_scenario(raw, name="whole seconds").with_policy(strategy)
-    skills = generate_trace(scenario, 1)[0].skills
-    rng = random.Random(seed)
-    calls, at = [], 0
-    for n in range(250):
-        at += rng.choice([0, 1, 5, 20, 60])
-        calls.append(
-            TraceCall(
-                float(at),
-                f"call-{n:03d}",
-                Channel.VOICE,
-                skills,
-                handle_s=float(rng.choice([60, 120, 180, 240])),
-                patience_s=rng.choice([None, 60.0, 120.0]),
-            )
-        )
+    calls = _whole_seconds(
+        generate_trace(scenario, 1)[:1],
+        seed,
+        250,
+        gaps=(0, 1, 5, 20, 60),
+        handles=(60, 120, 180, 240),
+        patiences=(None, 60, 120),
+    )
     assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
     _same(
         simulate(scenario, seed=seed, calls=calls),
@@ -608,7 +580,8 @@ def test_one_agent_away_on_the_edges(strategy: str, tmp_path: Path) -> None:
 def test_a_shift_cut_at_the_horizon_still_takes_a_call_there(strategy: str, tmp_path: Path) -> None:
     """With no expected handle time, an agent whose shift runs past the horizon is refused
     only after the horizon (the engine's shift end is the horizon, no presence change takes
-    the agent off): a call arriving at the very horizon is answered there."""
+    the agent off): a call waiting when the agent frees at the very horizon is answered
+    there."""
     raw = _away_pool(
         {"count": 1, "shift": {"start": "00:00", "end": "09:00"}},
         policy={"expected_handle_s": {"voice": 0}},
@@ -707,19 +680,7 @@ def test_balanced_passes_over_several_queues_in_whole_seconds(
             kinds[0], skills=(("support", 3),), region="", preferred_skills=("sales",)
         )
     )
-    rng = random.Random(seed)
-    calls, at = [], 0
-    for n in range(300):
-        at += rng.choice([0, 0, 0, 1, 2, 5, 20, 60])
-        calls.append(
-            dataclasses.replace(
-                rng.choice(kinds),
-                arrival_s=float(at),
-                call_id=f"call-{n:03d}",
-                handle_s=float(rng.choice([30, 60, 90, 120, 180])),
-                patience_s=rng.choice([None, 30.0, 60.0, 120.0]),
-            )
-        )
+    calls = _whole_seconds(kinds, seed)
     assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
     mixed: list[int] = []
     batch = pooled._Balance.batch
