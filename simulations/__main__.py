@@ -90,6 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out, sla=scenario_sla(scenario), occupancy_cap=scenario.policy.max_occupancy
     )
     print(console.kpi_table(result.kpis))
+    print(f"engine: {result.engine}, {result.wall_s:.1f} s")
     print(f"wrote {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
     return 0
 

@@ -106,29 +106,49 @@ def qualifies(
     scenario: Scenario, policy: Policy, trace: Sequence[TraceCall], *, escalate: bool
 ) -> bool:
     """Whether ``run`` gives exactly what the event loop gives (see the module docstring)."""
-    if not trace or not _policy_allows(policy, escalate=escalate):
-        return False
-    channel, priority = trace[0].channel, trace[0].priority
-    if any(tc.channel != channel or tc.priority != priority for tc in trace):
-        return False
-    if policy.strategy == Strategy.BALANCED and not _balance_allows(scenario, policy):
-        return False
-    return _agents_allow(scenario, policy, channel) and _every_agent_fits(scenario, policy, trace)
+    return obstacle(scenario, policy, trace, escalate=escalate) is None
 
 
-def _policy_allows(policy: Policy, *, escalate: bool) -> bool:
-    """Longest-idle, round-robin or balanced, and no rule that changes with the clock alone."""
-    return (
-        policy.strategy in {Strategy.LONGEST_IDLE, Strategy.ROUND_ROBIN, Strategy.BALANCED}
-        and not policy.widening
-        and not (escalate and policy.escalation_priority_boost > 0)
-        and policy.occupancy_window_s <= 0
+def obstacle(
+    scenario: Scenario, policy: Policy, trace: Sequence[TraceCall], *, escalate: bool
+) -> str | None:
+    """Why this day needs the event loop, in words for the person running it (the first
+    reason found); ``None`` when ``run`` gives exactly what the loop gives."""
+    if not trace:
+        return "no calls"
+    reason = _policy_obstacle(policy, escalate=escalate)
+    if reason is not None:
+        return reason
+    channels = sorted({tc.channel.value for tc in trace})
+    if len(channels) > 1:
+        return f"calls on {len(channels)} channels ({', '.join(channels)})"
+    priorities = sorted({tc.priority for tc in trace})
+    if len(priorities) > 1:
+        return f"calls of {len(priorities)} priorities"
+    if (
+        policy.strategy == Strategy.BALANCED
+        and policy.weights.region != 0
+        and any(spec.timezone for spec in scenario.agents)
+    ):
+        return "agents in time zones, and the balanced score weighs the region"
+    return _agents_obstacle(scenario, policy, trace[0].channel) or _fit_obstacle(
+        scenario, policy, trace
     )
 
 
-def _balance_allows(scenario: Scenario, policy: Policy) -> bool:
-    """Region parts the clock cannot move: no agent has a time zone, or region weighs 0."""
-    return policy.weights.region == 0 or not any(spec.timezone for spec in scenario.agents)
+def _policy_obstacle(policy: Policy, *, escalate: bool) -> str | None:
+    """Longest-idle, round-robin or balanced, and no rule that changes with the clock alone
+    (every one of the policy's obstacles, joined)."""
+    reasons = []
+    if policy.strategy not in {Strategy.LONGEST_IDLE, Strategy.ROUND_ROBIN, Strategy.BALANCED}:
+        reasons.append(f"the {policy.strategy.value} strategy")
+    if policy.widening:
+        reasons.append("widening steps")
+    if escalate and policy.escalation_priority_boost > 0:
+        reasons.append("SLA escalation boosts")
+    if policy.occupancy_window_s > 0:
+        reasons.append("a rolling-occupancy window")
+    return "; ".join(reasons) or None
 
 
 def _kind(tc: TraceCall) -> tuple[object, ...]:
@@ -136,20 +156,30 @@ def _kind(tc: TraceCall) -> tuple[object, ...]:
     return (tc.skills, tc.preferred_skills, tc.language, tc.region, tc.team, tc.region_required)
 
 
-def _agents_allow(scenario: Scenario, policy: Policy, channel: Channel) -> bool:
+def _agents_obstacle(scenario: Scenario, policy: Policy, channel: Channel) -> str | None:
     """Every agent with one slot on ``channel``; its times off shift, breaks and absences
     apart from one another (each a stretch of time away, none touching the next), and no
     work taken back from an agent who leaves."""
     units = policy.units_for(channel)
-    if not scenario.agents or not 0 < units <= AGENT_UNIT_BUDGET:
-        return False
-    if any(spec.capacity.get(channel) != 1 for spec in scenario.agents):
-        return False
+    if not scenario.agents:
+        return "no agents"
+    if not 0 < units <= AGENT_UNIT_BUDGET:
+        return f"{channel.value} items take {units} budget units"
+    for spec in scenario.agents:
+        slots = spec.capacity.get(channel, 0)
+        if slots != 1:
+            return f"agent {spec.agent_id} has {slots} slots on {channel.value}"
     handle_ms = policy.expected_handle_s.get(channel, 0) * 1000
     spans = [_unroutable(spec, scenario.horizon_s, handle_ms) for spec in scenario.agents]
     if any(spans) and policy.reclaim_on_absence and channel in policy.reclaim_channels:
-        return False
-    return all(_apart(agent_spans) for agent_spans in spans)
+        return f"{channel.value} work is taken back from agents who leave"
+    for spec, agent_spans in zip(scenario.agents, spans, strict=True):
+        if not _apart(agent_spans):
+            return (
+                f"agent {spec.agent_id}'s time off shift, breaks and absences touch or overlap "
+                "(counting the expected handle time before a shift end or an absence)"
+            )
+    return None
 
 
 def _unroutable(spec: AgentSpec, horizon_s: float, handle_ms: int) -> list[tuple[int, int]]:
@@ -186,7 +216,7 @@ def _apart(spans: Sequence[tuple[int, int]]) -> bool:
     )
 
 
-def _every_agent_fits(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]) -> bool:
+def _fit_obstacle(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]) -> str | None:
     """Every agent, idle and present, passes every hard rule for every kind of call."""
     kinds = {(tc.skills, tc.language, tc.region, tc.team, tc.region_required) for tc in trace}
     snapshots = []
@@ -195,7 +225,7 @@ def _every_agent_fits(scenario: Scenario, policy: Policy, trace: Sequence[TraceC
         agent.on_shift = True
         agent.profile = replace(agent.profile, absences=())  # the pool keeps them away
         snapshots.append(agent.snapshot(SIM_EPOCH_MS, 0))
-    for skills, language, region, team, region_required in kinds:
+    for skills, language, region, team, region_required in sorted(kinds):
         call = Call(
             call_id="pooled",
             channel=trace[0].channel,
@@ -206,9 +236,15 @@ def _every_agent_fits(scenario: Scenario, policy: Policy, trace: Sequence[TraceC
             region_required=region_required,
             created_ms=SIM_EPOCH_MS,
         )
-        if any(check(call, snap, SIM_EPOCH_MS, policy, occupancy=0.0) for snap in snapshots):
-            return False
-    return True
+        for snap in snapshots:
+            refused = check(call, snap, SIM_EPOCH_MS, policy, occupancy=0.0)
+            if refused is not None:
+                needs = ", ".join(f"{skill} {level}" for skill, level in skills) or "no skill"
+                return (
+                    f"agent {snap.agent_id} cannot take every call "
+                    f"({refused.value} for calls needing {needs})"
+                )
+    return None
 
 
 def run(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall], *, seed: int) -> PooledDay:
@@ -657,8 +693,8 @@ class _Balance:
 
 
 def _call(tc: TraceCall) -> Call:
-    """``tc`` as far as the engine's score and queues read it (no time zone: see
-    ``_balance_allows``)."""
+    """``tc`` as far as the engine's score and queues read it (no time zone: ``obstacle``
+    keeps the balanced shortcut to days whose region part the clock cannot move)."""
     return Call(
         call_id=tc.call_id,
         channel=tc.channel,

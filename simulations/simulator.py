@@ -155,6 +155,9 @@ class SimulationResult:
     """``(time_s, waiting calls)`` at every change of the queue length."""
     wall_s: float = 0.0
     """Wall-clock seconds the run took (never written to kpis.json)."""
+    engine: str = "event loop"
+    """Which path ran: ``pooled shortcut``, or ``event loop (why)`` (never written to
+    kpis.json: both paths give the same results)."""
 
     def write(self, out_dir: str | Path) -> None:
         """Write ``kpis.json`` and ``records.csv`` into ``out_dir`` (created if missing)."""
@@ -189,19 +192,23 @@ def simulate(
     trace = list(calls) if calls is not None else generate_trace(scenario, seed)
     started = time.perf_counter()
     ordered = sorted(trace, key=ARRIVAL_ORDER)
-    if (
-        shortcut
-        and not reference
-        and pooled.qualifies(scenario, scenario.policy, ordered, escalate=escalate)
-    ):
+    if reference:
+        why: str | None = "the reference passes"
+    elif not shortcut:
+        why = "the shortcut switched off"
+    else:
+        why = pooled.obstacle(scenario, scenario.policy, ordered, escalate=escalate)
+    if why is None:
         result = _pooled_result(
             scenario, seed, ordered, pooled.run(scenario, scenario.policy, ordered, seed=seed)
         )
+        result.engine = "pooled shortcut"
     else:
         sim = _Simulation(
             scenario, seed, ordered, progress=progress, reference=reference, escalate=escalate
         )
         result = sim.run()
+        result.engine = f"event loop ({why})"
     result.wall_s = time.perf_counter() - started
     return result
 

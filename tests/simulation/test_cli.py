@@ -90,6 +90,19 @@ def test_run_writes_kpis_records_and_a_self_contained_report(
     printed = capsys.readouterr().out
     assert "service level" in printed
     assert re.search(r"^voice\s+\d+", printed, re.MULTILINE)
+    # two channels and an occupancy window: the event loop, and the reasons said
+    assert re.search(
+        r"^engine: event loop \(.*a rolling-occupancy window.*\), \d+\.\d s$", printed, re.MULTILINE
+    )
+
+
+def test_run_says_when_the_pooled_shortcut_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Erlang check scenario is a day any free agent may take any call."""
+    scenario = Path(__file__).resolve().parents[2] / "simulations/scenarios/erlang_check.yaml"
+    assert main(["run", str(scenario), "--out", str(tmp_path), "--quiet"]) == 0
+    assert re.search(r"^engine: pooled shortcut, ", capsys.readouterr().out, re.MULTILINE)
 
 
 def test_run_default_out_dir_and_policy(

@@ -192,21 +192,23 @@ def test_agents_of_different_speeds_and_skills_on_one_pool(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("change", "why"),
     [
-        ({"policy": {"strategy": "best_skill"}}, "best skill weighs skills and performance"),
-        ({"policy": {"strategy": "random"}}, "random draws its agent"),
-        ({"policy": {"escalation_priority_boost": 2}}, "SLA boosts reorder the queue"),
-        ({"policy": {"occupancy_window_s": 3600}}, "the occupancy cap changes with the clock"),
+        ({"policy": {"strategy": "best_skill"}}, "the best_skill strategy"),
+        ({"policy": {"strategy": "random"}}, "the random strategy"),
+        ({"policy": {"escalation_priority_boost": 2}}, "SLA escalation boosts"),
+        ({"policy": {"occupancy_window_s": 3600}}, "a rolling-occupancy window"),
         ({"policy": {"widening": [{"after_s": 30, "level_drop": 1}]}}, "widening steps"),
     ],
 )
 def test_days_the_shortcut_cannot_model_run_through_the_loop(
     change: dict[str, Any], why: str
 ) -> None:
+    """Rules the shortcut does not model: the day runs through the loop, which says why."""
     scenario = parse_scenario(_pool(**change), name=why)
     trace = generate_trace(scenario, 1)
-    assert not pooled.qualifies(scenario, scenario.policy, trace, escalate=True), why
-    # and the result is the loop's
-    assert simulate(scenario, seed=1).records == simulate(scenario, seed=1, shortcut=False).records
+    assert pooled.obstacle(scenario, scenario.policy, trace, escalate=True) == why
+    loop = simulate(scenario, seed=1)
+    assert loop.engine == f"event loop ({why})"
+    assert loop.records == simulate(scenario, seed=1, shortcut=False).records
 
 
 def test_agents_or_calls_that_break_the_pool_run_through_the_loop() -> None:
@@ -214,12 +216,22 @@ def test_agents_or_calls_that_break_the_pool_run_through_the_loop() -> None:
     trace = generate_trace(scenario, 1)
     policy = scenario.policy
     urgent = [*trace[:5], dataclasses.replace(trace[5], priority=3), *trace[6:]]
-    assert not pooled.qualifies(scenario, policy, urgent, escalate=True)  # two priorities
+    assert pooled.obstacle(scenario, policy, urgent, escalate=True) == "calls of 2 priorities"
     skill = trace[5].skills[0][0]
     expert = [*trace[:5], dataclasses.replace(trace[5], skills=((skill, 9),))]
-    assert not pooled.qualifies(scenario, policy, expert, escalate=True)  # a skill too high
+    assert pooled.obstacle(scenario, policy, expert, escalate=True) == (
+        f"agent agent-001 cannot take every call (skill_too_low for calls needing {skill} 9)"
+    )
+    chat = [*trace[:5], dataclasses.replace(trace[5], channel=Channel.CHAT), *trace[6:]]
+    assert pooled.obstacle(scenario, policy, chat, escalate=True) == (
+        "calls on 2 channels (chat, voice)"
+    )
     assert pooled.qualifies(scenario, policy, trace, escalate=True)
-    assert not pooled.qualifies(scenario, policy, [], escalate=True)
+    assert simulate(scenario, seed=1, calls=trace).engine == "pooled shortcut"
+    assert simulate(scenario, seed=1, calls=trace, shortcut=False).engine == (
+        "event loop (the shortcut switched off)"
+    )
+    assert pooled.obstacle(scenario, policy, [], escalate=True) == "no calls"
 
 
 def test_the_erlang_check_scenario_takes_the_shortcut() -> None:
@@ -366,7 +378,9 @@ def test_balanced_days_the_shortcut_cannot_model() -> None:
     trace = generate_trace(scenario, 1)
     zoned = dict(raw, agents=[dict(group, timezone="Europe/Paris") for group in raw["agents"]])
     in_zones = parse_scenario(zoned, name="zoned")
-    assert not pooled.qualifies(in_zones, in_zones.policy, trace, escalate=True)
+    assert pooled.obstacle(in_zones, in_zones.policy, trace, escalate=True) == (
+        "agents in time zones, and the balanced score weighs the region"
+    )
     unweighed = parse_scenario(
         dict(zoned, policy={**zoned["policy"], "weights": {"region": 0}}), name="no region"
     )
@@ -533,16 +547,19 @@ def test_spans_away_that_touch_or_take_work_back_run_through_the_loop() -> None:
     for group in email["agents"]:
         group["channels"] = {"email": 1}
     email["arrivals"][0]["channel"] = "email"
-    for raw, fits in [
-        (touching, False),
-        (overlapping, False),
-        (soon_after, False),
-        (apart, True),
-        (email, False),
+    overlap = "agent away-001's time off shift, breaks and absences touch or overlap"
+    for raw, why in [
+        (touching, overlap),
+        (overlapping, overlap),
+        (soon_after, overlap),
+        (apart, None),
+        (email, "email work is taken back from agents who leave"),
     ]:
         scenario = parse_scenario(raw, name="away")
         trace = generate_trace(scenario, 1)
-        assert pooled.qualifies(scenario, scenario.policy, trace, escalate=True) is fits
+        found = pooled.obstacle(scenario, scenario.policy, trace, escalate=True)
+        assert (found or "").startswith(why or "")
+        assert (found is None) == (why is None)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
