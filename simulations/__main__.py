@@ -28,7 +28,7 @@ from simulations.replay import Replayer
 from simulations.replay_plan import ReplayError, ReplayOptions, agents_from_scenario, check_target
 from simulations.replay_report import replay_kpis, summarize_replay
 from simulations.scenario import Scenario, ScenarioError, load_scenario
-from simulations.simulator import simulate
+from simulations.simulator import engine_of, simulate
 from simulations.trace import ARRIVAL_ORDER, TraceCall, generate_trace, read_trace, write_trace
 
 SCENARIO_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
@@ -112,6 +112,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     comparison.write(out / "compare.json")
     path = report.write_compare_report(out)
     print(console.compare_table(comparison.to_json()))
+    trace = generate_trace(scenario, seeds[0])
+    for name in policies:
+        print(f"engine, {name} (seed {seeds[0]}): {engine_of(scenario.with_policy(name), trace)}")
     print(f"wrote {out / 'compare.json'}, {path}")
     return 0
 

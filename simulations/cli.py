@@ -39,7 +39,8 @@ example:
 COMPARE_HELP = """\
 Simulate every policy on every seed (the same callers under each policy) and aggregate each
 KPI per policy: the mean and its 95 % confidence interval (Student t over the seeds). Writes
-compare.json and report.html (a table and bar charts with the intervals as whiskers).
+compare.json and report.html (a table and bar charts with the intervals as whiskers), and
+prints the table and, per policy, the engine its runs take (see run --help).
 
 example:
   python -m simulations compare simulations/scenarios/star_agents.yaml --seeds 10

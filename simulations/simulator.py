@@ -202,15 +202,25 @@ def simulate(
         result = _pooled_result(
             scenario, seed, ordered, pooled.run(scenario, scenario.policy, ordered, seed=seed)
         )
-        result.engine = "pooled shortcut"
     else:
         sim = _Simulation(
             scenario, seed, ordered, progress=progress, reference=reference, escalate=escalate
         )
         result = sim.run()
-        result.engine = f"event loop ({why})"
+    result.engine = _engine(why)
     result.wall_s = time.perf_counter() - started
     return result
+
+
+def engine_of(scenario: Scenario, trace: Sequence[TraceCall]) -> str:
+    """The engine ``simulate`` runs ``scenario``'s policy on with ``trace`` (by default):
+    ``pooled shortcut``, or ``event loop (why)``."""
+    ordered = sorted(trace, key=ARRIVAL_ORDER)
+    return _engine(pooled.obstacle(scenario, scenario.policy, ordered, escalate=True))
+
+
+def _engine(why: str | None) -> str:
+    return "pooled shortcut" if why is None else f"event loop ({why})"
 
 
 class _Simulation:

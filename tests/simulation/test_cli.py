@@ -96,13 +96,19 @@ def test_run_writes_kpis_records_and_a_self_contained_report(
     )
 
 
-def test_run_says_when_the_pooled_shortcut_ran(
+def test_run_and_compare_say_which_engine_ran(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The Erlang check scenario is a day any free agent may take any call."""
+    """The Erlang check scenario is a day any free agent may take any call: longest-idle
+    takes the pooled shortcut, best-skill the event loop."""
     scenario = Path(__file__).resolve().parents[2] / "simulations/scenarios/erlang_check.yaml"
-    assert main(["run", str(scenario), "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["run", str(scenario), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     assert re.search(r"^engine: pooled shortcut, ", capsys.readouterr().out, re.MULTILINE)
+    argv = ["compare", str(scenario), "--policies", "longest_idle,best_skill", "--seeds", "1"]
+    assert main([*argv, "--out", str(tmp_path / "cmp"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "engine, longest_idle (seed 1): pooled shortcut\n" in printed
+    assert "engine, best_skill (seed 1): event loop (the best_skill strategy)\n" in printed
 
 
 def test_run_default_out_dir_and_policy(
