@@ -61,31 +61,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
-from router.balanced import SCORE_SCALE, Edge, place_batch, tie_key
 from router.domain import (
     AGENT_UNIT_BUDGET,
     Call,
     Channel,
-    PerformanceStats,
     Policy,
     SkillRequirement,
     Strategy,
 )
 from router.eligibility import check
-from scoring import performance
-from scoring.load import marginal_cost
-from scoring.match import (
-    idle_share,
-    max_total,
-    region_affinity,
-    skill_fit,
-    weight_vector,
-)
+from scoring.match import skill_fit
 from simulations import outcomes
 from simulations.call_log import CallLog
 from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario
+from simulations.pool_choice import BalancedChoice
 from simulations.trace import TraceCall
-from simulations.waiting import bucket_key
 from simulations.workforce import SimAgent, breaks_within, presence_changes, shift_windows
 
 
@@ -149,11 +139,6 @@ def _policy_obstacle(policy: Policy, *, escalate: bool) -> str | None:
     if policy.occupancy_window_s > 0:
         reasons.append("a rolling-occupancy window")
     return "; ".join(reasons) or None
-
-
-def _kind(tc: TraceCall) -> tuple[object, ...]:
-    """What tells calls apart to the engine, besides their id and arrival."""
-    return (tc.skills, tc.preferred_skills, tc.language, tc.region, tc.team, tc.region_required)
 
 
 def _agents_obstacle(scenario: Scenario, policy: Policy, channel: Channel) -> str | None:
@@ -305,7 +290,7 @@ class _Pool:
         if one was still there."""
         self._fits: dict[tuple[object, ...], tuple[float, float]] = {}
         self.balance = (
-            _Balance(scenario, policy, trace, seed)
+            BalancedChoice(scenario, policy, trace, seed)
             if policy.strategy == Strategy.BALANCED
             else None
         )
@@ -453,7 +438,7 @@ class _Pool:
             key = self.last_start[k] if self.by_start else back
             heapq.heappush(self.ready, (key, agent_id, k))
         else:
-            self.balance.free_since[k] = back
+            self.balance.freed(k, back)
             self.ready.append((back, agent_id, k))
         spans = self.away[k]
         if spans:
@@ -551,160 +536,6 @@ class _Pool:
             fit = skill_fit(call, spec.skills)
             found = self._fits[key] = (fit, outcomes.effective_quality(spec.quality, fit))
         return found
-
-
-class _Balance:
-    """The balanced policy's view of a pooled day: per kind of call and agent the parts of
-    the score the clock does not move; per agent the load cost of a first slot, the
-    performance sums and when it last freed; costs and ties as ``router.balanced`` computes
-    them."""
-
-    def __init__(
-        self, scenario: Scenario, policy: Policy, trace: Sequence[TraceCall], seed: int
-    ) -> None:
-        self.policy, self.seed = policy, seed
-        indexes: dict[tuple[object, ...], int] = {}
-        self.kind_of = [indexes.setdefault(_kind(tc), len(indexes)) for tc in trace]
-        """Per call: the index of its kind (``_kind``), in order of first appearance."""
-        kinds = [trace[self.kind_of.index(n)] for n in range(len(indexes))]
-        self.weights = weights = weight_vector(policy.weights)
-        self.ceiling = max_total(policy.weights)
-        channel = kinds[0].channel
-        self.target_s = policy.expected_handle_s.get(channel, 0)
-        units = policy.units_for(channel)
-        specs = scenario.agents
-        self.ids = [spec.agent_id for spec in specs]
-        calls = [_call(tc) for tc in kinds]
-        self.bucket = [bucket_key(call) for call in calls]
-        """Per kind: the loop's queue for it."""
-        self.head = [
-            [0.0 + skill_fit(call, spec.skills) * weights[0] for spec in specs] for call in calls
-        ]
-        """Per kind and agent: ``weighted_total``'s first addition (its sum starts at 0.0),
-        the skill part."""
-        # No time zone on one side: the region part is the regions' match alone.
-        self.region_part = [
-            [region_affinity(call.region, None, spec.region, None) * weights[2] for spec in specs]
-            for call in calls
-        ]
-        self.previous_part = 0.0 * weights[3]  # no call names a previous agent
-        self.load = [
-            marginal_cost(
-                0,
-                units,
-                1,
-                occupancy=0.0,  # no occupancy window
-                cap=policy.occupancy_cap_for(SimAgent(spec).profile),
-                weight=policy.weights.load,
-            )
-            for spec in specs
-        ]
-        self.slot = [round(cost * SCORE_SCALE) for cost in self.load]
-        self.stats = [PerformanceStats()] * len(specs)
-        self.free_since = [SIM_EPOCH_MS] * len(specs)
-        """When each agent last freed (its idle clock)."""
-
-    def fold(self, k: int, call_id: str, quality: float, start: int, done: int) -> None:
-        """Agent ``k`` finished ``call_id`` at ``done``: its outcome joins the performance
-        sums, as the event loop's completion does."""
-        u1, u2 = outcomes.call_uniforms(self.seed, call_id)
-        value = performance.outcome_value(
-            outcomes.draw_outcome(quality, (done - start) / 1000, u1, u2),
-            target_handle_s=self.target_s,
-        )
-        if value is not None:
-            policy = self.policy
-            self.stats[k] = performance.fold(
-                self.stats[k], value, done, policy.performance_half_life_s
-            )
-
-    def totals(self, kind: int, agents: Sequence[int], now: int) -> list[float]:
-        """The soft score of each of ``agents`` (free) for calls of ``kind`` at ``now``:
-        ``scoring.match.weighted_total``'s additions in its order, the parts the clock does
-        not move (skill, region, no previous agent) weighted once."""
-        policy, stats, since = self.policy, self.stats, self.free_since
-        head, region, previous = self.head[kind], self.region_part[kind], self.previous_part
-        w_performance, w_idle = self.weights[1], self.weights[4]
-        horizon_s = policy.idle_horizon_s
-        return [
-            head[k]
-            + performance.score(stats[k], now, policy) * w_performance
-            + region[k]
-            + previous
-            + idle_share(since[k], now, horizon_s) * w_idle
-            for k in agents
-        ]
-
-    def _cost(self, total: float) -> int:
-        """A pair's integer cost (``router.balanced``)."""
-        return max(0, round((self.ceiling - total) * SCORE_SCALE))
-
-    def _ranked(
-        self, agents: Sequence[int], totals: Sequence[float], keep: int | None
-    ) -> list[int]:
-        """Positions in ``agents`` by net value (score minus first-slot load), ties by id,
-        the first ``keep``: a call's candidates."""
-        load, ids = self.load, self.ids
-        ranked = sorted(
-            range(len(agents)), key=lambda x: (load[agents[x]] - totals[x], ids[agents[x]])
-        )
-        return ranked[:keep]
-
-    def lone(self, call_id: str, kind: int, agents: Sequence[int], now: int) -> int:
-        """The agent a lone call goes to: the cheapest candidate, ties by ``tie_key``."""
-        totals = self.totals(kind, agents, now)
-        top_k = self.policy.top_k
-        kept: Sequence[int] = range(len(agents))
-        if 0 < top_k < len(agents):
-            kept = self._ranked(agents, totals, top_k)
-        slot, ids = self.slot, self.ids
-        costs = {agents[x]: self._cost(totals[x]) + slot[agents[x]] for x in kept}
-        least = min(costs.values())
-        cheapest = [k for k, cost in costs.items() if cost == least]
-        if len(cheapest) == 1:
-            return cheapest[0]
-        return min(cheapest, key=lambda k: tie_key(call_id, ids[k]))
-
-    def batch(
-        self, calls: Sequence[tuple[str, int]], agents: Sequence[int], now: int
-    ) -> list[int | None]:
-        """The agents of ``calls`` (``(call id, kind)`` in queue order) placed together, with
-        ``router.balanced.place_batch`` on the very candidates ``router.balanced`` builds
-        (agents in id order); ``None`` for a call left waiting (more calls than agents)."""
-        ids = self.ids
-        agents = sorted(agents, key=lambda k: ids[k])
-        top_k = self.policy.top_k
-        keep = None if top_k <= 0 else max(top_k, len(calls))
-        edges: dict[int, list[tuple[int, int]]] = {}  # kind -> (agent column, cost), best first
-        for _, kind in calls:
-            if kind not in edges:
-                totals = self.totals(kind, agents, now)
-                ranked = self._ranked(agents, totals, keep)
-                edges[kind] = [(j, self._cost(totals[j])) for j in ranked]
-        candidates: list[list[Edge]] = [
-            [(c, j, cost) for j, cost in edges[kind]] for c, (_, kind) in enumerate(calls)
-        ]
-        slot_ints = [(self.slot[k],) for k in agents]  # one free slot each
-        first = calls[0][0]
-        placed = place_batch(
-            candidates, top_k, slot_ints, prefer=lambda j: tie_key(first, ids[agents[j]])
-        )
-        return [None if j is None else agents[j] for j in placed]
-
-
-def _call(tc: TraceCall) -> Call:
-    """``tc`` as far as the engine's score and queues read it (no time zone: ``obstacle``
-    keeps the balanced shortcut to days whose region part the clock cannot move)."""
-    return Call(
-        call_id=tc.call_id,
-        channel=tc.channel,
-        required_skills=tuple(SkillRequirement(s, level) for s, level in tc.skills),
-        preferred_skills=tc.preferred_skills,
-        language=tc.language,
-        region=tc.region,
-        team=tc.team,
-        region_required=tc.region_required,
-    )
 
 
 def _staffed(spec: AgentSpec, changes: Sequence[tuple[int, int, int]]) -> list[list[int]]:

@@ -20,6 +20,7 @@ import pytest
 
 from router.domain import Channel
 from simulations import pooled
+from simulations.pool_choice import BalancedChoice
 from simulations.scenario import load_scenario, parse_scenario
 from simulations.simulator import SimulationResult, simulate
 from simulations.trace import TraceCall, generate_trace
@@ -340,13 +341,13 @@ def test_balanced_calls_placed_together_go_as_the_engines_flow_places_them(
     )
     assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
     batches: list[int] = []
-    batch = pooled._Balance.batch
+    batch = BalancedChoice.batch
 
     def spy(self: Any, passed: Any, agents: Any, now: int) -> list[int | None]:
         batches.append(len(passed))
         return batch(self, passed, agents, now)
 
-    monkeypatch.setattr(pooled._Balance, "batch", spy)
+    monkeypatch.setattr(BalancedChoice, "batch", spy)
     fast = simulate(scenario, seed=1, calls=calls)
     assert batches == [3, 3, 2]  # a*, b*, then c1 and c2 as good-001 and good-002 free
     assert {r.call_id: r.answered_s for r in fast.records if r.call_id[0] == "c"} == {
@@ -700,13 +701,49 @@ def test_balanced_passes_over_several_queues_in_whole_seconds(
     calls = _whole_seconds(kinds, seed)
     assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
     mixed: list[int] = []
-    batch = pooled._Balance.batch
+    batch = BalancedChoice.batch
 
     def spy(self: Any, passed: Any, agents: Any, now: int) -> list[int | None]:
         mixed.append(len({kind for _, kind in passed}))
         return batch(self, passed, agents, now)
 
-    monkeypatch.setattr(pooled._Balance, "batch", spy)
+    monkeypatch.setattr(BalancedChoice, "batch", spy)
     fast = simulate(scenario, seed=seed, calls=calls)
     assert max(mixed) > 1
     _same(fast, simulate(scenario, seed=seed, calls=calls, shortcut=False), tmp_path)
+
+
+@pytest.mark.parametrize("top_k", [50, 7, 0])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_balanced_lone_calls_over_many_free_agents(seed: int, top_k: int, tmp_path: Path) -> None:
+    """Sixty agents of four qualities and two regions at a low load: most calls meet dozens
+    of free agents, scored on numpy columns (``pool_choice.COLUMNS_FROM``), cut to ``top_k``
+    or not. Agent ids are not in the scenario's order, and equal agents tie at the cut."""
+    order = random.Random(7).sample(range(60), 60)
+    groups = [
+        {
+            "id": f"agent-{order[n]:02d}",
+            "quality": (0.9, 0.7, 0.5, 0.3)[n % 4],
+            "skills": {"billing": (8, 6, 5, 3)[n % 4]},
+            "region": "eu" if n % 3 else "us",
+        }
+        for n in range(60)
+    ]
+    raw = _groups_pool(
+        groups,
+        300,
+        rate=400,
+        duration_s=3 * 3600,
+        policy={
+            "strategy": "balanced",
+            "top_k": top_k,
+            "performance_half_life_s": 3600,
+            "idle_horizon_s": 300,
+        },
+    )
+    raw["arrivals"][0]["region"] = "eu"
+    scenario = parse_scenario(raw, name="many free")
+    assert pooled.qualifies(
+        scenario, scenario.policy, generate_trace(scenario, seed), escalate=True
+    )
+    _same(simulate(scenario, seed=seed), simulate(scenario, seed=seed, shortcut=False), tmp_path)
