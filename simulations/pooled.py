@@ -21,8 +21,9 @@ finishing work inside a span stays away; either is back at the span's end, its i
 restarted there, as the loop's presence change restarts it.
 
 Under ``BALANCED`` (no region part the clock moves: no agent has a time zone, or region
-weighs nothing) the free agents are a plain list, and the choice is the one the event loop's
-passes (``simulations.passes``) make at that millisecond:
+weighs nothing) the free agents are a plain list, and the choice
+(``simulations.pool_choice``) is the one the event loop's passes (``simulations.passes``)
+make at that millisecond:
 
 - one free agent takes the first waiting call in queue order;
 - a lone waiting call goes to the free agent of least integer cost, ties by
