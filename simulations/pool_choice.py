@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from router.balanced import SCORE_SCALE, Edge, place_batch, tie_key
-from router.domain import Call, PerformanceStats, Policy, SkillRequirement
+from router.domain import PerformanceStats, Policy
 from scoring import performance
 from scoring.load import marginal_cost
 from scoring.match import (
@@ -35,7 +35,7 @@ from scoring.match import (
 )
 from simulations import outcomes
 from simulations.model import SIM_EPOCH_MS, Scenario
-from simulations.trace import TraceCall
+from simulations.trace import TraceCall, as_call
 from simulations.waiting import bucket_key
 from simulations.workforce import SimAgent
 
@@ -69,7 +69,7 @@ class BalancedChoice:
         units = policy.units_for(channel)
         specs = scenario.agents
         self.ids = [spec.agent_id for spec in specs]
-        calls = [_call(tc) for tc in kinds]
+        calls = [as_call(tc) for tc in kinds]  # no time zone: see ``pooled.obstacle``
         self.bucket = [bucket_key(call) for call in calls]
         """Per kind: the loop's queue for it."""
         self.head = [
@@ -194,21 +194,6 @@ class BalancedChoice:
             candidates, top_k, slot_ints, prefer=lambda j: tie_key(first, ids[agents[j]])
         )
         return [None if j is None else agents[j] for j in placed]
-
-
-def _call(tc: TraceCall) -> Call:
-    """``tc`` as far as the engine's score and queues read it (no time zone: ``obstacle``
-    keeps the balanced shortcut to days whose region part the clock cannot move)."""
-    return Call(
-        call_id=tc.call_id,
-        channel=tc.channel,
-        required_skills=tuple(SkillRequirement(s, level) for s, level in tc.skills),
-        preferred_skills=tc.preferred_skills,
-        language=tc.language,
-        region=tc.region,
-        team=tc.team,
-        region_required=tc.region_required,
-    )
 
 
 class _Columns:

@@ -62,21 +62,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
-from router.domain import (
-    AGENT_UNIT_BUDGET,
-    Call,
-    Channel,
-    Policy,
-    SkillRequirement,
-    Strategy,
-)
+from router.domain import AGENT_UNIT_BUDGET, Channel, Policy, Strategy
 from router.eligibility import check
 from scoring.match import skill_fit
 from simulations import outcomes
 from simulations.call_log import CallLog
 from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario
 from simulations.pool_choice import BalancedChoice
-from simulations.trace import TraceCall
+from simulations.trace import TraceCall, as_call
 from simulations.workforce import SimAgent, breaks_within, presence_changes, shift_windows
 
 
@@ -204,24 +197,15 @@ def _apart(spans: Sequence[tuple[int, int]]) -> bool:
 
 def _fit_obstacle(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]) -> str | None:
     """Every agent, idle and present, passes every hard rule for every kind of call."""
-    kinds = {(tc.skills, tc.language, tc.region, tc.team, tc.region_required) for tc in trace}
+    kinds = {(tc.skills, tc.language, tc.region, tc.team, tc.region_required): tc for tc in trace}
     snapshots = []
     for spec in scenario.agents:
         agent = SimAgent(spec)
         agent.on_shift = True
         agent.profile = replace(agent.profile, absences=())  # the pool keeps them away
         snapshots.append(agent.snapshot(SIM_EPOCH_MS, 0))
-    for skills, language, region, team, region_required in sorted(kinds):
-        call = Call(
-            call_id="pooled",
-            channel=trace[0].channel,
-            required_skills=tuple(SkillRequirement(s, level) for s, level in skills),
-            language=language,
-            region=region,
-            team=team,
-            region_required=region_required,
-            created_ms=SIM_EPOCH_MS,
-        )
+    for kind in sorted(kinds):
+        call, skills = as_call(kinds[kind]), kind[0]
         for snap in snapshots:
             refused = check(call, snap, SIM_EPOCH_MS, policy, occupancy=0.0)
             if refused is not None:
@@ -527,14 +511,8 @@ class _Pool:
         key = (tc.skills, tc.preferred_skills, k)
         found = self._fits.get(key)
         if found is None:
-            call = Call(
-                call_id=tc.call_id,
-                channel=tc.channel,
-                required_skills=tuple(SkillRequirement(s, level) for s, level in tc.skills),
-                preferred_skills=tc.preferred_skills,
-            )
             spec = self.specs[k]
-            fit = skill_fit(call, spec.skills)
+            fit = skill_fit(as_call(tc), spec.skills)
             found = self._fits[key] = (fit, outcomes.effective_quality(spec.quality, fit))
         return found
 

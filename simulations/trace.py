@@ -47,7 +47,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from router.domain import SKILL_LEVEL_MAX, SKILL_LEVEL_MIN, Channel
+from router.domain import SKILL_LEVEL_MAX, SKILL_LEVEL_MIN, Call, Channel, SkillRequirement
 from simulations import fields as fl
 from simulations.fields import DAY_S, ScenarioError
 from simulations.model import Scenario, Stream
@@ -84,6 +84,21 @@ class TraceCall:
     team: str = ""
     region_required: bool = False
     preferred_skills: tuple[str, ...] = ()
+
+
+def as_call(tc: TraceCall) -> Call:
+    """``tc``'s needs as an engine ``Call`` (skills, language, region, team), without a time
+    zone or an arrival time: what scoring and screening read of a kind of call."""
+    return Call(
+        call_id=tc.call_id,
+        channel=tc.channel,
+        required_skills=tuple(SkillRequirement(s, level) for s, level in tc.skills),
+        preferred_skills=tc.preferred_skills,
+        language=tc.language,
+        region=tc.region,
+        team=tc.team,
+        region_required=tc.region_required,
+    )
 
 
 # --- generation ------------------------------------------------------------------------------
