@@ -27,6 +27,12 @@ SIM_EPOCH_MS = 1_767_571_200_000
 """2026-01-05T00:00:00Z (a Monday): simulated time 0. Fixed, so time-zone affinity and every
 "now" the engine sees are the same on every run."""
 
+
+def epoch_ms(seconds: float) -> int:
+    """Simulated seconds as epoch milliseconds of the simulated clock."""
+    return SIM_EPOCH_MS + round(seconds * 1000)
+
+
 DAY_S = 86_400
 
 

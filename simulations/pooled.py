@@ -67,7 +67,7 @@ from router.eligibility import check
 from scoring.match import skill_fit
 from simulations import outcomes
 from simulations.call_log import CallLog
-from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario
+from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms
 from simulations.pool_choice import BalancedChoice
 from simulations.trace import TraceCall, as_call
 from simulations.workforce import SimAgent, breaks_within, presence_changes, shift_windows
@@ -168,23 +168,23 @@ def _unroutable(spec: AgentSpec, horizon_s: float, handle_ms: int) -> list[tuple
     horizon ends there for the engine, but no presence change takes the agent off); its
     breaks; its scheduled absences from the moment one starts within that time."""
     lead = max(0, handle_ms - 1)  # refused from end - handle_ms + 1 on, gone from end on
-    never = _ms(horizon_s) + 1
+    never = epoch_ms(horizon_s) + 1
     windows = shift_windows(spec.shift, horizon_s)
     spans: list[tuple[int, int]] = []
     if spec.shift is not None:
         leaves = SIM_EPOCH_MS  # off shift until the first window
         for lo, hi in windows:
-            if _ms(lo) > leaves:
-                spans.append((leaves, _ms(lo)))
-            leaves = _ms(hi) - lead if hi < horizon_s else _ms(hi) - handle_ms + 1
+            if epoch_ms(lo) > leaves:
+                spans.append((leaves, epoch_ms(lo)))
+            leaves = epoch_ms(hi) - lead if hi < horizon_s else epoch_ms(hi) - handle_ms + 1
         if leaves < never:
             spans.append((leaves, never))
     for lo, hi in windows:
         spans.extend(
-            (_ms(at), _ms(at + length))
+            (epoch_ms(at), epoch_ms(at + length))
             for at, length in breaks_within(spec.breaks, lo, min(hi, horizon_s))
         )
-    spans.extend((_ms(a.start_s) - lead, _ms(a.end_s)) for a in spec.absences)
+    spans.extend((epoch_ms(a.start_s) - lead, epoch_ms(a.end_s)) for a in spec.absences)
     return sorted(spans)
 
 
@@ -231,13 +231,13 @@ class _Pool:
     ) -> None:
         self.trace = trace
         self.specs = specs = scenario.agents
-        self.duration_ms = _ms(scenario.duration_s)
-        self.horizon_ms = _ms(scenario.horizon_s)
+        self.duration_ms = epoch_ms(scenario.duration_s)
+        self.horizon_ms = epoch_ms(scenario.horizon_s)
         channel = trace[0].channel
         self.units = policy.units_for(channel)
         self.wrap_ms = policy.wrap_up_s.get(channel, 0) * 1000
         self.day = PooledDay(
-            calls=CallLog.empty([SIM_EPOCH_MS + round(tc.arrival_s * 1000) for tc in trace]),
+            calls=CallLog.empty([epoch_ms(tc.arrival_s) for tc in trace]),
             busy={spec.agent_id: [] for spec in specs},
             held={spec.agent_id: [] for spec in specs},
             staffed={},
@@ -541,8 +541,3 @@ def _queue_trace(changes: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append((at, size))
     return out
-
-
-def _ms(seconds: float) -> int:
-    """Simulated seconds as epoch milliseconds."""
-    return SIM_EPOCH_MS + round(seconds * 1000)

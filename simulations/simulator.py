@@ -85,7 +85,7 @@ from scoring.match import skill_fit
 from simulations import outcomes, pooled
 from simulations.call_log import CallLog
 from simulations.kpis import compute_kpis, write_outputs
-from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario
+from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms
 from simulations.passes import Dispatcher
 from simulations.trace import ARRIVAL_ORDER, TraceCall, generate_trace
 from simulations.waiting import Waiting, WaitingQueue
@@ -286,7 +286,7 @@ class _Simulation:
     # --- set-up ------------------------------------------------------------------------------
 
     def _domain_call(self, tc: TraceCall) -> Call:
-        arrival = SIM_EPOCH_MS + round(tc.arrival_s * 1000)
+        arrival = epoch_ms(tc.arrival_s)
         required = self._requirements.get(tc.skills)
         if required is None:
             required = tuple(SkillRequirement(s, lvl) for s, lvl in tc.skills)
@@ -323,8 +323,8 @@ class _Simulation:
         self._schedule_presence()
         trace, calls, heap = self.trace, self.calls, self.heap
         n = len(trace)
-        duration_ms = _ms(self.scenario.duration_s)
-        horizon_ms = _ms(self.scenario.horizon_s)
+        duration_ms = epoch_ms(self.scenario.duration_s)
+        horizon_ms = epoch_ms(self.scenario.horizon_s)
         bar = tqdm(
             total=round(self.scenario.duration_s),
             unit="sim s",
@@ -679,11 +679,6 @@ def _assemble(
 
 _NO_ATTRIBUTES: Mapping[str, str] = frozen_map()
 """Every simulated call's (empty) attributes: one read-only mapping for all."""
-
-
-def _ms(seconds: float) -> int:
-    """Simulated seconds as epoch milliseconds."""
-    return SIM_EPOCH_MS + round(seconds * 1000)
 
 
 def _s(ms: int) -> float:

@@ -33,7 +33,7 @@ from router.domain import (
     Presence,
     WorkSpan,
 )
-from simulations.model import DAY_S, SIM_EPOCH_MS, AgentSpec
+from simulations.model import DAY_S, SIM_EPOCH_MS, AgentSpec, epoch_ms
 
 SHIFT_START, SHIFT_END, BREAK_START, BREAK_END, ABSENCE_START, ABSENCE_END = range(6)
 """Kinds of presence change."""
@@ -90,7 +90,7 @@ class SimAgent:
         self.spec = spec
         self.agent_id = spec.agent_id
         absences = tuple(
-            Absence(f"{spec.agent_id}/{i}", a.kind, _ms(a.start_s), _ms(a.end_s))
+            Absence(f"{spec.agent_id}/{i}", a.kind, epoch_ms(a.start_s), epoch_ms(a.end_s))
             for i, a in enumerate(spec.absences)
         )
         self.profile = AgentProfile(
@@ -218,10 +218,6 @@ class SimAgent:
             self.absent -= 1
 
 
-def _ms(seconds: float) -> int:
-    return SIM_EPOCH_MS + round(seconds * 1000)
-
-
 class Workforce:
     """All agents, with the capable/free indexes (see the module docstring)."""
 
@@ -323,14 +319,14 @@ def presence_changes(spec: AgentSpec, horizon_s: float) -> list[tuple[int, int, 
     at the horizon) and the breaks inside it, then the absences starting before the horizon."""
     changes: list[tuple[int, int, int]] = []
     for lo, hi in shift_windows(spec.shift, horizon_s):
-        changes.append((_ms(lo), SHIFT_START, 0 if spec.shift is None else _ms(hi)))
+        changes.append((epoch_ms(lo), SHIFT_START, 0 if spec.shift is None else epoch_ms(hi)))
         if hi < horizon_s:
-            changes.append((_ms(hi), SHIFT_END, 0))
+            changes.append((epoch_ms(hi), SHIFT_END, 0))
         for at, length in breaks_within(spec.breaks, lo, min(hi, horizon_s)):
-            changes.append((_ms(at), BREAK_START, 0))
-            changes.append((_ms(at + length), BREAK_END, 0))
+            changes.append((epoch_ms(at), BREAK_START, 0))
+            changes.append((epoch_ms(at + length), BREAK_END, 0))
     for absence in spec.absences:
         if absence.start_s < horizon_s:
-            changes.append((_ms(absence.start_s), ABSENCE_START, 0))
-            changes.append((_ms(absence.end_s), ABSENCE_END, 0))
+            changes.append((epoch_ms(absence.start_s), ABSENCE_START, 0))
+            changes.append((epoch_ms(absence.end_s), ABSENCE_END, 0))
     return changes
