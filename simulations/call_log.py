@@ -11,6 +11,23 @@ from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
+class QueueTrace:
+    """Calls waiting after each millisecond the queue changed, as two columns of ints (no
+    tuple per change for the garbage collector to track)."""
+
+    times: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+    def record(self, at: int, size: int) -> None:
+        """``size`` calls wait after a change at ``at`` (not before the last one recorded)."""
+        if self.times and self.times[-1] == at:
+            self.sizes[-1] = size
+        else:
+            self.times.append(at)
+            self.sizes.append(size)
+
+
+@dataclass(slots=True)
 class CallLog:
     """Per call (trace order) and for the run as a whole."""
 
@@ -33,8 +50,8 @@ class CallLog:
     """Times it was taken back from an agent who left."""
     events: int = 0
     """Events the run handled."""
-    queue_trace: list[tuple[int, int]] = field(default_factory=list)
-    """``(time, calls waiting)`` at every millisecond the queue changed."""
+    queue: QueueTrace = field(default_factory=QueueTrace)
+    """Calls waiting after every millisecond the queue changed."""
     end_ms: int = 0
     """Where the run stopped: busy and staffed time end here."""
 

@@ -251,7 +251,8 @@ def _busy_units_s(busy: Iterable[tuple[float, float, int]], start: float, end: f
 
 
 def _cumulative(intervals: Sequence[tuple[float, float, float]], at: np.ndarray) -> np.ndarray:
-    """``sum(weight * overlap(interval, [0, t]))`` at every ``t`` in ``at`` (piecewise linear)."""
+    """``sum(weight * overlap(interval, [0, t]))`` at every ``t`` in ``at`` (piecewise linear);
+    ``(start, end, units)`` items as they are (their int units read as floats)."""
     if not intervals:
         return np.zeros(len(at))
     arr = np.asarray(intervals, dtype=float)
@@ -274,8 +275,7 @@ def _peak(
     grid = np.arange(max(start, 0.0) + PEAK_STEP_S, end + PEAK_STEP_S / 2, PEAK_STEP_S)
     if len(grid) == 0:
         grid = np.array([end])
-    units = [(lo, hi, float(u)) for lo, hi, u in busy]
-    rolling = _cumulative(units, grid) - _cumulative(units, grid - window_s)
+    rolling = _cumulative(busy, grid) - _cumulative(busy, grid - window_s)
     return float(min(1.0, max(0.0, rolling.max() / (window_s * AGENT_UNIT_BUDGET))))
 
 
@@ -308,7 +308,7 @@ def _timeline(
             i += 1
         queue_max[b] = peak
     edges = np.arange(count + 1, dtype=float) * bucket
-    busy = [(lo, hi, float(u)) for r in agents.values() for lo, hi, u in r.busy]
+    busy = [item for r in agents.values() for item in r.busy]
     present = [(lo, hi, float(AGENT_UNIT_BUDGET)) for spans in logged.values() for lo, hi in spans]
     busy_per = np.diff(_cumulative(busy, edges))
     present_per = np.diff(_cumulative(present, edges))

@@ -62,11 +62,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
+import numpy as np
+
 from router.domain import AGENT_UNIT_BUDGET, Channel, Policy, Strategy
 from router.eligibility import check
 from scoring.match import skill_fit
 from simulations import outcomes
-from simulations.call_log import CallLog
+from simulations.call_log import CallLog, QueueTrace
 from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms
 from simulations.pool_choice import BalancedChoice
 from simulations.trace import TraceCall, as_call
@@ -268,8 +270,8 @@ class _Pool:
         """Per agent: moves each time it enters or leaves ``ready`` (or takes a call)."""
         self.times = [at for changes in self.presence for at, _, _ in changes]
         """The time of every event the loop would queue (the presence changes first)."""
-        self.changes: list[tuple[int, int]] = []
-        """(time, +1 a call arrived / -1 it was answered or hung up)."""
+        self.changes: list[int] = []
+        """Queue changes as ints (``_arrived``, ``_left``: no tuple per change)."""
         self.last_exit = SIM_EPOCH_MS
         """When the last call left (answered and released, or hung up), or past the horizon
         if one was still there."""
@@ -296,7 +298,7 @@ class _Pool:
     def run(self) -> PooledDay:
         log, trace = self.log, self.trace
         created = log.created
-        self.order = sorted(range(len(trace)), key=lambda i: (created[i], trace[i].call_id))
+        self.order = _queue_order(created, trace)
         for position, i in enumerate(self.order):
             if created[i] <= self.horizon_ms:
                 self.position = position
@@ -307,7 +309,7 @@ class _Pool:
         handled = [t for t in self.times if t <= self.horizon_ms and (t <= last or t < duration_ms)]
         log.events = len(handled)
         log.end_ms = max(max(handled, default=SIM_EPOCH_MS), duration_ms)
-        log.queue_trace = _queue_trace(self.changes)
+        log.queue = _queue_trace(self.changes)
         for spec, changes in zip(self.specs, self.presence, strict=True):
             self.day.staffed[spec.agent_id] = _staffed(
                 spec,
@@ -329,7 +331,7 @@ class _Pool:
         day, log, tc, horizon_ms = self.day, self.log, self.trace[i], self.horizon_ms
         arrival = log.created[i]
         self.times.append(arrival)
-        self.changes.append((arrival, 1))
+        self.changes.append(_arrived(arrival))
         self.last_exit = max(self.last_exit, arrival)
         gives_up = None if tc.patience_s is None else arrival + round(tc.patience_s * 1000)
         if gives_up is not None:
@@ -340,7 +342,7 @@ class _Pool:
                 self._stays()
                 return
             log.abandoned[i], log.ended[i] = True, gives_up
-            self.changes.append((gives_up, -1))
+            self.changes.append(_left(gives_up))
             self.last_exit = max(self.last_exit, gives_up)
             return
         if earliest > horizon_ms:
@@ -349,7 +351,7 @@ class _Pool:
         start = int(earliest)
         agent_id, k = self._take(start, i)
         log.answered[i], log.agent_of[i] = start, agent_id
-        self.changes.append((start, -1))
+        self.changes.append(_left(start))
         spec = self.specs[k]
         handle = max(1, round(tc.handle_s * 1000 / spec.speed))
         done = start + handle
@@ -529,15 +531,37 @@ def _staffed(spec: AgentSpec, changes: Sequence[tuple[int, int, int]]) -> list[l
     return agent.staffed_log
 
 
-def _queue_trace(changes: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``(time, calls waiting)`` after each millisecond with a change."""
-    changes.sort()
-    out: list[tuple[int, int]] = []
-    size = 0
-    for at, delta in changes:
-        size += delta
-        if out and out[-1][0] == at:
-            out[-1] = (at, size)
-        else:
-            out.append((at, size))
-    return out
+def _arrived(at: int) -> int:
+    """The queue change "a call arrived at ``at``" as an int: ``(at, +1)``, sorting after
+    the calls that left in the same millisecond, as the tuple would."""
+    return 2 * at + 1
+
+
+def _left(at: int) -> int:
+    """The queue change "a call was answered or hung up at ``at``": ``(at, -1)``."""
+    return 2 * at
+
+
+def _queue_trace(changes: Sequence[int]) -> QueueTrace:
+    """Calls waiting after each millisecond with a change (``_arrived``, ``_left``)."""
+    if not changes:
+        return QueueTrace()
+    ordered = np.sort(np.asarray(changes, np.int64))
+    at = ordered >> 1
+    size = np.cumsum(2 * (ordered & 1) - 1)
+    last = np.append(at[1:] != at[:-1], True)  # the last change of each millisecond
+    return QueueTrace(at[last].tolist(), size[last].tolist())
+
+
+def _queue_order(created: Sequence[int], trace: Sequence[TraceCall]) -> list[int]:
+    """Call positions in queue order: by arrival millisecond, then call id. A trace is in
+    arrival order already, and its order is kept unless rounding to the millisecond made
+    two calls arrive together out of call-id order (no sort key per call when it is not)."""
+    n = len(trace)
+    if all(
+        created[i] < created[i + 1]
+        or (created[i] == created[i + 1] and trace[i].call_id <= trace[i + 1].call_id)
+        for i in range(n - 1)
+    ):
+        return list(range(n))
+    return sorted(range(n), key=lambda i: (created[i], trace[i].call_id))

@@ -83,11 +83,11 @@ from router.ordering import origin_ms
 from scoring import performance
 from scoring.match import skill_fit
 from simulations import outcomes, pooled
-from simulations.call_log import CallLog
+from simulations.call_log import CallLog, QueueTrace
 from simulations.kpis import compute_kpis, write_outputs
 from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms
 from simulations.passes import Dispatcher
-from simulations.trace import ARRIVAL_ORDER, TraceCall, generate_trace
+from simulations.trace import TraceCall, arrival_ordered, generate_trace
 from simulations.waiting import Waiting, WaitingQueue
 from simulations.workforce import SimAgent, Work, Workforce, presence_changes
 
@@ -191,7 +191,7 @@ def simulate(
         scenario = scenario.with_policy(policy)
     trace = list(calls) if calls is not None else generate_trace(scenario, seed)
     started = time.perf_counter()
-    ordered = sorted(trace, key=ARRIVAL_ORDER)
+    ordered = arrival_ordered(trace)
     if reference:
         why: str | None = "the reference passes"
     elif not shortcut:
@@ -215,7 +215,7 @@ def simulate(
 def engine_of(scenario: Scenario, trace: Sequence[TraceCall]) -> str:
     """The engine ``simulate`` runs ``scenario``'s policy on with ``trace`` (by default):
     ``pooled shortcut``, or ``event loop (why)``."""
-    ordered = sorted(trace, key=ARRIVAL_ORDER)
+    ordered = arrival_ordered(trace)
     return _engine(pooled.obstacle(scenario, scenario.policy, ordered, escalate=True))
 
 
@@ -281,7 +281,7 @@ class _Simulation:
         self.fit: list[float | None] = [None] * n
         self.quality: list[float | None] = [None] * n
         self.reclaimed = [0] * n
-        self.queue_trace: list[tuple[int, int]] = []
+        self.queue_sizes = QueueTrace()
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -399,11 +399,7 @@ class _Simulation:
         self.ended[index] = self.now
 
     def _queue_changed(self) -> None:
-        size = len(self.queue)
-        if self.queue_trace and self.queue_trace[-1][0] == self.now:
-            self.queue_trace[-1] = (self.now, size)
-        else:
-            self.queue_trace.append((self.now, size))
+        self.queue_sizes.record(self.now, len(self.queue))
 
     # --- work --------------------------------------------------------------------------------
 
@@ -557,7 +553,7 @@ class _Simulation:
             quality=self.quality,
             reclaimed=self.reclaimed,
             events=self.events,
-            queue_trace=self.queue_trace,
+            queue=self.queue_sizes,
             end_ms=end_ms,
         )
         return _assemble(self.scenario, self.seed, self.trace, log, agents)
@@ -654,7 +650,7 @@ def _assemble(
                 reclaimed=log.reclaimed[i],
             )
         )
-    queue_trace = [(_s(t), size) for t, size in log.queue_trace]
+    queue_trace = list(zip(map(_s, log.queue.times), log.queue.sizes, strict=True))
     kpis = compute_kpis(
         scenario=scenario,
         policy=policy,

@@ -45,6 +45,7 @@ import operator
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from router.domain import SKILL_LEVEL_MAX, SKILL_LEVEL_MIN, Call, Channel, SkillRequirement
@@ -66,6 +67,17 @@ COLUMNS = (
 OPTIONAL_COLUMNS = ("team", "region_required", "preferred_skills")
 ARRIVAL_ORDER = operator.attrgetter("arrival_s", "call_id")
 """A trace's order: by arrival, then call id."""
+
+
+def arrival_ordered(calls: Sequence[TraceCall]) -> Sequence[TraceCall]:
+    """``calls`` in ``ARRIVAL_ORDER``: the list itself when it is in that order already (as
+    a generated trace is; checked without a sort key per call), else a sorted copy."""
+    if all(
+        a.arrival_s < b.arrival_s or (a.arrival_s == b.arrival_s and a.call_id < b.call_id)
+        for a, b in pairwise(calls)
+    ):
+        return calls
+    return sorted(calls, key=ARRIVAL_ORDER)
 
 
 @dataclass(frozen=True, slots=True)

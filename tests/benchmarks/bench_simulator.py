@@ -31,8 +31,9 @@ of ``simulate`` (median over ``--day-repeats``), calls and events.
 
 Targets: longest-idle at least 3x Ciw's calls/s, balanced at least Ciw's, the 1,000-agent day
 under 30 s. A second table splits our wall time per call into drawing the calls and the rest
-of the run, next to the time per call each target allows. Prints markdown tables; never fails
-on timing.
+of the run, next to the time per call each target allows, and the garbage collector's passes per
+run and generation (median): what each tool's objects per call cost it in collections.
+Prints markdown tables; never fails on timing.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class Run:
     waits: list[float]
     trace_s: float = 0.0
     """Wall time spent drawing the calls (ours; part of ``wall_s``)."""
+    collections: tuple[int, int, int] = (0, 0, 0)
+    """Garbage collections during the run, per generation (young, middle, full)."""
 
 
 @dataclass(slots=True)
@@ -137,6 +140,29 @@ class Tally:
 # --- the two tools -------------------------------------------------------------------------
 
 
+class Collections:
+    """Counts the garbage collector's passes per generation while it is active (a
+    ``gc.callbacks`` hook): objects a tool allocates per call show up as collections."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+
+    def __enter__(self) -> Collections:
+        gc.callbacks.append(self._seen)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self._seen)
+
+    def _seen(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.counts[info["generation"]] += 1
+
+    def per_generation(self) -> tuple[int, int, int]:
+        young, middle, full = self.counts
+        return young, middle, full
+
+
 class _ArrivalsUntil(ciw.dists.Exponential):  # type: ignore[misc]  # untyped library
     """Exponential inter-arrival times until ``end``, then none (the day's arrivals only)."""
 
@@ -153,17 +179,18 @@ class _ArrivalsUntil(ciw.dists.Exponential):  # type: ignore[misc]  # untyped li
 
 def run_ciw(queue: Queue, seed: int) -> Run:
     """Ciw: build the network, simulate until the last call is served, read the records."""
-    started, cpu = time.perf_counter(), time.process_time()
-    network = ciw.create_network(
-        arrival_distributions=[_ArrivalsUntil(queue.rate_per_hour / 3600, queue.duration_s)],
-        service_distributions=[ciw.dists.Exponential(1 / queue.aht_s)],
-        number_of_servers=[queue.agents],
-    )
-    ciw.seed(seed)
-    sim = ciw.Simulation(network)
-    sim.simulate_until_max_time(queue.duration_s * 10)
-    records = sim.get_all_records()
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    with Collections() as collections:
+        started, cpu = time.perf_counter(), time.process_time()
+        network = ciw.create_network(
+            arrival_distributions=[_ArrivalsUntil(queue.rate_per_hour / 3600, queue.duration_s)],
+            service_distributions=[ciw.dists.Exponential(1 / queue.aht_s)],
+            number_of_servers=[queue.agents],
+        )
+        ciw.seed(seed)
+        sim = ciw.Simulation(network)
+        sim.simulate_until_max_time(queue.duration_s * 10)
+        records = sim.get_all_records()
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     waiting = sum(len(node.all_individuals) for node in sim.transitive_nodes)
     served = [r for r in records if r.record_type == "service"]
     waits = [
@@ -171,7 +198,8 @@ def run_ciw(queue: Queue, seed: int) -> Run:
         for r in served
         if queue.warmup_s <= r.arrival_date < queue.duration_s  # every call is served
     ]
-    return Run(wall, cpu, len(served) + waiting, 2 * len(served) + waiting, waits)
+    calls, events = len(served) + waiting, 2 * len(served) + waiting
+    return Run(wall, cpu, calls, events, waits, collections=collections.per_generation())
 
 
 def scenario_for(queue: Queue, strategy: str) -> Scenario:
@@ -199,11 +227,12 @@ def scenario_for(queue: Queue, strategy: str) -> Scenario:
 def run_ours(scenario: Scenario, queue: Queue, seed: int, *, shortcut: bool = True) -> Run:
     """Our simulator: trace generation, the run and the KPIs, as ``python -m simulations``
     (``shortcut=False``: through the event loop even where the pooled shortcut applies)."""
-    started, cpu = time.perf_counter(), time.process_time()
-    trace = generate_trace(scenario, seed)  # what ``simulate`` draws for this seed
-    traced = time.perf_counter()
-    result = simulate(scenario, seed=seed, calls=trace, shortcut=shortcut)
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    with Collections() as collections:
+        started, cpu = time.perf_counter(), time.process_time()
+        trace = generate_trace(scenario, seed)  # what ``simulate`` draws for this seed
+        traced = time.perf_counter()
+        result = simulate(scenario, seed=seed, calls=trace, shortcut=shortcut)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     waits = [
         r.wait_s
         for r in result.records
@@ -212,7 +241,15 @@ def run_ours(scenario: Scenario, queue: Queue, seed: int, *, shortcut: bool = Tr
     unanswered = sum(1 for r in result.records if r.answered_s is None)
     if unanswered:
         raise RuntimeError(f"{unanswered} calls never answered: the drain is too short")
-    return Run(wall, cpu, len(result.records), result.events, waits, traced - started)
+    return Run(
+        wall,
+        cpu,
+        len(result.records),
+        result.events,
+        waits,
+        traced - started,
+        collections.per_generation(),
+    )
 
 
 # --- statistics and tables -----------------------------------------------------------------
@@ -275,17 +312,22 @@ def cost_table(tallies: dict[str, Tally]) -> str:
     def per_call(runs: Sequence[Run], seconds: Callable[[Run], float]) -> float:
         return 1e6 * sum(seconds(r) for r in runs) / sum(r.calls for r in runs)
 
+    def collections(runs: dict[int, list[Run]]) -> str:
+        every = [r.collections for repeat in runs.values() for r in repeat]
+        return " / ".join(f"{statistics.median(c[g] for c in every):g}" for g in range(3))
+
     ciw_runs = tallies["Ciw"].runs
     lines = [
         "| simulator | µs per call | drawing the calls | the run (events, decisions, records, "
-        "KPIs) | the target allows |",
-        "|---|---:|---:|---:|---:|",
+        "KPIs) | the target allows | collections per run (young / middle / full) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for tool, tally in tallies.items():
         repeats = sorted(tally.runs)
         total = statistics.median(per_call(tally.runs[k], lambda r: r.wall_s) for k in repeats)
+        passes = collections(tally.runs)
         if tool == "Ciw":
-            lines.append(f"| {tool} | {total:.1f} | - | - | - |")
+            lines.append(f"| {tool} | {total:.1f} | - | - | - | {passes} |")
             continue
         trace = statistics.median(per_call(tally.runs[k], lambda r: r.trace_s) for k in repeats)
         allows = "-"
@@ -294,7 +336,9 @@ def cost_table(tallies: dict[str, Tally]) -> str:
                 per_call(ciw_runs[k], lambda r: r.wall_s) / TARGETS[tool] for k in repeats
             )
             allows = f"{allowed:.1f} ({TARGETS[tool]:g}x Ciw)"
-        lines.append(f"| {tool} | {total:.1f} | {trace:.1f} | {total - trace:.1f} | {allows} |")
+        lines.append(
+            f"| {tool} | {total:.1f} | {trace:.1f} | {total - trace:.1f} | {allows} | {passes} |"
+        )
     return "\n".join(lines)
 
 

@@ -241,6 +241,33 @@ def test_the_erlang_check_scenario_takes_the_shortcut() -> None:
     assert pooled.qualifies(scenario, scenario.policy, generate_trace(scenario, 1), escalate=True)
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_calls_rounded_into_one_millisecond_queue_by_call_id(strategy: str, tmp_path: Path) -> None:
+    """Arrivals a fraction of a millisecond apart land in one millisecond of the clock, where
+    the queue goes by call id, not by the order of the trace; a trace given out of arrival
+    order is put in it first. Both engines agree, whichever order the calls come in."""
+    raw = _pool(pool={"agents": 2}, duration_s=100, warmup_s=0, drain_s=60)
+    scenario = parse_scenario(raw, name="sub-millisecond").with_policy(strategy)
+    skills = generate_trace(scenario, 1)[0].skills
+    calls = [
+        TraceCall(1.0001, "d", Channel.VOICE, skills, handle_s=20.0),
+        TraceCall(1.0002, "c", Channel.VOICE, skills, handle_s=20.0, patience_s=15.0),
+        TraceCall(1.0004, "b", Channel.VOICE, skills, handle_s=20.0),
+        TraceCall(1.0006, "a", Channel.VOICE, skills, handle_s=20.0),
+        TraceCall(3.0, "e", Channel.VOICE, skills, handle_s=5.0),
+    ]
+    fast = simulate(scenario, seed=1, calls=calls)
+    _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
+    by_id = {record.call_id: record for record in fast.records}
+    # b, c and d arrive in millisecond 1000 and queue in id order; a comes a millisecond on.
+    assert (by_id["b"].answered_s, by_id["c"].answered_s) == (1.0, 1.0)
+    assert (by_id["d"].answered_s, by_id["a"].answered_s) == (21.0, 21.0)
+    assert not any(record.abandoned for record in fast.records)
+    shuffled = [calls[4], calls[2], calls[0], calls[3], calls[1]]
+    again = simulate(scenario, seed=1, calls=shuffled)
+    _same(again, fast, tmp_path / "shuffled")
+
+
 def _shifted_agents() -> dict[str, Any]:
     return {
         "agents": [
