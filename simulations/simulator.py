@@ -96,9 +96,14 @@ HISTORY_WINDOW_MS = 15 * 60 * 1000
 """Completions counted for the forecast's observed service rate (the dispatcher's window)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallResult:
-    """What happened to one call (one row of ``records.csv``; times in simulated seconds)."""
+    """What happened to one call (one row of ``records.csv``; times in simulated seconds).
+
+    Not frozen, though nothing changes one once built: one is built per call, and a frozen
+    dataclass's constructor (each field through ``object.__setattr__``) costs several times
+    as much.
+    """
 
     call_id: str
     channel: Channel
