@@ -624,35 +624,49 @@ def _assemble(
     target_ms = {c: (t.target_s * 1000) for c, t in policy.sla.items()}
     end_ms = log.end_ms
     records: list[CallResult] = []
-    for i, tc in enumerate(trace):
-        arrival = log.created[i]
-        answer = log.answered[i]
-        end = log.ended[i]
-        handled_ms = log.handled_ms[i]
+    append = records.append
+    for tc, arrival, answer, end, handled_ms, agent_id, abandoned, fit, quality, reclaimed in zip(
+        trace,
+        log.created,
+        log.answered,
+        log.ended,
+        log.handled_ms,
+        log.agent_of,
+        log.abandoned,
+        log.fit,
+        log.quality,
+        log.reclaimed,
+        strict=True,
+    ):
         if answer is not None:
             wait = answer - arrival
-        elif log.abandoned[i] and end is not None:
+        elif abandoned and end is not None:
             wait = end - arrival
         else:
             wait = max(0, end_ms - arrival)
-        completed = bool(log.agent_of[i]) and handled_ms is not None
         target = target_ms.get(tc.channel)
-        records.append(
+        handle_s = end_s = None
+        if agent_id and handled_ms is not None:  # completed
+            handle_s = handled_ms / 1000
+            end_s = None if end is None else _s(end)
+        else:
+            agent_id, fit, quality = "", None, None
+        append(  # positional, in field order: quicker than keywords, once per call
             CallResult(
-                call_id=tc.call_id,
-                channel=tc.channel,
-                arrival_s=_s(arrival),
-                answered_s=None if answer is None else _s(answer),
-                wait_s=wait / 1000,
-                abandoned=log.abandoned[i],
-                agent_id=log.agent_of[i] if completed else "",
-                handle_s=(handled_ms or 0) / 1000 if completed else None,
-                end_s=None if end is None or not completed else _s(end),
-                skill_match=log.fit[i] if completed else None,
-                within_sla=answer is not None and (target is None or wait <= target),
-                priority=tc.priority,
-                quality=log.quality[i] if completed else None,
-                reclaimed=log.reclaimed[i],
+                tc.call_id,
+                tc.channel,
+                _s(arrival),
+                None if answer is None else _s(answer),
+                wait / 1000,
+                abandoned,
+                agent_id,
+                handle_s,
+                end_s,
+                fit,
+                answer is not None and (target is None or wait <= target),
+                tc.priority,
+                quality,
+                reclaimed,
             )
         )
     queue_trace = list(zip(map(_s, log.queue.times), log.queue.sizes, strict=True))
