@@ -625,7 +625,18 @@ def _assemble(
     end_ms = log.end_ms
     records: list[CallResult] = []
     append = records.append
-    for tc, arrival, answer, end, handled_ms, agent_id, abandoned, fit, quality, reclaimed in zip(
+    for (
+        tc,
+        arrival,
+        answer,
+        end,
+        handled_ms,
+        holder,
+        abandoned,
+        fit_of,
+        quality_of,
+        reclaimed,
+    ) in zip(
         trace,
         log.created,
         log.answered,
@@ -645,12 +656,11 @@ def _assemble(
         else:
             wait = max(0, end_ms - arrival)
         target = target_ms.get(tc.channel)
-        handle_s = end_s = None
-        if agent_id and handled_ms is not None:  # completed
+        agent_id, fit, quality, handle_s, end_s = "", None, None, None, None
+        if holder and handled_ms is not None:  # completed
+            agent_id, fit, quality = holder, fit_of, quality_of
             handle_s = handled_ms / 1000
             end_s = None if end is None else _s(end)
-        else:
-            agent_id, fit, quality = "", None, None
         append(  # positional, in field order: quicker than keywords, once per call
             CallResult(
                 tc.call_id,
