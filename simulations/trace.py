@@ -69,15 +69,19 @@ ARRIVAL_ORDER = operator.attrgetter("arrival_s", "call_id")
 """A trace's order: by arrival, then call id."""
 
 
-def arrival_ordered(calls: Sequence[TraceCall]) -> Sequence[TraceCall]:
-    """``calls`` in ``ARRIVAL_ORDER``: the list itself when it is in that order already (as
-    a generated trace is; checked without a sort key per call), else a sorted copy."""
-    if all(
+def in_arrival_order(calls: Sequence[TraceCall]) -> bool:
+    """Whether ``calls`` are in ``ARRIVAL_ORDER``, checked pair by pair (no sort key per
+    call for the garbage collector to track)."""
+    return all(
         a.arrival_s < b.arrival_s or (a.arrival_s == b.arrival_s and a.call_id < b.call_id)
         for a, b in pairwise(calls)
-    ):
-        return calls
-    return sorted(calls, key=ARRIVAL_ORDER)
+    )
+
+
+def arrival_ordered(calls: Sequence[TraceCall]) -> Sequence[TraceCall]:
+    """``calls`` in ``ARRIVAL_ORDER``: the sequence itself when it is in that order already
+    (as a generated trace is), else a sorted copy."""
+    return calls if in_arrival_order(calls) else sorted(calls, key=ARRIVAL_ORDER)
 
 
 @dataclass(slots=True)
@@ -133,7 +137,8 @@ def generate_trace(scenario: Scenario, seed: int) -> list[TraceCall]:
         if call.call_id in seen:
             raise ScenarioError("arrivals", f"call id {call.call_id!r} appears twice")
         seen.add(call.call_id)
-    calls.sort(key=ARRIVAL_ORDER)
+    if not in_arrival_order(calls):  # one stream's calls are, as drawn
+        calls.sort(key=ARRIVAL_ORDER)
     return calls
 
 
@@ -144,6 +149,9 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
     # What each call type gives its calls, built once (calls share the tuples: immutable).
     skills_of = {id(t): tuple((r.skill, r.min_level) for r in t.skills) for t in stream.mix}
     only = stream.mix[0] if len(stream.mix) == 1 else None
+    draw, handle_draw = rng.random, stream.handle.draw
+    patience_draw = None if stream.patience is None else stream.patience.draw
+    log, prefix = math.log, f"{stream.name}-"
     out: list[TraceCall] = []
     bounds = [start for start, _ in stream.profile]
     for day in range(math.ceil(duration_s / DAY_S)):
@@ -156,11 +164,12 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
             if rate <= 0 or seg_start >= seg_end:
                 continue
             t = seg_start
+            # The hot loop of long runs: attributes read once above, ``_ms`` spelled out.
             while True:
-                t += -math.log(1.0 - rng.random()) / rate
+                t += -log(1.0 - draw()) / rate
                 if t >= seg_end:
                     break
-                pick = rng.random() * total_weight  # drawn for one type too: same streams
+                pick = draw() * total_weight  # drawn for one type too: same streams
                 call_type = stream.mix[-1] if only is None else only
                 if only is None:
                     for candidate, weight in zip(stream.mix, weights, strict=True):
@@ -168,18 +177,21 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
                             call_type = candidate
                             break
                         pick -= weight
-                handle = _ms(stream.handle.draw(rng))
-                patience = None if stream.patience is None else _ms(stream.patience.draw(rng))
+                handle = round(handle_draw(rng), 3)
+                patience = None
+                if patience_draw is not None:
+                    patience = round(patience_draw(rng), 3)
+                    patience = patience if patience > 0.001 else 0.001
                 out.append(  # positional, in field order: a quicker constructor than keywords
                     TraceCall(
                         round(t, 3),  # arrival_s
-                        f"{stream.name}-{len(out) + 1:06d}",  # call_id
+                        f"{prefix}{len(out) + 1:06d}",  # call_id
                         stream.channel,
                         skills_of[id(call_type)],
                         call_type.language,
                         call_type.region,
                         call_type.priority,
-                        handle,  # handle_s
+                        handle if handle > 0.001 else 0.001,  # handle_s: at least 1 ms
                         patience,  # patience_s
                         stream.team,
                         stream.region_required,
@@ -187,11 +199,6 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
                     )
                 )
     return out
-
-
-def _ms(seconds: float) -> float:
-    """Seconds rounded to the millisecond clock, at least 1 ms."""
-    return max(0.001, round(seconds, 3))
 
 
 # --- files -----------------------------------------------------------------------------------
