@@ -186,20 +186,25 @@ def top_performers(agents: Mapping[str, AgentResult]) -> set[str]:
 
 def _service(calls: Sequence[CallResult], targets: Mapping[Any, float]) -> dict[str, Any]:
     offered = len(calls)
-    answered = [r for r in calls if r.answered_s is not None]
-    waits = np.array([r.wait_s for r in answered], dtype=float)
-    abandoned = sum(1 for r in calls if r.abandoned)
-    breaches = sum(1 for r in calls if r.wait_s > targets.get(r.channel, math.inf))
+    answered_waits: list[float] = []
+    abandoned = breaches = within = 0
+    for r in calls:  # one pass: the counts, and the waits of answered calls
+        if r.answered_s is not None:
+            answered_waits.append(r.wait_s)
+        abandoned += r.abandoned
+        breaches += r.wait_s > targets.get(r.channel, math.inf)
+        within += r.within_sla
+    waits = np.array(answered_waits, dtype=float)
 
     def pct(q: float) -> float | None:
         return float(np.percentile(waits, q)) if len(waits) else None
 
     return {
         "offered": offered,
-        "answered": len(answered),
+        "answered": len(answered_waits),
         "abandoned": abandoned,
         "abandon_rate": abandoned / offered if offered else None,
-        "service_level": sum(1 for r in calls if r.within_sla) / offered if offered else None,
+        "service_level": within / offered if offered else None,
         "asa_s": float(waits.mean()) if len(waits) else None,
         "wait_p50_s": pct(50),
         "wait_p90_s": pct(90),
@@ -243,17 +248,27 @@ def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def _length(intervals: Iterable[tuple[float, float]], start: float, end: float) -> float:
-    return sum(max(0.0, min(hi, end) - max(lo, start)) for lo, hi in intervals)
+    total = 0.0
+    for lo, hi in intervals:  # sum(max(0.0, min(hi, end) - max(lo, start))), in that order
+        span = (end if end < hi else hi) - (start if start > lo else lo)
+        total += span if span > 0.0 else 0.0
+    return total
 
 
 def _busy_units_s(busy: Iterable[tuple[float, float, int]], start: float, end: float) -> float:
-    return sum(units * max(0.0, min(hi, end) - max(lo, start)) for lo, hi, units in busy)
+    total = 0.0
+    for lo, hi, units in busy:  # the sum of units * overlap with [start, end], in that order
+        span = (end if end < hi else hi) - (start if start > lo else lo)
+        total += units * (span if span > 0.0 else 0.0)
+    return total
 
 
-def _cumulative(intervals: Sequence[tuple[float, float, float]], at: np.ndarray) -> np.ndarray:
+def _cumulative(
+    intervals: Sequence[tuple[float, float, float]] | np.ndarray, at: np.ndarray
+) -> np.ndarray:
     """``sum(weight * overlap(interval, [0, t]))`` at every ``t`` in ``at`` (piecewise linear);
     ``(start, end, units)`` items as they are (their int units read as floats)."""
-    if not intervals:
+    if len(intervals) == 0:
         return np.zeros(len(at))
     arr = np.asarray(intervals, dtype=float)
     times = np.concatenate([arr[:, 0], arr[:, 1]])
@@ -275,7 +290,8 @@ def _peak(
     grid = np.arange(max(start, 0.0) + PEAK_STEP_S, end + PEAK_STEP_S / 2, PEAK_STEP_S)
     if len(grid) == 0:
         grid = np.array([end])
-    rolling = _cumulative(busy, grid) - _cumulative(busy, grid - window_s)
+    items = np.asarray(busy, dtype=float)  # once for both ends of the window
+    rolling = _cumulative(items, grid) - _cumulative(items, grid - window_s)
     return float(min(1.0, max(0.0, rolling.max() / (window_s * AGENT_UNIT_BUDGET))))
 
 
@@ -296,14 +312,18 @@ def _timeline(
         b = int(r.arrival_s // bucket)
         if 0 <= b < count:
             arrivals[b] += 1
-            within[b] += 1 if r.within_sla else 0
+            within[b] += r.within_sla
     # the most calls waiting at once: the level entering the bucket and every change in it
     queue_max = [0] * count
-    level, i = 0, 0
+    level, i, changes = 0, 0, len(queue_trace)
     for b in range(count):
         peak = level
-        while i < len(queue_trace) and queue_trace[i][0] < (b + 1) * bucket:
-            level = queue_trace[i][1]
+        edge = (b + 1) * bucket
+        while i < changes:
+            at, size = queue_trace[i]
+            if at >= edge:
+                break
+            level = size
             peak = max(peak, level)
             i += 1
         queue_max[b] = peak
