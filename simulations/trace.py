@@ -164,7 +164,8 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
             if rate <= 0 or seg_start >= seg_end:
                 continue
             t = seg_start
-            # The hot loop of long runs: attributes read once above, ``_ms`` spelled out.
+            # The hot loop of long runs: attributes read once above, and the rounding to the
+            # millisecond clock (at least 1 ms) spelled out.
             while True:
                 t += -log(1.0 - draw()) / rate
                 if t >= seg_end:
