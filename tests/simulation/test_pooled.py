@@ -20,6 +20,7 @@ import pytest
 
 from router.domain import Channel
 from simulations import pooled
+from simulations.model import Scenario
 from simulations.pool_choice import BalancedChoice
 from simulations.scenario import load_scenario, parse_scenario
 from simulations.simulator import SimulationResult, simulate
@@ -119,6 +120,14 @@ def _same(fast: SimulationResult, loop: SimulationResult, tmp_path: Path) -> Non
     loop.write(tmp_path / "loop")
     for name in ("kpis.json", "records.csv"):
         assert (tmp_path / "fast" / name).read_bytes() == (tmp_path / "loop" / name).read_bytes()
+
+
+def _as_the_loop(scenario: Scenario, calls: list[TraceCall], tmp_path: Path) -> SimulationResult:
+    """The pooled run of hand-made ``calls`` (which must qualify), checked against the loop's."""
+    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
+    fast = simulate(scenario, seed=1, calls=calls)
+    _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
+    return fast
 
 
 CASES = {
@@ -256,8 +265,7 @@ def test_calls_rounded_into_one_millisecond_queue_by_call_id(strategy: str, tmp_
         TraceCall(1.0006, "a", Channel.VOICE, skills, handle_s=20.0),
         TraceCall(3.0, "e", Channel.VOICE, skills, handle_s=5.0),
     ]
-    fast = simulate(scenario, seed=1, calls=calls)
-    _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
+    fast = _as_the_loop(scenario, calls, tmp_path)
     by_id = {record.call_id: record for record in fast.records}
     # b, c and d arrive in millisecond 1000 and queue in id order; a comes a millisecond on.
     assert (by_id["b"].answered_s, by_id["c"].answered_s) == (1.0, 1.0)
@@ -309,9 +317,7 @@ def test_ties_at_one_millisecond_go_as_in_the_loop(strategy: str, tmp_path: Path
         TraceCall(5.0, "g", Channel.VOICE, skills, handle_s=200.0),
         TraceCall(6.0, "h", Channel.VOICE, skills, handle_s=1.0),
     ]
-    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
-    fast = simulate(scenario, seed=1, calls=calls)
-    _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
+    fast = _as_the_loop(scenario, calls, tmp_path)
     by_id = {record.call_id: record for record in fast.records}
     assert by_id["c"].abandoned
     assert by_id["h"].answered_s is None
@@ -614,9 +620,7 @@ def test_one_agent_away_on_the_edges(strategy: str, tmp_path: Path) -> None:
         TraceCall(300.001, "c", Channel.VOICE, skills, handle_s=10.0),
         TraceCall(7200.0, "d", Channel.VOICE, skills, handle_s=10.0),
     ]
-    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
-    fast = simulate(scenario, seed=1, calls=calls)
-    _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
+    fast = _as_the_loop(scenario, calls, tmp_path)
     assert [r.answered_s for r in fast.records] == [100.0, 300.0, 1200.0, 7200.0]
     assert fast.agents["away-001"].staffed == [(0.0, 600.0), (1200.0, 3600.0), (4500.0, 10800.0)]
 
@@ -640,9 +644,7 @@ def test_a_shift_cut_at_the_horizon_still_takes_a_call_there(strategy: str, tmp_
         TraceCall(100.0, "a", Channel.VOICE, skills, handle_s=4100.0),
         TraceCall(3000.0, "b", Channel.VOICE, skills, handle_s=10.0),
     ]
-    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
-    fast = simulate(scenario, seed=1, calls=calls)
-    _same(fast, simulate(scenario, seed=1, calls=calls, shortcut=False), tmp_path)
+    fast = _as_the_loop(scenario, calls, tmp_path)
     assert [r.answered_s for r in fast.records] == [100.0, 4200.0]
 
 
