@@ -61,16 +61,24 @@ def outcome_value(outcome: Outcome, target_handle_s: float) -> float | None:
     See the module docstring for the parts and their weights. ``target_handle_s <= 0``
     disables the handle-time part (no target configured).
     """
+    return value_of(outcome.csat, outcome.resolved, outcome.handle_time_s, target_handle_s)
+
+
+def value_of(
+    csat: int, resolved: bool | None, handle_time_s: float, target_handle_s: float
+) -> float | None:
+    """``outcome_value`` of an outcome's fields (no ``Outcome`` built: the simulator folds
+    one per call)."""
     total = 0.0
     weight = 0.0
-    if CSAT_MIN <= outcome.csat <= CSAT_MAX:
-        total += CSAT_WEIGHT * (outcome.csat - CSAT_MIN) / (CSAT_MAX - CSAT_MIN)
+    if CSAT_MIN <= csat <= CSAT_MAX:
+        total += CSAT_WEIGHT * (csat - CSAT_MIN) / (CSAT_MAX - CSAT_MIN)
         weight += CSAT_WEIGHT
-    if outcome.resolved is not None:
-        total += RESOLVED_WEIGHT * (1.0 if outcome.resolved else 0.0)
+    if resolved is not None:
+        total += RESOLVED_WEIGHT * (1.0 if resolved else 0.0)
         weight += RESOLVED_WEIGHT
-    if outcome.handle_time_s > 0 and target_handle_s > 0:
-        total += HANDLE_WEIGHT * min(1.0, target_handle_s / outcome.handle_time_s)
+    if handle_time_s > 0 and target_handle_s > 0:
+        total += HANDLE_WEIGHT * min(1.0, target_handle_s / handle_time_s)
         weight += HANDLE_WEIGHT
     if weight == 0.0:
         return None
@@ -86,23 +94,51 @@ def decay_factor(updated_ms: int, now_ms: int, half_life_s: int) -> float:
 
 def fold(stats: PerformanceStats, value: float, now_ms: int, half_life_s: int) -> PerformanceStats:
     """Decay ``stats`` to ``now_ms`` and add one outcome ``value`` (the Lua script's formula)."""
-    factor = decay_factor(stats.updated_ms, now_ms, half_life_s)
-    return PerformanceStats(
-        weighted_sum=stats.weighted_sum * factor + value,
-        weight=stats.weight * factor + 1.0,
-        updated_ms=now_ms,
+    weighted_sum, weight = fold_sums(
+        stats.weighted_sum, stats.weight, stats.updated_ms, value, now_ms, half_life_s=half_life_s
     )
+    return PerformanceStats(weighted_sum=weighted_sum, weight=weight, updated_ms=now_ms)
+
+
+def fold_sums(
+    weighted_sum: float,
+    weight: float,
+    updated_ms: int,
+    value: float,
+    now_ms: int,
+    *,
+    half_life_s: int,
+) -> tuple[float, float]:
+    """``fold`` on the sums' fields: the new weighted sum and weight (updated at ``now_ms``)."""
+    factor = decay_factor(updated_ms, now_ms, half_life_s)
+    return weighted_sum * factor + value, weight * factor + 1.0
 
 
 def score(stats: PerformanceStats, now_ms: int, policy: Policy) -> float:
     """Shrunk, decayed performance in [0, 1]; the policy prior for an agent with no outcomes."""
-    factor = decay_factor(stats.updated_ms, now_ms, policy.performance_half_life_s)
-    prior_weight = max(0.0, policy.performance_prior_weight)
-    denominator = prior_weight + stats.weight * factor
+    return score_of(stats.weighted_sum, stats.weight, stats.updated_ms, now_ms, policy)
+
+
+def score_of(
+    weighted_sum: float, weight: float, updated_ms: int, now_ms: int, policy: Policy
+) -> float:
+    """``score`` on the sums' fields, in one frame: ``decay_factor``, ``max`` and ``_clamp``
+    spelled out with the same operations (the simulator scores a few free agents per call)."""
+    half_life_s = policy.performance_half_life_s
+    if updated_ms == 0 or half_life_s <= 0:
+        factor = 1.0
+    else:
+        factor = 2.0 ** (-(now_ms - updated_ms) / 1000 / half_life_s)
+    prior_weight = policy.performance_prior_weight
+    if not prior_weight > 0.0:  # max(0.0, prior_weight), NaN and -0.0 included
+        prior_weight = 0.0
+    denominator = prior_weight + weight * factor
     if denominator <= 0.0:
         return _clamp(policy.performance_prior)
-    numerator = policy.performance_prior * prior_weight + stats.weighted_sum * factor
-    return _clamp(numerator / denominator)
+    value = (policy.performance_prior * prior_weight + weighted_sum * factor) / denominator
+    if not value > 0.0:  # _clamp: max(0.0, value), then min(1.0, ...)
+        return 0.0
+    return value if value < 1.0 else 1.0
 
 
 def _clamp(value: float) -> float:

@@ -54,5 +54,10 @@ def call_uniforms(seed: int, call_id: str) -> tuple[float, float]:
 
 def draw_outcome(effective: float, handle_s: float, u1: float, u2: float) -> Outcome:
     """The surveyed outcome of one call (see the module docstring)."""
+    return Outcome(handle_time_s=handle_s, csat=draw_csat(effective, u2), resolved=u1 < effective)
+
+
+def draw_csat(effective: float, u2: float) -> int:
+    """``draw_outcome``'s CSAT (its resolution is ``u1 < effective``)."""
     csat = round(expected_csat(effective) + CSAT_SPREAD * _NORMAL.inv_cdf(u2))
-    return Outcome(handle_time_s=handle_s, csat=min(5, max(1, csat)), resolved=u1 < effective)
+    return min(5, max(1, csat))

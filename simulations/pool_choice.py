@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from router.balanced import SCORE_SCALE, Edge, place_batch, tie_key
-from router.domain import PerformanceStats, Policy
+from router.domain import Policy
 from scoring import performance
 from scoring.load import marginal_cost
 from scoring.match import (
@@ -66,6 +66,7 @@ class BalancedChoice:
         self.ceiling = max_total(policy.weights)
         channel = kinds[0].channel
         self.target_s = policy.expected_handle_s.get(channel, 0)
+        self.half_life_s = policy.performance_half_life_s
         units = policy.units_for(channel)
         specs = scenario.agents
         self.ids = [spec.agent_id for spec in specs]
@@ -95,7 +96,9 @@ class BalancedChoice:
             for spec in specs
         ]
         self.slot = [round(cost * SCORE_SCALE) for cost in self.load]
-        self.stats = [PerformanceStats()] * len(specs)
+        n = len(specs)
+        self.perf_sum, self.perf_weight, self.perf_updated = [0.0] * n, [0.0] * n, [0] * n
+        """Per agent: its performance sums (``PerformanceStats``' fields)."""
         self.free_since = [SIM_EPOCH_MS] * len(specs)
         """When each agent last freed (its idle clock)."""
         self.columns = _Columns(self)
@@ -104,16 +107,16 @@ class BalancedChoice:
         """Agent ``k`` finished ``call_id`` at ``done``: its outcome joins the performance
         sums, as the event loop's completion does."""
         u1, u2 = outcomes.call_uniforms(self.seed, call_id)
-        value = performance.outcome_value(
-            outcomes.draw_outcome(quality, (done - start) / 1000, u1, u2),
-            target_handle_s=self.target_s,
+        value = performance.value_of(
+            outcomes.draw_csat(quality, u2), u1 < quality, (done - start) / 1000, self.target_s
         )
         if value is not None:
-            policy = self.policy
-            self.stats[k] = stats = performance.fold(
-                self.stats[k], value, done, policy.performance_half_life_s
+            sums, weights = self.perf_sum, self.perf_weight
+            sums[k], weights[k] = performance.fold_sums(
+                sums[k], weights[k], self.perf_updated[k], value, done, half_life_s=self.half_life_s
             )
-            self.columns.folded(k, stats)
+            self.perf_updated[k] = done
+            self.columns.folded(k, sums[k], weights[k], done)
 
     def freed(self, k: int, since: int) -> None:
         """Agent ``k`` is free and at its desk from ``since`` (its idle clock starts)."""
@@ -124,13 +127,14 @@ class BalancedChoice:
         """The soft score of each of ``agents`` (free) for calls of ``kind`` at ``now``:
         ``scoring.match.weighted_total``'s additions in its order, the parts the clock does
         not move (skill, region, no previous agent) weighted once."""
-        policy, stats, since = self.policy, self.stats, self.free_since
+        policy, since, score_of = self.policy, self.free_since, performance.score_of
+        sums, weights, updated = self.perf_sum, self.perf_weight, self.perf_updated
         head, region, previous = self.head[kind], self.region_part[kind], self.previous_part
         w_performance, w_idle = self.weights[1], self.weights[4]
         horizon_s = policy.idle_horizon_s
         return [
             head[k]
-            + performance.score(stats[k], now, policy) * w_performance
+            + score_of(sums[k], weights[k], updated[k], now, policy) * w_performance
             + region[k]
             + previous
             + idle_share(since[k], now, horizon_s) * w_idle
@@ -216,13 +220,9 @@ class _Columns:
         self.updated = np.zeros(n, np.int64)
         self.since = np.full(n, SIM_EPOCH_MS, np.int64)
 
-    def folded(self, k: int, stats: PerformanceStats) -> None:
-        """Agent ``k``'s performance sums are now ``stats``."""
-        self.sums[k], self.weights[k], self.updated[k] = (
-            stats.weighted_sum,
-            stats.weight,
-            stats.updated_ms,
-        )
+    def folded(self, k: int, weighted_sum: float, weight: float, updated_ms: int) -> None:
+        """Agent ``k``'s performance sums are now these (``PerformanceStats``' fields)."""
+        self.sums[k], self.weights[k], self.updated[k] = weighted_sum, weight, updated_ms
 
     def totals(self, kind: int, index: npt.NDArray[np.intp], now: int) -> npt.NDArray[np.float64]:
         """``BalancedChoice.totals`` of the agents at ``index``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 
@@ -156,6 +157,37 @@ def test_score_decays_toward_the_prior() -> None:
     assert much_later == pytest.approx(0.6, abs=1e-3)
     # One half-life halves the data weight: (3 + 10) / (5 + 10).
     assert later == pytest.approx(13 / 15)
+
+
+def _score_as_written(stats: PerformanceStats, now_ms: int, policy: Policy) -> float:
+    """The module docstring's score, with ``decay_factor``, ``max`` and ``min`` as written."""
+    factor = performance.decay_factor(stats.updated_ms, now_ms, policy.performance_half_life_s)
+    prior_weight = max(0.0, policy.performance_prior_weight)
+    denominator = prior_weight + stats.weight * factor
+    if denominator <= 0.0:
+        return min(1.0, max(0.0, policy.performance_prior))
+    numerator = policy.performance_prior * prior_weight + stats.weighted_sum * factor
+    return min(1.0, max(0.0, numerator / denominator))
+
+
+@pytest.mark.parametrize("half_life_s", [0, 1, 3600, DAY_S])
+@pytest.mark.parametrize("prior_weight", [0.0, 0.5, 5.0])
+def test_score_is_the_formula_to_the_last_bit(half_life_s: int, prior_weight: float) -> None:
+    """``score`` (through ``score_of``, which spells out the decay and the clamps) gives the
+    very floats of the formula as written, also for sums outside [0, 1] (clamped), no
+    outcomes yet (``updated_ms`` 0), a clock behind the update and a zero denominator."""
+    rng = random.Random(half_life_s * 10 + int(prior_weight * 2))
+    policy = Policy(performance_half_life_s=half_life_s, performance_prior_weight=prior_weight)
+    cases = [
+        PerformanceStats(rng.uniform(-3, 30), rng.uniform(-1, 25), rng.choice([0, NOW - 5]))
+        for _ in range(400)
+    ]
+    cases += [PerformanceStats(0.0, 0.0, 0), PerformanceStats(2.0, 1.0, NOW + 9_000)]
+    for stats in cases:
+        for now in (NOW, NOW + rng.randrange(1, 40 * DAY_S * 1000)):
+            got = performance.score(stats, now, policy)
+            assert got == _score_as_written(stats, now, policy), (stats, now)
+            assert 0.0 <= got <= 1.0
 
 
 # --- load ---------------------------------------------------------------------------------------
