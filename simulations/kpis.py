@@ -103,9 +103,19 @@ def compute_kpis(
     tops = top_performers(agents)
     logged = {a: _union([*_pairs(r.staffed), *_pairs(r.busy)]) for a, r in agents.items()}
     handled = dict.fromkeys(agents, 0)
-    for r in measured:
-        if r.agent_id:
-            handled[r.agent_id] += 1
+    completed = by_tops = 0
+    skill_matches: list[float] = []
+    qualities: list[float] = []
+    for r in measured:  # one pass over the completed calls: who took them, and how well
+        agent_id = r.agent_id
+        if agent_id:
+            handled[agent_id] += 1
+            completed += 1
+            by_tops += agent_id in tops
+            if r.skill_match is not None:
+                skill_matches.append(r.skill_match)
+            if r.quality is not None:
+                qualities.append(r.quality)
     window_s = float(policy.occupancy_window_s or 3600)
     per_agent: dict[str, dict[str, Any]] = {}
     worked: list[str] = []
@@ -123,8 +133,8 @@ def compute_kpis(
         }
     occupancies = [per_agent[a]["occupancy"] for a in worked]
     counts = [float(per_agent[a]["handled"]) for a in worked]
-    completed = [r for r in measured if r.agent_id]
     top_ids = [a for a in agents if a in tops]
+    overall = _service(measured, targets)
     kpis: dict[str, Any] = {
         "scenario": scenario.name,
         "policy": policy.strategy.value,
@@ -133,9 +143,14 @@ def compute_kpis(
         "warmup_s": start,
         "calls": len(records),
         "events": events,
-        "overall": _service(measured, targets),
-        "channels": {
-            c.value: _service([r for r in measured if r.channel == c], targets) for c in channels
+        "overall": overall,
+        "channels": {  # one channel: every measured call is on it, so its figures are overall's
+            c.value: (
+                dict(overall)
+                if len(channels) == 1
+                else _service([r for r in measured if r.channel == c], targets)
+            )
+            for c in channels
         },
         "agents": per_agent,
         "fairness": {
@@ -145,22 +160,14 @@ def compute_kpis(
             "handled_gini": gini(counts),
         },
         "top_performers": {
-            "share_of_calls": (
-                sum(1 for r in completed if r.agent_id in tops) / len(completed)
-                if completed
-                else None
-            ),
+            "share_of_calls": by_tops / completed if completed else None,
             "mean_occupancy": _mean([per_agent[a]["occupancy"] for a in top_ids]),
             "peak_occupancy": max((per_agent[a]["peak_occupancy"] for a in top_ids), default=None),
         },
         "quality": {
-            "skill_match_mean": _mean(
-                [r.skill_match for r in completed if r.skill_match is not None]
-            ),
-            "estimated_csat": _mean(
-                [expected_csat(r.quality) for r in completed if r.quality is not None]
-            ),
-            "estimated_resolution": _mean([r.quality for r in completed if r.quality is not None]),
+            "skill_match_mean": _mean(skill_matches),
+            "estimated_csat": _mean([expected_csat(q) for q in qualities]),
+            "estimated_resolution": _mean(qualities),
         },
         "timeline": _timeline(
             scenario=scenario,
@@ -241,7 +248,8 @@ def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
         if hi <= lo:
             continue
         if merged and lo <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            if hi > merged[-1][1]:  # max(merged[-1][1], hi)
+                merged[-1] = (merged[-1][0], hi)
         else:
             merged.append((lo, hi))
     return merged
@@ -324,7 +332,7 @@ def _timeline(
             if at >= edge:
                 break
             level = size
-            peak = max(peak, level)
+            peak = size if size > peak else peak  # max(peak, size), without the call
             i += 1
         queue_max[b] = peak
     edges = np.arange(count + 1, dtype=float) * bucket
