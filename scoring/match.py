@@ -165,10 +165,11 @@ def idle_value(agent: AgentSnapshot, now_ms: int, horizon_s: int) -> float:
 
 def idle_share(free_since_ms: int, now_ms: int, horizon_s: int) -> float:
     """``idle_value`` of an agent holding no work, free since ``free_since_ms``."""
-    idle_s = max(0, now_ms - free_since_ms) / 1000
+    gap = now_ms - free_since_ms
     if horizon_s <= 0:
         return 1.0
-    return min(1.0, idle_s / horizon_s)
+    share = (gap if gap > 0 else 0) / 1000 / horizon_s  # max(0, gap) / 1000 / horizon_s
+    return share if share < 1.0 else 1.0  # min(1.0, share), without the calls
 
 
 def idle_array(

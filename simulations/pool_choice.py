@@ -143,7 +143,8 @@ class BalancedChoice:
 
     def _cost(self, total: float) -> int:
         """A pair's integer cost (``router.balanced``)."""
-        return max(0, round((self.ceiling - total) * SCORE_SCALE))
+        cost = round((self.ceiling - total) * SCORE_SCALE)
+        return cost if cost > 0 else 0  # max(0, cost)
 
     def _ranked(
         self, agents: Sequence[int], totals: Sequence[float], keep: int | None
