@@ -22,6 +22,7 @@ learns who is good. The KPIs use the expectations instead of the draws (less noi
 from __future__ import annotations
 
 import hashlib
+import struct
 from statistics import NormalDist
 
 from router.domain import Outcome
@@ -43,13 +44,15 @@ def expected_csat(effective: float) -> float:
     return 1.0 + 4.0 * effective
 
 
+_TWO_WORDS = struct.Struct(">QQ")
+_SCALE = 2.0**64
+
+
 def call_uniforms(seed: int, call_id: str) -> tuple[float, float]:
     """Two uniforms in (0, 1) that belong to ``call_id`` under ``seed``."""
     digest = hashlib.blake2b(f"{seed}\x1f{call_id}".encode(), digest_size=16).digest()
-    scale = 2.0**64
-    u1 = (int.from_bytes(digest[:8], "big") + 0.5) / scale
-    u2 = (int.from_bytes(digest[8:], "big") + 0.5) / scale
-    return u1, u2
+    high, low = _TWO_WORDS.unpack(digest)  # the digest's two halves as big-endian integers
+    return (high + 0.5) / _SCALE, (low + 0.5) / _SCALE
 
 
 def draw_outcome(effective: float, handle_s: float, u1: float, u2: float) -> Outcome:

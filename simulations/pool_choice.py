@@ -166,12 +166,18 @@ class BalancedChoice:
         kept: Sequence[int] = range(len(agents))
         if 0 < top_k < len(agents):
             kept = self._ranked(agents, totals, top_k)
-        slot, ids = self.slot, self.ids
-        costs = {agents[x]: self._cost(totals[x]) + slot[agents[x]] for x in kept}
-        least = min(costs.values())
-        cheapest = [k for k, cost in costs.items() if cost == least]
+        cost_of, slot = self._cost, self.slot
+        least, cheapest = 0, []  # the least cost so far, and the candidates at it
+        for x in kept:  # one pass, no dict of costs: this runs for half the calls of a day
+            k = agents[x]
+            cost = cost_of(totals[x]) + slot[k]
+            if not cheapest or cost < least:
+                least, cheapest = cost, [k]
+            elif cost == least:
+                cheapest.append(k)
         if len(cheapest) == 1:
             return cheapest[0]
+        ids = self.ids
         return min(cheapest, key=lambda k: tie_key(call_id, ids[k]))
 
     def batch(
