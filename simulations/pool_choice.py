@@ -167,7 +167,7 @@ class BalancedChoice:
         if 0 < top_k < len(agents):
             kept = self._ranked(agents, totals, top_k)
         cost_of, slot = self._cost, self.slot
-        least, cheapest = 0, []  # the least cost so far, and the candidates at it
+        least, cheapest = 0, list[int]()  # the least cost so far, and the candidates at it
         for x in kept:  # one pass, no dict of costs: this runs for half the calls of a day
             k = agents[x]
             cost = cost_of(totals[x]) + slot[k]
