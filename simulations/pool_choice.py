@@ -101,7 +101,9 @@ class BalancedChoice:
         """Per agent: its performance sums (``PerformanceStats``' fields)."""
         self.free_since = [SIM_EPOCH_MS] * len(specs)
         """When each agent last freed (its idle clock)."""
-        self.columns = _Columns(self)
+        self.columns = _Columns(self) if len(specs) >= COLUMNS_FROM else None
+        """The same facts as numpy columns, kept where a lone call may meet enough free
+        agents to use them."""
 
     def fold(self, k: int, call_id: str, quality: float, start: int, done: int) -> None:
         """Agent ``k`` finished ``call_id`` at ``done``: its outcome joins the performance
@@ -116,12 +118,14 @@ class BalancedChoice:
                 sums[k], weights[k], self.perf_updated[k], value, done, half_life_s=self.half_life_s
             )
             self.perf_updated[k] = done
-            self.columns.folded(k, sums[k], weights[k], done)
+            if self.columns is not None:
+                self.columns.folded(k, sums[k], weights[k], done)
 
     def freed(self, k: int, since: int) -> None:
         """Agent ``k`` is free and at its desk from ``since`` (its idle clock starts)."""
         self.free_since[k] = since
-        self.columns.since[k] = since
+        if self.columns is not None:
+            self.columns.since[k] = since
 
     def totals(self, kind: int, agents: Sequence[int], now: int) -> list[float]:
         """The soft score of each of ``agents`` (free) for calls of ``kind`` at ``now``:
@@ -159,7 +163,7 @@ class BalancedChoice:
 
     def lone(self, call_id: str, kind: int, agents: Sequence[int], now: int) -> int:
         """The agent a lone call goes to: the cheapest candidate, ties by ``tie_key``."""
-        if len(agents) >= COLUMNS_FROM:
+        if self.columns is not None and len(agents) >= COLUMNS_FROM:
             return self.columns.lone(call_id, kind, agents, now)
         totals = self.totals(kind, agents, now)
         top_k = self.policy.top_k

@@ -16,7 +16,7 @@ start; the end of a shift and an absence from the moment either falls within the
 handle time (the engine's rule 10, ``router.eligibility.shift_reason``); each until the
 agent is back (the break's or absence's end, the next shift's start). Spans must lie apart
 (none touching the next) and the channel's work must not be taken back from an agent who
-leaves (``reclaim_channels``). A free agent leaves ``ready`` as its span begins; one
+leaves (``reclaim_channels``). A free agent leaves the free ones as its span begins; one
 finishing work inside a span stays away; either is back at the span's end, its idle clock
 restarted there, as the loop's presence change restarts it.
 
@@ -247,9 +247,10 @@ class _Pool:
         self.log = self.day.calls
         self.by_start = policy.strategy == Strategy.ROUND_ROBIN
         """Free agents go by when they last took a call (else by when they last freed)."""
-        self.ready: list[tuple[int, str, int]] = []
-        """Free agents at their desk: ``(the strategy's key, agent id, position)``, the
-        engine's order (a heap; under ``BALANCED`` a list keyed by when each freed)."""
+        self.ready, self.free = list[tuple[int, str, int]](), dict[int, None]()
+        """Free agents at their desk. ``ready``: ``(the strategy's key, agent id, position)``,
+        a heap in the engine's order. Under ``BALANCED`` ``free`` holds them instead
+        (positions, in the order they came free): the balanced choice scores each."""
         self.working: list[tuple[int, str, int]] = []
         """Agents holding work that ends before the horizon, or away: ``(free and back at
         the desk at, id, position)``."""
@@ -267,7 +268,8 @@ class _Pool:
         self.leaving: list[tuple[int, int, int]] = []
         """Free agents' next span: ``(start, position, token)``; stale once the token moved."""
         self.token = [0] * len(specs)
-        """Per agent: moves each time it enters or leaves ``ready`` (or takes a call)."""
+        """Per agent: moves each time it enters or leaves ``ready`` or ``free`` (or takes a
+        call)."""
         self.times = [at for changes in self.presence for at, _, _ in changes]
         """The time of every event the loop would queue (the presence changes first)."""
         self.changes: list[int] = []
@@ -385,7 +387,7 @@ class _Pool:
         a call that arrived before that answer is answered with it."""
         now = arrival if arrival >= self.clock else self.clock  # max(arrival, self.clock)
         self._settle(now)
-        if self.ready:
+        if self.ready or self.free:
             return now
         if self.working:
             return self.working[0][0]
@@ -394,20 +396,19 @@ class _Pool:
     def _take(self, start: int, i: int) -> tuple[str, int]:
         """The agent the strategy picks for call ``i`` among those free at ``start``."""
         self._settle(start)
-        ready = self.ready
         if self.balance is None:
-            _, agent_id, k = heapq.heappop(ready)
+            _, agent_id, k = heapq.heappop(self.ready)
         else:
             k = self._balanced(start, i)
             agent_id = self.specs[k].agent_id
-            ready.remove(next(entry for entry in ready if entry[2] == k))
+            del self.free[k]
         self.token[k] += 1  # its next span away no longer takes it from ``ready``
         self.clock = start
         self.last_start[k] = start
         return agent_id, k
 
     def _settle(self, now: int) -> None:
-        """The free agents at ``now``'s pass: those back by ``now`` join ``ready``, those
+        """The free agents at ``now``'s pass: those back by ``now`` join the free, those
         whose span away has begun leave it until the span ends."""
         working, leaving, token = self.working, self.leaving, self.token
         while True:
@@ -430,7 +431,7 @@ class _Pool:
             heapq.heappush(self.ready, (key, agent_id, k))
         else:
             self.balance.freed(k, back)
-            self.ready.append((back, agent_id, k))
+            self.free[k] = None
         spans = self.away[k]
         if spans:
             n = self.next_away[k]
@@ -441,11 +442,13 @@ class _Pool:
                 heapq.heappush(self.leaving, (spans[n][0], k, self.token[k]))
 
     def _leave(self, k: int) -> None:
-        """Free agent ``k`` goes away: out of ``ready`` until its span ends."""
-        ready = self.ready
-        ready.remove(next(entry for entry in ready if entry[2] == k))
+        """Free agent ``k`` goes away: out of ``ready`` (or ``free``) until its span ends."""
         if self.balance is None:
+            ready = self.ready
+            ready.remove(next(entry for entry in ready if entry[2] == k))
             heapq.heapify(ready)
+        else:
+            del self.free[k]
         span = self.away[k][self.next_away[k]]
         heapq.heappush(self.working, (span[1], self.specs[k].agent_id, k))
 
@@ -469,7 +472,7 @@ class _Pool:
         queue order; one call goes to its cheapest agent; else the engine's flow places the
         first calls in queue order, as many as there are free agents, on all of them."""
         assert self.balance is not None
-        free = [k for _, _, k in self.ready]
+        free = list(self.free)
         planned = self.planned.pop(i, None)
         if planned is not None:
             return planned
