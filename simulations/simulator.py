@@ -599,7 +599,8 @@ def _agent_result(
 ) -> AgentResult:
     """One agent's day: finished items, items ``(start, units)`` still held at ``end_ms``,
     available intervals (an open one ends at -1) and calls completed."""
-    busy = [(_s(a), _s(b), u) for a, b, u in busy_log]
+    epoch = SIM_EPOCH_MS  # ``_s`` spelled out: two per item
+    busy = [((a - epoch) / 1000, (b - epoch) / 1000, u) for a, b, u in busy_log]
     busy.extend((_s(start), _s(end_ms), units) for start, units in held)
     staffed = [(_s(a), _s(end_ms if b < 0 else b)) for a, b in staffed_log]
     return AgentResult(
@@ -624,7 +625,7 @@ def _assemble(
     order, epoch milliseconds)."""
     policy = scenario.policy
     target_ms = {c: (t.target_s * 1000) for c, t in policy.sla.items()}
-    end_ms = log.end_ms
+    end_ms, epoch = log.end_ms, SIM_EPOCH_MS
     records: list[CallResult] = []
     append = records.append
     for (
@@ -662,13 +663,13 @@ def _assemble(
         if holder and handled_ms is not None:  # completed
             agent_id, fit, quality = holder, fit_of, quality_of
             handle_s = handled_ms / 1000
-            end_s = None if end is None else _s(end)
+            end_s = None if end is None else (end - epoch) / 1000
         append(  # positional, in field order: quicker than keywords, once per call
             CallResult(
                 tc.call_id,
                 tc.channel,
-                _s(arrival),
-                None if answer is None else _s(answer),
+                (arrival - epoch) / 1000,  # ``_s``, spelled out: three per call
+                None if answer is None else (answer - epoch) / 1000,
                 wait / 1000,
                 abandoned,
                 agent_id,
@@ -681,7 +682,10 @@ def _assemble(
                 reclaimed,
             )
         )
-    queue_trace = list(zip(map(_s, log.queue.times), log.queue.sizes, strict=True))
+    queue_trace = [
+        ((at - epoch) / 1000, size)
+        for at, size in zip(log.queue.times, log.queue.sizes, strict=True)
+    ]
     started = time.perf_counter()
     kpis = compute_kpis(
         scenario=scenario,
