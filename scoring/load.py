@@ -65,15 +65,23 @@ def occupancy(agent: AgentSnapshot, now_ms: int, window_s: int) -> float:
     window_ms = window_s * 1000
     window_start = now_ms - window_ms
     busy = 0
+    # min() and max() spelled out as comparisons (integers): this runs per agent and pass.
     for span in agent.recent:
-        overlap = min(span.end_ms, now_ms) - max(span.start_ms, window_start)
+        end, start = span.end_ms, span.start_ms
+        overlap = (end if end < now_ms else now_ms) - (
+            start if start > window_start else window_start
+        )
         if overlap > 0:
             busy += overlap * span.units
     for work in agent.active:
-        running = now_ms - max(work.start_ms, window_start)
+        start = work.start_ms
+        running = now_ms - (start if start > window_start else window_start)
         if running > 0:
             busy += running * work.units
-    return min(1.0, max(0.0, busy / (window_ms * AGENT_UNIT_BUDGET)))
+    share = busy / (window_ms * AGENT_UNIT_BUDGET)
+    if not share > 0.0:  # min(1.0, max(0.0, share)), NaN and -0.0 included
+        return 0.0
+    return share if share < 1.0 else 1.0
 
 
 def free_slots(agent: AgentSnapshot, channel: Channel, policy: Policy) -> int:

@@ -169,6 +169,6 @@ class Verdicts:
             if at <= now:
                 self.refused.discard(agent_id)
                 del self.expiry[agent_id]
-            else:
-                soonest = min(soonest, at)
+            elif at < soonest:  # min(soonest, at), without the call: once per refusal and pass
+                soonest = at
         return soonest
