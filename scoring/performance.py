@@ -78,7 +78,8 @@ def value_of(
         total += RESOLVED_WEIGHT * (1.0 if resolved else 0.0)
         weight += RESOLVED_WEIGHT
     if handle_time_s > 0 and target_handle_s > 0:
-        total += HANDLE_WEIGHT * min(1.0, target_handle_s / handle_time_s)
+        ratio = target_handle_s / handle_time_s
+        total += HANDLE_WEIGHT * (ratio if ratio < 1.0 else 1.0)  # min(1.0, ratio)
         weight += HANDLE_WEIGHT
     if weight == 0.0:
         return None

@@ -63,4 +63,4 @@ def draw_outcome(effective: float, handle_s: float, u1: float, u2: float) -> Out
 def draw_csat(effective: float, u2: float) -> int:
     """``draw_outcome``'s CSAT (its resolution is ``u1 < effective``)."""
     csat = round(expected_csat(effective) + CSAT_SPREAD * _NORMAL.inv_cdf(u2))
-    return min(5, max(1, csat))
+    return 1 if csat < 1 else (csat if csat < 5 else 5)  # min(5, max(1, csat)), no calls
