@@ -402,7 +402,7 @@ class _Pool:
             k = self._balanced(start, i)
             agent_id = self.specs[k].agent_id
             del self.free[k]
-        self.token[k] += 1  # its next span away no longer takes it from ``ready``
+        self.token[k] += 1  # its next span away no longer takes it from the free
         self.clock = start
         self.last_start[k] = start
         return agent_id, k
