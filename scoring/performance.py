@@ -123,28 +123,25 @@ def score(stats: PerformanceStats, now_ms: int, policy: Policy) -> float:
 def score_of(
     weighted_sum: float, weight: float, updated_ms: int, now_ms: int, policy: Policy
 ) -> float:
-    """``score`` on the sums' fields, in one frame: ``decay_factor``, ``max`` and ``_clamp``
-    spelled out with the same operations (the simulator scores a few free agents per call)."""
-    half_life_s = policy.performance_half_life_s
-    if updated_ms == 0 or half_life_s <= 0:
-        factor = 1.0
-    else:
-        factor = 2.0 ** (-(now_ms - updated_ms) / 1000 / half_life_s)
+    """``score`` on the sums' fields (no ``PerformanceStats`` needed: the simulator scores a
+    few free agents per call)."""
+    factor = decay_factor(updated_ms, now_ms, policy.performance_half_life_s)
     prior_weight = policy.performance_prior_weight
     if not prior_weight > 0.0:  # max(0.0, prior_weight), NaN and -0.0 included
         prior_weight = 0.0
     denominator = prior_weight + weight * factor
     if denominator <= 0.0:
         return _clamp(policy.performance_prior)
-    value = (policy.performance_prior * prior_weight + weighted_sum * factor) / denominator
-    if not value > 0.0:  # _clamp: max(0.0, value), then min(1.0, ...)
-        return 0.0
-    return value if value < 1.0 else 1.0
+    numerator = policy.performance_prior * prior_weight + weighted_sum * factor
+    return _clamp(numerator / denominator)
 
 
 def _clamp(value: float) -> float:
-    """Keep a score inside [0, 1] whatever the stored sums say."""
-    return min(1.0, max(0.0, value))
+    """Keep a score inside [0, 1] whatever the stored sums say: ``min(1.0, max(0.0, value))``
+    as comparisons (once per agent scored), NaN and -0.0 included."""
+    if not value > 0.0:
+        return 0.0
+    return value if value < 1.0 else 1.0
 
 
 def score_array(
