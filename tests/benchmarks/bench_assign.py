@@ -18,14 +18,16 @@ collections meanwhile (their count and mean pause, from each replica's ``/metric
 ``--rate``, also fixed offered loads
 (``--rate 50,100,300``: one after the other): Assign+Complete pairs started on a fixed
 schedule (open loop, 32 client threads) for ``--rate-seconds``; each Assign's latency counts
-from its scheduled start, so a server that falls behind shows it. Prints medians, p99, max and
-ratios; bounded in calls and time (the sequential phase stops after ``--phase-limit``
-seconds).
+from its scheduled start, so a server that falls behind shows it. Every Assign carries a
+request id of its own: a reused one would be answered as an idempotent replay, without a
+decision, and the benchmark stops if that happens. Prints medians, p99, max and ratios;
+bounded in calls and time (the sequential phase stops after ``--phase-limit`` seconds).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import statistics
@@ -34,7 +36,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -94,12 +96,15 @@ def _offered(
         latencies.append(late * 1000 + fn(n))
 
     with ThreadPoolExecutor(max_workers=32) as pool:
+        started = []
         for n in range(total):
             due = begin + n / rate
             wait = due - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
-            pool.submit(one, n, due)
+            started.append(pool.submit(one, n, due))
+    for future in started:
+        future.result()  # a failed call fails the phase, never vanishes from its figures
     return latencies, len(latencies) / (time.perf_counter() - begin), dropped[0]
 
 
@@ -142,6 +147,8 @@ def assign_pair(
         )
     )
     took = (time.perf_counter() - started) * 1000
+    if reply.replayed:  # a reused key measures the idempotent replay, not a decision
+        raise RuntimeError(f"request {key} was answered as a replay: keys must be unique")
     assigned = reply.result == routing_pb2.AssignResponse.RESULT_ASSIGNED
     if assigned:
         routing.Complete(
@@ -326,9 +333,9 @@ def measure(
         stub = stubs[n // 1_000_000 % len(stubs)][1]
         stub.Check(health_pb2.HealthCheckRequest())  # type: ignore[attr-defined]  # untyped stub
 
-    def timed_pair(n: int) -> float:
-        """One Assign+Complete at a fixed rate; returns the Assign's latency in ms."""
-        return assign_pair(stubs[n % len(stubs)][0], f"o{agents}-{n}")[0]
+    def timed_pair(phase: int, n: int) -> float:
+        """One Assign+Complete of fixed-rate phase ``phase``; the Assign's latency in ms."""
+        return assign_pair(stubs[n % len(stubs)][0], f"o{agents}-{phase}-{n}")[0]
 
     _timed(noop, 50)  # warm up
     _timed(assign_then_complete, 20)
@@ -354,9 +361,11 @@ def measure(
         + (f"; service CPU per no-op {noop_ms:.2f} ms; {spent}" if own else ""),
         flush=True,
     )
-    for rate in args.rate:
+    for phase, rate in enumerate(args.rate):
         before = clocks.read()
-        offered, done, dropped = _offered(timed_pair, rate, args.rate_seconds)
+        offered, done, dropped = _offered(
+            functools.partial(timed_pair, phase), rate, args.rate_seconds
+        )
         spent = CpuClocks.budget(before, clocks.read(), len(offered))
         print(
             f"{label}  offered {rate:.0f} Assign+Complete/s for"
@@ -380,8 +389,8 @@ def _rates(text: str) -> list[float]:
     return rates
 
 
-def main() -> None:
-    """Parse arguments and run each team size."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments (``argv``, else the command line) and run each team size."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="100,1000", help="team sizes, comma-separated")
     parser.add_argument("--calls", type=int, default=400, help="sequential samples per RPC")
@@ -412,7 +421,7 @@ def main() -> None:
         default=1,
         help="with --server process: service processes over the same Redis (default 1)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.replicas < 1 or (args.replicas > 1 and args.server != "process"):
         parser.error("--replicas needs --server process and is at least 1")
     logs.silence()
