@@ -5,8 +5,9 @@
 Starts a private redis-server, registers N available agents (as ``bench_assign``: chat
 capacity 4, ``billing`` levels 1-10), then runs ``--pairs`` Assign+Complete pairs through the
 ``Assigner`` and the Redis store directly (no gRPC, so the tree shows the routing work:
-candidate read, decision, commit, finish) under pyinstrument, after a short warm-up. Prints
-the time per pair and the call tree.
+candidate read, decision, commit, finish) under pyinstrument, after a short warm-up and as
+many pairs unprofiled. Prints the CPU and wall time per pair unprofiled, the time per pair
+profiled and the call tree.
 """
 
 from __future__ import annotations
@@ -72,10 +73,23 @@ def main() -> None:
 
         for n in range(30):  # warm the caches
             pair(n)
+        # The same number of pairs without the profiler first: this process's CPU per pair
+        # (the routing work without gRPC; Redis' own work is in redis-server) and the wall
+        # time, which adds the Redis round trips.
+        started, cpu = time.perf_counter(), time.process_time()
+        for n in range(30, 30 + args.pairs):
+            pair(n)
+        wall_ms = (time.perf_counter() - started) / args.pairs * 1000
+        cpu_ms = (time.process_time() - cpu) / args.pairs * 1000
+        print(
+            f"agents={args.agents} pairs={args.pairs}: {cpu_ms:.2f} ms of CPU, {wall_ms:.2f} ms"
+            " of wall time per pair (unprofiled)"
+        )
+        first = 30 + args.pairs
         profiler = Profiler(interval=0.0005)
         started = time.perf_counter()
         profiler.start()
-        for n in range(30, 30 + args.pairs):
+        for n in range(first, first + args.pairs):
             pair(n)
         profiler.stop()
         per_pair = (time.perf_counter() - started) / args.pairs * 1000
