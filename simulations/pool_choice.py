@@ -8,14 +8,20 @@ cost of a first slot, the performance sums (each outcome folded in as the loop's
 folds it) and when the agent last freed (the idle clock). Costs, the ``top_k`` cut and ties
 are ``router.balanced``'s; a batch goes to its ``place_batch``.
 
-A lone call over many free agents is scored on numpy columns (``performance.score_array``
-and ``match.idle_array``, the very floats of the scalar functions, added in the same order);
-over a few, one agent at a time. ``tests/simulation/test_pooled.py`` checks both against the
-event loop.
+A lone call over many free agents is first screened on numpy columns: bounds on each free
+agent's net value (the score moves monotonically from its value at the agent's last outcome
+towards the prior as it decays, by at most a known amount per agent) leave the few agents
+that can be the answer, scored one at a time with the scalar functions. When the bounds
+leave many (agents nearly equal, under a ``top_k`` cut), those are scored on columns
+(``performance.score_array`` and ``match.idle_array``, the very floats of the scalar
+functions, added in the same order). Over a few free agents, one agent at a time.
+``tests/simulation/test_pooled.py`` checks every path against the event loop, and
+``tests/simulation/test_pool_choice.py`` the screen against the scalar choice.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +47,11 @@ from simulations.workforce import SimAgent
 
 COLUMNS_FROM = 24
 """Free agents from which a lone call is scored on numpy columns."""
+_SLACK = 1e-9
+"""Room left around the bounds of ``_Columns.screen`` for the floats' rounding (errors of
+about 1e-15 on totals of a few score points)."""
+_NEVER = 2**62
+"""A time after any run's end: an agent with no outcome yet."""
 
 
 def _kind(tc: TraceCall) -> tuple[object, ...]:
@@ -165,6 +176,10 @@ class BalancedChoice:
         """The agent a lone call goes to: the cheapest candidate, ties by ``tie_key``."""
         if self.columns is not None and len(agents) >= COLUMNS_FROM:
             return self.columns.lone(call_id, kind, agents, now)
+        return self.lone_scalar(call_id, kind, agents, now)
+
+    def lone_scalar(self, call_id: str, kind: int, agents: Sequence[int], now: int) -> int:
+        """``lone`` one agent at a time (the yardstick of the columns)."""
         totals = self.totals(kind, agents, now)
         top_k = self.policy.top_k
         kept: Sequence[int] = range(len(agents))
@@ -230,10 +245,49 @@ class _Columns:
         self.weights = np.zeros(n)
         self.updated = np.zeros(n, np.int64)
         self.since = np.full(n, SIM_EPOCH_MS, np.int64)
+        policy, weights = choice.policy, choice.weights
+        finite = all(math.isfinite(w) and w >= 0.0 for w in weights)
+        heads = zip(self.head, self.region, strict=True)
+        most = max(float((head + region).max()) for head, region in heads)
+        self.screens = finite and most + choice.previous_part + weights[1] + weights[4] <= (
+            choice.ceiling + 0.25 / SCORE_SCALE
+        )
+        """Whether ``lone`` may screen on bounds (``screen``): weights finite and not
+        negative, and no total above the ceiling, so each cost is within 1 of
+        ``SCORE_SCALE * (ceiling + net)`` (no cost clamped at 0 far from it)."""
+        self.prior = performance.score_of(0.0, 0.0, 0, SIM_EPOCH_MS, policy)
+        """The score of an agent with no outcomes."""
+        self.fixed = [
+            self.load - (head + region + choice.previous_part)
+            for head, region in zip(self.head, self.region, strict=True)
+        ]
+        """Per kind and agent: load cost minus the parts of the total the clock does not move."""
+        self.mid = [fixed - self.prior * weights[1] for fixed in self.fixed]
+        """Per kind and agent: ``fixed`` minus the performance part at the last fold."""
+        self.swing = np.zeros(n)
+        """Per agent: how far the performance part may have moved since the last fold, per
+        unit of ``(1 - f) / f`` (f the decay factor since then)."""
+        self.folded_at = np.full(n, _NEVER, np.int64)
+        """Per agent: when its sums last changed (``_NEVER``: no outcome yet)."""
+        horizon_s = policy.idle_horizon_s
+        self.idle_rate = weights[4] / 1000 / horizon_s if horizon_s > 0 else None
+        """Idle part per millisecond free (``None``: the whole idle weight at once)."""
 
     def folded(self, k: int, weighted_sum: float, weight: float, updated_ms: int) -> None:
         """Agent ``k``'s performance sums are now these (``PerformanceStats``' fields)."""
         self.sums[k], self.weights[k], self.updated[k] = weighted_sum, weight, updated_ms
+        policy, w_performance = self.choice.policy, self.choice.weights[1]
+        # The score is clamp((P * b + S * f) / (b + W * f)): P the prior, b its weight, S and
+        # W the sums, f the decay factor since the fold (1 at the fold). Between f = 1 and
+        # any f in (0, 1] it moves by (1 - f) * b * |S - P * W| / ((b + W) * (b + W * f)),
+        # at most (1 - f) / f * b * |S - P * W| / (b + W) ** 2 (the clamp moves it no more).
+        fresh = performance.score_of(weighted_sum, weight, updated_ms, updated_ms, policy)
+        b = policy.performance_prior_weight if policy.performance_prior_weight > 0.0 else 0.0
+        spread = b * abs(weighted_sum - policy.performance_prior * weight)
+        self.swing[k] = spread / (b + weight) ** 2 * w_performance if b + weight > 0 else 0.0
+        self.folded_at[k] = updated_ms
+        for fixed, mid in zip(self.fixed, self.mid, strict=True):
+            mid[k] = fixed[k] - fresh * w_performance
 
     def totals(self, kind: int, index: npt.NDArray[np.intp], now: int) -> npt.NDArray[np.float64]:
         """``BalancedChoice.totals`` of the agents at ``index``."""
@@ -255,9 +309,59 @@ class _Columns:
         return total
 
     def lone(self, call_id: str, kind: int, agents: Sequence[int], now: int) -> int:
-        """``BalancedChoice.lone`` on columns."""
+        """``BalancedChoice.lone`` on columns: bounds on each free agent's net value first
+        (``screen``), then the exact scores of the agents the bounds cannot rule out."""
+        index = np.fromiter(agents, np.intp, len(agents))
+        near, rest = self.screen(kind, index, now)
+        if near is not None:
+            return self.choice.lone_scalar(call_id, kind, near, now)
+        return self.exact(call_id, kind, rest, now)
+
+    def screen(
+        self, kind: int, index: npt.NDArray[np.intp], now: int
+    ) -> tuple[list[int] | None, npt.NDArray[np.intp]]:
+        """Which of the free agents at ``index`` can be the lone call's agent, by bounds on
+        their net values (load cost minus total), ``_SLACK`` wider than the floats need:
+
+        - each integer cost is within 1 of ``SCORE_SCALE * (ceiling + net)`` (two roundings
+          of half a unit, no total above the ceiling), so the cheapest agent's net value is
+          at most ``2 / SCORE_SCALE`` above the least upper bound: the agents whose lower
+          bound is that close (``near``) hold every possible answer;
+        - under a ``top_k`` cut, they are all among the cut's agents when at most ``top_k``
+          agents have a lower bound under the highest upper bound among them: ``near`` is
+          returned, and its cheapest agent (ties by ``tie_key``) is the answer;
+        - else (many agents nearly equal) the cut itself is decided exactly on the agents
+          whose lower bound is under the ``top_k``-th least upper bound (``rest``): the
+          others are not among the ``top_k`` best.
+
+        ``near`` is ``None`` also when no bound applies: weights that may not keep totals
+        within [0, ceiling], or a decay that may have halved a score's weight since a fold
+        (``rest`` is then every free agent).
+        """
         choice = self.choice
-        index = np.array(agents, np.intp)
+        horizon_ms = choice.half_life_s * 1000
+        oldest = int(self.folded_at[index].min())
+        if not self.screens or (horizon_ms > 0 and now - oldest > horizon_ms):
+            return None, index
+        shrunk = 1.0 if horizon_ms <= 0 or oldest >= now else 2.0 ** ((now - oldest) / horizon_ms)
+        # (1 - f) / f for the oldest fold, f = 2 ** -(age / half-life): 1 / f - 1
+        spread = self.swing[index] * (shrunk - 1.0) + _SLACK
+        mid = self.mid[kind][index]
+        if self.idle_rate is None:
+            mid = mid - choice.weights[4]
+        else:
+            idle = np.maximum(now - self.since[index], 0) * self.idle_rate
+            mid = mid - np.minimum(idle, choice.weights[4])
+        low, high = mid - spread, mid + spread
+        close = low <= high.min() + 2 / SCORE_SCALE
+        top_k = choice.policy.top_k
+        if not 0 < top_k < len(index) or np.count_nonzero(low <= high[close].max()) <= top_k:
+            return index[close].tolist(), index
+        return None, index[low <= np.partition(high, top_k - 1)[top_k - 1]]
+
+    def exact(self, call_id: str, kind: int, index: npt.NDArray[np.intp], now: int) -> int:
+        """``BalancedChoice.lone`` over the agents at ``index``, on exact columns."""
+        choice = self.choice
         total = self.totals(kind, index, now)
         top_k = choice.policy.top_k
         if 0 < top_k < len(index):
