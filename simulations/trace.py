@@ -51,7 +51,7 @@ from pathlib import Path
 from router.domain import SKILL_LEVEL_MAX, SKILL_LEVEL_MIN, Call, Channel, SkillRequirement
 from simulations import fields as fl
 from simulations.fields import DAY_S, ScenarioError
-from simulations.model import Scenario, Stream
+from simulations.model import Scenario, Stream, round_to_ms
 
 COLUMNS = (
     "arrival_s",
@@ -150,9 +150,13 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
     skills_of = {id(t): tuple((r.skill, r.min_level) for r in t.skills) for t in stream.mix}
     only = stream.mix[0] if len(stream.mix) == 1 else None
     draw, handle_draw = rng.random, stream.handle.draw
+    # The exponential handle time (the usual one) drawn inline, as ``Distribution.draw``.
+    handle_mean = stream.handle.mean_s if stream.handle.kind == "exponential" else None
     patience_draw = None if stream.patience is None else stream.patience.draw
-    log, prefix = math.log, f"{stream.name}-"
+    log, prefix, to_ms = math.log, f"{stream.name}-", round_to_ms
+    channel, team, region_required = stream.channel, stream.team, stream.region_required
     out: list[TraceCall] = []
+    append = out.append
     bounds = [start for start, _ in stream.profile]
     for day in range(math.ceil(duration_s / DAY_S)):
         for i, (start, mult) in enumerate(stream.profile):
@@ -178,24 +182,27 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
                             call_type = candidate
                             break
                         pick -= weight
-                handle = round(handle_draw(rng), 3)
+                if handle_mean is None:
+                    handle = to_ms(handle_draw(rng))
+                else:
+                    handle = to_ms(-handle_mean * log(1.0 - draw()))
                 patience = None
                 if patience_draw is not None:
-                    patience = round(patience_draw(rng), 3)
+                    patience = to_ms(patience_draw(rng))
                     patience = patience if patience > 0.001 else 0.001
-                out.append(  # positional, in field order: a quicker constructor than keywords
+                append(  # positional, in field order: a quicker constructor than keywords
                     TraceCall(
-                        round(t, 3),  # arrival_s
+                        to_ms(t),  # arrival_s
                         f"{prefix}{len(out) + 1:06d}",  # call_id
-                        stream.channel,
+                        channel,
                         skills_of[id(call_type)],
                         call_type.language,
                         call_type.region,
                         call_type.priority,
                         handle if handle > 0.001 else 0.001,  # handle_s: at least 1 ms
                         patience,  # patience_s
-                        stream.team,
-                        stream.region_required,
+                        team,
+                        region_required,
                         call_type.preferred_skills,
                     )
                 )

@@ -1,0 +1,50 @@
+"""Drawn times are rounded to the millisecond clock as ``round(x, 3)`` does, bit for bit."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from simulations.model import round_to_ms
+
+
+def _same(a: float, b: float) -> bool:
+    """The very same float (NaN as NaN, -0.0 apart from 0.0)."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
+def _near_halves(rng: random.Random, top: float) -> list[float]:
+    """Values at, and a few ulps around, ``(k + 0.5) / 1000``: where a rounding of the
+    product could fall on the other side of the half."""
+    out: list[float] = []
+    for _ in range(3000):
+        centre = (rng.randrange(int(top * 1000)) + 0.5) / 1000
+        x = centre
+        for _ in range(4):
+            out.extend((x, math.nextafter(centre, math.inf), math.nextafter(centre, -math.inf)))
+            x = math.nextafter(x, math.inf)
+        out.append(math.nextafter(x, -math.inf))
+    return out
+
+
+@pytest.mark.parametrize("top", [1.0, 600.0, 86_400.0, 4_294_967.0, 4_294_968.0, 1e9])
+def test_round_to_ms_is_round_to_three_places(top: float) -> None:
+    rng = random.Random(int(top))
+    values = [rng.random() * top for _ in range(20_000)]
+    values += [rng.expovariate(1 / top) for _ in range(5_000)]
+    values += _near_halves(rng, top)
+    for x in values:
+        assert _same(round_to_ms(x), round(x, 3)), x
+
+
+def test_round_to_ms_edges() -> None:
+    edges = [0.0, -0.0, 5e-324, 0.0005, 0.0015, 0.0025, 1e-4, -1e-4, -0.0005, -1.2345]
+    edges += [2.0**32 / 1000, math.nextafter(2.0**32 / 1000, 0), 1e300, -1e300]
+    edges += [math.inf, -math.inf]
+    for x in edges:
+        assert _same(round_to_ms(x), round(x, 3)), x
+    assert math.isnan(round_to_ms(math.nan))
