@@ -51,8 +51,8 @@ def _choice(seed: int, policy: dict[str, Any]) -> BalancedChoice:
 
 POLICIES = [
     {},  # the defaults: top_k 50, a 14-day half-life, a 900 s idle horizon
-    {"top_k": 3, "performance_half_life_s": 600, "idle_horizon_s": 300},
-    {"top_k": 1, "performance_half_life_s": 60, "idle_horizon_s": 0},
+    {"top_k": 3, "performance_half_life_s": 7200, "idle_horizon_s": 300},
+    {"top_k": 1, "performance_half_life_s": 3600, "idle_horizon_s": 0},
     {"top_k": 0, "performance_half_life_s": 0, "performance_prior_weight": 0},
     {"top_k": 7, "performance_prior": 0.1, "weights": {"idle": 0, "performance": 5}},
     {"top_k": 40, "weights": {"skill": 0, "region": 0}, "idle_horizon_s": 60},
@@ -61,19 +61,28 @@ POLICIES = [
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize("policy", POLICIES)
-def test_the_screened_choice_is_the_scalar_one(seed: int, policy: dict[str, Any]) -> None:
+def test_the_screened_choice_is_the_scalar_one(
+    seed: int, policy: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     choice = _choice(seed, policy)
     columns = choice.columns
     assert columns is not None
+    screened = []
+    screen = type(columns).screen
+
+    def spy(self: Any, kind: int, index: Any, now: int) -> Any:
+        near, rest = screen(self, kind, index, now)
+        screened.append(near is not None)
+        return near, rest
+
+    monkeypatch.setattr(type(columns), "screen", spy)
     rng = random.Random(seed)
     now = SIM_EPOCH_MS
-    free = list(range(AGENTS))
-    decided = 0
     for step in range(400):
-        now += rng.choice((0, 1, 10, 1_000, 30_000, 600_000))
+        now += rng.choice((0, 1, 10, 1_000, 30_000, 120_000))
         # Some agents finish a call (an outcome folded in) and come free again later; a few
         # never do, so agents with no outcome stay among the free.
-        for k in rng.sample(range(AGENTS), rng.randint(0, 4)):
+        for k in rng.sample(range(AGENTS), rng.randint(0, 8)):
             if k % 10 == 0:
                 continue
             start = max(choice.perf_updated[k], now - rng.randint(1_000, 900_000))
@@ -88,5 +97,5 @@ def test_the_screened_choice_is_the_scalar_one(seed: int, policy: dict[str, Any]
         assert columns.lone(call_id, kind, free, now) == choice.lone_scalar(
             call_id, kind, free, now
         ), (step, now)
-        decided += 1
-    assert decided == 400
+    # The bounds decided many of these calls (else this compares the exact columns only).
+    assert sum(screened) >= 100
