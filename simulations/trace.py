@@ -150,8 +150,6 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
     skills_of = {id(t): tuple((r.skill, r.min_level) for r in t.skills) for t in stream.mix}
     only = stream.mix[0] if len(stream.mix) == 1 else None
     draw, handle_draw = rng.random, stream.handle.draw
-    # The exponential handle time (the usual one) drawn inline, as ``Distribution.draw``.
-    handle_mean = stream.handle.mean_s if stream.handle.kind == "exponential" else None
     patience_draw = None if stream.patience is None else stream.patience.draw
     log, prefix, to_ms = math.log, f"{stream.name}-", round_to_ms
     channel, team, region_required = stream.channel, stream.team, stream.region_required
@@ -182,10 +180,7 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
                             call_type = candidate
                             break
                         pick -= weight
-                if handle_mean is None:
-                    handle = to_ms(handle_draw(rng))
-                else:
-                    handle = to_ms(-handle_mean * log(1.0 - draw()))
+                handle = to_ms(handle_draw(rng))
                 patience = None
                 if patience_draw is not None:
                     patience = to_ms(patience_draw(rng))
