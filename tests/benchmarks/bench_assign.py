@@ -13,8 +13,11 @@ and of the health Check (the no-op baseline) over the same channel, and the thro
 ``--threads`` (8) client threads for a few seconds. With ``--server process`` the throughput
 and fixed-load phases also print where the machine's CPU went: per no-op RPC and per pair in
 the service processes, per pair in redis-server and in this process (the load generator), and
-how many of the machine's cores that kept busy, and the service processes' full garbage
-collections meanwhile (their count and mean pause, from each replica's ``/metrics``). With
+how many of the machine's cores that kept busy; the service's CPU split into user and kernel
+time, with its threads' context switches per pair (each replica's ``/proc``: what handing
+requests between threads and waiting on sockets and the interpreter lock costs); and the
+service processes' full garbage collections meanwhile (their count and mean pause, from each
+replica's ``/metrics``). With
 ``--rate``, also fixed offered loads
 (``--rate 50,100,300``: one after the other): Assign+Complete pairs started on a fixed
 schedule (open loop, 32 client threads) for ``--rate-seconds``; each Assign's latency counts
@@ -52,6 +55,7 @@ from router.settings import Settings
 from router.v1 import routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 
+_SWITCHES = re.compile(r"^(?:non)?voluntary_ctxt_switches:\s+(\d+)$", re.M)
 _FULL_PAUSES = re.compile(r'^router_gc_pause_seconds_(count|sum)\{generation="2"\} (\S+)$', re.M)
 """A replica's full garbage collections so far, and the seconds they took, in its /metrics."""
 
@@ -161,19 +165,24 @@ def assign_pair(
     return took, assigned
 
 
+ServiceStats = Callable[[], tuple[float, float, float, float]]
+"""The service processes' full garbage collections so far, the seconds those took, their
+kernel CPU seconds and their threads' context switches so far."""
+
+
 @contextmanager
 def serving(
     url: str, mode: str, replicas: int = 1
-) -> Iterator[tuple[list[int], Callable[[], float], Callable[[], tuple[float, float]]]]:
+) -> Iterator[tuple[list[int], Callable[[], float], ServiceStats]]:
     """The service over ``url``: (the ports of its ``replicas`` processes, the CPU seconds
-    they used so far, their full garbage collections so far and the seconds those took, from
-    their ``/metrics``; in this process: one port, 0, and (0, 0))."""
+    they used so far, ``ServiceStats`` from their ``/metrics`` and ``/proc``; in this process:
+    one port, 0, and zeros)."""
     if mode == "thread":
         running = create_server(
             Settings(port=0, workers=16, metrics_port=0), RedisStore.from_url(url)
         )
         try:
-            yield [running.port], lambda: 0.0, lambda: (0.0, 0.0)
+            yield [running.port], lambda: 0.0, lambda: (0.0, 0.0, 0.0, 0.0)
         finally:
             running.stop(0)
         return
@@ -181,15 +190,29 @@ def serving(
     metrics_ports: list[int] = []
     servers: list[subprocess.Popen[bytes]] = []
 
-    def cpu_s() -> float:
+    def ticks(field: int) -> int:
+        """The sum over the service processes of ``/proc/PID/stat`` field ``field``."""
         total = 0
         for server in servers:
             with open(f"/proc/{server.pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+                total += int(stat.read().rsplit(")", 1)[1].split()[field])
+        return total
 
-    def full_pauses() -> tuple[float, float]:
+    def cpu_s() -> float:
+        return (ticks(11) + ticks(12)) / os.sysconf("SC_CLK_TCK")  # user + kernel
+
+    def switches() -> int:
+        total = 0
+        for server in servers:
+            for thread in os.listdir(f"/proc/{server.pid}/task"):
+                try:
+                    with open(f"/proc/{server.pid}/task/{thread}/status") as status:
+                        total += sum(map(int, _SWITCHES.findall(status.read())))
+                except FileNotFoundError:  # the thread ended meanwhile
+                    continue
+        return total
+
+    def stats() -> tuple[float, float, float, float]:
         count = seconds = 0.0
         for port in metrics_ports:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
@@ -199,7 +222,7 @@ def serving(
                     count += float(value)
                 else:
                     seconds += float(value)
-        return count, seconds
+        return count, seconds, ticks(12) / os.sysconf("SC_CLK_TCK"), float(switches())
 
     try:
         for _ in range(replicas):
@@ -221,7 +244,7 @@ def serving(
         for port in ports:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 grpc.channel_ready_future(channel).result(timeout=60)
-        yield ports, cpu_s, full_pauses
+        yield ports, cpu_s, stats
     finally:
         for server in servers:
             server.terminate()
@@ -244,48 +267,50 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
         )
         store.set_presence(TENANT, f"a{i:05d}", Presence.AVAILABLE)
     with (
-        serving(url, args.server, args.replicas) as (ports, server_cpu_s, full_pauses),
+        serving(url, args.server, args.replicas) as (ports, server_cpu_s, service_stats),
         redis.Redis.from_url(url) as client,
     ):
-        clocks = CpuClocks(server_cpu_s, client, full_pauses)
+        clocks = CpuClocks(server_cpu_s, client, service_stats)
         measure(agents, calls, seconds, ports=ports, clocks=clocks, args=args)
 
 
 class CpuClocks:
     """CPU seconds used so far by the service processes, redis-server and this process,
-    and the service processes' full garbage collections."""
+    and the service processes' ``ServiceStats``."""
 
     def __init__(
         self,
         service_s: Callable[[], float],
         client: redis.Redis,
-        full_pauses: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0),
+        service_stats: ServiceStats = lambda: (0.0, 0.0, 0.0, 0.0),
     ) -> None:
         self._service_s = service_s
         self._redis = client
-        self._full_pauses = full_pauses
+        self._service_stats = service_stats
 
-    def read(self) -> tuple[float, float, float, float, float, float]:
+    def read(self) -> tuple[float, ...]:
         """(wall clock, service, redis-server, this process, in seconds; the service's full
-        collections and the seconds they took)."""
+        collections, the seconds they took, its kernel seconds and its context switches)."""
         info = self._redis.info("cpu")
         redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
         wall, service_s, here = time.perf_counter(), self._service_s(), time.process_time()
-        return wall, service_s, redis_s, here, *self._full_pauses()
+        return wall, service_s, redis_s, here, *self._service_stats()
 
     @staticmethod
     def budget(before: tuple[float, ...], after: tuple[float, ...], pairs: float) -> str:
-        """Where the CPU went per pair between two ``read``s, the cores kept busy, and the
-        service's full collections meanwhile (count, mean pause)."""
-        wall, service, redis_s, here, full, paused = (
+        """Where the CPU went per pair between two ``read``s (the service's split into user
+        and kernel time, with its context switches), the cores kept busy, and the service's
+        full collections meanwhile (count, mean pause)."""
+        wall, service, redis_s, here, full, paused, kernel, switches = (
             b - a for a, b in zip(before, after, strict=True)
         )
         per = 1000 / max(pairs, 1)
         return (
-            f"CPU per pair: service {service * per:.2f} ms, Redis {redis_s * per:.2f} ms,"
-            f" load generator {here * per:.2f} ms; {(service + redis_s + here) / wall:.2f}"
-            f" of {os.cpu_count()} cores busy; service full collections {full:.0f}"
-            f" ({paused / max(full, 1) * 1000:.1f} ms each)"
+            f"CPU per pair: service {service * per:.2f} ms (user {(service - kernel) * per:.2f},"
+            f" kernel {kernel * per:.2f}; {switches / max(pairs, 1):.0f} context switches),"
+            f" Redis {redis_s * per:.2f} ms, load generator {here * per:.2f} ms;"
+            f" {(service + redis_s + here) / wall:.2f} of {os.cpu_count()} cores busy;"
+            f" service full collections {full:.0f} ({paused / max(full, 1) * 1000:.1f} ms each)"
         )
 
 
