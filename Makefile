@@ -76,6 +76,7 @@ bench-quick: $(STAMP) ## The same benchmarks at small sizes (~30 s): a smoke run
 	$(PY) -m tests.benchmarks.bench_assign --agents 100 --calls 50 --seconds 1 --rate 50 --rate-seconds 1
 	$(PY) -m tests.benchmarks.bench_solver --quick --calls 1,10 --agents 100,1000
 	$(PY) -m tests.benchmarks.profile_solver --calls 10 --agents 100 --repeats 2
+	$(PY) -m tests.benchmarks.profile_layers --agents 100 --pairs 20 --rounds 1
 	$(PY) -m tests.benchmarks.bench_simulator --quick
 	$(PY) -m tests.benchmarks.bench_admin --quick
 	$(PY) -m tests.benchmarks.bench_heartbeats --agents 200 --beats 0,10 --pairs 20

@@ -1,0 +1,174 @@
+"""Where an Assign+Complete pair's CPU goes, layer by layer, in one process.
+
+    .venv/bin/python -m tests.benchmarks.profile_layers [--agents 1000] [--pairs 300] [--rounds 3]
+
+Starts a private redis-server, registers N available agents (as ``profile_assign``: chat
+capacity 4, ``billing`` levels 1-10) and times Assign+Complete pairs (a chat call needing
+``billing >= 3``; nothing queued) through four layers, one after the other, in rounds:
+
+- **routing**: the ``Assigner`` and the Redis store directly (candidate read, decision, commit,
+  finish: ``profile_assign``'s pairs);
+- **API**: ``RoutingServicer.Assign`` and ``Complete`` called with protobuf requests (what the
+  API adds: request checks and conversions, the reply messages, metrics);
+- **gRPC**: the same two RPCs over a real channel to the service running in this process
+  (interceptors, the server's threads and the channel, client side included);
+- **two no-op RPCs**: two health Checks over that channel (the gRPC floor, client included).
+
+Prints this process's CPU and wall time per pair for each layer (median over rounds, each
+round's CPU alongside) and what each adds to the one before: what a pair costs a replica
+beyond the routing work, without the other processes and client threads of ``bench_assign``.
+Bounded: ``--pairs`` per layer and round, after a warm-up of 30.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from router import local_redis, logs
+from router.assigner import Assigner
+from router.redis_store import RedisStore
+from router.routing_api import RoutingServicer
+from router.server import create_server
+from router.settings import Settings
+from router.v1 import routing_pb2, routing_pb2_grpc
+from router.v1 import types_pb2 as pb
+from tests.benchmarks.profile_assign import assign_pair, chat_team
+
+TENANT = "layers"
+WARM_UP = 30
+
+
+def assign_request(key: str) -> routing_pb2.AssignRequest:
+    """The benchmark's Assign: chat, ``billing >= 3``, not queued; ``key`` is its request and
+    call id."""
+    return routing_pb2.AssignRequest(
+        tenant=TENANT,
+        request_id=key,
+        call=pb.Call(
+            call_id=key,
+            channel=pb.CHANNEL_CHAT,
+            required_skills=[pb.SkillRequirement(skill="billing", min_level=3)],
+        ),
+        no_queue=True,
+    )
+
+
+def complete_request(reply: routing_pb2.AssignResponse) -> routing_pb2.CompleteRequest:
+    """The Complete of ``reply``'s assignment."""
+    if reply.result != routing_pb2.AssignResponse.RESULT_ASSIGNED:
+        raise RuntimeError("not assigned: every agent should have room")
+    return routing_pb2.CompleteRequest(
+        tenant=TENANT,
+        assignment_id=reply.assignment.assignment_id,
+        fencing_token=reply.assignment.fencing_token,
+    )
+
+
+class _Context:
+    """What the servicer reads of a ``grpc.ServicerContext`` on these two RPCs (nothing)."""
+
+
+def measure(
+    layers: Sequence[tuple[str, Callable[[str], object]]], pairs: int, rounds: int
+) -> dict[str, list[tuple[float, float]]]:
+    """(CPU ms, wall ms) per pair of each layer in each round; every pair has keys of its own."""
+    keys = (f"k{n}" for n in itertools.count())
+    spent: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in layers}
+    for _ in range(rounds):
+        for name, pair in layers:
+            for _ in range(WARM_UP):
+                pair(next(keys))
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(pairs):
+                pair(next(keys))
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            spent[name].append((cpu / pairs * 1000, wall / pairs * 1000))
+    return spent
+
+
+def table(spent: dict[str, list[tuple[float, float]]]) -> str:
+    """The markdown table of ``measure``'s result."""
+    lines = [
+        "| layer | CPU per pair | wall per pair | added CPU | CPU per round |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    below = None
+    for name, rounds in spent.items():
+        cpu = statistics.median(c for c, _ in rounds)
+        wall = statistics.median(w for _, w in rounds)
+        added = "-" if below is None or name.startswith("two") else f"+{cpu - below:.2f} ms"
+        each = " / ".join(f"{c:.2f}" for c, _ in rounds)
+        lines.append(f"| {name} | {cpu:.2f} ms | {wall:.2f} ms | {added} | {each} |")
+        below = cpu
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments (``argv``, else the command line), set up, measure, print."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--agents", type=int, default=1000, help="available agents")
+    parser.add_argument("--pairs", type=int, default=300, help="timed pairs per layer and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over the four layers")
+    args = parser.parse_args(argv)
+    if args.agents < 1 or args.pairs < 1 or args.rounds < 1:
+        parser.error("--agents, --pairs and --rounds must be at least 1")
+    logs.silence()
+    server = local_redis.start()
+    try:
+        store = RedisStore.from_url(server.url)
+        chat_team(store, TENANT, args.agents)
+        assigner = Assigner(store)
+        api = RoutingServicer(store, assigner, lambda _tenant: None)
+        context: grpc.ServicerContext = _Context()  # type: ignore[assignment]
+        running = create_server(Settings(port=0, metrics_port=0), RedisStore.from_url(server.url))
+        channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+        routing = routing_pb2_grpc.RoutingServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def routed(key: str) -> None:
+            assign_pair(assigner, store, TENANT, int(key[1:]))
+
+        def through_api(key: str) -> None:
+            api.Complete(complete_request(api.Assign(assign_request(key), context)), context)
+
+        def through_grpc(key: str) -> None:
+            routing.Complete(complete_request(routing.Assign(assign_request(key))))
+
+        def two_noops(_key: str) -> None:
+            for _ in range(2):
+                health.Check(health_pb2.HealthCheckRequest())  # type: ignore[attr-defined]
+
+        try:
+            spent = measure(
+                [
+                    ("routing (Assigner and store)", routed),
+                    ("API (servicer, protobuf)", through_api),
+                    ("gRPC (channel and server, in process)", through_grpc),
+                    ("two no-op RPCs (health Check)", two_noops),
+                ],
+                args.pairs,
+                args.rounds,
+            )
+        finally:
+            channel.close()
+            running.stop(0)
+        print(
+            f"agents={args.agents} pairs={args.pairs} rounds={args.rounds}:"
+            " this process's CPU and wall time per Assign+Complete pair"
+        )
+        print(table(spent))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The layer-by-layer profile times every layer, each over pairs of its own."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from router.v1 import routing_pb2
+from tests.benchmarks import profile_layers
+
+
+def test_every_layer_gets_a_row_with_one_figure_per_round(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    profile_layers.main(["--agents", "20", "--pairs", "5", "--rounds", "2"])
+    out = capsys.readouterr().out
+    rows = re.findall(
+        r"^\| (routing|API|gRPC|two no-op)[^|]*\| (\S+) ms \|.*\| (\S+) / (\S+) \|$", out, re.M
+    )
+    assert [row[0] for row in rows] == ["routing", "API", "gRPC", "two no-op"]
+    for _, median, *rounds in rows:
+        assert float(median) > 0
+        assert all(float(each) > 0 for each in rounds)
+
+
+def test_a_pair_that_is_not_assigned_stops_the_run() -> None:
+    reply = routing_pb2.AssignResponse(result=routing_pb2.AssignResponse.RESULT_QUEUED)
+    with pytest.raises(RuntimeError, match="not assigned"):
+        profile_layers.complete_request(reply)
