@@ -129,7 +129,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         assigner = Assigner(store)
         api = RoutingServicer(store, assigner, lambda _tenant: None)
         context: grpc.ServicerContext = _Context()  # type: ignore[assignment]
-        running = create_server(Settings(port=0, metrics_port=0), RedisStore.from_url(server.url))
+        # The same store for every layer: one agent cache and routing-index mirror, kept
+        # current by every layer's commits (a second store would first re-read the agents the
+        # other layers changed, a cost of the measurement, not of gRPC).
+        running = create_server(Settings(port=0, metrics_port=0), store)
         channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
         routing = routing_pb2_grpc.RoutingServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
