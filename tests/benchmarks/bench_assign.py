@@ -131,6 +131,21 @@ def _throughput(fn: Callable[[int], object], seconds: float, threads: int = 8) -
     return sum(done) / seconds
 
 
+def assign_request(key: str, tenant: str = TENANT) -> routing_pb2.AssignRequest:
+    """The benchmark's Assign: a chat call needing ``billing >= 3``, not queued (``no_queue``);
+    ``key`` is its request and call id."""
+    return routing_pb2.AssignRequest(
+        tenant=tenant,
+        request_id=key,
+        call=pb.Call(
+            call_id=key,
+            channel=pb.CHANNEL_CHAT,
+            required_skills=[pb.SkillRequirement(skill="billing", min_level=3)],
+        ),
+        no_queue=True,
+    )
+
+
 def assign_pair(
     routing: routing_pb2_grpc.RoutingServiceStub, key: str, tenant: str = TENANT
 ) -> tuple[float, bool]:
@@ -138,18 +153,7 @@ def assign_pair(
     and call id), then Complete it if it was assigned: the Assign's latency in ms, and
     whether it was assigned."""
     started = time.perf_counter()
-    reply = routing.Assign(
-        routing_pb2.AssignRequest(
-            tenant=tenant,
-            request_id=key,
-            call=pb.Call(
-                call_id=key,
-                channel=pb.CHANNEL_CHAT,
-                required_skills=[pb.SkillRequirement(skill="billing", min_level=3)],
-            ),
-            no_queue=True,
-        )
-    )
+    reply = routing.Assign(assign_request(key, tenant))
     took = (time.perf_counter() - started) * 1000
     if reply.replayed:  # a reused key measures the idempotent replay, not a decision
         raise RuntimeError(f"request {key} was answered as a replay: keys must be unique")

@@ -38,26 +38,11 @@ from router.routing_api import RoutingServicer
 from router.server import create_server
 from router.settings import Settings
 from router.v1 import routing_pb2, routing_pb2_grpc
-from router.v1 import types_pb2 as pb
+from tests.benchmarks.bench_assign import assign_request
 from tests.benchmarks.profile_assign import assign_pair, chat_team
 
 TENANT = "layers"
 WARM_UP = 30
-
-
-def assign_request(key: str) -> routing_pb2.AssignRequest:
-    """The benchmark's Assign: chat, ``billing >= 3``, not queued; ``key`` is its request and
-    call id."""
-    return routing_pb2.AssignRequest(
-        tenant=TENANT,
-        request_id=key,
-        call=pb.Call(
-            call_id=key,
-            channel=pb.CHANNEL_CHAT,
-            required_skills=[pb.SkillRequirement(skill="billing", min_level=3)],
-        ),
-        no_queue=True,
-    )
 
 
 def complete_request(reply: routing_pb2.AssignResponse) -> routing_pb2.CompleteRequest:
@@ -141,10 +126,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             assign_pair(assigner, store, TENANT, int(key[1:]))
 
         def through_api(key: str) -> None:
-            api.Complete(complete_request(api.Assign(assign_request(key), context)), context)
+            reply = api.Assign(assign_request(key, TENANT), context)
+            api.Complete(complete_request(reply), context)
 
         def through_grpc(key: str) -> None:
-            routing.Complete(complete_request(routing.Assign(assign_request(key))))
+            routing.Complete(complete_request(routing.Assign(assign_request(key, TENANT))))
 
         def two_noops(_key: str) -> None:
             for _ in range(2):
