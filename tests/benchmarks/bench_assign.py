@@ -17,7 +17,9 @@ how many of the machine's cores that kept busy; the service's CPU split into use
 time, with its threads' context switches per pair (each replica's ``/proc``: what handing
 requests between threads and waiting on sockets and the interpreter lock costs); and the
 service processes' full garbage collections meanwhile (their count and mean pause, from each
-replica's ``/metrics``). With
+replica's ``/metrics``). Each saturation and fixed-load line also prints ``calib``: a fixed
+pure-Python loop timed in this process just before the phase (``bench_solver``'s), the shared
+VM's speed at that moment, so runs on a slow and a fast moment can be told apart. With
 ``--rate``, also fixed offered loads
 (``--rate 50,100,300``: one after the other): Assign+Complete pairs started on a fixed
 schedule (open loop, 32 client threads) for ``--rate-seconds``; each Assign's latency counts
@@ -54,6 +56,7 @@ from router.server import create_server
 from router.settings import Settings
 from router.v1 import routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
+from tests.benchmarks.bench_solver import calibration
 
 _SWITCHES = re.compile(r"^(?:non)?voluntary_ctxt_switches:\s+(\d+)$", re.M)
 _FULL_PAUSES = re.compile(r'^router_gc_pause_seconds_(count|sum)\{generation="2"\} (\S+)$', re.M)
@@ -77,6 +80,11 @@ def _timed(fn: Callable[[], object], count: int, limit_s: float = float("inf")) 
         if time.monotonic() > stop:
             break
     return out
+
+
+def _calib_ms() -> float:
+    """The calibration loop's median time over three runs, ms (the machine's speed now)."""
+    return statistics.median(_timed(calibration, 3))
 
 
 def _offered(
@@ -371,6 +379,7 @@ def measure(
     assign_only.clear()
     baseline = _timed(noop, calls)
     _timed(assign_then_complete, calls, args.phase_limit)
+    calib = _calib_ms()
     before = clocks.read()
     noop_rate = _throughput(noop, seconds, args.threads)
     after_noop = clocks.read()
@@ -384,13 +393,14 @@ def measure(
         f"{label}  no-op p50 {b50:6.2f} ms p99 {_percentile(baseline, 0.99):6.2f} ms"
         f" | Assign p50 {a50:6.2f} ms p99 {_percentile(assign_only, 0.99):6.2f} ms"
         f" max {max(assign_only):6.2f} ms ({a50 / b50:4.1f}x no-op, n={len(assign_only)})"
-        f" | {args.threads} threads: no-op {noop_rate:7.0f}/s,"
+        f" | calib {calib:.1f} ms | {args.threads} threads: no-op {noop_rate:7.0f}/s,"
         f" Assign+Complete {cycle_rate:6.0f} pairs/s"
         f" ({2 * cycle_rate / noop_rate:4.2f} of no-op RPC rate)"
         + (f"; service CPU per no-op {noop_ms:.2f} ms; {spent}" if own else ""),
         flush=True,
     )
     for phase, rate in enumerate(args.rate):
+        calib = _calib_ms()
         before = clocks.read()
         offered, done, dropped = _offered(
             functools.partial(timed_pair, phase), rate, args.rate_seconds
@@ -401,7 +411,7 @@ def measure(
             f" {args.rate_seconds:.0f} s: completed {done:6.1f}/s, dropped {dropped}"
             f" | Assign from schedule: p50 {statistics.median(offered):7.2f} ms"
             f" p99 {_percentile(offered, 0.99):7.2f} ms max {max(offered):7.2f} ms"
-            + (f" | {spent}" if own else ""),
+            f" | calib {calib:.1f} ms" + (f" | {spent}" if own else ""),
             flush=True,
         )
     for opened in {id(c): c for c in [channel, *channels]}.values():

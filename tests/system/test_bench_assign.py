@@ -21,6 +21,9 @@ def test_two_fixed_loads_decide_every_call_and_print_both(
     offered = [line for line in out.splitlines() if "offered 40 Assign+Complete/s" in line]
     assert len(offered) == 2
     assert all("dropped 0" in line for line in offered)
+    # Each phase says how fast the machine was just before it.
+    calibs = [re.findall(r"\| calib (\S+) ms", line) for line in offered]
+    assert all(len(found) == 1 and float(found[0]) > 0 for found in calibs)
 
 
 def test_the_service_processes_cpu_is_split_into_user_and_kernel_time(
