@@ -27,8 +27,10 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import cast
 
+from router import codec
 from router import store_common as rules
 from router.domain import ActiveWork, AgentSnapshot, WorkSpan
+from router.errors import RouterError
 from router.redis_schema import agent_from_work, agent_work
 from scoring.load import false_at
 
@@ -46,6 +48,8 @@ class _Entry:
     works: tuple[ActiveWork, ...]
     spans: tuple[WorkSpan, ...]
     """Finished spans (the ``work`` ZSET) ending at ``min_end`` or later."""
+    members: tuple[str, ...]
+    """The ``work`` members ``spans`` were decoded from, in the same order."""
     snapshot: AgentSnapshot
     built_ms: int
     window_ms: int
@@ -312,7 +316,7 @@ class AgentCache:
         """Decode an agent read at ``now`` (hash ``fields``, work ``members`` ending at
         ``now - window_ms`` or later), cache it under the ``rev`` in its hash, return it."""
         cutoff = now - window_ms
-        works, spans = agent_work(fields, members)
+        works, spans = agent_work(fields, members, self._decoded(tenant, fields))
         snapshot = agent_from_work(fields, works, spans, cutoff, now)
         rev = fields.get("rev", "")
         beat_rev, beat = self._beats.get(tenant, {}).get(snapshot.agent_id, (0, 0))
@@ -328,6 +332,7 @@ class AgentCache:
                     min_end=cutoff,
                     works=tuple(works),
                     spans=tuple(spans),
+                    members=tuple(members),
                     snapshot=snapshot,
                     built_ms=now,
                     window_ms=window_ms,
@@ -335,6 +340,18 @@ class AgentCache:
                 ),
             )
         return snapshot
+
+    def _decoded(self, tenant: str, fields: Mapping[str, str]) -> dict[str, WorkSpan] | None:
+        """The finished spans the cached entry of the agent in ``fields`` (if any) decoded,
+        by member: after a write, most of an agent's members are the ones read before."""
+        try:
+            agent_id = codec.decode_profile(fields["profile"], int(fields["version"])).agent_id
+        except (KeyError, ValueError, RouterError):
+            return None  # ``agent_from_work`` says what is wrong with the hash
+        entry = self._entries.get(tenant, {}).get(agent_id)
+        if entry is None or not entry.members:
+            return None
+        return dict(zip(entry.members, entry.spans, strict=True))
 
     def beat(self, tenant: str, beats: Iterable[tuple[str, int, int]]) -> None:
         """Heartbeats (agent id, heartbeat rev, time in ms) from ``idx:beatlog`` and

@@ -190,17 +190,22 @@ def work_from_field(assignment_id: str, value: str) -> ActiveWork:
 
 
 def agent_work(
-    fields: Mapping[str, str], members: Sequence[str]
+    fields: Mapping[str, str],
+    members: Sequence[str],
+    known: Mapping[str, WorkSpan] | None = None,
 ) -> tuple[list[ActiveWork], list[WorkSpan]]:
     """The agent's work items (its hash's ``active:`` fields) and finished spans (its work
-    ``members``), decoded."""
+    ``members``), decoded; a member found in ``known`` (members decoded before: a member
+    names its assignment and its times, so it always decodes alike) is not decoded again."""
     try:
         works = [
             work_from_field(name[len(ACTIVE_PREFIX) :], value)
             for name, value in fields.items()
             if name.startswith(ACTIVE_PREFIX)
         ]
-        return works, [span_from_member(m)[1] for m in members]
+        if not known:
+            return works, [span_from_member(m)[1] for m in members]
+        return works, [known.get(m) or span_from_member(m)[1] for m in members]
     except (ValueError, IndexError) as exc:
         raise RouterError(f"stored agent is unreadable: {exc!r}") from exc
 

@@ -171,3 +171,31 @@ def test_a_full_heartbeat_read_forgets_the_deleted_agents_beats() -> None:
         fields = {**_fields(agent_id, 10**9 + 1, rng, now), "heartbeat": "0"}
         read = cache.put(T, fields, [], now, 10_000)
         assert read.heartbeat_ms == (now if patched else 0), agent_id
+
+
+def test_a_put_decodes_only_the_work_members_it_has_not_seen_for_that_agent() -> None:
+    """After a write, an agent comes back with the finished spans read before plus a new one:
+    those read before are the very spans already decoded, the new one is decoded, and the
+    agent is exactly the one decoded from the hash afresh."""
+    cache = AgentCache()
+    now, window = 1_000_000, 3_600_000
+    fields = {
+        "profile": codec.encode_profile(AgentProfile("a1")),
+        "version": "1",
+        "presence": "available",
+        "seq": "1",
+        "rev": "1",
+    }
+    old = [f"x{k}|{now - 9_000 + k}|{now - 5_000 + k}|25" for k in range(3)]
+    first = cache.put(T, fields, old, now, window)
+    later, new = now + 10, f"x9|{now - 100}|{now}|25"
+    again = cache.put(T, {**fields, "rev": "2"}, [*old, new], later, window)
+    assert again == agent_from_hash({**fields, "rev": "2"}, [*old, new], later - window, later)
+    reused = [span for span in again.recent if span in first.recent]
+    assert len(reused) == 3
+    assert all(any(span is seen for seen in first.recent) for span in reused)
+    # Another agent's spans are never taken for this one's, even with the same members.
+    other = cache.put(
+        T, {**fields, "profile": codec.encode_profile(AgentProfile("a2"))}, old, now, window
+    )
+    assert all(not any(span is seen for seen in first.recent) for span in other.recent)
