@@ -1,6 +1,7 @@
 """Where an Assign+Complete pair's CPU goes, layer by layer, in one process.
 
     .venv/bin/python -m tests.benchmarks.profile_layers [--agents 1000] [--pairs 300] [--rounds 3]
+        [--history 0]
 
 Starts a private redis-server, registers N available agents (as ``profile_assign``: chat
 capacity 4, ``billing`` levels 1-10) and times Assign+Complete pairs (a chat call needing
@@ -18,6 +19,12 @@ Prints this process's CPU and wall time per pair for each layer (median over rou
 round's CPU alongside) and what each adds to the one before: what a pair costs a replica
 beyond the routing work, without the other processes and client threads of ``bench_assign``.
 Bounded: ``--pairs`` per layer and round, after a warm-up of 30.
+
+``--history N`` first runs N routing pairs untimed (with a progress bar): each leaves a
+finished work span in its agent's occupancy window, as a service that has run for a while
+carries them (1,000 chat agents finishing 20 items an hour each hold 20,000 spans in the
+default hour). A decision reads every span in the window for the agents' occupancy, so
+this is how a pair's cost grows with the service's recent history.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tqdm import tqdm
 
 from router import local_redis, logs
 from router.assigner import Assigner
@@ -43,6 +51,8 @@ from tests.benchmarks.profile_assign import assign_pair, chat_team
 
 TENANT = "layers"
 WARM_UP = 30
+HISTORY_KEYS = 10**9
+"""``--history`` pairs are numbered from here (the timed ones from 0)."""
 
 
 def complete_request(reply: routing_pb2.AssignResponse) -> routing_pb2.CompleteRequest:
@@ -103,15 +113,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--agents", type=int, default=1000, help="available agents")
     parser.add_argument("--pairs", type=int, default=300, help="timed pairs per layer and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the four layers")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="untimed routing pairs run first: finished work in the agents' occupancy window",
+    )
     args = parser.parse_args(argv)
-    if args.agents < 1 or args.pairs < 1 or args.rounds < 1:
-        parser.error("--agents, --pairs and --rounds must be at least 1")
+    if args.agents < 1 or args.pairs < 1 or args.rounds < 1 or args.history < 0:
+        parser.error("--agents, --pairs and --rounds must be at least 1, --history at least 0")
     logs.silence()
     server = local_redis.start()
     try:
         store = RedisStore.from_url(server.url)
         chat_team(store, TENANT, args.agents)
         assigner = Assigner(store)
+        for n in tqdm(range(args.history), desc="history", unit="pair", disable=not args.history):
+            assign_pair(assigner, store, TENANT, HISTORY_KEYS + n)
         api = RoutingServicer(store, assigner, lambda _tenant: None)
         context: grpc.ServicerContext = _Context()  # type: ignore[assignment]
         # The same store for every layer: one agent cache and routing-index mirror, kept
@@ -151,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             channel.close()
             running.stop(0)
         print(
-            f"agents={args.agents} pairs={args.pairs} rounds={args.rounds}:"
+            f"agents={args.agents} pairs={args.pairs} rounds={args.rounds}"
+            f" history={args.history}:"
             " this process's CPU and wall time per Assign+Complete pair"
         )
         print(table(spent))

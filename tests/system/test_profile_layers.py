@@ -28,3 +28,17 @@ def test_a_pair_that_is_not_assigned_stops_the_run() -> None:
     reply = routing_pb2.AssignResponse(result=routing_pb2.AssignResponse.RESULT_QUEUED)
     with pytest.raises(RuntimeError, match="not assigned"):
         profile_layers.complete_request(reply)
+
+
+def test_history_pairs_run_first_and_the_header_says_how_many(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    profile_layers.main(["--agents", "20", "--pairs", "3", "--rounds", "1", "--history", "15"])
+    out = capsys.readouterr().out
+    assert "history=15:" in out
+    assert out.count("\n| ") >= 5  # the header row and the four layers
+
+
+def test_a_negative_history_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        profile_layers.main(["--history", "-1"])
