@@ -194,6 +194,18 @@ def test_a_put_decodes_only_the_work_members_it_has_not_seen_for_that_agent() ->
     reused = [span for span in again.recent if span in first.recent]
     assert len(reused) == 3
     assert all(any(span is seen for seen in first.recent) for span in reused)
+    # The oldest span left the window and two more ended: the rest are still the same spans.
+    last, newer = later + 10, [f"x7|{later - 50}|{later}|25", f"x8|{later - 20}|{later}|25"]
+    members = [*old[1:], new, *newer]
+    third = cache.put(T, {**fields, "rev": "3"}, members, last, window)
+    assert third == agent_from_hash({**fields, "rev": "3"}, members, last - window, last)
+    assert sum(any(span is seen for seen in again.recent) for span in third.recent) == 3
+    # A span filed between older ones (members follow end times, not arrival): the agent is
+    # still decoded exactly.
+    between = f"x5|{now - 8_000}|{now - 4_500}|25"
+    members = [old[1], between, old[2], new, *newer]
+    fourth = cache.put(T, {**fields, "rev": "4"}, members, last, window)
+    assert fourth == agent_from_hash({**fields, "rev": "4"}, members, last - window, last)
     # Another agent's spans are never taken for this one's, even with the same members.
     other = cache.put(
         T, {**fields, "profile": codec.encode_profile(AgentProfile("a2"))}, old, now, window
