@@ -203,9 +203,8 @@ def agent_work(
             for name, value in fields.items()
             if name.startswith(ACTIVE_PREFIX)
         ]
-        if not known:
-            return works, [span_from_member(m)[1] for m in members]
-        return works, [known.get(m) or span_from_member(m)[1] for m in members]
+        found = known or {}
+        return works, [found.get(m) or span_from_member(m)[1] for m in members]
     except (ValueError, IndexError) as exc:
         raise RouterError(f"stored agent is unreadable: {exc!r}") from exc
 
