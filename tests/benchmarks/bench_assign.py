@@ -202,16 +202,17 @@ def serving(
     metrics_ports: list[int] = []
     servers: list[subprocess.Popen[bytes]] = []
 
-    def ticks(field: int) -> int:
-        """The sum over the service processes of ``/proc/PID/stat`` field ``field``."""
+    def ticks(*fields: int) -> int:
+        """The sum over the service processes of ``/proc/PID/stat`` fields ``fields``."""
         total = 0
         for server in servers:
             with open(f"/proc/{server.pid}/stat") as stat:
-                total += int(stat.read().rsplit(")", 1)[1].split()[field])
+                values = stat.read().rsplit(")", 1)[1].split()
+            total += sum(int(values[field]) for field in fields)
         return total
 
     def cpu_s() -> float:
-        return (ticks(11) + ticks(12)) / os.sysconf("SC_CLK_TCK")  # user + kernel
+        return ticks(11, 12) / os.sysconf("SC_CLK_TCK")  # user + kernel
 
     def switches() -> int:
         total = 0
