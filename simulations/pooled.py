@@ -9,7 +9,9 @@ agent frees, unless its patience runs out first. The strategy only says which of
 free agents: under ``LONGEST_IDLE`` the one free the longest, under ``ROUND_ROBIN`` the one
 that took a call the longest ago, ties by agent id, as ``router.baselines`` orders them.
 That is two heaps of agents (working, by when they free; free, by the strategy's key) and
-one step per call, as queueing simulators do it.
+one step per call, as queueing simulators do it. Under ``LONGEST_IDLE`` with no agent ever
+away, the agent a call gets is the one free first, free or working alike, so one heap of
+all the agents serves: the whole day is then one local loop.
 
 Time off shift, breaks and scheduled absences are spans away from routing: a break from its
 start; the end of a shift and an absence from the moment either falls within the expected
@@ -58,6 +60,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -73,6 +76,12 @@ from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms
 from simulations.pool_choice import BalancedChoice
 from simulations.trace import TraceCall, as_call
 from simulations.workforce import SimAgent, breaks_within, presence_changes, shift_windows
+
+_CHANNEL = operator.attrgetter("channel")
+_PRIORITY = operator.attrgetter("priority")
+_ARRIVAL = operator.attrgetter("arrival_s")
+_KIND = operator.attrgetter("skills", "language", "region", "team", "region_required")
+"""What tells kinds of calls apart for the hard rules (``_fit_obstacle``)."""
 
 
 @dataclass(slots=True)
@@ -105,10 +114,10 @@ def obstacle(
     reason = _policy_obstacle(policy, escalate=escalate)
     if reason is not None:
         return reason
-    channels = sorted({tc.channel.value for tc in trace})
+    channels = sorted({channel.value for channel in set(map(_CHANNEL, trace))})
     if len(channels) > 1:
         return f"calls on {len(channels)} channels ({', '.join(channels)})"
-    priorities = sorted({tc.priority for tc in trace})
+    priorities = sorted(set(map(_PRIORITY, trace)))
     if len(priorities) > 1:
         return f"calls of {len(priorities)} priorities"
     if (
@@ -199,7 +208,7 @@ def _apart(spans: Sequence[tuple[int, int]]) -> bool:
 
 def _fit_obstacle(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]) -> str | None:
     """Every agent, idle and present, passes every hard rule for every kind of call."""
-    kinds = {(tc.skills, tc.language, tc.region, tc.team, tc.region_required): tc for tc in trace}
+    kinds = dict(zip(map(_KIND, trace), trace, strict=True))
     snapshots = []
     for spec in scenario.agents:
         agent = SimAgent(spec)
@@ -239,7 +248,7 @@ class _Pool:
         self.units = policy.units_for(channel)
         self.wrap_ms = policy.wrap_up_s.get(channel, 0) * 1000
         self.day = PooledDay(
-            calls=CallLog.empty([epoch_ms(tc.arrival_s) for tc in trace]),
+            calls=CallLog.empty([SIM_EPOCH_MS + round(s * 1000) for s in map(_ARRIVAL, trace)]),
             busy={spec.agent_id: [] for spec in specs},
             held={spec.agent_id: [] for spec in specs},
             staffed={},
@@ -301,10 +310,10 @@ class _Pool:
         log, trace = self.log, self.trace
         created = log.created
         self.order = _queue_order(created, trace)
-        for position, i in enumerate(self.order):
-            if created[i] <= self.horizon_ms:
-                self.position = position
-                self._serve(i)
+        if self.balance is None and not self.by_start and not any(self.away):
+            self._serve_longest_idle()
+        else:
+            self._serve_each()
         # The loop handles events up to the horizon, and past the last exit only before the
         # end of arrivals (an abandonment timer of a call answered meanwhile).
         last, duration_ms = self.last_exit, self.duration_ms
@@ -322,6 +331,86 @@ class _Pool:
                 ],
             )
         return self.day
+
+    def _serve_each(self) -> None:
+        """Serve every call up to the horizon, in queue order, one ``_serve`` each."""
+        created, horizon_ms = self.log.created, self.horizon_ms
+        for position, i in enumerate(self.order):
+            if created[i] <= horizon_ms:
+                self.position = position
+                self._serve(i)
+
+    def _serve_longest_idle(self) -> None:  # noqa: PLR0915  # one local loop a day
+        """``_serve`` for every call, when agents are never away and the one free the longest
+        takes a call: then the agent a call gets is always the one free first, among those
+        free and those working alike (least ``(free at, agent id)``), so one heap of all the
+        agents serves, and each call is one step of a local loop. Same log, same order."""
+        log, trace, specs, horizon_ms = self.log, self.trace, self.specs, self.horizon_ms
+        created, answered, ended, handled_ms = log.created, log.answered, log.ended, log.handled_ms
+        agent_of, abandoned, fit, quality = log.agent_of, log.abandoned, log.fit, log.quality
+        times, changes, busy, held = self.times, self.changes, self.day.busy, self.day.held
+        fits, units, wrap_ms = self._fits, self.units, self.wrap_ms
+        agents = self.ready  # every agent is free at the start (none is ever away)
+        agents.extend(self.working)
+        heapq.heapify(agents)
+        self.working = []
+        replace_top, pop = heapq.heapreplace, heapq.heappop
+        clock, last_exit, stays = self.clock, self.last_exit, False
+        for i in self.order:
+            arrival = created[i]
+            if arrival > horizon_ms:
+                continue
+            tc = trace[i]
+            times.append(arrival)
+            changes.append(2 * arrival + 1)  # _arrived
+            last_exit = arrival if arrival > last_exit else last_exit  # max(), as below
+            now = arrival if arrival >= clock else clock
+            if agents:
+                first = agents[0][0]
+                start = now if first <= now else first
+            else:
+                start = horizon_ms + 1  # nobody frees before the horizon
+            patience = tc.patience_s
+            if patience is not None:
+                gives_up = arrival + round(patience * 1000)
+                times.append(gives_up)
+                if start >= gives_up:
+                    if gives_up > horizon_ms:
+                        stays = True
+                        continue
+                    abandoned[i], ended[i] = True, gives_up
+                    changes.append(2 * gives_up)  # _left
+                    last_exit = gives_up if gives_up > last_exit else last_exit
+                    continue
+            if start > horizon_ms:
+                stays = True
+                continue
+            _, agent_id, k = agents[0]
+            clock = start
+            answered[i], agent_of[i] = start, agent_id
+            changes.append(2 * start)  # _left
+            handle = round(tc.handle_s * 1000 / specs[k].speed)
+            handle = handle if handle > 1 else 1  # max(1, ...)
+            done = start + handle
+            times.append(done)
+            release = done + wrap_ms
+            if done <= horizon_ms:
+                ended[i], handled_ms[i] = done, handle
+                found = fits.get((tc.skills, tc.preferred_skills, k))
+                if found is None:
+                    found = self._fit(tc, k)
+                fit[i], quality[i] = found
+                if wrap_ms > 0:
+                    times.append(release)
+            if release > horizon_ms:
+                held[agent_id].append((start, units))
+                pop(agents)
+                stays = True
+                continue
+            busy[agent_id].append((start, release, units))
+            last_exit = release if release > last_exit else last_exit
+            replace_top(agents, (release, agent_id, k))
+        self.clock, self.last_exit = clock, horizon_ms + 1 if stays else last_exit
 
     def _stays(self) -> None:
         """A call is still there at the end of the run."""

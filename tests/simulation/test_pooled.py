@@ -776,3 +776,46 @@ def test_balanced_lone_calls_over_many_free_agents(seed: int, top_k: int, tmp_pa
         scenario, scenario.policy, generate_trace(scenario, seed), escalate=True
     )
     _same(simulate(scenario, seed=seed), simulate(scenario, seed=seed, shortcut=False), tmp_path)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_longest_idle_day_with_nobody_away_runs_as_one_loop_over_one_heap(
+    case: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The day's one local loop logs what a step per call logs, to the last field, also with
+    calls in whole seconds that arrive, free agents and hang up in one millisecond."""
+    scenario = parse_scenario(CASES[case], name=case)
+    policy = scenario.policy
+    kinds = generate_trace(scenario, seed)
+    for trace in (kinds, _whole_seconds(kinds[:1], seed)):
+        monkeypatch.setattr(pooled._Pool, "_serve", _refused)
+        loop = pooled.run(scenario, policy, trace, seed=seed)
+        monkeypatch.undo()
+        monkeypatch.setattr(pooled._Pool, "_serve_longest_idle", pooled._Pool._serve_each)
+        assert loop == pooled.run(scenario, policy, trace, seed=seed)
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "balanced"])
+def test_other_strategies_and_agents_away_serve_call_by_call(
+    strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-heap loop is for longest-idle days with nobody away: round-robin orders the
+    free agents by when they last took a call, balanced scores them, and an agent on a
+    break is neither free nor working."""
+    monkeypatch.setattr(pooled._Pool, "_serve_longest_idle", _refused)
+    scenario = parse_scenario(CASES["plain"], name="plain").with_policy(strategy)
+    pooled.run(scenario, scenario.policy, generate_trace(scenario, 1), seed=1)
+    raw = _pool(pool={"agents": 4, "rate_per_hour": 40})
+    del raw["pool"]
+    raw["agents"] = [{"count": 2}, {"count": 2, "breaks": [{"start": "01:00", "duration_s": 900}]}]
+    raw["arrivals"] = [{"name": "in", "channel": "voice", "rate_per_hour": 40, "handle": 180}]
+    away = parse_scenario(raw, name="away")
+    calls = generate_trace(away, 1)
+    assert pooled.qualifies(away, away.policy, calls, escalate=True)
+    pooled.run(away, away.policy, calls, seed=1)
+
+
+def _refused(*_args: object) -> None:
+    raise AssertionError("this way of serving calls should not run here")
