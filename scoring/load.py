@@ -32,7 +32,10 @@ good agents share the work and top performers are not drained up to their cap fi
 for the vectorised decision (``router.eligibility.AgentColumns``, ``scoring.match.ScoreColumns``);
 each agent's row is memoised on its snapshot object, which the Redis agent cache reuses while
 the agent is unchanged, so a decision walks only the agents that changed since the last one.
-``AgentTable.occupancy`` is ``occupancy`` for all of them at once, float for float.
+``AgentTable.occupancy`` is ``occupancy`` for all of them at once, float for float; a table
+patched from the last one carries each agent's busy time as a line exact up to the agent's
+next breakpoint, so a decision reads only the spans of the agents that changed or whose
+line ran out, not every span in the window.
 """
 
 from __future__ import annotations
@@ -421,6 +424,85 @@ _ABSENCES = operator.itemgetter(5)
 _ID = operator.itemgetter(6)
 
 
+_Ints = npt.NDArray[np.int64]
+
+_Busy = tuple[int, _Ints]
+"""(window ms, a read-only ``(4, agents)`` array of ``SINCE``, ``BUSY``, ``SLOPE``, ``UNTIL``):
+an agent's busy time at any ``now`` from ``since`` to ``until`` (both included) is
+``busy + slope * (now - since)``."""
+SINCE, BUSY, SLOPE, UNTIL = range(4)
+_STALE = -(2**63)
+"""``until`` of an agent whose line must be worked out again (every ``now`` is past it)."""
+_LOOP_SPANS = 48
+"""Lines of a few agents, with their spans this many at most, are worked out in a Python
+loop (a few microseconds), more with numpy (a few dozen microseconds whatever the size)."""
+
+
+def _spans_of(rows: Sequence[Row]) -> _Ints:
+    """The rows' spans as one ``(start, end, units)`` array, row after row."""
+    return np.frombuffer(b"".join(map(_SPANS, rows)), np.int64).reshape(-1, 3)
+
+
+def _busy_parts(spans: _Ints, now_ms: int, window_ms: int) -> _Ints:
+    """Each span's ``units * overlap`` with the window ``[now - window, now]``."""
+    overlap = np.minimum(spans[:, 1], now_ms) - np.maximum(spans[:, 0], now_ms - window_ms)
+    parts: _Ints = np.where(overlap > 0, overlap * spans[:, 2], 0)
+    return parts
+
+
+def _segment_sums(values: _Ints, counts: _Ints) -> _Ints:
+    """Sums of consecutive runs of ``values``, ``counts`` long each (exact integers)."""
+    sums = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(values, out=sums[1:])
+    ends = np.cumsum(counts)
+    total: _Ints = sums[ends] - sums[ends - counts]
+    return total
+
+
+def _busy_lines(spans: _Ints, counts: _Ints, now_ms: int, window_ms: int) -> _Ints:
+    """The ``(4, agents)`` lines of agents with ``counts`` spans each, at ``now_ms``.
+
+    A span's part ``units * max(0, min(end, t) - max(start, t - window))`` is linear in
+    ``t`` between its breakpoints ``start``, ``end``, ``start + window`` and ``end +
+    window``; an agent's busy time (their sum) is linear from ``now`` to its first
+    breakpoint after ``now`` (``until``), with the slope ``busy(now + 1) - busy(now)``:
+    integers, so the line gives the very sums ``_busy_parts`` would."""
+    if len(spans) + len(counts) <= _LOOP_SPANS:
+        return _busy_lines_looped(spans.ravel().tolist(), counts.tolist(), now_ms, window_ms)
+    busy = _segment_sums(_busy_parts(spans, now_ms, window_ms), counts)
+    later = _segment_sums(_busy_parts(spans, now_ms + 1, window_ms), counts)
+    start, end = spans[:, 0], spans[:, 1]
+    last = _FOREVER - window_ms  # a shift past this stays at _FOREVER
+    points = np.stack(
+        [start, end, np.minimum(start, last) + window_ms, np.minimum(end, last) + window_ms]
+    )
+    first = np.where(points > now_ms, points, _FOREVER).min(axis=0, initial=_FOREVER)
+    until = np.full(len(counts), _FOREVER, np.int64)
+    has = counts > 0
+    if has.any():
+        until[has] = np.minimum.reduceat(first, (np.cumsum(counts) - counts)[has])
+    return np.stack([np.full(len(counts), now_ms, np.int64), busy, later - busy, until])
+
+
+def _busy_lines_looped(spans: list[int], counts: list[int], now_ms: int, window_ms: int) -> _Ints:
+    """``_busy_lines`` of a few agents and spans (flat ``start, end, units``), one by one."""
+    lines: list[int] = []
+    at = 0
+    for count in counts:
+        busy = later = 0
+        until = _FOREVER
+        for k in range(at, at + 3 * count, 3):
+            start, end, units = spans[k], spans[k + 1], spans[k + 2]
+            busy += units * max(0, min(end, now_ms) - max(start, now_ms - window_ms))
+            later += units * max(0, min(end, now_ms + 1) - max(start, now_ms + 1 - window_ms))
+            for point in (start, end, start + window_ms, end + window_ms):
+                if now_ms < point < until:
+                    until = point
+        at += 3 * count
+        lines += (now_ms, busy, later - busy, until)
+    return np.array(lines, np.int64).reshape(-1, 4).T
+
+
 class AgentTable:
     """The time- and policy-independent per-agent inputs of a decision as numpy columns.
 
@@ -430,7 +512,9 @@ class AgentTable:
     """
 
     __slots__ = (
+        "_busy",
         "_owners",
+        "_patched",
         "_rows",
         "_skill_columns",
         "_skills",
@@ -452,6 +536,8 @@ class AgentTable:
         self._skills: npt.NDArray[np.int64] | None = None
         self._owners: npt.NDArray[np.intp] | None = None
         self._skill_columns: dict[str, tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]] = {}
+        self._busy: _Busy | None = None
+        self._patched = False
         last = _LAST[0]
         if last is not None and last.memo is memo and last.size == n and n:
             same = list(map(operator.is_, agents, last.agents))
@@ -496,27 +582,51 @@ class AgentTable:
         for has, levels in columns.values():
             has.flags.writeable = levels.flags.writeable = False
         self._skill_columns = columns
+        self._patched = True
+        busy = last._busy
+        if busy is not None:  # the changed agents' busy time is worked out again
+            lines = busy[1].copy()
+            lines[UNTIL, false_at(same)] = _STALE
+            lines.flags.writeable = False
+            self._busy = (busy[0], lines)
 
     def channel(self, first: int, channel: Channel) -> npt.NDArray[np.int64]:
         """The per-channel column starting at ``first`` (``I_LOAD``, ``I_CAPACITY``)."""
         return self.ints[:, first + _CHANNEL_POSITION[channel]]
 
     def occupancy(self, now_ms: int, window_s: int) -> npt.NDArray[np.float64]:
-        """``occupancy`` of every agent (the same floats)."""
+        """``occupancy`` of every agent (the same floats).
+
+        A table patched from the last one carries each agent's busy time as a line, exact
+        up to the agent's next breakpoint (``_busy_lines``), and works it out again only
+        for the agents that changed or whose line ran out: a few per decision, where every
+        span of every agent is otherwise read again. Other tables read every span."""
         n = self.size
         if window_s <= 0:
             return np.zeros(n)
-        if self._spans is None:
-            self._spans = np.frombuffer(b"".join(map(_SPANS, self._rows)), np.int64).reshape(-1, 3)
-        spans = self._spans
         window_ms = window_s * 1000
-        window_start = now_ms - window_ms
-        overlap = np.minimum(spans[:, 1], now_ms) - np.maximum(spans[:, 0], window_start)
-        busy_parts = np.where(overlap > 0, overlap * spans[:, 2], 0)
-        sums = np.zeros(len(spans) + 1, np.int64)
-        np.cumsum(busy_parts, out=sums[1:])
-        ends = np.cumsum(self.ints[:, I_SPANS])
-        busy = sums[ends] - sums[ends - self.ints[:, I_SPANS]]
+        counts = self.ints[:, I_SPANS]
+        state = self._busy
+        if state is not None and state[0] == window_ms:
+            lines = state[1]
+            stale = np.flatnonzero((now_ms < lines[SINCE]) | (now_ms > lines[UNTIL]))
+            if len(stale):
+                spans = _spans_of([self._rows[i] for i in stale.tolist()])
+                lines = lines.copy()
+                lines[:, stale] = _busy_lines(spans, counts[stale], now_ms, window_ms)
+                lines.flags.writeable = False
+                self._busy = (window_ms, lines)
+            busy = lines[BUSY] + lines[SLOPE] * (now_ms - lines[SINCE])
+        else:
+            if self._spans is None:
+                self._spans = _spans_of(self._rows)
+            if self._patched:
+                lines = _busy_lines(self._spans, counts, now_ms, window_ms)
+                lines.flags.writeable = False
+                self._busy = (window_ms, lines)
+                busy = lines[BUSY]
+            else:
+                busy = _segment_sums(_busy_parts(self._spans, now_ms, window_ms), counts)
         denominator = window_ms * AGENT_UNIT_BUDGET
         if n and (int(np.abs(busy).max()) >= 2**53 or denominator >= 2**53):
             # Beyond exact float conversion: the scalar function, agent by agent.

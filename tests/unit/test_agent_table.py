@@ -307,3 +307,116 @@ def test_a_table_patched_from_the_last_one_equals_a_fresh_one(seed: int) -> None
     assert np.array_equal(spans, fresh.absences()[1])
     shorter = AgentTable(changed[:-1])
     assert shorter.ids == [a.agent_id for a in changed[:-1]]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_busy_time_carried_from_table_to_table_is_the_scalar_occupancy(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decision after decision, a patched table carries each agent's busy time as a line and
+    works it out again only for the agents that changed or whose line ran out (the window
+    passing a span's start or end, work finishing): at every step, in steps of a millisecond
+    to an hour, forwards and (a replica's clock) backwards, and when the window changes, the
+    occupancy equals the scalar function's, bit for bit, also on a breakpoint and just
+    past one; with the lines worked out in numpy or in a loop."""
+    rng = random.Random(seed)
+    # Lines worked out with numpy, or in a loop, whatever the size.
+    monkeypatch.setattr(load, "_LOOP_SPANS", 0 if seed % 2 else 10**6)
+    make = random_agent if seed % 3 else _gridded_agent
+    agents = [make(rng, i) for i in range(rng.randint(1, 80))]
+    load._LAST[0] = None
+    now, window = NOW, rng.choice([3600, 60, 1])
+    carried = 0
+    for _ in range(40):
+        if rng.random() < 0.3:  # some agents changed since the last decision
+            for i in rng.sample(range(len(agents)), min(len(agents), rng.randint(1, 3))):
+                agents[i] = make(rng, i)
+        now += rng.choice([0, 1, 999, 60_000, HOUR_MS, -rng.randint(1, 5_000)])
+        last = load._LAST[0]
+        if last is not None and last._busy is not None and rng.random() < 0.5:
+            ends = [t for t in last._busy[1][load.UNTIL].tolist() if now < t < now + 10 * HOUR_MS]
+            if ends:  # onto an agent's breakpoint, or just past it
+                now = rng.choice(ends) + rng.choice([0, 1])
+        if rng.random() < 0.05:
+            window = rng.choice([3600, 60, 1])
+        table = AgentTable(agents)
+        carried += table._busy is not None and table._busy[0] == window * 1000
+        occ = table.occupancy(now, window)
+        assert _bits(occ) == _bits([occupancy(a, now, window) for a in agents])
+    assert carried > 10, "most tables must carry the last one's busy time"
+
+
+def _gridded_agent(rng: random.Random, index: int) -> AgentSnapshot:
+    """An agent whose spans start and end on whole seconds, or a millisecond either side:
+    breakpoints that meet or lie a millisecond apart."""
+
+    def at(second: int) -> int:
+        return NOW + 1000 * second + rng.choice([-1, 0, 0, 1])
+
+    recent = []
+    for _ in range(rng.choice([0, 1, 2, 5])):
+        start = rng.randint(-3700, 60)
+        recent.append(WorkSpan(at(start), at(start + rng.randint(0, 120)), 25))
+    active = tuple(
+        ActiveWork(f"g{index}-{n}", Channel.CHAT, 25, at(rng.randint(-3700, 60)))
+        for n in range(rng.choice([0, 1]))
+    )
+    return dataclasses.replace(random_agent(rng, index), recent=tuple(recent), active=active)
+
+
+def test_a_line_is_worked_out_again_exactly_when_it_runs_out() -> None:
+    """One finished span: the busy time is carried as a line until the window's start
+    reaches the span, and worked out again from the spans there."""
+    span = WorkSpan(NOW - 30 * 60_000, NOW - 10 * 60_000, 100)
+    agents = [dataclasses.replace(random_agent(random.Random(1), 0), active=(), recent=(span,))]
+    load._LAST[0] = None
+    AgentTable(agents).occupancy(NOW, 3600)  # not patched: reads every span
+    first = AgentTable(agents)
+    assert first._busy is None
+    first.occupancy(NOW, 3600)  # patched: works the line out
+    assert first._busy is not None
+    since, busy, slope, until = first._busy[1][:, 0].tolist()
+    assert (since, busy, slope) == (NOW, 20 * 60_000 * 100, 0)
+    assert until == span.start_ms + HOUR_MS  # the window's start reaches the span
+    later = AgentTable(agents)
+    assert later.occupancy(until, 3600)[0] == occupancy(agents[0], until, 3600)
+    assert later._busy is not None
+    assert later._busy[1][load.SINCE, 0] == NOW  # still the same line
+    past = AgentTable(agents)
+    assert past.occupancy(until + 1, 3600)[0] == occupancy(agents[0], until + 1, 3600)
+    assert past._busy is not None
+    assert past._busy[1][load.SINCE, 0] == until + 1  # worked out again
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_lines_worked_out_with_numpy_and_in_a_loop_are_the_same_and_exact(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways give each agent the busy time at ``now``, the slope, and as ``until`` the
+    first breakpoint after ``now`` of any of its spans; the line meets the busy time
+    summed span by span at ``now`` and at ``until``."""
+    rng = random.Random(seed)
+    agents = [_gridded_agent(rng, i) for i in range(rng.randint(1, 30))]
+    table = AgentTable(agents)
+    spans, counts = load._spans_of(table._rows), table.ints[:, load.I_SPANS]
+    now = NOW + rng.randint(-4000, 100) * 1000 + rng.choice([-1, 0, 1])
+    window_ms = rng.choice([3600, 60, 1]) * 1000
+    monkeypatch.setattr(load, "_LOOP_SPANS", 0)
+    vectorised = load._busy_lines(spans, counts, now, window_ms)
+    monkeypatch.setattr(load, "_LOOP_SPANS", 10**6)
+    looped = load._busy_lines(spans, counts, now, window_ms)
+    assert np.array_equal(vectorised, looped)
+
+    def busy(triples: list[list[int]], t: int) -> int:
+        return sum(u * max(0, min(e, t) - max(s, t - window_ms)) for s, e, u in triples)
+
+    at = 0
+    for i, count in enumerate(counts.tolist()):
+        triples = spans[at : at + count].tolist()
+        at += count
+        points = [p for s, e, _ in triples for p in (s, e, s + window_ms, e + window_ms)]
+        until = min((p for p in points if now < p < load._FOREVER), default=load._FOREVER)
+        since, start, slope, last = looped[:, i].tolist()
+        assert (since, start, last) == (now, busy(triples, now), until)
+        if until < load._FOREVER:
+            assert start + slope * (until - now) == busy(triples, until)
