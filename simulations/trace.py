@@ -150,8 +150,6 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
     skills_of = {id(t): tuple((r.skill, r.min_level) for r in t.skills) for t in stream.mix}
     only = stream.mix[0] if len(stream.mix) == 1 else None
     draw, handle_draw = rng.random, stream.handle.draw
-    # An exponential handle time drawn in the loop: ``Distribution.draw``'s expression.
-    mean_s = stream.handle.mean_s if stream.handle.kind == "exponential" else None
     patience_draw = None if stream.patience is None else stream.patience.draw
     log, prefix, to_ms = math.log, f"{stream.name}-", round_to_ms
     channel, team, region_required = stream.channel, stream.team, stream.region_required
@@ -176,7 +174,7 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
                     break
                 pick = draw() * total_weight  # drawn for one type too: same streams
                 call_type = only if only is not None else _pick(stream.mix, weights, pick)
-                handle = -mean_s * log(1.0 - draw()) if mean_s is not None else handle_draw(rng)
+                handle = handle_draw(rng)
                 # ``round_to_ms`` of the arrival and the handle time: its quick path spelled
                 # out, its own answer where that path does not apply.
                 scaled = t * 1000.0
