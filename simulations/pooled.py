@@ -79,7 +79,6 @@ from simulations.workforce import SimAgent, breaks_within, presence_changes, shi
 
 _CHANNEL = operator.attrgetter("channel")
 _PRIORITY = operator.attrgetter("priority")
-_ARRIVAL = operator.attrgetter("arrival_s")
 _KIND = operator.attrgetter("skills", "language", "region", "team", "region_required")
 """What tells kinds of calls apart for the hard rules (``_fit_obstacle``)."""
 
@@ -248,7 +247,7 @@ class _Pool:
         self.units = policy.units_for(channel)
         self.wrap_ms = policy.wrap_up_s.get(channel, 0) * 1000
         self.day = PooledDay(
-            calls=CallLog.empty([SIM_EPOCH_MS + round(s * 1000) for s in map(_ARRIVAL, trace)]),
+            calls=CallLog.empty([epoch_ms(tc.arrival_s) for tc in trace]),
             busy={spec.agent_id: [] for spec in specs},
             held={spec.agent_id: [] for spec in specs},
             staffed={},

@@ -67,7 +67,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from router.domain import (
@@ -683,10 +682,10 @@ def _assemble(
                 reclaimed,
             )
         )
-    # ``(at - epoch) / 1000`` for every change at once: exact int64 differences, one
-    # correctly rounded division each, the very floats Python's division gives.
-    seconds = (np.asarray(log.queue.times, np.int64) - epoch) / 1000
-    queue_trace = list(zip(seconds.tolist(), log.queue.sizes, strict=True))
+    queue_trace = [
+        ((at - epoch) / 1000, size)
+        for at, size in zip(log.queue.times, log.queue.sizes, strict=True)
+    ]
     started = time.perf_counter()
     kpis = compute_kpis(
         scenario=scenario,
