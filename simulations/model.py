@@ -33,10 +33,8 @@ def epoch_ms(seconds: float) -> int:
     return SIM_EPOCH_MS + round(seconds * 1000)
 
 
-FAST_BELOW = 2.0**32
+_FAST_BELOW = 2.0**32
 """``round_to_ms`` rounds the product itself below this (its error is under 2**-21 there)."""
-HALF = 0.499999
-"""``round_to_ms`` takes that rounding when the product lies nearer than this to it."""
 
 
 def round_to_ms(seconds: float) -> float:
@@ -48,9 +46,9 @@ def round_to_ms(seconds: float) -> float:
     its own rounding error. Else, and for negative, huge or non-finite seconds, ``round``
     answers."""
     scaled = seconds * 1000.0
-    if 0.0 < scaled < FAST_BELOW:  # not -0.0, which round keeps
+    if 0.0 < scaled < _FAST_BELOW:  # not -0.0, which round keeps
         whole = round(scaled)
-        if -HALF < scaled - whole < HALF:
+        if -0.499999 < scaled - whole < 0.499999:
             return whole / 1000.0
     return round(seconds, 3)
 

@@ -51,7 +51,7 @@ from pathlib import Path
 from router.domain import SKILL_LEVEL_MAX, SKILL_LEVEL_MIN, Call, Channel, SkillRequirement
 from simulations import fields as fl
 from simulations.fields import DAY_S, ScenarioError
-from simulations.model import FAST_BELOW, HALF, CallType, Scenario, Stream, round_to_ms
+from simulations.model import Scenario, Stream, round_to_ms
 
 COLUMNS = (
     "arrival_s",
@@ -173,27 +173,21 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
                 if t >= seg_end:
                     break
                 pick = draw() * total_weight  # drawn for one type too: same streams
-                call_type = only if only is not None else _pick(stream.mix, weights, pick)
-                handle = handle_draw(rng)
-                # ``round_to_ms`` of the arrival and the handle time: its quick path spelled
-                # out, its own answer where that path does not apply.
-                scaled = t * 1000.0
-                if 0.0 < scaled < FAST_BELOW and -HALF < scaled - (ms := round(scaled)) < HALF:
-                    arrival = ms / 1000.0
-                else:
-                    arrival = to_ms(t)
-                scaled = handle * 1000.0
-                if 0.0 < scaled < FAST_BELOW and -HALF < scaled - (ms := round(scaled)) < HALF:
-                    handle = ms / 1000.0
-                else:
-                    handle = to_ms(handle)
+                call_type = stream.mix[-1] if only is None else only
+                if only is None:
+                    for candidate, weight in zip(stream.mix, weights, strict=True):
+                        if pick < weight:
+                            call_type = candidate
+                            break
+                        pick -= weight
+                handle = to_ms(handle_draw(rng))
                 patience = None
                 if patience_draw is not None:
                     patience = to_ms(patience_draw(rng))
                     patience = patience if patience > 0.001 else 0.001
                 append(  # positional, in field order: a quicker constructor than keywords
                     TraceCall(
-                        arrival,  # arrival_s
+                        to_ms(t),  # arrival_s
                         prefix + str(len(out) + 1).zfill(6),  # call_id: f"{n:06d}", quicker
                         channel,
                         skills_of[id(call_type)],
@@ -208,15 +202,6 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
                     )
                 )
     return out
-
-
-def _pick(mix: Sequence[CallType], weights: Sequence[float], pick: float) -> CallType:
-    """The call type a draw of ``pick`` in ``[0, sum(weights))`` lands on."""
-    for candidate, weight in zip(mix, weights, strict=True):
-        if pick < weight:
-            return candidate
-        pick -= weight
-    return mix[-1]
 
 
 # --- files -----------------------------------------------------------------------------------
