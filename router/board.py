@@ -2,14 +2,16 @@
 
 A ``Board`` starts from the snapshot and records each placement the engine makes while it
 works through a batch, so a later call in the same batch sees the capacity an earlier one
-took. It lives only inside one ``engine.decide`` call: nothing here outlives the decision.
+took. It lives only inside one ``engine.decide`` call. What outlives it is the index of the
+snapshot's agents by id (never changed once built): the next decision's index is that one
+with the agents that changed put in, as ``scoring.load.AgentTable`` patches its columns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from router.domain import (
     ActiveWork,
@@ -33,7 +35,7 @@ from router.eligibility import (
     tally,
 )
 from router.widening import requirements
-from scoring.load import occupancy
+from scoring.load import false_at, occupancy
 from scoring.match import (
     AgentFacts,
     ScoreCard,
@@ -53,6 +55,57 @@ DECIMALS = 4
 """Explanations round scores to this many decimals (stable, readable output)."""
 
 _AGENT_ID = operator.attrgetter("profile.agent_id")
+
+_CARRY_SHARE = 8
+"""Carry the last index over when at most one agent in this many changed."""
+
+
+class _Index:
+    """A snapshot's agents by id, in id order: built once, never changed (boards copy it
+    before their first placement), so boards on other threads may share it."""
+
+    __slots__ = ("agents", "by_id", "ids")
+
+    def __init__(
+        self, agents: Sequence[AgentSnapshot], ids: list[str], by_id: dict[str, AgentSnapshot]
+    ) -> None:
+        self.agents = agents
+        """The agents as the snapshot lists them."""
+        self.ids = ids
+        """Their ids, in that order."""
+        self.by_id = by_id
+        """Agent id -> agent, in id order."""
+
+
+_LAST_INDEX: list[_Index | None] = [None]
+"""The index built last. A store's next snapshot lists the same agents in the same order,
+most of them the very same objects (the agent cache keeps an unchanged agent's snapshot), so
+its index is this one with the changed agents put in."""
+
+
+def _index(agents: Sequence[AgentSnapshot]) -> _Index:
+    """``agents`` by id, in id order: the last index with the agents that changed put in,
+    when the same ids stand at the same places and few changed; else built anew."""
+    last = _LAST_INDEX[0]
+    if last is not None and len(last.agents) == len(agents) == len(last.by_id) and agents:
+        changed = false_at(list(map(operator.is_, agents, last.agents)))
+        ids = last.ids
+        if len(changed) * _CARRY_SHARE <= len(agents) and all(
+            agents[i].profile.agent_id == ids[i] for i in changed
+        ):
+            by_id = last.by_id.copy()
+            for i in changed:
+                by_id[ids[i]] = agents[i]
+            index = _LAST_INDEX[0] = _Index(agents, ids, by_id)
+            return index
+    ids = list(map(_AGENT_ID, agents))
+    if ids == sorted(ids):  # as the stores read them: no second sort
+        by_id = dict(zip(ids, agents, strict=True))
+    else:
+        ordered = sorted(agents, key=_AGENT_ID)
+        by_id = dict(zip(map(_AGENT_ID, ordered), ordered, strict=True))
+    index = _LAST_INDEX[0] = _Index(agents, ids, by_id)
+    return index
 
 
 class Board:
@@ -76,6 +129,7 @@ class Board:
         "_placed",
         "_placements",
         "_presence",
+        "_shared",
         "_shift",
         "_skill",
         "_weights",
@@ -90,12 +144,10 @@ class Board:
         self.now_ms = snapshot.now_ms
         self.policy = snapshot.policy
         self.unindexed = snapshot.unindexed_missing_skill
-        ids = list(map(_AGENT_ID, snapshot.agents))
-        if ids == sorted(ids):  # as the stores read them: no second sort
-            self.agents: dict[str, AgentSnapshot] = dict(zip(ids, snapshot.agents, strict=True))
-        else:
-            ordered = sorted(snapshot.agents, key=_AGENT_ID)
-            self.agents = dict(zip(map(_AGENT_ID, ordered), ordered, strict=True))
+        self.agents: dict[str, AgentSnapshot] = _index(snapshot.agents).by_id
+        """Agent id -> the agent with this board's placements, in id order (the shared
+        index until the first placement, which copies it)."""
+        self._shared = True
         self._weights = weight_vector(self.policy.weights)
         self._presence: dict[str, Exclusion | None] = {}
         self._occupancy: dict[str, float] = {}
@@ -193,6 +245,8 @@ class Board:
 
     def place(self, call: Call, agent_id: str) -> None:
         """Record that ``agent_id`` takes ``call`` now (load, units and both routing clocks)."""
+        if self._shared:
+            self.agents, self._shared = dict(self.agents), False
         agent = self.agents[agent_id]
         work = ActiveWork(
             assignment_id=PLANNED_PREFIX + call.call_id,
