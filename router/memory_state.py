@@ -62,7 +62,7 @@ class AgentState:
             presence_since_ms=self.since,
             heartbeat_ms=self.heartbeat,
             active=active,
-            recent=tuple(sorted((s for s in spans if s.end_ms >= cutoff), key=rules.span_order)),
+            recent=rules.recent_spans(spans, cutoff),
             performance=self.performance,
             last_free_ms=self.last_free,
             last_assigned_ms=self.last_assigned,

@@ -61,7 +61,8 @@ def _stable_until(works: Sequence[ActiveWork], snap: AgentSnapshot, now: int, wi
     """The first instant after ``now`` at which the time-dependent parts change: a wrap-up
     ends, or a recent span leaves the window (a span ending at e counts while now <= e + window)."""
     ends = [w.wrap_until_ms for w in works if w.wrap_until_ms > now]
-    ends += [span.end_ms + window + 1 for span in snap.recent]
+    if snap.recent:  # in ``span_order``: the first ends first
+        ends.append(snap.recent[0].end_ms + window + 1)
     return min(ends, default=_NEVER)
 
 
@@ -414,8 +415,8 @@ class AgentCache:
     ) -> AgentSnapshot:
         """``redis_schema.agent_from_hash`` at another ``now`` from the decoded parts."""
         active, ended = rules.split_work(works, now)
-        recent = sorted((s for s in (*spans, *ended) if s.end_ms >= cutoff), key=rules.span_order)
-        return dataclasses.replace(base, active=active, recent=tuple(recent))
+        recent = rules.recent_spans((*spans, *ended), cutoff)
+        return dataclasses.replace(base, active=active, recent=recent)
 
 
 class PartiesCache:

@@ -235,9 +235,7 @@ def agent_from_work(
             presence_since_ms=int(fields.get("presence_since", 0)),
             heartbeat_ms=int(fields.get("heartbeat", 0)),
             active=active,
-            recent=tuple(
-                sorted((span for span in spans if span.end_ms >= cutoff), key=rules.span_order)
-            ),
+            recent=rules.recent_spans(spans, cutoff),
             performance=PerformanceStats(
                 weighted_sum=float(fields.get("perf_sum", 0)),
                 weight=float(fields.get("perf_weight", 0)),

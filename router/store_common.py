@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
 
 from router.domain import (
     ActiveWork,
@@ -151,6 +153,23 @@ def span_order(span: WorkSpan) -> tuple[int, int, int]:
     """How both stores order ``recent``: by end, then start, then units (never by the random
     assignment id that leads the ZSET member)."""
     return span.end_ms, span.start_ms, span.units
+
+
+_END = operator.attrgetter("end_ms")
+
+
+def recent_spans(spans: Iterable[WorkSpan], cutoff: int) -> tuple[WorkSpan, ...]:
+    """The ``spans`` ending at ``cutoff`` or later, in ``span_order``.
+
+    Spans read from the ``work`` ZSET come by end already (its score), so when the ends
+    strictly increase the spans are taken as they come: no sort key built per span, which
+    for an agent with hundreds of spans cost more than the rest of decoding it. Equal ends
+    or any other order are sorted."""
+    kept = [span for span in spans if span.end_ms >= cutoff]
+    ends = list(map(_END, kept))
+    if all(map(operator.lt, ends, islice(ends, 1, None))):  # C-level pairwise check
+        return tuple(kept)
+    return tuple(sorted(kept, key=span_order))
 
 
 def checked_change(
