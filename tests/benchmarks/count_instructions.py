@@ -1,0 +1,165 @@
+"""Instructions per Assign+Complete pair, counted by valgrind: a figure machine noise leaves alone.
+
+    .venv/bin/python -m tests.benchmarks.count_instructions [--agents 1000] [--history 100]
+        [--pairs 200] [--rev REV ...]
+
+On a shared machine a routing change worth a few per cent of a pair hides in the noise of
+timed runs (``profile_layers`` varies by 15 % from run to run on some days). This counts
+the instructions the routing process executes instead (``valgrind --tool=callgrind``, which
+runs it about 50 times slower): the same code on the same input executes nearly the same
+instructions however busy the machine is. The workload is ``profile_assign``'s: a private
+redis-server, N available chat agents, ``--history`` untimed pairs, then Assign+Complete
+pairs through the ``Assigner`` and the Redis store. It runs twice per version, with no pairs
+and with ``--pairs``; the difference divided by ``--pairs`` is the count per pair (start-up,
+imports and the team's set-up cancel out). redis-server's own work is not counted.
+
+Each ``--rev`` (any git revision) is counted from a temporary worktree, against the working
+tree, in one run: a change's before and after. Instructions are not time (cache misses,
+system calls and the kernel's work are not in them), so they complement timed benchmarks
+rather than replace them. Needs valgrind (Debian: ``apt install valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WORKLOAD = """
+import sys
+from router import local_redis, logs
+from router.assigner import Assigner
+from router.domain import AgentProfile, AssignmentState, Call, Channel, Policy, Presence
+from router.domain import SkillRequirement
+from router.redis_store import RedisStore
+
+agents, history, pairs = map(int, sys.argv[1:4])
+logs.silence()
+server = local_redis.start()
+try:
+    store = RedisStore.from_url(server.url)
+    # No heartbeat timeout: under valgrind the set-up outlasts the default two minutes.
+    store.put_policy("count", Policy(heartbeat_timeout_s=0))
+    for i in range(agents):
+        agent_id = f"a{i:05d}"
+        profile = AgentProfile(agent_id, skills={"billing": 1 + i % 10}, capacity={Channel.CHAT: 4})
+        store.create_agent("count", profile)
+        store.set_presence("count", agent_id, Presence.AVAILABLE)
+    assigner = Assigner(store)
+    for n in range(history + pairs):
+        call = Call(f"c{n}", Channel.CHAT, required_skills=(SkillRequirement("billing", 3),))
+        assignment = assigner.assign("count", f"r{n}", call, queue=False).assignment
+        if assignment is None:
+            raise RuntimeError("not assigned: every agent should have room")
+        store.finish_assignment(
+            "count", assignment.assignment_id, assignment.token, AssignmentState.COMPLETED
+        )
+finally:
+    server.stop()
+"""
+"""What is counted (only router APIs that older revisions have too): agents, history, pairs."""
+
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def count(root: Path, agents: int, history: int, pairs: int) -> int:
+    """Instructions of one run of the workload against the code in ``root``."""
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}
+    done = subprocess.run(  # fixed arguments: this interpreter and valgrind
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-c",
+            WORKLOAD,
+            str(agents),
+            str(history),
+            str(pairs),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"the counted run failed ({done.returncode}): {done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_pair(root: Path, agents: int, history: int, pairs: int) -> float:
+    """Instructions per pair of the code in ``root`` (two runs: without and with the pairs)."""
+    return (count(root, agents, history, pairs) - count(root, agents, history, 0)) / pairs
+
+
+def worktree(rev: str, into: Path) -> Path:
+    """A detached worktree of ``rev`` under ``into``."""
+    path = into / _name(rev)
+    subprocess.run(  # fixed git arguments
+        ["git", "worktree", "add", "--detach", "--quiet", str(path), rev],
+        cwd=ROOT,
+        check=True,
+    )
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments (``argv``, else the command line), count, print a table."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--agents", type=int, default=1000, help="available agents")
+    parser.add_argument("--history", type=int, default=100, help="untimed pairs run first")
+    parser.add_argument("--pairs", type=int, default=200, help="counted pairs")
+    parser.add_argument(
+        "--rev", action="append", default=[], help="also count this git revision (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    if args.agents < 1 or args.pairs < 1 or args.history < 0:
+        parser.error("--agents and --pairs must be at least 1, --history at least 0")
+    if shutil.which("valgrind") is None:
+        parser.error("valgrind is not installed (Debian: apt install valgrind)")
+    print(
+        f"agents={args.agents} history={args.history} pairs={args.pairs}:"
+        " instructions per Assign+Complete pair (routing process, valgrind callgrind)"
+    )
+    print("| code | instructions per pair | ratio to the working tree |")
+    print("|---|---:|---:|")
+    with tempfile.TemporaryDirectory(prefix="count-") as tmp:
+        counted: list[tuple[str, float]] = []
+        try:
+            for rev in args.rev:
+                counted.append((rev, per_pair(worktree(rev, Path(tmp)), *_sizes(args))))
+        finally:
+            for rev in args.rev:
+                subprocess.run(  # fixed git arguments
+                    ["git", "worktree", "remove", "--force", str(Path(tmp) / _name(rev))],
+                    cwd=ROOT,
+                    check=False,
+                    capture_output=True,
+                )
+        mine = per_pair(ROOT, *_sizes(args))
+        for name, value in [*counted, ("working tree", mine)]:
+            print(f"| {name} | {value:,.0f} | {value / mine:.3f} |")
+
+
+def _sizes(args: argparse.Namespace) -> tuple[int, int, int]:
+    return args.agents, args.history, args.pairs
+
+
+def _name(rev: str) -> str:
+    return re.sub(r"[^\w.-]", "_", rev)
+
+
+if __name__ == "__main__":
+    main()

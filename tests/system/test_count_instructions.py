@@ -1,0 +1,67 @@
+"""The instruction count runs the workload under valgrind and prints a count per pair, for the
+working tree and for each git revision asked for (from a worktree it removes afterwards)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.benchmarks import count_instructions
+
+
+def git(*args: str, cwd: Path = count_instructions.ROOT) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def rows(out: str) -> dict[str, int]:
+    found = re.findall(r"^\| ([^|]+) \| ([\d,]+) \| [\d.]+ \|$", out, re.M)
+    return {name: int(value.replace(",", "")) for name, value in found}
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+@pytest.mark.timeout(300)  # two runs under valgrind, each about 20 s
+def test_the_working_tree_gets_a_count_per_pair(capsys: pytest.CaptureFixture[str]) -> None:
+    count_instructions.main(["--agents", "3", "--history", "1", "--pairs", "5"])
+    counted = rows(capsys.readouterr().out)
+    assert list(counted) == ["working tree"]
+    assert counted["working tree"] > 200_000  # a pair is millions; the runs' noise far less
+
+
+def test_a_revision_is_counted_from_a_worktree_removed_afterwards(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where each count runs (valgrind itself is the test above): a worktree checked out at
+    the revision, then the working tree; no worktree is left behind."""
+    before = git("worktree", "list", "--porcelain")
+    head = git("rev-parse", "HEAD")
+    roots: list[Path] = []
+
+    def counted_at(root: Path, agents: int, history: int, pairs: int) -> float:
+        roots.append(root)
+        assert (agents, history, pairs) == (3, 1, 5)
+        if root != count_instructions.ROOT:  # the revision's code, checked out
+            assert git("rev-parse", "HEAD", cwd=root) == head
+            assert (root / "router" / "engine.py").is_file()
+        return 2_000_000.0 if root == count_instructions.ROOT else 3_000_000.0
+
+    monkeypatch.setattr(shutil, "which", lambda _name: "/usr/bin/valgrind")
+    monkeypatch.setattr(count_instructions, "per_pair", counted_at)
+    count_instructions.main(["--agents", "3", "--history", "1", "--pairs", "5", "--rev", "HEAD"])
+    out = capsys.readouterr().out
+    assert rows(out) == {"HEAD": 3_000_000, "working tree": 2_000_000}
+    assert "| HEAD | 3,000,000 | 1.500 |" in out
+    assert roots[-1] == count_instructions.ROOT
+    assert roots[0] != count_instructions.ROOT
+    assert not roots[0].exists()  # removed
+    assert git("worktree", "list", "--porcelain") == before
+
+
+def test_sizes_below_one_are_refused() -> None:
+    with pytest.raises(SystemExit):
+        count_instructions.main(["--pairs", "0"])
