@@ -361,7 +361,9 @@ class RedisAgents(RedisBase):
                 [(agent_id, rev) for agent_id, rev in pairs if agent_id not in read],
             )
         pick = mirror.candidates(skills, AGENT_UNIT_BUDGET - policy.units_for(call.channel))
-        agents, _ = self._cached_agents(tenant, pick.ids, pick.revs, now=now, window=window)
+        agents, _ = self._cached_agents(
+            tenant, pick.ids, pick.revs, now=now, window=window, ordered=True
+        )
         snapshot = Snapshot(now, policy, tuple(agents), int(total) - int(skilled), int(queued))
         return Candidates(
             snapshot,

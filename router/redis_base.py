@@ -124,15 +124,19 @@ class RedisBase(ABC):
         now: int,
         window: int,
         also: Sequence[str] = (),
+        ordered: bool = False,
     ) -> tuple[list[AgentSnapshot], list[Any]]:
         """The agents ``ids`` at ``now`` (spans of the last ``window`` ms), sorted by id:
         those whose rev in ``revs`` (read at ``now``) is cached come from the agent cache,
         the others are read in one ``MULTI`` and cached; agents deleted since are left out.
         The same ``MULTI`` also reads the hashes ``also`` (none: no round trip when every
-        agent is cached); their replies come second."""
+        agent is cached); their replies come second. ``ordered``: ``ids`` are in id order
+        already (the routing index's candidates), so they are not checked."""
         k, cache = Keys(tenant), self._agent_cache
         found, missing = cache.get_many(tenant, ids, revs, now, window)
         if not missing and not also:
+            if ordered:  # all served, in ``ids`` order
+                return list(found.values()), []
             names = list(found)
             if names == sorted(names):  # ids in id order, all served: no second pass
                 return list(found.values()), []
@@ -149,7 +153,7 @@ class RedisBase(ABC):
             if fields:
                 agent = cache.put(tenant, texts(fields), [text(m) for m in spans], now, window)
                 found[agent.agent_id] = agent
-        if list(ids) == sorted(ids):  # C-level: the agents in ``ids`` order, deleted ones out
+        if ordered or list(ids) == sorted(ids):  # the agents in ``ids`` order, deleted ones out
             return list(filter(None, map(found.get, ids))), replies[split:]
         return [found[agent_id] for agent_id in sorted(found)], replies[split:]
 
