@@ -35,7 +35,7 @@ from router.eligibility import (
     tally,
 )
 from router.widening import requirements
-from scoring.load import false_at, occupancy
+from scoring.load import few_changed, occupancy
 from scoring.match import (
     AgentFacts,
     ScoreCard,
@@ -55,9 +55,6 @@ DECIMALS = 4
 """Explanations round scores to this many decimals (stable, readable output)."""
 
 _AGENT_ID = operator.attrgetter("profile.agent_id")
-
-_CARRY_SHARE = 8
-"""Carry the last index over when at most one agent in this many changed."""
 
 
 class _Index:
@@ -87,12 +84,10 @@ def _index(agents: Sequence[AgentSnapshot]) -> _Index:
     """``agents`` by id, in id order: the last index with the agents that changed put in,
     when the same ids stand at the same places and few changed; else built anew."""
     last = _LAST_INDEX[0]
-    if last is not None and len(last.agents) == len(agents) == len(last.by_id) and agents:
-        changed = false_at(list(map(operator.is_, agents, last.agents)))
+    changed = None if last is None else few_changed(agents, last.agents)
+    if last is not None and changed is not None and len(last.by_id) == len(last.agents):
         ids = last.ids
-        if len(changed) * _CARRY_SHARE <= len(agents) and all(
-            agents[i].profile.agent_id == ids[i] for i in changed
-        ):
+        if all(agents[i].profile.agent_id == ids[i] for i in changed):
             by_id = last.by_id.copy()
             for i in changed:
                 by_id[ids[i]] = agents[i]

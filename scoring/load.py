@@ -413,7 +413,19 @@ _LAST: list[AgentTable | None] = [None]
 """The table built last: the next decision's agents are mostly the same snapshots (the agent
 cache keeps an unchanged agent's object), so its columns are that table's, patched."""
 _PATCH_SHARE = 8
-"""Patch the last table when at most one agent in this many changed."""
+"""Carry the last decision's columns (or index) over when at most one agent in this many
+changed."""
+
+
+def few_changed(agents: Sequence[object], last: Sequence[object]) -> list[int] | None:
+    """The places where ``agents`` holds another object than ``last`` (a list of the same
+    length, most of it the very same snapshots), when at most one in ``_PATCH_SHARE`` does;
+    ``None`` when the last decision's work is not worth carrying over (build anew)."""
+    if len(agents) != len(last) or not agents:
+        return None
+    changed = false_at(list(map(operator.is_, agents, last)))
+    return changed if len(changed) * _PATCH_SHARE <= len(agents) else None
+
 
 _DERIVED = operator.attrgetter("derived")
 _INTS = operator.itemgetter(1)
@@ -539,11 +551,10 @@ class AgentTable:
         self._busy: _Busy | None = None
         self._patched = False
         last = _LAST[0]
-        if last is not None and last.memo is memo and last.size == n and n:
-            same = list(map(operator.is_, agents, last.agents))
-            changed = same.count(False)
-            if changed * _PATCH_SHARE <= n:
-                self._patch(last, same)
+        if last is not None and last.memo is memo:
+            changed = few_changed(agents, last.agents)
+            if changed is not None:
+                self._patch(last, changed)
                 _LAST[0] = self
                 return
         self._rows = rows = memo.rows(agents)
@@ -556,9 +567,9 @@ class AgentTable:
         ).reshape(n, FLOAT_WIDTH)
         _LAST[0] = self
 
-    def _patch(self, last: AgentTable, same: list[bool]) -> None:
+    def _patch(self, last: AgentTable, changed: list[int]) -> None:
         """This table as a copy of ``last`` (the same number of agents, most of them the
-        very same snapshots, ``same`` saying which) with the others' rows."""
+        very same snapshots) with the rows of the agents at ``changed``."""
         memo = self.memo
         rows = list(last._rows)
         ids = list(last.ids)
@@ -567,7 +578,7 @@ class AgentTable:
             name: (has.copy(), levels.copy())
             for name, (has, levels) in list(last._skill_columns.items())
         }
-        for i in false_at(same):
+        for i in changed:
             row = memo.row(self.agents[i])
             rows[i], ids[i] = row, row[6]
             ints[i] = np.frombuffer(row[1], np.int64)
@@ -586,7 +597,7 @@ class AgentTable:
         busy = last._busy
         if busy is not None:  # the changed agents' busy time is worked out again
             lines = busy[1].copy()
-            lines[UNTIL, false_at(same)] = _STALE
+            lines[UNTIL, changed] = _STALE
             lines.flags.writeable = False
             self._busy = (busy[0], lines)
 
