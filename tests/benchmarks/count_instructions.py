@@ -102,6 +102,17 @@ def per_pair(root: Path, agents: int, history: int, pairs: int) -> float:
     return (count(root, agents, history, pairs) - count(root, agents, history, 0)) / pairs
 
 
+def is_commit(rev: str) -> bool:
+    """Whether git resolves ``rev`` to a commit of this repository."""
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    return found.returncode == 0
+
+
 def worktree(rev: str, into: Path) -> Path:
     """A detached worktree of ``rev`` under ``into``."""
     path = into / _name(rev)
@@ -129,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--agents and --pairs must be at least 1, --history at least 0")
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (Debian: apt install valgrind)")
+    for rev in args.rev:
+        if not is_commit(rev):
+            parser.error(f"--rev {rev}: not a commit of this repository")
+    sizes = (args.agents, args.history, args.pairs)
     print(
         f"agents={args.agents} history={args.history} pairs={args.pairs}:"
         " instructions per Assign+Complete pair (routing process, valgrind callgrind)"
@@ -139,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         counted: list[tuple[str, float]] = []
         try:
             for rev in args.rev:
-                counted.append((rev, per_pair(worktree(rev, Path(tmp)), *_sizes(args))))
+                counted.append((rev, per_pair(worktree(rev, Path(tmp)), *sizes)))
         finally:
             for rev in args.rev:
                 subprocess.run(  # fixed git arguments
@@ -148,13 +163,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     check=False,
                     capture_output=True,
                 )
-        mine = per_pair(ROOT, *_sizes(args))
+        mine = per_pair(ROOT, *sizes)
         for name, value in [*counted, ("working tree", mine)]:
             print(f"| {name} | {value:,.0f} | {value / mine:.3f} |")
-
-
-def _sizes(args: argparse.Namespace) -> tuple[int, int, int]:
-    return args.agents, args.history, args.pairs
 
 
 def _name(rev: str) -> str:

@@ -65,3 +65,13 @@ def test_a_revision_is_counted_from_a_worktree_removed_afterwards(
 def test_sizes_below_one_are_refused() -> None:
     with pytest.raises(SystemExit):
         count_instructions.main(["--pairs", "0"])
+
+
+def test_a_revision_git_does_not_know_is_refused_before_any_count(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda _name: "/usr/bin/valgrind")
+    monkeypatch.setattr(count_instructions, "per_pair", lambda *_: pytest.fail("counted"))
+    with pytest.raises(SystemExit):
+        count_instructions.main(["--rev", "HEAD", "--rev", "no-such-revision"])
+    assert "--rev no-such-revision: not a commit" in capsys.readouterr().err
