@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from router.domain import (
     AbsenceKind,
     Channel,
@@ -22,6 +24,7 @@ from router.domain import (
     Strategy,
     frozen_map,
 )
+from simulations.uniforms import Floats, math_map
 
 SIM_EPOCH_MS = 1_767_571_200_000
 """2026-01-05T00:00:00Z (a Monday): simulated time 0. Fixed, so time-zone affinity and every
@@ -53,6 +56,20 @@ def round_to_ms(seconds: float) -> float:
     return round(seconds, 3)
 
 
+def rounded_ms(seconds: Floats) -> Floats:
+    """``round_to_ms`` of each value: the same quick path over the whole array, and ``round``
+    for the values it does not cover."""
+    with np.errstate(over="ignore", invalid="ignore"):  # infinities: not quick, round's
+        scaled = seconds * 1000.0
+        whole = np.rint(scaled)  # half to even, as round
+        error = scaled - whole
+    quick = (scaled > 0.0) & (scaled < _FAST_BELOW) & (error > -0.499999) & (error < 0.499999)
+    out = whole / 1000.0
+    for i in np.flatnonzero(~quick).tolist():
+        out[i] = round(float(seconds[i]), 3)
+    return out
+
+
 DAY_S = 86_400
 
 
@@ -69,6 +86,25 @@ class Distribution:
     kind: str
     mean_s: float
     sd_s: float = 0.0
+
+    @property
+    def uniforms(self) -> int:
+        """How many ``rng.random()`` draws one sample takes."""
+        return {"fixed": 0, "exponential": 1}.get(self.kind, 2)
+
+    def draws(self, uniforms: Floats) -> Floats:
+        """One sample per row of ``uniforms`` (``self.uniforms`` columns): what ``draw`` gives
+        when ``rng.random()`` returns that row, bit for bit."""
+        if self.kind == "fixed":
+            return np.full(len(uniforms), self.mean_s)
+        if self.kind == "exponential":
+            return -self.mean_s * math_map(math.log, 1.0 - uniforms[:, 0])
+        sigma2 = math.log1p((self.sd_s / self.mean_s) ** 2)
+        mu = math.log(self.mean_s) - sigma2 / 2
+        normal = np.sqrt(-2.0 * math_map(math.log, 1.0 - uniforms[:, 0])) * math_map(
+            math.cos, 2.0 * math.pi * uniforms[:, 1]
+        )  # standard_normal, correctly rounded square roots alike
+        return math_map(math.exp, mu + math.sqrt(sigma2) * normal)
 
     def draw(self, rng: random.Random) -> float:
         """One sample, in seconds."""

@@ -31,12 +31,15 @@ Generation (``generate_trace``): each stream has its own ``random.Random`` seede
 Poisson process whose rate is piecewise constant (the stream's daily profile); inside each
 constant piece, gaps are exponential and the piece boundary restarts the clock (exact by
 memorylessness). For each call, in order: the gap, the call type (by weight), the handle
-time, the patience. Call ids are ``<stream>-<n>`` (n from 000001). Trace files listed in the
-scenario are read and merged. The result is sorted by ``(arrival_s, call_id)``.
+time, the patience; the draws are ``random()``'s, taken a block at a time through numpy
+(``simulations.uniforms``), the same doubles in the same order. Call ids are ``<stream>-<n>``
+(n from 000001). Trace files listed in the scenario are read and merged. The result is
+sorted by ``(arrival_s, call_id)``.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import json
@@ -45,13 +48,18 @@ import operator
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import accumulate, pairwise, repeat
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from router.domain import SKILL_LEVEL_MAX, SKILL_LEVEL_MIN, Call, Channel, SkillRequirement
 from simulations import fields as fl
 from simulations.fields import DAY_S, ScenarioError
-from simulations.model import Scenario, Stream, round_to_ms
+from simulations.model import Scenario, Stream, rounded_ms
+from simulations.uniforms import Floats, Uniforms, math_map
 
 COLUMNS = (
     "arrival_s",
@@ -143,18 +151,19 @@ def generate_trace(scenario: Scenario, seed: int) -> list[TraceCall]:
 
 
 def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) -> list[TraceCall]:
-    rng = random.Random(f"{seed}:{stream.name}")
-    weights = [t.weight for t in stream.mix]
-    total_weight = sum(weights)
-    # What each call type gives its calls, built once (calls share the tuples: immutable).
-    skills_of = {id(t): tuple((r.skill, r.min_level) for r in t.skills) for t in stream.mix}
-    only = stream.mix[0] if len(stream.mix) == 1 else None
-    draw, handle_draw = rng.random, stream.handle.draw
-    patience_draw = None if stream.patience is None else stream.patience.draw
-    log, prefix, to_ms = math.log, f"{stream.name}-", round_to_ms
-    channel, team, region_required = stream.channel, stream.team, stream.region_required
-    out: list[TraceCall] = []
-    append = out.append
+    """``stream``'s calls for ``seed``. Each call takes, in order, the uniforms of its gap, its
+    type, its handle time and its patience; a piece of the profile ends at the first gap that
+    crosses its end. The uniforms are drawn a block of calls at a time (``Uniforms``: the very
+    doubles of ``random()``), each piece's block sized to hold its calls almost always; a
+    block past the piece's end is given back, so the next piece starts where ``random()``
+    would."""
+    uniforms = Uniforms(random.Random(f"{seed}:{stream.name}"))
+    width = (
+        2 + stream.handle.uniforms + (0 if stream.patience is None else stream.patience.uniforms)
+    )
+    blocks: list[Floats] = []
+    """Each call's uniforms, one row per call, block by block."""
+    arrivals: list[float] = []
     bounds = [start for start, _ in stream.profile]
     for day in range(math.ceil(duration_s / DAY_S)):
         for i, (start, mult) in enumerate(stream.profile):
@@ -166,42 +175,93 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
             if rate <= 0 or seg_start >= seg_end:
                 continue
             t = seg_start
-            # The hot loop of long runs: attributes read once above, and the rounding to the
-            # millisecond clock (at least 1 ms) spelled out.
             while True:
-                t += -log(1.0 - draw()) / rate
-                if t >= seg_end:
+                size = block_calls(rate * (seg_end - t))
+                mark = uniforms.mark()
+                block = uniforms.take(size * width).reshape(size, width)
+                gaps = -math_map(math.log, 1.0 - block[:, 0]) / rate
+                times = list(accumulate(gaps.tolist(), initial=t))[1:]  # t += gap, in turn
+                inside = bisect.bisect_left(times, seg_end)
+                arrivals.extend(times[:inside])
+                if inside < size:  # the piece ends in this block
+                    blocks.append(block[:inside])
+                    uniforms.rewind(mark, inside * width + 1)  # its calls and the last gap
                     break
-                pick = draw() * total_weight  # drawn for one type too: same streams
-                call_type = stream.mix[-1] if only is None else only
-                if only is None:
-                    for candidate, weight in zip(stream.mix, weights, strict=True):
-                        if pick < weight:
-                            call_type = candidate
-                            break
-                        pick -= weight
-                handle = to_ms(handle_draw(rng))
-                patience = None
-                if patience_draw is not None:
-                    patience = to_ms(patience_draw(rng))
-                    patience = patience if patience > 0.001 else 0.001
-                append(  # positional, in field order: a quicker constructor than keywords
-                    TraceCall(
-                        to_ms(t),  # arrival_s
-                        prefix + str(len(out) + 1).zfill(6),  # call_id: f"{n:06d}", quicker
-                        channel,
-                        skills_of[id(call_type)],
-                        call_type.language,
-                        call_type.region,
-                        call_type.priority,
-                        handle if handle > 0.001 else 0.001,  # handle_s: at least 1 ms
-                        patience,  # patience_s
-                        team,
-                        region_required,
-                        call_type.preferred_skills,
-                    )
-                )
-    return out
+                blocks.append(block)
+                t = times[-1]
+    if not arrivals:
+        return []
+    drawn = np.concatenate(blocks)
+    return _calls(stream, arrivals, drawn)
+
+
+def block_calls(expected: float) -> int:
+    """How many calls' uniforms to draw at once for a piece where ``expected`` calls are
+    still to come: more than arrive in all but about one piece in 30,000 (four standard
+    deviations and a few), so a second block is rare. Any size gives the same calls."""
+    return int(expected + 4 * math.sqrt(expected)) + 8
+
+
+def _calls(stream: Stream, arrivals: list[float], drawn: Floats) -> list[TraceCall]:
+    """The calls arriving at ``arrivals`` whose uniforms are the rows of ``drawn``."""
+    handle_end = 2 + stream.handle.uniforms
+    handles = rounded_ms(stream.handle.draws(drawn[:, 2:handle_end]))
+    patience: Iterable[float | None] = repeat(None)
+    if stream.patience is not None:
+        waits = rounded_ms(stream.patience.draws(drawn[:, handle_end:]))
+        patience = np.where(waits > 0.001, waits, 0.001).tolist()
+    mix = stream.mix
+    kinds = [
+        (
+            tuple((r.skill, r.min_level) for r in t.skills),
+            t.language,
+            t.region,
+            t.priority,
+            t.preferred_skills,
+        )
+        for t in mix
+    ]
+    """What each call type gives its calls (calls share the tuples: immutable)."""
+    columns: Iterable[Iterable[Any]]
+    if len(mix) == 1:
+        columns = [repeat(value) for value in kinds[0]]
+    else:
+        picked = [kinds[k] for k in _types(drawn[:, 1], [t.weight for t in mix]).tolist()]
+        columns = zip(*picked, strict=True)
+    skills, language, region, priority, preferred = columns
+    prefix = f"{stream.name}-"
+    return list(
+        map(
+            TraceCall,  # positional, in field order
+            rounded_ms(np.array(arrivals)).tolist(),
+            [prefix + str(n).zfill(6) for n in range(1, len(arrivals) + 1)],  # f"{n:06d}"
+            repeat(stream.channel),
+            skills,
+            language,
+            region,
+            priority,
+            np.where(handles > 0.001, handles, 0.001).tolist(),  # at least 1 ms
+            patience,
+            repeat(stream.team),
+            repeat(stream.region_required),
+            preferred,
+        )
+    )
+
+
+def _types(uniforms: Floats, weights: Sequence[float]) -> npt.NDArray[np.intp]:
+    """The call type of each call from its uniform, as a scan of the mix would pick it:
+    ``pick = u * total``; the first type whose weight exceeds what is left of ``pick``,
+    each weight taken off in turn; the last type if none does."""
+    left = uniforms * sum(weights)
+    chosen = np.full(len(uniforms), len(weights) - 1)
+    open_ = np.ones(len(uniforms), dtype=bool)
+    for k, weight in enumerate(weights):
+        hit = open_ & (left < weight)
+        chosen[hit] = k
+        open_ &= ~hit
+        left = np.where(open_, left - weight, left)
+    return chosen
 
 
 # --- files -----------------------------------------------------------------------------------

@@ -1,13 +1,15 @@
-"""Drawn times are rounded to the millisecond clock as ``round(x, 3)`` does, bit for bit."""
+"""Drawn times are rounded to the millisecond clock as ``round(x, 3)`` does, bit for bit, one
+at a time (``round_to_ms``) or a whole array at once (``rounded_ms``)."""
 
 from __future__ import annotations
 
 import math
 import random
 
+import numpy as np
 import pytest
 
-from simulations.model import round_to_ms
+from simulations.model import round_to_ms, rounded_ms
 
 
 def _same(a: float, b: float) -> bool:
@@ -37,14 +39,24 @@ def test_round_to_ms_is_round_to_three_places(top: float) -> None:
     values = [rng.random() * top for _ in range(20_000)]
     values += [rng.expovariate(1 / top) for _ in range(5_000)]
     values += _near_halves(rng, top)
-    for x in values:
+    for x, whole_array in zip(values, rounded_ms(np.array(values)).tolist(), strict=True):
         assert _same(round_to_ms(x), round(x, 3)), x
+        assert _same(whole_array, round(x, 3)), x
+
+
+EDGES = [0.0, -0.0, 5e-324, 0.0005, 0.0015, 0.0025, 1e-4, -1e-4, -0.0005, -1.2345]
+EDGES += [2.0**32 / 1000, math.nextafter(2.0**32 / 1000, 0), 1e300, -1e300]
+EDGES += [math.inf, -math.inf]
 
 
 def test_round_to_ms_edges() -> None:
-    edges = [0.0, -0.0, 5e-324, 0.0005, 0.0015, 0.0025, 1e-4, -1e-4, -0.0005, -1.2345]
-    edges += [2.0**32 / 1000, math.nextafter(2.0**32 / 1000, 0), 1e300, -1e300]
-    edges += [math.inf, -math.inf]
-    for x in edges:
+    for x in EDGES:
         assert _same(round_to_ms(x), round(x, 3)), x
     assert math.isnan(round_to_ms(math.nan))
+
+
+def test_rounded_ms_edges() -> None:
+    """The array form: each value as ``round``, whether or not the quick path covers it."""
+    for x, got in zip(EDGES, rounded_ms(np.array(EDGES)).tolist(), strict=True):
+        assert _same(got, round(x, 3)), x
+    assert math.isnan(rounded_ms(np.array([1.0, math.nan]))[1])
