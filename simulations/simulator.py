@@ -67,6 +67,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from router.domain import (
@@ -625,6 +626,46 @@ def _assemble(
     order, epoch milliseconds)."""
     policy = scenario.policy
     target_ms = {c: (t.target_s * 1000) for c, t in policy.sla.items()}
+    records = call_records(trace, log, target_ms)
+    at_s = (np.array(log.queue.times, dtype=float) - float(SIM_EPOCH_MS)) / 1000  # exact ms
+    queue_trace = list(zip(at_s.tolist(), log.queue.sizes, strict=True))
+    started = time.perf_counter()
+    kpis = compute_kpis(
+        scenario=scenario,
+        policy=policy,
+        seed=seed,
+        records=records,
+        agents=agents,
+        events=log.events,
+        queue_trace=queue_trace,
+    )
+    kpis_s = time.perf_counter() - started
+    return SimulationResult(
+        scenario=scenario,
+        policy=policy,
+        seed=seed,
+        records=records,
+        agents=agents,
+        events=log.events,
+        kpis=kpis,
+        end_s=_s(log.end_ms),
+        queue_trace=queue_trace,
+        kpis_s=kpis_s,
+    )
+
+
+def call_records(
+    trace: Sequence[TraceCall], log: CallLog, target_ms: Mapping[Channel, float]
+) -> list[CallResult]:
+    """A record per call of ``log`` (``trace``'s calls; ``target_ms``: the SLA target of each
+    channel that has one):
+
+    - the wait: until answered; else until hung up; else until the end of the run (at least
+      zero);
+    - a call is completed when someone holds it and its handle time is known: then its
+      agent, handle time, end, skill fit and quality; else none of them;
+    - within the SLA: answered, and waited no longer than its channel's target, if any.
+    """
     end_ms, epoch = log.end_ms, SIM_EPOCH_MS
     records: list[CallResult] = []
     append = records.append
@@ -682,33 +723,7 @@ def _assemble(
                 reclaimed,
             )
         )
-    queue_trace = [
-        ((at - epoch) / 1000, size)
-        for at, size in zip(log.queue.times, log.queue.sizes, strict=True)
-    ]
-    started = time.perf_counter()
-    kpis = compute_kpis(
-        scenario=scenario,
-        policy=policy,
-        seed=seed,
-        records=records,
-        agents=agents,
-        events=log.events,
-        queue_trace=queue_trace,
-    )
-    kpis_s = time.perf_counter() - started
-    return SimulationResult(
-        scenario=scenario,
-        policy=policy,
-        seed=seed,
-        records=records,
-        agents=agents,
-        events=log.events,
-        kpis=kpis,
-        end_s=_s(end_ms),
-        queue_trace=queue_trace,
-        kpis_s=kpis_s,
-    )
+    return records
 
 
 _NO_ATTRIBUTES: Mapping[str, str] = frozen_map()

@@ -1,0 +1,114 @@
+"""A run's records are what the rules of ``call_records`` give, call by call.
+
+The reference spells the rules out one call at a time, in epoch
+milliseconds as ints; the logs are random mixes of every case: answered or not, hung up,
+still waiting at the end, held but not completed, completed without an end, channels with
+and without an SLA target, waits on a target's very edge.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from router.domain import Channel
+from simulations.call_log import CallLog
+from simulations.model import SIM_EPOCH_MS
+from simulations.simulator import CallResult, call_records
+from simulations.trace import TraceCall
+
+TARGETS = {Channel.VOICE: 20_000, Channel.CHAT: 60_000.0}
+"""Email has no target."""
+
+
+def reference(trace: list[TraceCall], log: CallLog) -> list[CallResult]:
+    out = []
+    epoch = SIM_EPOCH_MS
+    for i, tc in enumerate(trace):
+        arrival, answer, end = log.created[i], log.answered[i], log.ended[i]
+        if answer is not None:
+            wait = answer - arrival
+        elif log.abandoned[i] and end is not None:
+            wait = end - arrival
+        else:
+            wait = max(0, log.end_ms - arrival)
+        target = TARGETS.get(tc.channel)
+        done = bool(log.agent_of[i]) and log.handled_ms[i] is not None
+        handled = log.handled_ms[i]
+        out.append(
+            CallResult(
+                call_id=tc.call_id,
+                channel=tc.channel,
+                arrival_s=(arrival - epoch) / 1000,
+                answered_s=None if answer is None else (answer - epoch) / 1000,
+                wait_s=wait / 1000,
+                abandoned=log.abandoned[i],
+                agent_id=log.agent_of[i] if done else "",
+                handle_s=handled / 1000 if done and handled is not None else None,
+                end_s=(end - epoch) / 1000 if done and end is not None else None,
+                skill_match=log.fit[i] if done else None,
+                within_sla=answer is not None and (target is None or wait <= target),
+                priority=tc.priority,
+                quality=log.quality[i] if done else None,
+                reclaimed=log.reclaimed[i],
+            )
+        )
+    return out
+
+
+def random_day(rng: random.Random, n: int) -> tuple[list[TraceCall], CallLog]:
+    channels = [Channel.VOICE, Channel.CHAT, Channel.EMAIL]
+    trace, created = [], []
+    t = SIM_EPOCH_MS
+    for k in range(n):
+        t += rng.choice([0, 1, 7, 999, 12_345])
+        created.append(t)
+        trace.append(
+            TraceCall(t / 1000, f"c-{k:06d}", rng.choice(channels), priority=rng.randrange(11))
+        )
+    log = CallLog.empty(created)
+    log.end_ms = t + rng.choice([-5_000, 0, 40_000])  # calls may arrive after the end
+    for i, arrival in enumerate(created):
+        case = rng.randrange(6)
+        wait = rng.choice([0, 1, 19_999, 20_000, 20_001, 59_999, 60_000, 60_001, 123_456])
+        if case <= 2:  # answered
+            log.answered[i] = arrival + wait
+            log.agent_of[i] = rng.choice(["a1", "a2", "b7"])
+            if case <= 1:  # completed (case 1: no end known)
+                handled = rng.randrange(1, 900_000)
+                log.handled_ms[i] = handled
+                log.ended[i] = None if case == 1 else arrival + wait + handled
+                log.fit[i] = rng.random()
+                log.quality[i] = rng.random()
+            else:  # held at the end: no handle time
+                log.fit[i] = rng.random()  # set, yet not reported for an incomplete call
+        elif case == 3:  # hung up
+            log.abandoned[i], log.ended[i] = True, arrival + wait
+        elif case == 4:  # marked abandoned, no end: waits until the end of the run
+            log.abandoned[i] = True
+        log.reclaimed[i] = rng.choice([0, 0, 1, 3])
+    return trace, log
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_records_are_the_per_call_rules_applied_to_the_log(seed: int) -> None:
+    rng = random.Random(seed)
+    trace, log = random_day(rng, rng.choice([1, 5, 300, 2000]))
+    got, want = call_records(trace, log, TARGETS), reference(trace, log)
+    assert got == want
+    for a, b in zip(got, want, strict=True):  # the very types, not just equal values
+        for name in ("arrival_s", "answered_s", "wait_s", "handle_s", "end_s", "within_sla"):
+            assert type(getattr(a, name)) is type(getattr(b, name)), name
+
+
+def test_a_log_where_every_call_completed_keeps_its_columns() -> None:
+    rng = random.Random(5)
+    trace, log = random_day(rng, 50)
+    for i, arrival in enumerate(log.created):
+        log.answered[i], log.handled_ms[i], log.ended[i] = arrival + 3, 10, arrival + 13
+        log.agent_of[i], log.abandoned[i] = "a1", False
+    assert call_records(trace, log, TARGETS) == reference(trace, log)
+    assert call_records([], CallLog.empty([]), TARGETS) == []
+    assert math.isclose(call_records(trace, log, TARGETS)[0].wait_s, 0.003)
