@@ -133,11 +133,18 @@ def as_call(tc: TraceCall) -> Call:
 # --- generation ------------------------------------------------------------------------------
 
 
+ONE_STREAM_ORDERED = 10**6
+"""Below this many calls, a stream's ids (``<stream>-<n>``, n zero-padded to six digits)
+sort as their numbers do: its calls, drawn in arrival order, are in ``ARRIVAL_ORDER``."""
+
+
 def generate_trace(scenario: Scenario, seed: int) -> list[TraceCall]:
     """The calls of ``scenario`` for ``seed``: its streams' draws plus its trace files."""
     calls: list[TraceCall] = []
     for stream in scenario.streams:
         calls.extend(_stream_calls(stream, scenario.duration_s, scenario.arrival_scale, seed))
+    if len(scenario.streams) == 1 and not scenario.traces and len(calls) < ONE_STREAM_ORDERED:
+        return calls  # one stream's ids are its own, and its calls come in arrival order
     for path in scenario.traces:
         calls.extend(c for c in read_trace(path) if c.arrival_s < scenario.duration_s)
     seen: set[str] = set()

@@ -7,6 +7,7 @@ and the patience's through ``Distribution.draw``, every time rounded by ``round(
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from pathlib import Path
@@ -213,3 +214,24 @@ def test_a_call_type_is_picked_as_a_scan_of_the_mix_picks_it() -> None:
         return len(weights) - 1
 
     assert trace_module._types(np.array(uniforms), weights).tolist() == [scan(u) for u in uniforms]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_one_streams_calls_come_in_arrival_order_with_ids_of_their_own(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What lets ``generate_trace`` skip its checks for a lone stream: on a stream busy
+    enough that many calls share a millisecond, the drawn calls are already in
+    ``ARRIVAL_ORDER`` and no id repeats; with the checks run anyway, the trace is the same."""
+    busy = Stream(
+        "busy", Channel.CHAT, 300_000.0, ((0.0, 1.0),), MIX, Distribution("exponential", 60.0)
+    )
+    scenario = load_scenario(SCENARIOS / "erlang_check.yaml")
+    scenario = dataclasses.replace(scenario, streams=(busy,), duration_s=600.0)
+    calls = generate_trace(scenario, seed)
+    assert len(calls) > 40_000
+    assert len({c.arrival_s for c in calls}) < len(calls) - 1000  # many share a millisecond
+    assert trace_module.in_arrival_order(calls)
+    assert len({c.call_id for c in calls}) == len(calls)
+    monkeypatch.setattr(trace_module, "ONE_STREAM_ORDERED", 0)
+    assert generate_trace(scenario, seed) == calls
