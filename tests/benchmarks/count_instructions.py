@@ -1,17 +1,27 @@
-"""Instructions per Assign+Complete pair, counted by valgrind: a figure machine noise leaves alone.
+"""Instructions per Assign+Complete pair, or per simulated call, counted by valgrind: figures
+machine noise leaves alone.
 
     .venv/bin/python -m tests.benchmarks.count_instructions [--agents 1000] [--history 100]
         [--pairs 200] [--rev REV ...]
+    .venv/bin/python -m tests.benchmarks.count_instructions --simulator longest_idle
+        [--days 3] [--hours 24] [--rev REV ...]
 
-On a shared machine a routing change worth a few per cent of a pair hides in the noise of
-timed runs (``profile_layers`` varies by 15 % from run to run on some days). This counts
-the instructions the routing process executes instead (``valgrind --tool=callgrind``, which
-runs it about 50 times slower): the same code on the same input executes nearly the same
-instructions however busy the machine is. The workload is ``profile_assign``'s: a private
-redis-server, N available chat agents, ``--history`` untimed pairs, then Assign+Complete
-pairs through the ``Assigner`` and the Redis store. It runs twice per version, with no pairs
-and with ``--pairs``; the difference divided by ``--pairs`` is the count per pair (start-up,
-imports and the team's set-up cancel out). redis-server's own work is not counted.
+On a shared machine a change worth a few per cent hides in the noise of timed runs
+(``profile_layers`` varies by 15 % from run to run on some days). This counts the
+instructions the process executes instead (``valgrind --tool=callgrind``, which runs it
+about 50 times slower): the same code on the same input executes nearly the same
+instructions however busy the machine is.
+
+The routing workload is ``profile_assign``'s: a private redis-server, N available chat
+agents, ``--history`` untimed pairs, then Assign+Complete pairs through the ``Assigner`` and
+the Redis store. It runs twice per version, with no pairs and with ``--pairs``; the
+difference divided by ``--pairs`` is the count per pair (start-up, imports and the team's
+set-up cancel out). redis-server's own work is not counted.
+
+``--simulator STRATEGY`` counts ``bench_simulator``'s M/M/20 queue instead (20 agents, 340
+calls an hour, 180 s handle time, ``--hours`` of arrivals): ``simulate`` as the command line
+runs it (drawing the calls, the run, the records and the KPIs) on ``--days`` seeds, after one
+uncounted day; against the same process with no day counted, per simulated call.
 
 Each ``--rev`` (any git revision) is counted from a temporary worktree, against the working
 tree, in one run: a change's before and after. Instructions are not time (cache misses,
@@ -28,7 +38,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,11 +78,37 @@ finally:
 """
 """What is counted (only router APIs that older revisions have too): agents, history, pairs."""
 
+SIMULATOR = """
+import sys
+from router import logs
+from simulations.scenario import parse_scenario
+from simulations.simulator import simulate
+
+strategy, hours, days = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+logs.silence()
+raw = {  # bench_simulator's M/M/20 queue (Erlang's model: no cap, no escalation)
+    "pool": {"agents": 20, "rate_per_hour": 340, "mean_handle_s": 180},
+    "duration_s": hours * 3600,
+    "warmup_s": min(3600.0, hours * 900),
+    "drain_s": hours * 3600,
+    "policy": {"strategy": strategy, "occupancy_window_s": 0, "escalation_priority_boost": 0},
+    "sla": {"voice": 20},
+}
+scenario = parse_scenario(raw, name="mmc-" + strategy)
+simulate(scenario, seed=1)  # first-call costs, in both runs: not counted
+print(sum(len(simulate(scenario, seed=seed).records) for seed in range(2, 2 + days)))
+"""
+"""What is counted per simulated call: strategy, hours of arrivals, days (seeds)."""
+
+STRATEGIES = ("longest_idle", "balanced", "round_robin")
+"""The strategies the M/M/20 queue runs on the pooled shortcut (as ``bench_simulator``)."""
+
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
-def count(root: Path, agents: int, history: int, pairs: int) -> int:
-    """Instructions of one run of the workload against the code in ``root``."""
+def count(root: Path, script: str, *args: object) -> tuple[int, str]:
+    """Instructions of one run of ``script`` with ``args`` against the code in ``root``, and
+    what it printed."""
     env = {**os.environ, "PYTHONPATH": str(root), "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}
     done = subprocess.run(  # fixed arguments: this interpreter and valgrind
         [
@@ -80,10 +117,8 @@ def count(root: Path, agents: int, history: int, pairs: int) -> int:
             "--callgrind-out-file=/dev/null",
             sys.executable,
             "-c",
-            WORKLOAD,
-            str(agents),
-            str(history),
-            str(pairs),
+            script,
+            *map(str, args),
         ],
         cwd=root,
         env=env,
@@ -94,12 +129,22 @@ def count(root: Path, agents: int, history: int, pairs: int) -> int:
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
         raise RuntimeError(f"the counted run failed ({done.returncode}): {done.stderr[-2000:]}")
-    return int(found.group(1))
+    return int(found.group(1)), done.stdout
 
 
 def per_pair(root: Path, agents: int, history: int, pairs: int) -> float:
     """Instructions per pair of the code in ``root`` (two runs: without and with the pairs)."""
-    return (count(root, agents, history, pairs) - count(root, agents, history, 0)) / pairs
+    with_pairs, _ = count(root, WORKLOAD, agents, history, pairs)
+    without, _ = count(root, WORKLOAD, agents, history, 0)
+    return (with_pairs - without) / pairs
+
+
+def per_call(root: Path, strategy: str, hours: float, days: int) -> float:
+    """Instructions per simulated call of the code in ``root`` (two runs: without and with
+    the counted days)."""
+    with_days, printed = count(root, SIMULATOR, strategy, hours, days)
+    without, _ = count(root, SIMULATOR, strategy, hours, 0)
+    return (with_days - without) / int(printed.split()[-1])
 
 
 def is_commit(rev: str) -> bool:
@@ -133,28 +178,47 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--history", type=int, default=100, help="untimed pairs run first")
     parser.add_argument("--pairs", type=int, default=200, help="counted pairs")
     parser.add_argument(
+        "--simulator",
+        choices=STRATEGIES,
+        help="count simulated calls of the M/M/20 queue under this strategy, not pairs",
+    )
+    parser.add_argument("--days", type=int, default=3, help="--simulator: counted days (seeds)")
+    parser.add_argument("--hours", type=float, default=24, help="--simulator: hours of arrivals")
+    parser.add_argument(
         "--rev", action="append", default=[], help="also count this git revision (repeatable)"
     )
     args = parser.parse_args(argv)
     if args.agents < 1 or args.pairs < 1 or args.history < 0:
         parser.error("--agents and --pairs must be at least 1, --history at least 0")
+    if args.days < 1 or not args.hours > 0:
+        parser.error("--days must be at least 1 and --hours above 0")
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (Debian: apt install valgrind)")
     for rev in args.rev:
         if not is_commit(rev):
             parser.error(f"--rev {rev}: not a commit of this repository")
-    sizes = (args.agents, args.history, args.pairs)
-    print(
-        f"agents={args.agents} history={args.history} pairs={args.pairs}:"
-        " instructions per Assign+Complete pair (routing process, valgrind callgrind)"
-    )
-    print("| code | instructions per pair | ratio to the working tree |")
+    measure: Callable[[Path], float]
+    if args.simulator is None:
+        measure = partial(per_pair, agents=args.agents, history=args.history, pairs=args.pairs)
+        unit = "pair"
+        print(
+            f"agents={args.agents} history={args.history} pairs={args.pairs}:"
+            " instructions per Assign+Complete pair (routing process, valgrind callgrind)"
+        )
+    else:
+        measure = partial(per_call, strategy=args.simulator, hours=args.hours, days=args.days)
+        unit = "call"
+        print(
+            f"M/M/20 queue, {args.simulator}, {args.hours:g} h of arrivals, {args.days} day(s):"
+            " instructions per simulated call (simulate, valgrind callgrind)"
+        )
+    print(f"| code | instructions per {unit} | ratio to the working tree |")
     print("|---|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="count-") as tmp:
         counted: list[tuple[str, float]] = []
         try:
             for rev in args.rev:
-                counted.append((rev, per_pair(worktree(rev, Path(tmp)), *sizes)))
+                counted.append((rev, measure(worktree(rev, Path(tmp)))))
         finally:
             for rev in args.rev:
                 subprocess.run(  # fixed git arguments
@@ -163,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     check=False,
                     capture_output=True,
                 )
-        mine = per_pair(ROOT, *sizes)
+        mine = measure(ROOT)
         for name, value in [*counted, ("working tree", mine)]:
             print(f"| {name} | {value:,.0f} | {value / mine:.3f} |")
 

@@ -75,3 +75,48 @@ def test_a_revision_git_does_not_know_is_refused_before_any_count(
     with pytest.raises(SystemExit):
         count_instructions.main(["--rev", "HEAD", "--rev", "no-such-revision"])
     assert "--rev no-such-revision: not a commit" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+@pytest.mark.timeout(300)  # two runs under valgrind, each about 15 s
+def test_the_simulator_gets_a_count_per_simulated_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    count_instructions.main(["--simulator", "longest_idle", "--days", "1", "--hours", "1"])
+    out = capsys.readouterr().out
+    assert "instructions per simulated call" in out
+    counted = rows(out)
+    assert list(counted) == ["working tree"]
+    assert 5_000 < counted["working tree"] < 5_000_000  # tens of thousands a call
+
+
+def test_the_simulator_counts_each_revision_with_its_day(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, float, int]] = []
+
+    def counted_at(root: Path, strategy: str, hours: float, days: int) -> float:
+        seen.append((strategy, hours, days))
+        return 60_000.0 if root == count_instructions.ROOT else 90_000.0
+
+    monkeypatch.setattr(shutil, "which", lambda _name: "/usr/bin/valgrind")
+    monkeypatch.setattr(count_instructions, "per_call", counted_at)
+    monkeypatch.setattr(count_instructions, "per_pair", lambda *_: pytest.fail("pairs counted"))
+    count_instructions.main(
+        ["--simulator", "balanced", "--days", "2", "--hours", "6", "--rev", "HEAD"]
+    )
+    assert rows(capsys.readouterr().out) == {"HEAD": 90_000, "working tree": 60_000}
+    assert seen == [("balanced", 6.0, 2)] * 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--simulator", "balanced", "--days", "0"],
+        ["--simulator", "balanced", "--hours", "0"],
+        ["--simulator", "best_skill"],  # the event loop's strategies are not this queue's
+    ],
+)
+def test_simulator_sizes_below_one_and_other_strategies_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        count_instructions.main(argv)
