@@ -797,17 +797,39 @@ def test_a_longest_idle_day_with_nobody_away_runs_as_one_loop_over_one_heap(
         monkeypatch.undo()
 
 
-@pytest.mark.parametrize("strategy", ["round_robin", "balanced"])
-def test_other_strategies_and_agents_away_serve_call_by_call(
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_balanced_day_with_nobody_away_runs_as_one_loop(
+    case: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The balanced day's local loop logs what a step per call logs, to the last field, also
+    when calls arrive, agents free and callers hang up in one millisecond (passes of several
+    calls, placed together by the engine's flow)."""
+    scenario = parse_scenario(CASES[case], name=case).with_policy("balanced")
+    policy = scenario.policy
+    kinds = generate_trace(scenario, seed)
+    for trace in (kinds, _whole_seconds(kinds[:1], seed)):
+        monkeypatch.setattr(pooled._Pool, "_serve", _refused)
+        loop = pooled.run(scenario, policy, trace, seed=seed)
+        monkeypatch.undo()
+        monkeypatch.setattr(pooled._Pool, "_serve_balanced", pooled._Pool._serve_each)
+        assert loop == pooled.run(scenario, policy, trace, seed=seed)
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("strategy", ["longest_idle", "round_robin", "balanced"])
+def test_round_robin_and_agents_away_serve_call_by_call(
     strategy: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The one-heap loop is for longest-idle days with nobody away: round-robin orders the
-    free agents by when they last took a call, balanced scores them, and an agent on a
-    break is neither free nor working."""
+    """The local loops are for longest-idle and balanced days with nobody away: round-robin
+    orders the free agents by when they last took a call, and an agent on a break is
+    neither free nor working."""
     monkeypatch.setattr(pooled._Pool, "_serve_longest_idle", _refused)
-    scenario = parse_scenario(CASES["plain"], name="plain").with_policy(strategy)
-    pooled.run(scenario, scenario.policy, generate_trace(scenario, 1), seed=1)
-    raw = _pool(pool={"agents": 4, "rate_per_hour": 40})
+    monkeypatch.setattr(pooled._Pool, "_serve_balanced", _refused)
+    if strategy == "round_robin":
+        scenario = parse_scenario(CASES["plain"], name="plain").with_policy(strategy)
+        pooled.run(scenario, scenario.policy, generate_trace(scenario, 1), seed=1)
+    raw = _pool(pool={"agents": 4, "rate_per_hour": 40}, policy={"strategy": strategy})
     del raw["pool"]
     raw["agents"] = [{"count": 2}, {"count": 2, "breaks": [{"start": "01:00", "duration_s": 900}]}]
     raw["arrivals"] = [{"name": "in", "channel": "voice", "rate_per_hour": 40, "handle": 180}]
