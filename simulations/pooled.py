@@ -309,14 +309,10 @@ class _Pool:
         log, trace = self.log, self.trace
         created = log.created
         self.order = _queue_order(created, trace)
-        if any(self.away):
+        if any(self.away) or self.by_start:
             self._serve_each()
-        elif self.balance is not None:
-            self._serve_balanced()
-        elif not self.by_start:
-            self._serve_longest_idle()
         else:
-            self._serve_each()
+            self._serve_together()
         # The loop handles events up to the horizon, and past the last exit only before the
         # end of arrivals (an abandonment timer of a call answered meanwhile).
         last, duration_ms = self.last_exit, self.duration_ms
@@ -343,93 +339,36 @@ class _Pool:
                 self.position = position
                 self._serve(i)
 
-    def _serve_longest_idle(self) -> None:  # noqa: PLR0915  # one local loop a day
-        """``_serve`` for every call, when agents are never away and the one free the longest
-        takes a call: then the agent a call gets is always the one free first, among those
-        free and those working alike (least ``(free at, agent id)``), so one heap of all the
-        agents serves, and each call is one step of a local loop. Same log, same order."""
-        log, trace, specs, horizon_ms = self.log, self.trace, self.specs, self.horizon_ms
-        created, answered, ended, handled_ms = log.created, log.answered, log.ended, log.handled_ms
-        agent_of, abandoned, fit, quality = log.agent_of, log.abandoned, log.fit, log.quality
-        times, changes, busy, held = self.times, self.changes, self.day.busy, self.day.held
-        fits, units, wrap_ms = self._fits, self.units, self.wrap_ms
-        agents = self.ready  # every agent is free at the start (none is ever away)
-        agents.extend(self.working)
-        heapq.heapify(agents)
-        self.working = []
-        replace_top, pop = heapq.heapreplace, heapq.heappop
-        clock, last_exit, stays = self.clock, self.last_exit, False
-        for i in self.order:
-            arrival = created[i]
-            if arrival > horizon_ms:
-                continue
-            tc = trace[i]
-            times.append(arrival)
-            changes.append(2 * arrival + 1)  # _arrived
-            last_exit = arrival if arrival > last_exit else last_exit  # max(), as below
-            now = arrival if arrival >= clock else clock
-            if agents:
-                first = agents[0][0]
-                start = now if first <= now else first
-            else:
-                start = horizon_ms + 1  # nobody frees before the horizon
-            patience = tc.patience_s
-            if patience is not None:
-                gives_up = arrival + round(patience * 1000)
-                times.append(gives_up)
-                if start >= gives_up:
-                    if gives_up > horizon_ms:
-                        stays = True
-                        continue
-                    abandoned[i], ended[i] = True, gives_up
-                    changes.append(2 * gives_up)  # _left
-                    last_exit = gives_up if gives_up > last_exit else last_exit
-                    continue
-            if start > horizon_ms:
-                stays = True
-                continue
-            _, agent_id, k = agents[0]
-            clock = start
-            answered[i], agent_of[i] = start, agent_id
-            changes.append(2 * start)  # _left
-            handle = round(tc.handle_s * 1000 / specs[k].speed)
-            handle = handle if handle > 1 else 1  # max(1, ...)
-            done = start + handle
-            times.append(done)
-            release = done + wrap_ms
-            if done <= horizon_ms:
-                ended[i], handled_ms[i] = done, handle
-                found = fits.get((tc.skills, tc.preferred_skills, k))
-                if found is None:
-                    found = self._fit(tc, k)
-                fit[i], quality[i] = found
-                if wrap_ms > 0:
-                    times.append(release)
-            if release > horizon_ms:
-                held[agent_id].append((start, units))
-                pop(agents)
-                stays = True
-                continue
-            busy[agent_id].append((start, release, units))
-            last_exit = release if release > last_exit else last_exit
-            replace_top(agents, (release, agent_id, k))
-        self.clock, self.last_exit = clock, horizon_ms + 1 if stays else last_exit
+    def _serve_together(self) -> None:  # noqa: PLR0912, PLR0915  # one local loop a day
+        """``_serve`` for every call of a day when agents are never away (an agent is back at
+        its desk when its work ends), as one local loop. Same log, same order.
 
-    def _serve_balanced(self) -> None:  # noqa: PLR0915  # one local loop a day
-        """``_serve`` for every call of a balanced day when agents are never away: the same
-        steps, with ``_earliest``, ``_settle``, ``_take`` and ``_fit``'s cache taken inline
-        (an agent is back at its desk when its work ends, and nobody leaves the free). The
-        agents back by a call's answer join the free just before the choice (``_settle``
-        brings in those back by its arrival earlier, in the same order: nothing reads the
-        free in between). The choice itself is ``_balanced``'s. Same log, same order."""
-        assert self.balance is not None
+        - Longest-idle: the agent a call gets is always the least ``(free at, agent id)``
+          among all the agents, free and working alike (the one free the longest if any is,
+          else the first to free), so one heap of all of them serves, a ``heapreplace`` a
+          call.
+        - Balanced: the free (in the order they came free) and the working, a heap by when
+          they free; ``_earliest``, ``_settle`` and ``_take`` taken inline, the choice
+          ``_balanced``'s. The agents back by a call's answer join the free just before the
+          choice (``_settle`` brings those back by its arrival in earlier, in the same order:
+          nothing reads the free in between).
+        """
         log, trace, specs, horizon_ms = self.log, self.trace, self.specs, self.horizon_ms
         created, answered, ended, handled_ms = log.created, log.answered, log.ended, log.handled_ms
         agent_of, abandoned, fit, quality = log.agent_of, log.abandoned, log.fit, log.quality
         times, changes, busy, held = self.times, self.changes, self.day.busy, self.day.held
         fits, units, wrap_ms = self._fits, self.units, self.wrap_ms
-        free, working, freed, fold = self.free, self.working, self.balance.freed, self.balance.fold
-        choose, push, pop = self._balanced, heapq.heappush, heapq.heappop
+        balance, free, working = self.balance, self.free, self.working
+        if balance is None:  # one heap: every agent is free at the start (none is ever away)
+            working.extend(self.ready)
+            heapq.heapify(working)
+            self.ready = []
+        choose, push, pop, replace_top = (
+            self._balanced,
+            heapq.heappush,
+            heapq.heappop,
+            heapq.heapreplace,
+        )
         clock, last_exit, stays = self.clock, self.last_exit, False
         for position, i in enumerate(self.order):
             arrival = created[i]
@@ -457,14 +396,17 @@ class _Pool:
             if start > horizon_ms:
                 stays = True
                 continue
-            while working and working[0][0] <= start:  # _settle: those back by then
-                back, _, k = pop(working)
-                freed(k, back)
-                free[k] = None
-            self.position = position
-            k = choose(start, i)
-            agent_id = specs[k].agent_id
-            del free[k]
+            if balance is None:
+                _, agent_id, k = working[0]
+            else:
+                while working and working[0][0] <= start:  # _settle: those back by then
+                    back, _, k = pop(working)
+                    balance.freed(k, back)
+                    free[k] = None
+                self.position = position
+                k = choose(start, i)
+                agent_id = specs[k].agent_id
+                del free[k]
             clock = start
             answered[i], agent_of[i] = start, agent_id
             changes.append(2 * start)  # _left
@@ -479,16 +421,22 @@ class _Pool:
                 if found is None:
                     found = self._fit(tc, k)
                 fit[i], quality[i] = found
-                fold(k, tc.call_id, found[1], start, done)
+                if balance is not None:
+                    balance.fold(k, tc.call_id, found[1], start, done)
                 if wrap_ms > 0:
                     times.append(release)
             if release > horizon_ms:
                 held[agent_id].append((start, units))
+                if balance is None:
+                    pop(working)
                 stays = True
                 continue
             busy[agent_id].append((start, release, units))
             last_exit = release if release > last_exit else last_exit
-            push(working, (release, agent_id, k))
+            if balance is None:
+                replace_top(working, (release, agent_id, k))
+            else:
+                push(working, (release, agent_id, k))
         self.clock, self.last_exit = clock, horizon_ms + 1 if stays else last_exit
 
     def _stays(self) -> None:

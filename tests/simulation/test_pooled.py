@@ -778,42 +778,26 @@ def test_balanced_lone_calls_over_many_free_agents(seed: int, top_k: int, tmp_pa
     _same(simulate(scenario, seed=seed), simulate(scenario, seed=seed, shortcut=False), tmp_path)
 
 
+@pytest.mark.parametrize("strategy", ["longest_idle", "balanced"])
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_a_longest_idle_day_with_nobody_away_runs_as_one_loop_over_one_heap(
-    case: str, seed: int, monkeypatch: pytest.MonkeyPatch
+def test_a_day_with_nobody_away_runs_as_one_local_loop(
+    strategy: str, case: str, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The day's one local loop logs what a step per call logs, to the last field, also with
-    calls in whole seconds that arrive, free agents and hang up in one millisecond."""
-    scenario = parse_scenario(CASES[case], name=case)
+    """A longest-idle day (one heap of all the agents) and a balanced day (the free and the
+    working, the choice ``_balanced``'s) run as one local loop, which logs what a step per
+    call logs, to the last field, also with calls in whole seconds that arrive, free agents
+    and hang up in one millisecond (for balanced: passes of several calls, placed together
+    by the engine's flow)."""
+    scenario = parse_scenario(CASES[case], name=case).with_policy(strategy)
     policy = scenario.policy
     kinds = generate_trace(scenario, seed)
     for trace in (kinds, _whole_seconds(kinds[:1], seed)):
         monkeypatch.setattr(pooled._Pool, "_serve", _refused)
-        loop = pooled.run(scenario, policy, trace, seed=seed)
+        looped = pooled.run(scenario, policy, trace, seed=seed)
         monkeypatch.undo()
-        monkeypatch.setattr(pooled._Pool, "_serve_longest_idle", pooled._Pool._serve_each)
-        assert loop == pooled.run(scenario, policy, trace, seed=seed)
-        monkeypatch.undo()
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_a_balanced_day_with_nobody_away_runs_as_one_loop(
-    case: str, seed: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The balanced day's local loop logs what a step per call logs, to the last field, also
-    when calls arrive, agents free and callers hang up in one millisecond (passes of several
-    calls, placed together by the engine's flow)."""
-    scenario = parse_scenario(CASES[case], name=case).with_policy("balanced")
-    policy = scenario.policy
-    kinds = generate_trace(scenario, seed)
-    for trace in (kinds, _whole_seconds(kinds[:1], seed)):
-        monkeypatch.setattr(pooled._Pool, "_serve", _refused)
-        loop = pooled.run(scenario, policy, trace, seed=seed)
-        monkeypatch.undo()
-        monkeypatch.setattr(pooled._Pool, "_serve_balanced", pooled._Pool._serve_each)
-        assert loop == pooled.run(scenario, policy, trace, seed=seed)
+        monkeypatch.setattr(pooled._Pool, "_serve_together", pooled._Pool._serve_each)
+        assert looped == pooled.run(scenario, policy, trace, seed=seed)
         monkeypatch.undo()
 
 
@@ -824,8 +808,7 @@ def test_round_robin_and_agents_away_serve_call_by_call(
     """The local loops are for longest-idle and balanced days with nobody away: round-robin
     orders the free agents by when they last took a call, and an agent on a break is
     neither free nor working."""
-    monkeypatch.setattr(pooled._Pool, "_serve_longest_idle", _refused)
-    monkeypatch.setattr(pooled._Pool, "_serve_balanced", _refused)
+    monkeypatch.setattr(pooled._Pool, "_serve_together", _refused)
     if strategy == "round_robin":
         scenario = parse_scenario(CASES["plain"], name="plain").with_policy(strategy)
         pooled.run(scenario, scenario.policy, generate_trace(scenario, 1), seed=1)
