@@ -37,32 +37,22 @@ def epoch_ms(seconds: float) -> int:
 
 
 _FAST_BELOW = 2.0**32
-"""``round_to_ms`` rounds the product itself below this (its error is under 2**-21 there)."""
-
-
-def round_to_ms(seconds: float) -> float:
-    """``round(seconds, 3)``, bit for bit, without its decimal conversion (drawn times are
-    rounded to the millisecond clock, three per call). ``round(seconds, 3)`` is the double
-    nearest to ``N / 1000``, N the exact ``seconds * 1000`` rounded half to even; ``r /
-    1000`` (a correctly rounded division) is that double when ``r``, the floating-point
-    product rounded to an integer, is N: whenever the product is further from a half than
-    its own rounding error. Else, and for negative, huge or non-finite seconds, ``round``
-    answers."""
-    scaled = seconds * 1000.0
-    if 0.0 < scaled < _FAST_BELOW:  # not -0.0, which round keeps
-        whole = round(scaled)
-        if -0.499999 < scaled - whole < 0.499999:
-            return whole / 1000.0
-    return round(seconds, 3)
+"""``rounded_ms`` rounds the product itself below this (its error is under 2**-21 there)."""
 
 
 def rounded_ms(seconds: Floats) -> Floats:
-    """``round_to_ms`` of each value: the same quick path over the whole array, and ``round``
-    for the values it does not cover."""
+    """``round(x, 3)`` of each value, bit for bit, without its decimal conversion (drawn
+    times are rounded to the millisecond clock, three per call). ``round(x, 3)`` is the
+    double nearest to ``N / 1000``, N the exact ``x * 1000`` rounded half to even; ``r /
+    1000`` (a correctly rounded division) is that double when ``r``, the floating-point
+    product rounded to an integer, is N: whenever the product is further from a half than
+    its own rounding error. Else, and for negative, huge or non-finite values, ``round``
+    answers, value by value."""
     with np.errstate(over="ignore", invalid="ignore"):  # infinities: not quick, round's
         scaled = seconds * 1000.0
         whole = np.rint(scaled)  # half to even, as round
         error = scaled - whole
+    # Not -0.0 (round keeps it) nor 0.0: both go to round.
     quick = (scaled > 0.0) & (scaled < _FAST_BELOW) & (error > -0.499999) & (error < 0.499999)
     out = whole / 1000.0
     for i in np.flatnonzero(~quick).tolist():

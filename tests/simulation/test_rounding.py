@@ -1,5 +1,5 @@
-"""Drawn times are rounded to the millisecond clock as ``round(x, 3)`` does, bit for bit, one
-at a time (``round_to_ms``) or a whole array at once (``rounded_ms``)."""
+"""Drawn times are rounded to the millisecond clock as ``round(x, 3)`` does, bit for bit, a
+whole array at once (``rounded_ms``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from simulations.model import round_to_ms, rounded_ms
+from simulations.model import rounded_ms
 
 
 def _same(a: float, b: float) -> bool:
@@ -34,14 +34,13 @@ def _near_halves(rng: random.Random, top: float) -> list[float]:
 
 
 @pytest.mark.parametrize("top", [1.0, 600.0, 86_400.0, 4_294_967.0, 4_294_968.0, 1e9])
-def test_round_to_ms_is_round_to_three_places(top: float) -> None:
+def test_rounded_ms_is_round_to_three_places(top: float) -> None:
     rng = random.Random(int(top))
     values = [rng.random() * top for _ in range(20_000)]
     values += [rng.expovariate(1 / top) for _ in range(5_000)]
     values += _near_halves(rng, top)
-    for x, whole_array in zip(values, rounded_ms(np.array(values)).tolist(), strict=True):
-        assert _same(round_to_ms(x), round(x, 3)), x
-        assert _same(whole_array, round(x, 3)), x
+    for x, got in zip(values, rounded_ms(np.array(values)).tolist(), strict=True):
+        assert _same(got, round(x, 3)), x
 
 
 EDGES = [0.0, -0.0, 5e-324, 0.0005, 0.0015, 0.0025, 1e-4, -1e-4, -0.0005, -1.2345]
@@ -49,14 +48,8 @@ EDGES += [2.0**32 / 1000, math.nextafter(2.0**32 / 1000, 0), 1e300, -1e300]
 EDGES += [math.inf, -math.inf]
 
 
-def test_round_to_ms_edges() -> None:
-    for x in EDGES:
-        assert _same(round_to_ms(x), round(x, 3)), x
-    assert math.isnan(round_to_ms(math.nan))
-
-
 def test_rounded_ms_edges() -> None:
-    """The array form: each value as ``round``, whether or not the quick path covers it."""
+    """Each value as ``round``, whether or not the quick path covers it."""
     for x, got in zip(EDGES, rounded_ms(np.array(EDGES)).tolist(), strict=True):
         assert _same(got, round(x, 3)), x
     assert math.isnan(rounded_ms(np.array([1.0, math.nan]))[1])
