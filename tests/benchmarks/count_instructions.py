@@ -1,5 +1,6 @@
-"""Instructions per Assign+Complete pair, or per simulated call, counted by valgrind: figures
-machine noise leaves alone.
+"""Instructions per Assign+Complete pair or per simulated call, counted under valgrind.
+
+Figures machine noise leaves alone:
 
     .venv/bin/python -m tests.benchmarks.count_instructions [--agents 1000] [--history 100]
         [--pairs 200] [--rev REV ...]
@@ -32,6 +33,7 @@ rather than replace them. Needs valgrind (Debian: ``apt install valgrind``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -190,8 +192,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.agents < 1 or args.pairs < 1 or args.history < 0:
         parser.error("--agents and --pairs must be at least 1, --history at least 0")
-    if args.days < 1 or not args.hours > 0:
-        parser.error("--days must be at least 1 and --hours above 0")
+    if args.days < 1 or not 0 < args.hours < math.inf:
+        parser.error("--days must be at least 1 and --hours a positive number")
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (Debian: apt install valgrind)")
     for rev in args.rev:

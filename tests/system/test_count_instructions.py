@@ -114,6 +114,7 @@ def test_the_simulator_counts_each_revision_with_its_day(
     [
         ["--simulator", "balanced", "--days", "0"],
         ["--simulator", "balanced", "--hours", "0"],
+        ["--simulator", "balanced", "--hours", "inf"],
         ["--simulator", "best_skill"],  # the event loop's strategies are not this queue's
     ],
 )
