@@ -52,8 +52,10 @@ import csv
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain
+from itertools import chain, compress, repeat
+from operator import attrgetter, is_not
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +68,21 @@ from simulations.outcomes import expected_csat
 if TYPE_CHECKING:
     from simulations.simulator import AgentResult, CallResult
 
+_ABANDONED, _AGENT_ID, _ANSWERED, _ARRIVAL, _CHANNEL, _QUALITY, _SKILL_MATCH, _WAIT, _WITHIN_SLA = (
+    attrgetter(f)
+    for f in (
+        "abandoned",
+        "agent_id",
+        "answered_s",
+        "arrival_s",
+        "channel",
+        "quality",
+        "skill_match",
+        "wait_s",
+        "within_sla",
+    )
+)
+"""Fields of a ``CallResult``, read for a column of calls at a time."""
 DIGITS = 6
 PEAK_STEP_S = 60
 TOP_SHARE = 0.1
@@ -98,30 +115,27 @@ def compute_kpis(
 ) -> dict[str, Any]:
     """The ``kpis.json`` document (see the module docstring)."""
     start, end = scenario.warmup_s, scenario.duration_s
-    measured = [r for r in records if start <= r.arrival_s < end]
+    arrival = np.fromiter(map(_ARRIVAL, records), float, len(records))
+    measured = list(compress(records, ((arrival >= start) & (arrival < end)).tolist()))
     targets = {c: float(t.target_s) for c, t in policy.sla.items()}
-    channels = sorted({r.channel for r in measured} | {s.channel for s in scenario.streams})
+    channels = sorted(set(map(_CHANNEL, measured)) | {s.channel for s in scenario.streams})
     tops = top_performers(agents)
-    logged = {a: _union([*_pairs(r.staffed), *_pairs(r.busy)]) for a, r in agents.items()}
+    items = {a: _triples(r.busy) for a, r in agents.items()}  # each agent's read once
+    logged = {a: _logged(r.staffed, items[a]) for a, r in agents.items()}
+    holders = list(map(_AGENT_ID, measured))
+    done = list(compress(measured, holders))  # the completed calls: who took them, how well
     handled = dict.fromkeys(agents, 0)
-    completed = by_tops = 0
-    skill_matches: list[float] = []
-    qualities: list[float] = []
-    for r in measured:  # one pass over the completed calls: who took them, and how well
-        agent_id = r.agent_id
+    for agent_id, count in Counter(holders).items():
         if agent_id:
-            handled[agent_id] += 1
-            completed += 1
-            by_tops += agent_id in tops
-            if r.skill_match is not None:
-                skill_matches.append(r.skill_match)
-            if r.quality is not None:
-                qualities.append(r.quality)
+            handled[agent_id] += count
+    completed, by_tops = len(done), sum(handled[a] for a in tops)
+    skill_matches = [m for m in map(_SKILL_MATCH, done) if m is not None]
+    qualities = [q for q in map(_QUALITY, done) if q is not None]
     window_s = float(policy.occupancy_window_s or 3600)
     per_agent: dict[str, dict[str, Any]] = {}
     worked: list[str] = []
-    for agent_id, result in agents.items():
-        busy = _busy_units_s(result.busy, start, end) / AGENT_UNIT_BUDGET
+    for agent_id in agents:
+        busy = _busy_units_s(items[agent_id], start, end) / AGENT_UNIT_BUDGET
         present = _length(logged[agent_id], start, end)
         occ = min(1.0, busy / present) if present > 0 else 0.0
         if present > 0:
@@ -129,7 +143,7 @@ def compute_kpis(
         per_agent[agent_id] = {
             "handled": handled[agent_id],
             "occupancy": occ,
-            "peak_occupancy": _peak(result.busy, start, end, window_s),
+            "peak_occupancy": _peak(items[agent_id], start, end, window_s),
             "top_performer": agent_id in tops,
         }
     occupancies = [per_agent[a]["occupancy"] for a in worked]
@@ -167,14 +181,14 @@ def compute_kpis(
         },
         "quality": {
             "skill_match_mean": _mean(skill_matches),
-            "estimated_csat": _mean([expected_csat(q) for q in qualities]),
+            "estimated_csat": _mean(expected_csat(np.array(qualities)).tolist()),
             "estimated_resolution": _mean(qualities),
         },
         "timeline": _timeline(
             scenario=scenario,
             records=records,
-            targets=targets,
-            agents=agents,
+            arrival=arrival,
+            items=items,
             logged=logged,
             queue_trace=queue_trace,
         ),
@@ -194,22 +208,18 @@ def top_performers(agents: Mapping[str, AgentResult]) -> set[str]:
 
 def _service(calls: Sequence[CallResult], targets: Mapping[Any, float]) -> dict[str, Any]:
     offered = len(calls)
-    answered_waits: list[float] = []
-    abandoned = breaches = within = 0
-    for r in calls:  # one pass: the counts, and the waits of answered calls
-        if r.answered_s is not None:
-            answered_waits.append(r.wait_s)
-        abandoned += r.abandoned
-        breaches += r.wait_s > targets.get(r.channel, math.inf)
-        within += r.within_sla
-    waits = np.array(answered_waits, dtype=float)
+    wait = np.fromiter(map(_WAIT, calls), float, offered)
+    target = np.fromiter(map(targets.get, map(_CHANNEL, calls), repeat(math.inf)), float, offered)
+    answered = np.fromiter(map(is_not, map(_ANSWERED, calls), repeat(None)), bool, offered)
+    waits = wait[answered]  # of the answered calls, in call order
+    abandoned, within = sum(map(_ABANDONED, calls)), sum(map(_WITHIN_SLA, calls))
 
     def pct(q: float) -> float | None:
         return float(np.percentile(waits, q)) if len(waits) else None
 
     return {
         "offered": offered,
-        "answered": len(answered_waits),
+        "answered": len(waits),
         "abandoned": abandoned,
         "abandon_rate": abandoned / offered if offered else None,
         "service_level": within / offered if offered else None,
@@ -217,7 +227,7 @@ def _service(calls: Sequence[CallResult], targets: Mapping[Any, float]) -> dict[
         "wait_p50_s": pct(50),
         "wait_p90_s": pct(90),
         "wait_p99_s": pct(99),
-        "sla_breaches": breaches,
+        "sla_breaches": int(np.count_nonzero(wait > target)),
     }
 
 
@@ -242,6 +252,18 @@ def _pairs(intervals: Iterable[tuple[Any, ...]]) -> list[tuple[float, float]]:
     return [(float(i[0]), float(i[1])) for i in intervals]
 
 
+def _logged(staffed: Iterable[tuple[Any, ...]], items: np.ndarray) -> list[tuple[float, float]]:
+    """The union of the ``staffed`` spans and the busy ``items`` (``_triples``): sorted,
+    merged intervals. One staffed span holding every item is the union itself (an agent who
+    worked only while available: no item to sort or merge)."""
+    spans = _pairs(staffed)
+    if len(spans) == 1:
+        lo, hi = spans[0]
+        if lo < hi and (len(items) == 0 or (items[:, 0].min() >= lo and items[:, 1].max() <= hi)):
+            return spans
+    return _union([*spans, *zip(items[:, 0].tolist(), items[:, 1].tolist(), strict=True)])
+
+
 def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Sorted, merged intervals."""
     merged: list[tuple[float, float]] = []
@@ -264,12 +286,13 @@ def _length(intervals: Iterable[tuple[float, float]], start: float, end: float) 
     return total
 
 
-def _busy_units_s(busy: Iterable[tuple[float, float, int]], start: float, end: float) -> float:
-    total = 0.0
-    for lo, hi, units in busy:  # the sum of units * overlap with [start, end], in that order
-        span = (end if end < hi else hi) - (start if start > lo else lo)
-        total += units * (span if span > 0.0 else 0.0)
-    return total
+def _busy_units_s(items: np.ndarray, start: float, end: float) -> float:
+    """The sum of units * overlap with ``[start, end]`` over the busy ``items``
+    (``_triples``), added in their order as a loop would (``cumsum`` adds one by one)."""
+    if len(items) == 0:
+        return 0.0
+    span = np.minimum(items[:, 1], end) - np.maximum(items[:, 0], start)
+    return float(np.cumsum(items[:, 2] * np.where(span > 0.0, span, 0.0))[-1])
 
 
 def _triples(items: Iterable[tuple[float, float, float]]) -> np.ndarray:
@@ -296,16 +319,14 @@ def _cumulative(
     return result
 
 
-def _peak(
-    busy: Sequence[tuple[float, float, int]], start: float, end: float, window_s: float
-) -> float:
-    """Highest rolling occupancy over ``window_s`` sampled every ``PEAK_STEP_S`` in the run."""
-    if not busy:
+def _peak(items: np.ndarray, start: float, end: float, window_s: float) -> float:
+    """Highest rolling occupancy over ``window_s`` sampled every ``PEAK_STEP_S`` in the run
+    (``items``: the agent's busy items, ``_triples``)."""
+    if len(items) == 0:
         return 0.0
     grid = np.arange(max(start, 0.0) + PEAK_STEP_S, end + PEAK_STEP_S / 2, PEAK_STEP_S)
     if len(grid) == 0:
         grid = np.array([end])
-    items = _triples(busy)  # once for both ends of the window
     rolling = _cumulative(items, grid) - _cumulative(items, grid - window_s)
     return float(min(1.0, max(0.0, rolling.max() / (window_s * AGENT_UNIT_BUDGET))))
 
@@ -314,36 +335,17 @@ def _timeline(
     *,
     scenario: Scenario,
     records: Sequence[CallResult],
-    targets: Mapping[Any, float],
-    agents: Mapping[str, AgentResult],
+    arrival: np.ndarray,
+    items: Mapping[str, np.ndarray],
     logged: Mapping[str, list[tuple[float, float]]],
     queue_trace: Sequence[tuple[float, int]],
 ) -> dict[str, Any]:
     bucket = float(scenario.timeline_bucket_s)
     count = max(1, math.ceil(scenario.duration_s / bucket))
-    arrivals = [0] * count
-    within = [0] * count
-    for r in records:
-        b = int(r.arrival_s // bucket)
-        if 0 <= b < count:
-            arrivals[b] += 1
-            within[b] += r.within_sla
-    # the most calls waiting at once: the level entering the bucket and every change in it
-    queue_max = [0] * count
-    level, i, changes = 0, 0, len(queue_trace)
-    for b in range(count):
-        peak = level
-        edge = (b + 1) * bucket
-        while i < changes:
-            at, size = queue_trace[i]
-            if at >= edge:
-                break
-            level = size
-            peak = size if size > peak else peak  # max(peak, size), without the call
-            i += 1
-        queue_max[b] = peak
+    within_sla = np.fromiter(map(_WITHIN_SLA, records), bool, len(records))
+    arrivals, within = _per_bucket(arrival, within_sla, bucket, count)
     edges = np.arange(count + 1, dtype=float) * bucket
-    busy = [item for r in agents.values() for item in r.busy]
+    busy = np.concatenate([np.empty((0, 3)), *items.values()])  # the agents' in their order
     present = [(lo, hi, float(AGENT_UNIT_BUDGET)) for spans in logged.values() for lo, hi in spans]
     busy_per = np.diff(_cumulative(busy, edges))
     present_per = np.diff(_cumulative(present, edges))
@@ -355,9 +357,42 @@ def _timeline(
         "bucket_s": int(bucket),
         "arrivals": arrivals,
         "service_level": [w / a if a else None for w, a in zip(within, arrivals, strict=True)],
-        "queue_max": queue_max,
+        "queue_max": _queue_max(queue_trace, bucket, count),
         "occupancy_mean": occupancy,
     }
+
+
+def _per_bucket(
+    arrival: np.ndarray, within_sla: np.ndarray, bucket: float, count: int
+) -> tuple[list[int], list[int]]:
+    """Calls arriving in each of ``count`` buckets, and of them those answered within the
+    SLA (``within_sla``: a flag per call); calls before 0 or past the last bucket count
+    nowhere."""
+    index = np.floor_divide(arrival, bucket)  # Python's ``//`` on floats, value for value
+    inside = (index >= 0) & (index < count)
+    index = index[inside].astype(np.int64)
+    arrivals: list[int] = np.bincount(index, minlength=count).tolist()
+    within: list[int] = np.bincount(index[within_sla[inside]], minlength=count).tolist()
+    return arrivals, within
+
+
+def _queue_max(queue_trace: Sequence[tuple[float, int]], bucket: float, count: int) -> list[int]:
+    """The most calls waiting at once in each of ``count`` buckets: the level entering the
+    bucket and every change in it (``queue_trace`` in time order; a change before 0 counts in
+    the first bucket, one past the last bucket nowhere)."""
+    if not queue_trace:
+        return [0] * count
+    flat = np.fromiter(chain.from_iterable(queue_trace), float).reshape(-1, 2)
+    at, size = flat[:, 0], flat[:, 1].astype(np.int64)  # levels: ints, exact as floats
+    ends = np.searchsorted(at, np.arange(1, count + 1, dtype=float) * bucket, side="left")
+    begins = np.concatenate([[0], ends[:-1]])  # bucket b: changes begins[b]..ends[b] - 1
+    peak = np.where(begins > 0, size[begins - 1], 0)  # the level entering each bucket
+    changed = ends > begins
+    if changed.any():  # buckets in order, so each changed one's changes end where the next's begin
+        highest = np.maximum.reduceat(size[: ends[-1]], begins[changed])
+        peak[changed] = np.maximum(peak[changed], highest)
+    levels: list[int] = peak.tolist()
+    return levels
 
 
 def rounded(value: Any) -> Any:

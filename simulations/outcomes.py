@@ -24,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import struct
 from statistics import NormalDist
+from typing import overload
 
 from router.domain import Outcome
+from simulations.uniforms import Floats
 
 _NORMAL = NormalDist()
 CSAT_SPREAD = 0.8
@@ -39,8 +41,13 @@ def effective_quality(quality: float, skill_fit: float) -> float:
     return quality * ((1.0 - SKILL_SHARE) + SKILL_SHARE * skill_fit)
 
 
-def expected_csat(effective: float) -> float:
-    """Mean CSAT (1..5) of calls handled at effective quality ``effective``."""
+@overload
+def expected_csat(effective: float) -> float: ...
+@overload
+def expected_csat(effective: Floats) -> Floats: ...
+def expected_csat(effective: float | Floats) -> float | Floats:
+    """Mean CSAT (1..5) of calls handled at effective quality ``effective`` (or of each of
+    an array of them, value for value)."""
     return 1.0 + 4.0 * effective
 
 
