@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,22 @@ SIM_EPOCH_MS = 1_767_571_200_000
 def epoch_ms(seconds: float) -> int:
     """Simulated seconds as epoch milliseconds of the simulated clock."""
     return SIM_EPOCH_MS + round(seconds * 1000)
+
+
+_INT_RANGE = 2.0**62
+"""``epochs_ms`` rounds on arrays below this many milliseconds (``int64`` holds the sum)."""
+
+
+def epochs_ms(seconds: Iterable[float]) -> list[int]:
+    """``epoch_ms`` of each value, as one array (``np.rint`` rounds halves to even, as
+    ``round`` does); ``epoch_ms`` itself answers (or refuses) if any is not finite or out of
+    the array's integer range."""
+    values = np.fromiter(seconds, float)
+    scaled = values * 1000.0
+    if not (np.abs(scaled) < _INT_RANGE).all():  # NaN too
+        return [epoch_ms(s) for s in values.tolist()]
+    whole: list[int] = (np.rint(scaled).astype(np.int64) + SIM_EPOCH_MS).tolist()
+    return whole
 
 
 _FAST_BELOW = 2.0**32

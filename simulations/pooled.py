@@ -72,11 +72,12 @@ from router.eligibility import check
 from scoring.match import skill_fit
 from simulations import outcomes
 from simulations.call_log import CallLog, QueueTrace
-from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms
+from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms, epochs_ms
 from simulations.pool_choice import BalancedChoice
 from simulations.trace import TraceCall, as_call
 from simulations.workforce import SimAgent, breaks_within, presence_changes, shift_windows
 
+_ARRIVAL = operator.attrgetter("arrival_s")
 _CHANNEL = operator.attrgetter("channel")
 _PRIORITY = operator.attrgetter("priority")
 _KIND = operator.attrgetter("skills", "language", "region", "team", "region_required")
@@ -247,7 +248,7 @@ class _Pool:
         self.units = policy.units_for(channel)
         self.wrap_ms = policy.wrap_up_s.get(channel, 0) * 1000
         self.day = PooledDay(
-            calls=CallLog.empty([epoch_ms(tc.arrival_s) for tc in trace]),
+            calls=CallLog.empty(epochs_ms(map(_ARRIVAL, trace))),
             busy={spec.agent_id: [] for spec in specs},
             held={spec.agent_id: [] for spec in specs},
             staffed={},
@@ -316,9 +317,10 @@ class _Pool:
         # The loop handles events up to the horizon, and past the last exit only before the
         # end of arrivals (an abandonment timer of a call answered meanwhile).
         last, duration_ms = self.last_exit, self.duration_ms
-        handled = [t for t in self.times if t <= self.horizon_ms and (t <= last or t < duration_ms)]
+        times = np.asarray(self.times, np.int64)
+        handled = times[(times <= self.horizon_ms) & ((times <= last) | (times < duration_ms))]
         log.events = len(handled)
-        log.end_ms = max(max(handled, default=SIM_EPOCH_MS), duration_ms)
+        log.end_ms = max(int(handled.max()) if len(handled) else SIM_EPOCH_MS, duration_ms)
         log.queue = _queue_trace(self.changes)
         for spec, changes in zip(self.specs, self.presence, strict=True):
             self.day.staffed[spec.agent_id] = _staffed(
@@ -684,10 +686,9 @@ def _queue_order(created: Sequence[int], trace: Sequence[TraceCall]) -> list[int
     arrival order already, and its order is kept unless rounding to the millisecond made
     two calls arrive together out of call-id order (no sort key per call when it is not)."""
     n = len(trace)
-    if all(
-        created[i] < created[i + 1]
-        or (created[i] == created[i + 1] and trace[i].call_id <= trace[i + 1].call_id)
-        for i in range(n - 1)
+    steps = np.diff(np.asarray(created, np.int64))
+    if (steps >= 0).all() and all(
+        trace[i].call_id <= trace[i + 1].call_id for i in np.flatnonzero(steps == 0).tolist()
     ):
         return list(range(n))
     return sorted(range(n), key=lambda i: (created[i], trace[i].call_id))

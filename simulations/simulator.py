@@ -64,6 +64,8 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain, compress, repeat
+from operator import is_not
 from pathlib import Path
 from typing import Any
 
@@ -572,9 +574,7 @@ def _pooled_result(
 ) -> SimulationResult:
     """The result of a day ``simulations.pooled`` ran."""
     log = day.calls
-    handled = Counter(
-        agent for agent, ms in zip(log.agent_of, log.handled_ms, strict=True) if ms is not None
-    )
+    handled = Counter(compress(log.agent_of, map(is_not, log.handled_ms, repeat(None))))
     agents = {
         spec.agent_id: _agent_result(
             spec,
@@ -600,13 +600,18 @@ def _agent_result(
 ) -> AgentResult:
     """One agent's day: finished items, items ``(start, units)`` still held at ``end_ms``,
     available intervals (an open one ends at -1) and calls completed."""
-    epoch = SIM_EPOCH_MS  # ``_s`` spelled out: two per item
-    busy = [((a - epoch) / 1000, (b - epoch) / 1000, u) for a, b, u in busy_log]
-    busy.extend((_s(start), _s(end_ms), units) for start, units in held)
+    items = [*busy_log, *((start, end_ms, units) for start, units in held)]
+    busy: list[tuple[float, float, int]] = []
+    if items:  # ``_s`` of both ends, on arrays (ints below 2**53: the same true division)
+        flat = np.fromiter(chain.from_iterable(items), np.int64).reshape(-1, 3)
+        start_s, end_s = ((flat[:, :2] - SIM_EPOCH_MS) / 1000).T.tolist()
+        busy = list(zip(start_s, end_s, flat[:, 2].tolist(), strict=True))
+        if not (np.diff(flat[:, 0]) > 0).all():  # else in order already
+            busy.sort()
     staffed = [(_s(a), _s(end_ms if b < 0 else b)) for a, b in staffed_log]
     return AgentResult(
         agent_id=spec.agent_id,
-        busy=sorted(busy),
+        busy=busy,
         staffed=[(a, b) for a, b in staffed if b > a],
         handled=handled,
         top_performer=spec.top_performer,

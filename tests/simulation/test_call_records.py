@@ -15,8 +15,8 @@ import pytest
 
 from router.domain import Channel
 from simulations.call_log import CallLog
-from simulations.model import SIM_EPOCH_MS
-from simulations.simulator import CallResult, call_records
+from simulations.model import SIM_EPOCH_MS, AgentSpec
+from simulations.simulator import CallResult, _agent_result, call_records
 from simulations.trace import TraceCall
 
 TARGETS = {Channel.VOICE: 20_000, Channel.CHAT: 60_000.0}
@@ -112,3 +112,35 @@ def test_a_log_where_every_call_completed_keeps_its_columns() -> None:
     assert call_records(trace, log, TARGETS) == reference(trace, log)
     assert call_records([], CallLog.empty([]), TARGETS) == []
     assert math.isclose(call_records(trace, log, TARGETS)[0].wait_s, 0.003)
+
+
+def reference_busy(
+    busy_log: list[tuple[int, int, int]], held: list[tuple[int, int]], end_ms: int
+) -> list[tuple[float, float, int]]:
+    """An agent's busy items in seconds, held ones ending at ``end_ms``, sorted."""
+    items = [*busy_log, *((start, end_ms, units) for start, units in held)]
+    return sorted(((a - SIM_EPOCH_MS) / 1000, (b - SIM_EPOCH_MS) / 1000, u) for a, b, u in items)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_an_agents_busy_items_in_seconds_and_in_order(seed: int) -> None:
+    rng = random.Random(seed)
+    epoch, end_ms = SIM_EPOCH_MS, SIM_EPOCH_MS + 86_400_000
+    spec = AgentSpec(agent_id="a1")
+    starts = sorted(epoch + rng.randrange(86_400_000) for _ in range(rng.randrange(1, 400)))
+    if seed % 2:  # chats: items overlap, finish out of order, some start together
+        starts += rng.sample(starts, len(starts) // 4)
+        rng.shuffle(starts)
+    busy_log = [(s, s + rng.randrange(1, 900_000), rng.choice((25, 100))) for s in starts]
+    held = [(end_ms - rng.randrange(1, 600_000), 25) for _ in range(seed % 3)]
+    result = _agent_result(
+        spec, busy_log=busy_log, held=held, staffed_log=[[epoch, -1]], handled=0, end_ms=end_ms
+    )
+    assert result.busy == reference_busy(busy_log, held, end_ms)
+    assert all(type(u) is int for _, _, u in result.busy)
+    assert result.staffed == [(0.0, 86_400.0)]
+    empty = _agent_result(spec, busy_log=[], held=[], staffed_log=[], handled=0, end_ms=end_ms)
+    assert empty.busy == []
+    together = [(epoch + 10, epoch + 50, 25), (epoch + 10, epoch + 30, 25)]  # the later first
+    tied = _agent_result(spec, busy_log=together, held=[], staffed_log=[], handled=0, end_ms=end_ms)
+    assert tied.busy == [(0.01, 0.03, 25), (0.01, 0.05, 25)]

@@ -824,3 +824,10 @@ def test_round_robin_and_agents_away_serve_call_by_call(
 
 def _refused(*_args: object) -> None:
     raise AssertionError("this way of serving calls should not run here")
+
+
+def test_queue_order_is_by_arrival_then_call_id() -> None:
+    calls = [TraceCall(arrival_s=0.0, call_id=c, channel=Channel.VOICE) for c in "dcab"]
+    assert pooled._queue_order([5, 7, 9, 11], calls) == [0, 1, 2, 3]  # kept as it is
+    assert pooled._queue_order([5, 5, 9, 9], calls) == [1, 0, 2, 3]  # "c" before "d"
+    assert pooled._queue_order([9, 7, 5, 5], calls) == [2, 3, 1, 0]

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from simulations.model import rounded_ms
+from simulations.model import epoch_ms, epochs_ms, rounded_ms
 
 
 def _same(a: float, b: float) -> bool:
@@ -53,3 +53,22 @@ def test_rounded_ms_edges() -> None:
     for x, got in zip(EDGES, rounded_ms(np.array(EDGES)).tolist(), strict=True):
         assert _same(got, round(x, 3)), x
     assert math.isnan(rounded_ms(np.array([1.0, math.nan]))[1])
+
+
+@pytest.mark.parametrize("top", [1.0, 86_400.0, 1e9, 1e15])
+def test_epochs_ms_is_epoch_ms_of_each_value(top: float) -> None:
+    rng = random.Random(int(top))
+    values = [rng.random() * top for _ in range(5_000)] + _near_halves(rng, min(top, 1e6))
+    values += [-v for v in values[:500]] + [0.0, -0.0, 0.0005, 0.0015, 0.0025, 7, -3]
+    values += [(k + 0.5) / 1000 for k in range(1000)]  # the product a half: to even
+    assert epochs_ms(values) == [epoch_ms(v) for v in values]
+    assert all(type(ms) is int for ms in epochs_ms(values))
+    assert epochs_ms([]) == []
+
+
+def test_epochs_ms_outside_the_array_range_answers_as_epoch_ms() -> None:
+    for huge in ([1.0, 4.6e15], [1.0, 1e16], [-1e16], [2.0**61, -(2.0**62)], [1.0, 1e300]):
+        assert epochs_ms(huge) == [epoch_ms(v) for v in huge]
+    for bad, error in ((math.nan, ValueError), (math.inf, OverflowError)):
+        with pytest.raises(error):
+            epochs_ms([1.0, bad])
