@@ -36,19 +36,22 @@ def epoch_ms(seconds: float) -> int:
     return SIM_EPOCH_MS + round(seconds * 1000)
 
 
-_INT_RANGE = 2.0**62
-"""``epochs_ms`` rounds on arrays below this many milliseconds (``int64`` holds the sum)."""
-
-
 def epochs_ms(seconds: Iterable[float]) -> list[int]:
-    """``epoch_ms`` of each value, as one array (``np.rint`` rounds halves to even, as
-    ``round`` does); ``epoch_ms`` itself answers (or refuses) if any is not finite or out of
-    the array's integer range."""
-    values = np.fromiter(seconds, float)
-    scaled = values * 1000.0
-    if not (np.abs(scaled) < _INT_RANGE).all():  # NaN too
-        return [epoch_ms(s) for s in values.tolist()]
-    whole: list[int] = (np.rint(scaled).astype(np.int64) + SIM_EPOCH_MS).tolist()
+    """``epoch_ms`` of each value, on one array."""
+    return rounded_ints(np.fromiter(seconds, float) * 1000.0, SIM_EPOCH_MS)
+
+
+_INT_RANGE = 2.0**62
+"""``rounded_ints`` rounds on arrays below this (``int64`` holds it and an offset)."""
+
+
+def rounded_ints(values: Floats, offset: int = 0) -> list[int]:
+    """``offset + round(v)`` of each value (``np.rint`` rounds halves to even, as ``round``
+    does); ``round`` itself answers (or refuses) if any is not finite or out of the array's
+    integer range."""
+    if not (np.abs(values) < _INT_RANGE).all():  # NaN too
+        return [offset + round(v) for v in values.tolist()]
+    whole: list[int] = (np.rint(values).astype(np.int64) + offset).tolist()
     return whole
 
 

@@ -72,13 +72,21 @@ from router.eligibility import check
 from scoring.match import skill_fit
 from simulations import outcomes
 from simulations.call_log import CallLog, QueueTrace
-from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms, epochs_ms
+from simulations.model import (
+    SIM_EPOCH_MS,
+    AgentSpec,
+    Scenario,
+    epoch_ms,
+    epochs_ms,
+    rounded_ints,
+)
 from simulations.pool_choice import BalancedChoice
 from simulations.trace import TraceCall, as_call
 from simulations.workforce import SimAgent, breaks_within, presence_changes, shift_windows
 
 _ARRIVAL = operator.attrgetter("arrival_s")
 _CHANNEL = operator.attrgetter("channel")
+_HANDLE = operator.attrgetter("handle_s")
 _PRIORITY = operator.attrgetter("priority")
 _KIND = operator.attrgetter("skills", "language", "region", "team", "region_required")
 """What tells kinds of calls apart for the hard rules (``_fit_obstacle``)."""
@@ -371,14 +379,16 @@ class _Pool:
             heapq.heappop,
             heapq.heapreplace,
         )
+        speeds = {spec.speed for spec in specs}
+        handles = (  # each call's handle time at the one speed every agent works at
+            _handles(trace, speeds.pop()) if len(speeds) == 1 else None
+        )
         clock, last_exit, stays = self.clock, self.last_exit, False
         for position, i in enumerate(self.order):
             arrival = created[i]
             if arrival > horizon_ms:
                 continue
             tc = trace[i]
-            times.append(arrival)
-            changes.append(2 * arrival + 1)  # _arrived
             last_exit = arrival if arrival > last_exit else last_exit  # max(), as below
             start = arrival if arrival >= clock else clock  # _earliest: now, if anyone is free
             if not free and (not working or working[0][0] > start):
@@ -412,8 +422,11 @@ class _Pool:
             clock = start
             answered[i], agent_of[i] = start, agent_id
             changes.append(2 * start)  # _left
-            handle = round(tc.handle_s * 1000 / specs[k].speed)
-            handle = handle if handle > 1 else 1  # max(1, ...)
+            if handles is None:
+                handle = round(tc.handle_s * 1000 / specs[k].speed)
+                handle = handle if handle > 1 else 1  # max(1, ...)
+            else:
+                handle = handles[i]
             done = start + handle
             times.append(done)
             release = done + wrap_ms
@@ -440,6 +453,10 @@ class _Pool:
             else:
                 push(working, (release, agent_id, k))
         self.clock, self.last_exit = clock, horizon_ms + 1 if stays else last_exit
+        arrived = np.asarray(created, np.int64)  # every call up to the horizon arrives
+        arrived = arrived[arrived <= horizon_ms]
+        times.extend(arrived.tolist())
+        changes.extend((2 * arrived + 1).tolist())  # _arrived: queue changes are sorted later
 
     def _stays(self) -> None:
         """A call is still there at the end of the run."""
@@ -668,6 +685,13 @@ def _arrived(at: int) -> int:
 def _left(at: int) -> int:
     """The queue change "a call was answered or hung up at ``at``": ``(at, -1)``."""
     return 2 * at
+
+
+def _handles(trace: Sequence[TraceCall], speed: float) -> list[int]:
+    """Each call's handle time in milliseconds at ``speed`` (at least 1), as ``_serve``
+    rounds it."""
+    handles = rounded_ints(np.fromiter(map(_HANDLE, trace), float, len(trace)) * 1000 / speed)
+    return [h if h > 1 else 1 for h in handles]
 
 
 def _queue_trace(changes: Sequence[int]) -> QueueTrace:
