@@ -97,8 +97,9 @@ class PooledDay:
     """What the event loop would have recorded."""
 
     calls: CallLog
-    busy: dict[str, list[tuple[int, int, int]]]
-    """Per agent: finished items ``(start, end, units)``, wrap-up included."""
+    busy: dict[str, list[int]]
+    """Per agent: finished items, wrap-up included, flat: ``start, end, units`` of each in
+    turn."""
     held: dict[str, list[tuple[int, int]]]
     """Per agent: items still held at the end ``(start, units)``."""
     staffed: dict[str, list[list[int]]]
@@ -446,7 +447,7 @@ class _Pool:
                     pop(working)
                 stays = True
                 continue
-            busy[agent_id].append((start, release, units))
+            busy[agent_id].extend((start, release, units))
             last_exit = release if release > last_exit else last_exit
             if balance is None:
                 replace_top(working, (release, agent_id, k))
@@ -509,7 +510,7 @@ class _Pool:
             day.held[agent_id].append((start, self.units))
             self._stays()
             return
-        day.busy[agent_id].append((start, release, self.units))
+        day.busy[agent_id].extend((start, release, self.units))
         last = self.last_exit
         self.last_exit = release if release > last else last
         heapq.heappush(self.working, (self._back_at(k, release), agent_id, k))

@@ -490,7 +490,7 @@ class _Simulation:
         agent.units_used -= work.units
         if end_ms > work.start_ms:
             agent.spans.append(WorkSpan(work.start_ms, end_ms, work.units))
-            agent.busy_log.append((work.start_ms, end_ms, work.units))
+            agent.busy_log.extend((work.start_ms, end_ms, work.units))
         self.held -= 1
         self.dispatcher.gained_room(agent)
         self.dirty = True
@@ -592,18 +592,19 @@ def _pooled_result(
 def _agent_result(
     spec: AgentSpec,
     *,
-    busy_log: Sequence[tuple[int, int, int]],
+    busy_log: Sequence[int],
     held: Sequence[tuple[int, int]],
     staffed_log: Sequence[Sequence[int]],
     handled: int,
     end_ms: int,
 ) -> AgentResult:
-    """One agent's day: finished items, items ``(start, units)`` still held at ``end_ms``,
-    available intervals (an open one ends at -1) and calls completed."""
-    items = [*busy_log, *((start, end_ms, units) for start, units in held)]
+    """One agent's day: finished items (``start, end, units`` of each, flat), items
+    ``(start, units)`` still held at ``end_ms``, available intervals (an open one ends at
+    -1) and calls completed."""
     busy: list[tuple[float, float, int]] = []
-    if items:  # ``_s`` of both ends, on arrays (ints below 2**53: the same true division)
-        flat = np.fromiter(chain.from_iterable(items), np.int64).reshape(-1, 3)
+    if busy_log or held:  # ``_s`` of both ends, on arrays (ints below 2**53: the same division)
+        items = [*busy_log, *chain.from_iterable((start, end_ms, units) for start, units in held)]
+        flat = np.array(items, np.int64).reshape(-1, 3)
         start_s, end_s = ((flat[:, :2] - SIM_EPOCH_MS) / 1000).T.tolist()
         busy = list(zip(start_s, end_s, flat[:, 2].tolist(), strict=True))
         if not (np.diff(flat[:, 0]) > 0).all():  # else in order already

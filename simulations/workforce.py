@@ -121,8 +121,9 @@ class SimAgent:
         self.last_assigned_ms = 0
         self.seq = 1
         self._snapshot: AgentSnapshot | None = None
-        self.busy_log: list[tuple[int, int, int]] = []
-        """Finished busy intervals ``(start_ms, end_ms, units)`` (wrap-up included)."""
+        self.busy_log: list[int] = []
+        """Finished busy intervals (wrap-up included), flat: ``start_ms, end_ms, units`` of
+        each in turn (no tuple per interval for the garbage collector to track)."""
         self.staffed_log: list[list[int]] = []
         """Intervals ``[start_ms, end_ms]`` during which the agent was available (``end_ms``
         is -1 while the interval is open)."""

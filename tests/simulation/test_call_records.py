@@ -133,14 +133,15 @@ def test_an_agents_busy_items_in_seconds_and_in_order(seed: int) -> None:
         rng.shuffle(starts)
     busy_log = [(s, s + rng.randrange(1, 900_000), rng.choice((25, 100))) for s in starts]
     held = [(end_ms - rng.randrange(1, 600_000), 25) for _ in range(seed % 3)]
+    flat = [ms for item in busy_log for ms in item]
     result = _agent_result(
-        spec, busy_log=busy_log, held=held, staffed_log=[[epoch, -1]], handled=0, end_ms=end_ms
+        spec, busy_log=flat, held=held, staffed_log=[[epoch, -1]], handled=0, end_ms=end_ms
     )
     assert result.busy == reference_busy(busy_log, held, end_ms)
     assert all(type(u) is int for _, _, u in result.busy)
     assert result.staffed == [(0.0, 86_400.0)]
     empty = _agent_result(spec, busy_log=[], held=[], staffed_log=[], handled=0, end_ms=end_ms)
     assert empty.busy == []
-    together = [(epoch + 10, epoch + 50, 25), (epoch + 10, epoch + 30, 25)]  # the later first
+    together = [epoch + 10, epoch + 50, 25, epoch + 10, epoch + 30, 25]  # the later first
     tied = _agent_result(spec, busy_log=together, held=[], staffed_log=[], handled=0, end_ms=end_ms)
     assert tied.busy == [(0.01, 0.03, 25), (0.01, 0.05, 25)]
