@@ -54,6 +54,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
 from operator import attrgetter, is_not
 from pathlib import Path
@@ -103,6 +104,17 @@ RECORD_COLUMNS = (
 )
 
 
+@dataclass(slots=True)
+class QueueLevels:
+    """Calls waiting after each change of the queue length, in time order, as two columns
+    (no tuple per change for the garbage collector to track)."""
+
+    times_s: list[float] = field(default_factory=list)
+    """When the queue changed (seconds of the run)."""
+    sizes: list[int] = field(default_factory=list)
+    """How many calls waited after that change."""
+
+
 def compute_kpis(
     *,
     scenario: Scenario,
@@ -111,7 +123,7 @@ def compute_kpis(
     records: Sequence[CallResult],
     agents: Mapping[str, AgentResult],
     events: int,
-    queue_trace: Sequence[tuple[float, int]],
+    queue_trace: QueueLevels,
 ) -> dict[str, Any]:
     """The ``kpis.json`` document (see the module docstring)."""
     start, end = scenario.warmup_s, scenario.duration_s
@@ -338,7 +350,7 @@ def _timeline(
     arrival: np.ndarray,
     items: Mapping[str, np.ndarray],
     logged: Mapping[str, list[tuple[float, float]]],
-    queue_trace: Sequence[tuple[float, int]],
+    queue_trace: QueueLevels,
 ) -> dict[str, Any]:
     bucket = float(scenario.timeline_bucket_s)
     count = max(1, math.ceil(scenario.duration_s / bucket))
@@ -376,14 +388,14 @@ def _per_bucket(
     return arrivals, within
 
 
-def _queue_max(queue_trace: Sequence[tuple[float, int]], bucket: float, count: int) -> list[int]:
+def _queue_max(queue_trace: QueueLevels, bucket: float, count: int) -> list[int]:
     """The most calls waiting at once in each of ``count`` buckets: the level entering the
-    bucket and every change in it (``queue_trace`` in time order; a change before 0 counts in
-    the first bucket, one past the last bucket nowhere)."""
-    if not queue_trace:
+    bucket and every change in it (a change before 0 counts in the first bucket, one past the
+    last bucket nowhere)."""
+    if not queue_trace.times_s:
         return [0] * count
-    flat = np.fromiter(chain.from_iterable(queue_trace), float).reshape(-1, 2)
-    at, size = flat[:, 0], flat[:, 1].astype(np.int64)  # levels: ints, exact as floats
+    at = np.asarray(queue_trace.times_s, float)
+    size = np.asarray(queue_trace.sizes, np.int64)
     ends = np.searchsorted(at, np.arange(1, count + 1, dtype=float) * bucket, side="left")
     begins = np.concatenate([[0], ends[:-1]])  # bucket b: changes begins[b]..ends[b] - 1
     peak = np.where(begins > 0, size[begins - 1], 0)  # the level entering each bucket

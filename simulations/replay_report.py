@@ -18,7 +18,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from simulations.kpis import compute_kpis
+from simulations.kpis import QueueLevels, compute_kpis
 from simulations.model import Scenario
 from simulations.replay import ObservedCall, ReplayRun
 from simulations.replay_plan import ReplayAgent
@@ -66,7 +66,7 @@ def _staffed(agent: ReplayAgent, start: float, end: float) -> list[tuple[float, 
 
 def observed_results(
     run: ReplayRun,
-) -> tuple[list[CallResult], dict[str, AgentResult], list[tuple[float, int]]]:
+) -> tuple[list[CallResult], dict[str, AgentResult], QueueLevels]:
     """The replay as simulator results: records, agents' intervals, queue-length changes."""
     records = [_record(o, run) for o in run.calls if o.sent_s is not None]
     busy: dict[str, list[tuple[float, float, int]]] = {a.agent_id: [] for a in run.agents}
@@ -90,10 +90,11 @@ def observed_results(
     for o, r in zip((o for o in run.calls if o.sent_s is not None), records, strict=True):
         if o.queued:  # waited from its arrival until answered, hung up or cut
             changes.extend([(r.arrival_s, 1), (r.arrival_s + r.wait_s, -1)])
-    trace, level = [], 0
+    trace, level = QueueLevels(), 0
     for at, step in sorted(changes, key=lambda c: (c[0], c[1])):
         level += step
-        trace.append((at, level))
+        trace.times_s.append(at)
+        trace.sizes.append(level)
     return records, agents, trace
 
 

@@ -87,7 +87,7 @@ from scoring import performance
 from scoring.match import skill_fit
 from simulations import outcomes, pooled
 from simulations.call_log import CallLog, QueueTrace
-from simulations.kpis import compute_kpis, write_outputs
+from simulations.kpis import QueueLevels, compute_kpis, write_outputs
 from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms
 from simulations.passes import Dispatcher
 from simulations.trace import TraceCall, arrival_ordered, generate_trace
@@ -159,8 +159,8 @@ class SimulationResult:
     kpis: dict[str, Any]
     end_s: float
     """Simulated time when the run stopped."""
-    queue_trace: list[tuple[float, int]] = field(default_factory=list)
-    """``(time_s, waiting calls)`` at every change of the queue length."""
+    queue_trace: QueueLevels = field(default_factory=QueueLevels)
+    """Waiting calls after every change of the queue length."""
     wall_s: float = 0.0
     """Wall-clock seconds the run took (never written to kpis.json)."""
     kpis_s: float = 0.0
@@ -634,7 +634,7 @@ def _assemble(
     target_ms = {c: (t.target_s * 1000) for c, t in policy.sla.items()}
     records = call_records(trace, log, target_ms)
     at_s = (np.array(log.queue.times, dtype=float) - float(SIM_EPOCH_MS)) / 1000  # exact ms
-    queue_trace = list(zip(at_s.tolist(), log.queue.sizes, strict=True))
+    queue_trace = QueueLevels(at_s.tolist(), log.queue.sizes)
     started = time.perf_counter()
     kpis = compute_kpis(
         scenario=scenario,

@@ -16,7 +16,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulations.kpis import _busy_units_s, _logged, _per_bucket, _queue_max, _triples
+from simulations.kpis import (
+    QueueLevels,
+    _busy_units_s,
+    _logged,
+    _per_bucket,
+    _queue_max,
+    _triples,
+)
 
 Span = tuple[float, float]
 Item = tuple[float, float, int]
@@ -56,6 +63,10 @@ def reference_per_bucket(
             arrivals[b] += 1
             within[b] += within_sla
     return arrivals, within
+
+
+def levels(queue_trace: Sequence[tuple[float, int]]) -> QueueLevels:
+    return QueueLevels([at for at, _ in queue_trace], [size for _, size in queue_trace])
 
 
 def reference_queue_max(
@@ -140,7 +151,7 @@ changes = st.lists(
 def test_queue_max_per_bucket(
     queue_trace: list[tuple[float, int]], bucket: float, count: int
 ) -> None:
-    got = _queue_max(queue_trace, bucket, count)
+    got = _queue_max(levels(queue_trace), bucket, count)
     assert got == reference_queue_max(queue_trace, bucket, count)
     assert all(type(level) is int for level in got)
 
@@ -149,8 +160,8 @@ def test_queue_max_edges() -> None:
     trace = [(-1.0, 3), (0.0, 1), (10.0, 5), (10.0, 2), (25.0, 0), (40.0, 9)]
     # Bucket 0 holds the change before it; a change on an edge opens the next bucket; the
     # level carries through a bucket without changes; changes past the last bucket are left.
-    assert _queue_max(trace, 10.0, 4) == [3, 5, 2, 0]
-    assert _queue_max([], 10.0, 3) == [0, 0, 0]
+    assert _queue_max(levels(trace), 10.0, 4) == [3, 5, 2, 0]
+    assert _queue_max(QueueLevels(), 10.0, 3) == [0, 0, 0]
 
 
 @settings(max_examples=400, deadline=None)
