@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from router import codec
 from router import store_common as rules
 from router.domain import AgentSnapshot, Policy
 from router.index_mirror import IndexMirror
-from router.redis_cache import AgentCache, PartiesCache
+from router.redis_cache import AgentCache, PartiesCache, found_map
 from router.redis_schema import Keys, agent_from_hash, pairs, text, texts
 from router.store import KnownPolicy
 
@@ -133,10 +133,11 @@ class RedisBase(ABC):
         agent is cached); their replies come second. ``ordered``: ``ids`` are in id order
         already (the routing index's candidates), so they are not checked."""
         k, cache = Keys(tenant), self._agent_cache
-        found, missing = cache.get_many(tenant, ids, revs, now, window)
+        listed, missing = cache.get_listed(tenant, ids, revs, now, window)
+        if not missing and not also and ordered:  # all served, in ``ids`` order
+            return cast(list[AgentSnapshot], listed), []
+        found = found_map(ids, listed)
         if not missing and not also:
-            if ordered:  # all served, in ``ids`` order
-                return list(found.values()), []
             names = list(found)
             if names == sorted(names):  # ids in id order, all served: no second pass
                 return list(found.values()), []

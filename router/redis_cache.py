@@ -25,7 +25,6 @@ import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import cast
 
 from router import codec
 from router import store_common as rules
@@ -173,6 +172,16 @@ class _View:
 _NOBODY: frozenset[str] = frozenset()
 
 
+def found_map(
+    ids: Sequence[str], listed: Sequence[AgentSnapshot | None]
+) -> dict[str, AgentSnapshot]:
+    """``AgentCache.get_listed``'s answer for ``ids`` as agent id -> snapshot, the agents to
+    read left out."""
+    return {
+        agent_id: agent for agent_id, agent in zip(ids, listed, strict=True) if agent is not None
+    }
+
+
 class AgentCache:
     """Decoded agents per (tenant, agent id), valid for one ``rev``.
 
@@ -233,6 +242,14 @@ class AgentCache:
     ) -> tuple[dict[str, AgentSnapshot], list[str]]:
         """``get`` for each agent of ``ids`` at its rev in ``revs``: the agents found, and
         the ids to read (then ``put``)."""
+        listed, missing = self.get_listed(tenant, ids, revs, now, window_ms)
+        return found_map(ids, listed), missing
+
+    def get_listed(
+        self, tenant: str, ids: Sequence[str], revs: Sequence[str], now: int, window_ms: int
+    ) -> tuple[list[AgentSnapshot | None], list[str]]:
+        """``get_many`` as a list in ``ids`` order, ``None`` where an agent is to be read:
+        in the common case (every rev matches) the view's own lookup, with no map built."""
         with self._lock:  # the view's interval and items as one
             view = self._views.get(tenant)
             usable = view is not None and view.window_ms == window_ms and view.valid_from <= now
@@ -245,11 +262,11 @@ class AgentCache:
         if not usable:
             some, missing = self._get_each(tenant, ids, revs, now, window_ms)
             self._rebuild_view(tenant, now, window_ms)
-            return some, missing
+            return list(map(some.get, ids)), missing
         wanted = list(revs)
         if cached_revs == wanted and (not unready or unready.isdisjoint(ids)):
             # Every rev matched, so every snapshot is there (the two maps change together).
-            return dict(zip(ids, cast(list[AgentSnapshot], snapshots), strict=True)), []
+            return snapshots, []
         # Under load a few agents changed since (the ones the last Assigns and Completes
         # touched): found with C-level loops, then checked one by one; the answer keeps
         # the order of ``ids``.
@@ -258,15 +275,13 @@ class AgentCache:
             same = [
                 hit and agent_id not in unready for hit, agent_id in zip(same, ids, strict=True)
             ]
-        found = dict(zip(ids, snapshots, strict=True))
         stale = false_at(same)
         more, missing = self._get_each(
             tenant, [ids[i] for i in stale], [wanted[i] for i in stale], now, window_ms
         )
-        found.update(more)
-        for agent_id in missing:
-            found.pop(agent_id, None)
-        return cast(dict[str, AgentSnapshot], found), missing
+        for i in stale:
+            snapshots[i] = more.get(ids[i])
+        return snapshots, missing
 
     def _get_each(
         self, tenant: str, ids: Sequence[str], revs: Sequence[str], now: int, window_ms: int

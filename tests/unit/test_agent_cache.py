@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from router import codec
 from router.domain import AgentProfile
-from router.redis_cache import AgentCache
+from router.redis_cache import AgentCache, found_map
 from router.redis_schema import ACTIVE_PREFIX, agent_from_hash
 
 T = "acme"
@@ -42,12 +42,11 @@ def _members(rng: random.Random, now: int) -> list[str]:
 
 def test_the_view_serves_exact_agents_and_misses_nothing_the_checks_serve() -> None:
     """Random puts (at moving, sometimes out-of-order times), heartbeats and reads (now and
-    then from further back than ``REORDER_MS``) with
-    current or stale revs and two windows. Every agent ``get_many`` serves is exactly the
-    agent decoded from the hash of the asked rev at the asked time (heartbeats patched in);
-    it serves every agent that a twin cache taking only the per-agent path serves, and
-    names each other one as missing, in the order asked; the agents found come in that order
-    too."""
+    then from further back than ``REORDER_MS``) with current or stale revs and two windows.
+    Every agent ``get_listed`` serves, in the place of its id, is exactly the agent decoded
+    from the hash of the asked rev at the asked time (heartbeats patched in); it serves every
+    agent that a twin cache taking only the per-agent path serves, and names each other one
+    as missing (``None`` in its place), in the order asked."""
     for seed in range(40):
         rng = random.Random(seed)
         cache, twin = AgentCache(), AgentCache()
@@ -82,7 +81,12 @@ def test_the_view_serves_exact_agents_and_misses_nothing_the_checks_serve() -> N
                 ]
                 # now and then a request from before the reorder allowance (1 s)
                 at = now - rng.choice((0, 0, 0, 0, 2, rng.randrange(500, 2_500)))
-                found, missing = cache.get_many(T, ids, asked, at, window)
+                listed, missing = cache.get_listed(T, ids, asked, at, window)
+                assert [a for a, agent in zip(ids, listed, strict=True) if agent is None] == (
+                    missing
+                ), seed
+                assert all(a is None or a.agent_id == i for a, i in zip(listed, ids, strict=True))
+                found = found_map(ids, listed)
                 expected, _ = twin._get_each(T, ids, asked, at, window)
                 assert expected.keys() <= found.keys(), seed
                 assert [a for a in ids if a not in found] == missing, seed
