@@ -347,11 +347,15 @@ class AgentColumns:
         self.table = table = AgentTable(self.agents) if table is None else table
         self._index: dict[str, int] | None = None
         ints = table.ints
-        presence = np.where(ints[:, I_AVAILABLE] == 1, PASS, _NOT_AVAILABLE).astype(np.int8)
+        available = ints[:, I_AVAILABLE] == 1
+        presence = np.full(n, _NOT_AVAILABLE, np.int8)
         timeout_ms = policy.heartbeat_timeout_s * 1000
         if timeout_ms > 0:
-            heartbeat = ints[:, I_HEARTBEAT]
-            presence[(presence == PASS) & (now_ms - heartbeat > timeout_ms)] = _HEARTBEAT
+            presence[available] = _HEARTBEAT
+            # now - heartbeat <= timeout, exact on ints
+            presence[available & (ints[:, I_HEARTBEAT] >= now_ms - timeout_ms)] = PASS
+        else:
+            presence[available] = PASS
         self._next_absence = np.full(n, _NEVER, np.int64)
         if ints[:, I_ABSENCES].any():
             owners, absences = table.absences()
@@ -366,7 +370,8 @@ class AgentColumns:
         self._capped: Mask | None = None
         self._bases: dict[tuple[int, Channel], Codes] = {}
         self.units_used = ints[:, I_UNITS].copy()
-        self._load = {channel: table.channel(I_LOAD, channel).copy() for channel in Channel}
+        self._load: dict[Channel, npt.NDArray[np.int64]] = {}
+        """Per channel, copied from the table when first asked (placements change it)."""
         self._capacity: dict[Channel, npt.NDArray[np.int64]] = {}
         self._occupancy: npt.NDArray[np.float64] | None = None
         self._occupancy_cap: npt.NDArray[np.float64] | None = None
@@ -394,7 +399,10 @@ class AgentColumns:
 
     def load(self, channel: Channel) -> npt.NDArray[np.int64]:
         """Items taking capacity on ``channel`` per agent (placements included)."""
-        return self._load[channel]
+        load = self._load.get(channel)
+        if load is None:
+            load = self._load[channel] = self.table.channel(I_LOAD, channel).copy()
+        return load
 
     def capacity(self, channel: Channel) -> npt.NDArray[np.int64]:
         """``policy.capacity_for`` per agent."""

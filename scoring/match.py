@@ -393,8 +393,9 @@ class ScoreColumns:
         zones = ints[:, I_ZONE]
         if len(zones):
             names = table.memo.zones.values
-            by_code = np.full(int(zones.max()) + 1, np.nan)
-            for code in np.unique(zones).tolist():
+            present = np.bincount(zones)  # codes are small and never negative
+            by_code = np.full(len(present), np.nan)
+            for code in np.flatnonzero(present).tolist():
                 offset = self.utc_offset(names[code])
                 by_code[code] = np.nan if offset is None else offset
             self._offset = by_code[zones]

@@ -88,7 +88,7 @@ def random_agent(rng: random.Random, index: int, *, alike: bool) -> AgentSnapsho
             shift_end_ms=rng.choice([0, 0, 0, NOW + rng.randint(1, 120) * MINUTE_MS]),
         ),
         presence=rng.choice([Presence.AVAILABLE] * 6 + [Presence.BREAK, Presence.OFFLINE]),
-        heartbeat_ms=NOW - rng.choice([0, 0, 0, 200_000]),
+        heartbeat_ms=NOW - rng.choice([0, 0, 0, 120_000, 120_001, 200_000]),  # 120 s: the edge
         active=active,
         recent=recent,
         performance=PerformanceStats(
