@@ -132,7 +132,7 @@ def compute_kpis(
     targets = {c: float(t.target_s) for c, t in policy.sla.items()}
     channels = sorted(set(map(_CHANNEL, measured)) | {s.channel for s in scenario.streams})
     tops = top_performers(agents)
-    items = {a: _triples(r.busy) for a, r in agents.items()}  # each agent's read once
+    items = {a: r.busy for a, r in agents.items()}
     logged = {a: _logged(r.staffed, items[a]) for a, r in agents.items()}
     holders = list(map(_AGENT_ID, measured))
     done = list(compress(measured, holders))  # the completed calls: who took them, how well
@@ -305,6 +305,15 @@ def _busy_units_s(items: np.ndarray, start: float, end: float) -> float:
         return 0.0
     span = np.minimum(items[:, 1], end) - np.maximum(items[:, 0], start)
     return float(np.cumsum(items[:, 2] * np.where(span > 0.0, span, 0.0))[-1])
+
+
+def busy_items(items: Iterable[tuple[float, float, float]] | np.ndarray) -> np.ndarray:
+    """``(start, end, units)`` items as ``AgentResult.busy`` holds them: a read-only
+    ``(n, 3)`` float array, sorted as Python sorts the tuples (start, then end, then units)."""
+    rows = items if isinstance(items, np.ndarray) else _triples(items)
+    ordered = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]
+    ordered.flags.writeable = False
+    return ordered
 
 
 def _triples(items: Iterable[tuple[float, float, float]]) -> np.ndarray:

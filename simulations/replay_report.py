@@ -18,7 +18,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from simulations.kpis import QueueLevels, compute_kpis
+from simulations.kpis import QueueLevels, busy_items, compute_kpis
 from simulations.model import Scenario
 from simulations.replay import ObservedCall, ReplayRun
 from simulations.replay_plan import ReplayAgent
@@ -77,7 +77,7 @@ def observed_results(
     agents = {
         a.agent_id: AgentResult(
             agent_id=a.agent_id,
-            busy=sorted(busy[a.agent_id]),
+            busy=busy_items(busy[a.agent_id]),
             staffed=_staffed(a, run.start_s, run.end_s),
             handled=sum(1 for r in records if r.agent_id == a.agent_id),
             top_performer=a.top_performer,

@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from tqdm import tqdm
 
 from router.domain import (
@@ -87,7 +88,7 @@ from scoring import performance
 from scoring.match import skill_fit
 from simulations import outcomes, pooled
 from simulations.call_log import CallLog, QueueTrace
-from simulations.kpis import QueueLevels, compute_kpis, write_outputs
+from simulations.kpis import QueueLevels, busy_items, compute_kpis, write_outputs
 from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms
 from simulations.passes import Dispatcher
 from simulations.trace import TraceCall, arrival_ordered, generate_trace
@@ -131,19 +132,36 @@ class CallResult:
     """Times the call was taken back from an agent who left."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class AgentResult:
-    """One agent's day: when it was busy and when it was available (simulated seconds)."""
+    """One agent's day: when it was busy and when it was available (simulated seconds).
+    Equal to another with the same fields, ``busy`` compared value for value."""
 
     agent_id: str
-    busy: list[tuple[float, float, int]]
-    """``(start_s, end_s, units)`` per item, wrap-up included (100 units: the whole agent)."""
+    busy: npt.NDArray[np.float64]
+    """One read-only row ``(start_s, end_s, units)`` per item, wrap-up included (100 units:
+    the whole agent), in that order (``busy_items``)."""
     staffed: list[tuple[float, float]]
     """Intervals during which the agent was available for work."""
     handled: int
     top_performer: bool
     quality: float
     speed: float
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AgentResult):
+            return NotImplemented
+        return (
+            self.agent_id == other.agent_id
+            and self.staffed == other.staffed
+            and self.handled == other.handled
+            and self.top_performer == other.top_performer
+            and self.quality == other.quality
+            and self.speed == other.speed
+            and np.array_equal(self.busy, other.busy)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
 
 
 @dataclass(slots=True)
@@ -601,14 +619,16 @@ def _agent_result(
     """One agent's day: finished items (``start, end, units`` of each, flat), items
     ``(start, units)`` still held at ``end_ms``, available intervals (an open one ends at
     -1) and calls completed."""
-    busy: list[tuple[float, float, int]] = []
+    busy = np.zeros((0, 3))
     if busy_log or held:  # ``_s`` of both ends, on arrays (ints below 2**53: the same division)
         items = [*busy_log, *chain.from_iterable((start, end_ms, units) for start, units in held)]
         flat = np.array(items, np.int64).reshape(-1, 3)
-        start_s, end_s = ((flat[:, :2] - SIM_EPOCH_MS) / 1000).T.tolist()
-        busy = list(zip(start_s, end_s, flat[:, 2].tolist(), strict=True))
+        busy = np.empty(flat.shape)
+        busy[:, :2] = (flat[:, :2] - SIM_EPOCH_MS) / 1000
+        busy[:, 2] = flat[:, 2]
         if not (np.diff(flat[:, 0]) > 0).all():  # else in order already
-            busy.sort()
+            busy = busy_items(busy)
+    busy.flags.writeable = False
     staffed = [(_s(a), _s(end_ms if b < 0 else b)) for a, b in staffed_log]
     return AgentResult(
         agent_id=spec.agent_id,

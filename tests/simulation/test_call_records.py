@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
 from router.domain import Channel
@@ -137,11 +138,31 @@ def test_an_agents_busy_items_in_seconds_and_in_order(seed: int) -> None:
     result = _agent_result(
         spec, busy_log=flat, held=held, staffed_log=[[epoch, -1]], handled=0, end_ms=end_ms
     )
-    assert result.busy == reference_busy(busy_log, held, end_ms)
-    assert all(type(u) is int for _, _, u in result.busy)
+    assert result.busy.dtype == np.float64
+    assert result.busy.tolist() == [list(item) for item in reference_busy(busy_log, held, end_ms)]
+    assert not result.busy.flags.writeable
     assert result.staffed == [(0.0, 86_400.0)]
     empty = _agent_result(spec, busy_log=[], held=[], staffed_log=[], handled=0, end_ms=end_ms)
-    assert empty.busy == []
+    assert empty.busy.shape == (0, 3)
+    assert not empty.busy.flags.writeable
     together = [epoch + 10, epoch + 50, 25, epoch + 10, epoch + 30, 25]  # the later first
     tied = _agent_result(spec, busy_log=together, held=[], staffed_log=[], handled=0, end_ms=end_ms)
-    assert tied.busy == [(0.01, 0.03, 25), (0.01, 0.05, 25)]
+    assert tied.busy.tolist() == [[0.01, 0.03, 25.0], [0.01, 0.05, 25.0]]
+
+
+def test_agent_results_compare_by_value_busy_items_included() -> None:
+    spec, end_ms = AgentSpec(agent_id="a1"), SIM_EPOCH_MS + 1_000
+    items = [SIM_EPOCH_MS + 10, SIM_EPOCH_MS + 50, 25]
+
+    def result(busy_log: list[int], handled: int = 1) -> object:
+        return _agent_result(
+            spec, busy_log=busy_log, held=[], staffed_log=[], handled=handled, end_ms=end_ms
+        )
+
+    assert result(items) == result(list(items))
+    assert result(items) != result([*items[:2], 100])  # units
+    assert result(items) != result([])
+    assert result(items) != result(items, handled=2)
+    assert result(items) != "a1"
+    with pytest.raises(TypeError):
+        hash(result(items))
