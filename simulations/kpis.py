@@ -329,13 +329,26 @@ def _cumulative(
     ``(start, end, units)`` items as they are (their int units read as floats)."""
     if len(intervals) == 0:
         return np.zeros(len(at))
+    return _interp(_breakpoints(intervals), at)
+
+
+def _breakpoints(
+    intervals: Sequence[tuple[float, float, float]] | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_cumulative``'s sum at each start and end of the (non-empty) ``intervals``: the
+    breakpoints in time order and the values there."""
     arr = intervals if isinstance(intervals, np.ndarray) else _triples(intervals)
     times = np.concatenate([arr[:, 0], arr[:, 1]])
     slopes = np.concatenate([arr[:, 2], -arr[:, 2]])
     order = np.argsort(times, kind="stable")
     times, slopes = times[order], slopes[order]
     rate = np.cumsum(slopes)  # slope after each breakpoint
-    values = np.concatenate([[0.0], np.cumsum(rate[:-1] * np.diff(times))])
+    return times, np.concatenate([[0.0], np.cumsum(rate[:-1] * np.diff(times))])
+
+
+def _interp(points: tuple[np.ndarray, np.ndarray], at: np.ndarray) -> np.ndarray:
+    """The piecewise linear sum through ``_breakpoints`` at every ``t`` in ``at``."""
+    times, values = points
     result: np.ndarray = np.interp(at, times, values, left=0.0, right=float(values[-1]))
     return result
 
@@ -348,7 +361,8 @@ def _peak(items: np.ndarray, start: float, end: float, window_s: float) -> float
     grid = np.arange(max(start, 0.0) + PEAK_STEP_S, end + PEAK_STEP_S / 2, PEAK_STEP_S)
     if len(grid) == 0:
         grid = np.array([end])
-    rolling = _cumulative(items, grid) - _cumulative(items, grid - window_s)
+    points = _breakpoints(items)  # once for both ends of the window
+    rolling = _interp(points, grid) - _interp(points, grid - window_s)
     return float(min(1.0, max(0.0, rolling.max() / (window_s * AGENT_UNIT_BUDGET))))
 
 
