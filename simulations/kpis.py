@@ -265,7 +265,7 @@ def _pairs(intervals: Iterable[tuple[Any, ...]]) -> list[tuple[float, float]]:
 
 
 def _logged(staffed: Iterable[tuple[Any, ...]], items: np.ndarray) -> list[tuple[float, float]]:
-    """The union of the ``staffed`` spans and the busy ``items`` (``_triples``): sorted,
+    """The union of the ``staffed`` spans and the busy ``items`` (``AgentResult.busy``): sorted,
     merged intervals. One staffed span holding every item is the union itself (an agent who
     worked only while available: no item to sort or merge)."""
     spans = _pairs(staffed)
@@ -300,7 +300,7 @@ def _length(intervals: Iterable[tuple[float, float]], start: float, end: float) 
 
 def _busy_units_s(items: np.ndarray, start: float, end: float) -> float:
     """The sum of units * overlap with ``[start, end]`` over the busy ``items``
-    (``_triples``), added in their order as a loop would (``cumsum`` adds one by one)."""
+    (``AgentResult.busy``), added in their order as a loop would (``cumsum`` adds one by one)."""
     if len(items) == 0:
         return 0.0
     span = np.minimum(items[:, 1], end) - np.maximum(items[:, 0], start)
@@ -355,7 +355,7 @@ def _interp(points: tuple[np.ndarray, np.ndarray], at: np.ndarray) -> np.ndarray
 
 def _peak(items: np.ndarray, start: float, end: float, window_s: float) -> float:
     """Highest rolling occupancy over ``window_s`` sampled every ``PEAK_STEP_S`` in the run
-    (``items``: the agent's busy items, ``_triples``)."""
+    (``items``: the agent's busy items, ``AgentResult.busy``)."""
     if len(items) == 0:
         return 0.0
     grid = np.arange(max(start, 0.0) + PEAK_STEP_S, end + PEAK_STEP_S / 2, PEAK_STEP_S)
