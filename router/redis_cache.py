@@ -80,7 +80,7 @@ class _View:
     """One tenant's entries for one window as ``agent id -> (rev, snapshot)``, each exact
     from its start (``valid_from``, or its own in ``late``) until its time-dependent parts
     change (``until``; ``expire`` drops it then, and the per-agent path rebuilds it): the
-    common case of ``get_many`` becomes a rev comparison done by C loops (map, list
+    common case of ``get_listed`` becomes a rev comparison done by C loops (map, list
     equality) instead of per-agent Python checks."""
 
     __slots__ = (
@@ -186,7 +186,7 @@ class AgentCache:
     """Decoded agents per (tenant, agent id), valid for one ``rev``.
 
     Beside the entries, each tenant has a ``_View`` of the entries of the window last asked
-    for; ``get_many`` answers from it, the agents it cannot serve through the per-agent
+    for; ``get_listed`` answers from it, the agents it cannot serve through the per-agent
     checks, and builds it anew when the window changes or a request's time is before it.
     """
 
@@ -233,23 +233,17 @@ class AgentCache:
         return snapshot
 
     def window(self, tenant: str) -> int | None:
-        """The occupancy window (ms) of ``tenant``'s last ``get_many``, if any."""
+        """The occupancy window (ms) of ``tenant``'s last ``get_listed``, if any."""
         view = self._views.get(tenant)
         return None if view is None else view.window_ms
-
-    def get_many(
-        self, tenant: str, ids: Sequence[str], revs: Sequence[str], now: int, window_ms: int
-    ) -> tuple[dict[str, AgentSnapshot], list[str]]:
-        """``get`` for each agent of ``ids`` at its rev in ``revs``: the agents found, and
-        the ids to read (then ``put``)."""
-        listed, missing = self.get_listed(tenant, ids, revs, now, window_ms)
-        return found_map(ids, listed), missing
 
     def get_listed(
         self, tenant: str, ids: Sequence[str], revs: Sequence[str], now: int, window_ms: int
     ) -> tuple[list[AgentSnapshot | None], list[str]]:
-        """``get_many`` as a list in ``ids`` order, ``None`` where an agent is to be read:
-        in the common case (every rev matches) the view's own lookup, with no map built."""
+        """``get`` for each agent of ``ids`` at its rev in ``revs``: the agents in ``ids``
+        order, ``None`` where one is to be read, and the ids to read (then ``put``). In the
+        common case (every rev matches) the answer is the view's own lookup, with no map
+        built (``found_map`` makes one)."""
         with self._lock:  # the view's interval and items as one
             view = self._views.get(tenant)
             usable = view is not None and view.window_ms == window_ms and view.valid_from <= now
@@ -286,7 +280,7 @@ class AgentCache:
     def _get_each(
         self, tenant: str, ids: Sequence[str], revs: Sequence[str], now: int, window_ms: int
     ) -> tuple[dict[str, AgentSnapshot], list[str]]:
-        """``get_many`` agent by agent (the answer in ``ids`` order)."""
+        """``get_listed`` agent by agent: the agents found (``ids`` order), the ids to read."""
         found: dict[str, AgentSnapshot] = {}
         missing: list[str] = []
         entries, cutoff = self._entries.get(tenant, {}), now - window_ms
