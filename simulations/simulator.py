@@ -63,7 +63,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from itertools import chain, compress, repeat
 from operator import is_not
 from pathlib import Path
@@ -151,14 +151,11 @@ class AgentResult:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, AgentResult):
             return NotImplemented
-        return (
-            self.agent_id == other.agent_id
-            and self.staffed == other.staffed
-            and self.handled == other.handled
-            and self.top_performer == other.top_performer
-            and self.quality == other.quality
-            and self.speed == other.speed
-            and np.array_equal(self.busy, other.busy)
+        return all(
+            np.array_equal(mine, theirs) if isinstance(mine, np.ndarray) else mine == theirs
+            for mine, theirs in (
+                (getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+            )
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
