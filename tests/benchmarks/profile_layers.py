@@ -1,7 +1,7 @@
 """Where an Assign+Complete pair's CPU goes, layer by layer, in one process.
 
     .venv/bin/python -m tests.benchmarks.profile_layers [--agents 1000] [--pairs 300] [--rounds 3]
-        [--history 0]
+        [--history 0] [--pause-ms 0]
 
 Starts a private redis-server, registers N available agents (as ``profile_assign``: chat
 capacity 4, ``billing`` levels 1-10) and times Assign+Complete pairs (a chat call needing
@@ -25,6 +25,13 @@ finished work span in its agent's occupancy window, as a service that has run fo
 carries them (1,000 chat agents finishing 20 items an hour each hold 20,000 spans in the
 default hour). A decision reads every span in the window for the agents' occupancy, so
 this is how a pair's cost grows with the service's recent history.
+
+``--pause-ms P`` also times every layer with the process idle for P ms after each pair, as
+a replica sees its requests at moderate load (150 pairs/s: about 6.7 ms apart), right after
+its back-to-back pairs in the same round. The table then adds the CPU per pair so paced and
+its ratio to back to back: the same work costs more CPU when it starts on a processor that
+sat idle (on a shared VM the idle core's caches and branch history go to other work), which
+back-to-back loops never see.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -70,12 +78,28 @@ class _Context:
     """What the servicer reads of a ``grpc.ServicerContext`` on these two RPCs (nothing)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One layer's figures in one round, per pair (ms)."""
+
+    cpu: float
+    """This process's CPU, pairs back to back."""
+    wall: float
+    """Wall time, pairs back to back."""
+    paced: float | None = None
+    """This process's CPU with the pause after each pair (``None``: not timed paced)."""
+
+
 def measure(
-    layers: Sequence[tuple[str, Callable[[str], object]]], pairs: int, rounds: int
-) -> dict[str, list[tuple[float, float]]]:
-    """(CPU ms, wall ms) per pair of each layer in each round; every pair has keys of its own."""
+    layers: Sequence[tuple[str, Callable[[str], object]]],
+    pairs: int,
+    rounds: int,
+    pause_s: float = 0.0,
+) -> dict[str, list[Round]]:
+    """Each layer's ``Round`` in each round (paced too when ``pause_s`` > 0, right after the
+    back-to-back pairs); every pair has keys of its own."""
     keys = (f"k{n}" for n in itertools.count())
-    spent: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in layers}
+    spent: dict[str, list[Round]] = {name: [] for name, _ in layers}
     for _ in range(rounds):
         for name, pair in layers:
             for _ in range(WARM_UP):
@@ -84,23 +108,39 @@ def measure(
             for _ in range(pairs):
                 pair(next(keys))
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            spent[name].append((cpu / pairs * 1000, wall / pairs * 1000))
+            paced = None
+            if pause_s > 0:
+                paced = 0.0
+                for _ in range(pairs):
+                    started = time.process_time()
+                    pair(next(keys))
+                    paced += time.process_time() - started
+                    time.sleep(pause_s)
+                paced = paced / pairs * 1000
+            spent[name].append(Round(cpu / pairs * 1000, wall / pairs * 1000, paced))
     return spent
 
 
-def table(spent: dict[str, list[tuple[float, float]]]) -> str:
-    """The markdown table of ``measure``'s result."""
-    lines = [
-        "| layer | CPU per pair | wall per pair | added CPU | CPU per round |",
-        "|---|---:|---:|---:|---:|",
-    ]
+def table(spent: dict[str, list[Round]], pause_ms: float = 0.0) -> str:
+    """The markdown table of ``measure``'s result (``pause_ms``: its pause, for the header)."""
+    header = "| layer | CPU per pair | wall per pair | added CPU | CPU per round |"
+    rule = "|---|---:|---:|---:|---:|"
+    if pause_ms > 0:
+        header += f" CPU per pair, {pause_ms:g} ms apart | paced ÷ back to back |"
+        rule += "---:|---:|"
+    lines = [header, rule]
     below = None
     for name, rounds in spent.items():
-        cpu = statistics.median(c for c, _ in rounds)
-        wall = statistics.median(w for _, w in rounds)
+        cpu = statistics.median(each.cpu for each in rounds)
+        wall = statistics.median(each.wall for each in rounds)
         added = "-" if below is None or name.startswith("two") else f"+{cpu - below:.2f} ms"
-        each = " / ".join(f"{c:.2f}" for c, _ in rounds)
-        lines.append(f"| {name} | {cpu:.2f} ms | {wall:.2f} ms | {added} | {each} |")
+        each_round = " / ".join(f"{each.cpu:.2f}" for each in rounds)
+        line = f"| {name} | {cpu:.2f} ms | {wall:.2f} ms | {added} | {each_round} |"
+        paced = [each.paced for each in rounds if each.paced is not None]
+        if paced:
+            slow = statistics.median(paced)
+            line += f" {slow:.2f} ms | {slow / cpu:.2f}x |"
+        lines.append(line)
         below = cpu
     return "\n".join(lines)
 
@@ -119,9 +159,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=0,
         help="untimed routing pairs run first: finished work in the agents' occupancy window",
     )
+    parser.add_argument(
+        "--pause-ms",
+        type=float,
+        default=0.0,
+        help="also time each layer idle this long after every pair (moderate load; 0: not)",
+    )
     args = parser.parse_args(argv)
     if args.agents < 1 or args.pairs < 1 or args.rounds < 1 or args.history < 0:
         parser.error("--agents, --pairs and --rounds must be at least 1, --history at least 0")
+    if not 0 <= args.pause_ms <= 1000:
+        parser.error("--pause-ms must be from 0 to 1000")
     logs.silence()
     server = local_redis.start()
     try:
@@ -164,16 +212,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                 ],
                 args.pairs,
                 args.rounds,
+                args.pause_ms / 1000,
             )
         finally:
             channel.close()
             running.stop(0)
         print(
             f"agents={args.agents} pairs={args.pairs} rounds={args.rounds}"
-            f" history={args.history}:"
-            " this process's CPU and wall time per Assign+Complete pair"
+            f" history={args.history}"
+            + (f" pause={args.pause_ms:g} ms" if args.pause_ms > 0 else "")
+            + ": this process's CPU and wall time per Assign+Complete pair"
         )
-        print(table(spent))
+        print(table(spent, args.pause_ms))
     finally:
         server.stop()
 
