@@ -17,10 +17,13 @@ how many of the machine's cores that kept busy; the service's CPU split into use
 time, with its threads' context switches per pair (each replica's ``/proc``: what handing
 requests between threads and waiting on sockets and the interpreter lock costs); and the
 service processes' full garbage collections meanwhile (their count and mean pause, from each
-replica's ``/metrics``). Each saturation and fixed-load line also prints ``calib``: a fixed
-pure-Python loop timed in this process just before the phase (``bench_solver``'s), the shared
-VM's speed at that moment, so runs on a slow and a fast moment can be told apart. With
-``--rate``, also fixed offered loads
+replica's ``/metrics``), the requests that waited for a request slot (``ROUTER_CONCURRENCY``)
+and the share of Assigns the service itself answered within 5, 10 and 25 ms (its
+``router_rpc_duration_seconds``: from a worker taking the request to the reply), so a tail
+seen from the schedule can be told apart from the service's own time. Each saturation and
+fixed-load line also prints ``calib``: a fixed pure-Python loop timed in this process just
+before the phase (``bench_solver``'s), the shared VM's speed at that moment, so runs on a slow
+and a fast moment can be told apart. With ``--rate``, also fixed offered loads
 (``--rate 50,100,300``: one after the other): Assign+Complete pairs started on a fixed
 schedule (open loop, 32 client threads) for ``--rate-seconds``; each Assign's latency counts
 from its scheduled start, so a server that falls behind shows it. Every Assign carries a
@@ -61,6 +64,11 @@ from tests.benchmarks.bench_solver import calibration
 _SWITCHES = re.compile(r"^(?:non)?voluntary_ctxt_switches:\s+(\d+)$", re.M)
 _FULL_PAUSES = re.compile(r'^router_gc_pause_seconds_(count|sum)\{generation="2"\} (\S+)$', re.M)
 """A replica's full garbage collections so far, and the seconds they took, in its /metrics."""
+_ADMISSION_WAITS = re.compile(r"^router_admission_wait_seconds_(count|sum) (\S+)$", re.M)
+"""The requests that waited for a request slot so far, and the seconds they waited."""
+_RPC_BUCKETS = re.compile(r"^router_rpc_duration_seconds_bucket\{([^}]*)\} (\S+)$", re.M)
+SERVICE_BOUNDS = ("0.005", "0.01", "0.025")
+"""The service's own Assign latency buckets (s) the fixed-load lines report the share within."""
 
 TENANT = "bench"
 
@@ -177,9 +185,23 @@ def assign_pair(
     return took, assigned
 
 
-ServiceStats = Callable[[], tuple[float, float, float, float]]
-"""The service processes' full garbage collections so far, the seconds those took, their
-kernel CPU seconds and their threads' context switches so far."""
+ServiceStats = Callable[[], tuple[float, ...]]
+"""So far, over the service processes: their full garbage collections and the seconds those
+took, their kernel CPU seconds, their threads' context switches, the requests that waited for
+a request slot and the seconds they waited, and their answered Assigns (status OK) within
+each of ``SERVICE_BOUNDS`` and in all (``NO_STATS`` long)."""
+NO_STATS = (0.0,) * (6 + len(SERVICE_BOUNDS) + 1)
+
+
+def _assign_buckets(text: str) -> list[float]:
+    """The OK Assigns of one ``/metrics`` text within each of ``SERVICE_BOUNDS`` and in all."""
+    found: dict[str, float] = {}
+    for labels, value in _RPC_BUCKETS.findall(text):
+        if 'method="Assign"' in labels and 'code="OK"' in labels:
+            bound = re.search(r'le="([^"]+)"', labels)
+            if bound is not None:
+                found[bound.group(1)] = float(value)
+    return [found.get(bound, 0.0) for bound in (*SERVICE_BOUNDS, "+Inf")]
 
 
 @contextmanager
@@ -194,7 +216,7 @@ def serving(
             Settings(port=0, workers=16, metrics_port=0), RedisStore.from_url(url)
         )
         try:
-            yield [running.port], lambda: 0.0, lambda: (0.0, 0.0, 0.0, 0.0)
+            yield [running.port], lambda: 0.0, lambda: NO_STATS
         finally:
             running.stop(0)
         return
@@ -225,8 +247,9 @@ def serving(
                     continue
         return total
 
-    def stats() -> tuple[float, float, float, float]:
-        count = seconds = 0.0
+    def stats() -> tuple[float, ...]:
+        count = seconds = waits = waited = 0.0
+        assigns = [0.0] * (len(SERVICE_BOUNDS) + 1)
         for port in metrics_ports:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
                 text = reply.read().decode()
@@ -235,7 +258,14 @@ def serving(
                     count += float(value)
                 else:
                     seconds += float(value)
-        return count, seconds, ticks(12) / os.sysconf("SC_CLK_TCK"), float(switches())
+            for name, value in _ADMISSION_WAITS.findall(text):
+                if name == "count":
+                    waits += float(value)
+                else:
+                    waited += float(value)
+            assigns = [a + b for a, b in zip(assigns, _assign_buckets(text), strict=True)]
+        kernel = ticks(12) / os.sysconf("SC_CLK_TCK")
+        return count, seconds, kernel, float(switches()), waits, waited, *assigns
 
     try:
         for _ in range(replicas):
@@ -295,15 +325,15 @@ class CpuClocks:
         self,
         service_s: Callable[[], float],
         client: redis.Redis,
-        service_stats: ServiceStats = lambda: (0.0, 0.0, 0.0, 0.0),
+        service_stats: ServiceStats = lambda: NO_STATS,
     ) -> None:
         self._service_s = service_s
         self._redis = client
         self._service_stats = service_stats
 
     def read(self) -> tuple[float, ...]:
-        """(wall clock, service, redis-server, this process, in seconds; the service's full
-        collections, the seconds they took, its kernel seconds and its context switches)."""
+        """(wall clock, service, redis-server, this process, in seconds; then the service's
+        ``ServiceStats``)."""
         info = self._redis.info("cpu")
         redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
         wall, service_s, here = time.perf_counter(), self._service_s(), time.process_time()
@@ -312,18 +342,25 @@ class CpuClocks:
     @staticmethod
     def budget(before: tuple[float, ...], after: tuple[float, ...], pairs: float) -> str:
         """Where the CPU went per pair between two ``read``s (the service's split into user
-        and kernel time, with its context switches), the cores kept busy, and the service's
-        full collections meanwhile (count, mean pause)."""
-        wall, service, redis_s, here, full, paused, kernel, switches = (
+        and kernel time, with its context switches), the cores kept busy, the service's full
+        collections meanwhile (count, mean pause), the requests that waited for a request
+        slot (count, mean wait) and the share of the service's Assigns it answered within
+        each of ``SERVICE_BOUNDS`` (its own time: from the request's arrival in a worker to
+        the reply, queueing before that not included)."""
+        wall, service, redis_s, here, full, paused, kernel, switches, waits, waited, *assigns = (
             b - a for a, b in zip(before, after, strict=True)
         )
         per = 1000 / max(pairs, 1)
+        within = " / ".join(f"{share / max(assigns[-1], 1) * 100:.1f}" for share in assigns[:-1])
+        bounds = " / ".join(f"{float(bound) * 1000:g}" for bound in SERVICE_BOUNDS)
         return (
             f"CPU per pair: service {service * per:.2f} ms (user {(service - kernel) * per:.2f},"
             f" kernel {kernel * per:.2f}; {switches / max(pairs, 1):.0f} context switches),"
             f" Redis {redis_s * per:.2f} ms, load generator {here * per:.2f} ms;"
             f" {(service + redis_s + here) / wall:.2f} of {os.cpu_count()} cores busy;"
-            f" service full collections {full:.0f} ({paused / max(full, 1) * 1000:.1f} ms each)"
+            f" service full collections {full:.0f} ({paused / max(full, 1) * 1000:.1f} ms each);"
+            f" request slot waits {waits:.0f} ({waited / max(waits, 1) * 1000:.1f} ms each);"
+            f" service's own Assign time within {bounds} ms: {within} %"
         )
 
 

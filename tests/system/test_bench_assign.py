@@ -42,3 +42,33 @@ def test_the_service_processes_cpu_is_split_into_user_and_kernel_time(
         assert abs(float(user) + float(kernel) - float(service)) <= 0.02  # rounding only
         # Two RPCs a pair at least hand a request between the server's threads.
         assert int(switches) >= 2
+
+
+def test_the_fixed_load_says_how_much_of_the_assign_time_is_the_services_own(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sizes = ["--agents", "20", "--calls", "5", "--seconds", "0.5", "--threads", "2"]
+    bench_assign.main([*sizes, "--server", "process", "--rate", "40", "--rate-seconds", "0.5"])
+    out = capsys.readouterr().out
+    shares = re.findall(r"own Assign time within 5 / 10 / 25 ms: (\S+) / (\S+) / (\S+) %", out)
+    waits = re.findall(r"request slot waits (\d+) \((\S+) ms each\)", out)
+    assert len(shares) == 2  # the throughput phase and the fixed load
+    assert len(waits) == 2
+    for within in shares:
+        five, ten, twenty_five = map(float, within)
+        assert 0 <= five <= ten <= twenty_five <= 100
+        assert twenty_five > 0  # read from the replica's histogram, not a default
+
+
+def test_only_the_ok_assigns_buckets_are_read_whatever_the_label_order() -> None:
+    text = "\n".join(
+        [
+            'router_rpc_duration_seconds_bucket{method="Assign",code="OK",le="0.005"} 7.0',
+            'router_rpc_duration_seconds_bucket{le="0.01",code="OK",method="Assign"} 9.0',
+            'router_rpc_duration_seconds_bucket{method="Assign",code="OK",le="+Inf"} 12.0',
+            'router_rpc_duration_seconds_bucket{method="Assign",code="UNAVAILABLE",le="0.025"} 3.0',
+            'router_rpc_duration_seconds_bucket{method="Complete",code="OK",le="0.025"} 5.0',
+        ]
+    )
+    # 5 ms, 10 ms, 25 ms (none of the OK Assigns' lines: 0), all.
+    assert bench_assign._assign_buckets(text) == [7.0, 9.0, 0.0, 12.0]
