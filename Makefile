@@ -62,7 +62,7 @@ proto-check: $(STAMP) ## Fail if the committed stubs differ from what proto/ gen
 	  diff -u router/v1/$$(basename $$f) $$f || { echo "stubs drifted: run 'make proto'"; rm -rf $$tmp; exit 1; }; \
 	done && rm -rf $$tmp && echo "stubs match proto/"
 
-bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (4-10 min; prints tables)
+bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (6-12 min; prints tables)
 	$(PY) -m tests.benchmarks.bench_assign --agents 100,1000,10000 --rate 300 --rate-seconds 10
 	$(PY) -m tests.benchmarks.bench_assign --agents 1000 --calls 200 --server process --rate 100,200,300 --rate-seconds 10
 	$(PY) -m tests.benchmarks.bench_assign --agents 1000 --calls 200 --server process --replicas 2 --rate 100,200,300 --rate-seconds 10
@@ -71,12 +71,13 @@ bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (4-10 min; prints
 	$(PY) -m tests.benchmarks.bench_admin --agents 200,1000
 	$(PY) -m tests.benchmarks.bench_heartbeats --agents 1000,10000
 	$(PY) -m tests.benchmarks.bench_idle --agents 1000,10000 --service-seconds 10
+	$(PY) -m tests.benchmarks.profile_layers --agents 1000 --pairs 300 --rounds 3 --pause-ms 6.7
 
 bench-quick: $(STAMP) ## The same benchmarks at small sizes (~30 s): a smoke run
 	$(PY) -m tests.benchmarks.bench_assign --agents 100 --calls 50 --seconds 1 --rate 50 --rate-seconds 1
 	$(PY) -m tests.benchmarks.bench_solver --quick --calls 1,10 --agents 100,1000
 	$(PY) -m tests.benchmarks.profile_solver --calls 10 --agents 100 --repeats 2
-	$(PY) -m tests.benchmarks.profile_layers --agents 100 --pairs 20 --rounds 1
+	$(PY) -m tests.benchmarks.profile_layers --agents 100 --pairs 20 --rounds 1 --pause-ms 2
 	$(PY) -m tests.benchmarks.bench_simulator --quick
 	$(PY) -m tests.benchmarks.bench_admin --quick
 	$(PY) -m tests.benchmarks.bench_heartbeats --agents 200 --beats 0,10 --pairs 20
