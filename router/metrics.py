@@ -14,11 +14,24 @@ from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import HistogramMetricFamily
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 """The router's own registry (not the process-global one), so tests can read it."""
+
+PROCESS = ProcessCollector(registry=REGISTRY)
+"""The standard ``process_*`` series of the replica (from ``/proc``, on Linux): CPU seconds,
+resident and virtual memory, open and maximum file descriptors, start time. A replica runs on
+one interpreter, so its CPU tops out near one core, and Assign's latency tail grows as it
+(or the host) nears full; past that, add a replica (BENCHMARKS.md)."""
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 

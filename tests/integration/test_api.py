@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -464,3 +465,22 @@ def test_metrics_count_rpcs_and_assign_results(service: Service) -> None:
         body = reply.read().decode()
     assert "router_rpc_duration_seconds_bucket" in body
     assert "router_queue_depth" in body or "router_decide_duration_seconds" in body
+
+
+def test_metrics_give_the_replicas_own_cpu_and_memory() -> None:
+    """The standard ``process_*`` series come from this process: its CPU seconds grow with
+    work done, its resident memory is that of a running interpreter, and /metrics serves
+    them next to the router's own."""
+    cpu = sample("process_cpu_seconds_total")
+    spin = time.process_time() + 0.05
+    while time.process_time() < spin:  # 50 ms of CPU (clock ticks are 10 ms)
+        pass
+    assert sample("process_cpu_seconds_total") >= cpu + 0.03
+    assert sample("process_resident_memory_bytes") > 10 * 2**20
+    assert sample("process_open_fds") > 0
+    port = local_redis.free_port()
+    metrics.serve("127.0.0.1", port)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        body = reply.read().decode()
+    assert "\nprocess_cpu_seconds_total " in body
+    assert "\n# HELP router_" in body

@@ -89,6 +89,9 @@ def exported() -> dict[str, frozenset[str]]:
             names[f"{family.name}_bucket"] = labels | {"le"}
         else:
             names[family.name] = labels
+    for family in metrics.PROCESS.collect():  # the standard process_* series, as written
+        for sample in family.samples:
+            names[sample.name] = frozenset(sample.labels)
     return names
 
 
