@@ -68,7 +68,7 @@ _ADMISSION_WAITS = re.compile(r"^router_admission_wait_seconds_(count|sum) (\S+)
 """The requests that waited for a request slot so far, and the seconds they waited."""
 _RPC_BUCKETS = re.compile(r"^router_rpc_duration_seconds_bucket\{([^}]*)\} (\S+)$", re.M)
 SERVICE_BOUNDS = ("0.005", "0.01", "0.025")
-"""The service's own Assign latency buckets (s) the fixed-load lines report the share within."""
+"""The service's own Assign latency buckets (s) each phase's line gives the share within."""
 
 TENANT = "bench"
 
