@@ -193,6 +193,15 @@ each of ``SERVICE_BOUNDS`` and in all (``NO_STATS`` long)."""
 NO_STATS = (0.0,) * (6 + len(SERVICE_BOUNDS) + 1)
 
 
+def _count_and_sum(pattern: re.Pattern[str], text: str) -> tuple[float, float]:
+    """A histogram's ``_count`` and ``_sum`` in one ``/metrics`` text (``pattern`` captures
+    the suffix and the value)."""
+    totals = dict.fromkeys(("count", "sum"), 0.0)
+    for suffix, value in pattern.findall(text):
+        totals[suffix] += float(value)
+    return totals["count"], totals["sum"]
+
+
 def _assign_buckets(text: str) -> list[float]:
     """The OK Assigns of one ``/metrics`` text within each of ``SERVICE_BOUNDS`` and in all."""
     found: dict[str, float] = {}
@@ -248,24 +257,20 @@ def serving(
         return total
 
     def stats() -> tuple[float, ...]:
-        count = seconds = waits = waited = 0.0
-        assigns = [0.0] * (len(SERVICE_BOUNDS) + 1)
+        # full collections, their seconds, slot waits, their seconds, Assigns per bound
+        summed = [0.0] * (4 + len(SERVICE_BOUNDS) + 1)
         for port in metrics_ports:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
                 text = reply.read().decode()
-            for name, value in _FULL_PAUSES.findall(text):
-                if name == "count":
-                    count += float(value)
-                else:
-                    seconds += float(value)
-            for name, value in _ADMISSION_WAITS.findall(text):
-                if name == "count":
-                    waits += float(value)
-                else:
-                    waited += float(value)
-            assigns = [a + b for a, b in zip(assigns, _assign_buckets(text), strict=True)]
+            found = [
+                *_count_and_sum(_FULL_PAUSES, text),
+                *_count_and_sum(_ADMISSION_WAITS, text),
+                *_assign_buckets(text),
+            ]
+            summed = [a + b for a, b in zip(summed, found, strict=True)]
+        count, seconds, *rest = summed
         kernel = ticks(12) / os.sysconf("SC_CLK_TCK")
-        return count, seconds, kernel, float(switches()), waits, waited, *assigns
+        return count, seconds, kernel, float(switches()), *rest
 
     try:
         for _ in range(replicas):
