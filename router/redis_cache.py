@@ -31,7 +31,7 @@ from router import store_common as rules
 from router.domain import ActiveWork, AgentSnapshot, WorkSpan
 from router.errors import RouterError
 from router.redis_schema import agent_from_work, agent_work
-from scoring.load import false_at
+from scoring.load import differing
 
 MAX_ENTRIES = 200_000
 """Cached agents across tenants; past it the cache starts over (a cold read is still exact)."""
@@ -264,12 +264,9 @@ class AgentCache:
         # Under load a few agents changed since (the ones the last Assigns and Completes
         # touched): found with C-level loops, then checked one by one; the answer keeps
         # the order of ``ids``.
-        same = list(map(operator.eq, cached_revs, wanted))
+        stale = differing(cached_revs, wanted, operator.ne)
         if unready:  # rare: requests whose store times arrived out of order
-            same = [
-                hit and agent_id not in unready for hit, agent_id in zip(same, ids, strict=True)
-            ]
-        stale = false_at(same)
+            stale = sorted({*stale, *(i for i, agent_id in enumerate(ids) if agent_id in unready)})
         more, missing = self._get_each(
             tenant, [ids[i] for i in stale], [wanted[i] for i in stale], now, window_ms
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import operator
 import random
 import sys
 import threading
@@ -274,24 +275,27 @@ def _bits(values: object) -> list[int]:
     return bits
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_a_table_patched_from_the_last_one_equals_a_fresh_one(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "size"), [(seed, 64) for seed in range(20)] + [(1, 700), (2, 700)]
+)
+def test_a_table_patched_from_the_last_one_equals_a_fresh_one(seed: int, size: int) -> None:
     """A decision's agents are mostly the last decision's snapshots: the table copies the
     last table's columns and rebuilds the rows of the few that changed (here, in place and
     swapped for other agents), and equals a table built from scratch, column for column;
     a different team size, or many changes, builds from scratch. Skill columns the last
     table built are carried over, patched too."""
     rng = random.Random(seed)
-    agents = [random_agent(rng, i) for i in range(64)]
+    agents = [random_agent(rng, i) for i in range(size)]
     last = AgentTable(agents)
     if seed % 2:
         last.skill("billing")
     changed = list(agents)
-    for i in rng.sample(range(64), rng.randint(1, 8)):
+    for i in rng.sample(range(size), rng.randint(1, 8)):
         changed[i] = random_agent(rng, 100 + i) if rng.random() < 0.3 else random_agent(rng, i)
     patched = AgentTable(changed)
     load._LAST[0] = None
     fresh = AgentTable(changed)
+    assert patched._patched
     assert patched.ids == fresh.ids
     assert np.array_equal(patched.ints, fresh.ints)
     assert np.array_equal(patched.floats, fresh.floats)
@@ -420,3 +424,42 @@ def test_lines_worked_out_with_numpy_and_in_a_loop_are_the_same_and_exact(
         assert (since, start, last) == (now, busy(triples, now), until)
         if until < load._FOREVER:
             assert start + slope * (until - now) == busy(triples, until)
+
+
+class _Thing:
+    """An object equal to any other of the same ``value``."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Thing) and other.value == self.value
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking, never hashed here
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_differing_names_the_changed_places_across_runs(seed: int) -> None:
+    """``differing`` against a loop over every place: with ``operator.ne``, exactly the
+    places of unequal values; with ``is_not``, those and maybe other objects of equal value,
+    never the same object; in order, whatever the lengths (runs of ``_RUN`` and a part run)
+    and whether the sequences are lists or tuples."""
+    rng = random.Random(seed)
+    size = rng.choice([0, 1, load._RUN - 1, load._RUN, load._RUN + 1, 3 * load._RUN + 17])
+    old = [_Thing(rng.randrange(5)) for _ in range(size)]
+    new = list(old)
+    for i in rng.sample(range(size), min(size, rng.randint(0, 6))):
+        # Another object: of another value, or of the same value (equal, not the same).
+        new[i] = _Thing(new[i].value + rng.randint(0, 1))
+    unequal = [i for i in range(size) if new[i] != old[i]]
+    other = [i for i in range(size) if new[i] is not old[i]]
+    for left, right in ((new, old), (tuple(new), old), (tuple(new), tuple(old))):
+        assert load.differing(left, right, operator.ne) == unequal
+        found = load.differing(left, right)
+        assert found == sorted(found)
+        assert set(unequal) <= set(found) <= set(other)
+    revs = [str(thing.value) for thing in old]
+    changed_revs = [str(thing.value) for thing in new]
+    assert load.differing(changed_revs, revs, operator.ne) == [
+        i for i in range(size) if changed_revs[i] != revs[i]
+    ]
