@@ -27,15 +27,18 @@ import bisect
 import operator
 import threading
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from itertools import filterfalse
+from itertools import chain, filterfalse, pairwise
 
 FULL_READ_EVERY_S = 60.0
 """Longest time between full reads of a tenant's index (a backstop: revs are never reissued,
 but a change log rewritten by hand, or a node whose clock lags, would otherwise go unseen)."""
 MAX_DELTA = 5_000
 """Most changed agents the script sends as a delta; further behind, it sends everything."""
-
+_FEW_FULL = 32
+"""``candidates`` copies the revs of every ready agent, leaving out the ones without room by
+bisection, while at most one in this many has no room (else it looks up each rev)."""
 
 _REV = operator.itemgetter(0)
 
@@ -81,6 +84,9 @@ class IndexMirror:
         self._by_skill: dict[str, set[str]] = {}
         self._order: list[str] = []
         """The ready agents' ids, sorted."""
+        self._order_revs: list[str] = []
+        """Their revs, place for place (``candidates`` copies a run of both, where looking
+        up each agent's rev would cost a call per agent)."""
         self._pending: set[str] = set()
         """Ready agents whose skills are not known at their current rev."""
 
@@ -138,8 +144,12 @@ class IndexMirror:
                 continue  # already applied, or older than what is known
             self._seen[agent_id] = number
             if units:
-                if agent_id not in self._ready:
-                    bisect.insort(self._order, agent_id)
+                at = bisect.bisect_left(self._order, agent_id)
+                if agent_id in self._ready:
+                    self._order_revs[at] = rev
+                else:
+                    self._order.insert(at, agent_id)
+                    self._order_revs.insert(at, rev)
                 used = int(float(units))
                 self._ready[agent_id] = (rev, used)
                 if used:
@@ -160,6 +170,7 @@ class IndexMirror:
         self._ready = {agent_id: (rev, int(float(units))) for agent_id, rev, units in triples}
         self._loaded = {agent_id: used for agent_id, (_, used) in self._ready.items() if used}
         self._order = sorted(self._ready)
+        self._order_revs = [self._ready[agent_id][0] for agent_id in self._order]
         self._skills, self._by_skill, self._pending = {}, {}, set()
         for agent_id, (rev, _) in self._ready.items():
             known = skills.get(agent_id)
@@ -212,19 +223,21 @@ class IndexMirror:
         # agents with work are looked at one by one for room.
         with self._lock:
             ready, order = self._ready, self._order
+            ids: Sequence[str] = order
+            count = len(order)
             if skills:
                 sets = sorted((self._by_skill.get(name, set()) for name in skills), key=len)
                 holders = sets[0].intersection(*sets[1:]) if len(sets) > 1 else sets[0]
                 count = len(holders)
                 if 4 * count < len(order):
-                    ids: Sequence[str] = sorted(holders)
-                elif count == len(order):  # every ready agent (``holders`` are ready ones)
-                    ids = order
-                else:
+                    ids = sorted(holders)
+                elif count < len(order):  # else every ready agent (``holders`` are ready)
                     ids = list(filter(holders.__contains__, order))
-            else:
-                ids, count = order, len(order)
             full = {agent_id for agent_id, used in self._loaded.items() if used > room}
+            if ids is order and len(full) * _FEW_FULL <= len(order):
+                # Every ready agent may take the call but a few: their revs are a copy of
+                # ``_order_revs`` with those few left out.
+                return Pick(*_leave_out(order, self._order_revs, full), count)
             picked = list(filterfalse(full.__contains__, ids)) if full else list(ids)
             revs = list(map(_REV, map(ready.__getitem__, picked)))
         return Pick(picked, revs, count)
@@ -232,9 +245,30 @@ class IndexMirror:
     def _drop(self, agent_id: str) -> None:
         self._loaded.pop(agent_id, None)
         if self._ready.pop(agent_id, None) is not None:
-            del self._order[bisect.bisect_left(self._order, agent_id)]
+            at = bisect.bisect_left(self._order, agent_id)
+            del self._order[at]
+            del self._order_revs[at]
         self._pending.discard(agent_id)
         known = self._skills.pop(agent_id, None)
         if known is not None:
             for name in known[1]:
                 self._by_skill[name].discard(agent_id)
+
+
+def _leave_out(
+    ids: list[str], revs: list[str], left_out: AbstractSet[str]
+) -> tuple[list[str], list[str]]:
+    """Copies of ``ids`` (sorted, distinct) and their ``revs`` without the agents of
+    ``left_out`` (few): each found by bisection, the rest copied as the runs between them."""
+    places = []
+    for agent_id in left_out:
+        at = bisect.bisect_left(ids, agent_id)
+        if at < len(ids) and ids[at] == agent_id:
+            places.append(at)
+    if not places:
+        return list(ids), list(revs)
+    runs = list(pairwise([-1, *sorted(places), len(ids)]))
+    return (
+        list(chain.from_iterable(ids[start + 1 : stop] for start, stop in runs)),
+        list(chain.from_iterable(revs[start + 1 : stop] for start, stop in runs)),
+    )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from router.index_mirror import IndexMirror
+from router.index_mirror import IndexMirror, _leave_out
 
 SKILLS = ("billing", "tech", "sales")
 
@@ -209,3 +209,53 @@ def test_the_agents_of_a_mirror_cost_the_collector_no_object_each() -> None:
     gc.collect()
     gc.collect()  # a tuple is untracked once the tuples it holds are, at a later collection
     assert len(gc.get_objects()) - before < 100
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_large_team_with_a_few_agents_full_keeps_ids_and_revs_together(seed: int) -> None:
+    """With every ready agent holding the call's skills and at most one in 32 without room,
+    ``candidates`` copies the revs kept beside the sorted ids and leaves the full agents
+    out by bisection: after random deltas (new agents between others, revs moving, agents
+    leaving, units changing), ids and revs are those of a model, place for place."""
+    rng = random.Random(seed)
+    mirror = IndexMirror()
+    ready: dict[str, tuple[int, int]] = {}  # agent id -> (rev, units)
+    rev = 1_000
+    for i in range(0, 400, 2):
+        rev += 1
+        ready[f"a{i:03d}"] = (rev, 0)
+    flat = [str(value) for agent_id, (r, u) in ready.items() for value in (agent_id, r, u)]
+    mirror.apply("all", rev, flat, 0.0, 0)
+    for step in range(40):
+        changes: list[str] = []
+        for agent_id in rng.sample([f"a{i:03d}" for i in range(400)], rng.randint(1, 8)):
+            rev += 1
+            if rng.random() < 0.2:
+                ready.pop(agent_id, None)
+                changes += [agent_id, str(rev), ""]
+            else:
+                units = 100 if rng.random() < 0.3 else rng.choice((0, 25))
+                ready[agent_id] = (rev, units)
+                changes += [agent_id, str(rev), str(units)]
+        mirror.apply("delta", rev, changes, 0.0, 0)
+        ids, revs = mirror.unlearned()
+        mirror.learn([(a, r, frozenset({"billing"})) for a, r in zip(ids, revs, strict=True)], [])
+        for room in (75, 100):
+            full = [a for a, (_, units) in ready.items() if units > room]
+            expected = sorted(a for a in ready if a not in full)
+            for skills in ((), ("billing",)):
+                pick = mirror.candidates(skills, room)
+                assert pick.ids == expected, (step, room, skills)
+                assert pick.revs == [str(ready[a][0]) for a in expected]
+                assert pick.in_ready == len(ready)
+
+
+def test_leaving_out_agents_not_listed_changes_nothing() -> None:
+    """``_leave_out`` leaves out only the agents it finds: one that sorts between two
+    listed ones, before them all or after them all is not there to leave out."""
+    ids, revs = ["a1", "a3", "a5"], ["11", "13", "15"]
+    assert _leave_out(ids, revs, {"a0", "a2", "a9"}) == (ids, revs)
+    assert _leave_out(ids, revs, {"a2", "a3"}) == (["a1", "a5"], ["11", "15"])
+    kept = _leave_out(ids, revs, set())
+    assert kept == (ids, revs)
+    assert kept[0] is not ids  # copies: the mirror's own lists change under its lock
