@@ -435,9 +435,8 @@ def differing(
     call of ``test`` per place costs tens. A run whose slices compare equal holds equal values
     at every place and is skipped: with ``operator.ne`` the answer is exactly the places of
     unequal values; with ``operator.is_not`` (the default) it is those places, plus any other
-    object of equal value in the same runs."""
-    if type(new) is not type(old):
-        new, old = list(new), list(old)
+    object of equal value in the same runs. (A list's slice never equals a tuple's, so
+    sequences of two types are tested at every place: the same answer, only slower.)"""
     places: list[int] = []
     for start in range(0, len(new), _RUN):
         stop = start + _RUN
