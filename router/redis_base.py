@@ -133,7 +133,7 @@ class RedisBase(ABC):
         agent is cached); their replies come second. ``ordered``: ``ids`` are in id order
         already (the routing index's candidates), so they are not checked."""
         k, cache = Keys(tenant), self._agent_cache
-        listed, missing = cache.get_listed(tenant, ids, revs, now, window)
+        listed, missing = cache.get_listed(tenant, ids, revs, now, window, ordered=ordered)
         if not missing and not also and ordered:  # all served, in ``ids`` order
             return cast(list[AgentSnapshot], listed), []
         found = found_map(ids, listed)

@@ -18,6 +18,7 @@ Pure: no driver, no clock.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
 import operator
@@ -31,7 +32,7 @@ from router import store_common as rules
 from router.domain import ActiveWork, AgentSnapshot, WorkSpan
 from router.errors import RouterError
 from router.redis_schema import agent_from_work, agent_work
-from scoring.load import differing
+from scoring.load import differing, shared_runs
 
 MAX_ENTRIES = 200_000
 """Cached agents across tenants; past it the cache starts over (a cold read is still exact)."""
@@ -75,6 +76,23 @@ REORDER_MS = 1_000
 """How far (store time) the reads of concurrent requests may arrive out of order and still
 be answered by a view built for a later one."""
 
+_MEMO_MISSES = 32
+"""``_View.listed`` aligns the candidates with the last ones while they differ by at most
+this many agents, plus one in ``_MEMO_MISS_SHARE`` (else it looks each one up)."""
+_MEMO_MISS_SHARE = 256
+_MEMO_TOUCHED_SHARE = 8
+"""``_View.listed`` drops its memo when more than one in this many of its agents changed
+since it was taken (patching them would cost more than a fresh lookup)."""
+
+
+@dataclass(slots=True)
+class _Memo:
+    """``_View.listed``'s last ordered answer: sorted ids and their revs and snapshots."""
+
+    ids: list[str]
+    revs: list[str | None]
+    snapshots: list[AgentSnapshot | None]
+
 
 class _View:
     """One tenant's entries for one window as ``agent id -> (rev, snapshot)``, each exact
@@ -87,9 +105,11 @@ class _View:
         "expiry",
         "late",
         "latest",
+        "memo",
         "revs",
         "settling",
         "snapshots",
+        "touched",
         "until",
         "valid_from",
         "window_ms",
@@ -114,11 +134,17 @@ class _View:
         """Agent id -> the instant its item stops being exact (``_Entry.stable_until_ms``)."""
         self.expiry: list[tuple[int, str]] = []
         """Heap of (until, agent id); records whose ``until`` changed since are skipped."""
+        self.memo: _Memo | None = None
+        """The last ordered lookup, kept to answer the next one by slices (``listed``)."""
+        self.touched: set[str] = set()
+        """Agents whose items changed since ``memo`` was taken (patched in before it serves)."""
 
     def admit(self, agent_id: str, entry: _Entry) -> None:
         """Serve ``entry`` (of this window) from its start until it changes with time."""
         self.revs[agent_id] = entry.rev
         self.snapshots[agent_id] = entry.snapshot
+        if self.memo is not None:
+            self.touched.add(agent_id)
         start = _valid_from(entry)
         if start > self.valid_from:
             if self.late.get(agent_id) != start:
@@ -147,9 +173,61 @@ class _View:
             at, agent_id = heapq.heappop(expiry)
             if until.get(agent_id) == at:
                 del until[agent_id]
-                self.revs.pop(agent_id, None)
-                self.snapshots.pop(agent_id, None)
+                self.drop(agent_id)
                 self.late.pop(agent_id, None)
+
+    def drop(self, agent_id: str) -> None:
+        """Serve nothing for ``agent_id`` (its item is of another window, or out of date)."""
+        self.revs.pop(agent_id, None)
+        self.snapshots.pop(agent_id, None)
+        if self.memo is not None:
+            self.touched.add(agent_id)
+
+    def listed(
+        self, ids: Sequence[str], ordered: bool
+    ) -> tuple[list[str | None], list[AgentSnapshot | None]]:
+        """The rev and snapshot served for each of ``ids`` (``None`` where none is), as new
+        lists. For ``ordered`` ids (sorted, distinct: the routing index's candidates), the
+        ones the last ordered lookup had are copied from it a run at a time, so under load,
+        where one Assign's candidates are the last one's but for a few, the two maps are
+        looked up only for those few and for the agents changed since (``touched``)."""
+        revs, snapshots = self.revs, self.snapshots
+        memo = self.memo if ordered else None
+        runs = None
+        if memo is not None and self._patch(memo):
+            runs = shared_runs(ids, memo.ids, _MEMO_MISSES + len(ids) // _MEMO_MISS_SHARE)
+        if runs is None:
+            cached: list[str | None] = list(map(revs.get, ids))
+            found: list[AgentSnapshot | None] = list(map(snapshots.get, ids))
+        else:
+            assert memo is not None
+            cached, found = [], []
+            at = 0
+            for i, j, n in [*runs, (len(ids), 0, 0)]:
+                if at < i:  # not in the memo
+                    cached += map(revs.get, ids[at:i])
+                    found += map(snapshots.get, ids[at:i])
+                cached += memo.revs[j : j + n]
+                found += memo.snapshots[j : j + n]
+                at = i + n
+        if ordered:
+            self.memo = _Memo(list(ids), cached[:], found[:])
+            self.touched = set()
+        return cached, found
+
+    def _patch(self, memo: _Memo) -> bool:
+        """Bring ``memo`` up to the maps for the agents ``touched`` since it was taken;
+        ``False`` (and no memo) when so many were that a fresh lookup is cheaper."""
+        touched, self.touched = self.touched, set()
+        if len(touched) * _MEMO_TOUCHED_SHARE > len(memo.ids) + _MEMO_TOUCHED_SHARE:
+            self.memo = None
+            return False
+        for agent_id in touched:
+            place = bisect.bisect_left(memo.ids, agent_id)
+            if place < len(memo.ids) and memo.ids[place] == agent_id:
+                memo.revs[place] = self.revs.get(agent_id)
+                memo.snapshots[place] = self.snapshots.get(agent_id)
+        return True
 
     def unready(self, now: int) -> AbstractSet[str]:
         """The agents whose items do not serve ``now`` yet. Items that have served for
@@ -238,12 +316,20 @@ class AgentCache:
         return None if view is None else view.window_ms
 
     def get_listed(
-        self, tenant: str, ids: Sequence[str], revs: Sequence[str], now: int, window_ms: int
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        revs: Sequence[str],
+        now: int,
+        window_ms: int,
+        *,
+        ordered: bool = False,
     ) -> tuple[list[AgentSnapshot | None], list[str]]:
         """``get`` for each agent of ``ids`` at its rev in ``revs``: the agents in ``ids``
         order, ``None`` where one is to be read, and the ids to read (then ``put``). In the
         common case (every rev matches) the answer is the view's own lookup, with no map
-        built (``found_map`` makes one)."""
+        built (``found_map`` makes one). ``ordered``: ``ids`` are sorted and distinct (the
+        routing index's candidates), so the view may answer from its last such lookup."""
         with self._lock:  # the view's interval and items as one
             view = self._views.get(tenant)
             usable = view is not None and view.window_ms == window_ms and view.valid_from <= now
@@ -251,8 +337,7 @@ class AgentCache:
                 assert view is not None
                 view.expire(now)
                 unready = view.unready(now)
-                cached_revs = list(map(view.revs.get, ids))
-                snapshots = list(map(view.snapshots.get, ids))
+                cached_revs, snapshots = view.listed(ids, ordered)
         if not usable:
             some, missing = self._get_each(tenant, ids, revs, now, window_ms)
             self._rebuild_view(tenant, now, window_ms)
@@ -408,8 +493,7 @@ class AgentCache:
                 if entry.window_ms == view.window_ms:
                     view.admit(agent_id, entry)
                 else:
-                    view.revs.pop(agent_id, None)
-                    view.snapshots.pop(agent_id, None)
+                    view.drop(agent_id)
 
     @staticmethod
     def _build(

@@ -446,6 +446,63 @@ def differing(
     return places
 
 
+def shared_runs(
+    new: Sequence[str], old: Sequence[str], most: int
+) -> list[tuple[int, int, int]] | None:
+    """Runs ``(i, j, n)`` with ``new[i:i + n] == old[j:j + n]``, in order, found by merging
+    the two sorted lists of distinct ids ``_RUN`` places at a time (slice comparisons, as in
+    ``differing``); the items of ``new`` outside every run are not in ``old``. ``None`` when
+    the merge meets more than ``most`` places that differ (an item in one list only), or the
+    lengths differ by more: the lists are not worth aligning.
+
+    Every run is an exact match whatever the order, so a caller copying ``old``'s aligned
+    data over the runs is right even for unsorted lists; sorting only keeps the runs long."""
+    if abs(len(new) - len(old)) > most:
+        return None
+    runs: list[tuple[int, int, int]] = []
+    i = j = misses = 0
+    while i < len(new) and j < len(old):
+        n = min(_RUN, len(new) - i, len(old) - j)
+        same = _same_prefix(new, old, i, j, n)
+        if same:
+            _add_run(runs, i, j, same)
+            i, j = i + same, j + same
+        if same < n:  # new[i] != old[j]: the smaller one is in its list only
+            misses += 1
+            if misses > most:
+                return None
+            if new[i] < old[j]:
+                i += 1
+            else:
+                j += 1
+    return runs
+
+
+def _same_prefix(new: Sequence[str], old: Sequence[str], i: int, j: int, n: int) -> int:
+    """How many places ``new[i:i + n]`` and ``old[j:j + n]`` agree on from their start (``n``
+    if all), found by halving with slice comparisons."""
+    if new[i : i + n] == old[j : j + n]:
+        return n
+    same, unequal = 0, n  # the first difference is in [same, unequal)
+    while unequal - same > 1:
+        half = (same + unequal) // 2
+        if new[i + same : i + half] == old[j + same : j + half]:
+            same = half
+        else:
+            unequal = half
+    return same
+
+
+def _add_run(runs: list[tuple[int, int, int]], i: int, j: int, n: int) -> None:
+    """Append the run ``(i, j, n)``, joined to the last one where it goes on from it."""
+    if runs:
+        last_i, last_j, length = runs[-1]
+        if last_i + length == i and last_j + length == j:
+            runs[-1] = (last_i, last_j, length + n)
+            return
+    runs.append((i, j, n))
+
+
 def few_changed(agents: Sequence[object], last: Sequence[object]) -> list[int] | None:
     """The places where ``agents`` holds another agent than ``last`` (of the same length,
     most of it the very same snapshots; an equal snapshot counts as the same: its row is),

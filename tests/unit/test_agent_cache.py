@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
+
 from router import codec
 from router.domain import AgentProfile, AgentSnapshot
 from router.redis_cache import AgentCache, found_map
@@ -49,27 +51,51 @@ def _members(rng: random.Random, now: int) -> list[str]:
     return spans
 
 
-def test_the_view_serves_exact_agents_and_misses_nothing_the_checks_serve() -> None:
+def _next_read(rng: random.Random, team: list[str], last: set[str], ordered: bool) -> set[str]:
+    """The agents of a read: as the routing index asks (``ordered``), mostly the last read's
+    with a few in or out; else any of the team."""
+    if ordered and rng.random() < 0.7:
+        return (last ^ set(rng.sample(team, rng.randrange(0, 4)))) or {team[0]}
+    return set(rng.sample(team, rng.randrange(1, len(team) + 1)))
+
+
+@pytest.mark.parametrize(
+    ("team", "ordered", "seeds", "steps"),
+    [(8, False, 40, 300), (8, True, 40, 300), (700, True, 3, 150)],
+)
+def test_the_view_serves_exact_agents_and_misses_nothing_the_checks_serve(
+    team: int, ordered: bool, seeds: int, steps: int
+) -> None:
     """Random puts (at moving, sometimes out-of-order times), heartbeats and reads (now and
     then from further back than ``REORDER_MS``) with current or stale revs and two windows.
     Every agent ``get_listed`` serves, in the place of its id, is exactly the agent decoded
     from the hash of the asked rev at the asked time (heartbeats patched in); it serves every
     agent that a twin cache taking only the per-agent path serves, and names each other one
-    as missing (``None`` in its place), in the order asked."""
-    for seed in range(40):
+    as missing (``None`` in its place), in the order asked. ``ordered``: the reads are the
+    routing index's (sorted ids), mostly the last read's ids with a few in or out, which the
+    view answers from its memo of the last read; 700 agents take runs of several hundred."""
+    team_ids = IDS if team == len(IDS) else [f"a{i:04d}" for i in range(team)]
+    for seed in range(seeds):
         rng = random.Random(seed)
         cache, twin = AgentCache(), AgentCache()
-        revs = dict.fromkeys(IDS, 0)
+        revs = dict.fromkeys(team_ids, 0)
         stored: dict[tuple[str, str], tuple[dict[str, str], list[str], int, int]] = {}
         beats: dict[str, int] = {}
         now = 1_000_000
         beat_rev = 0
-        for _ in range(300):
+        last: set[str] = set(team_ids)
+        for agent_id in team_ids if team > len(IDS) else ():  # a team this size starts cached
+            revs[agent_id] += 1
+            fields = _fields(agent_id, revs[agent_id], rng, now)
+            stored[(agent_id, fields["rev"])] = (fields, [], now, 10_000)
+            for c in (cache, twin):
+                c.put(T, fields, [], now, 10_000)
+        for _ in range(steps):
             now += rng.choice((0, 1, 5, 300, 700, 2_000))
             window = rng.choice((10_000, 10_000, 10_000, 4_000))
             op = rng.random()
             if op < 0.3:
-                agent_id = rng.choice(IDS)
+                agent_id = rng.choice(team_ids)
                 revs[agent_id] += 1
                 read_at = now - rng.choice((0, 0, 0, 3))  # a request still in flight
                 fields = _fields(agent_id, revs[agent_id], rng, read_at)
@@ -79,18 +105,19 @@ def test_the_view_serves_exact_agents_and_misses_nothing_the_checks_serve() -> N
                     c.put(T, fields, members, read_at, window)
             elif op < 0.4:
                 beat_rev += 1
-                agent_id = rng.choice(IDS)
+                agent_id = rng.choice(team_ids)
                 beats[agent_id] = now
                 for c in (cache, twin):
                     c.beat(T, [(agent_id, 10**9 + beat_rev, now)])
             else:
-                ids = sorted(rng.sample(IDS, rng.randrange(1, len(IDS) + 1)))
+                last = _next_read(rng, team_ids, last, ordered)
+                ids = sorted(last)
                 asked = [
                     str(revs[a] - (1 if revs[a] > 1 and rng.random() < 0.1 else 0)) for a in ids
                 ]
                 # now and then a request from before the reorder allowance (1 s)
                 at = now - rng.choice((0, 0, 0, 0, 2, rng.randrange(500, 2_500)))
-                listed, missing = cache.get_listed(T, ids, asked, at, window)
+                listed, missing = cache.get_listed(T, ids, asked, at, window, ordered=ordered)
                 assert [a for a, agent in zip(ids, listed, strict=True) if agent is None] == (
                     missing
                 ), seed

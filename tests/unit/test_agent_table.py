@@ -463,3 +463,54 @@ def test_differing_names_the_changed_places_across_runs(seed: int) -> None:
     assert load.differing(changed_revs, revs, operator.ne) == [
         i for i in range(size) if changed_revs[i] != revs[i]
     ]
+
+
+def _covered(runs: list[tuple[int, int, int]], new: list[str], old: list[str]) -> list[int]:
+    """The places of ``new`` inside ``runs``, each run checked to be an exact match, the
+    runs in order and apart."""
+    places: list[int] = []
+    last_i = last_j = 0
+    for i, j, n in runs:
+        assert n > 0
+        assert i >= last_i
+        assert j >= last_j
+        assert new[i : i + n] == old[j : j + n]
+        places.extend(range(i, i + n))
+        last_i, last_j = i + n, j + n
+    return places
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_shared_runs_align_two_sorted_id_lists(seed: int) -> None:
+    """``shared_runs`` on a sorted list of ids and the same list with a few ids in or out
+    (at the ends, next to each other, across runs of ``_RUN``): the runs are exact matches,
+    in order, and cover every id of the new list that the old one holds; ``None`` once the
+    places that differ are more than it may meet."""
+    rng = random.Random(seed)
+    size = rng.choice([0, 1, 5, load._RUN - 1, load._RUN, load._RUN + 1, 3 * load._RUN + 17])
+    team = [f"a{i:05d}" for i in range(2 * size + 2)]
+    old = sorted(rng.sample(team, size))
+    new_set = set(old)
+    changes = rng.randint(0, min(8, len(team)))
+    for agent_id in rng.sample(team, changes):
+        new_set ^= {agent_id}
+    new = sorted(new_set)
+    runs = load.shared_runs(new, old, most=changes)
+    assert runs is not None
+    assert _covered(runs, new, old) == [i for i, agent_id in enumerate(new) if agent_id in old]
+    if changes and new != old:
+        assert load.shared_runs(new, old, most=0) is None
+    assert load.shared_runs(old, old, most=0) == ([(0, 0, size)] if size else [])
+
+
+def test_shared_runs_stay_exact_on_unsorted_lists() -> None:
+    """Out of order, the runs are still exact matches (only fewer ids are found)."""
+    rng = random.Random(3)
+    for _ in range(200):
+        old = rng.sample([f"a{i}" for i in range(40)], 30)
+        new = [*old]
+        rng.shuffle(new)
+        runs = load.shared_runs(new, old, most=100)
+        assert runs is not None
+        _covered(runs, new, old)
+    assert load.shared_runs(["a", "b", "c"], ["a", "b", "c", "d", "e", "f"], most=2) is None
