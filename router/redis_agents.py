@@ -9,6 +9,7 @@ A mixin on ``RedisBase`` (no driver import); key schema in the ``router.redis_st
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -335,7 +336,8 @@ class RedisAgents(RedisBase):
         policy = self._policy(raw_policy, tenant)
         now, window = int(now_text), policy.occupancy_window_s * 1000
         mirror, epoch = asked
-        changes = [text(x) for x in flat]
+        # Interned, as the agent cache's revs are: its rev comparisons find the same objects.
+        changes = [sys.intern(text(x)) for x in flat]
         mirror.apply(text(mode), int(float(head)), changes, time.monotonic(), epoch)
         raw_head, raw_mode, beat_flat = beats
         beat_head, beat_mode = int(float(raw_head)), text(raw_mode)

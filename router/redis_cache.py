@@ -22,6 +22,7 @@ import bisect
 import dataclasses
 import heapq
 import operator
+import sys
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -410,7 +411,7 @@ class AgentCache:
         cutoff = now - window_ms
         works, spans = agent_work(fields, members, self._decoded(tenant, fields))
         snapshot = agent_from_work(fields, works, spans, cutoff, now)
-        rev = fields.get("rev", "")
+        rev = sys.intern(fields.get("rev", ""))  # the routing index's very objects (see ``apply``)
         beat_rev, beat = self._beats.get(tenant, {}).get(snapshot.agent_id, (0, 0))
         if rev and beat_rev > int(rev) and beat > snapshot.heartbeat_ms:
             # read before a heartbeat of this very agent already patched in
