@@ -59,6 +59,7 @@ from router.server import create_server
 from router.settings import Settings
 from router.v1 import routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
+from tests.benchmarks import results
 from tests.benchmarks.bench_solver import calibration
 
 _SWITCHES = re.compile(r"^(?:non)?voluntary_ctxt_switches:\s+(\d+)$", re.M)
@@ -300,8 +301,16 @@ def serving(
             server.wait(30)
 
 
-def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namespace) -> None:
-    """Benchmark one team size."""
+def run(
+    agents: int,
+    calls: int,
+    seconds: float,
+    url: str,
+    *,
+    args: argparse.Namespace,
+    records: list[results.Record],
+) -> None:
+    """Benchmark one team size (its figures appended to ``records``)."""
     redis.Redis.from_url(url).flushall()
     store = RedisStore.from_url(url)
     for i in range(agents):
@@ -319,7 +328,7 @@ def run(agents: int, calls: int, seconds: float, url: str, args: argparse.Namesp
         redis.Redis.from_url(url) as client,
     ):
         clocks = CpuClocks(server_cpu_s, client, service_stats)
-        measure(agents, calls, seconds, ports=ports, clocks=clocks, args=args)
+        measure(agents, calls, seconds, ports=ports, clocks=clocks, args=args, records=records)
 
 
 class CpuClocks:
@@ -377,9 +386,10 @@ def measure(
     ports: list[int],
     clocks: CpuClocks,
     args: argparse.Namespace,
+    records: list[results.Record],
 ) -> None:
     """The phases against the server processes on ``ports`` (the sequential ones against the
-    first)."""
+    first); each printed line's figures appended to ``records``."""
     channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
     # One connection per client thread when the server is its own process (as many
     # clients would be), the replicas in turn; one shared channel when it shares this process.
@@ -442,6 +452,21 @@ def measure(
         + (f"; service CPU per no-op {noop_ms:.2f} ms; {spent}" if own else ""),
         flush=True,
     )
+    setup = {"agents": agents, "replicas": len(ports), "server": args.server}
+    records.append(
+        {
+            "kind": "saturation",
+            **setup,
+            "threads": args.threads,
+            "noop_per_s": noop_rate,
+            "pairs_per_s": cycle_rate,
+            "ratio_to_noop": 2 * cycle_rate / noop_rate,
+            "noop_p50_ms": b50,
+            "assign_p50_ms": a50,
+            "assign_p99_ms": _percentile(assign_only, 0.99),
+            "calib_ms": calib,
+        }
+    )
     for phase, rate in enumerate(args.rate):
         calib = _calib_ms()
         before = clocks.read()
@@ -456,6 +481,20 @@ def measure(
             f" p99 {_percentile(offered, 0.99):7.2f} ms max {max(offered):7.2f} ms"
             f" | calib {calib:.1f} ms" + (f" | {spent}" if own else ""),
             flush=True,
+        )
+        records.append(
+            {
+                "kind": "fixed_load",
+                **setup,
+                "offered_per_s": rate,
+                "seconds": args.rate_seconds,
+                "completed_per_s": done,
+                "dropped": dropped,
+                "p50_ms": statistics.median(offered),
+                "p99_ms": _percentile(offered, 0.99),
+                "max_ms": max(offered),
+                "calib_ms": calib,
+            }
         )
     for opened in {id(c): c for c in [channel, *channels]}.values():
         opened.close()
@@ -503,16 +542,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=1,
         help="with --server process: service processes over the same Redis (default 1)",
     )
+    results.add_option(parser)
     args = parser.parse_args(argv)
     if args.replicas < 1 or (args.replicas > 1 and args.server != "process"):
         parser.error("--replicas needs --server process and is at least 1")
     logs.silence()
     server = local_redis.start()
+    records: list[results.Record] = []
     try:
         for size in (int(a) for a in args.agents.split(",")):
-            run(size, args.calls, args.seconds, server.url, args)
+            run(size, args.calls, args.seconds, server.url, args=args, records=records)
     finally:
         server.stop()
+    quick = min(args.seconds, args.rate_seconds if args.rate else args.seconds) < 2
+    results.write(args.json, "bench_assign", argv, records, quick=quick)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ from simulations.erlang import ErlangFigures, erlang_c
 from simulations.scenario import Scenario, load_scenario, parse_scenario
 from simulations.simulator import simulate
 from simulations.trace import generate_trace
+from tests.benchmarks import results
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY_SCENARIO = ROOT / "simulations" / "scenarios" / "thousand_agents.yaml"
@@ -423,8 +424,13 @@ def bench_queue(queue: Queue, seeds: Sequence[int], repeats: int) -> dict[str, T
     return tallies
 
 
-def bench_day(repeats: int, seed: int) -> str:
-    """The 1,000-agent day: wall time of ``simulate`` (median), calls and events."""
+DAY_TARGET_S = 30.0
+"""The 1,000-agent day's target wall time."""
+
+
+def bench_day(repeats: int, seed: int) -> tuple[str, results.Record]:
+    """The 1,000-agent day: wall time of ``simulate`` (median), calls and events, as a
+    table and as a record."""
     scenario = load_scenario(DAY_SCENARIO)
     walls, cpus = [], []
     calls = events = 0
@@ -435,8 +441,20 @@ def bench_day(repeats: int, seed: int) -> str:
         cpus.append(time.process_time() - cpu)
         calls, events = len(result.records), result.events
     wall = statistics.median(walls)
-    verdict = "met" if wall < 30 else "MISSED"
-    return "\n".join(
+    verdict = "met" if wall < DAY_TARGET_S else "MISSED"
+    record = {
+        "kind": "day",
+        "scenario": DAY_SCENARIO.name,
+        "seed": seed,
+        "agents": len(scenario.agents),
+        "calls": calls,
+        "events": events,
+        "repeats": repeats,
+        "wall_s": wall,
+        "cpu_s": statistics.median(cpus),
+        "target_s": DAY_TARGET_S,
+    }
+    table = "\n".join(
         [
             "| scenario | agents | calls | events | wall (median) | CPU | calls/s "
             "| target < 30 s |",
@@ -446,20 +464,37 @@ def bench_day(repeats: int, seed: int) -> str:
             f"| {calls / wall:,.0f} | {verdict} |",
         ]
     )
+    return table, record
+
+
+def ratio_to_ciw(tallies: dict[str, Tally], tool: str) -> float:
+    """``tool``'s calls/s over Ciw's, wall clock, median of the same-repeat ratios."""
+    ciw_runs, runs = tallies["Ciw"].runs, tallies[tool].runs
+    return statistics.median(
+        rate(runs[k], lambda r: r.calls, lambda r: r.wall_s)
+        / rate(ciw_runs[k], lambda r: r.calls, lambda r: r.wall_s)
+        for k in runs
+    )
+
+
+def speed_records(tallies: dict[str, Tally]) -> list[results.Record]:
+    """Each of our policies' ratio to Ciw, with its target."""
+    return [
+        {
+            "kind": "vs_ciw",
+            "simulator": tool,
+            "ratio_to_ciw": ratio_to_ciw(tallies, tool),
+            "target_ratio": target,
+            "repeats": len(tallies[tool].runs),
+        }
+        for tool, target in TARGETS.items()
+    ]
 
 
 def targets(tallies: dict[str, Tally]) -> str:
     """The speed targets, from the same-repeat wall-clock ratios."""
-
-    def ratio(tool: str) -> float:
-        ciw_runs, runs = tallies["Ciw"].runs, tallies[tool].runs
-        return statistics.median(
-            rate(runs[k], lambda r: r.calls, lambda r: r.wall_s)
-            / rate(ciw_runs[k], lambda r: r.calls, lambda r: r.wall_s)
-            for k in runs
-        )
-
-    li, bal = ratio("ours: longest-idle"), ratio("ours: balanced")
+    li = ratio_to_ciw(tallies, "ours: longest-idle")
+    bal = ratio_to_ciw(tallies, "ours: balanced")
     return (
         f"- longest-idle {li:.2f}x Ciw's calls/s (target >= 3x): "
         f"{'met' if li >= 3 else 'MISSED'}\n"
@@ -480,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--hours", type=float, default=24, help="simulated hours of arrivals")
     parser.add_argument("--day-repeats", type=int, default=1, help="1,000-agent day runs")
     parser.add_argument("--no-day", action="store_true", help="skip the 1,000-agent day")
+    results.add_option(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.hours, args.seeds, args.repeats, args.no_day = 6, 3, 1, True
@@ -511,9 +547,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(answers_table(tallies, queue))
     print()
     print(targets(tallies))
+    records = speed_records(tallies)
     if not args.no_day:
+        table, day = bench_day(args.day_repeats, seed=1)
         print()
-        print(bench_day(args.day_repeats, seed=1), flush=True)
+        print(table, flush=True)
+        records.append(day)
+    results.write(args.json, "bench_simulator", argv, records, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from router.domain import (
     frozen_map,
 )
 from router.engine import decide
+from tests.benchmarks import results
 
 NOW = 1_700_000_000_000
 MINUTE = 60_000
@@ -222,8 +223,8 @@ def p99(values: Sequence[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-def main() -> None:
-    """Parse arguments, run every cell, print the table."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments (``argv``, else the command line), run every cell, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per cell")
     parser.add_argument("--quick", action="store_true", help="3 repeats, skip the largest cell")
@@ -241,7 +242,8 @@ def main() -> None:
         help="time the scalar reference plan (router.balanced.plan_balanced_reference, the"
         " path before vectorisation) instead of the engine's",
     )
-    args = parser.parse_args()
+    results.add_option(parser)
+    args = parser.parse_args(argv)
     if args.reference:
         vars(engine)["plan_balanced"] = plan_balanced_reference
     repeats = 3 if args.quick else max(1, args.repeats)
@@ -255,6 +257,7 @@ def main() -> None:
         " | longest-idle ms | x longest-idle |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    records: list[results.Record] = []
     for n_calls, n_agents in cells:
         snapshot, calls = make_case(n_calls, n_agents)
         idle = dataclasses.replace(
@@ -274,6 +277,20 @@ def main() -> None:
             f" | {median / calib:.2f} | {idle_cell} | {idle_ratio} |",
             flush=True,
         )
+        records.append(
+            {
+                "kind": "decision",
+                "calls": n_calls,
+                "agents": n_agents,
+                "repeats": repeats,
+                "median_ms": median,
+                "p99_ms": p99(times),
+                "max_ms": max(times),
+                "target_p99_ms": target,
+                "calib_ms": calib,
+            }
+        )
+    results.write(args.json, "bench_solver", argv, records, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -4,19 +4,21 @@ says where the service's CPU went."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from tests.benchmarks import bench_assign
+from tests.benchmarks import bench_assign, results
 
 
 def test_two_fixed_loads_decide_every_call_and_print_both(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     # Two phases at the same rate: had the second reused the first one's request ids, its
     # Assigns would come back as replays and the run would stop with an error.
     sizes = ["--agents", "20", "--calls", "5", "--seconds", "0.2", "--threads", "2"]
-    bench_assign.main([*sizes, "--rate", "40,40", "--rate-seconds", "0.5"])
+    path = tmp_path / "assign.json"
+    bench_assign.main([*sizes, "--rate", "40,40", "--rate-seconds", "0.5", "--json", str(path)])
     out = capsys.readouterr().out
     offered = [line for line in out.splitlines() if "offered 40 Assign+Complete/s" in line]
     assert len(offered) == 2
@@ -24,6 +26,19 @@ def test_two_fixed_loads_decide_every_call_and_print_both(
     # Each phase says how fast the machine was just before it.
     calibs = [re.findall(r"\| calib (\S+) ms", line) for line in offered]
     assert all(len(found) == 1 and float(found[0]) > 0 for found in calibs)
+    # The JSON document holds the printed figures, for the HTML report.
+    (document,) = results.read([path])
+    assert document["quick"] is True  # phases under 2 s: a smoke run
+    kinds = [record["kind"] for record in document["records"]]
+    assert kinds == ["saturation", "fixed_load", "fixed_load"]
+    saturation, *loads = document["records"]
+    assert saturation["agents"] == 20
+    assert saturation["ratio_to_noop"] == pytest.approx(
+        2 * saturation["pairs_per_s"] / saturation["noop_per_s"]
+    )
+    for load, line in zip(loads, offered, strict=True):
+        assert (load["offered_per_s"], load["dropped"]) == (40, 0)
+        assert f"p99 {load['p99_ms']:7.2f} ms" in line
 
 
 def test_the_service_processes_cpu_and_own_assign_time_are_reported(

@@ -1,0 +1,362 @@
+"""The benchmarks' HTML report: every target of the performance work next to its figures.
+
+    .venv/bin/python -m tests.benchmarks.report bench-results/ [--out bench-results/report.html]
+
+Reads the JSON documents that ``bench_assign``, ``bench_solver`` and ``bench_simulator`` write
+with ``--json`` (``make bench`` and ``make bench-quick`` write them to ``bench-results/``),
+and writes one self-contained page: a verdict per target (met when every figure measured for
+it meets it), a chart per target with each figure against the target line, the Assign
+latency at each offered load, the solver's time per cell, and the runs behind them (command
+line, time, machine, commit). Figures of a quick run are small-size smoke figures: the page
+says which runs were quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
+
+from tests.benchmarks import results
+
+GREEN, RED, BLUE, ORANGE, GREY = "#2e8b57", "#c0392b", "#2f6db5", "#e08a1e", "#8a8f98"
+
+Row = dict[str, Any]
+"""A record with its document's ``bench`` and ``argv``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One target: the figures that count for it and the bound they must meet."""
+
+    name: str
+    bound: float
+    unit: str
+    at_least: bool
+    """The figure must be at least ``bound`` (else below it)."""
+    matches: Callable[[Row], bool]
+    value: Callable[[Row], float]
+    label: Callable[[Row], str]
+
+    def met(self, value: float) -> bool:
+        """Whether ``value`` meets the target."""
+        return value >= self.bound if self.at_least else value < self.bound
+
+    def bound_text(self) -> str:
+        """The bound as written in the issue: ``>= 0.5``, ``< 10 ms``."""
+        return f"{'≥' if self.at_least else '<'} {self.bound:g}{self.unit}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _setup(row: Row) -> str:
+    replicas = row.get("replicas", 1)
+    where = "own process" if row.get("server") == "process" else "in the client's process"
+    return f"{replicas} replica{'s' if replicas != 1 else ''}, {where}"
+
+
+TARGETS = (
+    Target(
+        "Assign saturation throughput ÷ no-op RPC rate, 1,000 agents",
+        0.5,
+        "",
+        at_least=True,
+        matches=lambda r: r["kind"] == "saturation" and r["agents"] == 1000,
+        value=lambda r: r["ratio_to_noop"],
+        label=_setup,
+    ),
+    Target(
+        "Assign p99 at 300 Assign+Complete pairs/s, 1,000 agents",
+        10.0,
+        " ms",
+        at_least=False,
+        matches=lambda r: (
+            r["kind"] == "fixed_load" and r["agents"] == 1000 and r["offered_per_s"] == 300
+        ),
+        value=lambda r: r["p99_ms"],
+        label=_setup,
+    ),
+    Target(
+        "Solver, 100 calls x 1,000 agents, p99",
+        10.0,
+        " ms",
+        at_least=False,
+        matches=lambda r: r["kind"] == "decision" and (r["calls"], r["agents"]) == (100, 1000),
+        value=lambda r: r["p99_ms"],
+        label=lambda r: _count(r["repeats"], "run"),
+    ),
+    Target(
+        "Solver, 1,000 calls x 10,000 agents, p99",
+        150.0,
+        " ms",
+        at_least=False,
+        matches=lambda r: r["kind"] == "decision" and (r["calls"], r["agents"]) == (1000, 10000),
+        value=lambda r: r["p99_ms"],
+        label=lambda r: _count(r["repeats"], "run"),
+    ),
+    Target(
+        "Simulator, longest-idle ÷ Ciw's calls/s",
+        3.0,
+        "x",
+        at_least=True,
+        matches=lambda r: r["kind"] == "vs_ciw" and r["simulator"] == "ours: longest-idle",
+        value=lambda r: r["ratio_to_ciw"],
+        label=lambda r: _count(r["repeats"], "repeat"),
+    ),
+    Target(
+        "Simulator, balanced ÷ Ciw's calls/s",
+        1.0,
+        "x",
+        at_least=True,
+        matches=lambda r: r["kind"] == "vs_ciw" and r["simulator"] == "ours: balanced",
+        value=lambda r: r["ratio_to_ciw"],
+        label=lambda r: _count(r["repeats"], "repeat"),
+    ),
+    Target(
+        "The 1,000-agent day, wall time",
+        30.0,
+        " s",
+        at_least=False,
+        matches=lambda r: r["kind"] == "day",
+        value=lambda r: r["wall_s"],
+        label=lambda r: f"{r['calls']:,} calls",
+    ),
+)
+
+
+def rows_of(documents: Sequence[dict[str, Any]]) -> list[Row]:
+    """Every record, with its document's ``bench``, ``argv`` and ``quick``."""
+    return [
+        {
+            **record,
+            "bench": document["bench"],
+            "argv": document["argv"],
+            "quick": document["quick"],
+        }
+        for document in documents
+        for record in document["records"]
+    ]
+
+
+def verdict(target: Target, rows: Sequence[Row]) -> str:
+    """``met``, ``missed``, ``mixed`` (some figures meet it) or ``not measured``, from the
+    full-size figures; ``smoke run only`` when only quick runs measured it."""
+    matching = [r for r in rows if target.matches(r)]
+    met = [target.met(target.value(r)) for r in matching if not r["quick"]]
+    if not met:
+        return "smoke run only" if matching else "not measured"
+    return "met" if all(met) else "missed" if not any(met) else "mixed"
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="chart" src="data:image/png;base64,{data}">'
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=96, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def target_chart(target: Target, rows: Sequence[Row]) -> str:
+    """Each figure of ``target`` as a bar (green: meets it, red: not, grey: a quick run's),
+    the bound as a dashed line."""
+    picked = [r for r in rows if target.matches(r)]
+    fig = _figure(6.4, 0.5 + 0.35 * max(len(picked), 1))
+    ax = fig.add_subplot()
+    values = [target.value(r) for r in picked]
+    labels = [f"{target.label(r)}{' (quick)' if r['quick'] else ''}" for r in picked]
+    ax.barh(
+        range(len(values)),
+        values,
+        color=[
+            GREY if r["quick"] else GREEN if target.met(v) else RED
+            for r, v in zip(picked, values, strict=True)
+        ],
+        height=0.6,
+    )
+    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(target.bound, color=GREY, linestyle="--", linewidth=1.2)
+    ax.set_xlabel(f"{target.name} (target {target.bound_text()})", fontsize=8)
+    ax.set_xlim(0, max([*values, target.bound]) * 1.15)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return _png(fig)
+
+
+def latency_chart(rows: Sequence[Row]) -> str | None:
+    """Assign p50 and p99 at each offered load, a line per team size and setup."""
+    loads = [r for r in rows if r["kind"] == "fixed_load"]
+    if not loads:
+        return None
+    fig = _figure(6.4, 3.2)
+    ax = fig.add_subplot()
+    series: dict[str, list[Row]] = {}
+    for r in loads:
+        series.setdefault(f"{r['agents']:,} agents, {_setup(r)}", []).append(r)
+    colours = (BLUE, ORANGE, GREEN, "#8e44ad", GREY)
+    for k, (name, points) in enumerate(series.items()):
+        points.sort(key=lambda r: r["offered_per_s"])
+        x = [r["offered_per_s"] for r in points]
+        colour = colours[k % len(colours)]
+        ax.plot(x, [r["p99_ms"] for r in points], marker="o", color=colour, label=f"p99, {name}")
+        ax.plot(
+            x,
+            [r["p50_ms"] for r in points],
+            marker=".",
+            linestyle=":",
+            color=colour,
+            label=f"p50, {name}",
+        )
+    ax.axhline(10, color=GREY, linestyle="--", linewidth=1.2)
+    ax.set_xlabel("offered Assign+Complete pairs/s", fontsize=8)
+    ax.set_ylabel("Assign latency, ms", fontsize=8)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def solver_chart(rows: Sequence[Row]) -> str | None:
+    """The solver's median and p99 per cell (calls x agents), log scale."""
+    cells = [r for r in rows if r["kind"] == "decision"]
+    if not cells:
+        return None
+    fig = _figure(6.4, 3.0)
+    ax = fig.add_subplot()
+    names = [f"{r['calls']:,}x{r['agents']:,}" for r in cells]
+    at = range(len(cells))
+    ax.bar([i - 0.2 for i in at], [r["median_ms"] for r in cells], 0.4, color=BLUE, label="median")
+    ax.bar([i + 0.2 for i in at], [r["p99_ms"] for r in cells], 0.4, color=ORANGE, label="p99")
+    for i, r in enumerate(cells):
+        if r.get("target_p99_ms"):
+            ax.hlines(r["target_p99_ms"], i - 0.45, i + 0.45, colors=GREY, linestyles="--")
+    ax.set_xticks(list(at), names, fontsize=7, rotation=45)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.set_ylabel("decision time, ms", fontsize=8)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _figures(target: Target, rows: Sequence[Row]) -> str:
+    values = [
+        f"{target.value(r):.3g}{target.unit} ({target.label(r)}{', quick' if r['quick'] else ''})"
+        for r in rows
+        if target.matches(r)
+    ]
+    return "; ".join(values) or "-"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:72rem}
+table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ddd;padding:.3rem .6rem;
+text-align:left;font-size:.9rem;vertical-align:top}th{background:#f4f5f7}
+.met{color:#2e8b57;font-weight:600}.missed{color:#c0392b;font-weight:600}
+.mixed{color:#e08a1e;font-weight:600}.sub{color:#666}code{font-size:.85rem}
+"""
+
+
+def page(documents: Sequence[dict[str, Any]]) -> str:
+    """The whole report for ``documents``."""
+    rows = rows_of(documents)
+    table = "".join(
+        f"<tr><td>{_e(t.name)}</td><td>{_e(t.bound_text())}</td>"
+        f"<td>{_e(_figures(t, rows))}</td>"
+        f'<td class="{verdict(t, rows).split()[0]}">{_e(verdict(t, rows))}</td></tr>'
+        for t in TARGETS
+    )
+    charts = "".join(
+        f"<h3>{_e(t.name)}</h3>{target_chart(t, rows)}"
+        for t in TARGETS
+        if any(t.matches(r) for r in rows)
+    )
+    extra = [
+        ("Assign latency by offered load (dashed: 10 ms)", latency_chart(rows)),
+        ("The solver per cell (dashed: the targets)", solver_chart(rows)),
+    ]
+    charts += "".join(f"<h3>{_e(title)}</h3>{img}" for title, img in extra if img)
+    runs = "".join(
+        f"<tr><td>{_e(d['bench'])}</td><td><code>{_e(' '.join(d['argv']))}</code></td>"
+        f"<td>{_e(d['finished'])}{' (quick)' if d['quick'] else ''}</td>"
+        f"<td>{_e(_machine(d['machine']))}</td>"
+        f"<td>{_e(d['machine'].get('commit') or '-')}</td></tr>"
+        for d in documents
+    )
+    newest = max((d["finished"] for d in documents), default="-")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Benchmarks</title><style>{_CSS}</style></head><body>"
+        f'<h1>Benchmarks against the performance targets</h1><p class="sub">Latest run '
+        f"{_e(newest)} UTC. A target is met when every full-size figure measured for it meets it "
+        "(a quick run's figures are shown, not judged). "
+        "Times on a shared machine drift: compare figures of one run, and see "
+        "BENCHMARKS.md for what limits each one.</p>"
+        "<table><tr><th>target</th><th>bound</th><th>figures</th><th>verdict</th></tr>"
+        f"{table}</table><h2>Charts</h2>{charts}<h2>Runs</h2>"
+        "<table><tr><th>benchmark</th><th>arguments</th><th>finished</th><th>machine</th>"
+        f"<th>commit</th></tr>{runs}</table></body></html>\n"
+    )
+
+
+def _machine(machine: dict[str, Any]) -> str:
+    libraries = ", ".join(f"{k} {v}" for k, v in machine.get("libraries", {}).items())
+    return (
+        f"{machine.get('processor', '?')}, {machine.get('cores', '?')} cores, Python "
+        f"{machine.get('python', '?')}; {libraries}"
+    )
+
+
+def _inputs(paths: Sequence[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        found.extend(sorted(path.glob("*.json")) if path.is_dir() else [path])
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments, read the documents, write the page."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "inputs", nargs="+", type=Path, help="JSON documents (--json), or folders of them"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench-results/report.html"), help="the page to write"
+    )
+    args = parser.parse_args(argv)
+    missing = [str(path) for path in args.inputs if not path.exists()]
+    if missing:
+        parser.error(f"not found: {', '.join(missing)}")
+    paths = _inputs(args.inputs)
+    if not paths:
+        parser.error("no JSON documents found")
+    documents = results.read(paths)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(page(documents))
+    rows = rows_of(documents)
+    for target in TARGETS:
+        print(f"{verdict(target, rows):>14}  {target.name} ({target.bound_text()})")
+    print(f"wrote {args.out} from {len(documents)} documents")
+
+
+if __name__ == "__main__":
+    main()
