@@ -24,7 +24,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from tests.benchmarks import results
 
@@ -136,15 +136,17 @@ TARGETS = (
 
 
 def rows_of(documents: Sequence[dict[str, Any]]) -> list[Row]:
-    """Every record, with its document's ``bench``, ``argv`` and ``quick``."""
+    """Every record, with its document's ``bench``, ``argv``, ``quick`` and place in
+    ``documents`` (``run``, from 1: the runs table's order)."""
     return [
         {
             **record,
             "bench": document["bench"],
             "argv": document["argv"],
             "quick": document["quick"],
+            "run": run,
         }
-        for document in documents
+        for run, document in enumerate(documents, 1)
         for record in document["records"]
     ]
 
@@ -179,7 +181,9 @@ def target_chart(target: Target, rows: Sequence[Row]) -> str:
     fig = _figure(6.4, 0.5 + 0.35 * max(len(picked), 1))
     ax = fig.add_subplot()
     values = [target.value(r) for r in picked]
-    labels = [f"{target.label(r)}{' (quick)' if r['quick'] else ''}" for r in picked]
+    labels = [
+        f"run {r['run']}: {target.label(r)}{' (quick)' if r['quick'] else ''}" for r in picked
+    ]
     ax.barh(
         range(len(values)),
         values,
@@ -200,7 +204,7 @@ def target_chart(target: Target, rows: Sequence[Row]) -> str:
 
 
 def latency_chart(rows: Sequence[Row]) -> str | None:
-    """Assign p50 and p99 at each offered load, a line per team size and setup."""
+    """Assign p50 and p99 at each offered load, a line per run, team size and setup."""
     loads = [r for r in rows if r["kind"] == "fixed_load"]
     if not loads:
         return None
@@ -208,7 +212,7 @@ def latency_chart(rows: Sequence[Row]) -> str | None:
     ax = fig.add_subplot()
     series: dict[str, list[Row]] = {}
     for r in loads:
-        series.setdefault(f"{r['agents']:,} agents, {_setup(r)}", []).append(r)
+        series.setdefault(f"run {r['run']}: {r['agents']:,} agents, {_setup(r)}", []).append(r)
     colours = (BLUE, ORANGE, GREEN, "#8e44ad", GREY)
     for k, (name, points) in enumerate(series.items()):
         points.sort(key=lambda r: r["offered_per_s"])
@@ -226,15 +230,16 @@ def latency_chart(rows: Sequence[Row]) -> str | None:
     ax.axhline(10, color=GREY, linestyle="--", linewidth=1.2)
     ax.set_xlabel("offered Assign+Complete pairs/s", fontsize=8)
     ax.set_ylabel("Assign latency, ms", fontsize=8)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.set_ylim(0, max([10.0, *(r["p99_ms"] for r in loads)]) * 1.1)
     ax.legend(fontsize=7)
     return _png(fig)
 
 
 def solver_chart(rows: Sequence[Row]) -> str | None:
     """The solver's median and p99 per cell (calls x agents), log scale."""
-    cells = [r for r in rows if r["kind"] == "decision"]
+    cells = sorted(
+        (r for r in rows if r["kind"] == "decision"), key=lambda r: (r["calls"], r["agents"])
+    )
     if not cells:
         return None
     fig = _figure(6.4, 3.0)
@@ -249,6 +254,7 @@ def solver_chart(rows: Sequence[Row]) -> str | None:
     ax.set_xticks(list(at), names, fontsize=7, rotation=45)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("decision time, ms", fontsize=8)
     ax.legend(fontsize=7)
     return _png(fig)
@@ -296,11 +302,12 @@ def page(documents: Sequence[dict[str, Any]]) -> str:
     ]
     charts += "".join(f"<h3>{_e(title)}</h3>{img}" for title, img in extra if img)
     runs = "".join(
-        f"<tr><td>{_e(d['bench'])}</td><td><code>{_e(' '.join(d['argv']))}</code></td>"
+        f"<tr><td>{run}</td><td>{_e(d['bench'])}</td>"
+        f"<td><code>{_e(' '.join(d['argv']))}</code></td>"
         f"<td>{_e(d['finished'])}{' (quick)' if d['quick'] else ''}</td>"
         f"<td>{_e(_machine(d['machine']))}</td>"
         f"<td>{_e(d['machine'].get('commit') or '-')}</td></tr>"
-        for d in documents
+        for run, d in enumerate(documents, 1)
     )
     newest = max((d["finished"] for d in documents), default="-")
     return (
@@ -313,7 +320,7 @@ def page(documents: Sequence[dict[str, Any]]) -> str:
         "BENCHMARKS.md for what limits each one.</p>"
         "<table><tr><th>target</th><th>bound</th><th>figures</th><th>verdict</th></tr>"
         f"{table}</table><h2>Charts</h2>{charts}<h2>Runs</h2>"
-        "<table><tr><th>benchmark</th><th>arguments</th><th>finished</th><th>machine</th>"
+        "<table><tr><th>run</th><th>benchmark</th><th>arguments</th><th>finished</th><th>machine</th>"
         f"<th>commit</th></tr>{runs}</table></body></html>\n"
     )
 
