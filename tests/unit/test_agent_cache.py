@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sys
+import threading
 from dataclasses import replace
 
 import pytest
@@ -251,3 +253,68 @@ def test_a_put_decodes_only_the_work_members_it_has_not_seen_for_that_agent() ->
         T, {**fields, "profile": codec.encode_profile(AgentProfile("a2"))}, old, now, window
     )
     assert all(not any(span is seen for seen in first.recent) for span in other.recent)
+
+
+def _named(agent_id: str, rev: int, now: int) -> dict[str, str]:
+    """An idle agent hash at ``rev`` whose profile names the rev (``r<rev>``)."""
+    return {
+        "profile": codec.encode_profile(AgentProfile(agent_id, name=f"r{rev}")),
+        "version": "1",
+        "presence": "available",
+        "heartbeat": str(now),
+        "seq": str(rev),
+        "rev": str(rev),
+    }
+
+
+def test_threads_sharing_the_cache_are_served_only_the_revs_they_ask_for() -> None:
+    """Request threads share one cache: writers cache agents at new revs (as write scripts
+    return them) while readers ask for the routing index's candidates (ordered, mostly the
+    last ones) at the revs they saw. Every agent served, through the view's memo or not, is
+    the one of the rev asked for, in the place of its id."""
+    cache = AgentCache()
+    team = [f"a{i:04d}" for i in range(300)]
+    revs = dict.fromkeys(team, 1)
+    clock = iter(range(5_000_000, 10**9))
+    state = threading.Lock()
+    for agent_id in team:
+        cache.put(T, _named(agent_id, 1, 5_000_000), [], 5_000_000, 60_000)
+    errors: list[str] = []
+
+    def write(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(400):
+            agent_id = rng.choice(team)
+            with state:
+                revs[agent_id] += 1
+                rev, now = revs[agent_id], next(clock)
+            cache.put(T, _named(agent_id, rev, now), [], now, 60_000)
+
+    def read(seed: int) -> None:
+        rng = random.Random(seed)
+        left_out: set[str] = set()
+        for _ in range(300):
+            left_out ^= set(rng.sample(team, 2))
+            ids = [a for a in team if a not in left_out]
+            with state:
+                asked, now = [str(revs[a]) for a in ids], next(clock)
+            listed, _ = cache.get_listed(T, ids, asked, now, 60_000, ordered=True)
+            for agent_id, rev, agent in zip(ids, asked, listed, strict=True):
+                if agent is not None and (agent.agent_id, agent.profile.name) != (
+                    agent_id,
+                    f"r{rev}",
+                ):
+                    errors.append(f"{agent_id} at rev {rev}: served {agent.profile.name}")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # interleave the threads finely
+    try:
+        threads = [threading.Thread(target=write, args=(k,)) for k in range(2)]
+        threads += [threading.Thread(target=read, args=(10 + k,)) for k in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
