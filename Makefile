@@ -71,7 +71,7 @@ bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (6-12 min); HTML 
 	$(PY) -m tests.benchmarks.bench_assign --agents 1000 --calls 200 --server process --replicas 2 --rate 100,200,300 --rate-seconds 10 --json $(RESULTS)/assign-two-replicas.json
 	$(PY) -m tests.benchmarks.bench_solver --json $(RESULTS)/solver.json
 	$(PY) -m tests.benchmarks.bench_simulator --json $(RESULTS)/simulator.json
-	$(PY) -m tests.benchmarks.bench_admin --agents 200,1000
+	$(PY) -m tests.benchmarks.bench_admin --agents 200,1000 --json $(RESULTS)/admin.json
 	$(PY) -m tests.benchmarks.bench_heartbeats --agents 1000,10000
 	$(PY) -m tests.benchmarks.bench_idle --agents 1000,10000 --service-seconds 10
 	$(PY) -m tests.benchmarks.profile_layers --agents 1000 --pairs 300 --rounds 3 --pause-ms 6.7
@@ -84,7 +84,7 @@ bench-quick: $(STAMP) ## The same benchmarks at small sizes (~30 s): a smoke run
 	$(PY) -m tests.benchmarks.profile_solver --calls 10 --agents 100 --repeats 2
 	$(PY) -m tests.benchmarks.profile_layers --agents 100 --pairs 20 --rounds 1 --pause-ms 2
 	$(PY) -m tests.benchmarks.bench_simulator --quick --json $(RESULTS)/simulator.json
-	$(PY) -m tests.benchmarks.bench_admin --quick
+	$(PY) -m tests.benchmarks.bench_admin --quick --json $(RESULTS)/admin.json
 	$(PY) -m tests.benchmarks.bench_heartbeats --agents 200 --beats 0,10 --pairs 20
 	$(PY) -m tests.benchmarks.bench_idle --agents 100 --ticks 5 --service-seconds 1 --replicas 2
 	$(PY) -m tests.benchmarks.report $(RESULTS) --out $(RESULTS)/report.html

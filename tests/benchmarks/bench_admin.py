@@ -23,6 +23,7 @@ import argparse
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -35,7 +36,7 @@ from router.server import create_server
 from router.settings import Settings
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
-from tests.benchmarks import bench_assign
+from tests.benchmarks import bench_assign, results
 from tests.benchmarks.bench_assign import _percentile
 
 TENANT = "bench-admin"
@@ -225,21 +226,50 @@ def report(agents: int, phases: dict[str, Phase]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Parse arguments, run the three phases per team size, print the tables."""
+def records(agents: int, phases: dict[str, Phase]) -> list[results.Record]:
+    """The table's rows as records (``None`` where a phase has no such figure)."""
+
+    def ms(values: list[float], q: float | None) -> float | None:
+        if not values:
+            return None
+        return statistics.median(values) if q is None else _percentile(values, q)
+
+    return [
+        {
+            "kind": "admin",
+            "agents": agents,
+            "phase": name,
+            "seconds": phase.seconds,
+            "updates_per_s": phase.updates_per_s if phase.update_ms else None,
+            "pairs_per_s": phase.pairs / phase.seconds if phase.assign_ms else None,
+            "update_p50_ms": ms(phase.update_ms, None),
+            "update_p99_ms": ms(phase.update_ms, 0.99),
+            "assign_p50_ms": ms(phase.assign_ms, None),
+            "assign_p99_ms": ms(phase.assign_ms, 0.99),
+            "errors": phase.errors,
+        }
+        for name, phase in phases.items()
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments (``argv``, else the command line), run the three phases per team
+    size, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="200", help="team sizes, comma-separated")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each phase")
     parser.add_argument("--admin-threads", type=int, default=4, help="admin client threads")
     parser.add_argument("--assign-threads", type=int, default=4, help="Assign client threads")
     parser.add_argument("--quick", action="store_true", help="100 agents, 1 s phases")
-    args = parser.parse_args()
+    results.add_option(parser)
+    args = parser.parse_args(argv)
     if args.quick:
         args.agents, args.seconds = "100", 1.0
     if args.admin_threads < 1 or args.assign_threads < 1 or args.seconds <= 0:
         parser.error("need at least one thread of each kind and --seconds > 0")
     logs.silence()
     server = local_redis.start()
+    written: list[results.Record] = []
     try:
         for size in (int(a) for a in args.agents.split(",")):
             bench = Bench(size, server.url)
@@ -256,8 +286,10 @@ def main() -> None:
                 bench.close()
             print(report(size, phases), flush=True)
             print()
+            written += records(size, phases)
     finally:
         server.stop()
+    results.write(args.json, "bench_admin", argv, written, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 
     .venv/bin/python -m tests.benchmarks.report bench-results/ [--out bench-results/report.html]
 
-Reads the JSON documents that ``bench_assign``, ``bench_solver`` and ``bench_simulator`` write
-with ``--json`` (``make bench`` and ``make bench-quick`` write them to ``bench-results/``),
-and writes one self-contained page: a verdict per target (met when every figure measured for
-it meets it), a chart per target with each figure against the target line, the Assign
-latency at each offered load, the solver's time per cell, and the runs behind them (command
-line, time, machine, commit). Figures of a quick run are small-size smoke figures: the page
-says which runs were quick.
+Reads the JSON documents that ``bench_assign``, ``bench_solver``, ``bench_simulator`` and
+``bench_admin`` write with ``--json`` (``make bench`` and ``make bench-quick`` write them to
+``bench-results/``), and writes one self-contained page: a verdict per target (met when every
+full-size figure measured for it meets it; a quick run's figures are shown, not judged), a
+chart per target with each figure against the target line, the Assign latency at each
+offered load, the solver's time per cell, tables of the Assign and admin figures at every
+size, and the runs behind them (command line, time, machine, commit).
 """
 
 from __future__ import annotations
@@ -260,6 +260,93 @@ def solver_chart(rows: Sequence[Row]) -> str | None:
     return _png(fig)
 
 
+def _field(name: str) -> Callable[[Row], object]:
+    """A column filled with the record's ``name`` (``-`` where a document lacks it)."""
+    return lambda row: row.get(name)
+
+
+Column = tuple[str, Callable[[Row], object]]
+"""A table column: its heading and how a row fills it."""
+
+
+def _number(value: object, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+TABLES: tuple[tuple[str, str, tuple[Column, ...]], ...] = (
+    (
+        "Assign saturation by team size (8 client threads)",
+        "saturation",
+        (
+            ("run", _field("run")),
+            ("agents", _field("agents")),
+            ("setup", _setup),
+            ("no-op RPCs/s", _field("noop_per_s")),
+            ("Assign+Complete pairs/s", _field("pairs_per_s")),
+            ("÷ no-op RPC rate", _field("ratio_to_noop")),
+            ("sequential no-op p50, ms", _field("noop_p50_ms")),
+            ("sequential Assign p50, ms", _field("assign_p50_ms")),
+            ("sequential Assign p99, ms", _field("assign_p99_ms")),
+        ),
+    ),
+    (
+        "Assign at fixed offered loads",
+        "fixed_load",
+        (
+            ("run", _field("run")),
+            ("agents", _field("agents")),
+            ("setup", _setup),
+            ("offered pairs/s", _field("offered_per_s")),
+            ("completed pairs/s", _field("completed_per_s")),
+            ("dropped", _field("dropped")),
+            ("p50, ms", _field("p50_ms")),
+            ("p99, ms", _field("p99_ms")),
+            ("max, ms", _field("max_ms")),
+        ),
+    ),
+    (
+        "Admin writes under Assign load",
+        "admin",
+        (
+            ("run", _field("run")),
+            ("agents", _field("agents")),
+            ("phase", _field("phase")),
+            ("updates/s", _field("updates_per_s")),
+            ("update p99, ms", _field("update_p99_ms")),
+            ("Assign+Complete pairs/s", _field("pairs_per_s")),
+            ("Assign p99, ms", _field("assign_p99_ms")),
+            ("errors", _field("errors")),
+        ),
+    ),
+)
+"""The figures without a target of their own, a table per kind of record."""
+
+
+def tables(rows: Sequence[Row]) -> str:
+    """``TABLES`` for the kinds of records present."""
+    out = []
+    for title, kind, columns in TABLES:
+        picked = [r for r in rows if r["kind"] == kind]
+        if not picked:
+            continue
+        head = "".join(f"<th>{_e(name)}</th>" for name, _ in columns)
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{_e(_number(fill(r), 0 if name.endswith('/s') else 2))}</td>"
+                for name, fill in columns
+            )
+            + "</tr>"
+            for r in picked
+        )
+        out.append(f"<h3>{_e(title)}</h3><table><tr>{head}</tr>{body}</table>")
+    return "".join(out)
+
+
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
@@ -319,7 +406,7 @@ def page(documents: Sequence[dict[str, Any]]) -> str:
         "Times on a shared machine drift: compare figures of one run, and see "
         "BENCHMARKS.md for what limits each one.</p>"
         "<table><tr><th>target</th><th>bound</th><th>figures</th><th>verdict</th></tr>"
-        f"{table}</table><h2>Charts</h2>{charts}<h2>Runs</h2>"
+        f"{table}</table><h2>Charts</h2>{charts}<h2>Figures</h2>{tables(rows)}<h2>Runs</h2>"
         "<table><tr><th>run</th><th>benchmark</th><th>arguments</th><th>finished</th><th>machine</th>"
         f"<th>commit</th></tr>{runs}</table></body></html>\n"
     )

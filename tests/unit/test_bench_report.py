@@ -69,6 +69,25 @@ DOCUMENTS = [
 ]
 
 
+DOCUMENTS.append(
+    _document(
+        "bench_admin",
+        [
+            {
+                "kind": "admin",
+                "agents": 1000,
+                "phase": "admin + Assign",
+                "updates_per_s": 203.4,
+                "update_p99_ms": 31.0,
+                "pairs_per_s": 101.2,
+                "assign_p99_ms": 44.0,
+                "errors": 0,
+            }
+        ],
+    )
+)
+
+
 def test_each_target_gets_a_verdict_from_its_full_size_figures() -> None:
     rows = report.rows_of(DOCUMENTS)
     verdicts = {target.name: report.verdict(target, rows) for target in report.TARGETS}
@@ -94,6 +113,10 @@ def test_the_page_shows_every_target_a_chart_per_measured_one_and_escapes_what_i
     assert "<script>" not in page
     assert "&lt;script&gt;" in page
     assert "test CPU" in page
+    # The figures without a target: a table per kind, rates without decimals.
+    assert "<h3>Admin writes under Assign load</h3>" in page
+    assert "<td>admin + Assign</td><td>203</td><td>31.00</td><td>101</td>" in page
+    assert "<h3>Assign at fixed offered loads</h3>" in page
 
 
 def test_the_command_line_reads_a_folder_and_writes_the_page(
