@@ -411,7 +411,9 @@ class AgentCache:
         cutoff = now - window_ms
         works, spans = agent_work(fields, members, self._decoded(tenant, fields))
         snapshot = agent_from_work(fields, works, spans, cutoff, now)
-        rev = sys.intern(fields.get("rev", ""))  # the routing index's very objects (see ``apply``)
+        # Interned, as the routing index's revs are: equal revs are one object, which list
+        # comparisons pass without comparing characters.
+        rev = sys.intern(fields.get("rev", ""))
         beat_rev, beat = self._beats.get(tenant, {}).get(snapshot.agent_id, (0, 0))
         if rev and beat_rev > int(rev) and beat > snapshot.heartbeat_ms:
             # read before a heartbeat of this very agent already patched in
