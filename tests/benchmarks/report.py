@@ -66,6 +66,32 @@ def _setup(row: Row) -> str:
     return f"{replicas} replica{'s' if replicas != 1 else ''}, {where}"
 
 
+def _solver(calls: int, agents: int, bound_ms: float) -> Target:
+    """The solver's p99 for ``calls`` waiting calls and ``agents`` agents."""
+    return Target(
+        f"Solver, {calls:,} calls x {agents:,} agents, p99",
+        bound_ms,
+        " ms",
+        at_least=False,
+        matches=lambda r: r["kind"] == "decision" and (r["calls"], r["agents"]) == (calls, agents),
+        value=lambda r: r["p99_ms"],
+        label=lambda r: _count(r["repeats"], "run"),
+    )
+
+
+def _simulator(policy: str, bound: float) -> Target:
+    """Our simulator's calls/s with ``policy`` over Ciw's."""
+    return Target(
+        f"Simulator, {policy} ÷ Ciw's calls/s",
+        bound,
+        "x",
+        at_least=True,
+        matches=lambda r: r["kind"] == "vs_ciw" and r["simulator"] == f"ours: {policy}",
+        value=lambda r: r["ratio_to_ciw"],
+        label=lambda r: _count(r["repeats"], "repeat"),
+    )
+
+
 TARGETS = (
     Target(
         "Assign saturation throughput ÷ no-op RPC rate, 1,000 agents",
@@ -87,42 +113,10 @@ TARGETS = (
         value=lambda r: r["p99_ms"],
         label=_setup,
     ),
-    Target(
-        "Solver, 100 calls x 1,000 agents, p99",
-        10.0,
-        " ms",
-        at_least=False,
-        matches=lambda r: r["kind"] == "decision" and (r["calls"], r["agents"]) == (100, 1000),
-        value=lambda r: r["p99_ms"],
-        label=lambda r: _count(r["repeats"], "run"),
-    ),
-    Target(
-        "Solver, 1,000 calls x 10,000 agents, p99",
-        150.0,
-        " ms",
-        at_least=False,
-        matches=lambda r: r["kind"] == "decision" and (r["calls"], r["agents"]) == (1000, 10000),
-        value=lambda r: r["p99_ms"],
-        label=lambda r: _count(r["repeats"], "run"),
-    ),
-    Target(
-        "Simulator, longest-idle ÷ Ciw's calls/s",
-        3.0,
-        "x",
-        at_least=True,
-        matches=lambda r: r["kind"] == "vs_ciw" and r["simulator"] == "ours: longest-idle",
-        value=lambda r: r["ratio_to_ciw"],
-        label=lambda r: _count(r["repeats"], "repeat"),
-    ),
-    Target(
-        "Simulator, balanced ÷ Ciw's calls/s",
-        1.0,
-        "x",
-        at_least=True,
-        matches=lambda r: r["kind"] == "vs_ciw" and r["simulator"] == "ours: balanced",
-        value=lambda r: r["ratio_to_ciw"],
-        label=lambda r: _count(r["repeats"], "repeat"),
-    ),
+    _solver(100, 1000, 10.0),
+    _solver(1000, 10000, 150.0),
+    _simulator("longest-idle", 3.0),
+    _simulator("balanced", 1.0),
     Target(
         "The 1,000-agent day, wall time",
         30.0,
@@ -260,16 +254,59 @@ def solver_chart(rows: Sequence[Row]) -> str | None:
     return _png(fig)
 
 
-def _field(name: str) -> Callable[[Row], object]:
-    """A column filled with the record's ``name`` (``-`` where a document lacks it)."""
-    return lambda row: row.get(name)
+Column = tuple[str, str]
+"""A table column: its heading and the record's key that fills it (``setup``: replicas and
+where the service ran)."""
+
+_RUN_AND_SIZE: tuple[Column, ...] = (("run", "run"), ("agents", "agents"))
+
+TABLES: tuple[tuple[str, str, tuple[Column, ...]], ...] = (
+    (
+        "Assign saturation by team size (8 client threads)",
+        "saturation",
+        (
+            *_RUN_AND_SIZE,
+            ("setup", "setup"),
+            ("no-op RPCs/s", "noop_per_s"),
+            ("Assign+Complete pairs/s", "pairs_per_s"),
+            ("÷ no-op RPC rate", "ratio_to_noop"),
+            ("sequential no-op p50, ms", "noop_p50_ms"),
+            ("sequential Assign p50, ms", "assign_p50_ms"),
+            ("sequential Assign p99, ms", "assign_p99_ms"),
+        ),
+    ),
+    (
+        "Assign at fixed offered loads",
+        "fixed_load",
+        (
+            *_RUN_AND_SIZE,
+            ("setup", "setup"),
+            ("offered pairs/s", "offered_per_s"),
+            ("completed pairs/s", "completed_per_s"),
+            ("dropped", "dropped"),
+            ("p50, ms", "p50_ms"),
+            ("p99, ms", "p99_ms"),
+            ("max, ms", "max_ms"),
+        ),
+    ),
+    (
+        "Admin writes under Assign load",
+        "admin",
+        (
+            *_RUN_AND_SIZE,
+            ("phase", "phase"),
+            ("updates/s", "updates_per_s"),
+            ("update p99, ms", "update_p99_ms"),
+            ("Assign+Complete pairs/s", "pairs_per_s"),
+            ("Assign p99, ms", "assign_p99_ms"),
+            ("errors", "errors"),
+        ),
+    ),
+)
+"""The figures without a target of their own, a table per kind of record."""
 
 
-Column = tuple[str, Callable[[Row], object]]
-"""A table column: its heading and how a row fills it."""
-
-
-def _number(value: object, digits: int = 2) -> str:
+def _number(value: object, digits: int) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -277,53 +314,11 @@ def _number(value: object, digits: int = 2) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-TABLES: tuple[tuple[str, str, tuple[Column, ...]], ...] = (
-    (
-        "Assign saturation by team size (8 client threads)",
-        "saturation",
-        (
-            ("run", _field("run")),
-            ("agents", _field("agents")),
-            ("setup", _setup),
-            ("no-op RPCs/s", _field("noop_per_s")),
-            ("Assign+Complete pairs/s", _field("pairs_per_s")),
-            ("÷ no-op RPC rate", _field("ratio_to_noop")),
-            ("sequential no-op p50, ms", _field("noop_p50_ms")),
-            ("sequential Assign p50, ms", _field("assign_p50_ms")),
-            ("sequential Assign p99, ms", _field("assign_p99_ms")),
-        ),
-    ),
-    (
-        "Assign at fixed offered loads",
-        "fixed_load",
-        (
-            ("run", _field("run")),
-            ("agents", _field("agents")),
-            ("setup", _setup),
-            ("offered pairs/s", _field("offered_per_s")),
-            ("completed pairs/s", _field("completed_per_s")),
-            ("dropped", _field("dropped")),
-            ("p50, ms", _field("p50_ms")),
-            ("p99, ms", _field("p99_ms")),
-            ("max, ms", _field("max_ms")),
-        ),
-    ),
-    (
-        "Admin writes under Assign load",
-        "admin",
-        (
-            ("run", _field("run")),
-            ("agents", _field("agents")),
-            ("phase", _field("phase")),
-            ("updates/s", _field("updates_per_s")),
-            ("update p99, ms", _field("update_p99_ms")),
-            ("Assign+Complete pairs/s", _field("pairs_per_s")),
-            ("Assign p99, ms", _field("assign_p99_ms")),
-            ("errors", _field("errors")),
-        ),
-    ),
-)
-"""The figures without a target of their own, a table per kind of record."""
+def _cell(row: Row, key: str, heading: str) -> str:
+    """A table cell's text (``-`` where a document lacks the figure; rates without
+    decimals)."""
+    value = _setup(row) if key == "setup" else row.get(key)
+    return _number(value, 0 if heading.endswith("/s") else 2)
 
 
 def tables(rows: Sequence[Row]) -> str:
@@ -336,10 +331,7 @@ def tables(rows: Sequence[Row]) -> str:
         head = "".join(f"<th>{_e(name)}</th>" for name, _ in columns)
         body = "".join(
             "<tr>"
-            + "".join(
-                f"<td>{_e(_number(fill(r), 0 if name.endswith('/s') else 2))}</td>"
-                for name, fill in columns
-            )
+            + "".join(f"<td>{_e(_cell(r, key, name))}</td>" for name, key in columns)
             + "</tr>"
             for r in picked
         )

@@ -63,23 +63,17 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _git(*args: str) -> str:
+    """``git ARGS``' output, stripped (raises when git is missing or fails)."""
+    done = subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10)
+    return done.stdout.strip()
+
+
 def _commit() -> str:
     """The checkout's commit (``+`` when the working tree has changes), or ``""``."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short=12", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return ""
     return head + ("+" if dirty else "")
