@@ -146,6 +146,13 @@ def _invert(table: Mapping[K, T]) -> Mapping[T, K]:
     return {value: key for key, value in table.items()}
 
 
+# The tables above read the other way (domain value -> wire value), built once.
+_CHANNEL_CODES = _invert(CHANNELS)
+_PRESENCE_CODES = _invert(PRESENCES)
+_ABSENCE_KIND_CODES = _invert(ABSENCE_KINDS)
+_STRATEGY_CODES = _invert(STRATEGIES)
+
+
 # --- scalar checks ---------------------------------------------------------------------------
 
 
@@ -357,7 +364,7 @@ def call_to_pb(call: Call) -> pb.Call:
     """Convert a call for a response."""
     msg = pb.Call(
         call_id=call.call_id,
-        channel=_invert(CHANNELS)[call.channel],
+        channel=_CHANNEL_CODES[call.channel],
         required_skills=[
             pb.SkillRequirement(skill=r.skill, min_level=r.min_level) for r in call.required_skills
         ],
@@ -379,7 +386,7 @@ def call_to_pb(call: Call) -> pb.Call:
 def explanation_to_pb(explanation: Explanation) -> pb.Explanation:
     """Convert an explanation, exclusions in a stable order."""
     return pb.Explanation(
-        strategy=_invert(STRATEGIES)[explanation.strategy],
+        strategy=_STRATEGY_CODES[explanation.strategy],
         candidates=explanation.candidates,
         excluded=[
             pb.Exclusion(reason=EXCLUSIONS[reason], count=count)
@@ -402,7 +409,7 @@ def assignment_to_pb(assignment: Assignment) -> pb.Assignment:
         assignment_id=assignment.assignment_id,
         call_id=assignment.call_id,
         agent_id=assignment.agent_id,
-        channel=_invert(CHANNELS)[assignment.channel],
+        channel=_CHANNEL_CODES[assignment.channel],
         fencing_token=assignment.token,
         state=ASSIGNMENT_STATES[assignment.state],
         created_at=timestamp(assignment.created_ms),
@@ -584,7 +591,7 @@ def absence_to_pb(absence: Absence) -> pb.Absence:
     """Convert an absence."""
     return pb.Absence(
         absence_id=absence.absence_id,
-        kind=_invert(ABSENCE_KINDS)[absence.kind],
+        kind=_ABSENCE_KIND_CODES[absence.kind],
         start_time=timestamp(absence.start_ms),
         end_time=timestamp(absence.end_ms),
         note=absence.note,
@@ -593,12 +600,12 @@ def absence_to_pb(absence: Absence) -> pb.Absence:
 
 def presence_to_pb(presence: Presence) -> pb.Presence.ValueType:
     """The protobuf enum number of a presence."""
-    return _invert(PRESENCES)[presence]
+    return _PRESENCE_CODES[presence]
 
 
 def channel_to_pb(channel: Channel) -> pb.Channel.ValueType:
     """The protobuf enum number of a channel."""
-    return _invert(CHANNELS)[channel]
+    return _CHANNEL_CODES[channel]
 
 
 def profile_to_pb(profile: AgentProfile) -> pb.Agent:
