@@ -106,6 +106,8 @@ def test_the_page_shows_every_target_a_chart_per_measured_one_and_escapes_what_i
     page = report.page(DOCUMENTS)
     for target in report.TARGETS:
         assert html.escape(target.name) in page
+        assert target.limits  # each verdict says what limits the figure
+        assert html.escape(target.limits) in page
     assert page.count('class="missed"') == 1
     assert page.count('class="mixed"') == 1
     # Five targets measured, plus the latency and the solver charts.
