@@ -35,6 +35,13 @@ DOCUMENTS = [
             _assign("fixed_load", offered_per_s=300, p50_ms=2.2, p99_ms=4.4, max_ms=9.0),
             _assign("fixed_load", offered_per_s=300, p50_ms=2.9, p99_ms=12.0, max_ms=30.0),
             _assign("fixed_load", offered_per_s=100, p50_ms=2.0, p99_ms=3.0, max_ms=5.0),
+            # The service in the load generator's process: shown, not judged (had 0.6
+            # counted, the saturation verdict would be "mixed").
+            {**_assign("saturation", ratio_to_noop=0.6), "server": "thread"},
+            {
+                **_assign("fixed_load", offered_per_s=300, p50_ms=3.0, p99_ms=80.0, max_ms=99.0),
+                "server": "thread",
+            },
         ],
     ),
     _document(
