@@ -31,7 +31,7 @@ from tests.benchmarks import results
 GREEN, RED, BLUE, ORANGE, GREY = "#2e8b57", "#c0392b", "#2f6db5", "#e08a1e", "#8a8f98"
 
 Row = dict[str, Any]
-"""A record with its document's ``bench`` and ``argv``."""
+"""A record with its document's ``bench``, ``argv``, ``quick`` and place (``run``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class Target:
         return value >= self.bound if self.at_least else value < self.bound
 
     def bound_text(self) -> str:
-        """The bound as written in the issue: ``>= 0.5``, ``< 10 ms``."""
+        """The bound as the targets are written: ``≥ 0.5``, ``< 10 ms``."""
         return f"{'≥' if self.at_least else '<'} {self.bound:g}{self.unit}"
 
 
