@@ -16,7 +16,7 @@ import redis
 
 from router import local_redis
 from router.memory_store import MemoryStore
-from router.redis_store import RedisStore
+from router.redis_store import RedisStore, single_client
 from router.store import Store
 from tests.helpers import FakeClock, keyspace
 
@@ -47,8 +47,9 @@ def redis_server() -> Iterator[local_redis.LocalRedis]:
 
 @pytest.fixture
 def redis_client(redis_server: local_redis.LocalRedis) -> Iterator[redis.Redis]:
-    """A ``decode_responses=True`` client on an empty server (FLUSHALL before the test)."""
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    """A ``decode_responses=True`` client on an empty server (FLUSHALL before the test),
+    packing commands as the service's does (``single_client``)."""
+    client = single_client(redis_server.url, decode_responses=True)
     client.flushall()
     yield client
     client.close()

@@ -17,7 +17,7 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from router import local_redis
-from router.redis_store import RedisStore
+from router.redis_store import RedisStore, single_client
 from router.server import RunningServer, create_server
 from router.settings import Settings
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
@@ -306,7 +306,7 @@ class Service:
 def start_service(url: str, clock: FakeClock, raw: redis.Redis, **settings: int) -> Service:
     """A server over the Redis at ``url`` on ``clock`` (``settings`` override the tests'
     defaults), with a channel to it; ``raw`` is the tests' own client."""
-    store = RedisStore(redis.Redis.from_url(url, decode_responses=True), clock=clock)
+    store = RedisStore(single_client(url, decode_responses=True), clock=clock)
     fields: dict[str, int | float] = {"port": 0, "workers": 32, "dispatch_tick_s": 0.05}
     running = create_server(Settings(**{**fields, **settings}), store)  # type: ignore[arg-type]
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
