@@ -39,9 +39,13 @@ def test_what_redis_py_refuses_is_refused_as_it_does(bad: object) -> None:
         _PACKER.pack("SET", "k", bad)
 
 
-def test_the_service_client_packs_with_it() -> None:
-    client = single_client("redis://127.0.0.1:1/0", decode_responses=True)  # never connects
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:1/0", "rediss://127.0.0.1:1/0", "unix:///tmp/no-such.sock"]
+)
+def test_the_service_client_packs_with_it_over_tcp_tls_and_unix_sockets(url: str) -> None:
+    client = single_client(url, decode_responses=True)
     try:
-        assert client.get_connection_kwargs()["command_packer"] is _PACKER
+        connection = client.connection_pool.make_connection()  # built, never connected
+        assert getattr(connection, "_command_packer", None) is _PACKER
     finally:
         client.close()
