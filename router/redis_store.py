@@ -345,10 +345,45 @@ class _Packer:
 _PACKER = _Packer()
 
 
+class _PackedConnection(redis.Connection):
+    """A TCP connection packing with ``_PACKER`` (a Redis Cluster client builds its nodes'
+    connections from a class, not from a packer)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("command_packer", _PACKER)
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+class _PackedSSLConnection(redis.SSLConnection):
+    """A TLS connection packing with ``_PACKER``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("command_packer", _PACKER)
+        super().__init__(*args, **kwargs)
+
+
 def single_client(url: str, **options: Any) -> redis.Redis:
     """A client of the single Redis server at ``url`` (``redis.Redis.from_url``'s
     ``options``) whose commands ``_Packer`` packs: the one ``RedisStore.from_url`` uses."""
     return redis.Redis.from_url(url, command_packer=_PACKER, **options)
+
+
+def cluster_client(url: str, **options: Any) -> RedisCluster:
+    """A Redis Cluster client from the node at ``url`` (``redis://`` or ``rediss://``),
+    its nodes' commands packed by ``_Packer``: the one ``RedisStore.from_url`` uses."""
+    tls = urllib.parse.urlsplit(url).scheme == "rediss"
+    connection_class = _PackedSSLConnection if tls else _PackedConnection
+    return RedisCluster.from_url(url, connection_class=connection_class, **options)
+
+
+def _packs_text(client: redis.Redis | RedisCluster) -> bool:
+    """Whether ``client``'s connections pack with ``_PACKER``, which packs text in C."""
+    kwargs = client.get_connection_kwargs()
+    connection_class = kwargs.get("connection_class")
+    return kwargs.get("command_packer") is _PACKER or (
+        isinstance(connection_class, type)
+        and issubclass(connection_class, (_PackedConnection, _PackedSSLConnection))
+    )
 
 
 def _utf8(values: Sequence[str | int]) -> list[bytes | int]:
@@ -396,7 +431,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
     def _use(self, client: redis.Redis | RedisCluster) -> None:
         self._client = client
         self._cluster = client if isinstance(client, RedisCluster) else None
-        self._packs_text = client.get_connection_kwargs().get("command_packer") is _PACKER
+        self._packs_text = _packs_text(client)
         """The client's commands go through ``_Packer``, which packs text in C."""
         self._scripts: dict[str, Script] = {
             name: client.register_script(_source(name)) for name in _SCRIPTS
@@ -429,7 +464,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         if forced or _is_cluster(client):
             client.close()
             with _driver_errors():
-                store = cls(RedisCluster.from_url(url, **options))
+                store = cls(cluster_client(url, **options))
         else:
             store = cls(client)
         store._url, store._options = url, options
@@ -469,7 +504,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
             if self._cluster is not None:
                 return
             try:
-                cluster = RedisCluster.from_url(self._url, **self._options)
+                cluster = cluster_client(self._url, **self._options)
             except (redis.RedisError, RedisClusterException):
                 return  # still unreachable: the next MOVED tries again
             old = self._client

@@ -276,6 +276,7 @@ def _traffic(
     tenants = _tenants_on_distinct_primaries(cluster, prefix)
     stores = [RedisStore.from_url(cluster.url, timeout_s=1.0) for _ in range(3)]
     assert all(store.cluster_mode for store in stores)
+    assert all(store._packs_text for store in stores)  # the nodes' connections take _Packer
     servers: list[RunningServer] = [
         create_server(Settings(port=0, metrics_port=0, health_interval_s=0.2), store)
         for store in stores
@@ -417,6 +418,7 @@ def test_a_moved_reply_switches_a_single_server_store(local_cluster: harness.Loc
     store = RedisStore.from_url(local_cluster.url)
     store._use(redis.Redis.from_url(local_cluster.url, decode_responses=True))
     assert not store.cluster_mode
+    assert not store._packs_text  # a plain client: the store encodes its text first
     first = local_cluster.ports[0]
     tenant = next(
         f"moved-{n}"
@@ -427,6 +429,7 @@ def test_a_moved_reply_switches_a_single_server_store(local_cluster: harness.Loc
         with pytest.raises(StoreUnavailableError):
             store.queue_depth(tenant)
         assert store.cluster_mode
+        assert store._packs_text
         assert store.queue_depth(tenant) == 0
     finally:
         store.close()

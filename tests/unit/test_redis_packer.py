@@ -7,7 +7,7 @@ from redis._parsers.encoders import Encoder
 from redis.connection import HiredisRespSerializer, PythonRespSerializer
 from redis.exceptions import DataError
 
-from router.redis_store import _PACKER, single_client
+from router.redis_store import _PACKER, _PackedConnection, _PackedSSLConnection, single_client
 
 
 def _redis_py(*args: object) -> bytes:
@@ -49,3 +49,9 @@ def test_the_service_client_packs_with_it_over_tcp_tls_and_unix_sockets(url: str
         assert getattr(connection, "_command_packer", None) is _PACKER
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("connection_class", [_PackedConnection, _PackedSSLConnection])
+def test_the_cluster_nodes_connection_classes_pack_with_it(connection_class: type) -> None:
+    connection = connection_class(host="127.0.0.1", port=1)  # built, never connected
+    assert getattr(connection, "_command_packer", None) is _PACKER
