@@ -43,6 +43,11 @@ a ``MULTI`` goes, on that node's own connection pool, to the primary of the tena
 CLUSTERDOWN, TRYAGAIN, MASTERDOWN, an uncovered slot or an unreachable node during a failover
 are ``StoreUnavailableError`` (UNAVAILABLE). The single-server path is unchanged.
 
+Both clients pack commands with ``_Packer`` (``hiredis.pack_command`` in one C call, the bytes
+redis-py's own packer writes), given to the single server's connections as their
+``command_packer`` and to a cluster's nodes through their connection class; everything else
+(retries, health checks, script loading) stays redis-py's.
+
 Key schema, version 1. Every key but ``rt:v1:tenants`` starts with ``rt:v1:{<tenant>}:``; the
 hash tag puts one tenant in one Redis Cluster slot, so every script and ``MULTI`` is
 single-slot. On a cluster, ``rt:v1:tenants`` lives in its own slot (on whichever primary owns
