@@ -65,7 +65,7 @@ proto-check: $(STAMP) ## Fail if the committed stubs differ from what proto/ gen
 RESULTS ?= bench-results
 
 bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (6-12 min); HTML report in bench-results/
-	rm -rf $(RESULTS)
+	rm -f $(RESULTS)/*.json $(RESULTS)/report.html
 	$(PY) -m tests.benchmarks.bench_assign --agents 100,1000,10000 --rate 300 --rate-seconds 10 --json $(RESULTS)/assign-in-process.json
 	$(PY) -m tests.benchmarks.bench_assign --agents 1000 --calls 200 --server process --rate 100,200,300 --rate-seconds 10 --json $(RESULTS)/assign-one-replica.json
 	$(PY) -m tests.benchmarks.bench_assign --agents 1000 --calls 200 --server process --replicas 2 --rate 100,200,300 --rate-seconds 10 --json $(RESULTS)/assign-two-replicas.json
@@ -78,7 +78,7 @@ bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (6-12 min); HTML 
 	$(PY) -m tests.benchmarks.report $(RESULTS) --out $(RESULTS)/report.html
 
 bench-quick: $(STAMP) ## The same benchmarks at small sizes (~30 s): a smoke run, its report included
-	rm -rf $(RESULTS)
+	rm -f $(RESULTS)/*.json $(RESULTS)/report.html
 	$(PY) -m tests.benchmarks.bench_assign --agents 100 --calls 50 --seconds 1 --rate 50 --rate-seconds 1 --json $(RESULTS)/assign.json
 	$(PY) -m tests.benchmarks.bench_solver --quick --calls 1,10 --agents 100,1000 --json $(RESULTS)/solver.json
 	$(PY) -m tests.benchmarks.profile_solver --calls 10 --agents 100 --repeats 2
@@ -89,5 +89,5 @@ bench-quick: $(STAMP) ## The same benchmarks at small sizes (~30 s): a smoke run
 	$(PY) -m tests.benchmarks.bench_idle --agents 100 --ticks 5 --service-seconds 1 --replicas 2
 	$(PY) -m tests.benchmarks.report $(RESULTS) --out $(RESULTS)/report.html
 
-clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+clean: ## Remove the virtualenv, caches and benchmark results
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-results
