@@ -196,6 +196,8 @@ class _View:
         memo = self.memo if ordered else None
         runs = None
         if memo is not None and self._patch(memo):
+            if ids == memo.ids:  # the last candidates again (one C loop): the memo answers
+                return memo.revs[:], memo.snapshots[:]
             runs = shared_runs(ids, memo.ids, _MEMO_MISSES + len(ids) // _MEMO_MISS_SHARE)
         if runs is None:
             cached: list[str | None] = list(map(revs.get, ids))
