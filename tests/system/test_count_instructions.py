@@ -28,8 +28,9 @@ def rows(out: str) -> dict[str, int]:
 @pytest.mark.timeout(300)  # two runs under valgrind, each about 20 s
 def test_the_working_tree_gets_a_count_per_pair(capsys: pytest.CaptureFixture[str]) -> None:
     count_instructions.main(["--agents", "3", "--history", "1", "--pairs", "5"])
-    counted = rows(capsys.readouterr().out)
-    assert list(counted) == ["working tree"]
+    out = capsys.readouterr().out
+    counted = rows(out)
+    assert list(counted) == ["working tree"], out  # the whole output, should a count go wrong
     assert counted["working tree"] > 200_000  # a pair is millions; the runs' noise far less
 
 
@@ -86,7 +87,7 @@ def test_the_simulator_gets_a_count_per_simulated_call(
     out = capsys.readouterr().out
     assert "instructions per simulated call" in out
     counted = rows(out)
-    assert list(counted) == ["working tree"]
+    assert list(counted) == ["working tree"], out  # the whole output, should a count go wrong
     assert 5_000 < counted["working tree"] < 5_000_000  # tens of thousands a call
 
 
