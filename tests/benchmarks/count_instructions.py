@@ -122,7 +122,16 @@ _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 def count(root: Path, script: str, *args: object) -> tuple[int, str]:
     """Instructions of one run of ``script`` with ``args`` against the code in ``root``, and
     what it printed."""
-    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "PYTHONMALLOC": "malloc",
+        "PYTHONHASHSEED": "0",
+        # numpy's BLAS starts a worker thread per core, whose spinning after a call depends
+        # on the machine's speed, not the code's work: callgrind would count it too.
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
     done = subprocess.run(  # fixed arguments: this interpreter and valgrind
         [
             "valgrind",
