@@ -11,7 +11,9 @@ On a shared machine a change worth a few per cent hides in the noise of timed ru
 (``profile_layers`` varies by 15 % from run to run on some days). This counts the
 instructions the process executes instead (``valgrind --tool=callgrind``, which runs it
 about 50 times slower): the same code on the same input executes nearly the same
-instructions however busy the machine is.
+instructions however busy the machine is (the counted processes run with a fixed hash seed
+and numpy's BLAS on one thread, whose workers would otherwise spin for as long as the
+machine's speed lets them, and be counted).
 
 The routing workload is ``profile_assign``'s: a private redis-server, N available chat
 agents, ``--history`` untimed pairs, then Assign+Complete pairs through the ``Assigner`` and
