@@ -24,20 +24,23 @@ PALETTE = ("#2f6db5", "#e08a1e", "#2e8b57", "#8e44ad", "#c0392b", "#16a085", "#7
 DPI = 96
 
 
-def _figure(width: float, height: float) -> Figure:
+def figure(width: float, height: float) -> Figure:
+    """A chart of ``width`` x ``height`` inches on its own Agg canvas (no pyplot)."""
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _png(fig: Figure) -> bytes:
+def png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes."""
     buffer = io.BytesIO()
     # No "Software" tag: the report must not carry any URL, not even inside an image.
     fig.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()
 
 
-def _style(ax: Axes) -> None:
+def style(ax: Axes) -> None:
+    """The reports' axes: no top or right spine, a light horizontal grid behind the data."""
     ax.spines["top"].set_visible(False)
     ax.spines["right"].set_visible(False)
     ax.grid(axis="y", color="#e3e5e8", linewidth=0.8)
@@ -69,10 +72,10 @@ def wait_distribution(channels: Sequence[ChannelWaits]) -> bytes:
     """One histogram per channel: answered waits, abandoned waits, and the SLA target."""
     cols = min(len(channels), 3)
     rows = math.ceil(len(channels) / cols)
-    fig = _figure(4.2 * cols, 2.9 * rows)
+    fig = figure(4.2 * cols, 2.9 * rows)
     for i, ch in enumerate(channels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        _style(ax)
+        style(ax)
         every = [*ch.answered, *ch.abandoned]
         top = max([*every, (ch.target_s or 0) * 2, 1.0])
         # The tail beyond the 99th percentile would squash the histogram into one bar.
@@ -119,7 +122,7 @@ def wait_distribution(channels: Sequence[ChannelWaits]) -> bytes:
                 more, extra = share.get_legend_handles_labels()
                 handles, labels = handles + more, labels + extra
             ax.legend(handles, labels, frameon=False, fontsize=8, loc="center right")
-    return _png(fig)
+    return png(fig)
 
 
 def timeline(
@@ -137,9 +140,9 @@ def timeline(
     The series start at bucket ``first_bucket`` (the x axis stays in hours from 00:00)."""
     hours = [(first_bucket + k + 0.5) * bucket_s / 3600 for k in range(len(arrivals))]
     width = bucket_s / 3600 * 0.9
-    fig = _figure(11, 5.6)
+    fig = figure(11, 5.6)
     top, bottom = fig.subplots(2, 1, sharex=True)
-    _style(top)
+    style(top)
     top.bar(hours, [v or 0 for v in arrivals], width=width, color="#b8cde8", label="arrivals")
     top.set_ylabel("calls arriving per bucket")
     twin = top.twinx()
@@ -149,7 +152,7 @@ def timeline(
     handles = top.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     top.legend(handles=handles, frameon=False, loc="upper left", fontsize=8)
     top.set_title("Demand: arrivals and the longest queue")
-    _style(bottom)
+    style(bottom)
     sl = [_nan(v) for v in service_level]
     occ = [_nan(v) for v in occupancy_mean]
     bottom.plot(hours, [v * 100 for v in sl], color=BLUE, marker="o", ms=3, label="service level")
@@ -167,7 +170,7 @@ def timeline(
         bottom.text(middle, 30, "warm-up,\nnot counted", ha="center", fontsize=8, color=GREY)
     bottom.legend(frameon=False, loc="lower right", fontsize=8, ncols=3)
     bottom.set_title("Results: service level and occupancy")
-    return _png(fig)
+    return png(fig)
 
 
 def _nan(value: float | None) -> float:
@@ -189,9 +192,9 @@ def per_agent(
     order = sorted(range(len(values)), key=lambda i: (-values[i], agent_ids[i]))
     scale = 100.0 if percent else 1.0
     n = len(order)
-    fig = _figure(min(14.0, max(7.0, 0.16 * n + 3)), 3.6)
+    fig = figure(min(14.0, max(7.0, 0.16 * n + 3)), 3.6)
     ax = fig.add_subplot()
-    _style(ax)
+    style(ax)
     xs = list(range(n))
     colors = [ORANGE if top[i] else BLUE for i in order]
     ax.bar(xs, [values[i] * scale for i in order], color=colors, width=0.8)
@@ -218,7 +221,7 @@ def per_agent(
     ax.legend(frameon=False, fontsize=8, loc="lower left", bbox_to_anchor=(0, 1), ncols=4)
     if percent:
         ax.set_ylim(0, max(105.0, *(v * scale * 1.05 for v in [*values, *(peaks or [])])))
-    return _png(fig)
+    return png(fig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +254,9 @@ def grouped_bars(
     """Bars per group (e.g. channel), one colour per policy, with 95 % CI whiskers."""
     scale = 100.0 if percent else 1.0
     names = list(groups)
-    fig = _figure(max(7.0, 1.1 * len(names) * max(1, len(policies)) / 2 + 3), 3.8)
+    fig = figure(max(7.0, 1.1 * len(names) * max(1, len(policies)) / 2 + 3), 3.8)
     ax = fig.add_subplot()
-    _style(ax)
+    style(ax)
     width = 0.8 / max(1, len(policies))
     for p_index, policy in enumerate(policies):
         bars = [next(b for b in groups[g] if b.policy == policy) for g in names]
@@ -280,7 +283,7 @@ def grouped_bars(
         loc="lower left",
         bbox_to_anchor=(0, 1),
     )
-    return _png(fig)
+    return png(fig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,11 +300,11 @@ def small_multiples(panels: Sequence[Panel], policies: Sequence[str]) -> bytes:
     """One small bar chart per KPI, one bar per policy, with 95 % CI whiskers."""
     cols = 3
     rows = max(1, math.ceil(len(panels) / cols))
-    fig = _figure(12, 2.7 * rows)
+    fig = figure(12, 2.7 * rows)
     colors = {p: PALETTE[i % len(PALETTE)] for i, p in enumerate(policies)}
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        _style(ax)
+        style(ax)
         scale = 100.0 if panel.percent else 1.0
         heights, err = _errors(panel.bars, scale)
         xs = list(range(len(panel.bars)))
@@ -316,4 +319,4 @@ def small_multiples(panels: Sequence[Panel], policies: Sequence[str]) -> bytes:
         ax.set_xticks(xs, [b.policy for b in panel.bars], rotation=20, fontsize=8)
         unit = "%" if panel.percent else panel.unit
         ax.set_title(f"{panel.title} ({unit})" if unit else panel.title, fontsize=10)
-    return _png(fig)
+    return png(fig)

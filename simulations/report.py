@@ -94,7 +94,8 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _img(png: bytes, alt: str) -> str:
+def img(png: bytes, alt: str) -> str:
+    """An ``<img>`` carrying ``png`` inline (the page stays one self-contained file)."""
     data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
@@ -233,7 +234,7 @@ def _wait_section(
     if not any(ch.answered or ch.abandoned for ch in channels):
         body = "<p>No calls were recorded.</p>"
     else:
-        body = _img(plots.wait_distribution(channels), "wait-time distribution per channel")
+        body = img(plots.wait_distribution(channels), "wait-time distribution per channel")
     overall = kpis.get("overall", {})
     what = (
         f"How long callers waited for an agent. Of the answered calls, half waited at most "
@@ -297,7 +298,7 @@ def _timeline_section(kpis: Mapping[str, Any], targets: SlaTargets) -> str:
         f"Each point is a {seconds(bucket)} slice: when demand peaks, queues build and the "
         f"service level dips below the goal line unless staffing follows.{dip}"
     )
-    return _section("Service level through the day", what, _img(png, "timeline"))
+    return _section("Service level through the day", what, img(png, "timeline"))
 
 
 def _agent_sections(kpis: Mapping[str, Any], occupancy_cap: float | None) -> list[str]:
@@ -330,7 +331,7 @@ def _agent_sections(kpis: Mapping[str, Any], occupancy_cap: float | None) -> lis
         "Share of logged-in time each agent spent on calls, busiest first; orange bars are top "
         f"performers, ticks their busiest rolling window. A flat profile is a fair floor "
         f"(spread ± {pct(fair.get('occupancy_std'))}).{cap_note}",
-        _img(occ_png, "occupancy per agent"),
+        img(occ_png, "occupancy per agent"),
     )
     calls_png = plots.per_agent(ids, handled, top, ylabel="calls handled", percent=False)
     share = kpis.get("top_performers", {}).get("share_of_calls")
@@ -339,7 +340,7 @@ def _agent_sections(kpis: Mapping[str, Any], occupancy_cap: float | None) -> lis
         "Calls per agent",
         f"How many calls each agent took. The {n_top} top performer(s) took {pct(share)} of "
         f"answered calls: more than their head-count share is expected, burnout is not.",
-        _img(calls_png, "calls per agent"),
+        img(calls_png, "calls per agent"),
     )
     return [occ, calls]
 
@@ -459,7 +460,7 @@ def compare_report_html(compare: Mapping[str, Any]) -> str:
                 "Service level by channel",
                 "Share of calls answered within each channel's target, per policy; whiskers "
                 "are 95 % intervals.",
-                _img(png, "service level by channel and policy"),
+                img(png, "service level by channel and policy"),
             )
         )
     panels = [
@@ -474,7 +475,7 @@ def compare_report_html(compare: Mapping[str, Any]) -> str:
                 "Speed (ASA, waits, abandonment), fairness (spread and Gini of occupancy) and "
                 "top-performer load side by side: a policy that wins on speed by overloading "
                 "a few agents shows here.",
-                _img(plots.small_multiples(panels, policies), "KPIs by policy"),
+                img(plots.small_multiples(panels, policies), "KPIs by policy"),
             )
         )
     return _page(title, subtitle, sections)

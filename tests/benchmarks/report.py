@@ -14,21 +14,17 @@ size, and the runs behind them (command line, time, machine, commit).
 from __future__ import annotations
 
 import argparse
-import base64
 import html
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from tests.benchmarks import results
-
-GREEN, RED, BLUE, ORANGE, GREY = "#2e8b57", "#c0392b", "#2f6db5", "#e08a1e", "#8a8f98"
+from simulations.plots import BLUE, GREEN, GREY, ORANGE, PALETTE, RED, figure, png, style
+from simulations.report import img
+from tests.benchmarks import bench_simulator, bench_solver, results
 
 Row = dict[str, Any]
 """A record with its document's ``bench``, ``argv``, ``quick`` and place (``run``)."""
@@ -134,13 +130,15 @@ TARGETS = (
         limits="The slowest 1 % queue in bursts when the 2 cores near full; the service's CPU"
         " per pair, about half of it the routing.",
     ),
-    _solver(100, 1000, 10.0),
-    _solver(1000, 10000, 150.0),
-    _simulator("longest-idle", 3.0),
-    _simulator("balanced", 1.0),
+    # The benchmarks' own targets, which they print their verdicts against.
+    *(_solver(calls, agents, bound) for (calls, agents), bound in bench_solver.TARGETS.items()),
+    *(
+        _simulator(tool.removeprefix("ours: "), bound)
+        for tool, bound in bench_simulator.TARGETS.items()
+    ),
     Target(
         "The 1,000-agent day, wall time",
-        30.0,
+        bench_simulator.DAY_TARGET_S,
         " s",
         at_least=False,
         matches=lambda r: r["kind"] == "day",
@@ -177,24 +175,11 @@ def verdict(target: Target, rows: Sequence[Row]) -> str:
     return "met" if all(met) else "missed" if not any(met) else "mixed"
 
 
-def _png(fig: Figure) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="chart" src="data:image/png;base64,{data}">'
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=96, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def target_chart(target: Target, rows: Sequence[Row]) -> str:
     """Each figure of ``target`` as a bar (green: meets it, red: not, grey: a quick run's),
     the bound as a dashed line."""
     picked = [r for r in rows if target.matches(r)]
-    fig = _figure(6.4, 0.5 + 0.35 * max(len(picked), 1))
+    fig = figure(6.4, 0.5 + 0.35 * max(len(picked), 1))
     ax = fig.add_subplot()
     values = [target.value(r) for r in picked]
     labels = [
@@ -214,9 +199,8 @@ def target_chart(target: Target, rows: Sequence[Row]) -> str:
     ax.axvline(target.bound, color=GREY, linestyle="--", linewidth=1.2)
     ax.set_xlabel(f"{target.name} (target {target.bound_text()})", fontsize=8)
     ax.set_xlim(0, max([*values, target.bound]) * 1.15)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    return _png(fig)
+    style(ax)
+    return img(png(fig), target.name)
 
 
 def latency_chart(rows: Sequence[Row]) -> str | None:
@@ -224,16 +208,15 @@ def latency_chart(rows: Sequence[Row]) -> str | None:
     loads = [r for r in rows if r["kind"] == "fixed_load"]
     if not loads:
         return None
-    fig = _figure(6.4, 3.2)
+    fig = figure(6.4, 3.2)
     ax = fig.add_subplot()
     series: dict[str, list[Row]] = {}
     for r in loads:
         series.setdefault(f"run {r['run']}: {r['agents']:,} agents, {_setup(r)}", []).append(r)
-    colours = (BLUE, ORANGE, GREEN, "#8e44ad", GREY)
     for k, (name, points) in enumerate(series.items()):
         points.sort(key=lambda r: r["offered_per_s"])
         x = [r["offered_per_s"] for r in points]
-        colour = colours[k % len(colours)]
+        colour = PALETTE[k % len(PALETTE)]
         ax.plot(x, [r["p99_ms"] for r in points], marker="o", color=colour, label=f"p99, {name}")
         ax.plot(
             x,
@@ -248,7 +231,8 @@ def latency_chart(rows: Sequence[Row]) -> str | None:
     ax.set_ylabel("Assign latency, ms", fontsize=8)
     ax.set_ylim(0, max([10.0, *(r["p99_ms"] for r in loads)]) * 1.1)
     ax.legend(fontsize=7)
-    return _png(fig)
+    style(ax)
+    return img(png(fig), "Assign latency by offered load")
 
 
 def solver_chart(rows: Sequence[Row]) -> str | None:
@@ -258,7 +242,7 @@ def solver_chart(rows: Sequence[Row]) -> str | None:
     )
     if not cells:
         return None
-    fig = _figure(6.4, 3.0)
+    fig = figure(6.4, 3.0)
     ax = fig.add_subplot()
     names = [f"{r['calls']:,}x{r['agents']:,}" for r in cells]
     at = range(len(cells))
@@ -273,7 +257,8 @@ def solver_chart(rows: Sequence[Row]) -> str | None:
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("decision time, ms", fontsize=8)
     ax.legend(fontsize=7)
-    return _png(fig)
+    style(ax)
+    return img(png(fig), "the solver's time per cell")
 
 
 Column = tuple[str, str]
