@@ -350,21 +350,21 @@ class _Packer:
 _PACKER = _Packer()
 
 
-class _PackedConnection(redis.Connection):
-    """A TCP connection packing with ``_PACKER`` (a Redis Cluster client builds its nodes'
-    connections from a class, not from a packer)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("command_packer", _PACKER)
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # untyped upstream
-
-
-class _PackedSSLConnection(redis.SSLConnection):
-    """A TLS connection packing with ``_PACKER``."""
+class _Packs:
+    """Mixed into a connection class: its connections pack with ``_PACKER`` (a Redis Cluster
+    client builds its nodes' connections from a class, not from a packer)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("command_packer", _PACKER)
         super().__init__(*args, **kwargs)
+
+
+class _PackedConnection(_Packs, redis.Connection):
+    """A TCP connection packing with ``_PACKER``."""
+
+
+class _PackedSSLConnection(_Packs, redis.SSLConnection):
+    """A TLS connection packing with ``_PACKER``."""
 
 
 def single_client(url: str, **options: Any) -> redis.Redis:
@@ -386,8 +386,7 @@ def _packs_text(client: redis.Redis | RedisCluster) -> bool:
     kwargs = client.get_connection_kwargs()
     connection_class = kwargs.get("connection_class")
     return kwargs.get("command_packer") is _PACKER or (
-        isinstance(connection_class, type)
-        and issubclass(connection_class, (_PackedConnection, _PackedSSLConnection))
+        isinstance(connection_class, type) and issubclass(connection_class, _Packs)
     )
 
 

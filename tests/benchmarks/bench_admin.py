@@ -184,11 +184,16 @@ class Bench:
         return result
 
 
-def _ms(values: list[float], q: float | None) -> str:
+def _stat(values: list[float], q: float | None) -> float | None:
+    """The median (``q`` None) or the ``q`` percentile of ``values``; ``None`` if empty."""
     if not values:
-        return "-"
-    value = statistics.median(values) if q is None else _percentile(values, q)
-    return f"{value:.1f} ms"
+        return None
+    return statistics.median(values) if q is None else _percentile(values, q)
+
+
+def _ms(values: list[float], q: float | None) -> str:
+    value = _stat(values, q)
+    return "-" if value is None else f"{value:.1f} ms"
 
 
 def _per_s(phase: Phase, kind: str) -> str:
@@ -228,12 +233,6 @@ def report(agents: int, phases: dict[str, Phase]) -> str:
 
 def records(agents: int, phases: dict[str, Phase]) -> list[results.Record]:
     """The table's rows as records (``None`` where a phase has no such figure)."""
-
-    def ms(values: list[float], q: float | None) -> float | None:
-        if not values:
-            return None
-        return statistics.median(values) if q is None else _percentile(values, q)
-
     return [
         {
             "kind": "admin",
@@ -242,10 +241,10 @@ def records(agents: int, phases: dict[str, Phase]) -> list[results.Record]:
             "seconds": phase.seconds,
             "updates_per_s": phase.updates_per_s if phase.update_ms else None,
             "pairs_per_s": phase.pairs / phase.seconds if phase.assign_ms else None,
-            "update_p50_ms": ms(phase.update_ms, None),
-            "update_p99_ms": ms(phase.update_ms, 0.99),
-            "assign_p50_ms": ms(phase.assign_ms, None),
-            "assign_p99_ms": ms(phase.assign_ms, 0.99),
+            "update_p50_ms": _stat(phase.update_ms, None),
+            "update_p99_ms": _stat(phase.update_ms, 0.99),
+            "assign_p50_ms": _stat(phase.assign_ms, None),
+            "assign_p99_ms": _stat(phase.assign_ms, 0.99),
             "errors": phase.errors,
         }
         for name, phase in phases.items()
