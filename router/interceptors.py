@@ -20,7 +20,7 @@ from google.rpc import (  # type: ignore[import-untyped]  # ships .pyi but no py
     status_pb2,
 )
 
-from router import metrics
+from router import metrics, trace_context
 from router.errors import InvalidArgumentError, ResourceExhaustedError, RouterError
 
 log = structlog.get_logger("router.rpc")
@@ -115,12 +115,17 @@ def _abort_with_retry(
 
 
 class _Outcome:
-    """Status code and timing of one RPC, logged once when it ends."""
+    """Status code and timing of one RPC, logged once when it ends; the caller's trace
+    (``traceparent`` metadata) on its log lines and as its latency sample's exemplar."""
 
-    def __init__(self, method: str, request: Any) -> None:
+    def __init__(self, method: str, request: Any, context: grpc.ServicerContext) -> None:
         self.method = method.rsplit("/", 1)[-1]
+        self.trace = trace_context.from_metadata(context.invocation_metadata())
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(method=method, **_request_fields(request))
+        fields = _request_fields(request)
+        if self.trace is not None:
+            fields.update(self.trace.log_fields())
+        structlog.contextvars.bind_contextvars(method=method, **fields)
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
 
@@ -138,7 +143,10 @@ class _Outcome:
     def finish(self) -> None:
         """Write the canonical line and the latency metric."""
         seconds = time.perf_counter() - self.started
-        metrics.RPC_SECONDS.labels(self.method, self.code.name).observe(seconds)
+        exemplar = None
+        if self.trace is not None and self.trace.sampled:
+            exemplar = {"trace_id": self.trace.trace_id}
+        metrics.RPC_SECONDS.labels(self.method, self.code.name).observe(seconds, exemplar)
         if self.code == grpc.StatusCode.UNAVAILABLE:
             metrics.STORE_ERRORS.inc()
         log.info("rpc_finished", code=self.code.name, duration_ms=round(seconds * 1000, 3))
@@ -203,7 +211,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
 def _unary(method: str, inner: Handler) -> Handler:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-        outcome = _Outcome(method, request)
+        outcome = _Outcome(method, request, context)
         try:
             if isinstance(request, Undecodable):
                 raise request.error()
@@ -218,7 +226,7 @@ def _unary(method: str, inner: Handler) -> Handler:
 
 def _stream(method: str, inner: Handler) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        outcome = _Outcome(method, request)
+        outcome = _Outcome(method, request, context)
         try:
             if isinstance(request, Undecodable):
                 raise request.error()

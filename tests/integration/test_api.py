@@ -421,6 +421,82 @@ def test_every_rpc_logs_one_canonical_line(service: Service) -> None:
     assert finished[0]["tenant"] == "acme"
 
 
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+def _traced_assign(service: Service, call_id: str, traceparent: str) -> None:
+    service.agent(f"agent-{call_id}", skills={"billing": 5})
+    request = routing_pb2.AssignRequest(
+        tenant=service.tenant,
+        request_id=f"req-{call_id}",
+        call=pb.Call(
+            call_id=call_id,
+            channel=pb.CHANNEL_VOICE,
+            required_skills=[pb.SkillRequirement(skill="billing", min_level=1)],
+        ),
+    )
+    reply = service.routing.Assign(request, metadata=(("traceparent", traceparent),))
+    assert reply.result == routing_pb2.AssignResponse.RESULT_ASSIGNED
+
+
+def test_the_callers_trace_is_on_the_rpcs_log_lines(service: Service) -> None:
+    """A W3C ``traceparent`` in the metadata puts its trace and span ids on the RPC's lines;
+    an invalid one is ignored (the RPC is served, no trace fields), and the next RPC's lines
+    carry no trace of the one before."""
+    capture = structlog.testing.LogCapture()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        _traced_assign(service, "traced", f"00-{TRACE_ID}-{CALLER_SPAN}-01")
+        _traced_assign(service, "broken", f"00-{TRACE_ID.upper()}-{CALLER_SPAN}-01")
+        service.assign("plain")
+    finally:
+        logs.silence(level="info")
+    assigns = [
+        line
+        for line in capture.entries
+        if line["event"] == "rpc_finished" and line["method"].endswith("/Assign")
+    ]
+    assert [line["call_id"] for line in assigns] == ["traced", "broken", "plain"]
+    assert assigns[0]["trace_id"] == TRACE_ID
+    assert assigns[0]["parent_span_id"] == CALLER_SPAN
+    for line in assigns[1:]:
+        assert "trace_id" not in line
+        assert "parent_span_id" not in line
+
+
+def _exemplars(port: int) -> list[str]:
+    """The Assign latency buckets' exemplars on ``/metrics`` in OpenMetrics format."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        body = reply.read().decode()
+    return [
+        line.split(" # ", 1)[1]
+        for line in body.splitlines()
+        if line.startswith("router_rpc_duration_seconds_bucket{")
+        and 'method="Assign"' in line
+        and " # " in line
+    ]
+
+
+def test_a_sampled_trace_is_the_latency_samples_exemplar(service: Service) -> None:
+    """The trace id of a sampled trace marks its RPC's latency bucket (OpenMetrics
+    exemplars, for a dashboard to link a slow bucket to a trace); an unsampled trace,
+    whose spans the caller does not keep, does not."""
+    port = local_redis.free_port()
+    metrics.serve("127.0.0.1", port)
+    unsampled, sampled = "1" * 32, "0af7651916cd43dd8448eb211c80319c"  # not other tests'
+    _traced_assign(service, "unsampled", f"00-{unsampled}-{CALLER_SPAN}-00")
+    assert not any(unsampled in exemplar for exemplar in _exemplars(port))
+    _traced_assign(service, "sampled", f"00-{sampled}-{CALLER_SPAN}-01")
+    found = [exemplar for exemplar in _exemplars(port) if sampled in exemplar]
+    assert len(found) == 1
+    assert found[0].startswith(f'{{trace_id="{sampled}"}} ')
+
+
 def test_metrics_time_the_garbage_collectors_pauses() -> None:
     """Each collection is timed into ``router_gc_pause_seconds`` by generation, once the
     replica watches (``python -m router`` does when it serves metrics), and a second watch

@@ -209,6 +209,20 @@ def test_dashboard_covers_every_router_metric() -> None:
     assert not missing, f"no panel shows {sorted(missing)}"
 
 
+def test_rpc_latency_panels_show_the_trace_exemplars() -> None:
+    """The RPC latency panels ask Prometheus for exemplars: the traces the service puts on
+    its latency buckets (``router/trace_context.py``) show as points linked to the trace."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    latency = [
+        target
+        for panel in panels(dashboard)
+        for target in panel.get("targets", [])
+        if "router_rpc_duration_seconds_bucket" in target["expr"]
+    ]
+    assert latency
+    assert all(target.get("exemplar") is True for target in latency)
+
+
 def test_alert_rules_parse_and_use_exported_metrics() -> None:
     """Prometheus rule-file shape; every alert named, labelled, explained, on real series."""
     rules = yaml.safe_load(ALERTS.read_text())

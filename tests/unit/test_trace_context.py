@@ -1,0 +1,83 @@
+"""W3C trace context: which ``traceparent`` headers are taken, and what is read from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.trace_context import TraceContext, from_metadata, parse_traceparent
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "00f067aa0ba902b7"
+
+
+def test_a_version_00_header_gives_its_trace_parent_and_sampled_flag() -> None:
+    assert parse_traceparent(f"00-{TRACE}-{PARENT}-01") == TraceContext(TRACE, PARENT, True)
+    assert parse_traceparent(f"00-{TRACE}-{PARENT}-00") == TraceContext(TRACE, PARENT, False)
+    # Only the lowest bit is the sampled flag; the others are reserved and kept out.
+    assert parse_traceparent(f"00-{TRACE}-{PARENT}-02") == TraceContext(TRACE, PARENT, False)
+    assert parse_traceparent(f"00-{TRACE}-{PARENT}-03") == TraceContext(TRACE, PARENT, True)
+
+
+def test_surrounding_whitespace_is_allowed() -> None:
+    assert parse_traceparent(f" \t00-{TRACE}-{PARENT}-01 ") == TraceContext(TRACE, PARENT, True)
+
+
+def test_a_later_version_is_read_by_its_first_four_fields() -> None:
+    """A version this code does not know may append fields after the four it does."""
+    assert parse_traceparent(f"01-{TRACE}-{PARENT}-01") == TraceContext(TRACE, PARENT, True)
+    assert parse_traceparent(f"cc-{TRACE}-{PARENT}-01-what-comes") == TraceContext(
+        TRACE, PARENT, True
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "garbage",
+        f"00-{TRACE}-{PARENT}",  # no flags
+        f"00-{TRACE}-{PARENT}-01-extra",  # version 00 has exactly four fields
+        f"ff-{TRACE}-{PARENT}-01",  # version ff is forbidden
+        f"0-{TRACE}-{PARENT}-01",
+        f"00-{TRACE.upper()}-{PARENT}-01",  # lower-case hex only
+        f"00-{TRACE}-{PARENT.upper()}-01",
+        f"00-{'0' * 32}-{PARENT}-01",  # an all-zero trace id is invalid
+        f"00-{TRACE}-{'0' * 16}-01",  # so is an all-zero parent id
+        f"00-{TRACE[:-1]}-{PARENT}-01",
+        f"00-{TRACE}0-{PARENT}-01",
+        f"00-{TRACE}-{PARENT[:-1]}-01",
+        f"00-{TRACE}-{PARENT}-1",
+        f"00-{TRACE}-{PARENT}-0g",
+        f"00_{TRACE}_{PARENT}_01",
+        f"01-{TRACE}-{PARENT}-01x",  # a later version's extra fields follow a dash
+        f"00-{TRACE}-{PARENT}-01\n",  # only spaces and tabs around the value
+        f"00-{TRACE[:-1]}\u0661-{PARENT}-01",  # an Arabic-Indic digit is not hex
+        "x" * 10_000,
+    ],
+)
+def test_an_invalid_header_is_ignored(header: str) -> None:
+    assert parse_traceparent(header) is None
+
+
+def test_metadata_gives_the_first_traceparent_whatever_its_case() -> None:
+    """gRPC metadata keys are lower case on the wire; the first value counts (W3C: a
+    request with several ``traceparent`` headers may be treated as having none, or the
+    first; the first keeps a relayed request traced)."""
+    first, second = f"00-{TRACE}-{PARENT}-01", f"00-{'1' * 32}-{PARENT}-00"
+    metadata = (("user-agent", "grpc-go"), ("traceparent", first), ("traceparent", second))
+    assert from_metadata(metadata) == TraceContext(TRACE, PARENT, True)
+    assert from_metadata((("TraceParent", first),)) == TraceContext(TRACE, PARENT, True)
+    assert from_metadata((("traceparent", "broken"),)) is None
+    assert from_metadata((("authorization", "Bearer x"),)) is None
+    assert from_metadata(None) is None
+    assert from_metadata(()) is None
+
+
+def test_a_binary_value_is_ignored() -> None:
+    """Keys ending in ``-bin`` carry bytes; a ``traceparent`` value is text."""
+    assert from_metadata((("traceparent", f"00-{TRACE}-{PARENT}-01".encode()),)) is None
+
+
+def test_log_fields_name_the_trace_and_the_callers_span() -> None:
+    context = TraceContext(TRACE, PARENT, True)
+    assert context.log_fields() == {"trace_id": TRACE, "parent_span_id": PARENT}
