@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from router import auth, local_redis, logs, metrics
+from router import auth, local_redis, logs, metrics, tracing
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
 from router.server import create_server
@@ -154,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings(parser, args)
     logs.configure(level=settings.log_level, json=settings.log_json)
     log = structlog.get_logger("router")
+    if settings.tracing:
+        tracing.configure()
     private: local_redis.LocalRedis | None = None
     store: Store
     if settings.redis_url:
@@ -185,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls=settings.tls,
         mutual_tls=bool(settings.tls_client_ca),
         metrics_port=settings.metrics_port,
+        tracing=settings.tracing,
     )
     signal.signal(signal.SIGHUP, lambda *_: running.reload_tokens())
     stop = threading.Event()
@@ -195,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("server_stopping", grace_s=settings.grace_s)
         running.stop(settings.grace_s)
     finally:
+        tracing.shutdown()  # the spans still pending, exported
         if private is not None:
             private.stop()
     log.info("server_stopped")

@@ -32,14 +32,15 @@ import dataclasses
 import hashlib
 import operator
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 import structlog
 
-from router import deadline, metrics
+from router import deadline, metrics, tracing
 from router.codec import encode_call
 from router.domain import (
     AgentSnapshot,
@@ -114,6 +115,21 @@ def fingerprint(call: Call) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@contextmanager
+def deciding(kind: str, snapshot: Snapshot, calls: int) -> Iterator[None]:
+    """Time a decision over ``snapshot`` for ``calls`` calls into the ``kind`` series
+    (``single``: an Assign; ``batch``: a dispatcher solve); inside a traced request, also a
+    ``decide`` span."""
+    attributes = {
+        "router.decision": kind,
+        "router.strategy": snapshot.policy.strategy.value,
+        "router.calls": calls,
+        "router.agents": len(snapshot.agents),
+    }
+    with tracing.span("decide", attributes), metrics.SOLVER_SECONDS.labels(kind).time():
+        yield
+
+
 def rng_for(key: str) -> random.Random:
     """Randomised policies are seeded from the request, so a replayed trace is exact."""
     digest = hashlib.sha256(key.encode()).digest()
@@ -157,7 +173,7 @@ class Assigner:
                 return self._enqueue(
                     tenant, request_id, req.digest, placed, snapshot=snapshot, explanation=None
                 )
-            with metrics.SOLVER_SECONDS.labels("single").time():
+            with deciding("single", snapshot, 1):
                 decision = decide(snapshot, [placed], rng=rng_for(f"{request_id}:{attempt}"))
             placement = decision.placements[0]
             if placement.agent_id is None:
@@ -198,7 +214,7 @@ class Assigner:
         if snapshot.queued and queue:
             return None
         placed = dataclasses.replace(call, created_ms=snapshot.now_ms)
-        with metrics.SOLVER_SECONDS.labels("single").time():
+        with deciding("single", snapshot, 1):
             decision = decide(snapshot, [placed], rng=rng_for(f"{req.request_id}:{attempt}"))
         placement = decision.placements[0]
         agent_id = placement.agent_id

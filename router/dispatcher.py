@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import structlog
 
 from router import deadline, metrics
-from router.assigner import rng_for
+from router.assigner import deciding, rng_for
 from router.domain import AgentSnapshot, Call, Policy
 from router.eligibility import is_present
 from router.engine import decide
@@ -287,7 +287,7 @@ class Dispatcher:
         if not calls:
             return 0, 0
         self._passes += 1
-        with metrics.SOLVER_SECONDS.labels("batch").time():
+        with deciding("batch", snapshot, len(calls)):
             decision = decide(snapshot, calls, rng=rng_for(f"{tenant}:{snapshot.now_ms}"))
         agents = {agent.agent_id: agent for agent in snapshot.agents}
         by_id = {call.call_id: call for call in view.calls}  # as stored, not as widened

@@ -20,7 +20,7 @@ from google.rpc import (  # type: ignore[import-untyped]  # ships .pyi but no py
     status_pb2,
 )
 
-from router import metrics, trace_context
+from router import metrics, tracing
 from router.errors import InvalidArgumentError, ResourceExhaustedError, RouterError
 
 log = structlog.get_logger("router.rpc")
@@ -116,15 +116,27 @@ def _abort_with_retry(
 
 class _Outcome:
     """Status code and timing of one RPC, logged once when it ends; the caller's trace
-    (``traceparent`` metadata) on its log lines and as its latency sample's exemplar."""
+    (``traceparent`` metadata) on its log lines and as its latency sample's exemplar; with
+    tracing on, its server span (current, so the spans of its work are its children, for
+    unary RPCs)."""
 
-    def __init__(self, method: str, request: Any, context: grpc.ServicerContext) -> None:
+    def __init__(
+        self, method: str, request: Any, context: grpc.ServicerContext, *, current: bool
+    ) -> None:
         self.method = method.rsplit("/", 1)[-1]
-        self.trace = trace_context.from_metadata(context.invocation_metadata())
-        structlog.contextvars.clear_contextvars()
+        parent, self.caller = tracing.extract(context.invocation_metadata())
         fields = _request_fields(request)
-        if self.trace is not None:
-            fields.update(self.trace.log_fields())
+        self.span = tracing.server_span(
+            method, parent, {f"router.{name}": value for name, value in fields.items()}
+        )
+        self.token = tracing.activate(self.span) if self.span is not None and current else None
+        if self.span is not None and self.span.is_recording():
+            fields.update(tracing.span_ids(self.span))
+        elif self.caller is not None:
+            fields["trace_id"] = self.caller.trace_id
+        if self.caller is not None:
+            fields["parent_span_id"] = self.caller.parent_id
+        structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(method=method, **fields)
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
@@ -138,18 +150,23 @@ class _Outcome:
             context.abort(error.code, error.message)
         self.code = grpc.StatusCode.INTERNAL
         log.error("rpc_crashed", exc_info=error)
+        if self.span is not None:
+            self.span.record_exception(error)
         context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
     def finish(self) -> None:
-        """Write the canonical line and the latency metric."""
+        """Write the canonical line and the latency metric; end the span."""
         seconds = time.perf_counter() - self.started
-        exemplar = None
-        if self.trace is not None and self.trace.sampled:
-            exemplar = {"trace_id": self.trace.trace_id}
+        traced = tracing.sampled_trace(self.span, self.caller)
+        exemplar = None if traced is None else {"trace_id": traced}
         metrics.RPC_SECONDS.labels(self.method, self.code.name).observe(seconds, exemplar)
         if self.code == grpc.StatusCode.UNAVAILABLE:
             metrics.STORE_ERRORS.inc()
         log.info("rpc_finished", code=self.code.name, duration_ms=round(seconds * 1000, 3))
+        if self.token is not None:
+            tracing.deactivate(self.token)
+        if self.span is not None:
+            tracing.end_server_span(self.span, self.code)
 
 
 class UnaryInterceptor(grpc.ServerInterceptor):
@@ -211,7 +228,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
 def _unary(method: str, inner: Handler) -> Handler:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-        outcome = _Outcome(method, request, context)
+        outcome = _Outcome(method, request, context, current=True)
         try:
             if isinstance(request, Undecodable):
                 raise request.error()
@@ -226,7 +243,9 @@ def _unary(method: str, inner: Handler) -> Handler:
 
 def _stream(method: str, inner: Handler) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        outcome = _Outcome(method, request, context)
+        # A stream's span is not made current: its generator may be closed from another
+        # thread, and its long-polling reads are not worth a span each.
+        outcome = _Outcome(method, request, context, current=False)
         try:
             if isinstance(request, Undecodable):
                 raise request.error()

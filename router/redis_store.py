@@ -194,6 +194,7 @@ from typing import Any
 
 import hiredis
 import redis
+from opentelemetry.trace import SpanKind
 from redis._parsers.encoders import Encoder
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
@@ -210,7 +211,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from router import metrics
+from router import metrics, tracing
 from router import store_common as rules
 from router.errors import RouterError, StoreUnavailableError
 from router.redis_agents import TOMBSTONES_KEPT_S, RedisAgents
@@ -490,11 +491,15 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
     # --- plumbing ----------------------------------------------------------------------------
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, operation: str, target: str = "") -> Iterator[None]:
         """``_driver_errors``, and a MOVED reply to a single-server client switches the store
-        to cluster mode (when it came from ``from_url``)."""
+        to cluster mode (when it came from ``from_url``). Inside a traced request, the round
+        trip is a client span named by the Redis ``operation`` and its ``target`` (a script's
+        name)."""
+        attributes = {"db.system.name": "redis", "db.operation.name": operation}
+        name = f"{operation} {target}" if target else operation
         try:
-            with _driver_errors():
+            with tracing.span(name, attributes, kind=SpanKind.CLIENT), _driver_errors():
                 yield
         except StoreUnavailableError as exc:
             if self._cluster is None and isinstance(exc.__cause__, MovedError):
@@ -517,7 +522,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> list[Any]:
         now = "" if self._clock is None else str(self._clock())
-        with self._errors():
+        with self._errors("EVALSHA", name):
             if self._packs_text:
                 reply = self._scripts[name](keys=keys, args=[now, *args])
             else:
@@ -569,7 +574,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
                 pipe.time()
             build(pipe)
 
-        with self._errors():
+        with self._errors("MULTI"):
             replies = self._transaction(k, queue)
         if not now:
             return 0, replies
@@ -579,19 +584,19 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         return int(seconds) * 1000 + int(micros) // 1000, replies
 
     def _hmget(self, key: str, *names: str) -> list[str | None]:
-        with self._errors():
+        with self._errors("HMGET"):
             return [text_or_none(value) for value in self._client.hmget(key, list(names))]
 
     def _register_tenant(self, tenant: str) -> None:
         # Before the script: a tenant is never missing from the set while it has data.
-        with self._errors():
+        with self._errors("SADD"):
             self._client.sadd(TENANTS_KEY, tenant)
 
     def now_ms(self) -> int:
         """Redis server time (or the test clock); on a cluster, the time of any one node."""
         if self._clock is not None:
             return self._clock()
-        with self._errors():
+        with self._errors("TIME"):
             seconds, micros = self._client.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
@@ -599,7 +604,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
 
     def tenants(self) -> list[str]:
         """``SMEMBERS rt:v1:tenants``, sorted."""
-        with self._errors():
+        with self._errors("SMEMBERS"):
             return sorted(text(t) for t in self._client.smembers(TENANTS_KEY))
 
     def acquire_lease(self, tenant: str, owner: str, ttl_ms: int) -> bool:
@@ -661,7 +666,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
             if start is not None:
                 pipe.xrange(k.events, start, "+", count=limit)
 
-        with self._errors():
+        with self._errors("MULTI"):
             replies = self._transaction(k, build, raise_on_error=False)
             for reply in replies:
                 if isinstance(reply, redis.ResponseError) and "no such key" in str(reply):
@@ -679,7 +684,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
             if left_ms <= 0:
                 return []
             wait_ms = min(left_ms, self._block_slice_ms) if self._block_slice_ms else left_ms
-            with self._errors():
+            with self._errors("XREAD"):
                 reply: Any = self._client.xread({k.events: cursor}, count=limit, block=wait_ms)
             for _, entries in reply or []:  # RESP2: [[stream, [(id, fields), ...]]]
                 if entries:

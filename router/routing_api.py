@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from router import convert, metrics
+from router import convert, metrics, tracing
 from router.assigner import Assigner, AssignResult, Outcome
 from router.domain import AssignmentState, CallStatus, Channel
 from router.domain import Outcome as CallOutcome
@@ -65,6 +65,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         call = convert.call_from_pb(request.call)
         result = self._assigner.assign(tenant, request_id, call, queue=not request.no_queue)
         metrics.ASSIGNMENTS.labels(result.outcome.value, result.explanation.strategy.value).inc()
+        if tracing.enabled():
+            tracing.annotate(_assign_attributes(result))
         return _assign_response(result)
 
     def Accept(  # noqa: N802
@@ -258,6 +260,21 @@ def _watch_filter(request: routing_pb2.WatchRequest) -> set[str]:
         if not _EVENT_TYPE.fullmatch(name):
             raise InvalidArgumentError(f"types[{i}]", f"{convert.shown(name)} is not an event type")
     return set(request.types)
+
+
+def _assign_attributes(result: AssignResult) -> dict[str, str | int | bool]:
+    """What an Assign's span records of its answer."""
+    attributes: dict[str, str | int | bool] = {
+        "router.result": result.outcome.value,
+        "router.strategy": result.explanation.strategy.value,
+        "router.attempts": result.attempts,
+        "router.replayed": result.replayed,
+    }
+    if result.assignment is not None:
+        attributes["router.assigned_agent_id"] = result.assignment.agent_id
+    if result.outcome == Outcome.QUEUED:
+        attributes["router.position"] = result.position
+    return attributes
 
 
 def _assign_response(result: AssignResult) -> routing_pb2.AssignResponse:

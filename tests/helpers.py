@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any
 
 import redis
+import structlog
 
-from router import metrics
+from router import logs, metrics
+
+
+@contextmanager
+def log_lines() -> Iterator[list[MutableMapping[str, Any]]]:
+    """The log events written meanwhile, at info and above, each with the context bound to
+    it (method, tenant, ids, trace), whatever level an earlier test left configured."""
+    capture = structlog.testing.LogCapture()
+    logs.silence(level="info")
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        yield capture.entries
+    finally:
+        logs.silence(level="info")
 
 
 def sample(name: str, **labels: str) -> float:

@@ -12,16 +12,15 @@ from concurrent import futures
 
 import grpc
 import pytest
-import structlog
 from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from router import local_redis, logs, metrics
+from router import local_redis, metrics
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
-from tests.helpers import sample
+from tests.helpers import log_lines, sample
 from tests.integration.service import Service
 
 ASSIGNED = routing_pb2.AssignResponse.RESULT_ASSIGNED
@@ -404,15 +403,11 @@ def test_bad_input_gets_a_clear_status_and_changes_nothing(
 
 def test_every_rpc_logs_one_canonical_line(service: Service) -> None:
     """One ``rpc_finished`` line per RPC, with method, status code, tenant and ids bound."""
-    capture = structlog.testing.LogCapture()
-    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
-    try:
+    with log_lines() as entries:
         service.assign("c1")
         with pytest.raises(grpc.RpcError):
             service.get_agent("ghost")
-    finally:
-        logs.silence(level="info")
-    finished = [line for line in capture.entries if line["event"] == "rpc_finished"]
+    finished = [line for line in entries if line["event"] == "rpc_finished"]
     assert [(line["method"].rsplit("/", 1)[1], line["code"]) for line in finished] == [
         ("Assign", "OK"),
         ("GetAgent", "NOT_FOUND"),
@@ -444,17 +439,13 @@ def test_the_callers_trace_is_on_the_rpcs_log_lines(service: Service) -> None:
     """A W3C ``traceparent`` in the metadata puts its trace and span ids on the RPC's lines;
     an invalid one is ignored (the RPC is served, no trace fields), and the next RPC's lines
     carry no trace of the one before."""
-    capture = structlog.testing.LogCapture()
-    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
-    try:
+    with log_lines() as entries:
         _traced_assign(service, "traced", f"00-{TRACE_ID}-{CALLER_SPAN}-01")
         _traced_assign(service, "broken", f"00-{TRACE_ID.upper()}-{CALLER_SPAN}-01")
         service.assign("plain")
-    finally:
-        logs.silence(level="info")
     assigns = [
         line
-        for line in capture.entries
+        for line in entries
         if line["event"] == "rpc_finished" and line["method"].endswith("/Assign")
     ]
     assert [line["call_id"] for line in assigns] == ["traced", "broken", "plain"]

@@ -211,7 +211,7 @@ def test_dashboard_covers_every_router_metric() -> None:
 
 def test_rpc_latency_panels_show_the_trace_exemplars() -> None:
     """The RPC latency panels ask Prometheus for exemplars: the traces the service puts on
-    its latency buckets (``router/trace_context.py``) show as points linked to the trace."""
+    its latency buckets (``router/tracing.py``) show as points linked to the trace."""
     dashboard = json.loads(DASHBOARD.read_text())
     latency = [
         target

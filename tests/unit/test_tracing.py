@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
-from router.trace_context import TraceContext, from_metadata, parse_traceparent
+from router import tracing
+from router.tracing import Metadata, TraceContext, extract
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
+
+
+def parse_traceparent(value: str) -> TraceContext | None:
+    return from_metadata((("traceparent", value),))
+
+
+def from_metadata(metadata: Metadata | None) -> TraceContext | None:
+    return extract(metadata)[1]
 
 
 def test_a_version_00_header_gives_its_trace_parent_and_sampled_flag() -> None:
@@ -50,8 +64,8 @@ def test_a_later_version_is_read_by_its_first_four_fields() -> None:
         f"00-{TRACE}-{PARENT}-0g",
         f"00_{TRACE}_{PARENT}_01",
         f"01-{TRACE}-{PARENT}-01x",  # a later version's extra fields follow a dash
-        f"00-{TRACE}-{PARENT}-01\n",  # only spaces and tabs around the value
         f"00-{TRACE[:-1]}\u0661-{PARENT}-01",  # an Arabic-Indic digit is not hex
+        f"00-{TRACE}-{PARENT}-01" + " " * 500,  # over 512 characters in all
         "x" * 10_000,
     ],
 )
@@ -78,6 +92,49 @@ def test_a_binary_value_is_ignored() -> None:
     assert from_metadata((("traceparent", f"00-{TRACE}-{PARENT}-01".encode()),)) is None
 
 
-def test_log_fields_name_the_trace_and_the_callers_span() -> None:
-    context = TraceContext(TRACE, PARENT, True)
-    assert context.log_fields() == {"trace_id": TRACE, "parent_span_id": PARENT}
+def test_tracestate_rides_along_with_a_valid_traceparent() -> None:
+    """The caller's ``tracestate`` reaches the context the router's span starts from."""
+    from opentelemetry import trace  # noqa: PLC0415
+
+    parent, caller = extract(
+        (("traceparent", f"00-{TRACE}-{PARENT}-01"), ("tracestate", "vendor=opaque"))
+    )
+    assert caller == TraceContext(TRACE, PARENT, True)
+    state = trace.get_current_span(parent).get_span_context().trace_state
+    assert state.get("vendor") == "opaque"
+
+
+@pytest.mark.parametrize(
+    ("code", "failed"),
+    [
+        (grpc.StatusCode.OK, False),
+        (grpc.StatusCode.NOT_FOUND, False),
+        (grpc.StatusCode.INVALID_ARGUMENT, False),
+        (grpc.StatusCode.ABORTED, False),
+        (grpc.StatusCode.UNAVAILABLE, True),
+        (grpc.StatusCode.INTERNAL, True),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, True),
+    ],
+)
+def test_only_server_side_codes_mark_a_server_span_failed(
+    code: grpc.StatusCode, failed: bool
+) -> None:
+    exporter = InMemorySpanExporter()
+    tracing.configure(processor=SimpleSpanProcessor(exporter))
+    try:
+        span = tracing.server_span("/router.v1.RoutingService/Assign", Context(), {})
+        assert span is not None
+        tracing.end_server_span(span, code)
+    finally:
+        tracing.shutdown()
+    (ended,) = exporter.get_finished_spans()
+    assert ended.name == "router.v1.RoutingService/Assign"
+    assert dict(ended.attributes or {})["rpc.grpc.status_code"] == code.value[0]
+    assert (ended.status.status_code == StatusCode.ERROR) is failed
+
+
+def test_with_tracing_off_nothing_is_started() -> None:
+    assert not tracing.enabled()
+    assert tracing.server_span("/router.v1.RoutingService/Assign", Context(), {}) is None
+    with tracing.span("decide") as child:
+        assert child is None

@@ -1,0 +1,222 @@
+"""Distributed tracing: the caller's W3C trace context in, OpenTelemetry spans out.
+
+A caller instrumented with OpenTelemetry (or any W3C trace-context propagator) sends the
+trace its request belongs to as ``traceparent`` metadata. Always, whether or not tracing is
+on, the RPC's log lines carry that trace's id, and a sampled trace's id marks the RPC's
+latency bucket as a Prometheus exemplar. An invalid header is ignored, as the W3C
+recommendation asks, and never fails the RPC.
+
+With ``ROUTER_TRACING=1`` (``configure``), each unary RPC is also a server span (a child of
+the caller's span when there is one), with a client span per Redis round trip and a span per
+routing decision inside it, exported over OTLP/gRPC as the standard ``OTEL_*`` variables
+say (endpoint, headers, sampler, service name). The log lines then name the router's own
+span. Child spans open only inside a recording span, so background work (the dispatcher's
+ticks, the health probe) and unsampled requests cost one check each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+Metadata = Sequence[tuple[str, str | bytes]]
+Attributes = Mapping[str, str | int | float | bool]
+
+HEADER = "traceparent"
+MAX_HEADER = 512
+"""Longer ``traceparent`` values are ignored unread (a version 00 header is 55 characters)."""
+SERVICE_NAME = "agent-router"
+"""``service.name`` of the spans unless ``OTEL_SERVICE_NAME`` (or the resource variable)
+names the service."""
+SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+"""The codes that mark a server span as failed (OpenTelemetry's gRPC conventions: the others
+are the caller's errors, not the server's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    """The trace a request belongs to, as its caller sent it."""
+
+    trace_id: str
+    """32 lower-case hex digits."""
+    parent_id: str
+    """The caller's span: 16 lower-case hex digits."""
+    sampled: bool
+    """Whether the caller records this trace (the ``sampled`` flag)."""
+
+
+class _MetadataGetter(Getter[Metadata]):
+    """Reads gRPC invocation metadata for the propagator: keys without case, text only
+    (``-bin`` entries carry bytes), values of at most ``MAX_HEADER`` characters."""
+
+    def get(self, carrier: Metadata, key: str) -> list[str] | None:
+        found = [
+            value
+            for name, value in carrier
+            if name.lower() == key and isinstance(value, str) and len(value) <= MAX_HEADER
+        ]
+        return found or None
+
+    def keys(self, carrier: Metadata) -> list[str]:
+        return [name for name, _ in carrier]
+
+
+_GETTER = _MetadataGetter()
+_PROPAGATOR = TraceContextTextMapPropagator()
+_tracer: trace.Tracer | None = None
+_provider: TracerProvider | None = None
+
+
+def extract(metadata: Metadata | None) -> tuple[otel_context.Context, TraceContext | None]:
+    """The OpenTelemetry context of a request's invocation metadata (its W3C ``traceparent``
+    and ``tracestate``, the first of each), and the caller's trace as text (``None`` when
+    absent or invalid)."""
+    if not metadata:
+        return otel_context.Context(), None
+    parent = _PROPAGATOR.extract(metadata, getter=_GETTER)
+    span_context = trace.get_current_span(parent).get_span_context()
+    if not span_context.is_valid:
+        return parent, None
+    caller = TraceContext(
+        format(span_context.trace_id, "032x"),
+        format(span_context.span_id, "016x"),
+        span_context.trace_flags.sampled,
+    )
+    return parent, caller
+
+
+def configure(
+    exporter: SpanExporter | None = None, *, processor: SpanProcessor | None = None
+) -> None:
+    """Turn span export on for this process: to ``exporter`` in batches (default: OTLP/gRPC
+    as ``OTEL_EXPORTER_OTLP_*`` say), or through ``processor``. The sampler is the SDK's,
+    from ``OTEL_TRACES_SAMPLER`` (default: follow the caller's choice, sample roots)."""
+    global _tracer, _provider
+    resource = Resource.create()
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
+    provider = TracerProvider(resource=resource)
+    if processor is None:
+        if exporter is None:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+                OTLPSpanExporter,  # imported only when used: it loads a gRPC client stack
+            )
+
+            exporter = OTLPSpanExporter()
+        processor = BatchSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    _provider, _tracer = provider, provider.get_tracer("router")
+
+
+def shutdown() -> None:
+    """Export what is pending and turn span export off (the process is stopping)."""
+    global _tracer, _provider
+    provider, _provider, _tracer = _provider, None, None
+    if provider is not None:
+        provider.shutdown()
+
+
+def enabled() -> bool:
+    """Whether spans are exported."""
+    return _tracer is not None
+
+
+def server_span(
+    method: str, parent: otel_context.Context, attributes: Attributes
+) -> trace.Span | None:
+    """Start the server span of RPC ``method`` (``/package.Service/Method``) under the
+    caller's context ``parent``; ``None`` when tracing is off."""
+    if _tracer is None:
+        return None
+    name = method.lstrip("/")
+    service, _, rpc_method = name.rpartition("/")
+    return _tracer.start_span(
+        name,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": rpc_method,
+            **attributes,
+        },
+    )
+
+
+def end_server_span(span: trace.Span, code: grpc.StatusCode) -> None:
+    """Record the RPC's status ``code`` on its server span and end it."""
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in SERVER_ERRORS:
+        span.set_status(Status(StatusCode.ERROR, code.name))
+    span.end()
+
+
+def activate(span: trace.Span) -> object:
+    """Make ``span`` the current span of this thread (the parent of the spans ``span()``
+    opens); pass the token to ``deactivate``."""
+    return otel_context.attach(trace.set_span_in_context(span))
+
+
+def deactivate(token: object) -> None:
+    """Undo ``activate``."""
+    otel_context.detach(token)  # type: ignore[arg-type]  # the token activate returned
+
+
+def span_ids(span: trace.Span) -> dict[str, str]:
+    """The log fields of the router's own span: its trace id and span id."""
+    context = span.get_span_context()
+    return {
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+    }
+
+
+def sampled_trace(span: trace.Span | None, caller: TraceContext | None) -> str | None:
+    """The trace id worth an exemplar: the router's span's if sampled, else the caller's if
+    the caller samples it; ``None`` otherwise."""
+    if span is not None:
+        context = span.get_span_context()
+        return format(context.trace_id, "032x") if context.trace_flags.sampled else None
+    return caller.trace_id if caller is not None and caller.sampled else None
+
+
+@contextmanager
+def span(
+    name: str, attributes: Attributes | None = None, *, kind: SpanKind = SpanKind.INTERNAL
+) -> Iterator[trace.Span | None]:
+    """A child span of the current recording span (its error, if one escapes, recorded); a
+    no-op yielding ``None`` when tracing is off or nothing is being recorded."""
+    if _tracer is None or not trace.get_current_span().is_recording():
+        yield None
+        return
+    with _tracer.start_as_current_span(name, kind=kind, attributes=attributes) as child:
+        yield child
+
+
+def annotate(attributes: Attributes) -> None:
+    """Set ``attributes`` on the current span, if one is being recorded."""
+    if _tracer is None:
+        return
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.set_attributes(attributes)

@@ -1,0 +1,183 @@
+"""Spans of RPCs served over a real channel, on real Redis, with tracing on (the spans kept in
+memory instead of exported; ``tests/system/test_tracing.py`` exports them over OTLP)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from router import metrics, tracing
+from router.v1 import routing_pb2
+from router.v1 import types_pb2 as pb
+from tests.helpers import log_lines
+from tests.integration.service import Service
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+ASSIGN = "router.v1.RoutingService/Assign"
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the test, every ended span kept in the exporter."""
+    exporter = InMemorySpanExporter()
+    tracing.configure(processor=SimpleSpanProcessor(exporter))
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown()
+
+
+def _assign(service: Service, call_id: str, traceparent: str = "") -> None:
+    request = routing_pb2.AssignRequest(
+        tenant=service.tenant,
+        request_id=f"req-{call_id}",
+        call=pb.Call(
+            call_id=call_id,
+            channel=pb.CHANNEL_VOICE,
+            required_skills=[pb.SkillRequirement(skill="billing", min_level=1)],
+        ),
+    )
+    metadata = (("traceparent", traceparent),) if traceparent else ()
+    reply = service.routing.Assign(request, metadata=metadata)
+    assert reply.result == routing_pb2.AssignResponse.RESULT_ASSIGNED
+
+
+def _hex(number: int, digits: int) -> str:
+    return format(number, f"0{digits}x")
+
+
+def _server_spans(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.name == name]
+
+
+def _children(exporter: InMemorySpanExporter, parent: ReadableSpan) -> list[ReadableSpan]:
+    spans = exporter.get_finished_spans()
+    return [s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id]
+
+
+def test_an_assign_is_a_server_span_under_the_callers_with_its_work_inside(
+    service: Service, spans: InMemorySpanExporter
+) -> None:
+    """The Assign's server span continues the caller's trace under the caller's span, holds
+    its Redis round trips and its decision as children, and records its answer; its log
+    line names the router's span."""
+    service.agent("a0", skills={"billing": 9})
+    service.agent("a1", skills={"billing": 5})
+    _assign(service, "c0")  # the tenant's first Assign builds its routing index
+    spans.clear()
+    with log_lines() as entries:
+        _assign(service, "c1", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+    (server,) = _server_spans(spans, ASSIGN)
+    assert server.kind == SpanKind.SERVER
+    assert _hex(server.context.trace_id, 32) == CALLER_TRACE
+    assert server.parent is not None
+    assert server.parent.is_remote
+    assert _hex(server.parent.span_id, 16) == CALLER_SPAN
+    attributes = dict(server.attributes or {})
+    assert attributes["rpc.system"] == "grpc"
+    assert attributes["rpc.service"] == "router.v1.RoutingService"
+    assert attributes["rpc.method"] == "Assign"
+    assert attributes["rpc.grpc.status_code"] == 0
+    assert attributes["router.tenant"] == "acme"
+    assert attributes["router.call_id"] == "c1"
+    assert attributes["router.request_id"] == "req-c1"
+    assert attributes["router.result"] == "assigned"
+    assert attributes["router.assigned_agent_id"] == "a1"
+    assert server.status.status_code == StatusCode.UNSET
+    children = _children(spans, server)
+    names = [child.name for child in sorted(children, key=lambda s: s.start_time or 0)]
+    assert names == ["EVALSHA index_changes", "decide", "EVALSHA commit_assignment"]
+    redis_span = children[0] if children[0].name.startswith("EVALSHA") else children[1]
+    assert redis_span.kind == SpanKind.CLIENT
+    assert dict(redis_span.attributes or {})["db.system.name"] == "redis"
+    (decide,) = [child for child in children if child.name == "decide"]
+    assert dict(decide.attributes or {})["router.decision"] == "single"
+    (line,) = [e for e in entries if e["event"] == "rpc_finished"]
+    assert line["trace_id"] == CALLER_TRACE
+    assert line["span_id"] == _hex(server.context.span_id, 16)
+    assert line["parent_span_id"] == CALLER_SPAN
+
+
+def test_a_request_without_a_trace_starts_one(
+    service: Service, spans: InMemorySpanExporter
+) -> None:
+    """No ``traceparent``: the server span is a root (the default sampler keeps roots), and
+    an invalid header counts as none."""
+    service.agent("a1", skills={"billing": 5})
+    service.agent("a2", skills={"billing": 5})
+    spans.clear()
+    _assign(service, "c1")
+    _assign(service, "c2", f"00-{CALLER_TRACE.upper()}-{CALLER_SPAN}-01")
+    roots = _server_spans(spans, ASSIGN)
+    assert len(roots) == 2
+    assert all(root.parent is None for root in roots)
+    assert roots[0].context.trace_id != roots[1].context.trace_id
+    assert all(_hex(root.context.trace_id, 32) != CALLER_TRACE for root in roots)
+
+
+def test_a_trace_the_caller_does_not_sample_records_nothing(
+    service: Service, spans: InMemorySpanExporter
+) -> None:
+    """The caller's ``sampled`` flag off: no span of the request is exported, and its log
+    line carries the caller's trace id and span, not a span of its own."""
+    service.agent("a1", skills={"billing": 5})
+    spans.clear()
+    with log_lines() as entries:
+        _assign(service, "c1", f"00-{CALLER_TRACE}-{CALLER_SPAN}-00")
+    assert spans.get_finished_spans() == ()
+    (line,) = [e for e in entries if e["event"] == "rpc_finished"]
+    assert line["trace_id"] == CALLER_TRACE
+    assert line["parent_span_id"] == CALLER_SPAN
+    assert "span_id" not in line
+
+
+def test_a_refused_request_is_the_callers_error_not_the_servers(
+    service: Service, spans: InMemorySpanExporter
+) -> None:
+    """NOT_FOUND is recorded as the status code; the span is not marked failed (OpenTelemetry's
+    gRPC conventions: only server-side codes such as UNAVAILABLE or INTERNAL are)."""
+    with pytest.raises(grpc.RpcError):
+        service.get_agent("ghost")
+    (server,) = _server_spans(spans, "router.v1.AgentAdminService/GetAgent")
+    assert (
+        dict(server.attributes or {})["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    )
+    assert server.status.status_code == StatusCode.UNSET
+
+
+def test_background_work_outside_requests_makes_no_spans(
+    service: Service, spans: InMemorySpanExporter
+) -> None:
+    """The dispatcher's passes and the health probe run outside any request: their Redis
+    round trips are not spans (else each tick would start a trace)."""
+    service.agent("a1", skills={"billing": 5})
+    spans.clear()
+    service.running.dispatcher.run_once(service.tenant)
+    service.running.probe.check()
+    assert spans.get_finished_spans() == ()
+
+
+def test_the_routers_own_sampled_trace_is_the_latency_exemplar(
+    service: Service, spans: InMemorySpanExporter
+) -> None:
+    """With tracing on, a request that came without a trace still leaves an exemplar: the
+    trace its own root span started."""
+    service.agent("a1", skills={"billing": 5})
+    spans.clear()
+    _assign(service, "c1")
+    (root,) = _server_spans(spans, ASSIGN)
+    marked = {
+        sample.exemplar.labels["trace_id"]
+        for family in metrics.REGISTRY.collect()
+        if family.name == "router_rpc_duration_seconds"
+        for sample in family.samples
+        if sample.labels.get("method") == "Assign" and sample.exemplar is not None
+    }
+    assert _hex(root.context.trace_id, 32) in marked

@@ -1,0 +1,144 @@
+"""``python -m router`` with ``ROUTER_TRACING=1`` exports its spans over OTLP/gRPC to a
+collector (here a real OTLP trace receiver on loopback), as the ``OTEL_*`` variables say."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import (
+    trace_service_pb2,
+    trace_service_pb2_grpc,
+)
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from router import local_redis
+from router.v1 import types_pb2 as pb
+from tests.system import fleet
+
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CALLER_SPAN = "b7ad6b7169203331"
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP trace receiver that keeps what it is sent: (service name, span) pairs."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, trace_pb2.Span]] = []
+        self._lock = threading.Lock()
+
+    def Export(  # noqa: N802  # the OTLP method name
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.ServicerContext,
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        with self._lock:
+            for resource_spans in request.resource_spans:
+                names = [
+                    kv.value.string_value
+                    for kv in resource_spans.resource.attributes
+                    if kv.key == "service.name"
+                ]
+                for scope in resource_spans.scope_spans:
+                    self.spans.extend((names[0] if names else "", s) for s in scope.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def named(self, name: str) -> list[tuple[str, trace_pb2.Span]]:
+        with self._lock:
+            return [(service, s) for service, s in self.spans if s.name == name]
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[Collector, int]]:
+    """The receiver, listening on a free loopback port."""
+    receiver = Collector()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        receiver, server
+    )  # the OTLP package's generated gRPC code has no type hints
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield receiver, port
+    finally:
+        server.stop(0)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[local_redis.LocalRedis]:
+    """A private redis-server."""
+    if not local_redis.available():
+        pytest.skip("redis-server is not installed")
+    server = local_redis.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_the_service_exports_an_assigns_spans_over_otlp(
+    redis_server: local_redis.LocalRedis,
+    collector: tuple[Collector, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An Assign sent with a sampled ``traceparent`` reaches the collector as a server span
+    of the caller's trace under the caller's span, with the Redis and decision spans inside,
+    under the service name ``OTEL_SERVICE_NAME`` gives; the spans still pending at SIGTERM
+    are exported before the process ends."""
+    receiver, port = collector
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "router-under-test")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # exported at the stop, not before
+    node = fleet.start_replica(redis_server.url, tmp_path, "traced", tracing=1)
+    try:
+        node.wait_serving()
+        agents = [fleet.agent_pb(f"a{i}", {"billing": 5}, {pb.CHANNEL_CHAT: 2}) for i in range(3)]
+        fleet.seed_agents(node, agents, workers=2)
+        node.routing.Assign(fleet.assign_request("warm", "warm", "billing"), timeout=10)
+        reply = node.routing.Assign(
+            fleet.assign_request("req-1", "call-1", "billing"),
+            metadata=(("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),),
+            timeout=10,
+        )
+        assert reply.assignment.agent_id
+        assert not receiver.named("router.v1.RoutingService/Assign")  # still in the batch
+        fleet.eventually(lambda: any(line.get("call_id") == "call-1" for line in node.logs()))
+        lines = node.logs()
+    finally:
+        code = node.stop()
+    assert code == 0
+    traced = [
+        (service, s)
+        for service, s in receiver.named("router.v1.RoutingService/Assign")
+        if s.trace_id.hex() == CALLER_TRACE
+    ]
+    assert len(traced) == 1
+    service, server_span = traced[0]
+    assert service == "router-under-test"
+    assert server_span.parent_span_id.hex() == CALLER_SPAN
+    assert server_span.kind == trace_pb2.Span.SPAN_KIND_SERVER
+    children = sorted(
+        (s for _, s in receiver.spans if s.parent_span_id == server_span.span_id),
+        key=lambda s: s.start_time_unix_nano,
+    )
+    assert [s.name for s in children] == [
+        "EVALSHA index_changes",
+        "decide",
+        "EVALSHA commit_assignment",
+    ]
+    assert all(s.trace_id == server_span.trace_id for s in children)
+    (line,) = [
+        line
+        for line in lines
+        if line.get("event") == "rpc_finished" and line.get("call_id") == "call-1"
+    ]
+    assert line["trace_id"] == CALLER_TRACE
+    assert line["span_id"] == server_span.span_id.hex()
+    (started,) = [line for line in lines if line.get("event") == "server_started"]
+    assert started["tracing"] is True
