@@ -120,13 +120,18 @@ def deciding(kind: str, snapshot: Snapshot, calls: int) -> Iterator[None]:
     """Time a decision over ``snapshot`` for ``calls`` calls into the ``kind`` series
     (``single``: an Assign; ``batch``: a dispatcher solve); inside a traced request, also a
     ``decide`` span."""
+    timer = metrics.SOLVER_SECONDS.labels(kind).time()
+    if not tracing.enabled():
+        with timer:
+            yield
+        return
     attributes = {
         "router.decision": kind,
         "router.strategy": snapshot.policy.strategy.value,
         "router.calls": calls,
         "router.agents": len(snapshot.agents),
     }
-    with tracing.span("decide", attributes), metrics.SOLVER_SECONDS.labels(kind).time():
+    with tracing.span("decide", attributes), timer:
         yield
 
 

@@ -496,11 +496,15 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         to cluster mode (when it came from ``from_url``). Inside a traced request, the round
         trip is a client span named by the Redis ``operation`` and its ``target`` (a script's
         name)."""
-        attributes = {"db.system.name": "redis", "db.operation.name": operation}
-        name = f"{operation} {target}" if target else operation
         try:
-            with tracing.span(name, attributes, kind=SpanKind.CLIENT), _driver_errors():
-                yield
+            if tracing.enabled():
+                name = f"{operation} {target}" if target else operation
+                attributes = {"db.system.name": "redis", "db.operation.name": operation}
+                with tracing.span(name, attributes, kind=SpanKind.CLIENT), _driver_errors():
+                    yield
+            else:
+                with _driver_errors():
+                    yield
         except StoreUnavailableError as exc:
             if self._cluster is None and isinstance(exc.__cause__, MovedError):
                 self._become_cluster()
