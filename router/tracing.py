@@ -51,6 +51,9 @@ SERVER_ERRORS = frozenset(
 )
 """The codes that mark a server span as failed (OpenTelemetry's gRPC conventions: the others
 are the caller's errors, not the server's)."""
+UNTRACED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+"""Methods that get no span: health probes (every few seconds from each load balancer and
+orchestrator) and reflection would each start a trace of their own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +148,9 @@ def server_span(
     method: str, parent: otel_context.Context, attributes: Attributes
 ) -> trace.Span | None:
     """Start the server span of RPC ``method`` (``/package.Service/Method``) under the
-    caller's context ``parent``; ``None`` when tracing is off."""
-    if _tracer is None:
+    caller's context ``parent``; ``None`` when tracing is off, and for ``UNTRACED``
+    methods."""
+    if _tracer is None or method.startswith(UNTRACED):
         return None
     name = method.lstrip("/")
     service, _, rpc_method = name.rpartition("/")

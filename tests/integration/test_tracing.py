@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -181,3 +182,11 @@ def test_the_routers_own_sampled_trace_is_the_latency_exemplar(
         if sample.labels.get("method") == "Assign" and sample.exemplar is not None
     }
     assert _hex(root.context.trace_id, 32) in marked
+
+
+def test_health_checks_make_no_spans(service: Service, spans: InMemorySpanExporter) -> None:
+    """Probes every few seconds from each load balancer would each start a trace."""
+    health = health_pb2_grpc.HealthStub(service.channel)
+    reply = health.Check(health_pb2.HealthCheckRequest())  # type: ignore[attr-defined]  # untyped stub
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert spans.get_finished_spans() == ()
