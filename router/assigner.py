@@ -32,8 +32,8 @@ import dataclasses
 import hashlib
 import operator
 import random
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -115,24 +115,23 @@ def fingerprint(call: Call) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@contextmanager
-def deciding(kind: str, snapshot: Snapshot, calls: int) -> Iterator[None]:
+def deciding(kind: str, snapshot: Snapshot, calls: int) -> AbstractContextManager[object]:
     """Time a decision over ``snapshot`` for ``calls`` calls into the ``kind`` series
     (``single``: an Assign; ``batch``: a dispatcher solve); inside a traced request, also a
     ``decide`` span."""
     timer = metrics.SOLVER_SECONDS.labels(kind).time()
     if not tracing.enabled():
-        with timer:
-            yield
-        return
+        return timer
     attributes = {
         "router.decision": kind,
         "router.strategy": snapshot.policy.strategy.value,
         "router.calls": calls,
         "router.agents": len(snapshot.agents),
     }
-    with tracing.span("decide", attributes), timer:
-        yield
+    spans = ExitStack()
+    spans.enter_context(tracing.span("decide", attributes))
+    spans.enter_context(timer)
+    return spans
 
 
 def rng_for(key: str) -> random.Random:
