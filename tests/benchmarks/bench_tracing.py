@@ -1,0 +1,180 @@
+"""What tracing costs the service: CPU per Assign+Complete pair with it off and on.
+
+    .venv/bin/python -m tests.benchmarks.bench_tracing [--agents 1000] [--rate 150]
+        [--seconds 6] [--rounds 3] [--ratio 0.1]
+
+Starts a private redis-server, an OTLP trace receiver in this process (it counts the spans
+it is sent and keeps nothing), and for each mode in turn the service as its own process
+(``python -m router``, as ``bench_assign --server process`` does), then offers Assign+Complete
+pairs at ``--rate`` per second for ``--seconds`` from one client and reads the service's CPU
+time from ``/proc``. Modes: ``off``; ``on`` (``ROUTER_TRACING=1``, every request traced:
+the default sampler keeps every request that comes without a trace); ``ratio`` (a
+``--ratio`` share of them, ``OTEL_TRACES_SAMPLER=parentbased_traceidratio``). The modes
+alternate within each round, and each round prints the ratio to ``off`` measured in it: the
+machines are shared and noisy, compare within a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent import futures
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from router import local_redis, logs
+from router.redis_store import RedisStore
+from router.v1 import routing_pb2_grpc
+from tests.benchmarks.bench_assign import TENANT, assign_pair
+from tests.benchmarks.profile_assign import chat_team
+
+MODES = ("off", "on", "ratio")
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP trace receiver that counts the spans it is sent."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+        self._lock = threading.Lock()
+
+    def Export(  # noqa: N802  # the OTLP method name
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.ServicerContext,
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        sent = sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
+        with self._lock:
+            self.spans += sent
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def mode_env(mode: str, receiver_port: int, ratio: float) -> dict[str, str]:
+    """The variables that set tracing ``mode`` up (exporting to the receiver)."""
+    if mode == "off":
+        return {"ROUTER_TRACING": "0"}
+    env = {
+        "ROUTER_TRACING": "1",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver_port}",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+    }
+    if mode == "ratio":
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        env["OTEL_TRACES_SAMPLER_ARG"] = str(ratio)
+    return env
+
+
+def measure(
+    redis_url: str, env: dict[str, str], *, rate: float, seconds: float, key: str
+) -> tuple[float, int]:
+    """Start the service with ``env``, warm it up, offer pairs at ``rate`` for ``seconds``:
+    (service CPU ms per pair, pairs done)."""
+    port = local_redis.free_port()
+    variables = {
+        **os.environ,
+        **env,
+        "REDIS_URL": redis_url,
+        "ROUTER_PORT": str(port),
+        "ROUTER_METRICS_PORT": "0",
+        "ROUTER_LOG_LEVEL": "error",
+    }
+    service = subprocess.Popen(
+        [sys.executable, "-m", "router"], env=variables, stderr=subprocess.DEVNULL
+    )
+
+    def cpu_s() -> float:
+        with open(f"/proc/{service.pid}/stat") as stat:
+            values = stat.read().rsplit(")", 1)[1].split()
+        return (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            stub = routing_pb2_grpc.RoutingServiceStub(channel)
+            for n in range(100):
+                assign_pair(stub, f"{key}-warm-{n}", TENANT)
+            before, started, done = cpu_s(), time.perf_counter(), 0
+            while time.perf_counter() - started < seconds:
+                wait = started + done / rate - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                assign_pair(stub, f"{key}-{done}", TENANT)
+                done += 1
+            spent = cpu_s() - before
+    finally:
+        service.terminate()
+        service.wait(30)
+    return spent / max(done, 1) * 1000, done
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments (``argv``, else the command line), run the rounds, print them."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Modes: off; on (every request traced); ratio (a --ratio share traced).",
+    )
+    parser.add_argument("--agents", type=int, default=1000, help="available agents")
+    parser.add_argument("--rate", type=float, default=150.0, help="pairs offered per second")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three modes")
+    parser.add_argument("--ratio", type=float, default=0.1, help="share traced in 'ratio'")
+    args = parser.parse_args(argv)
+    if args.agents < 1 or args.rate <= 0 or args.seconds <= 0 or args.rounds < 1:
+        parser.error("--agents, --rate, --seconds and --rounds must be positive")
+    if not 0 < args.ratio <= 1:
+        parser.error("--ratio must be in (0, 1]")
+    logs.silence()
+    receiver = Receiver()
+    collector = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        receiver, collector
+    )  # the OTLP package's generated gRPC code has no type hints
+    receiver_port = collector.add_insecure_port("127.0.0.1:0")
+    collector.start()
+    server = local_redis.start()
+    per_mode: dict[str, list[float]] = {mode: [] for mode in MODES}
+    try:
+        chat_team(RedisStore.from_url(server.url), TENANT, args.agents)
+        print(
+            f"agents={args.agents}, {args.rate:g} pairs/s for {args.seconds:g} s, one client;"
+            f" service CPU per Assign+Complete pair (ratio to off in the same round)"
+        )
+        for round_number in range(args.rounds):
+            row = {}
+            for mode in MODES:
+                env = mode_env(mode, receiver_port, args.ratio)
+                key = f"r{round_number}-{mode}"
+                row[mode], _ = measure(
+                    server.url, env, rate=args.rate, seconds=args.seconds, key=key
+                )
+                per_mode[mode].append(row[mode])
+            print(
+                f"round {round_number + 1}: "
+                + ", ".join(
+                    f"{mode} {row[mode]:.2f} ms ({row[mode] / row['off']:.2f}x)" for mode in MODES
+                ),
+                flush=True,
+            )
+        medians = {mode: statistics.median(values) for mode, values in per_mode.items()}
+        print(
+            "median: "
+            + ", ".join(
+                f"{mode} {medians[mode]:.2f} ms ({medians[mode] / medians['off']:.2f}x)"
+                for mode in MODES
+            )
+            + f"; spans received {receiver.spans:,}"
+        )
+    finally:
+        server.stop()
+        collector.stop(0)
+
+
+if __name__ == "__main__":
+    main()
