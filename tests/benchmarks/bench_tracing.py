@@ -1,7 +1,7 @@
 """What tracing costs the service: CPU per Assign+Complete pair with it off and on.
 
     .venv/bin/python -m tests.benchmarks.bench_tracing [--agents 1000] [--rate 150]
-        [--seconds 6] [--rounds 3] [--ratio 0.1]
+        [--seconds 6] [--rounds 3] [--ratio 0.1] [--quick] [--json PATH]
 
 Starts a private redis-server, an OTLP trace receiver in this process (it counts the spans
 it is sent and keeps nothing), and for each mode in turn the service as its own process
@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from router import local_redis, logs
 from router.redis_store import RedisStore
 from router.v1 import routing_pb2_grpc
+from tests.benchmarks import results
 from tests.benchmarks.bench_assign import TENANT, assign_pair
 from tests.benchmarks.profile_assign import chat_team
 
@@ -125,7 +126,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the three modes")
     parser.add_argument("--ratio", type=float, default=0.1, help="share traced in 'ratio'")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 agents, 50 pairs/s, 0.5 s runs, one round"
+    )
+    results.add_option(parser)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.agents, args.rate, args.seconds, args.rounds = 100, 50.0, 0.5, 1
     if args.agents < 1 or args.rate <= 0 or args.seconds <= 0 or args.rounds < 1:
         parser.error("--agents, --rate, --seconds and --rounds must be positive")
     if not 0 < args.ratio <= 1:
@@ -140,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     collector.start()
     server = local_redis.start()
     per_mode: dict[str, list[float]] = {mode: [] for mode in MODES}
+    written: list[results.Record] = []
     try:
         chat_team(RedisStore.from_url(server.url), TENANT, args.agents)
         print(
@@ -155,6 +163,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                     server.url, env, rate=args.rate, seconds=args.seconds, key=key
                 )
                 per_mode[mode].append(row[mode])
+            written += [
+                {
+                    "kind": "tracing",
+                    "agents": args.agents,
+                    "offered_per_s": args.rate,
+                    "round": round_number + 1,
+                    "mode": mode if mode != "ratio" else f"{args.ratio:g} of requests traced",
+                    "cpu_ms_per_pair": row[mode],
+                    "ratio_to_off": row[mode] / row["off"],
+                }
+                for mode in MODES
+            ]
             print(
                 f"round {round_number + 1}: "
                 + ", ".join(
@@ -174,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         server.stop()
         collector.stop(0)
+    results.write(args.json, "bench_tracing", argv, written, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
     .venv/bin/python -m tests.benchmarks.report bench-results/ [--out bench-results/report.html]
 
-Reads the JSON documents that ``bench_assign``, ``bench_solver``, ``bench_simulator`` and
-``bench_admin`` write with ``--json`` (``make bench`` and ``make bench-quick`` write them to
-``bench-results/``), and writes one self-contained page: a verdict per target (met when every
-full-size figure measured for it meets it; a quick run's figures are shown, not judged), a
-chart per target with each figure against the target line, the Assign latency at each
-offered load, the solver's time per cell, tables of the Assign and admin figures at every
-size, and the runs behind them (command line, time, machine, commit).
+Reads the JSON documents that ``bench_assign``, ``bench_solver``, ``bench_simulator``,
+``bench_admin`` and ``bench_tracing`` write with ``--json`` (``make bench`` and ``make
+bench-quick`` write them to ``bench-results/``), and writes one self-contained page: a
+verdict per target (met when every full-size figure measured for it meets it; a quick run's
+figures are shown, not judged), a chart per target with each figure against the target
+line, the Assign latency at each offered load, the solver's time per cell, tables of the
+Assign, admin and tracing figures at every size, and the runs behind them (command line,
+time, machine, commit).
 """
 
 from __future__ import annotations
@@ -294,6 +295,18 @@ TABLES: tuple[tuple[str, str, tuple[Column, ...]], ...] = (
             ("p50, ms", "p50_ms"),
             ("p99, ms", "p99_ms"),
             ("max, ms", "max_ms"),
+        ),
+    ),
+    (
+        "Tracing's cost: the service's CPU per pair, tracing off and on, in rounds",
+        "tracing",
+        (
+            *_RUN_AND_SIZE,
+            ("offered pairs/s", "offered_per_s"),
+            ("round", "round"),
+            ("tracing", "mode"),
+            ("service CPU per pair, ms", "cpu_ms_per_pair"),
+            ("÷ off, same round", "ratio_to_off"),
         ),
     ),
     (

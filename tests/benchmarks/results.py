@@ -1,10 +1,11 @@
 """A benchmark's figures as a JSON document, for ``tests.benchmarks.report``.
 
-``bench_assign``, ``bench_solver``, ``bench_simulator`` and ``bench_admin`` take ``--json
-PATH``: besides their printed tables they write one document there, holding the command line,
-the time, the machine (processor, cores, Python, the libraries timed, the git commit), whether
-it ran at smoke-run sizes, and one record per printed row (a ``kind`` and the row's numbers).
-``make bench`` writes them to ``bench-results/`` and builds the HTML report from them.
+``bench_assign``, ``bench_solver``, ``bench_simulator``, ``bench_admin`` and
+``bench_tracing`` take ``--json PATH``: besides their printed tables they write one document
+there, holding the command line, the time, the machine (processor, cores, Python, the
+libraries timed, the git commit), whether it ran at smoke-run sizes, and one record per
+printed row (a ``kind`` and the row's numbers). ``make bench`` writes them to
+``bench-results/`` and builds the HTML report from them.
 """
 
 from __future__ import annotations

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from tests.benchmarks import bench_tracing
+from tests.benchmarks import bench_tracing, results
 
 
 @pytest.mark.timeout(120)
 def test_the_tracing_benchmark_compares_the_modes_in_a_round(
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """One short round: each mode's CPU per pair with its ratio to ``off``, and the spans the
-    traced modes exported reached the receiver (the untraced mode sends none)."""
-    bench_tracing.main(
-        ["--agents", "30", "--rate", "40", "--seconds", "0.5", "--rounds", "1", "--ratio", "0.5"]
-    )
+    """One short round: each mode's CPU per pair with its ratio to ``off``, printed and
+    written as JSON, and the spans the traced modes exported reached the receiver."""
+    path = tmp_path / "tracing.json"
+    arguments = "--agents 30 --rate 40 --seconds 0.5 --rounds 1 --ratio 0.5 --json"
+    bench_tracing.main([*arguments.split(), str(path)])
     printed = capsys.readouterr().out
+    (document,) = results.read([path])
+    assert (document["bench"], document["quick"]) == ("bench_tracing", False)
+    modes = {record["mode"]: record for record in document["records"]}
+    assert list(modes) == ["off", "on", "0.5 of requests traced"]
+    assert modes["off"]["ratio_to_off"] == 1.0
+    assert all(record["cpu_ms_per_pair"] > 0 for record in modes.values())
     (row,) = [line for line in printed.splitlines() if line.startswith("round 1:")]
     assert re.fullmatch(
         r"round 1: off [\d.]+ ms \(1\.00x\), on [\d.]+ ms \([\d.]+x\), ratio [\d.]+ ms \([\d.]+x\)",

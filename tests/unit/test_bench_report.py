@@ -95,6 +95,24 @@ DOCUMENTS.append(
 )
 
 
+DOCUMENTS.append(
+    _document(
+        "bench_tracing",
+        [
+            {
+                "kind": "tracing",
+                "agents": 1000,
+                "offered_per_s": 150.0,
+                "round": 1,
+                "mode": "on",
+                "cpu_ms_per_pair": 3.36,
+                "ratio_to_off": 1.154,
+            }
+        ],
+    )
+)
+
+
 def test_each_target_gets_a_verdict_from_its_full_size_figures() -> None:
     rows = report.rows_of(DOCUMENTS)
     verdicts = {target.name: report.verdict(target, rows) for target in report.TARGETS}
@@ -126,6 +144,8 @@ def test_the_page_shows_every_target_a_chart_per_measured_one_and_escapes_what_i
     assert "<h3>Admin writes under Assign load</h3>" in page
     assert "<td>admin + Assign</td><td>203</td><td>31.00</td><td>101</td>" in page
     assert "<h3>Assign at fixed offered loads</h3>" in page
+    assert "Tracing&#x27;s cost" in page
+    assert "<td>150</td><td>1</td><td>on</td><td>3.36</td><td>1.15</td>" in page
 
 
 def test_the_command_line_reads_a_folder_and_writes_the_page(
