@@ -12,26 +12,43 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
     """Configure structlog once, at start-up (never at import time).
 
     ``json=None`` picks JSON unless stderr is a terminal. Request context (method, tenant,
-    request and call ids) is bound per RPC with ``structlog.contextvars`` by the interceptor.
+    request and call ids, trace) is bound per RPC with ``structlog.contextvars`` by the
+    interceptor. What other libraries log through the standard ``logging`` module (gRPC,
+    redis-py, the OpenTelemetry exporter) comes out in the same format, with its logger's
+    name: at warning and above, or everything at ``debug``.
     """
     use_json = (not sys.stderr.isatty()) if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    wanted = logging.getLevelNamesMapping()[level.upper()]
+    root.setLevel(wanted if wanted <= logging.DEBUG else max(logging.WARNING, wanted))
 
 
 def silence(*, level: str = "critical") -> None:

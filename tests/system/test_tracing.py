@@ -3,6 +3,7 @@ collector (here a real OTLP trace receiver on loopback), as the ``OTEL_*`` varia
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -142,3 +143,37 @@ def test_the_service_exports_an_assigns_spans_over_otlp(
     assert line["span_id"] == server_span.span_id.hex()
     (started,) = [line for line in lines if line.get("event") == "server_started"]
     assert started["tracing"] is True
+
+
+@pytest.mark.timeout(60)
+def test_with_the_collector_down_requests_are_served_and_the_log_stays_json(
+    redis_server: local_redis.LocalRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spans go out on a background thread: an unreachable collector costs requests nothing,
+    and the exporter's complaints come out as JSON lines like the service's own."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{local_redis.free_port()}")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    node = fleet.start_replica(redis_server.url, tmp_path, "orphan", tracing=1)
+    try:
+        node.wait_serving()
+        fleet.seed_agents(node, [fleet.agent_pb("a0", {"billing": 5}, {pb.CHANNEL_CHAT: 4})])
+        for n in range(3):
+            reply = node.routing.Assign(
+                fleet.assign_request(f"req-{n}", f"call-{n}", "billing"), timeout=5
+            )
+            assert reply.assignment.agent_id == "a0"
+
+        def complained() -> bool:
+            return any(
+                str(line.get("logger", "")).startswith("opentelemetry") for line in node.logs()
+            )
+
+        fleet.eventually(complained, 20)
+    finally:
+        node.stop()
+    lines = node.log_path.read_text().splitlines()
+    assert lines
+    for line in lines:
+        parsed = json.loads(line)  # every line, the exporter's too
+        assert "event" in parsed
+        assert "level" in parsed
