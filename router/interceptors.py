@@ -116,9 +116,9 @@ def _abort_with_retry(
 
 class _Outcome:
     """Status code and timing of one RPC, logged once when it ends; the caller's trace
-    (``traceparent`` metadata) on its log lines and as its latency sample's exemplar; with
-    tracing on, its server span (current, so the spans of its work are its children, for
-    unary RPCs)."""
+    (``traceparent`` metadata) on its log lines, as its latency sample's exemplar and (unary
+    RPCs) on the events it writes; with tracing on, its server span (for unary RPCs the
+    current span, so the spans of its work are its children)."""
 
     def __init__(
         self, method: str, request: Any, context: grpc.ServicerContext, *, current: bool
@@ -136,6 +136,7 @@ class _Outcome:
             fields["trace_id"] = self.caller.trace_id
         if self.caller is not None:
             fields["parent_span_id"] = self.caller.parent_id
+        self.bound = tracing.bind_request_trace(fields.get("trace_id", "")) if current else None
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(method=method, **fields)
         self.code = grpc.StatusCode.OK
@@ -163,6 +164,8 @@ class _Outcome:
         if self.code == grpc.StatusCode.UNAVAILABLE:
             metrics.STORE_ERRORS.inc()
         log.info("rpc_finished", code=self.code.name, duration_ms=round(seconds * 1000, 3))
+        if self.bound is not None:
+            tracing.unbind_request_trace(self.bound)
         if self.token is not None:
             tracing.deactivate(self.token)
         if self.span is not None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from router import store_common as rules
+from router import tracing
 from router.domain import (
     ActiveWork,
     AgentProfile,
@@ -202,7 +203,11 @@ class TenantState:
         data: dict[str, str] | None = None,
     ) -> Event:
         """``emit``: ids like Redis stream ids (``<ms>-<n>``, strictly increasing even if the
-        clock steps back); trimmed in blocks of 100, like ``MAXLEN ~``."""
+        clock steps back); trimmed in blocks of 100, like ``MAXLEN ~``; the trace id of the
+        request being served, if any, in ``data`` as ``trace_id``."""
+        trace = tracing.request_trace()
+        if trace:
+            data = {**(data or {}), "trace_id": trace}
         last_ms, last_n = self.event_keys[-1] if self.event_keys else (-1, 0)
         key = (now, 0) if now > last_ms else (last_ms, last_n + 1)
         event = Event(f"{key[0]}-{key[1]}", kind, now, call_id, agent_id, frozen_map(data))

@@ -526,6 +526,9 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> list[Any]:
         now = "" if self._clock is None else str(self._clock())
+        trace = tracing.request_trace()
+        if trace:  # the scripts' first argument: '<clock>;<trace id>' (see _lib.lua)
+            now = f"{now};{trace}"
         with self._errors("EVALSHA", name):
             if self._packs_text:
                 reply = self._scripts[name](keys=keys, args=[now, *args])

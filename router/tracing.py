@@ -18,17 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:  # the SDK is imported when tracing is turned on (configure)
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 Metadata = Sequence[tuple[str, str | bytes]]
 Attributes = Mapping[str, str | int | float | bool]
@@ -88,6 +91,7 @@ _GETTER = _MetadataGetter()
 _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer: trace.Tracer | None = None
 _provider: TracerProvider | None = None
+_request_trace: ContextVar[str] = ContextVar("router_request_trace", default="")
 
 
 def extract(metadata: Metadata | None) -> tuple[otel_context.Context, TraceContext | None]:
@@ -115,6 +119,10 @@ def configure(
     as ``OTEL_EXPORTER_OTLP_*`` say), or through ``processor``. The sampler is the SDK's,
     from ``OTEL_TRACES_SAMPLER`` (default: follow the caller's choice, sample roots)."""
     global _tracer, _provider
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
     resource = Resource.create()
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
@@ -224,3 +232,20 @@ def annotate(attributes: Attributes) -> None:
     current = trace.get_current_span()
     if current.is_recording():
         current.set_attributes(attributes)
+
+
+def bind_request_trace(trace_id: str) -> Token[str]:
+    """Name ``trace_id`` (32 hex digits, or ``""``) as the trace of the request this thread
+    serves: the events the stores write meanwhile carry it. Pass the token to
+    ``unbind_request_trace``."""
+    return _request_trace.set(trace_id)
+
+
+def unbind_request_trace(token: Token[str]) -> None:
+    """Undo ``bind_request_trace``."""
+    _request_trace.reset(token)
+
+
+def request_trace() -> str:
+    """The trace id of the request being served (``bind_request_trace``), or ``""``."""
+    return _request_trace.get()

@@ -6,10 +6,15 @@
 local TIMELINE_MAX = 200      -- store_common.TIMELINE_MAX
 local HISTORY_MS = 7200000    -- store_common.HISTORY_MS
 
--- ARGV[1] of every script: epoch ms from the store's override clock, or '' to take Redis
--- server time (allowed in scripts since Redis 5: effects replication).
+-- ARGV[1] of every script: '<clock>' or '<clock>;<trace id>'. The clock is epoch ms from the
+-- store's override clock, or '' to take Redis server time (allowed in scripts since Redis 5:
+-- effects replication); the trace id (32 hex digits) names the request being served, and
+-- every event the script writes carries it (data field trace_id).
+local CLOCK = string.match(ARGV[1] or '', '^[^;]*')
+local TRACE_ID = string.match(ARGV[1] or '', ';(%x+)$') or ''
+
 local function now_ms(arg)
-  local n = tonumber(arg)
+  local n = tonumber(string.match(arg, '^[^;]*'))
   if n then return n end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -29,6 +34,10 @@ local function emit(events_key, maxlen, kind, ts, call_id, agent_id, data)
   local args = {events_key, 'MAXLEN', '~', maxlen, '*',
                 'type', kind, 'ts', int(ts), 'call_id', call_id, 'agent_id', agent_id}
   for i = 1, #data do args[#args + 1] = data[i] end
+  if TRACE_ID ~= '' then
+    args[#args + 1] = 'trace_id'
+    args[#args + 1] = TRACE_ID
+  end
   return redis.call('XADD', unpack(args))
 end
 
@@ -38,6 +47,10 @@ local function emit_call(events_key, timeline_key, maxlen, kind, ts, call_id, ag
   local id = emit(events_key, maxlen, kind, ts, call_id, agent_id, data)
   local item = {id, kind, int(ts), call_id, agent_id}
   for i = 1, #data do item[#item + 1] = tostring(data[i]) end
+  if TRACE_ID ~= '' then
+    item[#item + 1] = 'trace_id'
+    item[#item + 1] = TRACE_ID
+  end
   redis.call('RPUSH', timeline_key, cjson.encode(item))
   redis.call('LTRIM', timeline_key, -TIMELINE_MAX, -1)
   return id

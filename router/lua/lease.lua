@@ -22,7 +22,7 @@ local function taken(key)
 end
 
 local function mark(key, ttl)
-  if ARGV[1] == '' then
+  if CLOCK == '' then
     redis.call('SET', key, int(now + ttl) .. '|' .. owner, 'PX', ttl)
   else
     redis.call('SET', key, int(now + ttl) .. '|' .. owner)

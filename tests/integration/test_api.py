@@ -456,6 +456,19 @@ def test_the_callers_trace_is_on_the_rpcs_log_lines(service: Service) -> None:
         assert "parent_span_id" not in line
 
 
+def test_the_callers_trace_is_on_the_events_its_request_wrote(service: Service) -> None:
+    """The call's timeline (and the event stream) name the trace of the request that wrote
+    each event; a request without one leaves none."""
+    _traced_assign(service, "traced", f"00-{TRACE_ID}-{CALLER_SPAN}-01")
+    service.agent("spare", skills={"billing": 5})
+    service.assign("plain")
+    (assigned,) = service.get_call("traced").timeline
+    assert (assigned.type, assigned.data["trace_id"]) == ("ASSIGNED", TRACE_ID)
+    (plain,) = service.get_call("plain").timeline
+    assert plain.type == "ASSIGNED"
+    assert "trace_id" not in plain.data
+
+
 def _exemplars(port: int) -> list[str]:
     """The Assign latency buckets' exemplars on ``/metrics`` in OpenMetrics format."""
     request = urllib.request.Request(

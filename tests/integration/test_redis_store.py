@@ -20,7 +20,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from router import local_redis
+from router import local_redis, tracing
 from router.domain import (
     AgentProfile,
     AssignmentState,
@@ -455,6 +455,27 @@ def test_trimmed_events_are_out_of_range(redis_client: redis.Redis, clock: FakeC
         store.read_events(T, first.event_id)
     assert store.read_events(T, kept[0].event_id, limit=1000) == kept[1:]
     assert store.read_events(T, kept[-1].event_id, block_ms=10) == []
+
+
+@pytest.mark.parametrize("trace_id", ["", "4bf92f3577b34da6a3ce929d0e0e4736"])
+def test_on_redis_time_a_bound_trace_leaves_the_clock_alone(
+    redis_client: redis.Redis, trace_id: str
+) -> None:
+    """The request's trace rides on the scripts' clock argument (``;<trace id>`` after an
+    empty clock): Redis time still decides, the lease still gets its PX TTL, and events
+    are stamped with Redis time."""
+    store = RedisStore(redis_client)
+    token = tracing.bind_request_trace(trace_id)
+    try:
+        assert store.acquire_lease(T, "one", 300)
+        store.create_agent(T, AgentProfile("a", skills={"billing": 5}))
+    finally:
+        tracing.unbind_request_trace(token)
+    assert 0 < int(redis_client.pttl(PREFIX + "lease:dispatch")) <= 300
+    (created,) = store.read_events(T)
+    seconds, micros = redis_client.time()
+    assert 0 <= seconds * 1000 + micros // 1000 - created.ts_ms < 5_000
+    assert created.data.get("trace_id", "") == trace_id
 
 
 def test_lease_expires_on_redis_time(redis_client: redis.Redis) -> None:

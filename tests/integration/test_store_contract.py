@@ -14,6 +14,7 @@ import threading
 
 import pytest
 
+from router import tracing
 from router.domain import (
     AgentProfile,
     Assignment,
@@ -749,3 +750,42 @@ def test_events_in_order(harness: StoreHarness) -> None:
     assert store.read_events(T, "0", limit=0) == []
     with pytest.raises(InvalidArgumentError, match="after_id"):
         store.read_events(T, "yesterday")
+
+
+def test_events_carry_the_trace_of_the_request_that_wrote_them(harness: StoreHarness) -> None:
+    """While a request's trace is bound, every event written (stream and call timeline)
+    carries its id as ``trace_id``; before and after, none does. The lease script, which
+    reads the clock argument the trace rides on, still works with one bound."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    token = tracing.bind_request_trace(trace_id)
+    try:
+        asg = assign(store, "c1", "a")
+        assert store.acquire_lease(T, "me", 5_000)
+        store.release_lease(T, "me")
+        assert store.acquire_lease(T, "other", 5_000)
+        assert not store.acquire_lease(T, "me", 5_000)
+    finally:
+        tracing.unbind_request_trace(token)
+    store.finish_assignment(T, asg.assignment_id, asg.token, AssignmentState.COMPLETED)
+    events = store.read_events(T)
+    assert [(e.type, e.data.get("trace_id")) for e in events] == [
+        ("AGENT_CREATED", None),
+        ("PRESENCE_CHANGED", None),
+        ("ASSIGNED", trace_id),
+        ("COMPLETED", None),
+    ]
+    assert all(e.ts_ms == clock.now_ms for e in events)  # the clock read past the trace
+    assert dict(events[2].data) == {
+        "assignment_id": asg.assignment_id,
+        "token": str(asg.token),
+        "trace_id": trace_id,
+    }
+    timeline = store.call_timeline(T, "c1")
+    assert [(e.type, e.data.get("trace_id")) for e in timeline] == [
+        ("ASSIGNED", trace_id),
+        ("COMPLETED", None),
+    ]
+    clock.advance(10_000)
+    assert store.acquire_lease(T, "me", 5_000)  # the other's lease expired on the store clock
