@@ -2,9 +2,10 @@
 
 A caller instrumented with OpenTelemetry (or any W3C trace-context propagator) sends the
 trace its request belongs to as ``traceparent`` metadata. Always, whether or not tracing is
-on, the RPC's log lines carry that trace's id, and a sampled trace's id marks the RPC's
-latency bucket as a Prometheus exemplar. An invalid header is ignored, as the W3C
-recommendation asks, and never fails the RPC.
+on, the RPC's log lines and the events it writes carry that trace's id (bound for the
+stores with ``bind_request_trace``), and a sampled trace's id marks the RPC's latency bucket
+as a Prometheus exemplar. An invalid header is ignored, as the W3C recommendation asks, and
+never fails the RPC.
 
 With ``ROUTER_TRACING=1`` (``configure``), each unary RPC is also a server span (a child of
 the caller's span when there is one), with a client span per Redis round trip and a span per
@@ -31,12 +32,10 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 if TYPE_CHECKING:  # the SDK is imported when tracing is turned on (configure)
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter
 
 Metadata = Sequence[tuple[str, str | bytes]]
 Attributes = Mapping[str, str | int | float | bool]
 
-HEADER = "traceparent"
 MAX_HEADER = 512
 """Longer ``traceparent`` values are ignored unread (a version 00 header is 55 characters)."""
 SERVICE_NAME = "agent-router"
@@ -112,29 +111,27 @@ def extract(metadata: Metadata | None) -> tuple[otel_context.Context, TraceConte
     return parent, caller
 
 
-def configure(
-    exporter: SpanExporter | None = None, *, processor: SpanProcessor | None = None
-) -> None:
-    """Turn span export on for this process: to ``exporter`` in batches (default: OTLP/gRPC
-    as ``OTEL_EXPORTER_OTLP_*`` say), or through ``processor``. The sampler is the SDK's,
-    from ``OTEL_TRACES_SAMPLER`` (default: follow the caller's choice, sample roots)."""
+def configure(processor: SpanProcessor | None = None) -> None:
+    """Turn spans on for this process, ended spans going to ``processor`` (default: in
+    batches to OTLP/gRPC as ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` say). The sampler is
+    the SDK's, from ``OTEL_TRACES_SAMPLER`` (default: follow the caller's choice, sample
+    roots)."""
     global _tracer, _provider
     from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
 
     resource = Resource.create()
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
     provider = TracerProvider(resource=resource)
     if processor is None:
-        if exporter is None:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-                OTLPSpanExporter,  # imported only when used: it loads a gRPC client stack
-            )
+        # Imported only when used: the exporter loads a gRPC client stack of its own.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
 
-            exporter = OTLPSpanExporter()
-        processor = BatchSpanProcessor(exporter)
+        processor = BatchSpanProcessor(OTLPSpanExporter())
     provider.add_span_processor(processor)
     _provider, _tracer = provider, provider.get_tracer("router")
 
