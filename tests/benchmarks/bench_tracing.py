@@ -3,8 +3,8 @@
     .venv/bin/python -m tests.benchmarks.bench_tracing [--agents 1000] [--rate 150]
         [--seconds 6] [--rounds 3] [--ratio 0.1] [--quick] [--json PATH]
 
-Starts a private redis-server, an OTLP trace receiver in this process (it counts the spans
-it is sent and keeps nothing), and for each mode in turn the service as its own process
+Starts a private redis-server, an OTLP trace receiver in this process (it keeps the spans
+it is sent, to count them), and for each mode in turn the service as its own process
 (``python -m router``, as ``bench_assign --server process`` does), then offers Assign+Complete
 pairs at ``--rate`` per second for ``--seconds`` from one client and reads the service's CPU
 time from ``/proc``. Modes: ``off``; ``on`` (``ROUTER_TRACING=1``, every request traced:
@@ -23,11 +23,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent import futures
+from contextlib import contextmanager
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from router import local_redis, logs
 from router.redis_store import RedisStore
@@ -40,10 +42,10 @@ MODES = ("off", "on", "ratio")
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP trace receiver that counts the spans it is sent."""
+    """An OTLP trace receiver that keeps what it is sent: (service name, span) pairs."""
 
     def __init__(self) -> None:
-        self.spans = 0
+        self.spans: list[tuple[str, trace_pb2.Span]] = []
         self._lock = threading.Lock()
 
     def Export(  # noqa: N802  # the OTLP method name
@@ -51,10 +53,37 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         request: trace_service_pb2.ExportTraceServiceRequest,
         context: grpc.ServicerContext,
     ) -> trace_service_pb2.ExportTraceServiceResponse:
-        sent = sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
         with self._lock:
-            self.spans += sent
+            for resource_spans in request.resource_spans:
+                names = [
+                    kv.value.string_value
+                    for kv in resource_spans.resource.attributes
+                    if kv.key == "service.name"
+                ]
+                for scope in resource_spans.scope_spans:
+                    self.spans.extend((names[0] if names else "", s) for s in scope.spans)
         return trace_service_pb2.ExportTraceServiceResponse()
+
+    def named(self, name: str) -> list[tuple[str, trace_pb2.Span]]:
+        """The spans called ``name`` received so far, with their service names."""
+        with self._lock:
+            return [(service, s) for service, s in self.spans if s.name == name]
+
+
+@contextmanager
+def receiving() -> Iterator[tuple[Receiver, int]]:
+    """A ``Receiver`` listening on a free loopback port: (it, the port)."""
+    receiver = Receiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        receiver, server
+    )  # the OTLP package's generated gRPC code has no type hints
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield receiver, port
+    finally:
+        server.stop(0)
 
 
 def mode_env(mode: str, receiver_port: int, ratio: float) -> dict[str, str]:
@@ -138,13 +167,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not 0 < args.ratio <= 1:
         parser.error("--ratio must be in (0, 1]")
     logs.silence()
-    receiver = Receiver()
-    collector = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        receiver, collector
-    )  # the OTLP package's generated gRPC code has no type hints
-    receiver_port = collector.add_insecure_port("127.0.0.1:0")
-    collector.start()
+    with receiving() as (receiver, receiver_port):
+        written = run(args, receiver, receiver_port)
+    results.write(args.json, "bench_tracing", argv, written, quick=args.quick)
+
+
+def run(args: argparse.Namespace, receiver: Receiver, receiver_port: int) -> list[results.Record]:
+    """The rounds, printed; their records."""
     server = local_redis.start()
     per_mode: dict[str, list[float]] = {mode: [] for mode in MODES}
     written: list[results.Record] = []
@@ -189,12 +218,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{mode} {medians[mode]:.2f} ms ({medians[mode] / medians['off']:.2f}x)"
                 for mode in MODES
             )
-            + f"; spans received {receiver.spans:,}"
+            + f"; spans received {len(receiver.spans):,}"
         )
     finally:
         server.stop()
-        collector.stop(0)
-    results.write(args.json, "bench_tracing", argv, written, quick=args.quick)
+    return written
 
 
 if __name__ == "__main__":

@@ -133,10 +133,12 @@ class Service:
         channel: pb.Channel.ValueType = pb.CHANNEL_VOICE,
         request_id: str = "",
         no_queue: bool = False,
+        metadata: tuple[tuple[str, str], ...] = (),
         **fields: object,
     ) -> routing_pb2.AssignResponse:
-        """Assign a call needing ``skills`` (default billing >= 1); ``fields`` are set on
-        the call (``priority``, ``team``, ``expected_handle_time``, ...)."""
+        """Assign a call needing ``skills`` (default billing >= 1), sent with ``metadata``;
+        ``fields`` are set on the call (``priority``, ``team``, ``expected_handle_time``,
+        ...)."""
         required = [
             pb.SkillRequirement(skill=k, min_level=v) for k, v in (skills or {"billing": 1}).items()
         ]
@@ -151,7 +153,8 @@ class Service:
                     **fields,  # type: ignore[arg-type]  # checked by protobuf at run time
                 ),
                 no_queue=no_queue,
-            )
+            ),
+            metadata=metadata,
         )
 
     def complete(

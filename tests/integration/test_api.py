@@ -422,16 +422,7 @@ CALLER_SPAN = "00f067aa0ba902b7"
 
 def _traced_assign(service: Service, call_id: str, traceparent: str) -> None:
     service.agent(f"agent-{call_id}", skills={"billing": 5})
-    request = routing_pb2.AssignRequest(
-        tenant=service.tenant,
-        request_id=f"req-{call_id}",
-        call=pb.Call(
-            call_id=call_id,
-            channel=pb.CHANNEL_VOICE,
-            required_skills=[pb.SkillRequirement(skill="billing", min_level=1)],
-        ),
-    )
-    reply = service.routing.Assign(request, metadata=(("traceparent", traceparent),))
+    reply = service.assign(call_id, metadata=(("traceparent", traceparent),))
     assert reply.result == routing_pb2.AssignResponse.RESULT_ASSIGNED
 
 

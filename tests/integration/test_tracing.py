@@ -15,7 +15,6 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from router import metrics, tracing
 from router.v1 import routing_pb2
-from router.v1 import types_pb2 as pb
 from tests.helpers import log_lines
 from tests.integration.service import Service
 
@@ -36,17 +35,8 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 def _assign(service: Service, call_id: str, traceparent: str = "") -> None:
-    request = routing_pb2.AssignRequest(
-        tenant=service.tenant,
-        request_id=f"req-{call_id}",
-        call=pb.Call(
-            call_id=call_id,
-            channel=pb.CHANNEL_VOICE,
-            required_skills=[pb.SkillRequirement(skill="billing", min_level=1)],
-        ),
-    )
     metadata = (("traceparent", traceparent),) if traceparent else ()
-    reply = service.routing.Assign(request, metadata=metadata)
+    reply = service.assign(call_id, metadata=metadata)
     assert reply.result == routing_pb2.AssignResponse.RESULT_ASSIGNED
 
 

@@ -40,18 +40,6 @@ SKILLS = ("billing", "sales", "tech", "returns", "vip")
 RESULT = routing_pb2.AssignResponse
 
 
-@pytest.fixture
-def redis_server() -> Iterator[local_redis.LocalRedis]:
-    """A private redis-server for this test only."""
-    if not local_redis.available():
-        pytest.skip("redis-server is not installed")
-    server = local_redis.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _agents() -> list[pb.Agent]:
     """300 agents, two skills each; chat capacity 1-3, voice 1; "vip" is scarce."""
     rng = random.Random(7)

@@ -4,87 +4,33 @@ collector (here a real OTLP trace receiver on loopback), as the ``OTEL_*`` varia
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import (
-    trace_service_pb2,
-    trace_service_pb2_grpc,
-)
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from router import local_redis
 from router.v1 import types_pb2 as pb
+from tests.benchmarks import bench_tracing
+from tests.benchmarks.bench_tracing import Receiver
 from tests.system import fleet
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
 
 
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP trace receiver that keeps what it is sent: (service name, span) pairs."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[str, trace_pb2.Span]] = []
-        self._lock = threading.Lock()
-
-    def Export(  # noqa: N802  # the OTLP method name
-        self,
-        request: trace_service_pb2.ExportTraceServiceRequest,
-        context: grpc.ServicerContext,
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        with self._lock:
-            for resource_spans in request.resource_spans:
-                names = [
-                    kv.value.string_value
-                    for kv in resource_spans.resource.attributes
-                    if kv.key == "service.name"
-                ]
-                for scope in resource_spans.scope_spans:
-                    self.spans.extend((names[0] if names else "", s) for s in scope.spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def named(self, name: str) -> list[tuple[str, trace_pb2.Span]]:
-        with self._lock:
-            return [(service, s) for service, s in self.spans if s.name == name]
-
-
 @pytest.fixture
-def collector() -> Iterator[tuple[Collector, int]]:
-    """The receiver, listening on a free loopback port."""
-    receiver = Collector()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        receiver, server
-    )  # the OTLP package's generated gRPC code has no type hints
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield receiver, port
-    finally:
-        server.stop(0)
-
-
-@pytest.fixture
-def redis_server() -> Iterator[local_redis.LocalRedis]:
-    """A private redis-server."""
-    if not local_redis.available():
-        pytest.skip("redis-server is not installed")
-    server = local_redis.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def collector() -> Iterator[tuple[Receiver, int]]:
+    """An OTLP trace receiver on a free loopback port, keeping what it is sent."""
+    with bench_tracing.receiving() as listening:
+        yield listening
 
 
 @pytest.mark.timeout(60)
 def test_the_service_exports_an_assigns_spans_over_otlp(
     redis_server: local_redis.LocalRedis,
-    collector: tuple[Collector, int],
+    collector: tuple[Receiver, int],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
