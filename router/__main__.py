@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("server_stopping", grace_s=settings.grace_s)
         running.stop(settings.grace_s)
     finally:
-        tracing.shutdown()  # the spans still pending, exported
+        tracing.shutdown(settings.grace_s)  # the spans still pending, exported if it can
         if private is not None:
             private.stop()
     log.info("server_stopped")

@@ -17,6 +17,7 @@ ticks, the health probe) and unsampled requests cost one check each.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -123,7 +124,9 @@ def configure(processor: SpanProcessor | None = None) -> None:
     resource = Resource.create()
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
-    provider = TracerProvider(resource=resource)
+    # Not at exit: ``shutdown`` flushes within a bound; the SDK's own exit hook would wait
+    # for an unreachable collector for as long as its exporter retries.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     if processor is None:
         # Imported only when used: the exporter loads a gRPC client stack of its own.
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
@@ -136,12 +139,15 @@ def configure(processor: SpanProcessor | None = None) -> None:
     _provider, _tracer = provider, provider.get_tracer("router")
 
 
-def shutdown() -> None:
-    """Export what is pending and turn span export off (the process is stopping)."""
+def shutdown(timeout_s: float = 5.0) -> None:
+    """Turn spans off and export what is pending, waiting at most ``timeout_s`` (the
+    process is stopping; an unreachable collector must not hold it)."""
     global _tracer, _provider
     provider, _provider, _tracer = _provider, None, None
     if provider is not None:
-        provider.shutdown()
+        flush = threading.Thread(target=provider.shutdown, name="trace-flush", daemon=True)
+        flush.start()
+        flush.join(timeout_s)
 
 
 def enabled() -> bool:

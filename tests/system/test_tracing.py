@@ -4,6 +4,8 @@ collector (here a real OTLP trace receiver on loopback), as the ``OTEL_*`` varia
 from __future__ import annotations
 
 import json
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,10 +98,12 @@ def test_with_the_collector_down_requests_are_served_and_the_log_stays_json(
     redis_server: local_redis.LocalRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Spans go out on a background thread: an unreachable collector costs requests nothing,
-    and the exporter's complaints come out as JSON lines like the service's own."""
+    the exporter's complaints come out as JSON lines like the service's own, and SIGTERM
+    still ends the process within ``ROUTER_GRACE_S`` (the exporter would retry for 10 s)."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{local_redis.free_port()}")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-    node = fleet.start_replica(redis_server.url, tmp_path, "orphan", tracing=1)
+    node = fleet.start_replica(redis_server.url, tmp_path, "orphan", tracing=1, grace_s=1)
+    stopped_in = float("inf")
     try:
         node.wait_serving()
         fleet.seed_agents(node, [fleet.agent_pb("a0", {"billing": 5}, {pb.CHANNEL_CHAT: 4})])
@@ -115,8 +119,15 @@ def test_with_the_collector_down_requests_are_served_and_the_log_stays_json(
             )
 
         fleet.eventually(complained, 20)
+        node.routing.Assign(fleet.assign_request("req-last", "call-last", "billing"), timeout=5)
+        started = time.monotonic()
+        node.signal(signal.SIGTERM)
+        code = node.process.wait(timeout=30)
+        stopped_in = time.monotonic() - started
+        assert code == 0
     finally:
         node.stop()
+    assert stopped_in < 1 + 3  # the grace, and the interpreter's own exit
     lines = node.log_path.read_text().splitlines()
     assert lines
     for line in lines:
