@@ -86,6 +86,11 @@ def receiving() -> Iterator[tuple[Receiver, int]]:
         server.stop(0)
 
 
+def _label(mode: str, ratio: float) -> str:
+    """How the report names ``mode``."""
+    return {"on": "every request traced", "ratio": f"{ratio:g} of requests traced"}.get(mode, mode)
+
+
 def mode_env(mode: str, receiver_port: int, ratio: float) -> dict[str, str]:
     """The variables that set tracing ``mode`` up (exporting to the receiver)."""
     if mode == "off":
@@ -198,7 +203,7 @@ def run(args: argparse.Namespace, receiver: Receiver, receiver_port: int) -> lis
                     "agents": args.agents,
                     "offered_per_s": args.rate,
                     "round": round_number + 1,
-                    "mode": mode if mode != "ratio" else f"{args.ratio:g} of requests traced",
+                    "mode": _label(mode, args.ratio),
                     "cpu_ms_per_pair": row[mode],
                     "ratio_to_off": row[mode] / row["off"],
                 }

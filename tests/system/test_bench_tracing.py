@@ -23,7 +23,7 @@ def test_the_tracing_benchmark_compares_the_modes_in_a_round(
     (document,) = results.read([path])
     assert (document["bench"], document["quick"]) == ("bench_tracing", False)
     modes = {record["mode"]: record for record in document["records"]}
-    assert list(modes) == ["off", "on", "0.5 of requests traced"]
+    assert list(modes) == ["off", "every request traced", "0.5 of requests traced"]
     assert modes["off"]["ratio_to_off"] == 1.0
     assert all(record["cpu_ms_per_pair"] > 0 for record in modes.values())
     (row,) = [line for line in printed.splitlines() if line.startswith("round 1:")]

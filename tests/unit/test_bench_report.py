@@ -104,7 +104,7 @@ DOCUMENTS.append(
                 "agents": 1000,
                 "offered_per_s": 150.0,
                 "round": 1,
-                "mode": "on",
+                "mode": "every request traced",
                 "cpu_ms_per_pair": 3.36,
                 "ratio_to_off": 1.154,
             }
@@ -145,7 +145,7 @@ def test_the_page_shows_every_target_a_chart_per_measured_one_and_escapes_what_i
     assert "<td>admin + Assign</td><td>203</td><td>31.00</td><td>101</td>" in page
     assert "<h3>Assign at fixed offered loads</h3>" in page
     assert "Tracing&#x27;s cost" in page
-    assert "<td>150</td><td>1</td><td>on</td><td>3.36</td><td>1.15</td>" in page
+    assert "<td>150</td><td>1</td><td>every request traced</td><td>3.36</td><td>1.15</td>" in page
 
 
 def test_the_command_line_reads_a_folder_and_writes_the_page(
