@@ -119,7 +119,10 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
             for key in ("host", "port", "redis_url")
             if getattr(args, key) is not None
         }
-        return dataclasses.replace(settings, **overrides)
+        settings = dataclasses.replace(settings, **overrides)
+        if settings.tracing:
+            tracing.exporter_protocol()  # an unsupported OTLP transport stops start-up here
+        return settings
     except SettingsError as err:
         parser.error(str(err))
 

@@ -68,7 +68,8 @@ class Settings:
     """JSON log lines (``ROUTER_LOG_JSON=1/0``); default: JSON unless stderr is a terminal."""
     tracing: bool = False
     """Export OpenTelemetry spans of each RPC, its Redis round trips and its decisions over
-    OTLP/gRPC (``ROUTER_TRACING=1``), as the standard ``OTEL_*`` variables say: where
+    OTLP (``ROUTER_TRACING=1``), as the standard ``OTEL_*`` variables say: how
+    (``OTEL_EXPORTER_OTLP_PROTOCOL``, grpc or http/protobuf, default grpc), where
     (``OTEL_EXPORTER_OTLP_ENDPOINT``, default http://localhost:4317), which traces
     (``OTEL_TRACES_SAMPLER``, default: the caller's choice, and every request that comes
     without one), under which name (``OTEL_SERVICE_NAME``, default agent-router). Off, the

@@ -17,6 +17,7 @@ ticks, the health probe) and unsampled requests cost one check each.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,12 +32,17 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from router.settings import SettingsError
+
 if TYPE_CHECKING:  # the SDK is imported when tracing is turned on (configure)
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 Metadata = Sequence[tuple[str, str | bytes]]
 Attributes = Mapping[str, str | int | float | bool]
 
+PROTOCOLS = ("grpc", "http/protobuf")
+"""The OTLP transports spans can be exported over; the first is the default."""
 MAX_HEADER = 512
 """Longer ``traceparent`` values are ignored unread (a version 00 header is 55 characters)."""
 SERVICE_NAME = "agent-router"
@@ -112,11 +118,27 @@ def extract(metadata: Metadata | None) -> tuple[otel_context.Context, TraceConte
     return parent, caller
 
 
+def exporter_protocol(env: Mapping[str, str] | None = None) -> str:
+    """The OTLP transport ``env`` (default ``os.environ``) asks for:
+    ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL``, else
+    ``grpc``; ``SettingsError`` for one this service does not speak."""
+    env = os.environ if env is None else env
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = env.get(name, "").strip()
+        if value:
+            if value not in PROTOCOLS:
+                raise SettingsError(
+                    f"{name}: {value!r} is not supported; use {' or '.join(PROTOCOLS)}"
+                )
+            return value
+    return PROTOCOLS[0]
+
+
 def configure(processor: SpanProcessor | None = None) -> None:
     """Turn spans on for this process, ended spans going to ``processor`` (default: in
-    batches to OTLP/gRPC as ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` say). The sampler is
-    the SDK's, from ``OTEL_TRACES_SAMPLER`` (default: follow the caller's choice, sample
-    roots)."""
+    batches to OTLP, over gRPC or HTTP as ``exporter_protocol`` says, configured by the
+    ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` variables). The sampler is the SDK's, from
+    ``OTEL_TRACES_SAMPLER`` (default: follow the caller's choice, sample roots)."""
     global _tracer, _provider
     from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
@@ -128,15 +150,27 @@ def configure(processor: SpanProcessor | None = None) -> None:
     # for an unreachable collector for as long as its exporter retries.
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     if processor is None:
-        # Imported only when used: the exporter loads a gRPC client stack of its own.
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-            OTLPSpanExporter,
-        )
         from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
 
-        processor = BatchSpanProcessor(OTLPSpanExporter())
+        processor = BatchSpanProcessor(_exporter(exporter_protocol()))
     provider.add_span_processor(processor)
     _provider, _tracer = provider, provider.get_tracer("router")
+
+
+def _exporter(protocol: str) -> SpanExporter:
+    """The OTLP span exporter for ``protocol`` (imported only when used: each brings a client
+    stack of its own)."""
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter as HttpExporter,
+        )
+
+        return HttpExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter as GrpcExporter,
+    )
+
+    return GrpcExporter()
 
 
 def shutdown(timeout_s: float = 5.0) -> None:

@@ -53,6 +53,11 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         request: trace_service_pb2.ExportTraceServiceRequest,
         context: grpc.ServicerContext,
     ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self.keep(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def keep(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        """Keep the spans of one export, over gRPC or HTTP."""
         with self._lock:
             for resource_spans in request.resource_spans:
                 names = [
@@ -62,7 +67,6 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
                 ]
                 for scope in resource_spans.scope_spans:
                     self.spans.extend((names[0] if names else "", s) for s in scope.spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
 
     def named(self, name: str) -> list[tuple[str, trace_pb2.Span]]:
         """The spans called ``name`` received so far, with their service names."""

@@ -3,13 +3,20 @@ collector (here a real OTLP trace receiver on loopback), as the ``OTEL_*`` varia
 
 from __future__ import annotations
 
+import gzip
 import json
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from router import local_redis
@@ -20,6 +27,40 @@ from tests.system import fleet
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
+
+
+@contextmanager
+def http_receiving() -> Iterator[tuple[Receiver, int]]:
+    """An OTLP/HTTP trace receiver (``POST /v1/traces``, protobuf) on a free loopback port."""
+    receiver = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # the standard library's name
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            if self.path != "/v1/traces":
+                self.send_error(404)
+                return
+            receiver.keep(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
+            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # quiet
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver, server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
@@ -134,3 +175,53 @@ def test_with_the_collector_down_requests_are_served_and_the_log_stays_json(
         parsed = json.loads(line)  # every line, the exporter's too
         assert "event" in parsed
         assert "level" in parsed
+
+
+@pytest.mark.timeout(60)
+def test_spans_go_over_otlp_http_when_the_protocol_says_so(
+    redis_server: local_redis.LocalRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`` sends the same spans to an OTLP/HTTP
+    collector (``/v1/traces`` under the endpoint)."""
+    with http_receiving() as (receiver, port):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        node = fleet.start_replica(redis_server.url, tmp_path, "http", tracing=1)
+        try:
+            node.wait_serving()
+            fleet.seed_agents(node, [fleet.agent_pb("a0", {"billing": 5}, {pb.CHANNEL_CHAT: 4})])
+            node.routing.Assign(
+                fleet.assign_request("req-1", "call-1", "billing"),
+                metadata=(("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),),
+                timeout=5,
+            )
+            fleet.eventually(lambda: bool(receiver.named("router.v1.RoutingService/Assign")), 20)
+        finally:
+            node.stop()
+    ((service, span),) = receiver.named("router.v1.RoutingService/Assign")
+    assert service == "agent-router"
+    assert span.trace_id.hex() == CALLER_TRACE
+    assert span.parent_span_id.hex() == CALLER_SPAN
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp")],
+)
+def test_an_unsupported_otlp_protocol_stops_start_up(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit status 2 and the variable named, before anything listens."""
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("ROUTER_TRACING", "1")
+    done = subprocess.run(
+        [sys.executable, "-m", "router", "--port", "0"],
+        cwd=fleet.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"{variable}: {value!r} is not supported; use grpc or http/protobuf" in done.stderr

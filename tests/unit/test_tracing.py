@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from router import tracing
+from router.settings import SettingsError
 from router.tracing import Metadata, TraceContext, extract
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -138,3 +139,24 @@ def test_with_tracing_off_nothing_is_started() -> None:
     assert tracing.server_span("/router.v1.RoutingService/Assign", Context(), {}) is None
     with tracing.span("decide") as child:
         assert child is None
+
+
+def test_the_traces_protocol_variable_wins_over_the_general_one() -> None:
+    assert tracing.exporter_protocol({}) == "grpc"
+    assert tracing.exporter_protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}) == (
+        "http/protobuf"
+    )
+    both = {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": " grpc ",
+    }
+    assert tracing.exporter_protocol(both) == "grpc"
+    # An empty traces variable counts as unset.
+    assert tracing.exporter_protocol(
+        {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    ) == ("http/protobuf")
+
+
+def test_a_protocol_this_service_does_not_speak_is_refused() -> None:
+    with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json'"):
+        tracing.exporter_protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
