@@ -9,10 +9,10 @@ never fails the RPC.
 
 With ``ROUTER_TRACING=1`` (``configure``), each unary RPC is also a server span (a child of
 the caller's span when there is one), with a client span per Redis round trip and a span per
-routing decision inside it, exported over OTLP/gRPC as the standard ``OTEL_*`` variables
-say (endpoint, headers, sampler, service name). The log lines then name the router's own
-span. Child spans open only inside a recording span, so background work (the dispatcher's
-ticks, the health probe) and unsampled requests cost one check each.
+routing decision inside it, exported over OTLP (gRPC or HTTP) as the standard ``OTEL_*``
+variables say (protocol, endpoint, headers, sampler, service name). The log lines then name
+the router's own span. Child spans open only inside a recording span, so background work
+(the dispatcher's ticks, the health probe) and unsampled requests cost one check each.
 """
 
 from __future__ import annotations
