@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -216,11 +216,11 @@ def _assign_buckets(text: str) -> list[float]:
 
 @contextmanager
 def serving(
-    url: str, mode: str, replicas: int = 1
+    url: str, mode: str, replicas: int = 1, env: Mapping[str, str] | None = None
 ) -> Iterator[tuple[list[int], Callable[[], float], ServiceStats]]:
     """The service over ``url``: (the ports of its ``replicas`` processes, the CPU seconds
     they used so far, ``ServiceStats`` from their ``/metrics`` and ``/proc``; in this process:
-    one port, 0, and zeros)."""
+    one port, 0, and zeros). ``env`` adds variables to the processes' environment."""
     if mode == "thread":
         running = create_server(
             Settings(port=0, workers=16, metrics_port=0), RedisStore.from_url(url)
@@ -276,8 +276,9 @@ def serving(
     try:
         for _ in range(replicas):
             port, metrics_port = local_redis.free_port(), local_redis.free_port()
-            env = {
+            variables = {
                 **os.environ,
+                **(env or {}),
                 "REDIS_URL": url,
                 "ROUTER_PORT": str(port),
                 "ROUTER_METRICS_PORT": str(metrics_port),
@@ -285,7 +286,7 @@ def serving(
             }
             servers.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "router"], env=env, stderr=subprocess.DEVNULL
+                    [sys.executable, "-m", "router"], env=variables, stderr=subprocess.DEVNULL
                 )
             )
             ports.append(port)

@@ -17,10 +17,7 @@ machines are shared and noisy, compare within a round.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,7 +32,7 @@ from router import local_redis, logs
 from router.redis_store import RedisStore
 from router.v1 import routing_pb2_grpc
 from tests.benchmarks import results
-from tests.benchmarks.bench_assign import TENANT, assign_pair
+from tests.benchmarks.bench_assign import TENANT, assign_pair, serving
 from tests.benchmarks.profile_assign import chat_team
 
 MODES = ("off", "on", "ratio")
@@ -110,47 +107,25 @@ def mode_env(mode: str, receiver_port: int, ratio: float) -> dict[str, str]:
     return env
 
 
-def measure(
-    redis_url: str, env: dict[str, str], *, rate: float, seconds: float, key: str
-) -> tuple[float, int]:
-    """Start the service with ``env``, warm it up, offer pairs at ``rate`` for ``seconds``:
-    (service CPU ms per pair, pairs done)."""
-    port = local_redis.free_port()
-    variables = {
-        **os.environ,
-        **env,
-        "REDIS_URL": redis_url,
-        "ROUTER_PORT": str(port),
-        "ROUTER_METRICS_PORT": "0",
-        "ROUTER_LOG_LEVEL": "error",
-    }
-    service = subprocess.Popen(
-        [sys.executable, "-m", "router"], env=variables, stderr=subprocess.DEVNULL
-    )
-
-    def cpu_s() -> float:
-        with open(f"/proc/{service.pid}/stat") as stat:
-            values = stat.read().rsplit(")", 1)[1].split()
-        return (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
-
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=60)
-            stub = routing_pb2_grpc.RoutingServiceStub(channel)
-            for n in range(100):
-                assign_pair(stub, f"{key}-warm-{n}", TENANT)
-            before, started, done = cpu_s(), time.perf_counter(), 0
-            while time.perf_counter() - started < seconds:
-                wait = started + done / rate - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                assign_pair(stub, f"{key}-{done}", TENANT)
-                done += 1
-            spent = cpu_s() - before
-    finally:
-        service.terminate()
-        service.wait(30)
-    return spent / max(done, 1) * 1000, done
+def measure(redis_url: str, env: dict[str, str], *, rate: float, seconds: float, key: str) -> float:
+    """Start the service with ``env`` (``bench_assign.serving``), warm it up, offer pairs at
+    ``rate`` for ``seconds``: the service's CPU ms per pair."""
+    with (
+        serving(redis_url, "process", env=env) as (ports, cpu_s, _),
+        grpc.insecure_channel(f"127.0.0.1:{ports[0]}") as channel,
+    ):
+        stub = routing_pb2_grpc.RoutingServiceStub(channel)
+        for n in range(100):
+            assign_pair(stub, f"{key}-warm-{n}", TENANT)
+        before, started, done = cpu_s(), time.perf_counter(), 0
+        while time.perf_counter() - started < seconds:
+            wait = started + done / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            assign_pair(stub, f"{key}-{done}", TENANT)
+            done += 1
+        spent = cpu_s() - before
+    return spent / max(done, 1) * 1000
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -197,9 +172,7 @@ def run(args: argparse.Namespace, receiver: Receiver, receiver_port: int) -> lis
             for mode in MODES:
                 env = mode_env(mode, receiver_port, args.ratio)
                 key = f"r{round_number}-{mode}"
-                row[mode], _ = measure(
-                    server.url, env, rate=args.rate, seconds=args.seconds, key=key
-                )
+                row[mode] = measure(server.url, env, rate=args.rate, seconds=args.seconds, key=key)
                 per_mode[mode].append(row[mode])
             written += [
                 {
