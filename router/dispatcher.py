@@ -18,6 +18,10 @@ replica stops, another takes the full passes over at most three ticks after its 
 A pass run inline by an Assign is bounded by that RPC's deadline (``router.deadline``): once
 it passes, the pass commits no further placements and asks for a background pass instead
 (what was committed stays; the rest is still queued). The background thread has no deadline.
+
+Work on a queued call continues the trace of the request that created the call: its events
+(placement, SLA marks) carry that trace's id and, with tracing on, its placement is a
+``dispatch`` span in that trace (``tracing.queued_work``); passes themselves make no spans.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from router import deadline, metrics
+from router import deadline, metrics, tracing
 from router.assigner import deciding, rng_for
 from router.domain import AgentSnapshot, Call, Policy
 from router.eligibility import is_present
@@ -38,11 +42,22 @@ from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
 from router.forecast import agents_for, estimated_wait_s, sla_state
 from router.ordering import waited_ms
-from router.store import Claim, Committed, Conflict, Gone, PassGrant, QueueView, Store
+from router.store import (
+    Claim,
+    Committed,
+    Conflict,
+    Gone,
+    PassGrant,
+    QueueView,
+    Replayed,
+    Store,
+)
 
 log = structlog.get_logger(__name__)
 
 HISTORY_WINDOW_MS = 15 * 60 * 1000
+_RESULTS = {Committed: "placed", Conflict: "conflict", Gone: "gone", Replayed: "replayed"}
+"""A placement's outcome as its span records it (``router.result``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,11 +289,12 @@ class Dispatcher:
             wait = estimated_wait_s(position, queued.channel, history, pool, policy, now)
             at_risk, breached = sla_state(queued, now, wait, policy)
             call_id = queued.call_id
-            if at_risk and self._store.mark_sla(tenant, call_id, breached=False, policy=policy):
-                changed += 1
-                metrics.SLA_EVENTS.labels("at_risk").inc()
-            if breached and self._store.mark_sla(tenant, call_id, breached=True, policy=policy):
-                metrics.SLA_EVENTS.labels("breached").inc()
+            with tracing.continuing(view.traces.get(call_id, "")):
+                if at_risk and self._store.mark_sla(tenant, call_id, breached=False, policy=policy):
+                    changed += 1
+                    metrics.SLA_EVENTS.labels("at_risk").inc()
+                if breached and self._store.mark_sla(tenant, call_id, breached=True, policy=policy):
+                    metrics.SLA_EVENTS.labels("breached").inc()
             calls.append(widen_for_risk(queued, now, policy) if at_risk else queued)
         return calls, changed
 
@@ -300,6 +316,12 @@ class Dispatcher:
                 self.wake(tenant)
                 break
             call = by_id[placement.call_id]
+            work: dict[str, str | int] = {
+                "router.tenant": tenant,
+                "router.call_id": call.call_id,
+                "router.agent_id": placement.agent_id,
+                "router.waited_ms": waited_ms(call, snapshot.now_ms),
+            }
             claim = Claim(
                 request_id="",
                 fingerprint="",
@@ -314,7 +336,10 @@ class Dispatcher:
                 capacity=policy.capacity_for(agents[placement.agent_id].profile, call.channel),
                 expected_version=agents[placement.agent_id].profile.version,
             )
-            result = self._store.commit_assignment(tenant, claim)
+            with tracing.queued_work(view.traces.get(call.call_id, ""), work) as span:
+                result = self._store.commit_assignment(tenant, claim)
+                if span is not None:
+                    span.set_attribute("router.result", _RESULTS[type(result)])
             if isinstance(result, Committed):
                 placed += 1
             elif isinstance(result, Conflict):

@@ -130,13 +130,16 @@ class _Outcome:
             method, parent, {f"router.{name}": value for name, value in fields.items()}
         )
         self.token = tracing.activate(self.span) if self.span is not None and current else None
+        traceparent = ""
         if self.span is not None and self.span.is_recording():
             fields.update(tracing.span_ids(self.span))
+            traceparent = tracing.span_traceparent(self.span) if current else ""
         elif self.caller is not None:
             fields["trace_id"] = self.caller.trace_id
+            traceparent = self.caller.traceparent
         if self.caller is not None:
             fields["parent_span_id"] = self.caller.parent_id
-        self.bound = tracing.bind_request_trace(fields.get("trace_id", "")) if current else None
+        self.bound = tracing.bind_request_trace(traceparent) if current else None
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(method=method, **fields)
         self.code = grpc.StatusCode.OK

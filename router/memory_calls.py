@@ -4,7 +4,15 @@ timeline and history, cancel, SLA flags and callbacks (each as its Lua script do
 from __future__ import annotations
 
 from router import store_common as rules
-from router.domain import Assignment, AssignmentState, CallRecord, CallStatus, Policy, Snapshot
+from router.domain import (
+    Assignment,
+    AssignmentState,
+    CallRecord,
+    CallStatus,
+    Policy,
+    Snapshot,
+    frozen_map,
+)
 from router.memory_state import MemoryBase
 from router.store import Event, HistoryEntry, QueueView
 
@@ -19,17 +27,21 @@ class MemoryCalls(MemoryBase):
             return len(self._tenant(tenant).queue)
 
     def load_queue(self, tenant: str, limit: int) -> QueueView:
-        """Policy, time, every agent, the first ``limit`` queued calls and whether an offer
-        expired."""
+        """Policy, time, every agent, the first ``limit`` queued calls (with the traces that
+        created them) and whether an offer expired."""
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
             policy = t.policy or Policy()
             cutoff = now - policy.occupancy_window_s * 1000
             agents = tuple(t.agents[a].view(now, cutoff) for a in sorted(t.agents))
-            calls = tuple(t.calls[c].current() for _, c in t.queue[: max(limit, 0)])
+            queued = [t.calls[c] for _, c in t.queue[: max(limit, 0)]]
+            traces = {rec.call.call_id: rec.trace for rec in queued if rec.trace}
+            calls = tuple(rec.current() for rec in queued)
             due = t.offers_due(now)
-            return QueueView(Snapshot(now, policy, agents), calls, len(t.queue), due)
+            return QueueView(
+                Snapshot(now, policy, agents), calls, len(t.queue), due, frozen_map(traces)
+            )
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:
         """A call's record with its queue position."""

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping
 
 from router import store_common as rules
+from router import tracing
 from router.domain import (
     AGENT_UNIT_BUDGET,
     ActiveWork,
@@ -147,6 +148,7 @@ class MemoryRouting(MemoryBase):
                     enqueued=call.enqueued_ms,
                     priority=call.priority,
                     excluded=list(call.excluded_agents),
+                    trace=tracing.request_trace(),
                 )
                 t.calls[call.call_id] = rec
             if claim.request_id:
@@ -191,6 +193,7 @@ class MemoryRouting(MemoryBase):
                 enqueued=origin,
                 priority=call.priority,
                 excluded=list(call.excluded_agents),
+                trace=tracing.request_trace(),
             )
             t.calls[call.call_id] = rec
             score = rules.queue_score(origin, call.priority, policy.aging_s_per_priority)

@@ -130,6 +130,8 @@ class CallState:
     callback: bool = False
     at_risk: bool = False
     breached: bool = False
+    trace: str = ""
+    """The ``traceparent`` of the request that created the call (``remember_trace``)."""
     timeline: list[Event] = field(default_factory=list)
     expires: int | None = None
 
@@ -205,7 +207,7 @@ class TenantState:
         """``emit``: ids like Redis stream ids (``<ms>-<n>``, strictly increasing even if the
         clock steps back); trimmed in blocks of 100, like ``MAXLEN ~``; the trace id of the
         request being served, if any, in ``data`` as ``trace_id``."""
-        trace = tracing.request_trace()
+        trace = tracing.request_trace_id()
         if trace:
             data = {**(data or {}), "trace_id": trace}
         last_ms, last_n = self.event_keys[-1] if self.event_keys else (-1, 0)

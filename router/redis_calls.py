@@ -22,6 +22,7 @@ from router.domain import (
     CallStatus,
     Policy,
     Snapshot,
+    frozen_map,
 )
 from router.errors import NotFoundError
 from router.index_mirror import FULL_READ_EVERY_S
@@ -150,13 +151,21 @@ class RedisCalls(RedisBase):
             window=policy.occupancy_window_s * 1000,
             also=[k.call(call_id) for call_id in queued],
         )
-        calls = [
-            call_from_hash(fields)
+        queued_calls = [
+            fields
             for fields in map(texts, raw_calls)
             if fields.get("status") == CallStatus.QUEUED.value
         ]
+        calls = tuple(map(call_from_hash, queued_calls))
+        traces = {
+            call.call_id: fields["trace"]
+            for call, fields in zip(calls, queued_calls, strict=True)
+            if fields.get("trace")
+        }
         due = any(float(expires) <= now for _, expires in first_offer)
-        return QueueView(Snapshot(now, policy, tuple(agents)), tuple(calls), int(depth), due)
+        return QueueView(
+            Snapshot(now, policy, tuple(agents)), calls, int(depth), due, frozen_map(traces)
+        )
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:
         """The call hash and its queue rank in one ``MULTI``, then its assignment."""

@@ -128,7 +128,9 @@ key (after the prefix)     type    content                                  TTL 
                                    until it first waits), ``priority``
                                    (current), ``excluded`` (JSON array of
                                    agents who declined it), ``callback``,
-                                   ``at_risk``, ``breached`` (``0``/``1``)
+                                   ``at_risk``, ``breached`` (``0``/``1``);
+                                   ``trace`` (the W3C traceparent of the
+                                   request that created it, if any)
 ``timeline:<call_id>``     LIST    the call's events, each a JSON array     as its call;
                                    ``[id, type, ts, call_id, agent_id,      every script
                                    k, v, ...]``; the latest 200             that emits a
@@ -527,7 +529,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
     def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> list[Any]:
         now = "" if self._clock is None else str(self._clock())
         trace = tracing.request_trace()
-        if trace:  # the scripts' first argument: '<clock>;<trace id>' (see _lib.lua)
+        if trace:  # the scripts' first argument: '<clock>;<traceparent>' (see _lib.lua)
             now = f"{now};{trace}"
         with self._errors("EVALSHA", name):
             if self._packs_text:

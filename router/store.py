@@ -148,6 +148,9 @@ class QueueView:
     """All queued calls of the tenant (may exceed ``len(calls)``)."""
     offers_due: bool = False
     """An offer's expiry has passed (store time): ``expired_offers`` has work to time out."""
+    traces: Mapping[str, str] = field(default_factory=frozen_map)
+    """Call id -> the W3C ``traceparent`` of the request that created the call, for those of
+    ``calls`` created inside a trace (``tracing.bind_request_trace``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,14 +5,17 @@ trace its request belongs to as ``traceparent`` metadata. Always, whether or not
 on, the RPC's log lines and the events it writes carry that trace's id (bound for the
 stores with ``bind_request_trace``), and a sampled trace's id marks the RPC's latency bucket
 as a Prometheus exemplar. An invalid header is ignored, as the W3C recommendation asks, and
-never fails the RPC.
+never fails the RPC. A call the request queues keeps the trace (the stores keep the bound
+``traceparent`` with it), and its placement by the dispatcher later continues it
+(``queued_work``).
 
 With ``ROUTER_TRACING=1`` (``configure``), each unary RPC is also a server span (a child of
 the caller's span when there is one), with a client span per Redis round trip and a span per
 routing decision inside it, exported over OTLP (gRPC or HTTP) as the standard ``OTEL_*``
 variables say (protocol, endpoint, headers, sampler, service name). The log lines then name
 the router's own span. Child spans open only inside a recording span, so background work
-(the dispatcher's ticks, the health probe) and unsampled requests cost one check each.
+(the dispatcher's ticks, the health probe) and unsampled requests cost one check each; the
+one span background work makes is a queued call's placement, in the trace that queued it.
 """
 
 from __future__ import annotations
@@ -75,6 +78,16 @@ class TraceContext:
     """The caller's span: 16 lower-case hex digits."""
     sampled: bool
     """Whether the caller records this trace (the ``sampled`` flag)."""
+
+    @property
+    def traceparent(self) -> str:
+        """The context as a W3C ``traceparent`` value (version 00)."""
+        return traceparent(self.trace_id, self.parent_id, sampled=self.sampled)
+
+
+def traceparent(trace_id: str, span_id: str, *, sampled: bool) -> str:
+    """A W3C ``traceparent`` value (version 00) of hex ``trace_id`` and ``span_id``."""
+    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
 
 
 class _MetadataGetter(Getter[Metadata]):
@@ -240,6 +253,16 @@ def span_ids(span: trace.Span) -> dict[str, str]:
     }
 
 
+def span_traceparent(span: trace.Span) -> str:
+    """``span``'s context as a W3C ``traceparent`` value."""
+    context = span.get_span_context()
+    return traceparent(
+        format(context.trace_id, "032x"),
+        format(context.span_id, "016x"),
+        sampled=context.trace_flags.sampled,
+    )
+
+
 def sampled_trace(span: trace.Span | None, caller: TraceContext | None) -> str | None:
     """The trace id worth an exemplar: the router's span's if sampled, else the caller's if
     the caller samples it; ``None`` otherwise."""
@@ -271,11 +294,12 @@ def annotate(attributes: Attributes) -> None:
         current.set_attributes(attributes)
 
 
-def bind_request_trace(trace_id: str) -> Token[str]:
-    """Name ``trace_id`` (32 hex digits, or ``""``) as the trace of the request this thread
-    serves: the events the stores write meanwhile carry it. Pass the token to
+def bind_request_trace(traceparent: str) -> Token[str]:
+    """Name the request this thread serves by its W3C ``traceparent`` (its trace and, as the
+    parent of work it leaves for later, its span; ``""`` for none): the events the stores
+    write meanwhile carry its trace id, and a call it queues keeps it. Pass the token to
     ``unbind_request_trace``."""
-    return _request_trace.set(trace_id)
+    return _request_trace.set(traceparent)
 
 
 def unbind_request_trace(token: Token[str]) -> None:
@@ -284,5 +308,48 @@ def unbind_request_trace(token: Token[str]) -> None:
 
 
 def request_trace() -> str:
-    """The trace id of the request being served (``bind_request_trace``), or ``""``."""
+    """The ``traceparent`` of the request being served (``bind_request_trace``), or ``""``."""
     return _request_trace.get()
+
+
+def request_trace_id() -> str:
+    """The trace id (32 hex digits) of the request being served, or ``""``."""
+    return _request_trace.get()[3:35]
+
+
+@contextmanager
+def continuing(traceparent: str) -> Iterator[None]:
+    """Work on a call after the request that created it has ended (``traceparent``: that
+    request's, as the store kept it; ``""``: none): the events written meanwhile carry its
+    trace id, or none."""
+    token = _request_trace.set(traceparent)
+    try:
+        yield
+    finally:
+        _request_trace.reset(token)
+
+
+@contextmanager
+def queued_work(queued_by: str, attributes: Attributes) -> Iterator[trace.Span | None]:
+    """The placement of a queued call, ``continuing`` the trace of the request that created
+    it (``queued_by``): with tracing on, a ``dispatch`` span in that trace, a child of that
+    request's span, linked to the current span (the Assign whose pass does the work, if one
+    does) and made current, so the work's Redis round trips are its children. Yields the span
+    (``None`` when none records)."""
+    with continuing(queued_by):
+        parent = _PROPAGATOR.extract({"traceparent": queued_by}) if _tracer and queued_by else None
+        if _tracer is None or parent is None or not _valid(parent):
+            yield None
+            return
+        current = trace.get_current_span().get_span_context()
+        with _tracer.start_as_current_span(
+            "dispatch",
+            context=parent,
+            attributes=attributes,
+            links=[trace.Link(current)] if current.is_valid else None,
+        ) as work:
+            yield work if work.is_recording() else None
+
+
+def _valid(context: otel_context.Context) -> bool:
+    return trace.get_current_span(context).get_span_context().is_valid

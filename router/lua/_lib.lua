@@ -6,12 +6,14 @@
 local TIMELINE_MAX = 200      -- store_common.TIMELINE_MAX
 local HISTORY_MS = 7200000    -- store_common.HISTORY_MS
 
--- ARGV[1] of every script: '<clock>' or '<clock>;<trace id>'. The clock is epoch ms from the
--- store's override clock, or '' to take Redis server time (allowed in scripts since Redis 5:
--- effects replication); the trace id (32 hex digits) names the request being served, and
--- every event the script writes carries it (data field trace_id).
+-- ARGV[1] of every script: '<clock>' or '<clock>;<traceparent>'. The clock is epoch ms from
+-- the store's override clock, or '' to take Redis server time (allowed in scripts since Redis
+-- 5: effects replication); the W3C traceparent ('00-<trace id>-<span id>-<flags>') names the
+-- request being served: every event the script writes carries its trace id (data field
+-- trace_id), and a call it creates keeps it (call hash field trace; remember_trace).
 local CLOCK = string.match(ARGV[1] or '', '^[^;]*')
-local TRACE_ID = string.match(ARGV[1] or '', ';(%x+)$') or ''
+local TRACE = string.match(ARGV[1] or '', ';(00%-%x+%-%x+%-%x%x)$') or ''
+local TRACE_ID = string.sub(TRACE, 4, 35)
 
 local function now_ms(arg)
   local n = tonumber(string.match(arg, '^[^;]*'))
@@ -54,6 +56,12 @@ local function emit_call(events_key, timeline_key, maxlen, kind, ts, call_id, ag
   redis.call('RPUSH', timeline_key, cjson.encode(item))
   redis.call('LTRIM', timeline_key, -TIMELINE_MAX, -1)
   return id
+end
+
+-- A new call keeps the trace of the request that created it: its placement from the queue,
+-- later, continues that trace (router.tracing.queued_work).
+local function remember_trace(call_key)
+  if TRACE ~= '' then redis.call('HSET', call_key, 'trace', TRACE) end
 end
 
 -- A live call and its timeline never expire; a finished one (and its timeline) goes

@@ -77,6 +77,7 @@ else
              'assignment_id', asg_id, 'updated', int(now), 'origin', int(origin),
              'enqueued', ARGV[20], 'priority', ARGV[18], 'excluded', ARGV[19],
              'callback', '0', 'at_risk', '0', 'breached', '0')
+  remember_trace(KEYS[2])
 end
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'fingerprint', ARGV[3], 'call_id', ARGV[4])

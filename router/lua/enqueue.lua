@@ -21,6 +21,7 @@ redis.call('HSET', KEYS[2], 'call', ARGV[5], 'channel', ARGV[6], 'status', 'queu
            'assignment_id', '', 'updated', int(now), 'origin', int(origin),
            'enqueued', int(origin), 'priority', ARGV[8], 'excluded', ARGV[9],
            'callback', '0', 'at_risk', '0', 'breached', '0')
+remember_trace(KEYS[2])
 redis.call('ZADD', KEYS[3], queue_score(KEYS[2], tonumber(ARGV[10])), ARGV[4])
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'fingerprint', ARGV[3], 'call_id', ARGV[4])

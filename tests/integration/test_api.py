@@ -460,6 +460,27 @@ def test_the_callers_trace_is_on_the_events_its_request_wrote(service: Service) 
     assert "trace_id" not in plain.data
 
 
+def test_a_queued_calls_placement_carries_the_trace_that_queued_it(service: Service) -> None:
+    """A call that waited is placed later by the dispatcher (here inline, in an Assign of
+    another trace): its ASSIGNED event, and every other event about it, names the trace of
+    the Assign that queued it; the other Assign's own events name its own trace."""
+    other = "2" * 32  # not other tests'
+    service.agent("a1", skills={"billing": 5}, presence=pb.PRESENCE_OFFLINE)
+    queued = service.assign("waits", metadata=(("traceparent", f"00-{TRACE_ID}-{CALLER_SPAN}-01"),))
+    assert queued.result == QUEUED
+    service.running.dispatcher.stop()  # the placement happens in the next Assign's pass
+    service.presence("a1", pb.PRESENCE_AVAILABLE)
+    service.clock.advance(1_000)  # first in the queue
+    later = service.assign("later", metadata=(("traceparent", f"00-{other}-{CALLER_SPAN}-01"),))
+    assert later.result == QUEUED
+    timeline = service.wait_for_call("waits", pb.CALL_STATUS_ASSIGNED).timeline
+    assert (timeline[0].type, timeline[-1].type) == ("QUEUED", "ASSIGNED")
+    assert {e.data["trace_id"] for e in timeline} == {TRACE_ID}  # with SLA marks between
+    timeline = service.get_call("later").timeline
+    assert timeline[0].type == "QUEUED"
+    assert {e.data["trace_id"] for e in timeline} == {other}
+
+
 def _exemplars(port: int) -> list[str]:
     """The Assign latency buckets' exemplars on ``/metrics`` in OpenMetrics format."""
     request = urllib.request.Request(

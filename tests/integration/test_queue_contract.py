@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from router import tracing
 from router.domain import (
     ActiveWork,
     AgentProfile,
@@ -647,6 +648,37 @@ def test_reject_requeues_with_the_original_age(harness: StoreHarness) -> None:
     call = waiting(store, "c1")
     assert call.enqueued_ms == t0
     assert sorted(call.excluded_agents) == ["a", "b"]
+
+
+def test_a_queued_call_keeps_the_trace_of_the_request_that_queued_it(
+    harness: StoreHarness,
+) -> None:
+    """A call queued while a request's trace is bound (the request's W3C ``traceparent``)
+    keeps it: the queue view names it for the dispatcher, whose placement continues that
+    trace, through an offer declined under another request's trace and back. A call queued
+    outside a trace has none."""
+    store = harness.store
+    available(store, "a")
+    queued_by = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    token = tracing.bind_request_trace(queued_by)
+    try:
+        enqueue(harness, "c1")
+    finally:
+        tracing.unbind_request_trace(token)
+    enqueue(harness, "c2")
+    assert dict(store.load_queue(T, 10).traces) == {"c1": queued_by}
+    assert dict(store.load_queue(T, 1).traces) == {"c1": queued_by}
+    offer = dispatch(store, "c1", "a", offer_s=30)
+    assert dict(store.load_queue(T, 10).traces) == {}
+    declined_by = "0af7651916cd43dd8448eb211c80319c"
+    token = tracing.bind_request_trace(f"00-{declined_by}-b7ad6b7169203331-01")
+    try:
+        store.decline_offer(T, offer.assignment_id, offer.token, timed_out=False, policy=POLICY)
+    finally:
+        tracing.unbind_request_trace(token)
+    assert dict(store.load_queue(T, 10).traces) == {"c1": queued_by}
+    queued = events_of(store, "QUEUED", "c1")  # each by the request that wrote it
+    assert [e.data["trace_id"] for e in queued] == [queued_by[3:35], declined_by]
 
 
 def test_expired_offers_appear_once_the_clock_passes_expiry(harness: StoreHarness) -> None:

@@ -461,11 +461,11 @@ def test_trimmed_events_are_out_of_range(redis_client: redis.Redis, clock: FakeC
 def test_on_redis_time_a_bound_trace_leaves_the_clock_alone(
     redis_client: redis.Redis, trace_id: str
 ) -> None:
-    """The request's trace rides on the scripts' clock argument (``;<trace id>`` after an
+    """The request's trace rides on the scripts' clock argument (``;<traceparent>`` after an
     empty clock): Redis time still decides, the lease still gets its PX TTL, and events
     are stamped with Redis time."""
     store = RedisStore(redis_client)
-    token = tracing.bind_request_trace(trace_id)
+    token = tracing.bind_request_trace(trace_id and f"00-{trace_id}-00f067aa0ba902b7-01")
     try:
         assert store.acquire_lease(T, "one", 300)
         store.create_agent(T, AgentProfile("a", skills={"billing": 5}))

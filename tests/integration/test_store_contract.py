@@ -759,7 +759,7 @@ def test_events_carry_the_trace_of_the_request_that_wrote_them(harness: StoreHar
     store, clock = harness.store, harness.clock
     available(store, "a")
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    token = tracing.bind_request_trace(trace_id)
+    token = tracing.bind_request_trace(f"00-{trace_id}-00f067aa0ba902b7-01")
     try:
         asg = assign(store, "c1", "a")
         assert store.acquire_lease(T, "me", 5_000)

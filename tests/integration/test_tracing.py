@@ -3,6 +3,7 @@ memory instead of exported; ``tests/system/test_tracing.py`` exports them over O
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -15,12 +16,14 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from router import metrics, tracing
 from router.v1 import routing_pb2
+from router.v1 import types_pb2 as pb
 from tests.helpers import log_lines
 from tests.integration.service import Service
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 ASSIGN = "router.v1.RoutingService/Assign"
+QUEUED = routing_pb2.AssignResponse.RESULT_QUEUED
 
 
 @pytest.fixture
@@ -38,6 +41,22 @@ def _assign(service: Service, call_id: str, traceparent: str = "") -> None:
     metadata = (("traceparent", traceparent),) if traceparent else ()
     reply = service.assign(call_id, metadata=metadata)
     assert reply.result == routing_pb2.AssignResponse.RESULT_ASSIGNED
+
+
+def _queue(service: Service, call_id: str, traceparent: str) -> None:
+    reply = service.assign(call_id, metadata=(("traceparent", traceparent),))
+    assert reply.result == QUEUED
+
+
+def _finished(exporter: InMemorySpanExporter, name: str, count: int) -> list[ReadableSpan]:
+    """The ``count`` ended spans called ``name``, waiting up to 10 s for the background
+    thread that ends them."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [s for s in exporter.get_finished_spans() if s.name == name]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
 
 
 def _hex(number: int, digits: int) -> str:
@@ -153,6 +172,61 @@ def test_background_work_outside_requests_makes_no_spans(
     service.running.dispatcher.run_once(service.tenant)
     service.running.probe.check()
     assert spans.get_finished_spans() == ()
+
+
+def test_a_queued_call_placed_later_is_a_span_in_the_trace_that_queued_it(
+    service: Service, spans: InMemorySpanExporter
+) -> None:
+    """An Assign that finds nobody free queues its call; when the dispatcher places it later
+    (here in its background pass, outside any request), the placement is a ``dispatch`` span
+    in the caller's trace, a child of that Assign's server span, holding the commit's Redis
+    round trip and naming the call, the agent, its wait and the outcome."""
+    service.agent("a1", skills={"billing": 5}, presence=pb.PRESENCE_OFFLINE)
+    spans.clear()
+    _queue(service, "c1", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+    (assign,) = _server_spans(spans, ASSIGN)
+    service.clock.advance(4_000)  # the store's clock, on which waits are measured
+    service.presence("a1", pb.PRESENCE_AVAILABLE)
+    service.wait_for_call("c1", pb.CALL_STATUS_ASSIGNED)
+    (placed,) = _finished(spans, "dispatch", 1)
+    assert placed.context.trace_id == assign.context.trace_id
+    assert placed.parent is not None
+    assert placed.parent.span_id == assign.context.span_id
+    assert placed.kind == SpanKind.INTERNAL
+    assert not placed.links  # the background pass runs in no request
+    assert dict(placed.attributes or {}) == {
+        "router.tenant": "acme",
+        "router.call_id": "c1",
+        "router.agent_id": "a1",
+        "router.waited_ms": 4_000,
+        "router.result": "placed",
+    }
+    assert [child.name for child in _children(spans, placed)] == ["EVALSHA commit_assignment"]
+
+
+def test_a_placement_in_another_requests_pass_links_that_request(
+    service: Service, spans: InMemorySpanExporter
+) -> None:
+    """A pass run inline by an Assign places the calls queued before it in their own traces;
+    each ``dispatch`` span links the Assign whose pass made it. A call queued in a trace its
+    caller does not sample is placed without a span."""
+    service.agent("a1", skills={"billing": 5}, presence=pb.PRESENCE_OFFLINE)
+    service.agent("a2", skills={"billing": 5}, presence=pb.PRESENCE_OFFLINE)
+    _queue(service, "c1", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+    _queue(service, "c2", f"00-{'1' * 32}-{CALLER_SPAN}-00")
+    service.running.dispatcher.stop()  # the placements happen in the next Assign's pass
+    service.presence("a1", pb.PRESENCE_AVAILABLE)
+    service.presence("a2", pb.PRESENCE_AVAILABLE)
+    spans.clear()
+    _queue(service, "c3", f"00-{'3' * 32}-{CALLER_SPAN}-01")
+    assert service.get_call("c2").status == pb.CALL_STATUS_ASSIGNED
+    (later,) = _server_spans(spans, ASSIGN)
+    (placed,) = _server_spans(spans, "dispatch")
+    assert _hex(placed.context.trace_id, 32) == CALLER_TRACE
+    assert placed.parent is not None
+    assert placed.parent.span_id != later.context.span_id
+    assert [link.context.span_id for link in placed.links] == [later.context.span_id]
+    assert dict(placed.attributes or {})["router.call_id"] == "c1"
 
 
 def test_the_routers_own_sampled_trace_is_the_latency_exemplar(

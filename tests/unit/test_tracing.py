@@ -105,6 +105,60 @@ def test_tracestate_rides_along_with_a_valid_traceparent() -> None:
     assert state.get("vendor") == "opaque"
 
 
+def test_a_context_is_kept_as_a_version_00_traceparent() -> None:
+    """What the stores keep with a queued call: version 00 and the sampled bit alone, whatever
+    version and flags the caller sent (the Lua prelude reads exactly this form)."""
+    caller = parse_traceparent(f"cc-{TRACE}-{PARENT}-03-what-comes")
+    assert caller is not None
+    assert caller.traceparent == f"00-{TRACE}-{PARENT}-01"
+    assert TraceContext(TRACE, PARENT, False).traceparent == f"00-{TRACE}-{PARENT}-00"
+
+
+def test_work_on_a_queued_call_carries_its_trace_and_then_the_requests_again() -> None:
+    """``queued_work`` binds the trace that queued the call (or none) for the events written
+    meanwhile and restores the request's own after; with tracing off it makes no span."""
+    request = f"00-{'2' * 32}-{PARENT}-01"
+    token = tracing.bind_request_trace(request)
+    try:
+        with tracing.queued_work(f"00-{TRACE}-{PARENT}-01", {}) as span:
+            assert span is None
+            assert tracing.request_trace_id() == TRACE
+        with tracing.queued_work("", {}):
+            assert tracing.request_trace_id() == ""
+        assert tracing.request_trace() == request
+    finally:
+        tracing.unbind_request_trace(token)
+    assert tracing.request_trace() == ""
+
+
+@pytest.mark.parametrize("queued_by", ["", "garbage", f"00-{'0' * 32}-{PARENT}-01"])
+def test_a_queued_call_without_a_valid_trace_is_placed_without_a_span(queued_by: str) -> None:
+    exporter = InMemorySpanExporter()
+    tracing.configure(processor=SimpleSpanProcessor(exporter))
+    try:
+        with tracing.queued_work(queued_by, {"router.call_id": "c1"}) as span:
+            assert span is None
+    finally:
+        tracing.shutdown()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_a_queued_call_in_an_unsampled_trace_is_placed_without_a_recorded_span() -> None:
+    exporter = InMemorySpanExporter()
+    tracing.configure(processor=SimpleSpanProcessor(exporter))
+    try:
+        with tracing.queued_work(f"00-{TRACE}-{PARENT}-00", {}) as span:
+            assert span is None
+        with tracing.queued_work(f"00-{TRACE}-{PARENT}-01", {"router.call_id": "c1"}) as span:
+            assert span is not None
+    finally:
+        tracing.shutdown()
+    (placed,) = exporter.get_finished_spans()
+    assert (placed.name, format(placed.context.trace_id, "032x")) == ("dispatch", TRACE)
+    assert placed.parent is not None
+    assert format(placed.parent.span_id, "016x") == PARENT
+
+
 @pytest.mark.parametrize(
     ("code", "failed"),
     [
