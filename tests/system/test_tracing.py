@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from router import local_redis
+from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
 from tests.benchmarks import bench_tracing
 from tests.benchmarks.bench_tracing import Receiver
@@ -132,6 +133,53 @@ def test_the_service_exports_an_assigns_spans_over_otlp(
     assert line["span_id"] == server_span.span_id.hex()
     (started,) = [line for line in lines if line.get("event") == "server_started"]
     assert started["tracing"] is True
+
+
+@pytest.mark.timeout(90)
+def test_a_call_queued_on_one_replica_and_placed_by_another_stays_in_its_trace(
+    redis_server: local_redis.LocalRedis,
+    collector: tuple[Receiver, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trace crosses replicas through Redis: one replica answers an Assign QUEUED and
+    stops; when an agent becomes free, the other replica's dispatcher places the call, and
+    its ``dispatch`` span reaches the collector in the caller's trace, a child of the first
+    replica's Assign span."""
+    receiver, port = collector
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    with fleet.replicas(redis_server.url, tmp_path, 2, tracing=1) as (first, second):
+        agent = fleet.agent_pb("a0", {"billing": 5}, {pb.CHANNEL_CHAT: 1})
+        first.admin.CreateAgent(admin_pb2.CreateAgentRequest(tenant=fleet.TENANT, agent=agent))
+        reply = first.routing.Assign(
+            fleet.assign_request("req-1", "call-1", "billing"),
+            metadata=(("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),),
+            timeout=10,
+        )
+        assert reply.result == routing_pb2.AssignResponse.RESULT_QUEUED
+        assert first.stop() == 0  # its pending spans exported on the way out
+        second.admin.SetPresence(
+            admin_pb2.SetPresenceRequest(
+                tenant=fleet.TENANT, agent_id="a0", presence=pb.PRESENCE_AVAILABLE
+            ),
+            timeout=10,
+        )
+        fleet.eventually(lambda: bool(receiver.named("dispatch")), 20)
+    ((_, assign),) = [
+        (service, s)
+        for service, s in receiver.named("router.v1.RoutingService/Assign")
+        if s.trace_id.hex() == CALLER_TRACE
+    ]
+    ((_, placed),) = receiver.named("dispatch")
+    assert placed.trace_id.hex() == CALLER_TRACE
+    assert placed.parent_span_id == assign.span_id
+    attributes = {kv.key: kv.value for kv in placed.attributes}
+    assert attributes["router.call_id"].string_value == "call-1"
+    assert attributes["router.agent_id"].string_value == "a0"
+    assert attributes["router.result"].string_value == "placed"
+    children = [s.name for _, s in receiver.spans if s.parent_span_id == placed.span_id]
+    assert children == ["EVALSHA commit_assignment"]
 
 
 @pytest.mark.timeout(60)
