@@ -1,9 +1,11 @@
-"""The Grafana dashboard and the alert rules only use series the router exports.
+"""The Grafana dashboard and the alert rules parse, and only use series the router exports.
 
 ``docs/grafana-dashboard.json`` and ``docs/alerts.yaml`` name metrics by string; a renamed or
 removed metric in ``router.metrics`` would leave a panel empty or an alert silently never
-firing. These tests read the names, and the label names, the router's registry really
-exposes, and check every expression against them.
+firing, and a rule file with one expression Prometheus cannot parse is refused whole. These
+tests parse every expression with a PromQL parser (``promql-parser``, the Rust parser the
+GreptimeDB and other Prometheus-compatible stores use), read the names and label names the
+router's registry really exposes, and check every expression against them.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from router import metrics
+from router import metrics, tracing
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DASHBOARD = DOCS / "grafana-dashboard.json"
@@ -130,14 +133,26 @@ def labels_in(expr: str) -> set[str]:
     return found
 
 
-def check_expression(expr: str, where: str) -> None:
-    """Every series ``expr`` reads is exported, and every label it uses exists on one
-    (Grafana's ``label_values(selector, label)`` too)."""
+def check_syntax(expr: str, where: str) -> None:
+    """``expr`` is PromQL, once Grafana's interval variables stand for a duration (the
+    other variables sit inside label values, where any text parses)."""
+    promql = re.sub(r"\$__(?:rate_)?interval\b", "5m", expr)
+    try:
+        promql_parser.parse(promql)
+    except ValueError as err:
+        raise AssertionError(f"{where}: {err} in {expr!r}") from err
+
+
+def check_expression(expr: str, where: str, recorded: frozenset[str] = frozenset()) -> None:
+    """``expr`` parses, every series it reads is exported (or one of the ``recorded``
+    series, which carry no labels), and every label it uses exists on one (Grafana's
+    ``label_values(selector, label)`` too)."""
     extra: set[str] = set()
     variable = re.fullmatch(r"\s*label_values\((.*),\s*([a-zA-Z_]\w*)\s*\)\s*", expr)
     if variable:
         expr, extra = variable.group(1), {variable.group(2)}
-    known = exported()
+    check_syntax(expr, where)
+    known = exported() | dict.fromkeys(recorded, frozenset[str]())
     used = series_in(expr)
     assert used, f"{where}: no metric in {expr!r}"
     unknown = used - set(known)
@@ -210,37 +225,92 @@ def test_dashboard_covers_every_router_metric() -> None:
 
 
 def test_rpc_latency_panels_show_the_trace_exemplars() -> None:
-    """The RPC latency panels ask Prometheus for exemplars: the traces the service puts on
-    its latency buckets (``router/tracing.py``) show as points linked to the trace."""
+    """The RPC latency panels (quantiles of the latency buckets) ask Prometheus for
+    exemplars: the traces the service puts on its latency buckets (``router/tracing.py``)
+    show as points linked to the trace. (The latency budget panel reads one bucket as a
+    ratio: an exemplar there would mark no latency.)"""
     dashboard = json.loads(DASHBOARD.read_text())
     latency = [
         target
         for panel in panels(dashboard)
         for target in panel.get("targets", [])
         if "router_rpc_duration_seconds_bucket" in target["expr"]
+        and "histogram_quantile" in target["expr"]
     ]
-    assert latency
+    assert len(latency) == 3
     assert all(target.get("exemplar") is True for target in latency)
 
 
-def test_alert_rules_parse_and_use_exported_metrics() -> None:
-    """Prometheus rule-file shape; every alert named, labelled, explained, on real series."""
-    rules = yaml.safe_load(ALERTS.read_text())
-    seen: set[str] = set()
-    for group in rules["groups"]:
+def alert_rules() -> list[dict[str, Any]]:
+    """Every rule of the rule file, alerts and recording rules, in file order."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    for group in groups:
         assert group["name"]
         assert group["rules"]
-        for rule in group["rules"]:
-            name = rule["alert"]
-            assert name not in seen, f"alert {name} defined twice"
-            seen.add(name)
-            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, name
-            assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
-            assert rule["annotations"]["summary"], name
-            assert re.fullmatch(r"\d+[smh]", rule.get("for", "0s")), name
-            check_expression(rule["expr"], f"alert {name}")
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def test_alert_rules_parse_and_use_exported_metrics() -> None:
+    """Prometheus rule-file shape; every alert named, labelled, explained, on real series;
+    every recorded series named by the ``level:metric:operations`` convention, recorded
+    before its use and used by an alert."""
+    seen: set[str] = set()
+    recorded: set[str] = set()
+    used: set[str] = set()
+    for rule in alert_rules():
+        if "record" in rule:
+            name = rule["record"]
+            assert set(rule) == {"record", "expr"}, name
+            assert re.fullmatch(r"router:[a-z_]+:[a-z0-9_]+", name), name
+            assert name not in recorded, f"{name} recorded twice"
+            check_expression(rule["expr"], f"record {name}")
+            recorded.add(name)
+            continue
+        name = rule["alert"]
+        assert name not in seen, f"alert {name} defined twice"
+        seen.add(name)
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, name
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+        assert rule["annotations"]["summary"], name
+        assert re.fullmatch(r"\d+[smh]", rule.get("for", "0s")), name
+        check_expression(rule["expr"], f"alert {name}", frozenset(recorded))
+        used |= series_in(rule["expr"]) & recorded
+    assert recorded == used, f"recorded but never alerted on: {sorted(recorded - used)}"
     assert {"RouterNotServing", "RouterRedisErrors", "RouterAssignLatencyHigh"} <= seen
     assert {"RouterSlaBreachRateHigh", "RouterQueueLongestWaitHigh"} <= seen
+    assert {"RouterAssignErrorBudgetBurn", "RouterAssignLatencyBudgetBurn"} <= seen
+
+
+def slo_expressions() -> list[str]:
+    """The Assign service-level expressions: the recording rules and the dashboard's
+    burn-rate panels."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    found = [rule["expr"] for rule in alert_rules() if "record" in rule]
+    found += [
+        target["expr"]
+        for panel in panels(dashboard)
+        if "budget burn" in panel["title"]
+        for target in panel.get("targets", [])
+    ]
+    return found
+
+
+def test_the_service_levels_count_what_the_router_counts_as_its_own_errors() -> None:
+    """The availability objective's errors are the codes the router's spans mark failed
+    (``tracing.SERVER_ERRORS``: the server's errors, not the caller's), and the latency
+    objective's 250 ms is a bucket boundary of the RPC histogram (else its ``le`` series
+    would not exist, and the slow ratio would read as 1)."""
+    expressions = slo_expressions()
+    assert len(expressions) == 18  # 2 x 5 windows recorded, 2 x 4 on the dashboard
+    errors = {code.name for code in tracing.SERVER_ERRORS}
+    bounds = {format(bound, "g") for bound in metrics.LATENCY_BUCKETS}
+    for expr in expressions:
+        for codes in re.findall(r'code=~"([^"]+)"', expr):
+            assert set(codes.split("|")) == errors, expr
+        for bound in re.findall(r'le="([^"]+)"', expr):
+            assert bound in bounds, expr
+    assert sum('code=~"' in expr for expr in expressions) == 9
+    assert sum('le="0.25"' in expr for expr in expressions) == 9
 
 
 @pytest.mark.parametrize(
@@ -248,6 +318,9 @@ def test_alert_rules_parse_and_use_exported_metrics() -> None:
     [
         ("rate(router_no_such_metric_total[5m])", "router_no_such_metric_total"),
         ("sum by (tenant) (rate(router_dispatch_placed_total[5m]))", "tenant"),
+        ("sum(rate(router_dispatch_placed_total[5m])", "unclosed left parenthesis"),
+        ("rate(router_dispatch_placed_total[5 minutes])", "unexpected character inside brackets"),
+        ("router:assign_errors:ratio_rate5m > 0.001", "router:assign_errors:ratio_rate5m"),
     ],
 )
 def test_a_drifted_expression_is_caught(expr: str, bad: str) -> None:
