@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from router import metrics, tracing
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DASHBOARD = DOCS / "grafana-dashboard.json"
 ALERTS = DOCS / "alerts.yaml"
+PROMTOOL = shutil.which("promtool")
+"""Prometheus's rule checker and rule unit-test runner, where installed (CI installs it)."""
 
 EXTERNAL: dict[str, frozenset[str]] = {
     "up": frozenset(),
@@ -279,6 +283,26 @@ def test_alert_rules_parse_and_use_exported_metrics() -> None:
     assert {"RouterNotServing", "RouterRedisErrors", "RouterAssignLatencyHigh"} <= seen
     assert {"RouterSlaBreachRateHigh", "RouterQueueLongestWaitHigh"} <= seen
     assert {"RouterAssignErrorBudgetBurn", "RouterAssignLatencyBudgetBurn"} <= seen
+
+
+@pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)"
+)
+def test_the_alert_rules_pass_promtools_checks_and_their_unit_tests() -> None:
+    """Prometheus's own checker accepts the rule file, and ``docs/alerts.test.yaml`` runs:
+    each burn-rate alert fires on the burns it is for, at the times it should, with its
+    text, and not on a burn within budget, a spent spike or no traffic."""
+    assert PROMTOOL is not None
+    for command in (("check", "rules", ALERTS.name), ("test", "rules", "alerts.test.yaml")):
+        done = subprocess.run(
+            [PROMTOOL, *command],
+            cwd=DOCS,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 def slo_expressions() -> list[str]:
