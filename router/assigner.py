@@ -254,6 +254,7 @@ class Assigner:
         deadline.check(f"call {placed.call_id}")  # never commit what nobody will receive
         result = self._store.commit_assignment(req.tenant, claim)
         if isinstance(result, Committed):
+            metrics.CALL_WAIT.labels(req.tenant, channel.value).observe(0)
             return _placed(result.assignment, placement.explanation, attempt)
         if isinstance(result, Replayed):
             return self._replay_request(req.tenant, req.request_id, req.digest)

@@ -307,7 +307,7 @@ class Dispatcher:
             decision = decide(snapshot, calls, rng=rng_for(f"{tenant}:{snapshot.now_ms}"))
         agents = {agent.agent_id: agent for agent in snapshot.agents}
         by_id = {call.call_id: call for call in view.calls}  # as stored, not as widened
-        policy = snapshot.policy
+        policy, waits = snapshot.policy, metrics.CALL_WAIT
         placed = conflicts = 0
         for placement in decision.placements:
             if placement.agent_id is None:
@@ -316,11 +316,12 @@ class Dispatcher:
                 self.wake(tenant)
                 break
             call = by_id[placement.call_id]
+            waited = waited_ms(call, snapshot.now_ms)
             work: dict[str, str | int] = {
                 "router.tenant": tenant,
                 "router.call_id": call.call_id,
                 "router.agent_id": placement.agent_id,
-                "router.waited_ms": waited_ms(call, snapshot.now_ms),
+                "router.waited_ms": waited,
             }
             claim = Claim(
                 request_id="",
@@ -342,6 +343,7 @@ class Dispatcher:
                     span.set_attribute("router.result", _RESULTS[type(result)])
             if isinstance(result, Committed):
                 placed += 1
+                waits.labels(tenant, call.channel.value).observe(waited / 1000)
             elif isinstance(result, Conflict):
                 conflicts += 1
             elif isinstance(result, Gone):

@@ -481,6 +481,35 @@ def test_a_queued_calls_placement_carries_the_trace_that_queued_it(service: Serv
     assert {e.data["trace_id"] for e in timeline} == {other}
 
 
+def _waits(le: str, channel: str = "voice") -> float:
+    return sample("router_call_wait_seconds_bucket", tenant="acme", channel=channel, le=le)
+
+
+def test_each_placement_records_how_long_its_call_waited(service: Service) -> None:
+    """``router_call_wait_seconds`` (per tenant and channel, on the store's clock): a call an
+    Assign places at once waited 0 s; one the dispatcher places from the queue, its whole
+    wait. A replayed Assign places nothing and records nothing."""
+    instant, within_5, total = _waits("1.0"), _waits("5.0"), _waits("+Inf")
+    chats = _waits("+Inf", channel="chat")
+    service.agent("a1", skills={"billing": 5})
+    assert service.assign("at-once").result == routing_pb2.AssignResponse.RESULT_ASSIGNED
+    assert service.assign("at-once").result == routing_pb2.AssignResponse.RESULT_ASSIGNED
+    assert (_waits("1.0"), _waits("+Inf")) == (instant + 1, total + 1)
+    assert service.assign("waits").result == QUEUED  # a1 holds its one voice call
+    service.clock.advance(4_000)
+    service.agent("a2", skills={"billing": 5})
+    service.wait_for_call("waits", pb.CALL_STATUS_ASSIGNED)
+    deadline = time.monotonic() + 10  # observed just after the dispatcher's commit
+    while _waits("+Inf") < total + 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (_waits("1.0"), _waits("5.0"), _waits("+Inf")) == (
+        instant + 1,
+        within_5 + 2,
+        total + 2,
+    )
+    assert _waits("+Inf", channel="chat") == chats
+
+
 def _exemplars(port: int) -> list[str]:
     """The Assign latency buckets' exemplars on ``/metrics`` in OpenMetrics format."""
     request = urllib.request.Request(
