@@ -133,7 +133,7 @@ class _Outcome:
         traceparent = ""
         if self.span is not None and self.span.is_recording():
             fields.update(tracing.span_ids(self.span))
-            traceparent = tracing.span_traceparent(self.span) if current else ""
+            traceparent = tracing.span_traceparent(self.span)
         elif self.caller is not None:
             fields["trace_id"] = self.caller.trace_id
             traceparent = self.caller.traceparent
