@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from router import local_redis, metrics
+from router.redis_schema import Keys
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
 from tests.helpers import log_lines, sample
@@ -479,6 +480,39 @@ def test_a_queued_calls_placement_carries_the_trace_that_queued_it(service: Serv
     timeline = service.get_call("later").timeline
     assert timeline[0].type == "QUEUED"
     assert {e.data["trace_id"] for e in timeline} == {other}
+
+
+def test_a_call_keeps_its_trace_as_the_service_writes_it_not_as_the_caller_sent_it(
+    service: Service,
+) -> None:
+    """The call hash keeps a version-00 ``traceparent`` built from the parsed ids: a later
+    version's extra fields, reserved flag bits and the ``tracestate`` are not stored; a call
+    without a trace keeps none."""
+    service.agent("a1", skills={"billing": 5}, presence=pb.PRESENCE_OFFLINE)
+    sent = (
+        ("traceparent", f"cc-{TRACE_ID}-{CALLER_SPAN}-03-what-comes"),
+        ("tracestate", "vendor=" + "x" * 200),
+    )
+    assert (
+        service.routing.Assign(
+            routing_pb2.AssignRequest(
+                tenant=service.tenant,
+                request_id="req-kept",
+                call=pb.Call(
+                    call_id="kept",
+                    channel=pb.CHANNEL_VOICE,
+                    required_skills=[pb.SkillRequirement(skill="billing", min_level=1)],
+                ),
+            ),
+            metadata=sent,
+        ).result
+        == QUEUED
+    )
+    assert service.assign("plain").result == QUEUED
+    assert service.client.hget(Keys(service.tenant).call("kept"), "trace") == (
+        f"00-{TRACE_ID}-{CALLER_SPAN}-01".encode()
+    )
+    assert service.client.hget(Keys(service.tenant).call("plain"), "trace") is None
 
 
 def _waits(le: str, channel: str = "voice") -> float:
