@@ -21,7 +21,8 @@ it passes, the pass commits no further placements and asks for a background pass
 
 Work on a queued call continues the trace of the request that created the call: its events
 (placement, SLA marks) carry that trace's id and, with tracing on, its placement is a
-``dispatch`` span in that trace (``tracing.queued_work``); passes themselves make no spans.
+``dispatch`` span in that trace (``tracing.queued_work``); passes themselves make no spans,
+and their other events (offer time-outs, reclaims) carry no trace, even in an inline pass.
 """
 
 from __future__ import annotations
@@ -42,21 +43,12 @@ from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
 from router.forecast import agents_for, estimated_wait_s, sla_state
 from router.ordering import waited_ms
-from router.store import (
-    Claim,
-    Committed,
-    Conflict,
-    Gone,
-    PassGrant,
-    QueueView,
-    Replayed,
-    Store,
-)
+from router.store import Claim, Committed, Conflict, Gone, PassGrant, QueueView, Store
 
 log = structlog.get_logger(__name__)
 
 HISTORY_WINDOW_MS = 15 * 60 * 1000
-_RESULTS = {Committed: "placed", Conflict: "conflict", Gone: "gone", Replayed: "replayed"}
+_RESULTS = {Committed: "placed", Conflict: "conflict", Gone: "gone"}
 """A placement's outcome as its span records it (``router.result``)."""
 
 
@@ -208,7 +200,10 @@ class Dispatcher:
             metrics.LONGEST_WAIT.labels(tenant).set(0)
             return DispatchReport()
         try:
-            return self._pass(tenant, full=grant is PassGrant.FULL)
+            # Inside an Assign (an inline pass) the events written are not that request's:
+            # each call's own trace is bound for its work, none for the rest.
+            with tracing.continuing(""):
+                return self._pass(tenant, full=grant is PassGrant.FULL)
         finally:
             self._store.release_lease(tenant, self._owner)
 
@@ -307,7 +302,7 @@ class Dispatcher:
             decision = decide(snapshot, calls, rng=rng_for(f"{tenant}:{snapshot.now_ms}"))
         agents = {agent.agent_id: agent for agent in snapshot.agents}
         by_id = {call.call_id: call for call in view.calls}  # as stored, not as widened
-        policy, waits = snapshot.policy, metrics.CALL_WAIT
+        policy = snapshot.policy
         placed = conflicts = 0
         for placement in decision.placements:
             if placement.agent_id is None:
@@ -316,12 +311,11 @@ class Dispatcher:
                 self.wake(tenant)
                 break
             call = by_id[placement.call_id]
-            waited = waited_ms(call, snapshot.now_ms)
             work: dict[str, str | int] = {
                 "router.tenant": tenant,
                 "router.call_id": call.call_id,
                 "router.agent_id": placement.agent_id,
-                "router.waited_ms": waited,
+                "router.waited_ms": waited_ms(call, snapshot.now_ms),
             }
             claim = Claim(
                 request_id="",
@@ -340,10 +334,11 @@ class Dispatcher:
             with tracing.queued_work(view.traces.get(call.call_id, ""), work) as span:
                 result = self._store.commit_assignment(tenant, claim)
                 if span is not None:
-                    span.set_attribute("router.result", _RESULTS[type(result)])
+                    span.set_attribute("router.result", _RESULTS.get(type(result), "other"))
             if isinstance(result, Committed):
                 placed += 1
-                waits.labels(tenant, call.channel.value).observe(waited / 1000)
+                waited = waited_ms(call, result.assignment.created_ms)  # at the commit
+                metrics.CALL_WAIT.labels(tenant, call.channel.value).observe(waited / 1000)
             elif isinstance(result, Conflict):
                 conflicts += 1
             elif isinstance(result, Gone):

@@ -18,6 +18,7 @@ from router import store_common as rules
 from router.domain import (
     Assignment,
     AssignmentState,
+    Call,
     CallRecord,
     CallStatus,
     Policy,
@@ -151,20 +152,16 @@ class RedisCalls(RedisBase):
             window=policy.occupancy_window_s * 1000,
             also=[k.call(call_id) for call_id in queued],
         )
-        queued_calls = [
-            fields
-            for fields in map(texts, raw_calls)
-            if fields.get("status") == CallStatus.QUEUED.value
-        ]
-        calls = tuple(map(call_from_hash, queued_calls))
-        traces = {
-            call.call_id: fields["trace"]
-            for call, fields in zip(calls, queued_calls, strict=True)
-            if fields.get("trace")
-        }
+        calls: list[Call] = []
+        traces: dict[str, str] = {}
+        for fields in map(texts, raw_calls):
+            if fields.get("status") == CallStatus.QUEUED.value:
+                calls.append(call_from_hash(fields))
+                if fields.get("trace"):
+                    traces[calls[-1].call_id] = fields["trace"]
         due = any(float(expires) <= now for _, expires in first_offer)
         return QueueView(
-            Snapshot(now, policy, tuple(agents)), calls, int(depth), due, frozen_map(traces)
+            Snapshot(now, policy, tuple(agents)), tuple(calls), int(depth), due, frozen_map(traces)
         )
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:

@@ -333,23 +333,25 @@ def continuing(traceparent: str) -> Iterator[None]:
 def queued_work(queued_by: str, attributes: Attributes) -> Iterator[trace.Span | None]:
     """The placement of a queued call, ``continuing`` the trace of the request that created
     it (``queued_by``): with tracing on, a ``dispatch`` span in that trace, a child of that
-    request's span, linked to the current span (the Assign whose pass does the work, if one
-    does) and made current, so the work's Redis round trips are its children. Yields the span
-    (``None`` when none records)."""
+    request's span, linked to the current span (the Assign whose pass does the work, if
+    another request's pass does) and made current, so the work's Redis round trips are its
+    children. Yields the span (``None`` when none records)."""
     with continuing(queued_by):
-        parent = _PROPAGATOR.extract({"traceparent": queued_by}) if _tracer and queued_by else None
-        if _tracer is None or parent is None or not _valid(parent):
+        tracer = _tracer
+        if tracer is None or not queued_by:
+            yield None
+            return
+        parent = _PROPAGATOR.extract({"traceparent": queued_by})
+        queued_in = trace.get_current_span(parent).get_span_context()
+        if not queued_in.is_valid:
             yield None
             return
         current = trace.get_current_span().get_span_context()
-        with _tracer.start_as_current_span(
+        own = (current.trace_id, current.span_id) == (queued_in.trace_id, queued_in.span_id)
+        with tracer.start_as_current_span(
             "dispatch",
             context=parent,
             attributes=attributes,
-            links=[trace.Link(current)] if current.is_valid else None,
+            links=[trace.Link(current)] if current.is_valid and not own else None,
         ) as work:
             yield work if work.is_recording() else None
-
-
-def _valid(context: otel_context.Context) -> bool:
-    return trace.get_current_span(context).get_span_context().is_valid

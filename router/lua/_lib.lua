@@ -13,6 +13,7 @@ local HISTORY_MS = 7200000    -- store_common.HISTORY_MS
 -- trace_id), and a call it creates keeps it (call hash field trace; remember_trace).
 local CLOCK = string.match(ARGV[1] or '', '^[^;]*')
 local TRACE = string.match(ARGV[1] or '', ';(00%-%x+%-%x+%-%x%x)$') or ''
+if #TRACE ~= 55 then TRACE = '' end  -- 32 and 16 hex digits, nothing else
 local TRACE_ID = string.sub(TRACE, 4, 35)
 
 local function now_ms(arg)

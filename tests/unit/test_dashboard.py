@@ -11,6 +11,7 @@ router's registry really exposes, and check every expression against them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -286,14 +287,15 @@ def test_alert_rules_parse_and_use_exported_metrics() -> None:
     assert {"RouterAssignErrorBudgetBurn", "RouterAssignLatencyBudgetBurn"} <= seen
 
 
-@pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)"
-)
 def test_the_alert_rules_pass_promtools_checks_and_their_unit_tests() -> None:
     """Prometheus's own checker accepts the rule file, and ``docs/alerts.test.yaml`` runs:
     each burn-rate alert fires on the burns it is for, at the times it should, with its
-    text, and not on a burn within budget, a spent spike or no traffic."""
-    assert PROMTOOL is not None
+    text, and not on a burn within budget, a spent spike or no traffic. Skipped where
+    promtool is not installed, unless ``ROUTER_REQUIRE_PROMTOOL`` is set (CI sets it)."""
+    if PROMTOOL is None:
+        if os.environ.get("ROUTER_REQUIRE_PROMTOOL"):
+            pytest.fail("ROUTER_REQUIRE_PROMTOOL is set and promtool is not installed")
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
     for command in (("check", "rules", ALERTS.name), ("test", "rules", "alerts.test.yaml")):
         done = subprocess.run(
             [PROMTOOL, *command],
@@ -363,7 +365,6 @@ def test_every_bucket_an_expression_reads_exists() -> None:
     }
     for series, bound, expr in read:
         assert bound in bounds[series], f"{series} has no bucket le={bound!r}: {expr}"
-    assert "20" not in bounds["router_call_wait_seconds_bucket"]
 
 
 @pytest.mark.parametrize(

@@ -159,6 +159,38 @@ def test_a_queued_call_in_an_unsampled_trace_is_placed_without_a_recorded_span()
     assert format(placed.parent.span_id, "016x") == PARENT
 
 
+def test_a_call_placed_by_its_own_requests_pass_is_not_linked_to_it() -> None:
+    """An Assign that queued its call and placed it in its own pass: the ``dispatch`` span is
+    that request's child, with no link back to it; another request's span is linked."""
+    exporter = InMemorySpanExporter()
+    tracing.configure(processor=SimpleSpanProcessor(exporter))
+    try:
+        request = tracing.server_span("/router.v1.RoutingService/Assign", Context(), {})
+        assert request is not None
+        token = tracing.activate(request)
+        try:
+            own = tracing.span_traceparent(request)
+            with tracing.queued_work(own, {"router.call_id": "own"}):
+                pass
+            with tracing.queued_work(f"00-{TRACE}-{PARENT}-01", {"router.call_id": "other"}):
+                pass
+        finally:
+            tracing.deactivate(token)
+            tracing.end_server_span(request, grpc.StatusCode.OK)
+    finally:
+        tracing.shutdown()
+    placed = {
+        dict(s.attributes or {})["router.call_id"]: s
+        for s in exporter.get_finished_spans()
+        if s.name == "dispatch"
+    }
+    assert placed["own"].parent is not None
+    assert placed["own"].parent.span_id == request.get_span_context().span_id
+    assert not placed["own"].links
+    (link,) = placed["other"].links
+    assert link.context.span_id == request.get_span_context().span_id
+
+
 @pytest.mark.parametrize(
     ("code", "failed"),
     [
