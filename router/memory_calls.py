@@ -119,6 +119,7 @@ class MemoryCalls(MemoryBase):
                 wait = max(0, now - rec.origin)
                 t.add_history("abandoned", rec.call.channel, now, wait, call_id)
                 rec.settle(True, now)
+                rules.count_abandoned(tenant, rec.call.channel, wait)
             elif rec.status == CallStatus.ASSIGNED and asg and asg.state == AssignmentState.ACTIVE:
                 t.end_assignment(asg, AssignmentState.CANCELLED, now)
                 t.free_slot(asg, now)

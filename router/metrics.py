@@ -113,6 +113,16 @@ CALL_WAIT = Histogram(
     buckets=WAIT_BUCKETS,
     registry=REGISTRY,
 )
+CALL_ABANDONED = Histogram(
+    "router_call_abandoned_wait_seconds",
+    "How long calls waited before they were abandoned (a Cancel of a queued or offered call: "
+    "the caller hung up), per tenant and channel, on the store's clock; each call once. The "
+    "count is the abandoned calls; count minus the 5 s bucket, those abandoned after 5 s, "
+    "which GetStats' service level counts against the target.",
+    ("tenant", "channel"),
+    buckets=WAIT_BUCKETS,
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "router_queue_depth",
     "Calls waiting, per tenant, as of the last dispatcher pass.",

@@ -280,7 +280,10 @@ class RedisCalls(RedisBase):
             if reply[0] == "completed":
                 raise rules.call_finished(call_id, CallStatus.COMPLETED.value)
             if reply[0] == "ok":
-                return record_from_hash(pairs(reply[1]), pairs(reply[2]), None)
+                record = record_from_hash(pairs(reply[1]), pairs(reply[2]), None)
+                if int(reply[3]) >= 0:  # this Cancel abandoned the call
+                    rules.count_abandoned(tenant, record.call.channel, int(reply[3]))
+                return record
             metrics.RETRIES.labels("call").inc()
         raise rules.contention(f"call {call_id}")
 

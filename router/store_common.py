@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
 
+from router import metrics
 from router.domain import (
     ActiveWork,
     AgentProfile,
@@ -71,6 +72,12 @@ EVENTS_START = (0, 0)
 _PAGE_TOKEN_PREFIX = "agent:"
 _EVENT_ID = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
 U64_MAX = 2**64 - 1
+
+
+def count_abandoned(tenant: str, channel: Channel, waited_ms: int) -> None:
+    """A Cancel abandoned a waiting call after ``waited_ms``: the abandoned wait histogram
+    (both stores, once per call: only the Cancel that changed the call counts)."""
+    metrics.CALL_ABANDONED.labels(tenant, channel.value).observe(waited_ms / 1000)
 
 
 def check_tenant(tenant: str) -> None:

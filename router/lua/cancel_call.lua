@@ -3,13 +3,13 @@
 --       7 offers, 8 history, 9 timeline, 10 idx:ready, 11 idx:revs
 -- ARGV: 1 now|'', 2 assignment id read, 3 retention_ms, 4 record_ttl_ms, 5 maxlen, 6 call_id
 -- -> {'missing'} | {'retry'} (the call moved on since the read) | {'completed'}
---    | {'ok', call hash, asg hash}
+--    | {'ok', call hash, asg hash, ms the call waited if this abandoned it, else -1}
 local now = now_ms(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local c = redis.call('HMGET', KEYS[1], 'status', 'assignment_id', 'origin', 'channel')
 if (c[2] or '') ~= ARGV[2] then return {'retry'} end
 if c[1] == 'completed' then return {'completed'} end
-local asg_id, call_id = ARGV[2], ARGV[6]
+local asg_id, call_id, abandoned_after = ARGV[2], ARGV[6], -1
 local a = redis.call('HMGET', KEYS[2], 'state', 'agent_id', 'token')
 local function end_work()
   end_assignment(KEYS[2], KEYS[7], asg_id, 'cancelled', now, ARGV[4])
@@ -23,7 +23,8 @@ if c[1] == 'queued' or c[1] == 'offered' then
   redis.call('ZREM', KEYS[6], call_id)
   redis.call('HSET', KEYS[1], 'status', 'abandoned', 'updated', int(now))
   local id = emit_call(KEYS[5], KEYS[9], ARGV[5], 'ABANDONED', now, call_id, agent_id, data)
-  add_history(KEYS[8], id, 'abandoned', c[4], now, math.max(0, now - tonumber(c[3])), call_id)
+  abandoned_after = math.max(0, now - tonumber(c[3]))
+  add_history(KEYS[8], id, 'abandoned', c[4], now, abandoned_after, call_id)
   settle_call(KEYS[1], KEYS[9], true, ARGV[4])
 elseif c[1] == 'assigned' and a[1] == 'active' then
   local agent_id, data = end_work()
@@ -31,4 +32,4 @@ elseif c[1] == 'assigned' and a[1] == 'active' then
   emit_call(KEYS[5], KEYS[9], ARGV[5], 'CANCELLED', now, call_id, agent_id, data)
   settle_call(KEYS[1], KEYS[9], true, ARGV[4])
 end
-return {'ok', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+return {'ok', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), abandoned_after}

@@ -51,6 +51,7 @@ from router.store import (
     Store,
     queue_score,
 )
+from tests.helpers import sample
 from tests.integration.conftest import StoreHarness
 
 T = "acme"
@@ -177,6 +178,12 @@ def held(store: Store, agent_id: str) -> tuple[ActiveWork, ...]:
 def all_events(store: Store, tenant: str = T) -> list[Event]:
     """Every event of the tenant."""
     return store.read_events(tenant, "0", limit=10_000)
+
+
+def abandoned(le: str = "+Inf") -> float:
+    """Calls of tenant ``T`` abandoned on chat, within ``le`` seconds of their wait
+    (``router_call_abandoned_wait_seconds``, both stores alike)."""
+    return sample("router_call_abandoned_wait_seconds_bucket", tenant=T, channel="chat", le=le)
 
 
 def events_of(store: Store, kind: str, call_id: str = "") -> list[Event]:
@@ -1003,9 +1010,10 @@ def test_reclaim_takes_back_offers_and_movable_work(harness: StoreHarness) -> No
 
 def test_cancel_a_queued_call_abandons_it(harness: StoreHarness) -> None:
     """A caller hanging up while queued: the call is ABANDONED and off the queue (the others
-    move up), an ``abandoned`` entry records how long they waited; cancelling again returns
-    the same record and writes nothing."""
+    move up), an ``abandoned`` entry records how long they waited, and so does the abandoned
+    wait histogram (once); cancelling again returns the same record and writes nothing."""
     store, clock = harness.store, harness.clock
+    within_5, within_10 = abandoned("5.0"), abandoned("10.0")
     t0 = clock.now_ms
     enqueue(harness, "c1")
     clock.advance(1)
@@ -1023,11 +1031,13 @@ def test_cancel_a_queued_call_abandons_it(harness: StoreHarness) -> None:
     assert store.load_queue(T, 10).depth == 1
     assert store.get_call(T, "c2").position == 1
     assert store.history(T, 0) == [HistoryEntry("abandoned", Channel.CHAT, now, now - t0, "c1")]
+    assert (abandoned("5.0"), abandoned("10.0")) == (within_5, within_10 + 1)  # after 7 s
     clock.advance(1_000)
     before = harness.dump()
     assert store.cancel_call(T, "c1") == record
     assert harness.dump() == before
     assert store.get_call(T, "c1") == record
+    assert abandoned("10.0") == within_10 + 1
 
 
 def test_cancel_an_offered_call_abandons_it(harness: StoreHarness) -> None:
@@ -1035,7 +1045,7 @@ def test_cancel_an_offered_call_abandons_it(harness: StoreHarness) -> None:
     the agent's slot is free and an ``abandoned`` entry records the wait; idempotent."""
     store, clock = harness.store, harness.clock
     available(store, "a")
-    t0 = clock.now_ms
+    t0, within_5 = clock.now_ms, abandoned("5.0")
     enqueue(harness, "c1")
     clock.advance(3_000)
     offer = dispatch(store, "c1", "a", offer_s=30)
@@ -1052,18 +1062,21 @@ def test_cancel_an_offered_call_abandons_it(harness: StoreHarness) -> None:
     assert held(store, "a") == ()
     assert store.expired_offers(T) == []
     assert store.history(T, 0) == [HistoryEntry("abandoned", Channel.CHAT, now, now - t0, "c1")]
+    assert abandoned("5.0") == within_5 + 1  # after 5 s
     before = harness.dump()
     assert store.cancel_call(T, "c1") == record
     assert harness.dump() == before
+    assert abandoned("5.0") == within_5 + 1
     clock.advance(30_000)
     assert store.expired_offers(T) == []
 
 
 def test_cancel_an_assigned_call(harness: StoreHarness) -> None:
     """The platform withdrawing an assigned call: CANCELLED with its assignment ended
-    CANCELLED and the slot free; idempotent. A completed call is FAILED_PRECONDITION and an
-    unknown one NOT_FOUND, writing nothing."""
+    CANCELLED and the slot free (not abandoned); idempotent. A completed call is
+    FAILED_PRECONDITION and an unknown one NOT_FOUND, writing nothing."""
     store, clock = harness.store, harness.clock
+    total = abandoned()
     available(store, "a")
     enqueue(harness, "c1")
     enqueue(harness, "c2")
@@ -1088,6 +1101,7 @@ def test_cancel_an_assigned_call(harness: StoreHarness) -> None:
         store.cancel_call(T, "nope")
     assert harness.dump() == before
     assert store.get_call(T, "c2").status == CallStatus.COMPLETED
+    assert abandoned() == total
 
 
 # --- SLA flags and callbacks -----------------------------------------------------------------

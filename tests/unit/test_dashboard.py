@@ -362,6 +362,7 @@ def test_every_bucket_an_expression_reads_exists() -> None:
     assert {series for series, _, _ in read} == {
         "router_rpc_duration_seconds_bucket",
         "router_call_wait_seconds_bucket",
+        "router_call_abandoned_wait_seconds_bucket",
     }
     for series, bound, expr in read:
         assert bound in bounds[series], f"{series} has no bucket le={bound!r}: {expr}"
