@@ -130,15 +130,15 @@ class _Outcome:
             method, parent, {f"router.{name}": value for name, value in fields.items()}
         )
         self.token = tracing.activate(self.span) if self.span is not None and current else None
-        traceparent = ""
+        traced = self.caller
         if self.span is not None and self.span.is_recording():
-            fields.update(tracing.span_ids(self.span))
-            traceparent = tracing.span_traceparent(self.span)
-        elif self.caller is not None:
-            fields["trace_id"] = self.caller.trace_id
-            traceparent = self.caller.traceparent
+            traced = tracing.TraceContext.of(self.span.get_span_context())
+            fields["span_id"] = traced.span_id  # the router's own span
+        if traced is not None:
+            fields["trace_id"] = traced.trace_id
         if self.caller is not None:
-            fields["parent_span_id"] = self.caller.parent_id
+            fields["parent_span_id"] = self.caller.span_id
+        traceparent = "" if traced is None else traced.traceparent
         self.bound = tracing.bind_request_trace(traceparent) if current else None
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(method=method, **fields)

@@ -70,24 +70,29 @@ orchestrator) and reflection would each start a trace of their own."""
 
 @dataclass(frozen=True, slots=True)
 class TraceContext:
-    """The trace a request belongs to, as its caller sent it."""
+    """A span's place in its trace, as text: the caller's span as the caller sent it, or a
+    span of the router's own."""
 
     trace_id: str
     """32 lower-case hex digits."""
-    parent_id: str
-    """The caller's span: 16 lower-case hex digits."""
+    span_id: str
+    """16 lower-case hex digits."""
     sampled: bool
-    """Whether the caller records this trace (the ``sampled`` flag)."""
+    """Whether the trace is recorded (the ``sampled`` flag)."""
+
+    @classmethod
+    def of(cls, context: trace.SpanContext) -> TraceContext:
+        """The text form of an OpenTelemetry span context."""
+        return cls(
+            format(context.trace_id, "032x"),
+            format(context.span_id, "016x"),
+            context.trace_flags.sampled,
+        )
 
     @property
     def traceparent(self) -> str:
         """The context as a W3C ``traceparent`` value (version 00)."""
-        return traceparent(self.trace_id, self.parent_id, sampled=self.sampled)
-
-
-def traceparent(trace_id: str, span_id: str, *, sampled: bool) -> str:
-    """A W3C ``traceparent`` value (version 00) of hex ``trace_id`` and ``span_id``."""
-    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
 
 class _MetadataGetter(Getter[Metadata]):
@@ -123,11 +128,7 @@ def extract(metadata: Metadata | None) -> tuple[otel_context.Context, TraceConte
     span_context = trace.get_current_span(parent).get_span_context()
     if not span_context.is_valid:
         return parent, None
-    caller = TraceContext(
-        format(span_context.trace_id, "032x"),
-        format(span_context.span_id, "016x"),
-        span_context.trace_flags.sampled,
-    )
+    caller = TraceContext.of(span_context)
     return parent, caller
 
 
@@ -244,32 +245,11 @@ def deactivate(token: object) -> None:
     otel_context.detach(token)  # type: ignore[arg-type]  # the token activate returned
 
 
-def span_ids(span: trace.Span) -> dict[str, str]:
-    """The log fields of the router's own span: its trace id and span id."""
-    context = span.get_span_context()
-    return {
-        "trace_id": format(context.trace_id, "032x"),
-        "span_id": format(context.span_id, "016x"),
-    }
-
-
-def span_traceparent(span: trace.Span) -> str:
-    """``span``'s context as a W3C ``traceparent`` value."""
-    context = span.get_span_context()
-    return traceparent(
-        format(context.trace_id, "032x"),
-        format(context.span_id, "016x"),
-        sampled=context.trace_flags.sampled,
-    )
-
-
 def sampled_trace(span: trace.Span | None, caller: TraceContext | None) -> str | None:
     """The trace id worth an exemplar: the router's span's if sampled, else the caller's if
     the caller samples it; ``None`` otherwise."""
-    if span is not None:
-        context = span.get_span_context()
-        return format(context.trace_id, "032x") if context.trace_flags.sampled else None
-    return caller.trace_id if caller is not None and caller.sampled else None
+    traced = caller if span is None else TraceContext.of(span.get_span_context())
+    return traced.trace_id if traced is not None and traced.sampled else None
 
 
 @contextmanager

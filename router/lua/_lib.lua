@@ -16,8 +16,9 @@ local TRACE = string.match(ARGV[1] or '', ';(00%-%x+%-%x+%-%x%x)$') or ''
 if #TRACE ~= 55 then TRACE = '' end  -- 32 and 16 hex digits, nothing else
 local TRACE_ID = string.sub(TRACE, 4, 35)
 
-local function now_ms(arg)
-  local n = tonumber(string.match(arg, '^[^;]*'))
+-- The clock: CLOCK, else Redis server time.
+local function now_ms()
+  local n = tonumber(CLOCK)
   if n then return n end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

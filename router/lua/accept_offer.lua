@@ -4,7 +4,7 @@
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 maxlen
 -- -> {'missing'} | {'stale'} | {'unchanged', asg} | {'already', state} | {'expired'}
 --    | {'ok', asg}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local h = redis.call('HMGET', KEYS[1], 'token', 'state', 'offer_expires', 'call_id', 'agent_id')
 if h[1] ~= ARGV[3] then return {'stale'} end

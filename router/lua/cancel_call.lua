@@ -4,7 +4,7 @@
 -- ARGV: 1 now|'', 2 assignment id read, 3 retention_ms, 4 record_ttl_ms, 5 maxlen, 6 call_id
 -- -> {'missing'} | {'retry'} (the call moved on since the read) | {'completed'}
 --    | {'ok', call hash, asg hash, ms the call waited if this abandoned it, else -1}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local c = redis.call('HMGET', KEYS[1], 'status', 'assignment_id', 'origin', 'channel')
 if (c[2] or '') ~= ARGV[2] then return {'retry'} end

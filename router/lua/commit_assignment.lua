@@ -12,7 +12,7 @@
 -- -> {'replayed'} | {'fingerprint'} | {'exists', status, assignment id} | {'missing'}
 --    | {'gone', status} | {'conflict', reason}
 --    | {'ok', token, now, offer expiry, {agent hash, work spans in the window} or {}}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'fingerprint') == ARGV[3] then return {'replayed'} end
   return {'fingerprint'}

@@ -2,7 +2,7 @@
 --       7.. idx:skill:<skill> of the profile
 -- ARGV: 1 now|'', 2 agent_id, 3 profile JSON, 4 maxlen, 5 retention_ms
 -- -> {'exists'} | {'ok', view}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 redis.call('HSET', KEYS[1], 'profile', ARGV[3], 'version', 1, 'presence', 'offline',
            'presence_reason', '', 'presence_since', now, 'heartbeat', 0, 'seq', 1,

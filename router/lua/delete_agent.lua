@@ -5,7 +5,7 @@
 -- (a wrap-up that has ended does not count; its span goes with the work key)
 -- The agent leaves the heartbeat index too (readers learn of the deletion from idx:revs),
 -- so a full read of it stays as long as the team, not as every agent there ever was.
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local version = tonumber(redis.call('HGET', KEYS[1], 'version'))
 if version ~= tonumber(ARGV[2]) then return {'moved', version} end

@@ -5,7 +5,7 @@
 --       10 aging ms per priority level, 11 max queue, 12 request TTL ms, 13 maxlen
 -- -> {'replayed'} | {'fingerprint'} | {'exists', status, assignment id} | {'full', depth}
 --    | {'ok', position, now, origin}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'fingerprint') == ARGV[3] then return {'replayed'} end
   return {'fingerprint'}

@@ -11,7 +11,7 @@
 -- -> {'missing'} | {'stale'} | {'already', state} | {'offered'} | {'policy'}
 --    | {'unchanged', asg, calls queued}
 --    | {'ok', asg, now, {agent hash, work spans in the window} or {}, calls queued}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local h = redis.call('HMGET', KEYS[1], 'token', 'state', 'call_id', 'agent_id', 'created',
                      'channel')

@@ -3,7 +3,7 @@
 -- A heartbeat changes one field, so it takes no new agent rev (every replica would read and
 -- decode the agent again): its time goes to idx:beats and its own log, idx:beatlog, whose
 -- revs follow next_rev like the agents'; readers patch it into the agents they have cached.
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 redis.call('HSET', KEYS[1], 'heartbeat', now)
 local rev = next_rev(KEYS[3])

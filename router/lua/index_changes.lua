@@ -16,7 +16,7 @@
 --    (a failover to a node whose clock lags, or keys rewritten: the mirror starts over);
 --    'all' too when ARGV[4] is below idx:gone's floor (a deletion since may be pruned).
 --    Heartbeats likewise: those logged above ARGV[6], or every agent's latest.
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('GET', KEYS[6]) ~= ARGV[3] then return {'unindexed'} end
 local seen = ''
 if ARGV[2] ~= '' then seen = redis.call('HGET', KEYS[7], 'call_id') or '' end

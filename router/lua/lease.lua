@@ -5,7 +5,7 @@
 -- ARGV: 1 now|'', 2 'acquire'|'release'|'open', 3 owner, 4 ttl ms, 5 tick ms ('open')
 -- -> acquire: {'ok'} | {'held'} (another owner's lease has not expired); release: {'ok'}
 -- -> open: {'full'} | {'wake'} (the lease taken) | {'idle'} | {'held'} (nothing written)
-local now = now_ms(ARGV[1])
+local now = now_ms()
 local owner = ARGV[3]
 
 local function holder(key)

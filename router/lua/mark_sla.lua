@@ -3,7 +3,7 @@
 -- ARGV: 1 now|'', 2 call_id, 3 'at_risk'|'breached', 4 priority boost, 5 aging ms per
 --       priority level, 6 escalation group, 7 maxlen
 -- -> {'missing'} | {'unchanged'} | {'ok'}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local flag = ARGV[3]
 local c = redis.call('HMGET', KEYS[1], 'status', flag, 'priority', 'channel')

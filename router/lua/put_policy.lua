@@ -2,7 +2,7 @@
 -- KEYS: 1 policy, 2 events
 -- ARGV: 1 now|'', 2 version read, 3 new policy JSON (version read + 1 inside), 4 maxlen
 -- -> {'moved', current version} | {'ok'}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 local current = redis.call('GET', KEYS[1])
 local version = 0
 if current then version = tonumber(cjson.decode(current)['version']) or 0 end

@@ -4,7 +4,7 @@
 -- ARGV: 1 now|'', 2 agent_id, 3 channels as ',a,b,', 4 aging ms per priority level,
 --       5 retention_ms, 6 record_ttl_ms, 7 maxlen, 8.. the assignment ids read
 -- -> {'missing'} | {'ok', {{assignment id, asg}, ...}}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local agent_id, channels, aging_ms = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local taken = {}

@@ -2,7 +2,7 @@
 -- KEYS: 1 call, 2 events, 3 timeline
 -- ARGV: 1 now|'', 2 call_id, 3 maxlen
 -- -> {'missing'} | {'status', status} (not QUEUED) | {'ok'}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local c = redis.call('HMGET', KEYS[1], 'status', 'callback')
 if c[1] ~= 'queued' then return {'status', c[1]} end

@@ -1,7 +1,7 @@
 -- KEYS: 1 agent, 2 work, 3 events, 4 idx:ready, 5 idx:revs
 -- ARGV: 1 now|'', 2 presence, 3 reason, 4 agent_id, 5 maxlen, 6 retention_ms
 -- -> {'missing'} | {'ok', view}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local previous = redis.call('HGET', KEYS[1], 'presence')
 redis.call('HSET', KEYS[1], 'presence', ARGV[2], 'presence_reason', ARGV[3],

@@ -4,7 +4,7 @@
 -- ARGV: 1 now|'', 2 version read, 3 new profile JSON, 4 number of removed skills, 5 agent_id,
 --       6 maxlen, 7 retention_ms
 -- -> {'missing'} | {'moved', current version} | {'ok', view}
-local now = now_ms(ARGV[1])
+local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local version = tonumber(redis.call('HGET', KEYS[1], 'version'))
 if version ~= tonumber(ARGV[2]) then return {'moved', version} end

@@ -169,7 +169,7 @@ def test_a_call_placed_by_its_own_requests_pass_is_not_linked_to_it() -> None:
         assert request is not None
         token = tracing.activate(request)
         try:
-            own = tracing.span_traceparent(request)
+            own = TraceContext.of(request.get_span_context()).traceparent
             with tracing.queued_work(own, {"router.call_id": "own"}):
                 pass
             with tracing.queued_work(f"00-{TRACE}-{PARENT}-01", {"router.call_id": "other"}):
