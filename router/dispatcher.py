@@ -20,9 +20,10 @@ it passes, the pass commits no further placements and asks for a background pass
 (what was committed stays; the rest is still queued). The background thread has no deadline.
 
 Work on a queued call continues the trace of the request that created the call: its events
-(placement, SLA marks) carry that trace's id and, with tracing on, its placement is a
-``dispatch`` span in that trace (``tracing.queued_work``); passes themselves make no spans,
-and their other events (offer time-outs, reclaims) carry no trace, even in an inline pass.
+(placement, SLA marks, offer time-outs, reclaims) carry that trace's id and, with tracing on,
+its placement is a ``dispatch`` span in that trace (``tracing.queued_work``); passes
+themselves make no spans and bind no trace, even in an inline pass (the stores take each
+call's kept trace for a time-out or reclaim: ``tracing.call_work``).
 """
 
 from __future__ import annotations

@@ -263,23 +263,31 @@ class MemoryRouting(MemoryBase):
             ended = t.end_assignment(asg, state, now)
             t.free_slot(asg, now)
             rec = t.call(asg.call_id, now)
-            kind = "OFFER_TIMED_OUT" if timed_out else "REJECTED"
-            self._emit_for(t, rec, kind, now, asg)
-            if rec is not None:
-                if rec.assignment_id == assignment_id:
-                    t.requeue(rec, asg.agent_id, now, policy.aging_s_per_priority)
-                rec.settle(False, now)
-            agent = t.agents.get(asg.agent_id)
-            if timed_out and agent is not None:
-                agent.missed += 1
-                limit = policy.max_missed_offers
-                if limit > 0 and agent.missed >= limit and agent.presence == Presence.AVAILABLE:
-                    reason = rules.missed_reason(agent.missed)
-                    agent.presence, agent.reason, agent.since = Presence.NOT_RESPONDING, reason, now
-                    agent.seq += 1
-                    data = {"presence": Presence.NOT_RESPONDING.value, "reason": reason}
-                    t.emit("PRESENCE_CHANGED", now, agent_id=asg.agent_id, data=data)
+            with tracing.call_work(rec.trace if rec is not None else ""):
+                kind = "OFFER_TIMED_OUT" if timed_out else "REJECTED"
+                self._emit_for(t, rec, kind, now, asg)
+                if rec is not None:
+                    if rec.assignment_id == assignment_id:
+                        t.requeue(rec, asg.agent_id, now, policy.aging_s_per_priority)
+                    rec.settle(False, now)
+                agent = t.agents.get(asg.agent_id)
+                if timed_out and agent is not None:
+                    self._count_missed(t, agent, asg.agent_id, now, policy)
             return ended
+
+    @staticmethod
+    def _count_missed(
+        t: TenantState, agent: AgentState, agent_id: str, now: int, policy: Policy
+    ) -> None:
+        """A missed offer; NOT_RESPONDING at ``policy.max_missed_offers``."""
+        agent.missed += 1
+        limit = policy.max_missed_offers
+        if limit > 0 and agent.missed >= limit and agent.presence == Presence.AVAILABLE:
+            reason = rules.missed_reason(agent.missed)
+            agent.presence, agent.reason, agent.since = Presence.NOT_RESPONDING, reason, now
+            agent.seq += 1
+            data = {"presence": Presence.NOT_RESPONDING.value, "reason": reason}
+            t.emit("PRESENCE_CHANGED", now, agent_id=agent_id, data=data)
 
     @staticmethod
     def _emit_for(
@@ -392,9 +400,10 @@ class MemoryRouting(MemoryBase):
                 taken.append(t.end_assignment(asg, AssignmentState.RECLAIMED, now))
                 t.free_slot(asg, now)
                 rec = t.call(asg.call_id, now)
-                self._emit_for(t, rec, "RECLAIMED", now, asg)
-                if rec is not None:
-                    if rec.assignment_id == asg_id:
-                        t.requeue(rec, agent_id, now, policy.aging_s_per_priority)
-                    rec.settle(False, now)
+                with tracing.call_work(rec.trace if rec is not None else ""):
+                    self._emit_for(t, rec, "RECLAIMED", now, asg)
+                    if rec is not None:
+                        if rec.assignment_id == asg_id:
+                            t.requeue(rec, agent_id, now, policy.aging_s_per_priority)
+                        rec.settle(False, now)
             return taken

@@ -310,6 +310,18 @@ def continuing(traceparent: str) -> Iterator[None]:
 
 
 @contextmanager
+def call_work(kept: str) -> Iterator[None]:
+    """Work on a call while no request is served (the dispatcher's offer time-outs and
+    reclaims): ``continuing`` the trace the call kept (``kept``, as the store kept it). While a
+    request is served its own trace stays (``continue_call_trace`` in ``_lib.lua``)."""
+    if _request_trace.get():
+        yield
+        return
+    with continuing(kept):
+        yield
+
+
+@contextmanager
 def queued_work(queued_by: str, attributes: Attributes) -> Iterator[trace.Span | None]:
     """The placement of a queued call, ``continuing`` the trace of the request that created
     it (``queued_by``): with tracing on, a ``dispatch`` span in that trace, a child of that

@@ -66,6 +66,17 @@ local function remember_trace(call_key)
   if TRACE ~= '' then redis.call('HSET', call_key, 'trace', TRACE) end
 end
 
+-- Work on a call while no request is served (an offer's time-out, a reclaim: the dispatcher's)
+-- continues the trace the call kept: the events written from here on carry its id
+-- (router.tracing.call_work). A request's own trace stays.
+local REQUEST_TRACE = TRACE
+local function continue_call_trace(call_key)
+  if REQUEST_TRACE ~= '' then return end
+  TRACE = redis.call('HGET', call_key, 'trace') or ''
+  if #TRACE ~= 55 then TRACE = '' end
+  TRACE_ID = string.sub(TRACE, 4, 35)
+end
+
 -- A live call and its timeline never expire; a finished one (and its timeline) goes
 -- record_ttl_ms after its last change. Called after the script's last emit_call.
 local function settle_call(call_key, timeline_key, finished, record_ttl_ms)

@@ -16,6 +16,7 @@ if h[2] ~= 'offered' then return {'already', h[2]} end
 if state == 'rejected' and now >= tonumber(h[3]) then return {'expired'} end
 local asg_id, call_id, agent_id = ARGV[2], h[4], h[5]
 local k = {call = KEYS[4], events = KEYS[5], queue = KEYS[7], timeline = KEYS[8]}
+continue_call_trace(k.call)
 end_assignment(KEYS[1], KEYS[6], asg_id, state, now, ARGV[8])
 free_slot(KEYS[2], KEYS[3], KEYS[1], asg_id, now, tonumber(ARGV[7]))
 local kind = 'REJECTED'

@@ -17,6 +17,7 @@ for i = 8, #ARGV do
       or (h[1] == 'active' and string.find(channels, ',' .. tostring(h[3]) .. ',', 1, true))
   if wanted and h[2] == agent_id
      and redis.call('HEXISTS', KEYS[1], 'a:' .. asg_id) == 1 then
+    continue_call_trace(k.call)
     end_assignment(asg_key, KEYS[5], asg_id, 'reclaimed', now, ARGV[6])
     free_slot(KEYS[1], KEYS[2], asg_key, asg_id, now, tonumber(ARGV[5]))
     emit_call(k.events, k.timeline, ARGV[7], 'RECLAIMED', now, h[4], agent_id,

@@ -688,6 +688,66 @@ def test_a_queued_call_keeps_the_trace_of_the_request_that_queued_it(
     assert [e.data["trace_id"] for e in queued] == [queued_by[3:35], declined_by]
 
 
+def test_background_work_on_a_call_continues_the_trace_it_kept(harness: StoreHarness) -> None:
+    """With no request being served (the dispatcher's offer time-outs and reclaims), the
+    events written about a call carry the trace the call kept: the time-out, the call's
+    return to the queue, the agent's NOT_RESPONDING it caused, a reclaim. A request's own
+    trace still wins, and a call that kept none gets none."""
+    store = harness.store
+    for agent_id in ("a", "b", "c"):
+        available(store, agent_id)
+    policy = dataclasses.replace(POLICY, max_missed_offers=1)
+    queued_by = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    trace_id = queued_by[3:35]
+    token = tracing.bind_request_trace(queued_by)
+    try:
+        enqueue(harness, "c1")
+    finally:
+        tracing.unbind_request_trace(token)
+    enqueue(harness, "c2")
+
+    def traces_since(mark: str) -> list[tuple[str, str, str | None]]:
+        return [(e.type, e.call_id, e.data.get("trace_id")) for e in store.read_events(T, mark)]
+
+    mark = all_events(store)[-1].event_id
+    first = dispatch(store, "c1", "a", offer_s=30)
+    other = dispatch(store, "c2", "b", offer_s=30)
+    for offer in (first, other):
+        store.decline_offer(T, offer.assignment_id, offer.token, timed_out=True, policy=policy)
+    assert traces_since(mark)[2:] == [
+        ("OFFER_TIMED_OUT", "c1", trace_id),
+        ("QUEUED", "c1", trace_id),
+        ("PRESENCE_CHANGED", "", trace_id),  # "a" missed its one allowed offer: c1's doing
+        ("OFFER_TIMED_OUT", "c2", None),
+        ("QUEUED", "c2", None),
+        ("PRESENCE_CHANGED", "", None),
+    ]
+    assert [e.data.get("trace_id") for e in store.call_timeline(T, "c1")][-2:] == [
+        trace_id,
+        trace_id,
+    ]
+
+    mark = all_events(store)[-1].event_id
+    offer = dispatch(store, "c1", "c", offer_s=30)
+    store.reclaim(T, "c", channels=frozenset(), policy=policy)
+    assert traces_since(mark)[1:] == [("RECLAIMED", "c1", trace_id), ("QUEUED", "c1", trace_id)]
+
+    mark = all_events(store)[-1].event_id
+    offer = dispatch(store, "c1", "c", offer_s=30)
+    reclaimed_by = "0af7651916cd43dd8448eb211c80319c"
+    token = tracing.bind_request_trace(f"00-{reclaimed_by}-b7ad6b7169203331-01")
+    try:
+        store.reclaim(T, "c", channels=frozenset(), policy=policy)
+    finally:
+        tracing.unbind_request_trace(token)
+    assert traces_since(mark)[1:] == [
+        ("RECLAIMED", "c1", reclaimed_by),
+        ("QUEUED", "c1", reclaimed_by),
+    ]
+    assert offer.call_id == "c1"
+    assert dict(store.load_queue(T, 10).traces) == {"c1": queued_by}
+
+
 def test_expired_offers_appear_once_the_clock_passes_expiry(harness: StoreHarness) -> None:
     """``expired_offers`` lists an OFFERED assignment only after store time passes its
     expiry, oldest first, at most ``limit``; an accepted offer is never listed."""

@@ -127,6 +127,33 @@ def test_offer_accept_and_reject_never_reoffers_to_the_same_agent(service: Servi
     assert again.waited.ToMilliseconds() >= 0
 
 
+def test_an_offer_timed_out_by_the_dispatcher_stays_in_the_callers_trace(
+    service: Service,
+) -> None:
+    """The dispatcher times an offer out outside any request; the call's timeline shows the
+    time-out and its return to the queue in the trace of the Assign that made the call, and
+    the next Assign's own trace only on its own events."""
+    _channels(service, _voice(offer_timeout=Duration(seconds=10)))
+    service.agent("a1", skills={"billing": 5})
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+    offer = service.assign("c1", metadata=(("traceparent", f"00-{caller}-00f067aa0ba902b7-01"),))
+    assert offer.result == OFFERED
+    service.clock.advance(11_000)
+    call = service.wait_for_call("c1", pb.CALL_STATUS_QUEUED)
+    timeline = [(e.type, e.data.get("trace_id")) for e in call.timeline]
+    assert timeline[:3] == [
+        ("OFFERED", caller),
+        ("OFFER_TIMED_OUT", caller),
+        ("QUEUED", caller),
+    ]
+    assert {trace for _, trace in timeline} == {caller}  # SLA marks since: the same trace
+    other = "0af7651916cd43dd8448eb211c80319c"
+    second = service.assign("c2", metadata=(("traceparent", f"00-{other}-b7ad6b7169203331-01"),))
+    assert (second.result, second.assignment.agent_id) == (OFFERED, "a1")  # c1 excludes a1
+    assert {e.data.get("trace_id") for e in service.get_call("c2").timeline} == {other}
+    assert {e.data.get("trace_id") for e in service.get_call("c1").timeline} == {caller}
+
+
 def test_missed_offers_make_the_agent_not_responding(service: Service) -> None:
     """Offers that time out go back to the queue; after 3 misses the agent gets no work."""
     _channels(service, _voice(offer_timeout=Duration(seconds=10)))
