@@ -288,9 +288,9 @@ class Dispatcher:
             with tracing.continuing(view.traces.get(call_id, "")):
                 if at_risk and self._store.mark_sla(tenant, call_id, breached=False, policy=policy):
                     changed += 1
-                    metrics.SLA_EVENTS.labels("at_risk").inc()
+                    metrics.SLA_EVENTS.labels(tenant, "at_risk").inc()
                 if breached and self._store.mark_sla(tenant, call_id, breached=True, policy=policy):
-                    metrics.SLA_EVENTS.labels("breached").inc()
+                    metrics.SLA_EVENTS.labels(tenant, "breached").inc()
             calls.append(widen_for_risk(queued, now, policy) if at_risk else queued)
         return calls, changed
 
@@ -350,10 +350,10 @@ class Dispatcher:
 def _measure(tenant: str, view: QueueView, report: DispatchReport) -> None:
     """Update the dispatcher's metrics after a pass."""
     now = view.snapshot.now_ms
-    metrics.DISPATCH_PLACED.inc(report.placed)
+    metrics.DISPATCH_PLACED.labels(tenant).inc(report.placed)
     metrics.DISPATCH_CONFLICTS.inc(report.conflicts)
-    metrics.OFFERS_TIMED_OUT.inc(report.timed_out)
-    metrics.RECLAIMED.inc(report.reclaimed)
+    metrics.OFFERS_TIMED_OUT.labels(tenant).inc(report.timed_out)
+    metrics.RECLAIMED.labels(tenant).inc(report.reclaimed)
     metrics.QUEUE_DEPTH.labels(tenant).set(max(0, report.queued))
     longest = max((waited_ms(call, now) for call in view.calls), default=0)
     metrics.LONGEST_WAIT.labels(tenant).set(longest / 1000)

@@ -46,8 +46,8 @@ RPC_SECONDS = Histogram(
 )
 ASSIGNMENTS = Counter(
     "router_assign_results_total",
-    "Assign answers by result (assigned, offered, queued, no_agent) and strategy.",
-    ("result", "strategy"),
+    "Assign answers per tenant by result (assigned, offered, queued, no_agent) and strategy.",
+    ("tenant", "result", "strategy"),
     registry=REGISTRY,
 )
 SOLVER_SECONDS = Histogram(
@@ -65,7 +65,8 @@ ADMISSION_WAIT_SECONDS = Histogram(
 )
 DISPATCH_PLACED = Counter(
     "router_dispatch_placed_total",
-    "Queued calls the dispatcher placed.",
+    "Queued calls the dispatcher placed, per tenant.",
+    ("tenant",),
     registry=REGISTRY,
 )
 DISPATCH_CONFLICTS = Counter(
@@ -75,18 +76,20 @@ DISPATCH_CONFLICTS = Counter(
 )
 OFFERS_TIMED_OUT = Counter(
     "router_offers_timed_out_total",
-    "Offers that expired unanswered.",
+    "Offers that expired unanswered, per tenant.",
+    ("tenant",),
     registry=REGISTRY,
 )
 RECLAIMED = Counter(
     "router_reclaimed_total",
-    "Assignments taken back from agents who left.",
+    "Assignments taken back from agents who left, per tenant.",
+    ("tenant",),
     registry=REGISTRY,
 )
 SLA_EVENTS = Counter(
     "router_sla_events_total",
-    "Calls newly flagged SLA at risk or breached.",
-    ("kind",),
+    "Calls newly flagged SLA at risk or breached, per tenant.",
+    ("tenant", "kind"),
     registry=REGISTRY,
 )
 INDEX_READS = Counter(

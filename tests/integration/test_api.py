@@ -606,14 +606,16 @@ def test_metrics_time_the_garbage_collectors_pauses() -> None:
 def test_metrics_count_rpcs_and_assign_results(service: Service) -> None:
     """Prometheus series move with traffic, and /metrics serves them over HTTP."""
     before = sample("router_rpc_duration_seconds_count", method="Assign", code="OK")
-    assigned = sample("router_assign_results_total", result="assigned", strategy="balanced")
+    assigned = sample(
+        "router_assign_results_total", tenant="acme", result="assigned", strategy="balanced"
+    )
     service.agent("a1", skills={"billing": 5})
     service.assign("c1")
     after = sample("router_rpc_duration_seconds_count", method="Assign", code="OK")
     assert after == before + 1
-    assert sample("router_assign_results_total", result="assigned", strategy="balanced") == (
-        assigned + 1
-    )
+    assert sample(
+        "router_assign_results_total", tenant="acme", result="assigned", strategy="balanced"
+    ) == (assigned + 1)
     port = local_redis.free_port()
     metrics.serve("127.0.0.1", port)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:

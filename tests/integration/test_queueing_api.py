@@ -7,6 +7,7 @@ production, ticking every 50 ms of real time, so tests poll with ``wait_for_call
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -19,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from router import local_redis
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
-from tests.helpers import FakeClock, retries
+from tests.helpers import FakeClock, retries, sample
 from tests.integration.service import Service, start_service
 
 ASSIGNED = routing_pb2.AssignResponse.RESULT_ASSIGNED
@@ -50,6 +51,15 @@ def _events(service: Service, after: str = "0", **filters: object) -> Iterator[p
         stream.cancel()
 
 
+def _counted(name: str, expected: float, **labels: str) -> float:
+    """``sample(name, **labels)`` once it reaches ``expected`` (the dispatcher counts after
+    its pass, which may end after the test sees the pass's effect), or after 5 s."""
+    deadline = time.monotonic() + 5
+    while (value := sample(name, **labels)) < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
+
+
 def test_busy_agents_queue_the_call_with_position_and_wait(service: Service) -> None:
     """Nobody free: QUEUED with its place and an estimated wait; freed capacity takes it."""
     service.agent("a1", skills={"billing": 5})
@@ -61,10 +71,12 @@ def test_busy_agents_queue_the_call_with_position_and_wait(service: Service) -> 
     assert (third.result, third.position) == (QUEUED, 2)
     assert third.estimated_wait.ToSeconds() >= second.estimated_wait.ToSeconds() > 0
     assert service.get_call("c3").position == 2
+    placed = sample("router_dispatch_placed_total", tenant="acme")
     service.complete(first.assignment)
     call = service.wait_for_call("c2", pb.CALL_STATUS_ASSIGNED)
     assert call.assignment.agent_id == "a1"
     assert service.get_call("c3").position == 1
+    assert _counted("router_dispatch_placed_total", placed + 1, tenant="acme") == placed + 1
 
 
 def test_queue_order_uses_priority_and_age(service: Service) -> None:
@@ -158,6 +170,7 @@ def test_missed_offers_make_the_agent_not_responding(service: Service) -> None:
     """Offers that time out go back to the queue; after 3 misses the agent gets no work."""
     _channels(service, _voice(offer_timeout=Duration(seconds=10)))
     service.agent("slow", skills={"billing": 5})
+    timed_out = sample("router_offers_timed_out_total", tenant="acme")
     for i in range(3):
         offer = service.assign(f"c{i}")
         assert offer.assignment.agent_id == "slow"
@@ -165,6 +178,8 @@ def test_missed_offers_make_the_agent_not_responding(service: Service) -> None:
         service.wait_for_call(f"c{i}", pb.CALL_STATUS_QUEUED)
     agent = service.get_agent("slow")
     assert agent.status.presence == pb.PRESENCE_NOT_RESPONDING
+    counted = _counted("router_offers_timed_out_total", timed_out + 3, tenant="acme")
+    assert counted == timed_out + 3
     timeline = [e.type for e in service.get_call("c0").timeline]
     assert timeline[:3] == ["OFFERED", "OFFER_TIMED_OUT", "QUEUED"]
 
@@ -269,12 +284,14 @@ def test_offers_are_reclaimed_when_the_agent_goes_offline(service: Service) -> N
     service.agent("a1", skills={"billing": 9})
     offer = service.assign("c1").assignment
     service.agent("a2", skills={"billing": 2})
+    reclaimed = sample("router_reclaimed_total", tenant="acme")
     service.presence("a1", pb.PRESENCE_OFFLINE)
     call = service.wait_until("c1", lambda c: c.assignment.agent_id == "a2")
     assert call.status == pb.CALL_STATUS_OFFERED
     assert call.assignment.assignment_id != offer.assignment_id
     types = [e.type for e in call.timeline]
     assert "RECLAIMED" in types
+    assert _counted("router_reclaimed_total", reclaimed + 1, tenant="acme") == reclaimed + 1
 
 
 def test_widening_lets_a_waiting_call_reach_lower_levels(service: Service) -> None:
@@ -303,6 +320,10 @@ def test_sla_at_risk_escalates_and_offers_a_callback(service: Service) -> None:
     then SLA_BREACHED; a caller may ask for a callback and keep their place."""
     service.agent("a1", skills={"billing": 5})
     service.assign("c0")
+    flagged = {
+        kind: sample("router_sla_events_total", tenant="acme", kind=kind)
+        for kind in ("at_risk", "breached")
+    }
     queued = service.assign("c1")
     assert queued.result == QUEUED
     service.clock.advance(17_000)  # past 80 % of 20 s
@@ -310,6 +331,9 @@ def test_sla_at_risk_escalates_and_offers_a_callback(service: Service) -> None:
     assert at_risk.data["group"] == "supervisors"
     service.clock.advance(5_000)
     next(_events(service, types=["SLA_BREACHED"], call_id="c1"))
+    for kind, before in flagged.items():
+        counted = _counted("router_sla_events_total", before + 1, tenant="acme", kind=kind)
+        assert counted == before + 1
     call = service.routing.RequestCallback(
         routing_pb2.RequestCallbackRequest(tenant=service.tenant, call_id="c1")
     ).call

@@ -372,7 +372,7 @@ def test_every_bucket_an_expression_reads_exists() -> None:
     ("expr", "bad"),
     [
         ("rate(router_no_such_metric_total[5m])", "router_no_such_metric_total"),
-        ("sum by (tenant) (rate(router_dispatch_placed_total[5m]))", "tenant"),
+        ("sum by (tenant) (rate(router_dispatch_conflicts_total[5m]))", "tenant"),
         ("sum(rate(router_dispatch_placed_total[5m])", "unclosed left parenthesis"),
         ("rate(router_dispatch_placed_total[5 minutes])", "unexpected character inside brackets"),
         ("router:assign_errors:ratio_rate5m > 0.001", "router:assign_errors:ratio_rate5m"),
