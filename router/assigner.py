@@ -67,6 +67,9 @@ HISTORY_WINDOW_MS = 15 * 60 * 1000
 INLINE_DISPATCH_RESERVE_S = 0.05
 """An Assign that joined the queue runs the batch pass inline only with more time than this
 left before its deadline (else the dispatcher's next wake-up or tick places the call)."""
+INLINE_DISPATCH_WAIT_S = 0.5
+"""How long that pass waits for one of this replica's passes over the tenant that is running
+(within the deadline's reserve); past it the call is left to the pass asked for after."""
 
 
 class Outcome(StrEnum):
@@ -104,8 +107,9 @@ class _Request:
 class Dispatching(Protocol):
     """The dispatcher as the assigner needs it: one batch pass for a tenant."""
 
-    def run_once(self, tenant: str) -> object:
-        """Place what can be placed now."""
+    def run_once(self, tenant: str, *, wait_s: float | None = 0.0) -> object:
+        """Place what can be placed now (after a pass of this replica's that is running,
+        waiting up to ``wait_s`` for it)."""
         ...
 
 
@@ -278,8 +282,12 @@ class Assigner:
         if isinstance(queued, Replayed):
             return self._replay_request(tenant, request_id, digest)
         if self._dispatcher is not None and deadline.allows(INLINE_DISPATCH_RESERVE_S):
+            left = deadline.remaining()
+            wait_s = INLINE_DISPATCH_WAIT_S
+            if left is not None:
+                wait_s = min(wait_s, left - INLINE_DISPATCH_RESERVE_S)
             try:
-                self._dispatcher.run_once(tenant)
+                self._dispatcher.run_once(tenant, wait_s=wait_s)
             except RouterError as err:  # the call is safely queued; the tick will place it
                 log.warning("inline_dispatch_failed", error=err.message)
             queued = self._store.get_call(tenant, call.call_id)

@@ -113,6 +113,9 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._passes = 0
         self._last_full = 0.0
+        self._running: dict[str, threading.Lock] = {}
+        """Per tenant, held through a pass: the lease is this replica's, so it keeps other
+        replicas out but not this replica's other threads (the loop, Assigns' inline passes)."""
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -165,7 +168,7 @@ class Dispatcher:
             if ticked:
                 self.run_tick(tenant)
             else:
-                self.run_once(tenant, full=False)
+                self.run_once(tenant, full=False, wait_s=None)
         except RouterError as err:  # Redis down or this tenant's pass refused: next tick
             log.warning("dispatch_failed", tenant=tenant, error=err.message)
         except Exception:  # never let the loop die; the next tick retries
@@ -173,24 +176,47 @@ class Dispatcher:
 
     # --- one pass ----------------------------------------------------------------------------
 
-    def run_once(self, tenant: str, *, full: bool = True) -> DispatchReport:
+    def run_once(
+        self, tenant: str, *, full: bool = True, wait_s: float | None = 0.0
+    ) -> DispatchReport:
         """One pass over ``tenant``: timers, then one batch solve and its commits.
 
         ``full=False`` (a wake-up) skips the agent scan when nothing waits: reclaiming and
         SLA checks need no reaction faster than the tick, and a Complete should not cost a
         read of every agent. When no call waits and no offer has expired it is one read,
-        without the lease."""
-        if not full:
-            return self._run(tenant, self._store.open_pass(tenant, self._owner, self._lease_ms, 0))
-        if not self._store.acquire_lease(tenant, self._owner, self._lease_ms):
+        without the lease.
+
+        One pass per tenant at a time in this replica: while another thread's runs, this
+        one waits for it up to ``wait_s`` (``None``: as long as it takes), else is skipped
+        and asks for a pass after it (the running one may have read the queue before the
+        call that brought this one)."""
+        running = self._running.setdefault(tenant, threading.Lock())
+        if wait_s is None:
+            taken = running.acquire()
+        elif wait_s > 0:
+            taken = running.acquire(timeout=wait_s)
+        else:
+            taken = running.acquire(blocking=False)
+        if not taken:
+            self.wake(tenant)
             return DispatchReport(skipped=True)
-        return self._run(tenant, PassGrant.FULL)
+        try:
+            if not full:
+                grant = self._store.open_pass(tenant, self._owner, self._lease_ms, 0)
+                return self._run(tenant, grant)
+            if not self._store.acquire_lease(tenant, self._owner, self._lease_ms):
+                return DispatchReport(skipped=True)
+            return self._run(tenant, PassGrant.FULL)
+        finally:
+            running.release()
 
     def run_tick(self, tenant: str) -> DispatchReport:
         """The tick's pass over ``tenant``: the full pass if this replica holds the tenant's
-        tick marker or can take it, else a wake-up."""
-        grant = self._store.open_pass(tenant, self._owner, self._lease_ms, self._tick_hold_ms)
-        return self._run(tenant, grant)
+        tick marker or can take it, else a wake-up (after any pass of this replica's that
+        runs now)."""
+        with self._running.setdefault(tenant, threading.Lock()):
+            grant = self._store.open_pass(tenant, self._owner, self._lease_ms, self._tick_hold_ms)
+            return self._run(tenant, grant)
 
     def _run(self, tenant: str, grant: PassGrant) -> DispatchReport:
         """The pass ``grant`` allows, then the lease back."""

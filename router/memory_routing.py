@@ -106,6 +106,8 @@ class MemoryRouting(MemoryBase):
                     raise rules.call_not_found(call.call_id)
                 if rec.status != CallStatus.QUEUED:
                     return Gone(rec.status.value)
+                if claim.agent_id in rec.excluded:  # it left them since the queue was read
+                    return Conflict("agent excluded")
             elif rec is not None:
                 raise _exists(call.call_id, rec)
             conflict = _recheck(t.agents.get(claim.agent_id), claim, now)

@@ -10,18 +10,22 @@
 --       (items on the channel; 0 = strict mode: the agent's seq must be unchanged),
 --       24 occupancy window ms of the caller's agent cache (-1 = none)
 -- -> {'replayed'} | {'fingerprint'} | {'exists', status, assignment id} | {'missing'}
---    | {'gone', status} | {'conflict', reason}
+--    | {'gone', status} | {'conflict', reason} (also a queued call's excluded agent)
 --    | {'ok', token, now, offer expiry, {agent hash, work spans in the window} or {}}
 local now = now_ms()
 if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'fingerprint') == ARGV[3] then return {'replayed'} end
   return {'fingerprint'}
 end
-local c = redis.call('HMGET', KEYS[2], 'status', 'assignment_id')
+local c = redis.call('HMGET', KEYS[2], 'status', 'assignment_id', 'excluded')
 local from_queue = ARGV[15] == '1'
 if from_queue then
   if not c[1] then return {'missing'} end
   if c[1] ~= 'queued' then return {'gone', c[1]} end
+  -- Never back to an agent the call left since the caller read the queue.
+  for _, gone in ipairs(cjson.decode(c[3] or '[]')) do
+    if gone == ARGV[5] then return {'conflict', 'agent excluded'} end
+  end
 elseif c[1] then
   return {'exists', c[1], c[2] or ''}
 end

@@ -512,6 +512,35 @@ def test_dispatch_on_a_stale_seq_conflicts(harness: StoreHarness) -> None:
     assert store.load_queue(T, 10).depth == 1
 
 
+def test_a_dispatch_planned_before_the_call_left_an_agent_never_goes_back_to_it(
+    harness: StoreHarness,
+) -> None:
+    """A dispatch planned on a queue read from before the call left an agent (rejected,
+    timed out, released, reclaimed) is a ``Conflict`` when it names that agent, in capacity
+    mode too (where the agent's ``seq`` is not compared), and writes nothing; another agent
+    still takes the call."""
+    store = harness.store
+    for agent_id in ("a", "b", "c"):
+        available(store, agent_id)
+    enqueue(harness, "c1")
+    (stale,) = store.load_queue(T, 10).calls  # read before the call reached "a" and "b"
+    assert stale.excluded_agents == ()
+    for agent_id, timed_out in (("a", False), ("b", True)):
+        offer = dispatch(store, "c1", agent_id, offer_s=30)
+        store.decline_offer(T, offer.assignment_id, offer.token, timed_out=timed_out, policy=POLICY)
+        seq = store.get_agent(T, agent_id).seq
+        before = harness.dump()
+        for capacity in (0, 1):
+            claim = dataclasses.replace(dispatch_claim(stale, agent_id, seq), capacity=capacity)
+            assert store.commit_assignment(T, claim) == Conflict("agent excluded")
+        assert harness.dump() == before
+    assert waiting(store, "c1").excluded_agents == ("a", "b")
+    seq = store.get_agent(T, "c").seq
+    placed = store.commit_assignment(T, dispatch_claim(stale, "c", seq))
+    assert isinstance(placed, Committed)
+    assert placed.assignment.agent_id == "c"
+
+
 # --- offers ----------------------------------------------------------------------------------
 
 

@@ -19,7 +19,12 @@ import grpc
 import pytest
 
 from router import deadline, local_redis
-from router.assigner import Assigner, Outcome
+from router.assigner import (
+    INLINE_DISPATCH_RESERVE_S,
+    INLINE_DISPATCH_WAIT_S,
+    Assigner,
+    Outcome,
+)
 from router.dispatcher import Dispatcher
 from router.domain import AgentProfile, Call, Channel, Presence, SkillRequirement
 from router.errors import ContentionError
@@ -89,15 +94,19 @@ def test_no_commit_after_the_deadline() -> None:
 
 
 def test_inline_dispatch_is_skipped_when_time_is_short() -> None:
-    """An Assign that queues with almost no time left leaves placing to the dispatcher."""
+    """An Assign that queues with almost no time left leaves placing to the dispatcher; with
+    time, its pass waits for one running in this replica at most ``INLINE_DISPATCH_WAIT_S``,
+    and within the deadline's reserve."""
     store = _store_with_agent(MemoryStore())
     dispatcher = Dispatcher(store)
     calls = []
+    waits: list[float | None] = []
 
     class Spy:
-        def run_once(self, tenant: str) -> object:
+        def run_once(self, tenant: str, *, wait_s: float | None = 0.0) -> object:
             calls.append(tenant)
-            return dispatcher.run_once(tenant)
+            waits.append(wait_s)
+            return dispatcher.run_once(tenant, wait_s=wait_s)
 
     assigner = Assigner(store, dispatcher=Spy())
     for n in range(3):  # capacity 3: the fourth call queues
@@ -108,6 +117,11 @@ def test_inline_dispatch_is_skipped_when_time_is_short() -> None:
     assert calls == []
     assigner.assign("acme", "r10", _call("c10"))
     assert calls == ["acme"]
+    with deadline.scope(0.3):
+        assigner.assign("acme", "r11", _call("c11"))
+    assert waits[0] == INLINE_DISPATCH_WAIT_S
+    assert waits[1] is not None
+    assert 0 < waits[1] < 0.3 - INLINE_DISPATCH_RESERVE_S
 
 
 @pytest.fixture

@@ -87,6 +87,64 @@ def test_a_lease_held_elsewhere_skips_the_pass() -> None:
     assert Dispatcher(store, owner="me").run_once(T).placed == 1
 
 
+class _Paused:
+    """A store whose first ``load_queue`` waits for ``resume`` (a pass caught half-way)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.inside = threading.Event()
+        self.resume = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def load_queue(self, tenant: str, limit: int) -> Any:
+        if not self.inside.is_set():
+            self.inside.set()
+            assert self.resume.wait(10)
+        return self.store.load_queue(tenant, limit)
+
+
+class _Woken(Dispatcher):
+    """A dispatcher that records the wake-ups asked of it."""
+
+    woken: list[str]
+
+    def wake(self, tenant: str) -> None:
+        self.woken.append(tenant)
+        super().wake(tenant)
+
+
+def test_a_replicas_passes_over_a_tenant_never_overlap() -> None:
+    """The tenant's lease keeps other replicas out, not this replica's other threads: a
+    pass that finds another of them running waits for it up to its ``wait_s`` (the loop's:
+    as long as it takes), else is skipped and asks for another pass after it (that one may
+    have read the queue before the call that brought this one). Two overlapping passes
+    could place a call from a stale read, with the agent it has just left since."""
+    store, clock = _store()
+    _agent(store, "a1")
+    _queue(store, clock, "c1")
+    paused = _Paused(store)
+    dispatcher = _Woken(cast(Store, paused), owner="me")
+    dispatcher.woken = []
+    reports: list[DispatchReport] = []
+    first = threading.Thread(target=lambda: reports.append(dispatcher.run_once(T)))
+    first.start()
+    assert paused.inside.wait(10)
+    assert dispatcher.run_once(T) == DispatchReport(skipped=True)
+    assert dispatcher.run_once(T, wait_s=0.05) == DispatchReport(skipped=True)
+    assert dispatcher.woken == [T, T]
+    turn = threading.Thread(target=lambda: reports.append(dispatcher.run_once(T, wait_s=None)))
+    turn.start()
+    turn.join(0.2)
+    assert turn.is_alive()  # waiting for the first pass
+    paused.resume.set()
+    first.join(10)
+    turn.join(10)
+    assert [report.placed for report in reports] == [1, 0]
+    assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
+
+
 def test_a_wake_up_with_an_empty_queue_reads_no_agents() -> None:
     """A wake-up (not a tick) with nothing waiting returns at once."""
     store, _ = _store()
