@@ -292,7 +292,11 @@ class Dispatcher:
             if must_reclaim(agent, snapshot.now_ms, policy):
                 moved += len(
                     self._store.reclaim(
-                        tenant, agent.agent_id, channels=policy.reclaim_channels, policy=policy
+                        tenant,
+                        agent.agent_id,
+                        channels=policy.reclaim_channels,
+                        policy=policy,
+                        seen=agent,
                     )
                 )
         return moved

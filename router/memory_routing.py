@@ -15,6 +15,7 @@ from router import tracing
 from router.domain import (
     AGENT_UNIT_BUDGET,
     ActiveWork,
+    AgentSnapshot,
     Assignment,
     AssignmentState,
     Call,
@@ -379,7 +380,13 @@ class MemoryRouting(MemoryBase):
             return Finished(ended, len(t.queue))
 
     def reclaim(
-        self, tenant: str, agent_id: str, *, channels: frozenset[Channel], policy: Policy
+        self,
+        tenant: str,
+        agent_id: str,
+        *,
+        channels: frozenset[Channel],
+        policy: Policy,
+        seen: AgentSnapshot | None = None,
     ) -> list[Assignment]:
         """``reclaim.lua`` over the agent's work in token (creation) order."""
         rules.check_tenant(tenant)
@@ -388,6 +395,8 @@ class MemoryRouting(MemoryBase):
             agent = t.agents.get(agent_id)
             if agent is None:
                 raise rules.agent_not_found(agent_id)
+            if seen is not None and (seen.seq, seen.heartbeat_ms) != (agent.seq, agent.heartbeat):
+                return []  # changed since the caller saw them gone: maybe back
             taken: list[Assignment] = []
             found = [t.assignment(asg_id, now) for asg_id in agent.work]
             for asg in sorted((a for a in found if a is not None), key=lambda a: a.token):

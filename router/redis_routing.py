@@ -16,6 +16,7 @@ from typing import Any
 from router import codec
 from router import store_common as rules
 from router.domain import (
+    AgentSnapshot,
     Assignment,
     AssignmentState,
     Call,
@@ -325,11 +326,17 @@ class RedisRouting(RedisBase):
         return Finished(ended, int(reply[-1]))
 
     def reclaim(
-        self, tenant: str, agent_id: str, *, channels: frozenset[Channel], policy: Policy
+        self,
+        tenant: str,
+        agent_id: str,
+        *,
+        channels: frozenset[Channel],
+        policy: Policy,
+        seen: AgentSnapshot | None = None,
     ) -> list[Assignment]:
         """Read the agent's work and each assignment's token and call, then one script takes
         back what still qualifies, oldest first (work that arrives in between stays; the
-        caller may reclaim again)."""
+        caller may reclaim again), unless the agent changed since ``seen``."""
         k = Keys(tenant)
         _, (raw,) = self._multi(k, lambda pipe: pipe.hkeys(k.agent(agent_id)))
         fields = [text(name) for name in raw]
@@ -361,9 +368,13 @@ class RedisRouting(RedisBase):
                 rules.WORK_RETENTION_MS,
                 rules.RECORD_TTL_MS,
                 self._events_maxlen,
+                "" if seen is None else seen.seq,
+                "" if seen is None else seen.heartbeat_ms,
                 *(asg_id for asg_id, _ in found),
             ],
         )
         if reply[0] == "missing":
             raise rules.agent_not_found(agent_id)
+        if reply[0] == "changed":
+            return []
         return [assignment_from_hash(a, pairs(flat)) for a, flat in reply[1]]

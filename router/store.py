@@ -392,11 +392,20 @@ class Store(Protocol):
         ...
 
     def reclaim(
-        self, tenant: str, agent_id: str, *, channels: frozenset[Channel], policy: Policy
+        self,
+        tenant: str,
+        agent_id: str,
+        *,
+        channels: frozenset[Channel],
+        policy: Policy,
+        seen: AgentSnapshot | None = None,
     ) -> list[Assignment]:
         """The agent left (offline, heartbeat lost, absence, shift end): end their OFFERED
         work, and ACTIVE work on ``channels``, as RECLAIMED; requeue each call with its
-        original age and the agent excluded; ``RECLAIMED`` events. Returns what moved."""
+        original age and the agent excluded; ``RECLAIMED`` events. Returns what moved.
+        With ``seen`` (the agent as the read that found them gone showed them), nothing
+        moves once the agent changed since (its ``seq``: presence, profile, work; or its
+        heartbeat): they may be back."""
         ...
 
     def cancel_call(self, tenant: str, call_id: str) -> CallRecord:

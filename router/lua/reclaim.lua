@@ -2,14 +2,22 @@
 -- KEYS: 1 agent, 2 work, 3 events, 4 queue, 5 offers, 6 idx:ready, 7 idx:revs, then per
 --       assignment read: asg, call, timeline
 -- ARGV: 1 now|'', 2 agent_id, 3 channels as ',a,b,', 4 aging ms per priority level,
---       5 retention_ms, 6 record_ttl_ms, 7 maxlen, 8.. the assignment ids read
--- -> {'missing'} | {'ok', {{assignment id, asg}, ...}}
+--       5 retention_ms, 6 record_ttl_ms, 7 maxlen, 8 seq and 9 heartbeat the caller saw the
+--       agent gone at ('' = take back whatever qualifies), 10.. the assignment ids read
+-- -> {'missing'} | {'changed'} (the agent changed since: maybe back) | {'ok', {{assignment
+--    id, asg}, ...}}
 local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if ARGV[8] ~= '' then
+  local a = redis.call('HMGET', KEYS[1], 'seq', 'heartbeat')
+  if tonumber(a[1]) ~= tonumber(ARGV[8]) or tonumber(a[2] or 0) ~= tonumber(ARGV[9]) then
+    return {'changed'}
+  end
+end
 local agent_id, channels, aging_ms = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local taken = {}
-for i = 8, #ARGV do
-  local asg_id, base = ARGV[i], 7 + (i - 8) * 3
+for i = 10, #ARGV do
+  local asg_id, base = ARGV[i], 7 + (i - 10) * 3
   local asg_key = KEYS[base + 1]
   local k = {call = KEYS[base + 2], events = KEYS[3], queue = KEYS[4], timeline = KEYS[base + 3]}
   local h = redis.call('HMGET', asg_key, 'state', 'agent_id', 'channel', 'call_id', 'token')

@@ -723,7 +723,7 @@ def test_background_work_on_a_call_continues_the_trace_it_kept(harness: StoreHar
     return to the queue, the agent's NOT_RESPONDING it caused, a reclaim. A request's own
     trace still wins, and a call that kept none gets none."""
     store = harness.store
-    for agent_id in ("a", "b", "c"):
+    for agent_id in ("a", "b", "c", "d"):
         available(store, agent_id)
     policy = dataclasses.replace(POLICY, max_missed_offers=1)
     queued_by = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -762,11 +762,11 @@ def test_background_work_on_a_call_continues_the_trace_it_kept(harness: StoreHar
     assert traces_since(mark)[1:] == [("RECLAIMED", "c1", trace_id), ("QUEUED", "c1", trace_id)]
 
     mark = all_events(store)[-1].event_id
-    offer = dispatch(store, "c1", "c", offer_s=30)
+    offer = dispatch(store, "c1", "d", offer_s=30)
     reclaimed_by = "0af7651916cd43dd8448eb211c80319c"
     token = tracing.bind_request_trace(f"00-{reclaimed_by}-b7ad6b7169203331-01")
     try:
-        store.reclaim(T, "c", channels=frozenset(), policy=policy)
+        store.reclaim(T, "d", channels=frozenset(), policy=policy)
     finally:
         tracing.unbind_request_trace(token)
     assert traces_since(mark)[1:] == [
@@ -913,9 +913,10 @@ def test_missed_offers_make_the_agent_not_responding(harness: StoreHarness) -> N
     ]
     assert changes == ["available", "not_responding"]
 
+    enqueue(harness, "c4")  # a call "a" has not missed
     stuck = store.get_agent(T, "a")
     before = harness.dump()
-    refused = store.commit_assignment(T, dispatch_claim(waiting(store, "c1"), "a", stuck.seq))
+    refused = store.commit_assignment(T, dispatch_claim(waiting(store, "c4"), "a", stuck.seq))
     assert refused == Conflict("agent is not_responding")
     assert harness.dump() == before
 
@@ -1092,6 +1093,52 @@ def test_reclaim_takes_back_offers_and_movable_work(harness: StoreHarness) -> No
     before = harness.dump()
     assert store.reclaim(T, "a", channels=frozenset({Channel.EMAIL}), policy=POLICY) == []
     assert harness.dump() == before
+
+
+def test_a_reclaim_moves_nothing_once_the_agent_changed_since_it_was_seen(
+    harness: StoreHarness,
+) -> None:
+    """``reclaim`` with ``seen`` (the agent as the caller's read showed it gone) moves nothing
+    and writes nothing once the agent changed since: back to available, a heartbeat, new
+    work. On the agent as last seen it takes the work back."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "email", channel=Channel.EMAIL)
+    enqueue(harness, "later", channel=Channel.EMAIL)
+    email = dispatch(store, "email", "a", units=20)
+    emails = frozenset({Channel.EMAIL})
+
+    def seen() -> AgentSnapshot:
+        (agent,) = [a for a in store.load_snapshot(T, PROBE).agents if a.agent_id == "a"]
+        return agent
+
+    store.set_presence(T, "a", Presence.OFFLINE)
+    clock.advance(1_000)
+    gone = seen()
+    store.set_presence(T, "a", Presence.AVAILABLE)  # back before the reclaim runs
+    before = harness.dump()
+    assert store.reclaim(T, "a", channels=emails, policy=POLICY, seen=gone) == []
+    assert harness.dump() == before
+
+    store.set_presence(T, "a", Presence.OFFLINE)
+    gone = seen()
+    clock.advance(1_000)
+    store.heartbeat(T, "a")
+    before = harness.dump()
+    assert store.reclaim(T, "a", channels=emails, policy=POLICY, seen=gone) == []
+    assert harness.dump() == before
+
+    gone = seen()
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    dispatch(store, "later", "a", units=20)  # work that came after the read
+    store.set_presence(T, "a", Presence.OFFLINE)
+    before = harness.dump()
+    assert store.reclaim(T, "a", channels=emails, policy=POLICY, seen=gone) == []
+    assert harness.dump() == before
+
+    moved = store.reclaim(T, "a", channels=emails, policy=POLICY, seen=seen())
+    assert sorted(m.call_id for m in moved) == ["email", "later"]
+    assert email.assignment_id in {m.assignment_id for m in moved}
 
 
 # --- cancel ----------------------------------------------------------------------------------
