@@ -320,8 +320,9 @@ class MemoryStore(MemoryRouting, MemoryCalls):
         self, tenant: str, after_id: str = "0", limit: int = 100, block_ms: int = 0
     ) -> list[Event]:
         """Events strictly after ``after_id``, oldest first; waits on the condition up to
-        ``block_ms`` for the first one. ``OutOfRangeError`` under the rule the Redis store
-        applies: the stream was trimmed and the cursor is older than its first event."""
+        ``block_ms`` for the first one. ``OutOfRangeError`` under the rules the Redis store
+        applies: the stream was trimmed and the cursor is older than its first event, or the
+        cursor is after its newest."""
         rules.check_tenant(tenant)
         deadline = time.monotonic() + max(block_ms, 0) / 1000
         with self._lock:
@@ -335,6 +336,9 @@ class MemoryStore(MemoryRouting, MemoryCalls):
                 trimmed = t.trimmed and cursor != rules.EVENTS_START
                 if trimmed and t.event_keys and cursor < t.event_keys[0]:
                     raise rules.events_trimmed(after_id)
+                newest = t.event_keys[-1] if t.event_keys else rules.EVENTS_START
+                if cursor > newest:
+                    raise rules.events_ahead(after_id, newest)
             if limit <= 0:
                 return []
             while True:

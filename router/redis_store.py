@@ -638,18 +638,23 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
     def read_events(
         self, tenant: str, after_id: str = "0", limit: int = 100, block_ms: int = 0
     ) -> list[Event]:
-        """``XINFO STREAM`` (trim check, or what "$" stands for) and ``XRANGE`` in one
-        ``MULTI``; then, if nothing came and ``block_ms > 0``, ``XREAD BLOCK`` in slices
-        shorter than the socket timeout until an event comes or the time is up."""
+        """``XINFO STREAM`` (trim check, a cursor ahead of the newest, or what "$" stands
+        for) and ``XRANGE`` in one ``MULTI``; then, if nothing came and ``block_ms > 0``,
+        ``XREAD BLOCK`` in slices shorter than the socket timeout until an event comes or the
+        time is up."""
         k = Keys(tenant)
         if after_id == "$":
             if block_ms <= 0 or limit <= 0:
                 return []
             return self._block(k, self.last_event_id(tenant), limit, block_ms)
         cursor = rules.parse_event_id(after_id)
-        if limit <= 0 or cursor == (rules.U64_MAX, rules.U64_MAX):
+        reading = limit > 0 and cursor != (rules.U64_MAX, rules.U64_MAX)
+        info, entries = self._stream(k, f"({cursor[0]}-{cursor[1]}" if reading else None, limit)
+        newest = rules.parse_event_id(text(info["last-generated-id"])) if info else (0, 0)
+        if cursor > newest:
+            raise rules.events_ahead(after_id, newest)
+        if not reading:
             return []
-        info, entries = self._stream(k, f"({cursor[0]}-{cursor[1]}", limit)
         if info and cursor != rules.EVENTS_START:
             first = info.get("first-entry")
             trimmed = int(info.get("entries-added", 0)) > int(info.get("length", 0))

@@ -475,7 +475,8 @@ class Store(Protocol):
     ) -> list[Event]:
         """Events strictly after ``after_id`` in stream order; with ``block_ms > 0`` wait up
         to that long for the first one. ``after_id`` "$" means only new events.
-        ``OutOfRangeError`` when events after ``after_id`` were already trimmed away."""
+        ``OutOfRangeError`` when events after ``after_id`` were already trimmed away, or when
+        ``after_id`` is after the newest event the stream has made (not from this stream)."""
         ...
 
 

@@ -295,6 +295,15 @@ def events_trimmed(after_id: str) -> OutOfRangeError:
     return OutOfRangeError(f"events after {after_id} were trimmed")
 
 
+def events_ahead(after_id: str, newest: tuple[int, int]) -> OutOfRangeError:
+    """The cursor is after the newest event the stream has made: not from this stream, or
+    from one that was lost (a failover to a copy that missed the last writes)."""
+    return OutOfRangeError(
+        f"events after {after_id}: the newest is {newest[0]}-{newest[1]}; the cursor is not "
+        'from this stream (lost events?): read the state again, then watch from "0" or now'
+    )
+
+
 def missed_reason(missed: int) -> str:
     """The presence reason of an agent set NOT_RESPONDING."""
     return f"missed {missed} offers"

@@ -180,7 +180,8 @@ class RoutingServiceServicer:
         """Stream the tenant's events (every state change) from a cursor, filtered by call, agent
         or type, until the client cancels. Resume after a disconnect by passing the last
         `event_id` received: nothing is lost or repeated. OUT_OF_RANGE when the cursor is older
-        than what the stream still keeps (the last 100,000 events).
+        than what the stream still keeps (the last 100,000 events), or after its newest event
+        (not from this stream: events were lost, say in a Redis failover; read the state again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

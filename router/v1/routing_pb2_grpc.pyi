@@ -86,7 +86,8 @@ class RoutingServiceStub:
     """Stream the tenant's events (every state change) from a cursor, filtered by call, agent
     or type, until the client cancels. Resume after a disconnect by passing the last
     `event_id` received: nothing is lost or repeated. OUT_OF_RANGE when the cursor is older
-    than what the stream still keeps (the last 100,000 events).
+    than what the stream still keeps (the last 100,000 events), or after its newest event
+    (not from this stream: events were lost, say in a Redis failover; read the state again).
     """
 
 @_typing.type_check_only
@@ -146,7 +147,8 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     """Stream the tenant's events (every state change) from a cursor, filtered by call, agent
     or type, until the client cancels. Resume after a disconnect by passing the last
     `event_id` received: nothing is lost or repeated. OUT_OF_RANGE when the cursor is older
-    than what the stream still keeps (the last 100,000 events).
+    than what the stream still keeps (the last 100,000 events), or after its newest event
+    (not from this stream: events were lost, say in a Redis failover; read the state again).
     """
 
 class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -263,7 +265,8 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Stream the tenant's events (every state change) from a cursor, filtered by call, agent
         or type, until the client cancels. Resume after a disconnect by passing the last
         `event_id` received: nothing is lost or repeated. OUT_OF_RANGE when the cursor is older
-        than what the stream still keeps (the last 100,000 events).
+        than what the stream still keeps (the last 100,000 events), or after its newest event
+        (not from this stream: events were lost, say in a Redis failover; read the state again).
         """
 
 def add_RoutingServiceServicer_to_server(servicer: RoutingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

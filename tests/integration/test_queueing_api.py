@@ -6,6 +6,7 @@ production, ticking every 50 ms of real time, so tests poll with ``wait_for_call
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -341,6 +342,22 @@ def test_sla_at_risk_escalates_and_offers_a_callback(service: Service) -> None:
     assert call.sla_at_risk
     assert call.sla_breached
     assert call.position == 1
+
+
+def test_watch_from_a_cursor_the_stream_never_made_is_out_of_range(service: Service) -> None:
+    """A Watch cursor after the newest event (up to the largest id there is) answers
+    OUT_OF_RANGE at once, naming the newest event: the client's cursor is not from this
+    stream (lost with a Redis failover, say), so it reads the state again."""
+    service.agent("a1", skills={"billing": 5})
+    created = next(_events(service, "0", types=["AGENT_CREATED"])).event_id
+    ahead = f"{int(created.split('-')[0]) + 60_000}-0"  # a minute after the last event
+    for cursor in (f"{2**64 - 1}-{2**64 - 1}", ahead):
+        with pytest.raises(grpc.RpcError) as refused:
+            next(_events(service, cursor))
+        assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        newest = re.search(r"the newest is (\d+)-(\d+);", refused.value.details() or "")
+        assert newest is not None
+        assert (int(newest[1]), int(newest[2])) >= tuple(int(p) for p in created.split("-"))
 
 
 def test_watch_resumes_from_a_cursor_without_losing_events(service: Service) -> None:

@@ -134,19 +134,21 @@ def test_wrap_up_counts_as_work_until_it_ends(harness: StoreHarness) -> None:
 
 def test_timeline_keeps_the_latest_events(store: Store) -> None:
     """A call's timeline keeps its latest ``TIMELINE_MAX`` events, in order."""
-    store.create_agent(T, AgentProfile("a"))
-    store.set_presence(T, "a", Presence.AVAILABLE)
-    store.enqueue(T, "r1", "fp", Call("c1", Channel.CHAT, created_ms=1), policy=Policy())
     rounds = TIMELINE_MAX // 3 + 5
-    for _ in range(rounds):  # ASSIGNED, RELEASED, QUEUED per round
+    agents = [f"a{n}" for n in range(rounds)]  # a released call never goes back to its agent
+    for agent_id in agents:
+        store.create_agent(T, AgentProfile(agent_id))
+        store.set_presence(T, agent_id, Presence.AVAILABLE)
+    store.enqueue(T, "r1", "fp", Call("c1", Channel.CHAT, created_ms=1), policy=Policy())
+    for agent_id in agents:  # ASSIGNED, RELEASED, QUEUED per round
         queued = store.load_queue(T, 1).calls[0]
-        asg = commit(store, queued, "a", from_queue=True).assignment
+        asg = commit(store, queued, agent_id, from_queue=True).assignment
         store.finish_assignment(T, asg.assignment_id, asg.token, AssignmentState.RELEASED)
     timeline = store.call_timeline(T, "c1")
     every = [e for e in store.read_events(T, "0", 10_000) if e.call_id == "c1"]
     assert len(every) == 1 + 3 * rounds
     assert timeline == every[-TIMELINE_MAX:]
-    assert store.get_call(T, "c1").call.excluded_agents == ("a",)
+    assert store.get_call(T, "c1").call.excluded_agents == tuple(agents)
 
 
 def test_history_is_kept_two_hours(harness: StoreHarness) -> None:
@@ -199,6 +201,26 @@ def test_cursor_into_trimmed_events_is_out_of_range(short_stream: Store) -> None
         store.read_events(T, first.event_id)
     assert store.read_events(T, kept[0].event_id, 1_000) == kept[1:]
     assert store.read_events(T, kept[-1].event_id) == []
+
+
+def test_cursor_ahead_of_the_newest_event_is_out_of_range(store: Store) -> None:
+    """A cursor after the newest event the stream has made (made up, or from a stream that
+    was lost: a Redis failover to a copy that missed the last writes) is OUT_OF_RANGE at
+    once, also when asked to wait, up to the largest id; the newest event's own id waits
+    for the next, and "0" and "0-0" read a tenant without events."""
+    assert store.read_events(T, "0") == []
+    assert store.read_events(T, "0-0", block_ms=1) == []
+    for ahead in ("1", "5-0"):
+        with pytest.raises(OutOfRangeError, match=f"events after {ahead}: the newest is 0-0"):
+            store.read_events(T, ahead)
+    store.create_agent(T, AgentProfile("a"))
+    (newest,) = store.read_events(T)
+    ms, seq = (int(part) for part in newest.event_id.split("-"))
+    assert store.read_events(T, newest.event_id, block_ms=1) == []
+    largest = f"{2**64 - 1}-{2**64 - 1}"
+    for ahead in (f"{ms}-{seq + 1}", f"{ms + 1}", largest):
+        with pytest.raises(OutOfRangeError, match=f"the newest is {newest.event_id}"):
+            store.read_events(T, ahead, block_ms=60_000)
 
 
 def test_call_status_after_every_ending(store: Store) -> None:
