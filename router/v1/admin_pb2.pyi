@@ -225,7 +225,9 @@ class ListAgentsRequest(_message.Message):
     tenant: _builtins.str
     """Tenant."""
     page_size: _builtins.int
-    """1-1000; 0 means 100."""
+    """1-1000; 0 means 100. A page may hold fewer (it stops before 3 MiB of agents); follow
+    `next_page_token` to the end.
+    """
     page_token: _builtins.str
     """From the previous response; empty for the first page."""
     skill: _builtins.str

@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from router import local_redis, metrics
+from router import admin_api, local_redis, metrics, server
 from router.redis_schema import Keys
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
@@ -293,6 +293,35 @@ def test_list_agents_filters_and_pages(service: Service) -> None:
         admin_pb2.ListAgentsRequest(tenant=service.tenant, skill="billing", page_size=100)
     )
     assert [a.agent_id for a in billing.agents] == [f"a{i:02d}" for i in range(1, 25, 2)]
+
+
+def test_a_page_of_agents_stops_before_the_message_limit(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page asked of 1,000 agents stops before ``admin_api.PAGE_BYTES`` of agents (the
+    server sends at most four times ``MAX_MESSAGE_BYTES``), its token continuing after its
+    last agent: every agent comes exactly once, whatever their size. Here the limit is
+    lowered to about three large agents."""
+    assert admin_api.PAGE_BYTES < 4 * server.MAX_MESSAGE_BYTES - 64 * 1024
+    for i in range(8):
+        service.agent(f"a{i}", skills={f"skill-{n}": 3 for n in range(40 if i % 3 == 0 else 1)})
+    large = service.admin.GetAgent(
+        admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="a0")
+    ).ByteSize()
+    monkeypatch.setattr(admin_api, "PAGE_BYTES", 3 * large)
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        page = service.admin.ListAgents(
+            admin_pb2.ListAgentsRequest(tenant=service.tenant, page_size=1000, page_token=token)
+        )
+        assert sum(agent.ByteSize() for agent in page.agents) <= 3 * large
+        pages.append([a.agent_id for a in page.agents])
+        token = page.next_page_token
+        if not token:
+            break
+    assert [agent_id for page in pages for agent_id in page] == [f"a{i}" for i in range(8)]
+    assert len(pages) > 1
 
 
 def test_policy_update_validates_and_switches_strategy(service: Service) -> None:
