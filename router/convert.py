@@ -262,6 +262,18 @@ def instant(field: str, ts: Timestamp) -> int:
     return ms_from_timestamp(ts)
 
 
+def shift_end(msg: pb.Agent) -> int:
+    """``agent.shift_end`` in epoch ms, 0 when unset (so a set one must come after 0 ms)."""
+    if not msg.HasField("shift_end"):
+        return 0
+    end = instant("agent.shift_end", msg.shift_end)
+    if end <= 0:
+        raise InvalidArgumentError(
+            "agent.shift_end", "must be after 1970-01-01T00:00:00.000Z (leave it unset for none)"
+        )
+    return end
+
+
 def duration_seconds(field: str, d: Duration) -> float:
     """Seconds of a client's Duration, checked against the protobuf rules (at most 10,000
     years, nanos within a second and of the same sign as seconds)."""
@@ -549,9 +561,7 @@ def agent_fields_from_pb(msg: pb.Agent, paths: Iterable[str]) -> dict[str, objec
                 else None
             )
         elif path == "shift_end":
-            values["shift_end_ms"] = (
-                instant("agent.shift_end", msg.shift_end) if msg.HasField("shift_end") else 0
-            )
+            values["shift_end_ms"] = shift_end(msg)
         else:
             raise InvalidArgumentError(
                 "update_mask", f"{shown(path)} is not an editable agent field"

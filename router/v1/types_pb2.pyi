@@ -1032,7 +1032,8 @@ class Agent(_message.Message):
 
     @_builtins.property
     def shift_end(self) -> _timestamp_pb2.Timestamp:
-        """End of the agent's current shift (set daily by workforce management); unset: unknown.
+        """End of the agent's current shift (set daily by workforce management); unset: unknown
+        (1970-01-01T00:00:00Z itself, to the millisecond, is refused: it reads as unset).
         Work expected to outlast it is not routed to the agent, and offers are reclaimed at it.
         """
 

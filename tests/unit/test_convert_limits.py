@@ -99,6 +99,19 @@ def test_shift_end_out_of_range_is_refused_before_any_write() -> None:
     assert err.value.field == "agent.shift_end"
 
 
+@pytest.mark.parametrize("nanos", [0, 999_999])
+def test_a_shift_end_at_the_epoch_is_refused_not_taken_for_none(nanos: int) -> None:
+    """A shift end within the first millisecond of 1970 would read as 0 ms, which stores
+    "no shift end": refused by name instead of dropped."""
+    agent = pb.Agent(agent_id="a", shift_end=Timestamp(seconds=0, nanos=nanos))
+    with pytest.raises(InvalidArgumentError, match="after 1970-01-01") as err:
+        convert.agent_from_pb(agent)
+    assert err.value.field == "agent.shift_end"
+    assert convert.agent_from_pb(agent.__class__(agent_id="a")).shift_end_ms == 0
+    later = pb.Agent(agent_id="a", shift_end=Timestamp(seconds=0, nanos=1_000_000))
+    assert convert.agent_from_pb(later).shift_end_ms == 1
+
+
 def test_absence_times_out_of_range_are_refused() -> None:
     """Both ends of an absence are checked instants."""
     absence = pb.Absence(
