@@ -291,6 +291,17 @@ def timestamp(ms: int) -> Timestamp:
     return ts
 
 
+def whole_seconds(field: str, value: float) -> int:
+    """``value`` seconds rounded to whole seconds, as durations are kept; a positive value
+    that would round to 0 (which means off, or the default) is refused."""
+    whole = round(value)
+    if whole == 0 and value > 0:
+        raise InvalidArgumentError(
+            field, f"{value:g} s would round to 0 s (off or the default): use 0 or at least 1 s"
+        )
+    return whole
+
+
 def seconds(d: Duration) -> float:
     """A Duration in seconds."""
     return d.seconds + d.nanos / 1e9
@@ -369,7 +380,7 @@ def _handle_seconds(field: str, msg: pb.Call) -> int:
     value = duration_seconds(field, msg.expected_handle_time)
     if not 0 <= value <= MAX_HANDLE_S:
         raise InvalidArgumentError(field, "must be between 0 and 7 days")
-    return round(value)
+    return whole_seconds(field, value)
 
 
 def call_to_pb(call: Call) -> pb.Call:

@@ -23,6 +23,7 @@ from router.convert import (
     enum_value,
     shown,
     text,
+    whole_seconds,
 )
 from router.domain import (
     AGENT_UNIT_BUDGET,
@@ -71,7 +72,7 @@ def _bounded(field: str, value: float, low: float, high: float, *, open_low: boo
 
 
 def _duration_s(field: str, value: Duration, low: float, high: float) -> int:
-    return round(_bounded(field, duration_seconds(field, value), low, high))
+    return whole_seconds(field, _bounded(field, duration_seconds(field, value), low, high))
 
 
 def _weights(msg: pb.Weights) -> Weights:
@@ -150,7 +151,9 @@ def _widening(msg: pb.Policy) -> dict[str, object]:
         where = f"policy.widening[{i}]"
         after = _duration_s(f"{where}.after", step.after, 1, WEEK_S)
         if steps and after <= steps[-1].after_s:
-            raise InvalidArgumentError(f"{where}.after", "steps must come in increasing order")
+            raise InvalidArgumentError(
+                f"{where}.after", "steps must come in increasing order (in whole seconds)"
+            )
         if len(step.teams) > 20:
             raise InvalidArgumentError(f"{where}.teams", "at most 20 teams")
         teams = tuple(text(f"{where}.teams[{j}]", t, max_len=64) for j, t in enumerate(step.teams))

@@ -1204,7 +1204,9 @@ Global___WideningStep: _TypeAlias = WideningStep  # noqa: Y015
 
 @_typing.final
 class Policy(_message.Message):
-    """A tenant's routing policy."""
+    """A tenant's routing policy. Its durations are kept in whole seconds (rounded); one that is
+    positive but would round to 0 s, where 0 means off or the default, is refused.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

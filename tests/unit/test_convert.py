@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf import field_mask_pb2  # noqa: F401  # keeps the well-known types loaded
+from google.protobuf.duration_pb2 import Duration
 
 from router import convert
 from router.assigner import fingerprint
-from router.domain import Channel, Policy, SkillRequirement, Strategy
+from router.domain import Call, Channel, Policy, SkillRequirement, Strategy
 from router.errors import InvalidArgumentError
 from router.policies import POLICY_FIELDS, policy_from_pb, policy_to_pb
 from router.settings import Settings, SettingsError
@@ -111,6 +112,51 @@ def test_bad_policy_fields_are_named(msg: pb.Policy, path: str, field: str) -> N
     with pytest.raises(InvalidArgumentError) as err:
         policy_from_pb(msg, [path], Policy())
     assert err.value.field == field
+
+
+HALF_A_SECOND = Duration(nanos=400_000_000)
+
+
+@pytest.mark.parametrize(
+    ("msg", "path", "field"),
+    [
+        (
+            pb.Policy(heartbeat_timeout=HALF_A_SECOND),
+            "heartbeat_timeout",
+            "policy.heartbeat_timeout",
+        ),
+        (
+            pb.Policy(callback_threshold=HALF_A_SECOND),
+            "callback_threshold",
+            "policy.callback_threshold",
+        ),
+        (
+            pb.Policy(
+                channels=[pb.ChannelSetting(channel=pb.CHANNEL_CHAT, offer_timeout=HALF_A_SECOND)]
+            ),
+            "channels",
+            "policy.channels[0].offer_timeout",
+        ),
+    ],
+)
+def test_a_duration_that_would_round_to_off_is_refused(
+    msg: pb.Policy, path: str, field: str
+) -> None:
+    """Durations are kept in whole seconds, and 0 turns these settings off: 0.4 s is refused
+    by name, not taken as off; 0 and 0.6 s (1 s) are taken."""
+    with pytest.raises(InvalidArgumentError, match="would round to 0 s") as err:
+        policy_from_pb(msg, [path], Policy())
+    assert err.value.field == field
+    call = convert.call_to_pb(Call("c", Channel.CHAT))
+    call.expected_handle_time.CopyFrom(HALF_A_SECOND)
+    with pytest.raises(InvalidArgumentError, match="would round to 0 s"):
+        convert.call_from_pb(call)
+    taken = policy_from_pb(
+        pb.Policy(heartbeat_timeout=Duration(nanos=600_000_000)), ["heartbeat_timeout"], Policy()
+    )
+    assert taken.heartbeat_timeout_s == 1
+    off = policy_from_pb(pb.Policy(heartbeat_timeout=Duration()), ["heartbeat_timeout"], Policy())
+    assert off.heartbeat_timeout_s == 0
 
 
 def test_settings_from_env_parses_and_validates() -> None:
