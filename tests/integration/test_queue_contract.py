@@ -696,22 +696,16 @@ def test_a_queued_call_keeps_the_trace_of_the_request_that_queued_it(
     store = harness.store
     available(store, "a")
     queued_by = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    token = tracing.bind_request_trace(queued_by)
-    try:
+    with tracing.continuing(queued_by):
         enqueue(harness, "c1")
-    finally:
-        tracing.unbind_request_trace(token)
     enqueue(harness, "c2")
     assert dict(store.load_queue(T, 10).traces) == {"c1": queued_by}
     assert dict(store.load_queue(T, 1).traces) == {"c1": queued_by}
     offer = dispatch(store, "c1", "a", offer_s=30)
     assert dict(store.load_queue(T, 10).traces) == {}
     declined_by = "0af7651916cd43dd8448eb211c80319c"
-    token = tracing.bind_request_trace(f"00-{declined_by}-b7ad6b7169203331-01")
-    try:
+    with tracing.continuing(f"00-{declined_by}-b7ad6b7169203331-01"):
         store.decline_offer(T, offer.assignment_id, offer.token, timed_out=False, policy=POLICY)
-    finally:
-        tracing.unbind_request_trace(token)
     assert dict(store.load_queue(T, 10).traces) == {"c1": queued_by}
     queued = events_of(store, "QUEUED", "c1")  # each by the request that wrote it
     assert [e.data["trace_id"] for e in queued] == [queued_by[3:35], declined_by]
@@ -728,11 +722,8 @@ def test_background_work_on_a_call_continues_the_trace_it_kept(harness: StoreHar
     policy = dataclasses.replace(POLICY, max_missed_offers=1)
     queued_by = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     trace_id = queued_by[3:35]
-    token = tracing.bind_request_trace(queued_by)
-    try:
+    with tracing.continuing(queued_by):
         enqueue(harness, "c1")
-    finally:
-        tracing.unbind_request_trace(token)
     enqueue(harness, "c2")
 
     def traces_since(mark: str) -> list[tuple[str, str, str | None]]:
@@ -764,11 +755,8 @@ def test_background_work_on_a_call_continues_the_trace_it_kept(harness: StoreHar
     mark = all_events(store)[-1].event_id
     offer = dispatch(store, "c1", "d", offer_s=30)
     reclaimed_by = "0af7651916cd43dd8448eb211c80319c"
-    token = tracing.bind_request_trace(f"00-{reclaimed_by}-b7ad6b7169203331-01")
-    try:
+    with tracing.continuing(f"00-{reclaimed_by}-b7ad6b7169203331-01"):
         store.reclaim(T, "d", channels=frozenset(), policy=policy)
-    finally:
-        tracing.unbind_request_trace(token)
     assert traces_since(mark)[1:] == [
         ("RECLAIMED", "c1", reclaimed_by),
         ("QUEUED", "c1", reclaimed_by),
