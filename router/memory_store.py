@@ -209,13 +209,15 @@ class MemoryStore(MemoryRouting, MemoryCalls):
             policy = self._tenant(tenant).policy
             return KnownPolicy(policy or Policy(), policy_tag_of(policy))
 
-    def put_policy(self, tenant: str, policy: Policy, expected_version: int = 0) -> Policy:
+    def put_policy(
+        self, tenant: str, policy: Policy, expected_version: int | None = None
+    ) -> Policy:
         """Store ``policy`` as the next version."""
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
             current = t.policy.version if t.policy else 0
-            if expected_version > 0 and expected_version != current:
+            if expected_version is not None and expected_version != current:
                 raise rules.stale_version("policy", expected_version, current)
             t.policy = dataclasses.replace(policy, version=current + 1)
             t.emit("POLICY_UPDATED", now, data={"version": str(current + 1)})

@@ -232,14 +232,18 @@ class RedisAgents(RedisBase):
         _, (raw,) = self._multi(k, lambda pipe: pipe.get(k.policy))
         return self._policy(raw, tenant)
 
-    def put_policy(self, tenant: str, policy: Policy, expected_version: int = 0) -> Policy:
-        """Store ``policy`` as the next version (compare-and-set like ``update_agent``)."""
+    def put_policy(
+        self, tenant: str, policy: Policy, expected_version: int | None = None
+    ) -> Policy:
+        """Store ``policy`` as the next version: one script's compare-and-set on the version
+        read (on ``expected_version`` when given, 0 included: a conflict is final; else
+        re-read and tried again, bounded)."""
         k = Keys(tenant)
         result: list[Policy] = []
 
         def attempt() -> int | None:
             read = self.get_policy(tenant).version
-            if expected_version > 0 and expected_version != read:
+            if expected_version is not None and expected_version != read:
                 raise rules.stale_version("policy", expected_version, read)
             stored = dataclasses.replace(policy, version=read + 1)
             encoded = codec.encode_policy(stored)
@@ -247,12 +251,14 @@ class RedisAgents(RedisBase):
                 "put_policy", [k.policy, k.events], [read, encoded, self._events_maxlen]
             )
             if reply[0] == "moved":
+                if expected_version is not None:
+                    raise rules.stale_version("policy", expected_version, int(reply[1]))
                 return int(reply[1])
             self._policy(encoded, tenant)  # what this replica knows from now on
             result.append(stored)
             return None
 
-        self._cas_loop("policy", expected_version, attempt)
+        self._cas_loop("policy", 0, attempt)  # a conditional attempt raises on its own
         return result[0]
 
     # --- routing snapshot --------------------------------------------------------------------

@@ -279,9 +279,12 @@ class Store(Protocol):
         never was, or when ``fresh``. It may be stale: a step given its tag checks."""
         ...
 
-    def put_policy(self, tenant: str, policy: Policy, expected_version: int = 0) -> Policy:
-        """Store a validated policy; version checked like ``update_agent``; returns it with
-        the new version."""
+    def put_policy(
+        self, tenant: str, policy: Policy, expected_version: int | None = None
+    ) -> Policy:
+        """Store a validated policy; returns it with the new version. With
+        ``expected_version`` (0: none stored yet) the stored version must be that one, else
+        ``VersionConflictError``; without, the latest write wins."""
         ...
 
     # --- routing ----------------------------------------------------------------------------

@@ -372,7 +372,12 @@ def test_policy_versions(store: Store) -> None:
         store.put_policy(T, Policy(), expected_version=1)
     assert store.get_policy(T) == second
     assert store.load_snapshot(T, make_call("c")).policy == second
-    assert store.put_policy(T, Policy(), 0).version == 3
+    assert store.put_policy(T, Policy()).version == 3  # no version given: the latest wins
+    # Version 0 is "none stored yet": a first write built on the defaults must find none.
+    assert store.put_policy("other", Policy(top_k=7), expected_version=0).version == 1
+    with pytest.raises(VersionConflictError, match="policy: version 0 is stale, current is 1"):
+        store.put_policy("other", Policy(max_missed_offers=9), expected_version=0)
+    assert store.get_policy("other").top_k == 7
 
 
 def test_tenants_are_isolated(store: Store) -> None:
