@@ -157,6 +157,8 @@ class TenantState:
     """Wakes blocked ``read_events`` calls (the store's condition)."""
     events_maxlen: int = rules.EVENTS_MAXLEN
     agents: dict[str, AgentState] = field(default_factory=dict)
+    retired: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Deleted agent id -> (version, seq) of its last life: the ``idx:retired`` HASH."""
     policy: Policy | None = None
     assignments: dict[str, tuple[Assignment, int | None]] = field(default_factory=dict)
     calls: dict[str, CallState] = field(default_factory=dict)

@@ -73,16 +73,20 @@ class MemoryStore(MemoryRouting, MemoryCalls):
     # --- agents ------------------------------------------------------------------------------
 
     def create_agent(self, tenant: str, profile: AgentProfile) -> AgentSnapshot:
-        """Store a new agent (version 1, presence OFFLINE, seq 1)."""
+        """Store a new agent (presence OFFLINE; version and seq 1, or one past those of a
+        deleted agent of its id)."""
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
             t.registered = True  # before the check, like the Redis SADD before its script
             if profile.agent_id in t.agents:
                 raise AlreadyExistsError(f"agent {profile.agent_id} already exists")
-            agent = AgentState(dataclasses.replace(profile, version=1), since=now)
+            version, seq = t.retired.pop(profile.agent_id, (0, 0))
+            stored = dataclasses.replace(profile, version=version + 1)
+            agent = AgentState(stored, since=now, seq=seq + 1)
             t.agents[profile.agent_id] = agent
-            t.emit("AGENT_CREATED", now, agent_id=profile.agent_id, data={"version": "1"})
+            data = {"version": str(version + 1)}
+            t.emit("AGENT_CREATED", now, agent_id=profile.agent_id, data=data)
             return agent.view(now, now - rules.WORK_RETENTION_MS)
 
     def update_agent(
@@ -129,6 +133,7 @@ class MemoryStore(MemoryRouting, MemoryCalls):
             held = agent.held(now)[0]
             if held:
                 raise rules.agent_busy(agent_id, held)
+            t.retired[agent_id] = (agent.profile.version, agent.seq)
             del t.agents[agent_id]
             t.emit("AGENT_DELETED", now, agent_id=agent_id)
 

@@ -68,13 +68,23 @@ class RedisAgents(RedisBase):
     # --- agents ------------------------------------------------------------------------------
 
     def create_agent(self, tenant: str, profile: AgentProfile) -> AgentSnapshot:
-        """Store a new agent (version 1, presence OFFLINE, seq 1) with its index entries."""
+        """Store a new agent (presence OFFLINE; version and seq 1, or one past those of a
+        deleted agent of its id) with its index entries."""
         k, agent_id = Keys(tenant), profile.agent_id
         skills = [k.skill(s) for s in sorted(profile.skills)]
         self._register_tenant(tenant)
         reply = self._run(
             "create_agent",
-            [k.agent(agent_id), k.work(agent_id), k.agents, k.events, k.ready, k.revs, *skills],
+            [
+                k.agent(agent_id),
+                k.work(agent_id),
+                k.agents,
+                k.events,
+                k.ready,
+                k.revs,
+                k.retired,
+                *skills,
+            ],
             [agent_id, codec.encode_profile(profile), self._events_maxlen, rules.WORK_RETENTION_MS],
         )
         if reply[0] == "exists":
@@ -149,6 +159,7 @@ class RedisAgents(RedisBase):
                     k.beats,
                     k.beat_log,
                     k.gone,
+                    k.retired,
                     *(k.skill(s) for s in sorted(current.skills)),
                 ],
                 [current.version, agent_id, self._events_maxlen, self._tombstones_kept_us],

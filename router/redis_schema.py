@@ -126,6 +126,12 @@ class Keys:
         return f"{self.prefix}idx:gone"
 
     @property
+    def retired(self) -> str:
+        """HASH: deleted agent id -> ``'<version>|<seq>'`` of its last life; an agent created
+        again under the id continues from there (and takes the field away)."""
+        return f"{self.prefix}idx:retired"
+
+    @property
     def beats(self) -> str:
         """ZSET: agent id -> the time (ms) of its latest heartbeat (also in its hash)."""
         return f"{self.prefix}idx:beats"

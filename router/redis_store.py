@@ -101,6 +101,10 @@ key (after the prefix)     type    content                                  TTL 
                                    member ``""``: the highest rev pruned
                                    (a mirror older than it reads the
                                    whole index)
+``idx:retired``            HASH    deleted agent id -> ``version|seq`` of   none; delete
+                                   its last life: created again, the agent  agent, create
+                                   continues one past both (so nothing      agent
+                                   read from the old one is taken for it)
 ``idx:beats``              ZSET    agent id -> its latest heartbeat (ms);   none; heartbeat
                                    a heartbeat takes no ``rev``: readers
                                    patch it into the agents they cached

@@ -1008,7 +1008,9 @@ class Agent(_message.Message):
     """Rolling occupancy cap in (0, 1]; unset uses the policy's cap."""
     version: _builtins.int
     """Optimistic concurrency: the stored version (output); on writes, the version the caller
-    read (0 skips the check). A stale version is refused with ABORTED.
+    read (0 skips the check). A stale version is refused with ABORTED. An agent created
+    again under a deleted agent's id continues one past that agent's version, so nothing
+    read from the deleted one passes for the new one.
     """
     @_builtins.property
     def skills(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:

@@ -664,6 +664,38 @@ def test_delete_refuses_an_agent_with_work(store: Store) -> None:
         store.get_agent(T, "a")
 
 
+def test_an_agent_created_again_continues_the_versions_of_the_deleted_one(
+    harness: StoreHarness,
+) -> None:
+    """An agent deleted and created again under its id starts one past the deleted one's
+    version and seq: a decision, a version or a seq read from the deleted agent is stale for
+    the new one (a commit conflicts, an update with that version is ABORTED), never taken
+    for it. The first life of an id starts at 1."""
+    store = harness.store
+    available(store, "a", "billing")
+    store.update_agent(T, "a", lambda p: dataclasses.replace(p, name="Old"))
+    old = store.get_agent(T, "a")
+    assert (old.profile.version, old.seq) == (2, 3)
+    store.delete_agent(T, "a")
+    created = store.create_agent(T, profile("a", "sales"))
+    assert (created.profile.version, created.seq) == (3, 4)
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    created_event = [e for e in store.read_events(T) if e.type == "AGENT_CREATED"][-1]
+    assert created_event.data["version"] == "3"
+    before = harness.dump()
+    for capacity in (0, 1):  # seq compared, or the profile version
+        stale = dataclasses.replace(
+            claim(make_call("c1"), "a", old.seq), capacity=capacity, expected_version=2
+        )
+        assert isinstance(store.commit_assignment(T, stale), Conflict)
+    with pytest.raises(VersionConflictError):
+        store.update_agent(T, "a", lambda p: p, expected_version=2)
+    with pytest.raises(VersionConflictError):
+        store.delete_agent(T, "a", expected_version=2)
+    assert harness.dump() == before
+    assert store.create_agent(T, profile("b")).profile.version == 1
+
+
 def test_cancel_call(harness: StoreHarness) -> None:
     """Cancelling ends the active assignment as CANCELLED (freeing the agent) and is
     idempotent; a released call (queued again) is abandoned; completed or unknown calls are
