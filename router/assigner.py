@@ -254,6 +254,7 @@ class Assigner:
             offer_timeout_s=policy.offer_timeout_s.get(channel, 0),
             capacity=policy.capacity_for(agent.profile, channel),
             expected_version=agent.profile.version,
+            policy_version=policy.version,
         )
         deadline.check(f"call {placed.call_id}")  # never commit what nobody will receive
         result = self._store.commit_assignment(req.tenant, claim)

@@ -361,6 +361,7 @@ class Dispatcher:
                 from_queue=True,
                 capacity=policy.capacity_for(agents[placement.agent_id].profile, call.channel),
                 expected_version=agents[placement.agent_id].profile.version,
+                policy_version=policy.version,
             )
             with tracing.queued_work(view.traces.get(call.call_id, ""), work) as span:
                 result = self._store.commit_assignment(tenant, claim)

@@ -40,6 +40,14 @@ from router.store import (
 from scoring import performance
 
 
+def _policy_moved(t: TenantState, claim: Claim) -> Conflict | None:
+    """The claim was decided on another policy than the one stored (``policy_version``)."""
+    stored = t.policy.version if t.policy else 0
+    if claim.policy_version >= 0 and claim.policy_version != stored:
+        return Conflict("policy changed")
+    return None
+
+
 def _recheck(agent: AgentState | None, claim: Claim, now: int) -> Conflict | None:
     """The agent-side checks of a commit, in the order the Lua script makes them."""
     if agent is None:
@@ -111,7 +119,7 @@ class MemoryRouting(MemoryBase):
                     return Conflict("agent excluded")
             elif rec is not None:
                 raise _exists(call.call_id, rec)
-            conflict = _recheck(t.agents.get(claim.agent_id), claim, now)
+            conflict = _policy_moved(t, claim) or _recheck(t.agents.get(claim.agent_id), claim, now)
             if conflict is not None:
                 return conflict
             agent = t.agents[claim.agent_id]

@@ -86,6 +86,7 @@ class RedisRouting(RedisBase):
                 k.timeline(call.call_id),
                 k.ready,
                 k.revs,
+                k.policy,
             ],
             [
                 claim.request_id,
@@ -111,6 +112,7 @@ class RedisRouting(RedisBase):
                 claim.expected_version,
                 claim.capacity,
                 window,
+                claim.policy_version,
             ],
         )
         refused = self._refused(reply, call.call_id)

@@ -77,6 +77,10 @@ class Claim:
     which a concurrent claim does not change)."""
     expected_version: int = 0
     """The agent's profile version in the snapshot (capacity mode)."""
+    policy_version: int = -1
+    """The version of the policy the decision read (0: none stored), which gave the claim its
+    capacity, units and offer time-out: another stored policy makes the commit a
+    ``Conflict``. -1: not compared."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 -- Re-check a claim and apply it, or change nothing.
 -- KEYS: 1 req, 2 call, 3 agent, 4 work, 5 asg (new id), 6 fence, 7 events, 8 queue, 9 offers,
---       10 history, 11 timeline, 12 idx:ready, 13 idx:revs
+--       10 history, 11 timeline, 12 idx:ready, 13 idx:revs, 14 policy
 -- ARGV: 1 now|'', 2 request_id ('' = none), 3 fingerprint, 4 call_id, 5 agent_id,
 --       6 expected seq, 7 units, 8 heartbeat timeout ms (0 = off), 9 assignment id,
 --       10 call JSON, 11 explanation JSON, 12 channel, 13 request TTL ms, 14 maxlen,
@@ -8,7 +8,8 @@
 --       (enqueued_ms or created_ms, 0 = unknown), 18 priority, 19 excluded agents JSON,
 --       20 enqueued_ms, 21 retention_ms, 22 expected profile version, 23 capacity
 --       (items on the channel; 0 = strict mode: the agent's seq must be unchanged),
---       24 occupancy window ms of the caller's agent cache (-1 = none)
+--       24 occupancy window ms of the caller's agent cache (-1 = none), 25 the policy version
+--       the decision read (0 = none stored; -1 = not compared)
 -- -> {'replayed'} | {'fingerprint'} | {'exists', status, assignment id} | {'missing'}
 --    | {'gone', status} | {'conflict', reason} (also a queued call's excluded agent)
 --    | {'ok', token, now, offer expiry, {agent hash, work spans in the window} or {}}
@@ -28,6 +29,12 @@ if from_queue then
   end
 elseif c[1] then
   return {'exists', c[1], c[2] or ''}
+end
+local policy_read = tonumber(ARGV[25])
+if policy_read >= 0 then  -- the claim's capacity, units and offer time-out come from it
+  local stored = redis.call('GET', KEYS[14])  -- compact JSON: its one "version" key
+  local version = stored and tonumber(string.match(stored, '"version":(%d+)')) or 0
+  if version ~= policy_read then return {'conflict', 'policy changed'} end
 end
 if redis.call('EXISTS', KEYS[3]) == 0 then return {'conflict', 'agent deleted'} end
 local a = redis.call('HMGET', KEYS[3], 'seq', 'presence', 'heartbeat', 'version')

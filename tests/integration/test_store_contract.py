@@ -696,6 +696,31 @@ def test_an_agent_created_again_continues_the_versions_of_the_deleted_one(
     assert store.create_agent(T, profile("b")).profile.version == 1
 
 
+def test_a_claim_decided_on_another_policy_conflicts(harness: StoreHarness) -> None:
+    """A claim names the policy version its decision read (capacity, offer time-out and
+    units come from it): once another policy is stored, or before any is, the commit is a
+    ``Conflict`` and writes nothing. Without a version the policy is not compared."""
+    store = harness.store
+    available(store, "a")
+    base = claim(make_call("c1"), "a", store.get_agent(T, "a").seq)
+    before = harness.dump()
+    ahead = dataclasses.replace(base, policy_version=1)  # none is stored: version 0
+    assert store.commit_assignment(T, ahead) == Conflict("policy changed")
+    assert harness.dump() == before
+    store.put_policy(T, Policy(top_k=7))
+    store.put_policy(T, Policy(top_k=8))
+    before = harness.dump()
+    for read in (0, 1):
+        stale = dataclasses.replace(base, policy_version=read)
+        assert store.commit_assignment(T, stale) == Conflict("policy changed")
+    assert harness.dump() == before
+    current = dataclasses.replace(base, policy_version=2)
+    assert isinstance(store.commit_assignment(T, current), Committed)
+    unchecked = claim(make_call("c2"), "a", store.get_agent(T, "a").seq)
+    assert unchecked.policy_version == -1
+    assert isinstance(store.commit_assignment(T, unchecked), Committed)
+
+
 def test_cancel_call(harness: StoreHarness) -> None:
     """Cancelling ends the active assignment as CANCELLED (freeing the agent) and is
     idempotent; a released call (queued again) is abandoned; completed or unknown calls are
