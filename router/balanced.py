@@ -37,11 +37,12 @@ up to two rounds:
    Keeping at least ``n_calls`` keeps the set of placeable calls exact: a pruned call still
    has more candidates than there are other calls, so one of them is always free for it.
 
-A single call (every ``Assign``) skips the flow: its optimum is simply the cheapest candidate
-on its first slot. Equally cheap candidates are told apart by ``tie_key(call id, agent id)``, a
-stable hash: deterministic, yet a different order for every call, so equally good agents share
-the calls (rather than the lowest agent id taking every one after a lull) and concurrent
-Assigns on one snapshot seldom pick the same agent. In a batch, exactly equal-cost optima are
+A single call (every ``Assign``) skips the flow: its optimum is simply the cheapest of all its
+eligible agents (``top_k`` bounds only the flow's graph) on its first slot. Equally cheap
+candidates are told apart by ``tie_key(call id, agent id)``, a stable hash: deterministic, yet
+a different order for every call, so equally good agents share the calls (rather than the
+lowest agent ids taking every one after a lull, however many tie) and concurrent Assigns on
+one snapshot seldom pick the same agent. In a batch, exactly equal-cost optima are
 settled by the flow solver, deterministically because arcs are always added in agent-id order.
 
 After each channel's solve the placements go on the board, so the next channel sees the units
@@ -224,7 +225,9 @@ def _solve_channel_fast(
     def prefer(column_index: int) -> tuple[int, str]:
         return tie_key(first_call, ids[int(members[column_index])])
 
-    agent_of = _choose(n_calls, narrow, wide, slot_int_matrix, filled, prefer=prefer)
+    # A lone call is chosen among all its agents, not its top_k: ties past the cut count.
+    chooser = pairs([np.arange(len(eligibles[0]))]) if n_calls == 1 else narrow
+    agent_of = _choose(n_calls, chooser, wide, slot_int_matrix, filled, prefer=prefer)
 
     # Score parts first, placements after: a placement changes the agent's idle part.
     chosen = [None if j is None else int(members[j]) for j in agent_of]
@@ -399,7 +402,7 @@ def _solve_channel(
             call_totals,
             key=lambda aid: (-(call_totals[aid] - loads[column[aid]][0]), aid),
         )
-        kept = ranked[:keep]
+        kept = ranked if len(group) == 1 else ranked[:keep]  # a lone call: all (ties count)
         costs = [max(0, round((ceiling - call_totals[aid]) * SCORE_SCALE)) for aid in kept]
         candidates.append([(c, column[aid], cost) for aid, cost in zip(kept, costs, strict=True)])
     first_call = calls[group[0]].call_id

@@ -5,14 +5,15 @@ either one call and the free agents, or the first calls of each queue and the fr
 ``BalancedChoice`` makes the same choice from what it keeps per agent: per kind of call the
 score parts the clock does not move (skill; region, with no time zone to weigh), the load
 cost of a first slot, the performance sums (each outcome folded in as the loop's completion
-folds it) and when the agent last freed (the idle clock). Costs, the ``top_k`` cut and ties
-are ``router.balanced``'s; a batch goes to its ``place_batch``.
+folds it) and when the agent last freed (the idle clock). Costs, the ``top_k`` cut (of a
+batch: a lone call is chosen among all its agents) and ties are ``router.balanced``'s; a
+batch goes to its ``place_batch``.
 
 A lone call over many free agents is first screened on numpy columns: bounds on each free
 agent's net value (the score moves monotonically from its value at the agent's last outcome
 towards the prior as it decays, by at most a known amount per agent) leave the few agents
-that can be the answer, scored one at a time with the scalar functions. When the bounds
-leave many (agents nearly equal, under a ``top_k`` cut), those are scored on columns
+that can be the answer, scored one at a time with the scalar functions. When no bound
+applies, every free agent is scored on columns
 (``performance.score_array`` and ``match.idle_array``, the very floats of the scalar
 functions, added in the same order). Over a few free agents, one agent at a time.
 ``tests/simulation/test_pooled.py`` checks every path against the event loop, and
@@ -181,13 +182,9 @@ class BalancedChoice:
     def lone_scalar(self, call_id: str, kind: int, agents: Sequence[int], now: int) -> int:
         """``lone`` one agent at a time (the yardstick of the columns)."""
         totals = self.totals(kind, agents, now)
-        top_k = self.policy.top_k
-        kept: Sequence[int] = range(len(agents))
-        if 0 < top_k < len(agents):
-            kept = self._ranked(agents, totals, top_k)
         cost_of, slot = self._cost, self.slot
         least, cheapest = 0, list[int]()  # the least cost so far, and the candidates at it
-        for x in kept:  # one pass, no dict of costs: this runs for half the calls of a day
+        for x in range(len(agents)):  # one pass, no dict of costs: half the calls of a day
             k = agents[x]
             cost = cost_of(totals[x]) + slot[k]
             if not cheapest or cost < least:
@@ -228,7 +225,7 @@ class BalancedChoice:
 
 class _Columns:
     """``BalancedChoice``'s per-agent facts as numpy columns, for a lone call over many free
-    agents: the same floats, added in the same order, the same cut and ties."""
+    agents: the same floats, added in the same order, the same ties."""
 
     def __init__(self, choice: BalancedChoice) -> None:
         self.choice = choice
@@ -237,10 +234,6 @@ class _Columns:
         self.region = [np.array(region) for region in choice.region_part]
         self.load = np.array(choice.load)
         self.slot = np.array(choice.slot, np.int64)
-        rank = np.empty(n, np.int64)
-        rank[sorted(range(n), key=lambda k: choice.ids[k])] = np.arange(n)
-        self.rank = rank
-        """Each agent's place in agent-id order."""
         self.sums = np.zeros(n)
         self.weights = np.zeros(n)
         self.updated = np.zeros(n, np.int64)
@@ -327,12 +320,8 @@ class _Columns:
           of half a unit, no total above the ceiling), so the cheapest agent's net value is
           at most ``2 / SCORE_SCALE`` above the least upper bound: the agents whose lower
           bound is that close (``near``) hold every possible answer;
-        - under a ``top_k`` cut, they are all among the cut's agents when at most ``top_k``
-          agents have a lower bound under the highest upper bound among them: ``near`` is
-          returned, and its cheapest agent (ties by ``tie_key``) is the answer;
-        - else (many agents nearly equal) the cut itself is decided exactly on the agents
-          whose lower bound is under the ``top_k``-th least upper bound (``rest``): the
-          others are not among the ``top_k`` best.
+        - a lone call is chosen among all its agents (no ``top_k`` cut), so ``near``'s
+          cheapest agent (ties by ``tie_key``) is the answer.
 
         ``near`` is ``None`` also when no bound applies: weights that may not keep totals
         within [0, ceiling], or a decay that may have halved a score's weight since a fold
@@ -354,20 +343,12 @@ class _Columns:
             mid = mid - np.minimum(idle, choice.weights[4])
         low, high = mid - spread, mid + spread
         close = low <= high.min() + 2 / SCORE_SCALE
-        top_k = choice.policy.top_k
-        if not 0 < top_k < len(index) or np.count_nonzero(low <= high[close].max()) <= top_k:
-            return index[close].tolist(), index
-        return None, index[low <= np.partition(high, top_k - 1)[top_k - 1]]
+        return index[close].tolist(), index
 
     def exact(self, call_id: str, kind: int, index: npt.NDArray[np.intp], now: int) -> int:
         """``BalancedChoice.lone`` over the agents at ``index``, on exact columns."""
         choice = self.choice
         total = self.totals(kind, index, now)
-        top_k = choice.policy.top_k
-        if 0 < top_k < len(index):
-            # by net value (load minus score, ascending), ties by agent id: the first top_k
-            kept = np.lexsort((self.rank[index], self.load[index] - total))[:top_k]
-            index, total = index[kept], total[kept]
         scaled = np.rint((choice.ceiling - total) * SCORE_SCALE)
         cost = np.where(scaled > 0, scaled, 0).astype(np.int64) + self.slot[index]
         cheapest = index[cost == cost.min()].tolist()

@@ -263,6 +263,23 @@ def test_lone_calls_share_equally_good_agents() -> None:
     assert chosen_ids[0] == first
 
 
+@pytest.mark.parametrize(("team", "top_k"), [(12, 3), (200, 50), (10, 1)])
+def test_lone_calls_share_equally_good_agents_beyond_top_k(team: int, top_k: int) -> None:
+    """More equally good agents than ``top_k`` (idle past the horizon after a lull): a lone
+    call is chosen among all of them by its per-call hash, so every one of them gets calls,
+    not only the ``top_k`` lowest ids; small teams (one agent at a time) and large ones
+    (columns) alike."""
+    agents = [make_agent(f"a{i:03d}", last_free_ms=NOW - 3_600_000) for i in range(team)]
+    policy = Policy(top_k=top_k)
+    chosen_ids = [
+        placed(run(agents, [make_call(f"call-{n}", Channel.CHAT)], policy))[0]
+        for n in range(10 * team)
+    ]
+    assert set(chosen_ids) >= {agent.agent_id for agent in agents[-top_k - 2 :]}
+    first = min(agents, key=lambda agent: tie_key("call-0", agent.agent_id)).agent_id
+    assert chosen_ids[0] == first
+
+
 def test_balanced_places_exactly_the_capacity() -> None:
     """More calls than slots: exactly as many calls as there are slots are placed."""
     agents = [make_agent(f"a{i}") for i in range(3)] + [make_agent("x", presence=Presence.BUSY)]
