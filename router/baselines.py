@@ -5,7 +5,9 @@ the aging key ``origin - priority * aging_s_per_priority``, voice before other c
 call id), the same order ``BALANCED`` favours; each goes to one eligible agent picked by the
 strategy's key, ties broken by agent id:
 
-- ``LONGEST_IDLE``  smallest ``last_free_ms`` (the industry default)
+- ``LONGEST_IDLE``  idle the longest: smallest ``max(last_free_ms, last_assigned_ms)`` (the
+                    industry default; an agent given a call is not idle any more, even with
+                    slots left, so chats spread like calls)
 - ``ROUND_ROBIN``   smallest ``last_assigned_ms``
 - ``BEST_SKILL``    highest skill fit, then highest performance (ignores load: this is the
                     policy that overloads top performers, within the hard rules)
@@ -37,7 +39,7 @@ def _key(strategy: Strategy, board: Board) -> Key:
     """Sort key of an eligible agent under ``strategy`` (smallest first)."""
     if strategy == Strategy.LONGEST_IDLE:
         return lambda agent, _: (
-            agent.last_free_ms,
+            max(agent.last_free_ms, agent.last_assigned_ms),
             board.placed_rank(agent.agent_id),
             agent.agent_id,
         )

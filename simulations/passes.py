@@ -354,7 +354,9 @@ class Dispatcher:
         strategy, agents = self.policy.strategy, self.workforce.agents
         keyed: list[tuple[Any, ...]]
         if strategy == Strategy.LONGEST_IDLE:
-            keyed = [(agents[a].last_free_ms, a) for a in agent_ids]
+            keyed = [
+                (max(agents[a].last_free_ms, agents[a].last_assigned_ms), a) for a in agent_ids
+            ]
         elif strategy == Strategy.ROUND_ROBIN:
             keyed = [(agents[a].last_assigned_ms, a) for a in agent_ids]
         elif strategy == Strategy.BEST_SKILL:

@@ -16,6 +16,7 @@ from router.board import Board
 from router.domain import (
     Absence,
     AbsenceKind,
+    ActiveWork,
     AgentSnapshot,
     Call,
     Channel,
@@ -465,6 +466,34 @@ def test_longest_idle_picks_the_longest_free_agent() -> None:
     assert chosen(run(agents, [make_call("c1")], policy)) == ["b"]
     chats = [make_call(f"c{i}", Channel.CHAT) for i in range(3)]
     assert chosen(run(agents, chats, policy)) == ["b", "c", "a"]
+
+
+def test_longest_idle_agrees_between_a_batch_and_assigns_one_at_a_time() -> None:
+    """Chats (three slots each): an agent given a call is no longer idle, whether the call
+    came in a batch or in an Assign committed before the next (the store moves only
+    ``last_assigned_ms`` then, as work is still in progress): both give A, B, C, never A
+    three times while B and C sit idle."""
+    agents = [
+        make_agent("A", last_free_ms=NOW - 30 * 60_000),
+        make_agent("B", last_free_ms=NOW - 20 * 60_000),
+        make_agent("C", last_free_ms=NOW - 10 * 60_000),
+    ]
+    policy = Policy(strategy=Strategy.LONGEST_IDLE)
+    calls = [make_call(f"c{i}", Channel.CHAT, created_ms=NOW - 1_000 + i) for i in range(3)]
+    assert chosen(run(agents, calls, policy)) == ["A", "B", "C"]
+    one_by_one = []
+    for n, call in enumerate(calls):
+        (agent_id,) = chosen(run(agents, [call], policy))
+        assert agent_id is not None
+        one_by_one.append(agent_id)
+        work = ActiveWork(f"asg-{n}", Channel.CHAT, 25, NOW)
+        agents = [  # committed as the stores do: the work, last_assigned_ms; last_free_ms stays
+            dataclasses.replace(a, active=(*a.active, work), last_assigned_ms=NOW)
+            if a.agent_id == agent_id
+            else a
+            for a in agents
+        ]
+    assert one_by_one == ["A", "B", "C"]
 
 
 def test_round_robin_picks_the_least_recently_assigned() -> None:
