@@ -24,7 +24,11 @@ The rules run in this order and the first that fails is the reason reported
 13. ``OCCUPANCY_CAP``      rolling occupancy >= the agent's cap
 
 Presence and absence come first so an agent who is away is reported as away, whatever else
-is true of them; a declined call is then the most specific reason. Team and region are the
+is true of them; a declined call is then the most specific reason. One exception, for speed:
+an Assign reads only the agents holding every required skill (the store's skill index), so
+the agents it never read are all counted under ``MISSING_SKILL`` (and those the routing index
+shows full, under ``AT_CAPACITY``) whatever else is true of them; the dispatcher's passes,
+which read every agent, report each agent's first failing rule. Team and region are the
 coarse partitions of the workforce, skills and language the finer ones. The shift rule is
 about the future, capacity about the present; occupancy comes last because it is the only
 rule about the recent past. Widening (``router.widening``) is worked out once per call and

@@ -547,7 +547,10 @@ class Explanation(_message.Message):
     """How many widening (bullseye) steps applied because the call waited (0: none)."""
     @_builtins.property
     def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___Exclusion]:
-        """Agents refused, per rule (only rules that refused someone)."""
+        """Agents refused, per rule (only rules that refused someone), by the first rule each fails
+        (router/eligibility.py); an Assign counts the agents lacking a required skill under
+        MISSING_SKILL whatever else is true of them (it never reads them).
+        """
 
     @_builtins.property
     def score_parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScorePart]:
