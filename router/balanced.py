@@ -203,7 +203,6 @@ def _solve_channel_fast(
         for index, eligible in zip(group, eligibles, strict=True)
     ]
     nets = [total - first_load[eligible] for total, eligible in zip(totals, eligibles, strict=True)]
-    firsts = [_top(net, first_keep) for net in nets]
 
     def pairs(rankings: Sequence[npt.NDArray[np.intp]]) -> Pairs:
         chosen = list(zip(eligibles, totals, rankings, strict=True))
@@ -214,20 +213,25 @@ def _solve_channel_fast(
             np.maximum(0, np.rint((ceiling - values) * SCORE_SCALE)).astype(np.int64),
         )
 
-    narrow = pairs(firsts)
-
-    def wide() -> Pairs:
-        return narrow if first_keep == keep else pairs([_top(net, keep) for net in nets])
-
     first_call = calls[group[0]].call_id
     ids = scores.ids
 
     def prefer(column_index: int) -> tuple[int, str]:
         return tie_key(first_call, ids[int(members[column_index])])
 
-    # A lone call is chosen among all its agents, not its top_k: ties past the cut count.
-    chooser = pairs([np.arange(len(eligibles[0]))]) if n_calls == 1 else narrow
-    agent_of = _choose(n_calls, chooser, wide, slot_int_matrix, filled, prefer=prefer)
+    agent_of: tuple[int | None, ...]
+    if n_calls == 1:  # among all its agents, not its top_k; the best two for the runner-up
+        firsts = [_top(nets[0], 2)]
+        lone = _lone(totals[0], slot_int_matrix[:, 0], ceiling, prefer) if len(members) else None
+        agent_of = (lone,)
+    else:
+        firsts = [_top(net, first_keep) for net in nets]
+        narrow = pairs(firsts)
+
+        def wide() -> Pairs:
+            return narrow if first_keep == keep else pairs([_top(net, keep) for net in nets])
+
+        agent_of = _choose(n_calls, narrow, wide, slot_int_matrix, filled)
 
     # Score parts first, placements after: a placement changes the agent's idle part.
     chosen = [None if j is None else int(members[j]) for j in agent_of]
@@ -301,26 +305,32 @@ class Pairs:
     """Pair cost without the rank term."""
 
 
+def _lone(
+    total: npt.NDArray[np.float64],
+    first_slots: npt.NDArray[np.int64],
+    ceiling: float,
+    prefer: Callable[[int], tuple[int, str]],
+) -> int:
+    """A lone call's agent (its place among the candidates, ``total``'s order): the least
+    pair cost plus first-slot cost over all of them (``top_k`` bounds only a batch's graph),
+    ties by ``prefer``."""
+    pair = np.maximum(0, np.rint((ceiling - total) * SCORE_SCALE)).astype(np.int64)
+    cost = pair + first_slots
+    cheapest = np.flatnonzero(cost == cost.min()).tolist()
+    return int(cheapest[0]) if len(cheapest) == 1 else min(cheapest, key=prefer)
+
+
 def _choose(
     n_calls: int,
     narrow: Pairs,
     wide: Callable[[], Pairs],
     slot_int_matrix: npt.NDArray[np.int64],
     filled: npt.NDArray[np.bool_],
-    *,
-    prefer: Callable[[int], tuple[int, str]],
 ) -> tuple[int | None, ...]:
-    """``place_batch`` on arrays (the same rounds, graphs and arcs): ``narrow`` holds the first
-    round's pairs (each call's ``top_k`` best), ``wide()`` the second round's; ``filled``
-    marks the real slots of ``slot_int_matrix``; ``prefer`` orders a lone call's equally cheap
-    candidates."""
-    if n_calls == 1:
-        if not len(narrow.costs):
-            return (None,)
-        # One call: the cheapest candidate on its first slot, ties by ``prefer``.
-        total = narrow.costs + slot_int_matrix[narrow.agents, 0]
-        cheapest = narrow.agents[total == total.min()].tolist()
-        return (cheapest[0] if len(cheapest) == 1 else min(cheapest, key=prefer),)
+    """``place_batch`` of two calls or more on arrays (the same rounds, graphs and arcs; a
+    lone call is ``_lone``'s): ``narrow`` holds the first round's pairs (each call's
+    ``top_k`` best), ``wide()`` the second round's; ``filled`` marks the real slots of
+    ``slot_int_matrix``."""
     slot_ints = slot_int_matrix[filled]
     slot_agents = np.nonzero(filled)[0]
     narrow_agents = np.zeros(len(filled), np.bool_)
