@@ -10,13 +10,18 @@ From the agents: counts per presence (as set; every presence listed) and each ag
 occupancy (``scoring.load.occupancy`` over ``policy.occupancy_window_s``).
 
 From the history, over the windows ``[now - 15 min, now]`` and ``[now - 60 min, now]``, per
-channel with SLA target ``T`` (``policy.sla_for``)::
+channel with SLA target ``T`` (``policy.sla_for``), each call once (``calls_in``: its first
+answer in the window; else its abandon; a call back in the queue after a release, reclaim or
+rejection and answered again is one answered call, on its first wait)::
 
     service level  = answered with wait_ms <= T
                      / (answered + abandoned with wait_ms >= ABANDON_GRACE_MS)
                      (None when the denominator is 0 or the channel has no target)
-    ASA (15 min)   = mean wait_ms / 1000 of answered entries (None when none)
-    abandoned      = abandoned entries, all channels (15 and 60 min)
+    ASA (15 min)   = mean wait_ms / 1000 of the answered calls (None when none)
+    answered       = answered calls per channel (15 min)
+    abandoned      = abandons (a call abandons once, also one answered before it went back to
+                     the queue), all channels (15 and 60 min), and per channel those after
+                     ABANDON_GRACE_MS (15 and 60 min)
 
 Callers who hang up within ``ABANDON_GRACE_MS`` count neither for nor against the service
 level (the usual contact-centre convention for short abandons).
@@ -69,6 +74,10 @@ class TenantStats:
     """Average speed of answer in seconds."""
     abandoned_15m: int
     abandoned_60m: int
+    answered_15m_by_channel: Mapping[Channel, int]
+    abandoned_15m_by_channel: Mapping[Channel, int]
+    """Abandoned after ``ABANDON_GRACE_MS``, like the service level's."""
+    abandoned_60m_by_channel: Mapping[Channel, int]
     occupancy: Mapping[str, float]
     """Agent id -> rolling occupancy in [0, 1]."""
 
@@ -78,7 +87,7 @@ def service_level(
 ) -> float | None:
     """Share of the channel's calls answered within ``target_s`` since ``since_ms``."""
     answered = within = abandoned = 0
-    for entry in _window(history, since_ms, now_ms):
+    for entry in calls_in(history, since_ms, now_ms):
         if entry.channel != channel:
             continue
         if entry.kind == ANSWERED:
@@ -97,7 +106,7 @@ def average_answer_s(
     """Mean time to answer (seconds) of the channel's calls answered since ``since_ms``."""
     waits = [
         entry.wait_ms
-        for entry in _window(history, since_ms, now_ms)
+        for entry in calls_in(history, since_ms, now_ms)
         if entry.kind == ANSWERED and entry.channel == channel
     ]
     return sum(waits) / len(waits) / 1000 if waits else None
@@ -149,6 +158,9 @@ def live_stats(
         ),
         abandoned_15m=_abandoned(history, now_ms - SHORT_WINDOW_MS, now_ms),
         abandoned_60m=_abandoned(history, now_ms - LONG_WINDOW_MS, now_ms),
+        answered_15m_by_channel=_per_channel(history, ANSWERED, SHORT_WINDOW_MS, now_ms),
+        abandoned_15m_by_channel=_per_channel(history, ABANDONED, SHORT_WINDOW_MS, now_ms),
+        abandoned_60m_by_channel=_per_channel(history, ABANDONED, LONG_WINDOW_MS, now_ms),
         occupancy=frozen_map(
             {
                 agent.agent_id: occupancy(agent, now_ms, policy.occupancy_window_s)
@@ -161,6 +173,36 @@ def live_stats(
 def _window(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> list[HistoryEntry]:
     """Entries with ``since_ms <= at_ms <= now_ms``."""
     return [entry for entry in history if since_ms <= entry.at_ms <= now_ms]
+
+
+def calls_in(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> list[HistoryEntry]:
+    """Each call of the window once: its first answer, else its abandon (``history`` in
+    time order, as the stores return it); other kinds of entry are left out."""
+    outcome: dict[str, HistoryEntry] = {}
+    for entry in _window(history, since_ms, now_ms):
+        if entry.kind not in (ANSWERED, ABANDONED):
+            continue
+        seen = outcome.get(entry.call_id)
+        if seen is None or (seen.kind == ABANDONED and entry.kind == ANSWERED):
+            outcome[entry.call_id] = entry
+    return list(outcome.values())
+
+
+def _per_channel(
+    history: Sequence[HistoryEntry], kind: str, window_ms: int, now_ms: int
+) -> Mapping[Channel, int]:
+    """Per channel: the calls answered in the window (once each), or its abandons after the
+    grace (a call abandons once; one answered before still counts: the caller hung up)."""
+    since = now_ms - window_ms
+    entries = (
+        calls_in(history, since, now_ms) if kind == ANSWERED else _window(history, since, now_ms)
+    )
+    counts = Counter(
+        entry.channel
+        for entry in entries
+        if entry.kind == kind and (kind == ANSWERED or entry.wait_ms >= ABANDON_GRACE_MS)
+    )
+    return frozen_map({channel: counts[channel] for channel in Channel})
 
 
 def _abandoned(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> int:

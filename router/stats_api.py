@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from router.convert import PRESENCES, channel_to_pb, duration, timestamp
 from router.domain import CallRecord, CallStatus, Channel
-from router.stats import ABANDON_GRACE_MS, LONG_WINDOW_MS, SHORT_WINDOW_MS, live_stats
+from router.stats import LONG_WINDOW_MS, live_stats
 from router.store import Store
 from router.v1 import routing_pb2
 
@@ -21,14 +19,6 @@ def stats_to_pb(store: Store, tenant: str) -> routing_pb2.GetStatsResponse:
     history = store.history(tenant, now - LONG_WINDOW_MS)
     records = [CallRecord(call, CallStatus.QUEUED, None, now) for call in view.calls]
     stats = live_stats(records, snapshot.agents, history, snapshot.policy, now)
-    recent = [entry for entry in history if entry.at_ms >= now - SHORT_WINDOW_MS]
-    answered = Counter(e.channel for e in recent if e.kind == "answered")
-    abandoned_15 = Counter(
-        e.channel for e in recent if e.kind == "abandoned" and e.wait_ms >= ABANDON_GRACE_MS
-    )
-    abandoned_60 = Counter(
-        e.channel for e in history if e.kind == "abandoned" and e.wait_ms >= ABANDON_GRACE_MS
-    )
     response = routing_pb2.GetStatsResponse(
         as_of=timestamp(now),
         queued=view.depth,
@@ -56,9 +46,9 @@ def stats_to_pb(store: Store, tenant: str) -> routing_pb2.GetStatsResponse:
             queued=stats.queue_depth_by_channel[channel],
             longest_wait=duration(stats.longest_wait_ms_by_channel[channel] / 1000),
             average_speed_of_answer_15m=duration(stats.average_answer_s_15m[channel] or 0.0),
-            answered_15m=answered[channel],
-            abandoned_15m=abandoned_15[channel],
-            abandoned_60m=abandoned_60[channel],
+            answered_15m=stats.answered_15m_by_channel[channel],
+            abandoned_15m=stats.abandoned_15m_by_channel[channel],
+            abandoned_60m=stats.abandoned_60m_by_channel[channel],
         )
         level_15, level_60 = stats.service_level_15m[channel], stats.service_level_60m[channel]
         if level_15 is not None:

@@ -353,24 +353,27 @@ class ChannelStats(_message.Message):
     queued: _builtins.int
     """Calls waiting."""
     service_level_15m: _builtins.float
-    """Answered within the SLA target / (answered + abandoned after 5 s), last 15 minutes;
-    unset when there were no such calls.
+    """Answered within the SLA target / (answered + abandoned after 5 s), last 15 minutes,
+    each call once (a call answered again after going back to the queue counts on its first
+    answer); unset when there were no such calls.
     """
     service_level_60m: _builtins.float
     """The same over the last 60 minutes."""
     answered_15m: _builtins.int
-    """Calls answered in the last 15 minutes."""
+    """Calls answered in the last 15 minutes (each once)."""
     abandoned_15m: _builtins.int
-    """Calls abandoned in the last 15 minutes."""
+    """Calls abandoned after waiting at least 5 s in the last 15 minutes (shorter hang-ups
+    count neither here nor in the service level).
+    """
     abandoned_60m: _builtins.int
-    """Calls abandoned in the last 60 minutes."""
+    """The same over the last 60 minutes."""
     @_builtins.property
     def longest_wait(self) -> _duration_pb2.Duration:
         """Longest current wait."""
 
     @_builtins.property
     def average_speed_of_answer_15m(self) -> _duration_pb2.Duration:
-        """Average speed of answer, last 15 minutes."""
+        """Average speed of answer (each call's first answer), last 15 minutes."""
 
     def __init__(
         self,

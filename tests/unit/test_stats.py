@@ -123,6 +123,33 @@ def test_service_numbers() -> None:
     assert stats.abandoned_60m == 3
 
 
+def test_a_call_answered_twice_counts_once() -> None:
+    """A call answered, back in the queue (released, reclaimed, rejected) and answered again
+    is one call answered, on its first answer's wait: the service level, the average speed of
+    answer and the per-channel counts count calls, not answers. A call answered and later
+    abandoned in the queue was answered; its abandon still counts among the abandons."""
+
+    def again(kind: str, call_id: str, minutes_ago: int, wait_s: int) -> HistoryEntry:
+        return HistoryEntry(
+            kind, Channel.VOICE, NOW - minutes_ago * MINUTE_MS, wait_s * 1000, call_id
+        )
+
+    history = [
+        again("answered", "c1", 9, 1),  # at once
+        again("answered", "c1", 7, 121),  # again after a release: the same call
+        again("answered", "c2", 8, 30),  # late
+        again("answered", "c3", 6, 2),
+        again("abandoned", "c3", 4, 60),  # back in the queue, then hung up
+    ]
+    stats = live_stats([], [], history, Policy(), NOW)
+    # c1 and c3 within 20 s, c2 late: 2 / 3 (answers alone: 2 / 5 with c3's abandon).
+    assert stats.service_level_15m[Channel.VOICE] == pytest.approx(2 / 3)
+    assert stats.average_answer_s_15m[Channel.VOICE] == pytest.approx(11.0)
+    assert stats.answered_15m_by_channel[Channel.VOICE] == 3
+    assert stats.abandoned_15m_by_channel[Channel.VOICE] == 1
+    assert stats.abandoned_15m == 1
+
+
 def test_empty_tenant_and_channels_without_target() -> None:
     """Nothing queued and no history give zeros and Nones; a channel without an SLA target
     has no service level even with answered calls."""
