@@ -57,7 +57,7 @@ from router.domain import (
 )
 from router.engine import decide
 from router.errors import ContentionError, InvalidArgumentError, RouterError
-from router.forecast import agents_for, estimated_wait_s
+from router.forecast import agents_for, channel_position, estimated_wait_s
 from router.store import Candidates, Claim, Committed, Conflict, Gone, Replayed, Store
 
 log = structlog.get_logger(__name__)
@@ -67,6 +67,9 @@ HISTORY_WINDOW_MS = 15 * 60 * 1000
 INLINE_DISPATCH_RESERVE_S = 0.05
 """An Assign that joined the queue runs the batch pass inline only with more time than this
 left before its deadline (else the dispatcher's next wake-up or tick places the call)."""
+ESTIMATE_READ = 500
+"""Waiting calls read (in queue order) to place a queued call among its channel's; past
+them, the channel's share of those read stands in."""
 INLINE_DISPATCH_WAIT_S = 0.5
 """How long that pass waits for one of this replica's passes over the tenant that is running
 (within the deadline's reserve); past it the call is left to the pass asked for after."""
@@ -307,7 +310,7 @@ class Assigner:
         """The Assign answer that describes ``record`` as it stands now."""
         assignment = record.assignment
         if record.status == CallStatus.QUEUED or assignment is None:
-            wait = self.estimated_wait(tenant, record, snapshot)
+            wait = self.estimated_wait(tenant, record)
             policy = snapshot.policy if snapshot else self._store.get_policy(tenant)
             threshold = policy.callback_threshold_s
             return AssignResult(
@@ -322,19 +325,19 @@ class Assigner:
             _placed(assignment, assignment.explanation or explanation, 1), replayed=replayed
         )
 
-    def estimated_wait(
-        self, tenant: str, record: CallRecord, snapshot: Snapshot | None = None
-    ) -> float:
-        """Seconds until an agent takes a QUEUED call, from live service rates."""
+    def estimated_wait(self, tenant: str, record: CallRecord) -> float:
+        """Seconds until an agent takes a QUEUED call, from live service rates and its place
+        among its channel's waiting calls (read now: after any pass this request ran)."""
         if record.status != CallStatus.QUEUED:
             return 0.0
-        if snapshot is None:
-            snapshot = self._store.load_snapshot(tenant, record.call)
+        call = record.call
+        view = self._store.load_queue(tenant, min(max(1, record.position), ESTIMATE_READ))
+        snapshot = view.snapshot
+        position = channel_position(view.calls, call.call_id, call.channel, record.position)
         history = self._store.history(tenant, snapshot.now_ms - HISTORY_WINDOW_MS)
         now, policy = snapshot.now_ms, snapshot.policy
-        pool = agents_for(record.call, snapshot.agents, now, policy)
-        position = max(1, record.position)
-        return estimated_wait_s(position, record.call.channel, history, pool, policy, now)
+        pool = agents_for(call, snapshot.agents, now, policy)
+        return estimated_wait_s(position, call.channel, history, pool, policy, now)
 
     def _replay_request(self, tenant: str, request_id: str, digest: str) -> AssignResult:
         prior = self._store.find_request(tenant, request_id)

@@ -32,13 +32,14 @@ import dataclasses
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 import structlog
 
 from router import deadline, metrics, tracing
 from router.assigner import deciding, rng_for
-from router.domain import AgentSnapshot, Call, Policy
+from router.domain import AgentSnapshot, Call, Channel, Policy
 from router.eligibility import is_present
 from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
@@ -310,7 +311,10 @@ class Dispatcher:
         history = self._store.history(tenant, now - HISTORY_WINDOW_MS)
         calls: list[Call] = []
         changed = 0
-        for position, queued in enumerate(view.calls, start=1):
+        ahead: Counter[Channel] = Counter()  # the channel's calls before: its agents serve them
+        for queued in view.calls:
+            ahead[queued.channel] += 1
+            position = ahead[queued.channel]
             pool = agents_for(queued, snapshot.agents, now, policy)
             wait = estimated_wait_s(position, queued.channel, history, pool, policy, now)
             at_risk, breached = sla_state(queued, now, wait, policy)

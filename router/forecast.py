@@ -4,7 +4,9 @@ Service rate of a channel, from the history of the last ``window_s`` seconds::
 
     observed_rate = #{completed entries on the channel with now - window <= at <= now} / window_s
 
-Estimated wait of the call at ``position`` (1 = next) on ``channel``::
+Estimated wait of the call at ``position`` (1 = next) among the waiting calls of its
+``channel`` (``channel_position``: calls of other channels ahead in the tenant's queue wait for
+other agents)::
 
     present(a)  = available, heartbeat fresh, not scheduled away (eligibility.is_present)
     slots(a)    = items of the channel a present agent can hold at once
@@ -127,6 +129,22 @@ def estimated_wait_s(  # noqa: PLR0917
     fallback = max(1, staffed_slots(present, channel, policy)) / handle_s
     rate = max(service_rate(history, channel, now_ms), fallback)
     return ahead / rate
+
+
+def channel_position(queued: Sequence[Call], call_id: str, channel: Channel, position: int) -> int:
+    """The call's place (1 = next) among the waiting calls of ``channel``: counted in
+    ``queued`` (the first waiting calls in queue order) up to the call; a call past them at
+    the tenant-wide ``position`` gets the channel's share of them for the calls in between."""
+    same = 0
+    for call in queued:
+        if call.channel == channel:
+            same += 1
+        if call.call_id == call_id:
+            return same
+    if not queued:
+        return max(1, position)
+    between = max(0, position - 1 - len(queued))
+    return same + round(between * same / len(queued)) + 1
 
 
 def sla_state(call: Call, now_ms: int, ewt_s: float, policy: Policy) -> tuple[bool, bool]:

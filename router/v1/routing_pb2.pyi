@@ -128,7 +128,9 @@ class AssignResponse(_message.Message):
 
     @_builtins.property
     def estimated_wait(self) -> _duration_pb2.Duration:
-        """QUEUED: estimated time until an agent takes the call."""
+        """QUEUED: estimated time until an agent takes the call (from its place among its own
+        channel's waiting calls, which its channel's agents serve).
+        """
 
     def __init__(
         self,

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from router.domain import Channel, Policy, Presence, SlaTarget, WorkSpan, frozen_map
-from router.forecast import estimated_wait_s, service_rate, sla_state
+from router.domain import Call, Channel, Policy, Presence, SlaTarget, WorkSpan, frozen_map
+from router.forecast import channel_position, estimated_wait_s, service_rate, sla_state
 from router.store import HistoryEntry
 from tests.unit.factories import HOUR_MS, NOW, make_agent, make_call, work
 
@@ -128,3 +128,19 @@ def test_sla_state_without_target_or_age() -> None:
     assert sla_state(make_call("c", Channel.CHAT, created_ms=0), NOW, 1e6, SLA) == (False, False)
     assert sla_state(make_call("c", created_ms=0), NOW, 0.0, SLA) == (False, False)
     assert sla_state(make_call("c", created_ms=0), NOW, 25.0, SLA) == (True, False)
+
+
+def test_a_calls_place_among_its_channels_waiting_calls() -> None:
+    """Counted among the calls read up to the call; past them, the tenant-wide position with
+    the channel's share of those read for the calls in between; nothing read: the position."""
+    queued = [
+        Call("v1", Channel.VOICE),
+        Call("c1", Channel.CHAT),
+        Call("v2", Channel.VOICE),
+        Call("c2", Channel.CHAT),
+    ]
+    assert channel_position(queued, "c2", Channel.CHAT, 4) == 2
+    assert channel_position(queued, "v2", Channel.VOICE, 3) == 2
+    # 4 read, half chats; the call is 10th: 5 in between, about half of them chats.
+    assert channel_position(queued, "c9", Channel.CHAT, 10) == 2 + 2 + 1
+    assert channel_position([], "c9", Channel.CHAT, 7) == 7
