@@ -39,7 +39,7 @@ import structlog
 
 from router import deadline, metrics, tracing
 from router.assigner import deciding, rng_for
-from router.domain import AgentSnapshot, Call, Channel, Policy
+from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Policy, Snapshot
 from router.eligibility import is_present
 from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
@@ -50,6 +50,11 @@ from router.store import Claim, Committed, Conflict, Gone, PassGrant, QueueView,
 log = structlog.get_logger(__name__)
 
 HISTORY_WINDOW_MS = 15 * 60 * 1000
+TICK_BATCHES = 4
+"""Batches of waiting calls a tick's full pass reads at most: past a full first batch it
+could not place entirely (calls nobody free can take: another channel's backlog, a scarce
+skill), it reads the next while some agent has room, so a call further back is not held up
+by them; wake-ups and an Assign's inline pass read the first batch only."""
 _RESULTS = {Committed: "placed", Conflict: "conflict", Gone: "gone"}
 """A placement's outcome as its span records it (``router.result``)."""
 
@@ -213,14 +218,15 @@ class Dispatcher:
 
     def run_tick(self, tenant: str) -> DispatchReport:
         """The tick's pass over ``tenant``: the full pass if this replica holds the tenant's
-        tick marker or can take it, else a wake-up (after any pass of this replica's that
-        runs now)."""
+        tick marker or can take it (reading past a first batch nobody could take, up to
+        ``TICK_BATCHES``), else a wake-up (after any pass of this replica's that runs now)."""
         with self._running.setdefault(tenant, threading.Lock()):
             grant = self._store.open_pass(tenant, self._owner, self._lease_ms, self._tick_hold_ms)
-            return self._run(tenant, grant)
+            return self._run(tenant, grant, batches=TICK_BATCHES)
 
-    def _run(self, tenant: str, grant: PassGrant) -> DispatchReport:
-        """The pass ``grant`` allows, then the lease back."""
+    def _run(self, tenant: str, grant: PassGrant, *, batches: int = 1) -> DispatchReport:
+        """The pass ``grant`` allows (a full one over up to ``batches`` batches), then the
+        lease back."""
         if grant is PassGrant.HELD:
             return DispatchReport(skipped=True)
         if grant is PassGrant.IDLE:  # nothing waits: what this replica shows must say so
@@ -231,11 +237,12 @@ class Dispatcher:
             # Inside an Assign (an inline pass) the events written are not that request's:
             # each call's own trace is bound for its work, none for the rest.
             with tracing.continuing(""):
-                return self._pass(tenant, full=grant is PassGrant.FULL)
+                full = grant is PassGrant.FULL
+                return self._pass(tenant, full=full, batches=batches if full else 1)
         finally:
             self._store.release_lease(tenant, self._owner)
 
-    def _pass(self, tenant: str, *, full: bool) -> DispatchReport:
+    def _pass(self, tenant: str, *, full: bool, batches: int = 1) -> DispatchReport:
         view = self._store.load_queue(tenant, self._batch_size)
         timed_out = self._time_out(tenant, view) if view.offers_due else 0
         if timed_out:  # their calls wait again
@@ -245,11 +252,28 @@ class Dispatcher:
         reclaimed = self._reclaim(tenant, view)
         if reclaimed:
             view = self._store.load_queue(tenant, self._batch_size)
-        calls, escalated = self._escalate(tenant, view)
-        if escalated:  # priorities changed: read the queue again in its new order
-            view = self._store.load_queue(tenant, self._batch_size)
-            calls, _ = self._escalate(tenant, view)
-        placed, conflicts = self._place(tenant, view, calls)
+        first = view
+        placed = conflicts = escalated = offset = 0
+        ahead: Counter[Channel] = Counter()  # calls of each channel left waiting in the batches
+        for batch in range(batches):
+            if batch:  # the rest of the queue, while agents have room for some of it
+                view = self._store.load_queue(tenant, self._batch_size, offset=offset)
+                if not view.calls or not _room_left(view.snapshot):
+                    break
+            calls, changed = self._escalate(tenant, view, ahead)
+            escalated += changed
+            if changed and not batch:  # priorities changed: read the first batch again
+                view = self._store.load_queue(tenant, self._batch_size)
+                calls, _ = self._escalate(tenant, view, ahead)
+            placed_ids, batch_conflicts = self._place(tenant, view, calls)
+            placed, conflicts = placed + len(placed_ids), conflicts + batch_conflicts
+            left = [call.channel for call in view.calls if call.call_id not in placed_ids]
+            more = view.depth > offset + len(view.calls)
+            ahead.update(left)
+            offset += len(left)
+            if not left or not more or len(view.calls) < self._batch_size:
+                break
+        view = first
         report = DispatchReport(
             placed=placed,
             conflicts=conflicts,
@@ -302,8 +326,11 @@ class Dispatcher:
                 )
         return moved
 
-    def _escalate(self, tenant: str, view: QueueView) -> tuple[list[Call], int]:
-        """SLA marks for the waiting calls; at-risk calls are widened for this solve."""
+    def _escalate(
+        self, tenant: str, view: QueueView, ahead: Counter[Channel]
+    ) -> tuple[list[Call], int]:
+        """SLA marks for the waiting calls (``ahead``: calls of each channel waiting before
+        the view's); at-risk calls are widened for this solve."""
         snapshot = view.snapshot
         policy, now = snapshot.policy, snapshot.now_ms
         if not view.calls:
@@ -311,10 +338,10 @@ class Dispatcher:
         history = self._store.history(tenant, now - HISTORY_WINDOW_MS)
         calls: list[Call] = []
         changed = 0
-        ahead: Counter[Channel] = Counter()  # the channel's calls before: its agents serve them
+        before = ahead.copy()  # the channel's calls before: its agents serve them first
         for queued in view.calls:
-            ahead[queued.channel] += 1
-            position = ahead[queued.channel]
+            before[queued.channel] += 1
+            position = before[queued.channel]
             pool = agents_for(queued, snapshot.agents, now, policy)
             wait = estimated_wait_s(position, queued.channel, history, pool, policy, now)
             at_risk, breached = sla_state(queued, now, wait, policy)
@@ -328,17 +355,20 @@ class Dispatcher:
             calls.append(widen_for_risk(queued, now, policy) if at_risk else queued)
         return calls, changed
 
-    def _place(self, tenant: str, view: QueueView, calls: list[Call]) -> tuple[int, int]:
+    def _place(self, tenant: str, view: QueueView, calls: list[Call]) -> tuple[set[str], int]:
+        """One batch solve and its commits: the calls placed, and the commits that lost a
+        race (re-planned on the next pass)."""
         snapshot = view.snapshot
         if not calls:
-            return 0, 0
+            return set(), 0
         self._passes += 1
         with deciding("batch", snapshot, len(calls)):
             decision = decide(snapshot, calls, rng=rng_for(f"{tenant}:{snapshot.now_ms}"))
         agents = {agent.agent_id: agent for agent in snapshot.agents}
         by_id = {call.call_id: call for call in view.calls}  # as stored, not as widened
         policy = snapshot.policy
-        placed = conflicts = 0
+        placed: set[str] = set()
+        conflicts = 0
         for placement in decision.placements:
             if placement.agent_id is None:
                 continue
@@ -372,7 +402,7 @@ class Dispatcher:
                 if span is not None:
                     span.set_attribute("router.result", _RESULTS.get(type(result), "other"))
             if isinstance(result, Committed):
-                placed += 1
+                placed.add(call.call_id)
                 waited = waited_ms(call, result.assignment.created_ms)  # at the commit
                 metrics.CALL_WAIT.labels(tenant, call.channel.value).observe(waited / 1000)
             elif isinstance(result, Conflict):
@@ -380,6 +410,16 @@ class Dispatcher:
             elif isinstance(result, Gone):
                 continue
         return placed, conflicts
+
+
+def _room_left(snapshot: Snapshot) -> bool:
+    """Some present agent still has room in its unit budget (a batch further back may hold
+    a call for them)."""
+    now, policy = snapshot.now_ms, snapshot.policy
+    return any(
+        agent.units_used < AGENT_UNIT_BUDGET and is_present(agent, now, policy)
+        for agent in snapshot.agents
+    )
 
 
 def _measure(tenant: str, view: QueueView, report: DispatchReport) -> None:

@@ -26,16 +26,17 @@ class MemoryCalls(MemoryBase):
         with self._lock:
             return len(self._tenant(tenant).queue)
 
-    def load_queue(self, tenant: str, limit: int) -> QueueView:
-        """Policy, time, every agent, the first ``limit`` queued calls (with the traces that
-        created them) and whether an offer expired."""
+    def load_queue(self, tenant: str, limit: int, *, offset: int = 0) -> QueueView:
+        """Policy, time, every agent, ``limit`` queued calls after ``offset`` (with the traces
+        that created them) and whether an offer expired."""
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
             policy = t.policy or Policy()
             cutoff = now - policy.occupancy_window_s * 1000
             agents = tuple(t.agents[a].view(now, cutoff) for a in sorted(t.agents))
-            queued = [t.calls[c] for _, c in t.queue[: max(limit, 0)]]
+            start = max(offset, 0)
+            queued = [t.calls[c] for _, c in t.queue[start : start + max(limit, 0)]]
             traces = {rec.call.call_id: rec.trace for rec in queued if rec.trace}
             calls = tuple(rec.current() for rec in queued)
             due = t.offers_due(now)

@@ -72,8 +72,8 @@ class RedisCalls(RedisBase):
         _, (depth,) = self._multi(k, lambda pipe: pipe.zcard(k.queue))
         return int(depth)
 
-    def load_queue(self, tenant: str, limit: int) -> QueueView:
-        """Policy, time, the first ``limit`` queued ids, the depth, the first offer's expiry
+    def load_queue(self, tenant: str, limit: int, *, offset: int = 0) -> QueueView:
+        """Policy, time, ``limit`` queued ids after ``offset``, the depth, the first offer's expiry
         and the heads of the agents' change logs (``idx:revs``, ``idx:beatlog``) in one
         ``MULTI``; with them, unless the heads are those of this replica's last read, the
         agent ids, their revs and every agent's latest heartbeat (a heartbeat takes no rev:
@@ -90,7 +90,7 @@ class RedisCalls(RedisBase):
 
         def brief(pipe: Any) -> None:
             pipe.get(k.policy)
-            pipe.zrangebyscore(k.queue, "-inf", "+inf", start=0, num=queued_ids)
+            pipe.zrangebyscore(k.queue, "-inf", "+inf", start=max(offset, 0), num=queued_ids)
             pipe.zcard(k.queue)
             pipe.zrange(k.offers, 0, 0, withscores=True)
             pipe.get(k.index_version)

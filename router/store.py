@@ -312,8 +312,9 @@ class Store(Protocol):
         """How many calls wait in the tenant's queue (one cheap read)."""
         ...
 
-    def load_queue(self, tenant: str, limit: int) -> QueueView:
-        """The first ``limit`` queued calls in queue order and all agents, for a batch."""
+    def load_queue(self, tenant: str, limit: int, *, offset: int = 0) -> QueueView:
+        """``limit`` queued calls in queue order, after the first ``offset``, and all agents,
+        for a batch."""
         ...
 
     def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:

@@ -8,7 +8,13 @@ from collections import Counter
 from typing import Any, cast
 
 from router import metrics
-from router.dispatcher import Dispatcher, DispatchReport, must_reclaim, widen_for_risk
+from router.dispatcher import (
+    TICK_BATCHES,
+    Dispatcher,
+    DispatchReport,
+    must_reclaim,
+    widen_for_risk,
+)
 from router.domain import (
     ActiveWork,
     AgentProfile,
@@ -49,11 +55,11 @@ def _agent(store: MemoryStore, agent_id: str, chats: int = 1) -> None:
     store.set_presence(T, agent_id, Presence.AVAILABLE)
 
 
-def _queue(store: MemoryStore, clock: FakeClock, call_id: str) -> None:
+def _queue(store: MemoryStore, clock: FakeClock, call_id: str, skill: str = "billing") -> None:
     call = Call(
         call_id,
         Channel.CHAT,
-        (SkillRequirement("billing", 1),),
+        (SkillRequirement(skill, 1),),
         created_ms=clock.now_ms,
     )
     store.enqueue(T, f"r-{call_id}", "fp", call, policy=store.get_policy(T))
@@ -72,6 +78,30 @@ def test_one_pass_places_every_call_that_fits() -> None:
     assert (report.placed, report.queued, report.conflicts, report.escalated) == (4, 1, 0, 0)
     assert store.get_call(T, "c4").status == CallStatus.QUEUED
     assert {store.get_call(T, f"c{i}").status for i in range(4)} == {CallStatus.ASSIGNED}
+
+
+def test_a_tick_reads_past_a_first_batch_nobody_can_take() -> None:
+    """The first batch of waiting calls (``batch_size``) holds only calls nobody can take (a
+    skill nobody has); an agent free for a call further back gets it on the tick, which reads
+    on a batch at a time (up to ``TICK_BATCHES``) while agents have room. A wake-up's pass
+    reads the first batch only, and a call past the tick's batches waits."""
+    store, clock = _store()
+    for i in range(2 * TICK_BATCHES - 1):
+        _queue(store, clock, f"vip{i}", skill="vip")
+        clock.advance(1_000)
+    _queue(store, clock, "c1")  # the last place of the tick's last batch of two
+    _agent(store, "a1")
+    dispatcher = Dispatcher(store, batch_size=2, owner="me")
+    assert dispatcher.run_once(T, full=False).placed == 0
+    assert dispatcher.run_tick(T).placed == 1
+    assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
+    late, clock = _store()
+    for i in range(2 * TICK_BATCHES):
+        _queue(late, clock, f"vip{i}", skill="vip")
+        clock.advance(1_000)
+    _queue(late, clock, "c1")  # past the tick's batches
+    _agent(late, "a1")
+    assert Dispatcher(late, batch_size=2, owner="me").run_tick(T).placed == 0
 
 
 def test_a_lease_held_elsewhere_skips_the_pass() -> None:
