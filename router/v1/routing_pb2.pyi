@@ -508,7 +508,10 @@ class GetStatsResponse(_message.Message):
 
     @_builtins.property
     def longest_wait(self) -> _duration_pb2.Duration:
-        """Longest current wait."""
+        """Longest current wait. This, the channels' queue figures and the skills' are read from
+        the first 10,000 waiting calls in queue order (all of them in any usual queue); past
+        that, a call further back is not in them.
+        """
 
     @_builtins.property
     def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelStats]:
