@@ -252,7 +252,7 @@ class Dispatcher:
         reclaimed = self._reclaim(tenant, view)
         if reclaimed:
             view = self._store.load_queue(tenant, self._batch_size)
-        first = view
+        first = view  # the first batch, as solved: what the queue gauges show
         placed = conflicts = escalated = offset = 0
         ahead: Counter[Channel] = Counter()  # calls of each channel left waiting in the batches
         for batch in range(batches):
@@ -263,7 +263,7 @@ class Dispatcher:
             calls, changed = self._escalate(tenant, view, ahead)
             escalated += changed
             if changed and not batch:  # priorities changed: read the first batch again
-                view = self._store.load_queue(tenant, self._batch_size)
+                view = first = self._store.load_queue(tenant, self._batch_size)
                 calls, _ = self._escalate(tenant, view, ahead)
             placed_ids, batch_conflicts = self._place(tenant, view, calls)
             placed, conflicts = placed + len(placed_ids), conflicts + batch_conflicts
@@ -273,16 +273,15 @@ class Dispatcher:
             offset += len(left)
             if not left or not more or len(view.calls) < self._batch_size:
                 break
-        view = first
         report = DispatchReport(
             placed=placed,
             conflicts=conflicts,
             timed_out=timed_out,
             reclaimed=reclaimed,
             escalated=escalated,
-            queued=view.depth - placed,
+            queued=first.depth - placed,
         )
-        _measure(tenant, view, report)
+        _measure(tenant, first, report)
         if placed or timed_out or reclaimed or escalated or conflicts:
             log.info("dispatch_finished", tenant=tenant, **dataclasses.asdict(report))
         if conflicts:  # agents changed under us: go again soon
