@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -289,21 +290,35 @@ class Dispatcher:
         return report
 
     def _time_out(self, tenant: str, view: QueueView) -> int:
-        """Time out the offers whose expiry has passed; how many."""
+        """Time out the offers whose expiry has passed; how many. With tracing on, each is an
+        ``offer_timeout`` span in the trace its call kept."""
         timed_out = 0
-        for offer in self._store.expired_offers(tenant):
-            try:
-                self._store.decline_offer(
-                    tenant,
-                    offer.assignment_id,
-                    offer.token,
-                    timed_out=True,
-                    policy=view.snapshot.policy,
-                )
-                timed_out += 1
-            except FailedPreconditionError:  # accepted or ended meanwhile
-                pass
+        offers = self._store.expired_offers(tenant)
+        traces = self._traces(tenant, [offer.call_id for offer in offers])
+        for offer in offers:
+            work = _work_attributes(tenant, offer.call_id, offer.agent_id, offer.assignment_id)
+            with tracing.queued_work(traces.get(offer.call_id, ""), work, "offer_timeout") as span:
+                try:
+                    self._store.decline_offer(
+                        tenant,
+                        offer.assignment_id,
+                        offer.token,
+                        timed_out=True,
+                        policy=view.snapshot.policy,
+                    )
+                    timed_out += 1
+                    result = "timed_out"
+                except FailedPreconditionError:  # accepted or ended meanwhile
+                    result = "gone"
+                if span is not None:
+                    span.set_attribute("router.result", result)
         return timed_out
+
+    def _traces(self, tenant: str, call_ids: list[str]) -> Mapping[str, str]:
+        """The traces ``call_ids`` kept, when spans are made (one read), else none."""
+        if not call_ids or not tracing.enabled():
+            return {}
+        return self._store.call_traces(tenant, call_ids)
 
     def _reclaim(self, tenant: str, view: QueueView) -> int:
         snapshot = view.snapshot
@@ -314,15 +329,21 @@ class Dispatcher:
         busy = [agent for agent in snapshot.agents if agent.active]  # the others hold nothing
         for agent in busy:
             if must_reclaim(agent, snapshot.now_ms, policy):
-                moved += len(
-                    self._store.reclaim(
-                        tenant,
-                        agent.agent_id,
-                        channels=policy.reclaim_channels,
-                        policy=policy,
-                        seen=agent,
-                    )
+                started = time.time_ns()
+                taken = self._store.reclaim(
+                    tenant,
+                    agent.agent_id,
+                    channels=policy.reclaim_channels,
+                    policy=policy,
+                    seen=agent,
                 )
+                ended = time.time_ns()
+                moved += len(taken)
+                traces = self._traces(tenant, [asg.call_id for asg in taken])
+                for asg in taken:  # each a span in its call's trace, timed around the script
+                    work = _work_attributes(tenant, asg.call_id, asg.agent_id, asg.assignment_id)
+                    kept = traces.get(asg.call_id, "")
+                    tracing.finished_work(kept, "reclaim", work, started, ended)
         return moved
 
     def _escalate(
@@ -409,6 +430,18 @@ class Dispatcher:
             elif isinstance(result, Gone):
                 continue
         return placed, conflicts
+
+
+def _work_attributes(
+    tenant: str, call_id: str, agent_id: str, assignment_id: str
+) -> dict[str, str | int]:
+    """A span's attributes for the dispatcher's work on an assignment."""
+    return {
+        "router.tenant": tenant,
+        "router.call_id": call_id,
+        "router.agent_id": agent_id,
+        "router.assignment_id": assignment_id,
+    }
 
 
 def _room_left(snapshot: Snapshot) -> bool:

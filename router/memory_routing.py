@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from router import store_common as rules
 from router import tracing
@@ -24,6 +24,7 @@ from router.domain import (
     Channel,
     Policy,
     Presence,
+    frozen_map,
 )
 from router.errors import FailedPreconditionError, PolicyChangedError
 from router.memory_state import AgentState, CallState, MemoryBase, TenantState, policy_tag_of
@@ -309,6 +310,14 @@ class MemoryRouting(MemoryBase):
             t.emit(kind, now, asg.call_id, asg.agent_id, _data(asg))
         else:
             t.emit_call(rec, kind, now, asg.agent_id, _data(asg))
+
+    def call_traces(self, tenant: str, call_ids: Sequence[str]) -> Mapping[str, str]:
+        """The calls' kept ``trace``."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            records = ((c, t.call(c, now)) for c in call_ids)
+            return frozen_map({c: rec.trace for c, rec in records if rec is not None and rec.trace})
 
     def expired_offers(self, tenant: str, limit: int = 100) -> list[Assignment]:
         """The first ``limit`` offers whose expiry has passed (the ``offers`` ZSET order:

@@ -8,6 +8,7 @@ docstring.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
@@ -221,6 +222,14 @@ class RedisCalls(RedisBase):
         oldest = now - rules.HISTORY_MS
         entries = [history_from_member(text(m), float(score)) for m, score in members]
         return [entry for entry in entries if entry.at_ms >= oldest]
+
+    def call_traces(self, tenant: str, call_ids: Sequence[str]) -> Mapping[str, str]:
+        """The calls' ``trace`` fields in one ``MULTI``."""
+        if not call_ids:
+            return frozen_map({})
+        k = Keys(tenant)
+        _, found = self._multi(k, lambda pipe: [pipe.hget(k.call(c), "trace") for c in call_ids])
+        return frozen_map({c: text(t) for c, t in zip(call_ids, found, strict=True) if t})
 
     def expired_offers(self, tenant: str, limit: int = 100) -> list[Assignment]:
         """The first ``limit`` members of ``offers`` with time (expired ones form a prefix),

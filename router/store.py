@@ -14,7 +14,7 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
@@ -363,6 +363,11 @@ class Store(Protocol):
 
     def expired_offers(self, tenant: str, limit: int = 100) -> list[Assignment]:
         """OFFERED assignments whose expiry has passed (store time), oldest first."""
+        ...
+
+    def call_traces(self, tenant: str, call_ids: Sequence[str]) -> Mapping[str, str]:
+        """Call id -> the ``traceparent`` the call kept (the request that created it), for
+        those of ``call_ids`` that kept one."""
         ...
 
     def finish_assignment(

@@ -322,28 +322,50 @@ def call_work(kept: str) -> Iterator[None]:
 
 
 @contextmanager
-def queued_work(queued_by: str, attributes: Attributes) -> Iterator[trace.Span | None]:
-    """The placement of a queued call, ``continuing`` the trace of the request that created
-    it (``queued_by``): with tracing on, a ``dispatch`` span in that trace, a child of that
+def queued_work(
+    queued_by: str, attributes: Attributes, name: str = "dispatch"
+) -> Iterator[trace.Span | None]:
+    """The dispatcher's work on a call (its placement from the queue: ``dispatch``; an offer
+    it times out: ``offer_timeout``), ``continuing`` the trace of the request that created
+    it (``queued_by``): with tracing on, a span ``name`` in that trace, a child of that
     request's span, linked to the current span (the Assign whose pass does the work, if
     another request's pass does) and made current, so the work's Redis round trips are its
     children. Yields the span (``None`` when none records)."""
     with continuing(queued_by):
-        tracer = _tracer
-        if tracer is None or not queued_by:
+        parent, links = _continued(queued_by)
+        if _tracer is None or parent is None:
             yield None
             return
-        parent = _PROPAGATOR.extract({"traceparent": queued_by})
-        queued_in = trace.get_current_span(parent).get_span_context()
-        if not queued_in.is_valid:
-            yield None
-            return
-        current = trace.get_current_span().get_span_context()
-        own = (current.trace_id, current.span_id) == (queued_in.trace_id, queued_in.span_id)
-        with tracer.start_as_current_span(
-            "dispatch",
-            context=parent,
-            attributes=attributes,
-            links=[trace.Link(current)] if current.is_valid and not own else None,
+        with _tracer.start_as_current_span(
+            name, context=parent, attributes=attributes, links=links
         ) as work:
             yield work if work.is_recording() else None
+
+
+def finished_work(
+    queued_by: str, name: str, attributes: Attributes, start_ns: int, end_ns: int
+) -> None:
+    """``queued_work`` told after the fact: a span ``name`` from ``start_ns`` to ``end_ns``
+    (``time.time_ns``) in the trace of the request that created the call (the dispatcher's
+    reclaim: one script for all of an agent's work, whose calls come back with it)."""
+    parent, links = _continued(queued_by)
+    if _tracer is None or parent is None:
+        return
+    span = _tracer.start_span(
+        name, context=parent, attributes=attributes, links=links, start_time=start_ns
+    )
+    span.end(end_time=end_ns)
+
+
+def _continued(queued_by: str) -> tuple[otel_context.Context | None, list[trace.Link] | None]:
+    """The context of the request that created a call (``None``: tracing off, no trace kept)
+    and a link to the current span, the request whose work this is, if another's."""
+    if _tracer is None or not queued_by:
+        return None, None
+    parent = _PROPAGATOR.extract({"traceparent": queued_by})
+    queued_in = trace.get_current_span(parent).get_span_context()
+    if not queued_in.is_valid:
+        return None, None
+    current = trace.get_current_span().get_span_context()
+    own = (current.trace_id, current.span_id) == (queued_in.trace_id, queued_in.span_id)
+    return parent, [trace.Link(current)] if current.is_valid and not own else None

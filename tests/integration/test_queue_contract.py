@@ -707,6 +707,8 @@ def test_a_queued_call_keeps_the_trace_of_the_request_that_queued_it(
     with tracing.continuing(f"00-{declined_by}-b7ad6b7169203331-01"):
         store.decline_offer(T, offer.assignment_id, offer.token, timed_out=False, policy=POLICY)
     assert dict(store.load_queue(T, 10).traces) == {"c1": queued_by}
+    assert dict(store.call_traces(T, ["c1", "c2", "unknown"])) == {"c1": queued_by}
+    assert dict(store.call_traces(T, [])) == {}
     queued = events_of(store, "QUEUED", "c1")  # each by the request that wrote it
     assert [e.data["trace_id"] for e in queued] == [queued_by[3:35], declined_by]
 

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
+from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -15,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from router import metrics, tracing
-from router.v1 import routing_pb2
+from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
 from tests.helpers import log_lines
 from tests.integration.service import Service
@@ -227,6 +229,63 @@ def test_a_placement_in_another_requests_pass_links_that_request(
     assert placed.parent.span_id != later.context.span_id
     assert [link.context.span_id for link in placed.links] == [later.context.span_id]
     assert dict(placed.attributes or {})["router.call_id"] == "c1"
+
+
+def _offers(service: Service, seconds: int) -> None:
+    """Chat calls start as offers that time out after ``seconds``."""
+    setting = pb.ChannelSetting(
+        channel=pb.CHANNEL_CHAT, default_capacity=1, offer_timeout=Duration(seconds=seconds)
+    )
+    service.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(
+            tenant=service.tenant,
+            policy=pb.Policy(channels=[setting]),
+            update_mask=field_mask_pb2.FieldMask(paths=["channels"]),
+        )
+    )
+
+
+def test_an_offer_timed_out_and_a_reclaim_are_spans_in_the_calls_trace(
+    service: Service, spans: InMemorySpanExporter
+) -> None:
+    """The dispatcher's time-out of an offer and its reclaim of one (the agent went offline)
+    are spans in the trace of the Assign that made the call, children of its server span,
+    holding the script's round trip (a time-out) or timed around it (a reclaim)."""
+    _offers(service, 10)
+    service.agent("a1", skills={"billing": 5})
+    service.agent("a2", skills={"billing": 5}, presence=pb.PRESENCE_OFFLINE)
+    spans.clear()
+    reply = service.assign(
+        "c1",
+        channel=pb.CHANNEL_CHAT,
+        metadata=(("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),),
+    )
+    assert reply.result == routing_pb2.AssignResponse.RESULT_OFFERED
+    (assign,) = _server_spans(spans, ASSIGN)
+    service.clock.advance(11_000)
+    service.wait_for_call("c1", pb.CALL_STATUS_QUEUED)
+    (timed_out,) = _finished(spans, "offer_timeout", 1)
+    assert timed_out.context.trace_id == assign.context.trace_id
+    assert timed_out.parent is not None
+    assert timed_out.parent.span_id == assign.context.span_id
+    attributes = dict(timed_out.attributes or {})
+    assert (attributes["router.call_id"], attributes["router.agent_id"]) == ("c1", "a1")
+    assert attributes["router.result"] == "timed_out"
+    assert [child.name for child in _children(spans, timed_out)] == ["EVALSHA decline_offer"]
+    service.presence("a2", pb.PRESENCE_AVAILABLE)  # takes c1 (a1 missed it), as an offer
+    call = service.wait_for_call("c1", pb.CALL_STATUS_OFFERED)
+    assert call.assignment.agent_id == "a2"
+    service.presence("a2", pb.PRESENCE_OFFLINE)
+    service.wait_for_call("c1", pb.CALL_STATUS_QUEUED)
+    (reclaimed,) = _finished(spans, "reclaim", 1)
+    assert reclaimed.context.trace_id == assign.context.trace_id
+    assert reclaimed.parent is not None
+    assert reclaimed.parent.span_id == assign.context.span_id
+    attributes = dict(reclaimed.attributes or {})
+    assert (attributes["router.call_id"], attributes["router.agent_id"]) == ("c1", "a2")
+    assert reclaimed.start_time is not None
+    assert reclaimed.end_time is not None
+    assert reclaimed.start_time <= reclaimed.end_time
 
 
 def test_the_routers_own_sampled_trace_is_the_latency_exemplar(
