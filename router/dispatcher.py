@@ -21,9 +21,10 @@ it passes, the pass commits no further placements and asks for a background pass
 
 Work on a queued call continues the trace of the request that created the call: its events
 (placement, SLA marks, offer time-outs, reclaims) carry that trace's id and, with tracing on,
-its placement is a ``dispatch`` span in that trace (``tracing.queued_work``); passes
+its placement, an offer's time-out and a reclaim are spans in that trace (``dispatch``,
+``offer_timeout``, ``reclaim``: ``tracing.queued_work``, ``tracing.finished_work``); passes
 themselves make no spans and bind no trace, even in an inline pass (the stores take each
-call's kept trace for a time-out or reclaim: ``tracing.call_work``).
+call's kept trace for a time-out's or a reclaim's events: ``tracing.call_work``).
 """
 
 from __future__ import annotations
