@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
 from router import deadline, metrics
 from router.auth import OPEN_SERVICES
-from router.errors import StoreUnavailableError
+from router.errors import ResourceExhaustedError, StoreUnavailableError
 from router.interceptors import Handler, UnaryInterceptor
 
 
@@ -119,3 +120,111 @@ def _gated(admission: Admission, method: str, inner: Handler) -> Handler:
             admission.leave(store_down=down)
 
     return wrapped
+
+
+class StreamSlots:
+    """Server streams open at once on a replica. A stream (``Watch``, the health ``Watch``,
+    reflection) holds a worker thread for as long as it lasts, so at most half the workers
+    serve streams, at most a quarter one tenant's ``Watch`` streams and at most an eighth
+    (at least one each) the streams anyone may open without a token: the other half of the
+    workers always answers unary RPCs, and no tenant or anonymous client can take the
+    others' streams. A stream past a limit is refused with RESOURCE_EXHAUSTED at once."""
+
+    def __init__(self, workers: int) -> None:
+        """Limits from the server's ``workers`` (``ROUTER_WORKERS``)."""
+        self.total = max(1, workers // 2)
+        self.per_tenant = max(1, workers // 4)
+        self.anonymous = max(1, workers // 8)
+        self._lock = threading.Lock()
+        self._open = 0
+        self._by: dict[str | None, int] = {}
+        """Open streams per tenant; ``None``: those of services open to anyone."""
+
+    def enter(self, tenant: str | None) -> None:
+        """Take a slot for a stream of ``tenant`` (``None``: a service open to anyone), else
+        ``ResourceExhaustedError``."""
+        limit = self.anonymous if tenant is None else self.per_tenant
+        whose = "without a token" if tenant is None else f"of tenant {tenant}"
+        with self._lock:
+            if self._open >= self.total:
+                raise ResourceExhaustedError(
+                    f"{self.total} streams are open on this replica (half its workers); "
+                    "retry later or on another replica",
+                    retry_after_s=1.0,
+                )
+            if self._by.get(tenant, 0) >= limit:
+                raise ResourceExhaustedError(
+                    f"{limit} streams {whose} are open on this replica; close one first",
+                    retry_after_s=1.0,
+                )
+            self._open += 1
+            self._by[tenant] = self._by.get(tenant, 0) + 1
+
+    def leave(self, tenant: str | None) -> None:
+        """Give back the slot ``enter`` took."""
+        with self._lock:
+            self._open -= 1
+            left = self._by[tenant] - 1
+            if left:
+                self._by[tenant] = left
+            else:
+                del self._by[tenant]
+
+
+class StreamLimitInterceptor(grpc.ServerInterceptor):
+    """Counts every server stream against ``StreamSlots``. Install it inside
+    ``AccessInterceptor`` (a refused caller takes no slot) and ``ErrorInterceptor`` (which
+    maps the refusal of a server-streaming RPC; a bidirectional one, reflection, is aborted
+    here)."""
+
+    def __init__(self, slots: StreamSlots) -> None:
+        """Count against ``slots``."""
+        self._slots = slots
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return handler
+        anonymous = handler_call_details.method.split("/")[1] in OPEN_SERVICES
+        slots = self._slots
+        if handler.unary_stream is not None:
+            inner = handler.unary_stream
+
+            def counted(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                tenant = None if anonymous else str(getattr(request, "tenant", ""))
+                slots.enter(tenant)
+                try:
+                    yield from inner(request, context)
+                finally:
+                    slots.leave(tenant)
+
+            return grpc.unary_stream_rpc_method_handler(
+                counted,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            both = handler.stream_stream
+
+            def counted_both(
+                requests: Iterator[Any], context: grpc.ServicerContext
+            ) -> Iterator[Any]:
+                try:
+                    slots.enter(None)
+                except ResourceExhaustedError as err:
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, err.message)
+                try:
+                    yield from both(requests, context)
+                finally:
+                    slots.leave(None)
+
+            return grpc.stream_stream_rpc_method_handler(
+                counted_both,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

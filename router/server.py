@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from router.admin_api import AgentAdminServicer, PolicyServicer
-from router.admission import Admission, AdmissionInterceptor
+from router.admission import Admission, AdmissionInterceptor, StreamLimitInterceptor, StreamSlots
 from router.assigner import Assigner
 from router.auth import AccessInterceptor, TokensFileError, TokenTable
 from router.deadline import DeadlineInterceptor
@@ -170,16 +170,17 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
     _warn_about_exposure(settings, tokens)
     admission = Admission(settings.concurrency or os.cpu_count() or 1)
-    interceptors = [
-        ErrorInterceptor(),
-        AccessInterceptor(tokens, limiter),
-        DeadlineInterceptor(),
-        AdmissionInterceptor(admission),
-    ]
     options = server_options(settings)
     credentials = server_credentials(settings)
 
     def new_server() -> grpc.Server:
+        interceptors = [
+            ErrorInterceptor(),
+            AccessInterceptor(tokens, limiter),
+            StreamLimitInterceptor(StreamSlots(settings.workers)),  # this server's workers
+            DeadlineInterceptor(),
+            AdmissionInterceptor(admission),
+        ]
         return grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
             interceptors=interceptors,

@@ -9,6 +9,7 @@ Certificates are made with the ``openssl`` CLI (a throw-away CA, a server certif
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -675,3 +676,70 @@ def test_logged_ids_are_sanitised() -> None:
     for code in range(0x10000):  # every character of the basic plane, kept or replaced alike
         char = chr(code)
         assert interceptors.printable(char, 8) == (char if " " <= char <= "~" else "?")
+
+
+def test_open_streams_never_take_the_workers_unary_calls_need(
+    start: Callable[..., Started],
+) -> None:
+    """Streams hold a worker thread each for as long as they last. With 8 workers: four
+    streams at once in all, one of them anyone may open without a token (health Watch,
+    reflection), two of one tenant's Watch streams; past that a new stream is
+    RESOURCE_EXHAUSTED at once, and unary RPCs keep answering while the streams stay open."""
+    started = start(workers=8)
+    health_stream = started.channel.unary_stream(
+        "/grpc.health.v1.Health/Watch",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+    opened: list[Any] = []
+
+    def read(stream: Any) -> None:
+        """Wait for the stream's first message, its refusal or its cancellation."""
+        with contextlib.suppress(grpc.RpcError):
+            next(stream, None)
+
+    def open_streams(*streams: Any) -> list[Any]:
+        """Start reading ``streams``; those refused once one of them is (10 s at most)."""
+        for stream in streams:
+            opened.append(stream)
+            threading.Thread(target=read, args=(stream,), daemon=True).start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(s.done() for s in streams):
+            time.sleep(0.01)
+        time.sleep(0.1)  # any other refusal arrives as fast
+        return [s for s in streams if s.done()]
+
+    def watch(tenant: str) -> Any:
+        return started.routing.Watch(routing_pb2.WatchRequest(tenant=tenant), timeout=30)
+
+    def health_watch() -> Any:
+        return health_stream(health_pb2.HealthCheckRequest(), timeout=30)
+
+    try:
+        first = health_watch()
+        opened.append(first)
+        assert next(first).status == health_pb2.HealthCheckResponse.SERVING  # then it waits
+        refused = open_streams(health_watch())
+        assert [s.code() for s in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED]
+        refused = open_streams(watch("acme"), watch("acme"), watch("acme"))
+        assert [s.code() for s in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED]
+        refused = open_streams(watch("beta"), watch("beta"))  # 1 + 2 + 1 = 4 in all
+        assert [s.code() for s in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert "streams" in (refused[0].details() or "")
+        began = time.monotonic()
+        started.policies.GetPolicy(admin_pb2.GetPolicyRequest(tenant="acme"), timeout=5)
+        assert time.monotonic() - began < 2
+    finally:
+        for stream in opened:
+            stream.cancel()
+    # A slot comes back when its handler notices the client left (its next read, within
+    # a second): a new stream of the tenant is then taken.
+    deadline = time.monotonic() + 10
+    while True:
+        again = watch("acme")
+        threading.Thread(target=read, args=(again,), daemon=True).start()
+        time.sleep(0.3)
+        if not again.done():
+            break
+        assert time.monotonic() < deadline, again.details()
+    again.cancel()
