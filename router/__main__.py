@@ -13,13 +13,14 @@ import sys
 import textwrap
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 
 from router import auth, local_redis, logs, metrics, tracing
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
-from router.server import create_server
+from router.server import RunningServer, create_server
 from router.settings import Settings, SettingsError, descriptions, env_name
 from router.store import Store
 
@@ -159,22 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = structlog.get_logger("router")
     if settings.tracing:
         tracing.configure()
-    private: local_redis.LocalRedis | None = None
-    store: Store
-    if settings.redis_url:
-        store = RedisStore.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
-        log.info("store_selected", store="redis", redis_url=RedisStore.redact(settings.redis_url))
-    elif local_redis.available():
-        private = local_redis.start()
-        store = RedisStore.from_url(private.url, timeout_s=settings.redis_timeout_s)
-        log.info("store_selected", store="private-redis", redis_url=private.url)
-    else:
-        store = MemoryStore()
-        log.info("store_selected", store="memory", note="single process, state lost on exit")
-    running = create_server(settings, store)
-    if settings.metrics_port:
-        metrics.serve(settings.host, settings.metrics_port)
-        metrics.GC_PAUSES.watch()
+    try:
+        running, private = _start(settings, log)
+    except SettingsError as err:  # what the environment asked for cannot be done
+        tracing.shutdown(0)
+        parser.error(str(err))
     # What start-up built (modules, the server, the store) lives as long as the process: keep
     # it out of the collector's full passes, which would otherwise walk it every time, with
     # every thread stopped (each pass is an Assign's tail latency).
@@ -206,6 +196,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             private.stop()
     log.info("server_stopped")
     return 0
+
+
+def _start(settings: Settings, log: Any) -> tuple[RunningServer, local_redis.LocalRedis | None]:
+    """The store, the gRPC listeners and the metrics endpoint. ``SettingsError`` naming the
+    variable when one cannot be had (a REDIS_URL that does not parse, an address that cannot
+    be listened on); a private redis-server started here is stopped again then."""
+    private: local_redis.LocalRedis | None = None
+    try:
+        store: Store
+        if settings.redis_url:
+            try:
+                store = RedisStore.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
+            except ValueError as err:
+                raise SettingsError(f"REDIS_URL: {err}") from err
+            redacted = RedisStore.redact(settings.redis_url)
+            log.info("store_selected", store="redis", redis_url=redacted)
+        elif local_redis.available():
+            private = local_redis.start()
+            store = RedisStore.from_url(private.url, timeout_s=settings.redis_timeout_s)
+            log.info("store_selected", store="private-redis", redis_url=private.url)
+        else:
+            store = MemoryStore()
+            log.info("store_selected", store="memory", note="single process, state lost on exit")
+        try:
+            running = create_server(settings, store)
+        except OSError as err:
+            raise SettingsError(f"ROUTER_HOST, ROUTER_PORT or ROUTER_ADMIN_*: {err}") from err
+        if settings.metrics_port:
+            try:
+                metrics.serve(settings.host, settings.metrics_port)
+            except OSError as err:
+                running.stop(0)
+                where = f"{settings.host}:{settings.metrics_port}"
+                raise SettingsError(
+                    f"ROUTER_METRICS_PORT: cannot listen on {where}: {err}"
+                ) from err
+            metrics.GC_PAUSES.watch()
+    except BaseException:
+        if private is not None:
+            private.stop()
+        raise
+    return running, private
 
 
 if __name__ == "__main__":

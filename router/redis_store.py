@@ -483,12 +483,18 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
 
     @staticmethod
     def redact(url: str) -> str:
-        """``url`` with any password replaced by ``***``, for logs."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
+        """``url`` with any password (``user:password@`` or a ``password`` query parameter)
+        replaced by ``***``, for logs."""
+        password = urllib.parse.urlsplit(url).password
+        if password is not None:
+            url = url.replace(f":{password}@", ":***@", 1)
+        head, question, rest = url.partition("?")
+        if not question:
             return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        query, hash_, fragment = rest.partition("#")
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        hidden = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+        return f"{head}?{urllib.parse.urlencode(hidden, safe='*')}{hash_}{fragment}"
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -134,12 +134,15 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 def _listen(
     server: grpc.Server, host: str, port: int, credentials: grpc.ServerCredentials | None
 ) -> int:
-    address = f"{host}:{port}"
-    bound = (
-        server.add_insecure_port(address)
-        if credentials is None
-        else server.add_secure_port(address, credentials)
-    )
+    address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    try:
+        bound = (
+            server.add_insecure_port(address)
+            if credentials is None
+            else server.add_secure_port(address, credentials)
+        )
+    except RuntimeError as err:  # grpcio raises where older versions returned 0
+        raise OSError(f"cannot listen on {address}: {err}") from err
     if bound == 0:
         raise OSError(f"cannot listen on {address}")
     return bound

@@ -196,6 +196,11 @@ class Settings:
                 f"ROUTER_ADMIN_PORT: {self.admin_port} is also ROUTER_PORT; use another port, "
                 "or 0 to serve the admin services on the main port"
             )
+        if self.metrics_port and self.metrics_port in (self.port, self.admin_port):
+            raise SettingsError(
+                f"ROUTER_METRICS_PORT: {self.metrics_port} is also a gRPC listener's port; use "
+                "another port, or 0 for no metrics endpoint"
+            )
 
     def _check_limits(self) -> None:
         if not 0 <= self.rate_limit <= 1_000_000:
