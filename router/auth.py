@@ -127,7 +127,12 @@ def entry_line(token: str, tenant: str, role: str, name: str = "") -> str:
     """The tokens-file line (YAML flow mapping, also valid inside a ``tokens:`` list) that
     grants ``token`` to ``tenant`` with ``role``."""
     label = name or f"{tenant}-{role}"
-    return f"  - {{sha256: {digest(token)}, tenant: {tenant}, role: {role}, name: {label}}}"
+    # Quoted: YAML would read a tenant like 2024, 1.5 or yes as a number or a boolean.
+    quoted = ", ".join(
+        f"{key}: {json.dumps(value)}"
+        for key, value in (("tenant", tenant), ("role", role), ("name", label))
+    )
+    return f"  - {{sha256: {digest(token)}, {quoted}}}"
 
 
 def check_entry_fields(tenant: str, role: str, name: str) -> None:

@@ -209,3 +209,14 @@ def test_token_command_refuses_bad_arguments(
         cli.main(argv)
     assert exit_.value.code == 2
     assert "rtk_" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("tenant", ["acme", "2024", "1.5", "yes", "0x1F", "null", "on"])
+def test_the_printed_line_reads_back_as_the_tenant_given(tenant: str) -> None:
+    """Tenants YAML would read as a number, a boolean or null are quoted in the line the
+    ``token`` command prints, so the file grants exactly that tenant."""
+    line = auth.entry_line("a-token", tenant, "helpdesk", "crm")
+    (entry,) = auth.parse_tokens("tokens:\n" + line + "\n")
+    principal = entry.principal
+    assert (principal.tenant, principal.role, principal.name) == (tenant, "helpdesk", "crm")
+    assert entry.sha256 == auth.digest("a-token")
