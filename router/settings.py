@@ -203,8 +203,10 @@ class Settings:
             )
 
     def _check_limits(self) -> None:
-        if not 0 <= self.rate_limit <= 1_000_000:
-            raise SettingsError(f"ROUTER_RATE_LIMIT: {self.rate_limit} is not in 0..1000000")
+        if not (self.rate_limit == 0 or 0.001 <= self.rate_limit <= 1_000_000):
+            raise SettingsError(
+                f"ROUTER_RATE_LIMIT: {self.rate_limit} is neither 0 (off) nor in 0.001..1000000"
+            )
         if not 0 <= self.rate_burst <= 1_000_000:
             raise SettingsError(f"ROUTER_RATE_BURST: {self.rate_burst} is not in 0..1000000")
         for name, value, low, high in (

@@ -71,6 +71,7 @@ def test_tokens_file_is_parsed_up_front(tmp_path: Path) -> None:
         ({"port": 6000, "admin_port": 6000}, "ROUTER_ADMIN_PORT: 6000 is also ROUTER_PORT"),
         ({"admin_host": ""}, "ROUTER_ADMIN_HOST"),
         ({"rate_limit": -1}, "ROUTER_RATE_LIMIT"),
+        ({"rate_limit": 1e-300}, "ROUTER_RATE_LIMIT"),  # a retry-after past any Duration
         ({"rate_burst": -1}, "ROUTER_RATE_BURST"),
         ({"keepalive_time_s": 0}, "ROUTER_KEEPALIVE_TIME_S"),
         ({"min_ping_interval_s": -1}, "ROUTER_MIN_PING_INTERVAL_S"),
