@@ -69,6 +69,8 @@ def test_tokens_file_is_parsed_up_front(tmp_path: Path) -> None:
     [
         ({"admin_port": 70000}, "ROUTER_ADMIN_PORT: 70000 is not a port"),
         ({"port": 6000, "admin_port": 6000}, "ROUTER_ADMIN_PORT: 6000 is also ROUTER_PORT"),
+        ({"port": 6000, "metrics_port": 6000}, "ROUTER_METRICS_PORT: 6000 is also a gRPC"),
+        ({"admin_port": 6001, "metrics_port": 6001}, "ROUTER_METRICS_PORT: 6001 is also a gRPC"),
         ({"admin_host": ""}, "ROUTER_ADMIN_HOST"),
         ({"rate_limit": -1}, "ROUTER_RATE_LIMIT"),
         ({"rate_limit": 1e-300}, "ROUTER_RATE_LIMIT"),  # a retry-after past any Duration
