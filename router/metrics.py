@@ -1,8 +1,9 @@
 """Prometheus metrics of one router replica, served on ``ROUTER_METRICS_PORT``.
 
 Every series is per replica; sum over replicas in Prometheus. Names follow the Prometheus
-conventions (``_seconds``, ``_total``). Tenants appear as a label only on the queue gauges,
-where an operator needs them; request metrics stay low-cardinality.
+conventions (``_seconds``, ``_total``). Tenants appear as a label where an operator reads
+per tenant (Assign answers, the dispatcher's placements, time-outs, reclaims and SLA marks,
+the queue gauges, the call wait histograms); RPC and Redis metrics stay low-cardinality.
 """
 
 from __future__ import annotations
