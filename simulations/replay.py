@@ -123,7 +123,9 @@ class ObservedCall:
     """Until an agent got it (answered calls) or the caller hung up (abandoned ones). Time
     in the queue is measured on the service's clock (QUEUED to ASSIGNED/OFFERED event) and
     scaled by ``speed``; the Assign round trip is added unscaled, as the real delay it is
-    (scaling a 10 ms RPC by x300 would invent a 3 s wait)."""
+    (scaling a 10 ms RPC by x300 would invent a 3 s wait). An abandoned call waited its
+    caller's patience (the Cancel's round trip and the timer's lateness, scaled, would
+    count against the service)."""
     handle_s: float | None
     """Answer to Complete on the client's clock, scaled (completed or cut calls)."""
     ended_s: float | None
@@ -787,6 +789,10 @@ class Replayer:
                 wait = live.assign_latency
             elif answered and live.answered is not None:  # a missed event: the client's view
                 wait = (live.answered - live.sent) * speed
+            elif live.outcome == "abandoned" and call.patience_s is not None:
+                # the caller hung up when their patience ran out, counted from the arrival
+                # (the Cancel's round trip and the timer's lateness are not the caller's)
+                wait = call.patience_s
             elif live.ended is not None:
                 wait = (live.ended - live.sent) * speed
             handle = None

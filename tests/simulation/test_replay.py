@@ -157,6 +157,7 @@ def test_replay_assigns_or_abandons_every_call_exactly_once(
                 assert info.status == pb.CALL_STATUS_ABANDONED
                 assert result.assignments == 0
                 assert not result.answered
+                assert result.wait_s == result.call.patience_s  # not the Cancel's round trip
             else:
                 assert result.answered
                 assert result.assignments == 1
