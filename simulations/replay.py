@@ -233,6 +233,8 @@ class Replayer:
         self.tag = secrets.token_hex(3)
         self.tenant = options.tenant or f"replay-{self.tag}"
         self.routing = routing_pb2_grpc.RoutingServiceStub(channel)
+        self._last_error: dict[str, str] = {}
+        """Method -> the code and message of its last failed attempt."""
         self.admin = admin_pb2_grpc.AgentAdminServiceStub(channel)
         self.policies = admin_pb2_grpc.PolicyServiceStub(channel)
         self.agents = list(agents)
@@ -275,6 +277,8 @@ class Replayer:
                 response = fn(request, timeout=self.options.rpc_timeout_s)
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+                details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+                self._last_error[method] = f"{code.name}: {details}"
                 elapsed = time.perf_counter() - start
                 self.stats.record(method, elapsed, code.name, expected=code in expected)
                 if (
@@ -308,7 +312,14 @@ class Replayer:
             update_mask=field_mask_pb2.FieldMask(paths=list(POLICY_FIELDS)),
         )
         if self._rpc("UpdatePolicy", self.policies.UpdatePolicy, request) is None:
-            raise ReplayError("UpdatePolicy failed: see errors_by_method in the report")
+            why = self._last_error.get("UpdatePolicy", "")
+            hint = ""
+            if why.startswith("UNIMPLEMENTED"):
+                hint = (
+                    "; the target serves no admin services (a router with ROUTER_ADMIN_PORT "
+                    "serves them on that port only): replay needs them on --target"
+                )
+            raise ReplayError(f"UpdatePolicy failed ({why}){hint}")
         return notes
 
     def _setup_agents(self) -> None:

@@ -200,6 +200,18 @@ def test_replay_accepts_offers_and_reports_latency(service: tuple[RunningServer,
     assert kpis["agents"]["star"]["top_performer"] is True
 
 
+def test_a_target_without_the_admin_services_is_named_as_such() -> None:
+    """Against a router whose admin services listen apart (``ROUTER_ADMIN_PORT``), the
+    replay stops at its policy with the service's answer and what to do about it."""
+    settings = Settings(port=0, admin_port=local_redis.free_port(), dispatch_tick_s=0.05)
+    running = create_server(settings, MemoryStore())
+    try:
+        with pytest.raises(ReplayError, match=r"UpdatePolicy failed \(UNIMPLEMENTED: .*admin"):
+            _replay(f"127.0.0.1:{running.port}", _scenario())
+    finally:
+        running.stop(0)
+
+
 def test_loopback_guard() -> None:
     """Loopback targets pass; anything else needs allow_remote."""
     for ok in ("127.0.0.1:50051", "localhost:1", "[::1]:9000", "127.3.4.5:80"):
