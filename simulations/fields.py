@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -44,7 +45,23 @@ _BOOL = "tag:yaml.org,2002:bool"
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2-like scalars: no sexagesimal numbers, no yes/no/on/off."""
+    """SafeLoader with YAML 1.2-like scalars (no sexagesimal numbers, no yes/no/on/off) that
+    refuses a key given twice in one mapping (the last would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """``SafeLoader``'s mapping, after a check that no key repeats."""
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | None):
+                continue  # SafeLoader refuses an unhashable key itself
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (line {line})", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -70,15 +87,42 @@ _Loader.add_implicit_resolver(
 def read_document(path: Path) -> object:
     """Parse a ``.yaml``/``.yml`` or ``.json`` file (by suffix) into plain Python values."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
+        text = read_text(path)
+    except FileNotFoundError as err:
         raise ScenarioError("", f"cannot read {path}: {err.strerror or err}") from err
     try:
         if path.suffix.lower() == ".json":
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_unique_keys)
         return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
+    except (yaml.YAMLError, json.JSONDecodeError, _RepeatedKeyError) as err:
         raise ScenarioError("", f"{path} is not valid {_kind(path)}: {err}") from err
+
+
+def read_text(path: Path) -> str:
+    """A file's UTF-8 text; ``ScenarioError`` naming the file when it cannot be read (a
+    directory, no permission) or is not UTF-8. A missing file stays ``FileNotFoundError``."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise ScenarioError("", f"cannot read {path}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise ScenarioError("", f"{path} is not UTF-8 text (byte {err.start})") from err
+
+
+class _RepeatedKeyError(ValueError):
+    """A JSON object gives a key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``json.loads``' object, after a check that no key repeats."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKeyError(f"{key!r} is given twice")
+        out[key] = value
+    return out
 
 
 def _kind(path: Path) -> str:

@@ -57,7 +57,7 @@ import numpy.typing as npt
 
 from router.domain import SKILL_LEVEL_MAX, SKILL_LEVEL_MIN, Call, Channel, SkillRequirement
 from simulations import fields as fl
-from simulations.fields import DAY_S, ScenarioError
+from simulations.fields import DAY_S, ScenarioError, read_text
 from simulations.model import Scenario, Stream, rounded_ms
 from simulations.uniforms import Floats, Uniforms, math_map
 
@@ -322,7 +322,7 @@ def read_trace(path: str | Path) -> list[TraceCall]:
     """Read a CSV or JSON Lines trace (by suffix). Raises ``ScenarioError`` naming the line
     and column of a bad value, ``FileNotFoundError`` for a missing file."""
     file = Path(path)
-    text = file.read_text(encoding="utf-8")
+    text = read_text(file)
     rows: list[tuple[str, Mapping[str, object]]] = []
     if _is_jsonl(file):
         for n, line in enumerate(text.splitlines(), start=1):

@@ -11,6 +11,7 @@ import pytest
 from router.domain import Channel
 from simulations.scenario import ScenarioError, load_scenario, parse_scenario
 from simulations.simulator import simulate
+from simulations.trace import read_trace
 
 VOICE = {"channel": "voice", "rate_per_hour": 30, "skills": {"billing": 3}, "handle": 200}
 BASE: dict[str, Any] = {
@@ -111,3 +112,39 @@ def test_an_unchosen_variant_does_not_change_the_scenario() -> None:
     assert plain.arrival_scale == 1.0
     assert busy.arrival_scale == 2.0
     assert busy.name.endswith(":busy")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "twice.yaml",
+            "name: a\nduration_s: 3600\nduration_s: 7200\n",
+            "'duration_s' is given twice",
+        ),
+        ("twice.json", '{"name": "a", "name": "b"}', "'name' is given twice"),
+        ("latin.yaml", "name: caf\xe9\n".encode("latin-1"), "is not UTF-8 text"),
+    ],
+)
+def test_a_file_that_cannot_be_read_as_written_is_refused(
+    name: str, content: str | bytes, message: str, tmp_path: Path
+) -> None:
+    """A key given twice (the last would silently win) or text that is not UTF-8: a clear
+    ``ScenarioError``, not a scenario that is not what the file says, nor a traceback."""
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(path)
+
+
+def test_a_trace_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
+    """A directory or a Latin-1 file given as a trace: ``ScenarioError`` naming it."""
+    with pytest.raises(ScenarioError, match="cannot read"):
+        read_trace(tmp_path)
+    latin = tmp_path / "day.csv"
+    latin.write_bytes("call_id,arrival_s\nc\xe9,1\n".encode("latin-1"))
+    with pytest.raises(ScenarioError, match="is not UTF-8 text"):
+        read_trace(latin)
