@@ -28,8 +28,9 @@ digits, ``null`` where a figure is undefined, no wall-clock values)::
         top_performer    flagged in the scenario, else among the top 10 % by true quality
     fairness:        over agents with logged-in time: occupancy_mean, occupancy_std,
                      occupancy_gini, handled_gini
-    top_performers:  share_of_calls (of completed measured calls), mean_occupancy,
-                     peak_occupancy (the highest among them)
+    top_performers:  share_of_calls (of completed measured calls), mean_occupancy (over
+                     those with logged-in time, like fairness), peak_occupancy (the highest
+                     among them)
     quality:         skill_match_mean (scoring.match.skill_fit of who handled each call),
                      estimated_csat, estimated_resolution (simulations.outcomes expectations)
     timeline:        bucket_s and per bucket of the whole run from 0 to duration_s:
@@ -160,7 +161,7 @@ def compute_kpis(
         }
     occupancies = [per_agent[a]["occupancy"] for a in worked]
     counts = [float(per_agent[a]["handled"]) for a in worked]
-    top_ids = [a for a in agents if a in tops]
+    top_ids = [a for a in worked if a in tops]  # like the fairness figures: those logged in
     overall = _service(measured, targets)
     kpis: dict[str, Any] = {
         "scenario": scenario.name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from hypothesis import given, settings
@@ -24,6 +25,8 @@ from simulations.kpis import (
     _queue_max,
     _triples,
 )
+from simulations.scenario import parse_scenario
+from simulations.simulator import simulate
 
 Span = tuple[float, float]
 Item = tuple[float, float, int]
@@ -189,3 +192,28 @@ def test_arrivals_on_bucket_edges() -> None:
     within_sla = np.array([w for _, w in calls])
     assert _per_bucket(arrival, within_sla, 0.1, 5) == ([1, 1, 1, 0, 2], [1, 0, 1, 0, 2])
     assert _per_bucket(arrival, within_sla, 0.1, 5) == reference_per_bucket(calls, 0.1, 5)
+
+
+def test_top_performers_occupancy_counts_those_who_worked() -> None:
+    """A flagged top performer away all day (sick leave) is not a 0 % in the top
+    performers' mean occupancy, as they are left out of the fairness figures."""
+    agents: list[dict[str, Any]] = [
+        {"id": "star-a", "channels": {"voice": 1}, "top_performer": True},
+        {"id_prefix": "a", "count": 3, "channels": {"voice": 1}},
+    ]
+    one_star: dict[str, Any] = {
+        "name": "tops",
+        "duration_s": 7200,
+        "policy": {"strategy": "longest_idle", "occupancy_window_s": 0},
+        "agents": agents,
+        "arrivals": [{"channel": "voice", "rate_per_hour": 40, "handle": 240}],
+    }
+    away: dict[str, Any] = {"id": "star-b", "channels": {"voice": 1}, "top_performer": True}
+    away["absences"] = [{"start": 0, "end": "1d 00:00", "kind": "sick_leave"}]
+    two_stars = {**one_star, "agents": [*agents, away]}
+    alone = simulate(parse_scenario(one_star), seed=1).kpis
+    with_away = simulate(parse_scenario(two_stars), seed=1).kpis
+    assert with_away["agents"]["star-b"]["occupancy"] == 0.0
+    mean = with_away["top_performers"]["mean_occupancy"]
+    assert mean == with_away["agents"]["star-a"]["occupancy"] > 0
+    assert alone["top_performers"]["mean_occupancy"] == alone["agents"]["star-a"]["occupancy"]
