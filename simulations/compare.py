@@ -82,8 +82,8 @@ def summarize(values: Iterable[float | None]) -> Summary:
     if n == 0:
         return Summary(0, math.nan, math.nan, math.nan, math.nan, math.nan)
     mean = math.fsum(clean) / n
-    if n == 1:
-        return Summary(1, mean, 0.0, 0.0, mean, mean)
+    if n == 1:  # one run says nothing of the spread: no interval (not a zero-width one)
+        return Summary(1, mean, math.nan, math.nan, math.nan, math.nan)
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in clean) / (n - 1))
     half = t_quantile_95(n - 1) * std / math.sqrt(n)
     return Summary(n, mean, std, half, mean - half, mean + half)

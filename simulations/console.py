@@ -71,7 +71,9 @@ def compare_table(compare: Mapping[str, Any]) -> str:
             cells.append(text)
         rows.append([metric["label"], *cells])
     seeds = len(compare["seeds"])
-    return table(rows) + f"\n(mean ± 95 % confidence interval over {seeds} seed(s))"
+    if seeds < 2:
+        return table(rows) + "\n(one seed: the means of one run each, no confidence interval)"
+    return table(rows) + f"\n(mean ± 95 % confidence interval over {seeds} seeds)"
 
 
 def replay_text(summary: Mapping[str, Any]) -> str:

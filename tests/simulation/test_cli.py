@@ -237,7 +237,10 @@ def test_t_quantiles_and_intervals() -> None:
     s = summarize([1, 2, 3, 4, 5])
     assert s.mean == 3
     assert s.half_width == pytest.approx(2.776 * math.sqrt(2.5) / math.sqrt(5))
-    assert summarize([0.7]).half_width == 0
+    one = summarize([0.7])  # one run: a mean, no interval (a zero-width one would look sure)
+    assert (one.n, one.mean) == (1, 0.7)
+    assert one.as_dict()["half_width"] is None
+    assert one.as_dict()["ci_low"] is None
     assert summarize([None, math.nan]).n == 0
 
 
