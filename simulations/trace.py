@@ -157,6 +157,11 @@ def generate_trace(scenario: Scenario, seed: int) -> list[TraceCall]:
     return calls
 
 
+def _last_ms(duration_s: float) -> float:
+    """The last millisecond of the clock before ``duration_s``."""
+    return (math.ceil(duration_s * 1000) - 1) / 1000
+
+
 def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) -> list[TraceCall]:
     """``stream``'s calls for ``seed``. Each call takes, in order, the uniforms of its gap, its
     type, its handle time and its patience; a piece of the profile ends at the first gap that
@@ -199,7 +204,7 @@ def _stream_calls(stream: Stream, duration_s: float, scale: float, seed: int) ->
     if not arrivals:
         return []
     drawn = np.concatenate(blocks)
-    return _calls(stream, arrivals, drawn)
+    return _calls(stream, arrivals, drawn, duration_s)
 
 
 def block_calls(expected: float) -> int:
@@ -209,8 +214,11 @@ def block_calls(expected: float) -> int:
     return int(expected + 4 * math.sqrt(expected)) + 8
 
 
-def _calls(stream: Stream, arrivals: list[float], drawn: Floats) -> list[TraceCall]:
-    """The calls arriving at ``arrivals`` whose uniforms are the rows of ``drawn``."""
+def _calls(
+    stream: Stream, arrivals: list[float], drawn: Floats, duration_s: float
+) -> list[TraceCall]:
+    """The calls arriving at ``arrivals`` (before ``duration_s``) whose uniforms are the rows
+    of ``drawn``."""
     handle_end = 2 + stream.handle.uniforms
     handles = rounded_ms(stream.handle.draws(drawn[:, 2:handle_end]))
     patience: Iterable[float | None] = repeat(None)
@@ -240,7 +248,9 @@ def _calls(stream: Stream, arrivals: list[float], drawn: Floats) -> list[TraceCa
     return list(
         map(
             TraceCall,  # positional, in field order
-            rounded_ms(np.array(arrivals)).tolist(),
+            # on the millisecond clock, and inside [0, duration_s) as read back: a draw in the
+            # run's last half millisecond would round to its end
+            np.minimum(rounded_ms(np.array(arrivals)), _last_ms(duration_s)).tolist(),
             [prefix + str(n).zfill(6) for n in range(1, len(arrivals) + 1)],  # f"{n:06d}"
             repeat(stream.channel),
             skills,

@@ -11,7 +11,7 @@ import pytest
 from router.domain import Channel
 from simulations.scenario import ScenarioError, load_scenario, parse_scenario
 from simulations.simulator import simulate
-from simulations.trace import read_trace
+from simulations.trace import generate_trace, read_trace
 
 VOICE = {"channel": "voice", "rate_per_hour": 30, "skills": {"billing": 3}, "handle": 200}
 BASE: dict[str, Any] = {
@@ -148,3 +148,19 @@ def test_a_trace_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
     latin.write_bytes("call_id,arrival_s\nc\xe9,1\n".encode("latin-1"))
     with pytest.raises(ScenarioError, match="is not UTF-8 text"):
         read_trace(latin)
+
+
+def test_every_drawn_call_arrives_before_the_end() -> None:
+    """Arrivals are drawn on the millisecond clock in ``[0, duration_s)``: one in the run's
+    last half millisecond does not round up to its end (where a trace read back would
+    drop it)."""
+    scenario = parse_scenario(
+        {
+            "duration_s": 2,
+            "agents": [{"id_prefix": "a", "count": 3, "channels": {"voice": 1}}],
+            "arrivals": [{"channel": "voice", "rate_per_hour": 3_600_000, "handle": 0.5}],
+        }
+    )
+    calls = generate_trace(scenario, seed=8)
+    assert len(calls) > 1_000
+    assert max(call.arrival_s for call in calls) < 2
