@@ -235,6 +235,8 @@ class Replayer:
         self.routing = routing_pb2_grpc.RoutingServiceStub(channel)
         self._last_error: dict[str, str] = {}
         """Method -> the code and message of its last failed attempt."""
+        self._watch_stream: Any = None
+        """The Watch stream open now (``_watch`` opens it again after a break)."""
         self.admin = admin_pb2_grpc.AgentAdminServiceStub(channel)
         self.policies = admin_pb2_grpc.PolicyServiceStub(channel)
         self.agents = list(agents)
@@ -384,13 +386,35 @@ class Replayer:
 
     # -- the event stream ------------------------------------------------------------------
 
-    def _watch(self, stream: Iterator[pb.Event]) -> None:
-        try:
-            for event in stream:
-                self._on_event(event, time.monotonic(), time.time())
-        except grpc.RpcError as exc:
-            if isinstance(exc, grpc.Call) and exc.code() != grpc.StatusCode.CANCELLED:
-                self.stats.record("Watch", 0.0, exc.code().name)
+    def _watch(self) -> None:
+        """Follow the tenant's events until the replay closes. When the stream breaks (a
+        Redis blip, a replica going away) the failure is counted and the stream resumes
+        after the last event seen, as the API promises nothing is lost; a cursor the stream
+        no longer keeps (OUT_OF_RANGE) resumes from now on."""
+        after, pause = "", 0.1
+        while not self._closing.is_set():
+            request = routing_pb2.WatchRequest(
+                tenant=self.tenant, types=list(WATCHED), after_event_id=after
+            )
+            stream = self.routing.Watch(request)
+            with self._lock:
+                self._watch_stream = stream
+            if self._closing.is_set():  # closed while opening: run() cancelled the last one
+                stream.cancel()
+                return
+            try:
+                for event in stream:
+                    after, pause = event.event_id, 0.1
+                    self._on_event(event, time.monotonic(), time.time())
+            except grpc.RpcError as exc:
+                code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+                if self._closing.is_set():
+                    return
+                self.stats.record("Watch", 0.0, code.name)
+                if code == grpc.StatusCode.OUT_OF_RANGE:
+                    after = ""
+            self._closing.wait(pause)
+            pause = min(2.0, pause * 2)
 
     def _sync_watch(self) -> None:
         """Make sure the stream is live before the first call: poke a presence change
@@ -646,10 +670,7 @@ class Replayer:
         self._pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="replay")
         self._sched = _Scheduler(self._pool, self.stats)
         notes = self._setup_policy()
-        watch_stream = self.routing.Watch(
-            routing_pb2.WatchRequest(tenant=self.tenant, types=list(WATCHED))
-        )
-        watcher = threading.Thread(target=self._watch, args=(watch_stream,), daemon=True)
+        watcher = threading.Thread(target=self._watch, daemon=True)
         watcher.start()
         stop_beats = threading.Event()
         beats = threading.Thread(target=self._heartbeats, args=(stop_beats,), daemon=True)
@@ -662,7 +683,10 @@ class Replayer:
             self._closing.set()
             stop_beats.set()
             self._sched.stop()
-            watch_stream.cancel()
+            with self._lock:
+                stream = self._watch_stream
+            if stream is not None:
+                stream.cancel()
             watcher.join(timeout=5)
             self._log_off()
             self._pool.shutdown(wait=True, cancel_futures=True)

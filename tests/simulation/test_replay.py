@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -288,3 +290,71 @@ def test_replay_is_bounded_and_leaves_nothing_behind(service: tuple[RunningServe
             assert c.outcome in {"completed", "abandoned", "cancelled", "cut"}
             info = routing.GetCall(routing_pb2.GetCallRequest(tenant=run.tenant, call_id=c.wire_id))
             assert info.call.status in final, (c.call.call_id, c.outcome)
+
+
+class _Broken(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+    """A stream that failed with UNAVAILABLE (the test's stand-in for a Redis blip)."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "redis is away"
+
+
+class _FlakyWatch:
+    """A routing stub whose first Watch breaks after two events; the next, asked to resume
+    after the last event delivered, delivers the rest."""
+
+    def __init__(self, events: list[pb.Event], done: threading.Event) -> None:
+        self.events, self.done = events, done
+        self.requests: list[routing_pb2.WatchRequest] = []
+
+    def Watch(self, request: routing_pb2.WatchRequest) -> Any:  # noqa: N802  # the stub's name
+        self.requests.append(request)
+        first = len(self.requests) == 1
+        after = request.after_event_id
+        start = 0 if not after else [e.event_id for e in self.events].index(after) + 1
+        return _Stream(self.events[start:], broken_after=2 if first else None, done=self.done)
+
+
+class _Stream:
+    def __init__(self, events: list[pb.Event], *, broken_after: int | None, done: threading.Event):
+        self.events, self.broken_after, self.done = events, broken_after, done
+
+    def __iter__(self) -> Iterator[pb.Event]:
+        for n, event in enumerate(self.events):
+            if n == self.broken_after:
+                raise _Broken()  # type: ignore[abstract]  # only code() and details() are read
+            yield event
+        self.done.set()
+
+    def cancel(self) -> None:
+        """Nothing to close."""
+
+
+def test_the_replays_event_stream_resumes_after_a_break() -> None:
+    """The Watch stream breaks after two events: the replay counts the failure and resumes
+    after the last event it saw, so no event (an ASSIGNED it waits for) is lost or seen
+    twice."""
+    scenario = _scenario()
+    options = ReplayOptions(target="127.0.0.1:1", speed=SPEED, max_seconds=1, drain_s=1)
+    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
+    with grpc.insecure_channel("127.0.0.1:1") as channel:
+        replayer = Replayer(channel, agents, _calls(scenario), options, policy=scenario.policy)
+    events = [
+        pb.Event(event_id=f"1700000000000-{n}", type="PRESENCE_CHANGED", agent_id="x")
+        for n in range(5)
+    ]
+    done = threading.Event()
+    flaky = _FlakyWatch(events, done)
+    replayer.routing = flaky  # type: ignore[assignment]
+    seen: list[str] = []
+    replayer._on_event = lambda event, now, wall: seen.append(event.event_id)  # type: ignore[method-assign]
+    watcher = threading.Thread(target=replayer._watch, daemon=True)
+    watcher.start()
+    assert done.wait(10)
+    replayer._closing.set()
+    assert seen == [e.event_id for e in events]
+    assert [r.after_event_id for r in flaky.requests] == ["", "1700000000000-1"]
+    assert replayer.stats.to_json()["errors_by_method"] == {"Watch": {"UNAVAILABLE": 1}}
