@@ -93,6 +93,10 @@ class _Live:
     """``completed``, ``abandoned``, ``cancelled`` (assigned just before the caller hung
     up), ``cut`` (ended by the drain limit) or ``error``; empty while in progress."""
     requeued: int = 0
+    complete_failures: int = 0
+    """Completes that failed for good (every retry of ``_rpc``): tried again later."""
+    held: tuple[str, int] | None = None
+    """(assignment id, token) a Complete never ended: completed at the end of the run."""
     queued: bool = False
     ending: bool = False
     """A Complete or Cancel is on its way: nothing else may end the call."""
@@ -598,7 +602,30 @@ class Replayer:
             ),
         )
         response = self._rpc("Complete", self.routing.Complete, request)
+        if response is None and not self._closing.is_set() and live.complete_failures < 3:
+            with self._lock:  # the service may be back in a moment (a Redis blip): again
+                live.complete_failures += 1
+                live.ending = False
+                delay = 2.0 ** (live.complete_failures - 1)
+            self._sched.at(time.monotonic() + delay, lambda: self._complete(live, asg_id, cut=cut))
+            return
+        if response is None:
+            with self._lock:
+                live.held = (asg_id, token)
         self._finish(live, "error" if response is None else "cut" if cut else "completed")
+
+    def _release_held(self) -> None:
+        """Complete what failed Completes left with their agents (the service back by the
+        end of the run), so the replay leaves no call held on the service."""
+        with self._lock:
+            held = [(live, live.held) for live in self._live.values() if live.held is not None]
+        for live, (asg_id, token) in held:
+            request = routing_pb2.CompleteRequest(
+                tenant=self.tenant, assignment_id=asg_id, fencing_token=token
+            )
+            if self._rpc("Complete", self.routing.Complete, request) is not None:
+                with self._lock:
+                    live.held = None
 
     def _quality(self, live: _Live) -> tuple[float, float]:
         """(skill fit, effective quality) of the call with its agent, as the simulator's
@@ -688,6 +715,7 @@ class Replayer:
             if stream is not None:
                 stream.cancel()
             watcher.join(timeout=5)
+            self._release_held()
             self._log_off()
             self._pool.shutdown(wait=True, cancel_futures=True)
             if beats.is_alive():

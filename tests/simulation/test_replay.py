@@ -22,7 +22,7 @@ from router.store import Store
 from router.v1 import routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 from simulations.model import DAY_S, AbsenceSpec, AgentSpec
-from simulations.replay import Replayer, ReplayRun
+from simulations.replay import Replayer, ReplayRun, _Live
 from simulations.replay_plan import (
     ReplayError,
     ReplayOptions,
@@ -358,3 +358,34 @@ def test_the_replays_event_stream_resumes_after_a_break() -> None:
     assert seen == [e.event_id for e in events]
     assert [r.after_event_id for r in flaky.requests] == ["", "1700000000000-1"]
     assert replayer.stats.to_json()["errors_by_method"] == {"Watch": {"UNAVAILABLE": 1}}
+
+
+def test_an_assignment_a_failed_complete_left_is_completed_at_the_end() -> None:
+    """A Complete that failed for good (the service away for longer than its retries) leaves
+    the assignment with the call's agent; the end of the run completes it, with its token,
+    so the replay leaves nothing held on the service. One that fails again stays counted."""
+    scenario = _scenario()
+    options = ReplayOptions(target="127.0.0.1:1", speed=SPEED, max_seconds=1, drain_s=1)
+    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
+    with grpc.insecure_channel("127.0.0.1:1") as channel:
+        replayer = Replayer(channel, agents, _calls(scenario), options, policy=scenario.policy)
+    completed: list[tuple[str, int]] = []
+
+    class Routing:
+        def Complete(  # noqa: N802  # the stub's name
+            self, request: routing_pb2.CompleteRequest, timeout: float
+        ) -> routing_pb2.CompleteResponse:
+            if request.assignment_id == "a-gone":
+                raise _Broken()  # type: ignore[abstract]
+            completed.append((request.assignment_id, request.fencing_token))
+            return routing_pb2.CompleteResponse()
+
+    replayer.routing = Routing()  # type: ignore[assignment]
+    call = _calls(scenario)[0]
+    for held in (("a-1", 7), ("a-gone", 8)):
+        replayer._live[held[0]] = _Live(call, held[0], 0.0, outcome="error", held=held)
+    replayer._closing.set()  # the end of the run: no retries
+    replayer._release_held()
+    assert completed == [("a-1", 7)]
+    assert replayer._live["a-1"].held is None
+    assert replayer._live["a-gone"].held == ("a-gone", 8)
