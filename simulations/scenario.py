@@ -290,8 +290,10 @@ def _pool(value: object) -> tuple[tuple[AgentSpec, ...], tuple[Stream, ...]]:
 
 
 def _check_coverage(streams: tuple[Stream, ...], agents: tuple[AgentSpec, ...]) -> None:
-    """Catch typos: every skill, language and channel a stream asks for exists somewhere."""
+    """Catch typos: every skill, language, channel and team a stream asks for exists
+    somewhere."""
     skills = {s for a in agents for s in a.skills}
+    teams = {a.team for a in agents if a.team}
     languages = {lang for a in agents for lang in a.languages}
     channels = {c for a in agents for c, n in a.capacity.items() if n > 0}
     for i, stream in enumerate(streams):
@@ -300,6 +302,8 @@ def _check_coverage(streams: tuple[Stream, ...], agents: tuple[AgentSpec, ...]) 
             raise ScenarioError(
                 f.child(where, "channel"), f"no agent serves {stream.channel.value}"
             )
+        if stream.team and stream.team not in teams:
+            raise ScenarioError(f.child(where, "team"), f"no agent is in team {stream.team!r}")
         for call_type in stream.mix:
             for req in call_type.skills:
                 if req.skill not in skills:

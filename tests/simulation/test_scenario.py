@@ -41,6 +41,7 @@ BAD: list[tuple[str, dict[str, Any]]] = [
     ("agents[0].timezone", _agent(timezone="Mars/Base")),
     ("arrivals[0].handle.distribution", _stream(handle={"distribution": "gamma", "mean_s": 3})),
     ("arrivals[0].rate_per_hour", _stream(rate_per_hour=-1)),
+    ("arrivals[0].team", _stream(team="biling")),
     ("arrivals[0].channel", _stream(channel="pigeon")),
     ("arrivals[0].priority", _stream(priority=11)),
     ("arrivals[0].profile", _stream(profile={"99:00": 1})),
