@@ -87,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = simulate(scenario, seed=seed, policy=policy, progress=not args.quiet)
     result.write(out)
     path = report.write_run_report(
-        out, sla=scenario_sla(scenario), occupancy_cap=scenario.policy.max_occupancy
+        out, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
     )
     print(console.kpi_table(result.kpis))
     print(f"engine: {result.engine}, {result.wall_s:.1f} s")
@@ -210,7 +210,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     (out / "replay.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     write_outputs(out, kpis, records)
     path = report.write_run_report(
-        out, sla=scenario_sla(scenario), occupancy_cap=scenario.policy.max_occupancy
+        out, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
     )
     print(console.replay_text(summary))
     print(f"wrote {out / 'replay.json'}, {out / 'kpis.json'}, {out / 'records.csv'}, {path}")

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from router.domain import DEFAULT_SLA
+from router.domain import DEFAULT_SLA, Policy
 from simulations import plots
 
 SlaTargets = Mapping[str, tuple[float, float]]
@@ -299,6 +299,12 @@ def _timeline_section(kpis: Mapping[str, Any], targets: SlaTargets) -> str:
         f"service level dips below the goal line unless staffing follows.{dip}"
     )
     return _section("Service level through the day", what, img(png, "timeline"))
+
+
+def applied_cap(policy: Policy) -> float | None:
+    """The occupancy cap the engine applied to ``policy``'s day: none without an occupancy
+    window (``occupancy_window_s`` 0 measures no occupancy, so caps nothing)."""
+    return policy.max_occupancy if policy.occupancy_window_s > 0 else None
 
 
 def _agent_sections(kpis: Mapping[str, Any], occupancy_cap: float | None) -> list[str]:

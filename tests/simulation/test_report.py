@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from router.domain import Policy
 from simulations import report
 from simulations.compare import summarize
 
@@ -248,3 +249,10 @@ def test_compare_report_has_table_with_intervals_and_grouped_bars() -> None:
 def test_seconds_read_like_a_person_would_say_them(value: float | None, text: str) -> None:
     """Durations switch unit where a manager would."""
     assert report.seconds(value) == text
+
+
+def test_the_report_draws_the_cap_the_engine_applied() -> None:
+    """The policy's occupancy cap is drawn (and agents above it counted) only when the
+    engine applies it: without an occupancy window it caps nothing."""
+    assert report.applied_cap(Policy(max_occupancy=0.85)) == 0.85
+    assert report.applied_cap(Policy(max_occupancy=0.85, occupancy_window_s=0)) is None
