@@ -296,7 +296,11 @@ def test_the_alert_rules_pass_promtools_checks_and_their_unit_tests() -> None:
         if os.environ.get("ROUTER_REQUIRE_PROMTOOL"):
             pytest.fail("ROUTER_REQUIRE_PROMTOOL is set and promtool is not installed")
         pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
-    for command in (("check", "rules", ALERTS.name), ("test", "rules", "alerts.test.yaml")):
+    for command in (
+        ("check", "rules", ALERTS.name),
+        ("test", "rules", "alerts.test.yaml"),
+        ("test", "rules", "alerts.minute.test.yaml"),
+    ):
         done = subprocess.run(
             [PROMTOOL, *command],
             cwd=DOCS,
