@@ -164,6 +164,15 @@ REDIS_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+# The counters whose labels are a known set start at 0: a series born at 1 on its first event
+# shows no increase to rate() and increase(), so an alert would miss exactly that event.
+for _mode in ("delta", "all", "reset"):
+    INDEX_READS.labels(_mode)
+for _reason in ("commit", "version", "call", "policy", "index", "route"):
+    RETRIES.labels(_reason)
+for _kind in ("unavailable", "busy", "refused", "failed"):
+    REDIS_ERRORS.labels(_kind)
+
 
 class CollectorPauses:
     """``router_gc_pause_seconds``: how long each garbage collection stopped every thread.

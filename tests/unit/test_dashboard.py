@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -386,3 +387,32 @@ def test_a_drifted_expression_is_caught(expr: str, bad: str) -> None:
     """The checker itself: an unknown metric or label fails."""
     with pytest.raises(AssertionError, match=bad):
         check_expression(expr, "example")
+
+
+@pytest.mark.parametrize(
+    ("name", "label", "values"),
+    [
+        ("router_routing_index_reads_total", "mode", ("delta", "all", "reset")),
+        (
+            "router_store_retries_total",
+            "reason",
+            ("commit", "version", "call", "policy", "index", "route"),
+        ),
+        ("router_redis_errors_total", "kind", ("unavailable", "busy", "refused", "failed")),
+    ],
+)
+def test_counters_of_known_labels_start_at_zero(
+    name: str, label: str, values: tuple[str, ...]
+) -> None:
+    """Each is exported at 0 from the start (a fresh interpreter: nothing counted yet), so
+    its first event is an increase to ``rate`` and ``increase`` (RouterRoutingIndexReset
+    fires on a replica's first reset)."""
+    script = (
+        "import sys; from router import metrics; "
+        f"print([metrics.REGISTRY.get_sample_value({name!r}, {{{label!r}: v}}) "
+        f"for v in {values!r}])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == repr([0.0] * len(values))
