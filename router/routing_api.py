@@ -64,9 +64,10 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             raise InvalidArgumentError("call", "is required")
         call = convert.call_from_pb(request.call)
         result = self._assigner.assign(tenant, request_id, call, queue=not request.no_queue)
-        metrics.ASSIGNMENTS.labels(
-            tenant, result.outcome.value, result.explanation.strategy.value
-        ).inc()
+        if not result.replayed:  # a retry's answer is the first one's, counted then
+            metrics.ASSIGNMENTS.labels(
+                tenant, result.outcome.value, result.explanation.strategy.value
+            ).inc()
         if tracing.enabled():
             tracing.annotate(_assign_attributes(result))
         return _assign_response(result)
