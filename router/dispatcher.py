@@ -256,6 +256,7 @@ class Dispatcher:
             view = self._store.load_queue(tenant, self._batch_size)
         first = view  # the first batch, as solved: what the queue gauges show
         placed = conflicts = escalated = offset = 0
+        placed_ids: set[str] = set()
         ahead: Counter[Channel] = Counter()  # calls of each channel left waiting in the batches
         for batch in range(batches):
             if batch:  # the rest of the queue, while agents have room for some of it
@@ -267,9 +268,10 @@ class Dispatcher:
             if changed and not batch:  # priorities changed: read the first batch again
                 view = first = self._store.load_queue(tenant, self._batch_size)
                 calls, _ = self._escalate(tenant, view, ahead)
-            placed_ids, batch_conflicts = self._place(tenant, view, calls)
-            placed, conflicts = placed + len(placed_ids), conflicts + batch_conflicts
-            left = [call.channel for call in view.calls if call.call_id not in placed_ids]
+            batch_placed, batch_conflicts = self._place(tenant, view, calls)
+            placed_ids |= batch_placed
+            placed, conflicts = placed + len(batch_placed), conflicts + batch_conflicts
+            left = [call.channel for call in view.calls if call.call_id not in batch_placed]
             more = view.depth > offset + len(view.calls)
             ahead.update(left)
             offset += len(left)
@@ -283,7 +285,7 @@ class Dispatcher:
             escalated=escalated,
             queued=first.depth - placed,
         )
-        _measure(tenant, first, report)
+        _measure(tenant, first, report, placed_ids)
         if placed or timed_out or reclaimed or escalated or conflicts:
             log.info("dispatch_finished", tenant=tenant, **dataclasses.asdict(report))
         if conflicts:  # agents changed under us: go again soon
@@ -308,6 +310,7 @@ class Dispatcher:
                         policy=view.snapshot.policy,
                     )
                     timed_out += 1
+                    metrics.OFFERS_TIMED_OUT.labels(tenant).inc()
                     result = "timed_out"
                 except FailedPreconditionError:  # accepted or ended meanwhile
                     result = "gone"
@@ -340,6 +343,7 @@ class Dispatcher:
                 )
                 ended = time.time_ns()
                 moved += len(taken)
+                metrics.RECLAIMED.labels(tenant).inc(len(taken))
                 traces = self._traces(tenant, [asg.call_id for asg in taken])
                 for asg in taken:  # each a span in its call's trace, timed around the script
                     work = _work_attributes(tenant, asg.call_id, asg.agent_id, asg.assignment_id)
@@ -424,10 +428,12 @@ class Dispatcher:
                     span.set_attribute("router.result", _RESULTS.get(type(result), "other"))
             if isinstance(result, Committed):
                 placed.add(call.call_id)
+                metrics.DISPATCH_PLACED.labels(tenant).inc()
                 waited = waited_ms(call, result.assignment.created_ms)  # at the commit
                 metrics.CALL_WAIT.labels(tenant, call.channel.value).observe(waited / 1000)
             elif isinstance(result, Conflict):
                 conflicts += 1
+                metrics.DISPATCH_CONFLICTS.inc()
             elif isinstance(result, Gone):
                 continue
         return placed, conflicts
@@ -455,13 +461,11 @@ def _room_left(snapshot: Snapshot) -> bool:
     )
 
 
-def _measure(tenant: str, view: QueueView, report: DispatchReport) -> None:
-    """Update the dispatcher's metrics after a pass."""
+def _measure(tenant: str, view: QueueView, report: DispatchReport, placed: set[str]) -> None:
+    """The queue gauges after a pass (the counters move as each thing happens, so a pass
+    that fails half-way loses none): the depth left, and the longest wait among the calls
+    of ``view`` (the first batch) still waiting."""
     now = view.snapshot.now_ms
-    metrics.DISPATCH_PLACED.labels(tenant).inc(report.placed)
-    metrics.DISPATCH_CONFLICTS.inc(report.conflicts)
-    metrics.OFFERS_TIMED_OUT.labels(tenant).inc(report.timed_out)
-    metrics.RECLAIMED.labels(tenant).inc(report.reclaimed)
     metrics.QUEUE_DEPTH.labels(tenant).set(max(0, report.queued))
-    longest = max((waited_ms(call, now) for call in view.calls), default=0)
-    metrics.LONGEST_WAIT.labels(tenant).set(longest / 1000)
+    waits = (waited_ms(call, now) for call in view.calls if call.call_id not in placed)
+    metrics.LONGEST_WAIT.labels(tenant).set(max(waits, default=0) / 1000)

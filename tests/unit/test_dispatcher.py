@@ -7,6 +7,8 @@ import threading
 from collections import Counter
 from typing import Any, cast
 
+import pytest
+
 from router import metrics
 from router.dispatcher import (
     TICK_BATCHES,
@@ -29,6 +31,7 @@ from router.domain import (
     WideningStep,
     frozen_map,
 )
+from router.errors import StoreUnavailableError
 from router.memory_store import MemoryStore
 from router.store import Store
 from tests.helpers import FakeClock, sample
@@ -319,3 +322,50 @@ def test_a_failing_tenant_does_not_hold_up_the_others() -> None:
     finally:
         dispatcher.stop()
     assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
+
+
+class _FailingSecondCommit:
+    """A store whose second ``commit_assignment`` finds Redis away (a pass failing half-way)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.commits = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def commit_assignment(self, tenant: str, claim: Any) -> Any:
+        self.commits += 1
+        if self.commits == 2:
+            raise StoreUnavailableError("redis is away")
+        return self.store.commit_assignment(tenant, claim)
+
+
+def test_a_pass_failing_half_way_keeps_what_it_counted() -> None:
+    """Placements are counted as they commit: a pass whose second commit fails still counts
+    its first placement (the call is placed, the counter says so)."""
+    store, clock = _store()
+    for i in range(3):
+        _queue(store, clock, f"c{i}")
+        clock.advance(1_000)
+    for agent_id in ("a1", "a2", "a3"):
+        _agent(store, agent_id)
+    before = sample("router_dispatch_placed_total", tenant=T)
+    with pytest.raises(StoreUnavailableError):
+        Dispatcher(cast(Store, _FailingSecondCommit(store)), owner="me").run_once(T)
+    placed = [i for i in range(3) if store.get_call(T, f"c{i}").status == CallStatus.ASSIGNED]
+    assert len(placed) == 1
+    assert sample("router_dispatch_placed_total", tenant=T) == before + 1
+
+
+def test_the_longest_wait_gauge_leaves_out_the_calls_just_placed() -> None:
+    """A call that waited ten minutes and is placed by the pass no longer waits: the gauge
+    reads the longest wait of the calls still waiting (0 when none)."""
+    store, clock = _store()
+    _queue(store, clock, "old")
+    clock.advance(600_000)
+    _agent(store, "a1")
+    Dispatcher(store, owner="me").run_once(T)
+    assert store.get_call(T, "old").status == CallStatus.ASSIGNED
+    assert sample("router_queue_longest_wait_seconds", tenant=T) == 0
+    assert sample("router_queue_depth", tenant=T) == 0
