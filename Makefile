@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/router/v1/*.proto)
 PROTOC := $(PY) -m grpc_tools.protoc -Iproto --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
   --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc
-HOST ?= 127.0.0.1
-PORT ?= 50051
+HOST ?= $(or $(ROUTER_HOST),127.0.0.1)
+PORT ?= $(or $(ROUTER_PORT),50051)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run demo sim test test-unit lint fmt proto proto-check bench bench-quick clean
