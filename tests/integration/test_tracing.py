@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -245,6 +246,17 @@ def _offers(service: Service, seconds: int) -> None:
     )
 
 
+def _child_work(span: ReadableSpan, assign: ReadableSpan, agent_id: str) -> dict[str, Any]:
+    """Check ``span`` is the dispatcher's work on call c1 with ``agent_id``, a child of the
+    ``assign`` server span; its attributes."""
+    assert span.context.trace_id == assign.context.trace_id
+    assert span.parent is not None
+    assert span.parent.span_id == assign.context.span_id
+    attributes: dict[str, Any] = dict(span.attributes or {})
+    assert (attributes["router.call_id"], attributes["router.agent_id"]) == ("c1", agent_id)
+    return attributes
+
+
 def test_an_offer_timed_out_and_a_reclaim_are_spans_in_the_calls_trace(
     service: Service, spans: InMemorySpanExporter
 ) -> None:
@@ -265,11 +277,7 @@ def test_an_offer_timed_out_and_a_reclaim_are_spans_in_the_calls_trace(
     service.clock.advance(11_000)
     service.wait_for_call("c1", pb.CALL_STATUS_QUEUED)
     (timed_out,) = _finished(spans, "offer_timeout", 1)
-    assert timed_out.context.trace_id == assign.context.trace_id
-    assert timed_out.parent is not None
-    assert timed_out.parent.span_id == assign.context.span_id
-    attributes = dict(timed_out.attributes or {})
-    assert (attributes["router.call_id"], attributes["router.agent_id"]) == ("c1", "a1")
+    attributes = _child_work(timed_out, assign, "a1")
     assert attributes["router.result"] == "timed_out"
     assert [child.name for child in _children(spans, timed_out)] == ["EVALSHA decline_offer"]
     service.presence("a2", pb.PRESENCE_AVAILABLE)  # takes c1 (a1 missed it), as an offer
@@ -278,11 +286,7 @@ def test_an_offer_timed_out_and_a_reclaim_are_spans_in_the_calls_trace(
     service.presence("a2", pb.PRESENCE_OFFLINE)
     service.wait_for_call("c1", pb.CALL_STATUS_QUEUED)
     (reclaimed,) = _finished(spans, "reclaim", 1)
-    assert reclaimed.context.trace_id == assign.context.trace_id
-    assert reclaimed.parent is not None
-    assert reclaimed.parent.span_id == assign.context.span_id
-    attributes = dict(reclaimed.attributes or {})
-    assert (attributes["router.call_id"], attributes["router.agent_id"]) == ("c1", "a2")
+    _child_work(reclaimed, assign, "a2")
     assert reclaimed.start_time is not None
     assert reclaimed.end_time is not None
     assert reclaimed.start_time <= reclaimed.end_time
