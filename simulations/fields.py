@@ -26,6 +26,12 @@ import yaml
 from router.domain import SKILL_LEVEL_MAX, SKILL_LEVEL_MIN, Channel
 
 DAY_S = 86_400
+MAX_DURATION_S = 366 * DAY_S
+"""A scenario's run: a year at most."""
+MAX_TIME_S = 10_000_000.0
+"""A handle time's or patience's mean or spread: about 116 days at most."""
+MAX_RATE_PER_HOUR = 10_000_000.0
+"""A stream's calls per hour: ten million at most (a run draws every one of them)."""
 
 
 class ScenarioError(ValueError):

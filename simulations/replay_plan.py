@@ -75,7 +75,7 @@ class ReplayOptions:
 
     def __post_init__(self) -> None:
         checks = (
-            (self.speed > 0, f"speed: {self.speed} must be > 0"),
+            (0 < self.speed <= 100_000, f"speed: {self.speed} is not in (0, 100000]"),
             (self.max_calls >= 1, f"max_calls: {self.max_calls} must be >= 1"),
             (self.max_seconds > 0, f"max_seconds: {self.max_seconds} must be > 0"),
             (self.drain_s >= 0, f"drain_s: {self.drain_s} must be >= 0"),

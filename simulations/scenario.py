@@ -110,7 +110,7 @@ from pathlib import Path
 
 from router.domain import AbsenceKind, Channel, Policy, SkillRequirement, frozen_map
 from simulations import fields as f
-from simulations.fields import DAY_S, ScenarioError
+from simulations.fields import DAY_S, MAX_DURATION_S, MAX_RATE_PER_HOUR, ScenarioError
 from simulations.model import (
     AbsenceSpec,
     AgentSpec,
@@ -207,7 +207,7 @@ def parse_scenario(
 
 def _build(top: dict[str, object], default_name: str, base: Path) -> Scenario:
     name = f.string(top.get("name", default_name), "name", allow_empty=False)
-    duration = f.number(top.get("duration_s", DAY_S), "duration_s", low=1)
+    duration = f.number(top.get("duration_s", DAY_S), "duration_s", low=1, high=MAX_DURATION_S)
     warmup = f.number(top.get("warmup_s", 0), "warmup_s", low=0)
     if warmup >= duration:
         raise ScenarioError("warmup_s", f"must be shorter than duration_s ({duration:g})")
@@ -280,7 +280,9 @@ def _pool(value: object) -> tuple[tuple[AgentSpec, ...], tuple[Stream, ...]]:
     stream = Stream(
         name="pool",
         channel=chan,
-        rate_per_hour=f.number(raw["rate_per_hour"], "pool.rate_per_hour", low=0),
+        rate_per_hour=f.number(
+            raw["rate_per_hour"], "pool.rate_per_hour", low=0, high=MAX_RATE_PER_HOUR
+        ),
         profile=((0.0, 1.0),),
         mix=(CallType(1.0, skills=(SkillRequirement(skill, 1),)),),
         handle=handle,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from router.domain import Channel, SkillRequirement
 from simulations import fields as f
-from simulations.fields import DAY_S, ScenarioError
+from simulations.fields import DAY_S, MAX_RATE_PER_HOUR, MAX_TIME_S, ScenarioError
 from simulations.model import CallType, Distribution, Stream
 
 DISTRIBUTIONS = ("exponential", "lognormal", "fixed")
@@ -40,12 +40,12 @@ def read_distribution(value: object, path: str) -> Distribution:
         )
     if "mean_s" not in raw:
         raise ScenarioError(f.child(path, "mean_s"), "is required")
-    mean = f.number(raw["mean_s"], f.child(path, "mean_s"), low=0, low_open=True)
+    mean = f.number(raw["mean_s"], f.child(path, "mean_s"), low=0, low_open=True, high=MAX_TIME_S)
     sd = 0.0
     if kind == "lognormal":
         if "sd_s" not in raw:
             raise ScenarioError(f.child(path, "sd_s"), "is required for a lognormal distribution")
-        sd = f.number(raw["sd_s"], f.child(path, "sd_s"), low=0, low_open=True)
+        sd = f.number(raw["sd_s"], f.child(path, "sd_s"), low=0, low_open=True, high=MAX_TIME_S)
     elif "sd_s" in raw:
         raise ScenarioError(f.child(path, "sd_s"), f"only a lognormal has sd_s, not {kind}")
     return Distribution(kind, mean, sd)
@@ -171,7 +171,9 @@ def read_stream(
     return Stream(
         name=name,
         channel=chan,
-        rate_per_hour=f.number(raw["rate_per_hour"], f.child(path, "rate_per_hour"), low=0),
+        rate_per_hour=f.number(
+            raw["rate_per_hour"], f.child(path, "rate_per_hour"), low=0, high=MAX_RATE_PER_HOUR
+        ),
         profile=read_profile(raw.get("profile"), f.child(path, "profile")),
         mix=mix,
         handle=handle,

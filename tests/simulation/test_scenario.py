@@ -42,6 +42,12 @@ BAD: list[tuple[str, dict[str, Any]]] = [
     ("arrivals[0].handle.distribution", _stream(handle={"distribution": "gamma", "mean_s": 3})),
     ("arrivals[0].rate_per_hour", _stream(rate_per_hour=-1)),
     ("arrivals[0].team", _stream(team="biling")),
+    ("duration_s", {"duration_s": 1e15}),  # would run for ever
+    ("arrivals[0].rate_per_hour", _stream(rate_per_hour=1e12)),  # would draw for ever
+    (
+        "arrivals[0].handle.sd_s",
+        _stream(handle={"distribution": "lognormal", "mean_s": 300, "sd_s": 1e200}),
+    ),
     ("arrivals[0].channel", _stream(channel="pigeon")),
     ("arrivals[0].priority", _stream(priority=11)),
     ("arrivals[0].profile", _stream(profile={"99:00": 1})),
