@@ -67,9 +67,10 @@ HISTORY_WINDOW_MS = 15 * 60 * 1000
 INLINE_DISPATCH_RESERVE_S = 0.05
 """An Assign that joined the queue runs the batch pass inline only with more time than this
 left before its deadline (else the dispatcher's next wake-up or tick places the call)."""
-ESTIMATE_READ = 500
+ESTIMATE_READ = 100
 """Waiting calls read (in queue order) to place a queued call among its channel's; past
-them, the channel's share of those read stands in."""
+them, the channel's share of those read stands in (a queued answer reads no more than
+that, however long the queue)."""
 INLINE_DISPATCH_WAIT_S = 0.5
 """How long that pass waits for one of this replica's passes over the tenant that is running
 (within the deadline's reserve); past it the call is left to the pass asked for after."""
