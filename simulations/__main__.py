@@ -159,6 +159,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Send a trace to a running service; write replay.json (+ records.csv, report.html)."""
     try:
         check_target(args.target, allow_remote=args.allow_remote)
+        if args.admin_target:
+            check_target(args.admin_target, allow_remote=args.allow_remote)
     except ReplayError as exc:
         raise UsageError(str(exc)) from None
     scenario, trace = _replay_inputs(args)
@@ -182,6 +184,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     out = _out_dir(args.out, "replay", scenario.name)
     channel = grpc.insecure_channel(args.target)
+    admin_channel = grpc.insecure_channel(args.admin_target) if args.admin_target else None
     try:
         try:
             grpc.channel_ready_future(channel).result(timeout=5)
@@ -197,6 +200,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             calls,
             options,
             policy=scenario.policy,
+            admin_channel=admin_channel,
         )
         try:
             run = replayer.run(progress=not args.quiet)
@@ -205,6 +209,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return 1
     finally:
         channel.close()
+        if admin_channel is not None:
+            admin_channel.close()
     kpis, records = replay_kpis(run, scenario)
     summary = summarize_replay(run, kpis)
     (out / "replay.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")

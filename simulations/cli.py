@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a trace (.csv/.jsonl, with --scenario), or a scenario (its trace for --seed)",
     )
     rep.add_argument("--target", required=True, metavar="HOST:PORT", help="the service")
+    rep.add_argument(
+        "--admin-target",
+        metavar="HOST:PORT",
+        help="where its admin services listen, if apart (ROUTER_ADMIN_PORT; default: --target)",
+    )
     rep.add_argument("--scenario", help="the scenario whose agents and policy serve a trace")
     rep.add_argument("--seed", type=int, help="trace and outcome seed (default: the scenario's)")
     rep.add_argument("--speed", type=float, default=60.0, help="x real time (default 60)")

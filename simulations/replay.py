@@ -231,8 +231,11 @@ class Replayer:
         calls: Sequence[TraceCall],
         options: ReplayOptions,
         policy: Policy | None = None,
+        *,
+        admin_channel: grpc.Channel | None = None,
     ) -> None:
-        """Prepare (nothing is sent until ``run``)."""
+        """Prepare (nothing is sent until ``run``); the admin services go over
+        ``admin_channel`` when they listen apart (``ROUTER_ADMIN_PORT``)."""
         self.options = options
         self.tag = secrets.token_hex(3)
         self.tenant = options.tenant or f"replay-{self.tag}"
@@ -241,8 +244,8 @@ class Replayer:
         """Method -> the code and message of its last failed attempt."""
         self._watch_stream: Any = None
         """The Watch stream open now (``_watch`` opens it again after a break)."""
-        self.admin = admin_pb2_grpc.AgentAdminServiceStub(channel)
-        self.policies = admin_pb2_grpc.PolicyServiceStub(channel)
+        self.admin = admin_pb2_grpc.AgentAdminServiceStub(admin_channel or channel)
+        self.policies = admin_pb2_grpc.PolicyServiceStub(admin_channel or channel)
         self.agents = list(agents)
         self._agent = {a.agent_id: a for a in self.agents}
         ordered = sorted(calls, key=lambda c: c.arrival_s)[: options.max_calls]
@@ -323,7 +326,7 @@ class Replayer:
             if why.startswith("UNIMPLEMENTED"):
                 hint = (
                     "; the target serves no admin services (a router with ROUTER_ADMIN_PORT "
-                    "serves them on that port only): replay needs them on --target"
+                    "serves them on that port only): name it with --admin-target"
                 )
             raise ReplayError(f"UpdatePolicy failed ({why}){hint}")
         return notes

@@ -122,12 +122,17 @@ def service(request: pytest.FixtureRequest) -> Iterator[tuple[RunningServer, str
     running.stop(0)
 
 
-def _replay(target: str, scenario: Scenario) -> ReplayRun:
+def _replay(
+    target: str, scenario: Scenario, *, admin_channel: grpc.Channel | None = None
+) -> ReplayRun:
     calls = _calls(scenario)
     options = ReplayOptions(target=target, speed=SPEED, max_seconds=20, drain_s=10, workers=8)
     agents = agents_from_scenario(scenario, calls[0].arrival_s, scenario.horizon_s)
     with grpc.insecure_channel(target) as channel:
-        return Replayer(channel, agents, calls, options, policy=scenario.policy).run()
+        replayer = Replayer(
+            channel, agents, calls, options, policy=scenario.policy, admin_channel=admin_channel
+        )
+        return replayer.run()
 
 
 @pytest.mark.timeout(60)
@@ -202,14 +207,20 @@ def test_replay_accepts_offers_and_reports_latency(service: tuple[RunningServer,
     assert kpis["agents"]["star"]["top_performer"] is True
 
 
-def test_a_target_without_the_admin_services_is_named_as_such() -> None:
+def test_a_router_whose_admin_services_listen_apart_is_replayed_with_both_targets() -> None:
     """Against a router whose admin services listen apart (``ROUTER_ADMIN_PORT``), the
-    replay stops at its policy with the service's answer and what to do about it."""
+    replay stops at its policy with the service's answer and what to do about it; given
+    the admin listener too (``--admin-target``), it replays."""
     settings = Settings(port=0, admin_port=local_redis.free_port(), dispatch_tick_s=0.05)
     running = create_server(settings, MemoryStore())
     try:
-        with pytest.raises(ReplayError, match=r"UpdatePolicy failed \(UNIMPLEMENTED: .*admin"):
-            _replay(f"127.0.0.1:{running.port}", _scenario())
+        target = f"127.0.0.1:{running.port}"
+        with pytest.raises(ReplayError, match=r"UNIMPLEMENTED: .*--admin-target"):
+            _replay(target, _scenario())
+        with grpc.insecure_channel(f"127.0.0.1:{running.admin_port}") as admin:
+            run = _replay(target, _scenario(), admin_channel=admin)
+        assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
+        assert any(result.answered for result in run.calls)
     finally:
         running.stop(0)
 
