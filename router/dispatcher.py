@@ -198,14 +198,8 @@ class Dispatcher:
         one waits for it up to ``wait_s`` (``None``: as long as it takes), else is skipped
         and asks for a pass after it (the running one may have read the queue before the
         call that brought this one)."""
-        running = self._running.setdefault(tenant, threading.Lock())
-        if wait_s is None:
-            taken = running.acquire()
-        elif wait_s > 0:
-            taken = running.acquire(timeout=wait_s)
-        else:
-            taken = running.acquire(blocking=False)
-        if not taken:
+        running = self._running_lock(tenant)
+        if not running.acquire(timeout=-1 if wait_s is None else max(wait_s, 0.0)):
             self.wake(tenant)
             return DispatchReport(skipped=True)
         try:
@@ -222,9 +216,13 @@ class Dispatcher:
         """The tick's pass over ``tenant``: the full pass if this replica holds the tenant's
         tick marker or can take it (reading past a first batch nobody could take, up to
         ``TICK_BATCHES``), else a wake-up (after any pass of this replica's that runs now)."""
-        with self._running.setdefault(tenant, threading.Lock()):
+        with self._running_lock(tenant):
             grant = self._store.open_pass(tenant, self._owner, self._lease_ms, self._tick_hold_ms)
             return self._run(tenant, grant, batches=TICK_BATCHES)
+
+    def _running_lock(self, tenant: str) -> threading.Lock:
+        """The lock held through each of this replica's passes over ``tenant``."""
+        return self._running.setdefault(tenant, threading.Lock())
 
     def _run(self, tenant: str, grant: PassGrant, *, batches: int = 1) -> DispatchReport:
         """The pass ``grant`` allows (a full one over up to ``batches`` batches), then the

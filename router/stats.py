@@ -30,7 +30,7 @@ level (the usual contact-centre convention for short abandons).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from router.domain import (
@@ -158,9 +158,11 @@ def live_stats(
         ),
         abandoned_15m=_abandoned(history, now_ms - SHORT_WINDOW_MS, now_ms),
         abandoned_60m=_abandoned(history, now_ms - LONG_WINDOW_MS, now_ms),
-        answered_15m_by_channel=_per_channel(history, ANSWERED, SHORT_WINDOW_MS, now_ms),
-        abandoned_15m_by_channel=_per_channel(history, ABANDONED, SHORT_WINDOW_MS, now_ms),
-        abandoned_60m_by_channel=_per_channel(history, ABANDONED, LONG_WINDOW_MS, now_ms),
+        answered_15m_by_channel=_per_channel(
+            e for e in calls_in(history, now_ms - SHORT_WINDOW_MS, now_ms) if e.kind == ANSWERED
+        ),
+        abandoned_15m_by_channel=_abandoned_per_channel(history, SHORT_WINDOW_MS, now_ms),
+        abandoned_60m_by_channel=_abandoned_per_channel(history, LONG_WINDOW_MS, now_ms),
         occupancy=frozen_map(
             {
                 agent.agent_id: occupancy(agent, now_ms, policy.occupancy_window_s)
@@ -188,21 +190,22 @@ def calls_in(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> lis
     return list(outcome.values())
 
 
-def _per_channel(
-    history: Sequence[HistoryEntry], kind: str, window_ms: int, now_ms: int
-) -> Mapping[Channel, int]:
-    """Per channel: the calls answered in the window (once each), or its abandons after the
-    grace (a call abandons once; one answered before still counts: the caller hung up)."""
-    since = now_ms - window_ms
-    entries = (
-        calls_in(history, since, now_ms) if kind == ANSWERED else _window(history, since, now_ms)
-    )
-    counts = Counter(
-        entry.channel
-        for entry in entries
-        if entry.kind == kind and (kind == ANSWERED or entry.wait_ms >= ABANDON_GRACE_MS)
-    )
+def _per_channel(entries: Iterable[HistoryEntry]) -> Mapping[Channel, int]:
+    """How many of ``entries`` per channel (every channel listed)."""
+    counts = Counter(entry.channel for entry in entries)
     return frozen_map({channel: counts[channel] for channel in Channel})
+
+
+def _abandoned_per_channel(
+    history: Sequence[HistoryEntry], window_ms: int, now_ms: int
+) -> Mapping[Channel, int]:
+    """The window's abandons after the grace, per channel (a call abandons once; one
+    answered before it went back to the queue counts too: the caller hung up)."""
+    return _per_channel(
+        entry
+        for entry in _window(history, now_ms - window_ms, now_ms)
+        if entry.kind == ABANDONED and entry.wait_ms >= ABANDON_GRACE_MS
+    )
 
 
 def _abandoned(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> int:
