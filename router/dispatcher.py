@@ -55,8 +55,11 @@ HISTORY_WINDOW_MS = 15 * 60 * 1000
 TICK_BATCHES = 4
 """Batches of waiting calls a tick's full pass reads at most: past a full first batch it
 could not place entirely (calls nobody free can take: another channel's backlog, a scarce
-skill), it reads the next while some agent has room, so a call further back is not held up
-by them; wake-ups and an Assign's inline pass read the first batch only."""
+skill), it reads on while some agent has room, so a call further back is not held up by
+them; wake-ups and an Assign's inline pass read the first batch only. A tick that stops at
+this bound leaves a ``Scan`` where it stopped and the next tick reads on from there after
+its first batch, so every waiting call is read within ``depth / ((TICK_BATCHES - 1) *
+batch_size)`` ticks, however long the queue."""
 _RESULTS = {Committed: "placed", Conflict: "conflict", Gone: "gone"}
 """A placement's outcome as its span records it (``router.result``)."""
 
@@ -73,6 +76,16 @@ class DispatchReport:
     queued: int = 0
     skipped: bool = False
     """Another replica held the tenant's lease."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """Where a tick's reading of a long queue stopped: the offset of the next batch (the
+    calls before it still waiting then) and those calls per channel (ahead of the next
+    batch's calls in their channel's queue)."""
+
+    offset: int
+    ahead: Counter[Channel]
 
 
 def widen_for_risk(call: Call, now_ms: int, policy: Policy) -> Call:
@@ -121,6 +134,9 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._passes = 0
         self._last_full = 0.0
+        self._scans: dict[str, Scan] = {}
+        """Per tenant, where this replica's last tick stopped reading a queue longer than
+        its batches (``TICK_BATCHES``)."""
         self._running: dict[str, threading.Lock] = {}
         """Per tenant, held through a pass: the lease is this replica's, so it keeps other
         replicas out but not this replica's other threads (the loop, Assigns' inline passes)."""
@@ -256,8 +272,12 @@ class Dispatcher:
         placed = conflicts = escalated = offset = 0
         placed_ids: set[str] = set()
         ahead: Counter[Channel] = Counter()  # calls of each channel left waiting in the batches
+        scan = self._scans.pop(tenant, None) if full else None
         for batch in range(batches):
             if batch:  # the rest of the queue, while agents have room for some of it
+                if scan is not None and scan.offset > offset:  # on from the last tick
+                    offset, ahead = scan.offset, scan.ahead
+                scan = None
                 view = self._store.load_queue(tenant, self._batch_size, offset=offset)
                 if not view.calls or not _room_left(view.snapshot):
                     break
@@ -275,6 +295,8 @@ class Dispatcher:
             offset += len(left)
             if not left or not more or len(view.calls) < self._batch_size:
                 break
+            if batch == batches - 1 and batches > 1:  # more behind: the next tick reads on
+                self._scans[tenant] = Scan(offset, ahead.copy())
         report = DispatchReport(
             placed=placed,
             conflicts=conflicts,

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from router import metrics
+from router import forecast, metrics
 from router.dispatcher import (
     TICK_BATCHES,
     Dispatcher,
@@ -87,7 +87,7 @@ def test_a_tick_reads_past_a_first_batch_nobody_can_take() -> None:
     """The first batch of waiting calls (``batch_size``) holds only calls nobody can take (a
     skill nobody has); an agent free for a call further back gets it on the tick, which reads
     on a batch at a time (up to ``TICK_BATCHES``) while agents have room. A wake-up's pass
-    reads the first batch only, and a call past the tick's batches waits."""
+    reads the first batch only."""
     store, clock = _store()
     for i in range(2 * TICK_BATCHES - 1):
         _queue(store, clock, f"vip{i}", skill="vip")
@@ -98,13 +98,44 @@ def test_a_tick_reads_past_a_first_batch_nobody_can_take() -> None:
     assert dispatcher.run_once(T, full=False).placed == 0
     assert dispatcher.run_tick(T).placed == 1
     assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
-    late, clock = _store()
-    for i in range(2 * TICK_BATCHES):
-        _queue(late, clock, f"vip{i}", skill="vip")
+
+
+def test_ticks_read_on_where_the_last_stopped_so_every_call_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call past what one tick reads (``TICK_BATCHES`` batches) is read by a later tick,
+    which reads the first batch and then on from where the last tick stopped: behind 4
+    ticks' reading, a call is placed by the 5th tick, its estimated wait counting every
+    call ahead of it in its channel; the queue read to its end, the next tick starts at the
+    head again, and the next call at the back takes 5 ticks too."""
+    positions: list[int] = []
+
+    def spied(position: int, *args: Any) -> float:
+        positions.append(position)
+        return forecast.estimated_wait_s(position, *args)
+
+    monkeypatch.setattr("router.dispatcher.estimated_wait_s", spied)
+    store, clock = _store()
+    stride = 2 * (TICK_BATCHES - 1)  # batches of 2: a tick after the first reads on 3 batches
+    for i in range(2 * TICK_BATCHES + 3 * stride):
+        _queue(store, clock, f"vip{i}", skill="vip")
         clock.advance(1_000)
-    _queue(late, clock, "c1")  # past the tick's batches
-    _agent(late, "a1")
-    assert Dispatcher(late, batch_size=2, owner="me").run_tick(T).placed == 0
+    _queue(store, clock, "c1")
+    _agent(store, "a1")
+    dispatcher = Dispatcher(store, batch_size=2, owner="me")
+    assert [dispatcher.run_tick(T).placed for _ in range(4)] == [0, 0, 0, 0]
+    positions.clear()
+    assert dispatcher.run_tick(T).placed == 1
+    assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
+    assert positions == [1, 2, 2 * TICK_BATCHES + 3 * stride + 1]  # the head, then c1
+    _queue(store, clock, "c2")
+    _agent(store, "a2")
+    assert [dispatcher.run_tick(T).placed for _ in range(5)] == [0, 0, 0, 0, 1]
+    assert store.get_call(T, "c2").status == CallStatus.ASSIGNED
+    _queue(store, clock, "c3")
+    _agent(store, "a3")
+    assert dispatcher.run_once(T, full=False).placed == 0  # a wake-up reads the first batch
+    assert [dispatcher.run_tick(T).placed for _ in range(4)] == [0, 0, 0, 0]
 
 
 def test_a_lease_held_elsewhere_skips_the_pass() -> None:
