@@ -67,6 +67,10 @@ MAX_TIME_S = 253_402_300_799
 MAX_DURATION_S = 315_576_000_000
 """Longest Duration protobuf defines (10,000 years); ranges per field are tighter."""
 
+WATCH_CURSOR_HEADER = "router-watch-cursor"
+"""The response header (initial metadata) a Watch sends before any event: the cursor its
+stream starts after (the newest event when it opened "from now"); see routing.proto."""
+
 _ID = re.compile(r"[A-Za-z0-9._:@-]+")
 _TENANT = re.compile(r"[A-Za-z0-9._-]+")
 _SKILL = re.compile(r"[a-z0-9_.-]+")

@@ -226,6 +226,9 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         types = _watch_filter(request)
         if not cursor:
             cursor = self._store.last_event_id(tenant)
+        # The headers go out now, before the first event: a client that waits for them
+        # sees every event made after (and knows where its stream starts, to resume there).
+        context.send_initial_metadata(((convert.WATCH_CURSOR_HEADER, cursor),))
         while context.is_active():
             events = self._store.read_events(
                 tenant, cursor, limit=WATCH_BATCH, block_ms=WATCH_BLOCK_MS

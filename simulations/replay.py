@@ -37,7 +37,7 @@ import grpc
 from google.protobuf import field_mask_pb2
 from tqdm import tqdm
 
-from router.convert import CHANNELS, duration
+from router.convert import CHANNELS, WATCH_CURSOR_HEADER, duration
 from router.domain import Call, Outcome, Policy, SkillRequirement
 from router.policies import POLICY_FIELDS, policy_to_pb
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
@@ -259,7 +259,6 @@ class Replayer:
         self._by_wire: dict[str, _Live] = {}
         self._all_done = threading.Event()
         self._pending = 0
-        self._marker = f"replay-sync-{self.tag}"
         self._synced = threading.Event()
         self._closing = threading.Event()
         """Set at the drain limit: no new calls, no retries, everything left is cut."""
@@ -410,6 +409,12 @@ class Replayer:
                 stream.cancel()
                 return
             try:
+                # The headers come before any event, naming where the stream starts: from
+                # then on nothing is missed (a break before the first event resumes there).
+                started = dict(stream.initial_metadata()).get(WATCH_CURSOR_HEADER)
+                if isinstance(started, str) and started:
+                    after = started
+                    self._synced.set()
                 for event in stream:
                     after, pause = event.event_id, 0.1
                     self._on_event(event, time.monotonic(), time.time())
@@ -424,21 +429,13 @@ class Replayer:
             pause = min(2.0, pause * 2)
 
     def _sync_watch(self) -> None:
-        """Make sure the stream is live before the first call: poke a presence change
-        carrying a marker until the stream delivers it."""
-        first = self.agents[0].agent_id  # set to the presence it has anyway
-        deadline = time.monotonic() + 10
-        while not self._synced.is_set():
-            if time.monotonic() > deadline:
-                raise ReplayError("Watch delivered no events within 10 s")
-            self._presence(first, _initial(self.agents[0]), self._marker)
-            self._synced.wait(0.2)
+        """Wait until the stream is live (its headers came) before the first call."""
+        if not self._synced.wait(10):
+            raise ReplayError("Watch did not start within 10 s")
 
     def _on_event(self, event: pb.Event, now: float, wall: float) -> None:
         self._watch_events += 1
         if event.type == "PRESENCE_CHANGED":
-            if event.data.get("reason") == self._marker:
-                self._synced.set()
             if event.data.get("presence") == "not_responding":
                 self._not_responding += 1
             return

@@ -88,6 +88,12 @@ class RoutingServiceStub:
     `event_id` received: nothing is lost or repeated. OUT_OF_RANGE when the cursor is older
     than what the stream still keeps (the last 100,000 events), or after its newest event
     (not from this stream: events were lost, say in a Redis failover; read the state again).
+    The response headers (initial metadata) are sent before any event, once the stream's
+    start is fixed, with `router-watch-cursor`: the event id the stream starts after (the
+    newest event when opened "from now", "0-0" when the tenant has none yet). A client that
+    waits for them before acting (Python: `stream.initial_metadata()`) sees every event its
+    later requests cause, and can resume from that cursor if the stream breaks before its
+    first event.
     """
 
 @_typing.type_check_only
@@ -149,6 +155,12 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     `event_id` received: nothing is lost or repeated. OUT_OF_RANGE when the cursor is older
     than what the stream still keeps (the last 100,000 events), or after its newest event
     (not from this stream: events were lost, say in a Redis failover; read the state again).
+    The response headers (initial metadata) are sent before any event, once the stream's
+    start is fixed, with `router-watch-cursor`: the event id the stream starts after (the
+    newest event when opened "from now", "0-0" when the tenant has none yet). A client that
+    waits for them before acting (Python: `stream.initial_metadata()`) sees every event its
+    later requests cause, and can resume from that cursor if the stream breaks before its
+    first event.
     """
 
 class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -267,6 +279,12 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         `event_id` received: nothing is lost or repeated. OUT_OF_RANGE when the cursor is older
         than what the stream still keeps (the last 100,000 events), or after its newest event
         (not from this stream: events were lost, say in a Redis failover; read the state again).
+        The response headers (initial metadata) are sent before any event, once the stream's
+        start is fixed, with `router-watch-cursor`: the event id the stream starts after (the
+        newest event when opened "from now", "0-0" when the tenant has none yet). A client that
+        waits for them before acting (Python: `stream.initial_metadata()`) sees every event its
+        later requests cause, and can resume from that cursor if the stream breaks before its
+        first event.
         """
 
 def add_RoutingServiceServicer_to_server(servicer: RoutingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

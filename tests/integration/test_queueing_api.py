@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -50,6 +51,19 @@ def _events(service: Service, after: str = "0", **filters: object) -> Iterator[p
         yield from stream
     finally:
         stream.cancel()
+
+
+def _headers(stream: Any) -> dict[str, str | bytes]:
+    """A stream's response headers, waited for at most 5 s (none by then: empty)."""
+    headers: list[tuple[str, str | bytes]] = []
+    waiter = threading.Thread(target=lambda: headers.extend(stream.initial_metadata()))
+    waiter.start()
+    waiter.join(timeout=5)
+    return dict(headers)
+
+
+def _id(event_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in event_id.split("-"))
 
 
 def _counted(name: str, expected: float, **labels: str) -> float:
@@ -389,6 +403,30 @@ def test_watch_resumes_from_a_cursor_without_losing_events(service: Service) -> 
     ids = seen + [e.event_id for e in later]
     assert len(ids) == len(set(ids))
     assert [e.call_id for e in later if e.type == "QUEUED"] == ["c2", "c3"]
+
+
+def test_watch_from_now_sends_its_cursor_before_any_event(service: Service) -> None:
+    """A Watch "from now" sends its headers before any event, naming the event its stream
+    starts after; a client that waits for them sees the events of every change it makes
+    after (20 rounds: without the headers' promise a change made right after opening fell
+    before the stream's start in some of them)."""
+    service.agent("a1", skills={"billing": 5})
+    for round_ in range(20):
+        stream = service.routing.Watch(
+            routing_pb2.WatchRequest(tenant=service.tenant, types=["PRESENCE_CHANGED"]),
+            timeout=10,
+        )
+        cursor = _headers(stream).get("router-watch-cursor")
+        assert isinstance(cursor, str)
+        assert re.fullmatch(r"\d+-\d+", cursor)
+        presence = pb.PRESENCE_BREAK if round_ % 2 else pb.PRESENCE_AVAILABLE
+        service.admin.SetPresence(
+            admin_pb2.SetPresenceRequest(tenant=service.tenant, agent_id="a1", presence=presence)
+        )
+        event = next(stream)
+        stream.cancel()
+        assert event.agent_id == "a1"
+        assert _id(event.event_id) > _id(cursor)
 
 
 def test_watch_rejects_a_bad_cursor(service: Service) -> None:

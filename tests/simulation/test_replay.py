@@ -314,25 +314,37 @@ class _Broken(grpc.RpcError, grpc.Call):  # type: ignore[misc]
         return "redis is away"
 
 
-class _FlakyWatch:
-    """A routing stub whose first Watch breaks after two events; the next, asked to resume
-    after the last event delivered, delivers the rest."""
+HEAD = "1600000000000-0"
+"""The newest event when the flaky stub's Watch opens "from now"."""
 
-    def __init__(self, events: list[pb.Event], done: threading.Event) -> None:
-        self.events, self.done = events, done
+
+class _FlakyWatch:
+    """A routing stub whose first Watch breaks after ``broken_after`` events; the next,
+    asked to resume after the last event delivered (or where the first started), delivers
+    the rest."""
+
+    def __init__(self, events: list[pb.Event], done: threading.Event, broken_after: int) -> None:
+        self.events, self.done, self.broken_after = events, done, broken_after
         self.requests: list[routing_pb2.WatchRequest] = []
 
     def Watch(self, request: routing_pb2.WatchRequest) -> Any:  # noqa: N802  # the stub's name
         self.requests.append(request)
         first = len(self.requests) == 1
-        after = request.after_event_id
-        start = 0 if not after else [e.event_id for e in self.events].index(after) + 1
-        return _Stream(self.events[start:], broken_after=2 if first else None, done=self.done)
+        after = request.after_event_id or HEAD
+        start = 0 if after == HEAD else [e.event_id for e in self.events].index(after) + 1
+        broken = self.broken_after if first else None
+        return _Stream(self.events[start:], after, broken_after=broken, done=self.done)
 
 
 class _Stream:
-    def __init__(self, events: list[pb.Event], *, broken_after: int | None, done: threading.Event):
-        self.events, self.broken_after, self.done = events, broken_after, done
+    def __init__(
+        self, events: list[pb.Event], after: str, *, broken_after: int | None, done: threading.Event
+    ) -> None:
+        self.events, self.after, self.broken_after, self.done = events, after, broken_after, done
+
+    def initial_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The headers a Watch sends first: where the stream starts."""
+        return (("router-watch-cursor", self.after),)
 
     def __iter__(self) -> Iterator[pb.Event]:
         for n, event in enumerate(self.events):
@@ -345,10 +357,13 @@ class _Stream:
         """Nothing to close."""
 
 
-def test_the_replays_event_stream_resumes_after_a_break() -> None:
-    """The Watch stream breaks after two events: the replay counts the failure and resumes
-    after the last event it saw, so no event (an ASSIGNED it waits for) is lost or seen
-    twice."""
+@pytest.mark.parametrize(("broken_after", "resumed_after"), [(2, "1700000000000-1"), (0, HEAD)])
+def test_the_replays_event_stream_resumes_after_a_break(
+    broken_after: int, resumed_after: str
+) -> None:
+    """The Watch stream breaks after two events, or before its first: the replay counts the
+    failure and resumes after the last event it saw, or where the broken stream started
+    (its headers say), so no event (an ASSIGNED it waits for) is lost or seen twice."""
     scenario = _scenario()
     options = ReplayOptions(target="127.0.0.1:1", speed=SPEED, max_seconds=1, drain_s=1)
     agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
@@ -359,7 +374,7 @@ def test_the_replays_event_stream_resumes_after_a_break() -> None:
         for n in range(5)
     ]
     done = threading.Event()
-    flaky = _FlakyWatch(events, done)
+    flaky = _FlakyWatch(events, done, broken_after)
     replayer.routing = flaky  # type: ignore[assignment]
     seen: list[str] = []
     replayer._on_event = lambda event, now, wall: seen.append(event.event_id)  # type: ignore[method-assign]
@@ -368,7 +383,7 @@ def test_the_replays_event_stream_resumes_after_a_break() -> None:
     assert done.wait(10)
     replayer._closing.set()
     assert seen == [e.event_id for e in events]
-    assert [r.after_event_id for r in flaky.requests] == ["", "1700000000000-1"]
+    assert [r.after_event_id for r in flaky.requests] == ["", resumed_after]
     assert replayer.stats.to_json()["errors_by_method"] == {"Watch": {"UNAVAILABLE": 1}}
 
 
