@@ -210,6 +210,7 @@ from redis.exceptions import (
     ClusterDownError,
     ClusterError,
     MovedError,
+    NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
@@ -260,6 +261,13 @@ _UNAVAILABLE = (
     SlotNotCoveredError,
     OutOfMemoryError,
 )
+_REFUSING_WRITES = ("NOREPLICAS", "MISCONF", "MASTERDOWN")
+"""Error replies of a Redis that refuses writes for now (too few replicas in sync with
+``min-replicas-to-write``, a failed save or AOF write, a replica cut off from its primary),
+before the command ran: nothing was written, and a retry may pass once it recovers."""
+_SCRIPT_ATTEMPTS = 3
+"""Tries of a script whose cached copy a ``SCRIPT FLUSH`` (or a restart) dropped between
+the client's ``SCRIPT LOAD`` and its ``EVALSHA``."""
 _ROUTE_ERRORS = (
     redis.ConnectionError,
     redis.TimeoutError,
@@ -289,6 +297,9 @@ def _driver_errors() -> Iterator[None]:
         if str(exc).startswith("BUSY"):  # a long script is running; safe to retry later
             errors.labels("busy").inc()
             raise StoreUnavailableError(f"redis busy: {exc}") from exc
+        if isinstance(exc, NoScriptError) or str(exc).startswith(_REFUSING_WRITES):
+            errors.labels("unavailable").inc()
+            raise StoreUnavailableError(f"redis unavailable: {exc}") from exc
         errors.labels("refused").inc()
         raise RouterError(f"redis refused a command: {exc}") from exc
     except redis.RedisError as exc:
@@ -541,15 +552,21 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         trace = tracing.request_trace()
         if trace:  # the scripts' first argument: '<clock>;<traceparent>' (see _lib.lua)
             now = f"{now};{trace}"
+        if self._packs_text:
+            script_keys: Sequence[str | bytes] = keys
+            script_args: Sequence[str | int | bytes] = [now, *args]
+        else:
+            # Text encoded here, in one pass: the client's encoder otherwise runs four type
+            # checks per argument, and a pair's three scripts carry about 90.
+            script_keys, script_args = [key.encode() for key in keys], _utf8([now, *args])
         with self._errors("EVALSHA", name):
-            if self._packs_text:
-                reply = self._scripts[name](keys=keys, args=[now, *args])
-            else:
-                # Text encoded here, in one pass: the client's encoder otherwise runs four
-                # type checks per argument, and a pair's three scripts carry about 90.
-                reply = self._scripts[name](
-                    keys=[key.encode() for key in keys], args=_utf8([now, *args])
-                )
+            for attempt in range(_SCRIPT_ATTEMPTS):
+                try:  # the client loads a script Redis does not know, then runs it
+                    reply = self._scripts[name](keys=script_keys, args=script_args)
+                    break
+                except NoScriptError:  # dropped again between the load and the run
+                    if attempt == _SCRIPT_ATTEMPTS - 1:
+                        raise
         if not isinstance(reply, list):
             raise RouterError(f"script {name} replied {reply!r}")
         return reply

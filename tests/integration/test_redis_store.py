@@ -12,12 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from router import local_redis, tracing
@@ -33,8 +35,8 @@ from router.domain import (
     Strategy,
     WorkSpan,
 )
-from router.errors import OutOfRangeError, RouterError, StoreUnavailableError
-from router.redis_store import RedisStore
+from router.errors import NotFoundError, OutOfRangeError, RouterError, StoreUnavailableError
+from router.redis_store import RedisStore, _driver_errors
 from router.store import AgentQuery, Claim, Committed, PassGrant
 from router.store_common import RECORD_TTL_MS, REQUEST_TTL_MS
 from tests.helpers import FakeClock, sample
@@ -211,6 +213,73 @@ def test_scripts_reload_after_a_flush(redis_client: redis.Redis, clock: FakeCloc
     store.create_agent(T, AgentProfile("a"))
     redis_client.script_flush()
     assert store.set_presence(T, "a", Presence.AVAILABLE).seq == 2
+
+
+def test_a_flush_between_load_and_run_is_tried_again(
+    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``SCRIPT FLUSH`` that lands between the client's ``SCRIPT LOAD`` and its
+    ``EVALSHA`` (NOSCRIPT twice in a row) is tried again; past the tries it is
+    UNAVAILABLE (retry), never an internal error, and nothing was written."""
+    store = RedisStore(redis_client, clock)
+    store.create_agent(T, AgentProfile("a"))
+    script = store._scripts["set_presence"]
+    flushes = 2
+
+    def flushed_first(*args: Any, **kwargs: Any) -> Any:
+        nonlocal flushes
+        if flushes:
+            flushes -= 1
+            raise NoScriptError("No matching script. Please use EVAL.")
+        return script(*args, **kwargs)
+
+    monkeypatch.setitem(store._scripts, "set_presence", flushed_first)
+    assert store.set_presence(T, "a", Presence.AVAILABLE).seq == 2
+    flushes = 3
+    with pytest.raises(StoreUnavailableError, match="No matching script"):
+        store.set_presence(T, "a", Presence.BREAK)
+    assert store.get_agent(T, "a").presence == Presence.AVAILABLE
+
+
+def test_a_redis_refusing_writes_is_unavailable(
+    redis_server: local_redis.LocalRedis, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """A Redis that refuses writes for now (``min-replicas-to-write`` with too few replicas:
+    NOREPLICAS; MISCONF and MASTERDOWN alike) answers UNAVAILABLE, so clients retry, and
+    writes nothing; once it takes writes again they pass."""
+    store = RedisStore(redis_client, clock)
+    store.create_agent(T, AgentProfile("a"))
+    admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        admin.config_set("min-replicas-to-write", "1")
+        with pytest.raises(StoreUnavailableError, match="NOREPLICAS"):
+            store.set_presence(T, "a", Presence.AVAILABLE)
+        with pytest.raises(StoreUnavailableError, match="NOREPLICAS"):
+            store.enqueue(T, "r1", "fp", Call("c1", Channel.CHAT, created_ms=1), policy=Policy())
+    finally:
+        admin.config_set("min-replicas-to-write", "0")
+        admin.close()
+    assert store.get_agent(T, "a").presence == Presence.OFFLINE
+    with pytest.raises(NotFoundError):
+        store.get_call(T, "c1")
+    assert store.set_presence(T, "a", Presence.AVAILABLE).seq == 2
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("MISCONF Errors writing to the AOF file", StoreUnavailableError),
+        ("MASTERDOWN Link with MASTER is down", StoreUnavailableError),
+        ("NOREPLICAS Not enough good replicas to write.", StoreUnavailableError),
+        ("ERR wrong number of arguments", RouterError),
+    ],
+)
+def test_refusals_map_to_the_error_tree(reply: str, error: type[RouterError]) -> None:
+    """Replies of a Redis refusing writes for now are UNAVAILABLE; other refusals stay
+    internal errors."""
+    with pytest.raises(error) as raised, _driver_errors():
+        raise redis.ResponseError(reply)
+    assert type(raised.value) is error
 
 
 def test_client_must_decode_responses(redis_server: local_redis.LocalRedis) -> None:
