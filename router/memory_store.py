@@ -64,6 +64,9 @@ class MemoryStore(MemoryRouting, MemoryCalls):
         """The injected clock."""
         return self._clock()
 
+    def check_writable(self) -> None:
+        """Always writable."""
+
     def _agent(self, t: TenantState, agent_id: str) -> AgentState:
         agent = t.agents.get(agent_id)
         if agent is None:

@@ -1,5 +1,7 @@
-"""Health follows the state store: NOT_SERVING while Redis cannot be reached, SERVING again
-as soon as it answers, so load balancers and orchestrators route around an outage.
+"""Health follows the state store: NOT_SERVING while Redis cannot be reached or refuses
+writes (loading its data after a restart, at its memory limit, NOREPLICAS, MISCONF, a
+replica), SERVING again as soon as it takes them, so load balancers and orchestrators route
+around an outage.
 
 Stopping never waits for a probe in flight (it may be blocked for the store's timeout on a
 paused or unreachable Redis): a lock orders "stopped" before any later health change, so a
@@ -22,7 +24,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class StoreProbe:
-    """Reads the store's clock every ``interval_s`` and sets every service's health."""
+    """Asks the store whether it takes writes every ``interval_s`` and sets every service's
+    health."""
 
     def __init__(
         self,
@@ -58,7 +61,7 @@ class StoreProbe:
     def check(self) -> bool:
         """One probe; updates health when the answer changed. Returns whether it is up."""
         try:
-            self._store.now_ms()
+            self._store.check_writable()
             healthy = True
         except RouterError as err:
             healthy = False

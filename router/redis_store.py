@@ -261,6 +261,8 @@ _UNAVAILABLE = (
     SlotNotCoveredError,
     OutOfMemoryError,
 )
+_WRITABLE = "#!lua\nreturn 1"
+"""``check_writable``'s script: no flags, so Redis treats it as one that may write."""
 _REFUSING_WRITES = ("NOREPLICAS", "MISCONF", "MASTERDOWN")
 """Error replies of a Redis that refuses writes for now (too few replicas in sync with
 ``min-replicas-to-write``, a failed save or AOF write, a replica cut off from its primary),
@@ -458,6 +460,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         self._scripts: dict[str, Script] = {
             name: client.register_script(_source(name)) for name in _SCRIPTS
         }
+        self._writable = client.register_script(_WRITABLE)
 
     @property
     def cluster_mode(self) -> bool:
@@ -627,6 +630,14 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         # Before the script: a tenant is never missing from the set while it has data.
         with self._errors("SADD"):
             self._client.sadd(TENANTS_KEY, tenant)
+
+    def check_writable(self) -> None:
+        """``Store.check_writable``: runs a script that may write (it writes nothing), which
+        Redis refuses up front while it takes no writes: loading its data, at its memory
+        limit, refusing writes (NOREPLICAS, MISCONF), or a replica. On a cluster, the node of
+        the tenants key's slot answers."""
+        with self._errors("EVALSHA", "writable"):
+            self._writable(keys=[TENANTS_KEY])
 
     def now_ms(self) -> int:
         """Redis server time (or the test clock); on a cluster, the time of any one node."""

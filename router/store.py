@@ -224,6 +224,11 @@ class Store(Protocol):
         """The store's clock in epoch milliseconds."""
         ...
 
+    def check_writable(self) -> None:
+        """``StoreUnavailableError`` when the store would refuse a write now (the health
+        probe: answering reads is not enough to serve)."""
+        ...
+
     # --- agents -----------------------------------------------------------------------------
 
     def create_agent(self, tenant: str, profile: AgentProfile) -> AgentSnapshot:

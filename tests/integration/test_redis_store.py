@@ -12,10 +12,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import grpc
 import pytest
 import redis
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import HealthServicer
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
@@ -36,6 +39,7 @@ from router.domain import (
     WorkSpan,
 )
 from router.errors import NotFoundError, OutOfRangeError, RouterError, StoreUnavailableError
+from router.probe import NOT_SERVING, SERVING, StoreProbe
 from router.redis_store import RedisStore, _driver_errors
 from router.store import AgentQuery, Claim, Committed, PassGrant
 from router.store_common import RECORD_TTL_MS, REQUEST_TTL_MS
@@ -250,8 +254,13 @@ def test_a_redis_refusing_writes_is_unavailable(
     store = RedisStore(redis_client, clock)
     store.create_agent(T, AgentProfile("a"))
     admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    health = HealthServicer()
+    probe = StoreProbe(store, health, ("",))
     try:
         admin.config_set("min-replicas-to-write", "1")
+        assert store.now_ms() > 0  # it still answers reads...
+        assert probe.check() is False  # ...but cannot serve: health is NOT_SERVING
+        assert _health(health) == NOT_SERVING
         with pytest.raises(StoreUnavailableError, match="NOREPLICAS"):
             store.set_presence(T, "a", Presence.AVAILABLE)
         with pytest.raises(StoreUnavailableError, match="NOREPLICAS"):
@@ -262,7 +271,15 @@ def test_a_redis_refusing_writes_is_unavailable(
     assert store.get_agent(T, "a").presence == Presence.OFFLINE
     with pytest.raises(NotFoundError):
         store.get_call(T, "c1")
+    assert probe.check() is True
+    assert _health(health) == SERVING
     assert store.set_presence(T, "a", Presence.AVAILABLE).seq == 2
+
+
+def _health(servicer: HealthServicer) -> int:
+    """The overall status ``servicer`` answers."""
+    request = health_pb2.HealthCheckRequest(service="")
+    return servicer.Check(request, cast(grpc.ServicerContext, None)).status
 
 
 @pytest.mark.parametrize(
