@@ -60,6 +60,8 @@ them; wake-ups and an Assign's inline pass read the first batch only. A tick tha
 this bound leaves a ``Scan`` where it stopped and the next tick reads on from there after
 its first batch, so every waiting call is read within ``depth / ((TICK_BATCHES - 1) *
 batch_size)`` ticks, however long the queue."""
+OUTAGE_GRACE_S = 30.0
+"""Least grace after the store was unavailable (``outage_grace_s``)."""
 _RESULTS = {Committed: "placed", Conflict: "conflict", Gone: "gone"}
 """A placement's outcome as its span records it (``router.result``)."""
 
@@ -95,6 +97,14 @@ def widen_for_risk(call: Call, now_ms: int, policy: Policy) -> Call:
         if step.after_s * 1000 > waited_ms:
             return dataclasses.replace(call, enqueued_ms=now_ms - step.after_s * 1000)
     return call
+
+
+def outage_grace_s(policy: Policy) -> float:
+    """How long after a request found the store unavailable the dispatcher neither takes
+    work back from agents whose heartbeats lapsed nor counts the offers it times out as
+    missed: their heartbeats and answers may have failed with the store, and they get a
+    heartbeat timeout (at least ``OUTAGE_GRACE_S``) to be heard again."""
+    return max(float(policy.heartbeat_timeout_s), OUTAGE_GRACE_S)
 
 
 def must_reclaim(agent: AgentSnapshot, now_ms: int, policy: Policy) -> bool:
@@ -316,6 +326,8 @@ class Dispatcher:
         """Time out the offers whose expiry has passed; how many. With tracing on, each is an
         ``offer_timeout`` span in the trace its call kept."""
         timed_out = 0
+        policy = view.snapshot.policy
+        heard = not self._store.unavailable_within(outage_grace_s(policy))
         offers = self._store.expired_offers(tenant)
         traces = self._traces(tenant, [offer.call_id for offer in offers])
         for offer in offers:
@@ -327,7 +339,8 @@ class Dispatcher:
                         offer.assignment_id,
                         offer.token,
                         timed_out=True,
-                        policy=view.snapshot.policy,
+                        policy=policy,
+                        count_missed=heard,
                     )
                     timed_out += 1
                     metrics.OFFERS_TIMED_OUT.labels(tenant).inc()
@@ -351,8 +364,11 @@ class Dispatcher:
             return 0
         moved = 0
         busy = [agent for agent in snapshot.agents if agent.active]  # the others hold nothing
+        rules = policy
+        if self._store.unavailable_within(outage_grace_s(policy)):  # lapsed heartbeats wait
+            rules = dataclasses.replace(policy, heartbeat_timeout_s=0)
         for agent in busy:
-            if must_reclaim(agent, snapshot.now_ms, policy):
+            if must_reclaim(agent, snapshot.now_ms, rules):
                 started = time.time_ns()
                 taken = self._store.reclaim(
                     tenant,

@@ -258,7 +258,14 @@ class MemoryRouting(MemoryBase):
             return accepted
 
     def decline_offer(
-        self, tenant: str, assignment_id: str, token: int, *, timed_out: bool, policy: Policy
+        self,
+        tenant: str,
+        assignment_id: str,
+        token: int,
+        *,
+        timed_out: bool,
+        policy: Policy,
+        count_missed: bool = True,
     ) -> Assignment:
         """``decline_offer.lua``."""
         rules.check_tenant(tenant)
@@ -275,7 +282,8 @@ class MemoryRouting(MemoryBase):
             ended = t.end_assignment(asg, state, now)
             t.free_slot(asg, now)
             rec = t.call(asg.call_id, now)
-            with tracing.call_work(rec.trace if rec is not None else ""):
+            # a time-out is the dispatcher's work on the call: in the call's kept trace
+            with tracing.call_work(rec.trace if rec is not None and timed_out else ""):
                 kind = "OFFER_TIMED_OUT" if timed_out else "REJECTED"
                 self._emit_for(t, rec, kind, now, asg)
                 if rec is not None:
@@ -283,7 +291,7 @@ class MemoryRouting(MemoryBase):
                         t.requeue(rec, asg.agent_id, now, policy.aging_s_per_priority)
                     rec.settle(False, now)
                 agent = t.agents.get(asg.agent_id)
-                if timed_out and agent is not None:
+                if timed_out and count_missed and agent is not None:
                     self._count_missed(t, agent, asg.agent_id, now, policy)
             return ended
 

@@ -67,6 +67,10 @@ class MemoryStore(MemoryRouting, MemoryCalls):
     def check_writable(self) -> None:
         """Always writable."""
 
+    def unavailable_within(self, seconds: float) -> bool:
+        """Never unavailable."""
+        return False
+
     def _agent(self, t: TenantState, agent_id: str) -> AgentState:
         agent = t.agents.get(agent_id)
         if agent is None:

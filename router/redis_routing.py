@@ -226,7 +226,14 @@ class RedisRouting(RedisBase):
         return self._ended(reply, assignment_id, token)
 
     def decline_offer(
-        self, tenant: str, assignment_id: str, token: int, *, timed_out: bool, policy: Policy
+        self,
+        tenant: str,
+        assignment_id: str,
+        token: int,
+        *,
+        timed_out: bool,
+        policy: Policy,
+        count_missed: bool = True,
     ) -> Assignment:
         """The offer's agent and call (remembered, else read), then one script declines it
         and requeues."""
@@ -256,6 +263,7 @@ class RedisRouting(RedisBase):
                 rules.WORK_RETENTION_MS,
                 rules.RECORD_TTL_MS,
                 self._events_maxlen,
+                int(count_missed),
             ],
         )
         return self._ended(reply, assignment_id, token)

@@ -450,6 +450,8 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         """Set by ``from_url``: lets a store that met a MOVED reply switch to cluster mode."""
         self._options: dict[str, Any] = {}
         self._switch = threading.Lock()
+        self._unavailable_at: float | None = None
+        """``time.monotonic()`` of the last request that found Redis unavailable."""
         self._use(client)
 
     def _use(self, client: redis.Redis | RedisCluster) -> None:
@@ -532,6 +534,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
                 with _driver_errors():
                     yield
         except StoreUnavailableError as exc:
+            self._unavailable_at = time.monotonic()
             if self._cluster is None and isinstance(exc.__cause__, MovedError):
                 self._become_cluster()
             raise
@@ -630,6 +633,12 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         # Before the script: a tenant is never missing from the set while it has data.
         with self._errors("SADD"):
             self._client.sadd(TENANTS_KEY, tenant)
+
+    def unavailable_within(self, seconds: float) -> bool:
+        """``Store.unavailable_within``: this replica's last request that found Redis
+        unavailable was at most ``seconds`` ago."""
+        at = self._unavailable_at
+        return at is not None and time.monotonic() - at <= seconds
 
     def check_writable(self) -> None:
         """``Store.check_writable``: runs a script that may write (it writes nothing), which

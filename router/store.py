@@ -224,6 +224,11 @@ class Store(Protocol):
         """The store's clock in epoch milliseconds."""
         ...
 
+    def unavailable_within(self, seconds: float) -> bool:
+        """Whether a request of this replica found the store unavailable in the last
+        ``seconds``: agents' heartbeats and answers to offers may have failed meanwhile."""
+        ...
+
     def check_writable(self) -> None:
         """``StoreUnavailableError`` when the store would refuse a write now (the health
         probe: answering reads is not enough to serve)."""
@@ -358,12 +363,20 @@ class Store(Protocol):
         ...
 
     def decline_offer(
-        self, tenant: str, assignment_id: str, token: int, *, timed_out: bool, policy: Policy
+        self,
+        tenant: str,
+        assignment_id: str,
+        token: int,
+        *,
+        timed_out: bool,
+        policy: Policy,
+        count_missed: bool = True,
     ) -> Assignment:
         """OFFERED -> REJECTED (or TIMED_OUT): free the slot, put the call back in the queue
-        with its original age and the agent in ``excluded_agents``; on a timeout count a
-        missed offer and set the agent NOT_RESPONDING at ``policy.max_missed_offers``.
-        Idempotent for the same outcome; errors as ``accept_offer``."""
+        with its original age and the agent in ``excluded_agents``; on a timeout (unless not
+        ``count_missed``: the agent's answer may have failed with the store) count a missed
+        offer and set the agent NOT_RESPONDING at ``policy.max_missed_offers``. Idempotent
+        for the same outcome; errors as ``accept_offer``."""
         ...
 
     def expired_offers(self, tenant: str, limit: int = 100) -> list[Assignment]:

@@ -3,7 +3,7 @@
 --       10 idx:revs
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 'rejected'|'timed_out', 5 aging ms per
 --       priority level, 6 max missed offers (0 = never NOT_RESPONDING), 7 retention_ms,
---       8 record_ttl_ms, 9 maxlen
+--       8 record_ttl_ms, 9 maxlen, 10 '1' count a time-out as a missed offer | '0' not
 -- -> {'missing'} | {'stale'} | {'unchanged', asg} | {'already', state} | {'expired'}
 --    | {'ok', asg}
 local now = now_ms()
@@ -16,7 +16,7 @@ if h[2] ~= 'offered' then return {'already', h[2]} end
 if state == 'rejected' and now >= tonumber(h[3]) then return {'expired'} end
 local asg_id, call_id, agent_id = ARGV[2], h[4], h[5]
 local k = {call = KEYS[4], events = KEYS[5], queue = KEYS[7], timeline = KEYS[8]}
-continue_call_trace(k.call)
+if state == 'timed_out' then continue_call_trace(k.call) end  -- the dispatcher's work
 end_assignment(KEYS[1], KEYS[6], asg_id, state, now, ARGV[8])
 free_slot(KEYS[2], KEYS[3], KEYS[1], asg_id, now, tonumber(ARGV[7]))
 local kind = 'REJECTED'
@@ -27,7 +27,7 @@ if redis.call('HGET', k.call, 'assignment_id') == asg_id then
   requeue(k, call_id, agent_id, now, tonumber(ARGV[5]), ARGV[9])
 end
 settle_call(k.call, k.timeline, false, 0)
-if state == 'timed_out' and redis.call('EXISTS', KEYS[2]) == 1 then
+if state == 'timed_out' and ARGV[10] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   local missed = redis.call('HINCRBY', KEYS[2], 'missed', 1)
   local limit = tonumber(ARGV[6])
   if limit > 0 and missed >= limit

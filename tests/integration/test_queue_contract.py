@@ -717,9 +717,10 @@ def test_background_work_on_a_call_continues_the_trace_it_kept(harness: StoreHar
     """With no request being served (the dispatcher's offer time-outs and reclaims), the
     events written about a call carry the trace the call kept: the time-out, the call's
     return to the queue, the agent's NOT_RESPONDING it caused, a reclaim. A request's own
-    trace still wins, and a call that kept none gets none."""
+    trace still wins, and a call that kept none gets none; an agent's Reject is a request,
+    not background work: without its own trace its events carry none."""
     store = harness.store
-    for agent_id in ("a", "b", "c", "d"):
+    for agent_id in ("a", "b", "c", "d", "e"):
         available(store, agent_id)
     policy = dataclasses.replace(POLICY, max_missed_offers=1)
     queued_by = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -748,6 +749,11 @@ def test_background_work_on_a_call_continues_the_trace_it_kept(harness: StoreHar
         trace_id,
         trace_id,
     ]
+
+    mark = all_events(store)[-1].event_id
+    offer = dispatch(store, "c1", "e", offer_s=30)
+    store.decline_offer(T, offer.assignment_id, offer.token, timed_out=False, policy=policy)
+    assert traces_since(mark)[1:] == [("REJECTED", "c1", None), ("QUEUED", "c1", None)]
 
     mark = all_events(store)[-1].event_id
     offer = dispatch(store, "c1", "c", offer_s=30)
@@ -913,6 +919,26 @@ def test_missed_offers_make_the_agent_not_responding(harness: StoreHarness) -> N
     back = store.set_presence(T, "a", Presence.AVAILABLE)
     assert (back.presence, back.missed_offers) == (Presence.AVAILABLE, 0)
     assert store.get_agent(T, "a").missed_offers == 0
+
+
+def test_a_time_out_not_counted_as_missed(harness: StoreHarness) -> None:
+    """An offer timed out with ``count_missed=False`` (the store was unavailable lately:
+    the agent's answer may have failed with it) ends TIMED_OUT and requeues the call as
+    any time-out, but counts no missed offer: the agent stays AVAILABLE at the limit."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    offer = dispatch(store, "c1", "a", offer_s=10)
+    clock.advance(10_001)
+    policy = dataclasses.replace(POLICY, max_missed_offers=1)
+    ended = store.decline_offer(
+        T, offer.assignment_id, offer.token, timed_out=True, policy=policy, count_missed=False
+    )
+    assert ended.state == AssignmentState.TIMED_OUT
+    assert waiting(store, "c1").excluded_agents == ("a",)
+    agent = store.get_agent(T, "a")
+    assert (agent.missed_offers, agent.presence) == (0, Presence.AVAILABLE)
+    assert events_of(store, "PRESENCE_CHANGED")[-1].data["presence"] == "available"
 
 
 def test_accept_resets_missed_offers(harness: StoreHarness) -> None:

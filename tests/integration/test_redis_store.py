@@ -331,8 +331,10 @@ def test_unreachable_server_is_unavailable() -> None:
         decode_responses=True,
     )
     store = RedisStore(client)
+    assert not store.unavailable_within(3600)
     calls: list[Callable[[], object]] = [
         store.now_ms,
+        store.check_writable,
         lambda: store.get_agent(T, "a"),
         lambda: store.list_agents(T, AgentQuery(), 10),
         lambda: store.create_agent(T, AgentProfile("a")),
@@ -358,6 +360,7 @@ def test_unreachable_server_is_unavailable() -> None:
     finally:
         client.close()
     assert sample("router_redis_errors_total", kind="unavailable") - failed == len(calls)
+    assert store.unavailable_within(60)  # the dispatcher's grace after an outage
 
 
 @pytest.fixture(scope="module")

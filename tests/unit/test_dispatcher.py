@@ -309,6 +309,54 @@ def test_only_movable_work_of_absent_agents_is_reclaimed() -> None:
     assert must_reclaim(ending, now, policy)
 
 
+class _Blipped(MemoryStore):
+    """A store that says whether a request found it unavailable lately (``down``)."""
+
+    down = False
+
+    def unavailable_within(self, seconds: float) -> bool:
+        return self.down
+
+
+def test_after_the_store_was_unavailable_lapsed_heartbeats_and_offers_wait() -> None:
+    """After an outage of the store (agents' heartbeats and answers may have failed with
+    it), a tick takes nothing back from agents whose heartbeats lapsed and counts the
+    offers it times out as missed by nobody; once the grace is over, a lapsed heartbeat
+    takes the work back as usual."""
+    clock = FakeClock()
+    store = _Blipped(clock)
+    chat = frozen_map({Channel.CHAT: 10})
+    policy = dataclasses.replace(
+        Policy(),
+        heartbeat_timeout_s=5,
+        max_missed_offers=1,
+        offer_timeout_s=chat,
+        reclaim_channels=frozenset({Channel.CHAT}),
+    )
+    store.put_policy(T, policy)
+    _agent(store, "a")
+    _queue(store, clock, "c1")
+    dispatcher = Dispatcher(store, batch_size=10, owner="me")
+    assert dispatcher.run_tick(T).placed == 1
+    offer = store.get_call(T, "c1")
+    assert offer.status == CallStatus.OFFERED
+    clock.advance(20_000)  # the offer expired, the heartbeat lapsed: the store was away
+    store.down = True
+    assert dispatcher.run_tick(T).timed_out == 1
+    agent = store.get_agent(T, "a")
+    assert (agent.presence, agent.missed_offers) == (Presence.AVAILABLE, 0)
+    _agent(store, "b")
+    store.heartbeat(T, "b")
+    assert dispatcher.run_tick(T).placed == 1  # c1 offered to b, who accepts
+    asg = store.get_call(T, "c1").assignment
+    assert asg is not None
+    store.accept_offer(T, asg.assignment_id, asg.token)
+    clock.advance(6_000)  # b's heartbeat lapsed too, while the store was away
+    assert dispatcher.run_tick(T).reclaimed == 0
+    store.down = False  # the grace is over: b is gone for real
+    assert dispatcher.run_tick(T).reclaimed == 1
+
+
 def test_a_call_predicted_to_breach_is_escalated_ahead() -> None:
     """With a 60 s chat target, the last of five calls is predicted to wait past it (four
     slots, ten-minute chats): SLA_AT_RISK, a priority boost, and it is placed in this pass
