@@ -227,22 +227,37 @@ class MemoryRouting(MemoryBase):
             raise rules.stale_token(token, assignment_id)
         return asg
 
-    def accept_offer(self, tenant: str, assignment_id: str, token: int) -> Assignment:
+    def accept_offer(
+        self, tenant: str, assignment_id: str, token: int, *, policy: Policy | None = None
+    ) -> Assignment:
         """``accept_offer.lua``."""
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
             asg = self._held(t, assignment_id, token, now)
             if asg.state == AssignmentState.ACTIVE:
+                if asg.offer_expires_ms <= 0:
+                    raise rules.not_an_offer(assignment_id)
                 return asg
             if asg.state != AssignmentState.OFFERED:
                 raise rules.already_ended(assignment_id, asg.state.value)
             if now >= asg.offer_expires_ms:
                 raise rules.offer_expired(assignment_id)
+            agent = t.agents.get(asg.agent_id)
+            if agent is not None:
+                timeout_s = policy.heartbeat_timeout_s if policy is not None else 0
+                away = rules.away_reason(
+                    agent.profile,
+                    agent.presence,
+                    agent.heartbeat,
+                    now_ms=now,
+                    heartbeat_timeout_s=timeout_s,
+                )
+                if away:
+                    raise rules.agent_away(assignment_id, away)
             accepted = dataclasses.replace(asg, state=AssignmentState.ACTIVE)
             t.assignments[assignment_id] = (accepted, None)
             t.offers.pop(assignment_id, None)
-            agent = t.agents.get(asg.agent_id)
             if agent is not None and assignment_id in agent.work:
                 agent.work[assignment_id] = dataclasses.replace(
                     agent.work[assignment_id], offered=False

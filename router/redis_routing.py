@@ -204,7 +204,9 @@ class RedisRouting(RedisBase):
             raise rules.not_active(assignment_id)
         return assignment_from_hash(assignment_id, pairs(reply[1]))
 
-    def accept_offer(self, tenant: str, assignment_id: str, token: int) -> Assignment:
+    def accept_offer(
+        self, tenant: str, assignment_id: str, token: int, *, policy: Policy | None = None
+    ) -> Assignment:
         """The offer's agent and call (remembered, else read), then one script accepts it."""
         k = Keys(tenant)
         agent_id, call_id = self._parties(k, assignment_id)
@@ -221,8 +223,17 @@ class RedisRouting(RedisBase):
                 k.ready,
                 k.revs,
             ],
-            [assignment_id, token, self._events_maxlen],
+            [
+                assignment_id,
+                token,
+                self._events_maxlen,
+                policy.heartbeat_timeout_s * 1000 if policy is not None else 0,
+            ],
         )
+        if reply[0] == "away":
+            raise rules.agent_away(assignment_id, reply[1])
+        if reply[0] == "not_offer":
+            raise rules.not_an_offer(assignment_id)
         return self._ended(reply, assignment_id, token)
 
     def decline_offer(

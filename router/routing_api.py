@@ -78,7 +78,10 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         """See ``proto/router/v1/routing.proto``."""
         tenant = convert.tenant(request.tenant)
         assignment_id = convert.identifier("assignment_id", request.assignment_id)
-        accepted = self._store.accept_offer(tenant, assignment_id, _token(request.fencing_token))
+        policy = self._store.known_policy(tenant).policy  # its heartbeat timeout
+        accepted = self._store.accept_offer(
+            tenant, assignment_id, _token(request.fencing_token), policy=policy
+        )
         return routing_pb2.AcceptResponse(assignment=convert.assignment_to_pb(accepted))
 
     def Reject(  # noqa: N802

@@ -356,10 +356,16 @@ class Store(Protocol):
         ``ResourceExhaustedError`` once ``policy.max_queue`` calls wait."""
         ...
 
-    def accept_offer(self, tenant: str, assignment_id: str, token: int) -> Assignment:
+    def accept_offer(
+        self, tenant: str, assignment_id: str, token: int, *, policy: Policy | None = None
+    ) -> Assignment:
         """OFFERED -> ACTIVE (``answered`` history, ``ACCEPTED`` event, missed offers reset).
         Idempotent when already ACTIVE. ``FailedPreconditionError`` for a stale token, an
-        expired offer or an assignment in another state; ``NotFoundError`` if unknown."""
+        expired offer, an assignment in another state or one never offered, and for an
+        agent who left since the offer was made (not available, inside a scheduled absence,
+        past their shift's end, or a heartbeat older than ``policy.heartbeat_timeout_s``;
+        without a policy heartbeats are not checked): nothing changes, the dispatcher takes
+        the offer back. ``NotFoundError`` if unknown."""
         ...
 
     def decline_offer(

@@ -24,6 +24,7 @@ from router.domain import (
     AgentSnapshot,
     AssignmentState,
     Channel,
+    Presence,
     WorkSpan,
 )
 from router.errors import (
@@ -283,6 +284,40 @@ def queue_full(tenant: str, depth: int) -> ResourceExhaustedError:
 def offer_expired(assignment_id: str) -> FailedPreconditionError:
     """Accepting or rejecting an offer after its expiry."""
     return FailedPreconditionError(f"offer {assignment_id} has expired")
+
+
+def agent_away(assignment_id: str, reason: str) -> FailedPreconditionError:
+    """Accepting an offer for an agent who left since it was made (it is taken back)."""
+    return FailedPreconditionError(
+        f"offer {assignment_id} cannot be accepted: {reason} (the offer is taken back)"
+    )
+
+
+def not_an_offer(assignment_id: str) -> FailedPreconditionError:
+    """Accepting an assignment that was made directly, never offered."""
+    return FailedPreconditionError(f"assignment {assignment_id} was not an offer")
+
+
+def away_reason(
+    profile: AgentProfile,
+    presence: Presence,
+    heartbeat_ms: int,
+    *,
+    now_ms: int,
+    heartbeat_timeout_s: int,
+) -> str:
+    """Why an agent cannot take work offered to them now ('' when they can): not available,
+    a lapsed heartbeat (``heartbeat_timeout_s`` > 0), inside a scheduled absence, or past
+    their shift's end (``accept_offer.lua`` alike)."""
+    if presence != Presence.AVAILABLE:
+        return f"agent is {presence.value}"
+    if heartbeat_timeout_s > 0 and now_ms - heartbeat_ms > heartbeat_timeout_s * 1000:
+        return "heartbeat expired"
+    if any(absence.covers(now_ms) for absence in profile.absences):
+        return "agent is on a scheduled absence"
+    if 0 < profile.shift_end_ms <= now_ms:
+        return "agent's shift has ended"
+    return ""
 
 
 def not_active(assignment_id: str) -> FailedPreconditionError:

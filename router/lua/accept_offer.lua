@@ -1,16 +1,33 @@
 -- OFFERED -> ACTIVE.
 -- KEYS: 1 asg, 2 agent, 3 call, 4 events, 5 offers, 6 history, 7 timeline, 8 idx:ready,
 --       9 idx:revs  (agent and call as read from the asg hash, which never changes them)
--- ARGV: 1 now|'', 2 assignment id, 3 token, 4 maxlen
--- -> {'missing'} | {'stale'} | {'unchanged', asg} | {'already', state} | {'expired'}
---    | {'ok', asg}
+-- ARGV: 1 now|'', 2 assignment id, 3 token, 4 maxlen, 5 heartbeat timeout ms (0 = off)
+-- -> {'missing'} | {'stale'} | {'unchanged', asg} | {'not_offer'} | {'already', state}
+--    | {'expired'} | {'away', reason} (the agent left: store_common.away_reason) | {'ok', asg}
 local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local h = redis.call('HMGET', KEYS[1], 'token', 'state', 'offer_expires', 'call_id', 'agent_id')
 if h[1] ~= ARGV[3] then return {'stale'} end
-if h[2] == 'active' then return {'unchanged', redis.call('HGETALL', KEYS[1])} end
+if h[2] == 'active' then
+  if tonumber(h[3]) <= 0 then return {'not_offer'} end  -- assigned directly
+  return {'unchanged', redis.call('HGETALL', KEYS[1])}
+end
 if h[2] ~= 'offered' then return {'already', h[2]} end
 if now >= tonumber(h[3]) then return {'expired'} end
+local a = redis.call('HMGET', KEYS[2], 'presence', 'heartbeat', 'profile')
+if a[1] then
+  local timeout = tonumber(ARGV[5])
+  local profile = cjson.decode(a[3])
+  if a[1] ~= 'available' then return {'away', 'agent is ' .. a[1]} end
+  if timeout > 0 and now - tonumber(a[2]) > timeout then return {'away', 'heartbeat expired'} end
+  for _, absence in ipairs(profile.absences or {}) do
+    if absence.start_ms <= now and now < absence.end_ms then
+      return {'away', 'agent is on a scheduled absence'}
+    end
+  end
+  local shift_end = tonumber(profile.shift_end_ms) or 0
+  if shift_end > 0 and shift_end <= now then return {'away', "agent's shift has ended"} end
+end
 local asg_id = ARGV[2]
 redis.call('HSET', KEYS[1], 'state', 'active')
 redis.call('ZREM', KEYS[5], asg_id)

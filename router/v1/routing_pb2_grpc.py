@@ -110,7 +110,10 @@ class RoutingServiceServicer:
 
     def Accept(self, request, context):
         """The agent takes an offered call: OFFERED -> ACTIVE. FAILED_PRECONDITION for a stale
-        token or an expired offer. Retrying a successful Accept returns the same assignment.
+        token, an expired offer, an assignment made directly (never offered), or an agent who
+        left since the offer was made (not available, a lapsed heartbeat, inside a scheduled
+        absence, past their shift's end: the dispatcher takes the offer back). Retrying a
+        successful Accept returns the same assignment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

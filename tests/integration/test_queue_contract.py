@@ -16,6 +16,8 @@ import pytest
 
 from router import tracing
 from router.domain import (
+    Absence,
+    AbsenceKind,
     ActiveWork,
     AgentProfile,
     AgentSnapshot,
@@ -939,6 +941,61 @@ def test_a_time_out_not_counted_as_missed(harness: StoreHarness) -> None:
     agent = store.get_agent(T, "a")
     assert (agent.missed_offers, agent.presence) == (0, Presence.AVAILABLE)
     assert events_of(store, "PRESENCE_CHANGED")[-1].data["presence"] == "available"
+
+
+_LEAVINGS = ["offline", "heartbeat", "absence", "shift"]
+
+
+@pytest.mark.parametrize("leaving", _LEAVINGS)
+def test_an_agent_who_left_cannot_accept_an_offer(harness: StoreHarness, leaving: str) -> None:
+    """An offer made to an agent who then left (offline, a lapsed heartbeat, a scheduled
+    absence starting, their shift's end) cannot be accepted: FAILED_PRECONDITION naming
+    why, nothing written (the dispatcher takes the offer back); back at their desk, they
+    can accept it."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    offer = dispatch(store, "c1", "a", offer_s=600)
+    clock.advance(1_000)
+    policy = dataclasses.replace(POLICY, heartbeat_timeout_s=5)
+    now = clock.now_ms
+    if leaving == "offline":
+        store.set_presence(T, "a", Presence.OFFLINE)
+    elif leaving == "heartbeat":
+        clock.advance(5_001)
+    else:
+        away = Absence("sick", AbsenceKind.SICK_LEAVE, now, now + 3_600_000)
+        store.update_agent(
+            T,
+            "a",
+            lambda p: (
+                dataclasses.replace(p, absences=(away,))
+                if leaving == "absence"
+                else dataclasses.replace(p, shift_end_ms=now)
+            ),
+        )
+    before = harness.dump()
+    reason = {"offline": "offline", "heartbeat": "heartbeat", "absence": "absence"}
+    with pytest.raises(FailedPreconditionError, match=reason.get(leaving, "shift")):
+        store.accept_offer(T, offer.assignment_id, offer.token, policy=policy)
+    assert harness.dump() == before
+    store.update_agent(T, "a", lambda p: dataclasses.replace(p, absences=(), shift_end_ms=0))
+    store.set_presence(T, "a", Presence.AVAILABLE)  # back, with a heartbeat
+    accepted = store.accept_offer(T, offer.assignment_id, offer.token, policy=policy)
+    assert accepted.state == AssignmentState.ACTIVE
+
+
+def test_an_assignment_never_offered_cannot_be_accepted(harness: StoreHarness) -> None:
+    """Accept of an assignment made directly (no offer) is FAILED_PRECONDITION, not an
+    accepted offer's idempotent answer; nothing written."""
+    store = harness.store
+    available(store, "a")
+    enqueue(harness, "c1")
+    direct = dispatch(store, "c1", "a")
+    before = harness.dump()
+    with pytest.raises(FailedPreconditionError, match="was not an offer"):
+        store.accept_offer(T, direct.assignment_id, direct.token)
+    assert harness.dump() == before
 
 
 def test_accept_resets_missed_offers(harness: StoreHarness) -> None:
