@@ -55,6 +55,7 @@ from router.domain import (
     Snapshot,
     frozen_map,
 )
+from router.eligibility import eligible_until_ms
 from router.engine import decide
 from router.errors import ContentionError, InvalidArgumentError, RouterError
 from router.forecast import agents_for, channel_position, estimated_wait_s
@@ -259,6 +260,7 @@ class Assigner:
             capacity=policy.capacity_for(agent.profile, channel),
             expected_version=agent.profile.version,
             policy_version=policy.version,
+            until_ms=eligible_until_ms(agent.profile, snapshot.now_ms, policy.handle_s_for(placed)),
         )
         deadline.check(f"call {placed.call_id}")  # never commit what nobody will receive
         result = self._store.commit_assignment(req.tenant, claim)

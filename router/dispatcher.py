@@ -42,7 +42,7 @@ import structlog
 from router import deadline, metrics, tracing
 from router.assigner import deciding, rng_for
 from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Policy, Snapshot
-from router.eligibility import is_present
+from router.eligibility import eligible_until_ms, is_present
 from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
 from router.forecast import agents_for, estimated_wait_s, sla_state
@@ -457,6 +457,9 @@ class Dispatcher:
                 capacity=policy.capacity_for(agents[placement.agent_id].profile, call.channel),
                 expected_version=agents[placement.agent_id].profile.version,
                 policy_version=policy.version,
+                until_ms=eligible_until_ms(
+                    agents[placement.agent_id].profile, snapshot.now_ms, policy.handle_s_for(call)
+                ),
             )
             with tracing.queued_work(view.traces.get(call.call_id, ""), work) as span:
                 result = self._store.commit_assignment(tenant, claim)

@@ -46,6 +46,7 @@ import numpy.typing as npt
 
 from router.domain import (
     AGENT_UNIT_BUDGET,
+    AgentProfile,
     AgentSnapshot,
     Call,
     Channel,
@@ -165,6 +166,18 @@ def shift_reason(agent: AgentSnapshot, now_ms: int, handle_s: int) -> Exclusion 
     if any(now_ms < absence.start_ms < end_ms for absence in profile.absences):
         return Exclusion.SHIFT_ENDING
     return None
+
+
+def eligible_until_ms(profile: AgentProfile, now_ms: int, handle_s: int) -> int:
+    """The latest time at which rules 3 and 10 still let work of ``handle_s`` seconds, which
+    they let start at ``now_ms``, start with the agent (0: no bound): before the first later
+    absence's start less the work's length, and the shift's end less it. A commit made
+    after it (a slow pass) would start the work into an absence or past the shift."""
+    handle_ms = handle_s * 1000
+    bounds = [a.start_ms - max(handle_ms, 1) for a in profile.absences if a.start_ms > now_ms]
+    if profile.shift_end_ms > 0:
+        bounds.append(profile.shift_end_ms - handle_ms)
+    return max(1, min(bounds)) if bounds else 0
 
 
 def capacity_reason(

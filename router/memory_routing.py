@@ -59,10 +59,17 @@ def _recheck(agent: AgentState | None, claim: Claim, now: int) -> Conflict | Non
         return Conflict("agent changed")
     if agent.presence != Presence.AVAILABLE:
         return Conflict(f"agent is {agent.presence.value}")
+    return _in_time(agent, claim, now) or _room(agent, claim, now)
+
+
+def _in_time(agent: AgentState, claim: Claim, now: int) -> Conflict | None:
+    """A heartbeat within the claim's timeout, and the commit by the claim's latest time."""
     timeout_ms = claim.heartbeat_timeout_s * 1000
     if timeout_ms > 0 and now - agent.heartbeat > timeout_ms:
         return Conflict("heartbeat expired")
-    return _room(agent, claim, now)
+    if 0 < claim.until_ms < now:
+        return Conflict("agent leaving")
+    return None
 
 
 def _room(agent: AgentState, claim: Claim, now: int) -> Conflict | None:

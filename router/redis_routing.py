@@ -113,6 +113,7 @@ class RedisRouting(RedisBase):
                 claim.capacity,
                 window,
                 claim.policy_version,
+                claim.until_ms,
             ],
         )
         refused = self._refused(reply, call.call_id)

@@ -81,6 +81,10 @@ class Claim:
     """The version of the policy the decision read (0: none stored), which gave the claim its
     capacity, units and offer time-out: another stored policy makes the commit a
     ``Conflict``. -1: not compared."""
+    until_ms: int = 0
+    """The latest store time the commit may happen at (``eligibility.eligible_until_ms``:
+    later, the work would start into the agent's next absence or past their shift's end),
+    else a ``Conflict``; 0: no bound."""
 
 
 @dataclass(frozen=True, slots=True)

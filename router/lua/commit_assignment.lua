@@ -9,7 +9,8 @@
 --       20 enqueued_ms, 21 retention_ms, 22 expected profile version, 23 capacity
 --       (items on the channel; 0 = strict mode: the agent's seq must be unchanged),
 --       24 occupancy window ms of the caller's agent cache (-1 = none), 25 the policy version
---       the decision read (0 = none stored; -1 = not compared)
+--       the decision read (0 = none stored; -1 = not compared), 26 the latest time the commit
+--       may happen at (0 = no bound: eligibility.eligible_until_ms)
 -- -> {'replayed'} | {'fingerprint'} | {'exists', status, assignment id} | {'missing'}
 --    | {'gone', status} | {'conflict', reason} (also a queued call's excluded agent)
 --    | {'ok', token, now, offer expiry, {agent hash, work spans in the window} or {}}
@@ -49,6 +50,8 @@ local timeout = tonumber(ARGV[8])
 if timeout > 0 and now - tonumber(a[3]) > timeout then
   return {'conflict', 'heartbeat expired'}
 end
+local latest = tonumber(ARGV[26])
+if latest > 0 and now > latest then return {'conflict', 'agent leaving'} end
 if cap > 0 then
   local items, units = 0, 0
   local flat = redis.call('HGETALL', KEYS[3])

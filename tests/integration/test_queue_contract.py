@@ -985,6 +985,24 @@ def test_an_agent_who_left_cannot_accept_an_offer(harness: StoreHarness, leaving
     assert accepted.state == AssignmentState.ACTIVE
 
 
+def test_a_commit_after_the_claims_latest_time_is_refused(harness: StoreHarness) -> None:
+    """A claim names the latest time its commit may happen (the agent's next absence or
+    shift end less the work's length): a commit after it (a slow pass) is a conflict
+    ('agent leaving') and writes nothing; at it, the commit is made."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    seq = store.get_agent(T, "a").seq
+    late = dataclasses.replace(
+        dispatch_claim(waiting(store, "c1"), "a", seq), until_ms=clock.now_ms - 1
+    )
+    before = harness.dump()
+    assert store.commit_assignment(T, late) == Conflict("agent leaving")
+    assert harness.dump() == before
+    in_time = dataclasses.replace(late, until_ms=clock.now_ms)
+    assert isinstance(store.commit_assignment(T, in_time), Committed)
+
+
 def test_an_assignment_never_offered_cannot_be_accepted(harness: StoreHarness) -> None:
     """Accept of an assignment made directly (no offer) is FAILED_PRECONDITION, not an
     accepted offer's idempotent answer; nothing written."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from router import eligibility
@@ -169,3 +171,37 @@ def test_not_responding_agents_get_nothing_but_status_is_unchanged() -> None:
     agent = make_agent("a", presence=Presence.NOT_RESPONDING)
     assert not eligibility.is_present(agent, NOW, Policy())
     assert eligibility.check(make_call("c"), agent, NOW, Policy()) == Exclusion.NOT_AVAILABLE
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_eligible_until_is_when_the_time_rules_first_refuse(seed: int) -> None:
+    """For an agent the absence and shift rules let take work of ``handle_s`` at ``NOW``,
+    ``eligible_until_ms`` is the last millisecond they still do: every time up to it
+    passes, the next one fails (or no bound: none fails). Random absences and shifts."""
+    rng = random.Random(seed)
+    policy = Policy(heartbeat_timeout_s=0)
+    handle_s = rng.choice([0, 1, 60, 600])
+    absences = tuple(
+        Absence(f"x{i}", AbsenceKind.TRAINING, start, start + rng.randint(1, 3) * MINUTE_MS)
+        for i, start in enumerate(
+            NOW + rng.randint(-2, 90) * MINUTE_MS + rng.randint(0, 999) for _ in range(3)
+        )
+    )
+    shift_end = rng.choice([0, NOW + rng.randint(10, 120) * MINUTE_MS])
+    agent = make_agent("a", absences=absences, shift_end_ms=shift_end)
+
+    def passes(now_ms: int) -> bool:
+        return (
+            eligibility.absence_reason(agent, now_ms, policy) is None
+            and eligibility.shift_reason(agent, now_ms, handle_s) is None
+        )
+
+    if not passes(NOW):
+        return
+    until = eligibility.eligible_until_ms(agent.profile, NOW, handle_s)
+    if until == 0:
+        assert all(passes(NOW + step * MINUTE_MS) for step in range(200))
+        return
+    assert passes(until)
+    assert not passes(until + 1)
+    assert all(passes(t) for t in range(NOW, until, max(1, (until - NOW) // 500)))
