@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -45,7 +45,7 @@ from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Polic
 from router.eligibility import eligible_until_ms, is_present
 from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
-from router.forecast import agents_for, estimated_wait_s, sla_state
+from router.forecast import PoolTerms, agents_for, pool_key, pool_terms, sla_state, wait_at
 from router.ordering import waited_ms
 from router.store import Claim, Committed, Conflict, Gone, PassGrant, QueueView, Store
 
@@ -364,6 +364,8 @@ class Dispatcher:
             return 0
         moved = 0
         busy = [agent for agent in snapshot.agents if agent.active]  # the others hold nothing
+        if not busy:
+            return 0
         rules = policy
         if self._store.unavailable_within(outage_grace_s(policy)):  # lapsed heartbeats wait
             rules = dataclasses.replace(policy, heartbeat_timeout_s=0)
@@ -400,11 +402,16 @@ class Dispatcher:
         calls: list[Call] = []
         changed = 0
         before = ahead.copy()  # the channel's calls before: its agents serve them first
+        pools: dict[Hashable, PoolTerms] = {}  # calls asking the same mostly share a pool
         for queued in view.calls:
             before[queued.channel] += 1
             position = before[queued.channel]
-            pool = agents_for(queued, snapshot.agents, now, policy)
-            wait = estimated_wait_s(position, queued.channel, history, pool, policy, now)
+            key = pool_key(queued, now, policy)
+            terms = pools.get(key)
+            if terms is None:
+                pool = agents_for(queued, snapshot.agents, now, policy)
+                terms = pools[key] = pool_terms(queued.channel, history, pool, policy, now)
+            wait = wait_at(position, terms)
             at_risk, breached = sla_state(queued, now, wait, policy)
             call_id = queued.call_id
             with tracing.continuing(view.traces.get(call_id, "")):

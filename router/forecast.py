@@ -37,7 +37,8 @@ A channel without a target (or with target 0) is never at risk nor breached.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import TypeAlias
 
 from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Policy
 from router.eligibility import declined_reason, fit_reason, is_present
@@ -110,7 +111,7 @@ def free_now(agents: Sequence[AgentSnapshot], channel: Channel, policy: Policy, 
     return free
 
 
-# The dispatcher and the assigner call this positionally; the six inputs are all needed.
+# The assigner calls this positionally; the six inputs are all needed.
 def estimated_wait_s(  # noqa: PLR0917
     position: int,
     channel: Channel,
@@ -121,14 +122,42 @@ def estimated_wait_s(  # noqa: PLR0917
 ) -> float:
     """Seconds the call at ``position`` (1 = next) on ``channel`` should still wait (see the
     module docstring)."""
+    return wait_at(position, pool_terms(channel, history, agents, policy, now_ms))
+
+
+PoolTerms: TypeAlias = tuple[int, float]
+"""What the wait of any call served by one pool of agents depends on besides its place:
+the pool's free slots now and its completions per second (``pool_terms``)."""
+
+
+def pool_terms(
+    channel: Channel,
+    history: Sequence[HistoryEntry],
+    agents: Sequence[AgentSnapshot],
+    policy: Policy,
+    now_ms: int,
+) -> PoolTerms:
+    """``(sum(free(a)), rate)`` of the pool ``agents`` on ``channel`` (module docstring)."""
     present = present_agents(agents, now_ms, policy)
-    ahead = position - free_now(present, channel, policy, now_ms)
-    if ahead <= 0:
-        return 0.0
+    free = free_now(present, channel, policy, now_ms)
     handle_s = policy.expected_handle_s.get(channel, 0) or FALLBACK_HANDLE_S
     fallback = max(1, staffed_slots(present, channel, policy)) / handle_s
-    rate = max(service_rate(history, channel, now_ms), fallback)
-    return ahead / rate
+    return free, max(service_rate(history, channel, now_ms), fallback)
+
+
+def wait_at(position: int, terms: PoolTerms) -> float:
+    """Seconds the call at ``position`` of its channel waits, served by a pool of ``terms``."""
+    free, rate = terms
+    ahead = position - free
+    return 0.0 if ahead <= 0 else ahead / rate
+
+
+def pool_key(call: Call, now_ms: int, policy: Policy) -> Hashable:
+    """Everything ``agents_for`` and ``pool_terms`` depend on about ``call``: calls with equal
+    keys have the same pool, so a pass over many waiting calls works each pool out once."""
+    region = call.region.lower() if call.region_required else ""
+    widened = requirements(call, now_ms, policy)
+    return (call.channel, widened, call.excluded_agents, region, call.language.lower())
 
 
 def channel_position(queued: Sequence[Call], call_id: str, channel: Channel, position: int) -> int:

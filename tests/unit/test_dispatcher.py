@@ -32,6 +32,7 @@ from router.domain import (
     frozen_map,
 )
 from router.errors import StoreUnavailableError
+from router.forecast import PoolTerms
 from router.memory_store import MemoryStore
 from router.store import Store
 from tests.helpers import FakeClock, sample
@@ -110,11 +111,11 @@ def test_ticks_read_on_where_the_last_stopped_so_every_call_is_read(
     head again, and the next call at the back takes 5 ticks too."""
     positions: list[int] = []
 
-    def spied(position: int, *args: Any) -> float:
+    def spied(position: int, terms: PoolTerms) -> float:
         positions.append(position)
-        return forecast.estimated_wait_s(position, *args)
+        return forecast.wait_at(position, terms)
 
-    monkeypatch.setattr("router.dispatcher.estimated_wait_s", spied)
+    monkeypatch.setattr("router.dispatcher.wait_at", spied)
     store, clock = _store()
     stride = 2 * (TICK_BATCHES - 1)  # batches of 2: a tick after the first reads on 3 batches
     for i in range(2 * TICK_BATCHES + 3 * stride):

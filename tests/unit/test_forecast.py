@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import random
 
 import pytest
 
-from router.domain import Call, Channel, Policy, Presence, SlaTarget, WorkSpan, frozen_map
-from router.forecast import channel_position, estimated_wait_s, service_rate, sla_state
+from router.domain import (
+    Call,
+    Channel,
+    Policy,
+    Presence,
+    SlaTarget,
+    WideningStep,
+    WorkSpan,
+    frozen_map,
+)
+from router.forecast import (
+    agents_for,
+    channel_position,
+    estimated_wait_s,
+    pool_key,
+    pool_terms,
+    service_rate,
+    sla_state,
+)
 from router.store import HistoryEntry
 from tests.unit.factories import HOUR_MS, NOW, make_agent, make_call, work
 
@@ -144,3 +163,47 @@ def test_a_calls_place_among_its_channels_waiting_calls() -> None:
     # 4 read, half chats; the call is 10th: 5 in between, about half of them chats.
     assert channel_position(queued, "c9", Channel.CHAT, 10) == 2 + 2 + 1
     assert channel_position([], "c9", Channel.CHAT, 7) == 7
+
+
+def test_calls_with_one_pool_key_have_one_pool() -> None:
+    """``pool_key`` holds everything the pool of a call depends on: among 400 random calls
+    (channel, level, language, team, region required or not, declined agents, widened by
+    their wait), those sharing a key get the same agents and the same pool terms, and the
+    keys still tell apart the pools that differ."""
+    rng = random.Random(7)
+    policy = dataclasses.replace(
+        POLICY,
+        widening=(WideningStep(after_s=60, level_drop=2, teams=("t2",), any_region=True),),
+    )
+    agents = [
+        make_agent(
+            f"a{i}",
+            skills={"billing": rng.randint(1, 9)},
+            languages=frozenset(rng.sample(["en", "fr", "de"], 2)),
+            team=rng.choice(["t1", "t2"]),
+            region=rng.choice(["eu", "us"]),
+            capacity={Channel.CHAT: 2, Channel.VOICE: 1},
+            active=rng.choice([(), BUSY]),
+        )
+        for i in range(30)
+    ]
+    calls = [
+        make_call(
+            f"c{n}",
+            rng.choice([Channel.VOICE, Channel.CHAT]),
+            min_level=rng.randint(3, 5),
+            language=rng.choice(["en", "EN", "fr"]),
+            team=rng.choice(["", "t1"]),
+            region=rng.choice(["eu", "EU", "us"]),
+            region_required=rng.random() < 0.5,
+            excluded_agents=tuple(rng.sample(["a1", "a2"], rng.randint(0, 1))),
+            created_ms=NOW - rng.choice([1_000, 120_000]),
+        )
+        for n in range(400)
+    ]
+    pools: dict[object, tuple[list[str], object]] = {}
+    for call in calls:
+        pool = agents_for(call, agents, NOW, policy)
+        found = ([a.agent_id for a in pool], pool_terms(call.channel, [], pool, policy, NOW))
+        assert pools.setdefault(pool_key(call, NOW, policy), found) == found
+    assert 20 < len(pools) < 300  # keys shared, and pools told apart
