@@ -57,7 +57,12 @@ from router.domain import (
 )
 from router.eligibility import eligible_until_ms
 from router.engine import decide
-from router.errors import ContentionError, InvalidArgumentError, RouterError
+from router.errors import (
+    ContentionError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    RouterError,
+)
 from router.forecast import agents_for, channel_position, estimated_wait_s
 from router.store import Candidates, Claim, Committed, Conflict, Gone, Replayed, Store
 
@@ -118,9 +123,12 @@ class Dispatching(Protocol):
         ...
 
 
-def fingerprint(call: Call) -> str:
-    """A digest of everything the caller sent about ``call``, independent of field order."""
+def fingerprint(call: Call, *, queue: bool = True) -> str:
+    """A digest of everything the caller sent about ``call``, independent of field order,
+    and of ``no_queue`` when set (it changes what may be answered: never QUEUED)."""
     canonical = encode_call(dataclasses.replace(call, created_ms=0))
+    if not queue:
+        canonical += "\nno_queue"
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -163,7 +171,7 @@ class Assigner:
         self, tenant: str, request_id: str, call: Call, *, queue: bool = True
     ) -> AssignResult:
         """Assign ``call``, queue it, or (``queue=False``) say nobody can take it now."""
-        req = _Request(tenant, request_id, fingerprint(call))
+        req = _Request(tenant, request_id, fingerprint(call, queue=queue))
         first = self._store.load_candidates(tenant, call, request_id)
         prior = self._store.find_request(tenant, request_id) if first.request_seen else None
         if prior is not None:
@@ -353,6 +361,11 @@ class Assigner:
         if stored != digest:
             raise InvalidArgumentError(
                 "request_id", "was already used for a different request; use a new request_id"
+            )
+        if record.status == CallStatus.ABANDONED:  # no answer the Assign gives says so
+            raise FailedPreconditionError(
+                f"call {record.call.call_id} was abandoned: the caller hung up before an "
+                "agent took it"
             )
         policy = self._store.get_policy(tenant)
         return self.answer(tenant, record, Explanation(policy.strategy), replayed=True)

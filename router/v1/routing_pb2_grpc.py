@@ -99,8 +99,10 @@ class RoutingServiceServicer:
         dispatcher's batch solve as capacity frees; follow them with Watch or GetCall.
 
         Idempotent on `request_id` (24 h): a retry with the same id and payload answers with the
-        call's current state (`replayed` set) and never a second agent; the same id with another
-        payload is INVALID_ARGUMENT. A call id already routed under another request_id is
+        call's current state (`replayed` set; a completed or cancelled call shows its assignment
+        in that state) and never a second agent; FAILED_PRECONDITION once the call was abandoned
+        (the caller hung up before an agent took it). The same id with another payload
+        (`no_queue` included) is INVALID_ARGUMENT. A call id already routed under another request_id is
         FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
         contention outlasted the bounded re-planning: retry with the same request_id.
         """

@@ -184,6 +184,38 @@ def test_concurrent_retries_of_one_request_assign_once(service: Service) -> None
     assert sorted(busy) == [0, 0, 0, 0, 100]
 
 
+def test_a_retry_after_the_caller_hung_up_is_a_failed_precondition(service: Service) -> None:
+    """A retried Assign of a call abandoned since (the caller hung up while it waited, or
+    while it was offered) is FAILED_PRECONDITION saying so, not the QUEUED or ASSIGNED it
+    once was; a retry after the call was completed shows its assignment, completed."""
+    service.agent("a1", skills={"billing": 5})
+    held = service.assign("c0", request_id="r-0")
+    queued = service.assign("c1", request_id="r-1")
+    assert queued.result == routing_pb2.AssignResponse.RESULT_QUEUED
+    service.routing.Cancel(routing_pb2.CancelRequest(tenant=service.tenant, call_id="c1"))
+    with pytest.raises(grpc.RpcError) as err:
+        service.assign("c1", request_id="r-1")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "c1 was abandoned" in (err.value.details() or "")
+    service.complete(held.assignment)
+    again = service.assign("c0", request_id="r-0")
+    assert again.replayed
+    assert again.assignment.assignment_id == held.assignment.assignment_id
+    assert again.assignment.state == pb.ASSIGNMENT_STATE_COMPLETED
+
+
+def test_a_retry_asking_not_to_queue_is_another_request(service: Service) -> None:
+    """``no_queue`` is part of the request: the same request_id with the other choice is
+    INVALID_ARGUMENT (a queued call must not be answered QUEUED to a no_queue request)."""
+    service.agent("a1", skills={"billing": 5})
+    service.assign("c0", request_id="r-0")
+    assert service.assign("c1", request_id="r-1").result == routing_pb2.AssignResponse.RESULT_QUEUED
+    with pytest.raises(grpc.RpcError) as err:
+        service.assign("c1", request_id="r-1", no_queue=True)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request_id" in (err.value.details() or "")
+
+
 def test_reused_request_id_with_other_payload_is_invalid(service: Service) -> None:
     """A request_id reused for a different call is INVALID_ARGUMENT and assigns nothing."""
     service.agent("a1", skills={"billing": 5})
