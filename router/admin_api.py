@@ -34,6 +34,10 @@ PAGE_BYTES = 3 << 20
 """A page of agents stops before this many bytes (the server sends at most 4 MiB): at their
 largest (50 skills, 20 languages, 100 absences with notes: about 40 KB) about 80 agents."""
 MAX_ABSENCES = 100
+"""Absences an agent keeps at most (scheduled, current, and those ended within
+``ENDED_ABSENCE_KEPT_MS``)."""
+ENDED_ABSENCE_KEPT_MS = 24 * 3600 * 1000
+"""How long an ended absence stays on the agent: scheduling another drops older ones."""
 MAX_POLICY_RETRIES = 5
 
 
@@ -206,15 +210,15 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             else uuid.uuid4().hex
         )
         absence = convert.absence_from_pb(request.absence, absence_id)
+        cutoff = self._store.now_ms() - ENDED_ABSENCE_KEPT_MS
 
         def add(profile: AgentProfile) -> AgentProfile:
-            if any(a.absence_id == absence_id for a in profile.absences):
+            kept = [a for a in profile.absences if a.end_ms > cutoff]  # older ones dropped
+            if any(a.absence_id == absence_id for a in kept):
                 raise InvalidArgumentError("absence.absence_id", f"{absence_id!r} already exists")
-            if len(profile.absences) >= MAX_ABSENCES:
+            if len(kept) >= MAX_ABSENCES:
                 raise InvalidArgumentError("absence", f"an agent has at most {MAX_ABSENCES}")
-            absences = sorted(
-                (*profile.absences, absence), key=lambda a: (a.start_ms, a.absence_id)
-            )
+            absences = sorted((*kept, absence), key=lambda a: (a.start_ms, a.absence_id))
             return dataclasses.replace(profile, absences=tuple(absences))
 
         version = _version("expected_version", request.expected_version)

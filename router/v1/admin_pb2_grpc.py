@@ -155,7 +155,9 @@ class AgentAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ScheduleAbsence(self, request, context):
-        """Schedule an absence (vacation, sick leave, training); no work is routed inside it.
+        """Schedule an absence (vacation, sick leave, training); no work is routed inside it. An
+        agent keeps at most 100 absences (INVALID_ARGUMENT past that): those still to come or
+        running, and those ended within the last day (older ones are dropped as this adds one).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -60,7 +60,10 @@ class AgentAdminServiceStub:
     `heartbeat_timeout` receive no work.
     """
     ScheduleAbsence: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ScheduleAbsenceRequest, _types_pb2.Agent]
-    """Schedule an absence (vacation, sick leave, training); no work is routed inside it."""
+    """Schedule an absence (vacation, sick leave, training); no work is routed inside it. An
+    agent keeps at most 100 absences (INVALID_ARGUMENT past that): those still to come or
+    running, and those ended within the last day (older ones are dropped as this adds one).
+    """
     CancelAbsence: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CancelAbsenceRequest, _types_pb2.Agent]
     """Cancel a scheduled absence. NOT_FOUND for an unknown absence id."""
 
@@ -94,7 +97,10 @@ class AgentAdminServiceAsyncStub(AgentAdminServiceStub):
     `heartbeat_timeout` receive no work.
     """
     ScheduleAbsence: _aio.UnaryUnaryMultiCallable[_admin_pb2.ScheduleAbsenceRequest, _types_pb2.Agent]  # type: ignore[assignment]
-    """Schedule an absence (vacation, sick leave, training); no work is routed inside it."""
+    """Schedule an absence (vacation, sick leave, training); no work is routed inside it. An
+    agent keeps at most 100 absences (INVALID_ARGUMENT past that): those still to come or
+    running, and those ended within the last day (older ones are dropped as this adds one).
+    """
     CancelAbsence: _aio.UnaryUnaryMultiCallable[_admin_pb2.CancelAbsenceRequest, _types_pb2.Agent]  # type: ignore[assignment]
     """Cancel a scheduled absence. NOT_FOUND for an unknown absence id."""
 
@@ -179,7 +185,10 @@ class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ScheduleAbsenceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_types_pb2.Agent, _abc.Awaitable[_types_pb2.Agent]]:
-        """Schedule an absence (vacation, sick leave, training); no work is routed inside it."""
+        """Schedule an absence (vacation, sick leave, training); no work is routed inside it. An
+        agent keeps at most 100 absences (INVALID_ARGUMENT past that): those still to come or
+        running, and those ended within the last day (older ones are dropped as this adds one).
+        """
 
     @_abc_1.abstractmethod
     def CancelAbsence(

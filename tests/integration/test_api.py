@@ -88,6 +88,39 @@ def test_presence_change_is_obeyed_by_the_very_next_assign(service: Service) -> 
     assert service.assign("c2", skills={"billing": 1}).assignment.agent_id == "a1"
 
 
+def test_absences_ended_over_a_day_ago_make_room_for_new_ones(service: Service) -> None:
+    """An agent keeps at most 100 absences, but those ended more than a day ago do not
+    count: after 100 weekly trainings, all over, next week's sick leave is scheduled (the
+    older ones are dropped, the last day's kept); 100 kept are the limit again."""
+    service.agent("a1", skills={"billing": 5})
+    week_s, now_s = 7 * 86_400, service.clock.now_ms // 1000
+
+    def schedule(absence_id: str, start_s: int) -> pb.Agent:
+        return service.admin.ScheduleAbsence(
+            admin_pb2.ScheduleAbsenceRequest(
+                tenant=service.tenant,
+                agent_id="a1",
+                absence=pb.Absence(
+                    absence_id=absence_id,
+                    kind=pb.ABSENCE_KIND_TRAINING,
+                    start_time=Timestamp(seconds=start_s),
+                    end_time=Timestamp(seconds=start_s + 3600),
+                ),
+            )
+        )
+
+    for n in range(100):  # the last one ended an hour ago, the others weeks ago
+        schedule(f"t{n}", now_s - (99 - n) * week_s - 7200)
+    agent = schedule("sick", now_s + week_s)
+    assert [a.absence_id for a in agent.absences] == ["t99", "sick"]
+    for n in range(98):
+        schedule(f"next{n}", now_s + (n + 2) * week_s)
+    with pytest.raises(grpc.RpcError) as err:
+        schedule("one-too-many", now_s + 200 * week_s)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 100" in (err.value.details() or "")
+
+
 def test_scheduled_absence_and_heartbeat_expiry_exclude(service: Service) -> None:
     """Agents inside an absence or with a stale heartbeat never get work."""
     service.agent("away", skills={"billing": 9})
