@@ -17,7 +17,7 @@ from router.domain import AssignmentState, CallStatus, Channel
 from router.domain import Outcome as CallOutcome
 from router.errors import ContentionError, InvalidArgumentError, PolicyChangedError
 from router.stats_api import stats_to_pb
-from router.store import Finished, Store
+from router.store import EVENT_TYPES, Finished, Store
 from router.v1 import routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 from scoring import performance
@@ -30,7 +30,6 @@ POLICY_ATTEMPTS = 3
 """Complete's and Release's tries when the policy changes under them (then ABORTED: retry)."""
 U64_MAX = 2**64 - 1
 _EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # not \d: it takes any Unicode digit
-_EVENT_TYPE = re.compile(r"[A-Z][A-Z_]{0,63}")
 _RESULTS = {
     Outcome.ASSIGNED: routing_pb2.AssignResponse.RESULT_ASSIGNED,
     Outcome.OFFERED: routing_pb2.AssignResponse.RESULT_OFFERED,
@@ -266,7 +265,7 @@ def _watch_filter(request: routing_pb2.WatchRequest) -> set[str]:
     if len(request.types) > MAX_WATCH_TYPES:
         raise InvalidArgumentError("types", f"more than {MAX_WATCH_TYPES}")
     for i, name in enumerate(request.types):
-        if not _EVENT_TYPE.fullmatch(name):
+        if name not in EVENT_TYPES:
             raise InvalidArgumentError(f"types[{i}]", f"{convert.shown(name)} is not an event type")
     return set(request.types)
 

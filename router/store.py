@@ -194,6 +194,32 @@ class HistoryEntry:
     call_id: str
 
 
+EVENT_TYPES = frozenset(
+    {
+        "QUEUED",
+        "OFFERED",
+        "ACCEPTED",
+        "REJECTED",
+        "OFFER_TIMED_OUT",
+        "ASSIGNED",
+        "COMPLETED",
+        "RELEASED",
+        "CANCELLED",
+        "RECLAIMED",
+        "ABANDONED",
+        "SLA_AT_RISK",
+        "SLA_BREACHED",
+        "CALLBACK_REQUESTED",
+        "PRESENCE_CHANGED",
+        "AGENT_CREATED",
+        "AGENT_UPDATED",
+        "AGENT_DELETED",
+        "POLICY_UPDATED",
+    }
+)
+"""Every ``Event.type`` the stores write (the README's table of events)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One state change, as appended to the tenant's event stream."""

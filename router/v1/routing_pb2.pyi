@@ -571,7 +571,9 @@ class WatchRequest(_message.Message):
     """Only events of this agent."""
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only these event types (empty: all)."""
+        """Only these event types (empty: all); each one of the types events have (README's table
+        of events), else INVALID_ARGUMENT naming it.
+        """
 
     def __init__(
         self,

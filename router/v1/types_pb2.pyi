@@ -801,7 +801,7 @@ class Event(_message.Message):
 
     @_builtins.property
     def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Details (assignment_id, fencing_token, reason, presence, position, group, ...), and
+        """Details (assignment_id, token, reason, presence, position, group, ...), and
         trace_id: the W3C trace id (32 hex digits) of the request being served when the event
         was written, when that request came with a traceparent or was traced by the service;
         for the dispatcher's work on a waiting call (ASSIGNED, OFFERED, SLA marks), the trace of

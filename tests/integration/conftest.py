@@ -17,7 +17,7 @@ import redis
 from router import local_redis
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore, single_client
-from router.store import Store
+from router.store import EVENT_TYPES, Store
 from tests.helpers import FakeClock, keyspace
 
 
@@ -70,16 +70,22 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(params=["memory", "redis"])
-def harness(request: pytest.FixtureRequest, clock: FakeClock) -> StoreHarness:
-    """Each contract test runs once on ``MemoryStore`` and once on ``RedisStore``."""
+def harness(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[StoreHarness]:
+    """Each contract test runs once on ``MemoryStore`` and once on ``RedisStore``; after it,
+    every event the store wrote has one of the documented types (``EVENT_TYPES``)."""
     if request.param == "memory":
         memory = MemoryStore(clock)
         # repr covers every field of every record, so equal reprs mean nothing was written.
-        return StoreHarness("memory", memory, clock, lambda: repr(memory._tenants))
-    client: redis.Redis = request.getfixturevalue("redis_client")
-    raw: redis.Redis = request.getfixturevalue("raw_client")
-
-    return StoreHarness("redis", RedisStore(client, clock), clock, lambda: keyspace(raw), raw)
+        harness = StoreHarness("memory", memory, clock, lambda: repr(memory._tenants))
+    else:
+        client: redis.Redis = request.getfixturevalue("redis_client")
+        raw: redis.Redis = request.getfixturevalue("raw_client")
+        store = RedisStore(client, clock)
+        harness = StoreHarness("redis", store, clock, lambda: keyspace(raw), raw)
+    yield harness
+    for tenant in harness.store.tenants():
+        written = {event.type for event in harness.store.read_events(tenant, "0", 100_000)}
+        assert written <= EVENT_TYPES, f"undocumented event types: {written - EVENT_TYPES}"
 
 
 @pytest.fixture

@@ -768,7 +768,9 @@ def watch_cases(w: World) -> st.SearchStrategy[Case]:
             base,
             "types[0]",
             st.one_of(
-                st.sampled_from(["", "assigned", "ASSIGNED ", "1ASSIGNED", "A" * 65]),
+                st.sampled_from(
+                    ["", "assigned", "ASSIGNED ", "1ASSIGNED", "A" * 65, "NOT_A_TYPE", "ASSIGN"]
+                ),
                 bad_text(64),
             ).map(lambda t: [t]),
             types,
