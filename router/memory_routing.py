@@ -273,8 +273,15 @@ class MemoryRouting(MemoryBase):
             rec = t.call(asg.call_id, now)
             if rec is not None and rec.assignment_id == assignment_id:
                 rec.status, rec.updated = CallStatus.ASSIGNED, now
-                t.emit_call(rec, "ACCEPTED", now, asg.agent_id, _data(asg))
                 wait = max(0, now - rec.origin)
+                target = policy.sla_for(rec.call.channel) if policy is not None else None
+                if target is not None and 0 < target.target_s * 1000 < wait and not rec.breached:
+                    rec.breached = True  # passed while it was offered
+                    channel = rec.call.channel.value
+                    data = {"group": policy.escalation_group if policy else "", "channel": channel}
+                    t.emit_call(rec, "SLA_BREACHED", now, data=data)
+                    rules.count_breached(tenant)
+                t.emit_call(rec, "ACCEPTED", now, asg.agent_id, _data(asg))
                 t.add_history("answered", rec.call.channel, now, wait, asg.call_id)
                 rec.settle(False, now)
             return accepted

@@ -229,12 +229,16 @@ class RedisRouting(RedisBase):
                 token,
                 self._events_maxlen,
                 policy.heartbeat_timeout_s * 1000 if policy is not None else 0,
+                rules.sla_targets_ms(policy) if policy is not None else "{}",
+                policy.escalation_group if policy is not None else "",
             ],
         )
         if reply[0] == "away":
             raise rules.agent_away(assignment_id, reply[1])
         if reply[0] == "not_offer":
             raise rules.not_an_offer(assignment_id)
+        if reply[0] == "ok" and reply[2] == "1":
+            rules.count_breached(tenant)
         return self._ended(reply, assignment_id, token)
 
     def decline_offer(

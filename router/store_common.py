@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import operator
 import re
@@ -24,6 +25,7 @@ from router.domain import (
     AgentSnapshot,
     AssignmentState,
     Channel,
+    Policy,
     Presence,
     WorkSpan,
 )
@@ -79,6 +81,20 @@ def count_abandoned(tenant: str, channel: Channel, waited_ms: int) -> None:
     """A Cancel abandoned a waiting call after ``waited_ms``: the abandoned wait histogram
     (both stores, once per call: only the Cancel that changed the call counts)."""
     metrics.CALL_ABANDONED.labels(tenant, channel.value).observe(waited_ms / 1000)
+
+
+def count_breached(tenant: str) -> None:
+    """An accepted offer's call had waited past its SLA target (flagged then: the
+    dispatcher flags waiting calls only)."""
+    metrics.SLA_EVENTS.labels(tenant, "breached").inc()
+
+
+def sla_targets_ms(policy: Policy) -> str:
+    """The policy's SLA targets as ``accept_offer.lua`` reads them: JSON, ms per channel."""
+    return json.dumps(
+        {str(channel): target.target_s * 1000 for channel, target in policy.sla.items()},
+        separators=(",", ":"),
+    )
 
 
 def check_tenant(tenant: str) -> None:

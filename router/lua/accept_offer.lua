@@ -1,9 +1,11 @@
 -- OFFERED -> ACTIVE.
 -- KEYS: 1 asg, 2 agent, 3 call, 4 events, 5 offers, 6 history, 7 timeline, 8 idx:ready,
 --       9 idx:revs  (agent and call as read from the asg hash, which never changes them)
--- ARGV: 1 now|'', 2 assignment id, 3 token, 4 maxlen, 5 heartbeat timeout ms (0 = off)
+-- ARGV: 1 now|'', 2 assignment id, 3 token, 4 maxlen, 5 heartbeat timeout ms (0 = off),
+--       6 SLA targets JSON (ms per channel: store_common.sla_targets_ms), 7 escalation group
 -- -> {'missing'} | {'stale'} | {'unchanged', asg} | {'not_offer'} | {'already', state}
---    | {'expired'} | {'away', reason} (the agent left: store_common.away_reason) | {'ok', asg}
+--    | {'expired'} | {'away', reason} (the agent left: store_common.away_reason)
+--    | {'ok', asg, breached '1'|'0' (the call had waited past its target: flagged now)}
 local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local h = redis.call('HMGET', KEYS[1], 'token', 'state', 'offer_expires', 'call_id', 'agent_id')
@@ -39,12 +41,21 @@ if value then
              'missed', 0)
   index_agent(KEYS[2], KEYS[8], KEYS[9], h[5])
 end
-local c = redis.call('HMGET', KEYS[3], 'assignment_id', 'origin', 'channel')
+local c = redis.call('HMGET', KEYS[3], 'assignment_id', 'origin', 'channel', 'breached')
+local breached = '0'
 if c[1] == asg_id then
+  local wait = math.max(0, now - tonumber(c[2]))
+  local target = tonumber(cjson.decode(ARGV[6])[c[3]] or 0)
   redis.call('HSET', KEYS[3], 'status', 'assigned', 'updated', int(now))
+  if target > 0 and wait > target and c[4] ~= '1' then  -- passed while it was offered
+    breached = '1'
+    redis.call('HSET', KEYS[3], 'breached', '1')
+    emit_call(KEYS[4], KEYS[7], ARGV[4], 'SLA_BREACHED', now, h[4], '',
+              {'group', ARGV[7], 'channel', c[3]})
+  end
   local id = emit_call(KEYS[4], KEYS[7], ARGV[4], 'ACCEPTED', now, h[4], h[5],
                        {'assignment_id', asg_id, 'token', h[1]})
-  add_history(KEYS[6], id, 'answered', c[3], now, math.max(0, now - tonumber(c[2])), h[4])
+  add_history(KEYS[6], id, 'answered', c[3], now, wait, h[4])
   settle_call(KEYS[3], KEYS[7], false, 0)
 end
-return {'ok', redis.call('HGETALL', KEYS[1])}
+return {'ok', redis.call('HGETALL', KEYS[1]), breached}

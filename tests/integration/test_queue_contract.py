@@ -31,6 +31,7 @@ from router.domain import (
     Policy,
     Presence,
     SkillRequirement,
+    SlaTarget,
     Strategy,
     frozen_map,
 )
@@ -1001,6 +1002,34 @@ def test_a_commit_after_the_claims_latest_time_is_refused(harness: StoreHarness)
     assert harness.dump() == before
     in_time = dataclasses.replace(late, until_ms=clock.now_ms)
     assert isinstance(store.commit_assignment(T, in_time), Committed)
+
+
+def test_an_offer_accepted_past_the_sla_target_flags_the_breach(harness: StoreHarness) -> None:
+    """A call that passes its SLA target while offered (the dispatcher flags waiting calls
+    only) is flagged breached when the offer is accepted: SLA_BREACHED, then ACCEPTED, the
+    call's flag, the breach counter; an accepted offer within the target flags nothing."""
+    store, clock = harness.store, harness.clock
+    policy = dataclasses.replace(POLICY, sla=frozen_map({Channel.CHAT: SlaTarget(2)}))
+    available(store, "a")
+    for call_id in ("late", "quick"):
+        enqueue(harness, call_id)
+    late = dispatch(store, "late", "a", offer_s=30)
+    quick = dispatch(store, "quick", "a", offer_s=30)
+    clock.advance(1_000)
+    store.accept_offer(T, quick.assignment_id, quick.token, policy=policy)
+    breaches = sample("router_sla_events_total", tenant=T, kind="breached")
+    clock.advance(3_500)
+    store.accept_offer(T, late.assignment_id, late.token, policy=policy)
+    store.accept_offer(T, late.assignment_id, late.token, policy=policy)  # a retry
+    assert [e.type for e in store.call_timeline(T, "late")][-2:] == ["SLA_BREACHED", "ACCEPTED"]
+    assert dict(events_of(store, "SLA_BREACHED")[-1].data) == {
+        "group": policy.escalation_group,
+        "channel": "chat",
+    }
+    assert store.get_call(T, "late").sla_breached
+    assert not store.get_call(T, "quick").sla_breached
+    assert "SLA_BREACHED" not in [e.type for e in store.call_timeline(T, "quick")]
+    assert sample("router_sla_events_total", tenant=T, kind="breached") == breaches + 1
 
 
 def test_an_assignment_never_offered_cannot_be_accepted(harness: StoreHarness) -> None:
