@@ -11,8 +11,9 @@ occupancy (``scoring.load.occupancy`` over ``policy.occupancy_window_s``).
 
 From the history, over the windows ``[now - 15 min, now]`` and ``[now - 60 min, now]``, per
 channel with SLA target ``T`` (``policy.sla_for``), each call once (``calls_in``: its first
-answer in the window; else its abandon; a call back in the queue after a release, reclaim or
-rejection and answered again is one answered call, on its first wait)::
+answer, when in the window; else its abandon; a call back in the queue after a release,
+reclaim or rejection and answered again is one answered call, on its first wait, in the
+window of its first answer only)::
 
     service level  = answered with wait_ms <= T
                      / (answered + abandoned with wait_ms >= ABANDON_GRACE_MS)
@@ -54,6 +55,9 @@ ABANDON_GRACE_MS = 5_000
 
 SHORT_WINDOW_MS = 15 * 60 * 1000
 LONG_WINDOW_MS = 60 * 60 * 1000
+HISTORY_READ_MS = 2 * LONG_WINDOW_MS
+"""History GetStats reads (all the stores keep): a call's first answer up to an hour before
+the long window is seen, so answering it again in the window does not count it there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,16 +182,18 @@ def _window(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> list
 
 
 def calls_in(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> list[HistoryEntry]:
-    """Each call of the window once: its first answer, else its abandon (``history`` in
-    time order, as the stores return it); other kinds of entry are left out."""
+    """Each call once, in the window if its first answer (else its abandon) is: a call first
+    answered before the window and answered again in it is not the window's (``history`` in
+    time order, as the stores return it, read from before the window: ``HISTORY_READ_MS``);
+    other kinds of entry are left out."""
     outcome: dict[str, HistoryEntry] = {}
-    for entry in _window(history, since_ms, now_ms):
-        if entry.kind not in (ANSWERED, ABANDONED):
+    for entry in history:
+        if entry.at_ms > now_ms or entry.kind not in (ANSWERED, ABANDONED):
             continue
         seen = outcome.get(entry.call_id)
         if seen is None or (seen.kind == ABANDONED and entry.kind == ANSWERED):
             outcome[entry.call_id] = entry
-    return list(outcome.values())
+    return [entry for entry in outcome.values() if entry.at_ms >= since_ms]
 
 
 def _per_channel(entries: Iterable[HistoryEntry]) -> Mapping[Channel, int]:

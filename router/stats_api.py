@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from router.convert import PRESENCES, channel_to_pb, duration, timestamp
 from router.domain import CallRecord, CallStatus, Channel
-from router.stats import LONG_WINDOW_MS, live_stats
+from router.stats import HISTORY_READ_MS, live_stats
 from router.store import Store
 from router.v1 import routing_pb2
 
@@ -16,7 +16,7 @@ def stats_to_pb(store: Store, tenant: str) -> routing_pb2.GetStatsResponse:
     view = store.load_queue(tenant, MAX_QUEUE_READ)
     snapshot = view.snapshot
     now = snapshot.now_ms
-    history = store.history(tenant, now - LONG_WINDOW_MS)
+    history = store.history(tenant, now - HISTORY_READ_MS)
     records = [CallRecord(call, CallStatus.QUEUED, None, now) for call in view.calls]
     stats = live_stats(records, snapshot.agents, history, snapshot.policy, now)
     response = routing_pb2.GetStatsResponse(

@@ -357,12 +357,12 @@ class ChannelStats(_message.Message):
     service_level_15m: _builtins.float
     """Answered within the SLA target / (answered + abandoned after 5 s), last 15 minutes,
     each call once (a call answered again after going back to the queue counts on its first
-    answer); unset when there were no such calls.
+    answer, in the window that answer fell in); unset when there were no such calls.
     """
     service_level_60m: _builtins.float
     """The same over the last 60 minutes."""
     answered_15m: _builtins.int
-    """Calls answered in the last 15 minutes (each once)."""
+    """Calls first answered in the last 15 minutes (each once)."""
     abandoned_15m: _builtins.int
     """Calls abandoned after waiting at least 5 s in the last 15 minutes (shorter hang-ups
     count neither here nor in the service level).

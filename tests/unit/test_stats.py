@@ -150,6 +150,22 @@ def test_a_call_answered_twice_counts_once() -> None:
     assert stats.abandoned_15m == 1
 
 
+def test_a_call_answered_again_counts_in_the_window_of_its_first_answer() -> None:
+    """A call answered in 5 s, released 20 minutes later and answered again: at 21 minutes
+    it is not one of the last 15 minutes' answered calls (its first answer is older), nor
+    does its second wait (the first handling included) count against the service level."""
+    history = [
+        HistoryEntry("answered", Channel.VOICE, NOW - 21 * MINUTE_MS, 5_000, "c1"),
+        HistoryEntry("answered", Channel.VOICE, NOW - MINUTE_MS, 1_200_000, "c1"),
+        HistoryEntry("answered", Channel.VOICE, NOW - 2 * MINUTE_MS, 3_000, "c2"),
+    ]
+    stats = live_stats([], [], history, Policy(), NOW)
+    assert stats.answered_15m_by_channel[Channel.VOICE] == 1
+    assert stats.service_level_15m[Channel.VOICE] == 1.0
+    assert stats.average_answer_s_15m[Channel.VOICE] == pytest.approx(3.0)
+    assert stats.service_level_60m[Channel.VOICE] == 1.0  # both first answers within 20 s
+
+
 def test_empty_tenant_and_channels_without_target() -> None:
     """Nothing queued and no history give zeros and Nones; a channel without an SLA target
     has no service level even with answered calls."""
