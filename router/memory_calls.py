@@ -84,6 +84,16 @@ class MemoryCalls(MemoryBase):
                 raise rules.call_not_found(call_id)
             return list(rec.timeline)
 
+    def call_with_timeline(self, tenant: str, call_id: str) -> tuple[CallRecord, list[Event]]:
+        """``get_call`` and ``call_timeline`` under one lock."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            rec = t.call(call_id, now)
+            if rec is None:
+                raise rules.call_not_found(call_id)
+            return self._record(t, rec, now), list(rec.timeline)
+
     def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
         """Entries at or after ``since_ms`` and not older than two hours."""
         rules.check_tenant(tenant)

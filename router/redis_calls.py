@@ -7,6 +7,7 @@ docstring.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from router.domain import (
     Snapshot,
     frozen_map,
 )
-from router.errors import NotFoundError
+from router.errors import ContentionError, NotFoundError
 from router.index_mirror import FULL_READ_EVERY_S
 from router.redis_agents import INDEX_VERSION
 from router.redis_base import RedisBase, aging_ms
@@ -43,6 +44,9 @@ from router.redis_schema import (
     texts,
 )
 from router.store import Event, HistoryEntry, QueueView
+
+SNAPSHOT_READS = 3
+"""Reads of a call whose assignment keeps changing before ``call_with_timeline`` gives up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +214,27 @@ class RedisCalls(RedisBase):
             raise rules.call_not_found(call_id)
         return [event_from_json(text(item)) for item in items]
 
+    def call_with_timeline(self, tenant: str, call_id: str) -> tuple[CallRecord, list[Event]]:
+        """The call hash, its queue rank, its timeline and its assignment in one ``MULTI``;
+        the assignment is the one the last read named, so it is read again (up to
+        ``SNAPSHOT_READS`` times) while the call names another."""
+        k = Keys(tenant)
+        asg_id = self._hmget(k.call(call_id), "assignment_id")[0] or ""
+        for _ in range(SNAPSHOT_READS):
+            named = asg_id
+            _, (raw, rank, items, *raw_asg) = self._multi(
+                k, functools.partial(_read_call, k, call_id, named)
+            )
+            fields = texts(raw)
+            if not fields:
+                raise rules.call_not_found(call_id)
+            asg_id = fields.get("assignment_id", "")
+            if asg_id == named:
+                asg = texts(raw_asg[0]) if raw_asg else {}
+                record = record_from_hash(fields, asg, None if rank is None else int(rank))
+                return record, [event_from_json(text(item)) for item in items]
+        raise ContentionError(f"call {call_id} kept changing while it was read; retry")
+
     def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
         """``ZRANGEBYSCORE history``; entries older than two hours are left out even before a
         write trims them."""
@@ -328,6 +353,15 @@ class RedisCalls(RedisBase):
         if reply[0] == "status":
             raise rules.call_finished(call_id, text_or_none(reply[1]) or "unknown")
         return self.get_call(tenant, call_id)
+
+
+def _read_call(k: Keys, call_id: str, asg_id: str, pipe: Any) -> None:
+    """``call_with_timeline``'s commands: the call, its rank, its timeline, ``asg_id``."""
+    pipe.hgetall(k.call(call_id))
+    pipe.zrank(k.queue, call_id)
+    pipe.lrange(k.timeline(call_id), 0, -1)
+    if asg_id:
+        pipe.hgetall(k.asg(asg_id))
 
 
 def _scored(reply: list[Any]) -> tuple[list[str], list[int]]:

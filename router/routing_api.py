@@ -203,11 +203,10 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         """See ``proto/router/v1/routing.proto``."""
         tenant = convert.tenant(request.tenant)
         call_id = convert.identifier("call_id", request.call_id)
-        record = self._store.get_call(tenant, call_id)
+        record, timeline = self._store.call_with_timeline(tenant, call_id)
         wait = None
         if record.status == CallStatus.QUEUED:
             wait = self._assigner.estimated_wait(tenant, record)
-        timeline = self._store.call_timeline(tenant, call_id)
         info = convert.call_record_to_pb(
             record, self._store.now_ms(), estimated_wait_s=wait, timeline=timeline
         )

@@ -511,6 +511,11 @@ class Store(Protocol):
         """Every event of the call in order (kept as long as the call record)."""
         ...
 
+    def call_with_timeline(self, tenant: str, call_id: str) -> tuple[CallRecord, list[Event]]:
+        """``get_call`` and ``call_timeline`` as of one moment (the timeline ends with the
+        record's last change). ``NotFoundError`` if unknown."""
+        ...
+
     def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
         """Answered, abandoned and completed entries at or after ``since_ms`` (two hours kept)."""
         ...

@@ -1032,6 +1032,42 @@ def test_an_offer_accepted_past_the_sla_target_flags_the_breach(harness: StoreHa
     assert sample("router_sla_events_total", tenant=T, kind="breached") == breaches + 1
 
 
+def test_a_call_and_its_timeline_are_read_as_of_one_moment(harness: StoreHarness) -> None:
+    """``call_with_timeline`` while another thread assigns and releases the call over and
+    over (a bounded 150 rounds): the status always matches the timeline's last event and
+    the assignment it names; unknown calls are NOT_FOUND."""
+    store = harness.store
+    for n in range(150):  # one per round: an agent who released the call is not given it
+        available(store, f"a{n}")
+    enqueue(harness, "c1")
+    stop = threading.Event()
+
+    def churn() -> None:
+        for n in range(150):
+            if stop.is_set():
+                return
+            asg = dispatch(store, "c1", f"a{n}")
+            store.finish_assignment(
+                T, asg.assignment_id, asg.token, AssignmentState.RELEASED, policy=POLICY
+            )
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        last = {CallStatus.QUEUED: "QUEUED", CallStatus.ASSIGNED: "ASSIGNED"}
+        while worker.is_alive():
+            record, timeline = store.call_with_timeline(T, "c1")
+            assert timeline[-1].type == last[record.status], (record.status, timeline[-1])
+            if record.status == CallStatus.ASSIGNED:
+                assert record.assignment is not None
+                assert timeline[-1].data["assignment_id"] == record.assignment.assignment_id
+    finally:
+        stop.set()
+        worker.join(10)
+    with pytest.raises(NotFoundError):
+        store.call_with_timeline(T, "unknown")
+
+
 def test_an_assignment_never_offered_cannot_be_accepted(harness: StoreHarness) -> None:
     """Accept of an assignment made directly (no offer) is FAILED_PRECONDITION, not an
     accepted offer's idempotent answer; nothing written."""
