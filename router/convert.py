@@ -675,6 +675,7 @@ def agent_to_pb(agent: AgentSnapshot, policy: Policy, now_ms: int) -> pb.Agent:
     status.units_used = agent.units_used
     status.occupancy = round(occupancy(agent, now_ms, policy.occupancy_window_s), 4)
     status.performance_score = round(performance.score(agent.performance, now_ms, policy), 4)
-    status.routable = is_present(agent, now_ms, policy)
+    shift_over = 0 < agent.profile.shift_end_ms <= now_ms
+    status.routable = is_present(agent, now_ms, policy) and not shift_over
     status.missed_offers = agent.missed_offers
     return msg

@@ -921,7 +921,9 @@ class AgentStatus(_message.Message):
     performance_score: _builtins.float
     """Smoothed performance score, 0-1."""
     routable: _builtins.bool
-    """Whether the agent could take work now (available, heartbeat fresh, not absent)."""
+    """Whether the agent could take work now (available, heartbeat fresh, not absent, shift
+    not over).
+    """
     missed_offers: _builtins.int
     """Offers missed in a row (NOT_RESPONDING at the policy's limit)."""
     @_builtins.property

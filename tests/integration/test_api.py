@@ -154,6 +154,17 @@ def test_scheduled_absence_and_heartbeat_expiry_exclude(service: Service) -> Non
         admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="away")
     )
     assert not agent.status.routable
+    done = service.admin.UpdateAgent(  # "ok"'s shift ends now: not routable any more
+        admin_pb2.UpdateAgentRequest(
+            tenant=service.tenant,
+            agent=pb.Agent(
+                agent_id="ok", shift_end=Timestamp(seconds=service.clock.now_ms // 1000)
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["shift_end"]),
+        )
+    )
+    assert done.status.presence == pb.PRESENCE_AVAILABLE
+    assert not done.status.routable
 
 
 def test_capacity_per_channel_is_never_exceeded(service: Service) -> None:
