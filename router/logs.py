@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
@@ -34,7 +35,7 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _LineHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
@@ -49,6 +50,23 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
     root.handlers[:] = [handler]
     wanted = logging.getLevelNamesMapping()[level.upper()]
     root.setLevel(wanted if wanted <= logging.DEBUG else max(logging.WARNING, wanted))
+
+
+class _LineHandler(logging.Handler):
+    """Writes each formatted record through a structlog ``PrintLogger`` on the same file, so
+    under the lock structlog keeps per file: a ``logging`` record (gRPC, the OpenTelemetry
+    exporter) and a structlog event written at once by two threads come out as two whole
+    lines, never one spliced into the other (a ``StreamHandler`` has a lock of its own)."""
+
+    def __init__(self, file: TextIO) -> None:
+        super().__init__()
+        self._printer = structlog.PrintLogger(file)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._printer.msg(self.format(record))
+        except Exception:  # logging's convention: report, never raise
+            self.handleError(record)
 
 
 def silence(*, level: str = "critical") -> None:

@@ -451,9 +451,9 @@ def test_every_script_is_single_slot(cluster_url: str, clock: FakeClock, kind: s
     store.put_policy(T, policy)
     seq = store.set_presence(T, "a", Presence.AVAILABLE).seq
     store.heartbeat(T, "a")
-    first = store.commit_assignment(T, _claim("c1", seq))
+    first = store.commit_assignment(T, _claim("c1", seq, offer_s=30))
     assert isinstance(first, Committed)
-    store.accept_offer(T, first.assignment.assignment_id, first.assignment.token)
+    store.accept_offer(T, first.assignment.assignment_id, first.assignment.token, policy=policy)
     store.finish_assignment(
         T, first.assignment.assignment_id, first.assignment.token, AssignmentState.RELEASED
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -80,3 +82,38 @@ def test_the_debug_level_lets_libraries_debug_lines_through(
     logging.getLogger("grpc").debug("details")
     (line,) = _lines(capsys.readouterr().err)
     assert (line["event"], line["level"], line["logger"]) == ("details", "debug", "grpc")
+
+
+def test_lines_written_at_once_by_structlog_and_logging_stay_whole(
+    configured: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two threads, one logging through structlog and one through ``logging`` (as the
+    service's events and the OpenTelemetry exporter's complaints), 1,500 lines each at
+    once: every line is one whole JSON object (they once came out spliced into one)."""
+    logs.configure(level="info", json=True)
+    start = threading.Barrier(2)
+
+    def ours() -> None:
+        log = structlog.get_logger("router.test")
+        start.wait(5)
+        for n in range(1500):
+            log.info("rpc_finished", n=n)
+
+    def theirs() -> None:
+        exporter = logging.getLogger("opentelemetry.exporter")
+        start.wait(5)
+        for n in range(1500):
+            exporter.warning("Transient error %d", n)
+
+    writers = [threading.Thread(target=ours), threading.Thread(target=theirs)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns as often as they can
+    try:
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(30)
+    finally:
+        sys.setswitchinterval(interval)
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 3000
