@@ -1,9 +1,11 @@
 """What a live replay sends and how hard: the team, the calls, the options, the policy.
 
 Pure data and checks (no gRPC): the agents to create (``ReplayAgent``, from a scenario with
-their shifts, breaks and absences as presence changes), the bounds (``ReplayOptions``), the
-loopback guard (``check_target``), and the time compression of the tenant's policy
-(``compress_policy``). The calls are a trace's ``TraceCall``s.
+their shifts, breaks and absences as presence changes, and the shift ends and absences the
+simulator puts in their profiles), the bounds (``ReplayOptions``), the loopback guard
+(``check_target``), the time compression of the tenant's policy (``compress_policy``) and
+the absences as the service is given them (``service_absences``). The calls are a trace's
+``TraceCall``s.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass, field
 
 from router.domain import Channel, Policy, SlaTarget, Strategy, WideningStep, frozen_map
 from router.policies import WEEK_S
-from simulations.model import DAY_S, AgentSpec, Scenario
+from simulations.model import DAY_S, AbsenceSpec, AgentSpec, Scenario
+from simulations.workforce import shift_windows
 
 
 class ReplayError(Exception):
@@ -47,6 +50,15 @@ class ReplayAgent:
     presence: tuple[tuple[float, str], ...] = ()
     """Presence changes ``(scenario second, available|break|away|offline)`` in time order,
     from shifts, breaks and absences; empty: available throughout."""
+    shifts: tuple[tuple[float, float], ...] = ()
+    """On-duty windows ``(start, end)`` in scenario seconds that end after the replay starts,
+    in time order, as the simulator has them (``simulations.workforce.shift_windows``:
+    touching ones merged, the last cut at the scenario's horizon). While a window lasts, its
+    end is the agent's ``shift_end`` (the engine gives no work expected to outlast it);
+    empty: no shift, no shift end."""
+    absences: tuple[AbsenceSpec, ...] = ()
+    """The scheduled absences not over when the replay starts (the simulator keeps every
+    absence in the profile, so work expected to run into one is refused, as inside one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +246,29 @@ def agents_from_scenario(
             quality=spec.quality,
             top_performer=spec.top_performer,
             presence=presence_schedule(spec, start_s, end),
+            shifts=tuple(
+                (lo, hi)
+                for lo, hi in shift_windows(spec.shift, scenario.horizon_s)
+                if spec.shift is not None and hi > start_s and lo <= end
+            ),
+            absences=tuple(a for a in spec.absences if a.end_s > start_s),
         )
         for spec in scenario.agents
     ]
+
+
+def service_absences(
+    absences: tuple[AbsenceSpec, ...], lo_s: float, hi_s: float
+) -> tuple[AbsenceSpec, ...]:
+    """``absences`` as the replay schedules them on the service: those overlapping
+    ``[lo_s, hi_s)``, cut to it. A replay passes the scenario times of its service clock's
+    reach (from a little before its first call to a week, the longest expected handle time
+    the service takes, past its drain limit), so the cut changes no decision: an absence
+    covering the run covers it either way, and one starting after it could stop no work
+    routed in it. It keeps a long absence within what the API takes when ``speed`` is below 1
+    (a year-long sick leave at x0.5 would last two years on the service's clock)."""
+    return tuple(
+        dataclasses.replace(a, start_s=max(a.start_s, lo_s), end_s=min(a.end_s, hi_s))
+        for a in absences
+        if a.end_s > lo_s and a.start_s < hi_s
+    )

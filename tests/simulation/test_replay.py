@@ -34,6 +34,7 @@ from simulations.replay_plan import (
 from simulations.replay_report import replay_kpis, summarize_replay
 from simulations.scenario import Scenario, parse_scenario
 from simulations.trace import TraceCall, generate_trace
+from simulations.workforce import shift_windows
 
 SPEED = 400.0
 
@@ -416,3 +417,23 @@ def test_an_assignment_a_failed_complete_left_is_completed_at_the_end() -> None:
     assert completed == [("a-1", 7)]
     assert replayer._live["a-1"].held is None
     assert replayer._live["a-gone"].held == ("a-gone", 8)
+
+
+def test_agents_carry_the_simulators_shift_windows_and_absences() -> None:
+    """A replay's agents have the on-duty windows the simulator opens (touching ones merged,
+    cut at the horizon) and the absences not over when the replay starts."""
+    agent = AgentSpec(
+        "ana",
+        shift=(22 * 3600, 30 * 3600),
+        absences=(AbsenceSpec(0, 3600), AbsenceSpec(DAY_S, DAY_S + 3600)),
+    )
+    scenario = dataclasses.replace(_scenario(), agents=(agent,), duration_s=2 * DAY_S)
+    (replay_agent,) = agents_from_scenario(scenario, 7200, 1.5 * DAY_S)
+    assert replay_agent.shifts == ((0.0, 6 * 3600), (22 * 3600, DAY_S + 6 * 3600))
+    assert replay_agent.shifts == tuple(shift_windows(agent.shift, scenario.horizon_s)[:2])
+    assert replay_agent.absences == (AbsenceSpec(DAY_S, DAY_S + 3600),)
+    (no_shift,) = agents_from_scenario(
+        dataclasses.replace(scenario, agents=(AgentSpec("ben"),)), 0, DAY_S
+    )
+    assert no_shift.shifts == ()
+    assert no_shift.absences == ()
