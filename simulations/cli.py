@@ -54,10 +54,11 @@ example:
 """
 REPLAY_HELP = """\
 Replay a trace against a running service over gRPC, time-compressed, as a load test: create
-the scenario's agents (presence follows their shifts, breaks and absences), Assign every
-call at its arrival / speed, Accept offers, Complete after handle time / speed with a
-simulated outcome, Cancel when the caller's patience runs out; one Watch stream reports
-when queued calls get an agent.
+the scenario's agents with the shift ends and absences the simulator gives them, on the
+service's clock at the calls' speed (presence follows their shifts, breaks and absences),
+Assign every call at its arrival / speed, Accept offers, Complete after handle time / speed
+with a simulated outcome, Cancel when the caller's patience runs out; one Watch stream
+reports when queued calls get an agent.
 
 The service's own durations (SLA targets, occupancy window, expected handle times, wrap-up,
 widening steps) are divided by --speed so it lives in the same compressed time as the

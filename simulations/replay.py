@@ -5,7 +5,10 @@ What a helpdesk platform would do, at ``speed`` times real time:
 1. put the tenant's policy in place (strategy, and every duration divided by ``speed`` so
    the service's own clocks - SLA targets, occupancy window, expected handle times - live in
    the same compressed time as the callers; values the API bounds are clamped and listed),
-2. create the scenario's agents, set them AVAILABLE and keep their heartbeats going,
+2. create the scenario's agents, set them AVAILABLE and keep their heartbeats going; give
+   them the shift ends and scheduled absences the simulator puts in their profiles, on the
+   service's clock at the same ``speed`` as the calls (``Replayer`` says how), and follow
+   their shifts, breaks and absences with presence changes,
 3. ``Assign`` each call at its arrival time / speed, ``Accept`` offers at once, ``Complete``
    answered calls after handle time / speed with a simulated outcome, and ``Cancel`` calls
    still waiting when the caller's patience / speed runs out,
@@ -37,18 +40,29 @@ import grpc
 from google.protobuf import field_mask_pb2
 from tqdm import tqdm
 
-from router.convert import CHANNELS, WATCH_CURSOR_HEADER, duration
+from router.admin_api import MAX_ABSENCES
+from router.convert import (
+    ABSENCE_KINDS,
+    CHANNELS,
+    MAX_ABSENCE_MS,
+    WATCH_CURSOR_HEADER,
+    duration,
+    ms_from_timestamp,
+    timestamp,
+)
 from router.domain import Call, Outcome, Policy, SkillRequirement
-from router.policies import POLICY_FIELDS, policy_to_pb
+from router.policies import POLICY_FIELDS, WEEK_S, policy_to_pb
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 from scoring.match import skill_fit
+from simulations.model import DAY_S, AbsenceSpec
 from simulations.outcomes import call_uniforms, draw_outcome, effective_quality
 from simulations.replay_plan import (
     ReplayAgent,
     ReplayError,
     ReplayOptions,
     compress_policy,
+    service_absences,
 )
 from simulations.rpcstats import RpcStats, latency_summary
 from simulations.trace import TraceCall
@@ -66,6 +80,12 @@ WATCHED = (
 )  # fmt: skip
 _WITHDRAWN = frozenset({grpc.StatusCode.FAILED_PRECONDITION})
 REQUEUED = frozenset({"REJECTED", "OFFER_TIMED_OUT", "RECLAIMED", "RELEASED"})
+CLOCK_MARGIN_S = 60.0
+"""Real seconds the absences sent reach before the replay's start and past its drain limit
+(besides the week of look-ahead): room for the estimate of the service's clock and for the
+end of the run."""
+ABSENCE_PREFIX = "replay-"
+"""Absence ids the replay mints (``replay-<tag>-<n>``): the ones it may cancel."""
 
 
 # --- per-call state --------------------------------------------------------------------------
@@ -173,6 +193,9 @@ class ReplayRun:
     wall_s: float
     watch: Mapping[str, Any]
     service_stats: Mapping[str, Any]
+    origin_ms: int = 0
+    """The service's clock (epoch ms) at the replay's time zero: scenario second ``s`` is
+    ``origin_ms + (s - start_s) / speed * 1000`` there (shift ends, absences)."""
 
 
 # --- the replayer ----------------------------------------------------------------------------
@@ -222,7 +245,21 @@ class _Scheduler:
 
 
 class Replayer:
-    """One replay against one service. Use ``run()`` once."""
+    """One replay against one service. Use ``run()`` once.
+
+    Agents are set up in two rounds. The first creates them (an existing one in a reused
+    tenant is kept) and sets their starting presence. Then the replay's time zero is fixed
+    on the client's monotonic clock and, through a Heartbeat's ``server_time``, on the
+    service's clock, a little ahead (twice what the first round took per request, for the
+    requests of the second), and the second round gives each agent what the simulator puts
+    in its profile, at the calls' ``speed``: the end of its shift in force (``shift_end``,
+    with UpdateAgent: the next one at each later shift start, before the agent comes back)
+    and its absences (ScheduleAbsence, ``replay-<tag>-<n>``; those an earlier replay left
+    on a reused tenant's agent are cancelled first). An absence is cut to the service
+    clock's reach of the run (``service_absences``); more than the service keeps per agent
+    (100), or one that would still last over 366 days, stops the run before anything is
+    sent.
+    """
 
     def __init__(
         self,
@@ -266,6 +303,12 @@ class Replayer:
         self._watch_lag_ms: list[float] = []
         self._not_responding = 0
         self._progress: tqdm | None = None
+        self._origin_ms = 0
+        """The service's clock at ``_t0`` (set with it, before the agents' second round)."""
+        self._existing: set[str] = set()
+        """Agents a reused tenant already had (CreateAgent: ALREADY_EXISTS)."""
+        self._absences: dict[str, tuple[AbsenceSpec, ...]] = {}
+        """Per agent, the absences to schedule (``_plan_absences``)."""
 
     # -- RPC plumbing ----------------------------------------------------------------------
 
@@ -371,10 +414,155 @@ class Replayer:
             )
             if not exists:
                 return f"CreateAgent {agent.agent_id} failed: {exc}"
+            with self._lock:
+                self._existing.add(agent.agent_id)
         else:
             self.stats.record("CreateAgent", time.perf_counter() - start)
         self._presence(agent.agent_id, _initial(agent), "replay")
         return None
+
+    def _plan_absences(self) -> dict[str, tuple[AbsenceSpec, ...]]:
+        """Per agent, its absences cut to the reach of the service's clock in this run;
+        ``ReplayError`` for what the service would refuse."""
+        speed = self.options.speed
+        reach_s = self.options.max_seconds + self.options.drain_s + CLOCK_MARGIN_S + WEEK_S
+        lo = self._first - CLOCK_MARGIN_S * speed
+        hi = self._first + reach_s * speed
+        plan: dict[str, tuple[AbsenceSpec, ...]] = {}
+        for agent in self.agents:
+            absences = service_absences(agent.absences, lo, hi)
+            if len(absences) > MAX_ABSENCES:
+                raise ReplayError(
+                    f"agent {agent.agent_id}: {len(absences)} absences fall within the replay; "
+                    f"the service keeps at most {MAX_ABSENCES} per agent"
+                )
+            for a in absences:
+                real_ms = (a.end_s - a.start_s) / speed * 1000
+                if real_ms >= MAX_ABSENCE_MS:
+                    raise ReplayError(
+                        f"agent {agent.agent_id}: the absence from {a.start_s:g} s to "
+                        f"{a.end_s:g} s would last {real_ms / 1000 / DAY_S:.0f} days on the "
+                        f"service's clock at speed {speed:g}; the service takes at most 366 "
+                        "(shorten --max-seconds or --drain-seconds)"
+                    )
+            plan[agent.agent_id] = absences
+        return plan
+
+    def _service_ms(self, scenario_s: float) -> int:
+        """A scenario second on the service's clock (the calls' mapping, at ``speed``)."""
+        return self._origin_ms + round((scenario_s - self._first) / self.options.speed * 1000)
+
+    def _shifts_in_force(self, agent: ReplayAgent) -> list[tuple[float, float]]:
+        """The agent's on-duty windows that end after the replay's first call: the first
+        one's end is set with the second round, each later one's at its start."""
+        return [(lo, hi) for lo, hi in agent.shifts if hi > self._first]
+
+    def _start_clock(self, lead_s: float) -> None:
+        """Fix the replay's time zero ``lead_s`` from now, on the client's monotonic clock
+        and on the service's (a Heartbeat's ``server_time``, taken at the middle of its
+        round trip)."""
+        request = admin_pb2.HeartbeatRequest(tenant=self.tenant, agent_id=self.agents[0].agent_id)
+        sent = time.monotonic()
+        response = self._rpc("Heartbeat", self.admin.Heartbeat, request)
+        got = time.monotonic()
+        if response is None:
+            why = self._last_error.get("Heartbeat", "")
+            raise ReplayError(f"Heartbeat failed ({why}): the service's clock is unknown")
+        self._t0 = got + lead_s
+        middle = (sent + got) / 2
+        self._origin_ms = ms_from_timestamp(response.server_time) + round(
+            (self._t0 - middle) * 1000
+        )
+
+    def _second_round_requests(self, agent: ReplayAgent) -> int:
+        """About how many requests ``_schedule_agent`` sends for ``agent``."""
+        existed = agent.agent_id in self._existing
+        shift = 1 if existed or self._shifts_in_force(agent) else 0
+        return shift + len(self._absences[agent.agent_id]) + (2 if existed else 0)
+
+    def _schedule_agents(self) -> None:
+        """The second round: shift ends and absences, ``workers`` at a time."""
+        failures = [f for f in self._each(self._schedule_agent, self.agents) if f is not None]
+        if failures:
+            raise ReplayError(failures[0])
+
+    def _schedule_agent(self, agent: ReplayAgent) -> str | None:
+        """Give one agent its shift end in force and its absences; an error text."""
+        existed = agent.agent_id in self._existing
+        if existed:
+            failure = self._cancel_old_absences(agent.agent_id)
+            if failure:
+                return failure
+        shifts = self._shifts_in_force(agent)
+        if (shifts or existed) and not self._set_shift_end(
+            agent.agent_id, shifts[0][1] if shifts else None
+        ):
+            why = self._last_error.get("UpdateAgent", "")
+            return f"UpdateAgent {agent.agent_id} (shift_end) failed ({why})"
+        for i, absence in enumerate(self._absences[agent.agent_id]):
+            absence_id = f"{ABSENCE_PREFIX}{self.tag}-{i}"
+            request = admin_pb2.ScheduleAbsenceRequest(
+                tenant=self.tenant,
+                agent_id=agent.agent_id,
+                absence=pb.Absence(
+                    absence_id=absence_id,
+                    kind=ABSENCE_KIND_TO_PB[absence.kind],
+                    start_time=timestamp(self._service_ms(absence.start_s)),
+                    end_time=timestamp(self._service_ms(absence.end_s)),
+                    note="replay",
+                ),
+            )
+            if self._rpc("ScheduleAbsence", self.admin.ScheduleAbsence, request) is None:
+                why = self._last_error.get("ScheduleAbsence", "")
+                if absence_id not in self._absence_ids(agent.agent_id):  # a lost answer: kept
+                    return f"ScheduleAbsence {agent.agent_id} failed ({why})"
+        return None
+
+    def _absence_ids(self, agent_id: str) -> set[str]:
+        """The ids of the agent's absences on the service (none when it cannot be read)."""
+        request = admin_pb2.GetAgentRequest(tenant=self.tenant, agent_id=agent_id)
+        found = self._rpc("GetAgent", self.admin.GetAgent, request)
+        return set() if found is None else {a.absence_id for a in found.absences}
+
+    def _cancel_old_absences(self, agent_id: str) -> str | None:
+        """Cancel the absences earlier replays scheduled for a reused tenant's agent (they
+        would pile up to the service's limit); an error text."""
+        request = admin_pb2.GetAgentRequest(tenant=self.tenant, agent_id=agent_id)
+        found = self._rpc("GetAgent", self.admin.GetAgent, request)
+        if found is None:
+            return f"GetAgent {agent_id} failed ({self._last_error.get('GetAgent', '')})"
+        for absence in found.absences:
+            if absence.absence_id.startswith(ABSENCE_PREFIX):
+                cancel = admin_pb2.CancelAbsenceRequest(
+                    tenant=self.tenant, agent_id=agent_id, absence_id=absence.absence_id
+                )
+                self._rpc(
+                    "CancelAbsence",
+                    self.admin.CancelAbsence,
+                    cancel,
+                    frozenset({grpc.StatusCode.NOT_FOUND}),  # a retry after it went through
+                )
+        return None
+
+    def _set_shift_end(self, agent_id: str, end_s: float | None) -> bool:
+        """Set the agent's ``shift_end`` to scenario second ``end_s`` (``None``: clear it)."""
+        msg = pb.Agent(agent_id=agent_id)
+        if end_s is not None:
+            msg.shift_end.CopyFrom(timestamp(self._service_ms(end_s)))
+        request = admin_pb2.UpdateAgentRequest(
+            tenant=self.tenant,
+            agent=msg,
+            update_mask=field_mask_pb2.FieldMask(paths=["shift_end"]),
+        )
+        return self._rpc("UpdateAgent", self.admin.UpdateAgent, request) is not None
+
+    def _agent_change(self, agent_id: str, shift_end_s: float | None, presence: str) -> None:
+        """A scheduled change: a new shift end first (so the agent never comes back with
+        the last one), then the presence."""
+        if shift_end_s is not None:
+            self._set_shift_end(agent_id, shift_end_s)
+        if presence:
+            self._presence(agent_id, _PRESENCE[presence], "replay schedule")
 
     def _presence(self, agent_id: str, presence: pb.Presence.ValueType, reason: str) -> None:
         request = admin_pb2.SetPresenceRequest(
@@ -693,6 +881,7 @@ class Replayer:
         """Set up, replay, drain, clean up; return what was observed."""
         if not self.agents:
             raise ReplayError("the scenario has no agents")
+        self._absences = self._plan_absences()
         started = time.monotonic()
         self._pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="replay")
         self._sched = _Scheduler(self._pool, self.stats)
@@ -702,8 +891,13 @@ class Replayer:
         stop_beats = threading.Event()
         beats = threading.Thread(target=self._heartbeats, args=(stop_beats,), daemon=True)
         try:
+            created = time.monotonic()
             self._setup_agents()
+            per_request = (time.monotonic() - created) / (2 * len(self.agents))
             self._sync_watch()
+            second = sum(self._second_round_requests(a) for a in self.agents)
+            self._start_clock(0.05 + 2 * per_request * second)
+            self._schedule_agents()
             beats.start()
             stats = self._replay(progress)
         finally:
@@ -733,6 +927,7 @@ class Replayer:
             rpc=self.stats.to_json(),
             policy_notes=tuple(notes),
             wall_s=time.monotonic() - started,
+            origin_ms=self._origin_ms,
             watch={
                 "events": self._watch_events,
                 "delivery_lag_ms": latency_summary(self._watch_lag_ms),
@@ -743,7 +938,7 @@ class Replayer:
 
     def _replay(self, progress: bool) -> dict[str, Any]:
         speed = self.options.speed
-        self._t0 = t0 = time.monotonic() + 0.05
+        t0 = self._t0  # fixed by _start_clock
         first = self._first
         last_due = t0 + self.options.max_seconds
         to_send: list[_Live] = []
@@ -762,11 +957,16 @@ class Replayer:
             if not to_send:
                 self._all_done.set()
         for agent in self.agents:
+            changes: dict[float, tuple[float | None, str]] = {}
             for at_s, presence in agent.presence[1:]:
+                changes[round(at_s, 3)] = (None, presence)
+            for lo, hi in self._shifts_in_force(agent)[1:]:
+                changes[round(lo, 3)] = (hi, changes.get(round(lo, 3), (None, ""))[1])
+            for at_s, (shift_end_s, presence) in sorted(changes.items()):
                 due = t0 + (at_s - first) / speed
                 if due <= last_due + self.options.drain_s:
                     change = functools.partial(
-                        self._presence, agent.agent_id, _PRESENCE[presence], "replay schedule"
+                        self._agent_change, agent.agent_id, shift_end_s, presence
                     )
                     self._sched.at(due, change)
         self._sched.start()
@@ -880,6 +1080,7 @@ class Replayer:
 
 
 CHANNEL_TO_PB = {channel: value for value, channel in CHANNELS.items()}
+ABSENCE_KIND_TO_PB = {kind: value for value, kind in ABSENCE_KINDS.items()}
 _PRESENCE = {
     "available": pb.PRESENCE_AVAILABLE,
     "break": pb.PRESENCE_BREAK,

@@ -13,26 +13,29 @@ import pytest
 import redis
 
 from router import local_redis
-from router.domain import Channel, Policy, frozen_map
+from router.domain import AbsenceKind, Channel, Policy, frozen_map
 from router.memory_store import MemoryStore
 from router.redis_store import RedisStore
 from router.server import RunningServer, create_server
 from router.settings import Settings
 from router.store import Store
-from router.v1 import routing_pb2, routing_pb2_grpc
+from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 from simulations.model import DAY_S, AbsenceSpec, AgentSpec
 from simulations.replay import Replayer, ReplayRun, _Live
 from simulations.replay_plan import (
+    ReplayAgent,
     ReplayError,
     ReplayOptions,
     agents_from_scenario,
     check_target,
     compress_policy,
     presence_schedule,
+    service_absences,
 )
 from simulations.replay_report import replay_kpis, summarize_replay
 from simulations.scenario import Scenario, parse_scenario
+from simulations.simulator import simulate
 from simulations.trace import TraceCall, generate_trace
 from simulations.workforce import shift_windows
 
@@ -419,6 +422,131 @@ def test_an_assignment_a_failed_complete_left_is_completed_at_the_end() -> None:
     assert replayer._live["a-gone"].held == ("a-gone", 8)
 
 
+# --- shift ends and absences -----------------------------------------------------------------
+
+SHIFTED: dict[str, object] = {
+    "name": "shifted",
+    "duration_s": 1200,
+    "drain_s": 600,
+    "policy": {"strategy": "balanced"},
+    "sla": {"voice": 20},
+    "agents": [
+        {"id": "ana", "team": "a", "channels": ["voice"], "shift": {"start": 0, "end": 600}},
+        {
+            "id": "cy",
+            "team": "b",
+            "channels": ["voice"],
+            "absences": [{"start": 700, "end": 900, "kind": "training"}],
+        },
+    ],
+    "arrivals": [{"channel": "voice", "rate_per_hour": 1, "team": "a", "handle": 300}],
+}
+"""Ana's shift ends at 600 s, Cy is in training from 700 s to 900 s; voice work is expected
+to take 300 s (the stream's mean; the calls replayed take 30)."""
+
+
+def _voice(call_id: str, arrival_s: float, team: str) -> TraceCall:
+    return TraceCall(arrival_s, call_id, Channel.VOICE, handle_s=30, patience_s=100, team=team)
+
+
+SHIFTED_CALLS = [
+    _voice("a-early", 60, "a"),  # done long before ana's shift ends
+    _voice("b-early", 120, "b"),  # done long before cy's training
+    _voice("a-late", 400, "a"),  # would end at 700, after ana's shift: she is not given it
+    _voice("b-late", 500, "b"),  # would run into cy's training: she is not given it
+    _voice("b-back", 1000, "b"),  # cy is back
+]
+
+
+@pytest.mark.timeout(60)
+def test_replay_gives_agents_the_shift_ends_and_absences_the_simulator_does(
+    service: tuple[RunningServer, str],
+) -> None:
+    """Ana's shift ends at 600 s and Cy's training starts at 700 s: the simulator gives
+    neither of them a voice call (300 s expected) 200 s before, and neither does the
+    service in a replay, which creates them with that shift end and that absence on its
+    own clock at the replay's speed; presence still follows the schedule (Cy takes calls
+    again after her training)."""
+    _, target = service
+    scenario = parse_scenario(SHIFTED, name="shifted")
+    simulated = simulate(scenario, seed=1, calls=SHIFTED_CALLS)
+    expected = {r.call_id for r in simulated.records if r.answered_s is not None}
+    assert expected == {"a-early", "b-early", "b-back"}
+    speed = 100.0
+    options = ReplayOptions(target=target, speed=speed, max_seconds=20, drain_s=3, workers=4)
+    first = SHIFTED_CALLS[0].arrival_s
+    agents = agents_from_scenario(scenario, first, scenario.horizon_s)
+    with grpc.insecure_channel(target) as channel:
+        run = Replayer(channel, agents, SHIFTED_CALLS, options, policy=scenario.policy).run()
+        admin = admin_pb2_grpc.AgentAdminServiceStub(channel)
+        ana = admin.GetAgent(admin_pb2.GetAgentRequest(tenant=run.tenant, agent_id="ana"))
+        cy = admin.GetAgent(admin_pb2.GetAgentRequest(tenant=run.tenant, agent_id="cy"))
+    assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
+    outcomes = {r.call.call_id: r.outcome for r in run.calls}
+    assert {r.call.call_id for r in run.calls if r.answered} == expected, outcomes
+    assert outcomes["a-late"] == outcomes["b-late"] == "abandoned"
+
+    def on_service(scenario_s: float) -> int:
+        return run.origin_ms + round((scenario_s - first) / speed * 1000)
+
+    assert ana.shift_end.ToMilliseconds() == on_service(600)
+    assert not ana.absences
+    assert not cy.HasField("shift_end")
+    assert [
+        (a.kind, a.start_time.ToMilliseconds(), a.end_time.ToMilliseconds()) for a in cy.absences
+    ] == [(pb.ABSENCE_KIND_TRAINING, on_service(700), on_service(900))]
+
+
+@pytest.mark.timeout(60)
+def test_each_shift_start_brings_its_shift_end_and_a_reused_tenant_is_rescheduled() -> None:
+    """Over two days, the agent's shift end moves to the second day's at her second shift
+    start. Replayed again into the same tenant, she gets that run's shift end and absence,
+    the first run's absence cancelled (the service keeps at most 100 per agent)."""
+    raw = {
+        "duration_s": 2 * DAY_S,
+        "drain_s": 600,
+        "agents": [
+            {
+                "id": "ana",
+                "team": "a",
+                "channels": ["voice"],
+                "shift": {"start": "08:00", "end": "08:30"},
+                "absences": [{"start": "1d 12:00", "end": "1d 13:00"}],
+            }
+        ],
+        "arrivals": [{"channel": "voice", "rate_per_hour": 1, "team": "a", "handle": 30}],
+    }
+    scenario = parse_scenario(raw, name="two-days")
+    calls = [_voice("d0", 8 * 3600 + 300, "a"), _voice("d1", DAY_S + 8 * 3600 + 300, "a")]
+    first = calls[0].arrival_s
+    speed = 20_000.0
+    running = create_server(Settings(port=0, dispatch_tick_s=0.05), MemoryStore())
+    target = f"127.0.0.1:{running.port}"
+    try:
+        tenant = ""
+        for _ in range(2):
+            options = ReplayOptions(
+                target=target, tenant=tenant, speed=speed, max_seconds=10, drain_s=1, workers=2
+            )
+            agents = agents_from_scenario(scenario, first, scenario.horizon_s)
+            with grpc.insecure_channel(target) as channel:
+                run = Replayer(channel, agents, calls, options, policy=scenario.policy).run()
+                admin = admin_pb2_grpc.AgentAdminServiceStub(channel)
+                ana = admin.GetAgent(admin_pb2.GetAgentRequest(tenant=run.tenant, agent_id="ana"))
+            assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
+            tenant = run.tenant
+
+            def on_service(scenario_s: float, origin_ms: int = run.origin_ms) -> int:
+                return origin_ms + round((scenario_s - first) / speed * 1000)
+
+            assert ana.shift_end.ToMilliseconds() == on_service(DAY_S + 8.5 * 3600)
+            assert [
+                (a.start_time.ToMilliseconds(), a.end_time.ToMilliseconds()) for a in ana.absences
+            ] == [(on_service(DAY_S + 12 * 3600), on_service(DAY_S + 13 * 3600))]
+    finally:
+        running.stop(0)
+
+
 def test_agents_carry_the_simulators_shift_windows_and_absences() -> None:
     """A replay's agents have the on-duty windows the simulator opens (touching ones merged,
     cut at the horizon) and the absences not over when the replay starts."""
@@ -437,3 +565,36 @@ def test_agents_carry_the_simulators_shift_windows_and_absences() -> None:
     )
     assert no_shift.shifts == ()
     assert no_shift.absences == ()
+
+
+def test_absences_are_cut_to_the_run_and_the_services_limits_stop_it_before_it_starts() -> None:
+    """An absence is sent cut to what the service's clock reaches in the run (a year off at
+    x0.5 would last two years there, more than the API's 366 days); more than 100 absences
+    for one agent, or one still over 366 days long (a run of a year), stop the replay with
+    the agent named before anything is sent."""
+    year_off = AbsenceSpec(0, 365 * DAY_S, AbsenceKind.SICK_LEAVE)
+    assert service_absences((year_off, AbsenceSpec(10, 20)), 100, 5000) == (
+        AbsenceSpec(100, 5000, AbsenceKind.SICK_LEAVE),
+    )
+    calls = [_voice("c", 3600, "")]
+
+    def replayer(agent: ReplayAgent, speed: float, max_seconds: float = 60) -> Replayer:
+        options = ReplayOptions(
+            target="127.0.0.1:1", speed=speed, max_seconds=max_seconds, drain_s=10
+        )
+        with grpc.insecure_channel("127.0.0.1:1") as channel:
+            return Replayer(channel, [agent], calls, options)
+
+    (sent,) = replayer(ReplayAgent("ana", {}, absences=(year_off,)), 0.5)._plan_absences()["ana"]
+    assert sent.start_s == 3600 - 60 * 0.5
+    assert (sent.end_s - sent.start_s) / 0.5 < 366 * DAY_S
+    many = tuple(AbsenceSpec(3600 + 10 * i, 3605 + 10 * i) for i in range(101))
+    too_long = ReplayAgent("ana", {}, absences=(AbsenceSpec(0, 400 * DAY_S),))
+    for agent, speed, max_seconds, message in (
+        (ReplayAgent("ana", {}, absences=many), 1.0, 60, "ana: 101 absences .* at most 100"),
+        (too_long, 1.0, 360 * DAY_S, "ana: the absence .* 366"),
+    ):
+        doomed = replayer(agent, speed, max_seconds)
+        with pytest.raises(ReplayError, match=message):
+            doomed.run()
+        assert doomed.stats.to_json()["requests"] == 0
