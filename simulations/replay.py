@@ -736,7 +736,8 @@ class Replayer:
             tenant=self.tenant, assignment_id=asg_id, fencing_token=token
         )
         try:
-            # FAILED_PRECONDITION: the caller hung up while the offer was on its way.
+            # FAILED_PRECONDITION: the caller hung up while the offer was on its way, or
+            # the agent left since (the dispatcher takes the offer back: RECLAIMED).
             response = self._rpc("Accept", self.routing.Accept, request, _WITHDRAWN)
             if response is not None:
                 a = response.assignment
