@@ -282,7 +282,7 @@ class Dispatcher:
         placed = conflicts = escalated = offset = 0
         placed_ids: set[str] = set()
         ahead: Counter[Channel] = Counter()  # calls of each channel left waiting in the batches
-        scan = self._scans.pop(tenant, None) if full else None
+        scan = self._scans.pop(tenant, None) if batches > 1 else None  # a tick's pass
         for batch in range(batches):
             if batch:  # the rest of the queue, while agents have room for some of it
                 if scan is not None and scan.offset > offset:  # on from the last tick

@@ -86,12 +86,10 @@ class TenantStats:
     """Agent id -> rolling occupancy in [0, 1]."""
 
 
-def service_level(
-    history: Sequence[HistoryEntry], channel: Channel, target_s: int, since_ms: int, now_ms: int
-) -> float | None:
-    """Share of the channel's calls answered within ``target_s`` since ``since_ms``."""
+def service_level(calls: Iterable[HistoryEntry], channel: Channel, target_s: int) -> float | None:
+    """Share of the channel's ``calls`` (``calls_in`` a window) answered within ``target_s``."""
     answered = within = abandoned = 0
-    for entry in calls_in(history, since_ms, now_ms):
+    for entry in calls:
         if entry.channel != channel:
             continue
         if entry.kind == ANSWERED:
@@ -104,15 +102,9 @@ def service_level(
     return within / offered if offered else None
 
 
-def average_answer_s(
-    history: Sequence[HistoryEntry], channel: Channel, since_ms: int, now_ms: int
-) -> float | None:
-    """Mean time to answer (seconds) of the channel's calls answered since ``since_ms``."""
-    waits = [
-        entry.wait_ms
-        for entry in calls_in(history, since_ms, now_ms)
-        if entry.kind == ANSWERED and entry.channel == channel
-    ]
+def average_answer_s(calls: Iterable[HistoryEntry], channel: Channel) -> float | None:
+    """Mean time to answer (seconds) of the channel's answered ``calls`` (of a window)."""
+    waits = [e.wait_ms for e in calls if e.kind == ANSWERED and e.channel == channel]
     return sum(waits) / len(waits) / 1000 if waits else None
 
 
@@ -131,16 +123,19 @@ def live_stats(
     for call in queued:
         longest[call.channel] = max(longest[call.channel], waited_ms(call, now_ms))
     presence = Counter(agent.presence for agent in agents)
+    firsts = first_outcomes(history, now_ms)  # each call once, worked out once
+    short = _window(firsts, now_ms - SHORT_WINDOW_MS, now_ms)
 
     def levels(window_ms: int) -> Mapping[Channel, float | None]:
         """Service level per channel over the last ``window_ms``."""
+        calls = _window(firsts, now_ms - window_ms, now_ms)
         out: dict[Channel, float | None] = {}
         for channel in Channel:
             target = policy.sla_for(channel)
             out[channel] = (
                 None
                 if target is None or target.target_s <= 0
-                else service_level(history, channel, target.target_s, now_ms - window_ms, now_ms)
+                else service_level(calls, channel, target.target_s)
             )
         return frozen_map(out)
 
@@ -155,16 +150,11 @@ def live_stats(
         service_level_15m=levels(SHORT_WINDOW_MS),
         service_level_60m=levels(LONG_WINDOW_MS),
         average_answer_s_15m=frozen_map(
-            {
-                channel: average_answer_s(history, channel, now_ms - SHORT_WINDOW_MS, now_ms)
-                for channel in Channel
-            }
+            {channel: average_answer_s(short, channel) for channel in Channel}
         ),
         abandoned_15m=_abandoned(history, now_ms - SHORT_WINDOW_MS, now_ms),
         abandoned_60m=_abandoned(history, now_ms - LONG_WINDOW_MS, now_ms),
-        answered_15m_by_channel=_per_channel(
-            e for e in calls_in(history, now_ms - SHORT_WINDOW_MS, now_ms) if e.kind == ANSWERED
-        ),
+        answered_15m_by_channel=_per_channel(e for e in short if e.kind == ANSWERED),
         abandoned_15m_by_channel=_abandoned_per_channel(history, SHORT_WINDOW_MS, now_ms),
         abandoned_60m_by_channel=_abandoned_per_channel(history, LONG_WINDOW_MS, now_ms),
         occupancy=frozen_map(
@@ -183,9 +173,14 @@ def _window(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> list
 
 def calls_in(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> list[HistoryEntry]:
     """Each call once, in the window if its first answer (else its abandon) is: a call first
-    answered before the window and answered again in it is not the window's (``history`` in
-    time order, as the stores return it, read from before the window: ``HISTORY_READ_MS``);
-    other kinds of entry are left out."""
+    answered before the window and answered again in it is not the window's (``history``
+    read from before the window: ``HISTORY_READ_MS``)."""
+    return _window(first_outcomes(history, now_ms), since_ms, now_ms)
+
+
+def first_outcomes(history: Sequence[HistoryEntry], now_ms: int) -> list[HistoryEntry]:
+    """Each call's first answer, else its abandon, up to ``now_ms`` (``history`` in time
+    order, as the stores return it); other kinds are left out."""
     outcome: dict[str, HistoryEntry] = {}
     for entry in history:
         if entry.at_ms > now_ms or entry.kind not in (ANSWERED, ABANDONED):
@@ -193,7 +188,7 @@ def calls_in(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> lis
         seen = outcome.get(entry.call_id)
         if seen is None or (seen.kind == ABANDONED and entry.kind == ANSWERED):
             outcome[entry.call_id] = entry
-    return [entry for entry in outcome.values() if entry.at_ms >= since_ms]
+    return list(outcome.values())
 
 
 def _per_channel(entries: Iterable[HistoryEntry]) -> Mapping[Channel, int]:

@@ -105,8 +105,9 @@ def test_ticks_read_on_where_the_last_stopped_so_every_call_is_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A call past what one tick reads (``TICK_BATCHES`` batches) is read by a later tick,
-    which reads the first batch and then on from where the last tick stopped: behind 4
-    ticks' reading, a call is placed by the 5th tick, its estimated wait counting every
+    which reads the first batch and then on from where the last tick stopped (whatever
+    one-batch passes ran in between): behind 4 ticks' reading, a call is placed by the 5th
+    tick, its estimated wait counting every
     call ahead of it in its channel; the queue read to its end, the next tick starts at the
     head again, and the next call at the back takes 5 ticks too."""
     positions: list[int] = []
@@ -124,7 +125,9 @@ def test_ticks_read_on_where_the_last_stopped_so_every_call_is_read(
     _queue(store, clock, "c1")
     _agent(store, "a1")
     dispatcher = Dispatcher(store, batch_size=2, owner="me")
-    assert [dispatcher.run_tick(T).placed for _ in range(4)] == [0, 0, 0, 0]
+    for _ in range(4):  # an Assign's inline pass between ticks leaves the ticks' place
+        assert dispatcher.run_tick(T).placed == 0
+        assert dispatcher.run_once(T).placed == 0
     positions.clear()
     assert dispatcher.run_tick(T).placed == 1
     assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
