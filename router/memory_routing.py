@@ -235,7 +235,13 @@ class MemoryRouting(MemoryBase):
         return asg
 
     def accept_offer(
-        self, tenant: str, assignment_id: str, token: int, *, policy: Policy | None = None
+        self,
+        tenant: str,
+        assignment_id: str,
+        token: int,
+        *,
+        policy: Policy | None = None,
+        heartbeat_grace: bool = False,
     ) -> Assignment:
         """``accept_offer.lua``."""
         rules.check_tenant(tenant)
@@ -251,8 +257,8 @@ class MemoryRouting(MemoryBase):
             if now >= asg.offer_expires_ms:
                 raise rules.offer_expired(assignment_id)
             agent = t.agents.get(asg.agent_id)
-            if agent is not None:
-                timeout_s = policy.heartbeat_timeout_s if policy is not None else 0
+            if agent is not None and policy is not None and policy.reclaim_on_absence:
+                timeout_s = 0 if heartbeat_grace else policy.heartbeat_timeout_s
                 away = rules.away_reason(
                     agent.profile,
                     agent.presence,

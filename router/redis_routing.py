@@ -206,7 +206,13 @@ class RedisRouting(RedisBase):
         return assignment_from_hash(assignment_id, pairs(reply[1]))
 
     def accept_offer(
-        self, tenant: str, assignment_id: str, token: int, *, policy: Policy | None = None
+        self,
+        tenant: str,
+        assignment_id: str,
+        token: int,
+        *,
+        policy: Policy | None = None,
+        heartbeat_grace: bool = False,
     ) -> Assignment:
         """The offer's agent and call (remembered, else read), then one script accepts it."""
         k = Keys(tenant)
@@ -228,9 +234,10 @@ class RedisRouting(RedisBase):
                 assignment_id,
                 token,
                 self._events_maxlen,
-                policy.heartbeat_timeout_s * 1000 if policy is not None else 0,
+                0 if policy is None or heartbeat_grace else policy.heartbeat_timeout_s * 1000,
                 rules.sla_targets_ms(policy) if policy is not None else "{}",
                 policy.escalation_group if policy is not None else "",
+                int(policy is not None and policy.reclaim_on_absence),
             ],
         )
         if reply[0] == "away":

@@ -13,6 +13,7 @@ import grpc
 
 from router import convert, metrics, tracing
 from router.assigner import Assigner, AssignResult, Outcome
+from router.dispatcher import outage_grace_s
 from router.domain import AssignmentState, CallStatus, Channel
 from router.domain import Outcome as CallOutcome
 from router.errors import ContentionError, InvalidArgumentError, PolicyChangedError
@@ -78,8 +79,14 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         tenant = convert.tenant(request.tenant)
         assignment_id = convert.identifier("assignment_id", request.assignment_id)
         policy = self._store.known_policy(tenant).policy  # its heartbeat timeout
+        # After an outage, as the dispatcher, let lapsed heartbeats be: this is a sign of life.
+        grace = self._store.unavailable_within(outage_grace_s(policy))
         accepted = self._store.accept_offer(
-            tenant, assignment_id, _token(request.fencing_token), policy=policy
+            tenant,
+            assignment_id,
+            _token(request.fencing_token),
+            policy=policy,
+            heartbeat_grace=grace,
         )
         return routing_pb2.AcceptResponse(assignment=convert.assignment_to_pb(accepted))
 

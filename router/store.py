@@ -387,15 +387,23 @@ class Store(Protocol):
         ...
 
     def accept_offer(
-        self, tenant: str, assignment_id: str, token: int, *, policy: Policy | None = None
+        self,
+        tenant: str,
+        assignment_id: str,
+        token: int,
+        *,
+        policy: Policy | None = None,
+        heartbeat_grace: bool = False,
     ) -> Assignment:
-        """OFFERED -> ACTIVE (``answered`` history, ``ACCEPTED`` event, missed offers reset).
-        Idempotent when already ACTIVE. ``FailedPreconditionError`` for a stale token, an
-        expired offer, an assignment in another state or one never offered, and for an
-        agent who left since the offer was made (not available, inside a scheduled absence,
-        past their shift's end, or a heartbeat older than ``policy.heartbeat_timeout_s``;
-        without a policy heartbeats are not checked): nothing changes, the dispatcher takes
-        the offer back. ``NotFoundError`` if unknown."""
+        """OFFERED -> ACTIVE (``answered`` history, ``ACCEPTED`` event, missed offers reset;
+        a call waited past ``policy``'s SLA target is flagged breached). Idempotent when
+        already ACTIVE. ``FailedPreconditionError`` for a stale token, an expired offer, an
+        assignment in another state or one never offered, and, when ``policy`` takes work
+        back from agents who leave (``reclaim_on_absence``), for an agent who left since the
+        offer was made (not available, inside a scheduled absence, past their shift's end,
+        or, unless ``heartbeat_grace``, a heartbeat older than ``heartbeat_timeout_s``):
+        nothing changes, the dispatcher takes the offer back. ``NotFoundError`` if
+        unknown."""
         ...
 
     def decline_offer(

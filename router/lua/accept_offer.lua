@@ -2,7 +2,8 @@
 -- KEYS: 1 asg, 2 agent, 3 call, 4 events, 5 offers, 6 history, 7 timeline, 8 idx:ready,
 --       9 idx:revs  (agent and call as read from the asg hash, which never changes them)
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 maxlen, 5 heartbeat timeout ms (0 = off),
---       6 SLA targets JSON (ms per channel: store_common.sla_targets_ms), 7 escalation group
+--       6 SLA targets JSON (ms per channel: store_common.sla_targets_ms), 7 escalation group,
+--       8 '1' refuse an agent who left (the dispatcher takes the offer back) | '0' not
 -- -> {'missing'} | {'stale'} | {'unchanged', asg} | {'not_offer'} | {'already', state}
 --    | {'expired'} | {'away', reason} (the agent left: store_common.away_reason)
 --    | {'ok', asg, breached '1'|'0' (the call had waited past its target: flagged now)}
@@ -17,7 +18,7 @@ end
 if h[2] ~= 'offered' then return {'already', h[2]} end
 if now >= tonumber(h[3]) then return {'expired'} end
 local a = redis.call('HMGET', KEYS[2], 'presence', 'heartbeat', 'profile')
-if a[1] then
+if a[1] and ARGV[8] == '1' then
   local timeout = tonumber(ARGV[5])
   local profile = cjson.decode(a[3])
   if a[1] ~= 'available' then return {'away', 'agent is ' .. a[1]} end

@@ -112,10 +112,11 @@ class RoutingServiceServicer:
 
     def Accept(self, request, context):
         """The agent takes an offered call: OFFERED -> ACTIVE. FAILED_PRECONDITION for a stale
-        token, an expired offer, an assignment made directly (never offered), or an agent who
-        left since the offer was made (not available, a lapsed heartbeat, inside a scheduled
-        absence, past their shift's end: the dispatcher takes the offer back). Retrying a
-        successful Accept returns the same assignment.
+        token, an expired offer, an assignment made directly (never offered), or, when the
+        policy takes work back from agents who leave (`reclaim_on_absence`), an agent who left
+        since the offer was made (not available, inside a scheduled absence, past their shift's
+        end, a lapsed heartbeat unless Redis was just unavailable: the dispatcher takes the
+        offer back). Retrying a successful Accept returns the same assignment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

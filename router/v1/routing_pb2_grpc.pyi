@@ -50,10 +50,11 @@ class RoutingServiceStub:
     """
     Accept: _grpc.UnaryUnaryMultiCallable[_routing_pb2.AcceptRequest, _routing_pb2.AcceptResponse]
     """The agent takes an offered call: OFFERED -> ACTIVE. FAILED_PRECONDITION for a stale
-    token, an expired offer, an assignment made directly (never offered), or an agent who
-    left since the offer was made (not available, a lapsed heartbeat, inside a scheduled
-    absence, past their shift's end: the dispatcher takes the offer back). Retrying a
-    successful Accept returns the same assignment.
+    token, an expired offer, an assignment made directly (never offered), or, when the
+    policy takes work back from agents who leave (`reclaim_on_absence`), an agent who left
+    since the offer was made (not available, inside a scheduled absence, past their shift's
+    end, a lapsed heartbeat unless Redis was just unavailable: the dispatcher takes the
+    offer back). Retrying a successful Accept returns the same assignment.
     """
     Reject: _grpc.UnaryUnaryMultiCallable[_routing_pb2.RejectRequest, _routing_pb2.RejectResponse]
     """The agent declines an offered call: it goes back to the queue with its original age and
@@ -122,10 +123,11 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     """
     Accept: _aio.UnaryUnaryMultiCallable[_routing_pb2.AcceptRequest, _routing_pb2.AcceptResponse]  # type: ignore[assignment]
     """The agent takes an offered call: OFFERED -> ACTIVE. FAILED_PRECONDITION for a stale
-    token, an expired offer, an assignment made directly (never offered), or an agent who
-    left since the offer was made (not available, a lapsed heartbeat, inside a scheduled
-    absence, past their shift's end: the dispatcher takes the offer back). Retrying a
-    successful Accept returns the same assignment.
+    token, an expired offer, an assignment made directly (never offered), or, when the
+    policy takes work back from agents who leave (`reclaim_on_absence`), an agent who left
+    since the offer was made (not available, inside a scheduled absence, past their shift's
+    end, a lapsed heartbeat unless Redis was just unavailable: the dispatcher takes the
+    offer back). Retrying a successful Accept returns the same assignment.
     """
     Reject: _aio.UnaryUnaryMultiCallable[_routing_pb2.RejectRequest, _routing_pb2.RejectResponse]  # type: ignore[assignment]
     """The agent declines an offered call: it goes back to the queue with its original age and
@@ -203,10 +205,11 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_routing_pb2.AcceptResponse, _abc.Awaitable[_routing_pb2.AcceptResponse]]:
         """The agent takes an offered call: OFFERED -> ACTIVE. FAILED_PRECONDITION for a stale
-        token, an expired offer, an assignment made directly (never offered), or an agent who
-        left since the offer was made (not available, a lapsed heartbeat, inside a scheduled
-        absence, past their shift's end: the dispatcher takes the offer back). Retrying a
-        successful Accept returns the same assignment.
+        token, an expired offer, an assignment made directly (never offered), or, when the
+        policy takes work back from agents who leave (`reclaim_on_absence`), an agent who left
+        since the offer was made (not available, inside a scheduled absence, past their shift's
+        end, a lapsed heartbeat unless Redis was just unavailable: the dispatcher takes the
+        offer back). Retrying a successful Accept returns the same assignment.
         """
 
     @_abc_1.abstractmethod

@@ -1068,6 +1068,28 @@ def test_a_call_and_its_timeline_are_read_as_of_one_moment(harness: StoreHarness
         store.call_with_timeline(T, "unknown")
 
 
+@pytest.mark.parametrize("why", ["grace", "no_reclaim"])
+def test_an_offer_nobody_takes_back_can_be_accepted(harness: StoreHarness, why: str) -> None:
+    """Accept refuses an agent who left only when the dispatcher would take the offer back:
+    a lapsed heartbeat within the grace after an outage (``heartbeat_grace``), or any
+    leaving under a policy that leaves work with agents (``reclaim_on_absence`` off), is
+    accepted, so the offer does not just run out as a missed one."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    offer = dispatch(store, "c1", "a", offer_s=600)
+    policy = dataclasses.replace(POLICY, heartbeat_timeout_s=5)
+    clock.advance(5_001)  # the heartbeat lapsed
+    if why == "no_reclaim":
+        store.set_presence(T, "a", Presence.OFFLINE)
+        policy = dataclasses.replace(policy, reclaim_on_absence=False)
+    grace = why == "grace"
+    accepted = store.accept_offer(
+        T, offer.assignment_id, offer.token, policy=policy, heartbeat_grace=grace
+    )
+    assert accepted.state == AssignmentState.ACTIVE
+
+
 def test_an_assignment_never_offered_cannot_be_accepted(harness: StoreHarness) -> None:
     """Accept of an assignment made directly (no offer) is FAILED_PRECONDITION, not an
     accepted offer's idempotent answer; nothing written."""
