@@ -112,6 +112,9 @@ class _Request:
     tenant: str
     request_id: str
     digest: str
+    legacy: str = ""
+    """A ``no_queue`` request's digest as replicas before ``no_queue`` was part of it wrote
+    it: a retry across an upgrade still replays an answer that was not QUEUED."""
 
 
 class Dispatching(Protocol):
@@ -171,11 +174,13 @@ class Assigner:
         self, tenant: str, request_id: str, call: Call, *, queue: bool = True
     ) -> AssignResult:
         """Assign ``call``, queue it, or (``queue=False``) say nobody can take it now."""
-        req = _Request(tenant, request_id, fingerprint(call, queue=queue))
+        req = _Request(
+            tenant, request_id, fingerprint(call, queue=queue), "" if queue else fingerprint(call)
+        )
         first = self._store.load_candidates(tenant, call, request_id)
         prior = self._store.find_request(tenant, request_id) if first.request_seen else None
         if prior is not None:
-            return self._replay(tenant, prior, req.digest)
+            return self._replay(tenant, prior, req.digest, req.legacy)
         fast: Candidates | None = first
         refused: set[str] = set()
         for attempt in range(1, self._max_replans + 2):
@@ -276,7 +281,7 @@ class Assigner:
             metrics.CALL_WAIT.labels(req.tenant, channel.value).observe(0)
             return _placed(result.assignment, placement.explanation, attempt)
         if isinstance(result, Replayed):
-            return self._replay_request(req.tenant, req.request_id, req.digest)
+            return self._replay_request(req.tenant, req.request_id, req.digest, req.legacy)
         reason = result.reason if isinstance(result, Conflict) else result.status
         log.debug("assign_replanned", agent_id=agent.agent_id, reason=reason)
         metrics.RETRIES.labels("commit").inc()
@@ -350,15 +355,20 @@ class Assigner:
         pool = agents_for(call, snapshot.agents, now, policy)
         return estimated_wait_s(position, call.channel, history, pool, policy, now)
 
-    def _replay_request(self, tenant: str, request_id: str, digest: str) -> AssignResult:
+    def _replay_request(
+        self, tenant: str, request_id: str, digest: str, legacy: str = ""
+    ) -> AssignResult:
         prior = self._store.find_request(tenant, request_id)
         if prior is None:  # expired between the two reads: extremely unlikely, safe to retry
             raise ContentionError("the request record changed during the call; retry")
-        return self._replay(tenant, prior, digest)
+        return self._replay(tenant, prior, digest, legacy)
 
-    def _replay(self, tenant: str, prior: tuple[str, CallRecord], digest: str) -> AssignResult:
+    def _replay(
+        self, tenant: str, prior: tuple[str, CallRecord], digest: str, legacy: str = ""
+    ) -> AssignResult:
         stored, record = prior
-        if stored != digest:
+        upgraded = bool(legacy) and stored == legacy and record.status != CallStatus.QUEUED
+        if stored != digest and not upgraded:
             raise InvalidArgumentError(
                 "request_id", "was already used for a different request; use a new request_id"
             )
