@@ -65,11 +65,11 @@ from router.errors import (
 )
 from router.forecast import agents_for, channel_position, estimated_wait_s
 from router.store import Candidates, Claim, Committed, Conflict, Gone, Replayed, Store
+from router.store_common import RATE_WINDOW_MS
 
 log = structlog.get_logger(__name__)
 _AGENT_ID = operator.attrgetter("profile.agent_id")
 
-HISTORY_WINDOW_MS = 15 * 60 * 1000
 INLINE_DISPATCH_RESERVE_S = 0.05
 """An Assign that joined the queue runs the batch pass inline only with more time than this
 left before its deadline (else the dispatcher's next wake-up or tick places the call)."""
@@ -350,10 +350,10 @@ class Assigner:
         view = self._store.load_queue(tenant, min(max(1, record.position), ESTIMATE_READ))
         snapshot = view.snapshot
         position = channel_position(view.calls, call.call_id, call.channel, record.position)
-        history = self._store.history(tenant, snapshot.now_ms - HISTORY_WINDOW_MS)
+        completed = self._store.completions(tenant, snapshot.now_ms - RATE_WINDOW_MS)
         now, policy = snapshot.now_ms, snapshot.policy
         pool = agents_for(call, snapshot.agents, now, policy)
-        return estimated_wait_s(position, call.channel, history, pool, policy, now)
+        return estimated_wait_s(position, call.channel, completed, pool, policy, now)
 
     def _replay_request(
         self, tenant: str, request_id: str, digest: str, legacy: str = ""

@@ -48,10 +48,10 @@ from router.errors import FailedPreconditionError, RouterError
 from router.forecast import PoolTerms, agents_for, pool_key, pool_terms, sla_state, wait_at
 from router.ordering import waited_ms
 from router.store import Claim, Committed, Conflict, Gone, PassGrant, QueueView, Store
+from router.store_common import RATE_WINDOW_MS
 
 log = structlog.get_logger(__name__)
 
-HISTORY_WINDOW_MS = 15 * 60 * 1000
 TICK_BATCHES = 4
 """Batches of waiting calls a tick's full pass reads at most: past a full first batch it
 could not place entirely (calls nobody free can take: another channel's backlog, a scarce
@@ -398,7 +398,7 @@ class Dispatcher:
         policy, now = snapshot.policy, snapshot.now_ms
         if not view.calls:
             return [], 0
-        history = self._store.history(tenant, now - HISTORY_WINDOW_MS)
+        completed = self._store.completions(tenant, now - RATE_WINDOW_MS)
         calls: list[Call] = []
         changed = 0
         before = ahead.copy()  # the channel's calls before: its agents serve them first
@@ -410,7 +410,7 @@ class Dispatcher:
             terms = pools.get(key)
             if terms is None:
                 pool = agents_for(queued, snapshot.agents, now, policy)
-                terms = pools[key] = pool_terms(queued.channel, history, pool, policy, now)
+                terms = pools[key] = pool_terms(queued.channel, completed, pool, policy, now)
             wait = wait_at(position, terms)
             at_risk, breached = sla_state(queued, now, wait, policy)
             call_id = queued.call_id

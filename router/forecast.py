@@ -1,6 +1,7 @@
-"""Estimated wait and SLA state of queued calls (pure: history and agents are arguments).
+"""Estimated wait and SLA state of queued calls (pure: completions and agents are arguments).
 
-Service rate of a channel, from the history of the last ``window_s`` seconds::
+Service rate of a channel, from its completions of the last ``RATE_WINDOW_S`` seconds
+(``Store.completions``, or ``completions_in`` a history)::
 
     observed_rate = #{completed entries on the channel with now - window <= at <= now} / window_s
 
@@ -37,7 +38,8 @@ A channel without a target (or with target 0) is never at risk nor breached.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TypeAlias
 
 from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Policy
@@ -49,6 +51,9 @@ from scoring.load import free_slots, occupancy
 
 COMPLETED = "completed"
 """``HistoryEntry.kind`` of a finished piece of work."""
+
+RATE_WINDOW_S = 900
+"""The window of the observed service rate (``store_common.RATE_WINDOW_MS``)."""
 
 FALLBACK_HANDLE_S = 300
 """Handle time assumed for a channel the policy gives no expected handle time."""
@@ -68,18 +73,25 @@ def agents_for(
 
 
 def service_rate(
-    history: Sequence[HistoryEntry], channel: Channel, now_ms: int, window_s: int = 900
+    history: Sequence[HistoryEntry], channel: Channel, now_ms: int, window_s: int = RATE_WINDOW_S
 ) -> float:
     """Completions per second on ``channel`` over the last ``window_s`` seconds."""
     if window_s <= 0:
         return 0.0
+    return completions_in(history, now_ms, window_s)[channel] / window_s
+
+
+def completions_in(
+    history: Sequence[HistoryEntry], now_ms: int, window_s: int = RATE_WINDOW_S
+) -> Mapping[Channel, int]:
+    """Completed entries per channel (every channel listed) over the last ``window_s``."""
     since = now_ms - window_s * 1000
-    done = sum(
-        1
+    done = Counter(
+        entry.channel
         for entry in history
-        if entry.kind == COMPLETED and entry.channel == channel and since <= entry.at_ms <= now_ms
+        if entry.kind == COMPLETED and since <= entry.at_ms <= now_ms
     )
-    return done / window_s
+    return {channel: done[channel] for channel in Channel}
 
 
 def staffed_slots(agents: Sequence[AgentSnapshot], channel: Channel, policy: Policy) -> int:
@@ -115,14 +127,15 @@ def free_now(agents: Sequence[AgentSnapshot], channel: Channel, policy: Policy, 
 def estimated_wait_s(  # noqa: PLR0917
     position: int,
     channel: Channel,
-    history: Sequence[HistoryEntry],
+    completed: Mapping[Channel, int],
     agents: Sequence[AgentSnapshot],
     policy: Policy,
     now_ms: int,
 ) -> float:
-    """Seconds the call at ``position`` (1 = next) on ``channel`` should still wait (see the
-    module docstring)."""
-    return wait_at(position, pool_terms(channel, history, agents, policy, now_ms))
+    """Seconds the call at ``position`` (1 = next) on ``channel`` should still wait, with
+    ``completed`` the completions per channel of the last ``RATE_WINDOW_S`` (see the module
+    docstring)."""
+    return wait_at(position, pool_terms(channel, completed, agents, policy, now_ms))
 
 
 PoolTerms: TypeAlias = tuple[int, float]
@@ -132,7 +145,7 @@ the pool's free slots now and its completions per second (``pool_terms``)."""
 
 def pool_terms(
     channel: Channel,
-    history: Sequence[HistoryEntry],
+    completed: Mapping[Channel, int],
     agents: Sequence[AgentSnapshot],
     policy: Policy,
     now_ms: int,
@@ -142,7 +155,7 @@ def pool_terms(
     free = free_now(present, channel, policy, now_ms)
     handle_s = policy.expected_handle_s.get(channel, 0) or FALLBACK_HANDLE_S
     fallback = max(1, staffed_slots(present, channel, policy)) / handle_s
-    return free, max(service_rate(history, channel, now_ms), fallback)
+    return free, max(completed.get(channel, 0) / RATE_WINDOW_S, fallback)
 
 
 def wait_at(position: int, terms: PoolTerms) -> float:

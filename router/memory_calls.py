@@ -3,12 +3,16 @@ timeline and history, cancel, SLA flags and callbacks (each as its Lua script do
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+
 from router import store_common as rules
 from router.domain import (
     Assignment,
     AssignmentState,
     CallRecord,
     CallStatus,
+    Channel,
     Policy,
     Snapshot,
     frozen_map,
@@ -93,6 +97,11 @@ class MemoryCalls(MemoryBase):
             if rec is None:
                 raise rules.call_not_found(call_id)
             return self._record(t, rec, now), list(rec.timeline)
+
+    def completions(self, tenant: str, since_ms: int) -> Mapping[Channel, int]:
+        """Counted in the history: ``completed`` entries at or after ``since_ms``."""
+        done = Counter(e.channel for e in self.history(tenant, since_ms) if e.kind == "completed")
+        return frozen_map({channel: done[channel] for channel in Channel})
 
     def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
         """Entries at or after ``since_ms`` and not older than two hours."""

@@ -23,6 +23,7 @@ from router.domain import (
     Call,
     CallRecord,
     CallStatus,
+    Channel,
     Policy,
     Snapshot,
     frozen_map,
@@ -234,6 +235,14 @@ class RedisCalls(RedisBase):
                 record = record_from_hash(fields, asg, None if rank is None else int(rank))
                 return record, [event_from_json(text(item)) for item in items]
         raise ContentionError(f"call {call_id} kept changing while it was read; retry")
+
+    def completions(self, tenant: str, since_ms: int) -> Mapping[Channel, int]:
+        """``ZCOUNT`` of each channel's ``done`` set in one ``MULTI``."""
+        k = Keys(tenant)
+        _, counts = self._multi(
+            k, lambda pipe: [pipe.zcount(k.done(ch), since_ms, "+inf") for ch in Channel]
+        )
+        return frozen_map(dict(zip(Channel, map(int, counts), strict=True)))
 
     def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
         """``ZRANGEBYSCORE history``; entries older than two hours are left out even before a

@@ -92,6 +92,11 @@ class Keys:
         """ZSET: answered/abandoned/completed entries scored by time."""
         return f"{self.prefix}history"
 
+    def done(self, channel: str) -> str:
+        """ZSET: the channel's completions of the last ``RATE_WINDOW_MS`` (history keys scored
+        by time): the service rate's count without reading the history."""
+        return f"{self.prefix}done:{channel}"
+
     @property
     def lease(self) -> str:
         """STRING: the dispatcher lease, ``<expires_ms>|<owner>``."""

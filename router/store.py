@@ -524,6 +524,12 @@ class Store(Protocol):
         record's last change). ``NotFoundError`` if unknown."""
         ...
 
+    def completions(self, tenant: str, since_ms: int) -> Mapping[Channel, int]:
+        """Work completed per channel (every channel listed) at or after ``since_ms``, which is
+        at most ``store_common.RATE_WINDOW_MS`` ago (what the stores keep of it): the
+        service rate, without reading the history."""
+        ...
+
     def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
         """Answered, abandoned and completed entries at or after ``since_ms`` (two hours kept)."""
         ...

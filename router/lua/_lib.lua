@@ -5,6 +5,7 @@
 
 local TIMELINE_MAX = 200      -- store_common.TIMELINE_MAX
 local HISTORY_MS = 7200000    -- store_common.HISTORY_MS
+local RATE_WINDOW_MS = 900000  -- store_common.RATE_WINDOW_MS
 
 -- ARGV[1] of every script: '<clock>' or '<clock>;<traceparent>'. The clock is epoch ms from
 -- the store's override clock, or '' to take Redis server time (allowed in scripts since Redis
@@ -91,13 +92,17 @@ end
 
 -- History members sort by time, then (ties) by the padded id of their event, i.e. in the
 -- order they were written: '<ms 20 digits>-<n 20 digits>|kind|channel|wait_ms|call_id'.
-local function add_history(history_key, event_id, kind, channel, now, wait, call_id)
+local function add_history(history_key, event_id, kind, channel, now, wait, call_id, done_key)
   local dash = string.find(event_id, '-', 1, true)
   local ms, n = string.sub(event_id, 1, dash - 1), string.sub(event_id, dash + 1)
   local key = string.rep('0', 20 - #ms) .. ms .. '-' .. string.rep('0', 20 - #n) .. n
   redis.call('ZADD', history_key, now,
              key .. '|' .. kind .. '|' .. channel .. '|' .. int(wait) .. '|' .. call_id)
   redis.call('ZREMRANGEBYSCORE', history_key, '-inf', '(' .. int(now - HISTORY_MS))
+  if done_key then  -- a completion: also counted in its channel's window (Keys.done)
+    redis.call('ZADD', done_key, now, key)
+    redis.call('ZREMRANGEBYSCORE', done_key, '-inf', '(' .. int(now - RATE_WINDOW_MS))
+  end
 end
 
 -- --- the agent's work -----------------------------------------------------------------------

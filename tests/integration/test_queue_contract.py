@@ -54,6 +54,7 @@ from router.store import (
     Store,
     queue_score,
 )
+from router.store_common import RATE_WINDOW_MS
 from tests.helpers import sample
 from tests.integration.conftest import StoreHarness
 
@@ -1088,6 +1089,29 @@ def test_an_offer_nobody_takes_back_can_be_accepted(harness: StoreHarness, why: 
         T, offer.assignment_id, offer.token, policy=policy, heartbeat_grace=grace
     )
     assert accepted.state == AssignmentState.ACTIVE
+
+
+def test_completions_per_channel_over_the_rate_window(harness: StoreHarness) -> None:
+    """``completions`` counts completed work per channel since a time within the rate
+    window (the service rate's input, read without the history): releases and cancels do
+    not count; 15 minutes on, none does."""
+    store, clock = harness.store, harness.clock
+    for agent_id in ("a", "b", "c"):
+        available(store, agent_id)
+    for call_id in ("c1", "c2", "c3"):
+        enqueue(harness, call_id)
+    ends = [AssignmentState.COMPLETED, AssignmentState.COMPLETED, AssignmentState.RELEASED]
+    for call_id, agent_id, end in zip(("c1", "c2", "c3"), ("a", "b", "c"), ends, strict=True):
+        asg = dispatch(store, call_id, agent_id)
+        clock.advance(1_000)
+        store.finish_assignment(T, asg.assignment_id, asg.token, end, policy=POLICY)
+    since = clock.now_ms - RATE_WINDOW_MS
+    assert dict(store.completions(T, since)) == {
+        ch: 2 if ch == Channel.CHAT else 0 for ch in Channel
+    }
+    assert store.completions(T, clock.now_ms - 1_500)[Channel.CHAT] == 1  # the last one only
+    clock.advance(RATE_WINDOW_MS)
+    assert sum(store.completions(T, clock.now_ms - RATE_WINDOW_MS).values()) == 0
 
 
 def test_an_assignment_never_offered_cannot_be_accepted(harness: StoreHarness) -> None:

@@ -121,6 +121,7 @@ def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> 
         "queue": "zset",
         "offers": "zset",
         "history": "zset",
+        "done": "zset",
         "lease": "string",
     }
     now = clock.now_ms
@@ -132,6 +133,7 @@ def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> 
     assert redis_client.smembers(PREFIX + "idx:skill:billing") == {"a"}
     assert redis_client.zrange(PREFIX + "work:a", 0, -1) == [f"{finished}|{now}|{now}|25"]
     assert redis_client.get(PREFIX + "fence") == "3"
+    assert redis_client.zcard(PREFIX + "done:chat") == 1  # the completed one
     assert redis_client.zrange(PREFIX + "queue", 0, -1, withscores=True) == [("c4", 1.0)]
     offers: list[tuple[str, float]] = redis_client.zrange(  # type: ignore[assignment]
         PREFIX + "offers", 0, -1, withscores=True

@@ -21,6 +21,7 @@ from router.domain import (
 from router.forecast import (
     agents_for,
     channel_position,
+    completions_in,
     estimated_wait_s,
     pool_key,
     pool_terms,
@@ -62,27 +63,31 @@ POLICY = Policy(expected_handle_s=frozen_map({Channel.VOICE: 300, Channel.CHAT: 
 def test_wait_is_zero_while_an_agent_is_free() -> None:
     """Position 1 waits nothing with one free agent; position 2 waits for a completion."""
     agents = [make_agent("free"), make_agent("busy", active=BUSY)]
-    assert estimated_wait_s(1, Channel.VOICE, [], agents, POLICY, NOW) == 0.0
+    assert estimated_wait_s(1, Channel.VOICE, {}, agents, POLICY, NOW) == 0.0
     # Two agents serve voice, 300 s each: one completion every 150 s.
-    assert estimated_wait_s(2, Channel.VOICE, [], agents, POLICY, NOW) == pytest.approx(150.0)
+    assert estimated_wait_s(2, Channel.VOICE, {}, agents, POLICY, NOW) == pytest.approx(150.0)
 
 
 def test_wait_uses_the_fallback_rate_without_history() -> None:
     """All busy, no history: position / (staffed slots / handle time)."""
     agents = [make_agent(f"a{i}", active=BUSY) for i in range(3)]
-    assert estimated_wait_s(1, Channel.VOICE, [], agents, POLICY, NOW) == pytest.approx(100.0)
-    assert estimated_wait_s(6, Channel.VOICE, [], agents, POLICY, NOW) == pytest.approx(600.0)
+    assert estimated_wait_s(1, Channel.VOICE, {}, agents, POLICY, NOW) == pytest.approx(100.0)
+    assert estimated_wait_s(6, Channel.VOICE, {}, agents, POLICY, NOW) == pytest.approx(600.0)
     # Chat slots count: each agent may hold 3 chats (and they are full of voice here).
-    assert estimated_wait_s(9, Channel.CHAT, [], agents, POLICY, NOW) == pytest.approx(600.0)
+    assert estimated_wait_s(9, Channel.CHAT, {}, agents, POLICY, NOW) == pytest.approx(600.0)
 
 
 def test_wait_uses_the_observed_rate_when_faster() -> None:
     """A history faster than the fallback (short calls) shortens the estimate."""
     agents = [make_agent("a", active=BUSY)]
     history = [done(Channel.VOICE, ago) for ago in range(0, 900, 30)]  # 30 in 15 min
-    assert estimated_wait_s(3, Channel.VOICE, history, agents, POLICY, NOW) == pytest.approx(90.0)
+    assert estimated_wait_s(
+        3, Channel.VOICE, completions_in(history, NOW), agents, POLICY, NOW
+    ) == pytest.approx(90.0)
     slow = history[:1]  # slower than the fallback: the fallback stands
-    assert estimated_wait_s(3, Channel.VOICE, slow, agents, POLICY, NOW) == pytest.approx(900.0)
+    assert estimated_wait_s(
+        3, Channel.VOICE, completions_in(slow, NOW), agents, POLICY, NOW
+    ) == pytest.approx(900.0)
 
 
 def test_absent_agents_neither_serve_nor_count_as_free() -> None:
@@ -95,11 +100,11 @@ def test_absent_agents_neither_serve_nor_count_as_free() -> None:
         capped,
     ]
     # Only "capped" is present: one voice slot staffed, none free.
-    assert estimated_wait_s(1, Channel.VOICE, [], agents, POLICY, NOW) == pytest.approx(300.0)
-    assert estimated_wait_s(2, Channel.VOICE, [], [], POLICY, NOW) == pytest.approx(600.0)
+    assert estimated_wait_s(1, Channel.VOICE, {}, agents, POLICY, NOW) == pytest.approx(300.0)
+    assert estimated_wait_s(2, Channel.VOICE, {}, [], POLICY, NOW) == pytest.approx(600.0)
     # A channel the policy has no handle time for falls back to 300 s.
     bare = Policy(expected_handle_s=frozen_map({}))
-    assert estimated_wait_s(1, Channel.EMAIL, [], [], bare, NOW) == pytest.approx(300.0)
+    assert estimated_wait_s(1, Channel.EMAIL, {}, [], bare, NOW) == pytest.approx(300.0)
 
 
 def test_wait_is_monotone_in_position() -> None:
@@ -112,7 +117,7 @@ def test_wait_is_monotone_in_position() -> None:
     ]
     history = [done(Channel.CHAT, ago) for ago in range(0, 900, 120)]
     waits = [
-        estimated_wait_s(position, Channel.CHAT, history, agents, POLICY, NOW)
+        estimated_wait_s(position, Channel.CHAT, completions_in(history, NOW), agents, POLICY, NOW)
         for position in range(1, 30)
     ]
     assert waits[0] == 0.0
@@ -204,6 +209,6 @@ def test_calls_with_one_pool_key_have_one_pool() -> None:
     pools: dict[object, tuple[list[str], object]] = {}
     for call in calls:
         pool = agents_for(call, agents, NOW, policy)
-        found = ([a.agent_id for a in pool], pool_terms(call.channel, [], pool, policy, NOW))
+        found = ([a.agent_id for a in pool], pool_terms(call.channel, {}, pool, policy, NOW))
         assert pools.setdefault(pool_key(call, NOW, policy), found) == found
     assert 20 < len(pools) < 300  # keys shared, and pools told apart
