@@ -7,6 +7,7 @@ methods as mixins on top of them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -42,8 +43,18 @@ def aging_ms(policy: Policy | None) -> int:
     return (policy or Policy()).aging_s_per_priority * 1000
 
 
-_POLICIES_KEPT = 256
-"""Decoded policies memoised per store (``_policy``); past it the memo starts over."""
+_POLICIES_KEPT = 4096
+"""Decoded policies memoised (``_decoded``, least recently used dropped first)."""
+_TENANTS_KEPT = 65_536
+"""Tenants whose last read policy a store keeps (``known_policy``); past it, it starts over."""
+
+
+@functools.lru_cache(maxsize=_POLICIES_KEPT)
+def _decoded(stored: str) -> KnownPolicy:
+    """A stored policy JSON ("": none stored) decoded, tagged with the SHA-1 of that text (a
+    ``Policy`` is immutable, so every reader may share one)."""
+    policy = codec.decode_policy(stored) if stored else Policy()
+    return KnownPolicy(policy, hashlib.sha1(stored.encode()).hexdigest())
 
 
 class RedisBase(ABC):
@@ -55,8 +66,6 @@ class RedisBase(ABC):
     """How long (in revs: µs of Redis time) a deleted agent stays in ``idx:revs``."""
     _agent_cache: AgentCache
     """Decoded agents by ``rev`` (``load_candidates``)."""
-    _policies: dict[str, KnownPolicy]
-    """Decoded policies (with their tags) by their stored JSON."""
     _known_policies: dict[str, KnownPolicy]
     """Tenant -> the policy this replica read last (``known_policy``)."""
     _parties_seen: PartiesCache
@@ -89,15 +98,8 @@ class RedisBase(ABC):
         its text (a ``Policy`` is immutable, so every reader may share one); it becomes the
         tenant's ``known_policy``, tagged with the SHA-1 of that text (what
         ``finish_assignment.lua`` compares)."""
-        stored = "" if raw is None else text(raw)
-        known = self._policies.get(stored)
-        if known is None:
-            policy = codec.decode_policy(stored) if stored else Policy()
-            known = KnownPolicy(policy, hashlib.sha1(stored.encode()).hexdigest())
-            if len(self._policies) >= _POLICIES_KEPT:
-                self._policies.clear()
-            self._policies[stored] = known
-        if len(self._known_policies) >= _POLICIES_KEPT and tenant not in self._known_policies:
+        known = _decoded("" if raw is None else text(raw))
+        if len(self._known_policies) >= _TENANTS_KEPT and tenant not in self._known_policies:
             self._known_policies.clear()
         self._known_policies[tenant] = known
         return known.policy

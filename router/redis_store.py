@@ -439,7 +439,6 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         self._tombstones_kept_us = round(tombstones_kept_s * 1_000_000)
         self._agent_cache = AgentCache()
         self._parties_seen = PartiesCache()
-        self._policies = {}
         self._known_policies = {}
         self._mirrors = {}
         self._agent_lists = {}

@@ -25,7 +25,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
-from router import local_redis, tracing
+from router import codec, local_redis, tracing
 from router.domain import (
     AgentProfile,
     AssignmentState,
@@ -299,6 +299,31 @@ def test_refusals_map_to_the_error_tree(reply: str, error: type[RouterError]) ->
     with pytest.raises(error) as raised, _driver_errors():
         raise redis.ResponseError(reply)
     assert type(raised.value) is error
+
+
+def test_many_tenants_policies_stay_decoded(
+    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 tenants with a policy each, read twice over (as a replica's dispatcher sweeps
+    them): each policy is decoded once, and each tenant's last read one stays known (past
+    256 tenants both memos used to start over, decoding every policy on every sweep)."""
+    store = RedisStore(redis_client, clock)
+    tenants = [f"t{n:03d}" for n in range(300)]
+    for n, tenant in enumerate(tenants):
+        store.put_policy(tenant, Policy(max_missed_offers=n % 50 + 1, aging_s_per_priority=n + 1))
+    decoded: list[str] = []
+    decode = codec.decode_policy
+
+    def counted(text: str) -> Policy:
+        decoded.append(text)
+        return decode(text)
+
+    monkeypatch.setattr(codec, "decode_policy", counted)
+    for _ in range(2):
+        for tenant in tenants:
+            store.get_policy(tenant)
+    assert len(decoded) <= len(tenants)  # some may be decoded already, by put_policy
+    assert all(store._known_policies[tenant] for tenant in tenants)
 
 
 def test_client_must_decode_responses(redis_server: local_redis.LocalRedis) -> None:
