@@ -36,7 +36,8 @@ from router.redis_schema import agent_from_work, agent_work
 from scoring.load import differing, shared_runs
 
 MAX_ENTRIES = 200_000
-"""Cached agents across tenants; past it the cache starts over (a cold read is still exact)."""
+"""Cached agents across tenants; past it the tenants cached first are dropped, whole, down
+to three quarters of it (a cold read is still exact)."""
 
 _NEVER = 2**63
 
@@ -484,12 +485,36 @@ class AgentCache:
                 if agent_id not in kept:
                     del latest[agent_id]
 
+    def forget(self, tenant: str, kept: Collection[str]) -> None:
+        """A full read of ``tenant``'s agents listed only ``kept``: the others cached were
+        deleted since, and are dropped."""
+        with self._lock:
+            entries = self._entries.get(tenant, {})
+            gone = [agent_id for agent_id in entries if agent_id not in kept]
+            view = self._views.get(tenant)
+            for agent_id in gone:
+                del entries[agent_id]
+                if view is not None:
+                    view.drop(agent_id)
+            self._size -= len(gone)
+
+    def _make_room(self, tenant: str) -> None:
+        """Full: drop other tenants' entries, those cached first first, down to three
+        quarters of the bound (all of them if ``tenant`` alone fills it)."""
+        for other in [t for t in self._entries if t != tenant]:
+            if self._size <= self._max * 3 // 4:
+                return
+            self._size -= len(self._entries.pop(other))
+            self._views.pop(other, None)
+        if self._size >= self._max:
+            self._entries.clear()
+            self._views.clear()
+            self._size = 0
+
     def _store(self, tenant: str, agent_id: str, entry: _Entry) -> None:
         with self._lock:
             if self._size >= self._max:
-                self._entries.clear()
-                self._views.clear()
-                self._size = 0
+                self._make_room(tenant)
             entries = self._entries.setdefault(tenant, {})
             self._size += agent_id not in entries
             entries[agent_id] = entry

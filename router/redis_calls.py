@@ -125,15 +125,7 @@ class RedisCalls(RedisBase):
             now, replies = self._multi(k, whole, now=True)
             raw_policy, raw_queued, depth, first_offer, version, *rest = replies
             rev_head, beat_head, raw_ids, raw_revs, raw_beats, raw_beat_revs = rest
-            beat_revs = dict(zip(*_scored(raw_beat_revs), strict=True))
-            self._agent_cache.beat(
-                tenant,
-                [
-                    (a, beat_revs[a], ms)
-                    for a, ms in zip(*_scored(raw_beats), strict=True)
-                    if a in beat_revs
-                ],
-            )
+            self._beats_read(tenant, raw_beats, raw_beat_revs)
             # without revs (an index not built yet: load_candidates builds it) every agent
             # is read, and nothing is kept
             rev_ids, rev_numbers = _scored(raw_revs)
@@ -141,6 +133,7 @@ class RedisCalls(RedisBase):
             ids: list[str] = raw_ids
             if ids:
                 text(ids[0])  # one check: the client decodes replies
+            self._agent_cache.forget(tenant, set(ids))  # the others cached were deleted
             known = AgentLists(
                 (version, rev_head, beat_head), ids, list(map(revs.get, ids, repeat(""))), read_at
             )
@@ -169,6 +162,13 @@ class RedisCalls(RedisBase):
         return QueueView(
             Snapshot(now, policy, tuple(agents)), tuple(calls), int(depth), due, frozen_map(traces)
         )
+
+    def _beats_read(self, tenant: str, raw_beats: list[Any], raw_beat_revs: list[Any]) -> None:
+        """Every agent's latest heartbeat and its rev, as a full read found them, to the
+        agent cache (``AgentCache.beat``)."""
+        beat_revs = dict(zip(*_scored(raw_beat_revs), strict=True))
+        beats = zip(*_scored(raw_beats), strict=True)
+        self._agent_cache.beat(tenant, [(a, beat_revs[a], ms) for a, ms in beats if a in beat_revs])
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:
         """The call hash and its queue rank in one ``MULTI``, then its assignment."""

@@ -326,6 +326,22 @@ def test_many_tenants_policies_stay_decoded(
     assert all(store._known_policies[tenant] for tenant in tenants)
 
 
+def test_a_deleted_agent_leaves_the_agent_cache(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """The queue's next full read of a tenant's agents drops the cached ones deleted since
+    (they were kept for good before)."""
+    store = RedisStore(redis_client, clock)
+    for agent_id in ("a", "b", "c"):
+        store.create_agent(T, AgentProfile(agent_id))
+        store.set_presence(T, agent_id, Presence.AVAILABLE)
+    store.load_queue(T, 10)
+    assert len(store._agent_cache) == 3
+    store.delete_agent(T, "b")
+    assert [a.agent_id for a in store.load_queue(T, 10).snapshot.agents] == ["a", "c"]
+    assert len(store._agent_cache) == 2
+
+
 def test_client_must_decode_responses(redis_server: local_redis.LocalRedis) -> None:
     """A bytes client is refused up front rather than failing on the first reply."""
     client = redis.Redis.from_url(redis_server.url)

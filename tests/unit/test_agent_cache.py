@@ -318,3 +318,25 @@ def test_threads_sharing_the_cache_are_served_only_the_revs_they_ask_for() -> No
     finally:
         sys.setswitchinterval(interval)
     assert errors == []
+
+
+def test_deleted_agents_are_forgotten_and_a_full_cache_drops_other_tenants_first() -> None:
+    """A full read listing a tenant's agents drops the cached ones it does not list (they
+    were deleted); a full cache drops other tenants, those cached first first, down to
+    three quarters of its bound, and keeps the tenant being cached."""
+    now = 5_000_000
+    cache = AgentCache(max_entries=8)
+    for agent_id in ("a1", "a2", "a3"):
+        cache.put(T, _named(agent_id, 1, now), [], now, 60_000)
+    cache.forget(T, {"a1", "a3"})
+    assert len(cache) == 2
+    assert cache.get(T, "a2", "1", now, 60_000) is None
+    assert cache.get(T, "a1", "1", now, 60_000) is not None
+    for n in range(3):
+        cache.put("old", _named(f"o{n}", 1, now), [], now, 60_000)
+    for n in range(4):  # the cache fills: "acme" (cached first) goes, "old" and "new" stay
+        cache.put("new", _named(f"n{n}", 1, now), [], now, 60_000)
+    assert cache.get(T, "a1", "1", now, 60_000) is None
+    assert all(cache.get("old", f"o{n}", "1", now, 60_000) for n in range(3))
+    assert all(cache.get("new", f"n{n}", "1", now, 60_000) for n in range(4))
+    assert len(cache) == 7
