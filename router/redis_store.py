@@ -3,8 +3,8 @@
 This is the only module that imports ``redis``; the store methods live in driver-free mixins
 (``redis_agents``, ``redis_routing``, ``redis_calls`` on ``redis_base``) and reach Redis
 through the plumbing here. Writes that must not interleave are Lua scripts in ``router/lua/``
-(``_lib.lua`` is prepended to each), loaded with ``register_script`` so a NOSCRIPT after a
-restart or failover reloads them. Business outcomes come back from a script as
+(``_lib.lua`` is prepended to each), run by ``EVALSHA``, and by ``EVAL`` of their source on
+a NOSCRIPT after a restart or failover (``_eval``). Business outcomes come back from a script as
 ``{status, ...}`` arrays and become results or ``router.errors``; driver failures (connection,
 timeout, loading, read-only replica, cluster down, OOM, BUSY) become ``StoreUnavailableError``.
 
@@ -267,9 +267,6 @@ _REFUSING_WRITES = ("NOREPLICAS", "MISCONF", "MASTERDOWN")
 """Error replies of a Redis that refuses writes for now (too few replicas in sync with
 ``min-replicas-to-write``, a failed save or AOF write, a replica cut off from its primary),
 before the command ran: nothing was written, and a retry may pass once it recovers."""
-_SCRIPT_ATTEMPTS = 3
-"""Tries of a script whose cached copy a ``SCRIPT FLUSH`` (or a restart) dropped between
-the client's ``SCRIPT LOAD`` and its ``EVALSHA``."""
 _ROUTE_ERRORS = (
     redis.ConnectionError,
     redis.TimeoutError,
@@ -565,16 +562,22 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
             # checks per argument, and a pair's three scripts carry about 90.
             script_keys, script_args = [key.encode() for key in keys], _utf8([now, *args])
         with self._errors("EVALSHA", name):
-            for attempt in range(_SCRIPT_ATTEMPTS):
-                try:  # the client loads a script Redis does not know, then runs it
-                    reply = self._scripts[name](keys=script_keys, args=script_args)
-                    break
-                except NoScriptError:  # dropped again between the load and the run
-                    if attempt == _SCRIPT_ATTEMPTS - 1:
-                        raise
+            reply = self._eval(self._scripts[name], script_keys, script_args)
         if not isinstance(reply, list):
             raise RouterError(f"script {name} replied {reply!r}")
         return reply
+
+    def _eval(
+        self, script: Script, keys: Sequence[str | bytes], args: Sequence[str | int | bytes]
+    ) -> Any:
+        """``EVALSHA``; when the node does not know the script (a restart, a failover to a
+        replica that never ran it, ``SCRIPT FLUSH``), ``EVAL`` of its source on the same
+        node, which runs it and keeps it. (The client's own fallback, ``SCRIPT LOAD``, goes
+        to every primary of a cluster, so one primary down failed every tenant's request.)"""
+        try:
+            return self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return self._client.eval(text(script.script), len(keys), *keys, *args)
 
     def _transaction(
         self, k: Keys, build: Callable[[Any], object], *, raise_on_error: bool = True
@@ -642,10 +645,24 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
     def check_writable(self) -> None:
         """``Store.check_writable``: runs a script that may write (it writes nothing), which
         Redis refuses up front while it takes no writes: loading its data, at its memory
-        limit, refusing writes (NOREPLICAS, MISCONF), or a replica. On a cluster, the node of
-        the tenants key's slot answers."""
-        with self._errors("EVALSHA", "writable"):
-            self._writable(keys=[TENANTS_KEY])
+        limit, refusing writes (NOREPLICAS, MISCONF), or a replica. On a cluster, on each
+        primary until one takes it: unavailable only when none does (with some of them
+        down, their tenants' requests answer UNAVAILABLE, and taking every replica of the
+        service out of a load balancer would help none of the others)."""
+        cluster = self._cluster
+        if cluster is None:
+            with self._errors("EVALSHA", "writable"):
+                self._eval(self._writable, [TENANTS_KEY], [])
+            return
+        failed: list[StoreUnavailableError] = []
+        for node in cluster.get_primaries():  # type: ignore[no-untyped-call]
+            try:
+                with self._errors("EVAL", "writable"):
+                    cluster.execute_command("EVAL", _WRITABLE, 0, target_nodes=node)  # type: ignore[no-untyped-call]
+                return
+            except StoreUnavailableError as exc:
+                failed.append(exc)
+        raise failed[-1] if failed else StoreUnavailableError("redis cluster has no primary")
 
     def now_ms(self) -> int:
         """Redis server time (or the test clock); on a cluster, the time of any one node."""

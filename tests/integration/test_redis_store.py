@@ -20,9 +20,8 @@ import redis
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import HealthServicer
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from router import codec, local_redis, tracing
@@ -221,30 +220,24 @@ def test_scripts_reload_after_a_flush(redis_client: redis.Redis, clock: FakeCloc
     assert store.set_presence(T, "a", Presence.AVAILABLE).seq == 2
 
 
-def test_a_flush_between_load_and_run_is_tried_again(
+def test_a_script_the_node_lost_is_sent_to_that_node_alone(
     redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A ``SCRIPT FLUSH`` that lands between the client's ``SCRIPT LOAD`` and its
-    ``EVALSHA`` (NOSCRIPT twice in a row) is tried again; past the tries it is
-    UNAVAILABLE (retry), never an internal error, and nothing was written."""
+    """After ``SCRIPT FLUSH`` (a restart, a failover to a replica that never ran it) a
+    script runs by ``EVAL`` of its source on the node that answered NOSCRIPT, which keeps it
+    again; never by ``SCRIPT LOAD``, which a cluster client sends to every primary (one of
+    them down failed every tenant's request)."""
     store = RedisStore(redis_client, clock)
     store.create_agent(T, AgentProfile("a"))
-    script = store._scripts["set_presence"]
-    flushes = 2
+    redis_client.script_flush()
 
-    def flushed_first(*args: Any, **kwargs: Any) -> Any:
-        nonlocal flushes
-        if flushes:
-            flushes -= 1
-            raise NoScriptError("No matching script. Please use EVAL.")
-        return script(*args, **kwargs)
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("a primary is down")
 
-    monkeypatch.setitem(store._scripts, "set_presence", flushed_first)
+    monkeypatch.setattr(redis_client, "script_load", refused)
     assert store.set_presence(T, "a", Presence.AVAILABLE).seq == 2
-    flushes = 3
-    with pytest.raises(StoreUnavailableError, match="No matching script"):
-        store.set_presence(T, "a", Presence.BREAK)
-    assert store.get_agent(T, "a").presence == Presence.AVAILABLE
+    assert redis_client.script_exists(store._scripts["set_presence"].sha) == [True]
+    store.check_writable()
 
 
 def test_a_redis_refusing_writes_is_unavailable(
@@ -543,6 +536,27 @@ def test_every_script_is_single_slot(cluster_url: str, clock: FakeClock, kind: s
     )
     store.delete_agent(T, "a")
     client.close()
+
+
+def test_a_cluster_is_writable_while_one_primary_is(
+    cluster_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a cluster, health asks each primary until one takes a write: with one of two
+    primaries down (here: a node nothing listens on, listed first) the store is writable;
+    with none, unavailable."""
+    client = RedisCluster.from_url(cluster_url, decode_responses=True)
+    try:
+        store = RedisStore(client, clock)
+        assert store.cluster_mode
+        live = client.get_primaries()  # type: ignore[no-untyped-call]
+        dead = ClusterNode("127.0.0.1", local_redis.free_port())  # type: ignore[no-untyped-call]
+        monkeypatch.setattr(client, "get_primaries", lambda: [dead, *live])
+        store.check_writable()
+        monkeypatch.setattr(client, "get_primaries", lambda: [dead])
+        with pytest.raises(StoreUnavailableError):
+            store.check_writable()
+    finally:
+        client.close()
 
 
 def test_blocking_read_outlasts_the_socket_timeout(redis_server: local_redis.LocalRedis) -> None:
