@@ -327,7 +327,7 @@ class Dispatcher:
         ``offer_timeout`` span in the trace its call kept."""
         timed_out = 0
         policy = view.snapshot.policy
-        heard = not self._store.unavailable_within(outage_grace_s(policy))
+        heard = not self._store.unavailable_within(outage_grace_s(policy), tenant)
         offers = self._store.expired_offers(tenant)
         traces = self._traces(tenant, [offer.call_id for offer in offers])
         for offer in offers:
@@ -367,7 +367,7 @@ class Dispatcher:
         if not busy:
             return 0
         rules = policy
-        if self._store.unavailable_within(outage_grace_s(policy)):  # lapsed heartbeats wait
+        if self._store.unavailable_within(outage_grace_s(policy), tenant):  # heartbeats wait
             rules = dataclasses.replace(policy, heartbeat_timeout_s=0)
         for agent in busy:
             if must_reclaim(agent, snapshot.now_ms, rules):

@@ -67,7 +67,7 @@ class MemoryStore(MemoryRouting, MemoryCalls):
     def check_writable(self) -> None:
         """Always writable."""
 
-    def unavailable_within(self, seconds: float) -> bool:
+    def unavailable_within(self, seconds: float, tenant: str) -> bool:
         """Never unavailable."""
         return False
 

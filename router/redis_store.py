@@ -446,8 +446,9 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         """Set by ``from_url``: lets a store that met a MOVED reply switch to cluster mode."""
         self._options: dict[str, Any] = {}
         self._switch = threading.Lock()
-        self._unavailable_at: float | None = None
-        """``time.monotonic()`` of the last request that found Redis unavailable."""
+        self._unavailable_at: dict[str, float] = {}
+        """``time.monotonic()`` of the last request that found Redis unavailable, per scope
+        (``_scope``)."""
         self._use(client)
 
     def _use(self, client: redis.Redis | RedisCluster) -> None:
@@ -515,11 +516,12 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
     # --- plumbing ----------------------------------------------------------------------------
 
     @contextmanager
-    def _errors(self, operation: str, target: str = "") -> Iterator[None]:
+    def _errors(self, operation: str, target: str = "", *, key: str = "") -> Iterator[None]:
         """``_driver_errors``, and a MOVED reply to a single-server client switches the store
-        to cluster mode (when it came from ``from_url``). Inside a traced request, the round
-        trip is a client span named by the Redis ``operation`` and its ``target`` (a script's
-        name)."""
+        to cluster mode (when it came from ``from_url``); a failure as unavailable is noted
+        for ``unavailable_within`` (on a cluster, for the tenant of ``key``). Inside a traced
+        request, the round trip is a client span named by the Redis ``operation`` and its
+        ``target`` (a script's name)."""
         try:
             if tracing.enabled():
                 name = f"{operation} {target}" if target else operation
@@ -530,7 +532,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
                 with _driver_errors():
                     yield
         except StoreUnavailableError as exc:
-            self._unavailable_at = time.monotonic()
+            self._unavailable_at[self._scope(key)] = time.monotonic()
             if self._cluster is None and isinstance(exc.__cause__, MovedError):
                 self._become_cluster()
             raise
@@ -561,7 +563,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
             # Text encoded here, in one pass: the client's encoder otherwise runs four type
             # checks per argument, and a pair's three scripts carry about 90.
             script_keys, script_args = [key.encode() for key in keys], _utf8([now, *args])
-        with self._errors("EVALSHA", name):
+        with self._errors("EVALSHA", name, key=keys[0] if keys else ""):
             reply = self._eval(self._scripts[name], script_keys, script_args)
         if not isinstance(reply, list):
             raise RouterError(f"script {name} replied {reply!r}")
@@ -618,7 +620,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
                 pipe.time()
             build(pipe)
 
-        with self._errors("MULTI"):
+        with self._errors("MULTI", key=k.prefix):
             replies = self._transaction(k, queue)
         if not now:
             return 0, replies
@@ -628,7 +630,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         return int(seconds) * 1000 + int(micros) // 1000, replies
 
     def _hmget(self, key: str, *names: str) -> list[str | None]:
-        with self._errors("HMGET"):
+        with self._errors("HMGET", key=key):
             return [text_or_none(value) for value in self._client.hmget(key, list(names))]
 
     def _register_tenant(self, tenant: str) -> None:
@@ -636,11 +638,19 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         with self._errors("SADD"):
             self._client.sadd(TENANTS_KEY, tenant)
 
-    def unavailable_within(self, seconds: float) -> bool:
+    def unavailable_within(self, seconds: float, tenant: str) -> bool:
         """``Store.unavailable_within``: this replica's last request that found Redis
-        unavailable was at most ``seconds`` ago."""
-        at = self._unavailable_at
+        unavailable (on a cluster: the node of ``tenant``'s slot) was at most ``seconds``
+        ago."""
+        at = self._unavailable_at.get(self._scope(Keys(tenant).prefix))
         return at is not None and time.monotonic() - at <= seconds
+
+    def _scope(self, key: str) -> str:
+        """Whose outage a failure on ``key`` is: on a cluster the tenant of the key's hash tag
+        (other tenants live on other nodes; "" for keys of none), else every tenant's ("")."""
+        if self._cluster is None or "{" not in key:
+            return ""
+        return key[key.index("{") + 1 : key.index("}")]
 
     def check_writable(self) -> None:
         """``Store.check_writable``: runs a script that may write (it writes nothing), which
@@ -743,7 +753,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
             if start is not None:
                 pipe.xrange(k.events, start, "+", count=limit)
 
-        with self._errors("MULTI"):
+        with self._errors("MULTI", key=k.prefix):
             replies = self._transaction(k, build, raise_on_error=False)
             for reply in replies:
                 if isinstance(reply, redis.ResponseError) and "no such key" in str(reply):
@@ -761,7 +771,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
             if left_ms <= 0:
                 return []
             wait_ms = min(left_ms, self._block_slice_ms) if self._block_slice_ms else left_ms
-            with self._errors("XREAD"):
+            with self._errors("XREAD", key=k.prefix):
                 reply: Any = self._client.xread({k.events: cursor}, count=limit, block=wait_ms)
             for _, entries in reply or []:  # RESP2: [[stream, [(id, fields), ...]]]
                 if entries:

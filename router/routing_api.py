@@ -80,7 +80,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         assignment_id = convert.identifier("assignment_id", request.assignment_id)
         policy = self._store.known_policy(tenant).policy  # its heartbeat timeout
         # After an outage, as the dispatcher, let lapsed heartbeats be: this is a sign of life.
-        grace = self._store.unavailable_within(outage_grace_s(policy))
+        grace = self._store.unavailable_within(outage_grace_s(policy), tenant)
         accepted = self._store.accept_offer(
             tenant,
             assignment_id,

@@ -254,9 +254,10 @@ class Store(Protocol):
         """The store's clock in epoch milliseconds."""
         ...
 
-    def unavailable_within(self, seconds: float) -> bool:
-        """Whether a request of this replica found the store unavailable in the last
-        ``seconds``: agents' heartbeats and answers to offers may have failed meanwhile."""
+    def unavailable_within(self, seconds: float, tenant: str) -> bool:
+        """Whether a request of this replica found the store (of ``tenant``'s data)
+        unavailable in the last ``seconds``: agents' heartbeats and answers to offers may have
+        failed meanwhile."""
         ...
 
     def check_writable(self) -> None:

@@ -39,6 +39,7 @@ from router.domain import (
 )
 from router.errors import NotFoundError, OutOfRangeError, RouterError, StoreUnavailableError
 from router.probe import NOT_SERVING, SERVING, StoreProbe
+from router.redis_schema import Keys
 from router.redis_store import RedisStore, _driver_errors
 from router.store import AgentQuery, Claim, Committed, PassGrant
 from router.store_common import RECORD_TTL_MS, REQUEST_TTL_MS
@@ -367,7 +368,7 @@ def test_unreachable_server_is_unavailable() -> None:
         decode_responses=True,
     )
     store = RedisStore(client)
-    assert not store.unavailable_within(3600)
+    assert not store.unavailable_within(3600, T)
     calls: list[Callable[[], object]] = [
         store.now_ms,
         store.check_writable,
@@ -396,7 +397,8 @@ def test_unreachable_server_is_unavailable() -> None:
     finally:
         client.close()
     assert sample("router_redis_errors_total", kind="unavailable") - failed == len(calls)
-    assert store.unavailable_within(60)  # the dispatcher's grace after an outage
+    assert store.unavailable_within(60, T)  # the dispatcher's grace after an outage
+    assert store.unavailable_within(60, "other")  # one server: every tenant's outage
 
 
 @pytest.fixture(scope="module")
@@ -555,6 +557,27 @@ def test_a_cluster_is_writable_while_one_primary_is(
         monkeypatch.setattr(client, "get_primaries", lambda: [dead])
         with pytest.raises(StoreUnavailableError):
             store.check_writable()
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("kind", ["plain", "cluster"])
+def test_an_outage_is_every_tenants_on_one_server_and_its_own_on_a_cluster(
+    cluster_url: str, clock: FakeClock, kind: str
+) -> None:
+    """A request of tenant ``a`` that found Redis unavailable starts the dispatcher's grace
+    (``unavailable_within``) for every tenant on one server, but only for ``a`` on a cluster
+    (other tenants' slots live on other nodes)."""
+    client: redis.Redis | RedisCluster = redis.Redis.from_url(cluster_url, decode_responses=True)
+    if kind == "cluster":
+        client.close()
+        client = RedisCluster.from_url(cluster_url, decode_responses=True)
+    try:
+        store = RedisStore(client, clock)
+        with pytest.raises(StoreUnavailableError), store._errors("MULTI", key=Keys("a").prefix):
+            raise redis.ConnectionError("the node of a's slot is down")
+        assert store.unavailable_within(60, "a")
+        assert store.unavailable_within(60, "b") == (kind == "plain")
     finally:
         client.close()
 

@@ -318,7 +318,7 @@ class _Blipped(MemoryStore):
 
     down = False
 
-    def unavailable_within(self, seconds: float) -> bool:
+    def unavailable_within(self, seconds: float, tenant: str) -> bool:
         return self.down
 
 
