@@ -1,6 +1,11 @@
 -- Shared prelude: router.redis_store prepends this file to every script before loading it.
 -- Conventions: every key is declared in KEYS and carries the tenant hash tag (single slot);
 -- outcomes are returned as {status, ...} arrays, never raised as script errors.
+-- No command touches a key after one in the same run may have emptied or deleted it: while
+-- the tenant's slot migrates to another node, the node runs a script only if every key it
+-- declares exists there, and a command on a key that does not (any more) fails the script
+-- with "non local key", keeping what it wrote before. So removals that may empty a key come
+-- after its last read or write, once for a loop (e.g. reclaim.lua's ZREM of the offers).
 -- The in-memory store (router/memory_*.py) repeats every rule here step for step.
 
 local TIMELINE_MAX = 200      -- store_common.TIMELINE_MAX
@@ -207,10 +212,12 @@ local function fold(agent_key, outcome, half_life_s, now)
              'perf_weight', fmt(w * factor + 1.0), 'perf_ts', now)
 end
 
+-- The assignment ended in `state`; it leaves the offers unless offers_key is nil (the caller
+-- takes it off with the others it ends: the ZREM may empty the key).
 local function end_assignment(asg_key, offers_key, asg_id, state, now, record_ttl_ms)
   redis.call('HSET', asg_key, 'state', state, 'ended', now)
   redis.call('PEXPIRE', asg_key, record_ttl_ms)
-  redis.call('ZREM', offers_key, asg_id)
+  if offers_key then redis.call('ZREM', offers_key, asg_id) end
 end
 
 -- --- the queue ------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ for i = 10, #ARGV do
   if wanted and h[2] == agent_id
      and redis.call('HEXISTS', KEYS[1], 'a:' .. asg_id) == 1 then
     continue_call_trace(k.call)
-    end_assignment(asg_key, KEYS[5], asg_id, 'reclaimed', now, ARGV[6])
+    end_assignment(asg_key, nil, asg_id, 'reclaimed', now, ARGV[6])
     free_slot(KEYS[1], KEYS[2], asg_key, asg_id, now, tonumber(ARGV[5]))
     emit_call(k.events, k.timeline, ARGV[7], 'RECLAIMED', now, h[4], agent_id,
               {'assignment_id', asg_id, 'token', h[5]})
@@ -37,5 +37,12 @@ for i = 10, #ARGV do
     taken[#taken + 1] = {asg_id, redis.call('HGETALL', asg_key)}
   end
 end
-if #taken > 0 then index_agent(KEYS[1], KEYS[6], KEYS[7], agent_id) end
+if #taken > 0 then
+  -- Off the offers in one command, after the loop: one per assignment could empty the key
+  -- and fail on it the next time round (see _lib.lua).
+  local ids = {}
+  for j, t in ipairs(taken) do ids[j] = t[1] end
+  redis.call('ZREM', KEYS[5], unpack(ids))
+  index_agent(KEYS[1], KEYS[6], KEYS[7], agent_id)
+end
 return {'ok', taken}

@@ -1,0 +1,259 @@
+"""The write scripts while the tenant's cluster slot is being migrated (``CLUSTER SETSLOT
+<slot> MIGRATING`` on the node that holds it, ``IMPORTING`` on the target, no key moved yet).
+
+The source then runs a script only if every key it declares exists there, and inside it any
+command on a key that does not exist (one the script emptied or deleted a moment before)
+fails with "Script attempted to access a non local key": the script stops, and what it wrote
+until then stays. Each scenario below builds a tenant where every key the script declares
+exists, so the script runs on the source, and reaches a step that empties a key the script
+would touch again; it must then run to its end (or, refused, write nothing)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+
+from router import local_redis
+from router.domain import (
+    AgentProfile,
+    Assignment,
+    AssignmentState,
+    Call,
+    Channel,
+    Explanation,
+    Policy,
+    Presence,
+    Strategy,
+)
+from router.redis_store import RedisStore
+from router.store import Claim, Committed
+from tests.helpers import FakeClock, keyspace
+
+T = "acme"
+POLICY = Policy()
+
+
+@dataclass
+class TwoNodes:
+    """A Redis Cluster of two primaries on loopback: ``source`` serves every slot, ``target``
+    none (the other end of a migration)."""
+
+    source: int
+    target: int
+    bus: dict[int, int]
+    """Each node's cluster bus port."""
+
+    @property
+    def url(self) -> str:
+        """The source node's URL (a client's entry point)."""
+        return f"redis://127.0.0.1:{self.source}/0"
+
+    def node(self, port: int, *, decode: bool = True) -> redis.Redis:
+        """A plain client on one node (the caller closes it)."""
+        return redis.Redis(host="127.0.0.1", port=port, decode_responses=decode)
+
+    def node_id(self, port: int) -> str:
+        """The cluster id of the node on ``port``."""
+        with self.node(port) as client:
+            return str(client.execute_command("CLUSTER", "MYID"))
+
+    @contextmanager
+    def migrating(self, tenant: str) -> Iterator[None]:
+        """``tenant``'s slot MIGRATING from the source to the target (IMPORTING there) while
+        in the block; STABLE again after."""
+        slot = key_slot(tenant.encode())
+        source_id, target_id = self.node_id(self.source), self.node_id(self.target)
+        with self.node(self.source) as source, self.node(self.target) as target:
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            try:
+                yield
+            finally:
+                source.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+                target.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+
+
+def _start_node(binary: str, port: int, bus: int, directory: Path) -> subprocess.Popen[bytes]:
+    directory.mkdir()
+    return subprocess.Popen(
+        [
+            binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(directory),
+            "--cluster-enabled", "yes",
+            # The bus port defaults to port + 10000, out of range for high free ports.
+            "--cluster-port", str(bus),
+            "--cluster-config-file", str(directory / "nodes.conf"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[TwoNodes]:
+    """Two cluster nodes joined by ``CLUSTER MEET``, every slot on the first."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("the slot migration tests need redis-server", pytrace=False)
+    source, target = local_redis.free_port(), local_redis.free_port()
+    cluster = TwoNodes(
+        source, target, {source: local_redis.free_port(), target: local_redis.free_port()}
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="router-migrating-") as directory:
+        try:
+            for port in (cluster.source, cluster.target):
+                processes.append(
+                    _start_node(binary, port, cluster.bus[port], Path(directory) / str(port))
+                )
+            deadline = time.monotonic() + 10
+            with cluster.node(cluster.source) as source:
+                while True:
+                    try:
+                        source.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+                        source.execute_command(
+                            "CLUSTER", "MEET", "127.0.0.1", target, cluster.bus[target]
+                        )
+                        break
+                    except redis.ConnectionError:
+                        assert all(p.poll() is None for p in processes), "a node exited"
+                        assert time.monotonic() < deadline, "the nodes did not come up"
+                        time.sleep(0.05)
+            for port in (cluster.source, cluster.target):
+                with cluster.node(port) as client:
+                    while not (
+                        client.cluster("INFO").get("cluster_state") == "ok"
+                        and str(client.execute_command("CLUSTER", "NODES")).count("connected") == 2
+                    ):
+                        assert time.monotonic() < deadline, "the two nodes did not join"
+                        time.sleep(0.05)
+            yield cluster
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=10)
+
+
+# --- building a tenant ----------------------------------------------------------------------
+
+
+def _give(
+    store: RedisStore,
+    call_id: str,
+    agent_id: str = "a",
+    *,
+    channel: Channel = Channel.CHAT,
+    offer_s: int = 0,
+) -> Assignment:
+    """Commit ``call_id`` (a new call) to the agent: ACTIVE, or OFFERED for ``offer_s``."""
+    claim = Claim(
+        request_id=f"req-{call_id}",
+        fingerprint="fp",
+        call=Call(call_id=call_id, channel=channel),
+        agent_id=agent_id,
+        expected_seq=store.get_agent(T, agent_id).seq,
+        units=10,
+        heartbeat_timeout_s=0,
+        explanation=Explanation(strategy=Strategy.BALANCED),
+        offer_timeout_s=offer_s,
+    )
+    result = store.commit_assignment(T, claim)
+    assert isinstance(result, Committed)
+    return result.assignment
+
+
+def _complete(store: RedisStore, asg: Assignment, wrap_up_s: int = 0) -> None:
+    store.finish_assignment(
+        T, asg.assignment_id, asg.token, AssignmentState.COMPLETED, wrap_up_s=wrap_up_s
+    )
+
+
+def _team(store: RedisStore, *, offer: bool = True) -> None:
+    """Agents ``a`` and ``b``, available, with a heartbeat; a policy; ``a`` completed a call on
+    every channel (work spans, history, every channel's completions); a call nobody can take
+    waits in the queue, and (``offer``) ``b`` holds an offer."""
+    for agent_id in ("a", "b"):
+        store.create_agent(T, AgentProfile(agent_id, skills={"billing": 3}))
+        store.set_presence(T, agent_id, Presence.AVAILABLE)
+        store.heartbeat(T, agent_id)
+    store.put_policy(T, POLICY)
+    for channel in Channel:
+        _complete(store, _give(store, f"done-{channel.value}", channel=channel))
+    store.enqueue(T, "req-waits", "fp", Call("waits", Channel.VOICE), policy=POLICY)
+    if offer:
+        _give(store, "for-b", "b", offer_s=86_400 * 30)
+
+
+def _reclaim(store: RedisStore, count: int) -> None:
+    """Reclaim ``a``'s offers and chats: ``count`` of them."""
+    taken = store.reclaim(T, "a", channels=frozenset({Channel.CHAT}), policy=POLICY)
+    assert len(taken) == count
+
+
+# --- the scenarios: each builds its tenant and returns the operation to run -----------------
+
+Scenario = Callable[[RedisStore, FakeClock, redis.Redis], Callable[[], object]]
+"""(the store, its clock, a plain client on the source node) -> the operation."""
+
+
+def reclaim_two(store: RedisStore, clock: FakeClock, node: redis.Redis) -> Callable[[], object]:
+    """``a`` holds the only offer and an active chat; reclaiming both ends the offer first
+    (its removal empties the offers key), then the chat."""
+    _team(store, offer=False)
+    _give(store, "c2", offer_s=3_600)
+    _give(store, "c3")
+    return lambda: _reclaim(store, 2)
+
+
+SCENARIOS: list[Scenario] = [
+    reclaim_two,
+]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+def test_a_script_runs_whole_while_the_slot_migrates(
+    two_nodes: TwoNodes, scenario: Scenario
+) -> None:
+    """The operation, run with the tenant's slot MIGRATING, either completes or writes
+    nothing; here every key it declares exists, so it completes."""
+    with two_nodes.node(two_nodes.source) as source:
+        source.flushall()
+    clock = FakeClock()
+    client = RedisCluster.from_url(two_nodes.url, decode_responses=True)
+    store = RedisStore(client, clock)
+    raw = two_nodes.node(two_nodes.source, decode=False)
+    node = two_nodes.node(two_nodes.source)
+    try:
+        operation = scenario(store, clock, node)
+        before = keyspace(raw)
+        error: Exception | None = None
+        with two_nodes.migrating(T):
+            try:
+                operation()
+            except Exception as exc:  # any failure: then nothing may be written
+                error = exc
+        if error is not None:
+            after = keyspace(raw)
+            changed = sorted(key for key in {*before, *after} if before.get(key) != after.get(key))
+            assert not changed, f"failed half-way ({error!r}), having written {changed}"
+        assert error is None, f"refused: {error!r} (the scenario no longer runs its script)"
+    finally:
+        raw.close()
+        node.close()
+        store.close()
