@@ -30,6 +30,16 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The keys this run has deleted or emptied: a step that would read one takes it as empty
+-- without a command (see the conventions above).
+local EMPTIED = {}
+
+-- DEL the keys, noting them in EMPTIED.
+local function delete(...)
+  redis.call('DEL', ...)
+  for _, key in ipairs({...}) do EMPTIED[key] = true end
+end
+
 -- Full precision for the performance sums (tostring would keep only 14 digits).
 local function fmt(x)
   return string.format('%.17g', x)
@@ -274,7 +284,7 @@ end
 local function index_agent(agent_key, ready_key, rev_key, agent_id)
   local rev = next_rev(rev_key)
   redis.call('ZADD', rev_key, rev, '', rev, agent_id)
-  if redis.call('EXISTS', agent_key) == 0 then
+  if EMPTIED[agent_key] or redis.call('EXISTS', agent_key) == 0 then
     redis.call('ZREM', ready_key, agent_id)
     return
   end

@@ -14,7 +14,7 @@ if active > 0 then return {'busy', active} end
 -- Its version and seq go on with the next agent of this id (create_agent.lua).
 redis.call('HSET', KEYS[10], ARGV[3],
            int(version) .. '|' .. redis.call('HGET', KEYS[1], 'seq'))
-redis.call('DEL', KEYS[1], KEYS[2])
+delete(KEYS[1], KEYS[2])  -- index_agent then knows without EXISTS (see _lib.lua)
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('ZREM', KEYS[7], ARGV[3])
 redis.call('ZREM', KEYS[8], ARGV[3])

@@ -221,8 +221,19 @@ def reclaim_two(store: RedisStore, clock: FakeClock, node: redis.Redis) -> Calla
     return lambda: _reclaim(store, 2)
 
 
+def delete_agent(store: RedisStore, clock: FakeClock, node: redis.Redis) -> Callable[[], object]:
+    """Deleting ``b`` (who worked before; an agent deleted before leaves the tombstone keys)
+    deletes its hash, then updates the routing index for it."""
+    _team(store, offer=False)
+    _complete(store, _give(store, "by-b", "b"))
+    store.create_agent(T, AgentProfile("z", skills={"billing": 1}))
+    store.delete_agent(T, "z")
+    return lambda: store.delete_agent(T, "b")
+
+
 SCENARIOS: list[Scenario] = [
     reclaim_two,
+    delete_agent,
 ]
 
 
