@@ -281,13 +281,12 @@ local function next_rev(log_key)
   return int(math.max(last + 1, tonumber(t[1]) * 1000000 + tonumber(t[2])))
 end
 
-local function index_agent(agent_key, ready_key, rev_key, agent_id)
+-- The agent's next rev, in idx:revs and its hash; returns its score in idx:ready, or nil
+-- when it is not to be there (not available, or deleted).
+local function stamp_agent(agent_key, rev_key, agent_id)
   local rev = next_rev(rev_key)
   redis.call('ZADD', rev_key, rev, '', rev, agent_id)
-  if EMPTIED[agent_key] or redis.call('EXISTS', agent_key) == 0 then
-    redis.call('ZREM', ready_key, agent_id)
-    return
-  end
+  if EMPTIED[agent_key] or redis.call('EXISTS', agent_key) == 0 then return nil end
   redis.call('HSET', agent_key, 'rev', rev)
   local flat = redis.call('HGETALL', agent_key)
   local available, units = false, 0
@@ -300,7 +299,15 @@ local function index_agent(agent_key, ready_key, rev_key, agent_id)
       if w.wrap == 0 then units = units + tonumber(w.units) end
     end
   end
-  if available then
+  if available then return units end
+  return nil
+end
+
+-- Once per script, after its last write to the agent: the ZREM may empty idx:ready (the
+-- reindex script indexes several agents: stamp_agent each, idx:ready once at the end).
+local function index_agent(agent_key, ready_key, rev_key, agent_id)
+  local units = stamp_agent(agent_key, rev_key, agent_id)
+  if units then
     redis.call('ZADD', ready_key, units, agent_id)
   else
     redis.call('ZREM', ready_key, agent_id)

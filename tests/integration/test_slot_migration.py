@@ -36,11 +36,13 @@ from router.domain import (
     Presence,
     Strategy,
 )
+from router.redis_schema import Keys
 from router.redis_store import RedisStore
 from router.store import Claim, Committed
 from tests.helpers import FakeClock, keyspace
 
 T = "acme"
+K = Keys(T)
 POLICY = Policy()
 
 
@@ -231,9 +233,22 @@ def delete_agent(store: RedisStore, clock: FakeClock, node: redis.Redis) -> Call
     return lambda: store.delete_agent(T, "b")
 
 
+def build_index(store: RedisStore, clock: FakeClock, node: redis.Redis) -> Callable[[], object]:
+    """A rebuild of an index an older version left (version 1 revs; ``idx:ready`` naming ``a``
+    alone, who is offline now): taking ``a`` out empties ``idx:ready`` before ``b``."""
+    _team(store, offer=False)
+    store.build_index(T)
+    store.set_presence(T, "a", Presence.OFFLINE)
+    store.set_presence(T, "b", Presence.OFFLINE)
+    node.zadd(K.ready, {"a": 0})
+    node.hset(K.legacy_revs, "a", 1)
+    return lambda: store.build_index(T)
+
+
 SCENARIOS: list[Scenario] = [
     reclaim_two,
     delete_agent,
+    build_index,
 ]
 
 
