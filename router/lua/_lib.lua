@@ -135,10 +135,32 @@ local function work_value(channel, units, start, offered, wrap)
   return channel .. '|' .. units .. '|' .. int(start) .. '|' .. offered .. '|' .. int(wrap)
 end
 
-local function add_span(work_key, asg_id, start, finish, units, now, retention_ms)
-  redis.call('ZADD', work_key, finish,
-             asg_id .. '|' .. int(start) .. '|' .. int(finish) .. '|' .. units)
-  redis.call('ZREMRANGEBYSCORE', work_key, '-inf', '(' .. int(now - retention_ms))
+-- A work span: {its end (the score), '<assignment id>|<start>|<end>|<units>'}.
+local function span(asg_id, start, finish, units)
+  return {finish, asg_id .. '|' .. int(start) .. '|' .. int(finish) .. '|' .. units}
+end
+
+-- Record finished spans and drop those that ended before now - retention_ms: one ZADD of the
+-- spans that stay (one ending earlier would go at once), then the trim, which empties the
+-- key when every span in it is older (noted in EMPTIED: then nothing reads it again).
+local function add_spans(work_key, spans, now, retention_ms)
+  local cutoff = int(now - retention_ms)
+  local args = {}
+  for _, s in ipairs(spans) do
+    if s[1] >= now - retention_ms then
+      args[#args + 1] = s[1]
+      args[#args + 1] = s[2]
+    end
+  end
+  if #args > 0 then
+    redis.call('ZADD', work_key, unpack(args))
+    EMPTIED[work_key] = nil
+  elseif EMPTIED[work_key] then
+    return
+  elseif redis.call('ZCOUNT', work_key, cutoff, '+inf') == 0 then
+    EMPTIED[work_key] = true
+  end
+  redis.call('ZREMRANGEBYSCORE', work_key, '-inf', '(' .. cutoff)
 end
 
 -- Work the agent holds at `now`: {count, in_progress (any work without a wrap-up),
@@ -160,18 +182,28 @@ local function held(agent_key, now)
   return {count, busy, latest}
 end
 
--- Move wrap-ups that have ended into the work spans; readers already see them that way.
-local function sweep(agent_key, work_key, now, retention_ms)
+-- The wrap-ups that have ended: their fields in the agent's hash, and their spans.
+local function ended_wrap_ups(agent_key, now)
+  local fields, spans = {}, {}
   local flat = redis.call('HGETALL', agent_key)
   for i = 1, #flat, 2 do
     if string.sub(flat[i], 1, 2) == 'a:' then
       local w = parse_work(flat[i + 1])
       if w.wrap > 0 and w.wrap <= now then
-        redis.call('HDEL', agent_key, flat[i])
-        add_span(work_key, string.sub(flat[i], 3), w.start, w.wrap, w.units, now, retention_ms)
+        fields[#fields + 1] = flat[i]
+        spans[#spans + 1] = span(string.sub(flat[i], 3), w.start, w.wrap, w.units)
       end
     end
   end
+  return fields, spans
+end
+
+-- Move wrap-ups that have ended into the work spans; readers already see them that way.
+local function sweep(agent_key, work_key, now, retention_ms)
+  local fields, spans = ended_wrap_ups(agent_key, now)
+  if #fields == 0 then return end
+  redis.call('HDEL', agent_key, unpack(fields))
+  add_spans(work_key, spans, now, retention_ms)
 end
 
 -- The longest-idle clock: once nothing is in progress, the agent is free when the last
@@ -181,28 +213,35 @@ local function mark_free(agent_key, now)
   if not h[2] then redis.call('HSET', agent_key, 'last_free', math.max(now, h[3])) end
 end
 
+-- The work spans ending at `min` or later.
+local function spans_since(work_key, min)
+  if EMPTIED[work_key] then return {} end
+  return redis.call('ZRANGEBYSCORE', work_key, min, '+inf')
+end
+
 -- The agent as the store returns it: its hash, the work spans of the retention window, now.
 local function agent_view(agent_key, work_key, now, retention_ms)
-  return {redis.call('HGETALL', agent_key),
-          redis.call('ZRANGEBYSCORE', work_key, now - retention_ms, '+inf'), int(now)}
+  return {redis.call('HGETALL', agent_key), spans_since(work_key, now - retention_ms), int(now)}
 end
 
 -- The agent's hash and its work spans ending at now - window_ms or later (what a replica
 -- reads into its agent cache), or nothing when window_ms < 0.
 local function agent_after(agent_key, work_key, now, window_ms)
   if not window_ms or window_ms < 0 then return {} end
-  return {redis.call('HGETALL', agent_key),
-          redis.call('ZRANGEBYSCORE', work_key, now - window_ms, '+inf')}
+  return {redis.call('HGETALL', agent_key), spans_since(work_key, now - window_ms)}
 end
 
--- Give back the capacity assignment asg_id held (its span [created, now] is recorded),
--- bump seq and move the longest-idle clock.
+-- Give back the capacity assignment asg_id held (its span [created, now] is recorded, in one
+-- add_spans with the sweep's: a span ending now keeps the work key), bump seq and move the
+-- longest-idle clock.
 local function free_slot(agent_key, work_key, asg_key, asg_id, now, retention_ms)
   if redis.call('EXISTS', agent_key) == 0 then return end
-  sweep(agent_key, work_key, now, retention_ms)
+  local fields, spans = ended_wrap_ups(agent_key, now)
   local a = redis.call('HMGET', asg_key, 'created', 'units')
-  redis.call('HDEL', agent_key, 'a:' .. asg_id)
-  add_span(work_key, asg_id, tonumber(a[1]), now, a[2], now, retention_ms)
+  fields[#fields + 1] = 'a:' .. asg_id
+  spans[#spans + 1] = span(asg_id, tonumber(a[1]), now, a[2])
+  redis.call('HDEL', agent_key, unpack(fields))
+  add_spans(work_key, spans, now, retention_ms)
   redis.call('HINCRBY', agent_key, 'seq', 1)
   mark_free(agent_key, now)
 end

@@ -39,6 +39,7 @@ from router.domain import (
 from router.redis_schema import Keys
 from router.redis_store import RedisStore
 from router.store import Claim, Committed
+from router.store_common import WORK_RETENTION_MS
 from tests.helpers import FakeClock, keyspace
 
 T = "acme"
@@ -208,6 +209,22 @@ def _reclaim(store: RedisStore, count: int) -> None:
     assert len(taken) == count
 
 
+def _stale_wrap_up(
+    store: RedisStore, clock: FakeClock, *, offer_s: int = 0, calls: int = 1
+) -> Assignment:
+    """``a`` finishes a call with a minute's wrap-up, is given ``c2`` (an offer for
+    ``offer_s``, else active; and ``c3``... up to ``calls`` active ones) during it, and 25 hours
+    pass: the wrap-up's span, like every other span of ``a``, ended before the retention
+    window, and the next script to sweep ``a``'s ended wrap-ups empties the work key."""
+    _team(store)
+    _complete(store, _give(store, "c1"), wrap_up_s=60)
+    c2 = _give(store, "c2", offer_s=offer_s)
+    for n in range(3, calls + 2):
+        _give(store, f"c{n}")
+    clock.advance(WORK_RETENTION_MS + 3_600_000)
+    return c2
+
+
 # --- the scenarios: each builds its tenant and returns the operation to run -----------------
 
 Scenario = Callable[[RedisStore, FakeClock, redis.Redis], Callable[[], object]]
@@ -245,10 +262,56 @@ def build_index(store: RedisStore, clock: FakeClock, node: redis.Redis) -> Calla
     return lambda: store.build_index(T)
 
 
+def cancel_call(store: RedisStore, clock: FakeClock, node: redis.Redis) -> Callable[[], object]:
+    """Cancelling ``c2`` frees its slot: the sweep first moves the stale wrap-up (emptying the
+    work key), then records ``c2``'s span."""
+    _stale_wrap_up(store, clock)
+    return lambda: store.cancel_call(T, "c2")
+
+
+def release(store: RedisStore, clock: FakeClock, node: redis.Redis) -> Callable[[], object]:
+    """Releasing ``c2``: the same sweep, then ``c2``'s span."""
+    c2 = _stale_wrap_up(store, clock)
+    return lambda: store.finish_assignment(
+        T, c2.assignment_id, c2.token, AssignmentState.RELEASED, policy=POLICY
+    )
+
+
+def complete_with_wrap_up(
+    store: RedisStore, clock: FakeClock, node: redis.Redis
+) -> Callable[[], object]:
+    """Completing ``c2`` with a wrap-up sweeps (emptying the work key), and the reply carries
+    the agent's spans for this replica's agent cache (a routing read set its window)."""
+    c2 = _stale_wrap_up(store, clock)
+    store.load_candidates(T, Call("probe", Channel.CHAT))
+    return lambda: _complete(store, c2, wrap_up_s=30)
+
+
+def reject_offer(store: RedisStore, clock: FakeClock, node: redis.Redis) -> Callable[[], object]:
+    """Rejecting the offer of ``c2``: the sweep, then the offer's span."""
+    c2 = _stale_wrap_up(store, clock, offer_s=86_400 * 30)
+    return lambda: store.decline_offer(
+        T, c2.assignment_id, c2.token, timed_out=False, policy=POLICY
+    )
+
+
+def reclaim_after_wrap_up(
+    store: RedisStore, clock: FakeClock, node: redis.Redis
+) -> Callable[[], object]:
+    """Reclaiming ``c2`` (and ``c3``): the sweep, then each assignment's span."""
+    _stale_wrap_up(store, clock, calls=2)
+    return lambda: _reclaim(store, 2)
+
+
 SCENARIOS: list[Scenario] = [
     reclaim_two,
     delete_agent,
     build_index,
+    cancel_call,
+    release,
+    complete_with_wrap_up,
+    reject_offer,
+    reclaim_after_wrap_up,
 ]
 
 
