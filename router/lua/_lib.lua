@@ -61,6 +61,11 @@ local function emit(events_key, maxlen, kind, ts, call_id, agent_id, data)
   return redis.call('XADD', unpack(args))
 end
 
+-- The timelines this run starts over (a new call's, which may find the one of an earlier
+-- call of its id): the next emit_call keeps its own event only, where a DEL before it would
+-- have left a key that does not exist for RPUSH (see the conventions above).
+local NEW_TIMELINE = {}
+
 -- An event about a call: the stream, plus the call's own timeline (the latest TIMELINE_MAX,
 -- as JSON arrays [id, type, ts, call_id, agent_id, k, v, ...]; see redis_schema).
 local function emit_call(events_key, timeline_key, maxlen, kind, ts, call_id, agent_id, data)
@@ -72,7 +77,9 @@ local function emit_call(events_key, timeline_key, maxlen, kind, ts, call_id, ag
     item[#item + 1] = TRACE_ID
   end
   redis.call('RPUSH', timeline_key, cjson.encode(item))
-  redis.call('LTRIM', timeline_key, -TIMELINE_MAX, -1)
+  local keep = TIMELINE_MAX
+  if NEW_TIMELINE[timeline_key] then keep, NEW_TIMELINE[timeline_key] = 1, nil end
+  redis.call('LTRIM', timeline_key, -keep, -1)
   return id
 end
 

@@ -86,7 +86,7 @@ if from_queue then
 else
   local origin = tonumber(ARGV[17])
   if origin == 0 then origin = now end
-  redis.call('DEL', KEYS[11])
+  NEW_TIMELINE[KEYS[11]] = true
   redis.call('HSET', KEYS[2], 'call', ARGV[10], 'channel', channel, 'status', status,
              'assignment_id', asg_id, 'updated', int(now), 'origin', int(origin),
              'enqueued', ARGV[20], 'priority', ARGV[18], 'excluded', ARGV[19],

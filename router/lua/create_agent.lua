@@ -17,7 +17,7 @@ redis.call('HSET', KEYS[1], 'profile', ARGV[3], 'version', version, 'presence', 
            'presence_reason', '', 'presence_since', now, 'heartbeat', 0, 'seq', seq,
            'last_free', 0, 'last_assigned', 0, 'perf_sum', 0, 'perf_weight', 0, 'perf_ts', 0,
            'missed', 0)
-redis.call('DEL', KEYS[2])
+delete(KEYS[2])  -- spans of an earlier agent of the id; agent_view then reads none
 redis.call('ZADD', KEYS[3], 0, ARGV[2])
 for i = 8, #KEYS do redis.call('SADD', KEYS[i], ARGV[2]) end
 index_agent(KEYS[1], KEYS[5], KEYS[6], ARGV[2])

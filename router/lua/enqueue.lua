@@ -16,7 +16,7 @@ local depth = redis.call('ZCARD', KEYS[3])
 if depth >= tonumber(ARGV[11]) then return {'full', depth} end
 local origin = tonumber(ARGV[7])
 if origin == 0 then origin = now end
-redis.call('DEL', KEYS[5])
+NEW_TIMELINE[KEYS[5]] = true
 redis.call('HSET', KEYS[2], 'call', ARGV[5], 'channel', ARGV[6], 'status', 'queued',
            'assignment_id', '', 'updated', int(now), 'origin', int(origin),
            'enqueued', int(origin), 'priority', ARGV[8], 'excluded', ARGV[9],
