@@ -284,6 +284,10 @@ def _health(servicer: HealthServicer) -> int:
         ("MISCONF Errors writing to the AOF file", StoreUnavailableError),
         ("MASTERDOWN Link with MASTER is down", StoreUnavailableError),
         ("NOREPLICAS Not enough good replicas to write.", StoreUnavailableError),
+        (
+            "ERR Script attempted to access a non local key in a cluster node script",
+            StoreUnavailableError,
+        ),
         ("ERR wrong number of arguments", RouterError),
     ],
 )
