@@ -113,8 +113,10 @@ class _Request:
     request_id: str
     digest: str
     legacy: str = ""
-    """A ``no_queue`` request's digest as replicas before ``no_queue`` was part of it wrote
-    it: a retry across an upgrade still replays an answer that was not QUEUED."""
+    """The digest replicas wrote before ``no_queue`` was part of it (``legacy_fingerprint``):
+    a record of theirs (kept 24 h) matches it, for a ``no_queue`` request only while its call
+    is not waiting."""
+    no_queue: bool = False
 
 
 class Dispatching(Protocol):
@@ -126,12 +128,22 @@ class Dispatching(Protocol):
         ...
 
 
+DIGEST_PREFIX = "2:"
+"""Marks the digests that hold ``no_queue`` (``fingerprint``); a stored one without it was
+written before (``legacy_fingerprint``)."""
+
+
 def fingerprint(call: Call, *, queue: bool = True) -> str:
     """A digest of everything the caller sent about ``call``, independent of field order,
-    and of ``no_queue`` when set (it changes what may be answered: never QUEUED)."""
+    and of ``no_queue`` (it changes what may be answered: never QUEUED)."""
     canonical = encode_call(dataclasses.replace(call, created_ms=0))
-    if not queue:
-        canonical += "\nno_queue"
+    choice = "queue" if queue else "no_queue"
+    return DIGEST_PREFIX + hashlib.sha256(f"{canonical}\n{choice}".encode()).hexdigest()
+
+
+def legacy_fingerprint(call: Call) -> str:
+    """The digest of ``call`` replicas wrote before ``no_queue`` was part of it."""
+    canonical = encode_call(dataclasses.replace(call, created_ms=0))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -174,13 +186,12 @@ class Assigner:
         self, tenant: str, request_id: str, call: Call, *, queue: bool = True
     ) -> AssignResult:
         """Assign ``call``, queue it, or (``queue=False``) say nobody can take it now."""
-        req = _Request(
-            tenant, request_id, fingerprint(call, queue=queue), "" if queue else fingerprint(call)
-        )
+        digest, legacy = fingerprint(call, queue=queue), legacy_fingerprint(call)
+        req = _Request(tenant, request_id, digest, legacy, no_queue=not queue)
         first = self._store.load_candidates(tenant, call, request_id)
         prior = self._store.find_request(tenant, request_id) if first.request_seen else None
         if prior is not None:
-            return self._replay(tenant, prior, req.digest, req.legacy)
+            return self._replay(req, prior)
         fast: Candidates | None = first
         refused: set[str] = set()
         for attempt in range(1, self._max_replans + 2):
@@ -196,9 +207,7 @@ class Assigner:
             snapshot = self._store.load_snapshot(tenant, call)
             placed = dataclasses.replace(call, created_ms=snapshot.now_ms)
             if snapshot.queued and queue:
-                return self._enqueue(
-                    tenant, request_id, req.digest, placed, snapshot=snapshot, explanation=None
-                )
+                return self._enqueue(req, placed, snapshot=snapshot, explanation=None)
             with deciding("single", snapshot, 1):
                 decision = decide(snapshot, [placed], rng=rng_for(f"{request_id}:{attempt}"))
             placement = decision.placements[0]
@@ -206,12 +215,7 @@ class Assigner:
                 if not queue:
                     return AssignResult(Outcome.NO_AGENT, placement.explanation, attempts=attempt)
                 return self._enqueue(
-                    tenant,
-                    request_id,
-                    req.digest,
-                    placed,
-                    snapshot=snapshot,
-                    explanation=placement.explanation,
+                    req, placed, snapshot=snapshot, explanation=placement.explanation
                 )
             claimed = self._claim(req, placed, snapshot, placement, attempt)
             if isinstance(claimed, AssignResult):
@@ -281,26 +285,20 @@ class Assigner:
             metrics.CALL_WAIT.labels(req.tenant, channel.value).observe(0)
             return _placed(result.assignment, placement.explanation, attempt)
         if isinstance(result, Replayed):
-            return self._replay_request(req.tenant, req.request_id, req.digest, req.legacy)
+            return self._replay_request(req)
         reason = result.reason if isinstance(result, Conflict) else result.status
         log.debug("assign_replanned", agent_id=agent.agent_id, reason=reason)
         metrics.RETRIES.labels("commit").inc()
         return result
 
     def _enqueue(
-        self,
-        tenant: str,
-        request_id: str,
-        digest: str,
-        call: Call,
-        *,
-        snapshot: Snapshot,
-        explanation: Explanation | None,
+        self, req: _Request, call: Call, *, snapshot: Snapshot, explanation: Explanation | None
     ) -> AssignResult:
         deadline.check(f"call {call.call_id}")
-        queued = self._store.enqueue(tenant, request_id, digest, call, policy=snapshot.policy)
+        tenant, request_id = req.tenant, req.request_id
+        queued = self._store.enqueue(tenant, request_id, req.digest, call, policy=snapshot.policy)
         if isinstance(queued, Replayed):
-            return self._replay_request(tenant, request_id, digest)
+            return self._replay_request(req)
         if self._dispatcher is not None and deadline.allows(INLINE_DISPATCH_RESERVE_S):
             left = deadline.remaining()
             wait_s = INLINE_DISPATCH_WAIT_S
@@ -355,20 +353,20 @@ class Assigner:
         pool = agents_for(call, snapshot.agents, now, policy)
         return estimated_wait_s(position, call.channel, completed, pool, policy, now)
 
-    def _replay_request(
-        self, tenant: str, request_id: str, digest: str, legacy: str = ""
-    ) -> AssignResult:
-        prior = self._store.find_request(tenant, request_id)
+    def _replay_request(self, req: _Request) -> AssignResult:
+        prior = self._store.find_request(req.tenant, req.request_id)
         if prior is None:  # expired between the two reads: extremely unlikely, safe to retry
             raise ContentionError("the request record changed during the call; retry")
-        return self._replay(tenant, prior, digest, legacy)
+        return self._replay(req, prior)
 
-    def _replay(
-        self, tenant: str, prior: tuple[str, CallRecord], digest: str, legacy: str = ""
-    ) -> AssignResult:
-        stored, record = prior
-        upgraded = bool(legacy) and stored == legacy and record.status != CallStatus.QUEUED
-        if stored != digest and not upgraded:
+    def _replay(self, req: _Request, prior: tuple[str, CallRecord]) -> AssignResult:
+        tenant, (stored, record) = req.tenant, prior
+        if stored.startswith(DIGEST_PREFIX):
+            same = stored == req.digest
+        else:  # written before no_queue was part of the digest: a no_queue retry's answer
+            waiting = record.status == CallStatus.QUEUED  # must not be QUEUED
+            same = stored == req.legacy and not (req.no_queue and waiting)
+        if not same:
             raise InvalidArgumentError(
                 "request_id", "was already used for a different request; use a new request_id"
             )

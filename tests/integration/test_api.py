@@ -250,14 +250,13 @@ def test_a_retry_after_the_caller_hung_up_is_a_failed_precondition(service: Serv
 
 def test_a_retry_asking_not_to_queue_is_another_request(service: Service) -> None:
     """``no_queue`` is part of the request: the same request_id with the other choice is
-    INVALID_ARGUMENT (a queued call must not be answered QUEUED to a no_queue request). A
-    no_queue retry of a record without the choice (as replicas before it wrote them) of a
-    call that is not waiting replays it: a retry across an upgrade keeps its answer."""
+    INVALID_ARGUMENT, whatever became of the call (a queued call must not be answered QUEUED
+    to a no_queue request)."""
     service.agent("a1", skills={"billing": 5})
-    held = service.assign("c0", request_id="r-0")
-    again = service.assign("c0", request_id="r-0", no_queue=True)
-    assert again.replayed
-    assert again.assignment == held.assignment
+    service.assign("c0", request_id="r-0")
+    with pytest.raises(grpc.RpcError) as placed:
+        service.assign("c0", request_id="r-0", no_queue=True)
+    assert placed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert service.assign("c1", request_id="r-1").result == routing_pb2.AssignResponse.RESULT_QUEUED
     with pytest.raises(grpc.RpcError) as err:
         service.assign("c1", request_id="r-1", no_queue=True)

@@ -1,0 +1,80 @@
+"""Retries of an Assign (the same ``request_id``): the digest holds the call and the
+``no_queue`` choice, and records written before the choice was part of it (kept 24 h) are
+still recognised. In-memory store, the real assigner and dispatcher."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.assigner import DIGEST_PREFIX, Assigner, Outcome, fingerprint, legacy_fingerprint
+from router.dispatcher import Dispatcher
+from router.domain import (
+    AgentProfile,
+    AssignmentState,
+    Call,
+    Channel,
+    Presence,
+    SkillRequirement,
+    frozen_map,
+)
+from router.errors import InvalidArgumentError
+from router.memory_store import MemoryStore
+from tests.helpers import FakeClock
+
+T = "acme"
+CALL = Call("c1", Channel.VOICE, (SkillRequirement("billing", 1),))
+
+
+def _tenant() -> tuple[MemoryStore, Assigner, Dispatcher]:
+    """One voice agent, busy with another call."""
+    store = MemoryStore(FakeClock())
+    dispatcher = Dispatcher(store, owner="me")
+    assigner = Assigner(store, dispatcher=dispatcher)
+    store.create_agent(T, AgentProfile("a", skills=frozen_map({"billing": 5})))
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    held = assigner.assign(T, "r0", Call("c0", Channel.VOICE, (SkillRequirement("billing", 1),)))
+    assert held.assignment is not None
+    return store, assigner, dispatcher
+
+
+def _free(store: MemoryStore, assigner: Assigner, dispatcher: Dispatcher) -> None:
+    """The agent finishes c0; the dispatcher gives them the waiting call."""
+    record = store.get_call(T, "c0")
+    assert record.assignment is not None
+    store.finish_assignment(
+        T, record.assignment.assignment_id, record.assignment.token, AssignmentState.COMPLETED
+    )
+    dispatcher.run_tick(T)
+    assert store.get_call(T, "c1").assignment is not None
+
+
+def test_the_other_no_queue_choice_is_another_request_even_once_placed() -> None:
+    """A request queued, then placed by the dispatcher: its retry with ``no_queue`` is
+    INVALID_ARGUMENT before and after the placement (the choice is in the digest); with
+    the same choice it replays."""
+    store, assigner, dispatcher = _tenant()
+    assert assigner.assign(T, "r1", CALL).outcome == Outcome.QUEUED
+    with pytest.raises(InvalidArgumentError, match="request_id"):
+        assigner.assign(T, "r1", CALL, queue=False)
+    _free(store, assigner, dispatcher)
+    with pytest.raises(InvalidArgumentError, match="request_id"):
+        assigner.assign(T, "r1", CALL, queue=False)
+    again = assigner.assign(T, "r1", CALL)
+    assert (again.outcome, again.replayed) == (Outcome.ASSIGNED, True)
+    assert fingerprint(CALL).startswith(DIGEST_PREFIX)
+    assert fingerprint(CALL) != fingerprint(CALL, queue=False)
+
+
+def test_a_record_from_before_the_choice_still_replays() -> None:
+    """A record written before ``no_queue`` was part of the digest (as an older replica
+    wrote it, in a rolling upgrade): a retry either way replays it, but a ``no_queue``
+    retry only once the call no longer waits (never answered QUEUED)."""
+    store, assigner, dispatcher = _tenant()
+    store.enqueue(T, "r1", legacy_fingerprint(CALL), CALL, policy=store.get_policy(T))
+    again = assigner.assign(T, "r1", CALL)
+    assert (again.outcome, again.replayed) == (Outcome.QUEUED, True)
+    with pytest.raises(InvalidArgumentError, match="request_id"):
+        assigner.assign(T, "r1", CALL, queue=False)
+    _free(store, assigner, dispatcher)
+    placed = assigner.assign(T, "r1", CALL, queue=False)
+    assert (placed.outcome, placed.replayed) == (Outcome.ASSIGNED, True)
