@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -237,11 +238,21 @@ class RedisCalls(RedisBase):
         raise ContentionError(f"call {call_id} kept changing while it was read; retry")
 
     def completions(self, tenant: str, since_ms: int) -> Mapping[Channel, int]:
-        """``ZCOUNT`` of each channel's ``done`` set in one ``MULTI``."""
+        """``ZCOUNT`` of each channel's ``done`` set in one ``MULTI``, with ``done:since``;
+        when the sets started counting after ``since_ms`` (the first minutes after an
+        upgrade from a version without them), the completed entries of the history instead."""
         k = Keys(tenant)
-        _, counts = self._multi(
-            k, lambda pipe: [pipe.zcount(k.done(ch), since_ms, "+inf") for ch in Channel]
-        )
+
+        def read(pipe: Any) -> None:
+            pipe.get(k.done_since)
+            for channel in Channel:
+                pipe.zcount(k.done(channel), since_ms, "+inf")
+
+        _, (started, *counts) = self._multi(k, read)
+        if started is None or int(started) > since_ms:
+            history = self.history(tenant, since_ms)
+            done = Counter(entry.channel for entry in history if entry.kind == "completed")
+            return frozen_map({channel: done[channel] for channel in Channel})
         return frozen_map(dict(zip(Channel, map(int, counts), strict=True)))
 
     def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:

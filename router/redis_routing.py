@@ -334,6 +334,7 @@ class RedisRouting(RedisBase):
                 k.ready,
                 k.revs,
                 k.policy,
+                k.done_since,
                 *(k.done(channel) for channel in Channel),
             ],
             [

@@ -92,6 +92,12 @@ class Keys:
         """ZSET: answered/abandoned/completed entries scored by time."""
         return f"{self.prefix}history"
 
+    @property
+    def done_since(self) -> str:
+        """STRING: when the ``done`` sets started counting (the first completion they held):
+        until they cover a rate window, ``completions`` counts the history."""
+        return f"{self.prefix}done:since"
+
     def done(self, channel: str) -> str:
         """ZSET: the channel's completions of the last ``RATE_WINDOW_MS`` (history keys scored
         by time): the service rate's count without reading the history."""

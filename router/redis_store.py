@@ -153,6 +153,10 @@ key (after the prefix)     type    content                                  TTL 
                                    time; kinds ``answered``, ``abandoned``, write; commit,
                                    ``completed``                            accept, finish,
                                                                             cancel
+``done:<channel>``         ZSET    the channel's ``completed`` history keys none, trimmed to
+                                   (``Store.completions``), score time      15 min on each
+                                                                            write; finish
+``done:since``             STRING  when the ``done`` sets started counting  none; finish
 ``req:<request_id>``       HASH    ``fingerprint``, ``call_id``             24 h; commit,
                                                                             enqueue
 ``fence``                  STRING  fencing-token counter (``INCR``)         none; commit

@@ -49,9 +49,9 @@ timeline are kept after their last change. Longer than ``REQUEST_TTL_MS``, so a 
 request always finds its call. Calls that are still alive never expire."""
 
 HISTORY_MS = 2 * 3600 * 1000
+"""Answered/abandoned/completed entries are kept this long (live statistics look back 2 h)."""
 RATE_WINDOW_MS = 15 * 60 * 1000
 """The window ``completions`` counts in (``forecast.RATE_WINDOW_S``: the service rate)."""
-"""Answered/abandoned/completed entries are kept this long (live statistics look back 1 h)."""
 
 TIMELINE_MAX = 200
 """Events kept in one call's timeline (the latest ones)."""

@@ -42,7 +42,7 @@ from router.probe import NOT_SERVING, SERVING, StoreProbe
 from router.redis_schema import Keys
 from router.redis_store import RedisStore, _driver_errors
 from router.store import AgentQuery, Claim, Committed, PassGrant
-from router.store_common import RECORD_TTL_MS, REQUEST_TTL_MS
+from router.store_common import RATE_WINDOW_MS, RECORD_TTL_MS, REQUEST_TTL_MS
 from tests.helpers import FakeClock, sample
 
 T = "acme"
@@ -101,7 +101,11 @@ def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> 
     assert {key_slot(key.encode()) for key in keys} == {key_slot(b"{acme}")}
     names = {key: key.removeprefix(PREFIX).split(":") for key in keys}
     types = {
-        ":".join(names[key][:2] if names[key][0] == "idx" else names[key][:1]): kind
+        ":".join(
+            names[key][:2]
+            if names[key][0] == "idx" or names[key][-1] == "since"
+            else names[key][:1]
+        ): kind
         for key, kind in keys.items()
     }
     assert types == {
@@ -122,6 +126,7 @@ def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> 
         "offers": "zset",
         "history": "zset",
         "done": "zset",
+        "done:since": "string",
         "lease": "string",
     }
     now = clock.now_ms
@@ -338,6 +343,37 @@ def test_a_deleted_agent_leaves_the_agent_cache(
     store.delete_agent(T, "b")
     assert [a.agent_id for a in store.load_queue(T, 10).snapshot.agents] == ["a", "c"]
     assert len(store._agent_cache) == 2
+
+
+def test_completions_count_the_history_until_their_sets_cover_the_window(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """Completions written by a version without the per-channel sets (here: the sets
+    deleted) are counted from the history until the sets have counted for a whole rate
+    window; then from the sets alone."""
+    store = RedisStore(redis_client, clock)
+    store.create_agent(T, AgentProfile("a", capacity={Channel.CHAT: 4}))
+    seq = store.set_presence(T, "a", Presence.AVAILABLE).seq
+
+    def complete(call_id: str) -> None:
+        done = store.commit_assignment(T, _claim(call_id, store.get_agent(T, "a").seq))
+        assert isinstance(done, Committed)
+        asg = done.assignment
+        store.finish_assignment(T, asg.assignment_id, asg.token, AssignmentState.COMPLETED)
+
+    assert seq
+    complete("c1")
+    complete("c2")
+    redis_client.delete(*redis_client.keys(PREFIX + "done:*"))  # as an older version left it
+    window = clock.now_ms - RATE_WINDOW_MS
+    assert store.completions(T, window)[Channel.CHAT] == 2
+    clock.advance(1_000)
+    complete("c3")  # the sets start counting now: the window still needs the history
+    assert store.completions(T, clock.now_ms - RATE_WINDOW_MS)[Channel.CHAT] == 3
+    clock.advance(RATE_WINDOW_MS)
+    complete("c4")
+    redis_client.delete(PREFIX + "history")  # from here on, the sets alone are read
+    assert store.completions(T, clock.now_ms - RATE_WINDOW_MS)[Channel.CHAT] == 2
 
 
 def test_client_must_decode_responses(redis_server: local_redis.LocalRedis) -> None:
