@@ -50,13 +50,7 @@ class MemoryCalls(MemoryBase):
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:
         """A call's record with its queue position."""
-        rules.check_tenant(tenant)
-        with self._lock:
-            t, now = self._tenant(tenant), self._clock()
-            rec = t.call(call_id, now)
-            if rec is None:
-                raise rules.call_not_found(call_id)
-            return self._record(t, rec, now)
+        return self.call_with_timeline(tenant, call_id)[0]
 
     def get_assignment(self, tenant: str, assignment_id: str) -> Assignment:
         """One assignment unless unknown or expired."""
