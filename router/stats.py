@@ -10,7 +10,7 @@ From the agents: counts per presence (as set; every presence listed) and each ag
 occupancy (``scoring.load.occupancy`` over ``policy.occupancy_window_s``).
 
 From the history, over the windows ``[now - 15 min, now]`` and ``[now - 60 min, now]``, per
-channel with SLA target ``T`` (``policy.sla_for``), each call once (``calls_in``: its first
+channel with SLA target ``T`` (``policy.sla_for``), each call once (``first_outcomes``: its first
 answer, when in the window; else its abandon; a call back in the queue after a release,
 reclaim or rejection and answered again is one answered call, on its first wait, in the
 window of its first answer only)::
@@ -87,7 +87,8 @@ class TenantStats:
 
 
 def service_level(calls: Iterable[HistoryEntry], channel: Channel, target_s: int) -> float | None:
-    """Share of the channel's ``calls`` (``calls_in`` a window) answered within ``target_s``."""
+    """Share of the channel's ``calls`` (a window's ``first_outcomes``) answered within
+    ``target_s``."""
     answered = within = abandoned = 0
     for entry in calls:
         if entry.channel != channel:
@@ -169,13 +170,6 @@ def live_stats(
 def _window(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> list[HistoryEntry]:
     """Entries with ``since_ms <= at_ms <= now_ms``."""
     return [entry for entry in history if since_ms <= entry.at_ms <= now_ms]
-
-
-def calls_in(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> list[HistoryEntry]:
-    """Each call once, in the window if its first answer (else its abandon) is: a call first
-    answered before the window and answered again in it is not the window's (``history``
-    read from before the window: ``HISTORY_READ_MS``)."""
-    return _window(first_outcomes(history, now_ms), since_ms, now_ms)
 
 
 def first_outcomes(history: Sequence[HistoryEntry], now_ms: int) -> list[HistoryEntry]:
