@@ -1,7 +1,7 @@
 """Estimated wait and SLA state of queued calls (pure: completions and agents are arguments).
 
 Service rate of a channel, from its completions of the last ``RATE_WINDOW_S`` seconds
-(``Store.completions``, or ``completions_in`` a history)::
+(``Store.completions``)::
 
     observed_rate = #{completed entries on the channel with now - window <= at <= now} / window_s
 
@@ -38,19 +38,14 @@ A channel without a target (or with target 0) is never at risk nor breached.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from typing import TypeAlias
 
 from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Policy
 from router.eligibility import declined_reason, fit_reason, is_present
 from router.ordering import waited_ms
-from router.store import HistoryEntry
 from router.widening import requirements
 from scoring.load import free_slots, occupancy
-
-COMPLETED = "completed"
-"""``HistoryEntry.kind`` of a finished piece of work."""
 
 RATE_WINDOW_S = 900
 """The window of the observed service rate (``store_common.RATE_WINDOW_MS``)."""
@@ -70,28 +65,6 @@ def agents_for(
         for agent in agents
         if declined_reason(call, agent) is None and fit_reason(call, agent, widened) is None
     ]
-
-
-def service_rate(
-    history: Sequence[HistoryEntry], channel: Channel, now_ms: int, window_s: int = RATE_WINDOW_S
-) -> float:
-    """Completions per second on ``channel`` over the last ``window_s`` seconds."""
-    if window_s <= 0:
-        return 0.0
-    return completions_in(history, now_ms, window_s)[channel] / window_s
-
-
-def completions_in(
-    history: Sequence[HistoryEntry], now_ms: int, window_s: int = RATE_WINDOW_S
-) -> Mapping[Channel, int]:
-    """Completed entries per channel (every channel listed) over the last ``window_s``."""
-    since = now_ms - window_s * 1000
-    done = Counter(
-        entry.channel
-        for entry in history
-        if entry.kind == COMPLETED and since <= entry.at_ms <= now_ms
-    )
-    return {channel: done[channel] for channel in Channel}
 
 
 def staffed_slots(agents: Sequence[AgentSnapshot], channel: Channel, policy: Policy) -> int:

@@ -3,7 +3,6 @@ timeline and history, cancel, SLA flags and callbacks (each as its Lua script do
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 
 from router import store_common as rules
@@ -94,8 +93,7 @@ class MemoryCalls(MemoryBase):
 
     def completions(self, tenant: str, since_ms: int) -> Mapping[Channel, int]:
         """Counted in the history: ``completed`` entries at or after ``since_ms``."""
-        done = Counter(e.channel for e in self.history(tenant, since_ms) if e.kind == "completed")
-        return frozen_map({channel: done[channel] for channel in Channel})
+        return frozen_map(rules.count_completions(self.history(tenant, since_ms), since_ms))
 
     def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
         """Entries at or after ``since_ms`` and not older than two hours."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -250,9 +249,7 @@ class RedisCalls(RedisBase):
 
         _, (started, *counts) = self._multi(k, read)
         if started is None or int(started) > since_ms:
-            history = self.history(tenant, since_ms)
-            done = Counter(entry.channel for entry in history if entry.kind == "completed")
-            return frozen_map({channel: done[channel] for channel in Channel})
+            return frozen_map(rules.count_completions(self.history(tenant, since_ms), since_ms))
         return frozen_map(dict(zip(Channel, map(int, counts), strict=True)))
 
     def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:

@@ -15,6 +15,7 @@ import json
 import math
 import operator
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
 
@@ -38,7 +39,7 @@ from router.errors import (
     ResourceExhaustedError,
     VersionConflictError,
 )
-from router.store import AgentQuery
+from router.store import AgentQuery, HistoryEntry
 
 REQUEST_TTL_MS = 24 * 3600 * 1000
 """How long an idempotency record (``request_id`` -> fingerprint and call id) is kept."""
@@ -83,6 +84,21 @@ def count_abandoned(tenant: str, channel: Channel, waited_ms: int) -> None:
     """A Cancel abandoned a waiting call after ``waited_ms``: the abandoned wait histogram
     (both stores, once per call: only the Cancel that changed the call counts)."""
     metrics.CALL_ABANDONED.labels(tenant, channel.value).observe(waited_ms / 1000)
+
+
+def count_completions(
+    history: Iterable[HistoryEntry], since_ms: int, now_ms: int | None = None
+) -> Mapping[Channel, int]:
+    """``completed`` history entries per channel (every channel listed) at ``since_ms`` or
+    later (and at ``now_ms`` or earlier when given): ``Store.completions`` from a history."""
+    done = Counter(
+        entry.channel
+        for entry in history
+        if entry.kind == "completed"
+        and entry.at_ms >= since_ms
+        and (now_ms is None or entry.at_ms <= now_ms)
+    )
+    return {channel: done[channel] for channel in Channel}
 
 
 def count_breached(tenant: str) -> None:

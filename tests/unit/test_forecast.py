@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+from collections.abc import Mapping
 
 import pytest
 
@@ -19,17 +20,24 @@ from router.domain import (
     frozen_map,
 )
 from router.forecast import (
+    RATE_WINDOW_S,
     agents_for,
     channel_position,
-    completions_in,
     estimated_wait_s,
     pool_key,
     pool_terms,
-    service_rate,
     sla_state,
 )
 from router.store import HistoryEntry
+from router.store_common import count_completions
 from tests.unit.factories import HOUR_MS, NOW, make_agent, make_call, work
+
+
+def completions_in(
+    history: list[HistoryEntry], now_ms: int, window_s: int = RATE_WINDOW_S
+) -> Mapping[Channel, int]:
+    """``Store.completions`` over the last ``window_s`` of ``history``."""
+    return count_completions(history, now_ms - window_s * 1000, now_ms)
 
 
 def done(channel: Channel, ago_s: int, kind: str = "completed") -> HistoryEntry:
@@ -39,8 +47,9 @@ def done(channel: Channel, ago_s: int, kind: str = "completed") -> HistoryEntry:
     )
 
 
-def test_service_rate_counts_completions_on_the_channel_in_the_window() -> None:
-    """Only ``completed`` entries of the channel within [now - window, now] count."""
+def test_completions_count_the_channel_in_the_window() -> None:
+    """Only ``completed`` entries of the channel within [now - window, now] count (the
+    service rate is that count over the window: ``RATE_WINDOW_S``)."""
     history = [
         done(Channel.VOICE, 10),
         done(Channel.VOICE, 900),  # on the window's edge: counts
@@ -50,10 +59,10 @@ def test_service_rate_counts_completions_on_the_channel_in_the_window() -> None:
         done(Channel.VOICE, 30, kind="abandoned"),
         done(Channel.CHAT, 40),
     ]
-    assert service_rate(history, Channel.VOICE, NOW) == pytest.approx(2 / 900)
-    assert service_rate(history, Channel.VOICE, NOW, window_s=60) == pytest.approx(1 / 60)
-    assert service_rate(history, Channel.EMAIL, NOW) == 0.0
-    assert service_rate(history, Channel.VOICE, NOW, window_s=0) == 0.0
+    window = completions_in(history, NOW)
+    assert (window[Channel.VOICE], window[Channel.CHAT], window[Channel.EMAIL]) == (2, 1, 0)
+    assert completions_in(history, NOW, 60)[Channel.VOICE] == 1
+    assert completions_in(history, NOW, 0)[Channel.VOICE] == 0
 
 
 BUSY = (work(Channel.VOICE, 100),)
