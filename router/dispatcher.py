@@ -42,7 +42,7 @@ import structlog
 from router import deadline, metrics, tracing
 from router.assigner import deciding, rng_for
 from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Policy, Snapshot
-from router.eligibility import eligible_until_ms, is_present
+from router.eligibility import eligible_until_ms, is_present, left_reason
 from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
 from router.forecast import PoolTerms, agents_for, pool_key, pool_terms, sla_state, wait_at
@@ -114,10 +114,7 @@ def must_reclaim(agent: AgentSnapshot, now_ms: int, policy: Policy) -> bool:
         for work in agent.active
         if work.wrap_until_ms == 0 and (work.offered or work.channel in policy.reclaim_channels)
     ]
-    if not movable:
-        return False
-    shift_over = 0 < agent.profile.shift_end_ms <= now_ms
-    return shift_over or not is_present(agent, now_ms, policy)
+    return bool(movable) and bool(left_reason(agent, now_ms, policy))
 
 
 class Dispatcher:

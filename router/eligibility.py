@@ -124,6 +124,27 @@ def absence_reason(agent: AgentSnapshot, now_ms: int, policy: Policy) -> Exclusi
     return None
 
 
+_LEFT = {
+    Exclusion.HEARTBEAT_EXPIRED: "heartbeat expired",
+    Exclusion.SCHEDULED_ABSENCE: "agent is on a scheduled absence",
+}
+
+
+def left_reason(agent: AgentSnapshot, now_ms: int, policy: Policy) -> str:
+    """Why the agent has left work already offered to or held by them ('' when not): rules
+    1-3, or a shift that has ended. The dispatcher takes movable work back for it
+    (``dispatcher.must_reclaim``) and Accept refuses an offer (``accept_offer.lua`` says the
+    same)."""
+    excluded = absence_reason(agent, now_ms, policy)
+    if excluded is Exclusion.NOT_AVAILABLE:
+        return f"agent is {agent.presence.value}"
+    if excluded is not None:
+        return _LEFT[excluded]
+    if 0 < agent.profile.shift_end_ms <= now_ms:
+        return "agent's shift has ended"
+    return ""
+
+
 def is_present(agent: AgentSnapshot, now_ms: int, policy: Policy) -> bool:
     """True when the agent is available, alive and not scheduled away (routable in principle)."""
     return absence_reason(agent, now_ms, policy) is None

@@ -26,6 +26,7 @@ from router.domain import (
     Presence,
     frozen_map,
 )
+from router.eligibility import left_reason
 from router.errors import FailedPreconditionError, PolicyChangedError
 from router.memory_state import AgentState, CallState, MemoryBase, TenantState, policy_tag_of
 from router.store import (
@@ -258,14 +259,12 @@ class MemoryRouting(MemoryBase):
                 raise rules.offer_expired(assignment_id)
             agent = t.agents.get(asg.agent_id)
             if agent is not None and policy is not None and policy.reclaim_on_absence:
-                timeout_s = 0 if heartbeat_grace else policy.heartbeat_timeout_s
-                away = rules.away_reason(
-                    agent.profile,
-                    agent.presence,
-                    agent.heartbeat,
-                    now_ms=now,
-                    heartbeat_timeout_s=timeout_s,
+                rules_now = (
+                    dataclasses.replace(policy, heartbeat_timeout_s=0)
+                    if heartbeat_grace
+                    else policy
                 )
+                away = left_reason(agent.view(now, now), now, rules_now)
                 if away:
                     raise rules.agent_away(assignment_id, away)
             accepted = dataclasses.replace(asg, state=AssignmentState.ACTIVE)

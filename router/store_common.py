@@ -27,7 +27,6 @@ from router.domain import (
     AssignmentState,
     Channel,
     Policy,
-    Presence,
     WorkSpan,
 )
 from router.errors import (
@@ -330,28 +329,6 @@ def agent_away(assignment_id: str, reason: str) -> FailedPreconditionError:
 def not_an_offer(assignment_id: str) -> FailedPreconditionError:
     """Accepting an assignment that was made directly, never offered."""
     return FailedPreconditionError(f"assignment {assignment_id} was not an offer")
-
-
-def away_reason(
-    profile: AgentProfile,
-    presence: Presence,
-    heartbeat_ms: int,
-    *,
-    now_ms: int,
-    heartbeat_timeout_s: int,
-) -> str:
-    """Why an agent cannot take work offered to them now ('' when they can): not available,
-    a lapsed heartbeat (``heartbeat_timeout_s`` > 0), inside a scheduled absence, or past
-    their shift's end (``accept_offer.lua`` alike)."""
-    if presence != Presence.AVAILABLE:
-        return f"agent is {presence.value}"
-    if heartbeat_timeout_s > 0 and now_ms - heartbeat_ms > heartbeat_timeout_s * 1000:
-        return "heartbeat expired"
-    if any(absence.covers(now_ms) for absence in profile.absences):
-        return "agent is on a scheduled absence"
-    if 0 < profile.shift_end_ms <= now_ms:
-        return "agent's shift has ended"
-    return ""
 
 
 def not_active(assignment_id: str) -> FailedPreconditionError:

@@ -5,7 +5,7 @@
 --       6 SLA targets JSON (ms per channel: store_common.sla_targets_ms), 7 escalation group,
 --       8 '1' refuse an agent who left (the dispatcher takes the offer back) | '0' not
 -- -> {'missing'} | {'stale'} | {'unchanged', asg} | {'not_offer'} | {'already', state}
---    | {'expired'} | {'away', reason} (the agent left: store_common.away_reason)
+--    | {'expired'} | {'away', reason} (the agent left: eligibility.left_reason)
 --    | {'ok', asg, breached '1'|'0' (the call had waited past its target: flagged now)}
 local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
