@@ -74,12 +74,7 @@ class MemoryCalls(MemoryBase):
 
     def call_timeline(self, tenant: str, call_id: str) -> list[Event]:
         """The call's events (the latest ``TIMELINE_MAX``)."""
-        rules.check_tenant(tenant)
-        with self._lock:
-            rec = self._tenant(tenant).call(call_id, self._clock())
-            if rec is None:
-                raise rules.call_not_found(call_id)
-            return list(rec.timeline)
+        return self.call_with_timeline(tenant, call_id)[1]
 
     def call_with_timeline(self, tenant: str, call_id: str) -> tuple[CallRecord, list[Event]]:
         """``get_call`` and ``call_timeline`` under one lock."""
