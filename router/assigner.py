@@ -32,7 +32,7 @@ import dataclasses
 import hashlib
 import operator
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
@@ -370,13 +370,21 @@ class Assigner:
             raise InvalidArgumentError(
                 "request_id", "was already used for a different request; use a new request_id"
             )
-        if record.status == CallStatus.ABANDONED:  # no answer the Assign gives says so
-            raise FailedPreconditionError(
-                f"call {record.call.call_id} was abandoned: the caller hung up before an "
-                "agent took it"
-            )
+        ended = _LEFT_THE_QUEUE.get(record.status)
+        if ended:  # no answer the Assign gives says so
+            raise FailedPreconditionError(f"call {record.call.call_id} {ended}")
         policy = self._store.get_policy(tenant)
         return self.answer(tenant, record, Explanation(policy.strategy), replayed=True)
+
+
+_LEFT_THE_QUEUE: Mapping[CallStatus, str] = {
+    CallStatus.ABANDONED: "was abandoned: the caller hung up before an agent took it",
+    CallStatus.EXPIRED: (
+        "expired: it waited its channel's max_wait without an agent; route it elsewhere "
+        "or under a new call id"
+    ),
+}
+"""Why a retried Assign of a call that left the queue unanswered is refused."""
 
 
 def with_pruned(explanation: Explanation, fast: Candidates) -> Explanation:

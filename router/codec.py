@@ -280,6 +280,7 @@ def encode_policy(policy: Policy) -> str:
             "idle_horizon_s": policy.idle_horizon_s,
             "offer_timeout_s": _channel_ints(policy.offer_timeout_s),
             "wrap_up_s": _channel_ints(policy.wrap_up_s),
+            "max_wait_s": _channel_ints(policy.max_wait_s),
             "expected_handle_s": _channel_ints(policy.expected_handle_s),
             "sla": {
                 str(ch): {"target_s": t.target_s, "goal": t.goal} for ch, t in policy.sla.items()
@@ -359,6 +360,7 @@ def decode_policy(text: str) -> Policy:
             idle_horizon_s=int(raw.get("idle_horizon_s", default.idle_horizon_s)),
             offer_timeout_s=_channel_map(raw.get("offer_timeout_s", default.offer_timeout_s)),
             wrap_up_s=_channel_map(raw.get("wrap_up_s", default.wrap_up_s)),
+            max_wait_s=_channel_map(raw.get("max_wait_s", default.max_wait_s)),
             expected_handle_s=_channel_map(raw.get("expected_handle_s", default.expected_handle_s)),
             sla=_sla(raw["sla"]) if "sla" in raw else default.sla,
             sla_at_risk=float(raw.get("sla_at_risk", default.sla_at_risk)),

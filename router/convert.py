@@ -143,6 +143,7 @@ CALL_STATUSES: Mapping[CallStatus, pb.CallStatus.ValueType] = {
     CallStatus.COMPLETED: pb.CALL_STATUS_COMPLETED,
     CallStatus.CANCELLED: pb.CALL_STATUS_CANCELLED,
     CallStatus.ABANDONED: pb.CALL_STATUS_ABANDONED,
+    CallStatus.EXPIRED: pb.CALL_STATUS_EXPIRED,
 }
 
 
@@ -472,13 +473,22 @@ def call_record_to_pb(
         timeline=[event_to_pb(e) for e in timeline],
     )
     if origin:
-        end = now_ms if waiting else (record.assignment.created_ms if record.assignment else 0)
+        if waiting:
+            end = now_ms
+        elif record.status in _LEFT_WAITING:  # the wait ended with the call
+            end = record.updated_ms
+        else:
+            end = record.assignment.created_ms if record.assignment else 0
         msg.waited.CopyFrom(duration(max(0, end - origin) / 1000))
     if record.assignment is not None:
         msg.assignment.CopyFrom(assignment_to_pb(record.assignment))
     if estimated_wait_s is not None:
         msg.estimated_wait.CopyFrom(duration(estimated_wait_s))
     return msg
+
+
+_LEFT_WAITING = frozenset({CallStatus.ABANDONED, CallStatus.EXPIRED})
+"""Calls that ended while they waited (queued or offered): their wait ran until then."""
 
 
 def event_to_pb(event: Event) -> pb.Event:

@@ -75,6 +75,8 @@ class DispatchReport:
     timed_out: int = 0
     reclaimed: int = 0
     escalated: int = 0
+    expired: int = 0
+    """Calls that reached their channel's ``max_wait_s`` and left the queue."""
     queued: int = 0
     skipped: bool = False
     """Another replica held the tenant's lease."""
@@ -276,7 +278,7 @@ class Dispatcher:
         if reclaimed:
             view = self._store.load_queue(tenant, self._batch_size)
         first = view  # the first batch, as solved: what the queue gauges show
-        placed = conflicts = escalated = offset = 0
+        placed = conflicts = escalated = expired = later = offset = 0
         placed_ids: set[str] = set()
         ahead: Counter[Channel] = Counter()  # calls of each channel left waiting in the batches
         scan = self._scans.pop(tenant, None) if batches > 1 else None  # a tick's pass
@@ -288,6 +290,9 @@ class Dispatcher:
                 view = self._store.load_queue(tenant, self._batch_size, offset=offset)
                 if not view.calls or not _room_left(view.snapshot):
                     break
+            view, gone = self._expire(tenant, view)
+            expired, later = expired + gone, later + (gone if batch else 0)
+            first = first if batch else view  # the first batch's depth counts its expiries
             calls, changed = self._escalate(tenant, view, ahead)
             escalated += changed
             if changed and not batch:  # priorities changed: read the first batch again
@@ -310,10 +315,11 @@ class Dispatcher:
             timed_out=timed_out,
             reclaimed=reclaimed,
             escalated=escalated,
-            queued=first.depth - placed,
+            expired=expired,
+            queued=first.depth - placed - later,
         )
         _measure(tenant, first, report, placed_ids)
-        if placed or timed_out or reclaimed or escalated or conflicts:
+        if placed or timed_out or reclaimed or escalated or expired or conflicts:
             log.info("dispatch_finished", tenant=tenant, **dataclasses.asdict(report))
         if conflicts:  # agents changed under us: go again soon
             self.wake(tenant)
@@ -385,6 +391,27 @@ class Dispatcher:
                     kept = traces.get(asg.call_id, "")
                     tracing.finished_work(kept, "reclaim", work, started, ended)
         return moved
+
+    def _expire(self, tenant: str, view: QueueView) -> tuple[QueueView, int]:
+        """Calls of ``view`` that have waited their channel's ``max_wait_s`` leave the queue
+        (the store re-checks each on its clock); the view without them, and how many."""
+        policy, now = view.snapshot.policy, view.snapshot.now_ms
+        limits = policy.max_wait_s
+        if not any(limits.values()):
+            return view, 0
+        gone: set[str] = set()
+        for call in view.calls:
+            limit = limits.get(call.channel, 0)
+            if not limit or waited_ms(call, now) < limit * 1000:
+                continue
+            with tracing.continuing(view.traces.get(call.call_id, "")):
+                if self._store.expire_call(tenant, call.call_id, limit):
+                    gone.add(call.call_id)
+                    metrics.CALLS_EXPIRED.labels(tenant, call.channel.value).inc()
+        if not gone:
+            return view, 0
+        kept = tuple(call for call in view.calls if call.call_id not in gone)
+        return dataclasses.replace(view, calls=kept, depth=view.depth - len(gone)), len(gone)
 
     def _escalate(
         self, tenant: str, view: QueueView, ahead: Counter[Channel]

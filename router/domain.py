@@ -98,6 +98,8 @@ class CallStatus(StrEnum):
     """Withdrawn by the platform while an agent held it."""
     ABANDONED = "abandoned"
     """The customer hung up while it was queued or offered."""
+    EXPIRED = "expired"
+    """It waited its channel's ``Policy.max_wait_s`` without an agent and left the queue."""
 
 
 class AssignmentState(StrEnum):
@@ -363,6 +365,9 @@ class Policy:
     an Accept before the call goes back to the queue."""
     wrap_up_s: Mapping[Channel, int] = field(default_factory=lambda: NO_SECONDS)
     """Per channel: seconds after Complete before the agent's slot returns."""
+    max_wait_s: Mapping[Channel, int] = field(default_factory=lambda: NO_SECONDS)
+    """Per channel: a call that has waited this long (from its age origin) while queued
+    leaves the queue as EXPIRED (0 or absent: never)."""
     expected_handle_s: Mapping[Channel, int] = field(
         default_factory=lambda: DEFAULT_EXPECTED_HANDLE_S
     )

@@ -136,6 +136,25 @@ class MemoryCalls(MemoryBase):
                 rec.settle(True, now)
             return self._record(t, rec, now)
 
+    def expire_call(self, tenant: str, call_id: str, max_wait_s: int) -> bool:
+        """``expire_call.lua``."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t, now = self._tenant(tenant), self._clock()
+            rec = t.call(call_id, now)
+            if rec is None:
+                raise rules.call_not_found(call_id)
+            wait = max(0, now - rec.origin)
+            if rec.status != CallStatus.QUEUED or max_wait_s <= 0 or wait < max_wait_s * 1000:
+                return False
+            t.queue_remove(call_id)
+            rec.status, rec.updated = CallStatus.EXPIRED, now
+            data = {"channel": rec.call.channel.value, "max_wait_s": str(max_wait_s)}
+            t.emit_call(rec, "EXPIRED", now, data=data)
+            t.add_history("expired", rec.call.channel, now, wait, call_id)
+            rec.settle(True, now)
+            return True
+
     def mark_sla(self, tenant: str, call_id: str, *, breached: bool, policy: Policy) -> bool:
         """``mark_sla.lua``."""
         rules.check_tenant(tenant)

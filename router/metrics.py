@@ -127,6 +127,13 @@ CALL_ABANDONED = Histogram(
     buckets=WAIT_BUCKETS,
     registry=REGISTRY,
 )
+CALLS_EXPIRED = Counter(
+    "router_calls_expired_total",
+    "Calls that waited their channel's queue time limit (policy max_wait) without an agent "
+    "and left the queue as EXPIRED, per tenant and channel.",
+    ("tenant", "channel"),
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "router_queue_depth",
     "Calls waiting, per tenant, as of the last dispatcher pass.",

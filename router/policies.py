@@ -40,6 +40,8 @@ from router.v1 import types_pb2 as pb
 MAX_WEIGHT = 100.0
 MAX_WIDENING_STEPS = 10
 WEEK_S = 7 * 86400
+MAX_WAIT_S = 30 * 86400
+"""Longest queue time limit (``ChannelSetting.max_wait``)."""
 
 # mask path -> (domain field, lowest, highest) in seconds
 _DURATIONS: Mapping[str, tuple[str, int, int]] = {
@@ -93,6 +95,7 @@ def _channel(item: pb.ChannelSetting, where: str, current: Policy) -> dict[str, 
         "units": current.units_for(channel),
         "offer": current.offer_timeout_s.get(channel, 0),
         "wrap": current.wrap_up_s.get(channel, 0),
+        "max_wait": current.max_wait_s.get(channel, 0),
         "handle": current.expected_handle_s.get(channel, 300),
         "sla": sla,
     }
@@ -102,6 +105,8 @@ def _channel(item: pb.ChannelSetting, where: str, current: Policy) -> dict[str, 
         out["offer"] = _duration_s(f"{where}.offer_timeout", item.offer_timeout, 0, 600)
     if item.HasField("wrap_up"):
         out["wrap"] = _duration_s(f"{where}.wrap_up", item.wrap_up, 0, 3600)
+    if item.HasField("max_wait"):
+        out["max_wait"] = _duration_s(f"{where}.max_wait", item.max_wait, 0, MAX_WAIT_S)
     if item.HasField("expected_handle_time"):
         handle = item.expected_handle_time
         out["handle"] = _duration_s(f"{where}.expected_handle_time", handle, 1, WEEK_S)
@@ -120,6 +125,7 @@ def _channels(msg: pb.Policy, current: Policy) -> dict[str, object]:
         "channel_units": dict(current.channel_units),
         "offer_timeout_s": dict(current.offer_timeout_s),
         "wrap_up_s": dict(current.wrap_up_s),
+        "max_wait_s": dict(current.max_wait_s),
         "expected_handle_s": dict(current.expected_handle_s),
         "sla": dict(current.sla),
     }
@@ -136,6 +142,7 @@ def _channels(msg: pb.Policy, current: Policy) -> dict[str, object]:
             ("channel_units", "units"),
             ("offer_timeout_s", "offer"),
             ("wrap_up_s", "wrap"),
+            ("max_wait_s", "max_wait"),
             ("expected_handle_s", "handle"),
             ("sla", "sla"),
         ):
@@ -224,6 +231,7 @@ def _channel_to_pb(policy: Policy, channel: Channel) -> pb.ChannelSetting:
         units=policy.units_for(channel),
         offer_timeout=duration(policy.offer_timeout_s.get(channel, 0)),
         wrap_up=duration(policy.wrap_up_s.get(channel, 0)),
+        max_wait=duration(policy.max_wait_s.get(channel, 0)),
         expected_handle_time=duration(policy.expected_handle_s.get(channel, 0)),
     )
     sla = policy.sla_for(channel)

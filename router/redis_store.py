@@ -16,7 +16,8 @@ are relative (``PEXPIRE``) and so follow Redis time; the dispatcher lease also s
 expiry, so it expires in store time under a test clock too.
 
 Round trips: ``commit_assignment``, ``create_agent`` (plus the tenants ``SADD``), ``enqueue``
-(same), ``set_presence``, ``heartbeat``, ``mark_sla``, leases and ``open_pass`` 1 (one script);
+(same), ``set_presence``, ``heartbeat``, ``mark_sla``, ``expire_call``, leases and
+``open_pass`` 1 (one script);
 ``update_agent``, ``delete_agent``, ``put_policy`` 2 (a read, then a compare-and-set script);
 ``accept_offer``, ``decline_offer``, ``finish_assignment`` 2 (the assignment's agent and
 call ids are read first so the script declares every key it touches, as Redis Cluster
@@ -126,10 +127,10 @@ key (after the prefix)     type    content                                  TTL 
 ``call:<call_id>``         HASH    ``call`` (JSON as it arrived),           none while alive;
                                    ``channel``, ``status``,                 7 d once
                                    ``assignment_id`` (current or last,      completed,
-                                   "" if none), ``updated``, ``origin``     cancelled or
-                                   (age origin: enqueued, else created,     abandoned; every
-                                   else first write), ``enqueued`` (0       routing script
-                                   until it first waits), ``priority``
+                                   "" if none), ``updated``, ``origin``     cancelled,
+                                   (age origin: enqueued, else created,     abandoned or
+                                   else first write), ``enqueued`` (0       expired; every
+                                   until it first waits), ``priority``      routing script
                                    (current), ``excluded`` (JSON array of
                                    agents who declined it), ``callback``,
                                    ``at_risk``, ``breached`` (``0``/``1``);
@@ -144,15 +145,15 @@ key (after the prefix)     type    content                                  TTL 
                                    priority x aging), ties by call id       queue), decline,
                                                                             finish (release),
                                                                             reclaim, cancel,
-                                                                            mark_sla
+                                                                            mark_sla, expire
 ``offers``                 ZSET    OFFERED assignment ids, score expiry     none; commit,
                                                                             accept, decline,
                                                                             reclaim, cancel
 ``history``                ZSET    ``<event id, zero-padded>|<kind>|        none, trimmed to
                                    <channel>|<wait_ms>|<call_id>``, score   2 h on each
                                    time; kinds ``answered``, ``abandoned``, write; commit,
-                                   ``completed``                            accept, finish,
-                                                                            cancel
+                                   ``expired``, ``completed``               accept, finish,
+                                                                            cancel, expire
 ``done:<channel>``         ZSET    the channel's ``completed`` history keys none, trimmed to
                                    (``Store.completions``), score time      15 min on each
                                                                             write; finish
@@ -247,6 +248,7 @@ _SCRIPTS = (
     "reclaim",
     "cancel_call",
     "mark_sla",
+    "expire_call",
     "request_callback",
     "lease",
     "index_changes",

@@ -11,12 +11,12 @@ occupancy (``scoring.load.occupancy`` over ``policy.occupancy_window_s``).
 
 From the history, over the windows ``[now - 15 min, now]`` and ``[now - 60 min, now]``, per
 channel with SLA target ``T`` (``policy.sla_for``), each call once (``first_outcomes``: its first
-answer, when in the window; else its abandon; a call back in the queue after a release,
-reclaim or rejection and answered again is one answered call, on its first wait, in the
-window of its first answer only)::
+answer, when in the window; else its abandon or expiry; a call back in the queue after a
+release, reclaim or rejection and answered again is one answered call, on its first wait, in
+the window of its first answer only)::
 
     service level  = answered with wait_ms <= T
-                     / (answered + abandoned with wait_ms >= ABANDON_GRACE_MS)
+                     / (answered + abandoned with wait_ms >= ABANDON_GRACE_MS + expired)
                      (None when the denominator is 0 or the channel has no target)
     ASA (15 min)   = mean wait_ms / 1000 of the answered calls (None when none)
     answered       = answered calls per channel (15 min)
@@ -49,6 +49,9 @@ from scoring.load import occupancy
 
 ANSWERED = "answered"
 ABANDONED = "abandoned"
+EXPIRED = "expired"
+"""The call waited its channel's ``max_wait_s`` and left the queue (``Store.expire_call``)."""
+_UNANSWERED = (ABANDONED, EXPIRED)
 
 ABANDON_GRACE_MS = 5_000
 """Abandons shorter than this do not count against the service level."""
@@ -82,6 +85,9 @@ class TenantStats:
     abandoned_15m_by_channel: Mapping[Channel, int]
     """Abandoned after ``ABANDON_GRACE_MS``, like the service level's."""
     abandoned_60m_by_channel: Mapping[Channel, int]
+    expired_15m_by_channel: Mapping[Channel, int]
+    """Calls that left the queue at their channel's ``max_wait_s`` (each once)."""
+    expired_60m_by_channel: Mapping[Channel, int]
     occupancy: Mapping[str, float]
     """Agent id -> rolling occupancy in [0, 1]."""
 
@@ -97,7 +103,9 @@ def service_level(calls: Iterable[HistoryEntry], channel: Channel, target_s: int
             answered += 1
             if entry.wait_ms <= target_s * 1000:
                 within += 1
-        elif entry.kind == ABANDONED and entry.wait_ms >= ABANDON_GRACE_MS:
+        elif entry.kind == EXPIRED or (
+            entry.kind == ABANDONED and entry.wait_ms >= ABANDON_GRACE_MS
+        ):
             abandoned += 1
     offered = answered + abandoned
     return within / offered if offered else None
@@ -156,8 +164,14 @@ def live_stats(
         abandoned_15m=_abandoned(history, now_ms - SHORT_WINDOW_MS, now_ms),
         abandoned_60m=_abandoned(history, now_ms - LONG_WINDOW_MS, now_ms),
         answered_15m_by_channel=_per_channel(e for e in short if e.kind == ANSWERED),
-        abandoned_15m_by_channel=_abandoned_per_channel(history, SHORT_WINDOW_MS, now_ms),
-        abandoned_60m_by_channel=_abandoned_per_channel(history, LONG_WINDOW_MS, now_ms),
+        abandoned_15m_by_channel=_ended_per_channel(
+            history, SHORT_WINDOW_MS, now_ms, ABANDONED, ABANDON_GRACE_MS
+        ),
+        abandoned_60m_by_channel=_ended_per_channel(
+            history, LONG_WINDOW_MS, now_ms, ABANDONED, ABANDON_GRACE_MS
+        ),
+        expired_15m_by_channel=_ended_per_channel(history, SHORT_WINDOW_MS, now_ms, EXPIRED),
+        expired_60m_by_channel=_ended_per_channel(history, LONG_WINDOW_MS, now_ms, EXPIRED),
         occupancy=frozen_map(
             {
                 agent.agent_id: occupancy(agent, now_ms, policy.occupancy_window_s)
@@ -173,14 +187,14 @@ def _window(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> list
 
 
 def first_outcomes(history: Sequence[HistoryEntry], now_ms: int) -> list[HistoryEntry]:
-    """Each call's first answer, else its abandon, up to ``now_ms`` (``history`` in time
-    order, as the stores return it); other kinds are left out."""
+    """Each call's first answer, else its abandon or expiry, up to ``now_ms`` (``history``
+    in time order, as the stores return it); other kinds are left out."""
     outcome: dict[str, HistoryEntry] = {}
     for entry in history:
-        if entry.at_ms > now_ms or entry.kind not in (ANSWERED, ABANDONED):
+        if entry.at_ms > now_ms or entry.kind not in (ANSWERED, *_UNANSWERED):
             continue
         seen = outcome.get(entry.call_id)
-        if seen is None or (seen.kind == ABANDONED and entry.kind == ANSWERED):
+        if seen is None or (seen.kind in _UNANSWERED and entry.kind == ANSWERED):
             outcome[entry.call_id] = entry
     return list(outcome.values())
 
@@ -191,15 +205,20 @@ def _per_channel(entries: Iterable[HistoryEntry]) -> Mapping[Channel, int]:
     return frozen_map({channel: counts[channel] for channel in Channel})
 
 
-def _abandoned_per_channel(
-    history: Sequence[HistoryEntry], window_ms: int, now_ms: int
+def _ended_per_channel(
+    history: Sequence[HistoryEntry],
+    window_ms: int,
+    now_ms: int,
+    kind: str,
+    least_wait_ms: int = 0,
 ) -> Mapping[Channel, int]:
-    """The window's abandons after the grace, per channel (a call abandons once; one
-    answered before it went back to the queue counts too: the caller hung up)."""
+    """The window's ``kind`` entries (abandons, expiries: once per call; a call answered
+    before it went back to the queue counts too) that waited ``least_wait_ms`` or longer,
+    per channel."""
     return _per_channel(
         entry
         for entry in _window(history, now_ms - window_ms, now_ms)
-        if entry.kind == ABANDONED and entry.wait_ms >= ABANDON_GRACE_MS
+        if entry.kind == kind and entry.wait_ms >= least_wait_ms
     )
 
 

@@ -49,6 +49,8 @@ def stats_to_pb(store: Store, tenant: str) -> routing_pb2.GetStatsResponse:
             answered_15m=stats.answered_15m_by_channel[channel],
             abandoned_15m=stats.abandoned_15m_by_channel[channel],
             abandoned_60m=stats.abandoned_60m_by_channel[channel],
+            expired_15m=stats.expired_15m_by_channel[channel],
+            expired_60m=stats.expired_60m_by_channel[channel],
         )
         level_15, level_60 = stats.service_level_15m[channel], stats.service_level_60m[channel]
         if level_15 is not None:

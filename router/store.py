@@ -186,8 +186,8 @@ class HistoryEntry:
     """One finished wait or piece of work, kept two hours for live statistics."""
 
     kind: str
-    """``answered`` (wait_ms = time to answer), ``abandoned`` (wait_ms = time waited) or
-    ``completed`` (wait_ms = handle time)."""
+    """``answered`` (wait_ms = time to answer), ``abandoned`` or ``expired`` (wait_ms = time
+    waited) or ``completed`` (wait_ms = handle time)."""
     channel: Channel
     at_ms: int
     wait_ms: int
@@ -207,6 +207,7 @@ EVENT_TYPES = frozenset(
         "CANCELLED",
         "RECLAIMED",
         "ABANDONED",
+        "EXPIRED",
         "SLA_AT_RISK",
         "SLA_BREACHED",
         "CALLBACK_REQUESTED",
@@ -489,6 +490,14 @@ class Store(Protocol):
         ABANDONED (off the queue, offer ended as CANCELLED, ``abandoned`` history);
         ASSIGNED -> CANCELLED (assignment ended as CANCELLED). Idempotent;
         ``FailedPreconditionError`` if completed; ``NotFoundError`` if unknown."""
+        ...
+
+    def expire_call(self, tenant: str, call_id: str, max_wait_s: int) -> bool:
+        """A QUEUED call whose wait (from its age origin, in store time) has reached
+        ``max_wait_s`` (> 0) leaves the queue as EXPIRED (``EXPIRED`` event with the limit,
+        ``expired`` history). Returns whether this call expired it: False when it is no
+        longer queued or has not waited that long (the store's clock decides);
+        ``NotFoundError`` if unknown."""
         ...
 
     def mark_sla(self, tenant: str, call_id: str, *, breached: bool, policy: Policy) -> bool:

@@ -350,14 +350,17 @@ class ChannelStats(_message.Message):
     ANSWERED_15M_FIELD_NUMBER: _builtins.int
     ABANDONED_15M_FIELD_NUMBER: _builtins.int
     ABANDONED_60M_FIELD_NUMBER: _builtins.int
+    EXPIRED_15M_FIELD_NUMBER: _builtins.int
+    EXPIRED_60M_FIELD_NUMBER: _builtins.int
     channel: _types_pb2.Channel.ValueType
     """The channel."""
     queued: _builtins.int
     """Calls waiting."""
     service_level_15m: _builtins.float
-    """Answered within the SLA target / (answered + abandoned after 5 s), last 15 minutes,
-    each call once (a call answered again after going back to the queue counts on its first
-    answer, in the window that answer fell in); unset when there were no such calls.
+    """Answered within the SLA target / (answered + abandoned after 5 s + expired), last 15
+    minutes, each call once (a call answered again after going back to the queue counts on
+    its first answer, in the window that answer fell in); unset when there were no such
+    calls.
     """
     service_level_60m: _builtins.float
     """The same over the last 60 minutes."""
@@ -368,6 +371,10 @@ class ChannelStats(_message.Message):
     count neither here nor in the service level).
     """
     abandoned_60m: _builtins.int
+    """The same over the last 60 minutes."""
+    expired_15m: _builtins.int
+    """Calls that left the queue at the channel's `max_wait` in the last 15 minutes."""
+    expired_60m: _builtins.int
     """The same over the last 60 minutes."""
     @_builtins.property
     def longest_wait(self) -> _duration_pb2.Duration:
@@ -389,10 +396,12 @@ class ChannelStats(_message.Message):
         answered_15m: _builtins.int = ...,
         abandoned_15m: _builtins.int = ...,
         abandoned_60m: _builtins.int = ...,
+        expired_15m: _builtins.int = ...,
+        expired_60m: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_service_level_15m", b"_service_level_15m", "_service_level_60m", b"_service_level_60m", "average_speed_of_answer_15m", b"average_speed_of_answer_15m", "longest_wait", b"longest_wait", "service_level_15m", b"service_level_15m", "service_level_60m", b"service_level_60m"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_service_level_15m", b"_service_level_15m", "_service_level_60m", b"_service_level_60m", "abandoned_15m", b"abandoned_15m", "abandoned_60m", b"abandoned_60m", "answered_15m", b"answered_15m", "average_speed_of_answer_15m", b"average_speed_of_answer_15m", "channel", b"channel", "longest_wait", b"longest_wait", "queued", b"queued", "service_level_15m", b"service_level_15m", "service_level_60m", b"service_level_60m"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_service_level_15m", b"_service_level_15m", "_service_level_60m", b"_service_level_60m", "abandoned_15m", b"abandoned_15m", "abandoned_60m", b"abandoned_60m", "answered_15m", b"answered_15m", "average_speed_of_answer_15m", b"average_speed_of_answer_15m", "channel", b"channel", "expired_15m", b"expired_15m", "expired_60m", b"expired_60m", "longest_wait", b"longest_wait", "queued", b"queued", "service_level_15m", b"service_level_15m", "service_level_60m", b"service_level_60m"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__service_level_15m: _TypeAlias = _typing.Literal["service_level_15m"]  # noqa: Y015
     _WhichOneofArgType__service_level_15m: _TypeAlias = _typing.Literal["_service_level_15m", b"_service_level_15m"]  # noqa: Y015

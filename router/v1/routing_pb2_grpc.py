@@ -101,7 +101,8 @@ class RoutingServiceServicer:
         Idempotent on `request_id` (24 h): a retry with the same id and payload answers with the
         call's current state (`replayed` set; a completed or cancelled call shows its assignment
         in that state) and never a second agent; FAILED_PRECONDITION once the call was abandoned
-        (the caller hung up before an agent took it). The same id with another payload
+        (the caller hung up before an agent took it) or expired (waited its channel's
+        `max_wait`). The same id with another payload
         (`no_queue` included) is INVALID_ARGUMENT. A call id already routed under another request_id is
         FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
         contention outlasted the bounded re-planning: retry with the same request_id.
@@ -151,8 +152,9 @@ class RoutingServiceServicer:
 
     def Cancel(self, request, context):
         """The customer hung up or the platform withdrew the call: a waiting or offered call is
-        ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent.
-        FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+        ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent; a call already
+        ABANDONED, CANCELLED or EXPIRED is returned as it is. FAILED_PRECONDITION for a
+        completed call; NOT_FOUND for an unknown one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

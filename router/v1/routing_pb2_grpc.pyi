@@ -43,7 +43,8 @@ class RoutingServiceStub:
     Idempotent on `request_id` (24 h): a retry with the same id and payload answers with the
     call's current state (`replayed` set; a completed or cancelled call shows its assignment
     in that state) and never a second agent; FAILED_PRECONDITION once the call was abandoned
-    (the caller hung up before an agent took it). The same id with another payload
+    (the caller hung up before an agent took it) or expired (waited its channel's
+    `max_wait`). The same id with another payload
     (`no_queue` included) is INVALID_ARGUMENT. A call id already routed under another request_id is
     FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
     contention outlasted the bounded re-planning: retry with the same request_id.
@@ -73,8 +74,9 @@ class RoutingServiceStub:
     """
     Cancel: _grpc.UnaryUnaryMultiCallable[_routing_pb2.CancelRequest, _routing_pb2.CancelResponse]
     """The customer hung up or the platform withdrew the call: a waiting or offered call is
-    ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent.
-    FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+    ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent; a call already
+    ABANDONED, CANCELLED or EXPIRED is returned as it is. FAILED_PRECONDITION for a
+    completed call; NOT_FOUND for an unknown one.
     """
     RequestCallback: _grpc.UnaryUnaryMultiCallable[_routing_pb2.RequestCallbackRequest, _routing_pb2.RequestCallbackResponse]
     """A waiting caller asks to be called back instead of holding: they keep their place in the
@@ -116,7 +118,8 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     Idempotent on `request_id` (24 h): a retry with the same id and payload answers with the
     call's current state (`replayed` set; a completed or cancelled call shows its assignment
     in that state) and never a second agent; FAILED_PRECONDITION once the call was abandoned
-    (the caller hung up before an agent took it). The same id with another payload
+    (the caller hung up before an agent took it) or expired (waited its channel's
+    `max_wait`). The same id with another payload
     (`no_queue` included) is INVALID_ARGUMENT. A call id already routed under another request_id is
     FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
     contention outlasted the bounded re-planning: retry with the same request_id.
@@ -146,8 +149,9 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     """
     Cancel: _aio.UnaryUnaryMultiCallable[_routing_pb2.CancelRequest, _routing_pb2.CancelResponse]  # type: ignore[assignment]
     """The customer hung up or the platform withdrew the call: a waiting or offered call is
-    ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent.
-    FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+    ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent; a call already
+    ABANDONED, CANCELLED or EXPIRED is returned as it is. FAILED_PRECONDITION for a
+    completed call; NOT_FOUND for an unknown one.
     """
     RequestCallback: _aio.UnaryUnaryMultiCallable[_routing_pb2.RequestCallbackRequest, _routing_pb2.RequestCallbackResponse]  # type: ignore[assignment]
     """A waiting caller asks to be called back instead of holding: they keep their place in the
@@ -192,7 +196,8 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         Idempotent on `request_id` (24 h): a retry with the same id and payload answers with the
         call's current state (`replayed` set; a completed or cancelled call shows its assignment
         in that state) and never a second agent; FAILED_PRECONDITION once the call was abandoned
-        (the caller hung up before an agent took it). The same id with another payload
+        (the caller hung up before an agent took it) or expired (waited its channel's
+        `max_wait`). The same id with another payload
         (`no_queue` included) is INVALID_ARGUMENT. A call id already routed under another request_id is
         FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
         contention outlasted the bounded re-planning: retry with the same request_id.
@@ -252,8 +257,9 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_routing_pb2.CancelResponse, _abc.Awaitable[_routing_pb2.CancelResponse]]:
         """The customer hung up or the platform withdrew the call: a waiting or offered call is
-        ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent.
-        FAILED_PRECONDITION for a completed call; NOT_FOUND for an unknown one.
+        ABANDONED, an assigned one CANCELLED (its agent is freed). Idempotent; a call already
+        ABANDONED, CANCELLED or EXPIRED is returned as it is. FAILED_PRECONDITION for a
+        completed call; NOT_FOUND for an unknown one.
         """
 
     @_abc_1.abstractmethod

@@ -320,6 +320,10 @@ class _CallStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallStatus
     """Offered to an agent who has not accepted yet."""
     CALL_STATUS_ABANDONED: _CallStatus.ValueType  # 7
     """The customer hung up while it waited or was being offered."""
+    CALL_STATUS_EXPIRED: _CallStatus.ValueType  # 8
+    """It waited its channel's `max_wait` without an agent and left the queue; route it
+    elsewhere (a new Assign needs a new call id).
+    """
 
 class CallStatus(_CallStatus, metaclass=_CallStatusEnumTypeWrapper):
     """Lifecycle of a call (the README has the state diagram)."""
@@ -338,6 +342,10 @@ CALL_STATUS_OFFERED: CallStatus.ValueType  # 6
 """Offered to an agent who has not accepted yet."""
 CALL_STATUS_ABANDONED: CallStatus.ValueType  # 7
 """The customer hung up while it waited or was being offered."""
+CALL_STATUS_EXPIRED: CallStatus.ValueType  # 8
+"""It waited its channel's `max_wait` without an agent and left the queue; route it
+elsewhere (a new Assign needs a new call id).
+"""
 Global___CallStatus: _TypeAlias = CallStatus  # noqa: Y015
 
 @_typing.final
@@ -789,7 +797,7 @@ class Event(_message.Message):
     type: _builtins.str
     """AGENT_CREATED, AGENT_UPDATED, AGENT_DELETED, PRESENCE_CHANGED, POLICY_UPDATED, QUEUED,
     OFFERED, ACCEPTED, REJECTED, OFFER_TIMED_OUT, ASSIGNED, COMPLETED, RELEASED, CANCELLED,
-    ABANDONED, RECLAIMED, SLA_AT_RISK, SLA_BREACHED, CALLBACK_REQUESTED.
+    ABANDONED, EXPIRED, RECLAIMED, SLA_AT_RISK, SLA_BREACHED, CALLBACK_REQUESTED.
     """
     call_id: _builtins.str
     """The call concerned, if any."""
@@ -1127,6 +1135,7 @@ class ChannelSetting(_message.Message):
     EXPECTED_HANDLE_TIME_FIELD_NUMBER: _builtins.int
     SLA_TARGET_FIELD_NUMBER: _builtins.int
     SLA_GOAL_FIELD_NUMBER: _builtins.int
+    MAX_WAIT_FIELD_NUMBER: _builtins.int
     channel: Global___Channel.ValueType
     """The channel."""
     default_capacity: _builtins.int
@@ -1151,6 +1160,17 @@ class ChannelSetting(_message.Message):
     def sla_target(self) -> _duration_pb2.Duration:
         """SLA: answer `sla_goal` of calls within this time (1 second to 7 days)."""
 
+    @_builtins.property
+    def max_wait(self) -> _duration_pb2.Duration:
+        """Queue time limit: a call that has waited this long (counted from its first Assign, as
+        `CallInfo.waited`) leaves the queue as EXPIRED, with an EXPIRED event, so the platform
+        can send it elsewhere (voicemail, a callback, another queue); it counts against the
+        service level. A call out on an offer expires once the offer ends unanswered. The
+        dispatcher expires calls at its passes, so within about a tick (1 s) of the limit for
+        the calls its first batch reads (the oldest 500 in queue order). 0: never (the
+        default); 1 second to 30 days.
+        """
+
     def __init__(
         self,
         *,
@@ -1162,10 +1182,11 @@ class ChannelSetting(_message.Message):
         expected_handle_time: _duration_pb2.Duration | None = ...,
         sla_target: _duration_pb2.Duration | None = ...,
         sla_goal: _builtins.float = ...,
+        max_wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_handle_time", b"expected_handle_time", "offer_timeout", b"offer_timeout", "sla_target", b"sla_target", "wrap_up", b"wrap_up"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_handle_time", b"expected_handle_time", "max_wait", b"max_wait", "offer_timeout", b"offer_timeout", "sla_target", b"sla_target", "wrap_up", b"wrap_up"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "default_capacity", b"default_capacity", "expected_handle_time", b"expected_handle_time", "offer_timeout", b"offer_timeout", "sla_goal", b"sla_goal", "sla_target", b"sla_target", "units", b"units", "wrap_up", b"wrap_up"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "default_capacity", b"default_capacity", "expected_handle_time", b"expected_handle_time", "max_wait", b"max_wait", "offer_timeout", b"offer_timeout", "sla_goal", b"sla_goal", "sla_target", b"sla_target", "units", b"units", "wrap_up", b"wrap_up"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1442,6 +1442,72 @@ def test_cancel_an_assigned_call(harness: StoreHarness) -> None:
     assert abandoned() == total
 
 
+# --- queue time limit ------------------------------------------------------------------------
+
+
+def test_a_call_that_waited_its_limit_expires(harness: StoreHarness) -> None:
+    """``expire_call`` takes a queued call that has waited the limit (from its age origin,
+    which a reject keeps) off the queue as EXPIRED: an ``EXPIRED`` event naming the limit in
+    its timeline, an ``expired`` history entry with the wait; the others move up. Before the
+    limit, or once expired, it returns False and writes nothing; an unknown call is
+    NOT_FOUND."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    t0 = clock.now_ms
+    enqueue(harness, "c1")
+    clock.advance(1)
+    enqueue(harness, "c2")
+    clock.advance(10_000)
+    offer = dispatch(store, "c1", "a", offer_s=30)
+    store.decline_offer(T, offer.assignment_id, offer.token, timed_out=False, policy=POLICY)
+    clock.advance(49_998)  # c1 has waited 59.998 s
+    before = harness.dump()
+    assert store.expire_call(T, "c1", 60) is False
+    assert harness.dump() == before
+    clock.advance(2)
+    now = clock.now_ms
+    assert store.expire_call(T, "c1", 60) is True
+    record = store.get_call(T, "c1")
+    assert (record.status, record.position, record.updated_ms) == (CallStatus.EXPIRED, 0, now)
+    assert queue_ids(store) == ["c2"]
+    assert store.load_queue(T, 10).depth == 1
+    assert store.get_call(T, "c2").position == 1
+    (event,) = events_of(store, "EXPIRED")
+    assert (event.call_id, event.agent_id, event.data) == (
+        "c1",
+        "",
+        {"channel": "chat", "max_wait_s": "60"},
+    )
+    assert store.call_timeline(T, "c1")[-1] == event
+    assert store.history(T, now) == [HistoryEntry("expired", Channel.CHAT, now, now - t0, "c1")]
+    before = harness.dump()
+    assert store.expire_call(T, "c1", 60) is False
+    assert store.cancel_call(T, "c1") == record  # already out of the queue: left as it is
+    with pytest.raises(NotFoundError):
+        store.expire_call(T, "nope", 60)
+    assert harness.dump() == before
+
+
+def test_only_waiting_calls_expire(harness: StoreHarness) -> None:
+    """An offered, assigned or abandoned call never expires, nor does any call under a limit
+    of 0: ``expire_call`` returns False and writes nothing."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    available(store, "b")
+    for call_id in ("offered", "assigned", "abandoned", "queued"):
+        enqueue(harness, call_id)
+    dispatch(store, "offered", "a", offer_s=600)
+    dispatch(store, "assigned", "b")
+    store.cancel_call(T, "abandoned")
+    clock.advance(3_600_000)
+    before = harness.dump()
+    for call_id in ("offered", "assigned", "abandoned"):
+        assert store.expire_call(T, call_id, 60) is False
+    assert store.expire_call(T, "queued", 0) is False
+    assert harness.dump() == before
+    assert events_of(store, "EXPIRED") == []
+
+
 # --- SLA flags and callbacks -----------------------------------------------------------------
 
 

@@ -110,14 +110,51 @@ def test_queue_order_uses_priority_and_age(service: Service) -> None:
 
 
 def test_cancel_while_queued_is_abandoned(service: Service) -> None:
-    """A caller hanging up while queued is ABANDONED and leaves the queue."""
+    """A caller hanging up while queued is ABANDONED and leaves the queue; their wait is
+    the time until they hung up."""
     service.agent("a1", skills={"billing": 5})
     service.assign("c1")
     service.assign("c2")
     service.assign("c3")
+    service.clock.advance(7_000)
     reply = service.routing.Cancel(routing_pb2.CancelRequest(tenant=service.tenant, call_id="c2"))
     assert reply.call.status == pb.CALL_STATUS_ABANDONED
     assert service.get_call("c3").position == 1
+    service.clock.advance(3_000)
+    assert service.get_call("c2").waited.ToSeconds() == 7  # until the caller hung up
+
+
+def test_a_call_nobody_takes_expires_at_its_channels_max_wait(service: Service) -> None:
+    """A voice call needing a skill nobody has, under a 90 s voice limit: at 90 s it leaves
+    the queue as EXPIRED with an EXPIRED event, counted in GetStats and against the service
+    level; a retried Assign is FAILED_PRECONDITION, a Cancel returns it as it is. The policy
+    reads the limit back; one over 30 days is INVALID_ARGUMENT naming the field."""
+    policy = _channels(service, _voice(max_wait=Duration(seconds=90)))
+    voice = next(c for c in policy.channels if c.channel == pb.CHANNEL_VOICE)
+    assert voice.max_wait.ToSeconds() == 90
+    with pytest.raises(grpc.RpcError) as refused:
+        _channels(service, _voice(max_wait=Duration(seconds=31 * 86400)))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "policy.channels[0].max_wait" in (refused.value.details() or "")
+    service.agent("a1", skills={"billing": 5})
+    assert service.assign("c1", skills={"french": 1}).result == QUEUED
+    service.clock.advance(89_000)
+    assert service.get_call("c1").status == pb.CALL_STATUS_QUEUED
+    service.clock.advance(1_000)
+    call = service.wait_for_call("c1", pb.CALL_STATUS_EXPIRED)
+    assert (call.position, call.waited.ToSeconds()) == (0, 90)
+    (event,) = [e for e in call.timeline if e.type == "EXPIRED"]
+    assert dict(event.data) == {"channel": "voice", "max_wait_s": "90"}
+    with pytest.raises(grpc.RpcError) as retried:
+        service.assign("c1", skills={"french": 1})
+    assert retried.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "expired" in (retried.value.details() or "")
+    reply = service.routing.Cancel(routing_pb2.CancelRequest(tenant=service.tenant, call_id="c1"))
+    assert reply.call.status == pb.CALL_STATUS_EXPIRED
+    stats = service.routing.GetStats(routing_pb2.GetStatsRequest(tenant=service.tenant))
+    counts = next(c for c in stats.channels if c.channel == pb.CHANNEL_VOICE)
+    assert (counts.queued, counts.expired_15m, counts.expired_60m) == (0, 1, 1)
+    assert counts.service_level_15m == 0.0
 
 
 def test_offer_accept_and_reject_never_reoffers_to_the_same_agent(service: Service) -> None:

@@ -452,3 +452,37 @@ def test_the_longest_wait_gauge_leaves_out_the_calls_just_placed() -> None:
     assert store.get_call(T, "old").status == CallStatus.ASSIGNED
     assert sample("router_queue_longest_wait_seconds", tenant=T) == 0
     assert sample("router_queue_depth", tenant=T) == 0
+
+
+def test_calls_that_waited_their_channels_max_wait_leave_the_queue() -> None:
+    """With a 60 s chat limit, a pass expires the chats that have waited 60 s (counted on
+    ``router_calls_expired_total``) and places the younger one with the free agent; a call
+    nobody can take expires too, and the queue gauge no longer counts it. A channel without
+    a limit keeps its calls (a voice call nobody can take)."""
+    store, clock = _store()
+    policy = store.get_policy(T)
+    store.put_policy(
+        T, dataclasses.replace(policy, max_wait_s=frozen_map({Channel.CHAT: 60}), version=1)
+    )
+    expired = sample("router_calls_expired_total", tenant=T, channel="chat")
+    _queue(store, clock, "old")
+    _queue(store, clock, "vip", skill="vip")  # nobody has the skill
+    voice = Call("voice", Channel.VOICE, (SkillRequirement("vip", 1),), created_ms=clock.now_ms)
+    store.enqueue(T, "r-voice", "fp", voice, policy=store.get_policy(T))
+    clock.advance(59_999)
+    _queue(store, clock, "young")
+    dispatcher = Dispatcher(store)
+    assert dispatcher.run_once(T).expired == 0
+    clock.advance(1)
+    _agent(store, "a1")
+    report = dispatcher.run_once(T)
+    assert (report.expired, report.placed, report.queued) == (2, 1, 1)
+    statuses = {c: store.get_call(T, c).status for c in ("old", "vip", "young", "voice")}
+    assert statuses == {
+        "old": CallStatus.EXPIRED,
+        "vip": CallStatus.EXPIRED,
+        "young": CallStatus.ASSIGNED,
+        "voice": CallStatus.QUEUED,
+    }
+    assert sample("router_calls_expired_total", tenant=T, channel="chat") == expired + 2
+    assert sample("router_queue_depth", tenant=T) == 1

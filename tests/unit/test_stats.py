@@ -166,6 +166,34 @@ def test_a_call_answered_again_counts_in_the_window_of_its_first_answer() -> Non
     assert stats.service_level_60m[Channel.VOICE] == 1.0  # both first answers within 20 s
 
 
+def test_expired_calls_count_against_the_service_level() -> None:
+    """A call that left the queue at the channel's limit counts against the service level,
+    however short the limit (no grace, unlike a caller hanging up), and in the per-channel
+    expiries of its windows; not among the abandons. One answered before it went back to
+    the queue and expired counts as answered in the service level, and still as expired."""
+
+    def at(kind: str, call_id: str, minutes_ago: int, wait_s: int) -> HistoryEntry:
+        return HistoryEntry(
+            kind, Channel.CHAT, NOW - minutes_ago * MINUTE_MS, wait_s * 1000, call_id
+        )
+
+    history = [
+        at("answered", "c1", 9, 10),  # within 60 s
+        at("expired", "c2", 8, 3),  # a 3 s limit
+        at("answered", "c3", 7, 5),
+        at("expired", "c3", 5, 300),  # released, then expired: answered at first
+        at("expired", "c4", 40, 120),  # 60-minute window only
+    ]
+    stats = live_stats([], [], history, Policy(), NOW)
+    assert stats.service_level_15m[Channel.CHAT] == pytest.approx(2 / 3)
+    assert stats.service_level_60m[Channel.CHAT] == pytest.approx(2 / 4)
+    assert stats.expired_15m_by_channel[Channel.CHAT] == 2
+    assert stats.expired_60m_by_channel[Channel.CHAT] == 3
+    assert stats.expired_15m_by_channel[Channel.VOICE] == 0
+    assert stats.abandoned_15m == stats.abandoned_60m == 0
+    assert stats.answered_15m_by_channel[Channel.CHAT] == 2
+
+
 def test_empty_tenant_and_channels_without_target() -> None:
     """Nothing queued and no history give zeros and Nones; a channel without an SLA target
     has no service level even with answered calls."""

@@ -1,0 +1,17 @@
+-- A queued call reached its channel's queue time limit: it leaves the queue as EXPIRED.
+-- KEYS: 1 call, 2 queue, 3 events, 4 timeline, 5 history
+-- ARGV: 1 now|'', 2 call_id, 3 max_wait_ms, 4 max_wait_s, 5 record_ttl_ms, 6 maxlen
+-- -> {'missing'} | {'unchanged'} (no longer queued, or not waited that long) | {'ok'}
+local now = now_ms()
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local c = redis.call('HMGET', KEYS[1], 'status', 'origin', 'channel')
+local limit = tonumber(ARGV[3])
+local waited = math.max(0, now - tonumber(c[2]))
+if c[1] ~= 'queued' or limit <= 0 or waited < limit then return {'unchanged'} end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[1], 'status', 'expired', 'updated', int(now))
+local data = {'channel', c[3], 'max_wait_s', ARGV[4]}
+local id = emit_call(KEYS[3], KEYS[4], ARGV[6], 'EXPIRED', now, ARGV[2], '', data)
+add_history(KEYS[5], id, 'expired', c[3], now, waited, ARGV[2])
+settle_call(KEYS[1], KEYS[4], true, ARGV[5])
+return {'ok'}
