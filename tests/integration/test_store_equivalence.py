@@ -216,6 +216,7 @@ class Move:
             ),
             "cancel": lambda: s.cancel_call(T, self.picked),
             "sla": lambda: s.mark_sla(T, self.picked, breached=self.flag, policy=POLICY),
+            "expire": lambda: s.expire_call(T, self.picked, self.advance_ms // 1000),
             "callback": lambda: s.request_callback(T, self.picked),
             "expired": lambda: s.expired_offers(T, 100),
             "lease": lambda: s.acquire_lease(T, self.agent, 5_000),
@@ -230,7 +231,7 @@ class Move:
 KINDS = (
     *("presence", "presence", "enqueue", "enqueue", "direct", "dispatch", "dispatch", "accept"),
     *("decline", "finish", "finish", "reclaim", "cancel", "sla", "callback", "advance"),
-    *("advance", "expired", "lease", "pass", "unlease", "heartbeat", "policy"),
+    *("advance", "expired", "lease", "pass", "unlease", "heartbeat", "policy", "expire"),
 )
 """Move kinds, the frequent ones listed more than once."""
 ENDS = (AssignmentState.COMPLETED, AssignmentState.RELEASED, AssignmentState.CANCELLED)
