@@ -102,6 +102,15 @@ INDEX_READS = Counter(
     ("mode",),
     registry=REGISTRY,
 )
+HISTORY_READS = Counter(
+    "router_history_reads_total",
+    "Reads of a tenant's history (GetStats; the service rate right after an upgrade), by "
+    "mode: delta (only the entries written since this replica's mirror was current) and "
+    "all (the whole two hours: a tenant this replica had not read, or whose history Redis "
+    "no longer agreed with, e.g. after a failover).",
+    ("mode",),
+    registry=REGISTRY,
+)
 WAIT_BUCKETS = (0.01, 1, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
 """Bucket bounds (seconds) of ``router_call_wait_seconds``: the targets contact centres use
 (20 s, 30 s, 60 s for voice and chat; hours for email) are bounds, and the first, 10 ms,

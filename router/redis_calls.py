@@ -29,6 +29,7 @@ from router.domain import (
     frozen_map,
 )
 from router.errors import ContentionError, NotFoundError
+from router.history_mirror import HistoryMirrors
 from router.index_mirror import FULL_READ_EVERY_S
 from router.redis_agents import INDEX_VERSION
 from router.redis_base import RedisBase, aging_ms
@@ -69,6 +70,8 @@ class RedisCalls(RedisBase):
 
     _agent_lists: dict[str, AgentLists]
     """Tenant -> its agents as this replica's last ``load_queue`` read them."""
+    _histories: HistoryMirrors
+    """This replica's mirrors of the tenants' history (``history``)."""
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -253,17 +256,37 @@ class RedisCalls(RedisBase):
         return frozen_map(dict(zip(Channel, map(int, counts), strict=True)))
 
     def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
-        """``ZRANGEBYSCORE history``; entries older than two hours are left out even before a
-        write trims them."""
+        """This replica's mirror of the history (``router.history_mirror``), brought up to
+        date in one ``MULTI`` (what was written since its last read), or in a second reading
+        it all when it is new or Redis disagrees with it; entries older than two hours are
+        left out even before a write trims them."""
         k = Keys(tenant)
-        now, (members,) = self._multi(
-            k,
-            lambda pipe: pipe.zrangebyscore(k.history, since_ms, "+inf", withscores=True),
-            now=True,
-        )
-        oldest = now - rules.HISTORY_MS
-        entries = [history_from_member(text(m), float(score)) for m, score in members]
-        return [entry for entry in entries if entry.at_ms >= oldest]
+        mirror = self._histories.get(tenant)
+        with mirror.lock:
+            last = mirror.last
+            if last is not None:
+                now, (oldest, below, members) = self._multi(
+                    k,
+                    lambda pipe: (
+                        pipe.zrange(k.history, 0, 0, withscores=True),
+                        pipe.zcount(k.history, "-inf", f"({last}"),
+                        pipe.zrangebyscore(k.history, last, "+inf", withscores=True),
+                    ),
+                    now=True,
+                )
+                first = float(oldest[0][1]) if oldest else None
+                current = mirror.extend(first, int(below), _texts(members), history_from_member)
+            if last is None or not current:
+                now, (members,) = self._multi(
+                    k,
+                    lambda pipe: pipe.zrangebyscore(k.history, "-inf", "+inf", withscores=True),
+                    now=True,
+                )
+                mirror.reset(_texts(members), history_from_member)
+            metrics.HISTORY_READS.labels("delta" if last is not None and current else "all").inc()
+            entries = mirror.since(max(since_ms, now - rules.HISTORY_MS))
+        self._histories.trim()
+        return entries
 
     def call_traces(self, tenant: str, call_ids: Sequence[str]) -> Mapping[str, str]:
         """The calls' ``trace`` fields in one ``MULTI``."""
@@ -388,6 +411,11 @@ class RedisCalls(RedisBase):
         if reply[0] == "status":
             raise rules.call_finished(call_id, text_or_none(reply[1]) or "unknown")
         return self.get_call(tenant, call_id)
+
+
+def _texts(members: Sequence[tuple[Any, Any]]) -> list[tuple[str, float]]:
+    """A ``WITHSCORES`` reply's (member, score) pairs as text and numbers."""
+    return [(text(member), float(score)) for member, score in members]
 
 
 def _read_call(k: Keys, call_id: str, asg_id: str, pipe: Any) -> None:

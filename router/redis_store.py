@@ -34,7 +34,8 @@ offer's expiry and the heads of ``idx:revs`` and ``idx:beatlog`` in one ``MULTI`
 also carries every agent id, rev and heartbeat unless the replica holds them from a read at
 the same heads; if the heads moved, that read again with the lists; then the queued calls
 and the agents not cached at their rev); ``read_events`` 1 (``XINFO STREAM`` and ``XRANGE``
-in one ``MULTI``), then blocking ``XREAD`` calls.
+in one ``MULTI``), then blocking ``XREAD`` calls; ``history`` 1 (what was written since this
+replica's mirror of it was current, ``router.history_mirror``), 2 when it reads it all.
 
 Redis Cluster (``docs/redis-cluster.md``): ``from_url`` detects a cluster (``INFO cluster``
 says ``cluster_enabled:1``, or the URL scheme is ``redis+cluster://``) and then uses a
@@ -226,6 +227,7 @@ from redis.exceptions import (
 from router import metrics, tracing
 from router import store_common as rules
 from router.errors import RouterError, StoreUnavailableError
+from router.history_mirror import HistoryMirrors
 from router.redis_agents import TOMBSTONES_KEPT_S, RedisAgents
 from router.redis_cache import AgentCache, PartiesCache
 from router.redis_calls import RedisCalls
@@ -453,6 +455,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         self._known_policies = {}
         self._mirrors = {}
         self._agent_lists = {}
+        self._histories = HistoryMirrors()
         timeout = kwargs.get("socket_timeout")
         # A blocking XREAD must return before the socket times out: block in slices.
         self._block_slice_ms = max(1, int(float(timeout) * 500)) if timeout else 0

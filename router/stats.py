@@ -52,6 +52,7 @@ ABANDONED = "abandoned"
 EXPIRED = "expired"
 """The call waited its channel's ``max_wait_s`` and left the queue (``Store.expire_call``)."""
 _UNANSWERED = (ABANDONED, EXPIRED)
+_OUTCOMES = frozenset({ANSWERED, *_UNANSWERED})
 
 ABANDON_GRACE_MS = 5_000
 """Abandons shorter than this do not count against the service level."""
@@ -132,7 +133,9 @@ def live_stats(
     for call in queued:
         longest[call.channel] = max(longest[call.channel], waited_ms(call, now_ms))
     presence = Counter(agent.presence for agent in agents)
-    firsts = first_outcomes(history, now_ms)  # each call once, worked out once
+    waits = [entry for entry in history if entry.kind in _OUTCOMES]  # not work done
+    firsts = first_outcomes(waits, now_ms)  # each call once, worked out once
+    recent = _window(waits, now_ms - LONG_WINDOW_MS, now_ms)  # what the counts look at
     short = _window(firsts, now_ms - SHORT_WINDOW_MS, now_ms)
 
     def levels(window_ms: int) -> Mapping[Channel, float | None]:
@@ -161,17 +164,17 @@ def live_stats(
         average_answer_s_15m=frozen_map(
             {channel: average_answer_s(short, channel) for channel in Channel}
         ),
-        abandoned_15m=_abandoned(history, now_ms - SHORT_WINDOW_MS, now_ms),
-        abandoned_60m=_abandoned(history, now_ms - LONG_WINDOW_MS, now_ms),
+        abandoned_15m=_abandoned(recent, now_ms - SHORT_WINDOW_MS, now_ms),
+        abandoned_60m=_abandoned(recent, now_ms - LONG_WINDOW_MS, now_ms),
         answered_15m_by_channel=_per_channel(e for e in short if e.kind == ANSWERED),
         abandoned_15m_by_channel=_ended_per_channel(
-            history, SHORT_WINDOW_MS, now_ms, ABANDONED, ABANDON_GRACE_MS
+            recent, SHORT_WINDOW_MS, now_ms, ABANDONED, ABANDON_GRACE_MS
         ),
         abandoned_60m_by_channel=_ended_per_channel(
-            history, LONG_WINDOW_MS, now_ms, ABANDONED, ABANDON_GRACE_MS
+            recent, LONG_WINDOW_MS, now_ms, ABANDONED, ABANDON_GRACE_MS
         ),
-        expired_15m_by_channel=_ended_per_channel(history, SHORT_WINDOW_MS, now_ms, EXPIRED),
-        expired_60m_by_channel=_ended_per_channel(history, LONG_WINDOW_MS, now_ms, EXPIRED),
+        expired_15m_by_channel=_ended_per_channel(recent, SHORT_WINDOW_MS, now_ms, EXPIRED),
+        expired_60m_by_channel=_ended_per_channel(recent, LONG_WINDOW_MS, now_ms, EXPIRED),
         occupancy=frozen_map(
             {
                 agent.agent_id: occupancy(agent, now_ms, policy.occupancy_window_s)
@@ -191,7 +194,7 @@ def first_outcomes(history: Sequence[HistoryEntry], now_ms: int) -> list[History
     in time order, as the stores return it); other kinds are left out."""
     outcome: dict[str, HistoryEntry] = {}
     for entry in history:
-        if entry.at_ms > now_ms or entry.kind not in (ANSWERED, *_UNANSWERED):
+        if entry.at_ms > now_ms or entry.kind not in _OUTCOMES:
             continue
         seen = outcome.get(entry.call_id)
         if seen is None or (seen.kind in _UNANSWERED and entry.kind == ANSWERED):

@@ -376,6 +376,52 @@ def test_completions_count_the_history_until_their_sets_cover_the_window(
     assert store.completions(T, clock.now_ms - RATE_WINDOW_MS)[Channel.CHAT] == 2
 
 
+def test_the_history_mirror_reads_what_a_fresh_read_would(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """A store that keeps reading a tenant's history (its mirror: only what was written
+    since its last read) answers as a store reading it for the first time would, through
+    entries written at the time of its last read, the writers' trimming after two hours,
+    and a history deleted and written anew (read in full again); the reads are counted by
+    mode."""
+    store = RedisStore(redis_client, clock)
+    calls = 0
+
+    def abandon(count: int = 1) -> None:
+        nonlocal calls
+        for _ in range(count):
+            calls += 1
+            call = Call(f"c{calls}", Channel.CHAT, created_ms=clock.now_ms)
+            store.enqueue(T, f"r{calls}", "fp", call, policy=Policy())
+            store.cancel_call(T, call.call_id)
+
+    def agrees(since_ms: int = 0) -> int:
+        """The mirror's answer equals a fresh store's; how many entries."""
+        mine = store.history(T, since_ms)
+        assert mine == RedisStore(redis_client, clock).history(T, since_ms)
+        return len(mine)
+
+    reads = {mode: sample("router_history_reads_total", mode=mode) for mode in ("all", "delta")}
+    assert agrees() == 0
+    abandon(3)
+    assert agrees() == 3
+    abandon(2)  # at the same time as the last read
+    clock.advance(60_000)
+    abandon()
+    assert agrees() == 6
+    assert agrees(clock.now_ms) == 1
+    clock.advance(2 * 3_600_000 + 1)
+    abandon()  # trims everything older than two hours
+    assert agrees() == 1
+    redis_client.delete(PREFIX + "history")
+    abandon(2)
+    assert agrees() == 2
+    # the mirror's reads while there was nothing to hold, and the one after the rewrite, and
+    # each fresh store's read are full ones
+    assert sample("router_history_reads_total", mode="delta") == reads["delta"] + 3
+    assert sample("router_history_reads_total", mode="all") == reads["all"] + 3 + 6
+
+
 def test_client_must_decode_responses(redis_server: local_redis.LocalRedis) -> None:
     """A bytes client is refused up front rather than failing on the first reply."""
     client = redis.Redis.from_url(redis_server.url)
