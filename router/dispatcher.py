@@ -13,7 +13,10 @@ wrap-up ends, absences and shift ends starting, SLA risk growing. Across the rep
 makes each tenant's full pass of a tick (the reclaim scan with nothing queued): the store's
 tick marker names it, and it keeps the marker while it ticks; the others' ticks are
 wake-ups, a single read while the tenant is idle. The marker lasts two ticks, so if that
-replica stops, another takes the full passes over at most three ticks after its last.
+replica stops, another takes the full passes over at most three ticks after its last. A
+tick opens its tenants' passes ``SWEEP_BATCH`` at a time, in one round trip
+(``Store.open_passes``), and then runs the passes granted, so thousands of idle tenants cost
+a tick a few round trips rather than one each.
 
 A pass run inline by an Assign is bounded by that RPC's deadline (``router.deadline``): once
 it passes, the pass commits no further placements and asks for a background pass instead
@@ -60,6 +63,8 @@ them; wake-ups and an Assign's inline pass read the first batch only. A tick tha
 this bound leaves a ``Scan`` where it stopped and the next tick reads on from there after
 its first batch, so every waiting call is read within ``depth / ((TICK_BATCHES - 1) *
 batch_size)`` ticks, however long the queue."""
+SWEEP_BATCH = 128
+"""Tenants whose tick passes are opened in one round trip (``Store.open_passes``)."""
 OUTAGE_GRACE_S = 30.0
 """Least grace after the store was unavailable (``outage_grace_s``)."""
 _RESULTS = {Committed: "placed", Conflict: "conflict", Gone: "gone"}
@@ -191,8 +196,51 @@ class Dispatcher:
             except Exception:  # never let the loop die; the next tick retries
                 log.exception("dispatch_crashed")
                 continue
-            for tenant in sorted(tenants):
-                self._run_guarded(tenant, ticked=ticked)
+            if ticked:
+                self._sweep(sorted(tenants))
+            else:
+                for tenant in sorted(tenants):
+                    self._run_guarded(tenant, ticked=False)
+
+    def _sweep(self, tenants: list[str]) -> None:
+        """A tick over ``tenants``: their passes opened ``SWEEP_BATCH`` at a time in one
+        round trip (most are idle, or another replica's), then each granted pass run. A
+        tenant whose pass this replica is running already (an Assign's inline pass) gets
+        its tick's pass after that one."""
+        for start in range(0, len(tenants), SWEEP_BATCH):
+            batch = tenants[start : start + SWEEP_BATCH]
+            try:
+                grants = self._store.open_passes(
+                    batch, self._owner, self._lease_ms, self._tick_hold_ms
+                )
+            except RouterError as err:  # Redis down: the next tick tries again
+                log.warning("dispatch_failed", error=err.message)
+                return
+            for tenant, grant in zip(batch, grants, strict=True):
+                if isinstance(grant, RouterError):
+                    log.warning("dispatch_failed", tenant=tenant, error=grant.message)
+                elif grant in (PassGrant.IDLE, PassGrant.HELD):
+                    self._run(tenant, grant)  # no lease taken: nothing to give back
+                else:
+                    self._run_granted(tenant, grant)
+
+    def _run_granted(self, tenant: str, grant: PassGrant) -> None:
+        """The tick's pass ``grant`` allows, unless one of this replica's passes over
+        ``tenant`` is running: then the tick's pass is made after that one (``run_tick``,
+        which opens it again; the lease is this replica's either way)."""
+        running = self._running_lock(tenant)
+        try:
+            if running.acquire(blocking=False):
+                try:
+                    self._run(tenant, grant, batches=TICK_BATCHES)
+                finally:
+                    running.release()
+            else:
+                self._run_guarded(tenant, ticked=True)
+        except RouterError as err:  # Redis down or this tenant's pass refused: next tick
+            log.warning("dispatch_failed", tenant=tenant, error=err.message)
+        except Exception:  # never let the loop die; the next tick retries
+            log.exception("dispatch_crashed", tenant=tenant)
 
     def _run_guarded(self, tenant: str, *, ticked: bool) -> None:
         """One tenant's pass; a failure is logged and retried on the next tick, and never

@@ -20,7 +20,7 @@ import bisect
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from router import metrics
 from router import store_common as rules
@@ -33,7 +33,7 @@ from router.domain import (
     Presence,
     Snapshot,
 )
-from router.errors import AlreadyExistsError
+from router.errors import AlreadyExistsError, RouterError
 from router.memory_calls import MemoryCalls
 from router.memory_routing import MemoryRouting
 from router.memory_state import AgentState, TenantState, policy_tag_of
@@ -312,6 +312,19 @@ class MemoryStore(MemoryRouting, MemoryCalls):
                 return PassGrant.IDLE
             t.lease = (owner, now + ttl_ms)
             return grant
+
+    def open_passes(
+        self, tenants: Sequence[str], owner: str, ttl_ms: int, tick_ms: int
+    ) -> list[PassGrant | RouterError]:
+        """``open_pass`` for each tenant in turn."""
+        rules.check_lease(owner, ttl_ms, tick_ms)
+        grants: list[PassGrant | RouterError] = []
+        for tenant in tenants:
+            try:
+                grants.append(self.open_pass(tenant, owner, ttl_ms, tick_ms))
+            except RouterError as exc:
+                grants.append(exc)
+        return grants
 
     def release_lease(self, tenant: str, owner: str) -> None:
         """Drop the lease if ``owner`` holds it."""

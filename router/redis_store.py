@@ -719,6 +719,42 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         keys = [k.lease, k.tick, k.queue, k.offers]
         return PassGrant(self._run("lease", keys, ["open", owner, ttl_ms, tick_ms])[0])
 
+    def open_passes(
+        self, tenants: Sequence[str], owner: str, ttl_ms: int, tick_ms: int
+    ) -> list[PassGrant | RouterError]:
+        """Each tenant's ``open_pass`` script, all in one pipeline (on a cluster, one per
+        node); a tenant whose script failed there (its node lost the script, a slot moving)
+        is opened again alone, which answers the error if it persists."""
+        rules.check_lease(owner, ttl_ms, tick_ms)
+        now = "" if self._clock is None else str(self._clock())
+        script = self._scripts["lease"]
+        pipe = self._client.pipeline(transaction=False)
+        sent: list[object] = []  # per tenant: sent in the pipeline, or why not
+        for tenant in tenants:
+            try:
+                k = Keys(tenant)
+            except RouterError as exc:  # a name no request could have written
+                sent.append(exc)
+                continue
+            keys = [k.lease, k.tick, k.queue, k.offers]
+            pipe.evalsha(script.sha, len(keys), *keys, now, "open", owner, ttl_ms, tick_ms)
+            sent.append(None)
+        with self._errors("EVALSHA", "lease"):
+            replies = iter(pipe.execute(raise_on_error=False) if len(pipe) else [])
+        grants: list[PassGrant | RouterError] = []
+        for tenant, refused in zip(tenants, sent, strict=True):
+            reply = refused or next(replies)
+            try:
+                if isinstance(reply, RouterError):
+                    raise reply
+                if isinstance(reply, list) and reply:
+                    grants.append(PassGrant(text(reply[0])))
+                else:  # NOSCRIPT, MOVED, ...: alone, with the single call's handling
+                    grants.append(self.open_pass(tenant, owner, ttl_ms, tick_ms))
+            except RouterError as exc:
+                grants.append(exc)
+        return grants
+
     def release_lease(self, tenant: str, owner: str) -> None:
         """One script: delete the lease if ``owner`` holds it."""
         self._run("lease", [Keys(tenant).lease], ["release", owner, 0])

@@ -32,6 +32,7 @@ from router.domain import (
     Snapshot,
     frozen_map,
 )
+from router.errors import RouterError
 from router.ordering import order_key
 
 
@@ -560,6 +561,14 @@ class Store(Protocol):
         at once, so one replica keeps the full passes while it ticks. Otherwise (a wake-up,
         or the tick taken by another owner): ``WAKE`` with the lease taken while a call
         waits or an offer's expiry has passed, else ``IDLE`` with nothing written."""
+        ...
+
+    def open_passes(
+        self, tenants: Sequence[str], owner: str, ttl_ms: int, tick_ms: int
+    ) -> list[PassGrant | RouterError]:
+        """``open_pass`` for each of ``tenants``, in one round trip where the store can (the
+        dispatcher's tick): each one's grant, or the error its opening met (the others'
+        grants stand)."""
         ...
 
     def release_lease(self, tenant: str, owner: str) -> None:

@@ -1747,6 +1747,31 @@ def test_one_owner_keeps_the_full_pass_of_each_tick(harness: StoreHarness) -> No
     assert store.open_pass(T, "A", 1_000, 2_000) is PassGrant.WAKE
 
 
+def test_many_passes_open_at_once_as_one_at_a_time(harness: StoreHarness) -> None:
+    """``open_passes`` grants each tenant what ``open_pass`` would: a tenant whose tick
+    another owner keeps and nothing waits is IDLE (nothing written), with a call waiting
+    WAKE, with a live lease HELD; the others FULL; a name no tenant can have is refused in
+    its place alone. Bad arguments are refused before anything is written."""
+    store = harness.store
+    for tenant in ("idle", "waiting", "held"):
+        assert store.open_pass(tenant, "B", 1_000, 2_000) is PassGrant.FULL
+        store.release_lease(tenant, "B")
+    enqueue(harness, "c1", tenant="waiting")
+    assert store.acquire_lease("held", "B", 1_000)
+    grants = store.open_passes(["idle", "waiting", "held", "new", "{bad}"], "A", 1_000, 2_000)
+    assert grants[:4] == [PassGrant.IDLE, PassGrant.WAKE, PassGrant.HELD, PassGrant.FULL]
+    assert isinstance(grants[4], InvalidArgumentError)
+    assert grants[4].field == "tenant"
+    store.release_lease("waiting", "A")
+    store.release_lease("new", "A")
+    assert store.open_pass("new", "B", 1_000, 2_000) is PassGrant.IDLE  # A has its tick
+    before = harness.dump()
+    assert store.open_passes([], "A", 1_000, 2_000) == []
+    with pytest.raises(InvalidArgumentError):
+        store.open_passes(["idle", "new"], "", 1_000, 2_000)
+    assert harness.dump() == before
+
+
 @pytest.mark.parametrize(
     ("owner", "ttl_ms", "tick_ms", "field"),
     [("", 1_000, 0, "owner"), ("A", 0, 0, "ttl_ms"), ("A", 1_000, -1, "tick_ms")],

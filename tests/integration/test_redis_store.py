@@ -226,6 +226,18 @@ def test_scripts_reload_after_a_flush(redis_client: redis.Redis, clock: FakeCloc
     assert store.set_presence(T, "a", Presence.AVAILABLE).seq == 2
 
 
+def test_passes_opened_together_survive_a_script_flush(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """The tick opens its passes in one pipeline; after ``SCRIPT FLUSH`` each is opened
+    again alone (EVAL of the script's source), and every tenant gets its grant."""
+    store = RedisStore(redis_client, clock)
+    redis_client.script_flush()
+    grants = store.open_passes(["t1", "t2", "t3"], "A", 1_000, 2_000)
+    assert grants == [PassGrant.FULL] * 3
+    assert store.open_passes(["t1", "t2"], "B", 1_000, 2_000) == [PassGrant.HELD] * 2
+
+
 def test_a_script_the_node_lost_is_sent_to_that_node_alone(
     redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -486,3 +486,43 @@ def test_calls_that_waited_their_channels_max_wait_leave_the_queue() -> None:
     }
     assert sample("router_calls_expired_total", tenant=T, channel="chat") == expired + 2
     assert sample("router_queue_depth", tenant=T) == 1
+
+
+def test_a_tick_opens_its_tenants_passes_a_batch_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tick over five tenants with batches of two opens their passes in three store calls
+    and places each tenant's waiting call; a tenant whose pass this replica is running
+    already (an Assign's inline pass) gets its tick's pass once that one ends."""
+    monkeypatch.setattr("router.dispatcher.SWEEP_BATCH", 2)
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    tenants = [f"t{i}" for i in range(5)]
+    for tenant in tenants:
+        store.create_agent(tenant, AgentProfile("a1", skills=frozen_map({"billing": 5})))
+        store.set_presence(tenant, "a1", Presence.AVAILABLE)
+        call = Call("c1", Channel.CHAT, (SkillRequirement("billing", 1),), created_ms=clock.now_ms)
+        store.enqueue(tenant, "r-c1", "fp", call, policy=store.get_policy(tenant))
+    opened: list[list[str]] = []
+    real = store.open_passes
+
+    def counted(batch: Any, *args: Any) -> Any:
+        opened.append(list(batch))
+        return real(batch, *args)
+
+    monkeypatch.setattr(store, "open_passes", counted)
+    dispatcher = Dispatcher(store, owner="me")
+    busy = dispatcher._running_lock("t3")
+    busy.acquire()
+    seen: list[object] = []
+
+    def inline_pass_ends() -> None:  # what the tick had done while t3's pass ran
+        seen.extend([store.get_call("t2", "c1").status, store.get_call("t3", "c1").status])
+        seen.append(len(opened))
+        busy.release()
+
+    threading.Timer(0.2, inline_pass_ends).start()
+    dispatcher._sweep(tenants)
+    assert seen == [CallStatus.ASSIGNED, CallStatus.QUEUED, 2]
+    assert opened == [["t0", "t1"], ["t2", "t3"], ["t4"]]
+    assert {store.get_call(t, "c1").status for t in tenants} == {CallStatus.ASSIGNED}
