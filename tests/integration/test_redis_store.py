@@ -634,6 +634,11 @@ def test_every_script_is_single_slot(cluster_url: str, clock: FakeClock, kind: s
     store.finish_assignment(
         T, done.assignment.assignment_id, done.assignment.token, AssignmentState.COMPLETED
     )
+    store.enqueue(T, "r5", "fp", Call("c5", Channel.CHAT, created_ms=clock.now_ms), policy=policy)
+    clock.advance(1_000)
+    assert store.expire_call(T, "c5", 1)
+    assert store.history(T, 0)[-1].kind == "expired"  # the mirror read forward
+    assert store.open_passes([T, "beta", "gamma"], "me", 1_000, 2_000) == [PassGrant.FULL] * 3
     store.delete_agent(T, "a")
     client.close()
 
