@@ -148,6 +148,9 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._passes = 0
         self._last_full = 0.0
+        self._quiet: dict[str, str] = {}
+        """Per tenant, the agents' change-log head at which this replica's last full pass
+        found nothing queued, nothing to do and no agent holding work (``quiet_at``)."""
         self._scans: dict[str, Scan] = {}
         """Per tenant, where this replica's last tick stopped reading a queue longer than
         its batches (``TICK_BATCHES``)."""
@@ -209,9 +212,10 @@ class Dispatcher:
         its tick's pass after that one."""
         for start in range(0, len(tenants), SWEEP_BATCH):
             batch = tenants[start : start + SWEEP_BATCH]
+            quiet = {tenant: self._quiet[tenant] for tenant in batch if tenant in self._quiet}
             try:
                 grants = self._store.open_passes(
-                    batch, self._owner, self._lease_ms, self._tick_hold_ms
+                    batch, self._owner, self._lease_ms, self._tick_hold_ms, quiet
                 )
             except RouterError as err:  # Redis down: the next tick tries again
                 log.warning("dispatch_failed", error=err.message)
@@ -219,7 +223,7 @@ class Dispatcher:
             for tenant, grant in zip(batch, grants, strict=True):
                 if isinstance(grant, RouterError):
                     log.warning("dispatch_failed", tenant=tenant, error=grant.message)
-                elif grant in (PassGrant.IDLE, PassGrant.HELD):
+                elif grant in (PassGrant.IDLE, PassGrant.HELD, PassGrant.QUIET):
                     self._run(tenant, grant)  # no lease taken: nothing to give back
                 else:
                     self._run_granted(tenant, grant)
@@ -302,7 +306,7 @@ class Dispatcher:
         lease back."""
         if grant is PassGrant.HELD:
             return DispatchReport(skipped=True)
-        if grant is PassGrant.IDLE:  # nothing waits: what this replica shows must say so
+        if grant in (PassGrant.IDLE, PassGrant.QUIET):  # nothing waits: the gauges say so
             metrics.QUEUE_DEPTH.labels(tenant).set(0)
             metrics.LONGEST_WAIT.labels(tenant).set(0)
             return DispatchReport()
@@ -366,12 +370,36 @@ class Dispatcher:
             expired=expired,
             queued=first.depth - placed - later,
         )
-        _measure(tenant, first, report, placed_ids)
-        if placed or timed_out or reclaimed or escalated or expired or conflicts:
+        return self._finish(tenant, first, report, placed_ids, full=full)
+
+    def _finish(
+        self, tenant: str, first: QueueView, report: DispatchReport, placed: set[str], *, full: bool
+    ) -> DispatchReport:
+        """A pass's gauges, log line and follow-up; ``first``: its first batch's view."""
+        _measure(tenant, first, report, placed)
+        if full:
+            self._note_quiet(tenant, first, report)
+        if report != DispatchReport(queued=report.queued):
             log.info("dispatch_finished", tenant=tenant, **dataclasses.asdict(report))
-        if conflicts:  # agents changed under us: go again soon
+        if report.conflicts:  # agents changed under us: go again soon
             self.wake(tenant)
         return report
+
+    def _note_quiet(self, tenant: str, view: QueueView, report: DispatchReport) -> None:
+        """After a full pass: the head ``view``'s agents are as of, if the pass found
+        nothing waiting, did nothing, and no agent held work (offered, active or wrapping
+        up): until an agent changes, or a call or an offer appears, the tick's full pass
+        has nothing to look for (``PassGrant.QUIET``)."""
+        idle = (
+            view.agents_rev
+            and view.depth == 0
+            and report == DispatchReport(queued=report.queued)
+            and not any(agent.active for agent in view.snapshot.agents)
+        )
+        if idle:
+            self._quiet[tenant] = view.agents_rev
+        else:
+            self._quiet.pop(tenant, None)
 
     def _time_out(self, tenant: str, view: QueueView) -> int:
         """Time out the offers whose expiry has passed; how many. With tracing on, each is an

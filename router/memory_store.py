@@ -20,7 +20,7 @@ import bisect
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from router import metrics
 from router import store_common as rules
@@ -32,6 +32,7 @@ from router.domain import (
     Policy,
     Presence,
     Snapshot,
+    frozen_map,
 )
 from router.errors import AlreadyExistsError, RouterError
 from router.memory_calls import MemoryCalls
@@ -42,6 +43,9 @@ from router.store import AgentQuery, Candidates, Event, KnownPolicy, PassGrant
 
 def _system_clock() -> int:
     return time.time_ns() // 1_000_000
+
+
+_NONE: Mapping[str, str] = frozen_map({})
 
 
 class MemoryStore(MemoryRouting, MemoryCalls):
@@ -297,8 +301,11 @@ class MemoryStore(MemoryRouting, MemoryCalls):
             t.lease = (owner, now + ttl_ms)
             return True
 
-    def open_pass(self, tenant: str, owner: str, ttl_ms: int, tick_ms: int) -> PassGrant:
-        """The lease, the tick marker, and whether a call waits or an offer expired."""
+    def open_pass(
+        self, tenant: str, owner: str, ttl_ms: int, tick_ms: int, quiet_at: str = ""
+    ) -> PassGrant:
+        """The lease, the tick marker, and whether a call waits or an offer expired (no
+        change-log head: never ``QUIET``, whatever ``quiet_at``)."""
         rules.check_tenant(tenant)
         rules.check_lease(owner, ttl_ms, tick_ms)
         with self._lock:
@@ -314,7 +321,12 @@ class MemoryStore(MemoryRouting, MemoryCalls):
             return grant
 
     def open_passes(
-        self, tenants: Sequence[str], owner: str, ttl_ms: int, tick_ms: int
+        self,
+        tenants: Sequence[str],
+        owner: str,
+        ttl_ms: int,
+        tick_ms: int,
+        quiet_at: Mapping[str, str] = _NONE,
     ) -> list[PassGrant | RouterError]:
         """``open_pass`` for each tenant in turn."""
         rules.check_lease(owner, ttl_ms, tick_ms)

@@ -163,7 +163,12 @@ class RedisCalls(RedisBase):
                     traces[calls[-1].call_id] = fields["trace"]
         due = any(float(expires) <= now for _, expires in first_offer)
         return QueueView(
-            Snapshot(now, policy, tuple(agents)), tuple(calls), int(depth), due, frozen_map(traces)
+            Snapshot(now, policy, tuple(agents)),
+            tuple(calls),
+            int(depth),
+            due,
+            frozen_map(traces),
+            _agents_rev(known.heads),
         )
 
     def _beats_read(self, tenant: str, raw_beats: list[Any], raw_beat_revs: list[Any]) -> None:
@@ -411,6 +416,15 @@ class RedisCalls(RedisBase):
         if reply[0] == "status":
             raise rules.call_finished(call_id, text_or_none(reply[1]) or "unknown")
         return self.get_call(tenant, call_id)
+
+
+def _agents_rev(heads: tuple[object, ...]) -> str:
+    """The ``idx:revs`` head agents read with ``heads`` are as of ("" while the index is not
+    built: then the agents are read without revs)."""
+    version, rev_head, _ = heads
+    if version != INDEX_VERSION or not isinstance(rev_head, (int, float, str)):
+        return ""
+    return f"{float(rev_head):.0f}"
 
 
 def _texts(members: Sequence[tuple[Any, Any]]) -> list[tuple[str, float]]:

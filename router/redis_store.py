@@ -199,7 +199,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -226,6 +226,7 @@ from redis.exceptions import (
 
 from router import metrics, tracing
 from router import store_common as rules
+from router.domain import frozen_map
 from router.errors import RouterError, StoreUnavailableError
 from router.history_mirror import HistoryMirrors
 from router.redis_agents import TOMBSTONES_KEPT_S, RedisAgents
@@ -256,6 +257,7 @@ _SCRIPTS = (
     "index_changes",
     "reindex",
 )
+_NONE: Mapping[str, str] = frozen_map({})
 _READ_ONLY = frozenset({"index_changes"})
 """Scripts that write nothing (``flags=no-writes``: they also run while Redis refuses
 writes, e.g. at its memory limit)."""
@@ -711,16 +713,24 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         rules.check_lease(owner, ttl_ms)
         return bool(self._run("lease", [Keys(tenant).lease], ["acquire", owner, ttl_ms])[0] == "ok")
 
-    def open_pass(self, tenant: str, owner: str, ttl_ms: int, tick_ms: int) -> PassGrant:
+    def open_pass(
+        self, tenant: str, owner: str, ttl_ms: int, tick_ms: int, quiet_at: str = ""
+    ) -> PassGrant:
         """One script: the lease, the tick marker, and whether a call waits or an offer
-        expired (``ZCARD`` of the queue, the first offer's expiry)."""
+        expired (``ZCARD`` of the queue, the first offer's expiry), or, for ``quiet_at``,
+        whether nothing is queued or offered and ``idx:revs``' counter still stands there."""
         rules.check_lease(owner, ttl_ms, tick_ms)
         k = Keys(tenant)
-        keys = [k.lease, k.tick, k.queue, k.offers]
-        return PassGrant(self._run("lease", keys, ["open", owner, ttl_ms, tick_ms])[0])
+        keys = [k.lease, k.tick, k.queue, k.offers, k.revs]
+        return PassGrant(self._run("lease", keys, ["open", owner, ttl_ms, tick_ms, quiet_at])[0])
 
     def open_passes(
-        self, tenants: Sequence[str], owner: str, ttl_ms: int, tick_ms: int
+        self,
+        tenants: Sequence[str],
+        owner: str,
+        ttl_ms: int,
+        tick_ms: int,
+        quiet_at: Mapping[str, str] = _NONE,
     ) -> list[PassGrant | RouterError]:
         """Each tenant's ``open_pass`` script, all in one pipeline (on a cluster, one per
         node); a tenant whose script failed there (its node lost the script, a slot moving)
@@ -736,8 +746,9 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
             except RouterError as exc:  # a name no request could have written
                 sent.append(exc)
                 continue
-            keys = [k.lease, k.tick, k.queue, k.offers]
-            pipe.evalsha(script.sha, len(keys), *keys, now, "open", owner, ttl_ms, tick_ms)
+            keys = [k.lease, k.tick, k.queue, k.offers, k.revs]
+            quiet = quiet_at.get(tenant, "")
+            pipe.evalsha(script.sha, len(keys), *keys, now, "open", owner, ttl_ms, tick_ms, quiet)
             sent.append(None)
         with self._errors("EVALSHA", "lease"):
             replies = iter(pipe.execute(raise_on_error=False) if len(pipe) else [])
@@ -750,7 +761,8 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
                 if isinstance(reply, list) and reply:
                     grants.append(PassGrant(text(reply[0])))
                 else:  # NOSCRIPT, MOVED, ...: alone, with the single call's handling
-                    grants.append(self.open_pass(tenant, owner, ttl_ms, tick_ms))
+                    quiet = quiet_at.get(tenant, "")
+                    grants.append(self.open_pass(tenant, owner, ttl_ms, tick_ms, quiet))
             except RouterError as exc:
                 grants.append(exc)
         return grants

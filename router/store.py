@@ -160,6 +160,10 @@ class QueueView:
     traces: Mapping[str, str] = field(default_factory=frozen_map)
     """Call id -> the W3C ``traceparent`` of the request that created the call, for those of
     ``calls`` created inside a trace (``tracing.bind_request_trace``)."""
+    agents_rev: str = ""
+    """The agents' change-log head the snapshot's agents are as of (every change to an
+    agent moves it; a heartbeat does not), "" where the store keeps none: ``open_pass``'s
+    ``quiet_at``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +249,10 @@ class PassGrant(enum.Enum):
     """The lease, for a pass over waiting calls and expired offers."""
     IDLE = "idle"
     """No lease: no call waits, no offer's expiry has passed, and no full pass was granted."""
+    QUIET = "quiet"
+    """No lease, and this tick's full pass is the owner's but not needed: nothing is queued
+    or offered, and no agent changed since the owner's last full pass found nothing to do
+    and no agent holding work (``open_pass``'s ``quiet_at``)."""
     HELD = "held"
     """No lease: another owner holds it."""
 
@@ -553,22 +561,35 @@ class Store(Protocol):
         """Take or extend the tenant's dispatcher lease (expires in store time)."""
         ...
 
-    def open_pass(self, tenant: str, owner: str, ttl_ms: int, tick_ms: int) -> PassGrant:
+    def open_pass(
+        self, tenant: str, owner: str, ttl_ms: int, tick_ms: int, quiet_at: str = ""
+    ) -> PassGrant:
         """Open a dispatcher pass in one atomic step (store time). ``HELD`` while another
         owner's lease is live. With ``tick_ms > 0`` the tenant's full pass: ``FULL`` (the
         lease taken, and the tick marked as ``owner``'s for ``tick_ms``) unless another
         owner marked it less than ``tick_ms`` ago; the owner that marked it gets it again
         at once, so one replica keeps the full passes while it ticks. Otherwise (a wake-up,
         or the tick taken by another owner): ``WAKE`` with the lease taken while a call
-        waits or an offer's expiry has passed, else ``IDLE`` with nothing written."""
+        waits or an offer's expiry has passed, else ``IDLE`` with nothing written.
+
+        ``quiet_at``: the agents' change-log head (``QueueView.agents_rev``) at which the
+        owner's last full pass found nothing queued, nothing to do and no agent holding
+        work; a full pass granted while nothing is queued or offered and the head still
+        stands there is ``QUIET`` instead (the tick marked, no lease). A store without such
+        a head (``agents_rev`` always "") never answers ``QUIET``."""
         ...
 
     def open_passes(
-        self, tenants: Sequence[str], owner: str, ttl_ms: int, tick_ms: int
+        self,
+        tenants: Sequence[str],
+        owner: str,
+        ttl_ms: int,
+        tick_ms: int,
+        quiet_at: Mapping[str, str] = ...,
     ) -> list[PassGrant | RouterError]:
-        """``open_pass`` for each of ``tenants``, in one round trip where the store can (the
-        dispatcher's tick): each one's grant, or the error its opening met (the others'
-        grants stand)."""
+        """``open_pass`` for each of ``tenants`` (with its ``quiet_at`` entry, if any), in
+        one round trip where the store can (the dispatcher's tick): each one's grant, or the
+        error its opening met (the others' grants stand)."""
         ...
 
     def release_lease(self, tenant: str, owner: str) -> None:

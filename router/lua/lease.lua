@@ -1,10 +1,14 @@
 -- The dispatcher lease and the tick marker, each '<expires_ms>|<owner>', compared with store
 -- time (so they also work under the override clock); on Redis time the keys also carry a PX
 -- TTL. The tick marker names the owner that makes the tenant's full pass of the tick.
--- KEYS: 1 lease; for 'open' also 2 tick marker, 3 queue, 4 offers
--- ARGV: 1 now|'', 2 'acquire'|'release'|'open', 3 owner, 4 ttl ms, 5 tick ms ('open')
+-- KEYS: 1 lease; for 'open' also 2 tick marker, 3 queue, 4 offers, 5 idx:revs
+-- ARGV: 1 now|'', 2 'acquire'|'release'|'open', 3 owner, 4 ttl ms, 5 tick ms ('open'),
+--       6 the agents' change-log head at which the owner's last full pass found nothing to
+--       do and no agent holding work ('' none; 'open')
 -- -> acquire: {'ok'} | {'held'} (another owner's lease has not expired); release: {'ok'}
 -- -> open: {'full'} | {'wake'} (the lease taken) | {'idle'} | {'held'} (nothing written)
+--          | {'quiet'} (the tick marked, no lease: nothing queued or offered, no agent
+--            changed since that pass)
 local now = now_ms()
 local owner = ARGV[3]
 
@@ -42,6 +46,10 @@ end
 local tick = tonumber(ARGV[5])
 if tick > 0 and not taken(KEYS[2]) then
   mark(KEYS[2], tick)
+  if ARGV[6] ~= '' and redis.call('ZCARD', KEYS[3]) == 0 and redis.call('ZCARD', KEYS[4]) == 0
+      and tonumber(redis.call('ZSCORE', KEYS[5], '') or '-1') == tonumber(ARGV[6]) then
+    return {'quiet'}
+  end
   mark(KEYS[1], ttl)
   return {'full'}
 end

@@ -25,6 +25,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from router import codec, local_redis, tracing
+from router.dispatcher import Dispatcher
 from router.domain import (
     AgentProfile,
     AssignmentState,
@@ -236,6 +237,84 @@ def test_passes_opened_together_survive_a_script_flush(
     grants = store.open_passes(["t1", "t2", "t3"], "A", 1_000, 2_000)
     assert grants == [PassGrant.FULL] * 3
     assert store.open_passes(["t1", "t2"], "B", 1_000, 2_000) == [PassGrant.HELD] * 2
+
+
+def test_a_tick_with_nothing_changed_since_an_idle_full_pass_is_quiet(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """The tick's full pass of a tenant whose last one found nothing to do is QUIET while
+    nothing is queued or offered and no agent changed since (the head ``load_queue`` gave):
+    the tick stays the owner's and no lease is taken. A heartbeat changes nothing; a call
+    waiting, or an agent changing, makes it a full pass again."""
+    store = RedisStore(redis_client, clock)
+    store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    store.load_candidates(T, Call("warm", Channel.CHAT))  # builds the routing index
+    head = store.load_queue(T, 10).agents_rev
+    assert head
+    assert store.open_pass(T, "A", 1_000, 2_000, quiet_at=head) is PassGrant.QUIET
+    assert store.open_pass(T, "B", 1_000, 2_000) is PassGrant.IDLE  # A keeps the tick
+    assert store.acquire_lease(T, "B", 1_000)  # and took no lease
+    store.release_lease(T, "B")
+    store.heartbeat(T, "a")
+    assert store.load_queue(T, 10).agents_rev == head
+    assert store.open_pass(T, "A", 1_000, 2_000, quiet_at=head) is PassGrant.QUIET
+    store.enqueue(T, "r1", "fp", Call("c1", Channel.CHAT), policy=Policy())
+    assert store.open_pass(T, "A", 1_000, 2_000, quiet_at=head) is PassGrant.FULL
+    store.release_lease(T, "A")
+    store.cancel_call(T, "c1")
+    store.set_presence(T, "a", Presence.BREAK)
+    assert store.open_pass(T, "A", 1_000, 2_000, quiet_at=head) is PassGrant.FULL
+    store.release_lease(T, "A")
+    assert store.open_passes([T], "A", 1_000, 2_000, {T: head}) == [PassGrant.FULL]
+    store.release_lease(T, "A")
+    moved = store.load_queue(T, 10).agents_rev
+    assert moved != head
+    assert store.open_passes([T], "A", 1_000, 2_000, {T: moved}) == [PassGrant.QUIET]
+
+
+def test_the_dispatchers_ticks_skip_full_passes_while_nothing_changes(
+    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ticks over an idle tenant: the first makes the full pass (the queue read), the next
+    ones are QUIET (no read); a call queued meanwhile is placed by the next tick, and while
+    its agent holds it every tick makes the full pass (looking for the agent leaving); once
+    it is completed, quiet again after one full pass."""
+    store = RedisStore(redis_client, clock)
+    store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    store.load_candidates(T, Call("warm", Channel.CHAT))  # builds the routing index
+    dispatcher = Dispatcher(store, owner="me")
+    reads = 0
+    real = store.load_queue
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "load_queue", counted)
+
+    def tick() -> int:
+        """Queue reads of one tick."""
+        nonlocal reads
+        reads = 0
+        dispatcher._sweep([T])
+        return reads
+
+    assert tick() >= 1
+    assert (tick(), tick()) == (0, 0)
+    store.enqueue(T, "r1", "fp", Call("c1", Channel.CHAT), policy=Policy())
+    assert tick() >= 1
+    record = store.get_call(T, "c1")
+    assert record.status == CallStatus.ASSIGNED
+    assert (tick() >= 1, tick() >= 1) == (True, True)  # the agent holds work
+    assert record.assignment is not None
+    store.finish_assignment(
+        T, record.assignment.assignment_id, record.assignment.token, AssignmentState.COMPLETED
+    )
+    assert tick() >= 1
+    assert tick() == 0
 
 
 def test_a_script_the_node_lost_is_sent_to_that_node_alone(
