@@ -15,8 +15,12 @@ tick marker names it, and it keeps the marker while it ticks; the others' ticks 
 wake-ups, a single read while the tenant is idle. The marker lasts two ticks, so if that
 replica stops, another takes the full passes over at most three ticks after its last. A
 tick opens its tenants' passes ``SWEEP_BATCH`` at a time, in one round trip
-(``Store.open_passes``), and then runs the passes granted, so thousands of idle tenants cost
-a tick a few round trips rather than one each.
+(``Store.open_passes``), and then runs the passes granted. A full pass that found nothing
+waiting, nothing to do and no agent holding work notes the head of the agents' change log
+it read (``QueueView.agents_rev``); the next ticks' full passes are ``QUIET`` (no lease, no
+read) while nothing is queued or offered and that head stands: with nobody holding work
+there is nothing to take back, and no timer to run. So thousands of idle tenants cost a
+tick a few round trips rather than three each.
 
 A pass run inline by an Assign is bounded by that RPC's deadline (``router.deadline``): once
 it passes, the pass commits no further placements and asks for a background pass instead
