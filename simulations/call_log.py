@@ -36,7 +36,7 @@ class CallLog:
     answered: list[int | None]
     """When an agent first took it."""
     ended: list[int | None]
-    """When it was completed or hung up."""
+    """When it was completed, hung up or expired."""
     handled_ms: list[int | None]
     """How long the completing agent worked on it (wrap-up excluded)."""
     agent_of: list[str]
@@ -48,6 +48,9 @@ class CallLog:
     """Effective quality of the handling (``simulations.outcomes``)."""
     reclaimed: list[int]
     """Times it was taken back from an agent who left."""
+    expired: list[bool] = field(default_factory=list)
+    """Whether it left the queue at its channel's queue time limit (``Policy.max_wait_s``);
+    empty when the policy sets none (no call can expire)."""
     events: int = 0
     """Events the run handled."""
     queue: QueueTrace = field(default_factory=QueueTrace)
@@ -56,8 +59,9 @@ class CallLog:
     """Where the run stopped: busy and staffed time end here."""
 
     @staticmethod
-    def empty(created: list[int]) -> CallLog:
-        """A log of calls arriving at ``created`` that nothing has happened to yet."""
+    def empty(created: list[int], *, expiring: bool = False) -> CallLog:
+        """A log of calls arriving at ``created`` that nothing has happened to yet
+        (``expiring``: the policy sets a queue time limit, so ``expired`` is kept)."""
         n = len(created)
         return CallLog(
             created=created,
@@ -69,4 +73,5 @@ class CallLog:
             fit=[None] * n,
             quality=[None] * n,
             reclaimed=[0] * n,
+            expired=[False] * n if expiring else [],
         )

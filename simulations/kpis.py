@@ -12,12 +12,15 @@ digits, ``null`` where a figure is undefined, no wall-clock values)::
         answered         taken by an agent
         abandoned        caller hung up while waiting
         abandon_rate     abandoned / offered
+        expired          left the queue at the channel's queue time limit (policy
+                         max_wait_s); only when the policy sets one, for every channel
+        expire_rate      expired / offered (with expired)
         service_level    answered within the channel's SLA target / offered
-                         (abandoned and never-answered calls are misses)
+                         (abandoned, expired and never-answered calls are misses)
         asa_s            mean wait of answered calls
         wait_p50_s, wait_p90_s, wait_p99_s   percentiles of the answered calls' waits
         sla_breaches     calls that waited longer than the target (answered late, abandoned
-                         late, or still waiting past it at the end)
+                         or expired late, or still waiting past it at the end)
     agents.<id>:
         handled          measured calls the agent completed
         occupancy        busy / logged-in time in the window; busy time is unit-weighted
@@ -43,6 +46,10 @@ digits, ``null`` where a figure is undefined, no wall-clock values)::
     call_id, channel, arrival_s, answered_s, wait_s, abandoned (0/1), agent_id, handle_s,
     end_s, skill_match, within_sla (0/1), priority
 
+and, when the policy sets a queue time limit (``max_wait_s``), a trailing column::
+
+    expired (0/1)    the call left the queue at its channel's limit (its wait_s: until then)
+
 Empty cells for what did not happen (never answered: no answered_s, agent_id, handle_s,
 end_s, skill_match). Times have 3 decimals (the millisecond clock).
 """
@@ -64,20 +71,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from router.domain import AGENT_UNIT_BUDGET, Policy
-from simulations.model import Scenario
+from simulations.model import Scenario, queue_limits_ms
 from simulations.outcomes import expected_csat
 
 if TYPE_CHECKING:
     from simulations.simulator import AgentResult, CallResult
 
-_ABANDONED, _AGENT_ID, _ANSWERED, _ARRIVAL, _CHANNEL, _QUALITY, _SKILL_MATCH, _WAIT, _WITHIN_SLA = (
+_ABANDONED, _AGENT_ID, _ANSWERED, _ARRIVAL, _CHANNEL, _EXPIRED = (
+    attrgetter(f)
+    for f in ("abandoned", "agent_id", "answered_s", "arrival_s", "channel", "expired")
+)
+_QUALITY, _SKILL_MATCH, _WAIT, _WITHIN_SLA = (
     attrgetter(f)
     for f in (
-        "abandoned",
-        "agent_id",
-        "answered_s",
-        "arrival_s",
-        "channel",
         "quality",
         "skill_match",
         "wait_s",
@@ -103,6 +109,9 @@ RECORD_COLUMNS = (
     "within_sla",
     "priority",
 )
+OPTIONAL_RECORD_COLUMNS = ("expired",)
+"""Trailing ``records.csv`` columns, written only when the policy sets a queue time limit
+(``max_wait_s``): then ``kpis.json`` has the ``expired`` figures too."""
 
 
 @dataclass(slots=True)
@@ -162,7 +171,8 @@ def compute_kpis(
     occupancies = [per_agent[a]["occupancy"] for a in worked]
     counts = [float(per_agent[a]["handled"]) for a in worked]
     top_ids = [a for a in worked if a in tops]  # like the fairness figures: those logged in
-    overall = _service(measured, targets)
+    expiring = bool(queue_limits_ms(policy))
+    overall = _service(measured, targets, expiring=expiring)
     kpis: dict[str, Any] = {
         "scenario": scenario.name,
         "policy": policy.strategy.value,
@@ -176,7 +186,7 @@ def compute_kpis(
             c.value: (
                 dict(overall)
                 if len(channels) == 1
-                else _service([r for r in measured if r.channel == c], targets)
+                else _service([r for r in measured if r.channel == c], targets, expiring=expiring)
             )
             for c in channels
         },
@@ -219,7 +229,10 @@ def top_performers(agents: Mapping[str, AgentResult]) -> set[str]:
     return {r.agent_id for r in ranked[: max(1, math.ceil(TOP_SHARE * len(ranked)))]}
 
 
-def _service(calls: Sequence[CallResult], targets: Mapping[Any, float]) -> dict[str, Any]:
+def _service(
+    calls: Sequence[CallResult], targets: Mapping[Any, float], *, expiring: bool
+) -> dict[str, Any]:
+    """The service figures of ``calls`` (``expiring``: with the expired ones)."""
     offered = len(calls)
     wait = np.fromiter(map(_WAIT, calls), float, offered)
     target = np.fromiter(map(targets.get, map(_CHANNEL, calls), repeat(math.inf)), float, offered)
@@ -230,7 +243,7 @@ def _service(calls: Sequence[CallResult], targets: Mapping[Any, float]) -> dict[
     def pct(q: float) -> float | None:
         return float(np.percentile(waits, q)) if len(waits) else None
 
-    return {
+    figures: dict[str, Any] = {
         "offered": offered,
         "answered": len(waits),
         "abandoned": abandoned,
@@ -242,6 +255,11 @@ def _service(calls: Sequence[CallResult], targets: Mapping[Any, float]) -> dict[
         "wait_p99_s": pct(99),
         "sla_breaches": int(np.count_nonzero(wait > target)),
     }
+    if expiring:
+        expired = sum(map(_EXPIRED, calls))
+        figures["expired"] = expired
+        figures["expire_rate"] = expired / offered if offered else None
+    return figures
 
 
 def gini(values: Sequence[float]) -> float | None:
@@ -449,33 +467,37 @@ def kpis_json(kpis: Mapping[str, Any]) -> str:
     return json.dumps(kpis, sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
-def records_csv(records: Iterable[CallResult]) -> str:
-    """The exact text of ``records.csv``."""
+def records_csv(records: Iterable[CallResult], *, expired: bool = False) -> str:
+    """The exact text of ``records.csv`` (``expired``: with the ``expired`` column)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(RECORD_COLUMNS)
+    writer.writerow((*RECORD_COLUMNS, *OPTIONAL_RECORD_COLUMNS) if expired else RECORD_COLUMNS)
     for r in records:
-        writer.writerow(
-            [
-                r.call_id,
-                r.channel.value,
-                f"{r.arrival_s:.3f}",
-                "" if r.answered_s is None else f"{r.answered_s:.3f}",
-                f"{r.wait_s:.3f}",
-                int(r.abandoned),
-                r.agent_id,
-                "" if r.handle_s is None else f"{r.handle_s:.3f}",
-                "" if r.end_s is None else f"{r.end_s:.3f}",
-                "" if r.skill_match is None else f"{r.skill_match:.6f}",
-                int(r.within_sla),
-                r.priority,
-            ]
-        )
+        row = [
+            r.call_id,
+            r.channel.value,
+            f"{r.arrival_s:.3f}",
+            "" if r.answered_s is None else f"{r.answered_s:.3f}",
+            f"{r.wait_s:.3f}",
+            int(r.abandoned),
+            r.agent_id,
+            "" if r.handle_s is None else f"{r.handle_s:.3f}",
+            "" if r.end_s is None else f"{r.end_s:.3f}",
+            "" if r.skill_match is None else f"{r.skill_match:.6f}",
+            int(r.within_sla),
+            r.priority,
+        ]
+        if expired:
+            row.append(int(r.expired))
+        writer.writerow(row)
     return buffer.getvalue()
 
 
 def write_outputs(out_dir: Path, kpis: Mapping[str, Any], records: Iterable[CallResult]) -> None:
-    """Write ``kpis.json`` and ``records.csv`` into ``out_dir``."""
+    """Write ``kpis.json`` and ``records.csv`` into ``out_dir``; the records carry the
+    ``expired`` column when the KPIs count expired calls (the policy sets a queue time
+    limit)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    expired = "expired" in kpis.get("overall", {})
     (out_dir / "kpis.json").write_text(kpis_json(kpis), encoding="utf-8")
-    (out_dir / "records.csv").write_text(records_csv(records), encoding="utf-8")
+    (out_dir / "records.csv").write_text(records_csv(records, expired=expired), encoding="utf-8")

@@ -82,6 +82,13 @@ def rounded_ms(seconds: Floats) -> Floats:
 DAY_S = 86_400
 
 
+def queue_limits_ms(policy: Policy) -> dict[Channel, int]:
+    """Per channel with a queue time limit (``Policy.max_wait_s`` > 0), that limit in
+    milliseconds: a call still waiting that long after it arrived leaves the queue as
+    expired. Empty when the policy sets none."""
+    return {channel: limit * 1000 for channel, limit in policy.max_wait_s.items() if limit > 0}
+
+
 @dataclass(frozen=True, slots=True)
 class Distribution:
     """A positive random duration in seconds.

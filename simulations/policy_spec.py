@@ -2,8 +2,10 @@
 
 Field names and meanings are those of ``router.domain.Policy`` (and of the service's
 ``UpdatePolicy``); every field is optional and defaults to the service default. Per-channel
-maps are written ``{voice: 20, chat: 60}``. Fields the simulator has no use for (heartbeats,
-offers, callbacks, queue limits) are accepted so a policy copied from a running service
+maps are written ``{voice: 20, chat: 60}``. ``max_wait_s`` is the per-channel queue time
+limit (0 to 30 days, 0: none): a call still waiting that long leaves the queue as expired, in
+the simulator as in the service. Fields the simulator has no use for (heartbeats, offers,
+callbacks, the queue length limit) are accepted so a policy copied from a running service
 loads, and have no effect: agents heartbeat continuously and accept every assignment at once.
 """
 
@@ -23,6 +25,7 @@ from router.domain import (
     WideningStep,
     frozen_map,
 )
+from router.policies import MAX_WAIT_S
 from simulations import fields as f
 from simulations.fields import ScenarioError
 
@@ -54,6 +57,24 @@ def _channel_ints(low: int, high: int | None = None) -> Callable[[object, str], 
         )
 
     return read
+
+
+def _max_wait(value: object, path: str) -> object:
+    """Per-channel queue time limits, as ``wrap_up_s``: whole seconds, 0 (none) up to the
+    service's longest, 30 days."""
+    limits: dict[Channel, int] = {}
+    for key, val in f.mapping(value, path).items():
+        where = f.child(path, key)
+        channel = f.channel(key, where)
+        seconds = f.integer(val, where, low=0)
+        if seconds > MAX_WAIT_S:
+            raise ScenarioError(
+                where,
+                f"{seconds} s is longer than the longest queue time limit, 30 days "
+                f"({MAX_WAIT_S} s)",
+            )
+        limits[channel] = seconds
+    return frozen_map(limits)
 
 
 def _weights(value: object, path: str) -> object:
@@ -113,6 +134,7 @@ READERS: Mapping[str, Callable[[object, str], object]] = {
     "performance_half_life_s": lambda v, p: f.integer(v, p, low=0),
     "idle_horizon_s": lambda v, p: f.integer(v, p, low=0),
     "wrap_up_s": _channel_ints(0),
+    "max_wait_s": _max_wait,
     "expected_handle_s": _channel_ints(0),
     "sla_at_risk": lambda v, p: f.number(v, p, low=0, high=1, low_open=True),
     "escalation_priority_boost": lambda v, p: f.integer(v, p, low=0, high=10),

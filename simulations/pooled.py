@@ -5,7 +5,9 @@ nothing the clock alone changes can refuse an agent at its desk (no occupancy wi
 widening or SLA boosts), the engine's rules reduce to "a free agent takes the
 longest-waiting call". Calls are then answered in queue order (arrival, then call id: one
 priority, one channel): each at its arrival if an agent is free, else when the first busy
-agent frees, unless its patience runs out first. The strategy only says which of the
+agent frees, unless its patience or the channel's queue time limit (``max_wait_s``, from
+its arrival) runs out first: it then hangs up or expires, whichever comes first (a hang-up
+in the limit's very millisecond comes first). The strategy only says which of the
 free agents: under ``LONGEST_IDLE`` the one free the longest, under ``ROUND_ROBIN`` the one
 that took a call the longest ago, ties by agent id, as ``router.baselines`` orders them.
 That is two heaps of agents (working, by when they free; free, by the strategy's key) and
@@ -49,8 +51,9 @@ busy intervals); ``qualifies`` says whether a day is
 such a day. ``tests/simulation/test_pooled.py`` checks the two give byte-identical results.
 
 Event accounting mirrors the loop: every presence change it schedules (shift starts and
-ends, both ends of every break and absence); an arrival, a completion, a wrap-up end and
-an abandonment timer per call (the timer also for calls answered before it fires); the loop
+ends, both ends of every break and absence); an arrival, a completion, a wrap-up end, an
+abandonment timer and, with a queue time limit, an expiry timer per call (the timers also
+for calls answered before they fire); the loop
 handles every event up to the horizon, and stops at the first event at or after the end of
 arrivals once nothing waits and nobody holds work. Each agent's available intervals follow
 from the presence changes handled.
@@ -78,6 +81,7 @@ from simulations.model import (
     Scenario,
     epoch_ms,
     epochs_ms,
+    queue_limits_ms,
     rounded_ints,
 )
 from simulations.pool_choice import BalancedChoice
@@ -254,10 +258,13 @@ class _Pool:
         self.duration_ms = epoch_ms(scenario.duration_s)
         self.horizon_ms = epoch_ms(scenario.horizon_s)
         channel = trace[0].channel
-        self.units = policy.units_for(channel)
-        self.wrap_ms = policy.wrap_up_s.get(channel, 0) * 1000
+        self.units, self.wrap_ms, self.limit_ms = (
+            policy.units_for(channel),
+            policy.wrap_up_s.get(channel, 0) * 1000,
+            queue_limits_ms(policy).get(channel, 0),  # the queue time limit (0: none)
+        )
         self.day = PooledDay(
-            calls=CallLog.empty(epochs_ms(map(_ARRIVAL, trace))),
+            calls=CallLog.empty(epochs_ms(map(_ARRIVAL, trace)), expiring=self.limit_ms > 0),
             busy={spec.agent_id: [] for spec in specs},
             held={spec.agent_id: [] for spec in specs},
             staffed={},
@@ -293,8 +300,8 @@ class _Pool:
         self.changes: list[int] = []
         """Queue changes as ints (``_arrived``, ``_left``: no tuple per change)."""
         self.last_exit = SIM_EPOCH_MS
-        """When the last call left (answered and released, or hung up), or past the horizon
-        if one was still there."""
+        """When the last call left (answered and released, hung up or expired), or past the
+        horizon if one was still there."""
         self._fits: dict[tuple[object, ...], tuple[float, float]] = {}
         self.balance = (
             BalancedChoice(scenario, policy, trace, seed)
@@ -367,6 +374,7 @@ class _Pool:
         log, trace, specs, horizon_ms = self.log, self.trace, self.specs, self.horizon_ms
         created, answered, ended, handled_ms = log.created, log.answered, log.ended, log.handled_ms
         agent_of, abandoned, fit, quality = log.agent_of, log.abandoned, log.fit, log.quality
+        expired, limit_ms, limit, expires = log.expired, self.limit_ms, self._limit, False
         times, changes, busy, held = self.times, self.changes, self.day.busy, self.day.held
         fits, units, wrap_ms = self._fits, self.units, self.wrap_ms
         balance, free, working = self.balance, self.free, self.working
@@ -395,17 +403,20 @@ class _Pool:
             if not free and (not working or working[0][0] > start):
                 start = working[0][0] if working else horizon_ms + 1  # else when one frees
             patience = tc.patience_s
-            if patience is not None:
-                gives_up = arrival + round(patience * 1000)
-                times.append(gives_up)
-                if start >= gives_up:
-                    if gives_up > horizon_ms:
-                        stays = True
-                        continue
-                    abandoned[i], ended[i] = True, gives_up
-                    changes.append(2 * gives_up)  # _left
-                    last_exit = gives_up if gives_up > last_exit else last_exit
+            leaves = None if patience is None else arrival + round(patience * 1000)
+            if leaves is not None:
+                times.append(leaves)
+            if limit_ms:
+                leaves, expires = limit(arrival, leaves)
+            if leaves is not None and start >= leaves:
+                if leaves > horizon_ms:
+                    stays = True
                     continue
+                (expired if expires else abandoned)[i] = True
+                ended[i] = leaves
+                changes.append(2 * leaves)  # _left
+                last_exit = leaves if leaves > last_exit else last_exit
+                continue
             if start > horizon_ms:
                 stays = True
                 continue
@@ -472,18 +483,22 @@ class _Pool:
         self.changes.append(_arrived(arrival))
         last = self.last_exit  # max(), without the call: three times per call
         self.last_exit = arrival if arrival > last else last
-        gives_up = None if tc.patience_s is None else arrival + round(tc.patience_s * 1000)
-        if gives_up is not None:
-            self.times.append(gives_up)
+        leaves = None if tc.patience_s is None else arrival + round(tc.patience_s * 1000)
+        if leaves is not None:
+            self.times.append(leaves)
+        expires = False
+        if self.limit_ms:
+            leaves, expires = self._limit(arrival, leaves)
         earliest = self._earliest(arrival)
-        if gives_up is not None and earliest >= gives_up:
-            if gives_up > horizon_ms:
+        if leaves is not None and earliest >= leaves:
+            if leaves > horizon_ms:
                 self._stays()
                 return
-            log.abandoned[i], log.ended[i] = True, gives_up
-            self.changes.append(_left(gives_up))
+            (log.expired if expires else log.abandoned)[i] = True
+            log.ended[i] = leaves
+            self.changes.append(_left(leaves))
             last = self.last_exit
-            self.last_exit = gives_up if gives_up > last else last
+            self.last_exit = leaves if leaves > last else last
             return
         if earliest > horizon_ms:
             self._stays()
@@ -514,6 +529,17 @@ class _Pool:
         last = self.last_exit
         self.last_exit = release if release > last else last
         heapq.heappush(self.working, (self._back_at(k, release), agent_id, k))
+
+    def _limit(self, arrival: int, gives_up: int | None) -> tuple[int, bool]:
+        """A call arriving at ``arrival`` meets the queue time limit (its expiry timer is
+        counted): when it leaves the queue unless answered first (the earlier of the limit
+        and ``gives_up``, its caller's hang-up, if any), and whether it expires then (a
+        hang-up in the limit's very millisecond comes first, as in the loop)."""
+        expires = arrival + self.limit_ms
+        self.times.append(expires)
+        if gives_up is not None and gives_up <= expires:
+            return gives_up, False
+        return expires, True
 
     def _earliest(self, arrival: int) -> float:
         """When a call arriving at ``arrival`` can be answered (every call before it in
@@ -628,10 +654,10 @@ class _Pool:
 
     def _pass_calls(self, start: int, i: int, limit: int) -> list[int]:
         """Call ``i`` and the calls after it in queue order still waiting at ``start`` (the
-        pass handles hang-ups first), at most ``limit`` of each queue (calls of one bucket,
-        ``simulations.waiting.bucket_key``): what the pass offers the engine."""
+        pass handles hang-ups and expiries first), at most ``limit`` of each queue (calls of
+        one bucket, ``simulations.waiting.bucket_key``): what the pass offers the engine."""
         assert self.balance is not None
-        order, created, trace = self.order, self.log.created, self.trace
+        order, created, trace, max_wait = self.order, self.log.created, self.trace, self.limit_ms
         after = self.position + 1
         if after == len(order) or created[order[after]] > start:
             return [i]  # the next call is not there yet: the usual case
@@ -646,8 +672,10 @@ class _Pool:
                 break
             patience = trace[j].patience_s
             bucket = bucket_of[kind_of[j]]
-            if taken[bucket] < limit and (
-                patience is None or created[j] + round(patience * 1000) > start
+            if (
+                taken[bucket] < limit
+                and (patience is None or created[j] + round(patience * 1000) > start)
+                and (not max_wait or created[j] + max_wait > start)
             ):
                 calls.append(j)
                 taken[bucket] += 1

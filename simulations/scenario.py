@@ -32,9 +32,12 @@ Every top-level field (defaults in brackets)::
                                       max_occupancy, occupancy_window_s, channel_capacity{ch},
                                       channel_units{ch}, top_k, performance_prior,
                                       performance_prior_weight, performance_half_life_s,
-                                      idle_horizon_s, wrap_up_s{ch}, expected_handle_s{ch}
-                                      [rate-weighted mean handle time of the channel's
-                                      streams], sla_at_risk, escalation_priority_boost,
+                                      idle_horizon_s, wrap_up_s{ch}, max_wait_s{ch} (queue
+                                      time limit: a call still waiting that long leaves the
+                                      queue as expired; 0 to 30 days, 0: none),
+                                      expected_handle_s{ch} [rate-weighted mean handle time
+                                      of the channel's streams], sla_at_risk,
+                                      escalation_priority_boost,
                                       widening[{after_s, level_drop, teams, any_region}],
                                       aging_s_per_priority, reclaim_on_absence,
                                       reclaim_channels; for live replays only (the offline

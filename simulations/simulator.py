@@ -8,7 +8,8 @@ scenario, policy and seed: byte-identical ``kpis.json`` and ``records.csv``.
 Loop (SimPy/Ciw style): a heap of ``(time_ms, order, seq, event)`` plus the sorted trace;
 every event at one millisecond is applied, then, if capacity may have freed or a call
 arrived, one dispatch pass runs. Event order within a millisecond: completions, wrap-up
-ends, presence changes (shifts, breaks, absences), abandonments, arrivals, wake-ups.
+ends, presence changes (shifts, breaks, absences), abandonments, expiries, arrivals,
+wake-ups.
 
 What mirrors the service (``router.assigner``, ``router.dispatcher``, ``router.memory_*``):
 
@@ -27,6 +28,12 @@ What mirrors the service (``router.assigner``, ``router.dispatcher``, ``router.m
 - presence: shifts, breaks and scheduled absences; agents who leave keep working on what
   they hold, except work on ``reclaim_channels``, which is reclaimed (re-queued with its
   original age, never offered to them again) when ``reclaim_on_absence`` is set;
+- a queue time limit (``max_wait_s`` of the call's channel) takes a call still waiting that
+  long after it arrived off the queue as expired, before the pass of that millisecond (the
+  dispatcher expires calls before it places any; it does so at its passes, within about a
+  tick of the limit, the simulator at the limit itself); its age survives a reclaim, so a
+  call taken back past its limit expires at once. A caller who hangs up in the very
+  millisecond of the limit abandons;
 - heartbeats are continuous and offers are accepted at once (``offer_timeout_s`` ignored).
 
 Keeping each decision small (the engine's cost grows with agents and calls per decision):
@@ -89,13 +96,13 @@ from scoring.match import skill_fit
 from simulations import outcomes, pooled
 from simulations.call_log import CallLog, QueueTrace
 from simulations.kpis import QueueLevels, busy_items, compute_kpis, write_outputs
-from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms
+from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms, queue_limits_ms
 from simulations.passes import Dispatcher
 from simulations.trace import TraceCall, arrival_ordered, generate_trace
 from simulations.waiting import Waiting, WaitingQueue
 from simulations.workforce import SimAgent, Work, Workforce, presence_changes
 
-COMPLETE, WRAP_END, PRESENCE, ABANDON, ARRIVAL, WAKE = range(6)
+COMPLETE, WRAP_END, PRESENCE, ABANDON, EXPIRE, ARRIVAL, WAKE = range(7)
 HISTORY_WINDOW_MS = 15 * 60 * 1000
 """Completions counted for the forecast's observed service rate (the dispatcher's window)."""
 
@@ -104,9 +111,10 @@ HISTORY_WINDOW_MS = 15 * 60 * 1000
 class CallResult:
     """What happened to one call (one row of ``records.csv``; times in simulated seconds).
 
-    Not frozen, though nothing changes one once built: one is built per call, and a frozen
-    dataclass's constructor (each field through ``object.__setattr__``) costs several times
-    as much.
+    Not frozen, though nothing changes one once ``call_records`` returns it (it marks the
+    expired calls after building every record, so a day without a queue time limit pays
+    nothing for them): one is built per call, and a frozen dataclass's constructor (each
+    field through ``object.__setattr__``) costs several times as much.
     """
 
     call_id: str
@@ -115,7 +123,7 @@ class CallResult:
     answered_s: float | None
     """When an agent first took the call (``None``: never)."""
     wait_s: float
-    """Until answered, abandoned, or the end of the simulation."""
+    """Until answered, abandoned, expired, or the end of the simulation."""
     abandoned: bool
     agent_id: str
     """Who completed it (empty if nobody did)."""
@@ -130,6 +138,8 @@ class CallResult:
     """Effective quality ``e`` of the handling (``simulations.outcomes``)."""
     reclaimed: int = 0
     """Times the call was taken back from an agent who left."""
+    expired: bool = False
+    """It left the queue at its channel's queue time limit (``Policy.max_wait_s``)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -306,6 +316,9 @@ class _Simulation:
         self.fit: list[float | None] = [None] * n
         self.quality: list[float | None] = [None] * n
         self.reclaimed = [0] * n
+        self.limits_ms = queue_limits_ms(self.policy)
+        """Channel -> its queue time limit in ms (only channels with one)."""
+        self.expired = [False] * n if self.limits_ms else []
         self.queue_sizes = QueueTrace()
 
     # --- set-up ------------------------------------------------------------------------------
@@ -400,6 +413,8 @@ class _Simulation:
             self._presence(a, b)
         elif kind == ABANDON:
             self._abandon(a)
+        elif kind == EXPIRE:
+            self._expire(a)
         elif kind == WAKE:
             self.wake_at = math.inf
             self.dispatcher.woke()
@@ -412,6 +427,10 @@ class _Simulation:
         patience = self.trace[index].patience_s
         if patience is not None:
             self._push(call.created_ms + round(patience * 1000), ABANDON, ABANDON, index)
+        if self.limits_ms:
+            limit = self.limits_ms.get(call.channel)
+            if limit is not None:
+                self._push(call.created_ms + limit, EXPIRE, EXPIRE, index)
         self.dirty = True
 
     def _abandon(self, index: int) -> None:
@@ -421,6 +440,16 @@ class _Simulation:
         self.queue.remove(waiting)
         self._queue_changed()
         self.abandoned[index] = True
+        self.ended[index] = self.now
+
+    def _expire(self, index: int) -> None:
+        """The call's queue time limit: off the queue as expired, if it still waits."""
+        waiting = self.queue.by_index.get(index)
+        if waiting is None:
+            return
+        self.queue.remove(waiting)
+        self._queue_changed()
+        self.expired[index] = True
         self.ended[index] = self.now
 
     def _queue_changed(self) -> None:
@@ -542,6 +571,11 @@ class _Simulation:
             )
             self.reclaimed[index] += 1
             self.agent_of[index] = ""
+            limit = self.limits_ms.get(call.channel) if self.limits_ms else None
+            if limit is not None and self.now >= call.created_ms + limit:
+                self.expired[index] = True  # back in the queue past its limit: gone at once
+                self.ended[index] = self.now
+                continue
             self.dispatcher.new_call(self.queue.add(index, self.calls[index]))
             self._queue_changed()
         if moved:
@@ -577,6 +611,7 @@ class _Simulation:
             fit=self.fit,
             quality=self.quality,
             reclaimed=self.reclaimed,
+            expired=self.expired,
             events=self.events,
             queue=self.queue_sizes,
             end_ms=end_ms,
@@ -683,8 +718,8 @@ def call_records(
     """A record per call of ``log`` (``trace``'s calls; ``target_ms``: the SLA target of each
     channel that has one):
 
-    - the wait: until answered; else until hung up; else until the end of the run (at least
-      zero);
+    - the wait: until answered; else until hung up or expired; else until the end of the
+      run (at least zero);
     - a call is completed when someone holds it and its handle time is known: then its
       agent, handle time, end, skill fit and quality; else none of them;
     - within the SLA: answered, and waited no longer than its channel's target, if any.
@@ -746,6 +781,12 @@ def call_records(
                 reclaimed,
             )
         )
+    if log.expired:  # a queue time limit: the calls that reached it, and until when they waited
+        for i in compress(range(len(records)), log.expired):
+            record, end = records[i], log.ended[i]
+            record.expired = True
+            if record.answered_s is None and end is not None:
+                record.wait_s = (end - log.created[i]) / 1000
     return records
 
 

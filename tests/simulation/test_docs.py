@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from simulations.cli import build_parser
-from simulations.kpis import RECORD_COLUMNS
+from simulations.kpis import OPTIONAL_RECORD_COLUMNS, RECORD_COLUMNS
 from simulations.scenario import TOP_FIELDS
 from simulations.trace import COLUMNS, OPTIONAL_COLUMNS
 
@@ -18,7 +18,9 @@ README = (ROOT / "simulations" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(
-    "name", [*TOP_FIELDS, *COLUMNS, *OPTIONAL_COLUMNS, *RECORD_COLUMNS], ids=str
+    "name",
+    [*TOP_FIELDS, *COLUMNS, *OPTIONAL_COLUMNS, *RECORD_COLUMNS, *OPTIONAL_RECORD_COLUMNS],
+    ids=str,
 )
 def test_every_field_and_column_is_documented(name: str) -> None:
     assert re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", README), name

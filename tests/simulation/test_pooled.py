@@ -3,7 +3,8 @@
 A day that qualifies must give the very same result either way: every record, every agent's
 intervals, the KPIs, the events handled, the queue trace, and byte-identical output files.
 The cases cover what the shortcut models, under longest-idle, round-robin and balanced:
-patience (calls hanging up, timers of answered calls), wrap-up, agents of different speeds,
+patience (calls hanging up, timers of answered calls), a queue time limit (calls expiring,
+before or after their caller's patience), wrap-up, agents of different speeds,
 overload past the end of arrivals, a horizon that cuts off work in progress and calls still
 waiting; and for balanced, performance scores that drift apart, calls placed together by the
 engine's flow, and candidates cut to ``top_k``.
@@ -143,6 +144,12 @@ CASES = {
         drain_s=0,
     ),
     "two agents": _pool(pool={"agents": 2, "rate_per_hour": 30}),
+    "queue time limit": _pool(pool={"rate_per_hour": 150}, policy={"max_wait_s": {"voice": 60}}),
+    "queue time limit, patience, wrap-up, no drain": _pool(
+        pool={"rate_per_hour": 160, "mean_patience_s": 90},
+        policy={"max_wait_s": {"voice": 45}, "wrap_up_s": {"voice": 30}},
+        drain_s=0,
+    ),
 }
 
 
@@ -329,6 +336,50 @@ def test_ties_at_one_millisecond_go_as_in_the_loop(strategy: str, tmp_path: Path
     )
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_calls_meet_the_queue_time_limit_as_in_the_loop(strategy: str, tmp_path: Path) -> None:
+    """Hand-made calls on the limit's edges: a caller whose patience ends at the limit hangs
+    up; a call whose limit falls the very millisecond an agent frees expires (the loop
+    expires calls before its pass); one a millisecond younger is answered; with every agent
+    busy past the horizon calls expire, and one whose limit lies past it is still waiting."""
+    raw = _pool(
+        pool={"agents": 2},
+        duration_s=200,
+        warmup_s=0,
+        drain_s=5,
+        policy={"max_wait_s": {"voice": 10}},
+    )
+    scenario = parse_scenario(raw, name="limit edges").with_policy(strategy)
+    skills = generate_trace(scenario, 1)[0].skills
+    calls = [
+        TraceCall(0.0, "a", Channel.VOICE, skills, handle_s=10.0),
+        TraceCall(0.0, "b", Channel.VOICE, skills, handle_s=10.0),
+        TraceCall(0.0, "c", Channel.VOICE, skills, handle_s=5.0, patience_s=10.0),
+        TraceCall(0.0, "d", Channel.VOICE, skills, handle_s=5.0),
+        TraceCall(0.001, "e", Channel.VOICE, skills, handle_s=5.0),
+        TraceCall(1.0, "f", Channel.VOICE, skills, handle_s=5.0),
+        TraceCall(2.0, "g", Channel.VOICE, skills, handle_s=1.0, patience_s=5.0),
+        TraceCall(5.0, "h", Channel.VOICE, skills, handle_s=1.0),
+        TraceCall(80.0, "i", Channel.VOICE, skills, handle_s=400.0),
+        TraceCall(80.0, "j", Channel.VOICE, skills, handle_s=400.0),
+        TraceCall(150.0, "k", Channel.VOICE, skills, handle_s=1.0, patience_s=30.0),
+        TraceCall(199.0, "l", Channel.VOICE, skills, handle_s=1.0),
+    ]
+    fast = _as_the_loop(scenario, calls, tmp_path)
+    by_id = {record.call_id: record for record in fast.records}
+    assert by_id["c"].abandoned
+    assert not by_id["c"].expired
+    assert by_id["d"].expired
+    assert by_id["d"].wait_s == 10.0
+    assert (by_id["e"].answered_s, by_id["f"].answered_s) == (10.0, 10.0)
+    assert by_id["g"].abandoned
+    assert by_id["h"].expired
+    assert by_id["k"].expired
+    assert by_id["k"].wait_s == 10.0
+    assert (by_id["l"].expired, by_id["l"].abandoned, by_id["l"].answered_s) == (False, False, None)
+    assert fast.kpis["overall"]["expired"] == 3
+
+
 def _balanced_pool(**policy: Any) -> dict[str, Any]:
     """Balanced routing over agents of different quality: performance scores drift apart
     within minutes (a short half-life), and idle time saturates after a minute."""
@@ -440,6 +491,23 @@ def test_balanced_days_of_whole_seconds_meet_the_loop_pass_for_pass(
     assert sum(r.abandoned for r in fast.records) > 0
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_balanced_days_of_whole_seconds_with_a_queue_time_limit(seed: int, tmp_path: Path) -> None:
+    """The same, with a one-minute limit: calls expire the very millisecond others arrive,
+    agents free and callers hang up (a patience of a minute too), and passes place calls
+    together only among those still waiting."""
+    raw = _balanced_pool(max_wait_s={"voice": 60})
+    for group in raw["agents"]:
+        group.pop("speed", None)
+    scenario = parse_scenario(raw, name="whole seconds, limited")
+    calls = _whole_seconds(generate_trace(scenario, 1)[:1], seed)
+    assert pooled.qualifies(scenario, scenario.policy, calls, escalate=True)
+    fast = simulate(scenario, seed=seed, calls=calls)
+    _same(fast, simulate(scenario, seed=seed, calls=calls, shortcut=False), tmp_path)
+    assert sum(r.expired for r in fast.records) > 0
+    assert sum(r.abandoned for r in fast.records) > 0
+
+
 def _away_pool(away: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """Three agents who take breaks or absences (``away``) and three who stay at their desk,
     of different quality and speed."""
@@ -495,6 +563,11 @@ AWAY = {
         {"shift": {"start": "03:00", "end": "09:00"}}, policy={"wrap_up_s": {"voice": 30}}
     ),
     "only shifts, over before the calls": _pool() | _shifted_agents(),
+    "breaks and a queue time limit": _away_pool(
+        {"breaks": [{"start": "00:30", "duration_s": 900, "spread_s": 1800}]},
+        rate=160,
+        policy={"max_wait_s": {"voice": 45}},
+    ),
 }
 del AWAY["only shifts, over before the calls"]["pool"]
 

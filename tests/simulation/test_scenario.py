@@ -58,6 +58,8 @@ BAD: list[tuple[str, dict[str, Any]]] = [
     ("policy.max_occupancy", {"policy": {"max_occupancy": 1.5}}),
     ("policy.widening[0].after_s", {"policy": {"widening": [{"after_s": -5}]}}),
     ("policy.offer_timeout_s.chat", {"policy": {"offer_timeout_s": {"chat": 601}}}),
+    ("policy.max_wait_s.voice", {"policy": {"max_wait_s": {"voice": -1}}}),
+    ("policy.max_wait_s.fax", {"policy": {"max_wait_s": {"fax": 60}}}),
     ("sla.voice.goal", {"sla": {"voice": {"target_s": 20, "goal": 2}}}),
     ("sick_leave.fraction", {"sick_leave": {"fraction": 1.5}}),
     ("variants.flu.durration_s", {"variants": {"flu": {"durration_s": 3}}}),
@@ -97,6 +99,26 @@ def test_live_only_policy_fields_are_read() -> None:
     )
     assert scenario.policy.offer_timeout_s[Channel.CHAT] == 30
     assert scenario.policy.max_missed_offers == 2
+
+
+def test_a_queue_time_limit_is_read_per_channel_up_to_thirty_days() -> None:
+    """``max_wait_s`` is written as ``wrap_up_s`` is, ``{channel: seconds}``, and reaches the
+    policy the simulation runs; 0 is no limit, more than 30 days (the service's longest) is
+    refused with the field and the bound named."""
+    scenario = parse_scenario({**BASE, "policy": {"max_wait_s": {"voice": 90, "chat": 0}}})
+    assert dict(scenario.policy.max_wait_s) == {Channel.VOICE: 90, Channel.CHAT: 0}
+    longest = parse_scenario({**BASE, "policy": {"max_wait_s": {"voice": 30 * 86400}}})
+    assert longest.policy.max_wait_s[Channel.VOICE] == 2_592_000
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario({**BASE, "policy": {"max_wait_s": {"voice": 30 * 86400 + 1}}})
+    assert str(caught.value) == (
+        "policy.max_wait_s.voice: 2592001 s is longer than the longest queue time limit, "
+        "30 days (2592000 s)"
+    )
+    with pytest.raises(ScenarioError, match=r"^policy\.max_wait_s\.voice: expected an integer"):
+        parse_scenario({**BASE, "policy": {"max_wait_s": {"voice": "1 min"}}})
+    with pytest.raises(ScenarioError, match=r"^policy\.max_wait_s: expected a mapping"):
+        parse_scenario({**BASE, "policy": {"max_wait_s": 60}})
 
 
 def test_a_staggered_break_spreads_the_group() -> None:
