@@ -26,12 +26,13 @@ exit codes: 0 ok, 1 the run failed (service unreachable, RPC errors in a replay)
 """
 RUN_HELP = """\
 Simulate the scenario under one policy with one seed: the service's own routing engine on a
-simulated clock. Writes kpis.json (service level, waits, abandonment, occupancy and fairness,
-top-performer load, quality, a timeline), records.csv (one row per call) and report.html,
-and prints a KPI table and the engine that ran: a day on which any free agent may take any
-call (longest-idle, round-robin or balanced, one channel and priority, one slot per agent,
-no occupancy window, widening or SLA boosts) runs on the pooled shortcut with the same
-result several times faster; any other day says what keeps it on the event loop.
+simulated clock. Writes kpis.json (service level, waits, abandonment, expired calls when the
+policy sets a queue time limit (max_wait_s), occupancy and fairness, top-performer load,
+quality, a timeline), records.csv (one row per call) and report.html, and prints a KPI
+table and the engine that ran: a day on which any free agent may take any call
+(longest-idle, round-robin or balanced, one channel and priority, one slot per agent, no
+occupancy window, widening or SLA boosts) runs on the pooled shortcut with the same result
+several times faster; any other day says what keeps it on the event loop.
 
 example:
   python -m simulations run simulations/scenarios/star_agents.yaml --policy best_skill --seed 3

@@ -28,21 +28,27 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def kpi_table(kpis: Mapping[str, Any]) -> str:
-    """The short per-channel table ``run`` and ``replay`` print."""
+    """The short per-channel table ``run`` and ``replay`` print (with an ``expired`` column
+    when the policy sets a queue time limit)."""
+    overall = kpis.get("overall", {})
+    expiring = "expired" in overall
     rows = [["channel", "offered", "answered", "abandoned", "service level", "ASA", "p90 wait"]]
-    groups = [*kpis.get("channels", {}).items(), ("overall", kpis.get("overall", {}))]
+    if expiring:
+        rows[0].insert(4, "expired")
+    groups = [*kpis.get("channels", {}).items(), ("overall", overall)]
     for name, f in groups:
-        rows.append(
-            [
-                str(name),
-                str(f.get("offered", 0)),
-                str(f.get("answered", 0)),
-                str(f.get("abandoned", 0)),
-                pct(f.get("service_level")),
-                report.seconds(f.get("asa_s")),
-                report.seconds(f.get("wait_p90_s")),
-            ]
-        )
+        row = [
+            str(name),
+            str(f.get("offered", 0)),
+            str(f.get("answered", 0)),
+            str(f.get("abandoned", 0)),
+            pct(f.get("service_level")),
+            report.seconds(f.get("asa_s")),
+            report.seconds(f.get("wait_p90_s")),
+        ]
+        if expiring:
+            row.insert(4, str(f.get("expired", 0)))
+        rows.append(row)
     fair = kpis.get("fairness", {})
     top = kpis.get("top_performers", {})
     tail = (

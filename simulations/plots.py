@@ -20,6 +20,7 @@ ORANGE = "#e08a1e"
 RED = "#c0392b"
 GREEN = "#2e8b57"
 GREY = "#8a8f98"
+PURPLE = "#8e44ad"
 PALETTE = ("#2f6db5", "#e08a1e", "#2e8b57", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d")
 DPI = 96
 
@@ -66,17 +67,21 @@ class ChannelWaits:
     """How long abandoning callers waited before hanging up."""
     target_s: float | None
     """The channel's SLA target (a dashed line), if known."""
+    expired: Sequence[float] = ()
+    """How long the calls that reached the queue time limit waited (until it)."""
 
 
 def wait_distribution(channels: Sequence[ChannelWaits]) -> bytes:
-    """One histogram per channel: answered waits, abandoned waits, and the SLA target."""
+    """One histogram per channel: answered waits, abandoned waits, expired waits (where a
+    queue time limit ended any), and the SLA target."""
     cols = min(len(channels), 3)
     rows = math.ceil(len(channels) / cols)
+    expiring = any(ch.expired for ch in channels)
     fig = figure(4.2 * cols, 2.9 * rows)
     for i, ch in enumerate(channels):
         ax = fig.add_subplot(rows, cols, i + 1)
         style(ax)
-        every = [*ch.answered, *ch.abandoned]
+        every = [*ch.answered, *ch.abandoned, *ch.expired]
         top = max([*every, (ch.target_s or 0) * 2, 1.0])
         # The tail beyond the 99th percentile would squash the histogram into one bar.
         if len(every) >= 20:
@@ -88,14 +93,19 @@ def wait_distribution(channels: Sequence[ChannelWaits]) -> bytes:
             [min(w / div, clip) for w in ch.answered],
             [min(w / div, clip) for w in ch.abandoned],
         ]
-        ax.hist(
-            series, bins=bins, stacked=True, color=[BLUE, ORANGE], label=["answered", "abandoned"]
-        )
+        colors, labels = [BLUE, ORANGE], ["answered", "abandoned"]
+        title = f"{ch.channel} ({len(ch.answered)} answered, {len(ch.abandoned)} abandoned"
+        if expiring:
+            series.append([min(w / div, clip) for w in ch.expired])
+            colors.append(PURPLE)
+            labels.append("expired")
+            title += f", {len(ch.expired)} expired"
+        ax.hist(series, bins=bins, stacked=True, color=colors, label=labels)
         if ch.target_s:
             ax.axvline(
                 ch.target_s / div, color=RED, linestyle="--", linewidth=1.4, label="SLA target"
             )
-        ax.set_title(f"{ch.channel} ({len(ch.answered)} answered, {len(ch.abandoned)} abandoned)")
+        ax.set_title(f"{title})", fontsize="medium" if expiring else None)
         ax.set_xlabel(f"wait ({unit}; last bar includes longer waits)")
         ax.set_ylabel("calls")
         # Cumulative share of all calls answered within x: at the red line it reads as the

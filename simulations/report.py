@@ -174,6 +174,16 @@ def _cards(kpis: Mapping[str, Any], targets: SlaTargets) -> str:
             "neutral" if abandon is None else "good" if abandon <= 0.05 else "bad",
         )
     )
+    if "expired" in overall:  # the policy sets a queue time limit
+        expire = _num(overall.get("expire_rate"))
+        cards.append(
+            _card(
+                "Expired",
+                pct(expire),
+                f"{overall.get('expired', 0)} calls reached the queue time limit (a miss)",
+                "neutral" if expire is None else "good" if expire <= 0.05 else "bad",
+            )
+        )
     fair = kpis.get("fairness", {})
     cards.append(
         _card(
@@ -226,12 +236,16 @@ def _wait_section(
     names = list(kpis.get("channels", {})) or sorted({r.get("channel", "") for r in records})
     for name in names:
         rows = [r for r in records if r.get("channel") == name]
-        waits = [(_float(r.get("wait_s")), _truthy(r.get("abandoned"))) for r in rows]
-        answered = [w for w, ab in waits if w is not None and not ab]
-        abandoned = [w for w, ab in waits if w is not None and ab]
+        waits = [
+            (_float(r.get("wait_s")), _truthy(r.get("abandoned")), _truthy(r.get("expired")))
+            for r in rows
+        ]
+        answered = [w for w, ab, ex in waits if w is not None and not ab and not ex]
+        abandoned = [w for w, ab, _ in waits if w is not None and ab]
+        expired = [w for w, _, ex in waits if w is not None and ex]
         target = targets.get(name, (0.0, 0.8))[0] or None
-        channels.append(plots.ChannelWaits(name, answered, abandoned, target))
-    if not any(ch.answered or ch.abandoned for ch in channels):
+        channels.append(plots.ChannelWaits(name, answered, abandoned, target, expired))
+    if not any(ch.answered or ch.abandoned or ch.expired for ch in channels):
         body = "<p>No calls were recorded.</p>"
     else:
         body = img(plots.wait_distribution(channels), "wait-time distribution per channel")
@@ -367,6 +381,7 @@ def run_report_html(
         f"policy {kpis.get('policy', '?')} · seed {kpis.get('seed', '?')} · "
         f"{seconds(kpis.get('duration_s'))} simulated · {overall.get('offered', 0)} calls, "
         f"{overall.get('answered', 0)} answered, {overall.get('abandoned', 0)} abandoned"
+        + (f", {overall.get('expired', 0)} expired" if "expired" in overall else "")
     )
     headline = _section(
         "Headline",

@@ -3,8 +3,9 @@
 A call still waiting when it has waited its channel's limit leaves the queue as expired, as
 the service's dispatcher takes it off: never answered after its limit, counted in
 ``expired`` / ``expire_rate`` per channel and overall, a miss of the service level with no
-grace, flagged in the ``expired`` column of ``records.csv``. Without a limit nothing of it
-appears (the golden outputs pin that).
+grace, flagged in the ``expired`` column of ``records.csv``, shown by the console table, the
+HTML report and the comparison. Without a limit nothing of it appears (the golden outputs
+pin that).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Any
 import pytest
 
 from router.domain import Channel
+from simulations import console, report
+from simulations.compare import run_comparison
 from simulations.kpis import RECORD_COLUMNS
 from simulations.scenario import Scenario, parse_scenario
-from simulations.simulator import CallResult, simulate
+from simulations.simulator import CallResult, SimulationResult, simulate
 from simulations.trace import TraceCall, generate_trace
 
 LIMIT_S = 60
@@ -180,6 +183,41 @@ def test_records_csv_and_kpis_json_carry_the_expired_calls(tmp_path: Path) -> No
     plain.write(tmp_path / "plain")
     header = (tmp_path / "plain" / "records.csv").read_text().splitlines()[0]
     assert header == ",".join(RECORD_COLUMNS)
+
+
+def _run_report(result: SimulationResult, out: Path) -> str:
+    result.write(out)
+    return report.write_run_report(out).read_text()
+
+
+def test_the_console_and_the_report_show_expired_calls(tmp_path: Path) -> None:
+    """The printed table gets an ``expired`` column and the HTML report an Expired card
+    (and the count in its subtitle) when the policy sets a limit; not otherwise."""
+    limited = simulate(_limited(), seed=2)
+    expired = limited.kpis["overall"]["expired"]
+    table = console.kpi_table(limited.kpis)
+    header, _, *rows = table.splitlines()[:4]
+    assert header.split()[:5] == ["channel", "offered", "answered", "abandoned", "expired"]
+    assert rows[0].split()[4] == str(expired)
+    text = _run_report(limited, tmp_path / "limited")
+    assert ">Expired<" in text
+    assert f"{expired} calls reached the queue time limit" in text
+    assert f"abandoned, {expired} expired" in text
+    plain = simulate(parse_scenario(_short_handed(), name="unlimited"), seed=2)
+    assert "expired" not in console.kpi_table(plain.kpis)
+    assert ">Expired<" not in _run_report(plain, tmp_path / "plain")
+
+
+def test_a_comparison_reports_the_expire_rate_when_a_limit_is_set() -> None:
+    """``compare`` lists the expire rate next to abandonment, only when a limit is set."""
+    limited = run_comparison(_limited(), ["longest_idle", "round_robin"], [1, 2])
+    paths = [m.path for m in limited.metrics]
+    assert paths.index("overall.expire_rate") == paths.index("overall.abandon_rate") + 1
+    summary = limited.to_json()["metrics"]["overall.expire_rate"]["policies"]["longest_idle"]
+    assert summary["n"] == 2
+    assert summary["mean"] > 0
+    plain = run_comparison(parse_scenario(_short_handed(), name="plain"), ["longest_idle"], [1])
+    assert "overall.expire_rate" not in [m.path for m in plain.metrics]
 
 
 def test_a_generated_day_with_a_limit_is_reproducible() -> None:
