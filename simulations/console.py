@@ -95,10 +95,11 @@ def replay_text(summary: Mapping[str, Any]) -> str:
     expected = ", ".join(f"{k} {v}" for k, v in req["expected_failures"].items())
     if expected:
         errors += f" (plus races the client expects: {expected})"
+    expired = f"{calls['expired']} expired, " if calls.get("expired") else ""
     lines = [
         f"replayed {calls['sent']} calls on tenant {summary['tenant']} at x{summary['speed']:g} "
         f"in {summary['wall_s']:.1f} s: {calls['answered']} answered, "
-        f"{calls['abandoned']} abandoned, {calls['cut']} cut by the drain limit",
+        f"{calls['abandoned']} abandoned, {expired}{calls['cut']} cut by the drain limit",
         table(rows),
         f"errors: {errors}; retries: {sum(req['retries'].values())}",
         kpi_table(summary["kpis"]),

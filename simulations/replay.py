@@ -3,8 +3,9 @@
 What a helpdesk platform would do, at ``speed`` times real time:
 
 1. put the tenant's policy in place (strategy, and every duration divided by ``speed`` so
-   the service's own clocks - SLA targets, occupancy window, expected handle times - live in
-   the same compressed time as the callers; values the API bounds are clamped and listed),
+   the service's own clocks - SLA targets, occupancy window, expected handle times, queue
+   time limits - live in the same compressed time as the callers; values the API bounds are
+   clamped and listed),
 2. create the scenario's agents, set them AVAILABLE and keep their heartbeats going; give
    them the shift ends and scheduled absences the simulator puts in their profiles, on the
    service's clock at the same ``speed`` as the calls (``Replayer`` says how), and follow
@@ -12,7 +13,9 @@ What a helpdesk platform would do, at ``speed`` times real time:
 3. ``Assign`` each call at its arrival time / speed, ``Accept`` offers at once, ``Complete``
    answered calls after handle time / speed with a simulated outcome, and ``Cancel`` calls
    still waiting when the caller's patience / speed runs out,
-4. learn when queued calls get an agent from one ``Watch`` stream (ASSIGNED / OFFERED).
+4. learn when queued calls get an agent from one ``Watch`` stream (ASSIGNED / OFFERED), and
+   when the service takes one off the queue at its channel's queue time limit (EXPIRED:
+   the call ends there, unanswered, as an abandoned one does).
 
 Bounded on every side: at most ``max_calls`` calls, arrivals only during ``max_seconds``,
 ``drain_s`` more for the calls in progress (then queued calls are cancelled and active ones
@@ -75,10 +78,12 @@ RETRY_CODES = frozenset(
 """Codes worth retrying: every RPC the replay sends is idempotent (same request_id)."""
 MAX_ATTEMPTS = 3
 WATCHED = (
-    "QUEUED", "ASSIGNED", "OFFERED", "ABANDONED", "CANCELLED", "COMPLETED", "REJECTED",
-    "OFFER_TIMED_OUT", "RECLAIMED", "RELEASED", "PRESENCE_CHANGED",
+    "QUEUED", "ASSIGNED", "OFFERED", "ABANDONED", "EXPIRED", "CANCELLED", "COMPLETED",
+    "REJECTED", "OFFER_TIMED_OUT", "RECLAIMED", "RELEASED", "PRESENCE_CHANGED",
 )  # fmt: skip
 _WITHDRAWN = frozenset({grpc.StatusCode.FAILED_PRECONDITION})
+_UNANSWERED = frozenset({"abandoned", "expired"})
+"""Outcomes of calls that ended while they waited: nobody answered them."""
 REQUEUED = frozenset({"REJECTED", "OFFER_TIMED_OUT", "RECLAIMED", "RELEASED"})
 CLOCK_MARGIN_S = 60.0
 """Real seconds the absences sent reach before the replay's start and past its drain limit
@@ -110,8 +115,9 @@ class _Live:
     """Accepts in flight: the caller does not hang up on a ringing agent."""
     ended: float | None = None
     outcome: str = ""
-    """``completed``, ``abandoned``, ``cancelled`` (assigned just before the caller hung
-    up), ``cut`` (ended by the drain limit) or ``error``; empty while in progress."""
+    """``completed``, ``abandoned``, ``expired`` (the service took it off the queue at its
+    channel's queue time limit), ``cancelled`` (assigned just before the caller hung up),
+    ``cut`` (ended by the drain limit) or ``error``; empty while in progress."""
     requeued: int = 0
     complete_failures: int = 0
     """Completes that failed for good (every retry of ``_rpc``): tried again later."""
@@ -126,6 +132,8 @@ class _Live:
     """Server time of the call's first QUEUED event."""
     answered_ms: int | None = None
     """Server time of the ASSIGNED (or accepted OFFERED) event that answered it."""
+    expired_ms: int | None = None
+    """Server time of its EXPIRED event."""
     offered_ms: dict[str, int] = field(default_factory=dict)
 
 
@@ -138,7 +146,8 @@ class ObservedCall:
     wire_id: str
     """The call id the service knows (the trace's id behind the run's tag)."""
     outcome: str
-    """``completed``, ``abandoned``, ``cancelled`` (answered, then the caller hung up in the
+    """``completed``, ``abandoned``, ``expired`` (taken off the queue by the service at its
+    channel's queue time limit), ``cancelled`` (answered, then the caller hung up in the
     same instant), ``cut`` (ended by the drain limit), ``error`` or ``not_sent``."""
     queued: bool
     """Assign answered QUEUED: the call waited for the dispatcher."""
@@ -149,11 +158,12 @@ class ObservedCall:
     scaled by ``speed``; the Assign round trip is added unscaled, as the real delay it is
     (scaling a 10 ms RPC by x300 would invent a 3 s wait). An abandoned call waited its
     caller's patience (the Cancel's round trip and the timer's lateness, scaled, would
-    count against the service)."""
+    count against the service). An expired call waited until the service's EXPIRED event,
+    measured as an answered call's wait is."""
     handle_s: float | None
     """Answer to Complete on the client's clock, scaled (completed or cut calls)."""
     ended_s: float | None
-    """Completed, abandoned or cut."""
+    """Completed, abandoned, expired or cut."""
     agent_id: str
     assignments: int
     """Distinct assignments the service made for the call (1 unless re-queued)."""
@@ -644,6 +654,16 @@ class Replayer:
             self._on_offered(live, asg_id, token, server_ms)
         elif event.type in REQUEUED:
             self._on_requeued(live, asg_id, now)
+        elif event.type == "EXPIRED":
+            self._on_expired(live, now, server_ms)
+
+    def _on_expired(self, live: _Live, now: float, server_ms: int) -> None:
+        """The service took the call off the queue at its channel's queue time limit: it
+        ends here, unanswered (a Cancel on its way finds it expired; the caller's patience
+        timer finds it ended)."""
+        with self._lock:
+            live.expired_ms = server_ms
+        self._finish(live, "expired", now)
 
     def _on_requeued(self, live: _Live, asg_id: str, now: float) -> None:
         """The call went back to the queue (reject, offer timeout, release, reclaim): it
@@ -855,6 +875,8 @@ class Replayer:
             self._finish(live, "error")
         elif response.call.status == pb.CALL_STATUS_ABANDONED:
             self._finish(live, "cut" if cut else "abandoned")
+        elif response.call.status == pb.CALL_STATUS_EXPIRED:  # the service expired it first
+            self._finish(live, "expired")
         else:  # assigned between our last look and the Cancel: the agent was freed by it
             asg = response.call.assignment
             with self._lock:
@@ -1021,12 +1043,13 @@ class Replayer:
                 pb.Channel.Name(c.channel).removeprefix("CHANNEL_").lower(): {
                     "answered_15m": c.answered_15m,
                     "abandoned_15m": c.abandoned_15m,
+                    "expired_15m": c.expired_15m,
                     "service_level_15m": (
                         round(c.service_level_15m, 4) if c.HasField("service_level_15m") else None
                     ),
                 }
                 for c in response.channels
-                if c.answered_15m or c.abandoned_15m
+                if c.answered_15m or c.abandoned_15m or c.expired_15m
             },
         }
 
@@ -1042,7 +1065,7 @@ class Replayer:
             if live is None or live.sent is None:
                 yield ObservedCall(call, "", "not_sent", False, None, None, None, None, "", 0, 0)
                 continue
-            answered = live.answered is not None and live.outcome != "abandoned"
+            answered = live.answered is not None and live.outcome not in _UNANSWERED
             fit, quality = self._quality(live) if answered else (None, None)
             speed = self.options.speed
             wait: float | None = None
@@ -1057,6 +1080,10 @@ class Replayer:
                 # the caller hung up when their patience ran out, counted from the arrival
                 # (the Cancel's round trip and the timer's lateness are not the caller's)
                 wait = call.patience_s
+            elif live.outcome == "expired" and live.queued_ms and live.expired_ms:
+                # in the queue until the service's EXPIRED event, as an answered call's wait
+                queue_s = max(0, live.expired_ms - live.queued_ms) / 1000
+                wait = queue_s * speed + live.assign_latency
             elif live.ended is not None:
                 wait = (live.ended - live.sent) * speed
             handle = None

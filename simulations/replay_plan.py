@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from router.domain import Channel, Policy, SlaTarget, Strategy, WideningStep, frozen_map
-from router.policies import WEEK_S
+from router.policies import MAX_WAIT_S, WEEK_S
 from simulations.model import DAY_S, AbsenceSpec, AgentSpec, Scenario
 from simulations.workforce import shift_windows
 
@@ -123,7 +123,8 @@ def compress_policy(
 ) -> tuple[Policy, list[str]]:
     """``policy`` with its durations divided by ``speed`` (clamped to what the API accepts),
     and a note for every value that had to be clamped (per-channel values only for
-    ``channels``, the ones the trace uses). Heartbeat and offer timeouts stay in real time:
+    ``channels``, the ones the trace uses). A queue time limit (``max_wait_s``) stays one
+    (at least a second; 0, none, stays 0). Heartbeat and offer timeouts stay in real time:
     they are about the (real) client, not the simulated callers."""
     notes: list[str] = []
 
@@ -162,6 +163,12 @@ def compress_policy(
         ),
         wrap_up_s=frozen_map(
             {c: scale(f"{c}.wrap_up", v, 0, 3600, channel=c) for c, v in policy.wrap_up_s.items()}
+        ),
+        max_wait_s=frozen_map(
+            {
+                c: scale(f"{c}.max_wait", v, 1, MAX_WAIT_S, keep_zero=True, channel=c)
+                for c, v in policy.max_wait_s.items()
+            }
         ),
         expected_handle_s=frozen_map(
             {

@@ -1,8 +1,8 @@
 """What a live replay measured: ``replay.json``, and the KPIs of the service's real decisions.
 
-The client's observations (when each call was sent, answered, completed or abandoned, by
-whom) become the same per-call records and per-agent busy intervals the offline simulator
-produces, and ``simulations.kpis.compute_kpis`` turns them into the same ``kpis.json``
+The client's observations (when each call was sent, answered, completed, abandoned or
+expired, by whom) become the same per-call records and per-agent busy intervals the offline
+simulator produces, and ``simulations.kpis.compute_kpis`` turns them into the same ``kpis.json``
 document, so a replay and a simulation of one trace compare field by field and the same
 HTML report reads both.
 
@@ -48,6 +48,7 @@ def _record(o: ObservedCall, run: ReplayRun) -> CallResult:
         priority=o.call.priority,
         quality=o.effective_quality if completed else None,
         reclaimed=o.requeued,
+        expired=o.outcome == "expired",
     )
 
 
@@ -146,6 +147,7 @@ def summarize_replay(run: ReplayRun, kpis: Mapping[str, Any]) -> dict[str, Any]:
             "queued_first": sum(1 for c in sent if c.queued),
             "completed": outcomes.get("completed", 0),
             "abandoned": outcomes.get("abandoned", 0),
+            "expired": outcomes.get("expired", 0),
             "cancelled_after_answer": outcomes.get("cancelled", 0),
             "cut": outcomes.get("cut", 0),
             "failed": outcomes.get("error", 0),

@@ -11,16 +11,19 @@ from typing import Any
 import grpc
 import pytest
 import redis
+from google.protobuf import timestamp_pb2
 
 from router import local_redis
 from router.domain import AbsenceKind, Channel, Policy, frozen_map
 from router.memory_store import MemoryStore
+from router.policies import policy_to_pb
 from router.redis_store import RedisStore
 from router.server import RunningServer, create_server
 from router.settings import Settings
 from router.store import Store
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
+from simulations import console
 from simulations.model import DAY_S, AbsenceSpec, AgentSpec
 from simulations.replay import Replayer, ReplayRun, _Live
 from simulations.replay_plan import (
@@ -33,7 +36,7 @@ from simulations.replay_plan import (
     presence_schedule,
     service_absences,
 )
-from simulations.replay_report import replay_kpis, summarize_replay
+from simulations.replay_report import observed_results, replay_kpis, summarize_replay
 from simulations.scenario import Scenario, parse_scenario
 from simulations.simulator import simulate
 from simulations.trace import TraceCall, generate_trace
@@ -250,6 +253,22 @@ def test_compress_policy_divides_durations_and_notes_clamps() -> None:
     assert policy.sla[Channel.VOICE].target_s == 1
     assert any(n.startswith("voice.sla_target") for n in notes)
     assert policy.heartbeat_timeout_s == Policy().heartbeat_timeout_s
+
+
+def test_compress_policy_scales_the_queue_time_limit_and_keeps_it_one() -> None:
+    """A queue time limit shrinks by the speed like the other durations, but stays a limit:
+    one that would round to 0 s (none, for the service) is clamped to 1 s and noted, and 0
+    stays 0. The policy the replay sends carries it in ``ChannelSetting.max_wait``."""
+    limits = {Channel.VOICE: 120, Channel.CHAT: 0, Channel.EMAIL: 10}
+    policy, notes = compress_policy(Policy(max_wait_s=frozen_map(limits)), 60)
+    assert dict(policy.max_wait_s) == {Channel.VOICE: 2, Channel.CHAT: 0, Channel.EMAIL: 1}
+    assert [n for n in notes if "max_wait" in n] == [
+        "email.max_wait: 10s / 60 = 0.167s, clamped to 1s"
+    ]
+    sent = {c.channel: c.max_wait.seconds for c in policy_to_pb(policy).channels}
+    assert sent[pb.CHANNEL_VOICE] == 2
+    assert sent[pb.CHANNEL_EMAIL] == 1
+    assert sent[pb.CHANNEL_CHAT] == 0
 
 
 def test_options_are_bounded() -> None:
@@ -598,3 +617,153 @@ def test_absences_are_cut_to_the_run_and_the_services_limits_stop_it_before_it_s
         with pytest.raises(ReplayError, match=message):
             doomed.run()
         assert doomed.stats.to_json()["requests"] == 0
+
+
+# --- the queue time limit ---------------------------------------------------------------------
+
+
+def _expired_event(wire_id: str, at_ms: int) -> pb.Event:
+    """The service's EXPIRED event of a call (its data: the channel and the limit)."""
+    return pb.Event(
+        event_id=f"{at_ms}-0",
+        type="EXPIRED",
+        call_id=wire_id,
+        time=timestamp_pb2.Timestamp(seconds=at_ms // 1000, nanos=at_ms % 1000 * 1_000_000),
+        data={"channel": "voice", "max_wait_s": "1"},
+    )
+
+
+class _CancelStub:
+    """A routing stub whose Cancel answers with the call in ``status``, recording the calls."""
+
+    def __init__(self, status: pb.CallStatus.ValueType) -> None:
+        self.status, self.cancelled = status, list[str]()
+
+    def Cancel(  # noqa: N802  # the stub's name
+        self, request: routing_pb2.CancelRequest, timeout: float
+    ) -> routing_pb2.CancelResponse:
+        self.cancelled.append(request.call_id)
+        return routing_pb2.CancelResponse(call=pb.CallInfo(status=self.status))
+
+
+def test_an_expired_event_ends_the_call_in_the_replays_books() -> None:
+    """The service took a queued call off the queue at its channel's limit (EXPIRED): the
+    replay ends the call there, unanswered, as it ends an abandoned one. Nothing is left
+    pending, the caller's patience no longer sends a Cancel, the call waited from its QUEUED
+    to its EXPIRED event on the service's clock (scaled by the speed), and its record, the
+    KPIs and replay.json count it as expired. A Cancel that finds the call expired ends it
+    as expired too."""
+    scenario = _scenario().with_policy(
+        dataclasses.replace(_scenario().policy, max_wait_s=frozen_map({Channel.VOICE: 100}))
+    )
+    options = ReplayOptions(target="127.0.0.1:1", speed=100, max_seconds=1, drain_s=1)
+    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
+    calls = [
+        TraceCall(0.0, "gone", Channel.VOICE, handle_s=60.0, patience_s=500.0),
+        TraceCall(0.0, "late", Channel.VOICE, handle_s=60.0, patience_s=100.0),
+    ]
+    with grpc.insecure_channel("127.0.0.1:1") as channel:
+        replayer = Replayer(channel, agents, calls, options, policy=scenario.policy)
+    stub = _CancelStub(pb.CALL_STATUS_EXPIRED)
+    replayer.routing = stub  # type: ignore[assignment]
+    t0 = replayer._t0
+    gone, late = (
+        _Live(call, f"tag-{call.call_id}", t0, sent=t0, queued=True, queued_ms=1_000_000)
+        for call in calls
+    )
+    for live in (gone, late):
+        replayer._live[live.call.call_id] = live
+        replayer._by_wire[live.wire_id] = live
+    replayer._pending = 2
+    replayer._on_event(_expired_event(gone.wire_id, 1_001_200), t0 + 1.25, 0.0)
+    assert gone.outcome == "expired"
+    assert gone.expired_ms == 1_001_200
+    replayer._patience(gone)  # the caller's patience runs out later: nothing to hang up
+    assert stub.cancelled == []
+    replayer._patience(late)  # hangs up; the service had expired it meanwhile
+    assert stub.cancelled == [late.wire_id]
+    assert late.outcome == "expired"
+    assert replayer._all_done.is_set()
+    observed = {o.call.call_id: o for o in replayer._observed()}
+    assert observed["gone"].outcome == "expired"
+    assert not observed["gone"].answered
+    assert observed["gone"].wait_s == pytest.approx(1.2 * 100)
+    run = ReplayRun(
+        tenant=replayer.tenant,
+        options=options,
+        policy=scenario.policy,
+        agents=tuple(agents),
+        calls=tuple(observed.values()),
+        start_s=0.0,
+        end_s=200.0,
+        rpc=replayer.stats.to_json(),
+        policy_notes=(),
+        wall_s=2.0,
+        watch={"events": 1},
+        service_stats={},
+    )
+    records, _, _ = observed_results(run)
+    assert [(r.call_id, r.expired, r.abandoned, r.answered_s) for r in records] == [
+        ("gone", True, False, None),
+        ("late", True, False, None),
+    ]
+    kpis, _ = replay_kpis(run, scenario)
+    assert (kpis["overall"]["expired"], kpis["overall"]["abandoned"]) == (2, 0)
+    assert kpis["overall"]["service_level"] == 0
+    assert summarize_replay(run, kpis)["calls"]["expired"] == 2
+
+
+EXPIRING: dict[str, object] = {
+    "name": "expiring",
+    "duration_s": 600,
+    "drain_s": 600,
+    "policy": {"strategy": "longest_idle", "max_wait_s": {"voice": 100}},
+    "sla": {"voice": 20},
+    "agents": [{"id": "solo", "channels": ["voice"]}],
+    "arrivals": [{"channel": "voice", "rate_per_hour": 1, "handle": 200}],
+}
+"""One agent, a voice limit of 100 s: at x100 a second of the service's clock."""
+
+
+@pytest.mark.timeout(60)
+def test_a_replay_gives_the_service_the_queue_time_limit_and_counts_its_expiries(
+    service: tuple[RunningServer, str],
+) -> None:
+    """Four calls in a minute for one agent, whose call takes 200 s: the service, given the
+    scenario's 100 s limit at the replay's speed, expires the three waiting calls; the
+    replay ends them on their EXPIRED events (no Cancel sent), and its KPIs and replay.json
+    count them as the simulator counts the same day's."""
+    _, target = service
+    scenario = parse_scenario(EXPIRING, name="expiring")
+    calls = [TraceCall(20.0 * n, f"c{n}", Channel.VOICE, handle_s=200.0) for n in range(4)]
+    simulated = simulate(scenario, seed=1, calls=calls)
+    assert [r.expired for r in simulated.records] == [False, True, True, True]
+    options = ReplayOptions(target=target, speed=100, max_seconds=10, drain_s=10, workers=4)
+    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
+    with grpc.insecure_channel(target) as channel:
+        run = Replayer(channel, agents, calls, options, policy=scenario.policy).run()
+        routing = routing_pb2_grpc.RoutingServiceStub(channel)
+        infos = {
+            c.call.call_id: routing.GetCall(
+                routing_pb2.GetCallRequest(tenant=run.tenant, call_id=c.wire_id)
+            ).call
+            for c in run.calls
+        }
+    assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
+    assert "Cancel" not in run.rpc["requests_by_method"]
+    outcomes = {c.call.call_id: c.outcome for c in run.calls}
+    assert outcomes == {"c0": "completed", "c1": "expired", "c2": "expired", "c3": "expired"}
+    for call_id in ("c1", "c2", "c3"):
+        assert infos[call_id].status == pb.CALL_STATUS_EXPIRED
+        assert [e.type for e in infos[call_id].timeline][-1] == "EXPIRED"
+    kpis, records = replay_kpis(run, scenario)
+    summary = summarize_replay(run, kpis)
+    assert summary["calls"]["expired"] == 3
+    assert "3 expired" in console.replay_text(summary)
+    assert (kpis["overall"]["expired"], kpis["overall"]["answered"]) == (3, 1)
+    assert kpis["overall"]["expire_rate"] == simulated.kpis["overall"]["expire_rate"] == 0.75
+    for r in records:
+        assert r.expired == (r.call_id != "c0")
+        if r.expired:
+            assert r.answered_s is None
+            assert r.wait_s >= 99  # the service's clock, scaled: the limit and its tick
