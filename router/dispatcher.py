@@ -338,10 +338,11 @@ class Dispatcher:
         placed_ids: set[str] = set()
         ahead: Counter[Channel] = Counter()  # calls of each channel left waiting in the batches
         scan = self._scans.pop(tenant, None) if batches > 1 else None  # a tick's pass
+        removed = 0  # calls of the first batch placed or expired: they were ahead of a scan
         for batch in range(batches):
             if batch:  # the rest of the queue, while agents have room for some of it
-                if scan is not None and scan.offset > offset:  # on from the last tick
-                    offset, ahead = scan.offset, scan.ahead
+                if scan is not None and scan.offset - removed > offset:  # on from the last tick
+                    offset, ahead = scan.offset - removed, scan.ahead
                 scan = None
                 view = self._store.load_queue(tenant, self._batch_size, offset=offset)
                 if not view.calls or not _room_left(view.snapshot):
@@ -361,8 +362,9 @@ class Dispatcher:
             more = view.depth > offset + len(view.calls)
             ahead.update(left)
             offset += len(left)
-            if not left or not more or len(view.calls) < self._batch_size:
-                break
+            removed += 0 if batch else len(batch_placed) + gone
+            if not left or not more or len(view.calls) + gone < self._batch_size:
+                break  # (a batch the queue filled is read on from, expired calls or not)
             if batch == batches - 1 and batches > 1:  # more behind: the next tick reads on
                 self._scans[tenant] = Scan(offset, ahead.copy())
         report = DispatchReport(

@@ -526,3 +526,24 @@ def test_a_tick_opens_its_tenants_passes_a_batch_at_a_time(
     assert seen == [CallStatus.ASSIGNED, CallStatus.QUEUED, 2]
     assert opened == [["t0", "t1"], ["t2", "t3"], ["t4"]]
     assert {store.get_call(t, "c1").status for t in tenants} == {CallStatus.ASSIGNED}
+
+
+def test_a_tick_reads_on_past_a_batch_that_lost_calls_to_the_limit() -> None:
+    """The first batch (two calls nobody can take) loses its oldest to the queue time
+    limit: the tick still reads on, and the free agent takes the chat further back."""
+    store, clock = _store()
+    policy = store.get_policy(T)
+    store.put_policy(
+        T, dataclasses.replace(policy, max_wait_s=frozen_map({Channel.CHAT: 60}), version=1)
+    )
+    _queue(store, clock, "vip0", skill="vip")  # reaches the limit
+    clock.advance(30_000)
+    for i in range(1, 4):
+        _queue(store, clock, f"vip{i}", skill="vip")  # nobody has the skill
+        clock.advance(1_000)
+    _queue(store, clock, "c1")  # in the third batch of two
+    _agent(store, "a1")
+    clock.advance(30_000)
+    report = Dispatcher(store, batch_size=2, owner="me").run_tick(T)
+    assert (report.expired, report.placed) == (1, 1)
+    assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
