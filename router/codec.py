@@ -183,6 +183,7 @@ def encode_call(call: Call) -> str:
             "created_ms": call.created_ms,
             "enqueued_ms": call.enqueued_ms,
             "excluded_agents": list(call.excluded_agents),
+            "handed_back_ms": call.handed_back_ms,
         }
     )
 
@@ -212,6 +213,7 @@ def decode_call(text: str) -> Call:
             created_ms=int(raw.get("created_ms", 0)),
             enqueued_ms=int(raw.get("enqueued_ms", 0)),
             excluded_agents=tuple(str(a) for a in raw.get("excluded_agents", [])),
+            handed_back_ms=int(raw.get("handed_back_ms", 0)),
         )
 
     return _decoding("call", build)

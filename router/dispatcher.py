@@ -53,7 +53,7 @@ from router.eligibility import eligible_until_ms, is_present, left_reason
 from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
 from router.forecast import PoolTerms, agents_for, pool_key, pool_terms, sla_state, wait_at
-from router.ordering import waited_ms
+from router.ordering import limit_from_ms, waited_ms
 from router.store import Claim, Committed, Conflict, Gone, PassGrant, QueueView, Store
 from router.store_common import RATE_WINDOW_MS
 
@@ -484,10 +484,12 @@ class Dispatcher:
         gone: set[str] = set()
         for call in view.calls:
             limit = limits.get(call.channel, 0)
-            if not limit or waited_ms(call, now) < limit * 1000:
+            if not limit or now - limit_from_ms(call) < limit * 1000:
                 continue
             with tracing.continuing(view.traces.get(call.call_id, "")):
-                if self._store.expire_call(tenant, call.call_id, limit):
+                if self._store.expire_call(
+                    tenant, call.call_id, max_wait_s=limit, policy_version=policy.version
+                ):
                     gone.add(call.call_id)
                     metrics.CALLS_EXPIRED.labels(tenant, call.channel.value).inc()
         if not gone:

@@ -458,6 +458,10 @@ class Call:
     0 while it never waited. Aging, widening and SLA count from here."""
     excluded_agents: tuple[str, ...] = ()
     """Agents who rejected, missed or released this call: never offered it again."""
+    handed_back_ms: int = 0
+    """When an agent last handed it back to the queue after holding it (a Release, or
+    accepted work reclaimed); 0: never. The queue time limit counts from here, else from
+    the age origin (``ordering.limit_from_ms``)."""
 
 
 @dataclass(frozen=True, slots=True)

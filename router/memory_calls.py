@@ -136,7 +136,9 @@ class MemoryCalls(MemoryBase):
                 rec.settle(True, now)
             return self._record(t, rec, now)
 
-    def expire_call(self, tenant: str, call_id: str, max_wait_s: int) -> bool:
+    def expire_call(
+        self, tenant: str, call_id: str, *, max_wait_s: int, policy_version: int
+    ) -> bool:
         """``expire_call.lua``."""
         rules.check_tenant(tenant)
         with self._lock:
@@ -144,8 +146,14 @@ class MemoryCalls(MemoryBase):
             rec = t.call(call_id, now)
             if rec is None:
                 raise rules.call_not_found(call_id)
-            wait = max(0, now - rec.origin)
-            if rec.status != CallStatus.QUEUED or max_wait_s <= 0 or wait < max_wait_s * 1000:
+            wait = max(0, now - (rec.handed_back or rec.origin))
+            stored = t.policy.version if t.policy else 0
+            if (
+                rec.status != CallStatus.QUEUED
+                or stored != policy_version
+                or max_wait_s <= 0
+                or wait < max_wait_s * 1000
+            ):
                 return False
             t.queue_remove(call_id)
             rec.status, rec.updated = CallStatus.EXPIRED, now

@@ -322,7 +322,9 @@ class MemoryRouting(MemoryBase):
                 self._emit_for(t, rec, kind, now, asg)
                 if rec is not None:
                     if rec.assignment_id == assignment_id:
-                        t.requeue(rec, asg.agent_id, now, policy.aging_s_per_priority)
+                        t.requeue(
+                            rec, asg.agent_id, now, policy.aging_s_per_priority, answered=False
+                        )
                     rec.settle(False, now)
                 agent = t.agents.get(asg.agent_id)
                 if timed_out and count_missed and agent is not None:
@@ -430,7 +432,7 @@ class MemoryRouting(MemoryBase):
             if rec is not None and rec.assignment_id == assignment_id:
                 if end == AssignmentState.RELEASED:
                     aging_s = (policy or Policy()).aging_s_per_priority
-                    t.requeue(rec, asg.agent_id, now, aging_s)
+                    t.requeue(rec, asg.agent_id, now, aging_s, answered=True)
                     rec.settle(False, now)
                 else:
                     rec.status = CallStatus(end.value)
@@ -474,6 +476,12 @@ class MemoryRouting(MemoryBase):
                     self._emit_for(t, rec, "RECLAIMED", now, asg)
                     if rec is not None:
                         if rec.assignment_id == asg_id:
-                            t.requeue(rec, agent_id, now, policy.aging_s_per_priority)
+                            t.requeue(
+                                rec,
+                                agent_id,
+                                now,
+                                policy.aging_s_per_priority,
+                                answered=not offered,
+                            )
                         rec.settle(False, now)
             return taken

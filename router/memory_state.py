@@ -127,6 +127,8 @@ class CallState:
     enqueued: int
     priority: int
     excluded: list[str]
+    handed_back: int = 0
+    """When an agent last handed it back after holding it (``requeue``'s ``answered``)."""
     callback: bool = False
     at_risk: bool = False
     breached: bool = False
@@ -142,6 +144,7 @@ class CallState:
             priority=self.priority,
             enqueued_ms=self.enqueued,
             excluded_agents=tuple(self.excluded),
+            handed_back_ms=self.handed_back or self.call.handed_back_ms,
         )
 
     def settle(self, finished: bool, now: int) -> None:
@@ -266,11 +269,16 @@ class TenantState:
         score = self.scores.get(call_id)
         return None if score is None else bisect.bisect_left(self.queue, (score, call_id))
 
-    def requeue(self, rec: CallState, agent_id: str, now: int, aging_s: int) -> int:
+    def requeue(
+        self, rec: CallState, agent_id: str, now: int, aging_s: int, *, answered: bool
+    ) -> int:
         """``requeue``: back in the queue with its original age, ``agent_id`` excluded;
-        QUEUED event. Returns the 1-based position."""
+        QUEUED event; ``answered`` (the agent held it): the queue time limit counts again
+        from now. Returns the 1-based position."""
         if agent_id not in rec.excluded:
             rec.excluded.append(agent_id)
+        if answered:
+            rec.handed_back = now
         rec.status, rec.enqueued, rec.updated = CallStatus.QUEUED, rec.origin, now
         self.queue_put(rec.call.call_id, rules.queue_score(rec.origin, rec.priority, aging_s))
         position = (self.rank(rec.call.call_id) or 0) + 1

@@ -36,6 +36,12 @@ def origin_ms(call: Call) -> int:
     return call.enqueued_ms or call.created_ms
 
 
+def limit_from_ms(call: Call) -> int:
+    """When the call's wait toward its channel's queue time limit began: when an agent
+    last handed it back after holding it, else its age origin (0: unknown)."""
+    return call.handed_back_ms or origin_ms(call)
+
+
 def waited_ms(call: Call, now_ms: int) -> int:
     """How long the call has waited at ``now_ms`` (0 when it has no age origin)."""
     origin = origin_ms(call)

@@ -385,18 +385,22 @@ class RedisCalls(RedisBase):
             raise rules.call_not_found(call_id)
         return bool(reply[0] == "ok")
 
-    def expire_call(self, tenant: str, call_id: str, max_wait_s: int) -> bool:
-        """One script: re-checks the status and the wait on Redis' clock."""
+    def expire_call(
+        self, tenant: str, call_id: str, *, max_wait_s: int, policy_version: int
+    ) -> bool:
+        """One script: re-checks the status, the policy's version and the wait on Redis'
+        clock."""
         k = Keys(tenant)
         reply = self._run(
             "expire_call",
-            [k.call(call_id), k.queue, k.events, k.timeline(call_id), k.history],
+            [k.call(call_id), k.queue, k.events, k.timeline(call_id), k.history, k.policy],
             [
                 call_id,
                 max(0, max_wait_s) * 1000,
                 max_wait_s,
                 rules.RECORD_TTL_MS,
                 self._events_maxlen,
+                policy_version,
             ],
         )
         if reply[0] == "missing":

@@ -133,7 +133,11 @@ key (after the prefix)     type    content                                  TTL 
                                    else first write), ``enqueued`` (0       expired; every
                                    until it first waits), ``priority``      routing script
                                    (current), ``excluded`` (JSON array of
-                                   agents who declined it), ``callback``,
+                                   agents who declined it),
+                                   ``handed_back`` (when an agent last
+                                   gave it back after holding it: the
+                                   queue time limit counts from there),
+                                   ``callback``,
                                    ``at_risk``, ``breached`` (``0``/``1``);
                                    ``trace`` (the W3C traceparent of the
                                    request that created it, if any)

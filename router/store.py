@@ -501,12 +501,17 @@ class Store(Protocol):
         ``FailedPreconditionError`` if completed; ``NotFoundError`` if unknown."""
         ...
 
-    def expire_call(self, tenant: str, call_id: str, max_wait_s: int) -> bool:
-        """A QUEUED call whose wait (from its age origin, in store time) has reached
-        ``max_wait_s`` (> 0) leaves the queue as EXPIRED (``EXPIRED`` event with the limit,
-        ``expired`` history). Returns whether this call expired it: False when it is no
-        longer queued or has not waited that long (the store's clock decides);
-        ``NotFoundError`` if unknown."""
+    def expire_call(
+        self, tenant: str, call_id: str, *, max_wait_s: int, policy_version: int
+    ) -> bool:
+        """A QUEUED call whose wait toward the queue time limit (in store time, from
+        ``ordering.limit_from_ms``: its age origin, or when an agent last handed it back
+        after holding it) has reached ``max_wait_s`` (> 0) leaves the queue as EXPIRED
+        (``EXPIRED`` event with the limit, ``expired`` history with that wait). Returns
+        whether this call expired it: False, writing nothing, when it is no longer queued,
+        has not waited that long (the store's clock decides), or the stored policy is not
+        version ``policy_version`` (the limit may have changed); ``NotFoundError`` if
+        unknown."""
         ...
 
     def mark_sla(self, tenant: str, call_id: str, *, breached: bool, policy: Policy) -> bool:

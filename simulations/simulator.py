@@ -31,9 +31,9 @@ What mirrors the service (``router.assigner``, ``router.dispatcher``, ``router.m
 - a queue time limit (``max_wait_s`` of the call's channel) takes a call still waiting that
   long after it arrived off the queue as expired, before the pass of that millisecond (the
   dispatcher expires calls before it places any; it does so at its passes, within about a
-  tick of the limit, the simulator at the limit itself); its age survives a reclaim, so a
-  call taken back past its limit expires at once. A caller who hangs up in the very
-  millisecond of the limit abandons;
+  tick of the limit, the simulator at the limit itself); a call taken back from an agent who
+  held it (a reclaim) keeps its age but counts toward the limit again from then, as the
+  service does. A caller who hangs up in the very millisecond of the limit abandons;
 - heartbeats are continuous and offers are accepted at once (``offer_timeout_s`` ignored).
 
 Keeping each decision small (the engine's cost grows with agents and calls per decision):
@@ -319,6 +319,9 @@ class _Simulation:
         self.limits_ms = queue_limits_ms(self.policy)
         """Channel -> its queue time limit in ms (only channels with one)."""
         self.expired = [False] * n if self.limits_ms else []
+        self.limit_from: dict[int, int] = {}
+        """Call index -> when its wait toward the limit began again (reclaimed calls; the
+        others count from their arrival)."""
         self.queue_sizes = QueueTrace()
 
     # --- set-up ------------------------------------------------------------------------------
@@ -443,9 +446,14 @@ class _Simulation:
         self.ended[index] = self.now
 
     def _expire(self, index: int) -> None:
-        """The call's queue time limit: off the queue as expired, if it still waits."""
+        """The call's queue time limit: off the queue as expired, if it still waits (and the
+        timer is not one set before a reclaim restarted its count)."""
         waiting = self.queue.by_index.get(index)
         if waiting is None:
+            return
+        call = self.calls[index]
+        since = self.limit_from.get(index, call.created_ms)
+        if self.now < since + self.limits_ms[call.channel]:
             return
         self.queue.remove(waiting)
         self._queue_changed()
@@ -572,10 +580,9 @@ class _Simulation:
             self.reclaimed[index] += 1
             self.agent_of[index] = ""
             limit = self.limits_ms.get(call.channel) if self.limits_ms else None
-            if limit is not None and self.now >= call.created_ms + limit:
-                self.expired[index] = True  # back in the queue past its limit: gone at once
-                self.ended[index] = self.now
-                continue
+            if limit is not None:  # held by an agent: the limit counts again from now
+                self.limit_from[index] = self.now
+                self._push(self.now + limit, EXPIRE, EXPIRE, index)
             self.dispatcher.new_call(self.queue.add(index, self.calls[index]))
             self._queue_changed()
         if moved:

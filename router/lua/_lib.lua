@@ -286,7 +286,9 @@ end
 
 -- Put the call back in the queue with its original age, agent_id added to the agents who
 -- declined it; QUEUED event. Returns the 1-based position.
-local function requeue(k, call_id, agent_id, now, aging_ms, maxlen)
+-- answered: an agent held the call (a release, or accepted work reclaimed): the queue time
+-- limit counts again from now (field 'handed_back'); the age origin stays.
+local function requeue(k, call_id, agent_id, now, aging_ms, maxlen, answered)
   local c = redis.call('HMGET', k.call, 'origin', 'excluded')
   local excluded = cjson.decode(c[2] or '[]')
   local seen = false
@@ -296,6 +298,7 @@ local function requeue(k, call_id, agent_id, now, aging_ms, maxlen)
   if not seen then excluded[#excluded + 1] = agent_id end
   redis.call('HSET', k.call, 'status', 'queued', 'enqueued', c[1],
              'excluded', cjson.encode(excluded), 'updated', now)
+  if answered then redis.call('HSET', k.call, 'handed_back', int(now)) end
   redis.call('ZADD', k.queue, queue_score(k.call, aging_ms), call_id)
   local position = redis.call('ZRANK', k.queue, call_id) + 1
   emit_call(k.events, k.timeline, maxlen, 'QUEUED', now, call_id, '',

@@ -24,7 +24,7 @@ if state == 'timed_out' then kind = 'OFFER_TIMED_OUT' end
 emit_call(k.events, k.timeline, ARGV[9], kind, now, call_id, agent_id,
           {'assignment_id', asg_id, 'token', h[1]})
 if redis.call('HGET', k.call, 'assignment_id') == asg_id then
-  requeue(k, call_id, agent_id, now, tonumber(ARGV[5]), ARGV[9])
+  requeue(k, call_id, agent_id, now, tonumber(ARGV[5]), ARGV[9], false)
 end
 settle_call(k.call, k.timeline, false, 0)
 if state == 'timed_out' and ARGV[10] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then

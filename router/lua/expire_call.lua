@@ -1,13 +1,20 @@
--- A queued call reached its channel's queue time limit: it leaves the queue as EXPIRED.
--- KEYS: 1 call, 2 queue, 3 events, 4 timeline, 5 history
--- ARGV: 1 now|'', 2 call_id, 3 max_wait_ms, 4 max_wait_s, 5 record_ttl_ms, 6 maxlen
--- -> {'missing'} | {'unchanged'} (no longer queued, or not waited that long) | {'ok'}
+-- A queued call reached its channel's queue time limit: it leaves the queue as EXPIRED. The
+-- limit counts from when an agent last handed the call back after holding it
+-- ('handed_back', set by requeue), else from its age origin.
+-- KEYS: 1 call, 2 queue, 3 events, 4 timeline, 5 history, 6 policy
+-- ARGV: 1 now|'', 2 call_id, 3 max_wait_ms, 4 max_wait_s, 5 record_ttl_ms, 6 maxlen,
+--       7 the policy version the limit was read from
+-- -> {'missing'} | {'unchanged'} (no longer queued, not waited that long, or the policy
+--    changed since) | {'ok'}
 local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local c = redis.call('HMGET', KEYS[1], 'status', 'origin', 'channel')
+local c = redis.call('HMGET', KEYS[1], 'status', 'origin', 'channel', 'handed_back')
 local limit = tonumber(ARGV[3])
-local waited = math.max(0, now - tonumber(c[2]))
+local waited = math.max(0, now - tonumber(c[4] or c[2]))
 if c[1] ~= 'queued' or limit <= 0 or waited < limit then return {'unchanged'} end
+local stored = redis.call('GET', KEYS[6])  -- compact JSON: its one "version" key
+local version = stored and tonumber(string.match(stored, '"version":(%d+)')) or 0
+if version ~= tonumber(ARGV[7]) then return {'unchanged'} end
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[1], 'status', 'expired', 'updated', int(now))
 local data = {'channel', c[3], 'max_wait_s', ARGV[4]}

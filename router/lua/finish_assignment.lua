@@ -63,7 +63,7 @@ if state == 'completed' then
 end
 if redis.call('HGET', k.call, 'assignment_id') == asg_id then
   if state == 'released' then
-    requeue(k, call_id, agent_id, now, tonumber(ARGV[11]), ARGV[9])
+    requeue(k, call_id, agent_id, now, tonumber(ARGV[11]), ARGV[9], true)
     settle_call(k.call, k.timeline, false, 0)
   else
     redis.call('HSET', k.call, 'status', state, 'updated', int(now))

@@ -31,7 +31,7 @@ for i = 10, #ARGV do
     emit_call(k.events, k.timeline, ARGV[7], 'RECLAIMED', now, h[4], agent_id,
               {'assignment_id', asg_id, 'token', h[5]})
     if redis.call('HGET', k.call, 'assignment_id') == asg_id then
-      requeue(k, h[4], agent_id, now, aging_ms, ARGV[7])
+      requeue(k, h[4], agent_id, now, aging_ms, ARGV[7], h[1] == 'active')
     end
     settle_call(k.call, k.timeline, false, 0)
     taken[#taken + 1] = {asg_id, redis.call('HGETALL', asg_key)}

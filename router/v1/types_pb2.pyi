@@ -1162,10 +1162,12 @@ class ChannelSetting(_message.Message):
 
     @_builtins.property
     def max_wait(self) -> _duration_pb2.Duration:
-        """Queue time limit: a call that has waited this long (counted from its first Assign, as
-        `CallInfo.waited`) leaves the queue as EXPIRED, with an EXPIRED event, so the platform
-        can send it elsewhere (voicemail, a callback, another queue); it counts against the
-        service level. A call out on an offer expires once the offer ends unanswered. The
+        """Queue time limit: a call that has waited this long without an agent (counted from its
+        first Assign, as `CallInfo.waited`, or from when an agent last handed it back after
+        holding it: a Release, or accepted work reclaimed) leaves the queue as EXPIRED, with an
+        EXPIRED event, so the platform can send it elsewhere (voicemail, a callback, another
+        queue); it counts against the service level. A call out on an offer expires once the
+        offer ends unanswered (a rejected or missed offer does not restart the count). The
         dispatcher expires calls at its passes, so within about a tick (1 s) of the limit for
         the calls its first batch reads (the oldest 500 in queue order). 0: never (the
         default); 1 second to 30 days.

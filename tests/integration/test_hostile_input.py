@@ -150,8 +150,9 @@ def _metric_samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     timing of the dispatcher's batch solves (it re-solves the queued call each tick) and the
     routing index reads (an Assign reads the index before it knows its request id is a
     replay with another body), the history reads (the dispatcher's passes count completions
-    from the history while a tenant has none counted yet), the garbage collector's pauses (it runs when it will) and the
-    process's own series (``process_*``: CPU and memory move with any work)."""
+    from the history while a tenant has none counted yet), the garbage collector's pauses
+    (it runs when it will) and the process's own series (``process_*``: CPU and memory
+    move with any work)."""
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in metrics.REGISTRY.collect()

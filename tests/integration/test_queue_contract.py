@@ -1470,11 +1470,11 @@ def test_a_call_that_waited_its_limit_expires(harness: StoreHarness) -> None:
     store.decline_offer(T, offer.assignment_id, offer.token, timed_out=False, policy=POLICY)
     clock.advance(49_998)  # c1 has waited 59.998 s
     before = harness.dump()
-    assert store.expire_call(T, "c1", 60) is False
+    assert store.expire_call(T, "c1", max_wait_s=60, policy_version=0) is False
     assert harness.dump() == before
     clock.advance(2)
     now = clock.now_ms
-    assert store.expire_call(T, "c1", 60) is True
+    assert store.expire_call(T, "c1", max_wait_s=60, policy_version=0) is True
     record = store.get_call(T, "c1")
     assert (record.status, record.position, record.updated_ms) == (CallStatus.EXPIRED, 0, now)
     assert queue_ids(store) == ["c2"]
@@ -1489,11 +1489,73 @@ def test_a_call_that_waited_its_limit_expires(harness: StoreHarness) -> None:
     assert store.call_timeline(T, "c1")[-1] == event
     assert store.history(T, now) == [HistoryEntry("expired", Channel.CHAT, now, now - t0, "c1")]
     before = harness.dump()
-    assert store.expire_call(T, "c1", 60) is False
+    assert store.expire_call(T, "c1", max_wait_s=60, policy_version=0) is False
     assert store.cancel_call(T, "c1") == record  # already out of the queue: left as it is
     with pytest.raises(NotFoundError):
-        store.expire_call(T, "nope", 60)
+        store.expire_call(T, "nope", max_wait_s=60, policy_version=0)
     assert harness.dump() == before
+
+
+def test_the_limit_counts_again_from_an_agent_handing_the_call_back(
+    harness: StoreHarness,
+) -> None:
+    """A call an agent held and handed back (a Release, or accepted work reclaimed) is not
+    expired for the time it spent with them: the limit counts again from then (its age for
+    the queue's order stays), and its ``expired`` entry records that wait. An offer that
+    came back (a reject, a reclaimed offer) does not reset it."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    available(store, "b")
+    t0 = clock.now_ms
+    enqueue(harness, "released")
+    enqueue(harness, "reclaimed", channel=Channel.EMAIL)
+    enqueue(harness, "rejected")
+    clock.advance(5_000)
+    talk = dispatch(store, "released", "a")
+    dispatch(store, "reclaimed", "b", units=20)
+    offer = dispatch(store, "rejected", "a", offer_s=30)
+    store.decline_offer(T, offer.assignment_id, offer.token, timed_out=False, policy=POLICY)
+    clock.advance(300_000)  # a five-minute conversation
+    store.finish_assignment(
+        T, talk.assignment_id, talk.token, AssignmentState.RELEASED, policy=POLICY
+    )
+    store.set_presence(T, "b", Presence.OFFLINE)
+    assert [
+        a.call_id for a in store.reclaim(T, "b", channels=frozenset({Channel.EMAIL}), policy=POLICY)
+    ] == ["reclaimed"]
+    back = clock.now_ms
+    assert waiting(store, "released").enqueued_ms == t0  # still first in line by age
+    assert (
+        waiting(store, "released").handed_back_ms,
+        waiting(store, "rejected").handed_back_ms,
+    ) == (back, 0)
+    expire = {"max_wait_s": 120, "policy_version": 0}
+    assert store.expire_call(T, "rejected", **expire) is True  # waited 305 s unanswered
+    before = harness.dump()
+    assert store.expire_call(T, "released", **expire) is False
+    assert store.expire_call(T, "reclaimed", **expire) is False
+    assert harness.dump() == before
+    clock.advance(120_000)
+    assert store.expire_call(T, "released", **expire) is True
+    assert store.expire_call(T, "reclaimed", **expire) is True
+    now = clock.now_ms
+    assert [e for e in store.history(T, now) if e.kind == "expired"] == [
+        HistoryEntry("expired", Channel.CHAT, now, 120_000, "released"),
+        HistoryEntry("expired", Channel.EMAIL, now, 120_000, "reclaimed"),
+    ]
+
+
+def test_a_limit_read_from_another_policy_expires_nothing(harness: StoreHarness) -> None:
+    """``expire_call`` names the policy version its limit came from: once the stored policy
+    is another (the limit may have been raised or turned off), it writes nothing."""
+    store, clock = harness.store, harness.clock
+    enqueue(harness, "c1")
+    clock.advance(61_000)
+    stored = store.put_policy(T, POLICY).version
+    before = harness.dump()
+    assert store.expire_call(T, "c1", max_wait_s=60, policy_version=stored - 1) is False
+    assert harness.dump() == before
+    assert store.expire_call(T, "c1", max_wait_s=60, policy_version=stored) is True
 
 
 def test_only_waiting_calls_expire(harness: StoreHarness) -> None:
@@ -1510,8 +1572,8 @@ def test_only_waiting_calls_expire(harness: StoreHarness) -> None:
     clock.advance(3_600_000)
     before = harness.dump()
     for call_id in ("offered", "assigned", "abandoned"):
-        assert store.expire_call(T, call_id, 60) is False
-    assert store.expire_call(T, "queued", 0) is False
+        assert store.expire_call(T, call_id, max_wait_s=60, policy_version=0) is False
+    assert store.expire_call(T, "queued", max_wait_s=0, policy_version=0) is False
     assert harness.dump() == before
     assert events_of(store, "EXPIRED") == []
 

@@ -715,7 +715,7 @@ def test_every_script_is_single_slot(cluster_url: str, clock: FakeClock, kind: s
     )
     store.enqueue(T, "r5", "fp", Call("c5", Channel.CHAT, created_ms=clock.now_ms), policy=policy)
     clock.advance(1_000)
-    assert store.expire_call(T, "c5", 1)
+    assert store.expire_call(T, "c5", max_wait_s=1, policy_version=store.get_policy(T).version)
     assert store.history(T, 0)[-1].kind == "expired"  # the mirror read forward
     assert store.open_passes([T, "beta", "gamma"], "me", 1_000, 2_000) == [PassGrant.FULL] * 3
     store.delete_agent(T, "a")

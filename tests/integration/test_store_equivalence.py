@@ -216,7 +216,12 @@ class Move:
             ),
             "cancel": lambda: s.cancel_call(T, self.picked),
             "sla": lambda: s.mark_sla(T, self.picked, breached=self.flag, policy=POLICY),
-            "expire": lambda: s.expire_call(T, self.picked, self.advance_ms // 1000),
+            "expire": lambda: s.expire_call(
+                T,
+                self.picked,
+                max_wait_s=self.advance_ms // 1000,
+                policy_version=s.get_policy(T).version if self.fresh_seq else 99,
+            ),
             "callback": lambda: s.request_callback(T, self.picked),
             "expired": lambda: s.expired_offers(T, 100),
             "lease": lambda: s.acquire_lease(T, self.agent, 5_000),

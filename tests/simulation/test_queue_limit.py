@@ -130,10 +130,11 @@ def test_the_limit_applies_per_channel() -> None:
     assert result.kpis["overall"]["expired"] == channels["voice"]["expired"]
 
 
-def test_a_call_taken_back_past_its_limit_expires_at_once() -> None:
-    """Work taken back from agents who leave (``reclaim_on_absence``) keeps its age, as in
-    the service: a call back in the queue past its limit expires at once, one back before
-    it expires at its limit if nobody takes it meanwhile."""
+def test_a_call_taken_back_counts_toward_its_limit_again() -> None:
+    """Work taken back from agents who leave (``reclaim_on_absence``) keeps its age for the
+    queue's order, but, as in the service, counts toward the queue time limit again from
+    the reclaim: both calls taken back at 100 s expire at 100 s + the limit if nobody takes
+    them meanwhile, however long ago they arrived."""
     raw = {
         "duration_s": 300,
         "drain_s": 300,
@@ -151,8 +152,8 @@ def test_a_call_taken_back_past_its_limit_expires_at_once() -> None:
         "arrivals": [{"channel": "voice", "rate_per_hour": 1, "handle": 500}],
     }
     calls = [
-        TraceCall(0.0, "old", Channel.VOICE, handle_s=500.0),  # taken back at 100: aged 100
-        TraceCall(80.0, "young", Channel.VOICE, handle_s=500.0),  # aged 20 then: waits to 140
+        TraceCall(0.0, "old", Channel.VOICE, handle_s=500.0),  # taken back at 100, aged 100
+        TraceCall(80.0, "young", Channel.VOICE, handle_s=500.0),  # taken back at 100, aged 20
     ]
     result = simulate(parse_scenario(raw, name="reclaim"), seed=1, calls=calls)
     by_id = {r.call_id: r for r in result.records}
@@ -163,8 +164,8 @@ def test_a_call_taken_back_past_its_limit_expires_at_once() -> None:
         assert r.agent_id == ""
     assert result.kpis["overall"]["expired"] == 2
     levels = dict(zip(result.queue_trace.times_s, result.queue_trace.sizes, strict=True))
-    assert levels[100.0] == 1  # "young" back in the queue, "old" gone at once
-    assert levels[140.0] == 0  # "young" expired at its limit
+    assert levels[100.0] == 2  # both back in the queue
+    assert levels[100.0 + LIMIT_S] == 0  # both expired, the limit after the reclaim
 
 
 def test_records_csv_and_kpis_json_carry_the_expired_calls(tmp_path: Path) -> None:
