@@ -17,7 +17,8 @@ up to score ``last`` needs, on its next read, only:
 At 10 answered calls a second a tenant's history is about 144,000 entries: GetStats read and
 decoded them all (half a second) on every call; with the mirror it reads what was written
 since its last read. The mirrors keep at most ``ENTRIES_KEPT`` entries in all, dropping the
-least recently read tenants' first.
+least recently read tenants' first; a tenant whose history alone is larger is not kept (it
+is read in full each time, as it was without the mirror).
 
 Pure: no driver (the store does the reads, under the tenant's ``lock``).
 """
@@ -31,8 +32,10 @@ from collections.abc import Callable, Sequence
 
 from router.store import HistoryEntry
 
-ENTRIES_KEPT = 600_000
-"""Entries the mirrors of one store hold in all (about 100 MB at most)."""
+ENTRIES_KEPT = 400_000
+"""Entries the mirrors of one store hold in all: an entry takes about 230 bytes with
+32-character call ids (the decoded entry, its numbers and call id), so about 90 MB; a
+tenant answering 10 calls a second has about 144,000."""
 TENANTS_KEPT = 4_096
 """Tenants mirrored at once."""
 
@@ -50,8 +53,10 @@ class HistoryMirror:
         self._entries: list[HistoryEntry] = []
         self._times: list[int] = []
         """Each entry's score (time), for bisection."""
+        self.read = False
+        """Whether it holds a read at all (else the next read is a full one)."""
         self.last: int | None = None
-        """Score of the newest member held (None: nothing read yet, read in full)."""
+        """Score of the newest member held (None: none held)."""
         self._at_last: set[str] = set()
         """The members scored ``last``, held."""
 
@@ -62,6 +67,7 @@ class HistoryMirror:
     def reset(self, members: Sequence[tuple[str, float]], decode: Decode) -> None:
         """Hold exactly ``members`` (a full read, in ZSET order)."""
         self._entries, self._times, self.last, self._at_last = [], [], None, set()
+        self.read = True
         self._append(members, decode)
 
     def extend(
@@ -130,12 +136,10 @@ class HistoryMirrors:
 
     def trim(self) -> None:
         """Drop the least recently read tenants' mirrors while more than ``entries_kept``
-        entries or ``tenants_kept`` tenants are held (the most recent one stays, however
-        large)."""
+        entries or ``tenants_kept`` tenants are held (the most recent one too, if it alone
+        holds more)."""
         with self._lock:
             held = sum(len(mirror) for mirror in self._mirrors.values())
-            while (held > self._kept or len(self._mirrors) > self._tenants) and len(
-                self._mirrors
-            ) > 1:
+            while self._mirrors and (held > self._kept or len(self._mirrors) > self._tenants):
                 _, dropped = self._mirrors.popitem(last=False)
                 held -= len(dropped)

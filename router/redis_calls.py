@@ -268,27 +268,29 @@ class RedisCalls(RedisBase):
         k = Keys(tenant)
         mirror = self._histories.get(tenant)
         with mirror.lock:
-            last = mirror.last
-            if last is not None:
-                now, (oldest, below, members) = self._multi(
+            current, last = mirror.read, mirror.last
+            if current:  # from the newest entry held (from the start when none is)
+                since, below = ("-inf", "-inf") if last is None else (last, f"({last}")
+                now, (oldest, held_below, members) = self._multi(
                     k,
                     lambda pipe: (
                         pipe.zrange(k.history, 0, 0, withscores=True),
-                        pipe.zcount(k.history, "-inf", f"({last}"),
-                        pipe.zrangebyscore(k.history, last, "+inf", withscores=True),
+                        pipe.zcount(k.history, "-inf", below),
+                        pipe.zrangebyscore(k.history, since, "+inf", withscores=True),
                     ),
                     now=True,
                 )
                 first = float(oldest[0][1]) if oldest else None
-                current = mirror.extend(first, int(below), _texts(members), history_from_member)
-            if last is None or not current:
+                members = _texts(members)
+                current = mirror.extend(first, int(held_below), members, history_from_member)
+            if not current:
                 now, (members,) = self._multi(
                     k,
                     lambda pipe: pipe.zrangebyscore(k.history, "-inf", "+inf", withscores=True),
                     now=True,
                 )
                 mirror.reset(_texts(members), history_from_member)
-            metrics.HISTORY_READS.labels("delta" if last is not None and current else "all").inc()
+            metrics.HISTORY_READS.labels("delta" if current else "all").inc()
             entries = mirror.since(max(since_ms, now - rules.HISTORY_MS))
         self._histories.trim()
         return entries

@@ -317,10 +317,16 @@ def event_from_json(text: str) -> Event:
         raise RouterError(f"stored timeline entry is unreadable: {exc!r}") from exc
 
 
+_HISTORY_KINDS = {kind: kind for kind in ("answered", "abandoned", "expired", "completed")}
+"""One string object per kind for every decoded entry (a mirror holds hundreds of
+thousands)."""
+
+
 def history_from_member(member: str, score: float) -> HistoryEntry:
     """``<padded event id>|<kind>|<channel>|<wait_ms>|<call_id>`` scored by time."""
     try:
         _, kind, channel, wait, call_id = member.split("|", 4)
+        kind = _HISTORY_KINDS.get(kind, kind)
         return HistoryEntry(kind, Channel(channel), int(score), int(wait), call_id)
     except ValueError as exc:
         raise RouterError(f"stored history entry is unreadable: {exc!r}") from exc
