@@ -14,8 +14,9 @@ makes each tenant's full pass of a tick (the reclaim scan with nothing queued): 
 tick marker names it, and it keeps the marker while it ticks; the others' ticks are
 wake-ups, a single read while the tenant is idle. The marker lasts two ticks, so if that
 replica stops, another takes the full passes over at most three ticks after its last. A
-tick opens its tenants' passes ``SWEEP_BATCH`` at a time, in one round trip
-(``Store.open_passes``), and then runs the passes granted. A full pass that found nothing
+tick looks at its tenants ``SWEEP_BATCH`` at a time, in one round trip
+(``Store.open_passes``, which marks the ticks but takes no lease), and then opens and runs
+the passes due, one tenant at a time. A full pass that found nothing
 waiting, nothing to do and no agent holding work notes the head of the agents' change log
 it read (``QueueView.agents_rev``); the next ticks' full passes are ``QUIET`` (no lease, no
 read) while nothing is queued or offered and that head stands: with nobody holding work
@@ -203,17 +204,21 @@ class Dispatcher:
             except Exception:  # never let the loop die; the next tick retries
                 log.exception("dispatch_crashed")
                 continue
-            if ticked:
-                self._sweep(sorted(tenants))
-            else:
+            if not ticked:
                 for tenant in sorted(tenants):
                     self._run_guarded(tenant, ticked=False)
+                continue
+            try:
+                self._sweep(sorted(tenants))
+            except Exception:  # never let the loop die; the next tick retries
+                log.exception("dispatch_crashed")
 
     def _sweep(self, tenants: list[str]) -> None:
-        """A tick over ``tenants``: their passes opened ``SWEEP_BATCH`` at a time in one
-        round trip (most are idle, or another replica's), then each granted pass run. A
-        tenant whose pass this replica is running already (an Assign's inline pass) gets
-        its tick's pass after that one."""
+        """A tick over ``tenants``: a look at ``SWEEP_BATCH`` of them at a time in one round
+        trip (``Store.open_passes``: most are idle, quiet or another replica's), then the
+        tick's pass of each tenant that has one due, opened and run alone (``run_tick``), so
+        no tenant is kept from the other replicas while the tick gets to it. On one Redis
+        server a failed look is Redis down: the rest of the tick waits for the next."""
         for start in range(0, len(tenants), SWEEP_BATCH):
             batch = tenants[start : start + SWEEP_BATCH]
             quiet = {tenant: self._quiet[tenant] for tenant in batch if tenant in self._quiet}
@@ -221,34 +226,16 @@ class Dispatcher:
                 grants = self._store.open_passes(
                     batch, self._owner, self._lease_ms, self._tick_hold_ms, quiet
                 )
-            except RouterError as err:  # Redis down: the next tick tries again
+            except RouterError as err:
                 log.warning("dispatch_failed", error=err.message)
                 return
             for tenant, grant in zip(batch, grants, strict=True):
                 if isinstance(grant, RouterError):
                     log.warning("dispatch_failed", tenant=tenant, error=grant.message)
-                elif grant in (PassGrant.IDLE, PassGrant.HELD, PassGrant.QUIET):
-                    self._run(tenant, grant)  # no lease taken: nothing to give back
+                elif grant in (PassGrant.FULL, PassGrant.WAKE):
+                    self._run_guarded(tenant, ticked=True)
                 else:
-                    self._run_granted(tenant, grant)
-
-    def _run_granted(self, tenant: str, grant: PassGrant) -> None:
-        """The tick's pass ``grant`` allows, unless one of this replica's passes over
-        ``tenant`` is running: then the tick's pass is made after that one (``run_tick``,
-        which opens it again; the lease is this replica's either way)."""
-        running = self._running_lock(tenant)
-        try:
-            if running.acquire(blocking=False):
-                try:
-                    self._run(tenant, grant, batches=TICK_BATCHES)
-                finally:
-                    running.release()
-            else:
-                self._run_guarded(tenant, ticked=True)
-        except RouterError as err:  # Redis down or this tenant's pass refused: next tick
-            log.warning("dispatch_failed", tenant=tenant, error=err.message)
-        except Exception:  # never let the loop die; the next tick retries
-            log.exception("dispatch_crashed", tenant=tenant)
+                    self._run(tenant, grant)  # no pass due: the gauges only
 
     def _run_guarded(self, tenant: str, *, ticked: bool) -> None:
         """One tenant's pass; a failure is logged and retried on the next tick, and never

@@ -306,8 +306,12 @@ class MemoryStore(MemoryRouting, MemoryCalls):
     ) -> PassGrant:
         """The lease, the tick marker, and whether a call waits or an offer expired (no
         change-log head: never ``QUIET``, whatever ``quiet_at``)."""
-        rules.check_tenant(tenant)
         rules.check_lease(owner, ttl_ms, tick_ms)
+        return self._open(tenant, owner, ttl_ms, tick_ms, peek=False)
+
+    def _open(self, tenant: str, owner: str, ttl_ms: int, tick_ms: int, *, peek: bool) -> PassGrant:
+        """``lease.lua``'s ``open`` (``peek``: no lease taken)."""
+        rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
             if t.taken(t.lease, owner, now):
@@ -317,7 +321,8 @@ class MemoryStore(MemoryRouting, MemoryCalls):
                 t.tick, grant = (owner, now + tick_ms), PassGrant.FULL
             elif not t.queue and not t.offers_due(now):
                 return PassGrant.IDLE
-            t.lease = (owner, now + ttl_ms)
+            if not peek:
+                t.lease = (owner, now + ttl_ms)
             return grant
 
     def open_passes(
@@ -328,12 +333,12 @@ class MemoryStore(MemoryRouting, MemoryCalls):
         tick_ms: int,
         quiet_at: Mapping[str, str] = _NONE,
     ) -> list[PassGrant | RouterError]:
-        """``open_pass`` for each tenant in turn."""
+        """Each tenant's look in turn (no change-log head: never ``QUIET``)."""
         rules.check_lease(owner, ttl_ms, tick_ms)
         grants: list[PassGrant | RouterError] = []
         for tenant in tenants:
             try:
-                grants.append(self.open_pass(tenant, owner, ttl_ms, tick_ms))
+                grants.append(self._open(tenant, owner, ttl_ms, tick_ms, peek=True))
             except RouterError as exc:
                 grants.append(exc)
         return grants

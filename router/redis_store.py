@@ -724,9 +724,16 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         expired (``ZCARD`` of the queue, the first offer's expiry), or, for ``quiet_at``,
         whether nothing is queued or offered and ``idx:revs``' counter still stands there."""
         rules.check_lease(owner, ttl_ms, tick_ms)
+        return self._open(tenant, owner, ttl_ms, tick_ms, quiet_at, peek=False)
+
+    def _open(
+        self, tenant: str, owner: str, ttl_ms: int, tick_ms: int, quiet_at: str, *, peek: bool
+    ) -> PassGrant:
+        """The lease script's ``open`` for one tenant (``peek``: only looking)."""
         k = Keys(tenant)
         keys = [k.lease, k.tick, k.queue, k.offers, k.revs]
-        return PassGrant(self._run("lease", keys, ["open", owner, ttl_ms, tick_ms, quiet_at])[0])
+        args: list[str | int] = ["open", owner, ttl_ms, tick_ms, quiet_at, "1" if peek else "0"]
+        return PassGrant(self._run("lease", keys, args)[0])
 
     def open_passes(
         self,
@@ -736,9 +743,11 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         tick_ms: int,
         quiet_at: Mapping[str, str] = _NONE,
     ) -> list[PassGrant | RouterError]:
-        """Each tenant's ``open_pass`` script, all in one pipeline (on a cluster, one per
-        node); a tenant whose script failed there (its node lost the script, a slot moving)
-        is opened again alone, which answers the error if it persists."""
+        """Each tenant's ``open_pass`` script, only looking (``Store.open_passes``), all in one
+        pipeline; a tenant whose script failed there (its node lost the script, a slot
+        moving), and on a cluster every tenant when the pipeline failed as a whole (a node
+        away), is opened alone, which answers its own error (and notes its own outage) if
+        it persists. On one server a pipeline that failed is the whole call's error."""
         rules.check_lease(owner, ttl_ms, tick_ms)
         now = "" if self._clock is None else str(self._clock())
         script = self._scripts["lease"]
@@ -752,10 +761,10 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
                 continue
             keys = [k.lease, k.tick, k.queue, k.offers, k.revs]
             quiet = quiet_at.get(tenant, "")
-            pipe.evalsha(script.sha, len(keys), *keys, now, "open", owner, ttl_ms, tick_ms, quiet)
+            args = (now, "open", owner, ttl_ms, tick_ms, quiet, "1")
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
             sent.append(None)
-        with self._errors("EVALSHA", "lease"):
-            replies = iter(pipe.execute(raise_on_error=False) if len(pipe) else [])
+        replies = iter(self._peeks(pipe))
         grants: list[PassGrant | RouterError] = []
         for tenant, refused in zip(tenants, sent, strict=True):
             reply = refused or next(replies)
@@ -764,12 +773,26 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
                     raise reply
                 if isinstance(reply, list) and reply:
                     grants.append(PassGrant(text(reply[0])))
-                else:  # NOSCRIPT, MOVED, ...: alone, with the single call's handling
+                else:  # NOSCRIPT, MOVED, a node away: alone, with the single call's handling
                     quiet = quiet_at.get(tenant, "")
-                    grants.append(self.open_pass(tenant, owner, ttl_ms, tick_ms, quiet))
+                    grants.append(self._open(tenant, owner, ttl_ms, tick_ms, quiet, peek=True))
             except RouterError as exc:
                 grants.append(exc)
         return grants
+
+    def _peeks(self, pipe: Any) -> list[Any]:
+        """The replies of ``open_passes``' pipeline; on a cluster, ``None`` for each script
+        when the pipeline failed as a whole (each tenant is then opened alone)."""
+        count = len(pipe)
+        if not count:
+            return []
+        if self._cluster is None:
+            with self._errors("EVALSHA", "lease"):
+                return list(pipe.execute(raise_on_error=False))
+        try:
+            return list(pipe.execute(raise_on_error=False))
+        except (redis.RedisError, RedisClusterException):
+            return [None] * count
 
     def release_lease(self, tenant: str, owner: str) -> None:
         """One script: delete the lease if ``owner`` holds it."""

@@ -592,9 +592,13 @@ class Store(Protocol):
         tick_ms: int,
         quiet_at: Mapping[str, str] = ...,
     ) -> list[PassGrant | RouterError]:
-        """``open_pass`` for each of ``tenants`` (with its ``quiet_at`` entry, if any), in
-        one round trip where the store can (the dispatcher's tick): each one's grant, or the
-        error its opening met (the others' grants stand)."""
+        """What ``open_pass`` would grant each of ``tenants`` (with its ``quiet_at`` entry,
+        if any), in one round trip where the store can (the dispatcher's tick), but only
+        looking: the ticks are marked as ``open_pass`` marks them (and ``QUIET`` answered),
+        and no lease is taken, so a ``FULL`` or ``WAKE`` answer means a pass is due, opened
+        with ``open_pass`` just before it runs (other replicas are not kept from a tenant
+        while the tick gets to it). Each tenant's answer, or the error its look met (the
+        others' answers stand)."""
         ...
 
     def release_lease(self, tenant: str, owner: str) -> None:

@@ -4,7 +4,9 @@
 -- KEYS: 1 lease; for 'open' also 2 tick marker, 3 queue, 4 offers, 5 idx:revs
 -- ARGV: 1 now|'', 2 'acquire'|'release'|'open', 3 owner, 4 ttl ms, 5 tick ms ('open'),
 --       6 the agents' change-log head at which the owner's last full pass found nothing to
---       do and no agent holding work ('' none; 'open')
+--       do and no agent holding work ('' none; 'open'), 7 '1': only look (the tick marked,
+--       the answer as 'open' gives it, but no lease taken: a 'full' or 'wake' pass is opened
+--       again just before it runs)
 -- -> acquire: {'ok'} | {'held'} (another owner's lease has not expired); release: {'ok'}
 -- -> open: {'full'} | {'wake'} (the lease taken) | {'idle'} | {'held'} (nothing written)
 --          | {'quiet'} (the tick marked, no lease: nothing queued or offered, no agent
@@ -43,19 +45,19 @@ if ARGV[2] == 'acquire' then
   mark(KEYS[1], ttl)
   return {'ok'}
 end
-local tick = tonumber(ARGV[5])
+local tick, peek = tonumber(ARGV[5]), ARGV[7] == '1'
 if tick > 0 and not taken(KEYS[2]) then
   mark(KEYS[2], tick)
   if ARGV[6] ~= '' and redis.call('ZCARD', KEYS[3]) == 0 and redis.call('ZCARD', KEYS[4]) == 0
       and tonumber(redis.call('ZSCORE', KEYS[5], '') or '-1') == tonumber(ARGV[6]) then
     return {'quiet'}
   end
-  mark(KEYS[1], ttl)
+  if not peek then mark(KEYS[1], ttl) end
   return {'full'}
 end
 if redis.call('ZCARD', KEYS[3]) == 0 then
   local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
   if #first == 0 or tonumber(first[2]) > now then return {'idle'} end
 end
-mark(KEYS[1], ttl)
+if not peek then mark(KEYS[1], ttl) end
 return {'wake'}

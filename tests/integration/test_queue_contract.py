@@ -1810,10 +1810,11 @@ def test_one_owner_keeps_the_full_pass_of_each_tick(harness: StoreHarness) -> No
 
 
 def test_many_passes_open_at_once_as_one_at_a_time(harness: StoreHarness) -> None:
-    """``open_passes`` grants each tenant what ``open_pass`` would: a tenant whose tick
-    another owner keeps and nothing waits is IDLE (nothing written), with a call waiting
-    WAKE, with a live lease HELD; the others FULL; a name no tenant can have is refused in
-    its place alone. Bad arguments are refused before anything is written."""
+    """``open_passes`` answers for each tenant what ``open_pass`` would grant: a tenant whose
+    tick another owner keeps and nothing waits is IDLE (nothing written), with a call
+    waiting WAKE, with a live lease HELD; the others FULL (their ticks marked); but it takes
+    no lease, so another owner may still open a pass over them; a name no tenant can have is
+    refused in its place alone. Bad arguments are refused before anything is written."""
     store = harness.store
     for tenant in ("idle", "waiting", "held"):
         assert store.open_pass(tenant, "B", 1_000, 2_000) is PassGrant.FULL
@@ -1824,9 +1825,11 @@ def test_many_passes_open_at_once_as_one_at_a_time(harness: StoreHarness) -> Non
     assert grants[:4] == [PassGrant.IDLE, PassGrant.WAKE, PassGrant.HELD, PassGrant.FULL]
     assert isinstance(grants[4], InvalidArgumentError)
     assert grants[4].field == "tenant"
-    store.release_lease("waiting", "A")
-    store.release_lease("new", "A")
+    assert store.open_pass("waiting", "B", 1_000, 0) is PassGrant.WAKE  # no lease kept it
+    store.release_lease("waiting", "B")
     assert store.open_pass("new", "B", 1_000, 2_000) is PassGrant.IDLE  # A has its tick
+    assert store.open_pass("new", "A", 1_000, 2_000) is PassGrant.FULL  # A opens its pass
+    store.release_lease("new", "A")
     before = harness.dump()
     assert store.open_passes([], "A", 1_000, 2_000) == []
     with pytest.raises(InvalidArgumentError):

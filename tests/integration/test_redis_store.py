@@ -628,6 +628,53 @@ def cluster_url() -> Iterator[str]:
             process.wait(timeout=10)
 
 
+def test_a_tick_looks_at_each_tenant_alone_when_a_cluster_node_is_away(
+    cluster_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a cluster the tick's look goes out in one pipeline; when that fails as a whole (a
+    node away), each tenant is looked at alone, so the tenants of the other nodes keep
+    their ticks, and only the failing tenant's outage is noted (its grace, not every
+    tenant's). On one server the failed pipeline is the whole look's error."""
+    client = RedisCluster.from_url(cluster_url, decode_responses=True)
+    client.flushall()
+    store = RedisStore(client, clock)
+    real = store._eval
+
+    def away(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("a node is away")
+
+    def run(script: Any, keys: Any, args: Any) -> Any:
+        if "{down}" in str(keys[0]):
+            raise redis.ConnectionError("the node of {down} is away")
+        return real(script, keys, args)
+
+    monkeypatch.setattr("redis.cluster.ClusterPipeline.execute", away)
+    monkeypatch.setattr(store, "_eval", run)
+    try:
+        grants = store.open_passes(["up", "down", "other"], "A", 1_000, 2_000)
+    finally:
+        client.close()
+    assert grants[0] == grants[2] == PassGrant.FULL
+    assert isinstance(grants[1], StoreUnavailableError)
+    assert store.unavailable_within(60, "down")
+    assert not store.unavailable_within(60, "up")
+
+
+def test_a_tick_look_on_one_server_fails_as_a_whole(
+    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On one server a pipeline that fails is Redis away for every tenant: the look raises
+    UNAVAILABLE (the dispatcher waits for the next tick) instead of trying each tenant."""
+    store = RedisStore(redis_client, clock)
+
+    def away(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("redis is away")
+
+    monkeypatch.setattr("redis.client.Pipeline.execute", away)
+    with pytest.raises(StoreUnavailableError):
+        store.open_passes(["t1", "t2"], "A", 1_000, 2_000)
+
+
 def test_cluster_mode_is_detected(cluster_url: str, redis_server: local_redis.LocalRedis) -> None:
     """``from_url`` asks ``INFO cluster``: a cluster node gives a cluster-mode store, a plain
     server a single-server one; ``redis+cluster://`` skips the question."""

@@ -547,3 +547,32 @@ def test_a_tick_reads_on_past_a_batch_that_lost_calls_to_the_limit() -> None:
     report = Dispatcher(store, batch_size=2, owner="me").run_tick(T)
     assert (report.expired, report.placed) == (1, 1)
     assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
+
+
+def test_a_tick_keeps_no_tenant_from_other_replicas_before_its_pass() -> None:
+    """Replica A's tick over t0 and t1 waits for A's own pass over t0 (an Assign's inline
+    pass); meanwhile replica B's pass over t1 is not kept out: the tick's look took no
+    lease, and B places t1's call."""
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    for tenant in ("t0", "t1"):
+        store.create_agent(tenant, AgentProfile("a1", skills=frozen_map({"billing": 5})))
+        store.set_presence(tenant, "a1", Presence.AVAILABLE)
+    a, b = Dispatcher(store, owner="A"), Dispatcher(store, owner="B")
+    busy = a._running_lock("t0")
+    busy.acquire()
+    sweep = threading.Thread(target=a._sweep, args=(["t0", "t1"],))
+    sweep.start()
+    try:
+        for _ in range(500):  # bounded: until A's look marked t1's tick (~5 s at most)
+            if store._tenants["t1"].tick is not None:
+                break
+            threading.Event().wait(0.01)
+        call = Call("c1", Channel.CHAT, (SkillRequirement("billing", 1),), created_ms=clock.now_ms)
+        store.enqueue("t1", "r-c1", "fp", call, policy=store.get_policy("t1"))
+        report = b.run_once("t1", full=False)
+        assert (report.skipped, report.placed) == (False, 1)
+    finally:
+        busy.release()
+        sweep.join(10)
+    assert store.get_call("t1", "c1").status == CallStatus.ASSIGNED
