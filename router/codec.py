@@ -162,7 +162,9 @@ def decode_profile(text: str, version: int) -> AgentProfile:
 
 def encode_call(call: Call) -> str:
     """JSON of a routed ``Call`` (the stores keep its changing parts, such as a boosted
-    priority or the agents who declined it, beside this JSON)."""
+    priority, the agents who declined it or ``handed_back_ms``, beside this JSON). Request
+    digests hash it (``assigner.fingerprint``): a field added here changes every digest, and
+    a retry reaching a replica of the other version would be refused."""
     return _dumps(
         {
             "call_id": call.call_id,
@@ -183,7 +185,6 @@ def encode_call(call: Call) -> str:
             "created_ms": call.created_ms,
             "enqueued_ms": call.enqueued_ms,
             "excluded_agents": list(call.excluded_agents),
-            "handed_back_ms": call.handed_back_ms,
         }
     )
 
@@ -213,7 +214,6 @@ def decode_call(text: str) -> Call:
             created_ms=int(raw.get("created_ms", 0)),
             enqueued_ms=int(raw.get("enqueued_ms", 0)),
             excluded_agents=tuple(str(a) for a in raw.get("excluded_agents", [])),
-            handed_back_ms=int(raw.get("handed_back_ms", 0)),
         )
 
     return _decoding("call", build)

@@ -144,7 +144,7 @@ class CallState:
             priority=self.priority,
             enqueued_ms=self.enqueued,
             excluded_agents=tuple(self.excluded),
-            handed_back_ms=self.handed_back or self.call.handed_back_ms,
+            handed_back_ms=self.handed_back,
         )
 
     def settle(self, finished: bool, now: int) -> None:

@@ -343,7 +343,7 @@ def call_from_hash(fields: Mapping[str, str]) -> Call:
             priority=int(fields.get("priority", call.priority)),
             enqueued_ms=int(fields.get("enqueued", call.enqueued_ms)),
             excluded_agents=tuple(str(agent_id) for agent_id in excluded),
-            handed_back_ms=int(fields.get("handed_back", call.handed_back_ms)),
+            handed_back_ms=int(fields.get("handed_back", 0)),
         )
     except (ValueError, TypeError) as exc:
         raise RouterError(f"stored call is unreadable: {exc!r}") from exc

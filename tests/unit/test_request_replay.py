@@ -78,3 +78,18 @@ def test_a_record_from_before_the_choice_still_replays() -> None:
     _free(store, assigner, dispatcher)
     placed = assigner.assign(T, "r1", CALL, queue=False)
     assert (placed.outcome, placed.replayed) == (Outcome.ASSIGNED, True)
+
+
+def test_a_requests_digests_do_not_change_with_the_code() -> None:
+    """A retry may reach a replica of another version (a rolling upgrade), which compares
+    its digest with the stored one: the digests of a request stay what every version since
+    ``no_queue`` joined them wrote (a field added to the call's JSON would change them)."""
+    assert fingerprint(CALL) == (
+        "2:7f71a153289857cb97d009406a8721cc9073b53a2bab5cfda286fc61c7653f0c"
+    )
+    assert fingerprint(CALL, queue=False) == (
+        "2:25bf2bcef049fac07f3a33467ca76c5230844b1d6f4c2bd2b400ee34326abc8f"
+    )
+    assert legacy_fingerprint(CALL) == (
+        "567fb5a59ac2368a1111fed1ef6dbe73c7cef9e4288b2378607efe462306f4fc"
+    )
