@@ -20,8 +20,8 @@ the passes due, one tenant at a time. A full pass that found nothing
 waiting, nothing to do and no agent holding work notes the head of the agents' change log
 it read (``QueueView.agents_rev``); the next ticks' full passes are ``QUIET`` (no lease, no
 read) while nothing is queued or offered and that head stands: with nobody holding work
-there is nothing to take back, and no timer to run. So thousands of idle tenants cost a
-tick a few round trips rather than three each.
+there is nothing to take back, and no timer to run. So a thousand idle tenants cost a tick
+a few round trips.
 
 A pass run inline by an Assign is bounded by that RPC's deadline (``router.deadline``): once
 it passes, the pass commits no further placements and asks for a background pass instead
@@ -90,6 +90,11 @@ class DispatchReport:
     queued: int = 0
     skipped: bool = False
     """Another replica held the tenant's lease."""
+
+    @property
+    def idle(self) -> bool:
+        """The pass changed nothing (whatever still waits)."""
+        return self == DispatchReport(queued=self.queued)
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +377,7 @@ class Dispatcher:
         _measure(tenant, first, report, placed)
         if full:
             self._note_quiet(tenant, first, report)
-        if report != DispatchReport(queued=report.queued):
+        if not report.idle:
             log.info("dispatch_finished", tenant=tenant, **dataclasses.asdict(report))
         if report.conflicts:  # agents changed under us: go again soon
             self.wake(tenant)
@@ -386,7 +391,7 @@ class Dispatcher:
         idle = (
             view.agents_rev
             and view.depth == 0
-            and report == DispatchReport(queued=report.queued)
+            and report.idle
             and not any(agent.active for agent in view.snapshot.agents)
         )
         if idle:
@@ -473,6 +478,9 @@ class Dispatcher:
             limit = limits.get(call.channel, 0)
             if not limit or now - limit_from_ms(call) < limit * 1000:
                 continue
+            if not deadline.allows(0.0):  # inline in an Assign whose client stopped waiting
+                self.wake(tenant)
+                break
             with tracing.continuing(view.traces.get(call.call_id, "")):
                 if self._store.expire_call(
                     tenant, call.call_id, max_wait_s=limit, policy_version=policy.version

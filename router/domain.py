@@ -366,8 +366,9 @@ class Policy:
     wrap_up_s: Mapping[Channel, int] = field(default_factory=lambda: NO_SECONDS)
     """Per channel: seconds after Complete before the agent's slot returns."""
     max_wait_s: Mapping[Channel, int] = field(default_factory=lambda: NO_SECONDS)
-    """Per channel: a call that has waited this long (from its age origin) while queued
-    leaves the queue as EXPIRED (0 or absent: never)."""
+    """Per channel: a queued call that has waited this long without an agent
+    (``ordering.limit_from_ms``: from its age origin, or from when an agent last handed it
+    back after holding it) leaves the queue as EXPIRED (0 or absent: never)."""
     expected_handle_s: Mapping[Channel, int] = field(
         default_factory=lambda: DEFAULT_EXPECTED_HANDLE_S
     )

@@ -14,11 +14,11 @@ up to score ``last`` needs, on its next read, only:
   already holds (by member) are skipped, the rest are new; one it held at ``last`` missing
   means the history was rewritten (a full read then).
 
-At 10 answered calls a second a tenant's history is about 144,000 entries: GetStats read and
-decoded them all (half a second) on every call; with the mirror it reads what was written
-since its last read. The mirrors keep at most ``ENTRIES_KEPT`` entries in all, dropping the
-least recently read tenants' first; a tenant whose history alone is larger is not kept (it
-is read in full each time, as it was without the mirror).
+At 10 answered calls a second a tenant's history is about 144,000 entries, half a second to
+read and decode; with the mirror a GetStats reads what was written since the last one. The
+mirrors keep at most ``ENTRIES_KEPT`` entries in all, dropping the least recently read
+tenants' first; a tenant whose history alone is larger is not kept (it is read in full each
+time).
 
 Pure: no driver (the store does the reads, under the tenant's ``lock``).
 """

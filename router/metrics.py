@@ -104,8 +104,9 @@ INDEX_READS = Counter(
 )
 HISTORY_READS = Counter(
     "router_history_reads_total",
-    "Reads of a tenant's history (GetStats; the service rate right after an upgrade), by "
-    "mode: delta (only the entries written since this replica's mirror was current) and "
+    "Reads of a tenant's history (GetStats; the service rate of a tenant whose completions "
+    "are not counted apart yet: none since an upgrade, or none at all), by mode: delta "
+    "(only the entries written since this replica's mirror was current) and "
     "all (the whole two hours: a tenant this replica had not read, or whose history Redis "
     "no longer agreed with, e.g. after a failover).",
     ("mode",),

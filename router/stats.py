@@ -16,7 +16,7 @@ release, reclaim or rejection and answered again is one answered call, on its fi
 the window of its first answer only)::
 
     service level  = answered with wait_ms <= T
-                     / (answered + abandoned with wait_ms >= ABANDON_GRACE_MS + expired)
+                     / (answered + (abandoned with wait_ms >= ABANDON_GRACE_MS) + expired)
                      (None when the denominator is 0 or the channel has no target)
     ASA (15 min)   = mean wait_ms / 1000 of the answered calls (None when none)
     answered       = answered calls per channel (15 min)

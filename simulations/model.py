@@ -84,8 +84,9 @@ DAY_S = 86_400
 
 def queue_limits_ms(policy: Policy) -> dict[Channel, int]:
     """Per channel with a queue time limit (``Policy.max_wait_s`` > 0), that limit in
-    milliseconds: a call still waiting that long after it arrived leaves the queue as
-    expired. Empty when the policy sets none."""
+    milliseconds: a call still waiting that long (``router.ordering.limit_from_ms``: after
+    it arrived, or after an agent who held it gave it back) leaves the queue as expired.
+    Empty when the policy sets none."""
     return {channel: limit * 1000 for channel, limit in policy.max_wait_s.items() if limit > 0}
 
 

@@ -90,7 +90,7 @@ from router.domain import (
     WorkSpan,
     frozen_map,
 )
-from router.ordering import origin_ms
+from router.ordering import limit_from_ms, origin_ms
 from scoring import performance
 from scoring.match import skill_fit
 from simulations import outcomes, pooled
@@ -319,9 +319,6 @@ class _Simulation:
         self.limits_ms = queue_limits_ms(self.policy)
         """Channel -> its queue time limit in ms (only channels with one)."""
         self.expired = [False] * n if self.limits_ms else []
-        self.limit_from: dict[int, int] = {}
-        """Call index -> when its wait toward the limit began again (reclaimed calls; the
-        others count from their arrival)."""
         self.queue_sizes = QueueTrace()
 
     # --- set-up ------------------------------------------------------------------------------
@@ -452,8 +449,7 @@ class _Simulation:
         if waiting is None:
             return
         call = self.calls[index]
-        since = self.limit_from.get(index, call.created_ms)
-        if self.now < since + self.limits_ms[call.channel]:
+        if self.now < limit_from_ms(call) + self.limits_ms[call.channel]:
             return
         self.queue.remove(waiting)
         self._queue_changed()
@@ -576,12 +572,12 @@ class _Simulation:
                 call,
                 enqueued_ms=origin_ms(call),
                 excluded_agents=(*call.excluded_agents, agent.agent_id),
+                handed_back_ms=self.now,  # held by an agent: the limit counts again from now
             )
             self.reclaimed[index] += 1
             self.agent_of[index] = ""
             limit = self.limits_ms.get(call.channel) if self.limits_ms else None
-            if limit is not None:  # held by an agent: the limit counts again from now
-                self.limit_from[index] = self.now
+            if limit is not None:
                 self._push(self.now + limit, EXPIRE, EXPIRE, index)
             self.dispatcher.new_call(self.queue.add(index, self.calls[index]))
             self._queue_changed()

@@ -178,7 +178,8 @@ class RoutingServiceServicer:
 
     def GetStats(self, request, context):
         """Live statistics of a tenant: queue depth by channel and skill, longest wait, agents by
-        presence, service level over the last 15 and 60 minutes, occupancy per agent.
+        presence, service level, answered, abandoned and expired calls over the last 15 and 60
+        minutes, occupancy per agent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -88,7 +88,8 @@ class RoutingServiceStub:
     """
     GetStats: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetStatsRequest, _routing_pb2.GetStatsResponse]
     """Live statistics of a tenant: queue depth by channel and skill, longest wait, agents by
-    presence, service level over the last 15 and 60 minutes, occupancy per agent.
+    presence, service level, answered, abandoned and expired calls over the last 15 and 60
+    minutes, occupancy per agent.
     """
     Watch: _grpc.UnaryStreamMultiCallable[_routing_pb2.WatchRequest, _types_pb2.Event]
     """Stream the tenant's events (every state change) from a cursor, filtered by call, agent
@@ -163,7 +164,8 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     """
     GetStats: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetStatsRequest, _routing_pb2.GetStatsResponse]  # type: ignore[assignment]
     """Live statistics of a tenant: queue depth by channel and skill, longest wait, agents by
-    presence, service level over the last 15 and 60 minutes, occupancy per agent.
+    presence, service level, answered, abandoned and expired calls over the last 15 and 60
+    minutes, occupancy per agent.
     """
     Watch: _aio.UnaryStreamMultiCallable[_routing_pb2.WatchRequest, _types_pb2.Event]  # type: ignore[assignment]
     """Stream the tenant's events (every state change) from a cursor, filtered by call, agent
@@ -289,7 +291,8 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_routing_pb2.GetStatsResponse, _abc.Awaitable[_routing_pb2.GetStatsResponse]]:
         """Live statistics of a tenant: queue depth by channel and skill, longest wait, agents by
-        presence, service level over the last 15 and 60 minutes, occupancy per agent.
+        presence, service level, answered, abandoned and expired calls over the last 15 and 60
+        minutes, occupancy per agent.
         """
 
     @_abc_1.abstractmethod

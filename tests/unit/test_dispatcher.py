@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from router import forecast, metrics
+from router import deadline, forecast, metrics
 from router.dispatcher import (
     TICK_BATCHES,
     Dispatcher,
@@ -576,3 +576,21 @@ def test_a_tick_keeps_no_tenant_from_other_replicas_before_its_pass() -> None:
         busy.release()
         sweep.join(10)
     assert store.get_call("t1", "c1").status == CallStatus.ASSIGNED
+
+
+def test_an_inline_pass_past_its_deadline_expires_nothing_more() -> None:
+    """A pass inside an Assign whose client stopped waiting leaves the expiries to a
+    background pass (it asks for one), as it does the placements."""
+    store, clock = _store()
+    policy = store.get_policy(T)
+    store.put_policy(
+        T, dataclasses.replace(policy, max_wait_s=frozen_map({Channel.CHAT: 60}), version=1)
+    )
+    _queue(store, clock, "old", skill="vip")
+    clock.advance(61_000)
+    dispatcher = Dispatcher(store)
+    with deadline.scope(0.0):
+        assert dispatcher.run_once(T, full=False).expired == 0
+    assert store.get_call(T, "old").status == CallStatus.QUEUED
+    assert T in dispatcher._pending
+    assert dispatcher.run_once(T, full=False).expired == 1
