@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -55,7 +55,16 @@ from router.engine import decide
 from router.errors import FailedPreconditionError, RouterError
 from router.forecast import PoolTerms, agents_for, pool_key, pool_terms, sla_state, wait_at
 from router.ordering import limit_from_ms, waited_ms
-from router.store import Claim, Committed, Conflict, Gone, PassGrant, QueueView, Store
+from router.store import (
+    Claim,
+    Committed,
+    Conflict,
+    Gone,
+    PassGrant,
+    QueueView,
+    Store,
+    Waiting,
+)
 from router.store_common import RATE_WINDOW_MS
 
 log = structlog.get_logger(__name__)
@@ -161,6 +170,9 @@ class Dispatcher:
         self._quiet: dict[str, str] = {}
         """Per tenant, the agents' change-log head at which this replica's last full pass
         found nothing queued, nothing to do and no agent holding work (``quiet_at``)."""
+        self._behind: dict[str, int] = {}
+        """Per tenant, where this replica's last look for expiries behind the first batch
+        stopped (``_expire_behind``)."""
         self._scans: dict[str, Scan] = {}
         """Per tenant, where this replica's last tick stopped reading a queue longer than
         its batches (``TICK_BATCHES``)."""
@@ -359,14 +371,15 @@ class Dispatcher:
                 break  # (a batch the queue filled is read on from, expired calls or not)
             if batch == batches - 1 and batches > 1:  # more behind: the next tick reads on
                 self._scans[tenant] = Scan(offset, ahead.copy())
+        behind = self._expire_behind(tenant, first) if batches > 1 else 0  # a tick's pass
         report = DispatchReport(
             placed=placed,
             conflicts=conflicts,
             timed_out=timed_out,
             reclaimed=reclaimed,
             escalated=escalated,
-            expired=expired,
-            queued=first.depth - placed - later,
+            expired=expired + behind,
+            queued=first.depth - placed - later - behind,
         )
         return self._finish(tenant, first, report, placed_ids, full=full)
 
@@ -467,30 +480,62 @@ class Dispatcher:
         return moved
 
     def _expire(self, tenant: str, view: QueueView) -> tuple[QueueView, int]:
-        """Calls of ``view`` that have waited their channel's ``max_wait_s`` leave the queue
-        (the store re-checks each on its clock); the view without them, and how many."""
-        policy, now = view.snapshot.policy, view.snapshot.now_ms
-        limits = policy.max_wait_s
-        if not any(limits.values()):
+        """Calls of ``view`` that have waited their channel's ``max_wait_s`` leave the queue;
+        the view without them, and how many."""
+        policy = view.snapshot.policy
+        if not any(policy.max_wait_s.values()):
             return view, 0
+        waiting = [
+            Waiting(
+                call.call_id, call.channel, limit_from_ms(call), view.traces.get(call.call_id, "")
+            )
+            for call in view.calls
+        ]
+        gone = self._expire_due(tenant, policy, view.snapshot.now_ms, waiting)
+        if not gone:
+            return view, 0
+        kept = tuple(call for call in view.calls if call.call_id not in gone)
+        return dataclasses.replace(view, calls=kept, depth=view.depth - len(gone)), len(gone)
+
+    def _expire_behind(self, tenant: str, first: QueueView) -> int:
+        """A tick's look for calls past the first batch that reached their channel's limit,
+        a batch further back each tick (``_behind``: where the last look stopped), whether
+        or not any agent has room (the passes read on only while one has), so every call
+        of a long queue is looked at within ``depth / batch_size`` ticks: a chat behind
+        hundreds of older emails still expires at its limit. How many expired."""
+        policy = first.snapshot.policy
+        if not any(policy.max_wait_s.values()) or first.depth <= self._batch_size:
+            self._behind.pop(tenant, None)
+            return 0
+        offset = self._behind.get(tenant, self._batch_size)
+        if offset >= first.depth:
+            offset = self._batch_size
+        _, waiting = self._store.waiting(tenant, self._batch_size, offset=offset)
+        gone = self._expire_due(tenant, policy, first.snapshot.now_ms, waiting)
+        self._behind[tenant] = offset + self._batch_size - len(gone)
+        return len(gone)
+
+    def _expire_due(
+        self, tenant: str, policy: Policy, now: int, waiting: Iterable[Waiting]
+    ) -> set[str]:
+        """The calls of ``waiting`` that have waited their channel's ``max_wait_s`` leave the
+        queue (the store re-checks each on its clock and the policy's version); their ids."""
+        limits = policy.max_wait_s
         gone: set[str] = set()
-        for call in view.calls:
+        for call in waiting:
             limit = limits.get(call.channel, 0)
-            if not limit or now - limit_from_ms(call) < limit * 1000:
+            if not limit or now - call.since_ms < limit * 1000:
                 continue
             if not deadline.allows(0.0):  # inline in an Assign whose client stopped waiting
                 self.wake(tenant)
                 break
-            with tracing.continuing(view.traces.get(call.call_id, "")):
+            with tracing.continuing(call.trace):
                 if self._store.expire_call(
                     tenant, call.call_id, max_wait_s=limit, policy_version=policy.version
                 ):
                     gone.add(call.call_id)
                     metrics.CALLS_EXPIRED.labels(tenant, call.channel.value).inc()
-        if not gone:
-            return view, 0
-        kept = tuple(call for call in view.calls if call.call_id not in gone)
-        return dataclasses.replace(view, calls=kept, depth=view.depth - len(gone)), len(gone)
+        return gone
 
     def _escalate(
         self, tenant: str, view: QueueView, ahead: Counter[Channel]

@@ -17,7 +17,7 @@ from router.domain import (
     frozen_map,
 )
 from router.memory_state import MemoryBase
-from router.store import Event, HistoryEntry, QueueView
+from router.store import Event, HistoryEntry, QueueView, Waiting
 
 
 class MemoryCalls(MemoryBase):
@@ -46,6 +46,20 @@ class MemoryCalls(MemoryBase):
             return QueueView(
                 Snapshot(now, policy, agents), calls, len(t.queue), due, frozen_map(traces)
             )
+
+    def waiting(self, tenant: str, limit: int, *, offset: int) -> tuple[int, list[Waiting]]:
+        """The queue's slice as the queue time limit sees it."""
+        rules.check_tenant(tenant)
+        with self._lock:
+            t = self._tenant(tenant)
+            start = max(offset, 0)
+            queued = [t.calls[c] for _, c in t.queue[start : start + max(limit, 0)]]
+            return len(t.queue), [
+                Waiting(
+                    rec.call.call_id, rec.call.channel, rec.handed_back or rec.origin, rec.trace
+                )
+                for rec in queued
+            ]
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:
         """A call's record with its queue position."""

@@ -45,7 +45,7 @@ from router.redis_schema import (
     text_or_none,
     texts,
 )
-from router.store import Event, HistoryEntry, QueueView
+from router.store import Event, HistoryEntry, QueueView, Waiting
 
 SNAPSHOT_READS = 3
 """Reads of a call whose assignment keeps changing before ``call_with_timeline`` gives up."""
@@ -170,6 +170,33 @@ class RedisCalls(RedisBase):
             frozen_map(traces),
             _agents_rev(known.heads),
         )
+
+    def waiting(self, tenant: str, limit: int, *, offset: int) -> tuple[int, list[Waiting]]:
+        """The depth and the slice's ids in one ``MULTI``, then each call's channel, age
+        origin, ``handed_back``, status and trace in a second (calls no longer queued are
+        left out)."""
+        k = Keys(tenant)
+        start = max(offset, 0)
+        _, (depth, raw_ids) = self._multi(
+            k,
+            lambda pipe: (
+                pipe.zcard(k.queue),
+                pipe.zrange(k.queue, start, start + max(limit, 0) - 1),
+            ),
+        )
+        ids = [text(call_id) for call_id in raw_ids] if limit > 0 else []
+        if not ids:
+            return int(depth), []
+        fields = ("channel", "origin", "handed_back", "status", "trace")
+        _, rows = self._multi(
+            k, lambda pipe: [pipe.hmget(k.call(call_id), fields) for call_id in ids]
+        )
+        found = []
+        for call_id, (channel, origin, handed_back, status, trace) in zip(ids, rows, strict=True):
+            if status == CallStatus.QUEUED.value and channel and origin:
+                since = int(handed_back or origin)
+                found.append(Waiting(call_id, Channel(channel), since, trace or ""))
+        return int(depth), found
 
     def _beats_read(self, tenant: str, raw_beats: list[Any], raw_beat_revs: list[Any]) -> None:
         """Every agent's latest heartbeat and its rev, as a full read found them, to the

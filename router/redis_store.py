@@ -35,7 +35,8 @@ also carries every agent id, rev and heartbeat unless the replica holds them fro
 the same heads; if the heads moved, that read again with the lists; then the queued calls
 and the agents not cached at their rev); ``read_events`` 1 (``XINFO STREAM`` and ``XRANGE``
 in one ``MULTI``), then blocking ``XREAD`` calls; ``history`` 1 (what was written since this
-replica's mirror of it was current, ``router.history_mirror``), 2 when it reads it all.
+replica's mirror of it was current, ``router.history_mirror``), 2 when it reads it all;
+``waiting`` 2 (the queue's slice, then its calls' fields).
 
 Redis Cluster (``docs/redis-cluster.md``): ``from_url`` detects a cluster (``INFO cluster``
 says ``cluster_enabled:1``, or the URL scheme is ``redis+cluster://``) and then uses a

@@ -167,6 +167,18 @@ class QueueView:
 
 
 @dataclass(frozen=True, slots=True)
+class Waiting:
+    """A queued call as the queue time limit sees it (``Store.waiting``)."""
+
+    call_id: str
+    channel: Channel
+    since_ms: int
+    """When its wait toward the limit began (``ordering.limit_from_ms``)."""
+    trace: str = ""
+    """The ``traceparent`` of the request that created it, if any."""
+
+
+@dataclass(frozen=True, slots=True)
 class Candidates:
     """``load_candidates``: the routing snapshot pruned to the agents who could take a call
     now, and whether the Assign's ``request_id`` was seen before."""
@@ -366,6 +378,12 @@ class Store(Protocol):
     def load_queue(self, tenant: str, limit: int, *, offset: int = 0) -> QueueView:
         """``limit`` queued calls in queue order, after the first ``offset``, and all agents,
         for a batch."""
+        ...
+
+    def waiting(self, tenant: str, limit: int, *, offset: int) -> tuple[int, list[Waiting]]:
+        """The queue's depth, and ``limit`` queued calls after the first ``offset`` in queue
+        order as the queue time limit sees them (no agents, no decoded calls: the
+        dispatcher's look for expiries further back than its batches)."""
         ...
 
     def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:

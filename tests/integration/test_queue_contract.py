@@ -53,6 +53,7 @@ from router.store import (
     PassGrant,
     Replayed,
     Store,
+    Waiting,
     queue_score,
 )
 from router.store_common import RATE_WINDOW_MS
@@ -1556,6 +1557,38 @@ def test_a_limit_read_from_another_policy_expires_nothing(harness: StoreHarness)
     assert store.expire_call(T, "c1", max_wait_s=60, policy_version=stored - 1) is False
     assert harness.dump() == before
     assert store.expire_call(T, "c1", max_wait_s=60, policy_version=stored) is True
+
+
+def test_the_queue_as_the_limit_sees_it(harness: StoreHarness) -> None:
+    """``waiting``: the depth and a slice of the queue in queue order, each call with its
+    channel, when its wait toward the limit began (its age origin, or when an agent handed
+    it back) and the trace it kept; a slice past the end is empty."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    t0 = clock.now_ms
+    enqueue(harness, "c1")
+    clock.advance(1_000)
+    enqueue(harness, "c2", channel=Channel.EMAIL)
+    clock.advance(1_000)
+    enqueue(harness, "c3")
+    asg = dispatch(store, "c1", "a")
+    clock.advance(5_000)
+    store.finish_assignment(
+        T, asg.assignment_id, asg.token, AssignmentState.RELEASED, policy=POLICY
+    )
+    back = clock.now_ms
+    before = harness.dump()
+    assert store.waiting(T, 10, offset=0) == (
+        3,
+        [
+            Waiting("c1", Channel.CHAT, back),
+            Waiting("c2", Channel.EMAIL, t0 + 1_000),
+            Waiting("c3", Channel.CHAT, t0 + 2_000),
+        ],
+    )
+    assert store.waiting(T, 1, offset=1) == (3, [Waiting("c2", Channel.EMAIL, t0 + 1_000)])
+    assert store.waiting(T, 5, offset=3) == (3, [])
+    assert harness.dump() == before
 
 
 def test_only_waiting_calls_expire(harness: StoreHarness) -> None:

@@ -594,3 +594,26 @@ def test_an_inline_pass_past_its_deadline_expires_nothing_more() -> None:
     assert store.get_call(T, "old").status == CallStatus.QUEUED
     assert T in dispatcher._pending
     assert dispatcher.run_once(T, full=False).expired == 1
+
+
+def test_a_chat_behind_older_emails_expires_while_nobody_has_room() -> None:
+    """The queue holds four older emails (a day's limit) ahead of a chat (a minute's), and
+    no agent has room, so the passes read the first batch only: the ticks also look a batch
+    further back each time, and the chat expires within the ticks it takes to reach it."""
+    store, clock = _store()
+    policy = store.get_policy(T)
+    limits = frozen_map({Channel.CHAT: 60, Channel.EMAIL: 86_400})
+    store.put_policy(T, dataclasses.replace(policy, max_wait_s=limits, version=1))
+    for i in range(4):
+        email = Call(f"e{i}", Channel.EMAIL, created_ms=clock.now_ms)
+        store.enqueue(T, f"r-e{i}", "fp", email, policy=store.get_policy(T))
+        clock.advance(1_000)
+    _queue(store, clock, "chat")
+    clock.advance(60_000)
+    dispatcher = Dispatcher(store, batch_size=2, owner="me")
+    ticks = [dispatcher.run_tick(T) for _ in range(2)]
+    assert [report.expired for report in ticks] == [0, 1]
+    assert ticks[1].queued == 4
+    assert store.get_call(T, "chat").status == CallStatus.EXPIRED
+    assert {store.get_call(T, f"e{i}").status for i in range(4)} == {CallStatus.QUEUED}
+    assert [dispatcher.run_tick(T).expired for _ in range(3)] == [0, 0, 0]  # round again
