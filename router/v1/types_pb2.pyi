@@ -731,7 +731,10 @@ class CallInfo(_message.Message):
 
     @_builtins.property
     def waited(self) -> _duration_pb2.Duration:
-        """How long the call has waited so far (from its first Assign; survives requeues)."""
+        """How long the call has waited (from its first Assign; survives requeues): until now
+        while it waits, until its current or last assignment was made, or until it was
+        abandoned or expired.
+        """
 
     @_builtins.property
     def timeline(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
