@@ -61,6 +61,7 @@ from router.store import (
     Conflict,
     Gone,
     PassGrant,
+    QueueKey,
     QueueView,
     Store,
     Waiting,
@@ -170,7 +171,7 @@ class Dispatcher:
         self._quiet: dict[str, str] = {}
         """Per tenant, the agents' change-log head at which this replica's last full pass
         found nothing queued, nothing to do and no agent holding work (``quiet_at``)."""
-        self._behind: dict[str, int] = {}
+        self._behind: dict[str, QueueKey] = {}
         """Per tenant, where this replica's last look for expiries behind the first batch
         stopped (``_expire_behind``)."""
         self._scans: dict[str, Scan] = {}
@@ -499,20 +500,27 @@ class Dispatcher:
 
     def _expire_behind(self, tenant: str, first: QueueView) -> int:
         """A tick's look for calls past the first batch that reached their channel's limit,
-        a batch further back each tick (``_behind``: where the last look stopped), whether
-        or not any agent has room (the passes read on only while one has), so every call
-        of a long queue is looked at within ``depth / batch_size`` ticks: a chat behind
-        hundreds of older emails still expires at its limit. How many expired."""
+        a batch further back each tick (``_behind``: the place in the queue where the last
+        look stopped, so calls leaving ahead of it move nothing), whether or not any agent
+        has room (the passes read on only while one has): every call of a long queue is
+        looked at within about ``depth / batch_size`` ticks, so a chat behind hundreds of
+        older emails still expires at its limit. Each replica keeps its own place (the
+        replica making the tenant's full passes rarely changes). How many expired."""
         policy = first.snapshot.policy
         if not any(policy.max_wait_s.values()) or first.depth <= self._batch_size:
             self._behind.pop(tenant, None)
             return 0
-        offset = self._behind.get(tenant, self._batch_size)
-        if offset >= first.depth:
-            offset = self._batch_size
-        _, waiting = self._store.waiting(tenant, self._batch_size, offset=offset)
+        after = self._behind.pop(tenant, None)
+        waiting, more = self._store.waiting(
+            tenant, self._batch_size, offset=self._batch_size, after=after
+        )
+        if more is not None:
+            self._behind[tenant] = more
         gone = self._expire_due(tenant, policy, first.snapshot.now_ms, waiting)
-        self._behind[tenant] = offset + self._batch_size - len(gone)
+        scan = self._scans.get(tenant)
+        if scan is not None and gone:  # they may have been ahead of where placement reads on
+            channels = Counter(call.channel for call in waiting if call.call_id in gone)
+            self._scans[tenant] = Scan(max(0, scan.offset - len(gone)), scan.ahead - channels)
         return len(gone)
 
     def _expire_due(

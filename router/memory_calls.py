@@ -3,6 +3,7 @@ timeline and history, cancel, SLA flags and callbacks (each as its Lua script do
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 
 from router import store_common as rules
@@ -17,7 +18,7 @@ from router.domain import (
     frozen_map,
 )
 from router.memory_state import MemoryBase
-from router.store import Event, HistoryEntry, QueueView, Waiting
+from router.store import Event, HistoryEntry, QueueKey, QueueView, Waiting
 
 
 class MemoryCalls(MemoryBase):
@@ -47,19 +48,24 @@ class MemoryCalls(MemoryBase):
                 Snapshot(now, policy, agents), calls, len(t.queue), due, frozen_map(traces)
             )
 
-    def waiting(self, tenant: str, limit: int, *, offset: int) -> tuple[int, list[Waiting]]:
+    def waiting(
+        self, tenant: str, limit: int, *, offset: int = 0, after: QueueKey | None = None
+    ) -> tuple[list[Waiting], QueueKey | None]:
         """The queue's slice as the queue time limit sees it."""
         rules.check_tenant(tenant)
         with self._lock:
             t = self._tenant(tenant)
-            start = max(offset, 0)
-            queued = [t.calls[c] for _, c in t.queue[start : start + max(limit, 0)]]
-            return len(t.queue), [
+            start = max(offset, 0) if after is None else bisect.bisect_right(t.queue, after)
+            keys = t.queue[start : start + max(limit, 0)]
+            recs = [t.calls[call_id] for _, call_id in keys]
+            calls = [
                 Waiting(
                     rec.call.call_id, rec.call.channel, rec.handed_back or rec.origin, rec.trace
                 )
-                for rec in queued
+                for rec in recs
             ]
+            more = start + len(keys) < len(t.queue)
+            return calls, (keys[-1] if keys and more else None)
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:
         """A call's record with its queue position."""

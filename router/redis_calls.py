@@ -45,8 +45,11 @@ from router.redis_schema import (
     text_or_none,
     texts,
 )
-from router.store import Event, HistoryEntry, QueueView, Waiting
+from router.store import Event, HistoryEntry, QueueKey, QueueView, Waiting
 
+_TIES = 64
+"""Calls at one queue score ``waiting`` reads beyond its slice (a later one is skipped
+until the look comes round again)."""
 SNAPSHOT_READS = 3
 """Reads of a call whose assignment keeps changing before ``call_with_timeline`` gives up."""
 
@@ -171,32 +174,39 @@ class RedisCalls(RedisBase):
             _agents_rev(known.heads),
         )
 
-    def waiting(self, tenant: str, limit: int, *, offset: int) -> tuple[int, list[Waiting]]:
-        """The depth and the slice's ids in one ``MULTI``, then each call's channel, age
-        origin, ``handed_back``, status and trace in a second (calls no longer queued are
-        left out)."""
-        k = Keys(tenant)
-        start = max(offset, 0)
-        _, (depth, raw_ids) = self._multi(
-            k,
-            lambda pipe: (
-                pipe.zcard(k.queue),
-                pipe.zrange(k.queue, start, start + max(limit, 0) - 1),
-            ),
-        )
-        ids = [text(call_id) for call_id in raw_ids] if limit > 0 else []
-        if not ids:
-            return int(depth), []
+    def waiting(
+        self, tenant: str, limit: int, *, offset: int = 0, after: QueueKey | None = None
+    ) -> tuple[list[Waiting], QueueKey | None]:
+        """The slice's ids and scores in one ``MULTI`` (from ``after``'s score on, the ones
+        at or before it dropped), then each call's channel, age origin, ``handed_back``,
+        status and trace in a second (calls no longer queued are left out)."""
+        k, wanted = Keys(tenant), max(limit, 0)
+        if after is None:
+            start = max(offset, 0)
+            _, (raw,) = self._multi(
+                k, lambda pipe: pipe.zrange(k.queue, start, start + wanted, withscores=True)
+            )
+        else:  # the ids at its very score that are not after it are read and dropped
+            _, (raw,) = self._multi(
+                k,
+                lambda pipe: pipe.zrangebyscore(
+                    k.queue, after[0], "+inf", start=0, num=wanted + _TIES + 1, withscores=True
+                ),
+            )
+            raw = [(m, s) for m, s in raw if (float(s), text(m)) > after]
+        keys = [(float(score), text(member)) for member, score in raw]
+        taken, more = keys[:wanted], len(keys) > wanted
+        if not taken:
+            return [], None
         fields = ("channel", "origin", "handed_back", "status", "trace")
         _, rows = self._multi(
-            k, lambda pipe: [pipe.hmget(k.call(call_id), fields) for call_id in ids]
+            k, lambda pipe: [pipe.hmget(k.call(call_id), fields) for _, call_id in taken]
         )
         found = []
-        for call_id, (channel, origin, handed_back, status, trace) in zip(ids, rows, strict=True):
+        for (_, call_id), (channel, origin, back, status, trace) in zip(taken, rows, strict=True):
             if status == CallStatus.QUEUED.value and channel and origin:
-                since = int(handed_back or origin)
-                found.append(Waiting(call_id, Channel(channel), since, trace or ""))
-        return int(depth), found
+                found.append(Waiting(call_id, Channel(channel), int(back or origin), trace or ""))
+        return found, (taken[-1] if more else None)
 
     def _beats_read(self, tenant: str, raw_beats: list[Any], raw_beat_revs: list[Any]) -> None:
         """Every agent's latest heartbeat and its rev, as a full read found them, to the

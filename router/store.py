@@ -178,6 +178,10 @@ class Waiting:
     """The ``traceparent`` of the request that created it, if any."""
 
 
+QueueKey: TypeAlias = tuple[float, str]
+"""A place in the queue: (queue score, call id), the queue's order."""
+
+
 @dataclass(frozen=True, slots=True)
 class Candidates:
     """``load_candidates``: the routing snapshot pruned to the agents who could take a call
@@ -380,10 +384,14 @@ class Store(Protocol):
         for a batch."""
         ...
 
-    def waiting(self, tenant: str, limit: int, *, offset: int) -> tuple[int, list[Waiting]]:
-        """The queue's depth, and ``limit`` queued calls after the first ``offset`` in queue
-        order as the queue time limit sees them (no agents, no decoded calls: the
-        dispatcher's look for expiries further back than its batches)."""
+    def waiting(
+        self, tenant: str, limit: int, *, offset: int = 0, after: QueueKey | None = None
+    ) -> tuple[list[Waiting], QueueKey | None]:
+        """Up to ``limit`` queued calls in queue order as the queue time limit sees them (no
+        agents, no decoded calls: the dispatcher's look for expiries further back than its
+        batches): those after the place ``after`` when given (it need not hold a call any
+        more), else after the first ``offset``; and the place to read on from, None when
+        the queue ends there."""
         ...
 
     def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:

@@ -1560,9 +1560,10 @@ def test_a_limit_read_from_another_policy_expires_nothing(harness: StoreHarness)
 
 
 def test_the_queue_as_the_limit_sees_it(harness: StoreHarness) -> None:
-    """``waiting``: the depth and a slice of the queue in queue order, each call with its
-    channel, when its wait toward the limit began (its age origin, or when an agent handed
-    it back) and the trace it kept; a slice past the end is empty."""
+    """``waiting``: a slice of the queue in queue order, each call with its channel, when its
+    wait toward the limit began (its age origin, or when an agent handed it back) and the
+    trace it kept, and the place to read on from (None at the end); from a place that no
+    longer holds a call it reads on after where that call was."""
     store, clock = harness.store, harness.clock
     available(store, "a")
     t0 = clock.now_ms
@@ -1578,17 +1579,20 @@ def test_the_queue_as_the_limit_sees_it(harness: StoreHarness) -> None:
     )
     back = clock.now_ms
     before = harness.dump()
-    assert store.waiting(T, 10, offset=0) == (
-        3,
-        [
-            Waiting("c1", Channel.CHAT, back),
-            Waiting("c2", Channel.EMAIL, t0 + 1_000),
-            Waiting("c3", Channel.CHAT, t0 + 2_000),
-        ],
+    c1, c2, c3 = (
+        Waiting("c1", Channel.CHAT, back),
+        Waiting("c2", Channel.EMAIL, t0 + 1_000),
+        Waiting("c3", Channel.CHAT, t0 + 2_000),
     )
-    assert store.waiting(T, 1, offset=1) == (3, [Waiting("c2", Channel.EMAIL, t0 + 1_000)])
-    assert store.waiting(T, 5, offset=3) == (3, [])
+    assert store.waiting(T, 10) == ([c1, c2, c3], None)
+    first, place = store.waiting(T, 1, offset=1)
+    assert first == [c2]
+    assert place is not None
+    assert store.waiting(T, 5, after=place) == ([c3], None)
+    assert store.waiting(T, 5, offset=3) == ([], None)
     assert harness.dump() == before
+    store.cancel_call(T, "c2")  # the place held c2
+    assert store.waiting(T, 5, after=place) == ([c3], None)
 
 
 def test_only_waiting_calls_expire(harness: StoreHarness) -> None:

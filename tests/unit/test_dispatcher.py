@@ -21,6 +21,7 @@ from router.domain import (
     ActiveWork,
     AgentProfile,
     AgentSnapshot,
+    AssignmentState,
     Call,
     CallStatus,
     Channel,
@@ -617,3 +618,84 @@ def test_a_chat_behind_older_emails_expires_while_nobody_has_room() -> None:
     assert store.get_call(T, "chat").status == CallStatus.EXPIRED
     assert {store.get_call(T, f"e{i}").status for i in range(4)} == {CallStatus.QUEUED}
     assert [dispatcher.run_tick(T).expired for _ in range(3)] == [0, 0, 0]  # round again
+
+
+def _limited_email_queue(calls: list[tuple[str, Channel, str]]) -> tuple[MemoryStore, FakeClock]:
+    """A store whose policy gives chats a minute and emails a day in the queue, with
+    ``calls`` (id, channel, required skill) queued 10 ms apart."""
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    limits = frozen_map({Channel.CHAT: 60, Channel.EMAIL: 86_400})
+    units = frozen_map({Channel.EMAIL: 100, Channel.CHAT: 100})  # one item fills an agent
+    policy = dataclasses.replace(
+        Policy(),
+        heartbeat_timeout_s=0,
+        sla=frozen_map({}),
+        max_wait_s=limits,
+        channel_units=units,
+        version=1,
+    )
+    store.put_policy(T, policy)
+    for call_id, channel, skill in calls:
+        call = Call(call_id, channel, (SkillRequirement(skill, 1),), created_ms=clock.now_ms)
+        store.enqueue(T, f"r-{call_id}", "fp", call, policy=store.get_policy(T))
+        clock.advance(10)
+    return store, clock
+
+
+def test_the_look_behind_keeps_its_place_while_calls_leave_ahead_of_it() -> None:
+    """A chat past its limit behind 166 emails, three agents taking an email each tick at
+    the head: the look behind the first batch (10 calls) keeps its place in the queue, not
+    a count of calls, so the emails leaving ahead of it skip nothing, and the chat expires
+    within the ticks it takes to reach it (once the look reached 166 calls in, every
+    round missed it)."""
+    emails = [(f"e{i}", Channel.EMAIL, "x") for i in range(166)]
+    after = [(f"f{i}", Channel.EMAIL, "x") for i in range(60)]
+    store, clock = _limited_email_queue([*emails, ("chat", Channel.CHAT, "x"), *after])
+    for i in range(3):
+        capacity = frozen_map({Channel.EMAIL: 1, Channel.CHAT: 0})
+        store.create_agent(T, AgentProfile(f"a{i}", skills=frozen_map({"x": 5}), capacity=capacity))
+        store.set_presence(T, f"a{i}", Presence.AVAILABLE)
+    clock.advance(61_000)
+    dispatcher = Dispatcher(store, batch_size=10, owner="me")
+    ticks = 0
+    while ticks < 40:  # bounded
+        ticks += 1
+        dispatcher.run_tick(T)
+        if store.get_call(T, "chat").status == CallStatus.EXPIRED:
+            break
+        for i in range(3):  # each agent finishes its email before the next tick
+            for work in store.get_agent(T, f"a{i}").active:
+                asg = store.get_assignment(T, work.assignment_id)
+                store.finish_assignment(T, asg.assignment_id, asg.token, AssignmentState.COMPLETED)
+        clock.advance(1_000)
+    assert store.get_call(T, "chat").status == CallStatus.EXPIRED
+    assert ticks <= 17  # 166 calls ahead, 10 a tick
+
+
+def test_expiries_behind_move_the_placement_scan_back() -> None:
+    """Two emails past their limit lie within what the placement scan read last tick: the
+    look behind expires them, and the scan's next start moves back by them, so the chat an
+    agent can take further back is read (and placed) on the next tick, not a round later."""
+    calls = [
+        *[(f"v{i}", Channel.CHAT, "vip") for i in range(4)],  # nobody has the skill
+        ("m4", Channel.EMAIL, "x"),
+        ("m5", Channel.EMAIL, "x"),
+        *[(f"v{i}", Channel.CHAT, "vip") for i in range(6, 14)],
+        ("c1", Channel.CHAT, "billing"),
+        *[(f"v{i}", Channel.CHAT, "vip") for i in range(15, 30)],
+    ]
+    store, clock = _limited_email_queue(calls)
+    policy = store.get_policy(T)
+    limits = frozen_map({Channel.EMAIL: 60})
+    store.put_policy(T, dataclasses.replace(policy, max_wait_s=limits, version=2))
+    store.create_agent(T, AgentProfile("a1", skills=frozen_map({"billing": 5})))
+    store.set_presence(T, "a1", Presence.AVAILABLE)
+    clock.advance(59_700)  # the emails 0.5 s short of their limit
+    dispatcher = Dispatcher(store, batch_size=2, owner="me")
+    reports = []
+    for _ in range(3):
+        reports.append(dispatcher.run_tick(T))
+        clock.advance(1_000)
+    assert [(r.expired, r.placed) for r in reports] == [(0, 0), (2, 0), (0, 1)]
+    assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
