@@ -101,9 +101,7 @@ class MemoryCalls(MemoryBase):
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
-            rec = t.call(call_id, now)
-            if rec is None:
-                raise rules.call_not_found(call_id)
+            rec = t.known_call(call_id, now)
             return self._record(t, rec, now), list(rec.timeline)
 
     def completions(self, tenant: str, since_ms: int) -> Mapping[Channel, int]:
@@ -123,9 +121,7 @@ class MemoryCalls(MemoryBase):
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
-            rec = t.call(call_id, now)
-            if rec is None:
-                raise rules.call_not_found(call_id)
+            rec = t.known_call(call_id, now)
             if rec.status == CallStatus.COMPLETED:
                 raise rules.call_finished(call_id, rec.status.value)
             asg = t.assignment(rec.assignment_id, now) if rec.assignment_id else None
@@ -163,9 +159,7 @@ class MemoryCalls(MemoryBase):
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
-            rec = t.call(call_id, now)
-            if rec is None:
-                raise rules.call_not_found(call_id)
+            rec = t.known_call(call_id, now)
             wait = max(0, now - (rec.handed_back or rec.origin))
             stored = t.policy.version if t.policy else 0
             if (
@@ -188,9 +182,7 @@ class MemoryCalls(MemoryBase):
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
-            rec = t.call(call_id, now)
-            if rec is None:
-                raise rules.call_not_found(call_id)
+            rec = t.known_call(call_id, now)
             flagged = rec.breached if breached else rec.at_risk
             if rec.status != CallStatus.QUEUED or flagged:
                 return False
@@ -213,9 +205,7 @@ class MemoryCalls(MemoryBase):
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()
-            rec = t.call(call_id, now)
-            if rec is None:
-                raise rules.call_not_found(call_id)
+            rec = t.known_call(call_id, now)
             if rec.status != CallStatus.QUEUED:
                 raise rules.call_finished(call_id, rec.status.value)
             if not rec.callback:

@@ -305,6 +305,13 @@ class TenantState:
             return None
         return rec
 
+    def known_call(self, call_id: str, now: int) -> CallState:
+        """``call``, or ``NotFoundError`` (the scripts' ``{'missing'}``)."""
+        rec = self.call(call_id, now)
+        if rec is None:
+            raise rules.call_not_found(call_id)
+        return rec
+
     def end_assignment(self, asg: Assignment, state: AssignmentState, now: int) -> Assignment:
         """``end_assignment``: record the end, keep it ``RECORD_TTL_MS``, drop the offer."""
         ended = dataclasses.replace(asg, state=state, ended_ms=now)
