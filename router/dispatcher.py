@@ -79,7 +79,7 @@ this bound leaves a ``Scan`` where it stopped and the next tick reads on from th
 its first batch, so every waiting call is read within ``depth / ((TICK_BATCHES - 1) *
 batch_size)`` ticks, however long the queue."""
 SWEEP_BATCH = 128
-"""Tenants whose tick passes are opened in one round trip (``Store.open_passes``)."""
+"""Tenants a tick looks at in one round trip (``Store.open_passes``)."""
 OUTAGE_GRACE_S = 30.0
 """Least grace after the store was unavailable (``outage_grace_s``)."""
 _RESULTS = {Committed: "placed", Conflict: "conflict", Gone: "gone"}

@@ -353,6 +353,15 @@ def _is_cluster(client: redis.Redis) -> bool:
         return False
 
 
+def _open_args(
+    tenant: str, owner: str, ttl_ms: int, tick_ms: int, quiet_at: str, *, peek: bool
+) -> tuple[list[str], list[str | int]]:
+    """The keys and arguments of the lease script's ``open`` for one tenant."""
+    k = Keys(tenant)
+    keys = [k.lease, k.tick, k.queue, k.offers, k.revs]
+    return keys, ["open", owner, ttl_ms, tick_ms, quiet_at, "1" if peek else "0"]
+
+
 def _source(name: str) -> str:
     """``#!lua`` + ``_lib.lua`` + the script. The shebang (no flags) leaves EVAL's
     compatibility mode: on a Redis Cluster node the server then refuses a script that
@@ -731,10 +740,9 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         self, tenant: str, owner: str, ttl_ms: int, tick_ms: int, quiet_at: str, *, peek: bool
     ) -> PassGrant:
         """The lease script's ``open`` for one tenant (``peek``: only looking)."""
-        k = Keys(tenant)
-        keys = [k.lease, k.tick, k.queue, k.offers, k.revs]
-        args: list[str | int] = ["open", owner, ttl_ms, tick_ms, quiet_at, "1" if peek else "0"]
-        return PassGrant(self._run("lease", keys, args)[0])
+        return PassGrant(
+            self._run("lease", *_open_args(tenant, owner, ttl_ms, tick_ms, quiet_at, peek=peek))[0]
+        )
 
     def open_passes(
         self,
@@ -751,34 +759,33 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         it persists. On one server a pipeline that failed is the whole call's error."""
         rules.check_lease(owner, ttl_ms, tick_ms)
         now = "" if self._clock is None else str(self._clock())
-        script = self._scripts["lease"]
+        sha = self._scripts["lease"].sha
         pipe = self._client.pipeline(transaction=False)
-        sent: list[object] = []  # per tenant: sent in the pipeline, or why not
+        replies: list[Any] = []  # per tenant: its reply, or why it was not sent
         for tenant in tenants:
             try:
-                k = Keys(tenant)
+                keys, args = _open_args(
+                    tenant, owner, ttl_ms, tick_ms, quiet_at.get(tenant, ""), peek=True
+                )
             except RouterError as exc:  # a name no request could have written
-                sent.append(exc)
+                replies.append(exc)
                 continue
-            keys = [k.lease, k.tick, k.queue, k.offers, k.revs]
-            quiet = quiet_at.get(tenant, "")
-            args = (now, "open", owner, ttl_ms, tick_ms, quiet, "1")
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            sent.append(None)
-        replies = iter(self._peeks(pipe))
+            pipe.evalsha(sha, len(keys), *keys, now, *args)
+            replies.append(None)
+        sent = iter(self._peeks(pipe))
         grants: list[PassGrant | RouterError] = []
-        for tenant, refused in zip(tenants, sent, strict=True):
-            reply = refused or next(replies)
-            try:
-                if isinstance(reply, RouterError):
-                    raise reply
-                if isinstance(reply, list) and reply:
-                    grants.append(PassGrant(text(reply[0])))
-                else:  # NOSCRIPT, MOVED, a node away: alone, with the single call's handling
+        for tenant, refused in zip(tenants, replies, strict=True):
+            reply = refused or next(sent)
+            if isinstance(reply, RouterError):
+                grants.append(reply)
+            elif isinstance(reply, list) and reply:
+                grants.append(PassGrant(text(reply[0])))
+            else:  # NOSCRIPT, MOVED, a node away: alone, with the single call's handling
+                try:
                     quiet = quiet_at.get(tenant, "")
                     grants.append(self._open(tenant, owner, ttl_ms, tick_ms, quiet, peek=True))
-            except RouterError as exc:
-                grants.append(exc)
+                except RouterError as exc:
+                    grants.append(exc)
         return grants
 
     def _peeks(self, pipe: Any) -> list[Any]:
