@@ -32,20 +32,16 @@ from router.domain import (
     Policy,
     Presence,
     Snapshot,
-    frozen_map,
 )
 from router.errors import AlreadyExistsError, RouterError
 from router.memory_calls import MemoryCalls
 from router.memory_routing import MemoryRouting
 from router.memory_state import AgentState, TenantState, policy_tag_of
-from router.store import AgentQuery, Candidates, Event, KnownPolicy, PassGrant
+from router.store import NONE_QUIET, AgentQuery, Candidates, Event, KnownPolicy, PassGrant
 
 
 def _system_clock() -> int:
     return time.time_ns() // 1_000_000
-
-
-_NONE: Mapping[str, str] = frozen_map({})
 
 
 class MemoryStore(MemoryRouting, MemoryCalls):
@@ -331,7 +327,7 @@ class MemoryStore(MemoryRouting, MemoryCalls):
         owner: str,
         ttl_ms: int,
         tick_ms: int,
-        quiet_at: Mapping[str, str] = _NONE,
+        quiet_at: Mapping[str, str] = NONE_QUIET,
     ) -> list[PassGrant | RouterError]:
         """Each tenant's look in turn (no change-log head: never ``QUIET``)."""
         rules.check_lease(owner, ttl_ms, tick_ms)

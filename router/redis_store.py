@@ -231,7 +231,6 @@ from redis.exceptions import (
 
 from router import metrics, tracing
 from router import store_common as rules
-from router.domain import frozen_map
 from router.errors import RouterError, StoreUnavailableError
 from router.history_mirror import HistoryMirrors
 from router.redis_agents import TOMBSTONES_KEPT_S, RedisAgents
@@ -239,7 +238,7 @@ from router.redis_cache import AgentCache, PartiesCache
 from router.redis_calls import RedisCalls
 from router.redis_routing import RedisRouting
 from router.redis_schema import TENANTS_KEY, Keys, event_from_entry, text, text_or_none, texts
-from router.store import Event, PassGrant
+from router.store import NONE_QUIET, Event, PassGrant
 
 _SCRIPTS = (
     "create_agent",
@@ -262,7 +261,6 @@ _SCRIPTS = (
     "index_changes",
     "reindex",
 )
-_NONE: Mapping[str, str] = frozen_map({})
 _READ_ONLY = frozenset({"index_changes"})
 """Scripts that write nothing (``flags=no-writes``: they also run while Redis refuses
 writes, e.g. at its memory limit)."""
@@ -750,7 +748,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         owner: str,
         ttl_ms: int,
         tick_ms: int,
-        quiet_at: Mapping[str, str] = _NONE,
+        quiet_at: Mapping[str, str] = NONE_QUIET,
     ) -> list[PassGrant | RouterError]:
         """Each tenant's ``open_pass`` script, only looking (``Store.open_passes``), all in one
         pipeline; a tenant whose script failed there (its node lost the script, a slot

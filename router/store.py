@@ -178,6 +178,9 @@ class Waiting:
     """The ``traceparent`` of the request that created it, if any."""
 
 
+NONE_QUIET: Mapping[str, str] = frozen_map({})
+"""``open_passes``' ``quiet_at`` when no tenant's last full pass was quiet."""
+
 QueueKey: TypeAlias = tuple[float, str]
 """A place in the queue: (queue score, call id), the queue's order."""
 
@@ -616,7 +619,7 @@ class Store(Protocol):
         owner: str,
         ttl_ms: int,
         tick_ms: int,
-        quiet_at: Mapping[str, str] = ...,
+        quiet_at: Mapping[str, str] = NONE_QUIET,
     ) -> list[PassGrant | RouterError]:
         """What ``open_pass`` would grant each of ``tenants`` (with its ``quiet_at`` entry,
         if any), in one round trip where the store can (the dispatcher's tick), but only
