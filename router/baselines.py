@@ -5,9 +5,10 @@ the aging key ``origin - priority * aging_s_per_priority``, voice before other c
 call id), the same order ``BALANCED`` favours; each goes to one eligible agent picked by the
 strategy's key, ties broken by agent id:
 
-- ``LONGEST_IDLE``  idle the longest: smallest ``max(last_free_ms, last_assigned_ms)`` (the
-                    industry default; an agent given a call is not idle any more, even with
-                    slots left, so chats spread like calls)
+- ``LONGEST_IDLE``  idle the longest: smallest ``max(last_free_ms, last_assigned_ms, end of
+                    the latest scheduled absence over)`` (the industry default; an agent given
+                    a call is not idle any more, even with slots left, so chats spread like
+                    calls; nor is time away idle time)
 - ``ROUND_ROBIN``   smallest ``last_assigned_ms``
 - ``BEST_SKILL``    highest skill fit, then highest performance (ignores load: this is the
                     policy that overloads top performers, within the hard rules)
@@ -38,8 +39,13 @@ _PERFORMANCE = PART_NAMES.index(PERFORMANCE)
 def _key(strategy: Strategy, board: Board) -> Key:
     """Sort key of an eligible agent under ``strategy`` (smallest first)."""
     if strategy == Strategy.LONGEST_IDLE:
+        now_ms = board.now_ms
         return lambda agent, _: (
-            max(agent.last_free_ms, agent.last_assigned_ms),
+            max(
+                agent.last_free_ms,
+                agent.last_assigned_ms,
+                agent.profile.back_from_absence_ms(now_ms),
+            ),
             board.placed_rank(agent.agent_id),
             agent.agent_id,
         )

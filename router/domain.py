@@ -206,6 +206,11 @@ class AgentProfile:
     """What ``scoring.load`` derived from this profile, kept on it so that it lives and
     dies with the object; not part of its value (``replace`` starts it empty)."""
 
+    def back_from_absence_ms(self, now_ms: int) -> int:
+        """The end of the latest absence over by ``now_ms`` (0 when none is): the agent's
+        idle clock restarts there, as it does when presence becomes AVAILABLE."""
+        return max([a.end_ms for a in self.absences if a.end_ms <= now_ms], default=0)
+
 
 @dataclass(frozen=True, slots=True)
 class ActiveWork:

@@ -611,6 +611,7 @@ class AgentTable:
     """
 
     __slots__ = (
+        "_absences",
         "_busy",
         "_owners",
         "_patched",
@@ -636,6 +637,7 @@ class AgentTable:
         self._owners: npt.NDArray[np.intp] | None = None
         self._skill_columns: dict[str, tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]] = {}
         self._busy: _Busy | None = None
+        self._absences: tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]] | None = None
         self._patched = False
         last = _LAST[0]
         if last is not None and last.memo is memo:
@@ -761,9 +763,27 @@ class AgentTable:
         return has, levels
 
     def absences(self) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
-        """(owner index, (start_ms, end_ms)) of every scheduled absence of the agents."""
-        counts = self.ints[:, I_ABSENCES]
-        owners = np.flatnonzero(counts)
-        picked = [self._rows[i] for i in owners.tolist()]
-        spans = np.frombuffer(b"".join(map(_ABSENCES, picked)), np.int64).reshape(-1, 2)
-        return np.repeat(owners, counts[owners]), spans
+        """(owner index, (start_ms, end_ms)) of every scheduled absence of the agents
+        (read once per table)."""
+        if self._absences is None:
+            counts = self.ints[:, I_ABSENCES]
+            owners = np.flatnonzero(counts)
+            picked = [self._rows[i] for i in owners.tolist()]
+            spans = np.frombuffer(b"".join(map(_ABSENCES, picked)), np.int64).reshape(-1, 2)
+            owned = np.repeat(owners, counts[owners])
+            owned.flags.writeable = spans.flags.writeable = False
+            self._absences = (owned, spans)
+        return self._absences
+
+    def free_since(self, now_ms: int) -> npt.NDArray[np.int64]:
+        """When each agent last became free as of ``now_ms``
+        (``scoring.match.free_since``): the row's ``I_FREE_SINCE``, or the end of the
+        agent's latest absence over by then where that is later."""
+        free = self.ints[:, I_FREE_SINCE]
+        if not free.size or not self.ints[:, I_ABSENCES].any():
+            return free
+        owners, spans = self.absences()
+        over = spans[:, 1] <= now_ms
+        free = free.copy()
+        np.maximum.at(free, owners[over], spans[over, 1])
+        return free

@@ -16,7 +16,8 @@ Every part is a value in [0, 1]; the score card multiplies each by its weight fr
                     else 0 (unknown or invalid zone names never raise)
     previous_agent  1 when call.preferred_agent_id == agent_id, else 0
     idle            min(1, idle_s / policy.idle_horizon_s), where
-                    idle_s = now - max(last_free_ms, end of the latest finished span)
+                    idle_s = now - max(last_free_ms, end of the latest finished span,
+                                       end of the latest scheduled absence over by now)
                     for an agent holding no work, and 0 while the agent holds work
 
 Load is not a match part: it is a cost in the solver (``scoring.load``).
@@ -46,7 +47,6 @@ from scoring.load import (
     F_WEIGHT,
     F_WEIGHTED_SUM,
     I_ACTIVE,
-    I_FREE_SINCE,
     I_REGION,
     I_UPDATED,
     I_ZONE,
@@ -155,12 +155,24 @@ def region_affinity(
     return TIMEZONE_AFFINITY * max(0.0, 1.0 - gap / OFFSET_SPAN_H)
 
 
+def free_since(agent: AgentSnapshot, now_ms: int) -> int:
+    """When ``agent`` last became free as of ``now_ms``: the latest of ``last_free_ms``,
+    the end of its latest finished span and the end of its latest scheduled absence over
+    by then (time away is not time idle)."""
+    return max(
+        [
+            agent.last_free_ms,
+            agent.profile.back_from_absence_ms(now_ms),
+            *(span.end_ms for span in agent.recent),
+        ]
+    )
+
+
 def idle_value(agent: AgentSnapshot, now_ms: int, horizon_s: int) -> float:
     """Fairness part in [0, 1]: how long the agent has been without work, saturating."""
     if agent.active:
         return 0.0
-    free_since = max([agent.last_free_ms, *(span.end_ms for span in agent.recent)])
-    return idle_share(free_since, now_ms, horizon_s)
+    return idle_share(free_since(agent, now_ms), now_ms, horizon_s)
 
 
 def idle_share(free_since_ms: int, now_ms: int, horizon_s: int) -> float:
@@ -175,8 +187,8 @@ def idle_share(free_since_ms: int, now_ms: int, horizon_s: int) -> float:
 def idle_array(
     active: npt.NDArray[np.int64], free_since: npt.NDArray[np.int64], now_ms: int, horizon_s: int
 ) -> npt.NDArray[np.float64]:
-    """``idle_value`` for many agents: ``active`` items held and ``free_since`` (the latest of
-    ``last_free_ms`` and the recent spans' ends) per agent; the same floats."""
+    """``idle_value`` for many agents: ``active`` items held and ``free_since``
+    (``AgentTable.free_since``) per agent; the same floats."""
     gap = now_ms - free_since
     # max(0, gap) / 1000: an exact integer, then one correctly rounded division.
     idle_s = np.where(gap > 0, gap, 0) / 1000
@@ -387,7 +399,7 @@ class ScoreColumns:
             floats[:, F_WEIGHTED_SUM], floats[:, F_WEIGHT], ints[:, I_UPDATED], now_ms, policy
         )
         self._idle = idle_array(
-            ints[:, I_ACTIVE], ints[:, I_FREE_SINCE], now_ms, policy.idle_horizon_s
+            ints[:, I_ACTIVE], table.free_since(now_ms), now_ms, policy.idle_horizon_s
         )
         self._idle_weighted = self._idle * self._weights[4]
         zones = ints[:, I_ZONE]

@@ -355,7 +355,15 @@ class Dispatcher:
         keyed: list[tuple[Any, ...]]
         if strategy == Strategy.LONGEST_IDLE:
             keyed = [
-                (max(agents[a].last_free_ms, agents[a].last_assigned_ms), a) for a in agent_ids
+                (
+                    max(
+                        agents[a].last_free_ms,
+                        agents[a].last_assigned_ms,
+                        agents[a].profile.back_from_absence_ms(now),
+                    ),
+                    a,
+                )
+                for a in agent_ids
             ]
         elif strategy == Strategy.ROUND_ROBIN:
             keyed = [(agents[a].last_assigned_ms, a) for a in agent_ids]

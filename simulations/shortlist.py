@@ -35,6 +35,7 @@ from scoring import performance
 from scoring.load import marginal_cost, occupancy
 from scoring.match import (
     agent_facts,
+    free_since,
     part_values,
     region_affinity,
     skill_fit,
@@ -164,9 +165,7 @@ class Shortlist:
         policy = self.policy
         snap = agent.snapshot(now_ms, window_ms)
         score = performance.score(agent.performance, now_ms, policy)
-        free_since = None
-        if not snap.active:
-            free_since = max([snap.last_free_ms, *(span.end_ms for span in snap.recent)])
+        since = None if snap.active else free_since(snap, now_ms)
         return (
             agent.seq,
             now_ms,
@@ -174,7 +173,7 @@ class Shortlist:
             policy.weights.performance * max(score, policy.performance_prior),
             occupancy(snap, now_ms, policy.occupancy_window_s),
             policy.occupancy_cap_for(agent.profile),
-            free_since,
+            since,
             snap.units_used,
         )
 

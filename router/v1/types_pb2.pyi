@@ -149,7 +149,9 @@ class _StrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Strategy.Val
     STRATEGY_BALANCED: _Strategy.ValueType  # 1
     """Min-cost flow over soft scores with a convex load cost and hard occupancy caps."""
     STRATEGY_LONGEST_IDLE: _Strategy.ValueType  # 2
-    """The agent idle the longest (the industry default)."""
+    """The agent idle the longest (the industry default): idle since their last work ended,
+    they became AVAILABLE or a scheduled absence of theirs ended, whichever came last.
+    """
     STRATEGY_ROUND_ROBIN: _Strategy.ValueType  # 3
     """The agent assigned least recently."""
     STRATEGY_BEST_SKILL: _Strategy.ValueType  # 4
@@ -167,7 +169,9 @@ STRATEGY_UNSPECIFIED: Strategy.ValueType  # 0
 STRATEGY_BALANCED: Strategy.ValueType  # 1
 """Min-cost flow over soft scores with a convex load cost and hard occupancy caps."""
 STRATEGY_LONGEST_IDLE: Strategy.ValueType  # 2
-"""The agent idle the longest (the industry default)."""
+"""The agent idle the longest (the industry default): idle since their last work ended,
+they became AVAILABLE or a scheduled absence of theirs ended, whichever came last.
+"""
 STRATEGY_ROUND_ROBIN: Strategy.ValueType  # 3
 """The agent assigned least recently."""
 STRATEGY_BEST_SKILL: Strategy.ValueType  # 4
@@ -1103,7 +1107,9 @@ class Weights(_message.Message):
     previous_agent: _builtins.float
     """The customer's previous agent."""
     idle: _builtins.float
-    """Idle time (fairness)."""
+    """Idle time (fairness): since the agent's last work ended, they became AVAILABLE or a
+    scheduled absence of theirs ended, whichever came last; 0 while they hold work.
+    """
     load: _builtins.float
     """Convex cost of load and occupancy (spreads work, protects top performers)."""
     def __init__(

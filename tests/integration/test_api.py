@@ -121,6 +121,38 @@ def test_absences_ended_over_a_day_ago_make_room_for_new_ones(service: Service) 
     assert "at most 100" in (err.value.details() or "")
 
 
+def test_longest_idle_counts_idle_time_from_the_end_of_an_absence(service: Service) -> None:
+    """An agent back from an hour's scheduled absence has been idle since its end, not
+    since before it: under longest-idle the agent who sat at the desk meanwhile gets the
+    call, and the one back from lunch the next."""
+    service.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(
+            tenant=service.tenant,
+            policy=pb.Policy(strategy=pb.STRATEGY_LONGEST_IDLE),
+            update_mask=field_mask_pb2.FieldMask(paths=["strategy"]),
+        )
+    )
+    service.set_policy(heartbeat_timeout_s=0)
+    service.agent("lunch", skills={"billing": 5})
+    service.clock.advance(60_000)
+    service.agent("desk", skills={"billing": 5})
+    now_s = service.clock.now_ms // 1000
+    service.admin.ScheduleAbsence(
+        admin_pb2.ScheduleAbsenceRequest(
+            tenant=service.tenant,
+            agent_id="lunch",
+            absence=pb.Absence(
+                kind=pb.ABSENCE_KIND_OTHER,
+                start_time=Timestamp(seconds=now_s + 60),
+                end_time=Timestamp(seconds=now_s + 3600),
+            ),
+        )
+    )
+    service.clock.advance(3_660_000)  # the absence ended a minute ago
+    assert service.assign("c1").assignment.agent_id == "desk"
+    assert service.assign("c2").assignment.agent_id == "lunch"
+
+
 def test_scheduled_absence_and_heartbeat_expiry_exclude(service: Service) -> None:
     """Agents inside an absence or with a stale heartbeat never get work."""
     service.agent("away", skills={"billing": 9})

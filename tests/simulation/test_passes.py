@@ -9,6 +9,7 @@ pass, and the two runs must agree call by call.
 
 from __future__ import annotations
 
+import copy
 import random
 import statistics
 from collections.abc import Sequence
@@ -149,6 +150,23 @@ def test_fast_passes_decide_exactly_like_the_reference(strategy: Strategy) -> No
     assert _decisions(fast) == _decisions(slow)
     # the event count differs: the fast passes schedule fewer wake-ups
     assert {**fast.kpis, "events": 0} == {**slow.kpis, "events": 0}
+
+
+def test_agents_keeping_work_through_an_absence_are_ranked_as_the_engine_ranks_them() -> None:
+    """With nothing taken back from agents who leave, the Iberia agents keep their chats
+    through a one-minute training and have slots left after it: longest-idle ranks them
+    from the training's end (time away is not idle time) in the fast passes as in
+    ``decide``."""
+    spec = copy.deepcopy(SCENARIO)
+    spec["policy"]["reclaim_on_absence"] = False
+    spec["agents"][2]["absences"] = [{"start": 1800, "end": 1860, "kind": "training"}]
+    scenario = parse_scenario(spec, name="passes_check")
+    for seed in (1, 2):
+        fast = simulate(scenario, seed=seed, policy=Strategy.LONGEST_IDLE, escalate=False)
+        slow = simulate(
+            scenario, seed=seed, policy=Strategy.LONGEST_IDLE, escalate=False, reference=True
+        )
+        assert _decisions(fast) == _decisions(slow)
 
 
 @pytest.mark.parametrize("strategy", [Strategy.LONGEST_IDLE, Strategy.BALANCED])

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from router.domain import (
+    Absence,
+    AbsenceKind,
     ActiveWork,
     AgentProfile,
     AgentSnapshot,
@@ -72,6 +74,7 @@ def random_agent(rng: random.Random, index: int) -> AgentSnapshot:
             timezone=rng.choice(["", "Europe/London"]),
             capacity=frozen_map({Channel.CHAT: rng.randint(0, 4)} if rng.random() < 0.5 else {}),
             max_occupancy=rng.choice([None, 0.5, 1]),
+            absences=tuple(random_absences(rng)),
         ),
         presence=rng.choice(list(Presence)),
         heartbeat_ms=NOW - rng.randint(0, 300_000),
@@ -80,6 +83,16 @@ def random_agent(rng: random.Random, index: int) -> AgentSnapshot:
         performance=stats,
         last_free_ms=rng.choice([0, NOW - rng.randint(-60_000, 2 * HOUR_MS)]),
     )
+
+
+def random_absences(rng: random.Random) -> list[Absence]:
+    """None mostly; else absences over, under way and to come around ``NOW``."""
+    absences = []
+    for n in range(rng.choice([0, 0, 0, 1, 3])):
+        start = NOW + rng.randint(-3 * HOUR_MS, 2 * HOUR_MS)
+        end = start + rng.choice([1, 60_000, HOUR_MS])
+        absences.append(Absence(f"x{n}", AbsenceKind.OTHER, start, end))
+    return absences
 
 
 def random_policy(rng: random.Random) -> Policy:
@@ -106,7 +119,7 @@ def test_vectorised_formulas_are_bit_identical(seed: int) -> None:
         scores = performance.score_array(
             floats[:, F_WEIGHTED_SUM], floats[:, F_WEIGHT], ints[:, I_UPDATED], now, policy
         )
-        idle = idle_array(ints[:, I_ACTIVE], ints[:, I_FREE_SINCE], now, policy.idle_horizon_s)
+        idle = idle_array(ints[:, I_ACTIVE], table.free_since(now), now, policy.idle_horizon_s)
         occ = table.occupancy(now, policy.occupancy_window_s)
         expected_scores = [performance.score(a.performance, now, policy) for a in agents]
         expected_idle = [idle_value(a, now, policy.idle_horizon_s) for a in agents]

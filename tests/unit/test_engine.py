@@ -496,6 +496,26 @@ def test_longest_idle_agrees_between_a_batch_and_assigns_one_at_a_time() -> None
     assert one_by_one == ["A", "B", "C"]
 
 
+@pytest.mark.parametrize("strategy", [Strategy.BALANCED, Strategy.LONGEST_IDLE])
+def test_time_on_a_scheduled_absence_is_not_idle_time(strategy: Strategy) -> None:
+    """Back from an hour's absence a minute ago, an agent who last freed two hours ago has
+    been idle a minute: balanced's idle part and longest-idle both prefer the agent free
+    for fifteen minutes, call after call."""
+    lunch = Absence("lunch", AbsenceKind.OTHER, NOW - HOUR_MS - 60_000, NOW - 60_000)
+    agents = [
+        make_agent(
+            "back",
+            last_free_ms=NOW - 2 * HOUR_MS,
+            last_assigned_ms=NOW - 3 * HOUR_MS,
+            absences=(lunch,),
+        ),
+        make_agent("desk", last_free_ms=NOW - 15 * 60_000, last_assigned_ms=NOW - HOUR_MS),
+    ]
+    policy = Policy(strategy=strategy)
+    for n in range(8):
+        assert chosen(run(agents, [make_call(f"c{n}")], policy)) == ["desk"]
+
+
 def test_round_robin_picks_the_least_recently_assigned() -> None:
     """ROUND_ROBIN takes the smallest last_assigned_ms, ties by agent id."""
     agents = [

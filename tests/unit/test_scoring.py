@@ -9,6 +9,8 @@ import random
 import pytest
 
 from router.domain import (
+    Absence,
+    AbsenceKind,
     ActiveWork,
     AgentProfile,
     AgentSnapshot,
@@ -41,6 +43,7 @@ def make_agent(
     recent: tuple[WorkSpan, ...] = (),
     last_free_ms: int = NOW,
     capacity: dict[Channel, int] | None = None,
+    absences: tuple[Absence, ...] = (),
 ) -> AgentSnapshot:
     """An available agent with the given profile details."""
     return AgentSnapshot(
@@ -50,6 +53,7 @@ def make_agent(
             region=region,
             timezone=timezone,
             capacity=frozen_map(capacity or {}),
+            absences=absences,
         ),
         presence=Presence.AVAILABLE,
         heartbeat_ms=NOW,
@@ -337,6 +341,22 @@ def test_idle_part_saturates_and_is_zero_while_busy() -> None:
     assert match.idle_value(later_span, NOW, 900) == pytest.approx(0.1)
     busy = make_agent(last_free_ms=NOW - HOUR_MS, active=(chat(NOW - 1000),))
     assert match.idle_value(busy, NOW, 900) == 0.0
+
+
+def test_idle_time_counts_from_the_end_of_the_last_absence_over() -> None:
+    """An agent back from a scheduled absence has been idle since it ended; an absence still
+    to come, or one ended before the agent last freed, changes nothing."""
+    lunch = Absence("lunch", AbsenceKind.OTHER, NOW - HOUR_MS, NOW - 90_000)
+    later = Absence("later", AbsenceKind.TRAINING, NOW + HOUR_MS, NOW + 2 * HOUR_MS)
+    back = make_agent(last_free_ms=NOW - 2 * HOUR_MS, absences=(lunch, later))
+    assert match.idle_value(back, NOW, 900) == pytest.approx(0.1)
+    assert match.free_since(back, NOW) == NOW - 90_000
+    assert match.free_since(back, NOW - 90_001) == NOW - 2 * HOUR_MS
+    freed_since = make_agent(last_free_ms=NOW - 45_000, absences=(lunch,))
+    assert match.idle_value(freed_since, NOW, 900) == pytest.approx(0.05)
+    assert back.profile.back_from_absence_ms(NOW) == NOW - 90_000
+    assert back.profile.back_from_absence_ms(NOW + 3 * HOUR_MS) == NOW + 2 * HOUR_MS
+    assert back.profile.back_from_absence_ms(NOW - HOUR_MS) == 0
 
 
 def test_score_card_weights_parts_and_sums_them() -> None:
