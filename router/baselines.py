@@ -5,10 +5,11 @@ the aging key ``origin - priority * aging_s_per_priority``, voice before other c
 call id), the same order ``BALANCED`` favours; each goes to one eligible agent picked by the
 strategy's key, ties broken by agent id:
 
-- ``LONGEST_IDLE``  idle the longest: smallest ``max(last_free_ms, last_assigned_ms, end of
-                    the latest scheduled absence over)`` (the industry default; an agent given
-                    a call is not idle any more, even with slots left, so chats spread like
-                    calls; nor is time away idle time)
+- ``LONGEST_IDLE``  idle the longest: smallest ``max(last_free_ms, last_assigned_ms)`` and,
+                    for an agent holding nothing, the end of its latest scheduled absence over
+                    (the industry default; an agent given a call is not idle any more, even
+                    with slots left, so chats spread like calls; nor is time away idle time:
+                    an absence's end restarts the clock as becoming AVAILABLE does)
 - ``ROUND_ROBIN``   smallest ``last_assigned_ms``
 - ``BEST_SKILL``    highest skill fit, then highest performance (ignores load: this is the
                     policy that overloads top performers, within the hard rules)
@@ -44,7 +45,7 @@ def _key(strategy: Strategy, board: Board) -> Key:
             max(
                 agent.last_free_ms,
                 agent.last_assigned_ms,
-                agent.profile.back_from_absence_ms(now_ms),
+                0 if agent.active else agent.profile.back_from_absence_ms(now_ms),
             ),
             board.placed_rank(agent.agent_id),
             agent.agent_id,

@@ -207,8 +207,9 @@ class AgentProfile:
     dies with the object; not part of its value (``replace`` starts it empty)."""
 
     def back_from_absence_ms(self, now_ms: int) -> int:
-        """The end of the latest absence over by ``now_ms`` (0 when none is): the agent's
-        idle clock restarts there, as it does when presence becomes AVAILABLE."""
+        """The end of the latest absence over by ``now_ms`` (0 when none is): an agent
+        holding nothing has been idle since then at most, as when presence becomes
+        AVAILABLE (time away is not idle time)."""
         return max([a.end_ms for a in self.absences if a.end_ms <= now_ms], default=0)
 
 

@@ -156,9 +156,9 @@ def region_affinity(
 
 
 def free_since(agent: AgentSnapshot, now_ms: int) -> int:
-    """When ``agent`` last became free as of ``now_ms``: the latest of ``last_free_ms``,
-    the end of its latest finished span and the end of its latest scheduled absence over
-    by then (time away is not time idle)."""
+    """When ``agent``, holding nothing, last became free as of ``now_ms``: the latest of
+    ``last_free_ms``, the end of its latest finished span and the end of its latest
+    scheduled absence over by then (time away is not idle time)."""
     return max(
         [
             agent.last_free_ms,

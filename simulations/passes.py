@@ -359,7 +359,7 @@ class Dispatcher:
                     max(
                         agents[a].last_free_ms,
                         agents[a].last_assigned_ms,
-                        agents[a].profile.back_from_absence_ms(now),
+                        0 if agents[a].work else agents[a].profile.back_from_absence_ms(now),
                     ),
                     a,
                 )

@@ -155,8 +155,8 @@ def test_fast_passes_decide_exactly_like_the_reference(strategy: Strategy) -> No
 def test_agents_keeping_work_through_an_absence_are_ranked_as_the_engine_ranks_them() -> None:
     """With nothing taken back from agents who leave, the Iberia agents keep their chats
     through a one-minute training and have slots left after it: longest-idle ranks them
-    from the training's end (time away is not idle time) in the fast passes as in
-    ``decide``."""
+    in the fast passes as in ``decide`` (the training's end restarts the idle clock of an
+    agent holding nothing only, as becoming AVAILABLE does)."""
     spec = copy.deepcopy(SCENARIO)
     spec["policy"]["reclaim_on_absence"] = False
     spec["agents"][2]["absences"] = [{"start": 1800, "end": 1860, "kind": "training"}]

@@ -516,6 +516,25 @@ def test_time_on_a_scheduled_absence_is_not_idle_time(strategy: Strategy) -> Non
         assert chosen(run(agents, [make_call(f"c{n}")], policy)) == ["desk"]
 
 
+def test_an_absence_restarts_the_idle_clock_of_an_agent_holding_nothing_only() -> None:
+    """As becoming AVAILABLE with work in hand leaves the longest-idle clock alone, so does
+    the end of an absence the agent worked through: an email taken two hours ago and still
+    open keeps its agent first in line for a chat."""
+    lunch = Absence("lunch", AbsenceKind.OTHER, NOW - HOUR_MS - 60_000, NOW - 60_000)
+    agents = [
+        make_agent(
+            "back",
+            last_free_ms=NOW - 3 * HOUR_MS,
+            last_assigned_ms=NOW - 2 * HOUR_MS,
+            active=(work(Channel.EMAIL, 20, NOW - 2 * HOUR_MS),),
+            absences=(lunch,),
+        ),
+        make_agent("desk", last_free_ms=NOW - 15 * 60_000, last_assigned_ms=NOW - HOUR_MS),
+    ]
+    policy = Policy(strategy=Strategy.LONGEST_IDLE)
+    assert chosen(run(agents, [make_call("c1", Channel.CHAT)], policy)) == ["back"]
+
+
 def test_round_robin_picks_the_least_recently_assigned() -> None:
     """ROUND_ROBIN takes the smallest last_assigned_ms, ties by agent id."""
     agents = [
