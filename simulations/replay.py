@@ -15,7 +15,13 @@ What a helpdesk platform would do, at ``speed`` times real time:
    still waiting when the caller's patience / speed runs out,
 4. learn when queued calls get an agent from one ``Watch`` stream (ASSIGNED / OFFERED), and
    when the service takes one off the queue at its channel's queue time limit (EXPIRED:
-   the call ends there, unanswered, as an abandoned one does).
+   the call ends there, as an abandoned one does).
+
+A call counts by its first outcome, as the offline simulator and the service's GetStats
+count it: one an agent answered is answered from that first answer (its wait runs to it)
+whatever happens next - handed back to the queue (the agent released it, or the service
+reclaimed it from an agent who left), then answered again, abandoned or expired. Its
+``outcome`` is what happened last.
 
 Bounded on every side: at most ``max_calls`` calls, arrivals only during ``max_seconds``,
 ``drain_s`` more for the calls in progress (then queued calls are cancelled and active ones
@@ -83,7 +89,8 @@ WATCHED = (
 )  # fmt: skip
 _WITHDRAWN = frozenset({grpc.StatusCode.FAILED_PRECONDITION})
 _UNANSWERED = frozenset({"abandoned", "expired"})
-"""Outcomes of calls that ended while they waited: nobody answered them."""
+"""Outcomes of calls that ended while they waited in the queue: no agent held them at the
+end (an agent may have answered one before it went back to the queue)."""
 REQUEUED = frozenset({"REJECTED", "OFFER_TIMED_OUT", "RECLAIMED", "RELEASED"})
 CLOCK_MARGIN_S = 60.0
 """Real seconds the absences sent reach before the replay's start and past its drain limit
@@ -105,6 +112,9 @@ class _Live:
     due: float
     sent: float | None = None
     answered: float | None = None
+    """When the agent holding the call now got it; ``None`` while it waits."""
+    first_answered: float | None = None
+    """When an agent first got it (kept when it goes back to the queue)."""
     agent_id: str = ""
     active: tuple[str, int] | None = None
     """(assignment id, fencing token) while an agent holds it."""
@@ -131,7 +141,8 @@ class _Live:
     queued_ms: int | None = None
     """Server time of the call's first QUEUED event."""
     answered_ms: int | None = None
-    """Server time of the ASSIGNED (or accepted OFFERED) event that answered it."""
+    """Server time of the ASSIGNED (or accepted OFFERED) event that first answered it (kept
+    when it goes back to the queue and is answered again)."""
     expired_ms: int | None = None
     """Server time of its EXPIRED event."""
     offered_ms: dict[str, int] = field(default_factory=dict)
@@ -153,15 +164,16 @@ class ObservedCall:
     """Assign answered QUEUED: the call waited for the dispatcher."""
     sent_s: float | None
     wait_s: float | None
-    """Until an agent got it (answered calls) or the caller hung up (abandoned ones). Time
-    in the queue is measured on the service's clock (QUEUED to ASSIGNED/OFFERED event) and
-    scaled by ``speed``; the Assign round trip is added unscaled, as the real delay it is
-    (scaling a 10 ms RPC by x300 would invent a 3 s wait). An abandoned call waited its
-    caller's patience (the Cancel's round trip and the timer's lateness, scaled, would
-    count against the service). An expired call waited until the service's EXPIRED event,
-    measured as an answered call's wait is."""
+    """Until an agent first got it (answered calls, whatever happened next) or the caller
+    hung up (abandoned ones). Time in the queue is measured on the service's clock (QUEUED
+    to ASSIGNED/OFFERED event) and scaled by ``speed``; the Assign round trip is added
+    unscaled, as the real delay it is (scaling a 10 ms RPC by x300 would invent a 3 s
+    wait). An abandoned call waited its caller's patience (the Cancel's round trip and the
+    timer's lateness, scaled, would count against the service). An expired call waited
+    until the service's EXPIRED event, measured as an answered call's wait is."""
     handle_s: float | None
-    """Answer to Complete on the client's clock, scaled (completed or cut calls)."""
+    """The answer of the agent who held the call at its end to the Complete, on the
+    client's clock, scaled (completed or cut calls)."""
     ended_s: float | None
     """Completed, abandoned, expired or cut."""
     agent_id: str
@@ -174,11 +186,17 @@ class ObservedCall:
     """The agent's resolution probability on this call (``simulations.outcomes``)."""
 
     answered: bool = False
-    """An agent got the call (whatever happened next)."""
+    """An agent got the call, whatever happened next: one handed back to the queue and then
+    abandoned or expired is answered too (and abandoned or expired)."""
+    last_answered_s: float | None = None
+    """When the agent who held the call at its end got it (scenario seconds): the start of
+    ``handle_s``. ``answered_s`` unless the call went back to the queue and was answered
+    again (then ``answered_s`` plus the time between the two answers on the client's
+    clock, scaled); ``None`` when no agent held it at its end."""
 
     @property
     def answered_s(self) -> float | None:
-        """When an agent got the call (scenario seconds)."""
+        """When an agent first got the call (scenario seconds)."""
         if not self.answered or self.sent_s is None or self.wait_s is None:
             return None
         return self.sent_s + self.wait_s
@@ -659,15 +677,17 @@ class Replayer:
 
     def _on_expired(self, live: _Live, now: float, server_ms: int) -> None:
         """The service took the call off the queue at its channel's queue time limit: it
-        ends here, unanswered (a Cancel on its way finds it expired; the caller's patience
-        timer finds it ended)."""
+        ends here (a Cancel on its way finds it expired; the caller's patience timer finds
+        it ended), answered all the same if an agent had it before it went back to the
+        queue."""
         with self._lock:
             live.expired_ms = server_ms
         self._finish(live, "expired", now)
 
     def _on_requeued(self, live: _Live, asg_id: str, now: float) -> None:
         """The call went back to the queue (reject, offer timeout, release, reclaim): it
-        waits again, and the caller's patience (from the original arrival) applies again."""
+        waits again, and the caller's patience (from the original arrival) applies again.
+        Its first answer is kept: it counts as answered from then, whatever happens next."""
         with self._lock:
             if live.outcome or live.active is None or live.active[0] != asg_id:
                 return
@@ -786,7 +806,8 @@ class Replayer:
             live.active = (asg_id, token)
             live.agent_id = agent_id
             live.answered = now
-            live.answered_ms = server_ms
+            if live.first_answered is None:
+                live.first_answered, live.answered_ms = now, server_ms
         agent = self._agent.get(agent_id)
         handle_s = live.call.handle_s / (agent.speed if agent else 1.0)
         due = now + handle_s / self.options.speed
@@ -883,6 +904,7 @@ class Replayer:
                 live.assignments.add(asg.assignment_id)
                 live.agent_id = live.agent_id or asg.agent_id
                 live.answered = live.answered or time.monotonic()
+                live.first_answered = live.first_answered or live.answered
             self._finish(live, "cut" if cut else "cancelled")
 
     def _finish(self, live: _Live, outcome: str, now: float | None = None) -> None:
@@ -1065,17 +1087,25 @@ class Replayer:
             if live is None or live.sent is None:
                 yield ObservedCall(call, "", "not_sent", False, None, None, None, None, "", 0, 0)
                 continue
-            answered = live.answered is not None and live.outcome not in _UNANSWERED
+            first = live.first_answered
+            answered = first is not None
             fit, quality = self._quality(live) if answered else (None, None)
             speed = self.options.speed
+            queued_ms, answered_ms = live.queued_ms, live.answered_ms
             wait: float | None = None
-            if answered and live.queued_ms is not None and live.answered_ms is not None:
-                queue_s = max(0, live.answered_ms - live.queued_ms) / 1000
+            if (
+                answered
+                and queued_ms is not None
+                and answered_ms is not None
+                # in the queue before its first answer (not only after a hand-back)
+                and (live.queued or queued_ms <= answered_ms)
+            ):
+                queue_s = max(0, answered_ms - queued_ms) / 1000
                 wait = queue_s * speed + live.assign_latency
             elif answered and not live.queued:
                 wait = live.assign_latency
-            elif answered and live.answered is not None:  # a missed event: the client's view
-                wait = (live.answered - live.sent) * speed
+            elif first is not None:  # a missed event: the client's view
+                wait = (first - live.sent) * speed
             elif live.outcome == "abandoned" and call.patience_s is not None:
                 # the caller hung up when their patience ran out, counted from the arrival
                 # (the Cancel's round trip and the timer's lateness are not the caller's)
@@ -1086,15 +1116,20 @@ class Replayer:
                 wait = queue_s * speed + live.assign_latency
             elif live.ended is not None:
                 wait = (live.ended - live.sent) * speed
-            handle = None
-            if answered and live.answered is not None and live.ended is not None:
-                handle = (live.ended - live.answered) * speed
+            sent_s = self._scenario_s(live.sent)
+            handle = last = None
+            held = live.answered  # by the agent who had the call at its end, if any
+            if held is not None and first is not None and live.outcome not in _UNANSWERED:
+                if live.ended is not None:
+                    handle = (live.ended - held) * speed
+                if sent_s is not None and wait is not None:
+                    last = sent_s + wait + (held - first) * speed
             yield ObservedCall(
                 call=call,
                 wire_id=live.wire_id,
                 outcome=live.outcome,
                 queued=live.queued,
-                sent_s=self._scenario_s(live.sent),
+                sent_s=sent_s,
                 wait_s=wait,
                 handle_s=handle,
                 ended_s=self._scenario_s(live.ended),
@@ -1104,6 +1139,7 @@ class Replayer:
                 skill_match=fit,
                 effective_quality=quality,
                 answered=answered,
+                last_answered_s=last,
             )
 
 

@@ -26,11 +26,17 @@ from simulations.simulator import AgentResult, CallResult
 
 
 def _record(o: ObservedCall, run: ReplayRun) -> CallResult:
+    """The simulator's record of the call (``CallResult``), counted by its first outcome as
+    the simulator counts it: a call an agent answered is answered at that first answer, its
+    wait running to it and within the SLA by it, whatever happened next; one handed back to
+    the queue and then abandoned or expired is abandoned or expired as well, completed by
+    nobody. A completed call's agent, handle time and end are those of the agent who
+    completed it, from that agent's answer."""
     assert o.sent_s is not None  # only sent calls become records
-    answered = o.answered_s
+    answered, held = o.answered_s, o.last_answered_s
     end = o.ended_s if o.ended_s is not None else run.end_s
     wait = o.wait_s if o.wait_s is not None else max(0.0, end - o.sent_s)
-    completed = answered is not None and o.outcome in {"completed", "cut"}
+    completed = answered is not None and held is not None and o.outcome in {"completed", "cut"}
     handle = o.handle_s if completed else None
     target = run.policy.sla.get(o.call.channel)
     return CallResult(
@@ -42,7 +48,7 @@ def _record(o: ObservedCall, run: ReplayRun) -> CallResult:
         abandoned=o.outcome == "abandoned",
         agent_id=o.agent_id if completed else "",
         handle_s=handle,
-        end_s=answered + handle if answered is not None and handle is not None else None,
+        end_s=held + handle if held is not None and handle is not None else None,
         skill_match=o.skill_match if completed else None,
         within_sla=answered is not None and (target is None or wait <= target.target_s),
         priority=o.call.priority,
@@ -68,13 +74,16 @@ def _staffed(agent: ReplayAgent, start: float, end: float) -> list[tuple[float, 
 def observed_results(
     run: ReplayRun,
 ) -> tuple[list[CallResult], dict[str, AgentResult], QueueLevels]:
-    """The replay as simulator results: records, agents' intervals, queue-length changes."""
-    records = [_record(o, run) for o in run.calls if o.sent_s is not None]
+    """The replay as simulator results: records, agents' intervals, queue-length changes.
+    An agent is busy with a call it completed from its answer to the end plus wrap-up."""
+    sent = [o for o in run.calls if o.sent_s is not None]
+    records = [_record(o, run) for o in sent]
     busy: dict[str, list[tuple[float, float, int]]] = {a.agent_id: [] for a in run.agents}
-    for r in records:
-        if r.agent_id in busy and r.answered_s is not None and r.end_s is not None:
+    for o, r in zip(sent, records, strict=True):
+        start = o.last_answered_s
+        if r.agent_id in busy and start is not None and r.end_s is not None:
             wrap = run.policy.wrap_up_s.get(r.channel, 0)
-            busy[r.agent_id].append((r.answered_s, r.end_s + wrap, run.policy.units_for(r.channel)))
+            busy[r.agent_id].append((start, r.end_s + wrap, run.policy.units_for(r.channel)))
     agents = {
         a.agent_id: AgentResult(
             agent_id=a.agent_id,
@@ -88,7 +97,7 @@ def observed_results(
         for a in run.agents
     }
     changes: list[tuple[float, int]] = []
-    for o, r in zip((o for o in run.calls if o.sent_s is not None), records, strict=True):
+    for o, r in zip(sent, records, strict=True):
         if o.queued:  # waited from its arrival until answered, hung up or cut
             changes.extend([(r.arrival_s, 1), (r.arrival_s + r.wait_s, -1)])
     trace, level = QueueLevels(), 0

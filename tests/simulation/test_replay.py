@@ -6,6 +6,7 @@ import dataclasses
 import json
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -25,7 +26,7 @@ from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 from simulations import console
 from simulations.model import DAY_S, AbsenceSpec, AgentSpec
-from simulations.replay import Replayer, ReplayRun, _Live
+from simulations.replay import Replayer, ReplayRun, _Live, _Scheduler
 from simulations.replay_plan import (
     ReplayAgent,
     ReplayError,
@@ -38,7 +39,7 @@ from simulations.replay_plan import (
 )
 from simulations.replay_report import observed_results, replay_kpis, summarize_replay
 from simulations.scenario import Scenario, parse_scenario
-from simulations.simulator import simulate
+from simulations.simulator import CallResult, simulate
 from simulations.trace import TraceCall, generate_trace
 from simulations.workforce import shift_windows
 
@@ -711,6 +712,212 @@ def test_an_expired_event_ends_the_call_in_the_replays_books() -> None:
     assert (kpis["overall"]["expired"], kpis["overall"]["abandoned"]) == (2, 0)
     assert kpis["overall"]["service_level"] == 0
     assert summarize_replay(run, kpis)["calls"]["expired"] == 2
+
+
+HANDED_BACK: dict[str, object] = {
+    "name": "handed back",
+    "duration_s": 300,
+    "drain_s": 300,
+    "policy": {
+        "strategy": "longest_idle",
+        "max_wait_s": {"voice": 60},
+        "reclaim_on_absence": True,
+        "reclaim_channels": ["voice"],
+        "expected_handle_s": {"voice": 10},
+    },
+    "sla": {"voice": 20},
+    "agents": [
+        {"id": "ana", "channels": ["voice"], "absences": [{"start": 100, "end": 400}]},
+        {"id": "bob", "channels": ["voice"], "absences": [{"start": 100, "end": 400}]},
+        {
+            "id": "cy",
+            "channels": ["voice"],
+            "absences": [{"start": 0, "end": 50}, {"start": 100, "end": 400}],
+        },
+        {"id": "dan", "channels": ["voice"], "absences": [{"start": 0, "end": 120}]},
+    ],
+    "arrivals": [{"channel": "voice", "rate_per_hour": 1, "handle": 500}],
+}
+"""Ana, Bob and Cy (on from 50 s) leave at 100 s and the voice calls they hold go back to
+the queue; Dan comes on at 120 s. A voice call leaves the queue after 60 s, counted again
+from its hand-back."""
+HANDED_BACK_CALLS = [
+    TraceCall(0.0, "again", Channel.VOICE, handle_s=150.0),  # Ana 0-100, Dan 120-270
+    TraceCall(10.0, "expires", Channel.VOICE, handle_s=500.0),  # Bob 10-100, expires at 160
+    TraceCall(20.0, "hangs-up", Channel.VOICE, handle_s=500.0, patience_s=130.0),  # Cy 50-100
+]
+RECORD_FIELDS = (
+    "answered_s",
+    "wait_s",
+    "within_sla",
+    "abandoned",
+    "expired",
+    "agent_id",
+    "handle_s",
+    "end_s",
+    "skill_match",
+    "quality",
+    "reclaimed",
+)
+
+
+def _fields(record: CallResult) -> dict[str, object]:
+    return {name: getattr(record, name) for name in RECORD_FIELDS}
+
+
+def _call_event(
+    kind: str, live: _Live, at_ms: int, agent_id: str = "", assignment_id: str = ""
+) -> pb.Event:
+    """The service's ``kind`` event of ``live``'s call at ``at_ms`` on its clock."""
+    data = {"assignment_id": assignment_id, "token": "1"} if assignment_id else {}
+    return pb.Event(
+        event_id=f"{at_ms}-0",
+        type=kind,
+        call_id=live.wire_id,
+        agent_id=agent_id,
+        time=timestamp_pb2.Timestamp(seconds=at_ms // 1000, nanos=at_ms % 1000 * 1_000_000),
+        data=data,
+    )
+
+
+def _handed_back_replay() -> tuple[Scenario, ReplayRun]:
+    """The day of ``HANDED_BACK`` as a replay at x100 observes it from the service's answers
+    and events (the service's clock at 1 000 000 ms when the first call arrives)."""
+    scenario = parse_scenario(HANDED_BACK, name="handed back")
+    speed = 100.0
+    options = ReplayOptions(target="127.0.0.1:1", speed=speed, max_seconds=10, drain_s=10)
+    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
+    with grpc.insecure_channel("127.0.0.1:1") as channel:
+        replayer = Replayer(channel, agents, HANDED_BACK_CALLS, options, policy=scenario.policy)
+    replayer.routing = _CancelStub(pb.CALL_STATUS_ABANDONED)  # type: ignore[assignment]
+    pool = ThreadPoolExecutor(1)
+    replayer._sched = _Scheduler(pool, replayer.stats)  # never started: schedules, runs nothing
+    t0 = replayer._t0
+
+    def at(scenario_s: float) -> float:
+        return t0 + scenario_s / speed
+
+    def ms(scenario_s: float) -> int:
+        return 1_000_000 + round(scenario_s / speed * 1000)
+
+    again, expires, hangs_up = (
+        _Live(call, f"tag-{call.call_id}", at(call.arrival_s), sent=at(call.arrival_s))
+        for call in HANDED_BACK_CALLS
+    )
+    for live in (again, expires, hangs_up):
+        replayer._live[live.call.call_id] = live
+        replayer._by_wire[live.wire_id] = live
+    replayer._pending = 3
+    # Assign answers the first two at once (RESULT_ASSIGNED), queues the third.
+    replayer._on_assigned(again, "a-1", 1, "ana", at(0), server_ms=ms(0))
+    replayer._on_assigned(expires, "a-2", 1, "bob", at(10), server_ms=ms(10))
+    hangs_up.queued = True
+    for scenario_s, event in [
+        (0, _call_event("ASSIGNED", again, ms(0), "ana", "a-1")),
+        (10, _call_event("ASSIGNED", expires, ms(10), "bob", "a-2")),
+        (20, _call_event("QUEUED", hangs_up, ms(20))),
+        (50, _call_event("ASSIGNED", hangs_up, ms(50), "cy", "a-3")),
+        *(
+            (100, _call_event(kind, live, ms(100), agent, asg))
+            for live, agent, asg in ((again, "ana", "a-1"), (expires, "bob", "a-2"))
+            for kind in ("RECLAIMED", "QUEUED")
+        ),
+        (100, _call_event("RECLAIMED", hangs_up, ms(100), "cy", "a-3")),
+        (100, _call_event("QUEUED", hangs_up, ms(100))),
+        (120, _call_event("ASSIGNED", again, ms(120), "dan", "a-4")),
+        (160, _call_event("EXPIRED", expires, ms(160))),
+    ]:
+        replayer._on_event(event, at(scenario_s), 0.0)
+    replayer._patience(hangs_up)  # its caller's patience runs out at 150 s: a Cancel
+    replayer._finish(again, "completed", at(270))  # Dan's Complete
+    pool.shutdown()
+    assert {live.outcome for live in (again, expires, hangs_up)} == {
+        "completed",
+        "expired",
+        "abandoned",
+    }
+    run = ReplayRun(
+        tenant=replayer.tenant,
+        options=options,
+        policy=scenario.policy,
+        agents=tuple(agents),
+        calls=tuple(replayer._observed()),
+        start_s=0.0,
+        end_s=300.0,
+        rpc=replayer.stats.to_json(),
+        policy_notes=(),
+        wall_s=3.0,
+        watch={"events": 12},
+        service_stats={},
+    )
+    return scenario, run
+
+
+def test_a_call_answered_then_handed_back_counts_as_answered_as_the_simulator_counts_it() -> None:
+    """A call an agent answered that went back to the queue (taken back from an agent who
+    left) and then expired, or whose caller then hung up, counts in the replay's records
+    and KPIs as the simulator counts it (and GetStats, by each call's first outcome):
+    answered, at its first answer, its wait running to it and within the SLA by it; and
+    expired, or abandoned, too; completed by nobody."""
+    scenario, run = _handed_back_replay()
+    simulated = simulate(scenario, seed=1, calls=HANDED_BACK_CALLS)
+    expected = {r.call_id: _fields(r) for r in simulated.records}
+    assert expected["expires"] == {
+        **expected["expires"],
+        "answered_s": 10.0,
+        "wait_s": 0.0,
+        "within_sla": True,
+        "expired": True,
+        "abandoned": False,
+        "agent_id": "",
+    }
+    assert expected["hangs-up"] == {
+        **expected["hangs-up"],
+        "answered_s": 50.0,
+        "wait_s": 30.0,
+        "within_sla": False,
+        "expired": False,
+        "abandoned": True,
+        "agent_id": "",
+    }
+    records, _, _ = observed_results(run)
+    got = {r.call_id: _fields(r) for r in records}
+    for call_id in ("expires", "hangs-up"):
+        assert got[call_id] == pytest.approx(expected[call_id]), call_id
+    kpis, _ = replay_kpis(run, scenario)
+    for figure in ("offered", "answered", "abandoned", "expired", "service_level", "asa_s"):
+        assert kpis["overall"][figure] == simulated.kpis["overall"][figure], figure
+    assert kpis["overall"]["sla_breaches"] == simulated.kpis["overall"]["sla_breaches"] == 1
+    observed = {o.call.call_id: (o.answered, o.outcome) for o in run.calls}
+    assert observed == {
+        "again": (True, "completed"),
+        "expires": (True, "expired"),  # what happened last
+        "hangs-up": (True, "abandoned"),
+    }
+
+
+def test_a_call_answered_again_after_a_hand_back_keeps_its_first_answer() -> None:
+    """The replay keeps a call's first answer when the call goes back to the queue and
+    another agent answers it: its wait runs to the first answer (not from its hand-back to
+    the second one), while its handling, end and busy time are those of the agent who
+    completed it, from that agent's answer - the simulator's record of the same call."""
+    scenario, run = _handed_back_replay()
+    simulated = simulate(scenario, seed=1, calls=HANDED_BACK_CALLS)
+    expected = {r.call_id: _fields(r) for r in simulated.records}["again"]
+    assert expected == {
+        **expected,
+        "answered_s": 0.0,
+        "wait_s": 0.0,
+        "agent_id": "dan",
+        "handle_s": 150.0,
+        "end_s": 270.0,
+        "reclaimed": 1,
+    }
+    records, agents, _ = observed_results(run)
+    assert {r.call_id: _fields(r) for r in records}["again"] == pytest.approx(expected)
+    assert simulated.agents["dan"].busy.tolist() == [[120.0, 270.0, 100.0]]
+    assert agents["dan"].busy == pytest.approx(simulated.agents["dan"].busy)
+    assert agents["dan"].handled == 1
 
 
 EXPIRING: dict[str, object] = {
