@@ -96,9 +96,11 @@ def replay_text(summary: Mapping[str, Any]) -> str:
     if expected:
         errors += f" (plus races the client expects: {expected})"
     expired = f"{calls['expired']} expired, " if calls.get("expired") else ""
+    lost = calls.get("abandoned_or_expired_after_answer", 0)
+    later = f" ({lost} of them abandoned or expired after a hand-back)" if lost else ""
     lines = [
         f"replayed {calls['sent']} calls on tenant {summary['tenant']} at x{summary['speed']:g} "
-        f"in {summary['wall_s']:.1f} s: {calls['answered']} answered, "
+        f"in {summary['wall_s']:.1f} s: {calls['answered']} answered{later}, "
         f"{calls['abandoned']} abandoned, {expired}{calls['cut']} cut by the drain limit",
         table(rows),
         f"errors: {errors}; retries: {sum(req['retries'].values())}",

@@ -134,7 +134,15 @@ def replay_kpis(run: ReplayRun, scenario: Scenario) -> tuple[dict[str, Any], lis
 
 def summarize_replay(run: ReplayRun, kpis: Mapping[str, Any]) -> dict[str, Any]:
     """The content of ``replay.json``: what was sent, how the service answered (status codes,
-    latency per RPC, event delivery) and the KPIs of its decisions."""
+    latency per RPC, event delivery) and the KPIs of its decisions.
+
+    ``calls`` counts each call once by what happened to it last (``completed``,
+    ``abandoned``, ``expired``, ``cancelled_after_answer``, ``cut``, ``failed``,
+    ``not_sent``: they add up to ``in_trace``), and apart from that ``answered``: the calls
+    an agent got, whatever happened next, as the KPIs count them (by each call's first
+    outcome). A call answered, handed back to the queue and then abandoned or expired is in
+    ``answered`` and in ``abandoned`` or ``expired``; ``abandoned_or_expired_after_answer``
+    says how many did."""
     sent = [c for c in run.calls if c.outcome != "not_sent"]
     outcomes: dict[str, int] = {}
     for c in run.calls:
@@ -158,6 +166,9 @@ def summarize_replay(run: ReplayRun, kpis: Mapping[str, Any]) -> dict[str, Any]:
             "abandoned": outcomes.get("abandoned", 0),
             "expired": outcomes.get("expired", 0),
             "cancelled_after_answer": outcomes.get("cancelled", 0),
+            "abandoned_or_expired_after_answer": sum(
+                1 for c in sent if c.answered and c.outcome in {"abandoned", "expired"}
+            ),
             "cut": outcomes.get("cut", 0),
             "failed": outcomes.get("error", 0),
             "not_sent": outcomes.get("not_sent", 0),

@@ -920,6 +920,41 @@ def test_a_call_answered_again_after_a_hand_back_keeps_its_first_answer() -> Non
     assert agents["dan"].handled == 1
 
 
+def test_replay_json_counts_each_call_by_its_last_outcome_and_every_answered_call() -> None:
+    """replay.json counts each call once by what happened to it last, and apart from that
+    every call an agent got, as the KPIs do: the calls answered and then abandoned or
+    expired after a hand-back are in both, and counted as such (printed too)."""
+    scenario, run = _handed_back_replay()
+    kpis, _ = replay_kpis(run, scenario)
+    summary = summarize_replay(run, kpis)
+    calls = summary["calls"]
+    assert calls == {
+        "in_trace": 3,
+        "sent": 3,
+        "answered": 3,
+        "queued_first": 1,
+        "completed": 1,
+        "abandoned": 1,
+        "expired": 1,
+        "cancelled_after_answer": 0,
+        "abandoned_or_expired_after_answer": 2,
+        "cut": 0,
+        "failed": 0,
+        "not_sent": 0,
+        "requeued": 3,
+        "assigned_twice": 0,
+    }
+    last = ("completed", "abandoned", "expired", "cancelled_after_answer", "cut", "failed")
+    assert sum(calls[k] for k in (*last, "not_sent")) == calls["in_trace"]
+    assert calls["answered"] == kpis["overall"]["answered"]
+    assert (calls["abandoned"], calls["expired"]) == (
+        kpis["overall"]["abandoned"],
+        kpis["overall"]["expired"],
+    )
+    text = console.replay_text(summary)
+    assert "3 answered (2 of them abandoned or expired after a hand-back), 1 abandoned" in text
+
+
 EXPIRING: dict[str, object] = {
     "name": "expiring",
     "duration_s": 600,
