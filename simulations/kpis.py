@@ -9,14 +9,15 @@ digits, ``null`` where a figure is undefined, no wall-clock values)::
     events           events processed
     overall, channels.<channel>:
         offered          measured calls
-        answered         taken by an agent
+        answered         taken by an agent (at least once)
         abandoned        caller hung up while waiting
         abandon_rate     abandoned / offered
         expired          left the queue at the channel's queue time limit (policy
                          max_wait_s); only when the policy sets one, for every channel
         expire_rate      expired / offered (with expired)
         service_level    answered within the channel's SLA target / offered
-                         (abandoned, expired and never-answered calls are misses)
+                         (calls never answered - abandoned, expired, still waiting -
+                         are misses)
         asa_s            mean wait of answered calls
         wait_p50_s, wait_p90_s, wait_p99_s   percentiles of the answered calls' waits
         sla_breaches     calls that waited longer than the target (answered late, abandoned
@@ -40,6 +41,12 @@ digits, ``null`` where a figure is undefined, no wall-clock values)::
                      arrivals, service_level (of calls arriving in the bucket; null if none),
                      queue_max (most calls waiting at once), occupancy_mean (busy / logged-in
                      time of all agents; null if nobody was logged in)
+
+A call counts by its first outcome, as the service's GetStats counts it: one an agent answered
+is answered, its wait running to that first answer (the service level, ASA, percentiles and
+breaches read it), even if it went back to the queue (released, or reclaimed from an agent who
+left) and was then answered again, abandoned or expired; then it is also abandoned or expired,
+as GetStats counts every abandon and expiry.
 
 ``records.csv`` has one row per call (warm-up included) in arrival order::
 
