@@ -723,7 +723,7 @@ HANDED_BACK: dict[str, object] = {
         "max_wait_s": {"voice": 60},
         "reclaim_on_absence": True,
         "reclaim_channels": ["voice"],
-        "expected_handle_s": {"voice": 10},
+        "expected_handle_s": {c.value: 20 for c in Channel},
     },
     "sla": {"voice": 20},
     "agents": [
@@ -734,15 +734,20 @@ HANDED_BACK: dict[str, object] = {
             "channels": ["voice"],
             "absences": [{"start": 0, "end": 50}, {"start": 100, "end": 400}],
         },
-        {"id": "dan", "channels": ["voice"], "absences": [{"start": 0, "end": 120}]},
+        {
+            "id": "dan",
+            "channels": ["voice"],
+            "speed": 2,
+            "absences": [{"start": 0, "end": 120}],
+        },
     ],
     "arrivals": [{"channel": "voice", "rate_per_hour": 1, "handle": 500}],
 }
 """Ana, Bob and Cy (on from 50 s) leave at 100 s and the voice calls they hold go back to
-the queue; Dan comes on at 120 s. A voice call leaves the queue after 60 s, counted again
-from its hand-back."""
+the queue; Dan, twice as quick, comes on at 120 s. A voice call leaves the queue after 60 s,
+counted again from its hand-back. At x20 no duration the service is given needs clamping."""
 HANDED_BACK_CALLS = [
-    TraceCall(0.0, "again", Channel.VOICE, handle_s=150.0),  # Ana 0-100, Dan 120-270
+    TraceCall(0.0, "again", Channel.VOICE, handle_s=110.0),  # Ana 0-100, Dan 120-175
     TraceCall(10.0, "expires", Channel.VOICE, handle_s=500.0),  # Bob 10-100, expires at 160
     TraceCall(20.0, "hangs-up", Channel.VOICE, handle_s=500.0, patience_s=130.0),  # Cy 50-100
 ]
@@ -829,7 +834,7 @@ def _handed_back_replay() -> tuple[Scenario, ReplayRun]:
     ]:
         replayer._on_event(event, at(scenario_s), 0.0)
     replayer._patience(hangs_up)  # its caller's patience runs out at 150 s: a Cancel
-    replayer._finish(again, "completed", at(270))  # Dan's Complete
+    replayer._finish(again, "completed", at(175))  # Dan's Complete
     pool.shutdown()
     assert {live.outcome for live in (again, expires, hangs_up)} == {
         "completed",
@@ -909,13 +914,13 @@ def test_a_call_answered_again_after_a_hand_back_keeps_its_first_answer() -> Non
         "answered_s": 0.0,
         "wait_s": 0.0,
         "agent_id": "dan",
-        "handle_s": 150.0,
-        "end_s": 270.0,
+        "handle_s": 55.0,
+        "end_s": 175.0,
         "reclaimed": 1,
     }
     records, agents, _ = observed_results(run)
     assert {r.call_id: _fields(r) for r in records}["again"] == pytest.approx(expected)
-    assert simulated.agents["dan"].busy.tolist() == [[120.0, 270.0, 100.0]]
+    assert simulated.agents["dan"].busy.tolist() == [[120.0, 175.0, 100.0]]
     assert agents["dan"].busy == pytest.approx(simulated.agents["dan"].busy)
     assert agents["dan"].handled == 1
 
@@ -953,6 +958,58 @@ def test_replay_json_counts_each_call_by_its_last_outcome_and_every_answered_cal
     )
     text = console.replay_text(summary)
     assert "3 answered (2 of them abandoned or expired after a hand-back), 1 abandoned" in text
+
+
+@pytest.mark.timeout(60)
+def test_a_replayed_call_an_agent_answered_counts_from_its_first_answer(
+    service: tuple[RunningServer, str],
+) -> None:
+    """The ``HANDED_BACK`` day replayed live at x20: the service takes the three calls back
+    from the agents who leave at 100 s (RECLAIMED), then one is answered again, one expires
+    and one's caller hangs up. The replay learns each call's first answer from the service's
+    answers and events and keeps it: its records and KPIs count the three calls as the
+    simulator does, and its service level is the one the service's GetStats reports."""
+    _, target = service
+    scenario = parse_scenario(HANDED_BACK, name="handed back")
+    simulated = simulate(scenario, seed=1, calls=HANDED_BACK_CALLS)
+    options = ReplayOptions(target=target, speed=20, max_seconds=5, drain_s=15, workers=4)
+    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
+    with grpc.insecure_channel(target) as channel:
+        run = Replayer(channel, agents, HANDED_BACK_CALLS, options, policy=scenario.policy).run()
+        routing = routing_pb2_grpc.RoutingServiceStub(channel)
+        timelines = {
+            c.call.call_id: [
+                e.type
+                for e in routing.GetCall(
+                    routing_pb2.GetCallRequest(tenant=run.tenant, call_id=c.wire_id)
+                ).call.timeline
+            ]
+            for c in run.calls
+        }
+    assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
+    assert run.policy_notes == ()
+    assert all(kinds.count("RECLAIMED") == 1 for kinds in timelines.values()), timelines
+    outcomes = {c.call.call_id: (c.outcome, c.answered, c.requeued) for c in run.calls}
+    assert outcomes == {
+        "again": ("completed", True, 1),
+        "expires": ("expired", True, 1),
+        "hangs-up": ("abandoned", True, 1),
+    }
+    kpis, records = replay_kpis(run, scenario)
+    for r, s in zip(records, simulated.records, strict=True):
+        assert (r.within_sla, r.abandoned, r.expired, r.agent_id) == (
+            s.within_sla,
+            s.abandoned,
+            s.expired,
+            s.agent_id,
+        ), r
+        assert r.answered_s == pytest.approx(s.answered_s, abs=3), r  # a tick and latencies
+        assert r.wait_s == pytest.approx(s.wait_s, abs=3), r
+    for figure in ("offered", "answered", "abandoned", "expired", "service_level"):
+        assert kpis["overall"][figure] == simulated.kpis["overall"][figure], figure
+    voice = run.service_stats["channels"]["voice"]
+    assert (voice["answered_15m"], voice["abandoned_15m"], voice["expired_15m"]) == (3, 1, 1)
+    assert voice["service_level_15m"] == round(kpis["overall"]["service_level"], 4)
 
 
 EXPIRING: dict[str, object] = {
