@@ -236,8 +236,8 @@ def _build(top: dict[str, object], default_name: str, base: Path) -> Scenario:
     horizon = duration + f.number(top.get("drain_s", 7200), "drain_s", low=0)
     if top.get("sick_leave") is not None:
         agents = _sick_leave(top["sick_leave"], agents, horizon)
-    if "expected_handle_s" not in policy_fields:
-        policy = dataclasses.replace(policy, expected_handle_s=_expected_handle(streams, policy))
+    given = policy.expected_handle_s if "expected_handle_s" in policy_fields else {}
+    policy = dataclasses.replace(policy, expected_handle_s=_expected_handle(streams, given))
     return Scenario(
         name=name,
         description=f.string(top.get("description", ""), "description"),
@@ -347,13 +347,17 @@ def _sick_leave(
     )
 
 
-def _expected_handle(streams: tuple[Stream, ...], policy: Policy) -> Mapping[Channel, int]:
-    """Per channel, the rate-weighted mean handle time of its streams (else the default)."""
-    expected = dict(policy.expected_handle_s)
+def _expected_handle(
+    streams: tuple[Stream, ...], given: Mapping[Channel, int]
+) -> Mapping[Channel, int]:
+    """Per channel, the scenario's ``expected_handle_s`` for it, else the rate-weighted mean
+    handle time of its streams, else the service's default."""
+    expected = dict(Policy().expected_handle_s)
     for chan in Channel:
         mine = [s for s in streams if s.channel == chan]
         total = sum(s.rate_per_hour for s in mine)
         if mine and total > 0:
             mean = sum(s.rate_per_hour * s.handle.mean_s for s in mine) / total
             expected[chan] = max(1, round(mean))
+    expected.update(given)
     return frozen_map(expected)

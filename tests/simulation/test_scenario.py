@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-from router.domain import Channel
+from router.domain import Channel, Policy
+from router.policies import policy_from_pb, policy_to_pb
+from router.v1 import admin_pb2
+from simulations.replay_plan import compress_policy
 from simulations.scenario import ScenarioError, load_scenario, parse_scenario
 from simulations.simulator import simulate
 from simulations.trace import generate_trace, read_trace
@@ -119,6 +122,23 @@ def test_a_queue_time_limit_is_read_per_channel_up_to_thirty_days() -> None:
         parse_scenario({**BASE, "policy": {"max_wait_s": {"voice": "1 min"}}})
     with pytest.raises(ScenarioError, match=r"^policy\.max_wait_s: expected a mapping"):
         parse_scenario({**BASE, "policy": {"max_wait_s": 60}})
+
+
+def test_expected_handle_times_given_for_some_channels_keep_the_others_defaults() -> None:
+    """``expected_handle_s`` names channels one by one: the ones it leaves out keep what they
+    would have without it (the mean handle time of the channel's streams, else the
+    default), so the policy a replay sends the service sets every channel within its bounds
+    (the service refuses an expected handle time of 0)."""
+    chat = {"channel": "chat", "rate_per_hour": 10, "skills": {"billing": 3}, "handle": 500}
+    spec = {**BASE, "arrivals": [VOICE, chat], "policy": {"expected_handle_s": {"voice": 90}}}
+    handle = parse_scenario(spec).policy.expected_handle_s
+    assert handle[Channel.VOICE] == 90
+    assert handle[Channel.CHAT] == 500
+    assert handle[Channel.EMAIL] == Policy().expected_handle_s[Channel.EMAIL]
+    assert set(handle) == set(Channel)
+    sent, _ = compress_policy(parse_scenario(spec).policy, 10)
+    update = admin_pb2.UpdatePolicyRequest(policy=policy_to_pb(sent)).policy
+    assert policy_from_pb(update, ["channels"], Policy()).expected_handle_s[Channel.EMAIL] > 0
 
 
 def test_a_staggered_break_spreads_the_group() -> None:
