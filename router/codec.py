@@ -33,6 +33,7 @@ from router.domain import (
     frozen_map,
 )
 from router.errors import RouterError
+from router.memo import TextMemo
 
 T = TypeVar("T")
 
@@ -119,13 +120,8 @@ def encode_profile(profile: AgentProfile) -> str:
     )
 
 
-@functools.lru_cache(maxsize=65_536)
-def decode_profile(text: str, version: int) -> AgentProfile:
-    """Inverse of ``encode_profile``; ``version`` comes from the store's own field.
-
-    Memoised on the exact stored text: a profile is immutable, so reusing the decoded
-    object for the same bytes changes no decision, and every snapshot still reads the
-    text (and version) fresh from the store."""
+def _decode_profile(text: str, version: int) -> AgentProfile:
+    """``decode_profile`` without the memo."""
     raw = _loads("agent profile", text)
 
     def build() -> AgentProfile:
@@ -155,6 +151,17 @@ def decode_profile(text: str, version: int) -> AgentProfile:
         )
 
     return _decoding("agent profile", build)
+
+
+PROFILE_MEMO_BYTES = 64 * 2**20
+"""Decoded profiles kept (``decode_profile``): texts and their ``memo.ENTRY_OVERHEAD``, 64
+MiB (some 40,000 agents' profiles of a typical size)."""
+
+decode_profile: TextMemo[AgentProfile] = TextMemo(_decode_profile, PROFILE_MEMO_BYTES)
+"""``decode_profile(text, version)``: inverse of ``encode_profile``; ``version`` comes from
+the store's own field. Memoised on the exact stored text: a profile is immutable, so reusing
+the decoded object for the same bytes changes no decision, and every snapshot still reads
+the text (and version) fresh from the store."""
 
 
 # --- call ------------------------------------------------------------------------------------

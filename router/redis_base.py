@@ -7,7 +7,6 @@ methods as mixins on top of them.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -17,6 +16,7 @@ from router import codec
 from router import store_common as rules
 from router.domain import AgentSnapshot, Policy
 from router.index_mirror import IndexMirror
+from router.memo import TextMemo
 from router.redis_cache import AgentCache, PartiesCache, found_map
 from router.redis_schema import Keys, agent_from_hash, pairs, text, texts
 from router.store import KnownPolicy
@@ -43,18 +43,22 @@ def aging_ms(policy: Policy | None) -> int:
     return (policy or Policy()).aging_s_per_priority * 1000
 
 
-_POLICIES_KEPT = 4096
-"""Decoded policies memoised (``_decoded``, least recently used dropped first)."""
+POLICY_MEMO_BYTES = 16 * 2**20
+"""Decoded policies kept (``_decoded``, least recently used dropped first): texts and their
+``memo.ENTRY_OVERHEAD``, 16 MiB (some 5,000 tenants' policies of a typical size)."""
 _TENANTS_KEPT = 65_536
 """Tenants whose last read policy a store keeps (``known_policy``); past it, it starts over."""
 
 
-@functools.lru_cache(maxsize=_POLICIES_KEPT)
-def _decoded(stored: str) -> KnownPolicy:
+def _decode(stored: str) -> KnownPolicy:
     """A stored policy JSON ("": none stored) decoded, tagged with the SHA-1 of that text (a
     ``Policy`` is immutable, so every reader may share one)."""
     policy = codec.decode_policy(stored) if stored else Policy()
     return KnownPolicy(policy, hashlib.sha1(stored.encode()).hexdigest())
+
+
+_decoded: TextMemo[KnownPolicy] = TextMemo(_decode, POLICY_MEMO_BYTES)
+"""``_decode`` memoised."""
 
 
 class RedisBase(ABC):

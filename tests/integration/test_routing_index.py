@@ -656,7 +656,7 @@ def test_a_cached_agent_costs_the_collector_few_objects(
         )
         writer.set_presence(T, f"a{i:03d}", Presence.AVAILABLE)
     call = Call("c", Channel.CHAT, required_skills=(SkillRequirement("billing", 1),))
-    codec.decode_profile.cache_clear()
+    codec.decode_profile.clear()
     gc.collect()
     before = len(gc.get_objects())
     store = RedisStore(redis_client, clock)  # another replica
