@@ -30,6 +30,9 @@ from router.v1 import types_pb2 as pb
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
+STORE_PAGE = 32
+"""Agents a page reads from the store at a time: a page that fills by size reads at most
+this many more than it sends."""
 PAGE_BYTES = 3 << 20
 """A page of agents stops before this many bytes (the server sends at most 4 MiB): at their
 largest (50 skills, 20 languages, 100 absences with notes: about 40 KB) about 80 agents."""
@@ -160,19 +163,23 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         )
         token = convert.text("page_token", request.page_token, max_len=1024)
         policy, now = self._store.get_policy(tenant), self._store.now_ms()
-        agents, next_token = self._store.list_agents(
-            tenant, query, request.page_size or DEFAULT_PAGE, token
-        )
+        wanted = request.page_size or DEFAULT_PAGE
         page: list[pb.Agent] = []
         size = 0
-        for agent in agents:
-            item = convert.agent_to_pb(agent, policy, now)
-            size += item.ByteSize()
-            if size > PAGE_BYTES and page:  # the rest on the next page, after the last sent
-                next_token = rules.encode_page_token(page[-1].agent_id)
-                break
-            page.append(item)
-        return admin_pb2.ListAgentsResponse(agents=page, next_page_token=next_token)
+        while True:  # store pages of STORE_PAGE, until the page is full by count or size
+            agents, token = self._store.list_agents(
+                tenant, query, min(STORE_PAGE, wanted - len(page)), token
+            )
+            for agent in agents:
+                item = convert.agent_to_pb(agent, policy, now)
+                size += item.ByteSize()
+                if size > PAGE_BYTES and page:  # the rest on the next page, after the last sent
+                    return admin_pb2.ListAgentsResponse(
+                        agents=page, next_page_token=rules.encode_page_token(page[-1].agent_id)
+                    )
+                page.append(item)
+            if not token or len(page) >= wanted:
+                return admin_pb2.ListAgentsResponse(agents=page, next_page_token=token)
 
     def SetPresence(  # noqa: N802
         self, request: admin_pb2.SetPresenceRequest, context: grpc.ServicerContext

@@ -199,7 +199,7 @@ class RedisAgents(RedisBase):
         after = rules.decode_page_token(page_token) if page_token else None
         start = "-" if after is None else "(" + after
         found: list[AgentSnapshot] = []
-        chunk = max(_SCAN_CHUNK, page_size + 1)
+        chunk = min(_SCAN_CHUNK, page_size + 1)
         while len(found) <= page_size:
             ids = self._ids_after(k, start, chunk)
             if not ids:

@@ -7,7 +7,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 
 import grpc
@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from router import admin_api, local_redis, metrics, server
 from router.redis_schema import Keys
+from router.redis_store import RedisStore
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
 from tests.helpers import log_lines, sample
@@ -434,6 +435,32 @@ def test_a_page_of_agents_stops_before_the_message_limit(
             break
     assert [agent_id for page in pages for agent_id in page] == [f"a{i}" for i in range(8)]
     assert len(pages) > 1
+
+
+def test_a_page_that_fills_by_size_reads_few_agents_more_than_it_sends(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page asked of 1,000 agents that fills by size after ten reads only a store page
+    more from Redis than it sends (it read 1,001 whole agents first: 266 MB from Redis for
+    32 of the largest agents sent, and paging through 1,000 of them read 4.5 GB)."""
+    for i in range(120):
+        service.agent(f"a{i:03d}", skills={"billing": 3})
+    one = service.get_agent("a000").ByteSize()
+    monkeypatch.setattr(admin_api, "PAGE_BYTES", 10 * one + one // 2)
+    read: list[str] = []
+    original = RedisStore._read_agents
+
+    def counted(store: RedisStore, k: Keys, ids: Sequence[str]) -> object:
+        read.extend(ids)
+        return original(store, k, ids)
+
+    monkeypatch.setattr(RedisStore, "_read_agents", counted)
+    page = service.admin.ListAgents(
+        admin_pb2.ListAgentsRequest(tenant=service.tenant, page_size=1000)
+    )
+    assert [a.agent_id for a in page.agents] == [f"a{i:03d}" for i in range(10)]
+    assert page.next_page_token
+    assert len(read) <= 10 + admin_api.STORE_PAGE + 1
 
 
 def test_policy_update_validates_and_switches_strategy(service: Service) -> None:
