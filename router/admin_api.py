@@ -18,6 +18,7 @@ from router import store_common as rules
 from router.convert import PRESENCES
 from router.domain import AgentProfile, AgentSnapshot, frozen_map
 from router.errors import (
+    AlreadyExistsError,
     ContentionError,
     InvalidArgumentError,
     NotFoundError,
@@ -42,6 +43,10 @@ MAX_ABSENCES = 100
 ENDED_ABSENCE_KEPT_MS = 24 * 3600 * 1000
 """How long an ended absence stays on the agent: scheduling another drops older ones."""
 MAX_POLICY_RETRIES = 5
+
+
+class _AlreadyScheduled(Exception):  # noqa: N818  # a signal, not an error
+    """A ``ScheduleAbsence`` retried: the very absence is already there, nothing to write."""
 
 
 def _mask(paths: list[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -221,15 +226,24 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
 
         def add(profile: AgentProfile) -> AgentProfile:
             kept = [a for a in profile.absences if a.end_ms > cutoff]  # older ones dropped
-            if any(a.absence_id == absence_id for a in kept):
-                raise InvalidArgumentError("absence.absence_id", f"{absence_id!r} already exists")
+            for held in kept:
+                if held.absence_id == absence_id:
+                    if held == absence:  # a retry: nothing to write
+                        raise _AlreadyScheduled
+                    raise AlreadyExistsError(
+                        f"agent {agent_id} already has an absence {absence_id} (another one)"
+                    )
             if len(kept) >= MAX_ABSENCES:
                 raise InvalidArgumentError("absence", f"an agent has at most {MAX_ABSENCES}")
             absences = sorted((*kept, absence), key=lambda a: (a.start_ms, a.absence_id))
             return dataclasses.replace(profile, absences=tuple(absences))
 
         version = _version("expected_version", request.expected_version)
-        return self._changed(tenant, self._store.update_agent(tenant, agent_id, add, version))
+        try:
+            agent = self._store.update_agent(tenant, agent_id, add, version)
+        except _AlreadyScheduled:
+            return self._agent_pb(tenant, self._store.get_agent(tenant, agent_id))
+        return self._changed(tenant, agent)
 
     def CancelAbsence(  # noqa: N802
         self, request: admin_pb2.CancelAbsenceRequest, context: grpc.ServicerContext

@@ -391,7 +391,9 @@ class ScheduleAbsenceRequest(_message.Message):
     """Version the caller read; 0 skips the check."""
     @_builtins.property
     def absence(self) -> _types_pb2.Absence:
-        """The absence; `absence_id` is minted when empty and must be unique for the agent."""
+        """The absence; `absence_id` is minted when empty (give one to make retries safe) and is
+        unique for the agent.
+        """
 
     def __init__(
         self,

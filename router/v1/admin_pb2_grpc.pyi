@@ -63,6 +63,8 @@ class AgentAdminServiceStub:
     """Schedule an absence (vacation, sick leave, training); no work is routed inside it. An
     agent keeps at most 100 absences (INVALID_ARGUMENT past that): those still to come or
     running, and those ended within the last day (older ones are dropped as this adds one).
+    With the caller's `absence_id` a retry is safe: the same absence again returns the agent
+    as it is; the id of another absence of the agent is ALREADY_EXISTS.
     """
     CancelAbsence: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CancelAbsenceRequest, _types_pb2.Agent]
     """Cancel a scheduled absence. NOT_FOUND for an unknown absence id."""
@@ -100,6 +102,8 @@ class AgentAdminServiceAsyncStub(AgentAdminServiceStub):
     """Schedule an absence (vacation, sick leave, training); no work is routed inside it. An
     agent keeps at most 100 absences (INVALID_ARGUMENT past that): those still to come or
     running, and those ended within the last day (older ones are dropped as this adds one).
+    With the caller's `absence_id` a retry is safe: the same absence again returns the agent
+    as it is; the id of another absence of the agent is ALREADY_EXISTS.
     """
     CancelAbsence: _aio.UnaryUnaryMultiCallable[_admin_pb2.CancelAbsenceRequest, _types_pb2.Agent]  # type: ignore[assignment]
     """Cancel a scheduled absence. NOT_FOUND for an unknown absence id."""
@@ -188,6 +192,8 @@ class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Schedule an absence (vacation, sick leave, training); no work is routed inside it. An
         agent keeps at most 100 absences (INVALID_ARGUMENT past that): those still to come or
         running, and those ended within the last day (older ones are dropped as this adds one).
+        With the caller's `absence_id` a retry is safe: the same absence again returns the agent
+        as it is; the id of another absence of the agent is ALREADY_EXISTS.
         """
 
     @_abc_1.abstractmethod

@@ -154,6 +154,41 @@ def test_longest_idle_counts_idle_time_from_the_end_of_an_absence(service: Servi
     assert service.assign("c2").assignment.agent_id == "lunch"
 
 
+def test_a_retried_absence_with_its_own_id_is_scheduled_once(service: Service) -> None:
+    """An absence sent with the client's id can be retried safely: the same absence again
+    returns the agent as it is (scheduled once, no new version); the same id for another
+    absence is ALREADY_EXISTS and changes nothing."""
+    service.agent("a1", skills={"billing": 5})
+    now_s = service.clock.now_ms // 1000
+
+    def schedule(end_s: int) -> pb.Agent:
+        return service.admin.ScheduleAbsence(
+            admin_pb2.ScheduleAbsenceRequest(
+                tenant=service.tenant,
+                agent_id="a1",
+                absence=pb.Absence(
+                    absence_id="dentist",
+                    kind=pb.ABSENCE_KIND_OTHER,
+                    start_time=Timestamp(seconds=now_s + 3600),
+                    end_time=Timestamp(seconds=end_s),
+                    note="back at 11",
+                ),
+            )
+        )
+
+    first = schedule(now_s + 7200)
+    before = service.dump()
+    again = schedule(now_s + 7200)
+    assert again.version == first.version
+    assert [a.absence_id for a in again.absences] == ["dentist"]
+    assert service.dump() == before
+    with pytest.raises(grpc.RpcError) as err:
+        schedule(now_s + 9000)
+    assert err.value.code() == TAKEN
+    assert "dentist" in (err.value.details() or "")
+    assert service.dump() == before
+
+
 def test_scheduled_absence_and_heartbeat_expiry_exclude(service: Service) -> None:
     """Agents inside an absence or with a stale heartbeat never get work."""
     service.agent("away", skills={"billing": 9})

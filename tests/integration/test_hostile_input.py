@@ -1068,7 +1068,12 @@ def schedule_absence_cases(w: World) -> st.SearchStrategy[Case]:
         a("absence.end_time", st.integers(366 * 86400 + 1, 10**9), end_at),
         a("absence.note", bad_text(200), attr("absence.note")),
         a("absence.absence_id", bad_id(required=False), attr("absence.absence_id")),
-        a("absence.absence_id", st.just("abs-1"), attr("absence.absence_id")),
+        a(  # the id of another absence of the agent
+            "absence.absence_id",
+            st.just("abs-1"),
+            attr("absence.absence_id"),
+            codes=frozenset({TAKEN}),
+        ),
         a("expected_version", st.integers(INT64[0], -1), attr("expected_version")),
         a("", positive_except(w.cy_version), attr("expected_version"), codes=frozenset({STALE})),
     )
