@@ -252,13 +252,13 @@ def parse_event_id(event_id: str) -> tuple[int, int]:
 
 
 def matches(query: AgentQuery, agent: AgentSnapshot) -> bool:
-    """The ``list_agents`` filter: skill held (any level), team and region compared
-    case-insensitively, presence equal."""
+    """The ``list_agents`` filter: skill held (any level), team compared
+    case-insensitively, region as routing compares it (both lower-cased), presence equal."""
     profile = agent.profile
     return (
         (not query.skill or query.skill in profile.skills)
         and (not query.team or profile.team.casefold() == query.team.casefold())
-        and (not query.region or profile.region.casefold() == query.region.casefold())
+        and (not query.region or profile.region.lower() == query.region.lower())
         and (query.presence is None or agent.presence == query.presence)
     )
 

@@ -235,7 +235,9 @@ class ListAgentsRequest(_message.Message):
     team: _builtins.str
     """Only agents of this team."""
     region: _builtins.str
-    """Only agents in this region (case-insensitive)."""
+    """Only agents in this region (case-insensitive, as routing compares regions: both
+    lower-cased).
+    """
     presence: _types_pb2.Presence.ValueType
     """Only agents with this presence; UNSPECIFIED matches all."""
     def __init__(

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from router import tracing
+from router import eligibility, tracing
 from router.domain import (
     AgentProfile,
     Assignment,
@@ -264,6 +264,26 @@ def test_skill_index_follows_skill_changes(store: Store) -> None:
     store.delete_agent(T, "b")
     assert ids("billing") == ([], 2)
     assert ids("tech") == (["a", "c"], 0)
+
+
+def test_the_region_filter_compares_as_routing_does(store: Store) -> None:
+    """The region filter lists the agents routing counts in the region (both lower-cased),
+    no more: ``casefold`` made "STRASSE" list an agent in "Straße", whom a call for
+    "STRASSE" with ``region_required`` does not reach."""
+    store.create_agent(T, profile("a", region="Straße"))
+    store.create_agent(T, profile("b", region="EU-West"))
+
+    def ids(region: str) -> list[str]:
+        return [a.agent_id for a in store.list_agents(T, AgentQuery(region=region), 10)[0]]
+
+    assert ids("eu-west") == ["b"]
+    assert ids("STRAßE") == ["a"]
+    assert ids("STRASSE") == []
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    agent, now = store.get_agent(T, "a"), store.now_ms()
+    for region, expected in (("STRASSE", Exclusion.REGION), ("STRAßE", None)):
+        call = Call("c", Channel.CHAT, region=region, region_required=True)
+        assert eligibility.check(call, agent, now, Policy()) == expected
 
 
 def test_pagination_returns_every_agent_once_in_order(store: Store) -> None:
