@@ -224,16 +224,36 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+MAX_ERLANG_AGENTS = 100_000
+"""The largest pool ``erlang`` solves (the recursions take a step per agent)."""
+
+
+def _finite(option: str, value: float, *, zero: bool = False) -> None:
+    """Refuse ``value`` of ``option`` unless it is a finite number > 0 (``zero``: >= 0)."""
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise UsageError(
+            f"{option}: must be a finite number {'>=' if zero else '>'} 0, not {value:g}"
+        )
+
+
+def _erlang_inputs(args: argparse.Namespace) -> float:
+    """Check every ``erlang`` option before anything is printed; the rate per second."""
+    rate = parse_rate(args.rate)
+    _finite("--aht", args.aht)
+    if not 1 <= args.agents <= MAX_ERLANG_AGENTS:
+        raise UsageError(
+            f"--agents: must be a whole number in 1..{MAX_ERLANG_AGENTS}, not {args.agents}"
+        )
+    _finite("--target", args.target, zero=True)
+    if args.patience is not None:
+        _finite("--patience", args.patience)
+    return rate
+
+
 def cmd_erlang(args: argparse.Namespace) -> int:
     """Print Erlang C (and Erlang A with --patience) figures for one staffing level."""
-    rate = parse_rate(args.rate)
-    if args.aht <= 0 or args.agents < 1 or args.target < 0:
-        raise UsageError("--aht must be > 0, --agents >= 1, --target >= 0")
+    rate = _erlang_inputs(args)
     load = rate * args.aht
-    print(
-        f"{rate * 3600:g} calls/h, AHT {args.aht:g} s: offered load {load:.2f} Erlang on "
-        f"{args.agents} agents (utilisation {load / args.agents:.1%}), target {args.target:g} s"
-    )
     c = erlang_c(rate, args.aht, args.agents, args.target)
     rows = [["model", "P(wait)", "service level", "ASA", "P(abandon)"]]
     rows.append(
@@ -246,9 +266,10 @@ def cmd_erlang(args: argparse.Namespace) -> int:
         ]
     )
     if args.patience is not None:
-        if args.patience <= 0:
-            raise UsageError("--patience must be > 0 seconds")
-        a = erlang_a(rate, args.aht, args.agents, args.target, args.patience)
+        try:
+            a = erlang_a(rate, args.aht, args.agents, args.target, args.patience)
+        except ValueError as exc:
+            raise UsageError(f"--patience: {exc}") from None
         rows.append(
             [
                 f"Erlang A (patience {args.patience:g} s)",
@@ -258,6 +279,10 @@ def cmd_erlang(args: argparse.Namespace) -> int:
                 console.pct(a.p_abandon),
             ]
         )
+    print(
+        f"{rate * 3600:g} calls/h, AHT {args.aht:g} s: offered load {load:.2f} Erlang on "
+        f"{args.agents} agents (utilisation {load / args.agents:.1%}), target {args.target:g} s"
+    )
     print(console.table(rows))
     if load >= args.agents:
         print("note: load >= agents, so without abandonment the queue grows without bound")
@@ -275,7 +300,7 @@ def parse_rate(text: str) -> float:
         raise UsageError(f"--rate: {text!r} is not a rate like 0.05, 3/min or 180/h")
     value = float(match.group(1)) / _PER.get(match.group(2), 3600.0)
     if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"--rate: {text!r} must be > 0")
+        raise UsageError(f"--rate: must be a finite rate > 0, not {text!r}")
     return value
 
 

@@ -61,9 +61,17 @@ class ErlangFigures:
     """Probability a call abandons (0 for Erlang C)."""
 
 
+_MAX_STATES = 1_000_000
+"""Longest Erlang A chain solved: a pool whose queue settles deeper is refused."""
+
+
 def _check(arrival_rate: float, mean_handle_s: float, agents: int, target_s: float) -> None:
-    if arrival_rate < 0 or mean_handle_s <= 0 or agents < 1 or target_s < 0:
-        raise ValueError("need arrival_rate >= 0, mean_handle_s > 0, agents >= 1, target_s >= 0")
+    """Refuse inputs the formulas have no figures for (NaN and infinities included)."""
+    finite = all(map(math.isfinite, (arrival_rate, mean_handle_s, target_s)))
+    if not (finite and arrival_rate >= 0 and mean_handle_s > 0 and agents >= 1 and target_s >= 0):
+        raise ValueError(
+            "need finite arrival_rate >= 0, mean_handle_s > 0, target_s >= 0 and agents >= 1"
+        )
 
 
 def erlang_b(load: float, agents: int) -> float:
@@ -96,13 +104,20 @@ def erlang_a(
     """Erlang A figures with exponential patience of mean ``mean_patience_s`` (``inf``:
     Erlang C)."""
     _check(arrival_rate, mean_handle_s, agents, target_s)
-    if mean_patience_s <= 0:
+    if not mean_patience_s > 0:  # NaN too
         raise ValueError("mean_patience_s must be > 0")
     if math.isinf(mean_patience_s):
         return erlang_c(arrival_rate, mean_handle_s, agents, target_s)
     if arrival_rate == 0:
         return ErlangFigures(p_wait=0.0, service_level=1.0, asa_s=0.0, p_abandon=0.0)
     mu, theta, lam = 1.0 / mean_handle_s, 1.0 / mean_patience_s, arrival_rate
+    # The chain's mode: where the death rate reaches the birth rate (past the agents, when
+    # they cannot keep up, only abandonments close the gap).
+    if agents + max(0.0, lam - agents * mu) / theta > _MAX_STATES:
+        raise ValueError(
+            f"{mean_patience_s:g} s is too long for a pool this overloaded: its queue would "
+            f"settle more than {_MAX_STATES:,} calls deep"
+        )
     pi = _stationary(lam, mu, theta, agents)
     queue_pi = pi[agents:]  # arrivals that wait, by the number ahead of them j = 0, 1, ...
     depth = len(queue_pi)

@@ -18,6 +18,7 @@ from router.server import RunningServer, create_server
 from router.settings import Settings
 from simulations.__main__ import main, parse_rate
 from simulations.compare import summarize, t_quantile_95
+from simulations.erlang import erlang_a, erlang_c
 from simulations.scenario import load_scenario
 from simulations.trace import generate_trace, read_trace
 from tests.simulation.test_report import assert_self_contained
@@ -210,6 +211,55 @@ def test_erlang_prints_textbook_figures(capsys: pytest.CaptureFixture[str]) -> N
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Erlang A (patience 120 s)" in out
+
+
+ERLANG = {"--rate": "0.05", "--aht": "180", "--agents": "10"}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--patience", "nan", "--patience: must be a finite number > 0"),
+        ("--patience", "0", "--patience: must be a finite number > 0"),
+        ("--patience", "inf", "--patience: must be a finite number > 0"),
+        ("--aht", "nan", "--aht: must be a finite number > 0"),
+        ("--aht", "inf", "--aht: must be a finite number > 0"),
+        ("--aht", "-180", "--aht: must be a finite number > 0"),
+        ("--target", "nan", "--target: must be a finite number >= 0"),
+        ("--target", "-1", "--target: must be a finite number >= 0"),
+        ("--agents", "0", "--agents: must be a whole number in 1..100000"),
+        ("--rate", "1e400", "--rate: must be a finite rate > 0"),
+        ("--rate", "0", "--rate: must be a finite rate > 0"),
+    ],
+)
+def test_erlang_names_the_one_bad_option(
+    capsys: pytest.CaptureFixture[str], option: str, value: str, message: str
+) -> None:
+    """Each bad number is refused before anything is printed, by its option's name alone,
+    with exit code 2 (a NaN patience used to loop for ever, a NaN handle time to print
+    figures of NaN)."""
+    argv = dict(ERLANG, **{option: value})
+    assert main(["erlang", *(part for pair in argv.items() for part in pair)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"error: {message}")
+    assert err.count("\n") == 1
+    others = {"--rate", "--aht", "--agents", "--target", "--patience"} - {option}
+    assert not [name for name in others if name in err]
+
+
+def test_erlang_a_refuses_undefined_inputs() -> None:
+    """The formulas refuse NaN and infinite inputs, and a chain too long to solve (patience
+    so long that the queue of an overloaded pool settles millions deep), rather than loop."""
+    for rate, handle, target in ((math.nan, 180, 20), (0.05, math.inf, 20), (0.05, 180, math.nan)):
+        with pytest.raises(ValueError, match="finite"):
+            erlang_c(rate, handle, 10, target)
+    with pytest.raises(ValueError, match="mean_patience_s"):
+        erlang_a(0.05, 180, 10, 20, math.nan)
+    with pytest.raises(ValueError, match="too long"):
+        erlang_a(0.1, 180, 10, 20, 1e12)
+    assert erlang_a(0.05, 180, 10, 20, math.inf) == erlang_c(0.05, 180, 10, 20)
 
 
 def test_rates_parse_per_second_minute_or_hour() -> None:
