@@ -24,6 +24,7 @@ from simulations.cli import POLICIES, build_parser
 from simulations.compare import run_comparison
 from simulations.erlang import erlang_a, erlang_c
 from simulations.kpis import write_outputs
+from simulations.outputs import OutputError, guarded
 from simulations.replay import Replayer
 from simulations.replay_plan import ReplayError, ReplayOptions, agents_from_scenario, check_target
 from simulations.replay_report import replay_kpis, summarize_replay
@@ -85,10 +86,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = _out_dir(args.out, "run", scenario.name)
     seed = _seed(args, scenario)
     result = simulate(scenario, seed=seed, policy=policy, progress=not args.quiet)
-    result.write(out)
-    path = report.write_run_report(
-        out, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
-    )
+    with guarded(out):
+        result.write(out)
+        path = report.write_run_report(
+            out, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
+        )
     print(console.kpi_table(result.kpis))
     print(f"engine: {result.engine}, {result.wall_s:.1f} s")
     print(f"wrote {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
@@ -109,8 +111,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     first = scenario.seed if args.first_seed is None else args.first_seed
     seeds = list(range(first, first + args.seeds))
     comparison = run_comparison(scenario, policies, seeds, progress=not args.quiet)
-    comparison.write(out / "compare.json")
-    path = report.write_compare_report(out)
+    with guarded(out):
+        comparison.write(out / "compare.json")
+        path = report.write_compare_report(out)
     print(console.compare_table(comparison.to_json()))
     trace = generate_trace(scenario, seeds[0])
     for name in policies:
@@ -126,8 +129,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in TRACE_SUFFIXES:
         raise UsageError(f"--out: {args.out} must end in .csv or .jsonl")
     calls = generate_trace(scenario, args.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_trace(out, calls)
+    with guarded(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_trace(out, calls)
     print(f"wrote {len(calls)} calls to {out}")
     return 0
 
@@ -213,11 +217,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             admin_channel.close()
     kpis, records = replay_kpis(run, scenario)
     summary = summarize_replay(run, kpis)
-    (out / "replay.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    write_outputs(out, kpis, records)
-    path = report.write_run_report(
-        out, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
-    )
+    with guarded(out):
+        (out / "replay.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        write_outputs(out, kpis, records)
+        path = report.write_run_report(
+            out, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
+        )
     print(console.replay_text(summary))
     print(f"wrote {out / 'replay.json'}, {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
     failed = summary["requests"]["errors"] or summary["calls"]["failed"]
@@ -330,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         code = handler(args)
-    except (UsageError, ScenarioError) as exc:  # a trace or scenario read late
+    except (UsageError, ScenarioError, OutputError) as exc:  # a trace read late, a file unwritten
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -178,6 +179,46 @@ def test_usage_errors_exit_2(scenario: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["run"])
     assert exit_info.value.code == 2
+
+
+def _one_error(err: str, prefix: str) -> None:
+    """``err`` is one ``error: ...`` line starting with ``prefix``, no traceback."""
+    assert err.startswith(f"error: {prefix}"), err
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_an_output_that_cannot_be_written_is_an_error_naming_it(
+    scenario: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kpis.json or compare.json taken by a folder, a trace under /proc: one line naming
+    the path and why, exit code 2."""
+    out = tmp_path / "run"
+    (out / "kpis.json").mkdir(parents=True)
+    assert main(["run", str(scenario), "--seed", "2", "--out", str(out), "--quiet"]) == 2
+    _one_error(capsys.readouterr().err, f"cannot write {out / 'kpis.json'}: Is a directory")
+    cmp = tmp_path / "cmp"
+    (cmp / "compare.json").mkdir(parents=True)
+    argv = ["compare", str(scenario), "--policies", "balanced", "--seeds", "1", "--quiet"]
+    assert main([*argv, "--out", str(cmp)]) == 2
+    _one_error(capsys.readouterr().err, f"cannot write {cmp / 'compare.json'}: Is a directory")
+    assert main(["trace", str(scenario), "--seed", "1", "--out", "/proc/nope/x.csv"]) == 2
+    _one_error(capsys.readouterr().err, "cannot write /proc/nope")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_an_error_naming_it(
+    scenario: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder the user may not write: one line naming it, exit code 2."""
+    out = tmp_path / "locked"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        assert main(["run", str(scenario), "--seed", "2", "--out", str(out), "--quiet"]) == 2
+    finally:
+        out.chmod(0o700)
+    assert "Permission denied" in capsys.readouterr().err
 
 
 def test_the_module_runs_as_a_program(tmp_path: Path) -> None:
