@@ -19,12 +19,11 @@ import grpc
 
 from router import logs
 from router.domain import Strategy
-from simulations import console, report
+from simulations import console, outputs, report
 from simulations.cli import POLICIES, build_parser
 from simulations.compare import run_comparison
 from simulations.erlang import erlang_a, erlang_c
 from simulations.kpis import write_outputs
-from simulations.outputs import OutputError, guarded
 from simulations.replay import Replayer
 from simulations.replay_plan import ReplayError, ReplayOptions, agents_from_scenario, check_target
 from simulations.replay_report import replay_kpis, summarize_replay
@@ -66,13 +65,13 @@ def _policy(name: str) -> str:
 
 
 def _out_dir(given: str | None, command: str, scenario: str) -> Path:
-    """``given``, else ``out/<command>-<scenario name>`` (``small:busy`` -> ``small-busy``)."""
+    """``given``, else ``out/<command>-<scenario name>`` (``small:busy`` -> ``small-busy``),
+    checked as far as it can be before the work; created when the outputs are written."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario).strip("-") or "scenario"
     path = Path(given) if given else Path("out") / f"{command}-{slug}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--out: cannot create {path}: {exc.strerror or exc}") from None
+    trouble = outputs.problem(path)
+    if trouble:
+        raise UsageError(f"--out: {trouble}")
     return path
 
 
@@ -86,11 +85,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = _out_dir(args.out, "run", scenario.name)
     seed = _seed(args, scenario)
     result = simulate(scenario, seed=seed, policy=policy, progress=not args.quiet)
-    with guarded(out):
-        result.write(out)
-        path = report.write_run_report(
-            out, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
+    with outputs.staged(out) as stage:
+        result.write(stage)
+        report.write_run_report(
+            stage, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
         )
+    path = out / "report.html"
     print(console.kpi_table(result.kpis))
     print(f"engine: {result.engine}, {result.wall_s:.1f} s")
     print(f"wrote {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
@@ -111,9 +111,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     first = scenario.seed if args.first_seed is None else args.first_seed
     seeds = list(range(first, first + args.seeds))
     comparison = run_comparison(scenario, policies, seeds, progress=not args.quiet)
-    with guarded(out):
-        comparison.write(out / "compare.json")
-        path = report.write_compare_report(out)
+    with outputs.staged(out) as stage:
+        comparison.write(stage / "compare.json")
+        report.write_compare_report(stage)
+    path = out / "report.html"
     print(console.compare_table(comparison.to_json()))
     trace = generate_trace(scenario, seeds[0])
     for name in policies:
@@ -129,9 +130,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in TRACE_SUFFIXES:
         raise UsageError(f"--out: {args.out} must end in .csv or .jsonl")
     calls = generate_trace(scenario, args.seed)
-    with guarded(out):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_trace(out, calls)
+    with outputs.staged_file(out) as stage:
+        write_trace(stage, calls)
     print(f"wrote {len(calls)} calls to {out}")
     return 0
 
@@ -217,12 +217,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
             admin_channel.close()
     kpis, records = replay_kpis(run, scenario)
     summary = summarize_replay(run, kpis)
-    with guarded(out):
-        (out / "replay.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-        write_outputs(out, kpis, records)
-        path = report.write_run_report(
-            out, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
+    with outputs.staged(out) as stage:
+        text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+        (stage / "replay.json").write_text(text)
+        write_outputs(stage, kpis, records)
+        report.write_run_report(
+            stage, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
         )
+    path = out / "report.html"
     print(console.replay_text(summary))
     print(f"wrote {out / 'replay.json'}, {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
     failed = summary["requests"]["errors"] or summary["calls"]["failed"]
@@ -335,11 +337,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         code = handler(args)
-    except (UsageError, ScenarioError, OutputError) as exc:  # a trace read late, a file unwritten
+    except (
+        UsageError,
+        ScenarioError,
+        outputs.OutputError,
+    ) as exc:  # a trace read late, a file unwritten
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # progress bars are closed (cleared) by now
+        where = f"; {exc.folder} is incomplete" if isinstance(exc, outputs.Interrupted) else ""
+        print(f"interrupted{where}", file=sys.stderr)
         return 130
     if args.command in {"run", "compare", "replay"} and not args.quiet:
         print(f"({time.monotonic() - started:.1f} s)", file=sys.stderr)

@@ -363,45 +363,44 @@ class _Simulation:
         n = len(trace)
         duration_ms = epoch_ms(self.scenario.duration_s)
         horizon_ms = epoch_ms(self.scenario.horizon_s)
-        bar = tqdm(
+        shown = SIM_EPOCH_MS
+        nxt = 0
+        with tqdm(  # closed (and cleared) on Ctrl-C too
             total=round(self.scenario.duration_s),
             unit="sim s",
             disable=not self.progress,
             leave=False,
             dynamic_ncols=True,
-        )
-        shown = SIM_EPOCH_MS
-        nxt = 0
-        while heap or nxt < n:
-            arrival_ms = calls[nxt].created_ms if nxt < n else math.inf
-            at = heap[0][0] if heap else math.inf
-            if arrival_ms < at or (arrival_ms == at and heap[0][1] > ARRIVAL):
-                at = int(arrival_ms)
-            if at > horizon_ms:
-                break
-            if at >= duration_ms and nxt >= n and not self.queue and self.held == 0:
-                break
-            self.now = int(at)
-            # every event of this millisecond, then one dispatch pass
-            while True:
-                top_now = bool(heap) and heap[0][0] == at
-                arrival_now = nxt < n and calls[nxt].created_ms == at
-                if top_now and (not arrival_now or heap[0][1] < ARRIVAL):
-                    _, _, _, kind, a, b = heapq.heappop(heap)
-                    self._handle(kind, a, b)
-                elif arrival_now:
-                    self._arrive(nxt)
-                    nxt += 1
-                else:
+        ) as bar:
+            while heap or nxt < n:
+                arrival_ms = calls[nxt].created_ms if nxt < n else math.inf
+                at = heap[0][0] if heap else math.inf
+                if arrival_ms < at or (arrival_ms == at and heap[0][1] > ARRIVAL):
+                    at = int(arrival_ms)
+                if at > horizon_ms:
                     break
-                self.events += 1
-            if self.dirty:
-                self.dirty = False
-                self.dispatcher.run(self.now)
-            if self.progress and self.now - shown >= 60_000:
-                bar.update(min(self.now, duration_ms) // 1000 - shown // 1000)
-                shown = min(self.now, duration_ms)
-        bar.close()
+                if at >= duration_ms and nxt >= n and not self.queue and self.held == 0:
+                    break
+                self.now = int(at)
+                # every event of this millisecond, then one dispatch pass
+                while True:
+                    top_now = bool(heap) and heap[0][0] == at
+                    arrival_now = nxt < n and calls[nxt].created_ms == at
+                    if top_now and (not arrival_now or heap[0][1] < ARRIVAL):
+                        _, _, _, kind, a, b = heapq.heappop(heap)
+                        self._handle(kind, a, b)
+                    elif arrival_now:
+                        self._arrive(nxt)
+                        nxt += 1
+                    else:
+                        break
+                    self.events += 1
+                if self.dirty:
+                    self.dirty = False
+                    self.dispatcher.run(self.now)
+                if self.progress and self.now - shown >= 60_000:
+                    bar.update(min(self.now, duration_ms) // 1000 - shown // 1000)
+                    shown = min(self.now, duration_ms)
         return self._result(max(self.now, duration_ms))
 
     def _handle(self, kind: int, a: Any, b: Any) -> None:

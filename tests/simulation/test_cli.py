@@ -21,6 +21,7 @@ from simulations.__main__ import main, parse_rate
 from simulations.compare import summarize, t_quantile_95
 from simulations.erlang import erlang_a, erlang_c
 from simulations.scenario import load_scenario
+from simulations.simulator import _Simulation
 from simulations.trace import generate_trace, read_trace
 from tests.simulation.test_report import assert_self_contained
 
@@ -219,6 +220,93 @@ def test_a_read_only_output_folder_is_an_error_naming_it(
     finally:
         out.chmod(0o700)
     assert "Permission denied" in capsys.readouterr().err
+
+
+def _files(folder: Path) -> dict[str, str]:
+    """Every entry of ``folder`` (hidden ones included) -> its text ("" for a folder)."""
+    return {p.name: "" if p.is_dir() else p.read_text() for p in folder.iterdir()}
+
+
+def test_ctrl_c_while_writing_keeps_the_previous_outputs_whole(
+    scenario: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Interrupted while it writes, a run leaves the folder as the previous run left it (no
+    kpis.json of one run next to the report of another, nothing half-written)."""
+    out = tmp_path / "run"
+    assert main(["run", str(scenario), "--seed", "2", "--out", str(out), "--quiet"]) == 0
+    before = _files(out)
+    assert sorted(before) == ["kpis.json", "records.csv", "report.html"]
+    capsys.readouterr()
+
+    def interrupt(*args: object, **kwargs: object) -> Path:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("simulations.__main__.report.write_run_report", interrupt)
+    assert main(["run", str(scenario), "--seed", "3", "--out", str(out), "--quiet"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert _files(out) == before
+
+
+def test_ctrl_c_while_moving_outputs_in_says_the_folder_is_incomplete(
+    scenario: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Interrupted as the new files replace the old ones, a run leaves none of the previous
+    run's files beside the new ones, and says the folder is incomplete."""
+    out, new = tmp_path / "run", tmp_path / "new"
+    assert main(["run", str(scenario), "--seed", "3", "--out", str(new), "--quiet"]) == 0
+    assert main(["run", str(scenario), "--seed", "2", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    real = os.replace
+    moved: list[object] = []
+
+    def replace_once(src: str | Path, dst: str | Path) -> None:
+        if moved:
+            raise KeyboardInterrupt
+        moved.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr("simulations.outputs.os.replace", replace_once)
+    assert main(["run", str(scenario), "--seed", "3", "--out", str(out), "--quiet"]) == 130
+    assert capsys.readouterr().err == f"interrupted; {out} is incomplete\n"
+    left = _files(out)
+    assert len(left) == 1  # the first file moved in; the earlier run's are gone
+    for name, text in left.items():
+        if name == "report.html":
+            assert "seed 3" in text
+        else:
+            assert text == (new / name).read_text()
+
+
+def test_the_interrupted_line_stands_on_its_own(
+    scenario: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C under a progress bar: the bar is cleared and ``interrupted`` starts its line."""
+    calls: list[int] = []
+    arrive = _Simulation._arrive
+
+    def arrive_then_stop(self: _Simulation, index: int) -> None:
+        calls.append(index)
+        if len(calls) > 20:
+            raise KeyboardInterrupt
+        arrive(self, index)
+
+    monkeypatch.setattr(_Simulation, "_arrive", arrive_then_stop)
+    assert main(["run", str(scenario), "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert "sim s" in err  # the bar was drawn
+    shown = ""  # the last line as a terminal shows it: each carriage return overwrites
+    for part in err.removesuffix("\n").split("\n")[-1].split("\r"):
+        shown = part + shown[len(part) :]
+    assert shown.rstrip() == "interrupted"
 
 
 def test_the_module_runs_as_a_program(tmp_path: Path) -> None:
