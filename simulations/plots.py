@@ -69,19 +69,42 @@ class ChannelWaits:
     """The channel's SLA target (a dashed line), if known."""
     expired: Sequence[float] = ()
     """How long the calls that reached the queue time limit waited (until it)."""
+    waiting: Sequence[float] = ()
+    """How long the calls never answered, abandoned or expired had waited at the end."""
+
+
+def _wait_series(
+    ch: ChannelWaits, scale: tuple[float, float], expiring: bool, waiting: bool
+) -> tuple[list[list[float]], list[str], list[str], str]:
+    """The stacked series of one channel's histogram (waits divided by ``scale``'s unit and
+    clipped at its top), their colours and labels, and the panel's title: answered and
+    abandoned, then expired (``expiring``) and still waiting (``waiting``) when any panel
+    has some."""
+    div, clip = scale
+    kinds = [(ch.answered, BLUE, "answered"), (ch.abandoned, ORANGE, "abandoned")]
+    if expiring:
+        kinds.append((ch.expired, PURPLE, "expired"))
+    if waiting:
+        kinds.append((ch.waiting, GREY, "still waiting"))
+    series = [[min(w / div, clip) for w in waits] for waits, _, _ in kinds]
+    counts = ", ".join(f"{len(waits)} {label}" for waits, _, label in kinds)
+    return series, [c for _, c, _ in kinds], [label for _, _, label in kinds], counts
 
 
 def wait_distribution(channels: Sequence[ChannelWaits]) -> bytes:
     """One histogram per channel: answered waits, abandoned waits, expired waits (where a
-    queue time limit ended any), and the SLA target."""
+    queue time limit ended any), the waits so far of calls still waiting at the end (where
+    any was), and the SLA target. The green line is the share of all the channel's calls
+    answered within each wait."""
     cols = min(len(channels), 3)
     rows = math.ceil(len(channels) / cols)
     expiring = any(ch.expired for ch in channels)
+    waiting = any(ch.waiting for ch in channels)
     fig = figure(4.2 * cols, 2.9 * rows)
     for i, ch in enumerate(channels):
         ax = fig.add_subplot(rows, cols, i + 1)
         style(ax)
-        every = [*ch.answered, *ch.abandoned, *ch.expired]
+        every = [*ch.answered, *ch.abandoned, *ch.expired, *ch.waiting]
         top = max([*every, (ch.target_s or 0) * 2, 1.0])
         # The tail beyond the 99th percentile would squash the histogram into one bar.
         if len(every) >= 20:
@@ -89,23 +112,14 @@ def wait_distribution(channels: Sequence[ChannelWaits]) -> bytes:
         div, unit = _duration_unit(top)
         bins = [top / div * k / 30 for k in range(31)]
         clip = top / div
-        series = [
-            [min(w / div, clip) for w in ch.answered],
-            [min(w / div, clip) for w in ch.abandoned],
-        ]
-        colors, labels = [BLUE, ORANGE], ["answered", "abandoned"]
-        title = f"{ch.channel} ({len(ch.answered)} answered, {len(ch.abandoned)} abandoned"
-        if expiring:
-            series.append([min(w / div, clip) for w in ch.expired])
-            colors.append(PURPLE)
-            labels.append("expired")
-            title += f", {len(ch.expired)} expired"
+        series, colors, labels, counts = _wait_series(ch, (div, clip), expiring, waiting)
+        title = f"{ch.channel} ({counts}"
         ax.hist(series, bins=bins, stacked=True, color=colors, label=labels)
         if ch.target_s:
             ax.axvline(
                 ch.target_s / div, color=RED, linestyle="--", linewidth=1.4, label="SLA target"
             )
-        ax.set_title(f"{title})", fontsize="medium" if expiring else None)
+        ax.set_title(f"{title})", fontsize="medium" if expiring or waiting else None)
         ax.set_xlabel(f"wait ({unit}; last bar includes longer waits)")
         ax.set_ylabel("calls")
         # Cumulative share of all calls answered within x: at the red line it reads as the

@@ -229,23 +229,53 @@ def _cards(kpis: Mapping[str, Any], targets: SlaTargets) -> str:
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
+def measured_window(kpis: Mapping[str, Any]) -> tuple[float, float]:
+    """``[warmup_s, duration_s)``: the arrivals the KPIs count (all, when unknown)."""
+    start = _num(kpis.get("warmup_s")) or 0.0
+    end = _num(kpis.get("duration_s"))
+    return start, math.inf if end is None else end
+
+
+def _channel_waits(
+    name: str, rows: Sequence[Mapping[str, str]], target: float | None
+) -> plots.ChannelWaits:
+    """The waits of ``rows`` (one channel's measured calls), each call drawn once by its
+    first outcome as the KPIs count it: answered when it has an answer time (its wait runs
+    to that answer), else abandoned, expired, or still waiting at the end."""
+    answered: list[float] = []
+    abandoned: list[float] = []
+    expired: list[float] = []
+    waiting: list[float] = []
+    for row in rows:
+        wait = _float(row.get("wait_s"))
+        if wait is None:
+            continue
+        if _float(row.get("answered_s")) is not None:
+            answered.append(wait)
+        elif _truthy(row.get("abandoned")):
+            abandoned.append(wait)
+        elif _truthy(row.get("expired")):
+            expired.append(wait)
+        else:
+            waiting.append(wait)
+    return plots.ChannelWaits(name, answered, abandoned, target, expired, waiting)
+
+
 def _wait_section(
     kpis: Mapping[str, Any], records: Sequence[Mapping[str, str]], targets: SlaTargets
 ) -> str:
-    channels: list[plots.ChannelWaits] = []
-    names = list(kpis.get("channels", {})) or sorted({r.get("channel", "") for r in records})
-    for name in names:
-        rows = [r for r in records if r.get("channel") == name]
-        waits = [
-            (_float(r.get("wait_s")), _truthy(r.get("abandoned")), _truthy(r.get("expired")))
-            for r in rows
-        ]
-        answered = [w for w, ab, ex in waits if w is not None and not ab and not ex]
-        abandoned = [w for w, ab, _ in waits if w is not None and ab]
-        expired = [w for w, _, ex in waits if w is not None and ex]
-        target = targets.get(name, (0.0, 0.8))[0] or None
-        channels.append(plots.ChannelWaits(name, answered, abandoned, target, expired))
-    if not any(ch.answered or ch.abandoned or ch.expired for ch in channels):
+    start, end = measured_window(kpis)
+    measured = [r for r in records if start <= (_float(r.get("arrival_s")) or 0.0) < end]
+    names = list(kpis.get("channels", {})) or sorted({r.get("channel", "") for r in measured})
+    channels = [
+        _channel_waits(
+            name,
+            [r for r in measured if r.get("channel") == name],
+            targets.get(name, (0.0, 0.8))[0] or None,
+        )
+        for name in names
+    ]
+    if not any(ch.answered or ch.abandoned or ch.expired or ch.waiting for ch in channels):
         body = "<p>No calls were recorded.</p>"
     else:
         body = img(plots.wait_distribution(channels), "wait-time distribution per channel")
@@ -255,7 +285,8 @@ def _wait_section(
         f"{seconds(overall.get('wait_p50_s'))}, 90 % at most "
         f"{seconds(overall.get('wait_p90_s'))} and 99 % at most "
         f"{seconds(overall.get('wait_p99_s'))}. Bars right of the red line missed the target; "
-        "the green line is the share of all calls answered within each wait."
+        "the green line is the share of all calls answered within each wait. Calls arriving "
+        "in the warm-up are left out, as in the KPIs."
     )
     return _section("Wait-time distribution", what, body)
 
@@ -289,8 +320,11 @@ def _timeline_section(kpis: Mapping[str, Any], targets: SlaTargets) -> str:
         (k for k in range(len(arrivals)) if arrivals[k] or _at(queue, k) or _at(occupancy, k)),
         0,
     )
+    start, end = measured_window(kpis)  # the worst slice among those the KPIs measure
     worst = min(
-        ((v, k) for k, v in enumerate(sl) if v is not None), default=None, key=lambda p: p[0]
+        ((v, k) for k, v in enumerate(sl) if v is not None and start <= k * bucket < end),
+        default=None,
+        key=lambda p: p[0],
     )
     dip = (
         f" The worst {seconds(bucket)} starts at {clock(worst[1] * bucket)}, at "

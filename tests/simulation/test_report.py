@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from router.domain import Policy
-from simulations import report
+from simulations import plots, report
 from simulations.compare import summarize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -256,3 +256,64 @@ def test_the_report_draws_the_cap_the_engine_applied() -> None:
     engine applies it: without an occupancy window it caps nothing."""
     assert report.applied_cap(Policy(max_occupancy=0.85)) == 0.85
     assert report.applied_cap(Policy(max_occupancy=0.85, occupancy_window_s=0)) is None
+
+
+def _row(call: str, arrival: float, wait: float, **fields: str) -> dict[str, str]:
+    """A voice record: answered after ``wait`` unless ``answered_s`` is given empty."""
+    row = {
+        "call_id": call,
+        "channel": "voice",
+        "arrival_s": str(arrival),
+        "answered_s": str(arrival + wait),
+        "wait_s": str(wait),
+        "abandoned": "0",
+        "agent_id": "a1",
+        "handle_s": "100",
+        "end_s": str(arrival + wait + 100),
+        "skill_match": "1",
+        "within_sla": str(int(wait <= 20)),
+        "priority": "0",
+        "expired": "0",
+    }
+    row.update(fields)
+    return row
+
+
+def test_the_wait_chart_counts_the_calls_the_kpis_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait histogram draws the measured calls only (arriving in [warmup_s, duration_s),
+    as the KPIs count them) and as answered only those with an answer time: a call still
+    waiting at the end is not drawn as answered."""
+    never = {"answered_s": "", "agent_id": "", "handle_s": "", "end_s": "", "skill_match": ""}
+    records = [
+        _row("warm", 100, 5),  # warm-up: left out
+        _row("ok", 700, 4),
+        _row("late", 800, 45),
+        _row("gone", 900, 30, abandoned="1", **never),
+        _row("limit", 950, 60, expired="1", **never),
+        _row("waiting", 1100, 300, **never),  # never answered, still waiting at the end
+        _row("after", 1200, 2),  # arrives at duration_s: outside the window
+    ]
+    kpis = {**_kpis(), "warmup_s": 600, "duration_s": 1200, "channels": {"voice": {}}}
+    drawn: list[plots.ChannelWaits] = []
+
+    def capture(channels: list[plots.ChannelWaits]) -> bytes:
+        drawn.extend(channels)
+        return PNG_MAGIC
+
+    monkeypatch.setattr(plots, "wait_distribution", capture)
+    report.run_report_html(kpis, records)
+    (voice,) = drawn
+    assert sorted(voice.answered) == [4.0, 45.0]
+    assert list(voice.abandoned) == [30.0]
+    assert list(voice.expired) == [60.0]
+    assert list(voice.waiting) == [300.0]
+
+
+def test_the_worst_slice_is_one_the_kpis_measure() -> None:
+    """The worst slice named under the timeline is the worst after the warm-up: a bad
+    first quarter hour that the KPIs leave out is not it."""
+    kpis = _kpis()
+    kpis["warmup_s"] = 900
+    kpis["timeline"]["service_level"] = [0.1, None, 0.7, 0.8, 0.85, 0.6, 0.95, 1.0]
+    text = report.run_report_html(kpis, _records())
+    assert "The worst 15.0 min starts at 01:15, at 60 % answered in time." in text
