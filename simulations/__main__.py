@@ -28,7 +28,7 @@ from simulations.replay import Replayer
 from simulations.replay_plan import ReplayError, ReplayOptions, agents_from_scenario, check_target
 from simulations.replay_report import replay_kpis, summarize_replay
 from simulations.scenario import Scenario, ScenarioError, load_scenario
-from simulations.simulator import engine_of, simulate
+from simulations.simulator import engine_of, simulate, status
 from simulations.trace import ARRIVAL_ORDER, TraceCall, generate_trace, read_trace, write_trace
 
 SCENARIO_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
@@ -75,6 +75,12 @@ def _out_dir(given: str | None, command: str, scenario: str) -> Path:
     return path
 
 
+def _writing(out: Path, args: argparse.Namespace) -> None:
+    """Say the outputs are being written (unless ``--quiet``)."""
+    if not args.quiet:
+        status(f"writing outputs to {out}")
+
+
 # --- subcommands -----------------------------------------------------------------------------
 
 
@@ -85,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = _out_dir(args.out, "run", scenario.name)
     seed = _seed(args, scenario)
     result = simulate(scenario, seed=seed, policy=policy, progress=not args.quiet)
+    _writing(out, args)
     with outputs.staged(out) as stage:
         result.write(stage)
         report.write_run_report(
@@ -111,6 +118,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     first = scenario.seed if args.first_seed is None else args.first_seed
     seeds = list(range(first, first + args.seeds))
     comparison = run_comparison(scenario, policies, seeds, progress=not args.quiet)
+    _writing(out, args)
     with outputs.staged(out) as stage:
         comparison.write(stage / "compare.json")
         report.write_compare_report(stage)
@@ -217,6 +225,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             admin_channel.close()
     kpis, records = replay_kpis(run, scenario)
     summary = summarize_replay(run, kpis)
+    _writing(out, args)
     with outputs.staged(out) as stage:
         text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
         (stage / "replay.json").write_text(text)

@@ -64,11 +64,12 @@ from __future__ import annotations
 import heapq
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
 import numpy as np
+from tqdm import tqdm
 
 from router.domain import AGENT_UNIT_BUDGET, Channel, Policy, Strategy
 from router.eligibility import check
@@ -88,6 +89,8 @@ from simulations.pool_choice import BalancedChoice
 from simulations.trace import TraceCall, as_call
 from simulations.workforce import SimAgent, breaks_within, presence_changes, shift_windows
 
+PROGRESS_STEP = 1000
+"""Calls served between two moves of the progress bar."""
 _ARRIVAL = operator.attrgetter("arrival_s")
 _CHANNEL = operator.attrgetter("channel")
 _HANDLE = operator.attrgetter("handle_s")
@@ -241,14 +244,34 @@ def _fit_obstacle(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall]
     return None
 
 
-def run(scenario: Scenario, policy: Policy, trace: Sequence[TraceCall], *, seed: int) -> PooledDay:
+def run(
+    scenario: Scenario,
+    policy: Policy,
+    trace: Sequence[TraceCall],
+    *,
+    seed: int,
+    progress: bool = False,
+) -> PooledDay:
     """The day of a scenario that ``qualifies`` (``trace`` in arrival order; ``seed`` draws
-    the outcomes that move the balanced policy's performance scores)."""
-    return _Pool(scenario, policy, trace, seed).run()
+    the outcomes that move the balanced policy's performance scores; ``progress`` shows a
+    tqdm bar over simulated time, as the event loop does)."""
+    pool = _Pool(scenario, policy, trace, seed)
+    with tqdm(  # closed (and cleared) on Ctrl-C too
+        total=round(scenario.duration_s),
+        unit="sim s",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    ) as bar:
+        pool.bar = bar if progress else None
+        return pool.run()
 
 
 class _Pool:
     """One pooled day: the agents' two heaps and the log."""
+
+    bar: tqdm | None = None
+    """The progress bar over simulated time, if one is shown."""
 
     def __init__(
         self, scenario: Scenario, policy: Policy, trace: Sequence[TraceCall], seed: int
@@ -352,7 +375,7 @@ class _Pool:
     def _serve_each(self) -> None:
         """Serve every call up to the horizon, in queue order, one ``_serve`` each."""
         created, horizon_ms = self.log.created, self.horizon_ms
-        for position, i in enumerate(self.order):
+        for position, i in enumerate(self._in_order()):
             if created[i] <= horizon_ms:
                 self.position = position
                 self._serve(i)
@@ -393,7 +416,7 @@ class _Pool:
             _handles(trace, speeds.pop()) if len(speeds) == 1 else None
         )
         clock, last_exit, stays = self.clock, self.last_exit, False
-        for position, i in enumerate(self.order):
+        for position, i in enumerate(self._in_order()):
             arrival = created[i]
             if arrival > horizon_ms:
                 continue
@@ -469,6 +492,25 @@ class _Pool:
         arrived = arrived[arrived <= horizon_ms]
         times.extend(arrived.tolist())
         changes.extend((2 * arrived + 1).tolist())  # _arrived: queue changes are sorted later
+
+    def _in_order(self) -> Iterable[int]:
+        """The calls in queue order; with a progress bar, one that moves it to each
+        ``PROGRESS_STEP``-th call's arrival on the way."""
+        bar = self.bar
+        if bar is None:
+            return self.order
+        return self._moving(bar)
+
+    def _moving(self, bar: tqdm) -> Iterator[int]:
+        created, last = self.log.created, self.duration_ms
+        shown = SIM_EPOCH_MS
+        for n, i in enumerate(self.order):
+            if n % PROGRESS_STEP == 0:
+                at = min(created[i], last)
+                if at > shown:
+                    bar.update((at - SIM_EPOCH_MS) // 1000 - (shown - SIM_EPOCH_MS) // 1000)
+                    shown = at
+            yield i
 
     def _stays(self) -> None:
         """A call is still there at the end of the run."""

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -213,9 +214,10 @@ def simulate(
     """Run ``scenario`` with ``seed`` (and ``policy``, else the scenario's).
 
     ``calls`` replays a given trace instead of generating one from the scenario and seed;
-    ``progress`` shows a tqdm bar over simulated time. ``reference`` runs the slow yardstick:
-    every dispatch pass hands all waiting calls and all available agents to the engine
-    (``simulations.passes``), which the fast passes must match. ``escalate=False`` switches
+    ``progress`` shows a tqdm bar over simulated time, then says the KPIs are computed.
+    ``reference`` runs the slow yardstick: every dispatch pass hands all waiting calls and
+    all available agents to the engine (``simulations.passes``), which the fast passes must
+    match. ``escalate=False`` switches
     SLA escalation off (no at-risk boosts or widening jumps): the fast passes examine at-risk
     calls in a different order than the yardstick, so the two agree call by call only without
     it (``simulations.escalation``). A day in which any free agent may take any call under
@@ -234,9 +236,10 @@ def simulate(
     else:
         why = pooled.obstacle(scenario, scenario.policy, ordered, escalate=escalate)
     if why is None:
-        result = _pooled_result(
-            scenario, seed, ordered, pooled.run(scenario, scenario.policy, ordered, seed=seed)
-        )
+        day = pooled.run(scenario, scenario.policy, ordered, seed=seed, progress=progress)
+        if progress:
+            status("computing KPIs")
+        result = _pooled_result(scenario, seed, ordered, day)
     else:
         sim = _Simulation(
             scenario, seed, ordered, progress=progress, reference=reference, escalate=escalate
@@ -245,6 +248,11 @@ def simulate(
     result.engine = _engine(why)
     result.wall_s = time.perf_counter() - started
     return result
+
+
+def status(step: str) -> None:
+    """Say on stderr which step of a run is under way (shown with the progress bars)."""
+    print(f"{step}...", file=sys.stderr, flush=True)
 
 
 def engine_of(scenario: Scenario, trace: Sequence[TraceCall]) -> str:
@@ -401,6 +409,8 @@ class _Simulation:
                 if self.progress and self.now - shown >= 60_000:
                     bar.update(min(self.now, duration_ms) // 1000 - shown // 1000)
                     shown = min(self.now, duration_ms)
+        if self.progress:
+            status("computing KPIs")
         return self._result(max(self.now, duration_ms))
 
     def _handle(self, kind: int, a: Any, b: Any) -> None:

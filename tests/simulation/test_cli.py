@@ -114,6 +114,24 @@ def test_run_and_compare_say_which_engine_ran(
     assert "engine, best_skill (seed 1): event loop (the best_skill strategy)\n" in printed
 
 
+def test_every_long_step_shows_on_stderr_unless_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A day on the pooled shortcut shows a progress bar over simulated time as the event
+    loop does, then the KPIs and the writing of the outputs say they are under way;
+    --quiet shows none of it."""
+    scenario = Path(__file__).resolve().parents[2] / "simulations/scenarios/erlang_check.yaml"
+    out = tmp_path / "run"
+    assert main(["run", str(scenario), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "engine: pooled shortcut" in captured.out
+    assert "sim s" in captured.err
+    assert "computing KPIs" in captured.err
+    assert f"writing outputs to {out}" in captured.err
+    assert main(["run", str(scenario), "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_run_default_out_dir_and_policy(
     scenario: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
