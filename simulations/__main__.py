@@ -25,7 +25,13 @@ from simulations.compare import run_comparison
 from simulations.erlang import erlang_a, erlang_c
 from simulations.kpis import write_outputs
 from simulations.replay import Replayer
-from simulations.replay_plan import ReplayError, ReplayOptions, agents_from_scenario, check_target
+from simulations.replay_plan import (
+    OptionError,
+    ReplayError,
+    ReplayOptions,
+    agents_from_scenario,
+    check_target,
+)
 from simulations.replay_report import replay_kpis, summarize_replay
 from simulations.scenario import Scenario, ScenarioError, load_scenario
 from simulations.simulator import engine_of, simulate, status
@@ -149,6 +155,8 @@ def _replay_inputs(args: argparse.Namespace) -> tuple[Scenario, list[TraceCall]]
     a trace file served by ``--scenario``'s team."""
     source = Path(args.source.partition("#")[0])
     if source.suffix.lower() in SCENARIO_SUFFIXES:
+        if args.scenario:
+            raise UsageError("--scenario: only with a trace file (a scenario brings its own team)")
         scenario = _load(args.source)
         return scenario, generate_trace(scenario, _seed(args, scenario))
     if source.suffix.lower() not in TRACE_SUFFIXES:
@@ -167,19 +175,20 @@ def _replay_inputs(args: argparse.Namespace) -> tuple[Scenario, list[TraceCall]]
     return scenario, calls
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    """Send a trace to a running service; write replay.json (+ records.csv, report.html)."""
+REPLAY_FLAGS = {
+    "speed": "--speed",
+    "max_calls": "--max-calls",
+    "max_seconds": "--max-seconds",
+    "drain_s": "--drain-seconds",
+    "workers": "--workers",
+}
+"""``ReplayOptions`` fields -> the ``replay`` flags that set them."""
+
+
+def _replay_options(args: argparse.Namespace, scenario: Scenario) -> ReplayOptions:
+    """The replay's bounds from the flags; a bad one is a usage error naming its flag."""
     try:
-        check_target(args.target, allow_remote=args.allow_remote)
-        if args.admin_target:
-            check_target(args.admin_target, allow_remote=args.allow_remote)
-    except ReplayError as exc:
-        raise UsageError(str(exc)) from None
-    scenario, trace = _replay_inputs(args)
-    if not trace:
-        raise UsageError(f"{args.source}: no calls to replay")
-    try:
-        options = ReplayOptions(
+        return ReplayOptions(
             target=args.target,
             tenant=args.tenant or "",
             speed=args.speed,
@@ -192,8 +201,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
             compress_policy=not args.real_time_policy,
             allow_remote=args.allow_remote,
         )
+    except OptionError as exc:
+        raise UsageError(f"{REPLAY_FLAGS.get(exc.field, exc.field)}: {exc.problem}") from None
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Send a trace to a running service; write replay.json (+ records.csv, report.html)."""
+    try:
+        check_target(args.target, allow_remote=args.allow_remote, option="--target")
+        if args.admin_target:
+            check_target(args.admin_target, allow_remote=args.allow_remote, option="--admin-target")
     except ReplayError as exc:
         raise UsageError(str(exc)) from None
+    scenario, trace = _replay_inputs(args)
+    if not trace:
+        raise UsageError(f"{args.source}: no calls to replay")
+    options = _replay_options(args, scenario)
     out = _out_dir(args.out, "replay", scenario.name)
     channel = grpc.insecure_channel(args.target)
     admin_channel = grpc.insecure_channel(args.admin_target) if args.admin_target else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -23,6 +24,16 @@ from simulations.workforce import shift_windows
 
 class ReplayError(Exception):
     """The replay cannot start (bad target or options, service unreachable)."""
+
+
+class OptionError(ReplayError):
+    """A ``ReplayOptions`` bound broken: ``field: problem``."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        """The field (``speed``, ``max_calls``, ...) and what is wrong with its value."""
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -86,25 +97,42 @@ class ReplayOptions:
     allow_remote: bool = False
 
     def __post_init__(self) -> None:
+        """Refuse bounds that make no sense (``OptionError`` naming the field); NaN and
+        infinite durations included."""
         checks = (
-            (0 < self.speed <= 100_000, f"speed: {self.speed} is not in (0, 100000]"),
-            (self.max_calls >= 1, f"max_calls: {self.max_calls} must be >= 1"),
-            (self.max_seconds > 0, f"max_seconds: {self.max_seconds} must be > 0"),
-            (self.drain_s >= 0, f"drain_s: {self.drain_s} must be >= 0"),
-            (1 <= self.workers <= 256, f"workers: {self.workers} is not in 1..256"),
-            (self.rpc_timeout_s > 0, f"rpc_timeout_s: {self.rpc_timeout_s} must be > 0"),
+            ("speed", 0 < self.speed <= 100_000, f"{self.speed} is not in (0, 100000]"),
+            ("max_calls", self.max_calls >= 1, f"{self.max_calls} must be >= 1"),
+            (
+                "max_seconds",
+                0 < self.max_seconds < math.inf,
+                f"{self.max_seconds} must be a finite number > 0",
+            ),
+            (
+                "drain_s",
+                0 <= self.drain_s < math.inf,
+                f"{self.drain_s} must be a finite number >= 0",
+            ),
+            ("workers", 1 <= self.workers <= 256, f"{self.workers} is not in 1..256"),
+            (
+                "rpc_timeout_s",
+                0 < self.rpc_timeout_s < math.inf,
+                f"{self.rpc_timeout_s} must be a finite number > 0",
+            ),
         )
-        for ok, message in checks:
+        for name, ok, problem in checks:
             if not ok:
-                raise ReplayError(message)
+                raise OptionError(name, problem)
 
 
-def check_target(target: str, *, allow_remote: bool) -> None:
-    """Refuse anything but a loopback ``host:port`` unless ``allow_remote`` (a load test
-    pointed at production by a typo is the accident this prevents)."""
+def check_target(target: str, *, allow_remote: bool, option: str = "target") -> None:
+    """Refuse anything but a loopback ``host:port`` (port 1..65535) unless ``allow_remote``
+    (a load test pointed at production by a typo is the accident this prevents); messages
+    start with ``option``."""
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise ReplayError(f"target: {target!r} is not HOST:PORT")
+        raise ReplayError(f"{option}: {target!r} is not HOST:PORT")
+    if not 1 <= int(port) <= 65535:
+        raise ReplayError(f"{option}: port {port} of {target!r} is not in 1..65535")
     host = host.removeprefix("[").removesuffix("]")
     if allow_remote or host.lower() in {"localhost", "ip6-localhost"}:
         return
@@ -114,7 +142,7 @@ def check_target(target: str, *, allow_remote: bool) -> None:
         loopback = False
     if not loopback:
         raise ReplayError(
-            f"target: {host} is not a loopback address; pass --allow-remote to load-test it"
+            f"{option}: {host} is not a loopback address; pass --allow-remote to load-test it"
         )
 
 

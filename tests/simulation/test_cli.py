@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from router.memory_store import MemoryStore
@@ -325,6 +326,67 @@ def test_the_interrupted_line_stands_on_its_own(
     for part in err.removesuffix("\n").split("\n")[-1].split("\r"):
         shown = part + shown[len(part) :]
     assert shown.rstrip() == "interrupted"
+
+
+def test_replay_of_a_scenario_refuses_a_second_scenario(
+    scenario: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--scenario names the team for a trace file; given with a scenario it would be
+    ignored, so it is refused."""
+    argv = ["replay", str(scenario), "--scenario", str(scenario), "--target", "127.0.0.1:1"]
+    assert main([*argv, "--quiet"]) == 2
+    _one_error(capsys.readouterr().err, "--scenario: only with a trace file")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--speed", "0"], "--speed: "),
+        (["--speed", "nan"], "--speed: "),
+        (["--max-calls", "0"], "--max-calls: "),
+        (["--max-seconds", "inf"], "--max-seconds: "),
+        (["--drain-seconds", "-1"], "--drain-seconds: "),
+        (["--workers", "0"], "--workers: "),
+        (["--target", "127.0.0.1:99999"], "--target: "),
+        (["--target", "127.0.0.1:0"], "--target: "),
+        (["--admin-target", "127.0.0.1:70000"], "--admin-target: "),
+        (["--admin-target", "10.0.0.1:5"], "--admin-target: "),
+    ],
+)
+def test_replay_options_are_named_as_flags(
+    scenario: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    """A bad replay option is a usage error naming its flag (not the field behind it),
+    found before any connection is tried and before the output folder exists."""
+    out = tmp_path / "replay"
+    argv = ["replay", str(scenario), "--target", "127.0.0.1:1", "--out", str(out), "--quiet"]
+    assert main([*argv, *extra]) == 2
+    _one_error(capsys.readouterr().err, message)
+    assert not out.exists()
+
+
+def test_a_replay_that_cannot_connect_leaves_no_output_folder(
+    scenario: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No service answers: exit code 1 and no (empty) output folder left behind."""
+
+    class NeverReady:
+        def result(self, timeout: float) -> None:
+            raise grpc.FutureTimeoutError
+
+    monkeypatch.setattr("simulations.__main__.grpc.channel_ready_future", lambda _: NeverReady())
+    out = tmp_path / "deep" / "replay"
+    argv = ["replay", str(scenario), "--target", "127.0.0.1:1", "--out", str(out), "--quiet"]
+    assert main(argv) == 1
+    assert "no gRPC service answers at 127.0.0.1:1" in capsys.readouterr().err
+    assert not (tmp_path / "deep").exists()
 
 
 def test_the_module_runs_as_a_program(tmp_path: Path) -> None:
