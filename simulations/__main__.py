@@ -63,10 +63,11 @@ def _seed(args: argparse.Namespace, scenario: Scenario) -> int:
     return seed
 
 
-def _policy(name: str) -> str:
+def _policy(name: str, option: str = "--policy") -> str:
+    """The policy ``name`` (``longest-idle`` spelled either way); errors name ``option``."""
     value = name.strip().lower().replace("-", "_")
     if value not in POLICIES:
-        raise UsageError(f"--policy: {name!r} is not one of {', '.join(POLICIES)}")
+        raise UsageError(f"{option}: {name!r} is not one of {', '.join(POLICIES)}")
     return value
 
 
@@ -113,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Simulate several policies on several seeds; write compare.json and report.html."""
     scenario = _load(args.scenario)
-    policies = [_policy(p) for p in args.policies.split(",") if p.strip()]
+    policies = [_policy(p, "--policies") for p in args.policies.split(",") if p.strip()]
     if not policies:
         raise UsageError("--policies: give at least one policy")
     if len(set(policies)) != len(policies):

@@ -339,6 +339,22 @@ def test_replay_of_a_scenario_refuses_a_second_scenario(
 
 
 @pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["run", "{scenario}", "--policy", "fastest"], "--policy"),
+        (["compare", "{scenario}", "--policies", "balanced;random"], "--policies"),
+        (["replay", "{scenario}", "--target", "127.0.0.1:1", "--policy", "fast"], "--policy"),
+    ],
+)
+def test_a_bad_policy_names_the_option_given(
+    scenario: Path, capsys: pytest.CaptureFixture[str], argv: list[str], option: str
+) -> None:
+    """An unknown policy is reported under the option it came in."""
+    assert main([a.format(scenario=scenario) for a in argv] + ["--quiet"]) == 2
+    _one_error(capsys.readouterr().err, f"{option}: ")
+
+
+@pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--speed", "0"], "--speed: "),
