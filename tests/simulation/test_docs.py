@@ -39,3 +39,9 @@ def test_every_subcommand_and_shipped_scenario_is_documented() -> None:
 def test_every_relative_link_resolves() -> None:
     for target in re.findall(r"\]\((?!https?:)([^)#]+)", README):
         assert (ROOT / "simulations" / target).resolve().exists(), target
+
+
+def test_the_report_is_described_as_it_is_made() -> None:
+    """report.html carries its charts as inline base64 PNG images (``report.img``), not SVG."""
+    assert "SVG" not in README
+    assert "base64 PNG" in README
