@@ -58,7 +58,10 @@ and, when the policy sets a queue time limit (``max_wait_s``), a trailing column
     expired (0/1)    the call left the queue at its channel's limit (its wait_s: until then)
 
 Empty cells for what did not happen (never answered: no answered_s, agent_id, handle_s,
-end_s, skill_match). Times have 3 decimals (the millisecond clock).
+end_s, skill_match). agent_id, handle_s and end_s (and skill_match) are those of the agent who
+completed the call: empty for a call not completed by the end of the run, even one an agent
+answered and still held then (its answered_s and wait_s are set). Times have 3 decimals (the
+millisecond clock).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from simulations import kpis
 from simulations.cli import build_parser
 from simulations.kpis import OPTIONAL_RECORD_COLUMNS, RECORD_COLUMNS
 from simulations.scenario import TOP_FIELDS
@@ -45,3 +46,16 @@ def test_the_report_is_described_as_it_is_made() -> None:
     """report.html carries its charts as inline base64 PNG images (``report.img``), not SVG."""
     assert "SVG" not in README
     assert "base64 PNG" in README
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("`", "").split())
+
+
+@pytest.mark.parametrize("text", [README, kpis.__doc__ or ""], ids=["README", "kpis"])
+def test_records_say_whose_agent_a_call_shows(text: str) -> None:
+    """A call answered but still in progress at the end of the run has an answered_s and
+    no agent_id: the docs say agent_id, handle_s and end_s are the completing agent's."""
+    flat = _flat(text)
+    assert re.search(r"agent_id, handle_s and end_s [^.]*those of the agent who completed", flat)
+    assert "empty for a call not completed by the end of the run" in flat
