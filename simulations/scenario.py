@@ -54,6 +54,8 @@ Every top-level field (defaults in brackets)::
     pool            [none]            the single-skill shorthand (alone with arrivals/agents)
     sick_leave      [none]            {fraction, seed [1], teams [all]}: that share of agents,
                                       picked by a hash of their id, is absent all simulation
+                                      (a sick_leave absence from 0 to a week past the
+                                      horizon: nobody is back for the run's last instant)
     variants        [none]            {name: {top-level fields}}: named overrides, chosen with
                                       load_scenario(path, variant=name) or "file.yaml#name"
     x-<anything>    ignored           a place for YAML anchors (&day) reused below
@@ -322,6 +324,11 @@ def _check_coverage(streams: tuple[Stream, ...], agents: tuple[AgentSpec, ...]) 
                 )
 
 
+SICK_LEAVE_PAST_HORIZON_S = 7 * DAY_S
+"""How far past the horizon a ``sick_leave`` absence runs: an absence ending at the horizon
+would bring the agent back for the run's last instant (and a dispatch pass then)."""
+
+
 def _sick_leave(
     value: object, agents: tuple[AgentSpec, ...], horizon_s: float
 ) -> tuple[AgentSpec, ...]:
@@ -340,7 +347,7 @@ def _sick_leave(
     pool = [a for a in agents if not teams or a.team in teams]
     ranked = sorted(pool, key=lambda a: (unit_hash(str(seed), "sick", a.agent_id), a.agent_id))
     sick = {a.agent_id for a in ranked[: round(fraction * len(pool))]}
-    absence = AbsenceSpec(0.0, horizon_s, AbsenceKind.SICK_LEAVE)
+    absence = AbsenceSpec(0.0, horizon_s + SICK_LEAVE_PAST_HORIZON_S, AbsenceKind.SICK_LEAVE)
     return tuple(
         dataclasses.replace(a, absences=(absence, *a.absences)) if a.agent_id in sick else a
         for a in agents

@@ -213,3 +213,25 @@ def test_every_drawn_call_arrives_before_the_end() -> None:
     calls = generate_trace(scenario, seed=8)
     assert len(calls) > 1_000
     assert max(call.arrival_s for call in calls) < 2
+
+
+@pytest.mark.parametrize("shortcut", [True, False], ids=["pooled", "event loop"])
+@pytest.mark.parametrize("strategy", ["longest_idle", "best_skill"])
+def test_agents_off_sick_take_no_call_all_run(shortcut: bool, strategy: str) -> None:
+    """Everyone off sick: no call is answered, not even at the run's last instant (the
+    absence runs past the horizon, so nobody comes back as the run ends)."""
+    raw = {
+        "duration_s": 600,
+        "drain_s": 300,
+        "pool": {"agents": 3, "rate_per_hour": 120, "mean_handle_s": 60},
+        "policy": {"strategy": strategy},
+        "sick_leave": {"fraction": 1.0},
+    }
+    scenario = parse_scenario(raw, name="all_sick")
+    for spec in scenario.agents:
+        assert spec.absences[0].end_s > scenario.horizon_s
+    result = simulate(scenario, seed=1, shortcut=shortcut)
+    assert result.records
+    assert [r.call_id for r in result.records if r.answered_s is not None] == []
+    assert result.kpis["overall"]["answered"] == 0
+    assert all(a["handled"] == 0 for a in result.kpis["agents"].values())
