@@ -39,9 +39,12 @@ example:
 """
 COMPARE_HELP = """\
 Simulate every policy on every seed (the same callers under each policy) and aggregate each
-KPI per policy: the mean and its 95 % confidence interval (Student t over the seeds). Writes
-compare.json and report.html (a table and bar charts with the intervals as whiskers), and
-prints the table and, per policy, the engine its runs take (see run --help).
+KPI per policy: the mean and its 95 % confidence interval (Student t over the seeds). As the
+callers are the same, each policy is also compared with the first one listed (the baseline)
+seed by seed: the mean per-seed difference with its 95 % interval, better or worse only when
+that interval excludes zero. Writes compare.json and report.html (the tables and bar charts
+with the intervals as whiskers), and prints the tables and, per policy, the engine its runs
+take (see run --help).
 
 example:
   python -m simulations compare simulations/scenarios/star_agents.yaml --seeds 10
@@ -124,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--policies",
         default="balanced,longest_idle,round_robin,best_skill",
-        help="comma-separated policies (default %(default)s)",
+        help="comma-separated policies, the first the baseline (default %(default)s)",
     )
     cmp.add_argument("--seeds", type=int, default=5, help="seeds per policy (default 5)")
     cmp.add_argument(
@@ -149,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="where its admin services listen, if apart (ROUTER_ADMIN_PORT; default: --target)",
     )
-    rep.add_argument("--scenario", help="the scenario whose agents and policy serve a trace")
+    rep.add_argument(
+        "--scenario", help="the scenario whose agents and policy serve a trace (a trace only)"
+    )
     rep.add_argument("--seed", type=int, help="trace and outcome seed (default: the scenario's)")
     rep.add_argument("--speed", type=float, default=60.0, help="x real time (default 60)")
     rep.add_argument("--max-calls", type=int, default=2000, help="at most N calls (default 2000)")

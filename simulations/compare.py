@@ -2,8 +2,12 @@
 
 Every policy runs on the same seeds, so the same callers arrive with the same needs, handle
 times and patience under each policy (common random numbers): differences between
-policies come from the routing, not from luck of the draw. Runs are sequential and
-deterministic; ``compare.json`` holds every run's KPIs and the aggregate.
+policies come from the routing, not from luck of the draw. So each policy is compared with
+the first one listed (the baseline) seed by seed: the mean of its per-seed differences with
+a 95 % t interval, and a verdict (better or worse) only when that interval excludes zero.
+The paired interval removes the luck the policies share, so a difference can be clear even
+when the two policies' own intervals overlap. Runs are sequential and deterministic;
+``compare.json`` holds every run's KPIs and the aggregate.
 """
 
 from __future__ import annotations
@@ -93,6 +97,28 @@ def _finite(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def verdict(paired: Summary, better: str) -> str | None:
+    """What a paired difference (policy minus baseline) says: ``better`` or ``worse`` (by
+    ``better``, the KPI's good direction; ``higher`` or ``lower`` for a KPI with none) when
+    its interval excludes 0, else ``no clear difference``; ``None`` without an interval
+    (fewer than two seeds)."""
+    if paired.n < 2 or math.isnan(paired.half_width):
+        return None
+    if paired.ci_low > 0:
+        direction = "higher"
+    elif paired.ci_high < 0:
+        direction = "lower"
+    else:
+        return "no clear difference"
+    if not better:
+        return direction
+    return "better" if direction == better else "worse"
+
+
 # --- which KPIs are compared -----------------------------------------------------------------
 
 
@@ -106,6 +132,14 @@ class Metric:
     """``%`` (a fraction shown as a percentage), ``s`` or ``""``."""
     better: str
     """``higher``, ``lower`` or ``""`` when neither is better in itself."""
+    bounds: tuple[float, float] | None = None
+    """The values the KPI can take; ``None``: by its unit (``%`` 0..1, ``s`` from 0)."""
+
+    def limits(self) -> tuple[float, float]:
+        """The lowest and highest value the KPI can take (infinite where unbounded)."""
+        if self.bounds is not None:
+            return self.bounds
+        return {"%": (0.0, 1.0), "s": (0.0, math.inf)}.get(self.unit, (-math.inf, math.inf))
 
     def value(self, kpis: Mapping[str, Any]) -> float | None:
         """The KPI in one run's ``kpis`` (``None`` when absent or undefined)."""
@@ -127,12 +161,12 @@ HEADLINE_METRICS = (
     Metric("overall.wait_p90_s", "Wait, 90th percentile", "s", "lower"),
     Metric("fairness.occupancy_mean", "Occupancy, mean", "%", ""),
     Metric("fairness.occupancy_std", "Occupancy spread (std)", "%", "lower"),
-    Metric("fairness.occupancy_gini", "Occupancy Gini", "", "lower"),
-    Metric("fairness.handled_gini", "Calls-per-agent Gini", "", "lower"),
+    Metric("fairness.occupancy_gini", "Occupancy Gini", "", "lower", (0.0, 1.0)),
+    Metric("fairness.handled_gini", "Calls-per-agent Gini", "", "lower", (0.0, 1.0)),
     Metric("top_performers.share_of_calls", "Top performers' share of calls", "%", ""),
     Metric("top_performers.peak_occupancy", "Top performers' peak occupancy", "%", "lower"),
-    Metric("quality.skill_match_mean", "Skill match", "", "higher"),
-    Metric("quality.estimated_csat", "Estimated CSAT (1-5)", "", "higher"),
+    Metric("quality.skill_match_mean", "Skill match", "", "higher", (0.0, 1.0)),
+    Metric("quality.estimated_csat", "Estimated CSAT (1-5)", "", "higher", (1.0, 5.0)),
 )
 """KPIs every comparison reports, in display order (per-channel service levels come first);
 one no run has (the expiries of a policy with no queue time limit) is left out."""
@@ -176,6 +210,25 @@ class Comparison:
         """Mean and CI of ``metric`` over the seeds of ``policy``."""
         return summarize(metric.value(run.kpis) for run in self.runs if run.policy == policy)
 
+    def paired(self, metric: Metric, policy: str) -> Summary:
+        """Mean and CI of ``policy``'s per-seed difference from the baseline (the first
+        policy) in ``metric``, over the seeds where both have a value."""
+        values = {(run.policy, run.seed): metric.value(run.kpis) for run in self.runs}
+        diffs = []
+        for seed in self.seeds:
+            mine, base = values.get((policy, seed)), values.get((self.policies[0], seed))
+            if mine is not None and base is not None:
+                diffs.append(mine - base)
+        return summarize(diffs)
+
+    def _versus(self, metric: Metric) -> dict[str, dict[str, Any]]:
+        """Every other policy's paired difference from the baseline, with its verdict."""
+        out: dict[str, dict[str, Any]] = {}
+        for policy in self.policies[1:]:
+            paired = self.paired(metric, policy)
+            out[policy] = {**paired.as_dict(), "verdict": verdict(paired, metric.better)}
+        return out
+
     def to_json(self) -> dict[str, Any]:
         """The content of ``compare.json``."""
         return {
@@ -184,12 +237,19 @@ class Comparison:
             "seeds": list(self.seeds),
             "confidence": 0.95,
             "interval": "Student t on the per-seed values (common random numbers across policies)",
+            "baseline": self.policies[0],
+            "paired": (
+                "vs_baseline: each policy's per-seed difference from the baseline, its mean "
+                "and Student t interval; verdict better or worse only when it excludes 0"
+            ),
             "metrics": {
                 m.path: {
                     "label": m.label,
                     "unit": m.unit,
                     "better": m.better,
+                    "range": [_finite_or_none(v) for v in m.limits()],
                     "policies": {p: self.summary(m, p).as_dict() for p in self.policies},
+                    "vs_baseline": self._versus(m),
                 }
                 for m in self.metrics
             },

@@ -64,22 +64,45 @@ def kpi_table(kpis: Mapping[str, Any]) -> str:
 
 
 def compare_table(compare: Mapping[str, Any]) -> str:
-    """KPIs down, policies across: mean ± half-width of the 95 % interval."""
+    """KPIs down, policies across: mean ± half-width of the 95 % interval (a range cut to the
+    KPI's limits where it would cross them); then, with two policies or more, each one's
+    paired difference from the baseline (the first), better or worse only where its
+    interval excludes zero."""
     policies = list(compare["policies"])
     rows = [["KPI", *policies]]
     for metric in compare["metrics"].values():
-        cells = []
-        for policy in policies:
-            summary = metric["policies"][policy]
-            text = report.fmt(summary["mean"], metric["unit"])
-            if summary["half_width"]:
-                text += f" ± {report.fmt(summary['half_width'], metric['unit'])}"
-            cells.append(text)
+        bounds = report.limits(metric)
+        cells = [report.interval(metric["policies"][p], metric["unit"], bounds) for p in policies]
         rows.append([metric["label"], *cells])
     seeds = len(compare["seeds"])
     if seeds < 2:
-        return table(rows) + "\n(one seed: the means of one run each, no confidence interval)"
-    return table(rows) + f"\n(mean ± 95 % confidence interval over {seeds} seeds)"
+        text = table(rows) + "\n(one seed: the means of one run each, no confidence interval)"
+    else:
+        text = table(rows) + f"\n(mean ± 95 % confidence interval over {seeds} seeds)"
+    paired = _paired_table(compare, policies)
+    return text if paired is None else f"{text}\n\n{paired}"
+
+
+def _paired_table(compare: Mapping[str, Any], policies: Sequence[str]) -> str | None:
+    """Each policy minus the baseline per KPI (``None``: one policy, or no differences)."""
+    baseline = compare.get("baseline", policies[0])
+    others = [p for p in policies if p != baseline]
+    metrics = list(compare["metrics"].values())
+    if not others or not any("vs_baseline" in m for m in metrics):
+        return None
+    rows = [[f"vs {baseline}", *others]]
+    for metric in metrics:
+        versus = metric.get("vs_baseline", {})
+        rows.append(
+            [
+                metric["label"],
+                *(report.difference(versus.get(p, {}), metric["unit"]) for p in others),
+            ]
+        )
+    return table(rows) + (
+        f"\n(policy minus {baseline} seed by seed, on the same callers: mean and 95 % "
+        "interval; better or worse where the interval excludes 0, else no clear difference)"
+    )
 
 
 def replay_text(summary: Mapping[str, Any]) -> str:

@@ -46,7 +46,7 @@ img{max-width:100%;height:auto;display:block;margin:6px 0}
 table{border-collapse:collapse;width:100%;font-size:14px}
 th,td{padding:6px 8px;border-bottom:1px solid #e3e5e8;text-align:right}
 th:first-child,td:first-child{text-align:left}
-td.best{font-weight:700;color:#1f6f43}
+td.better{font-weight:700;color:#1f6f43}td.worse{font-weight:700;color:#c0392b}
 .small{font-size:12px;color:#5b6472}
 """
 
@@ -88,6 +88,57 @@ def fmt(value: Any, unit: str) -> str:
         return seconds(value)
     v = _num(value)
     return "—" if v is None else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def limits(metric: Mapping[str, Any]) -> tuple[float, float]:
+    """The values a compared KPI can take: its ``range`` in compare.json (``null``: no
+    bound), else by its unit (``%`` 0..1, ``s`` from 0)."""
+    given = metric.get("range")
+    if isinstance(given, Sequence) and len(given) == 2:
+        low, high = _num(given[0]), _num(given[1])
+        return (-math.inf if low is None else low, math.inf if high is None else high)
+    return {"%": (0.0, 1.0), "s": (0.0, math.inf)}.get(
+        metric.get("unit", ""), (-math.inf, math.inf)
+    )
+
+
+def interval(summary: Mapping[str, Any], unit: str, bounds: tuple[float, float]) -> str:
+    """A mean and its interval: ``mean ± half-width``, or, when the interval crosses the
+    ``bounds`` the KPI lives in, ``mean (low to high)`` with the interval cut to them."""
+    mean, half = _num(summary.get("mean")), _num(summary.get("half_width"))
+    text = fmt(mean, unit)
+    if mean is None or half is None or half <= 0:
+        return text
+    low, high = mean - half, mean + half
+    if low >= bounds[0] and high <= bounds[1]:
+        return f"{text} ± {fmt(half, unit)}"
+    return f"{text} ({fmt(max(low, bounds[0]), unit)} to {fmt(min(high, bounds[1]), unit)})"
+
+
+def signed(value: Any, unit: str) -> str:
+    """A difference with its sign: ``+2.1 pts`` (percentage points), ``-3.5 s``, ``+0.012``."""
+    v = _num(value)
+    if v is None:
+        return "—"
+    if unit == "%":
+        return f"{v * 100:+.1f} pts"
+    if unit == "s":
+        return f"{'-' if v < 0 else '+'}{seconds(abs(v))}"
+    return f"{v:+.3f}" if abs(v) < 10 else f"{v:+.1f}"
+
+
+def difference(paired: Mapping[str, Any], unit: str) -> str:
+    """A paired difference from the baseline with its interval and, when the interval
+    excludes zero, its verdict: ``+2.1 pts (+0.5 pts to +3.7 pts), better``; the same on
+    every seed: ``+0.0 pts on every seed``."""
+    text = signed(paired.get("mean"), unit)
+    low, high = _num(paired.get("ci_low")), _num(paired.get("ci_high"))
+    if low is not None and high is not None:
+        same = _num(paired.get("half_width")) == 0
+        text += " on every seed" if same else f" ({signed(low, unit)} to {signed(high, unit)})"
+    if paired.get("verdict") not in {None, "no clear difference"}:
+        text += f", {paired['verdict']}"
+    return text
 
 
 def _e(text: object) -> str:
@@ -447,42 +498,83 @@ def write_run_report(
 
 
 def _bars(metric: Mapping[str, Any], policies: Sequence[str]) -> list[plots.Bar]:
+    """One bar per policy, its whisker the interval cut to the KPI's range."""
+    low, high = limits(metric)
     out = []
     for policy in policies:
         s = metric["policies"].get(policy, {})
+        ci_low, ci_high = _num(s.get("ci_low")), _num(s.get("ci_high"))
         out.append(
-            plots.Bar(policy, _num(s.get("mean")), _num(s.get("ci_low")), _num(s.get("ci_high")))
+            plots.Bar(
+                policy,
+                _num(s.get("mean")),
+                None if ci_low is None else max(ci_low, low),
+                None if ci_high is None else min(ci_high, high),
+            )
         )
     return out
 
 
-def _best(metric: Mapping[str, Any], policies: Sequence[str]) -> str | None:
-    means = {p: _num(metric["policies"].get(p, {}).get("mean")) for p in policies}
-    known = {p: m for p, m in means.items() if m is not None}
-    if not known or metric.get("better") not in {"higher", "lower"} or len(set(known.values())) < 2:
-        return None
-    pick = max if metric["better"] == "higher" else min
-    return pick(known, key=lambda p: known[p])
+def _mark(metric: Mapping[str, Any], policy: str) -> str:
+    """``better`` or ``worse`` when the policy's paired difference from the baseline is
+    clear of zero in the KPI's good direction or against it, else ``""``."""
+    found = metric.get("vs_baseline", {}).get(policy, {}).get("verdict")
+    return found if found in {"better", "worse"} else ""
+
+
+_ARROWS = {"higher": " ↑", "lower": " ↓"}
 
 
 def _table(compare: Mapping[str, Any], policies: Sequence[str]) -> str:
     head = "".join(f"<th>{_e(p)}</th>" for p in policies)
     rows = []
     for metric in compare["metrics"].values():
-        best = _best(metric, policies)
-        cells = []
-        for p in policies:
-            s = metric["policies"].get(p, {})
-            mean, half = s.get("mean"), _num(s.get("half_width"))
-            text = fmt(mean, metric["unit"])
-            if half is not None and half > 0:
-                text += f" ± {fmt(half, metric['unit'])}"
-            cells.append(f'<td class="{"best" if p == best else ""}">{_e(text)}</td>')
-        arrow = {"higher": " ↑", "lower": " ↓"}.get(metric.get("better", ""), "")
+        bounds = limits(metric)
+        cells = [
+            f'<td class="{_mark(metric, p)}">'
+            f"{_e(interval(metric['policies'].get(p, {}), metric['unit'], bounds))}</td>"
+            for p in policies
+        ]
+        arrow = _ARROWS.get(metric.get("better", ""), "")
         rows.append(f"<tr><td>{_e(metric['label'])}{arrow}</td>{''.join(cells)}</tr>")
     return (
         f"<table><thead><tr><th>KPI (↑ higher is better, ↓ lower)</th>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _paired_table(compare: Mapping[str, Any], others: Sequence[str]) -> str:
+    head = "".join(f"<th>{_e(p)}</th>" for p in others)
+    rows = []
+    for metric in compare["metrics"].values():
+        versus = metric.get("vs_baseline", {})
+        cells = [
+            f'<td class="{_mark(metric, p)}">{_e(difference(versus.get(p, {}), metric["unit"]))}'
+            "</td>"
+            for p in others
+        ]
+        arrow = _ARROWS.get(metric.get("better", ""), "")
+        rows.append(f"<tr><td>{_e(metric['label'])}{arrow}</td>{''.join(cells)}</tr>")
+    return (
+        f"<table><thead><tr><th>KPI: policy minus baseline</th>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _paired_section(compare: Mapping[str, Any], policies: Sequence[str]) -> str | None:
+    """The differences from the baseline, seed by seed (none for one policy or a
+    compare.json without them)."""
+    baseline = compare.get("baseline", policies[0])
+    others = [p for p in policies if p != baseline]
+    if not others or not any("vs_baseline" in m for m in compare["metrics"].values()):
+        return None
+    return _section(
+        f"Difference from {baseline}",
+        f"Each policy minus {baseline} on the same seeds (the same callers), averaged, with "
+        "the 95 % interval of that paired difference. It is a clear difference only when "
+        "the interval excludes zero: then the policy is better or worse than the baseline "
+        "(marked in both tables); an unmarked one may be luck, and more seeds may tell.",
+        _paired_table(compare, others),
     )
 
 
@@ -491,18 +583,24 @@ def compare_report_html(compare: Mapping[str, Any]) -> str:
     policies = list(compare["policies"])
     seeds = list(compare["seeds"])
     metrics: Mapping[str, Mapping[str, Any]] = compare["metrics"]
+    baseline = compare.get("baseline", policies[0])
     title = f"Routing policies compared · {compare.get('scenario', 'scenario')}"
     subtitle = (
         f"{len(policies)} policies x {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
-        "the same callers under every policy; ± is the 95 % confidence interval"
+        "the same callers under every policy; ± is the 95 % confidence interval (shown as a "
+        "range where it would cross the KPI's limits, such as 0 % or 100 %)"
     )
     table = _section(
         "Summary",
-        "Mean over the seeds with its 95 % interval; the best policy per KPI is in bold. "
-        "Overlapping intervals mean the difference could be luck: add seeds to tell.",
+        f"Mean over the seeds with its 95 % interval. Green bold: better than {baseline} "
+        f"(the first policy); red: worse - only where the paired difference below is clear "
+        "of zero. Each policy ran on the same callers, so policies are compared seed by "
+        "seed: two intervals that overlap can still hide a clear difference, and a higher "
+        "mean alone can be luck.",
         _table(compare, policies),
     )
-    sections = [table]
+    paired = _paired_section(compare, policies)
+    sections = [table] if paired is None else [table, paired]
     channel_sl = {
         path.split(".")[1]: _bars(m, policies)
         for path, m in metrics.items()

@@ -13,7 +13,7 @@ import pytest
 
 from router.domain import Policy
 from simulations import plots, report
-from simulations.compare import summarize
+from simulations.compare import Comparison, Metric, Run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -189,57 +189,56 @@ def test_run_report_survives_an_empty_run() -> None:
 
 
 def _compare() -> dict[str, Any]:
-    def metric(label: str, unit: str, better: str, values: dict[str, list[float]]) -> Any:
-        return {
-            "label": label,
-            "unit": unit,
-            "better": better,
-            "policies": {p: summarize(v).as_dict() for p, v in values.items()},
-        }
-
-    return {
-        "scenario": "tiny",
-        "policies": ["balanced", "longest_idle"],
-        "seeds": [1, 2, 3],
-        "metrics": {
-            "channels.voice.service_level": metric(
-                "Service level, voice",
-                "%",
-                "higher",
-                {"balanced": [0.8, 0.82, 0.85], "longest_idle": [0.7, 0.75, 0.72]},
-            ),
-            "channels.chat.service_level": metric(
-                "Service level, chat",
-                "%",
-                "higher",
-                {"balanced": [0.9, 0.92, 0.95], "longest_idle": [0.9, 0.91, 0.93]},
-            ),
-            "overall.asa_s": metric(
-                "Average speed of answer",
-                "s",
-                "lower",
-                {"balanced": [10, 12, 11], "longest_idle": [15, 14, 19]},
-            ),
-            "fairness.occupancy_gini": metric(
-                "Occupancy Gini",
-                "",
-                "lower",
-                {"balanced": [0.05, 0.06, 0.04], "longest_idle": [0.1, 0.12, 0.11]},
-            ),
+    values: dict[str, dict[str, list[float]]] = {
+        "channels.voice.service_level": {
+            "balanced": [0.8, 0.82, 0.85],
+            "longest_idle": [0.7, 0.75, 0.72],
+        },
+        "channels.chat.service_level": {
+            "balanced": [0.9, 0.92, 0.95],
+            "longest_idle": [0.9, 0.91, 0.93],
+        },
+        "overall.asa_s": {"balanced": [10, 12, 11], "longest_idle": [15, 14, 19]},
+        "fairness.occupancy_gini": {
+            "balanced": [0.05, 0.06, 0.04],
+            "longest_idle": [0.1, 0.12, 0.11],
         },
     }
+    metrics = (
+        Metric("channels.voice.service_level", "Service level, voice", "%", "higher"),
+        Metric("channels.chat.service_level", "Service level, chat", "%", "higher"),
+        Metric("overall.asa_s", "Average speed of answer", "s", "lower"),
+        Metric("fairness.occupancy_gini", "Occupancy Gini", "", "lower", (0.0, 1.0)),
+    )
+    runs = []
+    for policy in ("balanced", "longest_idle"):
+        for k, seed in enumerate((1, 2, 3)):
+            kpis: dict[str, Any] = {}
+            for path, by_policy in values.items():
+                node = kpis
+                *parents, leaf = path.split(".")
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[leaf] = by_policy[policy][k]
+            runs.append(Run(policy, seed, kpis))
+    comparison = Comparison("tiny", ("balanced", "longest_idle"), (1, 2, 3), tuple(runs), metrics)
+    return comparison.to_json()
 
 
 def test_compare_report_has_table_with_intervals_and_grouped_bars() -> None:
-    """A comparison report: a table of mean ± CI (best in bold), a grouped bar chart of
-    service level per channel and small multiples of the other KPIs, all inline."""
+    """A comparison report: a table of mean ± CI (a policy marked only where its paired
+    difference from the baseline is clear of zero: voice service level, not the ASA whose
+    mean is worse but noisy), a table of those differences, a grouped bar chart of service
+    level per channel and small multiples of the other KPIs, all inline."""
     text = report.compare_report_html(_compare())
     page = assert_self_contained(text)
     assert len(page.images) == 2
     assert "Service level by channel" in page.headings
+    assert "Difference from balanced" in page.headings
     assert "±" in text
-    assert '<td class="best">82.3 %' in text
-    assert '<td class="best">11 s' in text
+    assert '<td class="">82.3 %' in text  # the baseline
+    assert '<td class="worse">72.3 %' in text
+    assert '<td class="">16 s' in text  # 5 s slower on average, but not clearly
 
 
 @pytest.mark.parametrize(
