@@ -112,8 +112,8 @@ def staged_file(path: Path) -> Iterator[Path]:
         try:
             yield stage
             os.replace(stage, path)
-        except OSError as exc:
-            raise cannot_write(exc, path) from None
+        except OSError as exc:  # whichever file the system names, ``path`` is what failed
+            raise OutputError(path, exc.strerror or str(exc)) from None
     except BaseException:
         stage.unlink(missing_ok=True)
         _prune(created)

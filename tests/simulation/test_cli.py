@@ -224,6 +224,11 @@ def test_an_output_that_cannot_be_written_is_an_error_naming_it(
     _one_error(capsys.readouterr().err, f"cannot write {cmp / 'compare.json'}: Is a directory")
     assert main(["trace", str(scenario), "--seed", "1", "--out", "/proc/nope/x.csv"]) == 2
     _one_error(capsys.readouterr().err, "cannot write /proc/nope")
+    taken = tmp_path / "taken.csv"
+    taken.mkdir()
+    assert main(["trace", str(scenario), "--seed", "1", "--out", str(taken)]) == 2
+    _one_error(capsys.readouterr().err, f"cannot write {taken}: Is a directory")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
