@@ -249,6 +249,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         channel.close()
         if admin_channel is not None:
             admin_channel.close()
+    if not args.quiet:
+        status("computing KPIs")
     kpis, records = replay_kpis(run, scenario)
     summary = summarize_replay(run, kpis)
     _writing(out, args)

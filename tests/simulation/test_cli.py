@@ -537,10 +537,11 @@ def test_replay_command_against_a_live_server(
     scenario: Path, tmp_path: Path, live: RunningServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``replay`` of the scenario's trace at x600: exit 0, replay.json with latency per RPC
-    and no errors, plus kpis.json, records.csv and the report of the real decisions."""
+    and no errors, plus kpis.json, records.csv and the report of the real decisions; stderr
+    shows the progress bar, then the KPIs and the outputs under way."""
     out = tmp_path / "replay"
     argv = ["replay", str(scenario), "--target", f"127.0.0.1:{live.port}", "--speed", "600"]
-    assert main([*argv, "--max-calls", "40", "--out", str(out), "--quiet"]) == 0
+    assert main([*argv, "--max-calls", "40", "--out", str(out)]) == 0
     summary = json.loads((out / "replay.json").read_text())
     assert summary["requests"]["errors"] == 0
     assert summary["calls"]["sent"] == 40
@@ -549,6 +550,9 @@ def test_replay_command_against_a_live_server(
     kpis = json.loads((out / "kpis.json").read_text())
     assert kpis["overall"]["offered"] == 40
     assert_self_contained((out / "report.html").read_text())
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert "Assign" in printed
     assert "p99 ms" in printed
+    assert "replay" in err
+    assert "computing KPIs" in err
+    assert f"writing outputs to {out}" in err
