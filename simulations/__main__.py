@@ -374,11 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         code = handler(args)
-    except (
-        UsageError,
-        ScenarioError,
-        outputs.OutputError,
-    ) as exc:  # a trace read late, a file unwritten
+    # ScenarioError: a trace read late; OutputError: a file that could not be written
+    except (UsageError, ScenarioError, outputs.OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # progress bars are closed (cleared) by now
