@@ -243,6 +243,11 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             agent = self._store.update_agent(tenant, agent_id, add, version)
         except _AlreadyScheduled:
             return self._agent_pb(tenant, self._store.get_agent(tenant, agent_id))
+        except VersionConflictError:  # a retry after the first attempt wrote it, perhaps
+            current = self._store.get_agent(tenant, agent_id)
+            if absence not in current.profile.absences:
+                raise
+            return self._agent_pb(tenant, current)
         return self._changed(tenant, agent)
 
     def CancelAbsence(  # noqa: N802

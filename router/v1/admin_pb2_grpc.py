@@ -159,7 +159,8 @@ class AgentAdminServiceServicer:
         agent keeps at most 100 absences (INVALID_ARGUMENT past that): those still to come or
         running, and those ended within the last day (older ones are dropped as this adds one).
         With the caller's `absence_id` a retry is safe: the same absence again returns the agent
-        as it is; the id of another absence of the agent is ALREADY_EXISTS.
+        as it is (whatever `expected_version` it carries); the id of another absence of the
+        agent is ALREADY_EXISTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,7 +64,8 @@ class AgentAdminServiceStub:
     agent keeps at most 100 absences (INVALID_ARGUMENT past that): those still to come or
     running, and those ended within the last day (older ones are dropped as this adds one).
     With the caller's `absence_id` a retry is safe: the same absence again returns the agent
-    as it is; the id of another absence of the agent is ALREADY_EXISTS.
+    as it is (whatever `expected_version` it carries); the id of another absence of the
+    agent is ALREADY_EXISTS.
     """
     CancelAbsence: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CancelAbsenceRequest, _types_pb2.Agent]
     """Cancel a scheduled absence. NOT_FOUND for an unknown absence id."""
@@ -103,7 +104,8 @@ class AgentAdminServiceAsyncStub(AgentAdminServiceStub):
     agent keeps at most 100 absences (INVALID_ARGUMENT past that): those still to come or
     running, and those ended within the last day (older ones are dropped as this adds one).
     With the caller's `absence_id` a retry is safe: the same absence again returns the agent
-    as it is; the id of another absence of the agent is ALREADY_EXISTS.
+    as it is (whatever `expected_version` it carries); the id of another absence of the
+    agent is ALREADY_EXISTS.
     """
     CancelAbsence: _aio.UnaryUnaryMultiCallable[_admin_pb2.CancelAbsenceRequest, _types_pb2.Agent]  # type: ignore[assignment]
     """Cancel a scheduled absence. NOT_FOUND for an unknown absence id."""
@@ -193,7 +195,8 @@ class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         agent keeps at most 100 absences (INVALID_ARGUMENT past that): those still to come or
         running, and those ended within the last day (older ones are dropped as this adds one).
         With the caller's `absence_id` a retry is safe: the same absence again returns the agent
-        as it is; the id of another absence of the agent is ALREADY_EXISTS.
+        as it is (whatever `expected_version` it carries); the id of another absence of the
+        agent is ALREADY_EXISTS.
         """
 
     @_abc_1.abstractmethod

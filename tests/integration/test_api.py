@@ -156,12 +156,13 @@ def test_longest_idle_counts_idle_time_from_the_end_of_an_absence(service: Servi
 
 def test_a_retried_absence_with_its_own_id_is_scheduled_once(service: Service) -> None:
     """An absence sent with the client's id can be retried safely: the same absence again
-    returns the agent as it is (scheduled once, no new version); the same id for another
+    returns the agent as it is (scheduled once, no new version), also when the retry
+    carries the version the first attempt was checked against; the same id for another
     absence is ALREADY_EXISTS and changes nothing."""
     service.agent("a1", skills={"billing": 5})
     now_s = service.clock.now_ms // 1000
 
-    def schedule(end_s: int) -> pb.Agent:
+    def schedule(end_s: int, version: int = 0) -> pb.Agent:
         return service.admin.ScheduleAbsence(
             admin_pb2.ScheduleAbsenceRequest(
                 tenant=service.tenant,
@@ -173,15 +174,17 @@ def test_a_retried_absence_with_its_own_id_is_scheduled_once(service: Service) -
                     end_time=Timestamp(seconds=end_s),
                     note="back at 11",
                 ),
+                expected_version=version,
             )
         )
 
-    first = schedule(now_s + 7200)
+    first = schedule(now_s + 7200, version=service.get_agent("a1").version)
     before = service.dump()
-    again = schedule(now_s + 7200)
-    assert again.version == first.version
-    assert [a.absence_id for a in again.absences] == ["dentist"]
-    assert service.dump() == before
+    for version in (0, first.version - 1):  # the version the first attempt was sent with
+        again = schedule(now_s + 7200, version=version)
+        assert again.version == first.version
+        assert [a.absence_id for a in again.absences] == ["dentist"]
+        assert service.dump() == before
     with pytest.raises(grpc.RpcError) as err:
         schedule(now_s + 9000)
     assert err.value.code() == TAKEN
