@@ -32,8 +32,9 @@ from router.v1 import types_pb2 as pb
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 STORE_PAGE = 32
-"""Agents a page reads from the store at a time: a page that fills by size reads at most
-this many more than it sends."""
+"""Agents a page reads from the store first; then as many as their average size leaves
+room for, so a page of small agents takes one or two reads and one of the largest reads
+about a store page more than it sends."""
 PAGE_BYTES = 3 << 20
 """A page of agents stops before this many bytes (the server sends at most 4 MiB): at their
 largest (50 skills, 20 languages, 100 absences with notes: about 40 KB) about 80 agents."""
@@ -45,8 +46,8 @@ ENDED_ABSENCE_KEPT_MS = 24 * 3600 * 1000
 MAX_POLICY_RETRIES = 5
 
 
-class _AlreadyScheduled(Exception):  # noqa: N818  # a signal, not an error
-    """A ``ScheduleAbsence`` retried: the very absence is already there, nothing to write."""
+class _Unchanged(Exception):  # noqa: N818  # a signal, not an error
+    """A ``ScheduleAbsence`` retried: the very absence is there, nothing to write."""
 
 
 def _mask(paths: list[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -167,14 +168,20 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             presence=PRESENCES[request.presence] if request.presence else None,
         )
         token = convert.text("page_token", request.page_token, max_len=1024)
+        return self._page(tenant, query, request.page_size or DEFAULT_PAGE, token)
+
+    def _page(
+        self, tenant: str, query: AgentQuery, wanted: int, token: str
+    ) -> admin_pb2.ListAgentsResponse:
+        """Up to ``wanted`` agents after ``token``, stopping before ``PAGE_BYTES``: read from
+        the store ``STORE_PAGE`` at first, then as many as the agents' average size so far
+        leaves room for (one more than fits, to find the cut)."""
         policy, now = self._store.get_policy(tenant), self._store.now_ms()
-        wanted = request.page_size or DEFAULT_PAGE
         page: list[pb.Agent] = []
         size = 0
-        while True:  # store pages of STORE_PAGE, until the page is full by count or size
-            agents, token = self._store.list_agents(
-                tenant, query, min(STORE_PAGE, wanted - len(page)), token
-            )
+        ask = min(STORE_PAGE, wanted)
+        while True:
+            agents, token = self._store.list_agents(tenant, query, ask, token)
             for agent in agents:
                 item = convert.agent_to_pb(agent, policy, now)
                 size += item.ByteSize()
@@ -185,6 +192,8 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
                 page.append(item)
             if not token or len(page) >= wanted:
                 return admin_pb2.ListAgentsResponse(agents=page, next_page_token=token)
+            room = (PAGE_BYTES - size) * len(page) // max(size, 1)
+            ask = max(1, min(wanted - len(page), room + 1))
 
     def SetPresence(  # noqa: N802
         self, request: admin_pb2.SetPresenceRequest, context: grpc.ServicerContext
@@ -225,14 +234,14 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         cutoff = self._store.now_ms() - ENDED_ABSENCE_KEPT_MS
 
         def add(profile: AgentProfile) -> AgentProfile:
-            kept = [a for a in profile.absences if a.end_ms > cutoff]  # older ones dropped
-            for held in kept:
+            for held in profile.absences:
                 if held.absence_id == absence_id:
                     if held == absence:  # a retry: nothing to write
-                        raise _AlreadyScheduled
+                        raise _Unchanged
                     raise AlreadyExistsError(
                         f"agent {agent_id} already has an absence {absence_id} (another one)"
                     )
+            kept = [a for a in profile.absences if a.end_ms > cutoff]  # older ones dropped
             if len(kept) >= MAX_ABSENCES:
                 raise InvalidArgumentError("absence", f"an agent has at most {MAX_ABSENCES}")
             absences = sorted((*kept, absence), key=lambda a: (a.start_ms, a.absence_id))
@@ -241,7 +250,7 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         version = _version("expected_version", request.expected_version)
         try:
             agent = self._store.update_agent(tenant, agent_id, add, version)
-        except _AlreadyScheduled:
+        except _Unchanged:
             return self._agent_pb(tenant, self._store.get_agent(tenant, agent_id))
         except VersionConflictError:  # a retry after the first attempt wrote it, perhaps
             current = self._store.get_agent(tenant, agent_id)
@@ -257,15 +266,22 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         tenant = convert.tenant(request.tenant)
         agent_id = convert.identifier("agent_id", request.agent_id)
         absence_id = convert.identifier("absence_id", request.absence_id)
+        now = self._store.now_ms()
 
-        def remove(profile: AgentProfile) -> AgentProfile:
-            kept = tuple(a for a in profile.absences if a.absence_id != absence_id)
-            if len(kept) == len(profile.absences):
+        def cancel(profile: AgentProfile) -> AgentProfile:
+            """End an absence under way now (kept: its end restarts the agent's idle clock,
+            as any absence's does); remove one still to come or over."""
+            found = [a for a in profile.absences if a.absence_id == absence_id]
+            if not found:
                 raise NotFoundError(f"agent {agent_id} has no absence {absence_id}")
-            return dataclasses.replace(profile, absences=kept)
+            absences = [a for a in profile.absences if a.absence_id != absence_id]
+            if found[0].covers(now):
+                absences.append(dataclasses.replace(found[0], end_ms=now))
+                absences.sort(key=lambda a: (a.start_ms, a.absence_id))
+            return dataclasses.replace(profile, absences=tuple(absences))
 
         version = _version("expected_version", request.expected_version)
-        return self._changed(tenant, self._store.update_agent(tenant, agent_id, remove, version))
+        return self._changed(tenant, self._store.update_agent(tenant, agent_id, cancel, version))
 
 
 class PolicyServicer(admin_pb2_grpc.PolicyServiceServicer):

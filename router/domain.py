@@ -210,7 +210,7 @@ class AgentProfile:
         """The end of the latest absence over by ``now_ms`` (0 when none is): an agent
         holding nothing has been idle since then at most, as when presence becomes
         AVAILABLE (time away is not idle time)."""
-        return max([a.end_ms for a in self.absences if a.end_ms <= now_ms], default=0)
+        return max((a.end_ms for a in self.absences if a.end_ms <= now_ms), default=0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,7 +199,7 @@ class RedisAgents(RedisBase):
         after = rules.decode_page_token(page_token) if page_token else None
         start = "-" if after is None else "(" + after
         found: list[AgentSnapshot] = []
-        chunk = min(_SCAN_CHUNK, page_size + 1)
+        chunk = min(_SCAN_CHUNK, page_size + 1)  # doubled while a filter leaves it unfilled
         while len(found) <= page_size:
             ids = self._ids_after(k, start, chunk)
             if not ids:
@@ -209,6 +209,7 @@ class RedisAgents(RedisBase):
             start = "(" + ids[-1]
             if len(ids) < chunk:
                 break
+            chunk = min(_SCAN_CHUNK, 2 * chunk)
         page = found[:page_size]
         more = len(found) > page_size
         return page, rules.encode_page_token(page[-1].agent_id) if more else ""

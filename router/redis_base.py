@@ -44,7 +44,7 @@ def aging_ms(policy: Policy | None) -> int:
 
 
 POLICY_MEMO_BYTES = 16 * 2**20
-"""Decoded policies kept (``_decoded``, least recently used dropped first): texts and their
+"""Decoded policies kept (``_decoded``, the oldest dropped first): texts and their
 ``memo.ENTRY_OVERHEAD``, 16 MiB (some 5,000 tenants' policies of a typical size)."""
 _TENANTS_KEPT = 65_536
 """Tenants whose last read policy a store keeps (``known_policy``); past it, it starts over."""

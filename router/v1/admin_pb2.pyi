@@ -233,7 +233,7 @@ class ListAgentsRequest(_message.Message):
     skill: _builtins.str
     """Only agents with this skill (any level)."""
     team: _builtins.str
-    """Only agents of this team."""
+    """Only agents of this team (case-insensitive; routing compares teams exactly)."""
     region: _builtins.str
     """Only agents in this region (case-insensitive, as routing compares regions: both
     lower-cased).

@@ -160,14 +160,17 @@ class AgentAdminServiceServicer:
         running, and those ended within the last day (older ones are dropped as this adds one).
         With the caller's `absence_id` a retry is safe: the same absence again returns the agent
         as it is (whatever `expected_version` it carries); the id of another absence of the
-        agent is ALREADY_EXISTS.
+        agent is ALREADY_EXISTS. (A retry arriving after the absence was cancelled schedules it
+        again.)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelAbsence(self, request, context):
-        """Cancel a scheduled absence. NOT_FOUND for an unknown absence id.
+        """Cancel a scheduled absence: one under way ends now (kept, ended: as any absence's end,
+        it restarts the agent's idle clock); one still to come, or over, is removed. NOT_FOUND
+        for an unknown absence id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

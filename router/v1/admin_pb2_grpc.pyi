@@ -65,10 +65,14 @@ class AgentAdminServiceStub:
     running, and those ended within the last day (older ones are dropped as this adds one).
     With the caller's `absence_id` a retry is safe: the same absence again returns the agent
     as it is (whatever `expected_version` it carries); the id of another absence of the
-    agent is ALREADY_EXISTS.
+    agent is ALREADY_EXISTS. (A retry arriving after the absence was cancelled schedules it
+    again.)
     """
     CancelAbsence: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CancelAbsenceRequest, _types_pb2.Agent]
-    """Cancel a scheduled absence. NOT_FOUND for an unknown absence id."""
+    """Cancel a scheduled absence: one under way ends now (kept, ended: as any absence's end,
+    it restarts the agent's idle clock); one still to come, or over, is removed. NOT_FOUND
+    for an unknown absence id.
+    """
 
 @_typing.type_check_only
 class AgentAdminServiceAsyncStub(AgentAdminServiceStub):
@@ -105,10 +109,14 @@ class AgentAdminServiceAsyncStub(AgentAdminServiceStub):
     running, and those ended within the last day (older ones are dropped as this adds one).
     With the caller's `absence_id` a retry is safe: the same absence again returns the agent
     as it is (whatever `expected_version` it carries); the id of another absence of the
-    agent is ALREADY_EXISTS.
+    agent is ALREADY_EXISTS. (A retry arriving after the absence was cancelled schedules it
+    again.)
     """
     CancelAbsence: _aio.UnaryUnaryMultiCallable[_admin_pb2.CancelAbsenceRequest, _types_pb2.Agent]  # type: ignore[assignment]
-    """Cancel a scheduled absence. NOT_FOUND for an unknown absence id."""
+    """Cancel a scheduled absence: one under way ends now (kept, ended: as any absence's end,
+    it restarts the agent's idle clock); one still to come, or over, is removed. NOT_FOUND
+    for an unknown absence id.
+    """
 
 class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages agents. Writes that could lose someone else's change take the version the caller
@@ -196,7 +204,8 @@ class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         running, and those ended within the last day (older ones are dropped as this adds one).
         With the caller's `absence_id` a retry is safe: the same absence again returns the agent
         as it is (whatever `expected_version` it carries); the id of another absence of the
-        agent is ALREADY_EXISTS.
+        agent is ALREADY_EXISTS. (A retry arriving after the absence was cancelled schedules it
+        again.)
         """
 
     @_abc_1.abstractmethod
@@ -205,7 +214,10 @@ class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.CancelAbsenceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_types_pb2.Agent, _abc.Awaitable[_types_pb2.Agent]]:
-        """Cancel a scheduled absence. NOT_FOUND for an unknown absence id."""
+        """Cancel a scheduled absence: one under way ends now (kept, ended: as any absence's end,
+        it restarts the agent's idle clock); one still to come, or over, is removed. NOT_FOUND
+        for an unknown absence id.
+        """
 
 def add_AgentAdminServiceServicer_to_server(servicer: AgentAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

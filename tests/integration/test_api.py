@@ -18,8 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from router import admin_api, local_redis, metrics, server
+from router.domain import AgentSnapshot
 from router.redis_schema import Keys
 from router.redis_store import RedisStore
+from router.store import AgentQuery
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
 from tests.helpers import log_lines, sample
@@ -154,6 +156,58 @@ def test_longest_idle_counts_idle_time_from_the_end_of_an_absence(service: Servi
     assert service.assign("c2").assignment.agent_id == "lunch"
 
 
+def test_cancelling_an_absence_under_way_ends_it_now(service: Service) -> None:
+    """CancelAbsence ends an absence under way now (kept, so its end still restarts the
+    agent's idle clock: back from a cancelled lunch, the agent does not jump the
+    longest-idle line) and removes one still to come or over."""
+    service.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(
+            tenant=service.tenant,
+            policy=pb.Policy(strategy=pb.STRATEGY_LONGEST_IDLE),
+            update_mask=field_mask_pb2.FieldMask(paths=["strategy"]),
+        )
+    )
+    service.set_policy(heartbeat_timeout_s=0)
+    service.agent("lunch", skills={"billing": 5})
+    service.clock.advance(60_000)
+    service.agent("desk", skills={"billing": 5})
+    now_s = service.clock.now_ms // 1000
+
+    def absence(absence_id: str, start_s: int, end_s: int) -> None:
+        service.admin.ScheduleAbsence(
+            admin_pb2.ScheduleAbsenceRequest(
+                tenant=service.tenant,
+                agent_id="lunch",
+                absence=pb.Absence(
+                    absence_id=absence_id,
+                    kind=pb.ABSENCE_KIND_OTHER,
+                    start_time=Timestamp(seconds=start_s),
+                    end_time=Timestamp(seconds=end_s),
+                ),
+            )
+        )
+
+    def cancel(absence_id: str) -> pb.Agent:
+        return service.admin.CancelAbsence(
+            admin_pb2.CancelAbsenceRequest(
+                tenant=service.tenant, agent_id="lunch", absence_id=absence_id
+            )
+        )
+
+    absence("lunch", now_s + 60, now_s + 3600)
+    absence("later", now_s + 7200, now_s + 9000)
+    service.clock.advance(1_860_000)  # half an hour into lunch
+    cut = cancel("lunch")
+    assert [(a.absence_id, a.end_time.seconds) for a in cut.absences] == [
+        ("lunch", service.clock.now_ms // 1000),
+        ("later", now_s + 9000),
+    ]
+    assert "later" not in [a.absence_id for a in cancel("later").absences]
+    service.clock.advance(60_000)
+    assert service.assign("c1").assignment.agent_id == "desk"
+    assert cancel("lunch").absences == []  # over: removed
+
+
 def test_a_retried_absence_with_its_own_id_is_scheduled_once(service: Service) -> None:
     """An absence sent with the client's id can be retried safely: the same absence again
     returns the agent as it is (scheduled once, no new version), also when the retry
@@ -190,6 +244,12 @@ def test_a_retried_absence_with_its_own_id_is_scheduled_once(service: Service) -
     assert err.value.code() == TAKEN
     assert "dentist" in (err.value.details() or "")
     assert service.dump() == before
+    service.clock.advance(3 * 86_400_000)  # over for more than a day: a retry still finds it
+    again = schedule(now_s + 7200)
+    assert (again.version, service.dump()) == (first.version, before)
+    with pytest.raises(grpc.RpcError) as err:
+        schedule(now_s + 9000)
+    assert err.value.code() == TAKEN
 
 
 def test_scheduled_absence_and_heartbeat_expiry_exclude(service: Service) -> None:
@@ -499,6 +559,31 @@ def test_a_page_that_fills_by_size_reads_few_agents_more_than_it_sends(
     assert [a.agent_id for a in page.agents] == [f"a{i:03d}" for i in range(10)]
     assert page.next_page_token
     assert len(read) <= 10 + admin_api.STORE_PAGE + 1
+
+
+def test_a_page_of_small_agents_takes_one_or_two_store_reads(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of 1,000 small agents reads the store once at the first size, then for all
+    the room left (not a store page at a time: 32 reads of 64 round trips)."""
+    for i in range(150):
+        service.agent(f"a{i:03d}", skills={"billing": 3})
+    calls: list[int] = []
+    original = RedisStore.list_agents
+
+    def counted(
+        store: RedisStore, tenant: str, query: AgentQuery, size: int, token: str = ""
+    ) -> tuple[list[AgentSnapshot], str]:
+        calls.append(size)
+        return original(store, tenant, query, size, token)
+
+    monkeypatch.setattr(RedisStore, "list_agents", counted)
+    page = service.admin.ListAgents(
+        admin_pb2.ListAgentsRequest(tenant=service.tenant, page_size=1000)
+    )
+    assert [a.agent_id for a in page.agents] == [f"a{i:03d}" for i in range(150)]
+    assert not page.next_page_token
+    assert calls == [admin_api.STORE_PAGE, 1000 - admin_api.STORE_PAGE]
 
 
 def test_policy_update_validates_and_switches_strategy(service: Service) -> None:

@@ -37,6 +37,7 @@ from router.domain import (
     Presence,
     Strategy,
     WorkSpan,
+    frozen_map,
 )
 from router.errors import NotFoundError, OutOfRangeError, RouterError, StoreUnavailableError
 from router.probe import NOT_SERVING, SERVING, StoreProbe
@@ -418,6 +419,29 @@ def test_many_tenants_policies_stay_decoded(
             store.get_policy(tenant)
     assert len(decoded) <= len(tenants)  # some may be decoded already, by put_policy
     assert all(store._known_policies[tenant] for tenant in tenants)
+
+
+def test_a_filter_matching_few_agents_reads_in_growing_chunks(
+    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of one agent whose filter matches only the last of 1,000 scans in chunks that
+    double up to ``_SCAN_CHUNK`` (a chunk of the page's size took 500 round trips)."""
+    store = RedisStore(redis_client, clock)
+    for i in range(1000):
+        skills = {"rare": 1} if i == 999 else {"billing": 1}
+        store.create_agent(T, AgentProfile(f"a{i:04d}", skills=frozen_map(skills)))
+    chunks: list[int] = []
+    original = RedisStore._ids_after
+
+    def counted(self: RedisStore, k: Keys, start: str, count: int) -> list[str]:
+        chunks.append(count)
+        return original(self, k, start, count)
+
+    monkeypatch.setattr(RedisStore, "_ids_after", counted)
+    page, token = store.list_agents(T, AgentQuery(skill="rare"), 1)
+    assert ([a.agent_id for a in page], token) == (["a0999"], "")
+    assert chunks[:8] == [2, 4, 8, 16, 32, 64, 128, 200]
+    assert len(chunks) <= 12
 
 
 def test_a_deleted_agent_leaves_the_agent_cache(

@@ -68,7 +68,7 @@ def test_an_unreadable_stored_profile_is_a_server_fault(field: str, value: objec
 def test_the_decoded_profiles_kept_are_bounded_by_size_not_count() -> None:
     """Each update of an agent is a new stored text; the memo of decoded profiles keeps at
     most ``PROFILE_MEMO_BYTES`` of them (a 260 KB profile updated 2,000 times held 1 GB in
-    a memo bounded by count), the most recently used first, and a profile larger than the
+    a memo bounded by count), dropping the oldest first, and a profile larger than the
     whole memo still decodes."""
     notes = "é" * 2000
     absences = tuple(
