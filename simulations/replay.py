@@ -146,6 +146,9 @@ class _Live:
     expired_ms: int | None = None
     """Server time of its EXPIRED event."""
     offered_ms: dict[str, int] = field(default_factory=dict)
+    held_before: list[tuple[str, float, float]] = field(default_factory=list)
+    """(agent id, answer, hand-back) of each agent who held the call and gave it back to the
+    queue (released it, or had it reclaimed), on the client's clock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,11 @@ class ObservedCall:
     ``handle_s``. ``answered_s`` unless the call went back to the queue and was answered
     again (then ``answered_s`` plus the time between the two answers on the client's
     clock, scaled); ``None`` when no agent held it at its end."""
+    handed_back: tuple[tuple[str, float, float], ...] = ()
+    """(agent id, answer, hand-back) of each agent who held the call and gave it back to the
+    queue (released it, or had it reclaimed), in scenario seconds on ``last_answered_s``'s
+    clock: ``answered_s`` plus the time since the first answer on the client's clock,
+    scaled."""
 
     @property
     def answered_s(self) -> float | None:
@@ -691,6 +699,8 @@ class Replayer:
         with self._lock:
             if live.outcome or live.active is None or live.active[0] != asg_id:
                 return
+            if live.answered is not None:
+                live.held_before.append((live.agent_id, live.answered, now))
             live.active, live.answered = None, None
             live.requeued += 1
         patience_due = self._patience_due(live)
@@ -1117,13 +1127,21 @@ class Replayer:
             elif live.ended is not None:
                 wait = (live.ended - live.sent) * speed
             sent_s = self._scenario_s(live.sent)
+            # the first answer in scenario seconds: later instants count from it
+            base = sent_s + wait if sent_s is not None and wait is not None else None
             handle = last = None
             held = live.answered  # by the agent who had the call at its end, if any
             if held is not None and first is not None and live.outcome not in _UNANSWERED:
                 if live.ended is not None:
                     handle = (live.ended - held) * speed
-                if sent_s is not None and wait is not None:
-                    last = sent_s + wait + (held - first) * speed
+                if base is not None:
+                    last = base + (held - first) * speed
+            handed_back: tuple[tuple[str, float, float], ...] = ()
+            if base is not None and first is not None:
+                handed_back = tuple(
+                    (agent_id, base + (lo - first) * speed, base + (hi - first) * speed)
+                    for agent_id, lo, hi in sorted(live.held_before, key=lambda h: h[1:])
+                )
             yield ObservedCall(
                 call=call,
                 wire_id=live.wire_id,
@@ -1140,6 +1158,7 @@ class Replayer:
                 effective_quality=quality,
                 answered=answered,
                 last_answered_s=last,
+                handed_back=handed_back,
             )
 
 

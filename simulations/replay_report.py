@@ -8,7 +8,9 @@ HTML report reads both.
 
 Measured window: from the first arrival to the last call's end, in scenario seconds. Busy
 time runs from the answer to the Complete plus the channel's wrap-up (the service holds the
-slot that long); logged-in time is when the agent was AVAILABLE by its schedule.
+slot that long), or from the answer to the hand-back for a call that went back to the queue
+(released, or reclaimed from an agent who left); logged-in time is when the agent was
+AVAILABLE by its schedule.
 """
 
 from __future__ import annotations
@@ -75,7 +77,10 @@ def observed_results(
     run: ReplayRun,
 ) -> tuple[list[CallResult], dict[str, AgentResult], QueueLevels]:
     """The replay as simulator results: records, agents' intervals, queue-length changes.
-    An agent is busy with a call it completed from its answer to the end plus wrap-up."""
+    An agent is busy with a call it completed from its answer to the end plus wrap-up, and
+    with one it gave back to the queue (released, or had reclaimed) from its answer to the
+    hand-back, with no wrap-up (the service frees the slot at once, as the simulator
+    does)."""
     sent = [o for o in run.calls if o.sent_s is not None]
     records = [_record(o, run) for o in sent]
     busy: dict[str, list[tuple[float, float, int]]] = {a.agent_id: [] for a in run.agents}
@@ -84,6 +89,9 @@ def observed_results(
         if r.agent_id in busy and start is not None and r.end_s is not None:
             wrap = run.policy.wrap_up_s.get(r.channel, 0)
             busy[r.agent_id].append((start, r.end_s + wrap, run.policy.units_for(r.channel)))
+        for agent_id, lo, hi in o.handed_back:
+            if agent_id in busy and hi > lo:
+                busy[agent_id].append((lo, hi, run.policy.units_for(r.channel)))
     agents = {
         a.agent_id: AgentResult(
             agent_id=a.agent_id,

@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -785,10 +785,14 @@ def _call_event(
     )
 
 
-def _handed_back_replay() -> tuple[Scenario, ReplayRun]:
-    """The day of ``HANDED_BACK`` as a replay at x100 observes it from the service's answers
-    and events (the service's clock at 1 000 000 ms when the first call arrives)."""
-    scenario = parse_scenario(HANDED_BACK, name="handed back")
+def _handed_back_replay(
+    raw: dict[str, object] = HANDED_BACK, hand_back: str = "RECLAIMED"
+) -> tuple[Scenario, ReplayRun]:
+    """The day of ``HANDED_BACK`` (or of ``raw``, with its calls) as a replay at x100
+    observes it from the service's answers and events (the service's clock at 1 000 000 ms
+    when the first call arrives); ``hand_back``: the event that gives the calls back to the
+    queue at 100 s."""
+    scenario = parse_scenario(raw, name="handed back")
     speed = 100.0
     options = ReplayOptions(target="127.0.0.1:1", speed=speed, max_seconds=10, drain_s=10)
     agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
@@ -825,9 +829,9 @@ def _handed_back_replay() -> tuple[Scenario, ReplayRun]:
         *(
             (100, _call_event(kind, live, ms(100), agent, asg))
             for live, agent, asg in ((again, "ana", "a-1"), (expires, "bob", "a-2"))
-            for kind in ("RECLAIMED", "QUEUED")
+            for kind in (hand_back, "QUEUED")
         ),
-        (100, _call_event("RECLAIMED", hangs_up, ms(100), "cy", "a-3")),
+        (100, _call_event(hand_back, hangs_up, ms(100), "cy", "a-3")),
         (100, _call_event("QUEUED", hangs_up, ms(100))),
         (120, _call_event("ASSIGNED", again, ms(120), "dan", "a-4")),
         (160, _call_event("EXPIRED", expires, ms(160))),
@@ -923,6 +927,37 @@ def test_a_call_answered_again_after_a_hand_back_keeps_its_first_answer() -> Non
     assert simulated.agents["dan"].busy.tolist() == [[120.0, 175.0, 100.0]]
     assert agents["dan"].busy == pytest.approx(simulated.agents["dan"].busy)
     assert agents["dan"].handled == 1
+
+
+WRAPPED_UP: dict[str, object] = {
+    **HANDED_BACK,
+    "policy": {**cast(dict[str, object], HANDED_BACK["policy"]), "wrap_up_s": {"voice": 5}},
+}
+"""``HANDED_BACK`` with 5 s of wrap-up after a voice call is completed."""
+
+
+@pytest.mark.parametrize("hand_back", ["RECLAIMED", "RELEASED"])
+def test_an_agent_who_gave_a_call_back_was_busy_with_it_until_then(hand_back: str) -> None:
+    """Ana, Bob and Cy each held a call until it went back to the queue at 100 s (taken back
+    from them, or released): as in the simulator, each was busy from their answer to the
+    hand-back, with no wrap-up (that follows a completed call only, as Dan's does), so every
+    agent's busy time, occupancy and the day's mean occupancy are the simulator's."""
+    scenario, run = _handed_back_replay(WRAPPED_UP, hand_back)
+    simulated = simulate(scenario, seed=1, calls=HANDED_BACK_CALLS)
+    assert {agent_id: a.busy.tolist() for agent_id, a in simulated.agents.items()} == {
+        "ana": [[0.0, 100.0, 100.0]],
+        "bob": [[10.0, 100.0, 100.0]],
+        "cy": [[50.0, 100.0, 100.0]],
+        "dan": [[120.0, 180.0, 100.0]],
+    }
+    _, agents, _ = observed_results(run)
+    for agent_id, expected in simulated.agents.items():
+        assert agents[agent_id].busy == pytest.approx(expected.busy), agent_id
+    kpis, _ = replay_kpis(run, scenario)
+    for agent_id, figures in simulated.kpis["agents"].items():
+        assert kpis["agents"][agent_id] == figures, agent_id
+    assert kpis["fairness"] == simulated.kpis["fairness"]
+    assert kpis["timeline"]["occupancy_mean"] == simulated.kpis["timeline"]["occupancy_mean"]
 
 
 def test_replay_json_counts_each_call_by_its_last_outcome_and_every_answered_call() -> None:
