@@ -201,6 +201,11 @@ class ObservedCall:
     queue (released it, or had it reclaimed), in scenario seconds on ``last_answered_s``'s
     clock: ``answered_s`` plus the time since the first answer on the client's clock,
     scaled."""
+    waited_again: tuple[tuple[float, float], ...] = ()
+    """(from, to) of each spell the call waited in the queue after a hand-back, on
+    ``handed_back``'s clock: until the next answer, else until its caller's patience ran
+    out (an abandoned call, as an abandoned call's wait is counted), else until it ended
+    (expired, cut)."""
 
     @property
     def answered_s(self) -> float | None:
@@ -1136,12 +1141,7 @@ class Replayer:
                     handle = (live.ended - held) * speed
                 if base is not None:
                     last = base + (held - first) * speed
-            handed_back: tuple[tuple[str, float, float], ...] = ()
-            if base is not None and first is not None:
-                handed_back = tuple(
-                    (agent_id, base + (lo - first) * speed, base + (hi - first) * speed)
-                    for agent_id, lo, hi in sorted(live.held_before, key=lambda h: h[1:])
-                )
+            handed_back, waited_again = self._hand_backs(live, base)
             yield ObservedCall(
                 call=call,
                 wire_id=live.wire_id,
@@ -1159,7 +1159,45 @@ class Replayer:
                 answered=answered,
                 last_answered_s=last,
                 handed_back=handed_back,
+                waited_again=waited_again,
             )
+
+    def _hand_backs(
+        self, live: _Live, base: float | None
+    ) -> tuple[tuple[tuple[str, float, float], ...], tuple[tuple[float, float], ...]]:
+        """``ObservedCall.handed_back`` and ``waited_again`` of the call, its first answer
+        at scenario second ``base``: each later instant on the client's clock counts from
+        that answer, scaled."""
+        first = live.first_answered
+        if base is None or first is None or not live.held_before:
+            return (), ()
+        speed = self.options.speed
+
+        def at(t: float) -> float:
+            return base + (t - first) * speed
+
+        held = sorted(live.held_before, key=lambda h: h[1:])
+        answers: list[float | None] = [answered for _, answered, _ in held[1:]]
+        answers.append(live.answered)  # the agent who held the call at its end, if any
+        arrival_s = self._scenario_s(live.sent)
+        waits: list[tuple[float, float]] = []
+        for (_, _, back), answer in zip(held, answers, strict=True):
+            if answer is not None:
+                until = at(answer)
+            elif (
+                live.outcome == "abandoned"
+                and live.call.patience_s is not None
+                and arrival_s is not None
+            ):  # the caller hung up when their patience ran out (counted from the arrival)
+                until = arrival_s + live.call.patience_s
+            elif live.ended is not None:
+                until = at(live.ended)
+            else:
+                continue
+            if until > at(back):
+                waits.append((at(back), until))
+        spans = tuple((agent_id, at(lo), at(hi)) for agent_id, lo, hi in held)
+        return spans, tuple(waits)
 
 
 CHANNEL_TO_PB = {channel: value for value, channel in CHANNELS.items()}

@@ -76,7 +76,9 @@ def _staffed(agent: ReplayAgent, start: float, end: float) -> list[tuple[float, 
 def observed_results(
     run: ReplayRun,
 ) -> tuple[list[CallResult], dict[str, AgentResult], QueueLevels]:
-    """The replay as simulator results: records, agents' intervals, queue-length changes.
+    """The replay as simulator results: records, agents' intervals, queue-length changes
+    (a call waits from its arrival if Assign queued it, and from each hand-back, until it
+    left the queue: answered, hung up, expired or cut).
     An agent is busy with a call it completed from its answer to the end plus wrap-up, and
     with one it gave back to the queue (released, or had reclaimed) from its answer to the
     hand-back, with no wrap-up (the service frees the slot at once, as the simulator
@@ -108,6 +110,8 @@ def observed_results(
     for o, r in zip(sent, records, strict=True):
         if o.queued:  # waited from its arrival until answered, hung up or cut
             changes.extend([(r.arrival_s, 1), (r.arrival_s + r.wait_s, -1)])
+        for lo, hi in o.waited_again:  # and from each hand-back until it left the queue
+            changes.extend([(lo, 1), (hi, -1)])
     trace, level = QueueLevels(), 0
     for at, step in sorted(changes, key=lambda c: (c[0], c[1])):
         level += step

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -25,6 +25,7 @@ from router.store import Store
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 from simulations import console
+from simulations.kpis import QueueLevels
 from simulations.model import DAY_S, AbsenceSpec, AgentSpec
 from simulations.replay import Replayer, ReplayRun, _Live, _Scheduler
 from simulations.replay_plan import (
@@ -39,7 +40,7 @@ from simulations.replay_plan import (
 )
 from simulations.replay_report import observed_results, replay_kpis, summarize_replay
 from simulations.scenario import Scenario, parse_scenario
-from simulations.simulator import CallResult, simulate
+from simulations.simulator import AgentResult, CallResult, simulate
 from simulations.trace import TraceCall, generate_trace
 from simulations.workforce import shift_windows
 
@@ -960,6 +961,37 @@ def test_an_agent_who_gave_a_call_back_was_busy_with_it_until_then(hand_back: st
     assert kpis["timeline"]["occupancy_mean"] == simulated.kpis["timeline"]["occupancy_mean"]
 
 
+def _waiting(trace: QueueLevels, at_s: float) -> int:
+    """Calls waiting just after ``at_s`` by ``trace``."""
+    sizes = [size for t, size in zip(trace.times_s, trace.sizes, strict=True) if t <= at_s]
+    return sizes[-1] if sizes else 0
+
+
+def test_the_queue_trace_counts_every_spell_a_call_waits_as_the_simulators_does() -> None:
+    """A call waits in the queue on arrival until answered and again from each hand-back
+    until answered again, hung up or expired: the three calls given back at 100 s, two of
+    which had been answered at once, wait again, and the replay's queue length is the
+    simulator's at every moment of the day, as is the most calls waiting at once."""
+    scenario, run = _handed_back_replay()
+    simulated = simulate(scenario, seed=1, calls=HANDED_BACK_CALLS)
+    levels = list(zip(simulated.queue_trace.times_s, simulated.queue_trace.sizes, strict=True))
+    assert levels == [
+        (0.0, 0),
+        (10.0, 0),
+        (20.0, 1),
+        (50.0, 0),
+        (100.0, 3),
+        (120.0, 2),
+        (150.0, 1),
+        (160.0, 0),
+    ]
+    _, _, trace = observed_results(run)
+    for at_s in (5, 15, 35, 75, 110, 135, 155, 200):
+        assert _waiting(trace, at_s) == _waiting(simulated.queue_trace, at_s), at_s
+    kpis, _ = replay_kpis(run, scenario)
+    assert kpis["timeline"]["queue_max"] == simulated.kpis["timeline"]["queue_max"] == [3]
+
+
 def test_replay_json_counts_each_call_by_its_last_outcome_and_every_answered_call() -> None:
     """replay.json counts each call once by what happened to it last, and apart from that
     every call an agent got, as the KPIs do: the calls answered and then abandoned or
@@ -1003,7 +1035,8 @@ def test_a_replayed_call_an_agent_answered_counts_from_its_first_answer(
     from the agents who leave at 100 s (RECLAIMED), then one is answered again, one expires
     and one's caller hangs up. The replay learns each call's first answer from the service's
     answers and events and keeps it: its records and KPIs count the three calls as the
-    simulator does, and its service level is the one the service's GetStats reports."""
+    simulator does, and its service level is the one the service's GetStats reports; so do
+    its agents' busy time and its queue's length, within a tick and the latencies."""
     _, target = service
     scenario = parse_scenario(HANDED_BACK, name="handed back")
     simulated = simulate(scenario, seed=1, calls=HANDED_BACK_CALLS)
@@ -1042,6 +1075,17 @@ def test_a_replayed_call_an_agent_answered_counts_from_its_first_answer(
         assert r.wait_s == pytest.approx(s.wait_s, abs=3), r
     for figure in ("offered", "answered", "abandoned", "expired", "service_level"):
         assert kpis["overall"][figure] == simulated.kpis["overall"][figure], figure
+    _, busy, trace = observed_results(run)
+
+    def spans(results: Mapping[str, AgentResult]) -> list[float]:
+        """Every agent's busy spans in order, flat (Ana and Bob, idle alike, may take
+        either first call)."""
+        rows = sorted(row for a in results.values() for row in a.busy.tolist())
+        return [value for row in rows for value in row]
+
+    assert spans(busy) == pytest.approx(spans(simulated.agents), abs=3)
+    for at_s in (5, 15, 35, 75, 110, 135, 155, 200):
+        assert _waiting(trace, at_s) == _waiting(simulated.queue_trace, at_s), at_s
     voice = run.service_stats["channels"]["voice"]
     assert (voice["answered_15m"], voice["abandoned_15m"], voice["expired_15m"]) == (3, 1, 1)
     assert voice["service_level_15m"] == round(kpis["overall"]["service_level"], 4)
