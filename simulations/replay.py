@@ -149,6 +149,9 @@ class _Live:
     held_before: list[tuple[str, float, float]] = field(default_factory=list)
     """(agent id, answer, hand-back) of each agent who held the call and gave it back to the
     queue (released it, or had it reclaimed), on the client's clock."""
+    ended_early: dict[str, float] = field(default_factory=dict)
+    """Assignment id -> when an event ended it (back to the queue) before the replay knew
+    it had begun: an Accept whose answer was still on its way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -700,9 +703,15 @@ class Replayer:
     def _on_requeued(self, live: _Live, asg_id: str, now: float) -> None:
         """The call went back to the queue (reject, offer timeout, release, reclaim): it
         waits again, and the caller's patience (from the original arrival) applies again.
-        Its first answer is kept: it counts as answered from then, whatever happens next."""
+        Its first answer is kept: it counts as answered from then, whatever happens next.
+        An assignment the replay does not know yet (the Accept's answer overtaken by the
+        event) is remembered, for ``_on_assigned`` to count as handed back already."""
         with self._lock:
-            if live.outcome or live.active is None or live.active[0] != asg_id:
+            if live.outcome:
+                return
+            if live.active is None or live.active[0] != asg_id:
+                if asg_id and asg_id not in live.assignments:
+                    live.ended_early[asg_id] = now
                 return
             if live.answered is not None:
                 live.held_before.append((live.agent_id, live.answered, now))
@@ -815,7 +824,13 @@ class Replayer:
         server_ms: int | None = None,
     ) -> None:
         with self._lock:
-            if asg_id in live.assignments or live.outcome:
+            if asg_id in live.assignments:
+                return
+            back = live.ended_early.pop(asg_id, None)
+            if back is not None:  # already handed back: the agent no longer holds the call
+                self._held_until(live, asg_id, (agent_id, min(now, back), back), server_ms)
+                return
+            if live.outcome:
                 return
             live.assignments.add(asg_id)
             live.active = (asg_id, token)
@@ -827,6 +842,23 @@ class Replayer:
         handle_s = live.call.handle_s / (agent.speed if agent else 1.0)
         due = now + handle_s / self.options.speed
         self._sched.at(due, lambda: self._complete(live, asg_id))
+
+    @staticmethod
+    def _held_until(
+        live: _Live, asg_id: str, held: tuple[str, float, float], server_ms: int | None
+    ) -> None:
+        """Count an assignment the replay learnt of after it ended (the hand-back's event
+        came first): ``held`` is (agent id, answer, hand-back), and the answer may be the
+        call's first, even if the agent it went to next was learnt of before it. The agent
+        holding the call now, if any, stays."""
+        agent_id, answered, _ = held
+        live.assignments.add(asg_id)
+        live.held_before.append(held)
+        live.requeued += 1
+        if live.first_answered is None or answered < live.first_answered:
+            live.first_answered, live.answered_ms = answered, server_ms
+        if live.active is None:
+            live.agent_id = agent_id
 
     def _complete(self, live: _Live, asg_id: str, *, cut: bool = False) -> None:
         with self._lock:

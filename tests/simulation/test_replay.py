@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any, cast
 
 import grpc
@@ -25,6 +27,7 @@ from router.store import Store
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 from simulations import console
+from simulations import replay as replay_module
 from simulations.kpis import QueueLevels
 from simulations.model import DAY_S, AbsenceSpec, AgentSpec
 from simulations.replay import Replayer, ReplayRun, _Live, _Scheduler
@@ -1145,3 +1148,114 @@ def test_a_replay_gives_the_service_the_queue_time_limit_and_counts_its_expiries
         if r.expired:
             assert r.answered_s is None
             assert r.wait_s >= 99  # the service's clock, scaled: the limit and its tick
+
+
+# --- a hand-back that overtakes an Accept's answer --------------------------------------------
+
+
+class _OvertakenAccept(_CancelStub):
+    """A routing stub whose Accept succeeds, but the events that follow it on the service
+    (``events``: the call taken back from the agent, queued again, ...) reach the replay
+    before the answer does; its Cancel finds the call abandoned."""
+
+    def __init__(self, replayer: Replayer, events: list[tuple[pb.Event, float]]) -> None:
+        super().__init__(pb.CALL_STATUS_ABANDONED)
+        self.replayer, self.events = replayer, events
+
+    def Accept(  # noqa: N802  # the stub's name
+        self, request: routing_pb2.AcceptRequest, timeout: float
+    ) -> routing_pb2.AcceptResponse:
+        for event, now in self.events:
+            self.replayer._on_event(event, now, 0.0)
+        return routing_pb2.AcceptResponse(
+            assignment=pb.Assignment(
+                assignment_id=request.assignment_id,
+                agent_id="ana",
+                fencing_token=request.fencing_token,
+            )
+        )
+
+
+def _overtaken_accept(
+    monkeypatch: pytest.MonkeyPatch, *, reassigned: bool
+) -> tuple[Replayer, _Live, Any]:
+    """A voice call (arrival 0, patience 50 s, handle 60 s) queued, offered to Ana at 29.5 s
+    and accepted; the service takes it back from her at 30 s (she left), queues it again and,
+    if ``reassigned``, gives it to Bob at 30.1 s - all of which the replay learns before the
+    Accept's answer, which it reads at 30.2 s (x100; the scheduler is not started: what is
+    scheduled stays in its heap)."""
+    scenario = parse_scenario(HANDED_BACK, name="handed back")
+    speed = 100.0
+    options = ReplayOptions(target="127.0.0.1:1", speed=speed, max_seconds=10, drain_s=10)
+    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
+    call = TraceCall(0.0, "raced", Channel.VOICE, handle_s=60.0, patience_s=50.0)
+    with grpc.insecure_channel("127.0.0.1:1") as channel:
+        replayer = Replayer(channel, agents, [call], options, policy=scenario.policy)
+    t0 = replayer._t0
+
+    def at(scenario_s: float) -> float:
+        return t0 + scenario_s / speed
+
+    def ms(scenario_s: float) -> int:
+        return 1_000_000 + round(scenario_s / speed * 1000)
+
+    live = _Live(call, "tag-raced", at(0), sent=at(0), queued=True, queued_ms=ms(0))
+    replayer._live[call.call_id] = live
+    replayer._by_wire[live.wire_id] = live
+    replayer._pending = 1
+    events = [
+        (_call_event("RECLAIMED", live, ms(30), "ana", "a-1"), at(30)),
+        (_call_event("QUEUED", live, ms(30)), at(30)),
+    ]
+    if reassigned:
+        events.append((_call_event("ASSIGNED", live, ms(30.1), "bob", "a-2"), at(30.1)))
+    stub = _OvertakenAccept(replayer, events)
+    replayer.routing = stub  # type: ignore[assignment]
+    pool = ThreadPoolExecutor(1)
+    replayer._pool = pool
+    replayer._sched = _Scheduler(pool, replayer.stats)  # never started
+    clock = SimpleNamespace(monotonic=lambda: at(30.2), perf_counter=time.perf_counter)
+    monkeypatch.setattr(replay_module, "time", clock)
+    replayer._on_event(_call_event("OFFERED", live, ms(29.5), "ana", "a-1"), at(29.5), 0.0)
+    pool.shutdown(wait=True)  # the Accept is done
+    return replayer, live, stub
+
+
+def test_a_call_taken_back_before_its_accept_is_answered_waits_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service takes a call back from Ana (RECLAIMED) right after she accepted it, and
+    the replay sees that before the Accept's answer: it knows she no longer holds the call
+    (no Complete is due for her assignment), counts it answered at the offer and handed back
+    once, and the caller's patience applies again while it waits, as for any hand-back."""
+    replayer, live, stub = _overtaken_accept(monkeypatch, reassigned=False)
+    assert (live.active, live.answered, live.requeued) == (None, None, 1)
+    assert replayer._sched._heap == []  # nothing due: no Complete of Ana's assignment
+    replayer._patience(live)  # the caller's patience runs out at 50 s
+    assert stub.cancelled == [live.wire_id]
+    assert live.outcome == "abandoned"
+    (observed,) = replayer._observed()
+    assert (observed.answered, observed.requeued, observed.assignments) == (True, 1, 1)
+    assert observed.wait_s == pytest.approx(29.5)
+    ((agent_id, *held),) = observed.handed_back
+    assert agent_id == "ana"
+    assert held == pytest.approx([29.5, 29.5])  # one instant, the first answer's (the offer)
+    (waited,) = observed.waited_again
+    assert waited == pytest.approx((29.5, 50.0))  # from the hand-back until the caller hangs up
+
+
+def test_a_call_taken_back_and_reassigned_before_its_accept_is_answered_stays_with_the_new_agent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service takes a call back from Ana right after she accepted it and gives it to
+    Bob, all before the replay reads the Accept's answer: the replay keeps Bob as the agent
+    who holds the call, completes his assignment, and counts Ana's as handed back, her
+    answer (at the offer) as the call's first."""
+    replayer, live, _ = _overtaken_accept(monkeypatch, reassigned=True)
+    assert (live.active, live.agent_id, live.requeued) == (("a-2", 1), "bob", 1)
+    assert len(replayer._sched._heap) == 1  # Bob's Complete
+    replayer._finish(live, "completed", replayer._t0 + 90.1 / 100)  # Bob's Complete
+    (observed,) = replayer._observed()
+    assert (observed.agent_id, observed.requeued, observed.assignments) == ("bob", 1, 2)
+    assert observed.wait_s == pytest.approx(29.5)
+    assert observed.handle_s == pytest.approx(60.0)
