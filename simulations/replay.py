@@ -702,7 +702,9 @@ class Replayer:
 
     def _on_requeued(self, live: _Live, asg_id: str, now: float) -> None:
         """The call went back to the queue (reject, offer timeout, release, reclaim): it
-        waits again, and the caller's patience (from the original arrival) applies again.
+        waits again, and the caller's patience (from the original arrival) applies again if
+        it has not run out (the simulator's hang-up timer fires once, at arrival plus
+        patience: a caller whose patience ran out while an agent had the call waits on).
         Its first answer is kept: it counts as answered from then, whatever happens next.
         An assignment the replay does not know yet (the Accept's answer overtaken by the
         event) is remembered, for ``_on_assigned`` to count as handed back already."""
@@ -718,9 +720,9 @@ class Replayer:
             live.active, live.answered = None, None
             live.requeued += 1
         patience_due = self._patience_due(live)
-        if patience_due is None:
-            return
-        self._sched.at(max(now, patience_due), lambda: self._patience(live))
+        if patience_due is None or patience_due <= now:  # ran out while an agent had it:
+            return  # as in the simulator, the caller waits on
+        self._sched.at(patience_due, lambda: self._patience(live))
 
     # -- call lifecycle --------------------------------------------------------------------
 

@@ -909,6 +909,35 @@ def test_a_call_answered_then_handed_back_counts_as_answered_as_the_simulator_co
     }
 
 
+def test_a_caller_whose_patience_ran_out_while_an_agent_had_the_call_waits_on() -> None:
+    """As in the simulator (the hang-up timer fires once, at arrival plus patience, and
+    finds the call held), a caller whose patience ran out while an agent had the call does
+    not hang up when it goes back to the queue; one whose patience lasts beyond the hand-back
+    hangs up when it runs out."""
+    scenario = parse_scenario(HANDED_BACK, name="handed back")
+    speed = 100.0
+    options = ReplayOptions(target="127.0.0.1:1", speed=speed, max_seconds=10, drain_s=10)
+    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
+    calls = [
+        TraceCall(0.0, "patient", Channel.VOICE, handle_s=500.0, patience_s=150.0),
+        TraceCall(0.0, "spent", Channel.VOICE, handle_s=500.0, patience_s=60.0),
+    ]
+    with grpc.insecure_channel("127.0.0.1:1") as channel:
+        replayer = Replayer(channel, agents, calls, options, policy=scenario.policy)
+    pool = ThreadPoolExecutor(1)
+    replayer._sched = _Scheduler(pool, replayer.stats)  # never started: schedules, runs nothing
+    t0 = replayer._t0
+    due: dict[str, list[float]] = {}
+    for n, call in enumerate(calls):
+        live = _Live(call, f"tag-{call.call_id}", t0, sent=t0)
+        replayer._on_assigned(live, f"a-{n}", 1, "ana", t0, server_ms=1_000_000)
+        before = {entry[0] for entry in replayer._sched._heap}
+        replayer._on_requeued(live, f"a-{n}", t0 + 100 / speed)  # taken back at 100 s
+        due[call.call_id] = sorted({e[0] for e in replayer._sched._heap} - before)
+    pool.shutdown()
+    assert due == {"patient": [pytest.approx(t0 + 150 / speed)], "spent": []}
+
+
 def test_a_call_answered_again_after_a_hand_back_keeps_its_first_answer() -> None:
     """The replay keeps a call's first answer when the call goes back to the queue and
     another agent answers it: its wait runs to the first answer (not from its hand-back to
