@@ -124,10 +124,9 @@ def test_absences_ended_over_a_day_ago_make_room_for_new_ones(service: Service) 
     assert "at most 100" in (err.value.details() or "")
 
 
-def test_longest_idle_counts_idle_time_from_the_end_of_an_absence(service: Service) -> None:
-    """An agent back from an hour's scheduled absence has been idle since its end, not
-    since before it: under longest-idle the agent who sat at the desk meanwhile gets the
-    call, and the one back from lunch the next."""
+def _lunch_and_desk(service: Service) -> int:
+    """Longest-idle, no heartbeat timeout, and two agents: "lunch", then "desk" a minute
+    later (so "lunch" has been idle the longest); the time now, in seconds."""
     service.policies.UpdatePolicy(
         admin_pb2.UpdatePolicyRequest(
             tenant=service.tenant,
@@ -139,7 +138,14 @@ def test_longest_idle_counts_idle_time_from_the_end_of_an_absence(service: Servi
     service.agent("lunch", skills={"billing": 5})
     service.clock.advance(60_000)
     service.agent("desk", skills={"billing": 5})
-    now_s = service.clock.now_ms // 1000
+    return service.clock.now_ms // 1000
+
+
+def test_longest_idle_counts_idle_time_from_the_end_of_an_absence(service: Service) -> None:
+    """An agent back from an hour's scheduled absence has been idle since its end, not
+    since before it: under longest-idle the agent who sat at the desk meanwhile gets the
+    call, and the one back from lunch the next."""
+    now_s = _lunch_and_desk(service)
     service.admin.ScheduleAbsence(
         admin_pb2.ScheduleAbsenceRequest(
             tenant=service.tenant,
@@ -160,18 +166,7 @@ def test_cancelling_an_absence_under_way_ends_it_now(service: Service) -> None:
     """CancelAbsence ends an absence under way now (kept, so its end still restarts the
     agent's idle clock: back from a cancelled lunch, the agent does not jump the
     longest-idle line) and removes one still to come or over."""
-    service.policies.UpdatePolicy(
-        admin_pb2.UpdatePolicyRequest(
-            tenant=service.tenant,
-            policy=pb.Policy(strategy=pb.STRATEGY_LONGEST_IDLE),
-            update_mask=field_mask_pb2.FieldMask(paths=["strategy"]),
-        )
-    )
-    service.set_policy(heartbeat_timeout_s=0)
-    service.agent("lunch", skills={"billing": 5})
-    service.clock.advance(60_000)
-    service.agent("desk", skills={"billing": 5})
-    now_s = service.clock.now_ms // 1000
+    now_s = _lunch_and_desk(service)
 
     def absence(absence_id: str, start_s: int, end_s: int) -> None:
         service.admin.ScheduleAbsence(
