@@ -37,7 +37,8 @@ room for, so a page of small agents takes one or two reads and one of the larges
 about a store page more than it sends."""
 PAGE_BYTES = 3 << 20
 """A page of agents stops before this many bytes (the server sends at most 4 MiB): at their
-largest (50 skills, 20 languages, 100 absences with notes: about 40 KB) about 80 agents."""
+largest (128-character ids, 50 skills, 20 languages, 100 absences with 200-character notes:
+about 100 KB) some 30 agents."""
 MAX_ABSENCES = 100
 """Absences an agent keeps at most (scheduled, current, and those ended within
 ``ENDED_ABSENCE_KEPT_MS``)."""
