@@ -3,7 +3,7 @@
 Exit codes: 0 done; 1 the work failed (service unreachable, RPC errors in a replay);
 2 usage or scenario errors, with a message naming the field, or an output that cannot be
 written, naming the file (never a traceback); 130 interrupted (Ctrl-C). Outputs are written
-through ``simulations.outputs``: an interrupted run never leaves two runs' files mixed.
+through ``simulations.outputs``: an interrupted run leaves the previous run's files whole.
 """
 
 from __future__ import annotations

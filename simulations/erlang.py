@@ -149,6 +149,11 @@ def _stationary(lam: float, mu: float, theta: float, agents: int) -> np.ndarray:
     n = 0
     while True:
         n += 1
+        if n > _MAX_STATES:  # a pool near full load: long patience lets the queue grow deep
+            raise ValueError(
+                f"{1 / theta:g} s is too long for a pool this loaded: its queue would reach "
+                f"more than {_MAX_STATES:,} calls deep"
+            )
         death = min(n, agents) * mu + max(0, n - agents) * theta
         logs.append(logs[-1] + math.log(lam) - math.log(death))
         peak = max(peak, logs[-1])

@@ -55,7 +55,8 @@ as GetStats counts every abandon and expiry.
 
 and, when the policy sets a queue time limit (``max_wait_s``), a trailing column::
 
-    expired (0/1)    the call left the queue at its channel's limit (its wait_s: until then)
+    expired (0/1)    the call left the queue at its channel's limit (its wait_s: until then,
+                     or until its first answer if an agent had it before a hand-back)
 
 Empty cells for what did not happen (never answered: no answered_s, agent_id, handle_s,
 end_s, skill_match). agent_id, handle_s and end_s (and skill_match) are those of the agent who

@@ -110,6 +110,7 @@ def staged_file(path: Path) -> Iterator[Path]:
     stage = Path(name)
     try:
         try:
+            stage.chmod(_file_mode())  # mkstemp's 0600, not what the user's umask gives
             yield stage
             os.replace(stage, path)
         except OSError as exc:  # whichever file the system names, ``path`` is what failed
@@ -118,6 +119,13 @@ def staged_file(path: Path) -> Iterator[Path]:
         stage.unlink(missing_ok=True)
         _prune(created)
         raise
+
+
+def _file_mode() -> int:
+    """The mode a new file gets under the process's umask (0644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _create(folder: Path) -> list[Path]:

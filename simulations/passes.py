@@ -353,17 +353,10 @@ class Dispatcher:
         (``router.baselines``), lazily; ``None`` for balanced and random (they need all)."""
         strategy, agents = self.policy.strategy, self.workforce.agents
         keyed: list[tuple[Any, ...]]
-        if strategy == Strategy.LONGEST_IDLE:
+        if strategy == Strategy.LONGEST_IDLE:  # the engine's key: an absence's end, which
+            # it also counts for an agent holding nothing, moved last_free_ms here already
             keyed = [
-                (
-                    max(
-                        agents[a].last_free_ms,
-                        agents[a].last_assigned_ms,
-                        0 if agents[a].work else agents[a].profile.back_from_absence_ms(now),
-                    ),
-                    a,
-                )
-                for a in agent_ids
+                (max(agents[a].last_free_ms, agents[a].last_assigned_ms), a) for a in agent_ids
             ]
         elif strategy == Strategy.ROUND_ROBIN:
             keyed = [(agents[a].last_assigned_ms, a) for a in agent_ids]

@@ -951,7 +951,7 @@ class Replayer:
             asg = response.call.assignment
             with self._lock:
                 live.assignments.add(asg.assignment_id)
-                live.agent_id = live.agent_id or asg.agent_id
+                live.agent_id = asg.agent_id or live.agent_id  # the holder now
                 live.answered = live.answered or time.monotonic()
                 live.first_answered = live.first_answered or live.answered
             self._finish(live, "cut" if cut else "cancelled")

@@ -129,7 +129,7 @@ def check_target(target: str, *, allow_remote: bool, option: str = "target") -> 
     (a load test pointed at production by a typo is the accident this prevents); messages
     start with ``option``."""
     host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not (port.isascii() and port.isdigit()) or not host:
         raise ReplayError(f"{option}: {target!r} is not HOST:PORT")
     if not 1 <= int(port) <= 65535:
         raise ReplayError(f"{option}: port {port} of {target!r} is not in 1..65535")

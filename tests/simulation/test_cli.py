@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -481,7 +482,8 @@ def test_erlang_names_the_one_bad_option(
 
 def test_erlang_a_refuses_undefined_inputs() -> None:
     """The formulas refuse NaN and infinite inputs, and a chain too long to solve (patience
-    so long that the queue of an overloaded pool settles millions deep), rather than loop."""
+    so long that the queue of an overloaded or nearly full pool reaches millions deep),
+    rather than loop or fill the memory."""
     for rate, handle, target in ((math.nan, 180, 20), (0.05, math.inf, 20), (0.05, 180, math.nan)):
         with pytest.raises(ValueError, match="finite"):
             erlang_c(rate, handle, 10, target)
@@ -489,6 +491,8 @@ def test_erlang_a_refuses_undefined_inputs() -> None:
         erlang_a(0.05, 180, 10, 20, math.nan)
     with pytest.raises(ValueError, match="too long"):
         erlang_a(0.1, 180, 10, 20, 1e12)
+    with pytest.raises(ValueError, match="too long"):  # just under full load: deep all the same
+        erlang_a(0.0555555555555, 180, 10, 100_000, 1e12)
     assert erlang_a(0.05, 180, 10, 20, math.inf) == erlang_c(0.05, 180, 10, 20)
 
 
@@ -499,12 +503,18 @@ def test_rates_parse_per_second_minute_or_hour() -> None:
 
 
 def test_trace_writes_the_scenario_calls(scenario: Path, tmp_path: Path) -> None:
-    """``trace`` writes exactly ``generate_trace`` for the seed, as CSV or JSON Lines."""
+    """``trace`` writes exactly ``generate_trace`` for the seed, as CSV or JSON Lines, with
+    the mode the umask gives a new file (its hidden stage was made 0600)."""
     expected = generate_trace(load_scenario(scenario), 4)
-    for suffix in ("csv", "jsonl"):
-        out = tmp_path / f"day.{suffix}"
-        assert main(["trace", str(scenario), "--seed", "4", "--out", str(out)]) == 0
-        assert read_trace(out) == expected
+    mask = os.umask(0o022)
+    try:
+        for suffix in ("csv", "jsonl"):
+            out = tmp_path / f"day.{suffix}"
+            assert main(["trace", str(scenario), "--seed", "4", "--out", str(out)]) == 0
+            assert read_trace(out) == expected
+            assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    finally:
+        os.umask(mask)
 
 
 def test_t_quantiles_and_intervals() -> None:

@@ -245,8 +245,9 @@ def test_loopback_guard() -> None:
         with pytest.raises(ReplayError, match="allow-remote"):
             check_target(bad, allow_remote=False)
         check_target(bad, allow_remote=True)
-    with pytest.raises(ReplayError, match="HOST:PORT"):
-        check_target("127.0.0.1", allow_remote=False)
+    for bad in ("127.0.0.1", "localhost:²", "localhost:٣٠"):  # digits, not ASCII ones
+        with pytest.raises(ReplayError, match="HOST:PORT"):
+            check_target(bad, allow_remote=False)
 
 
 def test_compress_policy_divides_durations_and_notes_clamps() -> None:
@@ -1288,3 +1289,41 @@ def test_a_call_taken_back_and_reassigned_before_its_accept_is_answered_stays_wi
     assert (observed.agent_id, observed.requeued, observed.assignments) == ("bob", 1, 2)
     assert observed.wait_s == pytest.approx(29.5)
     assert observed.handle_s == pytest.approx(60.0)
+
+
+def test_a_call_cut_after_a_hand_back_belongs_to_the_agent_the_cancel_finds() -> None:
+    """Handed back by Ana at 10 s, the call waits; the drain limit's Cancel finds it
+    assigned to Bob (whose ASSIGNED event the replay had not read yet): the cut call is
+    Bob's, and Ana's only work on it is the 10 s she held it (it was credited to Ana)."""
+
+    class Assigned(_CancelStub):
+        def Cancel(  # noqa: N802  # the stub's name
+            self, request: routing_pb2.CancelRequest, timeout: float
+        ) -> routing_pb2.CancelResponse:
+            self.cancelled.append(request.call_id)
+            held = pb.Assignment(assignment_id="a-2", agent_id="bob")
+            return routing_pb2.CancelResponse(
+                call=pb.CallInfo(status=pb.CALL_STATUS_ASSIGNED, assignment=held)
+            )
+
+    scenario = parse_scenario(HANDED_BACK, name="handed back")
+    speed = 100.0
+    options = ReplayOptions(target="127.0.0.1:1", speed=speed, max_seconds=10, drain_s=10)
+    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
+    call = TraceCall(0.0, "x", Channel.VOICE, handle_s=500.0)
+    with grpc.insecure_channel("127.0.0.1:1") as channel:
+        replayer = Replayer(channel, agents, [call], options, policy=scenario.policy)
+    replayer.routing = Assigned(pb.CALL_STATUS_ASSIGNED)  # type: ignore[assignment]
+    pool = ThreadPoolExecutor(1)
+    replayer._sched = _Scheduler(pool, replayer.stats)  # never started: schedules, runs nothing
+    t0 = replayer._t0
+    live = _Live(call, "tag-x", t0, sent=t0)
+    replayer._live["x"], replayer._by_wire["tag-x"] = live, live
+    replayer._pending = 1
+    replayer._on_assigned(live, "a-1", 1, "ana", t0, server_ms=1_000_000)
+    replayer._on_event(_call_event("RECLAIMED", live, 1_000_100, "ana", "a-1"), t0 + 0.1, 0.0)
+    replayer._cancel(live, "replay drain limit", cut=True)
+    pool.shutdown()
+    assert (live.outcome, live.agent_id) == ("cut", "bob")
+    observed = {o.call.call_id: o for o in replayer._observed()}
+    assert observed["x"].agent_id == "bob"
