@@ -73,14 +73,24 @@ def _policy(name: str, option: str = "--policy") -> str:
     return value
 
 
+_OUTPUTS = {
+    "run": ("kpis.json", "records.csv", "report.html"),
+    "compare": ("compare.json", "report.html"),
+    "replay": ("replay.json", "kpis.json", "records.csv", "report.html"),
+}
+"""The files each command writes into its folder."""
+
+
 def _out_dir(given: str | None, command: str, scenario: str) -> Path:
     """``given``, else ``out/<command>-<scenario name>`` (``small:busy`` -> ``small-busy``),
-    checked as far as it can be before the work; created when the outputs are written."""
+    checked as far as it can be before the work (a folder where one of its files goes
+    included); created when the outputs are written."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario).strip("-") or "scenario"
     path = Path(given) if given else Path("out") / f"{command}-{slug}"
     trouble = outputs.problem(path)
     if trouble:
         raise UsageError(f"--out: {trouble}")
+    outputs.check_names(path, _OUTPUTS[command])
     return path
 
 

@@ -99,6 +99,8 @@ def _paired_table(compare: Mapping[str, Any], policies: Sequence[str]) -> str | 
                 *(report.difference(versus.get(p, {}), metric["unit"]) for p in others),
             ]
         )
+    if len(compare.get("seeds", ())) < 2:  # no interval from one seed
+        return table(rows) + f"\n(policy minus {baseline} on the same callers, one seed)"
     return table(rows) + (
         f"\n(policy minus {baseline} seed by seed, on the same callers: mean and 95 % "
         "interval; better or worse where the interval excludes 0, else no clear difference)"

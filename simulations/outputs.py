@@ -67,6 +67,15 @@ def problem(folder: Path) -> str | None:
     return None
 
 
+def check_names(folder: Path, names: tuple[str, ...]) -> None:
+    """``OutputError`` for the first of ``names`` in ``folder`` that is a folder (no file
+    can replace it), before any work whose outputs would then be lost."""
+    for name in names:
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            raise OutputError(target, os.strerror(errno.EISDIR))
+
+
 @contextmanager
 def staged(folder: Path) -> Iterator[Path]:
     """A fresh hidden folder inside ``folder`` (created with its parents if missing) to

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+import simulations.__main__ as cli_main
 from router.memory_store import MemoryStore
 from router.server import RunningServer, create_server
 from router.settings import Settings
@@ -230,6 +231,27 @@ def test_an_output_that_cannot_be_written_is_an_error_naming_it(
     assert main(["trace", str(scenario), "--seed", "1", "--out", str(taken)]) == 2
     _one_error(capsys.readouterr().err, f"cannot write {taken}: Is a directory")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_output_name_taken_by_a_folder_is_refused_before_the_work(
+    scenario: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder where an output file goes is reported before anything runs (it was found
+    after the whole simulation or replay, whose figures were then lost)."""
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the work ran")
+
+    monkeypatch.setattr(cli_main, "simulate", never)
+    monkeypatch.setattr(cli_main, "run_comparison", never)
+    for command, name in (("run", "records.csv"), ("compare", "report.html")):
+        out = tmp_path / command
+        (out / name).mkdir(parents=True)
+        assert main([command, str(scenario), "--out", str(out), "--quiet"]) == 2
+        _one_error(capsys.readouterr().err, f"cannot write {out / name}: Is a directory")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

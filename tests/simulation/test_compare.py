@@ -78,7 +78,8 @@ def test_each_policy_is_compared_with_the_first_seed_by_seed(compared: dict[str,
 
 
 def test_one_seed_gives_no_verdict() -> None:
-    """With one seed there is no spread to judge a difference by: no interval, no verdict."""
+    """With one seed there is no spread to judge a difference by: no interval, no verdict,
+    and the printed table says so."""
     scenario = parse_scenario(
         {"pool": {"agents": 2, "rate_per_hour": 10, "mean_handle_s": 60}}, name="one"
     )
@@ -86,6 +87,8 @@ def test_one_seed_gives_no_verdict() -> None:
     paired = data.to_json()["metrics"]["overall.service_level"]["vs_baseline"]["longest_idle"]
     assert paired["verdict"] is None
     assert paired["ci_low"] is None
+    footer = console.compare_table(data.to_json()).splitlines()[-1]
+    assert footer == "(policy minus balanced on the same callers, one seed)"
 
 
 def _cells(html: str, label: str) -> list[str]:
