@@ -790,6 +790,22 @@ def _call_event(
     )
 
 
+def _offline_replayer(
+    raw: dict[str, object], calls: list[TraceCall]
+) -> tuple[Scenario, ReplayOptions, list[ReplayAgent], Replayer, ThreadPoolExecutor]:
+    """A replayer at x100 of ``raw``'s agents and ``calls`` that sends nothing: its
+    scheduler never starts (it schedules, runs nothing); the test drives its handlers.
+    ``pool`` is its scheduler's, for the test to shut down."""
+    scenario = parse_scenario(raw, name="handed back")
+    options = ReplayOptions(target="127.0.0.1:1", speed=100.0, max_seconds=10, drain_s=10)
+    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
+    with grpc.insecure_channel("127.0.0.1:1") as channel:
+        replayer = Replayer(channel, agents, calls, options, policy=scenario.policy)
+    pool = ThreadPoolExecutor(1)
+    replayer._sched = _Scheduler(pool, replayer.stats)
+    return scenario, options, list(agents), replayer, pool
+
+
 def _handed_back_replay(
     raw: dict[str, object] = HANDED_BACK, hand_back: str = "RECLAIMED"
 ) -> tuple[Scenario, ReplayRun]:
@@ -797,16 +813,9 @@ def _handed_back_replay(
     observes it from the service's answers and events (the service's clock at 1 000 000 ms
     when the first call arrives); ``hand_back``: the event that gives the calls back to the
     queue at 100 s."""
-    scenario = parse_scenario(raw, name="handed back")
-    speed = 100.0
-    options = ReplayOptions(target="127.0.0.1:1", speed=speed, max_seconds=10, drain_s=10)
-    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
-    with grpc.insecure_channel("127.0.0.1:1") as channel:
-        replayer = Replayer(channel, agents, HANDED_BACK_CALLS, options, policy=scenario.policy)
+    scenario, options, agents, replayer, pool = _offline_replayer(raw, HANDED_BACK_CALLS)
     replayer.routing = _CancelStub(pb.CALL_STATUS_ABANDONED)  # type: ignore[assignment]
-    pool = ThreadPoolExecutor(1)
-    replayer._sched = _Scheduler(pool, replayer.stats)  # never started: schedules, runs nothing
-    t0 = replayer._t0
+    speed, t0 = options.speed, replayer._t0
 
     def at(scenario_s: float) -> float:
         return t0 + scenario_s / speed
@@ -915,19 +924,12 @@ def test_a_caller_whose_patience_ran_out_while_an_agent_had_the_call_waits_on() 
     finds the call held), a caller whose patience ran out while an agent had the call does
     not hang up when it goes back to the queue; one whose patience lasts beyond the hand-back
     hangs up when it runs out."""
-    scenario = parse_scenario(HANDED_BACK, name="handed back")
-    speed = 100.0
-    options = ReplayOptions(target="127.0.0.1:1", speed=speed, max_seconds=10, drain_s=10)
-    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
     calls = [
         TraceCall(0.0, "patient", Channel.VOICE, handle_s=500.0, patience_s=150.0),
         TraceCall(0.0, "spent", Channel.VOICE, handle_s=500.0, patience_s=60.0),
     ]
-    with grpc.insecure_channel("127.0.0.1:1") as channel:
-        replayer = Replayer(channel, agents, calls, options, policy=scenario.policy)
-    pool = ThreadPoolExecutor(1)
-    replayer._sched = _Scheduler(pool, replayer.stats)  # never started: schedules, runs nothing
-    t0 = replayer._t0
+    _, options, _, replayer, pool = _offline_replayer(HANDED_BACK, calls)
+    speed, t0 = options.speed, replayer._t0
     due: dict[str, list[float]] = {}
     for n, call in enumerate(calls):
         live = _Live(call, f"tag-{call.call_id}", t0, sent=t0)
@@ -1306,16 +1308,9 @@ def test_a_call_cut_after_a_hand_back_belongs_to_the_agent_the_cancel_finds() ->
                 call=pb.CallInfo(status=pb.CALL_STATUS_ASSIGNED, assignment=held)
             )
 
-    scenario = parse_scenario(HANDED_BACK, name="handed back")
-    speed = 100.0
-    options = ReplayOptions(target="127.0.0.1:1", speed=speed, max_seconds=10, drain_s=10)
-    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
     call = TraceCall(0.0, "x", Channel.VOICE, handle_s=500.0)
-    with grpc.insecure_channel("127.0.0.1:1") as channel:
-        replayer = Replayer(channel, agents, [call], options, policy=scenario.policy)
+    _, _, _, replayer, pool = _offline_replayer(HANDED_BACK, [call])
     replayer.routing = Assigned(pb.CALL_STATUS_ASSIGNED)  # type: ignore[assignment]
-    pool = ThreadPoolExecutor(1)
-    replayer._sched = _Scheduler(pool, replayer.stats)  # never started: schedules, runs nothing
     t0 = replayer._t0
     live = _Live(call, "tag-x", t0, sent=t0)
     replayer._live["x"], replayer._by_wire["tag-x"] = live, live
