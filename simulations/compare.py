@@ -94,10 +94,7 @@ def summarize(values: Iterable[float | None]) -> Summary:
 
 
 def _finite(value: float) -> float | None:
-    return None if math.isnan(value) else value
-
-
-def _finite_or_none(value: float) -> float | None:
+    """``value``, or ``None`` for NaN and the infinities (JSON has neither)."""
     return value if math.isfinite(value) else None
 
 
@@ -247,7 +244,7 @@ class Comparison:
                     "label": m.label,
                     "unit": m.unit,
                     "better": m.better,
-                    "range": [_finite_or_none(v) for v in m.limits()],
+                    "range": [_finite(v) for v in m.limits()],
                     "policies": {p: self.summary(m, p).as_dict() for p in self.policies},
                     "vs_baseline": self._versus(m),
                 }
