@@ -256,15 +256,21 @@ def run(
     the outcomes that move the balanced policy's performance scores; ``progress`` shows a
     tqdm bar over simulated time, as the event loop does)."""
     pool = _Pool(scenario, policy, trace, seed)
-    with tqdm(  # closed (and cleared) on Ctrl-C too
-        total=round(scenario.duration_s),
+    with sim_time_bar(scenario.duration_s, progress) as bar:
+        pool.bar = bar if progress else None
+        return pool.run()
+
+
+def sim_time_bar(duration_s: float, progress: bool) -> tqdm[None]:
+    """The progress bar over a day's simulated seconds (the event loop's and this one's):
+    closed, and cleared, when its ``with`` block ends, on Ctrl-C too."""
+    return tqdm(
+        total=round(duration_s),
         unit="sim s",
         disable=not progress,
         leave=False,
         dynamic_ncols=True,
-    ) as bar:
-        pool.bar = bar if progress else None
-        return pool.run()
+    )
 
 
 class _Pool:

@@ -79,7 +79,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
 
 from router.domain import (
     ActiveWork,
@@ -373,13 +372,7 @@ class _Simulation:
         horizon_ms = epoch_ms(self.scenario.horizon_s)
         shown = SIM_EPOCH_MS
         nxt = 0
-        with tqdm(  # closed (and cleared) on Ctrl-C too
-            total=round(self.scenario.duration_s),
-            unit="sim s",
-            disable=not self.progress,
-            leave=False,
-            dynamic_ncols=True,
-        ) as bar:
+        with pooled.sim_time_bar(self.scenario.duration_s, self.progress) as bar:
             while heap or nxt < n:
                 arrival_ms = calls[nxt].created_ms if nxt < n else math.inf
                 at = heap[0][0] if heap else math.inf
