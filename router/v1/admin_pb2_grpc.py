@@ -104,14 +104,16 @@ class AgentAdminServiceServicer:
 
     def UpdateAgent(self, request, context):
         """Change an agent's profile: the fields named in `update_mask` (all editable fields when it
-        is empty). Takes effect for the very next Assign.
+        is empty). Takes effect for the very next Assign; work already offered to or held by the
+        agent stays theirs (an offer made before a skill was removed can still be accepted).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PatchSkills(self, request, context):
-        """Add, re-level or remove skills without rewriting the agent.
+        """Add, re-level or remove skills without rewriting the agent (as UpdateAgent: from the next
+        Assign on, work already offered or held stays).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

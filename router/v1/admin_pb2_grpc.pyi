@@ -41,10 +41,13 @@ class AgentAdminServiceStub:
     """Register an agent (presence OFFLINE until SetPresence). ALREADY_EXISTS if the id is taken."""
     UpdateAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateAgentRequest, _types_pb2.Agent]
     """Change an agent's profile: the fields named in `update_mask` (all editable fields when it
-    is empty). Takes effect for the very next Assign.
+    is empty). Takes effect for the very next Assign; work already offered to or held by the
+    agent stays theirs (an offer made before a skill was removed can still be accepted).
     """
     PatchSkills: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PatchSkillsRequest, _types_pb2.Agent]
-    """Add, re-level or remove skills without rewriting the agent."""
+    """Add, re-level or remove skills without rewriting the agent (as UpdateAgent: from the next
+    Assign on, work already offered or held stays).
+    """
     DeleteAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteAgentRequest, _empty_pb2.Empty]
     """Remove an agent. FAILED_PRECONDITION while it holds active assignments."""
     GetAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetAgentRequest, _types_pb2.Agent]
@@ -85,10 +88,13 @@ class AgentAdminServiceAsyncStub(AgentAdminServiceStub):
     """Register an agent (presence OFFLINE until SetPresence). ALREADY_EXISTS if the id is taken."""
     UpdateAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateAgentRequest, _types_pb2.Agent]  # type: ignore[assignment]
     """Change an agent's profile: the fields named in `update_mask` (all editable fields when it
-    is empty). Takes effect for the very next Assign.
+    is empty). Takes effect for the very next Assign; work already offered to or held by the
+    agent stays theirs (an offer made before a skill was removed can still be accepted).
     """
     PatchSkills: _aio.UnaryUnaryMultiCallable[_admin_pb2.PatchSkillsRequest, _types_pb2.Agent]  # type: ignore[assignment]
-    """Add, re-level or remove skills without rewriting the agent."""
+    """Add, re-level or remove skills without rewriting the agent (as UpdateAgent: from the next
+    Assign on, work already offered or held stays).
+    """
     DeleteAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteAgentRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Remove an agent. FAILED_PRECONDITION while it holds active assignments."""
     GetAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetAgentRequest, _types_pb2.Agent]  # type: ignore[assignment]
@@ -138,7 +144,8 @@ class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_types_pb2.Agent, _abc.Awaitable[_types_pb2.Agent]]:
         """Change an agent's profile: the fields named in `update_mask` (all editable fields when it
-        is empty). Takes effect for the very next Assign.
+        is empty). Takes effect for the very next Assign; work already offered to or held by the
+        agent stays theirs (an offer made before a skill was removed can still be accepted).
         """
 
     @_abc_1.abstractmethod
@@ -147,7 +154,9 @@ class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.PatchSkillsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_types_pb2.Agent, _abc.Awaitable[_types_pb2.Agent]]:
-        """Add, re-level or remove skills without rewriting the agent."""
+        """Add, re-level or remove skills without rewriting the agent (as UpdateAgent: from the next
+        Assign on, work already offered or held stays).
+        """
 
     @_abc_1.abstractmethod
     def DeleteAgent(

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from router import tracing
+from router.dispatcher import must_reclaim
 from router.domain import (
     Absence,
     AbsenceKind,
@@ -1097,6 +1098,23 @@ def test_an_offer_nobody_takes_back_can_be_accepted(harness: StoreHarness, why: 
     accepted = store.accept_offer(
         T, offer.assignment_id, offer.token, policy=policy, heartbeat_grace=grace
     )
+    assert accepted.state == AssignmentState.ACTIVE
+
+
+def test_an_offer_stands_when_the_agent_loses_the_skill(harness: StoreHarness) -> None:
+    """A profile change counts from the next routing decision: an offer made before the
+    call's skill was taken from the agent can still be accepted, and the dispatcher does
+    not take it back (``must_reclaim``: only an agent who left)."""
+    store, clock = harness.store, harness.clock
+    available(store, "a")
+    enqueue(harness, "c1")
+    offer = dispatch(store, "c1", "a", offer_s=600)
+    store.update_agent(T, "a", lambda p: dataclasses.replace(p, skills={}, languages=()))
+    clock.advance(1_000)
+    agent = store.get_agent(T, "a")
+    assert not agent.profile.skills
+    assert not must_reclaim(agent, clock.now_ms, POLICY)
+    accepted = store.accept_offer(T, offer.assignment_id, offer.token, policy=POLICY)
     assert accepted.state == AssignmentState.ACTIVE
 
 
