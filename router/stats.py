@@ -10,8 +10,9 @@ From the agents: counts per presence (as set; every presence listed) and each ag
 occupancy (``scoring.load.occupancy`` over ``policy.occupancy_window_s``).
 
 From the history, over the windows ``[now - 15 min, now]`` and ``[now - 60 min, now]``, per
-channel with SLA target ``T`` (``policy.sla_for``), each call once (``first_outcomes``: its first
-answer, when in the window; else its abandon or expiry; a call back in the queue after a
+channel with SLA target ``T`` (``policy.sla_for``), each call once, on its first outcome in
+the two hours read (``HISTORY_READ_MS``): its first answer, when in the window; else its
+first abandon or expiry, when in the window (a call back in the queue after a
 release, reclaim or rejection and answered again is one answered call, on its first wait, in
 the window of its first answer only)::
 
@@ -30,8 +31,9 @@ level (the usual contact-centre convention for short abandons).
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from router.domain import (
@@ -93,29 +95,32 @@ class TenantStats:
     """Agent id -> rolling occupancy in [0, 1]."""
 
 
-def service_level(calls: Iterable[HistoryEntry], channel: Channel, target_s: int) -> float | None:
-    """Share of the channel's ``calls`` (a window's ``first_outcomes``) answered within
-    ``target_s``."""
-    answered = within = abandoned = 0
-    for entry in calls:
-        if entry.channel != channel:
-            continue
-        if entry.kind == ANSWERED:
-            answered += 1
-            if entry.wait_ms <= target_s * 1000:
-                within += 1
-        elif entry.kind == EXPIRED or (
-            entry.kind == ABANDONED and entry.wait_ms >= ABANDON_GRACE_MS
-        ):
-            abandoned += 1
-    offered = answered + abandoned
-    return within / offered if offered else None
+@dataclass(frozen=True, slots=True)
+class _Tally:
+    """One channel's calls whose first outcome is in a window."""
 
+    answered: int
+    answer_wait_ms: int
+    """Sum of the answered calls' waits."""
+    within: int
+    """Answered within the channel's SLA target."""
+    against: int
+    """Expired, or abandoned after ``ABANDON_GRACE_MS``: unanswered in the service level."""
 
-def average_answer_s(calls: Iterable[HistoryEntry], channel: Channel) -> float | None:
-    """Mean time to answer (seconds) of the channel's answered ``calls`` (of a window)."""
-    waits = [e.wait_ms for e in calls if e.kind == ANSWERED and e.channel == channel]
-    return sum(waits) / len(waits) / 1000 if waits else None
+    @classmethod
+    def of(cls, waits: Sequence[int], against: int, target_ms: int) -> _Tally:
+        """The tally of answers after ``waits`` and ``against`` unanswered calls."""
+        within = sum(1 for wait in waits if wait <= target_ms)
+        return cls(len(waits), sum(waits), within, against)
+
+    def level(self) -> float | None:
+        """Share answered within the target (None: nothing counted)."""
+        offered = self.answered + self.against
+        return self.within / offered if offered else None
+
+    def average_answer_s(self) -> float | None:
+        """Mean time to answer in seconds (None: nothing answered)."""
+        return self.answer_wait_ms / self.answered / 1000 if self.answered else None
 
 
 def live_stats(
@@ -125,7 +130,8 @@ def live_stats(
     policy: Policy,
     now_ms: int,
 ) -> TenantStats:
-    """Compute the tenant's live statistics (see the module docstring)."""
+    """Compute the tenant's live statistics (see the module docstring); ``history`` in time
+    order, as ``Store.history`` returns it."""
     queued = [record.call for record in calls if record.status == CallStatus.QUEUED]
     depth = Counter(call.channel for call in queued)
     skills = Counter(skill for call in queued for skill in {r.skill for r in call.required_skills})
@@ -133,24 +139,7 @@ def live_stats(
     for call in queued:
         longest[call.channel] = max(longest[call.channel], waited_ms(call, now_ms))
     presence = Counter(agent.presence for agent in agents)
-    waits = [entry for entry in history if entry.kind in _OUTCOMES]  # not work done
-    firsts = first_outcomes(waits, now_ms)  # each call once, worked out once
-    recent = _window(waits, now_ms - LONG_WINDOW_MS, now_ms)  # what the counts look at
-    short = _window(firsts, now_ms - SHORT_WINDOW_MS, now_ms)
-
-    def levels(window_ms: int) -> Mapping[Channel, float | None]:
-        """Service level per channel over the last ``window_ms``."""
-        calls = _window(firsts, now_ms - window_ms, now_ms)
-        out: dict[Channel, float | None] = {}
-        for channel in Channel:
-            target = policy.sla_for(channel)
-            out[channel] = (
-                None
-                if target is None or target.target_s <= 0
-                else service_level(calls, channel, target.target_s)
-            )
-        return frozen_map(out)
-
+    outcomes = _Outcomes(history, policy, now_ms)
     return TenantStats(
         now_ms=now_ms,
         queue_depth=len(queued),
@@ -159,22 +148,20 @@ def live_stats(
         longest_wait_ms=max(longest.values()),
         longest_wait_ms_by_channel=frozen_map(longest),
         agents_by_presence=frozen_map({state: presence[state] for state in Presence}),
-        service_level_15m=levels(SHORT_WINDOW_MS),
-        service_level_60m=levels(LONG_WINDOW_MS),
+        service_level_15m=outcomes.levels(outcomes.short),
+        service_level_60m=outcomes.levels(outcomes.long),
         average_answer_s_15m=frozen_map(
-            {channel: average_answer_s(short, channel) for channel in Channel}
+            {channel: outcomes.short[channel].average_answer_s() for channel in Channel}
         ),
-        abandoned_15m=_abandoned(recent, now_ms - SHORT_WINDOW_MS, now_ms),
-        abandoned_60m=_abandoned(recent, now_ms - LONG_WINDOW_MS, now_ms),
-        answered_15m_by_channel=_per_channel(e for e in short if e.kind == ANSWERED),
-        abandoned_15m_by_channel=_ended_per_channel(
-            recent, SHORT_WINDOW_MS, now_ms, ABANDONED, ABANDON_GRACE_MS
+        abandoned_15m=sum(outcomes.ended(ABANDONED, SHORT_WINDOW_MS).values()),
+        abandoned_60m=sum(outcomes.ended(ABANDONED, LONG_WINDOW_MS).values()),
+        answered_15m_by_channel=frozen_map(
+            {channel: outcomes.short[channel].answered for channel in Channel}
         ),
-        abandoned_60m_by_channel=_ended_per_channel(
-            recent, LONG_WINDOW_MS, now_ms, ABANDONED, ABANDON_GRACE_MS
-        ),
-        expired_15m_by_channel=_ended_per_channel(recent, SHORT_WINDOW_MS, now_ms, EXPIRED),
-        expired_60m_by_channel=_ended_per_channel(recent, LONG_WINDOW_MS, now_ms, EXPIRED),
+        abandoned_15m_by_channel=outcomes.ended(ABANDONED, SHORT_WINDOW_MS, ABANDON_GRACE_MS),
+        abandoned_60m_by_channel=outcomes.ended(ABANDONED, LONG_WINDOW_MS, ABANDON_GRACE_MS),
+        expired_15m_by_channel=outcomes.ended(EXPIRED, SHORT_WINDOW_MS),
+        expired_60m_by_channel=outcomes.ended(EXPIRED, LONG_WINDOW_MS),
         occupancy=frozen_map(
             {
                 agent.agent_id: occupancy(agent, now_ms, policy.occupancy_window_s)
@@ -184,47 +171,80 @@ def live_stats(
     )
 
 
-def _window(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> list[HistoryEntry]:
-    """Entries with ``since_ms <= at_ms <= now_ms``."""
-    return [entry for entry in history if since_ms <= entry.at_ms <= now_ms]
+def _at(entry: HistoryEntry) -> int:
+    return entry.at_ms
 
 
-def first_outcomes(history: Sequence[HistoryEntry], now_ms: int) -> list[HistoryEntry]:
-    """Each call's first answer, else its abandon or expiry, up to ``now_ms`` (``history``
-    in time order, as the stores return it); other kinds are left out."""
-    outcome: dict[str, HistoryEntry] = {}
-    for entry in history:
-        if entry.at_ms > now_ms or entry.kind not in _OUTCOMES:
-            continue
-        seen = outcome.get(entry.call_id)
-        if seen is None or (seen.kind in _UNANSWERED and entry.kind == ANSWERED):
-            outcome[entry.call_id] = entry
-    return list(outcome.values())
+class _Outcomes:
+    """The history's outcomes over the two windows up to ``now_ms``: each call's first one
+    tallied per channel, and the hour's abandons and expiries (each
+    entry: a call answered before it went back to the queue and hung up counts too).
+
+    Only the hour is walked entry by entry; the hour before it is looked at for the calls
+    whose first outcome it holds (two set comprehensions), and the history is in time order
+    (as the stores return it), so the windows are cut by bisection."""
+
+    def __init__(self, history: Sequence[HistoryEntry], policy: Policy, now_ms: int) -> None:
+        """Tally ``history`` (in time order) as of ``now_ms`` under ``policy``'s targets."""
+        self._now = now_ms
+        upto = bisect.bisect_right(history, now_ms, key=_at)
+        start = bisect.bisect_left(history, now_ms - LONG_WINDOW_MS, 0, upto, key=_at)
+        hour = [entry for entry in history[start:upto] if entry.kind in _OUTCOMES]
+        earlier = history[:start]
+        answered_before = {e.call_id for e in earlier if e.kind == ANSWERED}
+        ended_before = {e.call_id for e in earlier if e.kind in _UNANSWERED}
+        # Each call's earliest answer in the hour, else its earliest abandon or expiry; a
+        # call answered before the hour, or ended before it and not answered in it, has its
+        # first outcome there.
+        answers = {e.call_id: e for e in reversed(hour) if e.kind == ANSWERED}
+        ends = {e.call_id: e for e in reversed(hour) if e.kind != ANSWERED}
+        self._targets = targets = {channel: _target_ms(policy, channel) for channel in Channel}
+        short_since = now_ms - SHORT_WINDOW_MS
+        recent: dict[Channel, list[int]] = {channel: [] for channel in Channel}
+        older: dict[Channel, list[int]] = {channel: [] for channel in Channel}
+        for call_id, entry in answers.items():  # the answered calls' waits, by window
+            if call_id not in answered_before:
+                (recent if entry.at_ms >= short_since else older)[entry.channel].append(
+                    entry.wait_ms
+                )
+        before = answered_before | ended_before
+        against = [
+            entry
+            for call_id, entry in ends.items()
+            if call_id not in answers
+            and call_id not in before
+            and (entry.kind == EXPIRED or entry.wait_ms >= ABANDON_GRACE_MS)
+        ]
+        against_short = Counter(e.channel for e in against if e.at_ms >= short_since)
+        against_long = Counter(e.channel for e in against)
+        self.short = {ch: _Tally.of(recent[ch], against_short[ch], targets[ch]) for ch in Channel}
+        self.long = {
+            ch: _Tally.of(recent[ch] + older[ch], against_long[ch], targets[ch]) for ch in Channel
+        }
+        self._ended = [entry for entry in hour if entry.kind != ANSWERED]
+
+    def levels(self, tallies: Mapping[Channel, _Tally]) -> Mapping[Channel, float | None]:
+        """Service level per channel of one window's ``tallies`` (None without a target)."""
+        return frozen_map(
+            {
+                channel: tallies[channel].level() if self._targets[channel] else None
+                for channel in Channel
+            }
+        )
+
+    def ended(self, kind: str, window_ms: int, least_wait_ms: int = 0) -> Mapping[Channel, int]:
+        """The window's ``kind`` entries (abandons, expiries) that waited ``least_wait_ms``
+        or longer, per channel (every channel listed)."""
+        since = self._now - window_ms
+        counts = Counter(
+            e.channel
+            for e in self._ended
+            if e.kind == kind and e.at_ms >= since and e.wait_ms >= least_wait_ms
+        )
+        return frozen_map({channel: counts[channel] for channel in Channel})
 
 
-def _per_channel(entries: Iterable[HistoryEntry]) -> Mapping[Channel, int]:
-    """How many of ``entries`` per channel (every channel listed)."""
-    counts = Counter(entry.channel for entry in entries)
-    return frozen_map({channel: counts[channel] for channel in Channel})
-
-
-def _ended_per_channel(
-    history: Sequence[HistoryEntry],
-    window_ms: int,
-    now_ms: int,
-    kind: str,
-    least_wait_ms: int = 0,
-) -> Mapping[Channel, int]:
-    """The window's ``kind`` entries (abandons, expiries: once per call; a call answered
-    before it went back to the queue counts too) that waited ``least_wait_ms`` or longer,
-    per channel."""
-    return _per_channel(
-        entry
-        for entry in _window(history, now_ms - window_ms, now_ms)
-        if entry.kind == kind and entry.wait_ms >= least_wait_ms
-    )
-
-
-def _abandoned(history: Sequence[HistoryEntry], since_ms: int, now_ms: int) -> int:
-    """Abandoned entries since ``since_ms``, all channels."""
-    return sum(1 for entry in _window(history, since_ms, now_ms) if entry.kind == ABANDONED)
+def _target_ms(policy: Policy, channel: Channel) -> int:
+    """The channel's SLA target in ms (0: none)."""
+    target = policy.sla_for(channel)
+    return target.target_s * 1000 if target is not None and target.target_s > 0 else 0

@@ -584,7 +584,8 @@ class Store(Protocol):
         ...
 
     def history(self, tenant: str, since_ms: int) -> list[HistoryEntry]:
-        """Answered, abandoned and completed entries at or after ``since_ms`` (two hours kept)."""
+        """Answered, abandoned, expired and completed entries at or after ``since_ms`` (two
+        hours kept), oldest first (those at one time in the order written)."""
         ...
 
     def tenants(self) -> list[str]:
