@@ -1,7 +1,9 @@
 """Health follows the state store: NOT_SERVING while Redis cannot be reached or refuses
 writes (loading its data after a restart, at its memory limit, NOREPLICAS, MISCONF, a
 replica), SERVING again as soon as it takes them, so load balancers and orchestrators route
-around an outage.
+around an outage. A replica starts NOT_SERVING and turns SERVING at its first probe that
+finds the store taking writes (a start-up against a paused Redis is not SERVING while the
+probe waits for it).
 
 Stopping never waits for a probe in flight (it may be blocked for the store's timeout on a
 paused or unreachable Redis): a lock orders "stopped" before any later health change, so a
@@ -40,7 +42,8 @@ class StoreProbe:
         self._names = names
         self._interval_s = interval_s
         self._stopping = threading.Event()
-        self._healthy = True
+        self._healthy: bool | None = None
+        """The last probe's answer (None: none yet; the server starts NOT_SERVING)."""
         self._lock = threading.Lock()
         """Held while health is set, so ``stop`` cannot interleave with a change."""
         self._thread = threading.Thread(target=self._loop, name="store-probe", daemon=True)
@@ -69,13 +72,13 @@ class StoreProbe:
         with self._lock:
             if healthy == self._healthy or self._stopping.is_set():
                 return healthy
-            self._healthy = healthy
+            first, self._healthy = self._healthy is None, healthy
             for name in self._names:
                 self._servicer.set(name, SERVING if healthy else NOT_SERVING)
-            if healthy:
-                log.info("store_recovered")
-            else:
+            if not healthy:
                 log.warning("store_unreachable", error=reason)
+            elif not first:
+                log.info("store_recovered")
         return healthy
 
     def _loop(self) -> None:

@@ -218,6 +218,9 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, admin_server)
         reflected = (*ADMIN_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(reflected, admin_target)
+    names = ("", *SERVICE_NAMES)
+    for name in names:  # until the first probe finds the store taking writes
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     port = _listen(server, settings.host, settings.port, credentials)
     admin_port = 0
     if admin_server is not None:
@@ -226,9 +229,6 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
     if admin_server is not None:
         admin_server.start()
     dispatcher.start()
-    names = ("", *SERVICE_NAMES)
-    for name in names:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     probe = StoreProbe(store, health_servicer, names, interval_s=settings.health_interval_s)
     probe.check()
     probe.start()

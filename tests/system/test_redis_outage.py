@@ -3,6 +3,10 @@ NOT_SERVING, and the service recovers by itself. Real redis-server, real gRPC se
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -78,3 +82,51 @@ def test_outage_fails_fast_reports_not_serving_and_recovers(
         assert agent.version == 1
     finally:
         restarted.stop()
+
+
+def test_a_replica_is_not_serving_until_its_first_probe_passes() -> None:
+    """A replica started while Redis is paused answers NOT_SERVING from the moment it listens
+    (the first probe is still waiting for Redis), never SERVING, and SERVING once Redis
+    answers again."""
+    redis_server = local_redis.start()
+    port = _free_port()
+    os.kill(redis_server.process.pid, signal.SIGSTOP)
+    store = RedisStore.from_url(redis_server.url, timeout_s=2.0)
+    settings = Settings(port=port, health_interval_s=0.1, metrics_port=0)
+    started: list[RunningServer] = []
+    starter = threading.Thread(target=lambda: started.append(create_server(settings, store)))
+    starter.start()
+    fast = [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.max_reconnect_backoff_ms", 50)]
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=fast)
+    health = health_pb2_grpc.HealthStub(channel)
+    seen: list[int] = []
+    refused: list[grpc.StatusCode] = []
+    try:
+        while starter.is_alive():
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)  # type: ignore[attr-defined]  # untyped stub
+                seen.append(int(reply.status))
+            except grpc.RpcError as err:  # not listening yet
+                refused.append(err.code())
+            time.sleep(0.02)
+        assert seen, "no health answer while the first probe waited"
+        assert set(refused) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+        assert set(seen) == {NOT_SERVING}
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+        _eventually(
+            lambda: health.Check(health_pb2.HealthCheckRequest(service="")).status == SERVING  # type: ignore[attr-defined]  # untyped stub
+        )
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+        channel.close()
+        starter.join(10)
+        for running in started:
+            running.stop(0)
+        redis_server.stop()
+
+
+def _free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
