@@ -48,7 +48,8 @@ MAX_POLICY_RETRIES = 5
 
 
 class _Unchanged(Exception):  # noqa: N818  # a signal, not an error
-    """A ``ScheduleAbsence`` retried: the very absence is there, nothing to write."""
+    """Nothing to write: a ``ScheduleAbsence`` retried (the very absence is there), a
+    ``CancelAbsence`` of an absence already over (a retry after the first attempt ended it)."""
 
 
 def _mask(paths: list[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -269,12 +270,18 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         absence_id = convert.identifier("absence_id", request.absence_id)
         now = self._store.now_ms()
 
+        def over(profile: AgentProfile) -> bool:
+            """Whether the absence is there and already over."""
+            return any(a.absence_id == absence_id and a.end_ms <= now for a in profile.absences)
+
         def cancel(profile: AgentProfile) -> AgentProfile:
             """End an absence under way now (kept: its end restarts the agent's idle clock,
-            as any absence's does); remove one still to come or over."""
+            as any absence's does); remove one still to come; leave one over as it is."""
             found = [a for a in profile.absences if a.absence_id == absence_id]
             if not found:
                 raise NotFoundError(f"agent {agent_id} has no absence {absence_id}")
+            if over(profile):
+                raise _Unchanged
             absences = [a for a in profile.absences if a.absence_id != absence_id]
             if found[0].covers(now):
                 absences.append(dataclasses.replace(found[0], end_ms=now))
@@ -282,7 +289,16 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             return dataclasses.replace(profile, absences=tuple(absences))
 
         version = _version("expected_version", request.expected_version)
-        return self._changed(tenant, self._store.update_agent(tenant, agent_id, cancel, version))
+        try:
+            agent = self._store.update_agent(tenant, agent_id, cancel, version)
+        except _Unchanged:
+            return self._agent_pb(tenant, self._store.get_agent(tenant, agent_id))
+        except VersionConflictError:  # a retry after the first attempt ended it, perhaps
+            current = self._store.get_agent(tenant, agent_id)
+            if not over(current.profile):
+                raise
+            return self._agent_pb(tenant, current)
+        return self._changed(tenant, agent)
 
 
 class PolicyServicer(admin_pb2_grpc.PolicyServiceServicer):

@@ -171,8 +171,10 @@ class AgentAdminServiceServicer:
 
     def CancelAbsence(self, request, context):
         """Cancel a scheduled absence: one under way ends now (kept, ended: as any absence's end,
-        it restarts the agent's idle clock); one still to come, or over, is removed. NOT_FOUND
-        for an unknown absence id.
+        it restarts the agent's idle clock); one still to come is removed; one already over is
+        left as it is and the agent returned unchanged (whatever `expected_version` it carries),
+        so retrying a cancel that ended an absence is safe. NOT_FOUND for an unknown absence id
+        (also when retrying the removal of one still to come).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -73,8 +73,10 @@ class AgentAdminServiceStub:
     """
     CancelAbsence: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CancelAbsenceRequest, _types_pb2.Agent]
     """Cancel a scheduled absence: one under way ends now (kept, ended: as any absence's end,
-    it restarts the agent's idle clock); one still to come, or over, is removed. NOT_FOUND
-    for an unknown absence id.
+    it restarts the agent's idle clock); one still to come is removed; one already over is
+    left as it is and the agent returned unchanged (whatever `expected_version` it carries),
+    so retrying a cancel that ended an absence is safe. NOT_FOUND for an unknown absence id
+    (also when retrying the removal of one still to come).
     """
 
 @_typing.type_check_only
@@ -120,8 +122,10 @@ class AgentAdminServiceAsyncStub(AgentAdminServiceStub):
     """
     CancelAbsence: _aio.UnaryUnaryMultiCallable[_admin_pb2.CancelAbsenceRequest, _types_pb2.Agent]  # type: ignore[assignment]
     """Cancel a scheduled absence: one under way ends now (kept, ended: as any absence's end,
-    it restarts the agent's idle clock); one still to come, or over, is removed. NOT_FOUND
-    for an unknown absence id.
+    it restarts the agent's idle clock); one still to come is removed; one already over is
+    left as it is and the agent returned unchanged (whatever `expected_version` it carries),
+    so retrying a cancel that ended an absence is safe. NOT_FOUND for an unknown absence id
+    (also when retrying the removal of one still to come).
     """
 
 class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -224,8 +228,10 @@ class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_types_pb2.Agent, _abc.Awaitable[_types_pb2.Agent]]:
         """Cancel a scheduled absence: one under way ends now (kept, ended: as any absence's end,
-        it restarts the agent's idle clock); one still to come, or over, is removed. NOT_FOUND
-        for an unknown absence id.
+        it restarts the agent's idle clock); one still to come is removed; one already over is
+        left as it is and the agent returned unchanged (whatever `expected_version` it carries),
+        so retrying a cancel that ended an absence is safe. NOT_FOUND for an unknown absence id
+        (also when retrying the removal of one still to come).
         """
 
 def add_AgentAdminServiceServicer_to_server(servicer: AgentAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -165,7 +165,9 @@ def test_longest_idle_counts_idle_time_from_the_end_of_an_absence(service: Servi
 def test_cancelling_an_absence_under_way_ends_it_now(service: Service) -> None:
     """CancelAbsence ends an absence under way now (kept, so its end still restarts the
     agent's idle clock: back from a cancelled lunch, the agent does not jump the
-    longest-idle line) and removes one still to come or over."""
+    longest-idle line) and removes one still to come; one already over is left as it is, so
+    a retry after the first attempt ended the absence (with the version that attempt was
+    checked against, too) answers the agent unchanged and keeps the end."""
     now_s = _lunch_and_desk(service)
 
     def absence(absence_id: str, start_s: int, end_s: int) -> None:
@@ -182,25 +184,34 @@ def test_cancelling_an_absence_under_way_ends_it_now(service: Service) -> None:
             )
         )
 
-    def cancel(absence_id: str) -> pb.Agent:
+    def cancel(absence_id: str, version: int = 0) -> pb.Agent:
         return service.admin.CancelAbsence(
             admin_pb2.CancelAbsenceRequest(
-                tenant=service.tenant, agent_id="lunch", absence_id=absence_id
+                tenant=service.tenant,
+                agent_id="lunch",
+                absence_id=absence_id,
+                expected_version=version,
             )
         )
 
     absence("lunch", now_s + 60, now_s + 3600)
     absence("later", now_s + 7200, now_s + 9000)
     service.clock.advance(1_860_000)  # half an hour into lunch
-    cut = cancel("lunch")
+    checked = service.admin.GetAgent(
+        admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="lunch")
+    ).version
+    cut = cancel("lunch", checked)
+    ended = [("lunch", service.clock.now_ms // 1000)]
     assert [(a.absence_id, a.end_time.seconds) for a in cut.absences] == [
-        ("lunch", service.clock.now_ms // 1000),
+        *ended,
         ("later", now_s + 9000),
     ]
-    assert "later" not in [a.absence_id for a in cancel("later").absences]
+    left = cancel("later")
+    assert [(a.absence_id, a.end_time.seconds) for a in left.absences] == ended
     service.clock.advance(60_000)
+    for version in (0, checked, left.version):  # retries of the first cancel, or a late one
+        assert cancel("lunch", version) == left  # over: as it is
     assert service.assign("c1").assignment.agent_id == "desk"
-    assert cancel("lunch").absences == []  # over: removed
 
 
 def test_a_retried_absence_with_its_own_id_is_scheduled_once(service: Service) -> None:
