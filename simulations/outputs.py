@@ -7,15 +7,23 @@ moved in, one ``os.replace`` each. Until then the output folder is as the previo
 it; only Ctrl-C in the middle of that last step leaves it incomplete, and ``Interrupted``
 says so. A failure is an ``OutputError`` naming the file and the reason
 (``cannot write out/run/kpis.json: Is a directory``), never a traceback.
+
+A command holds a lock (``fcntl.flock``) on its hidden folder or file for as long as it
+writes there, and the system drops that lock when the process ends, however it ends. So a
+stage left by a run that was killed (SIGKILL, power loss) is one no process holds: the next
+command writing into that folder removes it, and never the stage of a run still under way
+(where the file system offers no such locks, as some network mounts, nothing is removed).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -84,8 +92,9 @@ def staged(folder: Path) -> Iterator[Path]:
     away and ``folder`` stays as it was (or goes again, if this created it). ``OSError``
     becomes ``OutputError``."""
     created = _create(folder)
+    _sweep(folder)
     try:
-        stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=folder))
+        stage, lock = _held(_new_folder(folder))
     except OSError as exc:
         _prune(created)
         raise cannot_write(exc, folder) from None
@@ -97,9 +106,11 @@ def staged(folder: Path) -> Iterator[Path]:
         _move_in(stage, folder)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        os.close(lock)
         _prune(created)
         raise
     shutil.rmtree(stage, ignore_errors=True)
+    os.close(lock)
 
 
 @contextmanager
@@ -108,15 +119,12 @@ def staged_file(path: Path) -> Iterator[Path]:
     suffix, to write into; it replaces ``path`` when the block ends normally and is removed
     otherwise. ``OSError`` becomes ``OutputError``."""
     created = _create(path.parent)
+    _sweep(path.parent)
     try:
-        handle, name = tempfile.mkstemp(
-            prefix=f"{STAGE_PREFIX}{path.stem}-", suffix=path.suffix, dir=path.parent
-        )
-        os.close(handle)
+        stage, lock = _held(_new_file(path))
     except OSError as exc:
         _prune(created)
         raise cannot_write(exc, path) from None
-    stage = Path(name)
     try:
         try:
             stage.chmod(_file_mode())  # mkstemp's 0600, not what the user's umask gives
@@ -126,8 +134,83 @@ def staged_file(path: Path) -> Iterator[Path]:
             raise OutputError(path, exc.strerror or str(exc)) from None
     except BaseException:
         stage.unlink(missing_ok=True)
+        os.close(lock)
         _prune(created)
         raise
+    os.close(lock)
+
+
+_TRIES = 3
+"""Fresh stages made, each taken by another command's sweep before it was locked, before
+giving up (one such race is already rare)."""
+
+
+def _new_folder(folder: Path) -> Callable[[], tuple[int, str]]:
+    """What makes a fresh hidden folder inside ``folder``: open, its name."""
+
+    def make() -> tuple[int, str]:
+        """The folder made and opened."""
+        name = tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=folder)
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY), name
+
+    return make
+
+
+def _new_file(path: Path) -> Callable[[], tuple[int, str]]:
+    """What makes a fresh hidden file next to ``path``, with its suffix: open, its name."""
+
+    def make() -> tuple[int, str]:
+        """The file made and open."""
+        prefix = f"{STAGE_PREFIX}{path.stem}-"
+        return tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
+
+    return make
+
+
+def _held(make: Callable[[], tuple[int, str]]) -> tuple[Path, int]:
+    """A stage from ``make`` and its descriptor, locked until that is closed; made again if
+    another command's sweep removed it in the instant between its making and the lock."""
+    for _ in range(_TRIES):
+        handle, name = make()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # no locks on this file system: then no sweep removes a stage either
+            return Path(name), handle
+        try:
+            if os.path.samestat(os.fstat(handle), os.stat(name)):
+                return Path(name), handle
+        except FileNotFoundError:
+            pass
+        os.close(handle)
+    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+
+def _sweep(folder: Path) -> None:
+    """Remove the stages in ``folder`` that no process holds (left by a command that was
+    killed): a command holds its own locked until it is done, so a stage whose lock can be
+    taken is no live command's."""
+    try:
+        entries = [p for p in folder.iterdir() if p.name.startswith(STAGE_PREFIX)]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            mode = entry.lstat().st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                continue  # none of ours
+            handle = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if stat.S_ISDIR(mode):
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        except OSError:  # held by a command under way, or no locks here: left alone
+            pass
+        finally:
+            os.close(handle)
 
 
 def _file_mode() -> int:

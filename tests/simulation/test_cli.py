@@ -10,7 +10,7 @@ import re
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -20,6 +20,7 @@ import simulations.__main__ as cli_main
 from router.memory_store import MemoryStore
 from router.server import RunningServer, create_server
 from router.settings import Settings
+from simulations import outputs
 from simulations.__main__ import main, parse_rate
 from simulations.compare import summarize, t_quantile_95
 from simulations.erlang import erlang_a, erlang_c
@@ -328,6 +329,83 @@ def test_ctrl_c_while_moving_outputs_in_says_the_folder_is_incomplete(
             assert "seed 3" in text
         else:
             assert text == (new / name).read_text()
+
+
+HOLD_STAGE = """\
+import sys, time
+from pathlib import Path
+from simulations import outputs
+with outputs.staged(Path(sys.argv[1])) as stage:
+    (stage / "kpis.json").write_text("{}")
+    print(stage.name, flush=True)
+    time.sleep(50)
+"""
+"""A command that stops while it writes its outputs into ``argv[1]``, printing its stage."""
+
+
+def _writer(out: Path) -> tuple[subprocess.Popen[str], str]:
+    """A process stopped as it writes into ``out``, and the name of its hidden folder."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HOLD_STAGE, str(out)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert writer.stdout is not None
+    return writer, writer.stdout.readline().strip()
+
+
+def test_a_killed_runs_hidden_folder_goes_with_the_next_run_not_a_live_ones(
+    scenario: Path, tmp_path: Path
+) -> None:
+    """The hidden folder of a run killed as it wrote (SIGKILL: nothing of it could clean up)
+    is removed by the next run into that folder; that of a run still writing there is not."""
+    out = tmp_path / "run"
+    killed, dead_stage = _writer(out)
+    live, live_stage = _writer(out)
+    try:
+        assert dead_stage.startswith(".writing-")
+        assert live_stage.startswith(".writing-")
+        killed.kill()
+        killed.wait(timeout=10)
+        assert (out / dead_stage / "kpis.json").exists()
+        assert main(["run", str(scenario), "--seed", "2", "--out", str(out), "--quiet"]) == 0
+        assert not (out / dead_stage).exists()
+        assert (out / live_stage / "kpis.json").read_text() == "{}"
+        assert sorted(_files(out)) == [live_stage, "kpis.json", "records.csv", "report.html"]
+    finally:
+        for writer in (killed, live):
+            writer.kill()
+            writer.wait(timeout=10)
+            assert writer.stdout is not None
+            writer.stdout.close()
+
+
+def test_a_hidden_folder_taken_before_its_lock_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another command's clean-up may remove a run's fresh hidden folder in the instant
+    before the run locks it: the run makes another and writes its outputs all the same."""
+    new_folder = outputs._new_folder
+    taken: list[str] = []
+
+    def taken_once(folder: Path) -> Callable[[], tuple[int, str]]:
+        make = new_folder(folder)
+
+        def made_then_taken() -> tuple[int, str]:
+            handle, name = make()
+            if not taken:  # another command's sweep, before this run's lock
+                taken.append(name)
+                os.rmdir(name)
+            return handle, name
+
+        return made_then_taken
+
+    monkeypatch.setattr(outputs, "_new_folder", taken_once)
+    out = tmp_path / "out"
+    with outputs.staged(out) as stage:
+        (stage / "kpis.json").write_text("{}")
+        assert str(stage) != taken[0]
+    assert _files(out) == {"kpis.json": "{}"}
 
 
 def test_the_interrupted_line_stands_on_its_own(
