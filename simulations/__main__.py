@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 the work failed (service unreachable, RPC errors in a replay);
 2 usage or scenario errors, with a message naming the field, or an output that cannot be
-written, naming the file (never a traceback); 130 interrupted (Ctrl-C). Outputs are written
+written, naming the file (never a traceback; a command prints its figures before it writes
+its files, so a full disk loses none of them); 130 interrupted (Ctrl-C). Outputs are written
 through ``simulations.outputs``: an interrupted run leaves the previous run's files whole.
 """
 
@@ -110,6 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = _out_dir(args.out, "run", scenario.name)
     seed = _seed(args, scenario)
     result = simulate(scenario, seed=seed, policy=policy, progress=not args.quiet)
+    print(console.kpi_table(result.kpis))  # before the files: a full disk keeps the figures
+    print(f"engine: {result.engine}, {result.wall_s:.1f} s")
     _writing(out, args)
     with outputs.staged(out) as stage:
         result.write(stage)
@@ -117,8 +120,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             stage, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
         )
     path = out / "report.html"
-    print(console.kpi_table(result.kpis))
-    print(f"engine: {result.engine}, {result.wall_s:.1f} s")
     print(f"wrote {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
     return 0
 
@@ -137,15 +138,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     first = scenario.seed if args.first_seed is None else args.first_seed
     seeds = list(range(first, first + args.seeds))
     comparison = run_comparison(scenario, policies, seeds, progress=not args.quiet)
+    print(console.compare_table(comparison.to_json()))  # before the files, as for run
+    trace = generate_trace(scenario, seeds[0])
+    for name in policies:
+        print(f"engine, {name} (seed {seeds[0]}): {engine_of(scenario.with_policy(name), trace)}")
     _writing(out, args)
     with outputs.staged(out) as stage:
         comparison.write(stage / "compare.json")
         report.write_compare_report(stage)
     path = out / "report.html"
-    print(console.compare_table(comparison.to_json()))
-    trace = generate_trace(scenario, seeds[0])
-    for name in policies:
-        print(f"engine, {name} (seed {seeds[0]}): {engine_of(scenario.with_policy(name), trace)}")
     print(f"wrote {out / 'compare.json'}, {path}")
     return 0
 
@@ -263,6 +264,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         status("computing KPIs")
     kpis, records = replay_kpis(run, scenario)
     summary = summarize_replay(run, kpis)
+    print(console.replay_text(summary))  # before the files, as for run
     _writing(out, args)
     with outputs.staged(out) as stage:
         text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
@@ -272,7 +274,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
             stage, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
         )
     path = out / "report.html"
-    print(console.replay_text(summary))
     print(f"wrote {out / 'replay.json'}, {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
     failed = summary["requests"]["errors"] or summary["calls"]["failed"]
     return 1 if failed else 0

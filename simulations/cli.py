@@ -23,7 +23,8 @@ Files go to out/<command>-<scenario>/ unless --out says otherwise; report.html i
 self-contained file that opens in any browser, offline.
 exit codes: 0 ok, 1 the run failed (service unreachable, RPC errors in a replay),
             2 usage or scenario error (the message names the field) or an output that
-            cannot be written (the message names the file), 130 interrupted
+            cannot be written (the message names the file; the figures are printed
+            first all the same), 130 interrupted
 """
 RUN_HELP = """\
 Simulate the scenario under one policy with one seed: the service's own routing engine on a

@@ -3,6 +3,7 @@ and the confidence intervals of ``compare``."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -253,6 +254,54 @@ def test_an_output_name_taken_by_a_folder_is_refused_before_the_work(
         (out / name).mkdir(parents=True)
         assert main([command, str(scenario), "--out", str(out), "--quiet"]) == 2
         _one_error(capsys.readouterr().err, f"cannot write {out / name}: Is a directory")
+
+
+def _on_a_full_disk(
+    argv: list[str], out: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run ``argv`` into ``out`` (holding the previous run's report) on a disk that fills as
+    the report is written: exit code 2, one error line naming the folder, the folder as it
+    was, no ``wrote`` line; what the command printed."""
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("simulations.__main__.report.write_run_report", full)
+    monkeypatch.setattr("simulations.__main__.report.write_compare_report", full)
+    out.mkdir()
+    (out / "report.html").write_text("the previous run's")
+    assert main([*argv, "--out", str(out), "--quiet"]) == 2
+    printed, err = capsys.readouterr()
+    _one_error(err, f"cannot write {out}: No space left on device")
+    assert _files(out) == {"report.html": "the previous run's"}
+    assert "wrote" not in printed
+    return printed
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["run", "--seed", "2"], ["compare", "--policies", "balanced,best_skill", "--seeds", "2"]],
+    ids=["run", "compare"],
+)
+def test_a_full_disk_still_shows_the_figures(
+    scenario: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    """A disk that fills as a command writes its files: an error naming the folder, exit
+    code 2, but the figures the run took to make are printed all the same (they were lost),
+    and no ``wrote`` line claims the files."""
+    name, *options = command
+    printed = _on_a_full_disk([name, str(scenario), *options], tmp_path / name, monkeypatch, capsys)
+    if name == "run":
+        assert re.search(r"^voice\s+\d+", printed, re.MULTILINE)
+        assert re.search(r"^engine: event loop ", printed, re.MULTILINE)
+    else:
+        assert re.search(r"^Service level, voice\s+\d", printed, re.MULTILINE)
+        assert "vs balanced" in printed
+        assert "engine, best_skill (seed 1): " in printed
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -666,3 +715,21 @@ def test_replay_command_against_a_live_server(
     assert "replay" in err
     assert "computing KPIs" in err
     assert f"writing outputs to {out}" in err
+
+
+@pytest.mark.timeout(90)
+def test_a_replay_on_a_full_disk_still_shows_its_figures(
+    scenario: Path,
+    tmp_path: Path,
+    live: RunningServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A replay whose files cannot be written still prints its latencies and calls (exit
+    code 2, the error on stderr), as run and compare print their figures."""
+    argv = ["replay", str(scenario), "--target", f"127.0.0.1:{live.port}", "--speed", "600"]
+    printed = _on_a_full_disk(
+        [*argv, "--max-calls", "20"], tmp_path / "replay", monkeypatch, capsys
+    )
+    assert "p99 ms" in printed
+    assert "Assign" in printed
