@@ -24,7 +24,7 @@ from router import logs
 from router.domain import Strategy
 from simulations import console, outputs, report
 from simulations.cli import POLICIES, build_parser
-from simulations.compare import run_comparison
+from simulations.compare import Comparison, ComparisonInterrupted, run_comparison
 from simulations.erlang import erlang_a, erlang_c
 from simulations.kpis import write_outputs
 from simulations.replay import Replayer
@@ -124,8 +124,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _span(seeds: Sequence[int]) -> str:
+    """Consecutive seeds as ``3`` or ``1-4``."""
+    return f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+
+
+def _print_comparison(scenario: Scenario, comparison: Comparison) -> None:
+    """Print a comparison's tables and, per policy, the engine its first seed takes."""
+    print(console.compare_table(comparison.to_json()))
+    seed = comparison.seeds[0]
+    trace = generate_trace(scenario, seed)
+    for name in comparison.policies:
+        print(f"engine, {name} (seed {seed}): {engine_of(scenario.with_policy(name), trace)}")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Simulate several policies on several seeds; write compare.json and report.html."""
+    """Simulate several policies on several seeds; write compare.json and report.html.
+    Ctrl-C prints the tables of the seeds every policy finished and writes nothing."""
     scenario = _load(args.scenario)
     policies = [_policy(p, "--policies") for p in args.policies.split(",") if p.strip()]
     if not policies:
@@ -137,11 +152,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = _out_dir(args.out, "compare", scenario.name)
     first = scenario.seed if args.first_seed is None else args.first_seed
     seeds = list(range(first, first + args.seeds))
-    comparison = run_comparison(scenario, policies, seeds, progress=not args.quiet)
-    print(console.compare_table(comparison.to_json()))  # before the files, as for run
-    trace = generate_trace(scenario, seeds[0])
-    for name in policies:
-        print(f"engine, {name} (seed {seeds[0]}): {engine_of(scenario.with_policy(name), trace)}")
+    try:
+        comparison = run_comparison(scenario, policies, seeds, progress=not args.quiet)
+    except ComparisonInterrupted as stop:  # Ctrl-C: the seeds finished, shown, not written
+        if not stop.partial.seeds:
+            raise KeyboardInterrupt(
+                f"{stop}, no seed finished under every policy: nothing to compare, nothing written"
+            ) from None
+        print(
+            f"INTERRUPTED after {stop.done} of {stop.planned} runs: the tables cover seeds "
+            f"{_span(stop.partial.seeds)} of {_span(seeds)}, those every policy finished"
+        )
+        _print_comparison(scenario, stop.partial)
+        raise KeyboardInterrupt(f"{stop}, nothing written") from None
+    _print_comparison(scenario, comparison)  # before the files, as for run
     _writing(out, args)
     with outputs.staged(out) as stage:
         comparison.write(stage / "compare.json")
@@ -390,8 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # progress bars are closed (cleared) by now
-        where = f"; {exc.folder} is incomplete" if isinstance(exc, outputs.Interrupted) else ""
-        print(f"interrupted{where}", file=sys.stderr)
+        why = str(exc)  # Ctrl-C's own is empty; ours say what is left (outputs.Interrupted)
+        print(f"interrupted; {why}" if why else "interrupted", file=sys.stderr)
         return 130
     if args.command in {"run", "compare", "replay"} and not args.quiet:
         print(f"({time.monotonic() - started:.1f} s)", file=sys.stderr)

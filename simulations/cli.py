@@ -48,6 +48,11 @@ that interval excludes zero. Writes compare.json and report.html (the tables and
 with the intervals as whiskers), and prints the tables and, per policy, the engine its runs
 take (see run --help).
 
+The runs go seed by seed (every policy on a seed before the next one). Ctrl-C stops the
+comparison and keeps what it finished: the tables are printed over the seeds every policy
+finished, headed "INTERRUPTED after k of n runs", nothing is written (the folder keeps the
+previous comparison whole) and the exit code is 130.
+
 example:
   python -m simulations compare simulations/scenarios/star_agents.yaml --seeds 10
 """

@@ -6,7 +6,9 @@ policies come from the routing, not from luck of the draw. So each policy is com
 the first one listed (the baseline) seed by seed: the mean of its per-seed differences with
 a 95 % t interval, and a verdict (better or worse) only when that interval excludes zero.
 The paired interval removes the luck the policies share, so a difference can be clear even
-when the two policies' own intervals overlap. Runs are sequential and deterministic;
+when the two policies' own intervals overlap. Runs are sequential and deterministic,
+seed by seed (every policy on a seed before the next seed), so Ctrl-C keeps whole seeds:
+``ComparisonInterrupted`` carries the comparison over the seeds every policy finished.
 ``compare.json`` holds every run's KPIs and the aggregate.
 """
 
@@ -267,6 +269,18 @@ class Comparison:
         return path
 
 
+class ComparisonInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a comparison, after ``done`` of the ``planned`` runs: ``partial`` is
+    the comparison over the seeds every policy finished (none, if none was)."""
+
+    def __init__(self, partial: Comparison, done: int, planned: int) -> None:
+        """The comparison of the seeds finished, and how many runs were."""
+        super().__init__(f"after {done} of {planned} runs")
+        self.partial = partial
+        self.done = done
+        self.planned = planned
+
+
 Simulate = Callable[[Scenario, int, str], Mapping[str, Any]]
 """``(scenario, seed, policy) -> kpis``; the real simulator unless a test swaps it."""
 
@@ -284,21 +298,37 @@ def run_comparison(
     progress: bool = False,
     simulate_fn: Simulate = _simulate,
 ) -> Comparison:
-    """Run every policy on every seed, one after the other (with a progress bar)."""
+    """Run every policy on every seed, one after the other (with a progress bar), seed by
+    seed; Ctrl-C raises ``ComparisonInterrupted`` with the seeds every policy finished."""
     if not policies:
         raise ValueError("policies: give at least one policy")
     if not seeds:
         raise ValueError("seeds: give at least one seed")
-    jobs = [(policy, seed) for policy in policies for seed in seeds]
+    jobs = [(policy, seed) for seed in seeds for policy in policies]
     runs: list[Run] = []
-    with tqdm(total=len(jobs), desc="compare", unit="run", disable=not progress) as bar:
-        for policy, seed in jobs:
-            bar.set_postfix_str(f"{policy} seed {seed}")
-            runs.append(Run(policy, seed, simulate_fn(scenario, seed, policy)))
-            bar.update()
-    kpis = [run.kpis for run in runs]
+    try:
+        with tqdm(total=len(jobs), desc="compare", unit="run", disable=not progress) as bar:
+            for policy, seed in jobs:
+                bar.set_postfix_str(f"{policy} seed {seed}")
+                runs.append(Run(policy, seed, simulate_fn(scenario, seed, policy)))
+                bar.update()
+    except KeyboardInterrupt:
+        whole = len(runs) // len(policies)
+        partial = _compared(scenario, policies, seeds[:whole], runs[: whole * len(policies)])
+        raise ComparisonInterrupted(partial, len(runs), len(jobs)) from None
+    return _compared(scenario, policies, seeds, runs)
+
+
+def _compared(
+    scenario: Scenario, policies: Sequence[str], seeds: Sequence[int], runs: Sequence[Run]
+) -> Comparison:
+    """The comparison of ``runs`` (every policy on each of ``seeds``), listed policy by
+    policy, over the KPIs some run has."""
+    order = {policy: index for index, policy in enumerate(policies)}
+    listed = sorted(runs, key=lambda run: order[run.policy])  # stable: seeds stay in order
+    kpis = [run.kpis for run in listed]
     per_channel = channel_metrics(kpis)
     # With one channel its service level is the overall one: listing both says it twice.
     metrics = (*(per_channel if len(per_channel) > 1 else ()), *HEADLINE_METRICS)
     present = tuple(m for m in metrics if any(m.value(k) is not None for k in kpis))
-    return Comparison(scenario.name, tuple(policies), tuple(seeds), tuple(runs), present)
+    return Comparison(scenario.name, tuple(policies), tuple(seeds), tuple(listed), present)

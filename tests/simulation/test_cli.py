@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -23,6 +24,7 @@ from router.server import RunningServer, create_server
 from router.settings import Settings
 from simulations import outputs
 from simulations.__main__ import main, parse_rate
+from simulations.cli import COMPARE_HELP
 from simulations.compare import summarize, t_quantile_95
 from simulations.erlang import erlang_a, erlang_c
 from simulations.scenario import load_scenario
@@ -481,6 +483,72 @@ def test_the_interrupted_line_stands_on_its_own(
     for part in err.removesuffix("\n").split("\n")[-1].split("\r"):
         shown = part + shown[len(part) :]
     assert shown.rstrip() == "interrupted"
+
+
+def _stopped_compare(
+    scenario: Path, out: Path, monkeypatch: pytest.MonkeyPatch, stop_at: int
+) -> int:
+    """``compare`` of balanced and best_skill on seeds 1-3 into ``out`` (holding a previous
+    comparison), Ctrl-C after ``stop_at`` runs (KPIs made up, for speed); its exit code."""
+    runs: list[str] = []
+
+    def made_up(scenario: object, *, seed: int, policy: str) -> SimpleNamespace:
+        if len(runs) == stop_at:
+            raise KeyboardInterrupt
+        runs.append(policy)
+        level = 0.6 + seed / 20 + (0.1 if policy == "best_skill" else 0.0)
+        return SimpleNamespace(kpis={"overall": {"service_level": level, "asa_s": 10.0 * seed}})
+
+    monkeypatch.setattr("simulations.compare.simulate", made_up)
+    out.mkdir()
+    (out / "compare.json").write_text("the previous comparison")
+    argv = ["compare", str(scenario), "--policies", "balanced,best_skill", "--seeds", "3"]
+    code = main([*argv, "--out", str(out), "--quiet"])
+    assert _files(out) == {"compare.json": "the previous comparison"}
+    return code
+
+
+def test_ctrl_c_in_compare_shows_the_seeds_every_policy_finished(
+    scenario: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C during a comparison keeps the runs already done: the tables over the seeds
+    every policy finished, marked interrupted after k of n runs, exit code 130; nothing
+    written (the previous comparison stays whole)."""
+    assert _stopped_compare(scenario, tmp_path / "cmp", monkeypatch, stop_at=5) == 130
+    printed, err = capsys.readouterr()
+    assert err == "interrupted; after 5 of 6 runs, nothing written\n"
+    lines = printed.splitlines()
+    assert lines[0] == (
+        "INTERRUPTED after 5 of 6 runs: the tables cover seeds 1-2 of 1-3, "
+        "those every policy finished"
+    )
+    assert "(mean ± 95 % confidence interval over 2 seeds)" in lines
+    row = next(line for line in lines if line.startswith("Service level"))
+    assert re.search(r"\b67\.5 %.* 77\.5 %", row), row  # seeds 1 and 2 only
+    assert "vs balanced" in printed
+    assert "engine, best_skill (seed 1): " in printed
+    assert "wrote" not in printed
+    assert "INTERRUPTED after k of n runs" in COMPARE_HELP
+
+
+def test_ctrl_c_in_compare_before_a_seed_is_whole_says_so(
+    scenario: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C before every policy finished one seed: nothing to compare, said on one line,
+    exit code 130, nothing printed or written."""
+    assert _stopped_compare(scenario, tmp_path / "cmp", monkeypatch, stop_at=1) == 130
+    printed, err = capsys.readouterr()
+    assert printed == ""
+    assert err == (
+        "interrupted; after 1 of 6 runs, no seed finished under every policy: "
+        "nothing to compare, nothing written\n"
+    )
 
 
 def test_replay_of_a_scenario_refuses_a_second_scenario(

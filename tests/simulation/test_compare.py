@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from simulations import console, report
-from simulations.compare import run_comparison, summarize
+from simulations.compare import ComparisonInterrupted, run_comparison, summarize
 from simulations.scenario import Scenario, parse_scenario
 
 SEEDS = (1, 2, 3, 4)
@@ -39,14 +39,17 @@ def _kpis(scenario: Scenario, seed: int, policy: str) -> Mapping[str, Any]:
     }
 
 
+def _pool(name: str) -> Scenario:
+    """A two-agent pool (its calls are never simulated here)."""
+    return parse_scenario(
+        {"pool": {"agents": 2, "rate_per_hour": 10, "mean_handle_s": 60}}, name=name
+    )
+
+
 @pytest.fixture
 def compared() -> dict[str, Any]:
     """compare.json of three policies on four seeds with the KPIs above."""
-    scenario = parse_scenario(
-        {"pool": {"agents": 2, "rate_per_hour": 10, "mean_handle_s": 60}}, name="paired"
-    )
-    policies = list(SERVICE)
-    comparison = run_comparison(scenario, policies, SEEDS, simulate_fn=_kpis)
+    comparison = run_comparison(_pool("paired"), list(SERVICE), SEEDS, simulate_fn=_kpis)
     return comparison.to_json()
 
 
@@ -80,10 +83,7 @@ def test_each_policy_is_compared_with_the_first_seed_by_seed(compared: dict[str,
 def test_one_seed_gives_no_verdict() -> None:
     """With one seed there is no spread to judge a difference by: no interval, no verdict,
     and the printed table says so."""
-    scenario = parse_scenario(
-        {"pool": {"agents": 2, "rate_per_hour": 10, "mean_handle_s": 60}}, name="one"
-    )
-    data = run_comparison(scenario, ["balanced", "longest_idle"], (1,), simulate_fn=_kpis)
+    data = run_comparison(_pool("one"), ["balanced", "longest_idle"], (1,), simulate_fn=_kpis)
     paired = data.to_json()["metrics"]["overall.service_level"]["vs_baseline"]["longest_idle"]
     assert paired["verdict"] is None
     assert paired["ci_low"] is None
@@ -135,3 +135,31 @@ def test_bounded_intervals_are_shown_within_their_range(compared: dict[str, Any]
     for shown in (text, html):
         assert not re.search(r"-\d+(\.\d+)? %", shown)
         assert "0.2 % (0.0 % to 1.0 %)" in shown
+
+
+@pytest.mark.parametrize(("stop_at", "whole"), [(1, 0), (2, 0), (3, 1), (11, 3)])
+def test_ctrl_c_keeps_the_seeds_every_policy_finished(stop_at: int, whole: int) -> None:
+    """The runs go seed by seed (every policy on a seed before the next), so Ctrl-C keeps
+    whole seeds: the interruption carries the comparison over the seeds every policy
+    finished, its runs listed policy by policy, and how many runs of how many were done."""
+    done: list[tuple[str, int]] = []
+
+    def stopped(scenario: Scenario, seed: int, policy: str) -> Mapping[str, Any]:
+        if len(done) == stop_at:
+            raise KeyboardInterrupt
+        done.append((policy, seed))
+        return _kpis(scenario, seed, policy)
+
+    with pytest.raises(ComparisonInterrupted) as stop:
+        run_comparison(_pool("stopped"), list(SERVICE), SEEDS, simulate_fn=stopped)
+    assert isinstance(stop.value, KeyboardInterrupt)
+    assert (stop.value.done, stop.value.planned) == (stop_at, 12)
+    assert done == [(policy, seed) for seed in SEEDS for policy in SERVICE][:stop_at]
+    partial = stop.value.partial
+    assert partial.seeds == SEEDS[:whole]
+    assert [(run.policy, run.seed) for run in partial.runs] == [
+        (policy, seed) for policy in SERVICE for seed in SEEDS[:whole]
+    ]
+    if whole:
+        full = run_comparison(_pool("stopped"), list(SERVICE), SEEDS[:whole], simulate_fn=_kpis)
+        assert partial.to_json() == full.to_json()
