@@ -13,9 +13,11 @@ What a helpdesk platform would do, at ``speed`` times real time:
 3. ``Assign`` each call at its arrival time / speed, ``Accept`` offers at once, ``Complete``
    answered calls after handle time / speed with a simulated outcome, and ``Cancel`` calls
    still waiting when the caller's patience / speed runs out,
-4. learn when queued calls get an agent from one ``Watch`` stream (ASSIGNED / OFFERED), and
-   when the service takes one off the queue at its channel's queue time limit (EXPIRED:
-   the call ends there, as an abandoned one does).
+4. learn when queued calls get an agent from one ``Watch`` stream (ASSIGNED / OFFERED), when
+   a call goes back to the queue (QUEUED after a hand-back, or after an offer declined,
+   timed out or taken back from an agent who left before it was accepted: the call waits
+   again until its next offer), and when the service takes one off the queue at its
+   channel's queue time limit (EXPIRED: the call ends there, as an abandoned one does).
 
 A call counts by its first outcome, as the offline simulator and the service's GetStats
 count it: one an agent answered is answered from that first answer (its wait runs to it)
@@ -140,12 +142,18 @@ class _Live:
     """Real seconds the Assign took: a caller answered at once waited this long."""
     queued_ms: int | None = None
     """Server time of the call's first QUEUED event."""
+    queued_at: list[int] = field(default_factory=list)
+    """Server time of every QUEUED event of the call: its arrival in the queue, if Assign
+    queued it, and each return there (an offer declined, timed out or taken back, a
+    hand-back)."""
     answered_ms: int | None = None
     """Server time of the ASSIGNED (or accepted OFFERED) event that first answered it (kept
     when it goes back to the queue and is answered again)."""
     expired_ms: int | None = None
     """Server time of its EXPIRED event."""
-    offered_ms: dict[str, int] = field(default_factory=dict)
+    placed_ms: dict[str, int] = field(default_factory=dict)
+    """Assignment id -> server time the call was offered or given to that agent (it left
+    the queue then)."""
     held_before: list[tuple[str, float, float]] = field(default_factory=list)
     """(agent id, answer, hand-back) of each agent who held the call and gave it back to the
     queue (released it, or had it reclaimed), on the client's clock."""
@@ -204,11 +212,18 @@ class ObservedCall:
     queue (released it, or had it reclaimed), in scenario seconds on ``last_answered_s``'s
     clock: ``answered_s`` plus the time since the first answer on the client's clock,
     scaled."""
+    queued_until_s: float | None = None
+    """When the call first left the queue it waited in from its arrival (offered or given
+    to an agent, hung up, expired or cut), on the service's clock (below); ``None`` when it
+    did not wait from its arrival or the service's times are unknown."""
     waited_again: tuple[tuple[float, float], ...] = ()
-    """(from, to) of each spell the call waited in the queue after a hand-back, on
-    ``handed_back``'s clock: until the next answer, else until its caller's patience ran
-    out (an abandoned call, as an abandoned call's wait is counted), else until it ended
-    (expired, cut)."""
+    """(from, to) of each spell the call waited in the queue after it went back there: a
+    hand-back, or an offer declined, timed out or taken back from an agent who left before
+    it was accepted. From its QUEUED event until it was offered or given to an agent again,
+    else until its caller's patience ran out (an abandoned call, as an abandoned call's
+    wait is counted), else until it ended (expired, cut). Times on the service's clock,
+    scaled by ``speed`` from the call's arrival there, which is ``sent_s`` plus the Assign's
+    round trip (the instant an answered call's wait counts from)."""
 
     @property
     def answered_s(self) -> float | None:
@@ -682,6 +697,7 @@ class Replayer:
         if event.type == "QUEUED":
             with self._lock:
                 live.queued_ms = live.queued_ms or server_ms
+                live.queued_at.append(server_ms)
         elif event.type == "ASSIGNED":
             self._on_assigned(live, asg_id, token, event.agent_id, now, server_ms=server_ms)
         elif event.type == "OFFERED":
@@ -793,7 +809,7 @@ class Replayer:
             if asg_id in live.offers or live.outcome:
                 return
             live.offers.add(asg_id)
-            live.offered_ms[asg_id] = server_ms
+            live.placed_ms[asg_id] = server_ms
             live.accepting += 1
         self._pool.submit(self._accept, live, asg_id, token)
 
@@ -807,7 +823,7 @@ class Replayer:
             response = self._rpc("Accept", self.routing.Accept, request, _WITHDRAWN)
             if response is not None:
                 a = response.assignment
-                offered = live.offered_ms.get(asg_id)
+                offered = live.placed_ms.get(asg_id)
                 self._on_assigned(
                     live, asg_id, token, a.agent_id, time.monotonic(), server_ms=offered
                 )
@@ -826,6 +842,8 @@ class Replayer:
         server_ms: int | None = None,
     ) -> None:
         with self._lock:
+            if server_ms is not None:
+                live.placed_ms.setdefault(asg_id, server_ms)
             if asg_id in live.assignments:
                 return
             back = live.ended_early.pop(asg_id, None)
@@ -1140,31 +1158,8 @@ class Replayer:
             answered = first is not None
             fit, quality = self._quality(live) if answered else (None, None)
             speed = self.options.speed
-            queued_ms, answered_ms = live.queued_ms, live.answered_ms
-            wait: float | None = None
-            if (
-                answered
-                and queued_ms is not None
-                and answered_ms is not None
-                # in the queue before its first answer (not only after a hand-back)
-                and (live.queued or queued_ms <= answered_ms)
-            ):
-                queue_s = max(0, answered_ms - queued_ms) / 1000
-                wait = queue_s * speed + live.assign_latency
-            elif answered and not live.queued:
-                wait = live.assign_latency
-            elif first is not None:  # a missed event: the client's view
-                wait = (first - live.sent) * speed
-            elif live.outcome == "abandoned" and call.patience_s is not None:
-                # the caller hung up when their patience ran out, counted from the arrival
-                # (the Cancel's round trip and the timer's lateness are not the caller's)
-                wait = call.patience_s
-            elif live.outcome == "expired" and live.queued_ms and live.expired_ms:
-                # in the queue until the service's EXPIRED event, as an answered call's wait
-                queue_s = max(0, live.expired_ms - live.queued_ms) / 1000
-                wait = queue_s * speed + live.assign_latency
-            elif live.ended is not None:
-                wait = (live.ended - live.sent) * speed
+            arrival_ms, from_arrival = _arrival_ms(live)
+            wait = self._wait(live, arrival_ms)
             sent_s = self._scenario_s(live.sent)
             # the first answer in scenario seconds: later instants count from it
             base = sent_s + wait if sent_s is not None and wait is not None else None
@@ -1175,7 +1170,7 @@ class Replayer:
                     handle = (live.ended - held) * speed
                 if base is not None:
                     last = base + (held - first) * speed
-            handed_back, waited_again = self._hand_backs(live, base)
+            queued_until, waited_again = self._queue_spells(live, arrival_ms, from_arrival)
             yield ObservedCall(
                 call=call,
                 wire_id=live.wire_id,
@@ -1192,46 +1187,95 @@ class Replayer:
                 effective_quality=quality,
                 answered=answered,
                 last_answered_s=last,
-                handed_back=handed_back,
+                handed_back=self._hand_backs(live, base),
+                queued_until_s=queued_until,
                 waited_again=waited_again,
             )
 
-    def _hand_backs(
-        self, live: _Live, base: float | None
-    ) -> tuple[tuple[tuple[str, float, float], ...], tuple[tuple[float, float], ...]]:
-        """``ObservedCall.handed_back`` and ``waited_again`` of the call, its first answer
-        at scenario second ``base``: each later instant on the client's clock counts from
-        that answer, scaled."""
+    def _wait(self, live: _Live, arrival_ms: int | None) -> float | None:
+        """``ObservedCall.wait_s``: from the call's arrival on the service (``arrival_ms``)
+        to its first answer, on the service's clock, scaled, plus the Assign's round trip."""
+        speed, answered_ms = self.options.speed, live.answered_ms
+        if live.first_answered is not None:
+            if arrival_ms is not None and answered_ms is not None:
+                return max(0, answered_ms - arrival_ms) / 1000 * speed + live.assign_latency
+            # a missed event: the client's view (answered at once: the Assign's round trip)
+            missed = (live.first_answered - (live.sent or 0.0)) * speed
+            return live.assign_latency if not live.queued else missed
+        if live.outcome == "abandoned" and live.call.patience_s is not None:
+            # the caller hung up when their patience ran out, counted from the arrival
+            # (the Cancel's round trip and the timer's lateness are not the caller's)
+            return live.call.patience_s
+        if live.outcome == "expired" and arrival_ms is not None and live.expired_ms:
+            # in the queue until the service's EXPIRED event, as an answered call's wait
+            return max(0, live.expired_ms - arrival_ms) / 1000 * speed + live.assign_latency
+        if live.ended is not None and live.sent is not None:
+            return (live.ended - live.sent) * speed
+        return None
+
+    def _queue_spells(
+        self, live: _Live, arrival_ms: int | None, from_arrival: bool
+    ) -> tuple[float | None, tuple[tuple[float, float], ...]]:
+        """``ObservedCall.queued_until_s`` and ``waited_again``: the call waited from each
+        QUEUED event (the first at its arrival, ``sent_s``, if ``from_arrival``) until its
+        next offer or assignment, else until it ended. Service times count from
+        ``arrival_ms``, the call's arrival there."""
+        sent_s = self._scenario_s(live.sent)
+        if sent_s is None or arrival_ms is None:
+            return None, ()
+        zero_s, speed = sent_s + live.assign_latency, self.options.speed
+
+        def at(ms: int) -> float:
+            return zero_s + (ms - arrival_ms) / 1000 * speed
+
+        end: float | None
+        if live.outcome == "abandoned" and live.call.patience_s is not None:
+            end = sent_s + live.call.patience_s  # as the abandoned call's wait counts it
+        elif live.outcome == "expired" and live.expired_ms is not None:
+            end = at(live.expired_ms)
+        else:
+            end = self._scenario_s(live.ended)
+        placed = sorted(live.placed_ms.values())
+        first: float | None = None
+        again: list[tuple[float, float]] = []
+        for queued in sorted({*live.queued_at, *_given(live.queued_ms)}):
+            left = next((ms for ms in placed if ms >= queued), None)
+            until = at(left) if left is not None else end
+            if from_arrival and queued == arrival_ms:
+                first = until
+            elif until is not None and until > at(queued):
+                again.append((at(queued), until))
+        return first, tuple(again)
+
+    def _hand_backs(self, live: _Live, base: float | None) -> tuple[tuple[str, float, float], ...]:
+        """``ObservedCall.handed_back`` of the call, its first answer at scenario second
+        ``base``: each later instant on the client's clock counts from that answer, scaled."""
         first = live.first_answered
         if base is None or first is None or not live.held_before:
-            return (), ()
+            return ()
         speed = self.options.speed
 
         def at(t: float) -> float:
             return base + (t - first) * speed
 
         held = sorted(live.held_before, key=lambda h: h[1:])
-        answers: list[float | None] = [answered for _, answered, _ in held[1:]]
-        answers.append(live.answered)  # the agent who held the call at its end, if any
-        arrival_s = self._scenario_s(live.sent)
-        waits: list[tuple[float, float]] = []
-        for (_, _, back), answer in zip(held, answers, strict=True):
-            if answer is not None:
-                until = at(answer)
-            elif (
-                live.outcome == "abandoned"
-                and live.call.patience_s is not None
-                and arrival_s is not None
-            ):  # the caller hung up when their patience ran out (counted from the arrival)
-                until = arrival_s + live.call.patience_s
-            elif live.ended is not None:
-                until = at(live.ended)
-            else:
-                continue
-            if until > at(back):
-                waits.append((at(back), until))
-        spans = tuple((agent_id, at(lo), at(hi)) for agent_id, lo, hi in held)
-        return spans, tuple(waits)
+        return tuple((agent_id, at(lo), at(hi)) for agent_id, lo, hi in held)
+
+
+def _given(value: int | None) -> tuple[int, ...]:
+    return () if value is None else (value,)
+
+
+def _arrival_ms(live: _Live) -> tuple[int | None, bool]:
+    """When the call arrived on the service's clock, and whether it waited in the queue
+    from then: its first QUEUED event if that came before any offer or assignment (Assign
+    queued it), else its first offer or assignment (the Assign's: an offer that comes
+    back, or a hand-back, puts it in the queue only later); ``None`` when unknown."""
+    queued = sorted({*live.queued_at, *_given(live.queued_ms)})
+    placed = min(live.placed_ms.values(), default=None)
+    if live.queued or (queued and (placed is None or queued[0] <= placed)):
+        return (queued[0] if queued else None), True
+    return placed, False
 
 
 CHANNEL_TO_PB = {channel: value for value, channel in CHANNELS.items()}

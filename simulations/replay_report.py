@@ -77,8 +77,9 @@ def observed_results(
     run: ReplayRun,
 ) -> tuple[list[CallResult], dict[str, AgentResult], QueueLevels]:
     """The replay as simulator results: records, agents' intervals, queue-length changes
-    (a call waits from its arrival if Assign queued it, and from each hand-back, until it
-    left the queue: answered, hung up, expired or cut).
+    (a call waits from its arrival if Assign queued it, and from each return to the queue -
+    a hand-back, or an offer declined, timed out or taken back before it was accepted -
+    until it left the queue: offered or given to an agent, hung up, expired or cut).
     An agent is busy with a call it completed from its answer to the end plus wrap-up, and
     with one it gave back to the queue (released, or had reclaimed) from its answer to the
     hand-back, with no wrap-up (the service frees the slot at once, as the simulator
@@ -108,9 +109,11 @@ def observed_results(
     }
     changes: list[tuple[float, int]] = []
     for o, r in zip(sent, records, strict=True):
-        if o.queued:  # waited from its arrival until answered, hung up or cut
+        if o.queued_until_s is not None:  # waited from its arrival until it left the queue
+            changes.extend([(r.arrival_s, 1), (o.queued_until_s, -1)])
+        elif o.queued:  # (the service's times unknown: until answered, hung up or cut)
             changes.extend([(r.arrival_s, 1), (r.arrival_s + r.wait_s, -1)])
-        for lo, hi in o.waited_again:  # and from each hand-back until it left the queue
+        for lo, hi in o.waited_again:  # and from each return to the queue until it left it
             changes.extend([(lo, 1), (hi, -1)])
     trace, level = QueueLevels(), 0
     for at, step in sorted(changes, key=lambda c: (c[0], c[1])):

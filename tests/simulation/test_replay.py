@@ -1272,8 +1272,9 @@ def test_a_call_taken_back_before_its_accept_is_answered_waits_again(
     ((agent_id, *held),) = observed.handed_back
     assert agent_id == "ana"
     assert held == pytest.approx([29.5, 29.5])  # one instant, the first answer's (the offer)
-    (waited,) = observed.waited_again
-    assert waited == pytest.approx((29.5, 50.0))  # from the hand-back until the caller hangs up
+    assert observed.queued_until_s == pytest.approx(29.5)  # queued until the offer
+    (waited,) = observed.waited_again  # from the service's hand-back until the caller hangs up
+    assert waited == pytest.approx((30.0, 50.0))
 
 
 def test_a_call_taken_back_and_reassigned_before_its_accept_is_answered_stays_with_the_new_agent(
@@ -1322,3 +1323,212 @@ def test_a_call_cut_after_a_hand_back_belongs_to_the_agent_the_cancel_finds() ->
     assert (live.outcome, live.agent_id) == ("cut", "bob")
     observed = {o.call.call_id: o for o in replayer._observed()}
     assert observed["x"].agent_id == "bob"
+
+
+# --- offers that come back to the queue -------------------------------------------------------
+
+
+class _Refused(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+    """An Accept the service refused: the offer had ended (declined, timed out, taken back)."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.FAILED_PRECONDITION
+
+    def details(self) -> str:
+        return "the offer has ended"
+
+
+class _OffersBack(_CancelStub):
+    """A routing stub whose Accept refuses the offers in ``refused`` and takes the others,
+    for the agents ``agents`` names."""
+
+    def __init__(self, refused: set[str], agents: dict[str, str]) -> None:
+        super().__init__(pb.CALL_STATUS_ABANDONED)
+        self.refused, self.agents = refused, agents
+
+    def Accept(  # noqa: N802  # the stub's name
+        self, request: routing_pb2.AcceptRequest, timeout: float
+    ) -> routing_pb2.AcceptResponse:
+        if request.assignment_id in self.refused:
+            raise _Refused()  # type: ignore[abstract]  # only code() and details() are read
+        return routing_pb2.AcceptResponse(
+            assignment=pb.Assignment(
+                assignment_id=request.assignment_id,
+                agent_id=self.agents[request.assignment_id],
+                fencing_token=request.fencing_token,
+            )
+        )
+
+
+class _Inline:
+    """An executor that runs each task at once (the replay's Accepts, in the test's order)."""
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        fn(*args, **kwargs)
+
+
+OFFERS_BACK_CALLS = [
+    TraceCall(5.0, "offered", Channel.VOICE, handle_s=60.0),
+    TraceCall(10.0, "queued", Channel.VOICE, handle_s=60.0),
+]
+
+
+@pytest.mark.parametrize("kind", ["REJECTED", "OFFER_TIMED_OUT", "RECLAIMED"])
+def test_a_call_whose_offer_comes_back_waits_again_in_the_queue(kind: str) -> None:
+    """Two offers come back unaccepted (declined, timed out, or taken back from an agent
+    who left): Bob's of a call Assign offered him at once (5 s), at 25 s, and Cy's of a
+    call the dispatcher offered her from the queue (10 s, offered at 40 s), at 45 s. Each
+    call waits in the queue again from then until Ana's and Dan's offers at 100 s, which
+    they accept. The queue trace counts both spells (two calls waiting from 45 s), not the
+    5 s Cy's offer rang, and each call's wait runs from its arrival to the accepted offer,
+    as the service's GetStats counts it (not from its return to the queue)."""
+    scenario, _, agents, replayer, pool = _offline_replayer(HANDED_BACK, OFFERS_BACK_CALLS)
+    replayer.routing = _OffersBack(  # type: ignore[assignment]
+        {"a-1", "a-2"}, {"a-3": "ana", "a-4": "dan"}
+    )
+    replayer._pool = _Inline()  # type: ignore[assignment]
+    t0 = replayer._t0  # the first call's arrival, 5 s, at x100
+
+    def at(scenario_s: float) -> float:
+        return t0 + (scenario_s - 5) / 100
+
+    def ms(scenario_s: float) -> int:
+        return 1_000_000 + round(scenario_s / 100 * 1000)
+
+    offered, queued = (
+        _Live(call, f"tag-{call.call_id}", at(call.arrival_s), sent=at(call.arrival_s))
+        for call in OFFERS_BACK_CALLS
+    )
+    for live in (offered, queued):
+        replayer._live[live.call.call_id] = live
+        replayer._by_wire[live.wire_id] = live
+    replayer._pending = 2
+    replayer._on_offered(offered, "a-1", 1, ms(5))  # Assign's answer: RESULT_OFFERED
+    queued.queued = True  # Assign's answer: RESULT_QUEUED
+    for scenario_s, event in [
+        (5, _call_event("OFFERED", offered, ms(5), "bob", "a-1")),
+        (10, _call_event("QUEUED", queued, ms(10))),
+        (25, _call_event(kind, offered, ms(25), "bob", "a-1")),
+        (25, _call_event("QUEUED", offered, ms(25))),
+        (40, _call_event("OFFERED", queued, ms(40), "cy", "a-2")),
+        (45, _call_event(kind, queued, ms(45), "cy", "a-2")),
+        (45, _call_event("QUEUED", queued, ms(45))),
+        (100, _call_event("OFFERED", offered, ms(100), "ana", "a-3")),
+        (100, _call_event("OFFERED", queued, ms(100), "dan", "a-4")),
+    ]:
+        replayer._on_event(event, at(scenario_s), 0.0)
+    for live in (offered, queued):
+        replayer._finish(live, "completed", at(160))  # the Completes
+    pool.shutdown()
+    observed = {o.call.call_id: o for o in replayer._observed()}
+    assert {k: o.agent_id for k, o in observed.items()} == {"offered": "ana", "queued": "dan"}
+    assert [o.wait_s for o in observed.values()] == pytest.approx([95.0, 90.0])
+    assert observed["offered"].queued_until_s is None  # offered on arrival
+    assert [list(w) for w in observed["offered"].waited_again] == [pytest.approx([25, 100])]
+    assert observed["queued"].queued_until_s == pytest.approx(40.0)
+    assert [list(w) for w in observed["queued"].waited_again] == [pytest.approx([45, 100])]
+    run = ReplayRun(
+        tenant=replayer.tenant,
+        options=replayer.options,
+        policy=scenario.policy,
+        agents=tuple(agents),
+        calls=tuple(observed.values()),
+        start_s=5.0,
+        end_s=300.0,
+        rpc=replayer.stats.to_json(),
+        policy_notes=(),
+        wall_s=3.0,
+        watch={"events": 9},
+        service_stats={},
+    )
+    records, _, trace = observed_results(run)
+    assert [r.wait_s for r in records] == pytest.approx([95.0, 90.0])
+    waiting = {at_s: _waiting(trace, at_s) for at_s in (7, 15, 30, 42, 50, 110)}
+    assert waiting == {7: 0, 15: 1, 30: 2, 42: 1, 50: 2, 110: 0}
+    kpis, _ = replay_kpis(run, scenario)
+    assert kpis["timeline"]["queue_max"] == [2]
+    assert kpis["overall"]["asa_s"] == pytest.approx(92.5)
+
+
+OFFER_BACK: dict[str, object] = {
+    "name": "offer back",
+    "duration_s": 300,
+    "drain_s": 300,
+    "policy": {
+        "strategy": "longest_idle",
+        "offer_timeout_s": {"voice": 1},
+        "max_missed_offers": 0,
+    },
+    "sla": {"voice": 20},
+    "agents": [{"id": "ana", "channels": ["voice"]}, {"id": "bob", "channels": ["voice"]}],
+    "arrivals": [{"channel": "voice", "rate_per_hour": 1, "handle": 100}],
+}
+"""Two agents; a voice offer times out after a second on the service's (real) clock."""
+
+
+class _LateAccept:
+    """The replay's routing stub, whose Accept of the first offer of ``call_id`` (the
+    replay's own wire id) reaches the service ``delay_s`` late: after the offer timed out."""
+
+    def __init__(self, stub: Any, replayer: Replayer, call_id: str, delay_s: float) -> None:
+        self._stub, self._replayer, self._call_id, self._delay_s = stub, replayer, call_id, delay_s
+        self._late = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def Accept(  # noqa: N802  # the stub's name
+        self, request: routing_pb2.AcceptRequest, timeout: float
+    ) -> routing_pb2.AcceptResponse:
+        live = self._replayer._live[self._call_id]
+        if request.assignment_id in live.offers and not self._late.is_set():
+            self._late.set()
+            time.sleep(self._delay_s)
+        response: routing_pb2.AcceptResponse = self._stub.Accept(request, timeout=timeout)
+        return response
+
+
+@pytest.mark.timeout(60)
+def test_a_replayed_call_whose_offer_timed_out_waits_again_until_the_next_offer(
+    service: tuple[RunningServer, str],
+) -> None:
+    """Live at x20: Assign offers the first call to one agent (who takes it for 100 s) and
+    the second, at 5 s, to the other, whose Accept reaches the service after the offer
+    timed out (a second, 20 s of the scenario): the service puts the call back in the queue,
+    where it waits until the first agent is free at 100 s. The replay counts that spell in
+    its queue trace, and the call's wait from its arrival (95 s), as the service does."""
+    _, target = service
+    scenario = parse_scenario(OFFER_BACK, name="offer back")
+    calls = [
+        TraceCall(0.0, "first", Channel.VOICE, handle_s=100.0),
+        TraceCall(5.0, "late", Channel.VOICE, handle_s=60.0),
+    ]
+    speed = 20.0
+    options = ReplayOptions(target=target, speed=speed, max_seconds=5, drain_s=15, workers=4)
+    agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
+    with grpc.insecure_channel(target) as channel:
+        replayer = Replayer(channel, agents, calls, options, policy=scenario.policy)
+        replayer.routing = _LateAccept(replayer.routing, replayer, "late", 1.5)  # type: ignore[assignment]
+        run = replayer.run()
+        routing = routing_pb2_grpc.RoutingServiceStub(channel)
+        infos = {
+            c.call.call_id: routing.GetCall(
+                routing_pb2.GetCallRequest(tenant=run.tenant, call_id=c.wire_id)
+            ).call
+            for c in run.calls
+        }
+    assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
+    kinds = [e.type for e in infos["late"].timeline]
+    assert kinds[:3] == ["OFFERED", "OFFER_TIMED_OUT", "QUEUED"], kinds
+    assert {c.call.call_id: (c.outcome, c.queued) for c in run.calls} == {
+        "first": ("completed", False),
+        "late": ("completed", False),
+    }
+    records, _, trace = observed_results(run)
+    late = next(r for r in records if r.call_id == "late")
+    waited = infos["late"].waited.ToMilliseconds() / 1000 * speed  # to the second offer
+    assert late.wait_s == pytest.approx(waited, abs=3)
+    assert late.wait_s > 90  # from its arrival, not from its return to the queue (75 s)
+    assert [_waiting(trace, at_s) for at_s in (10, 40, 90, 110)] == [0, 1, 1, 0]
+    kpis, _ = replay_kpis(run, scenario)
+    assert kpis["timeline"]["queue_max"] == [1]
