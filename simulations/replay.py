@@ -12,7 +12,8 @@ What a helpdesk platform would do, at ``speed`` times real time:
    their shifts, breaks and absences with presence changes,
 3. ``Assign`` each call at its arrival time / speed, ``Accept`` offers at once, ``Complete``
    answered calls after handle time / speed with a simulated outcome, and ``Cancel`` calls
-   still waiting when the caller's patience / speed runs out,
+   still waiting when the caller's patience / speed runs out (whichever of an Accept and the
+   Cancel comes first, the other is not sent; see ``Replayer._patience``),
 4. learn when queued calls get an agent from one ``Watch`` stream (ASSIGNED / OFFERED), when
    a call goes back to the queue (QUEUED after a hand-back, or after an offer declined,
    timed out or taken back from an agent who left before it was accepted: the call waits
@@ -124,7 +125,10 @@ class _Live:
     """Every assignment id seen for the call (offers and direct assignments)."""
     offers: set[str] = field(default_factory=set)
     accepting: int = 0
-    """Accepts in flight: the caller does not hang up on a ringing agent."""
+    """Accepts in flight: the caller does not hang up on an agent who picked up first."""
+    waits_on: bool = False
+    """The caller's patience ran out while an agent had the call (it went back to the queue
+    after): the caller never hangs up (the simulator's hang-up timer fires once)."""
     ended: float | None = None
     outcome: str = ""
     """``completed``, ``abandoned``, ``expired`` (the service took it off the queue at its
@@ -724,6 +728,7 @@ class Replayer:
         Its first answer is kept: it counts as answered from then, whatever happens next.
         An assignment the replay does not know yet (the Accept's answer overtaken by the
         event) is remembered, for ``_on_assigned`` to count as handed back already."""
+        patience_due = self._patience_due(live)
         with self._lock:
             if live.outcome:
                 return
@@ -735,9 +740,9 @@ class Replayer:
                 live.held_before.append((live.agent_id, live.answered, now))
             live.active, live.answered = None, None
             live.requeued += 1
-        patience_due = self._patience_due(live)
-        if patience_due is None or patience_due <= now:  # ran out while an agent had it:
-            return  # as in the simulator, the caller waits on
+            _spent_while_held(live, patience_due, now)
+            if patience_due is None or live.waits_on:
+                return
         self._sched.at(patience_due, lambda: self._patience(live))
 
     # -- call lifecycle --------------------------------------------------------------------
@@ -810,6 +815,8 @@ class Replayer:
                 return
             live.offers.add(asg_id)
             live.placed_ms[asg_id] = server_ms
+            if live.ending:  # the caller hung up first (the Cancel is on its way): let it ring
+                return
             live.accepting += 1
         self._pool.submit(self._accept, live, asg_id, token)
 
@@ -841,6 +848,7 @@ class Replayer:
         *,
         server_ms: int | None = None,
     ) -> None:
+        patience_due = self._patience_due(live)
         with self._lock:
             if server_ms is not None:
                 live.placed_ms.setdefault(asg_id, server_ms)
@@ -849,6 +857,7 @@ class Replayer:
             back = live.ended_early.pop(asg_id, None)
             if back is not None:  # already handed back: the agent no longer holds the call
                 self._held_until(live, asg_id, (agent_id, min(now, back), back), server_ms)
+                _spent_while_held(live, patience_due, back)
                 return
             if live.outcome:
                 return
@@ -943,20 +952,32 @@ class Replayer:
         return draw_outcome(self._quality(live)[1], handle_s, u1, u2)
 
     def _patience(self, live: _Live) -> None:
+        """The caller's patience ran out: they hang up (Cancel) if the call still waits, as
+        in the simulator, unless an agent had it then (answered, or ``waits_on``) or the
+        replay's agent picked up first (an Accept on its way: look again once it is
+        answered). Whichever of the two the replay does first, the other is not sent: an
+        offer read once the Cancel is decided is not accepted, so the Cancel's answer alone
+        says whether the caller hung up on a waiting or ringing call (abandoned) or on one
+        an agent held (answered, then cancelled), as GetStats counts it."""
         with self._lock:
-            if live.outcome or live.answered is not None:
+            if live.outcome or live.ending or live.answered is not None or live.waits_on:
                 return
             accepting = live.accepting > 0
+            live.ending = not accepting  # from now on, no Accept
         if accepting:  # the agent is picking up right now: look again in a moment
             self._sched.at(time.monotonic() + 0.01, lambda: self._patience(live))
             return
-        self._cancel(live, "caller hung up (replay)")
+        self._send_cancel(live, "caller hung up (replay)", cut=False)
 
     def _cancel(self, live: _Live, reason: str, *, cut: bool = False) -> None:
         with self._lock:
             if live.outcome or live.ending:
                 return
             live.ending = True
+        self._send_cancel(live, reason, cut=cut)
+
+    def _send_cancel(self, live: _Live, reason: str, *, cut: bool) -> None:
+        """Cancel the call (``live.ending`` set) and count it by the service's answer."""
         request = routing_pb2.CancelRequest(tenant=self.tenant, call_id=live.wire_id, reason=reason)
         response = self._rpc("Cancel", self.routing.Cancel, request)
         if response is None:
@@ -967,11 +988,17 @@ class Replayer:
             self._finish(live, "expired")
         else:  # assigned between our last look and the Cancel: the agent was freed by it
             asg = response.call.assignment
+            made = asg.created_at.ToMilliseconds() if asg.HasField("created_at") else None
+            now = time.monotonic()
             with self._lock:
                 live.assignments.add(asg.assignment_id)
                 live.agent_id = asg.agent_id or live.agent_id  # the holder now
-                live.answered = live.answered or time.monotonic()
-                live.first_answered = live.first_answered or live.answered
+                if made is not None:
+                    live.placed_ms.setdefault(asg.assignment_id, made)
+                live.answered = live.answered or now
+                if live.first_answered is None:  # answered when the service assigned it,
+                    # as when its ASSIGNED event is read before the Cancel's answer
+                    live.first_answered, live.answered_ms = live.answered, made
             self._finish(live, "cut" if cut else "cancelled")
 
     def _finish(self, live: _Live, outcome: str, now: float | None = None) -> None:
@@ -1260,6 +1287,14 @@ class Replayer:
 
         held = sorted(live.held_before, key=lambda h: h[1:])
         return tuple((agent_id, at(lo), at(hi)) for agent_id, lo, hi in held)
+
+
+def _spent_while_held(live: _Live, patience_due: float | None, back: float) -> None:
+    """The call went back to the queue at ``back``: a caller whose patience ran out before
+    (while an agent had the call) waits on, as in the simulator; the Accept's answer and
+    the hand-back's event may come in either order."""
+    if patience_due is not None and patience_due <= back:
+        live.waits_on = True
 
 
 def _given(value: int | None) -> tuple[int, ...]:

@@ -1209,18 +1209,23 @@ class _OvertakenAccept(_CancelStub):
 
 
 def _overtaken_accept(
-    monkeypatch: pytest.MonkeyPatch, *, reassigned: bool
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    reassigned: bool,
+    patience_s: float = 50.0,
+    overtaken: bool = True,
 ) -> tuple[Replayer, _Live, Any]:
-    """A voice call (arrival 0, patience 50 s, handle 60 s) queued, offered to Ana at 29.5 s
-    and accepted; the service takes it back from her at 30 s (she left), queues it again and,
-    if ``reassigned``, gives it to Bob at 30.1 s - all of which the replay learns before the
-    Accept's answer, which it reads at 30.2 s (x100; the scheduler is not started: what is
-    scheduled stays in its heap)."""
+    """A voice call (arrival 0, patience ``patience_s``, handle 60 s) queued, offered to Ana
+    at 29.5 s and accepted; the service takes it back from her at 30 s (she left), queues it
+    again and, if ``reassigned``, gives it to Bob at 30.1 s - all of which the replay learns
+    before the Accept's answer, which it reads at 30.2 s (x100; the scheduler is not
+    started: what is scheduled stays in its heap); or, not ``overtaken``, after it, at
+    30.3 s."""
     scenario = parse_scenario(HANDED_BACK, name="handed back")
     speed = 100.0
     options = ReplayOptions(target="127.0.0.1:1", speed=speed, max_seconds=10, drain_s=10)
     agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
-    call = TraceCall(0.0, "raced", Channel.VOICE, handle_s=60.0, patience_s=50.0)
+    call = TraceCall(0.0, "raced", Channel.VOICE, handle_s=60.0, patience_s=patience_s)
     with grpc.insecure_channel("127.0.0.1:1") as channel:
         replayer = Replayer(channel, agents, [call], options, policy=scenario.policy)
     t0 = replayer._t0
@@ -1241,7 +1246,7 @@ def _overtaken_accept(
     ]
     if reassigned:
         events.append((_call_event("ASSIGNED", live, ms(30.1), "bob", "a-2"), at(30.1)))
-    stub = _OvertakenAccept(replayer, events)
+    stub = _OvertakenAccept(replayer, events if overtaken else [])
     replayer.routing = stub  # type: ignore[assignment]
     pool = ThreadPoolExecutor(1)
     replayer._pool = pool
@@ -1250,6 +1255,9 @@ def _overtaken_accept(
     monkeypatch.setattr(replay_module, "time", clock)
     replayer._on_event(_call_event("OFFERED", live, ms(29.5), "ana", "a-1"), at(29.5), 0.0)
     pool.shutdown(wait=True)  # the Accept is done
+    if not overtaken:
+        for event, _ in events:
+            replayer._on_event(event, at(30.3), 0.0)
     return replayer, live, stub
 
 
@@ -1532,3 +1540,160 @@ def test_a_replayed_call_whose_offer_timed_out_waits_again_until_the_next_offer(
     assert [_waiting(trace, at_s) for at_s in (10, 40, 90, 110)] == [0, 1, 1, 0]
     kpis, _ = replay_kpis(run, scenario)
     assert kpis["timeline"]["queue_max"] == [1]
+
+
+# --- the caller's patience against an Accept, a reclaim, an assignment ------------------------
+
+
+@pytest.mark.parametrize("overtaken", [True, False], ids=["hand-back-read-first", "accept-first"])
+def test_a_caller_whose_patience_ran_out_between_the_accept_and_the_hand_back_waits_on(
+    monkeypatch: pytest.MonkeyPatch, overtaken: bool
+) -> None:
+    """Ana accepts the call offered to her at 29.5 s, the caller's patience runs out at
+    29.8 s and the service takes the call back from her at 30 s. As in the simulator, whose
+    hang-up timer finds the call held, the caller waits on after the hand-back, whichever of
+    the Accept's answer and the hand-back's event the replay reads first: no Cancel is sent,
+    however late the patience timer looks (it waited for the Accept's answer)."""
+    replayer, live, stub = _overtaken_accept(
+        monkeypatch, reassigned=False, patience_s=29.8, overtaken=overtaken
+    )
+    assert (live.active, live.answered, live.requeued) == (None, None, 1)
+    replayer._patience(live)  # the timer, put off while the Accept was on its way
+    assert stub.cancelled == []
+    assert (live.outcome, live.waits_on) == ("", True)
+    (observed,) = replayer._observed()
+    assert observed.answered
+    assert observed.wait_s == pytest.approx(29.5)
+
+
+class _Service(_CancelStub):
+    """A routing stub that answers as the service would: ``Cancel`` finds the call held by
+    the agent ``held`` names (an assignment made at 49.9 s, when the replay is at x100 from
+    1 000 000 ms), or else waiting or ringing; an Accept that reaches it before the Cancel
+    takes the call. ``on_cancel`` runs as the Cancel reaches it (events the replay reads
+    meanwhile)."""
+
+    def __init__(self, held: str = "", on_cancel: Any = None) -> None:
+        super().__init__(pb.CALL_STATUS_ABANDONED)
+        self.held, self.on_cancel, self.accepted = held, on_cancel, list[str]()
+
+    def Accept(  # noqa: N802  # the stub's name
+        self, request: routing_pb2.AcceptRequest, timeout: float
+    ) -> routing_pb2.AcceptResponse:
+        self.accepted.append(request.assignment_id)
+        self.held = self.held or "ana"
+        return routing_pb2.AcceptResponse(
+            assignment=pb.Assignment(
+                assignment_id=request.assignment_id,
+                agent_id="ana",
+                fencing_token=request.fencing_token,
+            )
+        )
+
+    def Cancel(  # noqa: N802  # the stub's name
+        self, request: routing_pb2.CancelRequest, timeout: float
+    ) -> routing_pb2.CancelResponse:
+        self.cancelled.append(request.call_id)
+        if self.on_cancel is not None:
+            self.on_cancel()
+        if not self.held:
+            return routing_pb2.CancelResponse(call=pb.CallInfo(status=pb.CALL_STATUS_ABANDONED))
+        made = timestamp_pb2.Timestamp()
+        made.FromMilliseconds(1_000_000 + 499)
+        held = pb.Assignment(assignment_id="a-1", agent_id=self.held, created_at=made)
+        return routing_pb2.CancelResponse(
+            call=pb.CallInfo(status=pb.CALL_STATUS_CANCELLED, assignment=held)
+        )
+
+
+def _patient_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Scenario, Replayer, _Live, Any, Any]:
+    """A voice call (arrival 0, patience 50 s) queued at x100 on a replayer whose clock
+    stands at 50.01 s and whose pool runs each Accept at once; ``at`` and ``ms`` map a
+    scenario second to the client's clock and the service's."""
+    call = TraceCall(0.0, "patient", Channel.VOICE, handle_s=60.0, patience_s=50.0)
+    scenario, _, _, replayer, pool = _offline_replayer(HANDED_BACK, [call])
+    pool.shutdown()
+    replayer._pool = _Inline()  # type: ignore[assignment]
+    t0 = replayer._t0
+
+    def at(scenario_s: float) -> float:
+        return t0 + scenario_s / 100
+
+    def ms(scenario_s: float) -> int:
+        return 1_000_000 + round(scenario_s / 100 * 1000)
+
+    clock = SimpleNamespace(monotonic=lambda: at(50.01), perf_counter=time.perf_counter)
+    monkeypatch.setattr(replay_module, "time", clock)
+    live = _Live(call, "tag-patient", at(0), sent=at(0), queued=True, queued_ms=ms(0))
+    replayer._live[call.call_id], replayer._by_wire[live.wire_id] = live, live
+    replayer._pending = 1
+    return scenario, replayer, live, at, ms
+
+
+def test_an_offer_read_while_the_callers_cancel_is_on_its_way_is_not_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller's patience runs out at 50 s and the replay sends its Cancel; while that is
+    on its way, the replay reads the offer the dispatcher made at 49.9 s. It does not accept
+    it (the caller hung up first): the Cancel finds the call ringing, and the call counts
+    once, abandoned after its patience and never answered, as the service counts it - not
+    by which of an Accept and the Cancel reached the service first."""
+    _, replayer, live, at, ms = _patient_caller(monkeypatch)
+
+    def offered() -> None:
+        event = _call_event("OFFERED", live, ms(49.9), "ana", "a-1")
+        replayer._on_event(event, at(50.01), 0.0)
+
+    stub = _Service(on_cancel=offered)
+    replayer.routing = stub  # type: ignore[assignment]
+    replayer._patience(live)
+    assert (stub.cancelled, stub.accepted) == ([live.wire_id], [])
+    (observed,) = replayer._observed()
+    assert (observed.outcome, observed.answered, observed.wait_s) == ("abandoned", False, 50.0)
+    assert observed.queued_until_s == pytest.approx(49.9)  # then it rang
+
+
+@pytest.mark.parametrize("event_first", [True, False], ids=["event-first", "cancel-first"])
+def test_a_cancel_that_finds_the_call_assigned_counts_it_answered_at_the_assignment(
+    monkeypatch: pytest.MonkeyPatch, event_first: bool
+) -> None:
+    """The dispatcher gave the call to Bob at 49.9 s (no offer) and the caller's patience
+    runs out at 50 s, before the replay read the ASSIGNED event: the Cancel finds the call
+    held and frees Bob. The call counts once, as the service counts it: answered at the
+    assignment (a wait of 49.9 s on the service's clock), then cancelled, not abandoned -
+    whether the replay reads the event before the Cancel's answer or after it."""
+    scenario, replayer, live, at, ms = _patient_caller(monkeypatch)
+    assigned = _call_event("ASSIGNED", live, ms(49.9), "bob", "a-1")
+    stub = _Service(
+        held="bob",
+        on_cancel=(lambda: replayer._on_event(assigned, at(50.01), 0.0)) if event_first else None,
+    )
+    replayer.routing = stub  # type: ignore[assignment]
+    replayer._patience(live)
+    if not event_first:
+        replayer._on_event(assigned, at(50.02), 0.0)
+    assert stub.cancelled == [live.wire_id]
+    (observed,) = replayer._observed()
+    assert (observed.outcome, observed.answered, observed.agent_id) == ("cancelled", True, "bob")
+    assert observed.wait_s == pytest.approx(49.9)
+    assert observed.assignments == 1
+    run = ReplayRun(
+        tenant=replayer.tenant,
+        options=replayer.options,
+        policy=scenario.policy,
+        agents=tuple(replayer.agents),
+        calls=(observed,),
+        start_s=0.0,
+        end_s=60.0,
+        rpc=replayer.stats.to_json(),
+        policy_notes=(),
+        wall_s=1.0,
+        watch={"events": 2},
+        service_stats={},
+    )
+    kpis, _ = replay_kpis(run, scenario)
+    assert (kpis["overall"]["answered"], kpis["overall"]["abandoned"]) == (1, 0)
+    calls = summarize_replay(run, kpis)["calls"]
+    assert (calls["answered"], calls["abandoned"], calls["cancelled_after_answer"]) == (1, 0, 1)
