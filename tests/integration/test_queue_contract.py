@@ -1109,7 +1109,7 @@ def test_an_offer_stands_when_the_agent_loses_the_skill(harness: StoreHarness) -
     available(store, "a")
     enqueue(harness, "c1")
     offer = dispatch(store, "c1", "a", offer_s=600)
-    store.update_agent(T, "a", lambda p: dataclasses.replace(p, skills={}, languages=()))
+    store.update_agent(T, "a", lambda p: dataclasses.replace(p, skills={}, languages=frozenset()))
     clock.advance(1_000)
     agent = store.get_agent(T, "a")
     assert not agent.profile.skills
