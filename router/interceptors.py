@@ -123,7 +123,7 @@ class _Outcome:
     def __init__(
         self, method: str, request: Any, context: grpc.ServicerContext, *, current: bool
     ) -> None:
-        self.method = method.rsplit("/", 1)[-1]
+        self.service, _, self.method = method[1:].rpartition("/")
         parent, self.caller = tracing.extract(context.invocation_metadata())
         fields = _request_fields(request)
         self.span = tracing.server_span(
@@ -158,12 +158,20 @@ class _Outcome:
             self.span.record_exception(error)
         context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
+    def answered(self, context: grpc.ServicerContext) -> None:
+        """The handler returned: record the code it set on ``context``, if any."""
+        code = _set_code(context)
+        if code is not None:
+            self.code = code
+
     def finish(self) -> None:
         """Write the canonical line and the latency metric; end the span."""
         seconds = time.perf_counter() - self.started
         traced = tracing.sampled_trace(self.span, self.caller)
         exemplar = None if traced is None else {"trace_id": traced}
-        metrics.RPC_SECONDS.labels(self.method, self.code.name).observe(seconds, exemplar)
+        metrics.RPC_SECONDS.labels(self.service, self.method, self.code.name).observe(
+            seconds, exemplar
+        )
         if self.code == grpc.StatusCode.UNAVAILABLE:
             metrics.STORE_ERRORS.inc()
         log.info("rpc_finished", code=self.code.name, duration_ms=round(seconds * 1000, 3))
@@ -173,6 +181,15 @@ class _Outcome:
             tracing.deactivate(self.token)
         if self.span is not None:
             tracing.end_server_span(self.span, self.code)
+
+
+def _set_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The status code a handler set on ``context`` without raising (``set_code``, as the
+    health service's Check of an unknown service does), where grpcio's context tells it
+    (``code()``, missing from the typed stubs); ``None`` when none was set."""
+    code = getattr(context, "code", None)
+    value = code() if callable(code) else None
+    return value if isinstance(value, grpc.StatusCode) else None
 
 
 class UnaryInterceptor(grpc.ServerInterceptor):
@@ -238,7 +255,9 @@ def _unary(method: str, inner: Handler) -> Handler:
         try:
             if isinstance(request, Undecodable):
                 raise request.error()
-            return inner(request, context)
+            response = inner(request, context)
+            outcome.answered(context)
+            return response
         except Exception as error:  # mapped to a status, never swallowed
             outcome.fail(error, context)
         finally:
@@ -256,6 +275,7 @@ def _stream(method: str, inner: Handler) -> Callable[[Any, grpc.ServicerContext]
             if isinstance(request, Undecodable):
                 raise request.error()
             yield from inner(request, context)
+            outcome.answered(context)
         except GeneratorExit:  # the client went away
             outcome.code = grpc.StatusCode.CANCELLED
             raise

@@ -40,8 +40,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 RPC_SECONDS = Histogram(
     "router_rpc_duration_seconds",
-    "Time to answer an RPC, by method and status code.",
-    ("method", "code"),
+    "Time to answer an RPC, by gRPC service, method and status code.",
+    ("service", "method", "code"),
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )

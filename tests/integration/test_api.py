@@ -902,14 +902,14 @@ def test_metrics_time_the_garbage_collectors_pauses() -> None:
 
 def test_metrics_count_rpcs_and_assign_results(service: Service) -> None:
     """Prometheus series move with traffic, and /metrics serves them over HTTP."""
-    before = sample("router_rpc_duration_seconds_count", method="Assign", code="OK")
+    before = _rpcs("Assign", "OK")
     assigned = sample(
         "router_assign_results_total", tenant="acme", result="assigned", strategy="balanced"
     )
     service.agent("a1", skills={"billing": 5})
     service.assign("c1")
     assert service.assign("c1").replayed  # a retry: answered again, not counted again
-    after = sample("router_rpc_duration_seconds_count", method="Assign", code="OK")
+    after = _rpcs("Assign", "OK")
     assert after == before + 2
     assert sample(
         "router_assign_results_total", tenant="acme", result="assigned", strategy="balanced"
@@ -920,6 +920,45 @@ def test_metrics_count_rpcs_and_assign_results(service: Service) -> None:
         body = reply.read().decode()
     assert "router_rpc_duration_seconds_bucket" in body
     assert "router_queue_depth" in body or "router_decide_duration_seconds" in body
+
+
+def _rpcs(method: str, code: str, service: str = server.ROUTING_SERVICE) -> float:
+    """``router_rpc_duration_seconds_count`` of one service's method and code."""
+    return sample("router_rpc_duration_seconds_count", service=service, method=method, code=code)
+
+
+def _rpcs_by_code(service: str, method: str) -> dict[str, float]:
+    """The RPCs of one service's method so far, by status code."""
+    return {
+        found.labels["code"]: found.value
+        for family in metrics.REGISTRY.collect()
+        for found in family.samples
+        if found.name == "router_rpc_duration_seconds_count"
+        and (found.labels["service"], found.labels["method"]) == (service, method)
+    }
+
+
+def test_rpcs_are_counted_by_service_and_the_code_their_handler_set(service: Service) -> None:
+    """The health service's Watch and the routing service's are apart (label ``service``),
+    and a health Check of a service nobody serves counts as the NOT_FOUND it answered (the
+    health servicer sets the code on its context rather than raising)."""
+    health_service = "grpc.health.v1.Health"
+    health = health_pb2_grpc.HealthStub(service.channel)
+    missing = _rpcs("Check", "NOT_FOUND", service=health_service)
+    with pytest.raises(grpc.RpcError) as err:
+        health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))  # type: ignore[attr-defined]  # stubs omit the stub's methods
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert _rpcs("Check", "NOT_FOUND", service=health_service) == missing + 1
+    routing_watches = _rpcs_by_code(server.ROUTING_SERVICE, "Watch")
+    health_watches = sum(_rpcs_by_code(health_service, "Watch").values())
+    stream = health.Watch(health_pb2.HealthCheckRequest())  # type: ignore[attr-defined]  # stubs omit the stub's methods
+    assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+    stream.cancel()
+    deadline = time.monotonic() + 10
+    while sum(_rpcs_by_code(health_service, "Watch").values()) == health_watches:
+        assert time.monotonic() < deadline, "the health Watch was not counted"
+        time.sleep(0.01)
+    assert _rpcs_by_code(server.ROUTING_SERVICE, "Watch") == routing_watches
 
 
 def test_metrics_give_the_replicas_own_cpu_and_memory() -> None:

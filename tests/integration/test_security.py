@@ -33,7 +33,7 @@ from grpc_status import rpc_status  # type: ignore[import-untyped]  # no py.type
 
 from router import auth, interceptors, local_redis
 from router.redis_store import RedisStore
-from router.server import RunningServer, create_server
+from router.server import ROUTING_SERVICE, RunningServer, create_server
 from router.settings import Settings
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
@@ -79,8 +79,10 @@ def _dump(client: redis.Redis) -> dict[bytes | str, object]:
 
 
 def _refusals(method: str, code: str) -> float:
-    """RPCs of ``method`` answered ``code``, as /metrics exports them."""
-    return sample("router_rpc_duration_seconds_count", method=method, code=code)
+    """RPCs of the routing service's ``method`` answered ``code``, as /metrics exports them."""
+    return sample(
+        "router_rpc_duration_seconds_count", service=ROUTING_SERVICE, method=method, code=code
+    )
 
 
 def _assign(tenant: str = "acme", call_id: str = "c1") -> routing_pb2.AssignRequest:

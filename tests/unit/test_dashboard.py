@@ -180,7 +180,7 @@ def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def test_exported_names_cover_the_registry() -> None:
     """The name scheme above matches what the registry really writes."""
-    metrics.RPC_SECONDS.labels("Probe", "OK").observe(0.001)
+    metrics.RPC_SECONDS.labels("probe.v1.Probe", "Run", "OK").observe(0.001)
     written = {
         sample.name
         for family in metrics.REGISTRY.collect()
