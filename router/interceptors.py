@@ -7,6 +7,7 @@ with a retry delay its ``google.rpc.RetryInfo`` detail and ``retry-after`` trail
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,23 @@ LOGGED_FIELDS = {
     "reason": 200,
 }
 """Request fields bound to the log context, with the characters kept of each."""
+DETAILS_CHARS = 200
+"""Characters of the status message sent to the client kept on ``rpc_finished``."""
+LEVELS = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: logging.WARNING,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: logging.WARNING,
+    grpc.StatusCode.ABORTED: logging.WARNING,
+    grpc.StatusCode.UNIMPLEMENTED: logging.WARNING,
+    grpc.StatusCode.UNAVAILABLE: logging.WARNING,
+    grpc.StatusCode.INTERNAL: logging.ERROR,
+    grpc.StatusCode.UNKNOWN: logging.ERROR,
+    grpc.StatusCode.DATA_LOSS: logging.ERROR,
+}
+"""``rpc_finished``'s level by status code: the server's own failures, overload and
+contention at warning, its bugs at error; the rest (OK, the caller's mistakes and refusals,
+CANCELLED) at info."""
+QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check"})
+"""Methods whose ``OK`` is logged at debug: probes that come every few seconds."""
 
 
 def printable(value: str, limit: int) -> str:
@@ -143,26 +161,33 @@ class _Outcome:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(method=method, **fields)
         self.code = grpc.StatusCode.OK
+        self.details = ""
+        """The status message the client got."""
+        self.quiet = method in QUIET_METHODS
         self.started = time.perf_counter()
 
     def fail(self, error: BaseException, context: grpc.ServicerContext) -> None:
         """Abort the RPC with the status that ``error`` maps to (raises)."""
         if isinstance(error, RouterError):
-            self.code = error.code
+            self.code, self.details = error.code, error.message
             if isinstance(error, ResourceExhaustedError) and error.retry_after_s is not None:
                 _abort_with_retry(context, error, error.retry_after_s)
             context.abort(error.code, error.message)
-        self.code = grpc.StatusCode.INTERNAL
+        self.code, self.details = grpc.StatusCode.INTERNAL, "internal error; see the server log"
         log.error("rpc_crashed", exc_info=error)
         if self.span is not None:
             self.span.record_exception(error)
-        context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        context.abort(self.code, self.details)
 
     def answered(self, context: grpc.ServicerContext) -> None:
-        """The handler returned: record the code it set on ``context``, if any."""
+        """The handler returned: record the code and message it set on ``context``, if any."""
         code = _set_code(context)
         if code is not None:
             self.code = code
+            details = getattr(context, "details", None)  # grpcio's, as code()
+            message = details() if callable(details) else None
+            if isinstance(message, bytes):
+                self.details = message.decode("utf-8", "replace")
 
     def finish(self) -> None:
         """Write the canonical line and the latency metric; end the span."""
@@ -174,7 +199,16 @@ class _Outcome:
         )
         if self.code == grpc.StatusCode.UNAVAILABLE:
             metrics.STORE_ERRORS.inc()
-        log.info("rpc_finished", code=self.code.name, duration_ms=round(seconds * 1000, 3))
+        level = LEVELS.get(self.code, logging.INFO)
+        if self.quiet and self.code == grpc.StatusCode.OK:
+            level = logging.DEBUG
+        fields: dict[str, object] = {
+            "code": self.code.name,
+            "duration_ms": round(seconds * 1000, 3),
+        }
+        if self.details:
+            fields["details"] = printable(self.details, DETAILS_CHARS)
+        log.log(level, "rpc_finished", **fields)
         if self.bound is not None:
             tracing.unbind_request_trace(self.bound)
         if self.token is not None:
@@ -223,7 +257,8 @@ class UnaryInterceptor(grpc.ServerInterceptor):
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Turns ``RouterError`` into its status code, anything else into INTERNAL (logged with a
     traceback), a body that does not parse into INVALID_ARGUMENT, and logs ``rpc_finished``
-    with method, code and duration for every RPC. Install it first (outermost)."""
+    with method, code, status message and duration for every RPC, at the level its code
+    calls for (``LEVELS``). Install it first (outermost)."""
 
     def intercept_service(
         self,
