@@ -20,9 +20,12 @@ from google.rpc import (  # type: ignore[import-untyped]  # ships .pyi but no py
     error_details_pb2,
     status_pb2,
 )
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
 from router import metrics, tracing
 from router.errors import InvalidArgumentError, ResourceExhaustedError, RouterError
+from router.v1 import admin_pb2, routing_pb2
 
 log = structlog.get_logger("router.rpc")
 
@@ -55,6 +58,18 @@ LEVELS = {
 """``rpc_finished``'s level by status code: the server's own failures, overload and
 contention at warning, its bugs at error; the rest (OK, the caller's mistakes and refusals,
 CANCELLED) at info."""
+KNOWN_METHODS = {
+    f"/{service.full_name}/{method.name}": (service.full_name, method.name)
+    for module in (routing_pb2, admin_pb2, health_pb2, reflection_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+}
+"""Every method of the services a router listener may serve, by path: its ``service`` and
+``method`` labels. A call to one the listener does not serve (an admin RPC on the main port
+when ``ROUTER_ADMIN_PORT`` is set) is counted under them; any other path as ``unknown``."""
+UNKNOWN = ("unknown", "unknown")
+PATH_CHARS = 200
+"""Characters of a path no handler serves kept on its ``rpc_finished`` line."""
 QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check"})
 """Methods whose ``OK`` is logged at debug: probes that come every few seconds."""
 
@@ -265,10 +280,12 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        started = time.perf_counter()
         handler = continuation(handler_call_details)
-        if handler is None:
-            return handler
         method = handler_call_details.method
+        if handler is None:  # gRPC answers UNIMPLEMENTED, which no handler sees
+            _unimplemented(method, started)
+            return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _unary(method, handler.unary_unary),
@@ -282,6 +299,23 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+def _unimplemented(path: str, started: float) -> None:
+    """Record a call to a method no handler serves (``path`` as the client sent it, clipped
+    on the log line; labelled by name only if it is one of ``KNOWN_METHODS``)."""
+    seconds = time.perf_counter() - started
+    service, method = KNOWN_METHODS.get(path, UNKNOWN)
+    code = grpc.StatusCode.UNIMPLEMENTED
+    metrics.RPC_SECONDS.labels(service, method, code.name).observe(seconds)
+    log.log(
+        LEVELS[code],
+        "rpc_finished",
+        method=printable(str(path), PATH_CHARS),
+        code=code.name,
+        duration_ms=round(seconds * 1000, 3),
+        details="Method not found!",  # grpcio's words to the client
+    )
 
 
 def _unary(method: str, inner: Handler) -> Handler:

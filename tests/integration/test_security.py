@@ -37,7 +37,7 @@ from router.server import ROUTING_SERVICE, RunningServer, create_server
 from router.settings import Settings
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
-from tests.helpers import keyspace, sample
+from tests.helpers import keyspace, log_lines, sample
 from tests.system import fleet
 
 TOKENS = {
@@ -470,9 +470,11 @@ def test_admin_services_on_their_own_listener(start: Callable[..., Started]) -> 
     server = start(port=port, admin_port=admin_port)
     assert server.running.admin_port == admin_port
     main = server.channel
+    misrouted = _unimplemented("router.v1.AgentAdminService", "CreateAgent")
     with grpc.insecure_channel(f"127.0.0.1:{admin_port}") as side:
         code, _ = _code(lambda: server.admin.CreateAgent(_create(), timeout=5))
         assert code == grpc.StatusCode.UNIMPLEMENTED
+        assert _unimplemented("router.v1.AgentAdminService", "CreateAgent") == misrouted + 1
         code, _ = _code(
             lambda: server.policies.GetPolicy(admin_pb2.GetPolicyRequest(tenant="acme"))
         )
@@ -500,6 +502,34 @@ def test_admin_services_on_their_own_listener(start: Callable[..., Started]) -> 
         server.running.stop(0)
         assert _code(lambda: _health(side))[0] == grpc.StatusCode.UNAVAILABLE
         assert _code(lambda: _health(main))[0] == grpc.StatusCode.UNAVAILABLE
+
+
+def _unimplemented(service: str, method: str) -> float:
+    """Calls to a method the server does not serve, as /metrics counts them."""
+    return sample(
+        "router_rpc_duration_seconds_count", service=service, method=method, code="UNIMPLEMENTED"
+    )
+
+
+def test_a_method_nobody_serves_is_counted_and_logged(start: Callable[..., Started]) -> None:
+    """gRPC answers UNIMPLEMENTED before any handler runs; the call is still counted (as
+    ``unknown``: a client's path never becomes a label) and leaves a warning naming the
+    path, clipped and printable."""
+    server = start()
+    before = _unimplemented("unknown", "unknown")
+    long_path = "/router.v1.RoutingService/" + "N" * 400
+    with log_lines() as entries:
+        for path in ("/router.v1.RoutingService/NoSuchMethod", long_path):
+            assert _code(lambda p=path: _raw(server.channel, p, b""))[0] == (  # type: ignore[misc]
+                grpc.StatusCode.UNIMPLEMENTED
+            )
+    assert _unimplemented("unknown", "unknown") == before + 2
+    lines = [line for line in entries if line["event"] == "rpc_finished"]
+    assert [(line["code"], line["log_level"]) for line in lines] == [
+        ("UNIMPLEMENTED", "warning")
+    ] * 2
+    assert lines[0]["method"] == "/router.v1.RoutingService/NoSuchMethod"
+    assert lines[1]["method"] == long_path[: interceptors.PATH_CHARS] + "..."
 
 
 # --- rate limits ------------------------------------------------------------------------------
