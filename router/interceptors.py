@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -177,7 +178,9 @@ class _Outcome:
         structlog.contextvars.bind_contextvars(method=method, **fields)
         self.code = grpc.StatusCode.OK
         self.details = ""
-        """The status message the client got."""
+        """The status message the client got (a stream ended from outside: what ended it)."""
+        self.level: int | None = None
+        """``rpc_finished``'s level when not the code's (``LEVELS``)."""
         self.quiet = method in QUIET_METHODS
         self.started = time.perf_counter()
 
@@ -185,6 +188,8 @@ class _Outcome:
         """Abort the RPC with the status that ``error`` maps to (raises)."""
         if isinstance(error, RouterError):
             self.code, self.details = error.code, error.message
+            if error.code == grpc.StatusCode.UNAVAILABLE:
+                metrics.STORE_ERRORS.inc()
             if isinstance(error, ResourceExhaustedError) and error.retry_after_s is not None:
                 _abort_with_retry(context, error, error.retry_after_s)
             context.abort(error.code, error.message)
@@ -204,6 +209,19 @@ class _Outcome:
             if isinstance(message, bytes):
                 self.details = message.decode("utf-8", "replace")
 
+    def ended_from_outside(self, context: grpc.ServicerContext, streams: Streams) -> None:
+        """The stream ended with no error of the server's: gRPC cut it because the server
+        stopped and its grace period was over (its client got UNAVAILABLE), the client's
+        deadline passed, or the client cancelled. Logged at info."""
+        if streams.cut():
+            self.code, self.details = grpc.StatusCode.UNAVAILABLE, "cut by the server's stop"
+        elif context.time_remaining() <= 0:
+            self.code = grpc.StatusCode.DEADLINE_EXCEEDED
+            self.details = "the client's deadline passed"
+        else:
+            self.code, self.details = grpc.StatusCode.CANCELLED, "cancelled by the client"
+        self.level = logging.INFO
+
     def finish(self) -> None:
         """Write the canonical line and the latency metric; end the span."""
         seconds = time.perf_counter() - self.started
@@ -212,9 +230,7 @@ class _Outcome:
         metrics.RPC_SECONDS.labels(self.service, self.method, self.code.name).observe(
             seconds, exemplar
         )
-        if self.code == grpc.StatusCode.UNAVAILABLE:
-            metrics.STORE_ERRORS.inc()
-        level = LEVELS.get(self.code, logging.INFO)
+        level = LEVELS.get(self.code, logging.INFO) if self.level is None else self.level
         if self.quiet and self.code == grpc.StatusCode.OK:
             level = logging.DEBUG
         fields: dict[str, object] = {
@@ -230,6 +246,42 @@ class _Outcome:
             tracing.deactivate(self.token)
         if self.span is not None:
             tracing.end_server_span(self.span, self.code)
+
+
+class Streams:
+    """The server streams open through the ``ErrorInterceptor`` of a replica's listeners,
+    and the replica's stop as they see it: a stream still open when the stop's grace period
+    is over is cut by gRPC (its client gets UNAVAILABLE) and recorded so, and ``wait_closed``
+    lets the stop wait for the streams' lines."""
+
+    def __init__(self) -> None:
+        self._open = 0
+        self._changed = threading.Condition()
+        self._cut_at = math.inf
+
+    def stopping(self, grace_s: float) -> None:
+        """The server stops now: what is still open in ``grace_s`` is cut."""
+        self._cut_at = time.monotonic() + grace_s
+
+    def cut(self) -> bool:
+        """Whether the stop's grace period is over."""
+        return time.monotonic() >= self._cut_at
+
+    def opened(self) -> None:
+        """A stream started."""
+        with self._changed:
+            self._open += 1
+
+    def closed(self) -> None:
+        """A stream ended and its line is written."""
+        with self._changed:
+            self._open -= 1
+            self._changed.notify_all()
+
+    def wait_closed(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every stream to end; whether they all did."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._open == 0, timeout_s)
 
 
 def _set_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
@@ -275,6 +327,10 @@ class ErrorInterceptor(grpc.ServerInterceptor):
     with method, code, status message and duration for every RPC, at the level its code
     calls for (``LEVELS``). Install it first (outermost)."""
 
+    def __init__(self, streams: Streams | None = None) -> None:
+        """Count the server streams in ``streams`` (shared by a replica's listeners)."""
+        self.streams = Streams() if streams is None else streams
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
@@ -294,7 +350,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _stream(method, handler.unary_stream),
+                _stream(method, handler.unary_stream, self.streams),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
@@ -335,22 +391,29 @@ def _unary(method: str, inner: Handler) -> Handler:
     return wrapped
 
 
-def _stream(method: str, inner: Handler) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+def _stream(
+    method: str, inner: Handler, streams: Streams
+) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         # A stream's span is not made current: its generator may be closed from another
         # thread, and its long-polling reads are not worth a span each.
         outcome = _Outcome(method, request, context, current=False)
+        streams.opened()
         try:
             if isinstance(request, Undecodable):
                 raise request.error()
             yield from inner(request, context)
-            outcome.answered(context)
-        except GeneratorExit:  # the client went away
-            outcome.code = grpc.StatusCode.CANCELLED
+            if context.is_active():
+                outcome.answered(context)
+            else:  # the handler stopped because the call had ended (Watch's loop)
+                outcome.ended_from_outside(context, streams)
+        except GeneratorExit:  # the call ended while a message was being sent
+            outcome.ended_from_outside(context, streams)
             raise
         except Exception as error:  # mapped to a status, never swallowed
             outcome.fail(error, context)
         finally:
             outcome.finish()
+            streams.closed()
 
     return wrapped

@@ -26,10 +26,10 @@ from router.assigner import Assigner
 from router.auth import AccessInterceptor, TokensFileError, TokenTable
 from router.deadline import DeadlineInterceptor
 from router.dispatcher import Dispatcher
-from router.interceptors import ErrorInterceptor
+from router.interceptors import ErrorInterceptor, Streams
 from router.probe import StoreProbe
 from router.ratelimit import RateLimiter
-from router.routing_api import RoutingServicer
+from router.routing_api import WATCH_BLOCK_MS, RoutingServicer
 from router.settings import Settings
 from router.store import Store
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
@@ -42,6 +42,9 @@ ADMIN_SERVICES = (
 SERVICE_NAMES = (ROUTING_SERVICE, *ADMIN_SERVICES)
 MAX_MESSAGE_BYTES = 1 << 20
 LOOPBACK = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
+STREAM_END_S = 2 * WATCH_BLOCK_MS / 1000
+"""How long a stop waits, after the grace period, for the streams it cut to write their
+lines (a Watch notices the end of its call after its blocking read, within a second)."""
 
 log = structlog.get_logger("router.server")
 
@@ -62,18 +65,23 @@ class RunningServer:
     tokens: TokenTable | None = field(default=None)
     admission: Admission | None = field(default=None)
     """The request slots every unary handler of the router's services runs in."""
+    streams: Streams = field(default_factory=Streams)
+    """The server streams open on the listeners."""
 
     def stop(self, grace_s: float) -> None:
         """Report NOT_SERVING, let in-flight RPCs finish for up to ``grace_s`` on every
-        listener, then stop the dispatcher (queued calls stay in the store for the other
-        replicas)."""
+        listener (streams still open then are cut: their clients get UNAVAILABLE, and their
+        lines say so, written within ``STREAM_END_S``), then stop the dispatcher (queued
+        calls stay in the store for the other replicas)."""
         self.probe.stop()
         self.health.enter_graceful_shutdown()
+        self.streams.stopping(grace_s)
         stopping = [self.server.stop(grace_s)]
         if self.admin_server is not None:
             stopping.append(self.admin_server.stop(grace_s))
         for done in stopping:
             done.wait()
+        self.streams.wait_closed(STREAM_END_S)
         self.dispatcher.stop()
 
     def reload_tokens(self) -> None:
@@ -175,10 +183,11 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
     admission = Admission(settings.concurrency or os.cpu_count() or 1)
     options = server_options(settings)
     credentials = server_credentials(settings)
+    streams = Streams()
 
     def new_server() -> grpc.Server:
         interceptors = [
-            ErrorInterceptor(),
+            ErrorInterceptor(streams),
             AccessInterceptor(tokens, limiter),
             StreamLimitInterceptor(StreamSlots(settings.workers)),  # this server's workers
             DeadlineInterceptor(),
@@ -242,4 +251,5 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
         admin_port,
         tokens,
         admission,
+        streams,
     )

@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from router import admin_api, local_redis, metrics, server
+from router import admin_api, local_redis, metrics, routing_api, server
 from router.domain import AgentSnapshot
 from router.redis_schema import Keys
 from router.redis_store import RedisStore
@@ -959,6 +959,57 @@ def test_rpcs_are_counted_by_service_and_the_code_their_handler_set(service: Ser
         assert time.monotonic() < deadline, "the health Watch was not counted"
         time.sleep(0.01)
     assert _rpcs_by_code(server.ROUTING_SERVICE, "Watch") == routing_watches
+
+
+def test_a_watch_ended_from_outside_counts_as_its_client_saw_it_end(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Watch its client cancels while no event comes, one whose deadline passes and one
+    the server's stop cuts after the grace period count as CANCELLED, DEADLINE_EXCEEDED and
+    UNAVAILABLE (not OK), not as a store error, each line at info with what ended it,
+    the last one written before the stop returns."""
+    monkeypatch.setattr(routing_api, "WATCH_BLOCK_MS", 50)  # each read notices sooner
+    before = _rpcs_by_code(server.ROUTING_SERVICE, "Watch")
+    store_errors = sample("router_store_unavailable_total")
+
+    def counted(code: str) -> float:
+        return _rpcs_by_code(server.ROUTING_SERVICE, "Watch").get(code, 0) - before.get(code, 0)
+
+    def wait_until_counted(code: str) -> None:
+        deadline = time.monotonic() + 10
+        while not counted(code):
+            assert time.monotonic() < deadline, f"no Watch counted {code}"
+            time.sleep(0.01)
+
+    request = routing_pb2.WatchRequest(tenant=service.tenant)
+    with log_lines() as entries:
+        idle = service.routing.Watch(request)
+        idle.initial_metadata()  # open, waiting for events
+        idle.cancel()
+        wait_until_counted("CANCELLED")
+        with pytest.raises(grpc.RpcError) as err:
+            list(service.routing.Watch(request, timeout=0.2))
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        wait_until_counted("DEADLINE_EXCEEDED")
+        cut = service.routing.Watch(request)
+        cut.initial_metadata()
+        service.running.stop(0.1)
+        assert counted("UNAVAILABLE") == 1
+        with pytest.raises(grpc.RpcError) as err:
+            list(cut)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert {code: counted(code) for code in ("OK", "CANCELLED", "DEADLINE_EXCEEDED")} == {
+        "OK": 0,
+        "CANCELLED": 1,
+        "DEADLINE_EXCEEDED": 1,
+    }
+    assert sample("router_store_unavailable_total") == store_errors
+    lines = [line for line in entries if line["event"] == "rpc_finished"]
+    assert [(line["code"], line["log_level"], line["details"]) for line in lines] == [
+        ("CANCELLED", "info", "cancelled by the client"),
+        ("DEADLINE_EXCEEDED", "info", "the client's deadline passed"),
+        ("UNAVAILABLE", "info", "cut by the server's stop"),
+    ]
 
 
 def test_metrics_give_the_replicas_own_cpu_and_memory() -> None:
