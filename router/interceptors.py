@@ -99,6 +99,13 @@ def _request_fields(request: Any) -> dict[str, str]:
     return fields
 
 
+def bind_call(call_id: str) -> None:
+    """Put ``call_id`` on the current RPC's log lines from now on (its ``rpc_finished``
+    included), sanitised as the request's ids: for the RPCs that name only an assignment,
+    once the store has returned it."""
+    structlog.contextvars.bind_contextvars(call_id=printable(call_id, LOGGED_FIELDS["call_id"]))
+
+
 class Undecodable:
     """What the request deserializer yields for bytes that do not parse; the handler then
     answers INVALID_ARGUMENT instead of running."""

@@ -17,6 +17,7 @@ from router.dispatcher import outage_grace_s
 from router.domain import AssignmentState, CallStatus, Channel
 from router.domain import Outcome as CallOutcome
 from router.errors import ContentionError, InvalidArgumentError, PolicyChangedError
+from router.interceptors import bind_call
 from router.stats_api import stats_to_pb
 from router.store import EVENT_TYPES, Finished, Store
 from router.v1 import routing_pb2, routing_pb2_grpc
@@ -88,6 +89,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             policy=policy,
             heartbeat_grace=grace,
         )
+        bind_call(accepted.call_id)
         return routing_pb2.AcceptResponse(assignment=convert.assignment_to_pb(accepted))
 
     def Reject(  # noqa: N802
@@ -101,6 +103,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         rejected = self._store.decline_offer(
             tenant, assignment_id, _token(request.fencing_token), timed_out=False, policy=policy
         )
+        bind_call(rejected.call_id)
         self._wake(tenant)
         return routing_pb2.RejectResponse(assignment=convert.assignment_to_pb(rejected))
 
@@ -123,6 +126,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             resolved=outcome.resolved if outcome.HasField("resolved") else None,
         )
         finished = self._finish(tenant, assignment_id, token, ended)
+        bind_call(finished.assignment.call_id)
         if finished.calls_waiting:  # else the freed slot has no call to take
             self._wake(tenant)
         return routing_pb2.CompleteResponse(
@@ -177,6 +181,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         assignment_id = convert.identifier("assignment_id", request.assignment_id)
         convert.text("reason", request.reason, max_len=convert.MAX_NAME)
         released = self._finish(tenant, assignment_id, _token(request.fencing_token), None)
+        bind_call(released.assignment.call_id)
         if released.calls_waiting:  # the released call itself, at least
             self._wake(tenant)
         return routing_pb2.ReleaseResponse(assignment=convert.assignment_to_pb(released.assignment))

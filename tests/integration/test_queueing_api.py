@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from router import local_redis
 from router.v1 import admin_pb2, routing_pb2
 from router.v1 import types_pb2 as pb
-from tests.helpers import FakeClock, retries, sample
+from tests.helpers import FakeClock, log_lines, retries, sample
 from tests.integration.service import Service, start_service
 
 ASSIGNED = routing_pb2.AssignResponse.RESULT_ASSIGNED
@@ -189,6 +189,62 @@ def test_offer_accept_and_reject_never_reoffers_to_the_same_agent(service: Servi
     again = service.wait_for_call("c2", pb.CALL_STATUS_OFFERED)
     assert again.assignment.agent_id == "a3"
     assert again.waited.ToMilliseconds() >= 0
+
+
+def test_the_lines_of_rpcs_naming_an_assignment_carry_its_call_id(service: Service) -> None:
+    """Accept, Reject, Complete and Release name only an assignment; their lines carry the
+    call id too (from the assignment the store returns), so one call's lines are found by
+    ``call_id``."""
+    _channels(service, _voice(offer_timeout=Duration(seconds=20)))
+    service.agent("a1", skills={"billing": 9})
+
+    def offered(call_id: str) -> pb.Assignment:
+        reply = service.assign(call_id)
+        assert reply.result == OFFERED
+        return reply.assignment
+
+    def accept(offer: pb.Assignment) -> pb.Assignment:
+        return service.routing.Accept(
+            routing_pb2.AcceptRequest(
+                tenant=service.tenant,
+                assignment_id=offer.assignment_id,
+                fencing_token=offer.fencing_token,
+            )
+        ).assignment
+
+    with log_lines() as entries:
+        service.complete(accept(offered("done")))
+        rejected = offered("rejected")
+        service.routing.Reject(
+            routing_pb2.RejectRequest(
+                tenant=service.tenant,
+                assignment_id=rejected.assignment_id,
+                fencing_token=rejected.fencing_token,
+            )
+        )
+        service.agent("a2", skills={"billing": 9})
+        service.wait_for_call("rejected", pb.CALL_STATUS_OFFERED)  # to a2: a1 said no
+        released = accept(offered("released"))
+        service.routing.Release(
+            routing_pb2.ReleaseRequest(
+                tenant=service.tenant,
+                assignment_id=released.assignment_id,
+                fencing_token=released.fencing_token,
+            )
+        )
+    named = {"Accept", "Reject", "Complete", "Release"}
+    lines = [
+        (line["method"].rsplit("/", 1)[1], line.get("call_id"))
+        for line in entries
+        if line["event"] == "rpc_finished" and line["method"].rsplit("/", 1)[1] in named
+    ]
+    assert lines == [
+        ("Accept", "done"),
+        ("Complete", "done"),
+        ("Reject", "rejected"),
+        ("Accept", "released"),
+        ("Release", "released"),
+    ]
 
 
 def test_an_offer_timed_out_by_the_dispatcher_stays_in_the_callers_trace(
