@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -44,6 +46,11 @@ LOGGED_FIELDS = {
     "reason": 200,
 }
 """Request fields bound to the log context, with the characters kept of each."""
+REQUEST_ID_HEADER = "x-request-id"
+"""Metadata naming an RPC for support: the caller's, if it sends a valid one, else one made
+here; bound to the RPC's log lines as ``x_request_id`` and sent back in its trailers."""
+_REQUEST_ID = re.compile(r"[0-9A-Za-z._:-]{1,128}")
+"""A caller's ``x-request-id`` kept as it is (else one is made): a UUID, a ULID, hex, ..."""
 DETAILS_CHARS = 200
 """Characters of the status message sent to the client kept on ``rpc_finished``."""
 LEVELS = {
@@ -99,6 +106,17 @@ def _request_fields(request: Any) -> dict[str, str]:
     return fields
 
 
+def request_id(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The RPC's ``x-request-id``: the caller's first one if valid (1 to 128 characters of
+    ``0-9 A-Z a-z . _ : -``), else a new one of 16 hex digits."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER:
+            if isinstance(value, str) and _REQUEST_ID.fullmatch(value):
+                return value
+            break
+    return os.urandom(8).hex()
+
+
 def bind_call(call_id: str) -> None:
     """Put ``call_id`` on the current RPC's log lines from now on (its ``rpc_finished``
     included), sanitised as the request's ids: for the RPCs that name only an assignment,
@@ -148,6 +166,7 @@ def _abort_with_retry(
     status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
     context.set_trailing_metadata(
         (
+            *(context.trailing_metadata() or ()),  # x-request-id
             (DETAILS_KEY, status.SerializeToString()),
             ("retry-after", str(max(1, math.ceil(retry_after_s)))),
         )
@@ -165,8 +184,11 @@ class _Outcome:
         self, method: str, request: Any, context: grpc.ServicerContext, *, current: bool
     ) -> None:
         self.service, _, self.method = method[1:].rpartition("/")
-        parent, self.caller = tracing.extract(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        parent, self.caller = tracing.extract(metadata)
         fields = _request_fields(request)
+        rpc_id = request_id(metadata)
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, rpc_id),))
         self.span = tracing.server_span(
             method, parent, {f"router.{name}": value for name, value in fields.items()}
         )
@@ -182,7 +204,7 @@ class _Outcome:
         traceparent = "" if traced is None else traced.traceparent
         self.bound = tracing.bind_request_trace(traceparent) if current else None
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(method=method, **fields)
+        structlog.contextvars.bind_contextvars(method=method, x_request_id=rpc_id, **fields)
         self.code = grpc.StatusCode.OK
         self.details = ""
         """The status message the client got (a stream ended from outside: what ended it)."""
@@ -347,7 +369,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None:  # gRPC answers UNIMPLEMENTED, which no handler sees
-            _unimplemented(method, started)
+            _unimplemented(handler_call_details, started)
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -364,10 +386,11 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         return handler
 
 
-def _unimplemented(path: str, started: float) -> None:
-    """Record a call to a method no handler serves (``path`` as the client sent it, clipped
+def _unimplemented(details: grpc.HandlerCallDetails, started: float) -> None:
+    """Record a call to a method no handler serves (its path as the client sent it, clipped
     on the log line; labelled by name only if it is one of ``KNOWN_METHODS``)."""
     seconds = time.perf_counter() - started
+    path = details.method
     service, method = KNOWN_METHODS.get(path, UNKNOWN)
     code = grpc.StatusCode.UNIMPLEMENTED
     metrics.RPC_SECONDS.labels(service, method, code.name).observe(seconds)
@@ -375,6 +398,7 @@ def _unimplemented(path: str, started: float) -> None:
         LEVELS[code],
         "rpc_finished",
         method=printable(str(path), PATH_CHARS),
+        x_request_id=request_id(details.invocation_metadata),
         code=code.name,
         duration_ms=round(seconds * 1000, 3),
         details="Method not found!",  # grpcio's words to the client

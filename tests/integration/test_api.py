@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
+import re
 import threading
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from typing import Any
 
 import grpc
 import pytest
@@ -712,6 +714,39 @@ def test_every_rpc_logs_one_canonical_line(service: Service) -> None:
     ]
     assert finished[0]["call_id"] == "c1"
     assert finished[0]["tenant"] == "acme"
+
+
+def _request_id(call: Any) -> str:
+    """The ``x-request-id`` trailer of an answer (or of an ``RpcError``)."""
+    return str(next(item.value for item in call.trailing_metadata() if item.key == "x-request-id"))
+
+
+def test_every_rpc_has_a_request_id_for_support_on_its_lines_and_in_its_answer(
+    service: Service,
+) -> None:
+    """The caller's ``x-request-id`` when valid, else one made per RPC, is on the RPC's log
+    lines (``x_request_id``) and comes back in its trailers, errors included."""
+    stats = routing_pb2.GetStatsRequest(tenant=service.tenant)
+    sent = (("x-request-id", "support-42"),)
+    with log_lines() as entries:
+        _, own = service.routing.GetStats.with_call(stats, metadata=sent)
+        _, made = service.routing.GetStats.with_call(stats)
+        _, again = service.routing.GetStats.with_call(stats)
+        _, bad = service.routing.GetStats.with_call(stats, metadata=(("x-request-id", "a b"),))
+        _, long = service.routing.GetStats.with_call(stats, metadata=(("x-request-id", "x" * 129),))
+        with pytest.raises(grpc.RpcError) as err:
+            service.admin.GetAgent(
+                admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="ghost"),
+                metadata=(("x-request-id", "support-43"),),
+            )
+    answered = [_request_id(call) for call in (own, made, again, bad, long, err.value)]
+    assert answered[0] == "support-42"
+    assert answered[5] == "support-43"
+    for generated in answered[1:5]:
+        assert re.fullmatch("[0-9a-f]{16}", str(generated))
+    assert len(set(answered)) == len(answered)
+    lines = [line for line in entries if line["event"] == "rpc_finished"]
+    assert [line["x_request_id"] for line in lines] == answered
 
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

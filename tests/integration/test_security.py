@@ -557,6 +557,7 @@ def test_rate_limit_answers_with_retry_info(start: Callable[..., Started]) -> No
     assert 0 < info.retry_delay.ToTimedelta().total_seconds() <= 2.0
     trailers: dict[str, object] = {item.key: item.value for item in error.trailing_metadata()}
     assert trailers["retry-after"] in {"1", "2"}  # text metadata: str at run time
+    assert "x-request-id" in trailers  # kept beside them
     assert _dump(server.client) == before
     server.routing.GetStats(routing_pb2.GetStatsRequest(tenant="beta"), timeout=5)
 
