@@ -10,6 +10,7 @@ router's registry really exposes, and check every expression against them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -27,6 +28,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.utils import floatToGoString
 
 from router import metrics, tracing
+from router.assigner import Outcome
+from router.domain import Channel, Strategy
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DASHBOARD = DOCS / "grafana-dashboard.json"
@@ -371,6 +374,43 @@ def test_every_bucket_an_expression_reads_exists() -> None:
     }
     for series, bound, expr in read:
         assert bound in bounds[series], f"{series} has no bucket le={bound!r}: {expr}"
+
+
+def test_the_documented_series_per_tenant_are_what_the_registry_makes() -> None:
+    """docs/observability.md's figure of series per tenant (and per replica for 100 tenants)
+    is what the metrics with a ``tenant`` label make for one tenant with every other label
+    value used (channels, Assign results, strategies, SLA kinds)."""
+    tenant = "cardinality-probe"
+    values = {
+        "tenant": [tenant],
+        "channel": [channel.value for channel in Channel],
+        "result": [outcome.value for outcome in Outcome],
+        "strategy": [strategy.value for strategy in Strategy],
+        "kind": ["at_risk", "breached"],
+    }
+    per_tenant = [
+        value
+        for value in vars(metrics).values()
+        if isinstance(value, Counter | Gauge | Histogram)
+        and "tenant" in getattr(value, "_labelnames", ())
+    ]
+    assert len(per_tenant) == 10
+    for metric in per_tenant:
+        names = metric._labelnames
+        for labels in itertools.product(*(values[name] for name in names)):
+            metric.labels(*labels)
+    made = sum(
+        sample.labels.get("tenant") == tenant
+        for family in metrics.REGISTRY.collect()
+        for sample in family.samples
+    )
+    text = " ".join((DOCS / "observability.md").read_text().split())
+    documented = re.search(r"A tenant costs at most ([\d,]+) series", text)
+    assert documented is not None
+    assert int(documented.group(1).replace(",", "")) == made
+    replica = re.search(r"at most ([\d,]+) series per replica for 100 tenants", text)
+    assert replica is not None
+    assert int(replica.group(1).replace(",", "")) == 100 * made
 
 
 @pytest.mark.parametrize(
