@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from router import deadline, metrics, tracing
+from router import deadline, logs, metrics, tracing
 from router.assigner import deciding, rng_for
 from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Policy, Snapshot
 from router.eligibility import eligible_until_ms, is_present, left_reason
@@ -321,8 +321,9 @@ class Dispatcher:
             return DispatchReport()
         try:
             # Inside an Assign (an inline pass) the events written are not that request's:
-            # each call's own trace is bound for its work, none for the rest.
-            with tracing.continuing(""):
+            # each call's own trace is bound for its work, none for the rest, and the lines
+            # carry no call or request id of the Assign's.
+            with tracing.continuing(""), logs.without("call_id", "request_id"):
                 full = grant is PassGrant.FULL
                 return self._pass(tenant, full=full, batches=batches if full else 1)
         finally:

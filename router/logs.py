@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 import structlog
@@ -80,3 +82,17 @@ def silence(*, level: str = "critical") -> None:
         logger_factory=structlog.ReturnLoggerFactory(),
         cache_logger_on_first_use=False,
     )
+
+
+@contextmanager
+def without(*keys: str) -> Iterator[None]:
+    """Leave ``keys`` of the bound context off the lines written inside (work done for
+    others inside a request: a dispatcher pass run by an Assign is not that call's); they
+    are bound again after."""
+    bound = structlog.contextvars.get_contextvars()
+    kept = {key: bound[key] for key in keys if key in bound}
+    structlog.contextvars.unbind_contextvars(*keys)
+    try:
+        yield
+    finally:
+        structlog.contextvars.bind_contextvars(**kept)

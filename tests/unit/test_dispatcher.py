@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any, cast
 
 import pytest
+import structlog
 
 from router import deadline, forecast, metrics
 from router.dispatcher import (
@@ -36,7 +37,7 @@ from router.errors import StoreUnavailableError
 from router.forecast import PoolTerms
 from router.memory_store import MemoryStore
 from router.store import Store
-from tests.helpers import FakeClock, sample
+from tests.helpers import FakeClock, log_lines, sample
 
 T = "acme"
 
@@ -595,6 +596,26 @@ def test_an_inline_pass_past_its_deadline_expires_nothing_more() -> None:
     assert store.get_call(T, "old").status == CallStatus.QUEUED
     assert T in dispatcher._pending
     assert dispatcher.run_once(T, full=False).expired == 1
+
+
+def test_an_inline_pass_logs_under_its_own_name_not_the_assigns_call() -> None:
+    """A pass run inside an Assign places other calls: its ``dispatch_finished`` line keeps
+    the RPC's method, tenant and support id, not the Assign's call and request ids (its
+    calls are not that call); the Assign's own lines after it keep them."""
+    store, clock = _store()
+    for i in range(2):
+        _queue(store, clock, f"c{i}")
+    _agent(store, "a1", chats=2)
+    ids = {"call_id": "new", "request_id": "r-new", "x_request_id": "support-1"}
+    with log_lines() as lines, structlog.contextvars.bound_contextvars(tenant=T, **ids):
+        assert Dispatcher(store).run_once(T, full=False).placed == 2
+        structlog.get_logger("test").info("assign_answered")
+    finished, after = lines[-2], lines[-1]
+    assert finished["event"] == "dispatch_finished"
+    assert "call_id" not in finished
+    assert "request_id" not in finished
+    assert finished["x_request_id"] == "support-1"
+    assert {key: after[key] for key in ids} == ids
 
 
 def test_a_chat_behind_older_emails_expires_while_nobody_has_room() -> None:
