@@ -250,16 +250,9 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             return dataclasses.replace(profile, absences=tuple(absences))
 
         version = _version("expected_version", request.expected_version)
-        try:
-            agent = self._store.update_agent(tenant, agent_id, add, version)
-        except _Unchanged:
-            return self._agent_pb(tenant, self._store.get_agent(tenant, agent_id))
-        except VersionConflictError:  # a retry after the first attempt wrote it, perhaps
-            current = self._store.get_agent(tenant, agent_id)
-            if absence not in current.profile.absences:
-                raise
-            return self._agent_pb(tenant, current)
-        return self._changed(tenant, agent)
+        return self._update_once(
+            tenant, agent_id, add, version, lambda profile: absence in profile.absences
+        )
 
     def CancelAbsence(  # noqa: N802
         self, request: admin_pb2.CancelAbsenceRequest, context: grpc.ServicerContext
@@ -289,13 +282,26 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
             return dataclasses.replace(profile, absences=tuple(absences))
 
         version = _version("expected_version", request.expected_version)
+        return self._update_once(tenant, agent_id, cancel, version, over)
+
+    def _update_once(
+        self,
+        tenant: str,
+        agent_id: str,
+        change: Callable[[AgentProfile], AgentProfile],
+        version: int,
+        done: Callable[[AgentProfile], bool],
+    ) -> pb.Agent:
+        """``update_agent`` for a change safe to retry: one that finds nothing to write
+        (``_Unchanged``), or whose version is stale while the profile shows it ``done`` (a
+        retry after the first attempt wrote it), answers the agent as it is."""
         try:
-            agent = self._store.update_agent(tenant, agent_id, cancel, version)
+            agent = self._store.update_agent(tenant, agent_id, change, version)
         except _Unchanged:
             return self._agent_pb(tenant, self._store.get_agent(tenant, agent_id))
-        except VersionConflictError:  # a retry after the first attempt ended it, perhaps
+        except VersionConflictError:
             current = self._store.get_agent(tenant, agent_id)
-            if not over(current.profile):
+            if not done(current.profile):
                 raise
             return self._agent_pb(tenant, current)
         return self._changed(tenant, agent)
