@@ -14,11 +14,11 @@ from router import logs, metrics
 
 
 @contextmanager
-def log_lines() -> Iterator[list[MutableMapping[str, Any]]]:
-    """The log events written meanwhile, at info and above, each with the context bound to
-    it (method, tenant, ids, trace), whatever level an earlier test left configured."""
+def log_lines(level: str = "info") -> Iterator[list[MutableMapping[str, Any]]]:
+    """The log events written meanwhile, at ``level`` and above, each with the context bound
+    to it (method, tenant, ids, trace), whatever level an earlier test left configured."""
     capture = structlog.testing.LogCapture()
-    logs.silence(level="info")
+    logs.silence(level=level)
     structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
     try:
         yield capture.entries

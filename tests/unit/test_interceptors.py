@@ -10,9 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-import structlog
 
-from router import logs
 from router.deadline import DeadlineExceededError
 from router.errors import (
     AlreadyExistsError,
@@ -25,6 +23,7 @@ from router.errors import (
 )
 from router.interceptors import ErrorInterceptor
 from router.v1 import routing_pb2
+from tests.helpers import log_lines
 
 GET_CALL = "/router.v1.RoutingService/GetCall"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -78,13 +77,8 @@ class Context:
 @pytest.fixture
 def lines() -> Iterator[list[MutableMapping[str, Any]]]:
     """The log events written meanwhile, debug included, with their bound context."""
-    capture = structlog.testing.LogCapture()
-    logs.silence(level="debug")
-    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
-    try:
-        yield capture.entries
-    finally:
-        logs.silence(level="info")
+    with log_lines("debug") as entries:
+        yield entries
 
 
 def call(
