@@ -30,7 +30,7 @@ from simulations import console
 from simulations import replay as replay_module
 from simulations.kpis import QueueLevels
 from simulations.model import DAY_S, AbsenceSpec, AgentSpec
-from simulations.replay import Replayer, ReplayRun, _Live, _Scheduler
+from simulations.replay import ObservedCall, Replayer, ReplayRun, _Live, _Scheduler
 from simulations.replay_plan import (
     ReplayAgent,
     ReplayError,
@@ -694,20 +694,7 @@ def test_an_expired_event_ends_the_call_in_the_replays_books() -> None:
     assert observed["gone"].outcome == "expired"
     assert not observed["gone"].answered
     assert observed["gone"].wait_s == pytest.approx(1.2 * 100)
-    run = ReplayRun(
-        tenant=replayer.tenant,
-        options=options,
-        policy=scenario.policy,
-        agents=tuple(agents),
-        calls=tuple(observed.values()),
-        start_s=0.0,
-        end_s=200.0,
-        rpc=replayer.stats.to_json(),
-        policy_notes=(),
-        wall_s=2.0,
-        watch={"events": 1},
-        service_stats={},
-    )
+    run = _run_of(replayer, scenario, tuple(observed.values()), end_s=200.0)
     records, _, _ = observed_results(run)
     assert [(r.call_id, r.expired, r.abandoned, r.answered_s) for r in records] == [
         ("gone", True, False, None),
@@ -790,9 +777,35 @@ def _call_event(
     )
 
 
+def _run_of(
+    replayer: Replayer,
+    scenario: Scenario,
+    calls: tuple[ObservedCall, ...],
+    *,
+    end_s: float,
+    start_s: float = 0.0,
+) -> ReplayRun:
+    """The run an offline ``replayer`` of ``scenario`` observed: ``calls`` from ``start_s``
+    to ``end_s``."""
+    return ReplayRun(
+        tenant=replayer.tenant,
+        options=replayer.options,
+        policy=scenario.policy,
+        agents=tuple(replayer.agents),
+        calls=calls,
+        start_s=start_s,
+        end_s=end_s,
+        rpc=replayer.stats.to_json(),
+        policy_notes=(),
+        wall_s=1.0,
+        watch={"events": 0},
+        service_stats={},
+    )
+
+
 def _offline_replayer(
     raw: dict[str, object], calls: list[TraceCall]
-) -> tuple[Scenario, ReplayOptions, list[ReplayAgent], Replayer, ThreadPoolExecutor]:
+) -> tuple[Scenario, ReplayOptions, Replayer, ThreadPoolExecutor]:
     """A replayer at x100 of ``raw``'s agents and ``calls`` that sends nothing: its
     scheduler never starts (it schedules, runs nothing); the test drives its handlers.
     ``pool`` is its scheduler's, for the test to shut down."""
@@ -803,7 +816,7 @@ def _offline_replayer(
         replayer = Replayer(channel, agents, calls, options, policy=scenario.policy)
     pool = ThreadPoolExecutor(1)
     replayer._sched = _Scheduler(pool, replayer.stats)
-    return scenario, options, list(agents), replayer, pool
+    return scenario, options, replayer, pool
 
 
 def _handed_back_replay(
@@ -813,7 +826,7 @@ def _handed_back_replay(
     observes it from the service's answers and events (the service's clock at 1 000 000 ms
     when the first call arrives); ``hand_back``: the event that gives the calls back to the
     queue at 100 s."""
-    scenario, options, agents, replayer, pool = _offline_replayer(raw, HANDED_BACK_CALLS)
+    scenario, options, replayer, pool = _offline_replayer(raw, HANDED_BACK_CALLS)
     replayer.routing = _CancelStub(pb.CALL_STATUS_ABANDONED)  # type: ignore[assignment]
     speed, t0 = options.speed, replayer._t0
 
@@ -859,20 +872,7 @@ def _handed_back_replay(
         "expired",
         "abandoned",
     }
-    run = ReplayRun(
-        tenant=replayer.tenant,
-        options=options,
-        policy=scenario.policy,
-        agents=tuple(agents),
-        calls=tuple(replayer._observed()),
-        start_s=0.0,
-        end_s=300.0,
-        rpc=replayer.stats.to_json(),
-        policy_notes=(),
-        wall_s=3.0,
-        watch={"events": 12},
-        service_stats={},
-    )
+    run = _run_of(replayer, scenario, tuple(replayer._observed()), end_s=300.0)
     return scenario, run
 
 
@@ -928,7 +928,7 @@ def test_a_caller_whose_patience_ran_out_while_an_agent_had_the_call_waits_on() 
         TraceCall(0.0, "patient", Channel.VOICE, handle_s=500.0, patience_s=150.0),
         TraceCall(0.0, "spent", Channel.VOICE, handle_s=500.0, patience_s=60.0),
     ]
-    _, options, _, replayer, pool = _offline_replayer(HANDED_BACK, calls)
+    _, options, replayer, pool = _offline_replayer(HANDED_BACK, calls)
     speed, t0 = options.speed, replayer._t0
     due: dict[str, list[float]] = {}
     for n, call in enumerate(calls):
@@ -1318,7 +1318,7 @@ def test_a_call_cut_after_a_hand_back_belongs_to_the_agent_the_cancel_finds() ->
             )
 
     call = TraceCall(0.0, "x", Channel.VOICE, handle_s=500.0)
-    _, _, _, replayer, pool = _offline_replayer(HANDED_BACK, [call])
+    _, _, replayer, pool = _offline_replayer(HANDED_BACK, [call])
     replayer.routing = Assigned(pb.CALL_STATUS_ASSIGNED)  # type: ignore[assignment]
     t0 = replayer._t0
     live = _Live(call, "tag-x", t0, sent=t0)
@@ -1390,7 +1390,7 @@ def test_a_call_whose_offer_comes_back_waits_again_in_the_queue(kind: str) -> No
     they accept. The queue trace counts both spells (two calls waiting from 45 s), not the
     5 s Cy's offer rang, and each call's wait runs from its arrival to the accepted offer,
     as the service's GetStats counts it (not from its return to the queue)."""
-    scenario, _, agents, replayer, pool = _offline_replayer(HANDED_BACK, OFFERS_BACK_CALLS)
+    scenario, _, replayer, pool = _offline_replayer(HANDED_BACK, OFFERS_BACK_CALLS)
     replayer.routing = _OffersBack(  # type: ignore[assignment]
         {"a-1", "a-2"}, {"a-3": "ana", "a-4": "dan"}
     )
@@ -1435,20 +1435,7 @@ def test_a_call_whose_offer_comes_back_waits_again_in_the_queue(kind: str) -> No
     assert [list(w) for w in observed["offered"].waited_again] == [pytest.approx([25, 100])]
     assert observed["queued"].queued_until_s == pytest.approx(40.0)
     assert [list(w) for w in observed["queued"].waited_again] == [pytest.approx([45, 100])]
-    run = ReplayRun(
-        tenant=replayer.tenant,
-        options=replayer.options,
-        policy=scenario.policy,
-        agents=tuple(agents),
-        calls=tuple(observed.values()),
-        start_s=5.0,
-        end_s=300.0,
-        rpc=replayer.stats.to_json(),
-        policy_notes=(),
-        wall_s=3.0,
-        watch={"events": 9},
-        service_stats={},
-    )
+    run = _run_of(replayer, scenario, tuple(observed.values()), end_s=300.0, start_s=5.0)
     records, _, trace = observed_results(run)
     assert [r.wait_s for r in records] == pytest.approx([95.0, 90.0])
     waiting = {at_s: _waiting(trace, at_s) for at_s in (7, 15, 30, 42, 50, 110)}
@@ -1613,7 +1600,7 @@ def _patient_caller(
     stands at 50.01 s and whose pool runs each Accept at once; ``at`` and ``ms`` map a
     scenario second to the client's clock and the service's."""
     call = TraceCall(0.0, "patient", Channel.VOICE, handle_s=60.0, patience_s=50.0)
-    scenario, _, _, replayer, pool = _offline_replayer(HANDED_BACK, [call])
+    scenario, _, replayer, pool = _offline_replayer(HANDED_BACK, [call])
     pool.shutdown()
     replayer._pool = _Inline()  # type: ignore[assignment]
     t0 = replayer._t0
@@ -1679,20 +1666,7 @@ def test_a_cancel_that_finds_the_call_assigned_counts_it_answered_at_the_assignm
     assert (observed.outcome, observed.answered, observed.agent_id) == ("cancelled", True, "bob")
     assert observed.wait_s == pytest.approx(49.9)
     assert observed.assignments == 1
-    run = ReplayRun(
-        tenant=replayer.tenant,
-        options=replayer.options,
-        policy=scenario.policy,
-        agents=tuple(replayer.agents),
-        calls=(observed,),
-        start_s=0.0,
-        end_s=60.0,
-        rpc=replayer.stats.to_json(),
-        policy_notes=(),
-        wall_s=1.0,
-        watch={"events": 2},
-        service_stats={},
-    )
+    run = _run_of(replayer, scenario, (observed,), end_s=60.0)
     kpis, _ = replay_kpis(run, scenario)
     assert (kpis["overall"]["answered"], kpis["overall"]["abandoned"]) == (1, 0)
     calls = summarize_replay(run, kpis)["calls"]
