@@ -212,6 +212,8 @@ class _Outcome:
         """``rpc_finished``'s level when not the code's (``LEVELS``)."""
         self.quiet = method in QUIET_METHODS
         self.started = time.perf_counter()
+        self.ended: float | None = None
+        """When the call ended, where that was before the handler returned (a stream)."""
 
     def fail(self, error: BaseException, context: grpc.ServicerContext) -> None:
         """Abort the RPC with the status that ``error`` maps to (raises)."""
@@ -238,13 +240,15 @@ class _Outcome:
             if isinstance(message, bytes):
                 self.details = message.decode("utf-8", "replace")
 
-    def ended_from_outside(self, context: grpc.ServicerContext, streams: Streams) -> None:
-        """The stream ended with no error of the server's: gRPC cut it because the server
-        stopped and its grace period was over (its client got UNAVAILABLE), the client's
-        deadline passed, or the client cancelled. Logged at info."""
-        if streams.cut():
+    def ended_from_outside(self, end: CallEnd, streams: Streams) -> None:
+        """The stream ended with no error of the server's, as ``end`` saw it: gRPC cut it
+        because the server stopped and its grace period was over (its client got
+        UNAVAILABLE), the client's deadline passed, or the client cancelled, whichever came
+        first; its duration runs to then. Logged at info."""
+        at, self.ended = end.when()
+        if streams.cut(at):
             self.code, self.details = grpc.StatusCode.UNAVAILABLE, "cut by the server's stop"
-        elif context.time_remaining() <= 0:
+        elif end.past_deadline(at):
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED
             self.details = "the client's deadline passed"
         else:
@@ -253,7 +257,7 @@ class _Outcome:
 
     def finish(self) -> None:
         """Write the canonical line and the latency metric; end the span."""
-        seconds = time.perf_counter() - self.started
+        seconds = (self.ended or time.perf_counter()) - self.started
         traced = tracing.sampled_trace(self.span, self.caller)
         exemplar = None if traced is None else {"trace_id": traced}
         metrics.RPC_SECONDS.labels(self.service, self.method, self.code.name).observe(
@@ -292,9 +296,9 @@ class Streams:
         """The server stops now: what is still open in ``grace_s`` is cut."""
         self._cut_at = time.monotonic() + grace_s
 
-    def cut(self) -> bool:
-        """Whether the stop's grace period is over."""
-        return time.monotonic() >= self._cut_at
+    def cut(self, at: float) -> bool:
+        """Whether the stop's grace period was over at ``at`` (``time.monotonic``)."""
+        return at >= self._cut_at
 
     def opened(self) -> None:
         """A stream started."""
@@ -311,6 +315,34 @@ class Streams:
         """Wait up to ``timeout_s`` for every stream to end; whether they all did."""
         with self._changed:
             return self._changed.wait_for(lambda: self._open == 0, timeout_s)
+
+
+class CallEnd:
+    """When a server stream's call ended (gRPC's termination callback), which its handler
+    may notice only later (Watch, after a blocking read of up to a second): what ended it
+    is read from that time, not from when the handler noticed."""
+
+    DEADLINE_SLACK_S = 0.005
+    """An end this close before the deadline is the deadline's (the clocks are read apart)."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        """Watch ``context``'s call from now on."""
+        self._ended: tuple[float, float] | None = None
+        left = context.time_remaining()
+        self._deadline = math.inf if left is None else time.monotonic() + left
+        context.add_callback(self._end)
+
+    def _end(self) -> None:
+        self._ended = (time.monotonic(), time.perf_counter())
+
+    def when(self) -> tuple[float, float]:
+        """When the call ended (``time.monotonic``, ``time.perf_counter``); now if gRPC has
+        not said yet."""
+        return self._ended or (time.monotonic(), time.perf_counter())
+
+    def past_deadline(self, at: float) -> bool:
+        """Whether the client's deadline had passed at ``at`` (``time.monotonic``)."""
+        return at >= self._deadline - self.DEADLINE_SLACK_S
 
 
 def _set_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
@@ -429,6 +461,7 @@ def _stream(
         # A stream's span is not made current: its generator may be closed from another
         # thread, and its long-polling reads are not worth a span each.
         outcome = _Outcome(method, request, context, current=False)
+        end = CallEnd(context)
         streams.opened()
         try:
             if isinstance(request, Undecodable):
@@ -437,9 +470,9 @@ def _stream(
             if context.is_active():
                 outcome.answered(context)
             else:  # the handler stopped because the call had ended (Watch's loop)
-                outcome.ended_from_outside(context, streams)
+                outcome.ended_from_outside(end, streams)
         except GeneratorExit:  # the call ended while a message was being sent
-            outcome.ended_from_outside(context, streams)
+            outcome.ended_from_outside(end, streams)
             raise
         except Exception as error:  # mapped to a status, never swallowed
             outcome.fail(error, context)

@@ -1004,18 +1004,8 @@ def test_a_watch_ended_from_outside_counts_as_its_client_saw_it_end(
     UNAVAILABLE (not OK), not as a store error, each line at info with what ended it,
     the last one written before the stop returns."""
     monkeypatch.setattr(routing_api, "WATCH_BLOCK_MS", 50)  # each read notices sooner
-    before = _rpcs_by_code(server.ROUTING_SERVICE, "Watch")
+    counted, wait_until_counted = _watch_counts()
     store_errors = sample("router_store_unavailable_total")
-
-    def counted(code: str) -> float:
-        return _rpcs_by_code(server.ROUTING_SERVICE, "Watch").get(code, 0) - before.get(code, 0)
-
-    def wait_until_counted(code: str) -> None:
-        deadline = time.monotonic() + 10
-        while not counted(code):
-            assert time.monotonic() < deadline, f"no Watch counted {code}"
-            time.sleep(0.01)
-
     request = routing_pb2.WatchRequest(tenant=service.tenant)
     with log_lines() as entries:
         idle = service.routing.Watch(request)
@@ -1045,6 +1035,49 @@ def test_a_watch_ended_from_outside_counts_as_its_client_saw_it_end(
         ("DEADLINE_EXCEEDED", "info", "the client's deadline passed"),
         ("UNAVAILABLE", "info", "cut by the server's stop"),
     ]
+
+
+def _watch_counts() -> tuple[Callable[[str], float], Callable[[str], None]]:
+    """Watches counted by code from now on, and a wait until one is counted with a code."""
+    before = _rpcs_by_code(server.ROUTING_SERVICE, "Watch")
+
+    def counted(code: str) -> float:
+        return _rpcs_by_code(server.ROUTING_SERVICE, "Watch").get(code, 0) - before.get(code, 0)
+
+    def wait_until_counted(code: str) -> None:
+        deadline = time.monotonic() + 10
+        while not counted(code):
+            assert time.monotonic() < deadline, f"no Watch counted {code}"
+            time.sleep(0.01)
+
+    return counted, wait_until_counted
+
+
+def test_a_watch_counts_how_its_call_ended_not_when_its_read_noticed(service: Service) -> None:
+    """Watch notices that its call ended only after its blocking read (a second): a client
+    that cancels before its deadline still counts CANCELLED, for the time it was open, and
+    one whose deadline passed before the server's stop began counts DEADLINE_EXCEEDED (not
+    the stop's UNAVAILABLE)."""
+    counted, wait_until_counted = _watch_counts()
+    request = routing_pb2.WatchRequest(tenant=service.tenant)
+    with log_lines() as entries:
+        early = service.routing.Watch(request, timeout=1.0)
+        early.initial_metadata()
+        time.sleep(0.2)
+        early.cancel()  # the handler's read still waits until about 1 s
+        wait_until_counted("CANCELLED")
+        with pytest.raises(grpc.RpcError) as err:
+            list(service.routing.Watch(request, timeout=0.3))
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        service.running.stop(0.3)  # cut at 0.6 s, before that Watch's read notices (1 s)
+    assert {code: counted(code) for code in ("CANCELLED", "DEADLINE_EXCEEDED")} == {
+        "CANCELLED": 1,
+        "DEADLINE_EXCEEDED": 1,
+    }
+    assert counted("UNAVAILABLE") == 0
+    lines = [line for line in entries if line["event"] == "rpc_finished"]
+    assert [line["code"] for line in lines] == ["CANCELLED", "DEADLINE_EXCEEDED"]
+    assert lines[0]["duration_ms"] < 700
 
 
 def test_metrics_give_the_replicas_own_cpu_and_memory() -> None:
