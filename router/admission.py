@@ -156,6 +156,7 @@ class StreamSlots:
                 raise ResourceExhaustedError(
                     f"{limit} streams {whose} are open on this replica; close one first",
                     retry_after_s=1.0,
+                    own_quota=True,
                 )
             self._open += 1
             self._by[tenant] = self._by.get(tenant, 0) + 1

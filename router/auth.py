@@ -316,6 +316,7 @@ class AccessInterceptor(grpc.ServerInterceptor):
                         f"tenant {tenant}: rate limit of {limiter.rate:g} requests/s "
                         f"(burst {limiter.burst:g}) reached; retry in {wait_s:.3f}s",
                         retry_after_s=wait_s,
+                        own_quota=True,
                     )
 
         return check

@@ -75,13 +75,18 @@ class ResourceExhaustedError(RouterError):
     """A quota is used up (the tenant's queue is full, a rate limit). Retry later.
 
     With ``retry_after_s`` the status carries ``google.rpc.RetryInfo`` in its rich details
-    and a ``retry-after`` trailer (whole seconds, rounded up)."""
+    and a ``retry-after`` trailer (whole seconds, rounded up). ``own_quota``: the caller's
+    own allowance (its rate limit, its streams), a refusal logged at info like the caller's
+    other mistakes, not the server's capacity (logged at warning)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after_s: float | None = None, own_quota: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.own_quota = own_quota
 
 
 class UnauthenticatedError(RouterError):

@@ -57,7 +57,6 @@ LEVELS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: logging.WARNING,
     grpc.StatusCode.RESOURCE_EXHAUSTED: logging.WARNING,
     grpc.StatusCode.ABORTED: logging.WARNING,
-    grpc.StatusCode.UNIMPLEMENTED: logging.WARNING,
     grpc.StatusCode.UNAVAILABLE: logging.WARNING,
     grpc.StatusCode.INTERNAL: logging.ERROR,
     grpc.StatusCode.UNKNOWN: logging.ERROR,
@@ -65,7 +64,8 @@ LEVELS = {
 }
 """``rpc_finished``'s level by status code: the server's own failures, overload and
 contention at warning, its bugs at error; the rest (OK, the caller's mistakes and refusals,
-CANCELLED) at info."""
+CANCELLED, a method the listener does not serve, a refusal of the caller's own quota) at
+info."""
 KNOWN_METHODS = {
     f"/{service.full_name}/{method.name}": (service.full_name, method.name)
     for module in (routing_pb2, admin_pb2, health_pb2, reflection_pb2)
@@ -221,8 +221,10 @@ class _Outcome:
             self.code, self.details = error.code, error.message
             if error.code == grpc.StatusCode.UNAVAILABLE:
                 metrics.STORE_ERRORS.inc()
-            if isinstance(error, ResourceExhaustedError) and error.retry_after_s is not None:
-                _abort_with_retry(context, error, error.retry_after_s)
+            if isinstance(error, ResourceExhaustedError):
+                self.level = logging.INFO if error.own_quota else None
+                if error.retry_after_s is not None:
+                    _abort_with_retry(context, error, error.retry_after_s)
             context.abort(error.code, error.message)
         self.code, self.details = grpc.StatusCode.INTERNAL, "internal error; see the server log"
         log.error("rpc_crashed", exc_info=error)
@@ -427,7 +429,7 @@ def _unimplemented(details: grpc.HandlerCallDetails, started: float) -> None:
     code = grpc.StatusCode.UNIMPLEMENTED
     metrics.RPC_SECONDS.labels(service, method, code.name).observe(seconds)
     log.log(
-        LEVELS[code],
+        LEVELS.get(code, logging.INFO),
         "rpc_finished",
         method=printable(str(path), PATH_CHARS),
         x_request_id=request_id(details.invocation_metadata),

@@ -513,8 +513,9 @@ def _unimplemented(service: str, method: str) -> float:
 
 def test_a_method_nobody_serves_is_counted_and_logged(start: Callable[..., Started]) -> None:
     """gRPC answers UNIMPLEMENTED before any handler runs; the call is still counted (as
-    ``unknown``: a client's path never becomes a label) and leaves a warning naming the
-    path, clipped and printable."""
+    ``unknown``: a client's path never becomes a label) and leaves a line at info (the
+    caller's mistake, which any client could repeat at will) naming the path, clipped and
+    printable."""
     server = start()
     before = _unimplemented("unknown", "unknown")
     long_path = "/router.v1.RoutingService/" + "N" * 400
@@ -525,9 +526,7 @@ def test_a_method_nobody_serves_is_counted_and_logged(start: Callable[..., Start
             )
     assert _unimplemented("unknown", "unknown") == before + 2
     lines = [line for line in entries if line["event"] == "rpc_finished"]
-    assert [(line["code"], line["log_level"]) for line in lines] == [
-        ("UNIMPLEMENTED", "warning")
-    ] * 2
+    assert [(line["code"], line["log_level"]) for line in lines] == [("UNIMPLEMENTED", "info")] * 2
     assert lines[0]["method"] == "/router.v1.RoutingService/NoSuchMethod"
     assert lines[1]["method"] == long_path[: interceptors.PATH_CHARS] + "..."
 

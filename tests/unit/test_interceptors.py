@@ -124,15 +124,21 @@ def raising(error: Exception) -> Callable[[Any, Any], Any]:
         (DeadlineExceededError("assign: the deadline passed"), "DEADLINE_EXCEEDED", "warning"),
         (ContentionError("the policy kept changing"), "ABORTED", "warning"),
         (ResourceExhaustedError("tenant acme: queue full"), "RESOURCE_EXHAUSTED", "warning"),
+        (
+            ResourceExhaustedError("tenant acme: rate limit", retry_after_s=0.5, own_quota=True),
+            "RESOURCE_EXHAUSTED",
+            "info",
+        ),
         (RuntimeError("a bug"), "INTERNAL", "error"),
     ],
 )
 def test_rpc_finished_is_at_the_level_its_code_calls_for_with_the_clients_message(
     lines: list[MutableMapping[str, Any]], error: Exception, code: str, level: str
 ) -> None:
-    """The caller's mistakes at info, the server's failures and overload at warning (so
-    ``ROUTER_LOG_LEVEL=warning`` keeps them, with the RPC's ids), a crash at error; each
-    with the status message the client got."""
+    """The caller's mistakes at info (a refusal of the caller's own quota too: a client
+    over its rate limit would fill a warning log), the server's failures and overload at
+    warning (so ``ROUTER_LOG_LEVEL=warning`` keeps them, with the RPC's ids), a crash at
+    error; each with the status message the client got."""
     context = call(GET_CALL, raising(error))
     line = finished(lines)
     assert (line["code"], line["log_level"]) == (code, level)
