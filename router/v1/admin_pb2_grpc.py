@@ -174,7 +174,8 @@ class AgentAdminServiceServicer:
         it restarts the agent's idle clock); one still to come is removed; one already over is
         left as it is and the agent returned unchanged (whatever `expected_version` it carries),
         so retrying a cancel that ended an absence is safe. NOT_FOUND for an unknown absence id
-        (also when retrying the removal of one still to come).
+        (also when retrying the removal of one still to come; ABORTED if that retry carries the
+        version the first attempt was checked against).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -76,7 +76,8 @@ class AgentAdminServiceStub:
     it restarts the agent's idle clock); one still to come is removed; one already over is
     left as it is and the agent returned unchanged (whatever `expected_version` it carries),
     so retrying a cancel that ended an absence is safe. NOT_FOUND for an unknown absence id
-    (also when retrying the removal of one still to come).
+    (also when retrying the removal of one still to come; ABORTED if that retry carries the
+    version the first attempt was checked against).
     """
 
 @_typing.type_check_only
@@ -125,7 +126,8 @@ class AgentAdminServiceAsyncStub(AgentAdminServiceStub):
     it restarts the agent's idle clock); one still to come is removed; one already over is
     left as it is and the agent returned unchanged (whatever `expected_version` it carries),
     so retrying a cancel that ended an absence is safe. NOT_FOUND for an unknown absence id
-    (also when retrying the removal of one still to come).
+    (also when retrying the removal of one still to come; ABORTED if that retry carries the
+    version the first attempt was checked against).
     """
 
 class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -231,7 +233,8 @@ class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         it restarts the agent's idle clock); one still to come is removed; one already over is
         left as it is and the agent returned unchanged (whatever `expected_version` it carries),
         so retrying a cancel that ended an absence is safe. NOT_FOUND for an unknown absence id
-        (also when retrying the removal of one still to come).
+        (also when retrying the removal of one still to come; ABORTED if that retry carries the
+        version the first attempt was checked against).
         """
 
 def add_AgentAdminServiceServicer_to_server(servicer: AgentAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
