@@ -251,6 +251,24 @@ def test_rpc_latency_panels_show_the_trace_exemplars() -> None:
     assert all(target.get("exemplar") is True for target in latency)
 
 
+def test_the_error_panels_leave_out_the_streams_endings() -> None:
+    """A Watch counts CANCELLED, DEADLINE_EXCEEDED or UNAVAILABLE when its client or a
+    stop ends it: the panels of non-OK answers count unary RPCs only (every selector of
+    ``router_rpc_duration_seconds_count`` in them, the ratio's denominator too)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    errors = [
+        target["expr"]
+        for panel in panels(dashboard)
+        for target in panel.get("targets", [])
+        if 'code!="OK"' in target["expr"]
+    ]
+    assert len(errors) == 2
+    for expr in errors:
+        selectors = re.findall(r"router_rpc_duration_seconds_count\{([^}]*)\}", expr)
+        assert selectors
+        assert all('method!="Watch"' in selector for selector in selectors), expr
+
+
 def alert_rules() -> list[dict[str, Any]]:
     """Every rule of the rule file, alerts and recording rules, in file order."""
     groups = yaml.safe_load(ALERTS.read_text())["groups"]
