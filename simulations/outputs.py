@@ -11,7 +11,9 @@ says so. A failure is an ``OutputError`` naming the file and the reason
 A command holds a lock (``fcntl.flock``) on its hidden folder or file for as long as it
 writes there, and the system drops that lock when the process ends, however it ends. So a
 stage left by a run that was killed (SIGKILL, power loss) is one no process holds: the next
-command writing into that folder removes it, and never the stage of a run still under way
+command writing into that folder removes it (only a name of the commands' own making,
+``.writing-<random>.stage``: a user's ``.writing-notes`` stays), and never the stage of a
+run still under way
 (where the file system offers no such locks, as some network mounts, nothing is removed).
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -29,6 +32,14 @@ from pathlib import Path
 
 STAGE_PREFIX = ".writing-"
 """The hidden folder (or file) a command writes into before moving its outputs in place."""
+STAGE_MARK = ".stage"
+"""Ends a hidden folder's name (before the suffix, a hidden file's): with the prefix and the
+random part ``tempfile`` draws, what tells a command's stage from a user's own file."""
+_OURS = re.compile(
+    rf"{re.escape(STAGE_PREFIX)}(?:.*-)?[a-z0-9_]{{8}}{re.escape(STAGE_MARK)}(?:\.\w+)?"
+)
+"""The names of the stages ``_new_folder`` and ``_new_file`` make (``.writing-k2x9_q1a.stage``,
+``.writing-day-k2x9_q1a.stage.csv``): the only entries a sweep may remove."""
 
 
 class OutputError(Exception):
@@ -150,7 +161,7 @@ def _new_folder(folder: Path) -> Callable[[], tuple[int, str]]:
 
     def make() -> tuple[int, str]:
         """The folder made and opened."""
-        name = tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=folder)
+        name = tempfile.mkdtemp(prefix=STAGE_PREFIX, suffix=STAGE_MARK, dir=folder)
         return os.open(name, os.O_RDONLY | os.O_DIRECTORY), name
 
     return make
@@ -162,16 +173,23 @@ def _new_file(path: Path) -> Callable[[], tuple[int, str]]:
     def make() -> tuple[int, str]:
         """The file made and open."""
         prefix = f"{STAGE_PREFIX}{path.stem}-"
-        return tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
+        suffix = f"{STAGE_MARK}{path.suffix}"
+        return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
 
     return make
 
 
 def _held(make: Callable[[], tuple[int, str]]) -> tuple[Path, int]:
     """A stage from ``make`` and its descriptor, locked until that is closed; made again if
-    another command's sweep removed it in the instant between its making and the lock."""
+    another command's sweep removed it in the instant between its making and the lock (or
+    its opening)."""
     for _ in range(_TRIES):
-        handle, name = make()
+        try:
+            handle, name = make()
+        except FileNotFoundError as exc:
+            if exc.filename is None or not Path(os.fsdecode(exc.filename)).parent.is_dir():
+                raise  # not a stage swept, the folder itself gone
+            continue
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError:  # no locks on this file system: then no sweep removes a stage either
@@ -190,7 +208,7 @@ def _sweep(folder: Path) -> None:
     killed): a command holds its own locked until it is done, so a stage whose lock can be
     taken is no live command's."""
     try:
-        entries = [p for p in folder.iterdir() if p.name.startswith(STAGE_PREFIX)]
+        entries = [p for p in folder.iterdir() if _OURS.fullmatch(p.name)]
     except OSError:
         return
     for entry in entries:
