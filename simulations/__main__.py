@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -111,8 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = _out_dir(args.out, "run", scenario.name)
     seed = _seed(args, scenario)
     result = simulate(scenario, seed=seed, policy=policy, progress=not args.quiet)
-    print(console.kpi_table(result.kpis))  # before the files: a full disk keeps the figures
-    print(f"engine: {result.engine}, {result.wall_s:.1f} s")
+    _show(console.kpi_table(result.kpis))  # before the files: a full disk keeps the figures
+    _show(f"engine: {result.engine}, {result.wall_s:.1f} s")
     _writing(out, args)
     with outputs.staged(out) as stage:
         result.write(stage)
@@ -120,8 +121,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             stage, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
         )
     path = out / "report.html"
-    print(f"wrote {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
+    _show(f"wrote {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
     return 0
+
+
+def _show(text: str) -> None:
+    """Print ``text`` now. A reader that went away (``| head``) costs the rest of the
+    printed text, never the files still to write: standard output goes to the null device
+    from then on, without a traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _span(seeds: Sequence[int]) -> str:
@@ -129,13 +142,17 @@ def _span(seeds: Sequence[int]) -> str:
     return f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
 
 
-def _print_comparison(scenario: Scenario, comparison: Comparison) -> None:
-    """Print a comparison's tables and, per policy, the engine its first seed takes."""
-    print(console.compare_table(comparison.to_json()))
+def _print_comparison(scenario: Scenario, comparison: Comparison, heading: str = "") -> None:
+    """Print ``heading`` (if any), a comparison's tables and, per policy, the engine its
+    first seed takes (worked out first, so the text comes out at once)."""
     seed = comparison.seeds[0]
     trace = generate_trace(scenario, seed)
-    for name in comparison.policies:
-        print(f"engine, {name} (seed {seed}): {engine_of(scenario.with_policy(name), trace)}")
+    engines = [
+        f"engine, {name} (seed {seed}): {engine_of(scenario.with_policy(name), trace)}"
+        for name in comparison.policies
+    ]
+    text = [heading] if heading else []
+    _show("\n".join([*text, console.compare_table(comparison.to_json()), *engines]))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -159,11 +176,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt(
                 f"{stop}, no seed finished under every policy: nothing to compare, nothing written"
             ) from None
-        print(
-            f"INTERRUPTED after {stop.done} of {stop.planned} runs: the tables cover seeds "
-            f"{_span(stop.partial.seeds)} of {_span(seeds)}, those every policy finished"
+        done = stop.partial.seeds
+        heading = (
+            f"INTERRUPTED after {stop.done} of {stop.planned} runs: the tables cover "
+            f"{'seed' if len(done) == 1 else 'seeds'} {_span(done)} of {_span(seeds)}, "
+            "those every policy finished"
         )
-        _print_comparison(scenario, stop.partial)
+        _print_comparison(scenario, stop.partial, heading)
         raise KeyboardInterrupt(f"{stop}, nothing written") from None
     _print_comparison(scenario, comparison)  # before the files, as for run
     _writing(out, args)
@@ -171,7 +190,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         comparison.write(stage / "compare.json")
         report.write_compare_report(stage)
     path = out / "report.html"
-    print(f"wrote {out / 'compare.json'}, {path}")
+    _show(f"wrote {out / 'compare.json'}, {path}")
     return 0
 
 
@@ -184,7 +203,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     calls = generate_trace(scenario, args.seed)
     with outputs.staged_file(out) as stage:
         write_trace(stage, calls)
-    print(f"wrote {len(calls)} calls to {out}")
+    _show(f"wrote {len(calls)} calls to {out}")
     return 0
 
 
@@ -288,7 +307,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         status("computing KPIs")
     kpis, records = replay_kpis(run, scenario)
     summary = summarize_replay(run, kpis)
-    print(console.replay_text(summary))  # before the files, as for run
+    _show(console.replay_text(summary))  # before the files, as for run
     _writing(out, args)
     with outputs.staged(out) as stage:
         text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
@@ -298,7 +317,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             stage, sla=scenario_sla(scenario), occupancy_cap=report.applied_cap(scenario.policy)
         )
     path = out / "report.html"
-    print(f"wrote {out / 'replay.json'}, {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
+    _show(f"wrote {out / 'replay.json'}, {out / 'kpis.json'}, {out / 'records.csv'}, {path}")
     failed = summary["requests"]["errors"] or summary["calls"]["failed"]
     return 1 if failed else 0
 
@@ -358,13 +377,13 @@ def cmd_erlang(args: argparse.Namespace) -> int:
                 console.pct(a.p_abandon),
             ]
         )
-    print(
+    _show(
         f"{rate * 3600:g} calls/h, AHT {args.aht:g} s: offered load {load:.2f} Erlang on "
         f"{args.agents} agents (utilisation {load / args.agents:.1%}), target {args.target:g} s"
     )
-    print(console.table(rows))
+    _show(console.table(rows))
     if load >= args.agents:
-        print("note: load >= agents, so without abandonment the queue grows without bound")
+        _show("note: load >= agents, so without abandonment the queue grows without bound")
     return 0
 
 

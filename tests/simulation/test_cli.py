@@ -459,6 +459,74 @@ def test_a_hidden_folder_taken_before_its_lock_is_made_again(
     assert _files(out) == {"kpis.json": "{}"}
 
 
+def test_the_clean_up_leaves_the_users_own_dot_writing_files(tmp_path: Path) -> None:
+    """Only the hidden folders and files the commands make are cleaned up: a user's own
+    ``.writing-drafts`` folder or ``.writing-log`` file next to the outputs (no process holds
+    them) stays, with what it holds."""
+    out = tmp_path / "out"
+    (out / ".writing-drafts").mkdir(parents=True)
+    (out / ".writing-drafts" / "ch1.md").write_text("notes")
+    (out / ".writing-log").write_text("x")
+    (out / ".writing-abcd1234").mkdir()  # a stage's shape, but none of ours
+    with outputs.staged(out) as stage:
+        (stage / "kpis.json").write_text("{}")
+    with outputs.staged_file(out / "day.csv") as stage:
+        stage.write_text("a,b\n")
+    assert (out / ".writing-drafts" / "ch1.md").read_text() == "notes"
+    assert (out / ".writing-log").read_text() == "x"
+    assert (out / ".writing-abcd1234").is_dir()
+    assert (out / "kpis.json").read_text() == "{}"
+
+
+def test_a_hidden_folder_removed_before_it_is_opened_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another command's clean-up may remove a run's fresh hidden folder between its making
+    and its opening: the run makes another (it answered "No such file or directory" for a
+    folder that exists)."""
+    made: list[str] = []
+    mkdtemp = outputs.tempfile.mkdtemp
+
+    def made_then_taken(**kwargs: object) -> str:
+        name = mkdtemp(**kwargs)  # type: ignore[call-overload]
+        if not made:  # swept at once
+            os.rmdir(name)
+        made.append(str(name))
+        return str(name)
+
+    monkeypatch.setattr(outputs.tempfile, "mkdtemp", made_then_taken)
+    out = tmp_path / "out"
+    with outputs.staged(out) as stage:
+        (stage / "kpis.json").write_text("{}")
+    assert len(made) == 2
+    assert _files(out) == {"kpis.json": "{}"}
+
+
+def test_a_reader_that_goes_away_costs_the_rest_of_the_output_not_the_files(
+    scenario: Path, tmp_path: Path
+) -> None:
+    """``compare ... | head -1`` with unbuffered output: the pipe closes after the first
+    line; the comparison's files are written all the same, without a traceback."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+        "PYTHONUNBUFFERED": "1",
+    }
+    out = tmp_path / "cmp"
+    argv = ["compare", str(scenario), "--policies", "balanced,random", "--seeds", "1"]
+    command = [sys.executable, "-m", "simulations", *argv, "--out", str(out), "--quiet"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=root
+    ) as child:
+        assert child.stdout is not None
+        child.stdout.readline()
+        child.stdout.close()  # the reader is gone
+        _, err = child.communicate(timeout=120)
+    assert b"Traceback" not in err, err.decode()
+    assert sorted(_files(out)) == ["compare.json", "report.html"]
+
+
 def test_the_interrupted_line_stands_on_its_own(
     scenario: Path,
     tmp_path: Path,
@@ -532,6 +600,20 @@ def test_ctrl_c_in_compare_shows_the_seeds_every_policy_finished(
     assert "engine, best_skill (seed 1): " in printed
     assert "wrote" not in printed
     assert "INTERRUPTED after k of n runs" in COMPARE_HELP
+
+
+def test_ctrl_c_in_compare_after_one_whole_seed_names_it(
+    scenario: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Interrupted after the first seed: its heading says "seed 1", not "seeds 1"."""
+    assert _stopped_compare(scenario, tmp_path / "cmp", monkeypatch, stop_at=3) == 130
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (
+        "INTERRUPTED after 3 of 6 runs: the tables cover seed 1 of 1-3, those every policy finished"
+    )
 
 
 def test_ctrl_c_in_compare_before_a_seed_is_whole_says_so(
