@@ -11,6 +11,7 @@ import re
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -485,16 +486,16 @@ def test_a_hidden_folder_removed_before_it_is_opened_is_made_again(
     and its opening: the run makes another (it answered "No such file or directory" for a
     folder that exists)."""
     made: list[str] = []
-    mkdtemp = outputs.tempfile.mkdtemp
+    mkdtemp = tempfile.mkdtemp
 
-    def made_then_taken(**kwargs: object) -> str:
-        name = mkdtemp(**kwargs)  # type: ignore[call-overload]
+    def made_then_taken(**kwargs: str) -> str:
+        name = mkdtemp(**kwargs)
         if not made:  # swept at once
             os.rmdir(name)
         made.append(str(name))
         return str(name)
 
-    monkeypatch.setattr(outputs.tempfile, "mkdtemp", made_then_taken)
+    monkeypatch.setattr(tempfile, "mkdtemp", made_then_taken)
     out = tmp_path / "out"
     with outputs.staged(out) as stage:
         (stage / "kpis.json").write_text("{}")
