@@ -777,6 +777,17 @@ def _call_event(
     )
 
 
+def _on_the_service(channel: grpc.Channel, run: ReplayRun) -> dict[str, pb.CallInfo]:
+    """Each call of ``run`` as the service keeps it (GetCall), by the trace's call id."""
+    routing = routing_pb2_grpc.RoutingServiceStub(channel)
+    return {
+        c.call.call_id: routing.GetCall(
+            routing_pb2.GetCallRequest(tenant=run.tenant, call_id=c.wire_id)
+        ).call
+        for c in run.calls
+    }
+
+
 def _run_of(
     replayer: Replayer,
     scenario: Scenario,
@@ -1155,13 +1166,7 @@ def test_a_replay_gives_the_service_the_queue_time_limit_and_counts_its_expiries
     agents = agents_from_scenario(scenario, 0.0, scenario.horizon_s)
     with grpc.insecure_channel(target) as channel:
         run = Replayer(channel, agents, calls, options, policy=scenario.policy).run()
-        routing = routing_pb2_grpc.RoutingServiceStub(channel)
-        infos = {
-            c.call.call_id: routing.GetCall(
-                routing_pb2.GetCallRequest(tenant=run.tenant, call_id=c.wire_id)
-            ).call
-            for c in run.calls
-        }
+        infos = _on_the_service(channel, run)
     assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
     assert "Cancel" not in run.rpc["requests_by_method"]
     outcomes = {c.call.call_id: c.outcome for c in run.calls}
@@ -1505,13 +1510,7 @@ def test_a_replayed_call_whose_offer_timed_out_waits_again_until_the_next_offer(
         replayer = Replayer(channel, agents, calls, options, policy=scenario.policy)
         replayer.routing = _LateAccept(replayer.routing, replayer, "late", 1.5)  # type: ignore[assignment]
         run = replayer.run()
-        routing = routing_pb2_grpc.RoutingServiceStub(channel)
-        infos = {
-            c.call.call_id: routing.GetCall(
-                routing_pb2.GetCallRequest(tenant=run.tenant, call_id=c.wire_id)
-            ).call
-            for c in run.calls
-        }
+        infos = _on_the_service(channel, run)
     assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
     kinds = [e.type for e in infos["late"].timeline]
     assert kinds[:3] == ["OFFERED", "OFFER_TIMED_OUT", "QUEUED"], kinds
