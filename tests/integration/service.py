@@ -273,6 +273,33 @@ class Service:
             )
         )
 
+    def schedule_absence(
+        self,
+        agent_id: str,
+        start_s: int,
+        end_s: int,
+        *,
+        absence_id: str = "",
+        kind: pb.AbsenceKind.ValueType = pb.ABSENCE_KIND_OTHER,
+        note: str = "",
+        version: int = 0,
+    ) -> pb.Agent:
+        """ScheduleAbsence from ``start_s`` to ``end_s`` (epoch seconds)."""
+        return self.admin.ScheduleAbsence(
+            admin_pb2.ScheduleAbsenceRequest(
+                tenant=self.tenant,
+                agent_id=agent_id,
+                absence=pb.Absence(
+                    absence_id=absence_id,
+                    kind=kind,
+                    start_time=Timestamp(seconds=start_s),
+                    end_time=Timestamp(seconds=end_s),
+                    note=note,
+                ),
+                expected_version=version,
+            )
+        )
+
     def absence_raw(self, *, end_before_start: bool) -> object:
         """ScheduleAbsence with the end before the start."""
         start = self.clock.now_ms // 1000

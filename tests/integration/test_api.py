@@ -101,17 +101,8 @@ def test_absences_ended_over_a_day_ago_make_room_for_new_ones(service: Service) 
     week_s, now_s = 7 * 86_400, service.clock.now_ms // 1000
 
     def schedule(absence_id: str, start_s: int) -> pb.Agent:
-        return service.admin.ScheduleAbsence(
-            admin_pb2.ScheduleAbsenceRequest(
-                tenant=service.tenant,
-                agent_id="a1",
-                absence=pb.Absence(
-                    absence_id=absence_id,
-                    kind=pb.ABSENCE_KIND_TRAINING,
-                    start_time=Timestamp(seconds=start_s),
-                    end_time=Timestamp(seconds=start_s + 3600),
-                ),
-            )
+        return service.schedule_absence(
+            "a1", start_s, start_s + 3600, absence_id=absence_id, kind=pb.ABSENCE_KIND_TRAINING
         )
 
     for n in range(100):  # the last one ended an hour ago, the others weeks ago
@@ -148,17 +139,7 @@ def test_longest_idle_counts_idle_time_from_the_end_of_an_absence(service: Servi
     since before it: under longest-idle the agent who sat at the desk meanwhile gets the
     call, and the one back from lunch the next."""
     now_s = _lunch_and_desk(service)
-    service.admin.ScheduleAbsence(
-        admin_pb2.ScheduleAbsenceRequest(
-            tenant=service.tenant,
-            agent_id="lunch",
-            absence=pb.Absence(
-                kind=pb.ABSENCE_KIND_OTHER,
-                start_time=Timestamp(seconds=now_s + 60),
-                end_time=Timestamp(seconds=now_s + 3600),
-            ),
-        )
-    )
+    service.schedule_absence("lunch", now_s + 60, now_s + 3600)
     service.clock.advance(3_660_000)  # the absence ended a minute ago
     assert service.assign("c1").assignment.agent_id == "desk"
     assert service.assign("c2").assignment.agent_id == "lunch"
@@ -172,20 +153,6 @@ def test_cancelling_an_absence_under_way_ends_it_now(service: Service) -> None:
     checked against, too) answers the agent unchanged and keeps the end."""
     now_s = _lunch_and_desk(service)
 
-    def absence(absence_id: str, start_s: int, end_s: int) -> None:
-        service.admin.ScheduleAbsence(
-            admin_pb2.ScheduleAbsenceRequest(
-                tenant=service.tenant,
-                agent_id="lunch",
-                absence=pb.Absence(
-                    absence_id=absence_id,
-                    kind=pb.ABSENCE_KIND_OTHER,
-                    start_time=Timestamp(seconds=start_s),
-                    end_time=Timestamp(seconds=end_s),
-                ),
-            )
-        )
-
     def cancel(absence_id: str, version: int = 0) -> pb.Agent:
         return service.admin.CancelAbsence(
             admin_pb2.CancelAbsenceRequest(
@@ -196,8 +163,8 @@ def test_cancelling_an_absence_under_way_ends_it_now(service: Service) -> None:
             )
         )
 
-    absence("lunch", now_s + 60, now_s + 3600)
-    absence("later", now_s + 7200, now_s + 9000)
+    service.schedule_absence("lunch", now_s + 60, now_s + 3600, absence_id="lunch")
+    service.schedule_absence("lunch", now_s + 7200, now_s + 9000, absence_id="later")
     service.clock.advance(1_860_000)  # half an hour into lunch
     checked = service.admin.GetAgent(
         admin_pb2.GetAgentRequest(tenant=service.tenant, agent_id="lunch")
@@ -225,19 +192,8 @@ def test_a_retried_absence_with_its_own_id_is_scheduled_once(service: Service) -
     now_s = service.clock.now_ms // 1000
 
     def schedule(end_s: int, version: int = 0) -> pb.Agent:
-        return service.admin.ScheduleAbsence(
-            admin_pb2.ScheduleAbsenceRequest(
-                tenant=service.tenant,
-                agent_id="a1",
-                absence=pb.Absence(
-                    absence_id="dentist",
-                    kind=pb.ABSENCE_KIND_OTHER,
-                    start_time=Timestamp(seconds=now_s + 3600),
-                    end_time=Timestamp(seconds=end_s),
-                    note="back at 11",
-                ),
-                expected_version=version,
-            )
+        return service.schedule_absence(
+            "a1", now_s + 3600, end_s, absence_id="dentist", note="back at 11", version=version
         )
 
     first = schedule(now_s + 7200, version=service.get_agent("a1").version)
@@ -266,16 +222,8 @@ def test_scheduled_absence_and_heartbeat_expiry_exclude(service: Service) -> Non
     service.agent("stale", skills={"billing": 9})
     service.agent("ok", skills={"billing": 2})
     now = service.clock.now_ms
-    service.admin.ScheduleAbsence(
-        admin_pb2.ScheduleAbsenceRequest(
-            tenant=service.tenant,
-            agent_id="away",
-            absence=pb.Absence(
-                kind=pb.ABSENCE_KIND_SICK_LEAVE,
-                start_time=Timestamp(seconds=now // 1000 - 60),
-                end_time=Timestamp(seconds=now // 1000 + 3600),
-            ),
-        )
+    service.schedule_absence(
+        "away", now // 1000 - 60, now // 1000 + 3600, kind=pb.ABSENCE_KIND_SICK_LEAVE
     )
     service.clock.advance(200_000)  # past the 120 s heartbeat timeout for everyone...
     for agent_id in ("away", "ok"):  # ...but these two keep heartbeating
