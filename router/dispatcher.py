@@ -61,7 +61,6 @@ from router.store import (
     Conflict,
     Gone,
     PassGrant,
-    QueueKey,
     QueueView,
     Store,
     Waiting,
@@ -171,9 +170,6 @@ class Dispatcher:
         self._quiet: dict[str, str] = {}
         """Per tenant, the agents' change-log head at which this replica's last full pass
         found nothing queued, nothing to do and no agent holding work (``quiet_at``)."""
-        self._behind: dict[str, QueueKey] = {}
-        """Per tenant, where this replica's last look for expiries behind the first batch
-        stopped (``_expire_behind``)."""
         self._scans: dict[str, Scan] = {}
         """Per tenant, where this replica's last tick stopped reading a queue longer than
         its batches (``TICK_BATCHES``)."""
@@ -501,22 +497,18 @@ class Dispatcher:
 
     def _expire_behind(self, tenant: str, first: QueueView) -> int:
         """A tick's look for calls past the first batch that reached their channel's limit,
-        a batch further back each tick (``_behind``: the place in the queue where the last
-        look stopped, so calls leaving ahead of it move nothing), whether or not any agent
-        has room (the passes read on only while one has): every call of a long queue is
-        looked at within about ``depth / batch_size`` ticks, so a chat behind hundreds of
-        older emails still expires at its limit. Each replica keeps its own place (the
-        replica making the tenant's full passes rarely changes). How many expired."""
+        whether or not any agent has room (the passes read on only while one has): up to a
+        batch of each channel, wherever they wait (``Store.due_waits``: one read, by the
+        start of each call's wait), so a chat behind thousands of older emails expires on
+        the first tick after its limit. How many expired."""
         policy = first.snapshot.policy
         if not any(policy.max_wait_s.values()) or first.depth <= self._batch_size:
-            self._behind.pop(tenant, None)
             return 0
-        after = self._behind.pop(tenant, None)
-        waiting, more = self._store.waiting(
-            tenant, self._batch_size, offset=self._batch_size, after=after
+        due = self._store.due_waits(
+            tenant, policy.max_wait_s, first.snapshot.now_ms, self._batch_size
         )
-        if more is not None:
-            self._behind[tenant] = more
+        traces = self._traces(tenant, [call.call_id for call in due])
+        waiting = [dataclasses.replace(call, trace=traces.get(call.call_id, "")) for call in due]
         gone = self._expire_due(tenant, policy, first.snapshot.now_ms, waiting)
         scan = self._scans.get(tenant)
         if scan is not None and gone:  # they may have been ahead of where placement reads on

@@ -3,7 +3,6 @@ timeline and history, cancel, SLA flags and callbacks (each as its Lua script do
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Mapping
 
 from router import store_common as rules
@@ -18,7 +17,7 @@ from router.domain import (
     frozen_map,
 )
 from router.memory_state import MemoryBase
-from router.store import Event, HistoryEntry, QueueKey, QueueView, Waiting
+from router.store import Event, HistoryEntry, QueueView, Waiting
 
 
 class MemoryCalls(MemoryBase):
@@ -48,24 +47,25 @@ class MemoryCalls(MemoryBase):
                 Snapshot(now, policy, agents), calls, len(t.queue), due, frozen_map(traces)
             )
 
-    def waiting(
-        self, tenant: str, limit: int, *, offset: int = 0, after: QueueKey | None = None
-    ) -> tuple[list[Waiting], QueueKey | None]:
-        """The queue's slice as the queue time limit sees it."""
+    def due_waits(
+        self, tenant: str, max_wait_s: Mapping[Channel, int], now_ms: int, limit: int
+    ) -> list[Waiting]:
+        """The queued calls past their channel's limit, by a look at each (Redis answers it
+        from an index, ``queue:waits``)."""
         rules.check_tenant(tenant)
         with self._lock:
             t = self._tenant(tenant)
-            start = max(offset, 0) if after is None else bisect.bisect_right(t.queue, after)
-            keys = t.queue[start : start + max(limit, 0)]
-            recs = [t.calls[call_id] for _, call_id in keys]
-            calls = [
-                Waiting(
-                    rec.call.call_id, rec.call.channel, rec.handed_back or rec.origin, rec.trace
-                )
-                for rec in recs
-            ]
-            more = start + len(keys) < len(t.queue)
-            return calls, (keys[-1] if keys and more else None)
+            waits = sorted(
+                (rec.handed_back or rec.origin, call_id, rec.call.channel)
+                for _, call_id in t.queue
+                for rec in (t.calls[call_id],)
+            )
+        due: list[Waiting] = []
+        for channel, seconds in max_wait_s.items():
+            cutoff = now_ms - seconds * 1000
+            past = [Waiting(c, channel, since) for since, c, ch in waits if ch is channel]
+            due += [w for w in past if seconds > 0 and w.since_ms <= cutoff][: max(limit, 0)]
+        return due
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:
         """A call's record with its queue position."""

@@ -15,6 +15,8 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
+import structlog
+
 from router import metrics
 from router import store_common as rules
 from router.domain import (
@@ -45,11 +47,14 @@ from router.redis_schema import (
     text_or_none,
     texts,
 )
-from router.store import Event, HistoryEntry, QueueKey, QueueView, Waiting
+from router.store import Event, HistoryEntry, QueueView, Waiting
 
-_TIES = 64
-"""Calls at one queue score ``waiting`` reads beyond its slice (a later one is skipped
-until the look comes round again)."""
+log = structlog.get_logger(__name__)
+
+_WAITS_CHUNK = 500
+"""Queued calls per ``index_waits`` script (each one a short atomic step)."""
+_WAITS_PASSES = 3
+"""Looks over the queue ``build_waits`` makes until the index counts every queued call."""
 SNAPSHOT_READS = 3
 """Reads of a call whose assignment keeps changing before ``call_with_timeline`` gives up."""
 
@@ -174,39 +179,66 @@ class RedisCalls(RedisBase):
             _agents_rev(known.heads),
         )
 
-    def waiting(
-        self, tenant: str, limit: int, *, offset: int = 0, after: QueueKey | None = None
-    ) -> tuple[list[Waiting], QueueKey | None]:
-        """The slice's ids and scores in one ``MULTI`` (from ``after``'s score on, the ones
-        at or before it dropped), then each call's channel, age origin, ``handed_back``,
-        status and trace in a second (calls no longer queued are left out)."""
+    def due_waits(
+        self, tenant: str, max_wait_s: Mapping[Channel, int], now_ms: int, limit: int
+    ) -> list[Waiting]:
+        """One ``MULTI``: whether ``queue:waits`` is built, and a ``ZRANGEBYLEX`` of it per
+        channel with a limit (building it first, once, for calls queued before it)."""
         k, wanted = Keys(tenant), max(limit, 0)
-        if after is None:
-            start = max(offset, 0)
-            _, (raw,) = self._multi(
-                k, lambda pipe: pipe.zrange(k.queue, start, start + wanted, withscores=True)
+        limits = [(channel, s) for channel, s in max_wait_s.items() if s > 0]
+        if not limits or not wanted:
+            return []
+
+        def read(pipe: Any) -> None:
+            pipe.exists(k.waits_built)
+            for channel, seconds in limits:
+                cutoff = now_ms - seconds * 1000  # due: since <= cutoff
+                stop = f"({channel.value}|{cutoff + 1:015d}"
+                pipe.zrangebylex(k.waits, f"[{channel.value}|", stop, start=0, num=wanted)
+
+        _, (built, *ranges) = self._multi(k, read)
+        if not built:
+            self.build_waits(tenant)
+            _, (_, *ranges) = self._multi(k, read)
+        due = []
+        for (channel, _), members in zip(limits, ranges, strict=True):
+            for member in members:
+                _, since, call_id = text(member).split("|", 2)
+                due.append(Waiting(call_id, channel, int(since)))
+        return due
+
+    def build_waits(self, tenant: str) -> int:
+        """(Re)build ``queue:waits`` from the queue, ``_WAITS_CHUNK`` calls per script, and
+        mark it built; the calls added. Needed once for calls queued before the index
+        existed (``due_waits`` calls it); safe at any time, also while other replicas route
+        (each step is atomic and the scripts keep the index). The queue can move under a
+        look by rank, so it looks again until the index counts every queued call (at most
+        ``_WAITS_PASSES`` times: a replica of an earlier version still queueing calls never
+        lets the counts meet; those calls expire when they reach the head of the queue)."""
+        k, added = Keys(tenant), 0
+        for _ in range(_WAITS_PASSES):
+            start = 0
+            while True:
+                _, (ids,) = self._multi(
+                    k, functools.partial(_queue_slice, k, start, start + _WAITS_CHUNK - 1)
+                )
+                if ids:
+                    calls = [text(i) for i in ids]
+                    reply = self._run(
+                        "index_waits", [k.waits, k.queue, *(k.call(c) for c in calls)], calls
+                    )
+                    added += int(reply[1])
+                if len(ids) < _WAITS_CHUNK:
+                    break
+                start += _WAITS_CHUNK
+            _, (queued, indexed) = self._multi(
+                k, lambda pipe: (pipe.zcard(k.queue), pipe.zcard(k.waits))
             )
-        else:  # the ids at its very score that are not after it are read and dropped
-            _, (raw,) = self._multi(
-                k,
-                lambda pipe: pipe.zrangebyscore(
-                    k.queue, after[0], "+inf", start=0, num=wanted + _TIES + 1, withscores=True
-                ),
-            )
-            raw = [(m, s) for m, s in raw if (float(s), text(m)) > after]
-        keys = [(float(score), text(member)) for member, score in raw]
-        taken, more = keys[:wanted], len(keys) > wanted
-        if not taken:
-            return [], None
-        fields = ("channel", "origin", "handed_back", "status", "trace")
-        _, rows = self._multi(
-            k, lambda pipe: [pipe.hmget(k.call(call_id), fields) for _, call_id in taken]
-        )
-        found = []
-        for (_, call_id), (channel, origin, back, status, trace) in zip(taken, rows, strict=True):
-            if status == CallStatus.QUEUED.value and channel and origin:
-                found.append(Waiting(call_id, Channel(channel), int(back or origin), trace or ""))
-        return found, (taken[-1] if more else None)
+            if indexed >= queued:
+                break
+        self._multi(k, lambda pipe: pipe.set(k.waits_built, "1"))
+        log.info("waits_index_built", tenant=tenant, added=added, queued=queued)
+        return added
 
     def _beats_read(self, tenant: str, raw_beats: list[Any], raw_beat_revs: list[Any]) -> None:
         """Every agent's latest heartbeat and its rev, as a full read found them, to the
@@ -384,6 +416,7 @@ class RedisCalls(RedisBase):
                     k.timeline(call_id),
                     k.ready,
                     k.revs,
+                    k.waits,
                 ],
                 [
                     asg_id,
@@ -432,7 +465,15 @@ class RedisCalls(RedisBase):
         k = Keys(tenant)
         reply = self._run(
             "expire_call",
-            [k.call(call_id), k.queue, k.events, k.timeline(call_id), k.history, k.policy],
+            [
+                k.call(call_id),
+                k.queue,
+                k.events,
+                k.timeline(call_id),
+                k.history,
+                k.policy,
+                k.waits,
+            ],
             [
                 call_id,
                 max(0, max_wait_s) * 1000,
@@ -459,6 +500,11 @@ class RedisCalls(RedisBase):
         if reply[0] == "status":
             raise rules.call_finished(call_id, text_or_none(reply[1]) or "unknown")
         return self.get_call(tenant, call_id)
+
+
+def _queue_slice(k: Keys, first: int, last: int, pipe: Any) -> None:
+    """``build_waits``' read: the queue's ids ranked ``first`` to ``last``."""
+    pipe.zrange(k.queue, first, last)
 
 
 def _agents_rev(heads: tuple[object, ...]) -> str:

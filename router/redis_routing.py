@@ -87,6 +87,7 @@ class RedisRouting(RedisBase):
                 k.ready,
                 k.revs,
                 k.policy,
+                k.waits,
             ],
             [
                 claim.request_id,
@@ -150,7 +151,14 @@ class RedisRouting(RedisBase):
         self._register_tenant(tenant)
         reply = self._run(
             "enqueue",
-            [k.req(request_id), k.call(call.call_id), k.queue, k.events, k.timeline(call.call_id)],
+            [
+                k.req(request_id),
+                k.call(call.call_id),
+                k.queue,
+                k.events,
+                k.timeline(call.call_id),
+                k.waits,
+            ],
             [
                 request_id,
                 fingerprint,
@@ -276,6 +284,7 @@ class RedisRouting(RedisBase):
                 k.timeline(call_id),
                 k.ready,
                 k.revs,
+                k.waits,
             ],
             [
                 assignment_id,
@@ -334,6 +343,7 @@ class RedisRouting(RedisBase):
                 k.ready,
                 k.revs,
                 k.policy,
+                k.waits,
                 k.done_since,
                 *(k.done(channel) for channel in Channel),
             ],
@@ -390,7 +400,10 @@ class RedisRouting(RedisBase):
                 if token is not None and call_id is not None
             )
         ]
-        keys = [k.agent(agent_id), k.work(agent_id), k.events, k.queue, k.offers, k.ready, k.revs]
+        keys = [
+            *(k.agent(agent_id), k.work(agent_id), k.events, k.queue, k.offers),
+            *(k.ready, k.revs, k.waits),
+        ]
         for asg_id, call_id in found:
             keys += [k.asg(asg_id), k.call(call_id), k.timeline(call_id)]
         reply = self._run(

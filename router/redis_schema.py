@@ -83,6 +83,17 @@ class Keys:
         return f"{self.prefix}queue"
 
     @property
+    def waits(self) -> str:
+        """ZSET, scores 0: ``<channel>|<since, 15 digits>|<call id>`` per QUEUED call (the
+        queue time limit's index: ``_lib.lua``'s ``wait_member``)."""
+        return f"{self.prefix}queue:waits"
+
+    @property
+    def waits_built(self) -> str:
+        """STRING: set once ``waits`` holds the calls queued before it existed."""
+        return f"{self.prefix}queue:waits:built"
+
+    @property
     def offers(self) -> str:
         """ZSET: OFFERED assignment ids scored by expiry."""
         return f"{self.prefix}offers"

@@ -152,6 +152,15 @@ key (after the prefix)     type    content                                  TTL 
                                                                             finish (release),
                                                                             reclaim, cancel,
                                                                             mark_sla, expire
+``queue:waits``            ZSET    ``<channel>|<since>|<call_id>`` per      none; enqueue,
+                                   QUEUED call, every score 0: since (15    commit (from
+                                   digits) when its wait toward the queue   queue), decline,
+                                   time limit began (``handed_back``, else  finish (release),
+                                   ``origin``); by member, each channel's   reclaim, cancel,
+                                   calls in the order their waits began     expire,
+                                   (``Store.due_waits``)                    ``index_waits``
+``queue:waits:built``      STRING  ``1`` once ``queue:waits`` holds the     none;
+                                   calls queued before it existed           ``build_waits``
 ``offers``                 ZSET    OFFERED assignment ids, score expiry     none; commit,
                                                                             accept, decline,
                                                                             reclaim, cancel
@@ -260,6 +269,7 @@ _SCRIPTS = (
     "lease",
     "index_changes",
     "reindex",
+    "index_waits",
 )
 _READ_ONLY = frozenset({"index_changes"})
 """Scripts that write nothing (``flags=no-writes``: they also run while Redis refuses

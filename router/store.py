@@ -181,9 +181,6 @@ class Waiting:
 NONE_QUIET: Mapping[str, str] = frozen_map({})
 """``open_passes``' ``quiet_at`` when no tenant's last full pass was quiet."""
 
-QueueKey: TypeAlias = tuple[float, str]
-"""A place in the queue: (queue score, call id), the queue's order."""
-
 
 @dataclass(frozen=True, slots=True)
 class Candidates:
@@ -387,14 +384,15 @@ class Store(Protocol):
         for a batch."""
         ...
 
-    def waiting(
-        self, tenant: str, limit: int, *, offset: int = 0, after: QueueKey | None = None
-    ) -> tuple[list[Waiting], QueueKey | None]:
-        """Up to ``limit`` queued calls in queue order as the queue time limit sees them (no
-        agents, no decoded calls: the dispatcher's look for expiries further back than its
-        batches): those after the place ``after`` when given (it need not hold a call any
-        more), else after the first ``offset``; and the place to read on from, None when
-        the queue ends there."""
+    def due_waits(
+        self, tenant: str, max_wait_s: Mapping[Channel, int], now_ms: int, limit: int
+    ) -> list[Waiting]:
+        """The queued calls that have reached their channel's queue time limit at ``now_ms``
+        (``now_ms - since_ms >= max_wait_s[channel] * 1000``; none on a channel without a
+        limit), wherever they are in the queue: up to ``limit`` of each channel, the
+        channels in ``max_wait_s``'s order, each channel's by ``since_ms`` then call id;
+        ``trace`` empty. The dispatcher's look for expiries past its batches; one read,
+        whatever the queue's depth (an index by the start of each call's wait)."""
         ...
 
     def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:

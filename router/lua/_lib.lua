@@ -284,8 +284,34 @@ local function queue_score(call_key, aging_ms)
   return tonumber(c[1]) - tonumber(c[2]) * aging_ms
 end
 
--- Put the call back in the queue with its original age, agent_id added to the agents who
--- declined it; QUEUED event. Returns the 1-based position.
+-- queue:waits (ZSET, every score 0): a member per QUEUED call, '<channel>|<since>|<call id>',
+-- since (15 digits) when its wait toward the channel's queue time limit began: 'handed_back'
+-- if an agent gave it back after holding it, else 'origin' (ordering.limit_from_ms). By
+-- member, a channel's calls come in the order their waits began, so the calls past a limit
+-- are one ZRANGEBYLEX (RedisStore.due_waits). The fields it is made of never change while
+-- the call waits; nil for a call without them.
+local function wait_member(call_key, call_id)
+  local c = redis.call('HMGET', call_key, 'channel', 'handed_back', 'origin')
+  local since = tonumber(c[2] or c[3])
+  if not c[1] or not since then return nil end
+  return c[1] .. '|' .. string.format('%015d', since) .. '|' .. call_id
+end
+
+-- The call, queued, into queue:waits.
+local function add_wait(waits_key, call_key, call_id)
+  local member = wait_member(call_key, call_id)
+  if member then redis.call('ZADD', waits_key, 0, member) end
+end
+
+-- The call, leaving the queue, out of queue:waits (before its hash says it left; the ZREM
+-- may empty the key: the script's last command on it).
+local function remove_wait(waits_key, call_key, call_id)
+  local member = wait_member(call_key, call_id)
+  if member then redis.call('ZREM', waits_key, member) end
+end
+
+-- Put the call back in the queue (and queue:waits) with its original age, agent_id added to
+-- the agents who declined it; QUEUED event. Returns the 1-based position.
 -- answered: an agent held the call (a release, or accepted work reclaimed): the queue time
 -- limit counts again from now (field 'handed_back'); the age origin stays.
 local function requeue(k, call_id, agent_id, now, aging_ms, maxlen, answered)
@@ -300,6 +326,7 @@ local function requeue(k, call_id, agent_id, now, aging_ms, maxlen, answered)
              'excluded', cjson.encode(excluded), 'updated', now)
   if answered then redis.call('HSET', k.call, 'handed_back', int(now)) end
   redis.call('ZADD', k.queue, queue_score(k.call, aging_ms), call_id)
+  add_wait(k.waits, k.call, call_id)
   local position = redis.call('ZRANK', k.queue, call_id) + 1
   emit_call(k.events, k.timeline, maxlen, 'QUEUED', now, call_id, '',
             {'position', tostring(position)})

@@ -1,6 +1,6 @@
 -- The customer hung up or the platform withdrew the call.
 -- KEYS: 1 call, 2 asg (the call's assignment as read), 3 agent, 4 work, 5 events, 6 queue,
---       7 offers, 8 history, 9 timeline, 10 idx:ready, 11 idx:revs
+--       7 offers, 8 history, 9 timeline, 10 idx:ready, 11 idx:revs, 12 queue:waits
 -- ARGV: 1 now|'', 2 assignment id read, 3 retention_ms, 4 record_ttl_ms, 5 maxlen, 6 call_id
 -- -> {'missing'} | {'retry'} (the call moved on since the read) | {'completed'}
 --    | {'ok', call hash, asg hash, ms the call waited if this abandoned it, else -1}
@@ -21,6 +21,7 @@ if c[1] == 'queued' or c[1] == 'offered' then
   local agent_id, data = '', {}
   if c[1] == 'offered' and a[1] == 'offered' then agent_id, data = end_work() end
   redis.call('ZREM', KEYS[6], call_id)
+  remove_wait(KEYS[12], KEYS[1], call_id)
   redis.call('HSET', KEYS[1], 'status', 'abandoned', 'updated', int(now))
   local id = emit_call(KEYS[5], KEYS[9], ARGV[5], 'ABANDONED', now, call_id, agent_id, data)
   abandoned_after = math.max(0, now - tonumber(c[3]))

@@ -1,6 +1,6 @@
 -- Re-check a claim and apply it, or change nothing.
 -- KEYS: 1 req, 2 call, 3 agent, 4 work, 5 asg (new id), 6 fence, 7 events, 8 queue, 9 offers,
---       10 history, 11 timeline, 12 idx:ready, 13 idx:revs, 14 policy
+--       10 history, 11 timeline, 12 idx:ready, 13 idx:revs, 14 policy, 15 queue:waits
 -- ARGV: 1 now|'', 2 request_id ('' = none), 3 fingerprint, 4 call_id, 5 agent_id,
 --       6 expected seq, 7 units, 8 heartbeat timeout ms (0 = off), 9 assignment id,
 --       10 call JSON, 11 explanation JSON, 12 channel, 13 request TTL ms, 14 maxlen,
@@ -82,6 +82,7 @@ redis.call('HINCRBY', KEYS[3], 'seq', 1)
 index_agent(KEYS[3], KEYS[12], KEYS[13], ARGV[5])
 if from_queue then
   redis.call('ZREM', KEYS[8], ARGV[4])
+  remove_wait(KEYS[15], KEYS[2], ARGV[4])
   redis.call('HSET', KEYS[2], 'status', status, 'assignment_id', asg_id, 'updated', int(now))
 else
   local origin = tonumber(ARGV[17])

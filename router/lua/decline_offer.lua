@@ -1,6 +1,6 @@
 -- OFFERED -> REJECTED or TIMED_OUT: free the slot, requeue the call, count a missed offer.
 -- KEYS: 1 asg, 2 agent, 3 work, 4 call, 5 events, 6 offers, 7 queue, 8 timeline, 9 idx:ready,
---       10 idx:revs
+--       10 idx:revs, 11 queue:waits
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 'rejected'|'timed_out', 5 aging ms per
 --       priority level, 6 max missed offers (0 = never NOT_RESPONDING), 7 retention_ms,
 --       8 record_ttl_ms, 9 maxlen, 10 '1' count a time-out as a missed offer | '0' not
@@ -15,7 +15,8 @@ if h[2] == state then return {'unchanged', redis.call('HGETALL', KEYS[1])} end
 if h[2] ~= 'offered' then return {'already', h[2]} end
 if state == 'rejected' and now >= tonumber(h[3]) then return {'expired'} end
 local asg_id, call_id, agent_id = ARGV[2], h[4], h[5]
-local k = {call = KEYS[4], events = KEYS[5], queue = KEYS[7], timeline = KEYS[8]}
+local k = {call = KEYS[4], events = KEYS[5], queue = KEYS[7], timeline = KEYS[8],
+           waits = KEYS[11]}
 if state == 'timed_out' then continue_call_trace(k.call) end  -- the dispatcher's work
 end_assignment(KEYS[1], KEYS[6], asg_id, state, now, ARGV[8])
 free_slot(KEYS[2], KEYS[3], KEYS[1], asg_id, now, tonumber(ARGV[7]))

@@ -1,5 +1,5 @@
 -- Queue a new call, or change nothing.
--- KEYS: 1 req, 2 call, 3 queue, 4 events, 5 timeline
+-- KEYS: 1 req, 2 call, 3 queue, 4 events, 5 timeline, 6 queue:waits
 -- ARGV: 1 now|'', 2 request_id ('' = none), 3 fingerprint, 4 call_id, 5 call JSON, 6 channel,
 --       7 age origin (enqueued_ms or created_ms, 0 = now), 8 priority, 9 excluded JSON,
 --       10 aging ms per priority level, 11 max queue, 12 request TTL ms, 13 maxlen
@@ -23,6 +23,7 @@ redis.call('HSET', KEYS[2], 'call', ARGV[5], 'channel', ARGV[6], 'status', 'queu
            'callback', '0', 'at_risk', '0', 'breached', '0')
 remember_trace(KEYS[2])
 redis.call('ZADD', KEYS[3], queue_score(KEYS[2], tonumber(ARGV[10])), ARGV[4])
+add_wait(KEYS[6], KEYS[2], ARGV[4])
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'fingerprint', ARGV[3], 'call_id', ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ARGV[12])

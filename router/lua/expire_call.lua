@@ -1,7 +1,7 @@
 -- A queued call reached its channel's queue time limit: it leaves the queue as EXPIRED. The
 -- limit counts from when an agent last handed the call back after holding it
 -- ('handed_back', set by requeue), else from its age origin.
--- KEYS: 1 call, 2 queue, 3 events, 4 timeline, 5 history, 6 policy
+-- KEYS: 1 call, 2 queue, 3 events, 4 timeline, 5 history, 6 policy, 7 queue:waits
 -- ARGV: 1 now|'', 2 call_id, 3 max_wait_ms, 4 max_wait_s, 5 record_ttl_ms, 6 maxlen,
 --       7 the policy version the limit was read from
 -- -> {'missing'} | {'unchanged'} (no longer queued, not waited that long, or the policy
@@ -16,6 +16,7 @@ local stored = redis.call('GET', KEYS[6])  -- compact JSON: its one "version" ke
 local version = stored and tonumber(string.match(stored, '"version":(%d+)')) or 0
 if version ~= tonumber(ARGV[7]) then return {'unchanged'} end
 redis.call('ZREM', KEYS[2], ARGV[2])
+remove_wait(KEYS[7], KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'status', 'expired', 'updated', int(now))
 local data = {'channel', c[3], 'max_wait_s', ARGV[4]}
 local id = emit_call(KEYS[3], KEYS[4], ARGV[6], 'EXPIRED', now, ARGV[2], '', data)

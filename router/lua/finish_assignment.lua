@@ -1,7 +1,7 @@
 -- End an ACTIVE assignment as completed, released or cancelled.
 -- KEYS: 1 asg, 2 agent, 3 work, 4 call, 5 events, 6 queue, 7 offers, 8 history, 9 timeline,
---       10 idx:ready, 11 idx:revs, 12 policy, 13 done:since, 14.. done:<channel> of every
---       channel
+--       10 idx:ready, 11 idx:revs, 12 policy, 13 queue:waits, 14 done:since, 15.. done:<channel>
+--       of every channel
 --       (agent and call as read from the asg hash, which never changes them)
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 end state, 5 outcome value or '',
 --       6 half_life_s, 7 retention_ms, 8 record_ttl_ms, 9 maxlen, 10 wrap-up ms,
@@ -33,7 +33,8 @@ local outcome, retention_ms, wrap_ms = ARGV[5], tonumber(ARGV[7]), tonumber(ARGV
 for i = 14, #ARGV, 3 do
   if ARGV[i] == h[6] then outcome, wrap_ms = ARGV[i + 1], tonumber(ARGV[i + 2]) end
 end
-local k = {call = KEYS[4], events = KEYS[5], queue = KEYS[6], timeline = KEYS[9]}
+local k = {call = KEYS[4], events = KEYS[5], queue = KEYS[6], timeline = KEYS[9],
+           waits = KEYS[13]}
 end_assignment(KEYS[1], KEYS[7], asg_id, state, now, ARGV[8])
 if state == 'completed' and wrap_ms > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   -- Wrap-up: the slot stays taken until now + wrap-up; its span is recorded when it ends.
@@ -55,11 +56,11 @@ local id = emit_call(k.events, k.timeline, ARGV[9], string.upper(state), now, ca
                      {'assignment_id', asg_id, 'token', h[1]})
 if state == 'completed' then
   local done_key, suffix = nil, ':done:' .. h[6]
-  for i = 14, #KEYS do
+  for i = 15, #KEYS do
     if string.sub(KEYS[i], -#suffix) == suffix then done_key = KEYS[i] end
   end
   add_history(KEYS[8], id, 'completed', h[6], now, now - tonumber(h[5]), call_id, done_key)
-  redis.call('SET', KEYS[13], int(now), 'NX')
+  redis.call('SET', KEYS[14], int(now), 'NX')
 end
 if redis.call('HGET', k.call, 'assignment_id') == asg_id then
   if state == 'released' then

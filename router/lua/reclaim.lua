@@ -1,6 +1,6 @@
 -- Take back an absent agent's offers and their active work on some channels.
--- KEYS: 1 agent, 2 work, 3 events, 4 queue, 5 offers, 6 idx:ready, 7 idx:revs, then per
---       assignment read: asg, call, timeline
+-- KEYS: 1 agent, 2 work, 3 events, 4 queue, 5 offers, 6 idx:ready, 7 idx:revs, 8 queue:waits,
+--       then per assignment read: asg, call, timeline
 -- ARGV: 1 now|'', 2 agent_id, 3 channels as ',a,b,', 4 aging ms per priority level,
 --       5 retention_ms, 6 record_ttl_ms, 7 maxlen, 8 seq and 9 heartbeat the caller saw the
 --       agent gone at ('' = take back whatever qualifies), 10.. the assignment ids read
@@ -17,9 +17,10 @@ end
 local agent_id, channels, aging_ms = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local taken = {}
 for i = 10, #ARGV do
-  local asg_id, base = ARGV[i], 7 + (i - 10) * 3
+  local asg_id, base = ARGV[i], 8 + (i - 10) * 3
   local asg_key = KEYS[base + 1]
-  local k = {call = KEYS[base + 2], events = KEYS[3], queue = KEYS[4], timeline = KEYS[base + 3]}
+  local k = {call = KEYS[base + 2], events = KEYS[3], queue = KEYS[4], timeline = KEYS[base + 3],
+             waits = KEYS[8]}
   local h = redis.call('HMGET', asg_key, 'state', 'agent_id', 'channel', 'call_id', 'token')
   local wanted = h[1] == 'offered'
       or (h[1] == 'active' and string.find(channels, ',' .. tostring(h[3]) .. ',', 1, true))

@@ -1177,9 +1177,8 @@ class ChannelSetting(_message.Message):
         EXPIRED event, so the platform can send it elsewhere (voicemail, a callback, another
         queue); it counts against the service level. A call out on an offer expires once the
         offer ends unanswered (a rejected or missed offer does not restart the count). The
-        dispatcher expires calls at its passes: within about a tick (1 s) of the limit for
-        the first 500 in queue order, and within a tick per 500 calls ahead of it for one
-        further back. 0: never (the default); 1 second to 30 days.
+        dispatcher expires calls within a tick (1 s) of the limit, wherever they wait in the
+        queue (up to 500 of a channel a tick). 0: never (the default); 1 second to 30 days.
         """
 
     def __init__(

@@ -9,6 +9,7 @@ operation is also checked to write nothing (``harness.dump()`` before and after)
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
 import time
 
@@ -44,6 +45,7 @@ from router.errors import (
     PolicyChangedError,
     ResourceExhaustedError,
 )
+from router.ordering import limit_from_ms
 from router.store import (
     Claim,
     Committed,
@@ -1577,40 +1579,166 @@ def test_a_limit_read_from_another_policy_expires_nothing(harness: StoreHarness)
     assert store.expire_call(T, "c1", max_wait_s=60, policy_version=stored) is True
 
 
-def test_the_queue_as_the_limit_sees_it(harness: StoreHarness) -> None:
-    """``waiting``: a slice of the queue in queue order, each call with its channel, when its
-    wait toward the limit began (its age origin, or when an agent handed it back) and the
-    trace it kept, and the place to read on from (None at the end); from a place that no
-    longer holds a call it reads on after where that call was."""
+def test_the_calls_past_their_limit_are_found_wherever_they_wait(harness: StoreHarness) -> None:
+    """``due_waits``: the queued calls that have waited their channel's limit at a time,
+    wherever they are in the queue, each channel's by when its wait began (its age origin,
+    or when an agent handed it back): a call exactly at its limit is due, one a millisecond
+    short is not; up to ``limit`` of each channel, the channels in the order asked; none on
+    a channel without a limit; a call that leaves the queue (placed, cancelled, expired) is
+    no longer found, one an offer brings back is again with its old start. It writes
+    nothing once it has been asked."""
     store, clock = harness.store, harness.clock
     available(store, "a")
     t0 = clock.now_ms
     enqueue(harness, "c1")
     clock.advance(1_000)
-    enqueue(harness, "c2", channel=Channel.EMAIL)
+    enqueue(harness, "e2", channel=Channel.EMAIL, priority=5)  # ahead of c1 in the queue
     clock.advance(1_000)
     enqueue(harness, "c3")
-    asg = dispatch(store, "c1", "a")
+    enqueue(harness, "c4")
+    enqueue(harness, "v5", channel=Channel.VOICE)
+    talk = dispatch(store, "c1", "a")
     clock.advance(5_000)
     store.finish_assignment(
-        T, asg.assignment_id, asg.token, AssignmentState.RELEASED, policy=POLICY
+        T, talk.assignment_id, talk.token, AssignmentState.RELEASED, policy=POLICY
     )
-    back = clock.now_ms
+    back = clock.now_ms  # c1 waits again from here, behind c3 and c4 by its wait's start
+    limits = {Channel.CHAT: 5, Channel.EMAIL: 6, Channel.VOICE: 0}
+    store.due_waits(T, limits, back, 10)
     before = harness.dump()
-    c1, c2, c3 = (
+    c1, e2, c3, c4 = (
         Waiting("c1", Channel.CHAT, back),
-        Waiting("c2", Channel.EMAIL, t0 + 1_000),
+        Waiting("e2", Channel.EMAIL, t0 + 1_000),
         Waiting("c3", Channel.CHAT, t0 + 2_000),
+        Waiting("c4", Channel.CHAT, t0 + 2_000),
     )
-    assert store.waiting(T, 10) == ([c1, c2, c3], None)
-    first, place = store.waiting(T, 1, offset=1)
-    assert first == [c2]
-    assert place is not None
-    assert store.waiting(T, 5, after=place) == ([c3], None)
-    assert store.waiting(T, 5, offset=3) == ([], None)
+    assert store.due_waits(T, limits, t0 + 6_999, 10) == []
+    assert store.due_waits(T, limits, t0 + 7_000, 10) == [c3, c4, e2]
+    assert store.due_waits(T, {Channel.EMAIL: 6, Channel.CHAT: 5}, t0 + 7_000, 10) == [
+        e2,
+        c3,
+        c4,
+    ]
+    assert store.due_waits(T, limits, back + 5_000, 1) == [c3, e2]
+    assert store.due_waits(T, limits, back + 5_000, 10) == [c3, c4, c1, e2]
+    assert store.due_waits(T, {Channel.VOICE: 0}, back + 10**9, 10) == []
     assert harness.dump() == before
-    store.cancel_call(T, "c2")  # the place held c2
-    assert store.waiting(T, 5, after=place) == ([c3], None)
+    store.cancel_call(T, "c3")
+    dispatch(store, "e2", "a", units=20)
+    offer = dispatch(store, "c4", "a", offer_s=30)
+    assert store.due_waits(T, limits, back + 5_000, 10) == [c1]
+    store.decline_offer(T, offer.assignment_id, offer.token, timed_out=False, policy=POLICY)
+    assert store.expire_call(T, "c1", max_wait_s=5, policy_version=0) is False  # not yet
+    clock.advance(5_000)
+    assert store.expire_call(T, "c1", max_wait_s=5, policy_version=0) is True
+    assert store.due_waits(T, limits, back + 5_000, 10) == [c4]
+
+
+class _Churn:
+    """Random steps through everything that moves a call in or out of the queue."""
+
+    def __init__(self, harness: StoreHarness, rng: random.Random) -> None:
+        self.harness, self.store, self.rng = harness, harness.store, rng
+        self.offered: list[Assignment] = []
+        self.active: list[Assignment] = []
+        self.moves = [
+            self.arrive,
+            self.place,
+            self.place,
+            self.decline,
+            self.accept,
+            self.finish,
+            self.reclaim,
+            self.cancel,
+            self.escalate,
+            self.expire,
+            self.wait,
+        ]
+
+    def step(self, n: int) -> None:
+        queued = self.store.load_queue(T, 10_000).calls
+        move = self.rng.choice(self.moves) if queued else self.arrive
+        move(n, queued)
+
+    def arrive(self, n: int, queued: tuple[Call, ...]) -> None:
+        channel = self.rng.choice(list(Channel))
+        enqueue(self.harness, f"n{n}", channel=channel, priority=self.rng.randrange(3))
+
+    def place(self, n: int, queued: tuple[Call, ...]) -> None:
+        agent_id, call = self.rng.choice(("a", "b")), self.rng.choice(queued)
+        seq = self.store.get_agent(T, agent_id).seq
+        claim = dispatch_claim(call, agent_id, seq, offer_s=self.rng.choice((0, 30)), units=1)
+        done = self.store.commit_assignment(T, claim)
+        if isinstance(done, Committed):
+            (self.offered if claim.offer_timeout_s else self.active).append(done.assignment)
+
+    def decline(self, n: int, queued: tuple[Call, ...]) -> None:
+        if self.offered:
+            offer = self.offered.pop(self.rng.randrange(len(self.offered)))
+            timed_out = self.rng.random() < 0.5
+            self.store.decline_offer(
+                T, offer.assignment_id, offer.token, timed_out=timed_out, policy=POLICY
+            )
+
+    def accept(self, n: int, queued: tuple[Call, ...]) -> None:
+        if self.offered:
+            offer = self.offered.pop(self.rng.randrange(len(self.offered)))
+            self.active.append(self.store.accept_offer(T, offer.assignment_id, offer.token))
+
+    def finish(self, n: int, queued: tuple[Call, ...]) -> None:
+        if self.active:
+            work = self.active.pop(self.rng.randrange(len(self.active)))
+            end = self.rng.choice((AssignmentState.RELEASED, AssignmentState.COMPLETED))
+            self.store.finish_assignment(T, work.assignment_id, work.token, end, policy=POLICY)
+
+    def reclaim(self, n: int, queued: tuple[Call, ...]) -> None:
+        self.store.reclaim(T, "b", channels=frozenset(Channel), policy=POLICY)
+        self._forget_ended()
+
+    def cancel(self, n: int, queued: tuple[Call, ...]) -> None:
+        held = [asg.call_id for asg in self.offered + self.active]
+        self.store.cancel_call(T, self.rng.choice([call.call_id for call in queued] + held))
+        self._forget_ended()
+
+    def escalate(self, n: int, queued: tuple[Call, ...]) -> None:
+        self.store.mark_sla(T, self.rng.choice(queued).call_id, breached=False, policy=POLICY)
+
+    def expire(self, n: int, queued: tuple[Call, ...]) -> None:
+        call = self.rng.choice(queued)
+        self.store.expire_call(T, call.call_id, max_wait_s=2, policy_version=0)
+
+    def wait(self, n: int, queued: tuple[Call, ...]) -> None:
+        self.harness.clock.advance(self.rng.randrange(3_000))
+
+    def _forget_ended(self) -> None:
+        def state(asg: Assignment) -> AssignmentState:
+            return self.store.get_assignment(T, asg.assignment_id).state
+
+        self.offered = [asg for asg in self.offered if state(asg) == AssignmentState.OFFERED]
+        self.active = [asg for asg in self.active if state(asg) == AssignmentState.ACTIVE]
+
+
+def test_the_calls_found_past_their_limit_follow_the_queue_through_every_change(
+    harness: StoreHarness,
+) -> None:
+    """600 random steps (queue, place or offer, accept, reject or time out, release,
+    complete, reclaim, cancel, SLA escalation, expiry, time passing): after each,
+    ``due_waits`` with every limit passed finds exactly the queued calls, each from the
+    start of its wait (``limit_from_ms``); in Redis its index holds nothing else."""
+    store, clock = harness.store, harness.clock
+    for agent_id in ("a", "b"):
+        available(store, agent_id)
+    churn = _Churn(harness, random.Random(7))
+    everything = dict.fromkeys(Channel, 1)
+    order = {channel: i for i, channel in enumerate(everything)}  # the order asked
+    for n in range(600):
+        churn.step(n)
+        calls = store.load_queue(T, 10_000).calls
+        expected = sorted((order[c.channel], limit_from_ms(c), c.call_id) for c in calls)
+        found = store.due_waits(T, everything, clock.now_ms + 10**9, 10_000)
+        assert [(order[w.channel], w.since_ms, w.call_id) for w in found] == expected, n
+        if harness.raw is not None:
+            assert harness.raw.zcard(f"rt:v1:{{{T}}}:queue:waits") == len(calls), n
 
 
 def test_only_waiting_calls_expire(harness: StoreHarness) -> None:

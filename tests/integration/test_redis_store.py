@@ -24,7 +24,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from router import codec, local_redis, tracing
+from router import codec, local_redis, redis_calls, tracing
 from router.dispatcher import Dispatcher
 from router.domain import (
     AgentProfile,
@@ -45,7 +45,7 @@ from router.redis_schema import Keys
 from router.redis_store import RedisStore, _driver_errors
 from router.store import AgentQuery, Claim, Committed, PassGrant
 from router.store_common import RATE_WINDOW_MS, RECORD_TTL_MS, REQUEST_TTL_MS
-from tests.helpers import FakeClock, sample
+from tests.helpers import FakeClock, log_lines, sample
 
 T = "acme"
 PREFIX = "rt:v1:{acme}:"
@@ -142,6 +142,9 @@ def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> 
     assert redis_client.get(PREFIX + "fence") == "3"
     assert redis_client.zcard(PREFIX + "done:chat") == 1  # the completed one
     assert redis_client.zrange(PREFIX + "queue", 0, -1, withscores=True) == [("c4", 1.0)]
+    assert redis_client.zrange(PREFIX + "queue:waits", 0, -1, withscores=True) == [
+        ("voice|000000000000001|c4", 0.0)
+    ]
     offers: list[tuple[str, float]] = redis_client.zrange(  # type: ignore[assignment]
         PREFIX + "offers", 0, -1, withscores=True
     )
@@ -182,6 +185,45 @@ def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> 
         "breached": "0",
     }
     assert redis_client.hgetall(PREFIX + "req:req-c4") == {"fingerprint": "fp", "call_id": "c4"}
+
+
+def test_calls_queued_before_the_waits_index_are_found(
+    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls queued by a version without ``queue:waits`` (its keys deleted here) are found
+    all the same: the first ``due_waits`` builds the index from the queue, a few calls per
+    script, leaving out a call no longer queued, and marks it built; the reads after it
+    use the index as the scripts keep it."""
+    monkeypatch.setattr(redis_calls, "_WAITS_CHUNK", 3)
+    store = RedisStore(redis_client, clock)
+    store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
+    seq = store.set_presence(T, "a", Presence.AVAILABLE).seq
+    start = clock.now_ms
+    for i in range(8):
+        store.enqueue(T, f"r{i}", "fp", Call(f"c{i}", Channel.CHAT), policy=Policy())
+        clock.advance(1_000)
+    placed = store.load_queue(T, 1).calls[0]
+    offer = dataclasses.replace(
+        _claim(placed.call_id, seq, offer_s=30), call=placed, request_id="", from_queue=True
+    )
+    assert isinstance(store.commit_assignment(T, offer), Committed)
+    redis_client.delete(PREFIX + "queue:waits", PREFIX + "queue:waits:built")
+    limits = {Channel.CHAT: 1}
+    with log_lines() as lines:
+        due = store.due_waits(T, limits, clock.now_ms, 10)
+        assert [call.call_id for call in store.due_waits(T, limits, clock.now_ms, 10)] == [
+            f"c{i}" for i in range(1, 8)
+        ]
+    assert [call.since_ms for call in due] == [start + i * 1_000 for i in range(1, 8)]
+    built = [line for line in lines if line["event"] == "waits_index_built"]
+    assert [(line["added"], line["queued"]) for line in built] == [(7, 7)]
+    assert redis_client.get(PREFIX + "queue:waits:built") == "1"
+    store.cancel_call(T, "c3")
+    assert [call.call_id for call in store.due_waits(T, limits, clock.now_ms, 3)] == [
+        "c1",
+        "c2",
+        "c4",
+    ]
 
 
 def test_records_expire_on_redis_time(redis_client: redis.Redis, clock: FakeClock) -> None:
@@ -788,7 +830,8 @@ def test_every_script_is_single_slot(cluster_url: str, clock: FakeClock, kind: s
     clock.advance(1_000)
     assert store.expire_call(T, "c5", max_wait_s=1, policy_version=store.get_policy(T).version)
     assert store.history(T, 0)[-1].kind == "expired"  # the mirror read forward
-    assert [call.call_id for call in store.waiting(T, 10)[0]] == ["c2"]
+    due = store.due_waits(T, {Channel.CHAT: 1}, clock.now_ms + 1_000, 10)  # builds its index
+    assert [call.call_id for call in due] == ["c2"]
     assert store.open_passes([T, "beta", "gamma"], "me", 1_000, 2_000) == [PassGrant.FULL] * 3
     store.delete_agent(T, "a")
     client.close()

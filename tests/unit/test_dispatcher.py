@@ -620,8 +620,8 @@ def test_an_inline_pass_logs_under_its_own_name_not_the_assigns_call() -> None:
 
 def test_a_chat_behind_older_emails_expires_while_nobody_has_room() -> None:
     """The queue holds four older emails (a day's limit) ahead of a chat (a minute's), and
-    no agent has room, so the passes read the first batch only: the ticks also look a batch
-    further back each time, and the chat expires within the ticks it takes to reach it."""
+    no agent has room, so the passes read the first batch only: the tick also looks up the
+    calls past their limit wherever they wait, and the chat expires on the first one."""
     store, clock = _store()
     policy = store.get_policy(T)
     limits = frozen_map({Channel.CHAT: 60, Channel.EMAIL: 86_400})
@@ -634,8 +634,8 @@ def test_a_chat_behind_older_emails_expires_while_nobody_has_room() -> None:
     clock.advance(60_000)
     dispatcher = Dispatcher(store, batch_size=2, owner="me")
     ticks = [dispatcher.run_tick(T) for _ in range(2)]
-    assert [report.expired for report in ticks] == [0, 1]
-    assert ticks[1].queued == 4
+    assert [report.expired for report in ticks] == [1, 0]
+    assert [report.queued for report in ticks] == [4, 4]
     assert store.get_call(T, "chat").status == CallStatus.EXPIRED
     assert {store.get_call(T, f"e{i}").status for i in range(4)} == {CallStatus.QUEUED}
     assert [dispatcher.run_tick(T).expired for _ in range(3)] == [0, 0, 0]  # round again
@@ -664,34 +664,33 @@ def _limited_email_queue(calls: list[tuple[str, Channel, str]]) -> tuple[MemoryS
     return store, clock
 
 
-def test_the_look_behind_keeps_its_place_while_calls_leave_ahead_of_it() -> None:
-    """A chat past its limit behind 166 emails, three agents taking an email each tick at
-    the head: the look behind the first batch (10 calls) keeps its place in the queue, not
-    a count of calls, so the emails leaving ahead of it skip nothing, and the chat expires
-    within the ticks it takes to reach it (once the look reached 166 calls in, every
-    round missed it)."""
-    emails = [(f"e{i}", Channel.EMAIL, "x") for i in range(166)]
+def test_a_chat_deep_in_the_queue_expires_on_the_first_tick_past_its_limit() -> None:
+    """A chat behind 1,500 emails (a day's limit each), three agents taking an email each
+    tick at the head, the passes reading 10 calls a batch: the chat is still waiting a
+    millisecond before its minute is up and expired by the first tick after, however deep
+    it waits (the look behind the batches once went a batch further back each tick, and
+    took 150 ticks to reach it)."""
+    emails = [(f"e{i}", Channel.EMAIL, "x") for i in range(1_500)]
     after = [(f"f{i}", Channel.EMAIL, "x") for i in range(60)]
     store, clock = _limited_email_queue([*emails, ("chat", Channel.CHAT, "x"), *after])
     for i in range(3):
         capacity = frozen_map({Channel.EMAIL: 1, Channel.CHAT: 0})
         store.create_agent(T, AgentProfile(f"a{i}", skills=frozen_map({"x": 5}), capacity=capacity))
         store.set_presence(T, f"a{i}", Presence.AVAILABLE)
-    clock.advance(61_000)
+    limit_at = store.get_call(T, "chat").call.created_ms + 60_000
     dispatcher = Dispatcher(store, batch_size=10, owner="me")
-    ticks = 0
-    while ticks < 40:  # bounded
-        ticks += 1
-        dispatcher.run_tick(T)
-        if store.get_call(T, "chat").status == CallStatus.EXPIRED:
-            break
+    ticks = []
+    for now in (limit_at - 1_001, limit_at - 1, limit_at):
+        clock.advance(now - clock.now_ms)
+        ticks.append(dispatcher.run_tick(T))
         for i in range(3):  # each agent finishes its email before the next tick
             for work in store.get_agent(T, f"a{i}").active:
                 asg = store.get_assignment(T, work.assignment_id)
                 store.finish_assignment(T, asg.assignment_id, asg.token, AssignmentState.COMPLETED)
-        clock.advance(1_000)
+    assert [(report.placed, report.expired) for report in ticks] == [(3, 0), (3, 0), (3, 1)]
     assert store.get_call(T, "chat").status == CallStatus.EXPIRED
-    assert ticks <= 17  # 166 calls ahead, 10 a tick
+    (expired,) = [entry for entry in store.history(T, 0) if entry.kind == "expired"]
+    assert (expired.call_id, expired.wait_ms) == ("chat", 60_000)
 
 
 def test_expiries_behind_move_the_placement_scan_back() -> None:
