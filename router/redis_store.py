@@ -222,6 +222,7 @@ import hiredis
 import redis
 from opentelemetry.trace import SpanKind
 from redis._parsers.encoders import Encoder
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.connection import HiredisRespSerializer, PythonRespSerializer
@@ -237,6 +238,7 @@ from redis.exceptions import (
     SlotNotCoveredError,
     TryAgainError,
 )
+from redis.retry import Retry
 
 from router import metrics, tracing
 from router import store_common as rules
@@ -432,9 +434,16 @@ def single_client(url: str, **options: Any) -> redis.Redis:
 
 def cluster_client(url: str, **options: Any) -> RedisCluster:
     """A Redis Cluster client from the node at ``url`` (``redis://`` or ``rediss://``),
-    its nodes' commands packed by ``_Packer``: the one ``RedisStore.from_url`` uses."""
+    its nodes' commands packed by ``_Packer``: the one ``RedisStore.from_url`` uses.
+
+    It sends no command twice (``retry``: none, unless ``options`` give one): redis-py's
+    cluster client would send a script again after a timeout or a dropped connection, and
+    a script that ran the first time would run twice, answering for the second run (an
+    agent created, then ALREADY_EXISTS). A failure is UNAVAILABLE, as on one server, and
+    the next command finds the new slot map (MOVED and ASK are followed as before)."""
     tls = urllib.parse.urlsplit(url).scheme == "rediss"
     connection_class = _PackedSSLConnection if tls else _PackedConnection
+    options.setdefault("retry", Retry(NoBackoff(), 0))
     return RedisCluster.from_url(url, connection_class=connection_class, **options)
 
 
