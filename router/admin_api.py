@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import grpc
 from google.protobuf.empty_pb2 import Empty
+from google.protobuf.message import Message
 
 from router import convert
 from router import store_common as rules
@@ -52,9 +53,21 @@ class _Unchanged(Exception):  # noqa: N818  # a signal, not an error
     ``CancelAbsence`` of an absence already over (a retry after the first attempt ended it)."""
 
 
-def _mask(paths: list[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
-    if not paths:
+def _mask(paths: list[str], allowed: tuple[str, ...], given: Message) -> tuple[str, ...]:
+    """The fields an update changes (AIP-134): those ``paths`` name; with ``*`` every one
+    of ``allowed`` (a full replacement); with none, the ones of ``allowed`` that ``given``
+    sets (so a request that sets a name changes the name, not the skills it left empty),
+    refused when it sets none."""
+    if paths == ["*"]:
         return allowed
+    if "*" in paths:
+        raise InvalidArgumentError("update_mask", "'*' must be its only path")
+    if not paths:
+        paths = [field.name for field, _ in given.ListFields() if field.name in allowed]
+        if not paths:
+            raise InvalidArgumentError(
+                "update_mask", "is empty and the request sets no field to change"
+            )
     if len(set(paths)) != len(paths):
         raise InvalidArgumentError("update_mask", "lists a field twice")
     return tuple(paths)
@@ -99,7 +112,7 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         if not request.HasField("agent"):
             raise InvalidArgumentError("agent", "is required")
         agent_id = convert.identifier("agent.agent_id", request.agent.agent_id)
-        paths = _mask(list(request.update_mask.paths), convert.AGENT_FIELDS)
+        paths = _mask(list(request.update_mask.paths), convert.AGENT_FIELDS, request.agent)
         values = convert.agent_fields_from_pb(request.agent, paths)
         version = _version("agent.version", request.agent.version)
         updated = self._store.update_agent(
@@ -327,7 +340,7 @@ class PolicyServicer(admin_pb2_grpc.PolicyServiceServicer):
         tenant = convert.tenant(request.tenant)
         if not request.HasField("policy"):
             raise InvalidArgumentError("policy", "is required")
-        paths = _mask(list(request.update_mask.paths), POLICY_FIELDS)
+        paths = _mask(list(request.update_mask.paths), POLICY_FIELDS, request.policy)
         version = _version("policy.version", request.policy.version)
         for _ in range(MAX_POLICY_RETRIES):
             current = self._store.get_policy(tenant)

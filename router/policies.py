@@ -1,8 +1,9 @@
 """Routing policy: protobuf <-> domain with validation of every field.
 
-``UpdatePolicy`` names the fields it changes in a field mask. Inside ``channels``, each listed
-channel takes ``default_capacity`` as given, and keeps its current value for any other field
-left unset (0 / no duration), so a client can change one setting of one channel.
+``UpdatePolicy`` names the fields it changes in a field mask (``weights.<name>`` for one
+weight). Inside ``channels``, each listed channel keeps its current value for any field left
+unset (0 / no duration / no ``default_capacity``), so a client can change one setting of one
+channel.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _channel(item: pb.ChannelSetting, where: str, current: Policy) -> dict[str, 
     sla = current.sla_for(channel) or SlaTarget(20)
     out: dict[str, Any] = {
         "channel": channel,
-        "capacity": int(_bounded(f"{where}.default_capacity", item.default_capacity, 0, 50)),
+        "capacity": current.channel_capacity.get(channel, 0),
         "units": current.units_for(channel),
         "offer": current.offer_timeout_s.get(channel, 0),
         "wrap": current.wrap_up_s.get(channel, 0),
@@ -99,6 +100,9 @@ def _channel(item: pb.ChannelSetting, where: str, current: Policy) -> dict[str, 
         "handle": current.expected_handle_s.get(channel, 300),
         "sla": sla,
     }
+    if item.HasField("default_capacity"):
+        capacity = _bounded(f"{where}.default_capacity", item.default_capacity, 0, 50)
+        out["capacity"] = int(capacity)
     if item.units:
         out["units"] = int(_bounded(f"{where}.units", item.units, 1, AGENT_UNIT_BUDGET))
     if item.HasField("offer_timeout"):
@@ -199,6 +203,9 @@ _SPECIAL: Mapping[str, Callable[[pb.Policy, Policy], dict[str, object]]] = {
     },
 }
 
+_WEIGHTS = frozenset(f"weights.{f.name}" for f in dataclasses.fields(Weights))
+"""Paths that change one weight (``weights`` changes all six)."""
+
 POLICY_FIELDS = (*_SPECIAL, *_DURATIONS, *_NUMBERS)
 
 
@@ -206,6 +213,10 @@ def _changes(path: str, msg: pb.Policy, current: Policy) -> dict[str, object]:
     """Validated domain values for one ``update_mask`` path."""
     if path in _SPECIAL:
         return _SPECIAL[path](msg, current)
+    if path in _WEIGHTS:
+        name = path.removeprefix("weights.")
+        value = _bounded(f"policy.{path}", getattr(msg.weights, name), 0.0, MAX_WEIGHT)
+        return {"weights": dataclasses.replace(current.weights, **{name: value})}
     if path in _DURATIONS:
         name, shortest, longest = _DURATIONS[path]
         return {name: _duration_s(f"policy.{path}", getattr(msg, path), shortest, longest)}
@@ -217,11 +228,13 @@ def _changes(path: str, msg: pb.Policy, current: Policy) -> dict[str, object]:
 
 
 def policy_from_pb(msg: pb.Policy, paths: Iterable[str], current: Policy) -> Policy:
-    """``current`` with the fields named in ``paths`` replaced by validated values of ``msg``."""
-    changes: dict[str, object] = {}
+    """``current`` with the fields named in ``paths`` replaced by validated values of ``msg``,
+    path by path (``weights.skill`` and ``weights.load`` both apply)."""
+    policy = current
     for path in paths:
-        changes.update(_changes(path, msg, current))
-    return dataclasses.replace(current, **changes)  # type: ignore[arg-type]  # validated above
+        changes = _changes(path, msg, policy)
+        policy = dataclasses.replace(policy, **changes)  # type: ignore[arg-type]  # validated
+    return policy
 
 
 def _channel_to_pb(policy: Policy, channel: Channel) -> pb.ChannelSetting:

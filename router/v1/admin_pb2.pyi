@@ -67,7 +67,10 @@ class UpdateAgentRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields to change: `name`, `team`, `skills`, `languages`, `region`, `timezone`,
-        `capacity`, `max_occupancy`, `shift_end`. Empty: all of them.
+        `capacity`, `max_occupancy`, `shift_end`; `*` for all of them (a full replacement: a
+        field left empty is cleared). Empty (AIP-134): the fields `agent` sets (a non-empty
+        value), so `UpdateAgent(agent={agent_id, name})` renames and keeps the skills; a
+        request that sets none is INVALID_ARGUMENT.
         """
 
     def __init__(
@@ -486,12 +489,14 @@ class UpdatePolicyRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to change: `strategy`, `weights`, `max_occupancy`, `occupancy_window`,
+        """Fields to change: `strategy`, `weights` (all six) or `weights.<name>` (one, e.g.
+        `weights.skill`), `max_occupancy`, `occupancy_window`,
         `channels`, `heartbeat_timeout`, `top_k`, `performance_prior`,
         `performance_prior_weight`, `performance_half_life`, `idle_horizon`, `sla_at_risk`,
         `escalation_priority_boost`, `escalation_group`, `widening`, `aging_per_priority`,
         `max_missed_offers`, `callback_threshold`, `reclaim_on_absence`, `reclaim_channels`,
-        `max_queue`. Empty: all.
+        `max_queue`; `*` for all of them (a full replacement). Empty (AIP-134): the fields
+        `policy` sets (a non-empty value); a request that sets none is INVALID_ARGUMENT.
         """
 
     def __init__(

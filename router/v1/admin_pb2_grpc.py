@@ -103,8 +103,8 @@ class AgentAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateAgent(self, request, context):
-        """Change an agent's profile: the fields named in `update_mask` (all editable fields when it
-        is empty). Takes effect for the very next Assign; work already offered to or held by the
+        """Change an agent's profile: the fields named in `update_mask` (when it is empty, the
+        fields the request sets; `*`: every editable field). Takes effect for the very next Assign; work already offered to or held by the
         agent stays theirs (an offer made before a skill was removed can still be accepted).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -552,7 +552,8 @@ class PolicyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdatePolicy(self, request, context):
-        """Change the fields named in `update_mask` (every field when empty), validated as a whole.
+        """Change the fields named in `update_mask` (when it is empty, the fields the request sets;
+        `*`: every field), validated as a whole.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

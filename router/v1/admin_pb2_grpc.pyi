@@ -40,8 +40,8 @@ class AgentAdminServiceStub:
     CreateAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateAgentRequest, _types_pb2.Agent]
     """Register an agent (presence OFFLINE until SetPresence). ALREADY_EXISTS if the id is taken."""
     UpdateAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateAgentRequest, _types_pb2.Agent]
-    """Change an agent's profile: the fields named in `update_mask` (all editable fields when it
-    is empty). Takes effect for the very next Assign; work already offered to or held by the
+    """Change an agent's profile: the fields named in `update_mask` (when it is empty, the
+    fields the request sets; `*`: every editable field). Takes effect for the very next Assign; work already offered to or held by the
     agent stays theirs (an offer made before a skill was removed can still be accepted).
     """
     PatchSkills: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PatchSkillsRequest, _types_pb2.Agent]
@@ -90,8 +90,8 @@ class AgentAdminServiceAsyncStub(AgentAdminServiceStub):
     CreateAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateAgentRequest, _types_pb2.Agent]  # type: ignore[assignment]
     """Register an agent (presence OFFLINE until SetPresence). ALREADY_EXISTS if the id is taken."""
     UpdateAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateAgentRequest, _types_pb2.Agent]  # type: ignore[assignment]
-    """Change an agent's profile: the fields named in `update_mask` (all editable fields when it
-    is empty). Takes effect for the very next Assign; work already offered to or held by the
+    """Change an agent's profile: the fields named in `update_mask` (when it is empty, the
+    fields the request sets; `*`: every editable field). Takes effect for the very next Assign; work already offered to or held by the
     agent stays theirs (an offer made before a skill was removed can still be accepted).
     """
     PatchSkills: _aio.UnaryUnaryMultiCallable[_admin_pb2.PatchSkillsRequest, _types_pb2.Agent]  # type: ignore[assignment]
@@ -149,8 +149,8 @@ class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.UpdateAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_types_pb2.Agent, _abc.Awaitable[_types_pb2.Agent]]:
-        """Change an agent's profile: the fields named in `update_mask` (all editable fields when it
-        is empty). Takes effect for the very next Assign; work already offered to or held by the
+        """Change an agent's profile: the fields named in `update_mask` (when it is empty, the
+        fields the request sets; `*`: every editable field). Takes effect for the very next Assign; work already offered to or held by the
         agent stays theirs (an offer made before a skill was removed can still be accepted).
         """
 
@@ -249,7 +249,9 @@ class PolicyServiceStub:
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetPolicyRequest, _types_pb2.Policy]
     """The tenant's policy (the defaults, version 0, until one is stored)."""
     UpdatePolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdatePolicyRequest, _types_pb2.Policy]
-    """Change the fields named in `update_mask` (every field when empty), validated as a whole."""
+    """Change the fields named in `update_mask` (when it is empty, the fields the request sets;
+    `*`: every field), validated as a whole.
+    """
 
 @_typing.type_check_only
 class PolicyServiceAsyncStub(PolicyServiceStub):
@@ -259,7 +261,9 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     GetPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetPolicyRequest, _types_pb2.Policy]  # type: ignore[assignment]
     """The tenant's policy (the defaults, version 0, until one is stored)."""
     UpdatePolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdatePolicyRequest, _types_pb2.Policy]  # type: ignore[assignment]
-    """Change the fields named in `update_mask` (every field when empty), validated as a whole."""
+    """Change the fields named in `update_mask` (when it is empty, the fields the request sets;
+    `*`: every field), validated as a whole.
+    """
 
 class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
     """Reads and changes a tenant's routing policy."""
@@ -278,6 +282,8 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.UpdatePolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_types_pb2.Policy, _abc.Awaitable[_types_pb2.Policy]]:
-        """Change the fields named in `update_mask` (every field when empty), validated as a whole."""
+        """Change the fields named in `update_mask` (when it is empty, the fields the request sets;
+        `*`: every field), validated as a whole.
+        """
 
 def add_PolicyServiceServicer_to_server(servicer: PolicyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1148,7 +1148,10 @@ class ChannelSetting(_message.Message):
     channel: Global___Channel.ValueType
     """The channel."""
     default_capacity: _builtins.int
-    """Items at once for agents that set no capacity for the channel (0-50)."""
+    """Items at once for agents that set no capacity for the channel (0-50; 0: such agents
+    take none). In UpdatePolicy, left unset it keeps its current value, as every other
+    field of a listed channel does (0 set explicitly turns the channel off).
+    """
     units: _builtins.int
     """Units of the agent's 100-unit budget one item takes (1-100)."""
     sla_goal: _builtins.float
@@ -1185,7 +1188,7 @@ class ChannelSetting(_message.Message):
         self,
         *,
         channel: Global___Channel.ValueType = ...,
-        default_capacity: _builtins.int = ...,
+        default_capacity: _builtins.int | None = ...,
         units: _builtins.int = ...,
         offer_timeout: _duration_pb2.Duration | None = ...,
         wrap_up: _duration_pb2.Duration | None = ...,
@@ -1194,11 +1197,13 @@ class ChannelSetting(_message.Message):
         sla_goal: _builtins.float = ...,
         max_wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_handle_time", b"expected_handle_time", "max_wait", b"max_wait", "offer_timeout", b"offer_timeout", "sla_target", b"sla_target", "wrap_up", b"wrap_up"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_default_capacity", b"_default_capacity", "default_capacity", b"default_capacity", "expected_handle_time", b"expected_handle_time", "max_wait", b"max_wait", "offer_timeout", b"offer_timeout", "sla_target", b"sla_target", "wrap_up", b"wrap_up"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "default_capacity", b"default_capacity", "expected_handle_time", b"expected_handle_time", "max_wait", b"max_wait", "offer_timeout", b"offer_timeout", "sla_goal", b"sla_goal", "sla_target", b"sla_target", "units", b"units", "wrap_up", b"wrap_up"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_default_capacity", b"_default_capacity", "channel", b"channel", "default_capacity", b"default_capacity", "expected_handle_time", b"expected_handle_time", "max_wait", b"max_wait", "offer_timeout", b"offer_timeout", "sla_goal", b"sla_goal", "sla_target", b"sla_target", "units", b"units", "wrap_up", b"wrap_up"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__default_capacity: _TypeAlias = _typing.Literal["default_capacity"]  # noqa: Y015
+    _WhichOneofArgType__default_capacity: _TypeAlias = _typing.Literal["_default_capacity", b"_default_capacity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__default_capacity) -> _WhichOneofReturnType__default_capacity | None: ...
 
 Global___ChannelSetting: _TypeAlias = ChannelSetting  # noqa: Y015
 
@@ -1306,7 +1311,10 @@ class Policy(_message.Message):
 
     @_builtins.property
     def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelSetting]:
-        """Per-channel default capacity and unit size (channels not listed keep their defaults)."""
+        """Per-channel settings. In UpdatePolicy (path `channels`) a channel not listed keeps its
+        current settings, and a listed one changes the fields set in it (the others stay), so
+        one setting of one channel can be changed alone. GetPolicy lists every channel.
+        """
 
     @_builtins.property
     def heartbeat_timeout(self) -> _duration_pb2.Duration:

@@ -441,6 +441,40 @@ def test_stale_version_update_is_aborted_and_changes_nothing(service: Service) -
     assert service.get_agent("a1").team == "red"
 
 
+def test_an_update_without_a_mask_changes_what_it_sets(service: Service) -> None:
+    """AIP-134 field masks: with no mask, UpdateAgent changes the fields the request sets
+    (a name alone renames and keeps the skills, which an empty mask once cleared), and
+    UpdatePolicy likewise; ``*`` replaces them all; a request that sets nothing to change
+    is INVALID_ARGUMENT and writes nothing."""
+    service.agent("a1", skills={"billing": 5})
+
+    def update(agent: pb.Agent, *paths: str) -> pb.Agent:
+        mask = field_mask_pb2.FieldMask(paths=list(paths))
+        request = admin_pb2.UpdateAgentRequest(tenant=service.tenant, agent=agent)
+        if paths:
+            request.update_mask.CopyFrom(mask)
+        return service.admin.UpdateAgent(request)
+
+    renamed = update(pb.Agent(agent_id="a1", name="Renamed"))
+    assert (renamed.name, dict(renamed.skills)) == ("Renamed", {"billing": 5})
+    before = service.dump()
+    with pytest.raises(grpc.RpcError) as err:
+        update(pb.Agent(agent_id="a1"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith("update_mask: is empty")
+    with pytest.raises(grpc.RpcError) as err:
+        update(pb.Agent(agent_id="a1", name="X"), "name", "*")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert service.dump() == before
+    replaced = update(pb.Agent(agent_id="a1", name="Only"), "*")
+    assert (replaced.name, dict(replaced.skills)) == ("Only", {})
+    policy = service.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(tenant=service.tenant, policy=pb.Policy(top_k=7))
+    )
+    assert (policy.top_k, policy.strategy) == (7, pb.STRATEGY_BALANCED)
+    assert policy.occupancy_window.seconds > 0  # left as it was, not refused as 0
+
+
 def test_list_agents_filters_and_pages(service: Service) -> None:
     """25 agents, pages of 10, filtered by skill and presence, each agent exactly once."""
     for i in range(25):

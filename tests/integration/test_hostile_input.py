@@ -1191,7 +1191,7 @@ def update_policy_cases(w: World) -> st.SearchStrategy[Case]:
             "strategy",
             "update_mask",
             st.one_of(
-                st.sampled_from(["version", "weights.skill", "", "STRATEGY", "channels[0]"]),
+                st.sampled_from(["version", "weights.skil", "", "STRATEGY", "channels[0]"]),
                 st.text(max_size=30),
                 st.just("x" * HUGE),
             ).map(lambda p: ["strategy", p]),

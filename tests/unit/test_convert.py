@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from google.protobuf import field_mask_pb2  # noqa: F401  # keeps the well-known types loaded
 from google.protobuf.duration_pb2 import Duration
@@ -88,6 +90,41 @@ def test_policy_round_trip_and_mask() -> None:
     changed = policy_from_pb(pb.Policy(strategy=pb.STRATEGY_RANDOM, top_k=0), ["strategy"], policy)
     assert changed.strategy is Strategy.RANDOM
     assert changed.top_k == policy.top_k
+
+
+def test_one_setting_of_one_channel_changes_alone() -> None:
+    """A listed channel keeps every field left unset, its default capacity included (it
+    was taken as 0, turning the channel off for agents without a capacity of their own);
+    a capacity of 0 set explicitly still turns it off."""
+    policy = Policy()
+    offers = pb.ChannelSetting(channel=pb.CHANNEL_CHAT, offer_timeout=Duration(seconds=30))
+    changed = policy_from_pb(pb.Policy(channels=[offers]), ["channels"], policy)
+    assert changed.offer_timeout_s[Channel.CHAT] == 30
+    assert changed.channel_capacity == policy.channel_capacity
+    assert changed.channel_capacity[Channel.CHAT] == 3
+    off = pb.ChannelSetting(channel=pb.CHANNEL_CHAT, default_capacity=0)
+    closed = policy_from_pb(pb.Policy(channels=[off]), ["channels"], changed)
+    assert closed.channel_capacity[Channel.CHAT] == 0
+    assert closed.offer_timeout_s[Channel.CHAT] == 30
+    assert policy_from_pb(policy_to_pb(closed), ["channels"], policy) == closed
+
+
+def test_one_weight_changes_alone() -> None:
+    """``weights.<name>`` changes that weight (``weights`` sets all six: the others to 0
+    unless given); two such paths both apply; a bad value names the weight."""
+    policy = Policy()
+    msg = pb.Policy(weights=pb.Weights(skill=5, idle=2))
+    skill = policy_from_pb(msg, ["weights.skill"], policy)
+    assert skill.weights == dataclasses.replace(policy.weights, skill=5.0)
+    both = policy_from_pb(msg, ["weights.skill", "weights.idle"], policy)
+    assert both.weights == dataclasses.replace(policy.weights, skill=5.0, idle=2.0)
+    assert policy_from_pb(msg, ["weights"], policy).weights.load == 0
+    with pytest.raises(InvalidArgumentError) as err:
+        policy_from_pb(pb.Policy(weights=pb.Weights(load=-1)), ["weights.load"], policy)
+    assert err.value.field == "policy.weights.load"
+    with pytest.raises(InvalidArgumentError) as err:
+        policy_from_pb(msg, ["weights.nope"], policy)
+    assert err.value.field == "update_mask"
 
 
 @pytest.mark.parametrize(
