@@ -63,7 +63,8 @@ class Settings:
     grace_s: float = 5.0
     """Seconds in-flight RPCs get to finish on SIGTERM (``ROUTER_GRACE_S``)."""
     log_level: str = "info"
-    """``debug``, ``info``, ``warning`` or ``error`` (``ROUTER_LOG_LEVEL``)."""
+    """The least severe lines logged: ``debug``, ``info``, ``warning`` or ``error``, in any
+    case (``ROUTER_LOG_LEVEL``)."""
     log_json: bool | None = None
     """JSON log lines (``ROUTER_LOG_JSON=1/0``); default: JSON unless stderr is a terminal."""
     tracing: bool = False
@@ -155,8 +156,13 @@ class Settings:
             )
         if not 0 <= self.grace_s <= 300:
             raise SettingsError(f"ROUTER_GRACE_S: {self.grace_s} is not in 0..300")
-        if self.log_level not in {"debug", "info", "warning", "error"}:
-            raise SettingsError(f"ROUTER_LOG_LEVEL: {self.log_level!r} is not a log level")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise SettingsError(
+                f"ROUTER_LOG_LEVEL: {self.log_level!r} is not a log level "
+                "(debug, info, warning or error)"
+            )
+        # DEBUG or Debug means debug; the logging set-up takes lower case
+        object.__setattr__(self, "log_level", self.log_level.lower())
         self._check_tls()
         if self.tokens_file:
             try:

@@ -161,3 +161,20 @@ def test_every_setting_is_explained_in_help(capsys: pytest.CaptureFixture[str]) 
     for f in dataclasses.fields(Settings):
         assert f"{env_name(f.name)} (default {f.default!r})" in shown
     assert meaning["concurrency"][:40] in shown
+
+
+@pytest.mark.parametrize(
+    ("written", "level"),
+    [("debug", "debug"), ("Debug", "debug"), ("DEBUG", "debug"), ("Warning", "warning")],
+)
+def test_log_level_is_read_in_any_case(written: str, level: str) -> None:
+    """``ROUTER_LOG_LEVEL=Debug`` (or DEBUG) means debug: the level the logging set-up gets
+    is in lower case, from the environment or built directly."""
+    assert Settings.from_env({"ROUTER_LOG_LEVEL": written}).log_level == level
+    assert Settings(log_level=written).log_level == level
+
+
+def test_an_unknown_log_level_is_refused_as_written() -> None:
+    """The error quotes the value as it was set and lists the levels there are."""
+    with pytest.raises(SettingsError, match=r"ROUTER_LOG_LEVEL: 'Verbose' is not a log level \("):
+        Settings.from_env({"ROUTER_LOG_LEVEL": "Verbose"})
