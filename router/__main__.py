@@ -28,9 +28,10 @@ DESCRIPTION = """\
 Agent-routing engine: a gRPC service that decides which human agent takes each call, chat,
 WhatsApp message or email, with an OR-Tools balancing model over live agent state.
 
-Services on the port: router.v1.RoutingService (Assign, Complete, Release, Cancel, GetCall),
-router.v1.AgentAdminService, router.v1.PolicyService, grpc.health.v1.Health and server
-reflection (try: grpcurl -plaintext 127.0.0.1:50051 list).
+Services on the port: router.v1.RoutingService (Assign, Accept, Reject, Complete, Release,
+Cancel, RequestCallback, GetCall, GetStats, Watch), router.v1.AgentAdminService,
+router.v1.PolicyService, grpc.health.v1.Health and server reflection
+(try: grpcurl -plaintext 127.0.0.1:50051 list).
 
 State: with REDIS_URL set, that Redis (shared by every replica). Without it, a private
 redis-server is started if one is installed, else the in-memory store is used (one process,
@@ -58,11 +59,25 @@ example:
 """
 
 
+def shown_default(value: object) -> str:
+    """A setting's default as its variable would be set to it (the README's table says the
+    same): ``1``/``0`` for on/off, ``auto`` when the service decides, ``empty`` for none."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if value is None:
+        return "auto"
+    if value == "":
+        return "empty"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _epilog() -> str:
     lines = ["settings (environment variables; the flags above override them):"]
     meaning = descriptions()
     for f in dataclasses.fields(Settings):
-        lines.append(f"  {env_name(f.name)} (default {f.default!r})")
+        lines.append(f"  {env_name(f.name)} (default {shown_default(f.default)})")
         lines.extend(
             textwrap.wrap(
                 meaning.get(f.name, ""), width=92, initial_indent=" " * 6, subsequent_indent=" " * 6

@@ -28,11 +28,11 @@ class Settings:
     port: int = 50051
     """Port to listen on (``ROUTER_PORT``); 0 picks a free one."""
     redis_url: str = ""
-    """``REDIS_URL``: the shared Redis. Empty: a private ``redis-server`` if installed, else
+    """The shared Redis (``REDIS_URL``). Empty: a private ``redis-server`` if installed, else
     the in-memory store (single process, state lost on exit)."""
     metrics_port: int = 9464
-    """Port of the Prometheus ``/metrics`` endpoint on ``host`` (``ROUTER_METRICS_PORT``);
-    0 disables it."""
+    """Port of the Prometheus ``/metrics`` endpoint on ``ROUTER_HOST``
+    (``ROUTER_METRICS_PORT``); 0 disables it."""
     workers: int = 16
     """Threads serving RPCs (``ROUTER_WORKERS``); each ``Watch`` stream holds one."""
     concurrency: int = 0
@@ -78,13 +78,14 @@ class Settings:
 
     # --- security (see SECURITY.md) ----------------------------------------------------------
     tls_cert: str = ""
-    """PEM certificate chain of the server (``ROUTER_TLS_CERT``); with ``tls_key`` every
+    """PEM certificate chain of the server (``ROUTER_TLS_CERT``); with ``ROUTER_TLS_KEY`` every
     listener speaks TLS only. Empty: plaintext."""
     tls_key: str = ""
-    """PEM private key of ``tls_cert`` (``ROUTER_TLS_KEY``)."""
+    """PEM private key of ``ROUTER_TLS_CERT`` (``ROUTER_TLS_KEY``)."""
     tls_client_ca: str = ""
     """PEM CA bundle for client certificates (``ROUTER_TLS_CLIENT_CA``): mutual TLS, a
-    client without a certificate signed by it cannot connect. Needs ``tls_cert``."""
+    client without a certificate signed by it cannot connect. Needs ``ROUTER_TLS_CERT`` and
+    ``ROUTER_TLS_KEY``."""
     tokens_file: str = ""
     """YAML or JSON list of API token digests with tenant and role (``ROUTER_TOKENS_FILE``;
     see ``router.auth``; re-read on SIGHUP). Empty: no authentication, every caller may do
@@ -101,7 +102,7 @@ class Settings:
     much. 0: no limit."""
     rate_burst: int = 0
     """Requests a tenant may make at once after being idle (``ROUTER_RATE_BURST``);
-    0: one second's worth of ``rate_limit``."""
+    0: one second's worth of ``ROUTER_RATE_LIMIT``."""
     keepalive_time_s: float = 60.0
     """Seconds of silence after which the server pings a client to see it is still there
     (``ROUTER_KEEPALIVE_TIME_S``)."""
@@ -129,8 +130,8 @@ class Settings:
     replicas (``ROUTER_MAX_CONNECTION_AGE_S``); 0: never. Watch clients resume with
     ``after_event_id``."""
     max_connection_age_grace_s: float = 30.0
-    """Seconds RPCs in flight get after ``max_connection_age_s`` before the connection is
-    cut (``ROUTER_MAX_CONNECTION_AGE_GRACE_S``)."""
+    """Seconds RPCs in flight get after ``ROUTER_MAX_CONNECTION_AGE_S`` before the connection
+    is cut (``ROUTER_MAX_CONNECTION_AGE_GRACE_S``)."""
     max_concurrent_streams: int = 100
     """RPCs at once on one connection (``ROUTER_MAX_CONCURRENT_STREAMS``)."""
 
@@ -290,7 +291,7 @@ def _check_pem(name: str, path: str, marker: str) -> None:
 @cache
 def descriptions() -> dict[str, str]:
     """Field name -> what the setting means, from the docstring under each ``Settings`` field
-    (for ``--help``; the variable names and markup dropped)."""
+    (for ``--help``; the variable's own name and the markup dropped, the text as written)."""
     try:
         source = inspect.getsource(Settings)
     except (OSError, TypeError):  # no source shipped: --help lists names and defaults only
@@ -305,7 +306,5 @@ def descriptions() -> dict[str, str]:
             continue
         text = " ".join(str(doc_node.value.value).split())
         text = re.sub(r"\s*\(``[A-Z_]+``\)", "", text)  # the variable's own name
-        text = re.sub(r"``([A-Z_]+)``: ", "", text)
-        text = text.replace("``", "")
-        found[field_node.target.id] = text[:1].upper() + text[1:]
+        found[field_node.target.id] = text.replace("``", "")
     return found

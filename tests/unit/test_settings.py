@@ -12,6 +12,7 @@ from router import __main__ as router_main
 from router import auth
 from router.server import server_options
 from router.settings import Settings, SettingsError, descriptions, env_name
+from router.v1 import routing_pb2
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
@@ -159,8 +160,72 @@ def test_every_setting_is_explained_in_help(capsys: pytest.CaptureFixture[str]) 
         router_main.main(["--help"])
     shown = " ".join(capsys.readouterr().out.split())
     for f in dataclasses.fields(Settings):
-        assert f"{env_name(f.name)} (default {f.default!r})" in shown
+        assert f"{env_name(f.name)} (default {router_main.shown_default(f.default)})" in shown
     assert meaning["concurrency"][:40] in shown
+
+
+def test_help_shows_defaults_as_they_are_typed(capsys: pytest.CaptureFixture[str]) -> None:
+    """Defaults read as a value of the variable, never a Python repr (None, False, '')."""
+    with pytest.raises(SystemExit):
+        router_main.main(["--help"])
+    shown = capsys.readouterr().out
+    for line in (
+        "ROUTER_HOST (default 127.0.0.1)",
+        "REDIS_URL (default empty)",
+        "ROUTER_REDIS_TIMEOUT_S (default 2)",
+        "ROUTER_LOG_LEVEL (default info)",
+        "ROUTER_LOG_JSON (default auto)",
+        "ROUTER_TRACING (default 0)",
+        "ROUTER_KEEPALIVE_PERMIT_WITHOUT_CALLS (default 1)",
+    ):
+        assert f"  {line}\n" in shown, line
+    assert not re.search(r"\(default (None|True|False|''|'[^']*')\)", shown)
+
+
+def test_help_defaults_agree_with_the_readme_table() -> None:
+    """The README's configuration table and ``--help`` give each variable the same default
+    (``2.0`` there is ``2`` here)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    defaults = {f.name: router_main.shown_default(f.default) for f in dataclasses.fields(Settings)}
+    checked = set()
+    for row in re.findall(r"^\| (`(?:ROUTER|REDIS)_.*)$", table, re.MULTILINE):
+        names, default = row.split(" | ")[:2]
+        documented = default.split(" (")[0].strip("`")
+        for name in re.findall(r"`([A-Z0-9_]+)`", names):
+            field = "redis_url" if name == "REDIS_URL" else name.removeprefix("ROUTER_").lower()
+            ours = defaults[field]
+            if re.fullmatch(r"[0-9]+(\.[0-9]+)?", ours):
+                assert float(documented) == float(ours), name
+            else:
+                assert documented == ours, name
+            checked.add(field)
+    assert checked == set(defaults)
+
+
+def test_help_says_what_each_setting_means_as_written() -> None:
+    """Descriptions keep their docstring's text (``debug`` stays lower case, a value is not
+    a sentence's first word to capitalise) and name other settings by their variables."""
+    meaning = descriptions()
+    assert meaning["log_level"].endswith("debug, info, warning or error, in any case.")
+    assert meaning["redis_url"].startswith("The shared Redis. Empty: ")
+    fields = {f.name for f in dataclasses.fields(Settings) if "_" in f.name}
+    for name, text in meaning.items():
+        named = set(re.findall(r"\b[a-z0-9]+(?:_[a-z0-9]+)+\b", text)) & fields
+        assert not named, f"{name} names fields {named} instead of their variables"
+    assert "ROUTER_TLS_KEY" in meaning["tls_cert"]
+    assert "ROUTER_RATE_LIMIT" in meaning["rate_burst"]
+    assert "ROUTER_MAX_CONNECTION_AGE_S" in meaning["max_connection_age_grace_s"]
+
+
+def test_help_lists_every_routing_rpc(capsys: pytest.CaptureFixture[str]) -> None:
+    """The description names RoutingService's RPCs as the contract has them, all of them."""
+    methods = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].methods
+    with pytest.raises(SystemExit):
+        router_main.main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    listed = ", ".join(m.name for m in methods)
+    assert f"router.v1.RoutingService ({listed})" in shown
 
 
 @pytest.mark.parametrize(
