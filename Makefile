@@ -13,8 +13,11 @@ PORT ?= $(or $(ROUTER_PORT),50051)
 .DEFAULT_GOAL := help
 .PHONY: help install run demo sim test test-unit lint fmt proto proto-check bench bench-quick clean
 
+# $(HOST) and $(PORT) in a target's text read as their values (127.0.0.1:50051 unless set)
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' -v host='$(HOST)' -v port='$(PORT)' \
+	  '{text = $$2; gsub(/\$$\(HOST\)/, host, text); gsub(/\$$\(PORT\)/, port, text); \
+	  printf "  make %-18s %s\n", $$1, text}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +27,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the service with its dev tools
 
-run: $(STAMP) ## Start the service on $(HOST):$(PORT) (REDIS_URL, else a private redis-server, else in-memory)
+run: $(STAMP) ## Start the service on $(HOST):$(PORT) (HOST=... PORT=... or ROUTER_HOST, ROUTER_PORT to change; REDIS_URL, else a private redis-server, else in-memory)
 	ROUTER_HOST=$(HOST) ROUTER_PORT=$(PORT) $(PY) -m router
 
 demo: $(STAMP) ## Start a throw-away service, load an example team and route a few calls
