@@ -2,12 +2,15 @@
 
 Starts a throw-away service (private redis-server if installed, else in-memory) on a free
 loopback port unless ``--target`` names a running one, then talks to it over real gRPC
-exactly as a helpdesk platform would.
+exactly as a helpdesk platform would. Each run loads its team into a tenant of its own
+(``demo-`` and 8 random hex digits, printed first), so it can be run again and again against
+the same service.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +28,6 @@ from router.store import Store
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 
-TENANT = "demo"
 TEAM = [
     # id, name, skills, languages, region, timezone
     ("ana", "Ana (star)", {"billing": 9, "tech": 7}, ["en", "pt"], "eu-west", "Europe/Lisbon"),
@@ -73,15 +75,21 @@ def _explain(response: routing_pb2.AssignResponse) -> str:
     )
 
 
-def run(channel: grpc.Channel) -> None:
-    """Load the team, route calls, print what happened."""
+def new_tenant() -> str:
+    """A tenant no earlier run used: ``demo-`` and 8 random hex digits."""
+    return f"demo-{secrets.token_hex(4)}"
+
+
+def run(channel: grpc.Channel, tenant: str) -> None:
+    """Load the team into ``tenant`` (which must have no agents yet), route calls, print what
+    happened."""
     admin = admin_pb2_grpc.AgentAdminServiceStub(channel)
     routing = routing_pb2_grpc.RoutingServiceStub(channel)
-    print("== team")
+    print(f"== team (in tenant {tenant}, a new one each run)")
     for agent_id, name, skills, languages, region, tz in TEAM:
         admin.CreateAgent(
             admin_pb2.CreateAgentRequest(
-                tenant=TENANT,
+                tenant=tenant,
                 agent=pb.Agent(
                     agent_id=agent_id, name=name, team="support", skills=skills,
                     languages=languages, region=region, timezone=tz,
@@ -91,11 +99,11 @@ def run(channel: grpc.Channel) -> None:
         )  # fmt: skip
         admin.SetPresence(
             admin_pb2.SetPresenceRequest(
-                tenant=TENANT, agent_id=agent_id, presence=pb.PRESENCE_AVAILABLE
+                tenant=tenant, agent_id=agent_id, presence=pb.PRESENCE_AVAILABLE
             )
         )
         print(f"  {agent_id:<6} {name:<20} skills={skills} languages={languages} region={region}")
-    vacation = admin.ScheduleAbsence(_vacation_request())
+    vacation = admin.ScheduleAbsence(_vacation_request(tenant))
     print(f"  eva is on vacation until {vacation.absences[0].end_time.ToJsonString()}")
 
     print("\n== routing")
@@ -110,7 +118,7 @@ def run(channel: grpc.Channel) -> None:
     for call_id, channel_name, skill, level, extra in calls:
         response = routing.Assign(
             routing_pb2.AssignRequest(
-                tenant=TENANT,
+                tenant=tenant,
                 request_id=f"req-{call_id}",
                 call=_call(call_id, channel_name, skill, level, **extra),
             )
@@ -123,7 +131,7 @@ def run(channel: grpc.Channel) -> None:
     print("\n== a retried request gets the same answer, never a second agent")
     retry = routing.Assign(
         routing_pb2.AssignRequest(
-            tenant=TENANT,
+            tenant=tenant,
             request_id="req-c1",
             call=_call("c1", "voice", "billing", 5, region="eu-west"),
         )
@@ -131,30 +139,30 @@ def run(channel: grpc.Channel) -> None:
     print(f"  c1 again: agent {retry.assignment.agent_id}, replayed={retry.replayed}")
 
     print("\n== Ana completes c1 (happy customer); the dispatcher gives her the waiting email")
-    cursor = routing.GetCall(routing_pb2.GetCallRequest(tenant=TENANT, call_id="c4"))
+    cursor = routing.GetCall(routing_pb2.GetCallRequest(tenant=tenant, call_id="c4"))
     done = assignments["c1"]
     routing.Complete(
         routing_pb2.CompleteRequest(
-            tenant=TENANT,
+            tenant=tenant,
             assignment_id=done.assignment_id,
             fencing_token=done.fencing_token,
             outcome=pb.Outcome(csat=5, resolved=True),
         )
     )
-    _wait_for(routing, "c4", after=cursor.call.timeline[-1].event_id)
-    info = routing.GetCall(routing_pb2.GetCallRequest(tenant=TENANT, call_id="c4")).call
+    _wait_for(routing, tenant, "c4", after=cursor.call.timeline[-1].event_id)
+    info = routing.GetCall(routing_pb2.GetCallRequest(tenant=tenant, call_id="c4")).call
     steps = " -> ".join(f"{e.type}({e.agent_id})" if e.agent_id else e.type for e in info.timeline)
     print(f"  c4 is {pb.CallStatus.Name(info.status)} with {info.assignment.agent_id}: {steps}")
 
     print("\n== an admin raises Dev's billing skill; the very next call sees it")
     admin.PatchSkills(
         admin_pb2.PatchSkillsRequest(
-            tenant=TENANT, agent_id="dev", set=[admin_pb2.SkillLevel(skill="billing", level=7)]
+            tenant=tenant, agent_id="dev", set=[admin_pb2.SkillLevel(skill="billing", level=7)]
         )
     )
     response = routing.Assign(
         routing_pb2.AssignRequest(
-            tenant=TENANT, request_id="req-c6", call=_call("c6", "voice", "billing", 7)
+            tenant=tenant, request_id="req-c6", call=_call("c6", "voice", "billing", 7)
         )
     )
     print(f"  c6 voice billing>=7 {_explain(response)}")
@@ -162,18 +170,18 @@ def run(channel: grpc.Channel) -> None:
     print("\n== a German caller: only Eva speaks German, and she is on vacation")
     response = routing.Assign(
         routing_pb2.AssignRequest(
-            tenant=TENANT,
+            tenant=tenant,
             request_id="req-c7",
             call=_call("c7", "voice", "billing", 5, language="de"),
         )
     )
     print(f"  c7 voice billing>=5 de {_explain(response)}")
     if response.callback_offered:
-        routing.RequestCallback(routing_pb2.RequestCallbackRequest(tenant=TENANT, call_id="c7"))
+        routing.RequestCallback(routing_pb2.RequestCallbackRequest(tenant=tenant, call_id="c7"))
         print("  the caller accepted a callback and keeps their place")
 
     print("\n== live statistics")
-    stats = routing.GetStats(routing_pb2.GetStatsRequest(tenant=TENANT))
+    stats = routing.GetStats(routing_pb2.GetStatsRequest(tenant=tenant))
     presence = ", ".join(
         f"{pb.Presence.Name(p.presence).removeprefix('PRESENCE_').lower()}={p.agents}"
         for p in stats.presence
@@ -184,15 +192,17 @@ def run(channel: grpc.Channel) -> None:
     print(f"  agents: {presence}; units in use: {busy}")
 
     print("\n== policy")
-    policy = routing_policy(channel)
+    policy = routing_policy(channel, tenant)
     print(f"  strategy {pb.Strategy.Name(policy.strategy)}, occupancy cap {policy.max_occupancy}")
 
 
-def _wait_for(routing: routing_pb2_grpc.RoutingServiceStub, call_id: str, after: str) -> None:
+def _wait_for(
+    routing: routing_pb2_grpc.RoutingServiceStub, tenant: str, call_id: str, after: str
+) -> None:
     """Follow the event stream until the call is assigned (bounded to 10 s)."""
     stream = routing.Watch(
         routing_pb2.WatchRequest(
-            tenant=TENANT, after_event_id=after, call_id=call_id, types=["ASSIGNED"]
+            tenant=tenant, after_event_id=after, call_id=call_id, types=["ASSIGNED"]
         ),
         timeout=10,
     )
@@ -202,10 +212,10 @@ def _wait_for(routing: routing_pb2_grpc.RoutingServiceStub, call_id: str, after:
         stream.cancel()
 
 
-def _vacation_request() -> admin_pb2.ScheduleAbsenceRequest:
+def _vacation_request(tenant: str) -> admin_pb2.ScheduleAbsenceRequest:
     now = int(time.time())
     return admin_pb2.ScheduleAbsenceRequest(
-        tenant=TENANT,
+        tenant=tenant,
         agent_id="eva",
         absence=pb.Absence(
             kind=pb.ABSENCE_KIND_VACATION,
@@ -216,12 +226,12 @@ def _vacation_request() -> admin_pb2.ScheduleAbsenceRequest:
     )
 
 
-def routing_policy(channel: grpc.Channel) -> pb.Policy:
+def routing_policy(channel: grpc.Channel, tenant: str) -> pb.Policy:
     """Read the tenant's policy (and show how an update with a field mask looks)."""
     policies = admin_pb2_grpc.PolicyServiceStub(channel)
     return policies.UpdatePolicy(
         admin_pb2.UpdatePolicyRequest(
-            tenant=TENANT,
+            tenant=tenant,
             policy=pb.Policy(max_occupancy=0.8),
             update_mask=field_mask_pb2.FieldMask(paths=["max_occupancy"]),
         )
@@ -250,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = f"127.0.0.1:{running.port}"
     try:
         with grpc.insecure_channel(target) as channel:
-            run(channel)
+            run(channel, new_tenant())
     finally:
         if running is not None:
             running.stop(1.0)
