@@ -42,7 +42,9 @@ _RESULTS = {
 
 def _token(value: int) -> int:
     if value <= 0:
-        raise InvalidArgumentError("fencing_token", "is required (from the assignment)")
+        raise InvalidArgumentError(
+            "fencing_token", "must be the assignment's token (a positive number)"
+        )
     return value
 
 

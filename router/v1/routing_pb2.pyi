@@ -33,7 +33,7 @@ class AssignRequest(_message.Message):
     CALL_FIELD_NUMBER: _builtins.int
     NO_QUEUE_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
-    """Tenant (1-64 characters of letters, digits and `._-`)."""
+    """Tenant (1-64 characters of ASCII letters, digits and `._-`)."""
     request_id: _builtins.str
     """Client-chosen idempotency key, 1-128 characters; reuse it on every retry of this request.
     Remembered for 24 hours.
@@ -120,7 +120,7 @@ class AssignResponse(_message.Message):
     """
     @_builtins.property
     def assignment(self) -> _types_pb2.Assignment:
-        """Set when ASSIGNED."""
+        """Set when ASSIGNED or OFFERED (then its state is OFFERED until the agent's Accept)."""
 
     @_builtins.property
     def explanation(self) -> _types_pb2.Explanation:
@@ -758,7 +758,9 @@ class CancelResponse(_message.Message):
     CALL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def call(self) -> _types_pb2.CallInfo:
-        """Status CANCELLED."""
+        """The call as it ended: ABANDONED if it was waiting or offered (the customer left
+        unanswered), CANCELLED if an agent held it; as it was if it had already ended.
+        """
 
     def __init__(
         self,

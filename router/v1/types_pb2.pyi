@@ -3,8 +3,8 @@
 isort:skip_file
 Shared messages of the agent-routing API, version 1.
 
-Conventions: every request names its tenant; ids are 1-128 characters of letters, digits
-and `._:@-`; times are google.protobuf.Timestamp, durations google.protobuf.Duration.
+Conventions: every request names its tenant; ids are 1-128 characters of ASCII letters,
+digits and `._:@-`; times are google.protobuf.Timestamp, durations google.protobuf.Duration.
 Enum zero values are UNSPECIFIED and are refused where a value is required.
 """
 
@@ -37,7 +37,7 @@ class _ChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Channel.Value
     CHANNEL_VOICE: _Channel.ValueType  # 1
     """A phone call. Takes the whole agent by default (100 of 100 units)."""
     CHANNEL_CHAT: _Channel.ValueType  # 2
-    """A web chat. 25 units by default: four chats fill an agent."""
+    """A web chat. 25 units by default (of 100); an agent takes three at once by default."""
     CHANNEL_EMAIL: _Channel.ValueType  # 3
     """An email or ticket. 20 units by default."""
     CHANNEL_WHATSAPP: _Channel.ValueType  # 4
@@ -53,7 +53,7 @@ CHANNEL_UNSPECIFIED: Channel.ValueType  # 0
 CHANNEL_VOICE: Channel.ValueType  # 1
 """A phone call. Takes the whole agent by default (100 of 100 units)."""
 CHANNEL_CHAT: Channel.ValueType  # 2
-"""A web chat. 25 units by default: four chats fill an agent."""
+"""A web chat. 25 units by default (of 100); an agent takes three at once by default."""
 CHANNEL_EMAIL: Channel.ValueType  # 3
 """An email or ticket. 20 units by default."""
 CHANNEL_WHATSAPP: Channel.ValueType  # 4

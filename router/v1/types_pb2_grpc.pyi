@@ -3,8 +3,8 @@
 isort:skip_file
 Shared messages of the agent-routing API, version 1.
 
-Conventions: every request names its tenant; ids are 1-128 characters of letters, digits
-and `._:@-`; times are google.protobuf.Timestamp, durations google.protobuf.Duration.
+Conventions: every request names its tenant; ids are 1-128 characters of ASCII letters,
+digits and `._:@-`; times are google.protobuf.Timestamp, durations google.protobuf.Duration.
 Enum zero values are UNSPECIFIED and are refused where a value is required.
 """
 
