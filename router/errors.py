@@ -71,6 +71,14 @@ class StoreUnavailableError(RouterError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class StoppingError(RouterError):
+    """The replica is stopping: a stream it ends at once, so the stop need not wait out its
+    grace period for it; the client resumes on another replica (a Watch from its last event
+    id). A deploy, not a fault: logged at info, not counted as a store error."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 class ResourceExhaustedError(RouterError):
     """A quota is used up (the tenant's queue is full, a rate limit). Retry later.
 

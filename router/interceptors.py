@@ -27,7 +27,12 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from router import metrics, tracing
-from router.errors import InvalidArgumentError, ResourceExhaustedError, RouterError
+from router.errors import (
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    RouterError,
+    StoppingError,
+)
 from router.v1 import admin_pb2, routing_pb2
 
 log = structlog.get_logger("router.rpc")
@@ -219,7 +224,9 @@ class _Outcome:
         """Abort the RPC with the status that ``error`` maps to (raises)."""
         if isinstance(error, RouterError):
             self.code, self.details = error.code, error.message
-            if error.code == grpc.StatusCode.UNAVAILABLE:
+            if isinstance(error, StoppingError):
+                self.level = logging.INFO
+            elif error.code == grpc.StatusCode.UNAVAILABLE:
                 metrics.STORE_ERRORS.inc()
             if isinstance(error, ResourceExhaustedError):
                 self.level = logging.INFO if error.own_quota else None
@@ -293,10 +300,14 @@ class Streams:
         self._open = 0
         self._changed = threading.Condition()
         self._cut_at = math.inf
+        self.draining = threading.Event()
+        """Set when the server stops: streams end by themselves (``StoppingError``)."""
 
     def stopping(self, grace_s: float) -> None:
-        """The server stops now: what is still open in ``grace_s`` is cut."""
+        """The server stops now: streams are asked to end, and what is still open in
+        ``grace_s`` is cut."""
         self._cut_at = time.monotonic() + grace_s
+        self.draining.set()
 
     def cut(self, at: float) -> bool:
         """Whether the stop's grace period was over at ``at`` (``time.monotonic``)."""
@@ -476,7 +487,12 @@ def _stream(
         except GeneratorExit:  # the call ended while a message was being sent
             outcome.ended_from_outside(end, streams)
             raise
-        except Exception as error:  # mapped to a status, never swallowed
+        except RouterError as error:
+            if context.is_active():  # mapped to a status, never swallowed
+                outcome.fail(error, context)
+            else:  # the call had ended first: its client saw that end, not this error
+                outcome.ended_from_outside(end, streams)
+        except Exception as error:  # a crash: INTERNAL, logged with its trace
             outcome.fail(error, context)
         finally:
             outcome.finish()

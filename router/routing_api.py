@@ -7,6 +7,7 @@ No try/except for status mapping here: errors raised below are mapped by
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -16,7 +17,12 @@ from router.assigner import Assigner, AssignResult, Outcome
 from router.dispatcher import outage_grace_s
 from router.domain import AssignmentState, CallStatus, Channel
 from router.domain import Outcome as CallOutcome
-from router.errors import ContentionError, InvalidArgumentError, PolicyChangedError
+from router.errors import (
+    ContentionError,
+    InvalidArgumentError,
+    PolicyChangedError,
+    StoppingError,
+)
 from router.interceptors import bind_call
 from router.stats_api import stats_to_pb
 from router.store import EVENT_TYPES, Finished, Store
@@ -52,10 +58,19 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     """Assign, Accept, Reject, Complete, Release, Cancel, RequestCallback, GetCall, GetStats,
     Watch. Whatever frees capacity while calls wait wakes the dispatcher for the tenant."""
 
-    def __init__(self, store: Store, assigner: Assigner, wake: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        assigner: Assigner,
+        wake: Callable[[str], None],
+        draining: threading.Event | None = None,
+    ) -> None:
+        """``draining``: set when the server stops (``Streams.draining``); a Watch then
+        ends within a second instead of holding the stop for its grace period."""
         self._store = store
         self._assigner = assigner
         self._wake = wake
+        self._draining = draining or threading.Event()
 
     def Assign(  # noqa: N802  # gRPC method names are CamelCase
         self, request: routing_pb2.AssignRequest, context: grpc.ServicerContext
@@ -245,6 +260,11 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         # sees every event made after (and knows where its stream starts, to resume there).
         context.send_initial_metadata(((convert.WATCH_CURSOR_HEADER, cursor),))
         while context.is_active():
+            if self._draining.is_set():
+                raise StoppingError(
+                    "this replica is stopping: watch again, after the last event id received,"
+                    " to resume on another"
+                )
             events = self._store.read_events(
                 tenant, cursor, limit=WATCH_BATCH, block_ms=WATCH_BLOCK_MS
             )

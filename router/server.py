@@ -210,7 +210,7 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
     )
     assigner = Assigner(store, max_replans=settings.max_replans, dispatcher=dispatcher)
     routing_pb2_grpc.add_RoutingServiceServicer_to_server(
-        RoutingServicer(store, assigner, dispatcher.wake), server
+        RoutingServicer(store, assigner, dispatcher.wake, streams.draining), server
     )
     admin_pb2_grpc.add_AgentAdminServiceServicer_to_server(
         AgentAdminServicer(store, dispatcher.wake), admin_target

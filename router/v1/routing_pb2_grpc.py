@@ -196,7 +196,8 @@ class RoutingServiceServicer:
         newest event when opened "from now", "0-0" when the tenant has none yet). A client that
         waits for them before acting (Python: `stream.initial_metadata()`) sees every event its
         later requests cause, and can resume from that cursor if the stream breaks before its
-        first event.
+        first event. When the replica stops, the stream ends within a second with UNAVAILABLE
+        ("this replica is stopping"): watch again after the last event id, on another replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -102,7 +102,8 @@ class RoutingServiceStub:
     newest event when opened "from now", "0-0" when the tenant has none yet). A client that
     waits for them before acting (Python: `stream.initial_metadata()`) sees every event its
     later requests cause, and can resume from that cursor if the stream breaks before its
-    first event.
+    first event. When the replica stops, the stream ends within a second with UNAVAILABLE
+    ("this replica is stopping"): watch again after the last event id, on another replica.
     """
 
 @_typing.type_check_only
@@ -178,7 +179,8 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     newest event when opened "from now", "0-0" when the tenant has none yet). A client that
     waits for them before acting (Python: `stream.initial_metadata()`) sees every event its
     later requests cause, and can resume from that cursor if the stream breaks before its
-    first event.
+    first event. When the replica stops, the stream ends within a second with UNAVAILABLE
+    ("this replica is stopping"): watch again after the last event id, on another replica.
     """
 
 class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -311,7 +313,8 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         newest event when opened "from now", "0-0" when the tenant has none yet). A client that
         waits for them before acting (Python: `stream.initial_metadata()`) sees every event its
         later requests cause, and can resume from that cursor if the stream breaks before its
-        first event.
+        first event. When the replica stops, the stream ends within a second with UNAVAILABLE
+        ("this replica is stopping"): watch again after the last event id, on another replica.
         """
 
 def add_RoutingServiceServicer_to_server(servicer: RoutingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -982,9 +982,10 @@ def test_a_watch_ended_from_outside_counts_as_its_client_saw_it_end(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Watch its client cancels while no event comes, one whose deadline passes and one
-    the server's stop cuts after the grace period count as CANCELLED, DEADLINE_EXCEEDED and
-    UNAVAILABLE (not OK), not as a store error, each line at info with what ended it,
-    the last one written before the stop returns."""
+    open when the server stops count as CANCELLED, DEADLINE_EXCEEDED and UNAVAILABLE (not
+    OK), not as a store error, each line at info with what ended it, the last one written
+    before the stop returns: the stream ends by itself at its next read (here 50 ms),
+    telling its client to resume elsewhere, before the grace period is over."""
     monkeypatch.setattr(routing_api, "WATCH_BLOCK_MS", 50)  # each read notices sooner
     counted, wait_until_counted = _watch_counts()
     store_errors = sample("router_store_unavailable_total")
@@ -1015,8 +1016,55 @@ def test_a_watch_ended_from_outside_counts_as_its_client_saw_it_end(
     assert [(line["code"], line["log_level"], line["details"]) for line in lines] == [
         ("CANCELLED", "info", "cancelled by the client"),
         ("DEADLINE_EXCEEDED", "info", "the client's deadline passed"),
-        ("UNAVAILABLE", "info", "cut by the server's stop"),
+        ("UNAVAILABLE", "info", STOPPING),
     ]
+    assert err.value.details() == STOPPING
+
+
+STOPPING = (
+    "this replica is stopping: watch again, after the last event id received, to resume on another"
+)
+
+
+def test_a_stop_does_not_wait_out_its_grace_period_for_an_idle_watch(service: Service) -> None:
+    """A replica stopping with a Watch open and no event coming stops within about a read
+    (a second), not its grace period (30 s here): the stream ends by itself, and its client
+    gets UNAVAILABLE with what to do. One still in its read when a shorter grace period
+    ends is cut, and its line says so."""
+    counted, _ = _watch_counts()
+    request = routing_pb2.WatchRequest(tenant=service.tenant)
+    with log_lines() as entries:
+        idle = service.routing.Watch(request)
+        idle.initial_metadata()
+        started = time.monotonic()
+        service.running.stop(30)
+        assert time.monotonic() - started < 10
+        with pytest.raises(grpc.RpcError) as err:
+            list(idle)
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNAVAILABLE, STOPPING)
+    assert counted("UNAVAILABLE") == 1
+    (line,) = [line for line in entries if line["event"] == "rpc_finished"]
+    assert (line["log_level"], line["details"]) == ("info", STOPPING)
+
+
+def test_a_watch_in_its_read_when_the_grace_period_ends_is_cut(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop whose grace period (0.1 s) ends while a Watch waits in its read (5 s here):
+    gRPC cuts it, its client gets UNAVAILABLE, and its line says it was cut."""
+    monkeypatch.setattr(routing_api, "WATCH_BLOCK_MS", 5_000)
+    counted, wait_until_counted = _watch_counts()
+    with log_lines() as entries:
+        cut = service.routing.Watch(routing_pb2.WatchRequest(tenant=service.tenant))
+        cut.initial_metadata()
+        service.running.stop(0.1)
+        with pytest.raises(grpc.RpcError) as err:
+            list(cut)
+        wait_until_counted("UNAVAILABLE")  # once its read is over
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert counted("UNAVAILABLE") == 1
+    (line,) = [line for line in entries if line["event"] == "rpc_finished"]
+    assert (line["log_level"], line["details"]) == ("info", "cut by the server's stop")
 
 
 def _watch_counts() -> tuple[Callable[[str], float], Callable[[str], None]]:
