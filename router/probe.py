@@ -12,9 +12,10 @@ probe that returns after ``stop`` cannot set SERVING over the graceful stop's NO
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 import structlog
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health_pb2
 
 from router.errors import RouterError
 from router.store import Store
@@ -25,6 +26,14 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class Health(Protocol):
+    """Where the probe sets each service's status (a ``HealthServicer``, or one per
+    listener: ``server.ListenerHealth``)."""
+
+    def set(self, service: str, status: int) -> None:
+        """Set ``service``'s status (a ``HealthCheckResponse`` serving status)."""
+
+
 class StoreProbe:
     """Asks the store whether it takes writes every ``interval_s`` and sets every service's
     health."""
@@ -32,7 +41,7 @@ class StoreProbe:
     def __init__(
         self,
         store: Store,
-        servicer: health.HealthServicer,
+        servicer: Health,
         names: tuple[str, ...],
         *,
         interval_s: float = 1.0,

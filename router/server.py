@@ -49,6 +49,26 @@ lines (a Watch notices the end of its call after its blocking read, within a sec
 log = structlog.get_logger("router.server")
 
 
+class ListenerHealth:
+    """The health services of a replica's listeners, each answering for the services its
+    listener serves (and ``""``, the listener itself): a check of a service it does not
+    serve is NOT_FOUND there, not SERVING for calls that would be UNIMPLEMENTED."""
+
+    def __init__(self, *served: tuple[health.HealthServicer, tuple[str, ...]]) -> None:
+        self._served = served
+
+    def set(self, service: str, status: int) -> None:
+        """``service``'s status on every listener that serves it."""
+        for servicer, names in self._served:
+            if service in names:
+                servicer.set(service, status)
+
+    def enter_graceful_shutdown(self) -> None:
+        """NOT_SERVING for good on every listener."""
+        for servicer, _ in self._served:
+            servicer.enter_graceful_shutdown()
+
+
 @dataclass(frozen=True, slots=True)
 class RunningServer:
     """A started server, the port it listens on and its health servicer; with a separate
@@ -56,7 +76,7 @@ class RunningServer:
 
     server: grpc.Server
     port: int
-    health: health.HealthServicer
+    health: ListenerHealth
     dispatcher: Dispatcher
     probe: StoreProbe
     admin_server: grpc.Server | None = None
@@ -218,14 +238,19 @@ def create_server(settings: Settings, store: Store) -> RunningServer:
     admin_pb2_grpc.add_PolicyServiceServicer_to_server(
         PolicyServicer(store, dispatcher.wake), admin_target
     )
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    main_health = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(main_health, server)
     reflected: tuple[str, ...]
     if admin_server is None:
         reflected = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        health_servicer = ListenerHealth((main_health, ("", *SERVICE_NAMES)))
     else:
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, admin_server)
+        admin_health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(admin_health, admin_server)
         reflected = (*ADMIN_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        health_servicer = ListenerHealth(
+            (main_health, ("", ROUTING_SERVICE)), (admin_health, ("", *ADMIN_SERVICES))
+        )
     reflection.enable_server_reflection(reflected, admin_target)
     names = ("", *SERVICE_NAMES)
     for name in names:  # until the first probe finds the store taking writes

@@ -103,9 +103,9 @@ def _create(tenant: str = "acme", agent_id: str = "ana") -> admin_pb2.CreateAgen
     )
 
 
-def _health(channel: grpc.Channel) -> int:
+def _health(channel: grpc.Channel, service: str = "") -> int:
     stub = health_pb2_grpc.HealthStub(channel)
-    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)  # type: ignore[attr-defined]  # untyped stub
+    reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)  # type: ignore[attr-defined]  # untyped stub
     return int(reply.status)
 
 
@@ -463,7 +463,8 @@ def capture() -> Iterator[list[MutableMapping[str, Any]]]:
 
 def test_admin_services_on_their_own_listener(start: Callable[..., Started]) -> None:
     """With ``admin_port``: admin, policy and reflection only there (UNIMPLEMENTED on the
-    main port), routing only on the main port, health on both; stop closes both."""
+    main port), routing only on the main port, health on both, each listener's answering
+    for its own services (NOT_FOUND for the other's); stop closes both."""
     admin_port, port = local_redis.free_port(), local_redis.free_port()
     while port == admin_port:  # both free a moment ago; the OS may hand out one twice
         port = local_redis.free_port()
@@ -499,6 +500,16 @@ def test_admin_services_on_their_own_listener(start: Callable[..., Started]) -> 
         )
         assert code == grpc.StatusCode.UNIMPLEMENTED
         assert _health(main) == _health(side) == health_pb2.HealthCheckResponse.SERVING
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert _health(main, "router.v1.RoutingService") == serving
+        assert _health(side, "router.v1.AgentAdminService") == serving
+        assert _health(side, "router.v1.PolicyService") == serving
+        for channel, elsewhere in (
+            (main, "router.v1.AgentAdminService"),
+            (main, "router.v1.PolicyService"),
+            (side, "router.v1.RoutingService"),
+        ):  # each listener answers for what it serves
+            assert _code(lambda: _health(channel, elsewhere))[0] == grpc.StatusCode.NOT_FOUND  # noqa: B023
         server.running.stop(0)
         assert _code(lambda: _health(side))[0] == grpc.StatusCode.UNAVAILABLE
         assert _code(lambda: _health(main))[0] == grpc.StatusCode.UNAVAILABLE
