@@ -112,6 +112,9 @@ class _Request:
     tenant: str
     request_id: str
     digest: str
+    as_sent: str = ""
+    """The digest of the call as sent, its skills and attributes in the caller's order (what
+    replicas wrote before ``fingerprint`` put them in order): a record of theirs matches it."""
     legacy: str = ""
     """The digest replicas wrote before ``no_queue`` was part of it (``legacy_fingerprint``):
     a record of theirs (kept 24 h) matches it, for a ``no_queue`` request only while its call
@@ -133,9 +136,19 @@ DIGEST_PREFIX = "2:"
 written before (``legacy_fingerprint``)."""
 
 
-def fingerprint(call: Call, *, queue: bool = True) -> str:
-    """A digest of everything the caller sent about ``call``, independent of field order,
-    and of ``no_queue`` (it changes what may be answered: never QUEUED)."""
+def fingerprint(call: Call, *, queue: bool = True, as_sent: bool = False) -> str:
+    """A digest of everything the caller sent about ``call``, independent of the order of
+    its fields, of its required and preferred skills and of its attributes (a retry may
+    list them in another), and of ``no_queue`` (it changes what may be answered: never
+    QUEUED). ``as_sent``: the lists in the caller's order, as earlier versions digested
+    them (the same digest when they were in order)."""
+    if not as_sent:
+        call = dataclasses.replace(
+            call,
+            required_skills=tuple(sorted(call.required_skills, key=lambda r: r.skill)),
+            preferred_skills=tuple(sorted(call.preferred_skills)),
+            attributes=frozen_map(dict(sorted(call.attributes.items()))),
+        )
     canonical = encode_call(dataclasses.replace(call, created_ms=0))
     choice = "queue" if queue else "no_queue"
     return DIGEST_PREFIX + hashlib.sha256(f"{canonical}\n{choice}".encode()).hexdigest()
@@ -187,7 +200,8 @@ class Assigner:
     ) -> AssignResult:
         """Assign ``call``, queue it, or (``queue=False``) say nobody can take it now."""
         digest, legacy = fingerprint(call, queue=queue), legacy_fingerprint(call)
-        req = _Request(tenant, request_id, digest, legacy, no_queue=not queue)
+        as_sent = fingerprint(call, queue=queue, as_sent=True)
+        req = _Request(tenant, request_id, digest, as_sent, legacy, no_queue=not queue)
         first = self._store.load_candidates(tenant, call, request_id)
         prior = self._store.find_request(tenant, request_id) if first.request_seen else None
         if prior is not None:
@@ -362,7 +376,7 @@ class Assigner:
     def _replay(self, req: _Request, prior: tuple[str, CallRecord]) -> AssignResult:
         tenant, (stored, record) = req.tenant, prior
         if stored.startswith(DIGEST_PREFIX):
-            same = stored == req.digest
+            same = stored in (req.digest, req.as_sent)
         else:  # written before no_queue was part of the digest: a no_queue retry's answer
             waiting = record.status == CallStatus.QUEUED  # must not be QUEUED
             same = stored == req.legacy and not (req.no_queue and waiting)

@@ -44,8 +44,8 @@ class RoutingServiceStub:
     call's current state (`replayed` set; a completed or cancelled call shows its assignment
     in that state) and never a second agent; FAILED_PRECONDITION once the call was abandoned
     (the caller hung up before an agent took it) or expired (waited its channel's
-    `max_wait`). The same id with another payload
-    (`no_queue` included) is INVALID_ARGUMENT. A call id already routed under another request_id is
+    `max_wait`); the same payload may list its skills and attributes in another order. The
+    same id with another payload (`no_queue` included) is INVALID_ARGUMENT. A call id already routed under another request_id is
     FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
     contention outlasted the bounded re-planning: retry with the same request_id.
     """
@@ -121,8 +121,8 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     call's current state (`replayed` set; a completed or cancelled call shows its assignment
     in that state) and never a second agent; FAILED_PRECONDITION once the call was abandoned
     (the caller hung up before an agent took it) or expired (waited its channel's
-    `max_wait`). The same id with another payload
-    (`no_queue` included) is INVALID_ARGUMENT. A call id already routed under another request_id is
+    `max_wait`); the same payload may list its skills and attributes in another order. The
+    same id with another payload (`no_queue` included) is INVALID_ARGUMENT. A call id already routed under another request_id is
     FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
     contention outlasted the bounded re-planning: retry with the same request_id.
     """
@@ -201,8 +201,8 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         call's current state (`replayed` set; a completed or cancelled call shows its assignment
         in that state) and never a second agent; FAILED_PRECONDITION once the call was abandoned
         (the caller hung up before an agent took it) or expired (waited its channel's
-        `max_wait`). The same id with another payload
-        (`no_queue` included) is INVALID_ARGUMENT. A call id already routed under another request_id is
+        `max_wait`); the same payload may list its skills and attributes in another order. The
+        same id with another payload (`no_queue` included) is INVALID_ARGUMENT. A call id already routed under another request_id is
         FAILED_PRECONDITION. RESOURCE_EXHAUSTED when the tenant's queue is full. ABORTED means
         contention outlasted the bounded re-planning: retry with the same request_id.
         """

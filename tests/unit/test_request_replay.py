@@ -1,8 +1,11 @@
-"""Retries of an Assign (the same ``request_id``): the digest holds the call and the
-``no_queue`` choice, and records written before the choice was part of it (kept 24 h) are
-still recognised. In-memory store, the real assigner and dispatcher."""
+"""Retries of an Assign (the same ``request_id``): the digest holds the call (its lists in
+order) and the ``no_queue`` choice, and records written before the choice was part of it, or
+with the lists in the caller's order (kept 24 h), are still recognised. In-memory store, the
+real assigner and dispatcher."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -93,3 +96,48 @@ def test_a_requests_digests_do_not_change_with_the_code() -> None:
     assert legacy_fingerprint(CALL) == (
         "567fb5a59ac2368a1111fed1ef6dbe73c7cef9e4288b2378607efe462306f4fc"
     )
+
+
+TWO_SKILLS = Call(
+    "c1",
+    Channel.VOICE,
+    (SkillRequirement("sales", 1), SkillRequirement("billing", 1)),
+    preferred_skills=("vip", "french"),
+    attributes=frozen_map({"tier": "gold", "crm": "42"}),
+)
+REORDERED = Call(
+    "c1",
+    Channel.VOICE,
+    (SkillRequirement("billing", 1), SkillRequirement("sales", 1)),
+    preferred_skills=("french", "vip"),
+    attributes=frozen_map({"crm": "42", "tier": "gold"}),
+)
+
+
+def test_a_retry_listing_skills_and_attributes_in_another_order_replays() -> None:
+    """A platform that rebuilds its request from a set or a map may list the required and
+    preferred skills and the attributes in another order on a retry: the same request, so
+    it replays (it was INVALID_ARGUMENT); another level is another request."""
+    store, assigner, _ = _tenant()
+    store.create_agent(T, AgentProfile("b", skills=frozen_map({"billing": 5, "sales": 5})))
+    store.set_presence(T, "b", Presence.AVAILABLE)
+    first = assigner.assign(T, "r1", TWO_SKILLS)
+    again = assigner.assign(T, "r1", REORDERED)
+    assert (again.outcome, again.replayed) == (first.outcome, True)
+    assert again.assignment == first.assignment
+    other = (*REORDERED.required_skills[:1], SkillRequirement("sales", 2))
+    with pytest.raises(InvalidArgumentError, match="request_id"):
+        assigner.assign(T, "r1", dataclasses.replace(REORDERED, required_skills=other))
+
+
+def test_a_record_with_the_callers_order_still_replays() -> None:
+    """A record an earlier version wrote with the digest of the call as sent (its lists in
+    the caller's order) replays for a retry in that order; a call already in order has the
+    one digest either way (the pinned digests above)."""
+    store, assigner, _ = _tenant()
+    as_sent = fingerprint(TWO_SKILLS, as_sent=True)
+    assert as_sent != fingerprint(TWO_SKILLS)
+    assert fingerprint(CALL, as_sent=True) == fingerprint(CALL)
+    store.enqueue(T, "r1", as_sent, TWO_SKILLS, policy=store.get_policy(T))
+    again = assigner.assign(T, "r1", TWO_SKILLS)
+    assert (again.outcome, again.replayed) == (Outcome.QUEUED, True)
