@@ -28,6 +28,7 @@ class InvalidArgumentError(RouterError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
 
 
 class NotFoundError(RouterError):

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import structlog
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import (  # type: ignore[import-untyped]  # ships .pyi but no py.typed
     error_details_pb2,
     status_pb2,
@@ -166,14 +167,27 @@ def _abort_with_retry(
     """Abort with RESOURCE_EXHAUSTED, ``google.rpc.RetryInfo`` and ``retry-after`` (raises)."""
     delay = duration_pb2.Duration()
     delay.FromNanoseconds(max(1, math.ceil(retry_after_s * 1e9)))
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    retry_after = ("retry-after", str(max(1, math.ceil(retry_after_s))))
+    _abort_with_detail(context, error, error_details_pb2.RetryInfo(retry_delay=delay), retry_after)
+
+
+def _abort_with_detail(
+    context: grpc.ServicerContext,
+    error: RouterError,
+    detail: Message,
+    *trailers: tuple[str, str],
+) -> None:
+    """Abort with ``error``'s status carrying ``detail`` in its rich details (the
+    ``google.rpc.Status`` that ``grpc_status.rpc_status.from_call`` reads), and ``trailers``
+    (raises)."""
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[packed])
     context.set_trailing_metadata(
         (
             *(context.trailing_metadata() or ()),  # x-request-id
             (DETAILS_KEY, status.SerializeToString()),
-            ("retry-after", str(max(1, math.ceil(retry_after_s)))),
+            *trailers,
         )
     )
     context.abort(error.code, error.message)
@@ -232,6 +246,12 @@ class _Outcome:
                 self.level = logging.INFO if error.own_quota else None
                 if error.retry_after_s is not None:
                     _abort_with_retry(context, error, error.retry_after_s)
+            if isinstance(error, InvalidArgumentError):  # the field, for any client
+                violation = error_details_pb2.BadRequest.FieldViolation(
+                    field=error.field, description=error.problem
+                )
+                bad = error_details_pb2.BadRequest(field_violations=[violation])
+                _abort_with_detail(context, error, bad)
             context.abort(error.code, error.message)
         self.code, self.details = grpc.StatusCode.INTERNAL, "internal error; see the server log"
         log.error("rpc_crashed", exc_info=error)

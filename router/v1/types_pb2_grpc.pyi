@@ -5,7 +5,10 @@ Shared messages of the agent-routing API, version 1.
 
 Conventions: every request names its tenant; ids are 1-128 characters of ASCII letters,
 digits and `._:@-`; times are google.protobuf.Timestamp, durations google.protobuf.Duration.
-Enum zero values are UNSPECIFIED and are refused where a value is required.
+Enum zero values are UNSPECIFIED and are refused where a value is required. Errors:
+INVALID_ARGUMENT names the field first in its message and carries it as a
+google.rpc.BadRequest field violation in the rich status details; RESOURCE_EXHAUSTED of
+a rate limit carries google.rpc.RetryInfo.
 """
 
 from collections import abc as _abc

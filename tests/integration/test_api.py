@@ -16,8 +16,10 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no py.typed
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status  # type: ignore[import-untyped]  # no py.typed
 
 from router import admin_api, local_redis, metrics, routing_api, server
 from router.domain import AgentSnapshot
@@ -673,7 +675,9 @@ def test_top_performer_stays_under_cap_over_thousands_of_cycles(service: Service
 def test_bad_input_gets_a_clear_status_and_changes_nothing(
     service: Service, make: Callable[[Service], object], code: grpc.StatusCode, field: str
 ) -> None:
-    """Each malformed request gets the right status naming the field; Redis is unchanged."""
+    """Each malformed request gets the right status naming the field; Redis is unchanged.
+    An INVALID_ARGUMENT also carries the field as ``google.rpc.BadRequest`` in its rich
+    details, for clients in any language, beside the request id."""
     service.agent("existing", skills={"billing": 5})
     before = service.dump()
     with pytest.raises(grpc.RpcError) as err:
@@ -681,6 +685,15 @@ def test_bad_input_gets_a_clear_status_and_changes_nothing(
     assert err.value.code() == code
     assert field in (err.value.details() or "")
     assert service.dump() == before
+    if code == BAD:
+        status = rpc_status.from_call(err.value)
+        (detail,) = status.details
+        bad = error_details_pb2.BadRequest()
+        assert detail.Unpack(bad)
+        (violation,) = bad.field_violations
+        assert field in violation.field
+        assert err.value.details() == f"{violation.field}: {violation.description}"
+        assert _request_id(err.value)
 
 
 def test_every_rpc_logs_one_canonical_line(service: Service) -> None:
