@@ -52,7 +52,7 @@ from router.assigner import deciding, rng_for
 from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Policy, Snapshot
 from router.eligibility import eligible_until_ms, is_present, left_reason
 from router.engine import decide
-from router.errors import FailedPreconditionError, RouterError
+from router.errors import FailedPreconditionError, NotFoundError, RouterError
 from router.forecast import PoolTerms, agents_for, pool_key, pool_terms, sla_state, wait_at
 from router.ordering import limit_from_ms, waited_ms
 from router.store import (
@@ -531,9 +531,17 @@ class Dispatcher:
                 self.wake(tenant)
                 break
             with tracing.continuing(call.trace):
-                if self._store.expire_call(
-                    tenant, call.call_id, max_wait_s=limit, policy_version=policy.version
-                ):
+                try:
+                    expired = self._store.expire_call(
+                        tenant,
+                        call.call_id,
+                        max_wait_s=limit,
+                        policy_version=policy.version,
+                        found=call,
+                    )
+                except NotFoundError:  # gone meanwhile, or an index entry left without it
+                    continue
+                if expired:
                     gone.add(call.call_id)
                     metrics.CALLS_EXPIRED.labels(tenant, call.channel.value).inc()
         return gone

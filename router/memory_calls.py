@@ -153,9 +153,15 @@ class MemoryCalls(MemoryBase):
             return self._record(t, rec, now)
 
     def expire_call(
-        self, tenant: str, call_id: str, *, max_wait_s: int, policy_version: int
+        self,
+        tenant: str,
+        call_id: str,
+        *,
+        max_wait_s: int,
+        policy_version: int,
+        found: Waiting | None = None,
     ) -> bool:
-        """``expire_call.lua``."""
+        """``expire_call.lua`` (no index: ``found`` has nothing to mend)."""
         rules.check_tenant(tenant)
         with self._lock:
             t, now = self._tenant(tenant), self._clock()

@@ -76,6 +76,8 @@ class RedisBase(ABC):
     """Agent and call of the assignments this replica committed or read."""
     _mirrors: dict[str, IndexMirror]
     """Tenant -> this replica's mirror of its routing index (``load_candidates``)."""
+    _waits_built: dict[str, float]
+    """Tenant -> ``time.monotonic()`` of this replica's last ``build_waits``."""
 
     @abstractmethod
     def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> list[Any]:

@@ -53,8 +53,8 @@ log = structlog.get_logger(__name__)
 
 _WAITS_CHUNK = 500
 """Queued calls per ``index_waits`` script (each one a short atomic step)."""
-_WAITS_PASSES = 3
-"""Looks over the queue ``build_waits`` makes until the index counts every queued call."""
+WAITS_REBUILD_S = 60.0
+"""How often at most a replica adds to a tenant's ``queue:waits`` the calls it lacks."""
 SNAPSHOT_READS = 3
 """Reads of a call whose assignment keeps changing before ``call_with_timeline`` gives up."""
 
@@ -182,24 +182,29 @@ class RedisCalls(RedisBase):
     def due_waits(
         self, tenant: str, max_wait_s: Mapping[Channel, int], now_ms: int, limit: int
     ) -> list[Waiting]:
-        """One ``MULTI``: whether ``queue:waits`` is built, and a ``ZRANGEBYLEX`` of it per
-        channel with a limit (building it first, once, for calls queued before it)."""
+        """One ``MULTI``: the queue's and ``queue:waits``' sizes, and a ``ZRANGEBYLEX`` of
+        the index per channel with a limit. Fewer calls in the index than in the queue
+        (calls queued before it existed, or by a replica of an earlier version) build it
+        first, at most once per ``WAITS_REBUILD_S`` per tenant; an entry it holds for a call
+        no longer waiting goes when ``expire_call`` meets it."""
         k, wanted = Keys(tenant), max(limit, 0)
         limits = [(channel, s) for channel, s in max_wait_s.items() if s > 0]
         if not limits or not wanted:
             return []
 
         def read(pipe: Any) -> None:
-            pipe.exists(k.waits_built)
+            pipe.zcard(k.queue)
+            pipe.zcard(k.waits)
             for channel, seconds in limits:
                 cutoff = now_ms - seconds * 1000  # due: since <= cutoff
                 stop = f"({channel.value}|{cutoff + 1:015d}"
                 pipe.zrangebylex(k.waits, f"[{channel.value}|", stop, start=0, num=wanted)
 
-        _, (built, *ranges) = self._multi(k, read)
-        if not built:
+        _, (queued, indexed, *ranges) = self._multi(k, read)
+        last = self._waits_built.get(tenant)
+        if queued > indexed and (last is None or time.monotonic() - last >= WAITS_REBUILD_S):
             self.build_waits(tenant)
-            _, (_, *ranges) = self._multi(k, read)
+            _, (_, _, *ranges) = self._multi(k, read)
         due = []
         for (channel, _), members in zip(limits, ranges, strict=True):
             for member in members:
@@ -208,36 +213,28 @@ class RedisCalls(RedisBase):
         return due
 
     def build_waits(self, tenant: str) -> int:
-        """(Re)build ``queue:waits`` from the queue, ``_WAITS_CHUNK`` calls per script, and
-        mark it built; the calls added. Needed once for calls queued before the index
-        existed (``due_waits`` calls it); safe at any time, also while other replicas route
-        (each step is atomic and the scripts keep the index). The queue can move under a
-        look by rank, so it looks again until the index counts every queued call (at most
-        ``_WAITS_PASSES`` times: a replica of an earlier version still queueing calls never
-        lets the counts meet; those calls expire when they reach the head of the queue)."""
-        k, added = Keys(tenant), 0
-        for _ in range(_WAITS_PASSES):
-            start = 0
-            while True:
-                _, (ids,) = self._multi(
-                    k, functools.partial(_queue_slice, k, start, start + _WAITS_CHUNK - 1)
-                )
-                if ids:
-                    calls = [text(i) for i in ids]
-                    reply = self._run(
-                        "index_waits", [k.waits, k.queue, *(k.call(c) for c in calls)], calls
-                    )
-                    added += int(reply[1])
-                if len(ids) < _WAITS_CHUNK:
-                    break
-                start += _WAITS_CHUNK
-            _, (queued, indexed) = self._multi(
-                k, lambda pipe: (pipe.zcard(k.queue), pipe.zcard(k.waits))
+        """Add to ``queue:waits`` the queued calls it lacks, ``_WAITS_CHUNK`` calls per
+        script; the calls added. Needed for calls queued before the index existed, or by a
+        replica of an earlier version during an upgrade (``due_waits`` calls it when the
+        index counts fewer calls than the queue); safe at any time, also while other
+        replicas route (each step is atomic, and the scripts keep the index). A call the
+        queue moves past a look by rank is added by a later one."""
+        k, added, start = Keys(tenant), 0, 0
+        self._waits_built[tenant] = time.monotonic()
+        while True:
+            _, (ids,) = self._multi(
+                k, functools.partial(_queue_slice, k, start, start + _WAITS_CHUNK - 1)
             )
-            if indexed >= queued:
+            if ids:
+                calls = [text(i) for i in ids]
+                reply = self._run(
+                    "index_waits", [k.waits, k.queue, *(k.call(c) for c in calls)], calls
+                )
+                added += int(reply[1])
+            if len(ids) < _WAITS_CHUNK:
                 break
-        self._multi(k, lambda pipe: pipe.set(k.waits_built, "1"))
-        log.info("waits_index_built", tenant=tenant, added=added, queued=queued)
+            start += _WAITS_CHUNK
+        log.info("waits_index_built", tenant=tenant, added=added, looked_at=start + len(ids))
         return added
 
     def _beats_read(self, tenant: str, raw_beats: list[Any], raw_beat_revs: list[Any]) -> None:
@@ -458,11 +455,18 @@ class RedisCalls(RedisBase):
         return bool(reply[0] == "ok")
 
     def expire_call(
-        self, tenant: str, call_id: str, *, max_wait_s: int, policy_version: int
+        self,
+        tenant: str,
+        call_id: str,
+        *,
+        max_wait_s: int,
+        policy_version: int,
+        found: Waiting | None = None,
     ) -> bool:
         """One script: re-checks the status, the policy's version and the wait on Redis'
-        clock."""
+        clock, and drops ``found``'s ``queue:waits`` member if it is stale."""
         k = Keys(tenant)
+        member = "" if found is None else _wait_member(found)
         reply = self._run(
             "expire_call",
             [
@@ -481,6 +485,7 @@ class RedisCalls(RedisBase):
                 rules.RECORD_TTL_MS,
                 self._events_maxlen,
                 policy_version,
+                member,
             ],
         )
         if reply[0] == "missing":
@@ -500,6 +505,11 @@ class RedisCalls(RedisBase):
         if reply[0] == "status":
             raise rules.call_finished(call_id, text_or_none(reply[1]) or "unknown")
         return self.get_call(tenant, call_id)
+
+
+def _wait_member(call: Waiting) -> str:
+    """``call``'s ``queue:waits`` member (``_lib.lua``'s ``wait_member``)."""
+    return f"{call.channel.value}|{call.since_ms:015d}|{call.call_id}"
 
 
 def _queue_slice(k: Keys, first: int, last: int, pipe: Any) -> None:

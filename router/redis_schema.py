@@ -89,11 +89,6 @@ class Keys:
         return f"{self.prefix}queue:waits"
 
     @property
-    def waits_built(self) -> str:
-        """STRING: set once ``waits`` holds the calls queued before it existed."""
-        return f"{self.prefix}queue:waits:built"
-
-    @property
     def offers(self) -> str:
         """ZSET: OFFERED assignment ids scored by expiry."""
         return f"{self.prefix}offers"

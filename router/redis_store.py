@@ -158,9 +158,10 @@ key (after the prefix)     type    content                                  TTL 
                                    time limit began (``handed_back``, else  finish (release),
                                    ``origin``); by member, each channel's   reclaim, cancel,
                                    calls in the order their waits began     expire,
-                                   (``Store.due_waits``)                    ``index_waits``
-``queue:waits:built``      STRING  ``1`` once ``queue:waits`` holds the     none;
-                                   calls queued before it existed           ``build_waits``
+                                   (``Store.due_waits``); the calls it      ``index_waits``;
+                                   lacks are added by ``build_waits``, an   expire drops a
+                                   entry of a call no longer waiting is     stale entry
+                                   dropped by ``expire_call``
 ``offers``                 ZSET    OFFERED assignment ids, score expiry     none; commit,
                                                                             accept, decline,
                                                                             reclaim, cancel
@@ -487,6 +488,7 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         self._parties_seen = PartiesCache()
         self._known_policies = {}
         self._mirrors = {}
+        self._waits_built = {}
         self._agent_lists = {}
         self._histories = HistoryMirrors()
         timeout = kwargs.get("socket_timeout")

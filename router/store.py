@@ -529,7 +529,13 @@ class Store(Protocol):
         ...
 
     def expire_call(
-        self, tenant: str, call_id: str, *, max_wait_s: int, policy_version: int
+        self,
+        tenant: str,
+        call_id: str,
+        *,
+        max_wait_s: int,
+        policy_version: int,
+        found: Waiting | None = None,
     ) -> bool:
         """A QUEUED call whose wait toward the queue time limit (in store time, from
         ``ordering.limit_from_ms``: its age origin, or when an agent last handed it back
@@ -538,7 +544,9 @@ class Store(Protocol):
         whether this call expired it: False, writing nothing, when it is no longer queued,
         has not waited that long (the store's clock decides), or the stored policy is not
         version ``policy_version`` (the limit may have changed); ``NotFoundError`` if
-        unknown."""
+        unknown. ``found``: the call as ``due_waits`` found it; a store with an index drops
+        that entry whenever it no longer matches the call waiting (an entry an earlier
+        version left), whatever the answer."""
         ...
 
     def mark_sla(self, tenant: str, call_id: str, *, breached: bool, policy: Policy) -> bool:

@@ -9,6 +9,7 @@ operation is also checked to write nothing (``harness.dump()`` before and after)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import threading
 import time
@@ -1550,15 +1551,15 @@ def test_the_limit_counts_again_from_an_agent_handing_the_call_back(
         waiting(store, "released").handed_back_ms,
         waiting(store, "rejected").handed_back_ms,
     ) == (back, 0)
-    expire = {"max_wait_s": 120, "policy_version": 0}
-    assert store.expire_call(T, "rejected", **expire) is True  # waited 305 s unanswered
+    expire = functools.partial(store.expire_call, T, max_wait_s=120, policy_version=0)
+    assert expire("rejected") is True  # waited 305 s unanswered
     before = harness.dump()
-    assert store.expire_call(T, "released", **expire) is False
-    assert store.expire_call(T, "reclaimed", **expire) is False
+    assert expire("released") is False
+    assert expire("reclaimed") is False
     assert harness.dump() == before
     clock.advance(120_000)
-    assert store.expire_call(T, "released", **expire) is True
-    assert store.expire_call(T, "reclaimed", **expire) is True
+    assert expire("released") is True
+    assert expire("reclaimed") is True
     now = clock.now_ms
     assert [e for e in store.history(T, now) if e.kind == "expired"] == [
         HistoryEntry("expired", Channel.CHAT, now, 120_000, "released"),

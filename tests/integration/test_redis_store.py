@@ -4,6 +4,7 @@ reloading after a flush and the mapping of driver failures to the error tree."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import subprocess
@@ -187,27 +188,36 @@ def test_keys_follow_the_schema(redis_client: redis.Redis, clock: FakeClock) -> 
     assert redis_client.hgetall(PREFIX + "req:req-c4") == {"fingerprint": "fp", "call_id": "c4"}
 
 
-def test_calls_queued_before_the_waits_index_are_found(
-    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Calls queued by a version without ``queue:waits`` (its keys deleted here) are found
-    all the same: the first ``due_waits`` builds the index from the queue, a few calls per
-    script, leaving out a call no longer queued, and marks it built; the reads after it
-    use the index as the scripts keep it."""
-    monkeypatch.setattr(redis_calls, "_WAITS_CHUNK", 3)
-    store = RedisStore(redis_client, clock)
+def _queued_chats(store: RedisStore, clock: FakeClock, count: int) -> tuple[int, int]:
+    """An available agent ``a`` and ``count`` chats queued a second apart, the first then
+    offered to ``a``; when the first was queued, and ``a``'s seq."""
     store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
     seq = store.set_presence(T, "a", Presence.AVAILABLE).seq
     start = clock.now_ms
-    for i in range(8):
+    for i in range(count):
         store.enqueue(T, f"r{i}", "fp", Call(f"c{i}", Channel.CHAT), policy=Policy())
         clock.advance(1_000)
     placed = store.load_queue(T, 1).calls[0]
     offer = dataclasses.replace(
         _claim(placed.call_id, seq, offer_s=30), call=placed, request_id="", from_queue=True
     )
-    assert isinstance(store.commit_assignment(T, offer), Committed)
-    redis_client.delete(PREFIX + "queue:waits", PREFIX + "queue:waits:built")
+    done = store.commit_assignment(T, offer)
+    assert isinstance(done, Committed)
+    return start, store.get_agent(T, "a").seq
+
+
+def test_calls_queued_before_the_waits_index_are_found(
+    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls queued by a version without ``queue:waits`` (the index deleted here) are found
+    all the same: ``due_waits`` sees fewer calls in it than in the queue and adds them, a
+    few calls per script, leaving out a call no longer queued; the reads after it use the
+    index as the scripts keep it. It looks again at most once a minute (a replica of the
+    earlier version may still be queueing calls)."""
+    monkeypatch.setattr(redis_calls, "_WAITS_CHUNK", 3)
+    store = RedisStore(redis_client, clock)
+    start, _ = _queued_chats(store, clock, 8)
+    redis_client.delete(PREFIX + "queue:waits")
     limits = {Channel.CHAT: 1}
     with log_lines() as lines:
         due = store.due_waits(T, limits, clock.now_ms, 10)
@@ -216,14 +226,51 @@ def test_calls_queued_before_the_waits_index_are_found(
         ]
     assert [call.since_ms for call in due] == [start + i * 1_000 for i in range(1, 8)]
     built = [line for line in lines if line["event"] == "waits_index_built"]
-    assert [(line["added"], line["queued"]) for line in built] == [(7, 7)]
-    assert redis_client.get(PREFIX + "queue:waits:built") == "1"
+    assert [(line["added"], line["looked_at"]) for line in built] == [(7, 7)]
     store.cancel_call(T, "c3")
     assert [call.call_id for call in store.due_waits(T, limits, clock.now_ms, 3)] == [
         "c1",
         "c2",
         "c4",
     ]
+    redis_client.delete(PREFIX + "queue:waits")
+    assert store.due_waits(T, limits, clock.now_ms, 10) == []  # looked a moment ago
+    monkeypatch.setattr(redis_calls, "WAITS_REBUILD_S", 0.0)
+    assert len(store.due_waits(T, limits, clock.now_ms, 10)) == 6
+
+
+def test_an_index_entry_an_earlier_version_left_is_dropped_when_met(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """A replica of an earlier version takes calls off the queue without touching
+    ``queue:waits`` (mimicked here: entries put back for a call offered, one cancelled and
+    one whose record is gone): ``due_waits`` finds them first, and ``expire_call`` drops
+    each it is given (expiring nothing; NOT_FOUND for the one without a record); the
+    dispatcher's ticks go past such entries and expire the calls behind them."""
+    store = RedisStore(redis_client, clock)
+    start, _ = _queued_chats(store, clock, 6)
+    store.cancel_call(T, "c1")
+    redis_client.delete(PREFIX + "call:c2")
+    redis_client.zrem(PREFIX + "queue", "c2")
+    stale = {f"chat|{start + i * 1_000:015d}|c{i}": 0 for i in range(3)}
+    redis_client.zadd(PREFIX + "queue:waits", stale)
+    version = store.put_policy(T, Policy(max_wait_s=frozen_map({Channel.CHAT: 1}))).version
+    clock.advance(10_000)
+    found = store.due_waits(T, {Channel.CHAT: 1}, clock.now_ms, 10)
+    assert [call.call_id for call in found] == [f"c{i}" for i in range(6)]
+    expire = functools.partial(store.expire_call, T, max_wait_s=1, policy_version=version)
+    assert expire("c0", found=found[0]) is False
+    assert expire("c1", found=found[1]) is False
+    with pytest.raises(NotFoundError):
+        expire("c2", found=found[2])
+    assert redis_client.zrange(PREFIX + "queue:waits", 0, -1) == [
+        f"chat|{start + i * 1_000:015d}|c{i}" for i in range(3, 6)
+    ]
+    redis_client.zadd(PREFIX + "queue:waits", stale)
+    dispatcher = Dispatcher(store, batch_size=1, owner="me")
+    expired = sum(dispatcher.run_tick(T).expired for _ in range(6))
+    assert expired == 3
+    assert [e.call_id for e in store.history(T, 0) if e.kind == "expired"] == ["c3", "c4", "c5"]
 
 
 def test_records_expire_on_redis_time(redis_client: redis.Redis, clock: FakeClock) -> None:
