@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import grpc
 from google.protobuf.empty_pb2 import Empty
-from google.protobuf.message import Message
 
 from router import convert
 from router import store_common as rules
@@ -25,7 +24,7 @@ from router.errors import (
     NotFoundError,
     VersionConflictError,
 )
-from router.policies import POLICY_FIELDS, policy_from_pb, policy_to_pb
+from router.policies import POLICY_FIELDS, policy_from_pb, policy_to_pb, set_paths
 from router.store import AgentQuery, Store
 from router.v1 import admin_pb2, admin_pb2_grpc
 from router.v1 import types_pb2 as pb
@@ -53,17 +52,17 @@ class _Unchanged(Exception):  # noqa: N818  # a signal, not an error
     ``CancelAbsence`` of an absence already over (a retry after the first attempt ended it)."""
 
 
-def _mask(paths: list[str], allowed: tuple[str, ...], given: Message) -> tuple[str, ...]:
+def _mask(paths: list[str], allowed: tuple[str, ...], implied: list[str]) -> tuple[str, ...]:
     """The fields an update changes (AIP-134): those ``paths`` name; with ``*`` every one
-    of ``allowed`` (a full replacement); with none, the ones of ``allowed`` that ``given``
-    sets (so a request that sets a name changes the name, not the skills it left empty),
+    of ``allowed`` (a full replacement); with none, ``implied``: the ones the request sets
+    (so a request that sets a name changes the name, not the skills it left empty),
     refused when it sets none."""
     if paths == ["*"]:
         return allowed
     if "*" in paths:
         raise InvalidArgumentError("update_mask", "'*' must be its only path")
     if not paths:
-        paths = [field.name for field, _ in given.ListFields() if field.name in allowed]
+        paths = implied
         if not paths:
             raise InvalidArgumentError(
                 "update_mask", "is empty and the request sets no field to change"
@@ -112,7 +111,9 @@ class AgentAdminServicer(admin_pb2_grpc.AgentAdminServiceServicer):
         if not request.HasField("agent"):
             raise InvalidArgumentError("agent", "is required")
         agent_id = convert.identifier("agent.agent_id", request.agent.agent_id)
-        paths = _mask(list(request.update_mask.paths), convert.AGENT_FIELDS, request.agent)
+        fields = convert.AGENT_FIELDS
+        implied = [field.name for field, _ in request.agent.ListFields() if field.name in fields]
+        paths = _mask(list(request.update_mask.paths), fields, implied)
         values = convert.agent_fields_from_pb(request.agent, paths)
         version = _version("agent.version", request.agent.version)
         updated = self._store.update_agent(
@@ -340,7 +341,7 @@ class PolicyServicer(admin_pb2_grpc.PolicyServiceServicer):
         tenant = convert.tenant(request.tenant)
         if not request.HasField("policy"):
             raise InvalidArgumentError("policy", "is required")
-        paths = _mask(list(request.update_mask.paths), POLICY_FIELDS, request.policy)
+        paths = _mask(list(request.update_mask.paths), POLICY_FIELDS, set_paths(request.policy))
         version = _version("policy.version", request.policy.version)
         for _ in range(MAX_POLICY_RETRIES):
             current = self._store.get_policy(tenant)

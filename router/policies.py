@@ -209,6 +209,19 @@ _WEIGHTS = frozenset(f"weights.{f.name}" for f in dataclasses.fields(Weights))
 POLICY_FIELDS = (*_SPECIAL, *_DURATIONS, *_NUMBERS)
 
 
+def set_paths(msg: pb.Policy) -> list[str]:
+    """The paths of the fields ``msg`` sets (AIP-134's mask when none is given): each
+    weight it sets on its own (``weights.skill``), so the weights it leaves out keep their
+    values."""
+    paths: list[str] = []
+    for field, _ in msg.ListFields():
+        if field.name == "weights":
+            paths += [f"weights.{weight.name}" for weight, _ in msg.weights.ListFields()]
+        elif field.name in POLICY_FIELDS:
+            paths.append(field.name)
+    return paths
+
+
 def _changes(path: str, msg: pb.Policy, current: Policy) -> dict[str, object]:
     """Validated domain values for one ``update_mask`` path."""
     if path in _SPECIAL:

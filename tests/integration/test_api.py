@@ -446,8 +446,8 @@ def test_stale_version_update_is_aborted_and_changes_nothing(service: Service) -
 def test_an_update_without_a_mask_changes_what_it_sets(service: Service) -> None:
     """AIP-134 field masks: with no mask, UpdateAgent changes the fields the request sets
     (a name alone renames and keeps the skills, which an empty mask once cleared), and
-    UpdatePolicy likewise; ``*`` replaces them all; a request that sets nothing to change
-    is INVALID_ARGUMENT and writes nothing."""
+    UpdatePolicy likewise (each weight it sets alone); ``*`` replaces them all; a request
+    that sets nothing to change is INVALID_ARGUMENT and writes nothing."""
     service.agent("a1", skills={"billing": 5})
 
     def update(agent: pb.Agent, *paths: str) -> pb.Agent:
@@ -475,6 +475,13 @@ def test_an_update_without_a_mask_changes_what_it_sets(service: Service) -> None
     )
     assert (policy.top_k, policy.strategy) == (7, pb.STRATEGY_BALANCED)
     assert policy.occupancy_window.seconds > 0  # left as it was, not refused as 0
+    weighted = service.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(
+            tenant=service.tenant, policy=pb.Policy(weights=pb.Weights(skill=5))
+        )
+    )
+    assert weighted.weights.skill == 5
+    assert weighted.weights.load == policy.weights.load > 0  # the weights not set stay
 
 
 def test_list_agents_filters_and_pages(service: Service) -> None:
