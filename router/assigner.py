@@ -294,7 +294,10 @@ class Assigner:
             until_ms=eligible_until_ms(agent.profile, snapshot.now_ms, policy.handle_s_for(placed)),
         )
         deadline.check(f"call {placed.call_id}")  # never commit what nobody will receive
-        result = self._store.commit_assignment(req.tenant, claim)
+        try:
+            result = self._store.commit_assignment(req.tenant, claim)
+        except InvalidArgumentError as err:
+            return self._another_digest(req, err)
         if isinstance(result, Committed):
             metrics.CALL_WAIT.labels(req.tenant, channel.value).observe(0)
             return _placed(result.assignment, placement.explanation, attempt)
@@ -310,7 +313,12 @@ class Assigner:
     ) -> AssignResult:
         deadline.check(f"call {call.call_id}")
         tenant, request_id = req.tenant, req.request_id
-        queued = self._store.enqueue(tenant, request_id, req.digest, call, policy=snapshot.policy)
+        try:
+            queued = self._store.enqueue(
+                tenant, request_id, req.digest, call, policy=snapshot.policy
+            )
+        except InvalidArgumentError as err:
+            return self._another_digest(req, err)
         if isinstance(queued, Replayed):
             return self._replay_request(req)
         if self._dispatcher is not None and deadline.allows(INLINE_DISPATCH_RESERVE_S):
@@ -366,6 +374,14 @@ class Assigner:
         now, policy = snapshot.now_ms, snapshot.policy
         pool = agents_for(call, snapshot.agents, now, policy)
         return estimated_wait_s(position, call.channel, completed, pool, policy, now)
+
+    def _another_digest(self, req: _Request, err: InvalidArgumentError) -> AssignResult:
+        """The store found ``req``'s id recorded, meanwhile, with another digest than
+        ``req.digest``: ``_replay`` decides, knowing every form a retry's digest may have
+        been written in (the same request from a replica of another version)."""
+        if err.field != "request_id":
+            raise err
+        return self._replay_request(req)
 
     def _replay_request(self, req: _Request) -> AssignResult:
         prior = self._store.find_request(req.tenant, req.request_id)

@@ -16,12 +16,14 @@ from router.domain import (
     AssignmentState,
     Call,
     Channel,
+    Policy,
     Presence,
     SkillRequirement,
     frozen_map,
 )
 from router.errors import InvalidArgumentError
 from router.memory_store import MemoryStore
+from router.store import Candidates
 from tests.helpers import FakeClock
 
 T = "acme"
@@ -141,3 +143,28 @@ def test_a_record_with_the_callers_order_still_replays() -> None:
     store.enqueue(T, "r1", as_sent, TWO_SKILLS, policy=store.get_policy(T))
     again = assigner.assign(T, "r1", TWO_SKILLS)
     assert (again.outcome, again.replayed) == (Outcome.QUEUED, True)
+
+
+class _Racing(MemoryStore):
+    """A store whose candidate read never sees the request's record, as when a retry's
+    first read comes before the original's write (concurrent attempts)."""
+
+    def load_candidates(self, tenant: str, call: Call, request_id: str = "") -> Candidates:
+        found = super().load_candidates(tenant, call, request_id)
+        return dataclasses.replace(found, request_seen=False)
+
+
+def test_a_concurrent_retry_meeting_a_record_in_the_callers_order_replays() -> None:
+    """The store's own check meets the record only at the commit (or the queueing): it
+    compares one digest, so it hands the decision to the replay, which knows them all; a
+    record in the caller's order (an earlier version's) replays, another call is still
+    INVALID_ARGUMENT."""
+    store = _Racing(FakeClock())
+    assigner = Assigner(store)
+    store.create_agent(T, AgentProfile("b", skills=frozen_map({"billing": 5, "sales": 5})))
+    store.set_presence(T, "b", Presence.AVAILABLE)
+    store.enqueue(T, "r1", fingerprint(TWO_SKILLS, as_sent=True), TWO_SKILLS, policy=Policy())
+    again = assigner.assign(T, "r1", TWO_SKILLS)
+    assert (again.outcome, again.replayed) == (Outcome.QUEUED, True)
+    with pytest.raises(InvalidArgumentError, match="request_id"):
+        assigner.assign(T, "r1", dataclasses.replace(TWO_SKILLS, priority=3))
