@@ -440,8 +440,10 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
     It sends no command twice (``retry``: none, unless ``options`` give one): redis-py's
     cluster client would send a script again after a timeout or a dropped connection, and
     a script that ran the first time would run twice, answering for the second run (an
-    agent created, then ALREADY_EXISTS). A failure is UNAVAILABLE, as on one server, and
-    the next command finds the new slot map (MOVED and ASK are followed as before)."""
+    agent created, then ALREADY_EXISTS). A failure is UNAVAILABLE, as on one server (a
+    read's too: a Watch resumes from its cursor), and a later command finds the new slot
+    map (redis-py refreshes it at most once a second); MOVED and ASK are followed as
+    before."""
     tls = urllib.parse.urlsplit(url).scheme == "rediss"
     connection_class = _PackedSSLConnection if tls else _PackedConnection
     options.setdefault("retry", Retry(NoBackoff(), 0))
