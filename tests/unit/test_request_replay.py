@@ -107,12 +107,11 @@ TWO_SKILLS = Call(
     preferred_skills=("vip", "french"),
     attributes=frozen_map({"tier": "gold", "crm": "42"}),
 )
-REORDERED = Call(
-    "c1",
-    Channel.VOICE,
-    (SkillRequirement("billing", 1), SkillRequirement("sales", 1)),
-    preferred_skills=("french", "vip"),
-    attributes=frozen_map({"crm": "42", "tier": "gold"}),
+REORDERED = dataclasses.replace(
+    TWO_SKILLS,
+    required_skills=TWO_SKILLS.required_skills[::-1],
+    preferred_skills=TWO_SKILLS.preferred_skills[::-1],
+    attributes=frozen_map(dict(list(TWO_SKILLS.attributes.items())[::-1])),
 )
 
 
