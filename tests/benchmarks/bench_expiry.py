@@ -24,6 +24,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import redis
 
@@ -60,7 +61,8 @@ def row(url: str, depth: int, ticks: int) -> str:
     ticks_at = RedisStore(client).now_ms()
     now = [ticks_at - 61_000 - depth - 1]  # queued a millisecond apart, the chat 61 s ago
     store = RedisStore(client, clock=lambda: now[0])
-    stored = store.put_policy(TENANT, Policy(max_wait_s=_LIMITS))
+    policy = Policy(max_wait_s=_LIMITS)
+    stored = store.put_policy(TENANT, replace(policy, max_queue=max(policy.max_queue, depth + 1)))
     queue_us = _queue(store, depth, stored, now)
     now[0] = ticks_at
     dispatcher = Dispatcher(store, owner="bench")
