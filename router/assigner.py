@@ -111,15 +111,20 @@ class _Request:
 
     tenant: str
     request_id: str
+    call: Call
     digest: str
-    as_sent: str = ""
-    """The digest of the call as sent, its skills and attributes in the caller's order (what
-    replicas wrote before ``fingerprint`` put them in order): a record of theirs matches it."""
-    legacy: str = ""
-    """The digest replicas wrote before ``no_queue`` was part of it (``legacy_fingerprint``):
-    a record of theirs (kept 24 h) matches it, for a ``no_queue`` request only while its call
-    is not waiting."""
+    """What this version records (``fingerprint``)."""
     no_queue: bool = False
+
+    def earlier_digests(self) -> tuple[str, ...]:
+        """The forms replicas of earlier versions recorded the same request in (kept 24 h),
+        worked out only for a replay: the call as sent, its skills and attributes in the
+        caller's order (before ``fingerprint`` put them in order); without the ``no_queue``
+        choice (``legacy_fingerprint``)."""
+        return (
+            fingerprint(self.call, queue=not self.no_queue, as_sent=True),
+            legacy_fingerprint(self.call),
+        )
 
 
 class Dispatching(Protocol):
@@ -199,9 +204,7 @@ class Assigner:
         self, tenant: str, request_id: str, call: Call, *, queue: bool = True
     ) -> AssignResult:
         """Assign ``call``, queue it, or (``queue=False``) say nobody can take it now."""
-        digest, legacy = fingerprint(call, queue=queue), legacy_fingerprint(call)
-        as_sent = fingerprint(call, queue=queue, as_sent=True)
-        req = _Request(tenant, request_id, digest, as_sent, legacy, no_queue=not queue)
+        req = _Request(tenant, request_id, call, fingerprint(call, queue=queue), no_queue=not queue)
         first = self._store.load_candidates(tenant, call, request_id)
         prior = self._store.find_request(tenant, request_id) if first.request_seen else None
         if prior is not None:
@@ -391,11 +394,12 @@ class Assigner:
 
     def _replay(self, req: _Request, prior: tuple[str, CallRecord]) -> AssignResult:
         tenant, (stored, record) = req.tenant, prior
+        as_sent, legacy = req.earlier_digests() if stored != req.digest else ("", "")
         if stored.startswith(DIGEST_PREFIX):
-            same = stored in (req.digest, req.as_sent)
+            same = stored in (req.digest, as_sent)
         else:  # written before no_queue was part of the digest: a no_queue retry's answer
             waiting = record.status == CallStatus.QUEUED  # must not be QUEUED
-            same = stored == req.legacy and not (req.no_queue and waiting)
+            same = stored == legacy and not (req.no_queue and waiting)
         if not same:
             raise InvalidArgumentError(
                 "request_id", "was already used for a different request; use a new request_id"
