@@ -8,6 +8,7 @@ docstring.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +55,10 @@ log = structlog.get_logger(__name__)
 _WAITS_CHUNK = 500
 """Queued calls per ``index_waits`` script (each one a short atomic step)."""
 WAITS_REBUILD_S = 60.0
-"""How often at most a replica adds to a tenant's ``queue:waits`` the calls it lacks."""
+"""How often at most a replica mends a tenant's ``queue:waits`` whose size is not the
+queue's."""
+WAITS_AUDIT_S = 3600.0
+"""How often a replica mends a tenant's ``queue:waits`` whatever its size."""
 SNAPSHOT_READS = 3
 """Reads of a call whose assignment keeps changing before ``call_with_timeline`` gives up."""
 
@@ -183,10 +187,12 @@ class RedisCalls(RedisBase):
         self, tenant: str, max_wait_s: Mapping[Channel, int], now_ms: int, limit: int
     ) -> list[Waiting]:
         """One ``MULTI``: the queue's and ``queue:waits``' sizes, and a ``ZRANGEBYLEX`` of
-        the index per channel with a limit. Fewer calls in the index than in the queue
-        (calls queued before it existed, or by a replica of an earlier version) build it
-        first, at most once per ``WAITS_REBUILD_S`` per tenant; an entry it holds for a call
-        no longer waiting goes when ``expire_call`` meets it."""
+        the index per channel with a limit. The index is mended first (``build_waits``)
+        the first time this store reads it for the tenant, when it counts other than the
+        queue (calls queued, or taken off the queue, by a replica of an earlier version;
+        at most once per ``WAITS_REBUILD_S``), and every ``WAITS_AUDIT_S`` (the two can be
+        off by as many each way); an entry left for a call no longer waiting in between is
+        dropped when ``expire_call`` meets it."""
         k, wanted = Keys(tenant), max(limit, 0)
         limits = [(channel, s) for channel, s in max_wait_s.items() if s > 0]
         if not limits or not wanted:
@@ -202,7 +208,8 @@ class RedisCalls(RedisBase):
 
         _, (queued, indexed, *ranges) = self._multi(k, read)
         last = self._waits_built.get(tenant)
-        if queued > indexed and (last is None or time.monotonic() - last >= WAITS_REBUILD_S):
+        age = math.inf if last is None else time.monotonic() - last
+        if age >= WAITS_AUDIT_S or (queued != indexed and age >= WAITS_REBUILD_S):
             self.build_waits(tenant)
             _, (_, _, *ranges) = self._multi(k, read)
         due = []
@@ -212,18 +219,19 @@ class RedisCalls(RedisBase):
                 due.append(Waiting(call_id, channel, int(since)))
         return due
 
-    def build_waits(self, tenant: str) -> int:
-        """Add to ``queue:waits`` the queued calls it lacks, ``_WAITS_CHUNK`` calls per
-        script; the calls added. Needed for calls queued before the index existed, or by a
-        replica of an earlier version during an upgrade (``due_waits`` calls it when the
-        index counts fewer calls than the queue); safe at any time, also while other
-        replicas route (each step is atomic, and the scripts keep the index). A call the
-        queue moves past a look by rank is added by a later one."""
-        k, added, start = Keys(tenant), 0, 0
+    def build_waits(self, tenant: str) -> tuple[int, int]:
+        """Mend ``queue:waits``: add the queued calls it lacks, then drop the entries no
+        waiting call matches, ``_WAITS_CHUNK`` a script; (added, dropped). Needed for calls
+        queued before the index existed, and for what replicas of an earlier version did
+        during an upgrade (``due_waits`` calls it); safe at any time, also while other
+        replicas route (each step is atomic, and the scripts keep the index). A call or an
+        entry the queue or the index moves past a look by rank is seen by a later one."""
+        k = Keys(tenant)
         self._waits_built[tenant] = time.monotonic()
+        added = looked_at = 0
         while True:
             _, (ids,) = self._multi(
-                k, functools.partial(_queue_slice, k, start, start + _WAITS_CHUNK - 1)
+                k, functools.partial(_slice, k.queue, looked_at, looked_at + _WAITS_CHUNK - 1)
             )
             if ids:
                 calls = [text(i) for i in ids]
@@ -231,11 +239,24 @@ class RedisCalls(RedisBase):
                     "index_waits", [k.waits, k.queue, *(k.call(c) for c in calls)], calls
                 )
                 added += int(reply[1])
+            looked_at += len(ids)
             if len(ids) < _WAITS_CHUNK:
                 break
-            start += _WAITS_CHUNK
-        log.info("waits_index_built", tenant=tenant, added=added, looked_at=start + len(ids))
-        return added
+        dropped = start = 0
+        while True:
+            _, (raw,) = self._multi(
+                k, functools.partial(_slice, k.waits, start, start + _WAITS_CHUNK - 1)
+            )
+            members = [text(m) for m in raw]
+            if members:
+                keys = [k.call(m.split("|", 2)[-1]) for m in members]
+                gone = int(self._run("prune_waits", [k.waits, *keys], members)[1])
+                dropped, start = dropped + gone, start + len(members) - gone
+            if len(members) < _WAITS_CHUNK:
+                break
+        mended = {"added": added, "dropped": dropped, "queued": looked_at}
+        log.info("waits_index_mended", tenant=tenant, **mended)
+        return added, dropped
 
     def _beats_read(self, tenant: str, raw_beats: list[Any], raw_beat_revs: list[Any]) -> None:
         """Every agent's latest heartbeat and its rev, as a full read found them, to the
@@ -466,7 +487,7 @@ class RedisCalls(RedisBase):
         """One script: re-checks the status, the policy's version and the wait on Redis'
         clock, and drops ``found``'s ``queue:waits`` member if it is stale."""
         k = Keys(tenant)
-        member = "" if found is None else _wait_member(found)
+        member = "" if found is None or found.call_id != call_id else _wait_member(found)
         reply = self._run(
             "expire_call",
             [
@@ -512,9 +533,9 @@ def _wait_member(call: Waiting) -> str:
     return f"{call.channel.value}|{call.since_ms:015d}|{call.call_id}"
 
 
-def _queue_slice(k: Keys, first: int, last: int, pipe: Any) -> None:
-    """``build_waits``' read: the queue's ids ranked ``first`` to ``last``."""
-    pipe.zrange(k.queue, first, last)
+def _slice(key: str, first: int, last: int, pipe: Any) -> None:
+    """``build_waits``' read: the members of ZSET ``key`` ranked ``first`` to ``last``."""
+    pipe.zrange(key, first, last)
 
 
 def _agents_rev(heads: tuple[object, ...]) -> str:

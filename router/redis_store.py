@@ -273,6 +273,7 @@ _SCRIPTS = (
     "index_changes",
     "reindex",
     "index_waits",
+    "prune_waits",
 )
 _READ_ONLY = frozenset({"index_changes"})
 """Scripts that write nothing (``flags=no-writes``: they also run while Redis refuses

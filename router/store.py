@@ -392,7 +392,9 @@ class Store(Protocol):
         limit), wherever they are in the queue: up to ``limit`` of each channel, the
         channels in ``max_wait_s``'s order, each channel's by ``since_ms`` then call id;
         ``trace`` empty. The dispatcher's look for expiries past its batches; one read,
-        whatever the queue's depth (an index by the start of each call's wait)."""
+        whatever the queue's depth (an index by the start of each call's wait). An entry
+        that replicas of an earlier version left for a call no longer waiting may come
+        too, until ``expire_call`` is given it (and drops it)."""
         ...
 
     def find_request(self, tenant: str, request_id: str) -> tuple[str, CallRecord] | None:

@@ -225,8 +225,8 @@ def test_calls_queued_before_the_waits_index_are_found(
             f"c{i}" for i in range(1, 8)
         ]
     assert [call.since_ms for call in due] == [start + i * 1_000 for i in range(1, 8)]
-    built = [line for line in lines if line["event"] == "waits_index_built"]
-    assert [(line["added"], line["looked_at"]) for line in built] == [(7, 7)]
+    mended = [line for line in lines if line["event"] == "waits_index_mended"]
+    assert [(line["added"], line["dropped"], line["queued"]) for line in mended] == [(7, 0, 7)]
     store.cancel_call(T, "c3")
     assert [call.call_id for call in store.due_waits(T, limits, clock.now_ms, 3)] == [
         "c1",
@@ -249,6 +249,7 @@ def test_an_index_entry_an_earlier_version_left_is_dropped_when_met(
     dispatcher's ticks go past such entries and expire the calls behind them."""
     store = RedisStore(redis_client, clock)
     start, _ = _queued_chats(store, clock, 6)
+    assert len(store.due_waits(T, {Channel.CHAT: 1}, clock.now_ms, 10)) == 5  # mended once
     store.cancel_call(T, "c1")
     redis_client.delete(PREFIX + "call:c2")
     redis_client.zrem(PREFIX + "queue", "c2")
@@ -271,6 +272,39 @@ def test_an_index_entry_an_earlier_version_left_is_dropped_when_met(
     expired = sum(dispatcher.run_tick(T).expired for _ in range(6))
     assert expired == 3
     assert [e.call_id for e in store.history(T, 0) if e.kind == "expired"] == ["c3", "c4", "c5"]
+
+
+def test_the_index_is_mended_where_its_size_hides_what_is_wrong(
+    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries an earlier version left for emails no longer waiting, as many as the chats
+    it queued without one (the sizes agree): the first read of a store mends the index
+    (adds the chats, drops the entries), and so does a read once ``WAITS_AUDIT_S`` has
+    passed; the chats are then found past their limit."""
+    monkeypatch.setattr(redis_calls, "_WAITS_CHUNK", 2)
+    store = RedisStore(redis_client, clock)
+    start = clock.now_ms
+    for i in range(3):
+        store.enqueue(T, f"r{i}", "fp", Call(f"c{i}", Channel.CHAT), policy=Policy())
+    stale = {f"email|{start - i:015d}|gone{i}": 0 for i in range(3)}
+
+    def earlier_version() -> None:
+        redis_client.delete(PREFIX + "queue:waits")
+        redis_client.zadd(PREFIX + "queue:waits", stale)
+
+    earlier_version()
+    clock.advance(5_000)
+    limits = {Channel.CHAT: 1, Channel.EMAIL: 1}
+    fresh = RedisStore(redis_client, clock)
+    assert [w.call_id for w in fresh.due_waits(T, limits, clock.now_ms, 10)] == ["c0", "c1", "c2"]
+    assert sorted(redis_client.zrange(PREFIX + "queue:waits", 0, -1)) == [
+        f"chat|{start:015d}|c{i}" for i in range(3)
+    ]
+    store.due_waits(T, limits, clock.now_ms, 10)  # this store's first read: mends
+    earlier_version()
+    assert len(store.due_waits(T, limits, clock.now_ms, 10)) == 3  # within the hour: as is
+    monkeypatch.setattr(redis_calls, "WAITS_AUDIT_S", 0.0)
+    assert [w.call_id for w in store.due_waits(T, limits, clock.now_ms, 10)] == ["c0", "c1", "c2"]
 
 
 def test_records_expire_on_redis_time(redis_client: redis.Redis, clock: FakeClock) -> None:
