@@ -384,7 +384,10 @@ class Assigner:
         been written in (the same request from a replica of another version)."""
         if err.field != "request_id":
             raise err
-        return self._replay_request(req)
+        prior = self._store.find_request(req.tenant, req.request_id)
+        if prior is None:  # the record is there, its call is not: nothing to replay
+            raise err
+        return self._replay(req, prior)
 
     def _replay_request(self, req: _Request) -> AssignResult:
         prior = self._store.find_request(req.tenant, req.request_id)
