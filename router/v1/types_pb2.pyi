@@ -1091,7 +1091,9 @@ Global___Agent: _TypeAlias = Agent  # noqa: Y015
 
 @_typing.final
 class Weights(_message.Message):
-    """Objective weights of the BALANCED strategy (each 0-100)."""
+    """Objective weights of the BALANCED strategy (each 0-100). Each has presence: in
+    UpdatePolicy without a mask, a weight set (0 included) changes and the others stay.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1118,18 +1120,41 @@ class Weights(_message.Message):
     def __init__(
         self,
         *,
-        skill: _builtins.float = ...,
-        performance: _builtins.float = ...,
-        region: _builtins.float = ...,
-        previous_agent: _builtins.float = ...,
-        idle: _builtins.float = ...,
-        load: _builtins.float = ...,
+        skill: _builtins.float | None = ...,
+        performance: _builtins.float | None = ...,
+        region: _builtins.float | None = ...,
+        previous_agent: _builtins.float | None = ...,
+        idle: _builtins.float | None = ...,
+        load: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_idle", b"_idle", "_load", b"_load", "_performance", b"_performance", "_previous_agent", b"_previous_agent", "_region", b"_region", "_skill", b"_skill", "idle", b"idle", "load", b"load", "performance", b"performance", "previous_agent", b"previous_agent", "region", b"region", "skill", b"skill"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idle", b"idle", "load", b"load", "performance", b"performance", "previous_agent", b"previous_agent", "region", b"region", "skill", b"skill"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idle", b"_idle", "_load", b"_load", "_performance", b"_performance", "_previous_agent", b"_previous_agent", "_region", b"_region", "_skill", b"_skill", "idle", b"idle", "load", b"load", "performance", b"performance", "previous_agent", b"previous_agent", "region", b"region", "skill", b"skill"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__idle: _TypeAlias = _typing.Literal["idle"]  # noqa: Y015
+    _WhichOneofArgType__idle: _TypeAlias = _typing.Literal["_idle", b"_idle"]  # noqa: Y015
+    _WhichOneofReturnType__load: _TypeAlias = _typing.Literal["load"]  # noqa: Y015
+    _WhichOneofArgType__load: _TypeAlias = _typing.Literal["_load", b"_load"]  # noqa: Y015
+    _WhichOneofReturnType__performance: _TypeAlias = _typing.Literal["performance"]  # noqa: Y015
+    _WhichOneofArgType__performance: _TypeAlias = _typing.Literal["_performance", b"_performance"]  # noqa: Y015
+    _WhichOneofReturnType__previous_agent: _TypeAlias = _typing.Literal["previous_agent"]  # noqa: Y015
+    _WhichOneofArgType__previous_agent: _TypeAlias = _typing.Literal["_previous_agent", b"_previous_agent"]  # noqa: Y015
+    _WhichOneofReturnType__region: _TypeAlias = _typing.Literal["region"]  # noqa: Y015
+    _WhichOneofArgType__region: _TypeAlias = _typing.Literal["_region", b"_region"]  # noqa: Y015
+    _WhichOneofReturnType__skill: _TypeAlias = _typing.Literal["skill"]  # noqa: Y015
+    _WhichOneofArgType__skill: _TypeAlias = _typing.Literal["_skill", b"_skill"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__idle) -> _WhichOneofReturnType__idle | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__load) -> _WhichOneofReturnType__load | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__performance) -> _WhichOneofReturnType__performance | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__previous_agent) -> _WhichOneofReturnType__previous_agent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__region) -> _WhichOneofReturnType__region | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__skill) -> _WhichOneofReturnType__skill | None: ...
 
 Global___Weights: _TypeAlias = Weights  # noqa: Y015
 

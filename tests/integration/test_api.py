@@ -482,6 +482,12 @@ def test_an_update_without_a_mask_changes_what_it_sets(service: Service) -> None
     )
     assert weighted.weights.skill == 5
     assert weighted.weights.load == policy.weights.load > 0  # the weights not set stay
+    read = service.policies.GetPolicy(admin_pb2.GetPolicyRequest(tenant=service.tenant))
+    read.weights.previous_agent = 0  # read, change, write back: a 0 is a value set
+    written = service.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(tenant=service.tenant, policy=read)
+    )
+    assert (written.weights.previous_agent, written.weights.skill) == (0, 5)
 
 
 def test_list_agents_filters_and_pages(service: Service) -> None:
