@@ -21,6 +21,7 @@ earlier checkout (``PYTHONPATH=<checkout>``) for a paired comparison.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Sequence
@@ -28,10 +29,10 @@ from dataclasses import replace
 
 import redis
 
-from router import local_redis, logs
 from router.dispatcher import Dispatcher
 from router.domain import Call, Channel, Policy, frozen_map
 from router.redis_store import RedisStore
+from tests.benchmarks.tables import print_on_redis
 
 TENANT = "long"
 _BATCH = 500
@@ -89,15 +90,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--depths", default="2000,10000", help="queued emails, comma-separated")
     parser.add_argument("--ticks", type=int, default=9, help="ticks timed per depth (at least)")
     args = parser.parse_args(argv)
-    logs.silence()
-    server = local_redis.start()
-    try:
-        print("| queued calls | queue µs/call | tick ms | ticks to expire |")
-        print("|---:|---:|---:|---:|")
-        for depth in (int(d) for d in args.depths.split(",")):
-            print(row(server.url, depth, args.ticks), flush=True)
-    finally:
-        server.stop()
+    header = (
+        "| queued calls | queue µs/call | tick ms | ticks to expire |",
+        "|---:|---:|---:|---:|",
+    )
+    depths = [int(d) for d in args.depths.split(",")]
+    print_on_redis(header, (functools.partial(row, depth=d, ticks=args.ticks) for d in depths))
 
 
 if __name__ == "__main__":

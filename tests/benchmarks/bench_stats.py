@@ -19,16 +19,18 @@ Prints the medians and their ratio; bounded by ``--reads`` per cell.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Sequence
 
 import redis
 
-from router import local_redis, logs, stats_api
+from router import stats_api
 from router.redis_schema import Keys
 from router.redis_store import RedisStore
 from router.stats import HISTORY_READ_MS
+from tests.benchmarks.tables import print_on_redis
 
 TENANT = "busy"
 _BATCH = 5_000
@@ -90,15 +92,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--reads", type=int, default=9, help="GetStats timed per cell and way")
     args = parser.parse_args(argv)
-    logs.silence()
-    server = local_redis.start()
-    try:
-        print("| calls/s | history entries | GetStats, full read | read forward | ratio |")
-        print("|---:|---:|---:|---:|---:|")
-        for rate in (int(r) for r in args.rates.split(",")):
-            print(row(server.url, rate, args.reads), flush=True)
-    finally:
-        server.stop()
+    header = (
+        "| calls/s | history entries | GetStats, full read | read forward | ratio |",
+        "|---:|---:|---:|---:|---:|",
+    )
+    rates = [int(r) for r in args.rates.split(",")]
+    print_on_redis(header, (functools.partial(row, rate=r, reads=args.reads) for r in rates))
 
 
 if __name__ == "__main__":
