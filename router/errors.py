@@ -7,6 +7,8 @@ semantics: ABORTED and UNAVAILABLE are safe to retry, the others need a changed 
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 
@@ -14,6 +16,9 @@ class RouterError(Exception):
     """Base class: a client-visible failure with a status code and a message."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    level: int | None = None
+    """The level of the RPC's ``rpc_finished`` line when not its code's
+    (``interceptors.LEVELS``)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -78,6 +83,7 @@ class StoppingError(RouterError):
     id). A deploy, not a fault: logged at info, not counted as a store error."""
 
     code = grpc.StatusCode.UNAVAILABLE
+    level = logging.INFO
 
 
 class ResourceExhaustedError(RouterError):
@@ -95,7 +101,7 @@ class ResourceExhaustedError(RouterError):
     ) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-        self.own_quota = own_quota
+        self.level = logging.INFO if own_quota else None
 
 
 class UnauthenticatedError(RouterError):

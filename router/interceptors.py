@@ -32,7 +32,7 @@ from router.errors import (
     InvalidArgumentError,
     ResourceExhaustedError,
     RouterError,
-    StoppingError,
+    StoreUnavailableError,
 )
 from router.v1 import admin_pb2, routing_pb2
 
@@ -237,15 +237,11 @@ class _Outcome:
     def fail(self, error: BaseException, context: grpc.ServicerContext) -> None:
         """Abort the RPC with the status that ``error`` maps to (raises)."""
         if isinstance(error, RouterError):
-            self.code, self.details = error.code, error.message
-            if isinstance(error, StoppingError):
-                self.level = logging.INFO
-            elif error.code == grpc.StatusCode.UNAVAILABLE:
+            self.code, self.details, self.level = error.code, error.message, error.level
+            if isinstance(error, StoreUnavailableError):
                 metrics.STORE_ERRORS.inc()
-            if isinstance(error, ResourceExhaustedError):
-                self.level = logging.INFO if error.own_quota else None
-                if error.retry_after_s is not None:
-                    _abort_with_retry(context, error, error.retry_after_s)
+            if isinstance(error, ResourceExhaustedError) and error.retry_after_s is not None:
+                _abort_with_retry(context, error, error.retry_after_s)
             if isinstance(error, InvalidArgumentError):  # the field, for any client
                 violation = error_details_pb2.BadRequest.FieldViolation(
                     field=error.field, description=error.problem
