@@ -78,12 +78,16 @@ def _duration_s(field: str, value: Duration, low: float, high: float) -> int:
     return whole_seconds(field, _bounded(field, duration_seconds(field, value), low, high))
 
 
-def _weights(msg: pb.Weights) -> Weights:
+_WEIGHT_NAMES = tuple(f.name for f in dataclasses.fields(Weights))
+
+
+def _weights(msg: pb.Weights, current: Weights, names: Iterable[str] = _WEIGHT_NAMES) -> Weights:
+    """``current`` with the weights ``names`` (all six by default) as ``msg`` gives them."""
     values = {
-        f.name: _bounded(f"policy.weights.{f.name}", getattr(msg, f.name), 0.0, MAX_WEIGHT)
-        for f in dataclasses.fields(Weights)
+        name: _bounded(f"policy.weights.{name}", getattr(msg, name), 0.0, MAX_WEIGHT)
+        for name in names
     }
-    return Weights(**values)
+    return dataclasses.replace(current, **values)
 
 
 def _channel(item: pb.ChannelSetting, where: str, current: Policy) -> dict[str, Any]:
@@ -193,7 +197,7 @@ def _reclaim_channels(msg: pb.Policy) -> dict[str, object]:
 
 _SPECIAL: Mapping[str, Callable[[pb.Policy, Policy], dict[str, object]]] = {
     "strategy": lambda m, _: {"strategy": enum_value("policy.strategy", m.strategy, STRATEGIES)},
-    "weights": lambda m, _: {"weights": _weights(m.weights)},
+    "weights": lambda m, current: {"weights": _weights(m.weights, current.weights)},
     "channels": _channels,
     "widening": lambda m, _: _widening(m),
     "reclaim_channels": lambda m, _: _reclaim_channels(m),
@@ -203,7 +207,7 @@ _SPECIAL: Mapping[str, Callable[[pb.Policy, Policy], dict[str, object]]] = {
     },
 }
 
-_WEIGHTS = frozenset(f"weights.{f.name}" for f in dataclasses.fields(Weights))
+_WEIGHTS = frozenset(f"weights.{name}" for name in _WEIGHT_NAMES)
 """Paths that change one weight (``weights`` changes all six)."""
 
 POLICY_FIELDS = (*_SPECIAL, *_DURATIONS, *_NUMBERS)
@@ -228,8 +232,7 @@ def _changes(path: str, msg: pb.Policy, current: Policy) -> dict[str, object]:
         return _SPECIAL[path](msg, current)
     if path in _WEIGHTS:
         name = path.removeprefix("weights.")
-        value = _bounded(f"policy.{path}", getattr(msg.weights, name), 0.0, MAX_WEIGHT)
-        return {"weights": dataclasses.replace(current.weights, **{name: value})}
+        return {"weights": _weights(msg.weights, current.weights, (name,))}
     if path in _DURATIONS:
         name, shortest, longest = _DURATIONS[path]
         return {name: _duration_s(f"policy.{path}", getattr(msg, path), shortest, longest)}
