@@ -62,9 +62,10 @@ class MemoryCalls(MemoryBase):
             )
         due: list[Waiting] = []
         for channel, seconds in max_wait_s.items():
-            cutoff = now_ms - seconds * 1000
-            past = [Waiting(c, channel, since) for since, c, ch in waits if ch is channel]
-            due += [w for w in past if seconds > 0 and w.since_ms <= cutoff][: max(limit, 0)]
+            if seconds > 0:
+                cutoff = now_ms - seconds * 1000
+                past = [(s, c) for s, c, ch in waits if ch is channel and s <= cutoff]
+                due += [Waiting(c, channel, since) for since, c in past[: max(limit, 0)]]
         return due
 
     def get_call(self, tenant: str, call_id: str) -> CallRecord:
