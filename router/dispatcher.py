@@ -17,11 +17,14 @@ replica stops, another takes the full passes over at most three ticks after its 
 tick looks at its tenants ``SWEEP_BATCH`` at a time, in one round trip
 (``Store.open_passes``, which marks the ticks but takes no lease), and then opens and runs
 the passes due, one tenant at a time. A full pass that found nothing
-waiting, nothing to do and no agent holding work notes the head of the agents' change log
-it read (``QueueView.agents_rev``); the next ticks' full passes are ``QUIET`` (no lease, no
-read) while nothing is queued or offered and that head stands: with nobody holding work
-there is nothing to take back, and no timer to run. So a thousand idle tenants cost a tick
-a few round trips.
+waiting and nothing to do notes the head of the agents' change log it read
+(``QueueView.agents_rev``); the next ticks' full passes are ``QUIET`` (no lease, no read)
+while nothing is queued or offered and that head stands: with nobody holding work there is
+nothing to take back, and no timer to run. When agents hold work, the note also pins the
+policy's version and ends when the first of them could have left with work that could move
+(a heartbeat lapsing, an absence or a shift's end starting: ``reclaim_due_ms``), which is
+known in advance. So a thousand tenants with nothing waiting cost a tick a few round trips,
+whether or not their agents hold work.
 
 A pass run inline by an Assign is bounded by that RPC's deadline (``router.deadline``): once
 it passes, the pass commits no further placements and asks for a background pass instead
@@ -133,14 +136,36 @@ def outage_grace_s(policy: Policy) -> float:
     return max(float(policy.heartbeat_timeout_s), OUTAGE_GRACE_S)
 
 
+def _holds_movable(agent: AgentSnapshot, policy: Policy) -> bool:
+    """The agent holds work that could move: offers, or reclaimable channels (not in wrap-up)."""
+    return any(
+        work.wrap_until_ms == 0 and (work.offered or work.channel in policy.reclaim_channels)
+        for work in agent.active
+    )
+
+
 def must_reclaim(agent: AgentSnapshot, now_ms: int, policy: Policy) -> bool:
     """Whether the agent left with work that could move: offers, or reclaimable channels."""
-    movable = [
-        work
-        for work in agent.active
-        if work.wrap_until_ms == 0 and (work.offered or work.channel in policy.reclaim_channels)
-    ]
-    return bool(movable) and bool(left_reason(agent, now_ms, policy))
+    return _holds_movable(agent, policy) and bool(left_reason(agent, now_ms, policy))
+
+
+def reclaim_due_ms(agent: AgentSnapshot, now_ms: int, policy: Policy) -> int | None:
+    """The first time at or after ``now_ms`` at which ``must_reclaim`` may hold for the agent
+    as it is (``now_ms`` when it does now; ``None``: never, no work that could move or a
+    policy that takes none back). Only a change to the agent or the policy, or the store's
+    outage grace (which only delays reclaiming), can make it hold earlier: a heartbeat
+    lapsing, an absence starting, the shift ending are all known in advance."""
+    if not policy.reclaim_on_absence or not _holds_movable(agent, policy):
+        return None
+    if left_reason(agent, now_ms, policy):
+        return now_ms
+    profile = agent.profile
+    dues = [absence.start_ms for absence in profile.absences if absence.start_ms > now_ms]
+    if policy.heartbeat_timeout_s > 0:  # lapsed once now - heartbeat > timeout
+        dues.append(agent.heartbeat_ms + policy.heartbeat_timeout_s * 1000 + 1)
+    if profile.shift_end_ms > 0:
+        dues.append(profile.shift_end_ms)
+    return min(dues, default=None)
 
 
 class Dispatcher:
@@ -168,8 +193,8 @@ class Dispatcher:
         self._passes = 0
         self._last_full = 0.0
         self._quiet: dict[str, str] = {}
-        """Per tenant, the agents' change-log head at which this replica's last full pass
-        found nothing queued, nothing to do and no agent holding work (``quiet_at``)."""
+        """Per tenant, what this replica's last full pass, which found nothing queued and
+        nothing to do, rests on (``quiet_at``: ``_note_quiet``)."""
         self._scans: dict[str, Scan] = {}
         """Per tenant, where this replica's last tick stopped reading a queue longer than
         its batches (``TICK_BATCHES``)."""
@@ -395,20 +420,27 @@ class Dispatcher:
         return report
 
     def _note_quiet(self, tenant: str, view: QueueView, report: DispatchReport) -> None:
-        """After a full pass: the head ``view``'s agents are as of, if the pass found
-        nothing waiting, did nothing, and no agent held work (offered, active or wrapping
-        up): until an agent changes, or a call or an offer appears, the tick's full pass
-        has nothing to look for (``PassGrant.QUIET``)."""
-        idle = (
-            view.agents_rev
-            and view.depth == 0
-            and report.idle
-            and not any(agent.active for agent in view.snapshot.agents)
-        )
-        if idle:
+        """After a full pass: when it found nothing waiting and did nothing, what its quiet
+        ticks rest on (``PassGrant.QUIET``: no lease, no read), ``quiet_at`` for the lease
+        script. No agent holding work: the head ``view``'s agents are as of; until an agent
+        changes, or a call or an offer appears, there is nothing to look for. Agents holding
+        work: also the policy's version and the first time one of them may have left with
+        work that could move (``reclaim_due_ms``: a heartbeat lapsing, an absence or the
+        shift's end starting), ``<head>|<until ms, 0: none>|<policy version>``; none left
+        already, else the next tick makes the full pass."""
+        self._quiet.pop(tenant, None)
+        if not view.agents_rev or view.depth or not report.idle:
+            return
+        snapshot = view.snapshot
+        busy = [agent for agent in snapshot.agents if agent.active]
+        if not busy:
             self._quiet[tenant] = view.agents_rev
-        else:
-            self._quiet.pop(tenant, None)
+            return
+        now, policy = snapshot.now_ms, snapshot.policy
+        dues = [reclaim_due_ms(agent, now, policy) for agent in busy]
+        until = min((due for due in dues if due is not None), default=0)
+        if until == 0 or until > now:
+            self._quiet[tenant] = f"{view.agents_rev}|{until}|{policy.version}"
 
     def _time_out(self, tenant: str, view: QueueView) -> int:
         """Time out the offers whose expiry has passed; how many. With tracing on, each is an

@@ -370,7 +370,7 @@ def _open_args(
 ) -> tuple[list[str], list[str | int]]:
     """The keys and arguments of the lease script's ``open`` for one tenant."""
     k = Keys(tenant)
-    keys = [k.lease, k.tick, k.queue, k.offers, k.revs]
+    keys = [k.lease, k.tick, k.queue, k.offers, k.revs, k.policy]
     return keys, ["open", owner, ttl_ms, tick_ms, quiet_at, "1" if peek else "0"]
 
 

@@ -168,7 +168,7 @@ class QueueView:
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """A queued call as the queue time limit sees it (``Store.waiting``)."""
+    """A queued call as the queue time limit sees it (``Store.due_waits``)."""
 
     call_id: str
     channel: Channel
@@ -267,8 +267,9 @@ class PassGrant(enum.Enum):
     """No lease: no call waits, no offer's expiry has passed, and no full pass was granted."""
     QUIET = "quiet"
     """No lease, and this tick's full pass is the owner's but not needed: nothing is queued
-    or offered, and no agent changed since the owner's last full pass found nothing to do
-    and no agent holding work (``open_pass``'s ``quiet_at``)."""
+    or offered, and no agent changed since the owner's last full pass found nothing to do;
+    with agents holding work, also the policy unchanged and none of them yet able to have
+    left with work that could move (``open_pass``'s ``quiet_at``)."""
     HELD = "held"
     """No lease: another owner holds it."""
 
@@ -615,11 +616,14 @@ class Store(Protocol):
         or the tick taken by another owner): ``WAKE`` with the lease taken while a call
         waits or an offer's expiry has passed, else ``IDLE`` with nothing written.
 
-        ``quiet_at``: the agents' change-log head (``QueueView.agents_rev``) at which the
-        owner's last full pass found nothing queued, nothing to do and no agent holding
-        work; a full pass granted while nothing is queued or offered and the head still
-        stands there is ``QUIET`` instead (the tick marked, no lease). A store without such
-        a head (``agents_rev`` always "") never answers ``QUIET``."""
+        ``quiet_at``: what the owner's last full pass, which found nothing queued and
+        nothing to do, rests on: the agents' change-log head it read
+        (``QueueView.agents_rev``), and, while agents hold work,
+        ``<head>|<until ms, 0: none>|<policy version>`` (``Dispatcher._note_quiet``). A full
+        pass granted while nothing is queued or offered, the head still stands there and,
+        with the longer form, store time is before ``until`` and the policy at that version,
+        is ``QUIET`` instead (the tick marked, no lease). A store without such a head
+        (``agents_rev`` always "") never answers ``QUIET``."""
         ...
 
     def open_passes(

@@ -1,7 +1,7 @@
 """What an idle tenant costs: the dispatcher's once-a-second full pass, and an idle service.
 
     .venv/bin/python -m tests.benchmarks.bench_idle [--agents 1000,10000] [--ticks 30]
-        [--service-seconds 5] [--replicas 1,2] [--tenants 1]
+        [--service-seconds 5] [--replicas 1,2] [--tenants 1] [--busy]
 
 A private redis-server and, in each of ``--tenants`` tenants, N available agents (chat
 capacity 4), nothing queued, the routing index built (as the first Assign builds it). Two
@@ -17,7 +17,9 @@ tables:
   full pass of a tick; the others' ticks check for work only.
 
 Many small tenants: ``--agents 20 --tenants 100`` (the full-pass table times the first
-tenant). Bounded: ``--ticks`` passes per cell, one service per team size and replica count.
+tenant). ``--busy``: in each tenant one agent holds an email (work that moves if its holder
+leaves), so no tenant is idle, but nothing waits. Bounded: ``--ticks`` passes per cell, one
+service per team size and replica count.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 import redis
 
 from router import local_redis, logs
+from router.assigner import Assigner
 from router.dispatcher import Dispatcher
 from router.domain import Call, Channel
 from router.redis_store import RedisStore
@@ -49,12 +52,17 @@ def _median_ms(fn: Callable[[], object], count: int, before: Callable[[], object
     return statistics.median(took)
 
 
-def ticks(url: str, agents: int, count: int, tenants: int) -> str:
-    """The full pass's table row for one team size (the team made in each tenant)."""
+def ticks(url: str, agents: int, count: int, tenants: int, *, busy: bool) -> str:
+    """The full pass's table row for one team size (the team made in each tenant, one of
+    them holding an email if ``busy``)."""
     store, other = RedisStore.from_url(url), RedisStore.from_url(url)
     for name in _tenants(tenants):
         chat_team(store, name, agents)
         store.load_candidates(name, Call("warm", Channel.CHAT))  # builds the routing index
+        if busy:
+            email = Call("email", Channel.EMAIL)
+            if Assigner(store).assign(name, "email", email, queue=False).assignment is None:
+                raise RuntimeError("the email was not assigned: every agent should have room")
     dispatcher = Dispatcher(store)
     dispatcher.run_once(TENANT)  # warms the decoded-agent cache
 
@@ -100,6 +108,9 @@ def main() -> None:
         "--replicas", default="1,2", help="idle service replica counts, comma-separated"
     )
     parser.add_argument("--tenants", type=int, default=1, help="tenants, each with the team")
+    parser.add_argument(
+        "--busy", action="store_true", help="in each tenant one agent holds an email"
+    )
     args = parser.parse_args()
     sizes = [int(a) for a in args.agents.split(",")]
     replicas = [int(r) for r in args.replicas.split(",")]
@@ -112,7 +123,7 @@ def main() -> None:
         for size in sizes:
             with redis.Redis.from_url(server.url) as client:
                 client.flushall()
-            print(ticks(server.url, size, args.ticks, args.tenants), flush=True)
+            print(ticks(server.url, size, args.ticks, args.tenants, busy=args.busy), flush=True)
             if args.service_seconds > 0:
                 for count in replicas:
                     idle_rows.append(service(server.url, size, args.service_seconds, count))

@@ -402,8 +402,8 @@ def test_the_dispatchers_ticks_skip_full_passes_while_nothing_changes(
 ) -> None:
     """Ticks over an idle tenant: the first makes the full pass (the queue read), the next
     ones are QUIET (no read); a call queued meanwhile is placed by the next tick, and while
-    its agent holds it every tick makes the full pass (looking for the agent leaving); once
-    it is completed, quiet again after one full pass."""
+    its agent holds it (a chat, which never moves) the ticks after one full pass are quiet
+    again; once it is completed, quiet again after one full pass."""
     store = RedisStore(redis_client, clock)
     store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
     store.set_presence(T, "a", Presence.AVAILABLE)
@@ -432,13 +432,112 @@ def test_the_dispatchers_ticks_skip_full_passes_while_nothing_changes(
     assert tick() >= 1
     record = store.get_call(T, "c1")
     assert record.status == CallStatus.ASSIGNED
-    assert (tick() >= 1, tick() >= 1) == (True, True)  # the agent holds work
+    assert (tick() >= 1, tick(), tick()) == (True, 0, 0)  # the agent holds a chat
     assert record.assignment is not None
     store.finish_assignment(
         T, record.assignment.assignment_id, record.assignment.token, AssignmentState.COMPLETED
     )
     assert tick() >= 1
     assert tick() == 0
+
+
+def test_a_quiet_tick_with_agents_holding_work_lasts_until_its_time_on_its_policy(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """``quiet_at``'s longer form (agents hold work): QUIET while store time is before its
+    ``until`` (0: no bound) and the policy is at its version; FULL at ``until``, once the
+    policy changed, or once an agent changed."""
+    store = RedisStore(redis_client, clock)
+    store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
+    store.load_candidates(T, Call("warm", Channel.CHAT))  # builds the routing index
+    head = store.load_queue(T, 10).agents_rev
+    version = store.get_policy(T).version
+    until = clock.now_ms + 5_000
+
+    def opened(at: str) -> PassGrant:
+        grant = store.open_pass(T, "A", 1_000, 2_000, quiet_at=at)
+        store.release_lease(T, "A")
+        return grant
+
+    assert opened(f"{head}|{until}|{version}") is PassGrant.QUIET
+    assert opened(f"{head}|0|{version}") is PassGrant.QUIET
+    assert store.open_passes([T], "A", 1_000, 2_000, {T: f"{head}|{until}|{version}"}) == [
+        PassGrant.QUIET
+    ]
+    assert opened(f"{head}|{until}|{version + 1}") is PassGrant.FULL
+    clock.advance(4_999)
+    assert opened(f"{head}|{until}|{version}") is PassGrant.QUIET
+    clock.advance(1)
+    assert opened(f"{head}|{until}|{version}") is PassGrant.FULL
+    assert opened(f"{head}|0|{version}") is PassGrant.QUIET
+    store.put_policy(T, dataclasses.replace(store.get_policy(T), max_queue=100))
+    assert opened(f"{head}|0|{version}") is PassGrant.FULL
+    assert opened(f"{head}|0|{version + 1}") is PassGrant.QUIET
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    assert opened(f"{head}|0|{version + 1}") is PassGrant.FULL
+
+
+def test_ticks_over_agents_holding_work_are_quiet_until_one_could_leave_with_it(
+    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent holds an email (work that moves when its holder leaves): the ticks after a
+    full pass are quiet until the agent's heartbeat would lapse; the tick at that moment
+    makes the full pass and takes the email back. A policy change ends the quiet at once
+    (here: email no longer moves, so the ticks are quiet with no end)."""
+    store = RedisStore(redis_client, clock)
+    policy = dataclasses.replace(Policy(), heartbeat_timeout_s=30)
+    store.put_policy(T, policy)
+    store.create_agent(T, AgentProfile("a", capacity=frozen_map({Channel.EMAIL: 1})))
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    store.create_agent(T, AgentProfile("b", capacity=frozen_map({Channel.EMAIL: 1})))
+    store.load_candidates(T, Call("warm", Channel.EMAIL))
+    dispatcher = Dispatcher(store, owner="me")
+    reads = 0
+    real = store.load_queue
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "load_queue", counted)
+
+    def tick() -> int:
+        """Queue reads of one tick."""
+        nonlocal reads
+        reads = 0
+        dispatcher._sweep([T])
+        return reads
+
+    store.enqueue(T, "r1", "fp", Call("c1", Channel.EMAIL), policy=store.get_policy(T))
+    assert tick() >= 1
+    assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
+    assert tick() >= 1  # the full pass after the placement: quiet from here
+    clock.advance(10_000)
+    store.heartbeat(T, "a")  # pushes the lapse later; the quiet ends at the earlier one
+    assert (tick(), tick()) == (0, 0)
+    clock.advance(20_000)  # 30 s after the heartbeat the pass read: not lapsed yet
+    assert tick() == 0
+    clock.advance(1)  # the quiet's end: a full pass, which finds the heartbeat fresh
+    assert tick() >= 1
+    assert store.get_call(T, "c1").status == CallStatus.ASSIGNED
+    assert tick() == 0
+    clock.advance(30_001)  # the heartbeat read lapses: the email goes back to the queue
+    assert tick() >= 1
+    assert store.get_call(T, "c1").status == CallStatus.QUEUED  # nobody else is available
+    store.set_presence(T, "b", Presence.AVAILABLE)
+    store.heartbeat(T, "b")
+    assert tick() >= 1
+    record = store.get_call(T, "c1")
+    assert record.status == CallStatus.ASSIGNED
+    assert record.assignment is not None
+    assert record.assignment.agent_id == "b"
+    assert tick() >= 1  # the full pass after the placement
+    assert tick() == 0
+    store.put_policy(T, dataclasses.replace(store.get_policy(T), reclaim_channels=frozenset()))
+    assert tick() >= 1
+    clock.advance(120_000)  # b's heartbeat lapsed, but email no longer moves
+    assert (tick(), tick()) == (0, 0)
 
 
 def test_a_script_the_node_lost_is_sent_to_that_node_alone(

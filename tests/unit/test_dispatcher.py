@@ -9,6 +9,8 @@ from typing import Any, cast
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router import deadline, forecast, metrics
 from router.dispatcher import (
@@ -16,9 +18,12 @@ from router.dispatcher import (
     Dispatcher,
     DispatchReport,
     must_reclaim,
+    reclaim_due_ms,
     widen_for_risk,
 )
 from router.domain import (
+    Absence,
+    AbsenceKind,
     ActiveWork,
     AgentProfile,
     AgentSnapshot,
@@ -313,6 +318,68 @@ def test_only_movable_work_of_absent_agents_is_reclaimed() -> None:
         here, profile=AgentProfile("a", shift_end_ms=now - 1), active=(email,)
     )
     assert must_reclaim(ending, now, policy)
+
+
+NOW = 10_000_000
+
+
+@st.composite
+def _agents(draw: st.DrawFn) -> AgentSnapshot:
+    """An agent at ``NOW``: any presence, a heartbeat up to 200 s old, up to three absences
+    around ``NOW``, maybe a shift's end, up to three pieces of work of any kind."""
+    spans = draw(st.lists(st.tuples(st.integers(-50, 300), st.integers(1, 100)), max_size=3))
+    shift_in_s = draw(st.one_of(st.none(), st.integers(-10, 300)))
+    works = draw(
+        st.lists(
+            st.tuples(st.sampled_from(list(Channel)), st.booleans(), st.booleans()), max_size=3
+        )
+    )
+    profile = AgentProfile(
+        "a",
+        absences=tuple(
+            Absence(f"x{i}", AbsenceKind.OTHER, NOW + start * 1000, NOW + (start + length) * 1000)
+            for i, (start, length) in enumerate(spans)
+        ),
+        shift_end_ms=0 if shift_in_s is None else NOW + shift_in_s * 1000,
+    )
+    active = tuple(
+        ActiveWork(f"w{i}", channel, 10, NOW - 5000, offered=offered, wrap_until_ms=wrap * NOW)
+        for i, (channel, offered, wrap) in enumerate(works)
+    )
+    beat_ago_s = draw(st.integers(0, 200))
+    presence = draw(st.sampled_from(list(Presence)))
+    return AgentSnapshot(
+        profile, presence=presence, heartbeat_ms=NOW - beat_ago_s * 1000, active=active
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(agent=_agents(), timeout_s=st.sampled_from([0, 5, 120]), reclaim=st.booleans())
+def test_no_reclaim_is_due_before_reclaim_due_ms(
+    agent: AgentSnapshot, timeout_s: int, reclaim: bool
+) -> None:
+    """An agent as it is never has to give work back before ``reclaim_due_ms`` (what a quiet
+    tick rests on), and has to at it; ``None`` when it never would."""
+    policy = dataclasses.replace(
+        Policy(), heartbeat_timeout_s=timeout_s, reclaim_on_absence=reclaim
+    )
+    due = reclaim_due_ms(agent, NOW, policy)
+    horizon = NOW + 400_000
+    moments = sorted({NOW, horizon, *(t + d for t in _edges(agent, policy) for d in (-1, 0, 1))})
+    taken = [m for m in moments if NOW <= m <= horizon and must_reclaim(agent, m, policy)]
+    if not reclaim:  # the dispatcher takes nothing back, whatever must_reclaim says
+        assert due is None
+    elif due is None:
+        assert taken == []
+    else:
+        assert taken[0] == due, (taken, due)
+
+
+def _edges(agent: AgentSnapshot, policy: Policy) -> list[int]:
+    """Every time at which the agent's rules can change."""
+    profile = agent.profile
+    edges = [profile.shift_end_ms, agent.heartbeat_ms + policy.heartbeat_timeout_s * 1000]
+    return edges + [t for a in profile.absences for t in (a.start_ms, a.end_ms)]
 
 
 class _Blipped(MemoryStore):
