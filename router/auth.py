@@ -147,10 +147,50 @@ def check_entry_fields(tenant: str, role: str, name: str) -> None:
         raise TokensFileError("name must be 1-64 letters, digits or ._:@/-")
 
 
-def parse_tokens(text: str, *, json_format: bool = False) -> tuple[TokenEntry, ...]:
-    """Parse the tokens file's content (``{"tokens": [{sha256, tenant, role, name?}, ...]}``)."""
+class _DuplicateKeyError(ValueError):
+    """A mapping of the tokens file names a key twice (the parsers keep the last)."""
+
+
+def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A mapping from its key-value pairs, refusing a key given twice."""
+    mapping: dict[Any, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise _DuplicateKeyError(f"key {convert.shown(str(key))} is given twice in a mapping")
+        mapping[key] = value
+    return mapping
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (``{role: viewer,
+    role: admin}`` would otherwise be an admin, silently)."""
+
+
+def _yaml_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    pairs = [
+        (loader.construct_object(key, deep=True), loader.construct_object(value, deep=True))
+        for key, value in node.value
+    ]
     try:
-        data = json.loads(text) if json_format else yaml.safe_load(text)
+        return _pairs(pairs)
+    except _DuplicateKeyError as err:
+        raise _DuplicateKeyError(f"line {node.start_mark.line + 1}: {err}") from None
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _yaml_mapping)
+
+
+def parse_tokens(text: str, *, json_format: bool = False) -> tuple[TokenEntry, ...]:
+    """Parse the tokens file's content (``{"tokens": [{sha256, tenant, role, name?}, ...]}``);
+    a key named twice in a mapping is refused."""
+    try:
+        if json_format:
+            data = json.loads(text, object_pairs_hook=_pairs)
+        else:
+            data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader
+    except _DuplicateKeyError as err:
+        raise TokensFileError(str(err)) from None
     except (ValueError, yaml.YAMLError) as err:
         raise TokensFileError(f"not valid {'JSON' if json_format else 'YAML'}: {err}") from None
     if (

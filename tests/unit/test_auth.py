@@ -97,6 +97,30 @@ def test_bad_files_are_refused_with_the_entry(text: str, message: str) -> None:
         auth.parse_tokens(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "json_format", "message"),
+    [
+        (
+            f"tokens:\n  - {{sha256: {DIGEST}, tenant: acme, role: viewer, role: admin}}",
+            False,
+            "line 2: key 'role' is given twice",
+        ),
+        (f"tokens: []\ntokens:\n  - {{sha256: {DIGEST}}}", False, "key 'tokens' is given twice"),
+        (
+            json.dumps({"tokens": [{"sha256": DIGEST, "tenant": "acme", "role": "viewer"}]})[:-3]
+            + ', "role": "admin"}]}',
+            True,
+            "key 'role' is given twice",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused(text: str, json_format: bool, message: str) -> None:
+    """A mapping naming a key twice (a merge left during a rotation) is refused: YAML and
+    JSON parsers would keep the last value, here making a viewer an admin."""
+    with pytest.raises(auth.TokensFileError, match=message):
+        auth.parse_tokens(text, json_format=json_format)
+
+
 def test_reload_keeps_the_old_table_on_error(tmp_path: Path) -> None:
     """A broken file on reload raises and changes nothing; a good one replaces the table."""
     path = tmp_path / "tokens.yaml"
