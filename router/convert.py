@@ -351,7 +351,7 @@ def call_from_pb(msg: pb.Call, field: str = "call") -> Call:
             raise InvalidArgumentError(
                 f"{field}.attributes", f"key {shown(key)} is not 1-64 characters without controls"
             )
-        text(f"{field}.attributes[{key}]", value, max_len=MAX_ATTRIBUTE_VALUE)
+        text(f"{field}.attributes[{_key(key)}]", value, max_len=MAX_ATTRIBUTE_VALUE)
     return Call(
         call_id=identifier(f"{field}.call_id", msg.call_id),
         channel=enum_value(f"{field}.channel", msg.channel, CHANNELS),

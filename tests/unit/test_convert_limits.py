@@ -159,6 +159,19 @@ def test_bad_skill_keys_are_escaped_in_the_field_path() -> None:
     assert err.value.field == "agent.skills[a\\x00b]"
 
 
+def test_attribute_keys_are_escaped_in_the_field_path() -> None:
+    """A non-ASCII attribute key (here a right-to-left override, which would reverse the
+    rest of a log line or status message as shown) is escaped in the path of its value's
+    error, as every other echoed input."""
+    msg = routing_pb2.AssignRequest(
+        call=pb.Call(call_id="c", channel=pb.CHANNEL_CHAT, attributes={"k\u202e": "v" * 513})
+    ).call
+    with pytest.raises(InvalidArgumentError) as err:
+        convert.call_from_pb(msg)
+    assert err.value.field == "call.attributes[k\\u202e]"
+    assert "\u202e" not in str(err.value)
+
+
 def test_unknown_mask_paths_are_not_echoed_in_full() -> None:
     """A huge unknown path in an update mask yields a short message."""
     with pytest.raises(InvalidArgumentError) as err:
