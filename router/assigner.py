@@ -332,7 +332,7 @@ class Assigner:
             try:
                 self._dispatcher.run_once(tenant, wait_s=wait_s)
             except RouterError as err:  # the call is safely queued; the tick will place it
-                log.warning("inline_dispatch_failed", error=err.message)
+                log.warning("inline_dispatch_failed", error=err.logged)
             queued = self._store.get_call(tenant, call.call_id)
         why = explanation or Explanation(snapshot.policy.strategy)
         return self.answer(tenant, queued, why, snapshot=snapshot)

@@ -238,7 +238,7 @@ class Dispatcher:
                     self._last_full = time.monotonic()
                     tenants |= set(self._store.tenants())
             except RouterError as err:  # Redis down: try again on the next tick
-                log.warning("dispatch_failed", error=err.message)
+                log.warning("dispatch_failed", error=err.logged)
                 continue
             except Exception:  # never let the loop die; the next tick retries
                 log.exception("dispatch_crashed")
@@ -266,7 +266,7 @@ class Dispatcher:
                     batch, self._owner, self._lease_ms, self._tick_hold_ms, quiet
                 )
             except RouterError as err:
-                log.warning("dispatch_failed", error=err.message)
+                log.warning("dispatch_failed", error=err.logged)
                 return
             for tenant, grant in zip(batch, grants, strict=True):
                 if isinstance(grant, RouterError):
@@ -285,7 +285,7 @@ class Dispatcher:
             else:
                 self.run_once(tenant, full=False, wait_s=None)
         except RouterError as err:  # Redis down or this tenant's pass refused: next tick
-            log.warning("dispatch_failed", tenant=tenant, error=err.message)
+            log.warning("dispatch_failed", tenant=tenant, error=err.logged)
         except Exception:  # never let the loop die; the next tick retries
             log.exception("dispatch_crashed", tenant=tenant)
 

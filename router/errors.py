@@ -20,9 +20,17 @@ class RouterError(Exception):
     """The level of the RPC's ``rpc_finished`` line when not its code's
     (``interceptors.LEVELS``)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, cause: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.cause = cause
+        """What the server's log adds to ``message`` and the client never sees (a driver's
+        error text: addresses, key names)."""
+
+    @property
+    def logged(self) -> str:
+        """``message``, with ``cause`` when there is one: what a log line says."""
+        return f"{self.message} ({self.cause})" if self.cause else self.message
 
 
 class InvalidArgumentError(RouterError):

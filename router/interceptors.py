@@ -227,6 +227,8 @@ class _Outcome:
         self.code = grpc.StatusCode.OK
         self.details = ""
         """The status message the client got (a stream ended from outside: what ended it)."""
+        self.cause = ""
+        """What the log adds to it (``RouterError.cause``: never sent to the client)."""
         self.level: int | None = None
         """``rpc_finished``'s level when not the code's (``LEVELS``)."""
         self.quiet = method in QUIET_METHODS
@@ -238,6 +240,7 @@ class _Outcome:
         """Abort the RPC with the status that ``error`` maps to (raises)."""
         if isinstance(error, RouterError):
             self.code, self.details, self.level = error.code, error.message, error.level
+            self.cause = error.cause
             if isinstance(error, StoreUnavailableError):
                 metrics.STORE_ERRORS.inc()
             if isinstance(error, ResourceExhaustedError) and error.retry_after_s is not None:
@@ -297,6 +300,8 @@ class _Outcome:
         }
         if self.details:
             fields["details"] = printable(self.details, DETAILS_CHARS)
+        if self.cause:
+            fields["cause"] = printable(self.cause, DETAILS_CHARS)
         log.log(level, "rpc_finished", **fields)
         if self.bound is not None:
             tracing.unbind_request_trace(self.bound)

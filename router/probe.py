@@ -77,7 +77,7 @@ class StoreProbe:
             healthy = True
         except RouterError as err:
             healthy = False
-            reason = err.message
+            reason = err.logged
         with self._lock:
             if healthy == self._healthy or self._stopping.is_set():
                 return healthy

@@ -211,6 +211,7 @@ ids are uuid4 hex minted here. Times are epoch milliseconds.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import urllib.parse
@@ -316,36 +317,50 @@ _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 @contextmanager
 def _driver_errors() -> Iterator[None]:
-    """Translate driver exceptions into the error tree."""
+    """Translate driver exceptions into the error tree. The client's message names the kind
+    of failure only (``_kind``); the driver's text, which may name the server's address and
+    keys, goes to the log as the error's ``cause``."""
     errors = metrics.REDIS_ERRORS
     try:
         yield
     except _UNAVAILABLE as exc:
         errors.labels("unavailable").inc()
-        raise StoreUnavailableError(f"redis unavailable: {exc}") from exc
+        raise StoreUnavailableError(f"redis unavailable: {_kind(exc)}", cause=str(exc)) from exc
     except redis.ResponseError as exc:
         if str(exc).startswith("BUSY"):  # a long script is running; safe to retry later
             errors.labels("busy").inc()
-            raise StoreUnavailableError(f"redis busy: {exc}") from exc
+            raise StoreUnavailableError("redis busy: retry", cause=str(exc)) from exc
         if (
             isinstance(exc, NoScriptError)
             or str(exc).startswith(_REFUSING_WRITES)
             or _NON_LOCAL in str(exc)
         ):
             errors.labels("unavailable").inc()
-            raise StoreUnavailableError(f"redis unavailable: {exc}") from exc
+            message = f"redis unavailable: {_kind(exc)}"
+            raise StoreUnavailableError(message, cause=str(exc)) from exc
         errors.labels("refused").inc()
-        raise RouterError(f"redis refused a command: {exc}") from exc
+        raise RouterError(f"redis refused a command: {_kind(exc)}", cause=str(exc)) from exc
     except redis.RedisError as exc:
         errors.labels("failed").inc()
-        raise RouterError(f"redis failed: {exc}") from exc
+        raise RouterError(f"redis failed: {_kind(exc)}", cause=str(exc)) from exc
     except RedisClusterException as exc:  # not a RedisError: the cluster client's own errors
         message = str(exc)
         if "cannot be connected" in message or "not covered" in message:
             errors.labels("unavailable").inc()
-            raise StoreUnavailableError(f"redis cluster unavailable: {exc}") from exc
+            raise StoreUnavailableError("redis cluster unavailable", cause=message) from exc
         errors.labels("failed").inc()
-        raise RouterError(f"redis cluster client failed: {exc}") from exc
+        raise RouterError("redis cluster client failed", cause=message) from exc
+
+
+_ERROR_CODE = re.compile(r"(?:Command # \d+ \(.*?\) of pipeline caused error: )?([A-Z]{3,})\b")
+
+
+def _kind(exc: Exception) -> str:
+    """What a client may learn of a driver error: Redis's error code (``OOM``,
+    ``MASTERDOWN``, ``NOSCRIPT``, ...) when the reply has one, else the exception's class
+    (``ConnectionError``, ``TimeoutError``), never its text."""
+    found = _ERROR_CODE.match(str(exc))
+    return found.group(1) if found else type(exc).__name__
 
 
 def _cluster_hint(url: str) -> tuple[str, bool]:

@@ -815,8 +815,12 @@ def test_unreachable_server_is_unavailable() -> None:
     failed = sample("router_redis_errors_total", kind="unavailable")
     try:
         for call in calls:
-            with pytest.raises(StoreUnavailableError, match="redis unavailable"):
+            with pytest.raises(StoreUnavailableError, match="redis unavailable") as err:
                 call()
+            # the client learns the kind of failure, never the server's address
+            assert err.value.message == "redis unavailable: ConnectionError"
+            assert f":{port}" in err.value.cause
+            assert f":{port}" in err.value.logged
     finally:
         client.close()
     assert sample("router_redis_errors_total", kind="unavailable") - failed == len(calls)

@@ -147,6 +147,19 @@ def test_rpc_finished_is_at_the_level_its_code_calls_for_with_the_clients_messag
     assert line["details"] == context.message.decode()
 
 
+def test_an_errors_cause_is_logged_and_never_sent(
+    lines: list[MutableMapping[str, Any]],
+) -> None:
+    """A store error's driver text (the server's address, key names) is the line's
+    ``cause``; the client's status message has only the kind of failure."""
+    cause = "Error 111 connecting to 10.0.0.7:6379. Connection refused."
+    error = StoreUnavailableError("redis unavailable: ConnectionError", cause=cause)
+    context = call(GET_CALL, raising(error))
+    line = finished(lines)
+    assert context.message == b"redis unavailable: ConnectionError"
+    assert (line["details"], line["cause"]) == ("redis unavailable: ConnectionError", cause)
+
+
 def test_an_ok_has_no_message_and_only_the_health_checks_ok_is_at_debug(
     lines: list[MutableMapping[str, Any]],
 ) -> None:
