@@ -243,6 +243,7 @@ class MemoryRouting(MemoryBase):
         *,
         policy: Policy | None = None,
         heartbeat_grace: bool = False,
+        policy_tag: str = "",
     ) -> Assignment:
         """``accept_offer.lua``."""
         rules.check_tenant(tenant)
@@ -257,6 +258,8 @@ class MemoryRouting(MemoryBase):
                 raise rules.already_ended(assignment_id, asg.state.value)
             if now >= asg.offer_expires_ms:
                 raise rules.offer_expired(assignment_id)
+            if policy_tag and policy_tag != policy_tag_of(t.policy):
+                raise PolicyChangedError(f"tenant {tenant}: the policy changed since it was read")
             agent = t.agents.get(asg.agent_id)
             if agent is not None and policy is not None and policy.reclaim_on_absence:
                 rules_now = (

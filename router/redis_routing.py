@@ -221,6 +221,7 @@ class RedisRouting(RedisBase):
         *,
         policy: Policy | None = None,
         heartbeat_grace: bool = False,
+        policy_tag: str = "",
     ) -> Assignment:
         """The offer's agent and call (remembered, else read), then one script accepts it."""
         k = Keys(tenant)
@@ -237,6 +238,7 @@ class RedisRouting(RedisBase):
                 k.timeline(call_id),
                 k.ready,
                 k.revs,
+                k.policy,
             ],
             [
                 assignment_id,
@@ -246,8 +248,11 @@ class RedisRouting(RedisBase):
                 rules.sla_targets_ms(policy) if policy is not None else "{}",
                 policy.escalation_group if policy is not None else "",
                 int(policy is not None and policy.reclaim_on_absence),
+                policy_tag,
             ],
         )
+        if reply[0] == "policy":
+            raise PolicyChangedError(f"tenant {tenant}: the policy changed since it was read")
         if reply[0] == "away":
             raise rules.agent_away(assignment_id, reply[1])
         if reply[0] == "not_offer":

@@ -15,7 +15,7 @@ import grpc
 from router import convert, metrics, tracing
 from router.assigner import Assigner, AssignResult, Outcome
 from router.dispatcher import outage_grace_s
-from router.domain import AssignmentState, CallStatus, Channel
+from router.domain import Assignment, AssignmentState, CallStatus, Channel
 from router.domain import Outcome as CallOutcome
 from router.errors import (
     ContentionError,
@@ -35,7 +35,8 @@ WATCH_BLOCK_MS = 1000
 WATCH_BATCH = 200
 MAX_WATCH_TYPES = 32
 POLICY_ATTEMPTS = 3
-"""Complete's and Release's tries when the policy changes under them (then ABORTED: retry)."""
+"""Accept's, Complete's and Release's tries when the policy changes under them (then
+ABORTED: retry)."""
 U64_MAX = 2**64 - 1
 _EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # not \d: it takes any Unicode digit
 _RESULTS = {
@@ -96,18 +97,33 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         """See ``proto/router/v1/routing.proto``."""
         tenant = convert.tenant(request.tenant)
         assignment_id = convert.identifier("assignment_id", request.assignment_id)
-        policy = self._store.known_policy(tenant).policy  # its heartbeat timeout
-        # After an outage, as the dispatcher, let lapsed heartbeats be: this is a sign of life.
-        grace = self._store.unavailable_within(outage_grace_s(policy), tenant)
-        accepted = self._store.accept_offer(
-            tenant,
-            assignment_id,
-            _token(request.fencing_token),
-            policy=policy,
-            heartbeat_grace=grace,
-        )
+        accepted = self._accept(tenant, assignment_id, _token(request.fencing_token))
         bind_call(accepted.call_id)
         return routing_pb2.AcceptResponse(assignment=convert.assignment_to_pb(accepted))
+
+    def _accept(self, tenant: str, assignment_id: str, token: int) -> Assignment:
+        """Accept the offer under the policy this replica knows (its reclaim rule, heartbeat
+        timeout and SLA targets), so nothing is read first; if the policy changed meanwhile
+        (on another replica, say), read it again and retry."""
+        for attempt in range(POLICY_ATTEMPTS):
+            known = self._store.known_policy(tenant, fresh=attempt > 0)
+            policy = known.policy
+            # After an outage, as the dispatcher, let lapsed heartbeats be: a sign of life.
+            grace = self._store.unavailable_within(outage_grace_s(policy), tenant)
+            try:
+                return self._store.accept_offer(
+                    tenant,
+                    assignment_id,
+                    token,
+                    policy=policy,
+                    heartbeat_grace=grace,
+                    policy_tag=known.tag,
+                )
+            except PolicyChangedError:
+                metrics.RETRIES.labels("policy").inc()
+        raise ContentionError(
+            f"assignment {assignment_id}: the policy kept changing; retry with the same token"
+        )
 
     def Reject(  # noqa: N802
         self, request: routing_pb2.RejectRequest, context: grpc.ServicerContext

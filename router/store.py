@@ -435,6 +435,7 @@ class Store(Protocol):
         *,
         policy: Policy | None = None,
         heartbeat_grace: bool = False,
+        policy_tag: str = "",
     ) -> Assignment:
         """OFFERED -> ACTIVE (``answered`` history, ``ACCEPTED`` event, missed offers reset;
         a call waited past ``policy``'s SLA target is flagged breached). Idempotent when
@@ -443,8 +444,11 @@ class Store(Protocol):
         back from agents who leave (``reclaim_on_absence``), for an agent who left since the
         offer was made (not available, inside a scheduled absence, past their shift's end,
         or, unless ``heartbeat_grace``, a heartbeat older than ``heartbeat_timeout_s``):
-        nothing changes, the dispatcher takes the offer back. ``NotFoundError`` if
-        unknown."""
+        nothing changes, the dispatcher takes the offer back. With a ``policy_tag``
+        (``known_policy``'s, whose policy ``policy`` is), an offer still open is refused
+        with ``PolicyChangedError``, nothing written, if the tenant's policy is no longer
+        the one the tag names (another replica changed it: read it again). ``NotFoundError``
+        if unknown."""
         ...
 
     def decline_offer(

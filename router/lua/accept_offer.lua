@@ -1,11 +1,14 @@
 -- OFFERED -> ACTIVE.
 -- KEYS: 1 asg, 2 agent, 3 call, 4 events, 5 offers, 6 history, 7 timeline, 8 idx:ready,
---       9 idx:revs  (agent and call as read from the asg hash, which never changes them)
+--       9 idx:revs, 10 policy  (agent and call as read from the asg hash, which never changes
+--       them)
 -- ARGV: 1 now|'', 2 assignment id, 3 token, 4 maxlen, 5 heartbeat timeout ms (0 = off),
 --       6 SLA targets JSON (ms per channel: store_common.sla_targets_ms), 7 escalation group,
---       8 '1' refuse an agent who left (the dispatcher takes the offer back) | '0' not
+--       8 '1' refuse an agent who left (the dispatcher takes the offer back) | '0' not,
+--       9 SHA-1 of the policy JSON ARGV 5-8 come from ('' = no check)
 -- -> {'missing'} | {'stale'} | {'unchanged', asg} | {'not_offer'} | {'already', state}
---    | {'expired'} | {'away', reason} (the agent left: eligibility.left_reason)
+--    | {'expired'} | {'policy'} (the policy is no longer the one ARGV 9 names: nothing
+--    written) | {'away', reason} (the agent left: eligibility.left_reason)
 --    | {'ok', asg, breached '1'|'0' (the call had waited past its target: flagged now)}
 local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
@@ -17,6 +20,9 @@ if h[2] == 'active' then
 end
 if h[2] ~= 'offered' then return {'already', h[2]} end
 if now >= tonumber(h[3]) then return {'expired'} end
+if ARGV[9] ~= '' and redis.sha1hex(redis.call('GET', KEYS[10]) or '') ~= ARGV[9] then
+  return {'policy'}
+end
 local a = redis.call('HMGET', KEYS[2], 'presence', 'heartbeat', 'profile')
 if a[1] and ARGV[8] == '1' then
   local timeout = tonumber(ARGV[5])

@@ -117,7 +117,9 @@ class RoutingServiceServicer:
         policy takes work back from agents who leave (`reclaim_on_absence`), an agent who left
         since the offer was made (not available, inside a scheduled absence, past their shift's
         end, a lapsed heartbeat unless Redis was just unavailable: the dispatcher takes the
-        offer back). Retrying a successful Accept returns the same assignment.
+        offer back). Retrying a successful Accept returns the same assignment. The policy
+        applied is the tenant's current one, wherever it was changed; ABORTED (rare: it kept
+        changing while the offer was accepted) changes nothing: retry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,7 +55,9 @@ class RoutingServiceStub:
     policy takes work back from agents who leave (`reclaim_on_absence`), an agent who left
     since the offer was made (not available, inside a scheduled absence, past their shift's
     end, a lapsed heartbeat unless Redis was just unavailable: the dispatcher takes the
-    offer back). Retrying a successful Accept returns the same assignment.
+    offer back). Retrying a successful Accept returns the same assignment. The policy
+    applied is the tenant's current one, wherever it was changed; ABORTED (rare: it kept
+    changing while the offer was accepted) changes nothing: retry.
     """
     Reject: _grpc.UnaryUnaryMultiCallable[_routing_pb2.RejectRequest, _routing_pb2.RejectResponse]
     """The agent declines an offered call: it goes back to the queue with its original age and
@@ -132,7 +134,9 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     policy takes work back from agents who leave (`reclaim_on_absence`), an agent who left
     since the offer was made (not available, inside a scheduled absence, past their shift's
     end, a lapsed heartbeat unless Redis was just unavailable: the dispatcher takes the
-    offer back). Retrying a successful Accept returns the same assignment.
+    offer back). Retrying a successful Accept returns the same assignment. The policy
+    applied is the tenant's current one, wherever it was changed; ABORTED (rare: it kept
+    changing while the offer was accepted) changes nothing: retry.
     """
     Reject: _aio.UnaryUnaryMultiCallable[_routing_pb2.RejectRequest, _routing_pb2.RejectResponse]  # type: ignore[assignment]
     """The agent declines an offered call: it goes back to the queue with its original age and
@@ -218,7 +222,9 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         policy takes work back from agents who leave (`reclaim_on_absence`), an agent who left
         since the offer was made (not available, inside a scheduled absence, past their shift's
         end, a lapsed heartbeat unless Redis was just unavailable: the dispatcher takes the
-        offer back). Retrying a successful Accept returns the same assignment.
+        offer back). Retrying a successful Accept returns the same assignment. The policy
+        applied is the tenant's current one, wherever it was changed; ABORTED (rare: it kept
+        changing while the offer was accepted) changes nothing: retry.
         """
 
     @_abc_1.abstractmethod

@@ -1262,6 +1262,29 @@ def test_a_stale_policy_tag_writes_nothing(harness: StoreHarness) -> None:
     assert again.assignment == done.assignment
 
 
+def test_accepting_with_a_stale_policy_tag_writes_nothing(harness: StoreHarness) -> None:
+    """Accept under a policy that changed since its tag was read is refused
+    (``PolicyChangedError``) with nothing written; with the fresh tag the offer is taken."""
+    store = harness.store
+    available(store, "a")
+    enqueue(harness, "c1")
+    offer = dispatch(store, "c1", "a", offer_s=60)
+    assert offer.state == AssignmentState.OFFERED
+    old = store.known_policy(T)
+    store.put_policy(T, dataclasses.replace(old.policy, max_queue=50))
+    before = harness.dump()
+    with pytest.raises(PolicyChangedError):
+        store.accept_offer(
+            T, offer.assignment_id, offer.token, policy=old.policy, policy_tag=old.tag
+        )
+    assert harness.dump() == before
+    fresh = store.known_policy(T, fresh=True)
+    accepted = store.accept_offer(
+        T, offer.assignment_id, offer.token, policy=fresh.policy, policy_tag=fresh.tag
+    )
+    assert accepted.state == AssignmentState.ACTIVE
+
+
 def test_release_requeues_with_the_original_age(harness: StoreHarness) -> None:
     """An agent releasing unfinished work frees the slot; the call goes back to the queue
     with its original ``enqueued_ms`` (ahead of later calls) and the agent excluded."""

@@ -347,6 +347,50 @@ def test_complete_follows_a_policy_changed_through_another_replica(
     assert retries("policy") - retried == 1  # the stale policy refused, read again
 
 
+def test_accept_follows_a_policy_changed_through_another_replica(
+    idle_pair: tuple[Service, Service],
+) -> None:
+    """Accept checks the agent under the policy its replica last read, unless the policy
+    changed since (the store checks): with offers taken back from agents who leave turned on
+    through another replica, which also sets the agent offline, this replica's Accept is
+    FAILED_PRECONDITION, not an accepted chat held by an offline agent."""
+    service, other = idle_pair
+    chat = pb.ChannelSetting(
+        channel=pb.CHANNEL_CHAT, default_capacity=1, offer_timeout=Duration(seconds=120)
+    )
+    service.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(
+            tenant=service.tenant,
+            policy=pb.Policy(channels=[chat], reclaim_on_absence=False),
+            update_mask=field_mask_pb2.FieldMask(paths=["channels", "reclaim_on_absence"]),
+        )
+    )
+    service.agent("a1", skills={"billing": 5})
+    offer = service.assign("c1", channel=pb.CHANNEL_CHAT).assignment
+    assert offer.state == pb.ASSIGNMENT_STATE_OFFERED
+    other.policies.UpdatePolicy(
+        admin_pb2.UpdatePolicyRequest(
+            tenant=service.tenant,
+            policy=pb.Policy(reclaim_on_absence=True),
+            update_mask=field_mask_pb2.FieldMask(paths=["reclaim_on_absence"]),
+        )
+    )
+    other.presence("a1", pb.PRESENCE_OFFLINE)
+    retried = retries("policy")
+    with pytest.raises(grpc.RpcError) as err:
+        service.routing.Accept(
+            routing_pb2.AcceptRequest(
+                tenant=service.tenant,
+                assignment_id=offer.assignment_id,
+                fencing_token=offer.fencing_token,
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "offline" in (err.value.details() or "")
+    assert retries("policy") - retried == 1  # the stale policy refused, read again
+    assert service.get_call("c1").status == pb.CALL_STATUS_OFFERED
+
+
 def test_release_after_a_policy_change_on_another_replica_requeues(
     service: Service, second_replica: Service
 ) -> None:
