@@ -53,7 +53,7 @@ import structlog
 from router import deadline, logs, metrics, tracing
 from router.assigner import deciding, rng_for
 from router.domain import AGENT_UNIT_BUDGET, AgentSnapshot, Call, Channel, Policy, Snapshot
-from router.eligibility import eligible_until_ms, is_present, left_reason
+from router.eligibility import eligible_until_ms, gone_reason, is_present, left_reason
 from router.engine import decide
 from router.errors import FailedPreconditionError, NotFoundError, RouterError
 from router.forecast import PoolTerms, agents_for, pool_key, pool_terms, sla_state, wait_at
@@ -136,17 +136,30 @@ def outage_grace_s(policy: Policy) -> float:
     return max(float(policy.heartbeat_timeout_s), OUTAGE_GRACE_S)
 
 
-def _holds_movable(agent: AgentSnapshot, policy: Policy) -> bool:
-    """The agent holds work that could move: offers, or reclaimable channels (not in wrap-up)."""
-    return any(
-        work.wrap_until_ms == 0 and (work.offered or work.channel in policy.reclaim_channels)
-        for work in agent.active
-    )
+def _movable(agent: AgentSnapshot, policy: Policy) -> tuple[bool, bool]:
+    """Whether the agent holds offers, and accepted work on ``reclaim_channels`` (neither in
+    wrap-up): the work that moves when its holder leaves."""
+    live = [work for work in agent.active if work.wrap_until_ms == 0]
+    offered = any(work.offered for work in live)
+    accepted = any(not work.offered and work.channel in policy.reclaim_channels for work in live)
+    return offered, accepted
+
+
+def reclaim_channels(agent: AgentSnapshot, now_ms: int, policy: Policy) -> frozenset[Channel]:
+    """The channels whose accepted work moves from the agent now: ``reclaim_channels`` when
+    they have left it (``eligibility.gone_reason``), else none (offers move as soon as the
+    agent is not available: ``left_reason``)."""
+    return policy.reclaim_channels if gone_reason(agent, now_ms, policy) else frozenset()
 
 
 def must_reclaim(agent: AgentSnapshot, now_ms: int, policy: Policy) -> bool:
-    """Whether the agent left with work that could move: offers, or reclaimable channels."""
-    return _holds_movable(agent, policy) and bool(left_reason(agent, now_ms, policy))
+    """Whether the agent left with work that could move: offers once they are not available
+    or left (``left_reason``), accepted work on ``reclaim_channels`` once they left it
+    (``gone_reason``: being busy, on a break or not responding keeps it)."""
+    offered, accepted = _movable(agent, policy)
+    return (offered and bool(left_reason(agent, now_ms, policy))) or (
+        accepted and bool(gone_reason(agent, now_ms, policy))
+    )
 
 
 def reclaim_due_ms(agent: AgentSnapshot, now_ms: int, policy: Policy) -> int | None:
@@ -155,9 +168,9 @@ def reclaim_due_ms(agent: AgentSnapshot, now_ms: int, policy: Policy) -> int | N
     policy that takes none back). Only a change to the agent or the policy, or the store's
     outage grace (which only delays reclaiming), can make it hold earlier: a heartbeat
     lapsing, an absence starting, the shift ending are all known in advance."""
-    if not policy.reclaim_on_absence or not _holds_movable(agent, policy):
+    if not policy.reclaim_on_absence or not any(_movable(agent, policy)):
         return None
-    if left_reason(agent, now_ms, policy):
+    if must_reclaim(agent, now_ms, policy):
         return now_ms
     profile = agent.profile
     dues = [absence.start_ms for absence in profile.absences if absence.start_ms > now_ms]
@@ -495,7 +508,7 @@ class Dispatcher:
                 taken = self._store.reclaim(
                     tenant,
                     agent.agent_id,
-                    channels=policy.reclaim_channels,
+                    channels=reclaim_channels(agent, snapshot.now_ms, rules),
                     policy=policy,
                     seen=agent,
                 )

@@ -130,16 +130,42 @@ _LEFT = {
 }
 
 
+KEEPS_ACCEPTED = frozenset({Presence.BUSY, Presence.BREAK, Presence.NOT_RESPONDING})
+"""Presences that take no new work (offers included) but keep work already accepted: an
+agent in a meeting, on a coffee break or who missed offers is still at work."""
+
+
 def left_reason(agent: AgentSnapshot, now_ms: int, policy: Policy) -> str:
-    """Why the agent has left work already offered to or held by them ('' when not): rules
-    1-3, or a shift that has ended. The dispatcher takes movable work back for it
-    (``dispatcher.must_reclaim``) and Accept refuses an offer (``accept_offer.lua`` says the
-    same)."""
+    """Why the agent has left work offered to them ('' when not): rules 1-3, or a shift that
+    has ended. The dispatcher takes offers back for it (``dispatcher.must_reclaim``) and
+    Accept refuses an offer (``accept_offer.lua`` says the same)."""
     excluded = absence_reason(agent, now_ms, policy)
     if excluded is Exclusion.NOT_AVAILABLE:
         return f"agent is {agent.presence.value}"
     if excluded is not None:
         return _LEFT[excluded]
+    if 0 < agent.profile.shift_end_ms <= now_ms:
+        return "agent's shift has ended"
+    return ""
+
+
+def gone_reason(agent: AgentSnapshot, now_ms: int, policy: Policy) -> str:
+    """Why the agent has left work they accepted ('' when not): as ``left_reason``, except
+    that a presence of ``KEEPS_ACCEPTED`` is no reason (offline and away are; so are a
+    lapsed heartbeat, an absence and the shift's end, whatever the presence). The
+    dispatcher takes accepted work on ``reclaim_channels`` back for it."""
+    if agent.presence in KEEPS_ACCEPTED:
+        return _away(agent, now_ms, policy)
+    return left_reason(agent, now_ms, policy)
+
+
+def _away(agent: AgentSnapshot, now_ms: int, policy: Policy) -> str:
+    """``left_reason`` with the presence left out."""
+    timeout_ms = policy.heartbeat_timeout_s * 1000
+    if timeout_ms > 0 and now_ms - agent.heartbeat_ms > timeout_ms:
+        return _LEFT[Exclusion.HEARTBEAT_EXPIRED]
+    if any(absence.covers(now_ms) for absence in agent.profile.absences):
+        return _LEFT[Exclusion.SCHEDULED_ABSENCE]
     if 0 < agent.profile.shift_end_ms <= now_ms:
         return "agent's shift has ended"
     return ""

@@ -25,9 +25,11 @@ What mirrors the service (``router.assigner``, ``router.dispatcher``, ``router.m
   pass are examined (the service looks at every queued call each second);
 - completion frees the slot after the channel's wrap-up; the outcome (``simulations.outcomes``)
   is folded into the agent's performance with ``scoring.performance``, as ``Complete`` does;
-- presence: shifts, breaks and scheduled absences; agents who leave keep working on what
-  they hold, except work on ``reclaim_channels``, which is reclaimed (re-queued with its
-  original age, never offered to them again) when ``reclaim_on_absence`` is set;
+- presence: shifts, breaks and scheduled absences; agents who leave (a shift's end, an
+  absence's start) keep working on what they hold, except work on ``reclaim_channels``,
+  which is reclaimed (re-queued with its original age, never offered to them again) when
+  ``reclaim_on_absence`` is set; an agent on a break keeps it all, as the service keeps
+  accepted work with an agent on ``BREAK`` (``router.eligibility.gone_reason``);
 - a queue time limit (``max_wait_s`` of the call's channel) takes a call still waiting that
   long after it arrived off the queue as expired, before the pass of that millisecond (the
   dispatcher expires calls before it places any; it does so at its passes, within about a
@@ -100,11 +102,21 @@ from simulations.model import SIM_EPOCH_MS, AgentSpec, Scenario, epoch_ms, queue
 from simulations.passes import Dispatcher
 from simulations.trace import TraceCall, arrival_ordered, generate_trace
 from simulations.waiting import Waiting, WaitingQueue
-from simulations.workforce import SimAgent, Work, Workforce, presence_changes
+from simulations.workforce import (
+    ABSENCE_START,
+    SHIFT_END,
+    SimAgent,
+    Work,
+    Workforce,
+    presence_changes,
+)
 
 COMPLETE, WRAP_END, PRESENCE, ABANDON, EXPIRE, ARRIVAL, WAKE = range(7)
 HISTORY_WINDOW_MS = 15 * 60 * 1000
 """Completions counted for the forecast's observed service rate (the dispatcher's window)."""
+
+LEAVING = frozenset({SHIFT_END, ABSENCE_START})
+"""Presence changes that take back accepted work on ``reclaim_channels`` (a break does not)."""
 
 
 @dataclass(slots=True)
@@ -559,7 +571,7 @@ class _Simulation:
         if after and not before:
             self.dispatcher.gained_room(agent)
             self.dirty = True
-        elif before and not after and self.policy.reclaim_on_absence:
+        elif kind in LEAVING and self.policy.reclaim_on_absence:  # a break keeps the work
             self._reclaim(agent)
 
     def _reclaim(self, agent: SimAgent) -> None:

@@ -89,7 +89,12 @@ class _PresenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Presence.Val
     """
 
 class Presence(_Presence, metaclass=_PresenceEnumTypeWrapper):
-    """What an agent said about their availability. Only AVAILABLE agents receive work."""
+    """What an agent said about their availability. Only AVAILABLE agents receive work. With
+    `Policy.reclaim_on_absence`, offers are taken back from an agent in any other presence;
+    work they accepted (on `reclaim_channels`) only once they are OFFLINE or AWAY, or their
+    heartbeat lapses, an absence starts or their shift ends: BUSY, BREAK and NOT_RESPONDING
+    keep it.
+    """
 
 PRESENCE_UNSPECIFIED: Presence.ValueType  # 0
 """Not set: refused where a presence is required; in filters it matches every presence."""
@@ -278,8 +283,9 @@ class _AssignmentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Assig
     ASSIGNMENT_STATE_TIMED_OUT: _AssignmentState.ValueType  # 7
     """The offer expired unanswered; the call went back to the queue with its age."""
     ASSIGNMENT_STATE_RECLAIMED: _AssignmentState.ValueType  # 8
-    """Taken back because the agent left (offline, heartbeat lost, absence, shift end); the
-    call went back to the queue with its age.
+    """Taken back because the agent left (offline or away, heartbeat lost, absence, shift
+    end; an offer also when they are busy, on a break or not responding); the call went
+    back to the queue with its age.
     """
 
 class AssignmentState(_AssignmentState, metaclass=_AssignmentStateEnumTypeWrapper):
@@ -302,8 +308,9 @@ ASSIGNMENT_STATE_REJECTED: AssignmentState.ValueType  # 6
 ASSIGNMENT_STATE_TIMED_OUT: AssignmentState.ValueType  # 7
 """The offer expired unanswered; the call went back to the queue with its age."""
 ASSIGNMENT_STATE_RECLAIMED: AssignmentState.ValueType  # 8
-"""Taken back because the agent left (offline, heartbeat lost, absence, shift end); the
-call went back to the queue with its age.
+"""Taken back because the agent left (offline or away, heartbeat lost, absence, shift
+end; an offer also when they are busy, on a break or not responding); the call went
+back to the queue with its age.
 """
 Global___AssignmentState: _TypeAlias = AssignmentState  # noqa: Y015
 
@@ -1326,7 +1333,9 @@ class Policy(_message.Message):
     max_missed_offers: _builtins.int
     """Missed offers in a row before an agent becomes NOT_RESPONDING (0: never; max 100)."""
     reclaim_on_absence: _builtins.bool
-    """Reclaim offers (and accepted work on `reclaim_channels`) from agents who leave."""
+    """Reclaim offers (and accepted work on `reclaim_channels`) from agents who leave (see
+    `Presence` for which presences keep accepted work).
+    """
     max_queue: _builtins.int
     """Calls that may wait per tenant before Assign answers RESOURCE_EXHAUSTED (1-1000000)."""
     @_builtins.property

@@ -446,6 +446,33 @@ def test_offers_are_reclaimed_when_the_agent_goes_offline(service: Service) -> N
     assert _counted("router_reclaimed_total", reclaimed + 1, tenant="acme") == reclaimed + 1
 
 
+def test_a_break_keeps_accepted_email_and_logging_off_moves_it(service: Service) -> None:
+    """An agent who goes on a break (or busy, or is set not responding) keeps the email they
+    accepted: the dispatcher's passes leave it with them; logging off moves it to another
+    agent."""
+    email = pb.ChannelSetting(channel=pb.CHANNEL_EMAIL, default_capacity=1)
+    _channels(service, email)
+    service.agent("a1", skills={"billing": 9})
+    held = service.assign("c1", channel=pb.CHANNEL_EMAIL).assignment
+    assert held.agent_id == "a1"
+    service.agent("a2", skills={"billing": 2})
+    service.running.dispatcher.stop()  # the passes below are the test's own
+    for presence in (pb.PRESENCE_BREAK, pb.PRESENCE_BUSY, pb.PRESENCE_NOT_RESPONDING):
+        service.presence("a1", presence)
+        service.running.dispatcher.run_once(service.tenant)
+        call = service.get_call("c1")
+        assert (call.status, call.assignment.assignment_id) == (
+            pb.CALL_STATUS_ASSIGNED,
+            held.assignment_id,
+        )
+    service.presence("a1", pb.PRESENCE_OFFLINE)
+    service.running.dispatcher.run_once(service.tenant)
+    service.running.dispatcher.run_once(service.tenant)  # places it again
+    call = service.get_call("c1")
+    assert call.assignment.agent_id == "a2"
+    assert "RECLAIMED" in [e.type for e in call.timeline]
+
+
 def test_widening_lets_a_waiting_call_reach_lower_levels(service: Service) -> None:
     """After the widening threshold a call accepts a lower skill level, and says so."""
     service.policies.UpdatePolicy(

@@ -221,8 +221,8 @@ def test_shortlist_keeps_the_engines_choice(monkeypatch: pytest.MonkeyPatch) -> 
     assert sum(checked) > 3 * len(checked), "shortlists must leave agents out"
 
 
-# Email agents who step away and come back while the work taken from them still waits: a
-# reclaimed call has declined its agent, and no pass may hand it back to them.
+# Email agents who step away (short absences) and come back while the work taken from them
+# still waits: a reclaimed call has declined its agent, and no pass may hand it back to them.
 RECLAIMS: dict[str, Any] = {
     "name": "reclaims_check",
     "duration_s": 7200,
@@ -233,13 +233,13 @@ RECLAIMS: dict[str, Any] = {
     "agents": [
         {
             "team": "mail",
-            "id_prefix": "mail",
-            "count": 3,
-            "breaks": [
-                {"start": "00:20", "duration_s": 120, "spread_s": 1800},
-                {"start": "01:00", "duration_s": 120, "spread_s": 1800},
+            "id": f"mail-{n}",
+            "absences": [  # two minutes every ten, staggered by three
+                {"start": f"0{m // 60}:{m % 60:02d}", "end": f"0{m // 60}:{m % 60 + 2:02d}"}
+                for m in range(10 + 3 * n, 115, 10)
             ],
-        },
+        }
+        for n in range(3)
     ],
     "arrivals": [
         {
@@ -251,17 +251,41 @@ RECLAIMS: dict[str, Any] = {
         },
     ],
 }
+BREAKS: dict[str, Any] = {
+    **RECLAIMS,
+    "name": "breaks_check",
+    "agents": [
+        {
+            "team": "mail",
+            "id_prefix": "mail",
+            "count": 3,
+            "breaks": [
+                {"start": "00:20", "duration_s": 120, "spread_s": 1800},
+                {"start": "01:00", "duration_s": 120, "spread_s": 1800},
+            ],
+        },
+    ],
+}
+
+
+def test_an_agent_on_a_break_keeps_the_work_they_accepted() -> None:
+    """As the service keeps accepted work with an agent on ``BREAK``, the simulator takes
+    nothing back when a break starts (an absence's start does: above)."""
+    scenario = parse_scenario(BREAKS, name="breaks_check")
+    result = simulate(scenario, seed=5, policy=Strategy.LONGEST_IDLE, escalate=False)
+    assert sum(r.reclaimed for r in result.records) == 0
+    assert len(result.records) >= 50
 
 
 @pytest.mark.parametrize("seed", [5, 7])
 @pytest.mark.parametrize("strategy", [s for s in Strategy if s is not Strategy.BALANCED])
 def test_a_reclaimed_call_is_not_handed_back_to_its_agent(strategy: Strategy, seed: int) -> None:
-    """Work taken back from an agent who went on a break waits while they return; the fast
+    """Work taken back from an agent who left for an absence waits while they return; the fast
     passes decide exactly as the reference, which applies the call's decline of that agent:
     the agent's slot goes to the next call in line, and a lone call that declined the first
     free agent in the strategy's order goes to the next one."""
     scenario = parse_scenario(RECLAIMS, name="reclaims_check")
     fast = simulate(scenario, seed=seed, policy=strategy, escalate=False)
     slow = simulate(scenario, seed=seed, policy=strategy, escalate=False, reference=True)
-    assert sum(r.reclaimed for r in fast.records) >= 5, "breaks must reclaim work"
+    assert sum(r.reclaimed for r in fast.records) >= 5, "absences must reclaim work"
     assert _decisions(fast) == _decisions(slow)

@@ -18,6 +18,7 @@ from router.dispatcher import (
     Dispatcher,
     DispatchReport,
     must_reclaim,
+    reclaim_channels,
     reclaim_due_ms,
     widen_for_risk,
 )
@@ -318,6 +319,33 @@ def test_only_movable_work_of_absent_agents_is_reclaimed() -> None:
         here, profile=AgentProfile("a", shift_end_ms=now - 1), active=(email,)
     )
     assert must_reclaim(ending, now, policy)
+    assert reclaim_channels(ending, now, policy) == policy.reclaim_channels
+
+
+@pytest.mark.parametrize("presence", [Presence.BUSY, Presence.BREAK, Presence.NOT_RESPONDING])
+def test_an_agent_busy_on_a_break_or_not_responding_keeps_accepted_work(
+    presence: Presence,
+) -> None:
+    """Such an agent takes no new work and loses their offers, but an email they accepted
+    stays with them (its channel is not reclaimed) unless they also left: a lapsed
+    heartbeat, an absence, the shift's end."""
+    policy = Policy()
+    now = 10_000_000
+    email = ActiveWork("e", Channel.EMAIL, 20, now - 5000)
+    offer = ActiveWork("o", Channel.CHAT, 25, now - 5000, offered=True)
+    agent = AgentSnapshot(AgentProfile("a"), presence=presence, heartbeat_ms=now, active=(email,))
+    assert not must_reclaim(agent, now, policy)
+    assert reclaim_due_ms(agent, now, policy) == now + policy.heartbeat_timeout_s * 1000 + 1
+    offering = dataclasses.replace(agent, active=(email, offer))
+    assert must_reclaim(offering, now, policy)
+    assert reclaim_channels(offering, now, policy) == frozenset()  # the offer only
+    lapsed = dataclasses.replace(agent, heartbeat_ms=now - policy.heartbeat_timeout_s * 1000 - 1)
+    assert must_reclaim(lapsed, now, policy)
+    assert reclaim_channels(lapsed, now, policy) == policy.reclaim_channels
+    for gone in (Presence.OFFLINE, Presence.AWAY):
+        left = dataclasses.replace(agent, presence=gone)
+        assert must_reclaim(left, now, policy)
+        assert reclaim_channels(left, now, policy) == policy.reclaim_channels
 
 
 NOW = 10_000_000
