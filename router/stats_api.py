@@ -9,6 +9,12 @@ from router.store import Store
 from router.v1 import routing_pb2
 
 MAX_QUEUE_READ = 10_000
+MAX_SKILLS = 1_000
+"""Skills a GetStats answer lists (the deepest); the rest are counted in ``skills_omitted``."""
+MAX_AGENTS = 10_000
+"""Agents a GetStats answer lists (in id order); the rest are counted in ``agents_omitted``.
+With ``MAX_SKILLS``, the answer stays far under the 4 MiB a gRPC client takes by default
+(skill names and agent ids are at most 64 characters)."""
 
 
 def stats_to_pb(store: Store, tenant: str) -> routing_pb2.GetStatsResponse:
@@ -19,13 +25,15 @@ def stats_to_pb(store: Store, tenant: str) -> routing_pb2.GetStatsResponse:
     history = store.history(tenant, now - HISTORY_READ_MS)
     records = [CallRecord(call, CallStatus.QUEUED, None, now) for call in view.calls]
     stats = live_stats(records, snapshot.agents, history, snapshot.policy, now)
+    depths = sorted(stats.queue_depth_by_skill.items(), key=lambda item: (-item[1], item[0]))
+    agents = sorted(snapshot.agents, key=lambda agent: agent.agent_id)
     response = routing_pb2.GetStatsResponse(
         as_of=timestamp(now),
         queued=view.depth,
         longest_wait=duration(stats.longest_wait_ms / 1000),
         skills=[
             routing_pb2.SkillDepth(skill=skill, queued=count)
-            for skill, count in stats.queue_depth_by_skill.items()
+            for skill, count in depths[:MAX_SKILLS]
         ],
         presence=[
             routing_pb2.PresenceCount(presence=number, agents=stats.agents_by_presence[presence])
@@ -37,8 +45,10 @@ def stats_to_pb(store: Store, tenant: str) -> routing_pb2.GetStatsResponse:
                 occupancy=round(stats.occupancy[agent.agent_id], 4),
                 units_used=agent.units_used,
             )
-            for agent in sorted(snapshot.agents, key=lambda agent: agent.agent_id)
+            for agent in agents[:MAX_AGENTS]
         ],
+        skills_omitted=max(0, len(depths) - MAX_SKILLS),
+        agents_omitted=max(0, len(agents) - MAX_AGENTS),
     )
     for channel in Channel:
         item = routing_pb2.ChannelStats(

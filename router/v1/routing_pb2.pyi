@@ -509,8 +509,16 @@ class GetStatsResponse(_message.Message):
     SKILLS_FIELD_NUMBER: _builtins.int
     PRESENCE_FIELD_NUMBER: _builtins.int
     AGENTS_FIELD_NUMBER: _builtins.int
+    SKILLS_OMITTED_FIELD_NUMBER: _builtins.int
+    AGENTS_OMITTED_FIELD_NUMBER: _builtins.int
     queued: _builtins.int
     """All calls waiting."""
+    skills_omitted: _builtins.int
+    """Required skills of the waiting calls read beyond the 1,000 in `skills` (0: none left
+    out). The answer stays within what any gRPC client accepts (4 MiB by default).
+    """
+    agents_omitted: _builtins.int
+    """Agents beyond the 10,000 in `agents` (0: none left out)."""
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """When they were computed (server time)."""
@@ -528,7 +536,7 @@ class GetStatsResponse(_message.Message):
 
     @_builtins.property
     def skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillDepth]:
-        """Queue depth per required skill."""
+        """Queue depth per required skill, deepest first (ties by name): the 1,000 deepest."""
 
     @_builtins.property
     def presence(self) -> _containers.RepeatedCompositeFieldContainer[Global___PresenceCount]:
@@ -536,7 +544,9 @@ class GetStatsResponse(_message.Message):
 
     @_builtins.property
     def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentOccupancy]:
-        """Occupancy per agent, in agent-id order."""
+        """Occupancy per agent, in agent-id order: the first 10,000 (ListAgents pages through
+        every agent, each with its occupancy).
+        """
 
     def __init__(
         self,
@@ -548,10 +558,12 @@ class GetStatsResponse(_message.Message):
         skills: _abc.Iterable[Global___SkillDepth] | None = ...,
         presence: _abc.Iterable[Global___PresenceCount] | None = ...,
         agents: _abc.Iterable[Global___AgentOccupancy] | None = ...,
+        skills_omitted: _builtins.int = ...,
+        agents_omitted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "longest_wait", b"longest_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "as_of", b"as_of", "channels", b"channels", "longest_wait", b"longest_wait", "presence", b"presence", "queued", b"queued", "skills", b"skills"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "agents_omitted", b"agents_omitted", "as_of", b"as_of", "channels", b"channels", "longest_wait", b"longest_wait", "presence", b"presence", "queued", b"queued", "skills", b"skills", "skills_omitted", b"skills_omitted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,7 +6,9 @@ import random
 
 import pytest
 
+from router import stats_api
 from router.domain import (
+    AgentProfile,
     Call,
     CallRecord,
     CallStatus,
@@ -16,8 +18,10 @@ from router.domain import (
     SkillRequirement,
     WorkSpan,
 )
+from router.memory_store import MemoryStore
 from router.stats import TenantStats, live_stats
 from router.store import HistoryEntry
+from tests.helpers import FakeClock
 from tests.unit.factories import HOUR_MS, MINUTE_MS, NOW, make_agent, work
 
 
@@ -307,3 +311,34 @@ def test_the_history_figures_match_the_plain_count(seed: int) -> None:
     policy = Policy(sla=sla)
     stats = live_stats([], [], in_order(history), policy, NOW)
     assert _figures(stats) == pytest.approx(_reference(in_order(history), policy, NOW))
+
+
+def test_get_stats_lists_the_deepest_skills_and_the_first_agents_and_counts_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The answer's skill and agent lists are bounded (a queue of calls each needing its own
+    skills, or a huge team, once made it larger than any gRPC client takes): the deepest
+    skills first, ties by name; agents in id order; what is left out is counted."""
+    monkeypatch.setattr(stats_api, "MAX_SKILLS", 2)
+    monkeypatch.setattr(stats_api, "MAX_AGENTS", 2)
+    store = MemoryStore(FakeClock())
+    for agent_id in ("c", "a", "b"):
+        store.create_agent("t", AgentProfile(agent_id))
+    needs = {"q1": ("x", "y"), "q2": ("y", "z"), "q3": ("w",), "q4": ("y", "w")}
+    for call_id, skills in needs.items():
+        required = tuple(SkillRequirement(skill, 1) for skill in skills)
+        store.enqueue("t", call_id, "fp", Call(call_id, Channel.CHAT, required), policy=Policy())
+    answer = stats_api.stats_to_pb(store, "t")
+    assert [(s.skill, s.queued) for s in answer.skills] == [("y", 3), ("w", 2)]
+    assert answer.skills_omitted == 2  # x and z, one call each
+    assert [a.agent_id for a in answer.agents] == ["a", "b"]
+    assert answer.agents_omitted == 1
+    monkeypatch.setattr(stats_api, "MAX_SKILLS", 1_000)
+    monkeypatch.setattr(stats_api, "MAX_AGENTS", 10_000)
+    whole = stats_api.stats_to_pb(store, "t")
+    assert (len(whole.skills), whole.skills_omitted, len(whole.agents), whole.agents_omitted) == (
+        4,
+        0,
+        3,
+        0,
+    )
