@@ -283,7 +283,9 @@ def contention(what: str) -> ContentionError:
 
 def agent_busy(agent_id: str, active: int) -> FailedPreconditionError:
     """Deleting an agent that still holds work."""
-    return FailedPreconditionError(f"agent {agent_id} holds {active} active assignment(s)")
+    return FailedPreconditionError(
+        f"agent {agent_id} holds {active} assignment(s) (offered, active or in wrap-up)"
+    )
 
 
 def call_assigned(call_id: str, assignment_id: str) -> FailedPreconditionError:

@@ -120,7 +120,8 @@ class AgentAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteAgent(self, request, context):
-        """Remove an agent. FAILED_PRECONDITION while it holds active assignments.
+        """Remove an agent. FAILED_PRECONDITION while it holds work: an offer, an active
+        assignment, or one in wrap-up after Complete.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -49,7 +49,9 @@ class AgentAdminServiceStub:
     Assign on, work already offered or held stays).
     """
     DeleteAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteAgentRequest, _empty_pb2.Empty]
-    """Remove an agent. FAILED_PRECONDITION while it holds active assignments."""
+    """Remove an agent. FAILED_PRECONDITION while it holds work: an offer, an active
+    assignment, or one in wrap-up after Complete.
+    """
     GetAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetAgentRequest, _types_pb2.Agent]
     """One agent with live status."""
     ListAgents: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAgentsRequest, _admin_pb2.ListAgentsResponse]
@@ -99,7 +101,9 @@ class AgentAdminServiceAsyncStub(AgentAdminServiceStub):
     Assign on, work already offered or held stays).
     """
     DeleteAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteAgentRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Remove an agent. FAILED_PRECONDITION while it holds active assignments."""
+    """Remove an agent. FAILED_PRECONDITION while it holds work: an offer, an active
+    assignment, or one in wrap-up after Complete.
+    """
     GetAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetAgentRequest, _types_pb2.Agent]  # type: ignore[assignment]
     """One agent with live status."""
     ListAgents: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAgentsRequest, _admin_pb2.ListAgentsResponse]  # type: ignore[assignment]
@@ -170,7 +174,9 @@ class AgentAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.DeleteAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Remove an agent. FAILED_PRECONDITION while it holds active assignments."""
+        """Remove an agent. FAILED_PRECONDITION while it holds work: an offer, an active
+        assignment, or one in wrap-up after Complete.
+        """
 
     @_abc_1.abstractmethod
     def GetAgent(

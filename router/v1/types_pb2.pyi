@@ -853,7 +853,9 @@ Global___Event: _TypeAlias = Event  # noqa: Y015
 
 @_typing.final
 class Absence(_message.Message):
-    """A scheduled absence."""
+    """A scheduled absence: an interval of instants (Timestamps are UTC), so daylight-saving
+    changes never move it; convert local times to instants before sending them.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1067,6 +1069,7 @@ class Agent(_message.Message):
         """End of the agent's current shift (set daily by workforce management); unset: unknown
         (1970-01-01T00:00:00Z itself, to the millisecond, is refused: it reads as unset).
         Work expected to outlast it is not routed to the agent, and offers are reclaimed at it.
+        An instant (UTC): the agent's `timezone` plays no part in this or any other hard rule.
         """
 
     def __init__(

@@ -676,7 +676,7 @@ def test_delete_refuses_an_agent_with_work(store: Store) -> None:
     """An agent holding active work cannot be deleted; once free it can."""
     available(store, "a")
     asg = assign(store, "c1", "a")
-    with pytest.raises(FailedPreconditionError, match="agent a holds 1 active"):
+    with pytest.raises(FailedPreconditionError, match=r"agent a holds 1 assignment\(s\) \(offered"):
         store.delete_agent(T, "a")
     store.finish_assignment(T, asg.assignment_id, asg.token, AssignmentState.COMPLETED)
     store.delete_agent(T, "a")
