@@ -7,6 +7,7 @@ import inspect
 import itertools
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import cache
@@ -188,6 +189,8 @@ class Settings:
         ):
             if path:
                 _check_pem(name, path, marker)
+        if self.tls_cert:
+            _check_pair(self.tls_cert, self.tls_key)
 
     def _check_listeners(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -286,6 +289,18 @@ def _check_pem(name: str, path: str, marker: str) -> None:
         raise SettingsError(f"{name}: cannot read {path}: {err}") from None
     if marker not in text:
         raise SettingsError(f"{name}: {path} holds no PEM '-----BEGIN ...{marker}' block")
+
+
+def _check_pair(cert: str, key: str) -> None:
+    """Raise ``SettingsError`` unless the key is the certificate's (and neither is
+    encrypted, nor malformed): what gRPC would otherwise refuse only when listening, with a
+    message that names neither file."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as err:
+        problem = "the key is not the certificate's" if "MISMATCH" in str(err) else str(err)
+        raise SettingsError(f"ROUTER_TLS_CERT and ROUTER_TLS_KEY: {problem}") from None
 
 
 @cache

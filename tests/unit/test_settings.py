@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,16 +16,39 @@ from router.server import server_options
 from router.settings import Settings, SettingsError, descriptions, env_name
 from router.v1 import routing_pb2
 
-CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+
+def _self_signed(directory: Path, name: str) -> tuple[str, str]:
+    """A throw-away self-signed certificate and its key (``openssl``)."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out", str(cert),
+            "-days", "2", "-subj", f"/CN={name}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    return str(cert), str(key)
 
 
-@pytest.fixture
-def pem(tmp_path: Path) -> dict[str, str]:
-    """Files that look like a certificate and a key (content is checked by grpc later)."""
-    (tmp_path / "cert.pem").write_text(CERT)
-    (tmp_path / "key.pem").write_text(KEY)
-    return {"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem")}
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A certificate and its key, and another certificate's key."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the TLS settings tests need the openssl command", pytrace=False)
+    directory = tmp_path_factory.mktemp("pem")
+    cert, key = _self_signed(directory, "server")
+    _, other = _self_signed(directory, "other")
+    return {"cert": cert, "key": key, "other_key": other}
+
+
+def test_a_key_that_is_not_the_certificates_is_refused_naming_both(pem: dict[str, str]) -> None:
+    """A key of another certificate (a renewal half done) stops start-up naming both
+    variables, where gRPC would refuse only when listening, naming the address."""
+    with pytest.raises(SettingsError, match="ROUTER_TLS_CERT and ROUTER_TLS_KEY: the key is not"):
+        Settings(tls_cert=pem["cert"], tls_key=pem["other_key"])
 
 
 def test_tls_needs_both_cert_and_key(pem: dict[str, str]) -> None:
