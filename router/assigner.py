@@ -294,7 +294,9 @@ class Assigner:
             capacity=policy.capacity_for(agent.profile, channel),
             expected_version=agent.profile.version,
             policy_version=policy.version,
-            until_ms=eligible_until_ms(agent.profile, snapshot.now_ms, policy.handle_s_for(placed)),
+            until_ms=eligible_until_ms(
+                agent.profile, snapshot.now_ms, policy.reserved_s_for(placed)
+            ),
         )
         deadline.check(f"call {placed.call_id}")  # never commit what nobody will receive
         try:

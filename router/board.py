@@ -180,7 +180,7 @@ class Board:
         widened = requirements(call, self.now_ms, self.policy)
         fit_key = (widened, call.region_required, call.region.lower(), call.language.lower())
         fit = self._fit.setdefault(fit_key, {})
-        handle_s = self.policy.handle_s_for(call)
+        handle_s = self.policy.reserved_s_for(call)
         shift = self._shift.setdefault(handle_s, {})
         room = self._capacity.setdefault(call.channel, {})
         eligible: list[AgentSnapshot] = []

@@ -667,7 +667,7 @@ class Dispatcher:
                 expected_version=agents[placement.agent_id].profile.version,
                 policy_version=policy.version,
                 until_ms=eligible_until_ms(
-                    agents[placement.agent_id].profile, snapshot.now_ms, policy.handle_s_for(call)
+                    agents[placement.agent_id].profile, snapshot.now_ms, policy.reserved_s_for(call)
                 ),
             )
             with tracing.queued_work(view.traces.get(call.call_id, ""), work) as span:

@@ -423,6 +423,12 @@ class Policy:
             return call.expected_handle_s
         return self.expected_handle_s.get(call.channel, 0)
 
+    def reserved_s_for(self, call: Call) -> int:
+        """Seconds an agent must still be at work to be given the call (rule 10): its
+        expected handle time, plus the channel's offer time-out where it is offered, since
+        the agent may accept at the offer's last moment and only then start."""
+        return self.handle_s_for(call) + self.offer_timeout_s.get(call.channel, 0)
+
     def sla_for(self, channel: Channel) -> SlaTarget | None:
         """The channel's SLA target, if any."""
         return self.sla.get(channel)

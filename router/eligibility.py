@@ -17,7 +17,8 @@ The rules run in this order and the first that fails is the reason reported
                            (``router.widening``: ``max(1, min_level - sum(level_drop))``)
 9. ``LANGUAGE``            the call names a language the agent does not speak (case-insensitive)
 10. ``SHIFT_ENDING``       the work would outlast the agent: with
-                           ``end = now + policy.handle_s_for(call) * 1000``,
+                           ``end = now + policy.reserved_s_for(call) * 1000`` (the
+                           expected handle time, after an offer's time-out if offered),
                            ``0 < shift_end_ms < end``, or an absence starts in ``(now, end)``
 11. ``CHANNEL_NOT_SERVED`` the agent's capacity on the call's channel is 0
 12. ``AT_CAPACITY``        the channel is full, or the item's units do not fit the budget
@@ -107,7 +108,7 @@ def check(
         absence_reason(agent, now_ms, policy)
         or declined_reason(call, agent)
         or fit_reason(call, agent, widened)
-        or shift_reason(agent, now_ms, policy.handle_s_for(call))
+        or shift_reason(agent, now_ms, policy.reserved_s_for(call))
         or capacity_reason(call, agent, now_ms, policy, occupancy)
     )
 
@@ -613,7 +614,7 @@ class AgentColumns:
         """Screen every agent for ``call`` (``router.board.Board.screen`` on columns); calls
         alike in every rule (and declining no one) share one screening."""
         widened = requirements(call, self.now_ms, self.policy)
-        handle_s = self.policy.handle_s_for(call)
+        handle_s = self.policy.reserved_s_for(call)
         key = (
             widened,
             call.region_required,

@@ -313,7 +313,7 @@ class Dispatcher:
             eligible, candidates, enough = [], ordered, wanted
         accepted = verdicts.accepted
         by_slots = policy.strategy == Strategy.BEST_SKILL
-        handle_ms = policy.handle_s_for(call) * 1000
+        handle_ms = policy.reserved_s_for(call) * 1000
         widened = self.requirements(call, now)
         found = 0
         for agent_id in candidates:

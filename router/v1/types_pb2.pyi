@@ -216,7 +216,8 @@ class _ExclusionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Exclu
     """Rolling occupancy is at or above the agent's cap (top-performer protection)."""
     EXCLUSION_REASON_SHIFT_ENDING: _ExclusionReason.ValueType  # 10
     """The call's expected handle time would outlast the agent's shift or reach into an
-    upcoming absence.
+    upcoming absence; on a channel that offers, counted from the offer's time-out (the
+    agent may accept at its last moment).
     """
     EXCLUSION_REASON_DECLINED: _ExclusionReason.ValueType  # 11
     """The agent already rejected, missed or released this call."""
@@ -250,7 +251,8 @@ EXCLUSION_REASON_OCCUPANCY_CAP: ExclusionReason.ValueType  # 9
 """Rolling occupancy is at or above the agent's cap (top-performer protection)."""
 EXCLUSION_REASON_SHIFT_ENDING: ExclusionReason.ValueType  # 10
 """The call's expected handle time would outlast the agent's shift or reach into an
-upcoming absence.
+upcoming absence; on a channel that offers, counted from the offer's time-out (the
+agent may accept at its last moment).
 """
 EXCLUSION_REASON_DECLINED: ExclusionReason.ValueType  # 11
 """The agent already rejected, missed or released this call."""

@@ -430,6 +430,28 @@ def test_long_email_is_not_given_to_an_agent_whose_shift_ends(service: Service) 
     assert excluded == {pb.EXCLUSION_REASON_SHIFT_ENDING: 1}
 
 
+def test_an_offer_leaves_room_to_accept_it_before_the_shift_ends(service: Service) -> None:
+    """On a channel that offers, a 10 s call skips the agent whose shift ends in 12 s when
+    the offer may wait a minute for its Accept: work counts from the offer's time-out."""
+    _channels(service, _voice(offer_timeout=Duration(seconds=60)))
+    service.agent("leaving", skills={"billing": 9})
+    service.agent("staying", skills={"billing": 3})
+    shift_end = Timestamp()
+    shift_end.FromMilliseconds(service.clock.now_ms + 12_000)
+    service.admin.UpdateAgent(
+        admin_pb2.UpdateAgentRequest(
+            tenant=service.tenant,
+            agent=pb.Agent(agent_id="leaving", shift_end=shift_end),
+            update_mask=field_mask_pb2.FieldMask(paths=["shift_end"]),
+        )
+    )
+    reply = service.assign("c1", expected_handle_time=Duration(seconds=10))
+    assert reply.assignment.agent_id == "staying"
+    assert reply.assignment.state == pb.ASSIGNMENT_STATE_OFFERED
+    excluded = {e.reason: e.count for e in reply.explanation.excluded}
+    assert excluded == {pb.EXCLUSION_REASON_SHIFT_ENDING: 1}
+
+
 def test_offers_are_reclaimed_when_the_agent_goes_offline(service: Service) -> None:
     """An agent logging off with an open offer: the call moves to someone else."""
     _channels(service, _voice(offer_timeout=Duration(seconds=60)))
