@@ -62,7 +62,7 @@ from router.convert import (
     ms_from_timestamp,
     timestamp,
 )
-from router.domain import Call, Outcome, Policy, SkillRequirement
+from router.domain import Call, Channel, Outcome, Policy, SkillRequirement
 from router.policies import POLICY_FIELDS, WEEK_S, policy_to_pb
 from router.v1 import admin_pb2, admin_pb2_grpc, routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
@@ -259,6 +259,19 @@ class ReplayRun:
     origin_ms: int = 0
     """The service's clock (epoch ms) at the replay's time zero: scenario second ``s`` is
     ``origin_ms + (s - start_s) / speed * 1000`` there (shift ends, absences)."""
+    sent_policy: Policy | None = None
+    """The policy the service was given: its durations divided by ``speed`` and made whole
+    seconds (``compress_policy``), or as stated with ``--real-time-policy``; ``None``:
+    unknown (``wrap_up_s`` then takes the stated policy's)."""
+
+    def wrap_up_s(self, channel: Channel) -> float:
+        """The wrap-up the service applied after a completed call on ``channel``, in
+        scenario seconds: the sent policy's (real seconds on the service's clock) times
+        ``speed``, which is not the stated one where compression rounded it (30 s at x60 is
+        0.5 s, sent as 1 s: 60 s of the scenario)."""
+        if self.sent_policy is None:
+            return float(self.policy.wrap_up_s.get(channel, 0))
+        return self.sent_policy.wrap_up_s.get(channel, 0) * self.options.speed
 
 
 # --- the replayer ----------------------------------------------------------------------------
@@ -415,7 +428,9 @@ class Replayer:
             return self.policy
         return dataclasses.replace(self.policy, strategy=self.options.strategy)
 
-    def _setup_policy(self) -> list[str]:
+    def _setup_policy(self) -> tuple[Policy, list[str]]:
+        """Give the tenant the stated policy, compressed unless ``--real-time-policy``: the
+        policy sent and the notes of what its compression clamped or rounded."""
         policy, notes = self._stated_policy(), list[str]()
         if self.options.compress_policy:
             used = frozenset(c.channel for c in self.calls)
@@ -434,7 +449,7 @@ class Replayer:
                     "serves them on that port only): name it with --admin-target"
                 )
             raise ReplayError(f"UpdatePolicy failed ({why}){hint}")
-        return notes
+        return policy, notes
 
     def _setup_agents(self) -> None:
         """Create every agent and set its starting presence, ``workers`` at a time."""
@@ -1024,7 +1039,7 @@ class Replayer:
         started = time.monotonic()
         self._pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="replay")
         self._sched = _Scheduler(self._pool, self.stats)
-        notes = self._setup_policy()
+        sent_policy, notes = self._setup_policy()
         watcher = threading.Thread(target=self._watch, daemon=True)
         watcher.start()
         stop_beats = threading.Event()
@@ -1067,6 +1082,7 @@ class Replayer:
             policy_notes=tuple(notes),
             wall_s=time.monotonic() - started,
             origin_ms=self._origin_ms,
+            sent_policy=sent_policy,
             watch={
                 "events": self._watch_events,
                 "delivery_lag_ms": latency_summary(self._watch_lag_ms),

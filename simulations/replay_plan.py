@@ -151,9 +151,11 @@ def compress_policy(
 ) -> tuple[Policy, list[str]]:
     """``policy`` with its durations divided by ``speed`` (clamped to what the API accepts),
     and a note for every value that had to be clamped (per-channel values only for
-    ``channels``, the ones the trace uses). A queue time limit (``max_wait_s``) stays one
-    (at least a second; 0, none, stays 0). Heartbeat and offer timeouts stay in real time:
-    they are about the (real) client, not the simulated callers."""
+    ``channels``, the ones the trace uses). The service keeps whole seconds, where 0 turns
+    a duration off (no wrap-up, no aging, no queue time limit): a positive value that would
+    round to 0 s is rounded up to 1 s instead, always noted (``30s / 60 = 0.5s, rounded up
+    to 1s``); 0 stays 0. Heartbeat and offer timeouts stay in real time: they are about the
+    (real) client, not the simulated callers."""
     notes: list[str] = []
 
     def scale(
@@ -170,7 +172,14 @@ def compress_policy(
         exact = value / speed
         out = min(high, max(low, round(exact)))
         noted = channel is None or channels is None or channel in channels
-        if noted and abs(out - exact) > max(0.5, 0.25 * exact):
+        if out == 0 and value > 0:  # 0 s would turn it off
+            out = 1
+            if noted:
+                notes.append(
+                    f"{name}: {value:g}s / {speed:g} = {exact:.3g}s, rounded up to 1s "
+                    "(the service keeps whole seconds; 0s would turn it off)"
+                )
+        elif noted and abs(out - exact) > max(0.5, 0.25 * exact):
             notes.append(f"{name}: {value:g}s / {speed:g} = {exact:.3g}s, clamped to {out}s")
         return out
 

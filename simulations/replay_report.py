@@ -7,10 +7,11 @@ document, so a replay and a simulation of one trace compare field by field and t
 HTML report reads both.
 
 Measured window: from the first arrival to the last call's end, in scenario seconds. Busy
-time runs from the answer to the Complete plus the channel's wrap-up (the service holds the
-slot that long), or from the answer to the hand-back for a call that went back to the queue
-(released, or reclaimed from an agent who left); logged-in time is when the agent was
-AVAILABLE by its schedule.
+time runs from the answer to the Complete plus the channel's wrap-up the service applied
+(it holds the slot that long: the wrap-up it was given, in whole seconds, scaled back by
+``speed``, not the scenario's where the compression rounded it), or from the answer to the
+hand-back for a call that went back to the queue (released, or reclaimed from an agent who
+left); logged-in time is when the agent was AVAILABLE by its schedule.
 """
 
 from __future__ import annotations
@@ -80,17 +81,17 @@ def observed_results(
     (a call waits from its arrival if Assign queued it, and from each return to the queue -
     a hand-back, or an offer declined, timed out or taken back before it was accepted -
     until it left the queue: offered or given to an agent, hung up, expired or cut).
-    An agent is busy with a call it completed from its answer to the end plus wrap-up, and
-    with one it gave back to the queue (released, or had reclaimed) from its answer to the
-    hand-back, with no wrap-up (the service frees the slot at once, as the simulator
-    does)."""
+    An agent is busy with a call it completed from its answer to the end plus the wrap-up
+    the service applied (``ReplayRun.wrap_up_s``), and with one it gave back to the queue
+    (released, or had reclaimed) from its answer to the hand-back, with no wrap-up (the
+    service frees the slot at once, as the simulator does)."""
     sent = [o for o in run.calls if o.sent_s is not None]
     records = [_record(o, run) for o in sent]
     busy: dict[str, list[tuple[float, float, int]]] = {a.agent_id: [] for a in run.agents}
     for o, r in zip(sent, records, strict=True):
         start = o.last_answered_s
         if r.agent_id in busy and start is not None and r.end_s is not None:
-            wrap = run.policy.wrap_up_s.get(r.channel, 0)
+            wrap = run.wrap_up_s(r.channel)
             busy[r.agent_id].append((start, r.end_s + wrap, run.policy.units_for(r.channel)))
         for agent_id, lo, hi in o.handed_back:
             if agent_id in busy and hi > lo:

@@ -200,6 +200,8 @@ def test_replay_accepts_offers_and_reports_latency(service: tuple[RunningServer,
     )
     run = _replay(target, scenario)
     assert run.rpc["errors"] == 0, run.rpc["errors_by_method"]
+    used = frozenset(c.channel for c in _calls(scenario))
+    assert run.sent_policy == compress_policy(scenario.policy, SPEED, used)[0]
     answered_voice = [r for r in run.calls if r.answered and r.call.channel == Channel.VOICE]
     assert answered_voice
     assert run.rpc["requests_by_method"]["Accept"] >= len(answered_voice)
@@ -275,6 +277,25 @@ def test_compress_policy_scales_the_queue_time_limit_and_keeps_it_one() -> None:
     assert sent[pb.CHANNEL_VOICE] == 2
     assert sent[pb.CHANNEL_EMAIL] == 1
     assert sent[pb.CHANNEL_CHAT] == 0
+
+
+def test_compress_policy_never_turns_a_duration_off_silently() -> None:
+    """The service keeps whole seconds, 0 turning a duration off: one that compression
+    would round to 0 s (30 s of wrap-up at x60 is 0.5 s, which ``round`` makes 0) is
+    rounded up to 1 s and noted, wrap-up and aging alike; 0 stays 0 with no note, and a
+    channel the trace does not use is rounded up without one."""
+    wrap_up = {Channel.VOICE: 30, Channel.CHAT: 0, Channel.EMAIL: 20}
+    stated = Policy(wrap_up_s=frozen_map(wrap_up), aging_s_per_priority=20)
+    policy, notes = compress_policy(stated, 60, frozenset({Channel.VOICE, Channel.CHAT}))
+    assert dict(policy.wrap_up_s) == {Channel.VOICE: 1, Channel.CHAT: 0, Channel.EMAIL: 1}
+    assert policy.aging_s_per_priority == 1
+    why = "(the service keeps whole seconds; 0s would turn it off)"
+    assert [n for n in notes if "rounded up" in n] == [
+        f"aging_per_priority: 20s / 60 = 0.333s, rounded up to 1s {why}",
+        f"voice.wrap_up: 30s / 60 = 0.5s, rounded up to 1s {why}",
+    ]
+    sent = {c.channel: c.wrap_up.seconds for c in policy_to_pb(policy).channels}
+    assert (sent[pb.CHANNEL_VOICE], sent[pb.CHANNEL_CHAT]) == (1, 0)
 
 
 def test_options_are_bounded() -> None:
@@ -981,6 +1002,22 @@ WRAPPED_UP: dict[str, object] = {
     "policy": {**cast(dict[str, object], HANDED_BACK["policy"]), "wrap_up_s": {"voice": 5}},
 }
 """``HANDED_BACK`` with 5 s of wrap-up after a voice call is completed."""
+
+
+def test_a_replays_busy_time_counts_the_wrap_up_the_service_applied() -> None:
+    """5 s of voice wrap-up at x100 is 0.05 s on the service's clock, sent as 1 s: the
+    service holds Dan's slot 1 s after his Complete, 100 s of the scenario, so his busy time
+    and occupancy count those 100 s, not the scenario's 5."""
+    scenario, run = _handed_back_replay(WRAPPED_UP)
+    sent, _ = compress_policy(scenario.policy, run.options.speed)
+    assert sent.wrap_up_s[Channel.VOICE] == 1
+    run = dataclasses.replace(run, sent_policy=sent)
+    assert run.wrap_up_s(Channel.VOICE) == 100.0
+    _, agents, _ = observed_results(run)
+    assert agents["dan"].busy.tolist()[0] == pytest.approx([120.0, 275.0, 100.0])
+    kpis, _ = replay_kpis(run, scenario)
+    stated, _ = replay_kpis(dataclasses.replace(run, sent_policy=None), scenario)
+    assert kpis["agents"]["dan"]["occupancy"] > stated["agents"]["dan"]["occupancy"]
 
 
 @pytest.mark.parametrize("hand_back", ["RECLAIMED", "RELEASED"])
