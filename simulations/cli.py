@@ -74,9 +74,10 @@ reports when queued calls get an agent.
 The service's own durations (SLA targets, occupancy window, expected handle times, wrap-up,
 widening steps) are divided by --speed so it lives in the same compressed time as the
 callers, in whole seconds as the service keeps them (clamped where the API has limits; a
-positive one that would round to 0 s, off for the service, rounded up to 1 s; replay.json
-lists them). Busy time counts the wrap-up the service applied, scaled back. Queue waits are
-taken from the service's event times and scaled back; RPC round trips count unscaled.
+positive one that would round to 0 s, off for the service, rounded up to 1 s; printed
+before the KPIs and listed in replay.json). Busy time counts the wrap-up the service
+applied, scaled back. Queue waits are taken from the service's event times and scaled
+back; RPC round trips count unscaled.
 
 Writes replay.json (requests, errors by status code, latency p50/p90/p99/max per RPC,
 event delivery lag, and the KPIs of the service's real decisions), plus kpis.json,

@@ -107,8 +107,22 @@ def _paired_table(compare: Mapping[str, Any], policies: Sequence[str]) -> str | 
     )
 
 
+def policy_notes_text(summary: Mapping[str, Any]) -> list[str]:
+    """The lines saying what the time compression of the policy clamped or rounded
+    (``policy_notes``), under a heading; none when it changed nothing."""
+    notes = summary.get("policy_notes") or []
+    if not notes:
+        return []
+    head = (
+        f"policy on the service at x{summary['speed']:g}: durations divided by the speed, "
+        f"{len(notes)} changed to fit the service's limits:"
+    )
+    return [head, *(f"  {note}" for note in notes)]
+
+
 def replay_text(summary: Mapping[str, Any]) -> str:
-    """The printed part of a replay summary."""
+    """The printed part of a replay summary: calls, latencies, errors, what the policy's
+    time compression clamped (before the KPIs it bears on), the KPIs."""
     req = summary["requests"]
     calls = summary["calls"]
     rows = [["RPC", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms"]]
@@ -129,6 +143,7 @@ def replay_text(summary: Mapping[str, Any]) -> str:
         f"{calls['abandoned']} abandoned, {expired}{calls['cut']} cut by the drain limit",
         table(rows),
         f"errors: {errors}; retries: {sum(req['retries'].values())}",
+        *policy_notes_text(summary),
         kpi_table(summary["kpis"]),
     ]
     return "\n".join(lines)

@@ -1110,6 +1110,26 @@ def test_replay_json_counts_each_call_by_its_last_outcome_and_every_answered_cal
     assert "3 answered (2 of them abandoned or expired after a hand-back), 1 abandoned" in text
 
 
+def test_the_console_shows_what_the_policys_compression_clamped_before_the_kpis() -> None:
+    """The notes of what the time compression clamped or rounded, in replay.json, are
+    printed too, before the KPI table they bear on; a replay with none prints no heading."""
+    scenario, run = _handed_back_replay()
+    kpis, _ = replay_kpis(run, scenario)
+    assert "policy on the service" not in console.replay_text(summarize_replay(run, kpis))
+    notes = compress_policy(Policy(), run.options.speed)[1]
+    assert "occupancy_window: 3600s / 100 = 36s, clamped to 60s" in notes
+    text = console.replay_text(
+        summarize_replay(dataclasses.replace(run, policy_notes=tuple(notes)), kpis)
+    )
+    heading = f"policy on the service at x100: durations divided by the speed, {len(notes)} changed"
+    assert heading in text
+    lines = text.splitlines()
+    for note in notes:
+        assert f"  {note}" in lines, note
+    table = next(n for n, line in enumerate(lines) if line.startswith("channel "))
+    assert max(lines.index(f"  {note}") for note in notes) < table
+
+
 @pytest.mark.timeout(60)
 def test_a_replayed_call_an_agent_answered_counts_from_its_first_answer(
     service: tuple[RunningServer, str],
