@@ -80,9 +80,11 @@ applied, scaled back. Queue waits are taken from the service's event times and s
 back; RPC round trips count unscaled.
 
 Writes replay.json (requests, errors by status code, latency p50/p90/p99/max per RPC,
-event delivery lag, and the KPIs of the service's real decisions), plus kpis.json,
-records.csv and report.html in the same form as 'run'. Bounded: --max-calls,
---max-seconds of arrivals, then --drain-seconds for calls in progress; a fresh tenant.
+event delivery lag, the KPIs of the service's real decisions, and the service's own
+GetStats at the end, marked as its real-time view: not time-compressed, not the simulated
+day's figures), plus kpis.json, records.csv and report.html in the same form as 'run'.
+Bounded: --max-calls, --max-seconds of arrivals, then --drain-seconds for calls in
+progress; a fresh tenant.
 
 example:
   make run &   # a service on 127.0.0.1:50051

@@ -120,9 +120,29 @@ def policy_notes_text(summary: Mapping[str, Any]) -> list[str]:
     return [head, *(f"  {note}" for note in notes)]
 
 
+def service_stats_text(summary: Mapping[str, Any]) -> list[str]:
+    """The service's own GetStats at the end (``service_stats``), labelled as its real-time
+    view, apart from the KPIs; none when it could not be read."""
+    stats = summary.get("service_stats") or {}
+    if not stats:
+        return []
+    channels = [
+        f"  {name}: service level {pct(c.get('service_level_15m'))}, {c['answered_15m']} "
+        f"answered, {c['abandoned_15m']} abandoned after 5 s, {c['expired_15m']} expired"
+        for name, c in stats.get("channels", {}).items()
+    ]
+    head = (
+        "the service's own GetStats at the end, its real-time view (not time-compressed: "
+        "the last 15 real minutes, a 5 s abandon grace and SLA targets in real seconds; "
+        f"not the simulated day's KPIs above): {stats.get('queued', 0)} queued"
+    )
+    return [head, *channels]
+
+
 def replay_text(summary: Mapping[str, Any]) -> str:
     """The printed part of a replay summary: calls, latencies, errors, what the policy's
-    time compression clamped (before the KPIs it bears on), the KPIs."""
+    time compression clamped (before the KPIs it bears on), the KPIs, and apart from them
+    the service's own real-time figures."""
     req = summary["requests"]
     calls = summary["calls"]
     rows = [["RPC", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms"]]
@@ -145,5 +165,6 @@ def replay_text(summary: Mapping[str, Any]) -> str:
         f"errors: {errors}; retries: {sum(req['retries'].values())}",
         *policy_notes_text(summary),
         kpi_table(summary["kpis"]),
+        *service_stats_text(summary),
     ]
     return "\n".join(lines)

@@ -148,6 +148,23 @@ def replay_kpis(run: ReplayRun, scenario: Scenario) -> tuple[dict[str, Any], lis
     return kpis, records
 
 
+SERVICE_STATS_NOTE = (
+    "the service's own GetStats at the end of the run: its real-time view, not "
+    "time-compressed (its 15- and 60-minute windows and its 5 s abandon grace are real "
+    "seconds, its SLA targets and occupancy window the policy it was given, clamped to at "
+    "least 1 s and 60 s real), so not the simulated day's figures: those are kpis"
+)
+"""What ``replay.json``'s ``service_stats`` are, written beside them."""
+
+
+def _service_stats(run: ReplayRun) -> dict[str, Any]:
+    """``replay.json``'s ``service_stats``: GetStats at the end, labelled as the service's
+    real-time view (``time_compressed``: false, a ``note``); empty when it failed."""
+    if not run.service_stats:
+        return {}
+    return {"time_compressed": False, "note": SERVICE_STATS_NOTE, **run.service_stats}
+
+
 def summarize_replay(run: ReplayRun, kpis: Mapping[str, Any]) -> dict[str, Any]:
     """The content of ``replay.json``: what was sent, how the service answered (status codes,
     latency per RPC, event delivery) and the KPIs of its decisions.
@@ -158,7 +175,8 @@ def summarize_replay(run: ReplayRun, kpis: Mapping[str, Any]) -> dict[str, Any]:
     an agent got, whatever happened next, as the KPIs count them (by each call's first
     outcome). A call answered, handed back to the queue and then abandoned or expired is in
     ``answered`` and in ``abandoned`` or ``expired``; ``abandoned_or_expired_after_answer``
-    says how many did."""
+    says how many did. ``service_stats`` is the service's own GetStats at the end, on its
+    real clock (``time_compressed``: false), not the simulated day's figures."""
     sent = [c for c in run.calls if c.outcome != "not_sent"]
     outcomes: dict[str, int] = {}
     for c in run.calls:
@@ -193,6 +211,6 @@ def summarize_replay(run: ReplayRun, kpis: Mapping[str, Any]) -> dict[str, Any]:
         },
         "requests": dict(run.rpc),
         "watch": dict(run.watch),
-        "service_stats": dict(run.service_stats),
+        "service_stats": _service_stats(run),
         "kpis": dict(kpis),
     }

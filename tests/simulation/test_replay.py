@@ -1130,6 +1130,30 @@ def test_the_console_shows_what_the_policys_compression_clamped_before_the_kpis(
     assert max(lines.index(f"  {note}") for note in notes) < table
 
 
+def test_the_services_own_stats_are_labelled_as_its_real_time_view() -> None:
+    """GetStats at the end counts on the service's real clock (a 5 s abandon grace, SLA
+    targets clamped to 1 s real): replay.json and the console say so beside its figures,
+    apart from the KPIs of the simulated day; with no figures, nothing is said."""
+    scenario, run = _handed_back_replay()
+    kpis, _ = replay_kpis(run, scenario)
+    assert summarize_replay(run, kpis)["service_stats"] == {}
+    assert "GetStats" not in console.replay_text(summarize_replay(run, kpis))
+    voice = {"answered_15m": 3, "abandoned_15m": 0, "expired_15m": 1, "service_level_15m": 0.5}
+    stats = {"queued": 0, "occupancy": {"ana": 0.25}, "channels": {"voice": voice}}
+    summary = summarize_replay(dataclasses.replace(run, service_stats=stats), kpis)
+    labelled = summary["service_stats"]
+    assert labelled["time_compressed"] is False
+    assert "real-time view, not time-compressed" in labelled["note"]
+    assert {k: labelled[k] for k in stats} == stats
+    lines = console.replay_text(summary).splitlines()
+    said = next(n for n, line in enumerate(lines) if "GetStats" in line)
+    assert "its real-time view (not time-compressed" in lines[said]
+    assert said > next(n for n, line in enumerate(lines) if line.startswith("overall "))
+    assert lines[said + 1] == (
+        "  voice: service level 50.0 %, 3 answered, 0 abandoned after 5 s, 1 expired"
+    )
+
+
 @pytest.mark.timeout(60)
 def test_a_replayed_call_an_agent_answered_counts_from_its_first_answer(
     service: tuple[RunningServer, str],
