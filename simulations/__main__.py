@@ -39,7 +39,14 @@ from simulations.replay_plan import (
 from simulations.replay_report import replay_kpis, summarize_replay
 from simulations.scenario import Scenario, ScenarioError, load_scenario
 from simulations.simulator import engine_of, simulate, status
-from simulations.trace import ARRIVAL_ORDER, TraceCall, generate_trace, read_trace, write_trace
+from simulations.trace import (
+    ARRIVAL_ORDER,
+    TraceCall,
+    calls_past_duration,
+    generate_trace,
+    read_trace,
+    write_trace,
+)
 
 SCENARIO_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 TRACE_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson"})
@@ -60,6 +67,21 @@ def _load(path: str) -> Scenario:
         raise UsageError(f"scenario {path}: no such file") from None
     except (ScenarioError, OSError) as exc:
         raise UsageError(f"scenario {path}: {exc}") from None
+
+
+def _load_arrivals(path: str) -> Scenario:
+    """``_load`` for a command that runs the scenario's own arrivals: a warning on stderr
+    names each trace file whose calls at or after ``duration_s`` are left out, and how
+    many (a recording of several days in a one-day scenario is cut to its first day)."""
+    scenario = _load(path)
+    for trace, late in calls_past_duration(scenario):
+        print(
+            f"warning: {trace}: {late} {'call arrives' if late == 1 else 'calls arrive'} at "
+            f"or after duration_s ({scenario.duration_s:g} s) and "
+            f"{'is' if late == 1 else 'are'} left out; raise duration_s to take them",
+            file=sys.stderr,
+        )
+    return scenario
 
 
 def _seed(args: argparse.Namespace, scenario: Scenario) -> int:
@@ -107,7 +129,7 @@ def _writing(out: Path, args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Simulate one policy on one seed; write kpis.json, records.csv, report.html."""
-    scenario = _load(args.scenario)
+    scenario = _load_arrivals(args.scenario)
     policy = _policy(args.policy) if args.policy else None
     out = _out_dir(args.out, "run", scenario.name)
     seed = _seed(args, scenario)
@@ -158,7 +180,7 @@ def _print_comparison(scenario: Scenario, comparison: Comparison, heading: str =
 def cmd_compare(args: argparse.Namespace) -> int:
     """Simulate several policies on several seeds; write compare.json and report.html.
     Ctrl-C prints the tables of the seeds every policy finished and writes nothing."""
-    scenario = _load(args.scenario)
+    scenario = _load_arrivals(args.scenario)
     policies = [_policy(p, "--policies") for p in args.policies.split(",") if p.strip()]
     if not policies:
         raise UsageError("--policies: give at least one policy")
@@ -196,7 +218,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_trace(args: argparse.Namespace) -> int:
     """Write the synthetic trace of a scenario and seed."""
-    scenario = _load(args.scenario)
+    scenario = _load_arrivals(args.scenario)
     out = Path(args.out)
     if out.suffix.lower() not in TRACE_SUFFIXES:
         raise UsageError(f"--out: {args.out} must end in .csv or .jsonl")
@@ -214,7 +236,7 @@ def _replay_inputs(args: argparse.Namespace) -> tuple[Scenario, list[TraceCall]]
     if source.suffix.lower() in SCENARIO_SUFFIXES:
         if args.scenario:
             raise UsageError("--scenario: only with a trace file (a scenario brings its own team)")
-        scenario = _load(args.source)
+        scenario = _load_arrivals(args.source)
         return scenario, generate_trace(scenario, _seed(args, scenario))
     if source.suffix.lower() not in TRACE_SUFFIXES:
         raise UsageError(f"TRACE_OR_SCENARIO: {source} is neither a scenario nor a trace file")

@@ -33,7 +33,8 @@ constant piece, gaps are exponential and the piece boundary restarts the clock (
 memorylessness). For each call, in order: the gap, the call type (by weight), the handle
 time, the patience; the draws are ``random()``'s, taken a block at a time through numpy
 (``simulations.uniforms``), the same doubles in the same order. Call ids are ``<stream>-<n>``
-(n from 000001). Trace files listed in the scenario are read and merged. The result is
+(n from 000001). Trace files listed in the scenario are read and merged, their calls
+arriving before ``duration_s`` (``calls_past_duration`` counts the others). The result is
 sorted by ``(arrival_s, call_id)``.
 """
 
@@ -155,6 +156,19 @@ def generate_trace(scenario: Scenario, seed: int) -> list[TraceCall]:
     if not in_arrival_order(calls):  # one stream's calls are, as drawn
         calls.sort(key=ARRIVAL_ORDER)
     return calls
+
+
+def calls_past_duration(scenario: Scenario) -> list[tuple[Path, int]]:
+    """Per trace file of ``scenario``, how many of its calls arrive at or after its
+    ``duration_s`` (files with none left out): ``generate_trace`` takes only the calls of
+    ``[0, duration_s)``, so a recording of several days in a one-day scenario is cut to
+    its first day, which the commands say (``python -m simulations``)."""
+    counts = []
+    for path in scenario.traces:
+        late = sum(1 for call in read_trace(path) if call.arrival_s >= scenario.duration_s)
+        if late:
+            counts.append((path, late))
+    return counts
 
 
 def _last_ms(duration_s: float) -> float:

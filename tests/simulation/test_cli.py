@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 import simulations.__main__ as cli_main
+from router.domain import Channel
 from router.memory_store import MemoryStore
 from router.server import RunningServer, create_server
 from router.settings import Settings
@@ -30,7 +31,7 @@ from simulations.compare import summarize, t_quantile_95
 from simulations.erlang import erlang_a, erlang_c
 from simulations.scenario import load_scenario
 from simulations.simulator import _Simulation
-from simulations.trace import generate_trace, read_trace
+from simulations.trace import TraceCall, generate_trace, read_trace, write_trace
 from tests.simulation.test_report import assert_self_contained
 
 TINY = """\
@@ -815,6 +816,42 @@ def test_trace_writes_the_scenario_calls(scenario: Path, tmp_path: Path) -> None
             assert stat.S_IMODE(out.stat().st_mode) == 0o644
     finally:
         os.umask(mask)
+
+
+RECORDED = """\
+duration_s: 3600
+agents: [{id: ana, channels: [voice]}]
+arrivals: [{trace: week.csv}]
+"""
+"""A one-hour scenario whose calls come from a longer recording (``week.csv``)."""
+
+
+def test_trace_calls_past_the_scenarios_duration_are_named_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recording longer than the scenario: its calls at or after ``duration_s`` are left
+    out, and each command that runs the scenario's arrivals says on stderr how many, of
+    which file, and the duration, so a week's recording is not cut to its first hour
+    unnoticed; a recording within the duration draws no warning."""
+    week = tmp_path / "week.csv"
+    arrivals = (10.0, 3599.999, 3600.0, 90_000.0)
+    write_trace(week, [TraceCall(at, f"c{n}", Channel.VOICE) for n, at in enumerate(arrivals)])
+    path = tmp_path / "recorded.yaml"
+    path.write_text(RECORDED)
+    out = tmp_path / "day.csv"
+    assert main(["trace", str(path), "--seed", "1", "--out", str(out)]) == 0
+    printed, err = capsys.readouterr()
+    warning = (
+        f"warning: {week}: 2 calls arrive at or after duration_s (3600 s) and are left out; "
+        "raise duration_s to take them\n"
+    )
+    assert err == warning
+    assert printed == f"wrote 2 calls to {out}\n"
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert capsys.readouterr().err.startswith(warning)
+    path.write_text(RECORDED.replace("3600", "90001"))
+    assert main(["trace", str(path), "--seed", "1", "--out", str(out)]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_t_quantiles_and_intervals() -> None:
