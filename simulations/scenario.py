@@ -36,7 +36,8 @@ Every top-level field (defaults in brackets)::
                                       time limit: a call still waiting that long leaves the
                                       queue as expired; 0 to 30 days, 0: none),
                                       expected_handle_s{ch} [rate-weighted mean handle time
-                                      of the channel's streams], sla_at_risk,
+                                      of the channel's streams, else the mean of its
+                                      calls in the scenario's traces], sla_at_risk,
                                       escalation_priority_boost,
                                       widening[{after_s, level_drop, teams, any_region}],
                                       aging_s_per_priority, reclaim_on_absence,
@@ -127,6 +128,7 @@ from simulations.model import (
 from simulations.policy_spec import read_policy, read_sla
 from simulations.scenario_agents import read_agents, read_teams, unit_hash
 from simulations.scenario_streams import read_arrivals, read_distribution, read_handle_defaults
+from simulations.trace import read_trace
 
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
 
@@ -239,7 +241,10 @@ def _build(top: dict[str, object], default_name: str, base: Path) -> Scenario:
     if top.get("sick_leave") is not None:
         agents = _sick_leave(top["sick_leave"], agents, horizon)
     given = policy.expected_handle_s if "expected_handle_s" in policy_fields else {}
-    policy = dataclasses.replace(policy, expected_handle_s=_expected_handle(streams, given))
+    recorded = _recorded_handle(traces, duration)
+    policy = dataclasses.replace(
+        policy, expected_handle_s=_expected_handle(streams, given, recorded)
+    )
     return Scenario(
         name=name,
         description=f.string(top.get("description", ""), "description"),
@@ -354,11 +359,27 @@ def _sick_leave(
     )
 
 
+def _recorded_handle(traces: tuple[Path, ...], duration_s: float) -> dict[Channel, float]:
+    """Per channel, the mean handle time of the trace files' calls the scenario takes
+    (those arriving before ``duration_s``); channels with none left out."""
+    totals: dict[Channel, float] = {}
+    counts: dict[Channel, int] = {}
+    for path in traces:
+        for call in read_trace(path):
+            if call.arrival_s < duration_s:
+                totals[call.channel] = totals.get(call.channel, 0.0) + call.handle_s
+                counts[call.channel] = counts.get(call.channel, 0) + 1
+    return {chan: totals[chan] / n for chan, n in counts.items()}
+
+
 def _expected_handle(
-    streams: tuple[Stream, ...], given: Mapping[Channel, int]
+    streams: tuple[Stream, ...],
+    given: Mapping[Channel, int],
+    recorded: Mapping[Channel, float],
 ) -> Mapping[Channel, int]:
     """Per channel, the scenario's ``expected_handle_s`` for it, else the rate-weighted mean
-    handle time of its streams, else the service's default."""
+    handle time of its streams, else the mean of its calls in the scenario's traces
+    (``recorded``), else the service's default."""
     expected = dict(Policy().expected_handle_s)
     for chan in Channel:
         mine = [s for s in streams if s.channel == chan]
@@ -366,5 +387,7 @@ def _expected_handle(
         if mine and total > 0:
             mean = sum(s.rate_per_hour * s.handle.mean_s for s in mine) / total
             expected[chan] = max(1, round(mean))
+        elif chan in recorded:
+            expected[chan] = max(1, round(recorded[chan]))
     expected.update(given)
     return frozen_map(expected)

@@ -14,7 +14,7 @@ from router.v1 import admin_pb2
 from simulations.replay_plan import compress_policy
 from simulations.scenario import ScenarioError, load_scenario, parse_scenario
 from simulations.simulator import simulate
-from simulations.trace import generate_trace, read_trace
+from simulations.trace import TraceCall, generate_trace, read_trace, write_trace
 
 VOICE = {"channel": "voice", "rate_per_hour": 30, "skills": {"billing": 3}, "handle": 200}
 BASE: dict[str, Any] = {
@@ -197,6 +197,35 @@ def test_a_trace_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
     latin.write_bytes("call_id,arrival_s\nc\xe9,1\n".encode("latin-1"))
     with pytest.raises(ScenarioError, match="is not UTF-8 text"):
         read_trace(latin)
+
+
+def test_a_scenario_of_recorded_calls_expects_their_mean_handle_time(tmp_path: Path) -> None:
+    """A channel no stream gives expects the mean handle time of its calls in the
+    scenario's traces (those it takes: arriving before duration_s), not the service's
+    default (voice 300 s); a stream's mean and a stated expected_handle_s come first, and a
+    channel with neither keeps the default."""
+    write_trace(
+        tmp_path / "day.csv",
+        [
+            TraceCall(0.0, "v1", Channel.VOICE, handle_s=100.0),
+            TraceCall(5.0, "v2", Channel.VOICE, handle_s=200.0),
+            TraceCall(10.0, "c1", Channel.CHAT, handle_s=50.0),
+            TraceCall(3600.0, "late", Channel.VOICE, handle_s=10_000.0),
+        ],
+    )
+    raw: dict[str, Any] = {
+        "duration_s": 3600,
+        "agents": [{"id": "ana", "channels": ["voice", "chat"]}],
+        "arrivals": [{"trace": "day.csv"}],
+    }
+    expected = parse_scenario(raw, base=tmp_path).policy.expected_handle_s
+    assert (expected[Channel.VOICE], expected[Channel.CHAT]) == (150, 50)
+    assert expected[Channel.EMAIL] == Policy().expected_handle_s[Channel.EMAIL]
+    chat = {"channel": "chat", "rate_per_hour": 10, "handle": 400}
+    streamed = parse_scenario({**raw, "arrivals": [{"trace": "day.csv"}, chat]}, base=tmp_path)
+    assert streamed.policy.expected_handle_s[Channel.CHAT] == 400
+    stated = {**raw, "policy": {"expected_handle_s": {"voice": 240}}}
+    assert parse_scenario(stated, base=tmp_path).policy.expected_handle_s[Channel.VOICE] == 240
 
 
 def test_every_drawn_call_arrives_before_the_end() -> None:
