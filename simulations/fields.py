@@ -104,11 +104,12 @@ def read_document(path: Path) -> object:
         raise ScenarioError("", f"{path} is not valid {_kind(path)}: {err}") from err
 
 
-def read_text(path: Path) -> str:
-    """A file's UTF-8 text; ``ScenarioError`` naming the file when it cannot be read (a
+def read_text(path: Path, *, bom: bool = False) -> str:
+    """A file's UTF-8 text (``bom``: without the byte order mark a spreadsheet's "CSV
+    UTF-8" starts with, if any); ``ScenarioError`` naming the file when it cannot be read (a
     directory, no permission) or is not UTF-8. A missing file stays ``FileNotFoundError``."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig" if bom else "utf-8")
     except FileNotFoundError:
         raise
     except OSError as err:

@@ -3,9 +3,9 @@
 A trace is the customer side of a simulation: when each call arrives, what it needs, how
 long its work takes at speed 1.0 and how long the caller would wait. ``generate_trace``
 draws it from a scenario's streams; ``read_trace``/``write_trace`` move it to and from files
-(format by suffix: ``.csv``, or ``.jsonl``/``.ndjson``). The simulator only ever consumes a
-trace, so a recorded day and a synthetic one are interchangeable, and two policies simulated
-on the same seed see exactly the same calls.
+(format by suffix: ``.csv``, or ``.jsonl``/``.ndjson``; UTF-8, a byte order mark allowed).
+The simulator only ever consumes a trace, so a recorded day and a synthetic one are
+interchangeable, and two policies simulated on the same seed see exactly the same calls.
 
 Columns (CSV header, or the keys of each JSON object), in this order::
 
@@ -343,10 +343,11 @@ def _row(call: TraceCall) -> dict[str, str]:
 
 
 def read_trace(path: str | Path) -> list[TraceCall]:
-    """Read a CSV or JSON Lines trace (by suffix). Raises ``ScenarioError`` naming the line
-    and column of a bad value, ``FileNotFoundError`` for a missing file."""
+    """Read a CSV or JSON Lines trace (by suffix), UTF-8 with or without a byte order mark
+    (Excel's "CSV UTF-8" has one). Raises ``ScenarioError`` naming the line and column of a
+    bad value, ``FileNotFoundError`` for a missing file."""
     file = Path(path)
-    text = read_text(file)
+    text = read_text(file, bom=True)
     rows: list[tuple[str, Mapping[str, object]]] = []
     if _is_jsonl(file):
         for n, line in enumerate(text.splitlines(), start=1):

@@ -228,6 +228,21 @@ def test_a_scenario_of_recorded_calls_expects_their_mean_handle_time(tmp_path: P
     assert parse_scenario(stated, base=tmp_path).policy.expected_handle_s[Channel.VOICE] == 240
 
 
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_a_trace_saved_with_a_byte_order_mark_reads_as_without(tmp_path: Path, suffix: str) -> None:
+    """A trace starting with UTF-8's byte order mark (Excel's "CSV UTF-8") reads as the
+    same file without it, not as one missing its first column."""
+    calls = [
+        TraceCall(1.5, "c1", Channel.VOICE, skills=(("billing", 3),), handle_s=120.0),
+        TraceCall(9.0, "c2", Channel.CHAT, language="en", handle_s=300.0, patience_s=60.0),
+    ]
+    plain = tmp_path / f"plain.{suffix}"
+    write_trace(plain, calls)
+    marked = tmp_path / f"excel.{suffix}"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert read_trace(marked) == read_trace(plain) == calls
+
+
 def test_every_drawn_call_arrives_before_the_end() -> None:
     """Arrivals are drawn on the millisecond clock in ``[0, duration_s)``: one in the run's
     last half millisecond does not round up to its end (where a trace read back would
