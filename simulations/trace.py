@@ -360,12 +360,7 @@ def read_trace(path: str | Path) -> list[TraceCall]:
                 raise ScenarioError(where, f"not valid JSON: {err.msg}") from err
             rows.append((where, fl.mapping(record, where)))
     else:
-        reader = csv.DictReader(io.StringIO(text))
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ScenarioError(f"{file.name}:1", f"missing columns: {', '.join(missing)}")
-        for n, record in enumerate(reader, start=2):
-            rows.append((f"{file.name}:{n}", record))
+        rows = _csv_rows(file.name, text)
     calls = [_call(where, record) for where, record in rows]
     seen: set[str] = set()
     for (where, _), call in zip(rows, calls, strict=True):
@@ -373,6 +368,27 @@ def read_trace(path: str | Path) -> list[TraceCall]:
             raise ScenarioError(f"{where}.call_id", f"duplicate call id {call.call_id!r}")
         seen.add(call.call_id)
     return calls
+
+
+def _csv_rows(name: str, text: str) -> list[tuple[str, Mapping[str, object]]]:
+    """The records of CSV ``text`` (file ``name``), each with where it ends
+    (``name:line``), by the header's columns; a row with more or fewer fields than the
+    header is refused naming its line and both counts (a short one would leave its last
+    columns silently empty). Blank lines are skipped."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, [])
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise ScenarioError(f"{name}:1", f"missing columns: {', '.join(missing)}")
+    rows: list[tuple[str, Mapping[str, object]]] = []
+    for fields in reader:
+        if not fields:
+            continue
+        where = f"{name}:{reader.line_num}"
+        if len(fields) != len(header):
+            raise ScenarioError(where, f"{len(fields)} fields where the header has {len(header)}")
+        rows.append((where, dict(zip(header, fields, strict=True))))
+    return rows
 
 
 def _call(where: str, record: Mapping[str, object]) -> TraceCall:

@@ -14,7 +14,7 @@ from router.v1 import admin_pb2
 from simulations.replay_plan import compress_policy
 from simulations.scenario import ScenarioError, load_scenario, parse_scenario
 from simulations.simulator import simulate
-from simulations.trace import TraceCall, generate_trace, read_trace, write_trace
+from simulations.trace import COLUMNS, TraceCall, generate_trace, read_trace, write_trace
 
 VOICE = {"channel": "voice", "rate_per_hour": 30, "skills": {"billing": 3}, "handle": 200}
 BASE: dict[str, Any] = {
@@ -241,6 +241,26 @@ def test_a_trace_saved_with_a_byte_order_mark_reads_as_without(tmp_path: Path, s
     marked = tmp_path / f"excel.{suffix}"
     marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
     assert read_trace(marked) == read_trace(plain) == calls
+
+
+@pytest.mark.parametrize(
+    ("row", "fields"),
+    [("1.5,c2,voice,,en,,0,120,60,extra", 10), ("1.5,c2,voice,,en,,0,120", 8)],
+    ids=["one field too many", "one field short"],
+)
+def test_a_csv_row_of_another_width_than_the_header_is_refused(
+    tmp_path: Path, row: str, fields: int
+) -> None:
+    """A CSV row with a field more or less than the header is refused naming the file, its
+    line and both counts: neither an unknown column called None nor a call whose last
+    column (here its patience) is silently empty. A blank line counts as a line."""
+    trace = tmp_path / "day.csv"
+    first = "1,c1,voice,,en,,0,120,60"
+    for lines, line in (([first, row], 3), (["", first, row], 4)):
+        trace.write_text("\n".join([",".join(COLUMNS), *lines]) + "\n")
+        with pytest.raises(ScenarioError) as refused:
+            read_trace(trace)
+        assert str(refused.value) == f"day.csv:{line}: {fields} fields where the header has 9"
 
 
 def test_every_drawn_call_arrives_before_the_end() -> None:
