@@ -46,7 +46,9 @@ callers are the same, each policy is also compared with the first one listed (th
 seed by seed: the mean per-seed difference with its 95 % interval, better or worse only when
 that interval excludes zero. Writes compare.json and report.html (the tables and bar charts
 with the intervals as whiskers), and prints the tables and, per policy, the engine its runs
-take (see run --help).
+take (see run --help). When every call comes from trace files, each seed replays the same
+calls and the intervals cover only what is drawn per seed, not traffic's variation: a
+warning under the tables, in the report and in compare.json's notes says so.
 
 The runs go seed by seed (every policy on a seed before the next one). Ctrl-C stops the
 comparison and keeps what it finished: the tables are printed over the seeds every policy

@@ -9,7 +9,8 @@ The paired interval removes the luck the policies share, so a difference can be 
 when the two policies' own intervals overlap. Runs are sequential and deterministic,
 seed by seed (every policy on a seed before the next seed), so Ctrl-C keeps whole seeds:
 ``ComparisonInterrupted`` carries the comparison over the seeds every policy finished.
-``compare.json`` holds every run's KPIs and the aggregate.
+``compare.json`` holds every run's KPIs and the aggregate, and ``notes``: a warning when
+every call comes from trace files (each seed replays the same calls; ``arrival_notes``).
 """
 
 from __future__ import annotations
@@ -204,6 +205,8 @@ class Comparison:
     seeds: tuple[int, ...]
     runs: tuple[Run, ...]
     metrics: tuple[Metric, ...] = field(default=())
+    notes: tuple[str, ...] = ()
+    """Warnings on what the intervals cover (``arrival_notes``), printed with the tables."""
 
     def summary(self, metric: Metric, policy: str) -> Summary:
         """Mean and CI of ``metric`` over the seeds of ``policy``."""
@@ -237,6 +240,7 @@ class Comparison:
             "confidence": 0.95,
             "interval": "Student t on the per-seed values (common random numbers across policies)",
             "baseline": self.policies[0],
+            "notes": list(self.notes),
             "paired": (
                 "vs_baseline: each policy's per-seed difference from the baseline, its mean "
                 "and Student t interval; verdict better or worse only when it excludes 0"
@@ -279,6 +283,26 @@ class ComparisonInterrupted(KeyboardInterrupt):
         self.partial = partial
         self.done = done
         self.planned = planned
+
+
+def arrival_notes(scenario: Scenario) -> tuple[str, ...]:
+    """A warning when every call of ``scenario`` comes from trace files (no stream draws
+    any): each seed then replays the same calls, so the intervals cover only what is drawn
+    per seed (the routing's random choices, the calls' outcomes), not how traffic varies
+    from day to day; none otherwise."""
+    drawn = any(
+        stream.rate_per_hour * scenario.arrival_scale > 0
+        and any(mult > 0 for _, mult in stream.profile)
+        for stream in scenario.streams
+    )
+    if drawn or not scenario.traces:
+        return ()
+    files = ", ".join(path.name for path in scenario.traces)
+    return (
+        f"every call comes from trace files ({files}): each seed replays the same calls, "
+        "so the 95 % intervals cover only what is drawn per seed (the routing's random "
+        "choices, the calls' outcomes), not how traffic varies from day to day",
+    )
 
 
 Simulate = Callable[[Scenario, int, str], Mapping[str, Any]]
@@ -331,4 +355,11 @@ def _compared(
     # With one channel its service level is the overall one: listing both says it twice.
     metrics = (*(per_channel if len(per_channel) > 1 else ()), *HEADLINE_METRICS)
     present = tuple(m for m in metrics if any(m.value(k) is not None for k in kpis))
-    return Comparison(scenario.name, tuple(policies), tuple(seeds), tuple(listed), present)
+    return Comparison(
+        scenario.name,
+        tuple(policies),
+        tuple(seeds),
+        tuple(listed),
+        present,
+        arrival_notes(scenario),
+    )

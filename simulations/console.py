@@ -67,7 +67,8 @@ def compare_table(compare: Mapping[str, Any]) -> str:
     """KPIs down, policies across: mean ± half-width of the 95 % interval (a range cut to the
     KPI's limits where it would cross them); then, with two policies or more, each one's
     paired difference from the baseline (the first), better or worse only where its
-    interval excludes zero."""
+    interval excludes zero; then the comparison's warnings (``notes``: every call from
+    trace files, say)."""
     policies = list(compare["policies"])
     rows = [["KPI", *policies]]
     for metric in compare["metrics"].values():
@@ -80,7 +81,9 @@ def compare_table(compare: Mapping[str, Any]) -> str:
     else:
         text = table(rows) + f"\n(mean ± 95 % confidence interval over {seeds} seeds)"
     paired = _paired_table(compare, policies)
-    return text if paired is None else f"{text}\n\n{paired}"
+    text = text if paired is None else f"{text}\n\n{paired}"
+    warnings = [f"warning: {note}" for note in compare.get("notes", ())]
+    return "\n".join([text, *warnings])
 
 
 def _paired_table(compare: Mapping[str, Any], policies: Sequence[str]) -> str | None:

@@ -600,7 +600,11 @@ def compare_report_html(compare: Mapping[str, Any]) -> str:
         _table(compare, policies),
     )
     paired = _paired_section(compare, policies)
-    sections = [table] if paired is None else [table, paired]
+    warnings = [
+        _section("Warning", "What the intervals below do not cover.", f"<p>{_e(note)}</p>")
+        for note in compare.get("notes", ())
+    ]
+    sections = [*warnings, table] if paired is None else [*warnings, table, paired]
     channel_sl = {
         path.split(".")[1]: _bars(m, policies)
         for path, m in metrics.items()

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from router.domain import Channel
 from simulations import console, report
 from simulations.compare import ComparisonInterrupted, run_comparison, summarize
 from simulations.scenario import Scenario, parse_scenario
+from simulations.trace import TraceCall, write_trace
 
 SEEDS = (1, 2, 3, 4)
 SERVICE = {  # balanced is the baseline
@@ -163,3 +166,36 @@ def test_ctrl_c_keeps_the_seeds_every_policy_finished(stop_at: int, whole: int) 
     if whole:
         full = run_comparison(_pool("stopped"), list(SERVICE), SEEDS[:whole], simulate_fn=_kpis)
         assert partial.to_json() == full.to_json()
+
+
+def test_a_comparison_of_recorded_calls_only_warns_that_every_seed_replays_them(
+    tmp_path: Path,
+) -> None:
+    """Every call from a trace file: each seed replays the same calls, so the intervals
+    cover only what is drawn per seed, not traffic's variation; compare.json's notes, the
+    printed tables and the report say so. Arrivals drawn by a stream (a trace beside it
+    or not) draw no such warning."""
+    write_trace(tmp_path / "day.csv", [TraceCall(1.0, "c1", Channel.VOICE, handle_s=60.0)])
+    raw: dict[str, Any] = {
+        "duration_s": 3600,
+        "agents": [{"id": "ana", "channels": ["voice"]}],
+        "arrivals": [{"trace": "day.csv"}],
+    }
+    recorded = parse_scenario(raw, name="recorded", base=tmp_path)
+    compared = run_comparison(recorded, list(SERVICE), SEEDS, simulate_fn=_kpis).to_json()
+    [note] = compared["notes"]
+    assert note.startswith(
+        "every call comes from trace files (day.csv): each seed replays the same calls, so "
+        "the 95 % intervals cover only what is drawn per seed"
+    )
+    assert console.compare_table(compared).splitlines()[-1] == f"warning: {note}"
+    page = report.compare_report_html(compared)
+    assert "<h2>Warning</h2>" in page
+    assert "every call comes from trace files (day.csv)" in page
+    voice = {"channel": "voice", "rate_per_hour": 10, "handle": 60}
+    mixed = parse_scenario({**raw, "arrivals": [{"trace": "day.csv"}, voice]}, base=tmp_path)
+    for drawn in (mixed, _pool("drawn")):
+        plain = run_comparison(drawn, list(SERVICE), SEEDS, simulate_fn=_kpis).to_json()
+        assert plain["notes"] == []
+        assert "warning" not in console.compare_table(plain)
+        assert "<h2>Warning</h2>" not in report.compare_report_html(plain)
