@@ -255,6 +255,7 @@ def _replay_inputs(args: argparse.Namespace) -> tuple[Scenario, list[TraceCall]]
 
 
 REPLAY_FLAGS = {
+    "tenant": "--tenant",
     "speed": "--speed",
     "max_calls": "--max-calls",
     "max_seconds": "--max-seconds",

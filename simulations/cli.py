@@ -179,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--drain-seconds", type=float, default=30.0, help="then up to S more (default 30)"
     )
     rep.add_argument("--workers", type=int, default=16, help="client threads (default 16)")
-    rep.add_argument("--tenant", help="tenant (default: a fresh replay-<tag>)")
+    rep.add_argument(
+        "--tenant",
+        help="tenant: 1-64 letters, digits or ._- (default: a fresh replay-<tag>)",
+    )
     rep.add_argument("--policy", help=policy)
     rep.add_argument(
         "--real-time-policy",

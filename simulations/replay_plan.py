@@ -16,7 +16,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from router import convert
 from router.domain import Channel, Policy, SlaTarget, Strategy, WideningStep, frozen_map
+from router.errors import InvalidArgumentError
 from router.policies import MAX_WAIT_S, WEEK_S
 from simulations.model import DAY_S, AbsenceSpec, AgentSpec, Scenario
 from simulations.workforce import shift_windows
@@ -78,7 +80,8 @@ class ReplayOptions:
 
     target: str
     tenant: str = ""
-    """Empty: a fresh ``replay-<tag>`` tenant, so runs never see each other's state."""
+    """Empty: a fresh ``replay-<tag>`` tenant, so runs never see each other's state; else
+    a name the service takes (``router.convert.tenant``: 1-64 letters, digits or ._-)."""
     speed: float = 60.0
     """Scenario seconds per real second."""
     max_calls: int = 2000
@@ -97,8 +100,13 @@ class ReplayOptions:
     allow_remote: bool = False
 
     def __post_init__(self) -> None:
-        """Refuse bounds that make no sense (``OptionError`` naming the field); NaN and
-        infinite durations included."""
+        """Refuse bounds that make no sense and a tenant the service would refuse
+        (``OptionError`` naming the field); NaN and infinite durations included."""
+        if self.tenant:
+            try:
+                convert.tenant(self.tenant)
+            except InvalidArgumentError as exc:
+                raise OptionError("tenant", f"{self.tenant!r} {exc.problem}") from None
         checks = (
             ("speed", 0 < self.speed <= 100_000, f"{self.speed} is not in (0, 100000]"),
             ("max_calls", self.max_calls >= 1, f"{self.max_calls} must be >= 1"),

@@ -674,6 +674,8 @@ def test_a_bad_policy_names_the_option_given(
         (["--target", "127.0.0.1:0"], "--target: "),
         (["--admin-target", "127.0.0.1:70000"], "--admin-target: "),
         (["--admin-target", "10.0.0.1:5"], "--admin-target: "),
+        (["--tenant", "bad tenant!"], "--tenant: 'bad tenant!' must be 1-64 letters"),
+        (["--tenant", "t" * 65], "--tenant: "),
     ],
 )
 def test_replay_options_are_named_as_flags(

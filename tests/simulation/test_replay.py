@@ -305,6 +305,10 @@ def test_options_are_bounded() -> None:
             ReplayOptions(target="127.0.0.1:1", speed=speed)
     with pytest.raises(ReplayError, match="workers"):
         ReplayOptions(target="127.0.0.1:1", workers=10_000)
+    for tenant in ("bad tenant!", "t" * 65, "é"):
+        with pytest.raises(ReplayError, match=r"^tenant: .* must be 1-64 letters"):
+            ReplayOptions(target="127.0.0.1:1", tenant=tenant)
+    assert ReplayOptions(target="127.0.0.1:1", tenant="ops-team_1.eu").tenant == "ops-team_1.eu"
 
 
 def test_presence_schedule_follows_shifts_breaks_and_absences() -> None:
