@@ -397,17 +397,8 @@ def test_a_tick_with_nothing_changed_since_an_idle_full_pass_is_quiet(
     assert store.open_passes([T], "A", 1_000, 2_000, {T: moved}) == [PassGrant.QUIET]
 
 
-def test_the_dispatchers_ticks_skip_full_passes_while_nothing_changes(
-    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Ticks over an idle tenant: the first makes the full pass (the queue read), the next
-    ones are QUIET (no read); a call queued meanwhile is placed by the next tick, and while
-    its agent holds it (a chat, which never moves) the ticks after one full pass are quiet
-    again; once it is completed, quiet again after one full pass."""
-    store = RedisStore(redis_client, clock)
-    store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
-    store.set_presence(T, "a", Presence.AVAILABLE)
-    store.load_candidates(T, Call("warm", Channel.CHAT))  # builds the routing index
+def _counted_ticks(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """A dispatcher's tick over ``T``, as a function answering the queue reads it made."""
     dispatcher = Dispatcher(store, owner="me")
     reads = 0
     real = store.load_queue
@@ -420,11 +411,26 @@ def test_the_dispatchers_ticks_skip_full_passes_while_nothing_changes(
     monkeypatch.setattr(store, "load_queue", counted)
 
     def tick() -> int:
-        """Queue reads of one tick."""
         nonlocal reads
         reads = 0
         dispatcher._sweep([T])
         return reads
+
+    return tick
+
+
+def test_the_dispatchers_ticks_skip_full_passes_while_nothing_changes(
+    redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ticks over an idle tenant: the first makes the full pass (the queue read), the next
+    ones are QUIET (no read); a call queued meanwhile is placed by the next tick, and while
+    its agent holds it (a chat, which never moves) the ticks after one full pass are quiet
+    again; once it is completed, quiet again after one full pass."""
+    store = RedisStore(redis_client, clock)
+    store.create_agent(T, AgentProfile("a", skills={"billing": 3}))
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    store.load_candidates(T, Call("warm", Channel.CHAT))  # builds the routing index
+    tick = _counted_ticks(store, monkeypatch)
 
     assert tick() >= 1
     assert (tick(), tick()) == (0, 0)
@@ -491,23 +497,7 @@ def test_ticks_over_agents_holding_work_are_quiet_until_one_could_leave_with_it(
     store.set_presence(T, "a", Presence.AVAILABLE)
     store.create_agent(T, AgentProfile("b", capacity=frozen_map({Channel.EMAIL: 1})))
     store.load_candidates(T, Call("warm", Channel.EMAIL))
-    dispatcher = Dispatcher(store, owner="me")
-    reads = 0
-    real = store.load_queue
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal reads
-        reads += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(store, "load_queue", counted)
-
-    def tick() -> int:
-        """Queue reads of one tick."""
-        nonlocal reads
-        reads = 0
-        dispatcher._sweep([T])
-        return reads
+    tick = _counted_ticks(store, monkeypatch)
 
     store.enqueue(T, "r1", "fp", Call("c1", Channel.EMAIL), policy=store.get_policy(T))
     assert tick() >= 1
