@@ -148,13 +148,16 @@ def check_entry_fields(tenant: str, role: str, name: str) -> None:
 
 
 class _DuplicateKeyError(ValueError):
-    """A mapping of the tokens file names a key twice (the parsers keep the last)."""
+    """A mapping of the tokens file names a key twice (the parsers keep the last), or names
+    one that is not a string."""
 
 
 def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     """A mapping from its key-value pairs, refusing a key given twice."""
     mapping: dict[Any, Any] = {}
     for key, value in pairs:
+        if not isinstance(key, str):  # YAML allows any key: a list, a mapping, a number
+            raise _DuplicateKeyError(f"key {convert.shown(str(key))} is not a string")
         if key in mapping:
             raise _DuplicateKeyError(f"key {convert.shown(str(key))} is given twice in a mapping")
         mapping[key] = value

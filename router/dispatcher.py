@@ -283,7 +283,7 @@ class Dispatcher:
                 return
             for tenant, grant in zip(batch, grants, strict=True):
                 if isinstance(grant, RouterError):
-                    log.warning("dispatch_failed", tenant=tenant, error=grant.message)
+                    log.warning("dispatch_failed", tenant=tenant, error=grant.logged)
                 elif grant in (PassGrant.FULL, PassGrant.WAKE):
                     self._run_guarded(tenant, ticked=True)
                 else:

@@ -356,9 +356,10 @@ _ERROR_CODE = re.compile(r"(?:Command # \d+ \(.*?\) of pipeline caused error: )?
 
 
 def _kind(exc: Exception) -> str:
-    """What a client may learn of a driver error: Redis's error code (``OOM``,
-    ``MASTERDOWN``, ``NOSCRIPT``, ...) when the reply has one, else the exception's class
-    (``ConnectionError``, ``TimeoutError``), never its text."""
+    """What a client may learn of a driver error: Redis's error code when the reply still
+    has one (``NOREPLICAS``, ``WRONGTYPE``, ...), else the exception's class
+    (``ConnectionError``, ``OutOfMemoryError``: redis-py strips the codes it maps to a
+    class), never its text."""
     found = _ERROR_CODE.match(str(exc))
     return found.group(1) if found else type(exc).__name__
 

@@ -296,6 +296,7 @@ def _check_pair(cert: str, key: str) -> None:
     encrypted, nor malformed): what gRPC would otherwise refuse only when listening, with a
     message that names neither file."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # key sizes and digests are gRPC's to judge
     try:
         context.load_cert_chain(cert, key, password=lambda: b"")
     except ssl.SSLError as err:

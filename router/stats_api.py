@@ -14,7 +14,7 @@ MAX_SKILLS = 1_000
 MAX_AGENTS = 10_000
 """Agents a GetStats answer lists (in id order); the rest are counted in ``agents_omitted``.
 With ``MAX_SKILLS``, the answer stays far under the 4 MiB a gRPC client takes by default
-(skill names and agent ids are at most 64 characters)."""
+(skill names are at most 64 characters, agent ids 128)."""
 
 
 def stats_to_pb(store: Store, tenant: str) -> routing_pb2.GetStatsResponse:

@@ -83,6 +83,7 @@ import numpy as np
 import numpy.typing as npt
 
 from router.domain import (
+    NO_SECONDS,
     ActiveWork,
     Call,
     Channel,
@@ -294,8 +295,9 @@ class _Simulation:
         self.scenario = scenario
         self.seed = seed
         # The engine sees the scenario's policy with the rules the simulator does not model
-        # switched off (heartbeats are continuous, assignments are accepted at once).
-        self.policy = replace(scenario.policy, heartbeat_timeout_s=0)
+        # switched off (heartbeats are continuous, assignments are accepted at once, so rule
+        # 10 reserves no offer's wait: ``Policy.reserved_s_for``).
+        self.policy = replace(scenario.policy, heartbeat_timeout_s=0, offer_timeout_s=NO_SECONDS)
         self.trace = list(trace)  # in arrival order (``ARRIVAL_ORDER``)
         self.progress = progress
         self.window_ms = self.policy.occupancy_window_s * 1000

@@ -1070,7 +1070,8 @@ class Agent(_message.Message):
     def shift_end(self) -> _timestamp_pb2.Timestamp:
         """End of the agent's current shift (set daily by workforce management); unset: unknown
         (1970-01-01T00:00:00Z itself, to the millisecond, is refused: it reads as unset).
-        Work expected to outlast it is not routed to the agent, and offers are reclaimed at it.
+        Work expected to outlast it is not routed to the agent, and offers (and accepted work
+        on `Policy.reclaim_channels`) are reclaimed at it.
         An instant (UTC): the agent's `timezone` plays no part in this or any other hard rule.
         """
 

@@ -12,6 +12,7 @@ engine's flow, and candidates cut to ``top_k``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 from pathlib import Path
@@ -591,6 +592,21 @@ def test_agents_who_take_breaks_or_absences_leave_the_pool_as_in_the_loop(
     left = [a for a in fast.agents.values() if a.staffed != [(0.0, fast.end_s)]]
     everyone = case == "only shifts, over before the calls"
     assert len(left) == (0 if case == "an absence past the horizon" else 4 if everyone else 3)
+
+
+@pytest.mark.parametrize(
+    "case", ["a shift with a break", "an absence", "night shifts over two days"]
+)
+def test_a_scenarios_offer_time_out_changes_no_offline_day(case: str, tmp_path: Path) -> None:
+    """Offline, offers are accepted at once (``offer_timeout_s`` is for live replays): rule
+    10 reserves no offer's wait, so the loop keeps the shortcut's day and the day of the same
+    scenario without offers."""
+    raw = copy.deepcopy(AWAY[case])
+    raw.setdefault("policy", {})["offer_timeout_s"] = {"voice": 120}
+    offered = parse_scenario(raw, name=case)
+    loop = simulate(offered, seed=1, shortcut=False)
+    _same(simulate(offered, seed=1), loop, tmp_path)
+    assert loop.records == simulate(parse_scenario(AWAY[case], name=case), seed=1).records
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -106,6 +106,7 @@ def test_bad_files_are_refused_with_the_entry(text: str, message: str) -> None:
             "line 2: key 'role' is given twice",
         ),
         (f"tokens: []\ntokens:\n  - {{sha256: {DIGEST}}}", False, "key 'tokens' is given twice"),
+        ("tokens:\n  - {? [x] : 1}\n", False, r"key \"\['x'\]\" is not a string"),
         (
             json.dumps({"tokens": [{"sha256": DIGEST, "tenant": "acme", "role": "viewer"}]})[:-3]
             + ', "role": "admin"}]}',

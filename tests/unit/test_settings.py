@@ -44,6 +44,23 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"cert": cert, "key": key, "other_key": other}
 
 
+def test_a_weak_but_matching_pair_is_left_to_grpc(tmp_path: Path) -> None:
+    """The pair check looks at whether the key is the certificate's, not at its strength:
+    a 1024-bit RSA pair that gRPC serves is not refused by the check (OpenSSL's default
+    security level would)."""
+    cert, key = tmp_path / "weak.pem", tmp_path / "weak.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout", str(key),
+            "-out", str(cert), "-days", "2", "-subj", "/CN=weak",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    assert Settings(tls_cert=str(cert), tls_key=str(key)).tls
+
+
 def test_a_key_that_is_not_the_certificates_is_refused_naming_both(pem: dict[str, str]) -> None:
     """A key of another certificate (a renewal half done) stops start-up naming both
     variables, where gRPC would refuse only when listening, naming the address."""
