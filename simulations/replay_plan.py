@@ -229,6 +229,14 @@ def compress_policy(
         ),
         widening=tuple(widening),
     )
+    for channel, offer_s in sorted(policy.offer_timeout_s.items()):
+        if offer_s > 0 and (channels is None or channel in channels):
+            notes.append(
+                f"{channel}.offer_timeout: {offer_s}s stays real time, so work is kept "
+                f"{offer_s}s ({offer_s * speed:g}s of the scenario) clear of a shift's end or "
+                "an absence for an Accept, which the offline simulator (offers accepted at "
+                "once) does not do"
+            )
     return compressed, notes
 
 

@@ -298,6 +298,23 @@ def test_compress_policy_never_turns_a_duration_off_silently() -> None:
     assert (sent[pb.CHANNEL_VOICE], sent[pb.CHANNEL_CHAT]) == (1, 0)
 
 
+def test_an_offer_time_out_kept_in_real_time_is_noted() -> None:
+    """Offer time-outs stay real time (they are the real client's), and rule 10 keeps work
+    that long clear of a shift's end: at x60 a 30 s time-out is half an hour of the
+    scenario, which the offline run does not reserve; the note says so, for the channels the
+    trace uses only."""
+    offers = frozen_map({Channel.VOICE: 30, Channel.CHAT: 0, Channel.EMAIL: 20})
+    policy, notes = compress_policy(
+        Policy(offer_timeout_s=offers), 60, frozenset({Channel.VOICE, Channel.CHAT})
+    )
+    assert policy.offer_timeout_s == offers
+    assert [n for n in notes if "offer_timeout" in n] == [
+        "voice.offer_timeout: 30s stays real time, so work is kept 30s (1800s of the scenario)"
+        " clear of a shift's end or an absence for an Accept, which the offline simulator"
+        " (offers accepted at once) does not do"
+    ]
+
+
 def test_options_are_bounded() -> None:
     """Nonsense bounds are refused before anything is sent."""
     for speed in (0, float("inf"), 1e9):
