@@ -140,14 +140,9 @@ def left_reason(agent: AgentSnapshot, now_ms: int, policy: Policy) -> str:
     """Why the agent has left work offered to them ('' when not): rules 1-3, or a shift that
     has ended. The dispatcher takes offers back for it (``dispatcher.must_reclaim``) and
     Accept refuses an offer (``accept_offer.lua`` says the same)."""
-    excluded = absence_reason(agent, now_ms, policy)
-    if excluded is Exclusion.NOT_AVAILABLE:
+    if agent.presence != Presence.AVAILABLE:
         return f"agent is {agent.presence.value}"
-    if excluded is not None:
-        return _LEFT[excluded]
-    if 0 < agent.profile.shift_end_ms <= now_ms:
-        return "agent's shift has ended"
-    return ""
+    return _away(agent, now_ms, policy)
 
 
 def gone_reason(agent: AgentSnapshot, now_ms: int, policy: Policy) -> str:
