@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import grpc
 
@@ -25,7 +26,7 @@ from router.errors import (
 )
 from router.interceptors import bind_call
 from router.stats_api import stats_to_pb
-from router.store import EVENT_TYPES, Finished, Store
+from router.store import EVENT_TYPES, Finished, KnownPolicy, Store
 from router.v1 import routing_pb2, routing_pb2_grpc
 from router.v1 import types_pb2 as pb
 from scoring import performance
@@ -37,6 +38,7 @@ MAX_WATCH_TYPES = 32
 POLICY_ATTEMPTS = 3
 """Accept's, Complete's and Release's tries when the policy changes under them (then
 ABORTED: retry)."""
+_T = TypeVar("_T")
 U64_MAX = 2**64 - 1
 _EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # not \d: it takes any Unicode digit
 _RESULTS = {
@@ -102,23 +104,32 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         return routing_pb2.AcceptResponse(assignment=convert.assignment_to_pb(accepted))
 
     def _accept(self, tenant: str, assignment_id: str, token: int) -> Assignment:
-        """Accept the offer under the policy this replica knows (its reclaim rule, heartbeat
-        timeout and SLA targets), so nothing is read first; if the policy changed meanwhile
-        (on another replica, say), read it again and retry."""
-        for attempt in range(POLICY_ATTEMPTS):
-            known = self._store.known_policy(tenant, fresh=attempt > 0)
-            policy = known.policy
+        """Accept the offer under the tenant's policy (its reclaim rule, heartbeat timeout
+        and SLA targets: ``_under_policy``)."""
+
+        def accept(known: KnownPolicy) -> Assignment:
             # After an outage, as the dispatcher, let lapsed heartbeats be: a sign of life.
-            grace = self._store.unavailable_within(outage_grace_s(policy), tenant)
+            grace = self._store.unavailable_within(outage_grace_s(known.policy), tenant)
+            return self._store.accept_offer(
+                tenant,
+                assignment_id,
+                token,
+                policy=known.policy,
+                heartbeat_grace=grace,
+                policy_tag=known.tag,
+            )
+
+        return self._under_policy(tenant, assignment_id, accept)
+
+    def _under_policy(
+        self, tenant: str, assignment_id: str, step: Callable[[KnownPolicy], _T]
+    ) -> _T:
+        """``step`` under the policy this replica knows, so nothing is read first; if the
+        policy changed meanwhile (the store refuses the step: ``PolicyChangedError``), read
+        it again and retry, ``POLICY_ATTEMPTS`` times in all."""
+        for attempt in range(POLICY_ATTEMPTS):
             try:
-                return self._store.accept_offer(
-                    tenant,
-                    assignment_id,
-                    token,
-                    policy=policy,
-                    heartbeat_grace=grace,
-                    policy_tag=known.tag,
-                )
+                return step(self._store.known_policy(tenant, fresh=attempt > 0))
             except PolicyChangedError:
                 metrics.RETRIES.labels("policy").inc()
         raise ContentionError(
@@ -171,11 +182,10 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     ) -> Finished:
         """End the assignment, COMPLETED with ``outcome`` (its value and wrap-up given for
         every channel: the store applies the assignment's channel's) or RELEASED without,
-        under the policy this replica knows, so nothing is read first; if the policy changed
-        meanwhile, read it again and retry."""
+        under the tenant's policy (``_under_policy``)."""
         end = AssignmentState.RELEASED if outcome is None else AssignmentState.COMPLETED
-        for attempt in range(POLICY_ATTEMPTS):
-            known = self._store.known_policy(tenant, fresh=attempt > 0)
+
+        def finish(known: KnownPolicy) -> Finished:
             policy = known.policy
             terms = None
             if outcome is not None:
@@ -188,23 +198,18 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                     )
                     for channel in Channel
                 }
-            try:
-                return self._store.finish_assignment(
-                    tenant,
-                    assignment_id,
-                    token,
-                    end,
-                    half_life_s=policy.performance_half_life_s,
-                    policy=policy,
-                    channel_terms=terms,
-                    policy_tag=known.tag,
-                )
-            except PolicyChangedError:
-                metrics.RETRIES.labels("policy").inc()
-                continue
-        raise ContentionError(
-            f"assignment {assignment_id}: the policy kept changing; retry with the same token"
-        )
+            return self._store.finish_assignment(
+                tenant,
+                assignment_id,
+                token,
+                end,
+                half_life_s=policy.performance_half_life_s,
+                policy=policy,
+                channel_terms=terms,
+                policy_tag=known.tag,
+            )
+
+        return self._under_policy(tenant, assignment_id, finish)
 
     def Release(  # noqa: N802
         self, request: routing_pb2.ReleaseRequest, context: grpc.ServicerContext
