@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,8 +29,26 @@ from router.errors import ResourceExhaustedError, StoreUnavailableError
 from router.interceptors import Handler, UnaryInterceptor
 
 
+class _Ticket:
+    """A request waiting in line: woken alone (its own condition, on the gate's lock) when
+    a slot is handed to it."""
+
+    __slots__ = ("granted", "woken")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.granted = False
+        self.woken = threading.Condition(lock)
+
+
 class Admission:
-    """A counting gate of ``limit`` slots that fails its line fast while the store is down."""
+    """A counting gate of ``limit`` slots, fair between tenants, that fails its line fast
+    while the store is down.
+
+    A slot given back goes straight to a request in line (never to a newcomer): to the
+    first in line of the waiting tenant that holds the fewest slots, ties in turn (round
+    robin). So a tenant sending many or slow requests holds at most the slots nobody else
+    waits for, and another tenant's request waits for one slot to free, not for the first
+    tenant's whole line."""
 
     def __init__(self, limit: int) -> None:
         """At most ``limit`` (>= 1) holders at once."""
@@ -38,54 +57,89 @@ class Admission:
         self.limit = limit
         self._free = limit
         self._store_down = False
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._line: dict[str, deque[_Ticket]] = {}
+        """Per tenant with requests in line, its tickets in arrival order; the tenants in
+        the order they began waiting."""
+        self._held: Counter[str] = Counter()
 
-    def enter(self, method: str) -> None:
-        """Take a slot, waiting in line at most until the current RPC's deadline
-        (``router.deadline``): ``DeadlineExceededError`` when it passes first,
-        ``StoreUnavailableError`` when a holder finds the store down meanwhile."""
-        with self._changed:
-            if self._free:
+    def enter(self, method: str, tenant: str = "") -> None:
+        """Take a slot for a request of ``tenant``, waiting in line at most until the
+        current RPC's deadline (``router.deadline``): ``DeadlineExceededError`` when it
+        passes first, ``StoreUnavailableError`` when a holder finds the store down
+        meanwhile."""
+        with self._lock:
+            if self._free and not self._line:
                 self._free -= 1
+                self._held[tenant] += 1
                 return
+            ticket = _Ticket(self._lock)
+            self._line.setdefault(tenant, deque()).append(ticket)
             started = time.perf_counter()
             left = deadline.remaining()
             until = None if left is None else time.monotonic() + max(0.0, left)
             try:
-                while True:
+                while not ticket.granted:  # a slot handed over wins over a deadline passed
                     if self._store_down:
+                        self._drop(tenant, ticket)
                         raise StoreUnavailableError(
                             f"{method}: the state store is not answering this replica; "
                             "nothing was done, retry"
                         )
-                    if self._free:
-                        break
                     wait = None if until is None else until - time.monotonic()
                     if wait is not None and wait <= 0:
+                        self._drop(tenant, ticket)
                         raise deadline.DeadlineExceededError(
                             f"{method}: the deadline passed while waiting for one of this "
                             f"replica's {self.limit} request slots (ROUTER_CONCURRENCY); "
                             "nothing was done"
                         )
-                    self._changed.wait(wait)
+                    ticket.woken.wait(wait)
             finally:
                 metrics.ADMISSION_WAIT_SECONDS.observe(time.perf_counter() - started)
-            self._free -= 1
 
-    def leave(self, *, store_down: bool = False) -> None:
-        """Give the slot back; ``store_down``: the request found the store unreachable
-        (the line then fails fast until a request gives its slot back without)."""
-        with self._changed:
+    def leave(self, tenant: str = "", *, store_down: bool = False) -> None:
+        """Give back ``tenant``'s slot; ``store_down``: the request found the store
+        unreachable (the line then fails fast until a request gives its slot back
+        without)."""
+        with self._lock:
             self._free += 1
+            self._held[tenant] -= 1
+            if not self._held[tenant]:
+                del self._held[tenant]
             self._store_down = store_down
-            if store_down:
-                self._changed.notify_all()  # the whole line fails fast
+            if store_down:  # the whole line fails fast
+                for tickets in self._line.values():
+                    for ticket in tickets:
+                        ticket.woken.notify()
             else:
-                # One slot, one waiter woken: waking the whole line only to send all but one
-                # back to sleep costs a thread switch each. A waiter whose deadline passed as
-                # it was woken still finds the slot free and takes it (``enter`` looks for a
-                # free slot before the deadline), so the wake-up is never lost.
-                self._changed.notify()
+                self._serve()
+
+    def _serve(self) -> None:
+        """Hand each free slot to the first request of the waiting tenant holding the fewest
+        slots (among equals, the one served longest ago: round robin), and wake that request
+        alone."""
+        while self._free and self._line:
+            tenant = min(self._line, key=self._held.__getitem__)  # the first of ties
+            tickets = self._line[tenant]
+            ticket = tickets.popleft()
+            del self._line[tenant]
+            if tickets:  # its next request waits behind the other tenants' first ones
+                self._line[tenant] = tickets
+            self._free -= 1
+            self._held[tenant] += 1
+            ticket.granted = True
+            ticket.woken.notify()
+
+    def _drop(self, tenant: str, ticket: _Ticket) -> None:
+        """Take a request that gives up out of the line (a slot left free while the store
+        was down goes to the next request, once the line is no longer failing)."""
+        tickets = self._line[tenant]
+        tickets.remove(ticket)
+        if not tickets:
+            del self._line[tenant]
+        if not self._store_down:
+            self._serve()
 
 
 class AdmissionInterceptor(UnaryInterceptor):
@@ -109,7 +163,8 @@ class AdmissionInterceptor(UnaryInterceptor):
 
 def _gated(admission: Admission, method: str, inner: Handler) -> Handler:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-        admission.enter(method)
+        tenant = str(getattr(request, "tenant", ""))
+        admission.enter(method, tenant)
         down = False
         try:
             return inner(request, context)
@@ -117,7 +172,7 @@ def _gated(admission: Admission, method: str, inner: Handler) -> Handler:
             down = True
             raise
         finally:
-            admission.leave(store_down=down)
+            admission.leave(tenant, store_down=down)
 
     return wrapped
 

@@ -85,24 +85,22 @@ def test_the_line_fails_fast_while_the_store_is_down() -> None:
     assert outcome[1:] == ["entered"]
 
 
-class _CountingCondition(threading.Condition):
-    """A condition that counts the waits begun on it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waits = 0
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.waits += 1
-        return super().wait(timeout)
+def _in_line(admission: Admission, count: int) -> None:
+    """Wait (at most 10 s) until ``count`` requests wait in line."""
+    until = time.monotonic() + 10
+    while time.monotonic() < until:
+        with admission._lock:
+            if sum(len(tickets) for tickets in admission._line.values()) == count:
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"{count} requests never waited in line")
 
 
 def test_a_slot_given_back_wakes_one_request_in_line() -> None:
     """Five requests wait for the one slot: each slot given back lets the next one in and
-    wakes no other (waking the whole line sends all but one back to sleep); every request
-    gets its turn."""
+    the others wait on (each is woken alone, when its turn comes); every request gets its
+    turn, in arrival order within a tenant."""
     admission = Admission(1)
-    changed = admission._changed = _CountingCondition()
     admission.enter("/holder")
     entered: list[int] = []
     proceed = threading.Event()
@@ -114,31 +112,73 @@ def test_a_slot_given_back_wakes_one_request_in_line() -> None:
         proceed.wait(30)
         admission.leave()
 
-    threads = [threading.Thread(target=request, args=(n,)) for n in range(5)]
-    for thread in threads:
-        thread.start()
-    until = time.monotonic() + 10
-    while changed.waits < 5 and time.monotonic() < until:
-        time.sleep(0.01)
-    assert changed.waits == 5
+    threads = []
+    for number in range(5):
+        threads.append(threading.Thread(target=request, args=(number,)))
+        threads[-1].start()
+        _in_line(admission, number + 1)
     admission.leave()
-    while not entered and time.monotonic() < until:
-        time.sleep(0.01)
-    time.sleep(0.2)  # time for any other woken request to wait again
-    assert len(entered) == 1
-    assert changed.waits == 5  # the four others slept on
+    _in_line(admission, 4)
+    time.sleep(0.2)  # time for any other request to get in, were it woken
+    assert entered == [0]
     proceed.set()
     for thread in threads:
         thread.join(10)
-    assert sorted(entered) == [0, 1, 2, 3, 4]
+    assert entered == [0, 1, 2, 3, 4]
 
 
-def test_a_request_whose_deadline_passes_as_it_is_woken_takes_the_slot() -> None:
-    """A request woken by a slot given back just as its deadline passes takes the slot
-    rather than giving up (and with it the only wake-up), so the line never stalls."""
+def test_tenants_in_line_take_the_slots_given_back_in_turn() -> None:
+    """A tenant with a long line does not keep the others waiting behind it: slots given
+    back go to the waiting tenant holding the fewest, in turn among equals. Here two slots,
+    both held by acme, acme has three more requests in line when beta's one arrives: the
+    first slot acme gives back goes to beta, then acme's line goes on."""
+    admission = Admission(2)
+    admission.enter("/slow", "acme")
+    admission.enter("/slow", "acme")
+    entered: list[str] = []
+    lock = threading.Lock()
+
+    def request(name: str, tenant: str) -> None:
+        with deadline.scope(30):
+            admission.enter(f"/{name}", tenant)
+        with lock:
+            entered.append(name)
+
+    names = [("a1", "acme"), ("a2", "acme"), ("a3", "acme"), ("b1", "beta")]
+    threads = []
+    for count, (name, tenant) in enumerate(names, start=1):
+        threads.append(threading.Thread(target=request, args=(name, tenant)))
+        threads[-1].start()
+        _in_line(admission, count)
+
+    def next_in() -> str:
+        """The request the slot just given back let in."""
+        until = time.monotonic() + 10
+        while len(entered) < count and time.monotonic() < until:
+            time.sleep(0.005)
+        return entered[count - 1]
+
+    count = 1
+    admission.leave("acme")  # acme then holds one, beta none: beta's turn
+    assert next_in() == "b1"
+    count = 2
+    admission.leave("acme")  # acme holds none, beta one: acme's
+    assert next_in() == "a1"
+    count = 3
+    admission.leave("beta")  # b1 done: acme's line goes on
+    assert next_in() == "a2"
+    count = 4
+    admission.leave("acme")
+    assert next_in() == "a3"
+    for thread in threads:
+        thread.join(10)
+
+
+def test_a_request_whose_deadline_passes_as_it_is_handed_a_slot_takes_it() -> None:
+    """A request handed a slot just as its deadline passes takes the slot rather than
+    giving up (a slot handed over is the request's), so the line never stalls."""
     admission = Admission(1)
     admission.enter("/holder")
-    changed = admission._changed
     outcome: list[str] = []
 
     def late() -> None:
@@ -147,15 +187,15 @@ def test_a_request_whose_deadline_passes_as_it_is_woken_takes_the_slot() -> None
         outcome.append("entered")
         admission.leave()
 
-    with changed:  # the request's deadline passes while the holder leaves, lock held
+    with admission._lock:  # the request's deadline passes while the holder leaves
         waiter = threading.Thread(target=late)
         waiter.start()
-        until = time.monotonic() + 10
-        while not changed._waiters and time.monotonic() < until:  # type: ignore[attr-defined]
-            changed.wait(0.001)  # lets the request in until it waits for a slot
+    _in_line(admission, 1)
+    with admission._lock:
         time.sleep(0.2)  # its 50 ms run out; it cannot return without the lock
         admission._free += 1
-        changed.notify()
+        admission._held[""] -= 1
+        admission._serve()
     waiter.join(5)
     assert outcome == ["entered"]
 
