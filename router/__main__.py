@@ -218,21 +218,28 @@ def _start(settings: Settings, log: Any) -> tuple[RunningServer, local_redis.Loc
     variable when one cannot be had (a REDIS_URL that does not parse, an address that cannot
     be listened on); a private redis-server started here is stopped again then."""
     private: local_redis.LocalRedis | None = None
+    retention_ms = settings.record_retention_s * 1000
     try:
         store: Store
         if settings.redis_url:
             try:
-                store = RedisStore.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
+                store = RedisStore.from_url(
+                    settings.redis_url,
+                    timeout_s=settings.redis_timeout_s,
+                    record_ttl_ms=retention_ms,
+                )
             except ValueError as err:
                 raise SettingsError(f"REDIS_URL: {err}") from err
             redacted = RedisStore.redact(settings.redis_url)
             log.info("store_selected", store="redis", redis_url=redacted)
         elif local_redis.available():
             private = local_redis.start()
-            store = RedisStore.from_url(private.url, timeout_s=settings.redis_timeout_s)
+            store = RedisStore.from_url(
+                private.url, timeout_s=settings.redis_timeout_s, record_ttl_ms=retention_ms
+            )
             log.info("store_selected", store="private-redis", redis_url=private.url)
         else:
-            store = MemoryStore()
+            store = MemoryStore(record_ttl_ms=retention_ms)
             log.info("store_selected", store="memory", note="single process, state lost on exit")
         try:
             running = create_server(settings, store)

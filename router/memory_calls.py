@@ -142,7 +142,7 @@ class MemoryCalls(MemoryBase):
                 t.emit_call(rec, "ABANDONED", now, agent_id, data)
                 wait = max(0, now - rec.origin)
                 t.add_history("abandoned", rec.call.channel, now, wait, call_id)
-                rec.settle(True, now)
+                rec.settle(True, now, t.record_ttl_ms)
                 rules.count_abandoned(tenant, rec.call.channel, wait)
             elif rec.status == CallStatus.ASSIGNED and asg and asg.state == AssignmentState.ACTIVE:
                 t.end_assignment(asg, AssignmentState.CANCELLED, now)
@@ -150,7 +150,7 @@ class MemoryCalls(MemoryBase):
                 data = {"assignment_id": asg.assignment_id, "token": str(asg.token)}
                 rec.status, rec.updated = CallStatus.CANCELLED, now
                 t.emit_call(rec, "CANCELLED", now, asg.agent_id, data)
-                rec.settle(True, now)
+                rec.settle(True, now, t.record_ttl_ms)
             return self._record(t, rec, now)
 
     def expire_call(
@@ -181,7 +181,7 @@ class MemoryCalls(MemoryBase):
             data = {"channel": rec.call.channel.value, "max_wait_s": str(max_wait_s)}
             t.emit_call(rec, "EXPIRED", now, data=data)
             t.add_history("expired", rec.call.channel, now, wait, call_id)
-            rec.settle(True, now)
+            rec.settle(True, now, t.record_ttl_ms)
             return True
 
     def mark_sla(self, tenant: str, call_id: str, *, breached: bool, policy: Policy) -> bool:
@@ -204,7 +204,7 @@ class MemoryCalls(MemoryBase):
                 score = rules.queue_score(rec.origin, rec.priority, policy.aging_s_per_priority)
                 t.queue_put(call_id, score)
                 t.emit_call(rec, "SLA_AT_RISK", now, data=data)
-            rec.settle(False, now)
+            rec.settle(False, now, t.record_ttl_ms)
             return True
 
     def request_callback(self, tenant: str, call_id: str) -> CallRecord:
@@ -218,5 +218,5 @@ class MemoryCalls(MemoryBase):
             if not rec.callback:
                 rec.callback, rec.updated = True, now
                 t.emit_call(rec, "CALLBACK_REQUESTED", now)
-                rec.settle(False, now)
+                rec.settle(False, now, t.record_ttl_ms)
             return self._record(t, rec, now)

@@ -185,7 +185,7 @@ class MemoryRouting(MemoryBase):
                 t.emit_call(rec, "ASSIGNED", now, claim.agent_id, _data(asg))
                 wait = max(0, now - rec.origin)
                 t.add_history("answered", rec.call.channel, now, wait, call.call_id)
-            rec.settle(False, now)
+            rec.settle(False, now, t.record_ttl_ms)
             return Committed(asg)
 
     def enqueue(
@@ -291,7 +291,7 @@ class MemoryRouting(MemoryBase):
                     rules.count_breached(tenant)
                 t.emit_call(rec, "ACCEPTED", now, asg.agent_id, _data(asg))
                 t.add_history("answered", rec.call.channel, now, wait, asg.call_id)
-                rec.settle(False, now)
+                rec.settle(False, now, t.record_ttl_ms)
             return accepted
 
     def decline_offer(
@@ -328,7 +328,7 @@ class MemoryRouting(MemoryBase):
                         t.requeue(
                             rec, asg.agent_id, now, policy.aging_s_per_priority, answered=False
                         )
-                    rec.settle(False, now)
+                    rec.settle(False, now, t.record_ttl_ms)
                 agent = t.agents.get(asg.agent_id)
                 if timed_out and count_missed and agent is not None:
                     self._count_missed(t, agent, asg.agent_id, now, policy)
@@ -436,11 +436,11 @@ class MemoryRouting(MemoryBase):
                 if end == AssignmentState.RELEASED:
                     aging_s = (policy or Policy()).aging_s_per_priority
                     t.requeue(rec, asg.agent_id, now, aging_s, answered=True)
-                    rec.settle(False, now)
+                    rec.settle(False, now, t.record_ttl_ms)
                 else:
                     rec.status = CallStatus(end.value)
                     rec.updated = now
-                    rec.settle(True, now)
+                    rec.settle(True, now, t.record_ttl_ms)
             return Finished(ended, len(t.queue))
 
     def reclaim(
@@ -486,5 +486,5 @@ class MemoryRouting(MemoryBase):
                                 policy.aging_s_per_priority,
                                 answered=not offered,
                             )
-                        rec.settle(False, now)
+                        rec.settle(False, now, t.record_ttl_ms)
             return taken

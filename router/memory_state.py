@@ -147,9 +147,9 @@ class CallState:
             handed_back_ms=self.handed_back,
         )
 
-    def settle(self, finished: bool, now: int) -> None:
-        """``settle_call``: a finished call expires ``RECORD_TTL_MS`` after its last change."""
-        self.expires = now + rules.RECORD_TTL_MS if finished else None
+    def settle(self, finished: bool, now: int, ttl_ms: int) -> None:
+        """``settle_call``: a finished call expires ``ttl_ms`` after its last change."""
+        self.expires = now + ttl_ms if finished else None
 
 
 @dataclass
@@ -159,6 +159,8 @@ class TenantState:
     notify: Callable[[], None] = field(repr=False, compare=False)
     """Wakes blocked ``read_events`` calls (the store's condition)."""
     events_maxlen: int = rules.EVENTS_MAXLEN
+    record_ttl_ms: int = rules.RECORD_TTL_MS
+    """How long a finished call's records are kept (``ROUTER_RECORD_RETENTION_S``)."""
     agents: dict[str, AgentState] = field(default_factory=dict)
     retired: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Deleted agent id -> (version, seq) of its last life: the ``idx:retired`` HASH."""
@@ -313,9 +315,9 @@ class TenantState:
         return rec
 
     def end_assignment(self, asg: Assignment, state: AssignmentState, now: int) -> Assignment:
-        """``end_assignment``: record the end, keep it ``RECORD_TTL_MS``, drop the offer."""
+        """``end_assignment``: record the end, keep it ``record_ttl_ms``, drop the offer."""
         ended = dataclasses.replace(asg, state=state, ended_ms=now)
-        self.assignments[asg.assignment_id] = (ended, now + rules.RECORD_TTL_MS)
+        self.assignments[asg.assignment_id] = (ended, now + self.record_ttl_ms)
         self.offers.pop(asg.assignment_id, None)
         return ended
 
@@ -339,12 +341,13 @@ class MemoryBase:
     _clock: Callable[[], int]
     _tenants: dict[str, TenantState]
     _events_maxlen: int
+    _record_ttl_ms: int
 
     def _tenant(self, tenant: str) -> TenantState:
         """The tenant's records (created empty on first use)."""
         t = self._tenants.get(tenant)
         if t is None:
-            t = TenantState(self._lock.notify_all, self._events_maxlen)
+            t = TenantState(self._lock.notify_all, self._events_maxlen, self._record_ttl_ms)
             self._tenants[tenant] = t
         return t
 

@@ -52,13 +52,16 @@ class MemoryStore(MemoryRouting, MemoryCalls):
         clock: Callable[[], int] | None = None,
         *,
         events_maxlen: int = rules.EVENTS_MAXLEN,
+        record_ttl_ms: int = rules.RECORD_TTL_MS,
     ) -> None:
         """``clock`` returns epoch milliseconds; the system clock when ``None``.
-        ``events_maxlen`` caps each event stream (approximately, like Redis)."""
+        ``events_maxlen`` caps each event stream (approximately, like Redis);
+        ``record_ttl_ms``: how long a finished call's records are kept."""
         self._clock = clock or _system_clock
         self._lock = threading.Condition(threading.Lock())
         self._tenants: dict[str, TenantState] = {}
         self._events_maxlen = events_maxlen
+        self._record_ttl_ms = record_ttl_ms
 
     def now_ms(self) -> int:
         """The injected clock."""

@@ -65,6 +65,7 @@ class RedisBase(ABC):
     """Scripts, transactions and time, as the store methods use them."""
 
     _events_maxlen: int
+    _record_ttl_ms: int
     """Approximate cap of the event stream (``MAXLEN ~``)."""
     _tombstones_kept_us: int
     """How long (in revs: µs of Redis time) a deleted agent stays in ``idx:revs``."""

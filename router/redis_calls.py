@@ -439,7 +439,7 @@ class RedisCalls(RedisBase):
                 [
                     asg_id,
                     rules.WORK_RETENTION_MS,
-                    rules.RECORD_TTL_MS,
+                    self._record_ttl_ms,
                     self._events_maxlen,
                     call_id,
                 ],
@@ -503,7 +503,7 @@ class RedisCalls(RedisBase):
                 call_id,
                 max(0, max_wait_s) * 1000,
                 max_wait_s,
-                rules.RECORD_TTL_MS,
+                self._record_ttl_ms,
                 self._events_maxlen,
                 policy_version,
                 member,

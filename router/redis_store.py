@@ -491,17 +491,20 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         *,
         events_maxlen: int = rules.EVENTS_MAXLEN,
         tombstones_kept_s: float = TOMBSTONES_KEPT_S,
+        record_ttl_ms: int = rules.RECORD_TTL_MS,
     ) -> None:
         """``client`` must decode responses (``decode_responses=True``); a ``RedisCluster``
         client puts the store in cluster mode. ``clock`` (epoch ms) replaces Redis time, for
         tests only; production leaves it ``None``. ``events_maxlen`` caps the event stream
         (approximately; tests make it small); ``tombstones_kept_s``: how long a deleted
-        agent stays in the routing index's change log (tests make it 0)."""
+        agent stays in the routing index's change log (tests make it 0); ``record_ttl_ms``:
+        how long a finished call's records (call, assignments, timeline) are kept."""
         kwargs = client.get_connection_kwargs()
         if not kwargs.get("decode_responses"):
             raise RouterError("RedisStore needs a client created with decode_responses=True")
         self._clock = clock
         self._events_maxlen = events_maxlen
+        self._record_ttl_ms = record_ttl_ms
         self._tombstones_kept_us = round(tombstones_kept_s * 1_000_000)
         self._agent_cache = AgentCache()
         self._parties_seen = PartiesCache()
@@ -538,7 +541,9 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         return self._cluster is not None
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 2.0) -> RedisStore:
+    def from_url(
+        cls, url: str, *, timeout_s: float = 2.0, record_ttl_ms: int = rules.RECORD_TTL_MS
+    ) -> RedisStore:
         """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``), with
         ``timeout_s`` bounding every command and connection attempt.
 
@@ -559,9 +564,9 @@ class RedisStore(RedisAgents, RedisRouting, RedisCalls):
         if forced or _is_cluster(client):
             client.close()
             with _driver_errors():
-                store = cls(cluster_client(url, **options))
+                store = cls(cluster_client(url, **options), record_ttl_ms=record_ttl_ms)
         else:
-            store = cls(client)
+            store = cls(client, record_ttl_ms=record_ttl_ms)
         store._url, store._options = url, options
         return store
 

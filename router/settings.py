@@ -45,6 +45,10 @@ class Settings:
     """Re-plans of an Assign whose commit lost a race before ABORTED (``ROUTER_MAX_REPLANS``)."""
     redis_timeout_s: float = 2.0
     """Socket timeout of every Redis command (``ROUTER_REDIS_TIMEOUT_S``)."""
+    record_retention_s: int = 604_800
+    """How long a finished call's records (the call, its assignments, its timeline: what
+    GetCall shows) are kept, in seconds, 3600 to 7776000 (90 days)
+    (``ROUTER_RECORD_RETENTION_S``). Redis keeps about 2.2 KB a call for that long."""
     dispatch_tick_s: float = 1.0
     """Seconds between dispatcher passes over every tenant (offer timeouts, SLA checks,
     reclaiming, wrap-up ends); changes that free capacity trigger a pass at once
@@ -213,6 +217,10 @@ class Settings:
             )
 
     def _check_limits(self) -> None:
+        if not 3600 <= self.record_retention_s <= 90 * 86400:
+            raise SettingsError(
+                f"ROUTER_RECORD_RETENTION_S: {self.record_retention_s} not in 3600..7776000"
+            )
         if not (self.rate_limit == 0 or 0.001 <= self.rate_limit <= 1_000_000):
             raise SettingsError(
                 f"ROUTER_RATE_LIMIT: {self.rate_limit} is neither 0 (off) nor in 0.001..1000000"

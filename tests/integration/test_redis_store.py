@@ -307,6 +307,22 @@ def test_the_index_is_mended_where_its_size_hides_what_is_wrong(
     assert [w.call_id for w in store.due_waits(T, limits, clock.now_ms, 10)] == ["c0", "c1", "c2"]
 
 
+def test_records_are_kept_as_long_as_the_store_is_told(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """``record_ttl_ms`` (``ROUTER_RECORD_RETENTION_S``) sets how long ended assignments,
+    finished calls and their timelines live; idempotency records keep their 24 h."""
+    hour = 3_600_000
+    finished = _busy_tenant(RedisStore(redis_client, clock, record_ttl_ms=hour))
+
+    def ttl(key: str) -> int:
+        return int(redis_client.pttl(PREFIX + key))
+
+    for key in (f"asg:{finished}", "call:c1", "timeline:c1"):
+        assert hour - 60_000 < ttl(key) <= hour, key
+    assert REQUEST_TTL_MS - 60_000 < ttl("req:req-c1") <= REQUEST_TTL_MS
+
+
 def test_records_expire_on_redis_time(redis_client: redis.Redis, clock: FakeClock) -> None:
     """Idempotency records live 24 h; ended assignments, finished calls and their timelines
     7 days; live calls, their timelines, agents and the queue do not expire."""

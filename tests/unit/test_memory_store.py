@@ -54,6 +54,21 @@ def _commit(store: MemoryStore, call_id: str) -> Committed:
     return result
 
 
+def test_records_are_kept_as_long_as_the_store_is_told() -> None:
+    """``record_ttl_ms``: an hour's retention keeps a finished call an hour, not a week."""
+    clock = Clock(1_700_000_000_000)
+    store = MemoryStore(clock, record_ttl_ms=3_600_000)
+    store.create_agent(T, AgentProfile("a"))
+    store.set_presence(T, "a", Presence.AVAILABLE)
+    asg = _commit(store, "c1").assignment
+    store.finish_assignment(T, asg.assignment_id, asg.token, AssignmentState.COMPLETED)
+    clock.now_ms += 3_600_000
+    assert store.get_call(T, "c1").assignment is not None
+    clock.now_ms += 1
+    with pytest.raises(NotFoundError):
+        store.get_call(T, "c1")
+
+
 def test_records_expire_on_the_injected_clock() -> None:
     """The idempotency record lasts 24 h, an ended assignment and its call 7 days, exactly as
     the Redis TTLs do."""

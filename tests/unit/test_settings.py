@@ -44,6 +44,15 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"cert": cert, "key": key, "other_key": other}
 
 
+@pytest.mark.parametrize("seconds", [3599, 90 * 86400 + 1])
+def test_record_retention_outside_an_hour_to_90_days_is_refused(seconds: int) -> None:
+    """``ROUTER_RECORD_RETENTION_S`` names itself when out of range; the bounds pass."""
+    with pytest.raises(SettingsError, match="ROUTER_RECORD_RETENTION_S"):
+        Settings(record_retention_s=seconds)
+    assert Settings(record_retention_s=3600).record_retention_s == 3600
+    assert Settings(record_retention_s=90 * 86400).record_retention_s == 90 * 86400
+
+
 def test_a_weak_but_matching_pair_is_left_to_grpc(tmp_path: Path) -> None:
     """The pair check looks at whether the key is the certificate's, not at its strength:
     a 1024-bit RSA pair that gRPC serves is not refused by the check (OpenSSL's default
