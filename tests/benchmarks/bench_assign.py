@@ -253,7 +253,7 @@ def serving(
                 try:
                     with open(f"/proc/{server.pid}/task/{thread}/status") as status:
                         total += sum(map(int, _SWITCHES.findall(status.read())))
-                except FileNotFoundError:  # the thread ended meanwhile
+                except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
                     continue
         return total
 
