@@ -147,9 +147,9 @@ def check_entry_fields(tenant: str, role: str, name: str) -> None:
         raise TokensFileError("name must be 1-64 letters, digits or ._:@/-")
 
 
-class _DuplicateKeyError(ValueError):
-    """A mapping of the tokens file names a key twice (the parsers keep the last), or names
-    one that is not a string."""
+class _BadKeyError(ValueError):
+    """A mapping of the tokens file names a key that is not a string, or one twice (the
+    parsers would keep the last)."""
 
 
 def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
@@ -157,9 +157,9 @@ def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     mapping: dict[Any, Any] = {}
     for key, value in pairs:
         if not isinstance(key, str):  # YAML allows any key: a list, a mapping, a number
-            raise _DuplicateKeyError(f"key {convert.shown(str(key))} is not a string")
+            raise _BadKeyError(f"key {convert.shown(str(key))} is not a string")
         if key in mapping:
-            raise _DuplicateKeyError(f"key {convert.shown(str(key))} is given twice in a mapping")
+            raise _BadKeyError(f"key {convert.shown(str(key))} is given twice in a mapping")
         mapping[key] = value
     return mapping
 
@@ -177,8 +177,8 @@ def _yaml_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, An
     ]
     try:
         return _pairs(pairs)
-    except _DuplicateKeyError as err:
-        raise _DuplicateKeyError(f"line {node.start_mark.line + 1}: {err}") from None
+    except _BadKeyError as err:
+        raise _BadKeyError(f"line {node.start_mark.line + 1}: {err}") from None
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _yaml_mapping)
@@ -192,7 +192,7 @@ def parse_tokens(text: str, *, json_format: bool = False) -> tuple[TokenEntry, .
             data = json.loads(text, object_pairs_hook=_pairs)
         else:
             data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader
-    except _DuplicateKeyError as err:
+    except _BadKeyError as err:
         raise TokensFileError(str(err)) from None
     except (ValueError, yaml.YAMLError) as err:
         raise TokensFileError(f"not valid {'JSON' if json_format else 'YAML'}: {err}") from None
