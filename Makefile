@@ -80,6 +80,7 @@ bench: $(STAMP) ## Every benchmark in BENCHMARKS.md, full size (6-12 min); HTML 
 	$(PY) -m tests.benchmarks.bench_stats --rates 1,10 --reads 9
 	$(PY) -m tests.benchmarks.bench_expiry --depths 2000,10000 --ticks 9
 	$(PY) -m tests.benchmarks.bench_fairness
+	$(PY) -m tests.benchmarks.bench_records
 	$(PY) -m tests.benchmarks.profile_layers --agents 1000 --pairs 300 --rounds 3 --pause-ms 6.7
 	$(PY) -m tests.benchmarks.bench_tracing --agents 1000 --rounds 2 --json $(RESULTS)/tracing.json
 	$(PY) -m tests.benchmarks.report $(RESULTS) --out $(RESULTS)/report.html
@@ -97,6 +98,7 @@ bench-quick: $(STAMP) ## The same benchmarks at small sizes (~30 s): a smoke run
 	$(PY) -m tests.benchmarks.bench_stats --rates 1 --reads 2
 	$(PY) -m tests.benchmarks.bench_expiry --depths 700 --ticks 2
 	$(PY) -m tests.benchmarks.bench_fairness --calls 50 --skills 2 --viewers 1 --seconds 1
+	$(PY) -m tests.benchmarks.bench_records --pairs 50 --attributes 0
 	$(PY) -m tests.benchmarks.bench_tracing --quick --json $(RESULTS)/tracing.json
 	$(PY) -m tests.benchmarks.report $(RESULTS) --out $(RESULTS)/report.html
 

@@ -48,7 +48,7 @@ class Settings:
     record_retention_s: int = 604_800
     """How long a finished call's records (the call, its assignments, its timeline: what
     GetCall shows) are kept, in seconds, 3600 to 7776000 (90 days)
-    (``ROUTER_RECORD_RETENTION_S``). Redis keeps about 2.2 KB a call for that long."""
+    (``ROUTER_RECORD_RETENTION_S``). Redis keeps about 2.8 KB a call for that long."""
     dispatch_tick_s: float = 1.0
     """Seconds between dispatcher passes over every tenant (offer timeouts, SLA checks,
     reclaiming, wrap-up ends); changes that free capacity trigger a pass at once
