@@ -117,6 +117,11 @@ def absence_reason(agent: AgentSnapshot, now_ms: int, policy: Policy) -> Exclusi
     """Rules 1-3: why the agent is not at their desk now, or ``None`` when present."""
     if agent.presence != Presence.AVAILABLE:
         return Exclusion.NOT_AVAILABLE
+    return _off_duty(agent, now_ms, policy)
+
+
+def _off_duty(agent: AgentSnapshot, now_ms: int, policy: Policy) -> Exclusion | None:
+    """Rules 2-3, whatever the presence: a lapsed heartbeat, a scheduled absence now."""
     timeout_ms = policy.heartbeat_timeout_s * 1000
     if timeout_ms > 0 and now_ms - agent.heartbeat_ms > timeout_ms:
         return Exclusion.HEARTBEAT_EXPIRED
@@ -157,11 +162,9 @@ def gone_reason(agent: AgentSnapshot, now_ms: int, policy: Policy) -> str:
 
 def _away(agent: AgentSnapshot, now_ms: int, policy: Policy) -> str:
     """``left_reason`` with the presence left out."""
-    timeout_ms = policy.heartbeat_timeout_s * 1000
-    if timeout_ms > 0 and now_ms - agent.heartbeat_ms > timeout_ms:
-        return _LEFT[Exclusion.HEARTBEAT_EXPIRED]
-    if any(absence.covers(now_ms) for absence in agent.profile.absences):
-        return _LEFT[Exclusion.SCHEDULED_ABSENCE]
+    excluded = _off_duty(agent, now_ms, policy)
+    if excluded is not None:
+        return _LEFT[excluded]
     if 0 < agent.profile.shift_end_ms <= now_ms:
         return "agent's shift has ended"
     return ""
